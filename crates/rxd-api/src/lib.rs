@@ -1,0 +1,24 @@
+//! Wire types shared by the daemon and the client. Field names and shapes follow LXD 5.0 exactly:
+//! changing anything here is a compatibility decision.
+#![forbid(unsafe_code)]
+
+pub mod certificate;
+pub mod envelope;
+pub mod server;
+pub mod warning;
+
+pub use envelope::{Envelope, ResponseType, StatusCode};
+
+/// API extensions rxd implements. Clients decide which request shapes to send from this list, so a
+/// name goes here only when the feature behind it works.
+pub const API_EXTENSIONS: &[&str] = &[
+    "auth_user",
+    "certificate_token",
+    "certificate_update",
+    "certificate_self_renewal",
+    "remote_token_expiry",
+    "warnings",
+];
+
+/// What rxd reports as `server_version`, so that LXD 5.0 clients pick their 5.0 code paths.
+pub const COMPAT_SERVER_VERSION: &str = "5.0.2";

@@ -1,0 +1,12 @@
+//! Authentication and authorization, with no IO. A request's transport facts become an
+//! [`Identity`] in exactly one function ([`authenticate`]); what an identity may do is decided here
+//! and nowhere else.
+#![forbid(unsafe_code)]
+
+pub mod identity;
+pub mod password;
+pub mod throttle;
+pub mod trust;
+
+pub use identity::{authenticate, Access, AdminProof, AuthError, Identity, Transport};
+pub use trust::{TrustStore, TrustedCert};

@@ -1,0 +1,8 @@
+//! Pure rules of rxd's domain. Nothing here does IO, so every rule is tested with plain tables.
+#![forbid(unsafe_code)]
+
+pub mod address;
+pub mod config;
+pub mod expiry;
+pub mod name;
+pub mod warnings;

@@ -1,0 +1,77 @@
+//! The production advice of LXD's security document, checked against the live config.
+
+use crate::address::ListenAddress;
+use crate::config::{StoredConfig, HTTPS_ADDRESS, TRUST_PASSWORD};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WarningKind {
+    HttpsOnAllAddresses,
+    TrustPasswordSet,
+}
+
+impl WarningKind {
+    /// The `type` shown in `/1.0/warnings`.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            WarningKind::HttpsOnAllAddresses => "HTTPS listener bound to all addresses",
+            WarningKind::TrustPasswordSet => "Trust password set",
+        }
+    }
+
+    pub fn severity(self) -> &'static str {
+        match self {
+            WarningKind::HttpsOnAllAddresses => "moderate",
+            WarningKind::TrustPasswordSet => "low",
+        }
+    }
+}
+
+/// The conditions that hold for this config, each with a message saying why it matters and what to
+/// do instead.
+pub fn config_warnings(config: &StoredConfig) -> Vec<(WarningKind, String)> {
+    let mut out = Vec::new();
+    if let Some(addr) = config.get(HTTPS_ADDRESS) {
+        if ListenAddress::parse(addr).is_ok_and(|a| a.is_wildcard()) {
+            out.push((
+                WarningKind::HttpsOnAllAddresses,
+                format!(
+                    "core.https_address is {addr:?}, which accepts connections on every address of this \
+                     host; set it to the single address clients use and firewall the port to admin networks"
+                ),
+            ));
+        }
+    }
+    if config.contains_key(TRUST_PASSWORD) {
+        out.push((
+            WarningKind::TrustPasswordSet,
+            "core.trust_password is set, so anyone who can reach the HTTPS port can try to guess it; \
+             unset it once clients are enrolled (rxc config unset core.trust_password) and enrol new \
+             clients with single-use tokens (rxc config trust add --name NAME)"
+                .to_owned(),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(pairs: &[(&str, &str)], expected: &[WarningKind]) {
+        let cfg: StoredConfig = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let got: Vec<WarningKind> = config_warnings(&cfg).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(got, expected, "{pairs:?}");
+    }
+
+    #[test]
+    fn warnings_table() {
+        use WarningKind::*;
+        check(&[], &[]);
+        check(&[(HTTPS_ADDRESS, "127.0.0.1:8443")], &[]);
+        check(&[(HTTPS_ADDRESS, ":8443")], &[HttpsOnAllAddresses]);
+        check(&[(HTTPS_ADDRESS, "[::]")], &[HttpsOnAllAddresses]);
+        check(&[(HTTPS_ADDRESS, "0.0.0.0:1")], &[HttpsOnAllAddresses]);
+        check(&[(TRUST_PASSWORD, "$argon2id$")], &[TrustPasswordSet]);
+        check(&[(HTTPS_ADDRESS, ":1"), (TRUST_PASSWORD, "h")], &[HttpsOnAllAddresses, TrustPasswordSet]);
+    }
+}

@@ -1,0 +1,119 @@
+//! `ApiError`, and the one place errors become HTTP responses in LXD's error envelope.
+//! Internal errors are logged in full and answered generically, so paths and SQL never reach a
+//! remote client.
+
+use crate::response::json_response;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use rxd_api::Envelope;
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    /// LXD's text, which clients match.
+    #[error("not authorized")]
+    NotAuthorized,
+    /// A refusal with a specific text (LXD uses some, e.g. for tokens).
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("Request body too large (limit {limit} bytes)")]
+    TooLarge { limit: usize },
+    #[error("ETag doesn't match")]
+    PreconditionFailed,
+    #[error("Too many failed attempts; retry in {} seconds", retry_after.as_secs().max(1))]
+    TooManyRequests { retry_after: Duration },
+    #[error("not implemented")]
+    NotImplemented,
+    #[error("internal error")]
+    Internal(String),
+}
+
+/// The reason a request was refused, attached to the response so the access log can name it.
+#[derive(Debug, Clone)]
+pub struct RejectReason(pub String);
+
+impl ApiError {
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
+        ApiError::Internal(e.to_string())
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotAuthorized | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let reason = match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                "internal error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut resp = json_response(status, &Envelope::error(status.as_u16(), self.to_string()));
+        if let ApiError::TooManyRequests { retry_after } = &self {
+            let secs = retry_after.as_secs().max(1).to_string();
+            if let Ok(v) = http::HeaderValue::from_str(&secs) {
+                resp.headers_mut().insert(http::header::RETRY_AFTER, v);
+            }
+        }
+        resp.extensions_mut().insert(RejectReason(reason));
+        resp
+    }
+}
+
+impl From<rxd_auth::AuthError> for ApiError {
+    fn from(_: rxd_auth::AuthError) -> Self {
+        ApiError::NotAuthorized
+    }
+}
+
+impl From<rxd_core::config::ConfigError> for ApiError {
+    fn from(e: rxd_core::config::ConfigError) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
+impl From<rxd_core::address::AddressError> for ApiError {
+    fn from(e: rxd_core::address::AddressError) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
+impl From<rxd_store::StoreError> for ApiError {
+    fn from(e: rxd_store::StoreError) -> Self {
+        use rxd_store::StoreError::*;
+        match e {
+            AlreadyExists { .. } => ApiError::Conflict(e.to_string()),
+            NotFound { .. } => ApiError::NotFound(e.to_string()),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,56 @@
+//! Facts about the host shown in `environment`, read once at start-up so `GET /1.0` does no IO.
+
+use rxd_api::server::StorageDriver;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone)]
+pub struct HostFacts {
+    pub server_name: String,
+    pub kernel: String,
+    pub kernel_architecture: String,
+    pub kernel_version: String,
+    pub architectures: Vec<String>,
+    pub os_name: String,
+    pub os_version: String,
+    pub storage_drivers: Vec<StorageDriver>,
+}
+
+impl HostFacts {
+    pub fn read() -> HostFacts {
+        let uts = nix::sys::utsname::uname().ok();
+        let s = |f: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
+            uts.as_ref().map(|u| f(u).to_string_lossy().into_owned()).unwrap_or_default()
+        };
+        let machine = s(|u| u.machine());
+        let architectures = match machine.as_str() {
+            "x86_64" => vec!["x86_64".into(), "i686".into()],
+            "aarch64" => vec!["aarch64".into(), "armv7l".into()],
+            other => vec![other.to_owned()],
+        };
+        let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+        let os_field = |key: &str| {
+            os.lines()
+                .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+                .map(|v| v.trim_matches('"').to_owned())
+                .unwrap_or_default()
+        };
+        HostFacts {
+            server_name: host_name(),
+            kernel: s(|u| u.sysname()),
+            kernel_architecture: machine,
+            kernel_version: s(|u| u.release()),
+            architectures,
+            os_name: os_field("NAME"),
+            os_version: os_field("VERSION_ID"),
+            storage_drivers: vec![StorageDriver { name: "dir".into(), version: "1".into(), remote: false }],
+        }
+    }
+
+    pub fn kernel_features(&self) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+}
+
+pub fn host_name() -> String {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default()
+}

@@ -1,0 +1,188 @@
+//! The two listeners and how one connection is served.
+//!
+//! Each accepted connection runs in its own task: the TLS handshake (bounded by a timeout) never
+//! blocks the accept loop. The facts about the connection (unix peer uid, or the TLS client
+//! certificate's fingerprint and peer address) are attached to every request as [`ConnInfo`]; the
+//! trust decision is made per request from them.
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rxd_auth::Transport;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{watch, Semaphore};
+use tokio_util::task::TaskTracker;
+
+/// Time a peer has to finish the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a peer has to send a request's headers (also bounds idle keep-alive connections).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once per listener; further ones are closed at accept.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Largest request head (request line and headers) accepted.
+const MAX_HEAD: usize = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub transport: Transport,
+    /// The TCP peer; `None` on the unix socket.
+    pub remote: Option<SocketAddr>,
+}
+
+impl ConnInfo {
+    /// The peer for logs: address, or `unix:uid=N`.
+    pub fn peer(&self) -> String {
+        match (&self.remote, &self.transport) {
+            (Some(a), _) => a.to_string(),
+            (None, Transport::Unix { uid }) => format!("unix:uid={uid}"),
+            (None, _) => "unknown".to_owned(),
+        }
+    }
+
+    pub fn fingerprint(&self) -> Option<String> {
+        match &self.transport {
+            Transport::Tls { peer_fingerprint: Some(fp) } => Some(hex::encode(fp)),
+            _ => None,
+        }
+    }
+}
+
+/// Resolves once `stop` says true (or its sender is gone).
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Serve HTTP/1.1 on one connection until it closes, or until `stop` fires (then finish the
+/// request in flight and close).
+pub async fn serve_connection<I>(io: I, info: ConnInfo, router: Router, mut stop: watch::Receiver<bool>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(info.clone());
+        tower::ServiceExt::oneshot(router.clone(), req)
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).max_buf_size(MAX_HEAD);
+    let conn = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => { if let Err(e) = res { tracing::debug!(error = %e, "connection ended"); } }
+        _ = stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// Bind the unix socket at `path` with mode 0660 and group `gid`, before any connection can be
+/// accepted. A stale socket from a crashed run is replaced; anything else at the path is refused.
+pub fn bind_unix(path: &Path, gid: u32) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("{} is in use by another running daemon", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket; refusing to replace it", path.display()),
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    // The process umask (022, set by the binary) means the socket is born writable by root only,
+    // so nobody else can connect before the group and mode below are in place.
+    let listener = UnixListener::bind(path)?;
+    std::os::unix::fs::chown(path, Some(0), Some(gid))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+pub async fn run_unix(listener: UnixListener, router: Router, stop: watch::Receiver<bool>, tracker: TaskTracker) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut stop_accept = stop.clone();
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => { tracing::warn!(error = %e, "unix socket accept failed"); tokio::time::sleep(Duration::from_millis(50)).await; continue; }
+            },
+            _ = stopped(&mut stop_accept) => break,
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!("unix socket: too many connections, closing a new one");
+            continue;
+        };
+        let uid = match stream.peer_cred() {
+            Ok(c) => c.uid(),
+            Err(e) => {
+                tracing::warn!(error = %e, "unix socket: no peer credentials, closing");
+                continue;
+            }
+        };
+        let info = ConnInfo { transport: Transport::Unix { uid }, remote: None };
+        let (router, stop) = (router.clone(), stop.clone());
+        tracker.spawn(async move {
+            serve_connection(stream, info, router, stop).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Accept TLS connections on `listener` until `stop` fires.
+pub async fn run_https(
+    listener: TcpListener,
+    tls: Arc<rxd_tls::server::ServerConfig>,
+    router: Router,
+    stop: watch::Receiver<bool>,
+    tracker: TaskTracker,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut stop_accept = stop.clone();
+    loop {
+        let (stream, remote) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => { tracing::warn!(error = %e, "https accept failed"); tokio::time::sleep(Duration::from_millis(50)).await; continue; }
+            },
+            _ = stopped(&mut stop_accept) => break,
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(peer = %remote, "https: too many connections, closing a new one");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (acceptor, router, stop) = (acceptor.clone(), router.clone(), stop.clone());
+        tracker.spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::info!(peer = %remote, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(peer = %remote, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let peer_fingerprint =
+                rxd_tls::server::peer_certificate(tls.get_ref().1).map(|der| rxd_tls::cert::fingerprint_bytes(&der));
+            let info = ConnInfo { transport: Transport::Tls { peer_fingerprint }, remote: Some(remote) };
+            serve_connection(tls, info, router, stop).await;
+            drop(permit);
+        });
+    }
+}

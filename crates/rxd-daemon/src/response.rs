@@ -1,0 +1,72 @@
+//! Successful replies in LXD's envelope: sync, created (201 + Location), async (202).
+
+use axum::body::Body;
+use axum::response::Response;
+use http::{header, HeaderValue, StatusCode};
+use rxd_api::Envelope;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+pub fn json_response(status: StatusCode, envelope: &Envelope) -> Response {
+    let mut body = serde_json::to_vec(envelope).unwrap_or_else(|_| b"{}".to_vec());
+    body.push(b'\n');
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    resp
+}
+
+pub fn sync(metadata: impl Serialize) -> Response {
+    let value = serde_json::to_value(metadata).unwrap_or(serde_json::Value::Null);
+    json_response(StatusCode::OK, &Envelope::sync(value))
+}
+
+/// An empty sync reply (`metadata: {}`), as LXD answers DELETE and PUT.
+pub fn empty() -> Response {
+    sync(serde_json::Map::new())
+}
+
+/// A sync reply carrying an ETag computed over `etag_of`.
+pub fn sync_with_etag(metadata: impl Serialize, etag_of: &impl Serialize) -> Response {
+    let mut resp = sync(metadata);
+    if let Ok(v) = HeaderValue::from_str(&etag(etag_of)) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
+}
+
+/// 201 with `Location`, body `metadata: null`, as LXD answers a created resource.
+pub fn created(location: &str) -> Response {
+    let mut resp = json_response(StatusCode::CREATED, &Envelope::sync(serde_json::Value::Null));
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// 202 for a new operation.
+pub fn operation(url: String, metadata: impl Serialize) -> Response {
+    let value = serde_json::to_value(metadata).unwrap_or(serde_json::Value::Null);
+    let mut resp = json_response(StatusCode::ACCEPTED, &Envelope::async_op(url.clone(), value));
+    if let Ok(v) = HeaderValue::from_str(&url) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// Quoted lowercase hex SHA-256 of the JSON of `value`.
+pub fn etag(value: &impl Serialize) -> String {
+    let json = serde_json::to_vec(value).unwrap_or_default();
+    format!("\"{}\"", hex::encode(Sha256::digest(json)))
+}
+
+/// `If-Match` must name the current ETag when present.
+pub fn check_if_match(headers: &http::HeaderMap, current: &impl Serialize) -> Result<(), crate::error::ApiError> {
+    match headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
+        None => Ok(()),
+        Some(given) if given.trim() == "*" || given.trim() == etag(current) => Ok(()),
+        Some(_) => Err(crate::error::ApiError::PreconditionFailed),
+    }
+}

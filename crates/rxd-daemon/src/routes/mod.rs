@@ -1,0 +1,61 @@
+//! The API's routes. Unknown paths answer 404 to anyone before authentication; known paths with
+//! an unsupported method answer 501, as LXD does. Every refused request is logged once, here.
+
+// mod certificates;
+// mod operations;
+mod server;
+mod warnings;
+
+use crate::error::{ApiError, RejectReason};
+use crate::listener::ConnInfo;
+use crate::state::Daemon;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use std::sync::Arc;
+
+pub fn router(daemon: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/", get(server::get_root))
+        .route("/1.0", get(server::get).put(server::put).patch(server::patch))
+        .route("/1.0/warnings", get(warnings::list))
+        .route(
+            "/1.0/warnings/{uuid}",
+            get(warnings::get).put(warnings::put).patch(warnings::put).delete(warnings::delete),
+        )
+        .method_not_allowed_fallback(not_implemented)
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(log_refusals))
+        .with_state(daemon)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("not found".into())
+}
+
+async fn not_implemented() -> ApiError {
+    ApiError::NotImplemented
+}
+
+/// One log line per refused request: what, why, from where, and which certificate. Never the
+/// query string or body, which may carry secrets.
+async fn log_refusals(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let conn = req.extensions().get::<ConnInfo>().cloned();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if status.is_client_error() || status.is_server_error() {
+        let reason = resp.extensions().get::<RejectReason>().map(|r| r.0.as_str()).unwrap_or("");
+        let peer = conn.as_ref().map(ConnInfo::peer).unwrap_or_default();
+        let fingerprint = conn.as_ref().and_then(ConnInfo::fingerprint).unwrap_or_default();
+        if status == http::StatusCode::FORBIDDEN || status == http::StatusCode::TOO_MANY_REQUESTS {
+            tracing::warn!(%method, %path, status = status.as_u16(), reason, %peer, %fingerprint, "request refused");
+        } else {
+            tracing::info!(%method, %path, status = status.as_u16(), reason, %peer, %fingerprint, "request refused");
+        }
+    }
+    resp
+}

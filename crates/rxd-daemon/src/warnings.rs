@@ -1,0 +1,79 @@
+//! Warnings shown at `/1.0/warnings`, kept in step with the config: a condition that appears is a
+//! `new` warning (and a log line), one that goes away is `resolved`.
+
+use rxd_api::warning::Warning;
+use rxd_core::config::StoredConfig;
+use rxd_core::warnings::{config_warnings, WarningKind};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default)]
+pub struct Warnings {
+    by_kind: BTreeMap<WarningKind, Warning>,
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl Warnings {
+    pub fn refresh(&mut self, config: &StoredConfig) {
+        let active = config_warnings(config);
+        let now = now_rfc3339();
+        for (kind, message) in &active {
+            let w = self.by_kind.entry(*kind).or_insert_with(|| Warning {
+                status: "new".into(),
+                uuid: uuid::Uuid::new_v4().to_string(),
+                location: "none".into(),
+                project: String::new(),
+                kind: kind.type_name().into(),
+                count: 0,
+                first_seen_at: now.clone(),
+                last_seen_at: now.clone(),
+                last_message: String::new(),
+                severity: kind.severity().into(),
+                entity_url: String::new(),
+            });
+            let reappeared = w.status == "resolved" || w.count == 0;
+            if reappeared {
+                w.count += 1;
+                w.status = "new".into();
+                w.last_seen_at = now.clone();
+                tracing::warn!(warning = kind.type_name(), "{message}");
+            }
+            w.last_message = message.clone();
+        }
+        for (kind, w) in self.by_kind.iter_mut() {
+            if w.status != "resolved" && !active.iter().any(|(k, _)| k == kind) {
+                w.status = "resolved".into();
+                w.last_seen_at = now.clone();
+            }
+        }
+    }
+
+    pub fn list(&self) -> Vec<Warning> {
+        self.by_kind.values().cloned().collect()
+    }
+
+    pub fn get(&self, uuid: &str) -> Option<Warning> {
+        self.by_kind.values().find(|w| w.uuid == uuid).cloned()
+    }
+
+    /// Set the status of a warning (`new`, `acknowledged` or `resolved`).
+    pub fn set_status(&mut self, uuid: &str, status: &str) -> bool {
+        match self.by_kind.values_mut().find(|w| w.uuid == uuid) {
+            Some(w) => {
+                w.status = status.to_owned();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn remove(&mut self, uuid: &str) -> bool {
+        let before = self.by_kind.len();
+        self.by_kind.retain(|_, w| w.uuid != uuid);
+        self.by_kind.len() != before
+    }
+}

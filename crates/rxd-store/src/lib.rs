@@ -1,0 +1,68 @@
+//! The state database. Every SQL statement in rxd lives in this crate. Calls block: the daemon
+//! runs them off its async executor.
+#![forbid(unsafe_code)]
+
+mod certificates;
+mod config;
+mod migrations;
+
+pub use certificates::{CertificateRow, TokenRow};
+
+use rusqlite::Connection;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database file {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("database schema version {found} is newer than this rxd understands ({known}); use a newer rxd")]
+    TooNew { found: i64, known: i64 },
+    #[error("{kind} already exists")]
+    AlreadyExists { kind: &'static str },
+    #[error("{kind} has expired")]
+    Expired { kind: &'static str },
+    #[error("{kind} not found")]
+    NotFound { kind: &'static str },
+    #[error("database lock poisoned")]
+    Poisoned,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Open (creating if needed, mode 0600) and migrate the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let io = |source| StoreError::Io { path: path.display().to_string(), source };
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(io)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrations::migrate(&mut conn)?;
+        Ok(Store { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.conn.lock().map_err(|_| StoreError::Poisoned)
+    }
+
+    /// The schema version the database is at.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self.conn()?.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+}

@@ -1,0 +1,54 @@
+//! Schema migrations, applied in order inside one transaction each. `PRAGMA user_version` records
+//! how many have run. Never edit a released migration: add a new one.
+
+use crate::StoreError;
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: server configuration.
+    "CREATE TABLE config (
+        key   TEXT PRIMARY KEY NOT NULL,
+        value TEXT NOT NULL
+    );",
+    // 2: the trust store, and certificate add tokens (only a hash of each secret is kept).
+    "CREATE TABLE certificates (
+        fingerprint TEXT PRIMARY KEY NOT NULL CHECK (length(fingerprint) = 64),
+        name        TEXT NOT NULL,
+        type        TEXT NOT NULL,
+        restricted  INTEGER NOT NULL,
+        certificate TEXT NOT NULL,
+        not_before  INTEGER NOT NULL,
+        not_after   INTEGER NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE TABLE certificate_projects (
+        fingerprint TEXT NOT NULL REFERENCES certificates(fingerprint) ON DELETE CASCADE,
+        project     TEXT NOT NULL,
+        PRIMARY KEY (fingerprint, project)
+    );
+    CREATE TABLE tokens (
+        id            TEXT PRIMARY KEY NOT NULL,
+        secret_sha256 BLOB NOT NULL UNIQUE,
+        name          TEXT NOT NULL,
+        restricted    INTEGER NOT NULL,
+        projects      TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        expires_at    INTEGER NOT NULL
+    );",
+];
+
+pub const LATEST: i64 = MIGRATIONS.len() as i64;
+
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > LATEST {
+        return Err(StoreError::TooNew { found: current, known: LATEST });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
