@@ -56,34 +56,25 @@ pub async fn update_config(
     let listener_change = match changes.get(HTTPS_ADDRESS) {
         None => ListenerChange::Keep,
         Some(None) => ListenerChange::Stop,
-        Some(Some(text)) => {
-            let addr = ListenAddress::parse(text)?;
-            if lock(&d.https).as_ref().is_some_and(|r| r.address == addr) {
-                // The same address written differently ("127.0.0.1" and "127.0.0.1:8443").
-                ListenerChange::Keep
-            } else {
-                ListenerChange::Start(https::bind(&addr).await.map_err(|e| {
-                    ApiError::BadRequest(format!(
-                        "cannot listen on {text}: {e}; the current listener is unchanged \
-                         (to move to another address on the same port, unset core.https_address first)"
-                    ))
-                })?)
-            }
-        }
+        Some(Some(text)) => plan_listener(d, text).await?,
     };
 
     let to_store = changes.clone();
-    d.db(move |s| s.update_config(&to_store)).await?;
-
-    if !matches!(listener_change, ListenerChange::Keep) {
-        if let Some(old) = lock(&d.https).take() {
-            old.stop();
-            tracing::info!(address = %old.address, "HTTPS listener stopped");
+    if let Err(e) = d.db(move |s| s.update_config(&to_store)).await {
+        if let ListenerChange::Replaced { old, .. } = listener_change {
+            restart_listener(d, &old).await;
         }
+        return Err(e);
     }
-    if let ListenerChange::Start(bound) = listener_change {
-        let running = https::start(bound, d.tls.clone(), d.router()?, &d.tracker);
-        *lock(&d.https) = Some(running);
+
+    match listener_change {
+        ListenerChange::Keep => {}
+        ListenerChange::Stop => stop_current(d),
+        ListenerChange::Start(bound) => {
+            stop_current(d);
+            start_listener(d, bound)?;
+        }
+        ListenerChange::Replaced { bound, .. } => start_listener(d, bound)?,
     }
 
     let mut new_config = current;
@@ -105,5 +96,64 @@ pub async fn update_config(
 enum ListenerChange {
     Keep,
     Stop,
+    /// Serve on these new sockets, then stop the current listener.
     Start(https::Bound),
+    /// The current listener (at `old`) was already stopped to free its port for `bound`.
+    Replaced { bound: https::Bound, old: ListenAddress },
+}
+
+async fn plan_listener(d: &Daemon, text: &str) -> ApiResult<ListenerChange> {
+    let addr = ListenAddress::parse(text)?;
+    let refused = |e: std::io::Error| {
+        ApiError::BadRequest(format!("cannot listen on {text}: {e}; the current listener is unchanged"))
+    };
+    let current_port = lock(&d.https).as_ref().map(|r| (r.address.clone(), r.address.port));
+    match current_port {
+        // The same address written differently ("127.0.0.1" and "127.0.0.1:8443").
+        Some((current, _)) if current == addr => return Ok(ListenerChange::Keep),
+        _ => {}
+    }
+    match https::bind(&addr).await {
+        Ok(bound) => Ok(ListenerChange::Start(bound)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && current_port.as_ref().is_some_and(|(_, p)| *p == addr.port) => {
+            // Another address on our own port (say ":8443" to "127.0.0.1:8443"): the kernel
+            // refuses both at once, so release the old one first and put it back on failure.
+            let Some(old) = lock(&d.https).take() else { return Err(refused(e)) };
+            let old_address = old.address.clone();
+            old.stop_and_release().await;
+            match https::bind(&addr).await {
+                Ok(bound) => Ok(ListenerChange::Replaced { bound, old: old_address }),
+                Err(e) => {
+                    restart_listener(d, &old_address).await;
+                    Err(refused(e))
+                }
+            }
+        }
+        Err(e) => Err(refused(e)),
+    }
+}
+
+fn stop_current(d: &Daemon) {
+    if let Some(old) = lock(&d.https).take() {
+        old.stop();
+        tracing::info!(address = %old.address, "HTTPS listener stopped");
+    }
+}
+
+fn start_listener(d: &Daemon, bound: https::Bound) -> ApiResult<()> {
+    let running = https::start(bound, d.tls.clone(), d.router()?, &d.tracker);
+    *lock(&d.https) = Some(running);
+    Ok(())
+}
+
+/// Put a listener that was released for a change back, after the change failed.
+async fn restart_listener(d: &Daemon, address: &ListenAddress) {
+    match https::bind(address).await {
+        Ok(bound) => {
+            if let Err(e) = start_listener(d, bound) {
+                tracing::error!(%address, error = %e, "could not restore the HTTPS listener");
+            }
+        }
+        Err(e) => tracing::error!(%address, error = %e, "could not restore the HTTPS listener"),
+    }
 }

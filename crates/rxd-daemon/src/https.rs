@@ -28,11 +28,21 @@ pub struct Running {
     pub address: ListenAddress,
     pub local_addrs: Vec<SocketAddr>,
     stop: watch::Sender<bool>,
+    accept_loops: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
+    /// Stop accepting; connections already open finish their request in flight and close.
     pub fn stop(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// Stop, and wait until the listening sockets are closed so their port can be bound again.
+    pub async fn stop_and_release(self) {
+        self.stop();
+        for handle in self.accept_loops {
+            let _ = handle.await;
+        }
     }
 }
 
@@ -76,13 +86,15 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub fn start(bound: Bound, tls: Arc<rxd_tls::server::ServerConfig>, router: Router, tracker: &TaskTracker) -> Running {
     let (stop, stop_rx) = watch::channel(false);
     let local_addrs = bound.local_addrs();
-    for l in bound.listeners {
-        tracker.spawn(run_https(l, tls.clone(), router.clone(), stop_rx.clone(), tracker.clone()));
-    }
+    let accept_loops = bound
+        .listeners
+        .into_iter()
+        .map(|l| tracker.spawn(run_https(l, tls.clone(), router.clone(), stop_rx.clone(), tracker.clone())))
+        .collect();
     for a in &local_addrs {
         tracing::info!(address = %a, "HTTPS listener started");
     }
-    Running { address: bound.address, local_addrs, stop }
+    Running { address: bound.address, local_addrs, stop, accept_loops }
 }
 
 /// The addresses clients can use, for `environment.addresses` and tokens: the bound address, or

@@ -1,0 +1,242 @@
+//! A client for the rxd (and LXD 5.0) REST API over the unix socket or HTTPS with a client
+//! certificate. One connection is kept alive per client and re-opened when the server closed it.
+#![forbid(unsafe_code)]
+
+pub use bytes::Bytes;
+pub use http::Method;
+use http::{HeaderMap, Request};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rxd_api::{Envelope, ResponseType};
+use rxd_tls::client::{client_config, Presented, ServerTrust, CAPTURED, PIN_MISMATCH};
+use rxd_tls::KeyPairFiles;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    Https { host: String, port: u16 },
+}
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("cannot connect to {target}: {source}")]
+    Connect { target: String, source: std::io::Error },
+    /// The handshake stopped on purpose after recording the server's certificate.
+    #[error("server certificate captured")]
+    Captured { der: Vec<u8> },
+    /// The server presented a certificate other than the pinned one.
+    #[error("server certificate does not match the pinned one")]
+    PinMismatch { presented: Option<Vec<u8>> },
+    #[error("TLS handshake with {target} failed: {reason}")]
+    Tls { target: String, reason: String, presented: Option<Vec<u8>> },
+    #[error("HTTP: {0}")]
+    Http(String),
+    /// The server answered with LXD's error envelope.
+    #[error("{message}")]
+    Api { status: u16, message: String },
+    #[error("unexpected reply from the server: {0}")]
+    Decode(String),
+}
+
+/// One HTTP reply, raw.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn envelope(&self) -> Result<Envelope, ClientError> {
+        serde_json::from_slice(&self.body).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// The envelope's metadata, or the API error it carries.
+    pub fn metadata(&self) -> Result<Value, ClientError> {
+        let env = self.envelope()?;
+        match env.kind {
+            ResponseType::Error => Err(ClientError::Api { status: env.error_code, message: env.error }),
+            _ => Ok(env.metadata),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+pub struct Client {
+    endpoint: Endpoint,
+    tls: Option<(Arc<rustls_config::ClientConfig>, Presented)>,
+    conn: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
+}
+
+mod rustls_config {
+    pub use tokio_rustls::rustls::ClientConfig;
+}
+
+impl Client {
+    pub fn unix(path: impl Into<PathBuf>) -> Client {
+        Client { endpoint: Endpoint::Unix(path.into()), tls: None, conn: Default::default() }
+    }
+
+    /// An HTTPS client judging the server by `trust` and presenting `identity`, if given.
+    pub fn https(
+        host: &str,
+        port: u16,
+        trust: ServerTrust,
+        identity: Option<&KeyPairFiles>,
+    ) -> Result<Client, ClientError> {
+        let (config, presented) = client_config(trust, identity).map_err(|e| ClientError::Tls {
+            target: format!("{host}:{port}"),
+            reason: e.to_string(),
+            presented: None,
+        })?;
+        Ok(Client {
+            endpoint: Endpoint::Https { host: host.to_owned(), port },
+            tls: Some((config, presented)),
+            conn: Default::default(),
+        })
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn target(&self) -> String {
+        match &self.endpoint {
+            Endpoint::Unix(p) => p.display().to_string(),
+            Endpoint::Https { host, port } if host.contains(':') => format!("[{host}]:{port}"),
+            Endpoint::Https { host, port } => format!("{host}:{port}"),
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+        let target = self.target();
+        let connect_err = |source| ClientError::Connect { target: target.clone(), source };
+        let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out");
+        match (&self.endpoint, &self.tls) {
+            (Endpoint::Unix(path), _) => {
+                let stream = tokio::net::UnixStream::connect(path).await.map_err(connect_err)?;
+                handshake(stream).await
+            }
+            (Endpoint::Https { host, port }, Some((config, presented))) => {
+                let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect((host.as_str(), *port)))
+                    .await
+                    .map_err(|_| connect_err(timed_out()))?
+                    .map_err(connect_err)?;
+                let _ = tcp.set_nodelay(true);
+                let name = rustls_pki_types_name(host)?;
+                let connector = tokio_rustls::TlsConnector::from(config.clone());
+                let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
+                    .await
+                    .map_err(|_| connect_err(timed_out()))?;
+                match tls {
+                    Ok(stream) => handshake(stream).await,
+                    Err(e) => Err(classify_tls_error(e, presented.take(), target.clone())),
+                }
+            }
+            (Endpoint::Https { .. }, None) => Err(ClientError::Http("no TLS configuration".into())),
+        }
+    }
+
+    /// Send one request and return the raw reply. A kept-alive connection the server closed is
+    /// re-opened once.
+    pub async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Bytes) -> Result<Reply, ClientError> {
+        let mut guard = self.conn.lock().await;
+        for attempt in 0..2 {
+            let alive = match guard.as_mut() {
+                Some(s) => s.ready().await.is_ok(),
+                None => false,
+            };
+            if !alive {
+                *guard = Some(self.connect().await?);
+            }
+            let Some(sender) = guard.as_mut() else { continue };
+            let mut req = Request::builder().method(method.clone()).uri(path).header("host", "rxd");
+            if !body.is_empty() {
+                req = req.header("content-type", "application/json");
+            }
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            let req = req.body(Full::new(body.clone())).map_err(|e| ClientError::Http(e.to_string()))?;
+            match sender.send_request(req).await {
+                Ok(resp) => {
+                    let (parts, body) = resp.into_parts();
+                    let body = body.collect().await.map_err(|e| ClientError::Http(e.to_string()))?.to_bytes();
+                    return Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body });
+                }
+                Err(e) if attempt == 0 && (e.is_canceled() || e.is_closed() || e.is_incomplete_message()) => {
+                    *guard = None;
+                }
+                Err(e) => {
+                    *guard = None;
+                    return Err(ClientError::Http(e.to_string()));
+                }
+            }
+        }
+        Err(ClientError::Http("connection closed".into()))
+    }
+
+    /// Send a JSON request (or none) and return the raw reply.
+    pub async fn request(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Reply, ClientError> {
+        let bytes = match body {
+            Some(v) => Bytes::from(serde_json::to_vec(v).map_err(|e| ClientError::Decode(e.to_string()))?),
+            None => Bytes::new(),
+        };
+        self.send(method, path, &[], bytes).await
+    }
+
+    /// GET and return the metadata, or the API error.
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.request(Method::GET, path, None).await?.metadata()
+    }
+
+    /// Drop the kept-alive connection.
+    pub async fn disconnect(&self) {
+        *self.conn.lock().await = None;
+    }
+}
+
+fn rustls_pki_types_name(host: &str) -> Result<rustls_pki_types::ServerName<'static>, ClientError> {
+    rustls_pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| ClientError::Http(format!("invalid server name {host:?}: {e}")))
+}
+
+use tokio_rustls::rustls::pki_types as rustls_pki_types;
+
+async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, ClientError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+fn classify_tls_error(e: std::io::Error, presented: Option<Vec<u8>>, target: String) -> ClientError {
+    let text = e.to_string();
+    if text.contains(CAPTURED) {
+        match presented {
+            Some(der) => ClientError::Captured { der },
+            None => ClientError::Tls { target, reason: text, presented: None },
+        }
+    } else if text.contains(PIN_MISMATCH) {
+        ClientError::PinMismatch { presented }
+    } else {
+        ClientError::Tls { target, reason: text, presented }
+    }
+}

@@ -1,0 +1,232 @@
+//! The black-box test harness: start the real `rxd` binary on a fresh temporary state dir, with
+//! HTTPS on an ephemeral loopback port, wait until it answers, hand out clients for both
+//! listeners, and stop it on drop. Nothing here sets process-wide environment variables.
+#![forbid(unsafe_code)]
+
+use rxd_client::Client;
+use rxd_tls::client::ServerTrust;
+use rxd_tls::KeyPairFiles;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// Path of a binary built from this workspace (next to the test executable's `deps/` dir).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} not built; run the tests with `cargo test --workspace`", path.display());
+    path
+}
+
+/// True when the test may run. Tests that need root call this: outside CI they are skipped with
+/// a message; under `CI=true` a skip is a failure.
+pub fn require_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    let msg = format!("{test}: needs root (rxd runs as root), skipping");
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{msg}; under CI=true a skip is a failure");
+    }
+    eprintln!("SKIP {msg}");
+    false
+}
+
+/// A throwaway client keypair, as `rxc` would generate one.
+pub fn client_identity(name: &str) -> KeyPairFiles {
+    let dir = tempfile::tempdir().expect("tempdir");
+    KeyPairFiles::load_or_generate(
+        &dir.path().join("client.crt"),
+        &dir.path().join("client.key"),
+        rxd_tls::Role::Client,
+        name,
+        "",
+    )
+    .expect("client keypair")
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Leave `core.https_address` unset.
+    pub no_https: bool,
+    /// `--group` for the unix socket.
+    pub group: Option<String>,
+}
+
+pub struct TestDaemon {
+    root: TempDir,
+    child: Option<Child>,
+    opts: Options,
+    https_port: Option<u16>,
+    starts: u32,
+}
+
+impl TestDaemon {
+    pub async fn start() -> TestDaemon {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(opts: Options) -> TestDaemon {
+        let root = tempfile::Builder::new().prefix("rxd-test-").tempdir().expect("tempdir");
+        // Traversable by other users, like /var/lib: the socket's own mode must be what keeps
+        // them out, and the tests check exactly that.
+        std::fs::set_permissions(root.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).expect("chmod");
+        let mut d = TestDaemon { root, child: None, opts, https_port: None, starts: 0 };
+        d.spawn();
+        d.wait_ready().await;
+        if !d.opts.no_https {
+            d.enable_https().await;
+        }
+        d
+    }
+
+    /// The state directory (`$RXD_DIR`).
+    pub fn dir(&self) -> PathBuf {
+        self.root.path().join("state")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir().join("unix.socket")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.root.path().join(format!("rxd.{}.log", self.starts))
+    }
+
+    /// Everything the daemon logged so far, across restarts.
+    pub fn logs(&self) -> String {
+        (1..=self.starts)
+            .map(|i| std::fs::read_to_string(self.root.path().join(format!("rxd.{i}.log"))).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("")
+    }
+
+    /// Start the process on this state dir (again, after [`stop`](Self::stop)).
+    pub fn spawn(&mut self) {
+        self.starts += 1;
+        let log = std::fs::File::create(self.log_path()).expect("log file");
+        let mut cmd = Command::new(bin("rxd"));
+        cmd.arg("--dir").arg(self.dir()).arg("--log").arg("debug");
+        if let Some(g) = &self.opts.group {
+            cmd.arg("--group").arg(g);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        self.child = Some(cmd.spawn().expect("spawn rxd"));
+    }
+
+    /// Wait until `GET /1.0` answers on the unix socket.
+    pub async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("rxd exited early ({status}); log:\n{}", self.logs());
+                }
+            }
+            if Client::unix(self.socket()).get("/1.0").await.is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "rxd did not answer in time; log:\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Set `core.https_address` to a free loopback port (retrying if another process took it).
+    pub async fn enable_https(&mut self) {
+        for _ in 0..10 {
+            let port = free_port();
+            let reply = self
+                .unix()
+                .request(
+                    rxd_client::Method::PATCH,
+                    "/1.0",
+                    Some(&json!({"config": {"core.https_address": format!("127.0.0.1:{port}")}})),
+                )
+                .await
+                .expect("PATCH /1.0");
+            if reply.status == 200 {
+                self.https_port = Some(port);
+                return;
+            }
+        }
+        panic!("could not bind an HTTPS port; log:\n{}", self.logs());
+    }
+
+    pub fn https_port(&self) -> u16 {
+        self.https_port.expect("HTTPS not enabled")
+    }
+
+    pub fn https_address(&self) -> String {
+        format!("127.0.0.1:{}", self.https_port())
+    }
+
+    pub fn unix(&self) -> Client {
+        Client::unix(self.socket())
+    }
+
+    pub fn server_cert_der(&self) -> Vec<u8> {
+        let pem = std::fs::read_to_string(self.dir().join("server.crt")).expect("server.crt");
+        rxd_tls::cert::from_pem(&pem).expect("server.crt PEM")
+    }
+
+    pub fn server_fingerprint(&self) -> String {
+        rxd_tls::fingerprint(&self.server_cert_der())
+    }
+
+    /// An HTTPS client pinned to this daemon's certificate, presenting `identity` if given.
+    pub fn https(&self, identity: Option<&KeyPairFiles>) -> Client {
+        let pin = rxd_tls::cert::fingerprint_bytes(&self.server_cert_der());
+        Client::https("127.0.0.1", self.https_port(), ServerTrust::Pinned(pin), identity).expect("https client")
+    }
+
+    /// SIGTERM, then wait for the process to exit.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kill the daemon with SIGKILL, as a crash would, leaving its socket behind.
+    pub fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Restart on the same state dir and wait until it answers.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+        self.wait_ready().await;
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
