@@ -61,3 +61,69 @@ pub struct CertificateAddToken {
     /// RFC 3339; `0001-01-01T00:00:00Z` means no expiry.
     pub expires_at: String,
 }
+
+impl CertificateAddToken {
+    /// The token string an admin hands out: base64 of this JSON.
+    pub fn encode(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// Recognise a join token, as LXD does: it decodes and has a client name, a fingerprint, a
+    /// secret and at least one address. Anything else (a trust password, say) is not a token.
+    pub fn decode(text: &str) -> Option<CertificateAddToken> {
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .ok()?;
+        let t: CertificateAddToken = serde_json::from_slice(&raw).ok()?;
+        let complete = !t.client_name.is_empty()
+            && !t.fingerprint.is_empty()
+            && !t.secret.is_empty()
+            && !t.addresses.is_empty();
+        complete.then_some(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_round_trip_and_recognition() {
+        let t = CertificateAddToken {
+            client_name: "laptop".into(),
+            fingerprint: "ab".repeat(32),
+            addresses: vec!["127.0.0.1:8443".into()],
+            secret: "cd".repeat(32),
+            expires_at: "0001-01-01T00:00:00Z".into(),
+        };
+        let s = t.encode();
+        assert_eq!(CertificateAddToken::decode(&s), Some(t.clone()));
+        use base64::Engine;
+        let json = String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(&s)
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(
+            json.starts_with("{\"client_name\":\"laptop\",\"fingerprint\":"),
+            "LXD's key order: {json}"
+        );
+        assert_eq!(
+            CertificateAddToken::decode("hunter2"),
+            None,
+            "a password is not a token"
+        );
+        assert_eq!(
+            CertificateAddToken::decode(&t.secret),
+            None,
+            "a bare secret is not a token"
+        );
+        let mut no_addr = t.clone();
+        no_addr.addresses.clear();
+        assert_eq!(CertificateAddToken::decode(&no_addr.encode()), None);
+    }
+}

@@ -130,7 +130,15 @@ mod tests {
             let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
             assert_eq!(
                 keys,
-                ["type", "status", "status_code", "operation", "error_code", "error", "metadata"]
+                [
+                    "type",
+                    "status",
+                    "status_code",
+                    "operation",
+                    "error_code",
+                    "error",
+                    "metadata"
+                ]
             );
         }
     }

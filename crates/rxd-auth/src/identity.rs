@@ -28,10 +28,18 @@ pub enum Identity {
 pub fn authenticate(transport: &Transport, trust: &TrustStore, now: i64) -> Identity {
     match transport {
         Transport::Unix { uid } => Identity::Unix { uid: *uid },
-        Transport::Tls { peer_fingerprint: None } => Identity::Untrusted { fingerprint: None },
-        Transport::Tls { peer_fingerprint: Some(fp) } => match trust.get(fp) {
-            Some(cert) if cert.not_before <= now && now <= cert.not_after => Identity::Certificate(cert.clone()),
-            _ => Identity::Untrusted { fingerprint: Some(hex::encode(fp)) },
+        Transport::Tls {
+            peer_fingerprint: None,
+        } => Identity::Untrusted { fingerprint: None },
+        Transport::Tls {
+            peer_fingerprint: Some(fp),
+        } => match trust.get(fp) {
+            Some(cert) if cert.not_before <= now && now <= cert.not_after => {
+                Identity::Certificate(cert.clone())
+            }
+            _ => Identity::Untrusted {
+                fingerprint: Some(hex::encode(fp)),
+            },
         },
     }
 }
@@ -148,16 +156,67 @@ mod tests {
     /// Every kind of caller against every access level: (transport, trusted, anyone, trusted-route, admin-route).
     #[test]
     fn authentication_and_access_table() {
-        let tls = |fp: Option<u8>| Transport::Tls { peer_fingerprint: fp.map(|b| [b; 32]) };
+        let tls = |fp: Option<u8>| Transport::Tls {
+            peer_fingerprint: fp.map(|b| [b; 32]),
+        };
         let cases: &[(&str, Transport, bool, bool, bool, bool)] = &[
-            ("unix socket, root", Transport::Unix { uid: 0 }, true, true, true, true),
-            ("unix socket, other uid", Transport::Unix { uid: 1000 }, true, true, true, true),
+            (
+                "unix socket, root",
+                Transport::Unix { uid: 0 },
+                true,
+                true,
+                true,
+                true,
+            ),
+            (
+                "unix socket, other uid",
+                Transport::Unix { uid: 1000 },
+                true,
+                true,
+                true,
+                true,
+            ),
             ("tls, no certificate", tls(None), false, true, false, false),
-            ("tls, unknown certificate", tls(Some(9)), false, true, false, false),
-            ("tls, trusted unrestricted", tls(Some(1)), true, true, true, true),
-            ("tls, trusted restricted", tls(Some(2)), true, true, true, false),
-            ("tls, trusted but expired", tls(Some(3)), false, true, false, false),
-            ("tls, trusted but not yet valid", tls(Some(4)), false, true, false, false),
+            (
+                "tls, unknown certificate",
+                tls(Some(9)),
+                false,
+                true,
+                false,
+                false,
+            ),
+            (
+                "tls, trusted unrestricted",
+                tls(Some(1)),
+                true,
+                true,
+                true,
+                true,
+            ),
+            (
+                "tls, trusted restricted",
+                tls(Some(2)),
+                true,
+                true,
+                true,
+                false,
+            ),
+            (
+                "tls, trusted but expired",
+                tls(Some(3)),
+                false,
+                true,
+                false,
+                false,
+            ),
+            (
+                "tls, trusted but not yet valid",
+                tls(Some(4)),
+                false,
+                true,
+                false,
+                false,
+            ),
         ];
         let trust = store();
         for (what, transport, trusted, anyone, trusted_ok, admin_ok) in cases {
@@ -172,9 +231,18 @@ mod tests {
 
     #[test]
     fn untrusted_keeps_its_fingerprint_for_logs() {
-        let id = authenticate(&Transport::Tls { peer_fingerprint: Some([9; 32]) }, &store(), NOW);
+        let id = authenticate(
+            &Transport::Tls {
+                peer_fingerprint: Some([9; 32]),
+            },
+            &store(),
+            NOW,
+        );
         assert_eq!(id.fingerprint(), Some(hex::encode([9u8; 32]).as_str()));
         assert_eq!(id.method(), "tls");
-        assert_eq!(authenticate(&Transport::Unix { uid: 7 }, &store(), NOW).user_name(), "uid=7");
+        assert_eq!(
+            authenticate(&Transport::Unix { uid: 7 }, &store(), NOW).user_name(),
+            "uid=7"
+        );
     }
 }

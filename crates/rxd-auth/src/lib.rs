@@ -3,6 +3,7 @@
 //! and nowhere else.
 #![forbid(unsafe_code)]
 
+pub mod certificates;
 pub mod identity;
 pub mod password;
 pub mod throttle;

@@ -1,7 +1,9 @@
 //! The trust password and token secrets. The password is stored only as an Argon2id PHC string
 //! with its own salt; token secrets only as SHA-256. Comparisons are constant time.
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -24,7 +26,9 @@ pub fn hash_password(password: &str) -> Result<String, HashError> {
 pub fn verify_password(password: &str, stored: &str) -> bool {
     match PasswordHash::new(stored) {
         // The argon2 crate compares the derived hash in constant time.
-        Ok(hash) => Argon2::default().verify_password(password.as_bytes(), &hash).is_ok(),
+        Ok(hash) => Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok(),
         Err(_) => false,
     }
 }

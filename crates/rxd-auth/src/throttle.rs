@@ -39,14 +39,24 @@ impl Throttle {
     /// Record a failed attempt; returns how long the address is now blocked (zero if not).
     pub fn failure(&mut self, addr: IpAddr, now: Instant) -> Duration {
         if self.entries.len() >= MAX_ENTRIES && !self.entries.contains_key(&addr) {
-            self.entries.retain(|_, e| now.duration_since(e.last_failure) < FORGET_AFTER);
+            self.entries
+                .retain(|_, e| now.duration_since(e.last_failure) < FORGET_AFTER);
             if self.entries.len() >= MAX_ENTRIES {
-                if let Some(oldest) = self.entries.iter().min_by_key(|(_, e)| e.last_failure).map(|(a, _)| *a) {
+                if let Some(oldest) = self
+                    .entries
+                    .iter()
+                    .min_by_key(|(_, e)| e.last_failure)
+                    .map(|(a, _)| *a)
+                {
                     self.entries.remove(&oldest);
                 }
             }
         }
-        let e = self.entries.entry(addr).or_insert(Entry { failures: 0, last_failure: now, blocked_until: now });
+        let e = self.entries.entry(addr).or_insert(Entry {
+            failures: 0,
+            last_failure: now,
+            blocked_until: now,
+        });
         if now.duration_since(e.last_failure) >= FORGET_AFTER {
             e.failures = 0;
         }
@@ -81,7 +91,10 @@ mod tests {
         // (failure number, expected delay in seconds)
         for (n, secs) in [(1, 0), (2, 0), (3, 0), (4, 1), (5, 2), (6, 4), (7, 8)] {
             let now = t0 + Duration::from_secs(100 * n);
-            assert!(t.check(a, now).is_ok(), "attempt {n} allowed once the wait is over");
+            assert!(
+                t.check(a, now).is_ok(),
+                "attempt {n} allowed once the wait is over"
+            );
             assert_eq!(t.failure(a, now), Duration::from_secs(secs), "failure {n}");
         }
         let now = t0 + Duration::from_secs(700);
@@ -101,6 +114,9 @@ mod tests {
             last = t.failure(a, t0 + Duration::from_secs(i));
         }
         assert_eq!(last, MAX_DELAY);
-        assert_eq!(t.failure(a, t0 + Duration::from_secs(40) + FORGET_AFTER), Duration::ZERO);
+        assert_eq!(
+            t.failure(a, t0 + Duration::from_secs(40) + FORGET_AFTER),
+            Duration::ZERO
+        );
     }
 }

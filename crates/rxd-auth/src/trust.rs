@@ -22,7 +22,9 @@ pub struct TrustStore {
 
 impl TrustStore {
     pub fn new(certs: impl IntoIterator<Item = ([u8; 32], TrustedCert)>) -> TrustStore {
-        TrustStore { by_fingerprint: certs.into_iter().map(|(k, v)| (k, Arc::new(v))).collect() }
+        TrustStore {
+            by_fingerprint: certs.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
+        }
     }
 
     pub fn get(&self, fingerprint: &[u8; 32]) -> Option<&Arc<TrustedCert>> {

@@ -28,7 +28,10 @@ pub enum Endpoint {
 #[derive(Debug, Error)]
 pub enum ClientError {
     #[error("cannot connect to {target}: {source}")]
-    Connect { target: String, source: std::io::Error },
+    Connect {
+        target: String,
+        source: std::io::Error,
+    },
     /// The handshake stopped on purpose after recording the server's certificate.
     #[error("server certificate captured")]
     Captured { der: Vec<u8> },
@@ -36,7 +39,11 @@ pub enum ClientError {
     #[error("server certificate does not match the pinned one")]
     PinMismatch { presented: Option<Vec<u8>> },
     #[error("TLS handshake with {target} failed: {reason}")]
-    Tls { target: String, reason: String, presented: Option<Vec<u8>> },
+    Tls {
+        target: String,
+        reason: String,
+        presented: Option<Vec<u8>>,
+    },
     #[error("HTTP: {0}")]
     Http(String),
     /// The server answered with LXD's error envelope.
@@ -63,7 +70,10 @@ impl Reply {
     pub fn metadata(&self) -> Result<Value, ClientError> {
         let env = self.envelope()?;
         match env.kind {
-            ResponseType::Error => Err(ClientError::Api { status: env.error_code, message: env.error }),
+            ResponseType::Error => Err(ClientError::Api {
+                status: env.error_code,
+                message: env.error,
+            }),
             _ => Ok(env.metadata),
         }
     }
@@ -85,7 +95,11 @@ mod rustls_config {
 
 impl Client {
     pub fn unix(path: impl Into<PathBuf>) -> Client {
-        Client { endpoint: Endpoint::Unix(path.into()), tls: None, conn: Default::default() }
+        Client {
+            endpoint: Endpoint::Unix(path.into()),
+            tls: None,
+            conn: Default::default(),
+        }
     }
 
     /// An HTTPS client judging the server by `trust` and presenting `identity`, if given.
@@ -101,7 +115,10 @@ impl Client {
             presented: None,
         })?;
         Ok(Client {
-            endpoint: Endpoint::Https { host: host.to_owned(), port },
+            endpoint: Endpoint::Https {
+                host: host.to_owned(),
+                port,
+            },
             tls: Some((config, presented)),
             conn: Default::default(),
         })
@@ -121,18 +138,26 @@ impl Client {
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
         let target = self.target();
-        let connect_err = |source| ClientError::Connect { target: target.clone(), source };
+        let connect_err = |source| ClientError::Connect {
+            target: target.clone(),
+            source,
+        };
         let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out");
         match (&self.endpoint, &self.tls) {
             (Endpoint::Unix(path), _) => {
-                let stream = tokio::net::UnixStream::connect(path).await.map_err(connect_err)?;
+                let stream = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(connect_err)?;
                 handshake(stream).await
             }
             (Endpoint::Https { host, port }, Some((config, presented))) => {
-                let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect((host.as_str(), *port)))
-                    .await
-                    .map_err(|_| connect_err(timed_out()))?
-                    .map_err(connect_err)?;
+                let tcp = tokio::time::timeout(
+                    CONNECT_TIMEOUT,
+                    tokio::net::TcpStream::connect((host.as_str(), *port)),
+                )
+                .await
+                .map_err(|_| connect_err(timed_out()))?
+                .map_err(connect_err)?;
                 let _ = tcp.set_nodelay(true);
                 let name = rustls_pki_types_name(host)?;
                 let connector = tokio_rustls::TlsConnector::from(config.clone());
@@ -150,7 +175,13 @@ impl Client {
 
     /// Send one request and return the raw reply. A kept-alive connection the server closed is
     /// re-opened once.
-    pub async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Bytes) -> Result<Reply, ClientError> {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Reply, ClientError> {
         let mut guard = self.conn.lock().await;
         for attempt in 0..2 {
             let alive = match guard.as_mut() {
@@ -160,22 +191,40 @@ impl Client {
             if !alive {
                 *guard = Some(self.connect().await?);
             }
-            let Some(sender) = guard.as_mut() else { continue };
-            let mut req = Request::builder().method(method.clone()).uri(path).header("host", "rxd");
+            let Some(sender) = guard.as_mut() else {
+                continue;
+            };
+            let mut req = Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .header("host", "rxd");
             if !body.is_empty() {
                 req = req.header("content-type", "application/json");
             }
             for (k, v) in headers {
                 req = req.header(*k, *v);
             }
-            let req = req.body(Full::new(body.clone())).map_err(|e| ClientError::Http(e.to_string()))?;
+            let req = req
+                .body(Full::new(body.clone()))
+                .map_err(|e| ClientError::Http(e.to_string()))?;
             match sender.send_request(req).await {
                 Ok(resp) => {
                     let (parts, body) = resp.into_parts();
-                    let body = body.collect().await.map_err(|e| ClientError::Http(e.to_string()))?.to_bytes();
-                    return Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body });
+                    let body = body
+                        .collect()
+                        .await
+                        .map_err(|e| ClientError::Http(e.to_string()))?
+                        .to_bytes();
+                    return Ok(Reply {
+                        status: parts.status.as_u16(),
+                        headers: parts.headers,
+                        body,
+                    });
                 }
-                Err(e) if attempt == 0 && (e.is_canceled() || e.is_closed() || e.is_incomplete_message()) => {
+                Err(e)
+                    if attempt == 0
+                        && (e.is_canceled() || e.is_closed() || e.is_incomplete_message()) =>
+                {
                     *guard = None;
                 }
                 Err(e) => {
@@ -188,9 +237,16 @@ impl Client {
     }
 
     /// Send a JSON request (or none) and return the raw reply.
-    pub async fn request(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Reply, ClientError> {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Reply, ClientError> {
         let bytes = match body {
-            Some(v) => Bytes::from(serde_json::to_vec(v).map_err(|e| ClientError::Decode(e.to_string()))?),
+            Some(v) => {
+                Bytes::from(serde_json::to_vec(v).map_err(|e| ClientError::Decode(e.to_string()))?)
+            }
             None => Bytes::new(),
         };
         self.send(method, path, &[], bytes).await
@@ -227,16 +283,28 @@ where
     Ok(sender)
 }
 
-fn classify_tls_error(e: std::io::Error, presented: Option<Vec<u8>>, target: String) -> ClientError {
+fn classify_tls_error(
+    e: std::io::Error,
+    presented: Option<Vec<u8>>,
+    target: String,
+) -> ClientError {
     let text = e.to_string();
     if text.contains(CAPTURED) {
         match presented {
             Some(der) => ClientError::Captured { der },
-            None => ClientError::Tls { target, reason: text, presented: None },
+            None => ClientError::Tls {
+                target,
+                reason: text,
+                presented: None,
+            },
         }
     } else if text.contains(PIN_MISMATCH) {
         ClientError::PinMismatch { presented }
     } else {
-        ClientError::Tls { target, reason: text, presented }
+        ClientError::Tls {
+            target,
+            reason: text,
+            presented,
+        }
     }
 }

@@ -31,11 +31,17 @@ impl ListenAddress {
     pub fn parse(s: &str) -> Result<ListenAddress, AddressError> {
         let s = s.trim();
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (h, after) = rest.split_once(']').ok_or_else(|| AddressError::Host(s.into()))?;
+            let (h, after) = rest
+                .split_once(']')
+                .ok_or_else(|| AddressError::Host(s.into()))?;
             let ip: std::net::Ipv6Addr = h.parse().map_err(|_| AddressError::Host(s.into()))?;
             let port = match after {
                 "" => DEFAULT_PORT,
-                p => parse_port(p.strip_prefix(':').ok_or_else(|| AddressError::Host(s.into()))?, s)?,
+                p => parse_port(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| AddressError::Host(s.into()))?,
+                    s,
+                )?,
             };
             (Some(Host::Ip(IpAddr::V6(ip))), port)
         } else if let Ok(ip) = s.parse::<IpAddr>() {

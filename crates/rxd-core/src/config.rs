@@ -31,9 +31,18 @@ pub const TRUST_PASSWORD: &str = "core.trust_password";
 pub const REMOTE_TOKEN_EXPIRY: &str = "core.remote_token_expiry";
 
 pub const KEYS: &[KeySpec] = &[
-    KeySpec { name: HTTPS_ADDRESS, kind: KeyKind::ListenAddress },
-    KeySpec { name: TRUST_PASSWORD, kind: KeyKind::Secret },
-    KeySpec { name: REMOTE_TOKEN_EXPIRY, kind: KeyKind::Expiry },
+    KeySpec {
+        name: HTTPS_ADDRESS,
+        kind: KeyKind::ListenAddress,
+    },
+    KeySpec {
+        name: TRUST_PASSWORD,
+        kind: KeyKind::Secret,
+    },
+    KeySpec {
+        name: REMOTE_TOKEN_EXPIRY,
+        kind: KeyKind::Expiry,
+    },
 ];
 
 pub fn spec(key: &str) -> Option<&'static KeySpec> {
@@ -75,7 +84,10 @@ pub fn plan_update(
     let mut changes = BTreeMap::new();
     for (key, value) in body {
         let spec = spec(key).ok_or_else(|| ConfigError::UnknownKey(key.clone()))?;
-        let invalid = |reason: String| ConfigError::Invalid { key: key.clone(), reason };
+        let invalid = |reason: String| ConfigError::Invalid {
+            key: key.clone(),
+            reason,
+        };
         let change = match (spec.kind, value) {
             (_, Value::Null) => Change::Unset,
             // Reading a secret shows `true`; writing that back means "leave it as it is".
@@ -118,7 +130,9 @@ pub fn plan_update(
 
 fn validate_plain(kind: KeyKind, value: &str) -> Result<(), String> {
     match kind {
-        KeyKind::ListenAddress => ListenAddress::parse(value).map(drop).map_err(|e| e.to_string()),
+        KeyKind::ListenAddress => ListenAddress::parse(value)
+            .map(drop)
+            .map_err(|e| e.to_string()),
         KeyKind::Expiry => parse_expiry(value).map(drop).map_err(|e| e.to_string()),
         KeyKind::Secret => Ok(()),
     }
@@ -145,7 +159,10 @@ mod tests {
     use serde_json::json;
 
     fn stored(pairs: &[(&str, &str)]) -> StoredConfig {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn check(
@@ -157,8 +174,10 @@ mod tests {
         let got = plan_update(&stored(current), body.as_object().unwrap(), mode);
         match (got, expected) {
             (Ok(got), Ok(exp)) => {
-                let exp: BTreeMap<String, Change> =
-                    exp.iter().map(|(k, c)| (k.to_string(), c.clone())).collect();
+                let exp: BTreeMap<String, Change> = exp
+                    .iter()
+                    .map(|(k, c)| (k.to_string(), c.clone()))
+                    .collect();
                 assert_eq!(got, exp, "{body}");
             }
             (Err(_), Err(())) => {}
@@ -172,32 +191,94 @@ mod tests {
         use UpdateMode::*;
         let addr = "core.https_address";
         let pw = "core.trust_password";
-        check(&[], json!({addr: "127.0.0.1:8443"}), Merge, Ok(&[(addr, Set("127.0.0.1:8443".into()))]));
-        check(&[], json!({addr: " 127.0.0.1 "}), Merge, Ok(&[(addr, Set("127.0.0.1".into()))]));
+        check(
+            &[],
+            json!({addr: "127.0.0.1:8443"}),
+            Merge,
+            Ok(&[(addr, Set("127.0.0.1:8443".into()))]),
+        );
+        check(
+            &[],
+            json!({addr: " 127.0.0.1 "}),
+            Merge,
+            Ok(&[(addr, Set("127.0.0.1".into()))]),
+        );
         check(&[], json!({addr: "nope nope"}), Merge, Err(()));
         check(&[], json!({"core.unknown": "x"}), Merge, Err(()));
         check(&[], json!({addr: true}), Merge, Err(()));
-        check(&[(addr, "a:1")], json!({addr: ""}), Merge, Ok(&[(addr, Unset)]));
-        check(&[(addr, "a:1")], json!({addr: null}), Merge, Ok(&[(addr, Unset)]));
+        check(
+            &[(addr, "a:1")],
+            json!({addr: ""}),
+            Merge,
+            Ok(&[(addr, Unset)]),
+        );
+        check(
+            &[(addr, "a:1")],
+            json!({addr: null}),
+            Merge,
+            Ok(&[(addr, Unset)]),
+        );
         check(&[(addr, "a:1")], json!({addr: "a:1"}), Merge, Ok(&[]));
         check(&[], json!({addr: ""}), Merge, Ok(&[]));
-        check(&[], json!({pw: "s3cret"}), Merge, Ok(&[(pw, SetSecret("s3cret".into()))]));
+        check(
+            &[],
+            json!({pw: "s3cret"}),
+            Merge,
+            Ok(&[(pw, SetSecret("s3cret".into()))]),
+        );
         check(&[(pw, "$argon2id$x")], json!({pw: true}), Replace, Ok(&[]));
-        check(&[(pw, "$argon2id$x")], json!({pw: ""}), Merge, Ok(&[(pw, Unset)]));
+        check(
+            &[(pw, "$argon2id$x")],
+            json!({pw: ""}),
+            Merge,
+            Ok(&[(pw, Unset)]),
+        );
         check(&[(pw, "$argon2id$x")], json!({pw: false}), Merge, Err(()));
         check(&[(pw, "$argon2id$x")], json!({pw: 5}), Merge, Err(()));
-        check(&[(pw, "$argon2id$x"), (addr, "a:1")], json!({}), Replace, Ok(&[(addr, Unset), (pw, Unset)]));
-        check(&[(pw, "$argon2id$x"), (addr, "a:1")], json!({}), Merge, Ok(&[]));
-        check(&[], json!({"core.remote_token_expiry": "1d 2H"}), Merge,
-            Ok(&[("core.remote_token_expiry", Set("1d 2H".into()))]));
-        check(&[], json!({"core.remote_token_expiry": "soon"}), Merge, Err(()));
+        check(
+            &[(pw, "$argon2id$x"), (addr, "a:1")],
+            json!({}),
+            Replace,
+            Ok(&[(addr, Unset), (pw, Unset)]),
+        );
+        check(
+            &[(pw, "$argon2id$x"), (addr, "a:1")],
+            json!({}),
+            Merge,
+            Ok(&[]),
+        );
+        check(
+            &[],
+            json!({"core.remote_token_expiry": "1d 2H"}),
+            Merge,
+            Ok(&[("core.remote_token_expiry", Set("1d 2H".into()))]),
+        );
+        check(
+            &[],
+            json!({"core.remote_token_expiry": "soon"}),
+            Merge,
+            Err(()),
+        );
         // One bad key refuses the whole update.
-        check(&[], json!({addr: "127.0.0.1", "core.nope": "1"}), Merge, Err(()));
+        check(
+            &[],
+            json!({addr: "127.0.0.1", "core.nope": "1"}),
+            Merge,
+            Err(()),
+        );
     }
 
     #[test]
     fn secrets_are_never_shown() {
-        let v = public_view(&stored(&[("core.trust_password", "$argon2id$v=19$..."), ("core.https_address", ":8443")]));
-        assert_eq!(v, *json!({"core.https_address": ":8443", "core.trust_password": true}).as_object().unwrap());
+        let v = public_view(&stored(&[
+            ("core.trust_password", "$argon2id$v=19$..."),
+            ("core.https_address", ":8443"),
+        ]));
+        assert_eq!(
+            v,
+            *json!({"core.https_address": ":8443", "core.trust_password": true})
+                .as_object()
+                .unwrap()
+        );
     }
 }

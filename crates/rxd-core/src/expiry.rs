@@ -14,7 +14,9 @@ pub fn parse_expiry(s: &str) -> Result<Duration, ExpiryError> {
     let mut any = false;
     for part in s.split_whitespace() {
         let unit = part.chars().last().ok_or_else(err)?;
-        let n: u64 = part[..part.len() - unit.len_utf8()].parse().map_err(|_| err())?;
+        let n: u64 = part[..part.len() - unit.len_utf8()]
+            .parse()
+            .map_err(|_| err())?;
         let secs = match unit {
             'S' => 1,
             'M' => 60,
@@ -25,7 +27,10 @@ pub fn parse_expiry(s: &str) -> Result<Duration, ExpiryError> {
             'y' => 365 * 86_400,
             _ => return Err(err()),
         };
-        total = n.checked_mul(secs).and_then(|v| total.checked_add(v)).ok_or_else(err)?;
+        total = n
+            .checked_mul(secs)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(err)?;
         any = true;
     }
     if !any || total == 0 {
@@ -39,7 +44,11 @@ mod tests {
     use super::*;
 
     fn check(input: &str, expected: Option<u64>) {
-        assert_eq!(parse_expiry(input).ok().map(|d| d.as_secs()), expected, "{input}");
+        assert_eq!(
+            parse_expiry(input).ok().map(|d| d.as_secs()),
+            expected,
+            "{input}"
+        );
     }
 
     #[test]

@@ -58,7 +58,10 @@ mod tests {
     use super::*;
 
     fn check(pairs: &[(&str, &str)], expected: &[WarningKind]) {
-        let cfg: StoredConfig = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let cfg: StoredConfig = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let got: Vec<WarningKind> = config_warnings(&cfg).into_iter().map(|(k, _)| k).collect();
         assert_eq!(got, expected, "{pairs:?}");
     }
@@ -72,6 +75,9 @@ mod tests {
         check(&[(HTTPS_ADDRESS, "[::]")], &[HttpsOnAllAddresses]);
         check(&[(HTTPS_ADDRESS, "0.0.0.0:1")], &[HttpsOnAllAddresses]);
         check(&[(TRUST_PASSWORD, "$argon2id$")], &[TrustPasswordSet]);
-        check(&[(HTTPS_ADDRESS, ":1"), (TRUST_PASSWORD, "h")], &[HttpsOnAllAddresses, TrustPasswordSet]);
+        check(
+            &[(HTTPS_ADDRESS, ":1"), (TRUST_PASSWORD, "h")],
+            &[HttpsOnAllAddresses, TrustPasswordSet],
+        );
     }
 }

@@ -29,12 +29,18 @@ impl<S: Send + Sync, T: DeserializeOwned, const LIMIT: usize> FromRequest<S> for
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 return Err(ApiError::TooLarge { limit: LIMIT })
             }
-            Err(e) => return Err(ApiError::BadRequest(format!("reading the request body: {e}"))),
+            Err(e) => {
+                return Err(ApiError::BadRequest(format!(
+                    "reading the request body: {e}"
+                )))
+            }
         };
         if bytes.is_empty() {
             // LXD's decoder says this for an empty body.
             return Err(ApiError::BadRequest("unexpected EOF".into()));
         }
-        serde_json::from_slice(&bytes).map(Json).map_err(|e| ApiError::BadRequest(e.to_string()))
+        serde_json::from_slice(&bytes)
+            .map(Json)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))
     }
 }

@@ -17,7 +17,10 @@ pub struct Caller {
 impl FromRequestParts<Arc<Daemon>> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, daemon: &Arc<Daemon>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        daemon: &Arc<Daemon>,
+    ) -> Result<Self, Self::Rejection> {
         let conn = parts
             .extensions
             .get::<ConnInfo>()
@@ -34,7 +37,10 @@ pub struct Trusted(pub Caller);
 impl FromRequestParts<Arc<Daemon>> for Trusted {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, daemon: &Arc<Daemon>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        daemon: &Arc<Daemon>,
+    ) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, daemon).await?;
         caller.identity.allows(Access::Trusted)?;
         Ok(Trusted(caller))
@@ -47,7 +53,10 @@ pub struct Admin(pub Caller, pub AdminProof);
 impl FromRequestParts<Arc<Daemon>> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, daemon: &Arc<Daemon>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        daemon: &Arc<Daemon>,
+    ) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, daemon).await?;
         let proof = caller.identity.require_admin()?;
         Ok(Admin(caller, proof))

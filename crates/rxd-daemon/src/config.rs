@@ -99,15 +99,22 @@ enum ListenerChange {
     /// Serve on these new sockets, then stop the current listener.
     Start(https::Bound),
     /// The current listener (at `old`) was already stopped to free its port for `bound`.
-    Replaced { bound: https::Bound, old: ListenAddress },
+    Replaced {
+        bound: https::Bound,
+        old: ListenAddress,
+    },
 }
 
 async fn plan_listener(d: &Daemon, text: &str) -> ApiResult<ListenerChange> {
     let addr = ListenAddress::parse(text)?;
     let refused = |e: std::io::Error| {
-        ApiError::BadRequest(format!("cannot listen on {text}: {e}; the current listener is unchanged"))
+        ApiError::BadRequest(format!(
+            "cannot listen on {text}: {e}; the current listener is unchanged"
+        ))
     };
-    let current_port = lock(&d.https).as_ref().map(|r| (r.address.clone(), r.address.port));
+    let current_port = lock(&d.https)
+        .as_ref()
+        .map(|r| (r.address.clone(), r.address.port));
     match current_port {
         // The same address written differently ("127.0.0.1" and "127.0.0.1:8443").
         Some((current, _)) if current == addr => return Ok(ListenerChange::Keep),
@@ -115,14 +122,22 @@ async fn plan_listener(d: &Daemon, text: &str) -> ApiResult<ListenerChange> {
     }
     match https::bind(&addr).await {
         Ok(bound) => Ok(ListenerChange::Start(bound)),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && current_port.as_ref().is_some_and(|(_, p)| *p == addr.port) => {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::AddrInUse
+                && current_port.as_ref().is_some_and(|(_, p)| *p == addr.port) =>
+        {
             // Another address on our own port (say ":8443" to "127.0.0.1:8443"): the kernel
             // refuses both at once, so release the old one first and put it back on failure.
-            let Some(old) = lock(&d.https).take() else { return Err(refused(e)) };
+            let Some(old) = lock(&d.https).take() else {
+                return Err(refused(e));
+            };
             let old_address = old.address.clone();
             old.stop_and_release().await;
             match https::bind(&addr).await {
-                Ok(bound) => Ok(ListenerChange::Replaced { bound, old: old_address }),
+                Ok(bound) => Ok(ListenerChange::Replaced {
+                    bound,
+                    old: old_address,
+                }),
                 Err(e) => {
                     restart_listener(d, &old_address).await;
                     Err(refused(e))
@@ -141,7 +156,13 @@ fn stop_current(d: &Daemon) {
 }
 
 fn start_listener(d: &Daemon, bound: https::Bound) -> ApiResult<()> {
-    let running = https::start(bound, d.tls.clone(), d.router()?, &d.tracker);
+    let running = https::start(
+        bound,
+        d.tls.clone(),
+        d.router()?,
+        &d.tracker,
+        &d.connections,
+    );
     *lock(&d.https) = Some(running);
     Ok(())
 }

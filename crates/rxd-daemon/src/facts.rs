@@ -19,7 +19,9 @@ impl HostFacts {
     pub fn read() -> HostFacts {
         let uts = nix::sys::utsname::uname().ok();
         let s = |f: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
-            uts.as_ref().map(|u| f(u).to_string_lossy().into_owned()).unwrap_or_default()
+            uts.as_ref()
+                .map(|u| f(u).to_string_lossy().into_owned())
+                .unwrap_or_default()
         };
         let machine = s(|u| u.machine());
         let architectures = match machine.as_str() {
@@ -42,7 +44,11 @@ impl HostFacts {
             architectures,
             os_name: os_field("NAME"),
             os_version: os_field("VERSION_ID"),
-            storage_drivers: vec![StorageDriver { name: "dir".into(), version: "1".into(), remote: false }],
+            storage_drivers: vec![StorageDriver {
+                name: "dir".into(),
+                version: "1".into(),
+                remote: false,
+            }],
         }
     }
 
@@ -52,5 +58,8 @@ impl HostFacts {
 }
 
 pub fn host_name() -> String {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default()
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default()
 }

@@ -2,7 +2,7 @@
 //! removed while running when the key changes. A new address is bound before the old listener is
 //! stopped, so a bad address is refused and the old listener keeps serving.
 
-use crate::listener::run_https;
+use crate::listener::{run_https, ConnRegistry};
 use axum::Router;
 use rxd_core::address::{Host, ListenAddress};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -19,7 +19,10 @@ pub struct Bound {
 
 impl Bound {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 }
 
@@ -50,10 +53,15 @@ impl Running {
 /// or `0.0.0.0` where IPv6 is off.
 pub async fn bind(addr: &ListenAddress) -> std::io::Result<Bound> {
     let targets: Vec<SocketAddr> = match &addr.host {
-        None => vec![SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), addr.port)],
+        None => vec![SocketAddr::new(
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            addr.port,
+        )],
         Some(Host::Ip(ip)) => vec![SocketAddr::new(*ip, addr.port)],
         Some(Host::Name(name)) => {
-            let mut v: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), addr.port)).await?.collect();
+            let mut v: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), addr.port))
+                .await?
+                .collect();
             v.sort();
             v.dedup();
             v
@@ -63,38 +71,69 @@ pub async fn bind(addr: &ListenAddress) -> std::io::Result<Bound> {
     for target in targets {
         match bind_one(target) {
             Ok(l) => listeners.push(l),
-            Err(_) if addr.host.is_none() => {
-                listeners.push(bind_one(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port))?)
-            }
+            Err(_) if addr.host.is_none() => listeners.push(bind_one(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                addr.port,
+            ))?),
             Err(e) => return Err(e),
         }
     }
     if listeners.is_empty() {
-        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "the host name resolves to no address"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the host name resolves to no address",
+        ));
     }
-    Ok(Bound { address: addr.clone(), listeners })
+    Ok(Bound {
+        address: addr.clone(),
+        listeners,
+    })
 }
 
 fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
 }
 
 /// Start serving on `bound`.
-pub fn start(bound: Bound, tls: Arc<rxd_tls::server::ServerConfig>, router: Router, tracker: &TaskTracker) -> Running {
+pub fn start(
+    bound: Bound,
+    tls: Arc<rxd_tls::server::ServerConfig>,
+    router: Router,
+    tracker: &TaskTracker,
+    registry: &Arc<ConnRegistry>,
+) -> Running {
     let (stop, stop_rx) = watch::channel(false);
     let local_addrs = bound.local_addrs();
     let accept_loops = bound
         .listeners
         .into_iter()
-        .map(|l| tracker.spawn(run_https(l, tls.clone(), router.clone(), stop_rx.clone(), tracker.clone())))
+        .map(|l| {
+            tracker.spawn(run_https(
+                l,
+                tls.clone(),
+                router.clone(),
+                stop_rx.clone(),
+                tracker.clone(),
+                registry.clone(),
+            ))
+        })
         .collect();
     for a in &local_addrs {
         tracing::info!(address = %a, "HTTPS listener started");
     }
-    Running { address: bound.address, local_addrs, stop, accept_loops }
+    Running {
+        address: bound.address,
+        local_addrs,
+        stop,
+        accept_loops,
+    }
 }
 
 /// The addresses clients can use, for `environment.addresses` and tokens: the bound address, or
@@ -109,7 +148,9 @@ pub fn advertised_addresses(running: &Running) -> Vec<String> {
         if a.ip().is_unspecified() {
             if let Ok(ifaces) = nix::ifaddrs::getifaddrs() {
                 for iface in ifaces {
-                    let Some(storage) = iface.address else { continue };
+                    let Some(storage) = iface.address else {
+                        continue;
+                    };
                     let ip = if let Some(v4) = storage.as_sockaddr_in() {
                         IpAddr::V4(v4.ip())
                     } else if let Some(v6) = storage.as_sockaddr_in6() {

@@ -13,6 +13,7 @@ mod response;
 mod routes;
 mod state;
 mod statedir;
+mod tokens;
 mod warnings;
 
 use crate::state::{lock, Daemon};
@@ -48,12 +49,18 @@ pub enum DaemonError {
     #[error("database: {0}")]
     Store(#[from] rxd_store::StoreError),
     #[error("unix socket {path}: {source}")]
-    Socket { path: PathBuf, source: std::io::Error },
+    Socket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("unknown group {0:?} for the unix socket")]
     UnknownGroup(String),
 }
 
-pub async fn run(opts: Options, shutdown_signal: impl Future<Output = ()>) -> Result<(), DaemonError> {
+pub async fn run(
+    opts: Options,
+    shutdown_signal: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
     let dir = opts.dir.clone();
     let _lock = statedir::prepare(&dir)?;
     tracing::info!(dir = %dir.display(), "state directory ready");
@@ -89,12 +96,10 @@ pub async fn run(opts: Options, shutdown_signal: impl Future<Output = ()>) -> Re
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let daemon = Arc::new(Daemon {
-        dir: dir.clone(),
         store,
         keypair,
         tls,
         facts: facts::HostFacts::read(),
-        started: std::time::Instant::now(),
         config: RwLock::new(config.clone()),
         config_update: tokio::sync::Mutex::new(()),
         trust: RwLock::new(trust),
@@ -102,6 +107,7 @@ pub async fn run(opts: Options, shutdown_signal: impl Future<Output = ()>) -> Re
         warnings: Mutex::new(warnings::Warnings::default()),
         throttle: Mutex::new(Default::default()),
         router: OnceLock::new(),
+        connections: Default::default(),
         tracker: TaskTracker::new(),
         shutdown,
     });
@@ -109,19 +115,34 @@ pub async fn run(opts: Options, shutdown_signal: impl Future<Output = ()>) -> Re
     let _ = daemon.router.set(router.clone());
 
     let socket_path = dir.join("unix.socket");
-    let unix = listener::bind_unix(&socket_path, gid)
-        .map_err(|source| DaemonError::Socket { path: socket_path.clone(), source })?;
+    let unix = listener::bind_unix(&socket_path, gid).map_err(|source| DaemonError::Socket {
+        path: socket_path.clone(),
+        source,
+    })?;
     tracing::info!(path = %socket_path.display(), gid, mode = "0660", "unix socket listening (its users have full control of this host)");
-    daemon.tracker.spawn(listener::run_unix(unix, router.clone(), shutdown_rx.clone(), daemon.tracker.clone()));
+    daemon.tracker.spawn(listener::run_unix(
+        unix,
+        router.clone(),
+        shutdown_rx.clone(),
+        daemon.tracker.clone(),
+    ));
 
     if let Some(text) = config.get(HTTPS_ADDRESS) {
         match ListenAddress::parse(text) {
             Ok(addr) => match https::bind(&addr).await {
                 Ok(bound) => {
-                    let running = https::start(bound, daemon.tls.clone(), router.clone(), &daemon.tracker);
+                    let running = https::start(
+                        bound,
+                        daemon.tls.clone(),
+                        router.clone(),
+                        &daemon.tracker,
+                        &daemon.connections,
+                    );
                     *lock(&daemon.https) = Some(running);
                 }
-                Err(e) => tracing::error!(address = %text, error = %e, "cannot start the HTTPS listener; fix core.https_address"),
+                Err(e) => {
+                    tracing::error!(address = %text, error = %e, "cannot start the HTTPS listener; fix core.https_address")
+                }
             },
             Err(e) => tracing::error!(address = %text, error = %e, "invalid core.https_address"),
         }
@@ -136,7 +157,10 @@ pub async fn run(opts: Options, shutdown_signal: impl Future<Output = ()>) -> Re
         running.stop();
     }
     daemon.tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, daemon.tracker.wait()).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, daemon.tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; closing anyway");
     }
     let _ = std::fs::remove_file(&socket_path);

@@ -31,6 +31,8 @@ pub struct ConnInfo {
     pub transport: Transport,
     /// The TCP peer; `None` on the unix socket.
     pub remote: Option<SocketAddr>,
+    /// The client certificate (DER) sent in the TLS handshake, for self-enrolment.
+    pub peer_cert: Option<Arc<[u8]>>,
 }
 
 impl ConnInfo {
@@ -45,7 +47,9 @@ impl ConnInfo {
 
     pub fn fingerprint(&self) -> Option<String> {
         match &self.transport {
-            Transport::Tls { peer_fingerprint: Some(fp) } => Some(hex::encode(fp)),
+            Transport::Tls {
+                peer_fingerprint: Some(fp),
+            } => Some(hex::encode(fp)),
             _ => None,
         }
     }
@@ -58,17 +62,27 @@ pub async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// Serve HTTP/1.1 on one connection until it closes, or until `stop` fires (then finish the
 /// request in flight and close).
-pub async fn serve_connection<I>(io: I, info: ConnInfo, router: Router, mut stop: watch::Receiver<bool>)
-where
+pub async fn serve_connection<I>(
+    io: I,
+    info: ConnInfo,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(info.clone());
-        tower::ServiceExt::oneshot(router.clone(), req)
-    });
+    let service =
+        hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(info.clone());
+            tower::ServiceExt::oneshot(router.clone(), req)
+        });
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).max_buf_size(MAX_HEAD);
-    let conn = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEAD);
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => { if let Err(e) = res { tracing::debug!(error = %e, "connection ended"); } }
@@ -96,7 +110,10 @@ pub fn bind_unix(path: &Path, gid: u32) -> std::io::Result<UnixListener> {
         Ok(_) => {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
-                format!("{} exists and is not a socket; refusing to replace it", path.display()),
+                format!(
+                    "{} exists and is not a socket; refusing to replace it",
+                    path.display()
+                ),
             ))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -110,7 +127,12 @@ pub fn bind_unix(path: &Path, gid: u32) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-pub async fn run_unix(listener: UnixListener, router: Router, stop: watch::Receiver<bool>, tracker: TaskTracker) {
+pub async fn run_unix(
+    listener: UnixListener,
+    router: Router,
+    stop: watch::Receiver<bool>,
+    tracker: TaskTracker,
+) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut stop_accept = stop.clone();
     loop {
@@ -132,7 +154,11 @@ pub async fn run_unix(listener: UnixListener, router: Router, stop: watch::Recei
                 continue;
             }
         };
-        let info = ConnInfo { transport: Transport::Unix { uid }, remote: None };
+        let info = ConnInfo {
+            transport: Transport::Unix { uid },
+            remote: None,
+            peer_cert: None,
+        };
         let (router, stop) = (router.clone(), stop.clone());
         tracker.spawn(async move {
             serve_connection(stream, info, router, stop).await;
@@ -148,6 +174,7 @@ pub async fn run_https(
     router: Router,
     stop: watch::Receiver<bool>,
     tracker: TaskTracker,
+    registry: Arc<ConnRegistry>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -165,7 +192,12 @@ pub async fn run_https(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (acceptor, router, stop) = (acceptor.clone(), router.clone(), stop.clone());
+        let (acceptor, router, stop, registry) = (
+            acceptor.clone(),
+            router.clone(),
+            stop.clone(),
+            registry.clone(),
+        );
         tracker.spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
@@ -178,11 +210,103 @@ pub async fn run_https(
                     return;
                 }
             };
-            let peer_fingerprint =
-                rxd_tls::server::peer_certificate(tls.get_ref().1).map(|der| rxd_tls::cert::fingerprint_bytes(&der));
-            let info = ConnInfo { transport: Transport::Tls { peer_fingerprint }, remote: Some(remote) };
-            serve_connection(tls, info, router, stop).await;
+            let peer_cert: Option<Arc<[u8]>> =
+                rxd_tls::server::peer_certificate(tls.get_ref().1).map(Arc::from);
+            let peer_fingerprint = peer_cert.as_deref().map(rxd_tls::cert::fingerprint_bytes);
+            let info = ConnInfo {
+                transport: Transport::Tls { peer_fingerprint },
+                remote: Some(remote),
+                peer_cert,
+            };
+            // A connection authenticated by a certificate can be closed when that certificate
+            // is revoked; it also closes when its listener stops.
+            let (registration, mut revoked) = registry.register(peer_fingerprint);
+            let (conn_stop, conn_stop_rx) = watch::channel(false);
+            let mut listener_stop = stop;
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = stopped(&mut listener_stop) => {}
+                    _ = stopped(&mut revoked) => {}
+                }
+                let _ = conn_stop.send(true);
+            });
+            serve_connection(tls, info, router, conn_stop_rx).await;
+            drop(registration);
             drop(permit);
         });
+    }
+}
+
+/// Open TLS connections by client certificate, so that revoking a certificate closes them.
+#[derive(Debug, Default)]
+pub struct ConnRegistry {
+    next: std::sync::atomic::AtomicU64,
+    by_fingerprint: std::sync::Mutex<std::collections::HashMap<[u8; 32], ConnsOfOne>>,
+}
+
+/// One certificate's open connections: connection id to its stop signal.
+type ConnsOfOne = std::collections::HashMap<u64, watch::Sender<bool>>;
+
+/// Removes its connection from the registry when dropped.
+pub struct Registration {
+    registry: Arc<ConnRegistry>,
+    key: Option<([u8; 32], u64)>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some((fp, id)) = self.key {
+            let mut map = self
+                .registry
+                .by_fingerprint
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(conns) = map.get_mut(&fp) {
+                conns.remove(&id);
+                if conns.is_empty() {
+                    map.remove(&fp);
+                }
+            }
+        }
+    }
+}
+
+impl ConnRegistry {
+    fn register(
+        self: &Arc<Self>,
+        fingerprint: Option<[u8; 32]>,
+    ) -> (Registration, watch::Receiver<bool>) {
+        let (tx, rx) = watch::channel(false);
+        let key = fingerprint.map(|fp| {
+            let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.by_fingerprint
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(fp)
+                .or_default()
+                .insert(id, tx);
+            (fp, id)
+        });
+        (
+            Registration {
+                registry: self.clone(),
+                key,
+            },
+            rx,
+        )
+    }
+
+    /// Close every connection that presented `fingerprint`; returns how many there were.
+    pub fn close(&self, fingerprint: &[u8; 32]) -> usize {
+        let conns = self
+            .by_fingerprint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(fingerprint);
+        let conns = conns.unwrap_or_default();
+        for tx in conns.values() {
+            let _ = tx.send(true);
+        }
+        conns.len()
     }
 }

@@ -13,8 +13,14 @@ pub fn json_response(status: StatusCode, envelope: &Envelope) -> Response {
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     resp
 }
 
@@ -39,7 +45,10 @@ pub fn sync_with_etag(metadata: impl Serialize, etag_of: &impl Serialize) -> Res
 
 /// 201 with `Location`, body `metadata: null`, as LXD answers a created resource.
 pub fn created(location: &str) -> Response {
-    let mut resp = json_response(StatusCode::CREATED, &Envelope::sync(serde_json::Value::Null));
+    let mut resp = json_response(
+        StatusCode::CREATED,
+        &Envelope::sync(serde_json::Value::Null),
+    );
     if let Ok(v) = HeaderValue::from_str(location) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
@@ -49,7 +58,10 @@ pub fn created(location: &str) -> Response {
 /// 202 for a new operation.
 pub fn operation(url: String, metadata: impl Serialize) -> Response {
     let value = serde_json::to_value(metadata).unwrap_or(serde_json::Value::Null);
-    let mut resp = json_response(StatusCode::ACCEPTED, &Envelope::async_op(url.clone(), value));
+    let mut resp = json_response(
+        StatusCode::ACCEPTED,
+        &Envelope::async_op(url.clone(), value),
+    );
     if let Ok(v) = HeaderValue::from_str(&url) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
@@ -63,7 +75,10 @@ pub fn etag(value: &impl Serialize) -> String {
 }
 
 /// `If-Match` must name the current ETag when present.
-pub fn check_if_match(headers: &http::HeaderMap, current: &impl Serialize) -> Result<(), crate::error::ApiError> {
+pub fn check_if_match(
+    headers: &http::HeaderMap,
+    current: &impl Serialize,
+) -> Result<(), crate::error::ApiError> {
     match headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
         None => Ok(()),
         Some(given) if given.trim() == "*" || given.trim() == etag(current) => Ok(()),

@@ -10,18 +10,15 @@ use rxd_auth::{TrustStore, TrustedCert};
 use rxd_core::config::StoredConfig;
 use rxd_store::{CertificateRow, Store};
 use rxd_tls::KeyPairFiles;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 pub struct Daemon {
-    pub dir: PathBuf,
     pub store: Arc<Store>,
     pub keypair: KeyPairFiles,
     pub tls: Arc<rxd_tls::server::ServerConfig>,
     pub facts: HostFacts,
-    pub started: std::time::Instant,
     /// The stored config (secrets hashed); written only under `config_update`.
     pub config: RwLock<StoredConfig>,
     /// Serializes config updates, so binding, storing and switching listeners happen as one step.
@@ -31,6 +28,8 @@ pub struct Daemon {
     pub warnings: Mutex<Warnings>,
     pub throttle: Mutex<Throttle>,
     pub router: OnceLock<Router>,
+    /// Open TLS connections by client certificate, closed on revocation.
+    pub connections: Arc<crate::listener::ConnRegistry>,
     pub tracker: TaskTracker,
     pub shutdown: watch::Sender<bool>,
 }
@@ -62,12 +61,18 @@ impl Daemon {
     }
 
     pub fn router(&self) -> ApiResult<Router> {
-        self.router.get().cloned().ok_or_else(|| ApiError::internal("router not ready"))
+        self.router
+            .get()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("router not ready"))
     }
 
     /// The addresses clients can reach the HTTPS listener on.
     pub fn addresses(&self) -> Vec<String> {
-        lock(&self.https).as_ref().map(https::advertised_addresses).unwrap_or_default()
+        lock(&self.https)
+            .as_ref()
+            .map(https::advertised_addresses)
+            .unwrap_or_default()
     }
 
     pub fn trust_insert(&self, row: &CertificateRow) {
@@ -76,9 +81,15 @@ impl Daemon {
         }
     }
 
-    pub fn trust_remove(&self, fingerprint: &str) {
-        if let Some(fp) = fingerprint_bytes(fingerprint) {
-            write(&self.trust).remove(&fp);
+    /// Drop a certificate from the trust cache and close the connections it authenticated.
+    /// Returns how many connections were closed.
+    pub fn trust_remove(&self, fingerprint: &str) -> usize {
+        match fingerprint_bytes(fingerprint) {
+            Some(fp) => {
+                write(&self.trust).remove(&fp);
+                self.connections.close(&fp)
+            }
+            None => 0,
         }
     }
 }
@@ -100,6 +111,8 @@ pub fn trusted_cert(row: &CertificateRow) -> TrustedCert {
 
 pub fn trust_store(rows: &[CertificateRow]) -> TrustStore {
     TrustStore::new(
-        rows.iter().filter(|r| r.kind == "client").filter_map(|r| Some((fingerprint_bytes(&r.fingerprint)?, trusted_cert(r)))),
+        rows.iter()
+            .filter(|r| r.kind == "client")
+            .filter_map(|r| Some((fingerprint_bytes(&r.fingerprint)?, trusted_cert(r)))),
     )
 }

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum StateDirError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0} exists and is not a directory")]
     NotADirectory(PathBuf),
     #[error("another rxd is already running on {0} (it holds {0}/rxd.lock)")]
@@ -30,7 +33,11 @@ pub fn prepare(dir: &Path) -> Result<StateLock, StateDirError> {
         Ok(m) if m.is_dir() => {}
         Ok(_) => return Err(StateDirError::NotADirectory(dir.into())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::DirBuilder::new().recursive(true).mode(0o711).create(dir).map_err(io(dir))?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o711)
+                .create(dir)
+                .map_err(io(dir))?;
         }
         Err(e) => return Err(io(dir)(e)),
     }
@@ -50,10 +57,15 @@ pub fn prepare(dir: &Path) -> Result<StateLock, StateDirError> {
         .custom_flags(libc_nofollow())
         .open(&lock_path)
         .map_err(io(&lock_path))?;
-    let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| StateDirError::Locked(dir.into()))?;
+    let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .map_err(|_| StateDirError::Locked(dir.into()))?;
 
     // Key and database files keep tight modes even if someone loosened them.
-    for (name, mode) in [("server.key", 0o600), ("server.crt", 0o644), ("rxd.db", 0o600)] {
+    for (name, mode) in [
+        ("server.key", 0o600),
+        ("server.crt", 0o644),
+        ("rxd.db", 0o600),
+    ] {
         let p = dir.join(name);
         if p.exists() {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).map_err(io(&p))?;

@@ -87,8 +87,9 @@ impl Store {
                 })
             })?
             .collect::<Result<_, _>>()?;
-        let mut stmt =
-            conn.prepare("SELECT fingerprint, project FROM certificate_projects ORDER BY fingerprint, project")?;
+        let mut stmt = conn.prepare(
+            "SELECT fingerprint, project FROM certificate_projects ORDER BY fingerprint, project",
+        )?;
         let pairs = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         for pair in pairs {
             let (fp, project) = pair?;
@@ -97,6 +98,59 @@ impl Store {
             }
         }
         Ok(rows)
+    }
+
+    /// Entries whose fingerprint starts with `prefix` (lowercase hex), at most `limit` of them.
+    /// A range scan on the primary key: no `LIKE`, so no character in the prefix is a wildcard.
+    pub fn certificates_by_prefix(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<CertificateRow>, StoreError> {
+        let fps: Vec<String> = {
+            let conn = self.conn()?;
+            let mut stmt = conn.prepare(
+                "SELECT fingerprint FROM certificates WHERE fingerprint >= ?1 AND fingerprint < ?2
+                 ORDER BY fingerprint LIMIT ?3",
+            )?;
+            // Every fingerprint with the prefix sorts below prefix + 'g' ('g' follows the hex digits).
+            let upper = format!("{prefix}g");
+            let rows = stmt.query_map(params![prefix, upper, limit as i64], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        fps.iter().map(|fp| self.certificate(fp)).collect()
+    }
+
+    pub fn certificate(&self, fingerprint: &str) -> Result<CertificateRow, StoreError> {
+        let conn = self.conn()?;
+        let mut row = conn
+            .query_row(
+                "SELECT fingerprint, name, type, restricted, certificate, not_before, not_after, created_at
+                 FROM certificates WHERE fingerprint = ?1",
+                params![fingerprint],
+                |r| {
+                    Ok(CertificateRow {
+                        fingerprint: r.get(0)?,
+                        name: r.get(1)?,
+                        kind: r.get(2)?,
+                        restricted: r.get(3)?,
+                        projects: Vec::new(),
+                        certificate_pem: r.get(4)?,
+                        not_before: r.get(5)?,
+                        not_after: r.get(6)?,
+                        created_at: r.get(7)?,
+                    })
+                },
+            )
+            .optional()?
+            .ok_or(StoreError::NotFound { kind: "certificate" })?;
+        let mut stmt = conn.prepare(
+            "SELECT project FROM certificate_projects WHERE fingerprint = ?1 ORDER BY project",
+        )?;
+        row.projects = stmt
+            .query_map(params![fingerprint], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(row)
     }
 
     pub fn insert_certificate(&self, row: &CertificateRow) -> Result<(), StoreError> {
@@ -108,12 +162,21 @@ impl Store {
     }
 
     /// Replace the entry `old_fingerprint` with `row` (whose fingerprint may differ, on renewal).
-    pub fn replace_certificate(&self, old_fingerprint: &str, row: &CertificateRow) -> Result<(), StoreError> {
+    pub fn replace_certificate(
+        &self,
+        old_fingerprint: &str,
+        row: &CertificateRow,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
-        let n = tx.execute("DELETE FROM certificates WHERE fingerprint = ?1", params![old_fingerprint])?;
+        let n = tx.execute(
+            "DELETE FROM certificates WHERE fingerprint = ?1",
+            params![old_fingerprint],
+        )?;
         if n == 0 {
-            return Err(StoreError::NotFound { kind: "certificate" });
+            return Err(StoreError::NotFound {
+                kind: "certificate",
+            });
         }
         insert_cert(&tx, row)?;
         tx.commit()?;
@@ -121,9 +184,14 @@ impl Store {
     }
 
     pub fn delete_certificate(&self, fingerprint: &str) -> Result<(), StoreError> {
-        let n = self.conn()?.execute("DELETE FROM certificates WHERE fingerprint = ?1", params![fingerprint])?;
+        let n = self.conn()?.execute(
+            "DELETE FROM certificates WHERE fingerprint = ?1",
+            params![fingerprint],
+        )?;
         if n == 0 {
-            return Err(StoreError::NotFound { kind: "certificate" });
+            return Err(StoreError::NotFound {
+                kind: "certificate",
+            });
         }
         Ok(())
     }
@@ -158,7 +226,9 @@ impl Store {
     }
 
     pub fn delete_token(&self, id: &str) -> Result<(), StoreError> {
-        let n = self.conn()?.execute("DELETE FROM tokens WHERE id = ?1", params![id])?;
+        let n = self
+            .conn()?
+            .execute("DELETE FROM tokens WHERE id = ?1", params![id])?;
         if n == 0 {
             return Err(StoreError::NotFound { kind: "token" });
         }
@@ -205,7 +275,11 @@ fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
         secret_sha256: hash.try_into().unwrap_or([0; 32]),
         name: r.get(2)?,
         restricted: r.get(3)?,
-        projects: projects.split('\n').filter(|p| !p.is_empty()).map(str::to_owned).collect(),
+        projects: projects
+            .split('\n')
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect(),
         created_at: r.get(5)?,
         expires_at: r.get(6)?,
     })
@@ -246,17 +320,50 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("db")).unwrap();
         s.insert_certificate(&row('a', "one")).unwrap();
-        assert!(matches!(s.insert_certificate(&row('a', "again")), Err(StoreError::AlreadyExists { .. })));
+        assert!(matches!(
+            s.insert_certificate(&row('a', "again")),
+            Err(StoreError::AlreadyExists { .. })
+        ));
         s.insert_certificate(&row('b', "two")).unwrap();
         let all = s.certificates().unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].projects, vec!["p1", "p2"]);
-        s.replace_certificate(&"a".repeat(64), &row('c', "renewed")).unwrap();
+        s.replace_certificate(&"a".repeat(64), &row('c', "renewed"))
+            .unwrap();
         s.delete_certificate(&"b".repeat(64)).unwrap();
-        assert!(matches!(s.delete_certificate(&"b".repeat(64)), Err(StoreError::NotFound { .. })));
+        assert!(matches!(
+            s.delete_certificate(&"b".repeat(64)),
+            Err(StoreError::NotFound { .. })
+        ));
         let all = s.certificates().unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].name, "renewed");
+        assert_eq!(s.certificate(&"c".repeat(64)).unwrap(), all[0]);
+    }
+
+    #[test]
+    fn prefix_lookup_is_exact_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db")).unwrap();
+        for (fp, name) in [("ab", "one"), ("ac", "two"), ("ff", "three")] {
+            let mut r = row('0', name);
+            r.fingerprint = format!("{fp}{}", "0".repeat(62));
+            s.insert_certificate(&r).unwrap();
+        }
+        let names = |p: &str| -> Vec<String> {
+            s.certificates_by_prefix(p, 2)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.name)
+                .collect()
+        };
+        assert_eq!(names("ab"), ["one"]);
+        assert_eq!(names("a"), ["one", "two"]);
+        assert_eq!(names(""), ["one", "two"], "bounded by the limit");
+        assert_eq!(names("f"), ["three"]);
+        assert!(names("b").is_empty());
+        assert!(names("%").is_empty(), "no wildcards");
+        assert!(names("_").is_empty(), "no wildcards");
     }
 
     #[test]
@@ -267,9 +374,18 @@ mod tests {
         s.insert_token(&token("t2", 2, 10)).unwrap();
         let (t, r) = s.redeem_token(&[1; 32], 50, |t| row('d', &t.name)).unwrap();
         assert_eq!((t.id.as_str(), r.name.as_str()), ("t1", "new"));
-        assert!(matches!(s.redeem_token(&[1; 32], 50, |_| row('e', "x")), Err(StoreError::NotFound { .. })));
-        assert!(matches!(s.redeem_token(&[2; 32], 50, |_| row('e', "x")), Err(StoreError::Expired { .. })));
-        assert!(matches!(s.redeem_token(&[2; 32], 50, |_| row('e', "x")), Err(StoreError::NotFound { .. })));
+        assert!(matches!(
+            s.redeem_token(&[1; 32], 50, |_| row('e', "x")),
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(matches!(
+            s.redeem_token(&[2; 32], 50, |_| row('e', "x")),
+            Err(StoreError::Expired { .. })
+        ));
+        assert!(matches!(
+            s.redeem_token(&[2; 32], 50, |_| row('e', "x")),
+            Err(StoreError::NotFound { .. })
+        ));
         assert_eq!(s.certificates().unwrap().len(), 1);
     }
 }

@@ -13,7 +13,10 @@ impl Store {
     }
 
     /// Apply changes atomically: `Some(v)` sets, `None` unsets.
-    pub fn update_config(&self, changes: &BTreeMap<String, Option<String>>) -> Result<(), StoreError> {
+    pub fn update_config(
+        &self,
+        changes: &BTreeMap<String, Option<String>>,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         for (key, value) in changes {
@@ -56,7 +59,10 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got["b"], "3");
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]
@@ -67,6 +73,9 @@ mod tests {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.pragma_update(None, "user_version", 999).unwrap();
         drop(conn);
-        assert!(matches!(Store::open(&path), Err(StoreError::TooNew { found: 999, .. })));
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::TooNew { found: 999, .. })
+        ));
     }
 }

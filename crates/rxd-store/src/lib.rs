@@ -19,7 +19,10 @@ pub enum StoreError {
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("database file {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("database schema version {found} is newer than this rxd understands ({known}); use a newer rxd")]
     TooNew { found: i64, known: i64 },
     #[error("{kind} already exists")]
@@ -39,7 +42,10 @@ pub struct Store {
 impl Store {
     /// Open (creating if needed, mode 0600) and migrate the database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let io = |source| StoreError::Io { path: path.display().to_string(), source };
+        let io = |source| StoreError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -54,7 +60,9 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", true)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrations::migrate(&mut conn)?;
-        Ok(Store { conn: Mutex::new(conn) })
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
@@ -63,6 +71,8 @@ impl Store {
 
     /// The schema version the database is at.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        Ok(self.conn()?.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+        Ok(self
+            .conn()?
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 }

@@ -15,9 +15,16 @@ use tempfile::TempDir;
 /// Path of a binary built from this workspace (next to the test executable's `deps/` dir).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
     let path = dir.join(name);
-    assert!(path.exists(), "{} not built; run the tests with `cargo test --workspace`", path.display());
+    assert!(
+        path.exists(),
+        "{} not built; run the tests with `cargo test --workspace`",
+        path.display()
+    );
     path
 }
 
@@ -70,11 +77,24 @@ impl TestDaemon {
     }
 
     pub async fn start_with(opts: Options) -> TestDaemon {
-        let root = tempfile::Builder::new().prefix("rxd-test-").tempdir().expect("tempdir");
+        let root = tempfile::Builder::new()
+            .prefix("rxd-test-")
+            .tempdir()
+            .expect("tempdir");
         // Traversable by other users, like /var/lib: the socket's own mode must be what keeps
         // them out, and the tests check exactly that.
-        std::fs::set_permissions(root.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).expect("chmod");
-        let mut d = TestDaemon { root, child: None, opts, https_port: None, starts: 0 };
+        std::fs::set_permissions(
+            root.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )
+        .expect("chmod");
+        let mut d = TestDaemon {
+            root,
+            child: None,
+            opts,
+            https_port: None,
+            starts: 0,
+        };
         d.spawn();
         d.wait_ready().await;
         if !d.opts.no_https {
@@ -99,7 +119,10 @@ impl TestDaemon {
     /// Everything the daemon logged so far, across restarts.
     pub fn logs(&self) -> String {
         (1..=self.starts)
-            .map(|i| std::fs::read_to_string(self.root.path().join(format!("rxd.{i}.log"))).unwrap_or_default())
+            .map(|i| {
+                std::fs::read_to_string(self.root.path().join(format!("rxd.{i}.log")))
+                    .unwrap_or_default()
+            })
             .collect::<Vec<_>>()
             .join("")
     }
@@ -129,7 +152,11 @@ impl TestDaemon {
             if Client::unix(self.socket()).get("/1.0").await.is_ok() {
                 return;
             }
-            assert!(Instant::now() < deadline, "rxd did not answer in time; log:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "rxd did not answer in time; log:\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -179,7 +206,13 @@ impl TestDaemon {
     /// An HTTPS client pinned to this daemon's certificate, presenting `identity` if given.
     pub fn https(&self, identity: Option<&KeyPairFiles>) -> Client {
         let pin = rxd_tls::cert::fingerprint_bytes(&self.server_cert_der());
-        Client::https("127.0.0.1", self.https_port(), ServerTrust::Pinned(pin), identity).expect("https client")
+        Client::https(
+            "127.0.0.1",
+            self.https_port(),
+            ServerTrust::Pinned(pin),
+            identity,
+        )
+        .expect("https client")
     }
 
     /// SIGTERM, then wait for the process to exit.
@@ -228,5 +261,8 @@ impl Drop for TestDaemon {
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }

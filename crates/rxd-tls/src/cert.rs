@@ -31,7 +31,9 @@ pub enum CertCheckError {
     Expired,
     #[error("RSA key is too weak (minimum of 2048bit)")]
     WeakRsa,
-    #[error("The provided certificate is signed with {0}, which is not trusted; use a SHA-2 signature")]
+    #[error(
+        "The provided certificate is signed with {0}, which is not trusted; use a SHA-2 signature"
+    )]
     WeakSignature(&'static str),
     #[error("Invalid certificate material: {0}")]
     Invalid(String),
@@ -43,7 +45,9 @@ pub fn check(der: &[u8], now: i64) -> Result<CertInfo, CertCheckError> {
     let (rest, cert) =
         X509Certificate::from_der(der).map_err(|e| CertCheckError::Invalid(e.to_string()))?;
     if !rest.is_empty() {
-        return Err(CertCheckError::Invalid("trailing data after the certificate".into()));
+        return Err(CertCheckError::Invalid(
+            "trailing data after the certificate".into(),
+        ));
     }
     let validity = cert.validity();
     if now < validity.not_before.timestamp() {
@@ -109,5 +113,7 @@ pub fn pem_encode(label: &str, der: &[u8]) -> String {
 /// The first certificate in a PEM text, as DER.
 pub fn from_pem(pem: &str) -> Option<Vec<u8>> {
     use rustls_pki_types::pem::PemObject;
-    rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).ok().map(|c| c.to_vec())
+    rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .ok()
+        .map(|c| c.to_vec())
 }

@@ -51,9 +51,12 @@ pub fn client_config(
     let presented = Presented::default();
     let inner = match &trust {
         ServerTrust::Ca(roots) => Some(
-            rustls::client::WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
-                .build()
-                .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?,
+            rustls::client::WebPkiServerVerifier::builder_with_provider(
+                roots.clone(),
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?,
         ),
         _ => None,
     };
@@ -103,7 +106,9 @@ impl ServerCertVerifier for Verifier {
                     Err(rustls::Error::General(PIN_MISMATCH.into()))
                 }
             }
-            (ServerTrust::Ca(_), Some(v)) => v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now),
+            (ServerTrust::Ca(_), Some(v)) => {
+                v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            }
             (ServerTrust::Ca(_), None) => Err(rustls::Error::General("no CA verifier".into())),
         }
     }

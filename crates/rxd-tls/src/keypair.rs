@@ -34,7 +34,10 @@ pub enum KeyPairError {
     #[error("{path}: {reason}")]
     Parse { path: PathBuf, reason: String },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("generating a keypair: {0}")]
     Generate(String),
 }
@@ -53,7 +56,9 @@ pub struct KeyPairFiles {
 impl std::fmt::Debug for KeyPairFiles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the private key.
-        f.debug_struct("KeyPairFiles").field("fingerprint", &self.fingerprint).finish()
+        f.debug_struct("KeyPairFiles")
+            .field("fingerprint", &self.fingerprint)
+            .finish()
     }
 }
 
@@ -80,30 +85,57 @@ impl KeyPairFiles {
                 pair.generated = true;
                 Ok(pair)
             }
-            (true, false) => Err(KeyPairError::HalfPair { present: cert_path.into(), missing: key_path.into() }),
-            (false, true) => Err(KeyPairError::HalfPair { present: key_path.into(), missing: cert_path.into() }),
+            (true, false) => Err(KeyPairError::HalfPair {
+                present: cert_path.into(),
+                missing: key_path.into(),
+            }),
+            (false, true) => Err(KeyPairError::HalfPair {
+                present: key_path.into(),
+                missing: cert_path.into(),
+            }),
         }
     }
 
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<KeyPairFiles, KeyPairError> {
         let read = |p: &Path| {
-            std::fs::read_to_string(p).map_err(|source| KeyPairError::Io { path: p.into(), source })
+            std::fs::read_to_string(p).map_err(|source| KeyPairError::Io {
+                path: p.into(),
+                source,
+            })
         };
         Self::from_pem(&read(cert_path)?, &read(key_path)?, cert_path, key_path)
     }
 
-    fn from_pem(cert_pem: &str, key_pem: &str, cert_path: &Path, key_path: &Path) -> Result<KeyPairFiles, KeyPairError> {
-        let parse = |p: &Path, reason: &str| KeyPairError::Parse { path: p.into(), reason: reason.into() };
-        let cert_der = from_pem(cert_pem).ok_or_else(|| parse(cert_path, "no PEM certificate found"))?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-            .map_err(|_| parse(key_path, "no PEM private key (SEC1, PKCS#8 or PKCS#1) found"))?;
+    fn from_pem(
+        cert_pem: &str,
+        key_pem: &str,
+        cert_path: &Path,
+        key_path: &Path,
+    ) -> Result<KeyPairFiles, KeyPairError> {
+        let parse = |p: &Path, reason: &str| KeyPairError::Parse {
+            path: p.into(),
+            reason: reason.into(),
+        };
+        let cert_der =
+            from_pem(cert_pem).ok_or_else(|| parse(cert_path, "no PEM certificate found"))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|_| {
+            parse(
+                key_path,
+                "no PEM private key (SEC1, PKCS#8 or PKCS#1) found",
+            )
+        })?;
         let signer = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)
             .map_err(|e| parse(key_path, &format!("unsupported private key: {e}")))?;
         let (_, cert) = x509_parser::parse_x509_certificate(&cert_der)
             .map_err(|e| parse(cert_path, &format!("invalid certificate: {e}")))?;
-        let matches = signer.public_key().is_some_and(|spki| spki.as_ref() == cert.public_key().raw);
+        let matches = signer
+            .public_key()
+            .is_some_and(|spki| spki.as_ref() == cert.public_key().raw);
         if !matches {
-            return Err(KeyPairError::Mismatch { cert: cert_path.into(), key: key_path.into() });
+            return Err(KeyPairError::Mismatch {
+                cert: cert_path.into(),
+                key: key_path.into(),
+            });
         }
         Ok(KeyPairFiles {
             fingerprint: fingerprint(&cert_der),
@@ -119,8 +151,10 @@ impl KeyPairFiles {
     }
 
     pub fn private_key(&self) -> Result<PrivateKeyDer<'static>, crate::TlsError> {
-        PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
-            .map_err(|e| crate::TlsError::Pem { what: "private key", reason: e.to_string() })
+        PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(|e| crate::TlsError::Pem {
+            what: "private key",
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -128,14 +162,20 @@ fn exists(p: &Path) -> Result<bool, KeyPairError> {
     match std::fs::symlink_metadata(p) {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(source) => Err(KeyPairError::Io { path: p.into(), source }),
+        Err(source) => Err(KeyPairError::Io {
+            path: p.into(),
+            source,
+        }),
     }
 }
 
 /// Create a file that must not exist yet, with its final mode from the start (no chmod race) and
 /// without following a symlink planted at the path.
 fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), KeyPairError> {
-    let io = |source| KeyPairError::Io { path: path.into(), source };
+    let io = |source| KeyPairError::Io {
+        path: path.into(),
+        source,
+    };
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -148,7 +188,11 @@ fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), KeyPairError> {
 }
 
 /// Generate a pair in memory: certificate PEM and SEC1 key PEM.
-pub fn generate(role: Role, common_name: &str, dns_name: &str) -> Result<(String, String), KeyPairError> {
+pub fn generate(
+    role: Role,
+    common_name: &str,
+    dns_name: &str,
+) -> Result<(String, String), KeyPairError> {
     use aws_lc_rs::encoding::{AsDer, EcPrivateKeyRfc5915Der};
     use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P384_SHA384_ASN1_SIGNING};
     let gen_err = |e: &dyn std::fmt::Display| KeyPairError::Generate(e.to_string());
@@ -174,12 +218,19 @@ pub fn generate(role: Role, common_name: &str, dns_name: &str) -> Result<(String
     rand::Rng::fill(&mut rand::thread_rng(), &mut serial[..]);
     serial[0] &= 0x7f; // A positive INTEGER.
     params.serial_number = Some(SerialNumber::from_slice(&serial));
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.is_ca = IsCa::ExplicitNoCa;
     match role {
         Role::Server => {
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-            let dns = if dns_name.is_empty() { "unspecified" } else { dns_name };
+            let dns = if dns_name.is_empty() {
+                "unspecified"
+            } else {
+                dns_name
+            };
             params.subject_alt_names = vec![
                 SanType::DnsName(dns.try_into().map_err(|e| gen_err(&e))?),
                 SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),

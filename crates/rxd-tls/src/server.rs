@@ -17,9 +17,15 @@ pub use rustls::ServerConfig;
 
 /// Build the listener configuration. `ca_names` are the subject DNs advertised in the
 /// CertificateRequest (empty unless PKI mode is on).
-pub fn server_config(pair: &KeyPairFiles, ca_names: Vec<DistinguishedName>) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn server_config(
+    pair: &KeyPairFiles,
+    ca_names: Vec<DistinguishedName>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
-    let verifier = RequestClientCert { ca_names, algorithms: provider.signature_verification_algorithms };
+    let verifier = RequestClientCert {
+        ca_names,
+        algorithms: provider.signature_verification_algorithms,
+    };
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(PROTOCOL_VERSIONS)?
         .with_client_cert_verifier(Arc::new(verifier))
@@ -86,5 +92,7 @@ impl ClientCertVerifier for RequestClientCert {
 
 /// The client certificate of an established connection, if it sent one: the end-entity DER.
 pub fn peer_certificate(conn: &rustls::ServerConnection) -> Option<Vec<u8>> {
-    conn.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec())
+    conn.peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
 }

@@ -31,9 +31,14 @@ fn main() -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!("rxd must run as root");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
-        let opts = rxd_daemon::Options { dir: args.dir, group: args.group };
+        let opts = rxd_daemon::Options {
+            dir: args.dir,
+            group: args.group,
+        };
         rxd_daemon::run(opts, shutdown_signal()).await
     })?;
     Ok(())
@@ -41,7 +46,10 @@ fn main() -> anyhow::Result<()> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop rxd with SIGKILL");
         return std::future::pending().await;
     };

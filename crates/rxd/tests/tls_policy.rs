@@ -18,14 +18,22 @@ fn s_client(port: u16, args: &[&str]) -> Outcome {
         .stdin(Stdio::null())
         .output()
         .expect("openssl (apt-get install -y openssl)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ok = out.status.success() && !text.contains("Cipher is (NONE)");
     Outcome { ok, text }
 }
 
 fn refused_by_server(o: &Outcome, what: &str) {
     assert!(!o.ok, "{what} must be refused:\n{}", o.text);
-    assert!(o.text.contains("SSL alert number"), "{what}: the server must refuse it with an alert:\n{}", o.text);
+    assert!(
+        o.text.contains("SSL alert number"),
+        "{what}: the server must refuse it with an alert:\n{}",
+        o.text
+    );
 }
 
 fn accepted(o: &Outcome, what: &str) {
@@ -48,19 +56,63 @@ async fn tls_versions_suites_and_signatures() {
     assert!(o.text.contains("TLSv1.3"), "{}", o.text);
 
     // TLS 1.2: ECDHE with AEAD only.
-    accepted(&s_client(p, &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]), "TLS 1.2 ECDHE-ECDSA AES-GCM");
-    accepted(&s_client(p, &["-tls1_2", "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305"]), "TLS 1.2 ECDHE-ECDSA ChaCha20");
-    refused_by_server(&s_client(p, &["-tls1_2", "-cipher", "AES256-GCM-SHA384"]), "static RSA key exchange");
-    refused_by_server(&s_client(p, &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA256"]), "CBC suite");
-    refused_by_server(&s_client(p, &["-tls1_2", "-cipher", &format!("ECDHE-ECDSA-AES256-SHA:{legacy}")]), "CBC-SHA1 suite");
-    refused_by_server(&s_client(p, &["-tls1_2", "-cipher", &format!("DHE-RSA-AES128-GCM-SHA256:{legacy}")]), "finite-field DHE");
+    accepted(
+        &s_client(p, &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]),
+        "TLS 1.2 ECDHE-ECDSA AES-GCM",
+    );
+    accepted(
+        &s_client(p, &["-tls1_2", "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305"]),
+        "TLS 1.2 ECDHE-ECDSA ChaCha20",
+    );
+    refused_by_server(
+        &s_client(p, &["-tls1_2", "-cipher", "AES256-GCM-SHA384"]),
+        "static RSA key exchange",
+    );
+    refused_by_server(
+        &s_client(p, &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA256"]),
+        "CBC suite",
+    );
+    refused_by_server(
+        &s_client(
+            p,
+            &[
+                "-tls1_2",
+                "-cipher",
+                &format!("ECDHE-ECDSA-AES256-SHA:{legacy}"),
+            ],
+        ),
+        "CBC-SHA1 suite",
+    );
+    refused_by_server(
+        &s_client(
+            p,
+            &[
+                "-tls1_2",
+                "-cipher",
+                &format!("DHE-RSA-AES128-GCM-SHA256:{legacy}"),
+            ],
+        ),
+        "finite-field DHE",
+    );
 
     // SHA-1 signatures are never used.
     refused_by_server(
-        &s_client(p, &["-tls1_2", "-cipher", legacy, "-sigalgs", "ECDSA+SHA1:RSA+SHA1"]),
+        &s_client(
+            p,
+            &[
+                "-tls1_2",
+                "-cipher",
+                legacy,
+                "-sigalgs",
+                "ECDSA+SHA1:RSA+SHA1",
+            ],
+        ),
         "SHA-1 signature schemes only",
     );
-    accepted(&s_client(p, &["-tls1_2", "-sigalgs", "ECDSA+SHA384"]), "ECDSA with SHA-384");
+    accepted(
+        &s_client(p, &["-tls1_2", "-sigalgs", "ECDSA+SHA384"]),
+        "ECDSA with SHA-384",
+    );
 }
 
 #[tokio::test]
@@ -75,8 +127,16 @@ async fn client_certificate_is_requested_not_required() {
     accepted(&o, "no client certificate");
     // The server asks for one, naming no CA outside PKI mode.
     let o = s_client(p, &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]);
-    assert!(o.text.contains("No client certificate CA names sent"), "{}", o.text);
-    assert!(!o.text.contains("RSA+SHA1") && !o.text.contains("ECDSA+SHA1"), "no SHA-1 in the request:\n{}", o.text);
+    assert!(
+        o.text.contains("No client certificate CA names sent"),
+        "{}",
+        o.text
+    );
+    assert!(
+        !o.text.contains("RSA+SHA1") && !o.text.contains("ECDSA+SHA1"),
+        "no SHA-1 in the request:\n{}",
+        o.text
+    );
 
     // With one, the handshake proves possession of its key, and the certificate reaches requests.
     let id = rxd_testkit::client_identity("tls-test");
@@ -84,10 +144,32 @@ async fn client_certificate_is_requested_not_required() {
     let (crt, key) = (dir.path().join("c.crt"), dir.path().join("c.key"));
     std::fs::write(&crt, &id.cert_pem).unwrap();
     std::fs::write(&key, &id.key_pem).unwrap();
-    let o = s_client(p, &["-tls1_3", "-cert", crt.to_str().unwrap(), "-key", key.to_str().unwrap()]);
+    let o = s_client(
+        p,
+        &[
+            "-tls1_3",
+            "-cert",
+            crt.to_str().unwrap(),
+            "-key",
+            key.to_str().unwrap(),
+        ],
+    );
     accepted(&o, "with a client certificate");
     let other = rxd_testkit::client_identity("other");
     std::fs::write(&key, &other.key_pem).unwrap();
-    let o = s_client(p, &["-tls1_3", "-cert", crt.to_str().unwrap(), "-key", key.to_str().unwrap()]);
-    assert!(!o.ok, "a certificate without its key must not pass:\n{}", o.text);
+    let o = s_client(
+        p,
+        &[
+            "-tls1_3",
+            "-cert",
+            crt.to_str().unwrap(),
+            "-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !o.ok,
+        "a certificate without its key must not pass:\n{}",
+        o.text
+    );
 }

@@ -1,8 +1,8 @@
 //! The API's routes. Unknown paths answer 404 to anyone before authentication; known paths with
 //! an unsupported method answer 501, as LXD does. Every refused request is logged once, here.
 
-// mod certificates;
-// mod operations;
+mod certificates;
+mod operations;
 mod server;
 mod warnings;
 
@@ -19,11 +19,33 @@ use std::sync::Arc;
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
         .route("/", get(server::get_root))
-        .route("/1.0", get(server::get).put(server::put).patch(server::patch))
+        .route(
+            "/1.0",
+            get(server::get).put(server::put).patch(server::patch),
+        )
         .route("/1.0/warnings", get(warnings::list))
         .route(
             "/1.0/warnings/{uuid}",
-            get(warnings::get).put(warnings::put).patch(warnings::put).delete(warnings::delete),
+            get(warnings::get)
+                .put(warnings::put)
+                .patch(warnings::put)
+                .delete(warnings::delete),
+        )
+        .route(
+            "/1.0/certificates",
+            get(certificates::list).post(certificates::post),
+        )
+        .route(
+            "/1.0/certificates/{fingerprint}",
+            get(certificates::get)
+                .put(certificates::put)
+                .patch(certificates::patch)
+                .delete(certificates::delete),
+        )
+        .route("/1.0/operations", get(operations::list))
+        .route(
+            "/1.0/operations/{id}",
+            get(operations::get).delete(operations::delete),
         )
         .method_not_allowed_fallback(not_implemented)
         .fallback(not_found)
@@ -48,9 +70,16 @@ async fn log_refusals(req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     let status = resp.status();
     if status.is_client_error() || status.is_server_error() {
-        let reason = resp.extensions().get::<RejectReason>().map(|r| r.0.as_str()).unwrap_or("");
+        let reason = resp
+            .extensions()
+            .get::<RejectReason>()
+            .map(|r| r.0.as_str())
+            .unwrap_or("");
         let peer = conn.as_ref().map(ConnInfo::peer).unwrap_or_default();
-        let fingerprint = conn.as_ref().and_then(ConnInfo::fingerprint).unwrap_or_default();
+        let fingerprint = conn
+            .as_ref()
+            .and_then(ConnInfo::fingerprint)
+            .unwrap_or_default();
         if status == http::StatusCode::FORBIDDEN || status == http::StatusCode::TOO_MANY_REQUESTS {
             tracing::warn!(%method, %path, status = status.as_u16(), reason, %peer, %fingerprint, "request refused");
         } else {

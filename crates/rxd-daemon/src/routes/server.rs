@@ -20,7 +20,10 @@ pub async fn get_root() -> Response {
 pub async fn get(State(d): State<Arc<Daemon>>, caller: Caller) -> Response {
     let mut server = Server {
         config: None,
-        api_extensions: rxd_api::API_EXTENSIONS.iter().map(|s| s.to_string()).collect(),
+        api_extensions: rxd_api::API_EXTENSIONS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         api_status: "stable".into(),
         api_version: "1.0".into(),
         auth: "untrusted".into(),

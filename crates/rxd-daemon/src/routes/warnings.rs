@@ -22,12 +22,22 @@ pub async fn list(State(d): State<Arc<Daemon>>, _: Admin, Query(q): Query<ListQu
     if q.recursion > 0 {
         response::sync(all)
     } else {
-        response::sync(all.iter().map(|w| format!("/1.0/warnings/{}", w.uuid)).collect::<Vec<_>>())
+        response::sync(
+            all.iter()
+                .map(|w| format!("/1.0/warnings/{}", w.uuid))
+                .collect::<Vec<_>>(),
+        )
     }
 }
 
-pub async fn get(State(d): State<Arc<Daemon>>, _: Admin, Path(uuid): Path<String>) -> ApiResult<Response> {
-    let w = lock(&d.warnings).get(&uuid).ok_or_else(|| ApiError::NotFound("Warning not found".into()))?;
+pub async fn get(
+    State(d): State<Arc<Daemon>>,
+    _: Admin,
+    Path(uuid): Path<String>,
+) -> ApiResult<Response> {
+    let w = lock(&d.warnings)
+        .get(&uuid)
+        .ok_or_else(|| ApiError::NotFound("Warning not found".into()))?;
     Ok(response::sync(w))
 }
 
@@ -49,7 +59,11 @@ pub async fn put(
     Ok(response::empty())
 }
 
-pub async fn delete(State(d): State<Arc<Daemon>>, _: Admin, Path(uuid): Path<String>) -> ApiResult<Response> {
+pub async fn delete(
+    State(d): State<Arc<Daemon>>,
+    _: Admin,
+    Path(uuid): Path<String>,
+) -> ApiResult<Response> {
     if !lock(&d.warnings).remove(&uuid) {
         return Err(ApiError::NotFound("Warning not found".into()));
     }
