@@ -55,18 +55,20 @@ impl ConnInfo {
     }
 }
 
-/// Resolves once `stop` says true (or its sender is gone).
+/// Resolves once `stop` says true. A sender that goes away without saying so means "never".
 pub async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
-/// Serve HTTP/1.1 on one connection until it closes, or until `stop` fires (then finish the
+/// Serve HTTP/1.1 on one connection until it closes, or until `stop` resolves (then finish the
 /// request in flight and close).
 pub async fn serve_connection<I>(
     io: I,
     info: ConnInfo,
     router: Router,
-    mut stop: watch::Receiver<bool>,
+    stop: impl std::future::Future<Output = ()>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -86,7 +88,7 @@ pub async fn serve_connection<I>(
     tokio::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => { if let Err(e) = res { tracing::debug!(error = %e, "connection ended"); } }
-        _ = stopped(&mut stop) => {
+        _ = stop => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
@@ -159,9 +161,15 @@ pub async fn run_unix(
             remote: None,
             peer_cert: None,
         };
-        let (router, stop) = (router.clone(), stop.clone());
+        let (router, mut stop) = (router.clone(), stop.clone());
         tracker.spawn(async move {
-            serve_connection(stream, info, router, stop).await;
+            serve_connection(
+                stream,
+                info,
+                router,
+                async move { stopped(&mut stop).await },
+            )
+            .await;
             drop(permit);
         });
     }
@@ -221,16 +229,14 @@ pub async fn run_https(
             // A connection authenticated by a certificate can be closed when that certificate
             // is revoked; it also closes when its listener stops.
             let (registration, mut revoked) = registry.register(peer_fingerprint);
-            let (conn_stop, conn_stop_rx) = watch::channel(false);
             let mut listener_stop = stop;
-            tokio::spawn(async move {
+            let stop = async move {
                 tokio::select! {
                     _ = stopped(&mut listener_stop) => {}
                     _ = stopped(&mut revoked) => {}
                 }
-                let _ = conn_stop.send(true);
-            });
-            serve_connection(tls, info, router, conn_stop_rx).await;
+            };
+            serve_connection(tls, info, router, stop).await;
             drop(registration);
             drop(permit);
         });
