@@ -2,6 +2,8 @@
 //! certificate. One connection is kept alive per client and re-opened when the server closed it.
 #![forbid(unsafe_code)]
 
+pub mod remotes;
+
 pub use bytes::Bytes;
 pub use http::Method;
 use http::{HeaderMap, Request};

@@ -78,6 +78,24 @@ pub fn check(der: &[u8], now: i64) -> Result<CertInfo, CertCheckError> {
     })
 }
 
+/// The facts of a certificate without judging it (for listings).
+pub fn describe(der: &[u8]) -> Option<CertInfo> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let common_name = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned);
+    let info = CertInfo {
+        fingerprint: fingerprint(der),
+        common_name,
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+    };
+    Some(info)
+}
+
 /// Signature algorithms that are never trusted, by OID.
 fn weak_signature(oid: &str) -> Option<&'static str> {
     Some(match oid {

@@ -135,3 +135,12 @@ impl ServerCertVerifier for Verifier {
         self.algorithms.supported_schemes()
     }
 }
+
+/// Trust anchored in these CA certificates (DER), for PKI mode.
+pub fn ca_trust(cas: &[Vec<u8>]) -> Result<ServerTrust, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for der in cas {
+        roots.add(CertificateDer::from(der.clone()))?;
+    }
+    Ok(ServerTrust::Ca(Arc::new(roots)))
+}

@@ -282,21 +282,10 @@ async fn enrol(d: &Daemon, caller: &Caller, body: CertificatesPost) -> ApiResult
 
     let outcome = match rxd_api::certificate::CertificateAddToken::decode(&body.password) {
         Some(token) => redeem(d, &der, &info, &token).await,
-        None => check_password(d, &body.password).await.and_then(|()| {
-            let name = if body.name.is_empty() {
-                info.common_name.clone().unwrap_or_else(|| ip.to_string())
-            } else {
-                body.name.clone()
-            };
-            valid_name(&name)?;
-            Ok(new_row(
-                &der,
-                &info,
-                name,
-                body.restricted,
-                body.projects.clone(),
-            ))
-        }),
+        None => match check_password(d, &body.password).await {
+            Ok(()) => add_enrolled(d, &der, &info, &body, ip).await,
+            Err(e) => Err(e),
+        },
     };
     let row = match outcome {
         Ok(row) => row,
@@ -314,6 +303,28 @@ async fn enrol(d: &Daemon, caller: &Caller, body: CertificatesPost) -> ApiResult
         "/1.0/certificates/{}",
         row.fingerprint
     )))
+}
+
+/// Store the certificate of a client that proved the trust password.
+async fn add_enrolled(
+    d: &Daemon,
+    der: &[u8],
+    info: &rxd_tls::CertInfo,
+    body: &CertificatesPost,
+    ip: std::net::IpAddr,
+) -> ApiResult<CertificateRow> {
+    let name = if body.name.is_empty() {
+        info.common_name.clone().unwrap_or_else(|| ip.to_string())
+    } else {
+        body.name.clone()
+    };
+    valid_name(&name)?;
+    let row = new_row(der, info, name, body.restricted, body.projects.clone());
+    let stored = row.clone();
+    d.db(move |s| s.insert_certificate(&stored))
+        .await
+        .map_err(duplicate)?;
+    Ok(row)
 }
 
 async fn check_password(d: &Daemon, password: &str) -> ApiResult<()> {

@@ -1,0 +1,342 @@
+//! `rxc info`, `rxc config ...` (server keys and the trust store) and `rxc query`.
+
+use crate::cli::{ConfigCmd, TrustCmd};
+use crate::connect::{open, remote_arg, remote_name, split_target};
+use crate::output::{column, print_list, str_of, yes_no};
+use anyhow::{anyhow, bail, Context};
+use base64::Engine;
+use rxd_api::certificate::CertificateAddToken;
+use rxd_client::remotes::ConfigDir;
+use rxd_client::Method;
+use serde_json::{json, Map, Value};
+
+pub async fn info(conf: &ConfigDir, remote: Option<&str>) -> anyhow::Result<()> {
+    let name = remote_name(conf, remote);
+    let conn = open(conf, &name)?;
+    let info = conn.call(Method::GET, "/1.0", None).await?;
+    print!("{}", serde_norway::to_string(&info)?);
+    if info["auth"] == "untrusted" {
+        eprintln!(
+            "Note: remote {name} does not trust this client; only the public information is shown."
+        );
+    }
+    Ok(())
+}
+
+pub async fn query(
+    conf: &ConfigDir,
+    target: &str,
+    method: &str,
+    data: Option<&str>,
+    raw: bool,
+) -> anyhow::Result<()> {
+    let (name, path) = split_target(conf, target);
+    if !path.starts_with('/') {
+        bail!("the path must start with '/', e.g. /1.0");
+    }
+    let method = Method::from_bytes(method.to_uppercase().as_bytes())
+        .map_err(|_| anyhow!("invalid method {method:?}"))?;
+    let body: Option<Value> = data
+        .map(serde_json::from_str)
+        .transpose()
+        .context("--data is not valid JSON")?;
+    let conn = open(conf, &name)?;
+    if raw {
+        let reply = conn
+            .client
+            .request(method, &path, body.as_ref())
+            .await
+            .map_err(|e| conn.explain(e))?;
+        println!("{}", String::from_utf8_lossy(&reply.body).trim_end());
+        if reply.status >= 400 {
+            bail!("HTTP {}", reply.status);
+        }
+        return Ok(());
+    }
+    let v = conn.call(method, &path, body.as_ref()).await?;
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
+
+pub async fn config(conf: &ConfigDir, cmd: ConfigCmd) -> anyhow::Result<()> {
+    match cmd {
+        ConfigCmd::Get { args } => {
+            let (name, rest) = remote_arg(conf, &args);
+            let [key] = rest.as_slice() else {
+                bail!("usage: rxc config get [REMOTE:] KEY")
+            };
+            let info = open(conf, &name)?.call(Method::GET, "/1.0", None).await?;
+            match &info["config"][key] {
+                Value::Null => println!(),
+                Value::String(s) => println!("{s}"),
+                other => println!("{other}"),
+            }
+            Ok(())
+        }
+        ConfigCmd::Set { args } => {
+            let (name, rest) = remote_arg(conf, &args);
+            let [key, value] = rest.as_slice() else {
+                bail!("usage: rxc config set [REMOTE:] KEY VALUE")
+            };
+            patch(conf, &name, key, value).await
+        }
+        ConfigCmd::Unset { args } => {
+            let (name, rest) = remote_arg(conf, &args);
+            let [key] = rest.as_slice() else {
+                bail!("usage: rxc config unset [REMOTE:] KEY")
+            };
+            patch(conf, &name, key, "").await
+        }
+        ConfigCmd::Show { remote } => {
+            let info = open(conf, &remote_name(conf, remote.as_deref()))?
+                .call(Method::GET, "/1.0", None)
+                .await?;
+            print!(
+                "{}",
+                serde_norway::to_string(&json!({"config": info["config"]}))?
+            );
+            Ok(())
+        }
+        ConfigCmd::Trust(t) => trust(conf, t).await,
+    }
+}
+
+async fn patch(conf: &ConfigDir, name: &str, key: &str, value: &str) -> anyhow::Result<()> {
+    let body = json!({"config": {key: value}});
+    open(conf, name)?
+        .call(Method::PATCH, "/1.0", Some(&body))
+        .await?;
+    Ok(())
+}
+
+fn cert_columns() -> Vec<crate::output::Column<'static>> {
+    let facts = |v: &Value| -> Option<rxd_tls::CertInfo> {
+        let der = rxd_tls::cert::from_pem(v["certificate"].as_str()?)?;
+        rxd_tls::cert::describe(&der)
+    };
+    let date = |t: i64| {
+        time::OffsetDateTime::from_unix_timestamp(t)
+            .ok()
+            .and_then(|d| {
+                d.format(time::macros::format_description!(
+                    "[month repr:short] [day], [year] at [hour]:[minute] UTC"
+                ))
+                .ok()
+            })
+            .unwrap_or_default()
+    };
+    vec![
+        column("TYPE", |v| str_of(v, "type")),
+        column("NAME", |v| str_of(v, "name")),
+        column("COMMON NAME", move |v| {
+            facts(v).and_then(|f| f.common_name).unwrap_or_default()
+        }),
+        column("FINGERPRINT", |v| {
+            str_of(v, "fingerprint").chars().take(12).collect()
+        }),
+        column("ISSUE DATE", move |v| {
+            facts(v).map(|f| date(f.not_before)).unwrap_or_default()
+        }),
+        column("EXPIRY DATE", move |v| {
+            facts(v).map(|f| date(f.not_after)).unwrap_or_default()
+        }),
+        column("RESTRICTED", |v| yes_no(v["restricted"] == true)),
+        column("PROJECTS", |v| {
+            v["projects"]
+                .as_array()
+                .map(|p| {
+                    p.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default()
+        }),
+    ]
+}
+
+async fn trust(conf: &ConfigDir, cmd: TrustCmd) -> anyhow::Result<()> {
+    match cmd {
+        TrustCmd::List { remote, format } => {
+            let conn = open(conf, &remote_name(conf, remote.as_deref()))?;
+            let list = conn
+                .call(Method::GET, "/1.0/certificates?recursion=1", None)
+                .await?;
+            let items = list.as_array().cloned().unwrap_or_default();
+            print_list(format.format, &items, &cert_columns())
+        }
+        TrustCmd::Add {
+            args,
+            name,
+            restricted,
+            projects,
+        } => {
+            let (remote, rest) = remote_arg(conf, &args);
+            let conn = open(conf, &remote)?;
+            let projects: Vec<String> = projects
+                .map(|p| {
+                    p.split(',')
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            match rest.as_slice() {
+                [file] => {
+                    let bytes = std::fs::read(file).with_context(|| format!("reading {file}"))?;
+                    let der = match std::str::from_utf8(&bytes)
+                        .ok()
+                        .and_then(rxd_tls::cert::from_pem)
+                    {
+                        Some(der) => der,
+                        None => bytes,
+                    };
+                    let body = json!({
+                        "type": "client",
+                        "name": name.unwrap_or_default(),
+                        "certificate": base64::engine::general_purpose::STANDARD.encode(&der),
+                        "restricted": restricted,
+                        "projects": projects,
+                    });
+                    conn.call(Method::POST, "/1.0/certificates", Some(&body))
+                        .await?;
+                    Ok(())
+                }
+                [] => {
+                    let Some(client_name) = name else {
+                        bail!("give a certificate FILE to trust, or --name NAME to issue a join token")
+                    };
+                    let body = json!({"type": "client", "name": client_name, "token": true, "restricted": restricted, "projects": projects});
+                    let op = conn
+                        .call(Method::POST, "/1.0/certificates", Some(&body))
+                        .await?;
+                    let token = token_from_operation(&op)?;
+                    println!(
+                        "Client {client_name} certificate add token:\n{}",
+                        token.encode()
+                    );
+                    Ok(())
+                }
+                _ => bail!("usage: rxc config trust add [REMOTE:] [FILE] [--name NAME]"),
+            }
+        }
+        TrustCmd::ListTokens { remote, format } => {
+            let conn = open(conf, &remote_name(conf, remote.as_deref()))?;
+            let ops = conn
+                .call(Method::GET, "/1.0/operations?recursion=1", None)
+                .await?;
+            let tokens = token_operations(&ops);
+            let columns = [
+                column("NAME", |v| {
+                    v["metadata"]["request"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                }),
+                column("EXPIRES AT", |v| {
+                    v["metadata"]["expiresAt"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                }),
+                column("OPERATION", |v| str_of(v, "id")),
+            ];
+            print_list(format.format, &tokens, &columns)
+        }
+        TrustCmd::RevokeToken { args } => {
+            let (remote, rest) = remote_arg(conf, &args);
+            let [which] = rest.as_slice() else {
+                bail!("usage: rxc config trust revoke-token [REMOTE:] NAME")
+            };
+            let conn = open(conf, &remote)?;
+            let ops = conn
+                .call(Method::GET, "/1.0/operations?recursion=1", None)
+                .await?;
+            let matching: Vec<Value> = token_operations(&ops)
+                .into_iter()
+                .filter(|op| {
+                    op["id"] == which.as_str()
+                        || op["metadata"]["request"]["name"] == which.as_str()
+                })
+                .collect();
+            match matching.as_slice() {
+                [] => bail!("No pending token for {which:?}"),
+                [op] => {
+                    let id = op["id"].as_str().unwrap_or_default();
+                    conn.call(Method::DELETE, &format!("/1.0/operations/{id}"), None).await?;
+                    Ok(())
+                }
+                _ => bail!("Several pending tokens are named {which:?}; revoke one by its operation id (rxc config trust list-tokens)"),
+            }
+        }
+        TrustCmd::Remove { args } => {
+            let (remote, rest) = remote_arg(conf, &args);
+            let [fp] = rest.as_slice() else {
+                bail!("usage: rxc config trust remove [REMOTE:] FINGERPRINT")
+            };
+            let conn = open(conf, &remote)?;
+            conn.call(
+                Method::DELETE,
+                &format!("/1.0/certificates/{}", fp.to_lowercase()),
+                None,
+            )
+            .await?;
+            Ok(())
+        }
+    }
+}
+
+fn token_operations(ops: &Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    if let Some(map) = ops.as_object() {
+        for list in map.values() {
+            for op in list.as_array().into_iter().flatten() {
+                if op["class"] == "token" {
+                    out.push(op.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Build the join token from the operation the server returned, as LXD's client does.
+fn token_from_operation(op: &Value) -> anyhow::Result<CertificateAddToken> {
+    let md: &Map<String, Value> = op["metadata"]
+        .as_object()
+        .ok_or_else(|| anyhow!("the server returned no token metadata"))?;
+    let s = |k: &str| {
+        md.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let token = CertificateAddToken {
+        client_name: md
+            .get("request")
+            .and_then(|r| r["name"].as_str())
+            .unwrap_or_default()
+            .to_owned(),
+        fingerprint: s("fingerprint"),
+        addresses: md
+            .get("addresses")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        secret: s("secret"),
+        expires_at: match s("expiresAt") {
+            e if e.is_empty() => "0001-01-01T00:00:00Z".into(),
+            e => e,
+        },
+    };
+    if token.secret.is_empty() || token.addresses.is_empty() || token.fingerprint.is_empty() {
+        bail!("the server's reply lacks what a token needs (secret, addresses, fingerprint)");
+    }
+    Ok(token)
+}

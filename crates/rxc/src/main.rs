@@ -1,0 +1,55 @@
+//! `rxc`: parse, resolve, run; errors are printed as `Error: ...` with exit code 1.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod commands;
+mod connect;
+mod output;
+mod remote;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use rxd_client::remotes::ConfigDir;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // `rxc ... | head` closing the pipe is not an error worth reporting.
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return std::process::ExitCode::SUCCESS;
+            }
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut conf = ConfigDir::open(&ConfigDir::default_path())?;
+    match cli.command {
+        Command::Remote(cmd) => remote::run(&mut conf, cmd).await,
+        Command::Info { remote } => commands::info(&conf, remote.as_deref()).await,
+        Command::Config(cmd) => commands::config(&conf, cmd).await,
+        Command::Query {
+            target,
+            request,
+            data,
+            raw,
+        } => commands::query(&conf, &target, &request, data.as_deref(), raw).await,
+    }
+}

@@ -1,0 +1,56 @@
+//! The one printer for lists: table, CSV, JSON or YAML. JSON and YAML print the API objects
+//! themselves; table and CSV print the chosen columns.
+
+use crate::cli::Format;
+use serde_json::Value;
+use std::io::Write;
+
+pub struct Column<'a> {
+    pub header: &'a str,
+    pub value: Box<dyn Fn(&Value) -> String + 'a>,
+}
+
+pub fn column<'a>(header: &'a str, value: impl Fn(&Value) -> String + 'a) -> Column<'a> {
+    Column {
+        header,
+        value: Box::new(value),
+    }
+}
+
+pub fn print_list(format: Format, objects: &[Value], columns: &[Column<'_>]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string(objects)?)?,
+        Format::Yaml => write!(out, "{}", serde_norway::to_string(objects)?)?,
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            for obj in objects {
+                w.write_record(columns.iter().map(|c| (c.value)(obj)))?;
+            }
+            w.flush()?;
+        }
+        Format::Table => {
+            let mut table = comfy_table::Table::new();
+            table
+                .load_preset(comfy_table::presets::ASCII_FULL)
+                .set_header(columns.iter().map(|c| c.header));
+            for obj in objects {
+                table.add_row(columns.iter().map(|c| (c.value)(obj)));
+            }
+            writeln!(out, "{table}")?;
+        }
+    }
+    Ok(())
+}
+
+pub fn str_of(v: &Value, key: &str) -> String {
+    match &v[key] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+pub fn yes_no(b: bool) -> String {
+    if b { "YES" } else { "NO" }.to_owned()
+}

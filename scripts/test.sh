@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, then every test against the real
+# binaries. Runs as root (rxd is a root daemon; the tests start it on temporary state dirs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages the tests drive: OpenSSL's s_client (TLS policy), curl and setpriv (socket
+# access as another user), Debian's LXD client (wire compatibility).
+need=()
+for pkg in openssl curl util-linux lxd-client; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if ((${#need[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+command -v cargo >/dev/null || { echo "cargo not found: install Rust 1.85 or newer (rustup)" >&2; exit 1; }
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
