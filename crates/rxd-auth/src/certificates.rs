@@ -103,24 +103,23 @@ pub fn decide_update(
     if proposed.kind != current.kind {
         return Err(CertRuleError::TypeImmutable);
     }
+    if !caller.is_admin() {
+        // Identity::fingerprint is also set for untrusted callers (for logs): ownership needs trust.
+        let own = caller.is_trusted() && caller.fingerprint() == Some(current.fingerprint.as_str());
+        if !own {
+            return Err(CertRuleError::NotAuthorized);
+        }
+        let mut others_same = current.clone();
+        others_same.fingerprint = proposed.fingerprint.clone();
+        let mut proposed_sorted = proposed.clone();
+        proposed_sorted.projects.sort();
+        others_same.projects.sort();
+        if proposed_sorted != others_same {
+            return Err(CertRuleError::OnlyCertificate);
+        }
+    }
     if !proposed.projects.is_empty() && !proposed.restricted {
         return Err(CertRuleError::ProjectsWithoutRestricted);
-    }
-    if caller.is_admin() {
-        return Ok(());
-    }
-    // Identity::fingerprint is also set for untrusted callers (for logs): ownership needs trust.
-    let own = caller.is_trusted() && caller.fingerprint() == Some(current.fingerprint.as_str());
-    if !own {
-        return Err(CertRuleError::NotAuthorized);
-    }
-    let mut others_same = current.clone();
-    others_same.fingerprint = proposed.fingerprint.clone();
-    let mut proposed_sorted = proposed.clone();
-    proposed_sorted.projects.sort();
-    others_same.projects.sort();
-    if proposed_sorted != others_same {
-        return Err(CertRuleError::OnlyCertificate);
     }
     Ok(())
 }
