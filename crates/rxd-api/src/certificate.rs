@@ -34,19 +34,19 @@ pub struct CertificatePut {
 /// `POST /1.0/certificates`. Unlike GET and PUT, `certificate` is base64 (standard) of the DER.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CertificatesPost {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_as_default")]
     pub name: String,
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type", default, deserialize_with = "crate::null_as_default")]
     pub kind: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_as_default")]
     pub restricted: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_as_default")]
     pub projects: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_as_default")]
     pub certificate: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_as_default")]
     pub password: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_as_default")]
     pub token: bool,
 }
 
@@ -89,6 +89,18 @@ impl CertificateAddToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_nulls_are_defaults() {
+        let body = r#"{"name":"","type":"client","restricted":false,"projects":null,"certificate":"","password":"x","token":false}"#;
+        let p: CertificatesPost = serde_json::from_str(body).unwrap();
+        assert!(p.projects.is_empty());
+        let p: CertificatesPost =
+            serde_json::from_str(r#"{"name":null,"type":null,"projects":null}"#).unwrap();
+        assert_eq!((p.name.as_str(), p.kind.as_str()), ("", ""));
+        let s: crate::server::ServerPut = serde_json::from_str(r#"{"config":null}"#).unwrap();
+        assert!(s.config.is_empty());
+    }
 
     #[test]
     fn token_round_trip_and_recognition() {

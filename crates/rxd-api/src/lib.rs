@@ -9,6 +9,17 @@ pub mod warning;
 
 pub use envelope::{Envelope, ResponseType, StatusCode};
 
+/// Go clients send `null` for empty slices, maps and (sometimes) strings: read `null` as the
+/// field's default. Used on every defaulted request field.
+pub(crate) fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + serde::Deserialize<'de>,
+{
+    use serde::Deserialize;
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 /// API extensions rxd implements. Clients decide which request shapes to send from this list, so a
 /// name goes here only when the feature behind it works.
 pub const API_EXTENSIONS: &[&str] = &[

@@ -69,6 +69,6 @@ pub struct Environment {
 /// config keys themselves are validated strictly by the daemon's key registry.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServerPut {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_as_default")]
     pub config: Map<String, Value>,
 }

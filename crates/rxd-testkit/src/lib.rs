@@ -42,6 +42,23 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+/// True when `tool` is on the PATH. Outside CI a missing tool skips the test with a message;
+/// under `CI=true` it is a failure.
+pub fn require_tool(tool: &str, package: &str, test: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+        .unwrap_or(false);
+    if found {
+        return true;
+    }
+    let msg = format!("{test}: needs `{tool}` (apt-get install -y {package}), skipping");
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{msg}; under CI=true a skip is a failure");
+    }
+    eprintln!("SKIP {msg}");
+    false
+}
+
 /// A throwaway client keypair, as `rxc` would generate one.
 pub fn client_identity(name: &str) -> KeyPairFiles {
     let dir = tempfile::tempdir().expect("tempdir");
