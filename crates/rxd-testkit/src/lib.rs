@@ -7,18 +7,21 @@ use rxd_client::Client;
 use rxd_tls::client::ServerTrust;
 use rxd_tls::KeyPairFiles;
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
-/// Path of a binary built from this workspace (next to the test executable's `deps/` dir).
+/// Path of a binary built from this workspace, in the same target profile directory.
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile dir");
+    let exe = std::env::current_exe().expect("executable path");
+    // Tests run from target/<profile>/deps, tools from target/<profile>.
+    let here = exe.parent().expect("executable dir");
+    let dir = if here.ends_with("deps") {
+        here.parent().expect("target profile dir")
+    } else {
+        here
+    };
     let path = dir.join(name);
     assert!(
         path.exists(),

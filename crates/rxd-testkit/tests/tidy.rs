@@ -3,7 +3,11 @@
 use std::path::{Path, PathBuf};
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().and_then(Path::parent).unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Every `.rs` file under `crates/`, with its crate name and whether it is test code.
@@ -15,8 +19,15 @@ fn sources() -> Vec<(String, PathBuf, bool, String)> {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         walk(&dir, &mut |p| {
             if p.extension().is_some_and(|e| e == "rs") {
-                let is_test = p.components().any(|c| c.as_os_str() == "tests" || c.as_os_str() == "benches");
-                out.push((name.clone(), p.to_path_buf(), is_test, std::fs::read_to_string(p).unwrap()));
+                let is_test = p
+                    .components()
+                    .any(|c| c.as_os_str() == "tests" || c.as_os_str() == "benches");
+                out.push((
+                    name.clone(),
+                    p.to_path_buf(),
+                    is_test,
+                    std::fs::read_to_string(p).unwrap(),
+                ));
             }
         });
     }
@@ -53,14 +64,19 @@ fn offenders(pred: impl Fn(&str, &Path, bool, &str) -> bool) -> Vec<String> {
 #[test]
 fn unsafe_only_in_the_runtime_sys_layer() {
     let bad = offenders(|_, path, _, text| {
-        let in_sys = path.components().any(|c| c.as_os_str() == "sys") && path.to_string_lossy().contains("rxd-runtime");
+        let in_sys = path.components().any(|c| c.as_os_str() == "sys")
+            && path.to_string_lossy().contains("rxd-runtime");
         let uses = text.lines().any(|l| {
             let l = l.trim_start();
-            !l.starts_with("//") && (l.contains("unsafe {") || l.contains("unsafe fn") || l.contains("unsafe impl"))
+            !l.starts_with("//")
+                && (l.contains("unsafe {") || l.contains("unsafe fn") || l.contains("unsafe impl"))
         });
         uses && !in_sys && !path.ends_with("tidy.rs")
     });
-    assert!(bad.is_empty(), "`unsafe` outside rxd-runtime's sys module: {bad:?}");
+    assert!(
+        bad.is_empty(),
+        "`unsafe` outside rxd-runtime's sys module: {bad:?}"
+    );
 }
 
 #[test]
@@ -69,23 +85,42 @@ fn every_crate_root_forbids_unsafe() {
         let root = path.ends_with("src/lib.rs") || path.ends_with("src/main.rs");
         root && krate != "rxd-runtime" && !text.contains("#![forbid(unsafe_code)]")
     });
-    assert!(bad.is_empty(), "crate roots without #![forbid(unsafe_code)]: {bad:?}");
+    assert!(
+        bad.is_empty(),
+        "crate roots without #![forbid(unsafe_code)]: {bad:?}"
+    );
 }
 
 #[test]
 fn sql_only_in_the_store() {
-    let keywords = ["SELECT ", "INSERT INTO", "DELETE FROM", "CREATE TABLE", "UPDATE ", "PRAGMA "];
+    let keywords = [
+        "SELECT ",
+        "INSERT INTO",
+        "DELETE FROM",
+        "CREATE TABLE",
+        "UPDATE ",
+        "PRAGMA ",
+    ];
     let bad = offenders(|krate, path, _, text| {
         krate != "rxd-store"
             && !path.ends_with("tidy.rs")
-            && keywords.iter().any(|k| text.lines().any(|l| l.contains(&format!("\"{k}")) || l.trim_start().starts_with(k)))
+            && keywords.iter().any(|k| {
+                text.lines()
+                    .any(|l| l.contains(&format!("\"{k}")) || l.trim_start().starts_with(k))
+            })
     });
     assert!(bad.is_empty(), "SQL outside rxd-store: {bad:?}");
 }
 
 #[test]
 fn rustls_configured_only_in_the_tls_crate() {
-    let markers = ["ServerConfig::builder", "ClientConfig::builder", "with_client_cert_verifier", ".dangerous()", "CryptoProvider {"];
+    let markers = [
+        "ServerConfig::builder",
+        "ClientConfig::builder",
+        "with_client_cert_verifier",
+        ".dangerous()",
+        "CryptoProvider {",
+    ];
     let bad = offenders(|krate, path, _, text| {
         krate != "rxd-tls" && !path.ends_with("tidy.rs") && markers.iter().any(|m| text.contains(m))
     });
@@ -102,11 +137,15 @@ fn libraries_do_not_print_or_use_anyhow() {
         let code = non_test_code(text);
         // `eprintln!` (stderr) is allowed; a bare `println!`/`print!` is not.
         let prints = ["println!(", "print!("].iter().any(|m| {
-            code.match_indices(m).any(|(i, _)| !code[..i].ends_with('e'))
+            code.match_indices(m)
+                .any(|(i, _)| !code[..i].ends_with('e'))
         });
         prints || code.contains("anyhow::")
     });
-    assert!(bad.is_empty(), "library code printing to stdout or using anyhow: {bad:?}");
+    assert!(
+        bad.is_empty(),
+        "library code printing to stdout or using anyhow: {bad:?}"
+    );
 }
 
 #[test]
