@@ -15,6 +15,11 @@ pub async fn info(conf: &ConfigDir, remote: Option<&str>) -> anyhow::Result<()> 
     let conn = open(conf, &name)?;
     let info = conn.call(Method::GET, "/1.0", None).await?;
     print!("{}", serde_norway::to_string(&info)?);
+    println!(
+        "# remote {name} ({}): server trusted by {}",
+        conn.remote.addr,
+        conn.trust_mode()
+    );
     if info["auth"] == "untrusted" {
         eprintln!(
             "Note: remote {name} does not trust this client; only the public information is shown."

@@ -139,6 +139,15 @@ pub fn open(conf: &ConfigDir, name: &str) -> anyhow::Result<Conn> {
 }
 
 impl Conn {
+    /// How this remote's server is authenticated: the unix socket, a pinned certificate, or the CA.
+    pub fn trust_mode(&self) -> String {
+        match &self.pinned {
+            _ if self.remote.addr.starts_with("unix:") => "file access (unix socket)".into(),
+            Some(der) => format!("pinned certificate {}", rxd_tls::fingerprint(der)),
+            None => "CA (client.ca)".into(),
+        }
+    }
+
     /// Send a request and return the metadata, explaining a changed certificate or revoked trust.
     pub async fn call(
         &self,

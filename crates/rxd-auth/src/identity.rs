@@ -9,8 +9,33 @@ use thiserror::Error;
 pub enum Transport {
     /// The local socket; the kernel told us the peer's uid.
     Unix { uid: u32 },
-    /// HTTPS; the SHA-256 of the client certificate's DER, if one was sent.
-    Tls { peer_fingerprint: Option<[u8; 32]> },
+    /// HTTPS; the SHA-256 of the client certificate's DER, if one was sent, and in PKI mode what
+    /// the CA says about that certificate (computed for each request, so CA and CRL reloads apply).
+    Tls {
+        peer_fingerprint: Option<[u8; 32]>,
+        ca: Option<CaCheck>,
+    },
+}
+
+/// The CA's verdict on a client certificate in PKI mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaCheck {
+    /// Issued by the CA, valid, not revoked; `subject` names it in logs.
+    Signed {
+        subject: String,
+    },
+    NotSigned,
+    Revoked,
+    /// The CRL is expired or unusable: fail closed.
+    Unverifiable,
+}
+
+/// Server-wide trust settings that change the decision.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrustPolicy {
+    /// `core.trust_ca_certificates`: in PKI mode, trust CA-signed certificates without a
+    /// trust-store entry.
+    pub trust_ca_certificates: bool,
 }
 
 /// Who is asking.
@@ -25,22 +50,50 @@ pub enum Identity {
 }
 
 /// The one place a request becomes an identity. `now` is Unix seconds.
-pub fn authenticate(transport: &Transport, trust: &TrustStore, now: i64) -> Identity {
-    match transport {
-        Transport::Unix { uid } => Identity::Unix { uid: *uid },
+///
+/// Outside PKI mode a certificate is trusted when it is in the trust store and within its validity.
+/// In PKI mode every certificate must also be issued by the CA and not be revoked, trust-store
+/// entry or not (LXD accepted pre-existing self-signed entries: CVE-2024-6156's class); with
+/// `trust_ca_certificates` a CA-signed certificate needs no entry.
+pub fn authenticate(
+    transport: &Transport,
+    trust: &TrustStore,
+    policy: TrustPolicy,
+    now: i64,
+) -> Identity {
+    let (fp, ca) = match transport {
+        Transport::Unix { uid } => return Identity::Unix { uid: *uid },
         Transport::Tls {
             peer_fingerprint: None,
-        } => Identity::Untrusted { fingerprint: None },
+            ..
+        } => return Identity::Untrusted { fingerprint: None },
         Transport::Tls {
             peer_fingerprint: Some(fp),
-        } => match trust.get(fp) {
-            Some(cert) if cert.not_before <= now && now <= cert.not_after => {
-                Identity::Certificate(cert.clone())
-            }
-            _ => Identity::Untrusted {
-                fingerprint: Some(hex::encode(fp)),
-            },
-        },
+            ca,
+        } => (fp, ca),
+    };
+    let untrusted = || Identity::Untrusted {
+        fingerprint: Some(hex::encode(fp)),
+    };
+    let entry = trust
+        .get(fp)
+        .filter(|c| c.not_before <= now && now <= c.not_after);
+    match (ca, entry) {
+        (None, Some(cert)) => Identity::Certificate(cert.clone()),
+        (None, None) => untrusted(),
+        (Some(CaCheck::Signed { .. }), Some(cert)) => Identity::Certificate(cert.clone()),
+        (Some(CaCheck::Signed { subject }), None) if policy.trust_ca_certificates => {
+            // The CA checked the validity window; the identity lives as long as the request.
+            Identity::Certificate(Arc::new(TrustedCert {
+                fingerprint: hex::encode(fp),
+                name: subject.clone(),
+                restricted: false,
+                projects: Vec::new(),
+                not_before: i64::MIN,
+                not_after: i64::MAX,
+            }))
+        }
+        (Some(_), _) => untrusted(),
     }
 }
 
@@ -158,6 +211,7 @@ mod tests {
     fn authentication_and_access_table() {
         let tls = |fp: Option<u8>| Transport::Tls {
             peer_fingerprint: fp.map(|b| [b; 32]),
+            ca: None,
         };
         let cases: &[(&str, Transport, bool, bool, bool, bool)] = &[
             (
@@ -220,7 +274,7 @@ mod tests {
         ];
         let trust = store();
         for (what, transport, trusted, anyone, trusted_ok, admin_ok) in cases {
-            let id = authenticate(transport, &trust, NOW);
+            let id = authenticate(transport, &trust, TrustPolicy::default(), NOW);
             assert_eq!(id.is_trusted(), *trusted, "{what}");
             assert_eq!(id.allows(Access::Anyone).is_ok(), *anyone, "{what}");
             assert_eq!(id.allows(Access::Trusted).is_ok(), *trusted_ok, "{what}");
@@ -231,18 +285,144 @@ mod tests {
 
     #[test]
     fn untrusted_keeps_its_fingerprint_for_logs() {
+        let p = TrustPolicy::default();
         let id = authenticate(
             &Transport::Tls {
                 peer_fingerprint: Some([9; 32]),
+                ca: None,
             },
             &store(),
+            p,
             NOW,
         );
         assert_eq!(id.fingerprint(), Some(hex::encode([9u8; 32]).as_str()));
         assert_eq!(id.method(), "tls");
         assert_eq!(
-            authenticate(&Transport::Unix { uid: 7 }, &store(), NOW).user_name(),
+            authenticate(&Transport::Unix { uid: 7 }, &store(), p, NOW).user_name(),
             "uid=7"
         );
+    }
+
+    /// PKI mode: (CA verdict, in trust store, trust_ca_certificates) -> trusted, admin.
+    #[test]
+    fn pki_table() {
+        let signed = || {
+            Some(CaCheck::Signed {
+                subject: "CN=ana".into(),
+            })
+        };
+        let cases: &[(&str, Option<CaCheck>, u8, bool, bool, bool)] = &[
+            ("no PKI, in store", None, 1, false, true, true),
+            ("no PKI, unknown", None, 9, true, false, false),
+            ("signed, in store", signed(), 1, false, true, true),
+            (
+                "signed, in store, restricted",
+                signed(),
+                2,
+                false,
+                true,
+                false,
+            ),
+            (
+                "signed, not in store, option off",
+                signed(),
+                9,
+                false,
+                false,
+                false,
+            ),
+            (
+                "signed, not in store, option on",
+                signed(),
+                9,
+                true,
+                true,
+                true,
+            ),
+            (
+                "signed, in store but expired entry, option off",
+                signed(),
+                3,
+                false,
+                false,
+                false,
+            ),
+            (
+                "self-signed entry in store (CVE-2024-6156)",
+                Some(CaCheck::NotSigned),
+                1,
+                false,
+                false,
+                false,
+            ),
+            (
+                "self-signed, option on",
+                Some(CaCheck::NotSigned),
+                9,
+                true,
+                false,
+                false,
+            ),
+            (
+                "revoked, in store",
+                Some(CaCheck::Revoked),
+                1,
+                false,
+                false,
+                false,
+            ),
+            (
+                "revoked, option on",
+                Some(CaCheck::Revoked),
+                9,
+                true,
+                false,
+                false,
+            ),
+            (
+                "CRL expired, in store",
+                Some(CaCheck::Unverifiable),
+                1,
+                true,
+                false,
+                false,
+            ),
+        ];
+        for (what, ca, fp, option, trusted, admin) in cases {
+            let t = Transport::Tls {
+                peer_fingerprint: Some([*fp; 32]),
+                ca: ca.clone(),
+            };
+            let id = authenticate(
+                &t,
+                &store(),
+                TrustPolicy {
+                    trust_ca_certificates: *option,
+                },
+                NOW,
+            );
+            assert_eq!(
+                (id.is_trusted(), id.is_admin()),
+                (*trusted, *admin),
+                "{what}"
+            );
+        }
+        let t = Transport::Tls {
+            peer_fingerprint: Some([9; 32]),
+            ca: signed(),
+        };
+        match authenticate(
+            &t,
+            &store(),
+            TrustPolicy {
+                trust_ca_certificates: true,
+            },
+            NOW,
+        ) {
+            Identity::Certificate(c) => {
+                assert_eq!(c.name, "CN=ana", "named by its subject in logs")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -9,5 +9,7 @@ pub mod password;
 pub mod throttle;
 pub mod trust;
 
-pub use identity::{authenticate, Access, AdminProof, AuthError, Identity, Transport};
+pub use identity::{
+    authenticate, Access, AdminProof, AuthError, CaCheck, Identity, Transport, TrustPolicy,
+};
 pub use trust::{TrustStore, TrustedCert};

@@ -18,6 +18,8 @@ pub enum KeyKind {
     Secret,
     /// An LXD expiry string such as `1d 12H`.
     Expiry,
+    /// `true` or `false`; unset means false.
+    Bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +31,7 @@ pub struct KeySpec {
 pub const HTTPS_ADDRESS: &str = "core.https_address";
 pub const TRUST_PASSWORD: &str = "core.trust_password";
 pub const REMOTE_TOKEN_EXPIRY: &str = "core.remote_token_expiry";
+pub const TRUST_CA_CERTIFICATES: &str = "core.trust_ca_certificates";
 
 pub const KEYS: &[KeySpec] = &[
     KeySpec {
@@ -42,6 +45,10 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec {
         name: REMOTE_TOKEN_EXPIRY,
         kind: KeyKind::Expiry,
+    },
+    KeySpec {
+        name: TRUST_CA_CERTIFICATES,
+        kind: KeyKind::Bool,
     },
 ];
 
@@ -99,6 +106,7 @@ pub fn plan_update(
                 let text = match v {
                     Value::String(s) => s.trim().to_owned(),
                     Value::Number(n) => n.to_string(),
+                    Value::Bool(b) if kind == KeyKind::Bool => b.to_string(),
                     _ => return Err(invalid("expected a string".into())),
                 };
                 if text.is_empty() {
@@ -134,6 +142,10 @@ fn validate_plain(kind: KeyKind, value: &str) -> Result<(), String> {
             .map(drop)
             .map_err(|e| e.to_string()),
         KeyKind::Expiry => parse_expiry(value).map(drop).map_err(|e| e.to_string()),
+        KeyKind::Bool => match value {
+            "true" | "false" => Ok(()),
+            _ => Err(format!("expected true or false, not {value:?}")),
+        },
         KeyKind::Secret => Ok(()),
     }
 }
@@ -259,6 +271,21 @@ mod tests {
             Merge,
             Err(()),
         );
+        let ca = "core.trust_ca_certificates";
+        check(
+            &[],
+            json!({ca: true}),
+            Merge,
+            Ok(&[(ca, Set("true".into()))]),
+        );
+        check(
+            &[],
+            json!({ca: "false"}),
+            Merge,
+            Ok(&[(ca, Set("false".into()))]),
+        );
+        check(&[], json!({ca: "yes"}), Merge, Err(()));
+        check(&[], json!({ca: 1}), Merge, Err(()));
         // One bad key refuses the whole update.
         check(
             &[],
@@ -281,4 +308,9 @@ mod tests {
                 .unwrap()
         );
     }
+}
+
+/// A boolean key's value (unset is false).
+pub fn flag(config: &StoredConfig, key: &str) -> bool {
+    config.get(key).is_some_and(|v| v == "true")
 }

@@ -104,7 +104,7 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Start serving on `bound`.
 pub fn start(
     bound: Bound,
-    tls: Arc<rxd_tls::server::ServerConfig>,
+    tls: crate::tlsstate::SharedTls,
     router: Router,
     tracker: &TaskTracker,
     registry: &Arc<ConnRegistry>,

@@ -13,6 +13,7 @@ mod response;
 mod routes;
 mod state;
 mod statedir;
+mod tlsstate;
 mod tokens;
 mod warnings;
 
@@ -75,18 +76,7 @@ pub async fn run(
     };
 
     let host = facts::host_name();
-    let keypair = rxd_tls::KeyPairFiles::load_or_generate(
-        &dir.join("server.crt"),
-        &dir.join("server.key"),
-        rxd_tls::Role::Server,
-        &format!("root@{host}"),
-        &host,
-    )?;
-    if keypair.generated {
-        tracing::warn!(fingerprint = %keypair.fingerprint, "generated a new server certificate; clients that pinned an earlier one will refuse it until re-added");
-    }
-    tracing::info!(fingerprint = %keypair.fingerprint, "server certificate");
-    let tls = rxd_tls::server::server_config(&keypair, Vec::new())?;
+    let tls = Arc::new(RwLock::new(Arc::new(tlsstate::load(&dir, &host)?)));
 
     let store = Arc::new(rxd_store::Store::open(&dir.join("rxd.db"))?);
     let config = store.config()?;
@@ -96,8 +86,8 @@ pub async fn run(
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let daemon = Arc::new(Daemon {
+        dir: dir.clone(),
         store,
-        keypair,
         tls,
         facts: facts::HostFacts::read(),
         config: RwLock::new(config.clone()),
@@ -148,6 +138,9 @@ pub async fn run(
         }
     }
     lock(&daemon.warnings).refresh(&config);
+    daemon
+        .tracker
+        .spawn(watch_tls_files(daemon.clone(), shutdown_rx.clone()));
     tracing::info!(pid = std::process::id(), "rxd ready");
 
     shutdown_signal.await;
@@ -166,4 +159,38 @@ pub async fn run(
     let _ = std::fs::remove_file(&socket_path);
     tracing::info!("rxd stopped");
     Ok(())
+}
+
+/// How often the TLS and PKI files are checked for changes.
+const TLS_POLL: Duration = Duration::from_secs(2);
+
+/// Reload the keypair, CA and CRL on SIGHUP or when one of their files changes.
+async fn watch_tls_files(daemon: Arc<Daemon>, mut stop: watch::Receiver<bool>) {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut seen = tlsstate::stamp(&daemon.dir);
+    loop {
+        let forced = tokio::select! {
+            _ = listener::stopped(&mut stop) => return,
+            _ = tokio::time::sleep(TLS_POLL) => false,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+        };
+        let now = tlsstate::stamp(&daemon.dir);
+        if !forced && now == seen {
+            continue;
+        }
+        seen = now;
+        let current = daemon.tls_state();
+        match tlsstate::reload(&daemon.dir, &current) {
+            Ok(new) => {
+                *state::write(&daemon.tls) = Arc::new(new);
+                tracing::info!(
+                    trigger = if forced { "SIGHUP" } else { "file change" },
+                    "TLS and PKI state reloaded"
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "refusing the changed TLS/PKI files; the previous state stays in force")
+            }
+        }
+    }
 }

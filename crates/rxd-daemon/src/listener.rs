@@ -49,6 +49,7 @@ impl ConnInfo {
         match &self.transport {
             Transport::Tls {
                 peer_fingerprint: Some(fp),
+                ..
             } => Some(hex::encode(fp)),
             _ => None,
         }
@@ -178,13 +179,12 @@ pub async fn run_unix(
 /// Accept TLS connections on `listener` until `stop` fires.
 pub async fn run_https(
     listener: TcpListener,
-    tls: Arc<rxd_tls::server::ServerConfig>,
+    tls: crate::tlsstate::SharedTls,
     router: Router,
     stop: watch::Receiver<bool>,
     tracker: TaskTracker,
     registry: Arc<ConnRegistry>,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut stop_accept = stop.clone();
     loop {
@@ -200,12 +200,11 @@ pub async fn run_https(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (acceptor, router, stop, registry) = (
-            acceptor.clone(),
-            router.clone(),
-            stop.clone(),
-            registry.clone(),
-        );
+        // The configuration current at accept time: a reloaded certificate or CA applies to new
+        // connections at once.
+        let config = crate::state::read(&tls).config.clone();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let (router, stop, registry) = (router.clone(), stop.clone(), registry.clone());
         tracker.spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
@@ -222,7 +221,10 @@ pub async fn run_https(
                 rxd_tls::server::peer_certificate(tls.get_ref().1).map(Arc::from);
             let peer_fingerprint = peer_cert.as_deref().map(rxd_tls::cert::fingerprint_bytes);
             let info = ConnInfo {
-                transport: Transport::Tls { peer_fingerprint },
+                transport: Transport::Tls {
+                    peer_fingerprint,
+                    ca: None,
+                },
                 remote: Some(remote),
                 peer_cert,
             };

@@ -3,21 +3,22 @@
 use crate::error::{ApiError, ApiResult};
 use crate::facts::HostFacts;
 use crate::https::{self, Running};
+use crate::tlsstate::TlsState;
 use crate::warnings::Warnings;
 use axum::Router;
 use rxd_auth::throttle::Throttle;
 use rxd_auth::{TrustStore, TrustedCert};
 use rxd_core::config::StoredConfig;
 use rxd_store::{CertificateRow, Store};
-use rxd_tls::KeyPairFiles;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 pub struct Daemon {
+    pub dir: std::path::PathBuf,
     pub store: Arc<Store>,
-    pub keypair: KeyPairFiles,
-    pub tls: Arc<rxd_tls::server::ServerConfig>,
+    /// The TLS identity and PKI state; replaced whole on reload.
+    pub tls: Arc<RwLock<Arc<TlsState>>>,
     pub facts: HostFacts,
     /// The stored config (secrets hashed); written only under `config_update`.
     pub config: RwLock<StoredConfig>,
@@ -51,6 +52,10 @@ pub fn now_unix() -> i64 {
 }
 
 impl Daemon {
+    pub fn tls_state(&self) -> Arc<TlsState> {
+        read(&self.tls).clone()
+    }
+
     /// Run a blocking store call off the async executor.
     pub async fn db<R: Send + 'static>(
         &self,

@@ -6,6 +6,7 @@
 pub mod cert;
 pub mod client;
 pub mod keypair;
+pub mod pki;
 pub mod server;
 
 pub use cert::{fingerprint, CertCheckError, CertInfo};

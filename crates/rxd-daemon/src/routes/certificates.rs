@@ -3,10 +3,12 @@
 //! cache and open connections in step. Every trust change is logged (who, what, from where).
 
 use crate::body::Json;
+use crate::caller::ca_check;
 use crate::caller::{Admin, Caller, Trusted};
 use crate::error::{ApiError, ApiResult};
 use crate::response::{self, check_if_match};
 use crate::state::{lock, now_unix, read, Daemon};
+use crate::tlsstate::PkiState;
 use crate::tokens;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -16,7 +18,7 @@ use rxd_api::certificate::{Certificate, CertificatePut, CertificatesPost};
 use rxd_auth::certificates::{
     decide_add, decide_update, AddPath, AddRequest, CertFields, CertRuleError,
 };
-use rxd_auth::Identity;
+use rxd_auth::{CaCheck, Identity};
 use rxd_core::config::{REMOTE_TOKEN_EXPIRY, TRUST_PASSWORD};
 use rxd_store::{CertificateRow, StoreError, TokenRow};
 use serde::Deserialize;
@@ -129,9 +131,23 @@ pub async fn get(
     Ok(response::sync_with_etag(to_wire(&row), &etag_fields(&row)))
 }
 
-/// Check a DER certificate for the trust store: parse, validity, signature and key strength.
-fn checked(der: &[u8]) -> ApiResult<rxd_tls::CertInfo> {
-    rxd_tls::cert::check(der, now_unix()).map_err(|e| ApiError::BadRequest(e.to_string()))
+/// Check a DER certificate for the trust store: parse, validity, signature and key strength, and
+/// in PKI mode that the CA issued it and has not revoked it (an entry that could never be trusted
+/// is refused up front).
+fn checked(d: &Daemon, der: &[u8]) -> ApiResult<rxd_tls::CertInfo> {
+    let info =
+        rxd_tls::cert::check(der, now_unix()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let signed = match &d.tls_state().pki {
+        None => true,
+        Some(PkiState::Ready(pki)) => matches!(ca_check(pki, der), CaCheck::Signed { .. }),
+        Some(PkiState::Broken) => false,
+    };
+    if !signed {
+        return Err(ApiError::BadRequest(
+            "The certificate is not trusted by the CA or has been revoked".into(),
+        ));
+    }
+    Ok(info)
 }
 
 fn valid_name(name: &str) -> ApiResult<()> {
@@ -195,7 +211,7 @@ async fn add_as_admin(d: &Daemon, caller: &Caller, body: CertificatesPost) -> Ap
     let der = base64::engine::general_purpose::STANDARD
         .decode(body.certificate.trim())
         .map_err(|e| ApiError::BadRequest(format!("Invalid certificate material: {e}")))?;
-    let info = checked(&der)?;
+    let info = checked(d, &der)?;
     let name = if body.name.is_empty() {
         info.common_name
             .clone()
@@ -255,7 +271,12 @@ async fn issue_token(d: &Daemon, caller: &Caller, body: CertificatesPost) -> Api
         peer = %caller.conn.peer(),
         "trust change"
     );
-    let op = tokens::operation(&token, &d.keypair.fingerprint, &addresses, Some(&secret));
+    let op = tokens::operation(
+        &token,
+        &d.tls_state().keypair.fingerprint,
+        &addresses,
+        Some(&secret),
+    );
     Ok(response::operation(tokens::operation_url(&token.id), op))
 }
 
@@ -278,7 +299,7 @@ async fn enrol(d: &Daemon, caller: &Caller, body: CertificatesPost) -> ApiResult
         .peer_cert
         .clone()
         .ok_or_else(|| ApiError::BadRequest("No client certificate provided".into()))?;
-    let info = checked(&der)?;
+    let info = checked(d, &der)?;
 
     let outcome = match rxd_api::certificate::CertificateAddToken::decode(&body.password) {
         Some(token) => redeem(d, &der, &info, &token).await,
@@ -447,7 +468,7 @@ async fn update(
             let der = rxd_tls::cert::from_pem(pem).ok_or_else(|| {
                 ApiError::BadRequest("Invalid certificate material: no PEM certificate".into())
             })?;
-            let info = checked(&der)?;
+            let info = checked(d, &der)?;
             (Some(der), Some(info))
         }
         None => (None, None),

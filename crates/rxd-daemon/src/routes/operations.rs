@@ -28,11 +28,12 @@ pub async fn list(
         let toks = d.db(|s| s.tokens(now_unix())).await?;
         if !toks.is_empty() {
             let addresses = d.addresses();
+            let fingerprint = d.tls_state().keypair.fingerprint.clone();
             let items: Vec<Value> = toks
                 .iter()
                 .map(|t| {
                     if q.recursion > 0 {
-                        tokens::operation(t, &d.keypair.fingerprint, &addresses, None)
+                        tokens::operation(t, &fingerprint, &addresses, None)
                     } else {
                         json!(tokens::operation_url(&t.id))
                     }
@@ -64,7 +65,7 @@ pub async fn get(
     let t = find(&d, &id).await?;
     Ok(response::sync(tokens::operation(
         &t,
-        &d.keypair.fingerprint,
+        &d.tls_state().keypair.fingerprint,
         &d.addresses(),
         None,
     )))

@@ -53,11 +53,12 @@ pub async fn get(State(d): State<Arc<Daemon>>, caller: Caller) -> Response {
 
 fn environment(d: &Daemon) -> Environment {
     let f = &d.facts;
+    let tls = d.tls_state();
     Environment {
         addresses: d.addresses(),
         architectures: f.architectures.clone(),
-        certificate: d.keypair.cert_pem.clone(),
-        certificate_fingerprint: d.keypair.fingerprint.clone(),
+        certificate: tls.keypair.cert_pem.clone(),
+        certificate_fingerprint: tls.keypair.fingerprint.clone(),
         driver: "rxd".into(),
         driver_version: env!("CARGO_PKG_VERSION").into(),
         firewall: String::new(),
