@@ -3,6 +3,8 @@
 //! listeners, and stop it on drop. Nothing here sets process-wide environment variables.
 #![forbid(unsafe_code)]
 
+pub mod ca;
+
 use rxd_client::Client;
 use rxd_tls::client::ServerTrust;
 use rxd_tls::KeyPairFiles;
@@ -258,6 +260,33 @@ impl TestDaemon {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Switch to PKI mode as an administrator would: stop, put the CA and the CA-issued server
+    /// pair in place, start again.
+    pub async fn install_pki(&mut self, ca: &ca::TestCa, server: &ca::Issued) {
+        use std::os::unix::fs::PermissionsExt;
+        self.stop();
+        let dir = self.dir();
+        server.write(&dir, "server.crt", "server.key");
+        std::fs::set_permissions(
+            dir.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        std::fs::write(dir.join("server.ca"), &ca.pem).unwrap();
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    /// Ask the daemon to reload its TLS and PKI files now.
+    pub fn sighup(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGHUP,
+            );
         }
     }
 
