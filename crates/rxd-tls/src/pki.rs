@@ -108,7 +108,7 @@ impl Pki {
 fn webpki_check_crl(der: &CertificateRevocationListDer<'_>) -> Result<(), PkiError> {
     use x509_parser::prelude::FromDer;
     match x509_parser::revocation_list::CertificateRevocationList::from_der(der.as_ref()) {
-        Ok((rest, _)) if rest.is_empty() => Ok(()),
+        Ok(([], _)) => Ok(()),
         Ok(_) => Err(PkiError::BadCrl("trailing data after the CRL".into())),
         Err(e) => Err(PkiError::BadCrl(e.to_string())),
     }
