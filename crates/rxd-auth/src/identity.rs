@@ -311,7 +311,9 @@ mod tests {
                 subject: "CN=ana".into(),
             })
         };
-        let cases: &[(&str, Option<CaCheck>, u8, bool, bool, bool)] = &[
+        // (what, CA verdict, fingerprint byte, trust_ca_certificates, trusted, admin)
+        type Case = (&'static str, Option<CaCheck>, u8, bool, bool, bool);
+        let cases: &[Case] = &[
             ("no PKI, in store", None, 1, false, true, true),
             ("no PKI, unknown", None, 9, true, false, false),
             ("signed, in store", signed(), 1, false, true, true),
