@@ -165,6 +165,11 @@ pub fn public_view(stored: &StoredConfig) -> Map<String, Value> {
         .collect()
 }
 
+/// A boolean key's value (unset is false).
+pub fn flag(config: &StoredConfig, key: &str) -> bool {
+    config.get(key).is_some_and(|v| v == "true")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,9 +313,4 @@ mod tests {
                 .unwrap()
         );
     }
-}
-
-/// A boolean key's value (unset is false).
-pub fn flag(config: &StoredConfig, key: &str) -> bool {
-    config.get(key).is_some_and(|v| v == "true")
 }
