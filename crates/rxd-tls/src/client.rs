@@ -7,7 +7,8 @@ use crate::{provider, KeyPairFiles, TlsError, PROTOCOL_VERSIONS};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+pub use rustls_pki_types::ServerName;
+use rustls_pki_types::{CertificateDer, UnixTime};
 use std::sync::{Arc, Mutex};
 
 /// How the server's certificate is judged.

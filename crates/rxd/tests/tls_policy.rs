@@ -173,3 +173,75 @@ async fn client_certificate_is_requested_not_required() {
         o.text
     );
 }
+
+/// Read until the server closes the connection; returns how long that took.
+async fn time_until_closed(mut s: impl tokio::io::AsyncRead + Unpin) -> std::time::Duration {
+    use tokio::io::AsyncReadExt;
+    let t = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(90), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return t.elapsed(),
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("the server never closed the connection"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_and_idle_peers_are_cut_off() {
+    if !require_root("slow_and_idle_peers_are_cut_off") {
+        return;
+    }
+    use tokio::io::AsyncWriteExt;
+    let d = TestDaemon::start().await;
+    let addr = d.https_address();
+    let tls = || {
+        let pin = rxd_tls::cert::fingerprint_bytes(&d.server_cert_der());
+        let (config, _) =
+            rxd_tls::client::client_config(rxd_tls::client::ServerTrust::Pinned(pin), None)
+                .unwrap();
+        tokio_rustls::TlsConnector::from(config)
+    };
+    let name = || rxd_tls::client::ServerName::try_from("127.0.0.1").unwrap();
+
+    // A peer that connects and never starts the handshake.
+    let silent =
+        async { time_until_closed(tokio::net::TcpStream::connect(&addr).await.unwrap()).await };
+    // A peer that sends half a request head and stops.
+    let partial = async {
+        let mut s = tls()
+            .connect(name(), tokio::net::TcpStream::connect(&addr).await.unwrap())
+            .await
+            .unwrap();
+        s.write_all(b"GET /1.0 HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        time_until_closed(s).await
+    };
+    // A kept-alive connection left idle after a complete request.
+    let idle = async {
+        let mut s = tls()
+            .connect(name(), tokio::net::TcpStream::connect(&addr).await.unwrap())
+            .await
+            .unwrap();
+        s.write_all(b"GET /1.0 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        time_until_closed(s).await
+    };
+    let (silent, partial, idle) = tokio::join!(silent, partial, idle);
+    // The handshake timeout is 10 s and the header timeout 30 s; the lower bounds show it was the
+    // timeout that closed them, the upper bounds that it did.
+    assert!(silent.as_secs() >= 9 && silent.as_secs() < 20, "{silent:?}");
+    assert!(
+        partial.as_secs() >= 29 && partial.as_secs() < 45,
+        "{partial:?}"
+    );
+    assert!(idle.as_secs() >= 29 && idle.as_secs() < 45, "{idle:?}");
+    assert!(d.logs().contains("TLS handshake timed out"));
+    assert!(
+        d.unix().get("/1.0").await.is_ok(),
+        "the daemon is unaffected"
+    );
+}
