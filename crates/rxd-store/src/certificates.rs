@@ -30,6 +30,25 @@ pub struct TokenRow {
     pub expires_at: i64,
 }
 
+/// The columns `cert_from_row` reads, in its order.
+const CERT_COLUMNS: &str =
+    "fingerprint, name, type, restricted, certificate, not_before, not_after, created_at";
+
+/// A `certificates` row (projects are filled in separately).
+fn cert_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CertificateRow> {
+    Ok(CertificateRow {
+        fingerprint: r.get(0)?,
+        name: r.get(1)?,
+        kind: r.get(2)?,
+        restricted: r.get(3)?,
+        projects: Vec::new(),
+        certificate_pem: r.get(4)?,
+        not_before: r.get(5)?,
+        not_after: r.get(6)?,
+        created_at: r.get(7)?,
+    })
+}
+
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
 }
@@ -68,24 +87,11 @@ fn insert_cert(tx: &Transaction<'_>, row: &CertificateRow) -> Result<(), StoreEr
 impl Store {
     pub fn certificates(&self) -> Result<Vec<CertificateRow>, StoreError> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare(
-            "SELECT fingerprint, name, type, restricted, certificate, not_before, not_after, created_at
-             FROM certificates ORDER BY fingerprint",
-        )?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {CERT_COLUMNS} FROM certificates ORDER BY fingerprint"
+        ))?;
         let mut rows: Vec<CertificateRow> = stmt
-            .query_map([], |r| {
-                Ok(CertificateRow {
-                    fingerprint: r.get(0)?,
-                    name: r.get(1)?,
-                    kind: r.get(2)?,
-                    restricted: r.get(3)?,
-                    projects: Vec::new(),
-                    certificate_pem: r.get(4)?,
-                    not_before: r.get(5)?,
-                    not_after: r.get(6)?,
-                    created_at: r.get(7)?,
-                })
-            })?
+            .query_map([], cert_from_row)?
             .collect::<Result<_, _>>()?;
         let mut stmt = conn.prepare(
             "SELECT fingerprint, project FROM certificate_projects ORDER BY fingerprint, project",
@@ -125,25 +131,14 @@ impl Store {
         let conn = self.conn()?;
         let mut row = conn
             .query_row(
-                "SELECT fingerprint, name, type, restricted, certificate, not_before, not_after, created_at
-                 FROM certificates WHERE fingerprint = ?1",
+                &format!("SELECT {CERT_COLUMNS} FROM certificates WHERE fingerprint = ?1"),
                 params![fingerprint],
-                |r| {
-                    Ok(CertificateRow {
-                        fingerprint: r.get(0)?,
-                        name: r.get(1)?,
-                        kind: r.get(2)?,
-                        restricted: r.get(3)?,
-                        projects: Vec::new(),
-                        certificate_pem: r.get(4)?,
-                        not_before: r.get(5)?,
-                        not_after: r.get(6)?,
-                        created_at: r.get(7)?,
-                    })
-                },
+                cert_from_row,
             )
             .optional()?
-            .ok_or(StoreError::NotFound { kind: "certificate" })?;
+            .ok_or(StoreError::NotFound {
+                kind: "certificate",
+            })?;
         let mut stmt = conn.prepare(
             "SELECT project FROM certificate_projects WHERE fingerprint = ?1 ORDER BY project",
         )?;

@@ -64,36 +64,28 @@ pub fn check(der: &[u8], now: i64) -> Result<CertInfo, CertCheckError> {
             return Err(CertCheckError::WeakRsa);
         }
     }
-    let common_name = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .map(str::to_owned);
-    Ok(CertInfo {
-        fingerprint: fingerprint(der),
-        common_name,
-        not_before: validity.not_before.timestamp(),
-        not_after: validity.not_after.timestamp(),
-    })
+    Ok(facts(der, &cert))
 }
 
 /// The facts of a certificate without judging it (for listings).
 pub fn describe(der: &[u8]) -> Option<CertInfo> {
     let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(facts(der, &cert))
+}
+
+fn facts(der: &[u8], cert: &X509Certificate<'_>) -> CertInfo {
     let common_name = cert
         .subject()
         .iter_common_name()
         .next()
         .and_then(|cn| cn.as_str().ok())
         .map(str::to_owned);
-    let info = CertInfo {
+    CertInfo {
         fingerprint: fingerprint(der),
         common_name,
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
-    };
-    Some(info)
+    }
 }
 
 /// Signature algorithms that are never trusted, by OID.

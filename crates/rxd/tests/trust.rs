@@ -26,6 +26,18 @@ async fn set(d: &TestDaemon, config: Value) {
     assert_eq!(r.status, 200, "{:?}", r.envelope());
 }
 
+/// Build the join token from a token operation's metadata, as LXD's client does.
+fn token_from(md: &Value) -> String {
+    rxd_api::certificate::CertificateAddToken {
+        client_name: md["request"]["name"].as_str().unwrap().into(),
+        fingerprint: md["fingerprint"].as_str().unwrap().into(),
+        addresses: vec![md["addresses"][0].as_str().unwrap().into()],
+        secret: md["secret"].as_str().unwrap().into(),
+        expires_at: md["expiresAt"].as_str().unwrap().into(),
+    }
+    .encode()
+}
+
 async fn post(c: &Client, body: Value) -> Reply {
     c.request(Method::POST, "/1.0/certificates", Some(&body))
         .await
@@ -500,14 +512,7 @@ async fn tokens_single_use_expiry_restart_and_secrecy() {
     assert_eq!(md["addresses"], json!([d.https_address()]));
     assert_eq!(md["request"]["name"], "laptop");
     assert_eq!(env.metadata["class"], "token");
-    let token = rxd_api::certificate::CertificateAddToken {
-        client_name: "laptop".into(),
-        fingerprint: d.server_fingerprint(),
-        addresses: vec![d.https_address()],
-        secret: secret.clone(),
-        expires_at: md["expiresAt"].as_str().unwrap().into(),
-    }
-    .encode();
+    let token = token_from(md);
 
     // The secret is never readable again, nor stored in clear.
     let ops = unix.get("/1.0/operations?recursion=1").await.unwrap();
@@ -555,14 +560,7 @@ async fn tokens_single_use_expiry_restart_and_secrecy() {
     set(&d, json!({"core.remote_token_expiry": "1S"})).await;
     let r = post(&d.unix(), json!({"name": "late", "token": true})).await;
     let md = r.envelope().unwrap().metadata["metadata"].clone();
-    let late = rxd_api::certificate::CertificateAddToken {
-        client_name: "late".into(),
-        fingerprint: d.server_fingerprint(),
-        addresses: vec![d.https_address()],
-        secret: md["secret"].as_str().unwrap().into(),
-        expires_at: md["expiresAt"].as_str().unwrap().into(),
-    }
-    .encode();
+    let late = token_from(&md);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let c = client_identity("c");
     assert_eq!(
@@ -575,14 +573,7 @@ async fn tokens_single_use_expiry_restart_and_secrecy() {
     let r = post(&d.unix(), json!({"name": "revoked", "token": true})).await;
     let env = r.envelope().unwrap();
     let md = env.metadata["metadata"].clone();
-    let revoked = rxd_api::certificate::CertificateAddToken {
-        client_name: "revoked".into(),
-        fingerprint: d.server_fingerprint(),
-        addresses: vec![d.https_address()],
-        secret: md["secret"].as_str().unwrap().into(),
-        expires_at: md["expiresAt"].as_str().unwrap().into(),
-    }
-    .encode();
+    let revoked = token_from(&md);
     let r = d
         .unix()
         .request(Method::DELETE, &env.operation, None)

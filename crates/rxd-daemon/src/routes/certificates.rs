@@ -2,6 +2,7 @@
 //! this module resolves the request, applies certificate checks, stores, and keeps the trust
 //! cache and open connections in step. Every trust change is logged (who, what, from where).
 
+use super::ListQuery;
 use crate::body::Json;
 use crate::caller::ca_check;
 use crate::caller::{Admin, Caller, Trusted};
@@ -21,7 +22,6 @@ use rxd_auth::certificates::{
 use rxd_auth::{CaCheck, Identity};
 use rxd_core::config::{REMOTE_TOKEN_EXPIRY, TRUST_PASSWORD};
 use rxd_store::{CertificateRow, StoreError, TokenRow};
-use serde::Deserialize;
 use std::sync::Arc;
 
 const NOT_FOUND: &str = "Certificate not found";
@@ -52,12 +52,6 @@ fn to_wire(row: &CertificateRow) -> Certificate {
 fn visible(identity: &Identity, row: &CertificateRow) -> bool {
     identity.is_admin()
         || (identity.is_trusted() && identity.fingerprint() == Some(row.fingerprint.as_str()))
-}
-
-#[derive(Deserialize)]
-pub struct ListQuery {
-    #[serde(default)]
-    recursion: u8,
 }
 
 pub async fn list(

@@ -16,6 +16,13 @@ use axum::routing::get;
 use axum::Router;
 use std::sync::Arc;
 
+/// `?recursion=` of every listing: 0 lists URLs, 1 or more lists objects.
+#[derive(serde::Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    pub recursion: u8,
+}
+
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
         .route("/", get(server::get_root))

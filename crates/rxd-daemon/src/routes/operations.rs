@@ -1,6 +1,7 @@
 //! `/1.0/operations` for what rxd runs as operations so far: pending certificate add tokens.
 //! Token operations are visible only to admins, and never show their secret.
 
+use super::ListQuery;
 use crate::caller::{Admin, Trusted};
 use crate::error::{ApiError, ApiResult};
 use crate::response;
@@ -8,15 +9,8 @@ use crate::state::{now_unix, Daemon};
 use crate::tokens;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
-
-#[derive(Deserialize)]
-pub struct ListQuery {
-    #[serde(default)]
-    recursion: u8,
-}
 
 pub async fn list(
     State(d): State<Arc<Daemon>>,

@@ -1,5 +1,6 @@
 //! `/1.0/warnings`: list, show, acknowledge and delete. Admins only: warnings describe the host.
 
+use super::ListQuery;
 use crate::body::Json;
 use crate::caller::Admin;
 use crate::error::{ApiError, ApiResult};
@@ -8,14 +9,7 @@ use crate::state::{lock, Daemon};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use rxd_api::warning::WarningPut;
-use serde::Deserialize;
 use std::sync::Arc;
-
-#[derive(Deserialize)]
-pub struct ListQuery {
-    #[serde(default)]
-    recursion: u8,
-}
 
 pub async fn list(State(d): State<Arc<Daemon>>, _: Admin, Query(q): Query<ListQuery>) -> Response {
     let all = lock(&d.warnings).list();
