@@ -223,8 +223,11 @@ impl Client {
                         body,
                     });
                 }
+                // The server may close a kept-alive connection just as we reuse it; retry once, but
+                // only requests that are safe to repeat (a POST may already have been acted on).
                 Err(e)
                     if attempt == 0
+                        && method.is_idempotent()
                         && (e.is_canceled() || e.is_closed() || e.is_incomplete_message()) =>
                 {
                     *guard = None;
