@@ -4,5 +4,6 @@
 pub mod address;
 pub mod config;
 pub mod expiry;
+pub mod idmap;
 pub mod name;
 pub mod warnings;
