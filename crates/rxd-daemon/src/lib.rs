@@ -6,6 +6,7 @@ mod body;
 mod caller;
 mod config;
 mod error;
+mod events;
 mod facts;
 mod https;
 mod listener;
@@ -98,6 +99,7 @@ pub async fn run(
         throttle: Mutex::new(Default::default()),
         router: OnceLock::new(),
         connections: Default::default(),
+        events: Default::default(),
         tracker: TaskTracker::new(),
         shutdown,
     });

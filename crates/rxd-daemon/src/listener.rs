@@ -280,7 +280,7 @@ impl Drop for Registration {
 }
 
 impl ConnRegistry {
-    fn register(
+    pub fn register(
         self: &Arc<Self>,
         fingerprint: Option<[u8; 32]>,
     ) -> (Registration, watch::Receiver<bool>) {

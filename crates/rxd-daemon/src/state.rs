@@ -31,6 +31,7 @@ pub struct Daemon {
     pub router: OnceLock<Router>,
     /// Open TLS connections by client certificate, closed on revocation.
     pub connections: Arc<crate::listener::ConnRegistry>,
+    pub events: crate::events::Events,
     pub tracker: TaskTracker,
     pub shutdown: watch::Sender<bool>,
 }

@@ -220,7 +220,7 @@ async fn add_as_admin(d: &Daemon, caller: &Caller, body: CertificatesPost) -> Ap
         .await
         .map_err(duplicate)?;
     d.trust_insert(&row);
-    audit("certificate-added", &row, caller);
+    audit(d, "certificate-added", &row, caller);
     Ok(response::created(&format!(
         "/1.0/certificates/{}",
         row.fingerprint
@@ -264,6 +264,11 @@ async fn issue_token(d: &Daemon, caller: &Caller, body: CertificatesPost) -> Api
         by = %caller.identity.user_name(),
         peer = %caller.conn.peer(),
         "trust change"
+    );
+    let fingerprint = d.tls_state().keypair.fingerprint.clone();
+    d.events.operation(
+        tokens::operation(&token, &fingerprint, &addresses, None),
+        "default",
     );
     let op = tokens::operation(
         &token,
@@ -313,7 +318,7 @@ async fn enrol(d: &Daemon, caller: &Caller, body: CertificatesPost) -> ApiResult
     };
     lock(&d.throttle).success(ip);
     d.trust_insert(&row);
-    audit("certificate-enrolled", &row, caller);
+    audit(d, "certificate-enrolled", &row, caller);
     Ok(response::created(&format!(
         "/1.0/certificates/{}",
         row.fingerprint
@@ -391,7 +396,14 @@ async fn redeem(
     }
 }
 
-fn audit(action: &str, row: &CertificateRow, caller: &Caller) {
+/// Log a trust change and announce it as LXD's `certificate-created` lifecycle event.
+fn audit(d: &Daemon, action: &str, row: &CertificateRow, caller: &Caller) {
+    d.events.lifecycle(
+        "certificate-created",
+        &format!("/1.0/certificates/{}", row.fingerprint),
+        "",
+        caller,
+    );
     tracing::info!(
         action,
         fingerprint = %row.fingerprint,
@@ -517,6 +529,12 @@ async fn update(
         peer = %caller.conn.peer(),
         "trust change"
     );
+    d.events.lifecycle(
+        "certificate-updated",
+        &format!("/1.0/certificates/{}", row.fingerprint),
+        "",
+        caller,
+    );
     Ok(response::empty())
 }
 
@@ -537,6 +555,12 @@ pub async fn delete(
         by = %caller.identity.user_name(),
         peer = %caller.conn.peer(),
         "trust change"
+    );
+    d.events.lifecycle(
+        "certificate-deleted",
+        &format!("/1.0/certificates/{}", row.fingerprint),
+        "",
+        &caller,
     );
     Ok(response::empty())
 }

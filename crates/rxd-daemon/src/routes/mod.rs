@@ -49,6 +49,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
                 .patch(certificates::patch)
                 .delete(certificates::delete),
         )
+        .route("/1.0/events", get(crate::events::get))
         .route("/1.0/operations", get(operations::list))
         .route(
             "/1.0/operations/{id}",

@@ -1,0 +1,209 @@
+//! `/1.0/events`: lifecycle and operation events, streamed over a websocket to trusted callers.
+//! Each subscriber sees only what it may see (today: admins see everything, others only events of
+//! their projects), a connection's stream closes when its certificate is revoked, and upgrades from
+//! a foreign web origin are refused.
+
+use crate::caller::{Caller, Trusted};
+use crate::error::{ApiError, ApiResult};
+use crate::listener::stopped;
+use crate::state::Daemon;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::Response;
+use http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+const KINDS: [&str; 2] = ["lifecycle", "operation"];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub timestamp: String,
+    pub metadata: Value,
+    pub location: &'static str,
+    pub project: String,
+}
+
+pub struct Events {
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        // Slow subscribers that fall this far behind lose events (and are told so by a lag).
+        Events {
+            tx: broadcast::channel(1024).0,
+        }
+    }
+}
+
+fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl Events {
+    /// A lifecycle event, e.g. `certificate-created` for `/1.0/certificates/<fp>`.
+    pub fn lifecycle(&self, action: &str, source: &str, project: &str, by: &Caller) {
+        let metadata = json!({
+            "action": action,
+            "source": source,
+            "context": {},
+            "requestor": {
+                "username": by.identity.user_name(),
+                "protocol": by.identity.method(),
+                "address": by.conn.peer(),
+            },
+        });
+        self.send(Event {
+            kind: "lifecycle",
+            timestamp: now(),
+            metadata,
+            location: "none",
+            project: project.into(),
+        });
+    }
+
+    pub fn operation(&self, op: Value, project: &str) {
+        self.send(Event {
+            kind: "operation",
+            timestamp: now(),
+            metadata: op,
+            location: "none",
+            project: project.into(),
+        });
+    }
+
+    fn send(&self, event: Event) {
+        // No subscribers is not an error.
+        let _ = self.tx.send(Arc::new(event));
+    }
+}
+
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    #[serde(rename = "type", default)]
+    kinds: Option<String>,
+}
+
+/// Websocket upgrades must come from our own clients: no `Origin` (CLI tools), pylxd's
+/// `ws+unix://localhost`, or a page served by this very host. A browser page elsewhere must not
+/// ride on a user's credentials.
+pub fn check_origin(headers: &HeaderMap) -> ApiResult<()> {
+    let Some(origin) = headers.get(http::header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("");
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let same_host = !host.is_empty()
+        && (origin == format!("https://{host}") || origin == format!("http://{host}"));
+    if origin == "ws+unix://localhost" || same_host {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "Websocket connections from origin {origin:?} are not allowed"
+        )))
+    }
+}
+
+pub async fn get(
+    State(d): State<Arc<Daemon>>,
+    Trusted(caller): Trusted,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let kinds: Vec<String> = match q.kinds.as_deref() {
+        None | Some("") => KINDS.iter().map(|k| k.to_string()).collect(),
+        Some(list) => list.split(',').map(|k| k.trim().to_owned()).collect(),
+    };
+    if let Some(bad) = kinds.iter().find(|k| !KINDS.contains(&k.as_str())) {
+        return Err(ApiError::BadRequest(format!(
+            "Unknown event type {bad:?}; rxd has: {}",
+            KINDS.join(", ")
+        )));
+    }
+    check_origin(&headers)?;
+    let upgrade = upgrade.map_err(|_| {
+        ApiError::BadRequest("This endpoint is a websocket: upgrade the connection".into())
+    })?;
+    let rx = d.events.tx.subscribe();
+    // Closed when this caller's certificate is revoked.
+    let revoked = match &caller.conn.transport {
+        rxd_auth::Transport::Tls {
+            peer_fingerprint: Some(fp),
+            ..
+        } => Some(d.connections.register(Some(*fp))),
+        _ => None,
+    };
+    Ok(upgrade.on_upgrade(move |ws| stream(ws, rx, caller, kinds, revoked)))
+}
+
+/// May this caller see this event?
+fn visible(caller: &Caller, event: &Event) -> bool {
+    match &caller.identity {
+        id if id.is_admin() => true,
+        rxd_auth::Identity::Certificate(c) => {
+            !event.project.is_empty() && c.projects.contains(&event.project)
+        }
+        _ => false,
+    }
+}
+
+async fn stream(
+    mut ws: WebSocket,
+    mut rx: broadcast::Receiver<Arc<Event>>,
+    caller: Caller,
+    kinds: Vec<String>,
+    revoked: Option<(
+        crate::listener::Registration,
+        tokio::sync::watch::Receiver<bool>,
+    )>,
+) {
+    let (_registration, mut revoked_rx) = match revoked {
+        Some((r, rx)) => (Some(r), Some(rx)),
+        None => (None, None),
+    };
+    let revoked_fut = async {
+        match revoked_rx.as_mut() {
+            Some(r) => stopped(r).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(revoked_fut);
+    loop {
+        tokio::select! {
+            // Revocation is signalled before the event announcing it is sent, so checking it first
+            // means a revoked identity is sent nothing more.
+            biased;
+            _ = &mut revoked_fut => {
+                tracing::info!(fingerprint = caller.identity.fingerprint().unwrap_or(""), "closing an event stream: certificate revoked");
+                let _ = ws.send(Message::Close(None)).await;
+                return;
+            }
+            incoming = ws.recv() => match incoming {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            },
+            event = rx.recv() => match event {
+                Ok(e) if kinds.iter().any(|k| k == e.kind) && visible(&caller, &e) => {
+                    let Ok(text) = serde_json::to_string(&*e) else { continue };
+                    if ws.send(Message::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(missed = n, "an event subscriber fell behind"),
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
+}
