@@ -4,9 +4,11 @@
 
 mod certificates;
 mod config;
+mod images;
 mod migrations;
 
 pub use certificates::{CertificateRow, TokenRow};
+pub use images::{AliasRow, ImageRow};
 
 use rusqlite::Connection;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

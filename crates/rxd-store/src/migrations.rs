@@ -35,6 +35,27 @@ const MIGRATIONS: &[&str] = &[
         created_at    INTEGER NOT NULL,
         expires_at    INTEGER NOT NULL
     );",
+    // 3: images (content-addressed by the SHA-256 of the tarball) and their aliases, per project.
+    "CREATE TABLE images (
+        project      TEXT NOT NULL,
+        fingerprint  TEXT NOT NULL CHECK (length(fingerprint) = 64),
+        filename     TEXT NOT NULL,
+        size         INTEGER NOT NULL,
+        architecture TEXT NOT NULL,
+        properties   TEXT NOT NULL,
+        public       INTEGER NOT NULL,
+        created_at   INTEGER NOT NULL,
+        uploaded_at  INTEGER NOT NULL,
+        PRIMARY KEY (project, fingerprint)
+    );
+    CREATE TABLE image_aliases (
+        project     TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        description TEXT NOT NULL,
+        PRIMARY KEY (project, name),
+        FOREIGN KEY (project, fingerprint) REFERENCES images (project, fingerprint) ON DELETE CASCADE
+    );",
 ];
 
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

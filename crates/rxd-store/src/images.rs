@@ -1,0 +1,268 @@
+//! The `images` and `image_aliases` tables.
+
+use crate::{Store, StoreError};
+use rusqlite::{params, OptionalExtension};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRow {
+    pub project: String,
+    pub fingerprint: String,
+    pub filename: String,
+    pub size: i64,
+    pub architecture: String,
+    /// JSON object of string properties.
+    pub properties: String,
+    pub public: bool,
+    pub created_at: i64,
+    pub uploaded_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasRow {
+    pub project: String,
+    pub name: String,
+    pub fingerprint: String,
+    pub description: String,
+}
+
+const IMAGE_COLUMNS: &str =
+    "project, fingerprint, filename, size, architecture, properties, public, created_at, uploaded_at";
+
+fn image_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ImageRow> {
+    Ok(ImageRow {
+        project: r.get(0)?,
+        fingerprint: r.get(1)?,
+        filename: r.get(2)?,
+        size: r.get(3)?,
+        architecture: r.get(4)?,
+        properties: r.get(5)?,
+        public: r.get(6)?,
+        created_at: r.get(7)?,
+        uploaded_at: r.get(8)?,
+    })
+}
+
+fn alias_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AliasRow> {
+    Ok(AliasRow {
+        project: r.get(0)?,
+        name: r.get(1)?,
+        fingerprint: r.get(2)?,
+        description: r.get(3)?,
+    })
+}
+
+fn conflict(kind: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |e| match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StoreError::AlreadyExists { kind }
+        }
+        _ => e.into(),
+    }
+}
+
+impl Store {
+    pub fn insert_image(&self, row: &ImageRow) -> Result<(), StoreError> {
+        self.conn()?
+            .execute(
+                &format!("INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                params![
+                    row.project,
+                    row.fingerprint,
+                    row.filename,
+                    row.size,
+                    row.architecture,
+                    row.properties,
+                    row.public,
+                    row.created_at,
+                    row.uploaded_at
+                ],
+            )
+            .map_err(conflict("image"))?;
+        Ok(())
+    }
+
+    pub fn images(&self, project: &str) -> Result<Vec<ImageRow>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {IMAGE_COLUMNS} FROM images WHERE project = ?1 ORDER BY fingerprint"
+        ))?;
+        let rows = stmt.query_map(params![project], image_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Images of `project` whose fingerprint starts with `prefix` (lowercase hex), at most `limit`.
+    pub fn images_by_prefix(
+        &self,
+        project: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<ImageRow>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {IMAGE_COLUMNS} FROM images WHERE project = ?1 AND fingerprint >= ?2 AND fingerprint < ?3
+             ORDER BY fingerprint LIMIT ?4"
+        ))?;
+        let rows = stmt.query_map(
+            params![project, prefix, format!("{prefix}g"), limit as i64],
+            image_from_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Whether any project still uses the image content `fingerprint`.
+    pub fn image_in_use(&self, fingerprint: &str) -> Result<bool, StoreError> {
+        let n: i64 = self.conn()?.query_row(
+            "SELECT count(*) FROM images WHERE fingerprint = ?1",
+            params![fingerprint],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    pub fn delete_image(&self, project: &str, fingerprint: &str) -> Result<(), StoreError> {
+        let n = self.conn()?.execute(
+            "DELETE FROM images WHERE project = ?1 AND fingerprint = ?2",
+            params![project, fingerprint],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound { kind: "image" });
+        }
+        Ok(())
+    }
+
+    pub fn insert_alias(&self, alias: &AliasRow) -> Result<(), StoreError> {
+        self.conn()?
+            .execute(
+                "INSERT INTO image_aliases (project, name, fingerprint, description) VALUES (?1, ?2, ?3, ?4)",
+                params![alias.project, alias.name, alias.fingerprint, alias.description],
+            )
+            .map_err(conflict("image alias"))?;
+        Ok(())
+    }
+
+    pub fn aliases(&self, project: &str) -> Result<Vec<AliasRow>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT project, name, fingerprint, description FROM image_aliases WHERE project = ?1 ORDER BY name",
+        )?;
+        let rows = stmt.query_map(params![project], alias_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn alias(&self, project: &str, name: &str) -> Result<AliasRow, StoreError> {
+        self.conn()?
+            .query_row(
+                "SELECT project, name, fingerprint, description FROM image_aliases WHERE project = ?1 AND name = ?2",
+                params![project, name],
+                alias_from_row,
+            )
+            .optional()?
+            .ok_or(StoreError::NotFound { kind: "image alias" })
+    }
+
+    /// Point an alias elsewhere or change its description.
+    pub fn update_alias(&self, alias: &AliasRow) -> Result<(), StoreError> {
+        let n = self.conn()?.execute(
+            "UPDATE image_aliases SET fingerprint = ?3, description = ?4 WHERE project = ?1 AND name = ?2",
+            params![alias.project, alias.name, alias.fingerprint, alias.description],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound {
+                kind: "image alias",
+            });
+        }
+        Ok(())
+    }
+
+    pub fn rename_alias(&self, project: &str, old: &str, new: &str) -> Result<(), StoreError> {
+        let n = self
+            .conn()?
+            .execute(
+                "UPDATE image_aliases SET name = ?3 WHERE project = ?1 AND name = ?2",
+                params![project, old, new],
+            )
+            .map_err(conflict("image alias"))?;
+        if n == 0 {
+            return Err(StoreError::NotFound {
+                kind: "image alias",
+            });
+        }
+        Ok(())
+    }
+
+    pub fn delete_alias(&self, project: &str, name: &str) -> Result<(), StoreError> {
+        let n = self.conn()?.execute(
+            "DELETE FROM image_aliases WHERE project = ?1 AND name = ?2",
+            params![project, name],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound {
+                kind: "image alias",
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(project: &str, fp: char) -> ImageRow {
+        ImageRow {
+            project: project.into(),
+            fingerprint: fp.to_string().repeat(64),
+            filename: "bb.tar.gz".into(),
+            size: 10,
+            architecture: "x86_64".into(),
+            properties: "{}".into(),
+            public: false,
+            created_at: 1,
+            uploaded_at: 2,
+        }
+    }
+
+    #[test]
+    fn images_and_aliases_per_project() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db")).unwrap();
+        s.insert_image(&image("default", 'a')).unwrap();
+        s.insert_image(&image("other", 'a')).unwrap();
+        assert!(matches!(
+            s.insert_image(&image("default", 'a')),
+            Err(StoreError::AlreadyExists { .. })
+        ));
+        s.insert_image(&image("default", 'b')).unwrap();
+        assert_eq!(s.images("default").unwrap().len(), 2);
+        assert_eq!(s.images_by_prefix("default", "a", 2).unwrap().len(), 1);
+        assert_eq!(s.images_by_prefix("default", "", 2).unwrap().len(), 2);
+        let alias = AliasRow {
+            project: "default".into(),
+            name: "bb".into(),
+            fingerprint: "a".repeat(64),
+            description: String::new(),
+        };
+        s.insert_alias(&alias).unwrap();
+        assert!(matches!(
+            s.insert_alias(&alias),
+            Err(StoreError::AlreadyExists { .. })
+        ));
+        assert!(
+            matches!(s.alias("other", "bb"), Err(StoreError::NotFound { .. })),
+            "aliases are per project"
+        );
+        s.rename_alias("default", "bb", "busybox").unwrap();
+        assert_eq!(
+            s.alias("default", "busybox").unwrap().fingerprint,
+            "a".repeat(64)
+        );
+        // Deleting an image removes its aliases; the same content in another project stays.
+        s.delete_image("default", &"a".repeat(64)).unwrap();
+        assert!(s.aliases("default").unwrap().is_empty());
+        assert!(s.image_in_use(&"a".repeat(64)).unwrap());
+        s.delete_image("other", &"a".repeat(64)).unwrap();
+        assert!(!s.image_in_use(&"a".repeat(64)).unwrap());
+    }
+}
