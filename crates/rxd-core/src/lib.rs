@@ -5,5 +5,6 @@ pub mod address;
 pub mod config;
 pub mod expiry;
 pub mod idmap;
+pub mod instance_config;
 pub mod name;
 pub mod warnings;
