@@ -1,0 +1,389 @@
+//! The unpacker. Every path is checked component by component; every parent of a new entry must
+//! be a directory this unpacker created (checked with `symlink_metadata`, never followed); the
+//! work happens in a private 0700 directory that only this code writes to, so those checks cannot
+//! race, and the directory is renamed into place only when everything succeeded.
+
+use crate::{parse_metadata, IdShift, ImageError, ImageMetadata, Limits};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use tar::EntryType;
+
+/// What an unpack produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unpacked {
+    pub metadata: ImageMetadata,
+    /// Device nodes and FIFOs in the archive, which are not created: a container gets its
+    /// devices from the runtime, never from an image.
+    pub skipped_special: u64,
+}
+
+const TOP_LEVEL: [&str; 3] = ["metadata.yaml", "rootfs", "templates"];
+
+/// Open the archive, detecting gzip and xz by their magic bytes.
+fn archive(tarball: &Path) -> Result<tar::Archive<Box<dyn Read>>, ImageError> {
+    let io = |e| ImageError::Io {
+        path: tarball.display().to_string(),
+        source: e,
+    };
+    let mut reader = BufReader::new(File::open(tarball).map_err(io)?);
+    let magic = reader.fill_buf().map_err(io)?;
+    let inner: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(reader))
+    } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Box::new(liblzma::read::XzDecoder::new_multi_decoder(reader))
+    } else {
+        Box::new(reader)
+    };
+    Ok(tar::Archive::new(inner))
+}
+
+fn archive_err(e: std::io::Error) -> ImageError {
+    ImageError::Archive(e.to_string())
+}
+
+/// A relative path of plain components (leading `./` allowed), or why not.
+fn clean(raw: &Path) -> Result<PathBuf, &'static str> {
+    let mut out = PathBuf::new();
+    for c in raw.components() {
+        match c {
+            Component::Normal(p) => out.push(p),
+            Component::CurDir => {}
+            Component::ParentDir => return Err("contains '..'"),
+            Component::RootDir | Component::Prefix(_) => return Err("is absolute"),
+        }
+    }
+    Ok(out)
+}
+
+fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Map an archive id through the shift.
+fn map_id(id: u64, base: u32, shift: Option<&IdShift>, path: &Path) -> Result<u32, ImageError> {
+    match shift {
+        None => u32::try_from(id).map_err(|_| ImageError::IdOutOfMap {
+            path: path_str(path),
+            id,
+            max: u32::MAX,
+        }),
+        Some(s) if id < u64::from(s.size) => Ok(base + id as u32),
+        Some(s) => Err(ImageError::IdOutOfMap {
+            path: path_str(path),
+            id,
+            max: s.size - 1,
+        }),
+    }
+}
+
+/// Removes the temporary directory unless the unpack succeeded.
+struct TempDir(Option<PathBuf>);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_dir_all(p);
+        }
+    }
+}
+
+/// Ensure every parent of `rel` below `root` is a real directory (creating missing ones 0700),
+/// never passing through a symlink or a file.
+fn parents(root: &Path, rel: &Path) -> Result<(), ImageError> {
+    let mut at = root.to_path_buf();
+    let mut shown = PathBuf::new();
+    let comps: Vec<_> = rel.components().collect();
+    for c in &comps[..comps.len().saturating_sub(1)] {
+        at.push(c);
+        shown.push(c);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(ImageError::ThroughNonDirectory {
+                    path: path_str(rel),
+                    through: path_str(&shown),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&at)
+                    .map_err(|e| ImageError::Io {
+                        path: path_str(&shown),
+                        source: e,
+                    })?;
+            }
+            Err(e) => {
+                return Err(ImageError::Io {
+                    path: path_str(&shown),
+                    source: e,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Unpack `tarball` into `dest` (which must not exist): `dest/metadata.yaml`, `dest/rootfs/...`,
+/// `dest/templates/...`, with ownership mapped through `shift` (`None`: kept as archived).
+pub fn unpack(
+    tarball: &Path,
+    dest: &Path,
+    shift: Option<&IdShift>,
+    limits: &Limits,
+) -> Result<Unpacked, ImageError> {
+    let io = |p: &Path| {
+        let p = path_str(p);
+        move |e| ImageError::Io {
+            path: p.clone(),
+            source: e,
+        }
+    };
+    if fs::symlink_metadata(dest).is_ok() {
+        return Err(ImageError::Io {
+            path: path_str(dest),
+            source: std::io::ErrorKind::AlreadyExists.into(),
+        });
+    }
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    let tmp = parent.join(format!(".unpack-{}", uuid::Uuid::new_v4()));
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&tmp)
+        .map_err(io(&tmp))?;
+    let mut guard = TempDir(Some(tmp.clone()));
+
+    let mut entries_seen: u64 = 0;
+    let mut bytes: u64 = 0;
+    let mut skipped_special: u64 = 0;
+    // Directory modes and owners are applied at the end, deepest first, so read-only
+    // directories can still be filled.
+    let mut dirs: Vec<(PathBuf, u32, u32, u32)> = Vec::new();
+
+    let mut ar = archive(tarball)?;
+    for entry in ar.entries().map_err(archive_err)? {
+        let mut entry = entry.map_err(archive_err)?;
+        entries_seen += 1;
+        if entries_seen > limits.max_entries {
+            return Err(ImageError::TooManyEntries(limits.max_entries));
+        }
+        let raw = entry.path().map_err(archive_err)?.into_owned();
+        let rel = clean(&raw).map_err(|reason| ImageError::UnsafePath {
+            path: path_str(&raw),
+            reason,
+        })?;
+        let Some(top) = rel
+            .components()
+            .next()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        else {
+            continue; // "./" itself
+        };
+        if !TOP_LEVEL.contains(&top.as_str()) {
+            return Err(ImageError::UnsafePath {
+                path: path_str(&raw),
+                reason: "is outside metadata.yaml, rootfs/ and templates/",
+            });
+        }
+        let kind = entry.header().entry_type();
+        let is_top = rel.components().count() == 1;
+        if is_top && matches!(kind, EntryType::Symlink | EntryType::Link) {
+            return Err(ImageError::LinkedTopLevel { name: top });
+        }
+        if top == "metadata.yaml"
+            && !(is_top && matches!(kind, EntryType::Regular | EntryType::Continuous))
+        {
+            return Err(ImageError::UnsafePath {
+                path: path_str(&raw),
+                reason: "metadata.yaml must be a regular file",
+            });
+        }
+        if top == "metadata.yaml" && entry.size() > limits.max_metadata_bytes {
+            return Err(ImageError::MetadataTooLarge(limits.max_metadata_bytes));
+        }
+        let header = entry.header();
+        let mode = header.mode().map_err(archive_err)? & 0o7777;
+        let uid = map_id(
+            header.uid().map_err(archive_err)?,
+            shift.map_or(0, |s| s.uid_base),
+            shift,
+            &rel,
+        )?;
+        let gid = map_id(
+            header.gid().map_err(archive_err)?,
+            shift.map_or(0, |s| s.gid_base),
+            shift,
+            &rel,
+        )?;
+
+        parents(&tmp, &rel)?;
+        let target = tmp.join(&rel);
+        let existing = fs::symlink_metadata(&target).ok();
+        match kind {
+            EntryType::Directory => {
+                match existing {
+                    Some(m) if m.is_dir() => {}
+                    Some(_) => {
+                        return Err(ImageError::Conflict {
+                            path: path_str(&rel),
+                        })
+                    }
+                    None => fs::DirBuilder::new()
+                        .mode(0o700)
+                        .create(&target)
+                        .map_err(io(&rel))?,
+                }
+                dirs.push((target, mode, uid, gid));
+            }
+            EntryType::Regular | EntryType::Continuous => {
+                match existing {
+                    // A later copy of a file replaces it (tar semantics); nothing else may be replaced.
+                    Some(m) if m.file_type().is_file() => {
+                        fs::remove_file(&target).map_err(io(&rel))?
+                    }
+                    Some(_) => {
+                        return Err(ImageError::Conflict {
+                            path: path_str(&rel),
+                        })
+                    }
+                    None => {}
+                }
+                let mut out = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&target)
+                    .map_err(io(&rel))?;
+                let remaining = limits.max_total_bytes - bytes;
+                let n = std::io::copy(&mut (&mut entry).take(remaining + 1), &mut out)
+                    .map_err(archive_err)?;
+                bytes += n;
+                if bytes > limits.max_total_bytes {
+                    return Err(ImageError::TooLarge(limits.max_total_bytes));
+                }
+                out.flush().map_err(io(&rel))?;
+                // chown first: it clears setuid/setgid bits, which the mode then sets.
+                std::os::unix::fs::lchown(&target, Some(uid), Some(gid)).map_err(io(&rel))?;
+                fs::set_permissions(&target, fs::Permissions::from_mode(mode)).map_err(io(&rel))?;
+            }
+            EntryType::Symlink => {
+                if existing.is_some() {
+                    return Err(ImageError::Conflict {
+                        path: path_str(&rel),
+                    });
+                }
+                let link = entry
+                    .link_name()
+                    .map_err(archive_err)?
+                    .ok_or_else(|| ImageError::Archive("symlink without a target".into()))?;
+                // Any target is fine: it is never followed here, and the container resolves it in its own root.
+                std::os::unix::fs::symlink(&*link, &target).map_err(io(&rel))?;
+                std::os::unix::fs::lchown(&target, Some(uid), Some(gid)).map_err(io(&rel))?;
+            }
+            EntryType::Link => {
+                if existing.is_some() {
+                    return Err(ImageError::Conflict {
+                        path: path_str(&rel),
+                    });
+                }
+                let link = entry
+                    .link_name()
+                    .map_err(archive_err)?
+                    .ok_or_else(|| ImageError::Archive("hardlink without a target".into()))?;
+                let escaping = || ImageError::EscapingLink {
+                    path: path_str(&rel),
+                    target: path_str(&link),
+                };
+                let src_rel = clean(&link).map_err(|_| escaping())?;
+                if src_rel.as_os_str().is_empty() || parents_are_dirs(&tmp, &src_rel).is_err() {
+                    return Err(escaping());
+                }
+                let src = tmp.join(&src_rel);
+                match fs::symlink_metadata(&src) {
+                    Ok(m) if m.file_type().is_file() => {
+                        fs::hard_link(&src, &target).map_err(io(&rel))?
+                    }
+                    _ => return Err(escaping()),
+                }
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => skipped_special += 1,
+            other => {
+                return Err(ImageError::UnsupportedEntry {
+                    path: path_str(&rel),
+                    kind: format!("{other:?}"),
+                })
+            }
+        }
+    }
+
+    let meta_path = tmp.join("metadata.yaml");
+    let text = match fs::symlink_metadata(&meta_path) {
+        Ok(m) if m.file_type().is_file() => {
+            fs::read_to_string(&meta_path).map_err(io(Path::new("metadata.yaml")))?
+        }
+        _ => return Err(ImageError::MissingMetadata),
+    };
+    let metadata = parse_metadata(&text)?;
+    match fs::symlink_metadata(tmp.join("rootfs")) {
+        Ok(m) if m.is_dir() => {}
+        _ => return Err(ImageError::MissingRootfs),
+    }
+    dirs.sort_by_key(|(p, ..)| std::cmp::Reverse(p.components().count()));
+    for (path, mode, uid, gid) in dirs {
+        std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(io(&path))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(io(&path))?;
+    }
+    fs::rename(&tmp, dest).map_err(io(dest))?;
+    guard.0 = None;
+    Ok(Unpacked {
+        metadata,
+        skipped_special,
+    })
+}
+
+/// Like [`parents`], but only checks (for hardlink sources, which must already exist).
+fn parents_are_dirs(root: &Path, rel: &Path) -> Result<(), ()> {
+    let mut at = root.to_path_buf();
+    let comps: Vec<_> = rel.components().collect();
+    for c in &comps[..comps.len().saturating_sub(1)] {
+        at.push(c);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            _ => return Err(()),
+        }
+    }
+    Ok(())
+}
+
+/// Read and parse `metadata.yaml` only.
+pub fn read_metadata(tarball: &Path, limits: &Limits) -> Result<ImageMetadata, ImageError> {
+    let mut ar = archive(tarball)?;
+    for entry in ar.entries().map_err(archive_err)? {
+        let entry = entry.map_err(archive_err)?;
+        let raw = entry.path().map_err(archive_err)?.into_owned();
+        if clean(&raw).ok().as_deref() != Some(Path::new("metadata.yaml")) {
+            continue;
+        }
+        if !matches!(
+            entry.header().entry_type(),
+            EntryType::Regular | EntryType::Continuous
+        ) {
+            return Err(ImageError::LinkedTopLevel {
+                name: "metadata.yaml".into(),
+            });
+        }
+        if entry.size() > limits.max_metadata_bytes {
+            return Err(ImageError::MetadataTooLarge(limits.max_metadata_bytes));
+        }
+        let mut text = String::new();
+        entry
+            .take(limits.max_metadata_bytes)
+            .read_to_string(&mut text)
+            .map_err(archive_err)?;
+        return parse_metadata(&text);
+    }
+    Err(ImageError::MissingMetadata)
+}
