@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # System packages the tests drive: OpenSSL's s_client (TLS policy), curl and setpriv (socket
 # access as another user), Debian's LXD client (wire compatibility).
 need=()
-for pkg in openssl curl util-linux xz-utils lxd-client; do
+for pkg in openssl curl util-linux xz-utils busybox-static lxd-client; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

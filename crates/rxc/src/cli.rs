@@ -42,6 +42,9 @@ pub enum Command {
     /// Server configuration and the trust store.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageCmd),
     /// Send a raw API request and print the reply's metadata.
     Query {
         /// `[REMOTE:]/1.0/...`
@@ -158,5 +161,53 @@ pub enum TrustCmd {
         /// `[REMOTE:] FINGERPRINT`
         #[arg(num_args = 1..=2)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCmd {
+    /// Import a unified image tarball: `rxc image import FILE [REMOTE:] [--alias NAME]`.
+    Import {
+        file: String,
+        remote: Option<String>,
+        /// Name the image.
+        #[arg(long)]
+        alias: Vec<String>,
+        /// Make the image public.
+        #[arg(long)]
+        public: bool,
+    },
+    /// List images.
+    List {
+        remote: Option<String>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Show an image: `[REMOTE:]ALIAS_OR_FINGERPRINT`.
+    Show { image: String },
+    /// Delete an image: `[REMOTE:]ALIAS_OR_FINGERPRINT`.
+    Delete { image: String },
+    /// Manage image aliases.
+    #[command(subcommand)]
+    Alias(AliasCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AliasCmd {
+    /// `[REMOTE:]NAME FINGERPRINT`
+    Create {
+        name: String,
+        fingerprint: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// `[REMOTE:]NAME`
+    Delete { name: String },
+    /// `[REMOTE:]OLD NEW`
+    Rename { old: String, new: String },
+    List {
+        remote: Option<String>,
+        #[command(flatten)]
+        format: FormatArg,
     },
 }

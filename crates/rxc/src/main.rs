@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod connect;
+mod image;
 mod output;
 mod remote;
 
@@ -45,6 +46,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Remote(cmd) => remote::run(&mut conf, cmd).await,
         Command::Info { remote } => commands::info(&conf, remote.as_deref()).await,
         Command::Config(cmd) => commands::config(&conf, cmd).await,
+        Command::Image(cmd) => image::run(&conf, cmd).await,
         Command::Query {
             target,
             request,

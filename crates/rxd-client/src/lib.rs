@@ -7,7 +7,8 @@ pub mod remotes;
 pub use bytes::Bytes;
 pub use http::Method;
 use http::{HeaderMap, Request};
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rxd_api::{Envelope, ResponseType};
@@ -88,7 +89,7 @@ impl Reply {
 pub struct Client {
     endpoint: Endpoint,
     tls: Option<(Arc<rustls_config::ClientConfig>, Presented)>,
-    conn: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
+    conn: tokio::sync::Mutex<Option<SendRequest<ReqBody>>>,
 }
 
 mod rustls_config {
@@ -138,7 +139,7 @@ impl Client {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+    async fn connect(&self) -> Result<SendRequest<ReqBody>, ClientError> {
         let target = self.target();
         let connect_err = |source| ClientError::Connect {
             target: target.clone(),
@@ -184,6 +185,61 @@ impl Client {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<Reply, ClientError> {
+        let content_type = (!body.is_empty()).then_some("application/json");
+        let make = move || {
+            Full::new(body.clone())
+                .map_err(|never| match never {})
+                .boxed()
+        };
+        self.exchange(method, path, headers, content_type, make)
+            .await
+    }
+
+    /// Upload a file as the request body (`application/octet-stream`), reporting the bytes sent
+    /// so far to `progress`. Not retried: uploads are not idempotent.
+    pub async fn send_file(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        file: &std::path::Path,
+        progress: Arc<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<Reply, ClientError> {
+        let f = tokio::fs::File::open(file)
+            .await
+            .map_err(|source| ClientError::Connect {
+                target: file.display().to_string(),
+                source,
+            })?;
+        let body = std::sync::Mutex::new(Some(file_body(f, progress)));
+        let make = move || {
+            body.lock()
+                .ok()
+                .and_then(|mut b| b.take())
+                .unwrap_or_else(|| {
+                    Full::new(Bytes::new())
+                        .map_err(|never| match never {})
+                        .boxed()
+                })
+        };
+        self.exchange(
+            method,
+            path,
+            headers,
+            Some("application/octet-stream"),
+            make,
+        )
+        .await
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        content_type: Option<&str>,
+        make_body: impl Fn() -> ReqBody,
+    ) -> Result<Reply, ClientError> {
         let mut guard = self.conn.lock().await;
         for attempt in 0..2 {
             let alive = match guard.as_mut() {
@@ -200,14 +256,14 @@ impl Client {
                 .method(method.clone())
                 .uri(path)
                 .header("host", "rxd");
-            if !body.is_empty() {
-                req = req.header("content-type", "application/json");
+            if let Some(ct) = content_type {
+                req = req.header("content-type", ct);
             }
             for (k, v) in headers {
                 req = req.header(*k, *v);
             }
             let req = req
-                .body(Full::new(body.clone()))
+                .body(make_body())
                 .map_err(|e| ClientError::Http(e.to_string()))?;
             match sender.send_request(req).await {
                 Ok(resp) => {
@@ -275,7 +331,7 @@ fn rustls_pki_types_name(host: &str) -> Result<rustls_pki_types::ServerName<'sta
 
 use tokio_rustls::rustls::pki_types as rustls_pki_types;
 
-async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, ClientError>
+async fn handshake<S>(stream: S) -> Result<SendRequest<ReqBody>, ClientError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -312,4 +368,32 @@ fn classify_tls_error(
             presented,
         }
     }
+}
+
+/// Request bodies: a buffer, or a file streamed from disk.
+pub type ReqBody = BoxBody<Bytes, std::io::Error>;
+
+/// Stream `file` in 64 KiB frames, telling `progress` how much has been read.
+fn file_body(file: tokio::fs::File, progress: Arc<dyn Fn(u64) + Send + Sync>) -> ReqBody {
+    use tokio::io::AsyncReadExt;
+    let stream = futures_util::stream::unfold(
+        (file, 0u64, progress),
+        |(mut file, sent, progress)| async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            match file.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    let sent = sent + n as u64;
+                    progress(sent);
+                    Some((
+                        Ok(hyper::body::Frame::data(Bytes::from(buf))),
+                        (file, sent, progress),
+                    ))
+                }
+                Err(e) => Some((Err(e), (file, sent, progress))),
+            }
+        },
+    );
+    StreamBody::new(stream).boxed()
 }

@@ -149,13 +149,7 @@ pub async fn get(
 
 /// May this caller see this event?
 fn visible(caller: &Caller, event: &Event) -> bool {
-    match &caller.identity {
-        id if id.is_admin() => true,
-        rxd_auth::Identity::Certificate(c) => {
-            !event.project.is_empty() && c.projects.contains(&event.project)
-        }
-        _ => false,
-    }
+    crate::operations::project_visible(&caller.identity, &event.project)
 }
 
 async fn stream(

@@ -37,7 +37,7 @@ pub struct Running {
 impl Running {
     /// Stop accepting; connections already open finish their request in flight and close.
     pub fn stop(&self) {
-        let _ = self.stop.send(true);
+        self.stop.send_replace(true);
     }
 
     /// Stop, and wait until the listening sockets are closed so their port can be bound again.

@@ -10,6 +10,7 @@ mod events;
 mod facts;
 mod https;
 mod listener;
+mod operations;
 mod response;
 mod routes;
 mod state;
@@ -100,6 +101,7 @@ pub async fn run(
         router: OnceLock::new(),
         connections: Default::default(),
         events: Default::default(),
+        operations: Default::default(),
         tracker: TaskTracker::new(),
         shutdown,
     });
@@ -147,7 +149,7 @@ pub async fn run(
 
     shutdown_signal.await;
     tracing::info!("shutting down: no new connections, finishing requests in flight");
-    let _ = daemon.shutdown.send(true);
+    daemon.shutdown.send_replace(true);
     if let Some(running) = lock(&daemon.https).take() {
         running.stop();
     }

@@ -313,7 +313,7 @@ impl ConnRegistry {
             .remove(fingerprint);
         let conns = conns.unwrap_or_default();
         for tx in conns.values() {
-            let _ = tx.send(true);
+            tx.send_replace(true);
         }
         conns.len()
     }

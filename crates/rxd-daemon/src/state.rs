@@ -32,6 +32,7 @@ pub struct Daemon {
     /// Open TLS connections by client certificate, closed on revocation.
     pub connections: Arc<crate::listener::ConnRegistry>,
     pub events: crate::events::Events,
+    pub operations: crate::operations::Operations,
     pub tracker: TaskTracker,
     pub shutdown: watch::Sender<bool>,
 }

@@ -2,6 +2,7 @@
 //! an unsupported method answer 501, as LXD does. Every refused request is logged once, here.
 
 mod certificates;
+mod images;
 mod operations;
 mod server;
 mod warnings;
@@ -49,12 +50,30 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
                 .patch(certificates::patch)
                 .delete(certificates::delete),
         )
+        .route("/1.0/images", get(images::list).post(images::post))
+        .route(
+            "/1.0/images/aliases",
+            get(images::aliases).post(images::alias_post),
+        )
+        .route(
+            "/1.0/images/aliases/{name}",
+            get(images::alias_get)
+                .put(images::alias_put)
+                .patch(images::alias_put)
+                .post(images::alias_rename)
+                .delete(images::alias_delete),
+        )
+        .route(
+            "/1.0/images/{fingerprint}",
+            get(images::get).delete(images::delete),
+        )
         .route("/1.0/events", get(crate::events::get))
         .route("/1.0/operations", get(operations::list))
         .route(
             "/1.0/operations/{id}",
             get(operations::get).delete(operations::delete),
         )
+        .route("/1.0/operations/{id}/wait", get(operations::wait))
         .method_not_allowed_fallback(not_implemented)
         .fallback(not_found)
         .layer(axum::middleware::from_fn(log_refusals))

@@ -1,62 +1,98 @@
-//! `/1.0/operations` for what rxd runs as operations so far: pending certificate add tokens.
-//! Token operations are visible only to admins, and never show their secret.
+//! `/1.0/operations`: task operations from the registry (visible by project) and pending
+//! certificate add tokens (admins only, never with their secret), listed by status as LXD does.
 
 use super::ListQuery;
-use crate::caller::{Admin, Trusted};
+use crate::caller::Trusted;
 use crate::error::{ApiError, ApiResult};
+use crate::operations::project_visible;
 use crate::response;
 use crate::state::{now_unix, Daemon};
 use crate::tokens;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
+use rxd_auth::Identity;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
+use std::time::Duration;
+
+const NOT_FOUND: &str = "Operation not found";
+
+/// Every operation `identity` may see, as JSON objects.
+async fn visible_operations(d: &Daemon, identity: &Identity) -> ApiResult<Vec<Value>> {
+    let mut out: Vec<Value> = d
+        .operations
+        .list()
+        .iter()
+        .filter(|op| project_visible(identity, &op.project))
+        .map(|op| op.to_json())
+        .collect();
+    if identity.is_admin() {
+        let toks = d.db(|s| s.tokens(now_unix())).await?;
+        let addresses = d.addresses();
+        let fingerprint = d.tls_state().keypair.fingerprint.clone();
+        out.extend(
+            toks.iter()
+                .map(|t| tokens::operation(t, &fingerprint, &addresses, None)),
+        );
+    }
+    Ok(out)
+}
 
 pub async fn list(
     State(d): State<Arc<Daemon>>,
     Trusted(caller): Trusted,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
-    let mut by_status = Map::new();
-    if caller.identity.is_admin() {
-        let toks = d.db(|s| s.tokens(now_unix())).await?;
-        if !toks.is_empty() {
-            let addresses = d.addresses();
-            let fingerprint = d.tls_state().keypair.fingerprint.clone();
-            let items: Vec<Value> = toks
-                .iter()
-                .map(|t| {
-                    if q.recursion > 0 {
-                        tokens::operation(t, &fingerprint, &addresses, None)
-                    } else {
-                        json!(tokens::operation_url(&t.id))
-                    }
-                })
-                .collect();
-            by_status.insert("running".into(), Value::Array(items));
+    let mut by_status: Map<String, Value> = Map::new();
+    for op in visible_operations(&d, &caller.identity).await? {
+        let status = op["status"].as_str().unwrap_or("unknown").to_lowercase();
+        let item = if q.recursion > 0 {
+            op.clone()
+        } else {
+            json!(format!(
+                "/1.0/operations/{}",
+                op["id"].as_str().unwrap_or("")
+            ))
+        };
+        if let Value::Array(items) = by_status
+            .entry(status)
+            .or_insert_with(|| Value::Array(Vec::new()))
+        {
+            items.push(item);
         }
     }
     Ok(response::sync(by_status))
 }
 
-async fn find(d: &Daemon, id: &str) -> ApiResult<rxd_store::TokenRow> {
+/// A token operation by id, for admins.
+async fn find_token(d: &Daemon, id: &str) -> ApiResult<rxd_store::TokenRow> {
     d.db(|s| s.tokens(now_unix()))
         .await?
         .into_iter()
         .find(|t| t.id == id)
-        .ok_or_else(|| ApiError::NotFound("Operation not found".into()))
+        .ok_or_else(|| ApiError::NotFound(NOT_FOUND.into()))
 }
 
-/// Non-admins get the same 404 as for a missing operation.
+/// A registry operation `identity` may see. Invisible and missing answer the same.
+fn find_task(d: &Daemon, identity: &Identity, id: &str) -> Option<Arc<crate::operations::Op>> {
+    d.operations
+        .get(id)
+        .filter(|op| project_visible(identity, &op.project))
+}
+
 pub async fn get(
     State(d): State<Arc<Daemon>>,
     Trusted(caller): Trusted,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    if !caller.identity.is_admin() {
-        return Err(ApiError::NotFound("Operation not found".into()));
+    if let Some(op) = find_task(&d, &caller.identity, &id) {
+        return Ok(response::sync(op.to_json()));
     }
-    let t = find(&d, &id).await?;
+    if !caller.identity.is_admin() {
+        return Err(ApiError::NotFound(NOT_FOUND.into()));
+    }
+    let t = find_token(&d, &id).await?;
     Ok(response::sync(tokens::operation(
         &t,
         &d.tls_state().keypair.fingerprint,
@@ -65,13 +101,60 @@ pub async fn get(
     )))
 }
 
-/// Cancelling a token operation revokes the token.
+#[derive(Deserialize)]
+pub struct WaitQuery {
+    /// Seconds; absent or negative means no limit.
+    #[serde(default)]
+    timeout: Option<i64>,
+}
+
+/// `GET /1.0/operations/<id>/wait`: the operation once it has finished, or when `timeout` passed.
+pub async fn wait(
+    State(d): State<Arc<Daemon>>,
+    Trusted(caller): Trusted,
+    Path(id): Path<String>,
+    Query(q): Query<WaitQuery>,
+) -> ApiResult<Response> {
+    let Some(op) = find_task(&d, &caller.identity, &id) else {
+        if caller.identity.is_admin() {
+            // A token finishes when it is used; waiting returns its current state.
+            let t = find_token(&d, &id).await?;
+            return Ok(response::sync(tokens::operation(
+                &t,
+                &d.tls_state().keypair.fingerprint,
+                &d.addresses(),
+                None,
+            )));
+        }
+        return Err(ApiError::NotFound(NOT_FOUND.into()));
+    };
+    let timeout = q
+        .timeout
+        .filter(|t| *t >= 0)
+        .map(|t| Duration::from_secs(t.unsigned_abs()));
+    op.wait(timeout).await;
+    Ok(response::sync(op.to_json()))
+}
+
+/// Cancelling a task asks it to stop; cancelling a token operation revokes the token.
 pub async fn delete(
     State(d): State<Arc<Daemon>>,
-    Admin(caller, _proof): Admin,
+    Trusted(caller): Trusted,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let t = find(&d, &id).await?;
+    if let Some(op) = find_task(&d, &caller.identity, &id) {
+        if !op.request_cancel() {
+            return Err(ApiError::BadRequest(
+                "This operation can't be cancelled".into(),
+            ));
+        }
+        tracing::info!(operation = %op.id, by = %caller.identity.user_name(), peer = %caller.conn.peer(), "operation cancel requested");
+        return Ok(response::empty());
+    }
+    if !caller.identity.is_admin() {
+        return Err(ApiError::NotFound(NOT_FOUND.into()));
+    }
+    let t = find_token(&d, &id).await?;
     let token_id = t.id.clone();
     d.db(move |s| s.delete_token(&token_id)).await?;
     tracing::info!(

@@ -1,0 +1,314 @@
+//! Images over the real API: import with `rxc` (and Debian's `lxc`), aliases, deletion, and
+//! hostile tarballs refused with nothing written. Hostile archives are made with Python's
+//! tarfile, independently of rxd's own code.
+
+use rxd_client::Method;
+use rxd_testkit::{bin, require_root, require_tool, TestDaemon};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn rxc(d: &TestDaemon, conf: &Path, args: &[&str]) -> Output {
+    Command::new(bin("rxc"))
+        .args(args)
+        .env("RXC_CONF", conf)
+        .env("RXD_DIR", d.dir())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn ok(d: &TestDaemon, conf: &Path, args: &[&str]) -> String {
+    let out = rxc(d, conf, args);
+    assert!(
+        out.status.success(),
+        "rxc {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The busybox test image, built once per test from Debian's busybox-static.
+fn busybox_image(dir: &Path) -> PathBuf {
+    let out = dir.join("busybox.tar.gz");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-busybox-image.sh");
+    let status = Command::new("bash")
+        .arg(script)
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "make-busybox-image.sh failed");
+    out
+}
+
+/// A hostile tarball from a Python snippet that adds entries to `t` (a tarfile opened for writing).
+fn hostile(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let out = dir.join(format!("{name}.tar.gz"));
+    let script = format!(
+        "import io, tarfile\nt = tarfile.open({out:?}, 'w:gz')\n\
+         def add(name, data=b'', **kw):\n    i = tarfile.TarInfo(name); i.size = len(data)\n    for k, v in kw.items(): setattr(i, k, v)\n    t.addfile(i, io.BytesIO(data))\n\
+         meta = b'architecture: x86_64\\ncreation_date: 1\\n'\n{body}\nt.close()\n",
+        out = out.display().to_string()
+    );
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    out
+}
+
+fn leftovers(d: &TestDaemon) -> Vec<String> {
+    std::fs::read_dir(d.dir().join("images"))
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn import_alias_show_delete() {
+    if !require_root("import_alias_show_delete") {
+        return;
+    }
+    let d = TestDaemon::start().await;
+    let conf = tempfile::tempdir().unwrap();
+    let image = busybox_image(conf.path());
+    let fp = rxd_image::fingerprint(&image).unwrap();
+    let out = ok(
+        &d,
+        conf.path(),
+        &["image", "import", image.to_str().unwrap(), "--alias", "bb"],
+    );
+    assert_eq!(out.trim(), format!("Image imported with fingerprint: {fp}"));
+
+    let list: Value =
+        serde_json::from_str(&ok(&d, conf.path(), &["image", "list", "--format", "json"])).unwrap();
+    assert_eq!(list[0]["fingerprint"], fp);
+    assert_eq!(list[0]["aliases"][0]["name"], "bb");
+    assert_eq!(list[0]["properties"]["os"], "busybox");
+    assert_eq!(list[0]["architecture"], std::env::consts::ARCH);
+    let show = ok(&d, conf.path(), &["image", "show", "bb"]);
+    assert!(
+        show.contains(&fp) && show.contains("filename: busybox.tar.gz"),
+        "{show}"
+    );
+    // The tarball is kept under its fingerprint, and its unpacked tree is private.
+    let meta = std::fs::metadata(d.dir().join("images")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o700
+    );
+    assert_eq!(
+        rxd_image::fingerprint(&d.dir().join("images").join(&fp)).unwrap(),
+        fp
+    );
+    let init = d
+        .dir()
+        .join("images")
+        .join(format!("{fp}.unpacked/rootfs/sbin/init"));
+    assert_eq!(
+        std::fs::read_link(init).unwrap(),
+        Path::new("../bin/busybox")
+    );
+
+    // The operation is listed, and waiting on it gives its result.
+    let r = d
+        .unix()
+        .request(Method::GET, "/1.0/operations?recursion=1", None)
+        .await
+        .unwrap();
+    let ops = r.metadata().unwrap();
+    let done = &ops["success"][0];
+    assert_eq!(done["metadata"]["fingerprint"], fp);
+    let waited = d
+        .unix()
+        .get(&format!(
+            "/1.0/operations/{}/wait?timeout=5",
+            done["id"].as_str().unwrap()
+        ))
+        .await
+        .unwrap();
+    assert_eq!(waited["status"], "Success");
+
+    // Duplicates, a wrong claimed fingerprint, and JSON bodies are refused.
+    let again = rxc(
+        &d,
+        conf.path(),
+        &["image", "import", image.to_str().unwrap()],
+    );
+    assert!(String::from_utf8_lossy(&again.stderr)
+        .contains("Image with same fingerprint already exists"));
+    let bytes = std::fs::read(&image).unwrap();
+    let r = d
+        .unix()
+        .send(
+            Method::POST,
+            "/1.0/images",
+            &[("x-lxd-fingerprint", &"0".repeat(64))],
+            bytes.into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    let r = d
+        .unix()
+        .request(
+            Method::POST,
+            "/1.0/images",
+            Some(&json!({"source": {"type": "url"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+
+    // Aliases, then deletion removes everything.
+    ok(
+        &d,
+        conf.path(),
+        &["image", "alias", "create", "busybox", &fp[..12]],
+    );
+    ok(
+        &d,
+        conf.path(),
+        &["image", "alias", "rename", "busybox", "bbx"],
+    );
+    let aliases: Value = serde_json::from_str(&ok(
+        &d,
+        conf.path(),
+        &["image", "alias", "list", "--format", "json"],
+    ))
+    .unwrap();
+    assert_eq!(
+        aliases
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["bb", "bbx"]
+    );
+    ok(&d, conf.path(), &["image", "delete", "bb"]);
+    assert_eq!(leftovers(&d), Vec::<String>::new());
+    assert_eq!(
+        d.unix().get("/1.0/images/aliases").await.unwrap(),
+        json!([])
+    );
+}
+
+#[tokio::test]
+async fn hostile_tarballs_are_refused_with_nothing_written() {
+    if !require_root("hostile_tarballs_are_refused_with_nothing_written") {
+        return;
+    }
+    let d = TestDaemon::start().await;
+    let conf = tempfile::tempdir().unwrap();
+    let cases = [
+        ("dotdot", "add('metadata.yaml', meta)\nadd('rootfs', type=tarfile.DIRTYPE)\nadd('rootfs/../../../tmp/rxd-escape', b'x')", "'..'"),
+        ("absolute", "add('metadata.yaml', meta)\nadd('rootfs', type=tarfile.DIRTYPE)\nadd('/tmp/rxd-escape', b'x')", "absolute"),
+        ("symlinked-rootfs", "add('metadata.yaml', meta)\nadd('rootfs', type=tarfile.SYMTYPE, linkname='/')", "must not be a link"),
+        (
+            "symlink-escape",
+            "add('metadata.yaml', meta)\nadd('rootfs', type=tarfile.DIRTYPE)\nadd('rootfs/etc', type=tarfile.SYMTYPE, linkname='/etc')\nadd('rootfs/etc/rxd-escape', b'x')",
+            "is not a directory of the image",
+        ),
+        (
+            "hardlink-escape",
+            "add('metadata.yaml', meta)\nadd('rootfs', type=tarfile.DIRTYPE)\nadd('rootfs/shadow', type=tarfile.LNKTYPE, linkname='/etc/shadow')",
+            "links to",
+        ),
+        ("no-metadata", "add('rootfs', type=tarfile.DIRTYPE)", "no metadata.yaml"),
+        ("not-a-tarball", "pass", "no metadata.yaml"),
+    ];
+    for (name, body, expected) in cases {
+        let file = hostile(conf.path(), name, body);
+        let out = rxc(
+            &d,
+            conf.path(),
+            &["image", "import", file.to_str().unwrap()],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name} imported");
+        assert!(err.contains(expected), "{name}: {err}");
+        assert_eq!(
+            leftovers(&d),
+            Vec::<String>::new(),
+            "{name}: nothing written"
+        );
+    }
+    assert!(!Path::new("/tmp/rxd-escape").exists() && !Path::new("/etc/rxd-escape").exists());
+    assert_eq!(d.unix().get("/1.0/images").await.unwrap(), json!([]));
+    // Garbage that is not even a tar stream.
+    let junk = conf.path().join("junk.tar.gz");
+    std::fs::write(&junk, b"\x1f\x8bnot really gzip").unwrap();
+    assert!(!rxc(
+        &d,
+        conf.path(),
+        &["image", "import", junk.to_str().unwrap()]
+    )
+    .status
+    .success());
+    assert_eq!(leftovers(&d), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn debian_lxc_imports_lists_and_deletes_images() {
+    if !require_root("debian_lxc_imports_lists_and_deletes_images")
+        || !require_tool(
+            "lxc",
+            "lxd-client",
+            "debian_lxc_imports_lists_and_deletes_images",
+        )
+    {
+        return;
+    }
+    let d = TestDaemon::start().await;
+    let admin = tempfile::tempdir().unwrap();
+    ok(
+        &d,
+        admin.path(),
+        &["config", "set", "core.trust_password", "pw"],
+    );
+    let lxd_conf = tempfile::tempdir().unwrap();
+    let lxc = |args: &[&str]| {
+        Command::new("lxc")
+            .args(args)
+            .env("LXD_CONF", lxd_conf.path())
+            .env("HOME", lxd_conf.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = lxc(&[
+        "remote",
+        "add",
+        "rxd",
+        &d.https_address(),
+        "--accept-certificate",
+        "--password",
+        "pw",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let image = busybox_image(admin.path());
+    let out = lxc(&[
+        "image",
+        "import",
+        image.to_str().unwrap(),
+        "rxd:",
+        "--alias",
+        "bb",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Image imported with fingerprint"));
+    let list = lxc(&["image", "list", "rxd:", "--format", "csv"]);
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains("bb,"),
+        "{list:?}"
+    );
+    let out = lxc(&["image", "delete", "rxd:bb"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(d.unix().get("/1.0/images").await.unwrap(), json!([]));
+}

@@ -1,0 +1,191 @@
+//! The registry of task operations: long actions run in the background, report through
+//! `/1.0/operations/<id>` (and `/wait`), announce their changes as events, and may be cancelled.
+//! Finished operations stay visible for [`RETAIN`] so clients can collect the result.
+//! (Certificate add tokens are operations too, but persisted: see `tokens`.)
+
+use crate::events::Events;
+use rxd_api::StatusCode;
+use rxd_auth::Identity;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How long a finished operation stays listed.
+pub const RETAIN: Duration = Duration::from_secs(60);
+
+struct OpState {
+    status: StatusCode,
+    metadata: Value,
+    err: String,
+    updated_at: i64,
+    finished: Option<Instant>,
+}
+
+pub struct Op {
+    pub id: String,
+    pub class: &'static str,
+    pub description: String,
+    pub project: String,
+    resources: Value,
+    created_at: i64,
+    may_cancel: bool,
+    state: Mutex<OpState>,
+    done: watch::Sender<bool>,
+    cancel: watch::Sender<bool>,
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Who may see an operation or event of `project`: admins, and restricted certificates that
+/// list the project. (Roles per project arrive with RBAC; this is the one place to extend.)
+pub fn project_visible(identity: &Identity, project: &str) -> bool {
+    match identity {
+        id if id.is_admin() => true,
+        Identity::Certificate(c) => !project.is_empty() && c.projects.iter().any(|p| p == project),
+        _ => false,
+    }
+}
+
+impl Op {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OpState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn url(&self) -> String {
+        format!("/1.0/operations/{}", self.id)
+    }
+
+    pub fn to_json(&self) -> Value {
+        let st = self.lock();
+        json!({
+            "id": self.id,
+            "class": self.class,
+            "description": self.description,
+            "created_at": crate::tokens::rfc3339(self.created_at),
+            "updated_at": crate::tokens::rfc3339(st.updated_at),
+            "status": st.status.text(),
+            "status_code": st.status.code(),
+            "resources": self.resources,
+            "metadata": st.metadata,
+            "may_cancel": self.may_cancel && st.finished.is_none(),
+            "err": st.err,
+            "location": "none",
+        })
+    }
+
+    /// Record the outcome, wake waiters and announce it.
+    pub fn finish(&self, events: &Events, result: Result<Value, String>) {
+        {
+            let mut st = self.lock();
+            if st.finished.is_some() {
+                return;
+            }
+            match result {
+                Ok(md) => {
+                    st.status = StatusCode::Success;
+                    st.metadata = md;
+                }
+                Err(e) => {
+                    st.status = if *self.cancel.borrow() {
+                        StatusCode::Cancelled
+                    } else {
+                        StatusCode::Failure
+                    };
+                    st.err = e;
+                }
+            }
+            st.updated_at = now();
+            st.finished = Some(Instant::now());
+        }
+        // send_replace: `send` would drop the value while nobody is waiting yet.
+        self.done.send_replace(true);
+        events.operation(self.to_json(), &self.project);
+    }
+
+    /// Wait until the operation finishes, or `timeout` passes (`None`: no limit).
+    pub async fn wait(&self, timeout: Option<Duration>) {
+        let mut rx = self.done.subscribe();
+        let done = async move {
+            let _ = rx.wait_for(|d| *d).await;
+        };
+        match timeout {
+            Some(t) => {
+                let _ = tokio::time::timeout(t, done).await;
+            }
+            None => done.await,
+        }
+    }
+
+    /// Ask the work to stop; it decides how (and reports Cancelled through `finish`).
+    pub fn request_cancel(&self) -> bool {
+        if !self.may_cancel || self.lock().finished.is_some() {
+            return false;
+        }
+        self.cancel.send_replace(true);
+        true
+    }
+}
+
+#[derive(Default)]
+pub struct Operations {
+    ops: Mutex<HashMap<String, Arc<Op>>>,
+}
+
+impl Operations {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Op>>> {
+        self.ops.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Register a running task operation. `resources` is LXD's map of kind to URLs.
+    pub fn start(
+        &self,
+        events: &Events,
+        description: &str,
+        project: &str,
+        resources: Value,
+        may_cancel: bool,
+    ) -> Arc<Op> {
+        let op = Arc::new(Op {
+            id: uuid::Uuid::new_v4().to_string(),
+            class: "task",
+            description: description.into(),
+            project: project.into(),
+            resources,
+            created_at: now(),
+            may_cancel,
+            state: Mutex::new(OpState {
+                status: StatusCode::Running,
+                metadata: Value::Null,
+                err: String::new(),
+                updated_at: now(),
+                finished: None,
+            }),
+            done: watch::channel(false).0,
+            cancel: watch::channel(false).0,
+        });
+        self.prune();
+        self.lock().insert(op.id.clone(), op.clone());
+        events.operation(op.to_json(), project);
+        op
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Op>> {
+        self.lock().get(id).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<Op>> {
+        self.prune();
+        let mut all: Vec<Arc<Op>> = self.lock().values().cloned().collect();
+        all.sort_by_key(|o| o.created_at);
+        all
+    }
+
+    fn prune(&self) {
+        self.lock()
+            .retain(|_, op| op.lock().finished.is_none_or(|t| t.elapsed() < RETAIN));
+    }
+}

@@ -1,0 +1,517 @@
+//! `/1.0/images` and `/1.0/images/aliases`: importing unified image tarballs, listing, showing and
+//! deleting them, and naming them. An upload is streamed to a private file while it is hashed; the
+//! checks and unpacking (rxd-image, which refuses hostile archives) run as a task operation, and
+//! a failure at any step leaves nothing behind.
+
+use super::ListQuery;
+use crate::body::Json;
+use crate::caller::{Admin, Caller, Trusted};
+use crate::error::{ApiError, ApiResult};
+use crate::response;
+use crate::state::{now_unix, Daemon};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use http::HeaderMap;
+use http_body_util::BodyExt;
+use rxd_store::{AliasRow, ImageRow};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Largest image tarball accepted.
+pub const MAX_IMAGE_BYTES: u64 = 4 << 30;
+const PROJECT: &str = "default";
+const NOT_FOUND: &str = "Image not found";
+
+fn images_dir(d: &Daemon) -> PathBuf {
+    d.dir.join("images")
+}
+
+/// Where an image's unpacked, unshifted tree lives (containers are created from it).
+pub fn unpacked_dir(d: &Daemon, fingerprint: &str) -> PathBuf {
+    images_dir(d).join(format!("{fingerprint}.unpacked"))
+}
+
+fn rfc3339(t: i64) -> String {
+    crate::tokens::rfc3339(t)
+}
+
+fn to_json(row: &ImageRow, aliases: &[AliasRow]) -> Value {
+    let properties: Value = serde_json::from_str(&row.properties).unwrap_or_else(|_| json!({}));
+    json!({
+        "aliases": aliases.iter().filter(|a| a.fingerprint == row.fingerprint)
+            .map(|a| json!({"name": a.name, "description": a.description})).collect::<Vec<_>>(),
+        "architecture": row.architecture,
+        "auto_update": false,
+        "cached": false,
+        "created_at": rfc3339(row.created_at),
+        "expires_at": "0001-01-01T00:00:00Z",
+        "filename": row.filename,
+        "fingerprint": row.fingerprint,
+        "last_used_at": "0001-01-01T00:00:00Z",
+        "profiles": ["default"],
+        "project": row.project,
+        "properties": properties,
+        "public": row.public,
+        "size": row.size,
+        "type": "container",
+        "uploaded_at": rfc3339(row.uploaded_at),
+    })
+}
+
+pub async fn list(
+    State(d): State<Arc<Daemon>>,
+    _: Trusted,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Response> {
+    let (images, aliases) = d
+        .db(|s| Ok((s.images(PROJECT)?, s.aliases(PROJECT)?)))
+        .await?;
+    Ok(if q.recursion > 0 {
+        response::sync(
+            images
+                .iter()
+                .map(|i| to_json(i, &aliases))
+                .collect::<Vec<_>>(),
+        )
+    } else {
+        response::sync(
+            images
+                .iter()
+                .map(|i| format!("/1.0/images/{}", i.fingerprint))
+                .collect::<Vec<_>>(),
+        )
+    })
+}
+
+/// The one image a fingerprint prefix names.
+async fn resolve(d: &Daemon, prefix: &str) -> ApiResult<ImageRow> {
+    let valid = !prefix.is_empty()
+        && prefix.len() <= 64
+        && prefix
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !valid {
+        return Err(ApiError::BadRequest(
+            "Invalid fingerprint: expected 1 to 64 lowercase hexadecimal characters".into(),
+        ));
+    }
+    let p = prefix.to_owned();
+    let mut rows = d.db(move |s| s.images_by_prefix(PROJECT, &p, 2)).await?;
+    match rows.len() {
+        0 => Err(ApiError::NotFound(NOT_FOUND.into())),
+        1 => Ok(rows.remove(0)),
+        _ => Err(ApiError::BadRequest("More than one image matches".into())),
+    }
+}
+
+pub async fn get(
+    State(d): State<Arc<Daemon>>,
+    _: Trusted,
+    Path(fp): Path<String>,
+) -> ApiResult<Response> {
+    let row = resolve(&d, &fp).await?;
+    let aliases = d.db(|s| s.aliases(PROJECT)).await?;
+    Ok(response::sync(to_json(&row, &aliases)))
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// `POST /1.0/images` with the tarball as the body.
+pub async fn post(
+    State(d): State<Arc<Daemon>>,
+    Admin(caller, _proof): Admin,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    if header(&headers, "content-type").is_some_and(|c| c.starts_with("application/json")) {
+        return Err(ApiError::BadRequest(
+            "rxd imports images uploaded directly (the tarball as the request body); remote sources are not supported".into(),
+        ));
+    }
+    if header(&headers, "content-length")
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > MAX_IMAGE_BYTES)
+    {
+        return Err(ApiError::TooLarge {
+            limit: MAX_IMAGE_BYTES as usize,
+        });
+    }
+    let dir = images_dir(&d);
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(ApiError::internal)?;
+    }
+    let upload = Upload::new(dir.join(format!(".upload-{}", uuid::Uuid::new_v4())))?;
+    let (fingerprint, size) = upload.receive(body).await?;
+    if let Some(claimed) = header(&headers, "x-lxd-fingerprint") {
+        if claimed != fingerprint {
+            return Err(ApiError::BadRequest(format!(
+                "Fingerprint mismatch: the upload's SHA-256 is {fingerprint}, not {claimed}"
+            )));
+        }
+    }
+    let fp = fingerprint.clone();
+    if d.db(move |s| s.images_by_prefix(PROJECT, &fp, 1))
+        .await?
+        .iter()
+        .any(|i| i.fingerprint == fingerprint)
+    {
+        return Err(ApiError::Conflict(
+            "Image with same fingerprint already exists".into(),
+        ));
+    }
+    let filename = header(&headers, "x-lxd-filename")
+        .map(|f| f.rsplit('/').next().unwrap_or(f).to_owned())
+        .unwrap_or_default();
+    let public = matches!(header(&headers, "x-lxd-public"), Some("1" | "true"));
+    let op = d.operations.start(
+        &d.events,
+        "Downloading image",
+        PROJECT,
+        json!({"images": [format!("/1.0/images/{fingerprint}")]}),
+        false,
+    );
+    let (d2, op2) = (d.clone(), op.clone());
+    tokio::spawn(async move {
+        let result = import(&d2, upload, &fingerprint, size, filename, public, &caller).await;
+        op2.finish(&d2.events, result.map_err(|e| e.to_string()));
+    });
+    Ok(response::operation(op.url(), op.to_json()))
+}
+
+/// An upload in progress: removed on drop unless kept.
+struct Upload {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Upload {
+    fn new(path: PathBuf) -> ApiResult<Upload> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .open(&path)
+            .map_err(ApiError::internal)?;
+        Ok(Upload { path, keep: false })
+    }
+
+    /// Stream the body to the file, hashing as it goes; returns the fingerprint and size.
+    async fn receive(&self, body: Body) -> ApiResult<(String, u64)> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .map_err(ApiError::internal)?;
+        let mut hasher = Sha256::new();
+        let mut size: u64 = 0;
+        let mut body = body;
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|e| ApiError::BadRequest(format!("reading the upload: {e}")))?;
+            let Ok(chunk) = frame.into_data() else {
+                continue;
+            };
+            size += chunk.len() as u64;
+            if size > MAX_IMAGE_BYTES {
+                return Err(ApiError::TooLarge {
+                    limit: MAX_IMAGE_BYTES as usize,
+                });
+            }
+            hasher.update(&chunk);
+            // Small writes to a local file; blocking here is brief.
+            file.write_all(&chunk).map_err(ApiError::internal)?;
+        }
+        file.sync_all().map_err(ApiError::internal)?;
+        if size == 0 {
+            return Err(ApiError::BadRequest("The upload is empty".into()));
+        }
+        Ok((hex::encode(hasher.finalize()), size))
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+async fn import(
+    d: &Arc<Daemon>,
+    mut upload: Upload,
+    fingerprint: &str,
+    size: u64,
+    filename: String,
+    public: bool,
+    caller: &Caller,
+) -> ApiResult<Value> {
+    let (tarball, unpacked) = (
+        images_dir(d).join(fingerprint),
+        unpacked_dir(d, fingerprint),
+    );
+    let src = upload.path.clone();
+    let (tb, up) = (tarball.clone(), unpacked.clone());
+    // Unpack once per content; another project's import of the same tarball reuses it.
+    let meta = tokio::task::spawn_blocking(move || {
+        let limits = rxd_image::Limits::default();
+        let meta = if up.exists() {
+            rxd_image::read_metadata(&src, &limits)?
+        } else {
+            rxd_image::unpack(&src, &up, None, &limits)?.metadata
+        };
+        if !tb.exists() {
+            std::fs::rename(&src, &tb).map_err(|e| rxd_image::ImageError::Io {
+                path: tb.display().to_string(),
+                source: e,
+            })?;
+        }
+        Ok::<_, rxd_image::ImageError>(meta)
+    })
+    .await?
+    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    upload.keep = tarball.exists();
+    let row = ImageRow {
+        project: PROJECT.into(),
+        fingerprint: fingerprint.into(),
+        filename,
+        size: size as i64,
+        architecture: meta.architecture.clone(),
+        properties: serde_json::to_string(&meta.properties).unwrap_or_else(|_| "{}".into()),
+        public,
+        created_at: meta.creation_date,
+        uploaded_at: now_unix(),
+    };
+    let stored = row.clone();
+    d.db(move |s| s.insert_image(&stored)).await?;
+    tracing::info!(fingerprint, size, by = %caller.identity.user_name(), peer = %caller.conn.peer(), "image imported");
+    d.events.lifecycle(
+        "image-created",
+        &format!("/1.0/images/{fingerprint}"),
+        PROJECT,
+        caller,
+    );
+    Ok(json!({"fingerprint": fingerprint, "size": size}))
+}
+
+pub async fn delete(
+    State(d): State<Arc<Daemon>>,
+    Admin(caller, _proof): Admin,
+    Path(fp): Path<String>,
+) -> ApiResult<Response> {
+    let row = resolve(&d, &fp).await?;
+    let op = d.operations.start(
+        &d.events,
+        "Deleting image",
+        PROJECT,
+        json!({"images": [format!("/1.0/images/{}", row.fingerprint)]}),
+        false,
+    );
+    let fingerprint = row.fingerprint.clone();
+    let result = d
+        .db(move |s| {
+            s.delete_image(PROJECT, &fingerprint)?;
+            s.image_in_use(&fingerprint)
+        })
+        .await;
+    match result {
+        Ok(in_use) => {
+            if !in_use {
+                let _ = std::fs::remove_file(images_dir(&d).join(&row.fingerprint));
+                let _ = std::fs::remove_dir_all(unpacked_dir(&d, &row.fingerprint));
+            }
+            d.events.lifecycle(
+                "image-deleted",
+                &format!("/1.0/images/{}", row.fingerprint),
+                PROJECT,
+                &caller,
+            );
+            op.finish(&d.events, Ok(Value::Null));
+        }
+        Err(e) => op.finish(&d.events, Err(e.to_string())),
+    }
+    Ok(response::operation(op.url(), op.to_json()))
+}
+
+/// Alias names: like LXD's, free text without `/` or control characters, at most 255 bytes.
+fn valid_alias(name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.contains('/')
+        && !name.chars().any(char::is_control)
+        && name != "."
+        && name != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "Invalid alias name {name:?}: no '/', no control characters, at most 255 bytes"
+        )))
+    }
+}
+
+fn alias_json(a: &AliasRow) -> Value {
+    json!({"name": a.name, "description": a.description, "target": a.fingerprint, "type": "container"})
+}
+
+pub async fn aliases(
+    State(d): State<Arc<Daemon>>,
+    _: Trusted,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Response> {
+    let all = d.db(|s| s.aliases(PROJECT)).await?;
+    Ok(if q.recursion > 0 {
+        response::sync(all.iter().map(alias_json).collect::<Vec<_>>())
+    } else {
+        response::sync(
+            all.iter()
+                .map(|a| format!("/1.0/images/aliases/{}", a.name))
+                .collect::<Vec<_>>(),
+        )
+    })
+}
+
+#[derive(Deserialize)]
+pub struct AliasPost {
+    name: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    description: String,
+    target: String,
+}
+
+fn null_as_default<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+pub async fn alias_post(
+    State(d): State<Arc<Daemon>>,
+    Admin(caller, _): Admin,
+    Json(body): Json<AliasPost>,
+) -> ApiResult<Response> {
+    valid_alias(&body.name)?;
+    let image = resolve(&d, &body.target).await?;
+    let row = AliasRow {
+        project: PROJECT.into(),
+        name: body.name.clone(),
+        fingerprint: image.fingerprint,
+        description: body.description,
+    };
+    let stored = row.clone();
+    d.db(move |s| s.insert_alias(&stored))
+        .await
+        .map_err(|e| match e {
+            ApiError::Conflict(_) => ApiError::Conflict("Alias already exists".into()),
+            other => other,
+        })?;
+    d.events.lifecycle(
+        "image-alias-created",
+        &format!("/1.0/images/aliases/{}", row.name),
+        PROJECT,
+        &caller,
+    );
+    Ok(response::created(&format!(
+        "/1.0/images/aliases/{}",
+        row.name
+    )))
+}
+
+async fn find_alias(d: &Daemon, name: &str) -> ApiResult<AliasRow> {
+    let n = name.to_owned();
+    d.db(move |s| s.alias(PROJECT, &n))
+        .await
+        .map_err(|e| match e {
+            ApiError::NotFound(_) => ApiError::NotFound("Image alias not found".into()),
+            other => other,
+        })
+}
+
+pub async fn alias_get(
+    State(d): State<Arc<Daemon>>,
+    _: Trusted,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    Ok(response::sync(alias_json(&find_alias(&d, &name).await?)))
+}
+
+#[derive(Deserialize)]
+pub struct AliasPut {
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    target: Option<String>,
+}
+
+pub async fn alias_put(
+    State(d): State<Arc<Daemon>>,
+    _: Admin,
+    Path(name): Path<String>,
+    Json(body): Json<AliasPut>,
+) -> ApiResult<Response> {
+    let mut alias = find_alias(&d, &name).await?;
+    if let Some(t) = body.target {
+        alias.fingerprint = resolve(&d, &t).await?.fingerprint;
+    }
+    if let Some(desc) = body.description {
+        alias.description = desc;
+    }
+    d.db(move |s| s.update_alias(&alias)).await?;
+    Ok(response::empty())
+}
+
+#[derive(Deserialize)]
+pub struct AliasRename {
+    name: String,
+}
+
+/// `POST /1.0/images/aliases/<name>` renames.
+pub async fn alias_rename(
+    State(d): State<Arc<Daemon>>,
+    _: Admin,
+    Path(name): Path<String>,
+    Json(body): Json<AliasRename>,
+) -> ApiResult<Response> {
+    valid_alias(&body.name)?;
+    find_alias(&d, &name).await?;
+    let new = body.name.clone();
+    d.db(move |s| s.rename_alias(PROJECT, &name, &new))
+        .await
+        .map_err(|e| match e {
+            ApiError::Conflict(_) => ApiError::Conflict("Alias already exists".into()),
+            other => other,
+        })?;
+    Ok(response::created(&format!(
+        "/1.0/images/aliases/{}",
+        body.name
+    )))
+}
+
+pub async fn alias_delete(
+    State(d): State<Arc<Daemon>>,
+    Admin(caller, _): Admin,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    find_alias(&d, &name).await?;
+    let n = name.clone();
+    d.db(move |s| s.delete_alias(PROJECT, &n)).await?;
+    d.events.lifecycle(
+        "image-alias-deleted",
+        &format!("/1.0/images/aliases/{name}"),
+        PROJECT,
+        &caller,
+    );
+    Ok(response::empty())
+}

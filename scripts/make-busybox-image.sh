@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Build a small LXD unified image (metadata.yaml + rootfs/) from Debian's static busybox, for the
+# tests and the demo: rxc image import OUT --alias bb
+set -euo pipefail
+out=${1:?usage: make-busybox-image.sh OUT.tar.gz}
+case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
+
+bb=/bin/busybox
+if ! [ -x "$bb" ] || ! "$bb" --list >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null
+  fi
+fi
+[ -x "$bb" ] || { echo "no $bb: apt-get install -y busybox-static" >&2; exit 1; }
+# A dynamically linked busybox would find no libraries inside the container.
+if command -v ldd >/dev/null && ldd "$bb" 2>/dev/null | grep -q '=>'; then
+  echo "$bb is not statically linked: apt-get install -y busybox-static" >&2
+  exit 1
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+root=$work/rootfs
+mkdir -p "$root"/{bin,sbin,etc,dev,proc,sys,tmp,root,run,var,usr/bin,usr/sbin}
+chmod 1777 "$root/tmp"
+chmod 0700 "$root/root"
+cp "$bb" "$root/bin/busybox"
+for applet in $("$bb" --list); do
+  [ "$applet" = busybox ] && continue
+  ln -s busybox "$root/bin/$applet"
+done
+ln -sf ../bin/busybox "$root/sbin/init"
+printf '::sysinit:/bin/true\n::restart:/sbin/init\n::shutdown:/bin/true\n' >"$root/etc/inittab"
+printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
+printf 'root:x:0:\n' >"$root/etc/group"
+version=$("$bb" | head -n 1 | sed -n 's/^BusyBox v\([0-9.]*\).*/\1/p')
+cat >"$work/metadata.yaml" <<META
+architecture: $(uname -m)
+creation_date: $(date +%s)
+properties:
+  description: "busybox ${version:-unknown}"
+  os: busybox
+  release: "${version:-unknown}"
+META
+tar --numeric-owner --owner=0 --group=0 -C "$work" -czf "$out" metadata.yaml rootfs
+echo "$out $(sha256sum "$out" | cut -d' ' -f1)"
