@@ -23,8 +23,10 @@ where
 /// API extensions rxd implements. Clients decide which request shapes to send from this list, so a
 /// name goes here only when the feature behind it works.
 pub const API_EXTENSIONS: &[&str] = &[
+    "api_filtering",
     "auth_user",
     "certificate_token",
+    "instance_get_full",
     "certificate_update",
     "certificate_self_renewal",
     "remote_token_expiry",

@@ -4,6 +4,7 @@
 pub mod address;
 pub mod config;
 pub mod expiry;
+pub mod filter;
 pub mod idmap;
 pub mod instance_config;
 pub mod name;

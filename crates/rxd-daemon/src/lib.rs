@@ -8,6 +8,7 @@ mod config;
 mod error;
 mod events;
 mod facts;
+mod hostids;
 mod https;
 mod listener;
 mod operations;
@@ -102,6 +103,13 @@ pub async fn run(
         connections: Default::default(),
         events: Default::default(),
         operations: Default::default(),
+        hostids: match hostids::load() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "no usable subordinate ids for root: only privileged containers will be able to run");
+                None
+            }
+        },
         tracker: TaskTracker::new(),
         shutdown,
     });

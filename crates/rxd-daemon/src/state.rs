@@ -33,6 +33,8 @@ pub struct Daemon {
     pub connections: Arc<crate::listener::ConnRegistry>,
     pub events: crate::events::Events,
     pub operations: crate::operations::Operations,
+    /// The host id range for unprivileged containers (from /etc/subuid and /etc/subgid).
+    pub hostids: Option<crate::hostids::HostIds>,
     pub tracker: TaskTracker,
     pub shutdown: watch::Sender<bool>,
 }

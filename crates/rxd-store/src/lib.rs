@@ -5,10 +5,12 @@
 mod certificates;
 mod config;
 mod images;
+mod instances;
 mod migrations;
 
 pub use certificates::{CertificateRow, TokenRow};
 pub use images::{AliasRow, ImageRow};
+pub use instances::InstanceRow;
 
 use rusqlite::Connection;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

@@ -56,6 +56,26 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (project, name),
         FOREIGN KEY (project, fingerprint) REFERENCES images (project, fingerprint) ON DELETE CASCADE
     );",
+    // 4: instances, and every isolated idmap block in one table (all projects), so allocation
+    // sees every other block.
+    "CREATE TABLE instances (
+        project      TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        architecture TEXT NOT NULL,
+        config       TEXT NOT NULL,
+        description  TEXT NOT NULL,
+        ephemeral    INTEGER NOT NULL,
+        created_at   INTEGER NOT NULL,
+        PRIMARY KEY (project, name)
+    );
+    CREATE TABLE idmap_blocks (
+        project  TEXT NOT NULL,
+        instance TEXT NOT NULL,
+        base     INTEGER NOT NULL UNIQUE,
+        size     INTEGER NOT NULL,
+        PRIMARY KEY (project, instance),
+        FOREIGN KEY (project, instance) REFERENCES instances (project, name) ON DELETE CASCADE ON UPDATE CASCADE
+    );",
 ];
 
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

@@ -72,21 +72,14 @@ pub async fn list(
     let (images, aliases) = d
         .db(|s| Ok((s.images(PROJECT)?, s.aliases(PROJECT)?)))
         .await?;
-    Ok(if q.recursion > 0 {
-        response::sync(
-            images
-                .iter()
-                .map(|i| to_json(i, &aliases))
-                .collect::<Vec<_>>(),
+    let objects = images.iter().map(|i| to_json(i, &aliases)).collect();
+    let selected = q.select(objects, |o| {
+        format!(
+            "/1.0/images/{}",
+            o["fingerprint"].as_str().unwrap_or_default()
         )
-    } else {
-        response::sync(
-            images
-                .iter()
-                .map(|i| format!("/1.0/images/{}", i.fingerprint))
-                .collect::<Vec<_>>(),
-        )
-    })
+    })?;
+    Ok(response::sync(selected))
 }
 
 /// The one image a fingerprint prefix names.
@@ -107,6 +100,20 @@ async fn resolve(d: &Daemon, prefix: &str) -> ApiResult<ImageRow> {
         0 => Err(ApiError::NotFound(NOT_FOUND.into())),
         1 => Ok(rows.remove(0)),
         _ => Err(ApiError::BadRequest("More than one image matches".into())),
+    }
+}
+
+/// The fingerprint an instance source names: an alias, or a fingerprint prefix.
+pub async fn resolve_source(d: &Daemon, target: &str) -> ApiResult<String> {
+    let name = target.to_owned();
+    if let Ok(alias) = d.db(move |s| s.alias(PROJECT, &name)).await {
+        return Ok(alias.fingerprint);
+    }
+    // Neither an alias nor a fingerprint: not found, not a syntax error.
+    match resolve(d, target).await {
+        Ok(image) => Ok(image.fingerprint),
+        Err(ApiError::BadRequest(_)) => Err(ApiError::NotFound(NOT_FOUND.into())),
+        Err(e) => Err(e),
     }
 }
 

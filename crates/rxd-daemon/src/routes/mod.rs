@@ -2,7 +2,8 @@
 //! an unsupported method answer 501, as LXD does. Every refused request is logged once, here.
 
 mod certificates;
-mod images;
+pub mod images;
+mod instances;
 mod operations;
 mod server;
 mod warnings;
@@ -22,6 +23,42 @@ use std::sync::Arc;
 pub struct ListQuery {
     #[serde(default)]
     pub recursion: u8,
+    /// LXD's `api_filtering` expression, where the listing supports it.
+    #[serde(default)]
+    pub filter: Option<String>,
+}
+
+impl ListQuery {
+    /// Keep the objects the filter selects (all when there is none), as URLs or objects.
+    pub fn select(
+        &self,
+        objects: Vec<serde_json::Value>,
+        url: impl Fn(&serde_json::Value) -> String,
+    ) -> Result<Vec<serde_json::Value>, crate::error::ApiError> {
+        let filter = match self
+            .filter
+            .as_deref()
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+        {
+            Some(f) => Some(
+                rxd_core::filter::Filter::parse(f)
+                    .map_err(|e| crate::error::ApiError::BadRequest(e.to_string()))?,
+            ),
+            None => None,
+        };
+        Ok(objects
+            .into_iter()
+            .filter(|o| filter.as_ref().is_none_or(|f| f.matches(o)))
+            .map(|o| {
+                if self.recursion > 0 {
+                    o
+                } else {
+                    serde_json::Value::String(url(&o))
+                }
+            })
+            .collect())
+    }
 }
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
@@ -66,6 +103,32 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(
             "/1.0/images/{fingerprint}",
             get(images::get).delete(images::delete),
+        )
+        .route("/1.0/instances", get(instances::list).post(instances::post))
+        .route(
+            "/1.0/instances/{name}",
+            get(instances::get).delete(instances::delete),
+        )
+        .route(
+            "/1.0/instances/{name}/state",
+            get(instances::state).put(instances::put_state),
+        )
+        .route("/1.0/instances/{name}/snapshots", get(instances::snapshots))
+        .route(
+            "/1.0/containers",
+            get(instances::list).post(instances::post),
+        )
+        .route(
+            "/1.0/containers/{name}",
+            get(instances::get).delete(instances::delete),
+        )
+        .route(
+            "/1.0/containers/{name}/state",
+            get(instances::state).put(instances::put_state),
+        )
+        .route(
+            "/1.0/containers/{name}/snapshots",
+            get(instances::snapshots),
         )
         .route("/1.0/events", get(crate::events::get))
         .route("/1.0/operations", get(operations::list))

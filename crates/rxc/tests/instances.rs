@@ -1,0 +1,349 @@
+//! Instance records: creation from an image with the idmap allocated and the root filesystem
+//! shifted to it on disk, refusals, deletion, and Debian's `lxc init`/`list`/`delete`. (Starting
+//! containers needs the runtime, which is not built yet: that answers 501.)
+
+use rxd_client::{Client, Method};
+use rxd_testkit::{bin, require_root, require_tool, TestDaemon};
+use serde_json::{json, Value};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+async fn with_image(d: &TestDaemon) -> tempfile::TempDir {
+    let conf = tempfile::tempdir().unwrap();
+    let image = conf.path().join("bb.tar.gz");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-busybox-image.sh");
+    assert!(Command::new("bash")
+        .arg(script)
+        .arg(&image)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    let out = Command::new(bin("rxc"))
+        .args(["image", "import", image.to_str().unwrap(), "--alias", "bb"])
+        .env("RXC_CONF", conf.path())
+        .env("RXD_DIR", d.dir())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    conf
+}
+
+/// POST an instance and wait for the operation; returns its final state.
+async fn create(c: &Client, body: Value) -> Result<Value, (u16, String)> {
+    let r = c
+        .request(Method::POST, "/1.0/instances", Some(&body))
+        .await
+        .unwrap();
+    if r.status != 202 {
+        let e = r.envelope().unwrap();
+        return Err((r.status, e.error));
+    }
+    let op = r.envelope().unwrap().metadata;
+    let done = c
+        .get(&format!(
+            "/1.0/operations/{}/wait",
+            op["id"].as_str().unwrap()
+        ))
+        .await
+        .unwrap();
+    if done["status"] == "Success" {
+        Ok(c.get(&format!(
+            "/1.0/instances/{}",
+            body["name"].as_str().unwrap()
+        ))
+        .await
+        .unwrap())
+    } else {
+        Err((400, done["err"].as_str().unwrap_or_default().to_owned()))
+    }
+}
+
+fn rootfs(d: &TestDaemon, name: &str) -> PathBuf {
+    d.dir().join("containers").join(name).join("rootfs")
+}
+
+fn base(v: &Value) -> u32 {
+    v["config"]["volatile.idmap.base"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn idmaps_are_allocated_and_the_rootfs_follows_them() {
+    if !require_root("idmaps_are_allocated_and_the_rootfs_follows_them") {
+        return;
+    }
+    let d = TestDaemon::start().await;
+    let _conf = with_image(&d).await;
+    let unix = d.unix();
+    let src = json!({"type": "image", "alias": "bb"});
+    let (host_base, _) =
+        rxd_core::idmap::parse_subid(&std::fs::read_to_string("/etc/subuid").unwrap(), "root")
+            .unwrap();
+
+    let shared = create(&unix, json!({"name": "c1", "source": src}))
+        .await
+        .unwrap();
+    let iso1 = create(
+        &unix,
+        json!({"name": "c2", "source": src, "config": {"security.idmap.isolated": "true"}}),
+    )
+    .await
+    .unwrap();
+    let iso2 = create(&unix, json!({"name": "c3", "source": src, "config": {"security.idmap.isolated": "true", "security.idmap.size": "100000"}})).await.unwrap();
+    let privileged = create(
+        &unix,
+        json!({"name": "c4", "source": src, "config": {"security.privileged": "true"}}),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(
+        base(&shared),
+        host_base,
+        "unprivileged containers share the first block"
+    );
+    assert_eq!(base(&privileged), 0);
+    assert_eq!(privileged["config"]["volatile.idmap.next"], "[]");
+    let next: Value =
+        serde_json::from_str(shared["config"]["volatile.idmap.next"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        next[0],
+        json!({"Isuid": true, "Isgid": false, "Hostid": host_base, "Nsid": 0, "Maprange": 65536})
+    );
+    // Isolated blocks miss the shared block and each other.
+    let blocks = [
+        (base(&shared), 65536u32),
+        (base(&iso1), 65536),
+        (base(&iso2), 100_000),
+    ];
+    for (i, a) in blocks.iter().enumerate() {
+        for b in &blocks[i + 1..] {
+            assert!(a.0 + a.1 <= b.0 || b.0 + b.1 <= a.0, "{a:?} overlaps {b:?}");
+        }
+    }
+    // On disk, container root is the map's first host id; a privileged rootfs stays root's.
+    for (name, v) in [("c1", &shared), ("c2", &iso1), ("c3", &iso2)] {
+        let m = std::fs::symlink_metadata(rootfs(&d, name).join("bin/busybox")).unwrap();
+        assert_eq!(m.uid(), base(v), "{name}");
+        assert_ne!(m.uid(), 0, "{name}: never host root");
+    }
+    assert_eq!(
+        std::fs::metadata(rootfs(&d, "c4").join("bin/busybox"))
+            .unwrap()
+            .uid(),
+        0
+    );
+    assert_eq!(
+        std::fs::metadata(d.dir().join("containers"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o711
+    );
+    assert_eq!(
+        std::fs::metadata(d.dir().join("containers/c1"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+
+    // A pinned base inside another container's block is refused, leaving nothing.
+    let err = create(&unix, json!({"name": "c5", "source": src, "config": {"security.idmap.isolated": "true", "security.idmap.base": base(&iso1).to_string()}})).await.unwrap_err();
+    assert!(err.1.contains("overlaps"), "{err:?}");
+    assert!(!d.dir().join("containers/c5").exists());
+    assert_eq!(
+        unix.request(Method::GET, "/1.0/instances/c5", None)
+            .await
+            .unwrap()
+            .status,
+        404
+    );
+
+    // Deleting frees the block for the next isolated container.
+    let r = unix
+        .request(Method::DELETE, "/1.0/instances/c2", None)
+        .await
+        .unwrap();
+    let op = r.envelope().unwrap().metadata;
+    let done = unix
+        .get(&format!(
+            "/1.0/operations/{}/wait",
+            op["id"].as_str().unwrap()
+        ))
+        .await
+        .unwrap();
+    assert_eq!(done["status"], "Success");
+    assert!(!d.dir().join("containers/c2").exists());
+    let again = create(
+        &unix,
+        json!({"name": "c6", "source": src, "config": {"security.idmap.isolated": "true"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(base(&again), base(&iso1));
+
+    let list = unix
+        .get("/1.0/instances?recursion=1&filter=name%20eq%20c6")
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(
+        unix.get("/1.0/containers")
+            .await
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    // Starting needs the runtime, which does not exist yet.
+    let r = unix
+        .request(
+            Method::PUT,
+            "/1.0/instances/c1/state",
+            Some(&json!({"action": "start"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 501);
+}
+
+#[tokio::test]
+async fn bad_instance_requests_are_refused() {
+    if !require_root("bad_instance_requests_are_refused") {
+        return;
+    }
+    let d = TestDaemon::start().await;
+    let _conf = with_image(&d).await;
+    let unix = d.unix();
+    let src = json!({"type": "image", "alias": "bb"});
+    for (body, status, text) in [
+        (
+            json!({"name": "1bad", "source": src}),
+            400,
+            "Invalid instance name",
+        ),
+        (
+            json!({"name": "bad_name", "source": src}),
+            400,
+            "Invalid instance name",
+        ),
+        (
+            json!({"name": "c1", "source": src, "config": {"raw.lxc": "lxc.apparmor.profile=unconfined"}}),
+            400,
+            "raw.*",
+        ),
+        (
+            json!({"name": "c1", "source": src, "config": {"volatile.idmap.next": "[]"}}),
+            400,
+            "managed by rxd",
+        ),
+        (
+            json!({"name": "c1", "source": src, "config": {"limits.cpu": "1"}}),
+            400,
+            "unknown",
+        ),
+        (
+            json!({"name": "c1", "source": src, "devices": {"root": {"type": "disk", "path": "/", "source": "/"}}}),
+            400,
+            "Devices",
+        ),
+        (
+            json!({"name": "c1", "source": {"type": "image", "alias": "nope"}}),
+            404,
+            "not found",
+        ),
+        (
+            json!({"name": "c1", "source": src, "type": "virtual-machine"}),
+            400,
+            "containers only",
+        ),
+    ] {
+        let (got, msg) = create(&unix, body.clone()).await.unwrap_err();
+        assert_eq!(got, status, "{body}: {msg}");
+        assert!(msg.contains(text), "{body}: {msg}");
+    }
+    assert_eq!(unix.get("/1.0/instances").await.unwrap(), json!([]));
+    create(&unix, json!({"name": "c1", "source": src}))
+        .await
+        .unwrap();
+    let (_, msg) = create(&unix, json!({"name": "c1", "source": src}))
+        .await
+        .unwrap_err();
+    assert!(msg.contains("already exists"), "{msg}");
+    // Untrusted callers cannot create.
+    let r = d
+        .https(None)
+        .request(
+            Method::POST,
+            "/1.0/instances",
+            Some(&json!({"name": "x", "source": src})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403);
+}
+
+#[tokio::test]
+async fn debian_lxc_init_list_delete() {
+    if !require_root("debian_lxc_init_list_delete")
+        || !require_tool("lxc", "lxd-client", "debian_lxc_init_list_delete")
+    {
+        return;
+    }
+    let d = TestDaemon::start().await;
+    let conf = with_image(&d).await;
+    let out = Command::new(bin("rxc"))
+        .args(["config", "set", "core.trust_password", "pw"])
+        .env("RXC_CONF", conf.path())
+        .env("RXD_DIR", d.dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let lxd_conf = tempfile::tempdir().unwrap();
+    let lxc = |args: &[&str]| {
+        Command::new("lxc")
+            .args(args)
+            .env("LXD_CONF", lxd_conf.path())
+            .env("HOME", lxd_conf.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    assert!(lxc(&[
+        "remote",
+        "add",
+        "rxd",
+        &d.https_address(),
+        "--accept-certificate",
+        "--password",
+        "pw"
+    ])
+    .status
+    .success());
+    let out = lxc(&["init", "rxd:bb", "rxd:web1"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = lxc(&["list", "rxd:", "--format", "csv", "-c", "ns"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "web1,STOPPED",
+        "{out:?}"
+    );
+    let out = lxc(&["list", "rxd:"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("| web1 | STOPPED |"),
+        "{out:?}"
+    );
+    let out = lxc(&["delete", "rxd:web1"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(d.unix().get("/1.0/instances").await.unwrap(), json!([]));
+}

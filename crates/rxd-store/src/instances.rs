@@ -1,0 +1,207 @@
+//! The `instances` and `idmap_blocks` tables.
+
+use crate::{Store, StoreError};
+use rusqlite::{params, OptionalExtension, Transaction};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRow {
+    pub project: String,
+    pub name: String,
+    pub architecture: String,
+    /// JSON object of string values (user config and rxd's volatile keys).
+    pub config: String,
+    pub description: String,
+    pub ephemeral: bool,
+    pub created_at: i64,
+}
+
+const COLUMNS: &str = "project, name, architecture, config, description, ephemeral, created_at";
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InstanceRow> {
+    Ok(InstanceRow {
+        project: r.get(0)?,
+        name: r.get(1)?,
+        architecture: r.get(2)?,
+        config: r.get(3)?,
+        description: r.get(4)?,
+        ephemeral: r.get(5)?,
+        created_at: r.get(6)?,
+    })
+}
+
+fn blocks(tx: &Transaction<'_>) -> Result<Vec<(u32, u32)>, StoreError> {
+    let mut stmt = tx.prepare("SELECT base, size FROM idmap_blocks ORDER BY base")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u32>(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Chooses an idmap block (base, size) given the blocks already taken.
+pub type Allocator<E> = dyn Fn(&[(u32, u32)]) -> Result<(u32, u32), E>;
+
+impl Store {
+    /// Create an instance; if `allocate` is given, it is called with every isolated block already
+    /// taken (base, size) and returns this instance's block (or refuses), all in one transaction
+    /// so two creations cannot pick the same ids.
+    pub fn create_instance<E>(
+        &self,
+        row: &InstanceRow,
+        allocate: Option<&Allocator<E>>,
+    ) -> Result<Result<Option<(u32, u32)>, E>, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        tx.execute(
+            &format!("INSERT INTO instances ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+            params![
+                row.project,
+                row.name,
+                row.architecture,
+                row.config,
+                row.description,
+                row.ephemeral,
+                row.created_at
+            ],
+        )
+        .map_err(|e| match &e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                StoreError::AlreadyExists { kind: "instance" }
+            }
+            _ => e.into(),
+        })?;
+        let block = match allocate {
+            None => None,
+            Some(f) => match f(&blocks(&tx)?) {
+                Ok((base, size)) => {
+                    tx.execute(
+                        "INSERT INTO idmap_blocks (project, instance, base, size) VALUES (?1, ?2, ?3, ?4)",
+                        params![row.project, row.name, base, size],
+                    )?;
+                    Some((base, size))
+                }
+                Err(e) => return Ok(Err(e)),
+            },
+        };
+        tx.commit()?;
+        Ok(Ok(block))
+    }
+
+    pub fn instances(&self, project: &str) -> Result<Vec<InstanceRow>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM instances WHERE project = ?1 ORDER BY name"
+        ))?;
+        let rows = stmt.query_map(params![project], from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn instance(&self, project: &str, name: &str) -> Result<InstanceRow, StoreError> {
+        self.conn()?
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM instances WHERE project = ?1 AND name = ?2"),
+                params![project, name],
+                from_row,
+            )
+            .optional()?
+            .ok_or(StoreError::NotFound { kind: "instance" })
+    }
+
+    pub fn update_instance_config(
+        &self,
+        project: &str,
+        name: &str,
+        config: &str,
+    ) -> Result<(), StoreError> {
+        let n = self.conn()?.execute(
+            "UPDATE instances SET config = ?3 WHERE project = ?1 AND name = ?2",
+            params![project, name, config],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound { kind: "instance" });
+        }
+        Ok(())
+    }
+
+    /// Delete an instance and its idmap block.
+    pub fn delete_instance(&self, project: &str, name: &str) -> Result<(), StoreError> {
+        let n = self.conn()?.execute(
+            "DELETE FROM instances WHERE project = ?1 AND name = ?2",
+            params![project, name],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound { kind: "instance" });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str) -> InstanceRow {
+        InstanceRow {
+            project: "default".into(),
+            name: name.into(),
+            architecture: "x86_64".into(),
+            config: "{}".into(),
+            description: String::new(),
+            ephemeral: false,
+            created_at: 1,
+        }
+    }
+
+    #[test]
+    fn blocks_are_allocated_in_the_creating_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db")).unwrap();
+        // A toy first-fit allocator over slots of 10 ids from 100.
+        let next = |taken: &[(u32, u32)]| -> Result<(u32, u32), String> {
+            let base = (0..)
+                .map(|i| 100 + 10 * i)
+                .find(|b| !taken.iter().any(|(t, _)| t == b))
+                .unwrap();
+            Ok((base, 10))
+        };
+        assert_eq!(
+            s.create_instance(&row("a"), Some(&next)).unwrap(),
+            Ok(Some((100, 10)))
+        );
+        assert_eq!(
+            s.create_instance(&row("b"), Some(&next)).unwrap(),
+            Ok(Some((110, 10)))
+        );
+        assert_eq!(
+            s.create_instance::<String>(&row("c"), None).unwrap(),
+            Ok(None)
+        );
+        assert!(matches!(
+            s.create_instance(&row("a"), Some(&next)),
+            Err(StoreError::AlreadyExists { .. })
+        ));
+        // A refused allocation creates nothing.
+        let refuse = |_: &[(u32, u32)]| -> Result<(u32, u32), String> { Err("full".into()) };
+        assert_eq!(
+            s.create_instance(&row("d"), Some(&refuse)).unwrap(),
+            Err("full".to_string())
+        );
+        assert!(matches!(
+            s.instance("default", "d"),
+            Err(StoreError::NotFound { .. })
+        ));
+        // Deleting frees the block.
+        s.delete_instance("default", "a").unwrap();
+        assert_eq!(
+            s.create_instance(&row("e"), Some(&next)).unwrap(),
+            Ok(Some((100, 10)))
+        );
+        assert_eq!(
+            s.instances("default")
+                .unwrap()
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>(),
+            ["b", "c", "e"]
+        );
+    }
+}
