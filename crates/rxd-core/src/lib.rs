@@ -7,5 +7,6 @@ pub mod expiry;
 pub mod filter;
 pub mod idmap;
 pub mod instance_config;
+pub mod launch;
 pub mod name;
 pub mod warnings;

@@ -1,0 +1,52 @@
+//! What the daemon asks the container helper (`rxd-shim`) to start: a small, fully resolved plan.
+//! The helper turns it into an OCI runtime spec; nothing in it is ever parsed as text by a shell
+//! or written into a generated config file, so every value stays data.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// One contiguous id map: container ids `0..size` are host ids `uid..uid+size` (and the same for
+/// gids from `gid`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMap {
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchPlan {
+    /// The container's name: its runtime id and its host name.
+    pub name: String,
+    /// Absolute path of the root filesystem on the host.
+    pub rootfs: PathBuf,
+    /// `None` runs a privileged container: no user namespace, container root is host root.
+    pub idmap: Option<IdMap>,
+    /// The cgroup the container runs in, relative to each hierarchy's root.
+    pub cgroup: String,
+    /// `limits.memory`, resolved to bytes.
+    pub memory_limit: Option<u64>,
+    /// `limits.processes`.
+    pub process_limit: Option<i64>,
+    /// The init's environment (`environment.*` keys, plus the defaults).
+    pub environment: BTreeMap<String, String>,
+}
+
+impl LaunchPlan {
+    /// The environment every container's init gets unless `environment.*` overrides it.
+    pub fn default_environment() -> BTreeMap<String, String> {
+        [
+            (
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            ),
+            ("container", "lxc"),
+            ("LANG", "C.UTF-8"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+}

@@ -1,0 +1,274 @@
+//! `rxd-shim`: the one process that forks containers. The daemon runs it once per action; for
+//! `start` it stays as the container's supervisor (a child subreaper that reaps the init and
+//! cleans up the cgroups and runtime state when the container ends), in its own session, so
+//! containers outlive a restart of `rxd`.
+//!
+//! Protocol with the daemon: `start` reads a [`LaunchPlan`] as JSON on stdin and writes one JSON
+//! line to stdout, `{"pid":N}` or `{"error":"..."}`, then lets go of stdin/stdout/stderr. The other
+//! commands print JSON (or nothing) and exit non-zero with a message on stderr on failure.
+#![forbid(unsafe_code)]
+
+mod spec;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::signal::Signal;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use rxd_core::launch::LaunchPlan;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(about = "rxd's container helper (run by rxd, not by hand)")]
+struct Cli {
+    /// The runtime state directory (one sub-directory per container).
+    #[arg(long)]
+    root: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a container from the plan on stdin and supervise it until it ends.
+    Start {
+        /// Where to write the OCI bundle (config.json).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// The console log: the init's stdout and stderr.
+        #[arg(long)]
+        log: PathBuf,
+    },
+    /// Send a signal to the init (or, with --all, every process of the container).
+    Kill {
+        id: String,
+        #[arg(long)]
+        signal: i32,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Freeze every process of the container.
+    Pause { id: String },
+    /// Thaw a frozen container.
+    Resume { id: String },
+    /// Print `{"status":..,"pid":..}`.
+    State { id: String },
+    /// Kill what is left and remove the cgroups and runtime state.
+    Delete { id: String },
+}
+
+const MAX_PLAN: u64 = 64 * 1024;
+
+fn main() {
+    let cli = Cli::parse();
+    // libcontainer reports through `tracing`: into stderr, which is the console log once a
+    // container is starting.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RXD_SHIM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let result = match cli.command {
+        Command::Start { bundle, log } => start(&cli.root, &bundle, &log),
+        Command::Kill { id, signal, all } => load(&cli.root, &id).and_then(|mut c| {
+            let sig = Signal::try_from(signal).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            c.kill(sig, all).context("kill")
+        }),
+        Command::Pause { id } => load(&cli.root, &id).and_then(|mut c| c.pause().context("pause")),
+        Command::Resume { id } => {
+            load(&cli.root, &id).and_then(|mut c| c.resume().context("resume"))
+        }
+        Command::State { id } => load(&cli.root, &id).map(|c| {
+            let status = format!("{:?}", c.status()).to_lowercase();
+            let pid = c.pid().map_or(0, |p| p.as_raw());
+            println!("{}", serde_json::json!({"status": status, "pid": pid}));
+        }),
+        Command::Delete { id } => delete(&cli.root, &id),
+    };
+    if let Err(e) = result {
+        eprintln!("rxd-shim: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn container_dir(root: &Path, id: &str) -> Result<PathBuf> {
+    if !rxd_core::name::valid_instance_name(id) {
+        bail!("invalid container name {id:?}");
+    }
+    Ok(root.join(id))
+}
+
+fn load(root: &Path, id: &str) -> Result<Container> {
+    let dir = container_dir(root, id)?;
+    Container::load(dir).with_context(|| format!("container {id} is not running"))
+}
+
+fn delete(root: &Path, id: &str) -> Result<()> {
+    let dir = container_dir(root, id)?;
+    if !dir.exists() {
+        return Ok(());
+    }
+    let mut c = Container::load(dir).context("load")?;
+    c.delete(true).context("delete")
+}
+
+/// This process's capability bounding set, from /proc/self/status.
+fn own_bounding_set() -> Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .context("no CapBnd in /proc/self/status")?;
+    Ok(u64::from_str_radix(hex.trim(), 16)?)
+}
+
+/// Write one JSON line to the daemon.
+fn report(to: &mut File, v: serde_json::Value) {
+    let _ = writeln!(to, "{v}");
+}
+
+fn start(root: &Path, bundle: &Path, log: &Path) -> Result<()> {
+    // Our stdout, duplicated close-on-exec: the only channel back to the daemon.
+    let mut channel = File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
+    let prepared = prepare(root, bundle, log);
+    let (plan, devnull, console) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            report(&mut channel, serde_json::json!({"error": format!("{e:#}")}));
+            return Err(e);
+        }
+    };
+    match run(root, bundle, &plan, &devnull, &console) {
+        Ok(pid) => {
+            report(&mut channel, serde_json::json!({"pid": pid.as_raw()}));
+            drop(channel);
+            supervise(root, &plan.name, pid, console)
+        }
+        Err(e) => {
+            report(&mut channel, serde_json::json!({"error": format!("{e:#}")}));
+            let _ = delete(root, &plan.name);
+            Err(e)
+        }
+    }
+}
+
+/// Read the plan, write the bundle, open the console log, and detach from the daemon's
+/// session and pipes.
+fn prepare(root: &Path, bundle: &Path, log: &Path) -> Result<(LaunchPlan, OwnedFd, OwnedFd)> {
+    let mut text = String::new();
+    std::io::stdin()
+        .take(MAX_PLAN)
+        .read_to_string(&mut text)
+        .context("reading the plan")?;
+    let plan: LaunchPlan = serde_json::from_str(&text).context("parsing the plan")?;
+    let dir = container_dir(root, &plan.name)?;
+    if dir.exists() {
+        // Left by a container that ended while nobody supervised it; refuse a live one.
+        let mut old = Container::load(dir).context("loading the old runtime state")?;
+        if old
+            .pid()
+            .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
+            && matches!(
+                old.status(),
+                libcontainer::container::ContainerStatus::Running
+                    | libcontainer::container::ContainerStatus::Paused
+            )
+        {
+            bail!("container {} is already running", plan.name);
+        }
+        old.delete(true)
+            .context("cleaning up the old runtime state")?;
+    }
+    let spec = spec::build(&plan, own_bounding_set()?).context("building the runtime spec")?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(bundle)
+        .context("creating the bundle directory")?;
+    let config = bundle.join("config.json");
+    let _ = std::fs::remove_file(&config);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&config)
+        .context("writing config.json")?;
+    serde_json::to_writer(&mut f, &spec)?;
+    f.sync_all()?;
+
+    let devnull: OwnedFd = File::open("/dev/null")?.into();
+    let console: OwnedFd = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(log)
+        .with_context(|| format!("opening the console log {}", log.display()))?
+        .into();
+    // Let go of the daemon's pipes (the channel above is a separate descriptor), leave its
+    // process group, and adopt the container's init when its parent exits.
+    nix::unistd::dup2_stdin(&devnull)?;
+    nix::unistd::dup2_stdout(&console)?;
+    nix::unistd::dup2_stderr(&console)?;
+    let _ = nix::unistd::setsid();
+    nix::sys::prctl::set_child_subreaper(true)?;
+    Ok((plan, devnull, console))
+}
+
+fn run(
+    root: &Path,
+    bundle: &Path,
+    plan: &LaunchPlan,
+    devnull: &OwnedFd,
+    console: &OwnedFd,
+) -> Result<Pid> {
+    let mut container = ContainerBuilder::new(plan.name.clone(), SyscallType::default())
+        .with_root_path(root)?
+        .with_stdin(devnull.try_clone()?)
+        .with_stdout(console.try_clone()?)
+        .with_stderr(console.try_clone()?)
+        .as_init(bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .context("creating the container")?;
+    container.start().context("starting the container")?;
+    container
+        .pid()
+        .map(|p| Pid::from_raw(p.as_raw()))
+        .ok_or_else(|| anyhow::anyhow!("the runtime reported no init pid"))
+}
+
+/// Reap every child (the runtime's intermediate process, then the adopted init) until the init
+/// is gone, then remove the container's cgroups and runtime state.
+fn supervise(root: &Path, name: &str, init: Pid, console: OwnedFd) -> Result<()> {
+    let mut console = File::from(console);
+    loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == init => {
+                let _ = writeln!(console, "rxd-shim: init exited with status {code}");
+                break;
+            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == init => {
+                let _ = writeln!(console, "rxd-shim: init ended by {sig}");
+                break;
+            }
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::ECHILD) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    delete(root, name)
+}

@@ -1,0 +1,345 @@
+//! A launch plan turned into an OCI runtime spec for a system container: `/sbin/init` as pid 1 in
+//! its own user (unless privileged), PID, mount, UTS, IPC, network and cgroup namespaces, a minimal
+//! /dev, read-only /sys and /proc/sys, a capability set without the host-reaching ones, a seccomp
+//! deny list, the standard device set only, and the plan's cgroup limits.
+//!
+//! The spec is written as JSON and then parsed by `oci_spec`, so a shape mistake fails here, in
+//! tests, rather than inside the runtime; every value from the plan enters as a JSON value.
+
+use libcontainer::oci_spec::runtime::Spec;
+use rxd_core::launch::LaunchPlan;
+use serde_json::{json, Value};
+
+/// Capabilities a system container keeps (inside its user namespace, for unprivileged ones),
+/// with their bit numbers.
+/// Left out, as LXD does and more: module loading, raw IO, the clock, MAC policy, `mknod`, audit
+/// control, syslog, BPF, perf, and the wake/suspend ones.
+const CAPABILITIES: &[(&str, u32)] = &[
+    ("CAP_CHOWN", 0),
+    ("CAP_DAC_OVERRIDE", 1),
+    ("CAP_DAC_READ_SEARCH", 2),
+    ("CAP_FOWNER", 3),
+    ("CAP_FSETID", 4),
+    ("CAP_KILL", 5),
+    ("CAP_SETGID", 6),
+    ("CAP_SETUID", 7),
+    ("CAP_SETPCAP", 8),
+    ("CAP_LINUX_IMMUTABLE", 9),
+    ("CAP_NET_BIND_SERVICE", 10),
+    ("CAP_NET_BROADCAST", 11),
+    ("CAP_NET_ADMIN", 12),
+    ("CAP_NET_RAW", 13),
+    ("CAP_IPC_LOCK", 14),
+    ("CAP_IPC_OWNER", 15),
+    ("CAP_SYS_CHROOT", 18),
+    ("CAP_SYS_PTRACE", 19),
+    ("CAP_SYS_ADMIN", 21),
+    ("CAP_SYS_BOOT", 22),
+    ("CAP_SYS_NICE", 23),
+    ("CAP_SYS_RESOURCE", 24),
+    ("CAP_LEASE", 28),
+    ("CAP_AUDIT_WRITE", 29),
+    ("CAP_SETFCAP", 31),
+];
+
+/// System calls refused with EPERM: the usual ways out of a container or into the host kernel.
+const DENIED_SYSCALLS: &[&str] = &[
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "kexec_load",
+    "kexec_file_load",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "add_key",
+    "request_key",
+    "keyctl",
+    "iopl",
+    "ioperm",
+    "swapon",
+    "swapoff",
+    "acct",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "lookup_dcookie",
+    "quotactl",
+    "settimeofday",
+    "clock_settime",
+    "clock_adjtime",
+    "adjtimex",
+    "stime",
+    "syslog",
+    "uselib",
+    "vm86",
+    "vm86old",
+    "nfsservctl",
+    "create_module",
+    "get_kernel_syms",
+    "query_module",
+];
+
+/// Character devices a container may use (type, major, minor; -1 is any): null, zero, full,
+/// random, urandom, tty, console, ptmx and the pty slaves.
+const DEVICES: &[(i64, i64)] = &[
+    (1, 3),
+    (1, 5),
+    (1, 7),
+    (1, 8),
+    (1, 9),
+    (5, 0),
+    (5, 1),
+    (5, 2),
+    (136, -1),
+];
+
+/// `bounding` is the helper's own capability bounding set: a privileged container shares the
+/// host's user namespace, so it cannot be given a capability the helper lacks.
+pub fn build(plan: &LaunchPlan, bounding: u64) -> Result<Spec, serde_json::Error> {
+    let env: Vec<String> = plan
+        .environment
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let caps: Vec<&str> = CAPABILITIES
+        .iter()
+        .filter(|&&(_, bit)| plan.idmap.is_some() || bounding & (1 << bit) != 0)
+        .map(|&(name, _)| name)
+        .collect();
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "mount"}),
+        json!({"type": "uts"}),
+        json!({"type": "ipc"}),
+        json!({"type": "network"}),
+        json!({"type": "cgroup"}),
+    ];
+    let mut linux = json!({});
+    if let Some(map) = plan.idmap {
+        namespaces.push(json!({"type": "user"}));
+        linux["uidMappings"] = json!([{"containerID": 0, "hostID": map.uid, "size": map.size}]);
+        linux["gidMappings"] = json!([{"containerID": 0, "hostID": map.gid, "size": map.size}]);
+    }
+    let mut devices = vec![json!({"allow": false, "access": "rwm"})];
+    devices.extend(DEVICES.iter().map(|&(major, minor)| {
+        let mut d = json!({"allow": true, "type": "c", "major": major, "access": "rwm"});
+        if minor >= 0 {
+            d["minor"] = json!(minor);
+        }
+        d
+    }));
+    let mut resources = json!({"devices": devices});
+    if let Some(limit) = plan.process_limit {
+        resources["pids"] = json!({"limit": limit});
+    }
+    if let Some(bytes) = plan.memory_limit {
+        resources["memory"] = json!({"limit": bytes});
+    }
+    linux["namespaces"] = Value::Array(namespaces);
+    linux["resources"] = resources;
+    linux["cgroupsPath"] = json!(plan.cgroup);
+    linux["maskedPaths"] = json!([
+        "/proc/acpi",
+        "/proc/asound",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/proc/scsi",
+        "/sys/firmware",
+        "/sys/kernel/debug",
+        "/sys/kernel/security"
+    ]);
+    linux["readonlyPaths"] = json!([
+        "/proc/bus",
+        "/proc/fs",
+        "/proc/irq",
+        "/proc/sys",
+        "/proc/sysrq-trigger"
+    ]);
+    linux["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+    });
+    let spec = json!({
+        "ociVersion": "1.0.2",
+        "hostname": plan.name,
+        "root": {"path": plan.rootfs, "readonly": false},
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["/sbin/init"],
+            "env": env,
+            "cwd": "/",
+            "noNewPrivileges": false,
+            "capabilities": {
+                "bounding": caps, "effective": caps, "permitted": caps, "inheritable": [], "ambient": []
+            },
+        },
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+        ],
+        "linux": linux,
+    });
+    serde_json::from_value(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libcontainer::oci_spec::runtime::{LinuxNamespaceType, LinuxSeccompAction};
+    use rxd_core::launch::IdMap;
+
+    fn plan(idmap: Option<IdMap>) -> LaunchPlan {
+        LaunchPlan {
+            name: "c1".into(),
+            rootfs: "/var/lib/rxd/containers/c1/rootfs".into(),
+            idmap,
+            cgroup: "/rxd/abc/c1".into(),
+            memory_limit: Some(256 << 20),
+            process_limit: Some(50),
+            environment: LaunchPlan::default_environment(),
+        }
+    }
+
+    fn has_ns(s: &Spec, t: LinuxNamespaceType) -> bool {
+        let linux = s.linux().as_ref().unwrap();
+        linux
+            .namespaces()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|n| n.typ() == t)
+    }
+
+    #[test]
+    fn unprivileged_gets_a_user_namespace_mapped_to_its_block() {
+        let s = build(
+            &plan(Some(IdMap {
+                uid: 1_065_536,
+                gid: 2_065_536,
+                size: 65536,
+            })),
+            0,
+        )
+        .unwrap();
+        let linux = s.linux().as_ref().unwrap();
+        assert!(has_ns(&s, LinuxNamespaceType::User));
+        let u = &linux.uid_mappings().as_ref().unwrap()[0];
+        assert_eq!(
+            (u.container_id(), u.host_id(), u.size()),
+            (0, 1_065_536, 65536)
+        );
+        let g = &linux.gid_mappings().as_ref().unwrap()[0];
+        assert_eq!(g.host_id(), 2_065_536);
+        for t in [
+            LinuxNamespaceType::Pid,
+            LinuxNamespaceType::Mount,
+            LinuxNamespaceType::Uts,
+            LinuxNamespaceType::Ipc,
+            LinuxNamespaceType::Network,
+            LinuxNamespaceType::Cgroup,
+        ] {
+            assert!(has_ns(&s, t), "{t:?}");
+        }
+        assert_eq!(s.hostname().as_deref(), Some("c1"));
+    }
+
+    #[test]
+    fn privileged_has_no_user_namespace_and_no_map() {
+        let s = build(&plan(None), u64::MAX).unwrap();
+        assert!(!has_ns(&s, LinuxNamespaceType::User));
+        assert!(s.linux().as_ref().unwrap().uid_mappings().is_none());
+    }
+
+    #[test]
+    fn limits_seccomp_and_capabilities() {
+        let s = build(&plan(None), u64::MAX).unwrap();
+        let linux = s.linux().as_ref().unwrap();
+        let r = linux.resources().as_ref().unwrap();
+        assert_eq!(r.pids().as_ref().unwrap().limit(), 50);
+        assert_eq!(r.memory().as_ref().unwrap().limit(), Some(256 << 20));
+        let seccomp = linux.seccomp().as_ref().unwrap();
+        assert_eq!(seccomp.default_action(), LinuxSeccompAction::ScmpActAllow);
+        let denied = seccomp.syscalls().as_ref().unwrap()[0].names();
+        for call in [
+            "init_module",
+            "kexec_load",
+            "open_by_handle_at",
+            "keyctl",
+            "bpf",
+        ] {
+            assert!(denied.iter().any(|n| n == call), "{call}");
+        }
+        let caps = s
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .as_ref()
+            .unwrap();
+        let bounding: Vec<String> = caps
+            .bounding()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.to_string().trim_start_matches("CAP_").to_owned())
+            .collect();
+        assert_eq!(bounding.len(), CAPABILITIES.len());
+        for gone in ["SYS_MODULE", "SYS_RAWIO", "MKNOD", "SYS_TIME", "MAC_ADMIN"] {
+            assert!(!bounding.iter().any(|c| c == gone), "{gone} kept");
+        }
+        assert!(bounding.iter().any(|c| c == "SYS_BOOT"));
+        let ro = linux.readonly_paths().as_ref().unwrap();
+        assert!(ro.iter().any(|p| p == "/proc/sys"));
+    }
+
+    #[test]
+    fn privileged_keeps_only_what_the_host_has() {
+        let without_sys_resource: u64 = !(1 << 24);
+        let s = build(&plan(None), without_sys_resource).unwrap();
+        let caps = s
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .as_ref()
+            .unwrap();
+        let n = caps.bounding().as_ref().unwrap().len();
+        assert_eq!(n, CAPABILITIES.len() - 1);
+        // Inside a user namespace the whole set is the container's own.
+        let mut p = plan(Some(rxd_core::launch::IdMap {
+            uid: 1 << 20,
+            gid: 1 << 20,
+            size: 65536,
+        }));
+        p.name = "u".into();
+        let s = build(&p, 0).unwrap();
+        let caps = s
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .as_ref()
+            .unwrap();
+        assert_eq!(caps.bounding().as_ref().unwrap().len(), CAPABILITIES.len());
+    }
+
+    #[test]
+    fn values_stay_data() {
+        let mut p = plan(None);
+        p.environment
+            .insert("EVIL".into(), "a\nlxc.hook=/bin/sh\"".into());
+        let s = build(&p, u64::MAX).unwrap();
+        let env = s.process().as_ref().unwrap().env().as_ref().unwrap();
+        assert!(env.iter().any(|e| e == "EVIL=a\nlxc.hook=/bin/sh\""));
+    }
+}
