@@ -110,6 +110,16 @@ impl From<rxd_store::StoreError> for ApiError {
     }
 }
 
+impl From<crate::runtime::RuntimeError> for ApiError {
+    fn from(e: crate::runtime::RuntimeError) -> Self {
+        use crate::runtime::RuntimeError::*;
+        match e {
+            Helper { .. } => ApiError::internal(e),
+            Failed(_) | StopTimeout => ApiError::BadRequest(e.to_string()),
+        }
+    }
+}
+
 impl From<tokio::task::JoinError> for ApiError {
     fn from(e: tokio::task::JoinError) -> Self {
         ApiError::internal(e)

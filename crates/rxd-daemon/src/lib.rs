@@ -14,6 +14,7 @@ mod listener;
 mod operations;
 mod response;
 mod routes;
+mod runtime;
 mod state;
 mod statedir;
 mod tlsstate;
@@ -59,6 +60,8 @@ pub enum DaemonError {
     },
     #[error("unknown group {0:?} for the unix socket")]
     UnknownGroup(String),
+    #[error("container runtime directories: {0}")]
+    Runtime(std::io::Error),
 }
 
 pub async fn run(
@@ -110,9 +113,15 @@ pub async fn run(
                 None
             }
         },
+        runtime: runtime::Runtime::new(&dir).map_err(DaemonError::Runtime)?,
         tracker: TaskTracker::new(),
         shutdown,
     });
+    routes::instances::recover(&daemon).await;
+    daemon.tracker.spawn(routes::instances::watch(
+        daemon.clone(),
+        shutdown_rx.clone(),
+    ));
     let router = routes::router(daemon.clone());
     let _ = daemon.router.set(router.clone());
 

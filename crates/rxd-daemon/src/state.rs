@@ -35,6 +35,8 @@ pub struct Daemon {
     pub operations: crate::operations::Operations,
     /// The host id range for unprivileged containers (from /etc/subuid and /etc/subgid).
     pub hostids: Option<crate::hostids::HostIds>,
+    /// Containers: started, signalled and cleaned up through the `rxd-shim` helper.
+    pub runtime: crate::runtime::Runtime,
     pub tracker: TaskTracker,
     pub shutdown: watch::Sender<bool>,
 }

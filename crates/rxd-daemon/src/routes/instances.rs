@@ -1,7 +1,7 @@
 //! `/1.0/instances` (and LXD's alias `/1.0/containers`): creating an instance from an image, with
-//! its idmap allocated and its root filesystem unpacked with ownership shifted to that map; listing,
-//! showing and deleting. Starting and stopping need the container runtime, which rxd does not
-//! have yet: those actions answer 501.
+//! its idmap allocated and its root filesystem unpacked with ownership shifted to that map;
+//! listing, showing and deleting; and the state endpoint that starts, stops, restarts, freezes and
+//! thaws it through the runtime.
 
 use super::ListQuery;
 use crate::body::Json;
@@ -59,15 +59,31 @@ fn config_of(row: &InstanceRow) -> BTreeMap<String, String> {
     serde_json::from_str(&row.config).unwrap_or_default()
 }
 
-fn state_json() -> Value {
+/// LXD's status name and code for an instance now.
+fn status(d: &Daemon, name: &str) -> (&'static str, u16) {
+    match d.runtime.init(name) {
+        None => ("Stopped", 102),
+        Some(_) if d.runtime.frozen(name) => ("Frozen", 110),
+        Some(_) => ("Running", 103),
+    }
+}
+
+fn state_json(d: &Daemon, name: &str) -> Value {
+    let (status, code) = status(d, name);
+    let (pid, usage) = match d.runtime.init(name) {
+        Some(init) => (init.pid, d.runtime.usage(name)),
+        None => (0, Default::default()),
+    };
     json!({
-        "status": "Stopped", "status_code": 102, "disk": {}, "memory": {"usage": 0, "usage_peak": 0, "swap_usage": 0, "swap_usage_peak": 0},
-        "network": null, "pid": 0, "processes": 0, "cpu": {"usage": 0},
+        "status": status, "status_code": code, "disk": {},
+        "memory": {"usage": usage.memory, "usage_peak": usage.memory_peak, "swap_usage": 0, "swap_usage_peak": 0},
+        "network": null, "pid": pid, "processes": usage.processes, "cpu": {"usage": usage.cpu_ns},
     })
 }
 
-fn to_json(row: &InstanceRow, recursion: u8) -> Value {
+fn to_json(d: &Daemon, row: &InstanceRow, recursion: u8) -> Value {
     let config = config_of(row);
+    let (status, code) = status(d, &row.name);
     let mut v = json!({
         "architecture": row.architecture,
         "config": config,
@@ -80,15 +96,15 @@ fn to_json(row: &InstanceRow, recursion: u8) -> Value {
         "expanded_config": config,
         "expanded_devices": {},
         "name": row.name,
-        "status": "Stopped",
-        "status_code": 102,
+        "status": status,
+        "status_code": code,
         "last_used_at": "0001-01-01T00:00:00Z",
         "location": "none",
         "type": "container",
         "project": row.project,
     });
     if recursion >= 2 {
-        v["state"] = state_json();
+        v["state"] = state_json(d, &row.name);
         v["snapshots"] = json!([]);
         v["backups"] = json!([]);
     }
@@ -101,7 +117,7 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
     let rows = d.db(|s| s.instances(PROJECT)).await?;
-    let objects = rows.iter().map(|r| to_json(r, q.recursion)).collect();
+    let objects = rows.iter().map(|r| to_json(&d, r, q.recursion)).collect();
     let selected = q.select(objects, |o| {
         format!("/1.0/instances/{}", o["name"].as_str().unwrap_or_default())
     })?;
@@ -130,7 +146,7 @@ pub async fn get(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
     let full = if q.recursion > 0 { 2 } else { 0 };
-    Ok(response::sync(to_json(&find(&d, &name).await?, full)))
+    Ok(response::sync(to_json(&d, &find(&d, &name).await?, full)))
 }
 
 pub async fn state(
@@ -138,8 +154,8 @@ pub async fn state(
     _: Trusted,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    find(&d, &name).await?;
-    Ok(response::sync(state_json()))
+    let row = find(&d, &name).await?;
+    Ok(response::sync(state_json(&d, &row.name)))
 }
 
 /// `GET .../snapshots`: snapshots are not implemented yet, so an instance has none.
@@ -152,14 +168,327 @@ pub async fn snapshots(
     Ok(response::sync(Vec::<Value>::new()))
 }
 
-/// `PUT .../state`: the runtime that starts and stops containers is not built yet.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatePut {
+    action: String,
+    #[serde(default = "default_timeout")]
+    timeout: i64,
+    #[serde(default)]
+    force: bool,
+    #[serde(default)]
+    stateful: bool,
+}
+
+fn default_timeout() -> i64 {
+    -1
+}
+
+/// `PUT .../state`: start, stop, restart, freeze or unfreeze, as a task operation.
 pub async fn put_state(
     State(d): State<Arc<Daemon>>,
-    _: Admin,
+    Admin(caller, _proof): Admin,
     Path(name): Path<String>,
+    Json(req): Json<StatePut>,
 ) -> ApiResult<Response> {
-    find(&d, &name).await?;
-    Err(ApiError::NotImplemented)
+    let row = find(&d, &name).await?;
+    if req.stateful {
+        return Err(ApiError::BadRequest(
+            "Stateful start and stop are not supported".into(),
+        ));
+    }
+    let description = match req.action.as_str() {
+        "start" => "Starting instance",
+        "stop" => "Stopping instance",
+        "restart" => "Restarting instance",
+        "freeze" => "Freezing instance",
+        "unfreeze" => "Unfreezing instance",
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "Unknown action {other:?}: expected start, stop, restart, freeze or unfreeze"
+            )))
+        }
+    };
+    // Refuse what cannot work now, before the operation exists.
+    let running = d.runtime.init(&row.name).is_some();
+    match req.action.as_str() {
+        "start" if running => {
+            return Err(ApiError::BadRequest(
+                "The instance is already running".into(),
+            ))
+        }
+        "stop" | "restart" | "freeze" | "unfreeze" if !running => {
+            return Err(ApiError::BadRequest(
+                "The instance is already stopped".into(),
+            ))
+        }
+        _ => {}
+    }
+    let url = format!("/1.0/instances/{}", row.name);
+    let op = d.operations.start(
+        &d.events,
+        description,
+        PROJECT,
+        json!({"instances": [url], "containers": [url.replace("instances", "containers")]}),
+        false,
+    );
+    let (d2, op2) = (d.clone(), op.clone());
+    tokio::spawn(async move {
+        let lock = d2.runtime.action_lock(&row.name);
+        let _guard = lock.lock().await;
+        let result = change_state(&d2, &row, &req, &caller).await;
+        op2.finish(
+            &d2.events,
+            result.map(|()| Value::Null).map_err(|e| e.to_string()),
+        );
+    });
+    Ok(response::operation(op.url(), op.to_json()))
+}
+
+async fn change_state(
+    d: &Arc<Daemon>,
+    row: &InstanceRow,
+    req: &StatePut,
+    caller: &Caller,
+) -> ApiResult<()> {
+    let url = format!("/1.0/instances/{}", row.name);
+    let running = d.runtime.init(&row.name).is_some();
+    match req.action.as_str() {
+        "start" => {
+            if running {
+                return Err(ApiError::BadRequest(
+                    "The instance is already running".into(),
+                ));
+            }
+            start(d, &row.name).await?;
+            d.events
+                .lifecycle("instance-started", &url, PROJECT, caller);
+        }
+        "stop" | "restart" => {
+            if running {
+                stop(d, &row.name, req.force, req.timeout).await?;
+            } else if req.action == "stop" {
+                return Err(ApiError::BadRequest(
+                    "The instance is already stopped".into(),
+                ));
+            }
+            if req.action == "restart" {
+                start(d, &row.name).await?;
+                d.events
+                    .lifecycle("instance-restarted", &url, PROJECT, caller);
+            } else {
+                let action = if req.force || req.timeout == 0 {
+                    "instance-stopped"
+                } else {
+                    "instance-shutdown"
+                };
+                d.events.lifecycle(action, &url, PROJECT, caller);
+            }
+        }
+        "freeze" | "unfreeze" => {
+            if !running {
+                return Err(ApiError::BadRequest(
+                    "The instance is already stopped".into(),
+                ));
+            }
+            let freeze = req.action == "freeze";
+            d.runtime.freeze(&row.name, freeze).await?;
+            let action = if freeze {
+                "instance-paused"
+            } else {
+                "instance-resumed"
+            };
+            d.events.lifecycle(action, &url, PROJECT, caller);
+        }
+        _ => unreachable!("actions are checked before the operation starts"),
+    }
+    Ok(())
+}
+
+/// Parse one `volatile.idmap.*` value into the simple map rxd writes (`None`: privileged).
+fn parse_idmap(text: &str) -> ApiResult<Option<rxd_core::launch::IdMap>> {
+    let bad = || ApiError::internal(format!("unreadable idmap {text:?}"));
+    let entries: Vec<Value> = serde_json::from_str(text).map_err(|_| bad())?;
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let find = |key: &str| {
+        entries
+            .iter()
+            .find(|e| e[key] == json!(true) && e["Nsid"] == json!(0))
+            .and_then(|e| {
+                let host = u32::try_from(e["Hostid"].as_u64()?).ok()?;
+                let size = u32::try_from(e["Maprange"].as_u64()?).ok()?;
+                Some((host, size))
+            })
+    };
+    let ((uid, size), (gid, gsize)) = (
+        find("Isuid").ok_or_else(bad)?,
+        find("Isgid").ok_or_else(bad)?,
+    );
+    // An unprivileged map never reaches host root.
+    if uid == 0 || gid == 0 || size != gsize {
+        return Err(bad());
+    }
+    Ok(Some(rxd_core::launch::IdMap { uid, gid, size }))
+}
+
+fn memory_limit(value: &str) -> Option<u64> {
+    if let Some(pct) = value.strip_suffix('%') {
+        let pct: u64 = pct.parse().ok()?;
+        let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let kib: u64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        return Some(kib * 1024 / 100 * pct);
+    }
+    instance_config::parse_bytes(value)
+}
+
+/// Start the container from its stored config.
+async fn start(d: &Arc<Daemon>, name: &str) -> ApiResult<()> {
+    let n = name.to_owned();
+    let row = d.db(move |s| s.instance(PROJECT, &n)).await?;
+    let mut config = config_of(&row);
+    let next = config
+        .get("volatile.idmap.next")
+        .cloned()
+        .unwrap_or_else(|| "[]".into());
+    let idmap = parse_idmap(&next)?;
+    let privileged = flag(&config, "security.privileged");
+    if privileged != idmap.is_none() {
+        return Err(ApiError::internal(format!(
+            "instance {name}: idmap does not match security.privileged"
+        )));
+    }
+    if config.get("volatile.last_state.idmap") != Some(&next) {
+        return Err(ApiError::BadRequest(
+            "The root filesystem is not shifted to the instance's idmap".into(),
+        ));
+    }
+    if idmap.is_some() && d.hostids.is_none() {
+        return Err(ApiError::BadRequest(
+            "No subordinate ids for root: only privileged containers can run".into(),
+        ));
+    }
+    // Only the container's root may enter its directory (and so reach its root filesystem):
+    // host users never can, so setuid files inside stay out of their reach.
+    let dir = instance_dir(d, name);
+    let (uid, gid, mode) = match idmap {
+        Some(m) => (m.uid, m.gid, 0o100),
+        None => (0, 0, 0o700),
+    };
+    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(ApiError::internal)?;
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .map_err(ApiError::internal)?;
+
+    let mut environment = rxd_core::launch::LaunchPlan::default_environment();
+    for (k, v) in &config {
+        if let Some(var) = k.strip_prefix("environment.") {
+            environment.insert(var.to_owned(), v.clone());
+        }
+    }
+    let plan = rxd_core::launch::LaunchPlan {
+        name: name.to_owned(),
+        rootfs: dir.join("rootfs"),
+        idmap,
+        cgroup: d.runtime.cgroup(name),
+        memory_limit: config.get("limits.memory").and_then(|v| memory_limit(v)),
+        process_limit: config.get("limits.processes").and_then(|v| v.parse().ok()),
+        environment,
+    };
+    if privileged {
+        tracing::warn!(instance = %name, "starting a privileged container: root inside it is root on the host");
+    }
+    let init = d.runtime.start(&plan).await?;
+    tracing::info!(instance = %name, pid = init.pid, idmap = ?idmap, "container started");
+    config.insert("volatile.idmap.current".into(), next);
+    config.insert("volatile.last_state.power".into(), "RUNNING".into());
+    save_config(d, name, &config).await
+}
+
+async fn save_config(d: &Daemon, name: &str, config: &BTreeMap<String, String>) -> ApiResult<()> {
+    let text = serde_json::to_string(config).map_err(ApiError::internal)?;
+    let n = name.to_owned();
+    d.db(move |s| s.update_instance_config(PROJECT, &n, &text))
+        .await
+}
+
+/// Stop the container: with `force` (or a zero timeout, as LXD) kill it; otherwise ask its init
+/// to halt (SIGPWR, as LXC) and wait up to `timeout` seconds (negative: as long as it takes).
+async fn stop(d: &Arc<Daemon>, name: &str, force: bool, timeout: i64) -> ApiResult<()> {
+    const SIGKILL: i32 = 9;
+    const SIGPWR: i32 = 30;
+    if force || timeout == 0 {
+        d.runtime.signal(name, SIGKILL, false).await?;
+        d.runtime
+            .wait_stopped(name, Some(std::time::Duration::from_secs(30)))
+            .await?;
+    } else {
+        if d.runtime.frozen(name) {
+            return Err(ApiError::BadRequest(
+                "The instance is frozen: unfreeze it first, or stop it with --force".into(),
+            ));
+        }
+        d.runtime.signal(name, SIGPWR, false).await?;
+        let wait = u64::try_from(timeout)
+            .ok()
+            .map(std::time::Duration::from_secs);
+        d.runtime.wait_stopped(name, wait).await?;
+    }
+    stopped(d, name).await
+}
+
+/// Book-keeping once a container's init is gone.
+async fn stopped(d: &Daemon, name: &str) -> ApiResult<()> {
+    d.runtime.forget(name);
+    d.runtime.clean_up(name).await?;
+    let n = name.to_owned();
+    if let Ok(row) = d.db(move |s| s.instance(PROJECT, &n)).await {
+        let mut config = config_of(&row);
+        config.remove("volatile.idmap.current");
+        config.insert("volatile.last_state.power".into(), "STOPPED".into());
+        save_config(d, name, &config).await?;
+    }
+    tracing::info!(instance = %name, "container stopped");
+    Ok(())
+}
+
+/// At start-up: find the containers still running from before.
+pub async fn recover(d: &Arc<Daemon>) {
+    match d.db(|s| s.instances(PROJECT)).await {
+        Ok(rows) => {
+            let names: Vec<String> = rows.into_iter().map(|r| r.name).collect();
+            d.runtime.recover(&names).await;
+        }
+        Err(e) => tracing::warn!(error = %e, "could not list instances to recover"),
+    }
+}
+
+/// Notice containers that end by themselves (halted from inside, or killed), and tidy up.
+pub async fn watch(d: Arc<Daemon>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            _ = shutdown.changed() => return,
+        }
+        for name in d.runtime.ended() {
+            let lock = d.runtime.action_lock(&name);
+            let Ok(_guard) = lock.try_lock() else {
+                continue;
+            };
+            if d.runtime.init(&name).is_none() {
+                if let Err(e) = stopped(&d, &name).await {
+                    tracing::warn!(instance = %name, error = %e, "could not tidy up after a container");
+                }
+            }
+        }
+    }
 }
 
 /// The LXD-style `volatile.idmap.*` value for a map (empty for privileged containers).
@@ -374,6 +703,13 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     let row = find(&d, &name).await?;
+    let lock = d.runtime.action_lock(&row.name);
+    let guard = lock.clone().lock_owned().await;
+    if d.runtime.init(&row.name).is_some() {
+        return Err(ApiError::BadRequest(
+            "The instance is currently running, stop it first".into(),
+        ));
+    }
     let url = format!("/1.0/instances/{}", row.name);
     let op = d.operations.start(
         &d.events,
@@ -398,11 +734,13 @@ pub async fn delete(
     };
     match result {
         Ok(()) => {
+            d.runtime.remove_logs(&row.name);
             d.events
                 .lifecycle("instance-deleted", &url, PROJECT, &caller);
             op.finish(&d.events, Ok(Value::Null));
         }
         Err(e) => op.finish(&d.events, Err(e.to_string())),
     }
+    drop(guard);
     Ok(response::operation(op.url(), op.to_json()))
 }

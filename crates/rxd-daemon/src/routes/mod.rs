@@ -3,7 +3,7 @@
 
 mod certificates;
 pub mod images;
-mod instances;
+pub mod instances;
 mod operations;
 mod server;
 mod warnings;

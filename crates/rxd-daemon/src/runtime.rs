@@ -1,0 +1,403 @@
+//! The daemon's side of the container runtime. It never forks a container itself: each start,
+//! signal, freeze and clean-up runs the `rxd-shim` helper, which drives libcontainer and stays as
+//! the supervisor of a started container, in its own session, so containers outlive `rxd`.
+//!
+//! What runs is tracked here by init pid and that process's start time (so a recycled pid is
+//! never mistaken for a container), and found again at start-up from the runtime state the
+//! helper keeps. Figures for the state endpoint come from the container's cgroup files.
+
+use rxd_core::launch::LaunchPlan;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use thiserror::Error;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    #[error("the container helper {path} could not be run: {source}")]
+    Helper {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Failed(String),
+    #[error("Timed out waiting for the instance to stop")]
+    StopTimeout,
+}
+
+/// A running container's init, as seen from the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Init {
+    pub pid: i32,
+    start_time: u64,
+}
+
+/// The resource figures of the state endpoint.
+#[derive(Debug, Default)]
+pub struct Usage {
+    pub processes: i64,
+    pub memory: u64,
+    pub memory_peak: u64,
+    pub cpu_ns: u64,
+}
+
+pub struct Runtime {
+    shim: PathBuf,
+    state_root: PathBuf,
+    bundles: PathBuf,
+    logs: PathBuf,
+    /// `/rxd/<tag>`: this daemon's cgroup parent, distinct per state directory.
+    cgroup_parent: String,
+    running: Mutex<HashMap<String, Init>>,
+    /// One action at a time per instance (start, stop, delete, ...).
+    actions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Where the helper binary is: `$RXD_SHIM`, else beside the running `rxd`.
+fn shim_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("RXD_SHIM") {
+        return PathBuf::from(p);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("rxd-shim")))
+        .unwrap_or_else(|| PathBuf::from("/usr/local/bin/rxd-shim"))
+}
+
+fn private_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Parse `/proc/<pid>/stat`: the process state letter and its start time (clock ticks).
+fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: the fields start after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+fn read_u64(path: impl AsRef<Path>) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+impl Runtime {
+    /// Set up the runtime directories (root-owned, 0700, re-asserted at every start).
+    pub fn new(dir: &Path) -> std::io::Result<Runtime> {
+        let state_root = dir.join("runtime").join("state");
+        let bundles = dir.join("runtime").join("bundles");
+        let logs = dir.join("logs");
+        for d in [&dir.join("runtime"), &state_root, &bundles, &logs] {
+            private_dir(d)?;
+        }
+        let canonical = std::fs::canonicalize(dir)?;
+        let tag = hex::encode(&Sha256::digest(canonical.as_os_str().as_encoded_bytes())[..4]);
+        Ok(Runtime {
+            shim: shim_path(),
+            state_root,
+            bundles,
+            logs,
+            cgroup_parent: format!("/rxd/{tag}"),
+            running: Mutex::default(),
+            actions: Mutex::default(),
+        })
+    }
+
+    pub fn cgroup(&self, name: &str) -> String {
+        format!("{}/{name}", self.cgroup_parent)
+    }
+
+    pub fn console_log(&self, name: &str) -> PathBuf {
+        self.logs.join(name).join("console.log")
+    }
+
+    /// The lock that serializes actions on one instance.
+    pub fn action_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.actions.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(name.to_owned()).or_default().clone()
+    }
+
+    /// The init of `name` if it is running now.
+    pub fn init(&self, name: &str) -> Option<Init> {
+        let init = *self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)?;
+        match proc_stat(init.pid) {
+            Some((state, start)) if start == init.start_time && state != 'Z' && state != 'X' => {
+                Some(init)
+            }
+            _ => None,
+        }
+    }
+
+    /// Forget a container that has ended; true if it was known as running.
+    pub fn forget(&self, name: &str) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+            .is_some()
+    }
+
+    /// Names recorded as running whose init is gone.
+    pub fn ended(&self) -> Vec<String> {
+        let names: Vec<String> = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        names
+            .into_iter()
+            .filter(|n| self.init(n).is_none())
+            .collect()
+    }
+
+    fn command(&self) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(&self.shim);
+        c.arg("--root")
+            .arg(&self.state_root)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        c
+    }
+
+    async fn run(&self, args: &[&str]) -> Result<String, RuntimeError> {
+        let out =
+            self.command()
+                .args(args)
+                .output()
+                .await
+                .map_err(|source| RuntimeError::Helper {
+                    path: self.shim.clone(),
+                    source,
+                })?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            Err(RuntimeError::Failed(
+                err.trim().trim_start_matches("rxd-shim: ").to_owned(),
+            ))
+        }
+    }
+
+    /// Start a container and record its init.
+    pub async fn start(&self, plan: &LaunchPlan) -> Result<Init, RuntimeError> {
+        let helper = |source| RuntimeError::Helper {
+            path: self.shim.clone(),
+            source,
+        };
+        let log_dir = self.logs.join(&plan.name);
+        private_dir(&log_dir).map_err(helper)?;
+        let mut child = self
+            .command()
+            .arg("start")
+            .arg("--bundle")
+            .arg(self.bundles.join(&plan.name))
+            .arg("--log")
+            .arg(self.console_log(&plan.name))
+            .stdin(Stdio::piped())
+            .spawn()
+            .map_err(helper)?;
+        let text = serde_json::to_vec(plan).map_err(|e| RuntimeError::Failed(e.to_string()))?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        stdin.write_all(&text).await.map_err(helper)?;
+        drop(stdin);
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut line = String::new();
+        let read = tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::io::BufReader::new(stdout).read_line(&mut line),
+        )
+        .await;
+        let reply: serde_json::Value = match read {
+            Ok(Ok(n)) if n > 0 => serde_json::from_str(&line).unwrap_or_default(),
+            _ => {
+                let _ = child.start_kill();
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err).await;
+                }
+                return Err(RuntimeError::Failed(format!(
+                    "the container helper gave no answer: {}",
+                    err.trim()
+                )));
+            }
+        };
+        // The helper stays as the container's supervisor; tokio reaps it when it ends.
+        drop(child);
+        if let Some(e) = reply["error"].as_str() {
+            return Err(RuntimeError::Failed(format!("Failed to start: {e}")));
+        }
+        let pid = reply["pid"]
+            .as_i64()
+            .and_then(|p| i32::try_from(p).ok())
+            .ok_or_else(|| RuntimeError::Failed(format!("unexpected helper answer {line:?}")))?;
+        let start_time = proc_stat(pid)
+            .map(|(_, s)| s)
+            .ok_or_else(|| RuntimeError::Failed("The container's init exited at once".into()))?;
+        let init = Init { pid, start_time };
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(plan.name.clone(), init);
+        Ok(init)
+    }
+
+    /// Send `signal` to the init (or with `all`, to every process of the container).
+    pub async fn signal(&self, name: &str, signal: i32, all: bool) -> Result<(), RuntimeError> {
+        let sig = signal.to_string();
+        let mut args = vec!["kill", name, "--signal", &sig];
+        if all {
+            args.push("--all");
+        }
+        self.run(&args).await.map(drop)
+    }
+
+    pub async fn freeze(&self, name: &str, frozen: bool) -> Result<(), RuntimeError> {
+        self.run(&[if frozen { "pause" } else { "resume" }, name])
+            .await
+            .map(drop)
+    }
+
+    /// Whether the container's processes are frozen (cgroup freezer).
+    pub fn frozen(&self, name: &str) -> bool {
+        let cg = self.cgroup(name);
+        let v1 = format!("/sys/fs/cgroup/freezer{cg}/freezer.state");
+        if let Ok(s) = std::fs::read_to_string(v1) {
+            return s.trim() == "FROZEN";
+        }
+        std::fs::read_to_string(format!("/sys/fs/cgroup{cg}/cgroup.freeze"))
+            .is_ok_and(|s| s.trim() == "1")
+    }
+
+    /// Wait until the init is gone (`None`: forever).
+    pub async fn wait_stopped(
+        &self,
+        name: &str,
+        timeout: Option<Duration>,
+    ) -> Result<(), RuntimeError> {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        while self.init(name).is_some() {
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                return Err(RuntimeError::StopTimeout);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Remove whatever runtime state and cgroups a stopped container left.
+    pub async fn clean_up(&self, name: &str) -> Result<(), RuntimeError> {
+        // The supervising helper does this itself when the init ends; wait for it briefly, and
+        // do it here if the helper is gone.
+        for _ in 0..100 {
+            if !self.state_root.join(name).exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if self.state_root.join(name).exists() {
+            self.run(&["delete", name]).await?;
+        }
+        let _ = std::fs::remove_dir_all(self.bundles.join(name));
+        Ok(())
+    }
+
+    /// Remove a deleted instance's console log directory.
+    pub fn remove_logs(&self, name: &str) {
+        let _ = std::fs::remove_dir_all(self.logs.join(name));
+    }
+
+    /// Find containers started before this daemon did; clean up the state of ended ones.
+    pub async fn recover(&self, names: &[String]) {
+        for name in names {
+            if !self.state_root.join(name).exists() {
+                continue;
+            }
+            let state = self.run(&["state", name]).await;
+            let pid = state
+                .ok()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                .and_then(|v| v["pid"].as_i64())
+                .and_then(|p| i32::try_from(p).ok())
+                .filter(|&p| p > 0);
+            match pid.and_then(|p| proc_stat(p).map(|s| (p, s))) {
+                Some((pid, (state, start_time))) if state != 'Z' => {
+                    tracing::info!(instance = %name, pid, "found a running container");
+                    self.running
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(name.clone(), Init { pid, start_time });
+                }
+                _ => {
+                    if let Err(e) = self.clean_up(name).await {
+                        tracing::warn!(instance = %name, error = %e, "could not clean up an ended container");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Process count, memory and CPU of a container, from its cgroup (v1 or v2).
+    pub fn usage(&self, name: &str) -> Usage {
+        let cg = self.cgroup(name);
+        let base = Path::new("/sys/fs/cgroup");
+        if base.join("cgroup.controllers").exists() {
+            let dir = base.join(cg.trim_start_matches('/'));
+            let cpu_us = std::fs::read_to_string(dir.join("cpu.stat"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<u64>().ok())
+                })
+                .unwrap_or(0);
+            Usage {
+                processes: read_u64(dir.join("pids.current")).unwrap_or(0) as i64,
+                memory: read_u64(dir.join("memory.current")).unwrap_or(0),
+                memory_peak: read_u64(dir.join("memory.peak")).unwrap_or(0),
+                cpu_ns: cpu_us * 1000,
+            }
+        } else {
+            let v1 = |ctrl: &str, file: &str| read_u64(format!("/sys/fs/cgroup/{ctrl}{cg}/{file}"));
+            Usage {
+                processes: v1("pids", "pids.current").unwrap_or(0) as i64,
+                memory: v1("memory", "memory.usage_in_bytes").unwrap_or(0),
+                memory_peak: v1("memory", "memory.max_usage_in_bytes").unwrap_or(0),
+                cpu_ns: v1("cpuacct", "cpuacct.usage").unwrap_or(0),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_reads_this_process() {
+        let (state, start) = proc_stat(std::process::id() as i32).unwrap();
+        assert!(matches!(state, 'R' | 'S'));
+        assert!(start > 0);
+        assert!(proc_stat(-5).is_none());
+    }
+}
