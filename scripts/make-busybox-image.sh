@@ -33,7 +33,9 @@ ln -sf ../bin/busybox "$root/sbin/init"
 printf '::sysinit:/bin/true\n::restart:/sbin/init\n::shutdown:/bin/true\n' >"$root/etc/inittab"
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
 printf 'root:x:0:\n' >"$root/etc/group"
-version=$("$bb" | head -n 1 | sed -n 's/^BusyBox v\([0-9.]*\).*/\1/p')
+# sed reads all of busybox's output: `head` would close the pipe early, and under pipefail the
+# SIGPIPE busybox then gets fails the build now and then.
+version=$("$bb" | sed -n '1s/^BusyBox v\([0-9.]*\).*/\1/p')
 cat >"$work/metadata.yaml" <<META
 architecture: $(uname -m)
 creation_date: $(date +%s)

@@ -19,4 +19,6 @@ fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust 1.85 or newer (rustup)" >&2; exit 1; }
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The tests run the real binaries (rxd, rxc, rxd-shim): build them all first.
+cargo build --workspace --bins --locked
 cargo test --workspace --locked

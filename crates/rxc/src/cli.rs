@@ -34,10 +34,11 @@ pub enum Command {
     /// Manage the list of remote servers.
     #[command(subcommand)]
     Remote(RemoteCmd),
-    /// Show the server's information, including its certificate fingerprint.
+    /// Show the server's information (`rxc info [REMOTE:]`) or a container's
+    /// (`rxc info [REMOTE:]NAME`).
     Info {
-        /// `REMOTE:` (default: the default remote).
-        remote: Option<String>,
+        /// `REMOTE:` or `[REMOTE:]NAME` (default: the default remote's server information).
+        target: Option<String>,
     },
     /// Server configuration and the trust store.
     #[command(subcommand)]
@@ -45,6 +46,31 @@ pub enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Create and start a container from an image: `rxc launch IMAGE [REMOTE:]NAME`.
+    Launch(CreateArgs),
+    /// Create a container from an image without starting it.
+    Init(CreateArgs),
+    /// Start containers.
+    Start { names: Vec<String> },
+    /// Stop containers (asking their init to halt, unless --force).
+    Stop(StopArgs),
+    /// Restart containers.
+    Restart(StopArgs),
+    /// Freeze containers.
+    Pause { names: Vec<String> },
+    /// Delete containers (--force stops running ones first).
+    Delete {
+        names: Vec<String>,
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+    /// List containers.
+    #[command(alias = "ls")]
+    List {
+        remote: Option<String>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
     /// Send a raw API request and print the reply's metadata.
     Query {
         /// `[REMOTE:]/1.0/...`
@@ -59,6 +85,31 @@ pub enum Command {
         #[arg(long)]
         raw: bool,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// `[REMOTE:]ALIAS_OR_FINGERPRINT` of an image on the same server.
+    pub image: String,
+    /// `[REMOTE:]NAME` of the new container.
+    pub name: String,
+    /// Config keys: `-c KEY=VALUE` (repeatable).
+    #[arg(long = "config", short = 'c')]
+    pub config: Vec<String>,
+    /// Create an ephemeral container.
+    #[arg(long, short = 'e')]
+    pub ephemeral: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    pub names: Vec<String>,
+    /// Kill the container instead of asking it to halt.
+    #[arg(long, short = 'f')]
+    pub force: bool,
+    /// Seconds to wait for a clean halt (-1: as long as it takes).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub timeout: i64,
 }
 
 #[derive(Subcommand, Debug)]

@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod connect;
 mod image;
+mod instance;
 mod output;
 mod remote;
 
@@ -44,7 +45,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut conf = ConfigDir::open(&ConfigDir::default_path())?;
     match cli.command {
         Command::Remote(cmd) => remote::run(&mut conf, cmd).await,
-        Command::Info { remote } => commands::info(&conf, remote.as_deref()).await,
+        Command::Info { target } => match target {
+            Some(t) if !t.ends_with(':') => instance::info(&conf, &t).await,
+            remote => commands::info(&conf, remote.as_deref()).await,
+        },
+        Command::Launch(args) => instance::create(&conf, args, true).await,
+        Command::Init(args) => instance::create(&conf, args, false).await,
+        Command::Start { names } => instance::each(&conf, &names, "start", false, -1).await,
+        Command::Stop(a) => instance::each(&conf, &a.names, "stop", a.force, a.timeout).await,
+        Command::Restart(a) => instance::each(&conf, &a.names, "restart", a.force, a.timeout).await,
+        Command::Pause { names } => instance::each(&conf, &names, "freeze", false, -1).await,
+        Command::Delete { names, force } => instance::delete(&conf, &names, force).await,
+        Command::List { remote, format } => {
+            instance::list(&conf, remote.as_deref(), format.format).await
+        }
         Command::Config(cmd) => commands::config(&conf, cmd).await,
         Command::Image(cmd) => image::run(&conf, cmd).await,
         Command::Query {

@@ -305,6 +305,28 @@ impl TestDaemon {
 impl Drop for TestDaemon {
     fn drop(&mut self) {
         self.stop();
+        self.kill_containers();
+    }
+}
+
+impl TestDaemon {
+    /// Containers outlive the daemon by design: a test's must not outlive the test.
+    pub fn kill_containers(&self) {
+        let root = self.dir().join("runtime").join("state");
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let _ = Command::new(bin("rxd-shim"))
+                .arg("--root")
+                .arg(&root)
+                .arg("delete")
+                .arg(e.file_name())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
     }
 }
 

@@ -1,0 +1,195 @@
+//! `rxc launch|init|start|stop|restart|pause|delete|list|info NAME`: containers.
+
+use crate::cli::{CreateArgs, Format};
+use crate::connect::{open, remote_name, split_target, Conn};
+use crate::image::wait;
+use crate::output::{column, print_list, str_of};
+use anyhow::{anyhow, bail};
+use rxd_client::remotes::ConfigDir;
+use rxd_client::Method;
+use serde_json::{json, Map, Value};
+
+pub async fn create(conf: &ConfigDir, args: CreateArgs, start: bool) -> anyhow::Result<()> {
+    let (remote, name) = split_target(conf, &args.name);
+    let (image_remote, image) = split_target(conf, &args.image);
+    if image_remote != remote {
+        bail!("the image must be on the server the container is created on ({remote}:)");
+    }
+    let mut config = Map::new();
+    for kv in &args.config {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow!("bad config {kv:?}: expected KEY=VALUE"))?;
+        config.insert(k.to_owned(), Value::String(v.to_owned()));
+    }
+    let conn = open(conf, &remote)?;
+    // An image is named by alias or by fingerprint (prefix): ask which.
+    let alias = conn
+        .client
+        .request(Method::GET, &format!("/1.0/images/aliases/{image}"), None)
+        .await
+        .map_err(|e| conn.explain(e))?;
+    let source = if alias.status == 200 {
+        json!({"type": "image", "alias": image})
+    } else {
+        json!({"type": "image", "fingerprint": image})
+    };
+    let body = json!({
+        "name": name, "type": "container", "source": source, "config": config,
+        "devices": {}, "profiles": ["default"], "ephemeral": args.ephemeral,
+    });
+    println!("Creating {name}");
+    let op = conn
+        .call(Method::POST, "/1.0/instances", Some(&body))
+        .await?;
+    wait(&conn, &op).await?;
+    if start {
+        println!("Starting {name}");
+        change(&conn, &name, "start", false, -1).await?;
+    }
+    Ok(())
+}
+
+async fn change(
+    conn: &Conn,
+    name: &str,
+    action: &str,
+    force: bool,
+    timeout: i64,
+) -> anyhow::Result<()> {
+    let body = json!({"action": action, "force": force, "timeout": timeout, "stateful": false});
+    let op = conn
+        .call(
+            Method::PUT,
+            &format!("/1.0/instances/{name}/state"),
+            Some(&body),
+        )
+        .await?;
+    wait(conn, &op).await.map(drop)
+}
+
+/// Apply one state action to each named container.
+pub async fn each(
+    conf: &ConfigDir,
+    names: &[String],
+    action: &str,
+    force: bool,
+    timeout: i64,
+) -> anyhow::Result<()> {
+    if names.is_empty() {
+        bail!("name at least one container");
+    }
+    for target in names {
+        let (remote, name) = split_target(conf, target);
+        let conn = open(conf, &remote)?;
+        change(&conn, &name, action, force, timeout)
+            .await
+            .map_err(|e| anyhow!("{name}: {e}"))?;
+    }
+    Ok(())
+}
+
+pub async fn delete(conf: &ConfigDir, names: &[String], force: bool) -> anyhow::Result<()> {
+    if names.is_empty() {
+        bail!("name at least one container");
+    }
+    for target in names {
+        let (remote, name) = split_target(conf, target);
+        let conn = open(conf, &remote)?;
+        let state = conn
+            .call(Method::GET, &format!("/1.0/instances/{name}/state"), None)
+            .await?;
+        if state["status"] != "Stopped" {
+            if !force {
+                bail!("{name} is running: stop it first, or delete it with --force");
+            }
+            change(&conn, &name, "stop", true, -1).await?;
+        }
+        let op = conn
+            .call(Method::DELETE, &format!("/1.0/instances/{name}"), None)
+            .await?;
+        wait(&conn, &op).await?;
+    }
+    Ok(())
+}
+
+pub async fn list(conf: &ConfigDir, remote: Option<&str>, format: Format) -> anyhow::Result<()> {
+    let conn = open(conf, &remote_name(conf, remote))?;
+    let list = conn
+        .call(Method::GET, "/1.0/instances?recursion=2", None)
+        .await?;
+    let items = list.as_array().cloned().unwrap_or_default();
+    let columns = [
+        column("NAME", |v| str_of(v, "name")),
+        column("STATE", |v| str_of(v, "status").to_uppercase()),
+        column("PID", |v| match v["state"]["pid"].as_i64() {
+            Some(p) if p > 0 => p.to_string(),
+            _ => String::new(),
+        }),
+        column("TYPE", |v| {
+            let kind = if v["config"]["security.privileged"] == "true" {
+                "PRIVILEGED"
+            } else {
+                "CONTAINER"
+            };
+            if v["ephemeral"] == true {
+                format!("{kind} (EPHEMERAL)")
+            } else {
+                kind.to_owned()
+            }
+        }),
+        column("SNAPSHOTS", |v| {
+            v["snapshots"].as_array().map_or(0, Vec::len).to_string()
+        }),
+    ];
+    print_list(format, &items, &columns)
+}
+
+pub async fn info(conf: &ConfigDir, target: &str) -> anyhow::Result<()> {
+    let (remote, name) = split_target(conf, target);
+    let conn = open(conf, &remote)?;
+    let v = conn
+        .call(
+            Method::GET,
+            &format!("/1.0/instances/{name}?recursion=1"),
+            None,
+        )
+        .await?;
+    let state = &v["state"];
+    println!("Name: {}", str_of(&v, "name"));
+    println!("Status: {}", str_of(&v, "status").to_uppercase());
+    println!(
+        "Type: container{}",
+        if v["ephemeral"] == true {
+            " (ephemeral)"
+        } else {
+            ""
+        }
+    );
+    println!("Architecture: {}", str_of(&v, "architecture"));
+    println!("Created: {}", str_of(&v, "created_at"));
+    let privileged = v["config"]["security.privileged"] == "true";
+    let base = v["config"]["volatile.idmap.base"].as_str().unwrap_or("0");
+    println!(
+        "Idmap: {}",
+        if privileged {
+            "none (privileged: root in the container is root on the host)".to_owned()
+        } else {
+            format!("container 0 is host {base}")
+        }
+    );
+    if let Some(pid) = state["pid"].as_i64().filter(|&p| p > 0) {
+        println!("PID: {pid}");
+        println!("Resources:");
+        println!("  Processes: {}", state["processes"]);
+        println!(
+            "  Memory usage: {:.2}MiB",
+            state["memory"]["usage"].as_f64().unwrap_or(0.0) / 1048576.0
+        );
+        println!(
+            "  CPU usage: {:.2} seconds",
+            state["cpu"]["usage"].as_f64().unwrap_or(0.0) / 1e9
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,472 @@
+//! Real containers, as root: launch through `rxc`, then look at them from the host. The init's
+//! uid map, its host uid, its namespaces, seccomp and capabilities, read-only /proc/sys, the
+//! device set, disjoint isolated blocks, privileged maps, the process limit against a fork bomb,
+//! stop/start/restart/freeze/delete, containers outliving a daemon restart (and a crash), and
+//! Debian's `lxc launch|list|stop` against rxd.
+
+use rxd_client::{Client, Method};
+use rxd_testkit::{bin, require_root, require_tool, TestDaemon};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+struct Setup {
+    d: TestDaemon,
+    conf: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn new(test: &str) -> Option<Setup> {
+        if !require_root(test) || !require_tool("busybox", "busybox-static", test) {
+            return None;
+        }
+        let d = TestDaemon::start().await;
+        let conf = tempfile::tempdir().unwrap();
+        let image = conf.path().join("bb.tar.gz");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-busybox-image.sh");
+        let built = Command::new("bash")
+            .arg(script)
+            .arg(&image)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(built.success());
+        let s = Setup { d, conf };
+        s.ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
+        Some(s)
+    }
+
+    fn rxc(&self, args: &[&str]) -> Output {
+        Command::new(bin("rxc"))
+            .args(args)
+            .env("RXC_CONF", self.conf.path())
+            .env("RXD_DIR", self.d.dir())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.rxc(args);
+        assert!(
+            out.status.success(),
+            "rxc {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.d.logs()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.rxc(args);
+        assert!(!out.status.success(), "rxc {args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    async fn state(&self, name: &str) -> Value {
+        self.d
+            .unix()
+            .get(&format!("/1.0/instances/{name}/state"))
+            .await
+            .unwrap()
+    }
+
+    async fn pid(&self, name: &str) -> i32 {
+        let s = self.state(name).await;
+        assert_eq!(s["status"], "Running", "{s}");
+        s["pid"].as_i64().unwrap() as i32
+    }
+}
+
+fn proc_file(pid: i32, file: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap()
+}
+
+/// `/proc/<pid>/uid_map` as (inside, outside, count) triples.
+fn map_of(pid: i32, file: &str) -> Vec<(u64, u64, u64)> {
+    proc_file(pid, file)
+        .lines()
+        .map(|l| {
+            let f: Vec<u64> = l.split_whitespace().map(|x| x.parse().unwrap()).collect();
+            (f[0], f[1], f[2])
+        })
+        .collect()
+}
+
+fn status_field(pid: i32, field: &str) -> String {
+    proc_file(pid, "status")
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn base(v: &Value) -> u64 {
+    v["config"]["volatile.idmap.base"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_unprivileged_container_runs_confined() {
+    let Some(s) = Setup::new("an_unprivileged_container_runs_confined").await else {
+        return;
+    };
+    let out = s.ok(&["launch", "bb", "c1"]);
+    assert!(out.contains("Starting c1"), "{out}");
+    let list = s.ok(&["list", "-f", "csv"]);
+    assert!(list.starts_with("c1,RUNNING,"), "{list}");
+
+    let inst = s.d.unix().get("/1.0/instances/c1").await.unwrap();
+    let host_base = base(&inst);
+    assert!(host_base >= 65536);
+    assert_eq!(inst["status"], "Running");
+    assert_eq!(
+        inst["config"]["volatile.idmap.current"],
+        inst["config"]["volatile.idmap.next"]
+    );
+    let pid = s.pid("c1").await;
+
+    // The map is the shared block, and the init is an ordinary host user.
+    assert_eq!(map_of(pid, "uid_map"), vec![(0, host_base, 65536)]);
+    assert_eq!(map_of(pid, "gid_map").len(), 1);
+    let uids: Vec<u64> = status_field(pid, "Uid")
+        .split_whitespace()
+        .map(|u| u.parse().unwrap())
+        .collect();
+    assert_eq!(uids, vec![host_base; 4]);
+    // Its own namespaces, all of them.
+    for ns in ["user", "pid", "mnt", "uts", "ipc", "net", "cgroup"] {
+        let mine = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        let its = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
+        assert_ne!(mine, its, "{ns} namespace shared with the host");
+    }
+    // A seccomp filter, and no capability to load modules, do raw IO or set the clock.
+    assert_eq!(status_field(pid, "Seccomp"), "2");
+    let cap_eff = u64::from_str_radix(&status_field(pid, "CapBnd"), 16).unwrap();
+    for (cap, bit) in [
+        ("SYS_MODULE", 16),
+        ("SYS_RAWIO", 17),
+        ("SYS_TIME", 25),
+        ("MKNOD", 27),
+    ] {
+        assert_eq!(cap_eff & (1 << bit), 0, "CAP_{cap} kept");
+    }
+    assert_ne!(cap_eff & (1 << 22), 0, "CAP_SYS_BOOT (to halt) dropped");
+    // /proc/sys and /sys read-only; no device nodes beyond the standard set.
+    let mounts = proc_file(pid, "mountinfo");
+    for target in ["/proc/sys", "/sys"] {
+        let line = mounts
+            .lines()
+            .find(|l| l.split_whitespace().nth(4) == Some(target))
+            .unwrap_or_else(|| panic!("{target} not mounted:\n{mounts}"));
+        let opts = line.split_whitespace().nth(5).unwrap();
+        assert!(opts.split(',').any(|o| o == "ro"), "{target} is {opts}");
+    }
+    let mut devices: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root/dev"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            use std::os::unix::fs::FileTypeExt;
+            let t = e.file_type().unwrap();
+            t.is_char_device() || t.is_block_device()
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    devices.sort();
+    for dev in &devices {
+        assert!(
+            ["full", "null", "random", "tty", "urandom", "zero"].contains(&dev.as_str()),
+            "unexpected device /dev/{dev}"
+        );
+    }
+    // Only the container's root may enter its directory on the host.
+    let dir = std::fs::metadata(s.d.dir().join("containers/c1")).unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(dir.permissions().mode() & 0o777, 0o100);
+    assert_eq!(u64::from(dir.uid()), host_base);
+    // Figures in the state endpoint.
+    let state = s.state("c1").await;
+    assert!(state["processes"].as_i64().unwrap() >= 1, "{state}");
+    assert!(state["memory"]["usage"].as_u64().unwrap() > 0, "{state}");
+    let info = s.ok(&["info", "c1"]);
+    assert!(info.contains(&format!("PID: {pid}")), "{info}");
+
+    // Stop cleanly (init halts), start, restart, freeze, force-stop, delete.
+    assert!(s.fails(&["delete", "c1"]).contains("stop it first"));
+    s.ok(&["stop", "c1", "--timeout", "30"]);
+    assert_eq!(s.state("c1").await["status"], "Stopped");
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    assert!(s.fails(&["stop", "c1"]).contains("already stopped"));
+    s.ok(&["start", "c1"]);
+    let pid2 = s.pid("c1").await;
+    assert_ne!(pid, pid2);
+    assert!(s.fails(&["start", "c1"]).contains("already running"));
+    s.ok(&["restart", "c1", "--force"]);
+    let pid3 = s.pid("c1").await;
+    assert_ne!(pid2, pid3);
+    s.ok(&["pause", "c1"]);
+    assert_eq!(s.state("c1").await["status"], "Frozen");
+    assert!(
+        status_field(pid3, "State").starts_with('S')
+            || status_field(pid3, "State").starts_with('D')
+    );
+    let r =
+        s.d.unix()
+            .request(
+                Method::PUT,
+                "/1.0/instances/c1/state",
+                Some(&json!({"action": "unfreeze"})),
+            )
+            .await
+            .unwrap();
+    assert_eq!(r.status, 202);
+    wait_for(|| async { s.state("c1").await["status"] == "Running" }).await;
+    s.ok(&["stop", "c1", "--force"]);
+    assert_eq!(s.state("c1").await["status"], "Stopped");
+    assert_eq!(
+        std::fs::read_dir(s.d.dir().join("runtime/state"))
+            .unwrap()
+            .count(),
+        0,
+        "runtime state left behind"
+    );
+    s.ok(&["delete", "c1"]);
+    assert!(!s.d.dir().join("containers/c1").exists());
+    assert_eq!(s.d.unix().get("/1.0/instances").await.unwrap(), json!([]));
+}
+
+async fn wait_for<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("condition not reached in 10 s");
+}
+
+#[tokio::test]
+async fn isolated_blocks_are_disjoint_and_privileged_maps_root() {
+    let Some(s) = Setup::new("isolated_blocks_are_disjoint_and_privileged_maps_root").await else {
+        return;
+    };
+    s.ok(&["launch", "bb", "shared"]);
+    s.ok(&["launch", "bb", "iso1", "-c", "security.idmap.isolated=true"]);
+    s.ok(&["launch", "bb", "iso2", "-c", "security.idmap.isolated=true"]);
+    s.ok(&["launch", "bb", "priv", "-c", "security.privileged=true"]);
+    let mut ranges = Vec::new();
+    for name in ["shared", "iso1", "iso2"] {
+        let pid = s.pid(name).await;
+        let map = map_of(pid, "uid_map");
+        assert_eq!(map.len(), 1, "{name}: {map:?}");
+        let (inside, outside, count) = map[0];
+        assert_eq!((inside, count), (0, 65536), "{name}");
+        assert!(outside > 0, "{name} maps host root");
+        ranges.push((name, outside, outside + count));
+    }
+    for (i, a) in ranges.iter().enumerate() {
+        for b in &ranges[i + 1..] {
+            assert!(a.2 <= b.1 || b.2 <= a.1, "{a:?} overlaps {b:?}");
+        }
+    }
+    let pid = s.pid("priv").await;
+    assert_eq!(map_of(pid, "uid_map"), vec![(0, 0, 4294967295)]);
+    assert_eq!(
+        status_field(pid, "Uid").split_whitespace().next(),
+        Some("0")
+    );
+    assert!(s.d.logs().contains("starting a privileged container"));
+    let list = s.ok(&["list", "-f", "csv"]);
+    assert!(
+        list.contains("priv,RUNNING,") && list.contains("PRIVILEGED"),
+        "{list}"
+    );
+    s.ok(&["delete", "--force", "shared", "iso1", "iso2", "priv"]);
+}
+
+#[tokio::test]
+async fn a_fork_bomb_stops_at_limits_processes() {
+    let Some(s) = Setup::new("a_fork_bomb_stops_at_limits_processes").await else {
+        return;
+    };
+    s.ok(&["init", "bb", "bomb", "-c", "limits.processes=40"]);
+    // The container's own init starts the bomb.
+    let rootfs = s.d.dir().join("containers/bomb/rootfs");
+    std::fs::write(rootfs.join("bomb.sh"), "b() { b | b & }\nb\n").unwrap();
+    std::fs::write(
+        rootfs.join("etc/inittab"),
+        "::sysinit:/bin/sh /bomb.sh\n::shutdown:/bin/true\n",
+    )
+    .unwrap();
+    s.ok(&["start", "bomb"]);
+    let pid = s.pid("bomb").await;
+    let cgroup = proc_file(pid, "cgroup");
+    let events = cgroup
+        .lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
+            match ctrl {
+                "pids" => Some(format!("/sys/fs/cgroup/pids{path}/pids.events")),
+                "" if !cgroup.contains(":pids:") => {
+                    Some(format!("/sys/fs/cgroup{path}/pids.events"))
+                }
+                _ => None,
+            }
+        })
+        .unwrap();
+    // The kernel refuses forks past the limit: the bomb hits it and stays under it.
+    wait_for(|| async {
+        std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("max ") && l != "max 0")
+    })
+    .await;
+    for _ in 0..20 {
+        let n = s.state("bomb").await["processes"].as_i64().unwrap();
+        assert!((1..=40).contains(&n), "{n} processes");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // And the host is fine: a forced stop ends them all.
+    s.ok(&["stop", "bomb", "--force"]);
+    assert_eq!(s.state("bomb").await["status"], "Stopped");
+    s.ok(&["delete", "bomb"]);
+}
+
+#[tokio::test]
+async fn containers_outlive_a_daemon_restart_and_a_crash() {
+    let Some(mut s) = Setup::new("containers_outlive_a_daemon_restart_and_a_crash").await else {
+        return;
+    };
+    s.ok(&["launch", "bb", "c1"]);
+    s.ok(&["launch", "bb", "c2"]);
+    let (p1, p2) = (s.pid("c1").await, s.pid("c2").await);
+    s.d.restart().await;
+    assert_eq!(s.pid("c1").await, p1);
+    s.d.crash();
+    s.d.spawn();
+    s.d.wait_ready().await;
+    assert_eq!(s.pid("c1").await, p1);
+    assert_eq!(s.pid("c2").await, p2);
+    // Found again, so managed again: a clean stop, and one that ends while rxd is down.
+    s.ok(&["stop", "c1"]);
+    assert_eq!(s.state("c1").await["status"], "Stopped");
+    s.d.stop();
+    let _ = Command::new(bin("rxd-shim"))
+        .arg("--root")
+        .arg(s.d.dir().join("runtime/state"))
+        .args(["kill", "c2", "--signal", "9"])
+        .status();
+    s.d.spawn();
+    s.d.wait_ready().await;
+    assert_eq!(s.state("c2").await["status"], "Stopped");
+    s.ok(&["start", "c2"]);
+    s.ok(&["delete", "-f", "c1", "c2"]);
+}
+
+#[tokio::test]
+async fn bad_state_requests_are_refused() {
+    let Some(s) = Setup::new("bad_state_requests_are_refused").await else {
+        return;
+    };
+    s.ok(&["init", "bb", "c1"]);
+    let unix: Client = s.d.unix();
+    for (body, status, text) in [
+        (json!({"action": "explode"}), 400, "Unknown action"),
+        (json!({"action": "stop"}), 400, "already stopped"),
+        (json!({"action": "freeze"}), 400, "already stopped"),
+        (
+            json!({"action": "start", "stateful": true}),
+            400,
+            "Stateful",
+        ),
+        (json!({"action": "start", "bogus": 1}), 400, "unknown field"),
+    ] {
+        let r = unix
+            .request(Method::PUT, "/1.0/instances/c1/state", Some(&body))
+            .await
+            .unwrap();
+        let e = r.envelope().unwrap();
+        assert_eq!((r.status, e.error_code), (status, status), "{body}");
+        assert!(e.error.contains(text), "{body}: {}", e.error);
+    }
+    let r = unix
+        .request(
+            Method::PUT,
+            "/1.0/instances/nope/state",
+            Some(&json!({"action": "start"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 404);
+    assert_eq!(s.state("c1").await["status"], "Stopped");
+}
+
+#[tokio::test]
+async fn debian_lxc_launch_list_stop() {
+    if !require_tool("lxc", "lxd-client", "debian_lxc_launch_list_stop") {
+        return;
+    }
+    let Some(s) = Setup::new("debian_lxc_launch_list_stop").await else {
+        return;
+    };
+    s.ok(&["config", "set", "core.trust_password", "pw"]);
+    let lxd_conf = tempfile::tempdir().unwrap();
+    let lxc = |args: &[&str]| {
+        Command::new("lxc")
+            .args(args)
+            .env("LXD_CONF", lxd_conf.path())
+            .env("HOME", lxd_conf.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let addr = s.d.https_address();
+    let out = lxc(&[
+        "remote",
+        "add",
+        "rxd",
+        &addr,
+        "--accept-certificate",
+        "--password",
+        "pw",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let out = lxc(&["launch", "rxd:bb", "rxd:web1"]);
+    assert!(out.status.success(), "{out:?}\n{}", s.d.logs());
+    let out = lxc(&["list", "rxd:", "--format", "csv", "-c", "ns"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "web1,RUNNING",
+        "{out:?}"
+    );
+    let out = lxc(&["list", "rxd:"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("| web1 | RUNNING |"),
+        "{out:?}"
+    );
+    let out = lxc(&["stop", "rxd:web1"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = lxc(&["list", "rxd:", "--format", "csv", "-c", "ns"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "web1,STOPPED",
+        "{out:?}"
+    );
+    let out = lxc(&["start", "rxd:web1"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = lxc(&["delete", "--force", "rxd:web1"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(s.d.unix().get("/1.0/instances").await.unwrap(), json!([]));
+}
