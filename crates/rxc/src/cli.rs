@@ -64,6 +64,9 @@ pub enum Command {
         #[arg(long, short = 'f')]
         force: bool,
     },
+    /// Rename a stopped container: `rxc rename [REMOTE:]OLD NEW`.
+    #[command(alias = "move", alias = "mv")]
+    Rename { old: String, new: String },
     /// List containers.
     #[command(alias = "ls")]
     List {
@@ -147,25 +150,28 @@ pub struct RemoteAdd {
     pub project: String,
 }
 
+/// Server config (`[REMOTE:] KEY ...`) or, when the first argument names an instance,
+/// that instance's config (`[REMOTE:]INSTANCE KEY ...`).
 #[derive(Subcommand, Debug)]
 pub enum ConfigCmd {
-    /// Print a server config key.
+    /// Print a server config key, or an instance's: `[REMOTE:]INSTANCE KEY`.
     Get {
         /// `[REMOTE:] KEY`
         #[arg(num_args = 1..=2)]
         args: Vec<String>,
     },
-    /// Set server config keys: `[REMOTE:] KEY VALUE`.
+    /// Set a server config key (`[REMOTE:] KEY VALUE`) or an instance's
+    /// (`[REMOTE:]INSTANCE KEY VALUE` or `[REMOTE:]INSTANCE KEY=VALUE`).
     Set {
         #[arg(num_args = 2..=3)]
         args: Vec<String>,
     },
-    /// Unset a server config key: `[REMOTE:] KEY`.
+    /// Unset a server config key (`[REMOTE:] KEY`) or an instance's (`[REMOTE:]INSTANCE KEY`).
     Unset {
         #[arg(num_args = 1..=2)]
         args: Vec<String>,
     },
-    /// Show the server config.
+    /// Show the server config (`[REMOTE:]`) or an instance's (`[REMOTE:]INSTANCE`).
     Show { remote: Option<String> },
     /// Manage trusted client certificates.
     #[command(subcommand)]

@@ -65,6 +65,23 @@ pub async fn query(
 
 pub async fn config(conf: &ConfigDir, cmd: ConfigCmd) -> anyhow::Result<()> {
     match cmd {
+        ConfigCmd::Get { args } if args.len() == 2 && !args[0].ends_with(':') => {
+            crate::instance::config_get(conf, &args[0], &args[1]).await
+        }
+        ConfigCmd::Set { args } if is_instance_set(&args) => {
+            let (key, value) = match args.as_slice() {
+                [_, kv] => kv.split_once('=').unwrap_or((kv, "")),
+                [_, k, v] => (k.as_str(), v.as_str()),
+                _ => bail!("usage: rxc config set [REMOTE:]INSTANCE KEY VALUE"),
+            };
+            crate::instance::config_set(conf, &args[0], key, Some(value)).await
+        }
+        ConfigCmd::Unset { args } if args.len() == 2 && !args[0].ends_with(':') => {
+            crate::instance::config_set(conf, &args[0], &args[1], None).await
+        }
+        ConfigCmd::Show {
+            remote: Some(target),
+        } if !target.ends_with(':') => crate::instance::config_show(conf, &target).await,
         ConfigCmd::Get { args } => {
             let (name, rest) = remote_arg(conf, &args);
             let [key] = rest.as_slice() else {
@@ -103,6 +120,16 @@ pub async fn config(conf: &ConfigDir, cmd: ConfigCmd) -> anyhow::Result<()> {
             Ok(())
         }
         ConfigCmd::Trust(t) => trust(conf, t).await,
+    }
+}
+
+/// `config set` names an instance when given `INSTANCE KEY VALUE` or `INSTANCE KEY=VALUE`
+/// (the server form is `[REMOTE:] KEY VALUE`).
+fn is_instance_set(args: &[String]) -> bool {
+    match args {
+        [first, _, _] => !first.ends_with(':'),
+        [first, kv] => !first.ends_with(':') && kv.contains('=') && !first.contains('.'),
+        _ => false,
     }
 }
 

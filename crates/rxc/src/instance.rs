@@ -193,3 +193,87 @@ pub async fn info(conf: &ConfigDir, target: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `GET` an instance with its ETag.
+async fn fetch(conn: &Conn, name: &str) -> anyhow::Result<(Value, Option<String>)> {
+    let reply = conn
+        .client
+        .request(Method::GET, &format!("/1.0/instances/{name}"), None)
+        .await
+        .map_err(|e| conn.explain(e))?;
+    let etag = reply.header("etag").map(str::to_owned);
+    let v = reply.metadata().map_err(|e| anyhow!(e))?;
+    Ok((v, etag))
+}
+
+pub async fn config_get(conf: &ConfigDir, target: &str, key: &str) -> anyhow::Result<()> {
+    let (remote, name) = split_target(conf, target);
+    let conn = open(conf, &remote)?;
+    let (v, _) = fetch(&conn, &name).await?;
+    println!("{}", v["config"][key].as_str().unwrap_or_default());
+    Ok(())
+}
+
+/// Set (or with `None`, unset) one key: read the instance, change the key, write it back
+/// guarded by its ETag, as `lxc config set` does.
+pub async fn config_set(
+    conf: &ConfigDir,
+    target: &str,
+    key: &str,
+    value: Option<&str>,
+) -> anyhow::Result<()> {
+    let (remote, name) = split_target(conf, target);
+    let conn = open(conf, &remote)?;
+    let (v, etag) = fetch(&conn, &name).await?;
+    let mut config = v["config"].as_object().cloned().unwrap_or_default();
+    match value {
+        Some(value) => config.insert(key.to_owned(), Value::String(value.to_owned())),
+        None => config.remove(key),
+    };
+    let body = json!({
+        "config": config, "description": v["description"], "ephemeral": v["ephemeral"],
+        "profiles": v["profiles"], "devices": v["devices"], "architecture": v["architecture"],
+    });
+    let headers: Vec<(&str, &str)> = etag.iter().map(|e| ("if-match", e.as_str())).collect();
+    let reply = conn
+        .client
+        .send(
+            Method::PUT,
+            &format!("/1.0/instances/{name}"),
+            &headers,
+            serde_json::to_vec(&body)?.into(),
+        )
+        .await
+        .map_err(|e| conn.explain(e))?;
+    let op = reply.metadata().map_err(|e| anyhow!(e))?;
+    wait(&conn, &op).await.map(drop)
+}
+
+pub async fn config_show(conf: &ConfigDir, target: &str) -> anyhow::Result<()> {
+    let (remote, name) = split_target(conf, target);
+    let conn = open(conf, &remote)?;
+    let (v, _) = fetch(&conn, &name).await?;
+    let shown = json!({
+        "architecture": v["architecture"], "config": v["config"], "devices": v["devices"],
+        "ephemeral": v["ephemeral"], "profiles": v["profiles"], "description": v["description"],
+    });
+    print!("{}", serde_norway::to_string(&shown)?);
+    Ok(())
+}
+
+pub async fn rename(conf: &ConfigDir, old: &str, new: &str) -> anyhow::Result<()> {
+    let (remote, old) = split_target(conf, old);
+    let (new_remote, new) = split_target(conf, new);
+    if new_remote != remote {
+        bail!("moving a container between servers is not supported");
+    }
+    let conn = open(conf, &remote)?;
+    let op = conn
+        .call(
+            Method::POST,
+            &format!("/1.0/instances/{old}"),
+            Some(&json!({"name": new})),
+        )
+        .await?;
+    wait(&conn, &op).await.map(drop)
+}

@@ -56,6 +56,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restart(a) => instance::each(&conf, &a.names, "restart", a.force, a.timeout).await,
         Command::Pause { names } => instance::each(&conf, &names, "freeze", false, -1).await,
         Command::Delete { names, force } => instance::delete(&conf, &names, force).await,
+        Command::Rename { old, new } => instance::rename(&conf, &old, &new).await,
         Command::List { remote, format } => {
             instance::list(&conf, remote.as_deref(), format.format).await
         }

@@ -456,6 +456,14 @@ async fn debian_lxc_launch_list_stop() {
         String::from_utf8_lossy(&out.stdout).contains("| web1 | RUNNING |"),
         "{out:?}"
     );
+    let out = lxc(&["config", "set", "rxd:web1", "limits.processes", "100"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = lxc(&["config", "get", "rxd:web1", "limits.processes"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "100",
+        "{out:?}"
+    );
     let out = lxc(&["stop", "rxd:web1"]);
     assert!(out.status.success(), "{out:?}");
     let out = lxc(&["list", "rxd:", "--format", "csv", "-c", "ns"]);
@@ -469,4 +477,100 @@ async fn debian_lxc_launch_list_stop() {
     let out = lxc(&["delete", "--force", "rxd:web1"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(s.d.unix().get("/1.0/instances").await.unwrap(), json!([]));
+}
+
+#[tokio::test]
+async fn config_edits_remap_the_rootfs_and_renames_move_it() {
+    let Some(s) = Setup::new("config_edits_remap_the_rootfs_and_renames_move_it").await else {
+        return;
+    };
+    use std::os::unix::fs::MetadataExt;
+    s.ok(&["init", "bb", "c1"]);
+    let rootfs = |name: &str| s.d.dir().join("containers").join(name).join("rootfs");
+    let owner = |name: &str| {
+        u64::from(
+            std::fs::metadata(rootfs(name).join("bin/busybox"))
+                .unwrap()
+                .uid(),
+        )
+    };
+    let shared = owner("c1");
+
+    // Made isolated: a new block at once, the files shifted to it at the next start.
+    s.ok(&["config", "set", "c1", "security.idmap.isolated", "true"]);
+    let inst = s.d.unix().get("/1.0/instances/c1").await.unwrap();
+    let isolated = base(&inst);
+    assert_ne!(isolated, shared);
+    assert_eq!(owner("c1"), shared, "shifted before the start");
+    s.ok(&["start", "c1"]);
+    let pid = s.pid("c1").await;
+    assert_eq!(map_of(pid, "uid_map"), vec![(0, isolated, 65536)]);
+    assert_eq!(owner("c1"), isolated);
+    assert!(s.d.logs().contains("remapping container filesystem"));
+    // While it runs, a limit is stored for the next start; the map in use is unchanged.
+    s.ok(&["config", "set", "c1", "limits.processes=50"]);
+    assert_eq!(
+        s.ok(&["config", "get", "c1", "limits.processes"]).trim(),
+        "50"
+    );
+    assert!(s.fails(&["rename", "c1", "c2"]).contains("running"));
+    s.ok(&["stop", "c1", "--force"]);
+
+    // Privileged, then back to the shared block.
+    s.ok(&["config", "set", "c1", "security.privileged=true"]);
+    s.ok(&["start", "c1"]);
+    assert_eq!(
+        map_of(s.pid("c1").await, "uid_map"),
+        vec![(0, 0, 4294967295)]
+    );
+    assert_eq!(owner("c1"), 0);
+    s.ok(&["stop", "c1", "--force"]);
+    s.ok(&["config", "unset", "c1", "security.privileged"]);
+    s.ok(&["config", "unset", "c1", "security.idmap.isolated"]);
+    s.ok(&["start", "c1"]);
+    assert_eq!(
+        map_of(s.pid("c1").await, "uid_map"),
+        vec![(0, shared, 65536)]
+    );
+    assert_eq!(owner("c1"), shared);
+    s.ok(&["stop", "c1", "--force"]);
+
+    // Forged volatile keys, unknown keys and stale ETags are refused.
+    let unix = s.d.unix();
+    for (body, text) in [
+        (json!({"config": {"volatile.idmap.base": "0"}}), "volatile"),
+        (json!({"config": {"raw.lxc": "x"}}), "raw"),
+        (json!({"config": {}, "surprise": true}), "unknown field"),
+    ] {
+        let r = unix
+            .request(Method::PATCH, "/1.0/instances/c1", Some(&body))
+            .await
+            .unwrap();
+        let e = r.envelope().unwrap();
+        assert_eq!(r.status, 400, "{body}");
+        assert!(e.error.contains(text), "{body}: {}", e.error);
+    }
+    let r = unix
+        .send(
+            Method::PUT,
+            "/1.0/instances/c1",
+            &[("if-match", "\"stale\"")],
+            serde_json::to_vec(&json!({"config": {}})).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 412);
+
+    // Rename moves the files, the block and the logs; the old name is free again.
+    s.ok(&["rename", "c1", "web"]);
+    assert!(!s.d.dir().join("containers/c1").exists());
+    assert!(rootfs("web").join("bin/busybox").exists());
+    s.ok(&["start", "web"]);
+    assert_eq!(
+        map_of(s.pid("web").await, "uid_map"),
+        vec![(0, shared, 65536)]
+    );
+    s.ok(&["init", "bb", "c1"]);
+    assert!(s.fails(&["rename", "c1", "web"]).contains("already exists"));
+    s.ok(&["delete", "-f", "web", "c1"]);
 }

@@ -323,6 +323,11 @@ impl Runtime {
         Ok(())
     }
 
+    /// Move a renamed instance's console log directory.
+    pub fn rename_logs(&self, old: &str, new: &str) {
+        let _ = std::fs::rename(self.logs.join(old), self.logs.join(new));
+    }
+
     /// Remove a deleted instance's console log directory.
     pub fn remove_logs(&self, name: &str) {
         let _ = std::fs::remove_dir_all(self.logs.join(name));

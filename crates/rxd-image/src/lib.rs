@@ -9,8 +9,10 @@
 //! success, so a refused or failed import leaves nothing behind.
 #![forbid(unsafe_code)]
 
+mod shift;
 mod unpack;
 
+pub use shift::reshift;
 pub use unpack::{read_metadata, unpack, Unpacked};
 
 use serde::Deserialize;

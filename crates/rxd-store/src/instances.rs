@@ -38,6 +38,13 @@ fn blocks(tx: &Transaction<'_>) -> Result<Vec<(u32, u32)>, StoreError> {
 /// Chooses an idmap block (base, size) given the blocks already taken.
 pub type Allocator<E> = dyn Fn(&[(u32, u32)]) -> Result<(u32, u32), E>;
 
+/// A change of idmap in an update: the allocator for a new isolated block (none: no block),
+/// and the config to store given the block chosen.
+pub struct Remap<'a, E> {
+    pub allocate: Option<&'a Allocator<E>>,
+    pub config: &'a dyn Fn(Option<(u32, u32)>) -> String,
+}
+
 impl Store {
     /// Create an instance; if `allocate` is given, it is called with every isolated block already
     /// taken (base, size) and returns this instance's block (or refuses), all in one transaction
@@ -116,6 +123,71 @@ impl Store {
             "UPDATE instances SET config = ?3 WHERE project = ?1 AND name = ?2",
             params![project, name, config],
         )?;
+        if n == 0 {
+            return Err(StoreError::NotFound { kind: "instance" });
+        }
+        Ok(())
+    }
+
+    /// Replace an instance's config, description and ephemeral flag. With a `remap`, its isolated
+    /// idmap block is released, a new one chosen if `remap.allocate` is given (the allocator sees
+    /// every other instance's block, not this one's old one), and the config stored is
+    /// `remap.config(block)`: all in one transaction, so the stored map and the block agree.
+    pub fn update_instance<E>(
+        &self,
+        row: &InstanceRow,
+        remap: Option<Remap<'_, E>>,
+    ) -> Result<Result<Option<(u32, u32)>, E>, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let mut chosen = None;
+        let mut config = row.config.clone();
+        if let Some(remap) = remap {
+            tx.execute(
+                "DELETE FROM idmap_blocks WHERE project = ?1 AND instance = ?2",
+                params![row.project, row.name],
+            )?;
+            if let Some(f) = remap.allocate {
+                match f(&blocks(&tx)?) {
+                    Ok((base, size)) => {
+                        tx.execute(
+                            "INSERT INTO idmap_blocks (project, instance, base, size) VALUES (?1, ?2, ?3, ?4)",
+                            params![row.project, row.name, base, size],
+                        )?;
+                        chosen = Some((base, size));
+                    }
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
+            config = (remap.config)(chosen);
+        }
+        let n = tx.execute(
+            "UPDATE instances SET config = ?3, description = ?4, ephemeral = ?5 WHERE project = ?1 AND name = ?2",
+            params![row.project, row.name, config, row.description, row.ephemeral],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound { kind: "instance" });
+        }
+        tx.commit()?;
+        Ok(Ok(chosen))
+    }
+
+    /// Rename an instance (its idmap block follows by the foreign key's cascade).
+    pub fn rename_instance(&self, project: &str, old: &str, new: &str) -> Result<(), StoreError> {
+        let n = self
+            .conn()?
+            .execute(
+                "UPDATE instances SET name = ?3 WHERE project = ?1 AND name = ?2",
+                params![project, old, new],
+            )
+            .map_err(|e| match &e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    StoreError::AlreadyExists { kind: "instance" }
+                }
+                _ => e.into(),
+            })?;
         if n == 0 {
             return Err(StoreError::NotFound { kind: "instance" });
         }
@@ -202,6 +274,50 @@ mod tests {
                 .map(|r| r.name.as_str())
                 .collect::<Vec<_>>(),
             ["b", "c", "e"]
+        );
+        // Updating moves a block, or drops it; a refusal changes nothing; renaming keeps it.
+        let config_for = |b: Option<(u32, u32)>| b.map_or("none".to_string(), |b| b.0.to_string());
+        let remap = |allocate| Remap {
+            allocate,
+            config: &config_for,
+        };
+        let mut b = s.instance("default", "b").unwrap();
+        b.config = "{\"x\":\"1\"}".into();
+        assert_eq!(
+            s.update_instance(&b, Some(remap(Some(&next)))).unwrap(),
+            Ok(Some((110, 10))),
+            "its own old block is free to it again"
+        );
+        assert_eq!(s.instance("default", "b").unwrap().config, "110");
+        let mut again = b.clone();
+        again.config = "{}".into();
+        assert_eq!(
+            s.update_instance(&again, Some(remap(Some(&refuse))))
+                .unwrap(),
+            Err("full".to_string())
+        );
+        assert_eq!(s.instance("default", "b").unwrap().config, "110");
+        s.rename_instance("default", "b", "b2").unwrap();
+        assert!(matches!(
+            s.rename_instance("default", "b2", "c"),
+            Err(StoreError::AlreadyExists { .. })
+        ));
+        assert_eq!(
+            s.create_instance(&row("f"), Some(&next)).unwrap(),
+            Ok(Some((120, 10))),
+            "b2 still holds 110"
+        );
+        let b2 = s.instance("default", "b2").unwrap();
+        assert_eq!(s.update_instance(&b2, Some(remap(None))).unwrap(), Ok(None));
+        assert_eq!(s.instance("default", "b2").unwrap().config, "none");
+        // Without a remap, the row's own config is stored.
+        let mut b3 = s.instance("default", "b2").unwrap();
+        b3.config = "{}".into();
+        assert_eq!(s.update_instance::<String>(&b3, None).unwrap(), Ok(None));
+        assert_eq!(s.instance("default", "b2").unwrap().config, "{}");
+        assert_eq!(
+            s.create_instance(&row("g"), Some(&next)).unwrap(),
+            Ok(Some((110, 10)))
         );
     }
 }

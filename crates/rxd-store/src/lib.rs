@@ -10,7 +10,7 @@ mod migrations;
 
 pub use certificates::{CertificateRow, TokenRow};
 pub use images::{AliasRow, ImageRow};
-pub use instances::InstanceRow;
+pub use instances::{Allocator, InstanceRow, Remap};
 
 use rusqlite::Connection;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-const PROJECT: &str = "default";
+pub(super) const PROJECT: &str = "default";
 const NOT_FOUND: &str = "Instance not found";
 
 pub fn instance_dir(d: &Daemon, name: &str) -> PathBuf {
@@ -55,7 +55,7 @@ pub struct InstancesPost {
     description: Option<String>,
 }
 
-fn config_of(row: &InstanceRow) -> BTreeMap<String, String> {
+pub(super) fn config_of(row: &InstanceRow) -> BTreeMap<String, String> {
     serde_json::from_str(&row.config).unwrap_or_default()
 }
 
@@ -81,7 +81,7 @@ fn state_json(d: &Daemon, name: &str) -> Value {
     })
 }
 
-fn to_json(d: &Daemon, row: &InstanceRow, recursion: u8) -> Value {
+pub(super) fn to_json(d: &Daemon, row: &InstanceRow, recursion: u8) -> Value {
     let config = config_of(row);
     let (status, code) = status(d, &row.name);
     let mut v = json!({
@@ -124,7 +124,7 @@ pub async fn list(
     Ok(response::sync(selected))
 }
 
-async fn find(d: &Daemon, name: &str) -> ApiResult<InstanceRow> {
+pub(super) async fn find(d: &Daemon, name: &str) -> ApiResult<InstanceRow> {
     if !rxd_core::name::valid_instance_name(name) {
         return Err(ApiError::NotFound(NOT_FOUND.into()));
     }
@@ -135,18 +135,6 @@ async fn find(d: &Daemon, name: &str) -> ApiResult<InstanceRow> {
             ApiError::NotFound(_) => ApiError::NotFound(NOT_FOUND.into()),
             other => other,
         })
-}
-
-/// With `?recursion=1`, the full form (state, snapshots, backups inline: extension
-/// `instance_get_full`), which `lxc list` uses.
-pub async fn get(
-    State(d): State<Arc<Daemon>>,
-    _: Trusted,
-    Path(name): Path<String>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Response> {
-    let full = if q.recursion > 0 { 2 } else { 0 };
-    Ok(response::sync(to_json(&d, &find(&d, &name).await?, full)))
 }
 
 pub async fn state(
@@ -366,10 +354,32 @@ async fn start(d: &Arc<Daemon>, name: &str) -> ApiResult<()> {
             "instance {name}: idmap does not match security.privileged"
         )));
     }
-    if config.get("volatile.last_state.idmap") != Some(&next) {
-        return Err(ApiError::BadRequest(
-            "The root filesystem is not shifted to the instance's idmap".into(),
-        ));
+    let dir = instance_dir(d, name);
+    let last = config
+        .get("volatile.last_state.idmap")
+        .cloned()
+        .unwrap_or_else(|| "[]".into());
+    if last != next {
+        // The map changed while the container was stopped: shift its files to the new one.
+        let from = parse_idmap(&last)?;
+        let shift = |m: rxd_core::launch::IdMap| rxd_image::IdShift {
+            uid_base: m.uid,
+            gid_base: m.gid,
+            size: m.size,
+        };
+        let (from, to) = (from.map(shift), idmap.map(shift));
+        let rootfs = dir.join("rootfs");
+        tracing::info!(instance = %name, from = %last, to = %next, "remapping container filesystem");
+        let changed = tokio::task::spawn_blocking(move || {
+            rxd_image::reshift(&rootfs, from.as_ref(), to.as_ref())
+        })
+        .await?
+        .map_err(|e| {
+            ApiError::BadRequest(format!("Failed to remap the container filesystem: {e}"))
+        })?;
+        tracing::info!(instance = %name, entries = changed, "container filesystem remapped");
+        config.insert("volatile.last_state.idmap".into(), next.clone());
+        save_config(d, name, &config).await?;
     }
     if idmap.is_some() && d.hostids.is_none() {
         return Err(ApiError::BadRequest(
@@ -378,7 +388,6 @@ async fn start(d: &Arc<Daemon>, name: &str) -> ApiResult<()> {
     }
     // Only the container's root may enter its directory (and so reach its root filesystem):
     // host users never can, so setuid files inside stay out of their reach.
-    let dir = instance_dir(d, name);
     let (uid, gid, mode) = match idmap {
         Some(m) => (m.uid, m.gid, 0o100),
         None => (0, 0, 0o700),
@@ -412,7 +421,11 @@ async fn start(d: &Arc<Daemon>, name: &str) -> ApiResult<()> {
     save_config(d, name, &config).await
 }
 
-async fn save_config(d: &Daemon, name: &str, config: &BTreeMap<String, String>) -> ApiResult<()> {
+pub(super) async fn save_config(
+    d: &Daemon,
+    name: &str,
+    config: &BTreeMap<String, String>,
+) -> ApiResult<()> {
     let text = serde_json::to_string(config).map_err(ApiError::internal)?;
     let n = name.to_owned();
     d.db(move |s| s.update_instance_config(PROJECT, &n, &text))
@@ -489,6 +502,77 @@ pub async fn watch(d: Arc<Daemon>, mut shutdown: tokio::sync::watch::Receiver<bo
             }
         }
     }
+}
+
+/// An isolated block chosen (base, size), or why none can be.
+pub(super) type BlockChoice = Result<(u32, u32), rxd_core::idmap::IdmapError>;
+
+/// What an instance's config asks of its idmap.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct IdmapWant {
+    pub privileged: bool,
+    pub isolated: bool,
+    pub size: u32,
+    pub pinned: Option<u32>,
+}
+
+impl IdmapWant {
+    pub fn of(config: &BTreeMap<String, String>) -> ApiResult<IdmapWant> {
+        Ok(IdmapWant {
+            privileged: flag(config, "security.privileged"),
+            isolated: flag(config, "security.idmap.isolated"),
+            size: match config.get("security.idmap.size") {
+                Some(s) => s
+                    .parse::<u32>()
+                    .map_err(|_| ApiError::BadRequest("invalid security.idmap.size".into()))?,
+                None => BLOCK_SIZE,
+            },
+            pinned: config
+                .get("security.idmap.base")
+                .and_then(|b| b.parse::<u32>().ok()),
+        })
+    }
+
+    /// The allocator for an isolated block, for the store's transaction.
+    pub fn allocator(
+        self,
+        hostids: &crate::hostids::HostIds,
+    ) -> impl Fn(&[(u32, u32)]) -> BlockChoice {
+        let range = hostids.uid;
+        move |taken: &[(u32, u32)]| {
+            let taken: Vec<Block> = taken
+                .iter()
+                .map(|&(base, size)| Block { base, size })
+                .collect();
+            let b = range.allocate(&taken, self.size, self.pinned)?;
+            Ok((b.base, b.size))
+        }
+    }
+}
+
+/// The (uid base, gid base, size) map of an instance: none if privileged, its isolated block,
+/// or the shared block.
+pub(super) fn map_for(
+    hostids: &crate::hostids::HostIds,
+    privileged: bool,
+    block: Option<(u32, u32)>,
+) -> Option<(u32, u32, u32)> {
+    let (uid_range, gid_range) = (hostids.uid, hostids.gid);
+    match (privileged, block) {
+        (true, _) => None,
+        (false, Some((base, size))) => {
+            Some((base, gid_range.0.base + (base - uid_range.0.base), size))
+        }
+        (false, None) => Some((uid_range.shared().base, gid_range.shared().base, BLOCK_SIZE)),
+    }
+}
+
+pub(super) fn set_next_idmap(config: &mut BTreeMap<String, String>, map: Option<(u32, u32, u32)>) {
+    config.insert(
+        "volatile.idmap.base".into(),
+        map.map_or(0, |(b, _, _)| b).to_string(),
+    );
+    config.insert("volatile.idmap.next".into(), idmap_json(map));
 }
 
 /// The LXD-style `volatile.idmap.*` value for a map (empty for privileged containers).
@@ -575,17 +659,11 @@ async fn create(
     hostids: crate::hostids::HostIds,
     caller: &Caller,
 ) -> ApiResult<()> {
-    let privileged = flag(&config, "security.privileged");
-    let isolated = flag(&config, "security.idmap.isolated");
-    let size = match config.get("security.idmap.size") {
-        Some(s) => s
-            .parse::<u32>()
-            .map_err(|_| ApiError::BadRequest("invalid security.idmap.size".into()))?,
-        None => BLOCK_SIZE,
-    };
-    let pinned = config
-        .get("security.idmap.base")
-        .and_then(|b| b.parse::<u32>().ok());
+    let IdmapWant {
+        privileged,
+        isolated,
+        ..
+    } = IdmapWant::of(&config)?;
     let image = d
         .db({
             let fp = fingerprint.clone();
@@ -598,15 +676,7 @@ async fn create(
     config.insert("volatile.base_image".into(), fingerprint.clone());
 
     // Record the instance and, for an isolated one, its block, in one transaction.
-    let (uid_range, gid_range) = (hostids.uid, hostids.gid);
-    let allocate = move |taken: &[(u32, u32)]| -> Result<(u32, u32), rxd_core::idmap::IdmapError> {
-        let taken: Vec<Block> = taken
-            .iter()
-            .map(|&(base, size)| Block { base, size })
-            .collect();
-        let b = uid_range.allocate(&taken, size, pinned)?;
-        Ok((b.base, b.size))
-    };
+    let allocate = IdmapWant::of(&config)?.allocator(&hostids);
     let store_row = row.clone();
     let block = d
         .db(move |s| {
@@ -627,18 +697,8 @@ async fn create(
             other => other,
         })?
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let map = match (privileged, block) {
-        (true, _) => None,
-        (false, Some((base, size))) => {
-            Some((base, gid_range.0.base + (base - uid_range.0.base), size))
-        }
-        (false, None) => Some((uid_range.shared().base, gid_range.shared().base, BLOCK_SIZE)),
-    };
-    config.insert(
-        "volatile.idmap.base".into(),
-        map.map_or(0, |(b, _, _)| b).to_string(),
-    );
-    config.insert("volatile.idmap.next".into(), idmap_json(map));
+    let map = map_for(&hostids, privileged, block);
+    set_next_idmap(&mut config, map);
     config.insert("volatile.last_state.idmap".into(), idmap_json(map));
 
     // Unpack the image with ownership shifted to the map; undo the record on any failure.

@@ -3,6 +3,7 @@
 
 mod certificates;
 pub mod images;
+mod instance_edit;
 pub mod instances;
 mod operations;
 mod server;
@@ -107,7 +108,11 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/1.0/instances", get(instances::list).post(instances::post))
         .route(
             "/1.0/instances/{name}",
-            get(instances::get).delete(instances::delete),
+            get(instance_edit::get)
+                .put(instance_edit::put)
+                .patch(instance_edit::patch)
+                .post(instance_edit::post)
+                .delete(instances::delete),
         )
         .route(
             "/1.0/instances/{name}/state",
@@ -120,7 +125,11 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         )
         .route(
             "/1.0/containers/{name}",
-            get(instances::get).delete(instances::delete),
+            get(instance_edit::get)
+                .put(instance_edit::put)
+                .patch(instance_edit::patch)
+                .post(instance_edit::post)
+                .delete(instances::delete),
         )
         .route(
             "/1.0/containers/{name}/state",

@@ -1,0 +1,369 @@
+//! Changing an instance: `PUT`/`PATCH /1.0/instances/<name>` (config, description, ephemeral;
+//! ETag-checked) and `POST /1.0/instances/<name>` (rename, stopped instances only).
+//!
+//! Client-sent `volatile.*` keys must be unchanged (LXD's tools send them back as they read
+//! them), except the few LXD lets clients set. A change to `security.privileged` or
+//! `security.idmap.*` takes a new idmap at once (allocated in the same transaction as the
+//! config is saved) and the root filesystem is re-shifted to it at the next start.
+
+use super::instances::{
+    config_of, find, instance_dir, map_for, set_next_idmap, to_json, IdmapWant, PROJECT,
+};
+use crate::body::Json;
+use crate::caller::Admin;
+use crate::error::{ApiError, ApiResult};
+use crate::response::{self, check_if_match};
+use crate::state::Daemon;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use http::HeaderMap;
+use rxd_core::instance_config;
+use rxd_store::InstanceRow;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// What the ETag of an instance covers: what PUT can change.
+#[derive(Serialize)]
+pub struct EtagFields {
+    config: BTreeMap<String, String>,
+    description: String,
+    ephemeral: bool,
+}
+
+pub fn etag_fields(row: &InstanceRow) -> EtagFields {
+    EtagFields {
+        config: config_of(row),
+        description: row.description.clone(),
+        ephemeral: row.ephemeral,
+    }
+}
+
+/// `GET /1.0/instances/<name>`, with its ETag.
+pub async fn get(
+    State(d): State<Arc<Daemon>>,
+    _: crate::caller::Trusted,
+    Path(name): Path<String>,
+    Query(q): Query<super::ListQuery>,
+) -> ApiResult<Response> {
+    let row = find(&d, &name).await?;
+    let full = if q.recursion > 0 { 2 } else { 0 };
+    Ok(response::sync_with_etag(
+        to_json(&d, &row, full),
+        &etag_fields(&row),
+    ))
+}
+
+/// LXD's InstancePut.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstancePut {
+    #[serde(default)]
+    architecture: Option<String>,
+    #[serde(default)]
+    config: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    devices: Option<Map<String, Value>>,
+    #[serde(default)]
+    ephemeral: Option<bool>,
+    #[serde(default)]
+    profiles: Option<Vec<String>>,
+    #[serde(default)]
+    restore: Option<String>,
+    #[serde(default)]
+    stateful: Option<bool>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+pub async fn put(
+    State(d): State<Arc<Daemon>>,
+    Admin(caller, _proof): Admin,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<InstancePut>,
+) -> ApiResult<Response> {
+    update(&d, &caller, &name, &headers, body, true).await
+}
+
+pub async fn patch(
+    State(d): State<Arc<Daemon>>,
+    Admin(caller, _proof): Admin,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<InstancePut>,
+) -> ApiResult<Response> {
+    update(&d, &caller, &name, &headers, body, false).await
+}
+
+/// The config a PUT (`replace`) or PATCH asks for, with volatile keys checked and kept.
+fn merge_config(
+    current: &BTreeMap<String, String>,
+    sent: BTreeMap<String, String>,
+    replace: bool,
+) -> ApiResult<BTreeMap<String, String>> {
+    let mut next: BTreeMap<String, String> = if replace {
+        current
+            .iter()
+            .filter(|(k, _)| k.starts_with("volatile."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    } else {
+        current.clone()
+    };
+    for (k, v) in sent {
+        if k.starts_with("volatile.") && current.get(&k) == Some(&v) {
+            continue;
+        }
+        instance_config::validate_key(&k, &v, true)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        next.insert(k, v);
+    }
+    Ok(next)
+}
+
+async fn update(
+    d: &Arc<Daemon>,
+    caller: &crate::caller::Caller,
+    name: &str,
+    headers: &HeaderMap,
+    body: InstancePut,
+    replace: bool,
+) -> ApiResult<Response> {
+    let row = find(d, name).await?;
+    let lock = d.runtime.action_lock(&row.name);
+    let _guard = lock.lock().await;
+    let row = find(d, name).await?;
+    check_if_match(headers, &etag_fields(&row))?;
+    if body.restore.as_deref().is_some_and(|r| !r.is_empty()) {
+        return Err(ApiError::BadRequest(
+            "Restoring snapshots is not supported yet".into(),
+        ));
+    }
+    if body.stateful == Some(true) {
+        return Err(ApiError::BadRequest(
+            "Stateful instances are not supported".into(),
+        ));
+    }
+    if body.devices.as_ref().is_some_and(|d| !d.is_empty()) {
+        return Err(ApiError::BadRequest(
+            "Devices are not supported by rxd yet".into(),
+        ));
+    }
+    if body
+        .profiles
+        .as_ref()
+        .is_some_and(|p| p.iter().any(|p| p != "default"))
+    {
+        return Err(ApiError::BadRequest(
+            "Only the default profile exists".into(),
+        ));
+    }
+    if body
+        .architecture
+        .as_deref()
+        .is_some_and(|a| !a.is_empty() && a != row.architecture)
+    {
+        return Err(ApiError::BadRequest(
+            "The architecture of an instance cannot be changed".into(),
+        ));
+    }
+    let current = config_of(&row);
+    let config = merge_config(&current, body.config.unwrap_or_default(), replace)?;
+
+    // A new idmap if what the config asks of it changed.
+    let (before, after) = (IdmapWant::of(&current)?, IdmapWant::of(&config)?);
+    let remap = before != after;
+    let hostids = d.hostids;
+    if remap && !after.privileged && hostids.is_none() {
+        return Err(ApiError::BadRequest(
+            "No subordinate ids for root: only privileged containers can run".into(),
+        ));
+    }
+    let mut new_row = row.clone();
+    new_row.description = match (body.description, replace) {
+        (Some(text), _) => text,
+        (None, true) => String::new(),
+        (None, false) => row.description.clone(),
+    };
+    new_row.ephemeral = match (body.ephemeral, replace) {
+        (Some(e), _) => e,
+        (None, true) => false,
+        (None, false) => row.ephemeral,
+    };
+    new_row.config = serde_json::to_string(&config).map_err(ApiError::internal)?;
+    let block = if remap {
+        let allocate = hostids.map(|h| after.allocator(&h));
+        let wants_block = after.isolated && !after.privileged;
+        let store_row = new_row.clone();
+        let block = d
+            .db(move |s| {
+                let config_for = |block: Option<(u32, u32)>| {
+                    let mut config = config.clone();
+                    set_next_idmap(
+                        &mut config,
+                        hostids.and_then(|h| map_for(&h, after.privileged, block)),
+                    );
+                    serde_json::to_string(&config).unwrap_or_else(|_| "{}".into())
+                };
+                let allocate: Option<&rxd_store::Allocator<rxd_core::idmap::IdmapError>> =
+                    match &allocate {
+                        Some(f) if wants_block => Some(f),
+                        _ => None,
+                    };
+                s.update_instance(
+                    &store_row,
+                    Some(rxd_store::Remap {
+                        allocate,
+                        config: &config_for,
+                    }),
+                )
+            })
+            .await?
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        Some(block)
+    } else {
+        let store_row = new_row.clone();
+        d.db(move |s| s.update_instance::<String>(&store_row, None))
+            .await?
+            .map_err(ApiError::BadRequest)?;
+        None
+    };
+    if after.privileged && !before.privileged {
+        tracing::warn!(instance = %row.name, "instance made privileged: root inside it will be root on the host");
+    }
+    tracing::info!(instance = %row.name, remapped = remap, block = ?block.flatten(), "instance updated");
+    let url = format!("/1.0/instances/{}", row.name);
+    d.events
+        .lifecycle("instance-updated", &url, PROJECT, caller);
+    finished_operation(d, "Updating instance", &url)
+}
+
+/// LXD answers these edits with an operation; the work is done, so it is already finished.
+fn finished_operation(d: &Daemon, description: &str, url: &str) -> ApiResult<Response> {
+    let op = d.operations.start(
+        &d.events,
+        description,
+        PROJECT,
+        json!({"instances": [url], "containers": [url.replace("instances", "containers")]}),
+        false,
+    );
+    op.finish(&d.events, Ok(Value::Null));
+    Ok(response::operation(op.url(), op.to_json()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstancePost {
+    name: String,
+    #[serde(default)]
+    migration: bool,
+    #[serde(default)]
+    live: bool,
+}
+
+/// `POST /1.0/instances/<name>`: rename a stopped instance.
+pub async fn post(
+    State(d): State<Arc<Daemon>>,
+    Admin(caller, _proof): Admin,
+    Path(name): Path<String>,
+    Json(body): Json<InstancePost>,
+) -> ApiResult<Response> {
+    if body.migration || body.live {
+        return Err(ApiError::BadRequest("Migration is not supported".into()));
+    }
+    if !rxd_core::name::valid_instance_name(&body.name) {
+        return Err(ApiError::BadRequest(format!(
+            "Invalid instance name {:?}: 1 to 63 letters, digits and dashes, starting with a letter, not ending with a dash",
+            body.name
+        )));
+    }
+    let row = find(&d, &name).await?;
+    let lock = d.runtime.action_lock(&row.name);
+    let _guard = lock.lock().await;
+    if d.runtime.init(&row.name).is_some() {
+        return Err(ApiError::BadRequest(
+            "Renaming of running instance not allowed".into(),
+        ));
+    }
+    let new = body.name;
+    let new_lock = d.runtime.action_lock(&new);
+    let _new_guard = new_lock.lock().await;
+    let (from, to) = (instance_dir(&d, &row.name), instance_dir(&d, &new));
+    if to.exists() {
+        return Err(ApiError::Conflict(format!(
+            "Instance {new:?} already exists"
+        )));
+    }
+    std::fs::rename(&from, &to).map_err(ApiError::internal)?;
+    let (old, n) = (row.name.clone(), new.clone());
+    if let Err(e) = d.db(move |s| s.rename_instance(PROJECT, &old, &n)).await {
+        let _ = std::fs::rename(&to, &from);
+        return Err(match e {
+            ApiError::Conflict(_) => ApiError::Conflict(format!("Instance {new:?} already exists")),
+            other => other,
+        });
+    }
+    d.runtime.rename_logs(&row.name, &new);
+    tracing::info!(from = %row.name, to = %new, "instance renamed");
+    let url = format!("/1.0/instances/{new}");
+    d.events
+        .lifecycle("instance-renamed", &url, PROJECT, &caller);
+    finished_operation(&d, "Renaming instance", &url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn volatile_keys_are_kept_and_cannot_be_forged() {
+        let current = map(&[
+            ("limits.processes", "10"),
+            ("volatile.idmap.base", "1000000"),
+            ("volatile.idmap.next", "[]"),
+        ]);
+        // PUT replaces user keys, keeps volatile ones, accepts them sent back unchanged.
+        let next = merge_config(
+            &current,
+            map(&[
+                ("limits.memory", "64MiB"),
+                ("volatile.idmap.base", "1000000"),
+            ]),
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            next,
+            map(&[
+                ("limits.memory", "64MiB"),
+                ("volatile.idmap.base", "1000000"),
+                ("volatile.idmap.next", "[]"),
+            ])
+        );
+        // PATCH merges.
+        let next = merge_config(&current, map(&[("limits.memory", "64MiB")]), false).unwrap();
+        assert_eq!(next.get("limits.processes").map(String::as_str), Some("10"));
+        // Forging the map, or an unknown or raw key, is refused.
+        for (k, v) in [
+            ("volatile.idmap.base", "0"),
+            ("volatile.idmap.next", "[{\"Isuid\":true,\"Hostid\":0}]"),
+            ("raw.lxc", "lxc.apparmor.profile=unconfined"),
+            ("nonsense.key", "1"),
+            ("limits.processes", "lots"),
+        ] {
+            assert!(
+                merge_config(&current, map(&[(k, v)]), false).is_err(),
+                "{k}={v}"
+            );
+        }
+    }
+}
