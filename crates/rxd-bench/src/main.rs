@@ -1,6 +1,8 @@
 //! `rxd-bench`: measures the real `rxd` binary (from the same target directory) on this machine:
 //! `GET /1.0` latency over the unix socket and over HTTPS with keep-alive, time from exec to the
-//! first answer, and resident memory. Prints a table and, with `--json`, a JSON report.
+//! first answer, resident memory, and container create / start / forced-stop / delete times with
+//! the busybox image (and the memory of each container's supervising `rxd-shim`). Prints a
+//! table and, with `--json`, a JSON report.
 #![forbid(unsafe_code)]
 
 use anyhow::Context;
@@ -19,6 +21,9 @@ struct Args {
     /// Start-up measurements.
     #[arg(long, default_value_t = 10)]
     starts: usize,
+    /// Containers to create, start, stop and delete (0 to skip).
+    #[arg(long, default_value_t = 10)]
+    containers: usize,
     /// Also print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -80,6 +85,116 @@ async fn startup_once(state: &std::path::Path) -> anyhow::Result<Duration> {
     Ok(elapsed)
 }
 
+/// Run one request that answers with an operation and wait for it; the time of both.
+async fn timed_op(
+    client: &Client,
+    method: Method,
+    path: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let r = client.request(method, path, Some(&body)).await?;
+    anyhow::ensure!(r.status == 202, "{path}: {}", r.status);
+    let op = r.envelope()?.metadata;
+    let id = op["id"].as_str().context("operation id")?;
+    let done = client.get(&format!("/1.0/operations/{id}/wait")).await?;
+    anyhow::ensure!(done["status"] == "Success", "{path}: {}", done["err"]);
+    Ok(t.elapsed())
+}
+
+/// Resident memory of every running `rxd-shim` (the per-container supervisors).
+fn shim_rss_kib() -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "rxd-shim")
+        })
+        .filter_map(|pid| rss_kib(pid).ok())
+        .collect()
+}
+
+struct ContainerTimes {
+    create: Vec<Duration>,
+    start: Vec<Duration>,
+    stop: Vec<Duration>,
+    delete: Vec<Duration>,
+    shim_kib: Vec<u64>,
+}
+
+async fn containers(d: &rxd_testkit::TestDaemon, n: usize) -> anyhow::Result<ContainerTimes> {
+    let dir = tempfile::tempdir()?;
+    let image = dir.path().join("bb.tar.gz");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts/make-busybox-image.sh");
+    let built = Command::new("bash")
+        .arg(script)
+        .arg(&image)
+        .stdout(Stdio::null())
+        .status()?;
+    anyhow::ensure!(built.success(), "could not build the busybox image");
+    let unix = d.unix();
+    let r = unix
+        .send_file(
+            Method::POST,
+            "/1.0/images",
+            &[],
+            &image,
+            std::sync::Arc::new(|_| {}),
+        )
+        .await?;
+    let op = r.envelope()?.metadata;
+    let done = unix
+        .get(&format!(
+            "/1.0/operations/{}/wait",
+            op["id"].as_str().context("operation id")?
+        ))
+        .await?;
+    let fp = done["metadata"]["fingerprint"]
+        .as_str()
+        .context("fingerprint")?
+        .to_owned();
+    let mut t = ContainerTimes {
+        create: Vec::new(),
+        start: Vec::new(),
+        stop: Vec::new(),
+        delete: Vec::new(),
+        shim_kib: Vec::new(),
+    };
+    for i in 0..n {
+        let name = format!("bench{i}");
+        let url = format!("/1.0/instances/{name}");
+        let body = json!({"name": name, "source": {"type": "image", "fingerprint": fp}});
+        t.create
+            .push(timed_op(&unix, Method::POST, "/1.0/instances", body).await?);
+        let state = format!("{url}/state");
+        t.start
+            .push(timed_op(&unix, Method::PUT, &state, json!({"action": "start"})).await?);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        t.shim_kib.extend(shim_rss_kib());
+        t.stop.push(
+            timed_op(
+                &unix,
+                Method::PUT,
+                &state,
+                json!({"action": "stop", "force": true}),
+            )
+            .await?,
+        );
+        t.delete
+            .push(timed_op(&unix, Method::DELETE, &url, json!({})).await?);
+    }
+    for v in [&mut t.create, &mut t.start, &mut t.stop, &mut t.delete] {
+        v.sort();
+    }
+    t.shim_kib.sort();
+    Ok(t)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -120,6 +235,11 @@ async fn main() -> anyhow::Result<()> {
     let u = latency(&unix, args.requests).await?;
     let h = latency(&https, args.requests).await?;
     let after_kib = rss_kib(pid)?;
+    let ct = if args.containers > 0 {
+        Some(containers(&d, args.containers).await?)
+    } else {
+        None
+    };
 
     let report = json!({
         "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
@@ -173,6 +293,30 @@ async fn main() -> anyhow::Result<()> {
         ),
         after_kib
     );
+    let mut report = report;
+    if let Some(ct) = &ct {
+        let med = |v: &[Duration]| ms(percentile(v, 0.5));
+        report["containers_ms"] = json!({
+            "create_median": med(&ct.create), "start_median": med(&ct.start),
+            "force_stop_median": med(&ct.stop), "delete_median": med(&ct.delete),
+            "runs": ct.create.len(),
+        });
+        report["shim_rss_kib_median"] = json!(ct.shim_kib.get(ct.shim_kib.len() / 2));
+        for (label, v) in [
+            ("container create, busybox image (median)", &ct.create),
+            ("container start (median)", &ct.start),
+            ("container forced stop (median)", &ct.stop),
+            ("container delete (median)", &ct.delete),
+        ] {
+            println!("{label:<44} {:>9.2} ms", med(v));
+        }
+        if let Some(kib) = ct.shim_kib.get(ct.shim_kib.len() / 2) {
+            println!(
+                "{:<44} {:>9} KiB",
+                "supervisor (rxd-shim) per container", kib
+            );
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
