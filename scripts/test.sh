@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages the tests drive: OpenSSL's s_client (TLS policy), curl and setpriv (socket
-# access as another user), Debian's LXD client (wire compatibility).
+# access as another user), Debian's LXD client (wire compatibility), busybox for the test image,
+# and libseccomp's headers with pkg-config to build the container helper's seccomp support.
 need=()
-for pkg in openssl curl util-linux xz-utils busybox-static lxd-client; do
+for pkg in openssl curl util-linux xz-utils busybox-static lxd-client libseccomp-dev pkg-config; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -401,6 +401,14 @@ async fn bad_state_requests_are_refused() {
         assert_eq!((r.status, e.error_code), (status, status), "{body}");
         assert!(e.error.contains(text), "{body}: {}", e.error);
     }
+    // A state dir that container roots cannot reach: said plainly, before the runtime runs.
+    use std::os::unix::fs::PermissionsExt;
+    let parent = s.d.dir().parent().unwrap().to_path_buf();
+    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let err = s.fails(&["start", "c1"]);
+    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o711)).unwrap();
+    assert!(err.contains("not traversable by other users"), "{err}");
+    assert_eq!(s.state("c1").await["status"], "Stopped");
     let r = unix
         .request(
             Method::PUT,

@@ -386,6 +386,9 @@ async fn start(d: &Arc<Daemon>, name: &str) -> ApiResult<()> {
             "No subordinate ids for root: only privileged containers can run".into(),
         ));
     }
+    if idmap.is_some() {
+        untraversable_ancestor(&dir)?;
+    }
     // Only the container's root may enter its directory (and so reach its root filesystem):
     // host users never can, so setuid files inside stay out of their reach.
     let (uid, gid, mode) = match idmap {
@@ -419,6 +422,26 @@ async fn start(d: &Arc<Daemon>, name: &str) -> ApiResult<()> {
     config.insert("volatile.idmap.current".into(), next);
     config.insert("volatile.last_state.power".into(), "RUNNING".into());
     save_config(d, name, &config).await
+}
+
+/// An unprivileged container's root is an ordinary host user: it must be able to traverse every
+/// directory above its own (as LXD needs /var/lib/lxd to be 0711). Say so clearly, rather than
+/// let the runtime fail to mount the root filesystem.
+fn untraversable_ancestor(dir: &std::path::Path) -> ApiResult<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for ancestor in dir.ancestors().skip(1) {
+        let Ok(meta) = std::fs::metadata(ancestor) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o001 == 0 {
+            return Err(ApiError::BadRequest(format!(
+                "{} is not traversable by other users (mode {:o}): unprivileged containers cannot reach their root filesystems; make it 0711",
+                ancestor.display(),
+                meta.permissions().mode() & 0o7777
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub(super) async fn save_config(
