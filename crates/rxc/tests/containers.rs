@@ -582,3 +582,26 @@ async fn config_edits_remap_the_rootfs_and_renames_move_it() {
     assert!(s.fails(&["rename", "c1", "web"]).contains("already exists"));
     s.ok(&["delete", "-f", "web", "c1"]);
 }
+
+#[tokio::test]
+async fn an_ephemeral_container_is_deleted_when_it_stops() {
+    let Some(s) = Setup::new("an_ephemeral_container_is_deleted_when_it_stops").await else {
+        return;
+    };
+    s.ok(&["launch", "bb", "eph", "--ephemeral"]);
+    assert!(s.ok(&["list", "-f", "csv"]).contains("EPHEMERAL"));
+    s.ok(&["restart", "eph", "--force"]);
+    s.pid("eph").await;
+    s.ok(&["stop", "eph", "--force"]);
+    assert_eq!(s.d.unix().get("/1.0/instances").await.unwrap(), json!([]));
+    assert!(!s.d.dir().join("containers/eph").exists());
+    // Also when it halts by itself: the daemon notices and tidies up.
+    s.ok(&["launch", "bb", "eph2", "-e"]);
+    let _ = Command::new(bin("rxd-shim"))
+        .arg("--root")
+        .arg(s.d.dir().join("runtime/state"))
+        .args(["kill", "eph2", "--signal", "9"])
+        .status();
+    wait_for(|| async { s.d.unix().get("/1.0/instances").await.unwrap() == json!([]) }).await;
+    assert!(!s.d.dir().join("containers/eph2").exists());
+}

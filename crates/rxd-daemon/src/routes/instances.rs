@@ -254,7 +254,8 @@ async fn change_state(
         }
         "stop" | "restart" => {
             if running {
-                stop(d, &row.name, req.force, req.timeout).await?;
+                let restarting = req.action == "restart";
+                stop(d, &row.name, req.force, req.timeout, restarting).await?;
             } else if req.action == "stop" {
                 return Err(ApiError::BadRequest(
                     "The instance is already stopped".into(),
@@ -457,7 +458,13 @@ pub(super) async fn save_config(
 
 /// Stop the container: with `force` (or a zero timeout, as LXD) kill it; otherwise ask its init
 /// to halt (SIGPWR, as LXC) and wait up to `timeout` seconds (negative: as long as it takes).
-async fn stop(d: &Arc<Daemon>, name: &str, force: bool, timeout: i64) -> ApiResult<()> {
+async fn stop(
+    d: &Arc<Daemon>,
+    name: &str,
+    force: bool,
+    timeout: i64,
+    restarting: bool,
+) -> ApiResult<()> {
     const SIGKILL: i32 = 9;
     const SIGPWR: i32 = 30;
     if force || timeout == 0 {
@@ -477,15 +484,27 @@ async fn stop(d: &Arc<Daemon>, name: &str, force: bool, timeout: i64) -> ApiResu
             .map(std::time::Duration::from_secs);
         d.runtime.wait_stopped(name, wait).await?;
     }
-    stopped(d, name).await
+    stopped(d, name, restarting).await
 }
 
 /// Book-keeping once a container's init is gone.
-async fn stopped(d: &Daemon, name: &str) -> ApiResult<()> {
+/// An ephemeral instance is deleted once it stops, unless it is being restarted.
+async fn stopped(d: &Daemon, name: &str, restarting: bool) -> ApiResult<()> {
     d.runtime.forget(name);
     d.runtime.clean_up(name).await?;
     let n = name.to_owned();
     if let Ok(row) = d.db(move |s| s.instance(PROJECT, &n)).await {
+        if row.ephemeral && !restarting {
+            let dir = instance_dir(d, name);
+            tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir))
+                .await?
+                .map_err(ApiError::internal)?;
+            let n = name.to_owned();
+            d.db(move |s| s.delete_instance(PROJECT, &n)).await?;
+            d.runtime.remove_logs(name);
+            tracing::info!(instance = %name, "ephemeral container stopped and deleted");
+            return Ok(());
+        }
         let mut config = config_of(&row);
         config.remove("volatile.idmap.current");
         config.insert("volatile.last_state.power".into(), "STOPPED".into());
@@ -519,7 +538,7 @@ pub async fn watch(d: Arc<Daemon>, mut shutdown: tokio::sync::watch::Receiver<bo
                 continue;
             };
             if d.runtime.init(&name).is_none() {
-                if let Err(e) = stopped(&d, &name).await {
+                if let Err(e) = stopped(&d, &name, false).await {
                     tracing::warn!(instance = %name, error = %e, "could not tidy up after a container");
                 }
             }
