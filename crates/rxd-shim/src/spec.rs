@@ -93,8 +93,9 @@ const DEVICES: &[(i64, i64)] = &[
     (136, -1),
 ];
 
-/// `bounding` is the helper's own capability bounding set: a privileged container shares the
-/// host's user namespace, so it cannot be given a capability the helper lacks.
+/// `bounding` is the helper's own capability bounding set: no container gets a capability the
+/// helper lacks (a privileged one could not have it; and commands run later with `exec` take
+/// the init's set while still outside the container's user namespace).
 pub fn build(plan: &LaunchPlan, bounding: u64) -> Result<Spec, serde_json::Error> {
     let env: Vec<String> = plan
         .environment
@@ -103,7 +104,7 @@ pub fn build(plan: &LaunchPlan, bounding: u64) -> Result<Spec, serde_json::Error
         .collect();
     let caps: Vec<&str> = CAPABILITIES
         .iter()
-        .filter(|&&(_, bit)| plan.idmap.is_some() || bounding & (1 << bit) != 0)
+        .filter(|&&(_, bit)| bounding & (1 << bit) != 0)
         .map(|&(name, _)| name)
         .collect();
     let mut namespaces = vec![
@@ -303,34 +304,30 @@ mod tests {
     }
 
     #[test]
-    fn privileged_keeps_only_what_the_host_has() {
+    fn containers_get_only_what_the_host_has() {
         let without_sys_resource: u64 = !(1 << 24);
-        let s = build(&plan(None), without_sys_resource).unwrap();
-        let caps = s
-            .process()
-            .as_ref()
-            .unwrap()
-            .capabilities()
-            .as_ref()
-            .unwrap();
-        let n = caps.bounding().as_ref().unwrap().len();
-        assert_eq!(n, CAPABILITIES.len() - 1);
-        // Inside a user namespace the whole set is the container's own.
-        let mut p = plan(Some(rxd_core::launch::IdMap {
-            uid: 1 << 20,
-            gid: 1 << 20,
-            size: 65536,
-        }));
-        p.name = "u".into();
-        let s = build(&p, 0).unwrap();
-        let caps = s
-            .process()
-            .as_ref()
-            .unwrap()
-            .capabilities()
-            .as_ref()
-            .unwrap();
-        assert_eq!(caps.bounding().as_ref().unwrap().len(), CAPABILITIES.len());
+        for idmap in [
+            None,
+            Some(rxd_core::launch::IdMap {
+                uid: 1 << 20,
+                gid: 1 << 20,
+                size: 65536,
+            }),
+        ] {
+            let s = build(&plan(idmap), without_sys_resource).unwrap();
+            let caps = s
+                .process()
+                .as_ref()
+                .unwrap()
+                .capabilities()
+                .as_ref()
+                .unwrap();
+            let bounding = caps.bounding().as_ref().unwrap();
+            assert_eq!(bounding.len(), CAPABILITIES.len() - 1);
+            assert!(!bounding
+                .iter()
+                .any(|c| c.to_string().ends_with("SYS_RESOURCE")));
+        }
     }
 
     #[test]
