@@ -149,6 +149,25 @@ impl TestDaemon {
             .join("")
     }
 
+    /// Waits (up to 10 s) until the log written since the latest line containing `since`
+    /// contains `needle`, and returns that part of the log. For lines the daemon writes
+    /// after the client has already seen the outcome, such as a handshake the client aborted.
+    pub async fn wait_for_log(&self, since: &str, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            let tail = logs.rsplit(since).next().unwrap_or_default().to_owned();
+            if tail.contains(needle) {
+                return tail;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not logged within 10 s after {since:?}:\n{tail}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Start the process on this state dir (again, after [`stop`](Self::stop)).
     pub fn spawn(&mut self) {
         self.starts += 1;
