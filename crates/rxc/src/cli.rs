@@ -67,6 +67,9 @@ pub enum Command {
     /// Rename a stopped container: `rxc rename [REMOTE:]OLD NEW`.
     #[command(alias = "move", alias = "mv")]
     Rename { old: String, new: String },
+    /// Run a command in a container: `rxc exec [REMOTE:]NAME [--env K=V] -- CMD...`. Standard
+    /// input, output and error are passed through; rxc exits with the command's status.
+    Exec(ExecArgs),
     /// List containers.
     #[command(alias = "ls")]
     List {
@@ -102,6 +105,28 @@ pub struct CreateArgs {
     /// Create an ephemeral container.
     #[arg(long, short = 'e')]
     pub ephemeral: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    pub name: String,
+    /// Environment variables: `--env KEY=VALUE` (repeatable).
+    #[arg(long)]
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// User id to run as.
+    #[arg(long, default_value_t = 0)]
+    pub user: u32,
+    /// Group id to run as.
+    #[arg(long, default_value_t = 0)]
+    pub group: u32,
+    /// Never use a terminal (the only mode rxd supports yet; accepted for lxc compatibility).
+    #[arg(short = 'T', long = "force-noninteractive")]
+    pub noninteractive: bool,
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -1,6 +1,6 @@
 //! `rxc launch|init|start|stop|restart|pause|delete|list|info NAME`: containers.
 
-use crate::cli::{CreateArgs, Format};
+use crate::cli::{CreateArgs, ExecArgs, Format};
 use crate::connect::{open, remote_name, split_target, Conn};
 use crate::image::wait;
 use crate::output::{column, print_list, str_of};
@@ -276,4 +276,126 @@ pub async fn rename(conf: &ConfigDir, old: &str, new: &str) -> anyhow::Result<()
         )
         .await?;
     wait(&conn, &op).await.map(drop)
+}
+
+/// `rxc exec`: LXD's non-interactive exec protocol: one websocket each for stdin, stdout and
+/// stderr, and a control channel that carries Ctrl-C to the command as SIGINT.
+pub async fn exec(conf: &ConfigDir, args: ExecArgs) -> anyhow::Result<i32> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let (remote, name) = split_target(conf, &args.name);
+    let conn = open(conf, &remote)?;
+    let mut environment = Map::new();
+    for kv in &args.env {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow!("bad --env {kv:?}: expected KEY=VALUE"))?;
+        environment.insert(k.to_owned(), Value::String(v.to_owned()));
+    }
+    let body = json!({
+        "command": args.command, "environment": environment, "wait-for-websocket": true,
+        "interactive": false, "width": 0, "height": 0, "record-output": false,
+        "user": args.user, "group": args.group, "cwd": args.cwd.unwrap_or_default(),
+    });
+    let op = conn
+        .call(
+            Method::POST,
+            &format!("/1.0/instances/{name}/exec"),
+            Some(&body),
+        )
+        .await?;
+    let id = op["id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no operation"))?
+        .to_owned();
+    let fds = &op["metadata"]["fds"];
+    let channel = |fd: &str| -> anyhow::Result<String> {
+        let secret = fds[fd]
+            .as_str()
+            .ok_or_else(|| anyhow!("no secret for channel {fd}"))?;
+        Ok(format!("/1.0/operations/{id}/websocket?secret={secret}"))
+    };
+    let explain = |e| conn.explain(e);
+    let mut control = conn
+        .client
+        .websocket(&channel("control")?)
+        .await
+        .map_err(explain)?;
+    let ws0 = conn
+        .client
+        .websocket(&channel("0")?)
+        .await
+        .map_err(explain)?;
+    let ws1 = conn
+        .client
+        .websocket(&channel("1")?)
+        .await
+        .map_err(explain)?;
+    let ws2 = conn
+        .client
+        .websocket(&channel("2")?)
+        .await
+        .map_err(explain)?;
+
+    let input = tokio::spawn(async move {
+        let mut ws0 = ws0;
+        let mut stdin = tokio::io::stdin();
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match stdin.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if ws0
+                        .send(Message::Binary(buf[..n].to_vec().into()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = ws0.send(Message::Close(None)).await;
+        // Drain until the server closes.
+        while let Some(Ok(_)) = ws0.next().await {}
+    });
+    async fn output(mut ws: rxd_client::WebSocket, mut to: impl tokio::io::AsyncWrite + Unpin) {
+        while let Some(Ok(msg)) = ws.next().await {
+            match msg {
+                Message::Binary(b) => {
+                    if to.write_all(&b).await.is_err() {
+                        break;
+                    }
+                    let _ = to.flush().await;
+                }
+                Message::Text(t) => {
+                    let _ = to.write_all(t.as_bytes()).await;
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+    }
+    let out = tokio::spawn(output(ws1, tokio::io::stdout()));
+    let err = tokio::spawn(output(ws2, tokio::io::stderr()));
+    let outputs = async {
+        let _ = out.await;
+        let _ = err.await;
+    };
+    tokio::pin!(outputs);
+    loop {
+        tokio::select! {
+            _ = &mut outputs => break,
+            _ = tokio::signal::ctrl_c() => {
+                let msg = json!({"command": "signal", "signal": 2}).to_string();
+                let _ = control.send(Message::Text(msg.into())).await;
+            }
+        }
+    }
+    input.abort();
+    let done = wait(&conn, &json!({"id": id})).await?;
+    let _ = control.close(None).await;
+    Ok(done["metadata"]["return"].as_i64().unwrap_or(-1) as i32)
 }

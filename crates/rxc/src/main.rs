@@ -57,6 +57,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pause { names } => instance::each(&conf, &names, "freeze", false, -1).await,
         Command::Delete { names, force } => instance::delete(&conf, &names, force).await,
         Command::Rename { old, new } => instance::rename(&conf, &old, &new).await,
+        Command::Exec(args) => {
+            let code = instance::exec(&conf, args).await?;
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            std::process::exit(code)
+        }
         Command::List { remote, format } => {
             instance::list(&conf, remote.as_deref(), format.format).await
         }

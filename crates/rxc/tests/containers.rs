@@ -286,6 +286,18 @@ async fn isolated_blocks_are_disjoint_and_privileged_maps_root() {
         Some("0")
     );
     assert!(s.d.logs().contains("starting a privileged container"));
+    // exec works in both kinds: the isolated one's map, the privileged one's (no user namespace).
+    let map = s.ok(&["exec", "iso1", "--", "cat", "/proc/self/uid_map"]);
+    let iso1 = map_of(s.pid("iso1").await, "uid_map")[0];
+    assert_eq!(
+        map.split_whitespace().collect::<Vec<_>>(),
+        [iso1.0.to_string(), iso1.1.to_string(), iso1.2.to_string()]
+    );
+    let map = s.ok(&["exec", "priv", "--", "cat", "/proc/self/uid_map"]);
+    assert_eq!(
+        map.split_whitespace().collect::<Vec<_>>(),
+        ["0", "0", "4294967295"]
+    );
     let list = s.ok(&["list", "-f", "csv"]);
     assert!(
         list.contains("priv,RUNNING,") && list.contains("PRIVILEGED"),
@@ -472,6 +484,36 @@ async fn debian_lxc_launch_list_stop() {
         "100",
         "{out:?}"
     );
+    let mut child = Command::new("lxc")
+        .args([
+            "exec",
+            "rxd:web1",
+            "-T",
+            "--",
+            "sh",
+            "-c",
+            "cat; echo e >&2; exit 3",
+        ])
+        .env("LXD_CONF", lxd_conf.path())
+        .env("HOME", lxd_conf.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"from lxc\n")
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(out.stdout, b"from lxc\n");
+    assert_eq!(out.stderr, b"e\n");
     let out = lxc(&["stop", "rxd:web1"]);
     assert!(out.status.success(), "{out:?}");
     let out = lxc(&["list", "rxd:", "--format", "csv", "-c", "ns"]);
@@ -604,4 +646,331 @@ async fn an_ephemeral_container_is_deleted_when_it_stops() {
         .status();
     wait_for(|| async { s.d.unix().get("/1.0/instances").await.unwrap() == json!([]) }).await;
     assert!(!s.d.dir().join("containers/eph2").exists());
+}
+
+/// Start an exec over `client` and connect its four channels.
+async fn exec_channels(
+    client: &Client,
+    name: &str,
+    command: &[&str],
+) -> (String, Vec<rxd_client::WebSocket>) {
+    let body = json!({"command": command, "wait-for-websocket": true, "interactive": false});
+    let r = client
+        .request(
+            Method::POST,
+            &format!("/1.0/instances/{name}/exec"),
+            Some(&body),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 202, "{:?}", r.envelope());
+    let op = r.envelope().unwrap().metadata;
+    assert_eq!(op["class"], "websocket");
+    let id = op["id"].as_str().unwrap().to_owned();
+    let mut channels = Vec::new();
+    for fd in ["control", "0", "1", "2"] {
+        let secret = op["metadata"]["fds"][fd].as_str().unwrap();
+        let path = format!("/1.0/operations/{id}/websocket?secret={secret}");
+        channels.push(client.websocket(&path).await.unwrap());
+    }
+    (id, channels)
+}
+
+/// POST an exec to c1 and wait (up to 20 s) for its operation to end.
+async fn exec_and_wait(client: &Client, body: &Value) -> Value {
+    let r = client
+        .request(Method::POST, "/1.0/instances/c1/exec", Some(body))
+        .await
+        .unwrap();
+    let op = r.envelope().unwrap().metadata;
+    let id = op["id"].as_str().unwrap();
+    client
+        .get(&format!("/1.0/operations/{id}/wait?timeout=20"))
+        .await
+        .unwrap()
+}
+
+async fn read_all(ws: &mut rxd_client::WebSocket) -> Vec<u8> {
+    use futures_util::StreamExt;
+    let mut out = Vec::new();
+    while let Some(Ok(msg)) = ws.next().await {
+        match msg {
+            tokio_tungstenite::tungstenite::Message::Binary(b) => out.extend_from_slice(&b),
+            tokio_tungstenite::tungstenite::Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn exec_runs_commands_confined_inside_the_container() {
+    let Some(s) = Setup::new("exec_runs_commands_confined_inside_the_container").await else {
+        return;
+    };
+    s.ok(&["launch", "bb", "c1", "-c", "environment.FROM_CONFIG=yes"]);
+    let exec = |args: &[&str], stdin: &[u8]| {
+        use std::io::Write;
+        let mut child = Command::new(bin("rxc"))
+            .arg("exec")
+            .args(args)
+            .env("RXC_CONF", s.conf.path())
+            .env("RXD_DIR", s.d.dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Fed from another thread: the command's output flows while its input does.
+        let mut input = child.stdin.take().unwrap();
+        let stdin = stdin.to_vec();
+        let feeder = std::thread::spawn(move || input.write_all(&stdin));
+        let out = child.wait_with_output().unwrap();
+        feeder.join().unwrap().unwrap();
+        out
+    };
+    // Pipes in and out, stderr apart, the exit status passed on.
+    let out = exec(
+        &["c1", "--", "sh", "-c", "cat; echo oops >&2; exit 7"],
+        b"through the pipe\n",
+    );
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(out.stdout, b"through the pipe\n");
+    assert_eq!(out.stderr, b"oops\n");
+    // A megabyte each way.
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let out = exec(&["c1", "--", "cat"], &big);
+    assert!(out.status.success());
+    assert_eq!(out.stdout.len(), big.len());
+    assert!(out.stdout == big);
+    // Environment precedence, user, group and cwd.
+    let out = exec(
+        &[
+            "c1",
+            "--env",
+            "FROM_REQUEST=1",
+            "--user",
+            "1000",
+            "--group",
+            "1000",
+            "--cwd",
+            "/tmp",
+            "--",
+            "sh",
+            "-c",
+            "echo $FROM_REQUEST $FROM_CONFIG $LANG; id -u; id -g; pwd",
+        ],
+        b"",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1 yes C.UTF-8\n1000\n1000\n/tmp\n"
+    );
+    // Inside: the container's namespaces, seccomp, no_new_privs, and only fds 0-2.
+    let out = exec(
+        &[
+            "c1", "--", "sh", "-c",
+            "hostname; grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; ls /proc/$$/fd | tr '\\n' ' '",
+        ],
+        b"",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.split_whitespace().collect::<Vec<_>>(),
+        ["c1", "NoNewPrivs:", "1", "Seccomp:", "2", "0", "1", "2"],
+        "{text}"
+    );
+    let out = exec(&["c1", "--", "sh", "-c", "echo $$; sleep 0.2"], b"");
+    let inner_pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(inner_pid > 1, "a pid in the container's own pid namespace");
+    // The container's user namespace too: root in there is the container's root, mapped to
+    // its host range, never the host's root (with the host's capabilities).
+    let init = s.pid("c1").await;
+    let ns = |pid: i32, n: &str| std::fs::read_link(format!("/proc/{pid}/ns/{n}")).unwrap();
+    let out = exec(
+        &[
+            "c1",
+            "--",
+            "sh",
+            "-c",
+            "cat /proc/self/uid_map; grep -E '^(Uid|CapEff|Groups):' /proc/self/status",
+        ],
+        b"",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let init_map = proc_file(init, "uid_map");
+    let host_root = init_map.split_whitespace().nth(1).unwrap().to_owned();
+    assert_ne!(host_root, "0");
+    assert_eq!(
+        words[..3],
+        init_map.split_whitespace().collect::<Vec<_>>()[..],
+        "{text}"
+    );
+    assert_eq!(words[3..8], ["Uid:", "0", "0", "0", "0"], "{text}");
+    assert_eq!(words[8], "Groups:", "no supplementary groups: {text}");
+    assert_eq!(words[9], "CapEff:", "{text}");
+    assert_ne!(
+        words[10], "0000000000000000",
+        "root keeps the container's capabilities"
+    );
+    // Seen from the host while it runs: every namespace is the init's, uid the mapped one.
+    let mut child = Command::new(bin("rxc"))
+        .args(["exec", "c1", "--", "sleep", "5"])
+        .env("RXC_CONF", s.conf.path())
+        .env("RXD_DIR", s.d.dir())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sleeper = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+                let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                (cmdline == b"sleep\x005\x00" && ns(pid, "pid") == ns(init, "pid")).then_some(pid)
+            })
+        })
+        .expect("the exec'd sleep");
+    for n in ["user", "mnt", "pid", "uts", "ipc", "net", "cgroup"] {
+        assert_eq!(ns(sleeper, n), ns(init, n), "{n} namespace");
+    }
+    let status = std::fs::read_to_string(format!("/proc/{sleeper}/status")).unwrap();
+    let uid_line = format!("Uid:\t{host_root}\t{host_root}\t{host_root}\t{host_root}");
+    assert!(status.contains(&uid_line), "{status}");
+    let cgroup = std::fs::read_to_string(format!("/proc/{sleeper}/cgroup")).unwrap();
+    assert_eq!(
+        cgroup,
+        std::fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap()
+    );
+    assert!(child.wait().unwrap().success());
+    // A non-root user: no capabilities at all.
+    let out = exec(
+        &[
+            "c1",
+            "--user",
+            "1000",
+            "--",
+            "grep",
+            "-E",
+            "^Cap(Inh|Prm|Eff|Amb):",
+            "/proc/self/status",
+        ],
+        b"",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("0000000000000000").count(), 4, "{text}");
+    // A command that does not exist: status 255, the reason on stderr.
+    let out = exec(&["c1", "--", "/no/such/command"], b"");
+    assert_eq!(out.status.code(), Some(255));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    // Stopped, or frozen: refused.
+    s.ok(&["pause", "c1"]);
+    let err = exec(&["c1", "--", "true"], b"");
+    assert!(String::from_utf8_lossy(&err.stderr).contains("Instance is frozen"));
+    s.ok(&["stop", "c1", "--force"]);
+    let err = exec(&["c1", "--", "true"], b"");
+    assert!(String::from_utf8_lossy(&err.stderr).contains("Instance is not running"));
+}
+
+#[tokio::test]
+async fn exec_secrets_signals_timeouts_and_revocation() {
+    let Some(s) = Setup::new("exec_secrets_signals_timeouts_and_revocation").await else {
+        return;
+    };
+    use futures_util::SinkExt;
+    s.ok(&["launch", "bb", "c1"]);
+    let unix = s.d.unix();
+
+    // A signal through the control channel ends the command: 128 + 15.
+    let (id, mut ch) = exec_channels(&unix, "c1", &["sleep", "100"]).await;
+    // The secrets are not shown again, and each works once.
+    let op = unix.get(&format!("/1.0/operations/{id}")).await.unwrap();
+    assert!(op["metadata"]["fds"].is_null(), "{op}");
+    let r = unix
+        .websocket(&format!("/1.0/operations/{id}/websocket?secret=00"))
+        .await;
+    assert!(matches!(
+        r,
+        Err(rxd_client::ClientError::Api { status: 403, .. })
+    ));
+    let signal = json!({"command": "signal", "signal": 15}).to_string();
+    ch[0]
+        .send(tokio_tungstenite::tungstenite::Message::Text(signal.into()))
+        .await
+        .unwrap();
+    let done = unix
+        .get(&format!("/1.0/operations/{id}/wait?timeout=10"))
+        .await
+        .unwrap();
+    assert_eq!(done["status"], "Success", "{done}");
+    assert_eq!(done["metadata"]["return"], 143);
+    assert!(read_all(&mut ch[2]).await.is_empty());
+
+    // Channels never connected: the operation fails after 5 s, and nothing ran.
+    let body = json!({"command": ["touch", "/ran"], "wait-for-websocket": true});
+    let done = exec_and_wait(&unix, &body).await;
+    assert_eq!(done["status"], "Failure");
+    assert!(done["err"]
+        .as_str()
+        .unwrap()
+        .contains("Timed out waiting for websockets to connect"));
+    assert!(!s.d.dir().join("containers/c1/rootfs/ran").exists());
+
+    // Without websockets: a task whose metadata has the status.
+    let body = json!({"command": ["sh", "-c", "exit 4"], "wait-for-websocket": false});
+    let done = exec_and_wait(&unix, &body).await;
+    assert_eq!(done["metadata"]["return"], 4, "{done}");
+
+    // Bad requests.
+    for (body, text) in [
+        (json!({"command": []}), "command"),
+        (
+            json!({"command": ["true"], "interactive": true, "wait-for-websocket": true}),
+            "Interactive",
+        ),
+        (
+            json!({"command": ["true"], "environment": {"A B": "1"}}),
+            "environment",
+        ),
+        (json!({"command": ["true"], "cwd": "relative"}), "cwd"),
+        (json!({"command": ["true"], "surprise": 1}), "unknown field"),
+    ] {
+        let r = unix
+            .request(Method::POST, "/1.0/instances/c1/exec", Some(&body))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 400, "{body}");
+        assert!(r.envelope().unwrap().error.contains(text), "{body}");
+    }
+
+    // A client whose certificate is revoked loses its running session.
+    let id = rxd_testkit::client_identity("remote-user");
+    let cert =
+        base64::engine::Engine::encode(&base64::engine::general_purpose::STANDARD, &id.cert_der);
+    let r = unix
+        .request(
+            Method::POST,
+            "/1.0/certificates",
+            Some(&json!({"certificate": cert})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201);
+    let https = s.d.https(Some(&id));
+    let (op_id, mut ch) = exec_channels(&https, "c1", &["sleep", "100"]).await;
+    let fp = rxd_tls::fingerprint(&id.cert_der);
+    let r = unix
+        .request(Method::DELETE, &format!("/1.0/certificates/{fp}"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let closed = tokio::time::timeout(Duration::from_secs(10), read_all(&mut ch[2])).await;
+    assert!(closed.is_ok(), "the session outlived the revocation");
+    let done = unix
+        .get(&format!("/1.0/operations/{op_id}/wait?timeout=10"))
+        .await
+        .unwrap();
+    assert_eq!(done["metadata"]["return"], 137, "{done}");
+    s.ok(&["delete", "-f", "c1"]);
 }

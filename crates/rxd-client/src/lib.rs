@@ -56,6 +56,13 @@ pub enum ClientError {
     Decode(String),
 }
 
+/// A connection's byte stream: a unix socket or a TLS session.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// A websocket to the server.
+pub type WebSocket = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
+
 /// One HTTP reply, raw.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -140,6 +147,46 @@ impl Client {
     }
 
     async fn connect(&self) -> Result<SendRequest<ReqBody>, ClientError> {
+        handshake(self.open_stream().await?).await
+    }
+
+    /// Open a websocket (an operation's channel, or events) at `path` on a new connection.
+    pub async fn websocket(&self, path: &str) -> Result<WebSocket, ClientError> {
+        let stream = self.open_stream().await?;
+        let host = match &self.endpoint {
+            Endpoint::Unix(_) => "localhost".to_owned(),
+            Endpoint::Https { .. } => self.target(),
+        };
+        let scheme = match self.endpoint {
+            Endpoint::Unix(_) => "ws",
+            Endpoint::Https { .. } => "wss",
+        };
+        let request = http::Request::builder()
+            .uri(format!("{scheme}://{host}{path}"))
+            .header("Host", host)
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Version", "13")
+            .header(
+                "Sec-WebSocket-Key",
+                tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+            )
+            .body(())
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let (ws, _) = tokio_tungstenite::client_async(request, stream)
+            .await
+            .map_err(|e| match e {
+                tokio_tungstenite::tungstenite::Error::Http(resp) => ClientError::Api {
+                    status: resp.status().as_u16(),
+                    message: format!("websocket refused: {}", resp.status()),
+                },
+                other => ClientError::Http(other.to_string()),
+            })?;
+        Ok(ws)
+    }
+
+    /// A new connection to the server: the socket, or TCP with the TLS handshake done.
+    async fn open_stream(&self) -> Result<Box<dyn Io>, ClientError> {
         let target = self.target();
         let connect_err = |source| ClientError::Connect {
             target: target.clone(),
@@ -151,7 +198,7 @@ impl Client {
                 let stream = tokio::net::UnixStream::connect(path)
                     .await
                     .map_err(connect_err)?;
-                handshake(stream).await
+                Ok(Box::new(stream))
             }
             (Endpoint::Https { host, port }, Some((config, presented))) => {
                 let tcp = tokio::time::timeout(
@@ -168,7 +215,7 @@ impl Client {
                     .await
                     .map_err(|_| connect_err(timed_out()))?;
                 match tls {
-                    Ok(stream) => handshake(stream).await,
+                    Ok(stream) => Ok(Box::new(stream)),
                     Err(e) => Err(classify_tls_error(e, presented.take(), target.clone())),
                 }
             }

@@ -114,6 +114,7 @@ pub async fn run(
             }
         },
         runtime: runtime::Runtime::new(&dir).map_err(DaemonError::Runtime)?,
+        exec_sessions: Default::default(),
         tracker: TaskTracker::new(),
         shutdown,
     });

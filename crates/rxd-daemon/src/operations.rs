@@ -77,6 +77,13 @@ impl Op {
         })
     }
 
+    /// Replace the metadata of a running operation.
+    pub fn set_metadata(&self, metadata: Value) {
+        let mut st = self.lock();
+        st.metadata = metadata;
+        st.updated_at = now();
+    }
+
     /// Record the outcome, wake waiters and announce it.
     pub fn finish(&self, events: &Events, result: Result<Value, String>) {
         {
@@ -149,9 +156,22 @@ impl Operations {
         resources: Value,
         may_cancel: bool,
     ) -> Arc<Op> {
+        self.start_class(events, "task", description, project, resources, may_cancel)
+    }
+
+    /// Register a running operation of `class` (`task` or `websocket`).
+    pub fn start_class(
+        &self,
+        events: &Events,
+        class: &'static str,
+        description: &str,
+        project: &str,
+        resources: Value,
+        may_cancel: bool,
+    ) -> Arc<Op> {
         let op = Arc::new(Op {
             id: uuid::Uuid::new_v4().to_string(),
-            class: "task",
+            class,
             description: description.into(),
             project: project.into(),
             resources,

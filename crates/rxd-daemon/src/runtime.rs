@@ -98,7 +98,13 @@ impl Runtime {
         let state_root = dir.join("runtime").join("state");
         let bundles = dir.join("runtime").join("bundles");
         let logs = dir.join("logs");
-        for d in [&dir.join("runtime"), &state_root, &bundles, &logs] {
+        for d in [
+            &dir.join("runtime"),
+            &state_root,
+            &bundles,
+            &dir.join("runtime").join("exec"),
+            &logs,
+        ] {
             private_dir(d)?;
         }
         let canonical = std::fs::canonicalize(dir)?;
@@ -326,6 +332,61 @@ impl Runtime {
     /// Move a renamed instance's console log directory.
     pub fn rename_logs(&self, old: &str, new: &str) {
         let _ = std::fs::rename(self.logs.join(old), self.logs.join(new));
+    }
+
+    /// The helper command that runs `command` inside `name` (stdio left to the caller).
+    #[allow(clippy::too_many_arguments)]
+    pub fn exec_command(
+        &self,
+        name: &str,
+        uid: u32,
+        gid: u32,
+        cwd: &str,
+        env: &std::collections::BTreeMap<String, String>,
+        command: &[String],
+        pid_file: Option<&Path>,
+    ) -> tokio::process::Command {
+        let mut c = self.command();
+        c.arg("exec")
+            .arg(name)
+            .arg("--uid")
+            .arg(uid.to_string())
+            .arg("--gid")
+            .arg(gid.to_string());
+        if !cwd.is_empty() {
+            c.arg("--cwd").arg(cwd);
+        }
+        for (k, v) in env {
+            c.arg("--env").arg(format!("{k}={v}"));
+        }
+        if let Some(p) = pid_file {
+            c.arg("--pid-file").arg(p);
+        }
+        c.arg("--").args(command);
+        c
+    }
+
+    /// A fresh path for an exec'd command's pid, in the private runtime directory.
+    pub fn exec_pid_file(&self) -> PathBuf {
+        self.bundles
+            .with_file_name("exec")
+            .join(format!("{}.pid", uuid::Uuid::new_v4()))
+    }
+
+    /// Signal the command whose pid the helper wrote to `pid_file`. False while there is no
+    /// complete pid there yet.
+    pub fn signal_exec(&self, pid_file: &Path, signal: i32) -> bool {
+        let Some(pid) = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .filter(|&p| p > 1)
+        else {
+            return false;
+        };
+        if let Ok(sig) = nix::sys::signal::Signal::try_from(signal) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+        }
+        true
     }
 
     /// Remove a deleted instance's console log directory.

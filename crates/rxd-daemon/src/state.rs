@@ -37,6 +37,8 @@ pub struct Daemon {
     pub hostids: Option<crate::hostids::HostIds>,
     /// Containers: started, signalled and cleaned up through the `rxd-shim` helper.
     pub runtime: crate::runtime::Runtime,
+    /// Exec operations waiting for their websockets.
+    pub exec_sessions: crate::routes::exec::Sessions,
     pub tracker: TaskTracker,
     pub shutdown: watch::Sender<bool>,
 }

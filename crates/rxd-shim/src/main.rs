@@ -8,6 +8,7 @@
 //! commands print JSON (or nothing) and exit non-zero with a message on stderr on failure.
 #![forbid(unsafe_code)]
 
+mod attach;
 mod spec;
 
 use anyhow::{bail, Context, Result};
@@ -62,21 +63,24 @@ enum Command {
     /// in all its namespaces and its cgroup, under the init's capability set and seccomp filter
     /// and with no_new_privs; exit with the command's status (128+N if killed by signal N).
     Exec {
-        id: String,
-        #[arg(long, default_value_t = 0)]
-        uid: u32,
-        #[arg(long, default_value_t = 0)]
-        gid: u32,
-        #[arg(long)]
-        cwd: Option<PathBuf>,
+        #[command(flatten)]
+        target: attach::Target,
         /// `KEY=VALUE` (repeatable).
         #[arg(long)]
         env: Vec<String>,
         /// Write the command's host pid here, once it runs (for signals).
         #[arg(long)]
         pid_file: Option<PathBuf>,
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
+    },
+    /// The second step of `exec`, started by it inside the container's PID namespace.
+    #[command(hide = true)]
+    Attach {
+        #[command(flatten)]
+        target: attach::Target,
+        #[arg(long)]
+        init_pid: i32,
+        #[arg(long)]
+        init_start: u64,
     },
     /// Print `{"status":..,"pid":..}`.
     State { id: String },
@@ -88,14 +92,19 @@ const MAX_PLAN: u64 = 64 * 1024;
 
 fn main() {
     let cli = Cli::parse();
-    let exec_failed = matches!(cli.command, Command::Exec { .. });
+    let exec_failed = matches!(cli.command, Command::Exec { .. } | Command::Attach { .. });
+    // For exec, stderr is the user's: only our own one-line reason goes there, and the
+    // environment is the command's, so it does not choose our log level.
+    let filter = if exec_failed {
+        tracing_subscriber::EnvFilter::new("off")
+    } else {
+        tracing_subscriber::EnvFilter::try_from_env("RXD_SHIM_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"))
+    };
     // libcontainer reports through `tracing`: into stderr, which is the console log once a
     // container is starting.
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RXD_SHIM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
@@ -116,17 +125,17 @@ fn main() {
         }),
         Command::Delete { id } => delete(&cli.root, &id),
         Command::Exec {
-            id,
-            uid,
-            gid,
-            cwd,
+            target,
             env,
             pid_file,
-            command,
-        } => match exec(&cli.root, &id, uid, gid, cwd, env, pid_file, command) {
-            Ok(code) => std::process::exit(code),
-            Err(e) => Err(e),
-        },
+        } => parse_env(&env)
+            .and_then(|env| attach::exec(&cli.root, &target, &env, pid_file.as_deref()))
+            .map(|code| std::process::exit(code)),
+        Command::Attach {
+            target,
+            init_pid,
+            init_start,
+        } => attach::attach(&cli.root, &target, init_pid, init_start),
     };
     if let Err(e) = result {
         eprintln!("rxd-shim: {e:#}");
@@ -283,97 +292,15 @@ fn run(
         .ok_or_else(|| anyhow::anyhow!("the runtime reported no init pid"))
 }
 
-/// The default workload executor, after installing the container's seccomp filter.
-#[derive(Clone)]
-struct SeccompExecutor(libcontainer::oci_spec::runtime::LinuxSeccomp);
-
-impl libcontainer::workload::Executor for SeccompExecutor {
-    fn exec(
-        &self,
-        spec: &libcontainer::oci_spec::runtime::Spec,
-    ) -> Result<(), libcontainer::workload::ExecutorError> {
-        libcontainer::seccomp::initialize_seccomp(&self.0)
-            .map_err(|e| libcontainer::workload::ExecutorError::Other(e.to_string()))?;
-        libcontainer::workload::default::DefaultExecutor {}.exec(spec)
-    }
-
-    fn validate(
-        &self,
-        spec: &libcontainer::oci_spec::runtime::Spec,
-    ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
-        libcontainer::workload::default::DefaultExecutor {}.validate(spec)
-    }
-}
-
-/// Status 255 means the command could not be started; the reason is on stderr.
-#[allow(clippy::too_many_arguments)]
-fn exec(
-    root: &Path,
-    id: &str,
-    uid: u32,
-    gid: u32,
-    cwd: Option<PathBuf>,
-    env: Vec<String>,
-    pid_file: Option<PathBuf>,
-    command: Vec<String>,
-) -> Result<i32> {
-    container_dir(root, id)?;
-    let env = env
-        .iter()
+/// `KEY=VALUE` pairs into a map (later ones win).
+fn parse_env(env: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
+    env.iter()
         .map(|kv| {
             kv.split_once('=')
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .with_context(|| format!("bad environment entry {kv:?}"))
         })
-        .collect::<Result<std::collections::HashMap<_, _>>>()?;
-    // The command's parent (the runtime's intermediate process) exits: adopt and reap it here.
-    nix::sys::prctl::set_child_subreaper(true)?;
-    let stdio = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned();
-    // libcontainer 0.7 runs commands in a running container without its seccomp filter: load
-    // the init's filter from the container's spec and install it just before the exec.
-    let container = load(root, id)?;
-    let spec = libcontainer::oci_spec::runtime::Spec::load(container.bundle().join("config.json"))
-        .context("loading the container's spec")?;
-    let seccomp = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.seccomp().clone())
-        .context("the container's spec has no seccomp filter")?;
-    let pid = ContainerBuilder::new(id.to_owned(), SyscallType::default())
-        .with_root_path(root)?
-        .with_executor(SeccompExecutor(seccomp))
-        .with_stdin(stdio(std::io::stdin().as_fd())?)
-        .with_stdout(stdio(std::io::stdout().as_fd())?)
-        .with_stderr(stdio(std::io::stderr().as_fd())?)
-        .as_tenant()
-        .with_container_args(command)
-        .with_env(env)
-        .with_cwd(cwd)
-        .with_user(Some(uid))
-        .with_group(Some(gid))
-        .with_no_new_privs(true)
-        .with_detach(true)
-        .build()
-        .context("starting the command")?;
-    let pid = Pid::from_raw(pid.as_raw());
-    if let Some(path) = pid_file {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&path)
-            .context("writing the pid file")?;
-        write!(f, "{}", pid.as_raw())?;
-    }
-    loop {
-        match waitpid(Pid::from_raw(-1), None) {
-            Ok(WaitStatus::Exited(p, code)) if p == pid => return Ok(code),
-            Ok(WaitStatus::Signaled(p, sig, _)) if p == pid => return Ok(128 + sig as i32),
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+        .collect()
 }
 
 /// Reap every child (the runtime's intermediate process, then the adopted init) until the init

@@ -2,6 +2,7 @@
 //! an unsupported method answer 501, as LXD does. Every refused request is logged once, here.
 
 mod certificates;
+pub mod exec;
 pub mod images;
 mod instance_edit;
 pub mod instances;
@@ -15,7 +16,7 @@ use crate::state::Daemon;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
 
@@ -146,6 +147,9 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             get(operations::get).delete(operations::delete),
         )
         .route("/1.0/operations/{id}/wait", get(operations::wait))
+        .route("/1.0/operations/{id}/websocket", get(exec::websocket))
+        .route("/1.0/instances/{name}/exec", post(exec::post))
+        .route("/1.0/containers/{name}/exec", post(exec::post))
         .method_not_allowed_fallback(not_implemented)
         .fallback(not_found)
         .layer(axum::middleware::from_fn(log_refusals))

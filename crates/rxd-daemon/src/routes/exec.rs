@@ -1,0 +1,484 @@
+//! `POST /1.0/instances/<name>/exec` (LXD 5.0's exec protocol, non-interactive) and the
+//! operation websockets `GET /1.0/operations/<id>/websocket?secret=`.
+//!
+//! Each channel (`0`, `1`, `2`, `control`) has its own random secret, returned once, in the
+//! reply to the POST, never by `GET /1.0/operations`. A secret is compared in constant time and
+//! works once; channels not connected within 5 s fail the operation. The command runs through
+//! `rxd-shim exec` (inside every namespace of the container, its cgroup, its seccomp filter,
+//! no_new_privs, fds 0-2 only); its exit status is the operation's `return`. A revoked
+//! client's session is killed and its channels closed.
+
+use super::instances::{config_of, find, PROJECT};
+use crate::body::Json;
+use crate::caller::{Admin, Caller};
+use crate::error::{ApiError, ApiResult};
+use crate::response;
+use crate::state::Daemon;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use http::HeaderMap;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+/// How long the client has to connect the channels.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A channel's secret, and where its websocket goes once connected (taken on first use).
+type Channel = (String, Option<oneshot::Sender<WebSocket>>);
+
+/// The channels of one exec operation waiting for their websocket.
+pub struct Session {
+    channels: Mutex<HashMap<&'static str, Channel>>,
+}
+
+/// Pending exec sessions by operation id.
+#[derive(Default)]
+pub struct Sessions(Mutex<HashMap<String, Arc<Session>>>);
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecPost {
+    command: Vec<String>,
+    #[serde(default)]
+    environment: BTreeMap<String, String>,
+    #[serde(rename = "wait-for-websocket", default)]
+    wait_for_websocket: bool,
+    #[serde(default)]
+    interactive: bool,
+    #[serde(default)]
+    width: u32,
+    #[serde(default)]
+    height: u32,
+    #[serde(rename = "record-output", default)]
+    record_output: bool,
+    #[serde(default)]
+    user: u32,
+    #[serde(default)]
+    group: u32,
+    #[serde(default)]
+    cwd: String,
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The command's environment: the request's values, then `environment.*` keys, then defaults.
+fn environment(
+    req: &BTreeMap<String, String>,
+    config: &BTreeMap<String, String>,
+    user: u32,
+) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert(
+        "PATH".into(),
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+    );
+    env.insert("LANG".into(), "C.UTF-8".into());
+    if user == 0 {
+        env.insert("HOME".into(), "/root".into());
+        env.insert("USER".into(), "root".into());
+    }
+    for (k, v) in config {
+        if let Some(var) = k.strip_prefix("environment.") {
+            env.insert(var.to_owned(), v.clone());
+        }
+    }
+    env.extend(req.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env
+}
+
+fn secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    hex::encode(bytes)
+}
+
+pub async fn post(
+    State(d): State<Arc<Daemon>>,
+    Admin(caller, _proof): Admin,
+    Path(name): Path<String>,
+    Json(req): Json<ExecPost>,
+) -> ApiResult<Response> {
+    let row = find(&d, &name).await?;
+    if d.runtime.init(&row.name).is_none() {
+        return Err(ApiError::BadRequest("Instance is not running".into()));
+    }
+    if d.runtime.frozen(&row.name) {
+        return Err(ApiError::BadRequest("Instance is frozen".into()));
+    }
+    if req.command.is_empty() || req.command.iter().any(|a| a.contains('\0')) {
+        return Err(ApiError::BadRequest("A command is required".into()));
+    }
+    if let Some(bad) = req
+        .environment
+        .iter()
+        .find(|(k, v)| !is_env_name(k) || v.contains('\0'))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "Invalid environment variable {:?}",
+            bad.0
+        )));
+    }
+    if !req.cwd.is_empty() && (!req.cwd.starts_with('/') || req.cwd.contains('\0')) {
+        return Err(ApiError::BadRequest("cwd must be an absolute path".into()));
+    }
+    if req.interactive {
+        return Err(ApiError::BadRequest(
+            "Interactive exec (a terminal) is not supported yet: run without one (lxc exec -T)"
+                .into(),
+        ));
+    }
+    if req.record_output {
+        return Err(ApiError::BadRequest(
+            "record-output is not supported yet".into(),
+        ));
+    }
+    let _ = (req.width, req.height);
+    let env = environment(&req.environment, &config_of(&row), req.user);
+    let url = format!("/1.0/instances/{}", row.name);
+    let resources =
+        json!({"instances": [url], "containers": [url.replace("instances", "containers")]});
+    let public = json!({"command": req.command, "environment": env, "interactive": false});
+
+    if !req.wait_for_websocket {
+        let op = d
+            .operations
+            .start(&d.events, "Executing command", PROJECT, resources, false);
+        op.set_metadata(public.clone());
+        let (d2, op2) = (d.clone(), op.clone());
+        tokio::spawn(async move {
+            let result = run_detached(&d2, &row.name, &req, &env).await;
+            let result = result.map(|code| {
+                let mut md = public;
+                md["return"] = json!(code);
+                md
+            });
+            op2.finish(&d2.events, result.map_err(|e| e.to_string()));
+        });
+        return Ok(response::operation(op.url(), op.to_json()));
+    }
+
+    let op = d.operations.start_class(
+        &d.events,
+        "websocket",
+        "Executing command",
+        PROJECT,
+        resources,
+        false,
+    );
+    op.set_metadata(public.clone());
+    let mut fds = serde_json::Map::new();
+    let mut channels = HashMap::new();
+    let mut receivers = HashMap::new();
+    for fd in ["0", "1", "2", "control"] {
+        let s = secret();
+        let (tx, rx) = oneshot::channel();
+        fds.insert(fd.to_owned(), json!(s));
+        channels.insert(fd, (s, Some(tx)));
+        receivers.insert(fd, rx);
+    }
+    d.exec_sessions.lock().insert(
+        op.id.clone(),
+        Arc::new(Session {
+            channels: Mutex::new(channels),
+        }),
+    );
+    let revoked = match &caller.conn.transport {
+        rxd_auth::Transport::Tls {
+            peer_fingerprint: Some(fp),
+            ..
+        } => Some(d.connections.register(Some(*fp))),
+        _ => None,
+    };
+    let (d2, op2) = (d.clone(), op.clone());
+    tokio::spawn(async move {
+        let result = run_attached(&d2, &row.name, &req, &env, receivers, revoked).await;
+        d2.exec_sessions.lock().remove(&op2.id);
+        let result = result.map(|code| {
+            let mut md = public;
+            md["return"] = json!(code);
+            md
+        });
+        op2.finish(&d2.events, result.map_err(|e| e.to_string()));
+    });
+    // The secrets go to this caller only, in this reply.
+    let mut shown = op.to_json();
+    shown["metadata"]["fds"] = Value::Object(fds);
+    Ok(response::operation(op.url(), shown))
+}
+
+async fn run_detached(
+    d: &Daemon,
+    name: &str,
+    req: &ExecPost,
+    env: &BTreeMap<String, String>,
+) -> ApiResult<i32> {
+    let mut child = d
+        .runtime
+        .exec_command(name, req.user, req.group, &req.cwd, env, &req.command, None)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(ApiError::internal)?;
+    let status = child.wait().await.map_err(ApiError::internal)?;
+    Ok(exit_code(status))
+}
+
+#[derive(Deserialize)]
+struct Control {
+    command: String,
+    #[serde(default)]
+    signal: i32,
+}
+
+async fn run_attached(
+    d: &Arc<Daemon>,
+    name: &str,
+    req: &ExecPost,
+    env: &BTreeMap<String, String>,
+    mut receivers: HashMap<&'static str, oneshot::Receiver<WebSocket>>,
+    revoked: Option<(
+        crate::listener::Registration,
+        tokio::sync::watch::Receiver<bool>,
+    )>,
+) -> ApiResult<i32> {
+    let mut take = |fd| receivers.remove(fd).expect("channel receiver");
+    let (r0, r1, r2, rc) = (take("0"), take("1"), take("2"), take("control"));
+    let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        let (a, b, c) = tokio::join!(r0, r1, r2);
+        Some((a.ok()?, b.ok()?, c.ok()?))
+    })
+    .await;
+    let Ok(Some((ws0, ws1, ws2))) = connected else {
+        return Err(ApiError::BadRequest(
+            "Timed out waiting for websockets to connect".into(),
+        ));
+    };
+    let pid_file = d.runtime.exec_pid_file();
+    let mut child = d
+        .runtime
+        .exec_command(
+            name,
+            req.user,
+            req.group,
+            &req.cwd,
+            env,
+            &req.command,
+            Some(&pid_file),
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(ApiError::internal)?;
+    let stdin = child.stdin.take().expect("piped");
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let input = tokio::spawn(pump_in(ws0, stdin));
+    let out = tokio::spawn(pump_out(stdout, ws1));
+    let err = tokio::spawn(pump_out(stderr, ws2));
+
+    // Signals from the control channel, until the command ends or the client is revoked.
+    let (_registration, mut revoked_rx) = match revoked {
+        Some((r, rx)) => (Some(r), Some(rx)),
+        None => (None, None),
+    };
+    let mut control: Option<WebSocket> = None;
+    let mut control_rx = Some(rc);
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status.map_err(ApiError::internal)?,
+            ws = async { control_rx.as_mut().expect("pending").await }, if control_rx.is_some() => {
+                control_rx = None;
+                control = ws.ok();
+            }
+            msg = async { control.as_mut().expect("open").recv().await }, if control.is_some() => {
+                match msg {
+                    Some(Ok(Message::Text(text))) => {
+                        if let Ok(c) = serde_json::from_str::<Control>(&text) {
+                            if c.command == "signal" && (1..=64).contains(&c.signal) {
+                                signal(d, &pid_file, c.signal).await;
+                            }
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    // The control channel closing while the command runs kills it, as in LXD.
+                    None | Some(Err(_)) => {
+                        control = None;
+                        signal(d, &pid_file, 9).await;
+                    }
+                }
+            }
+            _ = async {
+                match revoked_rx.as_mut() {
+                    Some(r) => crate::listener::stopped(r).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                tracing::info!(instance = %name, "killing an exec session: the client's certificate was revoked");
+                let _ = d.runtime.signal_exec(&pid_file, 9);
+                let _ = child.start_kill();
+                revoked_rx = None;
+            }
+        }
+    };
+    // Output still buffered is delivered; a process left holding the pipes does not hold us.
+    for pump in [out, err] {
+        if tokio::time::timeout(Duration::from_secs(2), pump)
+            .await
+            .is_err()
+        {
+            tracing::warn!(instance = %name, "an exec output stream stayed open after the command ended");
+        }
+    }
+    input.abort();
+    if let Some(mut c) = control {
+        let _ = c.send(Message::Close(None)).await;
+    }
+    let _ = std::fs::remove_file(&pid_file);
+    Ok(exit_code(status))
+}
+
+/// The command's status as LXD reports it: its exit code, or 128+N when signal N ended it
+/// (or ended the helper, which takes the command with it).
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(-1)
+}
+
+/// Send `sig` to the command. The helper writes its pid once it has started it, which can be
+/// just after the channels connect: a signal sent before then waits (up to 2 s) for it.
+async fn signal(d: &Daemon, pid_file: &std::path::Path, sig: i32) {
+    for _ in 0..200 {
+        if d.runtime.signal_exec(pid_file, sig) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Websocket → the command's stdin; a close, or an empty message (LXD's client), is end of input.
+async fn pump_in(mut ws: WebSocket, mut stdin: tokio::process::ChildStdin) {
+    while let Some(Ok(msg)) = ws.recv().await {
+        let data = match msg {
+            Message::Binary(b) => b,
+            Message::Text(t) => t.as_bytes().to_vec().into(),
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        if data.is_empty() || stdin.write_all(&data).await.is_err() {
+            break;
+        }
+    }
+    drop(stdin);
+    // Keep the channel open until the command is done; closing it is the other side's job.
+    while let Some(Ok(msg)) = ws.recv().await {
+        if matches!(msg, Message::Close(_)) {
+            break;
+        }
+    }
+}
+
+/// The command's stdout or stderr → websocket, closed at end of output.
+async fn pump_out(mut from: impl tokio::io::AsyncRead + Unpin, mut ws: WebSocket) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if ws
+                    .send(Message::Binary(buf[..n].to_vec().into()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = ws.send(Message::Close(None)).await;
+}
+
+#[derive(Deserialize)]
+pub struct SecretQuery {
+    #[serde(default)]
+    secret: String,
+}
+
+/// `GET /1.0/operations/<id>/websocket?secret=`: the secret is the credential (as in LXD), so
+/// no trust is needed; each works once.
+pub async fn websocket(
+    State(d): State<Arc<Daemon>>,
+    _caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<SecretQuery>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    crate::events::check_origin(&headers)?;
+    // Checked before the secret is spent, so a plain GET does not burn a channel.
+    let upgrade = upgrade.map_err(|_| {
+        ApiError::BadRequest("This endpoint is a websocket: upgrade the connection".into())
+    })?;
+    let session = d.exec_sessions.lock().get(&id).cloned();
+    let sender = session.and_then(|s| {
+        let mut channels = s.channels.lock().unwrap_or_else(|e| e.into_inner());
+        channels.values_mut().find_map(|(secret, tx)| {
+            let same: bool =
+                subtle::ConstantTimeEq::ct_eq(secret.as_bytes(), q.secret.as_bytes()).into();
+            if same {
+                tx.take()
+            } else {
+                None
+            }
+        })
+    });
+    let Some(sender) = sender else {
+        return Err(ApiError::NotAuthorized);
+    };
+    Ok(upgrade.on_upgrade(move |ws| async move {
+        let _ = sender.send(ws);
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_precedence() {
+        let config: BTreeMap<String, String> = [
+            ("environment.FOO".to_string(), "config".to_string()),
+            ("environment.BAR".to_string(), "config".to_string()),
+        ]
+        .into();
+        let req: BTreeMap<String, String> = [("FOO".to_string(), "request".to_string())].into();
+        let env = environment(&req, &config, 0);
+        assert_eq!(env["FOO"], "request");
+        assert_eq!(env["BAR"], "config");
+        assert_eq!(env["HOME"], "/root");
+        assert_eq!(env["LANG"], "C.UTF-8");
+        assert!(env["PATH"].contains("/usr/bin"));
+        assert!(!environment(&req, &config, 1000).contains_key("HOME"));
+    }
+}
