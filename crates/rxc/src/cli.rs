@@ -70,6 +70,9 @@ pub enum Command {
     /// Run a command in a container: `rxc exec [REMOTE:]NAME [--env K=V] -- CMD...`. Standard
     /// input, output and error are passed through; rxc exits with the command's status.
     Exec(ExecArgs),
+    /// Files inside a container.
+    #[command(subcommand)]
+    File(FileCmd),
     /// List containers.
     #[command(alias = "ls")]
     List {
@@ -105,6 +108,30 @@ pub struct CreateArgs {
     /// Create an ephemeral container.
     #[arg(long, short = 'e')]
     pub ephemeral: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FileCmd {
+    /// Copy a file out of a container: `rxc file pull [REMOTE:]NAME/PATH LOCAL` (`-`: stdout).
+    Pull { source: String, target: String },
+    /// Copy a file into a container: `rxc file push LOCAL [REMOTE:]NAME/PATH` (a PATH ending
+    /// in `/` keeps the file's name). Owner root and the local file's mode unless given.
+    Push {
+        source: String,
+        target: String,
+        /// Owner inside the container.
+        #[arg(long)]
+        uid: Option<u32>,
+        /// Group inside the container.
+        #[arg(long)]
+        gid: Option<u32>,
+        /// Permission bits, in octal (default: the local file's).
+        #[arg(long)]
+        mode: Option<String>,
+    },
+    /// Remove files or empty directories: `rxc file delete [REMOTE:]NAME/PATH...`.
+    #[command(alias = "rm")]
+    Delete { targets: Vec<String> },
 }
 
 #[derive(Args, Debug)]

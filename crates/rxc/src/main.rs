@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod connect;
+mod file;
 mod image;
 mod instance;
 mod output;
@@ -68,6 +69,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Config(cmd) => commands::config(&conf, cmd).await,
         Command::Image(cmd) => image::run(&conf, cmd).await,
+        Command::File(cmd) => file::run(&conf, cmd).await,
         Command::Query {
             target,
             request,

@@ -514,6 +514,44 @@ async fn debian_lxc_launch_list_stop() {
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert_eq!(out.stdout, b"from lxc\n");
     assert_eq!(out.stderr, b"e\n");
+    // Files, both ways, with owner and mode.
+    let src = lxd_conf.path().join("pushed");
+    std::fs::write(&src, "via lxc\n").unwrap();
+    let out = lxc(&[
+        "file",
+        "push",
+        src.to_str().unwrap(),
+        "rxd:web1/tmp/pushed",
+        "--uid",
+        "5",
+        "--gid",
+        "6",
+        "--mode",
+        "0600",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let out = lxc(&[
+        "exec",
+        "rxd:web1",
+        "-T",
+        "--",
+        "stat",
+        "-c",
+        "%u %g %a",
+        "/tmp/pushed",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "5 6 600\n", "{out:?}");
+    let pulled = lxd_conf.path().join("pulled");
+    let out = lxc(&[
+        "file",
+        "pull",
+        "rxd:web1/tmp/pushed",
+        pulled.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&pulled).unwrap(), "via lxc\n");
+    let out = lxc(&["file", "delete", "rxd:web1/tmp/pushed"]);
+    assert!(out.status.success(), "{out:?}");
     let out = lxc(&["stop", "rxd:web1"]);
     assert!(out.status.success(), "{out:?}");
     let out = lxc(&["list", "rxd:", "--format", "csv", "-c", "ns"]);
@@ -973,4 +1011,178 @@ async fn exec_secrets_signals_timeouts_and_revocation() {
         .unwrap();
     assert_eq!(done["metadata"]["return"], 137, "{done}");
     s.ok(&["delete", "-f", "c1"]);
+}
+
+#[tokio::test]
+async fn files_push_pull_delete_stay_inside_the_container() {
+    let Some(s) = Setup::new("files_push_pull_delete_stay_inside_the_container").await else {
+        return;
+    };
+    s.ok(&["launch", "bb", "c1"]);
+    let init = s.pid("c1").await;
+    let host_root: u32 = map_of(init, "uid_map")[0].1 as u32;
+    let rootfs = s.d.dir().join("containers/c1/rootfs");
+    let local = tempfile::tempdir().unwrap();
+    let exec = |cmd: &str| s.ok(&["exec", "c1", "--", "sh", "-c", cmd]);
+
+    // Push: content, owner through the container's map, mode; seen the same from inside.
+    let src = local.path().join("hello.txt");
+    std::fs::write(&src, "hello from the host\n").unwrap();
+    s.ok(&[
+        "file",
+        "push",
+        src.to_str().unwrap(),
+        "c1/root/",
+        "--uid",
+        "1000",
+        "--gid",
+        "1000",
+        "--mode",
+        "0640",
+    ]);
+    let on_disk = std::fs::symlink_metadata(rootfs.join("root/hello.txt")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (on_disk.uid(), on_disk.gid()),
+        (host_root + 1000, host_root + 1000)
+    );
+    assert_eq!(on_disk.mode() & 0o7777, 0o640);
+    assert_eq!(
+        exec("stat -c '%u %g %a' /root/hello.txt; cat /root/hello.txt"),
+        "1000 1000 640\nhello from the host\n"
+    );
+    // Pull: the same bytes and mode.
+    let back = local.path().join("back.txt");
+    s.ok(&["file", "pull", "c1/root/hello.txt", back.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(&back).unwrap(),
+        "hello from the host\n"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&back).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    // A file the container wrote, pulled with its owner as the container sees it.
+    exec("echo made inside > /tmp/inside; chown 33:44 /tmp/inside");
+    let unix = s.d.unix();
+    let r = unix
+        .send(
+            Method::GET,
+            "/1.0/instances/c1/files?path=/tmp/inside",
+            &[],
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(&r.body[..], b"made inside\n");
+    assert_eq!(
+        (
+            r.header("x-lxd-uid"),
+            r.header("x-lxd-gid"),
+            r.header("x-lxd-type")
+        ),
+        (Some("33"), Some("44"), Some("file"))
+    );
+    // A directory lists its names.
+    let r = unix
+        .send(
+            Method::GET,
+            "/1.0/instances/c1/files?path=/root",
+            &[],
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.header("x-lxd-type"), Some("directory"));
+    assert!(r
+        .metadata()
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .contains(&json!("hello.txt")));
+
+    // Symlinks the container planted toward the host lead nowhere but inside it.
+    let host_dir = tempfile::tempdir().unwrap();
+    std::fs::write(host_dir.path().join("secret"), "host secret\n").unwrap();
+    let host = host_dir.path().to_str().unwrap();
+    exec(&format!(
+        "ln -s {host} /root/abs; ln -s ../../../../../../../../../..{host} /root/rel; \
+         ln -s {host}/secret /root/file-link"
+    ));
+    for link in ["abs", "rel"] {
+        let err = s.fails(&["file", "pull", &format!("c1/root/{link}/secret"), "-"]);
+        assert!(err.contains("Not found"), "{link}: {err}");
+        let err = s.fails(&[
+            "file",
+            "push",
+            src.to_str().unwrap(),
+            &format!("c1/root/{link}/planted"),
+        ]);
+        assert!(err.contains("Not found"), "{link}: {err}");
+    }
+    assert_eq!(
+        std::fs::read_dir(host_dir.path()).unwrap().count(),
+        1,
+        "nothing planted on the host"
+    );
+    // The link itself is reported as a link, never followed to the host.
+    let r = unix
+        .send(
+            Method::GET,
+            "/1.0/instances/c1/files?path=/root/file-link",
+            &[],
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.header("x-lxd-type"), Some("symlink"));
+    assert_eq!(String::from_utf8_lossy(&r.body), format!("{host}/secret"));
+    // Overwriting the link replaces the link inside the container; the host file is untouched.
+    s.ok(&["file", "push", src.to_str().unwrap(), "c1/root/file-link"]);
+    assert_eq!(
+        std::fs::read_to_string(host_dir.path().join("secret")).unwrap(),
+        "host secret\n"
+    );
+    assert_eq!(exec("cat /root/file-link"), "hello from the host\n");
+
+    // Ids outside the container's map, bad paths and special files are refused.
+    let err = s.fails(&[
+        "file",
+        "push",
+        src.to_str().unwrap(),
+        "c1/root/x",
+        "--uid",
+        "70000",
+    ]);
+    assert!(err.contains("uid 70000 is not mapped"), "{err}");
+    let r = unix
+        .send(
+            Method::GET,
+            "/1.0/instances/c1/files?path=/tmp/%00",
+            &[],
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    exec("mkfifo /tmp/fifo");
+    let err = s.fails(&["file", "pull", "c1/tmp/fifo", "-"]);
+    assert!(err.contains("FIFO"), "{err}");
+
+    // Delete; then it is gone, and a second delete says so.
+    s.ok(&["file", "delete", "c1/root/hello.txt"]);
+    assert!(!rootfs.join("root/hello.txt").exists());
+    assert!(s
+        .fails(&["file", "delete", "c1/root/hello.txt"])
+        .contains("Not found"));
+    // Stopped containers too.
+    s.ok(&["stop", "c1", "--force"]);
+    s.ok(&["file", "push", src.to_str().unwrap(), "c1/etc/motd"]);
+    s.ok(&["start", "c1"]);
+    assert_eq!(
+        exec("cat /etc/motd; stat -c %u /etc/motd"),
+        "hello from the host\n0\n"
+    );
 }

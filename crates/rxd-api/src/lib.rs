@@ -31,6 +31,12 @@ pub const API_EXTENSIONS: &[&str] = &[
     "certificate_self_renewal",
     "remote_token_expiry",
     "warnings",
+    "container_exec_signal_handling",
+    "container_exec_user_group_cwd",
+    "directory_manipulation",
+    "file_append",
+    "file_delete",
+    "file_symlinks",
 ];
 
 /// What rxd reports as `server_version`, so that LXD 5.0 clients pick their 5.0 code paths.

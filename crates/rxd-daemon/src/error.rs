@@ -120,6 +120,19 @@ impl From<crate::runtime::RuntimeError> for ApiError {
     }
 }
 
+impl From<rxd_image::rootfs::FileError> for ApiError {
+    fn from(e: rxd_image::rootfs::FileError) -> Self {
+        use rxd_image::rootfs::FileError::*;
+        match e {
+            NotFound => ApiError::NotFound("Not found".into()),
+            InvalidPath(..) | Unsupported(..) | IsDirectory(_) | NotRegular(_) | NotEmpty(_) => {
+                ApiError::BadRequest(e.to_string())
+            }
+            Io(io) => ApiError::internal(io),
+        }
+    }
+}
+
 impl From<tokio::task::JoinError> for ApiError {
     fn from(e: tokio::task::JoinError) -> Self {
         ApiError::internal(e)

@@ -295,7 +295,7 @@ async fn change_state(
 }
 
 /// Parse one `volatile.idmap.*` value into the simple map rxd writes (`None`: privileged).
-fn parse_idmap(text: &str) -> ApiResult<Option<rxd_core::launch::IdMap>> {
+pub(super) fn parse_idmap(text: &str) -> ApiResult<Option<rxd_core::launch::IdMap>> {
     let bad = || ApiError::internal(format!("unreadable idmap {text:?}"));
     let entries: Vec<Value> = serde_json::from_str(text).map_err(|_| bad())?;
     if entries.is_empty() {

@@ -3,6 +3,7 @@
 
 mod certificates;
 pub mod exec;
+pub mod files;
 pub mod images;
 mod instance_edit;
 pub mod instances;
@@ -150,6 +151,14 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/1.0/operations/{id}/websocket", get(exec::websocket))
         .route("/1.0/instances/{name}/exec", post(exec::post))
         .route("/1.0/containers/{name}/exec", post(exec::post))
+        .route(
+            "/1.0/instances/{name}/files",
+            get(files::get).post(files::post).delete(files::delete),
+        )
+        .route(
+            "/1.0/containers/{name}/files",
+            get(files::get).post(files::post).delete(files::delete),
+        )
         .method_not_allowed_fallback(not_implemented)
         .fallback(not_found)
         .layer(axum::middleware::from_fn(log_refusals))

@@ -1,0 +1,319 @@
+//! `/1.0/instances/<name>/files?path=`: read, write and remove files inside a container, as
+//! LXD 5.0 does (headers `X-LXD-uid`, `X-LXD-gid`, `X-LXD-mode`, `X-LXD-type`, `X-LXD-write`).
+//!
+//! Paths are resolved inside the container's root filesystem only (`rxd_image::rootfs`), and
+//! owners are the container's ids, translated through the map the files on disk are shifted to:
+//! an id outside the container's map is refused. Works whether the container runs or not.
+
+use super::instances::{config_of, find, instance_dir, parse_idmap};
+use crate::caller::Admin;
+use crate::error::{ApiError, ApiResult};
+use crate::response;
+use crate::state::Daemon;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue};
+use http_body_util::BodyExt;
+use rxd_core::launch::IdMap;
+use rxd_image::rootfs::{Entry, Meta, Rootfs};
+use serde::Deserialize;
+use std::io::Write;
+use std::sync::Arc;
+
+/// The largest file accepted in one upload.
+pub const MAX_FILE_BYTES: u64 = 4 << 30;
+
+#[derive(Deserialize)]
+pub struct PathQuery {
+    #[serde(default)]
+    path: String,
+}
+
+impl PathQuery {
+    /// The path inside the container: relative ones are relative to its root, as in LXD
+    /// (Debian's `lxc file pull` sends them so).
+    fn absolute(self) -> String {
+        if self.path.starts_with('/') {
+            self.path
+        } else {
+            format!("/{}", self.path)
+        }
+    }
+}
+
+/// The container's rootfs and the id map its files are shifted to (`None`: unshifted).
+async fn open(d: &Daemon, name: &str) -> ApiResult<(Rootfs, Option<IdMap>)> {
+    let row = find(d, name).await?;
+    let on_disk = config_of(&row)
+        .get("volatile.last_state.idmap")
+        .cloned()
+        .unwrap_or_else(|| "[]".into());
+    let map = parse_idmap(&on_disk)?;
+    let rootfs = Rootfs::open(&instance_dir(d, &row.name).join("rootfs"))?;
+    Ok((rootfs, map))
+}
+
+/// A container id as the host id stored on disk.
+fn to_host(map: Option<IdMap>, id: u32, gid: bool) -> ApiResult<u32> {
+    match map {
+        None => Ok(id),
+        Some(m) if id < m.size => Ok(if gid { m.gid } else { m.uid } + id),
+        Some(_) => Err(ApiError::BadRequest(format!(
+            "{} {id} is not mapped in the container",
+            if gid { "gid" } else { "uid" }
+        ))),
+    }
+}
+
+/// A host id as the container sees it (unmapped ids show as the overflow id, 65534).
+fn to_container(map: Option<IdMap>, id: u32, gid: bool) -> u32 {
+    match map {
+        None => id,
+        Some(m) => {
+            let base = if gid { m.gid } else { m.uid };
+            id.checked_sub(base)
+                .filter(|i| *i < m.size)
+                .unwrap_or(65534)
+        }
+    }
+}
+
+fn file_headers(map: Option<IdMap>, meta: Meta, kind: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    };
+    set("x-lxd-uid", to_container(map, meta.uid, false).to_string());
+    set("x-lxd-gid", to_container(map, meta.gid, true).to_string());
+    set("x-lxd-mode", format!("{:04o}", meta.mode));
+    set("x-lxd-type", kind.to_owned());
+    h
+}
+
+pub async fn get(
+    State(d): State<Arc<Daemon>>,
+    Admin(_caller, _proof): Admin,
+    Path(name): Path<String>,
+    Query(q): Query<PathQuery>,
+) -> ApiResult<Response> {
+    let (rootfs, map) = open(&d, &name).await?;
+    let path = q.absolute();
+    let base = path.rsplit('/').next().unwrap_or_default().to_owned();
+    let entry = tokio::task::spawn_blocking(move || rootfs.get(&path)).await??;
+    let raw = |headers: HeaderMap, len: u64, body: Body| {
+        let mut r = (headers, body).into_response();
+        let h = r.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+        if let Ok(v) = HeaderValue::from_str(&format!("inline;filename={base}")) {
+            h.insert(http::header::CONTENT_DISPOSITION, v);
+        }
+        r
+    };
+    Ok(match entry {
+        Entry::File(file, meta, len) => {
+            let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+            raw(
+                file_headers(map, meta, "file"),
+                len,
+                Body::from_stream(stream),
+            )
+        }
+        Entry::Symlink(target, meta) => raw(
+            file_headers(map, meta, "symlink"),
+            target.len() as u64,
+            Body::from(target),
+        ),
+        Entry::Directory(names, meta) => {
+            let mut r = response::sync(names);
+            r.headers_mut().extend(file_headers(map, meta, "directory"));
+            r
+        }
+    })
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// An integer as LXD parses these headers: `0x` hex, `0o` or a leading `0` octal, else decimal.
+fn parse_int(text: &str) -> Option<i64> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let value = if let Some(hex) = digits.strip_prefix("0x").or(digits.strip_prefix("0X")) {
+        i64::from_str_radix(hex, 16).ok()?
+    } else if let Some(oct) = digits.strip_prefix("0o").or(digits.strip_prefix("0O")) {
+        i64::from_str_radix(oct, 8).ok()?
+    } else if digits.len() > 1 && digits.starts_with('0') {
+        i64::from_str_radix(&digits[1..], 8).ok()?
+    } else {
+        digits.parse().ok()?
+    };
+    Some(if negative { -value } else { value })
+}
+
+/// A uid or gid header: absent or `-1` means root of the container.
+fn id_header(h: &HeaderMap, name: &str) -> ApiResult<u32> {
+    match header(h, name) {
+        None => Ok(0),
+        Some(v) => match parse_int(v) {
+            Some(-1) => Ok(0),
+            Some(n) => u32::try_from(n)
+                .map_err(|_| ApiError::BadRequest(format!("Invalid {name} header {v:?}"))),
+            None => Err(ApiError::BadRequest(format!("Invalid {name} header {v:?}"))),
+        },
+    }
+}
+
+pub async fn post(
+    State(d): State<Arc<Daemon>>,
+    Admin(_caller, _proof): Admin,
+    Path(name): Path<String>,
+    Query(q): Query<PathQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let kind = header(&headers, "x-lxd-type").unwrap_or("file");
+    let append = match header(&headers, "x-lxd-write").unwrap_or("overwrite") {
+        "overwrite" => false,
+        "append" => true,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "Invalid X-LXD-write {other:?}: overwrite or append"
+            )))
+        }
+    };
+    let mode = match header(&headers, "x-lxd-mode") {
+        None => None,
+        Some(v) => Some(
+            parse_int(v)
+                .and_then(|m| u32::try_from(m).ok())
+                .filter(|m| *m <= 0o7777)
+                .ok_or_else(|| ApiError::BadRequest(format!("Invalid X-LXD-mode {v:?}")))?,
+        ),
+    };
+    if !matches!(kind, "file" | "directory" | "symlink") {
+        return Err(ApiError::BadRequest(format!(
+            "Invalid X-LXD-type {kind:?}: file, directory or symlink"
+        )));
+    }
+    if header(&headers, "content-length")
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > MAX_FILE_BYTES)
+    {
+        return Err(ApiError::TooLarge {
+            limit: MAX_FILE_BYTES as usize,
+        });
+    }
+    let (rootfs, map) = open(&d, &name).await?;
+    let uid = to_host(map, id_header(&headers, "x-lxd-uid")?, false)?;
+    let gid = to_host(map, id_header(&headers, "x-lxd-gid")?, true)?;
+    let path = q.absolute();
+    match kind {
+        "directory" => {
+            let mode = mode.unwrap_or(0o755);
+            tokio::task::spawn_blocking(move || rootfs.mkdir(&path, uid, gid, mode)).await??;
+        }
+        "symlink" => {
+            let target = body
+                .collect()
+                .await
+                .map_err(|e| ApiError::BadRequest(format!("reading the request: {e}")))?
+                .to_bytes();
+            let target = String::from_utf8(target.to_vec())
+                .map_err(|_| ApiError::BadRequest("The symlink target is not UTF-8".into()))?;
+            tokio::task::spawn_blocking(move || rootfs.symlink(&path, &target, uid, gid)).await??;
+        }
+        _ => {
+            let mode = mode.unwrap_or(0o644);
+            let mut upload =
+                tokio::task::spawn_blocking(move || rootfs.upload(&path, uid, gid, mode, append))
+                    .await??;
+            let mut size: u64 = 0;
+            let mut body = body;
+            // Dropped on any error before the commit: the new file goes away.
+            while let Some(frame) = body.frame().await {
+                let frame =
+                    frame.map_err(|e| ApiError::BadRequest(format!("reading the upload: {e}")))?;
+                let Ok(chunk) = frame.into_data() else {
+                    continue;
+                };
+                size += chunk.len() as u64;
+                if size > MAX_FILE_BYTES {
+                    return Err(ApiError::TooLarge {
+                        limit: MAX_FILE_BYTES as usize,
+                    });
+                }
+                upload
+                    .file()
+                    .write_all(&chunk)
+                    .map_err(ApiError::internal)?;
+            }
+            tokio::task::spawn_blocking(move || upload.commit()).await??;
+        }
+    }
+    Ok(response::empty())
+}
+
+pub async fn delete(
+    State(d): State<Arc<Daemon>>,
+    Admin(_caller, _proof): Admin,
+    Path(name): Path<String>,
+    Query(q): Query<PathQuery>,
+) -> ApiResult<Response> {
+    let (rootfs, _) = open(&d, &name).await?;
+    let path = q.absolute();
+    tokio::task::spawn_blocking(move || rootfs.remove(&path)).await??;
+    Ok(response::empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_integers_parse_as_lxd_does() {
+        let cases: &[(&str, Option<i64>)] = &[
+            ("0644", Some(0o644)),
+            ("0o644", Some(0o644)),
+            ("420", Some(420)),
+            ("0x1a4", Some(0x1a4)),
+            ("0", Some(0)),
+            ("-1", Some(-1)),
+            ("0999", None),
+            ("abc", None),
+            ("", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_int(text), *want, "{text}");
+        }
+    }
+
+    #[test]
+    fn ids_translate_through_the_on_disk_map() {
+        let map = Some(IdMap {
+            uid: 1_000_000,
+            gid: 2_000_000,
+            size: 65536,
+        });
+        assert_eq!(to_host(map, 0, false).unwrap(), 1_000_000);
+        assert_eq!(to_host(map, 1000, true).unwrap(), 2_001_000);
+        assert!(to_host(map, 65536, false).is_err());
+        assert_eq!(to_host(None, 0, false).unwrap(), 0);
+        assert_eq!(to_container(map, 1_000_033, false), 33);
+        assert_eq!(to_container(map, 0, false), 65534);
+        assert_eq!(to_container(map, 1_065_536, false), 65534);
+        assert_eq!(to_container(None, 7, true), 7);
+    }
+}
