@@ -70,6 +70,13 @@ pub enum Command {
     /// Run a command in a container: `rxc exec [REMOTE:]NAME [--env K=V] -- CMD...`. Standard
     /// input, output and error are passed through; rxc exits with the command's status.
     Exec(ExecArgs),
+    /// Show a container's console log: `rxc console [REMOTE:]NAME --show-log`.
+    Console {
+        name: String,
+        /// Print the console log (attaching to the console is not supported yet).
+        #[arg(long)]
+        show_log: bool,
+    },
     /// Files inside a container.
     #[command(subcommand)]
     File(FileCmd),

@@ -1,4 +1,5 @@
-//! `rxc file pull|push|delete`: files inside a container, through the files API.
+//! `rxc file pull|push|delete`: files inside a container, through the files API; and
+//! `rxc console --show-log`, the console log.
 
 use crate::cli::FileCmd;
 use crate::connect::{open, split_target, Conn};
@@ -166,4 +167,25 @@ async fn push(
         .await
         .map_err(|e| conn.explain(e))?;
     check(&conn, &reply)
+}
+
+pub async fn console(conf: &ConfigDir, target: &str, show_log: bool) -> anyhow::Result<()> {
+    if !show_log {
+        bail!("attaching to a container's console is not supported yet: use --show-log");
+    }
+    let (remote, name) = split_target(conf, target);
+    let conn = open(conf, &remote)?;
+    let reply = conn
+        .client
+        .send(
+            Method::GET,
+            &format!("/1.0/instances/{name}/console"),
+            &[],
+            Default::default(),
+        )
+        .await
+        .map_err(|e| conn.explain(e))?;
+    check(&conn, &reply)?;
+    std::io::stdout().write_all(&reply.body)?;
+    Ok(())
 }

@@ -554,6 +554,11 @@ async fn debian_lxc_launch_list_stop() {
     assert!(out.status.success(), "{out:?}");
     let out = lxc(&["stop", "rxd:web1"]);
     assert!(out.status.success(), "{out:?}");
+    let out = lxc(&["console", "rxd:web1", "--show-log"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("rxd-shim: init"),
+        "{out:?}"
+    );
     let out = lxc(&["list", "rxd:", "--format", "csv", "-c", "ns"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -1177,8 +1182,24 @@ async fn files_push_pull_delete_stay_inside_the_container() {
     assert!(s
         .fails(&["file", "delete", "c1/root/hello.txt"])
         .contains("Not found"));
-    // Stopped containers too.
+    // Stopped containers too; and the console log tells how the last run ended.
     s.ok(&["stop", "c1", "--force"]);
+    let log = s.ok(&["console", "c1", "--show-log"]);
+    assert!(log.contains("rxd-shim: init ended by SIGKILL"), "{log}");
+    assert!(s
+        .fails(&["console", "c1"])
+        .contains("not supported yet: use --show-log"));
+    let r = unix
+        .send(
+            Method::DELETE,
+            "/1.0/instances/c1/console",
+            &[],
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(s.ok(&["console", "c1", "--show-log"]), "");
     s.ok(&["file", "push", src.to_str().unwrap(), "c1/etc/motd"]);
     s.ok(&["start", "c1"]);
     assert_eq!(

@@ -31,6 +31,7 @@ pub const API_EXTENSIONS: &[&str] = &[
     "certificate_self_renewal",
     "remote_token_expiry",
     "warnings",
+    "console",
     "container_exec_signal_handling",
     "container_exec_user_group_cwd",
     "directory_manipulation",

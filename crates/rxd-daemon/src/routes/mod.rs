@@ -2,6 +2,7 @@
 //! an unsupported method answer 501, as LXD does. Every refused request is logged once, here.
 
 mod certificates;
+pub mod console;
 pub mod exec;
 pub mod files;
 pub mod images;
@@ -151,6 +152,14 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/1.0/operations/{id}/websocket", get(exec::websocket))
         .route("/1.0/instances/{name}/exec", post(exec::post))
         .route("/1.0/containers/{name}/exec", post(exec::post))
+        .route(
+            "/1.0/instances/{name}/console",
+            get(console::get).delete(console::delete),
+        )
+        .route(
+            "/1.0/containers/{name}/console",
+            get(console::get).delete(console::delete),
+        )
         .route(
             "/1.0/instances/{name}/files",
             get(files::get).post(files::post).delete(files::delete),
