@@ -190,6 +190,8 @@ pub fn attach(root: &Path, t: &Target, init_pid: i32, init_start: u64) -> Result
     // exec, when it holds the host's root directory and uid. The exec makes the command
     // dumpable again, as an ordinary process of the container.
     nix::sys::prctl::set_dumpable(false).context("making the helper undumpable")?;
+    // Killed with step 1 from the start (set again after the uid change, which clears it).
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
     let (pid, spec) = running_init(root, &t.id)?;
     if pid != init_pid {
         bail!("the container's init changed while attaching");

@@ -333,19 +333,24 @@ async fn run_attached(
                 }
             } => {
                 tracing::info!(instance = %name, "killing an exec session: the client's certificate was revoked");
-                let _ = d.runtime.signal_exec(&pid_file, 9);
+                // The command first (by its pid, once the helper has written it), then the
+                // helper: killed first, it could leave a command that has not yet armed its
+                // parent-death signal.
+                signal(d, &pid_file, 9).await;
                 let _ = child.start_kill();
                 revoked_rx = None;
             }
         }
     };
     // Output still buffered is delivered; a process left holding the pipes does not hold us.
-    for pump in [out, err] {
-        if tokio::time::timeout(Duration::from_secs(2), pump)
+    for mut pump in [out, err] {
+        if tokio::time::timeout(Duration::from_secs(2), &mut pump)
             .await
             .is_err()
         {
             tracing::warn!(instance = %name, "an exec output stream stayed open after the command ended");
+            // Its websocket closes with it.
+            pump.abort();
         }
     }
     input.abort();
