@@ -70,6 +70,15 @@ pub enum Command {
     /// Run a command in a container: `rxc exec [REMOTE:]NAME [--env K=V] -- CMD...`. Standard
     /// input, output and error are passed through; rxc exits with the command's status.
     Exec(ExecArgs),
+    /// Snapshot a container: `rxc snapshot [REMOTE:]NAME [SNAP]` (default name `snapN`).
+    /// `rxc delete NAME/SNAP` removes one.
+    Snapshot {
+        name: String,
+        snapshot: Option<String>,
+    },
+    /// Restore a container from a snapshot: `rxc restore [REMOTE:]NAME SNAP` (a running
+    /// container is stopped, restored and started again).
+    Restore { name: String, snapshot: String },
     /// Show a container's console log: `rxc console [REMOTE:]NAME --show-log`.
     Console {
         name: String,

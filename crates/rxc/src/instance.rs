@@ -96,6 +96,18 @@ pub async fn delete(conf: &ConfigDir, names: &[String], force: bool) -> anyhow::
     for target in names {
         let (remote, name) = split_target(conf, target);
         let conn = open(conf, &remote)?;
+        // `NAME/SNAP`: a snapshot.
+        if let Some((instance, snap)) = name.split_once('/') {
+            let op = conn
+                .call(
+                    Method::DELETE,
+                    &format!("/1.0/instances/{instance}/snapshots/{snap}"),
+                    None,
+                )
+                .await?;
+            wait(&conn, &op).await?;
+            continue;
+        }
         let state = conn
             .call(Method::GET, &format!("/1.0/instances/{name}/state"), None)
             .await?;
@@ -398,4 +410,34 @@ pub async fn exec(conf: &ConfigDir, args: ExecArgs) -> anyhow::Result<i32> {
     let done = wait(&conn, &json!({"id": id})).await?;
     let _ = control.close(None).await;
     Ok(done["metadata"]["return"].as_i64().unwrap_or(-1) as i32)
+}
+
+/// `rxc snapshot [REMOTE:]NAME [SNAP]`: take a snapshot (named `snapN` unless given).
+pub async fn snapshot(conf: &ConfigDir, target: &str, snap: Option<&str>) -> anyhow::Result<()> {
+    let (remote, name) = split_target(conf, target);
+    let conn = open(conf, &remote)?;
+    let op = conn
+        .call(
+            Method::POST,
+            &format!("/1.0/instances/{name}/snapshots"),
+            Some(&json!({"name": snap.unwrap_or_default(), "stateful": false})),
+        )
+        .await?;
+    wait(&conn, &op).await?;
+    Ok(())
+}
+
+/// `rxc restore [REMOTE:]NAME SNAP`: put the instance back as it was in the snapshot.
+pub async fn restore(conf: &ConfigDir, target: &str, snap: &str) -> anyhow::Result<()> {
+    let (remote, name) = split_target(conf, target);
+    let conn = open(conf, &remote)?;
+    let op = conn
+        .call(
+            Method::PUT,
+            &format!("/1.0/instances/{name}"),
+            Some(&json!({"restore": snap})),
+        )
+        .await?;
+    wait(&conn, &op).await?;
+    Ok(())
 }

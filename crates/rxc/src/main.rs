@@ -70,6 +70,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(cmd) => commands::config(&conf, cmd).await,
         Command::Image(cmd) => image::run(&conf, cmd).await,
         Command::File(cmd) => file::run(&conf, cmd).await,
+        Command::Snapshot { name, snapshot } => {
+            instance::snapshot(&conf, &name, snapshot.as_deref()).await
+        }
+        Command::Restore { name, snapshot } => instance::restore(&conf, &name, &snapshot).await,
         Command::Console { name, show_log } => file::console(&conf, &name, show_log).await,
         Command::Query {
             target,

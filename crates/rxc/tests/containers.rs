@@ -559,6 +559,15 @@ async fn debian_lxc_launch_list_stop() {
         String::from_utf8_lossy(&out.stdout).contains("rxd-shim: init"),
         "{out:?}"
     );
+    // Snapshots: take, restore, delete.
+    for args in [
+        &["snapshot", "rxd:web1", "s1"][..],
+        &["restore", "rxd:web1", "s1"],
+        &["delete", "rxd:web1/s1"],
+    ] {
+        let out = lxc(args);
+        assert!(out.status.success(), "lxc {args:?}: {out:?}");
+    }
     let out = lxc(&["list", "rxd:", "--format", "csv", "-c", "ns"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -1206,4 +1215,106 @@ async fn files_push_pull_delete_stay_inside_the_container() {
         exec("cat /etc/motd; stat -c %u /etc/motd"),
         "hello from the host\n0\n"
     );
+}
+
+#[tokio::test]
+async fn snapshots_restore_files_and_the_map_they_were_taken_with() {
+    let Some(s) = Setup::new("snapshots_restore_files_and_the_map_they_were_taken_with").await
+    else {
+        return;
+    };
+    use std::os::unix::fs::MetadataExt;
+    s.ok(&["launch", "bb", "c1"]);
+    let exec = |cmd: &str| s.ok(&["exec", "c1", "--", "sh", "-c", cmd]);
+    let unix = s.d.unix();
+    exec("echo v1 > /root/state");
+
+    // Taken while running: the container is frozen for the copy and runs on after.
+    s.ok(&["snapshot", "c1"]);
+    assert_eq!(s.state("c1").await["status"], "Running");
+    let list = unix.get("/1.0/instances/c1/snapshots").await.unwrap();
+    assert_eq!(list, json!(["/1.0/instances/c1/snapshots/snap0"]));
+    let snap = unix.get("/1.0/instances/c1/snapshots/snap0").await.unwrap();
+    assert_eq!(snap["name"], "snap0");
+    assert_eq!(snap["stateful"], false);
+    let on_disk = s.d.dir().join("snapshots/c1/snap0/rootfs");
+    let shared_root = std::fs::metadata(on_disk.join("root/state")).unwrap().uid();
+    assert_ne!(shared_root, 0, "the copy keeps the container's host ids");
+
+    // Change things, restore: the change is gone, and the container runs again.
+    exec("echo v2 > /root/state; touch /root/new-file");
+    s.ok(&["restore", "c1", "snap0"]);
+    assert_eq!(s.state("c1").await["status"], "Running");
+    assert_eq!(exec("cat /root/state; ls /root"), "v1\nstate\n");
+
+    // The snapshot keeps its map: restored under a new (isolated) map, the files follow it.
+    s.ok(&["stop", "c1", "--force"]);
+    s.ok(&["config", "set", "c1", "security.idmap.isolated=true"]);
+    s.ok(&["start", "c1"]);
+    let isolated = map_of(s.pid("c1").await, "uid_map")[0].1 as u32;
+    assert_ne!(isolated, shared_root);
+    s.ok(&["restore", "c1", "snap0"]);
+    let rootfs = s.d.dir().join("containers/c1/rootfs");
+    assert_eq!(
+        std::fs::metadata(rootfs.join("root/state")).unwrap().uid(),
+        isolated
+    );
+    assert_eq!(exec("cat /root/state; id -u"), "v1\n0\n");
+
+    // Refusals.
+    for (body, status, text) in [
+        (json!({"name": "snap0"}), 409, "already exists"),
+        (json!({"name": "x", "stateful": true}), 400, "Stateful"),
+        (json!({"name": "bad name"}), 400, "Invalid snapshot name"),
+    ] {
+        let r = unix
+            .request(Method::POST, "/1.0/instances/c1/snapshots", Some(&body))
+            .await
+            .unwrap();
+        assert_eq!(r.status, status, "{body}");
+        assert!(r.envelope().unwrap().error.contains(text), "{body}");
+    }
+    let r = unix
+        .request(
+            Method::PUT,
+            "/1.0/instances/c1",
+            Some(&json!({"restore": "nope"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 404);
+
+    // Rename and delete one.
+    let r = unix
+        .request(
+            Method::POST,
+            "/1.0/instances/c1/snapshots/snap0",
+            Some(&json!({"name": "first"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 202, "{:?}", r.envelope());
+    assert!(s
+        .d
+        .dir()
+        .join("snapshots/c1/first/rootfs/root/state")
+        .exists());
+    s.ok(&["snapshot", "c1", "second"]);
+    s.ok(&["delete", "c1/first"]);
+    assert_eq!(
+        unix.get("/1.0/instances/c1/snapshots").await.unwrap(),
+        json!(["/1.0/instances/c1/snapshots/second"])
+    );
+    assert!(!s.d.dir().join("snapshots/c1/first").exists());
+
+    // Snapshots follow their instance's rename, and go with it.
+    s.ok(&["stop", "c1", "--force"]);
+    s.ok(&["rename", "c1", "c2"]);
+    assert_eq!(
+        unix.get("/1.0/instances/c2/snapshots").await.unwrap(),
+        json!(["/1.0/instances/c2/snapshots/second"])
+    );
+    assert!(s.d.dir().join("snapshots/c2/second/rootfs").exists());
+    s.ok(&["delete", "c2"]);
+    assert!(!s.d.dir().join("snapshots/c2").exists());
 }

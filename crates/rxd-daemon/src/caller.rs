@@ -12,6 +12,7 @@ use rxd_core::config::{flag, TRUST_CA_CERTIFICATES};
 use rxd_tls::pki::CaVerdict;
 use std::sync::Arc;
 
+#[derive(Clone)]
 pub struct Caller {
     pub identity: Identity,
     pub conn: ConnInfo,

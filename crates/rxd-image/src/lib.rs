@@ -9,6 +9,7 @@
 //! success, so a refused or failed import leaves nothing behind.
 #![forbid(unsafe_code)]
 
+pub mod copy;
 pub mod rootfs;
 mod shift;
 mod unpack;

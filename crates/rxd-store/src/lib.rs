@@ -7,10 +7,12 @@ mod config;
 mod images;
 mod instances;
 mod migrations;
+mod snapshots;
 
 pub use certificates::{CertificateRow, TokenRow};
 pub use images::{AliasRow, ImageRow};
 pub use instances::{Allocator, InstanceRow, Remap};
+pub use snapshots::SnapshotRow;
 
 use rusqlite::Connection;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

@@ -76,6 +76,17 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (project, instance),
         FOREIGN KEY (project, instance) REFERENCES instances (project, name) ON DELETE CASCADE ON UPDATE CASCADE
     );",
+    // 5: snapshots; `config` is the instance's config when taken (its on-disk idmap included).
+    "CREATE TABLE snapshots (
+        project    TEXT NOT NULL,
+        instance   TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        config     TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (project, instance, name),
+        FOREIGN KEY (project, instance) REFERENCES instances (project, name) ON DELETE CASCADE ON UPDATE CASCADE
+    );",
 ];
 
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

@@ -136,10 +136,10 @@ async fn update(
     let _guard = lock.lock().await;
     let row = find(d, name).await?;
     check_if_match(headers, &etag_fields(&row))?;
-    if body.restore.as_deref().is_some_and(|r| !r.is_empty()) {
-        return Err(ApiError::BadRequest(
-            "Restoring snapshots is not supported yet".into(),
-        ));
+    if let Some(snap) = body.restore.as_deref().filter(|r| !r.is_empty()) {
+        // The restore takes the instance's lock itself, in its operation.
+        drop(_guard);
+        return super::snapshots::restore(d, caller, &row.name, snap).await;
     }
     if body.stateful == Some(true) {
         return Err(ApiError::BadRequest(
@@ -304,6 +304,9 @@ pub async fn post(
             ApiError::Conflict(_) => ApiError::Conflict(format!("Instance {new:?} already exists")),
             other => other,
         });
+    }
+    if let Err(e) = super::snapshots::rename_all(&d, &row.name, &new) {
+        tracing::error!(from = %row.name, to = %new, error = %e, "could not move the snapshots");
     }
     d.runtime.rename_logs(&row.name, &new);
     tracing::info!(from = %row.name, to = %new, "instance renamed");

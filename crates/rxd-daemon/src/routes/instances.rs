@@ -146,16 +146,6 @@ pub async fn state(
     Ok(response::sync(state_json(&d, &row.name)))
 }
 
-/// `GET .../snapshots`: snapshots are not implemented yet, so an instance has none.
-pub async fn snapshots(
-    State(d): State<Arc<Daemon>>,
-    _: Trusted,
-    Path(name): Path<String>,
-) -> ApiResult<Response> {
-    find(&d, &name).await?;
-    Ok(response::sync(Vec::<Value>::new()))
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatePut {
@@ -340,7 +330,7 @@ fn memory_limit(value: &str) -> Option<u64> {
 }
 
 /// Start the container from its stored config.
-async fn start(d: &Arc<Daemon>, name: &str) -> ApiResult<()> {
+pub(super) async fn start(d: &Arc<Daemon>, name: &str) -> ApiResult<()> {
     let n = name.to_owned();
     let row = d.db(move |s| s.instance(PROJECT, &n)).await?;
     let mut config = config_of(&row);
@@ -458,7 +448,7 @@ pub(super) async fn save_config(
 
 /// Stop the container: with `force` (or a zero timeout, as LXD) kill it; otherwise ask its init
 /// to halt (SIGPWR, as LXC) and wait up to `timeout` seconds (negative: as long as it takes).
-async fn stop(
+pub(super) async fn stop(
     d: &Arc<Daemon>,
     name: &str,
     force: bool,
@@ -499,6 +489,7 @@ async fn stopped(d: &Daemon, name: &str, restarting: bool) -> ApiResult<()> {
             tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir))
                 .await?
                 .map_err(ApiError::internal)?;
+            super::snapshots::remove_all(d, name).map_err(ApiError::internal)?;
             let n = name.to_owned();
             d.db(move |s| s.delete_instance(PROJECT, &n)).await?;
             d.runtime.remove_logs(name);
@@ -822,9 +813,14 @@ pub async fn delete(
     );
     let dir = instance_dir(&d, &row.name);
     // remove_dir_all does not follow the symlinks inside the root filesystem.
-    let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+    let d2 = d.clone();
+    let name = row.name.clone();
+    let removed = tokio::task::spawn_blocking(move || {
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }?;
+        super::snapshots::remove_all(&d2, &name)
     })
     .await?;
     let result = match removed {

@@ -10,6 +10,7 @@ mod instance_edit;
 pub mod instances;
 mod operations;
 mod server;
+pub mod snapshots;
 mod warnings;
 
 use crate::error::{ApiError, RejectReason};
@@ -121,7 +122,16 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             "/1.0/instances/{name}/state",
             get(instances::state).put(instances::put_state),
         )
-        .route("/1.0/instances/{name}/snapshots", get(instances::snapshots))
+        .route(
+            "/1.0/instances/{name}/snapshots",
+            get(snapshots::list).post(snapshots::post),
+        )
+        .route(
+            "/1.0/instances/{name}/snapshots/{snap}",
+            get(snapshots::get)
+                .post(snapshots::rename)
+                .delete(snapshots::delete),
+        )
         .route(
             "/1.0/containers",
             get(instances::list).post(instances::post),
@@ -140,7 +150,13 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         )
         .route(
             "/1.0/containers/{name}/snapshots",
-            get(instances::snapshots),
+            get(snapshots::list).post(snapshots::post),
+        )
+        .route(
+            "/1.0/containers/{name}/snapshots/{snap}",
+            get(snapshots::get)
+                .post(snapshots::rename)
+                .delete(snapshots::delete),
         )
         .route("/1.0/events", get(crate::events::get))
         .route("/1.0/operations", get(operations::list))

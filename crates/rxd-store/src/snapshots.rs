@@ -1,0 +1,184 @@
+//! The `snapshots` table (rows follow their instance's renames and deletion by cascade).
+
+use crate::{Store, StoreError};
+use rusqlite::{params, OptionalExtension};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRow {
+    pub project: String,
+    pub instance: String,
+    pub name: String,
+    /// The instance's config (JSON object) when the snapshot was taken.
+    pub config: String,
+    pub created_at: i64,
+    /// Unix seconds; 0 for never.
+    pub expires_at: i64,
+}
+
+const COLUMNS: &str = "project, instance, name, config, created_at, expires_at";
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRow> {
+    Ok(SnapshotRow {
+        project: r.get(0)?,
+        instance: r.get(1)?,
+        name: r.get(2)?,
+        config: r.get(3)?,
+        created_at: r.get(4)?,
+        expires_at: r.get(5)?,
+    })
+}
+
+fn constraint(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StoreError::AlreadyExists { kind: "snapshot" }
+        }
+        _ => e.into(),
+    }
+}
+
+impl Store {
+    pub fn create_snapshot(&self, row: &SnapshotRow) -> Result<(), StoreError> {
+        self.conn()?
+            .execute(
+                &format!("INSERT INTO snapshots ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                params![
+                    row.project,
+                    row.instance,
+                    row.name,
+                    row.config,
+                    row.created_at,
+                    row.expires_at
+                ],
+            )
+            .map_err(constraint)?;
+        Ok(())
+    }
+
+    /// An instance's snapshots, oldest first.
+    pub fn snapshots(&self, project: &str, instance: &str) -> Result<Vec<SnapshotRow>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM snapshots WHERE project = ?1 AND instance = ?2
+             ORDER BY created_at, name"
+        ))?;
+        let rows = stmt.query_map(params![project, instance], from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn snapshot(
+        &self,
+        project: &str,
+        instance: &str,
+        name: &str,
+    ) -> Result<SnapshotRow, StoreError> {
+        self.conn()?
+            .query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM snapshots
+                     WHERE project = ?1 AND instance = ?2 AND name = ?3"
+                ),
+                params![project, instance, name],
+                from_row,
+            )
+            .optional()?
+            .ok_or(StoreError::NotFound { kind: "snapshot" })
+    }
+
+    pub fn rename_snapshot(
+        &self,
+        project: &str,
+        instance: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<(), StoreError> {
+        let n = self
+            .conn()?
+            .execute(
+                "UPDATE snapshots SET name = ?4 WHERE project = ?1 AND instance = ?2 AND name = ?3",
+                params![project, instance, old, new],
+            )
+            .map_err(constraint)?;
+        if n == 0 {
+            return Err(StoreError::NotFound { kind: "snapshot" });
+        }
+        Ok(())
+    }
+
+    pub fn delete_snapshot(
+        &self,
+        project: &str,
+        instance: &str,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        let n = self.conn()?.execute(
+            "DELETE FROM snapshots WHERE project = ?1 AND instance = ?2 AND name = ?3",
+            params![project, instance, name],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound { kind: "snapshot" });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::InstanceRow;
+
+    #[test]
+    fn snapshots_follow_their_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db")).unwrap();
+        let inst = InstanceRow {
+            project: "default".into(),
+            name: "c1".into(),
+            architecture: "x86_64".into(),
+            config: "{}".into(),
+            description: String::new(),
+            ephemeral: false,
+            created_at: 1,
+        };
+        s.create_instance::<()>(&inst, None).unwrap().unwrap();
+        let snap = |name: &str, at| SnapshotRow {
+            project: "default".into(),
+            instance: "c1".into(),
+            name: name.into(),
+            config: "{}".into(),
+            created_at: at,
+            expires_at: 0,
+        };
+        s.create_snapshot(&snap("snap1", 2)).unwrap();
+        s.create_snapshot(&snap("snap0", 1)).unwrap();
+        assert!(matches!(
+            s.create_snapshot(&snap("snap0", 3)),
+            Err(StoreError::AlreadyExists { .. })
+        ));
+        let names = |s: &Store, i| {
+            s.snapshots("default", i)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.name)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&s, "c1"), ["snap0", "snap1"]);
+        s.rename_snapshot("default", "c1", "snap1", "last").unwrap();
+        assert!(matches!(
+            s.rename_snapshot("default", "c1", "last", "snap0"),
+            Err(StoreError::AlreadyExists { .. })
+        ));
+        s.rename_instance("default", "c1", "c2").unwrap();
+        assert_eq!(names(&s, "c2"), ["snap0", "last"]);
+        assert_eq!(s.snapshot("default", "c2", "last").unwrap().created_at, 2);
+        s.delete_snapshot("default", "c2", "snap0").unwrap();
+        assert!(matches!(
+            s.delete_snapshot("default", "c2", "snap0"),
+            Err(StoreError::NotFound { .. })
+        ));
+        s.delete_instance("default", "c2").unwrap();
+        assert!(names(&s, "c2").is_empty());
+    }
+}
