@@ -165,9 +165,16 @@ pub struct ExecArgs {
     /// Group id to run as.
     #[arg(long, default_value_t = 0)]
     pub group: u32,
-    /// Never use a terminal (the only mode rxd supports yet; accepted for lxc compatibility).
-    #[arg(short = 'T', long = "force-noninteractive")]
+    /// Never use a terminal (pipes for stdin, stdout and stderr).
+    #[arg(
+        short = 'T',
+        long = "force-noninteractive",
+        conflicts_with = "interactive"
+    )]
     pub noninteractive: bool,
+    /// Always use a terminal (the default when stdin and stdout are terminals).
+    #[arg(short = 't', long = "force-interactive")]
+    pub interactive: bool,
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
 }

@@ -306,9 +306,24 @@ pub async fn exec(conf: &ConfigDir, args: ExecArgs) -> anyhow::Result<i32> {
             .ok_or_else(|| anyhow!("bad --env {kv:?}: expected KEY=VALUE"))?;
         environment.insert(k.to_owned(), Value::String(v.to_owned()));
     }
+    let interactive = args.interactive
+        || (!args.noninteractive
+            && rustix::termios::isatty(std::io::stdin())
+            && rustix::termios::isatty(std::io::stdout()));
+    let (mut width, mut height) = (0, 0);
+    if interactive {
+        if let Ok(size) = rustix::termios::tcgetwinsize(std::io::stdout()) {
+            (width, height) = (size.ws_col, size.ws_row);
+        }
+        if let Ok(term) = std::env::var("TERM") {
+            environment
+                .entry("TERM".to_owned())
+                .or_insert(Value::String(term));
+        }
+    }
     let body = json!({
         "command": args.command, "environment": environment, "wait-for-websocket": true,
-        "interactive": false, "width": 0, "height": 0, "record-output": false,
+        "interactive": interactive, "width": width, "height": height, "record-output": false,
         "user": args.user, "group": args.group, "cwd": args.cwd.unwrap_or_default(),
     });
     let op = conn
@@ -335,6 +350,14 @@ pub async fn exec(conf: &ConfigDir, args: ExecArgs) -> anyhow::Result<i32> {
         .websocket(&channel("control")?)
         .await
         .map_err(explain)?;
+    if interactive {
+        let ws0 = conn
+            .client
+            .websocket(&channel("0")?)
+            .await
+            .map_err(explain)?;
+        return exec_terminal(&conn, &id, control, ws0).await;
+    }
     let ws0 = conn
         .client
         .websocket(&channel("0")?)
@@ -408,6 +431,95 @@ pub async fn exec(conf: &ConfigDir, args: ExecArgs) -> anyhow::Result<i32> {
     }
     input.abort();
     let done = wait(&conn, &json!({"id": id})).await?;
+    let _ = control.close(None).await;
+    Ok(done["metadata"]["return"].as_i64().unwrap_or(-1) as i32)
+}
+
+/// The local terminal in raw mode while it lives (keys, Ctrl-C included, go to the remote
+/// terminal as they are); restored when dropped.
+struct RawMode(rustix::termios::Termios);
+
+impl RawMode {
+    fn enable() -> Option<RawMode> {
+        let saved = rustix::termios::tcgetattr(std::io::stdin()).ok()?;
+        let mut raw = saved.clone();
+        raw.make_raw();
+        rustix::termios::tcsetattr(
+            std::io::stdin(),
+            rustix::termios::OptionalActions::Now,
+            &raw,
+        )
+        .ok()?;
+        Some(RawMode(saved))
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = rustix::termios::tcsetattr(
+            std::io::stdin(),
+            rustix::termios::OptionalActions::Now,
+            &self.0,
+        );
+    }
+}
+
+/// Interactive exec: one websocket both ways for the remote terminal, window size changes
+/// sent over the control channel.
+async fn exec_terminal(
+    conn: &Conn,
+    id: &str,
+    mut control: rxd_client::WebSocket,
+    ws0: rxd_client::WebSocket,
+) -> anyhow::Result<i32> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let raw = RawMode::enable();
+    let (mut sink, mut stream) = ws0.split();
+    let input = tokio::spawn(async move {
+        let mut stdin = tokio::io::stdin();
+        let mut buf = vec![0u8; 4096];
+        while let Ok(n) = stdin.read(&mut buf).await {
+            if n == 0
+                || sink
+                    .send(Message::Binary(buf[..n].to_vec().into()))
+                    .await
+                    .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut winch = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
+    let mut stdout = tokio::io::stdout();
+    loop {
+        tokio::select! {
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Binary(b))) => {
+                    stdout.write_all(&b).await?;
+                    stdout.flush().await?;
+                }
+                Some(Ok(Message::Text(t))) => {
+                    stdout.write_all(t.as_bytes()).await?;
+                    stdout.flush().await?;
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            _ = winch.recv() => {
+                if let Ok(size) = rustix::termios::tcgetwinsize(std::io::stdout()) {
+                    let msg = json!({"command": "window-resize", "args": {
+                        "width": size.ws_col.to_string(), "height": size.ws_row.to_string()}});
+                    let _ = control.send(Message::Text(msg.to_string().into())).await;
+                }
+            }
+        }
+    }
+    input.abort();
+    drop(raw);
+    let done = wait(conn, &json!({"id": id})).await?;
     let _ = control.close(None).await;
     Ok(done["metadata"]["return"].as_i64().unwrap_or(-1) as i32)
 }

@@ -514,6 +514,22 @@ async fn debian_lxc_launch_list_stop() {
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert_eq!(out.stdout, b"from lxc\n");
     assert_eq!(out.stderr, b"e\n");
+    // On a terminal, lxc asks for one.
+    let mut cmd = Command::new("lxc");
+    cmd.args(["exec", "rxd:web1", "--", "sh"])
+        .env("LXD_CONF", lxd_conf.path())
+        .env("HOME", lxd_conf.path())
+        .env("TERM", "dumb");
+    let mut p = rexpect::session::spawn_command(cmd, Some(20_000)).unwrap();
+    p.send_line("tty; echo K$((1+1))L").unwrap();
+    let out = p.exp_string("K2L").unwrap();
+    assert!(out.contains("/dev/pts/"), "{out}");
+    p.send_line("exit 4").unwrap();
+    p.exp_eof().unwrap();
+    match p.process.wait().unwrap() {
+        rexpect::process::wait::WaitStatus::Exited(_, code) => assert_eq!(code, 4),
+        other => panic!("{other:?}"),
+    }
     // Files, both ways, with owner and mode.
     let src = lxd_conf.path().join("pushed");
     std::fs::write(&src, "via lxc\n").unwrap();
@@ -978,8 +994,8 @@ async fn exec_secrets_signals_timeouts_and_revocation() {
     for (body, text) in [
         (json!({"command": []}), "command"),
         (
-            json!({"command": ["true"], "interactive": true, "wait-for-websocket": true}),
-            "Interactive",
+            json!({"command": ["true"], "interactive": true, "wait-for-websocket": false}),
+            "Interactive exec needs wait-for-websocket",
         ),
         (
             json!({"command": ["true"], "environment": {"A B": "1"}}),
@@ -1317,4 +1333,124 @@ async fn snapshots_restore_files_and_the_map_they_were_taken_with() {
     assert!(s.d.dir().join("snapshots/c2/second/rootfs").exists());
     s.ok(&["delete", "c2"]);
     assert!(!s.d.dir().join("snapshots/c2").exists());
+}
+
+async fn type_in(ws: &mut rxd_client::WebSocket, text: &str) {
+    use futures_util::SinkExt;
+    let msg = tokio_tungstenite::tungstenite::Message::Binary(text.as_bytes().to_vec().into());
+    ws.send(msg).await.unwrap();
+}
+
+/// Read a terminal channel until `needle` appears; returns everything read.
+async fn read_until(ws: &mut rxd_client::WebSocket, needle: &str) -> String {
+    use futures_util::StreamExt;
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !seen.contains(needle) {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("{needle:?} not seen in {seen:?}"));
+        match msg {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(b))) => {
+                seen.push_str(&String::from_utf8_lossy(&b))
+            }
+            Some(Ok(_)) => {}
+            other => panic!("channel ended ({other:?}) before {needle:?}: {seen:?}"),
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn interactive_exec_gets_a_terminal_of_its_own() {
+    let Some(s) = Setup::new("interactive_exec_gets_a_terminal_of_its_own").await else {
+        return;
+    };
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    s.ok(&["launch", "bb", "c1"]);
+    let unix = s.d.unix();
+    let body = json!({
+        "command": ["sh"], "interactive": true, "wait-for-websocket": true,
+        "width": 100, "height": 30, "environment": {"TERM": "xterm"},
+    });
+    let r = unix
+        .request(Method::POST, "/1.0/instances/c1/exec", Some(&body))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 202);
+    let op = r.envelope().unwrap().metadata;
+    let fds = op["metadata"]["fds"].as_object().unwrap();
+    let mut names: Vec<_> = fds.keys().cloned().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["0", "control"],
+        "one channel both ways for a terminal"
+    );
+    let id = op["id"].as_str().unwrap();
+    let channel = |fd: &str| {
+        format!(
+            "/1.0/operations/{id}/websocket?secret={}",
+            fds[fd].as_str().unwrap()
+        )
+    };
+    let mut control = unix.websocket(&channel("control")).await.unwrap();
+    let mut term = unix.websocket(&channel("0")).await.unwrap();
+    // Markers are computed by the shell, so the terminal's echo of the input never matches.
+    type_in(
+        &mut term,
+        "stty size; tty; ls -l /proc/self/fd/0; echo A$((1+1))B\n",
+    )
+    .await;
+    let out = read_until(&mut term, "A2B").await;
+    assert!(out.contains("30 100"), "initial size: {out}");
+    assert!(
+        out.contains("/dev/pts/0"),
+        "a terminal of the container's own devpts: {out}"
+    );
+    // Resize through the control channel.
+    let resize = json!({"command": "window-resize", "args": {"width": "120", "height": "40"}});
+    control
+        .send(Message::Text(resize.to_string().into()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    type_in(&mut term, "stty size; echo C$((2+1))D\n").await;
+    let out = read_until(&mut term, "C3D").await;
+    assert!(out.contains("40 120"), "resized: {out}");
+    // Ctrl-C reaches the foreground command through the terminal.
+    type_in(&mut term, "sleep 100\n").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    type_in(&mut term, "\x03").await;
+    type_in(&mut term, "echo E$((2+2))F\n").await;
+    read_until(&mut term, "E4F").await;
+    type_in(&mut term, "exit 5\n").await;
+    let done = unix
+        .get(&format!("/1.0/operations/{id}/wait?timeout=10"))
+        .await
+        .unwrap();
+    assert_eq!(done["metadata"]["return"], 5, "{done}");
+    assert_eq!(done["metadata"]["interactive"], true);
+
+    // rxc on a real terminal: interactive by default, Ctrl-C passes through, exit code kept.
+    let mut cmd = Command::new(bin("rxc"));
+    cmd.args(["exec", "c1", "--", "sh"])
+        .env("RXC_CONF", s.conf.path())
+        .env("RXD_DIR", s.d.dir())
+        .env("TERM", "dumb");
+    let mut p = rexpect::session::spawn_command(cmd, Some(20_000)).unwrap();
+    p.send_line("tty; echo G$((3+4))H").unwrap();
+    p.exp_string("G7H").unwrap();
+    p.send_line("sleep 100").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    p.send_control('c').unwrap();
+    p.send_line("echo I$((4+5))J").unwrap();
+    p.exp_string("I9J").unwrap();
+    p.send_line("exit 3").unwrap();
+    p.exp_eof().unwrap();
+    match p.process.wait().unwrap() {
+        rexpect::process::wait::WaitStatus::Exited(_, code) => assert_eq!(code, 3),
+        other => panic!("{other:?}"),
+    }
 }

@@ -345,6 +345,7 @@ impl Runtime {
         env: &std::collections::BTreeMap<String, String>,
         command: &[String],
         pid_file: Option<&Path>,
+        pty: Option<(u32, u32)>,
     ) -> tokio::process::Command {
         let mut c = self.command();
         c.arg("exec")
@@ -361,6 +362,13 @@ impl Runtime {
         }
         if let Some(p) = pid_file {
             c.arg("--pid-file").arg(p);
+        }
+        if let Some((width, height)) = pty {
+            c.arg("--pty")
+                .arg("--width")
+                .arg(width.to_string())
+                .arg("--height")
+                .arg(height.to_string());
         }
         c.arg("--").args(command);
         c

@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -41,6 +42,9 @@ pub struct Target {
     /// The working directory, inside the container (default `/`).
     #[arg(long)]
     pub cwd: Option<PathBuf>,
+    /// A terminal for the command instead of pipes (see `pty.rs`).
+    #[arg(long)]
+    pub pty: bool,
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
 }
@@ -87,10 +91,12 @@ pub fn exec(
     t: &Target,
     env: &BTreeMap<String, String>,
     pid_file: Option<&Path>,
+    (width, height): (u16, u16),
 ) -> Result<i32> {
     let (pid, _) = running_init(root, &t.id)?;
     let started = start_time(pid)?;
     let pidns = File::open(format!("/proc/{pid}/ns/pid")).context("opening the PID namespace")?;
+    let own_pidns = File::open("/proc/self/ns/pid").context("opening our PID namespace")?;
     if start_time(pid)? != started {
         bail!("the container's init changed while attaching");
     }
@@ -114,16 +120,32 @@ pub fn exec(
     if let Some(cwd) = &t.cwd {
         cmd.arg("--cwd").arg(cwd);
     }
+    // With a terminal, the attach step's stdin is a socket to hand the master back on, and
+    // its stdout and stderr (until it has the terminal) are our stderr.
+    let terminal = if t.pty {
+        let (ours, theirs) = crate::pty::channel()?;
+        let err = || std::io::stderr().as_fd().try_clone_to_owned();
+        cmd.arg("--pty")
+            .stdin(Stdio::from(theirs))
+            .stdout(Stdio::from(err()?))
+            .stderr(Stdio::from(err()?));
+        Some(ours)
+    } else {
+        cmd.stdin(Stdio::inherit())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        None
+    };
     // The environment travels as the environment (readable only by those who may ptrace the
     // process), never as arguments (readable by anyone in the container's PID namespace).
-    cmd.arg("--")
-        .args(&t.command)
-        .env_clear()
-        .envs(env)
-        .stdin(Stdio::inherit())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit());
+    cmd.arg("--").args(&t.command).env_clear().envs(env);
     let mut child = cmd.spawn().context("starting the command")?;
+    // Our copies of the attach step's ends go, so its end of the socket closes with it.
+    drop(cmd);
+    // Back to our own namespace for children: the kernel refuses new threads (the terminal
+    // relay's) while it differs from ours.
+    nix::sched::setns(&own_pidns, CloneFlags::CLONE_NEWPID)
+        .context("leaving the container's PID namespace")?;
     if let Some(path) = pid_file {
         let written = OpenOptions::new()
             .write(true)
@@ -138,7 +160,22 @@ pub fn exec(
             return Err(e).context("writing the pid file");
         }
     }
+    let relayed = match terminal {
+        Some(sock) => match crate::pty::receive_terminal(&sock)? {
+            Some(master) => {
+                crate::pty::resize(&master, width, height);
+                Some(crate::pty::relay(master)?)
+            }
+            None => None,
+        },
+        None => None,
+    };
     let status = child.wait()?;
+    if let Some(done) = relayed {
+        // What the command wrote just before it ended is still in the terminal.
+        crate::pty::drain(&done, std::time::Duration::from_secs(1));
+        let _ = std::io::stdout().flush();
+    }
     use std::os::unix::process::ExitStatusExt;
     Ok(status
         .code()
@@ -297,6 +334,10 @@ pub fn attach(root: &Path, t: &Target, init_pid: i32, init_start: u64) -> Result
     let cwd = t.cwd.as_deref().unwrap_or(Path::new("/"));
     nix::unistd::chdir(cwd).with_context(|| format!("cannot enter {}", cwd.display()))?;
     let program = resolve(&t.command[0], &env)?;
+    if t.pty {
+        // Opened as the command's user, in the container's devpts, so the terminal is theirs.
+        crate::pty::take_terminal(std::io::stdin())?;
+    }
 
     // Whatever descriptors this helper inherited (from the daemon's own parent, say) stay
     // out of the container: only 0, 1 and 2 survive the exec.

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod attach;
+mod pty;
 mod spec;
 
 use anyhow::{bail, Context, Result};
@@ -71,6 +72,11 @@ enum Command {
         /// Write the command's host pid here, once it runs (for signals).
         #[arg(long)]
         pid_file: Option<PathBuf>,
+        /// With --pty: the terminal's initial size.
+        #[arg(long, default_value_t = 80)]
+        width: u16,
+        #[arg(long, default_value_t = 24)]
+        height: u16,
     },
     /// The second step of `exec`, started by it inside the container's PID namespace.
     #[command(hide = true)]
@@ -128,8 +134,18 @@ fn main() {
             target,
             env,
             pid_file,
+            width,
+            height,
         } => parse_env(&env)
-            .and_then(|env| attach::exec(&cli.root, &target, &env, pid_file.as_deref()))
+            .and_then(|env| {
+                attach::exec(
+                    &cli.root,
+                    &target,
+                    &env,
+                    pid_file.as_deref(),
+                    (width, height),
+                )
+            })
             .map(|code| std::process::exit(code)),
         Command::Attach {
             target,

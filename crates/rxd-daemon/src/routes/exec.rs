@@ -137,10 +137,9 @@ pub async fn post(
     if !req.cwd.is_empty() && (!req.cwd.starts_with('/') || req.cwd.contains('\0')) {
         return Err(ApiError::BadRequest("cwd must be an absolute path".into()));
     }
-    if req.interactive {
+    if req.interactive && !req.wait_for_websocket {
         return Err(ApiError::BadRequest(
-            "Interactive exec (a terminal) is not supported yet: run without one (lxc exec -T)"
-                .into(),
+            "Interactive exec needs wait-for-websocket".into(),
         ));
     }
     if req.record_output {
@@ -148,12 +147,12 @@ pub async fn post(
             "record-output is not supported yet".into(),
         ));
     }
-    let _ = (req.width, req.height);
     let env = environment(&req.environment, &config_of(&row), req.user);
     let url = format!("/1.0/instances/{}", row.name);
     let resources =
         json!({"instances": [url], "containers": [url.replace("instances", "containers")]});
-    let public = json!({"command": req.command, "environment": env, "interactive": false});
+    let public =
+        json!({"command": req.command, "environment": env, "interactive": req.interactive});
 
     if !req.wait_for_websocket {
         let op = d
@@ -185,7 +184,13 @@ pub async fn post(
     let mut fds = serde_json::Map::new();
     let mut channels = HashMap::new();
     let mut receivers = HashMap::new();
-    for fd in ["0", "1", "2", "control"] {
+    // A terminal is one channel both ways; pipes are three.
+    let names: &[&'static str] = if req.interactive {
+        &["0", "control"]
+    } else {
+        &["0", "1", "2", "control"]
+    };
+    for &fd in names {
         let s = secret();
         let (tx, rx) = oneshot::channel();
         fds.insert(fd.to_owned(), json!(s));
@@ -230,7 +235,16 @@ async fn run_detached(
 ) -> ApiResult<i32> {
     let mut child = d
         .runtime
-        .exec_command(name, req.user, req.group, &req.cwd, env, &req.command, None)
+        .exec_command(
+            name,
+            req.user,
+            req.group,
+            &req.cwd,
+            env,
+            &req.command,
+            None,
+            None,
+        )
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -245,6 +259,109 @@ struct Control {
     command: String,
     #[serde(default)]
     signal: i32,
+    #[serde(default)]
+    args: BTreeMap<String, String>,
+}
+
+/// A frame for the helper's terminal relay (see rxd-shim's `pty.rs`).
+fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(5 + payload.len());
+    f.push(kind);
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+fn resize_frame(cols: u32, rows: u32) -> Vec<u8> {
+    let clamp = |v: u32| v.clamp(1, u32::from(u16::MAX)) as u16;
+    let mut size = clamp(cols).to_be_bytes().to_vec();
+    size.extend_from_slice(&clamp(rows).to_be_bytes());
+    frame(1, &size)
+}
+
+/// The pumps of one session: pipes (`0`, `1`, `2`) or a terminal (`0` both ways).
+struct Pumps {
+    /// Output to the client: drained when the command ends.
+    outputs: Vec<tokio::task::JoinHandle<()>>,
+    /// Input from the client: stopped when the command ends.
+    inputs: Vec<tokio::task::JoinHandle<()>>,
+    /// Resize frames for the terminal, if there is one.
+    resize: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+}
+
+fn pipes(
+    child: &mut tokio::process::Child,
+    ws0: WebSocket,
+    ws1: WebSocket,
+    ws2: WebSocket,
+) -> Pumps {
+    let stdin = child.stdin.take().expect("piped");
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    Pumps {
+        inputs: vec![tokio::spawn(pump_in(ws0, stdin))],
+        outputs: vec![
+            tokio::spawn(pump_out(stdout, ws1)),
+            tokio::spawn(pump_out(stderr, ws2)),
+        ],
+        resize: None,
+    }
+}
+
+fn terminal(child: &mut tokio::process::Child, ws0: WebSocket) -> Pumps {
+    use futures_util::{SinkExt, StreamExt};
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let (frames, mut queued) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(f) = queued.recv().await {
+            if stdin.write_all(&f).await.is_err() {
+                break;
+            }
+        }
+    });
+    let (mut sink, mut stream) = ws0.split();
+    let keys = frames.clone();
+    let input = tokio::spawn(async move {
+        while let Some(Ok(msg)) = stream.next().await {
+            let data = match msg {
+                Message::Binary(b) => b.to_vec(),
+                Message::Text(t) => t.as_bytes().to_vec(),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if !data.is_empty() && keys.send(frame(0, &data)).await.is_err() {
+                break;
+            }
+        }
+    });
+    // The terminal's output, and the helper's own last words if it cannot start the command.
+    let output = tokio::spawn(async move {
+        let (mut out, mut err) = (vec![0u8; 32 * 1024], vec![0u8; 4096]);
+        let (mut out_open, mut err_open) = (true, true);
+        while out_open || err_open {
+            let chunk = tokio::select! {
+                n = stdout.read(&mut out), if out_open => match n {
+                    Ok(n) if n > 0 => out[..n].to_vec(),
+                    _ => { out_open = false; continue }
+                },
+                n = stderr.read(&mut err), if err_open => match n {
+                    Ok(n) if n > 0 => err[..n].to_vec(),
+                    _ => { err_open = false; continue }
+                },
+            };
+            if sink.send(Message::Binary(chunk.into())).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.send(Message::Close(None)).await;
+    });
+    Pumps {
+        inputs: vec![input, writer],
+        outputs: vec![output],
+        resize: Some(frames),
+    }
 }
 
 async fn run_attached(
@@ -258,19 +375,42 @@ async fn run_attached(
         tokio::sync::watch::Receiver<bool>,
     )>,
 ) -> ApiResult<i32> {
-    let mut take = |fd| receivers.remove(fd).expect("channel receiver");
+    let timed_out = || ApiError::BadRequest("Timed out waiting for websockets to connect".into());
+    let mut take = |fd| receivers.remove(fd);
     let (r0, r1, r2, rc) = (take("0"), take("1"), take("2"), take("control"));
-    let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
-        let (a, b, c) = tokio::join!(r0, r1, r2);
-        Some((a.ok()?, b.ok()?, c.ok()?))
-    })
-    .await;
-    let Ok(Some((ws0, ws1, ws2))) = connected else {
-        return Err(ApiError::BadRequest(
-            "Timed out waiting for websockets to connect".into(),
-        ));
+    let r0 = r0.expect("channel 0");
+    // Pipes: 0, 1 and 2 must connect (control may come later); a terminal: 0 and control.
+    let mut control: Option<WebSocket> = None;
+    let mut control_rx = None;
+    let channels = if req.interactive {
+        let rc = rc.expect("control channel");
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let (a, c) = tokio::join!(r0, rc);
+            Some((a.ok()?, c.ok()?))
+        })
+        .await;
+        let Ok(Some((ws0, wsc))) = connected else {
+            return Err(timed_out());
+        };
+        control = Some(wsc);
+        (ws0, None)
+    } else {
+        let (r1, r2) = (r1.expect("channel 1"), r2.expect("channel 2"));
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let (a, b, c) = tokio::join!(r0, r1, r2);
+            Some((a.ok()?, b.ok()?, c.ok()?))
+        })
+        .await;
+        let Ok(Some((ws0, ws1, ws2))) = connected else {
+            return Err(timed_out());
+        };
+        control_rx = rc;
+        (ws0, Some((ws1, ws2)))
     };
     let pid_file = d.runtime.exec_pid_file();
+    let pty = req
+        .interactive
+        .then(|| (req.width.clamp(1, 10_000), req.height.clamp(1, 10_000)));
     let mut child = d
         .runtime
         .exec_command(
@@ -281,6 +421,7 @@ async fn run_attached(
             env,
             &req.command,
             Some(&pid_file),
+            pty,
         )
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -288,20 +429,16 @@ async fn run_attached(
         .kill_on_drop(true)
         .spawn()
         .map_err(ApiError::internal)?;
-    let stdin = child.stdin.take().expect("piped");
-    let stdout = child.stdout.take().expect("piped");
-    let stderr = child.stderr.take().expect("piped");
-    let input = tokio::spawn(pump_in(ws0, stdin));
-    let out = tokio::spawn(pump_out(stdout, ws1));
-    let err = tokio::spawn(pump_out(stderr, ws2));
+    let pumps = match channels {
+        (ws0, Some((ws1, ws2))) => pipes(&mut child, ws0, ws1, ws2),
+        (ws0, None) => terminal(&mut child, ws0),
+    };
 
     // Signals from the control channel, until the command ends or the client is revoked.
     let (_registration, mut revoked_rx) = match revoked {
         Some((r, rx)) => (Some(r), Some(rx)),
         None => (None, None),
     };
-    let mut control: Option<WebSocket> = None;
-    let mut control_rx = Some(rc);
     let status = loop {
         tokio::select! {
             status = child.wait() => break status.map_err(ApiError::internal)?,
@@ -312,10 +449,17 @@ async fn run_attached(
             msg = async { control.as_mut().expect("open").recv().await }, if control.is_some() => {
                 match msg {
                     Some(Ok(Message::Text(text))) => {
-                        if let Ok(c) = serde_json::from_str::<Control>(&text) {
-                            if c.command == "signal" && (1..=64).contains(&c.signal) {
+                        match serde_json::from_str::<Control>(&text) {
+                            Ok(c) if c.command == "signal" && (1..=64).contains(&c.signal) => {
                                 signal(d, &pid_file, c.signal).await;
                             }
+                            Ok(c) if c.command == "window-resize" => {
+                                let dim = |k: &str| c.args.get(k).and_then(|v| v.parse::<u32>().ok());
+                                if let (Some(tx), Some(w), Some(h)) = (&pumps.resize, dim("width"), dim("height")) {
+                                    let _ = tx.send(resize_frame(w, h)).await;
+                                }
+                            }
+                            _ => {}
                         }
                     }
                     Some(Ok(_)) => {}
@@ -343,7 +487,10 @@ async fn run_attached(
         }
     };
     // Output still buffered is delivered; a process left holding the pipes does not hold us.
-    for mut pump in [out, err] {
+    let Pumps {
+        outputs, inputs, ..
+    } = pumps;
+    for mut pump in outputs {
         if tokio::time::timeout(Duration::from_secs(2), &mut pump)
             .await
             .is_err()
@@ -353,7 +500,9 @@ async fn run_attached(
             pump.abort();
         }
     }
-    input.abort();
+    for task in inputs {
+        task.abort();
+    }
     if let Some(mut c) = control {
         let _ = c.send(Message::Close(None)).await;
     }
