@@ -989,6 +989,42 @@ async fn exec_secrets_signals_timeouts_and_revocation() {
     let body = json!({"command": ["sh", "-c", "exit 4"], "wait-for-websocket": false});
     let done = exec_and_wait(&unix, &body).await;
     assert_eq!(done["metadata"]["return"], 4, "{done}");
+    // Recorded output: files under the instance's logs.
+    let body = json!({
+        "command": ["sh", "-c", "echo out; echo err >&2; exit 2"],
+        "wait-for-websocket": false, "record-output": true,
+    });
+    let done = exec_and_wait(&unix, &body).await;
+    assert_eq!(done["metadata"]["return"], 2, "{done}");
+    let raw = |url: String| {
+        let unix = &unix;
+        async move {
+            unix.send(Method::GET, &url, &[], Default::default())
+                .await
+                .unwrap()
+        }
+    };
+    let (out, err) = (
+        done["metadata"]["output"]["1"].as_str().unwrap().to_owned(),
+        done["metadata"]["output"]["2"].as_str().unwrap().to_owned(),
+    );
+    assert!(out.starts_with("/1.0/instances/c1/logs/exec_"), "{out}");
+    assert_eq!(&raw(out.clone()).await.body[..], b"out\n");
+    assert_eq!(&raw(err.clone()).await.body[..], b"err\n");
+    let logs = unix.get("/1.0/instances/c1/logs").await.unwrap();
+    assert!(logs.as_array().unwrap().contains(&json!(out)), "{logs}");
+    let r = unix
+        .send(Method::DELETE, &out, &[], Default::default())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(raw(out.clone()).await.status, 404);
+    assert_eq!(
+        raw("/1.0/instances/c1/logs/..%2F..%2Fdatabase".into())
+            .await
+            .status,
+        404
+    );
 
     // Bad requests.
     for (body, text) in [
@@ -1002,6 +1038,10 @@ async fn exec_secrets_signals_timeouts_and_revocation() {
             "environment",
         ),
         (json!({"command": ["true"], "cwd": "relative"}), "cwd"),
+        (
+            json!({"command": ["true"], "record-output": true, "wait-for-websocket": true}),
+            "record-output",
+        ),
         (json!({"command": ["true"], "surprise": 1}), "unknown field"),
     ] {
         let r = unix

@@ -124,6 +124,11 @@ impl Runtime {
         format!("{}/{name}", self.cgroup_parent)
     }
 
+    /// An instance's log directory (console log, recorded exec output).
+    pub fn logs_dir(&self, name: &str) -> PathBuf {
+        self.logs.join(name)
+    }
+
     pub fn console_log(&self, name: &str) -> PathBuf {
         self.logs.join(name).join("console.log")
     }

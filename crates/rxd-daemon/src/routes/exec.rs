@@ -142,9 +142,9 @@ pub async fn post(
             "Interactive exec needs wait-for-websocket".into(),
         ));
     }
-    if req.record_output {
+    if req.record_output && (req.wait_for_websocket || req.interactive) {
         return Err(ApiError::BadRequest(
-            "record-output is not supported yet".into(),
+            "record-output works only without websockets and without a terminal".into(),
         ));
     }
     let env = environment(&req.environment, &config_of(&row), req.user);
@@ -160,11 +160,15 @@ pub async fn post(
             .start(&d.events, "Executing command", PROJECT, resources, false);
         op.set_metadata(public.clone());
         let (d2, op2) = (d.clone(), op.clone());
+        let id = op.id.clone();
         tokio::spawn(async move {
-            let result = run_detached(&d2, &row.name, &req, &env).await;
-            let result = result.map(|code| {
+            let result = run_detached(&d2, &row.name, &id, &req, &env).await;
+            let result = result.map(|(code, output)| {
                 let mut md = public;
                 md["return"] = json!(code);
+                if let Some(output) = output {
+                    md["output"] = output;
+                }
                 md
             });
             op2.finish(&d2.events, result.map_err(|e| e.to_string()));
@@ -227,12 +231,44 @@ pub async fn post(
     Ok(response::operation(op.url(), shown))
 }
 
+/// The most of each stream `record-output` keeps.
+const MAX_RECORDED: u64 = 16 << 20;
+
+/// Copy up to [`MAX_RECORDED`] bytes of `from` into the new file `path`; the rest is read and
+/// dropped, so the command never blocks on a full pipe.
+async fn record(mut from: impl tokio::io::AsyncRead + Unpin, path: std::path::PathBuf) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&path);
+    let mut file = file.ok().map(tokio::fs::File::from_std);
+    let (mut buf, mut kept) = (vec![0u8; 32 * 1024], 0u64);
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let room = (MAX_RECORDED - kept).min(n as u64) as usize;
+        if let (Some(f), true) = (file.as_mut(), room > 0) {
+            if f.write_all(&buf[..room]).await.is_err() {
+                file = None;
+            }
+            kept += room as u64;
+        }
+    }
+}
+
 async fn run_detached(
     d: &Daemon,
     name: &str,
+    op_id: &str,
     req: &ExecPost,
     env: &BTreeMap<String, String>,
-) -> ApiResult<i32> {
+) -> ApiResult<(i32, Option<Value>)> {
+    use std::process::Stdio;
+    let piped = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
     let mut child = d
         .runtime
         .exec_command(
@@ -245,13 +281,35 @@ async fn run_detached(
             None,
             None,
         )
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdin(Stdio::null())
+        .stdout(piped(req.record_output))
+        .stderr(piped(req.record_output))
         .spawn()
         .map_err(ApiError::internal)?;
+    let mut output = None;
+    let mut recorders = Vec::new();
+    if req.record_output {
+        let dir = d.runtime.logs_dir(name);
+        let mut urls = serde_json::Map::new();
+        for (fd, stream) in [("1", "stdout"), ("2", "stderr")] {
+            let file = format!("exec_{op_id}.{stream}");
+            urls.insert(
+                fd.into(),
+                json!(format!("/1.0/instances/{name}/logs/{file}")),
+            );
+            let path = dir.join(&file);
+            recorders.push(match stream {
+                "stdout" => tokio::spawn(record(child.stdout.take().expect("piped"), path)),
+                _ => tokio::spawn(record(child.stderr.take().expect("piped"), path)),
+            });
+        }
+        output = Some(Value::Object(urls));
+    }
     let status = child.wait().await.map_err(ApiError::internal)?;
-    Ok(exit_code(status))
+    for r in recorders {
+        let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
+    }
+    Ok((exit_code(status), output))
 }
 
 #[derive(Deserialize)]

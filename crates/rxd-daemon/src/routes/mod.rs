@@ -172,6 +172,11 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             "/1.0/instances/{name}/console",
             get(console::get).delete(console::delete),
         )
+        .route("/1.0/instances/{name}/logs", get(console::logs))
+        .route(
+            "/1.0/instances/{name}/logs/{file}",
+            get(console::log_file).delete(console::delete_log_file),
+        )
         .route(
             "/1.0/containers/{name}/console",
             get(console::get).delete(console::delete),
