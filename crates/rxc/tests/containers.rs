@@ -928,6 +928,57 @@ async fn exec_runs_commands_confined_inside_the_container() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.matches("0000000000000000").count(), 4, "{text}");
+    // The command's environment never reaches the host-root helper's loader, nor any host
+    // command line.
+    let out = exec(
+        &[
+            "c1",
+            "--env",
+            "LD_PRELOAD=/nonexistent.so",
+            "--",
+            "sh",
+            "-c",
+            "echo $LD_PRELOAD",
+        ],
+        b"",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "/nonexistent.so\n");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut child = Command::new(bin("rxc"))
+        .args([
+            "exec",
+            "c1",
+            "--env",
+            "SECRET_TOKEN=hunter2",
+            "--",
+            "sleep",
+            "3",
+        ])
+        .env("RXC_CONF", s.conf.path())
+        .env("RXD_DIR", s.d.dir())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // (rxc's own command line has it: the user typed it there.)
+    let rxc_pid = child.id().to_string();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if entry.file_name().to_str() == Some(rxc_pid.as_str()) {
+            continue;
+        }
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let text = String::from_utf8_lossy(&cmdline);
+            assert!(
+                !text.contains("hunter2"),
+                "exposed on a command line: {text}"
+            );
+        }
+    }
+    assert!(child.wait().unwrap().success());
     // A command that does not exist: status 255, the reason on stderr.
     let out = exec(&["c1", "--", "/no/such/command"], b"");
     assert_eq!(out.status.code(), Some(255));

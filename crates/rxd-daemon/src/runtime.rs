@@ -347,7 +347,7 @@ impl Runtime {
         uid: u32,
         gid: u32,
         cwd: &str,
-        env: &std::collections::BTreeMap<String, String>,
+        env_file: &Path,
         command: &[String],
         pid_file: Option<&Path>,
         pty: Option<(u32, u32)>,
@@ -362,9 +362,7 @@ impl Runtime {
         if !cwd.is_empty() {
             c.arg("--cwd").arg(cwd);
         }
-        for (k, v) in env {
-            c.arg("--env").arg(format!("{k}={v}"));
-        }
+        c.arg("--env-file").arg(env_file);
         if let Some(p) = pid_file {
             c.arg("--pid-file").arg(p);
         }
@@ -377,6 +375,28 @@ impl Runtime {
         }
         c.arg("--").args(command);
         c
+    }
+
+    /// Write an exec'd command's environment to a new private file for the helper (never on
+    /// its command line, where any host user could read it, nor in its own environment).
+    pub fn write_exec_env(
+        &self,
+        env: &std::collections::BTreeMap<String, String>,
+    ) -> std::io::Result<PathBuf> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self
+            .bundles
+            .with_file_name("exec")
+            .join(format!("{}.env", uuid::Uuid::new_v4()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&path)?;
+        f.write_all(serde_json::to_string(env)?.as_bytes())?;
+        Ok(path)
     }
 
     /// A fresh path for an exec'd command's pid, in the private runtime directory.

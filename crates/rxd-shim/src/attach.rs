@@ -6,7 +6,7 @@
 //!
 //! 1. [`exec`] (the helper the daemon runs) checks the container, enters its PID namespace for
 //!    its children only, and starts step 2 as a child: a fresh, single-threaded copy of this
-//!    binary (`attach`), with the command's environment as its own. It writes that child's host
+//!    binary (`attach`), with a fixed environment of its own. It writes that child's host
 //!    pid to the pid file (for signals), waits, and passes on its status.
 //! 2. [`attach`] makes itself undumpable (no ptrace from inside), opens the init's
 //!    namespaces, checks the init is still the one step 1 saw, moves into the container's
@@ -45,6 +45,11 @@ pub struct Target {
     /// A terminal for the command instead of pipes (see `pty.rs`).
     #[arg(long)]
     pub pty: bool,
+    /// The command's environment: a JSON object of strings in a file of the daemon's, read
+    /// and removed by the attach step. Never this process's own environment: the dynamic
+    /// loader would act on it (LD_PRELOAD and the like) while we are still the host's root.
+    #[arg(long)]
+    pub env_file: Option<PathBuf>,
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
 }
@@ -89,7 +94,6 @@ fn running_init(root: &Path, id: &str) -> Result<(i32, Spec)> {
 pub fn exec(
     root: &Path,
     t: &Target,
-    env: &BTreeMap<String, String>,
     pid_file: Option<&Path>,
     (width, height): (u16, u16),
 ) -> Result<i32> {
@@ -120,6 +124,9 @@ pub fn exec(
     if let Some(cwd) = &t.cwd {
         cmd.arg("--cwd").arg(cwd);
     }
+    if let Some(file) = &t.env_file {
+        cmd.arg("--env-file").arg(file);
+    }
     // With a terminal, the attach step's stdin is a socket to hand the master back on, and
     // its stdout and stderr (until it has the terminal) are our stderr.
     let terminal = if t.pty {
@@ -136,9 +143,11 @@ pub fn exec(
             .stderr(Stdio::inherit());
         None
     };
-    // The environment travels as the environment (readable only by those who may ptrace the
-    // process), never as arguments (readable by anyone in the container's PID namespace).
-    cmd.arg("--").args(&t.command).env_clear().envs(env);
+    // A fixed environment for the helper itself; the command's comes from the file.
+    cmd.arg("--")
+        .args(&t.command)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     let mut child = cmd.spawn().context("starting the command")?;
     // Our copies of the attach step's ends go, so its end of the socket closes with it.
     drop(cmd);
@@ -244,6 +253,16 @@ pub fn attach(root: &Path, t: &Target, init_pid: i32, init_start: u64) -> Result
         .iter()
         .map(|ns| serde_json::to_value(ns.typ()).map(|v| v.as_str().unwrap_or_default().into()))
         .collect::<Result<_, _>>()?;
+    // The command's environment, from the daemon's private file (a host path: read before
+    // entering the container's mounts), which is then removed.
+    let env: BTreeMap<String, String> = match &t.env_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).context("reading the environment")?;
+            let _ = std::fs::remove_file(path);
+            serde_json::from_str(&text).context("parsing the environment")?
+        }
+        None => BTreeMap::new(),
+    };
     // Open every namespace first, then check the pid still names the same process: the
     // descriptors are that process's.
     let mut namespaces = Vec::new();
@@ -323,14 +342,6 @@ pub fn attach(root: &Path, t: &Target, init_pid: i32, init_start: u64) -> Result
     caps::set(None, caps::CapSet::Effective, &kept).context("setting capabilities")?;
     caps::set(None, caps::CapSet::Permitted, &kept).context("setting capabilities")?;
 
-    let env: BTreeMap<String, String> = std::env::vars_os()
-        .map(|(k, v)| {
-            (
-                k.to_string_lossy().into_owned(),
-                v.to_string_lossy().into_owned(),
-            )
-        })
-        .collect();
     let cwd = t.cwd.as_deref().unwrap_or(Path::new("/"));
     nix::unistd::chdir(cwd).with_context(|| format!("cannot enter {}", cwd.display()))?;
     let program = resolve(&t.command[0], &env)?;

@@ -66,9 +66,6 @@ enum Command {
     Exec {
         #[command(flatten)]
         target: attach::Target,
-        /// `KEY=VALUE` (repeatable).
-        #[arg(long)]
-        env: Vec<String>,
         /// Write the command's host pid here, once it runs (for signals).
         #[arg(long)]
         pid_file: Option<PathBuf>,
@@ -132,20 +129,10 @@ fn main() {
         Command::Delete { id } => delete(&cli.root, &id),
         Command::Exec {
             target,
-            env,
             pid_file,
             width,
             height,
-        } => parse_env(&env)
-            .and_then(|env| {
-                attach::exec(
-                    &cli.root,
-                    &target,
-                    &env,
-                    pid_file.as_deref(),
-                    (width, height),
-                )
-            })
+        } => attach::exec(&cli.root, &target, pid_file.as_deref(), (width, height))
             .map(|code| std::process::exit(code)),
         Command::Attach {
             target,
@@ -306,17 +293,6 @@ fn run(
         .pid()
         .map(|p| Pid::from_raw(p.as_raw()))
         .ok_or_else(|| anyhow::anyhow!("the runtime reported no init pid"))
-}
-
-/// `KEY=VALUE` pairs into a map (later ones win).
-fn parse_env(env: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
-    env.iter()
-        .map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .with_context(|| format!("bad environment entry {kv:?}"))
-        })
-        .collect()
 }
 
 /// Reap every child (the runtime's intermediate process, then the adopted init) until the init

@@ -231,6 +231,25 @@ pub async fn post(
     Ok(response::operation(op.url(), shown))
 }
 
+/// The command's environment, in a private file the helper reads (and removes); removed here
+/// too in case the helper never got that far.
+struct EnvFile(std::path::PathBuf);
+
+impl EnvFile {
+    fn write(d: &Daemon, env: &BTreeMap<String, String>) -> ApiResult<EnvFile> {
+        d.runtime
+            .write_exec_env(env)
+            .map(EnvFile)
+            .map_err(ApiError::internal)
+    }
+}
+
+impl Drop for EnvFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// The most of each stream `record-output` keeps.
 const MAX_RECORDED: u64 = 16 << 20;
 
@@ -269,6 +288,7 @@ async fn run_detached(
 ) -> ApiResult<(i32, Option<Value>)> {
     use std::process::Stdio;
     let piped = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
+    let env_file = EnvFile::write(d, env)?;
     let mut child = d
         .runtime
         .exec_command(
@@ -276,7 +296,7 @@ async fn run_detached(
             req.user,
             req.group,
             &req.cwd,
-            env,
+            &env_file.0,
             &req.command,
             None,
             None,
@@ -466,6 +486,7 @@ async fn run_attached(
         (ws0, Some((ws1, ws2)))
     };
     let pid_file = d.runtime.exec_pid_file();
+    let env_file = EnvFile::write(d, env)?;
     let pty = req
         .interactive
         .then(|| (req.width.clamp(1, 10_000), req.height.clamp(1, 10_000)));
@@ -476,7 +497,7 @@ async fn run_attached(
             req.user,
             req.group,
             &req.cwd,
-            env,
+            &env_file.0,
             &req.command,
             Some(&pid_file),
             pty,
