@@ -4,13 +4,15 @@
 //! opened relative to its parent's descriptor with `O_NOFOLLOW`, so swapping a directory for a
 //! symlink mid-copy cannot lead the walk out of the tree. The destination is a new directory of
 //! the daemon's (it must not exist), built privately and left for the caller to rename into
-//! place. Kept: file types, content, owners (as host ids: the copy stays shifted as the source
-//! was), permission bits including set-id bits, and modification times. Not kept: hard links
-//! (each name gets its own copy), extended attributes; sockets are skipped.
+//! place. Kept: file types, content, hard links, owners (as host ids: the copy stays shifted as
+//! the source was), permission bits including set-id bits, and modification times. Not kept:
+//! extended attributes and holes (a sparse file is copied in full); sockets are skipped.
 
 use crate::ImageError;
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
+use std::collections::HashMap;
 use std::fs::File;
+use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -40,7 +42,7 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<u64, ImageError> {
     let st = rustix::fs::fstat(&root).map_err(errno(src))?;
     rustix::fs::mkdir(dst, Mode::from_raw_mode(0o700)).map_err(errno(dst))?;
     let mut count = 1;
-    copy_dir(&root, dst, &mut count)?;
+    copy_dir(&root, dst, &mut count, &mut HashMap::new())?;
     finish(dst, &st, true)?;
     Ok(count)
 }
@@ -82,7 +84,15 @@ fn finish(path: &Path, st: &rustix::fs::Stat, set_mode: bool) -> Result<(), Imag
     Ok(())
 }
 
-fn copy_dir(dir: &OwnedFd, dst: &Path, count: &mut u64) -> Result<(), ImageError> {
+/// Files with more than one name, by (device, inode): the first copy's path.
+type Links = HashMap<(u64, u64), std::path::PathBuf>;
+
+fn copy_dir(
+    dir: &OwnedFd,
+    dst: &Path,
+    count: &mut u64,
+    links: &mut Links,
+) -> Result<(), ImageError> {
     let mut names = Vec::new();
     for entry in rustix::fs::Dir::read_from(dir).map_err(errno(dst))? {
         let entry = entry.map_err(errno(dst))?;
@@ -106,10 +116,20 @@ fn copy_dir(dir: &OwnedFd, dst: &Path, count: &mut u64) -> Result<(), ImageError
                 )
                 .map_err(errno(&target))?;
                 rustix::fs::mkdir(&target, Mode::from_raw_mode(0o700)).map_err(errno(&target))?;
-                copy_dir(&sub, &target, count)?;
+                copy_dir(&sub, &target, count, links)?;
                 finish(&target, &st, true)?;
             }
             rustix::fs::FileType::RegularFile => {
+                // Hard links stay links: one copy of the content, not one per name.
+                let id = (st.st_dev, st.st_ino);
+                if st.st_nlink > 1 {
+                    if let Some(first) = links.get(&id) {
+                        std::fs::hard_link(first, &target).map_err(io(&target))?;
+                        *count += 1;
+                        continue;
+                    }
+                    links.insert(id, target.clone());
+                }
                 let fd = rustix::fs::openat(
                     dir,
                     name.as_c_str(),
@@ -134,7 +154,9 @@ fn copy_dir(dir: &OwnedFd, dst: &Path, count: &mut u64) -> Result<(), ImageError
                     .create_new(true)
                     .open(&target)
                     .map_err(io(&target))?;
-                std::io::copy(&mut from, &mut to).map_err(io(&target))?;
+                // No more than the size seen: a file cannot grow the copy while it runs.
+                std::io::copy(&mut (&mut from).take(st.st_size as u64), &mut to)
+                    .map_err(io(&target))?;
                 finish(&target, &st, true)?;
             }
             rustix::fs::FileType::Symlink => {
@@ -184,6 +206,7 @@ mod tests {
         symlink("/etc/shadow", src.join("shadow-link")).unwrap();
         std::os::unix::fs::lchown(src.join("shadow-link"), Some(1000001), Some(1000001)).unwrap();
         std::fs::write(t.path().join("outside"), "host").unwrap();
+        std::fs::hard_link(src.join("etc/passwd"), src.join("etc/sub/passwd-link")).unwrap();
         symlink("../outside", src.join("etc/sub/up")).unwrap();
         nix::unistd::mkfifo(
             &src.join("fifo"),
@@ -192,7 +215,16 @@ mod tests {
         .unwrap();
 
         let dst = t.path().join("dst");
-        assert_eq!(copy_tree(&src, &dst).unwrap(), 7);
+        assert_eq!(copy_tree(&src, &dst).unwrap(), 8);
+        let (a, b) = (
+            std::fs::metadata(dst.join("etc/passwd")).unwrap(),
+            std::fs::metadata(dst.join("etc/sub/passwd-link")).unwrap(),
+        );
+        assert_eq!(
+            (a.ino(), a.nlink()),
+            (b.ino(), 2),
+            "a hard link stays one file"
+        );
         assert_eq!(
             std::fs::read_to_string(dst.join("etc/passwd")).unwrap(),
             "root:x:0:0\n"

@@ -203,8 +203,7 @@ impl Rootfs {
                 Ok(Entry::Symlink(target.to_string_lossy().into_owned(), m))
             }
             "directory" => {
-                let fd =
-                    self.open_in(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW)?;
+                let fd = reopen(&handle, OFlags::RDONLY | OFlags::DIRECTORY)?;
                 same_inode(&fd, &st)?;
                 let mut names = Vec::new();
                 for entry in rustix::fs::Dir::read_from(&fd)? {
@@ -218,8 +217,7 @@ impl Rootfs {
                 Ok(Entry::Directory(names, m))
             }
             "file" => {
-                let fd =
-                    self.open_in(path, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK)?;
+                let fd = reopen(&handle, OFlags::RDONLY | OFlags::NONBLOCK)?;
                 same_inode(&fd, &st)?;
                 Ok(Entry::File(File::from(fd), m, st.st_size as u64))
             }
@@ -242,18 +240,16 @@ impl Rootfs {
             match rustix::fs::openat(
                 &dir,
                 &name,
-                OFlags::WRONLY
-                    | OFlags::APPEND
-                    | OFlags::NOFOLLOW
-                    | OFlags::CLOEXEC
-                    | OFlags::NONBLOCK,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::empty(),
             ) {
-                Ok(fd) => {
-                    let st = rustix::fs::fstat(&fd)?;
+                Ok(handle) => {
+                    let st = rustix::fs::fstat(&handle)?;
                     if kind(st.st_mode) != "file" {
                         return Err(FileError::NotRegular(path.to_owned()));
                     }
+                    let fd = reopen(&handle, OFlags::WRONLY | OFlags::APPEND | OFlags::NONBLOCK)?;
+                    same_inode(&fd, &st)?;
                     return Ok(Upload {
                         file: Some(File::from(fd)),
                         dir,
@@ -369,6 +365,18 @@ fn uid_of(uid: u32) -> rustix::fs::Uid {
 
 fn gid_of(gid: u32) -> rustix::fs::Gid {
     rustix::fs::Gid::from_raw(gid)
+}
+
+/// Open for real the very inode an O_PATH descriptor names (through its /proc/self/fd link),
+/// once its type is known: what the container swaps in meanwhile is never opened, so a device
+/// node's open never runs with the host's root behind it.
+fn reopen(handle: &OwnedFd, flags: OFlags) -> Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    Ok(rustix::fs::open(
+        format!("/proc/self/fd/{}", handle.as_raw_fd()),
+        flags | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )?)
 }
 
 /// The descriptor opened for reading is the object first examined through O_PATH.

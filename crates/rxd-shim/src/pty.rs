@@ -111,6 +111,7 @@ pub fn relay(master: OwnedFd) -> Result<Arc<AtomicBool>> {
         while stdin.read_exact(&mut header).is_ok() {
             let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
             if len > MAX_FRAME {
+                // Not from the daemon (it splits input): the stream cannot be trusted further.
                 break;
             }
             let mut payload = vec![0u8; len as usize];

@@ -326,8 +326,14 @@ async fn run_detached(
         output = Some(Value::Object(urls));
     }
     let status = child.wait().await.map_err(ApiError::internal)?;
-    for r in recorders {
-        let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
+    for mut r in recorders {
+        // A process left holding the pipes does not keep a recorder alive.
+        if tokio::time::timeout(Duration::from_secs(2), &mut r)
+            .await
+            .is_err()
+        {
+            r.abort();
+        }
     }
     Ok((exit_code(status), output))
 }
@@ -409,8 +415,11 @@ fn terminal(child: &mut tokio::process::Child, ws0: WebSocket) -> Pumps {
                 Message::Close(_) => break,
                 _ => continue,
             };
-            if !data.is_empty() && keys.send(frame(0, &data)).await.is_err() {
-                break;
+            // In frames the relay accepts, however large the message (a paste, say).
+            for chunk in data.chunks(64 * 1024) {
+                if keys.send(frame(0, chunk)).await.is_err() {
+                    return;
+                }
             }
         }
     });

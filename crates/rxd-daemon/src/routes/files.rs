@@ -118,7 +118,9 @@ pub async fn get(
     };
     Ok(match entry {
         Entry::File(file, meta, len) => {
-            let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+            // No more than the length announced, even if the file grows meanwhile.
+            let file = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
+            let stream = tokio_util::io::ReaderStream::new(file);
             raw(
                 file_headers(map, meta, "file"),
                 len,

@@ -232,7 +232,10 @@ async fn take(d: &Arc<Daemon>, instance: &str, snap: &str, expires_at: i64) -> A
     // One moment of a running container: its processes stay frozen while the copy is made.
     let freeze = d.runtime.init(instance).is_some() && !d.runtime.frozen(instance);
     if freeze {
-        d.runtime.freeze(instance, true).await?;
+        if let Err(e) = d.runtime.freeze(instance, true).await {
+            let _ = std::fs::remove_dir_all(&temp);
+            return Err(e.into());
+        }
     }
     let copied = copy(
         instance_dir(d, instance).join("rootfs"),
@@ -420,6 +423,16 @@ async fn put_back(d: &Arc<Daemon>, instance: &str, snap: &SnapshotRow) -> ApiRes
     if was_running {
         stop(d, instance, true, 0, true).await?;
     }
+    let result = swap_in(d, instance, snap).await;
+    // Running before, running after, whether or not the files could be put back.
+    if was_running {
+        let started = start(d, instance).await;
+        return result.and(started);
+    }
+    result
+}
+
+async fn swap_in(d: &Arc<Daemon>, instance: &str, snap: &SnapshotRow) -> ApiResult<()> {
     let dir = instance_dir(d, instance);
     let id = uuid::Uuid::new_v4().simple();
     let (fresh, old) = (
@@ -442,7 +455,7 @@ async fn put_back(d: &Arc<Daemon>, instance: &str, snap: &SnapshotRow) -> ApiRes
         return Err(ApiError::internal(e));
     }
     // The files now carry the snapshot's ids: record that map, so the next start re-shifts
-    // them to the instance's map if it differs.
+    // them to the instance's map if it differs. (If this fails, the old tree is put back.)
     let snap_config: BTreeMap<String, String> =
         serde_json::from_str(&snap.config).unwrap_or_default();
     let row = find(d, instance).await?;
@@ -454,14 +467,19 @@ async fn put_back(d: &Arc<Daemon>, instance: &str, snap: &SnapshotRow) -> ApiRes
             .cloned()
             .unwrap_or_else(|| "[]".into()),
     );
-    save_config(d, instance, &config).await?;
+    if let Err(e) = save_config(d, instance, &config).await {
+        let (rootfs, old) = (rootfs.clone(), old.clone());
+        tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_dir_all(&rootfs);
+            let _ = std::fs::rename(&old, &rootfs);
+        })
+        .await?;
+        return Err(e);
+    }
     tokio::task::spawn_blocking(move || std::fs::remove_dir_all(old))
         .await?
         .map_err(ApiError::internal)?;
     tracing::info!(instance = %instance, snapshot = %snap.name, "snapshot restored");
-    if was_running {
-        start(d, instance).await?;
-    }
     Ok(())
 }
 
