@@ -79,10 +79,11 @@ pub enum Command {
     /// Restore a container from a snapshot: `rxc restore [REMOTE:]NAME SNAP` (a running
     /// container is stopped, restored and started again).
     Restore { name: String, snapshot: String },
-    /// Show a container's console log: `rxc console [REMOTE:]NAME --show-log`.
+    /// Attach to a container's console (`rxc console [REMOTE:]NAME`; Ctrl+a q detaches), or
+    /// print its log (`--show-log`).
     Console {
         name: String,
-        /// Print the console log (attaching to the console is not supported yet).
+        /// Print the console log instead of attaching.
         #[arg(long)]
         show_log: bool,
     },

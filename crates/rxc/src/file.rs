@@ -171,7 +171,7 @@ async fn push(
 
 pub async fn console(conf: &ConfigDir, target: &str, show_log: bool) -> anyhow::Result<()> {
     if !show_log {
-        bail!("attaching to a container's console is not supported yet: use --show-log");
+        return crate::instance::console(conf, target).await;
     }
     let (remote, name) = split_target(conf, target);
     let conn = open(conf, &remote)?;

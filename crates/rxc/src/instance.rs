@@ -472,25 +472,51 @@ async fn exec_terminal(
     mut control: rxd_client::WebSocket,
     ws0: rxd_client::WebSocket,
 ) -> anyhow::Result<i32> {
+    relay_terminal(&mut control, ws0, false).await?;
+    let done = wait(conn, &json!({"id": id})).await?;
+    let _ = futures_util::SinkExt::close(&mut control).await;
+    Ok(done["metadata"]["return"].as_i64().unwrap_or(-1) as i32)
+}
+
+/// Relay the local terminal (in raw mode) and a remote one until the remote side closes, or,
+/// with `detachable`, until the user types Ctrl+a q.
+async fn relay_terminal(
+    control: &mut rxd_client::WebSocket,
+    ws0: rxd_client::WebSocket,
+    detachable: bool,
+) -> anyhow::Result<()> {
     use futures_util::{SinkExt, StreamExt};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_tungstenite::tungstenite::Message;
 
     let raw = RawMode::enable();
     let (mut sink, mut stream) = ws0.split();
-    let input = tokio::spawn(async move {
+    let mut input = tokio::spawn(async move {
         let mut stdin = tokio::io::stdin();
         let mut buf = vec![0u8; 4096];
+        let mut after_ctrl_a = false;
         while let Ok(n) = stdin.read(&mut buf).await {
-            if n == 0
-                || sink
-                    .send(Message::Binary(buf[..n].to_vec().into()))
-                    .await
-                    .is_err()
+            if n == 0 {
+                break;
+            }
+            if detachable {
+                for &b in &buf[..n] {
+                    if after_ctrl_a && b == b'q' {
+                        return;
+                    }
+                    after_ctrl_a = b == 0x01;
+                }
+            }
+            if sink
+                .send(Message::Binary(buf[..n].to_vec().into()))
+                .await
+                .is_err()
             {
                 break;
             }
         }
+        // End of local input: keep showing the remote terminal until it closes.
+        std::future::pending::<()>().await;
     });
     let mut winch = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
     let mut stdout = tokio::io::stdout();
@@ -508,6 +534,7 @@ async fn exec_terminal(
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
             },
+            _ = &mut input => break,
             _ = winch.recv() => {
                 if let Ok(size) = rustix::termios::tcgetwinsize(std::io::stdout()) {
                     let msg = json!({"command": "window-resize", "args": {
@@ -519,9 +546,46 @@ async fn exec_terminal(
     }
     input.abort();
     drop(raw);
-    let done = wait(conn, &json!({"id": id})).await?;
-    let _ = control.close(None).await;
-    Ok(done["metadata"]["return"].as_i64().unwrap_or(-1) as i32)
+    Ok(())
+}
+
+/// `rxc console [REMOTE:]NAME`: attach to the container's console (Ctrl+a q detaches).
+pub async fn console(conf: &ConfigDir, target: &str) -> anyhow::Result<()> {
+    let (remote, name) = split_target(conf, target);
+    let conn = open(conf, &remote)?;
+    let (width, height) = rustix::termios::tcgetwinsize(std::io::stdout())
+        .map(|s| (s.ws_col, s.ws_row))
+        .unwrap_or((80, 24));
+    let op = conn
+        .call(
+            Method::POST,
+            &format!("/1.0/instances/{name}/console"),
+            Some(&json!({"width": width, "height": height, "type": "console"})),
+        )
+        .await?;
+    let id = op["id"].as_str().ok_or_else(|| anyhow!("no operation"))?;
+    let fds = &op["metadata"]["fds"];
+    let channel = |fd: &str| -> anyhow::Result<String> {
+        let secret = fds[fd]
+            .as_str()
+            .ok_or_else(|| anyhow!("no secret for channel {fd}"))?;
+        Ok(format!("/1.0/operations/{id}/websocket?secret={secret}"))
+    };
+    let explain = |e| conn.explain(e);
+    let mut control = conn
+        .client
+        .websocket(&channel("control")?)
+        .await
+        .map_err(explain)?;
+    let ws0 = conn
+        .client
+        .websocket(&channel("0")?)
+        .await
+        .map_err(explain)?;
+    eprint!("To detach from the console, press: <ctrl>+a q\r\n");
+    relay_terminal(&mut control, ws0, true).await?;
+    let _ = futures_util::SinkExt::close(&mut control).await;
+    Ok(())
 }
 
 /// `rxc snapshot [REMOTE:]NAME [SNAP]`: take a snapshot (named `snapN` unless given).

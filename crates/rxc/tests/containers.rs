@@ -1304,7 +1304,7 @@ async fn files_push_pull_delete_stay_inside_the_container() {
     assert!(log.contains("rxd-shim: init ended by SIGKILL"), "{log}");
     assert!(s
         .fails(&["console", "c1"])
-        .contains("not supported yet: use --show-log"));
+        .contains("Instance is not running"));
     let r = unix
         .send(
             Method::DELETE,
@@ -1496,8 +1496,9 @@ async fn interactive_exec_gets_a_terminal_of_its_own() {
     .await;
     let out = read_until(&mut term, "A2B").await;
     assert!(out.contains("30 100"), "initial size: {out}");
+    // pts/0 is the container's console; a new terminal of the same devpts instance follows.
     assert!(
-        out.contains("/dev/pts/0"),
+        out.contains("/dev/pts/1"),
         "a terminal of the container's own devpts: {out}"
     );
     // Resize through the control channel.
@@ -1544,4 +1545,99 @@ async fn interactive_exec_gets_a_terminal_of_its_own() {
         rexpect::process::wait::WaitStatus::Exited(_, code) => assert_eq!(code, 3),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn the_console_is_a_terminal_to_attach_to() {
+    let Some(s) = Setup::new("the_console_is_a_terminal_to_attach_to").await else {
+        return;
+    };
+    s.ok(&["launch", "bb", "c1"]);
+    // A shell on the console, as a distribution's getty would be.
+    let local = tempfile::tempdir().unwrap();
+    let inittab = local.path().join("inittab");
+    std::fs::write(
+        &inittab,
+        "::sysinit:/bin/true\n::respawn:-/bin/sh\n::restart:/sbin/init\n::shutdown:/bin/true\n",
+    )
+    .unwrap();
+    s.ok(&["file", "push", inittab.to_str().unwrap(), "c1/etc/inittab"]);
+    s.ok(&["stop", "c1", "--force"]);
+    s.ok(&["start", "c1"]);
+
+    let unix = s.d.unix();
+    let r = unix
+        .request(
+            Method::POST,
+            "/1.0/instances/c1/console",
+            Some(&json!({"width": 90, "height": 20, "type": "console"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 202, "{:?}", r.envelope());
+    let op = r.envelope().unwrap().metadata;
+    let fds = op["metadata"]["fds"].as_object().unwrap().clone();
+    let id = op["id"].as_str().unwrap().to_owned();
+    let channel = |fd: &str| {
+        format!(
+            "/1.0/operations/{id}/websocket?secret={}",
+            fds[fd].as_str().unwrap()
+        )
+    };
+    let control = unix.websocket(&channel("control")).await.unwrap();
+    let mut term = unix.websocket(&channel("0")).await.unwrap();
+    type_in(&mut term, "stty size; tty; echo A$((1+1))B\n").await;
+    let out = read_until(&mut term, "A2B").await;
+    assert!(out.contains("20 90"), "{out}");
+    assert!(
+        out.contains("/dev/pts/0"),
+        "a terminal of the container's devpts: {out}"
+    );
+    // What the console shows is in its log too.
+    let log = s.ok(&["console", "c1", "--show-log"]);
+    assert!(log.contains("A2B"), "{log}");
+    drop((term, control));
+    let done = unix
+        .get(&format!("/1.0/operations/{id}/wait?timeout=10"))
+        .await
+        .unwrap();
+    assert_eq!(done["status"], "Success", "{done}");
+
+    // rxc console on a real terminal; Ctrl+a q detaches and leaves the container running.
+    let mut cmd = Command::new(bin("rxc"));
+    cmd.args(["console", "c1"])
+        .env("RXC_CONF", s.conf.path())
+        .env("RXD_DIR", s.d.dir())
+        .env("TERM", "dumb");
+    let mut p = rexpect::session::spawn_command(cmd, Some(20_000)).unwrap();
+    p.exp_string("To detach from the console, press: <ctrl>+a q")
+        .unwrap();
+    p.send_line("echo C$((1+2))D").unwrap();
+    p.exp_string("C3D").unwrap();
+    p.send_control('a').unwrap();
+    p.send("q").unwrap();
+    p.flush().unwrap();
+    p.exp_eof().unwrap();
+    match p.process.wait().unwrap() {
+        rexpect::process::wait::WaitStatus::Exited(_, code) => assert_eq!(code, 0),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.state("c1").await["status"], "Running");
+    // Refusals.
+    let r = unix
+        .request(
+            Method::POST,
+            "/1.0/instances/c1/console",
+            Some(&json!({"type": "vga"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    s.ok(&["stop", "c1", "--force"]);
+    let r = unix
+        .request(Method::POST, "/1.0/instances/c1/console", Some(&json!({})))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.envelope().unwrap().error.contains("not running"));
 }

@@ -124,6 +124,11 @@ impl Runtime {
         format!("{}/{name}", self.cgroup_parent)
     }
 
+    /// Where a running container's supervisor serves its console (see rxd-shim's console.rs).
+    pub fn console_socket(&self, name: &str) -> PathBuf {
+        self.bundles.join(name).join("console.sock")
+    }
+
     /// An instance's log directory (console log, recorded exec output).
     pub fn logs_dir(&self, name: &str) -> PathBuf {
         self.logs.join(name)

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod attach;
+mod console;
 mod pty;
 mod spec;
 
@@ -193,10 +194,38 @@ fn start(root: &Path, bundle: &Path, log: &Path) -> Result<()> {
             return Err(e);
         }
     };
-    match run(root, bundle, &plan, &devnull, &console) {
-        Ok(pid) => {
+    let socket = bundle.join("console.sock");
+    let listener = match console::listen(&socket) {
+        Ok(l) => l,
+        Err(e) => {
+            report(&mut channel, serde_json::json!({"error": format!("{e:#}")}));
+            return Err(e);
+        }
+    };
+    let started = run(
+        root,
+        bundle,
+        &plan,
+        &devnull,
+        &console,
+        listener.as_ref().map(|_| socket.as_path()),
+    )
+    .and_then(|pid| {
+        // The console's master, handed over during the init's set-up.
+        let terminal = match &listener {
+            Some(l) => Some(console::receive(l)?),
+            None => None,
+        };
+        Ok((pid, terminal))
+    });
+    match started {
+        Ok((pid, terminal)) => {
             report(&mut channel, serde_json::json!({"pid": pid.as_raw()}));
             drop(channel);
+            if let (Some(master), Some(listener)) = (terminal, listener) {
+                let log = File::from(console.try_clone()?);
+                console::serve(master, log, listener)?;
+            }
             supervise(root, &plan.name, pid, console)
         }
         Err(e) => {
@@ -234,7 +263,11 @@ fn prepare(root: &Path, bundle: &Path, log: &Path) -> Result<(LaunchPlan, OwnedF
         old.delete(true)
             .context("cleaning up the old runtime state")?;
     }
-    let spec = spec::build(&plan, own_bounding_set()?).context("building the runtime spec")?;
+    let mut spec = spec::build(&plan, own_bounding_set()?).context("building the runtime spec")?;
+    // A console terminal, when its socket's path fits (see console.rs).
+    if let Some(process) = spec.process_mut() {
+        process.set_terminal(Some(console::fits(&bundle.join("console.sock"))));
+    }
     std::fs::DirBuilder::new()
         .mode(0o700)
         .recursive(true)
@@ -277,9 +310,11 @@ fn run(
     plan: &LaunchPlan,
     devnull: &OwnedFd,
     console: &OwnedFd,
+    console_socket: Option<&Path>,
 ) -> Result<Pid> {
     let mut container = ContainerBuilder::new(plan.name.clone(), SyscallType::default())
         .with_root_path(root)?
+        .with_console_socket(console_socket)
         .with_stdin(devnull.try_clone()?)
         .with_stdout(console.try_clone()?)
         .with_stderr(console.try_clone()?)

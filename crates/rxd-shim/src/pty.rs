@@ -100,38 +100,40 @@ pub fn resize(master: impl AsFd, cols: u16, rows: u16) {
     );
 }
 
+/// Apply frames read from `from` to the terminal `master` until the stream ends or is bad.
+pub fn feed(mut from: impl Read, master: &File) {
+    let mut header = [0u8; 5];
+    while from.read_exact(&mut header).is_ok() {
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+        if len > MAX_FRAME {
+            // Not from the daemon (it splits input): the stream cannot be trusted further.
+            break;
+        }
+        let mut payload = vec![0u8; len as usize];
+        if from.read_exact(&mut payload).is_err() {
+            break;
+        }
+        let written = match (header[0], payload.as_slice()) {
+            (FRAME_DATA, data) => (&*master).write_all(data).is_ok(),
+            (FRAME_RESIZE, [c0, c1, r0, r1]) => {
+                let (cols, rows) = ([*c0, *c1], [*r0, *r1]);
+                resize(master, u16::from_be_bytes(cols), u16::from_be_bytes(rows));
+                true
+            }
+            _ => true,
+        };
+        if !written {
+            break;
+        }
+    }
+}
+
 /// Relay until the terminal closes: frames from stdin to the master, the master to stdout.
 /// Returns a flag set once the terminal's output has ended.
 pub fn relay(master: OwnedFd) -> Result<Arc<AtomicBool>> {
     let mut output = File::from(master.try_clone()?);
-    let mut input = File::from(master);
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin().lock();
-        let mut header = [0u8; 5];
-        while stdin.read_exact(&mut header).is_ok() {
-            let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
-            if len > MAX_FRAME {
-                // Not from the daemon (it splits input): the stream cannot be trusted further.
-                break;
-            }
-            let mut payload = vec![0u8; len as usize];
-            if stdin.read_exact(&mut payload).is_err() {
-                break;
-            }
-            let written = match (header[0], payload.as_slice()) {
-                (FRAME_DATA, data) => input.write_all(data).is_ok(),
-                (FRAME_RESIZE, [c0, c1, r0, r1]) => {
-                    let (cols, rows) = ([*c0, *c1], [*r0, *r1]);
-                    resize(&input, u16::from_be_bytes(cols), u16::from_be_bytes(rows));
-                    true
-                }
-                _ => true,
-            };
-            if !written {
-                break;
-            }
-        }
-    });
+    let input = File::from(master);
+    std::thread::spawn(move || feed(std::io::stdin().lock(), &input));
     let done = Arc::new(AtomicBool::new(false));
     let flag = done.clone();
     std::thread::spawn(move || {

@@ -2,13 +2,18 @@
 //! stderr) with GET, emptied with DELETE, as LXD 5.0's `lxc console --show-log` uses it; and
 //! `/1.0/instances/<name>/logs[/<file>]`: the console log and recorded exec output by name.
 
-use super::instances::find;
+use super::exec;
+use super::instances::{find, PROJECT};
+use crate::body::Json;
 use crate::caller::Admin;
 use crate::error::{ApiError, ApiResult};
 use crate::response;
 use crate::state::Daemon;
+use axum::extract::ws::Message;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
@@ -171,4 +176,149 @@ mod tests {
             assert!(log_name(bad).is_err(), "{bad}");
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsolePost {
+    #[serde(default)]
+    width: u32,
+    #[serde(default)]
+    height: u32,
+    #[serde(default, rename = "type")]
+    kind: String,
+}
+
+/// `POST /1.0/instances/<name>/console`: attach to the console, as LXD 5.0: a websocket
+/// operation whose channel `0` carries the terminal both ways and `control` its size. Ends when
+/// the client goes, the container stops, or the client's certificate is revoked.
+pub async fn attach(
+    State(d): State<Arc<Daemon>>,
+    Admin(caller, _proof): Admin,
+    Path(name): Path<String>,
+    Json(req): Json<ConsolePost>,
+) -> ApiResult<Response> {
+    let row = find(&d, &name).await?;
+    if !matches!(req.kind.as_str(), "" | "console") {
+        return Err(ApiError::BadRequest(format!(
+            "Console type {:?} is not supported: containers have a text console only",
+            req.kind
+        )));
+    }
+    if d.runtime.init(&row.name).is_none() {
+        return Err(ApiError::BadRequest("Instance is not running".into()));
+    }
+    let socket = d.runtime.console_socket(&row.name);
+    if !socket.exists() {
+        return Err(ApiError::BadRequest(
+            "This container has no console terminal (its state directory path is too long)".into(),
+        ));
+    }
+    let url = format!("/1.0/instances/{}", row.name);
+    let op = d.operations.start_class(
+        &d.events,
+        "websocket",
+        "Showing console",
+        PROJECT,
+        json!({"instances": [url], "containers": [url.replace("instances", "containers")]}),
+        false,
+    );
+    let (fds, receivers) = exec::open_channels(&d, &op.id, &["0", "control"]);
+    let revocation = exec::watch_revocation(&d, &caller);
+    let (d2, op2) = (d.clone(), op.clone());
+    tokio::spawn(async move {
+        let result = relay(&socket, &req, receivers, revocation).await;
+        exec::close_channels(&d2, &op2.id);
+        op2.finish(
+            &d2.events,
+            result.map(|()| Value::Null).map_err(|e| e.to_string()),
+        );
+    });
+    let mut shown = op.to_json();
+    shown["metadata"]["fds"] = Value::Object(fds);
+    Ok(response::operation(op.url(), shown))
+}
+
+async fn relay(
+    socket: &std::path::Path,
+    req: &ConsolePost,
+    mut receivers: exec::Receivers,
+    revocation: exec::Revocation,
+) -> ApiResult<()> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (r0, rc) = (
+        receivers.remove("0").expect("channel 0"),
+        receivers.remove("control").expect("control channel"),
+    );
+    let connected = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let (a, c) = tokio::join!(r0, rc);
+        Some((a.ok()?, c.ok()?))
+    })
+    .await;
+    let Ok(Some((ws0, mut control))) = connected else {
+        return Err(ApiError::BadRequest(
+            "Timed out waiting for websockets to connect".into(),
+        ));
+    };
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("The console is gone: {e}")))?;
+    let (mut from_console, mut to_console) = stream.into_split();
+    if req.width > 0 && req.height > 0 {
+        let _ = to_console
+            .write_all(&exec::resize_frame(req.width, req.height))
+            .await;
+    }
+    let (_registration, mut revoked) = match revocation {
+        Some((r, rx)) => (Some(r), Some(rx)),
+        None => (None, None),
+    };
+    let (mut sink, mut stream) = ws0.split();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            n = from_console.read(&mut buf) => match n {
+                Ok(n) if n > 0 => {
+                    if sink.send(Message::Binary(buf[..n].to_vec().into())).await.is_err() {
+                        break;
+                    }
+                }
+                // The container stopped (or another client took the console).
+                _ => break,
+            },
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Binary(b))) => {
+                    for chunk in b.chunks(64 * 1024) {
+                        if to_console.write_all(&exec::frame(0, chunk)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Some(Ok(Message::Text(t))) => {
+                    let _ = to_console.write_all(&exec::frame(0, t.as_bytes())).await;
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            msg = control.recv() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    if let Ok(c) = serde_json::from_str::<exec::Control>(&text) {
+                        if let (true, Some((w, h))) = (c.command == "window-resize", c.size()) {
+                            let _ = to_console.write_all(&exec::resize_frame(w, h)).await;
+                        }
+                    }
+                }
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => break,
+            },
+            _ = exec::revocation(&mut revoked) => {
+                tracing::info!("closing a console session: the client's certificate was revoked");
+                break;
+            }
+        }
+    }
+    let _ = sink.send(Message::Close(None)).await;
+    let _ = control.send(Message::Close(None)).await;
+    Ok(())
 }

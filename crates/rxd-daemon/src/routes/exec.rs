@@ -185,39 +185,18 @@ pub async fn post(
         false,
     );
     op.set_metadata(public.clone());
-    let mut fds = serde_json::Map::new();
-    let mut channels = HashMap::new();
-    let mut receivers = HashMap::new();
     // A terminal is one channel both ways; pipes are three.
     let names: &[&'static str] = if req.interactive {
         &["0", "control"]
     } else {
         &["0", "1", "2", "control"]
     };
-    for &fd in names {
-        let s = secret();
-        let (tx, rx) = oneshot::channel();
-        fds.insert(fd.to_owned(), json!(s));
-        channels.insert(fd, (s, Some(tx)));
-        receivers.insert(fd, rx);
-    }
-    d.exec_sessions.lock().insert(
-        op.id.clone(),
-        Arc::new(Session {
-            channels: Mutex::new(channels),
-        }),
-    );
-    let revoked = match &caller.conn.transport {
-        rxd_auth::Transport::Tls {
-            peer_fingerprint: Some(fp),
-            ..
-        } => Some(d.connections.register(Some(*fp))),
-        _ => None,
-    };
+    let (fds, receivers) = open_channels(&d, &op.id, names);
+    let revoked = watch_revocation(&d, &caller);
     let (d2, op2) = (d.clone(), op.clone());
     tokio::spawn(async move {
         let result = run_attached(&d2, &row.name, &req, &env, receivers, revoked).await;
-        d2.exec_sessions.lock().remove(&op2.id);
+        close_channels(&d2, &op2.id);
         let result = result.map(|code| {
             let mut md = public;
             md["return"] = json!(code);
@@ -276,6 +255,65 @@ async fn record(mut from: impl tokio::io::AsyncRead + Unpin, path: std::path::Pa
             }
             kept += room as u64;
         }
+    }
+}
+
+/// Waiting channels' receivers, by name.
+pub(crate) type Receivers = HashMap<&'static str, oneshot::Receiver<WebSocket>>;
+
+/// A revoked certificate's signal, for sessions opened over TLS.
+pub(crate) type Revocation = Option<(
+    crate::listener::Registration,
+    tokio::sync::watch::Receiver<bool>,
+)>;
+
+/// Register the channels of a websocket operation: a fresh secret each (returned, to be shown
+/// once, in the reply to the request that started it) and where each socket goes when it
+/// connects.
+pub(crate) fn open_channels(
+    d: &Daemon,
+    op_id: &str,
+    names: &[&'static str],
+) -> (serde_json::Map<String, Value>, Receivers) {
+    let mut fds = serde_json::Map::new();
+    let mut channels = HashMap::new();
+    let mut receivers = HashMap::new();
+    for &fd in names {
+        let s = secret();
+        let (tx, rx) = oneshot::channel();
+        fds.insert(fd.to_owned(), json!(s));
+        channels.insert(fd, (s, Some(tx)));
+        receivers.insert(fd, rx);
+    }
+    d.exec_sessions.lock().insert(
+        op_id.to_owned(),
+        Arc::new(Session {
+            channels: Mutex::new(channels),
+        }),
+    );
+    (fds, receivers)
+}
+
+/// Forget a finished operation's channels.
+pub(crate) fn close_channels(d: &Daemon, op_id: &str) {
+    d.exec_sessions.lock().remove(op_id);
+}
+
+pub(crate) fn watch_revocation(d: &Daemon, caller: &Caller) -> Revocation {
+    match &caller.conn.transport {
+        rxd_auth::Transport::Tls {
+            peer_fingerprint: Some(fp),
+            ..
+        } => Some(d.connections.register(Some(*fp))),
+        _ => None,
+    }
+}
+
+/// Resolves when the revocation fires (never, without one).
+pub(crate) async fn revocation(r: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    match r.as_mut() {
+        Some(r) => crate::listener::stopped(r).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -339,16 +377,24 @@ async fn run_detached(
 }
 
 #[derive(Deserialize)]
-struct Control {
-    command: String,
+pub(crate) struct Control {
+    pub(crate) command: String,
     #[serde(default)]
     signal: i32,
     #[serde(default)]
-    args: BTreeMap<String, String>,
+    pub(crate) args: BTreeMap<String, String>,
+}
+
+impl Control {
+    /// A `window-resize` message's size.
+    pub(crate) fn size(&self) -> Option<(u32, u32)> {
+        let dim = |k: &str| self.args.get(k).and_then(|v| v.parse::<u32>().ok());
+        Some((dim("width")?, dim("height")?))
+    }
 }
 
 /// A frame for the helper's terminal relay (see rxd-shim's `pty.rs`).
-fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(5 + payload.len());
     f.push(kind);
     f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
@@ -356,7 +402,7 @@ fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-fn resize_frame(cols: u32, rows: u32) -> Vec<u8> {
+pub(crate) fn resize_frame(cols: u32, rows: u32) -> Vec<u8> {
     let clamp = |v: u32| v.clamp(1, u32::from(u16::MAX)) as u16;
     let mut size = clamp(cols).to_be_bytes().to_vec();
     size.extend_from_slice(&clamp(rows).to_be_bytes());
@@ -456,11 +502,8 @@ async fn run_attached(
     name: &str,
     req: &ExecPost,
     env: &BTreeMap<String, String>,
-    mut receivers: HashMap<&'static str, oneshot::Receiver<WebSocket>>,
-    revoked: Option<(
-        crate::listener::Registration,
-        tokio::sync::watch::Receiver<bool>,
-    )>,
+    mut receivers: Receivers,
+    revoked: Revocation,
 ) -> ApiResult<i32> {
     let timed_out = || ApiError::BadRequest("Timed out waiting for websockets to connect".into());
     let mut take = |fd| receivers.remove(fd);
@@ -542,8 +585,7 @@ async fn run_attached(
                                 signal(d, &pid_file, c.signal).await;
                             }
                             Ok(c) if c.command == "window-resize" => {
-                                let dim = |k: &str| c.args.get(k).and_then(|v| v.parse::<u32>().ok());
-                                if let (Some(tx), Some(w), Some(h)) = (&pumps.resize, dim("width"), dim("height")) {
+                                if let (Some(tx), Some((w, h))) = (&pumps.resize, c.size()) {
                                     let _ = tx.send(resize_frame(w, h)).await;
                                 }
                             }
@@ -558,12 +600,7 @@ async fn run_attached(
                     }
                 }
             }
-            _ = async {
-                match revoked_rx.as_mut() {
-                    Some(r) => crate::listener::stopped(r).await,
-                    None => std::future::pending().await,
-                }
-            } => {
+            _ = revocation(&mut revoked_rx) => {
                 tracing::info!(instance = %name, "killing an exec session: the client's certificate was revoked");
                 // The command first (by its pid, once the helper has written it), then the
                 // helper: killed first, it could leave a command that has not yet armed its

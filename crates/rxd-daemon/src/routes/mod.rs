@@ -170,7 +170,9 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/1.0/containers/{name}/exec", post(exec::post))
         .route(
             "/1.0/instances/{name}/console",
-            get(console::get).delete(console::delete),
+            get(console::get)
+                .delete(console::delete)
+                .post(console::attach),
         )
         .route("/1.0/instances/{name}/logs", get(console::logs))
         .route(
@@ -179,7 +181,9 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         )
         .route(
             "/1.0/containers/{name}/console",
-            get(console::get).delete(console::delete),
+            get(console::get)
+                .delete(console::delete)
+                .post(console::attach),
         )
         .route(
             "/1.0/instances/{name}/files",
