@@ -333,46 +333,16 @@ pub async fn exec(conf: &ConfigDir, args: ExecArgs) -> anyhow::Result<i32> {
             Some(&body),
         )
         .await?;
-    let id = op["id"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no operation"))?
-        .to_owned();
-    let fds = &op["metadata"]["fds"];
-    let channel = |fd: &str| -> anyhow::Result<String> {
-        let secret = fds[fd]
-            .as_str()
-            .ok_or_else(|| anyhow!("no secret for channel {fd}"))?;
-        Ok(format!("/1.0/operations/{id}/websocket?secret={secret}"))
-    };
-    let explain = |e| conn.explain(e);
-    let mut control = conn
-        .client
-        .websocket(&channel("control")?)
-        .await
-        .map_err(explain)?;
+    let channels = Channels::of(&conn, &op)?;
+    let id = channels.id.clone();
+    let mut control = channels.connect("control").await?;
     if interactive {
-        let ws0 = conn
-            .client
-            .websocket(&channel("0")?)
-            .await
-            .map_err(explain)?;
+        let ws0 = channels.connect("0").await?;
         return exec_terminal(&conn, &id, control, ws0).await;
     }
-    let ws0 = conn
-        .client
-        .websocket(&channel("0")?)
-        .await
-        .map_err(explain)?;
-    let ws1 = conn
-        .client
-        .websocket(&channel("1")?)
-        .await
-        .map_err(explain)?;
-    let ws2 = conn
-        .client
-        .websocket(&channel("2")?)
-        .await
-        .map_err(explain)?;
+    let ws0 = channels.connect("0").await?;
+    let ws1 = channels.connect("1").await?;
+    let ws2 = channels.connect("2").await?;
 
     let input = tokio::spawn(async move {
         let mut ws0 = ws0;
@@ -433,6 +403,40 @@ pub async fn exec(conf: &ConfigDir, args: ExecArgs) -> anyhow::Result<i32> {
     let done = wait(&conn, &json!({"id": id})).await?;
     let _ = control.close(None).await;
     Ok(done["metadata"]["return"].as_i64().unwrap_or(-1) as i32)
+}
+
+/// A websocket operation's channels: its id, and each channel's secret (shown once, in the
+/// reply that started it).
+struct Channels<'a> {
+    conn: &'a Conn,
+    id: String,
+    fds: Value,
+}
+
+impl<'a> Channels<'a> {
+    fn of(conn: &'a Conn, op: &Value) -> anyhow::Result<Channels<'a>> {
+        let id = op["id"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no operation"))?
+            .to_owned();
+        Ok(Channels {
+            conn,
+            id,
+            fds: op["metadata"]["fds"].clone(),
+        })
+    }
+
+    async fn connect(&self, fd: &str) -> anyhow::Result<rxd_client::WebSocket> {
+        let secret = self.fds[fd]
+            .as_str()
+            .ok_or_else(|| anyhow!("no secret for channel {fd}"))?;
+        let path = format!("/1.0/operations/{}/websocket?secret={secret}", self.id);
+        self.conn
+            .client
+            .websocket(&path)
+            .await
+            .map_err(|e| self.conn.explain(e))
+    }
 }
 
 /// The local terminal in raw mode while it lives (keys, Ctrl-C included, go to the remote
@@ -563,25 +567,9 @@ pub async fn console(conf: &ConfigDir, target: &str) -> anyhow::Result<()> {
             Some(&json!({"width": width, "height": height, "type": "console"})),
         )
         .await?;
-    let id = op["id"].as_str().ok_or_else(|| anyhow!("no operation"))?;
-    let fds = &op["metadata"]["fds"];
-    let channel = |fd: &str| -> anyhow::Result<String> {
-        let secret = fds[fd]
-            .as_str()
-            .ok_or_else(|| anyhow!("no secret for channel {fd}"))?;
-        Ok(format!("/1.0/operations/{id}/websocket?secret={secret}"))
-    };
-    let explain = |e| conn.explain(e);
-    let mut control = conn
-        .client
-        .websocket(&channel("control")?)
-        .await
-        .map_err(explain)?;
-    let ws0 = conn
-        .client
-        .websocket(&channel("0")?)
-        .await
-        .map_err(explain)?;
+    let channels = Channels::of(&conn, &op)?;
+    let mut control = channels.connect("control").await?;
+    let ws0 = channels.connect("0").await?;
     eprint!("To detach from the console, press: <ctrl>+a q\r\n");
     relay_terminal(&mut control, ws0, true).await?;
     let _ = futures_util::SinkExt::close(&mut control).await;

@@ -1,5 +1,6 @@
 //! Request bodies: JSON with a per-endpoint size limit. Oversized bodies get 413 before they are
-//! read in full; malformed JSON gets 400 with the decoder's message.
+//! read in full; malformed JSON gets 400 with the decoder's message. Raw uploads are streamed
+//! chunk by chunk under their own limit ([`stream`]).
 
 use crate::error::ApiError;
 use axum::extract::{FromRequest, Request};
@@ -43,4 +44,28 @@ impl<S: Send + Sync, T: DeserializeOwned, const LIMIT: usize> FromRequest<S> for
             .map(Json)
             .map_err(|e| ApiError::BadRequest(e.to_string()))
     }
+}
+
+/// Hand each chunk of a raw upload to `each`, refusing (413) once more than `limit` bytes have
+/// come; returns the size. On an error the caller drops what it wrote.
+pub async fn stream(
+    mut body: axum::body::Body,
+    limit: u64,
+    mut each: impl FnMut(&[u8]) -> Result<(), ApiError>,
+) -> Result<u64, ApiError> {
+    let mut size: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::BadRequest(format!("reading the upload: {e}")))?;
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        size += chunk.len() as u64;
+        if size > limit {
+            return Err(ApiError::TooLarge {
+                limit: limit as usize,
+            });
+        }
+        each(&chunk)?;
+    }
+    Ok(size)
 }

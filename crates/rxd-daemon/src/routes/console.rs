@@ -34,6 +34,15 @@ fn open_log(path: &std::path::Path, write: bool) -> ApiResult<Option<std::fs::Fi
     }
 }
 
+/// Log bytes, as LXD serves them.
+fn raw(bytes: Vec<u8>) -> Response {
+    (
+        [(http::header::CONTENT_TYPE, "application/octet-stream")],
+        bytes,
+    )
+        .into_response()
+}
+
 pub async fn get(
     State(d): State<Arc<Daemon>>,
     Admin(_caller, _proof): Admin,
@@ -55,11 +64,7 @@ pub async fn get(
         Ok(buf)
     })
     .await??;
-    Ok((
-        [(http::header::CONTENT_TYPE, "application/octet-stream")],
-        text,
-    )
-        .into_response())
+    Ok(raw(text))
 }
 
 pub async fn delete(
@@ -128,11 +133,7 @@ pub async fn log_file(
         Ok(buf)
     })
     .await??;
-    Ok((
-        [(http::header::CONTENT_TYPE, "application/octet-stream")],
-        text,
-    )
-        .into_response())
+    Ok(raw(text))
 }
 
 pub async fn delete_log_file(

@@ -242,26 +242,11 @@ pub async fn post(
             let mut upload =
                 tokio::task::spawn_blocking(move || rootfs.upload(&path, uid, gid, mode, append))
                     .await??;
-            let mut size: u64 = 0;
-            let mut body = body;
             // Dropped on any error before the commit: the new file goes away.
-            while let Some(frame) = body.frame().await {
-                let frame =
-                    frame.map_err(|e| ApiError::BadRequest(format!("reading the upload: {e}")))?;
-                let Ok(chunk) = frame.into_data() else {
-                    continue;
-                };
-                size += chunk.len() as u64;
-                if size > MAX_FILE_BYTES {
-                    return Err(ApiError::TooLarge {
-                        limit: MAX_FILE_BYTES as usize,
-                    });
-                }
-                upload
-                    .file()
-                    .write_all(&chunk)
-                    .map_err(ApiError::internal)?;
-            }
+            crate::body::stream(body, MAX_FILE_BYTES, |chunk| {
+                upload.file().write_all(chunk).map_err(ApiError::internal)
+            })
+            .await?;
             tokio::task::spawn_blocking(move || upload.commit()).await??;
         }
     }

@@ -13,7 +13,6 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use http::HeaderMap;
-use http_body_util::BodyExt;
 use rxd_store::{AliasRow, ImageRow};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -224,24 +223,12 @@ impl Upload {
             .open(&self.path)
             .map_err(ApiError::internal)?;
         let mut hasher = Sha256::new();
-        let mut size: u64 = 0;
-        let mut body = body;
-        while let Some(frame) = body.frame().await {
-            let frame =
-                frame.map_err(|e| ApiError::BadRequest(format!("reading the upload: {e}")))?;
-            let Ok(chunk) = frame.into_data() else {
-                continue;
-            };
-            size += chunk.len() as u64;
-            if size > MAX_IMAGE_BYTES {
-                return Err(ApiError::TooLarge {
-                    limit: MAX_IMAGE_BYTES as usize,
-                });
-            }
-            hasher.update(&chunk);
+        let size = crate::body::stream(body, MAX_IMAGE_BYTES, |chunk| {
+            hasher.update(chunk);
             // Small writes to a local file; blocking here is brief.
-            file.write_all(&chunk).map_err(ApiError::internal)?;
-        }
+            file.write_all(chunk).map_err(ApiError::internal)
+        })
+        .await?;
         file.sync_all().map_err(ApiError::internal)?;
         if size == 0 {
             return Err(ApiError::BadRequest("The upload is empty".into()));
