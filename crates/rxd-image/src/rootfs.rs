@@ -258,9 +258,6 @@ impl Rootfs {
                     });
                 }
                 Err(e) if e == rustix::io::Errno::NOENT => {}
-                Err(e) if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NXIO => {
-                    return Err(FileError::NotRegular(path.to_owned()))
-                }
                 Err(e) => return Err(e.into()),
             }
         }

@@ -71,11 +71,8 @@ fn start_time(pid: i32) -> Result<u64> {
         .context("unreadable /proc/<pid>/stat")
 }
 
-fn spec_of(container: &libcontainer::container::Container) -> Result<Spec> {
-    Spec::load(container.bundle().join("config.json")).context("loading the container's spec")
-}
-
-fn running_init(root: &Path, id: &str) -> Result<(i32, Spec)> {
+/// The running container and its init's pid.
+fn running_init(root: &Path, id: &str) -> Result<(i32, libcontainer::container::Container)> {
     let container = crate::load(root, id)?;
     if !matches!(
         container.status(),
@@ -87,7 +84,7 @@ fn running_init(root: &Path, id: &str) -> Result<(i32, Spec)> {
         .pid()
         .context("the runtime reports no init pid")?
         .as_raw();
-    Ok((pid, spec_of(&container)?))
+    Ok((pid, container))
 }
 
 /// Step 1. Returns the command's exit status (128+N if signal N ended it).
@@ -238,7 +235,9 @@ pub fn attach(root: &Path, t: &Target, init_pid: i32, init_start: u64) -> Result
     nix::sys::prctl::set_dumpable(false).context("making the helper undumpable")?;
     // Killed with step 1 from the start (set again after the uid change, which clears it).
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
-    let (pid, spec) = running_init(root, &t.id)?;
+    let (pid, container) = running_init(root, &t.id)?;
+    let spec = Spec::load(container.bundle().join("config.json"))
+        .context("loading the container's spec")?;
     if pid != init_pid {
         bail!("the container's init changed while attaching");
     }

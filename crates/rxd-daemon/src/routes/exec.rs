@@ -317,6 +317,27 @@ pub(crate) async fn revocation(r: &mut Option<tokio::sync::watch::Receiver<bool>
     }
 }
 
+/// The helper that runs the request's command in the container.
+fn helper(
+    d: &Daemon,
+    name: &str,
+    req: &ExecPost,
+    env_file: &EnvFile,
+    pid_file: Option<&std::path::Path>,
+    pty: Option<(u32, u32)>,
+) -> tokio::process::Command {
+    d.runtime.exec_command(
+        name,
+        req.user,
+        req.group,
+        &req.cwd,
+        &env_file.0,
+        &req.command,
+        pid_file,
+        pty,
+    )
+}
+
 async fn run_detached(
     d: &Daemon,
     name: &str,
@@ -327,18 +348,7 @@ async fn run_detached(
     use std::process::Stdio;
     let piped = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
     let env_file = EnvFile::write(d, env)?;
-    let mut child = d
-        .runtime
-        .exec_command(
-            name,
-            req.user,
-            req.group,
-            &req.cwd,
-            &env_file.0,
-            &req.command,
-            None,
-            None,
-        )
+    let mut child = helper(d, name, req, &env_file, None, None)
         .stdin(Stdio::null())
         .stdout(piped(req.record_output))
         .stderr(piped(req.record_output))
@@ -542,18 +552,7 @@ async fn run_attached(
     let pty = req
         .interactive
         .then(|| (req.width.clamp(1, 10_000), req.height.clamp(1, 10_000)));
-    let mut child = d
-        .runtime
-        .exec_command(
-            name,
-            req.user,
-            req.group,
-            &req.cwd,
-            &env_file.0,
-            &req.command,
-            Some(&pid_file),
-            pty,
-        )
+    let mut child = helper(d, name, req, &env_file, Some(&pid_file), pty)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
