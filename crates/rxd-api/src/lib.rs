@@ -38,6 +38,9 @@ pub const API_EXTENSIONS: &[&str] = &[
     "file_append",
     "file_delete",
     "file_symlinks",
+    "projects",
+    "projects_restrictions",
+    "rxd_auth_grants",
 ];
 
 /// What rxd reports as `server_version`, so that LXD 5.0 clients pick their 5.0 code paths.

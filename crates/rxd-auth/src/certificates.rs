@@ -49,7 +49,12 @@ pub enum AddPath {
     Enrol,
 }
 
-pub fn decide_add(caller: &Identity, req: &AddRequest<'_>) -> Result<AddPath, CertRuleError> {
+/// `admin`: whether the caller administers the server (its identity or a server-wide grant).
+pub fn decide_add(
+    caller: &Identity,
+    admin: bool,
+    req: &AddRequest<'_>,
+) -> Result<AddPath, CertRuleError> {
     if !matches!(req.kind, "" | "client") {
         return Err(if req.token {
             CertRuleError::TokenNotClient
@@ -66,7 +71,7 @@ pub fn decide_add(caller: &Identity, req: &AddRequest<'_>) -> Result<AddPath, Ce
     if caller.is_trusted() && !req.has_certificate && !req.token {
         return Err(CertRuleError::AlreadyTrusted);
     }
-    if caller.is_admin() {
+    if admin {
         return Ok(if req.token {
             AddPath::IssueToken
         } else {
@@ -97,13 +102,14 @@ pub struct CertFields {
 /// nothing else; nobody changes the type.
 pub fn decide_update(
     caller: &Identity,
+    admin: bool,
     current: &CertFields,
     proposed: &CertFields,
 ) -> Result<(), CertRuleError> {
     if proposed.kind != current.kind {
         return Err(CertRuleError::TypeImmutable);
     }
-    if !caller.is_admin() {
+    if !admin {
         // Identity::fingerprint is also set for untrusted callers (for logs): ownership needs trust.
         let own = caller.is_trusted() && caller.fingerprint() == Some(current.fingerprint.as_str());
         if !own {
@@ -275,7 +281,11 @@ mod tests {
             ),
         ];
         for (what, who, request, expected) in cases {
-            assert_eq!(decide_add(who, &request), expected, "{what}");
+            assert_eq!(
+                decide_add(who, who.is_admin(), &request),
+                expected,
+                "{what}"
+            );
         }
     }
 
@@ -372,7 +382,11 @@ mod tests {
             ),
         ];
         for (what, who, proposed, expected) in cases {
-            assert_eq!(decide_update(who, &current, &proposed), expected, "{what}");
+            assert_eq!(
+                decide_update(who, who.is_admin(), &current, &proposed),
+                expected,
+                "{what}"
+            );
         }
     }
 }

@@ -4,8 +4,11 @@
 #![forbid(unsafe_code)]
 
 pub mod certificates;
+pub mod confinement;
+pub mod endpoints;
 pub mod identity;
 pub mod password;
+pub mod rbac;
 pub mod throttle;
 pub mod trust;
 

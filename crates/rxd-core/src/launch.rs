@@ -18,8 +18,10 @@ pub struct IdMap {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LaunchPlan {
-    /// The container's name: its runtime id and its host name.
+    /// The container's runtime id (its instance key: the name, prefixed by a non-default project).
     pub name: String,
+    /// The container's host name: the instance's name.
+    pub hostname: String,
     /// Absolute path of the root filesystem on the host.
     pub rootfs: PathBuf,
     /// `None` runs a privileged container: no user namespace, container root is host root.

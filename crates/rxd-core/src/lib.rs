@@ -9,4 +9,5 @@ pub mod idmap;
 pub mod instance_config;
 pub mod launch;
 pub mod name;
+pub mod project_config;
 pub mod warnings;

@@ -20,6 +20,39 @@ pub fn valid_instance_name(name: &str) -> bool {
         && bytes[bytes.len() - 1] != b'-'
 }
 
+/// A project name: 1 to 63 letters, digits, `-`, `_` and `.`, starting with a letter or digit. It
+/// appears in query strings, URLs and logs, so nothing that needs escaping is allowed.
+pub fn valid_project_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// An instance's key on disk and in the runtime: its name in the `default` project,
+/// `<project>_<name>` in others. Instance names never contain `_`, so the key is unambiguous.
+pub fn instance_key(project: &str, name: &str) -> String {
+    if project == "default" {
+        name.to_owned()
+    } else {
+        format!("{project}_{name}")
+    }
+}
+
+/// Whether `key` is an [`instance_key`] of a valid project and instance name.
+pub fn valid_instance_key(key: &str) -> bool {
+    let (project, name) = split_instance_key(key);
+    valid_project_name(project) && valid_instance_name(name)
+}
+
+/// The project and name an [`instance_key`] was made from.
+pub fn split_instance_key(key: &str) -> (&str, &str) {
+    key.rsplit_once('_').unwrap_or(("default", key))
+}
+
 /// A snapshot name: 1 to 255 bytes, no `/` (it is a path element), no control characters, and not
 /// `.` or `..`.
 pub fn valid_snapshot_name(name: &str) -> bool {
@@ -34,6 +67,29 @@ pub fn valid_snapshot_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn project_names_and_instance_keys() {
+        for (n, ok) in [
+            ("p1", true),
+            ("my_team.dev-2", true),
+            ("", false),
+            ("-p", false),
+            ("a/b", false),
+            ("a b", false),
+            ("a?b", false),
+            ("..", false),
+        ] {
+            assert_eq!(valid_project_name(n), ok, "{n:?}");
+        }
+        assert_eq!(instance_key("default", "c1"), "c1");
+        assert!(valid_instance_key("p1_c1") && valid_instance_key("c1"));
+        assert!(!valid_instance_key("p1_") && !valid_instance_key("../x_c1"));
+        assert_eq!(instance_key("my_team", "c1"), "my_team_c1");
+        for (p, n) in [("default", "c1"), ("p1", "c1"), ("my_team", "web-01")] {
+            assert_eq!(split_instance_key(&instance_key(p, n)), (p, n));
+        }
+    }
 
     #[test]
     fn instance_names() {

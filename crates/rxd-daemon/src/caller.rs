@@ -1,21 +1,125 @@
-//! Request extractors that authenticate the caller. Handlers declare what they need in their
-//! signature: [`Caller`] (anyone), [`Trusted`] or [`Admin`]; the check runs before the handler.
+//! Who is asking and whether they may: the authorization layer ([`authorize`]) identifies every
+//! routed request, computes its rights and decides it from the endpoint table before any handler
+//! runs. Handlers then take the admitted [`Caller`] (or [`Trusted`], [`Admin`], which check
+//! again and, for `Admin`, hand over the proof that state-changing functions ask for).
 
 use crate::error::ApiError;
 use crate::listener::ConnInfo;
 use crate::state::{now_unix, read, Daemon};
 use crate::tlsstate::PkiState;
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, MatchedPath, Path, Query, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use http::request::Parts;
+use rxd_auth::endpoints::{self, ProjectFrom};
+use rxd_auth::rbac::{decide, Decision, Need, Rights};
 use rxd_auth::{authenticate, Access, AdminProof, CaCheck, Identity, Transport, TrustPolicy};
 use rxd_core::config::{flag, TRUST_CA_CERTIFICATES};
 use rxd_tls::pki::CaVerdict;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct Caller {
     pub identity: Identity,
     pub conn: ConnInfo,
+    /// What the identity may do, under the grants current when the request arrived.
+    pub rights: Arc<Rights>,
+    /// The request's project: `?project=`, `default` when absent. On project endpoints the
+    /// authorization layer has checked it exists and the caller may view it.
+    pub project: String,
+}
+
+impl Caller {
+    /// May the caller view `project`? (Listings and event streams filter with this.)
+    pub fn can_view(&self, project: &str) -> bool {
+        self.rights.can_view(project)
+    }
+}
+
+/// The caller as the authorization layer identified and admitted it.
+#[derive(Clone)]
+struct Admitted(Caller);
+
+fn query_param(uri: &http::Uri, name: &str) -> Option<String> {
+    Query::<HashMap<String, String>>::try_from_uri(uri)
+        .ok()
+        .and_then(|Query(mut q)| q.remove(name))
+}
+
+fn project_param(uri: &http::Uri) -> String {
+    query_param(uri, "project")
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "default".to_owned())
+}
+
+/// Who is asking, with their rights now.
+fn identify(daemon: &Daemon, parts: &Parts) -> Result<Caller, ApiError> {
+    let conn = parts
+        .extensions
+        .get::<ConnInfo>()
+        .cloned()
+        .ok_or_else(|| ApiError::internal("request without connection facts"))?;
+    let transport = with_ca_verdict(daemon, &conn);
+    let policy = TrustPolicy {
+        trust_ca_certificates: flag(&read(&daemon.config), TRUST_CA_CERTIFICATES),
+    };
+    let identity = authenticate(&transport, &read(&daemon.trust), policy, now_unix());
+    let rights = Arc::new(daemon.rights(&identity));
+    Ok(Caller {
+        identity,
+        conn,
+        rights,
+        project: project_param(&parts.uri),
+    })
+}
+
+/// The authorization layer: every routed request is looked up in the endpoint table
+/// (`rxd_auth::endpoints`) and decided by `rxd_auth::rbac::decide` before its handler runs. A
+/// route missing from the table is treated as admin-only.
+pub async fn authorize(
+    State(daemon): State<Arc<Daemon>>,
+    matched: Option<MatchedPath>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let caller = match identify(&daemon, &parts) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let route = matched.as_ref().map(MatchedPath::as_str).unwrap_or("");
+    let all_projects = query_param(&parts.uri, "all-projects").as_deref() == Some("true");
+    let (need, from) = match endpoints::lookup(route, parts.method.as_str()) {
+        Some(e) => (e.need_for(all_projects), e.project_from),
+        None => {
+            tracing::error!(route, method = %parts.method, "route missing from the endpoint table: admin only");
+            (Need::Admin, ProjectFrom::Query)
+        }
+    };
+    let project = match from {
+        ProjectFrom::Query => caller.project.clone(),
+        ProjectFrom::PathName => {
+            Path::<HashMap<String, String>>::from_request_parts(&mut parts, &daemon)
+                .await
+                .ok()
+                .and_then(|Path(mut p)| p.remove("name"))
+                .unwrap_or_default()
+        }
+    };
+    let exists = read(&daemon.projects).contains_key(&project);
+    match decide(
+        need,
+        caller.identity.is_trusted(),
+        &caller.rights,
+        &project,
+        exists,
+    ) {
+        Decision::Allow => {}
+        refused => return ApiError::from(refused).into_response(),
+    }
+    parts.extensions.insert(Admitted(caller));
+    next.run(Request::from_parts(parts, body)).await
 }
 
 impl FromRequestParts<Arc<Daemon>> for Caller {
@@ -25,17 +129,11 @@ impl FromRequestParts<Arc<Daemon>> for Caller {
         parts: &mut Parts,
         daemon: &Arc<Daemon>,
     ) -> Result<Self, Self::Rejection> {
-        let conn = parts
-            .extensions
-            .get::<ConnInfo>()
-            .cloned()
-            .ok_or_else(|| ApiError::internal("request without connection facts"))?;
-        let transport = with_ca_verdict(daemon, &conn);
-        let policy = TrustPolicy {
-            trust_ca_certificates: flag(&read(&daemon.config), TRUST_CA_CERTIFICATES),
-        };
-        let identity = authenticate(&transport, &read(&daemon.trust), policy, now_unix());
-        Ok(Caller { identity, conn })
+        match parts.extensions.get::<Admitted>() {
+            Some(Admitted(caller)) => Ok(caller.clone()),
+            // Not behind the authorization layer (no route matched): identify only.
+            None => identify(daemon, parts),
+        }
     }
 }
 
@@ -66,7 +164,7 @@ impl FromRequestParts<Arc<Daemon>> for Admin {
         daemon: &Arc<Daemon>,
     ) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, daemon).await?;
-        let proof = caller.identity.require_admin()?;
+        let proof = caller.rights.require_admin()?;
         Ok(Admin(caller, proof))
     }
 }

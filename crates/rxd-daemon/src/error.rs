@@ -105,10 +105,32 @@ impl From<rxd_store::StoreError> for ApiError {
         match e {
             AlreadyExists { .. } => ApiError::Conflict(e.to_string()),
             NotFound { .. } => ApiError::NotFound(e.to_string()),
+            NotEmpty { kind: "project" } => {
+                ApiError::BadRequest("Only empty projects can be renamed or removed".into())
+            }
             other => ApiError::internal(other),
         }
     }
 }
+
+impl From<rxd_auth::confinement::Violation> for ApiError {
+    fn from(e: rxd_auth::confinement::Violation) -> Self {
+        ApiError::Forbidden(e.to_string())
+    }
+}
+
+impl From<rxd_auth::rbac::Decision> for ApiError {
+    /// Only refusals are converted: `Hidden` answers exactly as a missing project does.
+    fn from(d: rxd_auth::rbac::Decision) -> Self {
+        match d {
+            rxd_auth::rbac::Decision::Hidden => ApiError::NotFound(PROJECT_NOT_FOUND.into()),
+            _ => ApiError::NotAuthorized,
+        }
+    }
+}
+
+/// LXD's text for a missing project (also for one the caller may not view).
+pub const PROJECT_NOT_FOUND: &str = "Project not found";
 
 impl From<crate::runtime::RuntimeError> for ApiError {
     fn from(e: crate::runtime::RuntimeError) -> Self {

@@ -89,6 +89,8 @@ impl Events {
 pub struct EventsQuery {
     #[serde(rename = "type", default)]
     kinds: Option<String>,
+    #[serde(rename = "all-projects", default)]
+    all_projects: bool,
 }
 
 /// Websocket upgrades must come from our own clients: no `Origin` (CLI tools), pylxd's
@@ -144,18 +146,39 @@ pub async fn get(
         } => Some(d.connections.register(Some(*fp))),
         _ => None,
     };
-    Ok(upgrade.on_upgrade(move |ws| stream(ws, rx, caller, kinds, revoked)))
+    let filter = Filter {
+        daemon: d.clone(),
+        caller,
+        all_projects: q.all_projects,
+    };
+    Ok(upgrade.on_upgrade(move |ws| stream(ws, rx, filter, kinds, revoked)))
 }
 
-/// May this caller see this event?
-fn visible(caller: &Caller, event: &Event) -> bool {
-    crate::operations::project_visible(&caller.identity, &event.project)
+/// Which events one stream receives.
+struct Filter {
+    daemon: Arc<Daemon>,
+    caller: Caller,
+    all_projects: bool,
+}
+
+impl Filter {
+    /// May this caller see this event, under the grants current now, and did it ask for its
+    /// project?
+    fn passes(&self, event: &Event) -> bool {
+        let rights = self.daemon.rights(&self.caller.identity);
+        crate::operations::project_visible(&rights, &event.project)
+            && crate::operations::project_selected(
+                &self.caller.project,
+                self.all_projects,
+                &event.project,
+            )
+    }
 }
 
 async fn stream(
     mut ws: WebSocket,
     mut rx: broadcast::Receiver<Arc<Event>>,
-    caller: Caller,
+    filter: Filter,
     kinds: Vec<String>,
     revoked: Option<(
         crate::listener::Registration,
@@ -179,7 +202,7 @@ async fn stream(
             // means a revoked identity is sent nothing more.
             biased;
             _ = &mut revoked_fut => {
-                tracing::info!(fingerprint = caller.identity.fingerprint().unwrap_or(""), "closing an event stream: certificate revoked");
+                tracing::info!(fingerprint = filter.caller.identity.fingerprint().unwrap_or(""), "closing an event stream: certificate revoked");
                 let _ = ws.send(Message::Close(None)).await;
                 return;
             }
@@ -188,7 +211,7 @@ async fn stream(
                 Some(Ok(_)) => {}
             },
             event = rx.recv() => match event {
-                Ok(e) if kinds.iter().any(|k| k == e.kind) && visible(&caller, &e) => {
+                Ok(e) if kinds.iter().any(|k| k == e.kind) && filter.passes(&e) => {
                     let Ok(text) = serde_json::to_string(&*e) else { continue };
                     if ws.send(Message::Text(text.into())).await.is_err() {
                         return;

@@ -89,6 +89,8 @@ pub async fn run(
     let certificates = store.certificates()?;
     let trust = state::trust_store(&certificates);
     tracing::info!(certificates = trust.len(), "trust store loaded");
+    let projects = state::projects_map(store.projects()?);
+    let grants = state::grants_list(store.grants()?);
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let daemon = Arc::new(Daemon {
@@ -99,6 +101,8 @@ pub async fn run(
         config: RwLock::new(config.clone()),
         config_update: tokio::sync::Mutex::new(()),
         trust: RwLock::new(trust),
+        projects: RwLock::new(Arc::new(projects)),
+        grants: RwLock::new(Arc::new(grants)),
         https: Mutex::new(None),
         warnings: Mutex::new(warnings::Warnings::default()),
         throttle: Mutex::new(Default::default()),

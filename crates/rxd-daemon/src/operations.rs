@@ -5,7 +5,7 @@
 
 use crate::events::Events;
 use rxd_api::StatusCode;
-use rxd_auth::Identity;
+use rxd_auth::rbac::Rights;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -40,14 +40,16 @@ fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// Who may see an operation or event of `project`: admins, and restricted certificates that
-/// list the project. (Roles per project arrive with RBAC; this is the one place to extend.)
-pub fn project_visible(identity: &Identity, project: &str) -> bool {
-    match identity {
-        id if id.is_admin() => true,
-        Identity::Certificate(c) => !project.is_empty() && c.projects.iter().any(|p| p == project),
-        _ => false,
-    }
+/// Who may see an operation or event of `project`: the server administrator, and identities
+/// that may view the project. Server-level ones (no project) are the administrator's only.
+pub fn project_visible(rights: &Rights, project: &str) -> bool {
+    rights.admin || (!project.is_empty() && rights.can_view(project))
+}
+
+/// Which of the visible ones a request asked for: `?project=` (default `default`) unless
+/// `all-projects=true`, as LXD filters; server-level ones go with any project.
+pub fn project_selected(requested: &str, all_projects: bool, project: &str) -> bool {
+    all_projects || project.is_empty() || project == requested
 }
 
 impl Op {

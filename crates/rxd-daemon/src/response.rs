@@ -55,6 +55,16 @@ pub fn created(location: &str) -> Response {
     resp
 }
 
+/// 201 with `Location` and the created object as metadata.
+pub fn created_with(location: &str, metadata: impl Serialize) -> Response {
+    let value = serde_json::to_value(metadata).unwrap_or(serde_json::Value::Null);
+    let mut resp = json_response(StatusCode::CREATED, &Envelope::sync(value));
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
 /// 202 for a new operation.
 pub fn operation(url: String, metadata: impl Serialize) -> Response {
     let value = serde_json::to_value(metadata).unwrap_or(serde_json::Value::Null);

@@ -6,10 +6,12 @@ use crate::https::{self, Running};
 use crate::tlsstate::TlsState;
 use crate::warnings::Warnings;
 use axum::Router;
+use rxd_auth::rbac::{Grant, Scope, Subject};
 use rxd_auth::throttle::Throttle;
 use rxd_auth::{TrustStore, TrustedCert};
 use rxd_core::config::StoredConfig;
 use rxd_store::{CertificateRow, Store};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
@@ -25,6 +27,11 @@ pub struct Daemon {
     /// Serializes config updates, so binding, storing and switching listeners happen as one step.
     pub config_update: tokio::sync::Mutex<()>,
     pub trust: RwLock<TrustStore>,
+    /// Projects by name, replaced whole after every change.
+    pub projects: RwLock<Arc<BTreeMap<String, Project>>>,
+    /// Role grants, replaced whole after every change, so a grant or revocation applies to the
+    /// next request.
+    pub grants: RwLock<Arc<Vec<Grant>>>,
     pub https: Mutex<Option<Running>>,
     pub warnings: Mutex<Warnings>,
     pub throttle: Mutex<Throttle>,
@@ -59,7 +66,73 @@ pub fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// A project as the daemon keeps it in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Project {
+    pub description: String,
+    pub config: BTreeMap<String, String>,
+}
+
+/// Projects from their rows (a row with unreadable config keeps an empty one, logged).
+pub fn projects_map(rows: Vec<rxd_store::ProjectRow>) -> BTreeMap<String, Project> {
+    rows.into_iter()
+        .map(|r| {
+            let config = serde_json::from_str(&r.config).unwrap_or_else(|e| {
+                tracing::error!(project = %r.name, error = %e, "unreadable project config");
+                BTreeMap::new()
+            });
+            (
+                r.name,
+                Project {
+                    description: r.description,
+                    config,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Grants from their rows; a row that does not parse is skipped (and logged), never widened.
+pub fn grants_list(rows: Vec<rxd_store::GrantRow>) -> Vec<Grant> {
+    rows.into_iter()
+        .filter_map(|r| {
+            let parsed = (|| {
+                Ok::<_, String>(Grant {
+                    id: r.id,
+                    subject: Subject::parse(&r.identity_type, &r.identity)?,
+                    role: r.role.parse()?,
+                    scope: Scope::parse(&r.scope, &r.project)?,
+                })
+            })();
+            parsed
+                .map_err(|e| tracing::error!(grant = r.id, error = %e, "unreadable grant skipped"))
+                .ok()
+        })
+        .collect()
+}
+
 impl Daemon {
+    /// The rights of `identity` under the current grants.
+    pub fn rights(&self, identity: &rxd_auth::Identity) -> rxd_auth::rbac::Rights {
+        rxd_auth::rbac::rights(identity, &read(&self.grants))
+    }
+
+    pub fn project(&self, name: &str) -> Option<Project> {
+        read(&self.projects).get(name).cloned()
+    }
+
+    /// Reload projects, grants and the trust cache (whose project lists follow project renames
+    /// and deletions) from the store.
+    pub async fn reload_access(&self) -> ApiResult<()> {
+        let (projects, grants, certs) = self
+            .db(|s| Ok((s.projects()?, s.grants()?, s.certificates()?)))
+            .await?;
+        *write(&self.projects) = Arc::new(projects_map(projects));
+        *write(&self.grants) = Arc::new(grants_list(grants));
+        *write(&self.trust) = trust_store(&certs);
+        Ok(())
+    }
+
     pub fn tls_state(&self) -> Arc<TlsState> {
         read(&self.tls).clone()
     }

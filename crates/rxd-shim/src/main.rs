@@ -148,7 +148,7 @@ fn main() {
 }
 
 fn container_dir(root: &Path, id: &str) -> Result<PathBuf> {
-    if !rxd_core::name::valid_instance_name(id) {
+    if !rxd_core::name::valid_instance_key(id) {
         bail!("invalid container name {id:?}");
     }
     Ok(root.join(id))

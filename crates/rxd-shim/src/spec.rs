@@ -167,7 +167,7 @@ pub fn build(plan: &LaunchPlan, bounding: u64) -> Result<Spec, serde_json::Error
     });
     let spec = json!({
         "ociVersion": "1.0.2",
-        "hostname": plan.name,
+        "hostname": plan.hostname,
         "root": {"path": plan.rootfs, "readonly": false},
         "process": {
             "terminal": false,
@@ -202,6 +202,7 @@ mod tests {
     fn plan(idmap: Option<IdMap>) -> LaunchPlan {
         LaunchPlan {
             name: "c1".into(),
+            hostname: "c1".into(),
             rootfs: "/var/lib/rxd/containers/c1/rootfs".into(),
             idmap,
             cgroup: "/rxd/abc/c1".into(),

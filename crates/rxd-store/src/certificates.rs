@@ -174,12 +174,21 @@ impl Store {
             });
         }
         insert_cert(&tx, row)?;
+        // A renewed certificate keeps its grants.
+        tx.execute(
+            "UPDATE grants SET identity = ?2 WHERE identity_type = 'certificate' AND identity = ?1",
+            params![old_fingerprint, row.fingerprint],
+        )?;
         tx.commit()?;
         Ok(())
     }
 
+    /// Remove a certificate and every grant made to it (a certificate added again later starts
+    /// with none).
     pub fn delete_certificate(&self, fingerprint: &str) -> Result<(), StoreError> {
-        let n = self.conn()?.execute(
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let n = tx.execute(
             "DELETE FROM certificates WHERE fingerprint = ?1",
             params![fingerprint],
         )?;
@@ -188,6 +197,11 @@ impl Store {
                 kind: "certificate",
             });
         }
+        tx.execute(
+            "DELETE FROM grants WHERE identity_type = 'certificate' AND identity = ?1",
+            params![fingerprint],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 

@@ -102,6 +102,16 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Every instance of every project.
+    pub fn all_instances(&self) -> Result<Vec<InstanceRow>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM instances ORDER BY project, name"
+        ))?;
+        let rows = stmt.query_map([], from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn instance(&self, project: &str, name: &str) -> Result<InstanceRow, StoreError> {
         self.conn()?
             .query_row(

@@ -7,11 +7,13 @@ mod config;
 mod images;
 mod instances;
 mod migrations;
+mod projects;
 mod snapshots;
 
 pub use certificates::{CertificateRow, TokenRow};
 pub use images::{AliasRow, ImageRow};
 pub use instances::{Allocator, InstanceRow, Remap};
+pub use projects::{GrantRow, ProjectRow};
 pub use snapshots::SnapshotRow;
 
 use rusqlite::Connection;
@@ -37,6 +39,9 @@ pub enum StoreError {
     Expired { kind: &'static str },
     #[error("{kind} not found")]
     NotFound { kind: &'static str },
+    /// Renaming or deleting a project that still holds instances or images.
+    #[error("{kind} is not empty")]
+    NotEmpty { kind: &'static str },
     #[error("database lock poisoned")]
     Poisoned,
 }

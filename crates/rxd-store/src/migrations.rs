@@ -87,6 +87,24 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (project, instance, name),
         FOREIGN KEY (project, instance) REFERENCES instances (project, name) ON DELETE CASCADE ON UPDATE CASCADE
     );",
+    // 6: projects (`default` always exists) and role grants. A grant names its subject by type and
+    // name; `project` is empty unless `scope` is `project`.
+    r#"CREATE TABLE projects (
+        name        TEXT PRIMARY KEY NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        config      TEXT NOT NULL DEFAULT '{}'
+    );
+    INSERT INTO projects (name, description, config) VALUES ('default', 'Default rxd project',
+        '{"features.images":"true","features.networks":"true","features.profiles":"true","features.storage.volumes":"true"}');
+    CREATE TABLE grants (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        identity_type TEXT NOT NULL,
+        identity      TEXT NOT NULL,
+        role          TEXT NOT NULL,
+        scope         TEXT NOT NULL,
+        project       TEXT NOT NULL DEFAULT '',
+        UNIQUE (identity_type, identity, role, scope, project)
+    );"#,
 ];
 
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

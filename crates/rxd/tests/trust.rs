@@ -38,6 +38,19 @@ fn token_from(md: &Value) -> String {
     .encode()
 }
 
+/// Projects named in a certificate must exist.
+async fn make_project(unix: &Client, name: &str) {
+    let r = unix
+        .request(
+            Method::POST,
+            "/1.0/projects",
+            Some(&json!({ "name": name })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{:?}", r.envelope());
+}
+
 async fn post(c: &Client, body: Value) -> Reply {
     c.request(Method::POST, "/1.0/certificates", Some(&body))
         .await
@@ -329,6 +342,7 @@ async fn fingerprint_lookup_prefixes_and_visibility() {
     assert_eq!(err(&r), (404, "Certificate not found".into()));
 
     // A restricted certificate sees only itself, in every form of the listing.
+    make_project(&unix, "p1").await;
     let limited = client_identity("limited");
     let r = post(
         &unix,
@@ -398,6 +412,7 @@ async fn updates_and_self_renewal() {
     let d = TestDaemon::start().await;
     let unix = d.unix();
     let old = client_identity("renewer");
+    make_project(&unix, "p1").await;
     assert_eq!(post(&unix, json!({"certificate": b64(&old.cert_der), "restricted": true, "projects": ["p1"], "name": "renewer"})).await.status, 201);
     let c = d.https(Some(&old));
     let path = format!("/1.0/certificates/{}", old.fingerprint);

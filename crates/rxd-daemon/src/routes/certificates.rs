@@ -19,7 +19,7 @@ use rxd_api::certificate::{Certificate, CertificatePut, CertificatesPost};
 use rxd_auth::certificates::{
     decide_add, decide_update, AddPath, AddRequest, CertFields, CertRuleError,
 };
-use rxd_auth::{CaCheck, Identity};
+use rxd_auth::CaCheck;
 use rxd_core::config::{REMOTE_TOKEN_EXPIRY, TRUST_PASSWORD};
 use rxd_store::{CertificateRow, StoreError, TokenRow};
 use std::sync::Arc;
@@ -47,10 +47,11 @@ fn to_wire(row: &CertificateRow) -> Certificate {
     }
 }
 
-/// The one visibility rule for every form of every certificate listing and lookup: admins see all
-/// entries, everyone else only their own.
-fn visible(identity: &Identity, row: &CertificateRow) -> bool {
-    identity.is_admin()
+/// The one visibility rule for every form of every certificate listing and lookup: admins (and
+/// holders of a server-wide role) see all entries, everyone else only their own.
+fn visible(caller: &Caller, row: &CertificateRow) -> bool {
+    let identity = &caller.identity;
+    caller.rights.server_view
         || (identity.is_trusted() && identity.fingerprint() == Some(row.fingerprint.as_str()))
 }
 
@@ -63,7 +64,7 @@ pub async fn list(
         .db(|s| s.certificates())
         .await?
         .into_iter()
-        .filter(|r| visible(&caller.identity, r))
+        .filter(|r| visible(&caller, r))
         .collect();
     Ok(if q.recursion > 0 {
         response::sync(rows.iter().map(to_wire).collect::<Vec<_>>())
@@ -76,9 +77,10 @@ pub async fn list(
     })
 }
 
-/// Find the one entry `prefix` names and `identity` may see. Missing and invisible entries get
-/// the same answer, so the API is no existence oracle.
-async fn resolve(d: &Daemon, identity: &Identity, prefix: &str) -> ApiResult<CertificateRow> {
+/// Find the one entry `prefix` names and the caller may see. Missing and invisible entries get
+/// the same answer (invisible ones are not even counted as matches), so the API is no existence
+/// oracle.
+async fn resolve(d: &Daemon, caller: &Caller, prefix: &str) -> ApiResult<CertificateRow> {
     let valid = !prefix.is_empty()
         && prefix.len() <= 64
         && prefix
@@ -89,8 +91,18 @@ async fn resolve(d: &Daemon, identity: &Identity, prefix: &str) -> ApiResult<Cer
             "Invalid fingerprint: expected 1 to 64 lowercase hexadecimal characters".into(),
         ));
     }
-    let p = prefix.to_owned();
+    // Those who may see only their own entry look only at theirs.
+    let own = caller
+        .identity
+        .fingerprint()
+        .filter(|_| caller.identity.is_trusted());
+    let p = match own {
+        _ if caller.rights.server_view => prefix.to_owned(),
+        Some(fp) if fp.starts_with(prefix) => fp.to_owned(),
+        _ => return Err(ApiError::NotFound(NOT_FOUND.into())),
+    };
     let mut rows = d.db(move |s| s.certificates_by_prefix(&p, 2)).await?;
+    rows.retain(|r| visible(caller, r));
     let row = match rows.len() {
         0 => return Err(ApiError::NotFound(NOT_FOUND.into())),
         1 => rows.remove(0),
@@ -100,9 +112,6 @@ async fn resolve(d: &Daemon, identity: &Identity, prefix: &str) -> ApiResult<Cer
             ))
         }
     };
-    if !visible(identity, &row) {
-        return Err(ApiError::NotFound(NOT_FOUND.into()));
-    }
     Ok(row)
 }
 
@@ -121,7 +130,7 @@ pub async fn get(
     Trusted(caller): Trusted,
     Path(fp): Path<String>,
 ) -> ApiResult<Response> {
-    let row = resolve(&d, &caller.identity, &fp).await?;
+    let row = resolve(&d, &caller, &fp).await?;
     Ok(response::sync_with_etag(to_wire(&row), &etag_fields(&row)))
 }
 
@@ -174,6 +183,16 @@ fn new_row(
     }
 }
 
+/// Every project a certificate is restricted to must exist (LXD accepts any name, which then
+/// silently grants a project created later under that name).
+fn known_projects(d: &Daemon, projects: &[String]) -> ApiResult<()> {
+    let known = read(&d.projects);
+    match projects.iter().find(|p| !known.contains_key(p.as_str())) {
+        Some(p) => Err(ApiError::BadRequest(format!("Project {p:?} not found"))),
+        None => Ok(()),
+    }
+}
+
 /// LXD's text for a certificate that is already in the trust store.
 fn duplicate(e: ApiError) -> ApiError {
     match e {
@@ -194,7 +213,7 @@ pub async fn post(
         restricted: body.restricted,
         has_projects: !body.projects.is_empty(),
     };
-    match decide_add(&caller.identity, &request)? {
+    match decide_add(&caller.identity, caller.rights.admin, &request)? {
         AddPath::IssueToken => issue_token(&d, &caller, body).await,
         AddPath::Admin => add_as_admin(&d, &caller, body).await,
         AddPath::Enrol => enrol(&d, &caller, body).await,
@@ -214,6 +233,7 @@ async fn add_as_admin(d: &Daemon, caller: &Caller, body: CertificatesPost) -> Ap
         body.name
     };
     valid_name(&name)?;
+    known_projects(d, &body.projects)?;
     let row = new_row(&der, &info, name, body.restricted, body.projects);
     let stored = row.clone();
     d.db(move |s| s.insert_certificate(&stored))
@@ -243,6 +263,7 @@ async fn issue_token(d: &Daemon, caller: &Caller, body: CertificatesPost) -> Api
         Some(text) => rxd_core::expiry::parse_expiry(text).map_err(ApiError::internal)?,
         None => tokens::DEFAULT_EXPIRY,
     };
+    known_projects(d, &body.projects)?;
     let secret = rxd_auth::password::new_secret();
     let now = now_unix();
     let token = TokenRow {
@@ -446,7 +467,7 @@ async fn update(
     body: CertificatePut,
     replace: bool,
 ) -> ApiResult<Response> {
-    let current = resolve(d, &caller.identity, fp).await?;
+    let current = resolve(d, caller, fp).await?;
     check_if_match(headers, &etag_fields(&current))?;
     let pick = |given: Option<String>, now: &String| {
         given.unwrap_or_else(|| if replace { String::new() } else { now.clone() })
@@ -497,7 +518,16 @@ async fn update(
         projects: projects.clone(),
         fingerprint: new_fp.clone(),
     };
-    decide_update(&caller.identity, &fields(&current), &proposed)?;
+    decide_update(
+        &caller.identity,
+        caller.rights.admin,
+        &fields(&current),
+        &proposed,
+    )?;
+    // After the rules: only an administrator gets this far with a changed list.
+    if proposed.projects != current.projects {
+        known_projects(d, &proposed.projects)?;
+    }
     valid_name(&name)?;
 
     let mut row = current.clone();
@@ -517,6 +547,8 @@ async fn update(
     // Connections opened under the old terms close; the next request is judged on the new ones.
     let closed = d.trust_remove(&current.fingerprint);
     d.trust_insert(&row);
+    // Grants follow a renewed certificate (the store moved them).
+    d.reload_access().await?;
     tracing::info!(
         action = "certificate-updated",
         old_fingerprint = %current.fingerprint,
@@ -543,10 +575,12 @@ pub async fn delete(
     Admin(caller, _proof): Admin,
     Path(fp): Path<String>,
 ) -> ApiResult<Response> {
-    let row = resolve(&d, &caller.identity, &fp).await?;
+    let row = resolve(&d, &caller, &fp).await?;
     let target = row.fingerprint.clone();
     d.db(move |s| s.delete_certificate(&target)).await?;
     let closed = d.trust_remove(&row.fingerprint);
+    // Its grants went with it.
+    d.reload_access().await?;
     tracing::info!(
         action = "certificate-deleted",
         fingerprint = %row.fingerprint,

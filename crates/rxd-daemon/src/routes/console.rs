@@ -3,9 +3,9 @@
 //! `/1.0/instances/<name>/logs[/<file>]`: the console log and recorded exec output by name.
 
 use super::exec;
-use super::instances::{find, PROJECT};
+use super::instances::{find, Keyed};
 use crate::body::Json;
-use crate::caller::Admin;
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::response;
 use crate::state::Daemon;
@@ -45,11 +45,11 @@ fn raw(bytes: Vec<u8>) -> Response {
 
 pub async fn get(
     State(d): State<Arc<Daemon>>,
-    Admin(_caller, _proof): Admin,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let row = find(&d, &name).await?;
-    let path = d.runtime.console_log(&row.name);
+    let row = find(&d, &caller.project, &name).await?;
+    let path = d.runtime.console_log(&row.key());
     let text = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
         let Some(mut f) = open_log(&path, false)? else {
             return Ok(Vec::new());
@@ -69,11 +69,11 @@ pub async fn get(
 
 pub async fn delete(
     State(d): State<Arc<Daemon>>,
-    Admin(_caller, _proof): Admin,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let row = find(&d, &name).await?;
-    if let Some(f) = open_log(&d.runtime.console_log(&row.name), true)? {
+    let row = find(&d, &caller.project, &name).await?;
+    if let Some(f) = open_log(&d.runtime.console_log(&row.key()), true)? {
         f.set_len(0).map_err(ApiError::internal)?;
     }
     Ok(response::empty())
@@ -98,11 +98,11 @@ fn log_name(file: &str) -> ApiResult<&str> {
 /// `GET /1.0/instances/<name>/logs`: the instance's log files.
 pub async fn logs(
     State(d): State<Arc<Daemon>>,
-    Admin(_caller, _proof): Admin,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let row = find(&d, &name).await?;
-    let mut files: Vec<String> = match std::fs::read_dir(d.runtime.logs_dir(&row.name)) {
+    let row = find(&d, &caller.project, &name).await?;
+    let mut files: Vec<String> = match std::fs::read_dir(d.runtime.logs_dir(&row.key())) {
         Ok(dir) => dir
             .flatten()
             .filter_map(|e| e.file_name().into_string().ok())
@@ -117,11 +117,11 @@ pub async fn logs(
 
 pub async fn log_file(
     State(d): State<Arc<Daemon>>,
-    Admin(_caller, _proof): Admin,
+    caller: Caller,
     Path((name, file)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let row = find(&d, &name).await?;
-    let path = d.runtime.logs_dir(&row.name).join(log_name(&file)?);
+    let row = find(&d, &caller.project, &name).await?;
+    let path = d.runtime.logs_dir(&row.key()).join(log_name(&file)?);
     let text = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
         let Some(f) = open_log(&path, false)? else {
             return Err(ApiError::NotFound("Log file not found".into()));
@@ -138,17 +138,17 @@ pub async fn log_file(
 
 pub async fn delete_log_file(
     State(d): State<Arc<Daemon>>,
-    Admin(_caller, _proof): Admin,
+    caller: Caller,
     Path((name, file)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let row = find(&d, &name).await?;
+    let row = find(&d, &caller.project, &name).await?;
     let file = log_name(&file)?;
     if file == "console.log" {
         return Err(ApiError::BadRequest(
             "The console log is emptied with DELETE /1.0/instances/<name>/console".into(),
         ));
     }
-    match std::fs::remove_file(d.runtime.logs_dir(&row.name).join(file)) {
+    match std::fs::remove_file(d.runtime.logs_dir(&row.key()).join(file)) {
         Ok(()) => Ok(response::empty()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Err(ApiError::NotFound("Log file not found".into()))
@@ -195,21 +195,21 @@ pub struct ConsolePost {
 /// the client goes, the container stops, or the client's certificate is revoked.
 pub async fn attach(
     State(d): State<Arc<Daemon>>,
-    Admin(caller, _proof): Admin,
+    caller: Caller,
     Path(name): Path<String>,
     Json(req): Json<ConsolePost>,
 ) -> ApiResult<Response> {
-    let row = find(&d, &name).await?;
+    let row = find(&d, &caller.project, &name).await?;
     if !matches!(req.kind.as_str(), "" | "console") {
         return Err(ApiError::BadRequest(format!(
             "Console type {:?} is not supported: containers have a text console only",
             req.kind
         )));
     }
-    if d.runtime.init(&row.name).is_none() {
+    if d.runtime.init(&row.key()).is_none() {
         return Err(ApiError::BadRequest("Instance is not running".into()));
     }
-    let socket = d.runtime.console_socket(&row.name);
+    let socket = d.runtime.console_socket(&row.key());
     if !socket.exists() {
         return Err(ApiError::BadRequest(
             "This container has no console terminal (its state directory path is too long)".into(),
@@ -220,7 +220,7 @@ pub async fn attach(
         &d.events,
         "websocket",
         "Showing console",
-        PROJECT,
+        &row.project,
         json!({"instances": [url], "containers": [url.replace("instances", "containers")]}),
         false,
     );

@@ -8,9 +8,9 @@
 //! no_new_privs, fds 0-2 only); its exit status is the operation's `return`. A revoked
 //! client's session is killed and its channels closed.
 
-use super::instances::{config_of, find, PROJECT};
+use super::instances::{config_of, find, project_suffix, Keyed};
 use crate::body::Json;
-use crate::caller::{Admin, Caller};
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::response;
 use crate::state::Daemon;
@@ -110,15 +110,15 @@ fn secret() -> String {
 
 pub async fn post(
     State(d): State<Arc<Daemon>>,
-    Admin(caller, _proof): Admin,
+    caller: Caller,
     Path(name): Path<String>,
     Json(req): Json<ExecPost>,
 ) -> ApiResult<Response> {
-    let row = find(&d, &name).await?;
-    if d.runtime.init(&row.name).is_none() {
+    let row = find(&d, &caller.project, &name).await?;
+    if d.runtime.init(&row.key()).is_none() {
         return Err(ApiError::BadRequest("Instance is not running".into()));
     }
-    if d.runtime.frozen(&row.name) {
+    if d.runtime.frozen(&row.key()) {
         return Err(ApiError::BadRequest("Instance is frozen".into()));
     }
     if req.command.is_empty() || req.command.iter().any(|a| a.contains('\0')) {
@@ -155,14 +155,18 @@ pub async fn post(
         json!({"command": req.command, "environment": env, "interactive": req.interactive});
 
     if !req.wait_for_websocket {
-        let op = d
-            .operations
-            .start(&d.events, "Executing command", PROJECT, resources, false);
+        let op = d.operations.start(
+            &d.events,
+            "Executing command",
+            &row.project,
+            resources,
+            false,
+        );
         op.set_metadata(public.clone());
         let (d2, op2) = (d.clone(), op.clone());
         let id = op.id.clone();
         tokio::spawn(async move {
-            let result = run_detached(&d2, &row.name, &id, &req, &env).await;
+            let result = run_detached(&d2, &row.key(), &id, &req, &env).await;
             let result = result.map(|(code, output)| {
                 let mut md = public;
                 md["return"] = json!(code);
@@ -180,7 +184,7 @@ pub async fn post(
         &d.events,
         "websocket",
         "Executing command",
-        PROJECT,
+        &row.project,
         resources,
         false,
     );
@@ -195,7 +199,7 @@ pub async fn post(
     let revoked = watch_revocation(&d, &caller);
     let (d2, op2) = (d.clone(), op.clone());
     tokio::spawn(async move {
-        let result = run_attached(&d2, &row.name, &req, &env, receivers, revoked).await;
+        let result = run_attached(&d2, &row.key(), &req, &env, receivers, revoked).await;
         close_channels(&d2, &op2.id);
         let result = result.map(|code| {
             let mut md = public;
@@ -361,9 +365,11 @@ async fn run_detached(
         let mut urls = serde_json::Map::new();
         for (fd, stream) in [("1", "stdout"), ("2", "stderr")] {
             let file = format!("exec_{op_id}.{stream}");
+            let (project, instance) = rxd_core::name::split_instance_key(name);
+            let suffix = project_suffix(project);
             urls.insert(
                 fd.into(),
-                json!(format!("/1.0/instances/{name}/logs/{file}")),
+                json!(format!("/1.0/instances/{instance}/logs/{file}{suffix}")),
             );
             let path = dir.join(&file);
             recorders.push(match stream {

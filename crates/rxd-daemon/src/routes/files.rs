@@ -5,8 +5,8 @@
 //! owners are the container's ids, translated through the map the files on disk are shifted to:
 //! an id outside the container's map is refused. Works whether the container runs or not.
 
-use super::instances::{config_of, find, instance_dir, parse_idmap};
-use crate::caller::Admin;
+use super::instances::{config_of, find, instance_dir, parse_idmap, Keyed};
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::response;
 use crate::state::Daemon;
@@ -43,14 +43,14 @@ impl PathQuery {
 }
 
 /// The container's rootfs and the id map its files are shifted to (`None`: unshifted).
-async fn open(d: &Daemon, name: &str) -> ApiResult<(Rootfs, Option<IdMap>)> {
-    let row = find(d, name).await?;
+async fn open(d: &Daemon, project: &str, name: &str) -> ApiResult<(Rootfs, Option<IdMap>)> {
+    let row = find(d, project, name).await?;
     let on_disk = config_of(&row)
         .get("volatile.last_state.idmap")
         .cloned()
         .unwrap_or_else(|| "[]".into());
     let map = parse_idmap(&on_disk)?;
-    let rootfs = Rootfs::open(&instance_dir(d, &row.name).join("rootfs"))?;
+    let rootfs = Rootfs::open(&instance_dir(d, &row.key()).join("rootfs"))?;
     Ok((rootfs, map))
 }
 
@@ -95,11 +95,11 @@ fn file_headers(map: Option<IdMap>, meta: Meta, kind: &str) -> HeaderMap {
 
 pub async fn get(
     State(d): State<Arc<Daemon>>,
-    Admin(_caller, _proof): Admin,
+    caller: Caller,
     Path(name): Path<String>,
     Query(q): Query<PathQuery>,
 ) -> ApiResult<Response> {
-    let (rootfs, map) = open(&d, &name).await?;
+    let (rootfs, map) = open(&d, &caller.project, &name).await?;
     let path = q.absolute();
     let base = path.rsplit('/').next().unwrap_or_default().to_owned();
     let entry = tokio::task::spawn_blocking(move || rootfs.get(&path)).await??;
@@ -180,7 +180,7 @@ fn id_header(h: &HeaderMap, name: &str) -> ApiResult<u32> {
 
 pub async fn post(
     State(d): State<Arc<Daemon>>,
-    Admin(_caller, _proof): Admin,
+    caller: Caller,
     Path(name): Path<String>,
     Query(q): Query<PathQuery>,
     headers: HeaderMap,
@@ -218,7 +218,7 @@ pub async fn post(
             limit: MAX_FILE_BYTES as usize,
         });
     }
-    let (rootfs, map) = open(&d, &name).await?;
+    let (rootfs, map) = open(&d, &caller.project, &name).await?;
     let uid = to_host(map, id_header(&headers, "x-lxd-uid")?, false)?;
     let gid = to_host(map, id_header(&headers, "x-lxd-gid")?, true)?;
     let path = q.absolute();
@@ -255,11 +255,11 @@ pub async fn post(
 
 pub async fn delete(
     State(d): State<Arc<Daemon>>,
-    Admin(_caller, _proof): Admin,
+    caller: Caller,
     Path(name): Path<String>,
     Query(q): Query<PathQuery>,
 ) -> ApiResult<Response> {
-    let (rootfs, _) = open(&d, &name).await?;
+    let (rootfs, _) = open(&d, &caller.project, &name).await?;
     let path = q.absolute();
     tokio::task::spawn_blocking(move || rootfs.remove(&path)).await??;
     Ok(response::empty())

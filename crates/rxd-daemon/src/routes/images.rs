@@ -5,7 +5,7 @@
 
 use super::ListQuery;
 use crate::body::Json;
-use crate::caller::{Admin, Caller, Trusted};
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::response;
 use crate::state::{now_unix, Daemon};
@@ -24,7 +24,6 @@ use std::sync::Arc;
 
 /// Largest image tarball accepted.
 pub const MAX_IMAGE_BYTES: u64 = 4 << 30;
-const PROJECT: &str = "default";
 const NOT_FOUND: &str = "Image not found";
 
 fn images_dir(d: &Daemon) -> PathBuf {
@@ -65,12 +64,11 @@ fn to_json(row: &ImageRow, aliases: &[AliasRow]) -> Value {
 
 pub async fn list(
     State(d): State<Arc<Daemon>>,
-    _: Trusted,
+    caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
-    let (images, aliases) = d
-        .db(|s| Ok((s.images(PROJECT)?, s.aliases(PROJECT)?)))
-        .await?;
+    let p = caller.project.clone();
+    let (images, aliases) = d.db(move |s| Ok((s.images(&p)?, s.aliases(&p)?))).await?;
     let objects = images.iter().map(|i| to_json(i, &aliases)).collect();
     let selected = q.select(objects, |o| {
         format!(
@@ -82,7 +80,7 @@ pub async fn list(
 }
 
 /// The one image a fingerprint prefix names.
-async fn resolve(d: &Daemon, prefix: &str) -> ApiResult<ImageRow> {
+async fn resolve(d: &Daemon, project: &str, prefix: &str) -> ApiResult<ImageRow> {
     let valid = !prefix.is_empty()
         && prefix.len() <= 64
         && prefix
@@ -93,8 +91,8 @@ async fn resolve(d: &Daemon, prefix: &str) -> ApiResult<ImageRow> {
             "Invalid fingerprint: expected 1 to 64 lowercase hexadecimal characters".into(),
         ));
     }
-    let p = prefix.to_owned();
-    let mut rows = d.db(move |s| s.images_by_prefix(PROJECT, &p, 2)).await?;
+    let (project, p) = (project.to_owned(), prefix.to_owned());
+    let mut rows = d.db(move |s| s.images_by_prefix(&project, &p, 2)).await?;
     match rows.len() {
         0 => Err(ApiError::NotFound(NOT_FOUND.into())),
         1 => Ok(rows.remove(0)),
@@ -103,13 +101,13 @@ async fn resolve(d: &Daemon, prefix: &str) -> ApiResult<ImageRow> {
 }
 
 /// The fingerprint an instance source names: an alias, or a fingerprint prefix.
-pub async fn resolve_source(d: &Daemon, target: &str) -> ApiResult<String> {
-    let name = target.to_owned();
-    if let Ok(alias) = d.db(move |s| s.alias(PROJECT, &name)).await {
+pub async fn resolve_source(d: &Daemon, project: &str, target: &str) -> ApiResult<String> {
+    let (p, name) = (project.to_owned(), target.to_owned());
+    if let Ok(alias) = d.db(move |s| s.alias(&p, &name)).await {
         return Ok(alias.fingerprint);
     }
     // Neither an alias nor a fingerprint: not found, not a syntax error.
-    match resolve(d, target).await {
+    match resolve(d, project, target).await {
         Ok(image) => Ok(image.fingerprint),
         Err(ApiError::BadRequest(_)) => Err(ApiError::NotFound(NOT_FOUND.into())),
         Err(e) => Err(e),
@@ -118,11 +116,12 @@ pub async fn resolve_source(d: &Daemon, target: &str) -> ApiResult<String> {
 
 pub async fn get(
     State(d): State<Arc<Daemon>>,
-    _: Trusted,
+    caller: Caller,
     Path(fp): Path<String>,
 ) -> ApiResult<Response> {
-    let row = resolve(&d, &fp).await?;
-    let aliases = d.db(|s| s.aliases(PROJECT)).await?;
+    let row = resolve(&d, &caller.project, &fp).await?;
+    let p = caller.project.clone();
+    let aliases = d.db(move |s| s.aliases(&p)).await?;
     Ok(response::sync(to_json(&row, &aliases)))
 }
 
@@ -136,7 +135,7 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// `POST /1.0/images` with the tarball as the body.
 pub async fn post(
     State(d): State<Arc<Daemon>>,
-    Admin(caller, _proof): Admin,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -169,8 +168,8 @@ pub async fn post(
             )));
         }
     }
-    let fp = fingerprint.clone();
-    if d.db(move |s| s.images_by_prefix(PROJECT, &fp, 1))
+    let (p, fp) = (caller.project.clone(), fingerprint.clone());
+    if d.db(move |s| s.images_by_prefix(&p, &fp, 1))
         .await?
         .iter()
         .any(|i| i.fingerprint == fingerprint)
@@ -186,7 +185,7 @@ pub async fn post(
     let op = d.operations.start(
         &d.events,
         "Downloading image",
-        PROJECT,
+        &caller.project,
         json!({"images": [format!("/1.0/images/{fingerprint}")]}),
         false,
     );
@@ -280,7 +279,7 @@ async fn import(
     .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     upload.keep = tarball.exists();
     let row = ImageRow {
-        project: PROJECT.into(),
+        project: caller.project.clone(),
         fingerprint: fingerprint.into(),
         filename,
         size: size as i64,
@@ -296,7 +295,7 @@ async fn import(
     d.events.lifecycle(
         "image-created",
         &format!("/1.0/images/{fingerprint}"),
-        PROJECT,
+        &caller.project,
         caller,
     );
     Ok(json!({"fingerprint": fingerprint, "size": size}))
@@ -304,21 +303,21 @@ async fn import(
 
 pub async fn delete(
     State(d): State<Arc<Daemon>>,
-    Admin(caller, _proof): Admin,
+    caller: Caller,
     Path(fp): Path<String>,
 ) -> ApiResult<Response> {
-    let row = resolve(&d, &fp).await?;
+    let row = resolve(&d, &caller.project, &fp).await?;
     let op = d.operations.start(
         &d.events,
         "Deleting image",
-        PROJECT,
+        &caller.project,
         json!({"images": [format!("/1.0/images/{}", row.fingerprint)]}),
         false,
     );
-    let fingerprint = row.fingerprint.clone();
+    let (p, fingerprint) = (caller.project.clone(), row.fingerprint.clone());
     let result = d
         .db(move |s| {
-            s.delete_image(PROJECT, &fingerprint)?;
+            s.delete_image(&p, &fingerprint)?;
             s.image_in_use(&fingerprint)
         })
         .await;
@@ -331,7 +330,7 @@ pub async fn delete(
             d.events.lifecycle(
                 "image-deleted",
                 &format!("/1.0/images/{}", row.fingerprint),
-                PROJECT,
+                &caller.project,
                 &caller,
             );
             op.finish(&d.events, Ok(Value::Null));
@@ -364,10 +363,11 @@ fn alias_json(a: &AliasRow) -> Value {
 
 pub async fn aliases(
     State(d): State<Arc<Daemon>>,
-    _: Trusted,
+    caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
-    let all = d.db(|s| s.aliases(PROJECT)).await?;
+    let p = caller.project.clone();
+    let all = d.db(move |s| s.aliases(&p)).await?;
     Ok(if q.recursion > 0 {
         response::sync(all.iter().map(alias_json).collect::<Vec<_>>())
     } else {
@@ -393,13 +393,13 @@ fn null_as_default<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::
 
 pub async fn alias_post(
     State(d): State<Arc<Daemon>>,
-    Admin(caller, _): Admin,
+    caller: Caller,
     Json(body): Json<AliasPost>,
 ) -> ApiResult<Response> {
     valid_alias(&body.name)?;
-    let image = resolve(&d, &body.target).await?;
+    let image = resolve(&d, &caller.project, &body.target).await?;
     let row = AliasRow {
-        project: PROJECT.into(),
+        project: caller.project.clone(),
         name: body.name.clone(),
         fingerprint: image.fingerprint,
         description: body.description,
@@ -414,7 +414,7 @@ pub async fn alias_post(
     d.events.lifecycle(
         "image-alias-created",
         &format!("/1.0/images/aliases/{}", row.name),
-        PROJECT,
+        &caller.project,
         &caller,
     );
     Ok(response::created(&format!(
@@ -423,22 +423,22 @@ pub async fn alias_post(
     )))
 }
 
-async fn find_alias(d: &Daemon, name: &str) -> ApiResult<AliasRow> {
-    let n = name.to_owned();
-    d.db(move |s| s.alias(PROJECT, &n))
-        .await
-        .map_err(|e| match e {
-            ApiError::NotFound(_) => ApiError::NotFound("Image alias not found".into()),
-            other => other,
-        })
+async fn find_alias(d: &Daemon, project: &str, name: &str) -> ApiResult<AliasRow> {
+    let (p, n) = (project.to_owned(), name.to_owned());
+    d.db(move |s| s.alias(&p, &n)).await.map_err(|e| match e {
+        ApiError::NotFound(_) => ApiError::NotFound("Image alias not found".into()),
+        other => other,
+    })
 }
 
 pub async fn alias_get(
     State(d): State<Arc<Daemon>>,
-    _: Trusted,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    Ok(response::sync(alias_json(&find_alias(&d, &name).await?)))
+    Ok(response::sync(alias_json(
+        &find_alias(&d, &caller.project, &name).await?,
+    )))
 }
 
 #[derive(Deserialize)]
@@ -451,13 +451,13 @@ pub struct AliasPut {
 
 pub async fn alias_put(
     State(d): State<Arc<Daemon>>,
-    _: Admin,
+    caller: Caller,
     Path(name): Path<String>,
     Json(body): Json<AliasPut>,
 ) -> ApiResult<Response> {
-    let mut alias = find_alias(&d, &name).await?;
+    let mut alias = find_alias(&d, &caller.project, &name).await?;
     if let Some(t) = body.target {
-        alias.fingerprint = resolve(&d, &t).await?.fingerprint;
+        alias.fingerprint = resolve(&d, &caller.project, &t).await?.fingerprint;
     }
     if let Some(desc) = body.description {
         alias.description = desc;
@@ -474,14 +474,14 @@ pub struct AliasRename {
 /// `POST /1.0/images/aliases/<name>` renames.
 pub async fn alias_rename(
     State(d): State<Arc<Daemon>>,
-    _: Admin,
+    caller: Caller,
     Path(name): Path<String>,
     Json(body): Json<AliasRename>,
 ) -> ApiResult<Response> {
     valid_alias(&body.name)?;
-    find_alias(&d, &name).await?;
-    let new = body.name.clone();
-    d.db(move |s| s.rename_alias(PROJECT, &name, &new))
+    find_alias(&d, &caller.project, &name).await?;
+    let (p, new) = (caller.project.clone(), body.name.clone());
+    d.db(move |s| s.rename_alias(&p, &name, &new))
         .await
         .map_err(|e| match e {
             ApiError::Conflict(_) => ApiError::Conflict("Alias already exists".into()),
@@ -495,16 +495,16 @@ pub async fn alias_rename(
 
 pub async fn alias_delete(
     State(d): State<Arc<Daemon>>,
-    Admin(caller, _): Admin,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    find_alias(&d, &name).await?;
-    let n = name.clone();
-    d.db(move |s| s.delete_alias(PROJECT, &n)).await?;
+    find_alias(&d, &caller.project, &name).await?;
+    let (p, n) = (caller.project.clone(), name.clone());
+    d.db(move |s| s.delete_alias(&p, &n)).await?;
     d.events.lifecycle(
         "image-alias-deleted",
         &format!("/1.0/images/aliases/{name}"),
-        PROJECT,
+        &caller.project,
         &caller,
     );
     Ok(response::empty())

@@ -7,10 +7,10 @@
 //! config is saved) and the root filesystem is re-shifted to it at the next start.
 
 use super::instances::{
-    config_of, find, instance_dir, map_for, set_next_idmap, to_json, IdmapWant, PROJECT,
+    config_of, confine, find, instance_dir, map_for, set_next_idmap, to_json, IdmapWant, Keyed,
 };
 use crate::body::Json;
-use crate::caller::Admin;
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::response::{self, check_if_match};
 use crate::state::Daemon;
@@ -43,11 +43,11 @@ pub fn etag_fields(row: &InstanceRow) -> EtagFields {
 /// `GET /1.0/instances/<name>`, with its ETag.
 pub async fn get(
     State(d): State<Arc<Daemon>>,
-    _: crate::caller::Trusted,
+    caller: Caller,
     Path(name): Path<String>,
     Query(q): Query<super::ListQuery>,
 ) -> ApiResult<Response> {
-    let row = find(&d, &name).await?;
+    let row = find(&d, &caller.project, &name).await?;
     let full = if q.recursion > 0 { 2 } else { 0 };
     Ok(response::sync_with_etag(
         to_json(&d, &row, full),
@@ -79,7 +79,7 @@ pub struct InstancePut {
 
 pub async fn put(
     State(d): State<Arc<Daemon>>,
-    Admin(caller, _proof): Admin,
+    caller: Caller,
     Path(name): Path<String>,
     headers: HeaderMap,
     Json(body): Json<InstancePut>,
@@ -89,7 +89,7 @@ pub async fn put(
 
 pub async fn patch(
     State(d): State<Arc<Daemon>>,
-    Admin(caller, _proof): Admin,
+    caller: Caller,
     Path(name): Path<String>,
     headers: HeaderMap,
     Json(body): Json<InstancePut>,
@@ -125,16 +125,16 @@ fn merge_config(
 
 async fn update(
     d: &Arc<Daemon>,
-    caller: &crate::caller::Caller,
+    caller: &Caller,
     name: &str,
     headers: &HeaderMap,
     body: InstancePut,
     replace: bool,
 ) -> ApiResult<Response> {
-    let row = find(d, name).await?;
-    let lock = d.runtime.action_lock(&row.name);
+    let row = find(d, &caller.project, name).await?;
+    let lock = d.runtime.action_lock(&row.key());
     let _guard = lock.lock().await;
-    let row = find(d, name).await?;
+    let row = find(d, &caller.project, name).await?;
     check_if_match(headers, &etag_fields(&row))?;
     if let Some(snap) = body.restore.as_deref().filter(|r| !r.is_empty()) {
         // The restore takes the instance's lock itself, in its operation.
@@ -171,6 +171,7 @@ async fn update(
     }
     let current = config_of(&row);
     let config = merge_config(&current, body.config.unwrap_or_default(), replace)?;
+    confine(d, caller, &row.project, &config, 0)?;
 
     // A new idmap if what the config asks of it changed.
     let (before, after) = (IdmapWant::of(&current)?, IdmapWant::of(&config)?);
@@ -236,16 +237,21 @@ async fn update(
     tracing::info!(instance = %row.name, remapped = remap, block = ?block.flatten(), "instance updated");
     let url = format!("/1.0/instances/{}", row.name);
     d.events
-        .lifecycle("instance-updated", &url, PROJECT, caller);
-    finished_operation(d, "Updating instance", &url)
+        .lifecycle("instance-updated", &url, &row.project, caller);
+    finished_operation(d, "Updating instance", &row.project, &url)
 }
 
 /// LXD answers these edits with an operation; the work is done, so it is already finished.
-fn finished_operation(d: &Daemon, description: &str, url: &str) -> ApiResult<Response> {
+fn finished_operation(
+    d: &Daemon,
+    description: &str,
+    project: &str,
+    url: &str,
+) -> ApiResult<Response> {
     let op = d.operations.start(
         &d.events,
         description,
-        PROJECT,
+        project,
         json!({"instances": [url], "containers": [url.replace("instances", "containers")]}),
         false,
     );
@@ -266,7 +272,7 @@ pub struct InstancePost {
 /// `POST /1.0/instances/<name>`: rename a stopped instance.
 pub async fn post(
     State(d): State<Arc<Daemon>>,
-    Admin(caller, _proof): Admin,
+    caller: Caller,
     Path(name): Path<String>,
     Json(body): Json<InstancePost>,
 ) -> ApiResult<Response> {
@@ -279,41 +285,44 @@ pub async fn post(
             body.name
         )));
     }
-    let row = find(&d, &name).await?;
-    let lock = d.runtime.action_lock(&row.name);
+    let row = find(&d, &caller.project, &name).await?;
+    let key = row.key();
+    let lock = d.runtime.action_lock(&key);
     let _guard = lock.lock().await;
-    if d.runtime.init(&row.name).is_some() {
+    if d.runtime.init(&key).is_some() {
         return Err(ApiError::BadRequest(
             "Renaming of running instance not allowed".into(),
         ));
     }
+    confine(&d, &caller, &row.project, &config_of(&row), 0)?;
     let new = body.name;
-    let new_lock = d.runtime.action_lock(&new);
+    let new_key = rxd_core::name::instance_key(&row.project, &new);
+    let new_lock = d.runtime.action_lock(&new_key);
     let _new_guard = new_lock.lock().await;
-    let (from, to) = (instance_dir(&d, &row.name), instance_dir(&d, &new));
+    let (from, to) = (instance_dir(&d, &key), instance_dir(&d, &new_key));
     if to.exists() {
         return Err(ApiError::Conflict(format!(
             "Instance {new:?} already exists"
         )));
     }
     std::fs::rename(&from, &to).map_err(ApiError::internal)?;
-    let (old, n) = (row.name.clone(), new.clone());
-    if let Err(e) = d.db(move |s| s.rename_instance(PROJECT, &old, &n)).await {
+    let (p, old, n) = (row.project.clone(), row.name.clone(), new.clone());
+    if let Err(e) = d.db(move |s| s.rename_instance(&p, &old, &n)).await {
         let _ = std::fs::rename(&to, &from);
         return Err(match e {
             ApiError::Conflict(_) => ApiError::Conflict(format!("Instance {new:?} already exists")),
             other => other,
         });
     }
-    if let Err(e) = super::snapshots::rename_all(&d, &row.name, &new) {
-        tracing::error!(from = %row.name, to = %new, error = %e, "could not move the snapshots");
+    if let Err(e) = super::snapshots::rename_all(&d, &key, &new_key) {
+        tracing::error!(from = %key, to = %new_key, error = %e, "could not move the snapshots");
     }
-    d.runtime.rename_logs(&row.name, &new);
-    tracing::info!(from = %row.name, to = %new, "instance renamed");
+    d.runtime.rename_logs(&key, &new_key);
+    tracing::info!(from = %key, to = %new_key, "instance renamed");
     let url = format!("/1.0/instances/{new}");
     d.events
-        .lifecycle("instance-renamed", &url, PROJECT, &caller);
-    finished_operation(&d, "Renaming instance", &url)
+        .lifecycle("instance-renamed", &url, &row.project, &caller);
+    finished_operation(&d, "Renaming instance", &row.project, &url)
 }
 
 #[cfg(test)]

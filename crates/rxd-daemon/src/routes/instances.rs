@@ -5,7 +5,7 @@
 
 use super::ListQuery;
 use crate::body::Json;
-use crate::caller::{Admin, Caller, Trusted};
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::response;
 use crate::routes::images;
@@ -21,8 +21,45 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub(super) const PROJECT: &str = "default";
 const NOT_FOUND: &str = "Instance not found";
+
+/// An instance's key on disk and in the runtime (see `rxd_core::name::instance_key`).
+pub trait Keyed {
+    fn key(&self) -> String;
+}
+
+impl Keyed for InstanceRow {
+    fn key(&self) -> String {
+        rxd_core::name::instance_key(&self.project, &self.name)
+    }
+}
+
+/// `?project=` to append to an instance URL outside the default project, as LXD does.
+pub fn project_suffix(project: &str) -> String {
+    if project == "default" {
+        String::new()
+    } else {
+        format!("?project={project}")
+    }
+}
+
+/// The one check every path that creates or changes an instance calls with its final config.
+pub(super) fn confine(
+    d: &Daemon,
+    caller: &Caller,
+    project: &str,
+    config: &BTreeMap<String, String>,
+    devices: usize,
+) -> ApiResult<()> {
+    let p = d
+        .project(project)
+        .ok_or_else(|| ApiError::NotFound(crate::error::PROJECT_NOT_FOUND.into()))?;
+    rxd_auth::confinement::check_instance(caller.rights.admin, project, &p.config, config, devices)
+        .map_err(|v| {
+            tracing::warn!(project, by = %caller.identity.user_name(), refused = %v, "instance config refused");
+            ApiError::from(v)
+        })
+}
 
 pub fn instance_dir(d: &Daemon, name: &str) -> PathBuf {
     d.dir.join("containers").join(name)
@@ -104,7 +141,7 @@ pub(super) fn to_json(d: &Daemon, row: &InstanceRow, recursion: u8) -> Value {
         "project": row.project,
     });
     if recursion >= 2 {
-        v["state"] = state_json(d, &row.name);
+        v["state"] = state_json(d, &row.key());
         v["snapshots"] = json!([]);
         v["backups"] = json!([]);
     }
@@ -113,23 +150,34 @@ pub(super) fn to_json(d: &Daemon, row: &InstanceRow, recursion: u8) -> Value {
 
 pub async fn list(
     State(d): State<Arc<Daemon>>,
-    _: Trusted,
+    caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
-    let rows = d.db(|s| s.instances(PROJECT)).await?;
+    let project = caller.project.clone();
+    let rows = if q.all_projects {
+        let mut all = d.db(|s| s.all_instances()).await?;
+        all.retain(|r| caller.can_view(&r.project));
+        all
+    } else {
+        d.db(move |s| s.instances(&project)).await?
+    };
     let objects = rows.iter().map(|r| to_json(&d, r, q.recursion)).collect();
     let selected = q.select(objects, |o| {
-        format!("/1.0/instances/{}", o["name"].as_str().unwrap_or_default())
+        format!(
+            "/1.0/instances/{}{}",
+            o["name"].as_str().unwrap_or_default(),
+            project_suffix(o["project"].as_str().unwrap_or_default())
+        )
     })?;
     Ok(response::sync(selected))
 }
 
-pub(super) async fn find(d: &Daemon, name: &str) -> ApiResult<InstanceRow> {
+pub(super) async fn find(d: &Daemon, project: &str, name: &str) -> ApiResult<InstanceRow> {
     if !rxd_core::name::valid_instance_name(name) {
         return Err(ApiError::NotFound(NOT_FOUND.into()));
     }
-    let n = name.to_owned();
-    d.db(move |s| s.instance(PROJECT, &n))
+    let (p, n) = (project.to_owned(), name.to_owned());
+    d.db(move |s| s.instance(&p, &n))
         .await
         .map_err(|e| match e {
             ApiError::NotFound(_) => ApiError::NotFound(NOT_FOUND.into()),
@@ -139,11 +187,11 @@ pub(super) async fn find(d: &Daemon, name: &str) -> ApiResult<InstanceRow> {
 
 pub async fn state(
     State(d): State<Arc<Daemon>>,
-    _: Trusted,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let row = find(&d, &name).await?;
-    Ok(response::sync(state_json(&d, &row.name)))
+    let row = find(&d, &caller.project, &name).await?;
+    Ok(response::sync(state_json(&d, &row.key())))
 }
 
 #[derive(Deserialize)]
@@ -165,11 +213,11 @@ fn default_timeout() -> i64 {
 /// `PUT .../state`: start, stop, restart, freeze or unfreeze, as a task operation.
 pub async fn put_state(
     State(d): State<Arc<Daemon>>,
-    Admin(caller, _proof): Admin,
+    caller: Caller,
     Path(name): Path<String>,
     Json(req): Json<StatePut>,
 ) -> ApiResult<Response> {
-    let row = find(&d, &name).await?;
+    let row = find(&d, &caller.project, &name).await?;
     if req.stateful {
         return Err(ApiError::BadRequest(
             "Stateful start and stop are not supported".into(),
@@ -188,7 +236,7 @@ pub async fn put_state(
         }
     };
     // Refuse what cannot work now, before the operation exists.
-    let running = d.runtime.init(&row.name).is_some();
+    let running = d.runtime.init(&row.key()).is_some();
     match req.action.as_str() {
         "start" if running => {
             return Err(ApiError::BadRequest(
@@ -206,13 +254,13 @@ pub async fn put_state(
     let op = d.operations.start(
         &d.events,
         description,
-        PROJECT,
+        &row.project,
         json!({"instances": [url], "containers": [url.replace("instances", "containers")]}),
         false,
     );
     let (d2, op2) = (d.clone(), op.clone());
     tokio::spawn(async move {
-        let lock = d2.runtime.action_lock(&row.name);
+        let lock = d2.runtime.action_lock(&row.key());
         let _guard = lock.lock().await;
         let result = change_state(&d2, &row, &req, &caller).await;
         op2.finish(
@@ -230,7 +278,9 @@ async fn change_state(
     caller: &Caller,
 ) -> ApiResult<()> {
     let url = format!("/1.0/instances/{}", row.name);
-    let running = d.runtime.init(&row.name).is_some();
+    let key = row.key();
+    let project = row.project.as_str();
+    let running = d.runtime.init(&key).is_some();
     match req.action.as_str() {
         "start" => {
             if running {
@@ -238,30 +288,30 @@ async fn change_state(
                     "The instance is already running".into(),
                 ));
             }
-            start(d, &row.name).await?;
+            start(d, &key).await?;
             d.events
-                .lifecycle("instance-started", &url, PROJECT, caller);
+                .lifecycle("instance-started", &url, project, caller);
         }
         "stop" | "restart" => {
             if running {
                 let restarting = req.action == "restart";
-                stop(d, &row.name, req.force, req.timeout, restarting).await?;
+                stop(d, &key, req.force, req.timeout, restarting).await?;
             } else if req.action == "stop" {
                 return Err(ApiError::BadRequest(
                     "The instance is already stopped".into(),
                 ));
             }
             if req.action == "restart" {
-                start(d, &row.name).await?;
+                start(d, &key).await?;
                 d.events
-                    .lifecycle("instance-restarted", &url, PROJECT, caller);
+                    .lifecycle("instance-restarted", &url, project, caller);
             } else {
                 let action = if req.force || req.timeout == 0 {
                     "instance-stopped"
                 } else {
                     "instance-shutdown"
                 };
-                d.events.lifecycle(action, &url, PROJECT, caller);
+                d.events.lifecycle(action, &url, project, caller);
             }
         }
         "freeze" | "unfreeze" => {
@@ -271,13 +321,13 @@ async fn change_state(
                 ));
             }
             let freeze = req.action == "freeze";
-            d.runtime.freeze(&row.name, freeze).await?;
+            d.runtime.freeze(&key, freeze).await?;
             let action = if freeze {
                 "instance-paused"
             } else {
                 "instance-resumed"
             };
-            d.events.lifecycle(action, &url, PROJECT, caller);
+            d.events.lifecycle(action, &url, project, caller);
         }
         _ => unreachable!("actions are checked before the operation starts"),
     }
@@ -329,10 +379,9 @@ fn memory_limit(value: &str) -> Option<u64> {
     instance_config::parse_bytes(value)
 }
 
-/// Start the container from its stored config.
+/// Start the container (by its key) from its stored config.
 pub(super) async fn start(d: &Arc<Daemon>, name: &str) -> ApiResult<()> {
-    let n = name.to_owned();
-    let row = d.db(move |s| s.instance(PROJECT, &n)).await?;
+    let row = by_key(d, name).await?;
     let mut config = config_of(&row);
     let next = config
         .get("volatile.idmap.next")
@@ -398,6 +447,7 @@ pub(super) async fn start(d: &Arc<Daemon>, name: &str) -> ApiResult<()> {
     }
     let plan = rxd_core::launch::LaunchPlan {
         name: name.to_owned(),
+        hostname: row.name.clone(),
         rootfs: dir.join("rootfs"),
         idmap,
         cgroup: d.runtime.cgroup(name),
@@ -435,15 +485,23 @@ fn untraversable_ancestor(dir: &std::path::Path) -> ApiResult<()> {
     Ok(())
 }
 
+/// The stored instance a runtime key names.
+pub(super) async fn by_key(d: &Daemon, key: &str) -> ApiResult<InstanceRow> {
+    let (p, n) = rxd_core::name::split_instance_key(key);
+    let (p, n) = (p.to_owned(), n.to_owned());
+    d.db(move |s| s.instance(&p, &n)).await
+}
+
+/// Store the config of the instance a runtime key names.
 pub(super) async fn save_config(
     d: &Daemon,
-    name: &str,
+    key: &str,
     config: &BTreeMap<String, String>,
 ) -> ApiResult<()> {
     let text = serde_json::to_string(config).map_err(ApiError::internal)?;
-    let n = name.to_owned();
-    d.db(move |s| s.update_instance_config(PROJECT, &n, &text))
-        .await
+    let (p, n) = rxd_core::name::split_instance_key(key);
+    let (p, n) = (p.to_owned(), n.to_owned());
+    d.db(move |s| s.update_instance_config(&p, &n, &text)).await
 }
 
 /// Stop the container: with `force` (or a zero timeout, as LXD) kill it; otherwise ask its init
@@ -482,16 +540,15 @@ pub(super) async fn stop(
 async fn stopped(d: &Daemon, name: &str, restarting: bool) -> ApiResult<()> {
     d.runtime.forget(name);
     d.runtime.clean_up(name).await?;
-    let n = name.to_owned();
-    if let Ok(row) = d.db(move |s| s.instance(PROJECT, &n)).await {
+    if let Ok(row) = by_key(d, name).await {
         if row.ephemeral && !restarting {
             let dir = instance_dir(d, name);
             tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir))
                 .await?
                 .map_err(ApiError::internal)?;
             super::snapshots::remove_all(d, name).map_err(ApiError::internal)?;
-            let n = name.to_owned();
-            d.db(move |s| s.delete_instance(PROJECT, &n)).await?;
+            let (p, n) = (row.project.clone(), row.name.clone());
+            d.db(move |s| s.delete_instance(&p, &n)).await?;
             d.runtime.remove_logs(name);
             tracing::info!(instance = %name, "ephemeral container stopped and deleted");
             return Ok(());
@@ -507,9 +564,9 @@ async fn stopped(d: &Daemon, name: &str, restarting: bool) -> ApiResult<()> {
 
 /// At start-up: find the containers still running from before.
 pub async fn recover(d: &Arc<Daemon>) {
-    match d.db(|s| s.instances(PROJECT)).await {
+    match d.db(|s| s.all_instances()).await {
         Ok(rows) => {
-            let names: Vec<String> = rows.into_iter().map(|r| r.name).collect();
+            let names: Vec<String> = rows.iter().map(Keyed::key).collect();
             d.runtime.recover(&names).await;
         }
         Err(e) => tracing::warn!(error = %e, "could not list instances to recover"),
@@ -622,7 +679,7 @@ fn idmap_json(map: Option<(u32, u32, u32)>) -> String {
 
 pub async fn post(
     State(d): State<Arc<Daemon>>,
-    Admin(caller, _proof): Admin,
+    caller: Caller,
     Json(body): Json<InstancesPost>,
 ) -> ApiResult<Response> {
     if !rxd_core::name::valid_instance_name(&body.name) {
@@ -641,6 +698,12 @@ pub async fn post(
     }
     let config = body.config.unwrap_or_default();
     instance_config::validate(&config).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    confine(&d, &caller, &caller.project, &config, 0)?;
+    let project = caller.project.clone();
+    let existing = d.db(move |s| s.instances(&project)).await?.len() as u64;
+    if let Some(p) = d.project(&caller.project) {
+        rxd_auth::confinement::check_count(&caller.project, &p.config, existing)?;
+    }
     if body.source.kind != "image" {
         return Err(ApiError::BadRequest(
             "Only instances created from an image are supported".into(),
@@ -651,7 +714,7 @@ pub async fn post(
     } else {
         body.source.alias.clone()
     };
-    let fingerprint = images::resolve_source(&d, &target).await?;
+    let fingerprint = images::resolve_source(&d, &caller.project, &target).await?;
     let hostids = d.hostids.ok_or_else(|| {
         ApiError::BadRequest("No subordinate ids for root in /etc/subuid and /etc/subgid: only privileged containers could run".into())
     })?;
@@ -660,13 +723,13 @@ pub async fn post(
     let op = d.operations.start(
         &d.events,
         "Creating instance",
-        PROJECT,
+        &caller.project,
         json!({"instances": [url], "containers": [url.replace("instances", "containers")]}),
         false,
     );
     let (d2, op2) = (d.clone(), op.clone());
     let row = InstanceRow {
-        project: PROJECT.into(),
+        project: caller.project.clone(),
         name: body.name,
         architecture: String::new(),
         config: String::new(),
@@ -699,8 +762,8 @@ async fn create(
     } = IdmapWant::of(&config)?;
     let image = d
         .db({
-            let fp = fingerprint.clone();
-            move |s| s.images_by_prefix(PROJECT, &fp, 1)
+            let (p, fp) = (row.project.clone(), fingerprint.clone());
+            move |s| s.images_by_prefix(&p, &fp, 1)
         })
         .await?
         .pop()
@@ -736,7 +799,7 @@ async fn create(
 
     // Unpack the image with ownership shifted to the map; undo the record on any failure.
     let containers = d.dir.join("containers");
-    let dest = instance_dir(d, &row.name);
+    let dest = instance_dir(d, &row.key());
     let tarball = d.dir.join("images").join(&fingerprint);
     let shift = map.map(|(uid, gid, size)| rxd_image::IdShift {
         uid_base: uid,
@@ -774,7 +837,7 @@ async fn create(
     if let Err(e) = saved {
         let (name, project) = (row.name.clone(), row.project.clone());
         let _ = d.db(move |s| s.delete_instance(&project, &name)).await;
-        let _ = std::fs::remove_dir_all(instance_dir(d, &row.name));
+        let _ = std::fs::remove_dir_all(instance_dir(d, &row.key()));
         return Err(e);
     }
     if privileged {
@@ -784,7 +847,7 @@ async fn create(
     d.events.lifecycle(
         "instance-created",
         &format!("/1.0/instances/{}", row.name),
-        PROJECT,
+        &row.project,
         caller,
     );
     Ok(())
@@ -792,13 +855,14 @@ async fn create(
 
 pub async fn delete(
     State(d): State<Arc<Daemon>>,
-    Admin(caller, _proof): Admin,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let row = find(&d, &name).await?;
-    let lock = d.runtime.action_lock(&row.name);
+    let row = find(&d, &caller.project, &name).await?;
+    let key = row.key();
+    let lock = d.runtime.action_lock(&key);
     let guard = lock.clone().lock_owned().await;
-    if d.runtime.init(&row.name).is_some() {
+    if d.runtime.init(&key).is_some() {
         return Err(ApiError::BadRequest(
             "The instance is currently running, stop it first".into(),
         ));
@@ -807,14 +871,14 @@ pub async fn delete(
     let op = d.operations.start(
         &d.events,
         "Deleting instance",
-        PROJECT,
+        &row.project,
         json!({"instances": [url]}),
         false,
     );
-    let dir = instance_dir(&d, &row.name);
+    let dir = instance_dir(&d, &key);
     // remove_dir_all does not follow the symlinks inside the root filesystem.
     let d2 = d.clone();
-    let name = row.name.clone();
+    let name = key.clone();
     let removed = tokio::task::spawn_blocking(move || {
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -825,16 +889,16 @@ pub async fn delete(
     .await?;
     let result = match removed {
         Ok(()) => {
-            let n = row.name.clone();
-            d.db(move |s| s.delete_instance(PROJECT, &n)).await
+            let (p, n) = (row.project.clone(), row.name.clone());
+            d.db(move |s| s.delete_instance(&p, &n)).await
         }
         Err(e) => Err(ApiError::internal(e)),
     };
     match result {
         Ok(()) => {
-            d.runtime.remove_logs(&row.name);
+            d.runtime.remove_logs(&key);
             d.events
-                .lifecycle("instance-deleted", &url, PROJECT, &caller);
+                .lifecycle("instance-deleted", &url, &row.project, &caller);
             op.finish(&d.events, Ok(Value::Null));
         }
         Err(e) => op.finish(&d.events, Err(e.to_string())),

@@ -5,10 +5,12 @@ mod certificates;
 pub mod console;
 pub mod exec;
 pub mod files;
+pub mod grants;
 pub mod images;
 mod instance_edit;
 pub mod instances;
 mod operations;
+pub mod projects;
 mod server;
 pub mod snapshots;
 mod warnings;
@@ -31,6 +33,9 @@ pub struct ListQuery {
     /// LXD's `api_filtering` expression, where the listing supports it.
     #[serde(default)]
     pub filter: Option<String>,
+    /// `all-projects=true`: every project the caller may view, where the listing supports it.
+    #[serde(default, rename = "all-projects")]
+    pub all_projects: bool,
 }
 
 impl ListQuery {
@@ -193,6 +198,24 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             "/1.0/containers/{name}/files",
             get(files::get).post(files::post).delete(files::delete),
         )
+        .route("/1.0/projects", get(projects::list).post(projects::post))
+        .route(
+            "/1.0/projects/{name}",
+            get(projects::get)
+                .put(projects::put)
+                .patch(projects::patch)
+                .post(projects::rename)
+                .delete(projects::delete),
+        )
+        .route("/1.0/auth/grants", get(grants::list).post(grants::post))
+        .route(
+            "/1.0/auth/grants/{id}",
+            get(grants::get).delete(grants::delete),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            daemon.clone(),
+            crate::caller::authorize,
+        ))
         .method_not_allowed_fallback(not_implemented)
         .fallback(not_found)
         .layer(axum::middleware::from_fn(log_refusals))

@@ -2,15 +2,15 @@
 //! certificate add tokens (admins only, never with their secret), listed by status as LXD does.
 
 use super::ListQuery;
-use crate::caller::Trusted;
+use crate::caller::{Caller, Trusted};
 use crate::error::{ApiError, ApiResult};
-use crate::operations::project_visible;
+use crate::operations::{project_selected, project_visible};
 use crate::response;
 use crate::state::{now_unix, Daemon};
 use crate::tokens;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use rxd_auth::Identity;
+use rxd_auth::rbac::{Permission, Rights};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -18,16 +18,21 @@ use std::time::Duration;
 
 const NOT_FOUND: &str = "Operation not found";
 
-/// Every operation `identity` may see, as JSON objects.
-async fn visible_operations(d: &Daemon, identity: &Identity) -> ApiResult<Vec<Value>> {
+/// Every operation the caller may see and asked for (`?project=`, `all-projects`), as JSON.
+async fn visible_operations(
+    d: &Daemon,
+    caller: &Caller,
+    all_projects: bool,
+) -> ApiResult<Vec<Value>> {
     let mut out: Vec<Value> = d
         .operations
         .list()
         .iter()
-        .filter(|op| project_visible(identity, &op.project))
+        .filter(|op| project_visible(&caller.rights, &op.project))
+        .filter(|op| project_selected(&caller.project, all_projects, &op.project))
         .map(|op| op.to_json())
         .collect();
-    if identity.is_admin() {
+    if caller.rights.admin {
         let toks = d.db(|s| s.tokens(now_unix())).await?;
         let addresses = d.addresses();
         let fingerprint = d.tls_state().keypair.fingerprint.clone();
@@ -45,7 +50,7 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
     let mut by_status: Map<String, Value> = Map::new();
-    for op in visible_operations(&d, &caller.identity).await? {
+    for op in visible_operations(&d, &caller, q.all_projects).await? {
         let status = op["status"].as_str().unwrap_or("unknown").to_lowercase();
         let item = if q.recursion > 0 {
             op.clone()
@@ -74,11 +79,11 @@ async fn find_token(d: &Daemon, id: &str) -> ApiResult<rxd_store::TokenRow> {
         .ok_or_else(|| ApiError::NotFound(NOT_FOUND.into()))
 }
 
-/// A registry operation `identity` may see. Invisible and missing answer the same.
-fn find_task(d: &Daemon, identity: &Identity, id: &str) -> Option<Arc<crate::operations::Op>> {
+/// A registry operation the caller may see. Invisible and missing answer the same.
+fn find_task(d: &Daemon, rights: &Rights, id: &str) -> Option<Arc<crate::operations::Op>> {
     d.operations
         .get(id)
-        .filter(|op| project_visible(identity, &op.project))
+        .filter(|op| project_visible(rights, &op.project))
 }
 
 pub async fn get(
@@ -86,10 +91,10 @@ pub async fn get(
     Trusted(caller): Trusted,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    if let Some(op) = find_task(&d, &caller.identity, &id) {
+    if let Some(op) = find_task(&d, &caller.rights, &id) {
         return Ok(response::sync(op.to_json()));
     }
-    if !caller.identity.is_admin() {
+    if !caller.rights.admin {
         return Err(ApiError::NotFound(NOT_FOUND.into()));
     }
     let t = find_token(&d, &id).await?;
@@ -115,8 +120,8 @@ pub async fn wait(
     Path(id): Path<String>,
     Query(q): Query<WaitQuery>,
 ) -> ApiResult<Response> {
-    let Some(op) = find_task(&d, &caller.identity, &id) else {
-        if caller.identity.is_admin() {
+    let Some(op) = find_task(&d, &caller.rights, &id) else {
+        if caller.rights.admin {
             // A token finishes when it is used; waiting returns its current state.
             let t = find_token(&d, &id).await?;
             return Ok(response::sync(tokens::operation(
@@ -142,7 +147,13 @@ pub async fn delete(
     Trusted(caller): Trusted,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    if let Some(op) = find_task(&d, &caller.identity, &id) {
+    if let Some(op) = find_task(&d, &caller.rights, &id) {
+        if !caller
+            .rights
+            .has(&op.project, Permission::OperateContainers)
+        {
+            return Err(ApiError::NotAuthorized);
+        }
         if !op.request_cancel() {
             return Err(ApiError::BadRequest(
                 "This operation can't be cancelled".into(),
@@ -151,7 +162,7 @@ pub async fn delete(
         tracing::info!(operation = %op.id, by = %caller.identity.user_name(), peer = %caller.conn.peer(), "operation cancel requested");
         return Ok(response::empty());
     }
-    if !caller.identity.is_admin() {
+    if !caller.rights.admin {
         return Err(ApiError::NotFound(NOT_FOUND.into()));
     }
     let t = find_token(&d, &id).await?;

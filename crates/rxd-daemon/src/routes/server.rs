@@ -40,12 +40,12 @@ pub async fn get(State(d): State<Arc<Daemon>>, caller: Caller) -> Response {
     server.auth_user_name = Some(caller.identity.user_name());
     server.auth_user_method = Some(caller.identity.method().into());
     server.environment = Some(environment(&d));
-    if caller.identity.is_admin() {
+    if caller.rights.server_view {
         let view = ConfigView::of(&read(&d.config));
         server.config = Some(serde_json::Value::Object(view.0.clone()));
         response::sync_with_etag(server, &view)
     } else {
-        // Trusted but not admin: LXD shows `"config": null`.
+        // Trusted without server-wide rights: LXD shows `"config": null`.
         server.config = Some(serde_json::Value::Null);
         response::sync(server)
     }

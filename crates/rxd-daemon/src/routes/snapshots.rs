@@ -8,10 +8,12 @@
 //! both the files and the map they are shifted to; the next start re-shifts them if the
 //! instance's map has changed since. Stateful snapshots (process state) are refused.
 
-use super::instances::{config_of, find, instance_dir, save_config, start, stop, PROJECT};
+use super::instances::{
+    by_key, config_of, confine, find, instance_dir, save_config, start, stop, Keyed,
+};
 use super::ListQuery;
 use crate::body::Json;
-use crate::caller::{Admin, Caller, Trusted};
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::response;
 use crate::state::{now_unix, Daemon};
@@ -87,9 +89,17 @@ fn valid_name(name: &str) -> ApiResult<()> {
     }
 }
 
-async fn find_snapshot(d: &Daemon, instance: &str, snap: &str) -> ApiResult<SnapshotRow> {
-    let (i, n) = (instance.to_owned(), snap.to_owned());
-    d.db(move |s| s.snapshot(PROJECT, &i, &n))
+async fn find_snapshot(
+    d: &Daemon,
+    instance: &rxd_store::InstanceRow,
+    snap: &str,
+) -> ApiResult<SnapshotRow> {
+    let (p, i, n) = (
+        instance.project.clone(),
+        instance.name.clone(),
+        snap.to_owned(),
+    );
+    d.db(move |s| s.snapshot(&p, &i, &n))
         .await
         .map_err(|e| match e {
             ApiError::NotFound(_) => ApiError::NotFound(NOT_FOUND.into()),
@@ -99,13 +109,13 @@ async fn find_snapshot(d: &Daemon, instance: &str, snap: &str) -> ApiResult<Snap
 
 pub async fn list(
     State(d): State<Arc<Daemon>>,
-    _: Trusted,
+    caller: Caller,
     Path(name): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
-    let row = find(&d, &name).await?;
-    let n = row.name.clone();
-    let rows = d.db(move |s| s.snapshots(PROJECT, &n)).await?;
+    let row = find(&d, &caller.project, &name).await?;
+    let (p, n) = (row.project.clone(), row.name.clone());
+    let rows = d.db(move |s| s.snapshots(&p, &n)).await?;
     let objects = rows.iter().map(to_json).collect();
     let selected = q.select(objects, |o| {
         url(&row.name, o["name"].as_str().unwrap_or_default())
@@ -115,11 +125,11 @@ pub async fn list(
 
 pub async fn get(
     State(d): State<Arc<Daemon>>,
-    _: Trusted,
+    caller: Caller,
     Path((name, snap)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let row = find(&d, &name).await?;
-    let snap = find_snapshot(&d, &row.name, &snap).await?;
+    let row = find(&d, &caller.project, &name).await?;
+    let snap = find_snapshot(&d, &row, &snap).await?;
     Ok(response::sync(to_json(&snap)))
 }
 
@@ -144,11 +154,14 @@ fn next_name(taken: &[SnapshotRow]) -> String {
 
 pub async fn post(
     State(d): State<Arc<Daemon>>,
-    Admin(caller, _proof): Admin,
+    caller: Caller,
     Path(name): Path<String>,
     Json(req): Json<SnapshotsPost>,
 ) -> ApiResult<Response> {
-    let row = find(&d, &name).await?;
+    let row = find(&d, &caller.project, &name).await?;
+    if let Some(p) = d.project(&row.project) {
+        rxd_auth::confinement::check_snapshot(&row.project, &p.config)?;
+    }
     if req.stateful {
         return Err(ApiError::BadRequest(
             "Stateful snapshots are not supported".into(),
@@ -160,8 +173,8 @@ pub async fn post(
             .map_err(|_| ApiError::BadRequest(format!("Invalid expires_at {t:?}")))?
             .unix_timestamp(),
     };
-    let n = row.name.clone();
-    let taken = d.db(move |s| s.snapshots(PROJECT, &n)).await?;
+    let (p, n) = (row.project.clone(), row.name.clone());
+    let taken = d.db(move |s| s.snapshots(&p, &n)).await?;
     let snap = if req.name.is_empty() {
         next_name(&taken)
     } else {
@@ -177,21 +190,21 @@ pub async fn post(
     let op = d.operations.start(
         &d.events,
         "Snapshotting instance",
-        PROJECT,
+        &row.project,
         json!({"instances": [instance_url], "instances_snapshots": [url(&row.name, &snap)]}),
         false,
     );
     let (d2, op2) = (d.clone(), op.clone());
     tokio::spawn(async move {
-        let lock = d2.runtime.action_lock(&row.name);
+        let lock = d2.runtime.action_lock(&row.key());
         let guard = lock.lock().await;
-        let result = take(&d2, &row.name, &snap, expires_at).await;
+        let result = take(&d2, &row.key(), &snap, expires_at).await;
         drop(guard);
         if result.is_ok() {
             d2.events.lifecycle(
                 "instance-snapshot-created",
                 &url(&row.name, &snap),
-                PROJECT,
+                &row.project,
                 &caller,
             );
         }
@@ -216,8 +229,9 @@ async fn copy(from: PathBuf, to: PathBuf) -> ApiResult<u64> {
     .map_err(|e| ApiError::internal(format!("copying the root filesystem: {e}")))
 }
 
+/// Take a snapshot of the instance with runtime key `instance`.
 async fn take(d: &Arc<Daemon>, instance: &str, snap: &str, expires_at: i64) -> ApiResult<()> {
-    let row = find(d, instance).await?;
+    let row = by_key(d, instance).await?;
     let dir = snapshots_dir(d, instance);
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -257,8 +271,8 @@ async fn take(d: &Arc<Daemon>, instance: &str, snap: &str, expires_at: i64) -> A
         return Err(e);
     }
     let snap_row = SnapshotRow {
-        project: PROJECT.into(),
-        instance: instance.into(),
+        project: row.project.clone(),
+        instance: row.name.clone(),
         name: snap.into(),
         config: row.config.clone(),
         created_at: now_unix(),
@@ -281,21 +295,21 @@ pub struct SnapshotPost {
 
 pub async fn rename(
     State(d): State<Arc<Daemon>>,
-    Admin(caller, _proof): Admin,
+    caller: Caller,
     Path((name, snap)): Path<(String, String)>,
     Json(req): Json<SnapshotPost>,
 ) -> ApiResult<Response> {
-    let row = find(&d, &name).await?;
+    let row = find(&d, &caller.project, &name).await?;
     if req.migration {
         return Err(ApiError::BadRequest(
             "Migrating snapshots is not supported".into(),
         ));
     }
     valid_name(&req.name)?;
-    let lock = d.runtime.action_lock(&row.name);
+    let lock = d.runtime.action_lock(&row.key());
     let _guard = lock.lock().await;
-    find_snapshot(&d, &row.name, &snap).await?;
-    let dir = snapshots_dir(&d, &row.name);
+    find_snapshot(&d, &row, &snap).await?;
+    let dir = snapshots_dir(&d, &row.key());
     let (from, to) = (dir.join(&snap), dir.join(&req.name));
     if to.exists() {
         return Err(ApiError::Conflict(format!(
@@ -304,30 +318,32 @@ pub async fn rename(
         )));
     }
     std::fs::rename(&from, &to).map_err(ApiError::internal)?;
-    let (i, old, new) = (row.name.clone(), snap.clone(), req.name.clone());
-    if let Err(e) = d
-        .db(move |s| s.rename_snapshot(PROJECT, &i, &old, &new))
-        .await
-    {
+    let (p, i, old, new) = (
+        row.project.clone(),
+        row.name.clone(),
+        snap.clone(),
+        req.name.clone(),
+    );
+    if let Err(e) = d.db(move |s| s.rename_snapshot(&p, &i, &old, &new)).await {
         let _ = std::fs::rename(&to, &from);
         return Err(e);
     }
     let new_url = url(&row.name, &req.name);
     d.events
-        .lifecycle("instance-snapshot-renamed", &new_url, PROJECT, &caller);
-    finished(&d, "Renaming snapshot", &row.name, &new_url, Ok(()))
+        .lifecycle("instance-snapshot-renamed", &new_url, &row.project, &caller);
+    finished(&d, "Renaming snapshot", &row, &new_url, Ok(()))
 }
 
 pub async fn delete(
     State(d): State<Arc<Daemon>>,
-    Admin(caller, _proof): Admin,
+    caller: Caller,
     Path((name, snap)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let row = find(&d, &name).await?;
-    let lock = d.runtime.action_lock(&row.name);
+    let row = find(&d, &caller.project, &name).await?;
+    let lock = d.runtime.action_lock(&row.key());
     let _guard = lock.lock().await;
-    find_snapshot(&d, &row.name, &snap).await?;
-    let path = snapshots_dir(&d, &row.name).join(&snap);
+    find_snapshot(&d, &row, &snap).await?;
+    let path = snapshots_dir(&d, &row.key()).join(&snap);
     let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
@@ -336,32 +352,36 @@ pub async fn delete(
     .map_err(ApiError::internal);
     let result = match removed {
         Ok(()) => {
-            let (i, n) = (row.name.clone(), snap.clone());
-            d.db(move |s| s.delete_snapshot(PROJECT, &i, &n)).await
+            let (p, i, n) = (row.project.clone(), row.name.clone(), snap.clone());
+            d.db(move |s| s.delete_snapshot(&p, &i, &n)).await
         }
         Err(e) => Err(e),
     };
     let snap_url = url(&row.name, &snap);
     if result.is_ok() {
-        d.events
-            .lifecycle("instance-snapshot-deleted", &snap_url, PROJECT, &caller);
+        d.events.lifecycle(
+            "instance-snapshot-deleted",
+            &snap_url,
+            &row.project,
+            &caller,
+        );
     }
-    finished(&d, "Deleting snapshot", &row.name, &snap_url, result)
+    finished(&d, "Deleting snapshot", &row, &snap_url, result)
 }
 
 /// An operation that has already ended (these changes are quick), as LXD answers them.
 fn finished(
     d: &Daemon,
     description: &str,
-    instance: &str,
+    instance: &rxd_store::InstanceRow,
     snap_url: &str,
     result: ApiResult<()>,
 ) -> ApiResult<Response> {
     let op = d.operations.start(
         &d.events,
         description,
-        PROJECT,
-        json!({"instances": [format!("/1.0/instances/{instance}")], "instances_snapshots": [snap_url]}),
+        &instance.project,
+        json!({"instances": [format!("/1.0/instances/{}", instance.name)], "instances_snapshots": [snap_url]}),
         false,
     );
     op.finish(
@@ -379,7 +399,8 @@ pub async fn restore(
     instance: &str,
     snap: &str,
 ) -> ApiResult<Response> {
-    let row = find(d, instance).await?;
+    let row = find(d, &caller.project, instance).await?;
+    confine(d, caller, &row.project, &config_of(&row), 0)?;
     // `SNAP` or, as Debian's lxc sends it, `INSTANCE/SNAP`.
     let snap = match snap.split_once('/') {
         Some((owner, s)) if owner == row.name => s,
@@ -391,24 +412,24 @@ pub async fn restore(
         }
         None => snap,
     };
-    let snap_row = find_snapshot(d, &row.name, snap).await?;
+    let snap_row = find_snapshot(d, &row, snap).await?;
     let instance_url = format!("/1.0/instances/{}", row.name);
     let op = d.operations.start(
         &d.events,
         "Restoring snapshot",
-        PROJECT,
+        &row.project,
         json!({"instances": [instance_url], "instances_snapshots": [url(&row.name, snap)]}),
         false,
     );
     let (d2, op2, caller) = (d.clone(), op.clone(), caller.clone());
     tokio::spawn(async move {
-        let lock = d2.runtime.action_lock(&row.name);
+        let lock = d2.runtime.action_lock(&row.key());
         let guard = lock.lock().await;
-        let result = put_back(&d2, &row.name, &snap_row).await;
+        let result = put_back(&d2, &row.key(), &snap_row).await;
         drop(guard);
         if result.is_ok() {
             d2.events
-                .lifecycle("instance-restored", &instance_url, PROJECT, &caller);
+                .lifecycle("instance-restored", &instance_url, &row.project, &caller);
         }
         op2.finish(
             &d2.events,
@@ -458,7 +479,7 @@ async fn swap_in(d: &Arc<Daemon>, instance: &str, snap: &SnapshotRow) -> ApiResu
     // them to the instance's map if it differs. (If this fails, the old tree is put back.)
     let snap_config: BTreeMap<String, String> =
         serde_json::from_str(&snap.config).unwrap_or_default();
-    let row = find(d, instance).await?;
+    let row = by_key(d, instance).await?;
     let mut config = config_of(&row);
     config.insert(
         "volatile.last_state.idmap".into(),

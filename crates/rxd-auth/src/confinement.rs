@@ -1,0 +1,323 @@
+//! What an instance's final config may contain, by who asks and in which project. The daemon
+//! calls [`check_instance`] with the merged config every entry path produces (create, PUT,
+//! PATCH, rename, snapshot restore), so no path can skip it.
+//!
+//! Beyond LXD: only the server administrator may make a container that escapes confinement, in
+//! any project and whatever its `restricted.*` keys say. Everyone else (project admins and
+//! operators included) is held to an allow-list of keys that cannot reach the host: no
+//! `security.privileged`, no choice of host id range (`security.idmap.base`), no devices. Project
+//! restrictions (`restricted=true`) apply to every caller, administrators too, as in LXD.
+
+use std::collections::BTreeMap;
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum Violation {
+    #[error("Only the server administrator may create privileged containers (security.privileged=true gives the container host root)")]
+    Privileged,
+    #[error("Only the server administrator may set {0:?}")]
+    AdminOnlyKey(String),
+    #[error("Only the server administrator may add devices")]
+    Devices,
+    #[error("Project {project:?} forbids privileged containers (restricted.containers.privilege)")]
+    ProjectPrivileged { project: String },
+    #[error("Project {project:?} requires isolated id maps: set security.idmap.isolated=true (restricted.containers.privilege=isolated)")]
+    ProjectNotIsolated { project: String },
+    #[error("Project {project:?} forbids snapshots (restricted.snapshots=block)")]
+    ProjectSnapshots { project: String },
+    #[error("Project {project:?} reached its limit of {limit} instances ({key})")]
+    ProjectLimit {
+        project: String,
+        key: &'static str,
+        limit: u64,
+    },
+}
+
+/// Keys (or key prefixes, ending in `.`) anyone allowed to edit an instance may set.
+const SAFE: &[&str] = &[
+    "boot.",
+    "environment.",
+    "image.",
+    "limits.",
+    "snapshots.",
+    "user.",
+    // Written by the daemon; clients can only send back what they read (checked by the key
+    // registry), so they are safe in a final config.
+    "volatile.",
+    "security.idmap.isolated",
+    "security.idmap.size",
+    "security.protection.delete",
+];
+
+fn safe_key(key: &str) -> bool {
+    SAFE.iter().any(|s| {
+        if s.ends_with('.') {
+            key.starts_with(s)
+        } else {
+            key == *s
+        }
+    })
+}
+
+fn on(config: &BTreeMap<String, String>, key: &str) -> bool {
+    config.get(key).is_some_and(|v| v == "true")
+}
+
+/// May an instance with `config` and `devices` (count of devices) exist in `project` (named
+/// `project_name`, with config `project`), when asked for by an administrator (`admin`) or not?
+pub fn check_instance(
+    admin: bool,
+    project_name: &str,
+    project: &BTreeMap<String, String>,
+    config: &BTreeMap<String, String>,
+    devices: usize,
+) -> Result<(), Violation> {
+    let privileged = on(config, "security.privileged");
+    if !admin {
+        if privileged {
+            return Err(Violation::Privileged);
+        }
+        if let Some(k) = config
+            .keys()
+            .find(|k| !safe_key(k) && k.as_str() != "security.privileged")
+        {
+            return Err(Violation::AdminOnlyKey(k.clone()));
+        }
+        if devices > 0 {
+            return Err(Violation::Devices);
+        }
+    }
+    if on(project, "restricted") {
+        let name = || project_name.to_owned();
+        match project
+            .get("restricted.containers.privilege")
+            .map(String::as_str)
+            .unwrap_or("unprivileged")
+        {
+            "allow" => {}
+            "isolated" if privileged => {
+                return Err(Violation::ProjectPrivileged { project: name() })
+            }
+            "isolated" if !on(config, "security.idmap.isolated") => {
+                return Err(Violation::ProjectNotIsolated { project: name() })
+            }
+            "isolated" => {}
+            // `unprivileged`, and anything unexpected, fail closed.
+            _ if privileged => return Err(Violation::ProjectPrivileged { project: name() }),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// May a snapshot be taken in this project?
+pub fn check_snapshot(
+    project_name: &str,
+    project: &BTreeMap<String, String>,
+) -> Result<(), Violation> {
+    let blocked = on(project, "restricted")
+        && project.get("restricted.snapshots").map(String::as_str) == Some("block");
+    if blocked {
+        Err(Violation::ProjectSnapshots {
+            project: project_name.into(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// May one more instance be created in a project that has `existing` instances? (`limits.*`
+/// apply whether or not the project is restricted, as in LXD.)
+pub fn check_count(
+    project_name: &str,
+    project: &BTreeMap<String, String>,
+    existing: u64,
+) -> Result<(), Violation> {
+    for key in ["limits.instances", "limits.containers"] {
+        if let Some(limit) = project.get(key).and_then(|v| v.parse::<u64>().ok()) {
+            if existing >= limit {
+                return Err(Violation::ProjectLimit {
+                    project: project_name.into(),
+                    key,
+                    limit,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Config = BTreeMap<String, String>;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// (admin, project config, instance config, devices) -> allowed?
+    #[test]
+    fn instance_table() {
+        let open = map(&[]);
+        let restricted = map(&[("restricted", "true")]);
+        let isolated = map(&[
+            ("restricted", "true"),
+            ("restricted.containers.privilege", "isolated"),
+        ]);
+        let allow = map(&[
+            ("restricted", "true"),
+            ("restricted.containers.privilege", "allow"),
+        ]);
+        // A misspelt `restricted` flag does not switch the admin-only ceiling off.
+        let misspelt = map(&[
+            ("restrict", "true"),
+            ("restricted.containers.privilege", "allow"),
+        ]);
+        let privileged = map(&[("security.privileged", "true")]);
+        let plain = map(&[
+            ("limits.memory", "1GiB"),
+            ("user.x", "y"),
+            ("boot.autostart", "true"),
+        ]);
+        let iso = map(&[
+            ("security.idmap.isolated", "true"),
+            ("security.idmap.size", "65536"),
+        ]);
+        let base = map(&[("security.idmap.base", "1065536")]);
+        let unpriv = map(&[("security.privileged", "false")]);
+        let volatile = map(&[("volatile.idmap.next", "[]"), ("volatile.base_image", "ab")]);
+        let raw = map(&[("raw.lxc", "x")]);
+        let nesting = map(&[("security.nesting", "true")]);
+        type Case<'a> = (&'a str, bool, &'a Config, &'a Config, usize, bool);
+        let cases: &[Case] = &[
+            (
+                "admin, privileged, open project",
+                true,
+                &open,
+                &privileged,
+                0,
+                true,
+            ),
+            (
+                "admin, privileged, restricted project",
+                true,
+                &restricted,
+                &privileged,
+                0,
+                false,
+            ),
+            (
+                "admin, privileged, privilege=allow",
+                true,
+                &allow,
+                &privileged,
+                0,
+                true,
+            ),
+            ("admin, base, open", true, &open, &base, 0, true),
+            ("admin, devices", true, &open, &plain, 1, true),
+            (
+                "operator, privileged, open",
+                false,
+                &open,
+                &privileged,
+                0,
+                false,
+            ),
+            (
+                "operator, privileged, privilege=allow",
+                false,
+                &allow,
+                &privileged,
+                0,
+                false,
+            ),
+            (
+                "operator, privileged, misspelt flag",
+                false,
+                &misspelt,
+                &privileged,
+                0,
+                false,
+            ),
+            ("operator, privileged=false", false, &open, &unpriv, 0, true),
+            ("operator, plain keys", false, &restricted, &plain, 0, true),
+            ("operator, isolated keys", false, &open, &iso, 0, true),
+            ("operator, idmap base", false, &open, &base, 0, false),
+            ("operator, raw", false, &open, &raw, 0, false),
+            (
+                "operator, unknown security key",
+                false,
+                &open,
+                &nesting,
+                0,
+                false,
+            ),
+            (
+                "operator, daemon volatile keys",
+                false,
+                &open,
+                &volatile,
+                0,
+                true,
+            ),
+            ("operator, devices", false, &open, &plain, 1, false),
+            (
+                "isolated project, not isolated",
+                false,
+                &isolated,
+                &plain,
+                0,
+                false,
+            ),
+            (
+                "isolated project, isolated",
+                false,
+                &isolated,
+                &iso,
+                0,
+                true,
+            ),
+            (
+                "isolated project, admin, not isolated",
+                true,
+                &isolated,
+                &plain,
+                0,
+                false,
+            ),
+            (
+                "isolated project, admin, privileged",
+                true,
+                &isolated,
+                &privileged,
+                0,
+                false,
+            ),
+        ];
+        for (what, admin, project, config, devices, ok) in cases {
+            let got = check_instance(*admin, "p", project, config, *devices);
+            assert_eq!(got.is_ok(), *ok, "{what}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn snapshots_and_counts() {
+        assert!(check_snapshot("p", &map(&[("restricted.snapshots", "block")])).is_ok());
+        assert!(check_snapshot(
+            "p",
+            &map(&[("restricted", "true"), ("restricted.snapshots", "block")])
+        )
+        .is_err());
+        let limited = map(&[("limits.containers", "2")]);
+        assert!(check_count("p", &limited, 1).is_ok());
+        assert!(check_count("p", &limited, 2).is_err());
+        assert!(check_count("p", &map(&[("limits.instances", "0")]), 0).is_err());
+        assert!(check_count("p", &map(&[]), 1000).is_ok());
+    }
+}

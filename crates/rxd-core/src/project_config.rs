@@ -1,0 +1,102 @@
+//! The project config key registry. rxd keeps images and instances per project whatever
+//! `features.*` says (only `features.images=true` is accepted); `restricted.*` keys that name
+//! features rxd does not have (devices, nesting, low-level keys, backups) are accepted because
+//! rxd refuses those features to every non-administrator already.
+
+use std::collections::BTreeMap;
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ProjectConfigError {
+    #[error("unknown project configuration key: {0:?}")]
+    UnknownKey(String),
+    #[error("invalid value for {key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+/// The config a new project starts with (LXD's defaults for a project created over the API).
+pub fn defaults() -> BTreeMap<String, String> {
+    [
+        "features.images",
+        "features.profiles",
+        "features.storage.volumes",
+    ]
+    .into_iter()
+    .map(|k| (k.to_owned(), "true".to_owned()))
+    .collect()
+}
+
+fn one_of(v: &str, allowed: &[&str]) -> Result<(), String> {
+    if allowed.contains(&v) {
+        Ok(())
+    } else {
+        Err(format!("expected one of {}, not {v:?}", allowed.join(", ")))
+    }
+}
+
+pub fn validate_key(key: &str, value: &str) -> Result<(), ProjectConfigError> {
+    let result = match key {
+        "features.images" => one_of(value, &["true"])
+            .map_err(|_| "rxd always keeps images per project; only true is accepted".to_owned()),
+        "features.profiles" | "features.storage.volumes" | "features.networks" | "restricted" => {
+            one_of(value, &["true", "false"])
+        }
+        "restricted.containers.privilege" => one_of(value, &["unprivileged", "isolated", "allow"]),
+        "restricted.snapshots"
+        | "restricted.backups"
+        | "restricted.containers.lowlevel"
+        | "restricted.containers.nesting" => one_of(value, &["block", "allow"]),
+        "limits.instances" | "limits.containers" => match value.parse::<u32>() {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!("expected a whole number, not {value:?}")),
+        },
+        _ if key.starts_with("restricted.devices.") && key.len() > "restricted.devices.".len() => {
+            one_of(value, &["block", "allow", "managed"])
+        }
+        _ if key.starts_with("user.") => {
+            if value.contains('\0') {
+                Err("NUL in value".into())
+            } else {
+                Ok(())
+            }
+        }
+        _ => return Err(ProjectConfigError::UnknownKey(key.into())),
+    };
+    result.map_err(|reason| ProjectConfigError::Invalid {
+        key: key.into(),
+        reason,
+    })
+}
+
+pub fn validate(config: &BTreeMap<String, String>) -> Result<(), ProjectConfigError> {
+    config.iter().try_for_each(|(k, v)| validate_key(k, v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_table() {
+        for (k, v, ok) in [
+            ("features.images", "true", true),
+            ("features.images", "false", false),
+            ("features.profiles", "false", true),
+            ("restricted", "true", true),
+            ("restricted", "yes", false),
+            ("restricted.containers.privilege", "isolated", true),
+            ("restricted.containers.privilege", "privileged", false),
+            ("restricted.snapshots", "block", true),
+            ("restricted.devices.disk", "managed", true),
+            ("restricted.devices.", "block", false),
+            ("limits.containers", "10", true),
+            ("limits.containers", "-1", false),
+            ("user.note", "anything", true),
+            ("restrict", "true", false),
+            ("core.https_address", ":8443", false),
+        ] {
+            assert_eq!(validate_key(k, v).is_ok(), ok, "{k}={v}");
+        }
+        assert!(validate(&defaults()).is_ok());
+    }
+}

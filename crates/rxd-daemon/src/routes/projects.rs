@@ -1,0 +1,318 @@
+//! `/1.0/projects`: LXD's project API. Listing shows only the projects the caller may view; one
+//! it may not view answers as a missing one (the authorization layer does that). `default` always
+//! exists; a project is renamed or deleted only while empty.
+
+use super::ListQuery;
+use crate::caller::{Admin, Caller};
+use crate::error::{ApiError, ApiResult, PROJECT_NOT_FOUND};
+use crate::response::{self, check_if_match};
+use crate::state::{read, Daemon, Project};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use axum::Json;
+use http::HeaderMap;
+use rxd_core::project_config;
+use rxd_store::ProjectRow;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// What a PUT replaces and the ETag covers.
+#[derive(Serialize)]
+struct EtagFields<'a> {
+    description: &'a str,
+    config: &'a BTreeMap<String, String>,
+}
+
+fn query_suffix(project: &str) -> String {
+    if project == "default" {
+        String::new()
+    } else {
+        format!("?project={project}")
+    }
+}
+
+async fn to_json(d: &Daemon, name: &str, p: &Project) -> ApiResult<Value> {
+    let n = name.to_owned();
+    let (instances, images) = d.db(move |s| Ok((s.instances(&n)?, s.images(&n)?))).await?;
+    let suffix = query_suffix(name);
+    let used_by: Vec<String> = instances
+        .iter()
+        .map(|i| format!("/1.0/instances/{}{suffix}", i.name))
+        .chain(
+            images
+                .iter()
+                .map(|i| format!("/1.0/images/{}{suffix}", i.fingerprint)),
+        )
+        .collect();
+    Ok(json!({
+        "name": name,
+        "description": p.description,
+        "config": p.config,
+        "used_by": used_by,
+    }))
+}
+
+pub async fn list(
+    State(d): State<Arc<Daemon>>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Response> {
+    let projects = read(&d.projects).clone();
+    let mut objects = Vec::new();
+    for (name, p) in projects.iter().filter(|(n, _)| caller.can_view(n)) {
+        objects.push(if q.recursion > 0 {
+            to_json(&d, name, p).await?
+        } else {
+            json!({ "name": name })
+        });
+    }
+    let selected = q.select(objects, |o| {
+        format!("/1.0/projects/{}", o["name"].as_str().unwrap_or_default())
+    })?;
+    Ok(response::sync(selected))
+}
+
+fn current(d: &Daemon, name: &str) -> ApiResult<Project> {
+    d.project(name)
+        .ok_or_else(|| ApiError::NotFound(PROJECT_NOT_FOUND.into()))
+}
+
+pub async fn get(
+    State(d): State<Arc<Daemon>>,
+    _: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    let p = current(&d, &name)?;
+    let body = to_json(&d, &name, &p).await?;
+    Ok(response::sync_with_etag(
+        body,
+        &EtagFields {
+            description: &p.description,
+            config: &p.config,
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectsPost {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+}
+
+fn valid_name(name: &str) -> ApiResult<()> {
+    if rxd_core::name::valid_project_name(name) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "Invalid project name {name:?}: 1 to 63 letters, digits, '-', '_' and '.', starting with a letter or digit"
+        )))
+    }
+}
+
+fn valid_description(text: &str) -> ApiResult<()> {
+    if text.len() > 4096 || text.contains('\0') {
+        return Err(ApiError::BadRequest(
+            "Invalid description: at most 4096 bytes, no NUL".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn checked_config(config: &BTreeMap<String, String>) -> ApiResult<()> {
+    project_config::validate(config).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+pub async fn post(
+    State(d): State<Arc<Daemon>>,
+    Admin(caller, _proof): Admin,
+    Json(body): Json<ProjectsPost>,
+) -> ApiResult<Response> {
+    valid_name(&body.name)?;
+    valid_description(&body.description)?;
+    let mut config = project_config::defaults();
+    config.extend(body.config);
+    checked_config(&config)?;
+    let row = ProjectRow {
+        name: body.name.clone(),
+        description: body.description,
+        config: serde_json::to_string(&config).map_err(ApiError::internal)?,
+    };
+    d.db(move |s| s.create_project(&row))
+        .await
+        .map_err(|e| match e {
+            ApiError::Conflict(_) => {
+                ApiError::Conflict(format!("Project {:?} already exists", body.name))
+            }
+            other => other,
+        })?;
+    d.reload_access().await?;
+    let url = format!("/1.0/projects/{}", body.name);
+    tracing::info!(project = %body.name, by = %caller.identity.user_name(), "project created");
+    d.events
+        .lifecycle("project-created", &url, &body.name, &caller);
+    Ok(response::created(&url))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectPut {
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    config: Option<BTreeMap<String, String>>,
+    /// Sent back by clients that PUT what they read; ignored when unchanged.
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default, rename = "used_by")]
+    _used_by: Option<serde::de::IgnoredAny>,
+}
+
+async fn update(
+    d: &Daemon,
+    caller: &Caller,
+    name: &str,
+    headers: &HeaderMap,
+    body: ProjectPut,
+    replace: bool,
+) -> ApiResult<Response> {
+    let p = current(d, name)?;
+    check_if_match(
+        headers,
+        &EtagFields {
+            description: &p.description,
+            config: &p.config,
+        },
+    )?;
+    if body.name.as_deref().is_some_and(|n| n != name) {
+        return Err(ApiError::BadRequest(
+            "A project is renamed with POST, not PUT".into(),
+        ));
+    }
+    let description = match body.description {
+        Some(t) => t,
+        None if replace => String::new(),
+        None => p.description.clone(),
+    };
+    valid_description(&description)?;
+    let config = match body.config {
+        Some(c) if replace => c,
+        Some(c) => {
+            let mut merged = p.config.clone();
+            merged.extend(c);
+            merged
+        }
+        None if replace => BTreeMap::new(),
+        None => p.config.clone(),
+    };
+    checked_config(&config)?;
+    let row = ProjectRow {
+        name: name.to_owned(),
+        description,
+        config: serde_json::to_string(&config).map_err(ApiError::internal)?,
+    };
+    d.db(move |s| s.update_project(&row)).await?;
+    d.reload_access().await?;
+    tracing::info!(project = %name, by = %caller.identity.user_name(), ?config, "project updated");
+    d.events.lifecycle(
+        "project-updated",
+        &format!("/1.0/projects/{name}"),
+        name,
+        caller,
+    );
+    Ok(response::empty())
+}
+
+pub async fn put(
+    State(d): State<Arc<Daemon>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<ProjectPut>,
+) -> ApiResult<Response> {
+    update(&d, &caller, &name, &headers, body, true).await
+}
+
+pub async fn patch(
+    State(d): State<Arc<Daemon>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<ProjectPut>,
+) -> ApiResult<Response> {
+    update(&d, &caller, &name, &headers, body, false).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectPost {
+    name: String,
+}
+
+/// Rename an empty project (an operation, as in LXD).
+pub async fn rename(
+    State(d): State<Arc<Daemon>>,
+    Admin(caller, _proof): Admin,
+    Path(name): Path<String>,
+    Json(body): Json<ProjectPost>,
+) -> ApiResult<Response> {
+    current(&d, &name)?;
+    if name == "default" {
+        return Err(ApiError::Forbidden(
+            "The 'default' project cannot be renamed".into(),
+        ));
+    }
+    valid_name(&body.name)?;
+    let (old, new) = (name.clone(), body.name.clone());
+    d.db(move |s| s.rename_project(&old, &new))
+        .await
+        .map_err(|e| match e {
+            ApiError::Conflict(_) => {
+                ApiError::Conflict(format!("Project {:?} already exists", body.name))
+            }
+            other => other,
+        })?;
+    d.reload_access().await?;
+    tracing::info!(from = %name, to = %body.name, by = %caller.identity.user_name(), "project renamed");
+    let url = format!("/1.0/projects/{}", body.name);
+    d.events
+        .lifecycle("project-renamed", &url, &body.name, &caller);
+    let op = d.operations.start(
+        &d.events,
+        "Renaming project",
+        &body.name,
+        json!({ "projects": [url] }),
+        false,
+    );
+    op.finish(&d.events, Ok(Value::Null));
+    Ok(response::operation(op.url(), op.to_json()))
+}
+
+pub async fn delete(
+    State(d): State<Arc<Daemon>>,
+    Admin(caller, _proof): Admin,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    current(&d, &name)?;
+    if name == "default" {
+        return Err(ApiError::Forbidden(
+            "The 'default' project cannot be deleted".into(),
+        ));
+    }
+    let n = name.clone();
+    d.db(move |s| s.delete_project(&n)).await?;
+    d.reload_access().await?;
+    tracing::info!(project = %name, by = %caller.identity.user_name(), "project deleted");
+    d.events.lifecycle(
+        "project-deleted",
+        &format!("/1.0/projects/{name}"),
+        &name,
+        &caller,
+    );
+    Ok(response::empty())
+}
