@@ -9,6 +9,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Command-line client for rxd (and LXD 5.0) servers"
 )]
 pub struct Cli {
+    /// Project to use, instead of the remote's current one (`rxc project switch`).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub project: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -34,8 +37,8 @@ pub enum Command {
     /// Manage the list of remote servers.
     #[command(subcommand)]
     Remote(RemoteCmd),
-    /// Show the server's information (`rxc info [REMOTE:]`) or a container's
-    /// (`rxc info [REMOTE:]NAME`).
+    /// Show the server's information and the current project (`rxc info [REMOTE:]`) or a
+    /// container's (`rxc info [REMOTE:]NAME`).
     Info {
         /// `REMOTE:` or `[REMOTE:]NAME` (default: the default remote's server information).
         target: Option<String>,
@@ -46,6 +49,13 @@ pub enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Manage projects. Instances, images and operations belong to a project: commands use
+    /// the remote's current project (`rxc project switch`) unless given `--project`.
+    #[command(subcommand)]
+    Project(ProjectCmd),
+    /// Role grants (rxd): who may do what on which project. Administrators only.
+    #[command(subcommand)]
+    Auth(AuthCmd),
     /// Create and start a container from an image: `rxc launch IMAGE [REMOTE:]NAME`.
     Launch(CreateArgs),
     /// Create a container from an image without starting it.
@@ -343,4 +353,181 @@ pub enum AliasCmd {
         #[command(flatten)]
         format: FormatArg,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProjectCmd {
+    /// Create a project: `rxc project create [REMOTE:]NAME [-c KEY=VALUE]...`.
+    Create {
+        name: String,
+        /// Config keys: `-c KEY=VALUE` (repeatable).
+        #[arg(long = "config", short = 'c')]
+        config: Vec<String>,
+        /// Description of the project.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List the projects you may see; the current one is marked `(current)`.
+    #[command(alias = "ls")]
+    List {
+        remote: Option<String>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Show a project: `rxc project show [REMOTE:]NAME`.
+    Show { name: String },
+    /// Print one config key of a project: `rxc project get [REMOTE:]NAME KEY`.
+    Get { name: String, key: String },
+    /// Set a project config key: `rxc project set [REMOTE:]NAME KEY VALUE` (or `KEY=VALUE`).
+    Set {
+        name: String,
+        /// `KEY VALUE` or `KEY=VALUE`
+        #[arg(num_args = 1..=2, required = true)]
+        args: Vec<String>,
+    },
+    /// Remove a project config key: `rxc project unset [REMOTE:]NAME KEY`.
+    Unset { name: String, key: String },
+    /// Rename a project: `rxc project rename [REMOTE:]OLD NEW`.
+    #[command(alias = "mv")]
+    Rename { old: String, new: String },
+    /// Delete an (empty) project: `rxc project delete [REMOTE:]NAME`.
+    #[command(alias = "rm")]
+    Delete { name: String },
+    /// Make a project the remote's current one: `rxc project switch [REMOTE:]NAME`.
+    Switch { name: String },
+}
+
+/// Kinds of identity a role can be granted to.
+#[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
+pub enum IdentityType {
+    /// A trusted TLS client, named by its certificate's fingerprint (or a unique prefix).
+    #[default]
+    Certificate,
+    /// An externally authenticated (Candid) user.
+    CandidUser,
+    /// Every member of an externally authenticated (Candid) group.
+    CandidGroup,
+}
+
+impl IdentityType {
+    pub fn wire(self) -> &'static str {
+        match self {
+            IdentityType::Certificate => "certificate",
+            IdentityType::CandidUser => "candid-user",
+            IdentityType::CandidGroup => "candid-group",
+        }
+    }
+}
+
+/// Roles, in increasing power.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum RoleArg {
+    /// View the project.
+    Auditor,
+    /// Also operate its containers (start, stop, exec, console, files, snapshots).
+    User,
+    /// Also create, reconfigure and delete containers, and manage images.
+    Operator,
+    /// Also reconfigure the project; with --server, administer the whole server.
+    Admin,
+}
+
+impl RoleArg {
+    pub fn wire(self) -> &'static str {
+        match self {
+            RoleArg::Auditor => "auditor",
+            RoleArg::User => "user",
+            RoleArg::Operator => "operator",
+            RoleArg::Admin => "admin",
+        }
+    }
+}
+
+/// Where a grant applies: exactly one of these. (Within `rxc auth`, `--project` names the
+/// grant's project, not the project requests are made in.)
+#[derive(Args, Debug, Clone)]
+#[group(id = "scope", multiple = false)]
+pub struct ScopeArgs {
+    /// On one project.
+    #[arg(long, value_name = "NAME")]
+    pub project: Option<String>,
+    /// On every project, including ones created later.
+    #[arg(long)]
+    pub all_projects: bool,
+    /// On the whole server (with `admin`: the server administrator).
+    #[arg(long)]
+    pub server: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuthCmd {
+    /// List role grants.
+    #[command(alias = "ls")]
+    List {
+        remote: Option<String>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Grant a role: `rxc auth grant [REMOTE:] IDENTITY ROLE (--project P | --all-projects |
+    /// --server)`. A certificate is named by its fingerprint or a unique prefix of it.
+    Grant {
+        /// `[REMOTE:] IDENTITY ROLE`; ROLE is auditor (views), user (also operates containers),
+        /// operator (also creates them and manages images) or admin.
+        #[arg(num_args = 2..=3, required = true)]
+        args: Vec<String>,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// What IDENTITY names.
+        #[arg(long = "type", value_enum, default_value_t = IdentityType::Certificate)]
+        identity_type: IdentityType,
+    },
+    /// Revoke a grant: by id (`rxc auth revoke [REMOTE:] ID`, ids from `rxc auth list`) or
+    /// as it was granted (`rxc auth revoke [REMOTE:] IDENTITY ROLE --project P`).
+    Revoke {
+        /// `[REMOTE:] ID` or `[REMOTE:] IDENTITY ROLE`
+        #[arg(num_args = 1..=3, required = true)]
+        args: Vec<String>,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// What IDENTITY names.
+        #[arg(long = "type", value_enum, default_value_t = IdentityType::Certificate)]
+        identity_type: IdentityType,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn project_is_global_and_scopes_grants_under_auth() {
+        let cli = Cli::try_parse_from(["rxc", "list", "--project", "p1"]).unwrap();
+        assert_eq!(cli.project.as_deref(), Some("p1"));
+        let cli = Cli::try_parse_from(["rxc", "--project", "p2", "image", "list"]).unwrap();
+        assert_eq!(cli.project.as_deref(), Some("p2"));
+        let cli =
+            Cli::try_parse_from(["rxc", "auth", "grant", "ab12", "auditor", "--project", "p1"])
+                .unwrap();
+        let Command::Auth(AuthCmd::Grant { scope, args, .. }) = cli.command else {
+            panic!("not a grant")
+        };
+        assert_eq!(scope.project.as_deref(), Some("p1"));
+        assert_eq!(args, ["ab12", "auditor"]);
+        assert!(Cli::try_parse_from([
+            "rxc",
+            "auth",
+            "grant",
+            "ab",
+            "user",
+            "--server",
+            "--all-projects"
+        ])
+        .is_err());
+    }
 }

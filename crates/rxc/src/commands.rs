@@ -20,6 +20,7 @@ pub async fn info(conf: &ConfigDir, remote: Option<&str>) -> anyhow::Result<()> 
         conn.remote.addr,
         conn.trust_mode()
     );
+    println!("# current project: {}", conn.project);
     if info["auth"] == "untrusted" {
         eprintln!(
             "Note: remote {name} does not trust this client; only the public information is shown."

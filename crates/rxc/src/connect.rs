@@ -12,6 +12,8 @@ use std::path::PathBuf;
 pub struct Conn {
     pub name: String,
     pub remote: Remote,
+    /// The project requests are made in: `--project`, else the remote's current one.
+    pub project: String,
     pub client: Client,
     /// The pinned server certificate, for reporting a changed one.
     pinned: Option<Vec<u8>>,
@@ -104,13 +106,17 @@ pub fn ca_roots(conf: &ConfigDir) -> anyhow::Result<Option<ServerTrust>> {
     ))
 }
 
+/// Connect to remote `name`, scoped to the project `--project` names or else the remote's.
 pub fn open(conf: &ConfigDir, name: &str) -> anyhow::Result<Conn> {
     let remote = conf.remote(name)?;
+    let project = conf.project_for(&remote);
     if remote.addr.starts_with("unix:") {
-        let client = Client::unix(socket_path(&remote.addr));
+        let mut client = Client::unix(socket_path(&remote.addr));
+        client.set_project(Some(project.clone()));
         return Ok(Conn {
             name: name.into(),
             remote,
+            project,
             client,
             pinned: None,
         });
@@ -129,10 +135,12 @@ pub fn open(conf: &ConfigDir, name: &str) -> anyhow::Result<Conn> {
         },
     };
     let identity = conf.client_keypair()?;
-    let client = Client::https(&host, port, trust, Some(&identity))?;
+    let mut client = Client::https(&host, port, trust, Some(&identity))?;
+    client.set_project(Some(project.clone()));
     Ok(Conn {
         name: name.into(),
         remote,
+        project,
         client,
         pinned,
     })

@@ -8,6 +8,7 @@ mod file;
 mod image;
 mod instance;
 mod output;
+mod project;
 mod remote;
 
 use clap::Parser;
@@ -44,6 +45,10 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut conf = ConfigDir::open(&ConfigDir::default_path())?;
+    // Under `rxc auth`, `--project` names a grant's project; elsewhere it replaces the remote's.
+    if !matches!(cli.command, Command::Auth(_)) {
+        conf.project_override = cli.project;
+    }
     match cli.command {
         Command::Remote(cmd) => remote::run(&mut conf, cmd).await,
         Command::Info { target } => match target {
@@ -69,6 +74,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Config(cmd) => commands::config(&conf, cmd).await,
         Command::Image(cmd) => image::run(&conf, cmd).await,
+        Command::Project(cmd) => project::run(&mut conf, cmd).await,
+        Command::Auth(cmd) => project::auth(&conf, cmd).await,
         Command::File(cmd) => file::run(&conf, cmd).await,
         Command::Snapshot { name, snapshot } => {
             instance::snapshot(&conf, &name, snapshot.as_deref()).await

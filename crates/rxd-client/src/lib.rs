@@ -97,6 +97,8 @@ pub struct Client {
     endpoint: Endpoint,
     tls: Option<(Arc<rustls_config::ClientConfig>, Presented)>,
     conn: tokio::sync::Mutex<Option<SendRequest<ReqBody>>>,
+    /// The project every request is scoped to (`None` for `default`).
+    project: Option<String>,
 }
 
 mod rustls_config {
@@ -109,6 +111,7 @@ impl Client {
             endpoint: Endpoint::Unix(path.into()),
             tls: None,
             conn: Default::default(),
+            project: None,
         }
     }
 
@@ -131,11 +134,29 @@ impl Client {
             },
             tls: Some((config, presented)),
             conn: Default::default(),
+            project: None,
         })
     }
 
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+
+    /// Scope every later request and websocket to `project`, as LXD's client does: the path
+    /// gets `project=NAME` unless it names a project itself. `None`, `""` and `default` mean
+    /// the default project, which needs no parameter.
+    pub fn set_project(&mut self, project: Option<String>) {
+        self.project = project.filter(|p| !p.is_empty() && p != "default");
+    }
+
+    /// The project requests are scoped to (`default` when none was set).
+    pub fn project(&self) -> &str {
+        self.project.as_deref().unwrap_or("default")
+    }
+
+    /// `path` with this client's project added to its query.
+    fn scoped<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
+        with_project(path, self.project.as_deref())
     }
 
     fn target(&self) -> String {
@@ -152,6 +173,7 @@ impl Client {
 
     /// Open a websocket (an operation's channel, or events) at `path` on a new connection.
     pub async fn websocket(&self, path: &str) -> Result<WebSocket, ClientError> {
+        let path = self.scoped(path);
         let stream = self.open_stream().await?;
         let host = match &self.endpoint {
             Endpoint::Unix(_) => "localhost".to_owned(),
@@ -287,6 +309,7 @@ impl Client {
         content_type: Option<&str>,
         make_body: impl Fn() -> ReqBody,
     ) -> Result<Reply, ClientError> {
+        let path = self.scoped(path);
         let mut guard = self.conn.lock().await;
         for attempt in 0..2 {
             let alive = match guard.as_mut() {
@@ -301,7 +324,7 @@ impl Client {
             };
             let mut req = Request::builder()
                 .method(method.clone())
-                .uri(path)
+                .uri(path.as_ref())
                 .header("host", "rxd");
             if let Some(ct) = content_type {
                 req = req.header("content-type", ct);
@@ -369,6 +392,51 @@ impl Client {
     pub async fn disconnect(&self) {
         *self.conn.lock().await = None;
     }
+}
+
+/// `path` with `project=NAME` (percent-encoded) added to its query, unless `project` is `None`
+/// or the query already has a `project` parameter.
+pub fn with_project<'a>(path: &'a str, project: Option<&str>) -> std::borrow::Cow<'a, str> {
+    let Some(project) = project else {
+        return path.into();
+    };
+    let (before_fragment, fragment) = match path.split_once('#') {
+        Some((p, f)) => (p, Some(f)),
+        None => (path, None),
+    };
+    let query = before_fragment.split_once('?').map(|(_, q)| q);
+    let has_project = query.is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv.split_once('=').map_or(kv, |(k, _)| k) == "project")
+    });
+    if has_project {
+        return path.into();
+    }
+    let sep = match query {
+        None => "?",
+        Some("") => "",
+        Some(q) if q.ends_with('&') => "",
+        Some(_) => "&",
+    };
+    let mut out = format!("{before_fragment}{sep}project={}", query_escape(project));
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    out.into()
+}
+
+/// Percent-encode everything but RFC 3986's unreserved characters.
+fn query_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn rustls_pki_types_name(host: &str) -> Result<rustls_pki_types::ServerName<'static>, ClientError> {
@@ -443,4 +511,60 @@ fn file_body(file: tokio::fs::File, progress: Arc<dyn Fn(u64) + Send + Sync>) ->
         },
     );
     StreamBody::new(stream).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_project;
+
+    fn check(path: &str, project: Option<&str>, expected: &str) {
+        assert_eq!(with_project(path, project), expected, "{path} {project:?}");
+    }
+
+    #[test]
+    fn the_project_joins_the_query_once() {
+        check("/1.0/instances", None, "/1.0/instances");
+        check("/1.0/instances", Some("p1"), "/1.0/instances?project=p1");
+        check(
+            "/1.0/instances?recursion=2",
+            Some("p1"),
+            "/1.0/instances?recursion=2&project=p1",
+        );
+        check("/1.0/instances?", Some("p1"), "/1.0/instances?project=p1");
+        check("/1.0/x?a=1&", Some("p1"), "/1.0/x?a=1&project=p1");
+        check(
+            "/1.0/instances?project=other",
+            Some("p1"),
+            "/1.0/instances?project=other",
+        );
+        check(
+            "/1.0/x?recursion=1&project=",
+            Some("p1"),
+            "/1.0/x?recursion=1&project=",
+        );
+        check(
+            "/1.0/x?myproject=a",
+            Some("p1"),
+            "/1.0/x?myproject=a&project=p1",
+        );
+        check(
+            "/1.0/operations/abc/websocket?secret=s3",
+            Some("a b/c&d=é"),
+            "/1.0/operations/abc/websocket?secret=s3&project=a%20b%2Fc%26d%3D%C3%A9",
+        );
+        check("/1.0/x#frag", Some("p"), "/1.0/x?project=p#frag");
+    }
+
+    #[test]
+    fn default_means_no_parameter() {
+        let mut c = super::Client::unix("/nonexistent");
+        for p in [None, Some(""), Some("default")] {
+            c.set_project(p.map(str::to_owned));
+            assert_eq!(c.project(), "default");
+            assert_eq!(c.scoped("/1.0"), "/1.0");
+        }
+        c.set_project(Some("p1".into()));
+        assert_eq!(c.project(), "p1");
+        assert_eq!(c.scoped("/1.0"), "/1.0?project=p1");
+    }
 }

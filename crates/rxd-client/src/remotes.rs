@@ -89,6 +89,9 @@ impl Default for ConfigFile {
 pub struct ConfigDir {
     pub dir: PathBuf,
     pub file: ConfigFile,
+    /// The project named on the command line (`--project`), which replaces every remote's own
+    /// for this run; never saved (LXD's `ProjectOverride`).
+    pub project_override: Option<String>,
 }
 
 impl ConfigDir {
@@ -129,6 +132,7 @@ impl ConfigDir {
         Ok(ConfigDir {
             dir: dir.into(),
             file,
+            project_override: None,
         })
     }
 
@@ -150,6 +154,29 @@ impl ConfigDir {
         self.remotes()
             .remove(name)
             .ok_or_else(|| ConfigError::NoSuchRemote(name.into()))
+    }
+
+    /// The project commands on `remote` use: `--project` if given, else the remote's own.
+    pub fn project_for(&self, remote: &Remote) -> String {
+        match &self.project_override {
+            Some(p) if !p.is_empty() => p.clone(),
+            _ => remote.project.clone(),
+        }
+    }
+
+    /// Make `project` the current one of remote `name` and save (`rxc project switch`).
+    pub fn set_project(&mut self, name: &str, project: &str) -> Result<(), ConfigError> {
+        let mut remote = self.remote(name)?;
+        remote.project = project.into();
+        let previous = self.file.remotes.insert(name.into(), remote);
+        if let Err(e) = self.save() {
+            match previous {
+                Some(r) => self.file.remotes.insert(name.into(), r),
+                None => self.file.remotes.remove(name),
+            };
+            return Err(e);
+        }
+        Ok(())
     }
 
     pub fn check_new_name(&self, name: &str) -> Result<(), ConfigError> {
@@ -390,5 +417,29 @@ mod tests {
             c2.remove_remote("local"),
             Err(ConfigError::Static(_))
         ));
+    }
+
+    #[test]
+    fn the_current_project_is_saved_and_overridden() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = ConfigDir::open(dir.path()).unwrap();
+        let local = c.remote(LOCAL).unwrap();
+        assert_eq!(c.project_for(&local), "default");
+        c.set_project(LOCAL, "p1").unwrap();
+        let mut c = ConfigDir::open(dir.path()).unwrap();
+        let local = c.remote(LOCAL).unwrap();
+        assert_eq!(
+            (local.addr.as_str(), local.project.as_str()),
+            ("unix://", "p1")
+        );
+        assert_eq!(c.project_for(&local), "p1");
+        c.project_override = Some("p2".into());
+        assert_eq!(c.project_for(&local), "p2");
+        assert!(matches!(
+            c.set_project("nowhere", "p1"),
+            Err(ConfigError::NoSuchRemote(_))
+        ));
+        let text = std::fs::read_to_string(dir.path().join("config.yml")).unwrap();
+        assert!(!text.contains("p2"), "the override is never saved: {text}");
     }
 }

@@ -120,7 +120,7 @@ fn state_json(d: &Daemon, name: &str) -> Value {
 
 pub(super) fn to_json(d: &Daemon, row: &InstanceRow, recursion: u8) -> Value {
     let config = config_of(row);
-    let (status, code) = status(d, &row.name);
+    let (status, code) = status(d, &row.key());
     let mut v = json!({
         "architecture": row.architecture,
         "config": config,
