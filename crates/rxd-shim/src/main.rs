@@ -246,6 +246,15 @@ fn prepare(root: &Path, bundle: &Path, log: &Path) -> Result<(LaunchPlan, OwnedF
         .context("reading the plan")?;
     let plan: LaunchPlan = serde_json::from_str(&text).context("parsing the plan")?;
     let dir = container_dir(root, &plan.name)?;
+    if !rxd_core::name::valid_instance_name(&plan.hostname)
+        || rxd_core::name::split_instance_key(&plan.name).1 != plan.hostname
+    {
+        bail!(
+            "invalid host name {:?} for container {}",
+            plan.hostname,
+            plan.name
+        );
+    }
     if dir.exists() {
         // Left by a container that ended while nobody supervised it; refuse a live one.
         let mut old = Container::load(dir).context("loading the old runtime state")?;

@@ -64,8 +64,16 @@ fn unknown_containers_and_bad_plans_are_refused() {
         ("not json", "parsing the plan"),
         (r#"{"name":"c1","surprise":1}"#, "unknown field"),
         (
-            r#"{"name":"../x","rootfs":"/","idmap":null,"cgroup":"/x","memory_limit":null,"process_limit":null,"environment":{}}"#,
+            r#"{"name":"../x","hostname":"x","rootfs":"/","idmap":null,"cgroup":"/x","memory_limit":null,"process_limit":null,"environment":{}}"#,
             "invalid container name",
+        ),
+        (
+            r#"{"name":"p1/x_c1","hostname":"c1","rootfs":"/","idmap":null,"cgroup":"/x","memory_limit":null,"process_limit":null,"environment":{}}"#,
+            "invalid container name",
+        ),
+        (
+            r#"{"name":"p1_c1","hostname":"other","rootfs":"/","idmap":null,"cgroup":"/x","memory_limit":null,"process_limit":null,"environment":{}}"#,
+            "invalid host name",
         ),
     ] {
         let (ok, out, _) = shim(dir.path(), &args, plan);
