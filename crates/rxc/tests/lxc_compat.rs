@@ -149,3 +149,46 @@ async fn debian_lxc_client_trust_workflow() {
         "{out:?}"
     );
 }
+
+#[tokio::test]
+async fn debian_lxc_client_projects() {
+    if !require_root("debian_lxc_client_projects")
+        || !require_tool("lxc", "lxd-client", "debian_lxc_client_projects")
+    {
+        return;
+    }
+    let d = TestDaemon::start().await;
+    let admin = tempfile::tempdir().unwrap();
+    rxc(
+        &d,
+        admin.path(),
+        &["config", "set", "core.trust_password", "s3cret"],
+    );
+    let a = tempfile::tempdir().unwrap();
+    ok(
+        a.path(),
+        &[
+            "remote",
+            "add",
+            "rxd",
+            &d.https_address(),
+            "--accept-certificate",
+            "--password",
+            "s3cret",
+        ],
+    );
+    ok(a.path(), &["project", "create", "rxd:p1"]);
+    ok(a.path(), &["project", "set", "rxd:p1", "user.team", "web"]);
+    assert!(ok(a.path(), &["project", "show", "rxd:p1"]).contains("user.team: web"));
+    let list = ok(a.path(), &["project", "list", "rxd:"]);
+    assert!(list.contains("p1") && list.contains("default"), "{list}");
+    ok(a.path(), &["project", "switch", "rxd:p1"]);
+    assert!(ok(a.path(), &["project", "list", "rxd:"]).contains("p1 (current)"));
+    ok(a.path(), &["list", "rxd:"]);
+    let out = lxc(a.path(), &["project", "delete", "rxd:default"]);
+    assert!(!out.status.success(), "{out:?}");
+    ok(a.path(), &["project", "switch", "rxd:default"]);
+    ok(a.path(), &["project", "rename", "rxd:p1", "p2"]);
+    ok(a.path(), &["project", "delete", "rxd:p2"]);
+    assert!(!ok(a.path(), &["project", "list", "rxd:"]).contains("p2"));
+}
