@@ -86,8 +86,7 @@ pub async fn run(
 
     let store = Arc::new(rxd_store::Store::open(&dir.join("rxd.db"))?);
     let config = store.config()?;
-    let certificates = store.certificates()?;
-    let trust = state::trust_store(&certificates);
+    let trust = state::load_trust(&store)?;
     tracing::info!(certificates = trust.len(), "trust store loaded");
     let projects = state::projects_map(store.projects()?);
     let grants = state::grants_list(store.grants()?);

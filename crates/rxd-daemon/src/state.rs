@@ -125,11 +125,11 @@ impl Daemon {
     /// and deletions) from the store.
     pub async fn reload_access(&self) -> ApiResult<()> {
         let (projects, grants, certs) = self
-            .db(|s| Ok((s.projects()?, s.grants()?, s.certificates()?)))
+            .db(|s| Ok((s.projects()?, s.grants()?, load_trust(s)?)))
             .await?;
         *write(&self.projects) = Arc::new(projects_map(projects));
         *write(&self.grants) = Arc::new(grants_list(grants));
-        *write(&self.trust) = trust_store(&certs);
+        *write(&self.trust) = certs;
         Ok(())
     }
 
@@ -195,10 +195,13 @@ pub fn trusted_cert(row: &CertificateRow) -> TrustedCert {
     }
 }
 
-pub fn trust_store(rows: &[CertificateRow]) -> TrustStore {
-    TrustStore::new(
-        rows.iter()
-            .filter(|r| r.kind == "client")
-            .filter_map(|r| Some((fingerprint_bytes(&r.fingerprint)?, trusted_cert(r)))),
-    )
+/// The trust cache, built from the store row by row (client entries only).
+pub fn load_trust(store: &Store) -> Result<TrustStore, rxd_store::StoreError> {
+    let mut trust = TrustStore::default();
+    store.each_trust_entry(|r| {
+        if let (true, Some(fp)) = (r.kind == "client", fingerprint_bytes(&r.fingerprint)) {
+            trust.insert(fp, trusted_cert(&r));
+        }
+    })?;
+    Ok(trust)
 }

@@ -84,6 +84,24 @@ fn insert_cert(tx: &Transaction<'_>, row: &CertificateRow) -> Result<(), StoreEr
     Ok(())
 }
 
+/// Fill in the project lists of `rows` (sorted by fingerprint).
+fn fill_projects(
+    conn: &rusqlite::Connection,
+    rows: &mut [CertificateRow],
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT fingerprint, project FROM certificate_projects ORDER BY fingerprint, project",
+    )?;
+    let pairs = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    for pair in pairs {
+        let (fp, project) = pair?;
+        if let Ok(i) = rows.binary_search_by(|row| row.fingerprint.as_str().cmp(&fp)) {
+            rows[i].projects.push(project);
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     pub fn certificates(&self) -> Result<Vec<CertificateRow>, StoreError> {
         let conn = self.conn()?;
@@ -93,17 +111,33 @@ impl Store {
         let mut rows: Vec<CertificateRow> = stmt
             .query_map([], cert_from_row)?
             .collect::<Result<_, _>>()?;
+        fill_projects(&conn, &mut rows)?;
+        Ok(rows)
+    }
+
+    /// Hand every entry to `f`, without its PEM (at 100,000 entries some 80 MB read only to be
+    /// dropped), one row at a time: the trust cache is built without a copy of the table.
+    pub fn each_trust_entry(&self, mut f: impl FnMut(CertificateRow)) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        let mut projects: std::collections::HashMap<String, Vec<String>> = Default::default();
         let mut stmt = conn.prepare(
             "SELECT fingerprint, project FROM certificate_projects ORDER BY fingerprint, project",
         )?;
-        let pairs = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        for pair in pairs {
-            let (fp, project) = pair?;
-            if let Ok(i) = rows.binary_search_by(|row| row.fingerprint.as_str().cmp(&fp)) {
-                rows[i].projects.push(project);
-            }
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            projects.entry(r.get(0)?).or_default().push(r.get(1)?);
         }
-        Ok(rows)
+        let mut stmt = conn.prepare(
+            "SELECT fingerprint, name, type, restricted, '', not_before, not_after, created_at
+             FROM certificates",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let mut row = cert_from_row(r)?;
+            row.projects = projects.remove(&row.fingerprint).unwrap_or_default();
+            f(row);
+        }
+        Ok(())
     }
 
     /// Entries whose fingerprint starts with `prefix` (lowercase hex), at most `limit` of them.
@@ -152,6 +186,17 @@ impl Store {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         insert_cert(&tx, row)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Insert many entries in one transaction (benchmarks seed large trust stores with it).
+    pub fn insert_certificates(&self, rows: &[CertificateRow]) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        for row in rows {
+            insert_cert(&tx, row)?;
+        }
         tx.commit()?;
         Ok(())
     }
