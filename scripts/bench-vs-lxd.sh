@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# rxd against LXD 5.0 (Debian's packages) on this machine, in one run: both on temporary state
+# dirs with HTTPS on loopback, the same busybox image and the same trusted client certificate;
+# the workloads alternate between the two servers round by round so machine noise hits both.
+# Prints the medians and the ratios rxd/LXD; the reports stay in the printed work directory.
+#
+#   bash scripts/bench-vs-lxd.sh            # ROUNDS=3 SECONDS_PER=5 STARTS=5 CERTS=100000
+#
+# Run as root on Debian 12. LXD gets a `dir` pool, no network bridge, and no outgoing fetches:
+# its background downloads (instance types, image refreshes) are sent to a dead proxy on
+# loopback and image auto-update is off.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+SECONDS_PER=${SECONDS_PER:-5}
+STARTS=${STARTS:-5}
+CERTS=${CERTS:-100000}
+INSTANCES=${INSTANCES:-100}
+CONTAINERS=${CONTAINERS:-5}
+
+need=()
+for pkg in lxd lxd-client busybox-static xz-utils; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if ((${#need[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build --release --locked -p rxd -p rxd-shim -p rxc -p rxd-bench
+bin=$PWD/target/release
+
+# Nothing leaves the machine: LXD's fetches go to a closed port on loopback.
+export http_proxy=http://127.0.0.1:9 https_proxy=http://127.0.0.1:9
+export HTTP_PROXY=$http_proxy HTTPS_PROXY=$https_proxy no_proxy=127.0.0.1,localhost,::1 NO_PROXY=127.0.0.1,localhost,::1
+
+work=$(mktemp -d /tmp/rxd-vs-lxd.XXXXXX)
+chmod 711 "$work"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+"$bin/rxd-bench" keygen "$work/client"
+bash scripts/make-busybox-image.sh "$work/bb.tar.gz" >/dev/null
+
+wait_socket() { # SOCKET
+  for _ in $(seq 600); do
+    curl -s --unix-socket "$1" http://x/1.0 >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "no answer on $1" >&2
+  return 1
+}
+
+start_lxd() { # DIR
+  LXD_DIR=$1 lxd --logfile "$1.log" &
+  LXD_PID=$!
+  pids+=("$LXD_PID")
+  LXD_DIR=$1 lxd waitready --timeout 120
+}
+start_rxd() { # DIR
+  "$bin/rxd" --dir "$1" --log warn 2>"$1.log" &
+  RXD_PID=$!
+  pids+=("$RXD_PID")
+  wait_socket "$1/unix.socket"
+}
+stop() { # PID
+  kill "$1"
+  while kill -0 "$1" 2>/dev/null; do sleep 0.1; done
+}
+
+echo "== setting up LXD and rxd in $work"
+mkdir -p "$work/lxd" && chmod 711 "$work/lxd"
+start_lxd "$work/lxd"
+LXD_DIR=$work/lxd lxd init --preseed <<'EOF'
+config:
+  core.https_address: 127.0.0.1:18443
+  images.auto_update_interval: "0"
+storage_pools:
+- name: default
+  driver: dir
+profiles:
+- name: default
+  devices:
+    root:
+      path: /
+      pool: default
+      type: disk
+EOF
+LXD_DIR=$work/lxd lxc config trust add "$work/client/client.crt"
+LXD_DIR=$work/lxd lxc image import "$work/bb.tar.gz" --alias bb >/dev/null
+
+start_rxd "$work/rxd"
+rxc() { RXD_DIR=$work/rxd RXC_CONF=$work/rxc "$bin/rxc" "$@"; }
+rxc config set core.https_address 127.0.0.1:18444
+rxc config trust add "$work/client/client.crt"
+rxc image import "$work/bb.tar.gz" --alias bb >/dev/null
+
+server() { # LABEL ROUND
+  local label=$1 round=$2
+  if [[ $label == lxd ]]; then
+    "$bin/rxd-bench" server --label lxd --https 127.0.0.1:18443 --socket "$work/lxd/unix.socket" \
+      --client "$work/client" --server-cert "$work/lxd/server.crt" --pid "$LXD_PID" \
+      --seconds "$SECONDS_PER" --instances "$INSTANCES" --containers "$CONTAINERS" \
+      --out "$work/lxd-server-$round.json"
+  else
+    "$bin/rxd-bench" server --label rxd --https 127.0.0.1:18444 --socket "$work/rxd/unix.socket" \
+      --client "$work/client" --server-cert "$work/rxd/server.crt" --pid "$RXD_PID" \
+      --seconds "$SECONDS_PER" --instances "$INSTANCES" --containers "$CONTAINERS" \
+      --out "$work/rxd-server-$round.json"
+  fi
+}
+for round in $(seq "$ROUNDS"); do
+  echo "== round $round of $ROUNDS"
+  if ((round % 2)); then server lxd "$round"; server rxd "$round"; else server rxd "$round"; server lxd "$round"; fi
+done
+stop "$LXD_PID"
+stop "$RXD_PID"
+
+# Start-up and idle memory: a state holding nothing, and one trusting $CERTS certificates.
+echo "== start-up, empty and with $CERTS trusted certificates"
+for tag in empty certs; do
+  mkdir -p "$work/lxd-$tag" && chmod 711 "$work/lxd-$tag"
+  start_lxd "$work/lxd-$tag"
+  if [[ $tag == certs ]]; then
+    python3 scripts/lxd-seed-certs.py "$CERTS" "$work/client/client.crt" |
+      LXD_DIR=$work/lxd-$tag lxd sql global - >/dev/null
+  fi
+  stop "$LXD_PID"
+  start_rxd "$work/rxd-$tag"
+  stop "$RXD_PID"
+  if [[ $tag == certs ]]; then "$bin/rxd-bench" seed-rxd --dir "$work/rxd-$tag" --count "$CERTS"; fi
+done
+startup() { # LABEL TAG ROUND
+  local label=$1 tag=$2 round=$3 name=$2
+  [[ $tag == certs ]] && name=certs100k
+  if [[ $label == lxd ]]; then
+    "$bin/rxd-bench" startup --label lxd --tag "$name" --socket "$work/lxd-$tag/unix.socket" \
+      --rounds 1 --out "$work/lxd-startup-$tag-$round.json" -- \
+      env LXD_DIR="$work/lxd-$tag" lxd --logfile "$work/lxd-$tag.log"
+  else
+    "$bin/rxd-bench" startup --label rxd --tag "$name" --socket "$work/rxd-$tag/unix.socket" \
+      --rounds 1 --out "$work/rxd-startup-$tag-$round.json" -- \
+      "$bin/rxd" --dir "$work/rxd-$tag" --log warn
+  fi
+}
+for round in $(seq "$STARTS"); do
+  for tag in empty certs; do
+    if ((round % 2)); then startup lxd $tag "$round"; startup rxd $tag "$round"
+    else startup rxd $tag "$round"; startup lxd $tag "$round"; fi
+  done
+done
+
+echo "== $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), $(date -u +%F)"
+echo "== LXD $(LXD_DIR=$work/lxd lxd --version) vs rxd $("$bin/rxd" --version 2>/dev/null | awk '{print $2}')"
+"$bin/rxd-bench" compare --a "$work"/rxd-*.json --b "$work"/lxd-*.json --out "$work/compare.json"
+echo "== reports in $work"
