@@ -1,15 +1,20 @@
 //! Successful replies in LXD's envelope: sync, created (201 + Location), async (202).
 
 use axum::body::Body;
+use axum::response::IntoResponse;
 use axum::response::Response;
 use http::{header, HeaderValue, StatusCode};
-use rxd_api::Envelope;
+use rxd_api::{Envelope, ResponseType};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub fn json_response(status: StatusCode, envelope: &Envelope) -> Response {
     let mut body = serde_json::to_vec(envelope).unwrap_or_else(|_| b"{}".to_vec());
     body.push(b'\n');
+    with_body(status, body)
+}
+
+fn with_body(status: StatusCode, body: Vec<u8>) -> Response {
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -24,9 +29,38 @@ pub fn json_response(status: StatusCode, envelope: &Envelope) -> Response {
     resp
 }
 
+/// LXD's sync envelope around borrowed metadata, serialized in one pass (no intermediate
+/// `Value`: building one was a fifth of the CPU time of a `GET /1.0`). Same fields, same order
+/// as [`Envelope`].
+#[derive(Serialize)]
+struct SyncEnvelope<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    kind: ResponseType,
+    status: &'static str,
+    status_code: u16,
+    operation: &'static str,
+    error_code: u16,
+    error: &'static str,
+    metadata: &'a T,
+}
+
 pub fn sync(metadata: impl Serialize) -> Response {
-    let value = serde_json::to_value(metadata).unwrap_or(serde_json::Value::Null);
-    json_response(StatusCode::OK, &Envelope::sync(value))
+    let envelope = SyncEnvelope {
+        kind: ResponseType::Sync,
+        status: rxd_api::StatusCode::Success.text(),
+        status_code: rxd_api::StatusCode::Success.code(),
+        operation: "",
+        error_code: 0,
+        error: "",
+        metadata: &metadata,
+    };
+    match serde_json::to_vec(&envelope) {
+        Ok(mut body) => {
+            body.push(b'\n');
+            with_body(StatusCode::OK, body)
+        }
+        Err(e) => crate::error::ApiError::internal(e).into_response(),
+    }
 }
 
 /// An empty sync reply (`metadata: {}`), as LXD answers DELETE and PUT.
@@ -93,5 +127,38 @@ pub fn check_if_match(
         None => Ok(()),
         Some(given) if given.trim() == "*" || given.trim() == etag(current) => Ok(()),
         Some(_) => Err(crate::error::ApiError::PreconditionFailed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// The one-pass envelope is byte for byte the one built through `Envelope`.
+    #[tokio::test]
+    async fn sync_matches_the_envelope_type() {
+        #[derive(Serialize)]
+        struct Meta {
+            b: u8,
+            a: Vec<&'static str>,
+            c: Option<String>,
+        }
+        let meta = Meta {
+            b: 1,
+            a: vec!["x\"y", "z"],
+            c: None,
+        };
+        let fast = sync(&meta).into_body().collect().await.unwrap().to_bytes();
+        let slow = json_response(
+            StatusCode::OK,
+            &Envelope::sync(serde_json::to_value(&meta).unwrap()),
+        )
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
+        assert_eq!(fast, slow);
     }
 }
