@@ -41,20 +41,24 @@ impl Caller {
 #[derive(Clone)]
 struct Admitted(Caller);
 
-fn query_param(uri: &http::Uri, name: &str) -> Option<String> {
-    Query::<HashMap<String, String>>::try_from_uri(uri)
-        .ok()
-        .and_then(|Query(mut q)| q.remove(name))
-}
-
-fn project_param(uri: &http::Uri) -> String {
-    query_param(uri, "project")
+/// `?project=` (`default` when absent or empty) and whether `all-projects=true`, from one parse
+/// of the query string.
+fn scope_params(uri: &http::Uri) -> (String, bool) {
+    let mut q = Query::<HashMap<String, String>>::try_from_uri(uri)
+        .map(|Query(q)| q)
+        .unwrap_or_default();
+    let project = q
+        .remove("project")
         .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| "default".to_owned())
+        .unwrap_or_else(|| "default".to_owned());
+    (
+        project,
+        q.get("all-projects").map(String::as_str) == Some("true"),
+    )
 }
 
-/// Who is asking, with their rights now.
-fn identify(daemon: &Daemon, parts: &Parts) -> Result<Caller, ApiError> {
+/// Who is asking, with their rights now, for a request on `project`.
+fn identify(daemon: &Daemon, parts: &Parts, project: String) -> Result<Caller, ApiError> {
     let conn = parts
         .extensions
         .get::<ConnInfo>()
@@ -70,7 +74,7 @@ fn identify(daemon: &Daemon, parts: &Parts) -> Result<Caller, ApiError> {
         identity,
         conn,
         rights,
-        project: project_param(&parts.uri),
+        project,
     })
 }
 
@@ -84,12 +88,12 @@ pub async fn authorize(
     next: Next,
 ) -> Response {
     let (mut parts, body) = req.into_parts();
-    let caller = match identify(&daemon, &parts) {
+    let (project, all_projects) = scope_params(&parts.uri);
+    let caller = match identify(&daemon, &parts, project) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
     let route = matched.as_ref().map(MatchedPath::as_str).unwrap_or("");
-    let all_projects = query_param(&parts.uri, "all-projects").as_deref() == Some("true");
     let (need, from) = match endpoints::lookup(route, parts.method.as_str()) {
         Some(e) => (e.need_for(all_projects), e.project_from),
         None => {
@@ -132,7 +136,7 @@ impl FromRequestParts<Arc<Daemon>> for Caller {
         match parts.extensions.get::<Admitted>() {
             Some(Admitted(caller)) => Ok(caller.clone()),
             // Not behind the authorization layer (no route matched): identify only.
-            None => identify(daemon, parts),
+            None => identify(daemon, parts, scope_params(&parts.uri).0),
         }
     }
 }

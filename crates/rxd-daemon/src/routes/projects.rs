@@ -25,18 +25,18 @@ struct EtagFields<'a> {
     config: &'a BTreeMap<String, String>,
 }
 
-fn query_suffix(project: &str) -> String {
-    if project == "default" {
-        String::new()
-    } else {
-        format!("?project={project}")
+/// LXD's answer to a name that is taken.
+fn taken(name: &str) -> impl FnOnce(ApiError) -> ApiError + '_ {
+    move |e| match e {
+        ApiError::Conflict(_) => ApiError::Conflict(format!("Project {name:?} already exists")),
+        other => other,
     }
 }
 
 async fn to_json(d: &Daemon, name: &str, p: &Project) -> ApiResult<Value> {
     let n = name.to_owned();
     let (instances, images) = d.db(move |s| Ok((s.instances(&n)?, s.images(&n)?))).await?;
-    let suffix = query_suffix(name);
+    let suffix = super::instances::project_suffix(name);
     let used_by: Vec<String> = instances
         .iter()
         .map(|i| format!("/1.0/instances/{}{suffix}", i.name))
@@ -145,12 +145,7 @@ pub async fn post(
     };
     d.db(move |s| s.create_project(&row))
         .await
-        .map_err(|e| match e {
-            ApiError::Conflict(_) => {
-                ApiError::Conflict(format!("Project {:?} already exists", body.name))
-            }
-            other => other,
-        })?;
+        .map_err(taken(&body.name))?;
     d.reload_access().await?;
     let url = format!("/1.0/projects/{}", body.name);
     tracing::info!(project = %body.name, by = %caller.identity.user_name(), "project created");
@@ -271,12 +266,7 @@ pub async fn rename(
     let (old, new) = (name.clone(), body.name.clone());
     d.db(move |s| s.rename_project(&old, &new))
         .await
-        .map_err(|e| match e {
-            ApiError::Conflict(_) => {
-                ApiError::Conflict(format!("Project {:?} already exists", body.name))
-            }
-            other => other,
-        })?;
+        .map_err(taken(&body.name))?;
     d.reload_access().await?;
     tracing::info!(from = %name, to = %body.name, by = %caller.identity.user_name(), "project renamed");
     let url = format!("/1.0/projects/{}", body.name);
