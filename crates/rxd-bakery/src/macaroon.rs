@@ -148,6 +148,39 @@ impl Macaroon {
         Value::Object(o)
     }
 
+    /// The V2 binary form (agents present their login macaroons in it): `0x02`, then fields as
+    /// type, uvarint length and data, sections closed by a zero byte.
+    pub fn to_binary(&self) -> Vec<u8> {
+        fn field(out: &mut Vec<u8>, kind: u8, data: &[u8]) {
+            out.push(kind);
+            crate::codec::put_uvarint(data.len() as u64, out);
+            out.extend_from_slice(data);
+        }
+        const LOCATION: u8 = 1;
+        const IDENTIFIER: u8 = 2;
+        const VID: u8 = 4;
+        const SIGNATURE: u8 = 6;
+        let mut out = vec![2];
+        if !self.location.is_empty() {
+            field(&mut out, LOCATION, self.location.as_bytes());
+        }
+        field(&mut out, IDENTIFIER, &self.identifier);
+        out.push(0);
+        for c in &self.caveats {
+            if let Some(l) = c.location.as_deref().filter(|l| !l.is_empty()) {
+                field(&mut out, LOCATION, l.as_bytes());
+            }
+            field(&mut out, IDENTIFIER, &c.id);
+            if let Some(v) = &c.verification_id {
+                field(&mut out, VID, v);
+            }
+            out.push(0);
+        }
+        out.push(0);
+        field(&mut out, SIGNATURE, &self.signature);
+        out
+    }
+
     /// Reads V2 JSON in Go's or Python's style (`i`/`i64`, either base64 alphabet, `c` and `v`
     /// optional).
     pub fn from_json(v: &Value) -> Result<Macaroon, BakeryError> {
