@@ -17,6 +17,18 @@ if ((${#need[@]})); then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# Python's macaroonbakery and pymacaroons: an independent implementation of the Candid side
+# (a discharger and a client, tests/candid/) for the macaroon login tests.
+if ! python3 -c "import macaroonbakery, pymacaroons, nacl" 2>/dev/null; then
+  python3 -m pip --version >/dev/null 2>&1 || {
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+  }
+  pip=(python3 -m pip install --quiet --disable-pip-version-check -r tests/candid/requirements.txt)
+  PIP_ROOT_USER_ACTION=ignore "${pip[@]}" 2>/dev/null ||
+    PIP_ROOT_USER_ACTION=ignore "${pip[@]}" --break-system-packages
+fi
+
 command -v cargo >/dev/null || { echo "cargo not found: install Rust 1.85 or newer (rustup)" >&2; exit 1; }
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -338,8 +338,11 @@ async fn a_role_grant_shows_one_project_until_revoked() {
         bob.json(&["project", "list", "prod:", "-f", "json", "--project", "p1"]),
         serde_json::json!([])
     );
+    // With no rights anywhere there is nothing to hide: refused, whether p1 exists or not.
     let err = bob.fails(&["list", "prod:", "--project", "p1"]);
-    assert!(err.contains("Project not found"), "{err}");
+    assert!(err.contains("not authorized"), "{err}");
+    let err = bob.fails(&["list", "prod:", "--project", "nosuch"]);
+    assert!(err.contains("not authorized"), "{err}");
 
     // Granted auditor on p1 (named by a fingerprint prefix).
     let err = bob.fails(&[
@@ -421,13 +424,13 @@ async fn a_role_grant_shows_one_project_until_revoked() {
     );
     assert!(!admin.ok(&["auth", "list", "-f", "csv"]).contains(&fp));
     let err = bob.fails(&["list", "prod:"]);
-    assert!(err.contains("Project not found"), "{err}");
+    assert!(err.contains("not authorized"), "{err}");
     assert_eq!(
         bob.json(&["project", "list", "prod:", "-f", "json"]),
         serde_json::json!([])
     );
     let err = bob.fails(&["project", "show", "prod:p1"]);
-    assert!(err.contains("Project not found"), "{err}");
+    assert!(err.contains("not authorized"), "{err}");
 
     // Revoking by id.
     let out = admin.ok(&["auth", "grant", &fp, "user", "--all-projects"]);

@@ -45,6 +45,12 @@ pub enum Identity {
     Unix { uid: u32 },
     /// A client certificate in the trust store, within its validity.
     Certificate(Arc<TrustedCert>),
+    /// A user the Candid authentication server vouched for (`crate::candid::identify`). Their
+    /// rights come only from grants naming them or their groups.
+    Candid {
+        username: String,
+        groups: Vec<String>,
+    },
     /// Everyone else. The fingerprint is kept for logs and for self-enrolment.
     Untrusted { fingerprint: Option<String> },
 }
@@ -136,7 +142,7 @@ impl Identity {
         match self {
             Identity::Unix { .. } => true,
             Identity::Certificate(c) => !c.restricted,
-            Identity::Untrusted { .. } => false,
+            Identity::Candid { .. } | Identity::Untrusted { .. } => false,
         }
     }
 
@@ -162,6 +168,7 @@ impl Identity {
         match self {
             Identity::Unix { uid } => format!("uid={uid}"),
             Identity::Certificate(c) => c.fingerprint.clone(),
+            Identity::Candid { username, .. } => username.clone(),
             Identity::Untrusted { fingerprint } => fingerprint.clone().unwrap_or_default(),
         }
     }
@@ -170,6 +177,7 @@ impl Identity {
     pub fn method(&self) -> &'static str {
         match self {
             Identity::Unix { .. } => "unix",
+            Identity::Candid { .. } => "candid",
             Identity::Certificate(_) | Identity::Untrusted { .. } => "tls",
         }
     }
@@ -179,7 +187,7 @@ impl Identity {
         match self {
             Identity::Certificate(c) => Some(&c.fingerprint),
             Identity::Untrusted { fingerprint } => fingerprint.as_deref(),
-            Identity::Unix { .. } => None,
+            Identity::Unix { .. } | Identity::Candid { .. } => None,
         }
     }
 }

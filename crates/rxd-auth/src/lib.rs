@@ -3,6 +3,7 @@
 //! and nowhere else.
 #![forbid(unsafe_code)]
 
+pub mod candid;
 pub mod certificates;
 pub mod confinement;
 pub mod endpoints;

@@ -234,6 +234,14 @@ impl Rights {
         }
     }
 
+    /// No permission anywhere.
+    pub fn is_empty(&self) -> bool {
+        !self.admin
+            && !self.server_view
+            && self.everywhere.is_empty()
+            && self.projects.values().all(BTreeSet::is_empty)
+    }
+
     pub fn has(&self, project: &str, perm: Permission) -> bool {
         self.admin
             || self.everywhere.contains(&perm)
@@ -293,6 +301,7 @@ pub fn rights(identity: &Identity, grants: &[Grant]) -> Rights {
                 r.add(g.role, &g.scope);
             }
         }
+        Identity::Candid { username, groups } => return external_rights(username, groups, grants),
         Identity::Untrusted { .. } => {}
     }
     r
@@ -352,6 +361,9 @@ pub fn decide(
         Need::Admin if trusted && rights.admin => Decision::Allow,
         Need::Trusted | Need::Admin => Decision::Forbidden,
         Need::Project(_) if !trusted => Decision::Forbidden,
+        // Rights nowhere (a Candid user with no grant): there is nothing to hide, the answer is
+        // the same whether the project exists or not.
+        Need::Project(_) if rights.is_empty() => Decision::Forbidden,
         Need::Project(_) if !project_exists || !rights.can_view(project) => Decision::Hidden,
         Need::Project(p) if rights.has(project, p) => Decision::Allow,
         Need::Project(_) => Decision::Forbidden,
@@ -543,7 +555,8 @@ mod tests {
             (Need::Admin, true, &admin, true, Allow),
             (Need::Admin, false, &admin, true, Forbidden),
             (Need::Project(View), false, &none, true, Forbidden),
-            (Need::Project(View), true, &none, true, Hidden),
+            (Need::Project(View), true, &none, true, Forbidden),
+            (Need::Project(View), true, &none, false, Forbidden),
             (Need::Project(View), true, &auditor, true, Allow),
             (Need::Project(View), true, &auditor, false, Hidden),
             (

@@ -20,6 +20,14 @@ pub enum KeyKind {
     Expiry,
     /// `true` or `false`; unset means false.
     Bool,
+    /// An `http://` or `https://` base URL (`candid.api.url`).
+    Url,
+    /// A curve25519 public key, base64 of 32 bytes (`candid.api.key`).
+    PublicKey,
+    /// A whole number of seconds, at least 1.
+    Seconds,
+    /// Comma-separated domain names.
+    DomainList,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +40,12 @@ pub const HTTPS_ADDRESS: &str = "core.https_address";
 pub const TRUST_PASSWORD: &str = "core.trust_password";
 pub const REMOTE_TOKEN_EXPIRY: &str = "core.remote_token_expiry";
 pub const TRUST_CA_CERTIFICATES: &str = "core.trust_ca_certificates";
+pub const CANDID_URL: &str = "candid.api.url";
+pub const CANDID_KEY: &str = "candid.api.key";
+pub const CANDID_EXPIRY: &str = "candid.expiry";
+pub const CANDID_DOMAINS: &str = "candid.domains";
+/// `candid.expiry` when unset, in seconds (LXD's default).
+pub const CANDID_DEFAULT_EXPIRY: u64 = 3600;
 
 pub const KEYS: &[KeySpec] = &[
     KeySpec {
@@ -49,6 +63,22 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec {
         name: TRUST_CA_CERTIFICATES,
         kind: KeyKind::Bool,
+    },
+    KeySpec {
+        name: CANDID_URL,
+        kind: KeyKind::Url,
+    },
+    KeySpec {
+        name: CANDID_KEY,
+        kind: KeyKind::PublicKey,
+    },
+    KeySpec {
+        name: CANDID_EXPIRY,
+        kind: KeyKind::Seconds,
+    },
+    KeySpec {
+        name: CANDID_DOMAINS,
+        kind: KeyKind::DomainList,
     },
 ];
 
@@ -147,6 +177,67 @@ fn validate_plain(kind: KeyKind, value: &str) -> Result<(), String> {
             _ => Err(format!("expected true or false, not {value:?}")),
         },
         KeyKind::Secret => Ok(()),
+        KeyKind::Url => check_url(value),
+        KeyKind::PublicKey => check_public_key(value),
+        KeyKind::Seconds => match value.parse::<u64>() {
+            Ok(n) if n >= 1 => Ok(()),
+            _ => Err(format!("expected a whole number of seconds, not {value:?}")),
+        },
+        KeyKind::DomainList => domain_list(value)
+            .all(|d| {
+                !d.is_empty()
+                    && d.len() <= 253
+                    && d.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+            })
+            .then_some(())
+            .ok_or_else(|| format!("expected comma-separated domain names, not {value:?}")),
+    }
+}
+
+fn check_url(value: &str) -> Result<(), String> {
+    let rest = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"))
+        .ok_or_else(|| format!("expected an http:// or https:// URL, not {value:?}"))?;
+    let host = rest.split('/').next().unwrap_or_default();
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "-._~:/%[]".contains(c);
+    if host.is_empty() || !rest.chars().all(ok_char) || rest.contains("..") {
+        return Err(format!("not a usable URL: {value:?}"));
+    }
+    Ok(())
+}
+
+fn check_public_key(value: &str) -> Result<(), String> {
+    let bad = || format!("expected base64 of a 32-byte public key, not {value:?}");
+    let body = value.trim_end_matches('=');
+    if body.len() != 43
+        || !body
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+/-_".contains(c))
+    {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// The entries of a comma-separated list, trimmed.
+pub fn domain_list(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim)
+}
+
+/// Rules between keys, checked on the config an update would produce, before anything is
+/// stored. A plain-HTTP authentication server is only acceptable with its public key pinned
+/// (otherwise anyone on the path could answer for it); set the key first.
+pub fn check_whole(config: &StoredConfig) -> Result<(), ConfigError> {
+    match config.get(CANDID_URL) {
+        Some(url) if url.starts_with("http://") && !config.contains_key(CANDID_KEY) => {
+            Err(ConfigError::Invalid {
+                key: CANDID_URL.into(),
+                reason: format!("a plain http URL needs {CANDID_KEY} (set it first)"),
+            })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -251,6 +342,38 @@ mod tests {
             Ok(&[(pw, Unset)]),
         );
         check(&[(pw, "$argon2id$x")], json!({pw: false}), Merge, Err(()));
+        let (url, key, exp, dom) = (CANDID_URL, CANDID_KEY, CANDID_EXPIRY, CANDID_DOMAINS);
+        let k32 = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
+        for (k, v, ok) in [
+            (url, "https://candid.example", true),
+            (url, "http://127.0.0.1:8081/auth", true),
+            (url, "ftp://x", false),
+            (url, "https://", false),
+            (url, "https://a b", false),
+            (url, "https://x/../y", false),
+            (key, k32, true),
+            (key, k32.trim_end_matches('='), true),
+            (key, "AAAA", false),
+            (key, "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA!", false),
+            (exp, "2", true),
+            (exp, "0", false),
+            (exp, "-1", false),
+            (exp, "1h", false),
+            (dom, "example.com, staff.example.com", true),
+            (dom, "a,,b", false),
+            (dom, "bad domain", false),
+        ] {
+            let r = plan_update(&stored(&[]), json!({k: v}).as_object().unwrap(), Merge);
+            assert_eq!(r.is_ok(), ok, "{k}={v}");
+        }
+        let whole = |pairs: &[(&str, &str)]| check_whole(&stored(pairs)).is_ok();
+        assert!(whole(&[(url, "https://c")]));
+        assert!(!whole(&[(url, "http://c")]));
+        assert!(whole(&[(url, "http://c"), (key, k32)]));
+        assert!(whole(&[(key, k32)]));
+        assert!(whole(&[(exp, "5")]));
+        assert!(!whole(&[(url, "http://c"), (exp, "5")]));
+        assert!(whole(&[]));
         check(&[(pw, "$argon2id$x")], json!({pw: 5}), Merge, Err(()));
         check(
             &[(pw, "$argon2id$x"), (addr, "a:1")],

@@ -3,6 +3,7 @@
 //! runs. Handlers then take the admitted [`Caller`] (or [`Trusted`], [`Admin`], which check
 //! again and, for `Admin`, hand over the proof that state-changing functions ask for).
 
+use crate::candid::{self, Login};
 use crate::error::ApiError;
 use crate::listener::ConnInfo;
 use crate::state::{now_unix, read, Daemon};
@@ -57,25 +58,41 @@ fn scope_params(uri: &http::Uri) -> (String, bool) {
     )
 }
 
-/// Who is asking, with their rights now, for a request on `project`.
-fn identify(daemon: &Daemon, parts: &Parts, project: String) -> Result<Caller, ApiError> {
+/// Who is asking, with their rights now, for a request on `project`, and what its macaroons
+/// said (requests on the macaroon path are judged by them alone, the client certificate ignored).
+fn identify(daemon: &Daemon, parts: &Parts, project: String) -> Result<(Caller, Login), ApiError> {
     let conn = parts
         .extensions
         .get::<ConnInfo>()
         .cloned()
         .ok_or_else(|| ApiError::internal("request without connection facts"))?;
     let transport = with_ca_verdict(daemon, &conn);
-    let policy = TrustPolicy {
-        trust_ca_certificates: flag(&read(&daemon.config), TRUST_CA_CERTIFICATES),
+    let login = match transport {
+        Transport::Tls { .. } => daemon
+            .logins
+            .authenticate(&parts.headers, time::OffsetDateTime::now_utc()),
+        Transport::Unix { .. } => Login::NotAsked,
     };
-    let identity = authenticate(&transport, &read(&daemon.trust), policy, now_unix());
+    let identity = match &login {
+        Login::NotAsked => {
+            let policy = TrustPolicy {
+                trust_ca_certificates: flag(&read(&daemon.config), TRUST_CA_CERTIFICATES),
+            };
+            authenticate(&transport, &read(&daemon.trust), policy, now_unix())
+        }
+        Login::Verified(identity) => identity.clone(),
+        Login::Refused(_) | Login::Missing { .. } => Identity::Untrusted { fingerprint: None },
+    };
     let rights = Arc::new(daemon.rights(&identity));
-    Ok(Caller {
-        identity,
-        conn,
-        rights,
-        project,
-    })
+    Ok((
+        Caller {
+            identity,
+            conn,
+            rights,
+            project,
+        },
+        login,
+    ))
 }
 
 /// The authorization layer: every routed request is looked up in the endpoint table
@@ -89,7 +106,7 @@ pub async fn authorize(
 ) -> Response {
     let (mut parts, body) = req.into_parts();
     let (project, all_projects) = scope_params(&parts.uri);
-    let caller = match identify(&daemon, &parts, project) {
+    let (caller, login) = match identify(&daemon, &parts, project) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
@@ -111,6 +128,19 @@ pub async fn authorize(
                 .unwrap_or_default()
         }
     };
+    match login {
+        Login::Refused(refusal) => return ApiError::Forbidden(refusal.to_string()).into_response(),
+        // No valid login: challenge, unless the route is open to anyone and the client did not
+        // insist on being authenticated (LXD's `X-LXD-authenticated`).
+        Login::Missing { version }
+            if need != Need::Anyone || parts.headers.contains_key(candid::AUTHENTICATED_HEADER) =>
+        {
+            return candid::challenge(&daemon, parts.uri.path(), version)
+                .await
+                .into_response();
+        }
+        _ => {}
+    }
     let exists = read(&daemon.projects).contains_key(&project);
     match decide(
         need,
@@ -136,7 +166,7 @@ impl FromRequestParts<Arc<Daemon>> for Caller {
         match parts.extensions.get::<Admitted>() {
             Some(Admitted(caller)) => Ok(caller.clone()),
             // Not behind the authorization layer (no route matched): identify only.
-            None => identify(daemon, parts, scope_params(&parts.uri).0),
+            None => identify(daemon, parts, scope_params(&parts.uri).0).map(|(c, _)| c),
         }
     }
 }

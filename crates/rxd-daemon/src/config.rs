@@ -8,7 +8,10 @@ use crate::https;
 use crate::state::{lock, read, write, Daemon};
 use rxd_auth::AdminProof;
 use rxd_core::address::ListenAddress;
-use rxd_core::config::{plan_update, public_view, Change, StoredConfig, UpdateMode, HTTPS_ADDRESS};
+use rxd_core::config::{
+    plan_update, public_view, Change, StoredConfig, UpdateMode, CANDID_KEY, CANDID_URL,
+    HTTPS_ADDRESS,
+};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -52,6 +55,27 @@ pub async fn update_config(
         changes.insert(key, stored);
     }
 
+    let mut new_config = current.clone();
+    for (k, v) in &changes {
+        match v {
+            Some(v) => new_config.insert(k.clone(), v.clone()),
+            None => new_config.remove(k),
+        };
+    }
+    rxd_core::config::check_whole(&new_config)?;
+    // A changed authentication server invalidates every login made with the old one.
+    let forget_logins = changes.keys().any(|k| k.starts_with("candid."));
+    // An https authentication server without a key: fetch its key over verified TLS once and
+    // pin it in the config (LXD fetches it at every start).
+    if forget_logins && !new_config.contains_key(CANDID_KEY) {
+        if let Some(url) = new_config.get(CANDID_URL).cloned() {
+            let key = crate::candid::fetch_public_key(&url).await?;
+            tracing::info!(%url, %key, "pinned the Candid public key");
+            changes.insert(CANDID_KEY.into(), Some(key.clone()));
+            new_config.insert(CANDID_KEY.into(), key);
+        }
+    }
+
     // Bind the new HTTPS address first: a bad one is refused before anything changes.
     let listener_change = match changes.get(HTTPS_ADDRESS) {
         None => ListenerChange::Keep,
@@ -60,7 +84,10 @@ pub async fn update_config(
     };
 
     let to_store = changes.clone();
-    if let Err(e) = d.db(move |s| s.update_config(&to_store)).await {
+    if let Err(e) = d
+        .db(move |s| s.update_config(&to_store, forget_logins))
+        .await
+    {
         if let ListenerChange::Replaced { old, .. } = listener_change {
             restart_listener(d, &old).await;
         }
@@ -77,12 +104,11 @@ pub async fn update_config(
         ListenerChange::Replaced { bound, .. } => start_listener(d, bound)?,
     }
 
-    let mut new_config = current;
-    for (k, v) in &changes {
-        match v {
-            Some(v) => new_config.insert(k.clone(), v.clone()),
-            None => new_config.remove(k),
-        };
+    if forget_logins {
+        let (daemon, cfg) = (d.clone(), new_config.clone());
+        tokio::task::spawn_blocking(move || daemon.logins.reconfigure(&daemon.store, &cfg))
+            .await?
+            .map_err(ApiError::from)?;
     }
     lock(&d.warnings).refresh(&new_config);
     *write(&d.config) = new_config;

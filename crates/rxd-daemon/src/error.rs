@@ -31,6 +31,12 @@ pub enum ApiError {
     TooManyRequests { retry_after: Duration },
     #[error("not implemented")]
     NotImplemented,
+    /// A Candid login is needed: answered in the bakery's shape, not LXD's envelope.
+    #[error("macaroon discharge required")]
+    DischargeRequired {
+        proxy: bool,
+        body: Box<rxd_bakery::wire::BakeryErrorBody>,
+    },
     #[error("internal error")]
     Internal(String),
 }
@@ -54,6 +60,10 @@ impl ApiError {
             ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+            ApiError::DischargeRequired { proxy: false, .. } => StatusCode::UNAUTHORIZED,
+            ApiError::DischargeRequired { proxy: true, .. } => {
+                StatusCode::PROXY_AUTHENTICATION_REQUIRED
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -69,6 +79,17 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
+        if let ApiError::DischargeRequired { proxy, body } = &self {
+            let mut resp = json_response(status, body.as_ref());
+            if !proxy {
+                resp.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Macaroon"),
+                );
+            }
+            resp.extensions_mut().insert(RejectReason(reason));
+            return resp;
+        }
         let mut resp = json_response(status, &Envelope::error(status.as_u16(), self.to_string()));
         if let ApiError::TooManyRequests { retry_after } = &self {
             let secs = retry_after.as_secs().max(1).to_string();

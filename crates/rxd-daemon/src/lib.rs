@@ -4,6 +4,7 @@
 
 mod body;
 mod caller;
+mod candid;
 mod config;
 mod error;
 mod events;
@@ -90,6 +91,7 @@ pub async fn run(
     tracing::info!(certificates = trust.len(), "trust store loaded");
     let projects = state::projects_map(store.projects()?);
     let grants = state::grants_list(store.grants()?);
+    let logins = candid::Logins::load(&store, &config)?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let daemon = Arc::new(Daemon {
@@ -102,6 +104,7 @@ pub async fn run(
         trust: RwLock::new(trust),
         projects: RwLock::new(Arc::new(projects)),
         grants: RwLock::new(Arc::new(grants)),
+        logins,
         https: Mutex::new(None),
         warnings: Mutex::new(warnings::Warnings::default()),
         throttle: Mutex::new(Default::default()),

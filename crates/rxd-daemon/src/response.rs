@@ -8,7 +8,7 @@ use rxd_api::{Envelope, ResponseType};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-pub fn json_response(status: StatusCode, envelope: &Envelope) -> Response {
+pub fn json_response(status: StatusCode, envelope: &impl serde::Serialize) -> Response {
     let mut body = serde_json::to_vec(envelope).unwrap_or_else(|_| b"{}".to_vec());
     body.push(b'\n');
     with_body(status, body)

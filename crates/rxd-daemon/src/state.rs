@@ -32,6 +32,8 @@ pub struct Daemon {
     /// Role grants, replaced whole after every change, so a grant or revocation applies to the
     /// next request.
     pub grants: RwLock<Arc<Vec<Grant>>>,
+    /// Candid logins: key pair, configuration and login root keys.
+    pub logins: crate::candid::Logins,
     pub https: Mutex<Option<Running>>,
     pub warnings: Mutex<Warnings>,
     pub throttle: Mutex<Throttle>,

@@ -12,13 +12,18 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Apply changes atomically: `Some(v)` sets, `None` unsets.
+    /// Apply changes atomically: `Some(v)` sets, `None` unsets. With `forget_logins`, the root
+    /// keys of every login macaroon go in the same transaction (the authentication server changed).
     pub fn update_config(
         &self,
         changes: &BTreeMap<String, Option<String>>,
+        forget_logins: bool,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
+        if forget_logins {
+            tx.execute("DELETE FROM bakery_root_keys", [])?;
+        }
         for (key, value) in changes {
             match value {
                 Some(v) => tx.execute(
@@ -48,11 +53,11 @@ mod tests {
             let mut c = BTreeMap::new();
             c.insert("a".to_string(), Some("1".to_string()));
             c.insert("b".to_string(), Some("2".to_string()));
-            s.update_config(&c).unwrap();
+            s.update_config(&c, false).unwrap();
             let mut c = BTreeMap::new();
             c.insert("a".to_string(), None);
             c.insert("b".to_string(), Some("3".to_string()));
-            s.update_config(&c).unwrap();
+            s.update_config(&c, false).unwrap();
         }
         let s = Store::open(&path).unwrap();
         let got = s.config().unwrap();

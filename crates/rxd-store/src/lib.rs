@@ -2,6 +2,7 @@
 //! runs them off its async executor.
 #![forbid(unsafe_code)]
 
+mod bakery;
 mod certificates;
 mod config;
 mod images;
@@ -10,6 +11,7 @@ mod migrations;
 mod projects;
 mod snapshots;
 
+pub use bakery::RootKeyRow;
 pub use certificates::{CertificateRow, TokenRow};
 pub use images::{AliasRow, ImageRow};
 pub use instances::{Allocator, InstanceRow, Remap};

@@ -105,6 +105,18 @@ const MIGRATIONS: &[&str] = &[
         project       TEXT NOT NULL DEFAULT '',
         UNIQUE (identity_type, identity, role, scope, project)
     );"#,
+    // 7: Candid logins. The daemon's curve25519 key (third-party caveats are encrypted from it)
+    // and the root keys of the login macaroons it minted, so logins survive a restart; root keys
+    // rotate and old ones are purged.
+    "CREATE TABLE bakery_keypair (
+        id     INTEGER PRIMARY KEY CHECK (id = 1),
+        secret BLOB NOT NULL
+    );
+    CREATE TABLE bakery_root_keys (
+        id         BLOB PRIMARY KEY NOT NULL,
+        root_key   BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    );",
 ];
 
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

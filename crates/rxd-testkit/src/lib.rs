@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ca;
+pub mod candid;
 
 use rxd_client::Client;
 use rxd_tls::client::ServerTrust;
@@ -83,6 +84,8 @@ pub struct Options {
     pub no_https: bool,
     /// `--group` for the unix socket.
     pub group: Option<String>,
+    /// Extra environment for the daemon (say `SSL_CERT_FILE`, for its outgoing HTTPS).
+    pub env: Vec<(String, String)>,
 }
 
 pub struct TestDaemon {
@@ -177,6 +180,7 @@ impl TestDaemon {
         if let Some(g) = &self.opts.group {
             cmd.arg("--group").arg(g);
         }
+        cmd.envs(self.opts.env.iter().map(|(k, v)| (k, v)));
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         self.child = Some(cmd.spawn().expect("spawn rxd"));
     }

@@ -145,3 +145,37 @@ pub fn ca_trust(cas: &[Vec<u8>]) -> Result<ServerTrust, TlsError> {
     }
     Ok(ServerTrust::Ca(Arc::new(roots)))
 }
+
+/// A client configuration for ordinary web servers (a Candid discharger, say): the server must
+/// present a certificate that chains to the system's root certificates (`SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` are honoured) or to one of `extra_cas` (DER), for the name it was asked for.
+/// No client certificate is offered. There is deliberately no way to skip the check.
+pub fn web_client_config(extra_cas: &[Vec<u8>]) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    // Unreadable or unparsable system certificates are skipped, as browsers do; an empty store
+    // is reported below rather than turned into a verifier that accepts nothing, silently.
+    let _ = roots.add_parsable_certificates(native.certs);
+    for der in extra_cas {
+        roots.add(CertificateDer::from(der.clone()))?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::Config(rustls::Error::General(
+            "no trusted root certificates found (install ca-certificates, or set SSL_CERT_FILE)"
+                .into(),
+        )));
+    }
+    let provider = provider();
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(PROTOCOL_VERSIONS)?
+        .with_webpki_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}

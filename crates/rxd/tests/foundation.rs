@@ -179,6 +179,7 @@ async fn unix_socket_mode_group_and_access() {
     let d = TestDaemon::start_with(Options {
         no_https: true,
         group: Some("nogroup".into()),
+        ..Default::default()
     })
     .await;
     let meta = std::fs::metadata(d.socket()).unwrap();

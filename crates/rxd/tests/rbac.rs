@@ -643,13 +643,14 @@ async fn grants_apply_to_the_next_request_on_a_kept_alive_connection() {
     let fp = trust(&unix, &id, &[]).await;
     let c = d.https(Some(&id));
     let status = |r: Reply| r.status;
+    // No rights anywhere: refused outright (there is nothing to hide).
     assert_eq!(
         status(
             c.request(Method::GET, "/1.0/instances?project=p1", None)
                 .await
                 .unwrap()
         ),
-        404
+        403
     );
     let g = grant(&unix, &fp, "auditor", "project", "p1").await;
     assert_eq!(
@@ -678,13 +679,14 @@ async fn grants_apply_to_the_next_request_on_a_kept_alive_connection() {
         Value::Null,
     )
     .await;
+    // No rights anywhere: refused outright (there is nothing to hide).
     assert_eq!(
         status(
             c.request(Method::GET, "/1.0/instances?project=p1", None)
                 .await
                 .unwrap()
         ),
-        404
+        403
     );
     // A server-wide admin grant makes a restricted certificate the administrator.
     let g = grant(&unix, &fp, "admin", "server", "").await;

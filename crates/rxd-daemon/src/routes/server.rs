@@ -28,7 +28,11 @@ pub async fn get(State(d): State<Arc<Daemon>>, caller: Caller) -> Response {
         api_version: "1.0".into(),
         auth: "untrusted".into(),
         public: false,
-        auth_methods: vec!["tls".into()],
+        auth_methods: if d.logins.config().is_some() {
+            vec!["tls".into(), "candid".into()]
+        } else {
+            vec!["tls".into()]
+        },
         auth_user_name: None,
         auth_user_method: None,
         environment: None,

@@ -1,0 +1,364 @@
+//! Candid logins (LXD 5.0's macaroon authentication): the daemon's bakery key pair and the root
+//! keys of the login macaroons it mints, kept in the store so logins survive a restart and
+//! rotated daily; which requests take the macaroon path; the 401 challenge; verification.
+
+use crate::error::ApiError;
+use crate::state::{lock, read, write, Daemon};
+use http::HeaderMap;
+use rxd_auth::candid::CandidRefusal;
+use rxd_auth::Identity;
+use rxd_bakery::codec::{parse_public_key, KeyPair};
+use rxd_bakery::login::{self, RootKey, RootKeyId, ThirdParty};
+use rxd_bakery::wire::{self, BakeryErrorBody, ErrorInfo};
+use rxd_core::config::{
+    domain_list, StoredConfig, CANDID_DEFAULT_EXPIRY, CANDID_DOMAINS, CANDID_EXPIRY, CANDID_KEY,
+    CANDID_URL,
+};
+use rxd_store::{RootKeyRow, Store, StoreError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use time::OffsetDateTime;
+
+/// A root key mints login macaroons for this long, then a new one is made.
+const ROTATE_AFTER: i64 = 24 * 3600;
+pub const BAKERY_HEADER: &str = "bakery-protocol-version";
+pub const AUTHENTICATED_HEADER: &str = "x-lxd-authenticated";
+
+/// The authentication server as configured.
+#[derive(Debug, Clone)]
+pub struct CandidConfig {
+    pub third_party: ThirdParty,
+    pub expiry: i64,
+    pub domains: Vec<String>,
+}
+
+impl CandidConfig {
+    /// From the server config; `None` when Candid is off or the key is not usable.
+    pub fn from_config(config: &StoredConfig) -> Option<CandidConfig> {
+        let url = config.get(CANDID_URL)?;
+        let key = config.get(CANDID_KEY).and_then(|k| parse_public_key(k));
+        let Some(public_key) = key else {
+            tracing::error!(url, "Candid needs {CANDID_KEY}: logins are off");
+            return None;
+        };
+        Some(CandidConfig {
+            third_party: ThirdParty {
+                location: url.trim_end_matches('/').to_owned(),
+                public_key,
+            },
+            expiry: config
+                .get(CANDID_EXPIRY)
+                .and_then(|e| e.parse::<i64>().ok())
+                .unwrap_or(CANDID_DEFAULT_EXPIRY as i64),
+            domains: config
+                .get(CANDID_DOMAINS)
+                .map(|d| domain_list(d).map(str::to_owned).collect())
+                .unwrap_or_default(),
+        })
+    }
+}
+
+#[derive(Default)]
+struct RootKeys {
+    by_id: HashMap<RootKeyId, (RootKey, i64)>,
+    /// The newest key: it mints until it is `ROTATE_AFTER` old.
+    current: Option<(RootKeyId, i64)>,
+}
+
+impl RootKeys {
+    fn from_rows(rows: Vec<RootKeyRow>) -> RootKeys {
+        let mut keys = RootKeys::default();
+        for r in rows {
+            let (Ok(id), Ok(key)) = (
+                RootKeyId::try_from(r.id.as_slice()),
+                RootKey::try_from(r.root_key.as_slice()),
+            ) else {
+                continue;
+            };
+            keys.by_id.insert(id, (key, r.created_at));
+            if keys.current.is_none_or(|(_, at)| at <= r.created_at) {
+                keys.current = Some((id, r.created_at));
+            }
+        }
+        keys
+    }
+}
+
+/// What a request's macaroons say.
+#[derive(Debug)]
+pub enum Login {
+    /// Not a macaroon request (Candid off, no bakery header, or the unix socket).
+    NotAsked,
+    /// A verified login, accepted.
+    Verified(Identity),
+    /// A verified login whose user is refused (`candid.domains`).
+    Refused(CandidRefusal),
+    /// No valid macaroon: the client may be challenged; the bakery version it speaks.
+    Missing { version: u8 },
+}
+
+/// Candid state: the key pair (made on first use and kept), the configuration, the root keys.
+pub struct Logins {
+    keypair: RwLock<Option<KeyPair>>,
+    config: RwLock<Option<Arc<CandidConfig>>>,
+    root_keys: Mutex<RootKeys>,
+}
+
+impl Logins {
+    /// Loads what the store holds (blocking; at start-up). Nothing is created while Candid is off.
+    pub fn load(store: &Store, config: &StoredConfig) -> Result<Logins, StoreError> {
+        let logins = Logins {
+            keypair: RwLock::new(None),
+            config: RwLock::new(None),
+            root_keys: Mutex::new(RootKeys::default()),
+        };
+        logins.reconfigure(store, config)?;
+        Ok(logins)
+    }
+
+    /// Applies a config (blocking). The store already forgot the root keys if `candid.*`
+    /// changed; the memory follows it.
+    pub fn reconfigure(&self, store: &Store, config: &StoredConfig) -> Result<(), StoreError> {
+        let candid = CandidConfig::from_config(config).map(Arc::new);
+        if candid.is_some() && read(&self.keypair).is_none() {
+            let secret = store.bakery_keypair_or(KeyPair::generate().secret_bytes())?;
+            let secret: [u8; 32] = secret.try_into().map_err(|_| StoreError::NotFound {
+                kind: "bakery key pair",
+            })?;
+            *write(&self.keypair) = Some(KeyPair::from_secret(secret));
+        }
+        *lock(&self.root_keys) = RootKeys::from_rows(store.login_root_keys()?);
+        *write(&self.config) = candid;
+        Ok(())
+    }
+
+    pub fn config(&self) -> Option<Arc<CandidConfig>> {
+        read(&self.config).clone()
+    }
+
+    /// The macaroon path of authentication: only with Candid on and a bakery header present.
+    pub fn authenticate(&self, headers: &HeaderMap, now: OffsetDateTime) -> Login {
+        let Some(cfg) = self.config() else {
+            return Login::NotAsked;
+        };
+        let Some(version) = headers.get(BAKERY_HEADER) else {
+            return Login::NotAsked;
+        };
+        let version = version
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u8>().ok())
+            .unwrap_or(0);
+        let cookies = headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let explicit = headers
+            .get_all("macaroons")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let slices = rxd_bakery::cookie::slices(cookies, explicit);
+        let keys = lock(&self.root_keys);
+        let lookup = |id: &RootKeyId| {
+            keys.by_id
+                .get(id)
+                .filter(|(_, created)| now.unix_timestamp() < created + ROTATE_AFTER + cfg.expiry)
+                .map(|(k, _)| *k)
+        };
+        for slice in &slices {
+            match login::verify(slice, &lookup, now) {
+                Ok(l) => {
+                    return match rxd_auth::candid::identify(&l.username, Vec::new(), &cfg.domains) {
+                        Ok(identity) => Login::Verified(identity),
+                        Err(refusal) => {
+                            tracing::info!(user = %l.username, %refusal, "Candid login refused");
+                            Login::Refused(refusal)
+                        }
+                    };
+                }
+                Err(e) => tracing::debug!(error = %e, "macaroon slice ignored"),
+            }
+        }
+        Login::Missing { version }
+    }
+
+    /// The current root key, making (and storing) a new one when there is none or it is due.
+    async fn current_root_key(
+        &self,
+        d: &Daemon,
+        now: i64,
+        expiry: i64,
+    ) -> Result<(RootKeyId, RootKey), ApiError> {
+        {
+            let keys = lock(&self.root_keys);
+            if let Some((id, created)) = keys.current {
+                if now - created < ROTATE_AFTER {
+                    return Ok((id, keys.by_id[&id].0));
+                }
+            }
+        }
+        let (id, key): (RootKeyId, RootKey) = (rand::random(), rand::random());
+        let row = RootKeyRow {
+            id: id.to_vec(),
+            root_key: key.to_vec(),
+            created_at: now,
+        };
+        let purge_before = now - ROTATE_AFTER - expiry;
+        d.db(move |s| s.rotate_login_root_key(&row, purge_before))
+            .await?;
+        let mut keys = lock(&self.root_keys);
+        keys.by_id
+            .retain(|_, (_, created)| *created >= purge_before);
+        keys.by_id.insert(id, (key, now));
+        keys.current = Some((id, now));
+        tracing::info!("new Candid login root key");
+        Ok((id, key))
+    }
+}
+
+/// The challenge for a request that needs a login: a fresh macaroon to discharge at Candid, in
+/// the bakery's error shape (not LXD's envelope).
+pub async fn challenge(d: &Daemon, request_path: &str, version: u8) -> ApiError {
+    let Some(cfg) = d.logins.config() else {
+        return ApiError::NotAuthorized;
+    };
+    let Some(keypair) = read(&d.logins.keypair).clone() else {
+        return ApiError::internal("Candid key pair missing");
+    };
+    let now = OffsetDateTime::now_utc();
+    let (id, key) = match d
+        .logins
+        .current_root_key(d, now.unix_timestamp(), cfg.expiry)
+        .await
+    {
+        Ok(k) => k,
+        Err(e) => return e,
+    };
+    let expires = now + time::Duration::seconds(cfg.expiry);
+    let m = login::mint(&id, &key, &cfg.third_party, &keypair, expires);
+    let body = BakeryErrorBody {
+        code: wire::DISCHARGE_REQUIRED.into(),
+        message: "authentication required".into(),
+        info: Some(ErrorInfo {
+            macaroon: Some(m.to_json()),
+            macaroon_path: wire::macaroon_path(request_path),
+            cookie_name_suffix: "auth".into(),
+            ..Default::default()
+        }),
+    };
+    ApiError::DischargeRequired {
+        // Bakery clients older than version 1 expect 407 (go-macaroon-bakery's rule).
+        proxy: version == 0,
+        body: Box::new(body),
+    }
+}
+
+/// Fetches the authentication server's public key from `<url>/discharge/info` over HTTPS
+/// verified against the system's roots (no way to skip it), for pinning into `candid.api.key`.
+pub async fn fetch_public_key(url: &str) -> Result<String, ApiError> {
+    use http_body_util::{BodyExt, Empty, Limited};
+    use hyper_util::rt::TokioIo;
+    let refuse = |why: String| {
+        ApiError::BadRequest(format!(
+            "cannot get the public key of {url}: {why}; set {CANDID_KEY}"
+        ))
+    };
+    let uri: http::Uri = url.parse().map_err(|e| refuse(format!("{e}")))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(refuse("only fetched over https".into()));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| refuse("no host".into()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(443);
+    let path = format!("{}/discharge/info", uri.path().trim_end_matches('/'));
+    let config = rxd_tls::client::web_client_config(&[]).map_err(|e| refuse(e.to_string()))?;
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| refuse(e.to_string()))?;
+
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| refuse(e.to_string()))?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| refuse(format!("TLS: {e}")))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| refuse(e.to_string()))?;
+        tokio::spawn(conn);
+        let req = http::Request::get(path)
+            .header(
+                http::header::HOST,
+                uri.authority().map(|a| a.as_str()).unwrap_or(""),
+            )
+            .header(BAKERY_HEADER, "3")
+            .body(Empty::<bytes::Bytes>::new())
+            .map_err(|e| refuse(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| refuse(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(refuse(format!("status {}", resp.status())));
+        }
+        let body = Limited::new(resp.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .map_err(|e| refuse(e.to_string()))?
+            .to_bytes();
+        let info: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| refuse(e.to_string()))?;
+        let key = info
+            .get("PublicKey")
+            .and_then(serde_json::Value::as_str)
+            .and_then(parse_public_key)
+            .ok_or_else(|| refuse("no usable PublicKey in the reply".into()))?;
+        Ok(rxd_bakery::b64::std(&key))
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(15), exchange)
+        .await
+        .map_err(|_| refuse("timed out".into()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newest_root_key_mints_and_unusable_rows_are_skipped() {
+        let row = |id: u8, at: i64, len: usize| RootKeyRow {
+            id: vec![id; 16],
+            root_key: vec![id; len],
+            created_at: at,
+        };
+        let keys = RootKeys::from_rows(vec![
+            row(1, 10, 32),
+            row(2, 30, 32),
+            row(3, 20, 32),
+            row(4, 40, 5),
+        ]);
+        assert_eq!(keys.by_id.len(), 3);
+        assert_eq!(keys.current, Some(([2; 16], 30)));
+        assert!(RootKeys::from_rows(vec![]).current.is_none());
+    }
+
+    #[test]
+    fn config_turns_candid_on_only_with_a_usable_key() {
+        let mut c = StoredConfig::new();
+        assert!(CandidConfig::from_config(&c).is_none());
+        c.insert(CANDID_URL.into(), "https://candid.example/".into());
+        assert!(CandidConfig::from_config(&c).is_none(), "no key yet");
+        c.insert(CANDID_KEY.into(), rxd_bakery::b64::std(&[7; 32]));
+        c.insert(CANDID_DOMAINS.into(), "a.example, b.example".into());
+        let cfg = CandidConfig::from_config(&c).unwrap();
+        assert_eq!(cfg.third_party.location, "https://candid.example");
+        assert_eq!(cfg.third_party.public_key, [7; 32]);
+        assert_eq!(cfg.expiry, 3600);
+        assert_eq!(cfg.domains, ["a.example", "b.example"]);
+    }
+}
