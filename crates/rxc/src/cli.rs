@@ -207,7 +207,7 @@ pub enum RemoteCmd {
     Add(RemoteAdd),
     /// List remotes.
     List(FormatArg),
-    /// Remove a remote (and its pinned certificate).
+    /// Remove a remote (and its pinned certificate and Candid cookie jar).
     Remove { name: String },
     /// Rename a remote.
     Rename { old: String, new: String },
@@ -228,9 +228,18 @@ pub struct RemoteAdd {
     /// Trust password (prompted for without echo when needed and not given).
     #[arg(long)]
     pub password: Option<String>,
-    /// Authentication type.
-    #[arg(long, default_value = "tls")]
-    pub auth_type: String,
+    /// Authentication type: `tls` (this client's certificate) or `candid` (a login at the
+    /// server's Candid). Default: `candid` when the server offers it and no --password is
+    /// given, else `tls`.
+    #[arg(long, value_parser = ["tls", "candid"])]
+    pub auth_type: Option<String>,
+    /// Candid agent file (`{"key":{..},"agents":[{"url","username"}]}`): log in as that agent,
+    /// without a person, now and whenever the login expires. Implies `--auth-type=candid`.
+    #[arg(long, value_name = "FILE", conflicts_with = "password")]
+    pub candid_agent: Option<std::path::PathBuf>,
+    /// Candid domain, passed to the browser login page.
+    #[arg(long)]
+    pub domain: Option<String>,
     /// Project to use on this remote.
     #[arg(long, default_value = "default")]
     pub project: String,

@@ -21,6 +21,10 @@ pub async fn info(conf: &ConfigDir, remote: Option<&str>) -> anyhow::Result<()> 
         conn.trust_mode()
     );
     println!("# current project: {}", conn.project);
+    if let Some(user) = info["auth_user_name"].as_str().filter(|u| !u.is_empty()) {
+        let method = info["auth_user_method"].as_str().unwrap_or("unknown");
+        println!("# authenticated as {user} ({method})");
+    }
     if info["auth"] == "untrusted" {
         eprintln!(
             "Note: remote {name} does not trust this client; only the public information is shown."

@@ -1,6 +1,7 @@
 //! Opening a remote: the unix socket for `unix://` remotes, otherwise HTTPS that accepts exactly
-//! the pinned certificate (or, in PKI mode, one issued by `client.ca`). Errors are turned into
-//! sentences that say what happened and what to do.
+//! the pinned certificate (or, in PKI mode, one issued by `client.ca`), authenticated by this
+//! client's certificate or, for a Candid remote, by the login cookies in its jar. Errors are
+//! turned into sentences that say what happened and what to do.
 
 use anyhow::{anyhow, bail, Context};
 use rxd_client::remotes::{ConfigDir, Remote};
@@ -134,8 +135,15 @@ pub fn open(conf: &ConfigDir, name: &str) -> anyhow::Result<Conn> {
             ),
         },
     };
-    let identity = conf.client_keypair()?;
-    let mut client = Client::https(&host, port, trust, Some(&identity))?;
+    let mut client = if remote.auth_type == "candid" {
+        let login = crate::login::session(conf, name, &remote, &host)?;
+        let mut c = Client::https(&host, port, trust, None)?;
+        c.set_candid(std::sync::Arc::new(login));
+        c
+    } else {
+        let identity = conf.client_keypair()?;
+        Client::https(&host, port, trust, Some(&identity))?
+    };
     client.set_project(Some(project.clone()));
     Ok(Conn {
         name: name.into(),
@@ -170,6 +178,22 @@ impl Conn {
             .map_err(|e| self.explain(e))?;
         match reply.metadata() {
             Ok(v) => Ok(v),
+            Err(ClientError::Api {
+                status: 403,
+                message,
+            }) if self.client.candid().is_some() => {
+                let who = self
+                    .client
+                    .candid()
+                    .and_then(|l| l.user())
+                    .map(|u| format!("Candid user {u}"))
+                    .unwrap_or_else(|| "this Candid login".into());
+                bail!(
+                    "{message}: {who} has no role that allows this on remote {name}. An administrator can \
+                     grant one: rxc auth grant USER ROLE --type candid-user --project PROJECT",
+                    name = self.name
+                )
+            }
             Err(ClientError::Api {
                 status: 403,
                 message,

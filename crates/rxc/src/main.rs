@@ -7,6 +7,7 @@ mod connect;
 mod file;
 mod image;
 mod instance;
+mod login;
 mod output;
 mod project;
 mod remote;

@@ -1,19 +1,21 @@
 //! `rxc remote ...`, and above all `remote add`: the seed's four steps (GET /1.0, confirm the
 //! fingerprint, send the password if untrusted, GET /1.0 again), or a join token, which carries
-//! the server's fingerprint so nothing needs confirming. Nothing is written unless the whole add
-//! succeeds.
+//! the server's fingerprint so nothing needs confirming, or (after the same fingerprint check) a
+//! Candid login. Nothing is written unless the whole add succeeds.
 
 use crate::cli::{Format, RemoteAdd, RemoteCmd};
 use crate::connect::{ca_roots, https_url, parse_https};
 use crate::output::{column, print_list, str_of, yes_no};
 use anyhow::{anyhow, bail};
 use rxd_api::certificate::CertificateAddToken;
+use rxd_client::candid::Login;
 use rxd_client::remotes::{ConfigDir, Remote, LOCAL};
 use rxd_client::{Client, ClientError, Method};
 use rxd_tls::client::ServerTrust;
 use rxd_tls::KeyPairFiles;
 use serde_json::{json, Value};
 use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Arc;
 
 pub async fn run(conf: &mut ConfigDir, cmd: RemoteCmd) -> anyhow::Result<()> {
     match cmd {
@@ -133,34 +135,43 @@ fn ask_password(name: &str) -> anyhow::Result<String> {
 
 async fn add(conf: &mut ConfigDir, args: RemoteAdd) -> anyhow::Result<()> {
     conf.check_new_name(&args.name)?;
+    let candid_wanted = args.auth_type.as_deref() == Some("candid") || args.candid_agent.is_some();
+    if args.candid_agent.is_some() && args.auth_type.as_deref() == Some("tls") {
+        bail!("--candid-agent logs in by Candid; it cannot be used with --auth-type=tls");
+    }
+    if candid_wanted && args.password.is_some() {
+        bail!("--password enrols a TLS client certificate; a Candid remote logs in at its Candid server instead");
+    }
     if let Some(token) = CertificateAddToken::decode(&args.addr) {
+        if candid_wanted {
+            bail!("a join token enrols a TLS client certificate; it cannot be used with --auth-type=candid");
+        }
         return add_with_token(conf, &args, &token).await;
     }
     if args.addr.starts_with("unix:") {
         let remote = remote_entry(&args, args.addr.clone(), "file access");
         return Ok(conf.save_remote(&args.name, remote, None)?);
     }
-    if args.auth_type != "tls" {
-        bail!(
-            "Authentication type '{}' not supported by rxc yet",
-            args.auth_type
-        );
-    }
     let (host, port) = parse_https(&args.addr)?;
-    let identity = ensure_keypair(conf)?;
+    // A Candid remote is never sent a client certificate, so none is made for one.
+    let identity = if candid_wanted {
+        None
+    } else {
+        Some(ensure_keypair(conf)?)
+    };
 
     // PKI mode: a server certificate issued by client.ca needs no confirmation and no pin. One
     // that is not falls back to the fingerprint flow, as the specification says.
     let mut pin_pem = None;
-    let mut client = None;
+    let mut trust = None;
     if let Some(ca) = ca_roots(conf)? {
-        let c = Client::https(&host, port, ca, Some(&identity))?;
+        let c = Client::https(&host, port, ca.clone(), identity.as_ref())?;
         if c.get("/1.0").await.is_ok() {
-            client = Some(c);
+            trust = Some(ca);
         }
     }
-    let client = match client {
-        Some(c) => c,
+    let trust = match trust {
+        Some(t) => t,
         None => {
             let der = capture(&host, port).await?;
             let fp = rxd_tls::fingerprint(&der);
@@ -176,19 +187,25 @@ async fn add(conf: &mut ConfigDir, args: RemoteAdd) -> anyhow::Result<()> {
                 confirm_fingerprint(&fp)?;
             }
             pin_pem = Some(rxd_tls::cert::to_pem(&der));
-            Client::https(
-                &host,
-                port,
-                ServerTrust::Pinned(rxd_tls::cert::fingerprint_bytes(&der)),
-                Some(&identity),
-            )?
+            ServerTrust::Pinned(rxd_tls::cert::fingerprint_bytes(&der))
         }
     };
+    let client = Client::https(&host, port, trust.clone(), identity.as_ref())?;
 
     let info = client.get("/1.0").await?;
     let methods = info["auth_methods"].as_array().cloned().unwrap_or_default();
-    if !methods.iter().any(|m| m == "tls") {
-        bail!("Authentication type 'tls' not supported by server");
+    let offers = |m: &str| methods.iter().any(|x| x == m);
+    // As LXD 5.0's client: without --auth-type, a server that offers Candid gets a Candid login.
+    let auth_type = match args.auth_type.as_deref() {
+        Some(t) => t,
+        None if candid_wanted || (args.password.is_none() && offers("candid")) => "candid",
+        None => "tls",
+    };
+    if !offers(auth_type) {
+        bail!("Authentication type '{auth_type}' not supported by server");
+    }
+    if auth_type == "candid" {
+        return add_candid(conf, &args, (&host, port), trust, pin_pem).await;
     }
     if info["auth"] != "trusted" {
         let password = match &args.password {
@@ -205,6 +222,59 @@ async fn add(conf: &mut ConfigDir, args: RemoteAdd) -> anyhow::Result<()> {
     }
     let remote = remote_entry(&args, https_url(&host, port), "tls");
     Ok(conf.save_remote(&args.name, remote, pin_pem.as_deref())?)
+}
+
+/// Log in at the server's Candid (`GET /1.0` as a Candid client answers the challenge), check
+/// that the server now trusts us, then save the jar, the pin and the remote; nothing is written
+/// if the login fails.
+async fn add_candid(
+    conf: &mut ConfigDir,
+    args: &RemoteAdd,
+    (host, port): (&str, u16),
+    trust: ServerTrust,
+    pin_pem: Option<String>,
+) -> anyhow::Result<()> {
+    let agent = args
+        .candid_agent
+        .as_deref()
+        .map(crate::login::load_agent)
+        .transpose()?;
+    let agent_path = agent
+        .as_ref()
+        .map(|a| a.path.display().to_string())
+        .unwrap_or_default();
+    let domain = args.domain.clone().unwrap_or_default();
+    let mut login = Login::new(host, Arc::new(crate::login::Terminal)).with_domain(&domain);
+    if let Some(a) = agent {
+        login = login.with_agent(a);
+    }
+    let login = Arc::new(login);
+    let mut client = Client::https(host, port, trust, None)?;
+    client.set_candid(login.clone());
+    let name = &args.name;
+    let info = client
+        .get("/1.0")
+        .await
+        .map_err(|e| anyhow!("Candid login failed: {e}\nRemote {name} was not added."))?;
+    if info["auth"] != "trusted" {
+        bail!(
+            "the server does not trust this Candid login (auth: {}); remote {name} was not added",
+            info["auth"]
+        );
+    }
+    let jar = conf.jar_path(name);
+    login.save_jar(&jar)?;
+    let mut remote = remote_entry(args, https_url(host, port), "candid");
+    remote.domain = domain;
+    remote.candid_agent = agent_path;
+    if let Err(e) = conf.save_remote(name, remote, pin_pem.as_deref()) {
+        let _ = std::fs::remove_file(&jar);
+        return Err(e.into());
+    }
+    if let Some(user) = info["auth_user_name"].as_str() {
+        println!("Logged in to {name} as {user} (Candid)");
+    }
+    Ok(())
 }
 
 /// POST the secret, then check that the server now trusts us.
@@ -284,5 +354,6 @@ fn remote_entry(args: &RemoteAdd, addr: String, auth_type: &str) -> Remote {
         project: args.project.clone(),
         protocol: "lxd".into(),
         public: false,
+        candid_agent: String::new(),
     }
 }

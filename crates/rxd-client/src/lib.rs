@@ -1,7 +1,10 @@
-//! A client for the rxd (and LXD 5.0) REST API over the unix socket or HTTPS with a client
-//! certificate. One connection is kept alive per client and re-opened when the server closed it.
+//! A client for the rxd (and LXD 5.0) REST API over the unix socket or HTTPS, authenticated by
+//! a client certificate or by a Candid login (`candid`: macaroon cookies, renewed when the
+//! server challenges). One connection is kept alive per client and re-opened when the server
+//! closed it.
 #![forbid(unsafe_code)]
 
+pub mod candid;
 pub mod remotes;
 
 pub use bytes::Bytes;
@@ -54,6 +57,9 @@ pub enum ClientError {
     Api { status: u16, message: String },
     #[error("unexpected reply from the server: {0}")]
     Decode(String),
+    /// A Candid login failed or was not accepted.
+    #[error(transparent)]
+    Candid(#[from] candid::CandidError),
 }
 
 /// A connection's byte stream: a unix socket or a TLS session.
@@ -99,6 +105,9 @@ pub struct Client {
     conn: tokio::sync::Mutex<Option<SendRequest<ReqBody>>>,
     /// The project every request is scoped to (`None` for `default`).
     project: Option<String>,
+    /// For a Candid remote: the login cookies every request carries, and how to log in again
+    /// when the server challenges.
+    candid: Option<Arc<candid::Login>>,
 }
 
 mod rustls_config {
@@ -112,6 +121,7 @@ impl Client {
             tls: None,
             conn: Default::default(),
             project: None,
+            candid: None,
         }
     }
 
@@ -135,11 +145,41 @@ impl Client {
             tls: Some((config, presented)),
             conn: Default::default(),
             project: None,
+            candid: None,
         })
     }
 
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+
+    /// Authenticate by Candid (macaroons) from now on: every request and websocket carries the
+    /// bakery headers and the login cookies, and a challenge is answered by logging in again
+    /// (once per request) before the request is repeated.
+    pub fn set_candid(&mut self, login: Arc<candid::Login>) {
+        self.candid = Some(login);
+    }
+
+    pub fn candid(&self) -> Option<&Arc<candid::Login>> {
+        self.candid.as_ref()
+    }
+
+    /// The bakery headers and the login cookie for a request to `path`, for a Candid client.
+    fn candid_headers(&self, path: &str) -> Vec<(&'static str, String)> {
+        let Some(login) = &self.candid else {
+            return Vec::new();
+        };
+        let mut h = vec![
+            (
+                candid::BAKERY_PROTOCOL_HEADER,
+                candid::BAKERY_PROTOCOL_VERSION.to_owned(),
+            ),
+            (candid::AUTHENTICATED_HEADER, "true".to_owned()),
+        ];
+        if let Some(cookie) = login.cookie_header(path_only(path)) {
+            h.push(("cookie", cookie));
+        }
+        h
     }
 
     /// Scope every later request and websocket to `project`, as LXD's client does: the path
@@ -183,7 +223,11 @@ impl Client {
             Endpoint::Unix(_) => "ws",
             Endpoint::Https { .. } => "wss",
         };
-        let request = http::Request::builder()
+        let mut request = http::Request::builder();
+        for (k, v) in self.candid_headers(&path) {
+            request = request.header(k, v);
+        }
+        let request = request
             .uri(format!("{scheme}://{host}{path}"))
             .header("Host", host)
             .header("Connection", "Upgrade")
@@ -260,7 +304,7 @@ impl Client {
                 .map_err(|never| match never {})
                 .boxed()
         };
-        self.exchange(method, path, headers, content_type, make)
+        self.exchange(method, path, headers, content_type, make, true)
             .await
     }
 
@@ -274,6 +318,10 @@ impl Client {
         file: &std::path::Path,
         progress: Arc<dyn Fn(u64) + Send + Sync>,
     ) -> Result<Reply, ClientError> {
+        // The body cannot be sent twice: make sure a Candid login is current before streaming.
+        if self.candid.is_some() {
+            self.send(Method::GET, "/1.0", &[], Bytes::new()).await?;
+        }
         let f = tokio::fs::File::open(file)
             .await
             .map_err(|source| ClientError::Connect {
@@ -297,10 +345,13 @@ impl Client {
             headers,
             Some("application/octet-stream"),
             make,
+            false,
         )
         .await
     }
 
+    /// One request, with the Candid login handled: a challenge is answered by logging in and
+    /// the request repeated once (if its body can be sent again).
     async fn exchange(
         &self,
         method: Method,
@@ -308,6 +359,45 @@ impl Client {
         headers: &[(&str, &str)],
         content_type: Option<&str>,
         make_body: impl Fn() -> ReqBody,
+        repeatable: bool,
+    ) -> Result<Reply, ClientError> {
+        let Some(login) = self.candid.clone() else {
+            return self
+                .exchange_once(method, path, headers, content_type, &make_body)
+                .await;
+        };
+        let mut logged_in = false;
+        loop {
+            let extra = self.candid_headers(path);
+            let all: Vec<(&str, &str)> = headers
+                .iter()
+                .copied()
+                .chain(extra.iter().map(|(k, v)| (*k, v.as_str())))
+                .collect();
+            let reply = self
+                .exchange_once(method.clone(), path, &all, content_type, &make_body)
+                .await?;
+            let Some(challenge) = candid::challenge(&reply) else {
+                return Ok(reply);
+            };
+            if logged_in {
+                return Err(candid::CandidError::Rejected(challenge.message).into());
+            }
+            if !repeatable {
+                return Err(candid::CandidError::NotRepeatable.into());
+            }
+            login.answer(&challenge, path_only(path)).await?;
+            logged_in = true;
+        }
+    }
+
+    async fn exchange_once(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        content_type: Option<&str>,
+        make_body: &impl Fn() -> ReqBody,
     ) -> Result<Reply, ClientError> {
         let path = self.scoped(path);
         let mut guard = self.conn.lock().await;
@@ -394,6 +484,11 @@ impl Client {
     }
 }
 
+/// The path of a request target, without its query or fragment.
+fn path_only(path: &str) -> &str {
+    path.split(['?', '#']).next().unwrap_or(path)
+}
+
 /// `path` with `project=NAME` (percent-encoded) added to its query, unless `project` is `None`
 /// or the query already has a `project` parameter.
 pub fn with_project<'a>(path: &'a str, project: Option<&str>) -> std::borrow::Cow<'a, str> {
@@ -427,7 +522,7 @@ pub fn with_project<'a>(path: &'a str, project: Option<&str>) -> std::borrow::Co
 }
 
 /// Percent-encode everything but RFC 3986's unreserved characters.
-fn query_escape(value: &str) -> String {
+pub(crate) fn query_escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

@@ -1,5 +1,6 @@
 //! The client's configuration directory (`$RXC_CONF`, default `~/.config/rxc`, mode 0700):
-//! `config.yml` with the remotes, `servercerts/<remote>.crt` pins, and the client keypair.
+//! `config.yml` with the remotes, `servercerts/<remote>.crt` pins, the client keypair, and the
+//! cookie jars of Candid remotes (`jars/<remote>`).
 //! Every file is replaced atomically (write a temporary file, then rename), so a failed command
 //! leaves the previous state intact.
 
@@ -49,6 +50,9 @@ pub struct Remote {
     pub protocol: String,
     #[serde(default)]
     pub public: bool,
+    /// For a Candid remote: the agent file used to log in again without a person (absolute).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub candid_agent: String,
 }
 
 fn tls() -> String {
@@ -146,6 +150,7 @@ impl ConfigDir {
             project: default_project(),
             protocol: lxd(),
             public: false,
+            candid_agent: String::new(),
         });
         all
     }
@@ -203,6 +208,11 @@ impl ConfigDir {
 
     pub fn pin_path(&self, remote: &str) -> PathBuf {
         self.dir.join("servercerts").join(format!("{remote}.crt"))
+    }
+
+    /// The cookie jar of a Candid remote.
+    pub fn jar_path(&self, remote: &str) -> PathBuf {
+        self.dir.join("jars").join(remote)
     }
 
     /// The pinned certificate (DER) of a remote, if it has one.
@@ -299,6 +309,7 @@ impl ConfigDir {
             self.file.default_remote = LOCAL.into();
         }
         self.save()?;
+        remove_if_exists(&self.jar_path(name))?;
         remove_if_exists(&self.pin_path(name))
     }
 
@@ -316,12 +327,16 @@ impl ConfigDir {
         if self.file.default_remote == old {
             self.file.default_remote = new.into();
         }
-        let (old_pin, new_pin) = (self.pin_path(old), self.pin_path(new));
-        if old_pin.exists() {
-            std::fs::rename(&old_pin, &new_pin).map_err(|source| ConfigError::Io {
-                path: old_pin.clone(),
-                source,
-            })?;
+        for (from, to) in [
+            (self.pin_path(old), self.pin_path(new)),
+            (self.jar_path(old), self.jar_path(new)),
+        ] {
+            if from.exists() {
+                std::fs::rename(&from, &to).map_err(|source| ConfigError::Io {
+                    path: from.clone(),
+                    source,
+                })?;
+            }
         }
         self.save()
     }
@@ -353,7 +368,7 @@ fn remove_if_exists(path: &Path) -> Result<(), ConfigError> {
 }
 
 /// Write `data` to a fresh temporary file next to `path`, then rename it over `path`.
-fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), ConfigError> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), ConfigError> {
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let io = |source| ConfigError::Io {
         path: path.into(),
@@ -400,9 +415,12 @@ mod tests {
             project: "default".into(),
             protocol: "lxd".into(),
             public: false,
+            candid_agent: String::new(),
         };
         c.save_remote("prod", r.clone(), Some("-----BEGIN CERTIFICATE-----\n"))
             .unwrap();
+        std::fs::create_dir_all(dir.path().join("jars")).unwrap();
+        std::fs::write(c.jar_path("prod"), "[]").unwrap();
         c.set_default("prod").unwrap();
         let c2 = ConfigDir::open(dir.path()).unwrap();
         assert_eq!(c2.remote("prod").unwrap(), r);
@@ -410,8 +428,13 @@ mod tests {
         let mut c2 = c2;
         c2.rename_remote("prod", "live").unwrap();
         assert!(c2.pin_path("live").exists() && !c2.pin_path("prod").exists());
+        assert!(c2.jar_path("live").exists() && !c2.jar_path("prod").exists());
         c2.remove_remote("live").unwrap();
         assert!(!c2.pin_path("live").exists());
+        assert!(
+            !c2.jar_path("live").exists(),
+            "the jar goes with the remote"
+        );
         assert_eq!(c2.file.default_remote, "local");
         assert!(matches!(
             c2.remove_remote("local"),
