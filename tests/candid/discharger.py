@@ -37,6 +37,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import macaroonbakery.bakery as bakery
 import macaroonbakery.checkers as checkers
+import macaroonbakery.httpbakery as httpbakery
 from pymacaroons.serializers.binary_serializer import BinarySerializer
 
 WAIT_TIMEOUT = 60  # seconds a wait-token long-poll may block
@@ -170,6 +171,21 @@ class State:
         self.agent_keys = {}  # agent macaroon id -> agent public key bytes
         # Mints and checks the agent-login macaroons (root keys in memory).
         self.agent_bakery = bakery.Bakery(key=key, identity_client=DeclaredUser())
+        self._api_bakery = None
+
+    def api_bakery(self):
+        """Guards the groups API; its login caveats are addressed to ourselves."""
+        with self.cond:
+            if self._api_bakery is None:
+                locator = bakery.ThirdPartyStore()
+                locator.add_info(self.url, bakery.ThirdPartyInfo(
+                    public_key=self.key.public_key, version=bakery.LATEST_VERSION))
+                self._api_bakery = bakery.Bakery(
+                    location=self.url, key=self.key, locator=locator,
+                    identity_client=DeclaredUser(),
+                    authorizer=bakery.ACLAuthorizer(
+                        get_acl=lambda ctx, op: [bakery.EVERYONE]))
+            return self._api_bakery
 
     def users(self):
         try:
@@ -487,10 +503,37 @@ class Handler(BaseHTTPRequestHandler):
     # --- user groups -------------------------------------------------------
 
     def groups(self, user):
-        secret = self.st.args.groups_secret
-        if secret and self.headers.get('Authorization', '') != 'Bearer ' + secret:
-            return self.error(401, 'unauthorized', 'authentication required')
-        entry = self.st.users().get(user)
+        """Candid's user-groups API, behind Candid's own macaroon login (as the
+        real one is): a caller without a valid macaroon is challenged with one
+        whose third-party caveat is addressed back to this server, which it
+        discharges by logging in (an agent, typically). Only the user
+        themself, or a user marked "groups_reader", may read a user's groups."""
+        st = self.st
+        op = bakery.LOGIN_OP  # a login macaroon: its discharge declares who calls
+        try:
+            info = st.api_bakery().checker.auth(httpbakery.extract_macaroons(self.headers)).allow(
+                checkers.AuthContext(), [op])
+            caller = info.identity.id() if info.identity else None
+        except (bakery.DischargeRequiredError, bakery.PermissionDenied,
+                bakery.VerificationError, bakery.AuthInitError, ValueError) as e:
+            print('discharger: groups API login needed (%s: %s)' % (type(e).__name__, e),
+                  file=sys.stderr)
+            caller = None
+        if caller is None:
+            version = max(self.bakery_version(), 1)
+            m = st.api_bakery().oven.macaroon(
+                version, utcnow() + timedelta(seconds=st.args.discharge_expiry),
+                [checkers.need_declared_caveat(
+                    checkers.Caveat(location=st.url, condition='is-authenticated-user'),
+                    ['username'])],
+                [op])
+            content, headers = httpbakery.discharge_required_response(
+                m, '/', 'candid', 'authentication required')
+            return self.reply(401, content.decode(), headers)
+        users = st.users()
+        if caller != user and not users.get(caller, {}).get('groups_reader'):
+            return self.error(403, 'forbidden', '%s may not read the groups of %s' % (caller, user))
+        entry = users.get(user)
         if entry is None:
             return self.error(404, 'not found', 'user %s not found' % user)
         self.reply(200, list(entry.get('groups', [])))
@@ -505,7 +548,6 @@ def main():
     ap.add_argument('--discharge-expiry', type=int, default=86400,
                     help='seconds of the time-before caveat on discharges')
     ap.add_argument('--key-file', help='persist/load the discharger key pair here')
-    ap.add_argument('--groups-secret', help='require "Authorization: Bearer X" on /v1/u/*/groups')
     ap.add_argument('--port', type=int, default=0, help='default 0 = ephemeral')
     args = ap.parse_args()
 

@@ -521,8 +521,8 @@ pub fn with_project<'a>(path: &'a str, project: Option<&str>) -> std::borrow::Co
     out.into()
 }
 
-/// Percent-encode everything but RFC 3986's unreserved characters.
-pub(crate) fn query_escape(value: &str) -> String {
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub fn query_escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

@@ -4,106 +4,18 @@
 //! tests pin the client's half of the protocol on its own: discharge requests, the agent, form
 //! and browser-window logins, tokens, the cookie, and https to the discharger.
 
-use rxd_bakery::codec::KeyPair;
+use rxd_bakery::codec::{parse_public_key, KeyPair};
 use rxd_bakery::login::{mint, verify, RootKeyId, ThirdParty};
 use rxd_bakery::wire::BakeryErrorBody;
 use rxd_bakery::{b64, cookie};
 use rxd_client::candid::agent::Agent;
 use rxd_client::candid::{CandidError, FormField, Interactor, Login, NoInteraction};
-use serde_json::{json, Value};
+use rxd_testkit::candid::{require_python_bakery, Discharger};
+use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tempfile::TempDir;
+use std::time::Duration;
 use time::OffsetDateTime;
-
-fn discharger_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/candid/discharger.py")
-}
-
-/// Python's macaroonbakery is present. Outside CI its absence skips the test with a message;
-/// under `CI=true` it fails it.
-fn have_python_bakery(test: &str) -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import macaroonbakery, pymacaroons, nacl"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return true;
-    }
-    let msg = format!(
-        "{test}: needs python3 with macaroonbakery (pip install macaroonbakery==1.3.4), skipping"
-    );
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{msg}; under CI=true a skip is a failure");
-    }
-    eprintln!("SKIP {msg}");
-    false
-}
-
-struct Discharger {
-    child: Child,
-    url: String,
-    public_key: [u8; 32],
-    dir: TempDir,
-}
-
-impl Discharger {
-    fn start(users: &Value, tls: Option<(&Path, &Path)>) -> Discharger {
-        let dir = tempfile::tempdir().unwrap();
-        let users_file = dir.path().join("users.json");
-        std::fs::write(&users_file, users.to_string()).unwrap();
-        let ready = dir.path().join("ready.json");
-        let mut cmd = Command::new("python3");
-        cmd.arg(discharger_script())
-            .arg("--users")
-            .arg(&users_file)
-            .arg("--ready-file")
-            .arg(&ready)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("log")).unwrap());
-        if let Some((cert, key)) = tls {
-            cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
-        }
-        let mut child = cmd.spawn().expect("python3");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let info: Value = loop {
-            if let Ok(text) = std::fs::read_to_string(&ready) {
-                break serde_json::from_str(&text).unwrap();
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "discharger exited ({status}): {}",
-                    std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "discharger did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        Discharger {
-            child,
-            url: info["url"].as_str().unwrap().to_owned(),
-            public_key: rxd_bakery::codec::parse_public_key(info["public_key"].as_str().unwrap())
-                .unwrap(),
-            dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Discharger {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The daemon's half: a login macaroon addressed to the discharger, and its verification.
 struct Daemon {
@@ -223,7 +135,7 @@ fn agent_file(dir: &Path, key: &KeyPair, url: &str, user: &str) -> PathBuf {
 
 #[tokio::test]
 async fn agent_login_without_a_person() {
-    if !have_python_bakery("agent_login_without_a_person") {
+    if !require_python_bakery("agent_login_without_a_person") {
         return;
     }
     let key = KeyPair::generate();
@@ -232,11 +144,15 @@ async fn agent_login_without_a_person() {
         None,
     );
     let daemon = Daemon::new();
-    let file = agent_file(d.dir.path(), &key, &format!("{}/", d.url), "bot");
+    let dir = tempfile::tempdir().unwrap();
+    let file = agent_file(dir.path(), &key, &format!("{}/", d.url), "bot");
     let login =
         Login::new("127.0.0.1", Arc::new(NoInteraction)).with_agent(Agent::load(&file).unwrap());
     login
-        .answer(&daemon.challenge(&d.url, d.public_key), "/1.0/instances")
+        .answer(
+            &daemon.challenge(&d.url, parse_public_key(&d.public_key).unwrap()),
+            "/1.0/instances",
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
     let header = login.cookie_header("/1.0").expect("cookie for /");
@@ -246,11 +162,14 @@ async fn agent_login_without_a_person() {
 
     // A key Candid does not know for the user: the discharger's refusal is shown.
     let stranger = KeyPair::generate();
-    let file = agent_file(d.dir.path(), &stranger, &d.url, "bot");
+    let file = agent_file(dir.path(), &stranger, &d.url, "bot");
     let login =
         Login::new("127.0.0.1", Arc::new(NoInteraction)).with_agent(Agent::load(&file).unwrap());
     let e = login
-        .answer(&daemon.challenge(&d.url, d.public_key), "/1.0")
+        .answer(
+            &daemon.challenge(&d.url, parse_public_key(&d.public_key).unwrap()),
+            "/1.0",
+        )
         .await
         .unwrap_err();
     assert!(
@@ -262,7 +181,7 @@ async fn agent_login_without_a_person() {
 
 #[tokio::test]
 async fn form_login_on_a_terminal() {
-    if !have_python_bakery("form_login_on_a_terminal") {
+    if !require_python_bakery("form_login_on_a_terminal") {
         return;
     }
     let d = Discharger::start(&json!({"alice": {"password": "pw1"}}), None);
@@ -276,7 +195,10 @@ async fn form_login_on_a_terminal() {
         .with_jar_file(&jar)
         .unwrap();
     login
-        .answer(&daemon.challenge(&d.url, d.public_key), "/1.0")
+        .answer(
+            &daemon.challenge(&d.url, parse_public_key(&d.public_key).unwrap()),
+            "/1.0",
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
     let asked: Vec<(String, bool)> = who
@@ -317,7 +239,10 @@ async fn form_login_on_a_terminal() {
     wrong.answers = vec![("username", "alice"), ("password", "nope")];
     let login = Login::new("127.0.0.1", Arc::new(wrong));
     let e = login
-        .answer(&daemon.challenge(&d.url, d.public_key), "/1.0")
+        .answer(
+            &daemon.challenge(&d.url, parse_public_key(&d.public_key).unwrap()),
+            "/1.0",
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, CandidError::Interaction { .. }), "{e:?}");
@@ -330,7 +255,7 @@ async fn form_login_on_a_terminal() {
 
 #[tokio::test]
 async fn browser_window_login_without_a_terminal() {
-    if !have_python_bakery("browser_window_login_without_a_terminal") {
+    if !require_python_bakery("browser_window_login_without_a_terminal") {
         return;
     }
     let d = Discharger::start(&json!({"carol": {"password": "pw2"}}), None);
@@ -340,7 +265,10 @@ async fn browser_window_login_without_a_terminal() {
     let who = Arc::new(who);
     let login = Login::new("127.0.0.1", who.clone()).with_domain("example.com");
     login
-        .answer(&daemon.challenge(&d.url, d.public_key), "/1.0")
+        .answer(
+            &daemon.challenge(&d.url, parse_public_key(&d.public_key).unwrap()),
+            "/1.0",
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
     assert_eq!(daemon.user(&login.cookie_header("/1.0").unwrap()), "carol");
@@ -360,7 +288,10 @@ async fn browser_window_login_without_a_terminal() {
     let mut bad = Scripted::new(false);
     bad.browser_login = Some(("carol", "wrong"));
     let e = Login::new("127.0.0.1", Arc::new(bad))
-        .answer(&daemon.challenge(&d.url, d.public_key), "/1.0")
+        .answer(
+            &daemon.challenge(&d.url, parse_public_key(&d.public_key).unwrap()),
+            "/1.0",
+        )
         .await
         .unwrap_err();
     assert!(
@@ -371,7 +302,7 @@ async fn browser_window_login_without_a_terminal() {
 
 #[tokio::test]
 async fn a_caveat_for_another_key_shows_the_dischargers_error() {
-    if !have_python_bakery("a_caveat_for_another_key_shows_the_dischargers_error") {
+    if !require_python_bakery("a_caveat_for_another_key_shows_the_dischargers_error") {
         return;
     }
     let d = Discharger::start(&json!({}), None);
@@ -394,18 +325,17 @@ async fn a_caveat_for_another_key_shows_the_dischargers_error() {
 
 #[tokio::test]
 async fn https_dischargers_are_verified() {
-    if !have_python_bakery("https_dischargers_are_verified") {
+    if !require_python_bakery("https_dischargers_are_verified") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) =
         rxd_tls::keypair::generate(rxd_tls::Role::Server, "candid-test", "localhost").unwrap();
     std::fs::write(dir.path().join("c.pem"), &cert).unwrap();
-    std::fs::write(dir.path().join("k.pem"), &key).unwrap();
     let agent_key = KeyPair::generate();
     let d = Discharger::start(
         &json!({"bot": {"agent_public_key": b64::std(&agent_key.public())}}),
-        Some((&dir.path().join("c.pem"), &dir.path().join("k.pem"))),
+        Some((cert.as_str(), key.as_str())),
     );
     assert!(d.url.starts_with("https://"), "{}", d.url);
     let daemon = Daemon::new();
@@ -415,7 +345,10 @@ async fn https_dischargers_are_verified() {
     let login =
         Login::new("127.0.0.1", Arc::new(NoInteraction)).with_agent(Agent::load(&file).unwrap());
     let e = login
-        .answer(&daemon.challenge(&d.url, d.public_key), "/1.0")
+        .answer(
+            &daemon.challenge(&d.url, parse_public_key(&d.public_key).unwrap()),
+            "/1.0",
+        )
         .await
         .unwrap_err();
     assert!(
@@ -429,7 +362,10 @@ async fn https_dischargers_are_verified() {
         .with_agent(Agent::load(&file).unwrap())
         .with_extra_cas(vec![ca]);
     login
-        .answer(&daemon.challenge(&d.url, d.public_key), "/1.0")
+        .answer(
+            &daemon.challenge(&d.url, parse_public_key(&d.public_key).unwrap()),
+            "/1.0",
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
     assert_eq!(daemon.user(&login.cookie_header("/1.0").unwrap()), "bot");

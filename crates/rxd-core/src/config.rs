@@ -28,6 +28,11 @@ pub enum KeyKind {
     Seconds,
     /// Comma-separated domain names.
     DomainList,
+    /// A Candid user name (`candid.agent.username`).
+    UserName,
+    /// A curve25519 private key, base64 of 32 bytes: kept as given (it must be usable), read
+    /// back as `true` like a secret.
+    PrivateKey,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +49,9 @@ pub const CANDID_URL: &str = "candid.api.url";
 pub const CANDID_KEY: &str = "candid.api.key";
 pub const CANDID_EXPIRY: &str = "candid.expiry";
 pub const CANDID_DOMAINS: &str = "candid.domains";
+/// rxd's own: the agent identity the daemon logs in to Candid as, to read users' groups.
+pub const CANDID_AGENT_USERNAME: &str = "candid.agent.username";
+pub const CANDID_AGENT_KEY: &str = "candid.agent.private_key";
 /// `candid.expiry` when unset, in seconds (LXD's default).
 pub const CANDID_DEFAULT_EXPIRY: u64 = 3600;
 
@@ -79,6 +87,14 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec {
         name: CANDID_DOMAINS,
         kind: KeyKind::DomainList,
+    },
+    KeySpec {
+        name: CANDID_AGENT_USERNAME,
+        kind: KeyKind::UserName,
+    },
+    KeySpec {
+        name: CANDID_AGENT_KEY,
+        kind: KeyKind::PrivateKey,
     },
 ];
 
@@ -128,7 +144,7 @@ pub fn plan_update(
         let change = match (spec.kind, value) {
             (_, Value::Null) => Change::Unset,
             // Reading a secret shows `true`; writing that back means "leave it as it is".
-            (KeyKind::Secret, Value::Bool(true)) => continue,
+            (KeyKind::Secret | KeyKind::PrivateKey, Value::Bool(true)) => continue,
             (KeyKind::Secret, Value::String(s)) if s.is_empty() => Change::Unset,
             (KeyKind::Secret, Value::String(s)) => Change::SetSecret(s.clone()),
             (KeyKind::Secret, _) => return Err(invalid("expected a string".into())),
@@ -178,7 +194,11 @@ fn validate_plain(kind: KeyKind, value: &str) -> Result<(), String> {
         },
         KeyKind::Secret => Ok(()),
         KeyKind::Url => check_url(value),
-        KeyKind::PublicKey => check_public_key(value),
+        KeyKind::PublicKey | KeyKind::PrivateKey => check_public_key(value),
+        KeyKind::UserName => (value.len() <= 256
+            && !value.chars().any(|c| c.is_control() || c.is_whitespace()))
+        .then_some(())
+        .ok_or_else(|| format!("not a user name: {value:?}")),
         KeyKind::Seconds => match value.parse::<u64>() {
             Ok(n) if n >= 1 => Ok(()),
             _ => Err(format!("expected a whole number of seconds, not {value:?}")),
@@ -209,7 +229,7 @@ fn check_url(value: &str) -> Result<(), String> {
 }
 
 fn check_public_key(value: &str) -> Result<(), String> {
-    let bad = || format!("expected base64 of a 32-byte public key, not {value:?}");
+    let bad = || "expected base64 of a 32-byte key".to_owned();
     let body = value.trim_end_matches('=');
     if body.len() != 43
         || !body
@@ -232,13 +252,20 @@ pub fn domain_list(value: &str) -> impl Iterator<Item = &str> {
 pub fn check_whole(config: &StoredConfig) -> Result<(), ConfigError> {
     match config.get(CANDID_URL) {
         Some(url) if url.starts_with("http://") && !config.contains_key(CANDID_KEY) => {
-            Err(ConfigError::Invalid {
+            return Err(ConfigError::Invalid {
                 key: CANDID_URL.into(),
                 reason: format!("a plain http URL needs {CANDID_KEY} (set it first)"),
-            })
+            });
         }
-        _ => Ok(()),
+        _ => {}
     }
+    if config.contains_key(CANDID_AGENT_USERNAME) != config.contains_key(CANDID_AGENT_KEY) {
+        return Err(ConfigError::Invalid {
+            key: CANDID_AGENT_USERNAME.into(),
+            reason: format!("{CANDID_AGENT_USERNAME} and {CANDID_AGENT_KEY} go together"),
+        });
+    }
+    Ok(())
 }
 
 /// The config as GET shows it: secrets as `true`, everything else as stored. Keys at their
@@ -248,7 +275,7 @@ pub fn public_view(stored: &StoredConfig) -> Map<String, Value> {
         .iter()
         .map(|(k, v)| {
             let shown = match spec(k).map(|s| s.kind) {
-                Some(KeyKind::Secret) => Value::Bool(true),
+                Some(KeyKind::Secret | KeyKind::PrivateKey) => Value::Bool(true),
                 _ => Value::String(v.clone()),
             };
             (k.clone(), shown)
@@ -373,6 +400,14 @@ mod tests {
         assert!(whole(&[(key, k32)]));
         assert!(whole(&[(exp, "5")]));
         assert!(!whole(&[(url, "http://c"), (exp, "5")]));
+        let (au, ak) = (CANDID_AGENT_USERNAME, CANDID_AGENT_KEY);
+        assert!(!whole(&[(url, "https://c"), (au, "bot")]));
+        assert!(!whole(&[(url, "https://c"), (ak, k32)]));
+        assert!(whole(&[(url, "https://c"), (au, "bot"), (ak, k32)]));
+        let shown = public_view(&stored(&[(ak, k32), (au, "bot")]));
+        assert_eq!(shown[ak], json!(true), "the private key is never shown");
+        assert_eq!(shown[au], json!("bot"));
+        check(&[(ak, k32)], json!({ak: true}), Replace, Ok(&[]));
         assert!(whole(&[]));
         check(&[(pw, "$argon2id$x")], json!({pw: 5}), Merge, Err(()));
         check(

@@ -106,10 +106,14 @@ pub async fn authorize(
 ) -> Response {
     let (mut parts, body) = req.into_parts();
     let (project, all_projects) = scope_params(&parts.uri);
-    let (caller, login) = match identify(&daemon, &parts, project) {
+    let (mut caller, login) = match identify(&daemon, &parts, project) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
+    if matches!(caller.identity, Identity::Candid { .. }) {
+        caller.identity = candid::with_groups(&daemon, caller.identity).await;
+        caller.rights = Arc::new(daemon.rights(&caller.identity));
+    }
     let route = matched.as_ref().map(MatchedPath::as_str).unwrap_or("");
     let (need, from) = match endpoints::lookup(route, parts.method.as_str()) {
         Some(e) => (e.need_for(all_projects), e.project_from),

@@ -10,13 +10,17 @@ use rxd_auth::Identity;
 use rxd_bakery::codec::{parse_public_key, KeyPair};
 use rxd_bakery::login::{self, RootKey, RootKeyId, ThirdParty};
 use rxd_bakery::wire::{self, BakeryErrorBody, ErrorInfo};
+use rxd_client::candid::agent::{Agent, AgentEntry};
+use rxd_client::candid::web::WebClient;
+use rxd_client::candid::NoInteraction;
 use rxd_core::config::{
-    domain_list, StoredConfig, CANDID_DEFAULT_EXPIRY, CANDID_DOMAINS, CANDID_EXPIRY, CANDID_KEY,
-    CANDID_URL,
+    domain_list, StoredConfig, CANDID_AGENT_KEY, CANDID_AGENT_USERNAME, CANDID_DEFAULT_EXPIRY,
+    CANDID_DOMAINS, CANDID_EXPIRY, CANDID_KEY, CANDID_URL,
 };
 use rxd_store::{RootKeyRow, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 /// A root key mints login macaroons for this long, then a new one is made.
@@ -25,11 +29,12 @@ pub const BAKERY_HEADER: &str = "bakery-protocol-version";
 pub const AUTHENTICATED_HEADER: &str = "x-lxd-authenticated";
 
 /// The authentication server as configured.
-#[derive(Debug, Clone)]
 pub struct CandidConfig {
     pub third_party: ThirdParty,
     pub expiry: i64,
     pub domains: Vec<String>,
+    /// Where users' groups come from, when an agent is configured.
+    pub groups: Option<GroupSource>,
 }
 
 impl CandidConfig {
@@ -41,9 +46,11 @@ impl CandidConfig {
             tracing::error!(url, "Candid needs {CANDID_KEY}: logins are off");
             return None;
         };
+        let location = url.trim_end_matches('/').to_owned();
         Some(CandidConfig {
+            groups: GroupSource::new(config, &location),
             third_party: ThirdParty {
-                location: url.trim_end_matches('/').to_owned(),
+                location,
                 public_key,
             },
             expiry: config
@@ -216,6 +223,24 @@ impl Logins {
     }
 }
 
+/// A verified Candid identity completed with the user's groups, when an agent to read them is
+/// configured (other identities are returned as they are).
+pub async fn with_groups(d: &Daemon, identity: Identity) -> Identity {
+    let Identity::Candid { username, .. } = &identity else {
+        return identity;
+    };
+    let Some(cfg) = d.logins.config() else {
+        return identity;
+    };
+    match &cfg.groups {
+        Some(source) => Identity::Candid {
+            groups: source.groups(username).await,
+            username: username.clone(),
+        },
+        None => identity,
+    }
+}
+
 /// The challenge for a request that needs a login: a fresh macaroon to discharge at Candid, in
 /// the bakery's error shape (not LXD's envelope).
 pub async fn challenge(d: &Daemon, request_path: &str, version: u8) -> ApiError {
@@ -256,73 +281,157 @@ pub async fn challenge(d: &Daemon, request_path: &str, version: u8) -> ApiError 
 /// Fetches the authentication server's public key from `<url>/discharge/info` over HTTPS
 /// verified against the system's roots (no way to skip it), for pinning into `candid.api.key`.
 pub async fn fetch_public_key(url: &str) -> Result<String, ApiError> {
-    use http_body_util::{BodyExt, Empty, Limited};
-    use hyper_util::rt::TokioIo;
     let refuse = |why: String| {
         ApiError::BadRequest(format!(
             "cannot get the public key of {url}: {why}; set {CANDID_KEY}"
         ))
     };
-    let uri: http::Uri = url.parse().map_err(|e| refuse(format!("{e}")))?;
-    if uri.scheme_str() != Some("https") {
+    if !url.starts_with("https://") {
         return Err(refuse("only fetched over https".into()));
     }
-    let host = uri
-        .host()
-        .ok_or_else(|| refuse("no host".into()))?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = uri.port_u16().unwrap_or(443);
-    let path = format!("{}/discharge/info", uri.path().trim_end_matches('/'));
-    let config = rxd_tls::client::web_client_config(&[]).map_err(|e| refuse(e.to_string()))?;
-    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.clone())
-        .map_err(|e| refuse(e.to_string()))?;
-
-    let exchange = async {
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|e| refuse(e.to_string()))?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .map_err(|e| refuse(format!("TLS: {e}")))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| refuse(e.to_string()))?;
-        tokio::spawn(conn);
-        let req = http::Request::get(path)
-            .header(
-                http::header::HOST,
-                uri.authority().map(|a| a.as_str()).unwrap_or(""),
-            )
-            .header(BAKERY_HEADER, "3")
-            .body(Empty::<bytes::Bytes>::new())
-            .map_err(|e| refuse(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| refuse(e.to_string()))?;
-        if !resp.status().is_success() {
-            return Err(refuse(format!("status {}", resp.status())));
-        }
-        let body = Limited::new(resp.into_body(), 64 * 1024)
-            .collect()
-            .await
-            .map_err(|e| refuse(e.to_string()))?
-            .to_bytes();
-        let info: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| refuse(e.to_string()))?;
-        let key = info
-            .get("PublicKey")
-            .and_then(serde_json::Value::as_str)
-            .and_then(parse_public_key)
-            .ok_or_else(|| refuse("no usable PublicKey in the reply".into()))?;
-        Ok(rxd_bakery::b64::std(&key))
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(15), exchange)
+    let info_url = format!("{}/discharge/info", url.trim_end_matches('/'));
+    let reply = WebClient::default()
+        .request(
+            http::Method::GET,
+            &info_url,
+            &[(BAKERY_HEADER, "3")],
+            None,
+            WEB_TIMEOUT,
+        )
         .await
-        .map_err(|_| refuse("timed out".into()))?
+        .map_err(|e| refuse(e.to_string()))?;
+    if reply.status != 200 {
+        return Err(refuse(format!("status {}", reply.status)));
+    }
+    let info: serde_json::Value =
+        serde_json::from_slice(&reply.body).map_err(|e| refuse(e.to_string()))?;
+    let key = info
+        .get("PublicKey")
+        .and_then(serde_json::Value::as_str)
+        .and_then(parse_public_key)
+        .ok_or_else(|| refuse("no usable PublicKey in the reply".into()))?;
+    Ok(rxd_bakery::b64::std(&key))
+}
+
+/// How long a call to the authentication server may take.
+const WEB_TIMEOUT: Duration = Duration::from_secs(10);
+/// A user's groups are asked again after this long.
+const GROUPS_TTL: Duration = Duration::from_secs(300);
+/// After a failed lookup, the user has no groups for this long before the next try.
+const GROUPS_RETRY: Duration = Duration::from_secs(30);
+const MAX_CACHED_USERS: usize = 10_000;
+const MAX_GROUPS: usize = 1024;
+
+/// Reading users' groups from Candid's user-groups API, logged in as the configured agent.
+pub struct GroupSource {
+    location: String,
+    login: rxd_client::candid::Login,
+    web: WebClient,
+    /// The agent's login cookie for the groups API, once it has one.
+    cookie: tokio::sync::Mutex<Option<String>>,
+    cache: Mutex<HashMap<String, (Vec<String>, Instant)>>,
+}
+
+impl GroupSource {
+    fn new(cfg: &StoredConfig, location: &str) -> Option<GroupSource> {
+        let username = cfg.get(CANDID_AGENT_USERNAME)?;
+        let secret: [u8; 32] = cfg
+            .get(CANDID_AGENT_KEY)
+            .and_then(|k| parse_public_key(k))?;
+        let agent = Agent {
+            path: CANDID_AGENT_KEY.into(),
+            key: KeyPair::from_secret(secret),
+            agents: vec![AgentEntry {
+                url: location.to_owned(),
+                username: username.clone(),
+            }],
+        };
+        Some(GroupSource {
+            location: location.to_owned(),
+            login: rxd_client::candid::Login::new("", Arc::new(NoInteraction)).with_agent(agent),
+            web: WebClient::default(),
+            cookie: tokio::sync::Mutex::new(None),
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// `user`'s groups: cached, else asked of Candid. A failure is logged and gives no groups
+    /// (fewer rights, never more).
+    pub async fn groups(&self, user: &str) -> Vec<String> {
+        if let Some((groups, until)) = lock(&self.cache).get(user) {
+            if Instant::now() < *until {
+                return groups.clone();
+            }
+        }
+        let (groups, ttl) = match self.fetch(user).await {
+            Ok(g) => (g, GROUPS_TTL),
+            Err(e) => {
+                tracing::warn!(user, error = %e, "cannot read the user's Candid groups");
+                (Vec::new(), GROUPS_RETRY)
+            }
+        };
+        let mut cache = lock(&self.cache);
+        if cache.len() >= MAX_CACHED_USERS {
+            cache.clear();
+        }
+        cache.insert(user.to_owned(), (groups.clone(), Instant::now() + ttl));
+        groups
+    }
+
+    async fn fetch(&self, user: &str) -> Result<Vec<String>, String> {
+        let url = format!(
+            "{}/v1/u/{}/groups",
+            self.location,
+            rxd_client::query_escape(user)
+        );
+        let mut cookie = self.cookie.lock().await;
+        for _ in 0..2 {
+            let mut headers = vec![(BAKERY_HEADER, "3")];
+            if let Some(c) = cookie.as_deref() {
+                headers.push(("cookie", c));
+            }
+            let reply = self
+                .web
+                .request(http::Method::GET, &url, &headers, None, WEB_TIMEOUT)
+                .await
+                .map_err(|e| e.to_string())?;
+            if reply.status == 200 {
+                let groups: Vec<String> =
+                    serde_json::from_slice(&reply.body).map_err(|e| format!("reply: {e}"))?;
+                return Ok(groups
+                    .into_iter()
+                    .filter(|g| !g.is_empty() && g.len() <= 256)
+                    .take(MAX_GROUPS)
+                    .collect());
+            }
+            let challenge: BakeryErrorBody = serde_json::from_slice(&reply.body)
+                .ok()
+                .filter(|b: &BakeryErrorBody| {
+                    b.code == wire::DISCHARGE_REQUIRED && reply.status == 401
+                })
+                .ok_or_else(|| format!("status {}", reply.status))?;
+            // Log the agent in: discharge the API's macaroon through the agent interaction.
+            let info = challenge.info.unwrap_or_default();
+            let raw = info.macaroon.ok_or("challenge without a macaroon")?;
+            let bm =
+                rxd_bakery::wire::BakeryMacaroon::from_json(&raw).map_err(|e| e.to_string())?;
+            let discharges = self
+                .login
+                .discharge_all(&bm)
+                .await
+                .map_err(|e| e.to_string())?;
+            let suffix = if info.cookie_name_suffix.is_empty() {
+                "auth".to_owned()
+            } else {
+                info.cookie_name_suffix
+            };
+            *cookie = Some(format!(
+                "macaroon-{suffix}={}",
+                rxd_bakery::cookie::encode_slice(&bm.macaroon, &discharges)
+            ));
+        }
+        Err("the groups API refused the agent's login".into())
+    }
 }
 
 #[cfg(test)]

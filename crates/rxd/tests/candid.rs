@@ -494,3 +494,71 @@ async fn debian_lxc_logs_in_with_candid() {
     let names: Vec<&str> = list.lines().filter_map(|l| l.split(',').next()).collect();
     assert!(names.contains(&"t") && !names.contains(&"u"), "{list}");
 }
+
+/// Candid groups are identities for grants: with an agent configured, the daemon logs in to
+/// Candid's user-groups API by the agent protocol and reads each user's groups; without one (or
+/// when the lookup fails) a user has no groups, so fewer rights, never more.
+#[tokio::test]
+async fn group_grants_through_the_user_groups_api() {
+    if !ready("group_grants_through_the_user_groups_api") {
+        return;
+    }
+    let agent = rxd_bakery::codec::KeyPair::generate();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let mut table = users();
+    table["rxd-agent@candid"] = json!({
+        "agent_public_key": b64(&agent.public()),
+        "groups_reader": true,
+        "groups": [],
+    });
+    let dis = Discharger::start(&table, None);
+    let d = candid_daemon(&dis, json!({})).await;
+    let tmp = tempfile::tempdir().unwrap();
+    ok(
+        &d.unix(),
+        Method::POST,
+        "/1.0/auth/grants",
+        json!({"identity_type": "candid-group", "identity": "devs", "role": "user", "scope": "project", "project": "default"}),
+    )
+    .await;
+
+    // No agent yet: alice's group is unknown to the daemon, so she has no rights.
+    let (_, alice) = login(&d, "alice@example.com", PW);
+    assert_eq!(with_cookie(&d, "/1.0/instances", &alice, tmp.path()).0, 403);
+
+    // With the agent, her group counts; bob's does not exist.
+    configure(
+        &d,
+        json!({"candid.agent.username": "rxd-agent@candid", "candid.agent.private_key": b64(&agent.secret_bytes())}),
+    )
+    .await;
+    let cfg = ok(&d.unix(), Method::GET, "/1.0", json!({})).await["config"].clone();
+    assert_eq!(cfg["candid.agent.private_key"], true, "never shown: {cfg}");
+    let (_, alice) = login(&d, "alice@example.com", PW);
+    let (status, body) = with_cookie(&d, "/1.0/instances", &alice, tmp.path());
+    assert_eq!(status, 200, "{body}\n{}", dis.log());
+    assert!(
+        dis.log().contains("/login/agent"),
+        "the daemon logged in as the agent"
+    );
+    let (_, bob) = login(&d, "bob@example.com", PW);
+    assert_eq!(with_cookie(&d, "/1.0/instances", &bob, tmp.path()).0, 403);
+
+    // An agent key Candid does not know: the lookup fails, alice has no groups again.
+    let stranger = rxd_bakery::codec::KeyPair::generate();
+    configure(
+        &d,
+        json!({"candid.agent.private_key": b64(&stranger.secret_bytes())}),
+    )
+    .await;
+    let (_, alice) = login(&d, "alice@example.com", PW);
+    assert_eq!(with_cookie(&d, "/1.0/instances", &alice, tmp.path()).0, 403);
+    assert!(
+        d.logs().contains("cannot read the user's Candid groups"),
+        "logged"
+    );
+
+    // The agent settings go together.
+    let (status, _) = try_config(&d, json!({"candid.agent.username": null})).await;
+    assert_eq!(status, 400);
+}
