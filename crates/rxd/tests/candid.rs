@@ -262,11 +262,19 @@ async fn login_challenge_grants_and_forgeries() {
         .push(json!({"i": "declared username root"}));
     let bob_slice = decode_slice(&bob);
     let swapped = vec![slice[0].clone(), bob_slice[1].clone()];
+    // Another service using the same Candid: its discharge is for its own caveat.
+    let other = candid_daemon(&dis, json!({})).await;
+    let (_, elsewhere) = login(&other, "alice@example.com", PW);
+    let foreign = vec![slice[0].clone(), decode_slice(&elsewhere)[1].clone()];
+    let (status, _) = with_cookie(&other, "/1.0", &elsewhere, tmp.path());
+    assert_eq!(status, 200);
     for (what, forged) in [
         ("discharge renamed", encode_slice(&renamed)),
         ("discharge missing", encode_slice(&primary_only)),
         ("caveat appended to the primary", encode_slice(&attenuated)),
         ("another login's discharge", encode_slice(&swapped)),
+        ("another service's discharge", encode_slice(&foreign)),
+        ("another service's whole login", elsewhere.clone()),
         ("garbage", "bm90IGEgbWFjYXJvb24=".to_owned()),
     ] {
         let (status, body) = with_cookie(&d, "/1.0/instances", &forged, tmp.path());
