@@ -105,6 +105,7 @@ pub async fn run(
         projects: RwLock::new(Arc::new(projects)),
         grants: RwLock::new(Arc::new(grants)),
         logins,
+        environment_cache: Default::default(),
         https: Mutex::new(None),
         warnings: Mutex::new(warnings::Warnings::default()),
         throttle: Mutex::new(Default::default()),

@@ -34,6 +34,8 @@ pub struct Daemon {
     pub grants: RwLock<Arc<Vec<Grant>>>,
     /// Candid logins: key pair, configuration and login root keys.
     pub logins: crate::candid::Logins,
+    /// `GET /1.0`'s environment, serialized once per TLS identity and listener addresses.
+    pub environment_cache: crate::routes::server::EnvironmentCache,
     pub https: Mutex<Option<Running>>,
     pub warnings: Mutex<Warnings>,
     pub throttle: Mutex<Throttle>,

@@ -11,7 +11,7 @@ mod instance_edit;
 pub mod instances;
 mod operations;
 pub mod projects;
-mod server;
+pub mod server;
 pub mod snapshots;
 mod warnings;
 

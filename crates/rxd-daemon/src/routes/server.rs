@@ -5,33 +5,88 @@ use crate::caller::{Admin, Caller};
 use crate::config::{update_config, ConfigView};
 use crate::error::ApiResult;
 use crate::response::{self, check_if_match};
+use crate::state::lock;
 use crate::state::{read, Daemon};
+use crate::tlsstate::TlsState;
 use axum::extract::State;
 use axum::response::Response;
 use http::HeaderMap;
-use rxd_api::server::{Environment, Server, ServerPut};
+use rxd_api::server::{Environment, ServerPut};
 use rxd_core::config::UpdateMode;
+use serde_json::value::RawValue;
 use std::sync::Arc;
+use std::sync::{Mutex, OnceLock};
 
 pub async fn get_root() -> Response {
     response::sync(["/1.0"])
 }
 
+/// `GET /1.0` as it goes on the wire: the same fields and order as `rxd_api::server::Server`,
+/// with the parts that are the same for every caller serialized once (`api_extensions` for the
+/// process, `environment` per TLS identity and listener addresses). A test checks the bytes are
+/// those of `Server`.
+#[derive(serde::Serialize)]
+struct ServerView<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config: Option<&'a serde_json::Value>,
+    api_extensions: &'a RawValue,
+    api_status: &'static str,
+    api_version: &'static str,
+    auth: &'static str,
+    public: bool,
+    auth_methods: &'static [&'static str],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_user_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_user_method: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    environment: Option<&'a RawValue>,
+}
+
+fn api_extensions() -> &'static RawValue {
+    static JSON: OnceLock<Box<RawValue>> = OnceLock::new();
+    JSON.get_or_init(|| {
+        serde_json::value::to_raw_value(&rxd_api::API_EXTENSIONS).expect("strings serialize")
+    })
+}
+
+/// The serialized `environment`, kept while the TLS identity and the addresses stay the same.
+#[derive(Default)]
+pub struct EnvironmentCache(Mutex<Option<CachedEnvironment>>);
+
+/// What the cached bytes were made from (the TLS state by identity), and the bytes.
+type CachedEnvironment = (Arc<TlsState>, Vec<String>, Arc<RawValue>);
+
+impl EnvironmentCache {
+    fn get(&self, d: &Daemon) -> Arc<RawValue> {
+        let tls = d.tls_state();
+        let addresses = d.addresses();
+        if let Some((t, a, json)) = lock(&self.0).as_ref() {
+            if Arc::ptr_eq(t, &tls) && *a == addresses {
+                return json.clone();
+            }
+        }
+        let json: Arc<RawValue> =
+            serde_json::value::to_raw_value(&environment(d, &tls, &addresses))
+                .expect("the environment serializes")
+                .into();
+        *lock(&self.0) = Some((tls, addresses, json.clone()));
+        json
+    }
+}
+
 pub async fn get(State(d): State<Arc<Daemon>>, caller: Caller) -> Response {
-    let mut server = Server {
+    let mut server = ServerView {
         config: None,
-        api_extensions: rxd_api::API_EXTENSIONS
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        api_status: "stable".into(),
-        api_version: "1.0".into(),
-        auth: "untrusted".into(),
+        api_extensions: api_extensions(),
+        api_status: "stable",
+        api_version: "1.0",
+        auth: "untrusted",
         public: false,
         auth_methods: if d.logins.config().is_some() {
-            vec!["tls".into(), "candid".into()]
+            &["tls", "candid"]
         } else {
-            vec!["tls".into()]
+            &["tls"]
         },
         auth_user_name: None,
         auth_user_method: None,
@@ -40,26 +95,27 @@ pub async fn get(State(d): State<Arc<Daemon>>, caller: Caller) -> Response {
     if !caller.identity.is_trusted() {
         return response::sync(server);
     }
-    server.auth = "trusted".into();
+    let environment = d.environment_cache.get(&d);
+    server.auth = "trusted";
     server.auth_user_name = Some(caller.identity.user_name());
-    server.auth_user_method = Some(caller.identity.method().into());
-    server.environment = Some(environment(&d));
+    server.auth_user_method = Some(caller.identity.method());
+    server.environment = Some(&environment);
     if caller.rights.server_view {
         let view = ConfigView::of(&read(&d.config));
-        server.config = Some(serde_json::Value::Object(view.0.clone()));
+        let config = serde_json::Value::Object(view.0.clone());
+        server.config = Some(&config);
         response::sync_with_etag(server, &view)
     } else {
         // Trusted without server-wide rights: LXD shows `"config": null`.
-        server.config = Some(serde_json::Value::Null);
+        server.config = Some(&serde_json::Value::Null);
         response::sync(server)
     }
 }
 
-fn environment(d: &Daemon) -> Environment {
+fn environment(d: &Daemon, tls: &TlsState, addresses: &[String]) -> Environment {
     let f = &d.facts;
-    let tls = d.tls_state();
     Environment {
-        addresses: d.addresses(),
+        addresses: addresses.to_vec(),
         architectures: f.architectures.clone(),
         certificate: tls.keypair.cert_pem.clone(),
         certificate_fingerprint: tls.keypair.fingerprint.clone(),
@@ -107,4 +163,95 @@ pub async fn patch(
     check_if_match(&headers, &ConfigView::of(&read(&d.config)))?;
     update_config(&d, &proof, &caller, body.config, UpdateMode::Merge).await?;
     Ok(response::empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rxd_api::server::{Server, StorageDriver};
+
+    fn sample_environment() -> Environment {
+        Environment {
+            addresses: vec!["127.0.0.1:8443".into()],
+            architectures: vec!["x86_64".into()],
+            certificate: "-----BEGIN CERTIFICATE-----\nMIIB\"\\\n-----END CERTIFICATE-----\n"
+                .into(),
+            certificate_fingerprint: "ab".repeat(32),
+            driver: "rxd".into(),
+            driver_version: "0.1.0".into(),
+            firewall: String::new(),
+            kernel: "Linux".into(),
+            kernel_architecture: "x86_64".into(),
+            kernel_features: Default::default(),
+            kernel_version: "6.1".into(),
+            lxc_features: Default::default(),
+            os_name: "Debian GNU/Linux".into(),
+            os_version: "12".into(),
+            project: "default".into(),
+            server: "lxd".into(),
+            server_clustered: false,
+            server_event_mode: "full-mesh".into(),
+            server_name: "vm".into(),
+            server_pid: 42,
+            server_version: "5.0.2".into(),
+            storage: "dir".into(),
+            storage_version: "1".into(),
+            storage_supported_drivers: vec![StorageDriver {
+                name: "dir".into(),
+                version: "1".into(),
+                remote: false,
+            }],
+            rxd_version: "0.1.0".into(),
+        }
+    }
+
+    /// The one-pass view must put exactly `Server`'s bytes on the wire, in every form.
+    #[test]
+    fn view_bytes_equal_the_api_type() {
+        let env = sample_environment();
+        let env_json = serde_json::value::to_raw_value(&env).unwrap();
+        let config = serde_json::json!({"core.https_address": "127.0.0.1:8443"});
+        for (config, trusted, methods) in [
+            (None, false, &["tls"][..]),
+            (Some(serde_json::Value::Null), true, &["tls", "candid"][..]),
+            (Some(config.clone()), true, &["tls"][..]),
+        ] {
+            let api = Server {
+                config: config.clone(),
+                api_extensions: rxd_api::API_EXTENSIONS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                api_status: "stable".into(),
+                api_version: "1.0".into(),
+                auth: if trusted { "trusted" } else { "untrusted" }.into(),
+                public: false,
+                auth_methods: methods.iter().map(|s| s.to_string()).collect(),
+                auth_user_name: trusted.then(|| "alice".to_owned()),
+                auth_user_method: trusted.then(|| "candid".to_owned()),
+                environment: trusted.then(|| env.clone()),
+            };
+            let static_methods: &'static [&'static str] = if methods.len() == 2 {
+                &["tls", "candid"]
+            } else {
+                &["tls"]
+            };
+            let view = ServerView {
+                config: config.as_ref(),
+                api_extensions: api_extensions(),
+                api_status: "stable",
+                api_version: "1.0",
+                auth: if trusted { "trusted" } else { "untrusted" },
+                public: false,
+                auth_methods: static_methods,
+                auth_user_name: trusted.then(|| "alice".to_owned()),
+                auth_user_method: trusted.then_some("candid"),
+                environment: trusted.then_some(&*env_json),
+            };
+            assert_eq!(
+                serde_json::to_string(&view).unwrap(),
+                serde_json::to_string(&api).unwrap()
+            );
+        }
+    }
 }
