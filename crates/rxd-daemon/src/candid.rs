@@ -165,12 +165,14 @@ impl Logins {
             .iter()
             .filter_map(|v| v.to_str().ok());
         let slices = rxd_bakery::cookie::slices(cookies, explicit);
-        let keys = lock(&self.root_keys);
+        // The lock is held for one lookup, not for the verification's cryptography.
         let lookup = |id: &RootKeyId| {
-            keys.by_id
+            lock(&self.root_keys)
+                .by_id
                 .get(id)
+                .copied()
                 .filter(|(_, created)| now.unix_timestamp() < created + ROTATE_AFTER + cfg.expiry)
-                .map(|(k, _)| *k)
+                .map(|(k, _)| k)
         };
         for slice in &slices {
             match login::verify(slice, &lookup, now) {
