@@ -4,13 +4,15 @@
 //! namespace, which would leave the command as real root of the host inside the container's
 //! mounts. So the helper attaches by itself, in two steps, with safe system-call wrappers only:
 //!
-//! 1. [`exec`] (the helper the daemon runs) checks the container, enters its PID namespace for
-//!    its children only, and starts step 2 as a child: a fresh, single-threaded copy of this
-//!    binary (`attach`), with a fixed environment of its own. It writes that child's host
-//!    pid to the pid file (for signals), waits, and passes on its status.
+//! 1. [`exec`] (the helper the daemon runs for a command with a terminal) checks the
+//!    container, enters its PID namespace for its children only, and starts step 2 as a
+//!    child: a fresh, single-threaded copy of this binary (`attach`), with a fixed environment
+//!    of its own. It writes that child's host pid to the pid file (for signals), relays the
+//!    terminal, waits, and passes on its status. For a command without a terminal the daemon
+//!    does this step itself (rxd-daemon's `runtime/exec.rs`): one process fewer.
 //! 2. [`attach`] makes itself undumpable (no ptrace from inside), opens the init's
-//!    namespaces, checks the init is still the one step 1 saw, moves into the container's
-//!    cgroups, joins the user namespace first (so it holds no capability of the host from then
+//!    namespaces, checks the init is still the one step 1 saw, moves into the init's cgroups
+//!    (`cgroups.rs`), joins the user namespace first (so it holds no capability of the host from then
 //!    on) and then the others, drops the supplementary groups, takes the requested uid and gid,
 //!    narrows the capability bounding set to the container's and clears every capability
 //!    unless the user is root, marks every descriptor but 0-2 close-on-exec, sets
@@ -282,22 +284,8 @@ pub fn attach(root: &Path, t: &Target, init_pid: i32, init_start: u64) -> Result
         bail!("not inside the container's PID namespace");
     }
 
-    // The container's cgroups, while still able to write the host's cgroup files.
-    let cgroup = linux
-        .cgroups_path()
-        .clone()
-        .context("the spec has no cgroupsPath")?;
-    let manager = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
-        cgroup_path: cgroup,
-        systemd_cgroup: false,
-        container_name: t.id.clone(),
-    })
-    .context("finding the container's cgroups")?;
-    use libcgroups::common::CgroupManager;
-    // Pid 0 is "the writing process" to cgroup.procs.
-    manager
-        .add_task(nix_for_cgroups::unistd::Pid::from_raw(0))
-        .context("joining the container's cgroups")?;
+    // The init's cgroups, while still able to write the host's cgroup files.
+    crate::cgroups::join(pid)?;
 
     for (typ, f, flag) in &namespaces {
         nix::sched::setns(f, *flag).with_context(|| format!("joining the {typ} namespace"))?;

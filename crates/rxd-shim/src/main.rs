@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod attach;
+mod cgroups;
 mod console;
 mod pty;
 mod spec;
