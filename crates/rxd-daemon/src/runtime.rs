@@ -6,6 +6,9 @@
 //! never mistaken for a container), and found again at start-up from the runtime state the
 //! helper keeps. Figures for the state endpoint come from the container's cgroup files.
 
+mod exec;
+
+pub use exec::{ExecHelper, ExecSpec};
 use rxd_core::launch::LaunchPlan;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -56,6 +59,8 @@ pub struct Runtime {
     running: Mutex<HashMap<String, Init>>,
     /// One action at a time per instance (start, stop, delete, ...).
     actions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Spawns exec'd commands into containers (see `exec.rs`).
+    spawner: Mutex<Option<exec::Spawner>>,
 }
 
 /// Where the helper binary is: `$RXD_SHIM`, else beside the running `rxd`.
@@ -117,6 +122,7 @@ impl Runtime {
             cgroup_parent: format!("/rxd/{tag}"),
             running: Mutex::default(),
             actions: Mutex::default(),
+            spawner: Mutex::default(),
         })
     }
 
@@ -342,44 +348,6 @@ impl Runtime {
     /// Move a renamed instance's console log directory.
     pub fn rename_logs(&self, old: &str, new: &str) {
         let _ = std::fs::rename(self.logs.join(old), self.logs.join(new));
-    }
-
-    /// The helper command that runs `command` inside `name` (stdio left to the caller).
-    #[allow(clippy::too_many_arguments)]
-    pub fn exec_command(
-        &self,
-        name: &str,
-        uid: u32,
-        gid: u32,
-        cwd: &str,
-        env_file: &Path,
-        command: &[String],
-        pid_file: Option<&Path>,
-        pty: Option<(u32, u32)>,
-    ) -> tokio::process::Command {
-        let mut c = self.command();
-        c.arg("exec")
-            .arg(name)
-            .arg("--uid")
-            .arg(uid.to_string())
-            .arg("--gid")
-            .arg(gid.to_string());
-        if !cwd.is_empty() {
-            c.arg("--cwd").arg(cwd);
-        }
-        c.arg("--env-file").arg(env_file);
-        if let Some(p) = pid_file {
-            c.arg("--pid-file").arg(p);
-        }
-        if let Some((width, height)) = pty {
-            c.arg("--pty")
-                .arg("--width")
-                .arg(width.to_string())
-                .arg("--height")
-                .arg(height.to_string());
-        }
-        c.arg("--").args(command);
-        c
     }
 
     /// Write an exec'd command's environment to a new private file for the helper (never on

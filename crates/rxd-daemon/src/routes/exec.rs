@@ -4,15 +4,16 @@
 //! Each channel (`0`, `1`, `2`, `control`) has its own random secret, returned once, in the
 //! reply to the POST, never by `GET /1.0/operations`. A secret is compared in constant time and
 //! works once; channels not connected within 5 s fail the operation. The command runs through
-//! `rxd-shim exec` (inside every namespace of the container, its cgroup, its seccomp filter,
-//! no_new_privs, fds 0-2 only); its exit status is the operation's `return`. A revoked
-//! client's session is killed and its channels closed.
+//! the `rxd-shim` helper (inside every namespace of the container, its cgroups, its seccomp
+//! filter, no_new_privs, fds 0-2 only; see `runtime/exec.rs`); its exit status is the
+//! operation's `return`. A revoked client's session is killed and its channels closed.
 
 use super::instances::{config_of, find, project_suffix, Keyed};
 use crate::body::Json;
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::response;
+use crate::runtime::{ExecHelper, ExecSpec};
 use crate::state::Daemon;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -329,17 +330,19 @@ fn helper(
     env_file: &EnvFile,
     pid_file: Option<&std::path::Path>,
     pty: Option<(u32, u32)>,
-) -> tokio::process::Command {
-    d.runtime.exec_command(
-        name,
-        req.user,
-        req.group,
-        &req.cwd,
-        &env_file.0,
-        &req.command,
+) -> ApiResult<ExecHelper> {
+    let spec = ExecSpec {
+        uid: req.user,
+        gid: req.group,
+        cwd: &req.cwd,
+        env_file: &env_file.0,
+        command: &req.command,
         pid_file,
         pty,
-    )
+    };
+    d.runtime
+        .exec_helper(name, &spec)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 async fn run_detached(
@@ -352,12 +355,13 @@ async fn run_detached(
     use std::process::Stdio;
     let piped = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
     let env_file = EnvFile::write(d, env)?;
-    let mut child = helper(d, name, req, &env_file, None, None)
+    let mut helper = helper(d, name, req, &env_file, None, None)?;
+    helper
+        .command()
         .stdin(Stdio::null())
         .stdout(piped(req.record_output))
-        .stderr(piped(req.record_output))
-        .spawn()
-        .map_err(ApiError::internal)?;
+        .stderr(piped(req.record_output));
+    let mut child = helper.spawn(&d.runtime).await.map_err(ApiError::internal)?;
     let mut output = None;
     let mut recorders = Vec::new();
     if req.record_output {
@@ -558,13 +562,14 @@ async fn run_attached(
     let pty = req
         .interactive
         .then(|| (req.width.clamp(1, 10_000), req.height.clamp(1, 10_000)));
-    let mut child = helper(d, name, req, &env_file, Some(&pid_file), pty)
+    let mut helper = helper(d, name, req, &env_file, Some(&pid_file), pty)?;
+    helper
+        .command()
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(ApiError::internal)?;
+        .kill_on_drop(true);
+    let mut child = helper.spawn(&d.runtime).await.map_err(ApiError::internal)?;
     let pumps = match channels {
         (ws0, Some((ws1, ws2))) => pipes(&mut child, ws0, ws1, ws2),
         (ws0, None) => terminal(&mut child, ws0),
