@@ -27,8 +27,16 @@ if ((${#need[@]})); then
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-cargo build --release --locked -p rxd -p rxd-shim -p rxc -p rxd-bench
+cargo build --release --locked --workspace --bins
 bin=$PWD/target/release
+# How much of the start-up layout (crates/rxd/build.rs) this build matches: names carry hashes
+# of the build's configuration, and a stale list silently lays out less.
+listed=$(sort -u crates/rxd/startup.order | wc -l)
+found=$(nm "$bin/rxd" | awk '{print $NF}' | sort -u | comm -12 - <(sort -u crates/rxd/startup.order) | wc -l)
+echo "start-up layout: $found of $listed listed functions found in rxd"
+if ((found * 2 < listed)); then
+  echo "warning: crates/rxd/startup.order is stale; run scripts/startup-order.sh" >&2
+fi
 
 # Nothing leaves the machine: LXD's fetches go to a closed port on loopback.
 export http_proxy=http://127.0.0.1:9 https_proxy=http://127.0.0.1:9

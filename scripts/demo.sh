@@ -18,7 +18,7 @@ if ((${#need[@]})); then
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust 1.85 or newer (rustup)" >&2; exit 1; }
 
-cargo build --release --locked -p rxd -p rxc -p rxd-shim
+cargo build --release --locked --workspace --bins
 bin=$PWD/target/release
 work=$(mktemp -d /tmp/rxd-demo.XXXXXX)
 # Like /var/lib, traversable: an unprivileged container's root must reach its root filesystem.
