@@ -90,6 +90,17 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .parse()?)
 }
 
+/// The CPU time the process has used, all its threads (ended ones too), user and system, in
+/// microseconds: fields 14 and 15 of `/proc/<pid>/stat`, in clock ticks (USER_HZ, 100 on Linux).
+fn cpu_us(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = stat.rsplit_once(')').context("unreadable stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 =
+        f.get(11).context("utime")?.parse::<u64>()? + f.get(12).context("stime")?.parse::<u64>()?;
+    Ok(ticks as f64 * 10_000.0)
+}
+
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
@@ -116,6 +127,20 @@ impl Target {
     }
 }
 
+/// One `GET /1.0` of a throughput workload: the whole answer is read and must be a 200, but
+/// its JSON is not parsed. The load generator shares the server's cores, and parsing every
+/// answer would take CPU time from whichever server is measured.
+async fn answered(c: &Client) -> Result<(), rxd_client::ClientError> {
+    let r = c.request(Method::GET, "/1.0", None).await?;
+    if r.status != 200 {
+        return Err(rxd_client::ClientError::Http(format!(
+            "GET /1.0 answered {}",
+            r.status
+        )));
+    }
+    Ok(())
+}
+
 /// `concurrency` tasks, each with its own kept-alive connection, for `seconds`: requests per
 /// second and the latency distribution.
 async fn keepalive(t: &Arc<Target>, concurrency: usize, seconds: u64) -> anyhow::Result<Value> {
@@ -128,7 +153,7 @@ async fn keepalive(t: &Arc<Target>, concurrency: usize, seconds: u64) -> anyhow:
             let mut lat = Vec::new();
             while Instant::now() < deadline {
                 let s = Instant::now();
-                c.get("/1.0").await?;
+                answered(&c).await?;
                 lat.push(s.elapsed());
             }
             Ok::<_, rxd_client::ClientError>(lat)
@@ -155,7 +180,7 @@ async fn new_connections(
                 let c = t
                     .client()
                     .map_err(|e| rxd_client::ClientError::Http(format!("client: {e}")))?;
-                c.get("/1.0").await?;
+                answered(&c).await?;
                 lat.push(s.elapsed());
             }
             Ok::<_, rxd_client::ClientError>(lat)
@@ -304,15 +329,28 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     put("rss_idle_kib", json!(rss_kib(a.pid)?));
     eprintln!("[{}] keep-alive HTTPS", a.label);
     let mut served = 0u64;
+    // The server's own CPU time per request as well: the load generator shares the machine's
+    // cores, so throughput alone also measures the client.
+    let per_request = |before: f64, r: &Value| -> anyhow::Result<Value> {
+        let n = r["requests"].as_f64().unwrap_or(0.0).max(1.0);
+        Ok(json!((cpu_us(a.pid)? - before) / n))
+    };
     for conc in [8, 64] {
+        let before = cpu_us(a.pid)?;
         let r = keepalive(&target, conc, a.seconds).await?;
+        put(
+            &format!("keepalive_{conc}_server_cpu_us"),
+            per_request(before, &r)?,
+        );
         served += r["requests"].as_u64().unwrap_or(0);
         put(&format!("keepalive_{conc}_rps"), r["rps"].clone());
         put(&format!("keepalive_{conc}_p50_us"), r["p50_us"].clone());
         put(&format!("keepalive_{conc}_p99_us"), r["p99_us"].clone());
     }
     eprintln!("[{}] new connection per request", a.label);
+    let before = cpu_us(a.pid)?;
     let r = new_connections(&target, 8, a.seconds).await?;
+    put("newconn_8_server_cpu_us", per_request(before, &r)?);
     served += r["requests"].as_u64().unwrap_or(0);
     put("newconn_8_rps", r["rps"].clone());
     put("newconn_8_p50_us", r["p50_us"].clone());
