@@ -157,7 +157,23 @@ fn container_dir(root: &Path, id: &str) -> Result<PathBuf> {
 
 fn load(root: &Path, id: &str) -> Result<Container> {
     let dir = container_dir(root, id)?;
+    wait_for_state(&dir);
     Container::load(dir).with_context(|| format!("container {id} is not running"))
+}
+
+/// libcontainer rewrites `state.json` in place (truncate, then write): another helper
+/// (`kill` saving the new status, say) can be half-way through when this one reads it, as when
+/// the supervisor cleans up the moment a killed init ends. Wait, briefly, for a file that
+/// parses; a missing directory or file is left to the caller.
+fn wait_for_state(dir: &Path) {
+    for _ in 0..100 {
+        match std::fs::read(dir.join("state.json")) {
+            Ok(bytes) if serde_json::from_slice::<serde_json::Value>(&bytes).is_err() => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            _ => return,
+        }
+    }
 }
 
 fn delete(root: &Path, id: &str) -> Result<()> {
@@ -165,6 +181,7 @@ fn delete(root: &Path, id: &str) -> Result<()> {
     if !dir.exists() {
         return Ok(());
     }
+    wait_for_state(&dir);
     let mut c = Container::load(dir).context("load")?;
     c.delete(true).context("delete")
 }
@@ -361,4 +378,32 @@ fn supervise(root: &Path, name: &str, init: Pid, console: OwnedFd) -> Result<()>
         }
     }
     delete(root, name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_file_caught_mid_write_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        // As libcontainer leaves it between its truncate and its write.
+        std::fs::write(&state, b"").unwrap();
+        let writer = {
+            let state = state.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                std::fs::write(&state, br#"{"id":"c1"}"#).unwrap();
+            })
+        };
+        wait_for_state(dir.path());
+        assert_eq!(std::fs::read(&state).unwrap(), br#"{"id":"c1"}"#);
+        writer.join().unwrap();
+        // Nothing to wait for: no file, or a complete one.
+        std::fs::remove_file(&state).unwrap();
+        let started = std::time::Instant::now();
+        wait_for_state(dir.path());
+        assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    }
 }
