@@ -12,10 +12,10 @@
 //!    does this step itself (rxd-daemon's `runtime/exec.rs`): one process fewer.
 //! 2. [`attach`] makes itself undumpable (no ptrace from inside), opens the init's
 //!    namespaces, checks the init is still the one step 1 saw, moves into the init's cgroups
-//!    (`cgroups.rs`), joins the user namespace first (so it holds no capability of the host from then
-//!    on) and then the others, drops the supplementary groups, takes the requested uid and gid,
-//!    narrows the capability bounding set to the container's and clears every capability
-//!    unless the user is root, marks every descriptor but 0-2 close-on-exec, sets
+//!    (`cgroups.rs`), joins the user namespace first (so it holds no capability of the host
+//!    from then on) and then the others, drops the supplementary groups, takes the requested
+//!    uid and gid, narrows the capability bounding set to the container's and clears every
+//!    capability unless the user is root, marks every descriptor but 0-2 close-on-exec, sets
 //!    no_new_privs and a parent-death SIGKILL, installs the container's seccomp filter and
 //!    execs the command.
 
