@@ -33,6 +33,11 @@ impl Daemon {
         }
     }
 
+    /// The challenge, with third-party caveats for this discharger.
+    fn challenge_from(&self, d: &Discharger) -> BakeryErrorBody {
+        self.challenge(&d.url, parse_public_key(&d.public_key).unwrap())
+    }
+
     /// The challenge the daemon answers a request to `/1.0/instances` with.
     fn challenge(&self, location: &str, candid_public: [u8; 32]) -> BakeryErrorBody {
         let tp = ThirdParty {
@@ -149,10 +154,7 @@ async fn agent_login_without_a_person() {
     let login =
         Login::new("127.0.0.1", Arc::new(NoInteraction)).with_agent(Agent::load(&file).unwrap());
     login
-        .answer(
-            &daemon.challenge(&d.url, parse_public_key(&d.public_key).unwrap()),
-            "/1.0/instances",
-        )
+        .answer(&daemon.challenge_from(&d), "/1.0/instances")
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
     let header = login.cookie_header("/1.0").expect("cookie for /");
@@ -166,10 +168,7 @@ async fn agent_login_without_a_person() {
     let login =
         Login::new("127.0.0.1", Arc::new(NoInteraction)).with_agent(Agent::load(&file).unwrap());
     let e = login
-        .answer(
-            &daemon.challenge(&d.url, parse_public_key(&d.public_key).unwrap()),
-            "/1.0",
-        )
+        .answer(&daemon.challenge_from(&d), "/1.0")
         .await
         .unwrap_err();
     assert!(
@@ -195,10 +194,7 @@ async fn form_login_on_a_terminal() {
         .with_jar_file(&jar)
         .unwrap();
     login
-        .answer(
-            &daemon.challenge(&d.url, parse_public_key(&d.public_key).unwrap()),
-            "/1.0",
-        )
+        .answer(&daemon.challenge_from(&d), "/1.0")
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
     let asked: Vec<(String, bool)> = who
@@ -239,10 +235,7 @@ async fn form_login_on_a_terminal() {
     wrong.answers = vec![("username", "alice"), ("password", "nope")];
     let login = Login::new("127.0.0.1", Arc::new(wrong));
     let e = login
-        .answer(
-            &daemon.challenge(&d.url, parse_public_key(&d.public_key).unwrap()),
-            "/1.0",
-        )
+        .answer(&daemon.challenge_from(&d), "/1.0")
         .await
         .unwrap_err();
     assert!(matches!(e, CandidError::Interaction { .. }), "{e:?}");
@@ -265,10 +258,7 @@ async fn browser_window_login_without_a_terminal() {
     let who = Arc::new(who);
     let login = Login::new("127.0.0.1", who.clone()).with_domain("example.com");
     login
-        .answer(
-            &daemon.challenge(&d.url, parse_public_key(&d.public_key).unwrap()),
-            "/1.0",
-        )
+        .answer(&daemon.challenge_from(&d), "/1.0")
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
     assert_eq!(daemon.user(&login.cookie_header("/1.0").unwrap()), "carol");
@@ -288,10 +278,7 @@ async fn browser_window_login_without_a_terminal() {
     let mut bad = Scripted::new(false);
     bad.browser_login = Some(("carol", "wrong"));
     let e = Login::new("127.0.0.1", Arc::new(bad))
-        .answer(
-            &daemon.challenge(&d.url, parse_public_key(&d.public_key).unwrap()),
-            "/1.0",
-        )
+        .answer(&daemon.challenge_from(&d), "/1.0")
         .await
         .unwrap_err();
     assert!(
@@ -345,10 +332,7 @@ async fn https_dischargers_are_verified() {
     let login =
         Login::new("127.0.0.1", Arc::new(NoInteraction)).with_agent(Agent::load(&file).unwrap());
     let e = login
-        .answer(
-            &daemon.challenge(&d.url, parse_public_key(&d.public_key).unwrap()),
-            "/1.0",
-        )
+        .answer(&daemon.challenge_from(&d), "/1.0")
         .await
         .unwrap_err();
     assert!(
@@ -362,10 +346,7 @@ async fn https_dischargers_are_verified() {
         .with_agent(Agent::load(&file).unwrap())
         .with_extra_cas(vec![ca]);
     login
-        .answer(
-            &daemon.challenge(&d.url, parse_public_key(&d.public_key).unwrap()),
-            "/1.0",
-        )
+        .answer(&daemon.challenge_from(&d), "/1.0")
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
     assert_eq!(daemon.user(&login.cookie_header("/1.0").unwrap()), "bot");
