@@ -39,24 +39,11 @@ impl Machine {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "rxc {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        rxd_testkit::succeeded(args, self.run(args))
     }
 
     fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            !out.status.success(),
-            "rxc {args:?} should fail: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        assert_eq!(out.status.code(), Some(1));
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        rxd_testkit::failed(args, self.run(args))
     }
 
     fn json(&self, args: &[&str]) -> Value {

@@ -354,6 +354,27 @@ impl TestDaemon {
 }
 
 /// A loopback port that was free a moment ago.
+/// The stdout of an `rxc` run that must succeed (the test fails with its stderr otherwise).
+pub fn succeeded(args: &[&str], out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "rxc {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The stderr of an `rxc` run that must fail with status 1.
+pub fn failed(args: &[&str], out: std::process::Output) -> String {
+    assert!(
+        !out.status.success(),
+        "rxc {args:?} should fail: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(out.status.code(), Some(1));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
