@@ -117,7 +117,12 @@ fn main() {
         Command::Start { bundle, log } => start(&cli.root, &bundle, &log),
         Command::Kill { id, signal, all } => load(&cli.root, &id).and_then(|mut c| {
             let sig = Signal::try_from(signal).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            c.kill(sig, all).context("kill")
+            match c.kill(sig, all) {
+                // libcontainer reads the state again after signalling; the supervisor may
+                // have removed it by then because the init has ended, as asked.
+                Err(_) if !container_dir(&cli.root, &id)?.exists() => Ok(()),
+                other => other.context("kill"),
+            }
         }),
         Command::Pause { id } => load(&cli.root, &id).and_then(|mut c| c.pause().context("pause")),
         Command::Resume { id } => {
