@@ -80,7 +80,7 @@ pub async fn update_config(
     let listener_change = match changes.get(HTTPS_ADDRESS) {
         None => ListenerChange::Keep,
         Some(None) => ListenerChange::Stop,
-        Some(Some(text)) => plan_listener(d, text).await?,
+        Some(Some(text)) => plan_listener(d, caller, text).await?,
     };
 
     let to_store = changes.clone();
@@ -96,10 +96,16 @@ pub async fn update_config(
 
     match listener_change {
         ListenerChange::Keep => {}
-        ListenerChange::Stop => stop_current(d),
+        ListenerChange::Stop => {
+            let old = lock(&d.https).take();
+            retire(old, caller).await;
+        }
         ListenerChange::Start(bound) => {
-            stop_current(d);
-            start_listener(d, bound)?;
+            // The new listener serves before the old one drains.
+            let old = lock(&d.https).take();
+            let started = start_listener(d, bound);
+            retire(old, caller).await;
+            started?;
         }
         ListenerChange::Replaced { bound, .. } => start_listener(d, bound)?,
     }
@@ -131,7 +137,7 @@ enum ListenerChange {
     },
 }
 
-async fn plan_listener(d: &Daemon, text: &str) -> ApiResult<ListenerChange> {
+async fn plan_listener(d: &Daemon, caller: &Caller, text: &str) -> ApiResult<ListenerChange> {
     let addr = ListenAddress::parse(text)?;
     let refused = |e: std::io::Error| {
         ApiError::BadRequest(format!(
@@ -158,7 +164,7 @@ async fn plan_listener(d: &Daemon, text: &str) -> ApiResult<ListenerChange> {
                 return Err(refused(e));
             };
             let old_address = old.address.clone();
-            old.stop_and_release().await;
+            old.stop_and_drain(caller.conn.listener).await;
             match https::bind(&addr).await {
                 Ok(bound) => Ok(ListenerChange::Replaced {
                     bound,
@@ -174,10 +180,12 @@ async fn plan_listener(d: &Daemon, text: &str) -> ApiResult<ListenerChange> {
     }
 }
 
-fn stop_current(d: &Daemon) {
-    if let Some(old) = lock(&d.https).take() {
-        old.stop();
-        tracing::info!(address = %old.address, "HTTPS listener stopped");
+/// Stop a listener that was taken out of service, and wait for it to drain.
+async fn retire(old: Option<https::Running>, caller: &Caller) {
+    if let Some(old) = old {
+        let address = old.address.clone();
+        old.stop_and_drain(caller.conn.listener).await;
+        tracing::info!(%address, "HTTPS listener stopped");
     }
 }
 

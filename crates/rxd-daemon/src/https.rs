@@ -1,12 +1,16 @@
 //! The HTTPS listener's life: bound from `core.https_address` at start-up, and replaced, moved or
 //! removed while running when the key changes. A new address is bound before the old listener is
-//! stopped, so a bad address is refused and the old listener keeps serving.
+//! stopped, so a bad address is refused and the old listener keeps serving. A change returns once
+//! the old listening sockets are closed and its connections have finished (bounded by
+//! [`DRAIN_LIMIT`]), so from then on nothing is served at the old address.
 
-use crate::listener::{run_https, ConnRegistry};
+use crate::listener::{run_https, ConnRegistry, HttpsContext, OpenConnections};
 use axum::Router;
 use rxd_core::address::{Host, ListenAddress};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
@@ -26,11 +30,20 @@ impl Bound {
     }
 }
 
+/// Longest a configuration change waits for the old listener's requests in flight to finish.
+/// Those still running afterwards finish and close on their own.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Identifies listeners, so a request can tell whether it arrived on the one being stopped.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 /// A listener that is serving.
 pub struct Running {
     pub address: ListenAddress,
     pub local_addrs: Vec<SocketAddr>,
+    id: u64,
     stop: watch::Sender<bool>,
+    open: Arc<OpenConnections>,
     accept_loops: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -40,11 +53,21 @@ impl Running {
         self.stop.send_replace(true);
     }
 
-    /// Stop, and wait until the listening sockets are closed so their port can be bound again.
-    pub async fn stop_and_release(self) {
+    /// Stop, wait until the listening sockets are closed (so their port can be bound again), then
+    /// until its connections have closed. `caller_listener` is the listener the request asking
+    /// for this arrived on: if it is this one, its own connection is not waited for (it closes
+    /// after the answer).
+    pub async fn stop_and_drain(self, caller_listener: Option<u64>) {
         self.stop();
         for handle in self.accept_loops {
             let _ = handle.await;
+        }
+        let own = usize::from(caller_listener == Some(self.id));
+        if tokio::time::timeout(DRAIN_LIMIT, self.open.at_most(own))
+            .await
+            .is_err()
+        {
+            tracing::warn!(address = %self.address, "HTTPS listener stopped; requests still in flight on it will finish");
         }
     }
 }
@@ -110,6 +133,11 @@ pub fn start(
     registry: &Arc<ConnRegistry>,
 ) -> Running {
     let (stop, stop_rx) = watch::channel(false);
+    let ctx = HttpsContext {
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        stop: stop_rx,
+        open: Arc::new(OpenConnections::default()),
+    };
     let local_addrs = bound.local_addrs();
     let accept_loops = bound
         .listeners
@@ -119,7 +147,7 @@ pub fn start(
                 l,
                 tls.clone(),
                 router.clone(),
-                stop_rx.clone(),
+                ctx.clone(),
                 tracker.clone(),
                 registry.clone(),
             ))
@@ -131,7 +159,9 @@ pub fn start(
     Running {
         address: bound.address,
         local_addrs,
+        id: ctx.id,
         stop,
+        open: ctx.open,
         accept_loops,
     }
 }

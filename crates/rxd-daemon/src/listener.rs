@@ -8,6 +8,7 @@
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rxd_auth::Transport;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Time a peer has to finish the TLS handshake.
@@ -33,6 +35,8 @@ pub struct ConnInfo {
     pub remote: Option<SocketAddr>,
     /// The client certificate (DER) sent in the TLS handshake, for self-enrolment.
     pub peer_cert: Option<Arc<[u8]>>,
+    /// Which HTTPS listener accepted the connection; `None` on the unix socket.
+    pub listener: Option<u64>,
 }
 
 impl ConnInfo {
@@ -161,6 +165,7 @@ pub async fn run_unix(
             transport: Transport::Unix { uid },
             remote: None,
             peer_cert: None,
+            listener: None,
         };
         let (router, mut stop) = (router.clone(), stop.clone());
         tracker.spawn(async move {
@@ -176,15 +181,25 @@ pub async fn run_unix(
     }
 }
 
+/// What one HTTPS listener's connections share: which listener it is, the stop signal, and the
+/// count of connections still open.
+#[derive(Clone)]
+pub struct HttpsContext {
+    pub id: u64,
+    pub stop: watch::Receiver<bool>,
+    pub open: Arc<OpenConnections>,
+}
+
 /// Accept TLS connections on `listener` until `stop` fires.
 pub async fn run_https(
     listener: TcpListener,
     tls: crate::tlsstate::SharedTls,
     router: Router,
-    stop: watch::Receiver<bool>,
+    ctx: HttpsContext,
     tracker: TaskTracker,
     registry: Arc<ConnRegistry>,
 ) {
+    let HttpsContext { id, stop, open } = ctx;
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut stop_accept = stop.clone();
     loop {
@@ -205,6 +220,7 @@ pub async fn run_https(
         let config = crate::state::read(&tls).config.clone();
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let (router, stop, registry) = (router.clone(), stop.clone(), registry.clone());
+        let counted = open.enter();
         tracker.spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
@@ -227,21 +243,139 @@ pub async fn run_https(
                 },
                 remote: Some(remote),
                 peer_cert,
+                listener: Some(id),
             };
             // A connection authenticated by a certificate can be closed when that certificate
             // is revoked; it also closes when its listener stops.
             let (registration, mut revoked) = registry.register(peer_fingerprint);
-            let mut listener_stop = stop;
+            let (mut listener_stop, mut after) = (stop.clone(), stop);
             let stop = async move {
                 tokio::select! {
                     _ = stopped(&mut listener_stop) => {}
                     _ = stopped(&mut revoked) => {}
                 }
             };
-            serve_connection(tls, info, router, stop).await;
+            let (io, cut, gone) = Severable::new(tls);
+            serve_connection(io, info, router, stop).await;
             drop(registration);
+            drop(counted);
+            // The connection may live on as a websocket (exec, events, console), which the HTTP
+            // layer no longer sees: cut it when the listener stops.
+            tokio::select! {
+                _ = gone.cancelled() => {}
+                _ = stopped(&mut after) => cut.cancel(),
+            }
             drop(permit);
         });
+    }
+}
+
+/// A connection that can be cut from outside: once its token is cancelled, reads and writes fail
+/// (closing still works).
+pub struct Severable<T> {
+    io: T,
+    cut: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    severed: bool,
+    _gone: tokio_util::sync::DropGuard,
+}
+
+impl<T> Severable<T> {
+    /// Wrap `io`; returns the token that cuts it and one cancelled when it is dropped.
+    pub fn new(io: T) -> (Self, CancellationToken, CancellationToken) {
+        let (cut, gone) = (CancellationToken::new(), CancellationToken::new());
+        let wrapped = Severable {
+            io,
+            cut: Box::pin(cut.clone().cancelled_owned()),
+            severed: false,
+            _gone: gone.clone().drop_guard(),
+        };
+        (wrapped, cut, gone)
+    }
+
+    fn check(&mut self, cx: &mut std::task::Context<'_>) -> std::io::Result<()> {
+        if !self.severed && self.cut.as_mut().poll(cx).is_ready() {
+            self.severed = true;
+        }
+        if self.severed {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "the listener was stopped",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Severable<T> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        this.check(cx)?;
+        std::pin::Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Severable<T> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        this.check(cx)?;
+        std::pin::Pin::new(&mut this.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        this.check(cx)?;
+        std::pin::Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// How many connections one listener has open, so that stopping it can wait for them to close.
+#[derive(Debug)]
+pub struct OpenConnections(watch::Sender<usize>);
+
+impl Default for OpenConnections {
+    fn default() -> Self {
+        Self(watch::channel(0).0)
+    }
+}
+
+/// Counts one open connection until dropped.
+pub struct Counted(Arc<OpenConnections>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0 .0.send_modify(|n| *n -= 1);
+    }
+}
+
+impl OpenConnections {
+    pub fn enter(self: &Arc<Self>) -> Counted {
+        self.0.send_modify(|n| *n += 1);
+        Counted(self.clone())
+    }
+
+    /// Resolves once at most `n` connections are open.
+    pub async fn at_most(&self, n: usize) {
+        let mut rx = self.0.subscribe();
+        // The sender lives in `self`, so the channel cannot close while this waits.
+        let _ = rx.wait_for(|open| *open <= n).await;
     }
 }
 

@@ -405,6 +405,138 @@ async fn config_round_trip_with_write_only_password() {
     assert_eq!(stale.status, 412);
 }
 
+/// Stopping the HTTPS listener lets a request in flight on it finish, and the change is answered
+/// only after that; websockets on it are cut. When `core.https_address` is unset, nothing is
+/// still being served over TCP.
+#[tokio::test]
+async fn https_address_change_waits_for_requests_in_flight() {
+    if !require_root("https_address_change_waits_for_requests_in_flight") {
+        return;
+    }
+    use base64::Engine;
+    use std::io::Write;
+    let d = TestDaemon::start().await;
+    let id = client_identity("uploader");
+    let cert = base64::engine::general_purpose::STANDARD.encode(&id.cert_der);
+    let r = d
+        .unix()
+        .request(
+            Method::POST,
+            "/1.0/certificates",
+            Some(&json!({"certificate": cert})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{:?}", r.envelope());
+
+    // A client moving the listener it is talking over is answered at once: its own connection
+    // is not waited for.
+    let pin = rxd_tls::cert::fingerprint_bytes(&d.server_cert_der());
+    let at = |port| {
+        rxd_client::Client::https(
+            "127.0.0.1",
+            port,
+            rxd_tls::client::ServerTrust::Pinned(pin),
+            Some(&id),
+        )
+        .unwrap()
+    };
+    let port = rxd_testkit::free_port();
+    let r = d
+        .https(Some(&id))
+        .request(
+            Method::PATCH,
+            "/1.0",
+            Some(&json!({"config": {"core.https_address": format!("127.0.0.1:{port}")}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.envelope());
+    assert!(!d.logs().contains("still in flight"), "{}", d.logs());
+
+    // An event stream: a websocket, which outlives its HTTP exchange.
+    let mut events = at(port).websocket("/1.0/events").await.unwrap();
+
+    // An upload whose body comes from a pipe the test holds open: the request stays in flight.
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("body");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let client = at(port);
+    let path = fifo.clone();
+    let upload = tokio::spawn(async move {
+        client
+            .send_file(
+                Method::POST,
+                "/1.0/images",
+                &[],
+                &path,
+                std::sync::Arc::new(|_| {}),
+            )
+            .await
+    });
+    let mut writer = tokio::task::spawn_blocking(move || std::fs::File::create(fifo).unwrap())
+        .await
+        .unwrap();
+    writer.write_all(b"not an image yet").unwrap();
+    // The daemon is receiving the body once its upload file exists.
+    let images = d.dir().join("images");
+    let receiving = || {
+        std::fs::read_dir(&images).is_ok_and(|mut it| {
+            it.any(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".upload-")
+            })
+        })
+    };
+    for _ in 0..500 {
+        if receiving() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(receiving(), "the upload never reached the daemon");
+
+    let unix = d.unix();
+    let patch = tokio::spawn(async move {
+        unix.request(
+            Method::PATCH,
+            "/1.0",
+            Some(&json!({"config": {"core.https_address": ""}})),
+        )
+        .await
+        .unwrap()
+    });
+    // The change cannot be answered while the upload's body is still coming.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !patch.is_finished(),
+        "unset answered with a request still in flight"
+    );
+    drop(writer);
+    let uploaded = upload.await.unwrap().unwrap();
+    assert_eq!(uploaded.status, 202, "{:?}", uploaded.envelope());
+    assert_eq!(patch.await.unwrap().status, 200);
+    // The event stream is cut too (the bound only turns a hang into a failure).
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        use futures_util::StreamExt;
+        loop {
+            match events.next().await {
+                None | Some(Err(_)) => break,
+                Some(Ok(m)) if m.is_close() => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the event stream outlived its listener");
+    assert!(matches!(
+        at(port).get("/1.0").await,
+        Err(rxd_client::ClientError::Connect { .. })
+    ));
+}
+
 fn bytes_of(v: &Value) -> rxd_client::Bytes {
     rxd_client::Bytes::from(serde_json::to_vec(v).unwrap())
 }
@@ -417,9 +549,12 @@ async fn https_address_changes_live() {
     let d = TestDaemon::start().await;
     let unix = d.unix();
     let first = d.https_port();
-    assert!(d.https(None).get("/1.0").await.is_ok());
+    // A client whose kept-alive connection to the old address stays open across the change.
+    let kept = d.https(None);
+    assert!(kept.get("/1.0").await.is_ok());
 
-    // Move to another port: the old one stops, the new one answers, no restart.
+    // Move to another port: the old one stops, the new one answers, no restart. Once the change
+    // is answered, nothing is served at the old address, not even on a connection already open.
     let second = rxd_testkit::free_port();
     let r = unix
         .request(
@@ -441,6 +576,10 @@ async fn https_address_changes_live() {
         .unwrap()
     };
     assert!(at(second).get("/1.0").await.is_ok());
+    assert!(matches!(
+        kept.get("/1.0").await,
+        Err(rxd_client::ClientError::Connect { .. })
+    ));
     assert!(matches!(
         at(first).get("/1.0").await,
         Err(rxd_client::ClientError::Connect { .. })
@@ -489,7 +628,7 @@ async fn https_address_changes_live() {
     .unwrap();
     assert_eq!(v6.get("/1.0").await.unwrap()["auth"], "untrusted");
 
-    // Unset: no TCP listener at all.
+    // Unset: no TCP listener at all, and the connection `v6` kept open is closed.
     let r = unix
         .request(
             Method::PATCH,
