@@ -250,14 +250,30 @@ impl TestDaemon {
 
     /// An HTTPS client pinned to this daemon's certificate, presenting `identity` if given.
     pub fn https(&self, identity: Option<&KeyPairFiles>) -> Client {
+        self.https_at(self.https_port(), identity)
+    }
+
+    /// An HTTPS client for `port` on 127.0.0.1, pinned to this daemon's certificate (for tests
+    /// that move the listener).
+    pub fn https_at(&self, port: u16, identity: Option<&KeyPairFiles>) -> Client {
         let pin = rxd_tls::cert::fingerprint_bytes(&self.server_cert_der());
-        Client::https(
-            "127.0.0.1",
-            self.https_port(),
-            ServerTrust::Pinned(pin),
-            identity,
-        )
-        .expect("https client")
+        Client::https("127.0.0.1", port, ServerTrust::Pinned(pin), identity).expect("https client")
+    }
+
+    /// Trust `id`'s certificate (unrestricted), over the unix socket.
+    pub async fn trust(&self, id: &KeyPairFiles) {
+        use base64::Engine;
+        let cert = base64::engine::general_purpose::STANDARD.encode(&id.cert_der);
+        let r = self
+            .unix()
+            .request(
+                rxd_client::Method::POST,
+                "/1.0/certificates",
+                Some(&json!({"certificate": cert})),
+            )
+            .await
+            .expect("unix socket");
+        assert_eq!(r.status, 201, "trusting a certificate: {:?}", r.envelope());
     }
 
     /// SIGTERM, then wait for the process to exit.

@@ -413,34 +413,14 @@ async fn https_address_change_waits_for_requests_in_flight() {
     if !require_root("https_address_change_waits_for_requests_in_flight") {
         return;
     }
-    use base64::Engine;
     use std::io::Write;
     let d = TestDaemon::start().await;
     let id = client_identity("uploader");
-    let cert = base64::engine::general_purpose::STANDARD.encode(&id.cert_der);
-    let r = d
-        .unix()
-        .request(
-            Method::POST,
-            "/1.0/certificates",
-            Some(&json!({"certificate": cert})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, 201, "{:?}", r.envelope());
+    d.trust(&id).await;
 
     // A client moving the listener it is talking over is answered at once: its own connection
     // is not waited for.
-    let pin = rxd_tls::cert::fingerprint_bytes(&d.server_cert_der());
-    let at = |port| {
-        rxd_client::Client::https(
-            "127.0.0.1",
-            port,
-            rxd_tls::client::ServerTrust::Pinned(pin),
-            Some(&id),
-        )
-        .unwrap()
-    };
+    let at = |port| d.https_at(port, Some(&id));
     let port = rxd_testkit::free_port();
     let r = d
         .https(Some(&id))
@@ -565,16 +545,7 @@ async fn https_address_changes_live() {
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{:?}", r.envelope());
-    let pin = rxd_tls::cert::fingerprint_bytes(&d.server_cert_der());
-    let at = |port| {
-        rxd_client::Client::https(
-            "127.0.0.1",
-            port,
-            rxd_tls::client::ServerTrust::Pinned(pin),
-            None,
-        )
-        .unwrap()
-    };
+    let at = |port| d.https_at(port, None);
     assert!(at(second).get("/1.0").await.is_ok());
     assert!(matches!(
         kept.get("/1.0").await,
@@ -619,6 +590,7 @@ async fn https_address_changes_live() {
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{:?}", r.envelope());
+    let pin = rxd_tls::cert::fingerprint_bytes(&d.server_cert_der());
     let v6 = rxd_client::Client::https(
         "::1",
         third,
