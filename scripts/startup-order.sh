@@ -7,7 +7,8 @@
 #
 # Symbol names carry hashes of the build's configuration, so the list matches release builds
 # made the way every script here makes them: `cargo build --release --locked --workspace --bins`.
-# Run it again after changing dependencies; `scripts/bench-vs-lxd.sh` says how much of the list
+# Run it again after changing dependencies or the types on the request path (a new generic
+# instantiation is a new symbol); `scripts/bench-vs-lxd.sh` says how much of the list
 # the binary it measures still matches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
