@@ -34,7 +34,8 @@ bin=$PWD/target/release
 listed=$(sort -u crates/rxd/startup.order | wc -l)
 found=$(nm "$bin/rxd" | awk '{print $NF}' | sort -u | comm -12 - <(sort -u crates/rxd/startup.order) | wc -l)
 echo "start-up layout: $found of $listed listed functions found in rxd"
-if ((found * 2 < listed)); then
+# A fresh list matches about 89% (the rest are libc's names); one at 79% cost 1.8 MiB idle.
+if ((found * 100 < listed * 85)); then
   echo "warning: crates/rxd/startup.order is stale; run scripts/startup-order.sh" >&2
 fi
 
