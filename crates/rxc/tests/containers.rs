@@ -1136,6 +1136,25 @@ async fn exec_secrets_signals_timeouts_and_revocation() {
         .await
         .unwrap();
     assert_eq!(done["metadata"]["return"], 137, "{done}");
+
+    // Unsetting core.https_address cuts the sessions running over it, even channels whose
+    // server side is waiting on the command rather than on the socket.
+    let id = rxd_testkit::client_identity("remote-user-2");
+    s.d.trust(&id).await;
+    let (_, mut ch) = exec_channels(&s.d.https(Some(&id)), "c1", &["sleep", "100"]).await;
+    let r = unix
+        .request(
+            Method::PATCH,
+            "/1.0",
+            Some(&json!({"config": {"core.https_address": ""}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.envelope());
+    for (fd, channel) in ch.iter_mut().enumerate() {
+        let closed = tokio::time::timeout(Duration::from_secs(10), read_all(channel)).await;
+        assert!(closed.is_ok(), "channel {fd} outlived its listener");
+    }
     s.ok(&["delete", "-f", "c1"]);
 }
 

@@ -8,7 +8,6 @@
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rxd_auth::Transport;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -215,6 +214,7 @@ pub async fn run_https(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
         // The configuration current at accept time: a reloaded certificate or CA applies to new
         // connections at once.
         let config = crate::state::read(&tls).config.clone();
@@ -255,87 +255,96 @@ pub async fn run_https(
                     _ = stopped(&mut revoked) => {}
                 }
             };
-            let (io, cut, gone) = Severable::new(tls);
+            let (io, socket) = Watched::new(tls, fd);
             serve_connection(io, info, router, stop).await;
             drop(registration);
             drop(counted);
             // The connection may live on as a websocket (exec, events, console), which the HTTP
-            // layer no longer sees: cut it when the listener stops.
+            // layer no longer sees: cut it when the listener stops. Shutting the socket down
+            // wakes every task reading or writing it, whichever half each holds.
             tokio::select! {
-                _ = gone.cancelled() => {}
-                _ = stopped(&mut after) => cut.cancel(),
+                _ = socket.gone.cancelled() => {}
+                _ = stopped(&mut after) => socket.shut_down(),
             }
             drop(permit);
         });
     }
 }
 
-/// A connection that can be cut from outside: once its token is cancelled, reads and writes fail
-/// (closing still works).
-pub struct Severable<T> {
+/// A connection's socket as its connection task sees it: whether the connection is gone, and a
+/// way to shut it down while it is not.
+pub struct SocketHandle {
+    /// The socket's descriptor while the connection holds it open; `None` once it is dropped.
+    fd: std::sync::Mutex<Option<std::os::fd::RawFd>>,
+    /// Cancelled when the connection is dropped.
+    pub gone: CancellationToken,
+}
+
+impl SocketHandle {
+    /// Shut the socket down in both directions, which wakes every task reading or writing it.
+    /// The lock keeps the connection from closing (and the number from being reused) meanwhile.
+    pub fn shut_down(&self) {
+        let fd = self.fd.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(fd) = *fd {
+            let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+        }
+    }
+}
+
+/// An I/O object over the socket `fd` that tells its [`SocketHandle`] when it is dropped: the
+/// connection task uses it to learn whether a connection lives on as a websocket after its HTTP
+/// exchange, and to cut it.
+pub struct Watched<T> {
     io: T,
-    cut: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
-    severed: bool,
-    _gone: tokio_util::sync::DropGuard,
+    socket: Arc<SocketHandle>,
 }
 
-impl<T> Severable<T> {
-    /// Wrap `io`; returns the token that cuts it and one cancelled when it is dropped.
-    pub fn new(io: T) -> (Self, CancellationToken, CancellationToken) {
-        let (cut, gone) = (CancellationToken::new(), CancellationToken::new());
-        let wrapped = Severable {
+impl<T> Watched<T> {
+    pub fn new(io: T, fd: std::os::fd::RawFd) -> (Self, Arc<SocketHandle>) {
+        let socket = Arc::new(SocketHandle {
+            fd: std::sync::Mutex::new(Some(fd)),
+            gone: CancellationToken::new(),
+        });
+        let watched = Watched {
             io,
-            cut: Box::pin(cut.clone().cancelled_owned()),
-            severed: false,
-            _gone: gone.clone().drop_guard(),
+            socket: socket.clone(),
         };
-        (wrapped, cut, gone)
-    }
-
-    fn check(&mut self, cx: &mut std::task::Context<'_>) -> std::io::Result<()> {
-        if !self.severed && self.cut.as_mut().poll(cx).is_ready() {
-            self.severed = true;
-        }
-        if self.severed {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionAborted,
-                "the listener was stopped",
-            ));
-        }
-        Ok(())
+        (watched, socket)
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Severable<T> {
+impl<T> Drop for Watched<T> {
+    /// Runs before `io` (and so the descriptor) is dropped.
+    fn drop(&mut self) {
+        *self.socket.fd.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.socket.gone.cancel();
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
     fn poll_read(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        this.check(cx)?;
-        std::pin::Pin::new(&mut this.io).poll_read(cx, buf)
+        std::pin::Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Severable<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     fn poll_write(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        this.check(cx)?;
-        std::pin::Pin::new(&mut this.io).poll_write(cx, buf)
+        std::pin::Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
 
     fn poll_flush(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        this.check(cx)?;
-        std::pin::Pin::new(&mut this.io).poll_flush(cx)
+        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
 
     fn poll_shutdown(
