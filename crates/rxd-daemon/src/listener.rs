@@ -273,17 +273,17 @@ pub async fn run_https(
 
 /// A connection's socket as its connection task sees it: whether the connection is gone, and a
 /// way to shut it down while it is not.
-pub struct SocketHandle {
+struct SocketHandle {
     /// The socket's descriptor while the connection holds it open; `None` once it is dropped.
     fd: std::sync::Mutex<Option<std::os::fd::RawFd>>,
     /// Cancelled when the connection is dropped.
-    pub gone: CancellationToken,
+    gone: CancellationToken,
 }
 
 impl SocketHandle {
     /// Shut the socket down in both directions, which wakes every task reading or writing it.
     /// The lock keeps the connection from closing (and the number from being reused) meanwhile.
-    pub fn shut_down(&self) {
+    fn shut_down(&self) {
         let fd = self.fd.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(fd) = *fd {
             let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
@@ -294,13 +294,13 @@ impl SocketHandle {
 /// An I/O object over the socket `fd` that tells its [`SocketHandle`] when it is dropped: the
 /// connection task uses it to learn whether a connection lives on as a websocket after its HTTP
 /// exchange, and to cut it.
-pub struct Watched<T> {
+struct Watched<T> {
     io: T,
     socket: Arc<SocketHandle>,
 }
 
 impl<T> Watched<T> {
-    pub fn new(io: T, fd: std::os::fd::RawFd) -> (Self, Arc<SocketHandle>) {
+    fn new(io: T, fd: std::os::fd::RawFd) -> (Self, Arc<SocketHandle>) {
         let socket = Arc::new(SocketHandle {
             fd: std::sync::Mutex::new(Some(fd)),
             gone: CancellationToken::new(),
