@@ -69,3 +69,17 @@ pub async fn stream(
     }
     Ok(size)
 }
+
+/// Unread upload bytes read and dropped before an early refusal is sent (as Go's net/http does
+/// for LXD), so a client still sending a small body gets to read the refusal.
+pub const DISCARD_LIMIT: u64 = 256 * 1024;
+
+/// Read and drop what is left of `body`, up to [`DISCARD_LIMIT`] bytes and 5 s. A larger or slower
+/// body is left unread: the connection then closes after the answer.
+pub async fn discard(body: axum::body::Body) {
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream(body, DISCARD_LIMIT, |_| Ok(())),
+    )
+    .await;
+}

@@ -178,6 +178,16 @@ fn id_header(h: &HeaderMap, name: &str) -> ApiResult<u32> {
     }
 }
 
+/// What a push will do, from its headers, checked before any of the body is read.
+struct Push {
+    kind: String,
+    append: bool,
+    mode: Option<u32>,
+    rootfs: Rootfs,
+    uid: u32,
+    gid: u32,
+}
+
 pub async fn post(
     State(d): State<Arc<Daemon>>,
     caller: Caller,
@@ -186,43 +196,27 @@ pub async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let kind = header(&headers, "x-lxd-type").unwrap_or("file");
-    let append = match header(&headers, "x-lxd-write").unwrap_or("overwrite") {
-        "overwrite" => false,
-        "append" => true,
-        other => {
-            return Err(ApiError::BadRequest(format!(
-                "Invalid X-LXD-write {other:?}: overwrite or append"
-            )))
+    let push = match plan_push(&d, &caller, &name, &headers).await {
+        Ok(push) => push,
+        Err(e) => {
+            // A refused push's client is likely still sending: let a small body finish, so the
+            // client reads this answer rather than a broken pipe.
+            if !matches!(e, ApiError::TooLarge { .. }) {
+                crate::body::discard(body).await;
+            }
+            return Err(e);
         }
     };
-    let mode = match header(&headers, "x-lxd-mode") {
-        None => None,
-        Some(v) => Some(
-            parse_int(v)
-                .and_then(|m| u32::try_from(m).ok())
-                .filter(|m| *m <= 0o7777)
-                .ok_or_else(|| ApiError::BadRequest(format!("Invalid X-LXD-mode {v:?}")))?,
-        ),
-    };
-    if !matches!(kind, "file" | "directory" | "symlink") {
-        return Err(ApiError::BadRequest(format!(
-            "Invalid X-LXD-type {kind:?}: file, directory or symlink"
-        )));
-    }
-    if header(&headers, "content-length")
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > MAX_FILE_BYTES)
-    {
-        return Err(ApiError::TooLarge {
-            limit: MAX_FILE_BYTES as usize,
-        });
-    }
-    let (rootfs, map) = open(&d, &caller.project, &name).await?;
-    let uid = to_host(map, id_header(&headers, "x-lxd-uid")?, false)?;
-    let gid = to_host(map, id_header(&headers, "x-lxd-gid")?, true)?;
+    let Push {
+        kind,
+        append,
+        mode,
+        rootfs,
+        uid,
+        gid,
+    } = push;
     let path = q.absolute();
-    match kind {
+    match kind.as_str() {
         "directory" => {
             let mode = mode.unwrap_or(0o755);
             tokio::task::spawn_blocking(move || rootfs.mkdir(&path, uid, gid, mode)).await??;
@@ -251,6 +245,58 @@ pub async fn post(
         }
     }
     Ok(response::empty())
+}
+
+/// Check a push's headers and resolve its owner, before any of the body is read.
+async fn plan_push(
+    d: &Daemon,
+    caller: &Caller,
+    name: &str,
+    headers: &HeaderMap,
+) -> ApiResult<Push> {
+    let kind = header(headers, "x-lxd-type").unwrap_or("file");
+    let append = match header(headers, "x-lxd-write").unwrap_or("overwrite") {
+        "overwrite" => false,
+        "append" => true,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "Invalid X-LXD-write {other:?}: overwrite or append"
+            )))
+        }
+    };
+    let mode = match header(headers, "x-lxd-mode") {
+        None => None,
+        Some(v) => Some(
+            parse_int(v)
+                .and_then(|m| u32::try_from(m).ok())
+                .filter(|m| *m <= 0o7777)
+                .ok_or_else(|| ApiError::BadRequest(format!("Invalid X-LXD-mode {v:?}")))?,
+        ),
+    };
+    if !matches!(kind, "file" | "directory" | "symlink") {
+        return Err(ApiError::BadRequest(format!(
+            "Invalid X-LXD-type {kind:?}: file, directory or symlink"
+        )));
+    }
+    if header(headers, "content-length")
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > MAX_FILE_BYTES)
+    {
+        return Err(ApiError::TooLarge {
+            limit: MAX_FILE_BYTES as usize,
+        });
+    }
+    let (rootfs, map) = open(d, &caller.project, name).await?;
+    let uid = to_host(map, id_header(headers, "x-lxd-uid")?, false)?;
+    let gid = to_host(map, id_header(headers, "x-lxd-gid")?, true)?;
+    Ok(Push {
+        kind: kind.to_owned(),
+        append,
+        mode,
+        rootfs,
+        uid,
+        gid,
+    })
 }
 
 pub async fn delete(
