@@ -13,8 +13,9 @@ pub mod copy;
 pub mod rootfs;
 mod shift;
 mod unpack;
+pub mod walk;
 
-pub use shift::reshift;
+pub use shift::{reshift, Shifted};
 pub use unpack::{read_metadata, unpack, Unpacked};
 
 use serde::Deserialize;
@@ -107,6 +108,10 @@ pub enum ImageError {
     MissingRootfs,
     #[error("the image is not a valid tar archive (gzip, xz or uncompressed): {0}")]
     Archive(String),
+    #[error("{path} changed while it was being worked on")]
+    Changed { path: String },
+    #[error("the root filesystem changed while it was being remapped ({cause}): {undone} changes were undone{}", if *left > 0 { format!(", {left} could not be (they moved or vanished)") } else { String::new() })]
+    ShiftAborted { cause: String, undone: u64, left: u64 },
     #[error("{path}: {source}")]
     Io {
         path: String,

@@ -1,16 +1,24 @@
 //! Re-shifting a stopped container's root filesystem from one id map to another (LXD's
-//! "Remapping container filesystem"). The tree is walked without following symlinks, every
-//! change is checked before the first one is made (so a refusal leaves nothing half-shifted),
-//! hard-linked inodes are shifted once, and the mode is re-applied after each chown, because a
-//! chown clears setuid and setgid bits.
+//! "Remapping container filesystem").
 //!
-//! Left alone: ids outside the old map (they were never the container's), and file capability
-//! xattrs, which a chown drops.
+//! The tree is walked by descriptor ([`crate::walk`]): every owner and mode is changed through a
+//! descriptor of the very inode that was looked at, so a name swapped for a symlink to a host
+//! file can never redirect a change to it. Every entry is checked before the first change (so an
+//! id that does not fit the new map leaves nothing half-shifted); hard-linked inodes are shifted
+//! once, and any inode at most once per shift, even if it moves within the tree meanwhile; the
+//! set-id bits a chown clears are put back. If the tree changes under the shift so that it cannot
+//! finish (an entry whose id does not fit appears, an entry changes between two looks), every
+//! change already made is undone and the error says so; entries that merely vanish are counted
+//! and reported.
+//!
+//! Left alone: ids outside the old map (they were never the container's), file capability
+//! xattrs (a chown drops them), and set-id bits on FIFOs and device nodes, where they mean
+//! nothing.
 
+use crate::walk::{self, Node};
 use crate::{IdShift, ImageError};
-use std::collections::HashSet;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::Path;
 
 /// Container id of a host id under `map` (`None`: no map, ids are equal); `None` if outside.
 fn to_container(host: u32, base: u32, map: Option<&IdShift>) -> Option<u32> {
@@ -29,91 +37,113 @@ fn to_host(id: u32, base: u32, map: Option<&IdShift>) -> Option<u32> {
     }
 }
 
-struct Change {
-    path: PathBuf,
-    uid: u32,
-    gid: u32,
-    mode: Option<u32>,
+/// What a shift did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shifted {
+    /// Inodes whose owner changed.
+    pub changed: u64,
+    /// Entries that were listed but gone by the time the shift came to them.
+    pub vanished: u64,
 }
 
-/// Plan every change, walking `root` depth-first without following symlinks.
-fn plan(
-    root: &Path,
+/// The owner an entry gets (`None`: it stays as it is).
+fn new_owner(
+    node: &Node<'_>,
     from: Option<&IdShift>,
     to: Option<&IdShift>,
-) -> Result<Vec<Change>, ImageError> {
-    let io = |p: &Path| {
-        let path = p.display().to_string();
-        move |source| ImageError::Io { path, source }
-    };
+) -> Result<Option<(u32, u32)>, ImageError> {
     let (fu, fg) = from.map_or((0, 0), |m| (m.uid_base, m.gid_base));
     let (tu, tg) = to.map_or((0, 0), |m| (m.uid_base, m.gid_base));
-    let mut changes = Vec::new();
-    let mut seen = HashSet::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        let meta = std::fs::symlink_metadata(&path).map_err(io(&path))?;
-        if meta.is_dir() {
-            for entry in std::fs::read_dir(&path).map_err(io(&path))? {
-                stack.push(entry.map_err(io(&path))?.path());
-            }
+    let (old_uid, old_gid) = (node.stat.st_uid, node.stat.st_gid);
+    let uid = to_container(old_uid, fu, from).map(|id| (id, to_host(id, tu, to)));
+    let gid = to_container(old_gid, fg, from).map(|id| (id, to_host(id, tg, to)));
+    let (uid, gid) = match (uid, gid) {
+        (None, None) => return Ok(None),
+        (Some((id, None)), _) | (_, Some((id, None))) => {
+            return Err(ImageError::Archive(format!(
+                "{} is owned by container id {id}, outside the new map",
+                node.path
+            )))
         }
-        if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
-            continue;
-        }
-        let uid = to_container(meta.uid(), fu, from).map(|id| (id, to_host(id, tu, to)));
-        let gid = to_container(meta.gid(), fg, from).map(|id| (id, to_host(id, tg, to)));
-        let (uid, gid) = match (uid, gid) {
-            (None, None) => continue,
-            (Some((id, None)), _) | (_, Some((id, None))) => {
-                return Err(ImageError::Archive(format!(
-                    "{} is owned by container id {id}, outside the new map",
-                    path.display()
-                )))
-            }
-            (u, g) => (
-                u.and_then(|x| x.1).unwrap_or(meta.uid()),
-                g.and_then(|x| x.1).unwrap_or(meta.gid()),
-            ),
-        };
-        if (uid, gid) == (meta.uid(), meta.gid()) {
-            continue;
-        }
-        let mode = (!meta.file_type().is_symlink()).then(|| meta.permissions().mode());
-        changes.push(Change {
-            path,
-            uid,
-            gid,
-            mode,
-        });
-    }
-    Ok(changes)
+        (u, g) => (
+            u.and_then(|x| x.1).unwrap_or(old_uid),
+            g.and_then(|x| x.1).unwrap_or(old_gid),
+        ),
+    };
+    Ok(((uid, gid) != (old_uid, old_gid)).then_some((uid, gid)))
 }
 
-/// Shift the ownership of everything under `root` from map `from` to map `to`; returns how many
-/// entries changed.
+/// Owner and mode, through the entry's descriptor; the mode only where a chown cleared set-id
+/// bits of a regular file.
+fn set_owner(node: &Node<'_>, uid: u32, gid: u32, mode: u32) -> Result<(), ImageError> {
+    walk::chown(node, uid, gid)?;
+    if mode & 0o6000 != 0 && node.kind() == rustix::fs::FileType::RegularFile {
+        let fd = node.reopen()?;
+        rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(mode & 0o7777))
+            .map_err(|e| walk::io_err(node.path, e))?;
+    }
+    Ok(())
+}
+
+/// Inodes changed so far, with the owner and mode they had: (device, inode) → (uid, gid, mode).
+type Done = HashMap<(u64, u64), (u32, u32, u32)>;
+
+/// Shift the ownership of everything under `root` from map `from` to map `to`.
 pub fn reshift(
     root: &Path,
     from: Option<&IdShift>,
     to: Option<&IdShift>,
-) -> Result<usize, ImageError> {
-    let changes = plan(root, from, to)?;
-    for c in &changes {
-        let io = |source| ImageError::Io {
-            path: c.path.display().to_string(),
-            source,
-        };
-        std::os::unix::fs::lchown(&c.path, Some(c.uid), Some(c.gid)).map_err(io)?;
-        if let Some(mode) = c.mode {
-            std::fs::set_permissions(&c.path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+) -> Result<Shifted, ImageError> {
+    let root = walk::open_root(root)?;
+    // Every entry first, so an id that does not fit is refused before anything changes.
+    walk::walk(&root, &mut |node| new_owner(node, from, to).map(drop))?;
+    let mut done = Done::new();
+    let applied = walk::walk(&root, &mut |node| {
+        let key = (node.stat.st_dev, node.stat.st_ino);
+        if done.contains_key(&key) {
+            return Ok(());
+        }
+        if let Some((uid, gid)) = new_owner(node, from, to)? {
+            let mode = node.stat.st_mode & 0o7777;
+            // Recorded before the change: an undo then also covers a half-made one.
+            done.insert(key, (node.stat.st_uid, node.stat.st_gid, mode));
+            set_owner(node, uid, gid, mode)?;
+        }
+        Ok(())
+    });
+    match applied {
+        Ok(walked) => Ok(Shifted {
+            changed: done.len() as u64,
+            vanished: walked.vanished,
+        }),
+        Err(cause) => {
+            // The tree changed under the shift: put back what was changed.
+            let total = done.len() as u64;
+            let undo = walk::walk(&root, &mut |node| {
+                if let Some((uid, gid, mode)) =
+                    done.remove(&(node.stat.st_dev, node.stat.st_ino))
+                {
+                    set_owner(node, uid, gid, mode)?;
+                }
+                Ok(())
+            });
+            let left = done.len() as u64;
+            Err(ImageError::ShiftAborted {
+                cause: match undo {
+                    Ok(_) => cause.to_string(),
+                    Err(e) => format!("{cause}; undoing: {e}"),
+                },
+                undone: total - left,
+                left,
+            })
         }
     }
-    Ok(changes.len())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn owner(p: &Path) -> (u32, u32, u32) {
         let m = std::fs::symlink_metadata(p).unwrap();
@@ -153,7 +183,7 @@ mod tests {
         std::os::unix::fs::lchown(root.join("escape"), Some(100_001), Some(200_001)).unwrap();
 
         // Overlapping maps: the hard link must not be shifted twice.
-        assert_eq!(reshift(&root, Some(&old), Some(&new)).unwrap(), 4);
+        assert_eq!(reshift(&root, Some(&old), Some(&new)).unwrap().changed, 4);
         assert_eq!(owner(&root), (100_010, 200_010, 0o755));
         assert_eq!(owner(&root.join("bin/su")), (100_010, 200_015, 0o4755));
         assert_eq!(owner(&root.join("escape")).0, 100_011);
@@ -174,5 +204,156 @@ mod tests {
         assert!(reshift(&root, Some(&old), Some(&small)).is_err());
         assert_eq!(owner(&root.join("bin/su")), (100_000, 200_005, 0o4755));
         assert_eq!(owner(&root).0, 100_000);
+    }
+
+    fn owned_tree(files: usize) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs");
+        std::fs::create_dir_all(root.join("many")).unwrap();
+        for i in 0..files {
+            let f = root.join(format!("many/f{i:05}"));
+            std::fs::write(&f, "x").unwrap();
+            std::os::unix::fs::lchown(&f, Some(100_000), Some(100_000)).unwrap();
+            std::fs::set_permissions(&f, PermissionsExt::from_mode(0o6777)).unwrap();
+        }
+        for i in 0..50 {
+            let d = root.join(format!("many/d{i:02}"));
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("f"), "x").unwrap();
+            for p in [&d, &d.join("f")] {
+                std::os::unix::fs::lchown(p, Some(100_000), Some(100_000)).unwrap();
+            }
+        }
+        for p in [&root, &root.join("many")] {
+            std::os::unix::fs::lchown(p, Some(100_000), Some(100_000)).unwrap();
+        }
+        (dir, root)
+    }
+
+    const OLD: IdShift = IdShift {
+        uid_base: 100_000,
+        gid_base: 100_000,
+        size: 65536,
+    };
+    const NEW: IdShift = IdShift {
+        uid_base: 300_000,
+        gid_base: 300_000,
+        size: 65536,
+    };
+
+    /// Every entry's owner, by whether it lies in the old or the new map.
+    fn owners(root: &Path) -> (usize, usize) {
+        let (mut old, mut new) = (0, 0);
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(p) = stack.pop() {
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            }
+            match m.uid() {
+                100_000..=165_535 => old += 1,
+                300_000..=365_535 => new += 1,
+                _ => {}
+            }
+        }
+        (old, new)
+    }
+
+    fn needs_root(test: &str) -> bool {
+        if nix::unistd::geteuid().is_root() {
+            return true;
+        }
+        eprintln!("SKIP {test}: reshift needs root to chown");
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        false
+    }
+
+    /// The review's critical finding: while the shift runs, the container (or the files API)
+    /// swaps a planned file for a symlink to a host file, and a planned directory for a symlink
+    /// to a host directory. Neither host entry may change, and the shift ends consistent.
+    #[test]
+    fn a_racing_swap_for_symlinks_never_reaches_host_files() {
+        if !needs_root("a_racing_swap_for_symlinks_never_reaches_host_files") {
+            return;
+        }
+        for round in 0..3 {
+            let (dir, root) = owned_tree(20_000);
+            let host = dir.path().join("host");
+            std::fs::create_dir(&host).unwrap();
+            std::fs::write(host.join("victim"), "secret").unwrap();
+            std::fs::write(host.join("f"), "secret").unwrap();
+            for f in ["victim", "f"] {
+                std::fs::set_permissions(host.join(f), PermissionsExt::from_mode(0o600)).unwrap();
+            }
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let racer = {
+                let (root, host, stop) = (root.clone(), host.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    use std::sync::atomic::Ordering;
+                    let mut swapped = 0;
+                    for i in (0..20_000).rev().step_by(7) {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let f = root.join(format!("many/f{i:05}"));
+                        if std::fs::remove_file(&f).is_ok() {
+                            std::os::unix::fs::symlink(host.join("victim"), &f).unwrap();
+                            swapped += 1;
+                        }
+                        if i % 400 < 7 {
+                            let d = root.join(format!("many/d{:02}", (i / 400) % 50));
+                            let _ = std::fs::rename(&d, root.join(format!("gone{i}")));
+                            let _ = std::os::unix::fs::symlink(&host, &d);
+                        }
+                    }
+                    swapped
+                })
+            };
+            let result = reshift(&root, Some(&OLD), Some(&NEW));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let swapped = racer.join().unwrap();
+            for f in ["victim", "f"] {
+                assert_eq!(
+                    owner(&host.join(f)),
+                    (0, 0, 0o600),
+                    "round {round}: host file {f} changed ({swapped} swaps, {result:?})"
+                );
+            }
+            let (old, new) = owners(&root);
+            match result {
+                Ok(_) => assert_eq!(old, 0, "round {round}: left in the old map"),
+                Err(ImageError::ShiftAborted { left: 0, .. }) => {
+                    assert_eq!(new, 0, "round {round}: undone")
+                }
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+    }
+
+    /// Entries that vanish mid-shift are skipped; the rest is shifted whole, never half.
+    #[test]
+    fn entries_vanishing_mid_shift_leave_a_consistent_tree() {
+        if !needs_root("entries_vanishing_mid_shift_leave_a_consistent_tree") {
+            return;
+        }
+        let (_dir, root) = owned_tree(20_000);
+        let racer = {
+            let root = root.clone();
+            std::thread::spawn(move || {
+                for i in (0..20_000).rev().step_by(3) {
+                    let _ = std::fs::remove_file(root.join(format!("many/f{i:05}")));
+                }
+                for i in 0..50 {
+                    let _ = std::fs::remove_dir_all(root.join(format!("many/d{i:02}")));
+                }
+            })
+        };
+        let shifted = reshift(&root, Some(&OLD), Some(&NEW)).unwrap();
+        racer.join().unwrap();
+        let (old, new) = owners(&root);
+        assert_eq!(old, 0, "{shifted:?}");
+        assert!(new > 0);
+        let s = std::fs::symlink_metadata(root.join("many/f00000")).unwrap();
+        assert_eq!(s.permissions().mode() & 0o7777, 0o6777, "set-id bits kept");
     }
 }
