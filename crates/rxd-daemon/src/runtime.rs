@@ -59,6 +59,9 @@ pub struct Runtime {
     running: Mutex<HashMap<String, Init>>,
     /// One action at a time per instance (start, stop, delete, ...).
     actions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per instance: held shared by everything that writes into its root filesystem from the
+    /// host (the files API), exclusively by what re-owns or replaces it (a remap, a restore).
+    rootfs: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
     /// Spawns exec'd commands into containers (see `exec.rs`).
     spawner: Mutex<Option<exec::Spawner>>,
 }
@@ -122,6 +125,7 @@ impl Runtime {
             cgroup_parent: format!("/rxd/{tag}"),
             running: Mutex::default(),
             actions: Mutex::default(),
+            rootfs: Mutex::default(),
             spawner: Mutex::default(),
         })
     }
@@ -147,6 +151,12 @@ impl Runtime {
     /// The lock that serializes actions on one instance.
     pub fn action_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut map = self.actions.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(name.to_owned()).or_default().clone()
+    }
+
+    /// The lock on an instance's root filesystem (see the field).
+    pub fn rootfs_lock(&self, name: &str) -> Arc<tokio::sync::RwLock<()>> {
+        let mut map = self.rootfs.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(name.to_owned()).or_default().clone()
     }
 

@@ -111,7 +111,11 @@ pub enum ImageError {
     #[error("{path} changed while it was being worked on")]
     Changed { path: String },
     #[error("the root filesystem changed while it was being remapped ({cause}): {undone} changes were undone{}", if *left > 0 { format!(", {left} could not be (they moved or vanished)") } else { String::new() })]
-    ShiftAborted { cause: String, undone: u64, left: u64 },
+    ShiftAborted {
+        cause: String,
+        undone: u64,
+        left: u64,
+    },
     #[error("{path}: {source}")]
     Io {
         path: String,

@@ -120,9 +120,7 @@ pub fn reshift(
             // The tree changed under the shift: put back what was changed.
             let total = done.len() as u64;
             let undo = walk::walk(&root, &mut |node| {
-                if let Some((uid, gid, mode)) =
-                    done.remove(&(node.stat.st_dev, node.stat.st_ino))
-                {
+                if let Some((uid, gid, mode)) = done.remove(&(node.stat.st_dev, node.stat.st_ino)) {
                     set_owner(node, uid, gid, mode)?;
                 }
                 Ok(())

@@ -45,7 +45,31 @@ impl PathQuery {
 /// The container's rootfs and the id map its files are shifted to (`None`: unshifted).
 async fn open(d: &Daemon, project: &str, name: &str) -> ApiResult<(Rootfs, Option<IdMap>)> {
     let row = find(d, project, name).await?;
-    let on_disk = config_of(&row)
+    open_row(d, &row)
+}
+
+/// The same, for a write: also a share of the rootfs lock, held until the write is done, so no
+/// write lands while a remap or a restore changes the tree (they take it exclusively). The
+/// rootfs is opened once the lock is held, so the write goes to the tree that is current then.
+async fn open_for_write(d: &Daemon, project: &str, name: &str) -> ApiResult<Writing> {
+    let row = find(d, project, name).await?;
+    let lock = d.runtime.rootfs_lock(&row.key()).read_owned().await;
+    let (rootfs, map) = open_row(d, &row)?;
+    Ok(Writing {
+        rootfs,
+        map,
+        _lock: lock,
+    })
+}
+
+struct Writing {
+    rootfs: Rootfs,
+    map: Option<IdMap>,
+    _lock: tokio::sync::OwnedRwLockReadGuard<()>,
+}
+
+fn open_row(d: &Daemon, row: &rxd_store::InstanceRow) -> ApiResult<(Rootfs, Option<IdMap>)> {
+    let on_disk = config_of(row)
         .get("volatile.last_state.idmap")
         .cloned()
         .unwrap_or_else(|| "[]".into());
@@ -186,6 +210,8 @@ struct Push {
     rootfs: Rootfs,
     uid: u32,
     gid: u32,
+    /// Held until the write is done (see [`open_for_write`]).
+    lock: tokio::sync::OwnedRwLockReadGuard<()>,
 }
 
 pub async fn post(
@@ -214,6 +240,7 @@ pub async fn post(
         rootfs,
         uid,
         gid,
+        lock: _lock,
     } = push;
     let path = q.absolute();
     match kind.as_str() {
@@ -286,7 +313,11 @@ async fn plan_push(
             limit: MAX_FILE_BYTES as usize,
         });
     }
-    let (rootfs, map) = open(d, &caller.project, name).await?;
+    let Writing {
+        rootfs,
+        map,
+        _lock: lock,
+    } = open_for_write(d, &caller.project, name).await?;
     let uid = to_host(map, id_header(headers, "x-lxd-uid")?, false)?;
     let gid = to_host(map, id_header(headers, "x-lxd-gid")?, true)?;
     Ok(Push {
@@ -296,6 +327,7 @@ async fn plan_push(
         rootfs,
         uid,
         gid,
+        lock,
     })
 }
 
@@ -305,7 +337,7 @@ pub async fn delete(
     Path(name): Path<String>,
     Query(q): Query<PathQuery>,
 ) -> ApiResult<Response> {
-    let (rootfs, _) = open(&d, &caller.project, &name).await?;
+    let Writing { rootfs, _lock, .. } = open_for_write(&d, &caller.project, &name).await?;
     let path = q.absolute();
     tokio::task::spawn_blocking(move || rootfs.remove(&path)).await??;
     Ok(response::empty())

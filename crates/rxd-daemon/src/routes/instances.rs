@@ -410,14 +410,23 @@ pub(super) async fn start(d: &Arc<Daemon>, name: &str) -> ApiResult<()> {
         let (from, to) = (from.map(shift), idmap.map(shift));
         let rootfs = dir.join("rootfs");
         tracing::info!(instance = %name, from = %last, to = %next, "remapping container filesystem");
-        let changed = tokio::task::spawn_blocking(move || {
+        // No host-side write into the tree while its owners change.
+        let exclusive = d.runtime.rootfs_lock(name).write_owned().await;
+        let shifted = tokio::task::spawn_blocking(move || {
             rxd_image::reshift(&rootfs, from.as_ref(), to.as_ref())
         })
         .await?
         .map_err(|e| {
+            tracing::warn!(instance = %name, error = %e, "container filesystem not remapped");
             ApiError::BadRequest(format!("Failed to remap the container filesystem: {e}"))
         })?;
-        tracing::info!(instance = %name, entries = changed, "container filesystem remapped");
+        drop(exclusive);
+        tracing::info!(
+            instance = %name,
+            entries = shifted.changed,
+            vanished = shifted.vanished,
+            "container filesystem remapped"
+        );
         config.insert("volatile.last_state.idmap".into(), next.clone());
         save_config(d, name, &config).await?;
     }

@@ -454,6 +454,8 @@ async fn put_back(d: &Arc<Daemon>, instance: &str, snap: &SnapshotRow) -> ApiRes
 }
 
 async fn swap_in(d: &Arc<Daemon>, instance: &str, snap: &SnapshotRow) -> ApiResult<()> {
+    // No host-side write into the tree while it is replaced.
+    let _exclusive = d.runtime.rootfs_lock(instance).write_owned().await;
     let dir = instance_dir(d, instance);
     let id = uuid::Uuid::new_v4().simple();
     let (fresh, old) = (
