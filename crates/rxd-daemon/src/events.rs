@@ -26,6 +26,10 @@ pub struct Event {
     pub metadata: Value,
     pub location: &'static str,
     pub project: String,
+    /// About the server itself (the trust store): only for server administrators, whatever
+    /// the project it is shown in.
+    #[serde(skip)]
+    pub server_only: bool,
 }
 
 pub struct Events {
@@ -66,6 +70,7 @@ impl Events {
             metadata,
             location: "none",
             project: project.into(),
+            server_only: false,
         });
     }
 
@@ -76,6 +81,20 @@ impl Events {
             metadata: op,
             location: "none",
             project: project.into(),
+            server_only: false,
+        });
+    }
+
+    /// An operation about the server (a certificate add token): shown in `project`, as LXD
+    /// does, but sent to server administrators only, as `GET /1.0/operations` lists it.
+    pub fn server_operation(&self, op: Value, project: &str) {
+        self.send(Event {
+            kind: "operation",
+            timestamp: now(),
+            metadata: op,
+            location: "none",
+            project: project.into(),
+            server_only: true,
         });
     }
 
@@ -166,7 +185,8 @@ impl Filter {
     /// project?
     fn passes(&self, event: &Event) -> bool {
         let rights = self.daemon.rights(&self.caller.identity);
-        crate::operations::project_visible(&rights, &event.project)
+        (rights.admin || !event.server_only)
+            && crate::operations::project_visible(&rights, &event.project)
             && crate::operations::project_selected(
                 &self.caller.project,
                 self.all_projects,

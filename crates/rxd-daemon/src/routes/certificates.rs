@@ -287,7 +287,7 @@ async fn issue_token(d: &Daemon, caller: &Caller, body: CertificatesPost) -> Api
         "trust change"
     );
     let fingerprint = d.tls_state().keypair.fingerprint.clone();
-    d.events.operation(
+    d.events.server_operation(
         tokens::operation(&token, &fingerprint, &addresses, None),
         "default",
     );

@@ -152,8 +152,9 @@ pub async fn post(
     let url = format!("/1.0/instances/{}", row.name);
     let resources =
         json!({"instances": [url], "containers": [url.replace("instances", "containers")]});
-    let public =
-        json!({"command": req.command, "environment": env, "interactive": req.interactive});
+    // The environment stays out: the operation is readable by every auditor of the project (and
+    // its events by every subscriber), and environments carry secrets (`DB_PASSWORD=...`).
+    let public = json!({"command": req.command, "interactive": req.interactive});
 
     if !req.wait_for_websocket {
         let op = d.operations.start(

@@ -1,0 +1,156 @@
+//! Smaller leaks the security review found, each replayed against the real daemon: a token's
+//! operation event reaching a certificate restricted to `default`, and an exec's environment
+//! readable from its operation by an auditor.
+
+use base64::Engine;
+use rxd_client::{Client, Method};
+use rxd_testkit::{bin, client_identity, require_root, require_tool, TestDaemon};
+use rxd_tls::KeyPairFiles;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+async fn ok(c: &Client, method: Method, path: &str, body: Value) -> Value {
+    let r = c.request(method, path, Some(&body)).await.unwrap();
+    assert!(r.status < 300, "{path}: {} {:?}", r.status, r.envelope());
+    r.metadata().unwrap_or(Value::Null)
+}
+
+async fn trust_restricted(unix: &Client, id: &KeyPairFiles, projects: &[&str]) {
+    let cert = base64::engine::general_purpose::STANDARD.encode(&id.cert_der);
+    ok(
+        unix,
+        Method::POST,
+        "/1.0/certificates",
+        json!({"certificate": cert, "restricted": true, "projects": projects}),
+    )
+    .await;
+}
+
+/// Next text message of an event stream, or `None` once `wait` has passed.
+async fn next(ws: &mut rxd_client::WebSocket, wait: Duration) -> Option<Value> {
+    use futures_util::StreamExt;
+    loop {
+        match tokio::time::timeout(wait, ws.next()).await {
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text)))) => {
+                if let Ok(v) = serde_json::from_str(&text) {
+                    return Some(v);
+                }
+            }
+            Ok(Some(Ok(_))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn tokens_and_exec_environments_stay_with_who_may_see_them() {
+    let test = "tokens_and_exec_environments_stay_with_who_may_see_them";
+    if !require_root(test) || !require_tool("busybox", "busybox-static", test) {
+        return;
+    }
+    let mut d = TestDaemon::start().await;
+    d.enable_https().await;
+    let conf = tempfile::tempdir().unwrap();
+    let image = conf.path().join("bb.tar.gz");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-busybox-image.sh");
+    assert!(Command::new("bash")
+        .arg(script)
+        .arg(&image)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    for args in [
+        vec!["image", "import", image.to_str().unwrap(), "--alias", "bb"],
+        vec!["launch", "bb", "c1"],
+    ] {
+        let out = Command::new(bin("rxc"))
+            .args(&args)
+            .env("RXC_CONF", conf.path())
+            .env("RXD_DIR", d.dir())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+
+    let unix = d.unix();
+    let operator = client_identity("operator");
+    trust_restricted(&unix, &operator, &["default"]).await;
+    let auditor = client_identity("auditor");
+    trust_restricted(&unix, &auditor, &[]).await;
+    ok(
+        &unix,
+        Method::POST,
+        "/1.0/auth/grants",
+        json!({"identity_type": "certificate", "identity": auditor.fingerprint, "role": "auditor", "scope": "project", "project": "default"}),
+    )
+    .await;
+    let operator_c = d.https(Some(&operator));
+    let auditor_c = d.https(Some(&auditor));
+    let mut events = operator_c
+        .websocket("/1.0/events?type=operation")
+        .await
+        .unwrap();
+
+    // A token: a server-level operation, for administrators only.
+    let issued = ok(
+        &unix,
+        Method::POST,
+        "/1.0/certificates",
+        json!({"name": "laptop-of-alice", "token": true}),
+    )
+    .await;
+    assert_eq!(issued["class"], "token");
+
+    // An exec with a secret in its environment.
+    let op = ok(
+        &unix,
+        Method::POST,
+        "/1.0/instances/c1/exec",
+        json!({"command": ["true"], "environment": {"DB_PASSWORD": "hunter2-s3cret"}, "wait-for-websocket": false}),
+    )
+    .await;
+    let id = op["id"].as_str().unwrap().to_owned();
+    let done = unix
+        .get(&format!("/1.0/operations/{id}/wait?timeout=20"))
+        .await
+        .unwrap();
+    assert_eq!(done["status"], "Success", "{done}");
+
+    // The operator's stream: the exec's events, never the token's, and no secret anywhere.
+    let mut seen = Vec::new();
+    while let Some(e) = next(&mut events, Duration::from_secs(2)).await {
+        seen.push(e);
+    }
+    assert!(
+        seen.iter().any(|e| e["metadata"]["id"] == id),
+        "the exec's events reach the operator: {seen:?}"
+    );
+    for e in &seen {
+        assert_ne!(e["metadata"]["class"], "token", "token event leaked: {e}");
+        assert!(!e.to_string().contains("laptop-of-alice"), "{e}");
+        assert!(!e.to_string().contains("hunter2-s3cret"), "{e}");
+    }
+
+    // The auditor reads the operation and the list: no environment either.
+    for path in [
+        format!("/1.0/operations/{id}"),
+        "/1.0/operations?recursion=1".to_owned(),
+    ] {
+        let r = auditor_c.request(Method::GET, &path, None).await.unwrap();
+        assert_eq!(r.status, 200, "{path}");
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        assert!(!text.contains("hunter2-s3cret"), "{path}: {text}");
+        assert!(!text.contains("laptop-of-alice"), "{path}: {text}");
+    }
+    ok(
+        &unix,
+        Method::PUT,
+        "/1.0/instances/c1/state",
+        json!({"action": "stop", "force": true}),
+    )
+    .await;
+}
