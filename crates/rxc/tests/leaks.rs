@@ -1,6 +1,6 @@
 //! Smaller leaks the security review found, each replayed against the real daemon: a token's
 //! operation event reaching a certificate restricted to `default`, and an exec's environment
-//! readable from its operation by an auditor.
+//! readable from its operation by an auditor, an operator taking the whole host id range.
 
 use base64::Engine;
 use rxd_client::{Client, Method};
@@ -44,12 +44,8 @@ async fn next(ws: &mut rxd_client::WebSocket, wait: Duration) -> Option<Value> {
     }
 }
 
-#[tokio::test]
-async fn tokens_and_exec_environments_stay_with_who_may_see_them() {
-    let test = "tokens_and_exec_environments_stay_with_who_may_see_them";
-    if !require_root(test) || !require_tool("busybox", "busybox-static", test) {
-        return;
-    }
+/// A daemon with HTTPS and the busybox image `bb`, then `rxc` run with each of `then`.
+async fn setup(then: &[&str]) -> (TestDaemon, tempfile::TempDir) {
     let mut d = TestDaemon::start().await;
     d.enable_https().await;
     let conf = tempfile::tempdir().unwrap();
@@ -64,7 +60,7 @@ async fn tokens_and_exec_environments_stay_with_who_may_see_them() {
         .success());
     for args in [
         vec!["image", "import", image.to_str().unwrap(), "--alias", "bb"],
-        vec!["launch", "bb", "c1"],
+        then.to_vec(),
     ] {
         let out = Command::new(bin("rxc"))
             .args(&args)
@@ -76,6 +72,16 @@ async fn tokens_and_exec_environments_stay_with_who_may_see_them() {
         assert!(out.status.success(), "{args:?}: {out:?}");
     }
 
+    (d, conf)
+}
+
+#[tokio::test]
+async fn tokens_and_exec_environments_stay_with_who_may_see_them() {
+    let test = "tokens_and_exec_environments_stay_with_who_may_see_them";
+    if !require_root(test) || !require_tool("busybox", "busybox-static", test) {
+        return;
+    }
+    let (d, _conf) = setup(&["launch", "bb", "c1"]).await;
     let unix = d.unix();
     let operator = client_identity("operator");
     trust_restricted(&unix, &operator, &["default"]).await;
@@ -153,4 +159,99 @@ async fn tokens_and_exec_environments_stay_with_who_may_see_them() {
         json!({"action": "stop", "force": true}),
     )
     .await;
+}
+
+#[tokio::test]
+async fn operators_cannot_take_the_host_id_range() {
+    let test = "operators_cannot_take_the_host_id_range";
+    if !require_root(test) || !require_tool("busybox", "busybox-static", test) {
+        return;
+    }
+    let (d, _conf) = setup(&["image", "list"]).await;
+    let unix = d.unix();
+    let operator = client_identity("operator");
+    trust_restricted(&unix, &operator, &["default"]).await;
+    let op = d.https(Some(&operator));
+    let create = |name: &str, size: &str| {
+        json!({"name": name, "source": {"type": "image", "alias": "bb"},
+               "config": {"security.idmap.isolated": "true", "security.idmap.size": size}})
+    };
+    let attempt = |body: Value| {
+        let op = &op;
+        async move {
+            let r = op
+                .request(Method::POST, "/1.0/instances", Some(&body))
+                .await
+                .unwrap();
+            if r.status >= 300 {
+                return Err(r.envelope().unwrap().error);
+            }
+            let id = r.metadata().unwrap()["id"].as_str().unwrap().to_owned();
+            let done = op
+                .get(&format!("/1.0/operations/{id}/wait?timeout=30"))
+                .await
+                .unwrap();
+            match done["status"].as_str() {
+                Some("Success") => Ok(()),
+                _ => Err(done["err"].as_str().unwrap_or_default().to_owned()),
+            }
+        }
+    };
+    // The review's attack: nearly the whole range in one instance.
+    let e = attempt(create("greedy", "2147483648")).await.unwrap_err();
+    assert!(e.contains("limits.idmap.size"), "{e}");
+    // Up to the project's default share, and no further, summed over its instances.
+    attempt(create("c1", "1000000")).await.unwrap();
+    let e = attempt(create("c2", "65536")).await.unwrap_err();
+    assert!(e.contains("limits.idmap.size"), "{e}");
+    // An edit that would grow a block is counted the same way.
+    let r = op
+        .request(
+            Method::PATCH,
+            "/1.0/instances/c1",
+            Some(&json!({"config": {"security.idmap.size": "1048577"}})),
+        )
+        .await
+        .unwrap();
+    let refused = if r.status >= 300 {
+        r.envelope().unwrap().error
+    } else {
+        let id = r.metadata().unwrap()["id"].as_str().unwrap().to_owned();
+        let done = op
+            .get(&format!("/1.0/operations/{id}/wait?timeout=30"))
+            .await
+            .unwrap();
+        done["err"].as_str().unwrap_or_default().to_owned()
+    };
+    assert!(refused.contains("limits.idmap.size"), "{refused}");
+    // The administrator widens the project's share; the operator cannot.
+    let widen = json!({"config": {"limits.idmap.size": "2000000"}});
+    let r = op
+        .request(Method::PATCH, "/1.0/projects/default", Some(&widen))
+        .await
+        .unwrap();
+    assert!(r.status >= 400);
+    ok(&unix, Method::PATCH, "/1.0/projects/default", widen).await;
+    attempt(create("c2", "65536")).await.unwrap();
+    // Administrators are not held to the default share.
+    let mut project = unix.get("/1.0/projects/default").await.unwrap();
+    project["config"]
+        .as_object_mut()
+        .unwrap()
+        .remove("limits.idmap.size");
+    ok(&unix, Method::PUT, "/1.0/projects/default", project).await;
+    let r = unix
+        .request(
+            Method::POST,
+            "/1.0/instances",
+            Some(&create("big", "2000000")),
+        )
+        .await
+        .unwrap();
+    let id = r.metadata().unwrap()["id"].as_str().unwrap().to_owned();
+    let done = unix
+        .get(&format!("/1.0/operations/{id}/wait?timeout=30"))
+        .await
+        .unwrap();
+    assert_eq!(done["status"], "Success", "{done}");
 }

@@ -50,6 +50,46 @@ pub enum IdmapError {
     BadSize { max: u32 },
     #[error("the host range for containers is smaller than {BLOCK_SIZE} ids or includes uid 0")]
     HostRangeUnusable,
+    #[error("Project {project:?} may hold at most {limit} host ids in isolated id maps (limits.idmap.size); it holds {used}, and {wanted} more were asked for")]
+    ProjectBudget {
+        project: String,
+        limit: u64,
+        used: u64,
+        wanted: u32,
+    },
+}
+
+/// How many host ids a project's isolated blocks may hold together when `limits.idmap.size`
+/// is not set and a non-administrator asks: sixteen default blocks. Without a bound, one
+/// operator could take the whole host range (and so refuse everyone else an isolated map).
+pub const DEFAULT_PROJECT_IDMAP_LIMIT: u64 = 16 * BLOCK_SIZE as u64;
+
+/// The bound on a project's isolated ids for one request: the project's `limits.idmap.size`
+/// binds everyone; unset, [`DEFAULT_PROJECT_IDMAP_LIMIT`] binds non-administrators only.
+pub fn project_limit(configured: Option<&str>, admin: bool) -> Option<u64> {
+    match configured.and_then(|v| v.parse::<u64>().ok()) {
+        Some(limit) => Some(limit),
+        None if admin => None,
+        None => Some(DEFAULT_PROJECT_IDMAP_LIMIT),
+    }
+}
+
+/// May `project`, whose isolated blocks already hold `used` ids, take `wanted` more?
+pub fn check_project_budget(
+    project: &str,
+    used: u64,
+    wanted: u32,
+    limit: Option<u64>,
+) -> Result<(), IdmapError> {
+    match limit {
+        Some(limit) if used + u64::from(wanted) > limit => Err(IdmapError::ProjectBudget {
+            project: project.into(),
+            limit,
+            used,
+            wanted,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The daemon's host range for one id kind (uids or gids).
@@ -272,5 +312,29 @@ mod tests {
         assert_eq!(parse_subid(text, "ana"), Some((100_000, 65536)));
         assert_eq!(parse_subid("root:x:y\nroot:1:2:3\n", "root"), None);
         assert_eq!(parse_subid("", "root"), None);
+    }
+
+    #[test]
+    fn project_budgets_bound_non_admins_by_default_and_everyone_when_set() {
+        let cases: &[(Option<&str>, bool, u64, u32, bool)] = &[
+            // (limits.idmap.size, admin, used, wanted, allowed)
+            (None, false, 0, 65536, true),
+            (None, false, 15 * 65536, 65536, true),
+            (None, false, 16 * 65536, 65536, false),
+            (None, false, 0, 1 << 31, false),
+            (None, true, 0, 1 << 31, true),
+            (Some("131072"), true, 65536, 65536, true),
+            (Some("131072"), true, 65536, 65537, false),
+            (Some("0"), false, 0, 1, false),
+            (Some("4294967296"), false, 0, u32::MAX, true),
+        ];
+        for &(configured, admin, used, wanted, allowed) in cases {
+            let limit = project_limit(configured, admin);
+            assert_eq!(
+                check_project_budget("p", used, wanted, limit).is_ok(),
+                allowed,
+                "{configured:?} admin={admin} used={used} wanted={wanted}"
+            );
+        }
     }
 }

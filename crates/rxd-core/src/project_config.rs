@@ -50,6 +50,11 @@ pub fn validate_key(key: &str, value: &str) -> Result<(), ProjectConfigError> {
             Ok(_) => Ok(()),
             Err(_) => Err(format!("expected a whole number, not {value:?}")),
         },
+        // The host ids the project's isolated id maps may hold together.
+        "limits.idmap.size" => match value.parse::<u64>() {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!("expected a whole number of ids, not {value:?}")),
+        },
         _ if key.starts_with("restricted.devices.") && key.len() > "restricted.devices.".len() => {
             one_of(value, &["block", "allow", "managed"])
         }

@@ -29,14 +29,28 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InstanceRow> {
     })
 }
 
-fn blocks(tx: &Transaction<'_>) -> Result<Vec<(u32, u32)>, StoreError> {
-    let mut stmt = tx.prepare("SELECT base, size FROM idmap_blocks ORDER BY base")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u32>(1)?)))?;
+/// An isolated idmap block already taken, and the project whose instance holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenBlock {
+    pub project: String,
+    pub base: u32,
+    pub size: u32,
+}
+
+fn blocks(tx: &Transaction<'_>) -> Result<Vec<TakenBlock>, StoreError> {
+    let mut stmt = tx.prepare("SELECT project, base, size FROM idmap_blocks ORDER BY base")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(TakenBlock {
+            project: r.get(0)?,
+            base: r.get(1)?,
+            size: r.get(2)?,
+        })
+    })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Chooses an idmap block (base, size) given the blocks already taken.
-pub type Allocator<E> = dyn Fn(&[(u32, u32)]) -> Result<(u32, u32), E>;
+pub type Allocator<E> = dyn Fn(&[TakenBlock]) -> Result<(u32, u32), E>;
 
 /// A change of idmap in an update: the allocator for a new isolated block (none: no block),
 /// and the config to store given the block chosen.
@@ -238,10 +252,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("db")).unwrap();
         // A toy first-fit allocator over slots of 10 ids from 100.
-        let next = |taken: &[(u32, u32)]| -> Result<(u32, u32), String> {
+        let next = |taken: &[TakenBlock]| -> Result<(u32, u32), String> {
+            assert!(taken.iter().all(|t| t.project == "default"));
             let base = (0..)
                 .map(|i| 100 + 10 * i)
-                .find(|b| !taken.iter().any(|(t, _)| t == b))
+                .find(|b| !taken.iter().any(|t| t.base == *b))
                 .unwrap();
             Ok((base, 10))
         };
@@ -262,7 +277,7 @@ mod tests {
             Err(StoreError::AlreadyExists { .. })
         ));
         // A refused allocation creates nothing.
-        let refuse = |_: &[(u32, u32)]| -> Result<(u32, u32), String> { Err("full".into()) };
+        let refuse = |_: &[TakenBlock]| -> Result<(u32, u32), String> { Err("full".into()) };
         assert_eq!(
             s.create_instance(&row("d"), Some(&refuse)).unwrap(),
             Err("full".to_string())

@@ -14,7 +14,7 @@ mod snapshots;
 pub use bakery::RootKeyRow;
 pub use certificates::{CertificateRow, TokenRow};
 pub use images::{AliasRow, ImageRow};
-pub use instances::{Allocator, InstanceRow, Remap};
+pub use instances::{Allocator, InstanceRow, Remap, TakenBlock};
 pub use projects::{GrantRow, ProjectRow};
 pub use snapshots::SnapshotRow;
 

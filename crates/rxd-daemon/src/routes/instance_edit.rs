@@ -195,7 +195,8 @@ async fn update(
     };
     new_row.config = serde_json::to_string(&config).map_err(ApiError::internal)?;
     let block = if remap {
-        let allocate = hostids.map(|h| after.allocator(&h));
+        let limit = super::instances::idmap_limit(d, caller, &row.project);
+        let allocate = hostids.map(|h| after.allocator(&h, &row.project, limit));
         let wants_block = after.isolated && !after.privileged;
         let store_row = new_row.clone();
         let block = d

@@ -61,6 +61,14 @@ pub(super) fn confine(
         })
 }
 
+/// The bound on `project`'s isolated ids for this caller (`rxd_core::idmap::project_limit`).
+pub(super) fn idmap_limit(d: &Daemon, caller: &Caller, project: &str) -> Option<u64> {
+    let configured = d
+        .project(project)
+        .and_then(|p| p.config.get("limits.idmap.size").cloned());
+    rxd_core::idmap::project_limit(configured.as_deref(), caller.rights.admin)
+}
+
 pub fn instance_dir(d: &Daemon, name: &str) -> PathBuf {
     d.dir.join("containers").join(name)
 }
@@ -632,16 +640,30 @@ impl IdmapWant {
         })
     }
 
-    /// The allocator for an isolated block, for the store's transaction.
+    /// The allocator for an isolated block of an instance in `project`, for the store's
+    /// transaction: the project's share of ids (`limit`, see `idmap::project_limit`) is counted
+    /// in the same transaction that takes the block.
     pub fn allocator(
         self,
         hostids: &crate::hostids::HostIds,
-    ) -> impl Fn(&[(u32, u32)]) -> BlockChoice {
+        project: &str,
+        limit: Option<u64>,
+    ) -> impl Fn(&[rxd_store::TakenBlock]) -> BlockChoice {
         let range = hostids.uid;
-        move |taken: &[(u32, u32)]| {
+        let project = project.to_owned();
+        move |taken: &[rxd_store::TakenBlock]| {
+            let used = taken
+                .iter()
+                .filter(|t| t.project == project)
+                .map(|t| u64::from(t.size))
+                .sum();
+            rxd_core::idmap::check_project_budget(&project, used, self.size, limit)?;
             let taken: Vec<Block> = taken
                 .iter()
-                .map(|&(base, size)| Block { base, size })
+                .map(|t| Block {
+                    base: t.base,
+                    size: t.size,
+                })
                 .collect();
             let b = range.allocate(&taken, self.size, self.pinned)?;
             Ok((b.base, b.size))
@@ -781,7 +803,11 @@ async fn create(
     config.insert("volatile.base_image".into(), fingerprint.clone());
 
     // Record the instance and, for an isolated one, its block, in one transaction.
-    let allocate = IdmapWant::of(&config)?.allocator(&hostids);
+    let allocate = IdmapWant::of(&config)?.allocator(
+        &hostids,
+        &row.project,
+        idmap_limit(d, caller, &row.project),
+    );
     let store_row = row.clone();
     let block = d
         .db(move |s| {
