@@ -749,3 +749,53 @@ async fn failed_enrolments_back_off_without_slowing_trusted_clients() {
     }
     assert!(d.logs().contains("failed enrolment attempt"));
 }
+
+/// `GET /1.0/certificates?filter=` selects as every other listing does (it was ignored).
+#[tokio::test]
+async fn certificate_listings_honour_filters() {
+    if !require_root("certificate_listings_honour_filters") {
+        return;
+    }
+    let d = TestDaemon::start().await;
+    let unix = d.unix();
+    let mut alice = String::new();
+    for name in ["alice", "bob"] {
+        let id = client_identity(name);
+        if name == "alice" {
+            alice = rxd_tls::fingerprint(&id.cert_der);
+        }
+        let r = post(
+            &unix,
+            json!({"certificate": b64(&id.cert_der), "name": name, "restricted": name == "bob"}),
+        )
+        .await;
+        assert_eq!(r.status, 201);
+    }
+    let names = |v: Value| -> Vec<String> {
+        let mut n: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    let all = unix.get("/1.0/certificates?recursion=1").await.unwrap();
+    assert_eq!(names(all), ["alice", "bob"]);
+    let only = unix
+        .get("/1.0/certificates?recursion=1&filter=name%20eq%20bob")
+        .await
+        .unwrap();
+    assert_eq!(names(only), ["bob"]);
+    let urls = unix
+        .get("/1.0/certificates?filter=restricted%20eq%20false")
+        .await
+        .unwrap();
+    assert_eq!(urls, json!([format!("/1.0/certificates/{alice}")]));
+    let r = unix
+        .request(Method::GET, "/1.0/certificates?filter=name%20is%20bob", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+}

@@ -66,15 +66,18 @@ pub async fn list(
         .into_iter()
         .filter(|r| visible(&caller, r))
         .collect();
-    Ok(if q.recursion > 0 {
-        response::sync(rows.iter().map(to_wire).collect::<Vec<_>>())
-    } else {
-        response::sync(
-            rows.iter()
-                .map(|r| format!("/1.0/certificates/{}", r.fingerprint))
-                .collect::<Vec<_>>(),
+    // `?filter=` applies to the objects as they are answered, as for every other listing.
+    let objects = rows
+        .iter()
+        .map(|r| serde_json::to_value(to_wire(r)).map_err(ApiError::internal))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let selected = q.select(objects, |o| {
+        format!(
+            "/1.0/certificates/{}",
+            o["fingerprint"].as_str().unwrap_or_default()
         )
-    })
+    })?;
+    Ok(response::sync(selected))
 }
 
 /// Find the one entry `prefix` names and the caller may see. Missing and invisible entries get
