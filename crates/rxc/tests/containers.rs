@@ -1665,3 +1665,40 @@ async fn the_console_is_a_terminal_to_attach_to() {
     assert_eq!(r.status, 400);
     assert!(r.envelope().unwrap().error.contains("not running"));
 }
+
+/// The review found `/rxd/<tag>` cgroup parents left behind once their containers were gone.
+#[tokio::test]
+async fn empty_cgroup_parents_are_removed() {
+    let Some(s) = Setup::new("empty_cgroup_parents_are_removed").await else {
+        return;
+    };
+    s.ok(&["launch", "bb", "c1"]);
+    let pid = s.pid("c1").await;
+    let cgroup = proc_file(pid, "cgroup");
+    let path = cgroup
+        .lines()
+        .find_map(|l| l.splitn(3, ':').nth(2).filter(|p| p.starts_with("/rxd/")))
+        .unwrap_or_else(|| panic!("no /rxd/ cgroup: {cgroup}"))
+        .to_owned();
+    let parent = Path::new(&path).parent().unwrap().to_owned();
+    let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (head, tail) = l.split_once(" - ")?;
+            matches!(tail.split_whitespace().next()?, "cgroup" | "cgroup2")
+                .then(|| head.split_whitespace().nth(4).unwrap().to_owned())
+        })
+        .collect();
+    let present = || {
+        mounts
+            .iter()
+            .map(|m| Path::new(m).join(parent.strip_prefix("/").unwrap()))
+            .filter(|p| p.exists())
+            .collect::<Vec<_>>()
+    };
+    assert!(!present().is_empty(), "{parent:?} under none of {mounts:?}");
+    s.ok(&["stop", "c1", "--force"]);
+    assert_eq!(present(), Vec::<std::path::PathBuf>::new());
+    s.ok(&["delete", "c1"]);
+}

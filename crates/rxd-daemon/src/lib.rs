@@ -186,6 +186,7 @@ pub async fn run(
         tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; closing anyway");
     }
     let _ = std::fs::remove_file(&socket_path);
+    daemon.runtime.prune_cgroup_parents();
     tracing::info!("rxd stopped");
     Ok(())
 }

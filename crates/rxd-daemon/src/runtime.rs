@@ -59,6 +59,9 @@ pub struct Runtime {
     running: Mutex<HashMap<String, Init>>,
     /// One action at a time per instance (start, stop, delete, ...).
     actions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Held shared while a container is being created (its cgroups made under the parent),
+    /// exclusively while empty parents are removed, so a removal never races a creation.
+    parent_cgroups: tokio::sync::RwLock<()>,
     /// Per instance: held shared by everything that writes into its root filesystem from the
     /// host (the files API), exclusively by what re-owns or replaces it (a remap, a restore).
     rootfs: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
@@ -96,6 +99,21 @@ fn proc_stat(pid: i32) -> Option<(char, u64)> {
     Some((state, start))
 }
 
+/// Mount points of cgroup (v1) and cgroup2 hierarchies in a mountinfo text.
+fn cgroup_mounts(mountinfo: &str) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (head, tail) = line.split_once(" - ")?;
+            let fstype = tail.split_whitespace().next()?;
+            let point = head.split_whitespace().nth(4)?;
+            // Octal escapes (`\040` for a space) are how mountinfo writes odd characters.
+            (matches!(fstype, "cgroup" | "cgroup2") && !point.contains('\\'))
+                .then(|| point.to_owned())
+        })
+        .collect()
+}
+
 fn read_u64(path: impl AsRef<Path>) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -126,6 +144,7 @@ impl Runtime {
             running: Mutex::default(),
             actions: Mutex::default(),
             rootfs: Mutex::default(),
+            parent_cgroups: tokio::sync::RwLock::default(),
             spawner: Mutex::default(),
         })
     }
@@ -234,6 +253,7 @@ impl Runtime {
 
     /// Start a container and record its init.
     pub async fn start(&self, plan: &LaunchPlan) -> Result<Init, RuntimeError> {
+        let _creating = self.parent_cgroups.read().await;
         let helper = |source| RuntimeError::Helper {
             path: self.shim.clone(),
             source,
@@ -353,6 +373,25 @@ impl Runtime {
         }
         let _ = std::fs::remove_dir_all(self.bundles.join(name));
         Ok(())
+    }
+
+    /// Remove this daemon's cgroup parent (`/rxd/<tag>`, then `/rxd`) in every hierarchy where
+    /// it is empty: the helper removes each container's own cgroups, not their parents. Skipped
+    /// while a container is being created; a parent that still holds a container stays.
+    pub fn prune_cgroup_parents(&self) {
+        let Ok(_exclusive) = self.parent_cgroups.try_write() else {
+            return;
+        };
+        let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return;
+        };
+        for mount in cgroup_mounts(&mountinfo) {
+            let tag = Path::new(&mount).join(self.cgroup_parent.trim_start_matches('/'));
+            // rmdir of a cgroup fails while it has children: only empty ones go.
+            if std::fs::remove_dir(&tag).is_ok() {
+                let _ = std::fs::remove_dir(tag.parent().unwrap_or(&tag));
+            }
+        }
     }
 
     /// Move a renamed instance's console log directory.
@@ -481,5 +520,17 @@ mod tests {
         assert!(matches!(state, 'R' | 'S'));
         assert!(start > 0);
         assert!(proc_stat(-5).is_none());
+    }
+
+    #[test]
+    fn cgroup_mounts_come_from_mountinfo() {
+        let text = "24 30 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
+25 24 0:23 / /sys/fs/cgroup/pids rw,nosuid - cgroup cgroup rw,pids\n\
+26 24 0:24 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
+27 24 0:25 / /sys/fs/cgroup/odd\\040name rw - cgroup cgroup rw,cpu\n";
+        assert_eq!(
+            cgroup_mounts(text),
+            ["/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified"]
+        );
     }
 }

@@ -794,7 +794,11 @@ async fn certificate_listings_honour_filters() {
         .unwrap();
     assert_eq!(urls, json!([format!("/1.0/certificates/{alice}")]));
     let r = unix
-        .request(Method::GET, "/1.0/certificates?filter=name%20is%20bob", None)
+        .request(
+            Method::GET,
+            "/1.0/certificates?filter=name%20is%20bob",
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(r.status, 400);

@@ -557,6 +557,9 @@ pub(super) async fn stop(
 async fn stopped(d: &Daemon, name: &str, restarting: bool) -> ApiResult<()> {
     d.runtime.forget(name);
     d.runtime.clean_up(name).await?;
+    if !restarting {
+        d.runtime.prune_cgroup_parents();
+    }
     if let Ok(row) = by_key(d, name).await {
         if row.ephemeral && !restarting {
             let dir = instance_dir(d, name);
