@@ -1,28 +1,24 @@
 //! Copying a container's root filesystem (snapshots and restores).
 //!
-//! The source may belong to a running container, so it is walked by descriptor: every entry is
-//! opened relative to its parent's descriptor with `O_NOFOLLOW`, so swapping a directory for a
-//! symlink mid-copy cannot lead the walk out of the tree. The destination is a new directory of
-//! the daemon's (it must not exist), built privately and left for the caller to rename into
-//! place. Kept: file types, content, hard links, owners (as host ids: the copy stays shifted as
-//! the source was), permission bits including set-id bits, and modification times. Not kept:
+//! Both sides are walked by descriptor, never by path. The source may belong to a running
+//! container, so every entry is opened relative to its parent's descriptor with `O_NOFOLLOW`:
+//! swapping a directory for a symlink mid-copy cannot lead the walk out of the tree. The
+//! destination is a new directory of the daemon's (it must not exist), built privately, every
+//! entry made relative to its parent's descriptor and finished (owner, mode, times) through its
+//! own descriptor or with `AT_SYMLINK_NOFOLLOW`; it is left for the caller to rename into place.
+//! Kept: file types, content, hard links, owners (as host ids: the copy stays shifted as the
+//! source was), permission bits including set-id bits, and modification times. Not kept:
 //! extended attributes and holes (a sparse file is copied in full); sockets are skipped.
 
 use crate::ImageError;
-use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
 use std::collections::HashMap;
+use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
-
-fn io(path: &Path) -> impl Fn(std::io::Error) -> ImageError + '_ {
-    move |source| ImageError::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
+use std::path::{Path, PathBuf};
 
 fn errno(path: &Path) -> impl Fn(rustix::io::Errno) -> ImageError + '_ {
     move |e| ImageError::Io {
@@ -31,159 +27,214 @@ fn errno(path: &Path) -> impl Fn(rustix::io::Errno) -> ImageError + '_ {
     }
 }
 
-/// Copy the tree at `src` to the new directory `dst`. Returns the number of entries copied.
-pub fn copy_tree(src: &Path, dst: &Path) -> Result<u64, ImageError> {
-    let root = rustix::fs::open(
-        src,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(errno(src))?;
-    let st = rustix::fs::fstat(&root).map_err(errno(src))?;
-    rustix::fs::mkdir(dst, Mode::from_raw_mode(0o700)).map_err(errno(dst))?;
-    let mut count = 1;
-    copy_dir(&root, dst, &mut count, &mut HashMap::new())?;
-    finish(dst, &st, true)?;
-    Ok(count)
+fn io(path: &Path) -> impl Fn(std::io::Error) -> ImageError + '_ {
+    move |source| ImageError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
-/// Owner, mode and times of a copied entry (mode after chown, which clears set-id bits).
-fn finish(path: &Path, st: &rustix::fs::Stat, set_mode: bool) -> Result<(), ImageError> {
-    let cwd = rustix::fs::CWD;
-    rustix::fs::chownat(
-        cwd,
-        path,
-        Some(rustix::fs::Uid::from_raw(st.st_uid)),
-        Some(rustix::fs::Gid::from_raw(st.st_gid)),
-        AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(errno(path))?;
-    if set_mode {
-        rustix::fs::chmodat(
-            cwd,
-            path,
-            Mode::from_raw_mode(st.st_mode & 0o7777),
-            AtFlags::empty(),
-        )
-        .map_err(errno(path))?;
-    }
+const DIR: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+/// Copy the tree at `src` to the new directory `dst`. Returns the number of entries copied.
+pub fn copy_tree(src: &Path, dst: &Path) -> Result<u64, ImageError> {
+    let root = rustix::fs::open(src, DIR, Mode::empty()).map_err(errno(src))?;
+    let st = rustix::fs::fstat(&root).map_err(errno(src))?;
+    rustix::fs::mkdir(dst, Mode::from_raw_mode(0o700)).map_err(errno(dst))?;
+    let out = rustix::fs::open(dst, DIR, Mode::empty()).map_err(errno(dst))?;
+    let mut copy = Copy {
+        out_root: out.try_clone().map_err(io(dst))?,
+        count: 1,
+        links: HashMap::new(),
+        shown: dst.to_path_buf(),
+    };
+    copy.dir(&root, &out, Path::new(""))?;
+    finish_fd(&out, &st, dst)?;
+    Ok(copy.count)
+}
+
+struct Copy {
+    /// The destination's root, for re-finding the first copy of a hard-linked file.
+    out_root: OwnedFd,
+    count: u64,
+    /// Files with more than one name, by (device, inode): the first copy's path below the root.
+    links: HashMap<(u64, u64), PathBuf>,
+    /// The destination, for messages.
+    shown: PathBuf,
+}
+
+fn times(st: &rustix::fs::Stat) -> Timestamps {
     let mtime = Timespec {
         tv_sec: st.st_mtime,
         tv_nsec: st.st_mtime_nsec as _,
     };
-    rustix::fs::utimensat(
-        cwd,
-        path,
-        &Timestamps {
-            last_access: mtime,
-            last_modification: mtime,
-        },
-        AtFlags::SYMLINK_NOFOLLOW,
+    Timestamps {
+        last_access: mtime,
+        last_modification: mtime,
+    }
+}
+
+fn ids(st: &rustix::fs::Stat) -> (Option<rustix::fs::Uid>, Option<rustix::fs::Gid>) {
+    (
+        Some(rustix::fs::Uid::from_raw(st.st_uid)),
+        Some(rustix::fs::Gid::from_raw(st.st_gid)),
     )
-    .map_err(errno(path))?;
+}
+
+/// Owner, mode and times of a copied entry held open (mode after chown, which clears set-id
+/// bits).
+fn finish_fd(fd: &OwnedFd, st: &rustix::fs::Stat, shown: &Path) -> Result<(), ImageError> {
+    let (uid, gid) = ids(st);
+    rustix::fs::fchown(fd, uid, gid).map_err(errno(shown))?;
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(st.st_mode & 0o7777)).map_err(errno(shown))?;
+    rustix::fs::futimens(fd, &times(st)).map_err(errno(shown))?;
     Ok(())
 }
 
-/// Files with more than one name, by (device, inode): the first copy's path.
-type Links = HashMap<(u64, u64), std::path::PathBuf>;
-
-fn copy_dir(
-    dir: &OwnedFd,
-    dst: &Path,
-    count: &mut u64,
-    links: &mut Links,
+/// The same for an entry that cannot be held open (a symlink, a node), by name in its new
+/// parent, never following it.
+fn finish_at(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    st: &rustix::fs::Stat,
+    set_mode: bool,
+    shown: &Path,
 ) -> Result<(), ImageError> {
-    let mut names = Vec::new();
-    for entry in rustix::fs::Dir::read_from(dir).map_err(errno(dst))? {
-        let entry = entry.map_err(errno(dst))?;
-        let name = entry.file_name().to_owned();
-        if name.as_bytes() != b"." && name.as_bytes() != b".." {
-            names.push(name);
-        }
+    let (uid, gid) = ids(st);
+    rustix::fs::chownat(dir, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW).map_err(errno(shown))?;
+    if set_mode {
+        // Only for nodes this copy just made in its private directory: nothing can have
+        // replaced them with a link.
+        rustix::fs::chmodat(
+            dir,
+            name,
+            Mode::from_raw_mode(st.st_mode & 0o7777),
+            AtFlags::empty(),
+        )
+        .map_err(errno(shown))?;
     }
-    for name in names {
-        let target = dst.join(std::ffi::OsStr::from_bytes(name.as_bytes()));
-        let st = rustix::fs::statat(dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(errno(&target))?;
-        let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
-        match kind {
-            rustix::fs::FileType::Directory => {
-                let sub = rustix::fs::openat(
-                    dir,
-                    name.as_c_str(),
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(errno(&target))?;
-                rustix::fs::mkdir(&target, Mode::from_raw_mode(0o700)).map_err(errno(&target))?;
-                copy_dir(&sub, &target, count, links)?;
-                finish(&target, &st, true)?;
-            }
-            rustix::fs::FileType::RegularFile => {
-                // Hard links stay links: one copy of the content, not one per name.
-                let id = (st.st_dev, st.st_ino);
-                if st.st_nlink > 1 {
-                    if let Some(first) = links.get(&id) {
-                        std::fs::hard_link(first, &target).map_err(io(&target))?;
-                        *count += 1;
-                        continue;
-                    }
-                    links.insert(id, target.clone());
-                }
-                let fd = rustix::fs::openat(
-                    dir,
-                    name.as_c_str(),
-                    OFlags::RDONLY
-                        | OFlags::NOFOLLOW
-                        | OFlags::NONBLOCK
-                        | OFlags::CLOEXEC
-                        | OFlags::NOCTTY,
-                    Mode::empty(),
-                )
-                .map_err(errno(&target))?;
-                let now = rustix::fs::fstat(&fd).map_err(errno(&target))?;
-                if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
-                    return Err(ImageError::Io {
-                        path: target.display().to_string(),
-                        source: std::io::Error::other("changed while being copied"),
-                    });
-                }
-                let mut from = File::from(fd);
-                let mut to = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&target)
-                    .map_err(io(&target))?;
-                // No more than the size seen: a file cannot grow the copy while it runs.
-                std::io::copy(&mut (&mut from).take(st.st_size as u64), &mut to)
-                    .map_err(io(&target))?;
-                finish(&target, &st, true)?;
-            }
-            rustix::fs::FileType::Symlink => {
-                let link = rustix::fs::readlinkat(dir, name.as_c_str(), Vec::new())
-                    .map_err(errno(&target))?;
-                let link = std::ffi::OsStr::from_bytes(link.as_bytes());
-                std::os::unix::fs::symlink(link, &target).map_err(io(&target))?;
-                finish(&target, &st, false)?;
-            }
-            rustix::fs::FileType::Fifo
-            | rustix::fs::FileType::CharacterDevice
-            | rustix::fs::FileType::BlockDevice => {
-                rustix::fs::mknodat(
-                    rustix::fs::CWD,
-                    &target,
-                    kind,
-                    Mode::from_raw_mode(0o600),
-                    st.st_rdev,
-                )
-                .map_err(errno(&target))?;
-                finish(&target, &st, true)?;
-            }
-            _ => continue,
-        }
-        *count += 1;
-    }
+    rustix::fs::utimensat(dir, name, &times(st), AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(errno(shown))?;
     Ok(())
+}
+
+impl Copy {
+    fn dir(&mut self, from: &OwnedFd, to: &OwnedFd, rel: &Path) -> Result<(), ImageError> {
+        let mut names: Vec<CString> = Vec::new();
+        for entry in rustix::fs::Dir::read_from(from).map_err(errno(&self.shown.join(rel)))? {
+            let entry = entry.map_err(errno(&self.shown.join(rel)))?;
+            let name = entry.file_name();
+            if name.to_bytes() != b"." && name.to_bytes() != b".." {
+                names.push(name.to_owned());
+            }
+        }
+        for name in names {
+            let rel = rel.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+            let shown = self.shown.join(&rel);
+            let st = rustix::fs::statat(from, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(errno(&shown))?;
+            let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+            match kind {
+                rustix::fs::FileType::Directory => {
+                    let sub = rustix::fs::openat(from, name.as_c_str(), DIR, Mode::empty())
+                        .map_err(errno(&shown))?;
+                    rustix::fs::mkdirat(to, name.as_c_str(), Mode::from_raw_mode(0o700))
+                        .map_err(errno(&shown))?;
+                    let made = rustix::fs::openat(to, name.as_c_str(), DIR, Mode::empty())
+                        .map_err(errno(&shown))?;
+                    self.dir(&sub, &made, &rel)?;
+                    finish_fd(&made, &st, &shown)?;
+                }
+                rustix::fs::FileType::RegularFile => {
+                    // Hard links stay links: one copy of the content, not one per name.
+                    let id = (st.st_dev, st.st_ino);
+                    if st.st_nlink > 1 {
+                        if let Some(first) = self.links.get(&id) {
+                            let first = rustix::fs::openat2(
+                                &self.out_root,
+                                first.as_path(),
+                                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                                Mode::empty(),
+                                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+                            )
+                            .map_err(errno(&shown))?;
+                            rustix::fs::linkat(
+                                &first,
+                                c"",
+                                to,
+                                name.as_c_str(),
+                                AtFlags::EMPTY_PATH,
+                            )
+                            .map_err(errno(&shown))?;
+                            self.count += 1;
+                            continue;
+                        }
+                        self.links.insert(id, rel.clone());
+                    }
+                    let fd = rustix::fs::openat(
+                        from,
+                        name.as_c_str(),
+                        OFlags::RDONLY
+                            | OFlags::NOFOLLOW
+                            | OFlags::NONBLOCK
+                            | OFlags::CLOEXEC
+                            | OFlags::NOCTTY,
+                        Mode::empty(),
+                    )
+                    .map_err(errno(&shown))?;
+                    let now = rustix::fs::fstat(&fd).map_err(errno(&shown))?;
+                    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+                        return Err(ImageError::Changed {
+                            path: shown.display().to_string(),
+                        });
+                    }
+                    let made = rustix::fs::openat(
+                        to,
+                        name.as_c_str(),
+                        OFlags::WRONLY
+                            | OFlags::CREATE
+                            | OFlags::EXCL
+                            | OFlags::NOFOLLOW
+                            | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(0o600),
+                    )
+                    .map_err(errno(&shown))?;
+                    let mut reader = File::from(fd);
+                    let mut writer = File::from(made);
+                    // No more than the size seen: a file cannot grow the copy while it runs.
+                    std::io::copy(&mut (&mut reader).take(st.st_size as u64), &mut writer)
+                        .map_err(io(&shown))?;
+                    finish_fd(&OwnedFd::from(writer), &st, &shown)?;
+                }
+                rustix::fs::FileType::Symlink => {
+                    let link = rustix::fs::readlinkat(from, name.as_c_str(), Vec::new())
+                        .map_err(errno(&shown))?;
+                    rustix::fs::symlinkat(link.as_c_str(), to, name.as_c_str())
+                        .map_err(errno(&shown))?;
+                    finish_at(to.as_fd(), &name, &st, false, &shown)?;
+                }
+                rustix::fs::FileType::Fifo
+                | rustix::fs::FileType::CharacterDevice
+                | rustix::fs::FileType::BlockDevice => {
+                    rustix::fs::mknodat(
+                        to,
+                        name.as_c_str(),
+                        kind,
+                        Mode::from_raw_mode(0o600),
+                        st.st_rdev,
+                    )
+                    .map_err(errno(&shown))?;
+                    finish_at(to.as_fd(), &name, &st, true, &shown)?;
+                }
+                _ => continue,
+            }
+            self.count += 1;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
