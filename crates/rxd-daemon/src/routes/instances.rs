@@ -457,6 +457,7 @@ pub(super) async fn start(d: &Arc<Daemon>, name: &str) -> ApiResult<()> {
     };
     if privileged {
         tracing::warn!(instance = %name, "starting a privileged container: root inside it is root on the host");
+        crate::audit::privileged_start(d, &row.project, &row.name);
     }
     let init = d.runtime.start(&plan).await?;
     tracing::info!(instance = %name, pid = init.pid, idmap = ?idmap, "container started");
