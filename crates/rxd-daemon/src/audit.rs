@@ -122,7 +122,8 @@ impl Record {
             identity: caller.identity.user_name(),
             auth_method: caller.identity.method(),
             source: caller.conn.peer(),
-            project: caller.project.clone(),
+            // Server-level unless the event is about a project (`Record::project`).
+            project: String::new(),
             method: method.to_owned(),
             path: without_query(path),
             description: description.into(),
@@ -154,6 +155,13 @@ impl Record {
     /// fingerprint).
     pub fn identity(mut self, identity: &str) -> Record {
         self.identity = identity.to_owned();
+        self
+    }
+
+    /// How the identity authenticated, when not as the caller's identity says (a Candid user
+    /// whose login was refused is, as a caller, untrusted).
+    pub fn via(mut self, auth_method: &'static str) -> Record {
+        self.auth_method = auth_method;
         self
     }
 
@@ -237,7 +245,8 @@ pub fn login_failure(d: &Daemon, caller: &Caller, parts: &http::request::Parts, 
                 format!("Candid login refused: {refused}"),
             )
             .identity(&refused.username)
-            .detail("auth_method", "candid"),
+            .project(&caller.project)
+            .via("candid"),
         ),
         Login::Missing { rejected, .. } if *rejected > 0 => record(
             d,
@@ -248,6 +257,8 @@ pub fn login_failure(d: &Daemon, caller: &Caller, parts: &http::request::Parts, 
                 path,
                 "Candid login failed: no presented macaroon verified",
             )
+            .via("candid")
+            .project(&caller.project)
             .detail("rejected_macaroons", *rejected),
         ),
         _ => {}
@@ -315,7 +326,6 @@ pub fn server_config_change(
         "/1.0",
         format!("server config key {key} {action}"),
     )
-    .project("")
     .detail("key", key)
     .detail("action", action);
     if !rxd_core::config::is_secret(key) {
