@@ -256,13 +256,20 @@ async fn limits_disk_refuses_what_would_exceed_it_and_accepts_what_fits() {
     create(&d, "roomy", "c1").await.unwrap();
     let err = create(&d, "roomy", "c2").await.unwrap_err();
     assert!(
-        err.contains(&format!("\"roomy\" would exceed its limits.disk of {limit} bytes"))
-            && err.contains(&format!("{} bytes are in use", size * 2)),
+        err.contains(&format!(
+            "\"roomy\" would exceed its limits.disk of {limit} bytes"
+        )) && err.contains(&format!("{} bytes are in use", size * 2)),
         "{err}"
     );
     let mut c = d.unix();
     c.set_project(Some("roomy".into()));
-    let names: Vec<Value> = c.get("/1.0/instances").await.unwrap().as_array().unwrap().clone();
+    let names: Vec<Value> = c
+        .get("/1.0/instances")
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(names, vec![json!("/1.0/instances/c1?project=roomy")]);
     assert!(
         !d.dir().join("containers").join("roomy_c2").exists(),

@@ -63,7 +63,9 @@ pub fn validate_key(key: &str, value: &str) -> Result<(), ProjectConfigError> {
         },
         LIMITS_DISK => match crate::instance_config::parse_bytes(value) {
             Some(_) => Ok(()),
-            None => Err(format!("expected a size like 50GiB or 500MB, not {value:?}")),
+            None => Err(format!(
+                "expected a size like 50GiB or 500MB, not {value:?}"
+            )),
         },
         _ if key.starts_with("restricted.devices.") && key.len() > "restricted.devices.".len() => {
             one_of(value, &["block", "allow", "managed"])

@@ -552,7 +552,9 @@ mod tests {
         let mut f = RotatingFile::new(dir.path().join(LOG_FILE), 10);
         f.append(&"y".repeat(50)).unwrap();
         f.append(&"z".repeat(50)).unwrap();
-        assert!(std::fs::read_to_string(f.previous()).unwrap().starts_with('y'));
+        assert!(std::fs::read_to_string(f.previous())
+            .unwrap()
+            .starts_with('y'));
         assert!(std::fs::read_to_string(&f.path).unwrap().starts_with('z'));
     }
 

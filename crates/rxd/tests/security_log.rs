@@ -113,7 +113,13 @@ async fn security_events_are_logged_once_each_without_secrets() {
     let stranger = client_identity("stranger");
     trust(&d, &admin, false).await;
     trust(&d, &limited, true).await;
-    let created = wait_line(&d, "user_created", "details.fingerprint", &admin.fingerprint).await;
+    let created = wait_line(
+        &d,
+        "user_created",
+        "details.fingerprint",
+        &admin.fingerprint,
+    )
+    .await;
     assert_eq!(created["identity"], "uid=0");
     assert_eq!(created["auth_method"], "unix");
     assert_eq!(created["source"], "unix:uid=0");
@@ -135,7 +141,13 @@ async fn security_events_are_logged_once_each_without_secrets() {
     )
     .await;
     assert_eq!(r.status, 200);
-    let line = wait_line(&d, "sys_config_change", "details.key", "core.trust_password").await;
+    let line = wait_line(
+        &d,
+        "sys_config_change",
+        "details.key",
+        "core.trust_password",
+    )
+    .await;
     assert_eq!(line["request"]["method"], "PATCH");
     assert!(line["details"].get("new").is_none(), "{line}");
     let e = next_event(&mut admin_ws).await;
@@ -163,7 +175,13 @@ async fn security_events_are_logged_once_each_without_secrets() {
     // An untrusted certificate on an endpoint that needs trust.
     let r = call(&s, Method::GET, "/1.0/instances", None).await;
     assert_eq!(r.status, 403);
-    let line = wait_line(&d, "authn_certificate_fail", "identity", &stranger.fingerprint).await;
+    let line = wait_line(
+        &d,
+        "authn_certificate_fail",
+        "identity",
+        &stranger.fingerprint,
+    )
+    .await;
     assert_eq!(line["request"]["path"], "/1.0/instances");
 
     // A restricted certificate: refused outright (403) and hidden (404).
@@ -200,7 +218,13 @@ async fn security_events_are_logged_once_each_without_secrets() {
         .unwrap()
         .to_owned();
     wait_line(&d, "authn_token_created", "details.token", &id).await;
-    let r = call(&unix, Method::DELETE, &format!("/1.0/operations/{id}"), None).await;
+    let r = call(
+        &unix,
+        Method::DELETE,
+        &format!("/1.0/operations/{id}"),
+        None,
+    )
+    .await;
     assert_eq!(r.status, 200);
     wait_line(&d, "authn_token_revoked", "details.token", &id).await;
     let token = rxd_api::certificate::CertificateAddToken {
@@ -250,7 +274,10 @@ async fn security_events_are_logged_once_each_without_secrets() {
         .count()
         < 2
     {
-        assert!(Instant::now() < deadline, "revocation not logged: {lines:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "revocation not logged: {lines:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -272,7 +299,13 @@ async fn security_events_are_logged_once_each_without_secrets() {
     )
     .await;
     assert_eq!(r.status, 200);
-    wait_line(&d, "user_deleted", "details.fingerprint", &admin.fingerprint).await;
+    wait_line(
+        &d,
+        "user_deleted",
+        "details.fingerprint",
+        &admin.fingerprint,
+    )
+    .await;
 
     // A project config change, last: it is also a lifecycle event the restricted certificate
     // may see, so the first thing its stream delivers must be that, and no logging event.
@@ -314,7 +347,10 @@ async fn security_events_are_logged_once_each_without_secrets() {
     let text = std::fs::read_to_string(d.dir().join("logs/security.log")).unwrap();
     for secret in [PASSWORD, GUESS, secret.as_str(), token.as_str()] {
         assert!(!text.contains(secret), "a secret reached the security log");
-        assert!(!d.logs().contains(secret), "a secret reached the daemon log");
+        assert!(
+            !d.logs().contains(secret),
+            "a secret reached the daemon log"
+        );
     }
     let mode = std::fs::metadata(d.dir().join("logs/security.log"))
         .unwrap()
@@ -333,7 +369,12 @@ async fn security_events_are_logged_once_each_without_secrets() {
                 }
                 let e: Value = serde_json::from_str(&t).unwrap();
                 assert_eq!(e["type"], "logging");
-                seen.push(e["metadata"]["context"]["event"].as_str().unwrap().to_owned());
+                seen.push(
+                    e["metadata"]["context"]["event"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                );
             }
             Ok(Some(Ok(_))) => continue,
             _ => break,
@@ -348,6 +389,104 @@ async fn security_events_are_logged_once_each_without_secrets() {
         "authn_token_fail",
         "authz_change",
     ] {
-        assert!(seen.iter().any(|s| s == name), "{name} not streamed: {seen:?}");
+        assert!(
+            seen.iter().any(|s| s == name),
+            "{name} not streamed: {seen:?}"
+        );
+    }
+}
+
+/// Candid: a verified user from a domain `candid.domains` refuses, and macaroons that do not
+/// verify, are authentication failures; neither line holds the macaroons themselves.
+#[tokio::test]
+async fn candid_login_failures_are_logged_without_macaroons() {
+    let test = "candid_login_failures_are_logged_without_macaroons";
+    if !require_root(test) || !rxd_testkit::candid::require_python_bakery(test) {
+        return;
+    }
+    const PW: &str = "correct horse";
+    let users = json!({
+        "alice@example.com": {"password": PW, "groups": []},
+        "eve@evil.com": {"password": PW, "groups": []},
+    });
+    let dis = rxd_testkit::candid::Discharger::start(&users, None);
+    let d = TestDaemon::start().await;
+    let unix = d.unix();
+    for cfg in [
+        json!({"candid.api.key": dis.public_key}),
+        json!({"candid.api.url": dis.url, "candid.domains": "example.com"}),
+    ] {
+        let r = call(&unix, Method::PATCH, "/1.0", Some(json!({ "config": cfg }))).await;
+        assert_eq!(r.status, 200, "{:?}", r.envelope());
+    }
+    let url = format!("https://{}/1.0/instances", d.https_address());
+    let ca = d.dir().join("server.crt").display().to_string();
+    let login = |user: &str| {
+        rxd_testkit::candid::py_client(&[
+            "--url",
+            &url,
+            "--ca",
+            &ca,
+            "--user",
+            user,
+            "--password",
+            PW,
+        ])
+    };
+
+    let r = login("eve@evil.com");
+    assert_eq!(r["status"], 403, "{r}");
+    let line = wait_line(&d, "authn_login_fail", "identity", "eve@evil.com").await;
+    assert_eq!(line["auth_method"], "candid");
+    assert_eq!(line["request"]["path"], "/1.0/instances");
+    assert!(line["description"]
+        .as_str()
+        .unwrap()
+        .contains("Untrusted candid domain"));
+
+    // Alice's valid cookie with its discharge tampered with: it no longer verifies.
+    let r = login("alice@example.com");
+    let cookie = r["cookie"].as_str().unwrap().to_owned();
+    assert!(!cookie.is_empty(), "{r}");
+    let engine = base64::engine::general_purpose::STANDARD;
+    let raw = engine
+        .decode(&cookie)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(&cookie))
+        .unwrap();
+    let mut slice: Vec<Value> = serde_json::from_slice(&raw).unwrap();
+    let caveats = slice[1]["c"].as_array_mut().unwrap();
+    let declared = caveats
+        .iter_mut()
+        .find(|c| c["i"].as_str().is_some_and(|i| i.starts_with("declared")))
+        .unwrap();
+    declared["i"] = json!("declared username root@example.com");
+    let forged = engine.encode(Value::from(slice).to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cookie");
+    std::fs::write(&file, &forged).unwrap();
+    let r = rxd_testkit::candid::py_client(&[
+        "--url",
+        &url,
+        "--ca",
+        &ca,
+        "--user",
+        "nobody",
+        "--password",
+        "x",
+        "--cookie-in",
+        file.to_str().unwrap(),
+        "--no-interact",
+    ]);
+    assert_eq!(r["status"], 401, "{r}");
+    let line = wait_line(&d, "authn_login_fail", "details.rejected_macaroons", "1").await;
+    assert_eq!(line["auth_method"], "candid");
+    assert_eq!(line["level"], "warn");
+
+    let text = std::fs::read_to_string(d.dir().join("logs/security.log")).unwrap();
+    for secret in [cookie.as_str(), forged.as_str()] {
+        assert!(
+            !text.contains(secret),
+            "a macaroon reached the security log"
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! cache and open connections in step. Every trust change is logged (who, what, from where).
 
 use super::ListQuery;
+use crate::audit::{self, Record, SecurityEvent};
 use crate::body::Json;
 use crate::caller::ca_check;
 use crate::caller::{Admin, Caller, Trusted};
@@ -10,7 +11,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::response::{self, check_if_match};
 use crate::state::{lock, now_unix, read, Daemon};
 use crate::tlsstate::PkiState;
-use crate::audit::{self, Record, SecurityEvent};
 use crate::tokens;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;

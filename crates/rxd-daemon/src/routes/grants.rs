@@ -125,7 +125,14 @@ pub async fn post(
     };
     tracing::info!(grant = grant.id, identity = %grant.subject.name(), kind = grant.subject.kind(), role = %grant.role, scope = ?grant.scope, by = %caller.identity.user_name(), "role granted");
     let url = format!("/1.0/auth/grants/{}", grant.id);
-    grant_change(&d, &caller, "POST", "/1.0/auth/grants", "role granted", &grant);
+    grant_change(
+        &d,
+        &caller,
+        "POST",
+        "/1.0/auth/grants",
+        "role granted",
+        &grant,
+    );
     d.events.lifecycle("grant-created", &url, "", &caller);
     Ok(response::created_with(&url, to_json(&grant)))
 }

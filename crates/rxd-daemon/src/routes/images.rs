@@ -92,7 +92,9 @@ impl UnpackBudget {
 
     /// The unpacker's limits: the server's bound or the project's remainder, whichever is less.
     pub fn limits(&self) -> rxd_image::Limits {
-        let max = self.left().map_or(self.server, |left| left.min(self.server));
+        let max = self
+            .left()
+            .map_or(self.server, |left| left.min(self.server));
         rxd_image::Limits {
             max_total_bytes: max,
             ..rxd_image::Limits::default()
