@@ -490,3 +490,53 @@ async fn candid_login_failures_are_logged_without_macaroons() {
         );
     }
 }
+
+/// Starting a privileged container is logged (its root is the host's root); an unprivileged
+/// one is not.
+#[tokio::test]
+async fn a_privileged_start_is_logged() {
+    let test = "a_privileged_start_is_logged";
+    if !require_root(test) || !rxd_testkit::require_tool("busybox", "busybox-static", test) {
+        return;
+    }
+    let d = TestDaemon::start().await;
+    let conf = tempfile::tempdir().unwrap();
+    let image = conf.path().join("bb.tar.gz");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts/make-busybox-image.sh");
+    assert!(std::process::Command::new("bash")
+        .arg(script)
+        .arg(&image)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    let rxc = |args: &[&str]| {
+        let out = std::process::Command::new(rxd_testkit::bin("rxc"))
+            .args(args)
+            .env("RXC_CONF", conf.path())
+            .env("RXD_DIR", d.dir())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "rxc {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    rxc(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
+    rxc(&["launch", "bb", "plain"]);
+    rxc(&["launch", "bb", "priv", "-c", "security.privileged=true"]);
+    let line = wait_line(&d, "sys_privileged_start", "details.instance", "priv").await;
+    assert_eq!(line["level"], "warn");
+    assert_eq!(line["project"], "default");
+    let lines = log_lines(&d);
+    let starts: Vec<_> = lines
+        .iter()
+        .filter(|l| l["event"] == "sys_privileged_start")
+        .collect();
+    assert_eq!(starts.len(), 1, "only the privileged one: {starts:#?}");
+    rxc(&["stop", "--force", "plain"]);
+    rxc(&["stop", "--force", "priv"]);
+}
