@@ -33,6 +33,8 @@ pub enum KeyKind {
     /// A curve25519 private key, base64 of 32 bytes: kept as given (it must be usable), read
     /// back as `true` like a secret.
     PrivateKey,
+    /// A size in bytes with LXD's units (`4GiB`, `500MB`), at least 1 MiB.
+    Bytes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +54,12 @@ pub const CANDID_DOMAINS: &str = "candid.domains";
 /// rxd's own: the agent identity the daemon logs in to Candid as, to read users' groups.
 pub const CANDID_AGENT_USERNAME: &str = "candid.agent.username";
 pub const CANDID_AGENT_KEY: &str = "candid.agent.private_key";
+/// rxd's own: how many bytes an image may unpack to, on import and on every instance create
+/// (a compressed tarball can expand a thousandfold).
+pub const IMAGES_MAX_UNPACKED: &str = "images.max_unpacked_size";
+/// `images.max_unpacked_size` when unset: enough for distribution images, small enough that
+/// one upload cannot fill a host's disk.
+pub const IMAGES_MAX_UNPACKED_DEFAULT: u64 = 4 << 30;
 /// `candid.expiry` when unset, in seconds (LXD's default).
 pub const CANDID_DEFAULT_EXPIRY: u64 = 3600;
 
@@ -96,10 +104,28 @@ pub const KEYS: &[KeySpec] = &[
         name: CANDID_AGENT_KEY,
         kind: KeyKind::PrivateKey,
     },
+    KeySpec {
+        name: IMAGES_MAX_UNPACKED,
+        kind: KeyKind::Bytes,
+    },
 ];
 
 pub fn spec(key: &str) -> Option<&'static KeySpec> {
     KEYS.iter().find(|k| k.name == key)
+}
+
+/// Is `key`'s value a secret (never shown, never logged)? Unknown keys count as secret, so a
+/// key added without a registry entry is not leaked by accident.
+pub fn is_secret(key: &str) -> bool {
+    spec(key).is_none_or(|s| matches!(s.kind, KeyKind::Secret | KeyKind::PrivateKey))
+}
+
+/// The unpack bound for images: `images.max_unpacked_size`, or its default.
+pub fn max_unpacked_size(config: &StoredConfig) -> u64 {
+    config
+        .get(IMAGES_MAX_UNPACKED)
+        .and_then(|v| crate::instance_config::parse_bytes(v))
+        .unwrap_or(IMAGES_MAX_UNPACKED_DEFAULT)
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -199,6 +225,11 @@ fn validate_plain(kind: KeyKind, value: &str) -> Result<(), String> {
             && !value.chars().any(|c| c.is_control() || c.is_whitespace()))
         .then_some(())
         .ok_or_else(|| format!("not a user name: {value:?}")),
+        KeyKind::Bytes => match crate::instance_config::parse_bytes(value) {
+            Some(n) if n >= 1 << 20 => Ok(()),
+            Some(_) => Err("at least 1MiB".into()),
+            None => Err(format!("expected a size like 4GiB or 500MB, not {value:?}")),
+        },
         KeyKind::Seconds => match value.parse::<u64>() {
             Ok(n) if n >= 1 => Ok(()),
             _ => Err(format!("expected a whole number of seconds, not {value:?}")),
@@ -449,6 +480,19 @@ mod tests {
         );
         check(&[], json!({ca: "yes"}), Merge, Err(()));
         check(&[], json!({ca: 1}), Merge, Err(()));
+        let max = IMAGES_MAX_UNPACKED;
+        check(
+            &[],
+            json!({max: "2GiB"}),
+            Merge,
+            Ok(&[(max, Set("2GiB".into()))]),
+        );
+        check(&[], json!({max: "12"}), Merge, Err(()));
+        check(&[], json!({max: "lots"}), Merge, Err(()));
+        assert_eq!(max_unpacked_size(&stored(&[(max, "2GiB")])), 2 << 30);
+        assert_eq!(max_unpacked_size(&stored(&[])), IMAGES_MAX_UNPACKED_DEFAULT);
+        assert!(is_secret(pw) && is_secret(CANDID_AGENT_KEY) && is_secret("core.nope"));
+        assert!(!is_secret(addr) && !is_secret(max));
         // One bad key refuses the whole update.
         check(
             &[],

@@ -14,6 +14,17 @@ pub enum ProjectConfigError {
     Invalid { key: String, reason: String },
 }
 
+/// LXD's aggregate disk budget of a project. rxd counts what it stores per project: each
+/// image's unpacked tree and each instance's root filesystem as unpacked at creation.
+pub const LIMITS_DISK: &str = "limits.disk";
+
+/// A project's `limits.disk` in bytes, if set (values were validated when stored).
+pub fn disk_limit(config: &BTreeMap<String, String>) -> Option<u64> {
+    config
+        .get(LIMITS_DISK)
+        .and_then(|v| crate::instance_config::parse_bytes(v))
+}
+
 /// The config a new project starts with (LXD's defaults for a project created over the API).
 pub fn defaults() -> BTreeMap<String, String> {
     [
@@ -54,6 +65,12 @@ pub fn validate_key(key: &str, value: &str) -> Result<(), ProjectConfigError> {
         "limits.idmap.size" => match value.parse::<u64>() {
             Ok(_) => Ok(()),
             Err(_) => Err(format!("expected a whole number of ids, not {value:?}")),
+        },
+        LIMITS_DISK => match crate::instance_config::parse_bytes(value) {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "expected a size like 50GiB or 500MB, not {value:?}"
+            )),
         },
         _ if key.starts_with("restricted.devices.") && key.len() > "restricted.devices.".len() => {
             one_of(value, &["block", "allow", "managed"])
@@ -96,6 +113,9 @@ mod tests {
             ("restricted.devices.", "block", false),
             ("limits.containers", "10", true),
             ("limits.containers", "-1", false),
+            ("limits.disk", "10GiB", true),
+            ("limits.disk", "0", true),
+            ("limits.disk", "lots", false),
             ("user.note", "anything", true),
             ("restrict", "true", false),
             ("core.https_address", ":8443", false),

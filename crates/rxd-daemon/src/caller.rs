@@ -132,11 +132,12 @@ pub async fn authorize(
                 .unwrap_or_default()
         }
     };
+    crate::audit::login_failure(&daemon, &caller, &parts, &login);
     match login {
         Login::Refused(refusal) => return ApiError::Forbidden(refusal.to_string()).into_response(),
         // No valid login: challenge, unless the route is open to anyone and the client did not
         // insist on being authenticated (LXD's `X-LXD-authenticated`).
-        Login::Missing { version }
+        Login::Missing { version, .. }
             if need != Need::Anyone || parts.headers.contains_key(candid::AUTHENTICATED_HEADER) =>
         {
             return candid::challenge(&daemon, parts.uri.path(), version)
@@ -154,7 +155,10 @@ pub async fn authorize(
         exists,
     ) {
         Decision::Allow => {}
-        refused => return ApiError::from(refused).into_response(),
+        refused => {
+            crate::audit::refusal(&daemon, &caller, &parts, refused, &project);
+            return ApiError::from(refused).into_response();
+        }
     }
     parts.extensions.insert(Admitted(caller));
     next.run(Request::from_parts(parts, body)).await

@@ -99,9 +99,23 @@ pub enum Login {
     /// A verified login, accepted.
     Verified(Identity),
     /// A verified login whose user is refused (`candid.domains`).
-    Refused(CandidRefusal),
-    /// No valid macaroon: the client may be challenged; the bakery version it speaks.
-    Missing { version: u8 },
+    Refused(RefusedLogin),
+    /// No valid macaroon: the client may be challenged; the bakery version it speaks, and how
+    /// many presented macaroons failed verification (an authentication failure when not 0).
+    Missing { version: u8, rejected: usize },
+}
+
+/// A verified Candid user that `candid.domains` refuses; shown as the refusal (LXD's text).
+#[derive(Debug)]
+pub struct RefusedLogin {
+    pub username: String,
+    pub reason: CandidRefusal,
+}
+
+impl std::fmt::Display for RefusedLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.reason.fmt(f)
+    }
 }
 
 /// Candid state: the key pair (made on first use and kept), the configuration, the root keys.
@@ -174,21 +188,28 @@ impl Logins {
                 .filter(|(_, created)| now.unix_timestamp() < created + ROTATE_AFTER + cfg.expiry)
                 .map(|(k, _)| k)
         };
+        let mut rejected = 0;
         for slice in &slices {
             match login::verify(slice, &lookup, now) {
                 Ok(l) => {
                     return match rxd_auth::candid::identify(&l.username, Vec::new(), &cfg.domains) {
                         Ok(identity) => Login::Verified(identity),
-                        Err(refusal) => {
-                            tracing::info!(user = %l.username, %refusal, "Candid login refused");
-                            Login::Refused(refusal)
+                        Err(reason) => {
+                            tracing::info!(user = %l.username, %reason, "Candid login refused");
+                            Login::Refused(RefusedLogin {
+                                username: l.username,
+                                reason,
+                            })
                         }
                     };
                 }
-                Err(e) => tracing::debug!(error = %e, "macaroon slice ignored"),
+                Err(e) => {
+                    rejected += 1;
+                    tracing::debug!(error = %e, "macaroon slice ignored");
+                }
             }
         }
-        Login::Missing { version }
+        Login::Missing { version, rejected }
     }
 
     /// The current root key, making (and storing) a new one when there is none or it is due.

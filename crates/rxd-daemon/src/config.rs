@@ -118,7 +118,13 @@ pub async fn update_config(
     }
     lock(&d.warnings).refresh(&new_config);
     *write(&d.config) = new_config;
+    let method = match mode {
+        UpdateMode::Replace => "PUT",
+        UpdateMode::Merge => "PATCH",
+    };
     for (key, value) in &changes {
+        let old = current.get(key).map(String::as_str);
+        crate::audit::server_config_change(d, caller, method, key, old, value.as_deref());
         let action = if value.is_some() { "set" } else { "unset" };
         tracing::info!(key, action, by = %caller.identity.user_name(), peer = %caller.conn.peer(), "server config changed");
     }

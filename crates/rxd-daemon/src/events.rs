@@ -1,7 +1,8 @@
 //! `/1.0/events`: lifecycle and operation events, streamed over a websocket to trusted callers.
 //! Each subscriber sees only what it may see (today: admins see everything, others only events of
 //! their projects), a connection's stream closes when its certificate is revoked, and upgrades from
-//! a foreign web origin are refused.
+//! a foreign web origin are refused. `logging` events carry the security log (`audit`) and go to
+//! server administrators only.
 
 use crate::caller::{Caller, Trusted};
 use crate::error::{ApiError, ApiResult};
@@ -16,7 +17,10 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
-const KINDS: [&str; 2] = ["lifecycle", "operation"];
+/// Every type a client may ask for.
+const KINDS: [&str; 3] = ["lifecycle", "operation", "logging"];
+/// What a stream without `?type=` receives: the security log is asked for by name.
+const DEFAULT_KINDS: [&str; 2] = ["lifecycle", "operation"];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
@@ -45,7 +49,7 @@ impl Default for Events {
     }
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
@@ -98,6 +102,19 @@ impl Events {
         });
     }
 
+    /// A security event (`audit`), in LXD's `logging` shape. Its project is empty, so only
+    /// administrators may see it; [`Filter::passes`] checks that again.
+    pub fn logging(&self, metadata: Value, timestamp: String) {
+        self.send(Event {
+            kind: "logging",
+            timestamp,
+            metadata,
+            location: "none",
+            project: String::new(),
+            server_only: true,
+        });
+    }
+
     fn send(&self, event: Event) {
         // No subscribers is not an error.
         let _ = self.tx.send(Arc::new(event));
@@ -143,7 +160,7 @@ pub async fn get(
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let kinds: Vec<String> = match q.kinds.as_deref() {
-        None | Some("") => KINDS.iter().map(|k| k.to_string()).collect(),
+        None | Some("") => DEFAULT_KINDS.iter().map(|k| k.to_string()).collect(),
         Some(list) => list.split(',').map(|k| k.trim().to_owned()).collect(),
     };
     if let Some(bad) = kinds.iter().find(|k| !KINDS.contains(&k.as_str())) {
@@ -185,6 +202,9 @@ impl Filter {
     /// project?
     fn passes(&self, event: &Event) -> bool {
         let rights = self.daemon.rights(&self.caller.identity);
+        if event.kind == "logging" {
+            return rights.admin;
+        }
         (rights.admin || !event.server_only)
             && crate::operations::project_visible(&rights, &event.project)
             && crate::operations::project_selected(

@@ -2,6 +2,7 @@
 //! API on the unix socket and (when `core.https_address` is set) over HTTPS, and shut down cleanly.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod body;
 mod caller;
 mod candid;
@@ -112,6 +113,7 @@ pub async fn run(
         router: OnceLock::new(),
         connections: Default::default(),
         events: Default::default(),
+        audit: audit::AuditLog::start(&dir, audit::MAX_BYTES),
         operations: Default::default(),
         hostids: match hostids::load() {
             Ok(h) => Some(h),

@@ -43,6 +43,8 @@ pub struct Daemon {
     /// Open TLS connections by client certificate, closed on revocation.
     pub connections: Arc<crate::listener::ConnRegistry>,
     pub events: crate::events::Events,
+    /// The security log's file writer (`audit::record` writes through it).
+    pub audit: crate::audit::AuditLog,
     pub operations: crate::operations::Operations,
     /// The host id range for unprivileged containers (from /etc/subuid and /etc/subgid).
     pub hostids: Option<crate::hostids::HostIds>,

@@ -17,6 +17,8 @@ pub struct Unpacked {
     /// Device nodes and FIFOs in the archive, which are not created: a container gets its
     /// devices from the runtime, never from an image.
     pub skipped_special: u64,
+    /// Bytes of regular files written (what `Limits::max_total_bytes` bounds).
+    pub bytes: u64,
 }
 
 const TOP_LEVEL: [&str; 3] = ["metadata.yaml", "rootfs", "templates"];
@@ -341,6 +343,7 @@ pub fn unpack(
     Ok(Unpacked {
         metadata,
         skipped_special,
+        bytes,
     })
 }
 

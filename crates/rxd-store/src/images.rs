@@ -15,6 +15,8 @@ pub struct ImageRow {
     pub public: bool,
     pub created_at: i64,
     pub uploaded_at: i64,
+    /// Bytes of the files its tarball unpacked to (0 for images recorded before this was kept).
+    pub unpacked_size: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +28,7 @@ pub struct AliasRow {
 }
 
 const IMAGE_COLUMNS: &str =
-    "project, fingerprint, filename, size, architecture, properties, public, created_at, uploaded_at";
+    "project, fingerprint, filename, size, architecture, properties, public, created_at, uploaded_at, unpacked_size";
 
 fn image_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ImageRow> {
     Ok(ImageRow {
@@ -39,6 +41,7 @@ fn image_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ImageRow> {
         public: r.get(6)?,
         created_at: r.get(7)?,
         uploaded_at: r.get(8)?,
+        unpacked_size: r.get(9)?,
     })
 }
 
@@ -66,7 +69,7 @@ impl Store {
     pub fn insert_image(&self, row: &ImageRow) -> Result<(), StoreError> {
         self.conn()?
             .execute(
-                &format!("INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                &format!("INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
                 params![
                     row.project,
                     row.fingerprint,
@@ -76,7 +79,8 @@ impl Store {
                     row.properties,
                     row.public,
                     row.created_at,
-                    row.uploaded_at
+                    row.uploaded_at,
+                    row.unpacked_size
                 ],
             )
             .map_err(conflict("image"))?;
@@ -109,6 +113,27 @@ impl Store {
             image_from_row,
         )?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The unpacked size recorded for the image content `fingerprint` in any project (another
+    /// project's import of the same tarball reuses its unpacked tree).
+    pub fn image_unpacked_size(&self, fingerprint: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.conn()?.query_row(
+            "SELECT max(unpacked_size) FROM images WHERE fingerprint = ?1",
+            params![fingerprint],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// The bytes `project` holds as `limits.disk` counts them: its images' unpacked trees and
+    /// its instances' root filesystems.
+    pub fn disk_usage(&self, project: &str) -> Result<i64, StoreError> {
+        Ok(self.conn()?.query_row(
+            "SELECT (SELECT coalesce(sum(unpacked_size), 0) FROM images WHERE project = ?1)
+                  + (SELECT coalesce(sum(rootfs_size), 0) FROM instances WHERE project = ?1)",
+            params![project],
+            |r| r.get(0),
+        )?)
     }
 
     /// Whether any project still uses the image content `fingerprint`.
@@ -221,6 +246,7 @@ mod tests {
             public: false,
             created_at: 1,
             uploaded_at: 2,
+            unpacked_size: 100,
         }
     }
 
@@ -236,6 +262,11 @@ mod tests {
         ));
         s.insert_image(&image("default", 'b')).unwrap();
         assert_eq!(s.images("default").unwrap().len(), 2);
+        assert_eq!(s.disk_usage("default").unwrap(), 200);
+        assert_eq!(s.disk_usage("other").unwrap(), 100);
+        assert_eq!(s.disk_usage("nowhere").unwrap(), 0);
+        assert_eq!(s.image_unpacked_size(&"a".repeat(64)).unwrap(), Some(100));
+        assert_eq!(s.image_unpacked_size(&"c".repeat(64)).unwrap(), None);
         assert_eq!(s.images_by_prefix("default", "a", 2).unwrap().len(), 1);
         assert_eq!(s.images_by_prefix("default", "", 2).unwrap().len(), 2);
         let alias = AliasRow {

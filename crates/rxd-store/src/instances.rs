@@ -137,6 +137,23 @@ impl Store {
             .ok_or(StoreError::NotFound { kind: "instance" })
     }
 
+    /// Record the bytes of an instance's root filesystem (for `limits.disk`).
+    pub fn set_instance_rootfs_size(
+        &self,
+        project: &str,
+        name: &str,
+        bytes: i64,
+    ) -> Result<(), StoreError> {
+        let n = self.conn()?.execute(
+            "UPDATE instances SET rootfs_size = ?3 WHERE project = ?1 AND name = ?2",
+            params![project, name, bytes],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound { kind: "instance" });
+        }
+        Ok(())
+    }
+
     pub fn update_instance_config(
         &self,
         project: &str,
@@ -272,6 +289,12 @@ mod tests {
             s.create_instance::<String>(&row("c"), None).unwrap(),
             Ok(None)
         );
+        s.set_instance_rootfs_size("default", "c", 4096).unwrap();
+        assert_eq!(s.disk_usage("default").unwrap(), 4096);
+        assert!(matches!(
+            s.set_instance_rootfs_size("default", "nope", 1),
+            Err(StoreError::NotFound { .. })
+        ));
         assert!(matches!(
             s.create_instance(&row("a"), Some(&next)),
             Err(StoreError::AlreadyExists { .. })

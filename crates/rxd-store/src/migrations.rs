@@ -117,6 +117,10 @@ const MIGRATIONS: &[&str] = &[
         root_key   BLOB NOT NULL,
         created_at INTEGER NOT NULL
     );",
+    // 8: disk accounting for `limits.disk`: the bytes an image unpacks to, and the bytes of an
+    // instance's root filesystem as unpacked at creation. Rows from before count as 0.
+    "ALTER TABLE images ADD COLUMN unpacked_size INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE instances ADD COLUMN rootfs_size INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

@@ -316,6 +316,7 @@ mod tests {
             public: false,
             created_at: 0,
             uploaded_at: 0,
+            unpacked_size: 0,
         })
         .unwrap();
         assert!(matches!(

@@ -3,6 +3,7 @@
 //! cache and open connections in step. Every trust change is logged (who, what, from where).
 
 use super::ListQuery;
+use crate::audit::{self, Record, SecurityEvent};
 use crate::body::Json;
 use crate::caller::ca_check;
 use crate::caller::{Admin, Caller, Trusted};
@@ -243,7 +244,7 @@ async fn add_as_admin(d: &Daemon, caller: &Caller, body: CertificatesPost) -> Ap
         .await
         .map_err(duplicate)?;
     d.trust_insert(&row);
-    audit(d, "certificate-added", &row, caller);
+    created(d, "certificate-added", &row, caller);
     Ok(response::created(&format!(
         "/1.0/certificates/{}",
         row.fingerprint
@@ -280,6 +281,21 @@ async fn issue_token(d: &Daemon, caller: &Caller, body: CertificatesPost) -> Api
     };
     let stored = token.clone();
     d.db(move |s| s.insert_token(&stored)).await?;
+    audit::record(
+        d,
+        Record::new(
+            SecurityEvent::AuthnTokenCreated,
+            caller,
+            "POST",
+            "/1.0/certificates",
+            "enrolment token issued",
+        )
+        .detail("token", token.id.as_str())
+        .detail("client_name", token.name.as_str())
+        .detail("restricted", token.restricted)
+        .detail("projects", token.projects.clone())
+        .detail("expires_at", tokens::rfc3339(token.expires_at)),
+    );
     tracing::info!(
         action = "token-issued",
         token = %token.id,
@@ -312,6 +328,17 @@ async fn enrol(d: &Daemon, caller: &Caller, body: CertificatesPost) -> ApiResult
         ));
     };
     if let Err(retry_after) = lock(&d.throttle).check(ip, std::time::Instant::now()) {
+        audit::record(
+            d,
+            Record::new(
+                SecurityEvent::AuthnLoginLock,
+                caller,
+                "POST",
+                "/1.0/certificates",
+                "enrolment refused: too many failures from this address",
+            )
+            .detail("retry_after_secs", retry_after.as_secs()),
+        );
         return Err(ApiError::TooManyRequests { retry_after });
     }
     if body.password.is_empty() {
@@ -324,7 +351,9 @@ async fn enrol(d: &Daemon, caller: &Caller, body: CertificatesPost) -> ApiResult
         .ok_or_else(|| ApiError::BadRequest("No client certificate provided".into()))?;
     let info = checked(d, &der)?;
 
-    let outcome = match rxd_api::certificate::CertificateAddToken::decode(&body.password) {
+    let token = rxd_api::certificate::CertificateAddToken::decode(&body.password);
+    let by_token = token.is_some();
+    let outcome = match token {
         Some(token) => redeem(d, &der, &info, &token).await,
         None => match check_password(d, &body.password).await {
             Ok(()) => add_enrolled(d, &der, &info, &body, ip).await,
@@ -336,13 +365,30 @@ async fn enrol(d: &Daemon, caller: &Caller, body: CertificatesPost) -> ApiResult
         Err(e @ (ApiError::NotAuthorized | ApiError::Forbidden(_))) => {
             let delay = lock(&d.throttle).failure(ip, std::time::Instant::now());
             tracing::warn!(peer = %ip, fingerprint = %info.fingerprint, reason = %e, backoff_secs = delay.as_secs(), "failed enrolment attempt");
+            let (event, what) = if by_token {
+                (SecurityEvent::AuthnTokenFail, "enrolment token refused")
+            } else {
+                (SecurityEvent::AuthnLoginFail, "trust password refused")
+            };
+            audit::record(
+                d,
+                Record::new(
+                    event,
+                    caller,
+                    "POST",
+                    "/1.0/certificates",
+                    format!("{what}: {e}"),
+                )
+                .identity(&info.fingerprint)
+                .detail("backoff_secs", delay.as_secs()),
+            );
             return Err(e);
         }
         Err(e) => return Err(e),
     };
     lock(&d.throttle).success(ip);
     d.trust_insert(&row);
-    audit(d, "certificate-enrolled", &row, caller);
+    created(d, "certificate-enrolled", &row, caller);
     Ok(response::created(&format!(
         "/1.0/certificates/{}",
         row.fingerprint
@@ -421,7 +467,21 @@ async fn redeem(
 }
 
 /// Log a trust change and announce it as LXD's `certificate-created` lifecycle event.
-fn audit(d: &Daemon, action: &str, row: &CertificateRow, caller: &Caller) {
+fn created(d: &Daemon, action: &str, row: &CertificateRow, caller: &Caller) {
+    audit::record(
+        d,
+        Record::new(
+            SecurityEvent::UserCreated,
+            caller,
+            "POST",
+            "/1.0/certificates",
+            format!("certificate added to the trust store ({action})"),
+        )
+        .detail("fingerprint", row.fingerprint.as_str())
+        .detail("name", row.name.as_str())
+        .detail("restricted", row.restricted)
+        .detail("projects", row.projects.clone()),
+    );
     d.events.lifecycle(
         "certificate-created",
         &format!("/1.0/certificates/{}", row.fingerprint),
@@ -552,6 +612,21 @@ async fn update(
     d.trust_insert(&row);
     // Grants follow a renewed certificate (the store moved them).
     d.reload_access().await?;
+    audit::record(
+        d,
+        Record::new(
+            SecurityEvent::UserUpdated,
+            caller,
+            if replace { "PUT" } else { "PATCH" },
+            &format!("/1.0/certificates/{}", current.fingerprint),
+            "trust store entry updated",
+        )
+        .detail("old_fingerprint", current.fingerprint.as_str())
+        .detail("fingerprint", row.fingerprint.as_str())
+        .detail("name", row.name.as_str())
+        .detail("restricted", row.restricted)
+        .detail("projects", row.projects.clone()),
+    );
     tracing::info!(
         action = "certificate-updated",
         old_fingerprint = %current.fingerprint,
@@ -584,6 +659,18 @@ pub async fn delete(
     let closed = d.trust_remove(&row.fingerprint);
     // Its grants went with it.
     d.reload_access().await?;
+    audit::record(
+        &d,
+        Record::new(
+            SecurityEvent::UserDeleted,
+            &caller,
+            "DELETE",
+            &format!("/1.0/certificates/{}", row.fingerprint),
+            "certificate removed from the trust store",
+        )
+        .detail("fingerprint", row.fingerprint.as_str())
+        .detail("name", row.name.as_str()),
+    );
     tracing::info!(
         action = "certificate-deleted",
         fingerprint = %row.fingerprint,

@@ -4,7 +4,8 @@
 //! revocation applies to the caller's next request, on any connection.
 
 use super::ListQuery;
-use crate::caller::Admin;
+use crate::audit::{self, Record, SecurityEvent};
+use crate::caller::{Admin, Caller};
 use crate::error::{ApiError, ApiResult, PROJECT_NOT_FOUND};
 use crate::response;
 use crate::state::{read, Daemon};
@@ -124,6 +125,14 @@ pub async fn post(
     };
     tracing::info!(grant = grant.id, identity = %grant.subject.name(), kind = grant.subject.kind(), role = %grant.role, scope = ?grant.scope, by = %caller.identity.user_name(), "role granted");
     let url = format!("/1.0/auth/grants/{}", grant.id);
+    grant_change(
+        &d,
+        &caller,
+        "POST",
+        "/1.0/auth/grants",
+        "role granted",
+        &grant,
+    );
     d.events.lifecycle("grant-created", &url, "", &caller);
     Ok(response::created_with(&url, to_json(&grant)))
 }
@@ -138,6 +147,8 @@ pub async fn delete(
     d.db(move |s| s.delete_grant(gid)).await?;
     d.reload_access().await?;
     tracing::info!(grant = grant.id, identity = %grant.subject.name(), role = %grant.role, scope = ?grant.scope, by = %caller.identity.user_name(), "role revoked");
+    let path = format!("/1.0/auth/grants/{}", grant.id);
+    grant_change(&d, &caller, "DELETE", &path, "role revoked", &grant);
     d.events.lifecycle(
         "grant-deleted",
         &format!("/1.0/auth/grants/{}", grant.id),
@@ -145,4 +156,22 @@ pub async fn delete(
         &caller,
     );
     Ok(response::empty())
+}
+
+/// A grant or revocation in the security log.
+fn grant_change(d: &Daemon, caller: &Caller, method: &str, path: &str, what: &str, g: &Grant) {
+    let project = match &g.scope {
+        Scope::Project(p) => p.as_str(),
+        _ => "",
+    };
+    audit::record(
+        d,
+        Record::new(SecurityEvent::AuthzChange, caller, method, path, what)
+            .project(project)
+            .detail("grant", g.id)
+            .detail("identity_type", g.subject.kind())
+            .detail("identity", g.subject.name())
+            .detail("role", g.role.name())
+            .detail("scope", g.scope.kind()),
+    );
 }

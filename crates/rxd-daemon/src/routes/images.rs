@@ -35,6 +35,86 @@ pub fn unpacked_dir(d: &Daemon, fingerprint: &str) -> PathBuf {
     images_dir(d).join(format!("{fingerprint}.unpacked"))
 }
 
+/// How many bytes an unpack may write for `project`: the server's bound
+/// (`images.max_unpacked_size`) and, under `limits.disk`, what the project has left. Every
+/// import and every instance create unpacks within it, so a compression bomb stops at the
+/// bound and the partial tree is removed.
+pub struct UnpackBudget {
+    project: String,
+    server: u64,
+    /// `limits.disk` and the bytes the project holds now.
+    disk: Option<(u64, u64)>,
+}
+
+impl UnpackBudget {
+    pub async fn of(d: &Daemon, project: &str) -> ApiResult<UnpackBudget> {
+        let server = rxd_core::config::max_unpacked_size(&crate::state::read(&d.config));
+        let limit = d
+            .project(project)
+            .and_then(|p| rxd_core::project_config::disk_limit(&p.config));
+        let disk = match limit {
+            None => None,
+            Some(limit) => {
+                let p = project.to_owned();
+                let used = d.db(move |s| s.disk_usage(&p)).await?;
+                Some((limit, u64::try_from(used).unwrap_or(0)))
+            }
+        };
+        Ok(UnpackBudget {
+            project: project.to_owned(),
+            server,
+            disk,
+        })
+    }
+
+    /// What the project has left under `limits.disk` (`None`: no limit).
+    fn left(&self) -> Option<u64> {
+        self.disk.map(|(limit, used)| limit.saturating_sub(used))
+    }
+
+    fn over_disk_limit(&self, needs: &str) -> ApiError {
+        let (limit, used) = self.disk.unwrap_or_default();
+        ApiError::BadRequest(format!(
+            "Project {:?} would exceed its limits.disk of {limit} bytes: {used} bytes are in use and this needs {needs}",
+            self.project
+        ))
+    }
+
+    /// Refuse before anything is unpacked when a recorded size already tells: `bytes` more
+    /// (0: is anything left at all?).
+    pub fn check_known(&self, bytes: u64) -> ApiResult<()> {
+        match self.left() {
+            Some(0) => Err(self.over_disk_limit("more")),
+            Some(left) if bytes > left => Err(self.over_disk_limit(&format!("{bytes} more"))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The unpacker's limits: the server's bound or the project's remainder, whichever is less.
+    pub fn limits(&self) -> rxd_image::Limits {
+        let max = self
+            .left()
+            .map_or(self.server, |left| left.min(self.server));
+        rxd_image::Limits {
+            max_total_bytes: max,
+            ..rxd_image::Limits::default()
+        }
+    }
+
+    /// An unpack failure as the client sees it: a bound that stopped it is named.
+    pub fn refusal(&self, e: rxd_image::ImageError) -> ApiError {
+        match e {
+            rxd_image::ImageError::TooLarge(n) if self.left().is_some_and(|l| l < self.server) => {
+                self.over_disk_limit(&format!("more than the {n} bytes left"))
+            }
+            rxd_image::ImageError::TooLarge(n) => ApiError::BadRequest(format!(
+                "The image unpacks to more than {n} bytes, the server's limit (images.max_unpacked_size)"
+            )),
+            other => ApiError::BadRequest(other.to_string()),
+        }
+    }
+}
+
 fn rfc3339(t: i64) -> String {
     crate::tokens::rfc3339(t)
 }
@@ -152,6 +232,10 @@ pub async fn post(
             limit: MAX_IMAGE_BYTES as usize,
         });
     }
+    // A project with no room left is refused before its upload is received.
+    UnpackBudget::of(&d, &caller.project)
+        .await?
+        .check_known(0)?;
     let dir = images_dir(&d);
     if !dir.exists() {
         std::fs::DirBuilder::new()
@@ -259,13 +343,21 @@ async fn import(
     );
     let src = upload.path.clone();
     let (tb, up) = (tarball.clone(), unpacked.clone());
+    let budget = UnpackBudget::of(d, &caller.project).await?;
+    let fp = fingerprint.to_owned();
+    let recorded = d.db(move |s| s.image_unpacked_size(&fp)).await?;
+    let recorded = recorded.and_then(|n| u64::try_from(n).ok());
+    if unpacked.exists() {
+        budget.check_known(recorded.unwrap_or(0))?;
+    }
+    let limits = budget.limits();
     // Unpack once per content; another project's import of the same tarball reuses it.
-    let meta = tokio::task::spawn_blocking(move || {
-        let limits = rxd_image::Limits::default();
-        let meta = if up.exists() {
-            rxd_image::read_metadata(&src, &limits)?
+    let (meta, unpacked_size) = tokio::task::spawn_blocking(move || {
+        let (meta, bytes) = if up.exists() {
+            (rxd_image::read_metadata(&src, &limits)?, recorded)
         } else {
-            rxd_image::unpack(&src, &up, None, &limits)?.metadata
+            let u = rxd_image::unpack(&src, &up, None, &limits)?;
+            (u.metadata, Some(u.bytes))
         };
         if !tb.exists() {
             std::fs::rename(&src, &tb).map_err(|e| rxd_image::ImageError::Io {
@@ -273,10 +365,10 @@ async fn import(
                 source: e,
             })?;
         }
-        Ok::<_, rxd_image::ImageError>(meta)
+        Ok::<_, rxd_image::ImageError>((meta, bytes))
     })
     .await?
-    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    .map_err(|e| budget.refusal(e))?;
     upload.keep = tarball.exists();
     let row = ImageRow {
         project: caller.project.clone(),
@@ -288,6 +380,7 @@ async fn import(
         public,
         created_at: meta.creation_date,
         uploaded_at: now_unix(),
+        unpacked_size: i64::try_from(unpacked_size.unwrap_or(0)).unwrap_or(i64::MAX),
     };
     let stored = row.clone();
     d.db(move |s| s.insert_image(&stored)).await?;

@@ -474,6 +474,7 @@ pub(super) async fn start(d: &Arc<Daemon>, name: &str) -> ApiResult<()> {
     };
     if privileged {
         tracing::warn!(instance = %name, "starting a privileged container: root inside it is root on the host");
+        crate::audit::privileged_start(d, &row.project, &row.name);
     }
     let init = d.runtime.start(&plan).await?;
     tracing::info!(instance = %name, pid = init.pid, idmap = ?idmap, "container started");
@@ -804,6 +805,10 @@ async fn create(
         .ok_or_else(|| ApiError::NotFound("Image not found".into()))?;
     row.architecture = image.architecture.clone();
     config.insert("volatile.base_image".into(), fingerprint.clone());
+    // Every instance unpacks its image again: refuse one that cannot fit before recording it.
+    let budget = images::UnpackBudget::of(d, &row.project).await?;
+    budget.check_known(u64::try_from(image.unpacked_size).unwrap_or(0))?;
+    let limits = budget.limits();
 
     // Record the instance and, for an isolated one, its block, in one transaction.
     let allocate = IdmapWant::of(&config)?.allocator(
@@ -853,24 +858,26 @@ async fn create(
                     source: e,
                 })?;
         }
-        rxd_image::unpack(
-            &tarball,
-            &dest,
-            shift.as_ref(),
-            &rxd_image::Limits::default(),
-        )
+        rxd_image::unpack(&tarball, &dest, shift.as_ref(), &limits)
     })
     .await?;
     let stored_config = serde_json::to_string(&config).unwrap_or_else(|_| "{}".into());
     let (name, project) = (row.name.clone(), row.project.clone());
     let saved = match unpacked {
-        Ok(_) => {
-            d.db(move |s| s.update_instance_config(&project, &name, &stored_config))
-                .await
+        Ok(u) => {
+            let bytes = i64::try_from(u.bytes).unwrap_or(i64::MAX);
+            d.db(move |s| {
+                s.update_instance_config(&project, &name, &stored_config)?;
+                s.set_instance_rootfs_size(&project, &name, bytes)
+            })
+            .await
         }
-        Err(e) => Err(ApiError::BadRequest(format!(
-            "Failed to unpack the image: {e}"
-        ))),
+        Err(e) => Err(match budget.refusal(e) {
+            ApiError::BadRequest(m) => {
+                ApiError::BadRequest(format!("Failed to unpack the image: {m}"))
+            }
+            other => other,
+        }),
     };
     if let Err(e) = saved {
         let (name, project) = (row.name.clone(), row.project.clone());

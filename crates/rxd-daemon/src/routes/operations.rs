@@ -168,6 +168,18 @@ pub async fn delete(
     let t = find_token(&d, &id).await?;
     let token_id = t.id.clone();
     d.db(move |s| s.delete_token(&token_id)).await?;
+    crate::audit::record(
+        &d,
+        crate::audit::Record::new(
+            crate::audit::SecurityEvent::AuthnTokenRevoked,
+            &caller,
+            "DELETE",
+            &format!("/1.0/operations/{}", t.id),
+            "enrolment token revoked",
+        )
+        .detail("token", t.id.as_str())
+        .detail("client_name", t.name.as_str()),
+    );
     tracing::info!(
         action = "token-revoked",
         token = %t.id,

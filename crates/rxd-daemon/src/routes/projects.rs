@@ -213,6 +213,7 @@ async fn update(
     };
     d.db(move |s| s.update_project(&row)).await?;
     d.reload_access().await?;
+    crate::audit::project_config_change(d, caller, name, &p.config, &config, replace);
     tracing::info!(project = %name, by = %caller.identity.user_name(), ?config, "project updated");
     d.events.lifecycle(
         "project-updated",
