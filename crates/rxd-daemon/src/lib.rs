@@ -13,6 +13,7 @@ mod hostids;
 mod https;
 mod listener;
 mod operations;
+mod origin;
 mod response;
 mod routes;
 mod runtime;
