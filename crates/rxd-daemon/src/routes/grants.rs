@@ -10,7 +10,7 @@ use crate::response;
 use crate::state::{read, Daemon};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use axum::Json;
+use crate::body::Json;
 use rxd_auth::rbac::{Grant, Role, Scope, Subject};
 use rxd_store::GrantRow;
 use serde::Deserialize;

@@ -9,7 +9,7 @@ use crate::response::{self, check_if_match};
 use crate::state::{read, Daemon, Project};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use axum::Json;
+use crate::body::Json;
 use http::HeaderMap;
 use rxd_core::project_config;
 use rxd_store::ProjectRow;
