@@ -201,7 +201,11 @@ static FLOOD_HELD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsi
 
 /// One slot of the flood: connect from `from` without ever starting TLS, hold the connection
 /// until the server closes it, and connect again a second later (an attacker keeps the flood up).
-async fn flood_slot(from: std::net::IpAddr, to: std::net::SocketAddr, stop: tokio::sync::watch::Receiver<bool>) {
+async fn flood_slot(
+    from: std::net::IpAddr,
+    to: std::net::SocketAddr,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
     use std::sync::atomic::Ordering;
     use tokio::io::AsyncReadExt;
     while !*stop.borrow() {
@@ -273,7 +277,10 @@ async fn under_flood(
     let (p50, p99) = if lat.is_empty() {
         (Value::Null, Value::Null)
     } else {
-        (json!(us(percentile(&lat, 0.5))), json!(us(percentile(&lat, 0.99))))
+        (
+            json!(us(percentile(&lat, 0.5))),
+            json!(us(percentile(&lat, 0.99))),
+        )
     };
     Ok(json!({
         "p50_us": p50, "p99_us": p99, "failed": failed,

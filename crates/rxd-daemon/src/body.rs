@@ -139,7 +139,10 @@ impl hyper::body::Body for Shared {
 /// reads the answer instead of a connection reset. A client waiting for `100 Continue` is not
 /// asked for its body, a larger or chunked body is not waited for (the connection closes after the
 /// answer), and a body a handler still holds (streamed elsewhere) is left alone.
-pub async fn drain_unread(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+pub async fn drain_unread(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     use hyper::body::Body as _;
     let expects_continue = req.headers().contains_key(http::header::EXPECT);
     let small = req
@@ -150,7 +153,9 @@ pub async fn drain_unread(req: axum::extract::Request, next: axum::middleware::N
         .is_some_and(|n| n <= DISCARD_LIMIT);
     let (parts, body) = req.into_parts();
     if expects_continue || !small || body.is_end_stream() {
-        return next.run(axum::extract::Request::from_parts(parts, body)).await;
+        return next
+            .run(axum::extract::Request::from_parts(parts, body))
+            .await;
     }
     let shared = std::sync::Arc::new(std::sync::Mutex::new(Some(body)));
     let handed = axum::body::Body::new(Shared(shared.clone()));

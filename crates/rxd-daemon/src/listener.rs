@@ -685,15 +685,27 @@ mod limit_tests {
             (4096, 256, 32, 512)
         );
         let l = Limits::for_descriptors(1024);
-        assert_eq!((l.total, l.per_source, l.handshakes_per_source), (256, 16, 2));
+        assert_eq!(
+            (l.total, l.per_source, l.handshakes_per_source),
+            (256, 16, 2)
+        );
         assert_eq!(Limits::for_descriptors(0).total, 64);
     }
 
     #[test]
     fn sources() {
-        assert_eq!(Source::of(ip("::ffff:10.0.0.1")), Source::of(ip("10.0.0.1")));
-        assert_eq!(Source::of(ip("2001:db8::1")), Source::of(ip("2001:db8::ffff:1")));
-        assert_ne!(Source::of(ip("2001:db8::1")), Source::of(ip("2001:db8:0:1::1")));
+        assert_eq!(
+            Source::of(ip("::ffff:10.0.0.1")),
+            Source::of(ip("10.0.0.1"))
+        );
+        assert_eq!(
+            Source::of(ip("2001:db8::1")),
+            Source::of(ip("2001:db8::ffff:1"))
+        );
+        assert_ne!(
+            Source::of(ip("2001:db8::1")),
+            Source::of(ip("2001:db8:0:1::1"))
+        );
         assert_ne!(Source::of(ip("10.0.0.1")), Source::of(ip("10.0.0.2")));
     }
 

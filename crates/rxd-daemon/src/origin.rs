@@ -91,8 +91,14 @@ mod tests {
         check(&[("host", "h:8443"), ("origin", "wss://h:8443")], true);
         check(&[("host", "x"), ("origin", "ws+unix://localhost")], true);
         check(&[("host", "h:8443"), ("origin", "https://h:8444")], false);
-        check(&[("host", "h:8443"), ("origin", "https://evil.example")], false);
-        check(&[("host", "h"), ("origin", "https://h.evil.example")], false);
+        check(
+            &[("host", "h:8443"), ("origin", "https://evil.example")],
+            false,
+        );
+        check(
+            &[("host", "h"), ("origin", "https://h.evil.example")],
+            false,
+        );
         check(&[("host", "h"), ("origin", "null")], false);
         check(&[("origin", "https://h")], false);
         check(&[("host", "h"), ("origin", "ftp://h")], false);

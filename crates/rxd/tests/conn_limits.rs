@@ -46,8 +46,12 @@ async fn get_root_from(d: &TestDaemon, source: &str, id: &KeyPairFiles) -> Resul
         // A close without close_notify is fine: the answer is complete by then.
         let _ = tls.read_to_end(&mut out).await;
         let text = String::from_utf8_lossy(&out).into_owned();
-        let body = text.split("\r\n\r\n").nth(1).ok_or(format!("no answer: {text:?}"))?;
-        let v: serde_json::Value = serde_json::from_str(body).map_err(|e| format!("{e}: {body}"))?;
+        let body = text
+            .split("\r\n\r\n")
+            .nth(1)
+            .ok_or(format!("no answer: {text:?}"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(body).map_err(|e| format!("{e}: {body}"))?;
         Ok(v["metadata"]["auth"].as_str().unwrap_or("").to_owned())
     };
     match tokio::time::timeout(Duration::from_secs(10), exchange).await {
@@ -98,7 +102,10 @@ async fn one_flooding_address_does_not_lock_out_others() {
     );
     let id = client_identity("admin");
     d.trust(&id).await;
-    assert_eq!(get_root_from(&d, "127.0.0.2", &id).await.as_deref(), Ok("trusted"));
+    assert_eq!(
+        get_root_from(&d, "127.0.0.2", &id).await.as_deref(),
+        Ok("trusted")
+    );
 
     // The flood: idle connections from 127.0.0.1 that never start TLS.
     let to: SocketAddr = d.https_address().parse().unwrap();
@@ -108,7 +115,11 @@ async fn one_flooding_address_does_not_lock_out_others() {
             flood.push(c);
         }
     }
-    assert!(flood.len() >= FLOOD - 10, "opened {} connections", flood.len());
+    assert!(
+        flood.len() >= FLOOD - 10,
+        "opened {} connections",
+        flood.len()
+    );
     // The excess is closed at once, before TLS (checked well within the 10 s handshake timeout
     // that would close the rest); the source keeps a share.
     let mut shut = 0;

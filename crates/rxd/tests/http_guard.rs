@@ -137,7 +137,12 @@ async fn same_site_and_foreign_origins_are_refused() {
         ),
     ] {
         let r = admin
-            .send(Method::POST, "/1.0/projects", &headers, project("p1").into())
+            .send(
+                Method::POST,
+                "/1.0/projects",
+                &headers,
+                project("p1").into(),
+            )
             .await
             .unwrap();
         assert_eq!(r.status, 403, "{what}: {:?}", r.envelope());
@@ -147,7 +152,11 @@ async fn same_site_and_foreign_origins_are_refused() {
 
     // A page of this very server, a same-origin fetch and a request the user typed are fine.
     for (i, headers) in [
-        vec![json_ct, ("origin", "https://rxd"), ("sec-fetch-site", "same-origin")],
+        vec![
+            json_ct,
+            ("origin", "https://rxd"),
+            ("sec-fetch-site", "same-origin"),
+        ],
         vec![json_ct, ("sec-fetch-site", "none")],
         vec![json_ct],
     ]
@@ -372,14 +381,13 @@ async fn every_route_answers_oversized_and_malformed_bodies_in_the_envelope() {
                     )
                 });
                 let ctx = format!("{} {path} ({what}, raw upload: {raw}): {v}", e.method);
-                assert_eq!(
-                    r.header("content-type"),
-                    Some("application/json"),
-                    "{ctx}"
-                );
+                assert_eq!(r.header("content-type"), Some("application/json"), "{ctx}");
                 if e.method == "GET" {
                     // A GET reads no body: any answer, but in the envelope.
-                    assert!(v["type"].is_string() && v.get("error_code").is_some(), "{ctx}");
+                    assert!(
+                        v["type"].is_string() && v.get("error_code").is_some(),
+                        "{ctx}"
+                    );
                     continue;
                 }
                 assert!(!(200..300).contains(&r.status), "{ctx}");
@@ -430,7 +438,11 @@ async fn extractor_rejections_use_the_envelope() {
                 String::from_utf8_lossy(&r.body)
             )
         });
-        assert_eq!((r.status, &v["type"]), (status, &json!("error")), "{path}: {v}");
+        assert_eq!(
+            (r.status, &v["type"]),
+            (status, &json!("error")),
+            "{path}: {v}"
+        );
         assert_eq!(v["error_code"], status, "{path}: {v}");
     }
 }

@@ -4,13 +4,13 @@
 //! revocation applies to the caller's next request, on any connection.
 
 use super::ListQuery;
+use crate::body::Json;
 use crate::caller::Admin;
 use crate::error::{ApiError, ApiResult, PROJECT_NOT_FOUND};
 use crate::response;
 use crate::state::{read, Daemon};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use crate::body::Json;
 use rxd_auth::rbac::{Grant, Role, Scope, Subject};
 use rxd_store::GrantRow;
 use serde::Deserialize;
