@@ -203,6 +203,7 @@ pub async fn run_https(
     registry: Arc<ConnRegistry>,
 ) {
     let HttpsContext { id, stop, open } = ctx;
+    let (mut refused, mut last_warned) = (0u64, None::<std::time::Instant>);
     let mut stop_accept = stop.clone();
     loop {
         let (stream, remote) = tokio::select! {
@@ -216,8 +217,14 @@ pub async fn run_https(
         let mut admission = match registry.sources.admit(remote.ip()) {
             Ok(a) => a,
             Err(why) => {
-                tracing::debug!(peer = %remote, reason = %why, "https: closing a new connection");
                 drop(stream);
+                // One line per 10 s at most: a flood must not flood the log as well.
+                refused += 1;
+                if last_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    tracing::warn!(peer = %remote, reason = %why, refused, "https: closing new connections at accept");
+                    last_warned = Some(std::time::Instant::now());
+                    refused = 0;
+                }
                 continue;
             }
         };

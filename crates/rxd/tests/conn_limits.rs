@@ -148,6 +148,7 @@ async fn one_flooding_address_does_not_lock_out_others() {
     // The daemon raised its own limit, and said what it sized the limits at.
     let logs = d.logs();
     assert!(logs.contains("connection limits"), "{logs}");
+    assert!(logs.contains("closing new connections at accept"), "{logs}");
     if ours.maximum.is_none_or(|hard| hard > 1024) {
         assert!(logs.contains("raised the open descriptor limit"), "{logs}");
     }
