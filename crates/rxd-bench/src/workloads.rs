@@ -250,7 +250,9 @@ async fn under_flood(
         .map(|_| tokio::spawn(flood_slot(from, to, stop.clone())))
         .collect();
     // Let the flood build up: every slot has tried once.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    if flood > 0 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
     let held_before = FLOOD_HELD.load(Ordering::Relaxed);
     let (mut lat, mut failed) = (Vec::new(), 0usize);
     for _ in 0..n {
@@ -459,6 +461,10 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
             "[{}] new connection per request while {} floods with {} idle connections",
             a.label, a.flood_from, a.flood
         );
+        // The same requests without the flood, to compare with.
+        let r = under_flood(&target, a.flood_from, 0, 200).await?;
+        put("newconn_seq_p50_us", r["p50_us"].clone());
+        put("newconn_seq_p99_us", r["p99_us"].clone());
         let r = under_flood(&target, a.flood_from, a.flood, 200).await?;
         let f = a.flood;
         put(&format!("flood_{f}_newconn_p50_us"), r["p50_us"].clone());
