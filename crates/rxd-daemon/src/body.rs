@@ -131,6 +131,19 @@ impl hyper::body::Body for Shared {
             None => std::task::Poll::Ready(None),
         }
     }
+
+    fn is_end_stream(&self) -> bool {
+        let inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        let inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .as_ref()
+            .map(|b| b.size_hint())
+            .unwrap_or_else(|| hyper::body::SizeHint::with_exact(0))
+    }
 }
 
 /// The layer that reads and drops (within 5 s) what a handler left of a request body declared no
