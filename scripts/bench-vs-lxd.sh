@@ -4,7 +4,7 @@
 # the workloads alternate between the two servers round by round so machine noise hits both.
 # Prints the medians and the ratios rxd/LXD; the reports stay in the printed work directory.
 #
-#   bash scripts/bench-vs-lxd.sh            # ROUNDS=3 SECONDS_PER=5 STARTS=5 CERTS=100000
+#   bash scripts/bench-vs-lxd.sh            # ROUNDS=3 SECONDS_PER=5 STARTS=5 CERTS=100000 FLOOD=4200
 #
 # Run as root on Debian 12. LXD gets a `dir` pool, no network bridge, and no outgoing fetches:
 # its background downloads (instance types, image refreshes) are sent to a dead proxy on
@@ -17,6 +17,8 @@ STARTS=${STARTS:-5}
 CERTS=${CERTS:-100000}
 INSTANCES=${INSTANCES:-100}
 CONTAINERS=${CONTAINERS:-5}
+# Idle connections 127.0.0.2 holds open while the trusted client (127.0.0.1) measures its latency.
+FLOOD=${FLOOD:-4200}
 
 need=()
 for pkg in lxd lxd-client busybox-static xz-utils; do
@@ -114,12 +116,12 @@ server() { # LABEL ROUND
     "$bin/rxd-bench" server --label lxd --https 127.0.0.1:18443 --socket "$work/lxd/unix.socket" \
       --client "$work/client" --server-cert "$work/lxd/server.crt" --pid "$LXD_PID" \
       --seconds "$SECONDS_PER" --instances "$INSTANCES" --containers "$CONTAINERS" \
-      --out "$work/lxd-server-$round.json"
+      --flood "$FLOOD" --out "$work/lxd-server-$round.json"
   else
     "$bin/rxd-bench" server --label rxd --https 127.0.0.1:18444 --socket "$work/rxd/unix.socket" \
       --client "$work/client" --server-cert "$work/rxd/server.crt" --pid "$RXD_PID" \
       --seconds "$SECONDS_PER" --instances "$INSTANCES" --containers "$CONTAINERS" \
-      --out "$work/rxd-server-$round.json"
+      --flood "$FLOOD" --out "$work/rxd-server-$round.json"
   fi
 }
 for round in $(seq "$ROUNDS"); do

@@ -165,6 +165,9 @@ def main():
     result = {'status': None, 'body': None, 'cookie': None}
     try:
         for rounds in range(MAX_ROUNDS + 1):
+            # rxd reads JSON bodies only when they are labelled JSON.
+            if args.data is not None:
+                headers['Content-Type'] = 'application/json'
             resp = session.request(args.method, args.url, headers=headers, cookies=jar,
                                    data=args.data, verify=args.ca, timeout=120)
             try:

@@ -3,7 +3,8 @@
 //!
 //! - `server`: given the HTTPS address, the unix socket, a client certificate the server trusts,
 //!   the server's own certificate and the daemon's PID, runs the API and container workloads
-//!   and writes a JSON report;
+//!   (among them a trusted client's latency while another address floods the HTTPS port with
+//!   idle connections) and writes a JSON report;
 //! - `startup`: runs a daemon command, times exec to the first answer on its socket, reads its
 //!   resident memory once idle, and stops it;
 //! - `seed-rxd`: adds N trusted certificates to a stopped rxd's database (through `rxd-store`);
@@ -57,6 +58,7 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    raise_descriptor_limit();
     match cli.command {
         Cmd::Server(args) => runtime()?.block_on(workloads::server(args)),
         Cmd::Startup(args) => runtime()?.block_on(workloads::startup(args)),
@@ -75,6 +77,20 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Compare { a, b, out } => report::compare(&a, &b, out.as_deref()),
     }
+}
+
+/// The flood workload holds thousands of connections: take the soft descriptor limit up to the
+/// hard one (a failure only shows as a smaller flood).
+fn raise_descriptor_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let now = getrlimit(Resource::Nofile);
+    let _ = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: now.maximum,
+            maximum: now.maximum,
+        },
+    );
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

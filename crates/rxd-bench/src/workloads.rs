@@ -49,6 +49,13 @@ pub struct ServerArgs {
     /// Instances defined for the `recursion=1` listing.
     #[arg(long, default_value_t = 100)]
     instances: usize,
+    /// Idle TCP connections one other address (`--flood-from`) holds open during the flood
+    /// workload (0: skip it).
+    #[arg(long, default_value_t = 4200)]
+    flood: usize,
+    /// The flooding address: a loopback address other than the trusted client's 127.0.0.1.
+    #[arg(long, default_value = "127.0.0.2")]
+    flood_from: std::net::IpAddr,
     /// Write the report here (JSON).
     #[arg(long)]
     out: PathBuf,
@@ -187,6 +194,100 @@ async fn new_connections(
         }));
     }
     summarize(tasks, seconds).await
+}
+
+/// Connections the flood holds open now.
+static FLOOD_HELD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One slot of the flood: connect from `from` without ever starting TLS, hold the connection
+/// until the server closes it, and connect again a second later (an attacker keeps the flood up).
+async fn flood_slot(
+    from: std::net::IpAddr,
+    to: std::net::SocketAddr,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::AsyncReadExt;
+    while !*stop.borrow() {
+        let socket = match from {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        };
+        let connected = match socket.and_then(|s| s.bind((from, 0).into()).map(|()| s)) {
+            Ok(s) => tokio::time::timeout(Duration::from_secs(5), s.connect(to)).await,
+            Err(_) => return,
+        };
+        if let Ok(Ok(mut conn)) = connected {
+            FLOOD_HELD.fetch_add(1, Ordering::Relaxed);
+            let mut stop = stop.clone();
+            let mut buf = [0u8; 512];
+            tokio::select! {
+                _ = async { while conn.read(&mut buf).await.is_ok_and(|n| n > 0) {} } => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+            FLOOD_HELD.fetch_sub(1, Ordering::Relaxed);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// A trusted client's latency, a new TLS connection per request (what a flood of idle
+/// connections competes with), `n` requests one after the other, while `flood` connections from
+/// `from` are held open. A request not answered within 5 s counts as failed.
+async fn under_flood(
+    t: &Arc<Target>,
+    from: std::net::IpAddr,
+    flood: usize,
+    n: usize,
+) -> anyhow::Result<Value> {
+    use std::sync::atomic::Ordering;
+    let to: std::net::SocketAddr = tokio::net::lookup_host((t.host.as_str(), t.port))
+        .await?
+        .next()
+        .context("server address")?;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let slots: Vec<_> = (0..flood)
+        .map(|_| tokio::spawn(flood_slot(from, to, stop.clone())))
+        .collect();
+    // Let the flood build up: every slot has tried once.
+    if flood > 0 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let held_before = FLOOD_HELD.load(Ordering::Relaxed);
+    let (mut lat, mut failed) = (Vec::new(), 0usize);
+    for _ in 0..n {
+        let s = Instant::now();
+        let ok = match t.client() {
+            Ok(c) => matches!(
+                tokio::time::timeout(Duration::from_secs(5), answered(&c)).await,
+                Ok(Ok(()))
+            ),
+            Err(_) => false,
+        };
+        if ok {
+            lat.push(s.elapsed());
+        } else {
+            failed += 1;
+        }
+    }
+    let held_after = FLOOD_HELD.load(Ordering::Relaxed);
+    stop_tx.send_replace(true);
+    for slot in slots {
+        let _ = slot.await;
+    }
+    lat.sort();
+    let (p50, p99) = if lat.is_empty() {
+        (Value::Null, Value::Null)
+    } else {
+        (
+            json!(us(percentile(&lat, 0.5))),
+            json!(us(percentile(&lat, 0.99))),
+        )
+    };
+    Ok(json!({
+        "p50_us": p50, "p99_us": p99, "failed": failed,
+        "held": held_before.min(held_after),
+    }))
 }
 
 async fn summarize(
@@ -355,6 +456,22 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     put("newconn_8_rps", r["rps"].clone());
     put("newconn_8_p50_us", r["p50_us"].clone());
     put("newconn_8_p99_us", r["p99_us"].clone());
+    if a.flood > 0 {
+        eprintln!(
+            "[{}] new connection per request while {} floods with {} idle connections",
+            a.label, a.flood_from, a.flood
+        );
+        // The same requests without the flood, to compare with.
+        let r = under_flood(&target, a.flood_from, 0, 200).await?;
+        put("newconn_seq_p50_us", r["p50_us"].clone());
+        put("newconn_seq_p99_us", r["p99_us"].clone());
+        let r = under_flood(&target, a.flood_from, a.flood, 200).await?;
+        let f = a.flood;
+        put(&format!("flood_{f}_newconn_p50_us"), r["p50_us"].clone());
+        put(&format!("flood_{f}_newconn_p99_us"), r["p99_us"].clone());
+        put(&format!("flood_{f}_failed"), r["failed"].clone());
+        put(&format!("flood_{f}_held"), r["held"].clone());
+    }
     eprintln!("[{}] unix socket latency", a.label);
     let v = sequential(&unix, "/1.0", a.requests).await?;
     served += v.len() as u64 + 100;

@@ -416,7 +416,11 @@ impl Client {
                 .method(method.clone())
                 .uri(path.as_ref())
                 .header("host", "rxd");
-            if let Some(ct) = content_type {
+            // A content type the caller names replaces the default one (never a second header).
+            let named = headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+            if let Some(ct) = content_type.filter(|_| !named) {
                 req = req.header("content-type", ct);
             }
             for (k, v) in headers {

@@ -1,6 +1,8 @@
-//! Request bodies: JSON with a per-endpoint size limit. Oversized bodies get 413 before they are
-//! read in full; malformed JSON gets 400 with the decoder's message. Raw uploads are streamed
-//! chunk by chunk under their own limit ([`stream`]).
+//! Request bodies: JSON with a per-endpoint size limit, the one extractor every JSON body goes
+//! through. Oversized bodies get 413 before they are read in full; a body that is not labelled
+//! `application/json` gets 415 (a browser can send `text/plain` cross-site without asking first);
+//! malformed JSON gets 400 with the decoder's message. Raw uploads are streamed chunk by chunk
+//! under their own limit ([`stream`]).
 
 use crate::error::ApiError;
 use axum::extract::{FromRequest, Request};
@@ -16,34 +18,61 @@ impl<S: Send + Sync, T: DeserializeOwned, const LIMIT: usize> FromRequest<S> for
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let json_labelled = is_json(req.headers());
         let declared = req
             .headers()
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > LIMIT as u64) {
+        if let Some(n) = declared.filter(|n| *n > LIMIT as u64) {
+            // A body small enough to read and drop is read, so the client gets to see the 413
+            // instead of a reset while it is still sending.
+            if n <= DISCARD_LIMIT {
+                discard(req.into_body()).await;
+            }
             return Err(ApiError::TooLarge { limit: LIMIT });
         }
-        let limited = http_body_util::Limited::new(req.into_body(), LIMIT);
-        let bytes = match limited.collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(ApiError::TooLarge { limit: LIMIT })
+        let mut body = req.into_body();
+        let mut bytes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame
+                .map_err(|e| ApiError::BadRequest(format!("reading the request body: {e}")))?;
+            let Ok(chunk) = frame.into_data() else {
+                continue;
+            };
+            if bytes.len() + chunk.len() > LIMIT {
+                // A declared (so small, see above) remainder is read; a chunked one is not
+                // waited for.
+                if declared.is_some() {
+                    discard(body).await;
+                }
+                return Err(ApiError::TooLarge { limit: LIMIT });
             }
-            Err(e) => {
-                return Err(ApiError::BadRequest(format!(
-                    "reading the request body: {e}"
-                )))
-            }
-        };
+            bytes.extend_from_slice(&chunk);
+        }
         if bytes.is_empty() {
             // LXD's decoder says this for an empty body.
             return Err(ApiError::BadRequest("unexpected EOF".into()));
+        }
+        if !json_labelled {
+            return Err(ApiError::UnsupportedMediaType(
+                "Request bodies here are JSON: send them as Content-Type: application/json".into(),
+            ));
         }
         serde_json::from_slice(&bytes)
             .map(Json)
             .map_err(|e| ApiError::BadRequest(e.to_string()))
     }
+}
+
+/// Is the request's body labelled JSON (`application/json`, parameters such as `charset` allowed)?
+/// Debian's `lxc`, pylxd and `rxc` all say so; HTML forms and `text/plain` fetches cannot.
+fn is_json(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// Hand each chunk of a raw upload to `each`, refusing (413) once more than `limit` bytes have
@@ -82,4 +111,75 @@ pub async fn discard(body: axum::body::Body) {
         stream(body, DISCARD_LIMIT, |_| Ok(())),
     )
     .await;
+}
+
+/// A request body shared between the handler and [`drain_unread`], which reads what the handler
+/// left once the handler is done with it.
+struct Shared(std::sync::Arc<std::sync::Mutex<Option<axum::body::Body>>>);
+
+impl hyper::body::Body for Shared {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match inner.as_mut() {
+            Some(body) => std::pin::Pin::new(body).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        let inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .as_ref()
+            .map(|b| b.size_hint())
+            .unwrap_or_else(|| hyper::body::SizeHint::with_exact(0))
+    }
+}
+
+/// The layer that reads and drops (within 5 s) what a handler left of a request body declared no
+/// longer than [`DISCARD_LIMIT`] before its answer goes out, as Go's net/http does for LXD: a client
+/// still sending a body the handler never wanted (a DELETE with a body, a refused request) then
+/// reads the answer instead of a connection reset. A client waiting for `100 Continue` is not
+/// asked for its body, a larger or chunked body is not waited for (the connection closes after the
+/// answer), and a body a handler still holds (streamed elsewhere) is left alone.
+pub async fn drain_unread(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use hyper::body::Body as _;
+    let expects_continue = req.headers().contains_key(http::header::EXPECT);
+    let small = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n <= DISCARD_LIMIT);
+    let (parts, body) = req.into_parts();
+    if expects_continue || !small || body.is_end_stream() {
+        return next
+            .run(axum::extract::Request::from_parts(parts, body))
+            .await;
+    }
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(Some(body)));
+    let handed = axum::body::Body::new(Shared(shared.clone()));
+    let resp = next
+        .run(axum::extract::Request::from_parts(parts, handed))
+        .await;
+    if std::sync::Arc::strong_count(&shared) == 1 {
+        let rest = shared.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(rest) = rest.filter(|b| !b.is_end_stream()) {
+            discard(rest).await;
+        }
+    }
+    resp
 }

@@ -25,6 +25,13 @@ pub enum ApiError {
     Conflict(String),
     #[error("Request body too large (limit {limit} bytes)")]
     TooLarge { limit: usize },
+    /// A body that is not of the type the endpoint reads (a JSON endpoint sent `text/plain`).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A refusal made by the HTTP framework (a path or query it could not decode, a websocket
+    /// request that is not one), re-answered in LXD's envelope.
+    #[error("{message}")]
+    Rejected { status: StatusCode, message: String },
     #[error("ETag doesn't match")]
     PreconditionFailed,
     #[error("Too many failed attempts; retry in {} seconds", retry_after.as_secs().max(1))]
@@ -50,6 +57,17 @@ impl ApiError {
         ApiError::Internal(e.to_string())
     }
 
+    /// The framework's refusal with `status` and text `message`. LXD answers every request it
+    /// cannot decode with 400, so axum's 422 becomes 400; a server error stays generic.
+    pub fn rejected(status: StatusCode, message: String) -> ApiError {
+        match status {
+            StatusCode::UNPROCESSABLE_ENTITY => ApiError::BadRequest(message),
+            s if s.is_server_error() => ApiError::Internal(message),
+            s if s.is_client_error() => ApiError::Rejected { status: s, message },
+            _ => ApiError::Internal(format!("unexpected framework answer {status}: {message}")),
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -57,6 +75,8 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Rejected { status, .. } => *status,
             ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotImplemented => StatusCode::NOT_IMPLEMENTED,
@@ -91,6 +111,14 @@ impl IntoResponse for ApiError {
             return resp;
         }
         let mut resp = json_response(status, &Envelope::error(status.as_u16(), self.to_string()));
+        if let ApiError::TooLarge { .. } = &self {
+            // The body was left unread: the connection cannot carry another request, and saying
+            // so keeps a client from sending its next one into a closing socket.
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
         if let ApiError::TooManyRequests { retry_after } = &self {
             let secs = retry_after.as_secs().max(1).to_string();
             if let Ok(v) = http::HeaderValue::from_str(&secs) {

@@ -1,8 +1,8 @@
 //! `/1.0/events`: lifecycle and operation events, streamed over a websocket to trusted callers.
 //! Each subscriber sees only what it may see (today: admins see everything, others only events of
-//! their projects), a connection's stream closes when its certificate is revoked, and upgrades from
-//! a foreign web origin are refused. `logging` events carry the security log (`audit`) and go to
-//! server administrators only.
+//! their projects), and a connection's stream closes when its certificate is revoked. Upgrades from
+//! a foreign web origin are refused before they get here (`origin::refuse_cross_site`). `logging`
+//! events carry the security log (`audit`) and go to server administrators only.
 
 use crate::caller::{Caller, Trusted};
 use crate::error::{ApiError, ApiResult};
@@ -11,7 +11,6 @@ use crate::state::Daemon;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
-use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -129,34 +128,10 @@ pub struct EventsQuery {
     all_projects: bool,
 }
 
-/// Websocket upgrades must come from our own clients: no `Origin` (CLI tools), pylxd's
-/// `ws+unix://localhost`, or a page served by this very host. A browser page elsewhere must not
-/// ride on a user's credentials.
-pub fn check_origin(headers: &HeaderMap) -> ApiResult<()> {
-    let Some(origin) = headers.get(http::header::ORIGIN) else {
-        return Ok(());
-    };
-    let origin = origin.to_str().unwrap_or("");
-    let host = headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    let same_host = !host.is_empty()
-        && (origin == format!("https://{host}") || origin == format!("http://{host}"));
-    if origin == "ws+unix://localhost" || same_host {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(format!(
-            "Websocket connections from origin {origin:?} are not allowed"
-        )))
-    }
-}
-
 pub async fn get(
     State(d): State<Arc<Daemon>>,
     Trusted(caller): Trusted,
     Query(q): Query<EventsQuery>,
-    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let kinds: Vec<String> = match q.kinds.as_deref() {
@@ -169,7 +144,6 @@ pub async fn get(
             KINDS.join(", ")
         )));
     }
-    check_origin(&headers)?;
     let upgrade = upgrade.map_err(|_| {
         ApiError::BadRequest("This endpoint is a websocket: upgrade the connection".into())
     })?;

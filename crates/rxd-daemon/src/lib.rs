@@ -14,6 +14,7 @@ mod hostids;
 mod https;
 mod listener;
 mod operations;
+mod origin;
 mod response;
 mod routes;
 mod runtime;

@@ -8,7 +8,7 @@
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rxd_auth::Transport;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +22,12 @@ use tokio_util::task::TaskTracker;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a peer has to send a request's headers (also bounds idle keep-alive connections).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Connections served at once per listener; further ones are closed at accept.
+/// Connections served at once on the unix socket, and by all HTTPS listeners together, when
+/// descriptors allow ([`Limits::for_descriptors`]); further ones are closed at accept.
 pub const MAX_CONNECTIONS: usize = 4096;
+/// Descriptors kept for everything but connections: the database, images, container helpers and
+/// their pipes, files being pushed.
+const OTHER_DESCRIPTORS: u64 = 512;
 /// Largest request head (request line and headers) accepted.
 const MAX_HEAD: usize = 64 * 1024;
 
@@ -139,7 +143,7 @@ pub async fn run_unix(
     stop: watch::Receiver<bool>,
     tracker: TaskTracker,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let limit = Arc::new(Semaphore::new(Limits::current().total));
     let mut stop_accept = stop.clone();
     loop {
         let (stream, _) = tokio::select! {
@@ -199,7 +203,7 @@ pub async fn run_https(
     registry: Arc<ConnRegistry>,
 ) {
     let HttpsContext { id, stop, open } = ctx;
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let (mut refused, mut last_warned) = (0u64, None::<std::time::Instant>);
     let mut stop_accept = stop.clone();
     loop {
         let (stream, remote) = tokio::select! {
@@ -209,9 +213,20 @@ pub async fn run_https(
             },
             _ = stopped(&mut stop_accept) => break,
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(peer = %remote, "https: too many connections, closing a new one");
-            continue;
+        // Closed at once, before any TLS: one source must not be able to take the pool.
+        let mut admission = match registry.sources.admit(remote.ip()) {
+            Ok(a) => a,
+            Err(why) => {
+                drop(stream);
+                // One line per 10 s at most: a flood must not flood the log as well.
+                refused += 1;
+                if last_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    tracing::warn!(peer = %remote, reason = %why, refused, "https: closing new connections at accept");
+                    last_warned = Some(std::time::Instant::now());
+                    refused = 0;
+                }
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
@@ -223,7 +238,10 @@ pub async fn run_https(
         let counted = open.enter();
         tracker.spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
+                Ok(Ok(tls)) => {
+                    admission.handshake_done();
+                    tls
+                }
                 Ok(Err(e)) => {
                     tracing::info!(peer = %remote, error = %e, "TLS handshake failed");
                     return;
@@ -266,7 +284,7 @@ pub async fn run_https(
                 _ = socket.gone.cancelled() => {}
                 _ = stopped(&mut after) => socket.shut_down(),
             }
-            drop(permit);
+            drop(admission);
         });
     }
 }
@@ -388,11 +406,33 @@ impl OpenConnections {
     }
 }
 
-/// Open TLS connections by client certificate, so that revoking a certificate closes them.
-#[derive(Debug, Default)]
+/// Open TLS connections by client certificate, so that revoking a certificate closes them, and
+/// by source, so that no source takes the connection pool ([`SourceLimits`], shared by every
+/// HTTPS listener, the old and the new one during an address change included).
+#[derive(Debug)]
 pub struct ConnRegistry {
     next: std::sync::atomic::AtomicU64,
     by_fingerprint: std::sync::Mutex<std::collections::HashMap<[u8; 32], ConnsOfOne>>,
+    pub sources: Arc<SourceLimits>,
+}
+
+impl Default for ConnRegistry {
+    /// Sized against the descriptor limit the process has at start-up (raised by the binary).
+    fn default() -> Self {
+        let limits = Limits::current();
+        tracing::info!(
+            total = limits.total,
+            per_source = limits.per_source,
+            handshakes_per_source = limits.handshakes_per_source,
+            reserve = limits.reserve,
+            "connection limits"
+        );
+        ConnRegistry {
+            next: Default::default(),
+            by_fingerprint: Default::default(),
+            sources: Arc::new(SourceLimits::new(limits)),
+        }
+    }
 }
 
 /// One certificate's open connections: connection id to its stop signal.
@@ -459,5 +499,271 @@ impl ConnRegistry {
             tx.send_replace(true);
         }
         conns.len()
+    }
+}
+
+/// How many connections the listeners take, sized against the descriptors the process may open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once on the unix socket, and on all HTTPS listeners together.
+    pub total: usize,
+    /// Connections open at once from one source (an IPv4 address or an IPv6 /64).
+    pub per_source: usize,
+    /// TLS handshakes in progress at once from one source.
+    pub handshakes_per_source: usize,
+    /// The last connections of `total`, kept for sources that hold fewer than `reserve_below`.
+    pub reserve: usize,
+    pub reserve_below: usize,
+}
+
+impl Limits {
+    /// The limits for a soft descriptor limit of `nofile`: each connection is one descriptor,
+    /// the unix socket and HTTPS may each fill `total`, and [`OTHER_DESCRIPTORS`] stay free.
+    /// One source gets a sixteenth of the pool, an eighth of that in handshakes; an eighth of
+    /// the pool is kept for sources with fewer than 8 connections (a client, an `lxc exec`).
+    pub fn for_descriptors(nofile: u64) -> Limits {
+        let spare = nofile.saturating_sub(OTHER_DESCRIPTORS) / 2;
+        let total = usize::try_from(spare)
+            .unwrap_or(MAX_CONNECTIONS)
+            .clamp(64, MAX_CONNECTIONS);
+        let per_source = (total / 16).max(4);
+        Limits {
+            total,
+            per_source,
+            handshakes_per_source: (per_source / 8).max(2),
+            reserve: total / 8,
+            reserve_below: 8,
+        }
+    }
+
+    /// The limits for this process's soft descriptor limit now.
+    pub fn current() -> Limits {
+        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        Limits::for_descriptors(soft.unwrap_or(u64::MAX))
+    }
+}
+
+/// Where a connection comes from, as the per-source limits count it: an IPv4 address, or an IPv6
+/// /64 (one host, or one customer, usually holds a whole /64). IPv4-mapped addresses are IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    V4(Ipv4Addr),
+    V6Prefix(u64),
+}
+
+impl Source {
+    pub fn of(ip: IpAddr) -> Source {
+        match ip {
+            IpAddr::V4(v4) => Source::V4(v4),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Source::V4(v4),
+                None => Source::V6Prefix((u128::from(v6) >> 64) as u64),
+            },
+        }
+    }
+}
+
+/// Why a connection was closed at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Full,
+    Reserved,
+    SourceConnections,
+    SourceHandshakes,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refusal::Full => "connection limit reached",
+            Refusal::Reserved => "the rest of the pool is kept for other sources",
+            Refusal::SourceConnections => "this source is at its connection limit",
+            Refusal::SourceHandshakes => "this source has too many TLS handshakes in progress",
+        })
+    }
+}
+
+/// The HTTPS connections open now, in total and per source, shared by every HTTPS listener.
+#[derive(Debug)]
+pub struct SourceLimits {
+    limits: Limits,
+    counts: std::sync::Mutex<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    /// Per source: (connections open, of which still in their TLS handshake).
+    by_source: std::collections::HashMap<Source, (usize, usize)>,
+}
+
+impl SourceLimits {
+    pub fn new(limits: Limits) -> SourceLimits {
+        SourceLimits {
+            limits,
+            counts: std::sync::Mutex::new(Counts::default()),
+        }
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admit a new connection from `ip`, counted as handshaking until [`Admission::handshake_done`],
+    /// or say why not.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, Refusal> {
+        let source = Source::of(ip);
+        let l = self.limits;
+        let mut counts = self.counts();
+        let (open, handshaking) = counts.by_source.get(&source).copied().unwrap_or((0, 0));
+        if counts.total >= l.total {
+            return Err(Refusal::Full);
+        }
+        if open >= l.per_source {
+            return Err(Refusal::SourceConnections);
+        }
+        if handshaking >= l.handshakes_per_source {
+            return Err(Refusal::SourceHandshakes);
+        }
+        if counts.total >= l.total - l.reserve && open >= l.reserve_below {
+            return Err(Refusal::Reserved);
+        }
+        counts.total += 1;
+        counts.by_source.insert(source, (open + 1, handshaking + 1));
+        Ok(Admission {
+            owner: self.clone(),
+            source,
+            handshaking: true,
+        })
+    }
+}
+
+/// One admitted connection, counted until dropped.
+pub struct Admission {
+    owner: Arc<SourceLimits>,
+    source: Source,
+    handshaking: bool,
+}
+
+impl Admission {
+    /// The TLS handshake finished: the connection no longer counts as one in progress.
+    pub fn handshake_done(&mut self) {
+        if std::mem::take(&mut self.handshaking) {
+            if let Some((_, h)) = self.owner.counts().by_source.get_mut(&self.source) {
+                *h = h.saturating_sub(1);
+            }
+        }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut counts = self.owner.counts();
+        counts.total = counts.total.saturating_sub(1);
+        let gone = match counts.by_source.get_mut(&self.source) {
+            Some((open, handshaking)) => {
+                *open = open.saturating_sub(1);
+                if self.handshaking {
+                    *handshaking = handshaking.saturating_sub(1);
+                }
+                *open == 0
+            }
+            None => false,
+        };
+        if gone {
+            counts.by_source.remove(&self.source);
+        }
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn sizing() {
+        let l = Limits::for_descriptors(1 << 20);
+        assert_eq!(
+            (l.total, l.per_source, l.handshakes_per_source, l.reserve),
+            (4096, 256, 32, 512)
+        );
+        let l = Limits::for_descriptors(1024);
+        assert_eq!(
+            (l.total, l.per_source, l.handshakes_per_source),
+            (256, 16, 2)
+        );
+        assert_eq!(Limits::for_descriptors(0).total, 64);
+    }
+
+    #[test]
+    fn sources() {
+        assert_eq!(
+            Source::of(ip("::ffff:10.0.0.1")),
+            Source::of(ip("10.0.0.1"))
+        );
+        assert_eq!(
+            Source::of(ip("2001:db8::1")),
+            Source::of(ip("2001:db8::ffff:1"))
+        );
+        assert_ne!(
+            Source::of(ip("2001:db8::1")),
+            Source::of(ip("2001:db8:0:1::1"))
+        );
+        assert_ne!(Source::of(ip("10.0.0.1")), Source::of(ip("10.0.0.2")));
+    }
+
+    #[test]
+    fn one_source_never_takes_the_pool() {
+        let limits = Limits {
+            total: 32,
+            per_source: 8,
+            handshakes_per_source: 2,
+            reserve: 8,
+            reserve_below: 2,
+        };
+        let pool = Arc::new(SourceLimits::new(limits));
+        let a = ip("10.0.0.1");
+        // Handshakes in progress are limited first...
+        let mut held: Vec<Admission> = (0..2).map(|_| pool.admit(a).unwrap()).collect();
+        assert_eq!(pool.admit(a).err(), Some(Refusal::SourceHandshakes));
+        // ...then connections, once handshakes finish.
+        for h in &mut held {
+            h.handshake_done();
+        }
+        while held.len() < 8 {
+            let mut c = pool.admit(a).unwrap();
+            c.handshake_done();
+            held.push(c);
+        }
+        assert_eq!(pool.admit(a).err(), Some(Refusal::SourceConnections));
+        // Three sources fill the shared part; a fourth with connections is kept out of the
+        // reserve, a new source still gets in, until the pool is full.
+        for n in 2..=3 {
+            for _ in 0..8 {
+                let mut c = pool.admit(ip(&format!("10.0.0.{n}"))).unwrap();
+                c.handshake_done();
+                held.push(c);
+            }
+        }
+        let d = ip("10.0.0.4");
+        let mut first = pool.admit(d).unwrap();
+        first.handshake_done();
+        let mut second = pool.admit(d).unwrap();
+        second.handshake_done();
+        assert_eq!(pool.admit(d).err(), Some(Refusal::Reserved));
+        for n in 5..11 {
+            held.push(pool.admit(ip(&format!("10.0.0.{n}"))).unwrap());
+        }
+        assert_eq!(pool.admit(ip("10.0.0.99")).err(), Some(Refusal::Full));
+        // Closing gives the slots back.
+        drop(held);
+        drop((first, second));
+        assert_eq!(pool.counts().total, 0);
+        assert!(pool.counts().by_source.is_empty());
+        assert!(pool.admit(a).is_ok());
     }
 }

@@ -157,3 +157,22 @@ fn every_source_file_says_what_it_owns() {
     let bad = offenders(|_, _, _, text| !text.trim_start().starts_with("//!"));
     assert!(bad.is_empty(), "files without a leading //! line: {bad:?}");
 }
+
+/// Every JSON body goes through the daemon's one bounded extractor (`body::Json`: 64 KiB, a JSON
+/// content type, errors in LXD's envelope); axum's own `Json` reads 2 MiB and answers in its own
+/// format.
+#[test]
+fn json_bodies_only_through_the_bounded_extractor() {
+    let bad = offenders(|krate, _, is_test, text| {
+        let code = non_test_code(text);
+        krate == "rxd-daemon"
+            && !is_test
+            && (code.contains("axum::Json")
+                || code.contains("axum::{Json")
+                || code.contains(" Json,")
+                    && code.contains("use axum::")
+                    && !code.contains("crate::body::Json")
+                || code.contains("axum::extract::Json"))
+    });
+    assert!(bad.is_empty(), "axum::Json used in: {bad:?}");
+}

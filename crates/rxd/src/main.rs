@@ -31,6 +31,7 @@ fn main() -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!("rxd must run as root");
     }
+    raise_descriptor_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -42,6 +43,31 @@ fn main() -> anyhow::Result<()> {
         rxd_daemon::run(opts, shutdown_signal()).await
     })?;
     Ok(())
+}
+
+/// Raise the soft limit on open descriptors to the hard limit, as Go does for LXD: the default
+/// soft limit (usually 1024) runs out long before the connection limits do, and the listeners
+/// size those limits against what this leaves (containers inherit it too, as LXD's do).
+fn raise_descriptor_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let now = getrlimit(Resource::Nofile);
+    if now.current == now.maximum {
+        return;
+    }
+    let raised = Rlimit {
+        current: now.maximum,
+        maximum: now.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::info!(
+            from = ?now.current,
+            to = ?now.maximum,
+            "raised the open descriptor limit"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, current = ?now.current, "cannot raise the open descriptor limit")
+        }
+    }
 }
 
 async fn shutdown_signal() {

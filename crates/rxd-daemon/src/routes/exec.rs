@@ -725,7 +725,7 @@ pub async fn websocket(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
-    crate::events::check_origin(&headers)?;
+    crate::origin::check_origin(&headers)?;
     // Checked before the secret is spent, so a plain GET does not burn a channel.
     let upgrade = upgrade.map_err(|_| {
         ApiError::BadRequest("This endpoint is a websocket: upgrade the connection".into())

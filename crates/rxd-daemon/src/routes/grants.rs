@@ -5,13 +5,13 @@
 
 use super::ListQuery;
 use crate::audit::{self, Record, SecurityEvent};
+use crate::body::Json;
 use crate::caller::{Admin, Caller};
 use crate::error::{ApiError, ApiResult, PROJECT_NOT_FOUND};
 use crate::response;
 use crate::state::{read, Daemon};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use axum::Json;
 use rxd_auth::rbac::{Grant, Role, Scope, Subject};
 use rxd_store::GrantRow;
 use serde::Deserialize;

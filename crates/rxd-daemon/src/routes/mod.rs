@@ -1,5 +1,7 @@
 //! The API's routes. Unknown paths answer 404 to anyone before authentication; known paths with
-//! an unsupported method answer 501, as LXD does. Every refused request is logged once, here.
+//! an unsupported method answer 501, as LXD does. Cross-site requests are refused before anything
+//! else (`origin`), every refusal is answered in LXD's envelope (the framework's own ones
+//! included) and logged once, here.
 
 mod certificates;
 pub mod console;
@@ -218,6 +220,9 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         ))
         .method_not_allowed_fallback(not_implemented)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(crate::origin::refuse_cross_site))
+        .layer(axum::middleware::from_fn(envelope_rejections))
+        .layer(axum::middleware::from_fn(crate::body::drain_unread))
         .layer(axum::middleware::from_fn(log_refusals))
         .with_state(daemon)
 }
@@ -228,6 +233,35 @@ async fn not_found() -> ApiError {
 
 async fn not_implemented() -> ApiError {
     ApiError::NotImplemented
+}
+
+/// The framework's own refusals (a path or query axum could not decode, a websocket request that
+/// is not one) come as text; re-answer them in LXD's envelope. Ours carry a [`RejectReason`], and
+/// other JSON answers are left alone.
+async fn envelope_rejections(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error())
+        || json
+        || resp.extensions().get::<RejectReason>().is_some()
+    {
+        return resp;
+    }
+    // Framework refusals are one short line; more is not a message.
+    let text = match axum::body::to_bytes(resp.into_body(), 4096).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_owned(),
+        Err(_) => String::new(),
+    };
+    let text = if text.is_empty() {
+        status.canonical_reason().unwrap_or("refused").to_owned()
+    } else {
+        text
+    };
+    axum::response::IntoResponse::into_response(ApiError::rejected(status, text))
 }
 
 /// One log line per refused request: what, why, from where, and which certificate. Never the

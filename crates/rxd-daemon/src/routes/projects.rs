@@ -3,13 +3,13 @@
 //! exists; a project is renamed or deleted only while empty.
 
 use super::ListQuery;
+use crate::body::Json;
 use crate::caller::{Admin, Caller};
 use crate::error::{ApiError, ApiResult, PROJECT_NOT_FOUND};
 use crate::response::{self, check_if_match};
 use crate::state::{read, Daemon, Project};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use axum::Json;
 use http::HeaderMap;
 use rxd_core::project_config;
 use rxd_store::ProjectRow;
