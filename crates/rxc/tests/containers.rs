@@ -1735,7 +1735,7 @@ async fn masks_are_locked_in_unprivileged_containers() {
         "mount --bind /proc /tmp/p",
         "mount -o remount,rw /proc/sys",
         "mount -o remount,bind,rw /proc/sys",
-        "echo 1 > /proc/sys/kernel/sysrq",
+        "echo x > /proc/sys/kernel/domainname",
     ] {
         let out = sh("c1", script);
         assert!(
