@@ -96,8 +96,8 @@ fn enter_locked(socket: &OwnedFd, spec: &Spec) -> Result<()> {
 }
 
 /// Step 1, in a fresh process started by the supervisor with one end of the init's socket as
-/// stdin. `init` is the supervisor's own child, not yet reaped, so the pid cannot name another
-/// process.
+/// stdin. `init` comes from the supervisor, which reaps nothing until this step has ended, so
+/// the pid cannot name another process.
 pub fn make_locked(init: i32) -> Result<()> {
     // The host's root, about to enter the container's user namespace: no ptrace from inside.
     nix::sys::prctl::set_dumpable(false).context("making the helper undumpable")?;
@@ -114,6 +114,8 @@ pub fn make_locked(init: i32) -> Result<()> {
     let root = (nix::unistd::Uid::from_raw(0), nix::unistd::Gid::from_raw(0));
     nix::unistd::setresgid(root.1, root.1, root.1).context("taking the container's root gid")?;
     nix::unistd::setresuid(root.0, root.0, root.0).context("taking the container's root uid")?;
+    // Cleared by the uid change: set again, so this step never outlives the supervisor.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
     nix::sched::setns(&mnt, CloneFlags::CLONE_NEWNS).context("joining the mount namespace")?;
     nix::sched::unshare(CloneFlags::CLONE_NEWUSER)
         .context("creating the namespace that owns the locked mounts")?;

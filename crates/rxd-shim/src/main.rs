@@ -388,7 +388,8 @@ fn run(
 }
 
 /// Run the `lock-mounts` step against the created (not yet started) init, with our end of its
-/// socket as stdin; the init is our child until we reap it, so its pid stays its own.
+/// socket as stdin. We are the init's subreaper and reap nothing before `supervise`, so its pid
+/// cannot pass to another process meanwhile.
 fn lock_mounts(root: &Path, init: Pid, socket: OwnedFd) -> Result<()> {
     let out = std::process::Command::new(std::env::current_exe()?)
         .arg("--root")
