@@ -1702,3 +1702,83 @@ async fn empty_cgroup_parents_are_removed() {
     assert_eq!(present(), Vec::<std::path::PathBuf>::new());
     s.ok(&["delete", "c1"]);
 }
+
+/// The review found that an unprivileged container's root could unmount the masks over `/proc`
+/// and `/sys` and mount a fresh procfs: libcontainer makes them inside the container's own user
+/// namespace, where nothing locks them. Each command here must fail inside such a container,
+/// while the container keeps its power over mounts of its own. A privileged container's root is
+/// the host's root, for which the kernel locks nothing: the same commands succeed there, as in
+/// LXD, and it is not a security boundary.
+#[tokio::test]
+async fn masks_are_locked_in_unprivileged_containers() {
+    let Some(s) = Setup::new("masks_are_locked_in_unprivileged_containers").await else {
+        return;
+    };
+    s.ok(&["launch", "bb", "c1"]);
+    s.ok(&["launch", "bb", "priv", "-c", "security.privileged=true"]);
+    let sh = |name: &str, script: &str| s.rxc(&["exec", name, "--", "sh", "-c", script]);
+    // A masked file this kernel has (each is masked with /dev/null).
+    let masked = ["/proc/kcore", "/proc/timer_list", "/proc/keys"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("none of the masked /proc files exists on this host");
+    let umount_masked = format!("umount {masked}");
+    s.ok(&["exec", "c1", "--", "mkdir", "-p", "/tmp/p"]);
+    for script in [
+        "umount /proc/sys",
+        "umount -l /proc/sys",
+        &umount_masked,
+        "umount -l /sys/firmware",
+        "umount -l /proc",
+        "mount -t proc proc /tmp/p",
+        "mount -t sysfs sysfs /tmp/p",
+        "mount --bind /proc /tmp/p",
+        "mount -o remount,rw /proc/sys",
+        "mount -o remount,bind,rw /proc/sys",
+        "echo x > /proc/sys/kernel/domainname",
+    ] {
+        let out = sh("c1", script);
+        assert!(
+            !out.status.success(),
+            "`{script}` succeeded in an unprivileged container"
+        );
+    }
+    // Still masked, still in place, and the container's own mounts still come and go.
+    assert_eq!(s.ok(&["exec", "c1", "--", "cat", masked]), "");
+    let mounts = s.ok(&["exec", "c1", "--", "cat", "/proc/self/mounts"]);
+    assert!(mounts.contains(" /proc/sys proc ro,"), "{mounts}");
+    s.ok(&[
+        "exec",
+        "c1",
+        "--",
+        "sh",
+        "-c",
+        "mount -t tmpfs t /tmp/p && touch /tmp/p/x && umount /tmp/p",
+    ]);
+    // The init is still pid 1 and still the container's root, with the map the host gave it.
+    let pid = s.pid("c1").await;
+    assert_eq!(
+        s.ok(&["exec", "c1", "--", "cat", "/proc/1/comm"]).trim(),
+        "init"
+    );
+    let map = map_of(pid, "uid_map");
+    assert_eq!((map[0].0, map[0].2), (0, 65536));
+    assert!(map[0].1 > 0);
+
+    // In the privileged container the host's root may change its mounts: as today.
+    s.ok(&["exec", "priv", "--", "mkdir", "-p", "/tmp/p"]);
+    for script in [
+        &umount_masked,
+        "mount -t proc proc /tmp/p && umount /tmp/p",
+        "umount -l /proc/sys",
+    ] {
+        let out = sh("priv", script);
+        assert!(
+            out.status.success(),
+            "`{script}` failed in a privileged container: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    s.ok(&["stop", "c1", "--force"]);
+    s.ok(&["stop", "priv", "--force"]);
+}

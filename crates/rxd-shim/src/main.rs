@@ -11,6 +11,7 @@
 mod attach;
 mod cgroups;
 mod console;
+mod lock;
 mod pty;
 mod spec;
 
@@ -87,6 +88,13 @@ enum Command {
         #[arg(long)]
         init_start: u64,
     },
+    /// Started by `start` for an unprivileged container, before the init runs: make the locked
+    /// copy of its mount namespace and send it to the init over stdin (see `lock.rs`).
+    #[command(hide = true)]
+    LockMounts {
+        #[arg(long)]
+        init_pid: i32,
+    },
     /// Print `{"status":..,"pid":..}`.
     State { id: String },
     /// Kill what is left and remove the cgroups and runtime state.
@@ -146,6 +154,7 @@ fn main() {
             init_pid,
             init_start,
         } => attach::attach(&cli.root, &target, init_pid, init_start),
+        Command::LockMounts { init_pid } => lock::make_locked(init_pid),
     };
     if let Err(e) = result {
         eprintln!("rxd-shim: {e:#}");
@@ -344,22 +353,63 @@ fn run(
     console: &OwnedFd,
     console_socket: Option<&Path>,
 ) -> Result<Pid> {
-    let mut container = ContainerBuilder::new(plan.name.clone(), SyscallType::default())
+    let mut builder = ContainerBuilder::new(plan.name.clone(), SyscallType::default())
         .with_root_path(root)?
         .with_console_socket(console_socket)
         .with_stdin(devnull.try_clone()?)
         .with_stdout(console.try_clone()?)
-        .with_stderr(console.try_clone()?)
+        .with_stderr(console.try_clone()?);
+    // Unprivileged containers get their mounts locked before the init runs (see lock.rs): the
+    // init keeps its end of this socket from libcontainer's clone and receives the locked mount
+    // namespace on it. A privileged container's root is the host's, for which nothing is locked.
+    let lock = match plan.idmap {
+        Some(_) => {
+            let (ours, theirs) = crate::pty::channel()?;
+            builder = builder.with_executor(lock::Executor::new(std::sync::Arc::new(theirs)));
+            Some(ours)
+        }
+        None => None,
+    };
+    let mut container = builder
         .as_init(bundle)
         .with_systemd(false)
         .with_detach(true)
         .build()
         .context("creating the container")?;
-    container.start().context("starting the container")?;
-    container
+    let pid = container
         .pid()
         .map(|p| Pid::from_raw(p.as_raw()))
-        .ok_or_else(|| anyhow::anyhow!("the runtime reported no init pid"))
+        .ok_or_else(|| anyhow::anyhow!("the runtime reported no init pid"))?;
+    if let Some(socket) = lock {
+        lock_mounts(root, pid, socket)?;
+    }
+    container.start().context("starting the container")?;
+    Ok(pid)
+}
+
+/// Run the `lock-mounts` step against the created (not yet started) init, with our end of its
+/// socket as stdin. We are the init's subreaper and reap nothing before `supervise`, so its pid
+/// cannot pass to another process meanwhile.
+fn lock_mounts(root: &Path, init: Pid, socket: OwnedFd) -> Result<()> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .arg("--root")
+        .arg(root)
+        .arg("lock-mounts")
+        .arg("--init-pid")
+        .arg(init.as_raw().to_string())
+        .stdin(std::process::Stdio::from(socket))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .env_clear()
+        .output()
+        .context("starting the lock-mounts step")?;
+    if !out.status.success() {
+        bail!(
+            "locking the container's mounts: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// Reap every child (the runtime's intermediate process, then the adopted init) until the init
