@@ -88,6 +88,29 @@ fn set_owner(node: &Node<'_>, uid: u32, gid: u32, mode: u32) -> Result<(), Image
 /// Inodes changed so far, with the owner and mode they had: (device, inode) → (uid, gid, mode).
 type Done = HashMap<(u64, u64), (u32, u32, u32)>;
 
+/// Passes over the tree before a shift that keeps finding unshifted entries gives up.
+const MAX_PASSES: usize = 4;
+
+/// Shift one entry if it is not shifted yet.
+fn apply(
+    node: &Node<'_>,
+    from: Option<&IdShift>,
+    to: Option<&IdShift>,
+    done: &mut Done,
+) -> Result<(), ImageError> {
+    let key = (node.stat.st_dev, node.stat.st_ino);
+    if done.contains_key(&key) {
+        return Ok(());
+    }
+    if let Some((uid, gid)) = new_owner(node, from, to)? {
+        let mode = node.stat.st_mode & 0o7777;
+        // Recorded before the change: an undo then also covers a half-made one.
+        done.insert(key, (node.stat.st_uid, node.stat.st_gid, mode));
+        set_owner(node, uid, gid, mode)?;
+    }
+    Ok(())
+}
+
 /// Shift the ownership of everything under `root` from map `from` to map `to`.
 pub fn reshift(
     root: &Path,
@@ -98,23 +121,33 @@ pub fn reshift(
     // Every entry first, so an id that does not fit is refused before anything changes.
     walk::walk(&root, &mut |node| new_owner(node, from, to).map(drop))?;
     let mut done = Done::new();
-    let applied = walk::walk(&root, &mut |node| {
-        let key = (node.stat.st_dev, node.stat.st_ino);
-        if done.contains_key(&key) {
-            return Ok(());
+    // A pass shifts what it meets that is not yet shifted. Entries moved meanwhile into a part
+    // of the tree the pass had already left are missed by it, so passes repeat until one finds
+    // nothing left to shift; a tree that keeps changing is given up on (and undone).
+    let mut vanished = 0;
+    let mut applied = Err(ImageError::Archive(
+        "the tree kept changing while it was being remapped".into(),
+    ));
+    for _ in 0..MAX_PASSES {
+        let before = done.len();
+        match walk::walk(&root, &mut |node| apply(node, from, to, &mut done)) {
+            Ok(walked) => {
+                vanished += walked.vanished;
+                if done.len() == before {
+                    applied = Ok(());
+                    break;
+                }
+            }
+            Err(e) => {
+                applied = Err(e);
+                break;
+            }
         }
-        if let Some((uid, gid)) = new_owner(node, from, to)? {
-            let mode = node.stat.st_mode & 0o7777;
-            // Recorded before the change: an undo then also covers a half-made one.
-            done.insert(key, (node.stat.st_uid, node.stat.st_gid, mode));
-            set_owner(node, uid, gid, mode)?;
-        }
-        Ok(())
-    });
+    }
     match applied {
-        Ok(walked) => Ok(Shifted {
+        Ok(()) => Ok(Shifted {
             changed: done.len() as u64,
-            vanished: walked.vanished,
+            vanished,
         }),
         Err(cause) => {
             // The tree changed under the shift: put back what was changed.
