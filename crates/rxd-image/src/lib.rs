@@ -12,6 +12,7 @@
 pub mod copy;
 pub mod rootfs;
 mod shift;
+mod tree;
 mod unpack;
 pub mod walk;
 

@@ -1,12 +1,17 @@
-//! The unpacker. Every path is checked component by component; every parent of a new entry must
-//! be a directory this unpacker created (checked with `symlink_metadata`, never followed); the
-//! work happens in a private 0700 directory that only this code writes to, so those checks cannot
-//! race, and the directory is renamed into place only when everything succeeded.
+//! The unpacker. Every path is checked component by component; the work happens in a private
+//! 0700 staging directory reached only by descriptor (`tree::Staging`): every parent of a new
+//! entry is opened one component at a time with `O_DIRECTORY | O_NOFOLLOW` (so never through a
+//! symlink or a file, whatever an earlier entry put there), every entry is made relative to its
+//! parent's descriptor and finished through its own descriptor or with `AT_SYMLINK_NOFOLLOW`,
+//! and the directory is renamed into place only when everything succeeded.
 
+use crate::tree::Staging;
 use crate::{parse_metadata, IdShift, ImageError, ImageMetadata, Limits};
-use std::fs::{self, File, OpenOptions};
+use rustix::fs::{AtFlags, Mode, OFlags};
+use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use tar::EntryType;
 
@@ -91,43 +96,6 @@ impl Drop for TempDir {
     }
 }
 
-/// Ensure every parent of `rel` below `root` is a real directory (creating missing ones 0700),
-/// never passing through a symlink or a file.
-fn parents(root: &Path, rel: &Path) -> Result<(), ImageError> {
-    let mut at = root.to_path_buf();
-    let mut shown = PathBuf::new();
-    let comps: Vec<_> = rel.components().collect();
-    for c in &comps[..comps.len().saturating_sub(1)] {
-        at.push(c);
-        shown.push(c);
-        match fs::symlink_metadata(&at) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(ImageError::ThroughNonDirectory {
-                    path: path_str(rel),
-                    through: path_str(&shown),
-                })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::DirBuilder::new()
-                    .mode(0o700)
-                    .create(&at)
-                    .map_err(|e| ImageError::Io {
-                        path: path_str(&shown),
-                        source: e,
-                    })?;
-            }
-            Err(e) => {
-                return Err(ImageError::Io {
-                    path: path_str(&shown),
-                    source: e,
-                })
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Unpack `tarball` into `dest` (which must not exist): `dest/metadata.yaml`, `dest/rootfs/...`,
 /// `dest/templates/...`, with ownership mapped through `shift` (`None`: kept as archived).
 pub fn unpack(
@@ -138,9 +106,16 @@ pub fn unpack(
 ) -> Result<Unpacked, ImageError> {
     let io = |p: &Path| {
         let p = path_str(p);
-        move |e| ImageError::Io {
+        move |e: std::io::Error| ImageError::Io {
             path: p.clone(),
             source: e,
+        }
+    };
+    let at = |p: &Path| {
+        let p = path_str(p);
+        move |e: rustix::io::Errno| ImageError::Io {
+            path: p.clone(),
+            source: e.into(),
         }
     };
     if fs::symlink_metadata(dest).is_ok() {
@@ -151,10 +126,7 @@ pub fn unpack(
     }
     let parent = dest.parent().unwrap_or(Path::new("."));
     let tmp = parent.join(format!(".unpack-{}", uuid::Uuid::new_v4()));
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&tmp)
-        .map_err(io(&tmp))?;
+    let stage = Staging::create(&tmp)?;
     let mut guard = TempDir(Some(tmp.clone()));
 
     let mut entries_seen: u64 = 0;
@@ -219,46 +191,52 @@ pub fn unpack(
             shift,
             &rel,
         )?;
+        let owner = (
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        );
 
-        parents(&tmp, &rel)?;
-        let target = tmp.join(&rel);
-        let existing = fs::symlink_metadata(&target).ok();
+        let (dir, name) = stage.parent(&rel, true)?;
+        let existing = match rustix::fs::statat(&dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Some(rustix::fs::FileType::from_raw_mode(st.st_mode)),
+            Err(rustix::io::Errno::NOENT) => None,
+            Err(e) => return Err(at(&rel)(e)),
+        };
+        let conflict = || ImageError::Conflict {
+            path: path_str(&rel),
+        };
         match kind {
             EntryType::Directory => {
                 match existing {
-                    Some(m) if m.is_dir() => {}
-                    Some(_) => {
-                        return Err(ImageError::Conflict {
-                            path: path_str(&rel),
-                        })
-                    }
-                    None => fs::DirBuilder::new()
-                        .mode(0o700)
-                        .create(&target)
-                        .map_err(io(&rel))?,
+                    Some(rustix::fs::FileType::Directory) => {}
+                    Some(_) => return Err(conflict()),
+                    None => rustix::fs::mkdirat(&dir, name.as_c_str(), Mode::from_raw_mode(0o700))
+                        .map_err(at(&rel))?,
                 }
-                dirs.push((target, mode, uid, gid));
+                dirs.push((rel, mode, uid, gid));
             }
             EntryType::Regular | EntryType::Continuous => {
                 match existing {
                     // A later copy of a file replaces it (tar semantics); nothing else may be replaced.
-                    Some(m) if m.file_type().is_file() => {
-                        fs::remove_file(&target).map_err(io(&rel))?
+                    Some(rustix::fs::FileType::RegularFile) => {
+                        rustix::fs::unlinkat(&dir, name.as_c_str(), AtFlags::empty())
+                            .map_err(at(&rel))?
                     }
-                    Some(_) => {
-                        return Err(ImageError::Conflict {
-                            path: path_str(&rel),
-                        })
-                    }
+                    Some(_) => return Err(conflict()),
                     None => {}
                 }
-                let mut out = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&target)
-                    .map_err(io(&rel))?;
+                let fd = rustix::fs::openat(
+                    &dir,
+                    name.as_c_str(),
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(at(&rel))?;
+                let mut out = File::from(fd);
                 let remaining = limits.max_total_bytes - bytes;
                 let n = std::io::copy(&mut (&mut entry).take(remaining + 1), &mut out)
                     .map_err(archive_err)?;
@@ -268,28 +246,33 @@ pub fn unpack(
                 }
                 out.flush().map_err(io(&rel))?;
                 // chown first: it clears setuid/setgid bits, which the mode then sets.
-                std::os::unix::fs::lchown(&target, Some(uid), Some(gid)).map_err(io(&rel))?;
-                fs::set_permissions(&target, fs::Permissions::from_mode(mode)).map_err(io(&rel))?;
+                rustix::fs::fchown(&out, owner.0, owner.1).map_err(at(&rel))?;
+                rustix::fs::fchmod(&out, Mode::from_raw_mode(mode)).map_err(at(&rel))?;
             }
             EntryType::Symlink => {
                 if existing.is_some() {
-                    return Err(ImageError::Conflict {
-                        path: path_str(&rel),
-                    });
+                    return Err(conflict());
                 }
                 let link = entry
                     .link_name()
                     .map_err(archive_err)?
                     .ok_or_else(|| ImageError::Archive("symlink without a target".into()))?;
+                let link = std::ffi::CString::new(link.as_os_str().as_bytes())
+                    .map_err(|_| ImageError::Archive("symlink target with a NUL byte".into()))?;
                 // Any target is fine: it is never followed here, and the container resolves it in its own root.
-                std::os::unix::fs::symlink(&*link, &target).map_err(io(&rel))?;
-                std::os::unix::fs::lchown(&target, Some(uid), Some(gid)).map_err(io(&rel))?;
+                rustix::fs::symlinkat(link.as_c_str(), &dir, name.as_c_str()).map_err(at(&rel))?;
+                rustix::fs::chownat(
+                    &dir,
+                    name.as_c_str(),
+                    owner.0,
+                    owner.1,
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(at(&rel))?;
             }
             EntryType::Link => {
                 if existing.is_some() {
-                    return Err(ImageError::Conflict {
-                        path: path_str(&rel),
-                    });
+                    return Err(conflict());
                 }
                 let link = entry
                     .link_name()
@@ -300,13 +283,25 @@ pub fn unpack(
                     target: path_str(&link),
                 };
                 let src_rel = clean(&link).map_err(|_| escaping())?;
-                if src_rel.as_os_str().is_empty() || parents_are_dirs(&tmp, &src_rel).is_err() {
+                if src_rel.as_os_str().is_empty() {
                     return Err(escaping());
                 }
-                let src = tmp.join(&src_rel);
-                match fs::symlink_metadata(&src) {
-                    Ok(m) if m.file_type().is_file() => {
-                        fs::hard_link(&src, &target).map_err(io(&rel))?
+                // The source must already be a regular file of the image, reached through its
+                // directories only.
+                let (src_dir, src_name) = stage.parent(&src_rel, false).map_err(|_| escaping())?;
+                match rustix::fs::statat(&src_dir, src_name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st)
+                        if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                            == rustix::fs::FileType::RegularFile =>
+                    {
+                        rustix::fs::linkat(
+                            &src_dir,
+                            src_name.as_c_str(),
+                            &dir,
+                            name.as_c_str(),
+                            AtFlags::empty(),
+                        )
+                        .map_err(at(&rel))?
                     }
                     _ => return Err(escaping()),
                 }
@@ -321,22 +316,39 @@ pub fn unpack(
         }
     }
 
-    let meta_path = tmp.join("metadata.yaml");
-    let text = match fs::symlink_metadata(&meta_path) {
-        Ok(m) if m.file_type().is_file() => {
-            fs::read_to_string(&meta_path).map_err(io(Path::new("metadata.yaml")))?
-        }
-        _ => return Err(ImageError::MissingMetadata),
+    let text = match rustix::fs::openat(
+        stage.root(),
+        c"metadata.yaml",
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => read_regular(fd, limits.max_metadata_bytes)?,
+        Err(_) => return Err(ImageError::MissingMetadata),
     };
     let metadata = parse_metadata(&text)?;
-    match fs::symlink_metadata(tmp.join("rootfs")) {
-        Ok(m) if m.is_dir() => {}
+    match rustix::fs::statat(stage.root(), c"rootfs", AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st)
+            if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                == rustix::fs::FileType::Directory => {}
         _ => return Err(ImageError::MissingRootfs),
     }
     dirs.sort_by_key(|(p, ..)| std::cmp::Reverse(p.components().count()));
-    for (path, mode, uid, gid) in dirs {
-        std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(io(&path))?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(io(&path))?;
+    for (rel, mode, uid, gid) in dirs {
+        let (dir, name) = stage.parent(&rel, false)?;
+        let fd = rustix::fs::openat(
+            &dir,
+            name.as_c_str(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(at(&rel))?;
+        rustix::fs::fchown(
+            &fd,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )
+        .map_err(at(&rel))?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(at(&rel))?;
     }
     fs::rename(&tmp, dest).map_err(io(dest))?;
     guard.0 = None;
@@ -347,18 +359,24 @@ pub fn unpack(
     })
 }
 
-/// Like [`parents`], but only checks (for hardlink sources, which must already exist).
-fn parents_are_dirs(root: &Path, rel: &Path) -> Result<(), ()> {
-    let mut at = root.to_path_buf();
-    let comps: Vec<_> = rel.components().collect();
-    for c in &comps[..comps.len().saturating_sub(1)] {
-        at.push(c);
-        match fs::symlink_metadata(&at) {
-            Ok(m) if m.is_dir() => {}
-            _ => return Err(()),
-        }
+/// The text of a regular file held open, at most `max` bytes.
+fn read_regular(fd: OwnedFd, max: u64) -> Result<String, ImageError> {
+    let st = rustix::fs::fstat(&fd).map_err(|e| ImageError::Io {
+        path: "metadata.yaml".into(),
+        source: e.into(),
+    })?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(ImageError::MissingMetadata);
     }
-    Ok(())
+    let mut text = String::new();
+    File::from(fd)
+        .take(max)
+        .read_to_string(&mut text)
+        .map_err(|e| ImageError::Io {
+            path: "metadata.yaml".into(),
+            source: e,
+        })?;
+    Ok(text)
 }
 
 /// Read and parse `metadata.yaml` only.
