@@ -148,7 +148,11 @@ async fn import_alias_show_delete() {
         .send(
             Method::POST,
             "/1.0/images",
-            &[("x-lxd-fingerprint", &"0".repeat(64))],
+            // An upload, as clients label it: read whole, then refused for its fingerprint.
+            &[
+                ("x-lxd-fingerprint", &"0".repeat(64)),
+                ("content-type", "application/octet-stream"),
+            ],
             bytes.into(),
         )
         .await
