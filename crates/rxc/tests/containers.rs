@@ -1782,3 +1782,35 @@ async fn masks_are_locked_in_unprivileged_containers() {
     s.ok(&["stop", "c1", "--force"]);
     s.ok(&["stop", "priv", "--force"]);
 }
+
+/// The review's deep-tree finding: container root builds a chain of directories deeper than
+/// any host-side walk goes. A snapshot is refused (it used to overflow the copy's stack and
+/// abort the daemon), and deleting the container removes the whole chain.
+#[tokio::test]
+async fn a_deep_tree_neither_crashes_the_daemon_nor_outlives_its_container() {
+    let Some(s) =
+        Setup::new("a_deep_tree_neither_crashes_the_daemon_nor_outlives_its_container").await
+    else {
+        return;
+    };
+    s.ok(&["launch", "bb", "c1"]);
+    s.ok(&[
+        "exec",
+        "c1",
+        "--",
+        "sh",
+        "-c",
+        // Three chains of 1,000 levels nested into each other: no path used is longer than
+        // PATH_MAX, but the tree is 3,000 levels deep.
+        "p=$(i=0; while [ $i -lt 1000 ]; do printf d/; i=$((i+1)); done); \
+         cd /root && mkdir -p x/$p y/$p z/$p && mv x y/$p && mv y z/$p",
+    ]);
+    let refused = s.fails(&["snapshot", "c1", "deep"]);
+    assert!(refused.contains("deeper than"), "{refused}");
+    // The daemon is still there, and the failed snapshot left nothing.
+    s.ok(&["list"]);
+    assert!(!s.d.dir().join("snapshots/c1/deep").exists());
+    s.ok(&["delete", "-f", "c1"]);
+    assert!(!s.d.dir().join("containers/c1").exists());
+    s.ok(&["list"]);
+}

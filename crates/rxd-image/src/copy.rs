@@ -39,6 +39,10 @@ const DIR: OFlags = OFlags::RDONLY
     .union(OFlags::NOFOLLOW)
     .union(OFlags::CLOEXEC);
 
+/// Hard-linked files remembered at most, so a tree of millions of links cannot exhaust memory;
+/// past it, further links are copied as separate files.
+const MAX_LINKS: usize = 16384;
+
 /// Copy the tree at `src` to the new directory `dst`. Returns the number of entries copied.
 pub fn copy_tree(src: &Path, dst: &Path) -> Result<u64, ImageError> {
     let root = rustix::fs::open(src, DIR, Mode::empty()).map_err(errno(src))?;
@@ -51,8 +55,7 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<u64, ImageError> {
         links: HashMap::new(),
         shown: dst.to_path_buf(),
     };
-    copy.dir(&root, &out, Path::new(""))?;
-    finish_fd(&out, &st, dst)?;
+    copy.tree(root, out, st)?;
     Ok(copy.count)
 }
 
@@ -64,6 +67,40 @@ struct Copy {
     links: HashMap<(u64, u64), PathBuf>,
     /// The destination, for messages.
     shown: PathBuf,
+}
+
+/// One directory being copied: both descriptors, its name, its source's stat (to finish the
+/// copy with), and the names still to copy.
+struct Level {
+    from: OwnedFd,
+    to: OwnedFd,
+    name: CString,
+    stat: rustix::fs::Stat,
+    rest: std::vec::IntoIter<CString>,
+}
+
+fn listing(dir: &OwnedFd, shown: &Path) -> Result<Vec<CString>, ImageError> {
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir).map_err(errno(shown))? {
+        let entry = entry.map_err(errno(shown))?;
+        let name = entry.file_name();
+        if name.to_bytes() != b"." && name.to_bytes() != b".." {
+            names.push(name.to_owned());
+        }
+    }
+    Ok(names)
+}
+
+/// The path of `name` below the copy's root, from the levels it is in.
+fn rel_of(levels: &[Level], name: &CStr) -> PathBuf {
+    levels
+        .iter()
+        .skip(1)
+        .map(|l| std::ffi::OsStr::from_bytes(l.name.to_bytes()))
+        .chain(std::iter::once(std::ffi::OsStr::from_bytes(
+            name.to_bytes(),
+        )))
+        .collect()
 }
 
 fn times(st: &rustix::fs::Stat) -> Timestamps {
@@ -122,33 +159,84 @@ fn finish_at(
 }
 
 impl Copy {
-    fn dir(&mut self, from: &OwnedFd, to: &OwnedFd, rel: &Path) -> Result<(), ImageError> {
-        let mut names: Vec<CString> = Vec::new();
-        for entry in rustix::fs::Dir::read_from(from).map_err(errno(&self.shown.join(rel)))? {
-            let entry = entry.map_err(errno(&self.shown.join(rel)))?;
-            let name = entry.file_name();
-            if name.to_bytes() != b"." && name.to_bytes() != b".." {
-                names.push(name.to_owned());
-            }
-        }
-        for name in names {
-            let rel = rel.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
-            let shown = self.shown.join(&rel);
+    /// A path for messages, keeping only the end of a deep one.
+    fn shown(&self, levels: &[Level], name: &CStr) -> PathBuf {
+        let tail = crate::walk::display_path(
+            levels
+                .iter()
+                .skip(1)
+                .map(|l| l.name.to_bytes())
+                .chain(std::iter::once(name.to_bytes())),
+        );
+        self.shown.join(tail.trim_start_matches('/'))
+    }
+
+    /// Copy everything below `from` into `to`, one level at a time on an explicit stack (a deep
+    /// tree must not overflow the thread's stack), refusing trees deeper than
+    /// [`crate::walk::MAX_DEPTH`].
+    fn tree(
+        &mut self,
+        from: OwnedFd,
+        to: OwnedFd,
+        stat: rustix::fs::Stat,
+    ) -> Result<(), ImageError> {
+        let rest = listing(&from, &self.shown)?.into_iter();
+        let mut stack = vec![Level {
+            from,
+            to,
+            name: CString::default(),
+            stat,
+            rest,
+        }];
+        while let Some(top) = stack.last_mut() {
+            let Some(name) = top.rest.next() else {
+                let done = stack.pop().expect("a level is on the stack");
+                let shown = match stack.is_empty() {
+                    true => self.shown.clone(),
+                    false => self.shown(&stack, &done.name),
+                };
+                finish_fd(&done.to, &done.stat, &shown)?;
+                continue;
+            };
+            let top = stack.last().expect("a level is on the stack");
+            let (from, to) = (&top.from, &top.to);
             let st = rustix::fs::statat(from, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(errno(&shown))?;
+                .map_err(|e| errno(&self.shown(&stack, &name))(e))?;
             let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
             match kind {
                 rustix::fs::FileType::Directory => {
-                    let sub = rustix::fs::openat(from, name.as_c_str(), DIR, Mode::empty())
+                    let shown = self.shown(&stack, &name);
+                    if stack.len() >= crate::walk::MAX_DEPTH {
+                        // Said relative to the tree: the message may reach a client.
+                        return Err(ImageError::TooDeep {
+                            path: crate::walk::display_path(
+                                stack
+                                    .iter()
+                                    .skip(1)
+                                    .map(|l| l.name.to_bytes())
+                                    .chain(std::iter::once(name.to_bytes())),
+                            ),
+                            max: crate::walk::MAX_DEPTH,
+                        });
+                    }
+                    let top = stack.last().expect("a level is on the stack");
+                    let sub = rustix::fs::openat(&top.from, name.as_c_str(), DIR, Mode::empty())
                         .map_err(errno(&shown))?;
-                    rustix::fs::mkdirat(to, name.as_c_str(), Mode::from_raw_mode(0o700))
+                    rustix::fs::mkdirat(&top.to, name.as_c_str(), Mode::from_raw_mode(0o700))
                         .map_err(errno(&shown))?;
-                    let made = rustix::fs::openat(to, name.as_c_str(), DIR, Mode::empty())
+                    let made = rustix::fs::openat(&top.to, name.as_c_str(), DIR, Mode::empty())
                         .map_err(errno(&shown))?;
-                    self.dir(&sub, &made, &rel)?;
-                    finish_fd(&made, &st, &shown)?;
+                    let rest = listing(&sub, &shown)?.into_iter();
+                    stack.push(Level {
+                        from: sub,
+                        to: made,
+                        name,
+                        stat: st,
+                        rest,
+                    });
                 }
                 rustix::fs::FileType::RegularFile => {
+                    let shown = self.shown(&stack, &name);
                     // Hard links stay links: one copy of the content, not one per name.
                     let id = (st.st_dev, st.st_ino);
                     if st.st_nlink > 1 {
@@ -172,44 +260,15 @@ impl Copy {
                             self.count += 1;
                             continue;
                         }
-                        self.links.insert(id, rel.clone());
+                        if self.links.len() < MAX_LINKS {
+                            self.links.insert(id, rel_of(&stack, &name));
+                        }
                     }
-                    let fd = rustix::fs::openat(
-                        from,
-                        name.as_c_str(),
-                        OFlags::RDONLY
-                            | OFlags::NOFOLLOW
-                            | OFlags::NONBLOCK
-                            | OFlags::CLOEXEC
-                            | OFlags::NOCTTY,
-                        Mode::empty(),
-                    )
-                    .map_err(errno(&shown))?;
-                    let now = rustix::fs::fstat(&fd).map_err(errno(&shown))?;
-                    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
-                        return Err(ImageError::Changed {
-                            path: shown.display().to_string(),
-                        });
-                    }
-                    let made = rustix::fs::openat(
-                        to,
-                        name.as_c_str(),
-                        OFlags::WRONLY
-                            | OFlags::CREATE
-                            | OFlags::EXCL
-                            | OFlags::NOFOLLOW
-                            | OFlags::CLOEXEC,
-                        Mode::from_raw_mode(0o600),
-                    )
-                    .map_err(errno(&shown))?;
-                    let mut reader = File::from(fd);
-                    let mut writer = File::from(made);
-                    // No more than the size seen: a file cannot grow the copy while it runs.
-                    std::io::copy(&mut (&mut reader).take(st.st_size as u64), &mut writer)
-                        .map_err(io(&shown))?;
-                    finish_fd(&OwnedFd::from(writer), &st, &shown)?;
+                    let top = stack.last().expect("a level is on the stack");
+                    copy_file(&top.from, &top.to, &name, &st, &shown)?;
                 }
                 rustix::fs::FileType::Symlink => {
+                    let shown = self.shown(&stack, &name);
                     let link = rustix::fs::readlinkat(from, name.as_c_str(), Vec::new())
                         .map_err(errno(&shown))?;
                     rustix::fs::symlinkat(link.as_c_str(), to, name.as_c_str())
@@ -219,6 +278,7 @@ impl Copy {
                 rustix::fs::FileType::Fifo
                 | rustix::fs::FileType::CharacterDevice
                 | rustix::fs::FileType::BlockDevice => {
+                    let shown = self.shown(&stack, &name);
                     rustix::fs::mknodat(
                         to,
                         name.as_c_str(),
@@ -235,6 +295,41 @@ impl Copy {
         }
         Ok(())
     }
+}
+
+/// Copy one regular file's content from `from/name` to a new `to/name`, then finish it.
+fn copy_file(
+    from: &OwnedFd,
+    to: &OwnedFd,
+    name: &CStr,
+    st: &rustix::fs::Stat,
+    shown: &Path,
+) -> Result<(), ImageError> {
+    let fd = rustix::fs::openat(
+        from,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )
+    .map_err(errno(shown))?;
+    let now = rustix::fs::fstat(&fd).map_err(errno(shown))?;
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+        return Err(ImageError::Changed {
+            path: shown.display().to_string(),
+        });
+    }
+    let made = rustix::fs::openat(
+        to,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(errno(shown))?;
+    let mut reader = File::from(fd);
+    let mut writer = File::from(made);
+    // No more than the size seen: a file cannot grow the copy while it runs.
+    std::io::copy(&mut (&mut reader).take(st.st_size as u64), &mut writer).map_err(io(shown))?;
+    finish_fd(&OwnedFd::from(writer), st, shown)
 }
 
 #[cfg(test)]
@@ -302,5 +397,30 @@ mod tests {
             .is_fifo());
         // An existing destination is refused.
         assert!(copy_tree(&src, &dst).is_err());
+    }
+
+    #[test]
+    fn a_tree_deeper_than_the_copy_goes_is_refused_without_crashing() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        let mut dir = rustix::fs::open(&src, DIR, Mode::empty()).unwrap();
+        for _ in 0..crate::walk::MAX_DEPTH + 5 {
+            rustix::fs::mkdirat(&dir, c"d", Mode::from_raw_mode(0o755)).unwrap();
+            dir = rustix::fs::openat(&dir, c"d", DIR, Mode::empty()).unwrap();
+        }
+        drop(dir);
+        let (s, d) = (src.clone(), t.path().join("dst"));
+        let result = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || copy_tree(&s, &d))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(
+            matches!(result, Err(ImageError::TooDeep { .. })),
+            "{result:?}"
+        );
+        crate::remove::remove_tree(&src).unwrap();
     }
 }

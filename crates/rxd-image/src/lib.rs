@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod copy;
+pub mod remove;
 pub mod rootfs;
 mod shift;
 mod tree;
@@ -109,6 +110,8 @@ pub enum ImageError {
     MissingRootfs,
     #[error("the image is not a valid tar archive (gzip, xz or uncompressed): {0}")]
     Archive(String),
+    #[error("{path}: the directory tree is deeper than {max} levels")]
+    TooDeep { path: String, max: usize },
     #[error("{path} changed while it was being worked on")]
     Changed { path: String },
     #[error("the root filesystem changed while it was being remapped ({cause}): {undone} changes were undone{}", if *left > 0 { format!(", {left} could not be (they moved or vanished)") } else { String::new() })]

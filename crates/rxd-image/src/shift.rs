@@ -62,7 +62,7 @@ fn new_owner(
         (Some((id, None)), _) | (_, Some((id, None))) => {
             return Err(ImageError::Archive(format!(
                 "{} is owned by container id {id}, outside the new map",
-                node.path
+                node.path()
             )))
         }
         (u, g) => (
@@ -80,7 +80,7 @@ fn set_owner(node: &Node<'_>, uid: u32, gid: u32, mode: u32) -> Result<(), Image
     if mode & 0o6000 != 0 && node.kind() == rustix::fs::FileType::RegularFile {
         let fd = node.reopen()?;
         rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(mode & 0o7777))
-            .map_err(|e| walk::io_err(node.path, e))?;
+            .map_err(|e| walk::io_err(&node.path(), e))?;
     }
     Ok(())
 }
@@ -386,5 +386,37 @@ mod tests {
         assert!(new > 0);
         let s = std::fs::symlink_metadata(root.join("many/f00000")).unwrap();
         assert_eq!(s.permissions().mode() & 0o7777, 0o6777, "set-id bits kept");
+    }
+
+    /// The review's deep-tree finding: a chain of directories deeper than the walk goes is
+    /// refused before anything changes, on a small stack and without holding its depth in
+    /// descriptors or memory.
+    #[test]
+    fn a_tree_deeper_than_the_walk_goes_is_refused_untouched() {
+        if !needs_root("a_tree_deeper_than_the_walk_goes_is_refused_untouched") {
+            return;
+        }
+        use rustix::fs::{Mode, OFlags};
+        let (_dir, root) = owned_tree(10);
+        let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW;
+        let mut dir = rustix::fs::open(&root, dir_flags, Mode::empty()).unwrap();
+        for _ in 0..crate::walk::MAX_DEPTH + 5 {
+            rustix::fs::mkdirat(&dir, c"d", Mode::from_raw_mode(0o755)).unwrap();
+            dir = rustix::fs::openat(&dir, c"d", dir_flags, Mode::empty()).unwrap();
+        }
+        drop(dir);
+        let r = root.clone();
+        let result = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || reshift(&r, Some(&OLD), Some(&NEW)))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(
+            matches!(result, Err(ImageError::TooDeep { .. })),
+            "{result:?}"
+        );
+        assert_eq!(owner(&root).0, 100_000, "nothing changed");
+        crate::remove::remove_tree(&root).unwrap();
     }
 }

@@ -91,7 +91,7 @@ struct TempDir(Option<PathBuf>);
 impl Drop for TempDir {
     fn drop(&mut self) {
         if let Some(p) = self.0.take() {
-            let _ = fs::remove_dir_all(p);
+            let _ = crate::remove::remove_tree(&p);
         }
     }
 }
@@ -148,6 +148,13 @@ pub fn unpack(
             path: path_str(&raw),
             reason,
         })?;
+        // Deeper than any walk of a container's tree goes: refused here, where nothing is made.
+        if rel.components().count() > crate::walk::MAX_DEPTH {
+            return Err(ImageError::UnsafePath {
+                path: path_str(&raw),
+                reason: "is nested deeper than a container's tree may be",
+            });
+        }
         let Some(top) = rel
             .components()
             .next()

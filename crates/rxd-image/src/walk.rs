@@ -7,25 +7,65 @@
 //! opened, whatever happens to the names meanwhile. A symlink is handed over as the link itself;
 //! a directory is entered through the descriptor it was opened as (`openat(fd, ".")`), so a
 //! directory swapped for a link mid-walk is never followed. Entries that vanish are reported,
-//! not errors. Descriptors held at once: one per directory level.
+//! not errors. Descriptors held at once: one per directory level, and trees deeper than
+//! [`MAX_DEPTH`] are refused (a container can build a chain of directories deep enough to
+//! exhaust descriptors or memory otherwise). Paths are only put together for messages.
 
 use crate::ImageError;
 use rustix::fs::{AtFlags, Mode, OFlags};
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+/// The deepest directory level any walk or copy of a container's tree goes to.
+pub const MAX_DEPTH: usize = 1024;
+
+/// One directory the walk is in: its readable descriptor, its name, the names still to visit.
+struct Level {
+    fd: OwnedFd,
+    name: CString,
+    rest: std::vec::IntoIter<CString>,
+}
 
 /// One entry met by the walk.
 pub struct Node<'a> {
     /// An `O_PATH` descriptor of the entry itself (a symlink is not followed).
     pub fd: &'a OwnedFd,
     pub stat: &'a rustix::fs::Stat,
-    /// Its path below the root, for messages only (never used to reach it).
-    pub path: &'a str,
+    levels: &'a [Level],
+    name: Option<&'a std::ffi::CStr>,
+}
+
+/// A path for messages from its components, keeping only the end of a long one.
+pub(crate) fn display_path<'a>(names: impl DoubleEndedIterator<Item = &'a [u8]>) -> String {
+    const KEEP: usize = 512;
+    let mut parts = Vec::new();
+    let mut len = 0;
+    for n in names.rev() {
+        if len > KEEP {
+            parts.push("…".to_owned());
+            break;
+        }
+        let part = String::from_utf8_lossy(n).into_owned();
+        len += part.len() + 1;
+        parts.push(part);
+    }
+    parts.reverse();
+    format!("/{}", parts.join("/"))
 }
 
 impl Node<'_> {
+    /// Its path below the root, for messages only (never used to reach it).
+    pub fn path(&self) -> String {
+        display_path(
+            self.levels
+                .iter()
+                .skip(1)
+                .map(|l| l.name.to_bytes())
+                .chain(self.name.map(|n| n.to_bytes())),
+        )
+    }
+
     pub fn kind(&self) -> rustix::fs::FileType {
         rustix::fs::FileType::from_raw_mode(self.stat.st_mode)
     }
@@ -45,14 +85,12 @@ impl Node<'_> {
                 let proc_path = format!("/proc/self/fd/{}", self.fd.as_raw_fd());
                 rustix::fs::open(proc_path.as_str(), flags | OFlags::NONBLOCK, Mode::empty())
             }
-            _ => return Err(io_err(self.path, rustix::io::Errno::INVAL)),
+            _ => return Err(io_err(&self.path(), rustix::io::Errno::INVAL)),
         }
-        .map_err(|e| io_err(self.path, e))?;
-        let st = rustix::fs::fstat(&fd).map_err(|e| io_err(self.path, e))?;
+        .map_err(|e| io_err(&self.path(), e))?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| io_err(&self.path(), e))?;
         if (st.st_dev, st.st_ino) != (self.stat.st_dev, self.stat.st_ino) {
-            return Err(ImageError::Changed {
-                path: self.path.to_owned(),
-            });
+            return Err(ImageError::Changed { path: self.path() });
         }
         Ok(fd)
     }
@@ -105,34 +143,42 @@ pub fn walk(
     visit(&Node {
         fd: root,
         stat: &stat,
-        path: "/",
+        levels: &[],
+        name: None,
     })?;
     walked.entries += 1;
-    let open_dir = |fd: &OwnedFd, path: &str| {
+    let open_dir = |fd: &OwnedFd, path: &dyn Fn() -> String| {
         rustix::fs::openat(
             fd,
             c".",
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| io_err(path, e))
+        .map_err(|e| io_err(&path(), e))
     };
-    // Each level: the directory's readable descriptor, its path, and the names still to visit.
-    let first = open_dir(root, "/")?;
+    let first = open_dir(root, &|| "/".to_owned())?;
     let listed = names(first.as_fd(), "/")?;
-    let mut stack: Vec<(OwnedFd, String, std::vec::IntoIter<CString>)> =
-        vec![(first, String::new(), listed.into_iter())];
-    while let Some((dir, dir_path, rest)) = stack.last_mut() {
-        let Some(name) = rest.next() else {
+    let mut stack = vec![Level {
+        fd: first,
+        name: CString::default(),
+        rest: listed.into_iter(),
+    }];
+    while let Some(top) = stack.last_mut() {
+        let Some(name) = top.rest.next() else {
             stack.pop();
             continue;
         };
-        let path = format!(
-            "{dir_path}/{}",
-            std::ffi::OsStr::from_bytes(name.to_bytes()).to_string_lossy()
-        );
+        let at = |levels: &[Level]| {
+            display_path(
+                levels
+                    .iter()
+                    .skip(1)
+                    .map(|l| l.name.to_bytes())
+                    .chain(std::iter::once(name.to_bytes())),
+            )
+        };
         let fd = match rustix::fs::openat(
-            &*dir,
+            &top.fd,
             name.as_c_str(),
             OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
@@ -142,19 +188,30 @@ pub fn walk(
                 walked.vanished += 1;
                 continue;
             }
-            Err(e) => return Err(io_err(&path, e)),
+            Err(e) => return Err(io_err(&at(&stack), e)),
         };
-        let stat = rustix::fs::fstat(&fd).map_err(|e| io_err(&path, e))?;
+        let stat = rustix::fs::fstat(&fd).map_err(|e| io_err(&at(&stack), e))?;
         visit(&Node {
             fd: &fd,
             stat: &stat,
-            path: &path,
+            levels: &stack,
+            name: Some(name.as_c_str()),
         })?;
         walked.entries += 1;
         if rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory {
-            let sub = open_dir(&fd, &path)?;
-            let listed = names(sub.as_fd(), &path)?;
-            stack.push((sub, path, listed.into_iter()));
+            if stack.len() >= MAX_DEPTH {
+                return Err(ImageError::TooDeep {
+                    path: at(&stack),
+                    max: MAX_DEPTH,
+                });
+            }
+            let sub = open_dir(&fd, &|| at(&stack))?;
+            let listed = names(sub.as_fd(), &at(&stack))?;
+            stack.push(Level {
+                fd: sub,
+                name,
+                rest: listed.into_iter(),
+            });
         }
     }
     Ok(walked)
@@ -169,5 +226,5 @@ pub fn chown(node: &Node<'_>, uid: u32, gid: u32) -> Result<(), ImageError> {
         Some(rustix::fs::Gid::from_raw(gid)),
         AtFlags::EMPTY_PATH,
     )
-    .map_err(|e| io_err(node.path, e))
+    .map_err(|e| io_err(&node.path(), e))
 }

@@ -418,7 +418,7 @@ pub async fn delete(
         Ok(in_use) => {
             if !in_use {
                 let _ = std::fs::remove_file(images_dir(&d).join(&row.fingerprint));
-                let _ = std::fs::remove_dir_all(unpacked_dir(&d, &row.fingerprint));
+                let _ = rxd_image::remove::remove_tree(unpacked_dir(&d, &row.fingerprint));
             }
             d.events.lifecycle(
                 "image-deleted",

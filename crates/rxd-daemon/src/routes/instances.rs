@@ -564,7 +564,7 @@ async fn stopped(d: &Daemon, name: &str, restarting: bool) -> ApiResult<()> {
     if let Ok(row) = by_key(d, name).await {
         if row.ephemeral && !restarting {
             let dir = instance_dir(d, name);
-            tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir))
+            tokio::task::spawn_blocking(move || rxd_image::remove::remove_tree(dir))
                 .await?
                 .map_err(ApiError::internal)?;
             super::snapshots::remove_all(d, name).map_err(ApiError::internal)?;
@@ -882,7 +882,7 @@ async fn create(
     if let Err(e) = saved {
         let (name, project) = (row.name.clone(), row.project.clone());
         let _ = d.db(move |s| s.delete_instance(&project, &name)).await;
-        let _ = std::fs::remove_dir_all(instance_dir(d, &row.key()));
+        let _ = rxd_image::remove::remove_tree(instance_dir(d, &row.key()));
         return Err(e);
     }
     if privileged {
@@ -921,11 +921,11 @@ pub async fn delete(
         false,
     );
     let dir = instance_dir(&d, &key);
-    // remove_dir_all does not follow the symlinks inside the root filesystem.
+    // remove_tree does not follow the symlinks inside the root filesystem, and removes any depth.
     let d2 = d.clone();
     let name = key.clone();
     let removed = tokio::task::spawn_blocking(move || {
-        match std::fs::remove_dir_all(&dir) {
+        match rxd_image::remove::remove_tree(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }?;

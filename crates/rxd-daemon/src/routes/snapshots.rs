@@ -36,7 +36,7 @@ pub fn snapshots_dir(d: &Daemon, instance: &str) -> PathBuf {
 
 /// Remove every snapshot of a deleted instance from disk.
 pub fn remove_all(d: &Daemon, instance: &str) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(snapshots_dir(d, instance)) {
+    match rxd_image::remove::remove_tree(snapshots_dir(d, instance)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
@@ -221,12 +221,18 @@ async fn copy(from: PathBuf, to: PathBuf) -> ApiResult<u64> {
     tokio::task::spawn_blocking(move || {
         let copied = rxd_image::copy::copy_tree(&from, &to);
         if copied.is_err() {
-            let _ = std::fs::remove_dir_all(&to);
+            let _ = rxd_image::remove::remove_tree(&to);
         }
         copied
     })
     .await?
-    .map_err(|e| ApiError::internal(format!("copying the root filesystem: {e}")))
+    .map_err(|e| match e {
+        // The container's own doing, and said relative to its root: the caller may know.
+        rxd_image::ImageError::TooDeep { .. } => {
+            ApiError::BadRequest(format!("Cannot copy the root filesystem: {e}"))
+        }
+        e => ApiError::internal(format!("copying the root filesystem: {e}")),
+    })
 }
 
 /// Take a snapshot of the instance with runtime key `instance`.
@@ -247,7 +253,7 @@ async fn take(d: &Arc<Daemon>, instance: &str, snap: &str, expires_at: i64) -> A
     let freeze = d.runtime.init(instance).is_some() && !d.runtime.frozen(instance);
     if freeze {
         if let Err(e) = d.runtime.freeze(instance, true).await {
-            let _ = std::fs::remove_dir_all(&temp);
+            let _ = rxd_image::remove::remove_tree(&temp);
             return Err(e.into());
         }
     }
@@ -267,7 +273,7 @@ async fn take(d: &Arc<Daemon>, instance: &str, snap: &str, expires_at: i64) -> A
         Ok(())
     });
     if let Err(e) = placed {
-        let _ = std::fs::remove_dir_all(&temp);
+        let _ = rxd_image::remove::remove_tree(&temp);
         return Err(e);
     }
     let snap_row = SnapshotRow {
@@ -279,7 +285,7 @@ async fn take(d: &Arc<Daemon>, instance: &str, snap: &str, expires_at: i64) -> A
         expires_at,
     };
     if let Err(e) = d.db(move |s| s.create_snapshot(&snap_row)).await {
-        let _ = std::fs::remove_dir_all(dir.join(snap));
+        let _ = rxd_image::remove::remove_tree(dir.join(snap));
         return Err(e);
     }
     Ok(())
@@ -344,12 +350,13 @@ pub async fn delete(
     let _guard = lock.lock().await;
     find_snapshot(&d, &row, &snap).await?;
     let path = snapshots_dir(&d, &row.key()).join(&snap);
-    let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    })
-    .await?
-    .map_err(ApiError::internal);
+    let removed =
+        tokio::task::spawn_blocking(move || match rxd_image::remove::remove_tree(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await?
+        .map_err(ApiError::internal);
     let result = match removed {
         Ok(()) => {
             let (p, i, n) = (row.project.clone(), row.name.clone(), snap.clone());
@@ -469,12 +476,12 @@ async fn swap_in(d: &Arc<Daemon>, instance: &str, snap: &SnapshotRow) -> ApiResu
     .await?;
     let rootfs = dir.join("rootfs");
     if let Err(e) = std::fs::rename(&rootfs, &old) {
-        let _ = std::fs::remove_dir_all(&fresh);
+        let _ = rxd_image::remove::remove_tree(&fresh);
         return Err(ApiError::internal(e));
     }
     if let Err(e) = std::fs::rename(&fresh, &rootfs) {
         let _ = std::fs::rename(&old, &rootfs);
-        let _ = std::fs::remove_dir_all(&fresh);
+        let _ = rxd_image::remove::remove_tree(&fresh);
         return Err(ApiError::internal(e));
     }
     // The files now carry the snapshot's ids: record that map, so the next start re-shifts
@@ -493,13 +500,13 @@ async fn swap_in(d: &Arc<Daemon>, instance: &str, snap: &SnapshotRow) -> ApiResu
     if let Err(e) = save_config(d, instance, &config).await {
         let (rootfs, old) = (rootfs.clone(), old.clone());
         tokio::task::spawn_blocking(move || {
-            let _ = std::fs::remove_dir_all(&rootfs);
+            let _ = rxd_image::remove::remove_tree(&rootfs);
             let _ = std::fs::rename(&old, &rootfs);
         })
         .await?;
         return Err(e);
     }
-    tokio::task::spawn_blocking(move || std::fs::remove_dir_all(old))
+    tokio::task::spawn_blocking(move || rxd_image::remove::remove_tree(old))
         .await?
         .map_err(ApiError::internal)?;
     tracing::info!(instance = %instance, snapshot = %snap.name, "snapshot restored");
