@@ -17,6 +17,17 @@ async fn ok(c: &Client, method: Method, path: &str, body: Value) -> Value {
     r.metadata().unwrap_or(Value::Null)
 }
 
+/// `ok`, then wait for the operation it started to succeed.
+async fn finished(c: &Client, method: Method, path: &str, body: Value) {
+    let op = ok(c, method, path, body).await;
+    let id = op["id"].as_str().unwrap();
+    let end = c
+        .get(&format!("/1.0/operations/{id}/wait?timeout=30"))
+        .await
+        .unwrap();
+    assert_eq!(end["status"], "Success", "{path}: {end}");
+}
+
 async fn trust_restricted(unix: &Client, id: &KeyPairFiles, projects: &[&str]) {
     let cert = base64::engine::general_purpose::STANDARD.encode(&id.cert_der);
     ok(
@@ -231,6 +242,32 @@ async fn operators_cannot_take_the_host_id_range() {
         .await
         .unwrap();
     assert!(r.status >= 400);
+    // Nor can the project's own administrator: the limit protects the host, not the project.
+    let project_admin = client_identity("project-admin");
+    trust_restricted(&unix, &project_admin, &[]).await;
+    ok(
+        &unix,
+        Method::POST,
+        "/1.0/auth/grants",
+        json!({"identity_type": "certificate", "identity": project_admin.fingerprint, "role": "admin", "scope": "project", "project": "default"}),
+    )
+    .await;
+    let pa = d.https(Some(&project_admin));
+    for body in [widen.clone(), json!({"config": {"limits.disk": "1TiB"}})] {
+        let r = pa
+            .request(Method::PATCH, "/1.0/projects/default", Some(&body))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 403, "{body}");
+        assert!(r.envelope().unwrap().error.contains("server administrator"));
+    }
+    ok(
+        &pa,
+        Method::PATCH,
+        "/1.0/projects/default",
+        json!({"config": {"user.owner": "team"}}),
+    )
+    .await;
     ok(&unix, Method::PATCH, "/1.0/projects/default", widen).await;
     attempt(create("c2", "65536")).await.unwrap();
     // Administrators are not held to the default share.
@@ -254,4 +291,38 @@ async fn operators_cannot_take_the_host_id_range() {
         .await
         .unwrap();
     assert_eq!(done["status"], "Success", "{done}");
+
+    // A running container's block stays its own: its map cannot change until it stops (the
+    // block used to be released at once and handed to the next isolated container).
+    finished(
+        &unix,
+        Method::PUT,
+        "/1.0/instances/c2/state",
+        json!({"action": "start", "timeout": 30}),
+    )
+    .await;
+    let r = unix
+        .request(
+            Method::PATCH,
+            "/1.0/instances/c2",
+            Some(&json!({"config": {"security.idmap.isolated": "false"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.envelope().unwrap().error.contains("stop it first"));
+    finished(
+        &unix,
+        Method::PUT,
+        "/1.0/instances/c2/state",
+        json!({"action": "stop", "force": true}),
+    )
+    .await;
+    finished(
+        &unix,
+        Method::PATCH,
+        "/1.0/instances/c2",
+        json!({"config": {"security.idmap.isolated": "false"}}),
+    )
+    .await;
 }

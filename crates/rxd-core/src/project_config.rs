@@ -90,6 +90,21 @@ pub fn validate_key(key: &str, value: &str) -> Result<(), ProjectConfigError> {
     })
 }
 
+/// Project keys that bound what the project may take from the host: only a server
+/// administrator may change them (a project's own administrator could otherwise lift them).
+pub const HOST_LIMITS: &[&str] = &["limits.idmap.size", LIMITS_DISK];
+
+/// The first host limit whose value differs between `old` and `new`, if any.
+pub fn changed_host_limit(
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+) -> Option<&'static str> {
+    HOST_LIMITS
+        .iter()
+        .copied()
+        .find(|k| old.get(*k) != new.get(*k))
+}
+
 pub fn validate(config: &BTreeMap<String, String>) -> Result<(), ProjectConfigError> {
     config.iter().try_for_each(|(k, v)| validate_key(k, v))
 }
@@ -123,5 +138,43 @@ mod tests {
             assert_eq!(validate_key(k, v).is_ok(), ok, "{k}={v}");
         }
         assert!(validate(&defaults()).is_ok());
+    }
+
+    #[test]
+    fn host_limits_changes_are_found() {
+        let m = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        type Pairs<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Pairs, Pairs, Option<&str>)] = &[
+            (&[], &[], None),
+            (&[], &[("user.x", "1")], None),
+            (
+                &[],
+                &[("limits.idmap.size", "1")],
+                Some("limits.idmap.size"),
+            ),
+            (
+                &[("limits.idmap.size", "1")],
+                &[],
+                Some("limits.idmap.size"),
+            ),
+            (&[("limits.disk", "1GiB")], &[("limits.disk", "1GiB")], None),
+            (
+                &[("limits.disk", "1GiB")],
+                &[("limits.disk", "2GiB")],
+                Some("limits.disk"),
+            ),
+        ];
+        for (old, new, want) in cases {
+            assert_eq!(
+                changed_host_limit(&m(old), &m(new)),
+                *want,
+                "{old:?} -> {new:?}"
+            );
+        }
     }
 }

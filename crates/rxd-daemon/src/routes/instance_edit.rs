@@ -176,6 +176,14 @@ async fn update(
     // A new idmap if what the config asks of it changed.
     let (before, after) = (IdmapWant::of(&current)?, IdmapWant::of(&config)?);
     let remap = before != after;
+    // A running container keeps using its block until it stops: releasing the block now would
+    // let the next isolated container be given the same host ids (under the action lock, so a
+    // start cannot slip in between).
+    if remap && d.runtime.init(&row.key()).is_some() {
+        return Err(ApiError::BadRequest(
+            "The id map of a running instance cannot change (security.privileged, security.idmap.*): stop it first".into(),
+        ));
+    }
     let hostids = d.hostids;
     if remap && !after.privileged && hostids.is_none() {
         return Err(ApiError::BadRequest(

@@ -206,6 +206,13 @@ async fn update(
         None => p.config.clone(),
     };
     checked_config(&config)?;
+    if let Some(key) = project_config::changed_host_limit(&p.config, &config) {
+        if !caller.rights.admin {
+            return Err(ApiError::Forbidden(format!(
+                "Only the server administrator may change {key}: it bounds what the project may take from the host"
+            )));
+        }
+    }
     let row = ProjectRow {
         name: name.to_owned(),
         description,
