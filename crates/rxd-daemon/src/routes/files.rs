@@ -52,8 +52,10 @@ async fn open(d: &Daemon, project: &str, name: &str) -> ApiResult<(Rootfs, Optio
 /// write lands while a remap or a restore changes the tree (they take it exclusively). The
 /// rootfs is opened once the lock is held, so the write goes to the tree that is current then.
 async fn open_for_write(d: &Daemon, project: &str, name: &str) -> ApiResult<Writing> {
-    let row = find(d, project, name).await?;
-    let lock = d.runtime.rootfs_lock(&row.key()).read_owned().await;
+    let key = find(d, project, name).await?.key();
+    let lock = d.runtime.rootfs_lock(&key).read_owned().await;
+    // Read again under the lock: the map (or the name) may have changed while it was awaited.
+    let row = super::instances::by_key(d, &key).await?;
     let (rootfs, map) = open_row(d, &row)?;
     Ok(Writing {
         rootfs,

@@ -308,6 +308,9 @@ pub async fn post(
     let new_key = rxd_core::name::instance_key(&row.project, &new);
     let new_lock = d.runtime.action_lock(&new_key);
     let _new_guard = new_lock.lock().await;
+    // Writes in flight through the files API finish first: they hold the old name's lock, and
+    // once renamed the tree is guarded by the new name's.
+    let _writes = d.runtime.rootfs_lock(&key).write_owned().await;
     let (from, to) = (instance_dir(&d, &key), instance_dir(&d, &new_key));
     if to.exists() {
         return Err(ApiError::Conflict(format!(

@@ -428,7 +428,6 @@ pub(super) async fn start(d: &Arc<Daemon>, name: &str) -> ApiResult<()> {
             tracing::warn!(instance = %name, error = %e, "container filesystem not remapped");
             ApiError::BadRequest(format!("Failed to remap the container filesystem: {e}"))
         })?;
-        drop(exclusive);
         tracing::info!(
             instance = %name,
             entries = shifted.changed,
@@ -437,6 +436,8 @@ pub(super) async fn start(d: &Arc<Daemon>, name: &str) -> ApiResult<()> {
         );
         config.insert("volatile.last_state.idmap".into(), next.clone());
         save_config(d, name, &config).await?;
+        // Held until the new map is recorded: a write must not be given the old map's ids.
+        drop(exclusive);
     }
     if idmap.is_some() && d.hostids.is_none() {
         return Err(ApiError::BadRequest(
@@ -921,6 +922,8 @@ pub async fn delete(
         false,
     );
     let dir = instance_dir(&d, &key);
+    // Writes in flight through the files API finish before the tree goes.
+    let writes = d.runtime.rootfs_lock(&key).write_owned().await;
     // remove_tree does not follow the symlinks inside the root filesystem, and removes any depth.
     let d2 = d.clone();
     let name = key.clone();
@@ -948,6 +951,7 @@ pub async fn delete(
         }
         Err(e) => op.finish(&d.events, Err(e.to_string())),
     }
+    drop(writes);
     drop(guard);
     Ok(response::operation(op.url(), op.to_json()))
 }
