@@ -36,14 +36,17 @@ impl<S: Send + Sync, T: DeserializeOwned, const LIMIT: usize> FromRequest<S> for
                 )))
             }
         };
-        if bytes.is_empty() {
-            // LXD's decoder says this for an empty body.
-            return Err(ApiError::BadRequest("unexpected EOF".into()));
-        }
-        serde_json::from_slice(&bytes)
-            .map(Json)
-            .map_err(|e| ApiError::BadRequest(e.to_string()))
+        decode(&bytes).map(Json)
     }
+}
+
+/// A JSON body, once read within its limit (also the fuzz targets' entry, `fuzzing.rs`).
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.is_empty() {
+        // LXD's decoder says this for an empty body.
+        return Err(ApiError::BadRequest("unexpected EOF".into()));
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 /// Hand each chunk of a raw upload to `each`, refusing (413) once more than `limit` bytes have
