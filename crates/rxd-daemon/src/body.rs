@@ -50,19 +50,22 @@ impl<S: Send + Sync, T: DeserializeOwned, const LIMIT: usize> FromRequest<S> for
             }
             bytes.extend_from_slice(&chunk);
         }
-        if bytes.is_empty() {
-            // LXD's decoder says this for an empty body.
-            return Err(ApiError::BadRequest("unexpected EOF".into()));
-        }
-        if !json_labelled {
+        if !bytes.is_empty() && !json_labelled {
             return Err(ApiError::UnsupportedMediaType(
                 "Request bodies here are JSON: send them as Content-Type: application/json".into(),
             ));
         }
-        serde_json::from_slice(&bytes)
-            .map(Json)
-            .map_err(|e| ApiError::BadRequest(e.to_string()))
+        decode(&bytes).map(Json)
     }
+}
+
+/// A JSON body, once read within its limit (also the fuzz targets' entry, `fuzzing.rs`).
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.is_empty() {
+        // LXD's decoder says this for an empty body.
+        return Err(ApiError::BadRequest("unexpected EOF".into()));
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 /// Is the request's body labelled JSON (`application/json`, parameters such as `charset` allowed)?

@@ -10,6 +10,8 @@ mod config;
 mod error;
 mod events;
 mod facts;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hostids;
 mod https;
 mod listener;

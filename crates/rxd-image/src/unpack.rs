@@ -8,11 +8,13 @@
 use crate::tree::Staging;
 use crate::{parse_metadata, IdShift, ImageError, ImageMetadata, Limits};
 use rustix::fs::{AtFlags, Mode, OFlags};
+use std::cell::Cell;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 use tar::EntryType;
 
 /// What an unpack produced.
@@ -28,8 +30,85 @@ pub struct Unpacked {
 
 const TOP_LEVEL: [&str; 3] = ["metadata.yaml", "rootfs", "templates"];
 
+/// What the tar reader may read to produce the next entry: its header plus any GNU long name,
+/// long link and PAX extension before it, which the `tar` crate reads whole into memory. Real
+/// images need a few KiB; without a bound, a small compressed upload declaring a huge long name
+/// made the daemon allocate gigabytes.
+pub(crate) const HEADER_BUDGET: u64 = 1 << 20;
+
+/// The decompressed archive, with a byte budget while the tar reader looks for the next entry.
+/// `None`: unbounded (an entry's data is being read; the callers bound that themselves).
+struct Budgeted<R> {
+    inner: R,
+    budget: Rc<Cell<Option<u64>>>,
+}
+
+impl<R: Read> Read for Budgeted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some(left) = self.budget.get() else {
+            return self.inner.read(buf);
+        };
+        if left == 0 {
+            return Err(std::io::Error::other(format!(
+                "the headers of an entry (long names, PAX extensions) exceed {HEADER_BUDGET} bytes"
+            )));
+        }
+        let cap = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..cap])?;
+        self.budget.set(Some(left - n as u64));
+        Ok(n)
+    }
+}
+
+/// The entries of an archive, each found within [`HEADER_BUDGET`] bytes.
+struct Entries<'a> {
+    inner: tar::Entries<'a, Budgeted<Box<dyn Read>>>,
+    budget: Rc<Cell<Option<u64>>>,
+}
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = std::io::Result<tar::Entry<'a, Budgeted<Box<dyn Read>>>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.budget.set(Some(HEADER_BUDGET));
+        let next = self.inner.next();
+        self.budget.set(None);
+        next
+    }
+}
+
+/// An opened archive; see [`Archive::entries`].
+struct Archive {
+    tar: tar::Archive<Budgeted<Box<dyn Read>>>,
+    budget: Rc<Cell<Option<u64>>>,
+}
+
+impl Archive {
+    /// The entries. A caller must read or [`drain`] each entry's data before asking for the
+    /// next: what is left unread would be skipped within the header budget and fail.
+    fn entries(&mut self) -> Result<Entries<'_>, ImageError> {
+        Ok(Entries {
+            inner: self.tar.entries().map_err(archive_err)?,
+            budget: self.budget.clone(),
+        })
+    }
+}
+
+/// Read past what is left of an entry's data, counting it into `bytes` (bounded by
+/// `max_total_bytes`, so a bomb hidden in entries nobody reads is refused too).
+fn drain(entry: &mut impl Read, bytes: &mut u64, limits: &Limits) -> Result<(), ImageError> {
+    let remaining = limits.max_total_bytes.saturating_sub(*bytes);
+    let n =
+        std::io::copy(&mut entry.take(remaining + 1), &mut std::io::sink()).map_err(archive_err)?;
+    *bytes += n;
+    if *bytes > limits.max_total_bytes {
+        return Err(ImageError::TooLarge(limits.max_total_bytes));
+    }
+    Ok(())
+}
+
 /// Open the archive, detecting gzip and xz by their magic bytes.
-fn archive(tarball: &Path) -> Result<tar::Archive<Box<dyn Read>>, ImageError> {
+fn archive(tarball: &Path) -> Result<Archive, ImageError> {
     let io = |e| ImageError::Io {
         path: tarball.display().to_string(),
         source: e,
@@ -43,7 +122,14 @@ fn archive(tarball: &Path) -> Result<tar::Archive<Box<dyn Read>>, ImageError> {
     } else {
         Box::new(reader)
     };
-    Ok(tar::Archive::new(inner))
+    let budget = Rc::new(Cell::new(None));
+    Ok(Archive {
+        tar: tar::Archive::new(Budgeted {
+            inner,
+            budget: budget.clone(),
+        }),
+        budget,
+    })
 }
 
 fn archive_err(e: std::io::Error) -> ImageError {
@@ -137,7 +223,7 @@ pub fn unpack(
     let mut dirs: Vec<(PathBuf, u32, u32, u32)> = Vec::new();
 
     let mut ar = archive(tarball)?;
-    for entry in ar.entries().map_err(archive_err)? {
+    for entry in ar.entries()? {
         let mut entry = entry.map_err(archive_err)?;
         entries_seen += 1;
         if entries_seen > limits.max_entries {
@@ -160,7 +246,9 @@ pub fn unpack(
             .next()
             .map(|c| c.as_os_str().to_string_lossy().into_owned())
         else {
-            continue; // "./" itself
+            // "./" itself.
+            drain(&mut entry, &mut bytes, limits)?;
+            continue;
         };
         if !TOP_LEVEL.contains(&top.as_str()) {
             return Err(ImageError::UnsafePath {
@@ -321,6 +409,8 @@ pub fn unpack(
                 })
             }
         }
+        // Data a non-file entry carries (none, in a real image).
+        drain(&mut entry, &mut bytes, limits)?;
     }
 
     let text = match rustix::fs::openat(
@@ -389,10 +479,12 @@ fn read_regular(fd: OwnedFd, max: u64) -> Result<String, ImageError> {
 /// Read and parse `metadata.yaml` only.
 pub fn read_metadata(tarball: &Path, limits: &Limits) -> Result<ImageMetadata, ImageError> {
     let mut ar = archive(tarball)?;
-    for entry in ar.entries().map_err(archive_err)? {
-        let entry = entry.map_err(archive_err)?;
+    let mut skipped = 0;
+    for entry in ar.entries()? {
+        let mut entry = entry.map_err(archive_err)?;
         let raw = entry.path().map_err(archive_err)?.into_owned();
         if clean(&raw).ok().as_deref() != Some(Path::new("metadata.yaml")) {
+            drain(&mut entry, &mut skipped, limits)?;
             continue;
         }
         if !matches!(
@@ -414,4 +506,89 @@ pub fn read_metadata(tarball: &Path, limits: &Limits) -> Result<ImageMetadata, I
         return parse_metadata(&text);
     }
     Err(ImageError::MissingMetadata)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A gzip'd archive whose first member is a GNU long name (or another entry type) declaring
+    /// `size` bytes of zeros, then a regular file it would name.
+    fn archive_with_big_member(dir: &Path, kind: EntryType, size: u64) -> PathBuf {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut h = tar::Header::new_gnu();
+        h.set_path("././@LongLink").unwrap();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_cksum();
+        gz.write_all(h.as_bytes()).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        let mut left = size.div_ceil(512) * 512;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            gz.write_all(&zeros[..n]).unwrap();
+            left -= n as u64;
+        }
+        let mut f = tar::Header::new_gnu();
+        f.set_path("metadata.yaml").unwrap();
+        f.set_size(0);
+        f.set_cksum();
+        gz.write_all(f.as_bytes()).unwrap();
+        gz.write_all(&[0; 1024]).unwrap();
+        let path = dir.join("image.tar.gz");
+        fs::write(&path, gz.finish().unwrap()).unwrap();
+        path
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            max_entries: 100,
+            max_total_bytes: 1 << 20,
+            max_metadata_bytes: 4096,
+        }
+    }
+
+    #[test]
+    fn huge_long_name_is_refused_before_it_is_read_into_memory() {
+        // Found by fuzz/image_unpack: a 1.5 MB upload declaring a 1.5 GiB long name made the
+        // unpacker allocate 1.5 GiB. Now the header budget stops it after 1 MiB.
+        let dir = tempfile::tempdir().unwrap();
+        let tarball = archive_with_big_member(dir.path(), EntryType::GNULongName, 4 << 20);
+        for err in [
+            unpack(&tarball, &dir.path().join("out"), None, &limits()).unwrap_err(),
+            read_metadata(&tarball, &limits()).unwrap_err(),
+        ] {
+            assert!(
+                err.to_string().contains("long names, PAX extensions"),
+                "{err}"
+            );
+        }
+        assert!(!dir.path().join("out").exists());
+        let pax = archive_with_big_member(dir.path(), EntryType::XHeader, 4 << 20);
+        let err = read_metadata(&pax, &limits()).unwrap_err();
+        assert!(err.to_string().contains("PAX extensions"), "{err}");
+    }
+
+    #[test]
+    fn data_of_skipped_entries_counts_towards_the_size_limit() {
+        // A directory (or device) entry carrying data: read past, but not without bound.
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Directory);
+        h.set_size(2 << 20);
+        h.set_mode(0o755);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, "rootfs/", std::io::repeat(0).take(2 << 20))
+            .unwrap();
+        let path = dir.path().join("image.tar");
+        fs::write(&path, b.into_inner().unwrap()).unwrap();
+        let err = unpack(&path, &dir.path().join("out"), None, &limits()).unwrap_err();
+        assert!(matches!(err, ImageError::TooLarge(_)), "{err}");
+        let err = read_metadata(&path, &limits()).unwrap_err();
+        assert!(matches!(err, ImageError::TooLarge(_)), "{err}");
+    }
 }

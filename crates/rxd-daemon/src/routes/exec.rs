@@ -401,7 +401,7 @@ async fn run_detached(
 pub(crate) struct Control {
     pub(crate) command: String,
     #[serde(default)]
-    signal: i32,
+    pub(crate) signal: i32,
     #[serde(default)]
     pub(crate) args: BTreeMap<String, String>,
 }
