@@ -5,7 +5,7 @@
 //! Debian's `lxc launch|list|stop` against rxd.
 
 use rxd_client::{Client, Method};
-use rxd_testkit::{bin, require_root, require_tool, TestDaemon};
+use rxd_testkit::{bin, busybox_image, require_root, require_tool, TestDaemon};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -24,28 +24,14 @@ impl Setup {
         let d = TestDaemon::start().await;
         let conf = tempfile::tempdir().unwrap();
         let image = conf.path().join("bb.tar.gz");
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-busybox-image.sh");
-        let built = Command::new("bash")
-            .arg(script)
-            .arg(&image)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(built.success());
+        busybox_image(&image);
         let s = Setup { d, conf };
         s.ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
         Some(s)
     }
 
     fn rxc(&self, args: &[&str]) -> Output {
-        Command::new(bin("rxc"))
-            .args(args)
-            .env("RXC_CONF", self.conf.path())
-            .env("RXD_DIR", self.d.dir())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        self.d.rxc(self.conf.path(), args)
     }
 
     fn ok(&self, args: &[&str]) -> String {

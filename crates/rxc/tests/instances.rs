@@ -3,31 +3,18 @@
 //! containers are tested in `containers.rs`.
 
 use rxd_client::{Client, Method};
-use rxd_testkit::{bin, require_root, require_tool, TestDaemon};
+use rxd_testkit::{bin, busybox_image, require_root, require_tool, succeeded, TestDaemon};
 use serde_json::{json, Value};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 async fn with_image(d: &TestDaemon) -> tempfile::TempDir {
     let conf = tempfile::tempdir().unwrap();
     let image = conf.path().join("bb.tar.gz");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-busybox-image.sh");
-    assert!(Command::new("bash")
-        .arg(script)
-        .arg(&image)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap()
-        .success());
-    let out = Command::new(bin("rxc"))
-        .args(["image", "import", image.to_str().unwrap(), "--alias", "bb"])
-        .env("RXC_CONF", conf.path())
-        .env("RXD_DIR", d.dir())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    busybox_image(&image);
+    let args = ["image", "import", image.to_str().unwrap(), "--alias", "bb"];
+    succeeded(&args, d.rxc(conf.path(), &args));
     conf
 }
 

@@ -4,11 +4,11 @@
 
 use base64::Engine;
 use rxd_client::{Client, Method};
-use rxd_testkit::{bin, client_identity, require_root, require_tool, TestDaemon};
+use rxd_testkit::{
+    busybox_image, client_identity, require_root, require_tool, succeeded, TestDaemon,
+};
 use rxd_tls::KeyPairFiles;
 use serde_json::{json, Value};
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 async fn ok(c: &Client, method: Method, path: &str, body: Value) -> Value {
@@ -61,28 +61,13 @@ async fn setup(then: &[&str]) -> (TestDaemon, tempfile::TempDir) {
     d.enable_https().await;
     let conf = tempfile::tempdir().unwrap();
     let image = conf.path().join("bb.tar.gz");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-busybox-image.sh");
-    assert!(Command::new("bash")
-        .arg(script)
-        .arg(&image)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap()
-        .success());
+    busybox_image(&image);
     for args in [
-        vec!["image", "import", image.to_str().unwrap(), "--alias", "bb"],
-        then.to_vec(),
+        &["image", "import", image.to_str().unwrap(), "--alias", "bb"][..],
+        then,
     ] {
-        let out = Command::new(bin("rxc"))
-            .args(&args)
-            .env("RXC_CONF", conf.path())
-            .env("RXD_DIR", d.dir())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{args:?}: {out:?}");
+        succeeded(args, d.rxc(conf.path(), args));
     }
-
     (d, conf)
 }
 

@@ -3,11 +3,11 @@
 //! planned for symlinks to host entries. No host entry may change owner or mode.
 
 use rxd_client::{Client, Method};
-use rxd_testkit::{bin, require_root, require_tool, TestDaemon};
+use rxd_testkit::{require_root, require_tool, succeeded, TestDaemon};
 use serde_json::json;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// An image whose rootfs has `files` entries under /many: enough to make a shift take a while.
@@ -87,19 +87,9 @@ async fn a_reshift_raced_through_the_files_api_never_reaches_host_files() {
     let d = TestDaemon::start().await;
     let tmp = tempfile::tempdir().unwrap();
     let image = big_image(tmp.path(), 40_000);
+    let conf = tmp.path().join("conf");
     let rxc = |args: &[&str]| {
-        let out = Command::new(bin("rxc"))
-            .args(args)
-            .env("RXC_CONF", tmp.path().join("conf"))
-            .env("RXD_DIR", d.dir())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "rxc {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeded(args, d.rxc(&conf, args));
     };
     rxc(&[
         "image",

@@ -65,6 +65,19 @@ pub fn require_tool(tool: &str, package: &str, test: &str) -> bool {
     false
 }
 
+/// Build the small busybox test image (`scripts/make-busybox-image.sh`) at `out`.
+pub fn busybox_image(out: &std::path::Path) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts/make-busybox-image.sh");
+    let built = Command::new("bash")
+        .arg(script)
+        .arg(out)
+        .stdout(Stdio::null())
+        .status()
+        .expect("bash runs");
+    assert!(built.success(), "make-busybox-image.sh failed");
+}
+
 /// A throwaway client keypair, as `rxc` would generate one.
 pub fn client_identity(name: &str) -> KeyPairFiles {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -260,6 +273,18 @@ impl TestDaemon {
         Client::https("127.0.0.1", port, ServerTrust::Pinned(pin), identity).expect("https client")
     }
 
+    /// Run the real `rxc` against this daemon's unix socket, with its configuration in `conf`
+    /// and no standard input.
+    pub fn rxc(&self, conf: &std::path::Path, args: &[&str]) -> std::process::Output {
+        Command::new(bin("rxc"))
+            .args(args)
+            .env("RXC_CONF", conf)
+            .env("RXD_DIR", self.dir())
+            .stdin(Stdio::null())
+            .output()
+            .expect("rxc runs")
+    }
+
     /// Trust `id`'s certificate (unrestricted), over the unix socket.
     pub async fn trust(&self, id: &KeyPairFiles) {
         use base64::Engine;
@@ -369,7 +394,6 @@ impl TestDaemon {
     }
 }
 
-/// A loopback port that was free a moment ago.
 /// The stdout of an `rxc` run that must succeed (the test fails with its stderr otherwise).
 pub fn succeeded(args: &[&str], out: std::process::Output) -> String {
     assert!(
@@ -391,6 +415,7 @@ pub fn failed(args: &[&str], out: std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
