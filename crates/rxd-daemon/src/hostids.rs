@@ -42,8 +42,43 @@ fn range_from(path: &Path) -> Result<HostRange, String> {
 }
 
 pub fn load() -> Result<HostIds, String> {
-    Ok(HostIds {
-        uid: range_from(Path::new("/etc/subuid"))?,
-        gid: range_from(Path::new("/etc/subgid"))?,
-    })
+    Ok(paired(
+        range_from(Path::new("/etc/subuid"))?,
+        range_from(Path::new("/etc/subgid"))?,
+    ))
+}
+
+/// Both ranges cut to the smaller size: an isolated block is taken from the uid range and its
+/// gids lie at the same offset in the gid range, so a larger uid range would hand out gids
+/// beyond what /etc/subgid delegates.
+fn paired(mut uid: HostRange, mut gid: HostRange) -> HostIds {
+    let size = uid.0.size.min(gid.0.size);
+    if uid.0.size != gid.0.size {
+        tracing::warn!(
+            subuid = uid.0.size,
+            subgid = gid.0.size,
+            used = size,
+            "root's subordinate uid and gid ranges differ in size: using the smaller for both"
+        );
+    }
+    uid.0.size = size;
+    gid.0.size = size;
+    HostIds { uid, gid }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found while fuzzing: a uid range larger than the gid range let an isolated block near its
+    /// end map gids outside /etc/subgid.
+    #[test]
+    fn uid_and_gid_ranges_are_cut_to_the_same_size() {
+        let ids = paired(
+            HostRange::new(1_000_000, 1_000_000_000).unwrap(),
+            HostRange::new(2_000_000, 100_000).unwrap(),
+        );
+        assert_eq!((ids.uid.0.size, ids.gid.0.size), (100_000, 100_000));
+        assert_eq!((ids.uid.0.base, ids.gid.0.base), (1_000_000, 2_000_000));
+    }
 }

@@ -175,10 +175,16 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// An integer as LXD parses these headers: `0x` hex, `0o` or a leading `0` octal, else decimal.
 pub(crate) fn parse_int(text: &str) -> Option<i64> {
-    let (negative, digits) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
+    let (negative, digits) = match (text.strip_prefix('-'), text.strip_prefix('+')) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        (None, None) => (false, text),
     };
+    // One sign at most, in front (as Go's ParseInt): `from_str_radix` would take a second one
+    // (`--5`, `0x+5`).
+    if digits.contains(['+', '-']) {
+        return None;
+    }
     let value = if let Some(hex) = digits.strip_prefix("0x").or(digits.strip_prefix("0X")) {
         i64::from_str_radix(hex, 16).ok()?
     } else if let Some(oct) = digits.strip_prefix("0o").or(digits.strip_prefix("0O")) {
@@ -188,7 +194,11 @@ pub(crate) fn parse_int(text: &str) -> Option<i64> {
     } else {
         digits.parse().ok()?
     };
-    Some(if negative { -value } else { value })
+    if negative {
+        value.checked_neg()
+    } else {
+        Some(value)
+    }
 }
 
 /// A uid or gid header: absent or `-1` means root of the container.
@@ -361,6 +371,14 @@ mod tests {
             ("0999", None),
             ("abc", None),
             ("", None),
+            // Found by fuzzing: a negated minimum overflowed (a panic in debug builds).
+            ("--9223372036854775808", None),
+            ("-9223372036854775808", None),
+            ("--5", None),
+            ("0x+5", None),
+            ("+5", Some(5)),
+            ("+-5", None),
+            ("-0x10", Some(-16)),
         ];
         for (text, want) in cases {
             assert_eq!(parse_int(text), *want, "{text}");
