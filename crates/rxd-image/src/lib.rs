@@ -110,6 +110,8 @@ pub enum ImageError {
     MissingRootfs,
     #[error("the image is not a valid tar archive (gzip, xz or uncompressed): {0}")]
     Archive(String),
+    #[error("{0}")]
+    Remap(String),
     #[error("{path}: the directory tree is deeper than {max} levels")]
     TooDeep { path: String, max: usize },
     #[error("{path} changed while it was being worked on")]

@@ -60,7 +60,7 @@ fn new_owner(
     let (uid, gid) = match (uid, gid) {
         (None, None) => return Ok(None),
         (Some((id, None)), _) | (_, Some((id, None))) => {
-            return Err(ImageError::Archive(format!(
+            return Err(ImageError::Remap(format!(
                 "{} is owned by container id {id}, outside the new map",
                 node.path()
             )))
@@ -125,7 +125,7 @@ pub fn reshift(
     // of the tree the pass had already left are missed by it, so passes repeat until one finds
     // nothing left to shift; a tree that keeps changing is given up on (and undone).
     let mut vanished = 0;
-    let mut applied = Err(ImageError::Archive(
+    let mut applied = Err(ImageError::Remap(
         "the tree kept changing while it was being remapped".into(),
     ));
     for _ in 0..MAX_PASSES {
