@@ -57,15 +57,6 @@ fn bomb(dir: &Path, mib: u64) -> PathBuf {
     out
 }
 
-fn images_dir_entries(d: &TestDaemon) -> Vec<String> {
-    std::fs::read_dir(d.dir().join("images"))
-        .map(|rd| {
-            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 async fn patch(c: &Client, path: &str, body: Value) {
     let r = c.request(Method::PATCH, path, Some(&body)).await.unwrap();
     assert_eq!(r.status, 200, "{path}: {:?}", r.envelope());
@@ -154,7 +145,7 @@ async fn a_compression_bomb_stops_at_the_server_bound_with_nothing_left() {
         err.contains("more than 104857600 bytes") && err.contains("images.max_unpacked_size"),
         "{err}"
     );
-    assert_eq!(images_dir_entries(&d), Vec::<String>::new(), "nothing left");
+    assert_eq!(d.image_files(), Vec::<String>::new(), "nothing left");
     assert_eq!(d.unix().get("/1.0/images").await.unwrap(), json!([]));
 
     // An ordinary image fits under the same bound.
@@ -227,7 +218,7 @@ async fn limits_disk_refuses_what_would_exceed_it_and_accepts_what_fits() {
         err.contains("\"tight\" would exceed its limits.disk of 65536 bytes"),
         "{err}"
     );
-    assert_eq!(images_dir_entries(&d), Vec::<String>::new(), "nothing left");
+    assert_eq!(d.image_files(), Vec::<String>::new(), "nothing left");
 
     // Without a limit it imports; its unpacked size is recorded.
     let out = import("roomy");

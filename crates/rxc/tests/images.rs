@@ -60,15 +60,6 @@ fn hostile(dir: &Path, name: &str, body: &str) -> PathBuf {
     out
 }
 
-fn leftovers(d: &TestDaemon) -> Vec<String> {
-    std::fs::read_dir(d.dir().join("images"))
-        .map(|rd| {
-            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn import_alias_show_delete() {
     if !require_root("import_alias_show_delete") {
@@ -196,7 +187,7 @@ async fn import_alias_show_delete() {
         ["bb", "bbx"]
     );
     ok(&d, conf.path(), &["image", "delete", "bb"]);
-    assert_eq!(leftovers(&d), Vec::<String>::new());
+    assert_eq!(d.image_files(), Vec::<String>::new());
     assert_eq!(
         d.unix().get("/1.0/images/aliases").await.unwrap(),
         json!([])
@@ -238,7 +229,7 @@ async fn hostile_tarballs_are_refused_with_nothing_written() {
         assert!(!out.status.success(), "{name} imported");
         assert!(err.contains(expected), "{name}: {err}");
         assert_eq!(
-            leftovers(&d),
+            d.image_files(),
             Vec::<String>::new(),
             "{name}: nothing written"
         );
@@ -255,7 +246,7 @@ async fn hostile_tarballs_are_refused_with_nothing_written() {
     )
     .status
     .success());
-    assert_eq!(leftovers(&d), Vec::<String>::new());
+    assert_eq!(d.image_files(), Vec::<String>::new());
 }
 
 #[tokio::test]

@@ -285,6 +285,18 @@ impl TestDaemon {
             .expect("rxc runs")
     }
 
+    /// The names in the state dir's `images/` (none when it does not exist): what an image
+    /// import left behind.
+    pub fn image_files(&self) -> Vec<String> {
+        std::fs::read_dir(self.dir().join("images"))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Trust `id`'s certificate (unrestricted), over the unix socket.
     pub async fn trust(&self, id: &KeyPairFiles) {
         use base64::Engine;
