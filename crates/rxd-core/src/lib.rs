@@ -10,4 +10,5 @@ pub mod instance_config;
 pub mod launch;
 pub mod name;
 pub mod project_config;
+pub mod pty;
 pub mod warnings;

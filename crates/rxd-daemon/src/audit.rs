@@ -7,7 +7,7 @@
 
 use crate::caller::Caller;
 use crate::candid::Login;
-use crate::state::Daemon;
+use crate::events::Events;
 use rxd_auth::rbac::Decision;
 use rxd_auth::Identity;
 use serde_json::{json, Map, Value};
@@ -221,22 +221,13 @@ fn without_query(path: &str) -> String {
     path.split('?').next().unwrap_or_default().to_owned()
 }
 
-/// The one way a security event is recorded: a line in the file (through the writer thread,
-/// never blocking the request) and a `logging` event for administrators.
-pub fn record(d: &Daemon, rec: Record) {
-    let time = crate::events::now();
-    d.audit.write(&rec.line(&time));
-    d.events.logging(rec.logging_metadata(), time);
-}
-
 /// Authentication failures on the macaroon path, seen by the authorization layer: a verified
 /// Candid user that `candid.domains` refuses, or presented macaroons that do not verify (bad
 /// signature, expired, unknown root key).
-pub fn login_failure(d: &Daemon, caller: &Caller, parts: &http::request::Parts, login: &Login) {
+pub fn login_failure(log: &AuditLog, caller: &Caller, parts: &http::request::Parts, login: &Login) {
     let (method, path) = (parts.method.as_str(), parts.uri.path());
     match login {
-        Login::Refused(refused) => record(
-            d,
+        Login::Refused(refused) => log.record(
             Record::new(
                 SecurityEvent::AuthnLoginFail,
                 caller,
@@ -248,8 +239,7 @@ pub fn login_failure(d: &Daemon, caller: &Caller, parts: &http::request::Parts, 
             .project(&caller.project)
             .via("candid"),
         ),
-        Login::Missing { rejected, .. } if *rejected > 0 => record(
-            d,
+        Login::Missing { rejected, .. } if *rejected > 0 => log.record(
             Record::new(
                 SecurityEvent::AuthnLoginFail,
                 caller,
@@ -269,7 +259,7 @@ pub fn login_failure(d: &Daemon, caller: &Caller, parts: &http::request::Parts, 
 /// endpoint that needs trust is an authentication failure; a trusted caller without the right
 /// is an authorization failure, whether answered 403 or as a hidden project.
 pub fn refusal(
-    d: &Daemon,
+    log: &AuditLog,
     caller: &Caller,
     parts: &http::request::Parts,
     decision: Decision,
@@ -305,13 +295,13 @@ pub fn refusal(
             format!("not authorized: {answer}"),
         ),
     };
-    record(d, rec.project(project).detail("answer", answer));
+    log.record(rec.project(project).detail("answer", answer));
 }
 
 /// One server config key changed by `caller` (PUT or PATCH `/1.0`). Secret keys are logged by
 /// name only: neither the value given nor the stored hash appears.
 pub fn server_config_change(
-    d: &Daemon,
+    log: &AuditLog,
     caller: &Caller,
     method: &str,
     key: &str,
@@ -333,13 +323,13 @@ pub fn server_config_change(
             .detail("old", old.unwrap_or_default())
             .detail("new", new.unwrap_or_default());
     }
-    record(d, rec);
+    log.record(rec);
 }
 
 /// A project's config changed (`PUT`/`PATCH /1.0/projects/<name>`): one line per key that
 /// changed. `user.*` values are free text the owner may consider private: only their names.
 pub fn project_config_change(
-    d: &Daemon,
+    log: &AuditLog,
     caller: &Caller,
     project: &str,
     old: &std::collections::BTreeMap<String, String>,
@@ -370,14 +360,13 @@ pub fn project_config_change(
                 .detail("old", before.map(String::as_str).unwrap_or_default())
                 .detail("new", after.map(String::as_str).unwrap_or_default());
         }
-        record(d, rec);
+        log.record(rec);
     }
 }
 
 /// A privileged container is starting: root inside it is root on the host.
-pub fn privileged_start(d: &Daemon, project: &str, instance: &str) {
-    record(
-        d,
+pub fn privileged_start(log: &AuditLog, project: &str, instance: &str) {
+    log.record(
         Record::daemon(
             SecurityEvent::SysPrivilegedStart,
             format!("starting privileged container {instance}: root inside it is root on the host"),
@@ -390,12 +379,14 @@ pub fn privileged_start(d: &Daemon, project: &str, instance: &str) {
 /// The file side: a bounded queue drained by one thread that owns the file.
 pub struct AuditLog {
     tx: Option<SyncSender<String>>,
+    /// Where the `logging` events go.
+    events: Events,
 }
 
 impl AuditLog {
     /// Start the writer for `<dir>/logs/security.log`. If the directory cannot be made, events
     /// still reach the event stream and the failure is in the daemon's log.
-    pub fn start(dir: &Path, max_bytes: u64) -> AuditLog {
+    pub fn start(dir: &Path, max_bytes: u64, events: Events) -> AuditLog {
         let logs = dir.join(LOG_DIR);
         if let Err(e) = std::fs::DirBuilder::new()
             .recursive(true)
@@ -403,7 +394,7 @@ impl AuditLog {
             .create(&logs)
         {
             tracing::error!(dir = %logs.display(), error = %e, "cannot create the security log directory; security events go to the event stream only");
-            return AuditLog { tx: None };
+            return AuditLog { tx: None, events };
         }
         let (tx, rx) = sync_channel::<String>(QUEUE);
         let mut writer = RotatingFile::new(logs.join(LOG_FILE), max_bytes);
@@ -418,12 +409,23 @@ impl AuditLog {
                 }
             });
         match spawned {
-            Ok(_) => AuditLog { tx: Some(tx) },
+            Ok(_) => AuditLog {
+                tx: Some(tx),
+                events,
+            },
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the security log writer");
-                AuditLog { tx: None }
+                AuditLog { tx: None, events }
             }
         }
+    }
+
+    /// The one way a security event is recorded: a line in the file (through the writer
+    /// thread, never blocking the request) and a `logging` event for administrators.
+    pub fn record(&self, rec: Record) {
+        let time = crate::sync::now_rfc3339();
+        self.write(&rec.line(&time));
+        self.events.logging(rec.logging_metadata(), time);
     }
 
     fn write(&self, line: &Value) {

@@ -3,7 +3,7 @@
 //! rotated daily; which requests take the macaroon path; the 401 challenge; verification.
 
 use crate::error::ApiError;
-use crate::state::{lock, read, write, Daemon};
+use crate::sync::{lock, read, write};
 use http::HeaderMap;
 use rxd_auth::candid::CandidRefusal;
 use rxd_auth::Identity;
@@ -120,6 +120,8 @@ impl std::fmt::Display for RefusedLogin {
 
 /// Candid state: the key pair (made on first use and kept), the configuration, the root keys.
 pub struct Logins {
+    /// Where new root keys are stored.
+    store: Arc<Store>,
     keypair: RwLock<Option<KeyPair>>,
     config: RwLock<Option<Arc<CandidConfig>>>,
     root_keys: Mutex<RootKeys>,
@@ -127,13 +129,14 @@ pub struct Logins {
 
 impl Logins {
     /// Loads what the store holds (blocking; at start-up). Nothing is created while Candid is off.
-    pub fn load(store: &Store, config: &StoredConfig) -> Result<Logins, StoreError> {
+    pub fn load(store: Arc<Store>, config: &StoredConfig) -> Result<Logins, StoreError> {
         let logins = Logins {
+            store: store.clone(),
             keypair: RwLock::new(None),
             config: RwLock::new(None),
             root_keys: Mutex::new(RootKeys::default()),
         };
-        logins.reconfigure(store, config)?;
+        logins.reconfigure(&store, config)?;
         Ok(logins)
     }
 
@@ -215,7 +218,6 @@ impl Logins {
     /// The current root key, making (and storing) a new one when there is none or it is due.
     async fn current_root_key(
         &self,
-        d: &Daemon,
         now: i64,
         expiry: i64,
     ) -> Result<(RootKeyId, RootKey), ApiError> {
@@ -234,8 +236,9 @@ impl Logins {
             created_at: now,
         };
         let purge_before = now - ROTATE_AFTER - expiry;
-        d.db(move |s| s.rotate_login_root_key(&row, purge_before))
-            .await?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.rotate_login_root_key(&row, purge_before))
+            .await??;
         let mut keys = lock(&self.root_keys);
         keys.by_id
             .retain(|_, (_, created)| *created >= purge_before);
@@ -244,60 +247,59 @@ impl Logins {
         tracing::info!("new Candid login root key");
         Ok((id, key))
     }
-}
 
-/// A verified Candid identity completed with the user's groups, when an agent to read them is
-/// configured (other identities are returned as they are).
-pub async fn with_groups(d: &Daemon, identity: Identity) -> Identity {
-    let Identity::Candid { username, .. } = &identity else {
-        return identity;
-    };
-    let Some(cfg) = d.logins.config() else {
-        return identity;
-    };
-    match &cfg.groups {
-        Some(source) => Identity::Candid {
-            groups: source.groups(username).await,
-            username: username.clone(),
-        },
-        None => identity,
+    /// A verified Candid identity completed with the user's groups, when an agent to read them
+    /// is configured (other identities are returned as they are).
+    pub async fn with_groups(&self, identity: Identity) -> Identity {
+        let Identity::Candid { username, .. } = &identity else {
+            return identity;
+        };
+        let Some(cfg) = self.config() else {
+            return identity;
+        };
+        match &cfg.groups {
+            Some(source) => Identity::Candid {
+                groups: source.groups(username).await,
+                username: username.clone(),
+            },
+            None => identity,
+        }
     }
-}
 
-/// The challenge for a request that needs a login: a fresh macaroon to discharge at Candid, in
-/// the bakery's error shape (not LXD's envelope).
-pub async fn challenge(d: &Daemon, request_path: &str, version: u8) -> ApiError {
-    let Some(cfg) = d.logins.config() else {
-        return ApiError::NotAuthorized;
-    };
-    let Some(keypair) = read(&d.logins.keypair).clone() else {
-        return ApiError::internal("Candid key pair missing");
-    };
-    let now = OffsetDateTime::now_utc();
-    let (id, key) = match d
-        .logins
-        .current_root_key(d, now.unix_timestamp(), cfg.expiry)
-        .await
-    {
-        Ok(k) => k,
-        Err(e) => return e,
-    };
-    let expires = now + time::Duration::seconds(cfg.expiry);
-    let m = login::mint(&id, &key, &cfg.third_party, &keypair, expires);
-    let body = BakeryErrorBody {
-        code: wire::DISCHARGE_REQUIRED.into(),
-        message: "authentication required".into(),
-        info: Some(ErrorInfo {
-            macaroon: Some(m.to_json()),
-            macaroon_path: wire::macaroon_path(request_path),
-            cookie_name_suffix: "auth".into(),
-            ..Default::default()
-        }),
-    };
-    ApiError::DischargeRequired {
-        // Bakery clients older than version 1 expect 407 (go-macaroon-bakery's rule).
-        proxy: version == 0,
-        body: Box::new(body),
+    /// The challenge for a request that needs a login: a fresh macaroon to discharge at
+    /// Candid, in the bakery's error shape (not LXD's envelope).
+    pub async fn challenge(&self, request_path: &str, version: u8) -> ApiError {
+        let Some(cfg) = self.config() else {
+            return ApiError::NotAuthorized;
+        };
+        let Some(keypair) = read(&self.keypair).clone() else {
+            return ApiError::internal("Candid key pair missing");
+        };
+        let now = OffsetDateTime::now_utc();
+        let (id, key) = match self
+            .current_root_key(now.unix_timestamp(), cfg.expiry)
+            .await
+        {
+            Ok(k) => k,
+            Err(e) => return e,
+        };
+        let expires = now + time::Duration::seconds(cfg.expiry);
+        let m = login::mint(&id, &key, &cfg.third_party, &keypair, expires);
+        let body = BakeryErrorBody {
+            code: wire::DISCHARGE_REQUIRED.into(),
+            message: "authentication required".into(),
+            info: Some(ErrorInfo {
+                macaroon: Some(m.to_json()),
+                macaroon_path: wire::macaroon_path(request_path),
+                cookie_name_suffix: "auth".into(),
+                ..Default::default()
+            }),
+        };
+        ApiError::DischargeRequired {
+            // Bakery clients older than version 1 expect 407 (go-macaroon-bakery's rule).
+            proxy: version == 0,
+            body: Box::new(body),
+        }
     }
 }
 

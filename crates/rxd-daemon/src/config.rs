@@ -5,7 +5,8 @@
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::https;
-use crate::state::{lock, read, write, Daemon};
+use crate::state::Daemon;
+use crate::sync::{lock, read, write};
 use rxd_auth::AdminProof;
 use rxd_core::address::ListenAddress;
 use rxd_core::config::{
@@ -124,7 +125,7 @@ pub async fn update_config(
     };
     for (key, value) in &changes {
         let old = current.get(key).map(String::as_str);
-        crate::audit::server_config_change(d, caller, method, key, old, value.as_deref());
+        crate::audit::server_config_change(&d.audit, caller, method, key, old, value.as_deref());
         let action = if value.is_some() { "set" } else { "unset" };
         tracing::info!(key, action, by = %caller.identity.user_name(), peer = %caller.conn.peer(), "server config changed");
     }

@@ -2,7 +2,7 @@
 //! Internal errors are logged in full and answered generically, so paths and SQL never reach a
 //! remote client.
 
-use crate::response::json_response;
+use crate::envelope::json_response;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use rxd_api::Envelope;

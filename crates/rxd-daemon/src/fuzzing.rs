@@ -3,6 +3,7 @@
 //! decode them. Nothing here runs in the daemon.
 
 use crate::body;
+use crate::channels;
 use crate::routes::{
     console, exec, files, grants, images, instance_edit, instances, operations, projects, snapshots,
 };
@@ -75,8 +76,8 @@ fn query<T: DeserializeOwned>(q: &str) -> Result<(), String> {
 /// (2), the files API (3) or an exec/console websocket (4), as axum's `Query` does.
 pub fn decode_query(kind: u8, q: &str) -> Result<(), String> {
     match kind % 5 {
-        0 => query::<crate::routes::ListQuery>(q),
-        1 => query::<crate::events::EventsQuery>(q),
+        0 => query::<crate::listing::ListQuery>(q),
+        1 => query::<crate::routes::events::EventsQuery>(q),
         2 => query::<operations::WaitQuery>(q),
         3 => query::<files::PathQuery>(q),
         _ => query::<exec::SecretQuery>(q),
@@ -100,12 +101,12 @@ pub enum ControlAction {
 
 /// A control frame, decoded and judged as `routes/exec.rs` and `routes/console.rs` do.
 pub fn control_frame(text: &str) -> ControlAction {
-    match serde_json::from_str::<exec::Control>(text) {
+    match serde_json::from_str::<channels::Control>(text) {
         Ok(c) if c.command == "signal" && (1..=64).contains(&c.signal) => {
             ControlAction::Signal(c.signal)
         }
         Ok(c) if c.command == "window-resize" => match c.size() {
-            Some((w, h)) => ControlAction::Resize(exec::resize_frame(w, h)),
+            Some((w, h)) => ControlAction::Resize(rxd_core::pty::resize(w, h)),
             None => ControlAction::Ignore,
         },
         _ => ControlAction::Ignore,

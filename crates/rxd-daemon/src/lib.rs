@@ -3,10 +3,14 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod authorize;
 mod body;
 mod caller;
 mod candid;
+mod channels;
 mod config;
+mod envelope;
+mod environment;
 mod error;
 mod events;
 mod facts;
@@ -15,18 +19,23 @@ pub mod fuzzing;
 mod hostids;
 mod https;
 mod listener;
+mod listing;
 mod operations;
 mod origin;
 mod response;
 mod routes;
 mod runtime;
+mod service;
 mod state;
 mod statedir;
+mod sync;
 mod tlsstate;
 mod tokens;
+mod views;
 mod warnings;
 
-use crate::state::{lock, Daemon};
+use crate::state::Daemon;
+use crate::sync::lock;
 use rxd_core::address::ListenAddress;
 use rxd_core::config::HTTPS_ADDRESS;
 use std::future::Future;
@@ -95,9 +104,10 @@ pub async fn run(
     tracing::info!(certificates = trust.len(), "trust store loaded");
     let projects = state::projects_map(store.projects()?);
     let grants = state::grants_list(store.grants()?);
-    let logins = candid::Logins::load(&store, &config)?;
+    let logins = candid::Logins::load(store.clone(), &config)?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let events = events::Events::default();
     let daemon = Arc::new(Daemon {
         dir: dir.clone(),
         store,
@@ -115,8 +125,8 @@ pub async fn run(
         throttle: Mutex::new(Default::default()),
         router: OnceLock::new(),
         connections: Default::default(),
-        events: Default::default(),
-        audit: audit::AuditLog::start(&dir, audit::MAX_BYTES),
+        audit: audit::AuditLog::start(&dir, audit::MAX_BYTES, events.clone()),
+        events,
         operations: Default::default(),
         hostids: match hostids::load() {
             Ok(h) => Some(h),
@@ -130,8 +140,8 @@ pub async fn run(
         tracker: TaskTracker::new(),
         shutdown,
     });
-    routes::instances::recover(&daemon).await;
-    daemon.tracker.spawn(routes::instances::watch(
+    service::instances::recover(&daemon).await;
+    daemon.tracker.spawn(service::instances::watch(
         daemon.clone(),
         shutdown_rx.clone(),
     ));
@@ -217,7 +227,7 @@ async fn watch_tls_files(daemon: Arc<Daemon>, mut stop: watch::Receiver<bool>) {
         let current = daemon.tls_state();
         match tlsstate::reload(&daemon.dir, &current) {
             Ok(new) => {
-                *state::write(&daemon.tls) = Arc::new(new);
+                *sync::write(&daemon.tls) = Arc::new(new);
                 tracing::info!(
                     trigger = if forced { "SIGHUP" } else { "file change" },
                     "TLS and PKI state reloaded"

@@ -232,7 +232,7 @@ pub async fn run_https(
         let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
         // The configuration current at accept time: a reloaded certificate or CA applies to new
         // connections at once.
-        let config = crate::state::read(&tls).config.clone();
+        let config = crate::sync::read(&tls).config.clone();
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let (router, stop, registry) = (router.clone(), stop.clone(), registry.clone());
         let counted = open.enter();

@@ -3,6 +3,7 @@
 use crate::error::{ApiError, ApiResult};
 use crate::facts::HostFacts;
 use crate::https::{self, Running};
+use crate::sync::{lock, read, write};
 use crate::tlsstate::TlsState;
 use crate::warnings::Warnings;
 use axum::Router;
@@ -35,7 +36,7 @@ pub struct Daemon {
     /// Candid logins: key pair, configuration and login root keys.
     pub logins: crate::candid::Logins,
     /// `GET /1.0`'s environment, serialized once per TLS identity and listener addresses.
-    pub environment_cache: crate::routes::server::EnvironmentCache,
+    pub environment_cache: crate::environment::EnvironmentCache,
     pub https: Mutex<Option<Running>>,
     pub warnings: Mutex<Warnings>,
     pub throttle: Mutex<Throttle>,
@@ -43,7 +44,7 @@ pub struct Daemon {
     /// Open TLS connections by client certificate, closed on revocation.
     pub connections: Arc<crate::listener::ConnRegistry>,
     pub events: crate::events::Events,
-    /// The security log's file writer (`audit::record` writes through it).
+    /// The security log: its file writer and its `logging` events.
     pub audit: crate::audit::AuditLog,
     pub operations: crate::operations::Operations,
     /// The host id range for unprivileged containers (from /etc/subuid and /etc/subgid).
@@ -51,25 +52,9 @@ pub struct Daemon {
     /// Containers: started, signalled and cleaned up through the `rxd-shim` helper.
     pub runtime: crate::runtime::Runtime,
     /// Exec operations waiting for their websockets.
-    pub exec_sessions: crate::routes::exec::Sessions,
+    pub exec_sessions: crate::channels::Sessions,
     pub tracker: TaskTracker,
     pub shutdown: watch::Sender<bool>,
-}
-
-/// Poisoned locks only follow a panic in another request; the data is still consistent because
-/// every critical section here is a single assignment or map operation.
-pub fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|e| e.into_inner())
-}
-pub fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|e| e.into_inner())
-}
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub fn now_unix() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// A project as the daemon keeps it in memory.

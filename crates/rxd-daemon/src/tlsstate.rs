@@ -143,3 +143,21 @@ fn log_state(state: &TlsState) {
         None => {}
     }
 }
+
+/// The CA's verdict on one certificate, as rxd-auth understands it.
+pub fn ca_check(pki: &rxd_tls::pki::Pki, der: &[u8]) -> rxd_auth::CaCheck {
+    match pki.verdict(der, rustls_now()) {
+        rxd_tls::pki::CaVerdict::Signed => rxd_auth::CaCheck::Signed {
+            subject: rxd_tls::cert::describe(der)
+                .and_then(|i| i.common_name)
+                .unwrap_or_else(|| "CA-issued".into()),
+        },
+        rxd_tls::pki::CaVerdict::NotSigned => rxd_auth::CaCheck::NotSigned,
+        rxd_tls::pki::CaVerdict::Revoked => rxd_auth::CaCheck::Revoked,
+        rxd_tls::pki::CaVerdict::Unverifiable => rxd_auth::CaCheck::Unverifiable,
+    }
+}
+
+fn rustls_now() -> rxd_tls::pki::UnixTime {
+    rxd_tls::pki::UnixTime::now()
+}

@@ -4,8 +4,7 @@
 //! the command's identity, makes the slave its controlling terminal and its stdio, and hands
 //! the master to the exec step over a socket (`SCM_RIGHTS`, on its stdin). The exec step relays
 //! between the master and its own stdio: stdout carries the terminal's output; stdin carries
-//! frames from the daemon, `[kind: u8][len: u32 BE][payload]`, kind 0 for input bytes and
-//! kind 1 for a window size (`[cols: u16 BE][rows: u16 BE]`).
+//! frames from the daemon (`rxd_core::pty`: input bytes and window sizes).
 
 use anyhow::{Context, Result};
 use rustix::net::{
@@ -18,11 +17,6 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-pub const FRAME_DATA: u8 = 0;
-pub const FRAME_RESIZE: u8 = 1;
-/// The largest frame payload accepted.
-const MAX_FRAME: u32 = 1 << 20;
 
 /// The socket pair: one end for the exec step, the other becomes the attach step's stdin.
 pub fn channel() -> Result<(OwnedFd, OwnedFd)> {
@@ -102,28 +96,16 @@ pub fn resize(master: impl AsFd, cols: u16, rows: u16) {
 
 /// Apply frames read from `from` to the terminal `master` until the stream ends or is bad.
 pub fn feed(mut from: impl Read, master: &File) {
-    let mut header = [0u8; 5];
-    while from.read_exact(&mut header).is_ok() {
-        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
-        if len > MAX_FRAME {
-            // Not from the daemon (it splits input): the stream cannot be trusted further.
-            break;
-        }
-        let mut payload = vec![0u8; len as usize];
-        if from.read_exact(&mut payload).is_err() {
-            break;
-        }
-        let written = match (header[0], payload.as_slice()) {
-            (FRAME_DATA, data) => (&*master).write_all(data).is_ok(),
-            (FRAME_RESIZE, [c0, c1, r0, r1]) => {
-                let (cols, rows) = ([*c0, *c1], [*r0, *r1]);
-                resize(master, u16::from_be_bytes(cols), u16::from_be_bytes(rows));
-                true
+    use rxd_core::pty::{read, Frame};
+    while let Ok(frame) = read(&mut from) {
+        match frame {
+            Frame::Data(data) => {
+                if (&*master).write_all(&data).is_err() {
+                    break;
+                }
             }
-            _ => true,
-        };
-        if !written {
-            break;
+            Frame::Resize { cols, rows } => resize(master, cols, rows),
+            Frame::Unknown => {}
         }
     }
 }

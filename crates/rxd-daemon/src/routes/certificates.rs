@@ -2,14 +2,15 @@
 //! this module resolves the request, applies certificate checks, stores, and keeps the trust
 //! cache and open connections in step. Every trust change is logged (who, what, from where).
 
-use super::ListQuery;
-use crate::audit::{self, Record, SecurityEvent};
+use crate::audit::{Record, SecurityEvent};
 use crate::body::Json;
-use crate::caller::ca_check;
 use crate::caller::{Admin, Caller, Trusted};
 use crate::error::{ApiError, ApiResult};
+use crate::listing::ListQuery;
 use crate::response::{self, check_if_match};
-use crate::state::{lock, now_unix, read, Daemon};
+use crate::state::Daemon;
+use crate::sync::{lock, now_unix, read};
+use crate::tlsstate::ca_check;
 use crate::tlsstate::PkiState;
 use crate::tokens;
 use axum::extract::{Path, Query, State};
@@ -281,8 +282,7 @@ async fn issue_token(d: &Daemon, caller: &Caller, body: CertificatesPost) -> Api
     };
     let stored = token.clone();
     d.db(move |s| s.insert_token(&stored)).await?;
-    audit::record(
-        d,
+    d.audit.record(
         Record::new(
             SecurityEvent::AuthnTokenCreated,
             caller,
@@ -328,8 +328,7 @@ async fn enrol(d: &Daemon, caller: &Caller, body: CertificatesPost) -> ApiResult
         ));
     };
     if let Err(retry_after) = lock(&d.throttle).check(ip, std::time::Instant::now()) {
-        audit::record(
-            d,
+        d.audit.record(
             Record::new(
                 SecurityEvent::AuthnLoginLock,
                 caller,
@@ -370,8 +369,7 @@ async fn enrol(d: &Daemon, caller: &Caller, body: CertificatesPost) -> ApiResult
             } else {
                 (SecurityEvent::AuthnLoginFail, "trust password refused")
             };
-            audit::record(
-                d,
+            d.audit.record(
                 Record::new(
                     event,
                     caller,
@@ -468,8 +466,7 @@ async fn redeem(
 
 /// Log a trust change and announce it as LXD's `certificate-created` lifecycle event.
 fn created(d: &Daemon, action: &str, row: &CertificateRow, caller: &Caller) {
-    audit::record(
-        d,
+    d.audit.record(
         Record::new(
             SecurityEvent::UserCreated,
             caller,
@@ -612,8 +609,7 @@ async fn update(
     d.trust_insert(&row);
     // Grants follow a renewed certificate (the store moved them).
     d.reload_access().await?;
-    audit::record(
-        d,
+    d.audit.record(
         Record::new(
             SecurityEvent::UserUpdated,
             caller,
@@ -659,8 +655,7 @@ pub async fn delete(
     let closed = d.trust_remove(&row.fingerprint);
     // Its grants went with it.
     d.reload_access().await?;
-    audit::record(
-        &d,
+    d.audit.record(
         Record::new(
             SecurityEvent::UserDeleted,
             &caller,

@@ -2,12 +2,12 @@
 //! stderr) with GET, emptied with DELETE, as LXD 5.0's `lxc console --show-log` uses it; and
 //! `/1.0/instances/<name>/logs[/<file>]`: the console log and recorded exec output by name.
 
-use super::exec;
-use super::instances::{find, Keyed};
 use crate::body::Json;
 use crate::caller::Caller;
+use crate::channels;
 use crate::error::{ApiError, ApiResult};
 use crate::response;
+use crate::service::instances::{find, Keyed};
 use crate::state::Daemon;
 use axum::extract::ws::Message;
 use axum::extract::{Path, State};
@@ -224,12 +224,12 @@ pub async fn attach(
         json!({"instances": [url], "containers": [url.replace("instances", "containers")]}),
         false,
     );
-    let (fds, receivers) = exec::open_channels(&d, &op.id, &["0", "control"]);
-    let revocation = exec::watch_revocation(&d, &caller);
+    let (fds, receivers) = d.exec_sessions.open(&op.id, &["0", "control"]);
+    let revocation = channels::watch_revocation(&d.connections, &caller);
     let (d2, op2) = (d.clone(), op.clone());
     tokio::spawn(async move {
         let result = relay(&socket, &req, receivers, revocation).await;
-        exec::close_channels(&d2, &op2.id);
+        d2.exec_sessions.close(&op2.id);
         op2.finish(
             &d2.events,
             result.map(|()| Value::Null).map_err(|e| e.to_string()),
@@ -243,8 +243,8 @@ pub async fn attach(
 async fn relay(
     socket: &std::path::Path,
     req: &ConsolePost,
-    mut receivers: exec::Receivers,
-    revocation: exec::Revocation,
+    mut receivers: channels::Receivers,
+    revocation: channels::Revocation,
 ) -> ApiResult<()> {
     use futures_util::{SinkExt, StreamExt};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -268,7 +268,7 @@ async fn relay(
     let (mut from_console, mut to_console) = stream.into_split();
     if req.width > 0 && req.height > 0 {
         let _ = to_console
-            .write_all(&exec::resize_frame(req.width, req.height))
+            .write_all(&rxd_core::pty::resize(req.width, req.height))
             .await;
     }
     let (_registration, mut revoked) = match revocation {
@@ -291,29 +291,29 @@ async fn relay(
             msg = stream.next() => match msg {
                 Some(Ok(Message::Binary(b))) => {
                     for chunk in b.chunks(64 * 1024) {
-                        if to_console.write_all(&exec::frame(0, chunk)).await.is_err() {
+                        if to_console.write_all(&rxd_core::pty::data(chunk)).await.is_err() {
                             break;
                         }
                     }
                 }
                 Some(Ok(Message::Text(t))) => {
-                    let _ = to_console.write_all(&exec::frame(0, t.as_bytes())).await;
+                    let _ = to_console.write_all(&rxd_core::pty::data(t.as_bytes())).await;
                 }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
             },
             msg = control.recv() => match msg {
                 Some(Ok(Message::Text(text))) => {
-                    if let Ok(c) = serde_json::from_str::<exec::Control>(&text) {
+                    if let Ok(c) = serde_json::from_str::<channels::Control>(&text) {
                         if let (true, Some((w, h))) = (c.command == "window-resize", c.size()) {
-                            let _ = to_console.write_all(&exec::resize_frame(w, h)).await;
+                            let _ = to_console.write_all(&rxd_core::pty::resize(w, h)).await;
                         }
                     }
                 }
                 Some(Ok(_)) => {}
                 None | Some(Err(_)) => break,
             },
-            _ = exec::revocation(&mut revoked) => {
+            _ = channels::revocation(&mut revoked) => {
                 tracing::info!("closing a console session: the client's certificate was revoked");
                 break;
             }

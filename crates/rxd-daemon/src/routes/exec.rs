@@ -8,12 +8,13 @@
 //! filter, no_new_privs, fds 0-2 only; see `runtime/exec.rs`); its exit status is the
 //! operation's `return`. A revoked client's session is killed and its channels closed.
 
-use super::instances::{config_of, find, project_suffix, Keyed};
 use crate::body::Json;
 use crate::caller::Caller;
+use crate::channels;
 use crate::error::{ApiError, ApiResult};
 use crate::response;
 use crate::runtime::{ExecHelper, ExecSpec};
+use crate::service::instances::{config_of, find, project_suffix, Keyed};
 use crate::state::Daemon;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -21,32 +22,13 @@ use axum::response::Response;
 use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
 
 /// How long the client has to connect the channels.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A channel's secret, and where its websocket goes once connected (taken on first use).
-type Channel = (String, Option<oneshot::Sender<WebSocket>>);
-
-/// The channels of one exec operation waiting for their websocket.
-pub struct Session {
-    channels: Mutex<HashMap<&'static str, Channel>>,
-}
-
-/// Pending exec sessions by operation id.
-#[derive(Default)]
-pub struct Sessions(Mutex<HashMap<String, Arc<Session>>>);
-
-impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,12 +83,6 @@ fn environment(
     }
     env.extend(req.iter().map(|(k, v)| (k.clone(), v.clone())));
     env
-}
-
-fn secret() -> String {
-    let mut bytes = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
-    hex::encode(bytes)
 }
 
 pub async fn post(
@@ -197,12 +173,12 @@ pub async fn post(
     } else {
         &["0", "1", "2", "control"]
     };
-    let (fds, receivers) = open_channels(&d, &op.id, names);
-    let revoked = watch_revocation(&d, &caller);
+    let (fds, receivers) = d.exec_sessions.open(&op.id, names);
+    let revoked = channels::watch_revocation(&d.connections, &caller);
     let (d2, op2) = (d.clone(), op.clone());
     tokio::spawn(async move {
         let result = run_attached(&d2, &row.key(), &req, &env, receivers, revoked).await;
-        close_channels(&d2, &op2.id);
+        d2.exec_sessions.close(&op2.id);
         let result = result.map(|code| {
             let mut md = public;
             md["return"] = json!(code);
@@ -261,65 +237,6 @@ async fn record(mut from: impl tokio::io::AsyncRead + Unpin, path: std::path::Pa
             }
             kept += room as u64;
         }
-    }
-}
-
-/// Waiting channels' receivers, by name.
-pub(crate) type Receivers = HashMap<&'static str, oneshot::Receiver<WebSocket>>;
-
-/// A revoked certificate's signal, for sessions opened over TLS.
-pub(crate) type Revocation = Option<(
-    crate::listener::Registration,
-    tokio::sync::watch::Receiver<bool>,
-)>;
-
-/// Register the channels of a websocket operation: a fresh secret each (returned, to be shown
-/// once, in the reply to the request that started it) and where each socket goes when it
-/// connects.
-pub(crate) fn open_channels(
-    d: &Daemon,
-    op_id: &str,
-    names: &[&'static str],
-) -> (serde_json::Map<String, Value>, Receivers) {
-    let mut fds = serde_json::Map::new();
-    let mut channels = HashMap::new();
-    let mut receivers = HashMap::new();
-    for &fd in names {
-        let s = secret();
-        let (tx, rx) = oneshot::channel();
-        fds.insert(fd.to_owned(), json!(s));
-        channels.insert(fd, (s, Some(tx)));
-        receivers.insert(fd, rx);
-    }
-    d.exec_sessions.lock().insert(
-        op_id.to_owned(),
-        Arc::new(Session {
-            channels: Mutex::new(channels),
-        }),
-    );
-    (fds, receivers)
-}
-
-/// Forget a finished operation's channels.
-pub(crate) fn close_channels(d: &Daemon, op_id: &str) {
-    d.exec_sessions.lock().remove(op_id);
-}
-
-pub(crate) fn watch_revocation(d: &Daemon, caller: &Caller) -> Revocation {
-    match &caller.conn.transport {
-        rxd_auth::Transport::Tls {
-            peer_fingerprint: Some(fp),
-            ..
-        } => Some(d.connections.register(Some(*fp))),
-        _ => None,
-    }
-}
-
-/// Resolves when the revocation fires (never, without one).
-pub(crate) async fn revocation(r: &mut Option<tokio::sync::watch::Receiver<bool>>) {
-    match r.as_mut() {
-        Some(r) => crate::listener::stopped(r).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -397,39 +314,6 @@ async fn run_detached(
     Ok((exit_code(status), output))
 }
 
-#[derive(Deserialize)]
-pub(crate) struct Control {
-    pub(crate) command: String,
-    #[serde(default)]
-    pub(crate) signal: i32,
-    #[serde(default)]
-    pub(crate) args: BTreeMap<String, String>,
-}
-
-impl Control {
-    /// A `window-resize` message's size.
-    pub(crate) fn size(&self) -> Option<(u32, u32)> {
-        let dim = |k: &str| self.args.get(k).and_then(|v| v.parse::<u32>().ok());
-        Some((dim("width")?, dim("height")?))
-    }
-}
-
-/// A frame for the helper's terminal relay (see rxd-shim's `pty.rs`).
-pub(crate) fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(5 + payload.len());
-    f.push(kind);
-    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-pub(crate) fn resize_frame(cols: u32, rows: u32) -> Vec<u8> {
-    let clamp = |v: u32| v.clamp(1, u32::from(u16::MAX)) as u16;
-    let mut size = clamp(cols).to_be_bytes().to_vec();
-    size.extend_from_slice(&clamp(rows).to_be_bytes());
-    frame(1, &size)
-}
-
 /// The pumps of one session: pipes (`0`, `1`, `2`) or a terminal (`0` both ways).
 struct Pumps {
     /// Output to the client: drained when the command ends.
@@ -484,7 +368,7 @@ fn terminal(child: &mut tokio::process::Child, ws0: WebSocket) -> Pumps {
             };
             // In frames the relay accepts, however large the message (a paste, say).
             for chunk in data.chunks(64 * 1024) {
-                if keys.send(frame(0, chunk)).await.is_err() {
+                if keys.send(rxd_core::pty::data(chunk)).await.is_err() {
                     return;
                 }
             }
@@ -523,8 +407,8 @@ async fn run_attached(
     name: &str,
     req: &ExecPost,
     env: &BTreeMap<String, String>,
-    mut receivers: Receivers,
-    revoked: Revocation,
+    mut receivers: channels::Receivers,
+    revoked: channels::Revocation,
 ) -> ApiResult<i32> {
     let timed_out = || ApiError::BadRequest("Timed out waiting for websockets to connect".into());
     let mut take = |fd| receivers.remove(fd);
@@ -591,13 +475,13 @@ async fn run_attached(
             msg = async { control.as_mut().expect("open").recv().await }, if control.is_some() => {
                 match msg {
                     Some(Ok(Message::Text(text))) => {
-                        match serde_json::from_str::<Control>(&text) {
+                        match serde_json::from_str::<channels::Control>(&text) {
                             Ok(c) if c.command == "signal" && (1..=64).contains(&c.signal) => {
                                 signal(d, &pid_file, c.signal).await;
                             }
                             Ok(c) if c.command == "window-resize" => {
                                 if let (Some(tx), Some((w, h))) = (&pumps.resize, c.size()) {
-                                    let _ = tx.send(resize_frame(w, h)).await;
+                                    let _ = tx.send(rxd_core::pty::resize(w, h)).await;
                                 }
                             }
                             _ => {}
@@ -611,7 +495,7 @@ async fn run_attached(
                     }
                 }
             }
-            _ = revocation(&mut revoked_rx) => {
+            _ = channels::revocation(&mut revoked_rx) => {
                 tracing::info!(instance = %name, "killing an exec session: the client's certificate was revoked");
                 // The command first (by its pid, once the helper has written it), then the
                 // helper: killed first, it could leave a command that has not yet armed its
@@ -730,19 +614,7 @@ pub async fn websocket(
     let upgrade = upgrade.map_err(|_| {
         ApiError::BadRequest("This endpoint is a websocket: upgrade the connection".into())
     })?;
-    let session = d.exec_sessions.lock().get(&id).cloned();
-    let sender = session.and_then(|s| {
-        let mut channels = s.channels.lock().unwrap_or_else(|e| e.into_inner());
-        channels.values_mut().find_map(|(secret, tx)| {
-            let same: bool =
-                subtle::ConstantTimeEq::ct_eq(secret.as_bytes(), q.secret.as_bytes()).into();
-            if same {
-                tx.take()
-            } else {
-                None
-            }
-        })
-    });
+    let sender = d.exec_sessions.claim(&id, &q.secret);
     let Some(sender) = sender else {
         return Err(ApiError::NotAuthorized);
     };

@@ -5,10 +5,11 @@
 //! owners are the container's ids, translated through the map the files on disk are shifted to:
 //! an id outside the container's map is refused. Works whether the container runs or not.
 
-use super::instances::{config_of, find, instance_dir, parse_idmap, Keyed};
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::response;
+use crate::service::instances::{config_of, find, parse_idmap, Keyed};
+use crate::service::layout;
 use crate::state::Daemon;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -55,7 +56,7 @@ async fn open_for_write(d: &Daemon, project: &str, name: &str) -> ApiResult<Writ
     let key = find(d, project, name).await?.key();
     let lock = d.runtime.rootfs_lock(&key).read_owned().await;
     // Read again under the lock: the map (or the name) may have changed while it was awaited.
-    let row = super::instances::by_key(d, &key).await?;
+    let row = crate::service::instances::by_key(d, &key).await?;
     let (rootfs, map) = open_row(d, &row)?;
     Ok(Writing {
         rootfs,
@@ -76,7 +77,7 @@ fn open_row(d: &Daemon, row: &rxd_store::InstanceRow) -> ApiResult<(Rootfs, Opti
         .cloned()
         .unwrap_or_else(|| "[]".into());
     let map = parse_idmap(&on_disk)?;
-    let rootfs = Rootfs::open(&instance_dir(d, &row.key()).join("rootfs"))?;
+    let rootfs = Rootfs::open(&layout::instance_dir(d, &row.key()).join("rootfs"))?;
     Ok((rootfs, map))
 }
 

@@ -3,13 +3,14 @@
 //! or on the whole server. The grant list is reloaded after every change, so a grant or a
 //! revocation applies to the caller's next request, on any connection.
 
-use super::ListQuery;
-use crate::audit::{self, Record, SecurityEvent};
+use crate::audit::{Record, SecurityEvent};
 use crate::body::Json;
 use crate::caller::{Admin, Caller};
 use crate::error::{ApiError, ApiResult, PROJECT_NOT_FOUND};
+use crate::listing::ListQuery;
 use crate::response;
-use crate::state::{read, Daemon};
+use crate::state::Daemon;
+use crate::sync::read;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use rxd_auth::rbac::{Grant, Role, Scope, Subject};
@@ -164,8 +165,7 @@ fn grant_change(d: &Daemon, caller: &Caller, method: &str, path: &str, what: &st
         Scope::Project(p) => p.as_str(),
         _ => "",
     };
-    audit::record(
-        d,
+    d.audit.record(
         Record::new(SecurityEvent::AuthzChange, caller, method, path, what)
             .project(project)
             .detail("grant", g.id)

@@ -6,13 +6,14 @@
 //! `security.idmap.*` takes a new idmap at once (allocated in the same transaction as the
 //! config is saved) and the root filesystem is re-shifted to it at the next start.
 
-use super::instances::{
-    config_of, confine, find, instance_dir, map_for, set_next_idmap, to_json, IdmapWant, Keyed,
-};
 use crate::body::Json;
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::response::{self, check_if_match};
+use crate::service::instances::{
+    config_of, confine, find, map_for, set_next_idmap, IdmapWant, Keyed,
+};
+use crate::service::layout;
 use crate::state::Daemon;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -45,12 +46,12 @@ pub async fn get(
     State(d): State<Arc<Daemon>>,
     caller: Caller,
     Path(name): Path<String>,
-    Query(q): Query<super::ListQuery>,
+    Query(q): Query<crate::listing::ListQuery>,
 ) -> ApiResult<Response> {
     let row = find(&d, &caller.project, &name).await?;
     let full = if q.recursion > 0 { 2 } else { 0 };
     Ok(response::sync_with_etag(
-        to_json(&d, &row, full),
+        crate::views::instance(&d, &row, full),
         &etag_fields(&row),
     ))
 }
@@ -139,7 +140,8 @@ async fn update(
     if let Some(snap) = body.restore.as_deref().filter(|r| !r.is_empty()) {
         // The restore takes the instance's lock itself, in its operation.
         drop(_guard);
-        return super::snapshots::restore(d, caller, &row.name, snap).await;
+        let op = crate::service::snapshots::restore(d, caller, &row.name, snap).await?;
+        return Ok(response::operation(op.url(), op.to_json()));
     }
     if body.stateful == Some(true) {
         return Err(ApiError::BadRequest(
@@ -203,7 +205,7 @@ async fn update(
     };
     new_row.config = serde_json::to_string(&config).map_err(ApiError::internal)?;
     let block = if remap {
-        let limit = super::instances::idmap_limit(d, caller, &row.project);
+        let limit = crate::service::instances::idmap_limit(d, caller, &row.project);
         let allocate = hostids.map(|h| after.allocator(&h, &row.project, limit));
         let wants_block = after.isolated && !after.privileged;
         let store_row = new_row.clone();
@@ -311,7 +313,10 @@ pub async fn post(
     // Writes in flight through the files API finish first: they hold the old name's lock, and
     // once renamed the tree is guarded by the new name's.
     let _writes = d.runtime.rootfs_lock(&key).write_owned().await;
-    let (from, to) = (instance_dir(&d, &key), instance_dir(&d, &new_key));
+    let (from, to) = (
+        layout::instance_dir(&d, &key),
+        layout::instance_dir(&d, &new_key),
+    );
     if to.exists() {
         return Err(ApiError::Conflict(format!(
             "Instance {new:?} already exists"
@@ -326,7 +331,7 @@ pub async fn post(
             other => other,
         });
     }
-    if let Err(e) = super::snapshots::rename_all(&d, &key, &new_key) {
+    if let Err(e) = crate::service::layout::rename_snapshots(&d, &key, &new_key) {
         tracing::error!(from = %key, to = %new_key, error = %e, "could not move the snapshots");
     }
     d.runtime.rename_logs(&key, &new_key);

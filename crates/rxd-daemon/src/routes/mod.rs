@@ -5,6 +5,7 @@
 
 mod certificates;
 pub mod console;
+pub mod events;
 pub mod exec;
 pub mod files;
 pub mod grants;
@@ -26,52 +27,6 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
-
-/// `?recursion=` of every listing: 0 lists URLs, 1 or more lists objects.
-#[derive(serde::Deserialize)]
-pub struct ListQuery {
-    #[serde(default)]
-    pub recursion: u8,
-    /// LXD's `api_filtering` expression, where the listing supports it.
-    #[serde(default)]
-    pub filter: Option<String>,
-    /// `all-projects=true`: every project the caller may view, where the listing supports it.
-    #[serde(default, rename = "all-projects")]
-    pub all_projects: bool,
-}
-
-impl ListQuery {
-    /// Keep the objects the filter selects (all when there is none), as URLs or objects.
-    pub fn select(
-        &self,
-        objects: Vec<serde_json::Value>,
-        url: impl Fn(&serde_json::Value) -> String,
-    ) -> Result<Vec<serde_json::Value>, crate::error::ApiError> {
-        let filter = match self
-            .filter
-            .as_deref()
-            .map(str::trim)
-            .filter(|f| !f.is_empty())
-        {
-            Some(f) => Some(
-                rxd_core::filter::Filter::parse(f)
-                    .map_err(|e| crate::error::ApiError::BadRequest(e.to_string()))?,
-            ),
-            None => None,
-        };
-        Ok(objects
-            .into_iter()
-            .filter(|o| filter.as_ref().is_none_or(|f| f.matches(o)))
-            .map(|o| {
-                if self.recursion > 0 {
-                    o
-                } else {
-                    serde_json::Value::String(url(&o))
-                }
-            })
-            .collect())
-    }
-}
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
@@ -165,7 +120,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
                 .post(snapshots::rename)
                 .delete(snapshots::delete),
         )
-        .route("/1.0/events", get(crate::events::get))
+        .route("/1.0/events", get(events::get))
         .route("/1.0/operations", get(operations::list))
         .route(
             "/1.0/operations/{id}",
@@ -216,7 +171,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         )
         .route_layer(axum::middleware::from_fn_with_state(
             daemon.clone(),
-            crate::caller::authorize,
+            crate::authorize::authorize,
         ))
         .method_not_allowed_fallback(not_implemented)
         .fallback(not_found)

@@ -1,12 +1,13 @@
 //! `/1.0/operations`: task operations from the registry (visible by project) and pending
 //! certificate add tokens (admins only, never with their secret), listed by status as LXD does.
 
-use super::ListQuery;
 use crate::caller::{Caller, Trusted};
 use crate::error::{ApiError, ApiResult};
+use crate::listing::ListQuery;
 use crate::operations::{project_selected, project_visible};
 use crate::response;
-use crate::state::{now_unix, Daemon};
+use crate::state::Daemon;
+use crate::sync::now_unix;
 use crate::tokens;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -168,8 +169,7 @@ pub async fn delete(
     let t = find_token(&d, &id).await?;
     let token_id = t.id.clone();
     d.db(move |s| s.delete_token(&token_id)).await?;
-    crate::audit::record(
-        &d,
+    d.audit.record(
         crate::audit::Record::new(
             crate::audit::SecurityEvent::AuthnTokenRevoked,
             &caller,

@@ -2,12 +2,13 @@
 //! it may not view answers as a missing one (the authorization layer does that). `default` always
 //! exists; a project is renamed or deleted only while empty.
 
-use super::ListQuery;
 use crate::body::Json;
 use crate::caller::{Admin, Caller};
 use crate::error::{ApiError, ApiResult, PROJECT_NOT_FOUND};
+use crate::listing::ListQuery;
 use crate::response::{self, check_if_match};
-use crate::state::{read, Daemon, Project};
+use crate::state::{Daemon, Project};
+use crate::sync::read;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use http::HeaderMap;
@@ -36,7 +37,7 @@ fn taken(name: &str) -> impl FnOnce(ApiError) -> ApiError + '_ {
 async fn to_json(d: &Daemon, name: &str, p: &Project) -> ApiResult<Value> {
     let n = name.to_owned();
     let (instances, images) = d.db(move |s| Ok((s.instances(&n)?, s.images(&n)?))).await?;
-    let suffix = super::instances::project_suffix(name);
+    let suffix = crate::service::instances::project_suffix(name);
     let used_by: Vec<String> = instances
         .iter()
         .map(|i| format!("/1.0/instances/{}{suffix}", i.name))
@@ -220,7 +221,7 @@ async fn update(
     };
     d.db(move |s| s.update_project(&row)).await?;
     d.reload_access().await?;
-    crate::audit::project_config_change(d, caller, name, &p.config, &config, replace);
+    crate::audit::project_config_change(&d.audit, caller, name, &p.config, &config, replace);
     tracing::info!(project = %name, by = %caller.identity.user_name(), ?config, "project updated");
     d.events.lifecycle(
         "project-updated",

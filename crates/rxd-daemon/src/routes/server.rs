@@ -5,8 +5,8 @@ use crate::caller::{Admin, Caller};
 use crate::config::{update_config, ConfigView};
 use crate::error::ApiResult;
 use crate::response::{self, check_if_match};
-use crate::state::lock;
-use crate::state::{read, Daemon};
+use crate::state::Daemon;
+use crate::sync::read;
 use crate::tlsstate::TlsState;
 use axum::extract::State;
 use axum::response::Response;
@@ -15,7 +15,7 @@ use rxd_api::server::{Environment, ServerPut};
 use rxd_core::config::UpdateMode;
 use serde_json::value::RawValue;
 use std::sync::Arc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 pub async fn get_root() -> Response {
     response::sync(["/1.0"])
@@ -50,31 +50,6 @@ fn api_extensions() -> &'static RawValue {
     })
 }
 
-/// The serialized `environment`, kept while the TLS identity and the addresses stay the same.
-#[derive(Default)]
-pub struct EnvironmentCache(Mutex<Option<CachedEnvironment>>);
-
-/// What the cached bytes were made from (the TLS state by identity), and the bytes.
-type CachedEnvironment = (Arc<TlsState>, Vec<String>, Arc<RawValue>);
-
-impl EnvironmentCache {
-    fn get(&self, d: &Daemon) -> Arc<RawValue> {
-        let tls = d.tls_state();
-        let addresses = d.addresses();
-        if let Some((t, a, json)) = lock(&self.0).as_ref() {
-            if Arc::ptr_eq(t, &tls) && *a == addresses {
-                return json.clone();
-            }
-        }
-        let json: Arc<RawValue> =
-            serde_json::value::to_raw_value(&environment(d, &tls, &addresses))
-                .expect("the environment serializes")
-                .into();
-        *lock(&self.0) = Some((tls, addresses, json.clone()));
-        json
-    }
-}
-
 pub async fn get(State(d): State<Arc<Daemon>>, caller: Caller) -> Response {
     let mut server = ServerView {
         config: None,
@@ -95,7 +70,11 @@ pub async fn get(State(d): State<Arc<Daemon>>, caller: Caller) -> Response {
     if !caller.identity.is_trusted() {
         return response::sync(server);
     }
-    let environment = d.environment_cache.get(&d);
+    let environment = d
+        .environment_cache
+        .get(d.tls_state(), d.addresses(), |tls, addresses| {
+            environment(&d, tls, addresses)
+        });
     server.auth = "trusted";
     server.auth_user_name = Some(caller.identity.user_name());
     server.auth_user_method = Some(caller.identity.method());

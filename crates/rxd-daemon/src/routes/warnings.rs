@@ -1,11 +1,12 @@
 //! `/1.0/warnings`: list, show, acknowledge and delete. Admins only: warnings describe the host.
 
-use super::ListQuery;
 use crate::body::Json;
 use crate::caller::Admin;
 use crate::error::{ApiError, ApiResult};
+use crate::listing::ListQuery;
 use crate::response;
-use crate::state::{lock, Daemon};
+use crate::state::Daemon;
+use crate::sync::lock;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use rxd_api::warning::WarningPut;

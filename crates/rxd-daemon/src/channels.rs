@@ -1,0 +1,120 @@
+//! The websocket channels of exec and console operations: a fresh secret per channel, shown once
+//! in the reply that started the operation and compared in constant time when a socket connects
+//! (`GET /1.0/operations/<id>/websocket?secret=`); each works once. Also the control channel's
+//! messages and the revocation signal that ends a session whose certificate is revoked.
+
+use crate::caller::Caller;
+use crate::listener::{ConnRegistry, Registration};
+use crate::sync::lock;
+use axum::extract::ws::WebSocket;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{oneshot, watch};
+
+/// A channel's secret, and where its websocket goes once connected (taken on first use).
+type Channel = (String, Option<oneshot::Sender<WebSocket>>);
+
+/// The channels of one operation waiting for their websocket.
+struct Session {
+    channels: Mutex<HashMap<&'static str, Channel>>,
+}
+
+/// Waiting channels' receivers, by name.
+pub type Receivers = HashMap<&'static str, oneshot::Receiver<WebSocket>>;
+
+/// Pending sessions by operation id.
+#[derive(Default)]
+pub struct Sessions(Mutex<HashMap<String, Arc<Session>>>);
+
+fn secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    hex::encode(bytes)
+}
+
+impl Sessions {
+    /// Register the channels of operation `op_id`: a fresh secret each (returned, to be shown
+    /// once) and where each socket goes when it connects.
+    pub fn open(&self, op_id: &str, names: &[&'static str]) -> (Map<String, Value>, Receivers) {
+        let mut fds = Map::new();
+        let mut channels = HashMap::new();
+        let mut receivers = HashMap::new();
+        for &fd in names {
+            let s = secret();
+            let (tx, rx) = oneshot::channel();
+            fds.insert(fd.to_owned(), json!(s));
+            channels.insert(fd, (s, Some(tx)));
+            receivers.insert(fd, rx);
+        }
+        lock(&self.0).insert(
+            op_id.to_owned(),
+            Arc::new(Session {
+                channels: Mutex::new(channels),
+            }),
+        );
+        (fds, receivers)
+    }
+
+    /// Forget a finished operation's channels.
+    pub fn close(&self, op_id: &str) {
+        lock(&self.0).remove(op_id);
+    }
+
+    /// Where the socket presenting `secret` for operation `op_id` goes: once per channel, and
+    /// only for a secret equal (in constant time) to one of the channels'.
+    pub fn claim(&self, op_id: &str, secret: &str) -> Option<oneshot::Sender<WebSocket>> {
+        let session = lock(&self.0).get(op_id).cloned()?;
+        let mut channels = lock(&session.channels);
+        channels.values_mut().find_map(|(want, tx)| {
+            let same: bool =
+                subtle::ConstantTimeEq::ct_eq(want.as_bytes(), secret.as_bytes()).into();
+            if same {
+                tx.take()
+            } else {
+                None
+            }
+        })
+    }
+}
+
+/// A revoked certificate's signal, for sessions opened over TLS.
+pub type Revocation = Option<(Registration, watch::Receiver<bool>)>;
+
+/// The signal that ends `caller`'s session when its certificate is revoked.
+pub fn watch_revocation(connections: &Arc<ConnRegistry>, caller: &Caller) -> Revocation {
+    match &caller.conn.transport {
+        rxd_auth::Transport::Tls {
+            peer_fingerprint: Some(fp),
+            ..
+        } => Some(connections.register(Some(*fp))),
+        _ => None,
+    }
+}
+
+/// Resolves when the revocation fires (never, without one).
+pub async fn revocation(r: &mut Option<watch::Receiver<bool>>) {
+    match r.as_mut() {
+        Some(r) => crate::listener::stopped(r).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A message on the control channel.
+#[derive(Deserialize)]
+pub struct Control {
+    pub command: String,
+    #[serde(default)]
+    pub signal: i32,
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
+}
+
+impl Control {
+    /// A `window-resize` message's size.
+    pub fn size(&self) -> Option<(u32, u32)> {
+        let dim = |k: &str| self.args.get(k).and_then(|v| v.parse::<u32>().ok());
+        Some((dim("width")?, dim("height")?))
+    }
+}
