@@ -216,21 +216,57 @@ pub struct Grant {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rights {
     /// The server administrator: everything, everywhere.
-    pub admin: bool,
+    admin: bool,
     /// May read the server's configuration and the whole trust store (a server-wide grant).
-    pub server_view: bool,
+    server_view: bool,
     /// Permissions on every project.
-    pub everywhere: BTreeSet<Permission>,
+    everywhere: BTreeSet<Permission>,
     /// Permissions on named projects, on top of `everywhere`.
-    pub projects: BTreeMap<String, BTreeSet<Permission>>,
+    projects: BTreeMap<String, BTreeSet<Permission>>,
+}
+
+/// What an operation, event or trust-store entry is about, for deciding who may see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Item<'a> {
+    /// Something in a project; the empty name is the server itself (such items go with any
+    /// project the caller asks about, but only administrators see them).
+    Project(&'a str),
+    /// About the server's trust store, shown in a project as LXD does (certificate add
+    /// tokens): administrators only.
+    ServerOnly,
+    /// The security log (`logging` events): administrators only.
+    SecurityLog,
+    /// An entry of the trust store: whoever may view the server's trust store, and the
+    /// identity holding it (`own`).
+    Certificate { own: bool },
 }
 
 impl Rights {
-    pub fn full() -> Rights {
+    pub(crate) fn full() -> Rights {
         Rights {
             admin: true,
             server_view: true,
             ..Rights::default()
+        }
+    }
+
+    /// The server administrator.
+    pub fn is_admin(&self) -> bool {
+        self.admin
+    }
+
+    /// May read the server's configuration and the whole trust store.
+    pub fn may_view_server(&self) -> bool {
+        self.server_view
+    }
+
+    /// The one rule for what a caller may see of the operations, events and trust-store
+    /// entries it lists or streams.
+    pub fn may_see(&self, item: Item<'_>) -> bool {
+        match item {
+            Item::Project(p) => self.admin || (!p.is_empty() && self.can_view(p)),
+            Item::ServerOnly | Item::SecurityLog => self.admin,
+            Item::Certificate { own } => self.server_view || own,
         }
     }
 
@@ -373,6 +409,40 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Who sees what: every kind of item for an admin, a server-wide viewer, a project
+    /// operator and a caller with no rights.
+    #[test]
+    fn visibility_table() {
+        let mut viewer = Rights::default();
+        viewer.add(Role::Auditor, &Scope::Server);
+        let mut operator = Rights::default();
+        operator.add(Role::Operator, &Scope::Project("p1".into()));
+        let none = Rights::default();
+        let admin = Rights::full();
+        // (item, admin, server viewer, operator on p1, nobody)
+        let cases = [
+            (Item::Project("p1"), true, true, true, false),
+            (Item::Project("p2"), true, true, false, false),
+            (Item::Project(""), true, false, false, false),
+            (Item::ServerOnly, true, false, false, false),
+            (Item::SecurityLog, true, false, false, false),
+            (Item::Certificate { own: false }, true, true, false, false),
+            (Item::Certificate { own: true }, true, true, true, true),
+        ];
+        for (item, a, v, o, n) in cases {
+            assert_eq!(
+                [
+                    admin.may_see(item),
+                    viewer.may_see(item),
+                    operator.may_see(item),
+                    none.may_see(item)
+                ],
+                [a, v, o, n],
+                "{item:?}"
+            );
+        }
+    }
     use crate::trust::TrustedCert;
     use std::sync::Arc;
     use Permission::*;

@@ -5,7 +5,6 @@
 
 use crate::events::Events;
 use rxd_api::StatusCode;
-use rxd_auth::rbac::Rights;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -38,12 +37,6 @@ pub struct Op {
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
-/// Who may see an operation or event of `project`: the server administrator, and identities
-/// that may view the project. Server-level ones (no project) are the administrator's only.
-pub fn project_visible(rights: &Rights, project: &str) -> bool {
-    rights.admin || (!project.is_empty() && rights.can_view(project))
 }
 
 /// Which of the visible ones a request asked for: `?project=` (default `default`) unless

@@ -21,6 +21,7 @@ use rxd_api::certificate::{Certificate, CertificatePut, CertificatesPost};
 use rxd_auth::certificates::{
     decide_add, decide_update, AddPath, AddRequest, CertFields, CertRuleError,
 };
+use rxd_auth::rbac::Item;
 use rxd_auth::CaCheck;
 use rxd_core::config::{REMOTE_TOKEN_EXPIRY, TRUST_PASSWORD};
 use rxd_store::{CertificateRow, StoreError, TokenRow};
@@ -53,8 +54,8 @@ fn to_wire(row: &CertificateRow) -> Certificate {
 /// holders of a server-wide role) see all entries, everyone else only their own.
 fn visible(caller: &Caller, row: &CertificateRow) -> bool {
     let identity = &caller.identity;
-    caller.rights.server_view
-        || (identity.is_trusted() && identity.fingerprint() == Some(row.fingerprint.as_str()))
+    let own = identity.is_trusted() && identity.fingerprint() == Some(row.fingerprint.as_str());
+    caller.rights.may_see(Item::Certificate { own })
 }
 
 pub async fn list(
@@ -102,7 +103,7 @@ async fn resolve(d: &Daemon, caller: &Caller, prefix: &str) -> ApiResult<Certifi
         .fingerprint()
         .filter(|_| caller.identity.is_trusted());
     let p = match own {
-        _ if caller.rights.server_view => prefix.to_owned(),
+        _ if caller.rights.may_view_server() => prefix.to_owned(),
         Some(fp) if fp.starts_with(prefix) => fp.to_owned(),
         _ => return Err(ApiError::NotFound(NOT_FOUND.into())),
     };
@@ -218,7 +219,7 @@ pub async fn post(
         restricted: body.restricted,
         has_projects: !body.projects.is_empty(),
     };
-    match decide_add(&caller.identity, caller.rights.admin, &request)? {
+    match decide_add(&caller.identity, caller.rights.is_admin(), &request)? {
         AddPath::IssueToken => issue_token(&d, &caller, body).await,
         AddPath::Admin => add_as_admin(&d, &caller, body).await,
         AddPath::Enrol => enrol(&d, &caller, body).await,
@@ -580,7 +581,7 @@ async fn update(
     };
     decide_update(
         &caller.identity,
-        caller.rights.admin,
+        caller.rights.is_admin(),
         &fields(&current),
         &proposed,
     )?;

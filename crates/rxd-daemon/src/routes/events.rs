@@ -9,6 +9,7 @@ use crate::state::Daemon;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
+use rxd_auth::rbac::Item;
 use serde::Deserialize;
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -75,10 +76,10 @@ impl Filter {
     fn passes(&self, event: &Event) -> bool {
         let rights = self.daemon.rights(&self.caller.identity);
         if event.kind == "logging" {
-            return rights.admin;
+            return rights.may_see(Item::SecurityLog);
         }
-        (rights.admin || !event.server_only)
-            && crate::operations::project_visible(&rights, &event.project)
+        (!event.server_only || rights.may_see(Item::ServerOnly))
+            && rights.may_see(Item::Project(&event.project))
             && crate::operations::project_selected(
                 &self.caller.project,
                 self.all_projects,
@@ -86,7 +87,6 @@ impl Filter {
             )
     }
 }
-
 async fn stream(
     mut ws: WebSocket,
     mut rx: broadcast::Receiver<Arc<Event>>,

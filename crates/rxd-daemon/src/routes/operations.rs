@@ -4,14 +4,14 @@
 use crate::caller::{Caller, Trusted};
 use crate::error::{ApiError, ApiResult};
 use crate::listing::ListQuery;
-use crate::operations::{project_selected, project_visible};
+use crate::operations::project_selected;
 use crate::response;
 use crate::state::Daemon;
 use crate::sync::now_unix;
 use crate::tokens;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use rxd_auth::rbac::{Permission, Rights};
+use rxd_auth::rbac::{Item, Permission, Rights};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -29,11 +29,11 @@ async fn visible_operations(
         .operations
         .list()
         .iter()
-        .filter(|op| project_visible(&caller.rights, &op.project))
+        .filter(|op| caller.rights.may_see(Item::Project(&op.project)))
         .filter(|op| project_selected(&caller.project, all_projects, &op.project))
         .map(|op| op.to_json())
         .collect();
-    if caller.rights.admin {
+    if caller.rights.may_see(Item::ServerOnly) {
         let toks = d.db(|s| s.tokens(now_unix())).await?;
         let addresses = d.addresses();
         let fingerprint = d.tls_state().keypair.fingerprint.clone();
@@ -84,7 +84,7 @@ async fn find_token(d: &Daemon, id: &str) -> ApiResult<rxd_store::TokenRow> {
 fn find_task(d: &Daemon, rights: &Rights, id: &str) -> Option<Arc<crate::operations::Op>> {
     d.operations
         .get(id)
-        .filter(|op| project_visible(rights, &op.project))
+        .filter(|op| rights.may_see(Item::Project(&op.project)))
 }
 
 pub async fn get(
@@ -95,7 +95,7 @@ pub async fn get(
     if let Some(op) = find_task(&d, &caller.rights, &id) {
         return Ok(response::sync(op.to_json()));
     }
-    if !caller.rights.admin {
+    if !caller.rights.may_see(Item::ServerOnly) {
         return Err(ApiError::NotFound(NOT_FOUND.into()));
     }
     let t = find_token(&d, &id).await?;
@@ -122,7 +122,7 @@ pub async fn wait(
     Query(q): Query<WaitQuery>,
 ) -> ApiResult<Response> {
     let Some(op) = find_task(&d, &caller.rights, &id) else {
-        if caller.rights.admin {
+        if caller.rights.may_see(Item::ServerOnly) {
             // A token finishes when it is used; waiting returns its current state.
             let t = find_token(&d, &id).await?;
             return Ok(response::sync(tokens::operation(
@@ -163,7 +163,7 @@ pub async fn delete(
         tracing::info!(operation = %op.id, by = %caller.identity.user_name(), peer = %caller.conn.peer(), "operation cancel requested");
         return Ok(response::empty());
     }
-    if !caller.rights.admin {
+    if !caller.rights.may_see(Item::ServerOnly) {
         return Err(ApiError::NotFound(NOT_FOUND.into()));
     }
     let t = find_token(&d, &id).await?;

@@ -208,7 +208,7 @@ async fn update(
     };
     checked_config(&config)?;
     if let Some(key) = project_config::changed_host_limit(&p.config, &config) {
-        if !caller.rights.admin {
+        if !caller.rights.is_admin() {
             return Err(ApiError::Forbidden(format!(
                 "Only the server administrator may change {key}: it bounds what the project may take from the host"
             )));

@@ -79,7 +79,7 @@ pub async fn get(State(d): State<Arc<Daemon>>, caller: Caller) -> Response {
     server.auth_user_name = Some(caller.identity.user_name());
     server.auth_user_method = Some(caller.identity.method());
     server.environment = Some(&environment);
-    if caller.rights.server_view {
+    if caller.rights.may_view_server() {
         let view = ConfigView::of(&read(&d.config));
         let config = serde_json::Value::Object(view.0.clone());
         server.config = Some(&config);

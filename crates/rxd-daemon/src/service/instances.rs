@@ -48,7 +48,7 @@ pub fn confine(
     let p = d
         .project(project)
         .ok_or_else(|| ApiError::NotFound(crate::error::PROJECT_NOT_FOUND.into()))?;
-    rxd_auth::confinement::check_instance(caller.rights.admin, project, &p.config, config, devices)
+    rxd_auth::confinement::check_instance(caller.rights.is_admin(), project, &p.config, config, devices)
         .map_err(|v| {
             tracing::warn!(project, by = %caller.identity.user_name(), refused = %v, "instance config refused");
             ApiError::from(v)
@@ -60,7 +60,7 @@ pub fn idmap_limit(d: &Daemon, caller: &Caller, project: &str) -> Option<u64> {
     let configured = d
         .project(project)
         .and_then(|p| p.config.get("limits.idmap.size").cloned());
-    rxd_core::idmap::project_limit(configured.as_deref(), caller.rights.admin)
+    rxd_core::idmap::project_limit(configured.as_deref(), caller.rights.is_admin())
 }
 
 pub fn config_of(row: &InstanceRow) -> BTreeMap<String, String> {
