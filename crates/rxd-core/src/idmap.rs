@@ -6,6 +6,10 @@
 //! every other isolated block (LXD's isolated blocks overlap its shared map). A pinned base
 //! (`security.idmap.base`) is checked the same way. Privileged containers map 0 to 0.
 
+use crate::instance_config::flag;
+use crate::launch::IdMap;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use thiserror::Error;
 
 /// Ids in the shared block, and the default size of an isolated block.
@@ -48,6 +52,10 @@ pub enum IdmapError {
     Overlap { base: u32, size: u32, with: String },
     #[error("security.idmap.size must be between 1 and {max}")]
     BadSize { max: u32 },
+    #[error("invalid security.idmap.size {0:?}")]
+    InvalidSize(String),
+    #[error("unreadable idmap {0:?}")]
+    Unreadable(String),
     #[error("the host range for containers is smaller than {BLOCK_SIZE} ids or includes uid 0")]
     HostRangeUnusable,
     #[error("Project {project:?} may hold at most {limit} host ids in isolated id maps (limits.idmap.size); it holds {used}, and {wanted} more were asked for")]
@@ -193,6 +201,98 @@ pub fn parse_subid(text: &str, user: &str) -> Option<(u32, u32)> {
     })
 }
 
+/// What an instance's config asks of its idmap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Want {
+    pub privileged: bool,
+    pub isolated: bool,
+    pub size: u32,
+    pub pinned: Option<u32>,
+}
+
+impl Want {
+    pub fn of(config: &BTreeMap<String, String>) -> Result<Want, IdmapError> {
+        Ok(Want {
+            privileged: flag(config, "security.privileged"),
+            isolated: flag(config, "security.idmap.isolated"),
+            size: match config.get("security.idmap.size") {
+                Some(s) => s
+                    .parse::<u32>()
+                    .map_err(|_| IdmapError::InvalidSize(s.clone()))?,
+                None => BLOCK_SIZE,
+            },
+            pinned: config
+                .get("security.idmap.base")
+                .and_then(|b| b.parse::<u32>().ok()),
+        })
+    }
+}
+
+/// The map of an instance: none if privileged, its isolated block (uid `base`; its gids at the
+/// same offset in the gid range), or the shared block.
+pub fn map_for(
+    uid: &HostRange,
+    gid: &HostRange,
+    privileged: bool,
+    block: Option<(u32, u32)>,
+) -> Option<IdMap> {
+    match (privileged, block) {
+        (true, _) => None,
+        (false, Some((base, size))) => Some(IdMap {
+            uid: base,
+            gid: gid.0.base + (base - uid.0.base),
+            size,
+        }),
+        (false, None) => Some(IdMap {
+            uid: uid.shared().base,
+            gid: gid.shared().base,
+            size: BLOCK_SIZE,
+        }),
+    }
+}
+
+/// A map as LXD writes it into `volatile.idmap.next`, `volatile.idmap.current` and
+/// `volatile.last_state.idmap`: `[]` for a privileged container.
+pub fn encode_volatile(map: Option<IdMap>) -> String {
+    match map {
+        None => "[]".into(),
+        Some(IdMap { uid, gid, size }) => json!([
+            {"Isuid": true, "Isgid": false, "Hostid": uid, "Nsid": 0, "Maprange": size},
+            {"Isuid": false, "Isgid": true, "Hostid": gid, "Nsid": 0, "Maprange": size},
+        ])
+        .to_string(),
+    }
+}
+
+/// A `volatile.idmap.*` value back into the simple map rxd writes (`None`: privileged). A map
+/// that would reach host id 0, or whose uid and gid ranges differ in size, is refused: an
+/// unprivileged container never maps to host root.
+pub fn decode_volatile(text: &str) -> Result<Option<IdMap>, IdmapError> {
+    let bad = || IdmapError::Unreadable(text.to_owned());
+    let entries: Vec<Value> = serde_json::from_str(text).map_err(|_| bad())?;
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let find = |key: &str| {
+        entries
+            .iter()
+            .find(|e| e[key] == json!(true) && e["Nsid"] == json!(0))
+            .and_then(|e| {
+                let host = u32::try_from(e["Hostid"].as_u64()?).ok()?;
+                let size = u32::try_from(e["Maprange"].as_u64()?).ok()?;
+                Some((host, size))
+            })
+    };
+    let ((uid, size), (gid, gsize)) = (
+        find("Isuid").ok_or_else(bad)?,
+        find("Isgid").ok_or_else(bad)?,
+    );
+    if uid == 0 || gid == 0 || size != gsize || size == 0 {
+        return Err(bad());
+    }
+    Ok(Some(IdMap { uid, gid, size }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,5 +436,113 @@ mod tests {
                 "{configured:?} admin={admin} used={used} wanted={wanted}"
             );
         }
+    }
+
+    #[test]
+    fn volatile_maps_round_trip() {
+        for map in [
+            None,
+            Some(IdMap {
+                uid: 1_000_000,
+                gid: 1_000_000,
+                size: 65536,
+            }),
+            Some(IdMap {
+                uid: 1_065_536,
+                gid: 2_065_536,
+                size: 1,
+            }),
+            Some(IdMap {
+                uid: u32::MAX - 1,
+                gid: 1,
+                size: 1,
+            }),
+        ] {
+            assert_eq!(decode_volatile(&encode_volatile(map)), Ok(map), "{map:?}");
+        }
+    }
+
+    /// Whatever is written into the config, no decoded map reaches host id 0.
+    #[test]
+    fn volatile_maps_never_reach_host_root() {
+        let entry = |isuid: bool, host: i64, ns: i64, size: i64| {
+            format!(
+                r#"{{"Isuid":{isuid},"Isgid":{},"Hostid":{host},"Nsid":{ns},"Maprange":{size}}}"#,
+                !isuid
+            )
+        };
+        let two = |u: String, g: String| format!("[{u},{g}]");
+        let cases = [
+            two(entry(true, 0, 0, 65536), entry(false, 100000, 0, 65536)),
+            two(entry(true, 100000, 0, 65536), entry(false, 0, 0, 65536)),
+            two(entry(true, 100000, 0, 65536), entry(false, 100000, 0, 1000)),
+            two(entry(true, 100000, 0, 0), entry(false, 100000, 0, 0)),
+            two(entry(true, -1, 0, 65536), entry(false, 100000, 0, 65536)),
+            two(
+                entry(true, 4294967296, 0, 65536),
+                entry(false, 100000, 0, 65536),
+            ),
+            two(
+                entry(true, 100000, 1, 65536),
+                entry(false, 100000, 0, 65536),
+            ),
+            format!("[{}]", entry(true, 100000, 0, 65536)),
+            "{}".into(),
+            "not json".into(),
+        ];
+        for text in cases {
+            assert_eq!(
+                decode_volatile(&text),
+                Err(IdmapError::Unreadable(text.clone())),
+                "{text}"
+            );
+        }
+        assert_eq!(decode_volatile("[]"), Ok(None));
+    }
+
+    #[test]
+    fn wants_and_maps() {
+        let config = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            Want::of(&config(&[
+                ("security.idmap.isolated", "true"),
+                ("security.idmap.size", "1000"),
+                ("security.idmap.base", "2000000")
+            ])),
+            Ok(Want {
+                privileged: false,
+                isolated: true,
+                size: 1000,
+                pinned: Some(2_000_000)
+            })
+        );
+        assert_eq!(
+            Want::of(&config(&[("security.idmap.size", "lots")])),
+            Err(IdmapError::InvalidSize("lots".into()))
+        );
+        let uid = HostRange::new(1_000_000, 1_000_000_000).unwrap();
+        let gid = HostRange::new(3_000_000, 1_000_000_000).unwrap();
+        assert_eq!(map_for(&uid, &gid, true, Some((1_065_536, 65536))), None);
+        assert_eq!(
+            map_for(&uid, &gid, false, None),
+            Some(IdMap {
+                uid: 1_000_000,
+                gid: 3_000_000,
+                size: BLOCK_SIZE
+            })
+        );
+        assert_eq!(
+            map_for(&uid, &gid, false, Some((1_065_536, 1000))),
+            Some(IdMap {
+                uid: 1_065_536,
+                gid: 3_065_536,
+                size: 1000
+            })
+        );
     }
 }

@@ -11,7 +11,7 @@ use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::response::{self, check_if_match};
 use crate::service::instances::{
-    config_of, confine, find, map_for, set_next_idmap, IdmapWant, Keyed,
+    allocator, config_of, confine, find, idmap_want, map_for, set_next_idmap, Keyed,
 };
 use crate::service::layout;
 use crate::state::Daemon;
@@ -176,7 +176,7 @@ async fn update(
     confine(d, caller, &row.project, &config, 0)?;
 
     // A new idmap if what the config asks of it changed.
-    let (before, after) = (IdmapWant::of(&current)?, IdmapWant::of(&config)?);
+    let (before, after) = (idmap_want(&current)?, idmap_want(&config)?);
     let remap = before != after;
     // A running container keeps using its block until it stops: releasing the block now would
     // let the next isolated container be given the same host ids (under the action lock, so a
@@ -206,7 +206,7 @@ async fn update(
     new_row.config = serde_json::to_string(&config).map_err(ApiError::internal)?;
     let block = if remap {
         let limit = crate::service::instances::idmap_limit(d, caller, &row.project);
-        let allocate = hostids.map(|h| after.allocator(&h, &row.project, limit));
+        let allocate = hostids.map(|h| allocator(after, &h, &row.project, limit));
         let wants_block = after.isolated && !after.privileged;
         let store_row = new_row.clone();
         let block = d

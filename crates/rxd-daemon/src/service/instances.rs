@@ -7,11 +7,10 @@ use crate::error::{ApiError, ApiResult};
 use crate::service::images;
 use crate::service::layout;
 use crate::state::Daemon;
-use rxd_core::idmap::{Block, BLOCK_SIZE};
+use rxd_core::idmap::{decode_volatile, encode_volatile, Block, Want};
 use rxd_core::instance_config::{self, flag};
+use rxd_core::launch::IdMap;
 use rxd_store::InstanceRow;
-use serde_json::json;
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -89,32 +88,9 @@ pub async fn find(d: &Daemon, project: &str, name: &str) -> ApiResult<InstanceRo
         })
 }
 
-/// Parse one `volatile.idmap.*` value into the simple map rxd writes (`None`: privileged).
-pub fn parse_idmap(text: &str) -> ApiResult<Option<rxd_core::launch::IdMap>> {
-    let bad = || ApiError::internal(format!("unreadable idmap {text:?}"));
-    let entries: Vec<Value> = serde_json::from_str(text).map_err(|_| bad())?;
-    if entries.is_empty() {
-        return Ok(None);
-    }
-    let find = |key: &str| {
-        entries
-            .iter()
-            .find(|e| e[key] == json!(true) && e["Nsid"] == json!(0))
-            .and_then(|e| {
-                let host = u32::try_from(e["Hostid"].as_u64()?).ok()?;
-                let size = u32::try_from(e["Maprange"].as_u64()?).ok()?;
-                Some((host, size))
-            })
-    };
-    let ((uid, size), (gid, gsize)) = (
-        find("Isuid").ok_or_else(bad)?,
-        find("Isgid").ok_or_else(bad)?,
-    );
-    // An unprivileged map never reaches host root.
-    if uid == 0 || gid == 0 || size != gsize {
-        return Err(bad());
-    }
-    Ok(Some(rxd_core::launch::IdMap { uid, gid, size }))
+/// Parse one `volatile.idmap.*` value (see `rxd_core::idmap::decode_volatile`).
+pub fn parse_idmap(text: &str) -> ApiResult<Option<IdMap>> {
+    decode_volatile(text).map_err(ApiError::internal)
 }
 
 fn memory_limit(value: &str) -> Option<u64> {
@@ -366,98 +342,56 @@ pub async fn watch(d: Arc<Daemon>, mut shutdown: tokio::sync::watch::Receiver<bo
 /// An isolated block chosen (base, size), or why none can be.
 pub type BlockChoice = Result<(u32, u32), rxd_core::idmap::IdmapError>;
 
-/// What an instance's config asks of its idmap.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct IdmapWant {
-    pub privileged: bool,
-    pub isolated: bool,
-    pub size: u32,
-    pub pinned: Option<u32>,
+/// What an instance's config asks of its idmap, or why the config is refused.
+pub fn idmap_want(config: &BTreeMap<String, String>) -> ApiResult<Want> {
+    Want::of(config).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
-impl IdmapWant {
-    pub fn of(config: &BTreeMap<String, String>) -> ApiResult<IdmapWant> {
-        Ok(IdmapWant {
-            privileged: flag(config, "security.privileged"),
-            isolated: flag(config, "security.idmap.isolated"),
-            size: match config.get("security.idmap.size") {
-                Some(s) => s
-                    .parse::<u32>()
-                    .map_err(|_| ApiError::BadRequest("invalid security.idmap.size".into()))?,
-                None => BLOCK_SIZE,
-            },
-            pinned: config
-                .get("security.idmap.base")
-                .and_then(|b| b.parse::<u32>().ok()),
-        })
-    }
-
-    /// The allocator for an isolated block of an instance in `project`, for the store's
-    /// transaction: the project's share of ids (`limit`, see `idmap::project_limit`) is counted
-    /// in the same transaction that takes the block.
-    pub fn allocator(
-        self,
-        hostids: &crate::hostids::HostIds,
-        project: &str,
-        limit: Option<u64>,
-    ) -> impl Fn(&[rxd_store::TakenBlock]) -> BlockChoice {
-        let range = hostids.uid;
-        let project = project.to_owned();
-        move |taken: &[rxd_store::TakenBlock]| {
-            let used = taken
-                .iter()
-                .filter(|t| t.project == project)
-                .map(|t| u64::from(t.size))
-                .sum();
-            rxd_core::idmap::check_project_budget(&project, used, self.size, limit)?;
-            let taken: Vec<Block> = taken
-                .iter()
-                .map(|t| Block {
-                    base: t.base,
-                    size: t.size,
-                })
-                .collect();
-            let b = range.allocate(&taken, self.size, self.pinned)?;
-            Ok((b.base, b.size))
-        }
+/// The allocator for an isolated block of an instance in `project`, for the store's
+/// transaction: the project's share of ids (`limit`, see `idmap::project_limit`) is counted in
+/// the same transaction that takes the block.
+pub fn allocator(
+    want: Want,
+    hostids: &crate::hostids::HostIds,
+    project: &str,
+    limit: Option<u64>,
+) -> impl Fn(&[rxd_store::TakenBlock]) -> BlockChoice {
+    let range = hostids.uid;
+    let project = project.to_owned();
+    move |taken: &[rxd_store::TakenBlock]| {
+        let used = taken
+            .iter()
+            .filter(|t| t.project == project)
+            .map(|t| u64::from(t.size))
+            .sum();
+        rxd_core::idmap::check_project_budget(&project, used, want.size, limit)?;
+        let taken: Vec<Block> = taken
+            .iter()
+            .map(|t| Block {
+                base: t.base,
+                size: t.size,
+            })
+            .collect();
+        let b = range.allocate(&taken, want.size, want.pinned)?;
+        Ok((b.base, b.size))
     }
 }
 
-/// The (uid base, gid base, size) map of an instance: none if privileged, its isolated block,
-/// or the shared block.
+/// The map of an instance: none if privileged, its isolated block, or the shared block.
 pub fn map_for(
     hostids: &crate::hostids::HostIds,
     privileged: bool,
     block: Option<(u32, u32)>,
-) -> Option<(u32, u32, u32)> {
-    let (uid_range, gid_range) = (hostids.uid, hostids.gid);
-    match (privileged, block) {
-        (true, _) => None,
-        (false, Some((base, size))) => {
-            Some((base, gid_range.0.base + (base - uid_range.0.base), size))
-        }
-        (false, None) => Some((uid_range.shared().base, gid_range.shared().base, BLOCK_SIZE)),
-    }
+) -> Option<IdMap> {
+    rxd_core::idmap::map_for(&hostids.uid, &hostids.gid, privileged, block)
 }
 
-pub fn set_next_idmap(config: &mut BTreeMap<String, String>, map: Option<(u32, u32, u32)>) {
+pub fn set_next_idmap(config: &mut BTreeMap<String, String>, map: Option<IdMap>) {
     config.insert(
         "volatile.idmap.base".into(),
-        map.map_or(0, |(b, _, _)| b).to_string(),
+        map.map_or(0, |m| m.uid).to_string(),
     );
-    config.insert("volatile.idmap.next".into(), idmap_json(map));
-}
-
-/// The LXD-style `volatile.idmap.*` value for a map (empty for privileged containers).
-fn idmap_json(map: Option<(u32, u32, u32)>) -> String {
-    match map {
-        None => "[]".into(),
-        Some((uid, gid, size)) => json!([
-            {"Isuid": true, "Isgid": false, "Hostid": uid, "Nsid": 0, "Maprange": size},
-            {"Isuid": false, "Isgid": true, "Hostid": gid, "Nsid": 0, "Maprange": size},
-        ])
-        .to_string(),
-    }
+    config.insert("volatile.idmap.next".into(), encode_volatile(map));
 }
 
 pub async fn create(
@@ -468,11 +402,11 @@ pub async fn create(
     hostids: crate::hostids::HostIds,
     caller: &Caller,
 ) -> ApiResult<()> {
-    let IdmapWant {
+    let Want {
         privileged,
         isolated,
         ..
-    } = IdmapWant::of(&config)?;
+    } = idmap_want(&config)?;
     let image = d
         .db({
             let (p, fp) = (row.project.clone(), fingerprint.clone());
@@ -489,7 +423,8 @@ pub async fn create(
     let limits = budget.limits();
 
     // Record the instance and, for an isolated one, its block, in one transaction.
-    let allocate = IdmapWant::of(&config)?.allocator(
+    let allocate = allocator(
+        idmap_want(&config)?,
         &hostids,
         &row.project,
         idmap_limit(d, caller, &row.project),
@@ -516,16 +451,16 @@ pub async fn create(
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let map = map_for(&hostids, privileged, block);
     set_next_idmap(&mut config, map);
-    config.insert("volatile.last_state.idmap".into(), idmap_json(map));
+    config.insert("volatile.last_state.idmap".into(), encode_volatile(map));
 
     // Unpack the image with ownership shifted to the map; undo the record on any failure.
     let containers = d.dir.join("containers");
     let dest = layout::instance_dir(d, &row.key());
     let tarball = d.dir.join("images").join(&fingerprint);
-    let shift = map.map(|(uid, gid, size)| rxd_image::IdShift {
-        uid_base: uid,
-        gid_base: gid,
-        size,
+    let shift = map.map(|m| rxd_image::IdShift {
+        uid_base: m.uid,
+        gid_base: m.gid,
+        size: m.size,
     });
     let unpacked = tokio::task::spawn_blocking(move || {
         if !containers.exists() {
