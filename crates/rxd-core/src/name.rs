@@ -53,6 +53,45 @@ pub fn split_instance_key(key: &str) -> (&str, &str) {
     key.rsplit_once('_').unwrap_or(("default", key))
 }
 
+/// The key of an instance on disk and in the runtime (an [`instance_key`]). Made only from a
+/// project and a name, or from a key checked by [`valid_instance_key`], so it always splits back
+/// into the two; functions that take one cannot be handed a bare instance name by mistake.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceKey(String);
+
+impl InstanceKey {
+    pub fn new(project: &str, name: &str) -> InstanceKey {
+        InstanceKey(instance_key(project, name))
+    }
+
+    /// A key read back (from the runtime's state), if it is one rxd could have made.
+    pub fn parse(key: &str) -> Option<InstanceKey> {
+        valid_instance_key(key).then(|| InstanceKey(key.to_owned()))
+    }
+
+    /// The project and the instance name.
+    pub fn split(&self) -> (&str, &str) {
+        split_instance_key(&self.0)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for InstanceKey {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for InstanceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A snapshot name: 1 to 255 bytes, no `/` (it is a path element), no control characters, and not
 /// `.` or `..`.
 pub fn valid_snapshot_name(name: &str) -> bool {
@@ -141,6 +180,23 @@ mod tests {
             (&"x".repeat(256), false),
         ] {
             assert_eq!(valid_certificate_name(n), ok, "{n:?}");
+        }
+    }
+
+    #[test]
+    fn instance_keys_split_back() {
+        for (project, name, key) in [
+            ("default", "c1", "c1"),
+            ("p1", "c1", "p1_c1"),
+            ("my-project", "web-2", "my-project_web-2"),
+        ] {
+            let k = InstanceKey::new(project, name);
+            assert_eq!(k.as_str(), key);
+            assert_eq!(k.split(), (project, name));
+            assert_eq!(InstanceKey::parse(key), Some(k));
+        }
+        for bad in ["", "_c1", "p1_", "../c1", "p1_c_1", "c1/x"] {
+            assert_eq!(InstanceKey::parse(bad), None, "{bad}");
         }
     }
 }

@@ -181,9 +181,9 @@ impl From<rxd_auth::rbac::Decision> for ApiError {
 /// LXD's text for a missing project (also for one the caller may not view).
 pub const PROJECT_NOT_FOUND: &str = "Project not found";
 
-impl From<crate::runtime::RuntimeError> for ApiError {
-    fn from(e: crate::runtime::RuntimeError) -> Self {
-        use crate::runtime::RuntimeError::*;
+impl From<rxd_runtime::RuntimeError> for ApiError {
+    fn from(e: rxd_runtime::RuntimeError) -> Self {
+        use rxd_runtime::RuntimeError::*;
         match e {
             Helper { .. } => ApiError::internal(e),
             Failed(_) | StopTimeout => ApiError::BadRequest(e.to_string()),

@@ -24,7 +24,6 @@ mod operations;
 mod origin;
 mod response;
 mod routes;
-mod runtime;
 mod service;
 mod state;
 mod statedir;
@@ -135,7 +134,7 @@ pub async fn run(
                 None
             }
         },
-        runtime: runtime::Runtime::new(&dir).map_err(DaemonError::Runtime)?,
+        runtime: rxd_runtime::Runtime::new(&dir).map_err(DaemonError::Runtime)?,
         exec_sessions: Default::default(),
         tracker: TaskTracker::new(),
         shutdown,

@@ -50,7 +50,7 @@ pub struct Daemon {
     /// The host id range for unprivileged containers (from /etc/subuid and /etc/subgid).
     pub hostids: Option<crate::hostids::HostIds>,
     /// Containers: started, signalled and cleaned up through the `rxd-shim` helper.
-    pub runtime: crate::runtime::Runtime,
+    pub runtime: rxd_runtime::Runtime,
     /// Exec operations waiting for their websockets.
     pub exec_sessions: crate::channels::Sessions,
     pub tracker: TaskTracker,

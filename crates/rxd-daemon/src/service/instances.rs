@@ -10,6 +10,7 @@ use crate::state::Daemon;
 use rxd_core::idmap::{decode_volatile, encode_volatile, Block, Want};
 use rxd_core::instance_config::{self, flag};
 use rxd_core::launch::IdMap;
+use rxd_core::name::InstanceKey;
 use rxd_store::InstanceRow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,12 +19,12 @@ pub const NOT_FOUND: &str = "Instance not found";
 
 /// An instance's key on disk and in the runtime (see `rxd_core::name::instance_key`).
 pub trait Keyed {
-    fn key(&self) -> String;
+    fn key(&self) -> InstanceKey;
 }
 
 impl Keyed for InstanceRow {
-    fn key(&self) -> String {
-        rxd_core::name::instance_key(&self.project, &self.name)
+    fn key(&self) -> InstanceKey {
+        InstanceKey::new(&self.project, &self.name)
     }
 }
 
@@ -111,7 +112,7 @@ fn memory_limit(value: &str) -> Option<u64> {
 }
 
 /// Start the container (by its key) from its stored config.
-pub async fn start(d: &Arc<Daemon>, name: &str) -> ApiResult<()> {
+pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
     let row = by_key(d, name).await?;
     let mut config = config_of(&row);
     let next = config
@@ -187,7 +188,7 @@ pub async fn start(d: &Arc<Daemon>, name: &str) -> ApiResult<()> {
         }
     }
     let plan = rxd_core::launch::LaunchPlan {
-        name: name.to_owned(),
+        name: name.to_string(),
         hostname: row.name.clone(),
         rootfs: dir.join("rootfs"),
         idmap,
@@ -228,8 +229,8 @@ fn untraversable_ancestor(dir: &std::path::Path) -> ApiResult<()> {
 }
 
 /// The stored instance a runtime key names.
-pub async fn by_key(d: &Daemon, key: &str) -> ApiResult<InstanceRow> {
-    let (p, n) = rxd_core::name::split_instance_key(key);
+pub async fn by_key(d: &Daemon, key: &InstanceKey) -> ApiResult<InstanceRow> {
+    let (p, n) = key.split();
     let (p, n) = (p.to_owned(), n.to_owned());
     d.db(move |s| s.instance(&p, &n)).await
 }
@@ -237,11 +238,11 @@ pub async fn by_key(d: &Daemon, key: &str) -> ApiResult<InstanceRow> {
 /// Store the config of the instance a runtime key names.
 pub async fn save_config(
     d: &Daemon,
-    key: &str,
+    key: &InstanceKey,
     config: &BTreeMap<String, String>,
 ) -> ApiResult<()> {
     let text = serde_json::to_string(config).map_err(ApiError::internal)?;
-    let (p, n) = rxd_core::name::split_instance_key(key);
+    let (p, n) = key.split();
     let (p, n) = (p.to_owned(), n.to_owned());
     d.db(move |s| s.update_instance_config(&p, &n, &text)).await
 }
@@ -250,7 +251,7 @@ pub async fn save_config(
 /// to halt (SIGPWR, as LXC) and wait up to `timeout` seconds (negative: as long as it takes).
 pub async fn stop(
     d: &Arc<Daemon>,
-    name: &str,
+    name: &InstanceKey,
     force: bool,
     timeout: i64,
     restarting: bool,
@@ -279,7 +280,7 @@ pub async fn stop(
 
 /// Book-keeping once a container's init is gone.
 /// An ephemeral instance is deleted once it stops, unless it is being restarted.
-async fn stopped(d: &Daemon, name: &str, restarting: bool) -> ApiResult<()> {
+async fn stopped(d: &Daemon, name: &InstanceKey, restarting: bool) -> ApiResult<()> {
     d.runtime.forget(name);
     d.runtime.clean_up(name).await?;
     if !restarting {
@@ -311,7 +312,7 @@ async fn stopped(d: &Daemon, name: &str, restarting: bool) -> ApiResult<()> {
 pub async fn recover(d: &Arc<Daemon>) {
     match d.db(|s| s.all_instances()).await {
         Ok(rows) => {
-            let names: Vec<String> = rows.iter().map(Keyed::key).collect();
+            let names: Vec<String> = rows.iter().map(|r| r.key().to_string()).collect();
             d.runtime.recover(&names).await;
         }
         Err(e) => tracing::warn!(error = %e, "could not list instances to recover"),
@@ -326,6 +327,10 @@ pub async fn watch(d: Arc<Daemon>, mut shutdown: tokio::sync::watch::Receiver<bo
             _ = shutdown.changed() => return,
         }
         for name in d.runtime.ended() {
+            let Some(name) = InstanceKey::parse(&name) else {
+                tracing::warn!(key = %name, "the runtime reports an instance rxd cannot have made");
+                continue;
+            };
             let lock = d.runtime.action_lock(&name);
             let Ok(_guard) = lock.try_lock() else {
                 continue;

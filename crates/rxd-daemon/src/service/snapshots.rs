@@ -12,6 +12,7 @@ use crate::service::instances::{
 use crate::service::layout;
 use crate::state::Daemon;
 use crate::sync::now_unix;
+use rxd_core::name::InstanceKey;
 use rxd_store::SnapshotRow;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -73,7 +74,12 @@ async fn copy(from: PathBuf, to: PathBuf) -> ApiResult<u64> {
 }
 
 /// Take a snapshot of the instance with runtime key `instance`.
-pub async fn take(d: &Arc<Daemon>, instance: &str, snap: &str, expires_at: i64) -> ApiResult<()> {
+pub async fn take(
+    d: &Arc<Daemon>,
+    instance: &InstanceKey,
+    snap: &str,
+    expires_at: i64,
+) -> ApiResult<()> {
     let row = by_key(d, instance).await?;
     let dir = layout::snapshots_dir(d, instance);
     std::fs::DirBuilder::new()
@@ -176,7 +182,7 @@ pub async fn restore(
     Ok(op)
 }
 
-async fn put_back(d: &Arc<Daemon>, instance: &str, snap: &SnapshotRow) -> ApiResult<()> {
+async fn put_back(d: &Arc<Daemon>, instance: &InstanceKey, snap: &SnapshotRow) -> ApiResult<()> {
     let was_running = d.runtime.init(instance).is_some();
     if was_running {
         stop(d, instance, true, 0, true).await?;
@@ -190,7 +196,7 @@ async fn put_back(d: &Arc<Daemon>, instance: &str, snap: &SnapshotRow) -> ApiRes
     result
 }
 
-async fn swap_in(d: &Arc<Daemon>, instance: &str, snap: &SnapshotRow) -> ApiResult<()> {
+async fn swap_in(d: &Arc<Daemon>, instance: &InstanceKey, snap: &SnapshotRow) -> ApiResult<()> {
     // No host-side write into the tree while it is replaced.
     let _exclusive = d.runtime.rootfs_lock(instance).write_owned().await;
     let dir = layout::instance_dir(d, instance);

@@ -5,6 +5,7 @@
 //! What runs is tracked here by init pid and that process's start time (so a recycled pid is
 //! never mistaken for a container), and found again at start-up from the runtime state the
 //! helper keeps. Figures for the state endpoint come from the container's cgroup files.
+#![forbid(unsafe_code)]
 
 mod exec;
 
