@@ -6,9 +6,11 @@ use crate::output::{column, print_list, str_of, yes_no};
 use anyhow::{anyhow, bail, Context};
 use base64::Engine;
 use rxd_api::certificate::CertificateAddToken;
+use rxd_api::operation::{Operation, TokenMetadata, CLASS_TOKEN};
 use rxd_client::remotes::ConfigDir;
 use rxd_client::Method;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 pub async fn info(conf: &ConfigDir, remote: Option<&str>) -> anyhow::Result<()> {
     let name = remote_name(conf, remote);
@@ -146,7 +148,7 @@ async fn patch(conf: &ConfigDir, name: &str, key: &str, value: &str) -> anyhow::
     Ok(())
 }
 
-fn cert_columns() -> Vec<crate::output::Column<'static>> {
+fn cert_columns() -> Vec<crate::output::Column<'static, Value>> {
     let facts = |v: &Value| -> Option<rxd_tls::CertInfo> {
         let der = rxd_tls::cert::from_pem(v["certificate"].as_str()?)?;
         rxd_tls::cert::describe(&der)
@@ -163,7 +165,7 @@ fn cert_columns() -> Vec<crate::output::Column<'static>> {
             .unwrap_or_default()
     };
     vec![
-        column("TYPE", |v| str_of(v, "type")),
+        column("TYPE", |v: &Value| str_of(v, "type")),
         column("NAME", |v| str_of(v, "name")),
         column("COMMON NAME", move |v| {
             facts(v).and_then(|f| f.common_name).unwrap_or_default()
@@ -177,8 +179,8 @@ fn cert_columns() -> Vec<crate::output::Column<'static>> {
         column("EXPIRY DATE", move |v| {
             facts(v).map(|f| date(f.not_after)).unwrap_or_default()
         }),
-        column("RESTRICTED", |v| yes_no(v["restricted"] == true)),
-        column("PROJECTS", |v| {
+        column("RESTRICTED", |v: &Value| yes_no(v["restricted"] == true)),
+        column("PROJECTS", |v: &Value| {
             v["projects"]
                 .as_array()
                 .map(|p| {
@@ -245,8 +247,8 @@ async fn trust(conf: &ConfigDir, cmd: TrustCmd) -> anyhow::Result<()> {
                         bail!("give a certificate FILE to trust, or --name NAME to issue a join token")
                     };
                     let body = json!({"type": "client", "name": client_name, "token": true, "restricted": restricted, "projects": projects});
-                    let op = conn
-                        .call(Method::POST, "/1.0/certificates", Some(&body))
+                    let op: Operation = conn
+                        .send_as(Method::POST, "/1.0/certificates", &body)
                         .await?;
                     let token = token_from_operation(&op)?;
                     println!(
@@ -260,24 +262,12 @@ async fn trust(conf: &ConfigDir, cmd: TrustCmd) -> anyhow::Result<()> {
         }
         TrustCmd::ListTokens { remote, format } => {
             let conn = open(conf, &remote_name(conf, remote.as_deref()))?;
-            let ops = conn
-                .call(Method::GET, "/1.0/operations?recursion=1", None)
-                .await?;
-            let tokens = token_operations(&ops);
+            let ops = conn.get_as("/1.0/operations?recursion=1").await?;
+            let tokens = token_operations(ops);
             let columns = [
-                column("NAME", |v| {
-                    v["metadata"]["request"]["name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned()
-                }),
-                column("EXPIRES AT", |v| {
-                    v["metadata"]["expiresAt"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned()
-                }),
-                column("OPERATION", |v| str_of(v, "id")),
+                column("NAME", |op: &Operation| token_metadata(op).request.name),
+                column("EXPIRES AT", |op: &Operation| token_metadata(op).expires_at),
+                column("OPERATION", |op: &Operation| op.id.clone()),
             ];
             print_list(format.format, &tokens, &columns)
         }
@@ -287,21 +277,15 @@ async fn trust(conf: &ConfigDir, cmd: TrustCmd) -> anyhow::Result<()> {
                 bail!("usage: rxc config trust revoke-token [REMOTE:] NAME")
             };
             let conn = open(conf, &remote)?;
-            let ops = conn
-                .call(Method::GET, "/1.0/operations?recursion=1", None)
-                .await?;
-            let matching: Vec<Value> = token_operations(&ops)
+            let ops = conn.get_as("/1.0/operations?recursion=1").await?;
+            let matching: Vec<Operation> = token_operations(ops)
                 .into_iter()
-                .filter(|op| {
-                    op["id"] == which.as_str()
-                        || op["metadata"]["request"]["name"] == which.as_str()
-                })
+                .filter(|op| op.id == *which || token_metadata(op).request.name == *which)
                 .collect();
             match matching.as_slice() {
                 [] => bail!("No pending token for {which:?}"),
                 [op] => {
-                    let id = op["id"].as_str().unwrap_or_default();
-                    conn.call(Method::DELETE, &format!("/1.0/operations/{id}"), None).await?;
+                    conn.call(Method::DELETE, &format!("/1.0/operations/{}", op.id), None).await?;
                     Ok(())
                 }
                 _ => bail!("Several pending tokens are named {which:?}; revoke one by its operation id (rxc config trust list-tokens)"),
@@ -324,50 +308,33 @@ async fn trust(conf: &ConfigDir, cmd: TrustCmd) -> anyhow::Result<()> {
     }
 }
 
-fn token_operations(ops: &Value) -> Vec<Value> {
-    let mut out = Vec::new();
-    if let Some(map) = ops.as_object() {
-        for list in map.values() {
-            for op in list.as_array().into_iter().flatten() {
-                if op["class"] == "token" {
-                    out.push(op.clone());
-                }
-            }
-        }
-    }
-    out
+/// The certificate add tokens among `GET /1.0/operations?recursion=1` (status → operations).
+fn token_operations(ops: BTreeMap<String, Vec<Operation>>) -> Vec<Operation> {
+    ops.into_values()
+        .flatten()
+        .filter(|op| op.class == CLASS_TOKEN)
+        .collect()
+}
+
+/// A token operation's metadata (empty if it has none that reads as one).
+fn token_metadata(op: &Operation) -> TokenMetadata {
+    rxd_api::decode_value(op.metadata.clone())
+        .map(|d| d.value)
+        .unwrap_or_default()
 }
 
 /// Build the join token from the operation the server returned, as LXD's client does.
-fn token_from_operation(op: &Value) -> anyhow::Result<CertificateAddToken> {
-    let md: &Map<String, Value> = op["metadata"]
-        .as_object()
-        .ok_or_else(|| anyhow!("the server returned no token metadata"))?;
-    let s = |k: &str| {
-        md.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
+fn token_from_operation(op: &Operation) -> anyhow::Result<CertificateAddToken> {
+    if !op.metadata.is_object() {
+        bail!("the server returned no token metadata");
+    }
+    let md: TokenMetadata = crate::connect::decode(op.metadata.clone())?;
     let token = CertificateAddToken {
-        client_name: md
-            .get("request")
-            .and_then(|r| r["name"].as_str())
-            .unwrap_or_default()
-            .to_owned(),
-        fingerprint: s("fingerprint"),
-        addresses: md
-            .get("addresses")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default(),
-        secret: s("secret"),
-        expires_at: match s("expiresAt") {
+        client_name: md.request.name,
+        fingerprint: md.fingerprint,
+        addresses: md.addresses,
+        secret: md.secret,
+        expires_at: match md.expires_at {
             e if e.is_empty() => "0001-01-01T00:00:00Z".into(),
             e => e,
         },

@@ -215,6 +215,33 @@ impl Conn {
         }
     }
 
+    /// [`call`](Self::call) a GET whose answer is an `rxd_api` type.
+    pub async fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.call_as(Method::GET, path).await
+    }
+
+    /// [`call`](Self::call) without a body, with an answer of type `T`.
+    pub async fn call_as<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> anyhow::Result<T> {
+        decode(self.call(method, path, None).await?)
+    }
+
+    /// [`call`](Self::call) with an `rxd_api` request type as the body, and an answer of type `T`.
+    pub async fn send_as<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<T> {
+        let v = self
+            .call(method, path, Some(&serde_json::to_value(body)?))
+            .await?;
+        decode(v)
+    }
+
     pub fn explain(&self, e: ClientError) -> anyhow::Error {
         match e {
             ClientError::PinMismatch { presented } => {
@@ -243,4 +270,11 @@ impl Conn {
             other => anyhow!(other),
         }
     }
+}
+
+/// Read an answer's metadata as LXD's Go client does (`rxd_api::decode_value`).
+pub fn decode<T: serde::de::DeserializeOwned>(v: Value) -> anyhow::Result<T> {
+    Ok(rxd_api::decode_value(v)
+        .map_err(|e| anyhow!("the server's answer could not be read: {e}"))?
+        .value)
 }

@@ -2,11 +2,12 @@
 
 use crate::cli::{AliasCmd, ImageCmd};
 use crate::connect::{open, remote_name, split_target, Conn};
-use crate::output::{column, print_list, str_of, yes_no};
+use crate::output::{column, print_list, yes_no};
 use anyhow::{anyhow, bail, Context};
+use rxd_api::image::{Image, ImageAliasesEntry, ImageAliasesEntryPost, ImageUploadMetadata};
+use rxd_api::operation::Operation;
 use rxd_client::remotes::ConfigDir;
 use rxd_client::Method;
-use serde_json::{json, Value};
 use std::sync::Arc;
 
 pub async fn run(conf: &ConfigDir, cmd: ImageCmd) -> anyhow::Result<()> {
@@ -19,53 +20,41 @@ pub async fn run(conf: &ConfigDir, cmd: ImageCmd) -> anyhow::Result<()> {
         } => import(conf, &file, remote.as_deref(), &alias, public).await,
         ImageCmd::List { remote, format } => {
             let conn = open(conf, &remote_name(conf, remote.as_deref()))?;
-            let images = conn
-                .call(Method::GET, "/1.0/images?recursion=1", None)
-                .await?;
-            let items = images.as_array().cloned().unwrap_or_default();
+            let items: Vec<Image> = conn.get_as("/1.0/images?recursion=1").await?;
             let columns = [
-                column("ALIAS", |v| {
-                    v["aliases"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|x| x["name"].as_str())
-                                .collect::<Vec<_>>()
-                                .join(",")
-                        })
-                        .unwrap_or_default()
+                column("ALIAS", |v: &Image| {
+                    v.aliases
+                        .iter()
+                        .map(|a| a.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
                 }),
-                column("FINGERPRINT", |v| {
-                    str_of(v, "fingerprint").chars().take(12).collect()
+                column("FINGERPRINT", |v: &Image| {
+                    v.fingerprint.chars().take(12).collect()
                 }),
-                column("PUBLIC", |v| yes_no(v["public"] == true)),
-                column("DESCRIPTION", |v| {
-                    v["properties"]["description"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned()
+                column("PUBLIC", |v: &Image| yes_no(v.public)),
+                column("DESCRIPTION", |v: &Image| {
+                    v.properties.get("description").cloned().unwrap_or_default()
                 }),
-                column("ARCHITECTURE", |v| str_of(v, "architecture")),
-                column("TYPE", |v| str_of(v, "type")),
-                column("SIZE", |v| {
-                    format!("{:.2}MiB", v["size"].as_f64().unwrap_or(0.0) / 1048576.0)
+                column("ARCHITECTURE", |v: &Image| v.architecture.clone()),
+                column("TYPE", |v: &Image| v.kind.clone()),
+                column("SIZE", |v: &Image| {
+                    format!("{:.2}MiB", v.size as f64 / 1048576.0)
                 }),
-                column("UPLOAD DATE", |v| str_of(v, "uploaded_at")),
+                column("UPLOAD DATE", |v: &Image| v.uploaded_at.clone()),
             ];
             print_list(format.format, &items, &columns)
         }
         ImageCmd::Show { image } => {
             let (conn, fp) = resolve(conf, &image).await?;
-            let v = conn
-                .call(Method::GET, &format!("/1.0/images/{fp}"), None)
-                .await?;
+            let v: Image = conn.get_as(&format!("/1.0/images/{fp}")).await?;
             print!("{}", serde_norway::to_string(&v)?);
             Ok(())
         }
         ImageCmd::Delete { image } => {
             let (conn, fp) = resolve(conf, &image).await?;
             let op = conn
-                .call(Method::DELETE, &format!("/1.0/images/{fp}"), None)
+                .call_as(Method::DELETE, &format!("/1.0/images/{fp}"))
                 .await?;
             wait(&conn, &op).await.map(drop)
         }
@@ -82,30 +71,28 @@ async fn resolve(conf: &ConfigDir, target: &str) -> anyhow::Result<(Conn, String
         .request(Method::GET, &format!("/1.0/images/aliases/{name}"), None)
         .await
         .map_err(|e| conn.explain(e))?;
-    let fp = match reply.metadata() {
-        Ok(alias) => alias["target"].as_str().unwrap_or_default().to_owned(),
+    let fp = match reply.metadata_as::<ImageAliasesEntry>() {
+        Ok(alias) => alias.target,
         Err(_) => name,
     };
     Ok((conn, fp))
 }
 
 /// Wait for an operation (given as the object a 202 returned) and return its final form.
-pub async fn wait(conn: &Conn, op: &Value) -> anyhow::Result<Value> {
-    let id = op["id"]
-        .as_str()
-        .ok_or_else(|| anyhow!("the server returned no operation"))?;
-    let done = conn
-        .call(Method::GET, &format!("/1.0/operations/{id}/wait"), None)
-        .await?;
-    match done["status"].as_str() {
-        Some("Success") => Ok(done),
-        _ => bail!(
-            "{}",
-            done["err"]
-                .as_str()
-                .filter(|e| !e.is_empty())
-                .unwrap_or("the operation failed")
-        ),
+pub async fn wait(conn: &Conn, op: &Operation) -> anyhow::Result<Operation> {
+    wait_id(conn, &op.id).await
+}
+
+/// Wait for the operation `id` and return its final form, or its error.
+pub async fn wait_id(conn: &Conn, id: &str) -> anyhow::Result<Operation> {
+    if id.is_empty() {
+        bail!("the server returned no operation");
+    }
+    let done: Operation = conn.get_as(&format!("/1.0/operations/{id}/wait")).await?;
+    match done.status.as_str() {
+        "Success" => Ok(done),
+        _ if !done.err.is_empty() => bail!("{}", done.err),
+        _ => bail!("the operation failed"),
     }
 }
 
@@ -148,19 +135,21 @@ async fn import(
         .await
         .map_err(|e| conn.explain(e))?;
     bar.finish_and_clear();
-    let op = reply.metadata().map_err(|e| anyhow!(e))?;
+    let op: Operation = reply.metadata_as().map_err(|e| anyhow!(e))?;
     let done = wait(&conn, &op).await?;
-    let fp = done["metadata"]["fingerprint"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no fingerprint in the reply"))?
-        .to_owned();
+    let uploaded: ImageUploadMetadata = crate::connect::decode(done.metadata)?;
+    let fp = uploaded.fingerprint;
+    if fp.is_empty() {
+        bail!("no fingerprint in the reply");
+    }
     for name in aliases {
-        conn.call(
-            Method::POST,
-            "/1.0/images/aliases",
-            Some(&json!({"name": name, "target": fp, "description": ""})),
-        )
-        .await?;
+        let body = ImageAliasesEntry {
+            name: name.clone(),
+            target: fp.clone(),
+            ..Default::default()
+        };
+        conn.send_as::<serde_json::Value>(Method::POST, "/1.0/images/aliases", &body)
+            .await?;
     }
     println!("Image imported with fingerprint: {fp}");
     Ok(())
@@ -175,8 +164,13 @@ async fn alias(conf: &ConfigDir, cmd: AliasCmd) -> anyhow::Result<()> {
         } => {
             let (remote, name) = split_target(conf, &name);
             let conn = open(conf, &remote)?;
-            let body = json!({"name": name, "target": fingerprint, "description": description});
-            conn.call(Method::POST, "/1.0/images/aliases", Some(&body))
+            let body = ImageAliasesEntry {
+                name,
+                target: fingerprint,
+                description,
+                ..Default::default()
+            };
+            conn.send_as::<serde_json::Value>(Method::POST, "/1.0/images/aliases", &body)
                 .await
                 .map(drop)
         }
@@ -189,29 +183,27 @@ async fn alias(conf: &ConfigDir, cmd: AliasCmd) -> anyhow::Result<()> {
         }
         AliasCmd::Rename { old, new } => {
             let (remote, old) = split_target(conf, &old);
-            let body = json!({"name": new});
+            let body = ImageAliasesEntryPost { name: new };
             open(conf, &remote)?
-                .call(
+                .send_as::<serde_json::Value>(
                     Method::POST,
                     &format!("/1.0/images/aliases/{old}"),
-                    Some(&body),
+                    &body,
                 )
                 .await
                 .map(drop)
         }
         AliasCmd::List { remote, format } => {
             let conn = open(conf, &remote_name(conf, remote.as_deref()))?;
-            let list = conn
-                .call(Method::GET, "/1.0/images/aliases?recursion=1", None)
-                .await?;
-            let items = list.as_array().cloned().unwrap_or_default();
+            let items: Vec<ImageAliasesEntry> =
+                conn.get_as("/1.0/images/aliases?recursion=1").await?;
             let columns = [
-                column("ALIAS", |v| str_of(v, "name")),
-                column("FINGERPRINT", |v| {
-                    str_of(v, "target").chars().take(12).collect()
+                column("ALIAS", |v: &ImageAliasesEntry| v.name.clone()),
+                column("FINGERPRINT", |v: &ImageAliasesEntry| {
+                    v.target.chars().take(12).collect()
                 }),
-                column("TYPE", |v| str_of(v, "type")),
-                column("DESCRIPTION", |v| str_of(v, "description")),
+                column("TYPE", |v: &ImageAliasesEntry| v.kind.clone()),
+                column("DESCRIPTION", |v: &ImageAliasesEntry| v.description.clone()),
             ];
             print_list(format.format, &items, &columns)
         }

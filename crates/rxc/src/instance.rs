@@ -2,12 +2,18 @@
 
 use crate::cli::{CreateArgs, ExecArgs, Format};
 use crate::connect::{open, remote_name, split_target, Conn};
-use crate::image::wait;
-use crate::output::{column, print_list, str_of};
+use crate::image::{wait, wait_id};
+use crate::output::{column, print_list};
 use anyhow::{anyhow, bail};
+use rxd_api::instance::{
+    Instance, InstanceConsolePost, InstanceExecControl, InstanceExecMetadata, InstanceExecPost,
+    InstancePost, InstancePut, InstanceSource, InstanceState, InstanceStatePut, InstancesPost,
+};
+use rxd_api::operation::Operation;
+use rxd_api::snapshot::InstanceSnapshotsPost;
 use rxd_client::remotes::ConfigDir;
 use rxd_client::Method;
-use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 
 pub async fn create(conf: &ConfigDir, args: CreateArgs, start: bool) -> anyhow::Result<()> {
     let (remote, name) = split_target(conf, &args.name);
@@ -15,12 +21,12 @@ pub async fn create(conf: &ConfigDir, args: CreateArgs, start: bool) -> anyhow::
     if image_remote != remote {
         bail!("the image must be on the server the container is created on ({remote}:)");
     }
-    let mut config = Map::new();
+    let mut config = BTreeMap::new();
     for kv in &args.config {
         let (k, v) = kv
             .split_once('=')
             .ok_or_else(|| anyhow!("bad config {kv:?}: expected KEY=VALUE"))?;
-        config.insert(k.to_owned(), Value::String(v.to_owned()));
+        config.insert(k.to_owned(), v.to_owned());
     }
     let conn = open(conf, &remote)?;
     // An image is named by alias or by fingerprint (prefix): ask which.
@@ -29,19 +35,26 @@ pub async fn create(conf: &ConfigDir, args: CreateArgs, start: bool) -> anyhow::
         .request(Method::GET, &format!("/1.0/images/aliases/{image}"), None)
         .await
         .map_err(|e| conn.explain(e))?;
-    let source = if alias.status == 200 {
-        json!({"type": "image", "alias": image})
-    } else {
-        json!({"type": "image", "fingerprint": image})
+    let mut source = InstanceSource {
+        kind: "image".into(),
+        ..Default::default()
     };
-    let body = json!({
-        "name": name, "type": "container", "source": source, "config": config,
-        "devices": {}, "profiles": ["default"], "ephemeral": args.ephemeral,
-    });
+    if alias.status == 200 {
+        source.alias = image;
+    } else {
+        source.fingerprint = image;
+    }
+    let body = InstancesPost {
+        name: name.clone(),
+        kind: "container".into(),
+        source,
+        config,
+        profiles: vec!["default".into()],
+        ephemeral: args.ephemeral,
+        ..Default::default()
+    };
     println!("Creating {name}");
-    let op = conn
-        .call(Method::POST, "/1.0/instances", Some(&body))
-        .await?;
+    let op = conn.send_as(Method::POST, "/1.0/instances", &body).await?;
     wait(&conn, &op).await?;
     if start {
         println!("Starting {name}");
@@ -57,13 +70,14 @@ async fn change(
     force: bool,
     timeout: i64,
 ) -> anyhow::Result<()> {
-    let body = json!({"action": action, "force": force, "timeout": timeout, "stateful": false});
+    let body = InstanceStatePut {
+        action: action.into(),
+        timeout,
+        force,
+        stateful: false,
+    };
     let op = conn
-        .call(
-            Method::PUT,
-            &format!("/1.0/instances/{name}/state"),
-            Some(&body),
-        )
+        .send_as(Method::PUT, &format!("/1.0/instances/{name}/state"), &body)
         .await?;
     wait(conn, &op).await.map(drop)
 }
@@ -99,26 +113,23 @@ pub async fn delete(conf: &ConfigDir, names: &[String], force: bool) -> anyhow::
         // `NAME/SNAP`: a snapshot.
         if let Some((instance, snap)) = name.split_once('/') {
             let op = conn
-                .call(
+                .call_as(
                     Method::DELETE,
                     &format!("/1.0/instances/{instance}/snapshots/{snap}"),
-                    None,
                 )
                 .await?;
             wait(&conn, &op).await?;
             continue;
         }
-        let state = conn
-            .call(Method::GET, &format!("/1.0/instances/{name}/state"), None)
-            .await?;
-        if state["status"] != "Stopped" {
+        let state: InstanceState = conn.get_as(&format!("/1.0/instances/{name}/state")).await?;
+        if state.status != "Stopped" {
             if !force {
                 bail!("{name} is running: stop it first, or delete it with --force");
             }
             change(&conn, &name, "stop", true, -1).await?;
         }
         let op = conn
-            .call(Method::DELETE, &format!("/1.0/instances/{name}"), None)
+            .call_as(Method::DELETE, &format!("/1.0/instances/{name}"))
             .await?;
         wait(&conn, &op).await?;
     }
@@ -127,31 +138,30 @@ pub async fn delete(conf: &ConfigDir, names: &[String], force: bool) -> anyhow::
 
 pub async fn list(conf: &ConfigDir, remote: Option<&str>, format: Format) -> anyhow::Result<()> {
     let conn = open(conf, &remote_name(conf, remote))?;
-    let list = conn
-        .call(Method::GET, "/1.0/instances?recursion=2", None)
-        .await?;
-    let items = list.as_array().cloned().unwrap_or_default();
+    let items: Vec<Instance> = conn.get_as("/1.0/instances?recursion=2").await?;
     let columns = [
-        column("NAME", |v| str_of(v, "name")),
-        column("STATE", |v| str_of(v, "status").to_uppercase()),
-        column("PID", |v| match v["state"]["pid"].as_i64() {
-            Some(p) if p > 0 => p.to_string(),
-            _ => String::new(),
+        column("NAME", |v: &Instance| v.name.clone()),
+        column("STATE", |v: &Instance| v.status.to_uppercase()),
+        column("PID", |v: &Instance| {
+            match v.state.as_ref().map(|s| s.pid) {
+                Some(p) if p > 0 => p.to_string(),
+                _ => String::new(),
+            }
         }),
-        column("TYPE", |v| {
-            let kind = if v["config"]["security.privileged"] == "true" {
+        column("TYPE", |v: &Instance| {
+            let kind = if privileged(v) {
                 "PRIVILEGED"
             } else {
                 "CONTAINER"
             };
-            if v["ephemeral"] == true {
+            if v.ephemeral {
                 format!("{kind} (EPHEMERAL)")
             } else {
                 kind.to_owned()
             }
         }),
-        column("SNAPSHOTS", |v| {
-            v["snapshots"].as_array().map_or(0, Vec::len).to_string()
+        column("SNAPSHOTS", |v: &Instance| {
+            v.snapshots.as_ref().map_or(0, Vec::len).to_string()
         }),
     ];
     print_list(format, &items, &columns)
@@ -160,61 +170,55 @@ pub async fn list(conf: &ConfigDir, remote: Option<&str>, format: Format) -> any
 pub async fn info(conf: &ConfigDir, target: &str) -> anyhow::Result<()> {
     let (remote, name) = split_target(conf, target);
     let conn = open(conf, &remote)?;
-    let v = conn
-        .call(
-            Method::GET,
-            &format!("/1.0/instances/{name}?recursion=1"),
-            None,
-        )
+    let v: Instance = conn
+        .get_as(&format!("/1.0/instances/{name}?recursion=1"))
         .await?;
-    let state = &v["state"];
-    println!("Name: {}", str_of(&v, "name"));
-    println!("Status: {}", str_of(&v, "status").to_uppercase());
+    println!("Name: {}", v.name);
+    println!("Status: {}", v.status.to_uppercase());
     println!(
         "Type: container{}",
-        if v["ephemeral"] == true {
-            " (ephemeral)"
-        } else {
-            ""
-        }
+        if v.ephemeral { " (ephemeral)" } else { "" }
     );
-    println!("Architecture: {}", str_of(&v, "architecture"));
-    println!("Created: {}", str_of(&v, "created_at"));
-    let privileged = v["config"]["security.privileged"] == "true";
-    let base = v["config"]["volatile.idmap.base"].as_str().unwrap_or("0");
+    println!("Architecture: {}", v.architecture);
+    println!("Created: {}", v.created_at);
+    let base = v
+        .config
+        .get("volatile.idmap.base")
+        .map_or("0", String::as_str);
     println!(
         "Idmap: {}",
-        if privileged {
+        if privileged(&v) {
             "none (privileged: root in the container is root on the host)".to_owned()
         } else {
             format!("container 0 is host {base}")
         }
     );
-    if let Some(pid) = state["pid"].as_i64().filter(|&p| p > 0) {
-        println!("PID: {pid}");
+    if let Some(state) = v.state.filter(|s| s.pid > 0) {
+        println!("PID: {}", state.pid);
         println!("Resources:");
-        println!("  Processes: {}", state["processes"]);
+        println!("  Processes: {}", state.processes);
         println!(
             "  Memory usage: {:.2}MiB",
-            state["memory"]["usage"].as_f64().unwrap_or(0.0) / 1048576.0
+            state.memory.usage as f64 / 1048576.0
         );
-        println!(
-            "  CPU usage: {:.2} seconds",
-            state["cpu"]["usage"].as_f64().unwrap_or(0.0) / 1e9
-        );
+        println!("  CPU usage: {:.2} seconds", state.cpu.usage as f64 / 1e9);
     }
     Ok(())
 }
 
+fn privileged(v: &Instance) -> bool {
+    v.config.get("security.privileged").map(String::as_str) == Some("true")
+}
+
 /// `GET` an instance with its ETag.
-async fn fetch(conn: &Conn, name: &str) -> anyhow::Result<(Value, Option<String>)> {
+async fn fetch(conn: &Conn, name: &str) -> anyhow::Result<(Instance, Option<String>)> {
     let reply = conn
         .client
         .request(Method::GET, &format!("/1.0/instances/{name}"), None)
         .await
         .map_err(|e| conn.explain(e))?;
     let etag = reply.header("etag").map(str::to_owned);
-    let v = reply.metadata().map_err(|e| anyhow!(e))?;
+    let v = reply.metadata_as().map_err(|e| anyhow!(e))?;
     Ok((v, etag))
 }
 
@@ -222,7 +226,7 @@ pub async fn config_get(conf: &ConfigDir, target: &str, key: &str) -> anyhow::Re
     let (remote, name) = split_target(conf, target);
     let conn = open(conf, &remote)?;
     let (v, _) = fetch(&conn, &name).await?;
-    println!("{}", v["config"][key].as_str().unwrap_or_default());
+    println!("{}", v.config.get(key).map_or("", String::as_str));
     Ok(())
 }
 
@@ -237,15 +241,12 @@ pub async fn config_set(
     let (remote, name) = split_target(conf, target);
     let conn = open(conf, &remote)?;
     let (v, etag) = fetch(&conn, &name).await?;
-    let mut config = v["config"].as_object().cloned().unwrap_or_default();
+    let mut body = InstancePut::from_instance(&v);
+    let config = body.config.get_or_insert_with(BTreeMap::new);
     match value {
-        Some(value) => config.insert(key.to_owned(), Value::String(value.to_owned())),
+        Some(value) => config.insert(key.to_owned(), value.to_owned()),
         None => config.remove(key),
     };
-    let body = json!({
-        "config": config, "description": v["description"], "ephemeral": v["ephemeral"],
-        "profiles": v["profiles"], "devices": v["devices"], "architecture": v["architecture"],
-    });
     let headers: Vec<(&str, &str)> = etag.iter().map(|e| ("if-match", e.as_str())).collect();
     let reply = conn
         .client
@@ -257,7 +258,7 @@ pub async fn config_set(
         )
         .await
         .map_err(|e| conn.explain(e))?;
-    let op = reply.metadata().map_err(|e| anyhow!(e))?;
+    let op = reply.metadata_as().map_err(|e| anyhow!(e))?;
     wait(&conn, &op).await.map(drop)
 }
 
@@ -265,10 +266,10 @@ pub async fn config_show(conf: &ConfigDir, target: &str) -> anyhow::Result<()> {
     let (remote, name) = split_target(conf, target);
     let conn = open(conf, &remote)?;
     let (v, _) = fetch(&conn, &name).await?;
-    let shown = json!({
-        "architecture": v["architecture"], "config": v["config"], "devices": v["devices"],
-        "ephemeral": v["ephemeral"], "profiles": v["profiles"], "description": v["description"],
-    });
+    let shown = InstancePut {
+        stateful: None,
+        ..InstancePut::from_instance(&v)
+    };
     print!("{}", serde_norway::to_string(&shown)?);
     Ok(())
 }
@@ -280,12 +281,12 @@ pub async fn rename(conf: &ConfigDir, old: &str, new: &str) -> anyhow::Result<()
         bail!("moving a container between servers is not supported");
     }
     let conn = open(conf, &remote)?;
+    let body = InstancePost {
+        name: new,
+        ..Default::default()
+    };
     let op = conn
-        .call(
-            Method::POST,
-            &format!("/1.0/instances/{old}"),
-            Some(&json!({"name": new})),
-        )
+        .send_as(Method::POST, &format!("/1.0/instances/{old}"), &body)
         .await?;
     wait(&conn, &op).await.map(drop)
 }
@@ -299,12 +300,12 @@ pub async fn exec(conf: &ConfigDir, args: ExecArgs) -> anyhow::Result<i32> {
 
     let (remote, name) = split_target(conf, &args.name);
     let conn = open(conf, &remote)?;
-    let mut environment = Map::new();
+    let mut environment = BTreeMap::new();
     for kv in &args.env {
         let (k, v) = kv
             .split_once('=')
             .ok_or_else(|| anyhow!("bad --env {kv:?}: expected KEY=VALUE"))?;
-        environment.insert(k.to_owned(), Value::String(v.to_owned()));
+        environment.insert(k.to_owned(), v.to_owned());
     }
     let interactive = args.interactive
         || (!args.noninteractive
@@ -316,24 +317,25 @@ pub async fn exec(conf: &ConfigDir, args: ExecArgs) -> anyhow::Result<i32> {
             (width, height) = (size.ws_col, size.ws_row);
         }
         if let Ok(term) = std::env::var("TERM") {
-            environment
-                .entry("TERM".to_owned())
-                .or_insert(Value::String(term));
+            environment.entry("TERM".to_owned()).or_insert(term);
         }
     }
-    let body = json!({
-        "command": args.command, "environment": environment, "wait-for-websocket": true,
-        "interactive": interactive, "width": width, "height": height, "record-output": false,
-        "user": args.user, "group": args.group, "cwd": args.cwd.unwrap_or_default(),
-    });
-    let op = conn
-        .call(
-            Method::POST,
-            &format!("/1.0/instances/{name}/exec"),
-            Some(&body),
-        )
+    let body = InstanceExecPost {
+        command: args.command,
+        environment,
+        wait_for_websocket: true,
+        interactive,
+        width: width.into(),
+        height: height.into(),
+        record_output: false,
+        user: args.user,
+        group: args.group,
+        cwd: args.cwd.unwrap_or_default(),
+    };
+    let op: Operation = conn
+        .send_as(Method::POST, &format!("/1.0/instances/{name}/exec"), &body)
         .await?;
-    let channels = Channels::of(&conn, &op)?;
+    let channels = Channels::of(&conn, op)?;
     let id = channels.id.clone();
     let mut control = channels.connect("control").await?;
     if interactive {
@@ -394,15 +396,19 @@ pub async fn exec(conf: &ConfigDir, args: ExecArgs) -> anyhow::Result<i32> {
         tokio::select! {
             _ = &mut outputs => break,
             _ = tokio::signal::ctrl_c() => {
-                let msg = json!({"command": "signal", "signal": 2}).to_string();
+                let msg = serde_json::to_string(&InstanceExecControl {
+                    command: "signal".into(),
+                    signal: 2,
+                    ..Default::default()
+                })?;
                 let _ = control.send(Message::Text(msg.into())).await;
             }
         }
     }
     input.abort();
-    let done = wait(&conn, &json!({"id": id})).await?;
+    let done = wait_id(&conn, &id).await?;
     let _ = control.close(None).await;
-    Ok(done["metadata"]["return"].as_i64().unwrap_or(-1) as i32)
+    exit_code(done)
 }
 
 /// A websocket operation's channels: its id, and each channel's secret (shown once, in the
@@ -410,25 +416,26 @@ pub async fn exec(conf: &ConfigDir, args: ExecArgs) -> anyhow::Result<i32> {
 struct Channels<'a> {
     conn: &'a Conn,
     id: String,
-    fds: Value,
+    fds: BTreeMap<String, String>,
 }
 
 impl<'a> Channels<'a> {
-    fn of(conn: &'a Conn, op: &Value) -> anyhow::Result<Channels<'a>> {
-        let id = op["id"]
-            .as_str()
-            .ok_or_else(|| anyhow!("no operation"))?
-            .to_owned();
+    fn of(conn: &'a Conn, op: Operation) -> anyhow::Result<Channels<'a>> {
+        if op.id.is_empty() {
+            bail!("no operation");
+        }
+        let metadata: InstanceExecMetadata = crate::connect::decode(op.metadata)?;
         Ok(Channels {
             conn,
-            id,
-            fds: op["metadata"]["fds"].clone(),
+            id: op.id,
+            fds: metadata.fds,
         })
     }
 
     async fn connect(&self, fd: &str) -> anyhow::Result<rxd_client::WebSocket> {
-        let secret = self.fds[fd]
-            .as_str()
+        let secret = self
+            .fds
+            .get(fd)
             .ok_or_else(|| anyhow!("no secret for channel {fd}"))?;
         let path = format!("/1.0/operations/{}/websocket?secret={secret}", self.id);
         self.conn
@@ -477,9 +484,15 @@ async fn exec_terminal(
     ws0: rxd_client::WebSocket,
 ) -> anyhow::Result<i32> {
     relay_terminal(&mut control, ws0, false).await?;
-    let done = wait(conn, &json!({"id": id})).await?;
+    let done = wait_id(conn, id).await?;
     let _ = futures_util::SinkExt::close(&mut control).await;
-    Ok(done["metadata"]["return"].as_i64().unwrap_or(-1) as i32)
+    exit_code(done)
+}
+
+/// The exit code a finished exec operation reports (`-1` if it reports none).
+fn exit_code(done: Operation) -> anyhow::Result<i32> {
+    let metadata: InstanceExecMetadata = crate::connect::decode(done.metadata)?;
+    Ok(metadata.return_code.unwrap_or(-1) as i32)
 }
 
 /// Relay the local terminal (in raw mode) and a remote one until the remote side closes, or,
@@ -541,9 +554,17 @@ async fn relay_terminal(
             _ = &mut input => break,
             _ = winch.recv() => {
                 if let Ok(size) = rustix::termios::tcgetwinsize(std::io::stdout()) {
-                    let msg = json!({"command": "window-resize", "args": {
-                        "width": size.ws_col.to_string(), "height": size.ws_row.to_string()}});
-                    let _ = control.send(Message::Text(msg.to_string().into())).await;
+                    let msg = InstanceExecControl {
+                        command: "window-resize".into(),
+                        args: [
+                            ("width".to_owned(), size.ws_col.to_string()),
+                            ("height".to_owned(), size.ws_row.to_string()),
+                        ]
+                        .into(),
+                        signal: 0,
+                    };
+                    let msg = serde_json::to_string(&msg)?;
+                    let _ = control.send(Message::Text(msg.into())).await;
                 }
             }
         }
@@ -560,14 +581,19 @@ pub async fn console(conf: &ConfigDir, target: &str) -> anyhow::Result<()> {
     let (width, height) = rustix::termios::tcgetwinsize(std::io::stdout())
         .map(|s| (s.ws_col, s.ws_row))
         .unwrap_or((80, 24));
-    let op = conn
-        .call(
+    let body = InstanceConsolePost {
+        width: width.into(),
+        height: height.into(),
+        kind: "console".into(),
+    };
+    let op: Operation = conn
+        .send_as(
             Method::POST,
             &format!("/1.0/instances/{name}/console"),
-            Some(&json!({"width": width, "height": height, "type": "console"})),
+            &body,
         )
         .await?;
-    let channels = Channels::of(&conn, &op)?;
+    let channels = Channels::of(&conn, op)?;
     let mut control = channels.connect("control").await?;
     let ws0 = channels.connect("0").await?;
     eprint!("To detach from the console, press: <ctrl>+a q\r\n");
@@ -580,11 +606,15 @@ pub async fn console(conf: &ConfigDir, target: &str) -> anyhow::Result<()> {
 pub async fn snapshot(conf: &ConfigDir, target: &str, snap: Option<&str>) -> anyhow::Result<()> {
     let (remote, name) = split_target(conf, target);
     let conn = open(conf, &remote)?;
+    let body = InstanceSnapshotsPost {
+        name: snap.unwrap_or_default().to_owned(),
+        ..Default::default()
+    };
     let op = conn
-        .call(
+        .send_as(
             Method::POST,
             &format!("/1.0/instances/{name}/snapshots"),
-            Some(&json!({"name": snap.unwrap_or_default(), "stateful": false})),
+            &body,
         )
         .await?;
     wait(&conn, &op).await?;
@@ -595,12 +625,12 @@ pub async fn snapshot(conf: &ConfigDir, target: &str, snap: Option<&str>) -> any
 pub async fn restore(conf: &ConfigDir, target: &str, snap: &str) -> anyhow::Result<()> {
     let (remote, name) = split_target(conf, target);
     let conn = open(conf, &remote)?;
+    let body = InstancePut {
+        restore: Some(snap.to_owned()),
+        ..Default::default()
+    };
     let op = conn
-        .call(
-            Method::PUT,
-            &format!("/1.0/instances/{name}"),
-            Some(&json!({"restore": snap})),
-        )
+        .send_as(Method::PUT, &format!("/1.0/instances/{name}"), &body)
         .await?;
     wait(&conn, &op).await?;
     Ok(())

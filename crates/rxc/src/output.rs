@@ -5,19 +5,24 @@ use crate::cli::Format;
 use serde_json::Value;
 use std::io::Write;
 
-pub struct Column<'a> {
+/// A table or CSV column over objects of type `T` (an `rxd_api` type, or a `Value`).
+pub struct Column<'a, T = Value> {
     pub header: &'a str,
-    pub value: Box<dyn Fn(&Value) -> String + 'a>,
+    pub value: Box<dyn Fn(&T) -> String + 'a>,
 }
 
-pub fn column<'a>(header: &'a str, value: impl Fn(&Value) -> String + 'a) -> Column<'a> {
+pub fn column<'a, T>(header: &'a str, value: impl Fn(&T) -> String + 'a) -> Column<'a, T> {
     Column {
         header,
         value: Box::new(value),
     }
 }
 
-pub fn print_list(format: Format, objects: &[Value], columns: &[Column<'_>]) -> anyhow::Result<()> {
+pub fn print_list<T: serde::Serialize>(
+    format: Format,
+    objects: &[T],
+    columns: &[Column<'_, T>],
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match format {
         Format::Json => writeln!(out, "{}", serde_json::to_string(objects)?)?,

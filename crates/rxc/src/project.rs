@@ -7,13 +7,17 @@
 use crate::cli::{AuthCmd, IdentityType, ProjectCmd, RoleArg, ScopeArgs};
 use crate::connect::{open, remote_arg, remote_name, split_target, Conn};
 use crate::image::wait;
-use crate::output::{column, print_list, str_of};
+use crate::output::{column, print_list};
 use anyhow::{anyhow, bail};
 use clap::ValueEnum;
+use rxd_api::certificate::Certificate;
+use rxd_api::grant::{Grant, GrantsPost};
+use rxd_api::project::{Project, ProjectPost, ProjectPut, ProjectsPost};
 use rxd_api::ResponseType;
 use rxd_client::remotes::ConfigDir;
 use rxd_client::Method;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
+use std::collections::BTreeMap;
 
 pub async fn run(conf: &mut ConfigDir, cmd: ProjectCmd) -> anyhow::Result<()> {
     match cmd {
@@ -23,40 +27,38 @@ pub async fn run(conf: &mut ConfigDir, cmd: ProjectCmd) -> anyhow::Result<()> {
             description,
         } => {
             let (remote, name) = split_target(conf, &name);
-            let mut map = Map::new();
+            let mut map = BTreeMap::new();
             for kv in &config {
                 let (k, v) = kv
                     .split_once('=')
                     .ok_or_else(|| anyhow!("bad config {kv:?}: expected KEY=VALUE"))?;
-                map.insert(k.to_owned(), Value::String(v.to_owned()));
+                map.insert(k.to_owned(), v.to_owned());
             }
-            let body = json!({"name": name, "description": description, "config": map});
+            let body = ProjectsPost {
+                config: map,
+                description,
+                name: name.clone(),
+            };
             open(conf, &remote)?
-                .call(Method::POST, "/1.0/projects", Some(&body))
+                .send_as::<Value>(Method::POST, "/1.0/projects", &body)
                 .await?;
             println!("Project {name} created");
             Ok(())
         }
         ProjectCmd::List { remote, format } => {
             let conn = open(conf, &remote_name(conf, remote.as_deref()))?;
-            let list = conn
-                .call(Method::GET, "/1.0/projects?recursion=1", None)
-                .await?;
-            let items = list.as_array().cloned().unwrap_or_default();
+            let items: Vec<Project> = conn.get_as("/1.0/projects?recursion=1").await?;
             let current = conn.project.clone();
             let columns = [
-                column("NAME", move |v| {
-                    let name = str_of(v, "name");
-                    if name == current {
-                        format!("{name} (current)")
+                column("NAME", move |v: &Project| {
+                    if v.name == current {
+                        format!("{} (current)", v.name)
                     } else {
-                        name
+                        v.name.clone()
                     }
                 }),
-                column("DESCRIPTION", |v| str_of(v, "description")),
-                column("USED BY", |v| {
-                    v["used_by"].as_array().map_or(0, Vec::len).to_string()
-                }),
+                column("DESCRIPTION", |v: &Project| v.description.clone()),
+                column("USED BY", |v: &Project| v.used_by.len().to_string()),
             ];
             print_list(format.format, &items, &columns)
         }
@@ -69,7 +71,7 @@ pub async fn run(conf: &mut ConfigDir, cmd: ProjectCmd) -> anyhow::Result<()> {
         ProjectCmd::Get { name, key } => {
             let (conn, name) = target(conf, &name)?;
             let (v, _) = fetch(&conn, &name).await?;
-            println!("{}", str_of(&v["config"], &key));
+            println!("{}", v.config.get(&key).map_or("", String::as_str));
             Ok(())
         }
         ProjectCmd::Set { name, args } => {
@@ -91,14 +93,11 @@ pub async fn run(conf: &mut ConfigDir, cmd: ProjectCmd) -> anyhow::Result<()> {
                 None => new,
             };
             let conn = open(conf, &remote)?;
-            let reply = conn
-                .call(
-                    Method::POST,
-                    &project_path(&old),
-                    Some(&json!({"name": new})),
-                )
+            let body = ProjectPost { name: new.clone() };
+            let op = conn
+                .send_as(Method::POST, &project_path(&old), &body)
                 .await?;
-            wait(&conn, &reply).await?;
+            wait(&conn, &op).await?;
             // The remote's current project keeps pointing at the same project.
             if conn.remote.project == old {
                 conf.set_project(&remote, &new)?;
@@ -155,14 +154,14 @@ fn escape(s: &str) -> String {
 }
 
 /// `GET` a project with its ETag.
-async fn fetch(conn: &Conn, name: &str) -> anyhow::Result<(Value, Option<String>)> {
+async fn fetch(conn: &Conn, name: &str) -> anyhow::Result<(Project, Option<String>)> {
     let reply = conn
         .client
         .request(Method::GET, &project_path(name), None)
         .await
         .map_err(|e| conn.explain(e))?;
     let etag = reply.header("etag").map(str::to_owned);
-    let v = reply.metadata().map_err(|e| anyhow!(e))?;
+    let v = reply.metadata_as().map_err(|e| anyhow!(e))?;
     Ok((v, etag))
 }
 
@@ -171,9 +170,9 @@ async fn fetch(conn: &Conn, name: &str) -> anyhow::Result<(Value, Option<String>
 async fn set(conf: &ConfigDir, spec: &str, key: &str, value: Option<&str>) -> anyhow::Result<()> {
     let (conn, name) = target(conf, spec)?;
     let (v, etag) = fetch(&conn, &name).await?;
-    let mut config = v["config"].as_object().cloned().unwrap_or_default();
+    let mut config = v.config;
     match value {
-        Some(value) => config.insert(key.to_owned(), Value::String(value.to_owned())),
+        Some(value) => config.insert(key.to_owned(), value.to_owned()),
         None => {
             if config.remove(key).is_none() {
                 bail!("Project {name} has no config key {key:?}");
@@ -181,7 +180,10 @@ async fn set(conf: &ConfigDir, spec: &str, key: &str, value: Option<&str>) -> an
             None
         }
     };
-    let body = json!({"description": v["description"], "config": config});
+    let body = ProjectPut {
+        config: Some(config),
+        description: Some(v.description),
+    };
     let headers: Vec<(&str, &str)> = etag.iter().map(|e| ("if-match", e.as_str())).collect();
     let reply = conn
         .client
@@ -193,9 +195,11 @@ async fn set(conf: &ConfigDir, spec: &str, key: &str, value: Option<&str>) -> an
         )
         .await
         .map_err(|e| conn.explain(e))?;
-    let metadata = reply.metadata().map_err(|e| anyhow!(e))?;
     if reply.envelope()?.kind == ResponseType::Async {
-        wait(&conn, &metadata).await?;
+        let op = reply.metadata_as().map_err(|e| anyhow!(e))?;
+        wait(&conn, &op).await?;
+    } else {
+        reply.metadata().map_err(|e| anyhow!(e))?;
     }
     Ok(())
 }
@@ -204,26 +208,21 @@ pub async fn auth(conf: &ConfigDir, cmd: AuthCmd) -> anyhow::Result<()> {
     match cmd {
         AuthCmd::List { remote, format } => {
             let conn = open(conf, &remote_name(conf, remote.as_deref()))?;
-            let grants = conn
-                .call(Method::GET, "/1.0/auth/grants?recursion=1", None)
-                .await?;
-            let items = grants.as_array().cloned().unwrap_or_default();
+            let items: Vec<Grant> = conn.get_as("/1.0/auth/grants?recursion=1").await?;
             let columns = [
-                column("ID", |v| str_of(v, "id")),
-                column("IDENTITY TYPE", |v| str_of(v, "identity_type")),
-                column("IDENTITY", |v| {
-                    let id = str_of(v, "identity");
-                    if v["identity_type"] == "certificate"
-                        && format.format != crate::cli::Format::Csv
+                column("ID", |v: &Grant| v.id.to_string()),
+                column("IDENTITY TYPE", |v: &Grant| v.identity_type.clone()),
+                column("IDENTITY", |v: &Grant| {
+                    if v.identity_type == "certificate" && format.format != crate::cli::Format::Csv
                     {
-                        id.chars().take(12).collect()
+                        v.identity.chars().take(12).collect()
                     } else {
-                        id
+                        v.identity.clone()
                     }
                 }),
-                column("ROLE", |v| str_of(v, "role")),
-                column("SCOPE", |v| str_of(v, "scope")),
-                column("PROJECT", |v| str_of(v, "project")),
+                column("ROLE", |v: &Grant| v.role.clone()),
+                column("SCOPE", |v: &Grant| v.scope.clone()),
+                column("PROJECT", |v: &Grant| v.project.clone()),
             ];
             print_list(format.format, &items, &columns)
         }
@@ -245,16 +244,19 @@ pub async fn auth(conf: &ConfigDir, cmd: AuthCmd) -> anyhow::Result<()> {
                 IdentityType::Certificate => certificate(&conn, identity).await?,
                 _ => identity.clone(),
             };
-            let body = json!({
-                "identity_type": identity_type.wire(), "identity": identity, "role": role,
-                "scope": scope, "project": project,
-            });
-            let grant = conn
-                .call(Method::POST, "/1.0/auth/grants", Some(&body))
+            let body = GrantsPost {
+                identity_type: identity_type.wire().into(),
+                identity: identity.clone(),
+                role: role.into(),
+                scope: scope.into(),
+                project: project.clone(),
+            };
+            let grant: Option<Grant> = conn
+                .send_as(Method::POST, "/1.0/auth/grants", &body)
                 .await?;
-            let id = match &grant["id"] {
-                Value::Null => String::new(),
-                id => format!(" (grant {id})"),
+            let id = match grant {
+                None => String::new(),
+                Some(g) => format!(" (grant {})", g.id),
             };
             println!(
                 "Granted {role} on {} to {} {identity}{id}",
@@ -326,12 +328,12 @@ async fn certificate(conn: &Conn, prefix: &str) -> anyhow::Result<String> {
             "{prefix:?} is not a certificate fingerprint (hex digits; see rxc config trust list)"
         );
     }
-    let cert = conn
-        .call(Method::GET, &format!("/1.0/certificates/{prefix}"), None)
+    let cert: Certificate = conn
+        .get_as(&format!("/1.0/certificates/{prefix}"))
         .await
         .map_err(|e| anyhow!("certificate {prefix}: {e}"))?;
-    match cert["fingerprint"].as_str() {
-        Some(fp) if fp.len() == 64 => Ok(fp.to_owned()),
+    match cert.fingerprint {
+        fp if fp.len() == 64 => Ok(fp),
         _ => bail!("the server returned no fingerprint for certificate {prefix}"),
     }
 }
@@ -346,28 +348,24 @@ async fn matching_grant(
     scope: &str,
     project: &str,
 ) -> anyhow::Result<u64> {
-    let grants = conn
-        .call(Method::GET, "/1.0/auth/grants?recursion=1", None)
-        .await?;
+    let grants: Vec<Grant> = conn.get_as("/1.0/auth/grants?recursion=1").await?;
     let wanted = match identity_type {
         IdentityType::Certificate => identity.to_ascii_lowercase(),
         _ => identity.to_owned(),
     };
-    let found: Vec<&Value> = grants
-        .as_array()
-        .into_iter()
-        .flatten()
+    let found: Vec<&Grant> = grants
+        .iter()
         .filter(|g| {
-            let who = g["identity"].as_str().unwrap_or_default();
+            let who = g.identity.as_str();
             let same_identity = match identity_type {
                 IdentityType::Certificate => !wanted.is_empty() && who.starts_with(&wanted),
                 _ => who == wanted,
             };
             same_identity
-                && g["identity_type"] == identity_type.wire()
-                && g["role"] == role
-                && g["scope"] == scope
-                && str_of(g, "project") == project
+                && g.identity_type == identity_type.wire()
+                && g.role == role
+                && g.scope == scope
+                && g.project == project
         })
         .collect();
     match found.as_slice() {
@@ -376,9 +374,9 @@ async fn matching_grant(
             scope_text(scope, project),
             identity_type.wire()
         ),
-        [g] => g["id"]
-            .as_u64()
-            .ok_or_else(|| anyhow!("the server returned a grant without an id")),
+        [g] => {
+            u64::try_from(g.id).map_err(|_| anyhow!("the server returned a grant without an id"))
+        }
         _ => {
             bail!("{identity:?} matches several certificates' grants; give more of the fingerprint")
         }

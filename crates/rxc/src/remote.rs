@@ -63,8 +63,8 @@ fn list(conf: &ConfigDir, format: Format) -> anyhow::Result<()> {
         column("PROTOCOL", |v| str_of(v, "protocol")),
         column("AUTH TYPE", |v| str_of(v, "auth_type")),
         column("TRUST", |v| str_of(v, "trust")),
-        column("PUBLIC", |v| yes_no(v["public"] == true)),
-        column("STATIC", |v| yes_no(v["static"] == true)),
+        column("PUBLIC", |v: &Value| yes_no(v["public"] == true)),
+        column("STATIC", |v: &Value| yes_no(v["static"] == true)),
     ];
     print_list(format, &rows, &columns)
 }

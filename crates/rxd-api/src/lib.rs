@@ -2,23 +2,31 @@
 //! changing anything here is a compatibility decision.
 #![forbid(unsafe_code)]
 
+//!
+//! Every body decodes as LXD's Go decoder (`encoding/json`) reads it: a missing field or a
+//! `null` is the field's zero value, and unknown fields are ignored ([`decode`] says which, so
+//! the caller can log them). Numbers have Go's types (`int` is `i64`, `uint32` is `u32`), so a
+//! value Go refuses is refused here too. Responses serialize with the keys rxd has always sent;
+//! where that differs from LXD's struct tags, the field says so.
+
+#[macro_use]
+mod go;
+
 pub mod certificate;
 pub mod envelope;
+pub mod event;
+pub mod grant;
+pub mod image;
+pub mod instance;
+pub mod operation;
+pub mod project;
 pub mod server;
+pub mod snapshot;
 pub mod warning;
 
 pub use envelope::{Envelope, ResponseType, StatusCode};
-
-/// Go clients send `null` for empty slices, maps and (sometimes) strings: read `null` as the
-/// field's default. Used on every defaulted request field.
-pub(crate) fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Default + serde::Deserialize<'de>,
-{
-    use serde::Deserialize;
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
+pub use go::{decode, decode_value, Decoded};
+pub(crate) use go::{is_default, null_as_default};
 
 /// API extensions rxd implements. Clients decide which request shapes to send from this list, so a
 /// name goes here only when the feature behind it works.

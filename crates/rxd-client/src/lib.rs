@@ -94,6 +94,15 @@ impl Reply {
         }
     }
 
+    /// The metadata decoded as an `rxd_api` type, as LXD's Go client decodes it (a `null` or
+    /// missing field is its zero value, fields it does not know are skipped).
+    pub fn metadata_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, ClientError> {
+        let metadata = self.metadata()?;
+        rxd_api::decode_value(metadata)
+            .map(|d| d.value)
+            .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -477,9 +486,28 @@ impl Client {
         self.send(method, path, &[], bytes).await
     }
 
+    /// Send a typed body (an `rxd_api` request type) and return the raw reply.
+    pub async fn request_json<B: serde::Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<Reply, ClientError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Decode(e.to_string()))?;
+        self.send(method, path, &[], bytes.into()).await
+    }
+
     /// GET and return the metadata, or the API error.
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
         self.request(Method::GET, path, None).await?.metadata()
+    }
+
+    /// GET and return the metadata as an `rxd_api` type ([`Reply::metadata_as`]).
+    pub async fn get_as<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, ClientError> {
+        self.request(Method::GET, path, None).await?.metadata_as()
     }
 
     /// Drop the kept-alive connection.
