@@ -10,8 +10,9 @@ pub mod warning;
 pub use envelope::{Envelope, ResponseType, StatusCode};
 
 /// Go clients send `null` for empty slices, maps and (sometimes) strings: read `null` as the
-/// field's default. Used on every defaulted request field.
-pub(crate) fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+/// field's default, as Go's encoding/json leaves the zero value. Used on every defaulted request
+/// field, here and in the daemon's own request types.
+pub fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: Default + serde::Deserialize<'de>,

@@ -134,11 +134,10 @@ pub async fn get(
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SnapshotsPost {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     stateful: bool,
     #[serde(default)]
     expires_at: Option<String>,
@@ -292,10 +291,9 @@ async fn take(d: &Arc<Daemon>, instance: &str, snap: &str, expires_at: i64) -> A
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SnapshotPost {
     name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     migration: bool,
 }
 
