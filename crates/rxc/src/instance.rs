@@ -226,22 +226,23 @@ pub async fn config_get(conf: &ConfigDir, target: &str, key: &str) -> anyhow::Re
     Ok(())
 }
 
-/// Set (or with `None`, unset) one key: read the instance, change the key, write it back
-/// guarded by its ETag, as `lxc config set` does.
+/// Set (or with `None`, unset) keys: read the instance, change the keys, write it back in one
+/// request guarded by its ETag, as `lxc config set` does.
 pub async fn config_set(
     conf: &ConfigDir,
     target: &str,
-    key: &str,
-    value: Option<&str>,
+    changes: &[(String, Option<String>)],
 ) -> anyhow::Result<()> {
     let (remote, name) = split_target(conf, target);
     let conn = open(conf, &remote)?;
     let (v, etag) = fetch(&conn, &name).await?;
     let mut config = v["config"].as_object().cloned().unwrap_or_default();
-    match value {
-        Some(value) => config.insert(key.to_owned(), Value::String(value.to_owned())),
-        None => config.remove(key),
-    };
+    for (key, value) in changes {
+        match value {
+            Some(value) => config.insert(key.clone(), Value::String(value.clone())),
+            None => config.remove(key),
+        };
+    }
     let body = json!({
         "config": config, "description": v["description"], "ephemeral": v["ephemeral"],
         "profiles": v["profiles"], "devices": v["devices"], "architecture": v["architecture"],
