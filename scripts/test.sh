@@ -18,16 +18,19 @@ if ((${#need[@]})); then
 fi
 
 # Python's macaroonbakery and pymacaroons: an independent implementation of the Candid side
-# (a discharger and a client, tests/candid/) for the macaroon login tests.
-if ! python3 -c "import macaroonbakery, pymacaroons, nacl" 2>/dev/null; then
+# (a discharger and a client, tests/candid/) for the macaroon login tests. pylxd: an independent
+# client of LXD's API (tests/pylxd/) for the pylxd interop test.
+pip_install() {
   python3 -m pip --version >/dev/null 2>&1 || {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
   }
-  pip=(python3 -m pip install --quiet --disable-pip-version-check -r tests/candid/requirements.txt)
+  local pip=(python3 -m pip install --quiet --disable-pip-version-check -r "$1")
   PIP_ROOT_USER_ACTION=ignore "${pip[@]}" 2>/dev/null ||
     PIP_ROOT_USER_ACTION=ignore "${pip[@]}" --break-system-packages
-fi
+}
+python3 -c "import macaroonbakery, pymacaroons, nacl" 2>/dev/null || pip_install tests/candid/requirements.txt
+python3 -c "import pylxd, ws4py" 2>/dev/null || pip_install tests/pylxd/requirements.txt
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust 1.85 or newer (rustup)" >&2; exit 1; }
 cargo fmt --all -- --check

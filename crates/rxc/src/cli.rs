@@ -255,15 +255,18 @@ pub enum ConfigCmd {
         #[arg(num_args = 1..=2)]
         args: Vec<String>,
     },
-    /// Set a server config key (`[REMOTE:] KEY VALUE`) or an instance's
-    /// (`[REMOTE:]INSTANCE KEY VALUE` or `[REMOTE:]INSTANCE KEY=VALUE`).
+    /// Set server config keys (`[REMOTE:] KEY VALUE [KEY VALUE...]` or
+    /// `[REMOTE:] KEY=VALUE...`) or an instance's (`[REMOTE:]INSTANCE KEY VALUE...` or
+    /// `[REMOTE:]INSTANCE KEY=VALUE...`), all in one request: keys that must change together
+    /// (`candid.agent.username` and `candid.agent.private_key`) can.
     Set {
-        #[arg(num_args = 2..=3)]
+        #[arg(num_args = 1.., required = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Unset a server config key (`[REMOTE:] KEY`) or an instance's (`[REMOTE:]INSTANCE KEY`).
+    /// Unset server config keys (`[REMOTE:] KEY...`) or an instance's
+    /// (`[REMOTE:]INSTANCE KEY...`), all in one request.
     Unset {
-        #[arg(num_args = 1..=2)]
+        #[arg(num_args = 1.., required = true)]
         args: Vec<String>,
     },
     /// Show the server config (`[REMOTE:]`) or an instance's (`[REMOTE:]INSTANCE`).

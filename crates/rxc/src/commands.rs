@@ -75,16 +75,21 @@ pub async fn config(conf: &ConfigDir, cmd: ConfigCmd) -> anyhow::Result<()> {
         ConfigCmd::Get { args } if args.len() == 2 && !args[0].ends_with(':') => {
             crate::instance::config_get(conf, &args[0], &args[1]).await
         }
-        ConfigCmd::Set { args } if is_instance_set(&args) => {
-            let (key, value) = match args.as_slice() {
-                [_, kv] => kv.split_once('=').unwrap_or((kv, "")),
-                [_, k, v] => (k.as_str(), v.as_str()),
-                _ => bail!("usage: rxc config set [REMOTE:]INSTANCE KEY VALUE"),
-            };
-            crate::instance::config_set(conf, &args[0], key, Some(value)).await
+        ConfigCmd::Set { args } => {
+            let (target, rest) = config_target(&args);
+            let changes = config_pairs(rest)?
+                .into_iter()
+                .map(|(k, v)| (k, Some(v)))
+                .collect();
+            apply_config(conf, target, changes).await
         }
-        ConfigCmd::Unset { args } if args.len() == 2 && !args[0].ends_with(':') => {
-            crate::instance::config_set(conf, &args[0], &args[1], None).await
+        ConfigCmd::Unset { args } => {
+            let (target, rest) = config_target(&args);
+            if rest.is_empty() {
+                bail!("usage: rxc config unset [REMOTE:][INSTANCE] KEY [KEY...]");
+            }
+            let changes = rest.iter().map(|k| (k.clone(), None)).collect();
+            apply_config(conf, target, changes).await
         }
         ConfigCmd::Show {
             remote: Some(target),
@@ -102,20 +107,6 @@ pub async fn config(conf: &ConfigDir, cmd: ConfigCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ConfigCmd::Set { args } => {
-            let (name, rest) = remote_arg(conf, &args);
-            let [key, value] = rest.as_slice() else {
-                bail!("usage: rxc config set [REMOTE:] KEY VALUE")
-            };
-            patch(conf, &name, key, value).await
-        }
-        ConfigCmd::Unset { args } => {
-            let (name, rest) = remote_arg(conf, &args);
-            let [key] = rest.as_slice() else {
-                bail!("usage: rxc config unset [REMOTE:] KEY")
-            };
-            patch(conf, &name, key, "").await
-        }
         ConfigCmd::Show { remote } => {
             let info = open(conf, &remote_name(conf, remote.as_deref()))?
                 .call(Method::GET, "/1.0", None)
@@ -130,22 +121,80 @@ pub async fn config(conf: &ConfigDir, cmd: ConfigCmd) -> anyhow::Result<()> {
     }
 }
 
-/// `config set` names an instance when given `INSTANCE KEY VALUE` or `INSTANCE KEY=VALUE`
-/// (the server form is `[REMOTE:] KEY VALUE`).
-fn is_instance_set(args: &[String]) -> bool {
-    match args {
-        [first, _, _] => !first.ends_with(':'),
-        [first, kv] => !first.ends_with(':') && kv.contains('=') && !first.contains('.'),
-        _ => false,
+/// Whose config `config set`/`unset` change.
+#[derive(Debug, PartialEq, Eq)]
+enum ConfigTarget {
+    /// The server of this remote (the default remote when `None`).
+    Server(Option<String>),
+    /// An instance, as `[REMOTE:]NAME`.
+    Instance(String),
+}
+
+/// Split off what the first argument names. `KEY=VALUE` is a key; `REMOTE:` a server and
+/// `REMOTE:NAME` an instance; otherwise a word with a dot is a key (every config key has one) and
+/// one without an instance (instance names have none).
+fn config_target(args: &[String]) -> (ConfigTarget, &[String]) {
+    let Some(first) = args.first() else {
+        return (ConfigTarget::Server(None), args);
+    };
+    let target = if first.contains('=') {
+        return (ConfigTarget::Server(None), args);
+    } else if let Some((remote, name)) = first.split_once(':') {
+        if name.is_empty() {
+            ConfigTarget::Server(Some(remote.to_owned()))
+        } else {
+            ConfigTarget::Instance(first.clone())
+        }
+    } else if first.contains('.') {
+        return (ConfigTarget::Server(None), args);
+    } else {
+        ConfigTarget::Instance(first.clone())
+    };
+    (target, &args[1..])
+}
+
+/// The keys and values of `config set`: `KEY VALUE [KEY VALUE...]`, or `KEY=VALUE...` as later
+/// `lxc` writes them (a value may then contain `=`; the forms do not mix).
+fn config_pairs(args: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    let usage = "usage: rxc config set [REMOTE:][INSTANCE] KEY VALUE [KEY VALUE...] \
+                 (or KEY=VALUE...)";
+    match args.first() {
+        None => bail!("{usage}"),
+        Some(first) if first.contains('=') => args
+            .iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+                _ => bail!("invalid KEY=VALUE: {kv:?} ({usage})"),
+            })
+            .collect(),
+        Some(_) if args.len().is_multiple_of(2) => Ok(args
+            .chunks(2)
+            .map(|kv| (kv[0].clone(), kv[1].clone()))
+            .collect()),
+        Some(_) => bail!("a key without a value ({usage})"),
     }
 }
 
-async fn patch(conf: &ConfigDir, name: &str, key: &str, value: &str) -> anyhow::Result<()> {
-    let body = json!({"config": {key: value}});
-    open(conf, name)?
-        .call(Method::PATCH, "/1.0", Some(&body))
-        .await?;
-    Ok(())
+/// Apply every change in one request: a PATCH of the server config, or one PUT of the instance.
+async fn apply_config(
+    conf: &ConfigDir,
+    target: ConfigTarget,
+    changes: Vec<(String, Option<String>)>,
+) -> anyhow::Result<()> {
+    match target {
+        ConfigTarget::Instance(name) => crate::instance::config_set(conf, &name, &changes).await,
+        ConfigTarget::Server(remote) => {
+            // The server reads an empty value as "unset".
+            let config: Map<String, Value> = changes
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v.unwrap_or_default())))
+                .collect();
+            open(conf, &remote_name(conf, remote.as_deref()))?
+                .call(Method::PATCH, "/1.0", Some(&json!({ "config": config })))
+                .await?;
+            Ok(())
+        }
+    }
 }
 
 fn cert_columns() -> Vec<crate::output::Column<'static, Value>> {
@@ -343,4 +392,88 @@ fn token_from_operation(op: &Operation) -> anyhow::Result<CertificateAddToken> {
         bail!("the server's reply lacks what a token needs (secret, addresses, fingerprint)");
     }
     Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn config_targets() {
+        use ConfigTarget::*;
+        let check = |args: &[&str], target: ConfigTarget, rest: &[&str]| {
+            let args = strings(args);
+            let (t, r) = config_target(&args);
+            assert_eq!((t, r.to_vec()), (target, strings(rest)), "{args:?}");
+        };
+        check(&["core.x", "1"], Server(None), &["core.x", "1"]);
+        check(
+            &["core.x=1", "core.y=2"],
+            Server(None),
+            &["core.x=1", "core.y=2"],
+        );
+        // A value with a colon in KEY=VALUE form is no remote.
+        check(
+            &["core.https_address=127.0.0.1:8443"],
+            Server(None),
+            &["core.https_address=127.0.0.1:8443"],
+        );
+        check(
+            &["prod:", "core.x", "1"],
+            Server(Some("prod".into())),
+            &["core.x", "1"],
+        );
+        check(
+            &["my.host:", "core.x=1"],
+            Server(Some("my.host".into())),
+            &["core.x=1"],
+        );
+        check(
+            &["c1", "limits.memory", "1GiB"],
+            Instance("c1".into()),
+            &["limits.memory", "1GiB"],
+        );
+        check(
+            &["c1", "limits.memory=1GiB"],
+            Instance("c1".into()),
+            &["limits.memory=1GiB"],
+        );
+        check(
+            &["my.host:c1", "user.a=b"],
+            Instance("my.host:c1".into()),
+            &["user.a=b"],
+        );
+        check(&["c1"], Instance("c1".into()), &[]);
+    }
+
+    #[test]
+    fn config_pairs_forms() {
+        let ok = |args: &[&str], pairs: &[(&str, &str)]| {
+            let want: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            assert_eq!(config_pairs(&strings(args)).unwrap(), want, "{args:?}");
+        };
+        ok(&["k.a", "1"], &[("k.a", "1")]);
+        ok(&["k.a", "1", "k.b", "x=y"], &[("k.a", "1"), ("k.b", "x=y")]);
+        ok(
+            &["k.a=1", "k.b=x=y", "k.c="],
+            &[("k.a", "1"), ("k.b", "x=y"), ("k.c", "")],
+        );
+        ok(&["k.a", ""], &[("k.a", "")]);
+        for bad in [
+            &[][..],
+            &["k.a"],
+            &["k.a", "1", "k.b"],
+            &["k.a=1", "k.b"],
+            &["=1"],
+        ] {
+            assert!(config_pairs(&strings(bad)).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -230,23 +230,24 @@ pub async fn config_get(conf: &ConfigDir, target: &str, key: &str) -> anyhow::Re
     Ok(())
 }
 
-/// Set (or with `None`, unset) one key: read the instance, change the key, write it back
-/// guarded by its ETag, as `lxc config set` does.
+/// Set (or with `None`, unset) keys: read the instance, change the keys, write it back in one
+/// request guarded by its ETag, as `lxc config set` does.
 pub async fn config_set(
     conf: &ConfigDir,
     target: &str,
-    key: &str,
-    value: Option<&str>,
+    changes: &[(String, Option<String>)],
 ) -> anyhow::Result<()> {
     let (remote, name) = split_target(conf, target);
     let conn = open(conf, &remote)?;
     let (v, etag) = fetch(&conn, &name).await?;
     let mut body = InstancePut::from_instance(&v);
     let config = body.config.get_or_insert_with(BTreeMap::new);
-    match value {
-        Some(value) => config.insert(key.to_owned(), value.to_owned()),
-        None => config.remove(key),
-    };
+    for (key, value) in changes {
+        match value {
+            Some(value) => config.insert(key.clone(), value.clone()),
+            None => config.remove(key),
+        };
+    }
     let headers: Vec<(&str, &str)> = etag.iter().map(|e| ("if-match", e.as_str())).collect();
     let reply = conn
         .client

@@ -324,3 +324,79 @@ async fn debian_lxc_init_list_delete() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(d.unix().get("/1.0/instances").await.unwrap(), json!([]));
 }
+
+/// `rxc config set|unset INSTANCE` with several keys changes them in one request: all or none.
+#[tokio::test]
+async fn instance_config_set_and_unset_several_keys_at_once() {
+    if !require_root("instance_config_set_and_unset_several_keys_at_once")
+        || !require_tool(
+            "busybox",
+            "busybox-static",
+            "instance_config_set_and_unset_several_keys_at_once",
+        )
+    {
+        return;
+    }
+    let d = TestDaemon::start().await;
+    let conf = with_image(&d).await;
+    let rxc = |args: &[&str]| d.rxc(conf.path(), args);
+    let ok = |args: &[&str]| succeeded(args, rxc(args));
+    ok(&["init", "bb", "c1"]);
+    let config = || async { d.unix().get("/1.0/instances/c1").await.unwrap()["config"].clone() };
+    ok(&["config", "set", "c1", "user.a", "1", "user.b", "two words"]);
+    ok(&["config", "set", "c1", "user.c=x=y", "limits.processes=50"]);
+    let c = config().await;
+    assert_eq!(
+        (
+            &c["user.a"],
+            &c["user.b"],
+            &c["user.c"],
+            &c["limits.processes"]
+        ),
+        (
+            &json!("1"),
+            &json!("two words"),
+            &json!("x=y"),
+            &json!("50")
+        ),
+        "{c}"
+    );
+    // One invalid key refuses the whole request.
+    let args = [
+        "config",
+        "set",
+        "c1",
+        "user.d",
+        "4",
+        "limits.processes",
+        "many",
+    ];
+    let out = rxc(&args);
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert_eq!(config().await["user.d"], Value::Null);
+    assert_eq!(config().await["limits.processes"], "50");
+    ok(&[
+        "config",
+        "unset",
+        "c1",
+        "user.a",
+        "user.c",
+        "limits.processes",
+    ]);
+    let c = config().await;
+    assert_eq!(
+        (
+            &c["user.a"],
+            &c["user.b"],
+            &c["user.c"],
+            &c["limits.processes"]
+        ),
+        (
+            &Value::Null,
+            &json!("two words"),
+            &Value::Null,
+            &Value::Null
+        ),
+        "{c}"
+    );
+}

@@ -467,6 +467,72 @@ async fn remotes_and_server_config_commands() {
     assert_eq!(m.ok(&["config", "get", "core.trust_password"]).trim(), "");
     let err = m.fails(&["config", "set", "core.nope", "1"]);
     assert!(err.contains("unknown configuration key"), "{err}");
+    // Keys that only go together are set, and unset, in one request.
+    let key = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
+    m.ok(&[
+        "config",
+        "set",
+        "candid.api.url",
+        "https://candid.example",
+        "candid.api.key",
+        key,
+    ]);
+    let err = m.fails(&["config", "set", "candid.agent.username", "bot"]);
+    assert!(err.contains("go together"), "{err}");
+    m.ok(&[
+        "config",
+        "set",
+        "live:",
+        "candid.agent.username",
+        "bot",
+        "candid.agent.private_key",
+        key,
+    ]);
+    assert_eq!(
+        m.ok(&["config", "get", "candid.agent.username"]).trim(),
+        "bot"
+    );
+    let err = m.fails(&["config", "unset", "candid.agent.username"]);
+    assert!(err.contains("go together"), "{err}");
+    m.ok(&[
+        "config",
+        "unset",
+        "candid.agent.private_key",
+        "candid.agent.username",
+    ]);
+    assert_eq!(m.ok(&["config", "get", "candid.agent.username"]).trim(), "");
+    // Later lxc's KEY=VALUE form, several at once; a value may hold '=' and ':'.
+    m.ok(&[
+        "config",
+        "set",
+        "candid.agent.username=bot=2",
+        &format!("candid.agent.private_key={key}"),
+        "core.remote_token_expiry=3H",
+    ]);
+    assert_eq!(
+        m.ok(&["config", "get", "candid.agent.username"]).trim(),
+        "bot=2"
+    );
+    assert_eq!(
+        m.ok(&["config", "get", "core.remote_token_expiry"]).trim(),
+        "3H"
+    );
+    let err = m.fails(&[
+        "config",
+        "set",
+        "core.remote_token_expiry",
+        "1H",
+        "candid.api.key",
+    ]);
+    assert!(err.contains("without a value"), "{err}");
+    m.ok(&[
+        "config",
+        "unset",
+        "candid.agent.private_key",
+        "candid.agent.username",
+        "candid.api.url",
+        "candid.api.key",
+    ]);
     // Raw queries.
     let v = m.json(&["query", "live:/1.0/certificates"]);
     assert_eq!(v.as_array().unwrap().len(), 1);

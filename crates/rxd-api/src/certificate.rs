@@ -58,7 +58,9 @@ pub struct CertificateAddToken {
     pub fingerprint: String,
     pub addresses: Vec<String>,
     pub secret: String,
-    /// RFC 3339; `0001-01-01T00:00:00Z` means no expiry.
+    /// RFC 3339; `0001-01-01T00:00:00Z` means no expiry. Clients that build the token from the
+    /// operation themselves (pylxd) leave it out: the server keeps the expiry anyway.
+    #[serde(default, deserialize_with = "crate::null_as_default")]
     pub expires_at: String,
 }
 
@@ -100,6 +102,17 @@ mod tests {
         assert_eq!((p.name.as_str(), p.kind.as_str()), ("", ""));
         let s: crate::server::ServerPut = serde_json::from_str(r#"{"config":null}"#).unwrap();
         assert!(s.config.is_empty());
+    }
+
+    /// pylxd's `certificates.create_token` assembles the token without `expires_at`.
+    #[test]
+    fn token_without_expiry_is_a_token() {
+        use base64::Engine;
+        let json =
+            r#"{"client_name":"b","fingerprint":"ab","addresses":["127.0.0.1:8443"],"secret":"s"}"#;
+        let text = base64::engine::general_purpose::STANDARD.encode(json);
+        let t = CertificateAddToken::decode(&text).expect("a token");
+        assert_eq!((t.secret.as_str(), t.expires_at.as_str()), ("s", ""));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 
 /// Go clients send `null` for empty slices, maps and (sometimes) strings, and Go's decoder reads
 /// `null` as "leave the zero value": read it as the field's default.
-pub(crate) fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+pub fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: Default + serde::Deserialize<'de>,

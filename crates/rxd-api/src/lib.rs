@@ -26,7 +26,8 @@ pub mod warning;
 
 pub use envelope::{Envelope, ResponseType, StatusCode};
 pub use go::{decode, decode_value, Decoded};
-pub(crate) use go::{is_default, null_as_default};
+pub(crate) use go::is_default;
+pub use go::null_as_default;
 
 /// API extensions rxd implements. Clients decide which request shapes to send from this list, so a
 /// name goes here only when the feature behind it works.

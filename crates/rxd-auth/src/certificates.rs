@@ -27,12 +27,24 @@ pub enum CertRuleError {
     TypeImmutable,
 }
 
+/// The request's `certificate` field, compared with the certificate of the TLS connection it came
+/// on (the daemon compares the DER).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertificateField {
+    /// Left out or empty: the connection's own certificate is meant.
+    Absent,
+    /// The very certificate of this TLS connection, spelled out (pylxd always sends it).
+    ThisConnection,
+    /// Any other certificate, or text that is no certificate at all.
+    Other,
+}
+
 /// What an add request asks for, as far as the rules care.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddRequest<'a> {
     pub kind: &'a str,
     pub token: bool,
-    pub has_certificate: bool,
+    pub certificate: CertificateField,
     pub restricted: bool,
     pub has_projects: bool,
 }
@@ -62,13 +74,20 @@ pub fn decide_add(
             CertRuleError::BadType(req.kind.into())
         });
     }
-    if req.token && req.has_certificate {
+    if req.token && req.certificate != CertificateField::Absent {
         return Err(CertRuleError::TokenWithCertificate);
     }
     if req.has_projects && !req.restricted {
         return Err(CertRuleError::ProjectsWithoutRestricted);
     }
-    if caller.is_trusted() && !req.has_certificate && !req.token {
+    // Naming one's own certificate is the same request as leaving it out, except that an admin
+    // naming it asks to add it (and is told it is already there, as LXD tells it).
+    let own = match req.certificate {
+        CertificateField::Absent => true,
+        CertificateField::ThisConnection => !admin,
+        CertificateField::Other => false,
+    };
+    if caller.is_trusted() && own && !req.token {
         return Err(CertRuleError::AlreadyTrusted);
     }
     if admin {
@@ -81,7 +100,7 @@ pub fn decide_add(
     if req.token {
         return Err(CertRuleError::NotAuthorized);
     }
-    if req.has_certificate {
+    if req.certificate == CertificateField::Other {
         return Err(CertRuleError::ForeignCertificate);
     }
     Ok(AddPath::Enrol)
@@ -157,10 +176,11 @@ mod tests {
         let stranger = Identity::Untrusted {
             fingerprint: Some("cc".into()),
         };
-        let req = |kind, token, has_certificate, restricted, has_projects| AddRequest {
+        use CertificateField::{Absent, Other, ThisConnection};
+        let req = |kind, token, certificate, restricted, has_projects| AddRequest {
             kind,
             token,
-            has_certificate,
+            certificate,
             restricted,
             has_projects,
         };
@@ -168,115 +188,139 @@ mod tests {
             (
                 "unix adds a certificate",
                 &unix,
-                req("client", false, true, false, false),
+                req("client", false, Other, false, false),
                 Ok(Admin),
             ),
             (
                 "unix with no certificate is already trusted",
                 &unix,
-                req("", false, false, false, false),
+                req("", false, Absent, false, false),
                 Err(AlreadyTrusted),
             ),
             (
                 "admin adds a certificate",
                 &admin,
-                req("", false, true, false, false),
+                req("", false, Other, false, false),
                 Ok(Admin),
             ),
             (
                 "admin issues a token",
                 &admin,
-                req("client", true, false, false, false),
+                req("client", true, Absent, false, false),
                 Ok(IssueToken),
             ),
             (
                 "admin token with certificate",
                 &admin,
-                req("client", true, true, false, false),
+                req("client", true, Other, false, false),
                 Err(TokenWithCertificate),
             ),
             (
                 "admin token for metrics",
                 &admin,
-                req("metrics", true, false, false, false),
+                req("metrics", true, Absent, false, false),
                 Err(TokenNotClient),
             ),
             (
                 "admin adds a server cert",
                 &admin,
-                req("server", false, true, false, false),
+                req("server", false, Other, false, false),
                 Err(BadType("server".into())),
             ),
             (
                 "projects without restricted",
                 &admin,
-                req("client", false, true, false, true),
+                req("client", false, Other, false, true),
                 Err(ProjectsWithoutRestricted),
             ),
             (
                 "restricted with projects",
                 &admin,
-                req("client", false, true, true, true),
+                req("client", false, Other, true, true),
                 Ok(Admin),
             ),
             (
                 "restricted client re-enrols",
                 &restricted,
-                req("", false, false, false, false),
+                req("", false, Absent, false, false),
                 Err(AlreadyTrusted),
             ),
             (
                 "restricted client adds another cert",
                 &restricted,
-                req("", false, true, false, false),
+                req("", false, Other, false, false),
                 Err(ForeignCertificate),
             ),
             (
                 "restricted client asks for a token",
                 &restricted,
-                req("client", true, false, false, false),
+                req("client", true, Absent, false, false),
                 Err(NotAuthorized),
             ),
             (
                 "stranger enrols itself",
                 &stranger,
-                req("client", false, false, false, false),
+                req("client", false, Absent, false, false),
                 Ok(Enrol),
             ),
             (
                 "stranger enrols with default type",
                 &stranger,
-                req("", false, false, false, false),
+                req("", false, Absent, false, false),
                 Ok(Enrol),
             ),
             (
                 "stranger enrols restricted",
                 &stranger,
-                req("", false, false, true, true),
+                req("", false, Absent, true, true),
                 Ok(Enrol),
             ),
             (
                 "stranger enrols as a server",
                 &stranger,
-                req("server", false, false, false, false),
+                req("server", false, Absent, false, false),
                 Err(BadType("server".into())),
             ),
             (
                 "stranger enrols as metrics",
                 &stranger,
-                req("metrics", false, false, false, false),
+                req("metrics", false, Absent, false, false),
                 Err(BadType("metrics".into())),
             ),
             (
                 "stranger adds someone else's cert",
                 &stranger,
-                req("client", false, true, false, false),
+                req("client", false, Other, false, false),
                 Err(ForeignCertificate),
+            ),
+            (
+                "stranger names its own certificate",
+                &stranger,
+                req("client", false, ThisConnection, false, false),
+                Ok(Enrol),
+            ),
+            (
+                "stranger names its own certificate with a token",
+                &stranger,
+                req("client", true, ThisConnection, false, false),
+                Err(TokenWithCertificate),
+            ),
+            (
+                "restricted client names its own certificate",
+                &restricted,
+                req("", false, ThisConnection, false, false),
+                Err(AlreadyTrusted),
+            ),
+            (
+                "admin names its own certificate",
+                &admin,
+                req("", false, ThisConnection, false, false),
+                Ok(Admin),
             ),
             (
                 "stranger asks for a token",
                 &stranger,
-                req("client", true, false, false, false),
+                req("client", true, Absent, false, false),
                 Err(NotAuthorized),
             ),
         ];

@@ -105,9 +105,9 @@ pub async fn revocation(r: &mut Option<watch::Receiver<bool>>) {
 #[derive(Deserialize)]
 pub struct Control {
     pub command: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     pub signal: i32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     pub args: BTreeMap<String, String>,
 }
 

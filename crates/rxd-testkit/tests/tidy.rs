@@ -61,34 +61,138 @@ fn offenders(pred: impl Fn(&str, &Path, bool, &str) -> bool) -> Vec<String> {
         .collect()
 }
 
+/// The crate directories under `crates/`.
+fn crate_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(workspace().join("crates"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 #[test]
-fn unsafe_only_in_the_runtime_sys_layer() {
+fn no_unsafe_anywhere() {
     let bad = offenders(|_, path, _, text| {
-        let in_sys = path.components().any(|c| c.as_os_str() == "sys")
-            && path.to_string_lossy().contains("rxd-runtime");
         let uses = text.lines().any(|l| {
             let l = l.trim_start();
             !l.starts_with("//")
                 && (l.contains("unsafe {") || l.contains("unsafe fn") || l.contains("unsafe impl"))
         });
-        uses && !in_sys && !path.ends_with("tidy.rs")
+        uses && !path.ends_with("tidy.rs")
     });
-    assert!(
-        bad.is_empty(),
-        "`unsafe` outside rxd-runtime's sys module: {bad:?}"
-    );
+    assert!(bad.is_empty(), "`unsafe` in: {bad:?}");
 }
 
 #[test]
 fn every_crate_root_forbids_unsafe() {
-    let bad = offenders(|krate, path, _, text| {
+    let bad = offenders(|_, path, _, text| {
         let root = path.ends_with("src/lib.rs") || path.ends_with("src/main.rs");
-        root && krate != "rxd-runtime" && !text.contains("#![forbid(unsafe_code)]")
+        root && !text.contains("#![forbid(unsafe_code)]")
     });
     assert!(
         bad.is_empty(),
         "crate roots without #![forbid(unsafe_code)]: {bad:?}"
     );
+}
+
+/// The workspace lints (`unsafe_code = "forbid"` among them) reach every crate.
+#[test]
+fn every_crate_takes_the_workspace_lints() {
+    let bad: Vec<String> = crate_names()
+        .into_iter()
+        .filter(|krate| {
+            let toml =
+                std::fs::read_to_string(workspace().join("crates").join(krate).join("Cargo.toml"))
+                    .unwrap();
+            !toml.contains("\n[lints]\nworkspace = true")
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "crates without `[lints] workspace = true`: {bad:?}"
+    );
+}
+
+/// The names of the dependencies a crate's Cargo.toml declares, in any dependency table
+/// (`foo = ...`, `foo.workspace = true`, `[dependencies.foo]`, `package = "foo"`).
+fn declared_dependencies(toml: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_deps = false;
+    for line in toml.lines().map(str::trim) {
+        if let Some(table) = line.strip_prefix('[') {
+            let table = table.trim_end_matches(']');
+            in_deps = table.contains("dependencies");
+            if let Some((_, name)) = table.split_once("dependencies.") {
+                out.push(name.to_owned());
+            }
+            continue;
+        }
+        if !in_deps || line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let key: String = line
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        out.push(key);
+        if let Some((_, rest)) = line.split_once("package") {
+            let renamed: String = rest
+                .trim_start_matches([' ', '=', '"'])
+                .chars()
+                .take_while(|c| *c != '"')
+                .collect();
+            out.push(renamed);
+        }
+    }
+    out
+}
+
+/// What deny.toml also enforces (cargo-deny, in scripts/test.sh), checked here so that
+/// `cargo test` alone catches it: rustls, SQLite and libcontainer each stay in the one crate
+/// built around them (tokio-rustls only where connections are made, TLS configured by rxd-tls).
+#[test]
+fn confined_dependencies_only_where_allowed() {
+    let confined: &[(&str, &[&str])] = &[
+        ("rustls", &["rxd-tls"]),
+        ("tokio-rustls", &["rxd-client", "rxd-daemon", "rxd"]),
+        ("rusqlite", &["rxd-store"]),
+        ("libcontainer", &["rxd-shim"]),
+    ];
+    let crates = crate_names();
+    let mut bad = Vec::new();
+    for (dep, allowed) in confined {
+        for krate in *allowed {
+            assert!(
+                crates.iter().any(|c| c == krate),
+                "tidy allows {dep} in {krate}, which is no crate under crates/ any more"
+            );
+        }
+        for krate in &crates {
+            let toml =
+                std::fs::read_to_string(workspace().join("crates").join(krate).join("Cargo.toml"))
+                    .unwrap();
+            if declared_dependencies(&toml).iter().any(|d| d == dep)
+                && !allowed.contains(&krate.as_str())
+            {
+                bad.push(format!("{krate} depends on {dep}"));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "confined dependencies outside their crates: {bad:?}"
+    );
+    // The parser sees what it must.
+    let sample = "[dependencies]\nrustls.workspace = true\nfoo = { package = \"rusqlite\" }\n\
+                  [target.'cfg(unix)'.dev-dependencies.libcontainer]\nversion = \"1\"\n";
+    let found = declared_dependencies(sample);
+    for dep in ["rustls", "rusqlite", "libcontainer"] {
+        assert!(
+            found.iter().any(|d| d == dep),
+            "{dep} not found in {found:?}"
+        );
+    }
 }
 
 #[test]

@@ -485,3 +485,95 @@ async fn raw_unix(socket: &std::path::Path, request: &[u8]) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Go clients (LXD's own, and pylxd, which sends `"user": null` to exec) write `null` for a
+/// field they leave at its zero value and may send fields rxd does not know: LXD's decoder reads
+/// `null` as "left out" and ignores unknown fields, so every request body here must too. Each
+/// body below has every optional field `null` plus a field no version of LXD has; the answer must
+/// be the handler's own (the instance does not exist, the project is made), not a decoder error.
+#[tokio::test]
+async fn request_bodies_read_null_as_left_out_and_ignore_unknown_fields() {
+    if !require_root("request_bodies_read_null_as_left_out_and_ignore_unknown_fields") {
+        return;
+    }
+    let d = TestDaemon::start().await;
+    let admin = admin(&d).await;
+    let fp = rxd_tls::fingerprint(&client_identity("granted").cert_der);
+    let cases: Vec<(Method, &str, Value, u16)> = vec![
+        (
+            Method::POST,
+            "/1.0/instances/nope/exec",
+            json!({"command": ["true"], "environment": null, "wait-for-websocket": null,
+                   "interactive": null, "width": null, "height": null, "record-output": null,
+                   "user": null, "group": null, "cwd": null}),
+            404,
+        ),
+        (
+            Method::POST,
+            "/1.0/instances/nope/console",
+            json!({"width": null, "height": null, "type": null}),
+            404,
+        ),
+        (
+            Method::PUT,
+            "/1.0/instances/nope/state",
+            json!({"action": "stop", "timeout": null, "force": null, "stateful": null}),
+            404,
+        ),
+        (
+            Method::POST,
+            "/1.0/instances/nope/snapshots",
+            json!({"name": null, "stateful": null, "expires_at": null}),
+            404,
+        ),
+        (
+            Method::POST,
+            "/1.0/instances/nope/snapshots/s",
+            json!({"name": "t", "migration": null}),
+            404,
+        ),
+        (
+            Method::POST,
+            "/1.0/instances/nope",
+            json!({"name": "other", "migration": null, "live": null}),
+            404,
+        ),
+        (
+            Method::PUT,
+            "/1.0/instances/nope",
+            json!({"architecture": null, "config": null, "devices": null, "ephemeral": null,
+                   "profiles": null, "restore": null, "stateful": null, "description": null}),
+            404,
+        ),
+        (
+            Method::POST,
+            "/1.0/projects",
+            json!({"name": "p1", "description": null, "config": null}),
+            201,
+        ),
+        (
+            Method::PUT,
+            "/1.0/projects/p1",
+            json!({"description": null, "config": null, "name": null, "used_by": null}),
+            200,
+        ),
+        (
+            Method::POST,
+            "/1.0/auth/grants",
+            json!({"identity_type": "certificate", "identity": fp, "role": "auditor",
+                   "scope": "server", "project": null}),
+            404,
+        ),
+    ];
+    for (method, path, mut body, status) in cases {
+        body["field_from_a_later_lxd"] = json!({"any": "thing"});
+        let r = admin
+            .request(method.clone(), path, Some(&body))
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(r.status, status, "{method} {path} {body}: {v}");
+    }
+    let p = d.unix().get("/1.0/projects/p1").await.unwrap();
+    assert_eq!((&p["description"], &p["config"]), (&json!(""), &json!({})));
+}

@@ -803,3 +803,96 @@ async fn certificate_listings_honour_filters() {
         .unwrap();
     assert_eq!(r.status, 400);
 }
+
+/// `certificate` as pylxd sends it: the body of the PEM block, in 64-character lines.
+fn pem_body(der: &[u8]) -> String {
+    let pem = rxd_tls::cert::to_pem(der);
+    let lines: Vec<&str> = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(lines.len() > 1, "a PEM body has several lines");
+    lines.join("\n")
+}
+
+/// pylxd's `client.authenticate(secret)` names the certificate of its own TLS connection in the
+/// request, with a password or (as the password, on LXD 5.0) a join token. That is the same
+/// request as leaving it out; any other certificate is still refused to a non-admin.
+#[tokio::test]
+async fn enrolment_may_name_the_connections_own_certificate() {
+    if !require_root("enrolment_may_name_the_connections_own_certificate") {
+        return;
+    }
+    let d = TestDaemon::start().await;
+    set(&d, json!({"core.trust_password": "s3cret"})).await;
+    let me = client_identity("me");
+    let other = client_identity("other");
+    let c = d.https(Some(&me));
+
+    // Someone else's certificate, in either spelling, is refused before the password counts.
+    for foreign in [b64(&other.cert_der), pem_body(&other.cert_der)] {
+        let r = post(
+            &c,
+            json!({"type": "client", "password": "s3cret", "certificate": foreign}),
+        )
+        .await;
+        assert_eq!(r.status, 400, "{:?}", r.envelope());
+    }
+    // Text that is no certificate is not this connection's either.
+    let r = post(
+        &c,
+        json!({"password": "s3cret", "certificate": "not base64"}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{:?}", r.envelope());
+    assert_eq!(c.get("/1.0").await.unwrap()["auth"], "untrusted");
+
+    // The connection's own certificate, as pylxd sends it, with the wrong password, then the right.
+    let body = |password: &str| {
+        json!({"type": "client", "certificate": pem_body(&me.cert_der), "password": password,
+               "name": "", "restricted": false})
+    };
+    assert_eq!(
+        err(&post(&c, body("wrong")).await),
+        (403, "not authorized".into())
+    );
+    let r = post(&c, body("s3cret")).await;
+    assert_eq!(r.status, 201, "{:?}", r.envelope());
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/1.0/certificates/{}", me.fingerprint).as_str())
+    );
+    assert_eq!(c.get("/1.0").await.unwrap()["auth"], "trusted");
+
+    // A join token, sent as the password with the own certificate in single-line base64.
+    let r = post(&d.unix(), json!({"name": "tok", "token": true})).await;
+    let token = token_from(&r.envelope().unwrap().metadata["metadata"]);
+    let t = client_identity("t");
+    let ct = d.https(Some(&t));
+    let r = post(
+        &ct,
+        json!({"password": token, "certificate": b64(&other.cert_der)}),
+    )
+    .await;
+    assert_eq!(
+        r.status, 400,
+        "a token does not enrol a foreign certificate"
+    );
+    let r = post(
+        &ct,
+        json!({"password": token, "certificate": b64(&t.cert_der)}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.envelope());
+    assert_eq!(ct.get("/1.0").await.unwrap()["auth"], "trusted");
+    assert!(
+        !d.unix()
+            .get("/1.0/certificates?recursion=1")
+            .await
+            .unwrap()
+            .to_string()
+            .contains(&other.fingerprint),
+        "the foreign certificate was never added"
+    );
+
+    // An admin adding a certificate in pylxd's spelling (line breaks in the base64).
+    let r = post(&c, json!({"certificate": pem_body(&other.cert_der)})).await;
+    assert_eq!(r.status, 201, "{:?}", r.envelope());
+}

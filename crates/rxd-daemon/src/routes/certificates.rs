@@ -19,7 +19,7 @@ use base64::Engine;
 use http::HeaderMap;
 use rxd_api::certificate::{Certificate, CertificatePut, CertificatesPost};
 use rxd_auth::certificates::{
-    decide_add, decide_update, AddPath, AddRequest, CertFields, CertRuleError,
+    decide_add, decide_update, AddPath, AddRequest, CertFields, CertRuleError, CertificateField,
 };
 use rxd_auth::rbac::Item;
 use rxd_auth::CaCheck;
@@ -212,10 +212,18 @@ pub async fn post(
     caller: Caller,
     Json(body): Json<CertificatesPost>,
 ) -> ApiResult<Response> {
+    let certificate = match (
+        decode_certificate(&body.certificate),
+        &caller.conn.peer_cert,
+    ) {
+        _ if body.certificate.is_empty() => CertificateField::Absent,
+        (Ok(der), Some(peer)) if der[..] == peer[..] => CertificateField::ThisConnection,
+        _ => CertificateField::Other,
+    };
     let request = AddRequest {
         kind: &body.kind,
         token: body.token,
-        has_certificate: !body.certificate.is_empty(),
+        certificate,
         restricted: body.restricted,
         has_projects: !body.projects.is_empty(),
     };
@@ -226,10 +234,21 @@ pub async fn post(
     }
 }
 
+/// The DER in a request's `certificate`: standard base64, where line breaks are ignored as Go's
+/// decoder ignores them (pylxd sends the body of a PEM block, in 64-character lines).
+fn decode_certificate(text: &str) -> ApiResult<Vec<u8>> {
+    let joined: String = text
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, '\r' | '\n'))
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(joined)
+        .map_err(|e| ApiError::BadRequest(format!("Invalid certificate material: {e}")))
+}
+
 async fn add_as_admin(d: &Daemon, caller: &Caller, body: CertificatesPost) -> ApiResult<Response> {
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(body.certificate.trim())
-        .map_err(|e| ApiError::BadRequest(format!("Invalid certificate material: {e}")))?;
+    let der = decode_certificate(&body.certificate)?;
     let info = checked(d, &der)?;
     let name = if body.name.is_empty() {
         info.common_name

@@ -180,13 +180,16 @@ mod tests {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ConsolePost {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     width: u32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     height: u32,
-    #[serde(default, rename = "type")]
+    #[serde(
+        default,
+        rename = "type",
+        deserialize_with = "rxd_api::null_as_default"
+    )]
     kind: String,
 }
 

@@ -31,26 +31,33 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ExecPost {
     command: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     environment: BTreeMap<String, String>,
-    #[serde(rename = "wait-for-websocket", default)]
+    #[serde(
+        rename = "wait-for-websocket",
+        default,
+        deserialize_with = "rxd_api::null_as_default"
+    )]
     wait_for_websocket: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     interactive: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     width: u32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     height: u32,
-    #[serde(rename = "record-output", default)]
+    #[serde(
+        rename = "record-output",
+        default,
+        deserialize_with = "rxd_api::null_as_default"
+    )]
     record_output: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     user: u32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     group: u32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     cwd: String,
 }
 

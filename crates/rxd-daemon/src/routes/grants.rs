@@ -64,13 +64,12 @@ pub async fn get(
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct GrantPost {
     identity_type: String,
     identity: String,
     role: String,
     scope: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     project: String,
 }
 

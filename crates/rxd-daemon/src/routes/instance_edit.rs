@@ -58,7 +58,6 @@ pub async fn get(
 
 /// LXD's InstancePut.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct InstancePut {
     #[serde(default)]
     architecture: Option<String>,
@@ -271,12 +270,11 @@ fn finished_operation(
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct InstancePost {
     name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     migration: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     live: bool,
 }
 

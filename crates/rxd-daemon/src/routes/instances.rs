@@ -24,11 +24,15 @@ use std::sync::Arc;
 
 #[derive(Deserialize, Default)]
 pub struct Source {
-    #[serde(rename = "type", default)]
+    #[serde(
+        rename = "type",
+        default,
+        deserialize_with = "rxd_api::null_as_default"
+    )]
     kind: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     alias: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     fingerprint: String,
 }
 
@@ -37,13 +41,13 @@ pub struct InstancesPost {
     name: String,
     #[serde(rename = "type", default)]
     kind: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     source: Source,
     #[serde(default)]
     config: Option<BTreeMap<String, String>>,
     #[serde(default)]
     devices: Option<Map<String, Value>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     ephemeral: bool,
     #[serde(default)]
     description: Option<String>,
@@ -86,19 +90,26 @@ pub async fn state(
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct StatePut {
     action: String,
-    #[serde(default = "default_timeout")]
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "null_as_default_timeout"
+    )]
     timeout: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     force: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     stateful: bool,
 }
 
 fn default_timeout() -> i64 {
     -1
+}
+
+/// `"timeout": null` is a timeout left out.
+fn null_as_default_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    Ok(Option::<i64>::deserialize(d)?.unwrap_or_else(default_timeout))
 }
 
 /// `PUT .../state`: start, stop, restart, freeze or unfreeze, as a task operation.

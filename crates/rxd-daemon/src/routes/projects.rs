@@ -97,12 +97,11 @@ pub async fn get(
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ProjectsPost {
     name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     description: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     config: BTreeMap<String, String>,
 }
 
@@ -156,7 +155,6 @@ pub async fn post(
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ProjectPut {
     #[serde(default)]
     description: Option<String>,
@@ -253,7 +251,6 @@ pub async fn patch(
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ProjectPost {
     name: String,
 }

@@ -77,11 +77,10 @@ pub async fn get(
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SnapshotsPost {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     stateful: bool,
     #[serde(default)]
     expires_at: Option<String>,
@@ -160,10 +159,9 @@ pub async fn post(
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SnapshotPost {
     name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
     migration: bool,
 }
 

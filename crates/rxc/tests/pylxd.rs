@@ -1,0 +1,98 @@
+//! pylxd (PyPI, tests/pylxd/requirements.txt), an independent client of LXD's API, against the
+//! real daemon over HTTPS: enrolment by password and by token, certificates, image upload,
+//! instances, exec, files, snapshots and the events websocket (tests/pylxd/check.py).
+
+use rxd_client::Method;
+use rxd_testkit::{busybox_image, require_root, require_tool, TestDaemon};
+use serde_json::json;
+use std::path::Path;
+use std::process::Command;
+
+/// True when python3 can import pylxd. Outside CI a missing module skips the test with a
+/// message; under `CI=true` it is a failure.
+fn require_pylxd(test: &str) -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import pylxd"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return true;
+    }
+    let msg = format!(
+        "{test}: needs python3 with pylxd (python3 -m pip install -r tests/pylxd/requirements.txt), skipping"
+    );
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{msg}; under CI=true a skip is a failure");
+    }
+    eprintln!("SKIP {msg}");
+    false
+}
+
+#[tokio::test]
+async fn pylxd_enrols_and_drives_instances_over_tls() {
+    let test = "pylxd_enrols_and_drives_instances_over_tls";
+    if !require_root(test) || !require_tool("busybox", "busybox-static", test) {
+        return;
+    }
+    if !require_pylxd(test) {
+        return;
+    }
+    let d = TestDaemon::start().await;
+    let r = d
+        .unix()
+        .request(
+            Method::PATCH,
+            "/1.0",
+            Some(&json!({"config": {"core.trust_password": "py-secret"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.envelope());
+
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("bb.tar.gz");
+    busybox_image(&image);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/pylxd/check.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(["--endpoint", &format!("https://{}", d.https_address())])
+        .arg("--server-cert")
+        .arg(d.dir().join("server.crt"))
+        .args(["--password", "py-secret"])
+        .arg("--image")
+        .arg(&image)
+        .arg("--workdir")
+        .arg(work.path())
+        // pylxd looks for certificates under ~/.config/lxc: there are none in a fresh home.
+        .env("HOME", work.path())
+        // requests lets these override the `verify` file pylxd passes, and pylxd then pins the
+        // first certificate of the system bundle instead of the server's.
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprint!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("pylxd: all checks passed"),
+        "check.py failed ({}):\n{stdout}\n{}\nrxd log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        d.logs()
+    );
+
+    // What pylxd did is what the server holds: both clients enrolled under their names, and
+    // nothing else left behind.
+    let certs = d.unix().get("/1.0/certificates?recursion=1").await.unwrap();
+    let mut names: Vec<&str> = certs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["pylxd-a", "pylxd-b"], "{certs}");
+    assert_eq!(d.unix().get("/1.0/instances").await.unwrap(), json!([]));
+    assert_eq!(d.unix().get("/1.0/images").await.unwrap(), json!([]));
+}
