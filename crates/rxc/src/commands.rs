@@ -9,7 +9,7 @@ use rxd_api::certificate::CertificateAddToken;
 use rxd_api::operation::{Operation, TokenMetadata, CLASS_TOKEN};
 use rxd_client::remotes::ConfigDir;
 use rxd_client::Method;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
 pub async fn info(conf: &ConfigDir, remote: Option<&str>) -> anyhow::Result<()> {

@@ -25,9 +25,9 @@ pub mod snapshot;
 pub mod warning;
 
 pub use envelope::{Envelope, ResponseType, StatusCode};
-pub use go::{decode, decode_value, Decoded};
 pub(crate) use go::is_default;
 pub use go::null_as_default;
+pub use go::{decode, decode_value, Decoded};
 
 /// API extensions rxd implements. Clients decide which request shapes to send from this list, so a
 /// name goes here only when the feature behind it works.
