@@ -104,6 +104,22 @@ pub fn root_key_id(identifier: &[u8]) -> Option<RootKeyId> {
     id.storage_id.as_slice().try_into().ok()
 }
 
+/// The user name a slice's discharges declare, verifying nothing: who a login that failed
+/// claims to be, for the security log. Never a basis for a decision.
+pub fn claimed_username(slice: &[Macaroon]) -> Option<String> {
+    slice
+        .iter()
+        .skip(1)
+        .flat_map(|m| &m.caveats)
+        .filter(|c| !c.is_third_party())
+        .find_map(|c| {
+            let name = std::str::from_utf8(&c.id)
+                .ok()?
+                .strip_prefix("declared username ")?;
+            (!name.is_empty() && name.len() <= 256).then(|| name.to_owned())
+        })
+}
+
 /// A verified login.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Login {
@@ -201,6 +217,12 @@ mod tests {
         )
         .is_err());
         assert_eq!(root_key_id(b"short"), None);
+        assert_eq!(claimed_username(&both).as_deref(), Some("alice"));
+        assert_eq!(
+            claimed_username(&slice[..1]),
+            None,
+            "the holder's own claim is not read"
+        );
     }
 
     /// The identifier is go-macaroon-bakery's v3 layout: a fresh nonce, the root key's id as the
