@@ -177,6 +177,7 @@ def bakery_seeds():
     put(t, "go-style.json", json.dumps(v["go_style"]["json"]))
     put(t, "go-style-b64.json", json.dumps(v["go_style"]["json_b64_everywhere"]))
     put(t, "challenge-macaroon.json", json.dumps(tp["bakery"]["discharge_required_body"]["Info"]["Macaroon"]))
+    put(t, "macaroon-id.bin", bytes.fromhex(v["macaroon_id"]["id_hex"]))
 
     t = "bakery_cookie"
     clear(t)

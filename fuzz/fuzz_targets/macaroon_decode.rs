@@ -2,12 +2,15 @@
 //! Python style) or a bakery v3 wrapper, then everything done with one — re-encoding, the
 //! conditions, the third-party caveats to discharge, and verification against the root keys of
 //! `crates/rxd-bakery/tests/vectors.json` (so valid chains from the seeds reach the HMAC and
-//! secretbox paths). Decoding what was encoded must give the same macaroon back.
+//! secretbox paths). Decoding what was encoded must give the same macaroon back. The raw input,
+//! and every identifier, also goes to the v3 macaroon id decoder, which accepts only what its
+//! encoder writes.
 #![no_main]
 #![forbid(unsafe_code)]
 
 use libfuzzer_sys::fuzz_target;
 use rxd_bakery::checkers::Checker;
+use rxd_bakery::id::MacaroonId;
 use rxd_bakery::macaroon::Macaroon;
 use rxd_bakery::wire::BakeryMacaroon;
 use rxd_bakery::{client, login};
@@ -32,7 +35,17 @@ fn now() -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
 }
 
+/// The id decoder is canonical: whatever it accepts, the encoder writes back byte for byte.
+fn macaroon_id(bytes: &[u8]) {
+    if let Ok(id) = MacaroonId::decode(bytes) {
+        assert_eq!(id.encode(), bytes, "macaroon id round trip");
+    }
+}
+
 fn exercise(slice: &[Macaroon]) {
+    for m in slice {
+        macaroon_id(&m.identifier);
+    }
     let Some((primary, discharges)) = slice.split_first() else {
         return;
     };
@@ -52,6 +65,7 @@ fn exercise(slice: &[Macaroon]) {
 }
 
 fuzz_target!(|data: &[u8]| {
+    macaroon_id(data);
     let Ok(v) = serde_json::from_slice::<Value>(data) else {
         return;
     };

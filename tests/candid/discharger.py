@@ -38,6 +38,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import macaroonbakery.bakery as bakery
 import macaroonbakery.checkers as checkers
 import macaroonbakery.httpbakery as httpbakery
+from google.protobuf.message import DecodeError
+from macaroonbakery.bakery._internal import id_pb2
 from pymacaroons.serializers.binary_serializer import BinarySerializer
 
 WAIT_TIMEOUT = 60  # seconds a wait-token long-poll may block
@@ -111,6 +113,31 @@ def split_binary_slice(data):
         out.append(BinarySerializer().deserialize_raw(data[:pos]))
         data = data[pos:]
     return out
+
+
+class CannotRetrieve(Exception):
+    """A request macaroon Go's bakery cannot even read (see go_decode_macaroon_id)."""
+
+
+def go_decode_macaroon_id(id_bytes):
+    """The part of go-macaroon-bakery v3's Oven.decodeMacaroonId that can fail: an identifier
+    starting with 0x03 (after an optional RawURL base64 layer, recognised by a leading 'A') must
+    be a protobuf MacaroonId naming at least one operation. Go's Checker treats that failure as
+    fatal ("cannot retrieve macaroon"), not as a stranger's macaroon to skip, while Python's
+    raises VerificationError and skips it; Candid is Go, so this is checked by hand here."""
+    if id_bytes[:1] == b'A':
+        try:
+            id_bytes = base64.urlsafe_b64decode(id_bytes + b'=' * (-len(id_bytes) % 4))
+        except ValueError:
+            return  # not base64: Go looks it up as an old-style id and finds nothing
+    if id_bytes[:1] != b'\x03':
+        return
+    try:
+        msg = id_pb2.MacaroonId.FromString(id_bytes[1:])
+    except DecodeError as e:
+        raise CannotRetrieve('cannot unmarshal macaroon id: %s' % e)
+    if not msg.ops or not msg.ops[0].actions:
+        raise CannotRetrieve('no operations found in macaroon')
 
 
 class NeedLogin(Exception):
@@ -348,6 +375,23 @@ class Handler(BaseHTTPRequestHandler):
             return self.error(500, 'bad request',
                               'cannot discharge: discharger cannot decode caveat id: ' + reason)
         user = None
+        if not token:
+            # Candid, given no token, authenticates the discharge request by its own macaroons
+            # (to reuse an earlier login's macaroon-identity cookie). Those include every cookie
+            # a client holds for this host name, the relying party's too when it shares the
+            # host: a Go bakery skips any it cannot verify but fails on one it cannot read.
+            try:
+                mss = httpbakery.extract_macaroons(self.headers)
+            except Exception:  # Go skips cookies it cannot decode
+                mss = []
+            print('discharger: discharge request carries %d macaroon slice(s)' % len(mss),
+                  file=sys.stderr)
+            try:
+                for ms in mss:
+                    if ms:
+                        go_decode_macaroon_id(ms[0].identifier_bytes)
+            except CannotRetrieve as e:
+                return self.error(500, '', 'cannot discharge: cannot retrieve macaroon: %s' % e)
         if token:
             if not p.get('token-kind'):
                 return self.error(400, 'bad request', 'discharge token provided without token kind')

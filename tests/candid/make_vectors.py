@@ -25,6 +25,8 @@ import pymacaroons
 from pymacaroons import Verifier
 
 import macaroonbakery._utils as utils
+import macaroonbakery.bakery._oven as oven
+from macaroonbakery.bakery._internal import id_pb2
 import macaroonbakery.bakery as bakery
 import macaroonbakery.checkers as checkers
 import macaroonbakery.httpbakery as httpbakery
@@ -239,6 +241,26 @@ def third_party_vector(daemon, candid):
     }
 
 
+def macaroon_id_vector():
+    """A login macaroon identifier in go-macaroon-bakery's v3 layout, serialised the way
+    macaroonbakery's Oven does it (version byte, then id_pb2.MacaroonId), and read back by its
+    own decoder."""
+    nonce, storage_id = bytes(range(0x10, 0x20)), bytes(range(0xa0, 0xb0))
+    msg = id_pb2.MacaroonId(nonce=nonce, storageId=storage_id,
+                            ops=oven._macaroon_id_ops([bakery.LOGIN_OP]))
+    id_bytes = bytes([bakery.LATEST_VERSION]) + msg.SerializeToString()
+    got_storage, got_ops = oven._decode_macaroon_id(id_bytes)
+    assert got_storage == storage_id and got_ops == [bakery.LOGIN_OP]
+    return {
+        'description': 'Oven.macaroon\'s identifier: 0x03 + protobuf MacaroonId{nonce, storageId, '
+                       'ops=[{entity "login", actions ["login"]}]}',
+        'nonce_hex': hx(nonce),
+        'storage_id_hex': hx(storage_id),
+        'ops': [{'entity': 'login', 'actions': ['login']}],
+        'id_hex': hx(id_bytes),
+    }
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--out', default=DEFAULT_OUT)
@@ -260,6 +282,7 @@ def main():
         'third_party': tp,
         'caveat_v3': [caveat_v3_vector(daemon, candid, bytes(range(0x60, 0x78)), 'std:'),
                       caveat_v3_vector(daemon, candid, bytes(range(0x60, 0x78)), 'http:http std:')],
+        'macaroon_id': macaroon_id_vector(),
         'go_style': {
             'description': "the third_party primary rendered as Go's macaroon.v2 MarshalJSON would "
                            '(plain text when valid UTF-8, else RawURL base64 *64 fields; no "v"), and '

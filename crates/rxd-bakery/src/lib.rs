@@ -14,6 +14,7 @@ pub mod checkers;
 pub mod client;
 pub mod codec;
 pub mod cookie;
+pub mod id;
 pub mod login;
 pub mod macaroon;
 pub mod wire;

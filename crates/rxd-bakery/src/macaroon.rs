@@ -209,7 +209,7 @@ impl Macaroon {
                         id: read_binary(co, "i")?
                             .ok_or(BakeryError::Malformed("caveat without id"))?,
                         verification_id: read_binary(co, "v")?.filter(|v| !v.is_empty()),
-                        location: read_text(co, "l")?,
+                        location: read_text(co, "l")?.filter(|l| !l.is_empty()),
                     });
                 }
             }
@@ -373,6 +373,12 @@ mod tests {
         let sig = b64::decode(s.as_str().unwrap()).unwrap();
         py.insert("s64".into(), json!(b64::std(&sig)));
         assert_eq!(Macaroon::from_json(&Value::Object(py)).unwrap(), m);
+        // An empty caveat location is no location (Go omits it): it reads back as written.
+        let mut empty_l = j.clone();
+        empty_l["c"][0]["l"] = json!("");
+        let m2 = Macaroon::from_json(&empty_l).unwrap();
+        assert_eq!(m2.caveats[0].location, None);
+        assert_eq!(Macaroon::from_json(&m2.to_json()).unwrap(), m2);
         assert!(Macaroon::from_json(&json!({"i": "x"})).is_err());
         assert!(Macaroon::from_json(&json!({"i": "x", "s64": "AAAA"})).is_err());
         assert!(

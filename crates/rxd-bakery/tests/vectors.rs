@@ -141,3 +141,27 @@ fn bakery_wrappers_and_caveat_payloads_decode() {
         assert_eq!(codec::decode(&ours, &kp).unwrap(), info);
     }
 }
+
+/// Python's Oven writes the login identifier byte for byte as ours does, and ours reads it back
+/// to the same nonce, storage id (the root key's id) and login operation.
+#[test]
+fn macaroon_id_matches_python_oven() {
+    use rxd_bakery::id::{MacaroonId, Op};
+    let v = &vectors()["macaroon_id"];
+    let want = MacaroonId {
+        nonce: hex(&v["nonce_hex"]),
+        storage_id: hex(&v["storage_id_hex"]),
+        ops: vec![Op {
+            entity: "login".into(),
+            actions: vec!["login".into()],
+        }],
+    };
+    assert_eq!(v["ops"][0]["entity"], "login");
+    assert_eq!(want.encode(), hex(&v["id_hex"]));
+    assert_eq!(MacaroonId::decode(&hex(&v["id_hex"])), Ok(want));
+    let key_id: [u8; 16] = hex(&v["storage_id_hex"]).try_into().unwrap();
+    assert_eq!(
+        rxd_bakery::login::root_key_id(&hex(&v["id_hex"])),
+        Some(key_id)
+    );
+}

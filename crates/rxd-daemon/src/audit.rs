@@ -239,8 +239,12 @@ pub fn login_failure(log: &AuditLog, caller: &Caller, parts: &http::request::Par
             .project(&caller.project)
             .via("candid"),
         ),
-        Login::Missing { rejected, .. } if *rejected > 0 => log.record(
-            Record::new(
+        Login::Missing {
+            rejected,
+            rejection,
+            ..
+        } if *rejected > 0 => {
+            let mut rec = Record::new(
                 SecurityEvent::AuthnLoginFail,
                 caller,
                 method,
@@ -249,8 +253,17 @@ pub fn login_failure(log: &AuditLog, caller: &Caller, parts: &http::request::Par
             )
             .via("candid")
             .project(&caller.project)
-            .detail("rejected_macaroons", *rejected),
-        ),
+            .detail("rejected_macaroons", *rejected);
+            if let Some(r) = rejection {
+                rec = rec.detail("reason", r.reason.as_str());
+                // The name the login claims (OWASP logs the user id a failed login tried); it
+                // did not verify, and the line says so.
+                if let Some(user) = &r.claimed_user {
+                    rec = rec.identity(user).detail("identity_verified", false);
+                }
+            }
+            log.record(rec)
+        }
         _ => {}
     }
 }

@@ -100,9 +100,22 @@ pub enum Login {
     Verified(Identity),
     /// A verified login whose user is refused (`candid.domains`).
     Refused(RefusedLogin),
-    /// No valid macaroon: the client may be challenged; the bakery version it speaks, and how
-    /// many presented macaroons failed verification (an authentication failure when not 0).
-    Missing { version: u8, rejected: usize },
+    /// No valid macaroon: the client may be challenged; the bakery version it speaks, how
+    /// many presented macaroons failed verification (an authentication failure when not 0),
+    /// and why one of them failed (one that names a user, if any does).
+    Missing {
+        version: u8,
+        rejected: usize,
+        rejection: Option<Rejection>,
+    },
+}
+
+/// Why a presented login did not verify, and whom it claimed to be, for the security log.
+#[derive(Debug)]
+pub struct Rejection {
+    pub reason: String,
+    /// The user its discharge declares, unverified.
+    pub claimed_user: Option<String>,
 }
 
 /// A verified Candid user that `candid.domains` refuses; shown as the refusal (LXD's text).
@@ -192,6 +205,7 @@ impl Logins {
                 .map(|(k, _)| k)
         };
         let mut rejected = 0;
+        let mut rejection = None;
         for slice in &slices {
             match login::verify(slice, &lookup, now) {
                 Ok(l) => {
@@ -209,10 +223,33 @@ impl Logins {
                 Err(e) => {
                     rejected += 1;
                     tracing::debug!(error = %e, "macaroon slice ignored");
+                    let reason = match e {
+                        rxd_bakery::BakeryError::UnknownRootKey => {
+                            "unknown root key: the login was revoked (a candid.* change), is too \
+                             old, or is not ours"
+                                .to_owned()
+                        }
+                        e => e.to_string(),
+                    };
+                    let this = Rejection {
+                        reason,
+                        claimed_user: login::claimed_username(slice),
+                    };
+                    // Prefer one that names a user: a client sharing a host name with Candid
+                    // also brings Candid's own cookie, which names no one here.
+                    if rejection.as_ref().is_none_or(|r: &Rejection| {
+                        r.claimed_user.is_none() && this.claimed_user.is_some()
+                    }) {
+                        rejection = Some(this);
+                    }
                 }
             }
         }
-        Login::Missing { version, rejected }
+        Login::Missing {
+            version,
+            rejected,
+            rejection,
+        }
     }
 
     /// The current root key, making (and storing) a new one when there is none or it is due.

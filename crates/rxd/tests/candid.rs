@@ -301,6 +301,58 @@ async fn login_challenge_grants_and_forgeries() {
     );
 }
 
+/// What macaroonbakery's own v3 identifier decoder (the one Go's bakery, and so Candid, shares)
+/// reads in a challenge macaroon's identifier (`tests/candid/decode_id.py`).
+fn python_decodes_id(macaroon: &Value) -> Value {
+    use std::io::Write;
+    let mut child = Command::new("python3")
+        .arg(rxd_testkit::candid::script("decode_id.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("decode_id.py");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(macaroon.to_string().as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    serde_json::from_slice(&out.stdout).expect("decode_id.py output")
+}
+
+/// Issue 17: Candid reads every `0x03` identifier it is shown (`lxc` shows it the daemon's
+/// cookie when both share a host name), so ours are go-macaroon-bakery's v3 ids: Python's
+/// decoder finds a 16-byte nonce, the login operation, and a storage id that follows the root
+/// key (the same while it mints, another once a `candid.*` change forgot it).
+#[tokio::test]
+async fn login_macaroon_ids_are_readable_by_go_and_python_bakeries() {
+    if !ready("login_macaroon_ids_are_readable_by_go_and_python_bakeries") {
+        return;
+    }
+    let dis = Discharger::start(&users(), None);
+    let d = candid_daemon(&dis, json!({})).await;
+    let bakery = ["-H", "Bakery-Protocol-Version: 3"];
+    let challenge_id = || {
+        let (status, head, body) = curl(&d, "/1.0/instances", &bakery);
+        assert_eq!(status, 401, "{head}");
+        python_decodes_id(&body["Info"]["Macaroon"])
+    };
+    let first = challenge_id();
+    assert_eq!(first["version"], 3, "{first}");
+    assert_eq!(first["ops"], json!([["login", "login"]]), "{first}");
+    assert_eq!(first["nonce_hex"].as_str().unwrap().len(), 32, "{first}");
+    assert_eq!(
+        first["storage_id_hex"].as_str().unwrap().len(),
+        32,
+        "{first}"
+    );
+    let second = challenge_id();
+    assert_eq!(second["storage_id_hex"], first["storage_id_hex"]);
+    assert_ne!(second["nonce_hex"], first["nonce_hex"]);
+    configure(&d, json!({"candid.expiry": "600"})).await;
+    let third = challenge_id();
+    assert_eq!(third["ops"], json!([["login", "login"]]), "{third}");
+    assert_ne!(third["storage_id_hex"], first["storage_id_hex"]);
+}
+
 #[tokio::test]
 async fn domains_expiry_and_config_changes() {
     if !ready("domains_expiry_and_config_changes") {
@@ -444,26 +496,7 @@ async fn debian_lxc_logs_in_with_candid() {
     let d = candid_daemon(&dis, json!({})).await;
     grant_user(&d, "alice@example.com", "operator").await;
     let conf = tempfile::tempdir().unwrap();
-    let lxc = |args: &[&str], input: &str| {
-        use std::io::Write;
-        let mut child = Command::new("timeout")
-            .arg("60")
-            .arg("lxc")
-            .args(args)
-            .env("LXD_CONF", conf.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("lxc");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let lxc = |args: &[&str], input: &str| lxc(conf.path(), args, input);
     let remote = format!("https://{}", d.https_address());
     let out = lxc(
         &[
@@ -501,6 +534,83 @@ async fn debian_lxc_logs_in_with_candid() {
     let list = String::from_utf8_lossy(&out.stdout);
     let names: Vec<&str> = list.lines().filter_map(|l| l.split(',').next()).collect();
     assert!(names.contains(&"t") && !names.contains(&"u"), "{list}");
+}
+
+/// Debian's `lxc` with `LXD_CONF` in `conf`: runs `args` with `input` on stdin, at most 60 s (a
+/// failed login makes it wait forever).
+fn lxc(conf: &Path, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new("timeout")
+        .arg("60")
+        .arg("lxc")
+        .args(args)
+        .env("LXD_CONF", conf)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("lxc");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Issue 17: after a `candid.*` change ended its login, `lxc` logs in again although the
+/// discharger shares the daemon's host name (both on 127.0.0.1), so that `lxc` presents the
+/// daemon's stale `macaroon-auth` cookie to it. The discharger reads identifiers as Candid
+/// (Go's bakery) does: a `0x03` identifier that is not go-macaroon-bakery's v3 layout fails
+/// the discharge.
+#[tokio::test]
+async fn debian_lxc_logs_in_again_after_a_candid_change() {
+    let test = "debian_lxc_logs_in_again_after_a_candid_change";
+    if !ready(test) || !require_tool("lxc", "lxd-client", test) {
+        return;
+    }
+    let dis = Discharger::start(&users(), None);
+    assert!(dis.url.starts_with("http://127.0.0.1:"), "{}", dis.url);
+    let d = candid_daemon(&dis, json!({})).await;
+    assert!(d.https_address().starts_with("127.0.0.1:"));
+    grant_user(&d, "alice@example.com", "operator").await;
+    let conf = tempfile::tempdir().unwrap();
+    let login = format!("alice@example.com\n{PW}\n");
+    let remote = format!("https://{}", d.https_address());
+    let add = [
+        "remote",
+        "add",
+        "t",
+        &remote,
+        "--auth-type=candid",
+        "--accept-certificate",
+    ];
+    let out = lxc(conf.path(), &add, &login);
+    assert!(out.status.success(), "{out:?}\n{}", dis.log());
+    let jar = std::fs::read_to_string(conf.path().join("jars/t")).unwrap_or_default();
+    assert!(jar.contains("macaroon-auth"), "{jar}");
+
+    configure(&d, json!({"candid.expiry": "1800"})).await;
+    let before = dis.log().matches("carries 1 macaroon").count();
+    let out = lxc(conf.path(), &["query", "t:/1.0"], &login);
+    assert!(out.status.success(), "{out:?}\ndischarger:\n{}", dis.log());
+    // The form's prompts come first on stdout, then the reply.
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Value = text
+        .find('{')
+        .and_then(|i| serde_json::from_str(&text[i..]).ok())
+        .unwrap_or_else(|| panic!("lxc query printed no JSON: {text}"));
+    assert_eq!(v["auth"], "trusted", "{v}");
+    assert_eq!(v["auth_user_name"], "alice@example.com");
+    // The stale cookie did reach the discharger, which read it and went on.
+    assert!(
+        dis.log().matches("carries 1 macaroon").count() > before,
+        "{}",
+        dis.log()
+    );
+    let out = lxc(conf.path(), &["query", "t:/1.0/instances"], "");
+    assert!(out.status.success(), "{out:?}");
 }
 
 /// Candid groups are identities for grants: with an agent configured, the daemon logs in to

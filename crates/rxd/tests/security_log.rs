@@ -396,8 +396,10 @@ async fn security_events_are_logged_once_each_without_secrets() {
     }
 }
 
-/// Candid: a verified user from a domain `candid.domains` refuses, and macaroons that do not
-/// verify, are authentication failures; neither line holds the macaroons themselves.
+/// Candid: a verified user from a domain `candid.domains` refuses, macaroons that do not
+/// verify, and a login revoked by a `candid.*` change are authentication failures, logged with
+/// the user's name (as claimed when it did not verify); a verified user without a grant is an
+/// authorization failure, by name. No line holds the macaroons themselves.
 #[tokio::test]
 async fn candid_login_failures_are_logged_without_macaroons() {
     let test = "candid_login_failures_are_logged_without_macaroons";
@@ -444,10 +446,15 @@ async fn candid_login_failures_are_logged_without_macaroons() {
         .unwrap()
         .contains("Untrusted candid domain"));
 
-    // Alice's valid cookie with its discharge tampered with: it no longer verifies.
+    // Alice logs in but has no grant: refused by name.
     let r = login("alice@example.com");
     let cookie = r["cookie"].as_str().unwrap().to_owned();
     assert!(!cookie.is_empty(), "{r}");
+    assert!(matches!(r["status"].as_u64(), Some(403 | 404)), "{r}");
+    let line = wait_line(&d, "authz_fail", "identity", "alice@example.com").await;
+    assert_eq!(line["auth_method"], "candid");
+
+    // Alice's valid cookie with its discharge tampered with: it no longer verifies.
     let engine = base64::engine::general_purpose::STANDARD;
     let raw = engine
         .decode(&cookie)
@@ -481,6 +488,44 @@ async fn candid_login_failures_are_logged_without_macaroons() {
     let line = wait_line(&d, "authn_login_fail", "details.rejected_macaroons", "1").await;
     assert_eq!(line["auth_method"], "candid");
     assert_eq!(line["level"], "warn");
+    assert_eq!(line["identity"], "root@example.com", "the name it claimed");
+    assert_eq!(line["details"]["identity_verified"], false);
+    assert_eq!(line["details"]["reason"], "signature mismatch");
+
+    // A candid.* change revokes alice's untouched login: refused, and logged with her name.
+    let r = call(
+        &unix,
+        Method::PATCH,
+        "/1.0",
+        Some(json!({"config": {"candid.expiry": "1800"}})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.envelope());
+    std::fs::write(&file, &cookie).unwrap();
+    let r = rxd_testkit::candid::py_client(&[
+        "--url",
+        &url,
+        "--ca",
+        &ca,
+        "--user",
+        "nobody",
+        "--password",
+        "x",
+        "--cookie-in",
+        file.to_str().unwrap(),
+        "--no-interact",
+    ]);
+    assert_eq!(r["status"], 401, "{r}");
+    let line = wait_line(&d, "authn_login_fail", "identity", "alice@example.com").await;
+    assert_eq!(line["auth_method"], "candid");
+    assert_eq!(line["details"]["identity_verified"], false);
+    assert!(
+        line["details"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("revoked"),
+        "{line}"
+    );
 
     let text = std::fs::read_to_string(d.dir().join("logs/security.log")).unwrap();
     for secret in [cookie.as_str(), forged.as_str()] {
