@@ -1,7 +1,5 @@
 //! Wire types shared by the daemon and the client. Field names and shapes follow LXD 5.0 exactly:
 //! changing anything here is a compatibility decision.
-#![forbid(unsafe_code)]
-
 //!
 //! Every body decodes as LXD's Go decoder (`encoding/json`) reads it: a missing field or a
 //! `null` is the field's zero value, and unknown fields are ignored ([`decode`] says which, so
@@ -9,15 +7,19 @@
 //! value Go refuses is refused here too. Responses serialize with the keys rxd has always sent;
 //! where that differs from LXD's struct tags, the field says so.
 
+#![forbid(unsafe_code)]
+
 #[macro_use]
 mod go;
 
 pub mod certificate;
+pub mod device;
 pub mod envelope;
 pub mod event;
 pub mod grant;
 pub mod image;
 pub mod instance;
+pub mod migration;
 pub mod operation;
 pub mod project;
 pub mod server;
