@@ -2,6 +2,7 @@
 //! /1.0/certificates` that depends on the caller lives here, with a table test of each case.
 
 use crate::identity::Identity;
+use crate::proof::{AdminProof, CertChangeProof, EnrolProof};
 use thiserror::Error;
 
 /// The texts are LXD's where LXD has one (clients match them), rxd's own otherwise.
@@ -49,16 +50,16 @@ pub struct AddRequest<'a> {
     pub has_projects: bool,
 }
 
-/// How an allowed add proceeds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How an allowed add proceeds, with the proof the write it leads to asks for.
+#[derive(Debug)]
 pub enum AddPath {
     /// An admin adds the given (or its own) certificate, no secret needed.
-    Admin,
+    Admin(AdminProof),
     /// An admin asks for a join token.
-    IssueToken,
+    IssueToken(AdminProof),
     /// A non-admin enrols its own TLS certificate with the trust password or a token; the secret
     /// is checked next.
-    Enrol,
+    Enrol(EnrolProof),
 }
 
 /// `admin`: whether the caller administers the server (its identity or a server-wide grant).
@@ -92,9 +93,9 @@ pub fn decide_add(
     }
     if admin {
         return Ok(if req.token {
-            AddPath::IssueToken
+            AddPath::IssueToken(AdminProof::new())
         } else {
-            AddPath::Admin
+            AddPath::Admin(AdminProof::new())
         });
     }
     if req.token {
@@ -103,7 +104,7 @@ pub fn decide_add(
     if req.certificate == CertificateField::Other {
         return Err(CertRuleError::ForeignCertificate);
     }
-    Ok(AddPath::Enrol)
+    Ok(AddPath::Enrol(EnrolProof::new()))
 }
 
 /// A trust-store entry's fields that an update may touch.
@@ -124,7 +125,7 @@ pub fn decide_update(
     admin: bool,
     current: &CertFields,
     proposed: &CertFields,
-) -> Result<(), CertRuleError> {
+) -> Result<CertChangeProof, CertRuleError> {
     if proposed.kind != current.kind {
         return Err(CertRuleError::TypeImmutable);
     }
@@ -146,7 +147,7 @@ pub fn decide_update(
     if !proposed.projects.is_empty() && !proposed.restricted {
         return Err(CertRuleError::ProjectsWithoutRestricted);
     }
-    Ok(())
+    Ok(CertChangeProof::new(&current.fingerprint))
 }
 
 #[cfg(test)]
@@ -168,7 +169,19 @@ mod tests {
 
     #[test]
     fn add_table() {
-        use AddPath::*;
+        /// The path, without its proof, so the table can say which.
+        #[derive(Debug, PartialEq, Eq)]
+        enum Path {
+            Admin,
+            IssueToken,
+            Enrol,
+        }
+        use Path::*;
+        let path = |p: AddPath| match p {
+            AddPath::Admin(_) => Admin,
+            AddPath::IssueToken(_) => IssueToken,
+            AddPath::Enrol(_) => Enrol,
+        };
         use CertRuleError::*;
         let unix = Identity::Unix { uid: 0 };
         let admin = cert("aa", false);
@@ -184,7 +197,7 @@ mod tests {
             restricted,
             has_projects,
         };
-        let cases: Vec<(&str, &Identity, AddRequest, Result<AddPath, CertRuleError>)> = vec![
+        let cases: Vec<(&str, &Identity, AddRequest, Result<Path, CertRuleError>)> = vec![
             (
                 "unix adds a certificate",
                 &unix,
@@ -326,7 +339,7 @@ mod tests {
         ];
         for (what, who, request, expected) in cases {
             assert_eq!(
-                decide_add(who, who.is_admin(), &request),
+                decide_add(who, who.is_admin(), &request).map(path),
                 expected,
                 "{what}"
             );
@@ -427,8 +440,9 @@ mod tests {
         ];
         for (what, who, proposed, expected) in cases {
             assert_eq!(
-                decide_update(who, who.is_admin(), &current, &proposed),
-                expected,
+                decide_update(who, who.is_admin(), &current, &proposed)
+                    .map(|p| p.fingerprint().to_owned()),
+                expected.map(|()| current.fingerprint.clone()),
                 "{what}"
             );
         }

@@ -121,17 +121,6 @@ pub enum AuthError {
     NotAuthorized,
 }
 
-/// Proof that the caller is a server administrator. Only this crate can make one, so a function
-/// that takes it cannot be reached without the check.
-#[derive(Debug)]
-pub struct AdminProof(());
-
-impl AdminProof {
-    pub(crate) fn new() -> AdminProof {
-        AdminProof(())
-    }
-}
-
 impl Identity {
     pub fn is_trusted(&self) -> bool {
         !matches!(self, Identity::Untrusted { .. })
@@ -157,10 +146,6 @@ impl Identity {
         } else {
             Err(AuthError::NotAuthorized)
         }
-    }
-
-    pub fn require_admin(&self) -> Result<AdminProof, AuthError> {
-        self.allows(Access::Admin).map(|()| AdminProof(()))
     }
 
     /// `auth_user_name`: the certificate fingerprint, or `uid=N` for the socket.
@@ -293,7 +278,6 @@ mod tests {
             assert_eq!(id.allows(Access::Anyone).is_ok(), *anyone, "{what}");
             assert_eq!(id.allows(Access::Trusted).is_ok(), *trusted_ok, "{what}");
             assert_eq!(id.allows(Access::Admin).is_ok(), *admin_ok, "{what}");
-            assert_eq!(id.require_admin().is_ok(), *admin_ok, "{what}");
         }
     }
 

@@ -9,11 +9,12 @@ pub mod confinement;
 pub mod endpoints;
 pub mod identity;
 pub mod password;
+pub mod permission;
+pub mod proof;
 pub mod rbac;
 pub mod throttle;
 pub mod trust;
 
-pub use identity::{
-    authenticate, Access, AdminProof, AuthError, CaCheck, Identity, Transport, TrustPolicy,
-};
+pub use identity::{authenticate, Access, AuthError, CaCheck, Identity, Transport, TrustPolicy};
+pub use proof::{AdminProof, CertChangeProof, EnrolProof, ProjectProof};
 pub use trust::{TrustStore, TrustedCert};

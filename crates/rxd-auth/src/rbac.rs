@@ -7,49 +7,12 @@
 //! Granted server-wide, `admin` is the server administrator; other roles granted server-wide act
 //! on every project and may also read the server's configuration and trust store.
 
-use crate::identity::{AdminProof, AuthError, Identity};
+use crate::identity::{AuthError, Identity};
+pub use crate::permission::Permission;
+use crate::proof::{AdminProof, ProjectProof};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
-
-/// A permission on one project (LXD's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Permission {
-    View,
-    OperateContainers,
-    ManageContainers,
-    ManageImages,
-    ManageProfiles,
-    ManageNetworks,
-    ManageStorageVolumes,
-    ManageProjects,
-}
-
-impl Permission {
-    pub const ALL: [Permission; 8] = [
-        Permission::View,
-        Permission::OperateContainers,
-        Permission::ManageContainers,
-        Permission::ManageImages,
-        Permission::ManageProfiles,
-        Permission::ManageNetworks,
-        Permission::ManageStorageVolumes,
-        Permission::ManageProjects,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Permission::View => "view",
-            Permission::OperateContainers => "operate-containers",
-            Permission::ManageContainers => "manage-containers",
-            Permission::ManageImages => "manage-images",
-            Permission::ManageProfiles => "manage-profiles",
-            Permission::ManageNetworks => "manage-networks",
-            Permission::ManageStorageVolumes => "manage-storage-volumes",
-            Permission::ManageProjects => "manage-projects",
-        }
-    }
-}
 
 /// The four roles, in increasing power: each has every permission of the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -295,6 +258,15 @@ impl Rights {
     pub fn require_admin(&self) -> Result<AdminProof, AuthError> {
         if self.admin {
             Ok(AdminProof::new())
+        } else {
+            Err(AuthError::NotAuthorized)
+        }
+    }
+
+    /// The proof project-scoped writes ask for: `perm` on `project`.
+    pub fn require(&self, project: &str, perm: Permission) -> Result<ProjectProof, AuthError> {
+        if self.has(project, perm) {
+            Ok(ProjectProof::new(project, perm))
         } else {
             Err(AuthError::NotAuthorized)
         }

@@ -295,6 +295,50 @@ fn services_know_nothing_of_http() {
     assert!(offenders.is_empty(), "{}", offenders.join("\n"));
 }
 
+/// The store's writes to what decides access happen only where a proof is asked for:
+/// `service/access.rs` (trust store, tokens, grants, projects) and `config.rs` (server config).
+#[test]
+fn access_is_written_only_with_a_proof() {
+    const WRITES: [&str; 13] = [
+        ".insert_certificate(",
+        ".insert_certificates(",
+        ".replace_certificate(",
+        ".delete_certificate(",
+        ".insert_token(",
+        ".delete_token(",
+        ".redeem_token(",
+        ".insert_grant(",
+        ".delete_grant(",
+        ".create_project(",
+        ".update_project(",
+        ".rename_project(",
+        ".delete_project(",
+    ];
+    let mut offenders = Vec::new();
+    let mut seen = 0;
+    for g in graphs().into_iter().filter(|g| g.name == "rxd-daemon") {
+        for (f, code) in &g.code {
+            let allowed = f.ends_with("service/access.rs");
+            for w in WRITES.iter().filter(|w| code.contains(*w)) {
+                if allowed {
+                    seen += 1;
+                } else {
+                    offenders.push(format!("{} calls {w}", short(f)));
+                }
+            }
+            let config_write = code.contains(".update_config(");
+            if config_write && !f.ends_with("src/config.rs") {
+                offenders.push(format!("{} calls .update_config(", short(f)));
+            }
+        }
+    }
+    assert!(
+        seen >= 10,
+        "the access service holds the writes ({seen} seen)"
+    );
+    assert!(offenders.is_empty(), "{}", offenders.join("\n"));
+}
+
 /// The checks above must be able to fail: a circle, a route importing a route and a service
 /// naming HTTP are all seen in made-up sources.
 #[test]

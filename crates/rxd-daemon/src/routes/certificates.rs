@@ -8,6 +8,7 @@ use crate::caller::{Admin, Caller, Trusted};
 use crate::error::{ApiError, ApiResult};
 use crate::listing::ListQuery;
 use crate::response::{self, check_if_match};
+use crate::service::access;
 use crate::state::Daemon;
 use crate::sync::{lock, now_unix, read};
 use crate::tlsstate::ca_check;
@@ -23,6 +24,7 @@ use rxd_auth::certificates::{
 };
 use rxd_auth::rbac::Item;
 use rxd_auth::CaCheck;
+use rxd_auth::{AdminProof, EnrolProof};
 use rxd_core::config::{REMOTE_TOKEN_EXPIRY, TRUST_PASSWORD};
 use rxd_store::{CertificateRow, StoreError, TokenRow};
 use std::sync::Arc;
@@ -228,9 +230,9 @@ pub async fn post(
         has_projects: !body.projects.is_empty(),
     };
     match decide_add(&caller.identity, caller.rights.is_admin(), &request)? {
-        AddPath::IssueToken => issue_token(&d, &caller, body).await,
-        AddPath::Admin => add_as_admin(&d, &caller, body).await,
-        AddPath::Enrol => enrol(&d, &caller, body).await,
+        AddPath::IssueToken(proof) => issue_token(&d, &proof, &caller, body).await,
+        AddPath::Admin(proof) => add_as_admin(&d, &proof, &caller, body).await,
+        AddPath::Enrol(proof) => enrol(&d, &proof, &caller, body).await,
     }
 }
 
@@ -247,7 +249,12 @@ fn decode_certificate(text: &str) -> ApiResult<Vec<u8>> {
         .map_err(|e| ApiError::BadRequest(format!("Invalid certificate material: {e}")))
 }
 
-async fn add_as_admin(d: &Daemon, caller: &Caller, body: CertificatesPost) -> ApiResult<Response> {
+async fn add_as_admin(
+    d: &Daemon,
+    proof: &AdminProof,
+    caller: &Caller,
+    body: CertificatesPost,
+) -> ApiResult<Response> {
     let der = decode_certificate(&body.certificate)?;
     let info = checked(d, &der)?;
     let name = if body.name.is_empty() {
@@ -260,8 +267,7 @@ async fn add_as_admin(d: &Daemon, caller: &Caller, body: CertificatesPost) -> Ap
     valid_name(&name)?;
     known_projects(d, &body.projects)?;
     let row = new_row(&der, &info, name, body.restricted, body.projects);
-    let stored = row.clone();
-    d.db(move |s| s.insert_certificate(&stored))
+    access::add_certificate(d, proof, row.clone())
         .await
         .map_err(duplicate)?;
     d.trust_insert(&row);
@@ -272,7 +278,12 @@ async fn add_as_admin(d: &Daemon, caller: &Caller, body: CertificatesPost) -> Ap
     )))
 }
 
-async fn issue_token(d: &Daemon, caller: &Caller, body: CertificatesPost) -> ApiResult<Response> {
+async fn issue_token(
+    d: &Daemon,
+    proof: &AdminProof,
+    caller: &Caller,
+    body: CertificatesPost,
+) -> ApiResult<Response> {
     let addresses = d.addresses();
     if addresses.is_empty() {
         return Err(ApiError::BadRequest(
@@ -301,7 +312,7 @@ async fn issue_token(d: &Daemon, caller: &Caller, body: CertificatesPost) -> Api
         expires_at: now.saturating_add(i64::try_from(expiry.as_secs()).unwrap_or(i64::MAX)),
     };
     let stored = token.clone();
-    d.db(move |s| s.insert_token(&stored)).await?;
+    access::issue_token(d, proof, stored).await?;
     d.audit.record(
         Record::new(
             SecurityEvent::AuthnTokenCreated,
@@ -341,7 +352,12 @@ async fn issue_token(d: &Daemon, caller: &Caller, body: CertificatesPost) -> Api
 
 /// A non-admin adds the certificate of its own TLS connection, proving it knows the trust
 /// password or holds a token. Failures count towards the per-address back-off.
-async fn enrol(d: &Daemon, caller: &Caller, body: CertificatesPost) -> ApiResult<Response> {
+async fn enrol(
+    d: &Daemon,
+    proof: &EnrolProof,
+    caller: &Caller,
+    body: CertificatesPost,
+) -> ApiResult<Response> {
     let Some(ip) = caller.conn.remote.map(|a| a.ip()) else {
         return Err(ApiError::BadRequest(
             "Can't use TLS data on non-TLS link".into(),
@@ -373,9 +389,9 @@ async fn enrol(d: &Daemon, caller: &Caller, body: CertificatesPost) -> ApiResult
     let token = rxd_api::certificate::CertificateAddToken::decode(&body.password);
     let by_token = token.is_some();
     let outcome = match token {
-        Some(token) => redeem(d, &der, &info, &token).await,
+        Some(token) => redeem(d, proof, &der, &info, &token).await,
         None => match check_password(d, &body.password).await {
-            Ok(()) => add_enrolled(d, &der, &info, &body, ip).await,
+            Ok(()) => add_enrolled(d, proof, &der, &info, &body, ip).await,
             Err(e) => Err(e),
         },
     };
@@ -416,6 +432,7 @@ async fn enrol(d: &Daemon, caller: &Caller, body: CertificatesPost) -> ApiResult
 /// Store the certificate of a client that proved the trust password.
 async fn add_enrolled(
     d: &Daemon,
+    proof: &EnrolProof,
     der: &[u8],
     info: &rxd_tls::CertInfo,
     body: &CertificatesPost,
@@ -428,8 +445,7 @@ async fn add_enrolled(
     };
     valid_name(&name)?;
     let row = new_row(der, info, name, body.restricted, body.projects.clone());
-    let stored = row.clone();
-    d.db(move |s| s.insert_certificate(&stored))
+    access::enrol_certificate(d, proof, row.clone())
         .await
         .map_err(duplicate)?;
     Ok(row)
@@ -453,22 +469,21 @@ async fn check_password(d: &Daemon, password: &str) -> ApiResult<()> {
 /// Redeem a token and store the certificate in the same transaction (single use, even under a race).
 async fn redeem(
     d: &Daemon,
+    proof: &EnrolProof,
     der: &[u8],
     info: &rxd_tls::CertInfo,
     token: &rxd_api::certificate::CertificateAddToken,
 ) -> ApiResult<CertificateRow> {
     let hash = rxd_auth::password::secret_hash(&token.secret);
-    let (der, info, store) = (der.to_vec(), info.clone(), d.store.clone());
-    let result = tokio::task::spawn_blocking(move || {
-        store.redeem_token(&hash, now_unix(), |t| {
-            new_row(
-                &der,
-                &info,
-                t.name.clone(),
-                t.restricted,
-                t.projects.clone(),
-            )
-        })
+    let (der, info) = (der.to_vec(), info.clone());
+    let result = access::redeem_token(d, proof, hash, now_unix(), move |t| {
+        new_row(
+            &der,
+            &info,
+            t.name.clone(),
+            t.restricted,
+            t.projects.clone(),
+        )
     })
     .await?;
     match result {
@@ -598,7 +613,7 @@ async fn update(
         projects: projects.clone(),
         fingerprint: new_fp.clone(),
     };
-    decide_update(
+    let proof = decide_update(
         &caller.identity,
         caller.rights.is_admin(),
         &fields(&current),
@@ -620,8 +635,7 @@ async fn update(
         row.not_before = info.not_before;
         row.not_after = info.not_after;
     }
-    let (old_fp, stored) = (current.fingerprint.clone(), row.clone());
-    d.db(move |s| s.replace_certificate(&old_fp, &stored))
+    access::replace_certificate(d, &proof, row.clone())
         .await
         .map_err(duplicate)?;
     // Connections opened under the old terms close; the next request is judged on the new ones.
@@ -666,12 +680,11 @@ async fn update(
 
 pub async fn delete(
     State(d): State<Arc<Daemon>>,
-    Admin(caller, _proof): Admin,
+    Admin(caller, proof): Admin,
     Path(fp): Path<String>,
 ) -> ApiResult<Response> {
     let row = resolve(&d, &caller, &fp).await?;
-    let target = row.fingerprint.clone();
-    d.db(move |s| s.delete_certificate(&target)).await?;
+    access::delete_certificate(&d, &proof, &row.fingerprint).await?;
     let closed = d.trust_remove(&row.fingerprint);
     // Its grants went with it.
     d.reload_access().await?;

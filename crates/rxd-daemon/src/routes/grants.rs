@@ -9,6 +9,7 @@ use crate::caller::{Admin, Caller};
 use crate::error::{ApiError, ApiResult, PROJECT_NOT_FOUND};
 use crate::listing::ListQuery;
 use crate::response;
+use crate::service::access;
 use crate::state::Daemon;
 use crate::sync::read;
 use axum::extract::{Path, Query, State};
@@ -75,7 +76,7 @@ pub struct GrantPost {
 
 pub async fn post(
     State(d): State<Arc<Daemon>>,
-    Admin(caller, _proof): Admin,
+    Admin(caller, proof): Admin,
     Json(body): Json<GrantPost>,
 ) -> ApiResult<Response> {
     let subject =
@@ -108,14 +109,11 @@ pub async fn post(
             _ => String::new(),
         },
     };
-    let stored = d
-        .db(move |s| s.insert_grant(&row))
-        .await
-        .map_err(|e| match e {
-            ApiError::NotFound(_) => ApiError::NotFound(PROJECT_NOT_FOUND.into()),
-            ApiError::Conflict(_) => ApiError::Conflict("This grant already exists".into()),
-            other => other,
-        })?;
+    let stored = access::grant(&d, &proof, row).await.map_err(|e| match e {
+        ApiError::NotFound(_) => ApiError::NotFound(PROJECT_NOT_FOUND.into()),
+        ApiError::Conflict(_) => ApiError::Conflict("This grant already exists".into()),
+        other => other,
+    })?;
     d.reload_access().await?;
     let grant = Grant {
         id: stored.id,
@@ -139,12 +137,12 @@ pub async fn post(
 
 pub async fn delete(
     State(d): State<Arc<Daemon>>,
-    Admin(caller, _proof): Admin,
+    Admin(caller, proof): Admin,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let grant = find(&d, &id)?;
     let gid = grant.id;
-    d.db(move |s| s.delete_grant(gid)).await?;
+    access::revoke_grant(&d, &proof, gid).await?;
     d.reload_access().await?;
     tracing::info!(grant = grant.id, identity = %grant.subject.name(), role = %grant.role, scope = ?grant.scope, by = %caller.identity.user_name(), "role revoked");
     let path = format!("/1.0/auth/grants/{}", grant.id);

@@ -6,6 +6,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::listing::ListQuery;
 use crate::operations::project_selected;
 use crate::response;
+use crate::service::access;
 use crate::state::Daemon;
 use crate::sync::now_unix;
 use crate::tokens;
@@ -163,12 +164,12 @@ pub async fn delete(
         tracing::info!(operation = %op.id, by = %caller.identity.user_name(), peer = %caller.conn.peer(), "operation cancel requested");
         return Ok(response::empty());
     }
-    if !caller.rights.may_see(Item::ServerOnly) {
+    // Tokens are the administrator's; to anyone else they do not exist.
+    let Ok(proof) = caller.rights.require_admin() else {
         return Err(ApiError::NotFound(NOT_FOUND.into()));
-    }
+    };
     let t = find_token(&d, &id).await?;
-    let token_id = t.id.clone();
-    d.db(move |s| s.delete_token(&token_id)).await?;
+    access::revoke_token(&d, &proof, &t.id).await?;
     d.audit.record(
         crate::audit::Record::new(
             crate::audit::SecurityEvent::AuthnTokenRevoked,

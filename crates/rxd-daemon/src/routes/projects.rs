@@ -7,11 +7,13 @@ use crate::caller::{Admin, Caller};
 use crate::error::{ApiError, ApiResult, PROJECT_NOT_FOUND};
 use crate::listing::ListQuery;
 use crate::response::{self, check_if_match};
+use crate::service::access;
 use crate::state::{Daemon, Project};
 use crate::sync::read;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use http::HeaderMap;
+use rxd_auth::rbac::Permission;
 use rxd_core::project_config;
 use rxd_store::ProjectRow;
 use serde::{Deserialize, Serialize};
@@ -130,7 +132,7 @@ fn checked_config(config: &BTreeMap<String, String>) -> ApiResult<()> {
 
 pub async fn post(
     State(d): State<Arc<Daemon>>,
-    Admin(caller, _proof): Admin,
+    Admin(caller, proof): Admin,
     Json(body): Json<ProjectsPost>,
 ) -> ApiResult<Response> {
     valid_name(&body.name)?;
@@ -143,7 +145,7 @@ pub async fn post(
         description: body.description,
         config: serde_json::to_string(&config).map_err(ApiError::internal)?,
     };
-    d.db(move |s| s.create_project(&row))
+    access::create_project(&d, &proof, row)
         .await
         .map_err(taken(&body.name))?;
     d.reload_access().await?;
@@ -175,6 +177,8 @@ async fn update(
     body: ProjectPut,
     replace: bool,
 ) -> ApiResult<Response> {
+    // The authorization layer checked this already; the write asks for the proof.
+    let proof = caller.rights.require(name, Permission::ManageProjects)?;
     let p = current(d, name)?;
     check_if_match(
         headers,
@@ -217,7 +221,7 @@ async fn update(
         description,
         config: serde_json::to_string(&config).map_err(ApiError::internal)?,
     };
-    d.db(move |s| s.update_project(&row)).await?;
+    access::update_project(d, &proof, row).await?;
     d.reload_access().await?;
     crate::audit::project_config_change(&d.audit, caller, name, &p.config, &config, replace);
     tracing::info!(project = %name, by = %caller.identity.user_name(), ?config, "project updated");
@@ -258,7 +262,7 @@ pub struct ProjectPost {
 /// Rename an empty project (an operation, as in LXD).
 pub async fn rename(
     State(d): State<Arc<Daemon>>,
-    Admin(caller, _proof): Admin,
+    Admin(caller, proof): Admin,
     Path(name): Path<String>,
     Json(body): Json<ProjectPost>,
 ) -> ApiResult<Response> {
@@ -269,8 +273,7 @@ pub async fn rename(
         ));
     }
     valid_name(&body.name)?;
-    let (old, new) = (name.clone(), body.name.clone());
-    d.db(move |s| s.rename_project(&old, &new))
+    access::rename_project(&d, &proof, &name, &body.name)
         .await
         .map_err(taken(&body.name))?;
     d.reload_access().await?;
@@ -291,7 +294,7 @@ pub async fn rename(
 
 pub async fn delete(
     State(d): State<Arc<Daemon>>,
-    Admin(caller, _proof): Admin,
+    Admin(caller, proof): Admin,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     current(&d, &name)?;
@@ -300,8 +303,7 @@ pub async fn delete(
             "The 'default' project cannot be deleted".into(),
         ));
     }
-    let n = name.clone();
-    d.db(move |s| s.delete_project(&n)).await?;
+    access::delete_project(&d, &proof, &name).await?;
     d.reload_access().await?;
     tracing::info!(project = %name, by = %caller.identity.user_name(), "project deleted");
     d.events.lifecycle(

@@ -1,6 +1,7 @@
 //! The services below HTTP: what the routes call once they have parsed and authorized a request.
 //! Nothing here imports a route, an extractor or a response type.
 
+pub mod access;
 pub mod images;
 pub mod instances;
 pub mod layout;

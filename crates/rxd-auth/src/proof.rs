@@ -1,0 +1,78 @@
+//! Proofs that an authorization decision was made. Each has private fields and a crate-private
+//! constructor, so only rxd-auth's rules can make one; every function elsewhere that writes the
+//! trust store, grants, projects or the server config takes the matching proof, so a handler
+//! that forgets the check does not compile.
+
+use crate::permission::Permission;
+
+/// The caller is a server administrator (`Rights::require_admin`).
+#[derive(Debug)]
+pub struct AdminProof(());
+
+impl AdminProof {
+    pub(crate) fn new() -> AdminProof {
+        AdminProof(())
+    }
+}
+
+/// The caller holds `permission` on `project` (`Rights::require`): a write scoped to that
+/// project, and to no other.
+#[derive(Debug)]
+pub struct ProjectProof {
+    project: String,
+    permission: Permission,
+}
+
+impl ProjectProof {
+    pub(crate) fn new(project: &str, permission: Permission) -> ProjectProof {
+        ProjectProof {
+            project: project.to_owned(),
+            permission,
+        }
+    }
+
+    /// The one project this proof covers.
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    pub fn permission(&self) -> Permission {
+        self.permission
+    }
+
+    /// Does it cover a write of `permission` to `project`?
+    pub fn covers(&self, project: &str, permission: Permission) -> bool {
+        self.project == project && self.permission == permission
+    }
+}
+
+/// The trust-store rules let this caller enrol the certificate of its own TLS connection
+/// (`certificates::decide_add`), once it proves the trust password or a token.
+#[derive(Debug)]
+pub struct EnrolProof(());
+
+impl EnrolProof {
+    pub(crate) fn new() -> EnrolProof {
+        EnrolProof(())
+    }
+}
+
+/// The trust-store rules let this caller change this entry as asked
+/// (`certificates::decide_update`).
+#[derive(Debug)]
+pub struct CertChangeProof {
+    fingerprint: String,
+}
+
+impl CertChangeProof {
+    pub(crate) fn new(fingerprint: &str) -> CertChangeProof {
+        CertChangeProof {
+            fingerprint: fingerprint.to_owned(),
+        }
+    }
+
+    /// The entry (by its current fingerprint) the change was decided for.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+}
