@@ -1,13 +1,11 @@
 //! `/1.0/instances`: the instance object (and its `recursion=2` form), creation, edits, renames,
 //! and `/state` (its reading and the actions that change it).
 
+pub use crate::shared::{Devices, InstancePostTarget};
 use crate::snapshot::InstanceSnapshot;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
-
-/// Devices as LXD writes them: device name → its settings.
-pub type Devices = BTreeMap<String, BTreeMap<String, String>>;
 
 go_struct! {
     /// An instance as `GET /1.0/instances/<name>` and listings return it.
@@ -153,18 +151,6 @@ impl InstancePut {
             stateful: Some(i.stateful),
             description: Some(i.description.clone()),
         }
-    }
-}
-
-go_struct! {
-    /// Where a migration goes (`InstancePostTarget`); rxd does not migrate, but decodes it.
-    #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-    pub struct InstancePostTarget {
-        pub certificate: String,
-        #[serde(skip_serializing_if = "String::is_empty")]
-        pub operation: String,
-        #[serde(rename = "secrets", skip_serializing_if = "BTreeMap::is_empty")]
-        pub websockets: BTreeMap<String, String>,
     }
 }
 

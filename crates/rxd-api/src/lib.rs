@@ -21,6 +21,7 @@ pub mod instance;
 pub mod operation;
 pub mod project;
 pub mod server;
+mod shared;
 pub mod snapshot;
 pub mod warning;
 
