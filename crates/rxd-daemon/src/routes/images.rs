@@ -16,7 +16,6 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use http::HeaderMap;
 use rxd_store::{AliasRow, ImageRow};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -349,17 +348,10 @@ pub async fn aliases(
     })
 }
 
-#[derive(Deserialize)]
-pub struct AliasPost {
-    name: String,
-    #[serde(default, deserialize_with = "null_as_default")]
-    description: String,
-    target: String,
-}
-
-fn null_as_default<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
-}
+pub use rxd_api::image::{
+    ImageAliasesEntryPost as AliasRename, ImageAliasesEntryPut as AliasPut,
+    ImageAliasesPost as AliasPost,
+};
 
 pub async fn alias_post(
     State(d): State<Arc<Daemon>>,
@@ -411,14 +403,6 @@ pub async fn alias_get(
     )))
 }
 
-#[derive(Deserialize)]
-pub struct AliasPut {
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(default)]
-    target: Option<String>,
-}
-
 pub async fn alias_put(
     State(d): State<Arc<Daemon>>,
     caller: Caller,
@@ -434,11 +418,6 @@ pub async fn alias_put(
     }
     d.db(move |s| s.update_alias(&alias)).await?;
     Ok(response::empty())
-}
-
-#[derive(Deserialize)]
-pub struct AliasRename {
-    name: String,
 }
 
 /// `POST /1.0/images/aliases/<name>` renames.

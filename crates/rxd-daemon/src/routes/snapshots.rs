@@ -20,7 +20,6 @@ use crate::state::Daemon;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use rxd_store::SnapshotRow;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -76,15 +75,9 @@ pub async fn get(
     Ok(response::sync(to_json(&snap)))
 }
 
-#[derive(Deserialize)]
-pub struct SnapshotsPost {
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    name: String,
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    stateful: bool,
-    #[serde(default)]
-    expires_at: Option<String>,
-}
+pub use rxd_api::snapshot::{
+    InstanceSnapshotPost as SnapshotPost, InstanceSnapshotsPost as SnapshotsPost,
+};
 
 /// The next free `snapN` name, as LXD's default `snapshots.pattern`.
 fn next_name(taken: &[SnapshotRow]) -> String {
@@ -156,13 +149,6 @@ pub async fn post(
         );
     });
     Ok(response::operation(op.url(), op.to_json()))
-}
-
-#[derive(Deserialize)]
-pub struct SnapshotPost {
-    name: String,
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    migration: bool,
 }
 
 pub async fn rename(
