@@ -37,8 +37,9 @@ pub async fn list(
     };
     let objects = rows
         .iter()
-        .map(|r| views::instance(&d, r, q.recursion))
-        .collect();
+        .map(|r| serde_json::to_value(views::instance(&d, r, q.recursion)))
+        .collect::<Result<Vec<Value>, _>>()
+        .map_err(ApiError::internal)?;
     let selected = q.select(objects, |o| {
         format!(
             "/1.0/instances/{}{}",
