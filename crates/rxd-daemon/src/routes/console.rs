@@ -13,7 +13,7 @@ use axum::extract::ws::Message;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 pub use rxd_api::instance::InstanceConsolePost as ConsolePost;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
@@ -188,7 +188,7 @@ pub async fn attach(
         "websocket",
         "Showing console",
         &row.project,
-        json!({"instances": [url], "containers": [url.replace("instances", "containers")]}),
+        crate::operations::instance_resources(&url),
         false,
     );
     let (fds, receivers) = d.exec_sessions.open(&op.id, &["0", "control"]);

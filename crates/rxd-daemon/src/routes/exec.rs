@@ -111,8 +111,7 @@ pub async fn post(
     }
     let env = environment(&req.environment, &config_of(&row), req.user);
     let url = format!("/1.0/instances/{}", row.name);
-    let resources =
-        json!({"instances": [url], "containers": [url.replace("instances", "containers")]});
+    let resources = crate::operations::instance_resources(&url);
     // The environment stays out: the operation is readable by every auditor of the project (and
     // its events by every subscriber), and environments carry secrets (`DB_PASSWORD=...`).
     let public = json!({"command": req.command, "interactive": req.interactive});

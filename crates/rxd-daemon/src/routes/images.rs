@@ -146,7 +146,7 @@ pub async fn post(
         &d.events,
         "Downloading image",
         &caller.project,
-        json!({"images": [format!("/1.0/images/{fingerprint}")]}),
+        crate::operations::resources([("images", vec![format!("/1.0/images/{fingerprint}")])]),
         false,
     );
     let (d2, op2) = (d.clone(), op.clone());
@@ -280,7 +280,10 @@ pub async fn delete(
         &d.events,
         "Deleting image",
         &caller.project,
-        json!({"images": [format!("/1.0/images/{}", row.fingerprint)]}),
+        crate::operations::resources([(
+            "images",
+            vec![format!("/1.0/images/{}", row.fingerprint)],
+        )]),
         false,
     );
     let (p, fingerprint) = (caller.project.clone(), row.fingerprint.clone());

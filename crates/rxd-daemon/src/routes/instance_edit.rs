@@ -21,7 +21,7 @@ use http::HeaderMap;
 use rxd_core::instance_config;
 use rxd_store::InstanceRow;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -243,7 +243,7 @@ fn finished_operation(
         &d.events,
         description,
         project,
-        json!({"instances": [url], "containers": [url.replace("instances", "containers")]}),
+        crate::operations::instance_resources(url),
         false,
     );
     op.finish(&d.events, Ok(Value::Null));

@@ -17,7 +17,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use rxd_core::instance_config;
 use rxd_store::InstanceRow;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::Arc;
 
 pub use rxd_api::instance::{InstanceStatePut as StatePut, InstancesPost};
@@ -104,7 +104,7 @@ pub async fn put_state(
         &d.events,
         description,
         &row.project,
-        json!({"instances": [url], "containers": [url.replace("instances", "containers")]}),
+        crate::operations::instance_resources(&url),
         false,
     );
     let (d2, op2) = (d.clone(), op.clone());
@@ -172,7 +172,7 @@ pub async fn post(
         &d.events,
         "Creating instance",
         &caller.project,
-        json!({"instances": [url], "containers": [url.replace("instances", "containers")]}),
+        crate::operations::instance_resources(&url),
         false,
     );
     let (d2, op2) = (d.clone(), op.clone());
@@ -207,7 +207,7 @@ pub async fn delete(
         &d.events,
         "Deleting instance",
         &row.project,
-        json!({"instances": [url]}),
+        crate::operations::resources([("instances", vec![url.to_string()])]),
         false,
     );
     match instances::remove(&d, &row).await {

@@ -252,7 +252,7 @@ pub async fn rename(
         &d.events,
         "Renaming project",
         &body.name,
-        json!({ "projects": [url] }),
+        crate::operations::resources([("projects", vec![url.to_string()])]),
         false,
     );
     op.finish(&d.events, Ok(Value::Null));

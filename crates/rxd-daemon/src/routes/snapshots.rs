@@ -126,7 +126,13 @@ pub async fn post(
         &d.events,
         "Snapshotting instance",
         &row.project,
-        json!({"instances": [instance_url], "instances_snapshots": [url(&row.name, &snap)]}),
+        crate::operations::resources([
+            ("instances", vec![instance_url.to_string()]),
+            (
+                "instances_snapshots",
+                vec![url(&row.name, &snap).to_string()],
+            ),
+        ]),
         false,
     );
     let (d2, op2) = (d.clone(), op.clone());
@@ -240,7 +246,13 @@ fn finished(
         &d.events,
         description,
         &instance.project,
-        json!({"instances": [format!("/1.0/instances/{}", instance.name)], "instances_snapshots": [snap_url]}),
+        crate::operations::resources([
+            (
+                "instances",
+                vec![format!("/1.0/instances/{}", instance.name)],
+            ),
+            ("instances_snapshots", vec![snap_url.to_string()]),
+        ]),
         false,
     );
     op.finish(
