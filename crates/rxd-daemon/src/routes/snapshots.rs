@@ -19,34 +19,37 @@ use crate::service::snapshots::{find_snapshot, take, url, valid_name};
 use crate::state::Daemon;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
+use rxd_api::instance::Devices;
+use rxd_api::snapshot::InstanceSnapshot;
 use rxd_store::SnapshotRow;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-fn to_json(row: &SnapshotRow) -> Value {
+/// A snapshot as the API shows it (LXD's field order). Its size is not measured: `-1`.
+fn snapshot(row: &SnapshotRow) -> InstanceSnapshot {
     let config: BTreeMap<String, String> = serde_json::from_str(&row.config).unwrap_or_default();
-    let expires = if row.expires_at == 0 {
+    let expires_at = if row.expires_at == 0 {
         "0001-01-01T00:00:00Z".to_owned()
     } else {
         crate::tokens::rfc3339(row.expires_at)
     };
-    json!({
-        "name": row.name,
-        "architecture": "x86_64",
-        "config": config,
-        "expanded_config": config,
-        "devices": {},
-        "expanded_devices": {},
-        "profiles": ["default"],
-        "ephemeral": false,
-        "stateful": false,
-        "description": "",
-        "created_at": crate::tokens::rfc3339(row.created_at),
-        "expires_at": expires,
-        "last_used_at": "0001-01-01T00:00:00Z",
-        "size": -1,
-    })
+    InstanceSnapshot {
+        expires_at,
+        architecture: "x86_64".into(),
+        config: config.clone(),
+        created_at: crate::tokens::rfc3339(row.created_at),
+        devices: Devices::new(),
+        ephemeral: false,
+        expanded_config: config,
+        expanded_devices: Devices::new(),
+        last_used_at: "0001-01-01T00:00:00Z".into(),
+        name: row.name.clone(),
+        profiles: vec!["default".into()],
+        stateful: false,
+        size: -1,
+        description: String::new(),
+    }
 }
 
 pub async fn list(
@@ -58,7 +61,11 @@ pub async fn list(
     let row = find(&d, &caller.project, &name).await?;
     let (p, n) = (row.project.clone(), row.name.clone());
     let rows = d.db(move |s| s.snapshots(&p, &n)).await?;
-    let objects = rows.iter().map(to_json).collect();
+    let objects = rows
+        .iter()
+        .map(|r| serde_json::to_value(snapshot(r)))
+        .collect::<Result<Vec<Value>, _>>()
+        .map_err(ApiError::internal)?;
     let selected = q.select(objects, |o| {
         url(&row.name, o["name"].as_str().unwrap_or_default())
     })?;
@@ -72,7 +79,7 @@ pub async fn get(
 ) -> ApiResult<Response> {
     let row = find(&d, &caller.project, &name).await?;
     let snap = find_snapshot(&d, &row, &snap).await?;
-    Ok(response::sync(to_json(&snap)))
+    Ok(response::sync(snapshot(&snap)))
 }
 
 pub use rxd_api::snapshot::{
