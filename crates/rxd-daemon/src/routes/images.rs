@@ -15,6 +15,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use http::HeaderMap;
+use rxd_api::image::{ImageAliasesEntry, ImageUploadMetadata};
 use rxd_store::{AliasRow, ImageRow};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -267,7 +268,11 @@ async fn import(
         &caller.project,
         caller,
     );
-    Ok(json!({"fingerprint": fingerprint, "size": size}))
+    let done = ImageUploadMetadata {
+        fingerprint: fingerprint.to_owned(),
+        size: i64::try_from(size).map_err(ApiError::internal)?,
+    };
+    serde_json::to_value(done).map_err(ApiError::internal)
 }
 
 pub async fn delete(
@@ -329,8 +334,13 @@ fn valid_alias(name: &str) -> ApiResult<()> {
     }
 }
 
-fn alias_json(a: &AliasRow) -> Value {
-    json!({"name": a.name, "description": a.description, "target": a.fingerprint, "type": "container"})
+fn alias_json(a: &AliasRow) -> ImageAliasesEntry {
+    ImageAliasesEntry {
+        description: a.description.clone(),
+        target: a.fingerprint.clone(),
+        name: a.name.clone(),
+        kind: "container".into(),
+    }
 }
 
 pub async fn aliases(
