@@ -1,8 +1,7 @@
 //! `/1.0/instances`: the instance object (and its `recursion=2` form), creation, edits, renames,
 //! and `/state` (its reading and the actions that change it).
 
-pub use crate::device::Devices;
-pub use crate::migration::InstancePostTarget;
+pub use crate::shared::{Devices, InstancePostTarget};
 use crate::snapshot::InstanceSnapshot;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -178,16 +177,39 @@ go_struct! {
     }
 }
 
-go_struct! {
-    /// `PUT /1.0/instances/<name>/state`. `timeout` is seconds; LXD's clients send `-1` for
-    /// "no limit", and Go reads a missing one as `0`.
-    #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-    pub struct InstanceStatePut {
-        pub action: String,
-        pub timeout: i64,
-        pub force: bool,
-        pub stateful: bool,
+/// `PUT /1.0/instances/<name>/state`. `timeout` is seconds, negative for "no limit" and `0`
+/// for "at once" (a stop then kills). LXD's clients always send it (`-1` when not asked for);
+/// rxd reads a missing or `null` one as `-1`, not Go's zero, so a bare `{"action":"stop"}`
+/// stops cleanly instead of killing. The other fields decode as Go's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStatePut {
+    #[serde(default, deserialize_with = "crate::null_as_default")]
+    pub action: String,
+    #[serde(default = "no_timeout", deserialize_with = "null_as_no_timeout")]
+    pub timeout: i64,
+    #[serde(default, deserialize_with = "crate::null_as_default")]
+    pub force: bool,
+    #[serde(default, deserialize_with = "crate::null_as_default")]
+    pub stateful: bool,
+}
+
+impl Default for InstanceStatePut {
+    fn default() -> Self {
+        InstanceStatePut {
+            action: String::new(),
+            timeout: no_timeout(),
+            force: false,
+            stateful: false,
+        }
     }
+}
+
+fn no_timeout() -> i64 {
+    -1
+}
+
+fn null_as_no_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    Ok(Option::<i64>::deserialize(d)?.unwrap_or_else(no_timeout))
 }
 
 go_struct! {

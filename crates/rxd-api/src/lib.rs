@@ -13,16 +13,15 @@
 mod go;
 
 pub mod certificate;
-pub mod device;
 pub mod envelope;
 pub mod event;
 pub mod grant;
 pub mod image;
 pub mod instance;
-pub mod migration;
 pub mod operation;
 pub mod project;
 pub mod server;
+mod shared;
 pub mod snapshot;
 pub mod warning;
 

@@ -1,6 +1,6 @@
 //! `/1.0/instances/<name>/snapshots`: the snapshot object, taking, renaming and changing one.
 
-use crate::device::Devices;
+use crate::shared::{Devices, InstancePostTarget};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -48,7 +48,7 @@ go_struct! {
         pub name: String,
         pub migration: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
-        pub target: Option<crate::migration::InstancePostTarget>,
+        pub target: Option<InstancePostTarget>,
         #[serde(skip_serializing_if = "crate::is_default")]
         pub live: bool,
     }

@@ -1,7 +1,8 @@
 //! Request bodies: JSON with a per-endpoint size limit, the one extractor every JSON body goes
 //! through. Oversized bodies get 413 before they are read in full; a body that is not labelled
 //! `application/json` gets 415 (a browser can send `text/plain` cross-site without asking first);
-//! malformed JSON gets 400 with the decoder's message. Raw uploads are streamed chunk by chunk
+//! malformed JSON gets 400 with the decoder's message; unknown fields are ignored (and logged at
+//! debug level) and `null` is a field left out, as in LXD. Raw uploads are streamed chunk by chunk
 //! under their own limit ([`stream`]).
 
 use crate::error::ApiError;
@@ -59,13 +60,24 @@ impl<S: Send + Sync, T: DeserializeOwned, const LIMIT: usize> FromRequest<S> for
     }
 }
 
-/// A JSON body, once read within its limit (also the fuzz targets' entry, `fuzzing.rs`).
+/// A JSON body, once read within its limit (also the fuzz targets' entry, `fuzzing.rs`),
+/// decoded as LXD's Go handlers decode it ([`rxd_api::decode`]): `null` is the zero value and
+/// fields nothing reads are skipped, logged at debug level so a client sending a field rxd
+/// does not act on can be seen.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.is_empty() {
         // LXD's decoder says this for an empty body.
         return Err(ApiError::BadRequest("unexpected EOF".into()));
     }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(e.to_string()))
+    let decoded = rxd_api::decode::<T>(bytes).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if !decoded.ignored.is_empty() {
+        tracing::debug!(
+            body = std::any::type_name::<T>(),
+            ignored = ?decoded.ignored,
+            "request body fields ignored"
+        );
+    }
+    Ok(decoded.value)
 }
 
 /// Is the request's body labelled JSON (`application/json`, parameters such as `charset` allowed)?

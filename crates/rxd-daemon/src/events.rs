@@ -3,8 +3,9 @@
 
 use crate::caller::Caller;
 use crate::sync::now_rfc3339 as now;
+use rxd_api::event::{EventLifecycle, EventLifecycleRequestor};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::{Map, Value};
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
@@ -40,16 +41,18 @@ impl Default for Events {
 impl Events {
     /// A lifecycle event, e.g. `certificate-created` for `/1.0/certificates/<fp>`.
     pub fn lifecycle(&self, action: &str, source: &str, project: &str, by: &Caller) {
-        let metadata = json!({
-            "action": action,
-            "source": source,
-            "context": {},
-            "requestor": {
-                "username": by.identity.user_name(),
-                "protocol": by.identity.method(),
-                "address": by.conn.peer(),
-            },
-        });
+        let metadata = EventLifecycle {
+            action: action.into(),
+            source: source.into(),
+            context: Map::new(),
+            requestor: Some(EventLifecycleRequestor {
+                username: by.identity.user_name(),
+                protocol: by.identity.method().into(),
+                address: by.conn.peer(),
+            }),
+        };
+        // Strings and an empty map: serializing cannot fail.
+        let metadata = serde_json::to_value(metadata).unwrap_or(Value::Null);
         self.send(Event {
             kind: "lifecycle",
             timestamp: now(),

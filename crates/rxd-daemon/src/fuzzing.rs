@@ -4,10 +4,8 @@
 
 use crate::body;
 use crate::channels;
-use crate::routes::{
-    console, exec, files, grants, images, instance_edit, instances, operations, projects, snapshots,
-};
-use rxd_api::{certificate, server, warning};
+use crate::routes::{exec, files, operations};
+use rxd_api::{certificate, grant, image, instance, project, server, snapshot, warning};
 use serde::de::DeserializeOwned;
 
 /// The request body types, by the number [`decode_request_body`] takes.
@@ -40,27 +38,27 @@ fn json<T: DeserializeOwned>(bytes: &[u8]) -> Result<(), String> {
 }
 
 /// Decode `bytes` as the body of endpoint `kind` (an index into [`REQUEST_BODIES`], modulo
-/// its length), as `body::Json` does.
+/// its length), as `body::Json` does: into the rxd-api type the handler takes.
 pub fn decode_request_body(kind: u8, bytes: &[u8]) -> Result<(), String> {
     match usize::from(kind) % REQUEST_BODIES.len() {
         0 => json::<certificate::CertificatesPost>(bytes),
         1 => json::<certificate::CertificatePut>(bytes),
-        2 => json::<console::ConsolePost>(bytes),
-        3 => json::<exec::ExecPost>(bytes),
-        4 => json::<grants::GrantPost>(bytes),
-        5 => json::<images::AliasPost>(bytes),
-        6 => json::<images::AliasPut>(bytes),
-        7 => json::<images::AliasRename>(bytes),
-        8 => json::<instance_edit::InstancePut>(bytes),
-        9 => json::<instance_edit::InstancePost>(bytes),
-        10 => json::<instances::InstancesPost>(bytes),
-        11 => json::<instances::StatePut>(bytes),
-        12 => json::<projects::ProjectsPost>(bytes),
-        13 => json::<projects::ProjectPut>(bytes),
-        14 => json::<projects::ProjectPost>(bytes),
+        2 => json::<instance::InstanceConsolePost>(bytes),
+        3 => json::<instance::InstanceExecPost>(bytes),
+        4 => json::<grant::GrantsPost>(bytes),
+        5 => json::<image::ImageAliasesPost>(bytes),
+        6 => json::<image::ImageAliasesEntryPut>(bytes),
+        7 => json::<image::ImageAliasesEntryPost>(bytes),
+        8 => json::<instance::InstancePut>(bytes),
+        9 => json::<instance::InstancePost>(bytes),
+        10 => json::<instance::InstancesPost>(bytes),
+        11 => json::<instance::InstanceStatePut>(bytes),
+        12 => json::<project::ProjectsPost>(bytes),
+        13 => json::<project::ProjectPut>(bytes),
+        14 => json::<project::ProjectPost>(bytes),
         15 => json::<server::ServerPut>(bytes),
-        16 => json::<snapshots::SnapshotsPost>(bytes),
-        17 => json::<snapshots::SnapshotPost>(bytes),
+        16 => json::<snapshot::InstanceSnapshotsPost>(bytes),
+        17 => json::<snapshot::InstanceSnapshotPost>(bytes),
         _ => json::<warning::WarningPut>(bytes),
     }
 }

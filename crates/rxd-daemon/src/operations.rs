@@ -4,12 +4,30 @@
 //! (Certificate add tokens are operations too, but persisted: see `tokens`.)
 
 use crate::events::Events;
+use rxd_api::operation::Operation;
 use rxd_api::StatusCode;
-use serde_json::{json, Value};
-use std::collections::HashMap;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// LXD's map of the kinds of object an operation touches to their URLs (Go sorts a map's keys
+/// when it writes one, as this map does).
+pub type Resources = BTreeMap<String, Vec<String>>;
+
+/// An operation's [`Resources`], from (kind, URLs) pairs.
+pub fn resources<const N: usize>(pairs: [(&str, Vec<String>); N]) -> Resources {
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// The [`Resources`] of an operation on the instance at `url`, under both of LXD's names.
+pub fn instance_resources(url: &str) -> Resources {
+    resources([
+        ("instances", vec![url.to_owned()]),
+        ("containers", vec![url.replace("instances", "containers")]),
+    ])
+}
 
 /// How long a finished operation stays listed.
 pub const RETAIN: Duration = Duration::from_secs(60);
@@ -27,7 +45,7 @@ pub struct Op {
     pub class: &'static str,
     pub description: String,
     pub project: String,
-    resources: Value,
+    resources: Resources,
     created_at: i64,
     may_cancel: bool,
     state: Mutex<OpState>,
@@ -54,21 +72,31 @@ impl Op {
         format!("/1.0/operations/{}", self.id)
     }
 
-    pub fn to_json(&self) -> Value {
+    /// The operation as the API shows it.
+    pub fn to_api(&self) -> Operation {
         let st = self.lock();
-        json!({
-            "id": self.id,
-            "class": self.class,
-            "description": self.description,
-            "created_at": crate::tokens::rfc3339(self.created_at),
-            "updated_at": crate::tokens::rfc3339(st.updated_at),
-            "status": st.status.text(),
-            "status_code": st.status.code(),
-            "resources": self.resources,
-            "metadata": st.metadata,
-            "may_cancel": self.may_cancel && st.finished.is_none(),
-            "err": st.err,
-            "location": "none",
+        Operation {
+            id: self.id.clone(),
+            class: self.class.into(),
+            description: self.description.clone(),
+            created_at: crate::tokens::rfc3339(self.created_at),
+            updated_at: crate::tokens::rfc3339(st.updated_at),
+            status: st.status.text().into(),
+            status_code: st.status.code(),
+            resources: Some(self.resources.clone()),
+            metadata: st.metadata.clone(),
+            may_cancel: self.may_cancel && st.finished.is_none(),
+            err: st.err.clone(),
+            location: "none".into(),
+        }
+    }
+
+    /// [`Op::to_api`] as JSON, for replies and events.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self.to_api()).unwrap_or_else(|e| {
+            // Strings, numbers and string-keyed maps: cannot fail.
+            tracing::error!(error = %e, "operation did not serialize");
+            Value::Null
         })
     }
 
@@ -148,7 +176,7 @@ impl Operations {
         events: &Events,
         description: &str,
         project: &str,
-        resources: Value,
+        resources: Resources,
         may_cancel: bool,
     ) -> Arc<Op> {
         self.start_class(events, "task", description, project, resources, may_cancel)
@@ -161,7 +189,7 @@ impl Operations {
         class: &'static str,
         description: &str,
         project: &str,
-        resources: Value,
+        resources: Resources,
         may_cancel: bool,
     ) -> Arc<Op> {
         let op = Arc::new(Op {

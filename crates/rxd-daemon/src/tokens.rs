@@ -2,8 +2,11 @@
 //! Only SHA-256 of a token's secret is stored; the secret itself is shown once, in the reply to
 //! the admin who asked for it, because LXD's client builds the token from that reply.
 
+use rxd_api::certificate::CertificatesPost;
+use rxd_api::operation::{Operation, TokenMetadata, CLASS_TOKEN};
+use rxd_api::StatusCode;
 use rxd_store::TokenRow;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Tokens expire after this when `core.remote_token_expiry` is unset (LXD: never).
 pub const DEFAULT_EXPIRY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -26,34 +29,37 @@ pub fn operation(
     addresses: &[String],
     secret: Option<&str>,
 ) -> Value {
-    json!({
-        "id": token.id,
-        "class": "token",
-        "description": "Executing operation",
-        "created_at": rfc3339(token.created_at),
-        "updated_at": rfc3339(token.created_at),
-        "status": "Running",
-        "status_code": 103,
-        "resources": null,
-        "metadata": {
-            "addresses": addresses,
-            "fingerprint": server_fingerprint,
-            "request": {
-                "name": token.name,
-                "type": "client",
-                "restricted": token.restricted,
-                "projects": token.projects,
-                "certificate": "",
-                "password": "",
-                "token": true,
-            },
-            "secret": secret.unwrap_or(""),
-            "expiresAt": rfc3339(token.expires_at),
+    let metadata = TokenMetadata {
+        addresses: addresses.to_vec(),
+        fingerprint: server_fingerprint.to_owned(),
+        request: CertificatesPost {
+            name: token.name.clone(),
+            kind: "client".into(),
+            restricted: token.restricted,
+            projects: token.projects.clone(),
+            certificate: String::new(),
+            password: String::new(),
+            token: true,
         },
-        "may_cancel": true,
-        "err": "",
-        "location": "none",
-    })
+        secret: secret.unwrap_or_default().to_owned(),
+        expires_at: rfc3339(token.expires_at),
+    };
+    let op = Operation {
+        id: token.id.clone(),
+        class: CLASS_TOKEN.into(),
+        description: "Executing operation".into(),
+        created_at: rfc3339(token.created_at),
+        updated_at: rfc3339(token.created_at),
+        status: StatusCode::Running.text().into(),
+        status_code: StatusCode::Running.code(),
+        resources: None,
+        metadata: serde_json::to_value(metadata).unwrap_or(Value::Null),
+        may_cancel: true,
+        err: String::new(),
+        location: "none".into(),
+    };
+    // Strings, booleans and lists of strings: serializing cannot fail.
+    serde_json::to_value(op).unwrap_or(Value::Null)
 }
 
 pub fn operation_url(id: &str) -> String {

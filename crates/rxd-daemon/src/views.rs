@@ -2,48 +2,66 @@
 
 use crate::service::instances::{self, config_of, Keyed};
 use crate::state::Daemon;
+use rxd_api::instance::{Devices, Instance, InstanceState, InstanceStateCpu, InstanceStateMemory};
 use rxd_store::InstanceRow;
-use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
-pub fn instance_state(d: &Daemon, name: &str) -> Value {
+/// `GET /1.0/instances/<name>/state`. rxd reports no disks or interfaces yet (`network` is
+/// `null`, as Go's nil map).
+pub fn instance_state(d: &Daemon, name: &str) -> InstanceState {
     let (status, code) = instances::status(d, name);
     let (pid, usage) = match d.runtime.init(name) {
         Some(init) => (init.pid, d.runtime.usage(name)),
         None => (0, Default::default()),
     };
-    json!({
-        "status": status, "status_code": code, "disk": {},
-        "memory": {"usage": usage.memory, "usage_peak": usage.memory_peak, "swap_usage": 0, "swap_usage_peak": 0},
-        "network": null, "pid": pid, "processes": usage.processes, "cpu": {"usage": usage.cpu_ns},
-    })
+    // Go's int64: counters beyond it (never, in practice) saturate.
+    let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    InstanceState {
+        status: status.into(),
+        status_code: code,
+        disk: BTreeMap::new(),
+        memory: InstanceStateMemory {
+            usage: int(usage.memory),
+            usage_peak: int(usage.memory_peak),
+            swap_usage: 0,
+            swap_usage_peak: 0,
+        },
+        network: None,
+        pid: i64::from(pid),
+        processes: usage.processes,
+        cpu: InstanceStateCpu {
+            usage: int(usage.cpu_ns),
+        },
+    }
 }
 
-pub fn instance(d: &Daemon, row: &InstanceRow, recursion: u8) -> Value {
+/// An instance as `GET /1.0/instances/<name>` shows it; `recursion` 2 adds its state and the
+/// (always empty: rxd lists snapshots separately) snapshots and backups.
+pub fn instance(d: &Daemon, row: &InstanceRow, recursion: u8) -> Instance {
     let config = config_of(row);
     let (status, code) = instances::status(d, &row.key());
-    let mut v = json!({
-        "architecture": row.architecture,
-        "config": config,
-        "devices": {},
-        "ephemeral": row.ephemeral,
-        "profiles": ["default"],
-        "stateful": false,
-        "description": row.description,
-        "created_at": crate::tokens::rfc3339(row.created_at),
-        "expanded_config": config,
-        "expanded_devices": {},
-        "name": row.name,
-        "status": status,
-        "status_code": code,
-        "last_used_at": "0001-01-01T00:00:00Z",
-        "location": "none",
-        "type": "container",
-        "project": row.project,
-    });
-    if recursion >= 2 {
-        v["state"] = instance_state(d, &row.key());
-        v["snapshots"] = json!([]);
-        v["backups"] = json!([]);
+    let full = recursion >= 2;
+    Instance {
+        architecture: row.architecture.clone(),
+        config: config.clone(),
+        devices: Devices::new(),
+        ephemeral: row.ephemeral,
+        profiles: vec!["default".into()],
+        restore: String::new(),
+        stateful: false,
+        description: row.description.clone(),
+        created_at: crate::tokens::rfc3339(row.created_at),
+        expanded_config: config,
+        expanded_devices: Devices::new(),
+        name: row.name.clone(),
+        status: status.into(),
+        status_code: code,
+        last_used_at: "0001-01-01T00:00:00Z".into(),
+        location: "none".into(),
+        kind: "container".into(),
+        project: row.project.clone(),
+        backups: full.then(Vec::new),
+        state: full.then(|| instance_state(d, &row.key())),
+        snapshots: full.then(Vec::new),
     }
-    v
 }

@@ -577,3 +577,60 @@ async fn request_bodies_read_null_as_left_out_and_ignore_unknown_fields() {
     let p = d.unix().get("/1.0/projects/p1").await.unwrap();
     assert_eq!((&p["description"], &p["config"]), (&json!(""), &json!({})));
 }
+
+/// Request bodies are read with LXD's Go types: exec's `width` and `height` are Go `int`s (a
+/// value outside `u32` is clamped where a terminal is made, not refused by the decoder), and a
+/// project PUT that sends back a `name` has it ignored, as LXD's `ProjectPut` has no such field.
+#[tokio::test]
+async fn request_bodies_take_lxd_types_not_stricter_ones() {
+    if !require_root("request_bodies_take_lxd_types_not_stricter_ones") {
+        return;
+    }
+    let d = TestDaemon::start().await;
+    let unix = d.unix();
+    let r = unix
+        .request(
+            Method::POST,
+            "/1.0/projects",
+            Some(&json!({"name": "p1", "description": "", "config": {}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let cases: Vec<(Method, &str, Value, u16)> = vec![
+        (
+            Method::POST,
+            "/1.0/instances/nope/exec",
+            json!({"command": ["true"], "wait-for-websocket": true, "interactive": true,
+                   "width": -1, "height": 4_294_967_296_i64}),
+            404,
+        ),
+        (
+            Method::POST,
+            "/1.0/instances/nope/console",
+            json!({"width": -80, "height": 1_i64 << 40, "type": "console"}),
+            404,
+        ),
+        (
+            Method::PUT,
+            "/1.0/projects/p1",
+            json!({"name": "not-p1", "description": "edited", "config": {}}),
+            200,
+        ),
+    ];
+    for (method, path, body, status) in cases {
+        let r = unix
+            .request(method.clone(), path, Some(&body))
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status,
+            status,
+            "{method} {path} {body}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    let p = unix.get("/1.0/projects/p1").await.unwrap();
+    assert_eq!(p["description"], json!("edited"));
+    assert_eq!(p["name"], json!("p1"));
+}

@@ -12,8 +12,8 @@ use crate::state::Daemon;
 use axum::extract::ws::Message;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{json, Value};
+pub use rxd_api::instance::InstanceConsolePost as ConsolePost;
+use serde_json::Value;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
@@ -157,42 +157,6 @@ pub async fn delete_log_file(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_known_log_names_are_served() {
-        for ok in ["console.log", "exec_0a1b-2c.stdout", "exec_ff.stderr"] {
-            assert!(log_name(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "../console.log",
-            "exec_.stdout",
-            "exec_x/../../etc.stdout",
-            "exec_zz.stdout",
-            "lxc.conf",
-            "",
-        ] {
-            assert!(log_name(bad).is_err(), "{bad}");
-        }
-    }
-}
-
-#[derive(Deserialize)]
-pub struct ConsolePost {
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    width: u32,
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    height: u32,
-    #[serde(
-        default,
-        rename = "type",
-        deserialize_with = "rxd_api::null_as_default"
-    )]
-    kind: String,
-}
-
 /// `POST /1.0/instances/<name>/console`: attach to the console, as LXD 5.0: a websocket
 /// operation whose channel `0` carries the terminal both ways and `control` its size. Ends when
 /// the client goes, the container stops, or the client's certificate is revoked.
@@ -224,7 +188,7 @@ pub async fn attach(
         "websocket",
         "Showing console",
         &row.project,
-        json!({"instances": [url], "containers": [url.replace("instances", "containers")]}),
+        crate::operations::instance_resources(&url),
         false,
     );
     let (fds, receivers) = d.exec_sessions.open(&op.id, &["0", "control"]);
@@ -269,9 +233,11 @@ async fn relay(
         .await
         .map_err(|e| ApiError::BadRequest(format!("The console is gone: {e}")))?;
     let (mut from_console, mut to_console) = stream.into_split();
-    if req.width > 0 && req.height > 0 {
+    if let (Ok(width @ 1..), Ok(height @ 1..)) =
+        (u32::try_from(req.width), u32::try_from(req.height))
+    {
         let _ = to_console
-            .write_all(&rxd_core::pty::resize(req.width, req.height))
+            .write_all(&rxd_core::pty::resize(width, height))
             .await;
     }
     let (_registration, mut revoked) = match revocation {
@@ -325,4 +291,26 @@ async fn relay(
     let _ = sink.send(Message::Close(None)).await;
     let _ = control.send(Message::Close(None)).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_known_log_names_are_served() {
+        for ok in ["console.log", "exec_0a1b-2c.stdout", "exec_ff.stderr"] {
+            assert!(log_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "../console.log",
+            "exec_.stdout",
+            "exec_x/../../etc.stdout",
+            "exec_zz.stdout",
+            "lxc.conf",
+            "",
+        ] {
+            assert!(log_name(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -30,35 +30,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// How long the client has to connect the channels.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Deserialize)]
-pub struct ExecPost {
-    command: Vec<String>,
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    environment: BTreeMap<String, String>,
-    #[serde(
-        rename = "wait-for-websocket",
-        default,
-        deserialize_with = "rxd_api::null_as_default"
-    )]
-    wait_for_websocket: bool,
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    interactive: bool,
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    width: u32,
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    height: u32,
-    #[serde(
-        rename = "record-output",
-        default,
-        deserialize_with = "rxd_api::null_as_default"
-    )]
-    record_output: bool,
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    user: u32,
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    group: u32,
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    cwd: String,
+/// LXD's `InstanceExecPost`. `width` and `height` are Go `int`s: clamped into a terminal's
+/// range where a terminal is made.
+pub use rxd_api::instance::InstanceExecPost as ExecPost;
+
+/// A terminal width or height from a request (a Go `int`), within 1..=10000.
+fn terminal_dimension(v: i64) -> u32 {
+    u32::try_from(v.clamp(1, 10_000)).unwrap_or(1)
 }
 
 fn is_env_name(name: &str) -> bool {
@@ -133,8 +111,7 @@ pub async fn post(
     }
     let env = environment(&req.environment, &config_of(&row), req.user);
     let url = format!("/1.0/instances/{}", row.name);
-    let resources =
-        json!({"instances": [url], "containers": [url.replace("instances", "containers")]});
+    let resources = crate::operations::instance_resources(&url);
     // The environment stays out: the operation is readable by every auditor of the project (and
     // its events by every subscriber), and environments carry secrets (`DB_PASSWORD=...`).
     let public = json!({"command": req.command, "interactive": req.interactive});
@@ -451,9 +428,12 @@ async fn run_attached(
     };
     let pid_file = d.runtime.exec_pid_file();
     let env_file = EnvFile::write(d, env)?;
-    let pty = req
-        .interactive
-        .then(|| (req.width.clamp(1, 10_000), req.height.clamp(1, 10_000)));
+    let pty = req.interactive.then(|| {
+        (
+            terminal_dimension(req.width),
+            terminal_dimension(req.height),
+        )
+    });
     let mut helper = helper(d, name, req, &env_file, Some(&pid_file), pty)?;
     helper
         .command()

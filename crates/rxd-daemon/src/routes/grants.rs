@@ -16,7 +16,6 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use rxd_auth::rbac::{Grant, Role, Scope, Subject};
 use rxd_store::GrantRow;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -64,15 +63,7 @@ pub async fn get(
     Ok(response::sync(to_json(&find(&d, &id)?)))
 }
 
-#[derive(Deserialize)]
-pub struct GrantPost {
-    identity_type: String,
-    identity: String,
-    role: String,
-    scope: String,
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    project: String,
-}
+pub use rxd_api::grant::GrantsPost as GrantPost;
 
 pub async fn post(
     State(d): State<Arc<Daemon>>,

@@ -15,8 +15,8 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use http::HeaderMap;
+use rxd_api::image::{ImageAliasesEntry, ImageUploadMetadata};
 use rxd_store::{AliasRow, ImageRow};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -147,7 +147,7 @@ pub async fn post(
         &d.events,
         "Downloading image",
         &caller.project,
-        json!({"images": [format!("/1.0/images/{fingerprint}")]}),
+        crate::operations::resources([("images", vec![format!("/1.0/images/{fingerprint}")])]),
         false,
     );
     let (d2, op2) = (d.clone(), op.clone());
@@ -268,7 +268,11 @@ async fn import(
         &caller.project,
         caller,
     );
-    Ok(json!({"fingerprint": fingerprint, "size": size}))
+    let done = ImageUploadMetadata {
+        fingerprint: fingerprint.to_owned(),
+        size: i64::try_from(size).map_err(ApiError::internal)?,
+    };
+    serde_json::to_value(done).map_err(ApiError::internal)
 }
 
 pub async fn delete(
@@ -281,7 +285,10 @@ pub async fn delete(
         &d.events,
         "Deleting image",
         &caller.project,
-        json!({"images": [format!("/1.0/images/{}", row.fingerprint)]}),
+        crate::operations::resources([(
+            "images",
+            vec![format!("/1.0/images/{}", row.fingerprint)],
+        )]),
         false,
     );
     let (p, fingerprint) = (caller.project.clone(), row.fingerprint.clone());
@@ -327,8 +334,13 @@ fn valid_alias(name: &str) -> ApiResult<()> {
     }
 }
 
-fn alias_json(a: &AliasRow) -> Value {
-    json!({"name": a.name, "description": a.description, "target": a.fingerprint, "type": "container"})
+fn alias_json(a: &AliasRow) -> ImageAliasesEntry {
+    ImageAliasesEntry {
+        description: a.description.clone(),
+        target: a.fingerprint.clone(),
+        name: a.name.clone(),
+        kind: "container".into(),
+    }
 }
 
 pub async fn aliases(
@@ -349,17 +361,10 @@ pub async fn aliases(
     })
 }
 
-#[derive(Deserialize)]
-pub struct AliasPost {
-    name: String,
-    #[serde(default, deserialize_with = "null_as_default")]
-    description: String,
-    target: String,
-}
-
-fn null_as_default<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
-}
+pub use rxd_api::image::{
+    ImageAliasesEntryPost as AliasRename, ImageAliasesEntryPut as AliasPut,
+    ImageAliasesPost as AliasPost,
+};
 
 pub async fn alias_post(
     State(d): State<Arc<Daemon>>,
@@ -411,14 +416,6 @@ pub async fn alias_get(
     )))
 }
 
-#[derive(Deserialize)]
-pub struct AliasPut {
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(default)]
-    target: Option<String>,
-}
-
 pub async fn alias_put(
     State(d): State<Arc<Daemon>>,
     caller: Caller,
@@ -434,11 +431,6 @@ pub async fn alias_put(
     }
     d.db(move |s| s.update_alias(&alias)).await?;
     Ok(response::empty())
-}
-
-#[derive(Deserialize)]
-pub struct AliasRename {
-    name: String,
 }
 
 /// `POST /1.0/images/aliases/<name>` renames.

@@ -20,8 +20,8 @@ use axum::response::Response;
 use http::HeaderMap;
 use rxd_core::instance_config;
 use rxd_store::InstanceRow;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -56,26 +56,7 @@ pub async fn get(
     ))
 }
 
-/// LXD's InstancePut.
-#[derive(Deserialize)]
-pub struct InstancePut {
-    #[serde(default)]
-    architecture: Option<String>,
-    #[serde(default)]
-    config: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    devices: Option<Map<String, Value>>,
-    #[serde(default)]
-    ephemeral: Option<bool>,
-    #[serde(default)]
-    profiles: Option<Vec<String>>,
-    #[serde(default)]
-    restore: Option<String>,
-    #[serde(default)]
-    stateful: Option<bool>,
-    #[serde(default)]
-    description: Option<String>,
-}
+pub use rxd_api::instance::{InstancePost, InstancePut};
 
 pub async fn put(
     State(d): State<Arc<Daemon>>,
@@ -262,20 +243,11 @@ fn finished_operation(
         &d.events,
         description,
         project,
-        json!({"instances": [url], "containers": [url.replace("instances", "containers")]}),
+        crate::operations::instance_resources(url),
         false,
     );
     op.finish(&d.events, Ok(Value::Null));
     Ok(response::operation(op.url(), op.to_json()))
-}
-
-#[derive(Deserialize)]
-pub struct InstancePost {
-    name: String,
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    migration: bool,
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    live: bool,
 }
 
 /// `POST /1.0/instances/<name>`: rename a stopped instance.

@@ -17,41 +17,10 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use rxd_core::instance_config;
 use rxd_store::InstanceRow;
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
+use serde_json::Value;
 use std::sync::Arc;
 
-#[derive(Deserialize, Default)]
-pub struct Source {
-    #[serde(
-        rename = "type",
-        default,
-        deserialize_with = "rxd_api::null_as_default"
-    )]
-    kind: String,
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    alias: String,
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    fingerprint: String,
-}
-
-#[derive(Deserialize)]
-pub struct InstancesPost {
-    name: String,
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    source: Source,
-    #[serde(default)]
-    config: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    devices: Option<Map<String, Value>>,
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    ephemeral: bool,
-    #[serde(default)]
-    description: Option<String>,
-}
+pub use rxd_api::instance::{InstanceStatePut as StatePut, InstancesPost};
 
 pub async fn list(
     State(d): State<Arc<Daemon>>,
@@ -68,8 +37,9 @@ pub async fn list(
     };
     let objects = rows
         .iter()
-        .map(|r| views::instance(&d, r, q.recursion))
-        .collect();
+        .map(|r| serde_json::to_value(views::instance(&d, r, q.recursion)))
+        .collect::<Result<Vec<Value>, _>>()
+        .map_err(ApiError::internal)?;
     let selected = q.select(objects, |o| {
         format!(
             "/1.0/instances/{}{}",
@@ -87,29 +57,6 @@ pub async fn state(
 ) -> ApiResult<Response> {
     let row = instances::find(&d, &caller.project, &name).await?;
     Ok(response::sync(views::instance_state(&d, &row.key())))
-}
-
-#[derive(Deserialize)]
-pub struct StatePut {
-    action: String,
-    #[serde(
-        default = "default_timeout",
-        deserialize_with = "null_as_default_timeout"
-    )]
-    timeout: i64,
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    force: bool,
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    stateful: bool,
-}
-
-fn default_timeout() -> i64 {
-    -1
-}
-
-/// `"timeout": null` is a timeout left out.
-fn null_as_default_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    Ok(Option::<i64>::deserialize(d)?.unwrap_or_else(default_timeout))
 }
 
 /// `PUT .../state`: start, stop, restart, freeze or unfreeze, as a task operation.
@@ -157,7 +104,7 @@ pub async fn put_state(
         &d.events,
         description,
         &row.project,
-        json!({"instances": [url], "containers": [url.replace("instances", "containers")]}),
+        crate::operations::instance_resources(&url),
         false,
     );
     let (d2, op2) = (d.clone(), op.clone());
@@ -189,15 +136,15 @@ pub async fn post(
             body.name
         )));
     }
-    if !matches!(body.kind.as_deref(), None | Some("") | Some("container")) {
+    if !matches!(body.kind.as_str(), "" | "container") {
         return Err(ApiError::BadRequest("rxd runs containers only".into()));
     }
-    if body.devices.as_ref().is_some_and(|d| !d.is_empty()) {
+    if !body.devices.is_empty() {
         return Err(ApiError::BadRequest(
             "Devices are not supported by rxd yet".into(),
         ));
     }
-    let config = body.config.unwrap_or_default();
+    let config = body.config;
     instance_config::validate(&config).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     instances::confine(&d, &caller, &caller.project, &config, 0)?;
     let project = caller.project.clone();
@@ -225,7 +172,7 @@ pub async fn post(
         &d.events,
         "Creating instance",
         &caller.project,
-        json!({"instances": [url], "containers": [url.replace("instances", "containers")]}),
+        crate::operations::instance_resources(&url),
         false,
     );
     let (d2, op2) = (d.clone(), op.clone());
@@ -234,7 +181,7 @@ pub async fn post(
         name: body.name,
         architecture: String::new(),
         config: String::new(),
-        description: body.description.unwrap_or_default(),
+        description: body.description,
         ephemeral: body.ephemeral,
         created_at: now_unix(),
     };
@@ -260,7 +207,7 @@ pub async fn delete(
         &d.events,
         "Deleting instance",
         &row.project,
-        json!({"instances": [url]}),
+        crate::operations::resources([("instances", vec![url.to_string()])]),
         false,
     );
     match instances::remove(&d, &row).await {

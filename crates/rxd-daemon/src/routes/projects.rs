@@ -16,7 +16,7 @@ use http::HeaderMap;
 use rxd_auth::rbac::Permission;
 use rxd_core::project_config;
 use rxd_store::ProjectRow;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -98,14 +98,7 @@ pub async fn get(
     ))
 }
 
-#[derive(Deserialize)]
-pub struct ProjectsPost {
-    name: String,
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    description: String,
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    config: BTreeMap<String, String>,
-}
+pub use rxd_api::project::{ProjectPost, ProjectPut, ProjectsPost};
 
 fn valid_name(name: &str) -> ApiResult<()> {
     if rxd_core::name::valid_project_name(name) {
@@ -156,19 +149,6 @@ pub async fn post(
     Ok(response::created(&url))
 }
 
-#[derive(Deserialize)]
-pub struct ProjectPut {
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(default)]
-    config: Option<BTreeMap<String, String>>,
-    /// Sent back by clients that PUT what they read; ignored when unchanged.
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default, rename = "used_by")]
-    _used_by: Option<serde::de::IgnoredAny>,
-}
-
 async fn update(
     d: &Daemon,
     caller: &Caller,
@@ -187,11 +167,6 @@ async fn update(
             config: &p.config,
         },
     )?;
-    if body.name.as_deref().is_some_and(|n| n != name) {
-        return Err(ApiError::BadRequest(
-            "A project is renamed with POST, not PUT".into(),
-        ));
-    }
     let description = match body.description {
         Some(t) => t,
         None if replace => String::new(),
@@ -254,11 +229,6 @@ pub async fn patch(
     update(&d, &caller, &name, &headers, body, false).await
 }
 
-#[derive(Deserialize)]
-pub struct ProjectPost {
-    name: String,
-}
-
 /// Rename an empty project (an operation, as in LXD).
 pub async fn rename(
     State(d): State<Arc<Daemon>>,
@@ -285,7 +255,7 @@ pub async fn rename(
         &d.events,
         "Renaming project",
         &body.name,
-        json!({ "projects": [url] }),
+        crate::operations::resources([("projects", vec![url.to_string()])]),
         false,
     );
     op.finish(&d.events, Ok(Value::Null));

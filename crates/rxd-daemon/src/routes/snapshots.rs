@@ -19,35 +19,37 @@ use crate::service::snapshots::{find_snapshot, take, url, valid_name};
 use crate::state::Daemon;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
+use rxd_api::instance::Devices;
+use rxd_api::snapshot::InstanceSnapshot;
 use rxd_store::SnapshotRow;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-fn to_json(row: &SnapshotRow) -> Value {
+/// A snapshot as the API shows it (LXD's field order). Its size is not measured: `-1`.
+fn snapshot(row: &SnapshotRow) -> InstanceSnapshot {
     let config: BTreeMap<String, String> = serde_json::from_str(&row.config).unwrap_or_default();
-    let expires = if row.expires_at == 0 {
+    let expires_at = if row.expires_at == 0 {
         "0001-01-01T00:00:00Z".to_owned()
     } else {
         crate::tokens::rfc3339(row.expires_at)
     };
-    json!({
-        "name": row.name,
-        "architecture": "x86_64",
-        "config": config,
-        "expanded_config": config,
-        "devices": {},
-        "expanded_devices": {},
-        "profiles": ["default"],
-        "ephemeral": false,
-        "stateful": false,
-        "description": "",
-        "created_at": crate::tokens::rfc3339(row.created_at),
-        "expires_at": expires,
-        "last_used_at": "0001-01-01T00:00:00Z",
-        "size": -1,
-    })
+    InstanceSnapshot {
+        expires_at,
+        architecture: "x86_64".into(),
+        config: config.clone(),
+        created_at: crate::tokens::rfc3339(row.created_at),
+        devices: Devices::new(),
+        ephemeral: false,
+        expanded_config: config,
+        expanded_devices: Devices::new(),
+        last_used_at: "0001-01-01T00:00:00Z".into(),
+        name: row.name.clone(),
+        profiles: vec!["default".into()],
+        stateful: false,
+        size: -1,
+        description: String::new(),
+    }
 }
 
 pub async fn list(
@@ -59,7 +61,11 @@ pub async fn list(
     let row = find(&d, &caller.project, &name).await?;
     let (p, n) = (row.project.clone(), row.name.clone());
     let rows = d.db(move |s| s.snapshots(&p, &n)).await?;
-    let objects = rows.iter().map(to_json).collect();
+    let objects = rows
+        .iter()
+        .map(|r| serde_json::to_value(snapshot(r)))
+        .collect::<Result<Vec<Value>, _>>()
+        .map_err(ApiError::internal)?;
     let selected = q.select(objects, |o| {
         url(&row.name, o["name"].as_str().unwrap_or_default())
     })?;
@@ -73,18 +79,12 @@ pub async fn get(
 ) -> ApiResult<Response> {
     let row = find(&d, &caller.project, &name).await?;
     let snap = find_snapshot(&d, &row, &snap).await?;
-    Ok(response::sync(to_json(&snap)))
+    Ok(response::sync(snapshot(&snap)))
 }
 
-#[derive(Deserialize)]
-pub struct SnapshotsPost {
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    name: String,
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    stateful: bool,
-    #[serde(default)]
-    expires_at: Option<String>,
-}
+pub use rxd_api::snapshot::{
+    InstanceSnapshotPost as SnapshotPost, InstanceSnapshotsPost as SnapshotsPost,
+};
 
 /// The next free `snapN` name, as LXD's default `snapshots.pattern`.
 fn next_name(taken: &[SnapshotRow]) -> String {
@@ -133,7 +133,13 @@ pub async fn post(
         &d.events,
         "Snapshotting instance",
         &row.project,
-        json!({"instances": [instance_url], "instances_snapshots": [url(&row.name, &snap)]}),
+        crate::operations::resources([
+            ("instances", vec![instance_url.to_string()]),
+            (
+                "instances_snapshots",
+                vec![url(&row.name, &snap).to_string()],
+            ),
+        ]),
         false,
     );
     let (d2, op2) = (d.clone(), op.clone());
@@ -156,13 +162,6 @@ pub async fn post(
         );
     });
     Ok(response::operation(op.url(), op.to_json()))
-}
-
-#[derive(Deserialize)]
-pub struct SnapshotPost {
-    name: String,
-    #[serde(default, deserialize_with = "rxd_api::null_as_default")]
-    migration: bool,
 }
 
 pub async fn rename(
@@ -254,7 +253,13 @@ fn finished(
         &d.events,
         description,
         &instance.project,
-        json!({"instances": [format!("/1.0/instances/{}", instance.name)], "instances_snapshots": [snap_url]}),
+        crate::operations::resources([
+            (
+                "instances",
+                vec![format!("/1.0/instances/{}", instance.name)],
+            ),
+            ("instances_snapshots", vec![snap_url.to_string()]),
+        ]),
         false,
     );
     op.finish(

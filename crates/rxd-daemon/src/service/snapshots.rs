@@ -14,7 +14,7 @@ use crate::state::Daemon;
 use crate::sync::now_unix;
 use rxd_core::name::InstanceKey;
 use rxd_store::SnapshotRow;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
@@ -161,7 +161,13 @@ pub async fn restore(
         &d.events,
         "Restoring snapshot",
         &row.project,
-        json!({"instances": [instance_url], "instances_snapshots": [url(&row.name, snap)]}),
+        crate::operations::resources([
+            ("instances", vec![instance_url.to_string()]),
+            (
+                "instances_snapshots",
+                vec![url(&row.name, snap).to_string()],
+            ),
+        ]),
         false,
     );
     let (d2, op2, caller) = (d.clone(), op.clone(), caller.clone());

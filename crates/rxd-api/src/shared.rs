@@ -1,8 +1,11 @@
-//! Where a migration goes, as instance and snapshot moves name it. rxd does not migrate; it
-//! decodes the field so the requests that carry it are understood.
+//! Pieces that instances and their snapshots both use. A leaf module, so that `instance` may
+//! hold snapshots (`recursion=2`) while `snapshot` uses these without importing `instance`.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// Devices as LXD writes them: device name → its settings.
+pub type Devices = BTreeMap<String, BTreeMap<String, String>>;
 
 go_struct! {
     /// Where a migration goes (`InstancePostTarget`); rxd does not migrate, but decodes it.
