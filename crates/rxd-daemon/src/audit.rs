@@ -255,17 +255,45 @@ pub fn login_failure(log: &AuditLog, caller: &Caller, parts: &http::request::Par
             .project(&caller.project)
             .detail("rejected_macaroons", *rejected);
             if let Some(r) = rejection {
-                rec = rec.detail("reason", r.reason.as_str());
-                // The name the login claims (OWASP logs the user id a failed login tried); it
-                // did not verify, and the line says so.
+                // Both come from the unverified macaroons: bounded and made printable, so a
+                // forged login can neither flush the log with long lines nor forge its layout.
+                rec = rec.detail("reason", printable(&r.reason, MAX_CLAIMED));
+                // The name the login claims (OWASP logs the user id a failed login tried). It
+                // did not verify, so it is a detail, never the line's `identity`: anyone can
+                // claim any name.
                 if let Some(user) = &r.claimed_user {
-                    rec = rec.identity(user).detail("identity_verified", false);
+                    rec = rec
+                        .detail("claimed_user", printable(user, MAX_CLAIMED))
+                        .detail("identity_verified", false);
                 }
             }
             log.record(rec)
         }
         _ => {}
     }
+}
+
+/// How much of a text taken from an unverified request a line keeps.
+const MAX_CLAIMED: usize = 160;
+
+/// `text` as a log line may carry it when it comes from an unverified request: control and
+/// bidirectional-override characters escaped (`\u{..}`), at most `max` characters kept, and a
+/// cut said with `…`.
+fn printable(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (n, c) in text.chars().enumerate() {
+        if n == max {
+            out.push('…');
+            break;
+        }
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}');
+        if c.is_control() || bidi {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A request the authorization layer refused: an untrusted certificate (or none) on an
@@ -605,5 +633,21 @@ mod tests {
         let line = r.detail("key", "core.https_address").line("t");
         assert_eq!(line["event"], "authz_fail");
         assert_eq!(line["details"]["key"], "core.https_address");
+    }
+
+    #[test]
+    fn unverified_text_is_bounded_and_printable() {
+        for (text, want) in [
+            ("alice@example.com", "alice@example.com"),
+            ("eve\nadmin", "eve\\u{a}admin"),
+            ("\u{202e}moc.elpmaxe@ecila", "\\u{202e}moc.elpmaxe@ecila"),
+            ("signature mismatch", "signature mismatch"),
+        ] {
+            assert_eq!(printable(text, MAX_CLAIMED), want, "{text:?}");
+        }
+        let long = "x".repeat(50_000);
+        let kept = printable(&long, MAX_CLAIMED);
+        assert_eq!(kept.chars().count(), MAX_CLAIMED + 1);
+        assert!(kept.ends_with('…'));
     }
 }
