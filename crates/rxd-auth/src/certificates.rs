@@ -3,6 +3,8 @@
 
 use crate::identity::Identity;
 use crate::proof::{AdminProof, CertChangeProof, EnrolProof};
+use crate::rbac::Rights;
+pub use crate::trust::CertFields;
 use thiserror::Error;
 
 /// The texts are LXD's where LXD has one (clients match them), rxd's own otherwise.
@@ -62,12 +64,14 @@ pub enum AddPath {
     Enrol(EnrolProof),
 }
 
-/// `admin`: whether the caller administers the server (its identity or a server-wide grant).
+/// `rights`: the caller's, under the current grants (an administrator by identity or by a
+/// server-wide grant may add others' certificates).
 pub fn decide_add(
     caller: &Identity,
-    admin: bool,
+    rights: &Rights,
     req: &AddRequest<'_>,
 ) -> Result<AddPath, CertRuleError> {
+    let admin = rights.is_admin();
     if !matches!(req.kind, "" | "client") {
         return Err(if req.token {
             CertRuleError::TokenNotClient
@@ -107,25 +111,16 @@ pub fn decide_add(
     Ok(AddPath::Enrol(EnrolProof::new()))
 }
 
-/// A trust-store entry's fields that an update may touch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertFields {
-    pub name: String,
-    pub kind: String,
-    pub restricted: bool,
-    pub projects: Vec<String>,
-    pub fingerprint: String,
-}
-
 /// May `caller` turn `current` into `proposed`? (`proposed.fingerprint` differs when the
 /// certificate itself is replaced.) A non-admin may only renew its own certificate, changing
 /// nothing else; nobody changes the type.
 pub fn decide_update(
     caller: &Identity,
-    admin: bool,
+    rights: &Rights,
     current: &CertFields,
     proposed: &CertFields,
 ) -> Result<CertChangeProof, CertRuleError> {
+    let admin = rights.is_admin();
     if proposed.kind != current.kind {
         return Err(CertRuleError::TypeImmutable);
     }
@@ -147,7 +142,7 @@ pub fn decide_update(
     if !proposed.projects.is_empty() && !proposed.restricted {
         return Err(CertRuleError::ProjectsWithoutRestricted);
     }
-    Ok(CertChangeProof::new(&current.fingerprint))
+    Ok(CertChangeProof::new(&current.fingerprint, proposed.clone()))
 }
 
 #[cfg(test)]
@@ -339,7 +334,7 @@ mod tests {
         ];
         for (what, who, request, expected) in cases {
             assert_eq!(
-                decide_add(who, who.is_admin(), &request).map(path),
+                decide_add(who, &crate::rbac::rights(who, &[]), &request).map(path),
                 expected,
                 "{what}"
             );
@@ -440,7 +435,7 @@ mod tests {
         ];
         for (what, who, proposed, expected) in cases {
             assert_eq!(
-                decide_update(who, who.is_admin(), &current, &proposed)
+                decide_update(who, &crate::rbac::rights(who, &[]), &current, &proposed)
                     .map(|p| p.fingerprint().to_owned()),
                 expected.map(|()| current.fingerprint.clone()),
                 "{what}"

@@ -4,6 +4,7 @@
 //! that forgets the check does not compile.
 
 use crate::permission::Permission;
+use crate::trust::CertFields;
 
 /// The caller is a server administrator (`Rights::require_admin`).
 #[derive(Debug)]
@@ -57,22 +58,35 @@ impl EnrolProof {
     }
 }
 
-/// The trust-store rules let this caller change this entry as asked
+/// The trust-store rules let this caller make this entry into exactly these fields
 /// (`certificates::decide_update`).
 #[derive(Debug)]
 pub struct CertChangeProof {
     fingerprint: String,
+    decided: CertFields,
 }
 
 impl CertChangeProof {
-    pub(crate) fn new(fingerprint: &str) -> CertChangeProof {
+    pub(crate) fn new(fingerprint: &str, decided: CertFields) -> CertChangeProof {
         CertChangeProof {
             fingerprint: fingerprint.to_owned(),
+            decided,
         }
     }
 
     /// The entry (by its current fingerprint) the change was decided for.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// Does it cover replacing the entry with one of these fields? Nothing the rule did not
+    /// see (a wider project list, `restricted` dropped) passes.
+    pub fn covers(&self, proposed: &CertFields) -> bool {
+        let sorted = |f: &CertFields| {
+            let mut f = f.clone();
+            f.projects.sort();
+            f
+        };
+        sorted(&self.decided) == sorted(proposed)
     }
 }

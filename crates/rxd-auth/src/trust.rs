@@ -47,3 +47,13 @@ impl TrustStore {
         self.by_fingerprint.is_empty()
     }
 }
+
+/// A trust-store entry's fields that an update may touch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFields {
+    pub name: String,
+    pub kind: String,
+    pub restricted: bool,
+    pub projects: Vec<String>,
+    pub fingerprint: String,
+}

@@ -229,7 +229,7 @@ pub async fn post(
         restricted: body.restricted,
         has_projects: !body.projects.is_empty(),
     };
-    match decide_add(&caller.identity, caller.rights.is_admin(), &request)? {
+    match decide_add(&caller.identity, &caller.rights, &request)? {
         AddPath::IssueToken(proof) => issue_token(&d, &proof, &caller, body).await,
         AddPath::Admin(proof) => add_as_admin(&d, &proof, &caller, body).await,
         AddPath::Enrol(proof) => enrol(&d, &proof, &caller, body).await,
@@ -615,7 +615,7 @@ async fn update(
     };
     let proof = decide_update(
         &caller.identity,
-        caller.rights.is_admin(),
+        &caller.rights,
         &fields(&current),
         &proposed,
     )?;

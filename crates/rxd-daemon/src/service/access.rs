@@ -6,6 +6,7 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::Daemon;
+use rxd_auth::certificates::CertFields;
 use rxd_auth::rbac::Permission;
 use rxd_auth::{AdminProof, CertChangeProof, EnrolProof, ProjectProof};
 use rxd_store::{CertificateRow, GrantRow, ProjectRow, StoreError, TokenRow};
@@ -35,12 +36,26 @@ pub async fn redeem_token(
     Ok(tokio::task::spawn_blocking(move || store.redeem_token(&secret_hash, now, make)).await?)
 }
 
-/// Replace the entry the rules decided on (`proof`) with `row`.
+/// Replace the entry the rules decided on (`proof`) with `row`, which must have exactly the
+/// fields the rules saw.
 pub async fn replace_certificate(
     d: &Daemon,
     proof: &CertChangeProof,
     row: CertificateRow,
 ) -> ApiResult<()> {
+    let fields = CertFields {
+        name: row.name.clone(),
+        kind: row.kind.clone(),
+        restricted: row.restricted,
+        projects: row.projects.clone(),
+        fingerprint: row.fingerprint.clone(),
+    };
+    if !proof.covers(&fields) {
+        return Err(ApiError::internal(format!(
+            "a trust-store change for {} offered with fields its rule did not decide",
+            proof.fingerprint()
+        )));
+    }
     let old = proof.fingerprint().to_owned();
     d.db(move |s| s.replace_certificate(&old, &row)).await
 }
