@@ -244,6 +244,22 @@ async fn bad_instance_requests_are_refused() {
             400,
             "containers only",
         ),
+        // `lxc launch images:bb`: another server's image, never a local one of the same name.
+        (
+            json!({"name": "c1", "source": {"type": "image", "alias": "bb", "server": "https://images.example", "protocol": "simplestreams"}}),
+            400,
+            "another server",
+        ),
+        (
+            json!({"name": "c1", "source": {"type": "image", "alias": "bb", "operation": "https://10.0.0.1:8443/1.0/operations/x", "secret": "s"}}),
+            400,
+            "migration source",
+        ),
+        (
+            json!({"name": "c1", "source": src, "profiles": ["default", "gpu"]}),
+            400,
+            "default profile",
+        ),
     ] {
         let (got, msg) = create(&unix, body.clone()).await.unwrap_err();
         assert_eq!(got, status, "{body}: {msg}");

@@ -157,6 +157,20 @@ pub async fn post(
             "Only instances created from an image are supported".into(),
         ));
     }
+    // An image on another server (`lxc launch images:...`) or a copy or migration source: rxd
+    // cannot fetch it, and must not quietly use a local image that happens to share its name.
+    let source = &body.source;
+    if !source.server.is_empty() || !source.secret.is_empty() || !source.operation.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "rxd cannot create instances from another server's images yet ({}): import the image and launch it by its local alias or fingerprint",
+            if source.server.is_empty() { "a migration source" } else { source.server.as_str() }
+        )));
+    }
+    if body.profiles.iter().any(|p| p != "default") {
+        return Err(ApiError::BadRequest(
+            "Only the default profile exists".into(),
+        ));
+    }
     let target = if body.source.alias.is_empty() {
         body.source.fingerprint.clone()
     } else {
