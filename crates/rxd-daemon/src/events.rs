@@ -4,23 +4,38 @@
 use crate::caller::Caller;
 use crate::sync::now_rfc3339 as now;
 use rxd_api::event::{EventLifecycle, EventLifecycleRequestor};
-use serde::Serialize;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
-#[derive(Debug, Clone, Serialize)]
+/// An event as sent (`wire`), and who it is for.
+#[derive(Debug, Clone)]
 pub struct Event {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub timestamp: String,
-    pub metadata: Value,
-    pub location: &'static str,
-    pub project: String,
+    pub wire: rxd_api::event::Event,
     /// About the server itself (the trust store): only for server administrators, whatever
     /// the project it is shown in.
-    #[serde(skip)]
     pub server_only: bool,
+}
+
+impl Event {
+    fn new(
+        kind: &str,
+        timestamp: String,
+        metadata: Value,
+        project: &str,
+        server_only: bool,
+    ) -> Event {
+        Event {
+            wire: rxd_api::event::Event {
+                kind: kind.to_owned(),
+                timestamp,
+                metadata,
+                location: "none".to_owned(),
+                project: project.to_owned(),
+            },
+            server_only,
+        }
+    }
 }
 
 /// Cheap to clone: every clone sends into the same channel.
@@ -53,51 +68,23 @@ impl Events {
         };
         // Strings and an empty map: serializing cannot fail.
         let metadata = serde_json::to_value(metadata).unwrap_or(Value::Null);
-        self.send(Event {
-            kind: "lifecycle",
-            timestamp: now(),
-            metadata,
-            location: "none",
-            project: project.into(),
-            server_only: false,
-        });
+        self.send(Event::new("lifecycle", now(), metadata, project, false));
     }
 
     pub fn operation(&self, op: Value, project: &str) {
-        self.send(Event {
-            kind: "operation",
-            timestamp: now(),
-            metadata: op,
-            location: "none",
-            project: project.into(),
-            server_only: false,
-        });
+        self.send(Event::new("operation", now(), op, project, false));
     }
 
     /// An operation about the server (a certificate add token): shown in `project`, as LXD
     /// does, but sent to server administrators only, as `GET /1.0/operations` lists it.
     pub fn server_operation(&self, op: Value, project: &str) {
-        self.send(Event {
-            kind: "operation",
-            timestamp: now(),
-            metadata: op,
-            location: "none",
-            project: project.into(),
-            server_only: true,
-        });
+        self.send(Event::new("operation", now(), op, project, true));
     }
 
     /// A security event (`audit`), in LXD's `logging` shape. Its project is empty, so only
     /// administrators may see it; [`Filter::passes`] checks that again.
     pub fn logging(&self, metadata: Value, timestamp: String) {
-        self.send(Event {
-            kind: "logging",
-            timestamp,
-            metadata,
-            location: "none",
-            project: String::new(),
-            server_only: true,
-        });
+        self.send(Event::new("logging", timestamp, metadata, "", true));
     }
 
     /// A new stream of every event sent from now on.

@@ -75,15 +75,15 @@ impl Filter {
     /// project?
     fn passes(&self, event: &Event) -> bool {
         let rights = self.daemon.rights(&self.caller.identity);
-        if event.kind == "logging" {
+        if event.wire.kind == "logging" {
             return rights.may_see(Item::SecurityLog);
         }
         (!event.server_only || rights.may_see(Item::ServerOnly))
-            && rights.may_see(Item::Project(&event.project))
+            && rights.may_see(Item::Project(&event.wire.project))
             && crate::operations::project_selected(
                 &self.caller.project,
                 self.all_projects,
-                &event.project,
+                &event.wire.project,
             )
     }
 }
@@ -123,8 +123,8 @@ async fn stream(
                 Some(Ok(_)) => {}
             },
             event = rx.recv() => match event {
-                Ok(e) if kinds.iter().any(|k| k == e.kind) && filter.passes(&e) => {
-                    let Ok(text) = serde_json::to_string(&*e) else { continue };
+                Ok(e) if kinds.iter().any(|k| *k == e.wire.kind) && filter.passes(&e) => {
+                    let Ok(text) = serde_json::to_string(&e.wire) else { continue };
                     if ws.send(Message::Text(text.into())).await.is_err() {
                         return;
                     }

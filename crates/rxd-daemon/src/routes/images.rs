@@ -17,7 +17,7 @@ use axum::response::Response;
 use http::HeaderMap;
 use rxd_api::image::{ImageAliasesEntry, ImageUploadMetadata};
 use rxd_store::{AliasRow, ImageRow};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -32,26 +32,45 @@ fn rfc3339(t: i64) -> String {
 }
 
 fn to_json(row: &ImageRow, aliases: &[AliasRow]) -> Value {
-    let properties: Value = serde_json::from_str(&row.properties).unwrap_or_else(|_| json!({}));
-    json!({
-        "aliases": aliases.iter().filter(|a| a.fingerprint == row.fingerprint)
-            .map(|a| json!({"name": a.name, "description": a.description})).collect::<Vec<_>>(),
-        "architecture": row.architecture,
-        "auto_update": false,
-        "cached": false,
-        "created_at": rfc3339(row.created_at),
-        "expires_at": "0001-01-01T00:00:00Z",
-        "filename": row.filename,
-        "fingerprint": row.fingerprint,
-        "last_used_at": "0001-01-01T00:00:00Z",
-        "profiles": ["default"],
-        "project": row.project,
-        "properties": properties,
-        "public": row.public,
-        "size": row.size,
-        "type": "container",
-        "uploaded_at": rfc3339(row.uploaded_at),
-    })
+    serde_json::to_value(image(row, aliases)).unwrap_or(Value::Null)
+}
+
+/// An image as LXD 5.0 shows it. Its properties are strings in LXD's type: a value
+/// `metadata.yaml` gave as a number or a list is shown as its text.
+fn image(row: &ImageRow, aliases: &[AliasRow]) -> rxd_api::image::Image {
+    let stored: serde_json::Map<String, Value> =
+        serde_json::from_str(&row.properties).unwrap_or_default();
+    let properties = stored
+        .into_iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect();
+    rxd_api::image::Image {
+        aliases: aliases
+            .iter()
+            .filter(|a| a.fingerprint == row.fingerprint)
+            .map(|a| rxd_api::image::ImageAlias {
+                name: a.name.clone(),
+                description: a.description.clone(),
+            })
+            .collect(),
+        architecture: row.architecture.clone(),
+        created_at: rfc3339(row.created_at),
+        expires_at: "0001-01-01T00:00:00Z".into(),
+        filename: row.filename.clone(),
+        fingerprint: row.fingerprint.clone(),
+        last_used_at: "0001-01-01T00:00:00Z".into(),
+        profiles: vec!["default".into()],
+        project: row.project.clone(),
+        properties,
+        public: row.public,
+        size: row.size,
+        kind: "container".into(),
+        uploaded_at: rfc3339(row.uploaded_at),
+        ..Default::default()
+    }
 }
 
 pub async fn list(
