@@ -90,3 +90,40 @@ impl CertChangeProof {
         sorted(&self.decided) == sorted(proposed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(restricted: bool, projects: &[&str]) -> CertFields {
+        CertFields {
+            name: "c".into(),
+            kind: "client".into(),
+            restricted,
+            projects: projects.iter().map(|p| p.to_string()).collect(),
+            fingerprint: "aa".into(),
+        }
+    }
+
+    /// A change proof covers the fields its rule decided (project order aside) and nothing else.
+    #[test]
+    fn change_proofs_cover_only_what_was_decided() {
+        let proof = CertChangeProof::new("aa", fields(true, &["p1", "p2"]));
+        assert!(proof.covers(&fields(true, &["p2", "p1"])));
+        for other in [
+            fields(false, &["p1", "p2"]),
+            fields(true, &["p1", "p2", "p3"]),
+            fields(true, &["p1"]),
+            CertFields {
+                fingerprint: "bb".into(),
+                ..fields(true, &["p1", "p2"])
+            },
+        ] {
+            assert!(!proof.covers(&other), "{other:?}");
+        }
+        let project = ProjectProof::new("p1", Permission::ManageProjects);
+        assert!(project.covers("p1", Permission::ManageProjects));
+        assert!(!project.covers("p2", Permission::ManageProjects));
+        assert!(!project.covers("p1", Permission::View));
+    }
+}
