@@ -16,16 +16,16 @@ pub async fn info(conf: &ConfigDir, remote: Option<&str>) -> anyhow::Result<()> 
     let name = remote_name(conf, remote);
     let conn = open(conf, &name)?;
     let info = conn.call(Method::GET, "/1.0", None).await?;
-    print!("{}", serde_norway::to_string(&info)?);
-    println!(
+    out!("{}", serde_norway::to_string(&info)?)?;
+    outln!(
         "# remote {name} ({}): server trusted by {}",
         conn.remote.addr,
         conn.trust_mode()
-    );
-    println!("# current project: {}", conn.project);
+    )?;
+    outln!("# current project: {}", conn.project)?;
     if let Some(user) = info["auth_user_name"].as_str().filter(|u| !u.is_empty()) {
         let method = info["auth_user_method"].as_str().unwrap_or("unknown");
-        println!("# authenticated as {user} ({method})");
+        outln!("# authenticated as {user} ({method})")?;
     }
     if info["auth"] == "untrusted" {
         eprintln!(
@@ -59,14 +59,14 @@ pub async fn query(
             .request(method, &path, body.as_ref())
             .await
             .map_err(|e| conn.explain(e))?;
-        println!("{}", String::from_utf8_lossy(&reply.body).trim_end());
+        outln!("{}", String::from_utf8_lossy(&reply.body).trim_end())?;
         if reply.status >= 400 {
             bail!("HTTP {}", reply.status);
         }
         return Ok(());
     }
     let v = conn.call(method, &path, body.as_ref()).await?;
-    println!("{}", serde_json::to_string_pretty(&v)?);
+    outln!("{}", serde_json::to_string_pretty(&v)?)?;
     Ok(())
 }
 
@@ -101,9 +101,9 @@ pub async fn config(conf: &ConfigDir, cmd: ConfigCmd) -> anyhow::Result<()> {
             };
             let info = open(conf, &name)?.call(Method::GET, "/1.0", None).await?;
             match &info["config"][key] {
-                Value::Null => println!(),
-                Value::String(s) => println!("{s}"),
-                other => println!("{other}"),
+                Value::Null => outln!()?,
+                Value::String(s) => outln!("{s}")?,
+                other => outln!("{other}")?,
             }
             Ok(())
         }
@@ -111,10 +111,10 @@ pub async fn config(conf: &ConfigDir, cmd: ConfigCmd) -> anyhow::Result<()> {
             let info = open(conf, &remote_name(conf, remote.as_deref()))?
                 .call(Method::GET, "/1.0", None)
                 .await?;
-            print!(
+            out!(
                 "{}",
                 serde_norway::to_string(&json!({"config": info["config"]}))?
-            );
+            )?;
             Ok(())
         }
         ConfigCmd::Trust(t) => trust(conf, t).await,
@@ -300,10 +300,10 @@ async fn trust(conf: &ConfigDir, cmd: TrustCmd) -> anyhow::Result<()> {
                         .send_as(Method::POST, "/1.0/certificates", &body)
                         .await?;
                     let token = token_from_operation(&op)?;
-                    println!(
+                    outln!(
                         "Client {client_name} certificate add token:\n{}",
                         token.encode()
-                    );
+                    )?;
                     Ok(())
                 }
                 _ => bail!("usage: rxc config trust add [REMOTE:] [FILE] [--name NAME]"),

@@ -48,7 +48,7 @@ pub async fn run(conf: &ConfigDir, cmd: ImageCmd) -> anyhow::Result<()> {
         ImageCmd::Show { image } => {
             let (conn, fp) = resolve(conf, &image).await?;
             let v: Image = conn.get_as(&format!("/1.0/images/{fp}")).await?;
-            print!("{}", serde_norway::to_string(&v)?);
+            out!("{}", serde_norway::to_string(&v)?)?;
             Ok(())
         }
         ImageCmd::Delete { image } => {
@@ -151,7 +151,7 @@ async fn import(
         conn.send_as::<serde_json::Value>(Method::POST, "/1.0/images/aliases", &body)
             .await?;
     }
-    println!("Image imported with fingerprint: {fp}");
+    outln!("Image imported with fingerprint: {fp}")?;
     Ok(())
 }
 

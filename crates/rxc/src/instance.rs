@@ -53,11 +53,11 @@ pub async fn create(conf: &ConfigDir, args: CreateArgs, start: bool) -> anyhow::
         ephemeral: args.ephemeral,
         ..Default::default()
     };
-    println!("Creating {name}");
+    outln!("Creating {name}")?;
     let op = conn.send_as(Method::POST, "/1.0/instances", &body).await?;
     wait(&conn, &op).await?;
     if start {
-        println!("Starting {name}");
+        outln!("Starting {name}")?;
         change(&conn, &name, "start", false, -1).await?;
     }
     Ok(())
@@ -173,35 +173,35 @@ pub async fn info(conf: &ConfigDir, target: &str) -> anyhow::Result<()> {
     let v: Instance = conn
         .get_as(&format!("/1.0/instances/{name}?recursion=1"))
         .await?;
-    println!("Name: {}", v.name);
-    println!("Status: {}", v.status.to_uppercase());
-    println!(
+    outln!("Name: {}", v.name)?;
+    outln!("Status: {}", v.status.to_uppercase())?;
+    outln!(
         "Type: container{}",
         if v.ephemeral { " (ephemeral)" } else { "" }
-    );
-    println!("Architecture: {}", v.architecture);
-    println!("Created: {}", v.created_at);
+    )?;
+    outln!("Architecture: {}", v.architecture)?;
+    outln!("Created: {}", v.created_at)?;
     let base = v
         .config
         .get("volatile.idmap.base")
         .map_or("0", String::as_str);
-    println!(
+    outln!(
         "Idmap: {}",
         if privileged(&v) {
             "none (privileged: root in the container is root on the host)".to_owned()
         } else {
             format!("container 0 is host {base}")
         }
-    );
+    )?;
     if let Some(state) = v.state.filter(|s| s.pid > 0) {
-        println!("PID: {}", state.pid);
-        println!("Resources:");
-        println!("  Processes: {}", state.processes);
-        println!(
+        outln!("PID: {}", state.pid)?;
+        outln!("Resources:")?;
+        outln!("  Processes: {}", state.processes)?;
+        outln!(
             "  Memory usage: {:.2}MiB",
             state.memory.usage as f64 / 1048576.0
-        );
-        println!("  CPU usage: {:.2} seconds", state.cpu.usage as f64 / 1e9);
+        )?;
+        outln!("  CPU usage: {:.2} seconds", state.cpu.usage as f64 / 1e9)?;
     }
     Ok(())
 }
@@ -226,7 +226,7 @@ pub async fn config_get(conf: &ConfigDir, target: &str, key: &str) -> anyhow::Re
     let (remote, name) = split_target(conf, target);
     let conn = open(conf, &remote)?;
     let (v, _) = fetch(&conn, &name).await?;
-    println!("{}", v.config.get(key).map_or("", String::as_str));
+    outln!("{}", v.config.get(key).map_or("", String::as_str))?;
     Ok(())
 }
 
@@ -271,7 +271,7 @@ pub async fn config_show(conf: &ConfigDir, target: &str) -> anyhow::Result<()> {
         stateful: None,
         ..InstancePut::from_instance(&v)
     };
-    print!("{}", serde_norway::to_string(&shown)?);
+    out!("{}", serde_norway::to_string(&shown)?)?;
     Ok(())
 }
 

@@ -1,6 +1,8 @@
 //! `rxc`: parse, resolve, run; errors are printed as `Error: ...` with exit code 1.
 #![forbid(unsafe_code)]
 
+#[macro_use]
+mod output;
 mod cli;
 mod commands;
 mod connect;
@@ -8,7 +10,6 @@ mod file;
 mod image;
 mod instance;
 mod login;
-mod output;
 mod project;
 mod remote;
 

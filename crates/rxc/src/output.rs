@@ -1,9 +1,40 @@
-//! The one printer for lists: table, CSV, JSON or YAML. JSON and YAML print the API objects
-//! themselves; table and CSV print the chosen columns.
+//! The one printer: every line a command prints goes through here ([`outln!`], [`out!`], and
+//! lists as a table, CSV, JSON or YAML). JSON and YAML print the API objects themselves; table
+//! and CSV print the chosen columns. A write to a closed pipe (`rxc list | head -1`) is an error
+//! `main` ends quietly on, never a panic.
 
 use crate::cli::Format;
 use serde_json::Value;
 use std::io::Write;
+
+/// `println!` through the printer: returns the write's error instead of panicking on it.
+macro_rules! outln {
+    () => {
+        $crate::output::line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::line(format_args!($($arg)*))
+    };
+}
+
+/// `print!` through the printer (flushed, for prompts and text that ends its own lines).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::text(format_args!($($arg)*))
+    };
+}
+
+pub fn line(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(args)?;
+    out.write_all(b"\n")
+}
+
+pub fn text(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(args)?;
+    out.flush()
+}
 
 /// A table or CSV column over objects of type `T` (an `rxd_api` type, or a `Value`).
 pub struct Column<'a, T = Value> {

@@ -42,7 +42,7 @@ pub async fn run(conf: &mut ConfigDir, cmd: ProjectCmd) -> anyhow::Result<()> {
             open(conf, &remote)?
                 .send_as::<Value>(Method::POST, "/1.0/projects", &body)
                 .await?;
-            println!("Project {name} created");
+            outln!("Project {name} created")?;
             Ok(())
         }
         ProjectCmd::List { remote, format } => {
@@ -65,13 +65,13 @@ pub async fn run(conf: &mut ConfigDir, cmd: ProjectCmd) -> anyhow::Result<()> {
         ProjectCmd::Show { name } => {
             let (conn, name) = target(conf, &name)?;
             let (v, _) = fetch(&conn, &name).await?;
-            print!("{}", serde_norway::to_string(&v)?);
+            out!("{}", serde_norway::to_string(&v)?)?;
             Ok(())
         }
         ProjectCmd::Get { name, key } => {
             let (conn, name) = target(conf, &name)?;
             let (v, _) = fetch(&conn, &name).await?;
-            println!("{}", v.config.get(&key).map_or("", String::as_str));
+            outln!("{}", v.config.get(&key).map_or("", String::as_str))?;
             Ok(())
         }
         ProjectCmd::Set { name, args } => {
@@ -102,7 +102,7 @@ pub async fn run(conf: &mut ConfigDir, cmd: ProjectCmd) -> anyhow::Result<()> {
             if conn.remote.project == old {
                 conf.set_project(&remote, &new)?;
             }
-            println!("Project {old} renamed to {new}");
+            outln!("Project {old} renamed to {new}")?;
             Ok(())
         }
         ProjectCmd::Delete { name } => {
@@ -113,7 +113,7 @@ pub async fn run(conf: &mut ConfigDir, cmd: ProjectCmd) -> anyhow::Result<()> {
             if conn.remote.project == name {
                 conf.set_project(&conn.name, "default")?;
             }
-            println!("Project {name} deleted");
+            outln!("Project {name} deleted")?;
             Ok(())
         }
         ProjectCmd::Switch { name } => {
@@ -258,11 +258,11 @@ pub async fn auth(conf: &ConfigDir, cmd: AuthCmd) -> anyhow::Result<()> {
                 None => String::new(),
                 Some(g) => format!(" (grant {})", g.id),
             };
-            println!(
+            outln!(
                 "Granted {role} on {} to {} {identity}{id}",
                 scope_text(scope, &project),
                 identity_type.wire()
-            );
+            )?;
             Ok(())
         }
         AuthCmd::Revoke {
@@ -287,7 +287,7 @@ pub async fn auth(conf: &ConfigDir, cmd: AuthCmd) -> anyhow::Result<()> {
             };
             conn.call(Method::DELETE, &format!("/1.0/auth/grants/{id}"), None)
                 .await?;
-            println!("Revoked grant {id}");
+            outln!("Revoked grant {id}")?;
             Ok(())
         }
     }

@@ -25,7 +25,7 @@ pub async fn run(conf: &mut ConfigDir, cmd: RemoteCmd) -> anyhow::Result<()> {
         RemoteCmd::Rename { old, new } => Ok(conf.rename_remote(&old, &new)?),
         RemoteCmd::Switch { name } => Ok(conf.set_default(&name)?),
         RemoteCmd::GetDefault => {
-            println!("{}", conf.file.default_remote);
+            outln!("{}", conf.file.default_remote)?;
             Ok(())
         }
     }
@@ -105,14 +105,14 @@ fn read_line() -> anyhow::Result<String> {
 
 /// Ask the user to confirm the fingerprint, as ssh does.
 fn confirm_fingerprint(fp: &str) -> anyhow::Result<()> {
-    println!("Certificate fingerprint: {fp}");
+    outln!("Certificate fingerprint: {fp}")?;
     if !std::io::stdin().is_terminal() {
         bail!(
             "cannot confirm the server certificate without a terminal; check the fingerprint above with the \
              server's administrator (rxc info on the server), then pass --accept-certificate, or use a join token"
         );
     }
-    print!("ok (y/n/[fingerprint])? ");
+    out!("ok (y/n/[fingerprint])? ")?;
     std::io::stdout().flush()?;
     let answer = read_line()?;
     match answer.as_str() {
@@ -213,7 +213,7 @@ async fn add(conf: &mut ConfigDir, args: RemoteAdd) -> anyhow::Result<()> {
             None => ask_password(&args.name)?,
         };
         enrol(&client, &password).await?;
-        println!("Client certificate now trusted by server: {}", args.name);
+        outln!("Client certificate now trusted by server: {}", args.name)?;
     } else if args.password.is_some() {
         eprintln!(
             "This client is already trusted by {}; the password was not used.",
@@ -272,7 +272,7 @@ async fn add_candid(
         return Err(e.into());
     }
     if let Some(user) = info["auth_user_name"].as_str() {
-        println!("Logged in to {name} as {user} (Candid)");
+        outln!("Logged in to {name} as {user} (Candid)")?;
     }
     Ok(())
 }
@@ -336,7 +336,7 @@ async fn add_with_token(
         if client.get("/1.0").await?["auth"] != "trusted" {
             enrol(&client, &args.addr).await?;
         }
-        println!("Client certificate now trusted by server: {}", args.name);
+        outln!("Client certificate now trusted by server: {}", args.name)?;
         let remote = remote_entry(args, https_url(&host, port), "tls");
         return Ok(conf.save_remote(&args.name, remote, Some(&rxd_tls::cert::to_pem(&der)))?);
     }

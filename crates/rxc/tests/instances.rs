@@ -416,3 +416,48 @@ async fn instance_config_set_and_unset_several_keys_at_once() {
         "{c}"
     );
 }
+
+/// `rxc list | head -1`, and any other reader that leaves early: the command ends quietly with
+/// success instead of panicking on the closed pipe.
+#[tokio::test]
+async fn a_closed_stdout_ends_commands_quietly() {
+    if !require_root("a_closed_stdout_ends_commands_quietly") {
+        return;
+    }
+    let d = TestDaemon::start().await;
+    let conf = with_image(&d).await;
+    create(
+        &d.unix(),
+        json!({"name": "c1", "source": {"type": "image", "alias": "bb"}}),
+    )
+    .await
+    .unwrap();
+    for args in [
+        &["list"][..],
+        &["list", "--format", "yaml"],
+        &["info", "c1"],
+        &["info"],
+        &["config", "show", "c1"],
+        &["image", "list"],
+        &["project", "list"],
+    ] {
+        // The read end is closed before rxc writes anything.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(bin("rxc"))
+            .args(args)
+            .env("RXC_CONF", conf.path())
+            .env("RXD_DIR", d.dir())
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "rxc {args:?}: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

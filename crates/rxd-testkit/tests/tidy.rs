@@ -280,3 +280,20 @@ fn json_bodies_only_through_the_bounded_extractor() {
     });
     assert!(bad.is_empty(), "axum::Json used in: {bad:?}");
 }
+
+/// `rxc` prints through its one printer (`output.rs`), whose writes return errors: a bare
+/// `println!` panics when the reader has gone (`rxc info c1 | head -1`).
+#[test]
+fn rxc_prints_only_through_its_printer() {
+    let bad = offenders(|krate, path, is_test, text| {
+        if krate != "rxc" || is_test || path.ends_with("output.rs") {
+            return false;
+        }
+        let code = non_test_code(text);
+        ["println!(", "print!("].iter().any(|m| {
+            code.match_indices(m)
+                .any(|(i, _)| !code[..i].ends_with('e'))
+        })
+    });
+    assert!(bad.is_empty(), "rxc printing around its printer: {bad:?}");
+}
