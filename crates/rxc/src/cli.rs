@@ -107,6 +107,14 @@ pub enum Command {
         #[command(flatten)]
         format: FormatArg,
     },
+    /// Print the client's and the server's versions: `rxc version [REMOTE:]`.
+    Version { remote: Option<String> },
+    /// Background operations: `rxc operation list [REMOTE:]`.
+    #[command(subcommand)]
+    Operation(OperationCmd),
+    /// The server's warnings: `rxc warning list [REMOTE:]`.
+    #[command(subcommand)]
+    Warning(WarningCmd),
     /// Send a raw API request and print the reply's metadata.
     Query {
         /// `[REMOTE:]/1.0/...`
@@ -542,4 +550,24 @@ mod tests {
         ])
         .is_err());
     }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OperationCmd {
+    /// List the operations of the current project (with the server's, for administrators).
+    List {
+        remote: Option<String>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WarningCmd {
+    /// List the server's warnings.
+    List {
+        remote: Option<String>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
 }

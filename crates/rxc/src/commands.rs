@@ -394,6 +394,69 @@ fn token_from_operation(op: &Operation) -> anyhow::Result<CertificateAddToken> {
     Ok(token)
 }
 
+/// `rxc version [REMOTE:]`: as `lxc version` prints it; an unreachable server is said so, not
+/// an error.
+pub async fn version(conf: &ConfigDir, remote: Option<&str>) -> anyhow::Result<()> {
+    outln!("Client version: {}", env!("CARGO_PKG_VERSION"))?;
+    let server = match open(conf, &remote_name(conf, remote)) {
+        Ok(conn) => conn
+            .get_as::<rxd_api::server::Server>("/1.0")
+            .await
+            .ok()
+            .and_then(|s| s.environment)
+            .map(|e| e.server_version),
+        Err(_) => None,
+    };
+    outln!(
+        "Server version: {}",
+        server.as_deref().unwrap_or("unreachable")
+    )?;
+    Ok(())
+}
+
+/// `rxc operation list [REMOTE:]`: LXD's columns.
+pub async fn operation_list(
+    conf: &ConfigDir,
+    remote: Option<&str>,
+    format: crate::cli::Format,
+) -> anyhow::Result<()> {
+    let conn = open(conf, &remote_name(conf, remote))?;
+    let by_status: BTreeMap<String, Vec<Operation>> =
+        conn.get_as("/1.0/operations?recursion=1").await?;
+    let mut ops: Vec<Operation> = by_status.into_values().flatten().collect();
+    ops.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+    let columns = [
+        column("ID", |o: &Operation| o.id.clone()),
+        column("TYPE", |o: &Operation| o.class.clone()),
+        column("DESCRIPTION", |o: &Operation| o.description.clone()),
+        column("STATUS", |o: &Operation| o.status.to_uppercase()),
+        column("CANCELABLE", |o: &Operation| yes_no(o.may_cancel)),
+        column("CREATED", |o: &Operation| o.created_at.clone()),
+    ];
+    print_list(format, &ops, &columns)
+}
+
+/// `rxc warning list [REMOTE:]`: LXD's columns.
+pub async fn warning_list(
+    conf: &ConfigDir,
+    remote: Option<&str>,
+    format: crate::cli::Format,
+) -> anyhow::Result<()> {
+    use rxd_api::warning::Warning;
+    let conn = open(conf, &remote_name(conf, remote))?;
+    let warnings: Vec<Warning> = conn.get_as("/1.0/warnings?recursion=1").await?;
+    let columns = [
+        column("UUID", |w: &Warning| w.uuid.clone()),
+        column("TYPE", |w: &Warning| w.kind.clone()),
+        column("STATUS", |w: &Warning| w.status.to_uppercase()),
+        column("SEVERITY", |w: &Warning| w.severity.to_uppercase()),
+        column("COUNT", |w: &Warning| w.count.to_string()),
+        column("PROJECT", |w: &Warning| w.project.clone()),
+        column("LAST SEEN", |w: &Warning| w.last_seen_at.clone()),
+    ];
+    print_list(format, &warnings, &columns)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

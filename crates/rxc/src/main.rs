@@ -84,6 +84,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Restore { name, snapshot } => instance::restore(&conf, &name, &snapshot).await,
         Command::Console { name, show_log } => file::console(&conf, &name, show_log).await,
+        Command::Version { remote } => commands::version(&conf, remote.as_deref()).await,
+        Command::Operation(cli::OperationCmd::List { remote, format }) => {
+            commands::operation_list(&conf, remote.as_deref(), format.format).await
+        }
+        Command::Warning(cli::WarningCmd::List { remote, format }) => {
+            commands::warning_list(&conf, remote.as_deref(), format.format).await
+        }
         Command::Query {
             target,
             request,
