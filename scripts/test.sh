@@ -35,11 +35,14 @@ python3 -c "import pylxd, ws4py" 2>/dev/null || pip_install tests/pylxd/requirem
 command -v cargo >/dev/null || { echo "cargo not found: install rustup (rust-toolchain.toml pins the compiler)" >&2; exit 1; }
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked --features rxd/failpoints -- -D warnings
 # The dependency policy (deny.toml): rustls, rusqlite and libcontainer stay in their crates, and
 # every license is one we accept. cargo-deny is built once per machine: about 4 CPU-minutes
 # (13 minutes of wall time on two cores shared with other builds).
 command -v cargo-deny >/dev/null || cargo install --locked cargo-deny
 cargo deny --locked check bans licenses
-# The tests run the real binaries (rxd, rxc, rxd-shim): build them all first.
-cargo build --workspace --bins --locked
-cargo test --workspace --locked
+# The tests run the real binaries (rxd, rxc, rxd-shim): build them all first, the daemon with
+# its fail points compiled in (crates/rxd-daemon/src/failpoint.rs; never in a release build), so
+# the crash-recovery tests can kill it at a named step.
+cargo build --workspace --bins --locked --features rxd/failpoints
+cargo test --workspace --locked --features rxd/failpoints

@@ -1,4 +1,5 @@
-//! The production advice of LXD's security document, checked against the live config.
+//! The production advice of LXD's security document, checked against the live config; and the
+//! warnings of events the daemon reports once (what start-up recovery undid).
 
 use crate::address::ListenAddress;
 use crate::config::{StoredConfig, HTTPS_ADDRESS, TRUST_PASSWORD};
@@ -7,6 +8,8 @@ use crate::config::{StoredConfig, HTTPS_ADDRESS, TRUST_PASSWORD};
 pub enum WarningKind {
     HttpsOnAllAddresses,
     TrustPasswordSet,
+    /// Start-up found work a killed daemon left half-made, and undid it.
+    Recovered,
 }
 
 impl WarningKind {
@@ -15,6 +18,7 @@ impl WarningKind {
         match self {
             WarningKind::HttpsOnAllAddresses => "HTTPS listener bound to all addresses",
             WarningKind::TrustPasswordSet => "Trust password set",
+            WarningKind::Recovered => "Unfinished work undone at start-up",
         }
     }
 
@@ -22,7 +26,14 @@ impl WarningKind {
         match self {
             WarningKind::HttpsOnAllAddresses => "moderate",
             WarningKind::TrustPasswordSet => "low",
+            WarningKind::Recovered => "moderate",
         }
+    }
+
+    /// Whether the config decides this warning (it comes and goes with the config), rather
+    /// than an event recording it.
+    pub fn from_config(self) -> bool {
+        !matches!(self, WarningKind::Recovered)
     }
 }
 

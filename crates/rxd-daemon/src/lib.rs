@@ -14,6 +14,7 @@ mod environment;
 mod error;
 mod events;
 mod facts;
+mod failpoint;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hostids;

@@ -184,6 +184,24 @@ impl TestDaemon {
         }
     }
 
+    /// The extra environment of the next [`spawn`](Self::spawn) (say, fail points armed for
+    /// one start and not the next).
+    pub fn set_env(&mut self, env: Vec<(String, String)>) {
+        self.opts.env = env;
+    }
+
+    /// Whether the daemon process has ended (a fail point killed it, say), reaping it if so.
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(_))) => {
+                self.child = None;
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    }
+
     /// Start the process on this state dir (again, after [`stop`](Self::stop)).
     pub fn spawn(&mut self) {
         self.starts += 1;

@@ -308,15 +308,76 @@ async fn stopped(d: &Daemon, name: &InstanceKey, restarting: bool) -> ApiResult<
     Ok(())
 }
 
-/// At start-up: find the containers still running from before.
+/// A create that did not finish: the row is recorded first with an empty config and the config
+/// stored last, after the root filesystem is in place, so only an interrupted create leaves one.
+fn create_unfinished(row: &InstanceRow) -> bool {
+    row.config.is_empty()
+}
+
+/// At start-up: undo what a daemon killed in the middle of a create left behind (the row, the
+/// root filesystem if it was already in place, the unpacker's staging directories), then find
+/// the containers still running from before.
 pub async fn recover(d: &Arc<Daemon>) {
-    match d.db(|s| s.all_instances()).await {
-        Ok(rows) => {
-            let names: Vec<String> = rows.iter().map(|r| r.key().to_string()).collect();
-            d.runtime.recover(&names).await;
+    let rows = match d.db(|s| s.all_instances()).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list instances to recover");
+            return;
         }
-        Err(e) => tracing::warn!(error = %e, "could not list instances to recover"),
+    };
+    let (unfinished, rows): (Vec<InstanceRow>, Vec<InstanceRow>) =
+        rows.into_iter().partition(create_unfinished);
+    let mut undone = Vec::new();
+    for row in unfinished {
+        let dir = layout::instance_dir(d, &row.key());
+        let removed =
+            tokio::task::spawn_blocking(move || rxd_image::remove::remove_tree(&dir)).await;
+        if let Ok(Err(e)) | Err(e) = removed.map_err(std::io::Error::other) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::error!(instance = %row.name, project = %row.project, error = %e, "cannot remove an unfinished instance's files; its record stays");
+                continue;
+            }
+        }
+        let (p, n) = (row.project.clone(), row.name.clone());
+        match d.db(move |s| s.delete_instance(&p, &n)).await {
+            Ok(()) => undone.push(format!("{}/{}", row.project, row.name)),
+            Err(e) => {
+                tracing::error!(instance = %row.name, project = %row.project, error = %e, "cannot remove an unfinished instance's record")
+            }
+        }
     }
+    let staging = remove_staging(&d.dir.join("containers"));
+    if !undone.is_empty() || staging > 0 {
+        let message = format!(
+            "rxd stopped in the middle of creating {} instance(s) ({}) and removed what it had made, with {staging} unpacking director(ies); create them again",
+            undone.len(),
+            undone.join(", ")
+        );
+        tracing::warn!("{message}");
+        crate::sync::lock(&d.warnings).record(rxd_core::warnings::WarningKind::Recovered, message);
+    }
+    let names: Vec<String> = rows.iter().map(|r| r.key().to_string()).collect();
+    d.runtime.recover(&names).await;
+}
+
+/// Remove the unpacker's staging directories (`.unpack-*`) left in `containers`: an unpack
+/// renames its directory into place only when it succeeds, so any left at start-up are from
+/// a daemon killed while unpacking. Returns how many went.
+fn remove_staging(containers: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(containers) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".unpack-"))
+        .filter(|e| match rxd_image::remove::remove_tree(e.path()) {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::error!(path = %e.path().display(), error = %err, "cannot remove an unpacking directory left by a killed daemon");
+                false
+            }
+        })
+        .count()
 }
 
 /// Notice containers that end by themselves (halted from inside, or killed), and tidy up.
@@ -454,6 +515,7 @@ pub async fn create(
             other => other,
         })?
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    crate::failpoint::hit("instance-create:row-recorded");
     let map = map_for(&hostids, privileged, block);
     set_next_idmap(&mut config, map);
     config.insert("volatile.last_state.idmap".into(), encode_volatile(map));
@@ -481,6 +543,9 @@ pub async fn create(
     .await?;
     let stored_config = serde_json::to_string(&config).unwrap_or_else(|_| "{}".into());
     let (name, project) = (row.name.clone(), row.project.clone());
+    if unpacked.is_ok() {
+        crate::failpoint::hit("instance-create:unpacked");
+    }
     let saved = match unpacked {
         Ok(u) => {
             let bytes = i64::try_from(u.bytes).unwrap_or(i64::MAX);
