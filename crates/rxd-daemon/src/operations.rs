@@ -4,6 +4,7 @@
 //! (Certificate add tokens are operations too, but persisted: see `tokens`.)
 
 use crate::events::Events;
+use crate::sync::{lock, now_unix};
 use rxd_api::operation::Operation;
 use rxd_api::StatusCode;
 use serde_json::Value;
@@ -53,10 +54,6 @@ pub struct Op {
     cancel: watch::Sender<bool>,
 }
 
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
 /// Which of the visible ones a request asked for: `?project=` (default `default`) unless
 /// `all-projects=true`, as LXD filters; server-level ones go with any project.
 pub fn project_selected(requested: &str, all_projects: bool, project: &str) -> bool {
@@ -65,7 +62,7 @@ pub fn project_selected(requested: &str, all_projects: bool, project: &str) -> b
 
 impl Op {
     fn lock(&self) -> std::sync::MutexGuard<'_, OpState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     pub fn url(&self) -> String {
@@ -104,7 +101,7 @@ impl Op {
     pub fn set_metadata(&self, metadata: Value) {
         let mut st = self.lock();
         st.metadata = metadata;
-        st.updated_at = now();
+        st.updated_at = now_unix();
     }
 
     /// Record the outcome, wake waiters and announce it.
@@ -128,7 +125,7 @@ impl Op {
                     st.err = e;
                 }
             }
-            st.updated_at = now();
+            st.updated_at = now_unix();
             st.finished = Some(Instant::now());
         }
         // send_replace: `send` would drop the value while nobody is waiting yet.
@@ -167,7 +164,7 @@ pub struct Operations {
 
 impl Operations {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Op>>> {
-        self.ops.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.ops)
     }
 
     /// Register a running task operation. `resources` is LXD's map of kind to URLs.
@@ -198,13 +195,13 @@ impl Operations {
             description: description.into(),
             project: project.into(),
             resources,
-            created_at: now(),
+            created_at: now_unix(),
             may_cancel,
             state: Mutex::new(OpState {
                 status: StatusCode::Running,
                 metadata: Value::Null,
                 err: String::new(),
-                updated_at: now(),
+                updated_at: now_unix(),
                 finished: None,
             }),
             done: watch::channel(false).0,

@@ -3,6 +3,7 @@
 //! events (start-up recovery) are recorded when they happen and stay until a client resolves or
 //! deletes them.
 
+use crate::sync::now_rfc3339;
 use rxd_api::warning::Warning;
 use rxd_core::config::StoredConfig;
 use rxd_core::warnings::{config_warnings, WarningKind};
@@ -11,12 +12,6 @@ use std::collections::BTreeMap;
 #[derive(Debug, Default)]
 pub struct Warnings {
     by_kind: BTreeMap<WarningKind, Warning>,
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 impl Warnings {
