@@ -6,12 +6,19 @@
 //! Protocol with the daemon: `start` reads a [`LaunchPlan`] as JSON on stdin and writes one JSON
 //! line to stdout, `{"pid":N}` or `{"error":"..."}`, then lets go of stdin/stdout/stderr. The other
 //! commands print JSON (or nothing) and exit non-zero with a message on stderr on failure.
+//!
+//! When the init ends by SIGHUP (what `reboot(2)` inside a PID namespace does to it), the
+//! supervisor leaves a `reboot` file in the bundle before cleaning up: the daemon then starts
+//! the container again. Any other end (SIGINT from a halt or power-off, an exit, a kill) is a
+//! stop.
 #![forbid(unsafe_code)]
 
 mod attach;
 mod cgroups;
 mod console;
+mod delegation;
 mod lock;
+mod lxcfs;
 mod pty;
 mod spec;
 
@@ -124,7 +131,13 @@ fn main() {
     let result = match cli.command {
         Command::Start { bundle, log } => start(&cli.root, &bundle, &log),
         Command::Kill { id, signal, all } => load(&cli.root, &id).and_then(|mut c| {
-            let sig = Signal::try_from(signal).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let sig = match Signal::try_from(signal) {
+                Ok(sig) => sig,
+                Err(_) if REALTIME.contains(&signal) && !all => {
+                    return realtime_kill(&c, signal);
+                }
+                Err(e) => bail!("{e:?}"),
+            };
             match c.kill(sig, all) {
                 // libcontainer reads the state again after signalling; the supervisor may
                 // have removed it by then because the init has ended, as asked.
@@ -190,14 +203,75 @@ fn wait_for_state(dir: &Path) {
     }
 }
 
+/// The file the supervisor leaves in the bundle when the init asked for a reboot.
+const REBOOT_MARK: &str = "reboot";
+
 fn delete(root: &Path, id: &str) -> Result<()> {
+    use libcontainer::container::ContainerStatus;
     let dir = container_dir(root, id)?;
     if !dir.exists() {
         return Ok(());
     }
     wait_for_state(&dir);
     let mut c = Container::load(dir).context("load")?;
+    let cgroup = c.spec().ok().map(|s| s.cgroup_path);
+    let _ = c.refresh_status();
+    if matches!(
+        c.status(),
+        ContainerStatus::Created | ContainerStatus::Running | ContainerStatus::Paused
+    ) {
+        // The init's end takes the whole PID namespace with it, and empties its cgroups.
+        if let Ok(kill) = Signal::try_from(9) {
+            let _ = c.kill(kill, false);
+        }
+    }
+    // libcontainer removes only the container's own cgroup (and none in the named systemd
+    // hierarchy): the ones its systemd made below go first.
+    if let Some(cgroup) = cgroup.as_deref().and_then(Path::to_str) {
+        if let Err(e) = delegation::remove_subtree(cgroup) {
+            eprintln!("rxd-shim: {e:#}");
+        }
+    }
     c.delete(true).context("delete")
+}
+
+/// Linux's real-time signals (SIGRTMIN+3, 37, is systemd's "halt").
+const REALTIME: std::ops::RangeInclusive<i32> = 34..=64;
+
+/// Send a real-time signal to the init. libcontainer, nix and rustix make signals from their
+/// enums of named ones (rustix's way to a real-time one is `unsafe`), so procps's `kill` sends
+/// it: no shell, no environment, the pid from the runtime state as `state` reports it.
+fn realtime_kill(c: &Container, signal: i32) -> Result<()> {
+    let pid = c
+        .pid()
+        .filter(|p| p.as_raw() > 0)
+        .context("the container has no init")?;
+    if !matches!(
+        c.status(),
+        libcontainer::container::ContainerStatus::Running
+    ) {
+        bail!("container {} is not running", c.id());
+    }
+    let kill = ["/usr/bin/kill", "/bin/kill"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .context("no kill(1) on this host (package procps)")?;
+    let out = std::process::Command::new(kill)
+        .arg("-s")
+        .arg(signal.to_string())
+        .arg("--")
+        .arg(pid.as_raw().to_string())
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running kill(1)")?;
+    if !out.status.success() {
+        bail!(
+            "sending signal {signal}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// This process's capability bounding set, from /proc/self/status.
@@ -258,7 +332,7 @@ fn start(root: &Path, bundle: &Path, log: &Path) -> Result<()> {
                 let log = File::from(console.try_clone()?);
                 console::serve(master, log, listener)?;
             }
-            supervise(root, &plan.name, pid, console)
+            supervise(root, bundle, &plan.name, pid, console)
         }
         Err(e) => {
             report(&mut channel, serde_json::json!({"error": format!("{e:#}")}));
@@ -304,7 +378,9 @@ fn prepare(root: &Path, bundle: &Path, log: &Path) -> Result<(LaunchPlan, OwnedF
         old.delete(true)
             .context("cleaning up the old runtime state")?;
     }
-    let mut spec = spec::build(&plan, own_bounding_set()?).context("building the runtime spec")?;
+    let lxcfs = lxcfs::files();
+    let mut spec =
+        spec::build(&plan, own_bounding_set()?, &lxcfs).context("building the runtime spec")?;
     // A console terminal, when its socket's path fits (see console.rs).
     if let Some(process) = spec.process_mut() {
         process.set_terminal(Some(console::fits(&bundle.join("console.sock"))));
@@ -370,16 +446,37 @@ fn run(
         }
         None => None,
     };
-    let mut container = builder
+    // The runtime's processes are made inside the container's cgroup of the named systemd
+    // hierarchy, which libcgroups does not manage, and the init stays there (delegation.rs).
+    let placement =
+        delegation::Placement::enter(&plan.cgroup, &mut File::from(console.try_clone()?))
+            .context("placing the container in the systemd cgroup hierarchy")?;
+    let built = builder
         .as_init(bundle)
         .with_systemd(false)
         .with_detach(true)
         .build()
-        .context("creating the container")?;
+        .context("creating the container");
+    if let Some(p) = placement {
+        p.restore()
+            .context("leaving the container's systemd cgroup")?;
+    }
+    let mut container = match built {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = delegation::remove_subtree(&plan.cgroup);
+            return Err(e);
+        }
+    };
     let pid = container
         .pid()
         .map(|p| Pid::from_raw(p.as_raw()))
         .ok_or_else(|| anyhow::anyhow!("the runtime reported no init pid"))?;
+    if let Some(map) = plan.idmap {
+        // Before the init runs: its systemd makes sub-cgroups as soon as it starts.
+        delegation::delegate(&plan.cgroup, map.uid, map.gid)
+            .context("handing the container its cgroups")?;
+    }
     if let Some(socket) = lock {
         lock_mounts(root, pid, socket)?;
     }
@@ -413,8 +510,9 @@ fn lock_mounts(root: &Path, init: Pid, socket: OwnedFd) -> Result<()> {
 }
 
 /// Reap every child (the runtime's intermediate process, then the adopted init) until the init
-/// is gone, then remove the container's cgroups and runtime state.
-fn supervise(root: &Path, name: &str, init: Pid, console: OwnedFd) -> Result<()> {
+/// is gone, then remove the container's cgroups and runtime state (after marking a reboot, see
+/// the module's notes).
+fn supervise(root: &Path, bundle: &Path, name: &str, init: Pid, console: OwnedFd) -> Result<()> {
     let mut console = File::from(console);
     loop {
         match waitpid(Pid::from_raw(-1), None) {
@@ -423,7 +521,14 @@ fn supervise(root: &Path, name: &str, init: Pid, console: OwnedFd) -> Result<()>
                 break;
             }
             Ok(WaitStatus::Signaled(pid, sig, _)) if pid == init => {
-                let _ = writeln!(console, "rxd-shim: init ended by {sig}");
+                if sig == nix::sys::signal::Signal::SIGHUP {
+                    let _ = writeln!(console, "rxd-shim: init ended by SIGHUP: reboot");
+                    if let Err(e) = std::fs::write(bundle.join(REBOOT_MARK), b"") {
+                        let _ = writeln!(console, "rxd-shim: cannot mark the reboot: {e}");
+                    }
+                } else {
+                    let _ = writeln!(console, "rxd-shim: init ended by {sig}");
+                }
                 break;
             }
             Ok(_) => {}

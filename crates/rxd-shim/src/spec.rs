@@ -3,6 +3,13 @@
 //! /dev, read-only /sys and /proc/sys, a capability set without the host-reaching ones, a seccomp
 //! deny list, the standard device set only, and the plan's cgroup limits.
 //!
+//! What a systemd init needs besides (images-storage.md §5), as LXD gives it: the container's own
+//! cgroups at `/sys/fs/cgroup` (a fresh cgroupfs per host hierarchy, seen through the cgroup
+//! namespace; on a v1 host that includes the named `systemd` one, so systemd runs in "legacy"
+//! mode), `/run` and `/run/lock` as tmpfs, `container=lxc` in the environment, and lxcfs's files
+//! over /proc's when lxcfs runs. The cgroup placement and delegation libcontainer cannot express
+//! are in `delegation.rs`.
+//!
 //! The spec is written as JSON and then parsed by `oci_spec`, so a shape mistake fails here, in
 //! tests, rather than inside the runtime; every value from the plan enters as a JSON value.
 
@@ -49,8 +56,9 @@ const DENIED_SYSCALLS: &[&str] = &[
     "delete_module",
     "kexec_load",
     "kexec_file_load",
+    // Its partner `name_to_handle_at` stays allowed, as Docker and LXD allow it: it only names
+    // a file, and systemd uses it to tell mount points apart.
     "open_by_handle_at",
-    "name_to_handle_at",
     "add_key",
     "request_key",
     "keyctl",
@@ -95,8 +103,9 @@ const DEVICES: &[(i64, i64)] = &[
 
 /// `bounding` is the helper's own capability bounding set: no container gets a capability the
 /// helper lacks (a privileged one could not have it; and commands run later with `exec` take
-/// the init's set while still outside the container's user namespace).
-pub fn build(plan: &LaunchPlan, bounding: u64) -> Result<Spec, serde_json::Error> {
+/// the init's set while still outside the container's user namespace). `lxcfs`: the lxcfs
+/// files to bind over the kernel's, relative to `/var/lib/lxcfs` and to `/` (see `lxcfs.rs`).
+pub fn build(plan: &LaunchPlan, bounding: u64, lxcfs: &[&str]) -> Result<Spec, serde_json::Error> {
     let env: Vec<String> = plan
         .environment
         .iter()
@@ -165,6 +174,28 @@ pub fn build(plan: &LaunchPlan, bounding: u64) -> Result<Spec, serde_json::Error
         "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
         "syscalls": [{"names": DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
     });
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        // libcontainer mounts a tmpfs here, then, in the cgroup namespace, a fresh cgroupfs for
+        // each v1 hierarchy of the host (the named ones with `name=`), or cgroup2 on a v2 host.
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev"]}),
+        // systemd mounts /run itself only where it may; Debian's units expect /run/lock too.
+        json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755", "size=20%"]}),
+        json!({"destination": "/run/lock", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "noexec", "mode=1777", "size=5120k"]}),
+    ];
+    for file in lxcfs {
+        mounts.push(json!({
+            "destination": format!("/{file}"),
+            "type": "bind",
+            "source": format!("/var/lib/lxcfs/{file}"),
+            "options": ["bind", "nosuid", "nodev", "noexec"],
+        }));
+    }
     let spec = json!({
         "ociVersion": "1.0.2",
         "hostname": plan.hostname,
@@ -180,14 +211,7 @@ pub fn build(plan: &LaunchPlan, bounding: u64) -> Result<Spec, serde_json::Error
                 "bounding": caps, "effective": caps, "permitted": caps, "inheritable": [], "ambient": []
             },
         },
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-        ],
+        "mounts": mounts,
         "linux": linux,
     });
     serde_json::from_value(spec)
@@ -231,6 +255,7 @@ mod tests {
                 size: 65536,
             })),
             0,
+            &[],
         )
         .unwrap();
         let linux = s.linux().as_ref().unwrap();
@@ -257,14 +282,14 @@ mod tests {
 
     #[test]
     fn privileged_has_no_user_namespace_and_no_map() {
-        let s = build(&plan(None), u64::MAX).unwrap();
+        let s = build(&plan(None), u64::MAX, &[]).unwrap();
         assert!(!has_ns(&s, LinuxNamespaceType::User));
         assert!(s.linux().as_ref().unwrap().uid_mappings().is_none());
     }
 
     #[test]
     fn limits_seccomp_and_capabilities() {
-        let s = build(&plan(None), u64::MAX).unwrap();
+        let s = build(&plan(None), u64::MAX, &[]).unwrap();
         let linux = s.linux().as_ref().unwrap();
         let r = linux.resources().as_ref().unwrap();
         assert_eq!(r.pids().as_ref().unwrap().limit(), 50);
@@ -315,7 +340,7 @@ mod tests {
                 size: 65536,
             }),
         ] {
-            let s = build(&plan(idmap), without_sys_resource).unwrap();
+            let s = build(&plan(idmap), without_sys_resource, &[]).unwrap();
             let caps = s
                 .process()
                 .as_ref()
@@ -336,8 +361,85 @@ mod tests {
         let mut p = plan(None);
         p.environment
             .insert("EVIL".into(), "a\nlxc.hook=/bin/sh\"".into());
-        let s = build(&p, u64::MAX).unwrap();
+        let s = build(&p, u64::MAX, &[]).unwrap();
         let env = s.process().as_ref().unwrap().env().as_ref().unwrap();
         assert!(env.iter().any(|e| e == "EVIL=a\nlxc.hook=/bin/sh\""));
+    }
+
+    #[test]
+    fn systemd_gets_its_cgroups_run_and_lxcfs_when_live() {
+        let dest = |s: &Spec| -> Vec<(String, String)> {
+            s.mounts()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    (
+                        m.destination().display().to_string(),
+                        m.typ().clone().unwrap_or_default(),
+                    )
+                })
+                .collect()
+        };
+        let without = dest(&build(&plan(None), u64::MAX, &[]).unwrap());
+        for (path, typ) in [
+            ("/sys/fs/cgroup", "cgroup"),
+            ("/run", "tmpfs"),
+            ("/run/lock", "tmpfs"),
+        ] {
+            assert!(
+                without.iter().any(|(p, t)| p == path && t == typ),
+                "{path} {without:?}"
+            );
+        }
+        // The cgroup mount comes after /sys, which it is mounted on.
+        let at = |p: &str| without.iter().position(|(d, _)| d == p).unwrap();
+        assert!(at("/sys") < at("/sys/fs/cgroup"));
+        assert!(at("/run") < at("/run/lock"));
+        assert!(!without.iter().any(|(_, t)| t == "bind"));
+
+        let s = build(
+            &plan(None),
+            u64::MAX,
+            &["proc/meminfo", "sys/devices/system/cpu/online"],
+        )
+        .unwrap();
+        let binds: Vec<(String, String)> = s
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter(|m| m.typ().as_deref() == Some("bind"))
+            .map(|m| {
+                (
+                    m.source().as_ref().unwrap().display().to_string(),
+                    m.destination().display().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            binds,
+            [
+                ("/var/lib/lxcfs/proc/meminfo".into(), "/proc/meminfo".into()),
+                (
+                    "/var/lib/lxcfs/sys/devices/system/cpu/online".into(),
+                    "/sys/devices/system/cpu/online".into()
+                ),
+            ]
+        );
+        let env = s.process().as_ref().unwrap().env().as_ref().unwrap();
+        assert!(env.iter().any(|e| e == "container=lxc"));
+        let denied = s
+            .linux()
+            .as_ref()
+            .unwrap()
+            .seccomp()
+            .as_ref()
+            .unwrap()
+            .syscalls()
+            .as_ref()
+            .unwrap()[0]
+            .names();
+        assert!(!denied.iter().any(|n| n == "name_to_handle_at"));
     }
 }
