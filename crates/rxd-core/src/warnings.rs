@@ -10,6 +10,8 @@ pub enum WarningKind {
     TrustPasswordSet,
     /// Start-up found work a killed daemon left half-made, and undid it.
     Recovered,
+    /// An instance did not halt within the timeout its stop asked for, and was killed.
+    StopTimedOut,
 }
 
 impl WarningKind {
@@ -19,6 +21,7 @@ impl WarningKind {
             WarningKind::HttpsOnAllAddresses => "HTTPS listener bound to all addresses",
             WarningKind::TrustPasswordSet => "Trust password set",
             WarningKind::Recovered => "Unfinished work undone at start-up",
+            WarningKind::StopTimedOut => "Instance killed after its stop timeout",
         }
     }
 
@@ -27,13 +30,14 @@ impl WarningKind {
             WarningKind::HttpsOnAllAddresses => "moderate",
             WarningKind::TrustPasswordSet => "low",
             WarningKind::Recovered => "moderate",
+            WarningKind::StopTimedOut => "low",
         }
     }
 
     /// Whether the config decides this warning (it comes and goes with the config), rather
     /// than an event recording it.
     pub fn from_config(self) -> bool {
-        !matches!(self, WarningKind::Recovered)
+        !matches!(self, WarningKind::Recovered | WarningKind::StopTimedOut)
     }
 }
 

@@ -34,6 +34,36 @@ pub enum RuntimeError {
     StopTimeout,
 }
 
+/// How a container ended, as its supervisor saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Halted, powered off, exited or killed.
+    Stopped,
+    /// Its init asked for a reboot (`reboot(2)` in a PID namespace ends the init by SIGHUP):
+    /// the container is to be started again.
+    Reboot,
+}
+
+/// SIGRTMIN+3: systemd's "halt".
+pub const SIGRTMIN_3: i32 = 37;
+/// SIGPWR: what other inits (busybox, sysvinit) take as "power off".
+pub const SIGPWR: i32 = 30;
+
+/// The signal that asks an init to halt, by liblxc's rule: SIGRTMIN+3 when the init blocks it
+/// (systemd does, to read it from a signalfd), else SIGPWR. From `/proc/<init>/status`.
+pub fn halt_signal(status: &str) -> i32 {
+    let blocked = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    if blocked & (1 << (SIGRTMIN_3 - 1)) != 0 {
+        SIGRTMIN_3
+    } else {
+        SIGPWR
+    }
+}
+
 /// A running container's init, as seen from the host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Init {
@@ -359,8 +389,35 @@ impl Runtime {
         Ok(())
     }
 
-    /// Remove whatever runtime state and cgroups a stopped container left.
-    pub async fn clean_up(&self, name: &str) -> Result<(), RuntimeError> {
+    /// The signal that asks `name`'s init to halt (see [`halt_signal`]); SIGPWR when it cannot
+    /// be read.
+    pub fn halt_signal(&self, name: &str) -> i32 {
+        self.init(name)
+            .and_then(|init| std::fs::read_to_string(format!("/proc/{}/status", init.pid)).ok())
+            .map_or(SIGPWR, |status| halt_signal(&status))
+    }
+
+    /// Whether the running container `name` was started with lxcfs's files over its /proc
+    /// (the helper binds them only when lxcfs answers at start): read from its runtime spec.
+    pub fn uses_lxcfs(&self, name: &str) -> bool {
+        let Ok(text) = std::fs::read(self.bundles.join(name).join("config.json")) else {
+            return false;
+        };
+        let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&text) else {
+            return false;
+        };
+        spec["mounts"].as_array().is_some_and(|mounts| {
+            mounts.iter().any(|m| {
+                m["source"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("/var/lib/lxcfs/"))
+            })
+        })
+    }
+
+    /// Remove whatever runtime state and cgroups a stopped container left, and say how it
+    /// ended (the supervisor marks a reboot in the bundle before it cleans up).
+    pub async fn clean_up(&self, name: &str) -> Result<Ending, RuntimeError> {
         // The supervising helper does this itself when the init ends; wait for it briefly, and
         // do it here if the helper is gone.
         for _ in 0..100 {
@@ -372,8 +429,14 @@ impl Runtime {
         if self.state_root.join(name).exists() {
             self.run(&["delete", name]).await?;
         }
-        let _ = std::fs::remove_dir_all(self.bundles.join(name));
-        Ok(())
+        let bundle = self.bundles.join(name);
+        let ending = if bundle.join("reboot").exists() {
+            Ending::Reboot
+        } else {
+            Ending::Stopped
+        };
+        let _ = std::fs::remove_dir_all(bundle);
+        Ok(ending)
     }
 
     /// Remove this daemon's cgroup parent (`/rxd/<tag>`, then `/rxd`) in every hierarchy where
@@ -514,6 +577,21 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn systemd_gets_sigrtmin_3_and_other_inits_sigpwr() {
+        let status = |blk: &str| {
+            format!("Name:\tinit\nSigPnd:\t0000000000000000\nSigBlk:\t{blk}\nSigIgn:\t0\n")
+        };
+        // systemd 252's pid 1, as read on a booted Debian 12 container.
+        assert_eq!(halt_signal(&status("7fe3c0fe28014a03")), SIGRTMIN_3);
+        assert_eq!(halt_signal(&status("0000001000000000")), SIGRTMIN_3);
+        // Bit 35 (SIGRTMIN+2) or 37 alone is not it.
+        assert_eq!(halt_signal(&status("0000000800000000")), SIGPWR);
+        assert_eq!(halt_signal(&status("0000002000000000")), SIGPWR);
+        assert_eq!(halt_signal(&status("0000000000000000")), SIGPWR);
+        assert_eq!(halt_signal("garbage"), SIGPWR);
+    }
 
     #[test]
     fn proc_stat_reads_this_process() {

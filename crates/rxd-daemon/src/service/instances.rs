@@ -248,7 +248,10 @@ pub async fn save_config(
 }
 
 /// Stop the container: with `force` (or a zero timeout, as LXD) kill it; otherwise ask its init
-/// to halt (SIGPWR, as LXC) and wait up to `timeout` seconds (negative: as long as it takes).
+/// to halt, with the signal it expects (SIGRTMIN+3 for systemd, else SIGPWR; liblxc's rule, see
+/// `rxd_runtime::halt_signal`), and wait up to `timeout` seconds (negative: as long as it
+/// takes). An explicit timeout that runs out kills the container and records a warning
+/// (images-storage.md §9.7: LXD 5.0 fails the operation and leaves it running instead).
 pub async fn stop(
     d: &Arc<Daemon>,
     name: &InstanceKey,
@@ -256,33 +259,64 @@ pub async fn stop(
     timeout: i64,
     restarting: bool,
 ) -> ApiResult<()> {
-    const SIGKILL: i32 = 9;
-    const SIGPWR: i32 = 30;
     if force || timeout == 0 {
-        d.runtime.signal(name, SIGKILL, false).await?;
-        d.runtime
-            .wait_stopped(name, Some(std::time::Duration::from_secs(30)))
-            .await?;
+        kill(d, name).await?;
     } else {
         if d.runtime.frozen(name) {
             return Err(ApiError::BadRequest(
                 "The instance is frozen: unfreeze it first, or stop it with --force".into(),
             ));
         }
-        d.runtime.signal(name, SIGPWR, false).await?;
+        let signal = d.runtime.halt_signal(name);
+        tracing::info!(instance = %name, signal, timeout, "asking the container's init to halt");
+        d.runtime.signal(name, signal, false).await?;
         let wait = u64::try_from(timeout)
             .ok()
             .map(std::time::Duration::from_secs);
-        d.runtime.wait_stopped(name, wait).await?;
+        match d.runtime.wait_stopped(name, wait).await {
+            Err(rxd_runtime::RuntimeError::StopTimeout) => {
+                let message = format!(
+                    "Instance {name} did not halt within its {timeout} s stop timeout (signal {signal}) and was killed"
+                );
+                tracing::warn!(instance = %name, "{message}");
+                crate::sync::lock(&d.warnings)
+                    .record(rxd_core::warnings::WarningKind::StopTimedOut, message);
+                kill(d, name).await?;
+            }
+            other => other?,
+        }
     }
-    stopped(d, name, restarting).await
+    let why = if restarting { Why::Restart } else { Why::Stop };
+    stopped(d, name, why).await.map(drop)
 }
 
-/// Book-keeping once a container's init is gone.
+async fn kill(d: &Daemon, name: &InstanceKey) -> ApiResult<()> {
+    const SIGKILL: i32 = 9;
+    d.runtime.signal(name, SIGKILL, false).await?;
+    d.runtime
+        .wait_stopped(name, Some(std::time::Duration::from_secs(30)))
+        .await?;
+    Ok(())
+}
+
+/// Why a container's init is gone.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// A stop was asked for.
+    Stop,
+    /// A restart was asked for: it starts again next.
+    Restart,
+    /// It ended by itself: a reboot from inside is a restart, anything else a stop.
+    Ended,
+}
+
+/// Book-keeping once a container's init is gone; says how it ended.
 /// An ephemeral instance is deleted once it stops, unless it is being restarted.
-async fn stopped(d: &Daemon, name: &InstanceKey, restarting: bool) -> ApiResult<()> {
+async fn stopped(d: &Daemon, name: &InstanceKey, why: Why) -> ApiResult<rxd_runtime::Ending> {
     d.runtime.forget(name);
-    d.runtime.clean_up(name).await?;
+    let ending = d.runtime.clean_up(name).await?;
+    let restarting =
+        why == Why::Restart || (why == Why::Ended && ending == rxd_runtime::Ending::Reboot);
     if !restarting {
         d.runtime.prune_cgroup_parents();
     }
@@ -297,15 +331,15 @@ async fn stopped(d: &Daemon, name: &InstanceKey, restarting: bool) -> ApiResult<
             d.db(move |s| s.delete_instance(&p, &n)).await?;
             d.runtime.remove_logs(name);
             tracing::info!(instance = %name, "ephemeral container stopped and deleted");
-            return Ok(());
+            return Ok(ending);
         }
         let mut config = config_of(&row);
         config.remove("volatile.idmap.current");
         config.insert("volatile.last_state.power".into(), "STOPPED".into());
         save_config(d, name, &config).await?;
     }
-    tracing::info!(instance = %name, "container stopped");
-    Ok(())
+    tracing::info!(instance = %name, ?ending, "container stopped");
+    Ok(ending)
 }
 
 /// A create that did not finish: the row is recorded first with an empty config and the config
@@ -397,8 +431,17 @@ pub async fn watch(d: Arc<Daemon>, mut shutdown: tokio::sync::watch::Receiver<bo
                 continue;
             };
             if d.runtime.init(&name).is_none() {
-                if let Err(e) = stopped(&d, &name, false).await {
-                    tracing::warn!(instance = %name, error = %e, "could not tidy up after a container");
+                match stopped(&d, &name, Why::Ended).await {
+                    Ok(rxd_runtime::Ending::Reboot) => {
+                        tracing::info!(instance = %name, "the container rebooted: starting it again");
+                        if let Err(e) = start(&d, &name).await {
+                            tracing::warn!(instance = %name, error = %e, "could not start a rebooted container again");
+                        }
+                    }
+                    Ok(rxd_runtime::Ending::Stopped) => {}
+                    Err(e) => {
+                        tracing::warn!(instance = %name, error = %e, "could not tidy up after a container")
+                    }
                 }
             }
         }
