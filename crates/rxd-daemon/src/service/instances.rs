@@ -712,8 +712,12 @@ pub async fn stopped_guard(
 }
 
 /// Delete a stopped instance (its action lock held by the caller, see [`stopped_guard`]): its
-/// root filesystem, snapshots, record and logs.
+/// root filesystem, snapshots, record and logs. Refused while `security.protection.delete` is
+/// set, with LXD's words (it guards only this: snapshots, renames and restores go on).
 pub async fn remove(d: &Arc<Daemon>, row: &InstanceRow) -> ApiResult<()> {
+    if flag(&config_of(row), "security.protection.delete") {
+        return Err(ApiError::BadRequest("Container is protected".into()));
+    }
     let key = row.key();
     let dir = layout::instance_dir(d, &key);
     // Writes in flight through the files API finish before the tree goes.
