@@ -78,6 +78,31 @@ pub fn busybox_image(out: &std::path::Path) {
     assert!(built.success(), "make-busybox-image.sh failed");
 }
 
+/// The Debian 12 systemd test image (`scripts/make-debian-image.sh`: mmdebstrap from the mirror
+/// apt uses), built once and cached under the target directory, where a rerun finds it. Built
+/// at most once at a time per test process.
+pub fn debian_image() -> PathBuf {
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    // target/<profile>/deps/<test> → target/debian-image/
+    let exe = std::env::current_exe().expect("executable path");
+    let target = exe
+        .ancestors()
+        .find(|a| a.join("debian-image").is_dir() || a.file_name() == Some("target".as_ref()))
+        .unwrap_or_else(|| exe.parent().expect("executable dir"));
+    let out = target.join("debian-image").join("debian12.tar.gz");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-debian-image.sh");
+    let built = Command::new("bash")
+        .arg(script)
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .expect("bash runs");
+    assert!(built.success(), "make-debian-image.sh failed");
+    out
+}
+
 /// A throwaway client keypair, as `rxc` would generate one.
 pub fn client_identity(name: &str) -> KeyPairFiles {
     let dir = tempfile::tempdir().expect("tempdir");

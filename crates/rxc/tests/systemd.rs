@@ -1,0 +1,413 @@
+//! A real distribution, as root: Debian 12 (systemd 252, built by
+//! `scripts/make-debian-image.sh` and cached under `target/`) launched unprivileged through
+//! `rxc` and through Debian's `lxc`. systemd reaches `running` (or `degraded`, reported), its
+//! init runs as an unprivileged host uid, `stop` halts it cleanly (SIGRTMIN+3, no kill, no
+//! cgroup left behind), it starts again, `reboot` inside restarts it, an init that ignores the
+//! halt signal is killed when an explicit `--timeout` runs out (with a warning), and
+//! `security.protection.delete` fails the delete while snapshots and renames go on.
+
+use rxd_testkit::{debian_image, require_root, require_tool, TestDaemon};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Setup {
+    d: TestDaemon,
+    conf: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn new(test: &str) -> Option<Setup> {
+        if !require_root(test) || !require_tool("mmdebstrap", "mmdebstrap", test) {
+            return None;
+        }
+        let image = debian_image();
+        let d = TestDaemon::start().await;
+        let conf = tempfile::tempdir().unwrap();
+        let s = Setup { d, conf };
+        s.ok(&["image", "import", image.to_str().unwrap(), "--alias", "d12"]);
+        Some(s)
+    }
+
+    fn rxc(&self, args: &[&str]) -> Output {
+        self.d.rxc(self.conf.path(), args)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.rxc(args);
+        assert!(
+            out.status.success(),
+            "rxc {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.d.logs()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    async fn pid(&self, name: &str) -> i32 {
+        let s = self
+            .d
+            .unix()
+            .get(&format!("/1.0/instances/{name}/state"))
+            .await
+            .unwrap();
+        assert_eq!(s["status"], "Running", "{s}");
+        s["pid"].as_i64().unwrap() as i32
+    }
+
+    /// Wait (up to 60 s) until `systemctl is-system-running` says `running` or `degraded`;
+    /// returns what it said. A `degraded` boot lists its failed units on stderr.
+    fn wait_booted(&self, name: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self.rxc(&["exec", name, "--", "systemctl", "is-system-running"]);
+            let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if state == "running" || state == "degraded" {
+                if state == "degraded" {
+                    let failed = self.rxc(&["exec", name, "--", "systemctl", "--failed"]);
+                    eprintln!(
+                        "{name} degraded:\n{}",
+                        String::from_utf8_lossy(&failed.stdout)
+                    );
+                }
+                return state;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: systemd did not finish booting within 60 s (last: {state:?}, {});\nconsole:\n{}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.console(name),
+                self.d.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn console(&self, name: &str) -> String {
+        std::fs::read_to_string(self.d.dir().join("logs").join(name).join("console.log"))
+            .unwrap_or_default()
+    }
+
+    /// Set `security.protection.delete` (PATCH, and its operation waited for).
+    async fn protect(&self, name: &str, on: bool) {
+        let r = self
+            .d
+            .unix()
+            .request(
+                rxd_client::Method::PATCH,
+                &format!("/1.0/instances/{name}"),
+                Some(&json!({"config": {"security.protection.delete": on.to_string()}})),
+            )
+            .await
+            .unwrap();
+        let envelope = r.envelope().unwrap();
+        assert!(r.status == 200 || r.status == 202, "{envelope:?}");
+        if r.status == 202 {
+            let done = self
+                .d
+                .unix()
+                .get(&format!("{}/wait?timeout=30", envelope.operation))
+                .await
+                .unwrap();
+            assert_eq!(done["status"], "Success", "{done}");
+        }
+    }
+
+    async fn warnings(&self) -> Vec<Value> {
+        self.d
+            .unix()
+            .get("/1.0/warnings?recursion=1")
+            .await
+            .unwrap()
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    async fn stop_kills(&self) -> Vec<String> {
+        self.warnings()
+            .await
+            .into_iter()
+            .filter(|w| w["type"] == "Instance killed after its stop timeout")
+            .map(|w| w["last_message"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+/// Where the container's own cgroup is in every hierarchy, from its init's memberships (the
+/// freezer, which systemd leaves alone on v1; the unified one on v2).
+fn container_cgroup(pid: i32) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.split(':').nth(1) == Some("freezer"))
+        .or_else(|| text.lines().find(|l| l.starts_with("0::")))
+        .unwrap();
+    let path = line.splitn(3, ':').nth(2).unwrap();
+    path.trim_end_matches("/init.scope").to_owned()
+}
+
+/// Directories of `cgroup` that exist in any cgroup hierarchy mounted on the host.
+fn cgroups_left(cgroup: &str) -> Vec<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let fstype = right.split(' ').next()?;
+            if fstype != "cgroup" && fstype != "cgroup2" || left.split(' ').nth(3)? != "/" {
+                return None;
+            }
+            let dir = Path::new(left.split(' ').nth(4)?).join(cgroup.trim_start_matches('/'));
+            dir.exists().then_some(dir)
+        })
+        .collect()
+}
+
+fn host_uid(pid: i32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// Whether lxcfs is mounted and answering where the helper looks for it.
+fn lxcfs_live() -> bool {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mountinfo.lines().any(|l| {
+        l.split_once(" - ").is_some_and(|(left, right)| {
+            left.split(' ').nth(4) == Some("/var/lib/lxcfs") && right.starts_with("fuse.lxcfs ")
+        })
+    }) && std::fs::metadata("/var/lib/lxcfs/proc/uptime").is_ok()
+}
+
+#[tokio::test]
+async fn debian_boots_unprivileged_stops_cleanly_reboots_and_is_protected() {
+    let Some(s) =
+        Setup::new("debian_boots_unprivileged_stops_cleanly_reboots_and_is_protected").await
+    else {
+        return;
+    };
+    let launched = Instant::now();
+    s.ok(&["launch", "d12", "d1"]);
+    let started = Instant::now();
+    let state = s.wait_booted("d1");
+    eprintln!(
+        "d1: launch (unpack + start) {:?}, then {state} after {:?}",
+        started - launched,
+        started.elapsed()
+    );
+    let pid = s.pid("d1").await;
+    let uid = host_uid(pid);
+    assert_ne!(uid, 0, "the init runs as host root");
+    let base: u32 = s.d.unix().get("/1.0/instances/d1").await.unwrap()["config"]
+        ["volatile.idmap.base"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(uid, base, "container root is the start of its block");
+    // systemd saw a container and has its own cgroups, and the mounts it expects.
+    let virt = s.ok(&["exec", "d1", "--", "systemd-detect-virt"]);
+    assert_eq!(virt.trim(), "lxc");
+    let mounts = s.ok(&["exec", "d1", "--", "cat", "/proc/self/mounts"]);
+    for (point, fstype) in [
+        ("/sys/fs/cgroup/systemd", "cgroup"),
+        ("/run", "tmpfs"),
+        ("/run/lock", "tmpfs"),
+    ] {
+        assert!(
+            mounts
+                .lines()
+                .any(|l| l.split(' ').nth(1) == Some(point) && l.split(' ').nth(2) == Some(fstype)),
+            "{point} {fstype}:\n{mounts}"
+        );
+    }
+    let inside = s.ok(&["exec", "d1", "--", "cat", "/proc/1/cgroup"]);
+    assert!(inside.contains("name=systemd:/init.scope"), "{inside}");
+    let info = s.ok(&["info", "d1"]);
+    let lxcfs = if lxcfs_live() { "yes" } else { "no" };
+    assert!(info.contains(&format!("LXCFS: {lxcfs}")), "{info}");
+    let cgroup = container_cgroup(pid);
+    assert!(cgroup.ends_with("/d1"), "{cgroup}");
+    assert!(!cgroups_left(&cgroup).is_empty());
+
+    // A clean stop: systemd halts by itself (SIGRTMIN+3 → SIGINT from its reboot(2)); a kill
+    // would have recorded a warning. The timeout only bounds the test.
+    let stopping = Instant::now();
+    s.ok(&["stop", "d1", "--timeout", "60"]);
+    eprintln!("d1: clean stop: {:?}", stopping.elapsed());
+    assert!(s.stop_kills().await.is_empty(), "{:?}", s.warnings().await);
+    assert!(
+        s.console("d1")
+            .trim_end()
+            .ends_with("rxd-shim: init ended by SIGINT"),
+        "{}",
+        s.console("d1")
+    );
+    assert!(
+        s.d.logs().contains("signal=37"),
+        "the daemon did not send SIGRTMIN+3"
+    );
+    // Nothing left: no cgroup (systemd's own sub-cgroups included), no process.
+    assert_eq!(cgroups_left(&cgroup), Vec::<PathBuf>::new());
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+
+    // It starts again.
+    let starting = Instant::now();
+    s.ok(&["start", "d1"]);
+    let state = s.wait_booted("d1");
+    eprintln!("d1: start to {state}: {:?}", starting.elapsed());
+    let before = s.pid("d1").await;
+
+    // `reboot` inside: the init ends by SIGHUP, rxd starts the container again.
+    let _ = s.rxc(&["exec", "d1", "--", "systemctl", "reboot"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = s.d.unix().get("/1.0/instances/d1/state").await.unwrap();
+        if st["status"] == "Running" && st["pid"].as_i64() != Some(i64::from(before)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "d1 did not come back after reboot: {st}\n{}\n{}",
+            s.console("d1"),
+            s.d.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.wait_booted("d1");
+    assert!(
+        s.d.logs()
+            .contains("the container rebooted: starting it again"),
+        "{}",
+        s.d.logs()
+    );
+
+    // security.protection.delete: the delete is accepted (202) and its operation fails with
+    // LXD's words; snapshots and renames are not affected.
+    s.ok(&["stop", "d1", "--timeout", "60"]);
+    let unix = s.d.unix();
+    s.protect("d1", true).await;
+    let r = unix
+        .request(rxd_client::Method::DELETE, "/1.0/instances/d1", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 202, "{:?}", r.envelope());
+    let op = r.envelope().unwrap().operation;
+    let done = unix.get(&format!("{op}/wait?timeout=30")).await.unwrap();
+    assert_eq!(done["status"], "Failure", "{done}");
+    assert_eq!(done["err"], "Container is protected", "{done}");
+    let err = s.rxc(&["delete", "d1"]);
+    assert!(!err.status.success());
+    assert!(
+        String::from_utf8_lossy(&err.stderr).contains("Container is protected"),
+        "{err:?}"
+    );
+    s.ok(&["snapshot", "d1", "s1"]);
+    s.ok(&["rename", "d1", "d2"]);
+    s.ok(&["rename", "d2", "d1"]);
+    assert!(s.d.dir().join("containers/d1/rootfs/sbin").exists());
+
+    // An init that ignores the halt signal (pid 1 ignores what it has no handler for): an
+    // explicit timeout that runs out kills it and says so in a warning.
+    let init = s.conf.path().join("init");
+    std::fs::write(&init, "#!/bin/sh\nexec sleep infinity\n").unwrap();
+    s.ok(&[
+        "file",
+        "push",
+        init.to_str().unwrap(),
+        "d1/sbin/init",
+        "--mode",
+        "0755",
+    ]);
+    s.ok(&["start", "d1"]);
+    let stopping = Instant::now();
+    s.ok(&["stop", "d1", "--timeout", "2"]);
+    let took = stopping.elapsed();
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    let list = s.ok(&["list", "-f", "csv"]);
+    assert!(list.starts_with("d1,STOPPED,"), "{list}");
+    let kills = s.stop_kills().await;
+    assert_eq!(kills.len(), 1, "{:?}", s.warnings().await);
+    assert!(kills[0].contains("d1"), "{kills:?}");
+
+    s.protect("d1", false).await;
+    s.ok(&["delete", "d1"]);
+    assert_eq!(unix.get("/1.0/instances").await.unwrap(), json!([]));
+    assert_eq!(cgroups_left(&cgroup), Vec::<PathBuf>::new());
+}
+
+#[tokio::test]
+async fn debian_lxc_launches_and_stops_debian() {
+    let test = "debian_lxc_launches_and_stops_debian";
+    if !require_tool("lxc", "lxd-client", test) {
+        return;
+    }
+    let Some(s) = Setup::new(test).await else {
+        return;
+    };
+    s.ok(&["config", "set", "core.trust_password", "pw"]);
+    let lxd_conf = tempfile::tempdir().unwrap();
+    // lxc, bounded: a stop that never ends fails the test rather than hanging it.
+    let lxc = |args: &[&str]| {
+        let mut child = Command::new("lxc")
+            .args(args)
+            .env("LXD_CONF", lxd_conf.path())
+            .env("HOME", lxd_conf.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("lxc {args:?} did not finish in 90 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
+    };
+    let addr = s.d.https_address();
+    let out = lxc(&[
+        "remote",
+        "add",
+        "rxd",
+        &addr,
+        "--accept-certificate",
+        "--password",
+        "pw",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let launched = Instant::now();
+    let out = lxc(&["launch", "rxd:d12", "rxd:l1"]);
+    assert!(out.status.success(), "{out:?}\n{}", s.d.logs());
+    let state = s.wait_booted("l1");
+    eprintln!("l1 (lxc): launch to {state}: {:?}", launched.elapsed());
+    let out = lxc(&["exec", "rxd:l1", "--", "systemctl", "is-system-running"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.trim() == "running" || said.trim() == "degraded",
+        "{out:?}"
+    );
+    // `lxc stop` sends timeout -1: wait as long as the halt takes; a clean one needs no kill.
+    let stopping = Instant::now();
+    let out = lxc(&["stop", "rxd:l1"]);
+    assert!(out.status.success(), "{out:?}\n{}", s.d.logs());
+    eprintln!("l1 (lxc): clean stop: {:?}", stopping.elapsed());
+    assert!(s.stop_kills().await.is_empty(), "{:?}", s.warnings().await);
+    let out = lxc(&["list", "rxd:", "--format", "csv", "-c", "ns"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "l1,STOPPED");
+    let out = lxc(&["start", "rxd:l1"]);
+    assert!(out.status.success(), "{out:?}");
+    s.wait_booted("l1");
+    let out = lxc(&["delete", "--force", "rxd:l1"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(s.d.unix().get("/1.0/instances").await.unwrap(), json!([]));
+}
