@@ -41,10 +41,11 @@ work=$(mktemp -d "$(dirname "$out")/.debian-image.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 root=$work/rootfs
 # No network configuration beyond loopback (netbase/ifupdown's default): rxd gives a container
-# no interface to configure, and LXD's own images add theirs through templates.
+# no interface to configure, and LXD's own images add theirs through templates. No
+# /etc/hostname either (mmdebstrap copies the build host's): systemd then keeps the host name
+# the container was started with, its instance name.
 mmdebstrap --quiet --variant=minbase --include="$packages" \
-  --customize-hook='echo debian > "$1/etc/hostname"' \
-  --customize-hook='rm -f "$1/etc/resolv.conf"' \
+  --customize-hook='rm -f "$1/etc/hostname" "$1/etc/resolv.conf"' \
   "$suite" "$root" "$mirror"
 
 cat >"$work/metadata.yaml" <<META

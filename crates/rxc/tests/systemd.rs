@@ -214,6 +214,7 @@ async fn debian_boots_unprivileged_stops_cleanly_reboots_and_is_protected() {
     // systemd saw a container and has its own cgroups, and the mounts it expects.
     let virt = s.ok(&["exec", "d1", "--", "systemd-detect-virt"]);
     assert_eq!(virt.trim(), "lxc");
+    assert_eq!(s.ok(&["exec", "d1", "--", "hostname"]).trim(), "d1");
     let mounts = s.ok(&["exec", "d1", "--", "cat", "/proc/self/mounts"]);
     for (point, fstype) in [
         ("/sys/fs/cgroup/systemd", "cgroup"),
