@@ -263,6 +263,11 @@ async fn debian_boots_unprivileged_stops_cleanly_reboots_and_is_protected() {
     s.ok(&["start", "d1"]);
     let state = s.wait_booted("d1");
     eprintln!("d1: start to {state}: {:?}", starting.elapsed());
+
+    // A restart asked from outside: a clean halt, then a start.
+    s.ok(&["restart", "d1", "--timeout", "60"]);
+    assert!(s.stop_kills().await.is_empty(), "{:?}", s.warnings().await);
+    s.wait_booted("d1");
     let before = s.pid("d1").await;
 
     // `reboot` inside: the init ends by SIGHUP, rxd starts the container again.

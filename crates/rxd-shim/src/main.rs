@@ -390,6 +390,8 @@ fn prepare(root: &Path, bundle: &Path, log: &Path) -> Result<(LaunchPlan, OwnedF
         .recursive(true)
         .create(bundle)
         .context("creating the bundle directory")?;
+    // A reboot marked while no daemon was there to see it is not this run's.
+    let _ = std::fs::remove_file(bundle.join(REBOOT_MARK));
     let config = bundle.join("config.json");
     let _ = std::fs::remove_file(&config);
     let mut f = OpenOptions::new()
