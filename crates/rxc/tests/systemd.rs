@@ -294,18 +294,25 @@ async fn debian_boots_unprivileged_stops_cleanly_reboots_and_is_protected() {
         s.d.logs()
     );
 
+    // --force kills a booted systemd: its sub-cgroups go all the same.
+    s.ok(&["stop", "d1", "--force"]);
+    assert_eq!(cgroups_left(&cgroup), Vec::<PathBuf>::new());
+
     // security.protection.delete: the delete is accepted (202) and its operation fails with
     // LXD's words; snapshots and renames are not affected.
-    s.ok(&["stop", "d1", "--timeout", "60"]);
-    let unix = s.d.unix();
     s.protect("d1", true).await;
-    let r = unix
-        .request(rxd_client::Method::DELETE, "/1.0/instances/d1", None)
-        .await
-        .unwrap();
+    let r =
+        s.d.unix()
+            .request(rxd_client::Method::DELETE, "/1.0/instances/d1", None)
+            .await
+            .unwrap();
     assert_eq!(r.status, 202, "{:?}", r.envelope());
     let op = r.envelope().unwrap().operation;
-    let done = unix.get(&format!("{op}/wait?timeout=30")).await.unwrap();
+    let done =
+        s.d.unix()
+            .get(&format!("{op}/wait?timeout=30"))
+            .await
+            .unwrap();
     assert_eq!(done["status"], "Failure", "{done}");
     assert_eq!(done["err"], "Container is protected", "{done}");
     let err = s.rxc(&["delete", "d1"]);
@@ -344,7 +351,7 @@ async fn debian_boots_unprivileged_stops_cleanly_reboots_and_is_protected() {
 
     s.protect("d1", false).await;
     s.ok(&["delete", "d1"]);
-    assert_eq!(unix.get("/1.0/instances").await.unwrap(), json!([]));
+    assert_eq!(s.d.unix().get("/1.0/instances").await.unwrap(), json!([]));
     assert_eq!(cgroups_left(&cgroup), Vec::<PathBuf>::new());
 }
 
