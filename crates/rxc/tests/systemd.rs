@@ -424,3 +424,101 @@ async fn debian_lxc_launches_and_stops_debian() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(s.d.unix().get("/1.0/instances").await.unwrap(), json!([]));
 }
+
+#[tokio::test]
+async fn a_host_shutdown_halts_instances_a_daemon_restart_does_not() {
+    let Some(mut s) = Setup::new("a_host_shutdown_halts_instances_a_daemon_restart_does_not").await
+    else {
+        return;
+    };
+    s.ok(&["launch", "d12", "d1"]);
+    // d2's init ignores the halt signal; it gets one second.
+    s.ok(&["init", "d12", "d2"]);
+    let init = s.conf.path().join("init");
+    std::fs::write(&init, "#!/bin/sh\nexec sleep infinity\n").unwrap();
+    s.ok(&[
+        "file",
+        "push",
+        init.to_str().unwrap(),
+        "d2/sbin/init",
+        "--mode",
+        "0755",
+    ]);
+    let r =
+        s.d.unix()
+            .request(
+                rxd_client::Method::PATCH,
+                "/1.0/instances/d2",
+                Some(&json!({"config": {"boot.host_shutdown_timeout": "1"}})),
+            )
+            .await
+            .unwrap();
+    let envelope = r.envelope().unwrap();
+    if r.status == 202 {
+        let done =
+            s.d.unix()
+                .get(&format!("{}/wait?timeout=30", envelope.operation))
+                .await
+                .unwrap();
+        assert_eq!(done["status"], "Success", "{done}");
+    } else {
+        assert_eq!(r.status, 200, "{envelope:?}");
+    }
+    s.ok(&["start", "d2"]);
+    s.wait_booted("d1");
+    let (p1, p2) = (s.pid("d1").await, s.pid("d2").await);
+    let cgroup = container_cgroup(p1);
+
+    // A daemon restart (SIGTERM) leaves them running.
+    s.d.restart().await;
+    assert_eq!((s.pid("d1").await, s.pid("d2").await), (p1, p2));
+
+    // `rxd shutdown`: SIGPWR to the daemon, which halts both, then exits.
+    let shutting = Instant::now();
+    let out = Command::new(rxd_testkit::bin("rxd"))
+        .arg("--dir")
+        .arg(s.d.dir())
+        .args(["shutdown", "--timeout", "120"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}\n{}", s.d.logs());
+    eprintln!("host shutdown of d1 and d2: {:?}", shutting.elapsed());
+    assert!(s.d.exited(), "rxd still runs after rxd shutdown");
+    for pid in [p1, p2] {
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "{pid} runs");
+    }
+    assert!(
+        s.console("d1").trim_end().ends_with("init ended by SIGINT"),
+        "{}",
+        s.console("d1")
+    );
+    assert!(
+        s.console("d2")
+            .trim_end()
+            .ends_with("init ended by SIGKILL"),
+        "{}",
+        s.console("d2")
+    );
+    assert!(
+        s.d.logs()
+            .contains("Instance d2 did not halt within its 1 s stop timeout"),
+        "{}",
+        s.d.logs()
+    );
+    assert!(!s.d.logs().contains("Instance d1 did not halt"));
+    assert_eq!(cgroups_left(&cgroup), Vec::<PathBuf>::new());
+
+    // After the host's reboot: stopped, and marked to run again.
+    s.d.spawn();
+    s.d.wait_ready().await;
+    for name in ["d1", "d2"] {
+        let v =
+            s.d.unix()
+                .get(&format!("/1.0/instances/{name}"))
+                .await
+                .unwrap();
+        assert_eq!(v["status"], "Stopped", "{v}");
+        assert_eq!(v["config"]["volatile.last_state.power"], "RUNNING", "{v}");
+    }
+    s.ok(&["delete", "d1", "d2"]);
+}

@@ -49,14 +49,20 @@ const SAFE: &[&str] = &[
     "security.protection.delete",
 ];
 
+/// Keys under a safe prefix that only the server administrator may set: how long a host
+/// shutdown waits for an instance decides how long the whole host takes to go down (LXD puts it
+/// behind `restricted.containers.lowlevel`).
+const ADMIN_ONLY: &[&str] = &["boot.host_shutdown_timeout"];
+
 fn safe_key(key: &str) -> bool {
-    SAFE.iter().any(|s| {
-        if s.ends_with('.') {
-            key.starts_with(s)
-        } else {
-            key == *s
-        }
-    })
+    !ADMIN_ONLY.contains(&key)
+        && SAFE.iter().any(|s| {
+            if s.ends_with('.') {
+                key.starts_with(s)
+            } else {
+                key == *s
+            }
+        })
 }
 
 fn on(config: &BTreeMap<String, String>, key: &str) -> bool {
@@ -192,6 +198,7 @@ mod tests {
         let unpriv = map(&[("security.privileged", "false")]);
         let volatile = map(&[("volatile.idmap.next", "[]"), ("volatile.base_image", "ab")]);
         let raw = map(&[("raw.lxc", "x")]);
+        let shutdown = map(&[("boot.host_shutdown_timeout", "600")]);
         let nesting = map(&[("security.nesting", "true")]);
         type Case<'a> = (&'a str, bool, &'a Config, &'a Config, usize, bool);
         let cases: &[Case] = &[
@@ -220,6 +227,22 @@ mod tests {
                 true,
             ),
             ("admin, base, open", true, &open, &base, 0, true),
+            (
+                "admin, host shutdown timeout",
+                true,
+                &open,
+                &shutdown,
+                0,
+                true,
+            ),
+            (
+                "operator, host shutdown timeout",
+                false,
+                &open,
+                &shutdown,
+                0,
+                false,
+            ),
             ("admin, devices", true, &open, &plain, 1, true),
             (
                 "operator, privileged, open",

@@ -132,6 +132,10 @@ pub fn validate_key(key: &str, value: &str, from_client: bool) -> Result<(), Ins
         | "security.idmap.isolated"
         | "security.protection.delete"
         | "boot.autostart" => check_bool(value),
+        // Seconds a host shutdown waits for this instance to halt before killing it.
+        "boot.host_shutdown_timeout" => check_int(value, 0, 24 * 3600),
+        // Host shutdown stops higher priorities first.
+        "boot.stop.priority" => check_int(value, 0, 1 << 20),
         "security.idmap.size" => check_int(value, 1, 1 << 31),
         "security.idmap.base" => check_int(value, 1, u64::from(u32::MAX)),
         "limits.processes" => check_int(value, 1, 1 << 22),

@@ -78,9 +78,20 @@ pub enum DaemonError {
     Runtime(std::io::Error),
 }
 
+/// Why the daemon is stopping, which decides what happens to running containers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    /// The daemon alone stops (SIGTERM, `systemctl restart rxd`): containers keep running and
+    /// the next daemon finds them.
+    Daemon,
+    /// The host is going down (SIGPWR, `rxd shutdown`): instances are halted cleanly first
+    /// (`boot.host_shutdown_timeout`, `boot.stop.priority`).
+    Host,
+}
+
 pub async fn run(
     opts: Options,
-    shutdown_signal: impl Future<Output = ()>,
+    shutdown_signal: impl Future<Output = Shutdown>,
 ) -> Result<(), DaemonError> {
     let dir = opts.dir.clone();
     let _lock = statedir::prepare(&dir)?;
@@ -187,7 +198,9 @@ pub async fn run(
         .spawn(watch_tls_files(daemon.clone(), shutdown_rx.clone()));
     tracing::info!(pid = std::process::id(), "rxd ready");
 
-    shutdown_signal.await;
+    if shutdown_signal.await == Shutdown::Host {
+        service::instances::stop_all_for_host(&daemon).await;
+    }
     tracing::info!("shutting down: no new connections, finishing requests in flight");
     daemon.shutdown.send_replace(true);
     if let Some(running) = lock(&daemon.https).take() {

@@ -59,6 +59,14 @@ pub fn prepare(dir: &Path) -> Result<StateLock, StateDirError> {
         .map_err(io(&lock_path))?;
     let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
         .map_err(|_| StateDirError::Locked(dir.into()))?;
+    // Our pid, for `rxd shutdown`, which trusts it only while the lock is held.
+    {
+        use std::io::Write;
+        let mut f: &File = &lock;
+        f.set_len(0)
+            .and_then(|()| f.write_all(format!("{}\n", std::process::id()).as_bytes()))
+            .map_err(io(&lock_path))?;
+    }
 
     // Key and database files keep tight modes even if someone loosened them.
     for (name, mode) in [

@@ -17,6 +17,20 @@ struct Args {
     /// Log filter, e.g. `info` or `rxd_daemon=debug`.
     #[arg(long, env = "RXD_LOG", default_value = "info")]
     log: String,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Cmd {
+    /// For the host's shutdown (the unit's ExecStop): tell the rxd running on --dir to halt
+    /// every instance cleanly (boot.host_shutdown_timeout, boot.stop.priority) and exit, and
+    /// wait for it. A plain stop (SIGTERM, systemctl restart) leaves containers running.
+    Shutdown {
+        /// Seconds to wait for the daemon to finish.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,6 +44,9 @@ fn main() -> anyhow::Result<()> {
         .init();
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!("rxd must run as root");
+    }
+    if let Some(Cmd::Shutdown { timeout }) = args.command {
+        return shutdown(&args.dir, std::time::Duration::from_secs(timeout));
     }
     raise_descriptor_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -70,17 +87,63 @@ fn raise_descriptor_limit() {
     }
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT stop the daemon alone; SIGPWR (init's "power failing", and what
+/// `rxd shutdown` sends) means the host is going down.
+async fn shutdown_signal() -> rxd_daemon::Shutdown {
+    use rxd_daemon::Shutdown;
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut pwr)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::from_raw(
+            nix::sys::signal::Signal::SIGPWR as i32,
+        )),
     ) else {
         tracing::error!("cannot install signal handlers; stop rxd with SIGKILL");
         return std::future::pending().await;
     };
     tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+        _ = term.recv() => { tracing::info!("SIGTERM received: containers keep running"); Shutdown::Daemon }
+        _ = int.recv() => { tracing::info!("SIGINT received: containers keep running"); Shutdown::Daemon }
+        _ = pwr.recv() => { tracing::info!("SIGPWR received: the host is shutting down"); Shutdown::Host }
     }
+}
+
+/// `rxd shutdown`: SIGPWR to the daemon holding `dir`'s lock (its pid is in the lock file,
+/// trusted only while the lock is held), then wait until the lock is free.
+fn shutdown(dir: &std::path::Path, timeout: std::time::Duration) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use nix::fcntl::{Flock, FlockArg};
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("rxd.lock");
+    let open = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))
+    };
+    let free = |f: std::fs::File| Flock::lock(f, FlockArg::LockSharedNonblock).is_ok();
+    if free(open()?) {
+        println!("rxd is not running on {}", dir.display());
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(&path)?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("{} holds no pid", path.display()))?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGPWR,
+    )
+    .with_context(|| format!("signalling rxd (pid {pid})"))?;
+    let deadline = std::time::Instant::now() + timeout;
+    while !free(open()?) {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("rxd (pid {pid}) did not finish within {timeout:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(())
 }

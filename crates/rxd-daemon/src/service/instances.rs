@@ -259,35 +259,100 @@ pub async fn stop(
     timeout: i64,
     restarting: bool,
 ) -> ApiResult<()> {
-    if force || timeout == 0 {
-        kill(d, name).await?;
-    } else {
-        if d.runtime.frozen(name) {
-            return Err(ApiError::BadRequest(
-                "The instance is frozen: unfreeze it first, or stop it with --force".into(),
-            ));
-        }
-        let signal = d.runtime.halt_signal(name);
-        tracing::info!(instance = %name, signal, timeout, "asking the container's init to halt");
-        d.runtime.signal(name, signal, false).await?;
-        let wait = u64::try_from(timeout)
-            .ok()
-            .map(std::time::Duration::from_secs);
-        match d.runtime.wait_stopped(name, wait).await {
-            Err(rxd_runtime::RuntimeError::StopTimeout) => {
-                let message = format!(
-                    "Instance {name} did not halt within its {timeout} s stop timeout (signal {signal}) and was killed"
-                );
-                tracing::warn!(instance = %name, "{message}");
-                crate::sync::lock(&d.warnings)
-                    .record(rxd_core::warnings::WarningKind::StopTimedOut, message);
-                kill(d, name).await?;
-            }
-            other => other?,
-        }
-    }
+    halt(d, name, force, timeout).await?;
     let why = if restarting { Why::Restart } else { Why::Stop };
     stopped(d, name, why).await.map(drop)
+}
+
+/// The init gone, by `stop`'s rules (see there); the book-keeping is the caller's.
+async fn halt(d: &Daemon, name: &InstanceKey, force: bool, timeout: i64) -> ApiResult<()> {
+    if force || timeout == 0 {
+        return kill(d, name).await;
+    }
+    if d.runtime.frozen(name) {
+        return Err(ApiError::BadRequest(
+            "The instance is frozen: unfreeze it first, or stop it with --force".into(),
+        ));
+    }
+    let signal = d.runtime.halt_signal(name);
+    tracing::info!(instance = %name, signal, timeout, "asking the container's init to halt");
+    d.runtime.signal(name, signal, false).await?;
+    let wait = u64::try_from(timeout)
+        .ok()
+        .map(std::time::Duration::from_secs);
+    match d.runtime.wait_stopped(name, wait).await {
+        Err(rxd_runtime::RuntimeError::StopTimeout) => {
+            let message = format!(
+                "Instance {name} did not halt within its {timeout} s stop timeout (signal {signal}) and was killed"
+            );
+            tracing::warn!(instance = %name, "{message}");
+            crate::sync::lock(&d.warnings)
+                .record(rxd_core::warnings::WarningKind::StopTimedOut, message);
+            kill(d, name).await
+        }
+        other => Ok(other?),
+    }
+}
+
+/// The host is going down (rxd got SIGPWR or `rxd shutdown`): halt every running instance,
+/// higher `boot.stop.priority` first, as many at once as there are CPUs, each given
+/// `boot.host_shutdown_timeout` seconds (default 30) before it is killed. Their
+/// `volatile.last_state.power` stays `RUNNING`, which is what brings them back after the
+/// host's reboot. (A mere daemon stop or restart, SIGTERM, leaves them running.)
+pub async fn stop_all_for_host(d: &Arc<Daemon>) {
+    const DEFAULT_TIMEOUT: i64 = 30;
+    let rows = match d.db(|s| s.all_instances()).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list instances to stop for the host's shutdown");
+            return;
+        }
+    };
+    let number = |row: &InstanceRow, key: &str| -> Option<i64> {
+        config_of(row).get(key).and_then(|v| v.parse().ok())
+    };
+    let mut running: Vec<(i64, i64, InstanceKey)> = rows
+        .iter()
+        .filter(|r| d.runtime.init(&r.key()).is_some())
+        .map(|r| {
+            (
+                number(r, "boot.stop.priority").unwrap_or(0),
+                number(r, "boot.host_shutdown_timeout").unwrap_or(DEFAULT_TIMEOUT),
+                r.key(),
+            )
+        })
+        .collect();
+    if running.is_empty() {
+        return;
+    }
+    tracing::info!(
+        instances = running.len(),
+        "the host is shutting down: halting instances"
+    );
+    running.sort_by(|a, b| b.0.cmp(&a.0));
+    let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for batch in running.chunk_by(|a, b| a.0 == b.0) {
+        for group in batch.chunks(parallel) {
+            let halts = group.iter().map(|(_, timeout, key)| async move {
+                let lock = d.runtime.action_lock(key);
+                let _guard = lock.lock().await;
+                if d.runtime.init(key).is_none() {
+                    return;
+                }
+                let result = match halt(d, key, false, *timeout).await {
+                    Ok(()) => stopped(d, key, Why::HostShutdown).await.map(drop),
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(()) => tracing::info!(instance = %key, "halted for the host's shutdown"),
+                    Err(e) => {
+                        tracing::error!(instance = %key, error = %e, "could not halt for the host's shutdown")
+                    }
+                }
+            });
+            futures_util::future::join_all(halts).await;
+        }
+    }
 }
 
 async fn kill(d: &Daemon, name: &InstanceKey) -> ApiResult<()> {
@@ -308,6 +373,8 @@ enum Why {
     Restart,
     /// It ended by itself: a reboot from inside is a restart, anything else a stop.
     Ended,
+    /// The host is going down: a stop, but it was running and is to run again after.
+    HostShutdown,
 }
 
 /// Book-keeping once a container's init is gone; says how it ended.
@@ -335,7 +402,12 @@ async fn stopped(d: &Daemon, name: &InstanceKey, why: Why) -> ApiResult<rxd_runt
         }
         let mut config = config_of(&row);
         config.remove("volatile.idmap.current");
-        config.insert("volatile.last_state.power".into(), "STOPPED".into());
+        let power = if why == Why::HostShutdown {
+            "RUNNING"
+        } else {
+            "STOPPED"
+        };
+        config.insert("volatile.last_state.power".into(), power.into());
         save_config(d, name, &config).await?;
     }
     tracing::info!(instance = %name, ?ending, "container stopped");
