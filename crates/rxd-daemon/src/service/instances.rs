@@ -329,7 +329,7 @@ pub async fn stop_all_for_host(d: &Arc<Daemon>) {
         instances = running.len(),
         "the host is shutting down: halting instances"
     );
-    running.sort_by(|a, b| b.0.cmp(&a.0));
+    running.sort_by_key(|r| std::cmp::Reverse(r.0));
     let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
     for batch in running.chunk_by(|a, b| a.0 == b.0) {
         for group in batch.chunks(parallel) {
