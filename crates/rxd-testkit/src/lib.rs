@@ -423,6 +423,10 @@ impl TestDaemon {
 
 impl Drop for TestDaemon {
     fn drop(&mut self) {
+        // Containers first, while the daemon runs: the helper removes each container's own
+        // cgroups, and the daemon, as it stops, the parents that are then empty
+        // (`/rxd/<tag>` in every hierarchy), which nothing removes once it is gone.
+        self.kill_containers();
         self.stop();
         self.kill_containers();
     }
