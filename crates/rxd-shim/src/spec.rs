@@ -10,6 +10,13 @@
 //! over /proc's when lxcfs runs. The cgroup placement and delegation libcontainer cannot express
 //! are in `delegation.rs`.
 //!
+//! With these, Debian 12 (systemd 252) reaches `running` with no failed unit, unprivileged or
+//! privileged, with or without lxcfs: what cannot work in a container skips itself by its
+//! conditions (udev and sysctl on the read-only /sys and /proc/sys, module loading, binfmt,
+//! the kernel debug and config file systems). The one complaint in the console log, "Failed to
+//! create symlink /sys/fs/cgroup/cpu", is systemd expecting cpu and cpuacct mounted together:
+//! harmless where the host mounts them apart.
+//!
 //! The spec is written as JSON and then parsed by `oci_spec`, so a shape mistake fails here, in
 //! tests, rather than inside the runtime; every value from the plan enters as a JSON value.
 
