@@ -19,9 +19,10 @@ struct Setup {
 
 impl Setup {
     async fn new(test: &str) -> Option<Setup> {
-        if !require_root(test) || !require_tool("mmdebstrap", "mmdebstrap", test) {
+        if !require_root(test) {
             return None;
         }
+        // Built (mmdebstrap installed if need be) unless cached: never a skip.
         let image = debian_image();
         let d = TestDaemon::start().await;
         let conf = tempfile::tempdir().unwrap();
