@@ -363,7 +363,7 @@ fn prepare(root: &Path, bundle: &Path, log: &Path) -> Result<(LaunchPlan, OwnedF
     }
     if dir.exists() {
         // Left by a container that ended while nobody supervised it; refuse a live one.
-        let mut old = Container::load(dir).context("loading the old runtime state")?;
+        let old = Container::load(dir).context("loading the old runtime state")?;
         if old
             .pid()
             .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
@@ -375,8 +375,9 @@ fn prepare(root: &Path, bundle: &Path, log: &Path) -> Result<(LaunchPlan, OwnedF
         {
             bail!("container {} is already running", plan.name);
         }
-        old.delete(true)
-            .context("cleaning up the old runtime state")?;
+        drop(old);
+        // With the sub-cgroups its systemd may have left.
+        delete(root, &plan.name).context("cleaning up the old runtime state")?;
     }
     let lxcfs = lxcfs::files();
     let mut spec =
