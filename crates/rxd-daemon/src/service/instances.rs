@@ -339,7 +339,15 @@ pub async fn stop_all_for_host(d: &Arc<Daemon>) {
                 if d.runtime.init(key).is_none() {
                     return;
                 }
-                let result = match halt(d, key, false, *timeout).await {
+                // One that cannot be asked (frozen, say) would die with the host anyway.
+                let halted = match halt(d, key, false, *timeout).await {
+                    Err(e) => {
+                        tracing::warn!(instance = %key, error = %e, "cannot halt for the host's shutdown: killing it");
+                        kill(d, key).await
+                    }
+                    ok => ok,
+                };
+                let result = match halted {
                     Ok(()) => stopped(d, key, Why::HostShutdown).await.map(drop),
                     Err(e) => Err(e),
                 };
