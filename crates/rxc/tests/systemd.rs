@@ -4,9 +4,11 @@
 //! init runs as an unprivileged host uid, `stop` halts it cleanly (SIGRTMIN+3, no kill, no
 //! cgroup left behind), it starts again, `reboot` inside restarts it, an init that ignores the
 //! halt signal is killed when an explicit `--timeout` runs out (with a warning), and
-//! `security.protection.delete` fails the delete while snapshots and renames go on.
+//! `security.protection.delete` fails the delete while snapshots and renames go on. With lxcfs
+//! running (a private one, in a mount namespace of the test's own), the container sees its
+//! limits in /proc and `rxc info` says so.
 
-use rxd_testkit::{debian_image, require_root, require_tool, TestDaemon};
+use rxd_testkit::{debian_image, require_root, require_tool, Options, TestDaemon};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -19,12 +21,16 @@ struct Setup {
 
 impl Setup {
     async fn new(test: &str) -> Option<Setup> {
+        Self::with(test, Options::default()).await
+    }
+
+    async fn with(test: &str, opts: Options) -> Option<Setup> {
         if !require_root(test) {
             return None;
         }
         // Built (mmdebstrap installed if need be) unless cached: never a skip.
         let image = debian_image();
-        let d = TestDaemon::start().await;
+        let d = TestDaemon::start_with(opts).await;
         let conf = tempfile::tempdir().unwrap();
         let s = Setup { d, conf };
         s.ok(&["image", "import", image.to_str().unwrap(), "--alias", "d12"]);
@@ -522,4 +528,106 @@ async fn a_host_shutdown_halts_instances_a_daemon_restart_does_not() {
         assert_eq!(v["config"]["volatile.last_state.power"], "RUNNING", "{v}");
     }
     s.ok(&["delete", "d1", "d2"]);
+}
+
+/// Debian's lxcfs, for one test: mounted at /var/lib/lxcfs (where the helper looks) inside a
+/// private mount namespace with its own /run, so nothing of it shows on the host; the daemon is
+/// run in that namespace. Killed on drop (after the daemon, declared before it).
+struct PrivateLxcfs {
+    child: std::process::Child,
+}
+
+impl PrivateLxcfs {
+    fn start() -> PrivateLxcfs {
+        // unshare and sh exec: the child's pid is lxcfs's.
+        let child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg("mount -t tmpfs -o mode=755 tmpfs /run && exec lxcfs -f -p /run/lxcfs.pid /var/lib/lxcfs")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lx = PrivateLxcfs { child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mounts = std::fs::read_to_string(format!("/proc/{}/mountinfo", lx.pid()))
+                .unwrap_or_default();
+            let live = mounts
+                .lines()
+                .any(|l| l.contains(" /var/lib/lxcfs ") && l.contains(" - fuse.lxcfs "));
+            if live {
+                return lx;
+            }
+            assert!(Instant::now() < deadline, "lxcfs did not mount:\n{mounts}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Run the daemon in lxcfs's mount namespace.
+    fn daemon_options(&self) -> Options {
+        Options {
+            wrap: vec![
+                "nsenter".into(),
+                format!("--mount=/proc/{}/ns/mnt", self.pid()),
+                "--".into(),
+            ],
+            ..Options::default()
+        }
+    }
+}
+
+impl Drop for PrivateLxcfs {
+    fn drop(&mut self) {
+        // With the daemon and its containers gone, lxcfs is the namespace's last process: its
+        // mount goes with it.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn with_lxcfs_running_a_container_sees_its_own_limits() {
+    let test = "with_lxcfs_running_a_container_sees_its_own_limits";
+    if !require_root(test) || !require_tool("lxcfs", "lxcfs", test) {
+        return;
+    }
+    let lxcfs = PrivateLxcfs::start();
+    let Some(s) = Setup::with(test, lxcfs.daemon_options()).await else {
+        return;
+    };
+    s.ok(&["launch", "d12", "x1", "-c", "limits.memory=256MiB"]);
+    s.wait_booted("x1");
+    let info = s.ok(&["info", "x1"]);
+    assert!(info.contains("LXCFS: yes"), "{info}");
+    // free reads /proc/meminfo: lxcfs's, which shows the container's limit.
+    let free = s.ok(&["exec", "x1", "--", "free", "-m"]);
+    let total: u64 = free
+        .lines()
+        .find_map(|l| l.strip_prefix("Mem:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{free}"));
+    assert_eq!(total, 256, "{free}");
+    // /proc/uptime counts from the container's start, not the host's.
+    let uptime = s.ok(&["exec", "x1", "--", "cat", "/proc/uptime"]);
+    let secs: f64 = uptime
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    let host: f64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(secs < 300.0 && secs < host, "{uptime}");
+    s.ok(&["delete", "--force", "x1"]);
+    drop(s);
+    drop(lxcfs);
 }

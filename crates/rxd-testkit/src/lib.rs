@@ -124,6 +124,9 @@ pub struct Options {
     pub group: Option<String>,
     /// Extra environment for the daemon (say `SSL_CERT_FILE`, for its outgoing HTTPS).
     pub env: Vec<(String, String)>,
+    /// A command the daemon runs under, given its command line as arguments, which must exec
+    /// it (say `nsenter --mount=/proc/PID/ns/mnt --`, to run it in a private mount namespace).
+    pub wrap: Vec<String>,
 }
 
 pub struct TestDaemon {
@@ -231,7 +234,14 @@ impl TestDaemon {
     pub fn spawn(&mut self) {
         self.starts += 1;
         let log = std::fs::File::create(self.log_path()).expect("log file");
-        let mut cmd = Command::new(bin("rxd"));
+        let mut cmd = match self.opts.wrap.split_first() {
+            Some((wrapper, args)) => {
+                let mut c = Command::new(wrapper);
+                c.args(args).arg(bin("rxd"));
+                c
+            }
+            None => Command::new(bin("rxd")),
+        };
         cmd.arg("--dir").arg(self.dir()).arg("--log").arg("debug");
         if let Some(g) = &self.opts.group {
             cmd.arg("--group").arg(g);
