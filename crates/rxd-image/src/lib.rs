@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod copy;
+pub mod durable;
 pub mod remove;
 pub mod rootfs;
 mod shift;

@@ -447,7 +447,7 @@ pub fn unpack(
         .map_err(at(&rel))?;
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(at(&rel))?;
     }
-    fs::rename(&tmp, dest).map_err(io(dest))?;
+    crate::durable::publish(&tmp, dest).map_err(io(dest))?;
     guard.0 = None;
     Ok(Unpacked {
         metadata,

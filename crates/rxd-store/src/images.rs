@@ -136,6 +136,15 @@ impl Store {
         )?)
     }
 
+    /// Every image content any project holds (distinct fingerprints).
+    pub fn image_fingerprints(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt =
+            conn.prepare("SELECT DISTINCT fingerprint FROM images ORDER BY fingerprint")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Whether any project still uses the image content `fingerprint`.
     pub fn image_in_use(&self, fingerprint: &str) -> Result<bool, StoreError> {
         let n: i64 = self.conn()?.query_row(
