@@ -255,17 +255,22 @@ async fn import(
             let u = rxd_image::unpack(&src, &up, None, &limits)?;
             (u.metadata, Some(u.bytes))
         };
+        crate::failpoint::hit("image-import:unpacked");
         if !tb.exists() {
-            std::fs::rename(&src, &tb).map_err(|e| rxd_image::ImageError::Io {
-                path: tb.display().to_string(),
-                source: e,
-            })?;
+            // The upload was synced as received; the rename is synced too.
+            std::fs::rename(&src, &tb)
+                .and_then(|()| rxd_image::durable::sync_dir(tb.parent().unwrap_or(&tb)))
+                .map_err(|e| rxd_image::ImageError::Io {
+                    path: tb.display().to_string(),
+                    source: e,
+                })?;
         }
         Ok::<_, rxd_image::ImageError>((meta, bytes))
     })
     .await?
     .map_err(|e| budget.refusal(e))?;
     upload.keep = tarball.exists();
+    crate::failpoint::hit("image-import:stored");
     let row = ImageRow {
         project: caller.project.clone(),
         fingerprint: fingerprint.into(),
@@ -280,6 +285,7 @@ async fn import(
     };
     let stored = row.clone();
     d.db(move |s| s.insert_image(&stored)).await?;
+    crate::failpoint::hit("image-import:row-recorded");
     tracing::info!(fingerprint, size, by = %caller.identity.user_name(), peer = %caller.conn.peer(), "image imported");
     d.events.lifecycle(
         "image-created",
@@ -319,6 +325,8 @@ pub async fn delete(
         .await;
     match result {
         Ok(in_use) => {
+            // Files without a row are removed at start-up if a kill comes first.
+            crate::failpoint::hit("image-delete:row-deleted");
             if !in_use {
                 let _ = std::fs::remove_file(images_dir(&d).join(&row.fingerprint));
                 let _ = rxd_image::remove::remove_tree(unpacked_dir(&d, &row.fingerprint));

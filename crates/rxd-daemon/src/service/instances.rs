@@ -5,6 +5,7 @@
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::service::images;
+use crate::service::intent::{self, Intent};
 use crate::service::layout;
 use crate::state::Daemon;
 use rxd_core::idmap::{decode_volatile, encode_volatile, Block, Want};
@@ -202,6 +203,7 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
         crate::audit::privileged_start(&d.audit, &row.project, &row.name);
     }
     let init = d.runtime.start(&plan).await?;
+    crate::failpoint::hit("instance-start:started");
     tracing::info!(instance = %name, pid = init.pid, idmap = ?idmap, "container started");
     config.insert("volatile.idmap.current".into(), next);
     config.insert("volatile.last_state.power".into(), "RUNNING".into());
@@ -275,12 +277,13 @@ pub async fn stop(
             .map(std::time::Duration::from_secs);
         d.runtime.wait_stopped(name, wait).await?;
     }
+    crate::failpoint::hit("instance-stop:ended");
     stopped(d, name, restarting).await
 }
 
 /// Book-keeping once a container's init is gone.
 /// An ephemeral instance is deleted once it stops, unless it is being restarted.
-async fn stopped(d: &Daemon, name: &InstanceKey, restarting: bool) -> ApiResult<()> {
+async fn stopped(d: &Arc<Daemon>, name: &InstanceKey, restarting: bool) -> ApiResult<()> {
     d.runtime.forget(name);
     d.runtime.clean_up(name).await?;
     if !restarting {
@@ -288,17 +291,11 @@ async fn stopped(d: &Daemon, name: &InstanceKey, restarting: bool) -> ApiResult<
     }
     if let Ok(row) = by_key(d, name).await {
         if row.ephemeral && !restarting {
-            let dir = layout::instance_dir(d, name);
-            tokio::task::spawn_blocking(move || rxd_image::remove::remove_tree(dir))
-                .await?
-                .map_err(ApiError::internal)?;
-            layout::remove_snapshots(d, name).map_err(ApiError::internal)?;
-            let (p, n) = (row.project.clone(), row.name.clone());
-            d.db(move |s| s.delete_instance(&p, &n)).await?;
-            d.runtime.remove_logs(name);
+            remove(d, &row).await?;
             tracing::info!(instance = %name, "ephemeral container stopped and deleted");
             return Ok(());
         }
+        crate::failpoint::hit("instance-stop:cleaned-up");
         let mut config = config_of(&row);
         config.remove("volatile.idmap.current");
         config.insert("volatile.last_state.power".into(), "STOPPED".into());
@@ -310,74 +307,8 @@ async fn stopped(d: &Daemon, name: &InstanceKey, restarting: bool) -> ApiResult<
 
 /// A create that did not finish: the row is recorded first with an empty config and the config
 /// stored last, after the root filesystem is in place, so only an interrupted create leaves one.
-fn create_unfinished(row: &InstanceRow) -> bool {
+pub fn create_unfinished(row: &InstanceRow) -> bool {
     row.config.is_empty()
-}
-
-/// At start-up: undo what a daemon killed in the middle of a create left behind (the row, the
-/// root filesystem if it was already in place, the unpacker's staging directories), then find
-/// the containers still running from before.
-pub async fn recover(d: &Arc<Daemon>) {
-    let rows = match d.db(|s| s.all_instances()).await {
-        Ok(rows) => rows,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not list instances to recover");
-            return;
-        }
-    };
-    let (unfinished, rows): (Vec<InstanceRow>, Vec<InstanceRow>) =
-        rows.into_iter().partition(create_unfinished);
-    let mut undone = Vec::new();
-    for row in unfinished {
-        let dir = layout::instance_dir(d, &row.key());
-        let removed =
-            tokio::task::spawn_blocking(move || rxd_image::remove::remove_tree(&dir)).await;
-        if let Ok(Err(e)) | Err(e) = removed.map_err(std::io::Error::other) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::error!(instance = %row.name, project = %row.project, error = %e, "cannot remove an unfinished instance's files; its record stays");
-                continue;
-            }
-        }
-        let (p, n) = (row.project.clone(), row.name.clone());
-        match d.db(move |s| s.delete_instance(&p, &n)).await {
-            Ok(()) => undone.push(format!("{}/{}", row.project, row.name)),
-            Err(e) => {
-                tracing::error!(instance = %row.name, project = %row.project, error = %e, "cannot remove an unfinished instance's record")
-            }
-        }
-    }
-    let staging = remove_staging(&d.dir.join("containers"));
-    if !undone.is_empty() || staging > 0 {
-        let message = format!(
-            "rxd stopped in the middle of creating {} instance(s) ({}) and removed what it had made, with {staging} unpacking director(ies); create them again",
-            undone.len(),
-            undone.join(", ")
-        );
-        tracing::warn!("{message}");
-        crate::sync::lock(&d.warnings).record(rxd_core::warnings::WarningKind::Recovered, message);
-    }
-    let names: Vec<String> = rows.iter().map(|r| r.key().to_string()).collect();
-    d.runtime.recover(&names).await;
-}
-
-/// Remove the unpacker's staging directories (`.unpack-*`) left in `containers`: an unpack
-/// renames its directory into place only when it succeeds, so any left at start-up are from
-/// a daemon killed while unpacking. Returns how many went.
-fn remove_staging(containers: &std::path::Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(containers) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".unpack-"))
-        .filter(|e| match rxd_image::remove::remove_tree(e.path()) {
-            Ok(()) => true,
-            Err(err) => {
-                tracing::error!(path = %e.path().display(), error = %err, "cannot remove an unpacking directory left by a killed daemon");
-                false
-            }
-        })
-        .count()
 }
 
 /// Notice containers that end by themselves (halted from inside, or killed), and tidy up.
@@ -670,26 +601,90 @@ pub async fn stopped_guard(
 
 /// Delete a stopped instance (its action lock held by the caller, see [`stopped_guard`]): its
 /// root filesystem, snapshots, record and logs.
+///
+/// Steps: intent recorded; directories moved aside (one rename each, so nothing half-removed
+/// is ever listed); rows deleted; intent ended; directories and logs removed. Recovery finishes
+/// the delete from the intent; directories left aside are removed at start-up.
 pub async fn remove(d: &Arc<Daemon>, row: &InstanceRow) -> ApiResult<()> {
     let key = row.key();
-    let dir = layout::instance_dir(d, &key);
     // Writes in flight through the files API finish before the tree goes.
     let writes = d.runtime.rootfs_lock(&key).write_owned().await;
-    // remove_tree does not follow the symlinks inside the root filesystem, and removes any depth.
-    let d2 = d.clone();
-    let name = key.clone();
-    tokio::task::spawn_blocking(move || {
-        match rxd_image::remove::remove_tree(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }?;
-        layout::remove_snapshots(&d2, &name)
-    })
-    .await?
-    .map_err(ApiError::internal)?;
+    let pending = intent::begin(
+        d,
+        &Intent::InstanceDelete {
+            project: row.project.clone(),
+            name: row.name.clone(),
+        },
+    )
+    .await?;
+    crate::failpoint::hit("instance-delete:intent-recorded");
+    let aside = match layout::move_aside(&layout::instance_dirs(d, &key)) {
+        Ok(aside) => aside,
+        Err(e) => {
+            pending.end(d).await?;
+            return Err(ApiError::internal(e));
+        }
+    };
+    crate::failpoint::hit("instance-delete:moved-aside");
     let (p, n) = (row.project.clone(), row.name.clone());
-    d.db(move |s| s.delete_instance(&p, &n)).await?;
+    if let Err(e) = d.db(move |s| s.delete_instance(&p, &n)).await {
+        aside.restore().map_err(ApiError::internal)?;
+        pending.end(d).await?;
+        return Err(e);
+    }
+    crate::failpoint::hit("instance-delete:row-deleted");
+    pending.end(d).await?;
     d.runtime.remove_logs(&key);
     drop(writes);
+    let removed = tokio::task::spawn_blocking(move || aside.remove()).await?;
+    if let Err(e) = removed {
+        // The instance is gone; its files are under a hidden name start-up removes.
+        tracing::error!(instance = %key, error = %e, "could not remove a deleted instance's files");
+    }
+    Ok(())
+}
+
+/// Rename a stopped instance (the action locks of both names held by the caller).
+///
+/// Steps: intent recorded; directories moved (root filesystem, then snapshots); row renamed;
+/// logs moved; intent ended. Recovery finishes the rename if the row moved, else undoes it.
+pub async fn rename(d: &Arc<Daemon>, row: &InstanceRow, new: &str) -> ApiResult<()> {
+    let key = row.key();
+    let new_key = InstanceKey::new(&row.project, new);
+    // Writes in flight through the files API finish first: they hold the old name's lock, and
+    // once renamed the tree is guarded by the new name's.
+    let _writes = d.runtime.rootfs_lock(&key).write_owned().await;
+    let exists = || ApiError::Conflict(format!("Instance {new:?} already exists"));
+    if layout::instance_dir(d, &new_key).exists() {
+        return Err(exists());
+    }
+    let pending = intent::begin(
+        d,
+        &Intent::InstanceRename {
+            project: row.project.clone(),
+            from: row.name.clone(),
+            to: new.to_owned(),
+        },
+    )
+    .await?;
+    crate::failpoint::hit("instance-rename:intent-recorded");
+    if let Err(e) = layout::move_instance(d, &key, &new_key) {
+        pending.end(d).await?;
+        return Err(ApiError::internal(e));
+    }
+    crate::failpoint::hit("instance-rename:moved");
+    let (p, old, n) = (row.project.clone(), row.name.clone(), new.to_owned());
+    if let Err(e) = d.db(move |s| s.rename_instance(&p, &old, &n)).await {
+        layout::move_instance(d, &new_key, &key).map_err(ApiError::internal)?;
+        pending.end(d).await?;
+        return Err(match e {
+            ApiError::Conflict(_) => exists(),
+            other => other,
+        });
+    }
+    crate::failpoint::hit("instance-rename:row-renamed");
+    d.runtime.rename_logs(&key, &new_key);
+    pending.end(d).await?;
+    tracing::info!(from = %key, to = %new_key, "instance renamed");
     Ok(())
 }
