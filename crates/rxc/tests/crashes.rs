@@ -289,6 +289,22 @@ async fn consistent(env: &Env, d: &TestDaemon, point: &str) {
         files.is_subset(&owned) && files.iter().all(|f| !f.starts_with('.')),
         "{point}: images/ holds {files:?}; rows own {owned:?}"
     );
+    // Cgroups only for running containers.
+    let mut running = BTreeSet::new();
+    for name in &listed {
+        let state = c
+            .get(&format!("/1.0/instances/{name}/state"))
+            .await
+            .unwrap();
+        if state["status"] == "Running" {
+            running.insert(name.clone());
+        }
+    }
+    let cgroups = d.container_cgroups();
+    assert!(
+        cgroups.is_subset(&running),
+        "{point}: cgroups {cgroups:?}, running {running:?}"
+    );
     // Every instance starts, runs a command, and stops.
     for name in &listed {
         let state = c

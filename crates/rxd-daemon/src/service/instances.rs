@@ -128,6 +128,13 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
         )));
     }
     let dir = layout::instance_dir(d, name);
+    // Say what is missing, rather than let the runtime fail on it with a bare errno.
+    if !std::fs::symlink_metadata(dir.join("rootfs")).is_ok_and(|m| m.is_dir()) {
+        return Err(ApiError::BadRequest(format!(
+            "The instance's root filesystem is missing ({}): restore a snapshot of it, or delete it and create it again",
+            dir.join("rootfs").display()
+        )));
+    }
     let last = config
         .get("volatile.last_state.idmap")
         .cloned()
