@@ -283,6 +283,7 @@ async fn consistent(env: &Env, d: &TestDaemon, point: &str) {
         let fp = url.as_str().unwrap().rsplit('/').next().unwrap();
         owned.insert(fp.to_owned());
         owned.insert(format!("{fp}.unpacked"));
+        owned.insert(format!("{fp}.rootfs"));
     }
     let files: BTreeSet<String> = d.image_files().into_iter().collect();
     assert!(

@@ -19,7 +19,7 @@ mod unpack;
 pub mod walk;
 
 pub use shift::{reshift, Shifted};
-pub use unpack::{read_metadata, unpack, Unpacked};
+pub use unpack::{read_metadata, unpack, unpack_split, Unpacked};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};

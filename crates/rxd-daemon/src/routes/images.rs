@@ -1,5 +1,6 @@
-//! `/1.0/images` and `/1.0/images/aliases`: importing unified image tarballs, listing, showing and
-//! deleting them, and naming them. An upload is streamed to a private file while it is hashed; the
+//! `/1.0/images` and `/1.0/images/aliases`: importing images (a unified tarball as the body, or a
+//! split image as LXD clients send it: `multipart/form-data` with a `metadata` then a `rootfs`
+//! part), listing, showing and deleting them, and naming them. An upload is streamed to a private file while it is hashed; the
 //! checks and unpacking (rxd-image, which refuses hostile archives) run as a task operation, and
 //! a failure at any step leaves nothing behind.
 
@@ -8,7 +9,7 @@ use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::listing::ListQuery;
 use crate::response;
-use crate::service::images::{images_dir, resolve, unpacked_dir, UnpackBudget};
+use crate::service::images::{images_dir, resolve, rootfs_path, unpacked_dir, UnpackBudget};
 use crate::state::Daemon;
 use crate::sync::now_unix;
 use axum::body::Body;
@@ -115,11 +116,13 @@ pub async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    if header(&headers, "content-type").is_some_and(|c| c.starts_with("application/json")) {
+    let content_type = header(&headers, "content-type").unwrap_or_default();
+    if content_type.starts_with("application/json") {
         return Err(ApiError::BadRequest(
             "rxd imports images uploaded directly (the tarball as the request body); remote sources are not supported".into(),
         ));
     }
+    let multipart = content_type.starts_with("multipart/form-data");
     if header(&headers, "content-length")
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|n| n > MAX_IMAGE_BYTES)
@@ -139,8 +142,22 @@ pub async fn post(
             .create(&dir)
             .map_err(ApiError::internal)?;
     }
-    let upload = Upload::new(dir.join(format!(".upload-{}", uuid::Uuid::new_v4())))?;
-    let (fingerprint, size) = upload.receive(body).await?;
+    let new_upload = || Upload::new(dir.join(format!(".upload-{}", uuid::Uuid::new_v4())));
+    let (upload, fingerprint, size, part_filename) = if multipart {
+        let (meta, rootfs) = (new_upload()?, new_upload()?);
+        let (fingerprint, size, filename) =
+            receive_split(content_type, body, &meta, &rootfs).await?;
+        (
+            Uploaded::Split { meta, rootfs },
+            fingerprint,
+            size,
+            Some(filename),
+        )
+    } else {
+        let upload = new_upload()?;
+        let (fingerprint, size) = upload.receive(body).await?;
+        (Uploaded::Unified(upload), fingerprint, size, None)
+    };
     if let Some(claimed) = header(&headers, "x-lxd-fingerprint") {
         if claimed != fingerprint {
             return Err(ApiError::BadRequest(format!(
@@ -158,8 +175,10 @@ pub async fn post(
             "Image with same fingerprint already exists".into(),
         ));
     }
-    let filename = header(&headers, "x-lxd-filename")
-        .map(|f| f.rsplit('/').next().unwrap_or(f).to_owned())
+    // As LXD: a split upload's name is its rootfs part's file name, a unified one's the header.
+    let filename = part_filename
+        .or_else(|| header(&headers, "x-lxd-filename").map(str::to_owned))
+        .map(|f| f.rsplit('/').next().unwrap_or(&f).to_owned())
         .unwrap_or_default();
     let public = matches!(header(&headers, "x-lxd-public"), Some("1" | "true"));
     let op = d.operations.start(
@@ -175,6 +194,79 @@ pub async fn post(
         op2.finish(&d2.events, result.map_err(|e| e.to_string()));
     });
     Ok(response::operation(op.url(), op.to_json()))
+}
+
+/// What was uploaded: a unified tarball, or a split image's two parts.
+enum Uploaded {
+    Unified(Upload),
+    Split { meta: Upload, rootfs: Upload },
+}
+
+/// Receive a split image as LXD clients send it (`multipart/form-data`: part `metadata`, then
+/// part `rootfs`), each part to its own file, hashed as one stream: the fingerprint is the
+/// SHA-256 of the metadata then the root filesystem. Returns it, the total size and the root
+/// filesystem part's file name.
+async fn receive_split(
+    content_type: &str,
+    body: Body,
+    meta: &Upload,
+    rootfs: &Upload,
+) -> ApiResult<(String, u64, String)> {
+    let bad = |m: String| ApiError::BadRequest(m);
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|e| bad(format!("Invalid multipart upload: {e}")))?;
+    let mut parts = multer::Multipart::new(body.into_data_stream(), boundary);
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    let mut filename = String::new();
+    for (want, upload) in [("metadata", meta), ("rootfs", rootfs)] {
+        let mut field = parts
+            .next_field()
+            .await
+            .map_err(|e| bad(format!("Invalid multipart upload: {e}")))?
+            .ok_or_else(|| bad(format!("Invalid multipart image upload: no {want:?} part")))?;
+        match field.name() {
+            Some(name) if name == want => {}
+            Some("rootfs.img") => {
+                return Err(bad("Virtual-machine images are not supported by rxd".into()))
+            }
+            other => {
+                return Err(bad(format!(
+                    "Invalid multipart image upload: expected part {want:?}, got {other:?}"
+                )))
+            }
+        }
+        if want == "rootfs" {
+            filename = field.file_name().unwrap_or_default().to_owned();
+        }
+        let mut file = upload.open()?;
+        while let Some(chunk) = field
+            .chunk()
+            .await
+            .map_err(|e| bad(format!("reading the upload: {e}")))?
+        {
+            size += chunk.len() as u64;
+            if size > MAX_IMAGE_BYTES {
+                return Err(ApiError::TooLarge {
+                    limit: MAX_IMAGE_BYTES as usize,
+                });
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).map_err(ApiError::internal)?;
+        }
+        file.sync_all().map_err(ApiError::internal)?;
+    }
+    if parts
+        .next_field()
+        .await
+        .map_err(|e| bad(format!("Invalid multipart upload: {e}")))?
+        .is_some()
+    {
+        return Err(bad(
+            "Invalid multipart image upload: more than a metadata and a rootfs part".into(),
+        ));
+    }
+    Ok((hex::encode(hasher.finalize()), size, filename))
 }
 
 /// An upload in progress: removed on drop unless kept.
@@ -195,12 +287,16 @@ impl Upload {
         Ok(Upload { path, keep: false })
     }
 
-    /// Stream the body to the file, hashing as it goes; returns the fingerprint and size.
-    async fn receive(&self, body: Body) -> ApiResult<(String, u64)> {
-        let mut file = std::fs::OpenOptions::new()
+    fn open(&self) -> ApiResult<std::fs::File> {
+        std::fs::OpenOptions::new()
             .write(true)
             .open(&self.path)
-            .map_err(ApiError::internal)?;
+            .map_err(ApiError::internal)
+    }
+
+    /// Stream the body to the file, hashing as it goes; returns the fingerprint and size.
+    async fn receive(&self, body: Body) -> ApiResult<(String, u64)> {
+        let mut file = self.open()?;
         let mut hasher = Sha256::new();
         let size = crate::body::stream(body, MAX_IMAGE_BYTES, |chunk| {
             hasher.update(chunk);
@@ -226,19 +322,25 @@ impl Drop for Upload {
 
 async fn import(
     d: &Arc<Daemon>,
-    mut upload: Upload,
+    uploaded: Uploaded,
     fingerprint: &str,
     size: u64,
     filename: String,
     public: bool,
     caller: &Caller,
 ) -> ApiResult<Value> {
-    let (tarball, unpacked) = (
+    let (tarball, rootfs_file, unpacked) = (
         images_dir(d).join(fingerprint),
+        rootfs_path(d, fingerprint),
         unpacked_dir(d, fingerprint),
     );
-    let src = upload.path.clone();
-    let (tb, up) = (tarball.clone(), unpacked.clone());
+    let (mut meta_upload, mut rootfs_upload) = match uploaded {
+        Uploaded::Unified(u) => (u, None),
+        Uploaded::Split { meta, rootfs } => (meta, Some(rootfs)),
+    };
+    let src = meta_upload.path.clone();
+    let src_rootfs = rootfs_upload.as_ref().map(|u| u.path.clone());
+    let (tb, rf, up) = (tarball.clone(), rootfs_file.clone(), unpacked.clone());
     let budget = UnpackBudget::of(d, &caller.project).await?;
     let fp = fingerprint.to_owned();
     let recorded = d.db(move |s| s.image_unpacked_size(&fp)).await?;
@@ -252,24 +354,34 @@ async fn import(
         let (meta, bytes) = if up.exists() {
             (rxd_image::read_metadata(&src, &limits)?, recorded)
         } else {
-            let u = rxd_image::unpack(&src, &up, None, &limits)?;
+            let u = match &src_rootfs {
+                Some(r) => rxd_image::unpack_split(&src, r, &up, None, &limits)?,
+                None => rxd_image::unpack(&src, &up, None, &limits)?,
+            };
             (u.metadata, Some(u.bytes))
         };
         crate::failpoint::hit("image-import:unpacked");
-        if !tb.exists() {
-            // The upload was synced as received; the rename is synced too.
-            std::fs::rename(&src, &tb)
-                .and_then(|()| rxd_image::durable::sync_dir(tb.parent().unwrap_or(&tb)))
-                .map_err(|e| rxd_image::ImageError::Io {
-                    path: tb.display().to_string(),
-                    source: e,
-                })?;
+        let io = |path: &std::path::Path| {
+            let path = path.display().to_string();
+            move |e| rxd_image::ImageError::Io { path, source: e }
+        };
+        // The uploads were synced as received; the renames are synced too.
+        for (from, to) in [(Some(&src), &tb), (src_rootfs.as_ref(), &rf)] {
+            if let Some(from) = from {
+                if !to.exists() {
+                    std::fs::rename(from, to).map_err(io(to))?;
+                }
+            }
         }
+        rxd_image::durable::sync_dir(tb.parent().unwrap_or(&tb)).map_err(io(&tb))?;
         Ok::<_, rxd_image::ImageError>((meta, bytes))
     })
     .await?
     .map_err(|e| budget.refusal(e))?;
-    upload.keep = tarball.exists();
+    meta_upload.keep = tarball.exists();
+    if let Some(r) = rootfs_upload.as_mut() {
+        r.keep = rootfs_file.exists();
+    }
     crate::failpoint::hit("image-import:stored");
     let row = ImageRow {
         project: caller.project.clone(),
@@ -329,6 +441,7 @@ pub async fn delete(
             crate::failpoint::hit("image-delete:row-deleted");
             if !in_use {
                 let _ = std::fs::remove_file(images_dir(&d).join(&row.fingerprint));
+                let _ = std::fs::remove_file(rootfs_path(&d, &row.fingerprint));
                 let _ = rxd_image::remove::remove_tree(unpacked_dir(&d, &row.fingerprint));
             }
             d.events.lifecycle(

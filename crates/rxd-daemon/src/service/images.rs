@@ -12,6 +12,11 @@ pub fn images_dir(d: &Daemon) -> PathBuf {
     d.dir.join("images")
 }
 
+/// Where a split image's root filesystem file lives (`images/<fp>` holds its metadata tarball).
+pub fn rootfs_path(d: &Daemon, fingerprint: &str) -> PathBuf {
+    images_dir(d).join(format!("{fingerprint}.rootfs"))
+}
+
 /// Where an image's unpacked, unshifted tree lives (containers are created from it).
 pub fn unpacked_dir(d: &Daemon, fingerprint: &str) -> PathBuf {
     images_dir(d).join(format!("{fingerprint}.unpacked"))

@@ -461,7 +461,8 @@ pub async fn create(
     // Unpack the image with ownership shifted to the map; undo the record on any failure.
     let containers = d.dir.join("containers");
     let dest = layout::instance_dir(d, &row.key());
-    let tarball = d.dir.join("images").join(&fingerprint);
+    let tarball = images::images_dir(d).join(&fingerprint);
+    let rootfs_file = images::rootfs_path(d, &fingerprint);
     let shift = map.map(|m| rxd_image::IdShift {
         uid_base: m.uid,
         gid_base: m.gid,
@@ -476,7 +477,11 @@ pub async fn create(
                     source: e,
                 })?;
         }
-        rxd_image::unpack(&tarball, &dest, shift.as_ref(), &limits)
+        if rootfs_file.exists() {
+            rxd_image::unpack_split(&tarball, &rootfs_file, &dest, shift.as_ref(), &limits)
+        } else {
+            rxd_image::unpack(&tarball, &dest, shift.as_ref(), &limits)
+        }
     })
     .await?;
     let stored_config = serde_json::to_string(&config).unwrap_or_else(|_| "{}".into());

@@ -307,7 +307,10 @@ async fn sweep(d: &Arc<Daemon>, report: &mut Report) {
             let unpacked = unpacked
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned());
-            [Some(fp.clone()), unpacked].into_iter().flatten()
+            let rootfs = images::rootfs_path(d, fp)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            [Some(fp.clone()), unpacked, rootfs].into_iter().flatten()
         })
         .collect();
     for name in entries(&images_dir) {
