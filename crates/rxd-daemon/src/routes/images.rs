@@ -9,20 +9,20 @@ use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::listing::ListQuery;
 use crate::response;
-use crate::service::images::{images_dir, resolve, rootfs_path, unpacked_dir, UnpackBudget};
+use crate::service::images::{
+    images_dir, import, resolve, rootfs_path, unpacked_dir, Details, UnpackBudget, Upload, Uploaded,
+};
 use crate::state::Daemon;
-use crate::sync::now_unix;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use http::HeaderMap;
-use rxd_api::image::{ImageAliasesEntry, ImageUploadMetadata};
+use rxd_api::image::{ImageAliasesEntry, ImagesPost};
 use rxd_store::{AliasRow, ImageRow};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::PathBuf;
+use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 
 /// Largest image tarball accepted.
@@ -109,6 +109,68 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// `POST /1.0/images` with a JSON body: an image from another server (`source.mode` pull, as
+/// `lxc image copy REMOTE:ALIAS local:` and pylxd's `create_from_simplestreams` send it), in
+/// an operation whose metadata is its fingerprint and size; then the aliases asked for.
+async fn pull(d: Arc<Daemon>, caller: Caller, body: ImagesPost) -> ApiResult<Response> {
+    let source = body.source.unwrap_or_default();
+    if source.kind != "image" {
+        return Err(ApiError::BadRequest(
+            "rxd makes images from other servers' images only (publishing instances is not supported yet)".into(),
+        ));
+    }
+    if !matches!(source.mode.as_str(), "" | "pull") {
+        return Err(ApiError::BadRequest(format!(
+            "Unsupported image source mode {:?}: rxd pulls",
+            source.mode
+        )));
+    }
+    if source.server.is_empty() {
+        return Err(ApiError::BadRequest("No image server given".into()));
+    }
+    for alias in &body.aliases {
+        valid_alias(&alias.name)?;
+    }
+    // Refused at once, before any operation: no request reaches a server not allowed.
+    crate::service::images::may_pull_from(&d, &caller, &source.server)?;
+    let name = if source.fingerprint.is_empty() {
+        source.alias.clone()
+    } else {
+        source.fingerprint.clone()
+    };
+    let op = d.operations.start(
+        &d.events,
+        "Downloading image",
+        &caller.project,
+        crate::operations::resources([("images", Vec::new())]),
+        false,
+    );
+    let (d2, op2) = (d.clone(), op.clone());
+    tokio::spawn(async move {
+        let pull = crate::service::images::Pull {
+            server: &source.server,
+            protocol: &source.protocol,
+            name: &name,
+        };
+        let result = async {
+            let pulled = crate::service::images::pull(&d2, &caller, &pull, body.public).await?;
+            for alias in body.aliases {
+                let row = AliasRow {
+                    project: caller.project.clone(),
+                    name: alias.name,
+                    fingerprint: pulled.fingerprint.clone(),
+                    description: alias.description,
+                };
+                d2.db(move |s| s.insert_alias(&row)).await?;
+            }
+            serde_json::to_value(pulled).map_err(ApiError::internal)
+        }
+        .await;
+        op2.finish(&d2.events, result.map_err(|e| e.to_string()));
+    });
+    Ok(response::operation(op.url(), op.to_json()))
+}
+
 /// `POST /1.0/images` with the tarball as the body.
 pub async fn post(
     State(d): State<Arc<Daemon>>,
@@ -118,9 +180,12 @@ pub async fn post(
 ) -> ApiResult<Response> {
     let content_type = header(&headers, "content-type").unwrap_or_default();
     if content_type.starts_with("application/json") {
-        return Err(ApiError::BadRequest(
-            "rxd imports images uploaded directly (the tarball as the request body); remote sources are not supported".into(),
-        ));
+        let bytes = axum::body::to_bytes(body, crate::body::DEFAULT_LIMIT)
+            .await
+            .map_err(|_| ApiError::TooLarge {
+                limit: crate::body::DEFAULT_LIMIT,
+            })?;
+        return pull(d, caller, crate::body::decode(&bytes)?).await;
     }
     let multipart = content_type.starts_with("multipart/form-data");
     if header(&headers, "content-length")
@@ -155,7 +220,7 @@ pub async fn post(
         )
     } else {
         let upload = new_upload()?;
-        let (fingerprint, size) = upload.receive(body).await?;
+        let (fingerprint, size) = receive(&upload, body).await?;
         (Uploaded::Unified(upload), fingerprint, size, None)
     };
     if let Some(claimed) = header(&headers, "x-lxd-fingerprint") {
@@ -190,16 +255,22 @@ pub async fn post(
     );
     let (d2, op2) = (d.clone(), op.clone());
     tokio::spawn(async move {
-        let result = import(&d2, upload, &fingerprint, size, filename, public, &caller).await;
+        let result = import(
+            &d2,
+            upload,
+            &fingerprint,
+            size,
+            Details {
+                filename,
+                public,
+                properties: Default::default(),
+            },
+            &caller,
+        )
+        .await;
         op2.finish(&d2.events, result.map_err(|e| e.to_string()));
     });
     Ok(response::operation(op.url(), op.to_json()))
-}
-
-/// What was uploaded: a unified tarball, or a split image's two parts.
-enum Uploaded {
-    Unified(Upload),
-    Split { meta: Upload, rootfs: Upload },
 }
 
 /// Receive a split image as LXD clients send it (`multipart/form-data`: part `metadata`, then
@@ -269,147 +340,21 @@ async fn receive_split(
     Ok((hex::encode(hasher.finalize()), size, filename))
 }
 
-/// An upload in progress: removed on drop unless kept.
-struct Upload {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Upload {
-    fn new(path: PathBuf) -> ApiResult<Upload> {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-            .open(&path)
-            .map_err(ApiError::internal)?;
-        Ok(Upload { path, keep: false })
-    }
-
-    fn open(&self) -> ApiResult<std::fs::File> {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&self.path)
-            .map_err(ApiError::internal)
-    }
-
-    /// Stream the body to the file, hashing as it goes; returns the fingerprint and size.
-    async fn receive(&self, body: Body) -> ApiResult<(String, u64)> {
-        let mut file = self.open()?;
-        let mut hasher = Sha256::new();
-        let size = crate::body::stream(body, MAX_IMAGE_BYTES, |chunk| {
-            hasher.update(chunk);
-            // Small writes to a local file; blocking here is brief.
-            file.write_all(chunk).map_err(ApiError::internal)
-        })
-        .await?;
-        file.sync_all().map_err(ApiError::internal)?;
-        if size == 0 {
-            return Err(ApiError::BadRequest("The upload is empty".into()));
-        }
-        Ok((hex::encode(hasher.finalize()), size))
-    }
-}
-
-impl Drop for Upload {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
-async fn import(
-    d: &Arc<Daemon>,
-    uploaded: Uploaded,
-    fingerprint: &str,
-    size: u64,
-    filename: String,
-    public: bool,
-    caller: &Caller,
-) -> ApiResult<Value> {
-    let (tarball, rootfs_file, unpacked) = (
-        images_dir(d).join(fingerprint),
-        rootfs_path(d, fingerprint),
-        unpacked_dir(d, fingerprint),
-    );
-    let (mut meta_upload, mut rootfs_upload) = match uploaded {
-        Uploaded::Unified(u) => (u, None),
-        Uploaded::Split { meta, rootfs } => (meta, Some(rootfs)),
-    };
-    let src = meta_upload.path.clone();
-    let src_rootfs = rootfs_upload.as_ref().map(|u| u.path.clone());
-    let (tb, rf, up) = (tarball.clone(), rootfs_file.clone(), unpacked.clone());
-    let budget = UnpackBudget::of(d, &caller.project).await?;
-    let fp = fingerprint.to_owned();
-    let recorded = d.db(move |s| s.image_unpacked_size(&fp)).await?;
-    let recorded = recorded.and_then(|n| u64::try_from(n).ok());
-    if unpacked.exists() {
-        budget.check_known(recorded.unwrap_or(0))?;
-    }
-    let limits = budget.limits();
-    // Unpack once per content; another project's import of the same tarball reuses it.
-    let (meta, unpacked_size) = tokio::task::spawn_blocking(move || {
-        let (meta, bytes) = if up.exists() {
-            (rxd_image::read_metadata(&src, &limits)?, recorded)
-        } else {
-            let u = match &src_rootfs {
-                Some(r) => rxd_image::unpack_split(&src, r, &up, None, &limits)?,
-                None => rxd_image::unpack(&src, &up, None, &limits)?,
-            };
-            (u.metadata, Some(u.bytes))
-        };
-        crate::failpoint::hit("image-import:unpacked");
-        let io = |path: &std::path::Path| {
-            let path = path.display().to_string();
-            move |e| rxd_image::ImageError::Io { path, source: e }
-        };
-        // The uploads were synced as received; the renames are synced too.
-        for (from, to) in [(Some(&src), &tb), (src_rootfs.as_ref(), &rf)] {
-            if let Some(from) = from {
-                if !to.exists() {
-                    std::fs::rename(from, to).map_err(io(to))?;
-                }
-            }
-        }
-        rxd_image::durable::sync_dir(tb.parent().unwrap_or(&tb)).map_err(io(&tb))?;
-        Ok::<_, rxd_image::ImageError>((meta, bytes))
+/// Stream the body to the upload's file, hashing as it goes; returns the fingerprint and size.
+async fn receive(upload: &Upload, body: Body) -> ApiResult<(String, u64)> {
+    let mut file = upload.open()?;
+    let mut hasher = Sha256::new();
+    let size = crate::body::stream(body, MAX_IMAGE_BYTES, |chunk| {
+        hasher.update(chunk);
+        // Small writes to a local file; blocking here is brief.
+        file.write_all(chunk).map_err(ApiError::internal)
     })
-    .await?
-    .map_err(|e| budget.refusal(e))?;
-    meta_upload.keep = tarball.exists();
-    if let Some(r) = rootfs_upload.as_mut() {
-        r.keep = rootfs_file.exists();
+    .await?;
+    file.sync_all().map_err(ApiError::internal)?;
+    if size == 0 {
+        return Err(ApiError::BadRequest("The upload is empty".into()));
     }
-    crate::failpoint::hit("image-import:stored");
-    let row = ImageRow {
-        project: caller.project.clone(),
-        fingerprint: fingerprint.into(),
-        filename,
-        size: size as i64,
-        architecture: meta.architecture.clone(),
-        properties: serde_json::to_string(&meta.properties).unwrap_or_else(|_| "{}".into()),
-        public,
-        created_at: meta.creation_date,
-        uploaded_at: now_unix(),
-        unpacked_size: i64::try_from(unpacked_size.unwrap_or(0)).unwrap_or(i64::MAX),
-    };
-    let stored = row.clone();
-    d.db(move |s| s.insert_image(&stored)).await?;
-    crate::failpoint::hit("image-import:row-recorded");
-    tracing::info!(fingerprint, size, by = %caller.identity.user_name(), peer = %caller.conn.peer(), "image imported");
-    d.events.lifecycle(
-        "image-created",
-        &format!("/1.0/images/{fingerprint}"),
-        &caller.project,
-        caller,
-    );
-    let done = ImageUploadMetadata {
-        fingerprint: fingerprint.to_owned(),
-        size: i64::try_from(size).map_err(ApiError::internal)?,
-    };
-    serde_json::to_value(done).map_err(ApiError::internal)
+    Ok((hex::encode(hasher.finalize()), size))
 }
 
 pub async fn delete(
