@@ -14,6 +14,7 @@ pub mod durable;
 pub mod remove;
 pub mod rootfs;
 mod shift;
+pub mod template;
 mod tree;
 mod unpack;
 pub mod walk;
@@ -81,6 +82,9 @@ pub struct ImageMetadata {
 
 #[derive(Debug, Error)]
 pub enum ImageError {
+    /// A template of the image could not be rendered or written (named in the text).
+    #[error("{0}")]
+    Template(String),
     #[error("image entry {path:?} is not allowed: {reason}")]
     UnsafePath { path: String, reason: &'static str },
     #[error(

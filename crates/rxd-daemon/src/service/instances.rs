@@ -171,6 +171,7 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
         // Held until the new map is recorded: a write must not be given the old map's ids.
         drop(exclusive);
     }
+    apply_templates(d, name, &row, &mut config, idmap).await?;
     if idmap.is_some() && d.hostids.is_none() {
         return Err(ApiError::BadRequest(
             "No subordinate ids for root: only privileged containers can run".into(),
@@ -215,6 +216,106 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
     config.insert("volatile.idmap.current".into(), next);
     config.insert("volatile.last_state.power".into(), "RUNNING".into());
     save_config(d, name, &config).await
+}
+
+/// Render the image's templates (`metadata.yaml`) and write them into the root filesystem, as
+/// LXD does before each start: a trigger deferred at create (`volatile.apply_template`, then
+/// cleared), then `start`. Files are written through `rxd_image::rootfs` (confined to the root
+/// filesystem whatever links it holds); an existing file keeps its owner and mode, a new one is
+/// owned by the container's root, 0644, in directories made 0755.
+async fn apply_templates(
+    d: &Arc<Daemon>,
+    name: &InstanceKey,
+    row: &InstanceRow,
+    config: &mut BTreeMap<String, String>,
+    idmap: Option<IdMap>,
+) -> ApiResult<()> {
+    let deferred = config.get("volatile.apply_template").cloned();
+    let triggers: Vec<String> = deferred
+        .iter()
+        .cloned()
+        .chain(["start".to_owned()])
+        .collect();
+    let dir = layout::instance_dir(d, name);
+    let (root_uid, root_gid) = idmap.map_or((0, 0), |m| (m.uid, m.gid));
+    let (config_now, row_now) = (config.clone(), row.clone());
+    // Host-side writes into the tree: shared with the files API, never during a remap.
+    let _writes = d.runtime.rootfs_lock(name).read_owned().await;
+    let written = tokio::task::spawn_blocking(move || {
+        use rxd_image::template;
+        let Some(metadata) = template::instance_metadata(&dir)? else {
+            return Ok(0);
+        };
+        let instance = template::Instance {
+            name: &row_now.name,
+            architecture: &row_now.architecture,
+            ephemeral: row_now.ephemeral,
+            privileged: instance_config::flag(&config_now, "security.privileged"),
+            config: &config_now,
+        };
+        let rootfs = rxd_image::rootfs::Rootfs::open(&dir.join("rootfs"))
+            .map_err(|e| rxd_image::ImageError::Template(e.to_string()))?;
+        let mut written = 0;
+        for trigger in &triggers {
+            for file in template::render(&dir, &metadata, trigger, &instance)? {
+                if write_template(&rootfs, &file, root_uid, root_gid).map_err(|e| {
+                    rxd_image::ImageError::Template(format!("writing {}: {e}", file.path))
+                })? {
+                    written += 1;
+                }
+            }
+        }
+        Ok::<_, rxd_image::ImageError>(written)
+    })
+    .await?
+    .map_err(|e| {
+        tracing::warn!(instance = %name, error = %e, "image templates not applied");
+        ApiError::BadRequest(format!("Failed to apply the image's templates: {e}"))
+    })?;
+    if written > 0 {
+        tracing::info!(instance = %name, files = written, "image templates applied");
+    }
+    if deferred.is_some() {
+        config.remove("volatile.apply_template");
+        save_config(d, name, config).await?;
+    }
+    Ok(())
+}
+
+/// Write one rendered template; false when it was left alone (`create_only` and present, or
+/// something other than a regular file is there).
+fn write_template(
+    rootfs: &rxd_image::rootfs::Rootfs,
+    file: &rxd_image::template::Rendered,
+    uid: u32,
+    gid: u32,
+) -> Result<bool, rxd_image::rootfs::FileError> {
+    use rxd_image::rootfs::{Entry, FileError};
+    use std::io::Write;
+    let (uid, gid, mode) = match rootfs.get(&file.path) {
+        Ok(Entry::File(_, meta, _)) if !file.create_only => (meta.uid, meta.gid, meta.mode),
+        Ok(_) => return Ok(false),
+        Err(FileError::NotFound) => {
+            let mut parent = String::new();
+            let components: Vec<&str> = file.path.split('/').filter(|c| !c.is_empty()).collect();
+            for c in &components[..components.len().saturating_sub(1)] {
+                parent.push('/');
+                parent.push_str(c);
+                match rootfs.mkdir(&parent, uid, gid, 0o755) {
+                    // A link (to a directory, say /var/run → /run): followed when the file is
+                    // made, inside the root filesystem.
+                    Err(FileError::Io(e)) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    other => other?,
+                }
+            }
+            (uid, gid, 0o644)
+        }
+        Err(e) => return Err(e),
+    };
+    let mut upload = rootfs.upload(&file.path, uid, gid, mode, false)?;
+    upload.file().write_all(file.content.as_bytes())?;
+    upload.commit()?;
+    Ok(true)
 }
 
 /// An unprivileged container's root is an ordinary host user: it must be able to traverse every
@@ -421,6 +522,8 @@ pub async fn create(
         .ok_or_else(|| ApiError::NotFound("Image not found".into()))?;
     row.architecture = image.architecture.clone();
     config.insert("volatile.base_image".into(), fingerprint.clone());
+    // The image's `create` templates are applied at the first start, as LXD does.
+    config.insert("volatile.apply_template".into(), "create".into());
     // Every instance unpacks its image again: refuse one that cannot fit before recording it.
     let budget = images::UnpackBudget::of(d, &row.project).await?;
     budget.check_known(u64::try_from(image.unpacked_size).unwrap_or(0))?;
