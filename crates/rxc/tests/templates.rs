@@ -185,6 +185,22 @@ async fn image_templates_are_applied_at_create_and_start() {
     assert_eq!(rxc.cat("c1", "/etc/hostname"), "changed\n");
     assert_eq!(rxc.cat("c1", "/etc/motd"), "bye start\n");
     rxc.ok(&["delete", "--force", "c1"]);
+
+    // cloud-init.* keys win over user.* in distrobuilder's template.
+    rxc.ok(&[
+        "launch",
+        "t",
+        "c2",
+        "-c",
+        "user.user-data=#cloud-config\nx: 1",
+        "-c",
+        "cloud-init.user-data=#cloud-config\ny: 2",
+    ]);
+    assert_eq!(
+        rxc.cat("c2", "/var/lib/cloud/seed/nocloud-net/user-data"),
+        "#cloud-config\ny: 2\n"
+    );
+    rxc.ok(&["delete", "--force", "c2"]);
 }
 
 #[tokio::test]
