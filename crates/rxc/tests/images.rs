@@ -303,6 +303,19 @@ async fn debian_lxc_imports_lists_and_deletes_images() {
         String::from_utf8_lossy(&list.stdout).contains("bb,"),
         "{list:?}"
     );
+    let exported = tempfile::tempdir().unwrap();
+    let target = exported.path().join("bb");
+    let out = lxc(&["image", "export", "rxd:bb", target.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read(exported.path().join("bb.tar.gz")).unwrap(),
+        std::fs::read(&image).unwrap(),
+        "exported: {:?}",
+        std::fs::read_dir(exported.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<Vec<_>>()
+    );
     let out = lxc(&["image", "delete", "rxd:bb"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(d.unix().get("/1.0/images").await.unwrap(), json!([]));
@@ -417,6 +430,22 @@ async fn debian_lxc_imports_and_launches_a_split_image() {
         .unwrap();
     assert_eq!(image["filename"], "rootfs.tar.xz", "{image:#}");
     assert_eq!(image["size"], both.len() as u64, "{image:#}");
+    // lxc image export gets the two files back as they were imported.
+    let exported = tempfile::tempdir().unwrap();
+    let target = exported.path().join("out");
+    let out = lxc(&["image", "export", "rxd:split", target.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    // lxc names them TARGET and TARGET.root when given a file name.
+    assert_eq!(
+        std::fs::read(exported.path().join("out")).unwrap(),
+        std::fs::read(&meta).unwrap(),
+        "metadata"
+    );
+    assert_eq!(
+        std::fs::read(exported.path().join("out.root")).unwrap(),
+        std::fs::read(&rootfs).unwrap(),
+        "rootfs"
+    );
     let out = lxc(&["launch", "rxd:split", "rxd:c1"]);
     assert!(out.status.success(), "{out:?}");
     let out = lxc(&["exec", "rxd:c1", "--", "ls", "/bin/sh"]);

@@ -402,6 +402,86 @@ pub async fn delete(
     Ok(response::operation(op.url(), op.to_json()))
 }
 
+/// The file name extension LXD gives an image file, from its first bytes (never its name).
+fn extension(path: &std::path::Path) -> ApiResult<&'static str> {
+    use std::io::Read;
+    let mut magic = [0u8; 6];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut magic))
+        .map_err(ApiError::internal)?;
+    let magic = &magic[..n];
+    Ok(if magic.starts_with(&[0x1f, 0x8b]) {
+        ".tar.gz"
+    } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        ".tar.xz"
+    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        ".tar.zst"
+    } else if magic.starts_with(b"hsqs") {
+        ".squashfs"
+    } else {
+        ".tar"
+    })
+}
+
+async fn file_stream(
+    path: &std::path::Path,
+) -> ApiResult<tokio_util::io::ReaderStream<tokio::fs::File>> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(tokio_util::io::ReaderStream::new(file))
+}
+
+/// `GET /1.0/images/<fp>/export`: the image's files as LXD sends them, so `lxc image export`
+/// (and another server's import) gets what was imported: a unified image as one
+/// `application/octet-stream` body, a split one as `multipart/form-data` with a `metadata`
+/// then a `rootfs` part.
+pub async fn export(
+    State(d): State<Arc<Daemon>>,
+    caller: Caller,
+    Path(fp): Path<String>,
+) -> ApiResult<Response> {
+    use futures_util::StreamExt;
+    let row = resolve(&d, &caller.project, &fp).await?;
+    let fp = row.fingerprint;
+    let (meta, rootfs) = (images_dir(&d).join(&fp), rootfs_path(&d, &fp));
+    let meta_ext = extension(&meta)?;
+    if !rootfs.exists() {
+        let size = std::fs::metadata(&meta).map_err(ApiError::internal)?.len();
+        return Response::builder()
+            .header("content-type", "application/octet-stream")
+            .header("content-length", size)
+            .header(
+                "content-disposition",
+                format!("inline;filename={fp}{meta_ext}"),
+            )
+            .body(Body::from_stream(file_stream(&meta).await?))
+            .map_err(ApiError::internal);
+    }
+    let rootfs_ext = extension(&rootfs)?;
+    let boundary = uuid::Uuid::new_v4().simple().to_string();
+    let head = |name: &str, filename: String| {
+        bytes::Bytes::from(format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        ))
+    };
+    let once =
+        |b: bytes::Bytes| futures_util::stream::once(async move { Ok::<_, std::io::Error>(b) });
+    let body = once(head("metadata", format!("meta-{fp}{meta_ext}")))
+        .chain(file_stream(&meta).await?)
+        .chain(once(bytes::Bytes::from_static(b"\r\n")))
+        .chain(once(head("rootfs", format!("{fp}{rootfs_ext}"))))
+        .chain(file_stream(&rootfs).await?)
+        .chain(once(bytes::Bytes::from(format!("\r\n--{boundary}--\r\n"))));
+    Response::builder()
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(Body::from_stream(body))
+        .map_err(ApiError::internal)
+}
+
 /// Alias names: like LXD's, free text without `/` or control characters, at most 255 bytes.
 fn valid_alias(name: &str) -> ApiResult<()> {
     let ok = !name.is_empty()
