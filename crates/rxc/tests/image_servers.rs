@@ -136,6 +136,25 @@ fn write_tree(root: &Path, work: &Path) -> Tree {
     }
 }
 
+/// Publish a newer serial of `busybox/1` on the server; returns its fingerprint.
+fn add_newer_serial(root: &Path, work: &Path) -> String {
+    let (meta, rootfs) = split(work, "newer");
+    std::fs::create_dir_all(root.join("images/newer")).unwrap();
+    std::fs::write(root.join("images/newer/lxd.tar.xz"), &meta).unwrap();
+    std::fs::write(root.join("images/newer/root.tar.xz"), &rootfs).unwrap();
+    let fp = sha(&[meta.as_slice(), rootfs.as_slice()].concat());
+    let path = root.join("streams/v1/images.json");
+    let mut products: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let item = |path: &str, bytes: &[u8], ftype: &str| json!({"ftype": ftype, "path": path, "sha256": sha(bytes), "size": bytes.len()});
+    let mut m = item("images/newer/lxd.tar.xz", &meta, "lxd.tar.xz");
+    m["combined_rootxz_sha256"] = json!(fp);
+    products["products"]["busybox:1:amd64:default"]["versions"]["20261203_00:00"] = json!({
+        "items": {"lxd.tar.xz": m, "root.tar.xz": item("images/newer/root.tar.xz", &rootfs, "root.tar.xz")}
+    });
+    std::fs::write(&path, products.to_string()).unwrap();
+    fp
+}
+
 /// The HTTPS server, stopped when dropped.
 struct Server {
     child: Child,
@@ -303,6 +322,20 @@ async fn images_are_pulled_from_a_simplestreams_server_and_verified() {
     assert_eq!(image["properties"]["os"], "BusyBox", "{image:#}");
     assert_eq!(image["filename"], "lxd.tar.xz", "{image:#}");
     assert_eq!(server.requests("/images/new/root.tar.xz"), 1);
+    // Pulled for an instance by alias: cached, kept up to date, its source recorded.
+    assert_eq!(image["cached"], true, "{image:#}");
+    assert_eq!(image["auto_update"], true, "{image:#}");
+    assert_eq!(image["update_source"]["alias"], "bb", "{image:#}");
+    assert_eq!(
+        image["update_source"]["server"],
+        server.url.as_str(),
+        "{image:#}"
+    );
+    assert_eq!(
+        image["update_source"]["protocol"], "simplestreams",
+        "{image:#}"
+    );
+    assert_ne!(image["last_used_at"], "0001-01-01T00:00:00Z", "{image:#}");
     // A second launch uses the image already here.
     ok(lxc(&["launch", "ss:bb", "rxd:c2"]), "second launch");
     assert_eq!(
@@ -325,6 +358,47 @@ async fn images_are_pulled_from_a_simplestreams_server_and_verified() {
     );
     let alias = c.get("/1.0/images/aliases/old").await.unwrap();
     assert_eq!(alias["target"], tree.old_unified.as_str());
+    let copied = c
+        .get(&format!("/1.0/images/{}", tree.old_unified))
+        .await
+        .unwrap();
+    assert_eq!(copied["cached"], false, "{copied:#}");
+    assert_eq!(copied["auto_update"], false, "by fingerprint: {copied:#}");
+    assert_eq!(copied["update_source"]["alias"], "", "{copied:#}");
+
+    // A newer serial on the server: lxc image refresh replaces the image, its aliases follow.
+    ok(
+        lxc(&["image", "alias", "create", "rxd:mine", &tree.new_split]),
+        "alias create",
+    );
+    let out = ok(
+        lxc(&["image", "refresh", "rxd:mine"]),
+        "refresh, up to date",
+    );
+    assert!(out.contains("up to date"), "{out}");
+    let newer = add_newer_serial(&root, work.path());
+    let out = ok(lxc(&["image", "refresh", "rxd:mine"]), "refresh");
+    assert!(out.contains("refreshed successfully"), "{out}");
+    assert_eq!(
+        c.get("/1.0/images/aliases/mine").await.unwrap()["target"],
+        newer.as_str()
+    );
+    let refreshed = c.get(&format!("/1.0/images/{newer}")).await.unwrap();
+    assert_eq!(refreshed["cached"], true, "{refreshed:#}");
+    assert_eq!(refreshed["update_source"]["alias"], "bb", "{refreshed:#}");
+    assert!(
+        c.get(&format!("/1.0/images/{}", tree.new_split))
+            .await
+            .is_err(),
+        "old image kept"
+    );
+    assert!(
+        !d.image_files()
+            .iter()
+            .any(|f| f.starts_with(&tree.new_split)),
+        "old files kept: {:?}",
+        d.image_files()
+    );
 
     // Refused before anything is unpacked, leaving nothing: a file that is not what the index
     // says.
@@ -369,6 +443,32 @@ async fn images_are_pulled_from_a_simplestreams_server_and_verified() {
     assert!(
         done["err"].as_str().unwrap().contains("only https"),
         "{done:#}"
+    );
+
+    // A cached image unused for images.remote_cache_expiry days (10 by default) is removed at
+    // the next start; an image asked for is kept.
+    let mut d = d;
+    d.stop();
+    let backdate = format!(
+        "import sqlite3; c = sqlite3.connect({:?}); c.execute(\"UPDATE images SET last_used_at = strftime('%s','now') - 11*86400 WHERE cached = 1\"); c.commit()",
+        d.dir().join("rxd.db").display().to_string()
+    );
+    ok(run("python3", &[], &["-c", &backdate]), "backdate");
+    d.spawn();
+    d.wait_ready().await;
+    let c = d.unix();
+    assert!(
+        c.get(&format!("/1.0/images/{newer}")).await.is_err(),
+        "expired cached image kept"
+    );
+    assert!(c
+        .get(&format!("/1.0/images/{}", tree.old_unified))
+        .await
+        .is_ok());
+    assert!(
+        !d.image_files().iter().any(|f| f.starts_with(&newer)),
+        "expired image's files kept: {:?}",
+        d.image_files()
     );
 
     for name in ["c1", "c2"] {

@@ -37,6 +37,8 @@ pub enum KeyKind {
     Bytes,
     /// Comma-separated `https://` base URLs.
     HttpsUrlList,
+    /// A whole number (negative allowed where the key gives it a meaning).
+    Integer,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +65,10 @@ pub const IMAGES_MAX_UNPACKED: &str = "images.max_unpacked_size";
 /// (comma-separated https URLs; empty, the default: none). Administrators may name any https
 /// server. A URL in a request body is never fetched unless one of these rules allows it.
 pub const IMAGES_ALLOWED_SERVERS: &str = "images.allowed_servers";
+/// LXD's: images pulled for instances are kept up to date (default true).
+pub const IMAGES_AUTO_UPDATE_CACHED: &str = "images.auto_update_cached";
+/// LXD's: days a cached image may go unused before it is removed (default 10; ≤ 0: never).
+pub const IMAGES_REMOTE_CACHE_EXPIRY: &str = "images.remote_cache_expiry";
 /// `images.max_unpacked_size` when unset: enough for distribution images, small enough that
 /// one upload cannot fill a host's disk.
 pub const IMAGES_MAX_UNPACKED_DEFAULT: u64 = 4 << 30;
@@ -118,7 +124,23 @@ pub const KEYS: &[KeySpec] = &[
         name: IMAGES_ALLOWED_SERVERS,
         kind: KeyKind::HttpsUrlList,
     },
+    KeySpec {
+        name: IMAGES_AUTO_UPDATE_CACHED,
+        kind: KeyKind::Bool,
+    },
+    KeySpec {
+        name: IMAGES_REMOTE_CACHE_EXPIRY,
+        kind: KeyKind::Integer,
+    },
 ];
+
+/// An integer key's value, or `default` when unset (or, impossibly once validated, not one).
+pub fn integer(config: &StoredConfig, key: &str, default: i64) -> i64 {
+    config
+        .get(key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 /// An image server's URL as `images.allowed_servers` compares it: scheme and host lowercased,
 /// the default port dropped, no trailing slash.
@@ -270,6 +292,10 @@ fn validate_plain(kind: KeyKind, value: &str) -> Result<(), String> {
             Ok(n) if n >= 1 => Ok(()),
             _ => Err(format!("expected a whole number of seconds, not {value:?}")),
         },
+        KeyKind::Integer => value
+            .parse::<i64>()
+            .map(drop)
+            .map_err(|_| format!("expected a whole number, not {value:?}")),
         KeyKind::HttpsUrlList => value
             .split(',')
             .map(str::trim)

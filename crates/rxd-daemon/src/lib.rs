@@ -141,6 +141,9 @@ pub async fn run(
         shutdown,
     });
     service::recovery::recover(&daemon).await;
+    daemon
+        .tracker
+        .spawn(service::images::upkeep(daemon.clone(), shutdown_rx.clone()));
     daemon.tracker.spawn(service::instances::watch(
         daemon.clone(),
         shutdown_rx.clone(),

@@ -14,7 +14,7 @@ mod snapshots;
 
 pub use bakery::RootKeyRow;
 pub use certificates::{CertificateRow, TokenRow};
-pub use images::{AliasRow, ImageRow};
+pub use images::{AliasRow, ImageCache, ImageRow};
 pub use instances::{Allocator, InstanceRow, Remap, TakenBlock};
 pub use intents::IntentRow;
 pub use projects::{GrantRow, ProjectRow};

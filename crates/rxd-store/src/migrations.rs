@@ -131,6 +131,12 @@ const MIGRATIONS: &[&str] = &[
         detail     TEXT NOT NULL,
         created_at INTEGER NOT NULL
     );",
+    // 10: images pulled from image servers: how they are kept (LXD's cached, auto_update,
+    // update_source, last_used_at).
+    "ALTER TABLE images ADD COLUMN cached INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE images ADD COLUMN auto_update INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE images ADD COLUMN update_source TEXT NOT NULL DEFAULT '';
+    ALTER TABLE images ADD COLUMN last_used_at INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

@@ -10,7 +10,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::listing::ListQuery;
 use crate::response;
 use crate::service::images::{
-    images_dir, import, resolve, rootfs_path, unpacked_dir, Details, UnpackBudget, Upload, Uploaded,
+    images_dir, import, resolve, rootfs_path, Details, UnpackBudget, Upload, Uploaded,
 };
 use crate::state::Daemon;
 use axum::body::Body;
@@ -62,7 +62,14 @@ fn image(row: &ImageRow, aliases: &[AliasRow]) -> rxd_api::image::Image {
         expires_at: "0001-01-01T00:00:00Z".into(),
         filename: row.filename.clone(),
         fingerprint: row.fingerprint.clone(),
-        last_used_at: "0001-01-01T00:00:00Z".into(),
+        last_used_at: if row.cache.last_used_at > 0 {
+            rfc3339(row.cache.last_used_at)
+        } else {
+            "0001-01-01T00:00:00Z".into()
+        },
+        cached: row.cache.cached,
+        auto_update: row.cache.auto_update,
+        update_source: serde_json::from_str(&row.cache.update_source).ok(),
         profiles: vec!["default".into()],
         project: row.project.clone(),
         properties,
@@ -70,7 +77,6 @@ fn image(row: &ImageRow, aliases: &[AliasRow]) -> rxd_api::image::Image {
         size: row.size,
         kind: "container".into(),
         uploaded_at: rfc3339(row.uploaded_at),
-        ..Default::default()
     }
 }
 
@@ -153,7 +159,11 @@ async fn pull(d: Arc<Daemon>, caller: Caller, body: ImagesPost) -> ApiResult<Res
             name: &name,
         };
         let result = async {
-            let pulled = crate::service::images::pull(&d2, &caller, &pull, body.public).await?;
+            let purpose = crate::service::images::Purpose::Copy {
+                public: body.public,
+                auto_update: body.auto_update,
+            };
+            let pulled = crate::service::images::pull(&d2, &caller, &pull, purpose).await?;
             for alias in body.aliases {
                 let row = AliasRow {
                     project: caller.project.clone(),
@@ -264,6 +274,7 @@ pub async fn post(
                 filename,
                 public,
                 properties: Default::default(),
+                cache: Default::default(),
             },
             &caller,
         )
@@ -385,9 +396,7 @@ pub async fn delete(
             // Files without a row are removed at start-up if a kill comes first.
             crate::failpoint::hit("image-delete:row-deleted");
             if !in_use {
-                let _ = std::fs::remove_file(images_dir(&d).join(&row.fingerprint));
-                let _ = std::fs::remove_file(rootfs_path(&d, &row.fingerprint));
-                let _ = rxd_image::remove::remove_tree(unpacked_dir(&d, &row.fingerprint));
+                crate::service::images::remove_files(&d, &row.fingerprint);
             }
             d.events.lifecycle(
                 "image-deleted",
@@ -399,6 +408,39 @@ pub async fn delete(
         }
         Err(e) => op.finish(&d.events, Err(e.to_string())),
     }
+    Ok(response::operation(op.url(), op.to_json()))
+}
+
+/// `POST /1.0/images/<fp>/refresh` (`lxc image refresh`): look for a newer version on the
+/// server the image was pulled from; the operation's metadata says whether it was replaced.
+pub async fn refresh(
+    State(d): State<Arc<Daemon>>,
+    caller: Caller,
+    Path(fp): Path<String>,
+) -> ApiResult<Response> {
+    let row = resolve(&d, &caller.project, &fp).await?;
+    if row.cache.update_source.is_empty() {
+        return Err(ApiError::BadRequest(
+            "The image was not pulled from an image server: nothing to refresh from".into(),
+        ));
+    }
+    let op = d.operations.start(
+        &d.events,
+        "Refreshing image",
+        &caller.project,
+        crate::operations::resources([(
+            "images",
+            vec![format!("/1.0/images/{}", row.fingerprint)],
+        )]),
+        false,
+    );
+    let (d2, op2) = (d.clone(), op.clone());
+    tokio::spawn(async move {
+        let result = crate::service::images::refresh(&d2, &caller, &row)
+            .await
+            .map(|refreshed| serde_json::json!({ "refreshed": refreshed }));
+        op2.finish(&d2.events, result.map_err(|e| e.to_string()));
+    });
     Ok(response::operation(op.url(), op.to_json()))
 }
 

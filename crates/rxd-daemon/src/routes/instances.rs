@@ -218,7 +218,7 @@ pub async fn post(
                     protocol: &protocol,
                     name: &target,
                 },
-                false,
+                images::Purpose::Instance,
             )
             .await
             .map(|pulled| pulled.fingerprint),

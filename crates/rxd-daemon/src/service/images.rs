@@ -188,6 +188,8 @@ pub struct Details {
     pub public: bool,
     /// Added to (and overriding) the properties of its `metadata.yaml` (an image server's).
     pub properties: std::collections::BTreeMap<String, String>,
+    /// How a pulled image is kept (default for an upload).
+    pub cache: rxd_store::ImageCache,
 }
 
 /// Import uploaded (or downloaded) files whose fingerprint is known: unpack once per content
@@ -205,6 +207,7 @@ pub async fn import(
         filename,
         public,
         properties,
+        cache,
     } = details;
     let (tarball, rootfs_file, unpacked) = (
         images_dir(d).join(fingerprint),
@@ -275,6 +278,7 @@ pub async fn import(
         created_at: meta.creation_date,
         uploaded_at: now_unix(),
         unpacked_size: i64::try_from(unpacked_size.unwrap_or(0)).unwrap_or(i64::MAX),
+        cache,
     };
     let stored = row.clone();
     d.db(move |s| s.insert_image(&stored)).await?;
@@ -319,12 +323,24 @@ pub fn may_pull_from(d: &Daemon, caller: &Caller, server: &str) -> ApiResult<()>
 /// Pull an image from an image server into the caller's project, unless the project has it
 /// already: resolved as LXD resolves an alias, every file verified against the server's index
 /// and the combined fingerprint checked before anything is unpacked, then imported as an
+/// Why an image is pulled, which decides how it is kept (LXD's rules).
+pub enum Purpose {
+    /// For an instance: `cached` (removed once unused for `images.remote_cache_expiry` days),
+    /// kept up to date when pulled by alias and `images.auto_update_cached` allows.
+    Instance,
+    /// Asked for (`lxc image copy`): kept until deleted; `auto_update` when asked and pulled
+    /// by alias.
+    Copy { public: bool, auto_update: bool },
+    /// A newer version of an image, taking over how the old one was kept.
+    Refresh(rxd_store::ImageCache, bool),
+}
+
 /// upload is. Returns its fingerprint and size.
 pub async fn pull(
     d: &Arc<Daemon>,
     caller: &Caller,
     source: &Pull<'_>,
-    public: bool,
+    purpose: Purpose,
 ) -> ApiResult<ImageUploadMetadata> {
     match source.protocol {
         "simplestreams" => {}
@@ -402,6 +418,46 @@ pub async fn pull(
         Some(rootfs) => Uploaded::Split { meta, rootfs },
         None => Uploaded::Unified(meta),
     };
+    let by_alias = image.answers_to(source.name, std::env::consts::ARCH);
+    let update_source = serde_json::to_string(&rxd_api::image::ImageSource {
+        alias: if by_alias {
+            source.name.to_owned()
+        } else {
+            String::new()
+        },
+        certificate: String::new(),
+        protocol: source.protocol.to_owned(),
+        server: source.server.to_owned(),
+        image_type: "container".into(),
+    })
+    .map_err(ApiError::internal)?;
+    let (public, cache) = match purpose {
+        Purpose::Instance => (
+            false,
+            rxd_store::ImageCache {
+                cached: true,
+                auto_update: by_alias
+                    && crate::sync::read(&d.config)
+                        .get(rxd_core::config::IMAGES_AUTO_UPDATE_CACHED)
+                        .is_none_or(|v| v == "true"),
+                update_source,
+                last_used_at: now_unix(),
+            },
+        ),
+        Purpose::Copy {
+            public,
+            auto_update,
+        } => (
+            public,
+            rxd_store::ImageCache {
+                cached: false,
+                auto_update: auto_update && by_alias,
+                update_source,
+                last_used_at: 0,
+            },
+        ),
+        Purpose::Refresh(cache, public) => (public, cache),
+    };
     import(
         d,
         uploaded,
@@ -411,9 +467,125 @@ pub async fn pull(
             filename: image.filename(),
             public,
             properties: image.properties.clone(),
+            cache,
         },
         caller,
     )
     .await?;
     done(downloaded.size)
+}
+
+/// Remove an image's files once no project holds its content (a kill before this leaves
+/// them to start-up recovery, which removes files no row owns).
+pub fn remove_files(d: &Daemon, fingerprint: &str) {
+    let _ = std::fs::remove_file(images_dir(d).join(fingerprint));
+    let _ = std::fs::remove_file(rootfs_path(d, fingerprint));
+    let _ = rxd_image::remove::remove_tree(unpacked_dir(d, fingerprint));
+}
+
+/// Check an image's server for a newer version of what it was pulled as (its
+/// `update_source` alias); if there is one, pull it, move the old one's aliases and keeping to
+/// it, and remove the old one. Returns whether it was replaced.
+pub async fn refresh(d: &Arc<Daemon>, caller: &Caller, old: &ImageRow) -> ApiResult<bool> {
+    let source: rxd_api::image::ImageSource = serde_json::from_str(&old.cache.update_source)
+        .map_err(|_| {
+            ApiError::BadRequest(
+                "The image was not pulled from an image server: nothing to refresh from".into(),
+            )
+        })?;
+    if source.alias.is_empty() {
+        // Pulled by fingerprint: that is the version asked for.
+        return Ok(false);
+    }
+    let pulled = pull(
+        d,
+        caller,
+        &Pull {
+            server: &source.server,
+            protocol: &source.protocol,
+            name: &source.alias,
+        },
+        Purpose::Refresh(old.cache.clone(), old.public),
+    )
+    .await?;
+    if pulled.fingerprint == old.fingerprint {
+        return Ok(false);
+    }
+    let (p, fp) = (old.project.clone(), pulled.fingerprint.clone());
+    let new = d
+        .db(move |s| s.images_by_prefix(&p, &fp, 1))
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::internal("the refreshed image is not recorded"))?;
+    let (old_row, new_row) = (old.clone(), new.clone());
+    let shared = d.db(move |s| s.replace_image(&old_row, &new_row)).await?;
+    if !shared {
+        remove_files(d, &old.fingerprint);
+    }
+    tracing::info!(project = %old.project, from = %old.fingerprint, to = %new.fingerprint, alias = %source.alias, "image refreshed");
+    d.events.lifecycle(
+        "image-refreshed",
+        &format!("/1.0/images/{}", new.fingerprint),
+        &old.project,
+        caller,
+    );
+    Ok(true)
+}
+
+/// The image cache's upkeep, as LXD keeps it: cached images unused for
+/// `images.remote_cache_expiry` days are removed, at start-up and then hourly. (LXD's periodic
+/// refresh of `auto_update` images is not done yet: `POST /1.0/images/<fp>/refresh` is.)
+pub async fn upkeep(d: Arc<Daemon>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        prune(&d).await;
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Remove cached images unused for `images.remote_cache_expiry` days (by `last_used_at`, else
+/// `uploaded_at`), as LXD does.
+pub async fn prune(d: &Arc<Daemon>) {
+    let days = rxd_core::config::integer(
+        &crate::sync::read(&d.config),
+        rxd_core::config::IMAGES_REMOTE_CACHE_EXPIRY,
+        10,
+    );
+    if days <= 0 {
+        return;
+    }
+    let cutoff = now_unix() - days * 86_400;
+    let Ok(images) = d.db(|s| s.all_images()).await else {
+        return;
+    };
+    for image in images.into_iter().filter(|i| i.cache.cached) {
+        let used = if image.cache.last_used_at > 0 {
+            image.cache.last_used_at
+        } else {
+            image.uploaded_at
+        };
+        if used >= cutoff {
+            continue;
+        }
+        let (p, fp) = (image.project.clone(), image.fingerprint.clone());
+        match d
+            .db(move |s| {
+                s.delete_image(&p, &fp)?;
+                s.image_in_use(&fp)
+            })
+            .await
+        {
+            Ok(in_use) => {
+                if !in_use {
+                    remove_files(d, &image.fingerprint);
+                }
+                tracing::info!(project = %image.project, fingerprint = %image.fingerprint, days, "cached image unused for images.remote_cache_expiry days removed");
+            }
+            Err(e) => {
+                tracing::warn!(fingerprint = %image.fingerprint, error = %e, "could not remove an expired cached image")
+            }
+        }
+    }
 }

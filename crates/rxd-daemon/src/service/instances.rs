@@ -617,6 +617,13 @@ pub async fn create(
     if privileged {
         tracing::warn!(instance = %row.name, "created a privileged container: root inside it is root on the host");
     }
+    let (p, fp) = (row.project.clone(), fingerprint.clone());
+    if let Err(e) = d
+        .db(move |s| s.touch_image(&p, &fp, crate::sync::now_unix()))
+        .await
+    {
+        tracing::warn!(image = %fingerprint, error = %e, "could not record the image's use");
+    }
     tracing::info!(instance = %row.name, image = %fingerprint, idmap = ?map, by = %caller.identity.user_name(), "instance created");
     d.events.lifecycle(
         "instance-created",
