@@ -161,20 +161,6 @@ impl Store {
         )?)
     }
 
-    /// An instance was created from the image now.
-    pub fn touch_image(
-        &self,
-        project: &str,
-        fingerprint: &str,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        self.conn()?.execute(
-            "UPDATE images SET last_used_at = ?3 WHERE project = ?1 AND fingerprint = ?2",
-            params![project, fingerprint, now],
-        )?;
-        Ok(())
-    }
-
     /// Every image of every project (for the cache's upkeep).
     pub fn all_images(&self) -> Result<Vec<ImageRow>, StoreError> {
         let conn = self.conn()?;
@@ -421,9 +407,7 @@ mod tests {
             description: String::new(),
         })
         .unwrap();
-        s.touch_image("default", &old.fingerprint, 99).unwrap();
         let stored = s.images("default").unwrap();
-        assert_eq!(stored[0].cache.last_used_at, 99);
         assert!(stored[0].cache.cached);
         let new = ImageRow {
             cache: stored[0].cache.clone(),

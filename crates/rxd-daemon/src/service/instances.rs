@@ -595,11 +595,9 @@ pub async fn create(
     let saved = match unpacked {
         Ok(u) => {
             let bytes = i64::try_from(u.bytes).unwrap_or(i64::MAX);
-            d.db(move |s| {
-                s.update_instance_config(&project, &name, &stored_config)?;
-                s.set_instance_rootfs_size(&project, &name, bytes)
-            })
-            .await
+            let (fp, now) = (fingerprint.clone(), crate::sync::now_unix());
+            d.db(move |s| s.finish_create(&project, &name, &stored_config, bytes, &fp, now))
+                .await
         }
         Err(e) => Err(match budget.refusal(e) {
             ApiError::BadRequest(m) => {
@@ -616,13 +614,6 @@ pub async fn create(
     }
     if privileged {
         tracing::warn!(instance = %row.name, "created a privileged container: root inside it is root on the host");
-    }
-    let (p, fp) = (row.project.clone(), fingerprint.clone());
-    if let Err(e) = d
-        .db(move |s| s.touch_image(&p, &fp, crate::sync::now_unix()))
-        .await
-    {
-        tracing::warn!(image = %fingerprint, error = %e, "could not record the image's use");
     }
     tracing::info!(instance = %row.name, image = %fingerprint, idmap = ?map, by = %caller.identity.user_name(), "instance created");
     d.events.lifecycle(
@@ -748,14 +739,13 @@ pub async fn remove(d: &Arc<Daemon>, row: &InstanceRow) -> ApiResult<()> {
         }
     };
     crate::failpoint::hit("instance-delete:moved-aside");
-    let (p, n) = (row.project.clone(), row.name.clone());
-    if let Err(e) = d.db(move |s| s.delete_instance(&p, &n)).await {
+    let (p, n, id) = (row.project.clone(), row.name.clone(), pending.into_id());
+    if let Err(e) = d.db(move |s| s.delete_instance_ending(&p, &n, id)).await {
         aside.restore().map_err(ApiError::internal)?;
-        pending.end(d).await?;
+        d.db(move |s| s.end_intent(id)).await?;
         return Err(e);
     }
     crate::failpoint::hit("instance-delete:row-deleted");
-    pending.end(d).await?;
     d.runtime.remove_logs(&key);
     drop(writes);
     let removed = tokio::task::spawn_blocking(move || aside.remove()).await?;

@@ -72,6 +72,12 @@ impl Intent {
 pub struct Pending(i64);
 
 impl Pending {
+    /// The intent's id, for a store call that ends it in the same transaction as the
+    /// operation's last row change (one sync instead of two); the guard is consumed.
+    pub fn into_id(self) -> i64 {
+        self.0
+    }
+
     pub async fn end(self, d: &Daemon) -> ApiResult<()> {
         let id = self.0;
         d.db(move |s| s.end_intent(id)).await
