@@ -1,105 +1,553 @@
 //! A daemon killed in the middle of an operation (a fail point: the test build's `failpoints`
 //! feature, armed through `RXD_FAILPOINTS`) leaves nothing half-made once it starts again: no
-//! instance the API lists but cannot use, no orphaned files, a warning saying what was undone,
-//! and the operation can be retried to success.
+//! instance, snapshot or image the API lists but cannot use, nothing on disk that no row owns,
+//! a warning saying what recovery did, and the operation can be retried to success.
+//!
+//! One table, one row per kill point: every durable step of create, delete, rename, snapshot
+//! (take, rename, delete), restore, image import and delete, config update, start and stop.
 
 use rxd_client::{Client, Method};
 use rxd_testkit::{busybox_image, require_root, succeeded, Options, TestDaemon};
-use serde_json::{json, Value};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-async fn create(c: &Client, name: &str) -> Result<Value, String> {
-    let r = c
-        .request(
-            Method::POST,
-            "/1.0/instances",
-            Some(&json!({"name": name, "source": {"type": "image", "alias": "bb"}})),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let op = r.envelope().map_err(|e| e.to_string())?.metadata;
-    let id = op["id"].as_str().ok_or("no operation")?.to_owned();
-    c.get(&format!("/1.0/operations/{id}/wait"))
-        .await
-        .map_err(|e| e.to_string())
+/// What exists before the operation.
+#[derive(Clone, Copy, PartialEq)]
+enum Before {
+    Nothing,
+    Image,
+    /// Image, stopped `c1` with snapshot `s1`, and `/marker` written after the snapshot.
+    Stopped,
+    /// As `Stopped`, with `c1` running.
+    Running,
 }
 
-/// The entries of the state dir's `containers/`.
-fn containers(d: &TestDaemon) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(d.dir().join("containers"))
+/// The operation a kill interrupts.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Op {
+    Create,
+    Delete,
+    Rename,
+    Snapshot,
+    SnapshotRename,
+    SnapshotDelete,
+    Restore,
+    ImageImport,
+    ImageDelete,
+    Update,
+    Start,
+    Stop,
+}
+
+const CASES: &[(&str, Before, Op)] = &[
+    ("instance-create:row-recorded", Before::Image, Op::Create),
+    ("instance-create:unpacked", Before::Image, Op::Create),
+    (
+        "instance-delete:intent-recorded",
+        Before::Stopped,
+        Op::Delete,
+    ),
+    ("instance-delete:moved-aside", Before::Stopped, Op::Delete),
+    ("instance-delete:row-deleted", Before::Stopped, Op::Delete),
+    (
+        "instance-rename:intent-recorded",
+        Before::Stopped,
+        Op::Rename,
+    ),
+    ("instance-rename:moved", Before::Stopped, Op::Rename),
+    ("instance-rename:row-renamed", Before::Stopped, Op::Rename),
+    ("snapshot-create:frozen", Before::Running, Op::Snapshot),
+    ("snapshot-create:placed", Before::Running, Op::Snapshot),
+    (
+        "snapshot-create:row-recorded",
+        Before::Running,
+        Op::Snapshot,
+    ),
+    ("snapshot-rename:moved", Before::Stopped, Op::SnapshotRename),
+    (
+        "snapshot-rename:row-renamed",
+        Before::Stopped,
+        Op::SnapshotRename,
+    ),
+    (
+        "snapshot-delete:moved-aside",
+        Before::Stopped,
+        Op::SnapshotDelete,
+    ),
+    (
+        "snapshot-delete:row-deleted",
+        Before::Stopped,
+        Op::SnapshotDelete,
+    ),
+    ("snapshot-restore:copied", Before::Running, Op::Restore),
+    ("snapshot-restore:swapped", Before::Running, Op::Restore),
+    ("snapshot-restore:recorded", Before::Running, Op::Restore),
+    ("image-import:unpacked", Before::Nothing, Op::ImageImport),
+    ("image-import:stored", Before::Nothing, Op::ImageImport),
+    (
+        "image-import:row-recorded",
+        Before::Nothing,
+        Op::ImageImport,
+    ),
+    ("image-delete:row-deleted", Before::Image, Op::ImageDelete),
+    ("instance-update:checked", Before::Stopped, Op::Update),
+    ("instance-update:row-updated", Before::Stopped, Op::Update),
+    ("instance-start:started", Before::Stopped, Op::Start),
+    ("instance-stop:ended", Before::Running, Op::Stop),
+    ("instance-stop:cleaned-up", Before::Running, Op::Stop),
+];
+
+/// Operations that record an intent, so recovery always has something to say about them.
+fn reports(op: Op) -> bool {
+    matches!(
+        op,
+        Op::Create
+            | Op::Delete
+            | Op::Rename
+            | Op::Snapshot
+            | Op::SnapshotRename
+            | Op::SnapshotDelete
+            | Op::Restore
+    )
+}
+
+struct Env {
+    conf: tempfile::TempDir,
+    image: std::path::PathBuf,
+}
+
+impl Env {
+    fn rxc(&self, d: &TestDaemon, args: &[&str]) -> std::process::Output {
+        d.rxc(self.conf.path(), args)
+    }
+
+    fn ok(&self, d: &TestDaemon, args: &[&str]) -> String {
+        succeeded(args, self.rxc(d, args))
+    }
+}
+
+/// Run the operation; its answer does not matter (the daemon may die before giving one).
+async fn run(env: &Env, d: &TestDaemon, op: Op) -> bool {
+    let args: Vec<&str> = match op {
+        Op::Create => vec!["init", "bb", "c1"],
+        Op::Delete => vec!["delete", "c1"],
+        Op::Rename => vec!["rename", "c1", "c2"],
+        Op::Snapshot => vec!["snapshot", "c1", "s2"],
+        Op::SnapshotDelete => vec!["delete", "c1/s1"],
+        Op::Restore => vec!["restore", "c1", "s1"],
+        Op::ImageImport => vec![
+            "image",
+            "import",
+            env.image.to_str().unwrap(),
+            "--alias",
+            "bb",
+        ],
+        Op::ImageDelete => vec!["image", "delete", "bb"],
+        Op::Update => vec!["config", "set", "c1", "user.x", "1"],
+        Op::Start => vec!["start", "c1"],
+        Op::Stop => vec!["stop", "c1", "--force"],
+        Op::SnapshotRename => {
+            let r = d
+                .unix()
+                .request(
+                    Method::POST,
+                    "/1.0/instances/c1/snapshots/s1",
+                    Some(&json!({"name": "s2"})),
+                )
+                .await;
+            return r.is_ok_and(|r| {
+                r.envelope()
+                    .is_ok_and(|e| e.metadata["status"] == "Success")
+            });
+        }
+    };
+    env.rxc(d, &args).status.success()
+}
+
+/// Whether the operation's effect is there.
+async fn done(c: &Client, op: Op) -> bool {
+    let exists = |path: &'static str| async move { c.get(path).await.is_ok() };
+    match op {
+        Op::Create => exists("/1.0/instances/c1").await,
+        Op::Delete => !exists("/1.0/instances/c1").await,
+        Op::Rename => exists("/1.0/instances/c2").await && !exists("/1.0/instances/c1").await,
+        Op::Snapshot => exists("/1.0/instances/c1/snapshots/s2").await,
+        Op::SnapshotRename => {
+            exists("/1.0/instances/c1/snapshots/s2").await
+                && !exists("/1.0/instances/c1/snapshots/s1").await
+        }
+        Op::SnapshotDelete => !exists("/1.0/instances/c1/snapshots/s1").await,
+        Op::Restore => {
+            // The marker was written after the snapshot: a restore removes it.
+            let state = c.get("/1.0/instances/c1/state").await.unwrap();
+            state["status"] == "Running"
+                && c.request(Method::GET, "/1.0/instances/c1/files?path=/marker", None)
+                    .await
+                    .is_ok_and(|r| r.status == 404)
+        }
+        // The alias is the client's next request, after the import's operation ends.
+        Op::ImageImport => c
+            .get("/1.0/images")
+            .await
+            .is_ok_and(|v| v.as_array().is_some_and(|a| a.len() == 1)),
+        Op::ImageDelete => !exists("/1.0/images/aliases/bb").await,
+        Op::Update => c.get("/1.0/instances/c1").await.unwrap()["config"]["user.x"] == "1",
+        Op::Start => c.get("/1.0/instances/c1/state").await.unwrap()["status"] == "Running",
+        Op::Stop => c.get("/1.0/instances/c1/state").await.unwrap()["status"] == "Stopped",
+    }
+}
+
+/// Names in a directory (none if it does not exist).
+fn names(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .collect()
         })
-        .unwrap_or_default();
-    names.sort();
-    names
+        .unwrap_or_default()
+}
+
+/// What the API lists and what is on disk agree, and everything listed can be used.
+async fn consistent(env: &Env, d: &TestDaemon, point: &str) {
+    let c = d.unix();
+    let instances = c.get("/1.0/instances?recursion=1").await.unwrap();
+    let mut listed = BTreeSet::new();
+    for i in instances.as_array().unwrap() {
+        let name = i["name"].as_str().unwrap().to_owned();
+        assert!(
+            i["config"]["volatile.idmap.next"].is_string(),
+            "{point}: {name} is listed half-made: {i:#}"
+        );
+        let dir = d.dir().join("containers").join(&name);
+        assert!(
+            dir.join("rootfs/bin").exists(),
+            "{point}: {name} has no root filesystem"
+        );
+        let inner: BTreeSet<String> = names(&dir)
+            .into_iter()
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(
+            inner.is_empty(),
+            "{point}: work in progress left in {name}: {inner:?}"
+        );
+        let snaps = c
+            .get(&format!("/1.0/instances/{name}/snapshots"))
+            .await
+            .unwrap();
+        let snaps: BTreeSet<String> = snaps
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u.as_str().unwrap().rsplit('/').next().unwrap().to_owned())
+            .collect();
+        let on_disk = names(&d.dir().join("snapshots").join(&name));
+        assert_eq!(
+            snaps, on_disk,
+            "{point}: snapshots of {name}: listed vs on disk"
+        );
+        for s in &snaps {
+            assert!(
+                d.dir()
+                    .join("snapshots")
+                    .join(&name)
+                    .join(s)
+                    .join("rootfs/bin")
+                    .exists(),
+                "{point}: snapshot {name}/{s} is not whole"
+            );
+        }
+        let state = c
+            .get(&format!("/1.0/instances/{name}/state"))
+            .await
+            .unwrap();
+        assert_ne!(state["status"], "Frozen", "{point}: {name} left frozen");
+        listed.insert(name);
+    }
+    assert_eq!(
+        names(&d.dir().join("containers")),
+        listed,
+        "{point}: containers/"
+    );
+    let snapshot_owners = names(&d.dir().join("snapshots"));
+    assert!(
+        snapshot_owners.is_subset(&listed),
+        "{point}: snapshots/ holds {snapshot_owners:?}, instances are {listed:?}"
+    );
+    let images = c.get("/1.0/images").await.unwrap();
+    let mut owned = BTreeSet::new();
+    for url in images.as_array().unwrap() {
+        let fp = url.as_str().unwrap().rsplit('/').next().unwrap();
+        owned.insert(fp.to_owned());
+        owned.insert(format!("{fp}.unpacked"));
+        owned.insert(format!("{fp}.rootfs"));
+    }
+    let files: BTreeSet<String> = d.image_files().into_iter().collect();
+    assert!(
+        files.is_subset(&owned) && files.iter().all(|f| !f.starts_with('.')),
+        "{point}: images/ holds {files:?}; rows own {owned:?}"
+    );
+    // Cgroups only for running containers.
+    let mut running = BTreeSet::new();
+    for name in &listed {
+        let state = c
+            .get(&format!("/1.0/instances/{name}/state"))
+            .await
+            .unwrap();
+        if state["status"] == "Running" {
+            running.insert(name.clone());
+        }
+    }
+    let cgroups = d.container_cgroups();
+    assert!(
+        cgroups.is_subset(&running),
+        "{point}: cgroups {cgroups:?}, running {running:?}"
+    );
+    // Every instance starts, runs a command, and stops.
+    for name in &listed {
+        let state = c
+            .get(&format!("/1.0/instances/{name}/state"))
+            .await
+            .unwrap();
+        if state["status"] != "Running" {
+            env.ok(d, &["start", name]);
+        }
+        env.ok(d, &["exec", name, "--", "true"]);
+        if state["status"] != "Running" {
+            env.ok(d, &["stop", name, "--force"]);
+        }
+    }
+}
+
+async fn wait_dead(d: &mut TestDaemon, point: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !d.exited() {
+        assert!(
+            Instant::now() < deadline,
+            "{point}: the daemon did not die (is rxd built with --features rxd/failpoints, as scripts/test.sh builds it?)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        d.logs().contains(point),
+        "{point}: not reached; log:\n{}",
+        d.logs()
+    );
 }
 
 #[tokio::test]
-async fn a_create_killed_at_any_step_is_undone_at_start_up() {
-    if !require_root("a_create_killed_at_any_step_is_undone_at_start_up") {
+async fn a_daemon_killed_at_any_step_leaves_nothing_half_made() {
+    if !require_root("a_daemon_killed_at_any_step_leaves_nothing_half_made") {
         return;
     }
     let conf = tempfile::tempdir().unwrap();
     let image = conf.path().join("bb.tar.gz");
     busybox_image(&image);
-    for point in ["instance-create:row-recorded", "instance-create:unpacked"] {
+    let env = Env { conf, image };
+    let marker = env.conf.path().join("marker");
+    std::fs::write(&marker, "after the snapshot\n").unwrap();
+    for &(point, before, op) in CASES {
         let mut d = TestDaemon::start_with(Options {
             no_https: true,
-            env: vec![("RXD_FAILPOINTS".into(), point.into())],
             ..Options::default()
         })
         .await;
-        let args = ["image", "import", image.to_str().unwrap(), "--alias", "bb"];
-        succeeded(&args, d.rxc(conf.path(), &args));
-        let unix = d.unix();
-        // Answered 202, then the daemon dies at the point before the operation ends.
-        let _ = create(&unix, "c1").await;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !d.exited() {
-            assert!(
-                Instant::now() < deadline,
-                "{point}: the daemon did not die (is rxd built with --features rxd/failpoints, as scripts/test.sh builds it?)"
+        if before != Before::Nothing {
+            env.ok(
+                &d,
+                &[
+                    "image",
+                    "import",
+                    env.image.to_str().unwrap(),
+                    "--alias",
+                    "bb",
+                ],
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(
-            d.logs().contains(point),
-            "{point}: not reached; log:\n{}",
-            d.logs()
-        );
+        if matches!(before, Before::Stopped | Before::Running) {
+            env.ok(&d, &["init", "bb", "c1"]);
+            env.ok(&d, &["snapshot", "c1", "s1"]);
+            env.ok(&d, &["file", "push", marker.to_str().unwrap(), "c1/marker"]);
+        }
+        if before == Before::Running {
+            env.ok(&d, &["start", "c1"]);
+        }
+        // Armed now: the set-up above must not hit it.
+        d.stop();
+        d.set_env(vec![("RXD_FAILPOINTS".into(), point.into())]);
+        d.spawn();
+        d.wait_ready().await;
+        let _ = run(&env, &d, op).await;
+        wait_dead(&mut d, point).await;
 
         d.set_env(Vec::new());
         d.spawn();
         d.wait_ready().await;
-        let unix = d.unix();
-        assert_eq!(
-            unix.get("/1.0/instances").await.unwrap(),
-            json!([]),
-            "{point}: a half-made instance is listed"
-        );
-        assert_eq!(containers(&d), Vec::<String>::new(), "{point}: files left");
-        let warnings = unix.get("/1.0/warnings?recursion=1").await.unwrap();
-        assert!(
-            warnings
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|w| w["last_message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("default/c1"))),
-            "{point}: no warning says what was undone: {warnings:#}"
-        );
-        // The same create, retried, succeeds and makes a usable instance.
-        let done = create(&unix, "c1").await.unwrap();
-        assert_eq!(done["status"], "Success", "{point}: {done}");
-        let c1 = unix.get("/1.0/instances/c1").await.unwrap();
-        assert!(
-            c1["config"]["volatile.idmap.next"].is_string(),
-            "{point}: {c1:#}"
-        );
-        assert_eq!(containers(&d), vec!["c1".to_owned()], "{point}");
+        consistent(&env, &d, point).await;
+        let c = d.unix();
+        if reports(op) {
+            let warnings = c.get("/1.0/warnings?recursion=1").await.unwrap();
+            assert!(
+                warnings
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|w| w["last_message"].as_str().is_some_and(|m| {
+                        // Once the row is gone the delete is done: only its files, set aside
+                        // under a hidden name, are left to remove.
+                        m.contains("c1")
+                            || point == "instance-delete:row-deleted" && m.contains(".trash-")
+                    })),
+                "{point}: no warning says what recovery did: {warnings:#}"
+            );
+        }
+        // Retried, the operation succeeds (or is found already done).
+        if !done(&c, op).await {
+            if op == Op::Restore
+                && c.get("/1.0/instances/c1/state").await.unwrap()["status"] != "Running"
+            {
+                env.ok(&d, &["start", "c1"]);
+            }
+            if !done(&c, op).await {
+                assert!(run(&env, &d, op).await, "{point}: the retry failed");
+            }
+        }
+        assert!(done(&c, op).await, "{point}: not done after the retry");
+        consistent(&env, &d, point).await;
+        d.kill_containers();
     }
+}
+
+/// A small deterministic generator (xorshift64*): the soak prints its seed, so a failing run
+/// can be repeated with `RXD_SOAK_SEED`.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// One worker's round: operations on its own instance (`w<i>a`, renamed to and fro with
+/// `w<i>b`) until one fails, as it does once the daemon is killed.
+fn work(conf: std::path::PathBuf, dir: std::path::PathBuf, worker: usize, seed: u64) {
+    let mut rng = Rng(seed | 1);
+    let rxc = |args: &[&str]| {
+        std::process::Command::new(rxd_testkit::bin("rxc"))
+            .args(args)
+            .env("RXC_CONF", &conf)
+            .env("RXD_DIR", &dir)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let (a, b) = (format!("w{worker}a"), format!("w{worker}b"));
+    for _ in 0..50 {
+        let name = if dir.join("containers").join(&b).exists() {
+            b.clone()
+        } else {
+            a.clone()
+        };
+        let other = if name == a { &b } else { &a };
+        let snap = format!("{name}/s{}", rng.below(3));
+        let ok = match rng.below(11) {
+            0 | 1 => rxc(&["init", "bb", &name]),
+            2 => rxc(&["start", &name]),
+            3 => rxc(&["stop", &name, "--force"]),
+            4 => rxc(&["snapshot", &name, &format!("s{}", rng.below(3))]),
+            5 => rxc(&["restore", &name, &format!("s{}", rng.below(3))]),
+            6 => rxc(&["delete", &snap]),
+            7 => rxc(&["rename", &name, other]),
+            8 => rxc(&["config", "set", &name, "user.n", &rng.next().to_string()]),
+            9 => rxc(&["delete", &name, "--force"]),
+            _ => rxc(&["exec", &name, "--", "true"]),
+        };
+        // A refusal (already exists, not found, running) is normal; a dead daemon ends the round.
+        if !ok && !dir.join("unix.socket").exists() {
+            return;
+        }
+    }
+}
+
+/// Randomized soak: workers run concurrent operations while the daemon is killed (SIGKILL) at
+/// a random moment; it is started again and checked; repeat. 20 seconds here; 30 minutes from
+/// `scripts/soak.sh` (`RXD_SOAK_SECONDS`).
+#[tokio::test]
+async fn a_daemon_killed_at_random_moments_under_load_stays_consistent() {
+    if !require_root("a_daemon_killed_at_random_moments_under_load_stays_consistent") {
+        return;
+    }
+    let seconds: u64 = std::env::var("RXD_SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let seed: u64 = std::env::var("RXD_SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("soak: {seconds} s, RXD_SOAK_SEED={seed}");
+    let mut rng = Rng(seed | 1);
+    let conf = tempfile::tempdir().unwrap();
+    let image = conf.path().join("bb.tar.gz");
+    busybox_image(&image);
+    let env = Env { conf, image };
+    let mut d = TestDaemon::start_with(Options {
+        no_https: true,
+        ..Options::default()
+    })
+    .await;
+    env.ok(
+        &d,
+        &[
+            "image",
+            "import",
+            env.image.to_str().unwrap(),
+            "--alias",
+            "bb",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let (mut rounds, mut kills) = (0, 0);
+    while Instant::now() < deadline {
+        rounds += 1;
+        let workers: Vec<_> = (0..4)
+            .map(|w| {
+                let (conf, dir, s) = (env.conf.path().to_owned(), d.dir(), rng.next());
+                std::thread::spawn(move || work(conf, dir, w, s))
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200 + rng.below(2500))).await;
+        if !workers.iter().all(|w| w.is_finished()) {
+            kills += 1;
+        }
+        d.crash();
+        for w in workers {
+            w.join().unwrap();
+        }
+        d.spawn();
+        d.wait_ready().await;
+        consistent(
+            &env,
+            &d,
+            &format!("soak round {rounds} (RXD_SOAK_SEED={seed})"),
+        )
+        .await;
+    }
+    eprintln!("soak: {rounds} rounds, {kills} kills during work, seed {seed}");
+    d.kill_containers();
 }

@@ -303,7 +303,174 @@ async fn debian_lxc_imports_lists_and_deletes_images() {
         String::from_utf8_lossy(&list.stdout).contains("bb,"),
         "{list:?}"
     );
+    let exported = tempfile::tempdir().unwrap();
+    let target = exported.path().join("bb");
+    let out = lxc(&["image", "export", "rxd:bb", target.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read(exported.path().join("bb.tar.gz")).unwrap(),
+        std::fs::read(&image).unwrap(),
+        "exported: {:?}",
+        std::fs::read_dir(exported.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<Vec<_>>()
+    );
     let out = lxc(&["image", "delete", "rxd:bb"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(d.unix().get("/1.0/images").await.unwrap(), json!([]));
+}
+
+/// A split image (metadata tarball + root filesystem tarball, as LXD's image servers and
+/// `lxc image import META ROOTFS` have them) made with the system's tar from the busybox image.
+fn split_image(dir: &Path, meta_extra: &[&str]) -> (PathBuf, PathBuf) {
+    let unified = busybox_image(dir);
+    let tree = dir.join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("tar").args(args).output().unwrap();
+        assert!(out.status.success(), "tar {args:?}: {out:?}");
+    };
+    run(&[
+        "-C",
+        tree.to_str().unwrap(),
+        "-xzf",
+        unified.to_str().unwrap(),
+    ]);
+    let (meta, rootfs) = (dir.join("meta.tar.xz"), dir.join("rootfs.tar.xz"));
+    let mut args = vec![
+        "--numeric-owner",
+        "-C",
+        tree.to_str().unwrap(),
+        "-cJf",
+        meta.to_str().unwrap(),
+        "metadata.yaml",
+    ];
+    args.extend_from_slice(meta_extra);
+    run(&args);
+    let rootfs_dir = tree.join("rootfs");
+    run(&[
+        "--numeric-owner",
+        "-C",
+        rootfs_dir.to_str().unwrap(),
+        "-cJf",
+        rootfs.to_str().unwrap(),
+        ".",
+    ]);
+    (meta, rootfs)
+}
+
+#[tokio::test]
+async fn debian_lxc_imports_and_launches_a_split_image() {
+    if !require_root("debian_lxc_imports_and_launches_a_split_image")
+        || !require_tool(
+            "lxc",
+            "lxd-client",
+            "debian_lxc_imports_and_launches_a_split_image",
+        )
+    {
+        return;
+    }
+    let d = TestDaemon::start().await;
+    let admin = tempfile::tempdir().unwrap();
+    ok(
+        &d,
+        admin.path(),
+        &["config", "set", "core.trust_password", "pw"],
+    );
+    let lxd_conf = tempfile::tempdir().unwrap();
+    let lxc = |args: &[&str]| {
+        Command::new("lxc")
+            .args(args)
+            .env("LXD_CONF", lxd_conf.path())
+            .env("HOME", lxd_conf.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = lxc(&[
+        "remote",
+        "add",
+        "rxd",
+        &d.https_address(),
+        "--accept-certificate",
+        "--password",
+        "pw",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let (meta, rootfs) = split_image(admin.path(), &[]);
+    let out = lxc(&[
+        "image",
+        "import",
+        meta.to_str().unwrap(),
+        rootfs.to_str().unwrap(),
+        "rxd:",
+        "--alias",
+        "split",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    // The fingerprint of a split image: SHA-256 of the metadata, then the root filesystem.
+    let both = [
+        std::fs::read(&meta).unwrap(),
+        std::fs::read(&rootfs).unwrap(),
+    ]
+    .concat();
+    let expected = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&both))
+    };
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&expected),
+        "{out:?}"
+    );
+    let image = d
+        .unix()
+        .get(&format!("/1.0/images/{expected}"))
+        .await
+        .unwrap();
+    assert_eq!(image["filename"], "rootfs.tar.xz", "{image:#}");
+    assert_eq!(image["size"], both.len() as u64, "{image:#}");
+    // lxc image export gets the two files back as they were imported.
+    let exported = tempfile::tempdir().unwrap();
+    let target = exported.path().join("out");
+    let out = lxc(&["image", "export", "rxd:split", target.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    // lxc names them TARGET and TARGET.root when given a file name.
+    assert_eq!(
+        std::fs::read(exported.path().join("out")).unwrap(),
+        std::fs::read(&meta).unwrap(),
+        "metadata"
+    );
+    assert_eq!(
+        std::fs::read(exported.path().join("out.root")).unwrap(),
+        std::fs::read(&rootfs).unwrap(),
+        "rootfs"
+    );
+    let out = lxc(&["launch", "rxd:split", "rxd:c1"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = lxc(&["exec", "rxd:c1", "--", "ls", "/bin/sh"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = lxc(&["delete", "--force", "rxd:c1"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = lxc(&["image", "delete", "rxd:split"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(d.image_files(), Vec::<String>::new());
+
+    // A metadata tarball carrying root filesystem entries is refused, leaving nothing.
+    let hostile = tempfile::tempdir().unwrap();
+    let (meta, rootfs) = split_image(hostile.path(), &["rootfs/bin"]);
+    let out = lxc(&[
+        "image",
+        "import",
+        meta.to_str().unwrap(),
+        rootfs.to_str().unwrap(),
+        "rxd:",
+    ]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("split image's metadata tarball"),
+        "{out:?}"
+    );
+    assert_eq!(d.unix().get("/1.0/images").await.unwrap(), json!([]));
+    assert_eq!(d.image_files(), Vec::<String>::new());
 }

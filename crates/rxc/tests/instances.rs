@@ -461,3 +461,42 @@ async fn a_closed_stdout_ends_commands_quietly() {
         );
     }
 }
+
+/// An instance that cannot start says why, naming the missing part, in the operation's error
+/// (never `internal error`).
+#[tokio::test]
+async fn an_instance_that_cannot_start_says_why() {
+    if !require_root("an_instance_that_cannot_start_says_why") {
+        return;
+    }
+    let d = TestDaemon::start().await;
+    let conf = with_image(&d).await;
+    for name in ["c1", "c2"] {
+        create(
+            &d.unix(),
+            json!({"name": name, "source": {"type": "image", "alias": "bb"}}),
+        )
+        .await
+        .unwrap();
+    }
+    std::fs::remove_file(rootfs(&d, "c1").join("sbin/init")).unwrap();
+    rxd_image::remove::remove_tree(rootfs(&d, "c2")).unwrap();
+    for (name, says) in [
+        ("c1", "'/sbin/init' not found"),
+        ("c2", "root filesystem is missing"),
+    ] {
+        let args = ["start", name];
+        let out = Command::new(bin("rxc"))
+            .args(args)
+            .env("RXC_CONF", conf.path())
+            .env("RXD_DIR", d.dir())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says) && !err.contains("internal error"),
+            "rxc start {name}: {err}"
+        );
+    }
+}

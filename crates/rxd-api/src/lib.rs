@@ -48,6 +48,7 @@ pub const API_EXTENSIONS: &[&str] = &[
     "file_append",
     "file_delete",
     "file_symlinks",
+    "image_force_refresh",
     "projects",
     "projects_restrictions",
     "rxd_auth_grants",

@@ -553,18 +553,7 @@ pub fn with_project<'a>(path: &'a str, project: Option<&str>) -> std::borrow::Co
     out.into()
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-pub fn query_escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use rxd_web::query_escape;
 
 fn rustls_pki_types_name(host: &str) -> Result<rustls_pki_types::ServerName<'static>, ClientError> {
     rustls_pki_types::ServerName::try_from(host.to_owned())

@@ -35,6 +35,10 @@ pub enum KeyKind {
     PrivateKey,
     /// A size in bytes with LXD's units (`4GiB`, `500MB`), at least 1 MiB.
     Bytes,
+    /// Comma-separated `https://` base URLs.
+    HttpsUrlList,
+    /// A whole number (negative allowed where the key gives it a meaning).
+    Integer,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +61,14 @@ pub const CANDID_AGENT_KEY: &str = "candid.agent.private_key";
 /// rxd's own: how many bytes an image may unpack to, on import and on every instance create
 /// (a compressed tarball can expand a thousandfold).
 pub const IMAGES_MAX_UNPACKED: &str = "images.max_unpacked_size";
+/// rxd's own: the image servers users who are not server administrators may pull images from
+/// (comma-separated https URLs; empty, the default: none). Administrators may name any https
+/// server. A URL in a request body is never fetched unless one of these rules allows it.
+pub const IMAGES_ALLOWED_SERVERS: &str = "images.allowed_servers";
+/// LXD's: images pulled for instances are kept up to date (default true).
+pub const IMAGES_AUTO_UPDATE_CACHED: &str = "images.auto_update_cached";
+/// LXD's: days a cached image may go unused before it is removed (default 10; ≤ 0: never).
+pub const IMAGES_REMOTE_CACHE_EXPIRY: &str = "images.remote_cache_expiry";
 /// `images.max_unpacked_size` when unset: enough for distribution images, small enough that
 /// one upload cannot fill a host's disk.
 pub const IMAGES_MAX_UNPACKED_DEFAULT: u64 = 4 << 30;
@@ -108,7 +120,53 @@ pub const KEYS: &[KeySpec] = &[
         name: IMAGES_MAX_UNPACKED,
         kind: KeyKind::Bytes,
     },
+    KeySpec {
+        name: IMAGES_ALLOWED_SERVERS,
+        kind: KeyKind::HttpsUrlList,
+    },
+    KeySpec {
+        name: IMAGES_AUTO_UPDATE_CACHED,
+        kind: KeyKind::Bool,
+    },
+    KeySpec {
+        name: IMAGES_REMOTE_CACHE_EXPIRY,
+        kind: KeyKind::Integer,
+    },
 ];
+
+/// An integer key's value, or `default` when unset (or, impossibly once validated, not one).
+pub fn integer(config: &StoredConfig, key: &str, default: i64) -> i64 {
+    config
+        .get(key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// An image server's URL as `images.allowed_servers` compares it: scheme and host lowercased,
+/// the default port dropped, no trailing slash.
+pub fn normalize_server(url: &str) -> String {
+    let url = url.trim().trim_end_matches('/');
+    let Some(rest) = url
+        .get(..8)
+        .filter(|p| p.eq_ignore_ascii_case("https://"))
+        .map(|_| &url[8..])
+    else {
+        return url.to_owned();
+    };
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = host.to_ascii_lowercase();
+    let host = host.strip_suffix(":443").unwrap_or(&host);
+    format!("https://{host}{path}")
+}
+
+/// Whether `server` is one of `images.allowed_servers`.
+pub fn server_allowed(config: &StoredConfig, server: &str) -> bool {
+    let wanted = normalize_server(server);
+    config.get(IMAGES_ALLOWED_SERVERS).is_some_and(|list| {
+        list.split(',')
+            .any(|s| !s.trim().is_empty() && normalize_server(s) == wanted)
+    })
+}
 
 pub fn spec(key: &str) -> Option<&'static KeySpec> {
     KEYS.iter().find(|k| k.name == key)
@@ -234,6 +292,21 @@ fn validate_plain(kind: KeyKind, value: &str) -> Result<(), String> {
             Ok(n) if n >= 1 => Ok(()),
             _ => Err(format!("expected a whole number of seconds, not {value:?}")),
         },
+        KeyKind::Integer => value
+            .parse::<i64>()
+            .map(drop)
+            .map_err(|_| format!("expected a whole number, not {value:?}")),
+        KeyKind::HttpsUrlList => value
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .try_for_each(|u| {
+                if u.len() >= 8 && u[..8].eq_ignore_ascii_case("https://") {
+                    check_url(u)
+                } else {
+                    Err(format!("image servers must be https URLs, not {u:?}"))
+                }
+            }),
         KeyKind::DomainList => domain_list(value)
             .all(|d| {
                 !d.is_empty()
@@ -321,6 +394,34 @@ pub fn flag(config: &StoredConfig, key: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn image_servers_are_compared_normalised() {
+        let mut config = StoredConfig::new();
+        assert!(!server_allowed(&config, "https://images.example"));
+        config.insert(
+            IMAGES_ALLOWED_SERVERS.into(),
+            "https://Images.Example:443/, https://other.example:8443/streams".into(),
+        );
+        for yes in [
+            "https://images.example",
+            "HTTPS://images.example/",
+            "https://other.example:8443/streams/",
+        ] {
+            assert!(server_allowed(&config, yes), "{yes}");
+        }
+        for no in [
+            "https://images.example:8443",
+            "http://images.example",
+            "https://other.example:8443",
+            "https://images.example.evil",
+            "",
+        ] {
+            assert!(!server_allowed(&config, no), "{no}");
+        }
+        assert!(validate_plain(KeyKind::HttpsUrlList, "http://x").is_err());
+        assert!(validate_plain(KeyKind::HttpsUrlList, "https://a, https://b:1/p").is_ok());
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -128,6 +128,9 @@ pub fn validate_key(key: &str, value: &str, from_client: bool) -> Result<(), Ins
         };
     }
     let result = match key {
+        // cloud-init's NoCloud seed, written by the image's templates (LXD's `cloud_init`).
+        "cloud-init.user-data" | "cloud-init.vendor-data" => check_cloud_config(value),
+        "cloud-init.network-config" => check_yaml(value),
         "security.privileged"
         | "security.idmap.isolated"
         | "security.protection.delete"
@@ -143,6 +146,24 @@ pub fn validate_key(key: &str, value: &str, from_client: bool) -> Result<(), Ins
         _ => return Err(InstanceConfigError::UnknownKey(key.into())),
     };
     result.map_err(invalid)
+}
+
+/// As LXD: a `#cloud-config` document must be YAML; any other (a script, say) is taken as is.
+fn check_cloud_config(value: &str) -> Result<(), String> {
+    if value.starts_with("#cloud-config") {
+        check_yaml(value)
+    } else if value.contains('\0') {
+        Err("NUL in value".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn check_yaml(value: &str) -> Result<(), String> {
+    // serde_norway bounds depth and alias expansion.
+    serde_norway::from_str::<serde_norway::Value>(value)
+        .map(drop)
+        .map_err(|e| format!("not valid YAML: {e}"))
 }
 
 /// Validate a whole config map from a client.
@@ -171,6 +192,16 @@ mod tests {
 
     #[test]
     fn key_table() {
+        check(
+            "cloud-init.user-data",
+            "#cloud-config\npackages: [vim]\n",
+            true,
+        );
+        check("cloud-init.user-data", "#cloud-config\n: : [\n", false);
+        check("cloud-init.user-data", "#!/bin/sh\necho hi\n", true);
+        check("cloud-init.network-config", "version: 2\n", true);
+        check("cloud-init.network-config", "[unclosed", false);
+        check("cloud-init.other", "x", false);
         check("security.privileged", "true", true);
         check("security.privileged", "yes", false);
         check("security.idmap.isolated", "false", true);

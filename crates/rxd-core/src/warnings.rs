@@ -20,7 +20,7 @@ impl WarningKind {
         match self {
             WarningKind::HttpsOnAllAddresses => "HTTPS listener bound to all addresses",
             WarningKind::TrustPasswordSet => "Trust password set",
-            WarningKind::Recovered => "Unfinished work undone at start-up",
+            WarningKind::Recovered => "Unfinished work recovered at start-up",
             WarningKind::StopTimedOut => "Instance killed after its stop timeout",
         }
     }

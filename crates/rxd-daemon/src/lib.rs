@@ -151,7 +151,10 @@ pub async fn run(
         tracker: TaskTracker::new(),
         shutdown,
     });
-    service::instances::recover(&daemon).await;
+    service::recovery::recover(&daemon).await;
+    daemon
+        .tracker
+        .spawn(service::images::upkeep(daemon.clone(), shutdown_rx.clone()));
     daemon.tracker.spawn(service::instances::watch(
         daemon.clone(),
         shutdown_rx.clone(),

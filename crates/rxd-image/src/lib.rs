@@ -10,15 +10,17 @@
 #![forbid(unsafe_code)]
 
 pub mod copy;
+pub mod durable;
 pub mod remove;
 pub mod rootfs;
 mod shift;
+pub mod template;
 mod tree;
 mod unpack;
 pub mod walk;
 
 pub use shift::{reshift, Shifted};
-pub use unpack::{read_metadata, unpack, Unpacked};
+pub use unpack::{read_metadata, unpack, unpack_split, Unpacked};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -80,6 +82,9 @@ pub struct ImageMetadata {
 
 #[derive(Debug, Error)]
 pub enum ImageError {
+    /// A template of the image could not be rendered or written (named in the text).
+    #[error("{0}")]
+    Template(String),
     #[error("image entry {path:?} is not allowed: {reason}")]
     UnsafePath { path: String, reason: &'static str },
     #[error(

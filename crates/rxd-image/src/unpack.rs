@@ -182,10 +182,47 @@ impl Drop for TempDir {
     }
 }
 
+/// What one archive of an image holds.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Part {
+    /// A unified image: `metadata.yaml`, `rootfs/`, `templates/`.
+    Unified,
+    /// A split image's metadata: `metadata.yaml` and `templates/` only.
+    Meta,
+    /// A split image's root filesystem: the root's own contents, unpacked under `rootfs/`.
+    Rootfs,
+}
+
 /// Unpack `tarball` into `dest` (which must not exist): `dest/metadata.yaml`, `dest/rootfs/...`,
 /// `dest/templates/...`, with ownership mapped through `shift` (`None`: kept as archived).
 pub fn unpack(
     tarball: &Path,
+    dest: &Path,
+    shift: Option<&IdShift>,
+    limits: &Limits,
+) -> Result<Unpacked, ImageError> {
+    unpack_parts(&[(tarball, Part::Unified)], dest, shift, limits)
+}
+
+/// Unpack a split image (a metadata tarball and a root filesystem tarball) into `dest`, laid
+/// out as [`unpack`] lays out a unified one, under the same rules and one set of limits.
+pub fn unpack_split(
+    meta: &Path,
+    rootfs: &Path,
+    dest: &Path,
+    shift: Option<&IdShift>,
+    limits: &Limits,
+) -> Result<Unpacked, ImageError> {
+    unpack_parts(
+        &[(meta, Part::Meta), (rootfs, Part::Rootfs)],
+        dest,
+        shift,
+        limits,
+    )
+}
+
+fn unpack_parts(
+    parts: &[(&Path, Part)],
     dest: &Path,
     shift: Option<&IdShift>,
     limits: &Limits,
@@ -222,195 +259,224 @@ pub fn unpack(
     // directories can still be filled.
     let mut dirs: Vec<(PathBuf, u32, u32, u32)> = Vec::new();
 
-    let mut ar = archive(tarball)?;
-    for entry in ar.entries()? {
-        let mut entry = entry.map_err(archive_err)?;
-        entries_seen += 1;
-        if entries_seen > limits.max_entries {
-            return Err(ImageError::TooManyEntries(limits.max_entries));
-        }
-        let raw = entry.path().map_err(archive_err)?.into_owned();
-        let rel = clean(&raw).map_err(|reason| ImageError::UnsafePath {
-            path: path_str(&raw),
-            reason,
-        })?;
-        // Deeper than any walk of a container's tree goes: refused here, where nothing is made.
-        if rel.components().count() > crate::walk::MAX_DEPTH {
-            return Err(ImageError::UnsafePath {
+    for &(tarball, part) in parts {
+        let mut ar = archive(tarball)?;
+        for entry in ar.entries()? {
+            let mut entry = entry.map_err(archive_err)?;
+            entries_seen += 1;
+            if entries_seen > limits.max_entries {
+                return Err(ImageError::TooManyEntries(limits.max_entries));
+            }
+            let raw = entry.path().map_err(archive_err)?.into_owned();
+            let rel = clean(&raw).map_err(|reason| ImageError::UnsafePath {
                 path: path_str(&raw),
-                reason: "is nested deeper than a container's tree may be",
-            });
-        }
-        let Some(top) = rel
-            .components()
-            .next()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        else {
-            // "./" itself.
-            drain(&mut entry, &mut bytes, limits)?;
-            continue;
-        };
-        if !TOP_LEVEL.contains(&top.as_str()) {
-            return Err(ImageError::UnsafePath {
-                path: path_str(&raw),
-                reason: "is outside metadata.yaml, rootfs/ and templates/",
-            });
-        }
-        let kind = entry.header().entry_type();
-        let is_top = rel.components().count() == 1;
-        if is_top && matches!(kind, EntryType::Symlink | EntryType::Link) {
-            return Err(ImageError::LinkedTopLevel { name: top });
-        }
-        if top == "metadata.yaml"
-            && !(is_top && matches!(kind, EntryType::Regular | EntryType::Continuous))
-        {
-            return Err(ImageError::UnsafePath {
-                path: path_str(&raw),
-                reason: "metadata.yaml must be a regular file",
-            });
-        }
-        if top == "metadata.yaml" && entry.size() > limits.max_metadata_bytes {
-            return Err(ImageError::MetadataTooLarge(limits.max_metadata_bytes));
-        }
-        let header = entry.header();
-        let mode = header.mode().map_err(archive_err)? & 0o7777;
-        let uid = map_id(
-            header.uid().map_err(archive_err)?,
-            shift.map_or(0, |s| s.uid_base),
-            shift,
-            &rel,
-        )?;
-        let gid = map_id(
-            header.gid().map_err(archive_err)?,
-            shift.map_or(0, |s| s.gid_base),
-            shift,
-            &rel,
-        )?;
-        let owner = (
-            Some(rustix::fs::Uid::from_raw(uid)),
-            Some(rustix::fs::Gid::from_raw(gid)),
-        );
+                reason,
+            })?;
+            let rel = if part == Part::Rootfs {
+                Path::new("rootfs").join(rel)
+            } else {
+                rel
+            };
+            // Deeper than any walk of a container's tree goes: refused here, where nothing is made.
+            if rel.components().count() > crate::walk::MAX_DEPTH {
+                return Err(ImageError::UnsafePath {
+                    path: path_str(&raw),
+                    reason: "is nested deeper than a container's tree may be",
+                });
+            }
+            let Some(top) = rel
+                .components()
+                .next()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            else {
+                // "./" itself.
+                drain(&mut entry, &mut bytes, limits)?;
+                continue;
+            };
+            if part == Part::Meta && top == "rootfs" {
+                return Err(ImageError::UnsafePath {
+                    path: path_str(&raw),
+                    reason: "is a root filesystem entry in a split image's metadata tarball",
+                });
+            }
+            if !TOP_LEVEL.contains(&top.as_str()) {
+                return Err(ImageError::UnsafePath {
+                    path: path_str(&raw),
+                    reason: "is outside metadata.yaml, rootfs/ and templates/",
+                });
+            }
+            let kind = entry.header().entry_type();
+            let is_top = rel.components().count() == 1;
+            if is_top && matches!(kind, EntryType::Symlink | EntryType::Link) {
+                return Err(ImageError::LinkedTopLevel { name: top });
+            }
+            if top == "metadata.yaml"
+                && !(is_top && matches!(kind, EntryType::Regular | EntryType::Continuous))
+            {
+                return Err(ImageError::UnsafePath {
+                    path: path_str(&raw),
+                    reason: "metadata.yaml must be a regular file",
+                });
+            }
+            if top == "metadata.yaml" && entry.size() > limits.max_metadata_bytes {
+                return Err(ImageError::MetadataTooLarge(limits.max_metadata_bytes));
+            }
+            let header = entry.header();
+            let mode = header.mode().map_err(archive_err)? & 0o7777;
+            let uid = map_id(
+                header.uid().map_err(archive_err)?,
+                shift.map_or(0, |s| s.uid_base),
+                shift,
+                &rel,
+            )?;
+            let gid = map_id(
+                header.gid().map_err(archive_err)?,
+                shift.map_or(0, |s| s.gid_base),
+                shift,
+                &rel,
+            )?;
+            let owner = (
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+            );
 
-        let (dir, name) = stage.parent(&rel, true)?;
-        let existing = match rustix::fs::statat(&dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => Some(rustix::fs::FileType::from_raw_mode(st.st_mode)),
-            Err(rustix::io::Errno::NOENT) => None,
-            Err(e) => return Err(at(&rel)(e)),
-        };
-        let conflict = || ImageError::Conflict {
-            path: path_str(&rel),
-        };
-        match kind {
-            EntryType::Directory => {
-                match existing {
-                    Some(rustix::fs::FileType::Directory) => {}
-                    Some(_) => return Err(conflict()),
-                    None => rustix::fs::mkdirat(&dir, name.as_c_str(), Mode::from_raw_mode(0o700))
-                        .map_err(at(&rel))?,
-                }
-                dirs.push((rel, mode, uid, gid));
-            }
-            EntryType::Regular | EntryType::Continuous => {
-                match existing {
-                    // A later copy of a file replaces it (tar semantics); nothing else may be replaced.
-                    Some(rustix::fs::FileType::RegularFile) => {
-                        rustix::fs::unlinkat(&dir, name.as_c_str(), AtFlags::empty())
-                            .map_err(at(&rel))?
-                    }
-                    Some(_) => return Err(conflict()),
-                    None => {}
-                }
-                let fd = rustix::fs::openat(
-                    &dir,
-                    name.as_c_str(),
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(at(&rel))?;
-                let mut out = File::from(fd);
-                let remaining = limits.max_total_bytes - bytes;
-                let n = std::io::copy(&mut (&mut entry).take(remaining + 1), &mut out)
-                    .map_err(archive_err)?;
-                bytes += n;
-                if bytes > limits.max_total_bytes {
-                    return Err(ImageError::TooLarge(limits.max_total_bytes));
-                }
-                out.flush().map_err(io(&rel))?;
-                // chown first: it clears setuid/setgid bits, which the mode then sets.
-                rustix::fs::fchown(&out, owner.0, owner.1).map_err(at(&rel))?;
-                rustix::fs::fchmod(&out, Mode::from_raw_mode(mode)).map_err(at(&rel))?;
-            }
-            EntryType::Symlink => {
-                if existing.is_some() {
-                    return Err(conflict());
-                }
-                let link = entry
-                    .link_name()
-                    .map_err(archive_err)?
-                    .ok_or_else(|| ImageError::Archive("symlink without a target".into()))?;
-                let link = std::ffi::CString::new(link.as_os_str().as_bytes())
-                    .map_err(|_| ImageError::Archive("symlink target with a NUL byte".into()))?;
-                // Any target is fine: it is never followed here, and the container resolves it in its own root.
-                rustix::fs::symlinkat(link.as_c_str(), &dir, name.as_c_str()).map_err(at(&rel))?;
-                rustix::fs::chownat(
-                    &dir,
-                    name.as_c_str(),
-                    owner.0,
-                    owner.1,
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(at(&rel))?;
-            }
-            EntryType::Link => {
-                if existing.is_some() {
-                    return Err(conflict());
-                }
-                let link = entry
-                    .link_name()
-                    .map_err(archive_err)?
-                    .ok_or_else(|| ImageError::Archive("hardlink without a target".into()))?;
-                let escaping = || ImageError::EscapingLink {
-                    path: path_str(&rel),
-                    target: path_str(&link),
+            let (dir, name) = stage.parent(&rel, true)?;
+            let existing =
+                match rustix::fs::statat(&dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => Some(rustix::fs::FileType::from_raw_mode(st.st_mode)),
+                    Err(rustix::io::Errno::NOENT) => None,
+                    Err(e) => return Err(at(&rel)(e)),
                 };
-                let src_rel = clean(&link).map_err(|_| escaping())?;
-                if src_rel.as_os_str().is_empty() {
-                    return Err(escaping());
-                }
-                // The source must already be a regular file of the image, reached through its
-                // directories only.
-                let (src_dir, src_name) = stage.parent(&src_rel, false).map_err(|_| escaping())?;
-                match rustix::fs::statat(&src_dir, src_name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(st)
-                        if rustix::fs::FileType::from_raw_mode(st.st_mode)
-                            == rustix::fs::FileType::RegularFile =>
-                    {
-                        rustix::fs::linkat(
-                            &src_dir,
-                            src_name.as_c_str(),
-                            &dir,
-                            name.as_c_str(),
-                            AtFlags::empty(),
-                        )
-                        .map_err(at(&rel))?
+            let conflict = || ImageError::Conflict {
+                path: path_str(&rel),
+            };
+            match kind {
+                EntryType::Directory => {
+                    match existing {
+                        Some(rustix::fs::FileType::Directory) => {}
+                        Some(_) => return Err(conflict()),
+                        None => {
+                            rustix::fs::mkdirat(&dir, name.as_c_str(), Mode::from_raw_mode(0o700))
+                                .map_err(at(&rel))?
+                        }
                     }
-                    _ => return Err(escaping()),
+                    dirs.push((rel, mode, uid, gid));
+                }
+                EntryType::Regular | EntryType::Continuous => {
+                    match existing {
+                        // A later copy of a file replaces it (tar semantics); nothing else may be replaced.
+                        Some(rustix::fs::FileType::RegularFile) => {
+                            rustix::fs::unlinkat(&dir, name.as_c_str(), AtFlags::empty())
+                                .map_err(at(&rel))?
+                        }
+                        Some(_) => return Err(conflict()),
+                        None => {}
+                    }
+                    let fd = rustix::fs::openat(
+                        &dir,
+                        name.as_c_str(),
+                        OFlags::WRONLY
+                            | OFlags::CREATE
+                            | OFlags::EXCL
+                            | OFlags::NOFOLLOW
+                            | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(0o600),
+                    )
+                    .map_err(at(&rel))?;
+                    let mut out = File::from(fd);
+                    let remaining = limits.max_total_bytes - bytes;
+                    let n = std::io::copy(&mut (&mut entry).take(remaining + 1), &mut out)
+                        .map_err(archive_err)?;
+                    bytes += n;
+                    if bytes > limits.max_total_bytes {
+                        return Err(ImageError::TooLarge(limits.max_total_bytes));
+                    }
+                    out.flush().map_err(io(&rel))?;
+                    // chown first: it clears setuid/setgid bits, which the mode then sets.
+                    rustix::fs::fchown(&out, owner.0, owner.1).map_err(at(&rel))?;
+                    rustix::fs::fchmod(&out, Mode::from_raw_mode(mode)).map_err(at(&rel))?;
+                }
+                EntryType::Symlink => {
+                    if existing.is_some() {
+                        return Err(conflict());
+                    }
+                    let link = entry
+                        .link_name()
+                        .map_err(archive_err)?
+                        .ok_or_else(|| ImageError::Archive("symlink without a target".into()))?;
+                    let link =
+                        std::ffi::CString::new(link.as_os_str().as_bytes()).map_err(|_| {
+                            ImageError::Archive("symlink target with a NUL byte".into())
+                        })?;
+                    // Any target is fine: it is never followed here, and the container resolves it in its own root.
+                    rustix::fs::symlinkat(link.as_c_str(), &dir, name.as_c_str())
+                        .map_err(at(&rel))?;
+                    rustix::fs::chownat(
+                        &dir,
+                        name.as_c_str(),
+                        owner.0,
+                        owner.1,
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(at(&rel))?;
+                }
+                EntryType::Link => {
+                    if existing.is_some() {
+                        return Err(conflict());
+                    }
+                    let link = entry
+                        .link_name()
+                        .map_err(archive_err)?
+                        .ok_or_else(|| ImageError::Archive("hardlink without a target".into()))?;
+                    let escaping = || ImageError::EscapingLink {
+                        path: path_str(&rel),
+                        target: path_str(&link),
+                    };
+                    let src_rel = clean(&link).map_err(|_| escaping())?;
+                    if src_rel.as_os_str().is_empty() {
+                        return Err(escaping());
+                    }
+                    let src_rel = if part == Part::Rootfs {
+                        Path::new("rootfs").join(src_rel)
+                    } else {
+                        src_rel
+                    };
+                    // The source must already be a regular file of the image, reached through its
+                    // directories only.
+                    let (src_dir, src_name) =
+                        stage.parent(&src_rel, false).map_err(|_| escaping())?;
+                    match rustix::fs::statat(
+                        &src_dir,
+                        src_name.as_c_str(),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    ) {
+                        Ok(st)
+                            if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                                == rustix::fs::FileType::RegularFile =>
+                        {
+                            rustix::fs::linkat(
+                                &src_dir,
+                                src_name.as_c_str(),
+                                &dir,
+                                name.as_c_str(),
+                                AtFlags::empty(),
+                            )
+                            .map_err(at(&rel))?
+                        }
+                        _ => return Err(escaping()),
+                    }
+                }
+                EntryType::Char | EntryType::Block | EntryType::Fifo => skipped_special += 1,
+                other => {
+                    return Err(ImageError::UnsupportedEntry {
+                        path: path_str(&rel),
+                        kind: format!("{other:?}"),
+                    })
                 }
             }
-            EntryType::Char | EntryType::Block | EntryType::Fifo => skipped_special += 1,
-            other => {
-                return Err(ImageError::UnsupportedEntry {
-                    path: path_str(&rel),
-                    kind: format!("{other:?}"),
-                })
-            }
+            // Data a non-file entry carries (none, in a real image).
+            drain(&mut entry, &mut bytes, limits)?;
         }
-        // Data a non-file entry carries (none, in a real image).
-        drain(&mut entry, &mut bytes, limits)?;
     }
 
     let text = match rustix::fs::openat(
@@ -447,7 +513,7 @@ pub fn unpack(
         .map_err(at(&rel))?;
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(at(&rel))?;
     }
-    fs::rename(&tmp, dest).map_err(io(dest))?;
+    crate::durable::publish(&tmp, dest).map_err(io(dest))?;
     guard.0 = None;
     Ok(Unpacked {
         metadata,

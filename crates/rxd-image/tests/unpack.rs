@@ -1,7 +1,7 @@
 //! The unpacker against good and hostile archives built here, byte by byte where the `tar`
 //! crate's builder would refuse to write something hostile.
 
-use rxd_image::{unpack, IdShift, ImageError, Limits};
+use rxd_image::{unpack, unpack_split, IdShift, ImageError, Limits};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -488,4 +488,84 @@ fn existing_destination_is_never_touched() {
     std::fs::write(dest.join("keep"), "k").unwrap();
     assert!(unpack(&tarball, &dest, None, &Limits::default()).is_err());
     assert_eq!(std::fs::read_to_string(dest.join("keep")).unwrap(), "k");
+}
+
+/// Unpack a split image (metadata tarball, root filesystem tarball) built from `meta` and
+/// `rootfs`; on a refusal nothing but the two inputs is left.
+fn split(meta: Vec<E>, rootfs: Vec<E>) -> Result<(tempfile::TempDir, PathBuf), ImageError> {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, r) = (
+        dir.path().join("meta.tar"),
+        dir.path().join("rootfs.tar.gz"),
+    );
+    std::fs::write(&m, build(&meta, false)).unwrap();
+    std::fs::write(&r, build(&rootfs, true)).unwrap();
+    let dest = dir.path().join("out");
+    match unpack_split(&m, &r, &dest, Some(&SHIFT), &Limits::default()) {
+        Ok(_) => Ok((dir, dest)),
+        Err(e) => {
+            let mut left: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            left.sort();
+            assert_eq!(left, ["meta.tar", "rootfs.tar.gz"], "left behind after {e}");
+            Err(e)
+        }
+    }
+}
+
+#[test]
+fn split_images_unpack_as_unified_ones_under_the_same_rules() {
+    if !require_root("split_images_unpack_as_unified_ones_under_the_same_rules") {
+        return;
+    }
+    let (_dir, dest) = split(
+        vec![file("metadata.yaml", META), dir("templates", 0o755)],
+        vec![
+            dir(".", 0o755),
+            dir("bin", 0o755),
+            file("bin/sh", "#!\n"),
+            hardlink("bin/ash", "bin/sh"),
+            symlink("bin/busybox", "/bin/sh"),
+        ],
+    )
+    .unwrap();
+    let sh = std::fs::metadata(dest.join("rootfs/bin/sh")).unwrap();
+    assert_eq!((sh.uid(), sh.nlink()), (SHIFT.uid_base, 2));
+    assert_eq!(
+        std::fs::metadata(dest.join("rootfs"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o755
+    );
+    assert!(dest.join("metadata.yaml").is_file() && dest.join("templates").is_dir());
+
+    // The metadata tarball may not carry root filesystem entries.
+    let e = split(
+        vec![file("metadata.yaml", META), dir("rootfs", 0o755)],
+        vec![dir("bin", 0o755)],
+    )
+    .unwrap_err();
+    assert!(matches!(e, ImageError::UnsafePath { .. }), "{e}");
+    // The root filesystem tarball's paths and links stay inside it.
+    for rootfs in [
+        vec![file("../evil", "x")],
+        vec![file("/etc/evil", "x")],
+        vec![file("bin", "x"), hardlink("x", "../metadata.yaml")],
+    ] {
+        let e = split(vec![file("metadata.yaml", META)], rootfs).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ImageError::UnsafePath { .. } | ImageError::EscapingLink { .. }
+            ),
+            "{e}"
+        );
+    }
+    // Without metadata, or without a root filesystem.
+    let e = split(vec![dir("templates", 0o755)], vec![dir("bin", 0o755)]).unwrap_err();
+    assert!(matches!(e, ImageError::MissingMetadata), "{e}");
 }

@@ -509,6 +509,20 @@ impl Runtime {
     }
 
     /// Remove a deleted instance's console log directory.
+    /// Every instance the runtime holds anything of on disk (state, bundle or logs), running or
+    /// not: start-up recovery compares them with the instances that exist.
+    pub fn on_disk(&self) -> Vec<String> {
+        let mut names: Vec<String> = [&self.state_root, &self.bundles, &self.logs]
+            .iter()
+            .filter_map(|dir| std::fs::read_dir(dir).ok())
+            .flat_map(|entries| entries.flatten())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     pub fn remove_logs(&self, name: &str) {
         let _ = std::fs::remove_dir_all(self.logs.join(name));
     }

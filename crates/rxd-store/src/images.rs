@@ -17,6 +17,21 @@ pub struct ImageRow {
     pub uploaded_at: i64,
     /// Bytes of the files its tarball unpacked to (0 for images recorded before this was kept).
     pub unpacked_size: i64,
+    pub cache: ImageCache,
+}
+
+/// Where a pulled image came from and how it is kept (LXD's `cached`, `auto_update`,
+/// `update_source`, `last_used_at`). All default for an uploaded image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageCache {
+    /// Pulled for an instance rather than asked for: removed once unused for
+    /// `images.remote_cache_expiry` days.
+    pub cached: bool,
+    pub auto_update: bool,
+    /// JSON of the source (server, protocol, alias, ...); empty for none.
+    pub update_source: String,
+    /// Unix seconds; 0 for never.
+    pub last_used_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +43,7 @@ pub struct AliasRow {
 }
 
 const IMAGE_COLUMNS: &str =
-    "project, fingerprint, filename, size, architecture, properties, public, created_at, uploaded_at, unpacked_size";
+    "project, fingerprint, filename, size, architecture, properties, public, created_at, uploaded_at, unpacked_size, cached, auto_update, update_source, last_used_at";
 
 fn image_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ImageRow> {
     Ok(ImageRow {
@@ -42,6 +57,12 @@ fn image_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ImageRow> {
         created_at: r.get(7)?,
         uploaded_at: r.get(8)?,
         unpacked_size: r.get(9)?,
+        cache: ImageCache {
+            cached: r.get(10)?,
+            auto_update: r.get(11)?,
+            update_source: r.get(12)?,
+            last_used_at: r.get(13)?,
+        },
     })
 }
 
@@ -69,7 +90,7 @@ impl Store {
     pub fn insert_image(&self, row: &ImageRow) -> Result<(), StoreError> {
         self.conn()?
             .execute(
-                &format!("INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                &format!("INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
                 params![
                     row.project,
                     row.fingerprint,
@@ -80,7 +101,11 @@ impl Store {
                     row.public,
                     row.created_at,
                     row.uploaded_at,
-                    row.unpacked_size
+                    row.unpacked_size,
+                    row.cache.cached,
+                    row.cache.auto_update,
+                    row.cache.update_source,
+                    row.cache.last_used_at
                 ],
             )
             .map_err(conflict("image"))?;
@@ -134,6 +159,74 @@ impl Store {
             params![project],
             |r| r.get(0),
         )?)
+    }
+
+    /// Every image of every project (for the cache's upkeep).
+    pub fn all_images(&self) -> Result<Vec<ImageRow>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {IMAGE_COLUMNS} FROM images ORDER BY project, fingerprint"
+        ))?;
+        let rows = stmt.query_map([], image_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Replace `old` by `new` in one transaction (an image refreshed to a newer one): the new
+    /// row recorded (unless the project has it already), `old`'s aliases moved to it, `old`
+    /// removed. Returns whether another project still holds `old`'s content.
+    pub fn replace_image(&self, old: &ImageRow, new: &ImageRow) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let have: i64 = tx.query_row(
+            "SELECT count(*) FROM images WHERE project = ?1 AND fingerprint = ?2",
+            params![new.project, new.fingerprint],
+            |r| r.get(0),
+        )?;
+        if have == 0 {
+            tx.execute(
+                &format!("INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
+                params![
+                    new.project,
+                    new.fingerprint,
+                    new.filename,
+                    new.size,
+                    new.architecture,
+                    new.properties,
+                    new.public,
+                    new.created_at,
+                    new.uploaded_at,
+                    new.unpacked_size,
+                    new.cache.cached,
+                    new.cache.auto_update,
+                    new.cache.update_source,
+                    new.cache.last_used_at
+                ],
+            )?;
+        }
+        tx.execute(
+            "UPDATE image_aliases SET fingerprint = ?3 WHERE project = ?1 AND fingerprint = ?2",
+            params![old.project, old.fingerprint, new.fingerprint],
+        )?;
+        tx.execute(
+            "DELETE FROM images WHERE project = ?1 AND fingerprint = ?2",
+            params![old.project, old.fingerprint],
+        )?;
+        let others: i64 = tx.query_row(
+            "SELECT count(*) FROM images WHERE fingerprint = ?1",
+            params![old.fingerprint],
+            |r| r.get(0),
+        )?;
+        tx.commit()?;
+        Ok(others > 0)
+    }
+
+    /// Every image content any project holds (distinct fingerprints).
+    pub fn image_fingerprints(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt =
+            conn.prepare("SELECT DISTINCT fingerprint FROM images ORDER BY fingerprint")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Whether any project still uses the image content `fingerprint`.
@@ -247,6 +340,7 @@ mod tests {
             created_at: 1,
             uploaded_at: 2,
             unpacked_size: 100,
+            cache: ImageCache::default(),
         }
     }
 
@@ -295,5 +389,42 @@ mod tests {
         assert!(s.image_in_use(&"a".repeat(64)).unwrap());
         s.delete_image("other", &"a".repeat(64)).unwrap();
         assert!(!s.image_in_use(&"a".repeat(64)).unwrap());
+    }
+
+    #[test]
+    fn a_refreshed_image_takes_the_old_ones_aliases_and_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db")).unwrap();
+        let mut old = image("default", 'a');
+        old.cache.cached = true;
+        old.cache.update_source = r#"{"alias":"x"}"#.into();
+        s.insert_image(&old).unwrap();
+        s.insert_image(&image("other", 'a')).unwrap();
+        s.insert_alias(&AliasRow {
+            project: "default".into(),
+            name: "d12".into(),
+            fingerprint: old.fingerprint.clone(),
+            description: String::new(),
+        })
+        .unwrap();
+        let stored = s.images("default").unwrap();
+        assert!(stored[0].cache.cached);
+        let new = ImageRow {
+            cache: stored[0].cache.clone(),
+            ..image("default", 'b')
+        };
+        assert!(
+            s.replace_image(&stored[0], &new).unwrap(),
+            "other still holds a"
+        );
+        let now = s.images("default").unwrap();
+        assert_eq!(now.len(), 1);
+        assert_eq!(now[0].fingerprint, new.fingerprint);
+        assert_eq!(now[0].cache.update_source, r#"{"alias":"x"}"#);
+        assert_eq!(
+            s.alias("default", "d12").unwrap().fingerprint,
+            new.fingerprint
+        );
+        assert_eq!(s.all_images().unwrap().len(), 2);
     }
 }

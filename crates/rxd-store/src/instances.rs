@@ -137,20 +137,52 @@ impl Store {
             .ok_or(StoreError::NotFound { kind: "instance" })
     }
 
-    /// Record the bytes of an instance's root filesystem (for `limits.disk`).
-    pub fn set_instance_rootfs_size(
+    /// The last step of a create, in one transaction (one sync): the config stored (the
+    /// instance is usable from now on), the root filesystem's size, and the image's use.
+    pub fn finish_create(
         &self,
         project: &str,
         name: &str,
-        bytes: i64,
+        config: &str,
+        rootfs_size: i64,
+        image: &str,
+        now: i64,
     ) -> Result<(), StoreError> {
-        let n = self.conn()?.execute(
-            "UPDATE instances SET rootfs_size = ?3 WHERE project = ?1 AND name = ?2",
-            params![project, name, bytes],
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE instances SET config = ?3, rootfs_size = ?4 WHERE project = ?1 AND name = ?2",
+            params![project, name, config, rootfs_size],
         )?;
         if n == 0 {
             return Err(StoreError::NotFound { kind: "instance" });
         }
+        tx.execute(
+            "UPDATE images SET last_used_at = ?3 WHERE project = ?1 AND fingerprint = ?2",
+            params![project, image, now],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Delete an instance and end the intent that recorded its delete, in one transaction.
+    pub fn delete_instance_ending(
+        &self,
+        project: &str,
+        name: &str,
+        intent: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "DELETE FROM instances WHERE project = ?1 AND name = ?2",
+            params![project, name],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound { kind: "instance" });
+        }
+        tx.execute("DELETE FROM intents WHERE id = ?1", params![intent])?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -289,10 +321,12 @@ mod tests {
             s.create_instance::<String>(&row("c"), None).unwrap(),
             Ok(None)
         );
-        s.set_instance_rootfs_size("default", "c", 4096).unwrap();
+        s.finish_create("default", "c", "{}", 4096, "fp", 7)
+            .unwrap();
         assert_eq!(s.disk_usage("default").unwrap(), 4096);
+        assert_eq!(s.instance("default", "c").unwrap().config, "{}");
         assert!(matches!(
-            s.set_instance_rootfs_size("default", "nope", 1),
+            s.finish_create("default", "nope", "{}", 1, "fp", 7),
             Err(StoreError::NotFound { .. })
         ));
         assert!(matches!(

@@ -7,14 +7,16 @@ mod certificates;
 mod config;
 mod images;
 mod instances;
+mod intents;
 mod migrations;
 mod projects;
 mod snapshots;
 
 pub use bakery::RootKeyRow;
 pub use certificates::{CertificateRow, TokenRow};
-pub use images::{AliasRow, ImageRow};
+pub use images::{AliasRow, ImageCache, ImageRow};
 pub use instances::{Allocator, InstanceRow, Remap, TakenBlock};
+pub use intents::IntentRow;
 pub use projects::{GrantRow, ProjectRow};
 pub use snapshots::SnapshotRow;
 
@@ -69,7 +71,9 @@ impl Store {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
         let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // FULL: a commit is on disk (the WAL synced) before the call that made it answers, so
+        // acknowledged work survives a power cut too, not only a killed daemon.
+        conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrations::migrate(&mut conn)?;

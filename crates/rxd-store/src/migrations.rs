@@ -121,6 +121,22 @@ const MIGRATIONS: &[&str] = &[
     // instance's root filesystem as unpacked at creation. Rows from before count as 0.
     "ALTER TABLE images ADD COLUMN unpacked_size INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE instances ADD COLUMN rootfs_size INTEGER NOT NULL DEFAULT 0;",
+    // 9: intents: an operation with several durable steps (files and rows) records what it is
+    // about to do before its first step and removes the record after its last, so start-up
+    // recovery can finish or undo one a killed daemon left half-done. `detail` is the daemon's
+    // JSON; the store does not read it.
+    "CREATE TABLE intents (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind       TEXT NOT NULL,
+        detail     TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );",
+    // 10: images pulled from image servers: how they are kept (LXD's cached, auto_update,
+    // update_source, last_used_at).
+    "ALTER TABLE images ADD COLUMN cached INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE images ADD COLUMN auto_update INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE images ADD COLUMN update_source TEXT NOT NULL DEFAULT '';
+    ALTER TABLE images ADD COLUMN last_used_at INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

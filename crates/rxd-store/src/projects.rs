@@ -317,6 +317,7 @@ mod tests {
             created_at: 0,
             uploaded_at: 0,
             unpacked_size: 0,
+            cache: Default::default(),
         })
         .unwrap();
         assert!(matches!(

@@ -439,10 +439,49 @@ impl Drop for TestDaemon {
         self.kill_containers();
         self.stop();
         self.kill_containers();
+        self.remove_cgroup_parent();
     }
 }
 
 impl TestDaemon {
+    /// This daemon's cgroup parent in every hierarchy (`<hierarchy>/rxd/<tag>`, the tag from
+    /// its state directory as rxd-runtime derives it), existing or not.
+    fn cgroup_parents(&self) -> Vec<PathBuf> {
+        use sha2::Digest;
+        let Ok(canonical) = std::fs::canonicalize(self.dir()) else {
+            return Vec::new();
+        };
+        let tag = hex::encode(&sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes())[..4]);
+        let base = std::path::Path::new("/sys/fs/cgroup");
+        let mut hierarchies = vec![base.to_path_buf()];
+        if let Ok(entries) = std::fs::read_dir(base) {
+            hierarchies.extend(entries.flatten().map(|e| e.path()));
+        }
+        hierarchies
+            .into_iter()
+            .map(|h| h.join("rxd").join(&tag))
+            .collect()
+    }
+
+    /// The container cgroups under this daemon's parent, in any hierarchy.
+    pub fn container_cgroups(&self) -> std::collections::BTreeSet<String> {
+        self.cgroup_parents()
+            .iter()
+            .filter_map(|p| std::fs::read_dir(p).ok())
+            .flat_map(|entries| entries.flatten())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// Remove this daemon's (empty) cgroup parents once its containers are gone: a test leaves
+    /// no cgroup behind.
+    fn remove_cgroup_parent(&self) {
+        for parent in self.cgroup_parents() {
+            let _ = std::fs::remove_dir(&parent);
+        }
+    }
+
     /// Containers outlive the daemon by design: a test's must not outlive the test.
     pub fn kill_containers(&self) {
         let root = self.dir().join("runtime").join("state");

@@ -8,7 +8,7 @@
 
 pub mod agent;
 pub mod jar;
-pub mod web;
+pub use rxd_web as web;
 
 use crate::Reply;
 use ::http::Method;
@@ -79,6 +79,22 @@ pub enum CandidError {
     /// A challenge arrived for a request whose body cannot be sent again.
     #[error("the Candid login expired during the request; run the command again")]
     NotRepeatable,
+}
+
+impl From<rxd_web::WebError> for CandidError {
+    fn from(e: rxd_web::WebError) -> Self {
+        use rxd_web::WebError;
+        match e {
+            WebError::Network { url, reason } => CandidError::Network { url, reason },
+            WebError::Timeout { url } => CandidError::Timeout { url },
+            WebError::BadUrl { url, reason } => CandidError::BadUrl { url, reason },
+            WebError::Tls(m) => CandidError::Tls(m),
+            e @ (WebError::TooLarge { .. } | WebError::Sink { .. }) => CandidError::Decode {
+                url: String::new(),
+                reason: e.to_string(),
+            },
+        }
+    }
 }
 
 fn message_suffix(m: &str) -> String {
@@ -530,7 +546,7 @@ impl Login {
                 )
                 .await
             {
-                Err(CandidError::Timeout { .. }) => continue,
+                Err(rxd_web::WebError::Timeout { .. }) => continue,
                 r => r?,
             };
             match reply.status {

@@ -1,5 +1,6 @@
-//! `/1.0/images` and `/1.0/images/aliases`: importing unified image tarballs, listing, showing and
-//! deleting them, and naming them. An upload is streamed to a private file while it is hashed; the
+//! `/1.0/images` and `/1.0/images/aliases`: importing images (a unified tarball as the body, or a
+//! split image as LXD clients send it: `multipart/form-data` with a `metadata` then a `rootfs`
+//! part), listing, showing and deleting them, and naming them. An upload is streamed to a private file while it is hashed; the
 //! checks and unpacking (rxd-image, which refuses hostile archives) run as a task operation, and
 //! a failure at any step leaves nothing behind.
 
@@ -8,20 +9,20 @@ use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::listing::ListQuery;
 use crate::response;
-use crate::service::images::{images_dir, resolve, unpacked_dir, UnpackBudget};
+use crate::service::images::{
+    images_dir, import, resolve, rootfs_path, Details, UnpackBudget, Upload, Uploaded,
+};
 use crate::state::Daemon;
-use crate::sync::now_unix;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use http::HeaderMap;
-use rxd_api::image::{ImageAliasesEntry, ImageUploadMetadata};
+use rxd_api::image::{ImageAliasesEntry, ImagesPost};
 use rxd_store::{AliasRow, ImageRow};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::PathBuf;
+use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 
 /// Largest image tarball accepted.
@@ -61,7 +62,14 @@ fn image(row: &ImageRow, aliases: &[AliasRow]) -> rxd_api::image::Image {
         expires_at: "0001-01-01T00:00:00Z".into(),
         filename: row.filename.clone(),
         fingerprint: row.fingerprint.clone(),
-        last_used_at: "0001-01-01T00:00:00Z".into(),
+        last_used_at: if row.cache.last_used_at > 0 {
+            rfc3339(row.cache.last_used_at)
+        } else {
+            "0001-01-01T00:00:00Z".into()
+        },
+        cached: row.cache.cached,
+        auto_update: row.cache.auto_update,
+        update_source: serde_json::from_str(&row.cache.update_source).ok(),
         profiles: vec!["default".into()],
         project: row.project.clone(),
         properties,
@@ -69,7 +77,6 @@ fn image(row: &ImageRow, aliases: &[AliasRow]) -> rxd_api::image::Image {
         size: row.size,
         kind: "container".into(),
         uploaded_at: rfc3339(row.uploaded_at),
-        ..Default::default()
     }
 }
 
@@ -108,6 +115,72 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// `POST /1.0/images` with a JSON body: an image from another server (`source.mode` pull, as
+/// `lxc image copy REMOTE:ALIAS local:` and pylxd's `create_from_simplestreams` send it), in
+/// an operation whose metadata is its fingerprint and size; then the aliases asked for.
+async fn pull(d: Arc<Daemon>, caller: Caller, body: ImagesPost) -> ApiResult<Response> {
+    let source = body.source.unwrap_or_default();
+    if source.kind != "image" {
+        return Err(ApiError::BadRequest(
+            "rxd makes images from other servers' images only (publishing instances is not supported yet)".into(),
+        ));
+    }
+    if !matches!(source.mode.as_str(), "" | "pull") {
+        return Err(ApiError::BadRequest(format!(
+            "Unsupported image source mode {:?}: rxd pulls",
+            source.mode
+        )));
+    }
+    if source.server.is_empty() {
+        return Err(ApiError::BadRequest("No image server given".into()));
+    }
+    for alias in &body.aliases {
+        valid_alias(&alias.name)?;
+    }
+    // Refused at once, before any operation: no request reaches a server not allowed.
+    crate::service::images::may_pull_from(&d, &caller, &source.server)?;
+    let name = if source.fingerprint.is_empty() {
+        source.alias.clone()
+    } else {
+        source.fingerprint.clone()
+    };
+    let op = d.operations.start(
+        &d.events,
+        "Downloading image",
+        &caller.project,
+        crate::operations::resources([("images", Vec::new())]),
+        false,
+    );
+    let (d2, op2) = (d.clone(), op.clone());
+    tokio::spawn(async move {
+        let pull = crate::service::images::Pull {
+            server: &source.server,
+            protocol: &source.protocol,
+            name: &name,
+        };
+        let result = async {
+            let purpose = crate::service::images::Purpose::Copy {
+                public: body.public,
+                auto_update: body.auto_update,
+            };
+            let pulled = crate::service::images::pull(&d2, &caller, &pull, purpose).await?;
+            for alias in body.aliases {
+                let row = AliasRow {
+                    project: caller.project.clone(),
+                    name: alias.name,
+                    fingerprint: pulled.fingerprint.clone(),
+                    description: alias.description,
+                };
+                d2.db(move |s| s.insert_alias(&row)).await?;
+            }
+            serde_json::to_value(pulled).map_err(ApiError::internal)
+        }
+        .await;
+        op2.finish(&d2.events, result.map_err(|e| e.to_string()));
+    });
+    Ok(response::operation(op.url(), op.to_json()))
+}
+
 /// `POST /1.0/images` with the tarball as the body.
 pub async fn post(
     State(d): State<Arc<Daemon>>,
@@ -115,11 +188,16 @@ pub async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    if header(&headers, "content-type").is_some_and(|c| c.starts_with("application/json")) {
-        return Err(ApiError::BadRequest(
-            "rxd imports images uploaded directly (the tarball as the request body); remote sources are not supported".into(),
-        ));
+    let content_type = header(&headers, "content-type").unwrap_or_default();
+    if content_type.starts_with("application/json") {
+        let bytes = axum::body::to_bytes(body, crate::body::DEFAULT_LIMIT)
+            .await
+            .map_err(|_| ApiError::TooLarge {
+                limit: crate::body::DEFAULT_LIMIT,
+            })?;
+        return pull(d, caller, crate::body::decode(&bytes)?).await;
     }
+    let multipart = content_type.starts_with("multipart/form-data");
     if header(&headers, "content-length")
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|n| n > MAX_IMAGE_BYTES)
@@ -139,8 +217,22 @@ pub async fn post(
             .create(&dir)
             .map_err(ApiError::internal)?;
     }
-    let upload = Upload::new(dir.join(format!(".upload-{}", uuid::Uuid::new_v4())))?;
-    let (fingerprint, size) = upload.receive(body).await?;
+    let new_upload = || Upload::new(dir.join(format!(".upload-{}", uuid::Uuid::new_v4())));
+    let (upload, fingerprint, size, part_filename) = if multipart {
+        let (meta, rootfs) = (new_upload()?, new_upload()?);
+        let (fingerprint, size, filename) =
+            receive_split(content_type, body, &meta, &rootfs).await?;
+        (
+            Uploaded::Split { meta, rootfs },
+            fingerprint,
+            size,
+            Some(filename),
+        )
+    } else {
+        let upload = new_upload()?;
+        let (fingerprint, size) = receive(&upload, body).await?;
+        (Uploaded::Unified(upload), fingerprint, size, None)
+    };
     if let Some(claimed) = header(&headers, "x-lxd-fingerprint") {
         if claimed != fingerprint {
             return Err(ApiError::BadRequest(format!(
@@ -158,8 +250,10 @@ pub async fn post(
             "Image with same fingerprint already exists".into(),
         ));
     }
-    let filename = header(&headers, "x-lxd-filename")
-        .map(|f| f.rsplit('/').next().unwrap_or(f).to_owned())
+    // As LXD: a split upload's name is its rootfs part's file name, a unified one's the header.
+    let filename = part_filename
+        .or_else(|| header(&headers, "x-lxd-filename").map(str::to_owned))
+        .map(|f| f.rsplit('/').next().unwrap_or(&f).to_owned())
         .unwrap_or_default();
     let public = matches!(header(&headers, "x-lxd-public"), Some("1" | "true"));
     let op = d.operations.start(
@@ -171,127 +265,107 @@ pub async fn post(
     );
     let (d2, op2) = (d.clone(), op.clone());
     tokio::spawn(async move {
-        let result = import(&d2, upload, &fingerprint, size, filename, public, &caller).await;
+        let result = import(
+            &d2,
+            upload,
+            &fingerprint,
+            size,
+            Details {
+                filename,
+                public,
+                properties: Default::default(),
+                cache: Default::default(),
+            },
+            &caller,
+        )
+        .await;
         op2.finish(&d2.events, result.map_err(|e| e.to_string()));
     });
     Ok(response::operation(op.url(), op.to_json()))
 }
 
-/// An upload in progress: removed on drop unless kept.
-struct Upload {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Upload {
-    fn new(path: PathBuf) -> ApiResult<Upload> {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-            .open(&path)
-            .map_err(ApiError::internal)?;
-        Ok(Upload { path, keep: false })
-    }
-
-    /// Stream the body to the file, hashing as it goes; returns the fingerprint and size.
-    async fn receive(&self, body: Body) -> ApiResult<(String, u64)> {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&self.path)
-            .map_err(ApiError::internal)?;
-        let mut hasher = Sha256::new();
-        let size = crate::body::stream(body, MAX_IMAGE_BYTES, |chunk| {
-            hasher.update(chunk);
-            // Small writes to a local file; blocking here is brief.
-            file.write_all(chunk).map_err(ApiError::internal)
-        })
-        .await?;
+/// Receive a split image as LXD clients send it (`multipart/form-data`: part `metadata`, then
+/// part `rootfs`), each part to its own file, hashed as one stream: the fingerprint is the
+/// SHA-256 of the metadata then the root filesystem. Returns it, the total size and the root
+/// filesystem part's file name.
+async fn receive_split(
+    content_type: &str,
+    body: Body,
+    meta: &Upload,
+    rootfs: &Upload,
+) -> ApiResult<(String, u64, String)> {
+    let bad = |m: String| ApiError::BadRequest(m);
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|e| bad(format!("Invalid multipart upload: {e}")))?;
+    let mut parts = multer::Multipart::new(body.into_data_stream(), boundary);
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    let mut filename = String::new();
+    for (want, upload) in [("metadata", meta), ("rootfs", rootfs)] {
+        let mut field = parts
+            .next_field()
+            .await
+            .map_err(|e| bad(format!("Invalid multipart upload: {e}")))?
+            .ok_or_else(|| bad(format!("Invalid multipart image upload: no {want:?} part")))?;
+        match field.name() {
+            Some(name) if name == want => {}
+            Some("rootfs.img") => {
+                return Err(bad("Virtual-machine images are not supported by rxd".into()))
+            }
+            other => {
+                return Err(bad(format!(
+                    "Invalid multipart image upload: expected part {want:?}, got {other:?}"
+                )))
+            }
+        }
+        if want == "rootfs" {
+            filename = field.file_name().unwrap_or_default().to_owned();
+        }
+        let mut file = upload.open()?;
+        while let Some(chunk) = field
+            .chunk()
+            .await
+            .map_err(|e| bad(format!("reading the upload: {e}")))?
+        {
+            size += chunk.len() as u64;
+            if size > MAX_IMAGE_BYTES {
+                return Err(ApiError::TooLarge {
+                    limit: MAX_IMAGE_BYTES as usize,
+                });
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).map_err(ApiError::internal)?;
+        }
         file.sync_all().map_err(ApiError::internal)?;
-        if size == 0 {
-            return Err(ApiError::BadRequest("The upload is empty".into()));
-        }
-        Ok((hex::encode(hasher.finalize()), size))
     }
+    if parts
+        .next_field()
+        .await
+        .map_err(|e| bad(format!("Invalid multipart upload: {e}")))?
+        .is_some()
+    {
+        return Err(bad(
+            "Invalid multipart image upload: more than a metadata and a rootfs part".into(),
+        ));
+    }
+    Ok((hex::encode(hasher.finalize()), size, filename))
 }
 
-impl Drop for Upload {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
-async fn import(
-    d: &Arc<Daemon>,
-    mut upload: Upload,
-    fingerprint: &str,
-    size: u64,
-    filename: String,
-    public: bool,
-    caller: &Caller,
-) -> ApiResult<Value> {
-    let (tarball, unpacked) = (
-        images_dir(d).join(fingerprint),
-        unpacked_dir(d, fingerprint),
-    );
-    let src = upload.path.clone();
-    let (tb, up) = (tarball.clone(), unpacked.clone());
-    let budget = UnpackBudget::of(d, &caller.project).await?;
-    let fp = fingerprint.to_owned();
-    let recorded = d.db(move |s| s.image_unpacked_size(&fp)).await?;
-    let recorded = recorded.and_then(|n| u64::try_from(n).ok());
-    if unpacked.exists() {
-        budget.check_known(recorded.unwrap_or(0))?;
-    }
-    let limits = budget.limits();
-    // Unpack once per content; another project's import of the same tarball reuses it.
-    let (meta, unpacked_size) = tokio::task::spawn_blocking(move || {
-        let (meta, bytes) = if up.exists() {
-            (rxd_image::read_metadata(&src, &limits)?, recorded)
-        } else {
-            let u = rxd_image::unpack(&src, &up, None, &limits)?;
-            (u.metadata, Some(u.bytes))
-        };
-        if !tb.exists() {
-            std::fs::rename(&src, &tb).map_err(|e| rxd_image::ImageError::Io {
-                path: tb.display().to_string(),
-                source: e,
-            })?;
-        }
-        Ok::<_, rxd_image::ImageError>((meta, bytes))
+/// Stream the body to the upload's file, hashing as it goes; returns the fingerprint and size.
+async fn receive(upload: &Upload, body: Body) -> ApiResult<(String, u64)> {
+    let mut file = upload.open()?;
+    let mut hasher = Sha256::new();
+    let size = crate::body::stream(body, MAX_IMAGE_BYTES, |chunk| {
+        hasher.update(chunk);
+        // Small writes to a local file; blocking here is brief.
+        file.write_all(chunk).map_err(ApiError::internal)
     })
-    .await?
-    .map_err(|e| budget.refusal(e))?;
-    upload.keep = tarball.exists();
-    let row = ImageRow {
-        project: caller.project.clone(),
-        fingerprint: fingerprint.into(),
-        filename,
-        size: size as i64,
-        architecture: meta.architecture.clone(),
-        properties: serde_json::to_string(&meta.properties).unwrap_or_else(|_| "{}".into()),
-        public,
-        created_at: meta.creation_date,
-        uploaded_at: now_unix(),
-        unpacked_size: i64::try_from(unpacked_size.unwrap_or(0)).unwrap_or(i64::MAX),
-    };
-    let stored = row.clone();
-    d.db(move |s| s.insert_image(&stored)).await?;
-    tracing::info!(fingerprint, size, by = %caller.identity.user_name(), peer = %caller.conn.peer(), "image imported");
-    d.events.lifecycle(
-        "image-created",
-        &format!("/1.0/images/{fingerprint}"),
-        &caller.project,
-        caller,
-    );
-    let done = ImageUploadMetadata {
-        fingerprint: fingerprint.to_owned(),
-        size: i64::try_from(size).map_err(ApiError::internal)?,
-    };
-    serde_json::to_value(done).map_err(ApiError::internal)
+    .await?;
+    file.sync_all().map_err(ApiError::internal)?;
+    if size == 0 {
+        return Err(ApiError::BadRequest("The upload is empty".into()));
+    }
+    Ok((hex::encode(hasher.finalize()), size))
 }
 
 pub async fn delete(
@@ -319,9 +393,10 @@ pub async fn delete(
         .await;
     match result {
         Ok(in_use) => {
+            // Files without a row are removed at start-up if a kill comes first.
+            crate::failpoint::hit("image-delete:row-deleted");
             if !in_use {
-                let _ = std::fs::remove_file(images_dir(&d).join(&row.fingerprint));
-                let _ = rxd_image::remove::remove_tree(unpacked_dir(&d, &row.fingerprint));
+                crate::service::images::remove_files(&d, &row.fingerprint);
             }
             d.events.lifecycle(
                 "image-deleted",
@@ -334,6 +409,119 @@ pub async fn delete(
         Err(e) => op.finish(&d.events, Err(e.to_string())),
     }
     Ok(response::operation(op.url(), op.to_json()))
+}
+
+/// `POST /1.0/images/<fp>/refresh` (`lxc image refresh`): look for a newer version on the
+/// server the image was pulled from; the operation's metadata says whether it was replaced.
+pub async fn refresh(
+    State(d): State<Arc<Daemon>>,
+    caller: Caller,
+    Path(fp): Path<String>,
+) -> ApiResult<Response> {
+    let row = resolve(&d, &caller.project, &fp).await?;
+    if row.cache.update_source.is_empty() {
+        return Err(ApiError::BadRequest(
+            "The image was not pulled from an image server: nothing to refresh from".into(),
+        ));
+    }
+    let op = d.operations.start(
+        &d.events,
+        "Refreshing image",
+        &caller.project,
+        crate::operations::resources([(
+            "images",
+            vec![format!("/1.0/images/{}", row.fingerprint)],
+        )]),
+        false,
+    );
+    let (d2, op2) = (d.clone(), op.clone());
+    tokio::spawn(async move {
+        let result = crate::service::images::refresh(&d2, &caller, &row)
+            .await
+            .map(|refreshed| serde_json::json!({ "refreshed": refreshed }));
+        op2.finish(&d2.events, result.map_err(|e| e.to_string()));
+    });
+    Ok(response::operation(op.url(), op.to_json()))
+}
+
+/// The file name extension LXD gives an image file, from its first bytes (never its name).
+fn extension(path: &std::path::Path) -> ApiResult<&'static str> {
+    use std::io::Read;
+    let mut magic = [0u8; 6];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut magic))
+        .map_err(ApiError::internal)?;
+    let magic = &magic[..n];
+    Ok(if magic.starts_with(&[0x1f, 0x8b]) {
+        ".tar.gz"
+    } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        ".tar.xz"
+    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        ".tar.zst"
+    } else if magic.starts_with(b"hsqs") {
+        ".squashfs"
+    } else {
+        ".tar"
+    })
+}
+
+async fn file_stream(
+    path: &std::path::Path,
+) -> ApiResult<tokio_util::io::ReaderStream<tokio::fs::File>> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(tokio_util::io::ReaderStream::new(file))
+}
+
+/// `GET /1.0/images/<fp>/export`: the image's files as LXD sends them, so `lxc image export`
+/// (and another server's import) gets what was imported: a unified image as one
+/// `application/octet-stream` body, a split one as `multipart/form-data` with a `metadata`
+/// then a `rootfs` part.
+pub async fn export(
+    State(d): State<Arc<Daemon>>,
+    caller: Caller,
+    Path(fp): Path<String>,
+) -> ApiResult<Response> {
+    use futures_util::StreamExt;
+    let row = resolve(&d, &caller.project, &fp).await?;
+    let fp = row.fingerprint;
+    let (meta, rootfs) = (images_dir(&d).join(&fp), rootfs_path(&d, &fp));
+    let meta_ext = extension(&meta)?;
+    if !rootfs.exists() {
+        let size = std::fs::metadata(&meta).map_err(ApiError::internal)?.len();
+        return Response::builder()
+            .header("content-type", "application/octet-stream")
+            .header("content-length", size)
+            .header(
+                "content-disposition",
+                format!("inline;filename={fp}{meta_ext}"),
+            )
+            .body(Body::from_stream(file_stream(&meta).await?))
+            .map_err(ApiError::internal);
+    }
+    let rootfs_ext = extension(&rootfs)?;
+    let boundary = uuid::Uuid::new_v4().simple().to_string();
+    let head = |name: &str, filename: String| {
+        bytes::Bytes::from(format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        ))
+    };
+    let once =
+        |b: bytes::Bytes| futures_util::stream::once(async move { Ok::<_, std::io::Error>(b) });
+    let body = once(head("metadata", format!("meta-{fp}{meta_ext}")))
+        .chain(file_stream(&meta).await?)
+        .chain(once(bytes::Bytes::from_static(b"\r\n")))
+        .chain(once(head("rootfs", format!("{fp}{rootfs_ext}"))))
+        .chain(file_stream(&rootfs).await?)
+        .chain(once(bytes::Bytes::from(format!("\r\n--{boundary}--\r\n"))));
+    Response::builder()
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(Body::from_stream(body))
+        .map_err(ApiError::internal)
 }
 
 /// Alias names: like LXD's, free text without `/` or control characters, at most 255 bytes.

@@ -13,7 +13,6 @@ use crate::response::{self, check_if_match};
 use crate::service::instances::{
     allocator, config_of, confine, find, idmap_want, map_for, set_next_idmap, Keyed,
 };
-use crate::service::layout;
 use crate::state::Daemon;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -184,6 +183,9 @@ async fn update(
         (None, false) => row.ephemeral,
     };
     new_row.config = serde_json::to_string(&config).map_err(ApiError::internal)?;
+    // One transaction: the row (config, and the idmap block if it changes) is either the old
+    // one or the new one, whenever a kill comes.
+    crate::failpoint::hit("instance-update:checked");
     let block = if remap {
         let limit = crate::service::instances::idmap_limit(d, caller, &row.project);
         let allocate = hostids.map(|h| allocator(after, &h, &row.project, limit));
@@ -222,6 +224,7 @@ async fn update(
             .map_err(ApiError::BadRequest)?;
         None
     };
+    crate::failpoint::hit("instance-update:row-updated");
     if after.privileged && !before.privileged {
         tracing::warn!(instance = %row.name, "instance made privileged: root inside it will be root on the host");
     }
@@ -280,32 +283,7 @@ pub async fn post(
     let new_key = rxd_core::name::instance_key(&row.project, &new);
     let new_lock = d.runtime.action_lock(&new_key);
     let _new_guard = new_lock.lock().await;
-    // Writes in flight through the files API finish first: they hold the old name's lock, and
-    // once renamed the tree is guarded by the new name's.
-    let _writes = d.runtime.rootfs_lock(&key).write_owned().await;
-    let (from, to) = (
-        layout::instance_dir(&d, &key),
-        layout::instance_dir(&d, &new_key),
-    );
-    if to.exists() {
-        return Err(ApiError::Conflict(format!(
-            "Instance {new:?} already exists"
-        )));
-    }
-    std::fs::rename(&from, &to).map_err(ApiError::internal)?;
-    let (p, old, n) = (row.project.clone(), row.name.clone(), new.clone());
-    if let Err(e) = d.db(move |s| s.rename_instance(&p, &old, &n)).await {
-        let _ = std::fs::rename(&to, &from);
-        return Err(match e {
-            ApiError::Conflict(_) => ApiError::Conflict(format!("Instance {new:?} already exists")),
-            other => other,
-        });
-    }
-    if let Err(e) = crate::service::layout::rename_snapshots(&d, &key, &new_key) {
-        tracing::error!(from = %key, to = %new_key, error = %e, "could not move the snapshots");
-    }
-    d.runtime.rename_logs(&key, &new_key);
-    tracing::info!(from = %key, to = %new_key, "instance renamed");
+    crate::service::instances::rename(&d, &row, &new).await?;
     let url = format!("/1.0/instances/{new}");
     d.events
         .lifecycle("instance-renamed", &url, &row.project, &caller);

@@ -157,15 +157,15 @@ pub async fn post(
             "Only instances created from an image are supported".into(),
         ));
     }
-    // An image on another server (`lxc launch images:...`) or a copy or migration source: rxd
-    // cannot fetch it, and must not quietly use a local image that happens to share its name.
+    // A copy or migration source: rxd cannot take one yet, and must not quietly use a local
+    // image that happens to share its name. An image on another server is pulled.
     let source = &body.source;
-    if !source.server.is_empty() || !source.secret.is_empty() || !source.operation.is_empty() {
-        return Err(ApiError::BadRequest(format!(
-            "rxd cannot create instances from another server's images yet ({}): import the image and launch it by its local alias or fingerprint",
-            if source.server.is_empty() { "a migration source" } else { source.server.as_str() }
-        )));
+    if !source.secret.is_empty() || !source.operation.is_empty() || source.mode == "push" {
+        return Err(ApiError::BadRequest(
+            "rxd cannot create instances from a migration or copy source yet".into(),
+        ));
     }
+    let pull = !source.server.is_empty();
     if body.profiles.iter().any(|p| p != "default") {
         return Err(ApiError::BadRequest(
             "Only the default profile exists".into(),
@@ -176,7 +176,15 @@ pub async fn post(
     } else {
         body.source.alias.clone()
     };
-    let fingerprint = images::resolve_source(&d, &caller.project, &target).await?;
+    // A local image is resolved now (a missing one is refused at once); a remote one in the
+    // operation, where its download is waited for.
+    let local = if pull {
+        images::may_pull_from(&d, &caller, &body.source.server)?;
+        None
+    } else {
+        Some(images::resolve_source(&d, &caller.project, &target).await?)
+    };
+    let (server, protocol) = (body.source.server.clone(), body.source.protocol.clone());
     let hostids = d.hostids.ok_or_else(|| {
         ApiError::BadRequest("No subordinate ids for root in /etc/subuid and /etc/subgid: only privileged containers could run".into())
     })?;
@@ -200,7 +208,27 @@ pub async fn post(
         created_at: now_unix(),
     };
     tokio::spawn(async move {
-        let result = instances::create(&d2, row, config, fingerprint, hostids, &caller).await;
+        let fingerprint = match local {
+            Some(fingerprint) => Ok(fingerprint),
+            None => images::pull(
+                &d2,
+                &caller,
+                &images::Pull {
+                    server: &server,
+                    protocol: &protocol,
+                    name: &target,
+                },
+                images::Purpose::Instance,
+            )
+            .await
+            .map(|pulled| pulled.fingerprint),
+        };
+        let result = match fingerprint {
+            Ok(fingerprint) => {
+                instances::create(&d2, row, config, fingerprint, hostids, &caller).await
+            }
+            Err(e) => Err(e),
+        };
         op2.finish(
             &d2.events,
             result.map(|()| Value::Null).map_err(|e| e.to_string()),

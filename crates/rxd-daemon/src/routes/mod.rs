@@ -71,6 +71,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             "/1.0/images/{fingerprint}",
             get(images::get).delete(images::delete),
         )
+        .route("/1.0/images/{fingerprint}/export", get(images::export))
+        .route("/1.0/images/{fingerprint}/refresh", post(images::refresh))
         .route("/1.0/instances", get(instances::list).post(instances::post))
         .route(
             "/1.0/instances/{name}",

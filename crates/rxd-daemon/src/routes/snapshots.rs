@@ -14,7 +14,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::listing::ListQuery;
 use crate::response;
 use crate::service::instances::{find, Keyed};
-use crate::service::layout;
 use crate::service::snapshots::{find_snapshot, take, url, valid_name};
 use crate::state::Daemon;
 use axum::extract::{Path, Query, State};
@@ -180,25 +179,7 @@ pub async fn rename(
     let lock = d.runtime.action_lock(&row.key());
     let _guard = lock.lock().await;
     find_snapshot(&d, &row, &snap).await?;
-    let dir = layout::snapshots_dir(&d, &row.key());
-    let (from, to) = (dir.join(&snap), dir.join(&req.name));
-    if to.exists() {
-        return Err(ApiError::Conflict(format!(
-            "Snapshot {:?} already exists",
-            req.name
-        )));
-    }
-    std::fs::rename(&from, &to).map_err(ApiError::internal)?;
-    let (p, i, old, new) = (
-        row.project.clone(),
-        row.name.clone(),
-        snap.clone(),
-        req.name.clone(),
-    );
-    if let Err(e) = d.db(move |s| s.rename_snapshot(&p, &i, &old, &new)).await {
-        let _ = std::fs::rename(&to, &from);
-        return Err(e);
-    }
+    crate::service::snapshots::rename(&d, &row, &snap, &req.name).await?;
     let new_url = url(&row.name, &req.name);
     d.events
         .lifecycle("instance-snapshot-renamed", &new_url, &row.project, &caller);
@@ -214,21 +195,7 @@ pub async fn delete(
     let lock = d.runtime.action_lock(&row.key());
     let _guard = lock.lock().await;
     find_snapshot(&d, &row, &snap).await?;
-    let path = layout::snapshots_dir(&d, &row.key()).join(&snap);
-    let removed =
-        tokio::task::spawn_blocking(move || match rxd_image::remove::remove_tree(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        })
-        .await?
-        .map_err(ApiError::internal);
-    let result = match removed {
-        Ok(()) => {
-            let (p, i, n) = (row.project.clone(), row.name.clone(), snap.clone());
-            d.db(move |s| s.delete_snapshot(&p, &i, &n)).await
-        }
-        Err(e) => Err(e),
-    };
+    let result = crate::service::snapshots::remove(&d, &row, &snap).await;
     let snap_url = url(&row.name, &snap);
     if result.is_ok() {
         d.events.lifecycle(

@@ -5,6 +5,7 @@
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::service::images;
+use crate::service::intent::{self, Intent};
 use crate::service::layout;
 use crate::state::Daemon;
 use rxd_core::idmap::{decode_volatile, encode_volatile, Block, Want};
@@ -127,6 +128,13 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
         )));
     }
     let dir = layout::instance_dir(d, name);
+    // Say what is missing, rather than let the runtime fail on it with a bare errno.
+    if !std::fs::symlink_metadata(dir.join("rootfs")).is_ok_and(|m| m.is_dir()) {
+        return Err(ApiError::BadRequest(format!(
+            "The instance's root filesystem is missing ({}): restore a snapshot of it, or delete it and create it again",
+            dir.join("rootfs").display()
+        )));
+    }
     let last = config
         .get("volatile.last_state.idmap")
         .cloned()
@@ -163,6 +171,7 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
         // Held until the new map is recorded: a write must not be given the old map's ids.
         drop(exclusive);
     }
+    apply_templates(d, name, &row, &mut config, idmap).await?;
     if idmap.is_some() && d.hostids.is_none() {
         return Err(ApiError::BadRequest(
             "No subordinate ids for root: only privileged containers can run".into(),
@@ -202,10 +211,111 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
         crate::audit::privileged_start(&d.audit, &row.project, &row.name);
     }
     let init = d.runtime.start(&plan).await?;
+    crate::failpoint::hit("instance-start:started");
     tracing::info!(instance = %name, pid = init.pid, idmap = ?idmap, "container started");
     config.insert("volatile.idmap.current".into(), next);
     config.insert("volatile.last_state.power".into(), "RUNNING".into());
     save_config(d, name, &config).await
+}
+
+/// Render the image's templates (`metadata.yaml`) and write them into the root filesystem, as
+/// LXD does before each start: a trigger deferred at create (`volatile.apply_template`, then
+/// cleared), then `start`. Files are written through `rxd_image::rootfs` (confined to the root
+/// filesystem whatever links it holds); an existing file keeps its owner and mode, a new one is
+/// owned by the container's root, 0644, in directories made 0755.
+async fn apply_templates(
+    d: &Arc<Daemon>,
+    name: &InstanceKey,
+    row: &InstanceRow,
+    config: &mut BTreeMap<String, String>,
+    idmap: Option<IdMap>,
+) -> ApiResult<()> {
+    let deferred = config.get("volatile.apply_template").cloned();
+    let triggers: Vec<String> = deferred
+        .iter()
+        .cloned()
+        .chain(["start".to_owned()])
+        .collect();
+    let dir = layout::instance_dir(d, name);
+    let (root_uid, root_gid) = idmap.map_or((0, 0), |m| (m.uid, m.gid));
+    let (config_now, row_now) = (config.clone(), row.clone());
+    // Host-side writes into the tree: shared with the files API, never during a remap.
+    let _writes = d.runtime.rootfs_lock(name).read_owned().await;
+    let written = tokio::task::spawn_blocking(move || {
+        use rxd_image::template;
+        let Some(metadata) = template::instance_metadata(&dir)? else {
+            return Ok(0);
+        };
+        let instance = template::Instance {
+            name: &row_now.name,
+            architecture: &row_now.architecture,
+            ephemeral: row_now.ephemeral,
+            privileged: instance_config::flag(&config_now, "security.privileged"),
+            config: &config_now,
+        };
+        let rootfs = rxd_image::rootfs::Rootfs::open(&dir.join("rootfs"))
+            .map_err(|e| rxd_image::ImageError::Template(e.to_string()))?;
+        let mut written = 0;
+        for trigger in &triggers {
+            for file in template::render(&dir, &metadata, trigger, &instance)? {
+                if write_template(&rootfs, &file, root_uid, root_gid).map_err(|e| {
+                    rxd_image::ImageError::Template(format!("writing {}: {e}", file.path))
+                })? {
+                    written += 1;
+                }
+            }
+        }
+        Ok::<_, rxd_image::ImageError>(written)
+    })
+    .await?
+    .map_err(|e| {
+        tracing::warn!(instance = %name, error = %e, "image templates not applied");
+        ApiError::BadRequest(format!("Failed to apply the image's templates: {e}"))
+    })?;
+    if written > 0 {
+        tracing::info!(instance = %name, files = written, "image templates applied");
+    }
+    if deferred.is_some() {
+        config.remove("volatile.apply_template");
+        save_config(d, name, config).await?;
+    }
+    Ok(())
+}
+
+/// Write one rendered template; false when it was left alone (`create_only` and present, or
+/// something other than a regular file is there).
+fn write_template(
+    rootfs: &rxd_image::rootfs::Rootfs,
+    file: &rxd_image::template::Rendered,
+    uid: u32,
+    gid: u32,
+) -> Result<bool, rxd_image::rootfs::FileError> {
+    use rxd_image::rootfs::{Entry, FileError};
+    use std::io::Write;
+    let (uid, gid, mode) = match rootfs.get(&file.path) {
+        Ok(Entry::File(_, meta, _)) if !file.create_only => (meta.uid, meta.gid, meta.mode),
+        Ok(_) => return Ok(false),
+        Err(FileError::NotFound) => {
+            let mut parent = String::new();
+            let components: Vec<&str> = file.path.split('/').filter(|c| !c.is_empty()).collect();
+            for c in &components[..components.len().saturating_sub(1)] {
+                parent.push('/');
+                parent.push_str(c);
+                match rootfs.mkdir(&parent, uid, gid, 0o755) {
+                    // A link (to a directory, say /var/run → /run): followed when the file is
+                    // made, inside the root filesystem.
+                    Err(FileError::Io(e)) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    other => other?,
+                }
+            }
+            (uid, gid, 0o644)
+        }
+        Err(e) => return Err(e),
+    };
+    let mut upload = rootfs.upload(&file.path, uid, gid, mode, false)?;
+    upload.file().write_all(file.content.as_bytes())?;
+    upload.commit()?;
+    Ok(true)
 }
 
 /// An unprivileged container's root is an ordinary host user: it must be able to traverse every
@@ -260,6 +370,7 @@ pub async fn stop(
     restarting: bool,
 ) -> ApiResult<()> {
     halt(d, name, force, timeout).await?;
+    crate::failpoint::hit("instance-stop:ended");
     let why = if restarting { Why::Restart } else { Why::Stop };
     stopped(d, name, why).await.map(drop)
 }
@@ -387,7 +498,7 @@ enum Why {
 
 /// Book-keeping once a container's init is gone; says how it ended.
 /// An ephemeral instance is deleted once it stops, unless it is being restarted.
-async fn stopped(d: &Daemon, name: &InstanceKey, why: Why) -> ApiResult<rxd_runtime::Ending> {
+async fn stopped(d: &Arc<Daemon>, name: &InstanceKey, why: Why) -> ApiResult<rxd_runtime::Ending> {
     d.runtime.forget(name);
     let ending = d.runtime.clean_up(name).await?;
     let restarting =
@@ -397,17 +508,11 @@ async fn stopped(d: &Daemon, name: &InstanceKey, why: Why) -> ApiResult<rxd_runt
     }
     if let Ok(row) = by_key(d, name).await {
         if row.ephemeral && !restarting {
-            let dir = layout::instance_dir(d, name);
-            tokio::task::spawn_blocking(move || rxd_image::remove::remove_tree(dir))
-                .await?
-                .map_err(ApiError::internal)?;
-            layout::remove_snapshots(d, name).map_err(ApiError::internal)?;
-            let (p, n) = (row.project.clone(), row.name.clone());
-            d.db(move |s| s.delete_instance(&p, &n)).await?;
-            d.runtime.remove_logs(name);
+            remove(d, &row).await?;
             tracing::info!(instance = %name, "ephemeral container stopped and deleted");
             return Ok(ending);
         }
+        crate::failpoint::hit("instance-stop:cleaned-up");
         let mut config = config_of(&row);
         config.remove("volatile.idmap.current");
         let power = if why == Why::HostShutdown {
@@ -424,74 +529,8 @@ async fn stopped(d: &Daemon, name: &InstanceKey, why: Why) -> ApiResult<rxd_runt
 
 /// A create that did not finish: the row is recorded first with an empty config and the config
 /// stored last, after the root filesystem is in place, so only an interrupted create leaves one.
-fn create_unfinished(row: &InstanceRow) -> bool {
+pub fn create_unfinished(row: &InstanceRow) -> bool {
     row.config.is_empty()
-}
-
-/// At start-up: undo what a daemon killed in the middle of a create left behind (the row, the
-/// root filesystem if it was already in place, the unpacker's staging directories), then find
-/// the containers still running from before.
-pub async fn recover(d: &Arc<Daemon>) {
-    let rows = match d.db(|s| s.all_instances()).await {
-        Ok(rows) => rows,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not list instances to recover");
-            return;
-        }
-    };
-    let (unfinished, rows): (Vec<InstanceRow>, Vec<InstanceRow>) =
-        rows.into_iter().partition(create_unfinished);
-    let mut undone = Vec::new();
-    for row in unfinished {
-        let dir = layout::instance_dir(d, &row.key());
-        let removed =
-            tokio::task::spawn_blocking(move || rxd_image::remove::remove_tree(&dir)).await;
-        if let Ok(Err(e)) | Err(e) = removed.map_err(std::io::Error::other) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::error!(instance = %row.name, project = %row.project, error = %e, "cannot remove an unfinished instance's files; its record stays");
-                continue;
-            }
-        }
-        let (p, n) = (row.project.clone(), row.name.clone());
-        match d.db(move |s| s.delete_instance(&p, &n)).await {
-            Ok(()) => undone.push(format!("{}/{}", row.project, row.name)),
-            Err(e) => {
-                tracing::error!(instance = %row.name, project = %row.project, error = %e, "cannot remove an unfinished instance's record")
-            }
-        }
-    }
-    let staging = remove_staging(&d.dir.join("containers"));
-    if !undone.is_empty() || staging > 0 {
-        let message = format!(
-            "rxd stopped in the middle of creating {} instance(s) ({}) and removed what it had made, with {staging} unpacking director(ies); create them again",
-            undone.len(),
-            undone.join(", ")
-        );
-        tracing::warn!("{message}");
-        crate::sync::lock(&d.warnings).record(rxd_core::warnings::WarningKind::Recovered, message);
-    }
-    let names: Vec<String> = rows.iter().map(|r| r.key().to_string()).collect();
-    d.runtime.recover(&names).await;
-}
-
-/// Remove the unpacker's staging directories (`.unpack-*`) left in `containers`: an unpack
-/// renames its directory into place only when it succeeds, so any left at start-up are from
-/// a daemon killed while unpacking. Returns how many went.
-fn remove_staging(containers: &std::path::Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(containers) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".unpack-"))
-        .filter(|e| match rxd_image::remove::remove_tree(e.path()) {
-            Ok(()) => true,
-            Err(err) => {
-                tracing::error!(path = %e.path().display(), error = %err, "cannot remove an unpacking directory left by a killed daemon");
-                false
-            }
-        })
-        .count()
 }
 
 /// Notice containers that end by themselves (halted from inside, or killed), and tidy up.
@@ -606,6 +645,8 @@ pub async fn create(
         .ok_or_else(|| ApiError::NotFound("Image not found".into()))?;
     row.architecture = image.architecture.clone();
     config.insert("volatile.base_image".into(), fingerprint.clone());
+    // The image's `create` templates are applied at the first start, as LXD does.
+    config.insert("volatile.apply_template".into(), "create".into());
     // Every instance unpacks its image again: refuse one that cannot fit before recording it.
     let budget = images::UnpackBudget::of(d, &row.project).await?;
     budget.check_known(u64::try_from(image.unpacked_size).unwrap_or(0))?;
@@ -646,7 +687,8 @@ pub async fn create(
     // Unpack the image with ownership shifted to the map; undo the record on any failure.
     let containers = d.dir.join("containers");
     let dest = layout::instance_dir(d, &row.key());
-    let tarball = d.dir.join("images").join(&fingerprint);
+    let tarball = images::images_dir(d).join(&fingerprint);
+    let rootfs_file = images::rootfs_path(d, &fingerprint);
     let shift = map.map(|m| rxd_image::IdShift {
         uid_base: m.uid,
         gid_base: m.gid,
@@ -661,7 +703,11 @@ pub async fn create(
                     source: e,
                 })?;
         }
-        rxd_image::unpack(&tarball, &dest, shift.as_ref(), &limits)
+        if rootfs_file.exists() {
+            rxd_image::unpack_split(&tarball, &rootfs_file, &dest, shift.as_ref(), &limits)
+        } else {
+            rxd_image::unpack(&tarball, &dest, shift.as_ref(), &limits)
+        }
     })
     .await?;
     let stored_config = serde_json::to_string(&config).unwrap_or_else(|_| "{}".into());
@@ -672,11 +718,9 @@ pub async fn create(
     let saved = match unpacked {
         Ok(u) => {
             let bytes = i64::try_from(u.bytes).unwrap_or(i64::MAX);
-            d.db(move |s| {
-                s.update_instance_config(&project, &name, &stored_config)?;
-                s.set_instance_rootfs_size(&project, &name, bytes)
-            })
-            .await
+            let (fp, now) = (fingerprint.clone(), crate::sync::now_unix());
+            d.db(move |s| s.finish_create(&project, &name, &stored_config, bytes, &fp, now))
+                .await
         }
         Err(e) => Err(match budget.refusal(e) {
             ApiError::BadRequest(m) => {
@@ -794,29 +838,92 @@ pub async fn stopped_guard(
 /// Delete a stopped instance (its action lock held by the caller, see [`stopped_guard`]): its
 /// root filesystem, snapshots, record and logs. Refused while `security.protection.delete` is
 /// set, with LXD's words (it guards only this: snapshots, renames and restores go on).
+///
+/// Steps: intent recorded; directories moved aside (one rename each, so nothing half-removed
+/// is ever listed); rows deleted; intent ended; directories and logs removed. Recovery finishes
+/// the delete from the intent; directories left aside are removed at start-up.
 pub async fn remove(d: &Arc<Daemon>, row: &InstanceRow) -> ApiResult<()> {
     if flag(&config_of(row), "security.protection.delete") {
         return Err(ApiError::BadRequest("Container is protected".into()));
     }
     let key = row.key();
-    let dir = layout::instance_dir(d, &key);
     // Writes in flight through the files API finish before the tree goes.
     let writes = d.runtime.rootfs_lock(&key).write_owned().await;
-    // remove_tree does not follow the symlinks inside the root filesystem, and removes any depth.
-    let d2 = d.clone();
-    let name = key.clone();
-    tokio::task::spawn_blocking(move || {
-        match rxd_image::remove::remove_tree(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }?;
-        layout::remove_snapshots(&d2, &name)
-    })
-    .await?
-    .map_err(ApiError::internal)?;
-    let (p, n) = (row.project.clone(), row.name.clone());
-    d.db(move |s| s.delete_instance(&p, &n)).await?;
+    let pending = intent::begin(
+        d,
+        &Intent::InstanceDelete {
+            project: row.project.clone(),
+            name: row.name.clone(),
+        },
+    )
+    .await?;
+    crate::failpoint::hit("instance-delete:intent-recorded");
+    let aside = match layout::move_aside(&layout::instance_dirs(d, &key)) {
+        Ok(aside) => aside,
+        Err(e) => {
+            pending.end(d).await?;
+            return Err(ApiError::internal(e));
+        }
+    };
+    crate::failpoint::hit("instance-delete:moved-aside");
+    let (p, n, id) = (row.project.clone(), row.name.clone(), pending.into_id());
+    if let Err(e) = d.db(move |s| s.delete_instance_ending(&p, &n, id)).await {
+        aside.restore().map_err(ApiError::internal)?;
+        d.db(move |s| s.end_intent(id)).await?;
+        return Err(e);
+    }
+    crate::failpoint::hit("instance-delete:row-deleted");
     d.runtime.remove_logs(&key);
     drop(writes);
+    let removed = tokio::task::spawn_blocking(move || aside.remove()).await?;
+    if let Err(e) = removed {
+        // The instance is gone; its files are under a hidden name start-up removes.
+        tracing::error!(instance = %key, error = %e, "could not remove a deleted instance's files");
+    }
+    Ok(())
+}
+
+/// Rename a stopped instance (the action locks of both names held by the caller).
+///
+/// Steps: intent recorded; directories moved (root filesystem, then snapshots); row renamed;
+/// logs moved; intent ended. Recovery finishes the rename if the row moved, else undoes it.
+pub async fn rename(d: &Arc<Daemon>, row: &InstanceRow, new: &str) -> ApiResult<()> {
+    let key = row.key();
+    let new_key = InstanceKey::new(&row.project, new);
+    // Writes in flight through the files API finish first: they hold the old name's lock, and
+    // once renamed the tree is guarded by the new name's.
+    let _writes = d.runtime.rootfs_lock(&key).write_owned().await;
+    let exists = || ApiError::Conflict(format!("Instance {new:?} already exists"));
+    if layout::instance_dir(d, &new_key).exists() {
+        return Err(exists());
+    }
+    let pending = intent::begin(
+        d,
+        &Intent::InstanceRename {
+            project: row.project.clone(),
+            from: row.name.clone(),
+            to: new.to_owned(),
+        },
+    )
+    .await?;
+    crate::failpoint::hit("instance-rename:intent-recorded");
+    if let Err(e) = layout::move_instance(d, &key, &new_key) {
+        pending.end(d).await?;
+        return Err(ApiError::internal(e));
+    }
+    crate::failpoint::hit("instance-rename:moved");
+    let (p, old, n) = (row.project.clone(), row.name.clone(), new.to_owned());
+    if let Err(e) = d.db(move |s| s.rename_instance(&p, &old, &n)).await {
+        layout::move_instance(d, &new_key, &key).map_err(ApiError::internal)?;
+        pending.end(d).await?;
+        return Err(match e {
+            ApiError::Conflict(_) => exists(),
+            other => other,
+        });
+    }
+    crate::failpoint::hit("instance-rename:row-renamed");
+    d.runtime.rename_logs(&key, &new_key);
+    pending.end(d).await?;
+    tracing::info!(from = %key, to = %new_key, "instance renamed");
     Ok(())
 }

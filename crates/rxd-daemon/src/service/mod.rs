@@ -4,5 +4,7 @@
 pub mod access;
 pub mod images;
 pub mod instances;
+pub mod intent;
 pub mod layout;
+pub mod recovery;
 pub mod snapshots;

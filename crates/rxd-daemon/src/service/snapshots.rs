@@ -9,6 +9,7 @@ use crate::operations::Op;
 use crate::service::instances::{
     by_key, config_of, confine, find, save_config, start, stop, Keyed,
 };
+use crate::service::intent::{self, Intent};
 use crate::service::layout;
 use crate::state::Daemon;
 use crate::sync::now_unix;
@@ -74,6 +75,10 @@ async fn copy(from: PathBuf, to: PathBuf) -> ApiResult<u64> {
 }
 
 /// Take a snapshot of the instance with runtime key `instance`.
+///
+/// Steps: intent recorded; container frozen (if running); root filesystem copied into a hidden
+/// directory; thawed; copy renamed into place; row recorded; intent ended. Recovery thaws the
+/// container if the snapshot froze it and removes a snapshot directory without a row.
 pub async fn take(
     d: &Arc<Daemon>,
     instance: &InstanceKey,
@@ -87,18 +92,63 @@ pub async fn take(
         .mode(0o700)
         .create(&dir)
         .map_err(ApiError::internal)?;
+    // One moment of a running container: its processes stay frozen while the copy is made.
+    let freeze = d.runtime.init(instance).is_some() && !d.runtime.frozen(instance);
+    let pending = intent::begin(
+        d,
+        &Intent::SnapshotCreate {
+            project: row.project.clone(),
+            instance: row.name.clone(),
+            snapshot: snap.to_owned(),
+            froze: freeze,
+        },
+    )
+    .await?;
+    let taken = copy_into_place(d, instance, &dir, snap, freeze).await;
+    crate::failpoint::hit("snapshot-create:placed");
+    let recorded = match taken {
+        Ok(()) => {
+            let snap_row = SnapshotRow {
+                project: row.project.clone(),
+                instance: row.name.clone(),
+                name: snap.into(),
+                config: row.config.clone(),
+                created_at: now_unix(),
+                expires_at,
+            };
+            let recorded = d.db(move |s| s.create_snapshot(&snap_row)).await;
+            if recorded.is_err() {
+                let _ = rxd_image::remove::remove_tree(dir.join(snap));
+            }
+            recorded
+        }
+        Err(e) => Err(e),
+    };
+    crate::failpoint::hit("snapshot-create:row-recorded");
+    pending.end(d).await?;
+    recorded
+}
+
+/// Copy the instance's root filesystem (frozen if `freeze`) to `dir/snap`, by way of a hidden
+/// directory renamed into place once complete; nothing is left if it fails.
+async fn copy_into_place(
+    d: &Arc<Daemon>,
+    instance: &InstanceKey,
+    dir: &std::path::Path,
+    snap: &str,
+    freeze: bool,
+) -> ApiResult<()> {
     let temp = dir.join(format!(".new-{}", uuid::Uuid::new_v4().simple()));
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&temp)
         .map_err(ApiError::internal)?;
-    // One moment of a running container: its processes stay frozen while the copy is made.
-    let freeze = d.runtime.init(instance).is_some() && !d.runtime.frozen(instance);
     if freeze {
         if let Err(e) = d.runtime.freeze(instance, true).await {
             let _ = rxd_image::remove::remove_tree(&temp);
             return Err(e.into());
         }
+        crate::failpoint::hit("snapshot-create:frozen");
     }
     let copied = copy(
         layout::instance_dir(d, instance).join("rootfs"),
@@ -111,25 +161,99 @@ pub async fn take(
         }
     }
     let placed = copied.and_then(|entries| {
-        std::fs::rename(&temp, dir.join(snap)).map_err(ApiError::internal)?;
+        rxd_image::durable::publish(&temp, &dir.join(snap)).map_err(ApiError::internal)?;
         tracing::info!(instance = %instance, snapshot = %snap, entries, "snapshot taken");
         Ok(())
     });
-    if let Err(e) = placed {
+    if placed.is_err() {
         let _ = rxd_image::remove::remove_tree(&temp);
+    }
+    placed
+}
+
+/// Rename a snapshot (the instance's action lock held by the caller).
+///
+/// Steps: intent recorded; directory renamed; row renamed; intent ended. Recovery finishes it
+/// if the row moved, else undoes it.
+pub async fn rename(
+    d: &Arc<Daemon>,
+    row: &rxd_store::InstanceRow,
+    snap: &str,
+    new: &str,
+) -> ApiResult<()> {
+    let dir = layout::snapshots_dir(d, &row.key());
+    let (from, to) = (dir.join(snap), dir.join(new));
+    let exists = || ApiError::Conflict(format!("Snapshot {new:?} already exists"));
+    if to.exists() {
+        return Err(exists());
+    }
+    let pending = intent::begin(
+        d,
+        &Intent::SnapshotRename {
+            project: row.project.clone(),
+            instance: row.name.clone(),
+            from: snap.to_owned(),
+            to: new.to_owned(),
+        },
+    )
+    .await?;
+    if let Err(e) = layout::move_once(&from, &to) {
+        pending.end(d).await?;
+        return Err(ApiError::internal(e));
+    }
+    crate::failpoint::hit("snapshot-rename:moved");
+    let (p, i, old, n) = (
+        row.project.clone(),
+        row.name.clone(),
+        snap.to_owned(),
+        new.to_owned(),
+    );
+    if let Err(e) = d.db(move |s| s.rename_snapshot(&p, &i, &old, &n)).await {
+        layout::move_once(&to, &from).map_err(ApiError::internal)?;
+        pending.end(d).await?;
+        return Err(match e {
+            ApiError::Conflict(_) => exists(),
+            other => other,
+        });
+    }
+    crate::failpoint::hit("snapshot-rename:row-renamed");
+    pending.end(d).await
+}
+
+/// Delete a snapshot (the instance's action lock held by the caller).
+///
+/// Steps: intent recorded; directory moved aside; row deleted; intent ended; directory removed.
+/// Recovery finishes the delete.
+pub async fn remove(d: &Arc<Daemon>, row: &rxd_store::InstanceRow, snap: &str) -> ApiResult<()> {
+    let pending = intent::begin(
+        d,
+        &Intent::SnapshotDelete {
+            project: row.project.clone(),
+            instance: row.name.clone(),
+            snapshot: snap.to_owned(),
+        },
+    )
+    .await?;
+    let path = layout::snapshots_dir(d, &row.key()).join(snap);
+    let aside = match layout::move_aside(&[path]) {
+        Ok(aside) => aside,
+        Err(e) => {
+            pending.end(d).await?;
+            return Err(ApiError::internal(e));
+        }
+    };
+    crate::failpoint::hit("snapshot-delete:moved-aside");
+    let (p, i, n) = (row.project.clone(), row.name.clone(), snap.to_owned());
+    if let Err(e) = d.db(move |s| s.delete_snapshot(&p, &i, &n)).await {
+        aside.restore().map_err(ApiError::internal)?;
+        pending.end(d).await?;
         return Err(e);
     }
-    let snap_row = SnapshotRow {
-        project: row.project.clone(),
-        instance: row.name.clone(),
-        name: snap.into(),
-        config: row.config.clone(),
-        created_at: now_unix(),
-        expires_at,
-    };
-    if let Err(e) = d.db(move |s| s.create_snapshot(&snap_row)).await {
-        let _ = rxd_image::remove::remove_tree(dir.join(snap));
-        return Err(e);
+    crate::failpoint::hit("snapshot-delete:row-deleted");
+    pending.end(d).await?;
+    let removed = tokio::task::spawn_blocking(move || aside.remove()).await?;
+    if let Err(e) = removed {
+        tracing::error!(instance = %row.name, snapshot = %snap, error = %e, "could not remove a deleted snapshot's files");
     }
     Ok(())
 }
@@ -202,57 +326,96 @@ async fn put_back(d: &Arc<Daemon>, instance: &InstanceKey, snap: &SnapshotRow) -
     result
 }
 
+/// Put the snapshot's files in place of the instance's root filesystem.
+///
+/// Steps: snapshot copied into a hidden directory; intent recorded (with that copy's inode);
+/// the copy and the root filesystem exchanged in one `renameat2(RENAME_EXCHANGE)`; the map the
+/// files now carry recorded; intent ended; the old tree removed. Recovery tells whether the
+/// exchange happened from the root filesystem's inode, and finishes or undoes it.
 async fn swap_in(d: &Arc<Daemon>, instance: &InstanceKey, snap: &SnapshotRow) -> ApiResult<()> {
     // No host-side write into the tree while it is replaced.
     let _exclusive = d.runtime.rootfs_lock(instance).write_owned().await;
     let dir = layout::instance_dir(d, instance);
-    let id = uuid::Uuid::new_v4().simple();
-    let (fresh, old) = (
-        dir.join(format!(".rootfs-restore-{id}")),
-        dir.join(format!(".rootfs-old-{id}")),
-    );
+    let staged_name = format!(".rootfs-restore-{}", uuid::Uuid::new_v4().simple());
+    let staged = dir.join(&staged_name);
     copy(
         layout::snapshots_dir(d, instance)
             .join(&snap.name)
             .join("rootfs"),
-        fresh.clone(),
+        staged.clone(),
     )
     .await?;
-    let rootfs = dir.join("rootfs");
-    if let Err(e) = std::fs::rename(&rootfs, &old) {
-        let _ = rxd_image::remove::remove_tree(&fresh);
-        return Err(ApiError::internal(e));
-    }
-    if let Err(e) = std::fs::rename(&fresh, &rootfs) {
-        let _ = std::fs::rename(&old, &rootfs);
-        let _ = rxd_image::remove::remove_tree(&fresh);
-        return Err(ApiError::internal(e));
-    }
-    // The files now carry the snapshot's ids: record that map, so the next start re-shifts
-    // them to the instance's map if it differs. (If this fails, the old tree is put back.)
+    crate::failpoint::hit("snapshot-restore:copied");
+    let drop_staged = |staged: PathBuf| async move {
+        let _ = tokio::task::spawn_blocking(move || rxd_image::remove::remove_tree(staged)).await;
+    };
+    let inode = match std::fs::symlink_metadata(&staged) {
+        Ok(m) => std::os::unix::fs::MetadataExt::ino(&m),
+        Err(e) => {
+            drop_staged(staged).await;
+            return Err(ApiError::internal(e));
+        }
+    };
+    // The files now carry the snapshot's ids: that map is recorded with them, so the next
+    // start re-shifts them to the instance's map if it differs.
     let snap_config: BTreeMap<String, String> =
         serde_json::from_str(&snap.config).unwrap_or_default();
-    let row = by_key(d, instance).await?;
-    let mut config = config_of(&row);
-    config.insert(
-        "volatile.last_state.idmap".into(),
-        snap_config
-            .get("volatile.last_state.idmap")
-            .cloned()
-            .unwrap_or_else(|| "[]".into()),
-    );
-    if let Err(e) = save_config(d, instance, &config).await {
-        let (rootfs, old) = (rootfs.clone(), old.clone());
-        tokio::task::spawn_blocking(move || {
-            let _ = rxd_image::remove::remove_tree(&rootfs);
-            let _ = std::fs::rename(&old, &rootfs);
-        })
-        .await?;
+    let idmap = snap_config
+        .get("volatile.last_state.idmap")
+        .cloned()
+        .unwrap_or_else(|| "[]".into());
+    let pending = match intent::begin(
+        d,
+        &Intent::SnapshotRestore {
+            project: snap.project.clone(),
+            instance: snap.instance.clone(),
+            snapshot: snap.name.clone(),
+            staged: staged_name,
+            inode,
+            idmap: idmap.clone(),
+        },
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            drop_staged(staged).await;
+            return Err(e);
+        }
+    };
+    let rootfs = dir.join("rootfs");
+    if let Err(e) = rxd_image::durable::sync_tree(&staged).and_then(|()| exchange(&staged, &rootfs))
+    {
+        drop_staged(staged).await;
+        pending.end(d).await?;
+        return Err(ApiError::internal(e));
+    }
+    crate::failpoint::hit("snapshot-restore:swapped");
+    if let Err(e) = record_idmap(d, instance, &idmap).await {
+        // Put the old tree back: its map is the one still recorded.
+        exchange(&staged, &rootfs).map_err(ApiError::internal)?;
+        drop_staged(staged).await;
+        pending.end(d).await?;
         return Err(e);
     }
-    tokio::task::spawn_blocking(move || rxd_image::remove::remove_tree(old))
-        .await?
-        .map_err(ApiError::internal)?;
+    crate::failpoint::hit("snapshot-restore:recorded");
+    pending.end(d).await?;
+    drop_staged(staged).await;
     tracing::info!(instance = %instance, snapshot = %snap.name, "snapshot restored");
     Ok(())
+}
+
+/// Exchange two directories atomically: at every moment each name holds one whole tree.
+fn exchange(a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()> {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE)?;
+    rxd_image::durable::sync_dir(b.parent().unwrap_or(std::path::Path::new(".")))
+}
+
+/// Record the map the instance's files carry (`volatile.last_state.idmap`).
+pub async fn record_idmap(d: &Daemon, instance: &InstanceKey, idmap: &str) -> ApiResult<()> {
+    let row = by_key(d, instance).await?;
+    let mut config = config_of(&row);
+    config.insert("volatile.last_state.idmap".into(), idmap.to_owned());
+    save_config(d, instance, &config).await
 }

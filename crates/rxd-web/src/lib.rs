@@ -1,9 +1,8 @@
-//! One-shot HTTP/1.1 requests to absolute URLs, for talking to a Candid discharger: plain `http`
-//! (a discharger on the same host, or tests), or `https` verified against the system's root
-//! certificates. One connection per request; bodies are bounded.
-
-use super::CandidError;
-use crate::query_escape;
+//! One-shot HTTP/1.1 requests to absolute URLs, for talking to ordinary web servers (a Candid
+//! discharger, an image server): plain `http` where the caller allows it (a discharger on the
+//! same host, or tests), or `https` verified against the system's root certificates. One
+//! connection per request; bodies are bounded, or streamed to the caller with a stall timeout.
+#![forbid(unsafe_code)]
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
@@ -12,6 +11,37 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::ClientConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("cannot reach {url}: {reason}")]
+    Network { url: String, reason: String },
+    #[error("no reply from {url} in time")]
+    Timeout { url: String },
+    #[error("invalid URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    /// The TLS configuration could not be built (no trusted roots, say).
+    #[error("{0}")]
+    Tls(String),
+    #[error("{url} sent more than {limit} bytes")]
+    TooLarge { url: String, limit: u64 },
+    /// What the downloaded bytes were handed to refused them.
+    #[error("{url}: {reason}")]
+    Sink { url: String, reason: String },
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub fn query_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
 
 /// How long establishing a connection (TCP and TLS) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,13 +73,13 @@ impl WebClient {
         }
     }
 
-    fn tls(&self) -> Result<Arc<ClientConfig>, CandidError> {
+    fn tls(&self) -> Result<Arc<ClientConfig>, WebError> {
         self.tls
             .get_or_init(|| {
                 rxd_tls::client::web_client_config(&self.extra_cas).map_err(|e| e.to_string())
             })
             .clone()
-            .map_err(CandidError::Tls)
+            .map_err(WebError::Tls)
     }
 
     /// Send one request to `url` and read the whole reply, all within `timeout`.
@@ -60,10 +90,10 @@ impl WebClient {
         headers: &[(&str, &str)],
         body: Option<(&str, Vec<u8>)>,
         timeout: Duration,
-    ) -> Result<WebReply, CandidError> {
+    ) -> Result<WebReply, WebError> {
         match tokio::time::timeout(timeout, self.exchange(method, url, headers, body)).await {
             Ok(r) => r,
-            Err(_) => Err(CandidError::Timeout { url: url.into() }),
+            Err(_) => Err(WebError::Timeout { url: url.into() }),
         }
     }
 
@@ -73,9 +103,81 @@ impl WebClient {
         url: &str,
         headers: &[(&str, &str)],
         body: Option<(&str, Vec<u8>)>,
-    ) -> Result<WebReply, CandidError> {
+    ) -> Result<WebReply, WebError> {
+        let resp = self.send(method, url, headers, body).await?;
+        let (parts, body) = resp.into_parts();
+        let body = Limited::new(body, MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| WebError::Network {
+                url: url.into(),
+                reason: format!("reading the reply: {e}"),
+            })?
+            .to_bytes();
+        Ok(WebReply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// `GET url`, its body handed to `each` chunk by chunk as it arrives: at most `limit`
+    /// bytes, and no more than `stall` without one (the whole exchange has no other bound, so
+    /// a large download may take as long as it keeps moving). The body of a reply that is not
+    /// 2xx is not read. Returns the status, the headers and how many bytes were handed on.
+    pub async fn download(
+        &self,
+        url: &str,
+        limit: u64,
+        stall: Duration,
+        mut each: impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(u16, HeaderMap, u64), WebError> {
+        let resp = tokio::time::timeout(stall, self.send(Method::GET, url, &[], None))
+            .await
+            .map_err(|_| WebError::Timeout { url: url.into() })??;
+        let (parts, mut body) = resp.into_parts();
+        let status = parts.status.as_u16();
+        if !(200..300).contains(&status) {
+            return Ok((status, parts.headers, 0));
+        }
+        let mut size: u64 = 0;
+        loop {
+            let frame = match tokio::time::timeout(stall, body.frame()).await {
+                Err(_) => return Err(WebError::Timeout { url: url.into() }),
+                Ok(None) => break,
+                Ok(Some(frame)) => frame.map_err(|e| WebError::Network {
+                    url: url.into(),
+                    reason: format!("reading the reply: {e}"),
+                })?,
+            };
+            let Ok(chunk) = frame.into_data() else {
+                continue;
+            };
+            size += chunk.len() as u64;
+            if size > limit {
+                return Err(WebError::TooLarge {
+                    url: url.into(),
+                    limit,
+                });
+            }
+            each(&chunk).map_err(|reason| WebError::Sink {
+                url: url.into(),
+                reason,
+            })?;
+        }
+        Ok((status, parts.headers, size))
+    }
+
+    /// Connect and send one request; the reply's head has been read.
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<http::Response<hyper::body::Incoming>, WebError> {
         let target = Target::parse(url)?;
-        let net = |reason: String| CandidError::Network {
+        let net = |reason: String| WebError::Network {
             url: url.into(),
             reason,
         };
@@ -84,19 +186,18 @@ impl WebClient {
             tokio::net::TcpStream::connect((target.host.as_str(), target.port)),
         )
         .await
-        .map_err(|_| CandidError::Timeout { url: url.into() })?
+        .map_err(|_| WebError::Timeout { url: url.into() })?
         .map_err(|e| net(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
         let mut sender = if target.tls {
-            let name =
-                ServerName::try_from(target.host.clone()).map_err(|e| CandidError::BadUrl {
-                    url: url.into(),
-                    reason: e.to_string(),
-                })?;
+            let name = ServerName::try_from(target.host.clone()).map_err(|e| WebError::BadUrl {
+                url: url.into(),
+                reason: e.to_string(),
+            })?;
             let connector = tokio_rustls::TlsConnector::from(self.tls()?);
             let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
                 .await
-                .map_err(|_| CandidError::Timeout { url: url.into() })?
+                .map_err(|_| WebError::Timeout { url: url.into() })?
                 .map_err(|e| net(format!("TLS: {e}")))?;
             handshake(stream).await.map_err(net)?
         } else {
@@ -117,27 +218,14 @@ impl WebClient {
             }
             None => Bytes::new(),
         };
-        let req = req
-            .body(Full::new(payload))
-            .map_err(|e| CandidError::BadUrl {
-                url: url.into(),
-                reason: e.to_string(),
-            })?;
-        let resp = sender
+        let req = req.body(Full::new(payload)).map_err(|e| WebError::BadUrl {
+            url: url.into(),
+            reason: e.to_string(),
+        })?;
+        sender
             .send_request(req)
             .await
-            .map_err(|e| net(e.to_string()))?;
-        let (parts, body) = resp.into_parts();
-        let body = Limited::new(body, MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| net(format!("reading the reply: {e}")))?
-            .to_bytes();
-        Ok(WebReply {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body,
-        })
+            .map_err(|e| net(e.to_string()))
     }
 }
 
@@ -169,8 +257,8 @@ struct Target {
 }
 
 impl Target {
-    fn parse(url: &str) -> Result<Target, CandidError> {
-        let bad = |reason: &str| CandidError::BadUrl {
+    fn parse(url: &str) -> Result<Target, WebError> {
+        let bad = |reason: &str| WebError::BadUrl {
             url: url.into(),
             reason: reason.into(),
         };

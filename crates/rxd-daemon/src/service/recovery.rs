@@ -1,0 +1,367 @@
+//! Start-up recovery: what a daemon killed at any moment left half-made is finished or undone
+//! before the first request is served, so the API never lists an instance, snapshot or image
+//! it cannot use, and nothing on disk is left that no row owns.
+//!
+//! Order: unfinished creates are undone; running containers are adopted; each recorded
+//! [`Intent`] is finished or undone by its rule; then whatever remains on disk without a row
+//! (directories moved aside, staging copies, files of images whose rows went) is removed. What
+//! was done is logged and recorded as one `/1.0/warnings` entry.
+
+use crate::service::instances::{self, Keyed};
+use crate::service::intent::Intent;
+use crate::service::{images, layout, snapshots};
+use crate::state::Daemon;
+use rxd_core::name::InstanceKey;
+use rxd_store::InstanceRow;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+/// What recovery did, for the log and the warning.
+#[derive(Default)]
+struct Report(Vec<String>);
+
+impl Report {
+    fn note(&mut self, line: String) {
+        tracing::warn!("start-up recovery: {line}");
+        self.0.push(line);
+    }
+}
+
+pub async fn recover(d: &Arc<Daemon>) {
+    let mut report = Report::default();
+    undo_creates(d, &mut report).await;
+    let rows = match d.db(|s| s.all_instances()).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::error!(error = %e, "could not list instances to recover");
+            return;
+        }
+    };
+    let names: Vec<String> = rows.iter().map(|r| r.key().to_string()).collect();
+    d.runtime.recover(&names).await;
+    match d.db(|s| s.intents()).await {
+        Ok(intents) => {
+            for row in intents {
+                match serde_json::from_str::<Intent>(&row.detail) {
+                    Ok(intent) => match resolve(d, &intent).await {
+                        Ok(line) => report.note(line),
+                        Err(e) => {
+                            // Left recorded: the next start tries again.
+                            tracing::error!(kind = %row.kind, error = %e, "could not recover an interrupted operation");
+                            continue;
+                        }
+                    },
+                    Err(e) => {
+                        tracing::error!(kind = %row.kind, detail = %row.detail, error = %e, "an intent this rxd cannot read; dropped");
+                    }
+                }
+                let id = row.id;
+                if let Err(e) = d.db(move |s| s.end_intent(id)).await {
+                    tracing::error!(error = %e, "could not end a recovered intent");
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "could not list intents"),
+    }
+    sweep(d, &mut report).await;
+    if !report.0.is_empty() {
+        let message = format!(
+            "rxd was stopped in the middle of work and, at start-up: {}",
+            report.0.join("; ")
+        );
+        crate::sync::lock(&d.warnings).record(rxd_core::warnings::WarningKind::Recovered, message);
+    }
+}
+
+/// Rows of creates a kill interrupted: removed with their files (see
+/// `instances::create_unfinished`).
+async fn undo_creates(d: &Arc<Daemon>, report: &mut Report) {
+    let rows = match d.db(|s| s.all_instances()).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::error!(error = %e, "could not list instances to recover");
+            return;
+        }
+    };
+    for row in rows.into_iter().filter(instances::create_unfinished) {
+        let dir = layout::instance_dir(d, &row.key());
+        let removed = remove(dir).await;
+        if let Err(e) = removed {
+            tracing::error!(instance = %row.name, project = %row.project, error = %e, "cannot remove an unfinished instance's files; its record stays");
+            continue;
+        }
+        let (p, n) = (row.project.clone(), row.name.clone());
+        match d.db(move |s| s.delete_instance(&p, &n)).await {
+            Ok(()) => report.note(format!(
+                "undid the unfinished create of instance {}/{}; create it again",
+                row.project, row.name
+            )),
+            Err(e) => {
+                tracing::error!(instance = %row.name, project = %row.project, error = %e, "cannot remove an unfinished instance's record")
+            }
+        }
+    }
+}
+
+/// Remove a tree (or a file) that may be absent.
+async fn remove(path: std::path::PathBuf) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || match rxd_image::remove::remove_tree(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+async fn instance_row(d: &Daemon, project: &str, name: &str) -> Option<InstanceRow> {
+    let (p, n) = (project.to_owned(), name.to_owned());
+    d.db(move |s| s.instance(&p, &n)).await.ok()
+}
+
+async fn snapshot_exists(d: &Daemon, project: &str, instance: &str, snap: &str) -> bool {
+    let (p, i, n) = (project.to_owned(), instance.to_owned(), snap.to_owned());
+    d.db(move |s| s.snapshot(&p, &i, &n)).await.is_ok()
+}
+
+fn io(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+/// Finish or undo one interrupted operation; says which.
+async fn resolve(d: &Arc<Daemon>, intent: &Intent) -> std::io::Result<String> {
+    Ok(match intent {
+        Intent::InstanceDelete { project, name } => {
+            let key = InstanceKey::new(project, name);
+            for dir in layout::instance_dirs(d, &key) {
+                remove(dir).await?;
+            }
+            if instance_row(d, project, name).await.is_some() {
+                let (p, n) = (project.clone(), name.clone());
+                d.db(move |s| s.delete_instance(&p, &n)).await.map_err(io)?;
+            }
+            d.runtime.remove_logs(&key);
+            format!("finished deleting instance {project}/{name}")
+        }
+        Intent::InstanceRename { project, from, to } => {
+            let (old, new) = (
+                InstanceKey::new(project, from),
+                InstanceKey::new(project, to),
+            );
+            if instance_row(d, project, to).await.is_some() {
+                layout::move_instance(d, &old, &new)?;
+                d.runtime.rename_logs(&old, &new);
+                format!("finished renaming instance {project}/{from} to {to}")
+            } else {
+                layout::move_instance(d, &new, &old)?;
+                format!("undid renaming instance {project}/{from} to {to}; rename it again")
+            }
+        }
+        Intent::SnapshotCreate {
+            project,
+            instance,
+            snapshot,
+            froze,
+        } => {
+            let key = InstanceKey::new(project, instance);
+            let mut line = if snapshot_exists(d, project, instance, snapshot).await {
+                format!("kept snapshot {project}/{instance}/{snapshot}, taken in full")
+            } else {
+                remove(layout::snapshots_dir(d, &key).join(snapshot)).await?;
+                format!(
+                    "undid the unfinished snapshot {project}/{instance}/{snapshot}; take it again"
+                )
+            };
+            if *froze && d.runtime.init(&key).is_some() && d.runtime.frozen(&key) {
+                d.runtime.freeze(&key, false).await.map_err(io)?;
+                line.push_str(" (the instance, frozen for it, was thawed)");
+            }
+            line
+        }
+        Intent::SnapshotRename {
+            project,
+            instance,
+            from,
+            to,
+        } => {
+            let dir = layout::snapshots_dir(d, &InstanceKey::new(project, instance));
+            if snapshot_exists(d, project, instance, to).await {
+                layout::move_once(&dir.join(from), &dir.join(to))?;
+                format!("finished renaming snapshot {project}/{instance}/{from} to {to}")
+            } else {
+                layout::move_once(&dir.join(to), &dir.join(from))?;
+                format!(
+                    "undid renaming snapshot {project}/{instance}/{from} to {to}; rename it again"
+                )
+            }
+        }
+        Intent::SnapshotDelete {
+            project,
+            instance,
+            snapshot,
+        } => {
+            let key = InstanceKey::new(project, instance);
+            remove(layout::snapshots_dir(d, &key).join(snapshot)).await?;
+            if snapshot_exists(d, project, instance, snapshot).await {
+                let (p, i, n) = (project.clone(), instance.clone(), snapshot.clone());
+                d.db(move |s| s.delete_snapshot(&p, &i, &n))
+                    .await
+                    .map_err(io)?;
+            }
+            format!("finished deleting snapshot {project}/{instance}/{snapshot}")
+        }
+        Intent::SnapshotRestore {
+            project,
+            instance,
+            snapshot,
+            staged,
+            inode,
+            idmap,
+        } => {
+            let key = InstanceKey::new(project, instance);
+            let dir = layout::instance_dir(d, &key);
+            let current = std::fs::symlink_metadata(dir.join("rootfs"))
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))?;
+            let line = if current == *inode {
+                snapshots::record_idmap(d, &key, idmap).await.map_err(io)?;
+                format!("finished restoring instance {project}/{instance} from snapshot {snapshot}")
+            } else {
+                format!("undid restoring instance {project}/{instance} from snapshot {snapshot}; restore it again")
+            };
+            remove(dir.join(staged)).await?;
+            if d.runtime.init(&key).is_none() {
+                format!("{line} (the instance is stopped)")
+            } else {
+                line
+            }
+        }
+    })
+}
+
+/// Names in `dir` (none if it does not exist).
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Remove what is on disk without a row: work in progress a kill interrupted (hidden names),
+/// and anything an instance, snapshot or image row does not own.
+async fn sweep(d: &Arc<Daemon>, report: &mut Report) {
+    let (rows, snaps, fingerprints) = match d
+        .db(|s| {
+            let rows = s.all_instances()?;
+            let mut snaps = BTreeSet::new();
+            for r in &rows {
+                for snap in s.snapshots(&r.project, &r.name)? {
+                    snaps.insert((r.key().to_string(), snap.name));
+                }
+            }
+            Ok((rows, snaps, s.image_fingerprints()?))
+        })
+        .await
+    {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::error!(error = %e, "could not list what exists; nothing swept");
+            return;
+        }
+    };
+    let keys: BTreeSet<String> = rows.iter().map(|r| r.key().to_string()).collect();
+    let mut removed = Vec::new();
+    let containers = d.dir.join("containers");
+    for name in entries(&containers) {
+        if !keys.contains(&name) {
+            removed.push(containers.join(name));
+        } else {
+            for inner in entries(&containers.join(&name)) {
+                if layout::in_progress(&inner) {
+                    removed.push(containers.join(&name).join(inner));
+                }
+            }
+        }
+    }
+    let snapshots = d.dir.join("snapshots");
+    for name in entries(&snapshots) {
+        if !keys.contains(&name) {
+            removed.push(snapshots.join(name));
+            continue;
+        }
+        for snap in entries(&snapshots.join(&name)) {
+            if !snaps.contains(&(name.clone(), snap.clone())) {
+                removed.push(snapshots.join(&name).join(snap));
+            }
+        }
+    }
+    let images_dir = images::images_dir(d);
+    let owned: BTreeSet<String> = fingerprints
+        .iter()
+        .flat_map(|fp| {
+            let unpacked = images::unpacked_dir(d, fp);
+            let unpacked = unpacked
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            let rootfs = images::rootfs_path(d, fp)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            [Some(fp.clone()), unpacked, rootfs].into_iter().flatten()
+        })
+        .collect();
+    for name in entries(&images_dir) {
+        if !owned.contains(&name) {
+            removed.push(images_dir.join(name));
+        }
+    }
+    let mut gone = Vec::new();
+    for path in removed {
+        let shown = path
+            .strip_prefix(&d.dir)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        match remove(path).await {
+            Ok(()) => {
+                tracing::info!(path = %shown, "removed what no instance, snapshot or image owns");
+                gone.push(shown);
+            }
+            Err(e) => {
+                tracing::error!(path = %shown, error = %e, "cannot remove what no row owns")
+            }
+        }
+    }
+    if !gone.is_empty() {
+        const SHOWN: usize = 8;
+        let more = gone.len().saturating_sub(SHOWN);
+        gone.truncate(SHOWN);
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        report.note(format!(
+            "removed what no instance, snapshot or image owns: {}{more}",
+            gone.join(", ")
+        ));
+    }
+    for name in d.runtime.on_disk() {
+        if keys.contains(&name) {
+            continue;
+        }
+        d.runtime.recover(std::slice::from_ref(&name)).await;
+        if d.runtime.init(&name).is_some() {
+            tracing::error!(instance = %name, "a container runs that no instance owns; left running");
+            report.note(format!("found container {name} running with no instance; it was left running, stop it by hand"));
+            continue;
+        }
+        d.runtime.remove_logs(&name);
+        report.note(format!(
+            "removed runtime state of {name}, which no instance owns"
+        ));
+    }
+}
