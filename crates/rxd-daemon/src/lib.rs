@@ -152,6 +152,7 @@ pub async fn run(
         shutdown,
     });
     service::recovery::recover(&daemon).await;
+    service::images::prune(&daemon).await;
     daemon
         .tracker
         .spawn(service::images::upkeep(daemon.clone(), shutdown_rx.clone()));

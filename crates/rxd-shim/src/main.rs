@@ -238,10 +238,11 @@ fn delete(root: &Path, id: &str) -> Result<()> {
 /// Linux's real-time signals (SIGRTMIN+3, 37, is systemd's "halt").
 const REALTIME: std::ops::RangeInclusive<i32> = 34..=64;
 
-/// Send a real-time signal to the init. libcontainer, nix and rustix make signals from their
-/// enums of named ones (rustix's way to a real-time one is `unsafe`), so procps's `kill` sends
-/// it: no shell, no environment, the pid from the runtime state as `state` reports it.
+/// Send a real-time signal to the init. libcontainer and nix make signals from their enums of
+/// named ones; rustix-libc-wrappers checks a raw number against the libc's real-time range and
+/// makes a `rustix` signal of it safely, which `kill` sends to the pid the runtime state gives.
 fn realtime_kill(c: &Container, signal: i32) -> Result<()> {
+    use rustix_libc_wrappers::process::SignalExt;
     let pid = c
         .pid()
         .filter(|p| p.as_raw() > 0)
@@ -252,25 +253,10 @@ fn realtime_kill(c: &Container, signal: i32) -> Result<()> {
     ) {
         bail!("container {} is not running", c.id());
     }
-    let kill = ["/usr/bin/kill", "/bin/kill"]
-        .into_iter()
-        .find(|p| Path::new(p).is_file())
-        .context("no kill(1) on this host (package procps)")?;
-    let out = std::process::Command::new(kill)
-        .arg("-s")
-        .arg(signal.to_string())
-        .arg("--")
-        .arg(pid.as_raw().to_string())
-        .env_clear()
-        .stdin(std::process::Stdio::null())
-        .output()
-        .context("running kill(1)")?;
-    if !out.status.success() {
-        bail!(
-            "sending signal {signal}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    let sig = rustix::process::Signal::from_raw(signal)
+        .with_context(|| format!("{signal} is not a real-time signal here"))?;
+    let pid = rustix::process::Pid::from_raw(pid.as_raw()).context("no pid")?;
+    rustix::process::kill_process(pid, sig).with_context(|| format!("sending signal {signal}"))?;
     Ok(())
 }
 

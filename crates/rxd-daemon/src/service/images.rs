@@ -533,15 +533,16 @@ pub async fn refresh(d: &Arc<Daemon>, caller: &Caller, old: &ImageRow) -> ApiRes
 }
 
 /// The image cache's upkeep, as LXD keeps it: cached images unused for
-/// `images.remote_cache_expiry` days are removed, at start-up and then hourly. (LXD's periodic
-/// refresh of `auto_update` images is not done yet: `POST /1.0/images/<fp>/refresh` is.)
+/// `images.remote_cache_expiry` days are removed hourly (and at start-up, by `prune` before the
+/// first request is served). LXD's periodic refresh of `auto_update` images is not done yet:
+/// `POST /1.0/images/<fp>/refresh` is.
 pub async fn upkeep(d: Arc<Daemon>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     loop {
-        prune(&d).await;
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
             _ = shutdown.changed() => return,
         }
+        prune(&d).await;
     }
 }
 
