@@ -37,6 +37,7 @@ pub const API_EXTENSIONS: &[&str] = &[
     "auth_user",
     "certificate_token",
     "instance_get_full",
+    "container_full",
     "certificate_update",
     "certificate_self_renewal",
     "remote_token_expiry",
@@ -50,6 +51,7 @@ pub const API_EXTENSIONS: &[&str] = &[
     "file_symlinks",
     "projects",
     "projects_restrictions",
+    "instance_all_projects",
     "rxd_auth_grants",
 ];
 
