@@ -23,6 +23,8 @@ pub enum Format {
     Json,
     Yaml,
     Csv,
+    /// A table without borders.
+    Compact,
 }
 
 #[derive(Args, Debug, Clone, Copy)]
@@ -100,13 +102,21 @@ pub enum Command {
     /// Files inside a container.
     #[command(subcommand)]
     File(FileCmd),
-    /// List containers.
+    /// List containers: `rxc list [REMOTE:] [FILTER...]`, as `lxc list` does.
+    ///
+    /// A filter is a name prefix or regular expression (`web`, `.*01$`), a config key and
+    /// value (`user.role=web`; key parts may be abbreviated: `u.role=web`; the value is a
+    /// regular expression), or a shorthand: `type=`, `status=`, `architecture=`, `location=`,
+    /// `ipv4=`, `ipv6=` (an address or a CIDR; values separated by `,` match any). Filters
+    /// add up.
+    ///
+    /// Columns (`-c`, default `ns46tS`): 4 IPv4, 6 IPv6, a architecture, b storage pool,
+    /// c created at, d description, D disk usage, e project, f/F base image (short/long),
+    /// l last used at, m memory usage, M memory usage %, n name, N processes, p PID,
+    /// P profiles, s state, S snapshots, t type, u CPU usage; or
+    /// `[config:|devices:]KEY[:NAME][:MAXWIDTH]`.
     #[command(alias = "ls")]
-    List {
-        remote: Option<String>,
-        #[command(flatten)]
-        format: FormatArg,
-    },
+    List(ListArgs),
     /// Print the client's and the server's versions: `rxc version [REMOTE:]`.
     Version { remote: Option<String> },
     /// Background operations: `rxc operation list [REMOTE:]`.
@@ -129,6 +139,25 @@ pub enum Command {
         #[arg(long)]
         raw: bool,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// `[REMOTE:]` and filters.
+    pub args: Vec<String>,
+    /// Columns: shorthand characters and `[config:|devices:]KEY[:NAME][:MAXWIDTH]`, separated
+    /// by commas (optional between shorthand characters).
+    #[arg(long, short = 'c', default_value = crate::list::DEFAULT_COLUMNS, hide_default_value = true)]
+    pub columns: String,
+    /// Output format.
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Fast mode (same as --columns=nsacPt).
+    #[arg(long)]
+    pub fast: bool,
+    /// Show the instances of every project you may see (adds a PROJECT column).
+    #[arg(long)]
+    pub all_projects: bool,
 }
 
 #[derive(Args, Debug)]

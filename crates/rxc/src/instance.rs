@@ -1,9 +1,8 @@
 //! `rxc launch|init|start|stop|restart|pause|delete|list|info NAME`: containers.
 
-use crate::cli::{CreateArgs, ExecArgs, Format};
-use crate::connect::{open, remote_name, split_target, Conn};
+use crate::cli::{CreateArgs, ExecArgs};
+use crate::connect::{open, split_target, Conn};
 use crate::image::{wait, wait_id};
-use crate::output::{column, print_list};
 use anyhow::{anyhow, bail};
 use rxd_api::instance::{
     Instance, InstanceConsolePost, InstanceExecControl, InstanceExecMetadata, InstanceExecPost,
@@ -134,37 +133,6 @@ pub async fn delete(conf: &ConfigDir, names: &[String], force: bool) -> anyhow::
         wait(&conn, &op).await?;
     }
     Ok(())
-}
-
-pub async fn list(conf: &ConfigDir, remote: Option<&str>, format: Format) -> anyhow::Result<()> {
-    let conn = open(conf, &remote_name(conf, remote))?;
-    let items: Vec<Instance> = conn.get_as("/1.0/instances?recursion=2").await?;
-    let columns = [
-        column("NAME", |v: &Instance| v.name.clone()),
-        column("STATE", |v: &Instance| v.status.to_uppercase()),
-        column("PID", |v: &Instance| {
-            match v.state.as_ref().map(|s| s.pid) {
-                Some(p) if p > 0 => p.to_string(),
-                _ => String::new(),
-            }
-        }),
-        column("TYPE", |v: &Instance| {
-            let kind = if privileged(v) {
-                "PRIVILEGED"
-            } else {
-                "CONTAINER"
-            };
-            if v.ephemeral {
-                format!("{kind} (EPHEMERAL)")
-            } else {
-                kind.to_owned()
-            }
-        }),
-        column("SNAPSHOTS", |v: &Instance| {
-            v.snapshots.as_ref().map_or(0, Vec::len).to_string()
-        }),
-    ];
-    print_list(format, &items, &columns)
 }
 
 pub async fn info(conf: &ConfigDir, target: &str) -> anyhow::Result<()> {

@@ -9,6 +9,7 @@ mod connect;
 mod file;
 mod image;
 mod instance;
+mod list;
 mod login;
 mod project;
 mod remote;
@@ -47,6 +48,7 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut conf = ConfigDir::open(&ConfigDir::default_path())?;
+    let project_given = cli.project.is_some();
     // Under `rxc auth`, `--project` names a grant's project; elsewhere it replaces the remote's.
     if !matches!(cli.command, Command::Auth(_)) {
         conf.project_override = cli.project;
@@ -71,9 +73,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let _ = std::io::stdout().flush();
             std::process::exit(code)
         }
-        Command::List { remote, format } => {
-            instance::list(&conf, remote.as_deref(), format.format).await
-        }
+        Command::List(args) => list::run(&conf, args, project_given).await,
         Command::Config(cmd) => commands::config(&conf, cmd).await,
         Command::Image(cmd) => image::run(&conf, cmd).await,
         Command::Project(cmd) => project::run(&mut conf, cmd).await,
