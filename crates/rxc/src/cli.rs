@@ -117,6 +117,8 @@ pub enum Command {
     /// `[config:|devices:]KEY[:NAME][:MAXWIDTH]`.
     #[command(alias = "ls")]
     List(ListArgs),
+    /// Print the server's events as they happen: `rxc monitor [REMOTE:]` (Ctrl-C ends it).
+    Monitor(MonitorArgs),
     /// Print the client's and the server's versions: `rxc version [REMOTE:]`.
     Version { remote: Option<String> },
     /// Background operations: `rxc operation list [REMOTE:]`.
@@ -139,6 +141,40 @@ pub enum Command {
         #[arg(long)]
         raw: bool,
     },
+}
+
+/// How `rxc monitor` prints an event.
+#[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
+pub enum MonitorFormat {
+    /// A YAML document and a blank line.
+    #[default]
+    Yaml,
+    /// One JSON line and a blank line.
+    Json,
+    /// A log line (colours only on a terminal).
+    Pretty,
+}
+
+#[derive(Args, Debug)]
+pub struct MonitorArgs {
+    /// `REMOTE:` (default: the default remote).
+    pub remote: Option<String>,
+    /// Event type to show: `lifecycle`, `operation` or `logging` (repeatable; default: the
+    /// first two; `logging` is the server's security log, for administrators).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub types: Vec<String>,
+    /// Pretty rendering (short for --format=pretty).
+    #[arg(long)]
+    pub pretty: bool,
+    /// Output format.
+    #[arg(long, short = 'f', value_enum, default_value_t = MonitorFormat::Yaml)]
+    pub format: MonitorFormat,
+    /// Minimum level of the messages shown (with --pretty): error, warning, info, debug.
+    #[arg(long)]
+    pub loglevel: Option<String>,
+    /// Show the events of every project you may see.
+    #[arg(long)]
+    pub all_projects: bool,
 }
 
 #[derive(Args, Debug)]

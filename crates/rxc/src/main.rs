@@ -11,6 +11,7 @@ mod image;
 mod instance;
 mod list;
 mod login;
+mod monitor;
 mod project;
 mod remote;
 
@@ -84,6 +85,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Restore { name, snapshot } => instance::restore(&conf, &name, &snapshot).await,
         Command::Console { name, show_log } => file::console(&conf, &name, show_log).await,
+        Command::Monitor(args) => monitor::run(&conf, args).await,
         Command::Version { remote } => commands::version(&conf, remote.as_deref()).await,
         Command::Operation(cli::OperationCmd::List { remote, format }) => {
             commands::operation_list(&conf, remote.as_deref(), format.format).await

@@ -36,6 +36,11 @@ pub fn text(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
     out.flush()
 }
 
+/// Whether standard output is a terminal: colours are for people, never for pipes and files.
+pub fn stdout_is_terminal() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stdout())
+}
+
 /// A table or CSV column over objects of type `T` (an `rxd_api` type, or a `Value`).
 pub struct Column<'a, T = Value> {
     pub header: &'a str,

@@ -338,3 +338,109 @@ async fn list_columns_filters_and_formats_as_lxc_shows_them() {
     );
     t.rxc(&["delete", "--force", "web1"]);
 }
+
+/// A command left running, its standard output read line by line in a thread.
+struct Running {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr: tempfile::NamedTempFile,
+}
+
+impl Running {
+    fn start(mut cmd: Command) -> Running {
+        use std::io::BufRead;
+        let stderr = tempfile::NamedTempFile::new().unwrap();
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    /// The first line that `pick` accepts, within a few seconds.
+    #[track_caller]
+    fn find(&self, pick: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if pick(&line) => return line,
+                Ok(_) => {}
+                Err(e) => panic!(
+                    "no matching line: {e}; stderr: {}",
+                    std::fs::read_to_string(self.stderr.path()).unwrap_or_default()
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn monitor_prints_events_as_lxc_does() {
+    let Some(t) = Both::new("monitor_prints_events_as_lxc_does").await else {
+        return;
+    };
+    let monitor = |lxc: bool, args: &[&str]| {
+        let mut cmd = if lxc {
+            let mut c = Command::new("lxc");
+            c.args(["monitor", "rxd:"])
+                .env("LXD_CONF", t.lxd_conf.path())
+                .env("HOME", t.lxd_conf.path());
+            c
+        } else {
+            let mut c = Command::new(bin("rxc"));
+            c.arg("monitor")
+                .env("RXC_CONF", t.conf.path())
+                .env("RXD_DIR", t.d.dir());
+            c
+        };
+        cmd.args(args);
+        Running::start(cmd)
+    };
+    // A project's creation is an event of that project: only --all-projects sees it from
+    // `default`.
+    let ours_json = monitor(false, &["--format", "json", "--all-projects"]);
+    let theirs_json = monitor(true, &["--format", "json", "--all-projects"]);
+    let ours_pretty = monitor(
+        false,
+        &["--pretty", "--type", "lifecycle", "--all-projects"],
+    );
+    let theirs_pretty = monitor(true, &["--pretty", "--type", "lifecycle", "--all-projects"]);
+    let ours_ops = monitor(false, &["--type", "operation", "-f", "json"]);
+    // Give the four a moment to subscribe, then make one event of each kind.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    t.rxc(&["project", "create", "watched"]);
+    t.rxc(&["config", "trust", "add", "--name", "someone"]);
+
+    let created = |l: &str| l.contains("project-created");
+    let ours: Value = serde_json::from_str(&ours_json.find(created)).unwrap();
+    let theirs: Value = serde_json::from_str(&theirs_json.find(created)).unwrap();
+    assert_eq!(ours, theirs);
+    assert_eq!(ours["metadata"]["source"], "/1.0/projects/watched");
+    assert_eq!(ours_pretty.find(created), theirs_pretty.find(created));
+    let op: Value = serde_json::from_str(&ours_ops.find(|l| !l.is_empty())).unwrap();
+    assert_eq!(op["type"], "operation", "{op}");
+}
