@@ -117,6 +117,9 @@ pub enum Command {
     /// `[config:|devices:]KEY[:NAME][:MAXWIDTH]`.
     #[command(alias = "ls")]
     List(ListArgs),
+    /// Command aliases, kept in config.yml as lxc keeps them (`rxc alias add ls "list -c ns"`).
+    #[command(subcommand)]
+    Alias(UserAliasCmd),
     /// Print the server's events as they happen: `rxc monitor [REMOTE:]` (Ctrl-C ends it).
     Monitor(MonitorArgs),
     /// Print the client's and the server's versions: `rxc version [REMOTE:]`.
@@ -141,6 +144,27 @@ pub enum Command {
         #[arg(long)]
         raw: bool,
     },
+}
+
+/// `rxc alias ...`.
+#[derive(Subcommand, Debug)]
+pub enum UserAliasCmd {
+    /// Add an alias: `rxc alias add ALIAS TARGET`. In TARGET, `@ARGS@` stands for the words
+    /// that follow the alias (added at the end when TARGET does not say where), `@ARG1@`,
+    /// `@ARG2@`... for one each; a TARGET starting with `/` is a program run instead of rxc.
+    Add { alias: String, target: String },
+    /// Remove an alias.
+    #[command(alias = "rm")]
+    Remove { alias: String },
+    /// List aliases.
+    #[command(alias = "ls")]
+    List {
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Rename an alias.
+    #[command(alias = "mv")]
+    Rename { old: String, new: String },
 }
 
 /// How `rxc monitor` prints an event.

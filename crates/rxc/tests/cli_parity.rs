@@ -444,3 +444,67 @@ async fn monitor_prints_events_as_lxc_does() {
     let op: Value = serde_json::from_str(&ours_ops.find(|l| !l.is_empty())).unwrap();
     assert_eq!(op["type"], "operation", "{op}");
 }
+
+#[tokio::test]
+async fn aliases_are_kept_and_expanded_as_lxc_does() {
+    let Some(t) = Both::new("aliases_are_kept_and_expanded_as_lxc_does").await else {
+        return;
+    };
+    let both = |args: &[&str]| {
+        let (ours, theirs) = (t.rxc(args), t.lxc(args));
+        assert_eq!(ours, theirs, "{args:?}");
+        ours
+    };
+    both(&["alias", "add", "names", "list -c n -f csv"]);
+    both(&["alias", "add", "role", "config get @ARG1@ user.role"]);
+    both(&["alias", "add", "zz", "version"]);
+    both(&["alias", "rename", "zz", "ver"]);
+    both(&["alias", "add", "gone", "list"]);
+    both(&["alias", "remove", "gone"]);
+    let table = both(&["alias", "list"]);
+    assert!(table.contains("| names | list -c n -f csv"), "{table}");
+    both(&["alias", "list", "-f", "csv"]);
+    let (ours, theirs) = (
+        t.rxc(&["alias", "list", "-f", "yaml"]),
+        t.lxc(&["alias", "list", "-f", "yaml"]),
+    );
+    assert_eq!(
+        serde_norway::from_str::<Value>(&ours).unwrap(),
+        serde_norway::from_str::<Value>(&theirs).unwrap()
+    );
+    // The same refusals, in the same words.
+    for args in [
+        &["alias", "add", "names", "x"][..],
+        &["alias", "remove", "nothing"],
+        &["alias", "rename", "nothing", "x"],
+        &["alias", "rename", "names", "role"],
+    ] {
+        let (ours, theirs) = (t.rxc_output(args), t.lxc_output(args));
+        assert!(
+            !ours.status.success() && !theirs.status.success(),
+            "{args:?}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&ours.stderr),
+            String::from_utf8_lossy(&theirs.stderr),
+            "{args:?}"
+        );
+    }
+    // Stored as lxc stores them.
+    let stored: Value =
+        serde_norway::from_str(&std::fs::read_to_string(t.conf.path().join("config.yml")).unwrap())
+            .unwrap();
+    assert_eq!(stored["aliases"]["role"], "config get @ARG1@ user.role");
+
+    // Expanded before the command line is read.
+    t.import_busybox("default");
+    t.rxc(&["init", "bb", "c1", "-c", "user.role=db"]);
+    assert_eq!(t.rxc(&["names"]), "c1\n");
+    assert_eq!(t.rxc(&["role", "c1"]), "db\n");
+    assert!(t.rxc(&["ver"]).starts_with("Client version:"));
+    let out = t.rxc_output(&["role"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("references an argument outside"),
+        "{out:?}"
+    );
+}
