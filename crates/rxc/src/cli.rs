@@ -368,6 +368,10 @@ pub enum ConfigCmd {
     },
     /// Show the server config (`[REMOTE:]`) or an instance's (`[REMOTE:]INSTANCE`).
     Show { remote: Option<String> },
+    /// Edit the server config (`[REMOTE:]`) or an instance's (`[REMOTE:]INSTANCE`) as YAML:
+    /// in $VISUAL or $EDITOR from a terminal, else read from standard input
+    /// (`rxc config show c1 > c1.yaml; ...; rxc config edit c1 < c1.yaml`).
+    Edit { target: Option<String> },
     /// Manage trusted client certificates.
     #[command(subcommand)]
     Trust(TrustCmd),
@@ -407,6 +411,17 @@ pub enum TrustCmd {
         /// `[REMOTE:] NAME`
         #[arg(num_args = 1..=2)]
         args: Vec<String>,
+    },
+    /// Show a trusted certificate: `rxc config trust show [REMOTE:]FINGERPRINT`.
+    Show {
+        /// `[REMOTE:]FINGERPRINT`
+        fingerprint: String,
+    },
+    /// Edit a trusted certificate's name, restriction and projects as YAML ($EDITOR from a
+    /// terminal, else standard input): `rxc config trust edit [REMOTE:]FINGERPRINT`.
+    Edit {
+        /// `[REMOTE:]FINGERPRINT`
+        fingerprint: String,
     },
     /// Remove a trusted certificate by fingerprint (or a unique prefix).
     Remove {
@@ -485,6 +500,9 @@ pub enum ProjectCmd {
     },
     /// Show a project: `rxc project show [REMOTE:]NAME`.
     Show { name: String },
+    /// Edit a project's config and description as YAML ($EDITOR from a terminal, else
+    /// standard input): `rxc project edit [REMOTE:]NAME`.
+    Edit { name: String },
     /// Print one config key of a project: `rxc project get [REMOTE:]NAME KEY`.
     Get { name: String, key: String },
     /// Set a project config key: `rxc project set [REMOTE:]NAME KEY VALUE` (or `KEY=VALUE`).

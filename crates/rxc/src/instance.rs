@@ -243,6 +243,43 @@ pub async fn config_show(conf: &ConfigDir, target: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `lxc config edit` shows above an instance's YAML.
+const INSTANCE_EDIT_HELP: &str = "### This is a YAML representation of the configuration.
+### Any line starting with a '# will be ignored.
+###
+### A sample configuration looks like:
+### profiles:
+### - default
+### config:
+###   limits.memory: 256MiB
+### devices: {}
+### ephemeral: false
+### description: a web server";
+
+/// `rxc config edit [REMOTE:]NAME`: the instance's editable fields as YAML.
+pub async fn config_edit(conf: &ConfigDir, target: &str) -> anyhow::Result<()> {
+    let (remote, name) = split_target(conf, target);
+    let conn = open(conf, &remote)?;
+    let (v, etag) = fetch(&conn, &name).await?;
+    let current = InstancePut {
+        stateful: None,
+        ..InstancePut::from_instance(&v)
+    };
+    let path = format!("/1.0/instances/{name}");
+    let (conn, path, etag) = (&conn, &path, etag.as_deref());
+    crate::edit::edit(
+        INSTANCE_EDIT_HELP,
+        &serde_norway::to_string(&current)?,
+        |new: InstancePut, interactive| async move {
+            if new.restore.is_some() {
+                bail!("restore is not an editable field (use rxc restore)");
+            }
+            crate::edit::put(conn, path, &new, etag.filter(|_| interactive)).await
+        },
+    )
+    .await
+}
+
 pub async fn rename(conf: &ConfigDir, old: &str, new: &str) -> anyhow::Result<()> {
     let (remote, old) = split_target(conf, old);
     let (new_remote, new) = split_target(conf, new);

@@ -7,6 +7,7 @@ mod alias;
 mod cli;
 mod commands;
 mod connect;
+mod edit;
 mod file;
 mod image;
 mod instance;

@@ -68,6 +68,24 @@ pub async fn run(conf: &mut ConfigDir, cmd: ProjectCmd) -> anyhow::Result<()> {
             out!("{}", serde_norway::to_string(&v)?)?;
             Ok(())
         }
+        ProjectCmd::Edit { name } => {
+            let (conn, name) = target(conf, &name)?;
+            let (v, etag) = fetch(&conn, &name).await?;
+            let current = ProjectPut {
+                config: Some(v.config),
+                description: Some(v.description),
+            };
+            let path = project_path(&name);
+            let (conn, path, etag) = (&conn, &path, etag.as_deref());
+            crate::edit::edit(
+                PROJECT_EDIT_HELP,
+                &serde_norway::to_string(&current)?,
+                |new: ProjectPut, interactive| async move {
+                    crate::edit::put(conn, path, &new, etag.filter(|_| interactive)).await
+                },
+            )
+            .await
+        }
         ProjectCmd::Get { name, key } => {
             let (conn, name) = target(conf, &name)?;
             let (v, _) = fetch(&conn, &name).await?;
@@ -127,6 +145,18 @@ pub async fn run(conf: &mut ConfigDir, cmd: ProjectCmd) -> anyhow::Result<()> {
 }
 
 /// `[REMOTE:]NAME` to a connection and the project's name.
+/// What `lxc project edit` shows above a project's YAML.
+const PROJECT_EDIT_HELP: &str = "### This is a YAML representation of the project.
+### Any line starting with a '# will be ignored.
+###
+### A project consists of a set of features and a description.
+###
+### An example would look like:
+### config:
+###   features.images: \"true\"
+###   restricted: \"true\"
+### description: My own project";
+
 fn target(conf: &ConfigDir, spec: &str) -> anyhow::Result<(Conn, String)> {
     let (remote, name) = split_target(conf, spec);
     if name.is_empty() {

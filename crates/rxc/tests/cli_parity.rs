@@ -508,3 +508,153 @@ async fn aliases_are_kept_and_expanded_as_lxc_does() {
         "{out:?}"
     );
 }
+
+/// An `EDITOR` that runs `script` on the file (`$1`), and counts its runs in `runs`.
+fn scripted_editor(dir: &std::path::Path, script: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("editor.sh");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nset -e\necho x >> {runs}\nruns=$(wc -l < {runs})\n{script}\n",
+            runs = dir.join("runs").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn edit_commands_take_yaml_from_stdin_or_the_editor() {
+    let Some(t) = Both::new("edit_commands_take_yaml_from_stdin_or_the_editor").await else {
+        return;
+    };
+    t.import_busybox("default");
+    t.rxc(&["init", "bb", "c1", "-c", "user.role=db"]);
+    let piped = |args: &[&str], input: &str| {
+        use std::io::Write;
+        let mut child = Command::new(bin("rxc"))
+            .args(args)
+            .env("RXC_CONF", t.conf.path())
+            .env("RXD_DIR", t.d.dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+
+    // Instance: show, change, edit from stdin; lxc sees the result.
+    let shown = t.rxc(&["config", "show", "c1"]);
+    let edited = shown.replace("user.role: db", "user.role: web\n  limits.processes: 100");
+    assert_ne!(shown, edited);
+    let out = piped(&["config", "edit", "c1"], &edited);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(t.rxc(&["config", "get", "c1", "user.role"]), "web\n");
+    assert_eq!(
+        t.lxc(&["config", "get", "rxd:c1", "limits.processes"]),
+        "100\n"
+    );
+    // A number where a string is expected reads as Go reads it.
+    let out = piped(
+        &["config", "edit", "c1"],
+        "config:\n  limits.processes: 200\n  user.role: web\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(t.rxc(&["config", "get", "c1", "limits.processes"]), "200\n");
+    // What does not read is refused before anything is sent; what the server refuses is said.
+    let out = piped(&["config", "edit", "c1"], "config: [\n");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not read"),
+        "{out:?}"
+    );
+    let out = piped(&["config", "edit", "c1"], "config:\n  no.such.key: x\n");
+    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(t.rxc(&["config", "get", "c1", "user.role"]), "web\n");
+
+    // Server, project and certificate, each as lxc shows them.
+    let shown = t.rxc(&["config", "show"]);
+    let out = piped(
+        &["config", "edit"],
+        &format!("{shown}  core.remote_token_expiry: 2d\n"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        t.lxc(&["config", "get", "rxd:", "core.remote_token_expiry"]),
+        "2d\n"
+    );
+    // The trust password, shown as `true`, was sent back as `true`: unchanged.
+    let other = tempfile::tempdir().unwrap();
+    let out = Command::new("lxc")
+        .args(["remote", "add", "again", &t.d.https_address()])
+        .args(["--accept-certificate", "--password", "pw"])
+        .env("LXD_CONF", other.path())
+        .env("HOME", other.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    t.rxc(&["project", "create", "p1"]);
+    let out = piped(
+        &["project", "edit", "p1"],
+        "config:\n  features.images: \"true\"\ndescription: edited\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(t
+        .lxc(&["project", "show", "rxd:p1"])
+        .contains("description: edited"));
+    let certs: Vec<Value> =
+        serde_json::from_str(&t.rxc(&["config", "trust", "list", "-f", "json"])).unwrap();
+    let fp = certs[0]["fingerprint"].as_str().unwrap().to_owned();
+    let shown = t.rxc(&["config", "trust", "show", &fp]);
+    assert_eq!(
+        serde_norway::from_str::<Value>(&shown).unwrap(),
+        serde_norway::from_str::<Value>(&t.lxc(&["config", "trust", "show", &format!("rxd:{fp}")]))
+            .unwrap()
+    );
+    let out = piped(
+        &["config", "trust", "edit", &fp],
+        "name: renamed\ntype: client\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(t
+        .rxc(&["config", "trust", "show", &fp])
+        .contains("name: renamed"));
+
+    // The editor, from a terminal: the first save does not read, the editor opens again on it.
+    let dir = tempfile::tempdir().unwrap();
+    let editor = scripted_editor(
+        dir.path(),
+        r#"if [ "$runs" = 1 ]; then echo 'config: [' >> "$1"; else sed -i -e 's/^config: \[$//' -e 's/user.role: web/user.role: edited/' "$1"; fi"#,
+    );
+    let mut cmd = Command::new(bin("rxc"));
+    cmd.args(["config", "edit", "c1"])
+        .env("RXC_CONF", t.conf.path())
+        .env("RXD_DIR", t.d.dir())
+        .env("EDITOR", &editor)
+        .env_remove("VISUAL");
+    let mut p = rexpect::session::spawn_command(cmd, Some(20_000)).unwrap();
+    p.exp_string("Config parsing error").unwrap();
+    p.exp_string("Press enter to open the editor again")
+        .unwrap();
+    p.send_line("").unwrap();
+    p.exp_eof().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("runs"))
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
+    assert_eq!(t.rxc(&["config", "get", "c1", "user.role"]), "edited\n");
+    assert_eq!(t.rxc(&["config", "get", "c1", "limits.processes"]), "200\n");
+}
