@@ -51,6 +51,7 @@ pub const API_EXTENSIONS: &[&str] = &[
     "file_symlinks",
     "projects",
     "projects_restrictions",
+    "project_usage",
     "instance_all_projects",
     "rxd_auth_grants",
 ];

@@ -141,6 +141,7 @@ const OTHERS: &[Endpoint] = &[
     e("/1.0/projects", "GET", Trusted),
     e("/1.0/projects", "POST", Admin),
     named("/1.0/projects/{name}", "GET", Permission::View),
+    named("/1.0/projects/{name}/state", "GET", Permission::View),
     named("/1.0/projects/{name}", "PUT", Permission::ManageProjects),
     named("/1.0/projects/{name}", "PATCH", Permission::ManageProjects),
     e("/1.0/projects/{name}", "POST", Admin),

@@ -164,6 +164,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
                 .post(projects::rename)
                 .delete(projects::delete),
         )
+        .route("/1.0/projects/{name}/state", get(projects::state))
         .route("/1.0/auth/grants", get(grants::list).post(grants::post))
         .route(
             "/1.0/auth/grants/{id}",
