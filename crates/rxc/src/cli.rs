@@ -452,6 +452,8 @@ pub enum ImageCmd {
     },
     /// Show an image: `[REMOTE:]ALIAS_OR_FINGERPRINT`.
     Show { image: String },
+    /// Describe an image as `lxc image info` does: `[REMOTE:]ALIAS_OR_FINGERPRINT`.
+    Info { image: String },
     /// Delete an image: `[REMOTE:]ALIAS_OR_FINGERPRINT`.
     Delete { image: String },
     /// Manage image aliases.
@@ -500,6 +502,13 @@ pub enum ProjectCmd {
     },
     /// Show a project: `rxc project show [REMOTE:]NAME`.
     Show { name: String },
+    /// Show a project's limits and what its instances use of them: `rxc project info
+    /// [REMOTE:]NAME`.
+    Info {
+        name: String,
+        #[command(flatten)]
+        format: FormatArg,
+    },
     /// Edit a project's config and description as YAML ($EDITOR from a terminal, else
     /// standard input): `rxc project edit [REMOTE:]NAME`.
     Edit { name: String },

@@ -51,6 +51,11 @@ pub async fn run(conf: &ConfigDir, cmd: ImageCmd) -> anyhow::Result<()> {
             out!("{}", serde_norway::to_string(&v)?)?;
             Ok(())
         }
+        ImageCmd::Info { image } => {
+            let (conn, fp) = resolve(conf, &image).await?;
+            let v: Image = conn.get_as(&format!("/1.0/images/{fp}")).await?;
+            info(&v)
+        }
         ImageCmd::Delete { image } => {
             let (conn, fp) = resolve(conf, &image).await?;
             let op = conn
@@ -63,6 +68,68 @@ pub async fn run(conf: &ConfigDir, cmd: ImageCmd) -> anyhow::Result<()> {
 }
 
 /// `[REMOTE:]ALIAS_OR_FINGERPRINT` to a connection and a fingerprint (prefix).
+/// `rxc image info`: `lxc image info`'s lines (properties in key order).
+fn info(v: &Image) -> anyhow::Result<()> {
+    use crate::list::{any_date, date};
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    outln!("Fingerprint: {}", v.fingerprint)?;
+    outln!("Size: {:.2}MB", v.size as f64 / 1024.0 / 1024.0)?;
+    outln!("Architecture: {}", v.architecture)?;
+    outln!(
+        "Type: {}",
+        if v.kind.is_empty() {
+            "container"
+        } else {
+            &v.kind
+        }
+    )?;
+    outln!("Public: {}", yes_no(v.public))?;
+    outln!("Timestamps:")?;
+    if !date(&v.created_at).is_empty() {
+        outln!("    Created: {}", date(&v.created_at))?;
+    }
+    outln!("    Uploaded: {}", any_date(&v.uploaded_at))?;
+    match date(&v.expires_at) {
+        d if d.is_empty() => outln!("    Expires: never")?,
+        d => outln!("    Expires: {d}")?,
+    }
+    match date(&v.last_used_at) {
+        d if d.is_empty() => outln!("    Last used: never")?,
+        d => outln!("    Last used: {d}")?,
+    }
+    outln!("Properties:")?;
+    for (key, value) in &v.properties {
+        outln!("    {key}: {value}")?;
+    }
+    outln!("Aliases:")?;
+    for alias in &v.aliases {
+        match alias.description.as_str() {
+            "" => outln!("    - {}", alias.name)?,
+            d => outln!("    - {} ({d})", alias.name)?,
+        }
+    }
+    outln!("Cached: {}", yes_no(v.cached))?;
+    outln!(
+        "Auto update: {}",
+        if v.auto_update { "enabled" } else { "disabled" }
+    )?;
+    if let Some(source) = &v.update_source {
+        outln!("Source:")?;
+        outln!("    Server: {}", source.server)?;
+        outln!("    Protocol: {}", source.protocol)?;
+        outln!("    Alias: {}", source.alias)?;
+    }
+    if v.profiles.is_empty() {
+        outln!("Profiles: []")?;
+    } else {
+        outln!("Profiles:")?;
+        for name in &v.profiles {
+            outln!("    - {name}")?;
+        }
+    }
+    Ok(())
+}
+
 async fn resolve(conf: &ConfigDir, target: &str) -> anyhow::Result<(Conn, String)> {
     let (remote, name) = split_target(conf, target);
     let conn = open(conf, &remote)?;

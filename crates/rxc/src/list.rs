@@ -158,15 +158,20 @@ fn truncate(v: String, max: Option<usize>) -> String {
 }
 
 /// `2006/01/02 15:04 UTC`, or nothing for an unset time (LXD's `TimeIsSet`).
-fn date(rfc3339: &str) -> String {
+pub fn date(rfc3339: &str) -> String {
+    match time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339) {
+        Ok(t) if t.unix_timestamp() > 0 => any_date(rfc3339),
+        _ => String::new(),
+    }
+}
+
+/// `2006/01/02 15:04 UTC`, set or not (`0001/01/01 00:00 UTC`).
+pub fn any_date(rfc3339: &str) -> String {
     let Ok(t) =
         time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
     else {
         return String::new();
     };
-    if t.unix_timestamp() <= 0 {
-        return String::new();
-    }
     t.to_offset(time::UtcOffset::UTC)
         .format(time::macros::format_description!(
             "[year]/[month]/[day] [hour]:[minute] UTC"

@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail};
 use clap::ValueEnum;
 use rxd_api::certificate::Certificate;
 use rxd_api::grant::{Grant, GrantsPost};
-use rxd_api::project::{Project, ProjectPost, ProjectPut, ProjectsPost};
+use rxd_api::project::{Project, ProjectPost, ProjectPut, ProjectState, ProjectsPost};
 use rxd_api::ResponseType;
 use rxd_client::remotes::ConfigDir;
 use rxd_client::Method;
@@ -67,6 +67,35 @@ pub async fn run(conf: &mut ConfigDir, cmd: ProjectCmd) -> anyhow::Result<()> {
             let (v, _) = fetch(&conn, &name).await?;
             out!("{}", serde_norway::to_string(&v)?)?;
             Ok(())
+        }
+        ProjectCmd::Info { name, format } => {
+            let (conn, name) = target(conf, &name)?;
+            let escaped = escape(&name);
+            let state: ProjectState = conn
+                .get_as(&format!("/1.0/projects/{escaped}/state?project={escaped}"))
+                .await?;
+            let shown = |k: &str, n: i64| match k {
+                "disk" | "memory" => crate::list::iec(n),
+                _ => n.to_string(),
+            };
+            let mut rows: Vec<Vec<String>> = state
+                .resources
+                .iter()
+                .map(|(k, r)| {
+                    let limit = match r.limit {
+                        l if l < 0 => "UNLIMITED".to_owned(),
+                        l => shown(k, l),
+                    };
+                    vec![k.to_uppercase(), limit, shown(k, r.usage)]
+                })
+                .collect();
+            rows.sort_by(|a, b| crate::list::row_cmp(a, b));
+            crate::output::print_rows(
+                format.format,
+                &["RESOURCE", "LIMIT", "USAGE"],
+                &rows,
+                &state,
+            )
         }
         ProjectCmd::Edit { name } => {
             let (conn, name) = target(conf, &name)?;

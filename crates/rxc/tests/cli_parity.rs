@@ -658,3 +658,86 @@ async fn edit_commands_take_yaml_from_stdin_or_the_editor() {
     assert_eq!(t.rxc(&["config", "get", "c1", "user.role"]), "edited\n");
     assert_eq!(t.rxc(&["config", "get", "c1", "limits.processes"]), "200\n");
 }
+
+#[tokio::test]
+async fn image_info_and_project_info_as_lxc_shows_them() {
+    let Some(t) = Both::new("image_info_and_project_info_as_lxc_shows_them").await else {
+        return;
+    };
+    t.rxc(&[
+        "project",
+        "create",
+        "p1",
+        "-c",
+        "limits.containers=5",
+        "-c",
+        "limits.disk=1GiB",
+    ]);
+    t.import_busybox("p1");
+    t.rxc(&[
+        "--project",
+        "p1",
+        "image",
+        "alias",
+        "create",
+        "other",
+        &{
+            let list: Vec<Value> =
+                serde_json::from_str(&t.rxc(&["--project", "p1", "image", "list", "-f", "json"]))
+                    .unwrap();
+            list[0]["fingerprint"].as_str().unwrap().to_owned()
+        },
+        "--description",
+        "a second name",
+    ]);
+    t.rxc(&[
+        "--project",
+        "p1",
+        "init",
+        "bb",
+        "c1",
+        "-c",
+        "limits.memory=64MiB",
+        "-c",
+        "limits.processes=50",
+    ]);
+    t.rxc(&[
+        "--project",
+        "p1",
+        "init",
+        "bb",
+        "c2",
+        "-c",
+        "limits.processes=25",
+    ]);
+
+    // Properties come in Go's map order: compare the lines as sets.
+    let lines = |s: String| {
+        let mut l: Vec<String> = s.lines().map(str::to_owned).collect();
+        l.sort();
+        l
+    };
+    let ours = t.rxc(&["--project", "p1", "image", "info", "bb"]);
+    let theirs = t.lxc(&["--project", "p1", "image", "info", "rxd:bb"]);
+    assert!(ours.contains("    - other (a second name)"), "{ours}");
+    assert_eq!(lines(ours), lines(theirs));
+
+    let ours = t.rxc(&["project", "info", "p1"]);
+    assert_eq!(ours, t.lxc(&["project", "info", "rxd:p1"]));
+    assert!(
+        ours.contains("| CONTAINERS       | 5         | 2 "),
+        "{ours}"
+    );
+    assert!(
+        ours.contains("| MEMORY           | UNLIMITED | 64.00MiB "),
+        "{ours}"
+    );
+    assert!(
+        ours.contains("| PROCESSES        | UNLIMITED | 75 "),
+        "{ours}"
+    );
+    assert_eq!(
+        t.rxc(&["project", "info", "p1", "-f", "json"]),
+        t.lxc(&["project", "info", "rxd:p1", "-f", "json"])
+    );
+}
