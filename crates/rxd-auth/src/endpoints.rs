@@ -123,6 +123,8 @@ const OTHERS: &[Endpoint] = &[
     e("/1.0/images/aliases/{name}", "POST", IMAGES),
     e("/1.0/images/aliases/{name}", "DELETE", IMAGES),
     e("/1.0/images/{fingerprint}", "GET", VIEW),
+    e("/1.0/images/{fingerprint}", "PUT", IMAGES),
+    e("/1.0/images/{fingerprint}", "PATCH", IMAGES),
     e("/1.0/images/{fingerprint}", "DELETE", IMAGES),
     e("/1.0/instances/{name}/logs", "GET", VIEW),
     e("/1.0/instances/{name}/logs/{file}", "GET", VIEW),

@@ -69,7 +69,10 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         )
         .route(
             "/1.0/images/{fingerprint}",
-            get(images::get).delete(images::delete),
+            get(images::get)
+                .put(images::put)
+                .patch(images::patch)
+                .delete(images::delete),
         )
         .route("/1.0/instances", get(instances::list).post(instances::post))
         .route(
