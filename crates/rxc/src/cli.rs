@@ -454,6 +454,9 @@ pub enum ImageCmd {
     Show { image: String },
     /// Describe an image as `lxc image info` does: `[REMOTE:]ALIAS_OR_FINGERPRINT`.
     Info { image: String },
+    /// Edit an image's properties and `public` flag as YAML ($EDITOR from a terminal, else
+    /// standard input): `[REMOTE:]ALIAS_OR_FINGERPRINT`.
+    Edit { image: String },
     /// Delete an image: `[REMOTE:]ALIAS_OR_FINGERPRINT`.
     Delete { image: String },
     /// Manage image aliases.

@@ -4,7 +4,9 @@ use crate::cli::{AliasCmd, ImageCmd};
 use crate::connect::{open, remote_name, split_target, Conn};
 use crate::output::{column, print_list, yes_no};
 use anyhow::{anyhow, bail, Context};
-use rxd_api::image::{Image, ImageAliasesEntry, ImageAliasesEntryPost, ImageUploadMetadata};
+use rxd_api::image::{
+    Image, ImageAliasesEntry, ImageAliasesEntryPost, ImagePut, ImageUploadMetadata,
+};
 use rxd_api::operation::Operation;
 use rxd_client::remotes::ConfigDir;
 use rxd_client::Method;
@@ -56,6 +58,25 @@ pub async fn run(conf: &ConfigDir, cmd: ImageCmd) -> anyhow::Result<()> {
             let v: Image = conn.get_as(&format!("/1.0/images/{fp}")).await?;
             info(&v)
         }
+        ImageCmd::Edit { image } => {
+            let (conn, fp) = resolve(conf, &image).await?;
+            let path = format!("/1.0/images/{fp}");
+            let v: Image = conn.get_as(&path).await?;
+            let current = ImagePut {
+                auto_update: Some(v.auto_update),
+                properties: Some(v.properties),
+                public: Some(v.public),
+                expires_at: Some(v.expires_at),
+                profiles: Some(v.profiles),
+            };
+            let (conn, path) = (&conn, &path);
+            crate::edit::edit(
+                IMAGE_EDIT_HELP,
+                &serde_norway::to_string(&current)?,
+                |new: ImagePut, _| async move { crate::edit::put(conn, path, &new, None).await },
+            )
+            .await
+        }
         ImageCmd::Delete { image } => {
             let (conn, fp) = resolve(conf, &image).await?;
             let op = conn
@@ -68,6 +89,14 @@ pub async fn run(conf: &ConfigDir, cmd: ImageCmd) -> anyhow::Result<()> {
 }
 
 /// `[REMOTE:]ALIAS_OR_FINGERPRINT` to a connection and a fingerprint (prefix).
+/// What `lxc image edit` shows above an image's YAML.
+const IMAGE_EDIT_HELP: &str = "### This is a YAML representation of the image properties.
+### Any line starting with a '# will be ignored.
+###
+### Each property is represented by a single line:
+### An example would be:
+###  description: My custom image";
+
 /// `rxc image info`: `lxc image info`'s lines (properties in key order).
 fn info(v: &Image) -> anyhow::Result<()> {
     use crate::list::{any_date, date};

@@ -722,6 +722,59 @@ async fn image_info_and_project_info_as_lxc_shows_them() {
     assert!(ours.contains("    - other (a second name)"), "{ours}");
     assert_eq!(lines(ours), lines(theirs));
 
+    // Image edit: properties and public change, what rxd cannot honour is refused.
+    let shown = t.rxc(&["--project", "p1", "image", "show", "bb"]);
+    assert!(shown.contains("public: false"), "{shown}");
+    let out = {
+        use std::io::Write;
+        let mut child = Command::new(bin("rxc"))
+            .args(["--project", "p1", "image", "edit", "bb"])
+            .env("RXC_CONF", t.conf.path())
+            .env("RXD_DIR", t.d.dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"public: true\nproperties:\n  description: edited image\n  os: busybox\n")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert!(out.status.success(), "{out:?}");
+    let theirs = t.lxc(&["--project", "p1", "image", "info", "rxd:bb"]);
+    assert!(
+        theirs.contains("Public: yes") && theirs.contains("    description: edited image"),
+        "{theirs}"
+    );
+    let out = t.lxc_output(&["--project", "p1", "image", "edit", "rxd:bb"]);
+    assert!(
+        out.status.success(),
+        "lxc image edit with empty stdin: {out:?}"
+    );
+    let refused = Command::new(bin("rxc"))
+        .args(["--project", "p1", "image", "edit", "bb"])
+        .env("RXC_CONF", t.conf.path())
+        .env("RXD_DIR", t.d.dir())
+        .stdin(
+            std::fs::File::open({
+                let f = t.conf.path().join("auto.yaml");
+                std::fs::write(&f, "auto_update: true\n").unwrap();
+                f
+            })
+            .unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("auto_update"),
+        "{refused:?}"
+    );
+
     let ours = t.rxc(&["project", "info", "p1"]);
     assert_eq!(ours, t.lxc(&["project", "info", "rxd:p1"]));
     assert!(
