@@ -236,13 +236,26 @@ pub struct CreateArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum FileCmd {
-    /// Copy a file out of a container: `rxc file pull [REMOTE:]NAME/PATH LOCAL` (`-`: stdout).
-    Pull { source: String, target: String },
-    /// Copy a file into a container: `rxc file push LOCAL [REMOTE:]NAME/PATH` (a PATH ending
-    /// in `/` keeps the file's name). Owner root and the local file's mode unless given.
+    /// Copy files out of a container: `rxc file pull [REMOTE:]NAME/PATH... LOCAL` (`-`:
+    /// stdout). With several sources or `-r`, LOCAL is a directory (created if missing).
+    Pull {
+        /// `[REMOTE:]NAME/PATH...` then `LOCAL`.
+        #[arg(num_args = 2.., required = true)]
+        paths: Vec<String>,
+        /// Copy directories and what they hold.
+        #[arg(long, short = 'r')]
+        recursive: bool,
+    },
+    /// Copy files into a container: `rxc file push LOCAL... [REMOTE:]NAME/PATH` (a PATH ending
+    /// in `/` keeps the file's name). Owner root and the local file's mode unless given; with
+    /// `-r`, directories and what they hold, with their local owners and modes.
     Push {
-        source: String,
-        target: String,
+        /// `LOCAL...` then `[REMOTE:]NAME/PATH`.
+        #[arg(num_args = 2.., required = true)]
+        paths: Vec<String>,
+        /// Copy directories and what they hold.
+        #[arg(long, short = 'r')]
+        recursive: bool,
         /// Owner inside the container.
         #[arg(long)]
         uid: Option<u32>,
@@ -253,6 +266,9 @@ pub enum FileCmd {
         #[arg(long)]
         mode: Option<String>,
     },
+    /// Edit a file in a container in $VISUAL/$EDITOR (or replace it with standard input when
+    /// that is not a terminal): `rxc file edit [REMOTE:]NAME/PATH`. Owner and mode are kept.
+    Edit { target: String },
     /// Remove files or empty directories: `rxc file delete [REMOTE:]NAME/PATH...`.
     #[command(alias = "rm")]
     Delete { targets: Vec<String> },

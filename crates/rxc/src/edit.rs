@@ -109,11 +109,21 @@ fn editor() -> anyhow::Result<Vec<String>> {
 
 /// Let the user edit `text` and return what they saved.
 fn run_editor(text: &str) -> anyhow::Result<String> {
+    let saved = run_editor_on(text.as_bytes(), ".yaml")?;
+    String::from_utf8(saved).context("the edited file is not UTF-8")
+}
+
+/// Let the user edit any bytes (`rxc file edit`) and return what they saved.
+pub fn edit_text(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    run_editor_on(bytes, "")
+}
+
+fn run_editor_on(bytes: &[u8], suffix: &str) -> anyhow::Result<Vec<u8>> {
     let mut file = tempfile::Builder::new()
         .prefix("rxc_editor_")
-        .suffix(".yaml")
+        .suffix(suffix)
         .tempfile()?;
-    file.write_all(text.as_bytes())?;
+    file.write_all(bytes)?;
     file.flush()?;
     let editor = editor()?;
     let status = std::process::Command::new(&editor[0])
@@ -124,7 +134,7 @@ fn run_editor(text: &str) -> anyhow::Result<String> {
     if !status.success() {
         bail!("the editor {} failed ({status})", editor[0]);
     }
-    std::fs::read_to_string(file.path()).context("reading the edited file back")
+    std::fs::read(file.path()).context("reading the edited file back")
 }
 
 /// Edit `current` (YAML) as `T` and hand the result to `apply`, which sends it (with the ETag

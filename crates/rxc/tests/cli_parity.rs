@@ -794,3 +794,126 @@ async fn image_info_and_project_info_as_lxc_shows_them() {
         t.lxc(&["project", "info", "rxd:p1", "-f", "json"])
     );
 }
+
+/// A directory tree as (relative path, kind and content, mode) lines, to compare two copies.
+fn tree(root: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let mode = meta.permissions().mode() & 0o7777;
+            if meta.file_type().is_symlink() {
+                out.push(format!(
+                    "{rel} -> {}",
+                    std::fs::read_link(&path).unwrap().display()
+                ));
+            } else if meta.is_dir() {
+                out.push(format!("{rel}/ {mode:o}"));
+                stack.push(path);
+            } else {
+                out.push(format!(
+                    "{rel} {mode:o} {}",
+                    std::fs::read_to_string(&path).unwrap()
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn file_push_pull_recursive_and_edit_as_lxc_does() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(t) = Both::new("file_push_pull_recursive_and_edit_as_lxc_does").await else {
+        return;
+    };
+    t.import_busybox("default");
+    t.rxc(&["init", "bb", "c1"]);
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("dir");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::create_dir_all(src.join("empty")).unwrap();
+    std::fs::write(src.join("a.txt"), "alpha\n").unwrap();
+    std::fs::set_permissions(src.join("a.txt"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::write(src.join("sub/run.sh"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(
+        src.join("sub/run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
+    let src_s = src.to_str().unwrap();
+    let at = |p: &str| work.path().join(p).to_str().unwrap().to_owned();
+
+    // rxc pushes, lxc pulls; lxc pushes, rxc pulls: the trees come back as they left.
+    t.rxc(&["file", "push", "-r", src_s, "c1/tmp"]);
+    t.lxc(&["file", "pull", "-r", "rxd:c1/tmp/dir", &at("by-lxc")]);
+    assert_eq!(tree(&work.path().join("by-lxc/dir")), tree(&src));
+    t.lxc(&["file", "push", "-r", src_s, "rxd:c1/root/"]);
+    t.rxc(&["file", "pull", "-r", "c1/root/dir", &at("by-rxc")]);
+    assert_eq!(tree(&work.path().join("by-rxc/dir")), tree(&src));
+    // Several sources into a directory.
+    t.rxc(&[
+        "file",
+        "pull",
+        "c1/tmp/dir/a.txt",
+        "c1/tmp/dir/sub/run.sh",
+        &at("flat"),
+    ]);
+    assert_eq!(
+        tree(&work.path().join("flat")),
+        ["a.txt 640 alpha\n", "run.sh 755 #!/bin/sh\n"]
+    );
+    let out = t.rxc_output(&["file", "pull", "c1/tmp/dir", &at("nope")]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("-r"),
+        "{out:?}"
+    );
+
+    // file edit from standard input keeps the owner and mode.
+    let out = {
+        use std::io::Write;
+        let mut child = Command::new(bin("rxc"))
+            .args(["file", "edit", "c1/tmp/dir/a.txt"])
+            .env("RXC_CONF", t.conf.path())
+            .env("RXD_DIR", t.d.dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"beta\n").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        t.lxc(&["file", "pull", "rxd:c1/tmp/dir/a.txt", "-"]),
+        "beta\n"
+    );
+    // And in the editor, from a terminal.
+    let editor = scripted_editor(work.path(), r#"sed -i 's/beta/gamma/' "$1""#);
+    let mut cmd = Command::new(bin("rxc"));
+    cmd.args(["file", "edit", "c1/tmp/dir/a.txt"])
+        .env("RXC_CONF", t.conf.path())
+        .env("RXD_DIR", t.d.dir())
+        .env("EDITOR", &editor)
+        .env_remove("VISUAL");
+    let mut p = rexpect::session::spawn_command(cmd, Some(20_000)).unwrap();
+    p.exp_eof().unwrap();
+    t.rxc(&["file", "pull", "c1/tmp/dir/a.txt", &at("edited.txt")]);
+    assert_eq!(
+        std::fs::read_to_string(at("edited.txt")).unwrap(),
+        "gamma\n"
+    );
+    let mode = std::fs::metadata(at("edited.txt"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o640);
+}
