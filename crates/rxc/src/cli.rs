@@ -201,13 +201,16 @@ pub struct MonitorArgs {
     pub all_projects: bool,
 }
 
+/// `rxc list`'s columns unless `-c` says otherwise (`L`, the location, shows only in a cluster).
+pub const DEFAULT_COLUMNS: &str = "ns46tSL";
+
 #[derive(Args, Debug)]
 pub struct ListArgs {
     /// `[REMOTE:]` and filters.
     pub args: Vec<String>,
     /// Columns: shorthand characters and `[config:|devices:]KEY[:NAME][:MAXWIDTH]`, separated
     /// by commas (optional between shorthand characters).
-    #[arg(long, short = 'c', default_value = crate::list::DEFAULT_COLUMNS, hide_default_value = true)]
+    #[arg(long, short = 'c', default_value = DEFAULT_COLUMNS, hide_default_value = true)]
     pub columns: String,
     /// Output format.
     #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]

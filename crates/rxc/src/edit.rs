@@ -48,7 +48,7 @@ pub async fn put(
         .is_ok_and(|e| e.kind == ResponseType::Async)
     {
         let op: rxd_api::operation::Operation = crate::connect::decode(metadata)?;
-        crate::image::wait(conn, &op).await?;
+        conn.wait_operation(&op.id).await?;
     }
     Ok(())
 }

@@ -181,15 +181,7 @@ pub async fn wait(conn: &Conn, op: &Operation) -> anyhow::Result<Operation> {
 
 /// Wait for the operation `id` and return its final form, or its error.
 pub async fn wait_id(conn: &Conn, id: &str) -> anyhow::Result<Operation> {
-    if id.is_empty() {
-        bail!("the server returned no operation");
-    }
-    let done: Operation = conn.get_as(&format!("/1.0/operations/{id}/wait")).await?;
-    match done.status.as_str() {
-        "Success" => Ok(done),
-        _ if !done.err.is_empty() => bail!("{}", done.err),
-        _ => bail!("the operation failed"),
-    }
+    conn.wait_operation(id).await
 }
 
 async fn import(

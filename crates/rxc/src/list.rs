@@ -11,7 +11,7 @@ use rxd_client::remotes::ConfigDir;
 use serde_json::Value;
 use std::cmp::Ordering;
 
-pub const DEFAULT_COLUMNS: &str = "ns46tSL";
+pub use crate::cli::DEFAULT_COLUMNS;
 const DEFAULT_COLUMNS_ALL_PROJECTS: &str = "ens46tSL";
 
 /// What a column needs beyond the instance itself.
