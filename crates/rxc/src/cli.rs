@@ -122,6 +122,14 @@ pub enum Command {
     Alias(UserAliasCmd),
     /// Print the server's events as they happen: `rxc monitor [REMOTE:]` (Ctrl-C ends it).
     Monitor(MonitorArgs),
+    /// Print a shell completion script: `rxc completion bash >
+    /// /usr/share/bash-completion/completions/rxc` (also zsh, fish, elvish, powershell).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (`rxc.1`, and `rxc-list.1`... for each subcommand) into DIR.
+    Manpages { dir: std::path::PathBuf },
     /// Print the client's and the server's versions: `rxc version [REMOTE:]`.
     Version { remote: Option<String> },
     /// Background operations: `rxc operation list [REMOTE:]`.

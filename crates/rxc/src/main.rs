@@ -16,6 +16,7 @@ mod login;
 mod monitor;
 mod project;
 mod remote;
+mod shell;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -94,6 +95,12 @@ fn expand_aliases() -> anyhow::Result<Vec<std::ffi::OsString>> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Generated from the definitions alone: no configuration needed.
+    match &cli.command {
+        Command::Completion { shell } => return shell::completion(*shell),
+        Command::Manpages { dir } => return shell::manpages(dir),
+        _ => {}
+    }
     let mut conf = ConfigDir::open(&ConfigDir::default_path())?;
     let project_given = cli.project.is_some();
     // Under `rxc auth`, `--project` names a grant's project; elsewhere it replaces the remote's.
@@ -131,6 +138,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Restore { name, snapshot } => instance::restore(&conf, &name, &snapshot).await,
         Command::Console { name, show_log } => file::console(&conf, &name, show_log).await,
+        Command::Completion { .. } | Command::Manpages { .. } => Ok(()),
         Command::Alias(cmd) => alias::run(&mut conf, cmd),
         Command::Monitor(args) => monitor::run(&conf, args).await,
         Command::Version { remote } => commands::version(&conf, remote.as_deref()).await,
