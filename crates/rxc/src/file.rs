@@ -230,9 +230,30 @@ async fn post(
     let url = files_url(name, path);
     let reply = match local {
         Some(file) => {
-            conn.client
-                .send_file(Method::POST, &url, &headers, file, Arc::new(|_| {}))
-                .await
+            // Progress for what takes a while to send; small files would only flicker.
+            let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+            let bar = (size >= 4 << 20).then(|| {
+                crate::output::transfer_bar(&format!("Pushing {} to {path}", file.display()), size)
+            });
+            let progress = bar.clone();
+            let reply = conn
+                .client
+                .send_file(
+                    Method::POST,
+                    &url,
+                    &headers,
+                    file,
+                    Arc::new(move |n| {
+                        if let Some(bar) = &progress {
+                            bar.set_position(n);
+                        }
+                    }),
+                )
+                .await;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            reply
         }
         None => {
             conn.client

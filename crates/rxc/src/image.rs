@@ -195,13 +195,7 @@ async fn import(
     let size = std::fs::metadata(file)
         .with_context(|| format!("reading {file}"))?
         .len();
-    let bar = indicatif::ProgressBar::new(size);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "Transferring image: {bytes}/{total_bytes} ({bytes_per_sec}) {wide_bar}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = crate::output::transfer_bar("Transferring image", size);
     let progress_bar = bar.clone();
     let filename = std::path::Path::new(file)
         .file_name()

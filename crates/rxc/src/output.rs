@@ -41,6 +41,22 @@ pub fn stdout_is_terminal() -> bool {
     std::io::IsTerminal::is_terminal(&std::io::stdout())
 }
 
+/// A progress bar for a transfer of `size` bytes, as `lxc` shows one (`Pushing X: 40MB/100MB
+/// (12MB/s)`). It draws on standard error, and only on a terminal: output piped or
+/// redirected stays clean.
+pub fn transfer_bar(label: &str, size: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(size);
+    let template = format!(
+        "{}: {{bytes}}/{{total_bytes}} ({{bytes_per_sec}}) {{wide_bar}}",
+        label.replace('{', "{{").replace('}', "}}")
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
 /// A table or CSV column over objects of type `T` (an `rxd_api` type, or a `Value`).
 pub struct Column<'a, T = Value> {
     pub header: &'a str,

@@ -875,6 +875,23 @@ async fn file_push_pull_recursive_and_edit_as_lxc_does() {
         "{out:?}"
     );
 
+    // A large push shows its progress on a terminal, and nothing when piped.
+    let big = work.path().join("big.bin");
+    std::fs::write(&big, vec![7u8; 8 << 20]).unwrap();
+    let out = t.rxc_output(&["file", "push", big.to_str().unwrap(), "c1/tmp/"]);
+    assert!(
+        out.status.success() && out.stderr.is_empty() && out.stdout.is_empty(),
+        "{out:?}"
+    );
+    let mut cmd = Command::new(bin("rxc"));
+    cmd.args(["file", "push", big.to_str().unwrap(), "c1/tmp/big2"])
+        .env("RXC_CONF", t.conf.path())
+        .env("RXD_DIR", t.d.dir());
+    let mut p = rexpect::session::spawn_command(cmd, Some(20_000)).unwrap();
+    p.exp_string("Pushing").unwrap();
+    p.exp_eof().unwrap();
+    assert_eq!(t.rxc(&["file", "pull", "c1/tmp/big2", "-"]).len(), 8 << 20);
+
     // file edit from standard input keeps the owner and mode.
     let out = {
         use std::io::Write;
