@@ -4,10 +4,14 @@
 use clap::Parser;
 use std::path::PathBuf;
 
+mod init;
+
 /// rxd: a system-container manager daemon speaking LXD's REST API.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Cmd>,
     /// State directory (database, keypair, unix socket).
     #[arg(long, env = "RXD_DIR", default_value = "/var/lib/rxd")]
     dir: PathBuf,
@@ -19,8 +23,21 @@ struct Args {
     log: String,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Cmd {
+    /// Configure a running rxd, as `lxd init` does: `rxd init --preseed < rxd.yaml` (server
+    /// `config:` and `projects:`), or `rxd init --auto --network-address 0.0.0.0`.
+    Init(init::InitArgs),
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Cmd::Init(init)) = args.command {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        return runtime.block_on(init::run(&args.dir, init));
+    }
     // No file or socket rxd creates may be writable by group or others unless it says so.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     tracing_subscriber::fmt()
