@@ -23,6 +23,8 @@ pub enum Format {
     Json,
     Yaml,
     Csv,
+    /// A table without borders.
+    Compact,
 }
 
 #[derive(Args, Debug, Clone, Copy)]
@@ -100,13 +102,34 @@ pub enum Command {
     /// Files inside a container.
     #[command(subcommand)]
     File(FileCmd),
-    /// List containers.
+    /// List containers: `rxc list [REMOTE:] [FILTER...]`, as `lxc list` does.
+    ///
+    /// A filter is a name prefix or regular expression (`web`, `.*01$`), a config key and
+    /// value (`user.role=web`; key parts may be abbreviated: `u.role=web`; the value is a
+    /// regular expression), or a shorthand: `type=`, `status=`, `architecture=`, `location=`,
+    /// `ipv4=`, `ipv6=` (an address or a CIDR; values separated by `,` match any). Filters
+    /// add up.
+    ///
+    /// Columns (`-c`, default `ns46tS`): 4 IPv4, 6 IPv6, a architecture, b storage pool,
+    /// c created at, d description, D disk usage, e project, f/F base image (short/long),
+    /// l last used at, m memory usage, M memory usage %, n name, N processes, p PID,
+    /// P profiles, s state, S snapshots, t type, u CPU usage; or
+    /// `[config:|devices:]KEY[:NAME][:MAXWIDTH]`.
     #[command(alias = "ls")]
-    List {
-        remote: Option<String>,
-        #[command(flatten)]
-        format: FormatArg,
+    List(ListArgs),
+    /// Command aliases, kept in config.yml as lxc keeps them (`rxc alias add ls "list -c ns"`).
+    #[command(subcommand)]
+    Alias(UserAliasCmd),
+    /// Print the server's events as they happen: `rxc monitor [REMOTE:]` (Ctrl-C ends it).
+    Monitor(MonitorArgs),
+    /// Print a shell completion script: `rxc completion bash >
+    /// /usr/share/bash-completion/completions/rxc` (also zsh, fish, elvish, powershell).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
+    /// Write the man pages (`rxc.1`, and `rxc-list.1`... for each subcommand) into DIR.
+    Manpages { dir: std::path::PathBuf },
     /// Print the client's and the server's versions: `rxc version [REMOTE:]`.
     Version { remote: Option<String> },
     /// Background operations: `rxc operation list [REMOTE:]`.
@@ -131,6 +154,83 @@ pub enum Command {
     },
 }
 
+/// `rxc alias ...`.
+#[derive(Subcommand, Debug)]
+pub enum UserAliasCmd {
+    /// Add an alias: `rxc alias add ALIAS TARGET`. In TARGET, `@ARGS@` stands for the words
+    /// that follow the alias (added at the end when TARGET does not say where), `@ARG1@`,
+    /// `@ARG2@`... for one each; a TARGET starting with `/` is a program run instead of rxc.
+    Add { alias: String, target: String },
+    /// Remove an alias.
+    #[command(alias = "rm")]
+    Remove { alias: String },
+    /// List aliases.
+    #[command(alias = "ls")]
+    List {
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Rename an alias.
+    #[command(alias = "mv")]
+    Rename { old: String, new: String },
+}
+
+/// How `rxc monitor` prints an event.
+#[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
+pub enum MonitorFormat {
+    /// A YAML document and a blank line.
+    #[default]
+    Yaml,
+    /// One JSON line and a blank line.
+    Json,
+    /// A log line (colours only on a terminal).
+    Pretty,
+}
+
+#[derive(Args, Debug)]
+pub struct MonitorArgs {
+    /// `REMOTE:` (default: the default remote).
+    pub remote: Option<String>,
+    /// Event type to show: `lifecycle`, `operation` or `logging` (repeatable; default: the
+    /// first two; `logging` is the server's security log, for administrators).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub types: Vec<String>,
+    /// Pretty rendering (short for --format=pretty).
+    #[arg(long)]
+    pub pretty: bool,
+    /// Output format.
+    #[arg(long, short = 'f', value_enum, default_value_t = MonitorFormat::Yaml)]
+    pub format: MonitorFormat,
+    /// Minimum level of the messages shown (with --pretty): error, warning, info, debug.
+    #[arg(long)]
+    pub loglevel: Option<String>,
+    /// Show the events of every project you may see.
+    #[arg(long)]
+    pub all_projects: bool,
+}
+
+/// `rxc list`'s columns unless `-c` says otherwise (`L`, the location, shows only in a cluster).
+pub const DEFAULT_COLUMNS: &str = "ns46tSL";
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// `[REMOTE:]` and filters.
+    pub args: Vec<String>,
+    /// Columns: shorthand characters and `[config:|devices:]KEY[:NAME][:MAXWIDTH]`, separated
+    /// by commas (optional between shorthand characters).
+    #[arg(long, short = 'c', default_value = DEFAULT_COLUMNS, hide_default_value = true)]
+    pub columns: String,
+    /// Output format.
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Fast mode (same as --columns=nsacPt).
+    #[arg(long)]
+    pub fast: bool,
+    /// Show the instances of every project you may see (adds a PROJECT column).
+    #[arg(long)]
+    pub all_projects: bool,
+}
+
 #[derive(Args, Debug)]
 pub struct CreateArgs {
     /// `[REMOTE:]ALIAS_OR_FINGERPRINT` of an image on the same server.
@@ -147,13 +247,26 @@ pub struct CreateArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum FileCmd {
-    /// Copy a file out of a container: `rxc file pull [REMOTE:]NAME/PATH LOCAL` (`-`: stdout).
-    Pull { source: String, target: String },
-    /// Copy a file into a container: `rxc file push LOCAL [REMOTE:]NAME/PATH` (a PATH ending
-    /// in `/` keeps the file's name). Owner root and the local file's mode unless given.
+    /// Copy files out of a container: `rxc file pull [REMOTE:]NAME/PATH... LOCAL` (`-`:
+    /// stdout). With several sources or `-r`, LOCAL is a directory (created if missing).
+    Pull {
+        /// `[REMOTE:]NAME/PATH...` then `LOCAL`.
+        #[arg(num_args = 2.., required = true)]
+        paths: Vec<String>,
+        /// Copy directories and what they hold.
+        #[arg(long, short = 'r')]
+        recursive: bool,
+    },
+    /// Copy files into a container: `rxc file push LOCAL... [REMOTE:]NAME/PATH` (a PATH ending
+    /// in `/` keeps the file's name). Owner root and the local file's mode unless given; with
+    /// `-r`, directories and what they hold, with their local owners and modes.
     Push {
-        source: String,
-        target: String,
+        /// `LOCAL...` then `[REMOTE:]NAME/PATH`.
+        #[arg(num_args = 2.., required = true)]
+        paths: Vec<String>,
+        /// Copy directories and what they hold.
+        #[arg(long, short = 'r')]
+        recursive: bool,
         /// Owner inside the container.
         #[arg(long)]
         uid: Option<u32>,
@@ -164,6 +277,9 @@ pub enum FileCmd {
         #[arg(long)]
         mode: Option<String>,
     },
+    /// Edit a file in a container in $VISUAL/$EDITOR (or replace it with standard input when
+    /// that is not a terminal): `rxc file edit [REMOTE:]NAME/PATH`. Owner and mode are kept.
+    Edit { target: String },
     /// Remove files or empty directories: `rxc file delete [REMOTE:]NAME/PATH...`.
     #[command(alias = "rm")]
     Delete { targets: Vec<String> },
@@ -279,6 +395,10 @@ pub enum ConfigCmd {
     },
     /// Show the server config (`[REMOTE:]`) or an instance's (`[REMOTE:]INSTANCE`).
     Show { remote: Option<String> },
+    /// Edit the server config (`[REMOTE:]`) or an instance's (`[REMOTE:]INSTANCE`) as YAML:
+    /// in $VISUAL or $EDITOR from a terminal, else read from standard input
+    /// (`rxc config show c1 > c1.yaml; ...; rxc config edit c1 < c1.yaml`).
+    Edit { target: Option<String> },
     /// Manage trusted client certificates.
     #[command(subcommand)]
     Trust(TrustCmd),
@@ -319,6 +439,17 @@ pub enum TrustCmd {
         #[arg(num_args = 1..=2)]
         args: Vec<String>,
     },
+    /// Show a trusted certificate: `rxc config trust show [REMOTE:]FINGERPRINT`.
+    Show {
+        /// `[REMOTE:]FINGERPRINT`
+        fingerprint: String,
+    },
+    /// Edit a trusted certificate's name, restriction and projects as YAML ($EDITOR from a
+    /// terminal, else standard input): `rxc config trust edit [REMOTE:]FINGERPRINT`.
+    Edit {
+        /// `[REMOTE:]FINGERPRINT`
+        fingerprint: String,
+    },
     /// Remove a trusted certificate by fingerprint (or a unique prefix).
     Remove {
         /// `[REMOTE:] FINGERPRINT`
@@ -348,6 +479,11 @@ pub enum ImageCmd {
     },
     /// Show an image: `[REMOTE:]ALIAS_OR_FINGERPRINT`.
     Show { image: String },
+    /// Describe an image as `lxc image info` does: `[REMOTE:]ALIAS_OR_FINGERPRINT`.
+    Info { image: String },
+    /// Edit an image's properties and `public` flag as YAML ($EDITOR from a terminal, else
+    /// standard input): `[REMOTE:]ALIAS_OR_FINGERPRINT`.
+    Edit { image: String },
     /// Delete an image: `[REMOTE:]ALIAS_OR_FINGERPRINT`.
     Delete { image: String },
     /// Manage image aliases.
@@ -396,6 +532,16 @@ pub enum ProjectCmd {
     },
     /// Show a project: `rxc project show [REMOTE:]NAME`.
     Show { name: String },
+    /// Show a project's limits and what its instances use of them: `rxc project info
+    /// [REMOTE:]NAME`.
+    Info {
+        name: String,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Edit a project's config and description as YAML ($EDITOR from a terminal, else
+    /// standard input): `rxc project edit [REMOTE:]NAME`.
+    Edit { name: String },
     /// Print one config key of a project: `rxc project get [REMOTE:]NAME KEY`.
     Get { name: String, key: String },
     /// Set a project config key: `rxc project set [REMOTE:]NAME KEY VALUE` (or `KEY=VALUE`).

@@ -6,7 +6,9 @@ use crate::output::{column, print_list, str_of, yes_no};
 use anyhow::{anyhow, bail, Context};
 use base64::Engine;
 use rxd_api::certificate::CertificateAddToken;
+use rxd_api::certificate::CertificatePut;
 use rxd_api::operation::{Operation, TokenMetadata, CLASS_TOKEN};
+use rxd_api::server::ServerPut;
 use rxd_client::remotes::ConfigDir;
 use rxd_client::Method;
 use serde_json::{json, Map, Value};
@@ -116,6 +118,23 @@ pub async fn config(conf: &ConfigDir, cmd: ConfigCmd) -> anyhow::Result<()> {
                 serde_norway::to_string(&json!({"config": info["config"]}))?
             )?;
             Ok(())
+        }
+        ConfigCmd::Edit {
+            target: Some(target),
+        } if !target.ends_with(':') => crate::instance::config_edit(conf, &target).await,
+        ConfigCmd::Edit { target } => {
+            let conn = open(conf, &remote_name(conf, target.as_deref()))?;
+            let (info, _) = crate::edit::get(&conn, "/1.0").await?;
+            let current = ServerPut {
+                config: info["config"].as_object().cloned().unwrap_or_default(),
+            };
+            let conn = &conn;
+            crate::edit::edit(
+                "",
+                &serde_norway::to_string(&current)?,
+                |new: ServerPut, _| async move { crate::edit::put(conn, "/1.0", &new, None).await },
+            )
+            .await
         }
         ConfigCmd::Trust(t) => trust(conf, t).await,
     }
@@ -339,6 +358,50 @@ async fn trust(conf: &ConfigDir, cmd: TrustCmd) -> anyhow::Result<()> {
                 }
                 _ => bail!("Several pending tokens are named {which:?}; revoke one by its operation id (rxc config trust list-tokens)"),
             }
+        }
+        TrustCmd::Show { fingerprint } => {
+            let (remote, fp) = split_target(conf, &fingerprint);
+            let conn = open(conf, &remote)?;
+            let cert = conn
+                .call(
+                    Method::GET,
+                    &format!("/1.0/certificates/{}", fp.to_lowercase()),
+                    None,
+                )
+                .await?;
+            out!("{}", serde_norway::to_string(&cert)?)?;
+            Ok(())
+        }
+        TrustCmd::Edit { fingerprint } => {
+            let (remote, fp) = split_target(conf, &fingerprint);
+            let conn = open(conf, &remote)?;
+            let path = format!("/1.0/certificates/{}", fp.to_lowercase());
+            let (cert, etag) = crate::edit::get(&conn, &path).await?;
+            // What lxc shows to edit: the certificate's writable fields.
+            let current = CertificatePut {
+                name: Some(str_of(&cert, "name")),
+                kind: Some(str_of(&cert, "type")),
+                restricted: Some(cert["restricted"] == true),
+                projects: Some(
+                    cert["projects"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|p| p.as_str().map(str::to_owned))
+                        .collect(),
+                ),
+                certificate: Some(str_of(&cert, "certificate")),
+            };
+            let (conn, path, etag) = (&conn, &path, etag.as_deref());
+            crate::edit::edit(
+                "",
+                &serde_norway::to_string(&current)?,
+                |new: CertificatePut, interactive| async move {
+                    let etag = etag.filter(|_| interactive);
+                    crate::edit::put(conn, path, &new, etag).await
+                },
+            )
+            .await
         }
         TrustCmd::Remove { args } => {
             let (remote, rest) = remote_arg(conf, &args);

@@ -242,6 +242,20 @@ impl Conn {
         decode(v)
     }
 
+    /// Wait for the operation `id` and return its final form, or its error.
+    pub async fn wait_operation(&self, id: &str) -> anyhow::Result<rxd_api::operation::Operation> {
+        if id.is_empty() {
+            bail!("the server returned no operation");
+        }
+        let done: rxd_api::operation::Operation =
+            self.get_as(&format!("/1.0/operations/{id}/wait")).await?;
+        match done.status.as_str() {
+            "Success" => Ok(done),
+            _ if !done.err.is_empty() => bail!("{}", done.err),
+            _ => bail!("the operation failed"),
+        }
+    }
+
     pub fn explain(&self, e: ClientError) -> anyhow::Error {
         match e {
             ClientError::PinMismatch { presented } => {

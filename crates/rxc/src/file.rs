@@ -51,16 +51,63 @@ fn check(conn: &Conn, reply: &rxd_client::Reply) -> anyhow::Result<()> {
 pub async fn run(conf: &ConfigDir, cmd: FileCmd) -> anyhow::Result<()> {
     match cmd {
         FileCmd::Pull {
-            source,
-            target: dest,
-        } => pull(conf, &source, &dest).await,
+            mut paths,
+            recursive,
+        } => {
+            let dest = paths.pop().unwrap_or_default();
+            let into_dir = recursive || paths.len() > 1;
+            if into_dir && dest != "-" {
+                std::fs::create_dir_all(&dest).with_context(|| format!("creating {dest}"))?;
+            }
+            for source in &paths {
+                let (conn, name, path) = target(conf, source)?;
+                if recursive {
+                    let base = Path::new(&path).file_name().unwrap_or_default();
+                    Box::pin(pull_tree(&conn, &name, &path, &Path::new(&dest).join(base))).await?;
+                } else {
+                    pull(&conn, &name, &path, &dest).await?;
+                }
+            }
+            Ok(())
+        }
         FileCmd::Push {
-            source,
-            target: dest,
+            mut paths,
+            recursive,
             uid,
             gid,
             mode,
-        } => push(conf, &source, &dest, uid, gid, mode).await,
+        } => {
+            let dest = paths.pop().unwrap_or_default();
+            let (conn, name, mut path) = target(conf, &dest)?;
+            let mode = mode
+                .map(|m| {
+                    u32::from_str_radix(&m, 8).map_err(|_| anyhow!("--mode {m:?}: expected octal"))
+                })
+                .transpose()?;
+            let owner = Owner { uid, gid, mode };
+            if paths.len() > 1 && !path.ends_with('/') {
+                path.push('/');
+            }
+            for source in &paths {
+                let local = Path::new(source);
+                if recursive {
+                    let base = local
+                        .canonicalize()
+                        .with_context(|| format!("reading {source}"))?;
+                    let base = base.file_name().unwrap_or_default().to_string_lossy();
+                    let remote = format!("{}/{base}", path.trim_end_matches('/'));
+                    Box::pin(push_tree(&conn, &name, local, &remote, &owner)).await?;
+                } else {
+                    let mut remote = path.clone();
+                    if remote.ends_with('/') {
+                        remote.push_str(&local.file_name().unwrap_or_default().to_string_lossy());
+                    }
+                    push(&conn, &name, local, &remote, &owner).await?;
+                }
+            }
+            Ok(())
+        }
+        FileCmd::Edit { target: spec } => edit(conf, &spec).await,
         FileCmd::Delete { targets } => {
             for t in targets {
                 let (conn, name, path) = target(conf, &t)?;
@@ -72,22 +119,32 @@ pub async fn run(conf: &ConfigDir, cmd: FileCmd) -> anyhow::Result<()> {
     }
 }
 
-async fn pull(conf: &ConfigDir, source: &str, dest: &str) -> anyhow::Result<()> {
-    let (conn, name, path) = target(conf, source)?;
+/// `GET` a path in the container: the raw reply (a file's bytes, a symlink's target, or a
+/// directory's listing) with its `X-LXD-*` headers.
+async fn get(conn: &Conn, name: &str, path: &str) -> anyhow::Result<rxd_client::Reply> {
     let reply = conn
         .client
-        .send(
-            Method::GET,
-            &files_url(&name, &path),
-            &[],
-            Default::default(),
-        )
+        .send(Method::GET, &files_url(name, path), &[], Default::default())
         .await
         .map_err(|e| conn.explain(e))?;
-    check(&conn, &reply)?;
-    let kind = reply.header("x-lxd-type").unwrap_or("file").to_owned();
-    if kind == "directory" {
-        bail!("{source} is a directory (recursive pull is not supported yet)");
+    check(conn, &reply)?;
+    Ok(reply)
+}
+
+fn kind(reply: &rxd_client::Reply) -> String {
+    reply.header("x-lxd-type").unwrap_or("file").to_owned()
+}
+
+fn mode_of(reply: &rxd_client::Reply) -> Option<u32> {
+    reply
+        .header("x-lxd-mode")
+        .and_then(|m| u32::from_str_radix(m, 8).ok())
+}
+
+async fn pull(conn: &Conn, name: &str, path: &str, dest: &str) -> anyhow::Result<()> {
+    let reply = get(conn, name, path).await?;
+    if kind(&reply) == "directory" {
+        bail!("{path} is a directory: pull it with -r");
     }
     if dest == "-" {
         std::io::stdout().write_all(&reply.body)?;
@@ -95,12 +152,17 @@ async fn pull(conf: &ConfigDir, source: &str, dest: &str) -> anyhow::Result<()> 
     }
     let mut out = PathBuf::from(dest);
     if out.is_dir() {
-        out.push(Path::new(&path).file_name().unwrap_or_default());
+        out.push(Path::new(path).file_name().unwrap_or_default());
     }
-    if kind == "symlink" {
+    write_local(&reply, &out)
+}
+
+/// Write what a `GET` returned (a file or a symlink) at `out`.
+fn write_local(reply: &rxd_client::Reply, out: &Path) -> anyhow::Result<()> {
+    if kind(reply) == "symlink" {
         let target = String::from_utf8_lossy(&reply.body).into_owned();
-        let _ = std::fs::remove_file(&out);
-        std::os::unix::fs::symlink(&target, &out)
+        let _ = std::fs::remove_file(out);
+        std::os::unix::fs::symlink(&target, out)
             .with_context(|| format!("creating {}", out.display()))?;
         return Ok(());
     }
@@ -110,63 +172,194 @@ async fn pull(conf: &ConfigDir, source: &str, dest: &str) -> anyhow::Result<()> 
         out.file_name().unwrap_or_default().to_string_lossy()
     ));
     std::fs::write(&temp, &reply.body).with_context(|| format!("writing {}", temp.display()))?;
-    if let Some(mode) = reply
-        .header("x-lxd-mode")
-        .and_then(|m| u32::from_str_radix(m, 8).ok())
-    {
+    if let Some(mode) = mode_of(reply) {
         std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode & 0o777))?;
     }
-    std::fs::rename(&temp, &out).with_context(|| format!("writing {}", out.display()))?;
+    std::fs::rename(&temp, out).with_context(|| format!("writing {}", out.display()))?;
     Ok(())
 }
 
-async fn push(
-    conf: &ConfigDir,
-    source: &str,
-    dest: &str,
+/// `rxc file pull -r`: `path` and everything under it, to `out`.
+async fn pull_tree(conn: &Conn, name: &str, path: &str, out: &Path) -> anyhow::Result<()> {
+    let reply = get(conn, name, path).await?;
+    if kind(&reply) != "directory" {
+        return write_local(&reply, out);
+    }
+    let entries: Vec<String> = crate::connect::decode(reply.metadata().map_err(|e| anyhow!(e))?)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    if let Some(mode) = mode_of(&reply) {
+        std::fs::set_permissions(out, std::fs::Permissions::from_mode(mode & 0o777))?;
+    }
+    for entry in entries {
+        if entry.contains('/') || entry == "." || entry == ".." {
+            bail!("the server listed {entry:?} in {path}: not a file name");
+        }
+        let child = format!("{}/{entry}", path.trim_end_matches('/'));
+        Box::pin(pull_tree(conn, name, &child, &out.join(&entry))).await?;
+    }
+    Ok(())
+}
+
+/// What `file push` says about owner and mode; unset parts come from elsewhere (root and the
+/// local mode for one file; the local owner and mode for `-r`).
+struct Owner {
     uid: Option<u32>,
     gid: Option<u32>,
-    mode: Option<String>,
+    mode: Option<u32>,
+}
+
+/// `POST` one entry: a file (streamed from `local`), a directory, or a symlink (`body` is
+/// its target).
+async fn post(
+    conn: &Conn,
+    name: &str,
+    path: &str,
+    kind: &str,
+    (uid, gid, mode): (u32, u32, u32),
+    local: Option<&Path>,
+    body: Vec<u8>,
 ) -> anyhow::Result<()> {
-    let (conn, name, mut path) = target(conf, dest)?;
-    let local = Path::new(source);
-    let meta = std::fs::metadata(local).with_context(|| format!("reading {source}"))?;
-    if !meta.is_file() {
-        bail!("{source} is not a regular file");
-    }
-    if path.ends_with('/') {
-        path.push_str(&local.file_name().unwrap_or_default().to_string_lossy());
-    }
-    let mode = match mode {
-        Some(m) => {
-            u32::from_str_radix(&m, 8).map_err(|_| anyhow!("--mode {m:?}: expected octal"))?
-        }
-        None => meta.permissions().mode() & 0o7777,
-    };
-    let (uid, gid, mode) = (
-        uid.unwrap_or(0).to_string(),
-        gid.unwrap_or(0).to_string(),
-        format!("{mode:04o}"),
-    );
+    let (uid, gid, mode) = (uid.to_string(), gid.to_string(), format!("{mode:04o}"));
     let headers = [
         ("x-lxd-uid", uid.as_str()),
         ("x-lxd-gid", gid.as_str()),
         ("x-lxd-mode", mode.as_str()),
-        ("x-lxd-type", "file"),
+        ("x-lxd-type", kind),
         ("x-lxd-write", "overwrite"),
     ];
-    let reply = conn
-        .client
-        .send_file(
-            Method::POST,
-            &files_url(&name, &path),
-            &headers,
-            local,
-            Arc::new(|_| {}),
-        )
-        .await
-        .map_err(|e| conn.explain(e))?;
-    check(&conn, &reply)
+    let url = files_url(name, path);
+    let reply = match local {
+        Some(file) => {
+            // Progress for what takes a while to send; small files would only flicker.
+            let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+            let bar = (size >= 4 << 20).then(|| {
+                crate::output::transfer_bar(&format!("Pushing {} to {path}", file.display()), size)
+            });
+            let progress = bar.clone();
+            let reply = conn
+                .client
+                .send_file(
+                    Method::POST,
+                    &url,
+                    &headers,
+                    file,
+                    Arc::new(move |n| {
+                        if let Some(bar) = &progress {
+                            bar.set_position(n);
+                        }
+                    }),
+                )
+                .await;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            reply
+        }
+        None => {
+            conn.client
+                .send(Method::POST, &url, &headers, body.into())
+                .await
+        }
+    }
+    .map_err(|e| conn.explain(e))?;
+    check(conn, &reply)
+}
+
+async fn push(
+    conn: &Conn,
+    name: &str,
+    local: &Path,
+    path: &str,
+    owner: &Owner,
+) -> anyhow::Result<()> {
+    let meta = std::fs::metadata(local).with_context(|| format!("reading {}", local.display()))?;
+    if !meta.is_file() {
+        bail!(
+            "{} is not a regular file (push directories with -r)",
+            local.display()
+        );
+    }
+    let ids = (
+        owner.uid.unwrap_or(0),
+        owner.gid.unwrap_or(0),
+        owner.mode.unwrap_or(meta.permissions().mode() & 0o7777),
+    );
+    post(conn, name, path, "file", ids, Some(local), Vec::new()).await
+}
+
+/// `rxc file push -r`: `local` (a directory, file or symlink) and everything under it, at
+/// `path`, with the local owners and modes unless `owner` says otherwise.
+async fn push_tree(
+    conn: &Conn,
+    name: &str,
+    local: &Path,
+    path: &str,
+    owner: &Owner,
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta =
+        std::fs::symlink_metadata(local).with_context(|| format!("reading {}", local.display()))?;
+    let ids = (
+        owner.uid.unwrap_or(meta.uid()),
+        owner.gid.unwrap_or(meta.gid()),
+        owner.mode.unwrap_or(meta.mode() & 0o7777),
+    );
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        let target = std::fs::read_link(local)?;
+        let target = target.as_os_str().as_encoded_bytes().to_vec();
+        return post(conn, name, path, "symlink", ids, None, target).await;
+    }
+    if kind.is_file() {
+        return post(conn, name, path, "file", ids, Some(local), Vec::new()).await;
+    }
+    if !kind.is_dir() {
+        eprintln!(
+            "Skipping {}: not a file, directory or symlink",
+            local.display()
+        );
+        return Ok(());
+    }
+    post(conn, name, path, "directory", ids, None, Vec::new()).await?;
+    let mut entries: Vec<_> = std::fs::read_dir(local)
+        .with_context(|| format!("reading {}", local.display()))?
+        .collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let child = format!("{path}/{}", entry.file_name().to_string_lossy());
+        Box::pin(push_tree(conn, name, &entry.path(), &child, owner)).await?;
+    }
+    Ok(())
+}
+
+/// `rxc file edit`: the file in the editor, or standard input when that is not a terminal,
+/// written back with the owner and mode it had.
+async fn edit(conf: &ConfigDir, spec: &str) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Read};
+    let (conn, name, path) = target(conf, spec)?;
+    let reply = get(&conn, &name, &path).await?;
+    if kind(&reply) != "file" {
+        bail!("{path} is a {}: only files can be edited", kind(&reply));
+    }
+    let id = |h: &str| {
+        reply
+            .header(h)
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let ids = (
+        id("x-lxd-uid"),
+        id("x-lxd-gid"),
+        mode_of(&reply).unwrap_or(0o644),
+    );
+    let content = if std::io::stdin().is_terminal() {
+        crate::edit::edit_text(&reply.body)?
+    } else {
+        let mut all = Vec::new();
+        std::io::stdin().read_to_end(&mut all)?;
+        all
+    };
+    post(&conn, &name, &path, "file", ids, None, content).await
 }
 
 pub async fn console(conf: &ConfigDir, target: &str, show_log: bool) -> anyhow::Result<()> {

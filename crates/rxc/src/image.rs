@@ -4,7 +4,9 @@ use crate::cli::{AliasCmd, ImageCmd};
 use crate::connect::{open, remote_name, split_target, Conn};
 use crate::output::{column, print_list, yes_no};
 use anyhow::{anyhow, bail, Context};
-use rxd_api::image::{Image, ImageAliasesEntry, ImageAliasesEntryPost, ImageUploadMetadata};
+use rxd_api::image::{
+    Image, ImageAliasesEntry, ImageAliasesEntryPost, ImagePut, ImageUploadMetadata,
+};
 use rxd_api::operation::Operation;
 use rxd_client::remotes::ConfigDir;
 use rxd_client::Method;
@@ -51,6 +53,30 @@ pub async fn run(conf: &ConfigDir, cmd: ImageCmd) -> anyhow::Result<()> {
             out!("{}", serde_norway::to_string(&v)?)?;
             Ok(())
         }
+        ImageCmd::Info { image } => {
+            let (conn, fp) = resolve(conf, &image).await?;
+            let v: Image = conn.get_as(&format!("/1.0/images/{fp}")).await?;
+            info(&v)
+        }
+        ImageCmd::Edit { image } => {
+            let (conn, fp) = resolve(conf, &image).await?;
+            let path = format!("/1.0/images/{fp}");
+            let v: Image = conn.get_as(&path).await?;
+            let current = ImagePut {
+                auto_update: Some(v.auto_update),
+                properties: Some(v.properties),
+                public: Some(v.public),
+                expires_at: Some(v.expires_at),
+                profiles: Some(v.profiles),
+            };
+            let (conn, path) = (&conn, &path);
+            crate::edit::edit(
+                IMAGE_EDIT_HELP,
+                &serde_norway::to_string(&current)?,
+                |new: ImagePut, _| async move { crate::edit::put(conn, path, &new, None).await },
+            )
+            .await
+        }
         ImageCmd::Delete { image } => {
             let (conn, fp) = resolve(conf, &image).await?;
             let op = conn
@@ -63,6 +89,76 @@ pub async fn run(conf: &ConfigDir, cmd: ImageCmd) -> anyhow::Result<()> {
 }
 
 /// `[REMOTE:]ALIAS_OR_FINGERPRINT` to a connection and a fingerprint (prefix).
+/// What `lxc image edit` shows above an image's YAML.
+const IMAGE_EDIT_HELP: &str = "### This is a YAML representation of the image properties.
+### Any line starting with a '# will be ignored.
+###
+### Each property is represented by a single line:
+### An example would be:
+###  description: My custom image";
+
+/// `rxc image info`: `lxc image info`'s lines (properties in key order).
+fn info(v: &Image) -> anyhow::Result<()> {
+    use crate::list::{any_date, date};
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    outln!("Fingerprint: {}", v.fingerprint)?;
+    outln!("Size: {:.2}MB", v.size as f64 / 1024.0 / 1024.0)?;
+    outln!("Architecture: {}", v.architecture)?;
+    outln!(
+        "Type: {}",
+        if v.kind.is_empty() {
+            "container"
+        } else {
+            &v.kind
+        }
+    )?;
+    outln!("Public: {}", yes_no(v.public))?;
+    outln!("Timestamps:")?;
+    if !date(&v.created_at).is_empty() {
+        outln!("    Created: {}", date(&v.created_at))?;
+    }
+    outln!("    Uploaded: {}", any_date(&v.uploaded_at))?;
+    match date(&v.expires_at) {
+        d if d.is_empty() => outln!("    Expires: never")?,
+        d => outln!("    Expires: {d}")?,
+    }
+    match date(&v.last_used_at) {
+        d if d.is_empty() => outln!("    Last used: never")?,
+        d => outln!("    Last used: {d}")?,
+    }
+    outln!("Properties:")?;
+    for (key, value) in &v.properties {
+        outln!("    {key}: {value}")?;
+    }
+    outln!("Aliases:")?;
+    for alias in &v.aliases {
+        match alias.description.as_str() {
+            "" => outln!("    - {}", alias.name)?,
+            d => outln!("    - {} ({d})", alias.name)?,
+        }
+    }
+    outln!("Cached: {}", yes_no(v.cached))?;
+    outln!(
+        "Auto update: {}",
+        if v.auto_update { "enabled" } else { "disabled" }
+    )?;
+    if let Some(source) = &v.update_source {
+        outln!("Source:")?;
+        outln!("    Server: {}", source.server)?;
+        outln!("    Protocol: {}", source.protocol)?;
+        outln!("    Alias: {}", source.alias)?;
+    }
+    if v.profiles.is_empty() {
+        outln!("Profiles: []")?;
+    } else {
+        outln!("Profiles:")?;
+        for name in &v.profiles {
+            outln!("    - {name}")?;
+        }
+    }
+    Ok(())
+}
+
 async fn resolve(conf: &ConfigDir, target: &str) -> anyhow::Result<(Conn, String)> {
     let (remote, name) = split_target(conf, target);
     let conn = open(conf, &remote)?;
@@ -85,15 +181,7 @@ pub async fn wait(conn: &Conn, op: &Operation) -> anyhow::Result<Operation> {
 
 /// Wait for the operation `id` and return its final form, or its error.
 pub async fn wait_id(conn: &Conn, id: &str) -> anyhow::Result<Operation> {
-    if id.is_empty() {
-        bail!("the server returned no operation");
-    }
-    let done: Operation = conn.get_as(&format!("/1.0/operations/{id}/wait")).await?;
-    match done.status.as_str() {
-        "Success" => Ok(done),
-        _ if !done.err.is_empty() => bail!("{}", done.err),
-        _ => bail!("the operation failed"),
-    }
+    conn.wait_operation(id).await
 }
 
 async fn import(
@@ -107,13 +195,7 @@ async fn import(
     let size = std::fs::metadata(file)
         .with_context(|| format!("reading {file}"))?
         .len();
-    let bar = indicatif::ProgressBar::new(size);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "Transferring image: {bytes}/{total_bytes} ({bytes_per_sec}) {wide_bar}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = crate::output::transfer_bar("Transferring image", size);
     let progress_bar = bar.clone();
     let filename = std::path::Path::new(file)
         .file_name()

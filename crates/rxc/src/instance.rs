@@ -1,9 +1,8 @@
 //! `rxc launch|init|start|stop|restart|pause|delete|list|info NAME`: containers.
 
-use crate::cli::{CreateArgs, ExecArgs, Format};
-use crate::connect::{open, remote_name, split_target, Conn};
+use crate::cli::{CreateArgs, ExecArgs};
+use crate::connect::{open, split_target, Conn};
 use crate::image::{wait, wait_id};
-use crate::output::{column, print_list};
 use anyhow::{anyhow, bail};
 use rxd_api::instance::{
     Instance, InstanceConsolePost, InstanceExecControl, InstanceExecMetadata, InstanceExecPost,
@@ -136,37 +135,6 @@ pub async fn delete(conf: &ConfigDir, names: &[String], force: bool) -> anyhow::
     Ok(())
 }
 
-pub async fn list(conf: &ConfigDir, remote: Option<&str>, format: Format) -> anyhow::Result<()> {
-    let conn = open(conf, &remote_name(conf, remote))?;
-    let items: Vec<Instance> = conn.get_as("/1.0/instances?recursion=2").await?;
-    let columns = [
-        column("NAME", |v: &Instance| v.name.clone()),
-        column("STATE", |v: &Instance| v.status.to_uppercase()),
-        column("PID", |v: &Instance| {
-            match v.state.as_ref().map(|s| s.pid) {
-                Some(p) if p > 0 => p.to_string(),
-                _ => String::new(),
-            }
-        }),
-        column("TYPE", |v: &Instance| {
-            let kind = if privileged(v) {
-                "PRIVILEGED"
-            } else {
-                "CONTAINER"
-            };
-            if v.ephemeral {
-                format!("{kind} (EPHEMERAL)")
-            } else {
-                kind.to_owned()
-            }
-        }),
-        column("SNAPSHOTS", |v: &Instance| {
-            v.snapshots.as_ref().map_or(0, Vec::len).to_string()
-        }),
-    ];
-    print_list(format, &items, &columns)
-}
-
 pub async fn info(conf: &ConfigDir, target: &str) -> anyhow::Result<()> {
     let (remote, name) = split_target(conf, target);
     let conn = open(conf, &remote)?;
@@ -274,6 +242,43 @@ pub async fn config_show(conf: &ConfigDir, target: &str) -> anyhow::Result<()> {
     };
     out!("{}", serde_norway::to_string(&shown)?)?;
     Ok(())
+}
+
+/// What `lxc config edit` shows above an instance's YAML.
+const INSTANCE_EDIT_HELP: &str = "### This is a YAML representation of the configuration.
+### Any line starting with a '# will be ignored.
+###
+### A sample configuration looks like:
+### profiles:
+### - default
+### config:
+###   limits.memory: 256MiB
+### devices: {}
+### ephemeral: false
+### description: a web server";
+
+/// `rxc config edit [REMOTE:]NAME`: the instance's editable fields as YAML.
+pub async fn config_edit(conf: &ConfigDir, target: &str) -> anyhow::Result<()> {
+    let (remote, name) = split_target(conf, target);
+    let conn = open(conf, &remote)?;
+    let (v, etag) = fetch(&conn, &name).await?;
+    let current = InstancePut {
+        stateful: None,
+        ..InstancePut::from_instance(&v)
+    };
+    let path = format!("/1.0/instances/{name}");
+    let (conn, path, etag) = (&conn, &path, etag.as_deref());
+    crate::edit::edit(
+        INSTANCE_EDIT_HELP,
+        &serde_norway::to_string(&current)?,
+        |new: InstancePut, interactive| async move {
+            if new.restore.is_some() {
+                bail!("restore is not an editable field (use rxc restore)");
+            }
+            crate::edit::put(conn, path, &new, etag.filter(|_| interactive)).await
+        },
+    )
+    .await
 }
 
 pub async fn rename(conf: &ConfigDir, old: &str, new: &str) -> anyhow::Result<()> {

@@ -3,22 +3,34 @@
 
 #[macro_use]
 mod output;
+mod alias;
 mod cli;
 mod commands;
 mod connect;
+mod edit;
 mod file;
 mod image;
 mod instance;
+mod list;
 mod login;
+mod monitor;
 mod project;
 mod remote;
+mod shell;
 
 use clap::Parser;
 use cli::{Cli, Command};
 use rxd_client::remotes::ConfigDir;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let args = match expand_aliases() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -45,8 +57,52 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The command line with the user's (or a built-in) alias expanded, once: an alias's target
+/// is not expanded again. A target that is a program (`/...`) replaces this process.
+fn expand_aliases() -> anyhow::Result<Vec<std::ffi::OsString>> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if std::env::var_os("RXC_ALIASES").is_some_and(|v| v == "1") {
+        return Ok(args);
+    }
+    let Some(words) = args
+        .iter()
+        .map(|a| a.to_str().map(str::to_owned))
+        .collect::<Option<Vec<String>>>()
+    else {
+        return Ok(args);
+    };
+    let path = ConfigDir::default_path().join("config.yml");
+    let aliases = match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            serde_norway::from_str::<rxd_client::remotes::ConfigFile>(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                .aliases
+        }
+        Err(_) => Default::default(),
+    };
+    let Some(expanded) = alias::expand(&aliases, &words)? else {
+        return Ok(args);
+    };
+    if expanded[0].starts_with('/') {
+        use std::os::unix::process::CommandExt;
+        let err = std::process::Command::new(&expanded[0])
+            .args(&expanded[1..])
+            .env("RXC_ALIASES", "1")
+            .exec();
+        anyhow::bail!("Processing aliases failed: {}: {err}", expanded[0]);
+    }
+    Ok(expanded.into_iter().map(Into::into).collect())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Generated from the definitions alone: no configuration needed.
+    match &cli.command {
+        Command::Completion { shell } => return shell::completion(*shell),
+        Command::Manpages { dir } => return shell::manpages(dir),
+        _ => {}
+    }
     let mut conf = ConfigDir::open(&ConfigDir::default_path())?;
+    let project_given = cli.project.is_some();
     // Under `rxc auth`, `--project` names a grant's project; elsewhere it replaces the remote's.
     if !matches!(cli.command, Command::Auth(_)) {
         conf.project_override = cli.project;
@@ -71,9 +127,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let _ = std::io::stdout().flush();
             std::process::exit(code)
         }
-        Command::List { remote, format } => {
-            instance::list(&conf, remote.as_deref(), format.format).await
-        }
+        Command::List(args) => list::run(&conf, args, project_given).await,
         Command::Config(cmd) => commands::config(&conf, cmd).await,
         Command::Image(cmd) => image::run(&conf, cmd).await,
         Command::Project(cmd) => project::run(&mut conf, cmd).await,
@@ -84,6 +138,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Restore { name, snapshot } => instance::restore(&conf, &name, &snapshot).await,
         Command::Console { name, show_log } => file::console(&conf, &name, show_log).await,
+        Command::Completion { .. } | Command::Manpages { .. } => Ok(()),
+        Command::Alias(cmd) => alias::run(&mut conf, cmd),
+        Command::Monitor(args) => monitor::run(&conf, args).await,
         Command::Version { remote } => commands::version(&conf, remote.as_deref()).await,
         Command::Operation(cli::OperationCmd::List { remote, format }) => {
             commands::operation_list(&conf, remote.as_deref(), format.format).await

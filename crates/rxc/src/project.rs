@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail};
 use clap::ValueEnum;
 use rxd_api::certificate::Certificate;
 use rxd_api::grant::{Grant, GrantsPost};
-use rxd_api::project::{Project, ProjectPost, ProjectPut, ProjectsPost};
+use rxd_api::project::{Project, ProjectPost, ProjectPut, ProjectState, ProjectsPost};
 use rxd_api::ResponseType;
 use rxd_client::remotes::ConfigDir;
 use rxd_client::Method;
@@ -67,6 +67,53 @@ pub async fn run(conf: &mut ConfigDir, cmd: ProjectCmd) -> anyhow::Result<()> {
             let (v, _) = fetch(&conn, &name).await?;
             out!("{}", serde_norway::to_string(&v)?)?;
             Ok(())
+        }
+        ProjectCmd::Info { name, format } => {
+            let (conn, name) = target(conf, &name)?;
+            let escaped = escape(&name);
+            let state: ProjectState = conn
+                .get_as(&format!("/1.0/projects/{escaped}/state?project={escaped}"))
+                .await?;
+            let shown = |k: &str, n: i64| match k {
+                "disk" | "memory" => crate::list::iec(n),
+                _ => n.to_string(),
+            };
+            let mut rows: Vec<Vec<String>> = state
+                .resources
+                .iter()
+                .map(|(k, r)| {
+                    let limit = match r.limit {
+                        l if l < 0 => "UNLIMITED".to_owned(),
+                        l => shown(k, l),
+                    };
+                    vec![k.to_uppercase(), limit, shown(k, r.usage)]
+                })
+                .collect();
+            rows.sort_by(|a, b| crate::list::row_cmp(a, b));
+            crate::output::print_rows(
+                format.format,
+                &["RESOURCE", "LIMIT", "USAGE"],
+                &rows,
+                &state,
+            )
+        }
+        ProjectCmd::Edit { name } => {
+            let (conn, name) = target(conf, &name)?;
+            let (v, etag) = fetch(&conn, &name).await?;
+            let current = ProjectPut {
+                config: Some(v.config),
+                description: Some(v.description),
+            };
+            let path = project_path(&name);
+            let (conn, path, etag) = (&conn, &path, etag.as_deref());
+            crate::edit::edit(
+                PROJECT_EDIT_HELP,
+                &serde_norway::to_string(&current)?,
+                |new: ProjectPut, interactive| async move {
+                    crate::edit::put(conn, path, &new, etag.filter(|_| interactive)).await
+                },
+            )
+            .await
         }
         ProjectCmd::Get { name, key } => {
             let (conn, name) = target(conf, &name)?;
@@ -127,6 +174,18 @@ pub async fn run(conf: &mut ConfigDir, cmd: ProjectCmd) -> anyhow::Result<()> {
 }
 
 /// `[REMOTE:]NAME` to a connection and the project's name.
+/// What `lxc project edit` shows above a project's YAML.
+const PROJECT_EDIT_HELP: &str = "### This is a YAML representation of the project.
+### Any line starting with a '# will be ignored.
+###
+### A project consists of a set of features and a description.
+###
+### An example would look like:
+### config:
+###   features.images: \"true\"
+###   restricted: \"true\"
+### description: My own project";
+
 fn target(conf: &ConfigDir, spec: &str) -> anyhow::Result<(Conn, String)> {
     let (remote, name) = split_target(conf, spec);
     if name.is_empty() {

@@ -284,11 +284,9 @@ async fn isolated_blocks_are_disjoint_and_privileged_maps_root() {
         map.split_whitespace().collect::<Vec<_>>(),
         ["0", "0", "4294967295"]
     );
-    let list = s.ok(&["list", "-f", "csv"]);
-    assert!(
-        list.contains("priv,RUNNING,") && list.contains("PRIVILEGED"),
-        "{list}"
-    );
+    // As in lxc, TYPE says CONTAINER; a config column shows the privilege.
+    let list = s.ok(&["list", "-f", "csv", "-c", "ns,security.privileged"]);
+    assert!(list.contains("priv,RUNNING,true\n"), "{list}");
     s.ok(&["delete", "--force", "shared", "iso1", "iso2", "priv"]);
 }
 

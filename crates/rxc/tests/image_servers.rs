@@ -336,6 +336,20 @@ async fn images_are_pulled_from_a_simplestreams_server_and_verified() {
         "{image:#}"
     );
     assert_ne!(image["last_used_at"], "0001-01-01T00:00:00Z", "{image:#}");
+    // lxc image edit of a pulled image sends auto_update back: accepted, kept.
+    let show_edit = format!(
+        "lxc image show rxd:{0} | lxc image edit rxd:{0}",
+        tree.new_split
+    );
+    ok(
+        run("sh", &lxc_env, &["-c", &show_edit]),
+        "image show | image edit",
+    );
+    let image = c
+        .get(&format!("/1.0/images/{}", tree.new_split))
+        .await
+        .unwrap();
+    assert_eq!(image["auto_update"], true, "{image:#}");
     // A second launch uses the image already here.
     ok(lxc(&["launch", "ss:bb", "rxd:c2"]), "second launch");
     assert_eq!(

@@ -56,7 +56,8 @@ go_struct! {
 
 go_struct! {
     /// `PUT /1.0/images/<fingerprint>` (`lxc image edit`); `PATCH` takes any of them, so
-    /// every field is optional (rxd does not serve either yet).
+    /// every field is optional. rxd stores `properties` and `public`, and refuses what it would
+    /// not honour in the others.
     #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
     pub struct ImagePut {
         #[serde(skip_serializing_if = "Option::is_none")]

@@ -37,6 +37,7 @@ pub const API_EXTENSIONS: &[&str] = &[
     "auth_user",
     "certificate_token",
     "instance_get_full",
+    "container_full",
     "certificate_update",
     "certificate_self_renewal",
     "remote_token_expiry",
@@ -51,6 +52,8 @@ pub const API_EXTENSIONS: &[&str] = &[
     "image_force_refresh",
     "projects",
     "projects_restrictions",
+    "project_usage",
+    "instance_all_projects",
     "rxd_auth_grants",
 ];
 

@@ -44,3 +44,25 @@ go_struct! {
         pub name: String,
     }
 }
+
+go_struct! {
+    /// `GET /1.0/projects/<name>/state` (extension `project_usage`): each resource's limit and
+    /// usage, keyed `cpu`, `disk`, `memory`, `networks`, `processes`, `instances`,
+    /// `containers` and `virtual-machines`.
+    #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+    pub struct ProjectState {
+        pub resources: BTreeMap<String, ProjectStateResource>,
+    }
+}
+
+go_struct! {
+    /// One resource of a [`ProjectState`]; `limit` is -1 when there is none. (LXD's struct has
+    /// no JSON tags: the keys are Go's field names.)
+    #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+    pub struct ProjectStateResource {
+        #[serde(rename = "Limit")]
+        pub limit: i64,
+        #[serde(rename = "Usage")]
+        pub usage: i64,
+    }
+}

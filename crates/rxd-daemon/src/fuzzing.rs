@@ -28,6 +28,7 @@ pub const REQUEST_BODIES: &[&str] = &[
     "PUT|PATCH /1.0",
     "POST /1.0/instances/{name}/snapshots",
     "POST /1.0/instances/{name}/snapshots/{snapshot}",
+    "PUT|PATCH /1.0/images/{fingerprint}",
     "PUT|PATCH /1.0/warnings/{uuid}",
 ];
 
@@ -59,6 +60,7 @@ pub fn decode_request_body(kind: u8, bytes: &[u8]) -> Result<(), String> {
         15 => json::<server::ServerPut>(bytes),
         16 => json::<snapshot::InstanceSnapshotsPost>(bytes),
         17 => json::<snapshot::InstanceSnapshotPost>(bytes),
+        18 => json::<image::ImagePut>(bytes),
         _ => json::<warning::WarningPut>(bytes),
     }
 }

@@ -36,8 +36,8 @@ pub fn instance_state(d: &Daemon, name: &str) -> InstanceState {
     }
 }
 
-/// An instance as `GET /1.0/instances/<name>` shows it; `recursion` 2 adds its state and the
-/// (always empty: rxd lists snapshots separately) snapshots and backups.
+/// An instance as `GET /1.0/instances/<name>` shows it; `recursion` 2 adds its state, and
+/// snapshots and backups (always empty) that callers fill with [`with_snapshots`].
 pub fn instance(d: &Daemon, row: &InstanceRow, recursion: u8) -> Instance {
     let config = config_of(row);
     let (status, code) = instances::status(d, &row.key());
@@ -65,4 +65,17 @@ pub fn instance(d: &Daemon, row: &InstanceRow, recursion: u8) -> Instance {
         state: full.then(|| instance_state(d, &row.key())),
         snapshots: full.then(Vec::new),
     }
+}
+
+/// A `recursion=2` instance with its snapshots, as LXD's `InstanceFull` has them (`lxc list`
+/// counts them there).
+pub fn with_snapshots(mut instance: Instance, rows: &[rxd_store::SnapshotRow]) -> Instance {
+    if instance.snapshots.is_some() {
+        instance.snapshots = Some(
+            rows.iter()
+                .map(crate::routes::snapshots::snapshot)
+                .collect(),
+        );
+    }
+    instance
 }

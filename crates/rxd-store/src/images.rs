@@ -239,6 +239,26 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Replace what `PUT /1.0/images/<fingerprint>` may change: properties (a JSON object of
+    /// strings) and whether the image is public.
+    pub fn update_image(
+        &self,
+        project: &str,
+        fingerprint: &str,
+        properties: &str,
+        public: bool,
+        auto_update: bool,
+    ) -> Result<(), StoreError> {
+        let n = self.conn()?.execute(
+            "UPDATE images SET properties = ?3, public = ?4, auto_update = ?5 WHERE project = ?1 AND fingerprint = ?2",
+            params![project, fingerprint, properties, public, auto_update],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound { kind: "image" });
+        }
+        Ok(())
+    }
+
     pub fn delete_image(&self, project: &str, fingerprint: &str) -> Result<(), StoreError> {
         let n = self.conn()?.execute(
             "DELETE FROM images WHERE project = ?1 AND fingerprint = ?2",

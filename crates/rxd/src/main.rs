@@ -4,10 +4,14 @@
 use clap::Parser;
 use std::path::PathBuf;
 
+mod init;
+
 /// rxd: a system-container manager daemon speaking LXD's REST API.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Cmd>,
     /// State directory (database, keypair, unix socket).
     #[arg(long, env = "RXD_DIR", default_value = "/var/lib/rxd")]
     dir: PathBuf,
@@ -17,8 +21,6 @@ struct Args {
     /// Log filter, e.g. `info` or `rxd_daemon=debug`.
     #[arg(long, env = "RXD_LOG", default_value = "info")]
     log: String,
-    #[command(subcommand)]
-    command: Option<Cmd>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -31,10 +33,19 @@ enum Cmd {
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
+    /// Configure a running rxd, as `lxd init` does: `rxd init --preseed < rxd.yaml` (server
+    /// `config:` and `projects:`), or `rxd init --auto --network-address 0.0.0.0`.
+    Init(init::InitArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Cmd::Init(init)) = args.command {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        return runtime.block_on(init::run(&args.dir, init));
+    }
     // No file or socket rxd creates may be writable by group or others unless it says so.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     tracing_subscriber::fmt()

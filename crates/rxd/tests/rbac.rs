@@ -88,7 +88,7 @@ fn expected_min(method: &str, path: &str) -> Min {
         ("GET", "/1.0/events" | "/1.0/operations" | "/1.0/operations/{id}") => AnyTrusted,
         ("GET", "/1.0/operations/{id}/wait") | ("DELETE", "/1.0/operations/{id}") => AnyTrusted,
         ("GET", "/1.0/projects") => AnyTrusted,
-        ("GET", "/1.0/projects/{name}") => Auditor,
+        ("GET", "/1.0/projects/{name}" | "/1.0/projects/{name}/state") => Auditor,
         ("PUT" | "PATCH", "/1.0/projects/{name}") => ProjectAdmin,
         ("POST" | "DELETE", "/1.0/projects/{name}") | ("POST", "/1.0/projects") => ServerAdmin,
         (_, "/1.0") => ServerAdmin,

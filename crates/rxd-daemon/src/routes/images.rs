@@ -108,6 +108,75 @@ pub async fn get(
     Ok(response::sync(to_json(&row, &aliases)))
 }
 
+/// `PUT` (every field; an absent one is its zero value) and `PATCH` (absent fields keep theirs)
+/// of `/1.0/images/<fingerprint>`: properties, `public` and `auto_update`. rxd keeps no expiry
+/// and applies no profiles, and can refresh only an image pulled from a server, so it refuses
+/// an expiry date, profiles other than `default` and `auto_update` on an uploaded image, rather
+/// than store what it would not honour.
+async fn update(
+    d: &Daemon,
+    caller: &Caller,
+    fp: &str,
+    body: rxd_api::image::ImagePut,
+    replace: bool,
+) -> ApiResult<Response> {
+    let row = resolve(d, &caller.project, fp).await?;
+    if body.auto_update == Some(true) && row.cache.update_source.is_empty() {
+        return Err(ApiError::BadRequest(
+            "The image was not pulled from an image server: it has no source to update from, auto_update must be false".into(),
+        ));
+    }
+    if body
+        .expires_at
+        .as_deref()
+        .is_some_and(|e| !e.is_empty() && !e.starts_with("0001-01-01"))
+    {
+        return Err(ApiError::BadRequest(
+            "rxd images do not expire: leave expires_at unset".into(),
+        ));
+    }
+    if body
+        .profiles
+        .as_ref()
+        .is_some_and(|p| !p.is_empty() && p.as_slice() != ["default"])
+    {
+        return Err(ApiError::BadRequest(
+            "rxd has only the default profile: profiles must be [default]".into(),
+        ));
+    }
+    let properties = match body.properties {
+        Some(p) => serde_json::to_string(&p).map_err(ApiError::internal)?,
+        None if replace => "{}".to_owned(),
+        None => row.properties.clone(),
+    };
+    let public = body.public.unwrap_or(!replace && row.public);
+    let auto_update = body
+        .auto_update
+        .unwrap_or(!replace && row.cache.auto_update);
+    let (p, f) = (row.project.clone(), row.fingerprint.clone());
+    d.db(move |s| s.update_image(&p, &f, &properties, public, auto_update))
+        .await?;
+    Ok(response::empty())
+}
+
+pub async fn put(
+    State(d): State<Arc<Daemon>>,
+    caller: Caller,
+    Path(fp): Path<String>,
+    Json(body): Json<rxd_api::image::ImagePut>,
+) -> ApiResult<Response> {
+    update(&d, &caller, &fp, body, true).await
+}
+
+pub async fn patch(
+    State(d): State<Arc<Daemon>>,
+    caller: Caller,
+    Path(fp): Path<String>,
+    Json(body): Json<rxd_api::image::ImagePut>,
+) -> ApiResult<Response> {
+    update(&d, &caller, &fp, body, false).await
+}
+
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name)
         .and_then(|v| v.to_str().ok())

@@ -49,8 +49,15 @@ pub async fn get(
 ) -> ApiResult<Response> {
     let row = find(&d, &caller.project, &name).await?;
     let full = if q.recursion > 0 { 2 } else { 0 };
+    let snapshots = if full > 0 {
+        let (p, n) = (row.project.clone(), row.name.clone());
+        d.db(move |s| s.snapshots(&p, &n)).await?
+    } else {
+        Vec::new()
+    };
+    let instance = crate::views::instance(&d, &row, full);
     Ok(response::sync_with_etag(
-        crate::views::instance(&d, &row, full),
+        crate::views::with_snapshots(instance, &snapshots),
         &etag_fields(&row),
     ))
 }

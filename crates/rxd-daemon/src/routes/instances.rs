@@ -35,9 +35,28 @@ pub async fn list(
     } else {
         d.db(move |s| s.instances(&project)).await?
     };
+    let snapshots = if q.recursion >= 2 {
+        let keys: Vec<(String, String)> = rows
+            .iter()
+            .map(|r| (r.project.clone(), r.name.clone()))
+            .collect();
+        d.db(move |s| {
+            keys.iter()
+                .map(|(p, n)| s.snapshots(p, n))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?
+    } else {
+        Vec::new()
+    };
     let objects = rows
         .iter()
-        .map(|r| serde_json::to_value(views::instance(&d, r, q.recursion)))
+        .enumerate()
+        .map(|(k, r)| {
+            let instance = views::instance(&d, r, q.recursion);
+            let snaps = snapshots.get(k).map(Vec::as_slice).unwrap_or_default();
+            serde_json::to_value(views::with_snapshots(instance, snaps))
+        })
         .collect::<Result<Vec<Value>, _>>()
         .map_err(ApiError::internal)?;
     let selected = q.select(objects, |o| {

@@ -69,7 +69,10 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         )
         .route(
             "/1.0/images/{fingerprint}",
-            get(images::get).delete(images::delete),
+            get(images::get)
+                .put(images::put)
+                .patch(images::patch)
+                .delete(images::delete),
         )
         .route("/1.0/images/{fingerprint}/export", get(images::export))
         .route("/1.0/images/{fingerprint}/refresh", post(images::refresh))
@@ -166,6 +169,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
                 .post(projects::rename)
                 .delete(projects::delete),
         )
+        .route("/1.0/projects/{name}/state", get(projects::state))
         .route("/1.0/auth/grants", get(grants::list).post(grants::post))
         .route(
             "/1.0/auth/grants/{id}",

@@ -98,6 +98,92 @@ pub async fn get(
     ))
 }
 
+/// `GET /1.0/projects/<name>/state`: what the project's instances use against its limits, as
+/// LXD counts it: the sums of the instances' `limits.cpu`, `limits.memory` and
+/// `limits.processes`, the disk rxd stores for the project, and instance counts.
+pub async fn state(
+    State(d): State<Arc<Daemon>>,
+    _: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    use rxd_api::project::{ProjectState, ProjectStateResource};
+    use rxd_core::instance_config::parse_bytes;
+    let p = current(&d, &name)?;
+    let n = name.clone();
+    let (instances, disk) = d
+        .db(move |s| Ok((s.instances(&n)?, s.disk_usage(&n)?)))
+        .await?;
+    let configs: Vec<BTreeMap<String, String>> = instances
+        .iter()
+        .map(crate::service::instances::config_of)
+        .collect();
+    // A CPU limit is a count or a set of CPUs (`0-3,6`): its size.
+    let cpus = |v: &str| -> Option<i64> {
+        if let Ok(n) = v.parse::<i64>() {
+            return Some(n);
+        }
+        v.split(',')
+            .map(|part| match part.split_once('-') {
+                Some((a, b)) => {
+                    Some(b.trim().parse::<i64>().ok()? - a.trim().parse::<i64>().ok()? + 1)
+                }
+                None => part.trim().parse::<i64>().ok().map(|_| 1),
+            })
+            .sum()
+    };
+    let bytes = |v: &str| parse_bytes(v).and_then(|b| i64::try_from(b).ok());
+    let count = |v: &str| v.parse::<i64>().ok();
+    let limit = |key: &str, read: &dyn Fn(&str) -> Option<i64>| {
+        p.config.get(key).and_then(|v| read(v)).unwrap_or(-1)
+    };
+    let sum = |key: &str, read: &dyn Fn(&str) -> Option<i64>| -> i64 {
+        configs
+            .iter()
+            .filter_map(|c| c.get(key).and_then(|v| read(v)))
+            .sum()
+    };
+    let resource = |limit: i64, usage: i64| ProjectStateResource { limit, usage };
+    let n = instances.len() as i64;
+    let resources = BTreeMap::from([
+        (
+            "cpu".to_owned(),
+            resource(limit("limits.cpu", &cpus), sum("limits.cpu", &cpus)),
+        ),
+        (
+            "disk".to_owned(),
+            resource(limit("limits.disk", &bytes), disk),
+        ),
+        (
+            "memory".to_owned(),
+            resource(limit("limits.memory", &bytes), sum("limits.memory", &bytes)),
+        ),
+        (
+            "networks".to_owned(),
+            resource(limit("limits.networks", &count), 0),
+        ),
+        (
+            "processes".to_owned(),
+            resource(
+                limit("limits.processes", &count),
+                sum("limits.processes", &count),
+            ),
+        ),
+        (
+            "instances".to_owned(),
+            resource(limit("limits.instances", &count), n),
+        ),
+        (
+            "containers".to_owned(),
+            resource(limit("limits.containers", &count), n),
+        ),
+        (
+            "virtual-machines".to_owned(),
+            resource(limit("limits.virtual-machines", &count), 0),
+        ),
+    ]);
+    Ok(response::sync(ProjectState { resources }))
+}
+
 pub use rxd_api::project::{ProjectPost, ProjectPut, ProjectsPost};
 
 fn valid_name(name: &str) -> ApiResult<()> {

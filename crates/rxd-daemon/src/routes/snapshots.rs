@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// A snapshot as the API shows it (LXD's field order). Its size is not measured: `-1`.
-fn snapshot(row: &SnapshotRow) -> InstanceSnapshot {
+pub(crate) fn snapshot(row: &SnapshotRow) -> InstanceSnapshot {
     let config: BTreeMap<String, String> = serde_json::from_str(&row.config).unwrap_or_default();
     let expires_at = if row.expires_at == 0 {
         "0001-01-01T00:00:00Z".to_owned()
