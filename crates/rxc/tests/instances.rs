@@ -244,16 +244,22 @@ async fn bad_instance_requests_are_refused() {
             400,
             "containers only",
         ),
-        // `lxc launch images:bb`: another server's image, never a local one of the same name.
+        // `lxc launch REMOTE:bb`: the other server's image (here one that does not answer, on
+        // loopback), never a local one of the same name.
         (
-            json!({"name": "c1", "source": {"type": "image", "alias": "bb", "server": "https://images.example", "protocol": "simplestreams"}}),
+            json!({"name": "c1", "source": {"type": "image", "alias": "bb", "server": "https://127.0.0.1:9", "protocol": "simplestreams"}}),
             400,
-            "another server",
+            "image server",
+        ),
+        (
+            json!({"name": "c1", "source": {"type": "image", "alias": "bb", "server": "http://127.0.0.1:9", "protocol": "simplestreams"}}),
+            400,
+            "only https",
         ),
         (
             json!({"name": "c1", "source": {"type": "image", "alias": "bb", "operation": "https://10.0.0.1:8443/1.0/operations/x", "secret": "s"}}),
             400,
-            "migration source",
+            "migration or copy source",
         ),
         (
             json!({"name": "c1", "source": src, "profiles": ["default", "gpu"]}),
