@@ -170,7 +170,8 @@ pub async fn info(conf: &ConfigDir, target: &str) -> anyhow::Result<()> {
             state.memory.usage as f64 / 1048576.0
         )?;
         outln!("  CPU usage: {:.2} seconds", state.cpu.usage as f64 / 1e9)?;
-        outln!("LXCFS: {}", if state.lxcfs { "yes" } else { "no" })?;
+        let lxcfs = v.config.get("volatile.lxcfs").is_some_and(|l| l == "true");
+        outln!("LXCFS: {}", if lxcfs { "yes" } else { "no" })?;
     }
     Ok(())
 }

@@ -225,9 +225,6 @@ go_struct! {
         pub pid: i64,
         pub processes: i64,
         pub cpu: InstanceStateCpu,
-        /// rxd's own: whether the running container sees lxcfs's /proc files (its limits in
-        /// `free`, `uptime`, ...). LXD has no such field; its clients skip it.
-        pub lxcfs: bool,
     }
 }
 

@@ -224,7 +224,6 @@ fn state(pid: i64) -> InstanceState {
         pid,
         processes: 3,
         cpu: InstanceStateCpu { usage: 123_456_789 },
-        lxcfs: true,
     }
 }
 
@@ -256,8 +255,6 @@ const STATE_KEYS: &[&str] = &[
     "pid",
     "processes",
     "cpu",
-    // rxd's own (LXD clients skip it).
-    "lxcfs",
 ];
 
 const SNAPSHOT_KEYS: &[&str] = &[

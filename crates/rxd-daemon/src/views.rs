@@ -32,7 +32,6 @@ pub fn instance_state(d: &Daemon, name: &str) -> InstanceState {
         cpu: InstanceStateCpu {
             usage: int(usage.cpu_ns),
         },
-        lxcfs: pid > 0 && d.runtime.uses_lxcfs(name),
     }
 }
 

@@ -215,6 +215,12 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
     tracing::info!(instance = %name, pid = init.pid, idmap = ?idmap, "container started");
     config.insert("volatile.idmap.current".into(), next);
     config.insert("volatile.last_state.power".into(), "RUNNING".into());
+    // Whether it sees lxcfs's /proc files (its limits in `free`, `uptime`): a config key, as
+    // LXD keeps runtime facts (`volatile.*`), so the wire's objects stay LXD's.
+    config.insert(
+        "volatile.lxcfs".into(),
+        d.runtime.uses_lxcfs(name).to_string(),
+    );
     save_config(d, name, &config).await
 }
 
@@ -515,6 +521,7 @@ async fn stopped(d: &Arc<Daemon>, name: &InstanceKey, why: Why) -> ApiResult<rxd
         crate::failpoint::hit("instance-stop:cleaned-up");
         let mut config = config_of(&row);
         config.remove("volatile.idmap.current");
+        config.remove("volatile.lxcfs");
         let power = if why == Why::HostShutdown {
             "RUNNING"
         } else {
