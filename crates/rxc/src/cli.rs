@@ -367,6 +367,14 @@ pub struct RemoteAdd {
     /// Project to use on this remote.
     #[arg(long, default_value = "default")]
     pub project: String,
+    /// What the remote speaks: `lxd` (an rxd or LXD server) or `simplestreams` (an image
+    /// server, `https` only: images to launch from and copy, nothing else).
+    #[arg(long, default_value = "lxd", value_parser = ["lxd", "simplestreams"])]
+    pub protocol: String,
+    /// A public image server: no client certificate, no trust needed (simplestreams remotes
+    /// always are).
+    #[arg(long)]
+    pub public: bool,
 }
 
 /// Server config (`[REMOTE:] KEY ...`) or, when the first argument names an instance,
@@ -468,6 +476,21 @@ pub enum ImageCmd {
         #[arg(long)]
         alias: Vec<String>,
         /// Make the image public.
+        #[arg(long)]
+        public: bool,
+    },
+    /// Copy an image from an image server to a server: `rxc image copy REMOTE:IMAGE
+    /// [TARGET:] [--alias NAME] [--auto-update] [--public]` (the target server downloads it).
+    Copy {
+        image: String,
+        target: Option<String>,
+        /// Name the copy on the target.
+        #[arg(long)]
+        alias: Vec<String>,
+        /// Keep it up to date from the server (when named by alias).
+        #[arg(long)]
+        auto_update: bool,
+        /// Make the copy public.
         #[arg(long)]
         public: bool,
     },

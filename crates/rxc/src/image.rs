@@ -20,9 +20,19 @@ pub async fn run(conf: &ConfigDir, cmd: ImageCmd) -> anyhow::Result<()> {
             alias,
             public,
         } => import(conf, &file, remote.as_deref(), &alias, public).await,
+        ImageCmd::Copy {
+            image,
+            target,
+            alias,
+            auto_update,
+            public,
+        } => copy(conf, &image, target.as_deref(), alias, auto_update, public).await,
         ImageCmd::List { remote, format } => {
-            let conn = open(conf, &remote_name(conf, remote.as_deref()))?;
-            let items: Vec<Image> = conn.get_as("/1.0/images?recursion=1").await?;
+            let name = remote_name(conf, remote.as_deref());
+            let items: Vec<Image> = match conf.remote(&name)? {
+                r if r.protocol == "simplestreams" => server_images(&r.addr).await?,
+                _ => open(conf, &name)?.get_as("/1.0/images?recursion=1").await?,
+            };
             let columns = [
                 column("ALIAS", |v: &Image| {
                     v.aliases
@@ -290,4 +300,76 @@ async fn alias(conf: &ConfigDir, cmd: AliasCmd) -> anyhow::Result<()> {
             print_list(format.format, &items, &columns)
         }
     }
+}
+
+/// An image server's images, as the image list shows a server's.
+async fn server_images(url: &str) -> anyhow::Result<Vec<Image>> {
+    let server = rxd_simplestreams::Server::new(url)?;
+    let catalog = server.catalog().await?;
+    Ok(catalog
+        .images
+        .iter()
+        .map(|i| Image {
+            aliases: i
+                .aliases
+                .iter()
+                .map(|a| rxd_api::image::ImageAlias {
+                    name: a.clone(),
+                    description: String::new(),
+                })
+                .collect(),
+            architecture: i.architecture.clone(),
+            fingerprint: i.fingerprint.clone(),
+            public: true,
+            properties: i.properties.clone(),
+            kind: "container".into(),
+            size: i64::try_from(i.size()).unwrap_or(i64::MAX),
+            uploaded_at: time::OffsetDateTime::from_unix_timestamp(i.created_at)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default(),
+            filename: i.filename(),
+            ..Default::default()
+        })
+        .collect())
+}
+
+/// `rxc image copy REMOTE:IMAGE [TARGET:]`: the target server pulls the image from the image
+/// server (LXD's `POST /1.0/images` with a `pull` source), then gets the aliases asked for.
+async fn copy(
+    conf: &ConfigDir,
+    image: &str,
+    target: Option<&str>,
+    aliases: Vec<String>,
+    auto_update: bool,
+    public: bool,
+) -> anyhow::Result<()> {
+    let (source_remote, name) = crate::connect::split_target(conf, image);
+    let source = conf.remote(&source_remote)?;
+    if source.protocol != "simplestreams" {
+        anyhow::bail!("rxc copies images from image servers (simplestreams remotes) only; {source_remote}: is not one");
+    }
+    let conn = open(
+        conf,
+        &remote_name(conf, target.map(|t| t.trim_end_matches(':'))),
+    )?;
+    let body = serde_json::json!({
+        "source": {
+            "type": "image",
+            "mode": "pull",
+            "server": source.addr,
+            "protocol": "simplestreams",
+            "fingerprint": name,
+        },
+        "auto_update": auto_update,
+        "public": public,
+        "aliases": aliases.iter().map(|a| serde_json::json!({"name": a, "description": ""})).collect::<Vec<_>>(),
+    });
+    let op = conn.send_as(Method::POST, "/1.0/images", &body).await?;
+    wait(&conn, &op).await?;
+    outln!("Image copied successfully!")?;
+    Ok(())
 }

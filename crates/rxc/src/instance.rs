@@ -17,9 +17,16 @@ use std::collections::BTreeMap;
 pub async fn create(conf: &ConfigDir, args: CreateArgs, start: bool) -> anyhow::Result<()> {
     let (remote, name) = split_target(conf, &args.name);
     let (image_remote, image) = split_target(conf, &args.image);
-    if image_remote != remote {
-        bail!("the image must be on the server the container is created on ({remote}:)");
-    }
+    // An image server's image: the daemon pulls it (LXD's `source` with `mode: pull`).
+    let server = if image_remote != remote {
+        let r = conf.remote(&image_remote)?;
+        if r.protocol != "simplestreams" {
+            bail!("the image must be on the server the container is created on ({remote}:), or on an image server (a simplestreams remote)");
+        }
+        Some(r.addr)
+    } else {
+        None
+    };
     let mut config = BTreeMap::new();
     for kv in &args.config {
         let (k, v) = kv
@@ -28,20 +35,27 @@ pub async fn create(conf: &ConfigDir, args: CreateArgs, start: bool) -> anyhow::
         config.insert(k.to_owned(), v.to_owned());
     }
     let conn = open(conf, &remote)?;
-    // An image is named by alias or by fingerprint (prefix): ask which.
-    let alias = conn
-        .client
-        .request(Method::GET, &format!("/1.0/images/aliases/{image}"), None)
-        .await
-        .map_err(|e| conn.explain(e))?;
     let mut source = InstanceSource {
         kind: "image".into(),
         ..Default::default()
     };
-    if alias.status == 200 {
+    if let Some(server) = server {
+        source.mode = "pull".into();
+        source.server = server;
+        source.protocol = "simplestreams".into();
         source.alias = image;
     } else {
-        source.fingerprint = image;
+        // An image is named by alias or by fingerprint (prefix): ask which.
+        let alias = conn
+            .client
+            .request(Method::GET, &format!("/1.0/images/aliases/{image}"), None)
+            .await
+            .map_err(|e| conn.explain(e))?;
+        if alias.status == 200 {
+            source.alias = image;
+        } else {
+            source.fingerprint = image;
+        }
     }
     let body = InstancesPost {
         name: name.clone(),

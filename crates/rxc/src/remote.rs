@@ -135,6 +135,21 @@ fn ask_password(name: &str) -> anyhow::Result<String> {
 
 async fn add(conf: &mut ConfigDir, args: RemoteAdd) -> anyhow::Result<()> {
     conf.check_new_name(&args.name)?;
+    if args.protocol == "simplestreams" {
+        // An image server: no certificate to capture, nothing to enrol. Its https certificate
+        // is checked against the system's roots whenever it is read (by rxc to list it, by the
+        // daemon to pull from it).
+        if !args.addr.starts_with("https://") {
+            bail!(
+                "simplestreams remotes must be https:// URLs, not {:?}",
+                args.addr
+            );
+        }
+        let mut remote = remote_entry(&args, args.addr.trim_end_matches('/').to_owned(), "none");
+        remote.protocol = "simplestreams".into();
+        remote.public = true;
+        return Ok(conf.save_remote(&args.name, remote, None)?);
+    }
     let candid_wanted = args.auth_type.as_deref() == Some("candid") || args.candid_agent.is_some();
     if args.candid_agent.is_some() && args.auth_type.as_deref() == Some("tls") {
         bail!("--candid-agent logs in by Candid; it cannot be used with --auth-type=tls");

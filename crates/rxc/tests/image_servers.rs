@@ -615,3 +615,85 @@ async fn only_administrators_pull_from_servers_not_listed() {
         .unwrap();
     assert_eq!(image["fingerprint"], tree.new_split.as_str());
 }
+
+#[tokio::test]
+async fn rxc_lists_launches_and_copies_from_an_image_server() {
+    if !require_root("rxc_lists_launches_and_copies_from_an_image_server") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let (root, certs) = (work.path().join("www"), work.path().join("certs"));
+    let tree = write_tree(&root, work.path());
+    let ca = TestCa::new("image server CA");
+    ca.server(1).write(&certs, "server.crt", "server.key");
+    let ca_file = certs.join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let server = Server::start(&root, &certs);
+    let d = TestDaemon::start_with(Options {
+        env: vec![("SSL_CERT_FILE".into(), ca_file.display().to_string())],
+        ..Options::default()
+    })
+    .await;
+    let conf = tempfile::tempdir().unwrap();
+    let rxd_dir = d.dir();
+    let env = [
+        ("RXC_CONF", conf.path()),
+        ("RXD_DIR", rxd_dir.as_path()),
+        ("SSL_CERT_FILE", ca_file.as_path()),
+    ];
+    let rxc = |args: &[&str]| run(bin("rxc").to_str().unwrap(), &env, args);
+    let e = err(
+        rxc(&[
+            "remote",
+            "add",
+            "plain",
+            &server.url.replace("https", "http"),
+            "--protocol=simplestreams",
+        ]),
+        "an http image server",
+    );
+    assert!(e.contains("https"), "{e}");
+    ok(
+        rxc(&[
+            "remote",
+            "add",
+            "ss",
+            &server.url,
+            "--protocol=simplestreams",
+            "--public",
+        ]),
+        "remote add",
+    );
+    let listed = ok(
+        rxc(&["image", "list", "ss:", "-f", "csv"]),
+        "image list ss:",
+    );
+    assert!(
+        listed.contains("busybox/1") && listed.contains(&tree.new_split[..12]),
+        "{listed}"
+    );
+    ok(rxc(&["launch", "ss:bb", "c1"]), "launch ss:bb");
+    ok(rxc(&["exec", "c1", "--", "ls", "/bin/sh"]), "exec");
+    let out = ok(
+        rxc(&[
+            "image",
+            "copy",
+            &format!("ss:{}", tree.old_unified),
+            "local:",
+            "--alias",
+            "old",
+        ]),
+        "image copy",
+    );
+    assert!(out.contains("Image copied successfully!"), "{out}");
+    let c = d.unix();
+    assert_eq!(
+        c.get("/1.0/images/aliases/old").await.unwrap()["target"],
+        tree.old_unified.as_str()
+    );
+    assert!(c
+        .get(&format!("/1.0/images/{}", tree.new_split))
+        .await
+        .is_ok());
+    ok(rxc(&["delete", "--force", "c1"]), "delete");
+}
