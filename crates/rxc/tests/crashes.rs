@@ -404,6 +404,17 @@ async fn a_daemon_killed_at_any_step_leaves_nothing_half_made() {
                 "{point}: no warning says what recovery did: {warnings:#}"
             );
         }
+        if op == Op::Update {
+            // One transaction: nothing to recover, so recovery says nothing (and never takes
+            // the daemon's own files, such as the security log, for leftovers).
+            let warnings = c.get("/1.0/warnings?recursion=1").await.unwrap();
+            assert!(
+                !warnings.as_array().unwrap().iter().any(|w| w["type"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("Unfinished work"))),
+                "{point}: {warnings:#}"
+            );
+        }
         // Retried, the operation succeeds (or is found already done).
         if !done(&c, op).await {
             if op == Op::Restore

@@ -511,12 +511,16 @@ impl Runtime {
     /// Remove a deleted instance's console log directory.
     /// Every instance the runtime holds anything of on disk (state, bundle or logs), running or
     /// not: start-up recovery compares them with the instances that exist.
+    /// Only directories named as instance keys count: the logs directory also holds the
+    /// daemon's own files (the security log).
     pub fn on_disk(&self) -> Vec<String> {
         let mut names: Vec<String> = [&self.state_root, &self.bundles, &self.logs]
             .iter()
             .filter_map(|dir| std::fs::read_dir(dir).ok())
             .flat_map(|entries| entries.flatten())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| rxd_core::name::valid_instance_key(n))
             .collect();
         names.sort();
         names.dedup();
