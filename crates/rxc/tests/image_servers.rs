@@ -223,6 +223,43 @@ fn err(out: Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// A simplestreams tree served over HTTPS on loopback (by a test CA that the daemon trusts
+/// through `SSL_CERT_FILE`), and a daemon.
+struct Fixture {
+    work: tempfile::TempDir,
+    root: PathBuf,
+    tree: Tree,
+    ca_file: PathBuf,
+    server: Server,
+    d: TestDaemon,
+}
+
+impl Fixture {
+    async fn start() -> Fixture {
+        let work = tempfile::tempdir().unwrap();
+        let (root, certs) = (work.path().join("www"), work.path().join("certs"));
+        let tree = write_tree(&root, work.path());
+        let ca = TestCa::new("image server CA");
+        ca.server(1).write(&certs, "server.crt", "server.key");
+        let ca_file = certs.join("ca.pem");
+        std::fs::write(&ca_file, &ca.pem).unwrap();
+        let server = Server::start(&root, &certs);
+        let d = TestDaemon::start_with(Options {
+            env: vec![("SSL_CERT_FILE".into(), ca_file.display().to_string())],
+            ..Options::default()
+        })
+        .await;
+        Fixture {
+            work,
+            root,
+            tree,
+            ca_file,
+            server,
+            d,
+        }
+    }
+}
+
 #[tokio::test]
 async fn images_are_pulled_from_a_simplestreams_server_and_verified() {
     if !require_root("images_are_pulled_from_a_simplestreams_server_and_verified")
@@ -234,20 +271,14 @@ async fn images_are_pulled_from_a_simplestreams_server_and_verified() {
     {
         return;
     }
-    let work = tempfile::tempdir().unwrap();
-    let (root, certs) = (work.path().join("www"), work.path().join("certs"));
-    let tree = write_tree(&root, work.path());
-    let ca = TestCa::new("image server CA");
-    ca.server(1).write(&certs, "server.crt", "server.key");
-    let ca_file = certs.join("ca.pem");
-    std::fs::write(&ca_file, &ca.pem).unwrap();
-    let server = Server::start(&root, &certs);
-
-    let d = TestDaemon::start_with(Options {
-        env: vec![("SSL_CERT_FILE".into(), ca_file.display().to_string())],
-        ..Options::default()
-    })
-    .await;
+    let Fixture {
+        work,
+        root,
+        tree,
+        ca_file,
+        server,
+        d,
+    } = Fixture::start().await;
     let admin = tempfile::tempdir().unwrap();
     let rxd_dir = d.dir();
     let rxc_env = [("RXC_CONF", admin.path()), ("RXD_DIR", rxd_dir.as_path())];
@@ -498,19 +529,13 @@ async fn only_administrators_pull_from_servers_not_listed() {
     if !require_root("only_administrators_pull_from_servers_not_listed") {
         return;
     }
-    let work = tempfile::tempdir().unwrap();
-    let (root, certs) = (work.path().join("www"), work.path().join("certs"));
-    let tree = write_tree(&root, work.path());
-    let ca = TestCa::new("image server CA");
-    ca.server(1).write(&certs, "server.crt", "server.key");
-    let ca_file = certs.join("ca.pem");
-    std::fs::write(&ca_file, &ca.pem).unwrap();
-    let server = Server::start(&root, &certs);
-    let d = TestDaemon::start_with(Options {
-        env: vec![("SSL_CERT_FILE".into(), ca_file.display().to_string())],
-        ..Options::default()
-    })
-    .await;
+    let Fixture {
+        work: _work,
+        tree,
+        server,
+        d,
+        ..
+    } = Fixture::start().await;
     let (admin, bob) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let rxc = |conf: &Path, args: &[&str]| {
         run(
@@ -621,19 +646,14 @@ async fn rxc_lists_launches_and_copies_from_an_image_server() {
     if !require_root("rxc_lists_launches_and_copies_from_an_image_server") {
         return;
     }
-    let work = tempfile::tempdir().unwrap();
-    let (root, certs) = (work.path().join("www"), work.path().join("certs"));
-    let tree = write_tree(&root, work.path());
-    let ca = TestCa::new("image server CA");
-    ca.server(1).write(&certs, "server.crt", "server.key");
-    let ca_file = certs.join("ca.pem");
-    std::fs::write(&ca_file, &ca.pem).unwrap();
-    let server = Server::start(&root, &certs);
-    let d = TestDaemon::start_with(Options {
-        env: vec![("SSL_CERT_FILE".into(), ca_file.display().to_string())],
-        ..Options::default()
-    })
-    .await;
+    let Fixture {
+        work: _work,
+        tree,
+        ca_file,
+        server,
+        d,
+        ..
+    } = Fixture::start().await;
     let conf = tempfile::tempdir().unwrap();
     let rxd_dir = d.dir();
     let env = [

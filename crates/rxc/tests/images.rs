@@ -249,6 +249,42 @@ async fn hostile_tarballs_are_refused_with_nothing_written() {
     assert_eq!(d.image_files(), Vec::<String>::new());
 }
 
+/// Debian's `lxc` in its own config dir, with the daemon added as remote `rxd:` (by trust
+/// password, set by an admin client whose config dir is returned first).
+fn lxc_remote(d: &TestDaemon) -> (tempfile::TempDir, tempfile::TempDir) {
+    let admin = tempfile::tempdir().unwrap();
+    ok(
+        d,
+        admin.path(),
+        &["config", "set", "core.trust_password", "pw"],
+    );
+    let lxd_conf = tempfile::tempdir().unwrap();
+    let out = lxc(
+        lxd_conf.path(),
+        &[
+            "remote",
+            "add",
+            "rxd",
+            &d.https_address(),
+            "--accept-certificate",
+            "--password",
+            "pw",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    (admin, lxd_conf)
+}
+
+fn lxc(conf: &Path, args: &[&str]) -> Output {
+    Command::new("lxc")
+        .args(args)
+        .env("LXD_CONF", conf)
+        .env("HOME", conf)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn debian_lxc_imports_lists_and_deletes_images() {
     if !require_root("debian_lxc_imports_lists_and_deletes_images")
@@ -261,32 +297,8 @@ async fn debian_lxc_imports_lists_and_deletes_images() {
         return;
     }
     let d = TestDaemon::start().await;
-    let admin = tempfile::tempdir().unwrap();
-    ok(
-        &d,
-        admin.path(),
-        &["config", "set", "core.trust_password", "pw"],
-    );
-    let lxd_conf = tempfile::tempdir().unwrap();
-    let lxc = |args: &[&str]| {
-        Command::new("lxc")
-            .args(args)
-            .env("LXD_CONF", lxd_conf.path())
-            .env("HOME", lxd_conf.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
-    let out = lxc(&[
-        "remote",
-        "add",
-        "rxd",
-        &d.https_address(),
-        "--accept-certificate",
-        "--password",
-        "pw",
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    let (admin, lxd_conf) = lxc_remote(&d);
+    let lxc = |args: &[&str]| lxc(lxd_conf.path(), args);
     let image = busybox_image(admin.path());
     let out = lxc(&[
         "image",
@@ -372,32 +384,8 @@ async fn debian_lxc_imports_and_launches_a_split_image() {
         return;
     }
     let d = TestDaemon::start().await;
-    let admin = tempfile::tempdir().unwrap();
-    ok(
-        &d,
-        admin.path(),
-        &["config", "set", "core.trust_password", "pw"],
-    );
-    let lxd_conf = tempfile::tempdir().unwrap();
-    let lxc = |args: &[&str]| {
-        Command::new("lxc")
-            .args(args)
-            .env("LXD_CONF", lxd_conf.path())
-            .env("HOME", lxd_conf.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
-    let out = lxc(&[
-        "remote",
-        "add",
-        "rxd",
-        &d.https_address(),
-        "--accept-certificate",
-        "--password",
-        "pw",
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    let (admin, lxd_conf) = lxc_remote(&d);
+    let lxc = |args: &[&str]| lxc(lxd_conf.path(), args);
     let (meta, rootfs) = split_image(admin.path(), &[]);
     let out = lxc(&[
         "image",
