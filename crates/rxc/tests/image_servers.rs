@@ -494,11 +494,17 @@ async fn images_are_pulled_from_a_simplestreams_server_and_verified() {
     // the next start; an image asked for is kept.
     let mut d = d;
     d.stop();
-    let backdate = format!(
-        "import sqlite3; c = sqlite3.connect({:?}); c.execute(\"UPDATE images SET last_used_at = strftime('%s','now') - 11*86400 WHERE cached = 1\"); c.commit()",
-        d.dir().join("rxd.db").display().to_string()
+    let age = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/simplestreams/age_cached_images.py");
+    let db = d.dir().join("rxd.db");
+    ok(
+        run(
+            "python3",
+            &[],
+            &[age.to_str().unwrap(), db.to_str().unwrap(), "11"],
+        ),
+        "age the cached images",
     );
-    ok(run("python3", &[], &["-c", &backdate]), "backdate");
     d.spawn();
     d.wait_ready().await;
     let c = d.unix();

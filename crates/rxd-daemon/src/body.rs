@@ -19,45 +19,66 @@ impl<S: Send + Sync, T: DeserializeOwned, const LIMIT: usize> FromRequest<S> for
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let json_labelled = is_json(req.headers());
-        let declared = req
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if let Some(n) = declared.filter(|n| *n > LIMIT as u64) {
-            // A body small enough to read and drop is read, so the client gets to see the 413
-            // instead of a reset while it is still sending.
-            if n <= DISCARD_LIMIT {
-                discard(req.into_body()).await;
-            }
-            return Err(ApiError::TooLarge { limit: LIMIT });
-        }
-        let mut body = req.into_body();
-        let mut bytes = Vec::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame
-                .map_err(|e| ApiError::BadRequest(format!("reading the request body: {e}")))?;
-            let Ok(chunk) = frame.into_data() else {
-                continue;
-            };
-            if bytes.len() + chunk.len() > LIMIT {
-                // A declared (so small, see above) remainder is read; a chunked one is not
-                // waited for.
-                if declared.is_some() {
-                    discard(body).await;
-                }
-                return Err(ApiError::TooLarge { limit: LIMIT });
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        if !bytes.is_empty() && !json_labelled {
-            return Err(ApiError::UnsupportedMediaType(
-                "Request bodies here are JSON: send them as Content-Type: application/json".into(),
-            ));
-        }
-        decode(&bytes).map(Json)
+        decode(&read_json_bytes(req, LIMIT).await?).map(Json)
     }
+}
+
+/// A JSON body an endpoint may also be sent without (LXD's `POST /1.0/images/<fp>/refresh`
+/// takes none): empty is `None`; anything else passes the same checks as [`Json`].
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_json_bytes(req, DEFAULT_LIMIT).await?;
+        if bytes.is_empty() {
+            return Ok(OptionalJson(None));
+        }
+        decode(&bytes).map(|v| OptionalJson(Some(v)))
+    }
+}
+
+/// A JSON body's bytes, read within `limit` (413 beyond it), labelled JSON when not empty.
+async fn read_json_bytes(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let json_labelled = is_json(req.headers());
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared.filter(|n| *n > limit as u64) {
+        // A body small enough to read and drop is read, so the client gets to see the 413
+        // instead of a reset while it is still sending.
+        if n <= DISCARD_LIMIT {
+            discard(req.into_body()).await;
+        }
+        return Err(ApiError::TooLarge { limit });
+    }
+    let mut body = req.into_body();
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::BadRequest(format!("reading the request body: {e}")))?;
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        if bytes.len() + chunk.len() > limit {
+            // A declared (so small, see above) remainder is read; a chunked one is not
+            // waited for.
+            if declared.is_some() {
+                discard(body).await;
+            }
+            return Err(ApiError::TooLarge { limit });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    if !bytes.is_empty() && !json_labelled {
+        return Err(ApiError::UnsupportedMediaType(
+            "Request bodies here are JSON: send them as Content-Type: application/json".into(),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// A JSON body, once read within its limit (also the fuzz targets' entry, `fuzzing.rs`),

@@ -155,7 +155,10 @@ fn declared_dependencies(toml: &str) -> Vec<String> {
 fn confined_dependencies_only_where_allowed() {
     let confined: &[(&str, &[&str])] = &[
         ("rustls", &["rxd-tls"]),
-        ("tokio-rustls", &["rxd-client", "rxd-daemon", "rxd"]),
+        (
+            "tokio-rustls",
+            &["rxd-client", "rxd-daemon", "rxd", "rxd-web"],
+        ),
         ("rusqlite", &["rxd-store"]),
         ("libcontainer", &["rxd-shim"]),
     ];

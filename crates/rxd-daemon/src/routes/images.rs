@@ -486,6 +486,8 @@ pub async fn refresh(
     State(d): State<Arc<Daemon>>,
     caller: Caller,
     Path(fp): Path<String>,
+    // LXD's takes no body; one sent anyway is held to the JSON rules.
+    _body: crate::body::OptionalJson<serde_json::Value>,
 ) -> ApiResult<Response> {
     let row = resolve(&d, &caller.project, &fp).await?;
     if row.cache.update_source.is_empty() {
