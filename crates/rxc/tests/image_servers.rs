@@ -15,11 +15,6 @@ fn sha(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-fn tar(args: &[&str]) {
-    let out = Command::new("tar").args(args).output().unwrap();
-    assert!(out.status.success(), "tar {args:?}: {out:?}");
-}
-
 /// A split image (metadata tarball, root filesystem tarball) made with the system's tar from
 /// the busybox image, its metadata given `serial` as a property so that each is distinct.
 fn split(dir: &Path, serial: &str) -> (Vec<u8>, Vec<u8>) {
@@ -27,45 +22,7 @@ fn split(dir: &Path, serial: &str) -> (Vec<u8>, Vec<u8>) {
     if !unified.exists() {
         busybox_image(&unified);
     }
-    let tree = dir.join(format!("tree-{serial}"));
-    std::fs::create_dir_all(&tree).unwrap();
-    tar(&[
-        "-C",
-        tree.to_str().unwrap(),
-        "-xzf",
-        unified.to_str().unwrap(),
-    ]);
-    let meta = tree.join("metadata.yaml");
-    let text = std::fs::read_to_string(&meta).unwrap();
-    std::fs::write(
-        &meta,
-        text.replace(
-            "properties:\n",
-            &format!("properties:\n  serial: \"{serial}\"\n"),
-        ),
-    )
-    .unwrap();
-    let (m, r) = (
-        dir.join(format!("meta-{serial}.tar.xz")),
-        dir.join(format!("root-{serial}.tar.xz")),
-    );
-    tar(&[
-        "--numeric-owner",
-        "-C",
-        tree.to_str().unwrap(),
-        "-cJf",
-        m.to_str().unwrap(),
-        "metadata.yaml",
-    ]);
-    let rootfs = tree.join("rootfs");
-    tar(&[
-        "--numeric-owner",
-        "-C",
-        rootfs.to_str().unwrap(),
-        "-cJf",
-        r.to_str().unwrap(),
-        ".",
-    ]);
+    let (m, r) = rxd_testkit::split_image(&unified, dir, serial, Some(serial), &[]);
     (std::fs::read(m).unwrap(), std::fs::read(r).unwrap())
 }
 

@@ -337,38 +337,11 @@ async fn debian_lxc_imports_lists_and_deletes_images() {
 /// `lxc image import META ROOTFS` have them) made with the system's tar from the busybox image.
 fn split_image(dir: &Path, meta_extra: &[&str]) -> (PathBuf, PathBuf) {
     let unified = busybox_image(dir);
-    let tree = dir.join("tree");
-    std::fs::create_dir(&tree).unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new("tar").args(args).output().unwrap();
-        assert!(out.status.success(), "tar {args:?}: {out:?}");
-    };
-    run(&[
-        "-C",
-        tree.to_str().unwrap(),
-        "-xzf",
-        unified.to_str().unwrap(),
-    ]);
+    let (m, r) = rxd_testkit::split_image(&unified, dir, "split", None, meta_extra);
+    // Named as a user's files would be (the rootfs part's name becomes the image's filename).
     let (meta, rootfs) = (dir.join("meta.tar.xz"), dir.join("rootfs.tar.xz"));
-    let mut args = vec![
-        "--numeric-owner",
-        "-C",
-        tree.to_str().unwrap(),
-        "-cJf",
-        meta.to_str().unwrap(),
-        "metadata.yaml",
-    ];
-    args.extend_from_slice(meta_extra);
-    run(&args);
-    let rootfs_dir = tree.join("rootfs");
-    run(&[
-        "--numeric-owner",
-        "-C",
-        rootfs_dir.to_str().unwrap(),
-        "-cJf",
-        rootfs.to_str().unwrap(),
-        ".",
-    ]);
+    std::fs::rename(m, &meta).unwrap();
+    std::fs::rename(r, &rootfs).unwrap();
     (meta, rootfs)
 }
 

@@ -78,6 +78,60 @@ pub fn busybox_image(out: &std::path::Path) {
     assert!(built.success(), "make-busybox-image.sh failed");
 }
 
+/// A split image made with the system's tar from the unified image `unified`: a metadata
+/// tarball `meta-<tag>.tar.xz` (`metadata.yaml`, plus `meta_extra` entries of the unified
+/// image) and a root filesystem tarball `root-<tag>.tar.xz`, in `dir`. With `serial`, that
+/// property is added to `metadata.yaml`, so that each such image is distinct.
+pub fn split_image(
+    unified: &std::path::Path,
+    dir: &std::path::Path,
+    tag: &str,
+    serial: Option<&str>,
+    meta_extra: &[&str],
+) -> (PathBuf, PathBuf) {
+    let tar = |args: &[&str]| {
+        let out = Command::new("tar").args(args).output().expect("tar runs");
+        assert!(out.status.success(), "tar {args:?}: {out:?}");
+    };
+    let tree = dir.join(format!("tree-{tag}"));
+    std::fs::create_dir_all(&tree).unwrap();
+    let (tree_s, unified_s) = (tree.to_str().unwrap(), unified.to_str().unwrap());
+    tar(&["-C", tree_s, "-xzf", unified_s]);
+    if let Some(serial) = serial {
+        let meta = tree.join("metadata.yaml");
+        let text = std::fs::read_to_string(&meta).unwrap();
+        let text = text.replace(
+            "properties:\n",
+            &format!("properties:\n  serial: \"{serial}\"\n"),
+        );
+        std::fs::write(&meta, text).unwrap();
+    }
+    let (meta, rootfs) = (
+        dir.join(format!("meta-{tag}.tar.xz")),
+        dir.join(format!("root-{tag}.tar.xz")),
+    );
+    let mut args = vec![
+        "--numeric-owner",
+        "-C",
+        tree_s,
+        "-cJf",
+        meta.to_str().unwrap(),
+    ];
+    args.push("metadata.yaml");
+    args.extend_from_slice(meta_extra);
+    tar(&args);
+    let rootfs_dir = tree.join("rootfs");
+    tar(&[
+        "--numeric-owner",
+        "-C",
+        rootfs_dir.to_str().unwrap(),
+        "-cJf",
+        rootfs.to_str().unwrap(),
+        ".",
+    ]);
+    (meta, rootfs)
+}
+
 /// The Debian 12 systemd test image (`scripts/make-debian-image.sh`: mmdebstrap from the mirror
 /// apt uses), built once and cached under the target directory, where a rerun finds it. Built
 /// at most once at a time per test process.
