@@ -6,10 +6,11 @@ cd "$(dirname "$0")/.."
 
 # System packages the tests drive: OpenSSL's s_client (TLS policy), curl and setpriv (socket
 # access as another user), Debian's LXD client (wire compatibility), busybox for the test image,
-# mmdebstrap for the Debian 12 systemd image (scripts/make-debian-image.sh), lxcfs (run
+# mmdebstrap for the Debian 12 systemd image (scripts/make-debian-image.sh), squashfs-tools to
+# pack it as image servers do, lxcfs (run
 # privately by one test), and libseccomp's headers with pkg-config to build the container helper's seccomp support.
 need=()
-for pkg in openssl curl util-linux xz-utils busybox-static mmdebstrap lxcfs lxd-client libseccomp-dev pkg-config; do
+for pkg in openssl curl util-linux xz-utils busybox-static mmdebstrap squashfs-tools lxcfs lxd-client libseccomp-dev pkg-config; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

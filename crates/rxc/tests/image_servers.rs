@@ -4,12 +4,12 @@
 //! fingerprint before anything is unpacked; who may pull from where.
 
 use rxd_testkit::ca::TestCa;
+use rxd_testkit::image_server::ImageServer;
 use rxd_testkit::{bin, busybox_image, require_root, require_tool, Options, TestDaemon};
 use serde_json::{json, Value};
 use sha2::Digest;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 fn sha(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
@@ -112,55 +112,6 @@ fn add_newer_serial(root: &Path, work: &Path) -> String {
     fp
 }
 
-/// The HTTPS server, stopped when dropped.
-struct Server {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(root: &Path, certs: &Path) -> Server {
-        let log = certs.join("requests.log");
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/simplestreams/serve.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(root)
-            .arg(certs.join("server.crt"))
-            .arg(certs.join("server.key"))
-            .arg(&log)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port: u16 = line.trim().parse().expect("the server prints its port");
-        Server {
-            child,
-            url: format!("https://127.0.0.1:{port}"),
-            log,
-        }
-    }
-
-    fn requests(&self, path: &str) -> usize {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| *l == path)
-            .count()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn run(cmd: &str, env: &[(&str, &Path)], args: &[&str]) -> Output {
     let mut c = Command::new(cmd);
     c.args(args).stdin(Stdio::null());
@@ -187,7 +138,7 @@ struct Fixture {
     root: PathBuf,
     tree: Tree,
     ca_file: PathBuf,
-    server: Server,
+    server: ImageServer,
     d: TestDaemon,
 }
 
@@ -200,7 +151,7 @@ impl Fixture {
         ca.server(1).write(&certs, "server.crt", "server.key");
         let ca_file = certs.join("ca.pem");
         std::fs::write(&ca_file, &ca.pem).unwrap();
-        let server = Server::start(&root, &certs);
+        let server = ImageServer::start(&root, &certs);
         let d = TestDaemon::start_with(Options {
             env: vec![("SSL_CERT_FILE".into(), ca_file.display().to_string())],
             ..Options::default()

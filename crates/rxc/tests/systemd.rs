@@ -10,6 +10,7 @@
 
 use rxd_testkit::{debian_image, require_root, require_tool, Options, TestDaemon};
 use serde_json::{json, Value};
+use sha2::Digest;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -362,6 +363,31 @@ async fn debian_boots_unprivileged_stops_cleanly_reboots_and_is_protected() {
     assert_eq!(cgroups_left(&cgroup), Vec::<PathBuf>::new());
 }
 
+/// Debian's `lxc` with its own config dir (and `env`), bounded: a command that never ends fails
+/// the test rather than hanging it.
+fn lxc(conf: &Path, env: &[(&str, &Path)], args: &[&str]) -> Output {
+    let mut cmd = Command::new("lxc");
+    cmd.args(args)
+        .env("LXD_CONF", conf)
+        .env("HOME", conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("lxc {args:?} did not finish in 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
 #[tokio::test]
 async fn debian_lxc_launches_and_stops_debian() {
     let test = "debian_lxc_launches_and_stops_debian";
@@ -373,27 +399,7 @@ async fn debian_lxc_launches_and_stops_debian() {
     };
     s.ok(&["config", "set", "core.trust_password", "pw"]);
     let lxd_conf = tempfile::tempdir().unwrap();
-    // lxc, bounded: a stop that never ends fails the test rather than hanging it.
-    let lxc = |args: &[&str]| {
-        let mut child = Command::new("lxc")
-            .args(args)
-            .env("LXD_CONF", lxd_conf.path())
-            .env("HOME", lxd_conf.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("lxc {args:?} did not finish in 90 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        child.wait_with_output().unwrap()
-    };
+    let lxc = |args: &[&str]| lxc(lxd_conf.path(), &[], args);
     let addr = s.d.https_address();
     let out = lxc(&[
         "remote",
@@ -630,4 +636,130 @@ async fn with_lxcfs_running_a_container_sees_its_own_limits() {
     s.ok(&["delete", "--force", "x1"]);
     drop(s);
     drop(lxcfs);
+}
+
+/// What image servers ship: the Debian image split into a metadata tarball and an xz squashfs,
+/// in a simplestreams tree served over HTTPS on loopback (a test CA trusted through
+/// `SSL_CERT_FILE`). Debian's `lxc launch ss:debian/12` makes the daemon pull, verify and
+/// unpack the squashfs, and systemd boots from it.
+#[tokio::test]
+async fn debian_from_an_image_server_squashfs_boots() {
+    let test = "debian_from_an_image_server_squashfs_boots";
+    if !require_tool("lxc", "lxd-client", test)
+        || !require_tool("mksquashfs", "squashfs-tools", test)
+        || !require_root(test)
+    {
+        return;
+    }
+    let (meta, squashfs) = rxd_testkit::debian_split_squashfs();
+    let work = tempfile::tempdir().unwrap();
+    let (root, certs) = (work.path().join("www"), work.path().join("certs"));
+    std::fs::create_dir_all(root.join("images/d12")).unwrap();
+    std::fs::create_dir_all(root.join("streams/v1")).unwrap();
+    std::fs::copy(&meta, root.join("images/d12/lxd.tar.xz")).unwrap();
+    std::fs::copy(&squashfs, root.join("images/d12/root.squashfs")).unwrap();
+    let sha = |paths: &[&Path]| {
+        let mut h = sha2::Sha256::new();
+        for p in paths {
+            h.update(std::fs::read(p).unwrap());
+        }
+        hex::encode(h.finalize())
+    };
+    let combined = sha(&[&meta, &squashfs]);
+    let item = |path: &str, file: &Path, ftype: &str| {
+        json!({"ftype": ftype, "path": path, "sha256": sha(&[file]),
+               "size": std::fs::metadata(file).unwrap().len()})
+    };
+    let mut meta_item = item("images/d12/lxd.tar.xz", &meta, "lxd.tar.xz");
+    meta_item["combined_squashfs_sha256"] = json!(combined);
+    let products = json!({
+        "content_id": "images", "datatype": "image-downloads", "format": "products:1.0",
+        "products": {"debian:12:amd64:default": {
+            "aliases": "debian/12/default,debian/12", "arch": "amd64", "os": "Debian",
+            "release": "bookworm", "release_title": "12", "variant": "default",
+            "versions": {"20261204_05:24": {"items": {
+                "lxd.tar.xz": meta_item,
+                "root.squashfs": item("images/d12/root.squashfs", &squashfs, "squashfs")}}}}}
+    });
+    std::fs::write(root.join("streams/v1/images.json"), products.to_string()).unwrap();
+    let index = json!({"format": "index:1.0", "index": {"images": {
+        "datatype": "image-downloads", "path": "streams/v1/images.json",
+        "format": "products:1.0", "products": ["debian:12:amd64:default"]}}});
+    std::fs::write(root.join("streams/v1/index.json"), index.to_string()).unwrap();
+    let ca = rxd_testkit::ca::TestCa::new("image server CA");
+    ca.server(1).write(&certs, "server.crt", "server.key");
+    let ca_file = certs.join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let server = rxd_testkit::image_server::ImageServer::start(&root, &certs);
+
+    let Some(s) = Setup::with(
+        test,
+        Options {
+            env: vec![("SSL_CERT_FILE".into(), ca_file.display().to_string())],
+            ..Options::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    s.ok(&["config", "set", "core.trust_password", "pw"]);
+    let conf = tempfile::tempdir().unwrap();
+    let env = [("SSL_CERT_FILE", ca_file.as_path())];
+    let lxc = |args: &[&str]| {
+        let out = lxc(conf.path(), &env, args);
+        assert!(
+            out.status.success(),
+            "lxc {args:?}: {out:?}\n{}",
+            s.d.logs()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    lxc(&[
+        "remote",
+        "add",
+        "ss",
+        &server.url,
+        "--protocol=simplestreams",
+        "--public",
+    ]);
+    let addr = s.d.https_address();
+    lxc(&[
+        "remote",
+        "add",
+        "rxd",
+        &addr,
+        "--accept-certificate",
+        "--password",
+        "pw",
+    ]);
+    let launched = Instant::now();
+    lxc(&["launch", "ss:debian/12", "rxd:d1"]);
+    let state = s.wait_booted("d1");
+    eprintln!("d1 (squashfs): launch to {state}: {:?}", launched.elapsed());
+    assert_eq!(server.requests("/images/d12/root.squashfs"), 1);
+    let image =
+        s.d.unix()
+            .get(&format!("/1.0/images/{combined}"))
+            .await
+            .unwrap();
+    assert_eq!(image["cached"], true, "{image}");
+    assert_eq!(image["update_source"]["alias"], "debian/12", "{image}");
+    assert_eq!(image["properties"]["type"], "squashfs", "{image}");
+    // The tree came through whole: owners, setuid, links.
+    let out = s.ok(&[
+        "exec",
+        "d1",
+        "--",
+        "stat",
+        "-c",
+        "%a %U",
+        "/usr/bin/su",
+        "/var/mail",
+        "/usr/bin/mount",
+    ]);
+    assert_eq!(out, "4755 root\n2775 root\n4755 root\n", "{out}");
+    lxc(&["stop", "rxd:d1"]);
+    assert!(s.stop_kills().await.is_empty(), "{:?}", s.warnings().await);
+    lxc(&["delete", "rxd:d1"]);
 }

@@ -14,6 +14,7 @@ pub mod durable;
 pub mod remove;
 pub mod rootfs;
 mod shift;
+mod squashfs;
 pub mod template;
 mod tree;
 mod unpack;
@@ -113,6 +114,8 @@ pub enum ImageError {
     MissingMetadata,
     #[error("the image has no rootfs/ directory")]
     MissingRootfs,
+    #[error("the root filesystem is not a valid squashfs: {0}")]
+    Squashfs(String),
     #[error("the image is not a valid tar archive (gzip, xz or uncompressed): {0}")]
     Archive(String),
     #[error("{0}")]

@@ -26,6 +26,9 @@ pub struct Unpacked {
     pub skipped_special: u64,
     /// Bytes of regular files written (what `Limits::max_total_bytes` bounds).
     pub bytes: u64,
+    /// The root filesystem (a squashfs) carried extended attributes (file capabilities,
+    /// ACLs), which are not written.
+    pub xattrs_dropped: bool,
 }
 
 const TOP_LEVEL: [&str; 3] = ["metadata.yaml", "rootfs", "templates"];
@@ -184,7 +187,7 @@ impl Drop for TempDir {
 
 /// What one archive of an image holds.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Part {
+pub(crate) enum Part {
     /// A unified image: `metadata.yaml`, `rootfs/`, `templates/`.
     Unified,
     /// A split image's metadata: `metadata.yaml` and `templates/` only.
@@ -221,26 +224,67 @@ pub fn unpack_split(
     )
 }
 
+/// What kind of thing an archive entry is, whatever the archive's format.
+pub(crate) enum Kind {
+    Dir,
+    File,
+    Symlink(std::ffi::OsString),
+    HardLink(PathBuf),
+    /// A device node, FIFO or socket: never created.
+    Special,
+    Unsupported(String),
+}
+
+/// One entry of an archive (tar or squashfs), as the writer needs it.
+pub(crate) struct Entry<'a> {
+    /// The path as the archive names it, relative to the part's top.
+    pub(crate) raw: PathBuf,
+    pub(crate) kind: Kind,
+    pub(crate) mode: u32,
+    pub(crate) uid: u64,
+    pub(crate) gid: u64,
+    /// What the archive says the file holds (a bound is checked before reading it).
+    pub(crate) size: u64,
+    pub(crate) data: &'a mut dyn Read,
+}
+
+/// Fills the staging tree entry by entry under one set of limits, whatever the archives'
+/// formats; [`Writer::finish`] checks the result and renames it into place.
+pub(crate) struct Writer<'l> {
+    stage: Staging,
+    shift: Option<&'l IdShift>,
+    limits: &'l Limits,
+    entries_seen: u64,
+    bytes: u64,
+    skipped_special: u64,
+    pub(crate) xattrs_dropped: bool,
+    /// Directory modes and owners are applied at the end, deepest first, so read-only
+    /// directories can still be filled.
+    dirs: Vec<(PathBuf, u32, u32, u32)>,
+}
+
+fn at(p: &Path) -> impl Fn(rustix::io::Errno) -> ImageError {
+    let p = path_str(p);
+    move |e: rustix::io::Errno| ImageError::Io {
+        path: p.clone(),
+        source: e.into(),
+    }
+}
+
+fn io(p: &Path) -> impl Fn(std::io::Error) -> ImageError {
+    let p = path_str(p);
+    move |e: std::io::Error| ImageError::Io {
+        path: p.clone(),
+        source: e,
+    }
+}
+
 fn unpack_parts(
     parts: &[(&Path, Part)],
     dest: &Path,
     shift: Option<&IdShift>,
     limits: &Limits,
 ) -> Result<Unpacked, ImageError> {
-    let io = |p: &Path| {
-        let p = path_str(p);
-        move |e: std::io::Error| ImageError::Io {
-            path: p.clone(),
-            source: e,
-        }
-    };
-    let at = |p: &Path| {
-        let p = path_str(p);
-        move |e: rustix::io::Errno| ImageError::Io {
-            path: p.clone(),
-            source: e.into(),
-        }
-    };
     if fs::symlink_metadata(dest).is_ok() {
         return Err(ImageError::Io {
             path: path_str(dest),
@@ -251,275 +295,320 @@ fn unpack_parts(
     let tmp = parent.join(format!(".unpack-{}", uuid::Uuid::new_v4()));
     let stage = Staging::create(&tmp)?;
     let mut guard = TempDir(Some(tmp.clone()));
-
-    let mut entries_seen: u64 = 0;
-    let mut bytes: u64 = 0;
-    let mut skipped_special: u64 = 0;
-    // Directory modes and owners are applied at the end, deepest first, so read-only
-    // directories can still be filled.
-    let mut dirs: Vec<(PathBuf, u32, u32, u32)> = Vec::new();
-
-    for &(tarball, part) in parts {
-        let mut ar = archive(tarball)?;
+    let mut writer = Writer {
+        stage,
+        shift,
+        limits,
+        entries_seen: 0,
+        bytes: 0,
+        skipped_special: 0,
+        xattrs_dropped: false,
+        dirs: Vec::new(),
+    };
+    for &(file, part) in parts {
+        if part == Part::Rootfs && crate::squashfs::is_squashfs(file).map_err(io(file))? {
+            crate::squashfs::unpack_into(file, &mut writer)?;
+            continue;
+        }
+        let mut ar = archive(file)?;
         for entry in ar.entries()? {
             let mut entry = entry.map_err(archive_err)?;
-            entries_seen += 1;
-            if entries_seen > limits.max_entries {
-                return Err(ImageError::TooManyEntries(limits.max_entries));
-            }
-            let raw = entry.path().map_err(archive_err)?.into_owned();
-            let rel = clean(&raw).map_err(|reason| ImageError::UnsafePath {
-                path: path_str(&raw),
-                reason,
-            })?;
-            let rel = if part == Part::Rootfs {
-                Path::new("rootfs").join(rel)
-            } else {
-                rel
-            };
-            // Deeper than any walk of a container's tree goes: refused here, where nothing is made.
-            if rel.components().count() > crate::walk::MAX_DEPTH {
-                return Err(ImageError::UnsafePath {
-                    path: path_str(&raw),
-                    reason: "is nested deeper than a container's tree may be",
-                });
-            }
-            let Some(top) = rel
-                .components()
-                .next()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            else {
-                // "./" itself.
-                drain(&mut entry, &mut bytes, limits)?;
-                continue;
-            };
-            if part == Part::Meta && top == "rootfs" {
-                return Err(ImageError::UnsafePath {
-                    path: path_str(&raw),
-                    reason: "is a root filesystem entry in a split image's metadata tarball",
-                });
-            }
-            if !TOP_LEVEL.contains(&top.as_str()) {
-                return Err(ImageError::UnsafePath {
-                    path: path_str(&raw),
-                    reason: "is outside metadata.yaml, rootfs/ and templates/",
-                });
-            }
-            let kind = entry.header().entry_type();
-            let is_top = rel.components().count() == 1;
-            if is_top && matches!(kind, EntryType::Symlink | EntryType::Link) {
-                return Err(ImageError::LinkedTopLevel { name: top });
-            }
-            if top == "metadata.yaml"
-                && !(is_top && matches!(kind, EntryType::Regular | EntryType::Continuous))
-            {
-                return Err(ImageError::UnsafePath {
-                    path: path_str(&raw),
-                    reason: "metadata.yaml must be a regular file",
-                });
-            }
-            if top == "metadata.yaml" && entry.size() > limits.max_metadata_bytes {
-                return Err(ImageError::MetadataTooLarge(limits.max_metadata_bytes));
-            }
             let header = entry.header();
-            let mode = header.mode().map_err(archive_err)? & 0o7777;
-            let uid = map_id(
-                header.uid().map_err(archive_err)?,
-                shift.map_or(0, |s| s.uid_base),
-                shift,
-                &rel,
-            )?;
-            let gid = map_id(
-                header.gid().map_err(archive_err)?,
-                shift.map_or(0, |s| s.gid_base),
-                shift,
-                &rel,
-            )?;
-            let owner = (
-                Some(rustix::fs::Uid::from_raw(uid)),
-                Some(rustix::fs::Gid::from_raw(gid)),
-            );
-
-            let (dir, name) = stage.parent(&rel, true)?;
-            let existing =
-                match rustix::fs::statat(&dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(st) => Some(rustix::fs::FileType::from_raw_mode(st.st_mode)),
-                    Err(rustix::io::Errno::NOENT) => None,
-                    Err(e) => return Err(at(&rel)(e)),
-                };
-            let conflict = || ImageError::Conflict {
-                path: path_str(&rel),
+            let kind = match header.entry_type() {
+                EntryType::Directory => Kind::Dir,
+                EntryType::Regular | EntryType::Continuous => Kind::File,
+                EntryType::Symlink => Kind::Symlink(
+                    entry
+                        .link_name()
+                        .map_err(archive_err)?
+                        .ok_or_else(|| ImageError::Archive("symlink without a target".into()))?
+                        .into_owned()
+                        .into_os_string(),
+                ),
+                EntryType::Link => Kind::HardLink(
+                    entry
+                        .link_name()
+                        .map_err(archive_err)?
+                        .ok_or_else(|| ImageError::Archive("hardlink without a target".into()))?
+                        .into_owned(),
+                ),
+                EntryType::Char | EntryType::Block | EntryType::Fifo => Kind::Special,
+                other => Kind::Unsupported(format!("{other:?}")),
             };
-            match kind {
-                EntryType::Directory => {
-                    match existing {
-                        Some(rustix::fs::FileType::Directory) => {}
-                        Some(_) => return Err(conflict()),
-                        None => {
-                            rustix::fs::mkdirat(&dir, name.as_c_str(), Mode::from_raw_mode(0o700))
-                                .map_err(at(&rel))?
-                        }
-                    }
-                    dirs.push((rel, mode, uid, gid));
-                }
-                EntryType::Regular | EntryType::Continuous => {
-                    match existing {
-                        // A later copy of a file replaces it (tar semantics); nothing else may be replaced.
-                        Some(rustix::fs::FileType::RegularFile) => {
-                            rustix::fs::unlinkat(&dir, name.as_c_str(), AtFlags::empty())
-                                .map_err(at(&rel))?
-                        }
-                        Some(_) => return Err(conflict()),
-                        None => {}
-                    }
-                    let fd = rustix::fs::openat(
-                        &dir,
-                        name.as_c_str(),
-                        OFlags::WRONLY
-                            | OFlags::CREATE
-                            | OFlags::EXCL
-                            | OFlags::NOFOLLOW
-                            | OFlags::CLOEXEC,
-                        Mode::from_raw_mode(0o600),
-                    )
-                    .map_err(at(&rel))?;
-                    let mut out = File::from(fd);
-                    let remaining = limits.max_total_bytes - bytes;
-                    let n = std::io::copy(&mut (&mut entry).take(remaining + 1), &mut out)
-                        .map_err(archive_err)?;
-                    bytes += n;
-                    if bytes > limits.max_total_bytes {
-                        return Err(ImageError::TooLarge(limits.max_total_bytes));
-                    }
-                    out.flush().map_err(io(&rel))?;
-                    // chown first: it clears setuid/setgid bits, which the mode then sets.
-                    rustix::fs::fchown(&out, owner.0, owner.1).map_err(at(&rel))?;
-                    rustix::fs::fchmod(&out, Mode::from_raw_mode(mode)).map_err(at(&rel))?;
-                }
-                EntryType::Symlink => {
-                    if existing.is_some() {
-                        return Err(conflict());
-                    }
-                    let link = entry
-                        .link_name()
-                        .map_err(archive_err)?
-                        .ok_or_else(|| ImageError::Archive("symlink without a target".into()))?;
-                    let link =
-                        std::ffi::CString::new(link.as_os_str().as_bytes()).map_err(|_| {
-                            ImageError::Archive("symlink target with a NUL byte".into())
-                        })?;
-                    // Any target is fine: it is never followed here, and the container resolves it in its own root.
-                    rustix::fs::symlinkat(link.as_c_str(), &dir, name.as_c_str())
-                        .map_err(at(&rel))?;
-                    rustix::fs::chownat(
-                        &dir,
-                        name.as_c_str(),
-                        owner.0,
-                        owner.1,
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(at(&rel))?;
-                }
-                EntryType::Link => {
-                    if existing.is_some() {
-                        return Err(conflict());
-                    }
-                    let link = entry
-                        .link_name()
-                        .map_err(archive_err)?
-                        .ok_or_else(|| ImageError::Archive("hardlink without a target".into()))?;
-                    let escaping = || ImageError::EscapingLink {
-                        path: path_str(&rel),
-                        target: path_str(&link),
-                    };
-                    let src_rel = clean(&link).map_err(|_| escaping())?;
-                    if src_rel.as_os_str().is_empty() {
-                        return Err(escaping());
-                    }
-                    let src_rel = if part == Part::Rootfs {
-                        Path::new("rootfs").join(src_rel)
-                    } else {
-                        src_rel
-                    };
-                    // The source must already be a regular file of the image, reached through its
-                    // directories only.
-                    let (src_dir, src_name) =
-                        stage.parent(&src_rel, false).map_err(|_| escaping())?;
-                    match rustix::fs::statat(
-                        &src_dir,
-                        src_name.as_c_str(),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    ) {
-                        Ok(st)
-                            if rustix::fs::FileType::from_raw_mode(st.st_mode)
-                                == rustix::fs::FileType::RegularFile =>
-                        {
-                            rustix::fs::linkat(
-                                &src_dir,
-                                src_name.as_c_str(),
-                                &dir,
-                                name.as_c_str(),
-                                AtFlags::empty(),
-                            )
-                            .map_err(at(&rel))?
-                        }
-                        _ => return Err(escaping()),
-                    }
-                }
-                EntryType::Char | EntryType::Block | EntryType::Fifo => skipped_special += 1,
-                other => {
-                    return Err(ImageError::UnsupportedEntry {
-                        path: path_str(&rel),
-                        kind: format!("{other:?}"),
-                    })
-                }
-            }
+            let raw = entry.path().map_err(archive_err)?.into_owned();
+            let (mode, uid, gid) = (
+                header.mode().map_err(archive_err)? & 0o7777,
+                header.uid().map_err(archive_err)?,
+                header.gid().map_err(archive_err)?,
+            );
+            let size = entry.size();
+            writer.add(
+                part,
+                Entry {
+                    raw,
+                    kind,
+                    mode,
+                    uid,
+                    gid,
+                    size,
+                    data: &mut entry,
+                },
+            )?;
             // Data a non-file entry carries (none, in a real image).
-            drain(&mut entry, &mut bytes, limits)?;
+            drain(&mut entry, &mut writer.bytes, limits)?;
         }
     }
+    let unpacked = writer.finish(&tmp, dest)?;
+    guard.0 = None;
+    Ok(unpacked)
+}
 
-    let text = match rustix::fs::openat(
-        stage.root(),
-        c"metadata.yaml",
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(fd) => read_regular(fd, limits.max_metadata_bytes)?,
-        Err(_) => return Err(ImageError::MissingMetadata),
-    };
-    let metadata = parse_metadata(&text)?;
-    match rustix::fs::statat(stage.root(), c"rootfs", AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(st)
-            if rustix::fs::FileType::from_raw_mode(st.st_mode)
-                == rustix::fs::FileType::Directory => {}
-        _ => return Err(ImageError::MissingRootfs),
+impl Writer<'_> {
+    pub(crate) fn limits(&self) -> &Limits {
+        self.limits
     }
-    dirs.sort_by_key(|(p, ..)| std::cmp::Reverse(p.components().count()));
-    for (rel, mode, uid, gid) in dirs {
-        let (dir, name) = stage.parent(&rel, false)?;
-        let fd = rustix::fs::openat(
-            &dir,
-            name.as_c_str(),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(at(&rel))?;
-        rustix::fs::fchown(
-            &fd,
+
+    /// Create one entry (or refuse it, and with it the image).
+    pub(crate) fn add(&mut self, part: Part, entry: Entry<'_>) -> Result<(), ImageError> {
+        let limits = self.limits;
+        let shift = self.shift;
+        let Entry {
+            raw,
+            kind,
+            mode,
+            uid,
+            gid,
+            size,
+            data,
+        } = entry;
+        self.entries_seen += 1;
+        if self.entries_seen > limits.max_entries {
+            return Err(ImageError::TooManyEntries(limits.max_entries));
+        }
+        let rel = clean(&raw).map_err(|reason| ImageError::UnsafePath {
+            path: path_str(&raw),
+            reason,
+        })?;
+        let rel = if part == Part::Rootfs {
+            Path::new("rootfs").join(rel)
+        } else {
+            rel
+        };
+        // Deeper than any walk of a container's tree goes: refused here, where nothing is made.
+        if rel.components().count() > crate::walk::MAX_DEPTH {
+            return Err(ImageError::UnsafePath {
+                path: path_str(&raw),
+                reason: "is nested deeper than a container's tree may be",
+            });
+        }
+        let Some(top) = rel
+            .components()
+            .next()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        else {
+            // "./" itself.
+            return Ok(());
+        };
+        if part == Part::Meta && top == "rootfs" {
+            return Err(ImageError::UnsafePath {
+                path: path_str(&raw),
+                reason: "is a root filesystem entry in a split image's metadata tarball",
+            });
+        }
+        if !TOP_LEVEL.contains(&top.as_str()) {
+            return Err(ImageError::UnsafePath {
+                path: path_str(&raw),
+                reason: "is outside metadata.yaml, rootfs/ and templates/",
+            });
+        }
+        let is_top = rel.components().count() == 1;
+        if is_top && matches!(kind, Kind::Symlink(_) | Kind::HardLink(_)) {
+            return Err(ImageError::LinkedTopLevel { name: top });
+        }
+        if top == "metadata.yaml" && !(is_top && matches!(kind, Kind::File)) {
+            return Err(ImageError::UnsafePath {
+                path: path_str(&raw),
+                reason: "metadata.yaml must be a regular file",
+            });
+        }
+        if top == "metadata.yaml" && size > limits.max_metadata_bytes {
+            return Err(ImageError::MetadataTooLarge(limits.max_metadata_bytes));
+        }
+        let uid = map_id(uid, shift.map_or(0, |s| s.uid_base), shift, &rel)?;
+        let gid = map_id(gid, shift.map_or(0, |s| s.gid_base), shift, &rel)?;
+        let owner = (
             Some(rustix::fs::Uid::from_raw(uid)),
             Some(rustix::fs::Gid::from_raw(gid)),
-        )
-        .map_err(at(&rel))?;
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(at(&rel))?;
+        );
+
+        let (dir, name) = self.stage.parent(&rel, true)?;
+        let existing = match rustix::fs::statat(&dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Some(rustix::fs::FileType::from_raw_mode(st.st_mode)),
+            Err(rustix::io::Errno::NOENT) => None,
+            Err(e) => return Err(at(&rel)(e)),
+        };
+        let conflict = || ImageError::Conflict {
+            path: path_str(&rel),
+        };
+        match kind {
+            Kind::Dir => {
+                match existing {
+                    Some(rustix::fs::FileType::Directory) => {}
+                    Some(_) => return Err(conflict()),
+                    None => rustix::fs::mkdirat(&dir, name.as_c_str(), Mode::from_raw_mode(0o700))
+                        .map_err(at(&rel))?,
+                }
+                self.dirs.push((rel, mode, uid, gid));
+            }
+            Kind::File => {
+                match existing {
+                    // A later copy of a file replaces it (tar semantics); nothing else may be replaced.
+                    Some(rustix::fs::FileType::RegularFile) => {
+                        rustix::fs::unlinkat(&dir, name.as_c_str(), AtFlags::empty())
+                            .map_err(at(&rel))?
+                    }
+                    Some(_) => return Err(conflict()),
+                    None => {}
+                }
+                let remaining = limits.max_total_bytes - self.bytes;
+                if size > remaining {
+                    return Err(ImageError::TooLarge(limits.max_total_bytes));
+                }
+                let fd = rustix::fs::openat(
+                    &dir,
+                    name.as_c_str(),
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(at(&rel))?;
+                let mut out = File::from(fd);
+                let n =
+                    std::io::copy(&mut data.take(remaining + 1), &mut out).map_err(archive_err)?;
+                self.bytes += n;
+                if self.bytes > limits.max_total_bytes {
+                    return Err(ImageError::TooLarge(limits.max_total_bytes));
+                }
+                out.flush().map_err(io(&rel))?;
+                // chown first: it clears setuid/setgid bits, which the mode then sets.
+                rustix::fs::fchown(&out, owner.0, owner.1).map_err(at(&rel))?;
+                rustix::fs::fchmod(&out, Mode::from_raw_mode(mode)).map_err(at(&rel))?;
+            }
+            Kind::Symlink(link) => {
+                if existing.is_some() {
+                    return Err(conflict());
+                }
+                let link = std::ffi::CString::new(link.as_bytes())
+                    .map_err(|_| ImageError::Archive("symlink target with a NUL byte".into()))?;
+                // Any target is fine: it is never followed here, and the container resolves it in its own root.
+                rustix::fs::symlinkat(link.as_c_str(), &dir, name.as_c_str()).map_err(at(&rel))?;
+                rustix::fs::chownat(
+                    &dir,
+                    name.as_c_str(),
+                    owner.0,
+                    owner.1,
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(at(&rel))?;
+            }
+            Kind::HardLink(link) => {
+                if existing.is_some() {
+                    return Err(conflict());
+                }
+                let escaping = || ImageError::EscapingLink {
+                    path: path_str(&rel),
+                    target: path_str(&link),
+                };
+                let src_rel = clean(&link).map_err(|_| escaping())?;
+                if src_rel.as_os_str().is_empty() {
+                    return Err(escaping());
+                }
+                let src_rel = if part == Part::Rootfs {
+                    Path::new("rootfs").join(src_rel)
+                } else {
+                    src_rel
+                };
+                // The source must already be a regular file of the image, reached through its
+                // directories only.
+                let (src_dir, src_name) =
+                    self.stage.parent(&src_rel, false).map_err(|_| escaping())?;
+                match rustix::fs::statat(&src_dir, src_name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st)
+                        if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                            == rustix::fs::FileType::RegularFile =>
+                    {
+                        rustix::fs::linkat(
+                            &src_dir,
+                            src_name.as_c_str(),
+                            &dir,
+                            name.as_c_str(),
+                            AtFlags::empty(),
+                        )
+                        .map_err(at(&rel))?
+                    }
+                    _ => return Err(escaping()),
+                }
+            }
+            Kind::Special => self.skipped_special += 1,
+            Kind::Unsupported(kind) => {
+                return Err(ImageError::UnsupportedEntry {
+                    path: path_str(&rel),
+                    kind,
+                })
+            }
+        }
+        Ok(())
     }
-    crate::durable::publish(&tmp, dest).map_err(io(dest))?;
-    guard.0 = None;
-    Ok(Unpacked {
-        metadata,
-        skipped_special,
-        bytes,
-    })
+
+    /// Check the tree is an image, set the directories' modes and owners, and publish it.
+    fn finish(self, tmp: &Path, dest: &Path) -> Result<Unpacked, ImageError> {
+        let stage = &self.stage;
+        let text = match rustix::fs::openat(
+            stage.root(),
+            c"metadata.yaml",
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => read_regular(fd, self.limits.max_metadata_bytes)?,
+            Err(_) => return Err(ImageError::MissingMetadata),
+        };
+        let metadata = parse_metadata(&text)?;
+        match rustix::fs::statat(stage.root(), c"rootfs", AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st)
+                if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                    == rustix::fs::FileType::Directory => {}
+            _ => return Err(ImageError::MissingRootfs),
+        }
+        let mut dirs = self.dirs;
+        dirs.sort_by_key(|(p, ..)| std::cmp::Reverse(p.components().count()));
+        for (rel, mode, uid, gid) in dirs {
+            let (dir, name) = stage.parent(&rel, false)?;
+            let fd = rustix::fs::openat(
+                &dir,
+                name.as_c_str(),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(at(&rel))?;
+            rustix::fs::fchown(
+                &fd,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+            )
+            .map_err(at(&rel))?;
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(at(&rel))?;
+        }
+        crate::durable::publish(tmp, dest).map_err(io(dest))?;
+        Ok(Unpacked {
+            metadata,
+            skipped_special: self.skipped_special,
+            bytes: self.bytes,
+            xattrs_dropped: self.xattrs_dropped,
+        })
+    }
 }
 
 /// The text of a regular file held open, at most `max` bytes.

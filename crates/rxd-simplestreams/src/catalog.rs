@@ -76,6 +76,7 @@ struct Item {
     sha256: Option<String>,
     size: Option<u64>,
     combined_rootxz_sha256: Option<String>,
+    combined_squashfs_sha256: Option<String>,
     combined_sha256: Option<String>,
 }
 
@@ -207,7 +208,17 @@ impl Catalog {
                 let items: Vec<&Item> = version.items.values().collect();
                 let mut found = Vec::new();
                 for meta in items.iter().filter(|i| i.ftype == "lxd.tar.xz") {
-                    // Root filesystems rxd unpacks: tarballs (squashfs is not read yet).
+                    // Squashfs first: an alias names the first image of the newest serial, and
+                    // LXD prefers squashfs to a root tarball.
+                    for root in items.iter().filter(|i| i.ftype == "squashfs") {
+                        if let (Some(fp), Some(m), Some(r)) = (
+                            meta.combined_squashfs_sha256.clone(),
+                            file(meta),
+                            file(root),
+                        ) {
+                            found.push((fp, m, Some(r), "squashfs"));
+                        }
+                    }
                     for root in items.iter().filter(|i| i.ftype == "root.tar.xz") {
                         let fp = meta
                             .combined_rootxz_sha256
@@ -342,7 +353,14 @@ mod tests {
     #[test]
     fn aliases_resolve_to_the_newest_serial_for_this_architecture() {
         let c = products(TWO_SERIALS);
-        let img = c.resolve("debian/12", "x86_64").unwrap();
+        // The squashfs variant of the newest serial.
+        let sq = c.resolve("debian/12", "x86_64").unwrap();
+        assert_eq!(sq.fingerprint, "3333");
+        assert_eq!(sq.properties["type"], "squashfs");
+        assert_eq!(sq.rootfs.as_ref().unwrap().path, "images/new/root.squashfs");
+        assert_eq!(sq.size(), 15);
+        // The tarball variant, by its fingerprint.
+        let img = c.resolve("2222", "x86_64").unwrap();
         assert_eq!(img.fingerprint, "2222");
         assert_eq!(img.serial, "20261201_05:24");
         assert_eq!(img.created_at, 1_796_083_200); // 2026-12-01
@@ -367,7 +385,7 @@ mod tests {
             c.resolve("debian/12/default/amd64", "x86_64")
                 .unwrap()
                 .fingerprint,
-            "2222"
+            "3333"
         );
         // Fingerprints and prefixes; the older serial stays reachable by fingerprint.
         assert_eq!(
@@ -382,7 +400,7 @@ mod tests {
         // Virtual machines, unknown architectures and serials without a date are not listed.
         assert!(c.resolve("vm", "x86_64").is_err());
         assert!(c.resolve("ff", "x86_64").is_err());
-        assert_eq!(c.images.len(), 3);
+        assert_eq!(c.images.len(), 4);
     }
 
     #[test]

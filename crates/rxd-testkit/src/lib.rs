@@ -5,6 +5,7 @@
 
 pub mod ca;
 pub mod candid;
+pub mod image_server;
 
 use rxd_client::Client;
 use rxd_tls::client::ServerTrust;
@@ -155,6 +156,53 @@ pub fn debian_image() -> PathBuf {
         .expect("bash runs");
     assert!(built.success(), "make-debian-image.sh failed");
     out
+}
+
+/// The Debian 12 test image split as image servers ship it: a metadata tarball
+/// (`metadata.yaml`, xz) and the root filesystem as an xz squashfs (`mksquashfs`, package
+/// squashfs-tools), cached next to [`debian_image`] and rebuilt when it is.
+pub fn debian_split_squashfs() -> (PathBuf, PathBuf) {
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let unified = debian_image();
+    let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = unified.parent().expect("image dir").to_owned();
+    let (meta, rootfs) = (
+        dir.join("debian12-lxd.tar.xz"),
+        dir.join("debian12.squashfs"),
+    );
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if modified(&rootfs).is_some()
+        && modified(&meta).is_some()
+        && modified(&rootfs) >= modified(&unified)
+    {
+        return (meta, rootfs);
+    }
+    let work = tempfile::tempdir_in(&dir).expect("tempdir");
+    let run = |cmd: &mut Command| {
+        let out = cmd.stdin(Stdio::null()).output().expect("runs");
+        assert!(out.status.success(), "{cmd:?}: {out:?}");
+    };
+    run(Command::new("tar")
+        .arg("--numeric-owner")
+        .arg("-C")
+        .arg(work.path())
+        .arg("-xzf")
+        .arg(&unified));
+    let tmp_meta = work.path().join("lxd.tar.xz");
+    run(Command::new("tar")
+        .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
+        .arg(work.path())
+        .arg("-cJf")
+        .arg(&tmp_meta)
+        .arg("metadata.yaml"));
+    let tmp_root = work.path().join("root.squashfs");
+    run(Command::new("mksquashfs")
+        .arg(work.path().join("rootfs"))
+        .arg(&tmp_root)
+        .args(["-comp", "xz", "-noappend", "-quiet", "-no-progress"]));
+    std::fs::rename(&tmp_meta, &meta).expect("rename");
+    std::fs::rename(&tmp_root, &rootfs).expect("rename");
+    (meta, rootfs)
 }
 
 /// A throwaway client keypair, as `rxc` would generate one.

@@ -238,6 +238,11 @@ pub async fn import(
                 Some(r) => rxd_image::unpack_split(&src, r, &up, None, &limits)?,
                 None => rxd_image::unpack(&src, &up, None, &limits)?,
             };
+            if u.xattrs_dropped {
+                tracing::warn!(
+                    "the image's squashfs carries extended attributes (file capabilities, ACLs): they are not carried"
+                );
+            }
             (u.metadata, Some(u.bytes))
         };
         crate::failpoint::hit("image-import:unpacked");
