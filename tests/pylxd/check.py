@@ -169,6 +169,13 @@ def main():
     c.stop(wait=True)
     c.sync()
     assert c.status == "Stopped", c.status
+    published = c.publish(wait=True)
+    assert published.fingerprint != image.fingerprint
+    exported = published.export().read()
+    assert hashlib.sha256(exported).hexdigest() == published.fingerprint
+    published.delete(wait=True)
+    step("publish the stopped instance as an image and export it")
+
     c.delete(wait=True)
     assert "py1" not in [i.name for i in a.instances.all()]
     image.delete(wait=True)

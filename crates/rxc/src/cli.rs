@@ -62,6 +62,27 @@ pub enum Command {
     Launch(CreateArgs),
     /// Create a container from an image without starting it.
     Init(CreateArgs),
+    /// Make an image of a stopped container or of a snapshot: `rxc publish
+    /// [REMOTE:]NAME[/SNAPSHOT] [--alias A] [--public] [--compression ALG] [KEY=VALUE...]`
+    /// (properties of the image).
+    Publish {
+        source: String,
+        /// Properties of the image (`KEY=VALUE`; they replace the instance's image's).
+        properties: Vec<String>,
+        /// Name the image.
+        #[arg(long)]
+        alias: Vec<String>,
+        /// Make the image public.
+        #[arg(long)]
+        public: bool,
+        /// none, gzip, xz or zstd (default: the project's or server's
+        /// images.compression_algorithm, else gzip).
+        #[arg(long)]
+        compression: Option<String>,
+        /// Stop a running container first, and start it again after.
+        #[arg(long, short)]
+        force: bool,
+    },
     /// Start containers.
     Start { names: Vec<String> },
     /// Stop containers (asking their init to halt, unless --force).
@@ -493,6 +514,13 @@ pub enum ImageCmd {
         /// Make the copy public.
         #[arg(long)]
         public: bool,
+    },
+    /// Write an image's files: `rxc image export [REMOTE:]IMAGE [TARGET]` (one tarball, or a
+    /// metadata tarball and a root filesystem; TARGET a directory or a file name, default the
+    /// current directory).
+    Export {
+        image: String,
+        target: Option<String>,
     },
     /// List images.
     List {

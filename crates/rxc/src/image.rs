@@ -95,7 +95,148 @@ pub async fn run(conf: &ConfigDir, cmd: ImageCmd) -> anyhow::Result<()> {
             wait(&conn, &op).await.map(drop)
         }
         ImageCmd::Alias(cmd) => alias(conf, cmd).await,
+        ImageCmd::Export { image, target } => export(conf, &image, target.as_deref()).await,
     }
+}
+
+/// What `rxc publish` asks for besides its source.
+pub struct Publish {
+    pub properties: Vec<String>,
+    pub aliases: Vec<String>,
+    pub public: bool,
+    pub compression: Option<String>,
+    pub force: bool,
+}
+
+/// `rxc publish`: the server packs the container (stopped, or stopped for it with `--force`)
+/// or snapshot as an image, as `lxc publish` asks it to.
+pub async fn publish(conf: &ConfigDir, source: &str, p: Publish) -> anyhow::Result<()> {
+    let (remote, name) = split_target(conf, source);
+    let conn = open(conf, &remote)?;
+    let mut properties = serde_json::Map::new();
+    for kv in &p.properties {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("{kv:?}: properties are KEY=VALUE"))?;
+        properties.insert(k.to_owned(), v.into());
+    }
+    let snapshot = name.contains('/');
+    let mut restart = false;
+    if !snapshot {
+        let state: rxd_api::instance::InstanceState =
+            conn.get_as(&format!("/1.0/instances/{name}/state")).await?;
+        if state.status == "Running" {
+            if !p.force {
+                anyhow::bail!(
+                    "The instance is currently running. Use --force to have it stopped and restarted"
+                );
+            }
+            crate::instance::change_state(&conn, &name, "stop", false, -1).await?;
+            restart = true;
+        }
+    }
+    let body = serde_json::json!({
+        "source": {"type": if snapshot { "snapshot" } else { "instance" }, "name": name},
+        "public": p.public,
+        "properties": if properties.is_empty() { serde_json::Value::Null } else { serde_json::Value::Object(properties) },
+        "compression_algorithm": p.compression.unwrap_or_default(),
+        "aliases": p.aliases.iter().map(|a| serde_json::json!({"name": a, "description": ""})).collect::<Vec<_>>(),
+    });
+    let result = async {
+        let op = conn.send_as(Method::POST, "/1.0/images", &body).await?;
+        wait(&conn, &op).await
+    }
+    .await;
+    if restart {
+        crate::instance::change_state(&conn, &name, "start", false, -1).await?;
+    }
+    let done = result?;
+    let fp = done
+        .metadata
+        .get("fingerprint")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    outln!("Instance published with fingerprint: {fp}")?;
+    Ok(())
+}
+
+/// `rxc image export`: `GET /1.0/images/<fp>/export`, one file (a unified image) or two (a
+/// split image's metadata tarball and root filesystem, sent as multipart), named as the server
+/// names them in a directory, else TARGET (and TARGET.root), as `lxc image export` does.
+async fn export(conf: &ConfigDir, image: &str, target: Option<&str>) -> anyhow::Result<()> {
+    let (conn, fp) = resolve(conf, image).await?;
+    let reply = conn
+        .client
+        .send(
+            Method::GET,
+            &format!("/1.0/images/{fp}/export"),
+            &[],
+            Default::default(),
+        )
+        .await
+        .map_err(|e| conn.explain(e))?;
+    if reply.status != 200 {
+        let err = reply
+            .envelope()
+            .map(|e| e.error)
+            .unwrap_or_else(|_| format!("HTTP {}", reply.status));
+        anyhow::bail!("{err}");
+    }
+    let target = std::path::PathBuf::from(target.unwrap_or("."));
+    let content_type = reply.header("content-type").unwrap_or_default().to_owned();
+    // A TARGET that is not a directory names the file (the metadata tarball of a split image;
+    // its root filesystem is TARGET.root).
+    let place = |server_name: &str, first: bool| {
+        if target.is_dir() {
+            target.join(server_name)
+        } else if first {
+            target.clone()
+        } else {
+            // As lxc names it.
+            let mut root = target.clone().into_os_string();
+            root.push(".root");
+            root.into()
+        }
+    };
+    if let Some(boundary) = content_type
+        .strip_prefix("multipart/form-data")
+        .and_then(|rest| rest.split("boundary=").nth(1))
+    {
+        let body = reply.body.clone();
+        let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(body) });
+        let mut parts = multer::Multipart::new(stream, boundary.trim_matches('"'));
+        let mut first = true;
+        while let Some(part) = parts.next_field().await? {
+            let name = safe_name(part.file_name().unwrap_or("image"))?;
+            let bytes = part.bytes().await?;
+            write_new(&place(&name, first), &bytes)?;
+            first = false;
+        }
+    } else {
+        let name = reply
+            .header("content-disposition")
+            .and_then(|d| d.split("filename=").nth(1))
+            .map(|n| n.trim_matches('"').to_owned())
+            .unwrap_or_else(|| format!("{fp}.tar.gz"));
+        write_new(&place(&safe_name(&name)?, true), &reply.body)?;
+    }
+    outln!("Image exported successfully!")?;
+    Ok(())
+}
+
+/// A file name the server chose, as one plain component.
+fn safe_name(name: &str) -> anyhow::Result<String> {
+    let base = std::path::Path::new(name)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| !n.is_empty() && *n != "..")
+        .ok_or_else(|| anyhow::anyhow!("the server sent an unusable file name {name:?}"))?;
+    Ok(base.to_owned())
+}
+
+fn write_new(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    std::fs::write(path, bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// `[REMOTE:]ALIAS_OR_FINGERPRINT` to a connection and a fingerprint (prefix).

@@ -71,12 +71,13 @@ pub async fn create(conf: &ConfigDir, args: CreateArgs, start: bool) -> anyhow::
     wait(&conn, &op).await?;
     if start {
         outln!("Starting {name}")?;
-        change(&conn, &name, "start", false, -1).await?;
+        change_state(&conn, &name, "start", false, -1).await?;
     }
     Ok(())
 }
 
-async fn change(
+/// One state change (`start`, `stop`, ...), its operation waited for.
+pub async fn change_state(
     conn: &Conn,
     name: &str,
     action: &str,
@@ -109,7 +110,7 @@ pub async fn each(
     for target in names {
         let (remote, name) = split_target(conf, target);
         let conn = open(conf, &remote)?;
-        change(&conn, &name, action, force, timeout)
+        change_state(&conn, &name, action, force, timeout)
             .await
             .map_err(|e| anyhow!("{name}: {e}"))?;
     }
@@ -139,7 +140,7 @@ pub async fn delete(conf: &ConfigDir, names: &[String], force: bool) -> anyhow::
             if !force {
                 bail!("{name} is running: stop it first, or delete it with --force");
             }
-            change(&conn, &name, "stop", true, -1).await?;
+            change_state(&conn, &name, "stop", true, -1).await?;
         }
         let op = conn
             .call_as(Method::DELETE, &format!("/1.0/instances/{name}"))

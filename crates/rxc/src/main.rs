@@ -115,6 +115,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Launch(args) => instance::create(&conf, args, true).await,
         Command::Init(args) => instance::create(&conf, args, false).await,
+        Command::Publish {
+            source,
+            properties,
+            alias,
+            public,
+            compression,
+            force,
+        } => {
+            let publish = image::Publish {
+                properties,
+                aliases: alias,
+                public,
+                compression,
+                force,
+            };
+            image::publish(&conf, &source, publish).await
+        }
         Command::Start { names } => instance::each(&conf, &names, "start", false, -1).await,
         Command::Stop(a) => instance::each(&conf, &a.names, "stop", a.force, a.timeout).await,
         Command::Restart(a) => instance::each(&conf, &a.names, "restart", a.force, a.timeout).await,

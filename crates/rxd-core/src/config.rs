@@ -39,6 +39,9 @@ pub enum KeyKind {
     HttpsUrlList,
     /// A whole number (negative allowed where the key gives it a meaning).
     Integer,
+    /// How published images are compressed: `none`, `gzip`, `xz` or `zstd` (LXD ran any program
+    /// named here).
+    Compression,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +72,10 @@ pub const IMAGES_ALLOWED_SERVERS: &str = "images.allowed_servers";
 pub const IMAGES_AUTO_UPDATE_CACHED: &str = "images.auto_update_cached";
 /// LXD's: days a cached image may go unused before it is removed (default 10; ≤ 0: never).
 pub const IMAGES_REMOTE_CACHE_EXPIRY: &str = "images.remote_cache_expiry";
+/// LXD's: how `publish` compresses images (default gzip); rxd knows `none`, `gzip`, `xz`, `zstd`.
+pub const IMAGES_COMPRESSION: &str = "images.compression_algorithm";
+/// The compressions `images.compression_algorithm` may name.
+pub const COMPRESSIONS: &[&str] = &["none", "gzip", "xz", "zstd"];
 /// `images.max_unpacked_size` when unset: enough for distribution images, small enough that
 /// one upload cannot fill a host's disk.
 pub const IMAGES_MAX_UNPACKED_DEFAULT: u64 = 4 << 30;
@@ -131,6 +138,10 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec {
         name: IMAGES_REMOTE_CACHE_EXPIRY,
         kind: KeyKind::Integer,
+    },
+    KeySpec {
+        name: IMAGES_COMPRESSION,
+        kind: KeyKind::Compression,
     },
 ];
 
@@ -276,6 +287,16 @@ fn validate_plain(kind: KeyKind, value: &str) -> Result<(), String> {
             "true" | "false" => Ok(()),
             _ => Err(format!("expected true or false, not {value:?}")),
         },
+        KeyKind::Compression => {
+            if COMPRESSIONS.contains(&value) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "expected one of {}, not {value:?}",
+                    COMPRESSIONS.join(", ")
+                ))
+            }
+        }
         KeyKind::Secret => Ok(()),
         KeyKind::Url => check_url(value),
         KeyKind::PublicKey | KeyKind::PrivateKey => check_public_key(value),

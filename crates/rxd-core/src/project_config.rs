@@ -57,6 +57,7 @@ pub fn validate_key(key: &str, value: &str) -> Result<(), ProjectConfigError> {
         | "restricted.backups"
         | "restricted.containers.lowlevel"
         | "restricted.containers.nesting" => one_of(value, &["block", "allow"]),
+        crate::config::IMAGES_COMPRESSION => one_of(value, crate::config::COMPRESSIONS),
         "limits.instances" | "limits.containers" => match value.parse::<u32>() {
             Ok(_) => Ok(()),
             Err(_) => Err(format!("expected a whole number, not {value:?}")),

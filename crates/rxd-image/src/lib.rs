@@ -11,6 +11,7 @@
 
 pub mod copy;
 pub mod durable;
+pub mod pack;
 pub mod remove;
 pub mod rootfs;
 mod shift;
@@ -116,7 +117,7 @@ pub enum ImageError {
     MissingRootfs,
     #[error("the root filesystem is not a valid squashfs: {0}")]
     Squashfs(String),
-    #[error("the image is not a valid tar archive (gzip, xz or uncompressed): {0}")]
+    #[error("the image is not a valid tar archive (gzip, xz, zstd or uncompressed): {0}")]
     Archive(String),
     #[error("{0}")]
     Remap(String),

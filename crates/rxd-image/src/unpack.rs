@@ -110,7 +110,7 @@ fn drain(entry: &mut impl Read, bytes: &mut u64, limits: &Limits) -> Result<(), 
     Ok(())
 }
 
-/// Open the archive, detecting gzip and xz by their magic bytes.
+/// Open the archive, detecting gzip, xz and zstd by their magic bytes.
 fn archive(tarball: &Path) -> Result<Archive, ImageError> {
     let io = |e| ImageError::Io {
         path: tarball.display().to_string(),
@@ -122,6 +122,8 @@ fn archive(tarball: &Path) -> Result<Archive, ImageError> {
         Box::new(flate2::read::MultiGzDecoder::new(reader))
     } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
         Box::new(liblzma::read::XzDecoder::new_multi_decoder(reader))
+    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(reader).map_err(io)?)
     } else {
         Box::new(reader)
     };

@@ -66,6 +66,19 @@ impl Node<'_> {
         )
     }
 
+    /// Its exact path below the root (empty for the root), to name it in an archive: the walk
+    /// itself never goes through it.
+    pub fn relative(&self) -> std::path::PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        self.levels
+            .iter()
+            .skip(1)
+            .map(|l| l.name.to_bytes())
+            .chain(self.name.map(|n| n.to_bytes()))
+            .map(std::ffi::OsStr::from_bytes)
+            .collect()
+    }
+
     pub fn kind(&self) -> rustix::fs::FileType {
         rustix::fs::FileType::from_raw_mode(self.stat.st_mode)
     }

@@ -188,11 +188,15 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// `lxc image copy REMOTE:ALIAS local:` and pylxd's `create_from_simplestreams` send it), in
 /// an operation whose metadata is its fingerprint and size; then the aliases asked for.
 async fn pull(d: Arc<Daemon>, caller: Caller, body: ImagesPost) -> ApiResult<Response> {
-    let source = body.source.unwrap_or_default();
+    let source = body.source.clone().unwrap_or_default();
+    if matches!(source.kind.as_str(), "instance" | "container" | "snapshot") {
+        return publish(d, caller, body).await;
+    }
     if source.kind != "image" {
-        return Err(ApiError::BadRequest(
-            "rxd makes images from other servers' images only (publishing instances is not supported yet)".into(),
-        ));
+        return Err(ApiError::BadRequest(format!(
+            "Unsupported image source type {:?}",
+            source.kind
+        )));
     }
     if !matches!(source.mode.as_str(), "" | "pull") {
         return Err(ApiError::BadRequest(format!(
@@ -233,16 +237,54 @@ async fn pull(d: Arc<Daemon>, caller: Caller, body: ImagesPost) -> ApiResult<Res
                 auto_update: body.auto_update,
             };
             let pulled = crate::service::images::pull(&d2, &caller, &pull, purpose).await?;
-            for alias in body.aliases {
-                let row = AliasRow {
-                    project: caller.project.clone(),
-                    name: alias.name,
-                    fingerprint: pulled.fingerprint.clone(),
-                    description: alias.description,
-                };
-                d2.db(move |s| s.insert_alias(&row)).await?;
-            }
+            add_aliases(&d2, &caller, body.aliases, &pulled.fingerprint).await?;
             serde_json::to_value(pulled).map_err(ApiError::internal)
+        }
+        .await;
+        op2.finish(&d2.events, result.map_err(|e| e.to_string()));
+    });
+    Ok(response::operation(op.url(), op.to_json()))
+}
+
+/// The aliases a `POST /1.0/images` asked for, made once its image is in place.
+async fn add_aliases(
+    d: &Arc<Daemon>,
+    caller: &Caller,
+    aliases: Vec<rxd_api::image::ImageAlias>,
+    fingerprint: &str,
+) -> ApiResult<()> {
+    for alias in aliases {
+        let row = AliasRow {
+            project: caller.project.clone(),
+            name: alias.name,
+            fingerprint: fingerprint.to_owned(),
+            description: alias.description,
+        };
+        d.db(move |s| s.insert_alias(&row)).await?;
+    }
+    Ok(())
+}
+
+/// `POST /1.0/images` with an instance or snapshot as its source (`lxc publish`), in an
+/// operation whose metadata is the new image's fingerprint and size; then the aliases asked for.
+async fn publish(d: Arc<Daemon>, caller: Caller, body: ImagesPost) -> ApiResult<Response> {
+    for alias in &body.aliases {
+        valid_alias(&alias.name)?;
+    }
+    let op = d.operations.start(
+        &d.events,
+        "Downloading image",
+        &caller.project,
+        crate::operations::resources([("images", Vec::new())]),
+        false,
+    );
+    let (d2, op2) = (d.clone(), op.clone());
+    tokio::spawn(async move {
+        let result = async {
+            let done = crate::service::publish::publish(&d2, &caller, &body).await?;
+            let fingerprint = done["fingerprint"].as_str().unwrap_or_default().to_owned();
+            add_aliases(&d2, &caller, body.aliases, &fingerprint).await?;
+            Ok::<_, ApiError>(done)
         }
         .await;
         op2.finish(&d2.events, result.map_err(|e| e.to_string()));

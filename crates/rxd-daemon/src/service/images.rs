@@ -148,10 +148,10 @@ pub enum Uploaded {
     Split { meta: Upload, rootfs: Upload },
 }
 
-/// An upload in progress: removed on drop unless kept.
+/// An upload in progress: its file is removed on drop (once renamed into place, nothing is
+/// there to remove).
 pub struct Upload {
     pub path: PathBuf,
-    pub keep: bool,
 }
 
 impl Upload {
@@ -163,7 +163,7 @@ impl Upload {
             .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
             .open(&path)
             .map_err(ApiError::internal)?;
-        Ok(Upload { path, keep: false })
+        Ok(Upload { path })
     }
 
     pub fn open(&self) -> ApiResult<std::fs::File> {
@@ -176,9 +176,7 @@ impl Upload {
 
 impl Drop for Upload {
     fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_file(&self.path);
-        }
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -214,7 +212,7 @@ pub async fn import(
         rootfs_path(d, fingerprint),
         unpacked_dir(d, fingerprint),
     );
-    let (mut meta_upload, mut rootfs_upload) = match uploaded {
+    let (meta_upload, rootfs_upload) = match uploaded {
         Uploaded::Unified(u) => (u, None),
         Uploaded::Split { meta, rootfs } => (meta, Some(rootfs)),
     };
@@ -263,10 +261,9 @@ pub async fn import(
     })
     .await?
     .map_err(|e| budget.refusal(e))?;
-    meta_upload.keep = tarball.exists();
-    if let Some(r) = rootfs_upload.as_mut() {
-        r.keep = rootfs_file.exists();
-    }
+    // An upload renamed into place is gone from its path; one whose content was here already
+    // (another project's same image) is removed when it drops.
+    drop((meta_upload, rootfs_upload));
     crate::failpoint::hit("image-import:stored");
     let row = ImageRow {
         project: caller.project.clone(),

@@ -6,5 +6,6 @@ pub mod images;
 pub mod instances;
 pub mod intent;
 pub mod layout;
+pub mod publish;
 pub mod recovery;
 pub mod snapshots;
