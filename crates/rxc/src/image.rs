@@ -99,68 +99,6 @@ pub async fn run(conf: &ConfigDir, cmd: ImageCmd) -> anyhow::Result<()> {
     }
 }
 
-/// What `rxc publish` asks for besides its source.
-pub struct Publish {
-    pub properties: Vec<String>,
-    pub aliases: Vec<String>,
-    pub public: bool,
-    pub compression: Option<String>,
-    pub force: bool,
-}
-
-/// `rxc publish`: the server packs the container (stopped, or stopped for it with `--force`)
-/// or snapshot as an image, as `lxc publish` asks it to.
-pub async fn publish(conf: &ConfigDir, source: &str, p: Publish) -> anyhow::Result<()> {
-    let (remote, name) = split_target(conf, source);
-    let conn = open(conf, &remote)?;
-    let mut properties = serde_json::Map::new();
-    for kv in &p.properties {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("{kv:?}: properties are KEY=VALUE"))?;
-        properties.insert(k.to_owned(), v.into());
-    }
-    let snapshot = name.contains('/');
-    let mut restart = false;
-    if !snapshot {
-        let state: rxd_api::instance::InstanceState =
-            conn.get_as(&format!("/1.0/instances/{name}/state")).await?;
-        if state.status == "Running" {
-            if !p.force {
-                anyhow::bail!(
-                    "The instance is currently running. Use --force to have it stopped and restarted"
-                );
-            }
-            crate::instance::change_state(&conn, &name, "stop", false, -1).await?;
-            restart = true;
-        }
-    }
-    let body = serde_json::json!({
-        "source": {"type": if snapshot { "snapshot" } else { "instance" }, "name": name},
-        "public": p.public,
-        "properties": if properties.is_empty() { serde_json::Value::Null } else { serde_json::Value::Object(properties) },
-        "compression_algorithm": p.compression.unwrap_or_default(),
-        "aliases": p.aliases.iter().map(|a| serde_json::json!({"name": a, "description": ""})).collect::<Vec<_>>(),
-    });
-    let result = async {
-        let op = conn.send_as(Method::POST, "/1.0/images", &body).await?;
-        wait(&conn, &op).await
-    }
-    .await;
-    if restart {
-        crate::instance::change_state(&conn, &name, "start", false, -1).await?;
-    }
-    let done = result?;
-    let fp = done
-        .metadata
-        .get("fingerprint")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    outln!("Instance published with fingerprint: {fp}")?;
-    Ok(())
-}
-
 /// `rxc image export`: `GET /1.0/images/<fp>/export`, one file (a unified image) or two (a
 /// split image's metadata tarball and root filesystem, sent as multipart), named as the server
 /// names them in a directory, else TARGET (and TARGET.root), as `lxc image export` does.
@@ -490,21 +428,53 @@ async fn copy(
 ) -> anyhow::Result<()> {
     let (source_remote, name) = crate::connect::split_target(conf, image);
     let source = conf.remote(&source_remote)?;
-    if source.protocol != "simplestreams" {
-        anyhow::bail!("rxc copies images from image servers (simplestreams remotes) only; {source_remote}: is not one");
-    }
     let conn = open(
         conf,
         &remote_name(conf, target.map(|t| t.trim_end_matches(':'))),
     )?;
-    let body = serde_json::json!({
-        "source": {
+    let source_json = if source.protocol == "simplestreams" {
+        serde_json::json!({
             "type": "image",
             "mode": "pull",
             "server": source.addr,
             "protocol": "simplestreams",
             "fingerprint": name,
-        },
+        })
+    } else {
+        // Another rxd or LXD: the target pulls as an untrusted client, so a private image
+        // needs a one-time secret from the source, and the source's certificate (our pin)
+        // goes along for the target to pin.
+        let (src, fp) = resolve(conf, image).await?;
+        let info: Image = src.get_as(&format!("/1.0/images/{fp}")).await?;
+        let secret = if info.public {
+            String::new()
+        } else {
+            let op: Operation = src
+                .call_as(
+                    Method::POST,
+                    &format!("/1.0/images/{}/secret", info.fingerprint),
+                )
+                .await?;
+            op.metadata["secret"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let certificate =
+            std::fs::read_to_string(conf.pin_path(&source_remote)).unwrap_or_default();
+        serde_json::json!({
+            "type": "image",
+            "mode": "pull",
+            "server": source.addr,
+            "protocol": "lxd",
+            "certificate": certificate,
+            "fingerprint": info.fingerprint,
+            "secret": secret,
+            "project": src.project,
+        })
+    };
+    let body = serde_json::json!({
+        "source": source_json,
         "auto_update": auto_update,
         "public": public,
         "aliases": aliases.iter().map(|a| serde_json::json!({"name": a, "description": ""})).collect::<Vec<_>>(),

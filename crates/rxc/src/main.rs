@@ -15,6 +15,7 @@ mod list;
 mod login;
 mod monitor;
 mod project;
+mod publish;
 mod remote;
 mod shell;
 
@@ -123,14 +124,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             compression,
             force,
         } => {
-            let publish = image::Publish {
+            let publish = publish::Publish {
                 properties,
                 aliases: alias,
                 public,
                 compression,
                 force,
             };
-            image::publish(&conf, &source, publish).await
+            publish::publish(&conf, &source, publish).await
         }
         Command::Start { names } => instance::each(&conf, &names, "start", false, -1).await,
         Command::Stop(a) => instance::each(&conf, &a.names, "stop", a.force, a.timeout).await,

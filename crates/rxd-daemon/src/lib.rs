@@ -134,6 +134,7 @@ pub async fn run(
         https: Mutex::new(None),
         warnings: Mutex::new(warnings::Warnings::default()),
         throttle: Mutex::new(Default::default()),
+        image_secrets: Default::default(),
         router: OnceLock::new(),
         connections: Default::default(),
         audit: audit::AuditLog::start(&dir, audit::MAX_BYTES, events.clone()),

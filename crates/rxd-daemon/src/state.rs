@@ -40,6 +40,8 @@ pub struct Daemon {
     pub https: Mutex<Option<Running>>,
     pub warnings: Mutex<Warnings>,
     pub throttle: Mutex<Throttle>,
+    /// One-time secrets that open one private image to another server (`lxc image copy`).
+    pub image_secrets: crate::service::image_secrets::ImageSecrets,
     pub router: OnceLock<Router>,
     /// Open TLS connections by client certificate, closed on revocation.
     pub connections: Arc<crate::listener::ConnRegistry>,

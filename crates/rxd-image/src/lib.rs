@@ -20,9 +20,11 @@ pub mod template;
 mod tree;
 mod unpack;
 pub mod walk;
+mod writer;
 
 pub use shift::{reshift, Shifted};
-pub use unpack::{read_metadata, unpack, unpack_split, Unpacked};
+pub use unpack::{read_metadata, unpack, unpack_split};
+pub use writer::Unpacked;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};

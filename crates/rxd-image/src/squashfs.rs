@@ -9,7 +9,7 @@
 //! capabilities, ACLs) are not carried: backhand has no API for them; `Unpacked::xattrs_dropped`
 //! says so.
 
-use crate::unpack::{Entry, Kind, Writer};
+use crate::writer::{Entry, Kind, Part, Writer};
 use crate::ImageError;
 use backhand::kind::{Kind as SquashKind, LE_V4_0};
 use backhand::v4::inode::InodeInner;
@@ -154,7 +154,7 @@ fn walk(squashfs: Squashfs<'_>, writer: &mut Writer<'_>) -> Result<(), ImageErro
             | InnerNode::Socket => (Kind::Special, 0, &mut no_data),
         };
         writer.add(
-            crate::unpack::Part::Rootfs,
+            Part::Rootfs,
             Entry {
                 raw,
                 kind,

@@ -73,6 +73,25 @@ impl WebClient {
         }
     }
 
+    /// Trust exactly the server certificate `cert_pem` (as an LXD client hands it over for a
+    /// server it pinned), whatever names it carries and whatever roots the system has; `""`
+    /// means the system's roots as [`WebClient::default`].
+    pub fn pinned(cert_pem: &str) -> Result<WebClient, WebError> {
+        let client = WebClient::default();
+        if cert_pem.trim().is_empty() {
+            return Ok(client);
+        }
+        let der = rxd_tls::cert::from_pem(cert_pem)
+            .ok_or_else(|| WebError::Tls("the server certificate given is not PEM".into()))?;
+        let (config, _) = rxd_tls::client::client_config(
+            rxd_tls::client::ServerTrust::Pinned(rxd_tls::cert::fingerprint_bytes(&der)),
+            None,
+        )
+        .map_err(|e| WebError::Tls(e.to_string()))?;
+        let _ = client.tls.set(Ok(config));
+        Ok(client)
+    }
+
     fn tls(&self) -> Result<Arc<ClientConfig>, WebError> {
         self.tls
             .get_or_init(|| {

@@ -25,8 +25,7 @@ use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 
-/// Largest image tarball accepted.
-pub const MAX_IMAGE_BYTES: u64 = 4 << 30;
+use crate::service::images::MAX_IMAGE_BYTES;
 
 fn rfc3339(t: i64) -> String {
     crate::tokens::rfc3339(t)
@@ -80,14 +79,85 @@ fn image(row: &ImageRow, aliases: &[AliasRow]) -> rxd_api::image::Image {
     }
 }
 
+/// Who is asking for images. The image GETs are open to untrusted callers, as in LXD: they
+/// see public images, and a private one only with its secret. A trusted caller gets what the
+/// table's `view` would have given it (a project it may not view answers as a missing one).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Viewer {
+    Full,
+    Public,
+}
+
+fn viewer(d: &Daemon, caller: &Caller) -> ApiResult<Viewer> {
+    if !caller.identity.is_trusted() {
+        return Ok(Viewer::Public);
+    }
+    let exists = crate::sync::read(&d.projects).contains_key(&caller.project);
+    match rxd_auth::rbac::decide(
+        rxd_auth::rbac::Need::Project(rxd_auth::rbac::Permission::View),
+        true,
+        &caller.rights,
+        &caller.project,
+        exists,
+    ) {
+        rxd_auth::rbac::Decision::Allow => Ok(Viewer::Full),
+        refused => Err(ApiError::from(refused)),
+    }
+}
+
+/// `?secret=` on the two GETs another server makes to pull a private image.
+#[derive(serde::Deserialize, Default)]
+pub struct SecretQuery {
+    #[serde(default)]
+    secret: String,
+}
+
+/// The image `prefix` names for `caller`: any of the project's for a full viewer; for an
+/// untrusted one, a public image, or a private one named by its whole fingerprint with a
+/// secret issued for it. Anything else is "not found", the same words as a missing image.
+async fn find(d: &Daemon, caller: &Caller, prefix: &str, secret: &str) -> ApiResult<ImageRow> {
+    if viewer(d, caller)? == Viewer::Full {
+        return resolve(d, &caller.project, prefix).await;
+    }
+    let valid = !prefix.is_empty()
+        && prefix.len() <= 64
+        && prefix
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !valid {
+        return Err(ApiError::NotFound(crate::service::images::NOT_FOUND.into()));
+    }
+    let (p, f) = (caller.project.clone(), prefix.to_owned());
+    let rows = d.db(move |s| s.images_by_prefix(&p, &f, 1000)).await?;
+    let mut open: Vec<ImageRow> = rows
+        .into_iter()
+        .filter(|r| {
+            r.public
+                || (r.fingerprint == prefix
+                    && d.image_secrets
+                        .accepts(&caller.project, &r.fingerprint, secret))
+        })
+        .collect();
+    match open.len() {
+        0 => Err(ApiError::NotFound(crate::service::images::NOT_FOUND.into())),
+        1 => Ok(open.remove(0)),
+        _ => Err(ApiError::BadRequest("More than one image matches".into())),
+    }
+}
+
 pub async fn list(
     State(d): State<Arc<Daemon>>,
     caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
+    let public_only = viewer(&d, &caller)? == Viewer::Public;
     let p = caller.project.clone();
     let (images, aliases) = d.db(move |s| Ok((s.images(&p)?, s.aliases(&p)?))).await?;
-    let objects = images.iter().map(|i| to_json(i, &aliases)).collect();
+    let objects = images
+        .iter()
+        .filter(|i| i.public || !public_only)
+        .map(|i| to_json(i, &aliases))
+        .collect();
     let selected = q.select(objects, |o| {
         format!(
             "/1.0/images/{}",
@@ -101,8 +171,9 @@ pub async fn get(
     State(d): State<Arc<Daemon>>,
     caller: Caller,
     Path(fp): Path<String>,
+    Query(q): Query<SecretQuery>,
 ) -> ApiResult<Response> {
-    let row = resolve(&d, &caller.project, &fp).await?;
+    let row = find(&d, &caller, &fp, &q.secret).await?;
     let p = caller.project.clone();
     let aliases = d.db(move |s| s.aliases(&p)).await?;
     Ok(response::sync(to_json(&row, &aliases)))
@@ -230,6 +301,9 @@ async fn pull(d: Arc<Daemon>, caller: Caller, body: ImagesPost) -> ApiResult<Res
             server: &source.server,
             protocol: &source.protocol,
             name: &name,
+            certificate: &source.certificate,
+            secret: &source.secret,
+            project: &source.project,
         };
         let result = async {
             let purpose = crate::service::images::Purpose::Copy {
@@ -595,9 +669,10 @@ pub async fn export(
     State(d): State<Arc<Daemon>>,
     caller: Caller,
     Path(fp): Path<String>,
+    Query(q): Query<SecretQuery>,
 ) -> ApiResult<Response> {
     use futures_util::StreamExt;
-    let row = resolve(&d, &caller.project, &fp).await?;
+    let row = find(&d, &caller, &fp, &q.secret).await?;
     let fp = row.fingerprint;
     let (meta, rootfs) = (images_dir(&d).join(&fp), rootfs_path(&d, &fp));
     let meta_ext = extension(&meta)?;
@@ -731,9 +806,50 @@ pub async fn alias_get(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    Ok(response::sync(alias_json(
-        &find_alias(&d, &caller.project, &name).await?,
-    )))
+    let viewer = viewer(&d, &caller)?;
+    let alias = find_alias(&d, &caller.project, &name).await?;
+    // An untrusted caller sees the aliases of public images only.
+    if viewer == Viewer::Public && find(&d, &caller, &alias.fingerprint, "").await.is_err() {
+        return Err(ApiError::NotFound("Image alias not found".into()));
+    }
+    Ok(response::sync(alias_json(&alias)))
+}
+
+/// `POST /1.0/images/<fingerprint>/secret`: a one-time secret that lets another server read
+/// this private image (`lxc image copy`), in a token operation as LXD shows it.
+pub async fn secret(
+    State(d): State<Arc<Daemon>>,
+    caller: Caller,
+    Path(fp): Path<String>,
+    // LXD's takes no body; one sent anyway is held to the JSON rules.
+    _body: crate::body::OptionalJson<serde_json::Value>,
+) -> ApiResult<Response> {
+    let row = resolve(&d, &caller.project, &fp).await?;
+    let secret = d.image_secrets.issue(&caller.project, &row.fingerprint);
+    tracing::info!(fingerprint = %row.fingerprint, by = %caller.identity.user_name(), peer = %caller.conn.peer(), "image secret issued");
+    let now = rfc3339(crate::sync::now_unix());
+    let id = uuid::Uuid::new_v4().to_string();
+    let op = rxd_api::operation::Operation {
+        id: id.clone(),
+        class: "token".into(),
+        description: "Image download token".into(),
+        created_at: now.clone(),
+        updated_at: now,
+        status: "Running".into(),
+        status_code: 103,
+        resources: Some(
+            [(
+                "images".to_owned(),
+                vec![format!("/1.0/images/{}", row.fingerprint)],
+            )]
+            .into(),
+        ),
+        metadata: serde_json::json!({"secret": secret}),
+        may_cancel: false,
+        err: String::new(),
+        location: "none".into(),
+    };
+    Ok(response::operation(format!("/1.0/operations/{id}"), op))
 }
 
 pub async fn alias_put(

@@ -179,7 +179,10 @@ pub async fn post(
     // A copy or migration source: rxd cannot take one yet, and must not quietly use a local
     // image that happens to share its name. An image on another server is pulled.
     let source = &body.source;
-    if !source.secret.is_empty() || !source.operation.is_empty() || source.mode == "push" {
+    if (!source.secret.is_empty() && source.server.is_empty())
+        || !source.operation.is_empty()
+        || source.mode == "push"
+    {
         return Err(ApiError::BadRequest(
             "rxd cannot create instances from a migration or copy source yet".into(),
         ));
@@ -204,6 +207,11 @@ pub async fn post(
         Some(images::resolve_source(&d, &caller.project, &target).await?)
     };
     let (server, protocol) = (body.source.server.clone(), body.source.protocol.clone());
+    let (certificate, secret, source_project) = (
+        body.source.certificate.clone(),
+        body.source.secret.clone(),
+        body.source.project.clone(),
+    );
     let hostids = d.hostids.ok_or_else(|| {
         ApiError::BadRequest("No subordinate ids for root in /etc/subuid and /etc/subgid: only privileged containers could run".into())
     })?;
@@ -236,6 +244,9 @@ pub async fn post(
                     server: &server,
                     protocol: &protocol,
                     name: &target,
+                    certificate: &certificate,
+                    secret: &secret,
+                    project: &source_project,
                 },
                 images::Purpose::Instance,
             )

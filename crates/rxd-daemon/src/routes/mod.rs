@@ -75,6 +75,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
                 .delete(images::delete),
         )
         .route("/1.0/images/{fingerprint}/export", get(images::export))
+        .route("/1.0/images/{fingerprint}/secret", post(images::secret))
         .route("/1.0/images/{fingerprint}/refresh", post(images::refresh))
         .route("/1.0/instances", get(instances::list).post(instances::post))
         .route(

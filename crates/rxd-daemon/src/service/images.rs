@@ -13,6 +13,9 @@ use std::sync::Arc;
 
 pub const NOT_FOUND: &str = "Image not found";
 
+/// Largest image accepted (uploaded or pulled).
+pub const MAX_IMAGE_BYTES: u64 = 4 << 30;
+
 pub fn images_dir(d: &Daemon) -> PathBuf {
     d.dir.join("images")
 }
@@ -305,6 +308,11 @@ pub struct Pull<'a> {
     pub protocol: &'a str,
     /// An alias or a fingerprint (prefix) on that server.
     pub name: &'a str,
+    /// `lxd` protocol: the server's certificate (PEM) to pin, the one-time secret of a private
+    /// image, and the project it is in there.
+    pub certificate: &'a str,
+    pub secret: &'a str,
+    pub project: &'a str,
 }
 
 /// Whether `caller` may make the daemon fetch from `server`: server administrators may name any
@@ -346,11 +354,7 @@ pub async fn pull(
 ) -> ApiResult<ImageUploadMetadata> {
     match source.protocol {
         "simplestreams" => {}
-        "" | "lxd" => {
-            return Err(ApiError::BadRequest(
-                "rxd pulls images from simplestreams servers only: the lxd protocol is not supported yet".into(),
-            ))
-        }
+        "" | "lxd" => return pull_lxd(d, caller, source, purpose).await,
         other => {
             return Err(ApiError::BadRequest(format!(
                 "Unknown image server protocol {other:?}"
@@ -421,13 +425,44 @@ pub async fn pull(
         None => Uploaded::Unified(meta),
     };
     let by_alias = image.answers_to(source.name, std::env::consts::ARCH);
+    let pulled = Pulled {
+        fingerprint: &image.fingerprint,
+        size: downloaded.size,
+        filename: image.filename(),
+        properties: image.properties.clone(),
+        by_alias,
+    };
+    record(d, caller, source, uploaded, pulled, purpose).await?;
+    done(downloaded.size)
+}
+
+/// What a pull downloaded, for [`record`].
+struct Pulled<'a> {
+    fingerprint: &'a str,
+    size: u64,
+    filename: String,
+    properties: std::collections::BTreeMap<String, String>,
+    /// Named by an alias (so it can be kept up to date from it).
+    by_alias: bool,
+}
+
+/// Import downloaded files and record where they came from, kept as `purpose` says.
+async fn record(
+    d: &Arc<Daemon>,
+    caller: &Caller,
+    source: &Pull<'_>,
+    uploaded: Uploaded,
+    pulled: Pulled<'_>,
+    purpose: Purpose,
+) -> ApiResult<()> {
+    let by_alias = pulled.by_alias;
     let update_source = serde_json::to_string(&rxd_api::image::ImageSource {
         alias: if by_alias {
             source.name.to_owned()
         } else {
             String::new()
         },
-        certificate: String::new(),
+        certificate: source.certificate.to_owned(),
         protocol: source.protocol.to_owned(),
         server: source.server.to_owned(),
         image_type: "container".into(),
@@ -463,17 +498,103 @@ pub async fn pull(
     import(
         d,
         uploaded,
-        &image.fingerprint,
-        downloaded.size,
+        pulled.fingerprint,
+        pulled.size,
         Details {
-            filename: image.filename(),
+            filename: pulled.filename,
             public,
-            properties: image.properties.clone(),
+            properties: pulled.properties,
             cache,
         },
         caller,
     )
-    .await?;
+    .await
+    .map(drop)
+}
+
+/// Pull from another server speaking LXD's API (`rxd_lxdpull`): as an untrusted client, the
+/// server's certificate pinned when the request gives one, a private image through its secret;
+/// every byte hashed against the fingerprint before anything is unpacked.
+async fn pull_lxd(
+    d: &Arc<Daemon>,
+    caller: &Caller,
+    source: &Pull<'_>,
+    purpose: Purpose,
+) -> ApiResult<ImageUploadMetadata> {
+    if source.name.is_empty() {
+        return Err(ApiError::BadRequest(
+            "must specify one of alias or fingerprint for init from image".into(),
+        ));
+    }
+    may_pull_from(d, caller, source.server)?;
+    let bad = |e: rxd_lxdpull::PullError| match e {
+        rxd_lxdpull::PullError::NotFound => ApiError::NotFound(e.to_string()),
+        e => ApiError::BadRequest(format!("Failed to pull the image: {e}")),
+    };
+    let remote = rxd_lxdpull::Source::new(
+        source.server,
+        source.certificate,
+        source.project,
+        source.secret,
+    )
+    .map_err(bad)?;
+    let image = remote.resolve(source.name).await.map_err(bad)?;
+    let done = |size: u64| {
+        Ok(ImageUploadMetadata {
+            fingerprint: image.fingerprint.clone(),
+            size: i64::try_from(size).unwrap_or(i64::MAX),
+        })
+    };
+    let lock = d
+        .runtime
+        .action_lock(&format!("image-pull:{}", image.fingerprint));
+    let _pulling = lock.lock().await;
+    let (p, fp) = (caller.project.clone(), image.fingerprint.clone());
+    if let Some(have) = d
+        .db(move |s| s.images_by_prefix(&p, &fp, 1))
+        .await?
+        .into_iter()
+        .find(|i| i.fingerprint == image.fingerprint)
+    {
+        return done(u64::try_from(have.size).unwrap_or(0));
+    }
+    UnpackBudget::of(d, &caller.project).await?.check_known(0)?;
+    let dir = images_dir(d);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(ApiError::internal)?;
+    let new_upload = || Upload::new(dir.join(format!(".upload-{}", uuid::Uuid::new_v4())));
+    let (raw, meta, rootfs) = (new_upload()?, new_upload()?, new_upload()?);
+    let downloaded = remote
+        .download(
+            &image,
+            &raw.path,
+            &meta.path,
+            &rootfs.path,
+            MAX_IMAGE_BYTES,
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!(server = source.server, image = %image.fingerprint, error = %e, "image download refused");
+            bad(e)
+        })?;
+    tracing::info!(server = source.server, fingerprint = %image.fingerprint, size = downloaded.size, "image pulled from an LXD-protocol server and verified");
+    let uploaded = if downloaded.split {
+        Uploaded::Split { meta, rootfs }
+    } else {
+        Uploaded::Unified(meta)
+    };
+    let by_alias = source.secret.is_empty() && !image.fingerprint.starts_with(source.name);
+    let pulled = Pulled {
+        fingerprint: &image.fingerprint,
+        size: downloaded.size,
+        filename: image.filename.clone(),
+        properties: std::collections::BTreeMap::new(),
+        by_alias,
+    };
+    record(d, caller, source, uploaded, pulled, purpose).await?;
     done(downloaded.size)
 }
 
@@ -506,6 +627,9 @@ pub async fn refresh(d: &Arc<Daemon>, caller: &Caller, old: &ImageRow) -> ApiRes
             server: &source.server,
             protocol: &source.protocol,
             name: &source.alias,
+            certificate: &source.certificate,
+            secret: "",
+            project: "",
         },
         Purpose::Refresh(old.cache.clone(), old.public),
     )
