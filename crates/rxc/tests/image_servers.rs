@@ -631,3 +631,85 @@ async fn rxc_lists_launches_and_copies_from_an_image_server() {
         .is_ok());
     ok(rxc(&["delete", "--force", "c1"]), "delete");
 }
+
+/// `images.auto_update_interval`: images kept up to date are refreshed by the daemon itself,
+/// with no client asking. The daemon's hour is shortened (`RXD_TEST_IMAGE_HOUR`) so that an
+/// interval passes within the test.
+#[tokio::test]
+async fn images_kept_up_to_date_are_refreshed_on_the_interval() {
+    if !require_root("images_kept_up_to_date_are_refreshed_on_the_interval") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let (root, certs) = (work.path().join("www"), work.path().join("certs"));
+    let tree = write_tree(&root, work.path());
+    let ca = TestCa::new("image server CA");
+    ca.server(1).write(&certs, "server.crt", "server.key");
+    let ca_file = certs.join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let server = ImageServer::start(&root, &certs);
+    let d = TestDaemon::start_with(Options {
+        env: vec![
+            ("SSL_CERT_FILE".into(), ca_file.display().to_string()),
+            ("RXD_TEST_IMAGE_HOUR".into(), "1".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let c = d.unix();
+    let pull = c
+        .request(
+            rxd_client::Method::POST,
+            "/1.0/images",
+            Some(
+                &json!({"source": {"type": "image", "mode": "pull", "protocol": "simplestreams",
+                "server": server.url, "fingerprint": "bb"}, "auto_update": true,
+                "aliases": [{"name": "kept"}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    let op = pull.envelope().unwrap().operation;
+    let done = c.get(&format!("{op}/wait?timeout=60")).await.unwrap();
+    assert_eq!(done["status"], "Success", "{done}");
+    assert_eq!(
+        c.get("/1.0/images/aliases/kept").await.unwrap()["target"],
+        tree.new_split.as_str()
+    );
+    // Off: nothing changes however many intervals pass.
+    let conf = tempfile::tempdir().unwrap();
+    let set = |v: &str| {
+        let out = d.rxc(
+            conf.path(),
+            &["config", "set", "images.auto_update_interval", v],
+        );
+        assert!(out.status.success(), "{out:?}");
+    };
+    set("0");
+    let newer = add_newer_serial(&root, work.path());
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(
+        c.get("/1.0/images/aliases/kept").await.unwrap()["target"],
+        tree.new_split.as_str()
+    );
+    // Every (shortened) hour: the newer serial replaces it and the alias follows.
+    set("1");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let target = c.get("/1.0/images/aliases/kept").await.unwrap()["target"].clone();
+        if target == newer.as_str() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not refreshed: {target}\n{}",
+            d.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(c
+        .get(&format!("/1.0/images/{}", tree.new_split))
+        .await
+        .is_err());
+    assert!(d.logs().contains("image refreshed from its server"));
+}

@@ -70,6 +70,8 @@ pub const IMAGES_MAX_UNPACKED: &str = "images.max_unpacked_size";
 pub const IMAGES_ALLOWED_SERVERS: &str = "images.allowed_servers";
 /// LXD's: images pulled for instances are kept up to date (default true).
 pub const IMAGES_AUTO_UPDATE_CACHED: &str = "images.auto_update_cached";
+/// LXD's: hours between checks for newer versions of images kept up to date (default 6; 0: off).
+pub const IMAGES_AUTO_UPDATE_INTERVAL: &str = "images.auto_update_interval";
 /// LXD's: days a cached image may go unused before it is removed (default 10; ≤ 0: never).
 pub const IMAGES_REMOTE_CACHE_EXPIRY: &str = "images.remote_cache_expiry";
 /// LXD's: how `publish` compresses images (default gzip); rxd knows `none`, `gzip`, `xz`, `zstd`.
@@ -137,6 +139,10 @@ pub const KEYS: &[KeySpec] = &[
     },
     KeySpec {
         name: IMAGES_REMOTE_CACHE_EXPIRY,
+        kind: KeyKind::Integer,
+    },
+    KeySpec {
+        name: IMAGES_AUTO_UPDATE_INTERVAL,
         kind: KeyKind::Integer,
     },
     KeySpec {

@@ -19,6 +19,24 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The daemon acting on its own, for its scheduled work (keeping pulled images up to date):
+    /// root, as the unix socket's users are, in `project`. Only background tasks make one; no
+    /// request ever becomes it.
+    pub fn daemon(d: &crate::state::Daemon, project: &str) -> Caller {
+        let identity = rxd_auth::Identity::Unix { uid: 0 };
+        Caller {
+            rights: std::sync::Arc::new(d.rights(&identity)),
+            identity,
+            conn: crate::listener::ConnInfo {
+                transport: rxd_auth::Transport::Unix { uid: 0 },
+                remote: None,
+                peer_cert: None,
+                listener: None,
+            },
+            project: project.to_owned(),
+        }
+    }
+
     /// May the caller view `project`? (Listings and event streams filter with this.)
     pub fn can_view(&self, project: &str) -> bool {
         self.rights.can_view(project)

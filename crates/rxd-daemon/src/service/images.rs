@@ -663,12 +663,62 @@ pub async fn refresh(d: &Arc<Daemon>, caller: &Caller, old: &ImageRow) -> ApiRes
 /// first request is served). LXD's periodic refresh of `auto_update` images is not done yet:
 /// `POST /1.0/images/<fp>/refresh` is.
 pub async fn upkeep(d: Arc<Daemon>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    // The first refresh check waits a whole interval: a daemon starting is busy enough.
+    let mut last_refresh = std::time::Instant::now();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = tokio::time::sleep(upkeep_tick()) => {}
             _ = shutdown.changed() => return,
         }
         prune(&d).await;
+        let hours = rxd_core::config::integer(
+            &crate::sync::read(&d.config),
+            rxd_core::config::IMAGES_AUTO_UPDATE_INTERVAL,
+            6,
+        );
+        if hours > 0
+            && last_refresh.elapsed().as_secs() >= u64::try_from(hours).unwrap_or(0) * hour()
+        {
+            last_refresh = std::time::Instant::now();
+            refresh_all(&d).await;
+        }
+    }
+}
+
+/// Seconds in an hour of the image cache's upkeep. `RXD_TEST_IMAGE_HOUR` (seconds) shortens it
+/// for the tests of expiry and refresh, which cannot wait hours; nothing else reads it.
+fn hour() -> u64 {
+    std::env::var("RXD_TEST_IMAGE_HOUR")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&s: &u64| s > 0)
+        .unwrap_or(3600)
+}
+
+fn upkeep_tick() -> std::time::Duration {
+    std::time::Duration::from_secs(hour())
+}
+
+/// Refresh every image kept up to date (`auto_update`), as the daemon itself, one at a time:
+/// what `POST /1.0/images/<fp>/refresh` does, for each. A server that cannot be reached leaves
+/// the image as it is until the next interval.
+pub async fn refresh_all(d: &Arc<Daemon>) {
+    let Ok(images) = d.db(|s| s.all_images()).await else {
+        return;
+    };
+    for image in images.into_iter().filter(|i| i.cache.auto_update) {
+        let caller = Caller::daemon(d, &image.project);
+        match refresh(d, &caller, &image).await {
+            Ok(true) => tracing::info!(
+                project = image.project,
+                fingerprint = image.fingerprint,
+                "image refreshed from its server"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(project = image.project, fingerprint = image.fingerprint, error = %e, "image refresh failed")
+            }
+        }
     }
 }
 
