@@ -19,9 +19,13 @@ INSTANCES=${INSTANCES:-100}
 CONTAINERS=${CONTAINERS:-5}
 # Idle connections 127.0.0.2 holds open while the trusted client (127.0.0.1) measures its latency.
 FLOOD=${FLOOD:-4200}
+# Rounds of the Debian 12 systemd image: import, launch to `running`, clean stop.
+DEBIAN_ROUNDS=${DEBIAN_ROUNDS:-3}
+# ONLY=debian runs the Debian part alone (both servers set up, nothing else measured).
+ONLY=${ONLY:-}
 
 need=()
-for pkg in lxd lxd-client busybox-static xz-utils; do
+for pkg in lxd lxd-client busybox-static xz-utils mmdebstrap bc; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -124,12 +128,50 @@ server() { # LABEL ROUND
       --flood "$FLOOD" --out "$work/rxd-server-$round.json"
   fi
 }
-for round in $(seq "$ROUNDS"); do
-  echo "== round $round of $ROUNDS"
-  if ((round % 2)); then server lxd "$round"; server rxd "$round"; else server rxd "$round"; server lxd "$round"; fi
+if [[ $ONLY != debian ]]; then
+  for round in $(seq "$ROUNDS"); do
+    echo "== round $round of $ROUNDS"
+    if ((round % 2)); then server lxd "$round"; server rxd "$round"; else server rxd "$round"; server lxd "$round"; fi
+  done
+fi
+
+# The Debian 12 systemd image (scripts/make-debian-image.sh, cached under target/): import, launch
+# until `systemctl is-system-running` answers running or degraded, clean stop (SIGRTMIN+3, no
+# kill), delete; alternating servers round by round. Wall-clock seconds of each step.
+debian=target/debian-image/debian12.tar.gz
+bash scripts/make-debian-image.sh "$debian" >/dev/null
+now() { date +%s.%N; }
+since() { echo "$(now) - $1" | bc; }
+cli() { # LABEL ARGS...
+  local label=$1; shift
+  if [[ $label == lxd ]]; then LXD_DIR=$work/lxd lxc "$@"; else rxc "$@"; fi
+}
+debian_round() { # LABEL ROUND
+  local label=$1 round=$2 t name=d$2
+  t=$(now); cli "$label" image import "$debian" --alias d12 >/dev/null; echo "$label import $(since "$t")"
+  t=$(now); cli "$label" launch d12 "$name" >/dev/null; echo "$label launch $(since "$t")"
+  until state=$(cli "$label" exec "$name" -- systemctl is-system-running 2>/dev/null); [[ $state == running || $state == degraded ]]; do
+    sleep 0.05
+  done
+  echo "$label launch-to-running $(since "$t")"
+  t=$(now); cli "$label" stop "$name" >/dev/null; echo "$label stop $(since "$t")"
+  cli "$label" delete "$name" >/dev/null
+  cli "$label" image delete d12 >/dev/null
+}
+echo "== Debian 12 (systemd), $DEBIAN_ROUNDS rounds"
+for round in $(seq "$DEBIAN_ROUNDS"); do
+  if ((round % 2)); then debian_round lxd "$round"; debian_round rxd "$round"
+  else debian_round rxd "$round"; debian_round lxd "$round"; fi
+done | tee "$work/debian.txt"
+echo "== Debian 12 medians (seconds) and rxd/LXD"
+for step in import launch launch-to-running stop; do
+  med() { awk -v l="$1" -v s="$step" '$1 == l && $2 == s {print $3}' "$work/debian.txt" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+  r=$(med rxd) l=$(med lxd)
+  printf '%-18s rxd %6.2f  LXD %6.2f  ratio %.2f\n' "$step" "$r" "$l" "$(echo "$r / $l" | bc -l)"
 done
 stop "$LXD_PID"
 stop "$RXD_PID"
+[[ $ONLY == debian ]] && exit 0
 
 # Start-up and idle memory: a state holding nothing, and one trusting $CERTS certificates.
 echo "== start-up, empty and with $CERTS trusted certificates"

@@ -59,7 +59,44 @@ fn write_tree(root: &Path, work: &Path) -> Tree {
     let (bmeta, brootfs) = split(work, "badfp");
     put("images/badfp/lxd.tar.xz", &bmeta);
     put("images/badfp/root.tar.xz", &brootfs);
+    // A hostile squashfs root filesystem: an entry named "..", patched in after mksquashfs
+    // (metadata uncompressed so the name can be patched).
+    let (hmeta, _) = split(work, "hostilesq");
+    let hostile_sq = {
+        let t = work.join("hostile-tree");
+        std::fs::create_dir_all(&t).unwrap();
+        std::fs::write(t.join("zz"), "escape\n").unwrap();
+        let out = work.join("hostile.squashfs");
+        let made = Command::new("mksquashfs")
+            .arg(&t)
+            .arg(&out)
+            .args([
+                "-noappend",
+                "-quiet",
+                "-no-progress",
+                "-noI",
+                "-noId",
+                "-noD",
+                "-noF",
+                "-noX",
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .expect("mksquashfs (squashfs-tools) runs");
+        assert!(made.success());
+        let mut bytes = std::fs::read(&out).unwrap();
+        let at = bytes.windows(2).position(|w| w == b"zz").unwrap();
+        bytes[at..at + 2].copy_from_slice(b"..");
+        bytes
+    };
+    put("images/hostilesq/lxd.tar.xz", &hmeta);
+    put("images/hostilesq/root.squashfs", &hostile_sq);
     let item = |path: &str, bytes: &[u8], ftype: &str| json!({"ftype": ftype, "path": path, "sha256": sha(bytes), "size": bytes.len()});
+    let mut hostile_meta = item("images/hostilesq/lxd.tar.xz", &hmeta, "lxd.tar.xz");
+    hostile_meta["combined_squashfs_sha256"] =
+        json!(sha(&[hmeta.as_slice(), hostile_sq.as_slice()].concat()));
+    let hostile_items = json!({"lxd.tar.xz": hostile_meta,
+        "root.squashfs": item("images/hostilesq/root.squashfs", &hostile_sq, "squashfs")});
     let split_items = |dir: &str, meta: &[u8], rootfs: &[u8], combined: String| {
         let mut m = item(&format!("images/{dir}/lxd.tar.xz"), meta, "lxd.tar.xz");
         m["combined_rootxz_sha256"] = json!(combined);
@@ -79,13 +116,15 @@ fn write_tree(root: &Path, work: &Path) -> Tree {
             "tampered:amd64": {"aliases": "tampered", "arch": "amd64", "versions": {
                 "20261201_00:00": {"items": split_items("tampered", &tmeta, &trootfs, sha(&[tmeta.as_slice(), trootfs.as_slice()].concat()))}}},
             "badfp:amd64": {"aliases": "badfp", "arch": "amd64", "versions": {
-                "20261201_00:00": {"items": split_items("badfp", &bmeta, &brootfs, "ba".repeat(32))}}}
+                "20261201_00:00": {"items": split_items("badfp", &bmeta, &brootfs, "ba".repeat(32))}}},
+            "hostilesq:amd64": {"aliases": "hostilesq", "arch": "amd64", "versions": {
+                "20261201_00:00": {"items": hostile_items}}}
         }
     });
     put("streams/v1/images.json", products.to_string().as_bytes());
     let index = json!({"format": "index:1.0", "index": {"images": {
         "datatype": "image-downloads", "path": "streams/v1/images.json", "format": "products:1.0",
-        "products": ["busybox:1:amd64:default", "tampered:amd64", "badfp:amd64"]}}});
+        "products": ["busybox:1:amd64:default", "tampered:amd64", "badfp:amd64", "hostilesq:amd64"]}}});
     put("streams/v1/index.json", index.to_string().as_bytes());
     Tree {
         old_unified: sha(&unified),
@@ -129,6 +168,10 @@ fn ok(out: Output, what: &str) -> String {
 fn err(out: Output, what: &str) -> String {
     assert!(!out.status.success(), "{what} should fail: {out:?}");
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn c_instances(d: &TestDaemon) -> Value {
+    d.unix().get("/1.0/instances").await.unwrap()
 }
 
 /// A simplestreams tree served over HTTPS on loopback (by a test CA that the daemon trusts
@@ -248,6 +291,20 @@ async fn images_are_pulled_from_a_simplestreams_server_and_verified() {
         Vec::<String>::new(),
         "files left by a refused pull"
     );
+
+    // A squashfs with an entry named "..": verified as downloaded, then refused by the
+    // unpacker, leaving nothing.
+    let e = err(
+        lxc(&["launch", "ss:hostilesq", "rxd:t3"]),
+        "hostile squashfs launch",
+    );
+    assert!(e.contains("not a valid squashfs"), "{e}");
+    assert_eq!(
+        d.image_files(),
+        Vec::<String>::new(),
+        "files left by a refused squashfs"
+    );
+    assert_eq!(c_instances(&d).await, json!([]));
 
     // lxc launch REMOTE:ALIAS: the daemon pulls the newest serial, split, and launches it.
     ok(lxc(&["launch", "ss:bb", "rxd:c1"]), "launch ss:bb");
