@@ -45,6 +45,17 @@ const MAX_LINKS: usize = 16384;
 
 /// Copy the tree at `src` to the new directory `dst`. Returns the number of entries copied.
 pub fn copy_tree(src: &Path, dst: &Path) -> Result<u64, ImageError> {
+    copy_tree_shifted(src, dst, None)
+}
+
+/// [`copy_tree`], with every owner N written as N shifted through `shift` (an image's unpacked
+/// tree, in the container's own ids, copied for a new container); an id outside the map is
+/// refused, as the unpacker refuses it.
+pub fn copy_tree_shifted(
+    src: &Path,
+    dst: &Path,
+    shift: Option<&crate::IdShift>,
+) -> Result<u64, ImageError> {
     let root = rustix::fs::open(src, DIR, Mode::empty()).map_err(errno(src))?;
     let st = rustix::fs::fstat(&root).map_err(errno(src))?;
     rustix::fs::mkdir(dst, Mode::from_raw_mode(0o700)).map_err(errno(dst))?;
@@ -54,6 +65,7 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<u64, ImageError> {
         count: 1,
         links: HashMap::new(),
         shown: dst.to_path_buf(),
+        shift: shift.copied(),
     };
     copy.tree(root, out, st)?;
     Ok(copy.count)
@@ -67,6 +79,8 @@ struct Copy {
     links: HashMap<(u64, u64), PathBuf>,
     /// The destination, for messages.
     shown: PathBuf,
+    /// Owners are shifted through this map (`None`: kept).
+    shift: Option<crate::IdShift>,
 }
 
 /// One directory being copied: both descriptors, its name, its source's stat (to finish the
@@ -114,17 +128,42 @@ fn times(st: &rustix::fs::Stat) -> Timestamps {
     }
 }
 
-fn ids(st: &rustix::fs::Stat) -> (Option<rustix::fs::Uid>, Option<rustix::fs::Gid>) {
-    (
-        Some(rustix::fs::Uid::from_raw(st.st_uid)),
-        Some(rustix::fs::Gid::from_raw(st.st_gid)),
-    )
+/// An entry's owner in the copy: as in the source, or shifted through `shift`.
+fn ids(
+    st: &rustix::fs::Stat,
+    shift: Option<&crate::IdShift>,
+    shown: &Path,
+) -> Result<(Option<rustix::fs::Uid>, Option<rustix::fs::Gid>), ImageError> {
+    let map = |id: u32, base: u32| match shift {
+        None => Ok(id),
+        Some(s) if id < s.size => Ok(base + id),
+        Some(s) => Err(ImageError::IdOutOfMap {
+            path: shown.display().to_string(),
+            id: u64::from(id),
+            max: s.size - 1,
+        }),
+    };
+    Ok((
+        Some(rustix::fs::Uid::from_raw(map(
+            st.st_uid,
+            shift.map_or(0, |s| s.uid_base),
+        )?)),
+        Some(rustix::fs::Gid::from_raw(map(
+            st.st_gid,
+            shift.map_or(0, |s| s.gid_base),
+        )?)),
+    ))
 }
 
 /// Owner, mode and times of a copied entry held open (mode after chown, which clears set-id
 /// bits).
-fn finish_fd(fd: &OwnedFd, st: &rustix::fs::Stat, shown: &Path) -> Result<(), ImageError> {
-    let (uid, gid) = ids(st);
+fn finish_fd(
+    fd: &OwnedFd,
+    st: &rustix::fs::Stat,
+    shift: Option<&crate::IdShift>,
+    shown: &Path,
+) -> Result<(), ImageError> {
+    let (uid, gid) = ids(st, shift, shown)?;
     rustix::fs::fchown(fd, uid, gid).map_err(errno(shown))?;
     rustix::fs::fchmod(fd, Mode::from_raw_mode(st.st_mode & 0o7777)).map_err(errno(shown))?;
     rustix::fs::futimens(fd, &times(st)).map_err(errno(shown))?;
@@ -138,9 +177,10 @@ fn finish_at(
     name: &CStr,
     st: &rustix::fs::Stat,
     set_mode: bool,
+    shift: Option<&crate::IdShift>,
     shown: &Path,
 ) -> Result<(), ImageError> {
-    let (uid, gid) = ids(st);
+    let (uid, gid) = ids(st, shift, shown)?;
     rustix::fs::chownat(dir, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW).map_err(errno(shown))?;
     if set_mode {
         // Only for nodes this copy just made in its private directory: nothing can have
@@ -195,7 +235,7 @@ impl Copy {
                     true => self.shown.clone(),
                     false => self.shown(&stack, &done.name),
                 };
-                finish_fd(&done.to, &done.stat, &shown)?;
+                finish_fd(&done.to, &done.stat, self.shift.as_ref(), &shown)?;
                 continue;
             };
             let top = stack.last().expect("a level is on the stack");
@@ -265,7 +305,7 @@ impl Copy {
                         }
                     }
                     let top = stack.last().expect("a level is on the stack");
-                    copy_file(&top.from, &top.to, &name, &st, &shown)?;
+                    copy_file(&top.from, &top.to, &name, &st, self.shift.as_ref(), &shown)?;
                 }
                 rustix::fs::FileType::Symlink => {
                     let shown = self.shown(&stack, &name);
@@ -273,7 +313,7 @@ impl Copy {
                         .map_err(errno(&shown))?;
                     rustix::fs::symlinkat(link.as_c_str(), to, name.as_c_str())
                         .map_err(errno(&shown))?;
-                    finish_at(to.as_fd(), &name, &st, false, &shown)?;
+                    finish_at(to.as_fd(), &name, &st, false, self.shift.as_ref(), &shown)?;
                 }
                 rustix::fs::FileType::Fifo
                 | rustix::fs::FileType::CharacterDevice
@@ -287,7 +327,7 @@ impl Copy {
                         st.st_rdev,
                     )
                     .map_err(errno(&shown))?;
-                    finish_at(to.as_fd(), &name, &st, true, &shown)?;
+                    finish_at(to.as_fd(), &name, &st, true, self.shift.as_ref(), &shown)?;
                 }
                 _ => continue,
             }
@@ -303,6 +343,7 @@ fn copy_file(
     to: &OwnedFd,
     name: &CStr,
     st: &rustix::fs::Stat,
+    shift: Option<&crate::IdShift>,
     shown: &Path,
 ) -> Result<(), ImageError> {
     let fd = rustix::fs::openat(
@@ -329,7 +370,7 @@ fn copy_file(
     let mut writer = File::from(made);
     // No more than the size seen: a file cannot grow the copy while it runs.
     std::io::copy(&mut (&mut reader).take(st.st_size as u64), &mut writer).map_err(io(shown))?;
-    finish_fd(&OwnedFd::from(writer), st, shown)
+    finish_fd(&OwnedFd::from(writer), st, shift, shown)
 }
 
 #[cfg(test)]
@@ -397,6 +438,48 @@ mod tests {
             .is_fifo());
         // An existing destination is refused.
         assert!(copy_tree(&src, &dst).is_err());
+    }
+
+    #[test]
+    fn a_shifted_copy_maps_every_owner_and_refuses_ids_outside_the_map() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        std::fs::create_dir_all(src.join("home/u")).unwrap();
+        std::fs::write(src.join("home/u/f"), "x").unwrap();
+        std::os::unix::fs::chown(src.join("home/u"), Some(1000), Some(1001)).unwrap();
+        std::os::unix::fs::chown(src.join("home/u/f"), Some(1000), Some(1001)).unwrap();
+        std::fs::set_permissions(
+            src.join("home/u/f"),
+            std::fs::Permissions::from_mode(0o2755),
+        )
+        .unwrap();
+        symlink("f", src.join("home/u/l")).unwrap();
+        let shift = crate::IdShift {
+            uid_base: 200_000,
+            gid_base: 300_000,
+            size: 65536,
+        };
+        let dst = t.path().join("dst");
+        copy_tree_shifted(&src, &dst, Some(&shift)).unwrap();
+        let meta = |p: &str| std::fs::symlink_metadata(dst.join(p)).unwrap();
+        assert_eq!((meta("").uid(), meta("").gid()), (200_000, 300_000));
+        assert_eq!(
+            (meta("home/u").uid(), meta("home/u").gid()),
+            (201_000, 301_001)
+        );
+        let f = meta("home/u/f");
+        assert_eq!(
+            (f.uid(), f.gid(), f.mode() & 0o7777),
+            (201_000, 301_001, 0o2755)
+        );
+        assert_eq!(meta("home/u/l").uid(), 200_000, "the link's own owner");
+        // An owner the map cannot hold: refused.
+        std::os::unix::fs::chown(src.join("home/u/f"), Some(70_000), None).unwrap();
+        let err = copy_tree_shifted(&src, &t.path().join("dst2"), Some(&shift)).unwrap_err();
+        assert!(
+            matches!(err, ImageError::IdOutOfMap { id: 70_000, .. }),
+            "{err}"
+        );
     }
 
     #[test]
