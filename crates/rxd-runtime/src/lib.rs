@@ -77,6 +77,9 @@ pub struct Usage {
     pub processes: i64,
     pub memory: u64,
     pub memory_peak: u64,
+    /// Swap in use (v1: memory and swap less memory, where swap is accounted).
+    pub swap: u64,
+    pub swap_peak: u64,
     pub cpu_ns: u64,
 }
 
@@ -578,14 +581,23 @@ impl Runtime {
                 processes: read_u64(dir.join("pids.current")).unwrap_or(0) as i64,
                 memory: read_u64(dir.join("memory.current")).unwrap_or(0),
                 memory_peak: read_u64(dir.join("memory.peak")).unwrap_or(0),
+                swap: read_u64(dir.join("memory.swap.current")).unwrap_or(0),
+                swap_peak: read_u64(dir.join("memory.swap.peak")).unwrap_or(0),
                 cpu_ns: cpu_us * 1000,
             }
         } else {
             let v1 = |ctrl: &str, file: &str| read_u64(format!("/sys/fs/cgroup/{ctrl}{cg}/{file}"));
+            let memory = v1("memory", "memory.usage_in_bytes").unwrap_or(0);
+            let memory_peak = v1("memory", "memory.max_usage_in_bytes").unwrap_or(0);
+            let with_swap = |file: &str, memory: u64| {
+                v1("memory", file).map_or(0, |both| both.saturating_sub(memory))
+            };
             Usage {
                 processes: v1("pids", "pids.current").unwrap_or(0) as i64,
-                memory: v1("memory", "memory.usage_in_bytes").unwrap_or(0),
-                memory_peak: v1("memory", "memory.max_usage_in_bytes").unwrap_or(0),
+                memory,
+                memory_peak,
+                swap: with_swap("memory.memsw.usage_in_bytes", memory),
+                swap_peak: with_swap("memory.memsw.max_usage_in_bytes", memory_peak),
                 cpu_ns: v1("cpuacct", "cpuacct.usage").unwrap_or(0),
             }
         }

@@ -366,8 +366,13 @@ fn prepare(root: &Path, bundle: &Path, log: &Path) -> Result<(LaunchPlan, OwnedF
         delete(root, &plan.name).context("cleaning up the old runtime state")?;
     }
     let lxcfs = lxcfs::files();
-    let mut spec =
-        spec::build(&plan, own_bounding_set()?, &lxcfs).context("building the runtime spec")?;
+    let mut spec = spec::build(
+        &plan,
+        own_bounding_set()?,
+        &lxcfs,
+        spec::CgroupHost::probe(),
+    )
+    .context("building the runtime spec")?;
     // A console terminal, when its socket's path fits (see console.rs).
     if let Some(process) = spec.process_mut() {
         process.set_terminal(Some(console::fits(&bundle.join("console.sock"))));

@@ -112,6 +112,30 @@ fn memory_limit(value: &str) -> Option<u64> {
     instance_config::parse_bytes(value)
 }
 
+/// The host CPUs `limits.cpu` gives a container, as a kernel CPU list. A count takes the first
+/// that many online CPUs (all of them if it asks for more): LXD 5.0 picks the least loaded and
+/// moves containers as others start and stop; rxd pins once, at start, and says so in the
+/// README. A set must name online CPUs only.
+fn cpuset(value: &str) -> ApiResult<String> {
+    use instance_config::{format_cpu_list, parse_cpu_limit, parse_cpu_list, CpuLimit};
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|t| parse_cpu_list(&t))
+        .ok_or_else(|| ApiError::internal("cannot read the host's online CPUs"))?;
+    match parse_cpu_limit(value).map_err(ApiError::BadRequest)? {
+        CpuLimit::Count(n) => Ok(format_cpu_list(
+            &online[..online.len().min(n as usize)],
+        )),
+        CpuLimit::Set(cpus) => match cpus.iter().find(|c| !online.contains(c)) {
+            Some(missing) => Err(ApiError::BadRequest(format!(
+                "limits.cpu {value:?} names CPU {missing}, which this host does not have online (online: {})",
+                format_cpu_list(&online)
+            ))),
+            None => Ok(format_cpu_list(&cpus)),
+        },
+    }
+}
+
 /// Start the container (by its key) from its stored config.
 pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
     let row = by_key(d, name).await?;
@@ -204,6 +228,17 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
         cgroup: d.runtime.cgroup(name),
         memory_limit: config.get("limits.memory").and_then(|v| memory_limit(v)),
         process_limit: config.get("limits.processes").and_then(|v| v.parse().ok()),
+        memory_soft: config.get("limits.memory.enforce").map(String::as_str) == Some("soft"),
+        no_swap: config.get("limits.memory.swap").map(String::as_str) == Some("false"),
+        cpus: config.get("limits.cpu").map(|v| cpuset(v)).transpose()?,
+        cpu_allowance: config
+            .get("limits.cpu.allowance")
+            .and_then(|v| instance_config::parse_cpu_allowance(v).ok()),
+        sysctl: config
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("linux.sysctl.")?.to_owned(), v.clone())))
+            .collect(),
+        nesting: flag(&config, "security.nesting"),
         environment,
     };
     if privileged {
