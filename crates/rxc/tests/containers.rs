@@ -358,6 +358,9 @@ async fn containers_outlive_a_daemon_restart_and_a_crash() {
     // Found again, so managed again: a clean stop, and one that ends while rxd is down.
     s.ok(&["stop", "c1"]);
     assert_eq!(s.state("c1").await["status"], "Stopped");
+    // Not brought back by LXD's autostart rule (it was running when last seen), so that what
+    // this checks is that the next daemon notices it ended.
+    s.ok(&["config", "set", "c2", "boot.autostart", "false"]);
     s.d.stop();
     let _ = Command::new(bin("rxd-shim"))
         .arg("--root")
@@ -369,6 +372,111 @@ async fn containers_outlive_a_daemon_restart_and_a_crash() {
     assert_eq!(s.state("c2").await["status"], "Stopped");
     s.ok(&["start", "c2"]);
     s.ok(&["delete", "-f", "c1", "c2"]);
+}
+
+/// An init's start time, in clock ticks since the host booted (`/proc/<pid>/stat` field 22).
+fn started_at(pid: i32) -> u64 {
+    let stat = proc_file(pid, "stat");
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split_whitespace().nth(19).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn instances_start_with_the_daemon_by_their_autostart_keys() {
+    let Some(mut s) = Setup::new("instances_start_with_the_daemon_by_their_autostart_keys").await
+    else {
+        return;
+    };
+    // `last` has no autostart key: it comes back if it ran. `first` has the highest priority
+    // and a delay after it. `always` is stopped but always starts; `never` does not, though it
+    // ran; `idle` never ran.
+    s.ok(&["launch", "bb", "last"]);
+    s.ok(&[
+        "launch",
+        "bb",
+        "first",
+        "-c",
+        "boot.autostart.priority=10",
+        "-c",
+        "boot.autostart.delay=2",
+    ]);
+    s.ok(&["launch", "bb", "never", "-c", "boot.autostart=false"]);
+    s.ok(&["init", "bb", "idle"]);
+    s.ok(&["init", "bb", "always", "-c", "boot.autostart=true"]);
+    for name in ["last", "first", "never", "idle", "always"] {
+        s.ok(&["config", "set", name, "boot.host_shutdown_timeout", "5"]);
+    }
+    let running = |s: &Setup, names: &'static [&'static str]| {
+        let c = s.d.unix();
+        async move {
+            for name in names {
+                let st = c
+                    .get(&format!("/1.0/instances/{name}/state"))
+                    .await
+                    .unwrap();
+                if st["status"] != "Running" {
+                    return false;
+                }
+            }
+            true
+        }
+    };
+
+    // A daemon restart: what runs is adopted, never started twice; `always` starts.
+    let before = (
+        s.pid("last").await,
+        s.pid("first").await,
+        s.pid("never").await,
+    );
+    s.d.restart().await;
+    wait_for(|| running(&s, &["always"])).await;
+    assert_eq!(
+        (
+            s.pid("last").await,
+            s.pid("first").await,
+            s.pid("never").await
+        ),
+        before
+    );
+    assert_eq!(s.state("idle").await["status"], "Stopped");
+
+    // The host goes down (`rxd shutdown`), then comes back: LXD's rule, in priority order.
+    let out = Command::new(bin("rxd"))
+        .arg("--dir")
+        .arg(s.d.dir())
+        .args(["shutdown", "--timeout", "120"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}\n{}", s.d.logs());
+    assert!(s.d.exited(), "rxd still runs after rxd shutdown");
+    s.d.spawn();
+    s.d.wait_ready().await;
+    // `first`'s delay, then two starts: longer than `wait_for`'s ten seconds allow for.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !running(&s, &["first", "last", "always"]).await {
+        assert!(std::time::Instant::now() < deadline, "{}", s.d.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for name in ["never", "idle"] {
+        assert_eq!(s.state(name).await["status"], "Stopped", "{name}");
+    }
+    let never = s.d.unix().get("/1.0/instances/never").await.unwrap();
+    assert_eq!(never["config"]["volatile.last_state.power"], "RUNNING");
+    // `first` before the others, and they only after its delay (in clock ticks, 100 a second).
+    let (first, last, always) = (
+        started_at(s.pid("first").await),
+        started_at(s.pid("last").await),
+        started_at(s.pid("always").await),
+    );
+    assert!(first + 190 <= last.min(always), "{first} {last} {always}");
+    // Equal priorities go by name.
+    let log = s.d.logs();
+    let at = |name: &str| {
+        let line = format!("started (boot.autostart) instance={name}");
+        log.rfind(&line).unwrap_or_else(|| panic!("{line}: {log}"))
+    };
+    assert!(at("first") < at("always") && at("always") < at("last"));
+    s.ok(&["delete", "-f", "first", "last", "always", "never", "idle"]);
 }
 
 #[tokio::test]

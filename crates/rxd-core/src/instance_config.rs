@@ -140,6 +140,10 @@ pub fn validate_key(key: &str, value: &str, from_client: bool) -> Result<(), Ins
         | "security.nesting"
         | "boot.autostart"
         | "limits.memory.swap" => check_bool(value),
+        // Seconds to wait after starting this instance before starting the next one.
+        "boot.autostart.delay" => check_int(value, 0, 24 * 3600),
+        // Autostart starts higher priorities first.
+        "boot.autostart.priority" => check_int(value, 0, 1 << 20),
         // Seconds a host shutdown waits for this instance to halt before killing it.
         "boot.host_shutdown_timeout" => check_int(value, 0, 24 * 3600),
         // Host shutdown stops higher priorities first.
@@ -439,6 +443,10 @@ mod tests {
         check("linux.sysctl.net.ipv4.ip_forward", "1\n", false);
         check("linux.sysctl.net.ipv4.ip_forward", "", false);
         check("linux.sysctl.", "1", false);
+        check("boot.autostart.delay", "5", true);
+        check("boot.autostart.delay", "-1", false);
+        check("boot.autostart.priority", "10", true);
+        check("boot.autostart.priority", "high", false);
         check("nonsense", "1", false);
         assert!(
             validate_key("volatile.idmap.next", "[]", false).is_ok(),

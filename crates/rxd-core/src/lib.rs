@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
+pub mod boot;
 pub mod config;
 pub mod expiry;
 pub mod filter;

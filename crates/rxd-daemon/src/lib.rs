@@ -160,6 +160,10 @@ pub async fn run(
         daemon.clone(),
         shutdown_rx.clone(),
     ));
+    // After recovery adopted what still runs: only stopped instances are started.
+    daemon
+        .tracker
+        .spawn(service::autostart::run(daemon.clone(), shutdown_rx.clone()));
     let router = routes::router(daemon.clone());
     let _ = daemon.router.set(router.clone());
 

@@ -2,6 +2,7 @@
 //! Nothing here imports a route, an extractor or a response type.
 
 pub mod access;
+pub mod autostart;
 pub mod images;
 pub mod instances;
 pub mod intent;
