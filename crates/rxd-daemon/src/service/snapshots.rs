@@ -28,11 +28,11 @@ pub fn url(instance: &str, snap: &str) -> String {
 }
 
 pub fn valid_name(name: &str) -> ApiResult<()> {
-    if rxd_core::name::valid_instance_name(name) {
+    if rxd_core::name::valid_snapshot_name(name) {
         Ok(())
     } else {
         Err(ApiError::BadRequest(format!(
-            "Invalid snapshot name {name:?}: letters, digits and dashes, starting with a letter"
+            "Invalid snapshot name {name:?}: letters, digits, '-' and '_', starting with a letter or digit, at most 63"
         )))
     }
 }
