@@ -18,10 +18,14 @@ struct Setup {
 
 impl Setup {
     async fn new(test: &str) -> Option<Setup> {
+        Self::new_with(test, rxd_testkit::Options::default()).await
+    }
+
+    async fn new_with(test: &str, opts: rxd_testkit::Options) -> Option<Setup> {
         if !require_root(test) || !require_tool("busybox", "busybox-static", test) {
             return None;
         }
-        let d = TestDaemon::start().await;
+        let d = TestDaemon::start_with(opts).await;
         let conf = tempfile::tempdir().unwrap();
         let image = conf.path().join("bb.tar.gz");
         busybox_image(&image);
@@ -372,6 +376,134 @@ async fn containers_outlive_a_daemon_restart_and_a_crash() {
     assert_eq!(s.state("c2").await["status"], "Stopped");
     s.ok(&["start", "c2"]);
     s.ok(&["delete", "-f", "c1", "c2"]);
+}
+
+/// RFC 3339 as Unix seconds.
+fn unix(rfc3339: &Value) -> i64 {
+    time::OffsetDateTime::parse(
+        rfc3339.as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+    .unix_timestamp()
+}
+
+#[tokio::test]
+async fn scheduled_snapshots_appear_and_expire() {
+    // The scheduler's minute lasts 400 ms here (a test-only knob of the daemon, compiled in with
+    // the `failpoints` feature the suite builds with; see rxd-daemon's danger.rs).
+    let opts = rxd_testkit::Options {
+        env: vec![("RXD_DANGER_SCHEDULER_MINUTE_MS".into(), "400".into())],
+        ..Default::default()
+    };
+    let Some(s) = Setup::new_with("scheduled_snapshots_appear_and_expire", opts).await else {
+        return;
+    };
+    let every_minute = "snapshots.schedule=* * * * *";
+    s.ok(&[
+        "launch",
+        "bb",
+        "busy",
+        "-c",
+        every_minute,
+        "-c",
+        "snapshots.expiry=3M",
+        "-c",
+        "snapshots.pattern=auto-%d",
+    ]);
+    // Stopped: skipped, unless snapshots.schedule.stopped says otherwise.
+    s.ok(&["init", "bb", "idle", "-c", every_minute]);
+    s.ok(&[
+        "init",
+        "bb",
+        "kept",
+        "-c",
+        every_minute,
+        "-c",
+        "snapshots.schedule.stopped=true",
+    ]);
+    // Running, but not due: 00:00 on the 29th of February.
+    s.ok(&[
+        "launch",
+        "bb",
+        "rare",
+        "-c",
+        "snapshots.schedule=0 0 29 2 *",
+        "-c",
+        "snapshots.expiry=1d",
+    ]);
+    let snapshots = |name: &'static str| {
+        let c = s.d.unix();
+        async move {
+            c.get(&format!("/1.0/instances/{name}/snapshots?recursion=1"))
+                .await
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .clone()
+        }
+    };
+    let names = |list: &[Value]| -> Vec<String> {
+        list.iter()
+            .map(|v| v["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Taken each minute, and each deleted three minutes later: auto-0 goes once auto-4 is there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = names(&snapshots("busy").await);
+        if list.iter().any(|n| n == "auto-4") && !list.iter().any(|n| n == "auto-0") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "busy has {list:?}\n{}",
+            s.d.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let busy = snapshots("busy").await;
+    assert!(busy.len() <= 5, "{:?}", names(&busy));
+    for snap in &busy {
+        assert_ne!(snap["expires_at"], "0001-01-01T00:00:00Z", "{snap}");
+        // A copy of the instance's files, like a manual one.
+        let name = snap["name"].as_str().unwrap();
+        assert!(s
+            .d
+            .dir()
+            .join("snapshots/busy")
+            .join(name)
+            .join("rootfs/bin/busybox")
+            .exists());
+    }
+    assert!(names(&snapshots("kept").await).contains(&"snap0".to_owned()));
+    assert_eq!(snapshots("idle").await, Vec::<Value>::new());
+    assert_eq!(snapshots("rare").await, Vec::<Value>::new());
+    // An API snapshot without an expiry gets the instance's snapshots.expiry, as in LXD.
+    s.ok(&["snapshot", "rare", "manual"]);
+    let manual =
+        s.d.unix()
+            .get("/1.0/instances/rare/snapshots/manual")
+            .await
+            .unwrap();
+    assert_eq!(
+        unix(&manual["expires_at"]) - unix(&manual["created_at"]),
+        86_400
+    );
+
+    // @startup: one at each start.
+    s.ok(&["init", "bb", "boots", "-c", "snapshots.schedule=@startup"]);
+    s.ok(&["start", "boots"]);
+    assert_eq!(names(&snapshots("boots").await), ["snap0"]);
+    s.ok(&["restart", "boots"]);
+    assert_eq!(names(&snapshots("boots").await), ["snap0", "snap1"]);
+
+    // Bad schedules are refused with the reason.
+    let e = s.fails(&["config", "set", "busy", "snapshots.schedule", "0 6 * *"]);
+    assert!(e.contains("five fields"), "{e}");
+    let e = s.fails(&["config", "set", "busy", "snapshots.pattern", "{{ name }}"]);
+    assert!(e.contains("unsupported expression"), "{e}");
+    s.ok(&["delete", "-f", "busy", "idle", "kept", "rare", "boots"]);
 }
 
 /// An init's start time, in clock ticks since the host booted (`/proc/<pid>/stat` field 22).

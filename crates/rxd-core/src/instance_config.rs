@@ -139,7 +139,8 @@ pub fn validate_key(key: &str, value: &str, from_client: bool) -> Result<(), Ins
         | "security.protection.delete"
         | "security.nesting"
         | "boot.autostart"
-        | "limits.memory.swap" => check_bool(value),
+        | "limits.memory.swap"
+        | "snapshots.schedule.stopped" => check_bool(value),
         // Seconds to wait after starting this instance before starting the next one.
         "boot.autostart.delay" => check_int(value, 0, 24 * 3600),
         // Autostart starts higher priorities first.
@@ -158,6 +159,11 @@ pub fn validate_key(key: &str, value: &str, from_client: bool) -> Result<(), Ins
         },
         "limits.cpu" => parse_cpu_limit(value).map(drop),
         "limits.cpu.allowance" => parse_cpu_allowance(value).map(drop),
+        "snapshots.schedule" => crate::schedule::Schedule::parse(value, "").map(drop),
+        "snapshots.pattern" => check_pattern(value),
+        "snapshots.expiry" => crate::expiry::parse_expiry(value)
+            .map(drop)
+            .map_err(|e| e.to_string()),
         _ => return Err(InstanceConfigError::UnknownKey(key.into())),
     };
     result.map_err(invalid)
@@ -315,6 +321,18 @@ fn check_sysctl(name: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `snapshots.pattern` must render to a valid snapshot name (with `%d` as a number).
+fn check_pattern(value: &str) -> Result<(), String> {
+    let name = crate::schedule::render_pattern(value, 0)?.replacen("%d", "0", 1);
+    if crate::name::valid_snapshot_name(&name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{value:?} makes snapshot names like {name:?}: names are letters, digits, '-' and '_', starting with a letter or digit, at most 63 bytes"
+        ))
+    }
+}
+
 /// As LXD: a `#cloud-config` document must be YAML; any other (a script, say) is taken as is.
 fn check_cloud_config(value: &str) -> Result<(), String> {
     if value.starts_with("#cloud-config") {
@@ -447,6 +465,25 @@ mod tests {
         check("boot.autostart.delay", "-1", false);
         check("boot.autostart.priority", "10", true);
         check("boot.autostart.priority", "high", false);
+        check("snapshots.schedule", "* * * * *", true);
+        check("snapshots.schedule", "@daily, @startup", true);
+        check("snapshots.schedule", "0 6 * *", false);
+        check("snapshots.schedule", "@often", false);
+        check("snapshots.schedule.stopped", "true", true);
+        check("snapshots.schedule.stopped", "maybe", false);
+        check("snapshots.pattern", "snap%d", true);
+        check("snapshots.pattern", "daily-%d", true);
+        check(
+            "snapshots.pattern",
+            "{{ creation_date|date:'2006-01-02_15-04-05' }}",
+            true,
+        );
+        check("snapshots.pattern", "a/b", false);
+        check("snapshots.pattern", "%d-%d", false);
+        check("snapshots.pattern", "{{ name }}", false);
+        check("snapshots.expiry", "1d", true);
+        check("snapshots.expiry", "1M 2H", true);
+        check("snapshots.expiry", "2x", false);
         check("nonsense", "1", false);
         assert!(
             validate_key("volatile.idmap.next", "[]", false).is_ok(),

@@ -12,4 +12,5 @@ pub mod launch;
 pub mod name;
 pub mod project_config;
 pub mod pty;
+pub mod schedule;
 pub mod warnings;

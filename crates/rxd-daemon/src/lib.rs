@@ -9,6 +9,7 @@ mod caller;
 mod candid;
 mod channels;
 mod config;
+mod danger;
 mod envelope;
 mod environment;
 mod error;
@@ -164,6 +165,9 @@ pub async fn run(
     daemon
         .tracker
         .spawn(service::autostart::run(daemon.clone(), shutdown_rx.clone()));
+    daemon
+        .tracker
+        .spawn(service::schedule::run(daemon.clone(), shutdown_rx.clone()));
     let router = routes::router(daemon.clone());
     let _ = daemon.router.set(router.clone());
 

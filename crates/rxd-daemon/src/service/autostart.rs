@@ -72,6 +72,7 @@ async fn start_one(
             match start(d, key).await {
                 Ok(()) => {
                     tracing::info!(instance = %key, "started (boot.autostart)");
+                    crate::service::schedule::at_start(d, &row).await;
                     d.events.lifecycle_by_daemon(
                         "instance-started",
                         &format!("/1.0/instances/{}", row.name),

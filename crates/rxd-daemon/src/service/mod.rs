@@ -8,4 +8,5 @@ pub mod instances;
 pub mod intent;
 pub mod layout;
 pub mod recovery;
+pub mod schedule;
 pub mod snapshots;
