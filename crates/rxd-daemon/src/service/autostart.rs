@@ -16,7 +16,8 @@ use tokio::sync::watch;
 const TRIES: u32 = 3;
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
-/// Start what is to start; returns early when the daemon stops.
+/// Start what is to start; returns as soon as `shutdown` turns true (the daemon is stopping),
+/// between two starts.
 pub async fn run(d: Arc<Daemon>, mut shutdown: watch::Receiver<bool>) {
     let rows = match d.db(|s| s.all_instances()).await {
         Ok(rows) => rows,
@@ -62,6 +63,9 @@ async fn start_one(
         {
             let lock = d.runtime.action_lock(key);
             let _guard = lock.lock().await;
+            if *shutdown.borrow() {
+                return Ok(());
+            }
             // Someone may have started (or deleted) it since the list was made.
             let Ok(row) = by_key(d, key).await else {
                 return Ok(());
