@@ -328,15 +328,20 @@ fn start(root: &Path, bundle: &Path, log: &Path) -> Result<()> {
     }
 }
 
-/// Read the plan, write the bundle, open the console log, and detach from the daemon's
-/// session and pipes.
-fn prepare(root: &Path, bundle: &Path, log: &Path) -> Result<(LaunchPlan, OwnedFd, OwnedFd)> {
+/// The daemon's plan, as JSON on stdin.
+fn read_plan() -> Result<LaunchPlan> {
     let mut text = String::new();
     std::io::stdin()
         .take(MAX_PLAN)
         .read_to_string(&mut text)
         .context("reading the plan")?;
-    let plan: LaunchPlan = serde_json::from_str(&text).context("parsing the plan")?;
+    serde_json::from_str(&text).context("parsing the plan")
+}
+
+/// Read the plan, write the bundle, open the console log, and detach from the daemon's
+/// session and pipes.
+fn prepare(root: &Path, bundle: &Path, log: &Path) -> Result<(LaunchPlan, OwnedFd, OwnedFd)> {
+    let plan = read_plan()?;
     let dir = container_dir(root, &plan.name)?;
     if !rxd_core::name::valid_instance_name(&plan.hostname)
         || rxd_core::name::split_instance_key(&plan.name).1 != plan.hostname

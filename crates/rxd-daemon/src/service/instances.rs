@@ -136,6 +136,44 @@ fn cpuset(value: &str) -> ApiResult<String> {
     }
 }
 
+/// What the container helper is given to start (or re-limit) the container `name` with
+/// `config`.
+fn launch_plan(
+    d: &Daemon,
+    name: &InstanceKey,
+    row: &InstanceRow,
+    config: &BTreeMap<String, String>,
+    idmap: Option<IdMap>,
+) -> ApiResult<rxd_core::launch::LaunchPlan> {
+    let mut environment = rxd_core::launch::LaunchPlan::default_environment();
+    for (k, v) in config {
+        if let Some(var) = k.strip_prefix("environment.") {
+            environment.insert(var.to_owned(), v.clone());
+        }
+    }
+    Ok(rxd_core::launch::LaunchPlan {
+        name: name.to_string(),
+        hostname: row.name.clone(),
+        rootfs: layout::instance_dir(d, name).join("rootfs"),
+        idmap,
+        cgroup: d.runtime.cgroup(name),
+        memory_limit: config.get("limits.memory").and_then(|v| memory_limit(v)),
+        process_limit: config.get("limits.processes").and_then(|v| v.parse().ok()),
+        memory_soft: config.get("limits.memory.enforce").map(String::as_str) == Some("soft"),
+        no_swap: config.get("limits.memory.swap").map(String::as_str) == Some("false"),
+        cpus: config.get("limits.cpu").map(|v| cpuset(v)).transpose()?,
+        cpu_allowance: config
+            .get("limits.cpu.allowance")
+            .and_then(|v| instance_config::parse_cpu_allowance(v).ok()),
+        sysctl: config
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("linux.sysctl.")?.to_owned(), v.clone())))
+            .collect(),
+        nesting: flag(config, "security.nesting"),
+        environment,
+    })
+}
+
 /// Start the container (by its key) from its stored config.
 pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
     let row = by_key(d, name).await?;
@@ -214,33 +252,7 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(mode))
         .map_err(ApiError::internal)?;
 
-    let mut environment = rxd_core::launch::LaunchPlan::default_environment();
-    for (k, v) in &config {
-        if let Some(var) = k.strip_prefix("environment.") {
-            environment.insert(var.to_owned(), v.clone());
-        }
-    }
-    let plan = rxd_core::launch::LaunchPlan {
-        name: name.to_string(),
-        hostname: row.name.clone(),
-        rootfs: dir.join("rootfs"),
-        idmap,
-        cgroup: d.runtime.cgroup(name),
-        memory_limit: config.get("limits.memory").and_then(|v| memory_limit(v)),
-        process_limit: config.get("limits.processes").and_then(|v| v.parse().ok()),
-        memory_soft: config.get("limits.memory.enforce").map(String::as_str) == Some("soft"),
-        no_swap: config.get("limits.memory.swap").map(String::as_str) == Some("false"),
-        cpus: config.get("limits.cpu").map(|v| cpuset(v)).transpose()?,
-        cpu_allowance: config
-            .get("limits.cpu.allowance")
-            .and_then(|v| instance_config::parse_cpu_allowance(v).ok()),
-        sysctl: config
-            .iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix("linux.sysctl.")?.to_owned(), v.clone())))
-            .collect(),
-        nesting: flag(&config, "security.nesting"),
-        environment,
-    };
+    let plan = launch_plan(d, name, &row, &config, idmap)?;
     if privileged {
         tracing::warn!(instance = %name, "starting a privileged container: root inside it is root on the host");
         crate::audit::privileged_start(&d.audit, &row.project, &row.name);
