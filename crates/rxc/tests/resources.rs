@@ -1,6 +1,7 @@
 //! Resource and kernel keys on real containers, as root: `limits.cpu` (count and set) and
 //! `limits.cpu.allowance` read back from the container's cgroups and `nproc`, `limits.memory`
-//! with `limits.memory.enforce` and `limits.memory.swap`, namespaced `linux.sysctl.*` written
+//! with `limits.memory.enforce` and `limits.memory.swap`, all of them changed on a running
+//! container and taking effect at once, namespaced `linux.sysctl.*` written
 //! inside and host-wide ones refused, and `security.nesting` (a fresh procfs can be mounted
 //! only with it, and restricted projects refuse it unless they allow it).
 
@@ -166,10 +167,26 @@ async fn cpu_limits_pin_and_share_the_cpus() {
         (0, online_cpus())
     );
 
-    // Changed while running: applied at the next start.
+    // Changed while running: applied at once, as LXD; unset, lifted.
+    let pid = s.pid("c3").await;
     s.ok(&["config", "set", "c3", "limits.cpu", "1"]);
-    s.ok(&["restart", "c3"]);
+    assert_eq!(cgroup_file(pid, "cpuset", "cpuset.cpus"), "0");
     assert_eq!(s.sh("c3", "nproc"), (0, "1\n".into()));
+    s.ok(&["config", "set", "c3", "limits.cpu.allowance", "20ms/50ms"]);
+    if v2() {
+        assert_eq!(cgroup_file(pid, "cpu", "cpu.max"), "20000 50000");
+    } else {
+        assert_eq!(cgroup_file(pid, "cpu", "cpu.cfs_quota_us"), "20000");
+        assert_eq!(cgroup_file(pid, "cpu", "cpu.cfs_period_us"), "50000");
+    }
+    s.ok(&["config", "unset", "c3", "limits.cpu"]);
+    s.ok(&["config", "unset", "c3", "limits.cpu.allowance"]);
+    let (_, n) = s.sh("c3", "nproc");
+    assert_eq!(n.trim().parse::<usize>().unwrap(), online_cpus());
+    if !v2() {
+        assert_eq!(cgroup_file(pid, "cpu", "cpu.cfs_quota_us"), "-1");
+    }
+    assert_eq!(s.pid("c3").await, pid, "not restarted");
 
     // CPUs the host does not have, and values that are not limits, are refused clearly.
     let e = s.fails(&["launch", "bb", "c4", "-c", "limits.cpu=4000-4001"]);
@@ -266,6 +283,35 @@ async fn memory_enforce_and_swap_reach_the_cgroup() {
     assert!(state["memory"]["swap_usage"].is_i64(), "{state}");
     let info = s.ok(&["info", "soft"]);
     assert!(info.contains("Memory usage:"), "{info}");
+
+    // Changed while running: at once. Unset: no limit.
+    let pid = s.pid("hard").await;
+    s.ok(&["config", "set", "hard", "limits.memory", "96MiB"]);
+    assert_eq!(
+        read(pid, "memory.limit_in_bytes", "memory.max"),
+        (96 * mib).to_string()
+    );
+    s.ok(&["config", "set", "hard", "limits.memory.swap", "false"]);
+    if v2() {
+        assert_eq!(read(pid, "", "memory.swap.max"), "0");
+    } else {
+        assert_eq!(read(pid, "memory.swappiness", ""), "0");
+    }
+    s.ok(&["config", "set", "hard", "limits.processes", "40"]);
+    assert_eq!(cgroup_file(pid, "pids", "pids.max"), "40");
+    s.ok(&["config", "unset", "hard", "limits.memory"]);
+    if v2() {
+        assert_eq!(read(pid, "", "memory.max"), "max");
+    } else {
+        let hard: u64 = read(pid, "memory.limit_in_bytes", "").parse().unwrap();
+        assert!(hard > 1 << 40, "a hard limit of {hard}");
+    }
+    assert_eq!(s.pid("hard").await, pid, "not restarted");
+    // A limit the running container cannot take is refused, and the config stays as it was.
+    let e = s.fails(&["config", "set", "hard", "limits.cpu", "4000-4001"]);
+    assert!(e.contains("names CPU 4000"), "{e}");
+    assert_eq!(s.ok(&["config", "get", "hard", "limits.cpu"]).trim(), "");
+    assert_eq!(cgroup_file(pid, "pids", "pids.max"), "40");
 
     let e = s.fails(&["launch", "bb", "bad", "-c", "limits.memory.enforce=strict"]);
     assert!(e.contains("expected hard or soft"), "{e}");

@@ -285,6 +285,35 @@ impl Runtime {
         }
     }
 
+    /// Change a running container's CPU, memory and process limits to `plan`'s (rxd-shim's
+    /// `limits`: keys the plan leaves unset are lifted).
+    pub async fn set_limits(&self, plan: &LaunchPlan) -> Result<(), RuntimeError> {
+        let helper = |source| RuntimeError::Helper {
+            path: self.shim.clone(),
+            source,
+        };
+        let mut child = self
+            .command()
+            .arg("limits")
+            .arg(&plan.name)
+            .stdin(Stdio::piped())
+            .spawn()
+            .map_err(helper)?;
+        let text = serde_json::to_vec(plan).map_err(|e| RuntimeError::Failed(e.to_string()))?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        stdin.write_all(&text).await.map_err(helper)?;
+        drop(stdin);
+        let out = child.wait_with_output().await.map_err(helper)?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            Err(RuntimeError::Failed(
+                err.trim().trim_start_matches("rxd-shim: ").to_owned(),
+            ))
+        }
+    }
+
     /// Start a container and record its init.
     pub async fn start(&self, plan: &LaunchPlan) -> Result<Init, RuntimeError> {
         let _creating = self.parent_cgroups.read().await;

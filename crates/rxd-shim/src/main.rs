@@ -4,7 +4,8 @@
 //! containers outlive a restart of `rxd`.
 //!
 //! Protocol with the daemon: `start` reads a [`LaunchPlan`] as JSON on stdin and writes one JSON
-//! line to stdout, `{"pid":N}` or `{"error":"..."}`, then lets go of stdin/stdout/stderr. The other
+//! line to stdout, `{"pid":N}` or `{"error":"..."}`, then lets go of stdin/stdout/stderr; `limits`
+//! reads one too, for a running container. The other
 //! commands print JSON (or nothing) and exit non-zero with a message on stderr on failure.
 //!
 //! When the init ends by SIGHUP (what `reboot(2)` inside a PID namespace does to it), the
@@ -17,6 +18,7 @@ mod attach;
 mod cgroups;
 mod console;
 mod delegation;
+mod limits;
 mod lock;
 mod lxcfs;
 mod pty;
@@ -66,6 +68,9 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Change a running container's CPU, memory and process limits to those of the plan on
+    /// stdin (keys it leaves unset are lifted).
+    Limits { id: String },
     /// Freeze every process of the container.
     Pause { id: String },
     /// Thaw a frozen container.
@@ -145,6 +150,7 @@ fn main() {
                 other => other.context("kill"),
             }
         }),
+        Command::Limits { id } => read_plan().and_then(|plan| limits::apply(&cli.root, &id, &plan)),
         Command::Pause { id } => load(&cli.root, &id).and_then(|mut c| c.pause().context("pause")),
         Command::Resume { id } => {
             load(&cli.root, &id).and_then(|mut c| c.resume().context("resume"))

@@ -203,7 +203,7 @@ fn cpu_and_memory(plan: &LaunchPlan, host: CgroupHost, resources: &mut Value) {
 }
 
 /// LXD's soft limit under a hard one: 90% of it (rounded down to a 4 KiB page).
-fn soft_of_hard(bytes: u64) -> u64 {
+pub fn soft_of_hard(bytes: u64) -> u64 {
     (bytes / 10 * 9) & !4095
 }
 

@@ -174,6 +174,39 @@ fn launch_plan(
     })
 }
 
+/// Keys a running container takes at once, as LXD applies them; every other key waits for
+/// the next start.
+pub const LIVE_KEYS: &[&str] = &[
+    "limits.cpu",
+    "limits.cpu.allowance",
+    "limits.memory",
+    "limits.memory.enforce",
+    "limits.memory.swap",
+    "limits.processes",
+];
+
+/// Give the running container `row` the CPU, memory and process limits of `config` (its
+/// action lock held by the caller); nothing if it is not running.
+pub async fn apply_limits(
+    d: &Daemon,
+    row: &InstanceRow,
+    config: &BTreeMap<String, String>,
+) -> ApiResult<()> {
+    let key = row.key();
+    if d.runtime.init(&key).is_none() {
+        return Ok(());
+    }
+    let current = config
+        .get("volatile.idmap.current")
+        .map_or(Ok(None), |m| parse_idmap(m))?;
+    let plan = launch_plan(d, &key, row, config, current)?;
+    d.runtime.set_limits(&plan).await.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "Failed to apply the new limits to the running instance: {e}"
+        ))
+    })
+}
+
 /// Start the container (by its key) from its stored config.
 pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
     let row = by_key(d, name).await?;
