@@ -161,8 +161,8 @@ pub async fn run(
         daemon.clone(),
         shutdown_rx.clone(),
     ));
-    // After recovery adopted what still runs: only stopped instances are started.
-    // Told to stop before the host's shutdown halts instances, so it starts none behind it.
+    // After recovery adopted what still runs, so only stopped instances are started; told to
+    // stop before a host shutdown halts instances, so it starts none behind it.
     let (stop_autostart, autostart_stopping) = watch::channel(false);
     let autostart = daemon
         .tracker

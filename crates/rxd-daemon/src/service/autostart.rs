@@ -101,6 +101,7 @@ async fn start_one(
 async fn pause(shutdown: &mut watch::Receiver<bool>, how_long: Duration) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(how_long) => false,
-        stopping = shutdown.wait_for(|s| *s) => stopping.is_ok(),
+        // Stopping (or no daemon left to say so).
+        _ = shutdown.wait_for(|s| *s) => true,
     }
 }

@@ -74,7 +74,8 @@ pub async fn run(d: Arc<Daemon>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(clock.until_next_minute()) => {}
-            stopping = shutdown.wait_for(|s| *s) => if stopping.is_ok() { return } else { continue },
+            // Stopping (or no daemon left to say so).
+            _ = shutdown.wait_for(|s| *s) => return,
         }
         let now = clock.now();
         let minute = now - now.rem_euclid(60);
