@@ -184,6 +184,12 @@ pub async fn info(conf: &ConfigDir, target: &str) -> anyhow::Result<()> {
             "  Memory usage: {:.2}MiB",
             state.memory.usage as f64 / 1048576.0
         )?;
+        if state.memory.swap_usage > 0 {
+            outln!(
+                "  Swap usage: {:.2}MiB",
+                state.memory.swap_usage as f64 / 1048576.0
+            )?;
+        }
         outln!("  CPU usage: {:.2} seconds", state.cpu.usage as f64 / 1e9)?;
         let lxcfs = v.config.get("volatile.lxcfs").is_some_and(|l| l == "true");
         outln!("LXCFS: {}", if lxcfs { "yes" } else { "no" })?;

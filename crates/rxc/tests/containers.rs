@@ -18,10 +18,14 @@ struct Setup {
 
 impl Setup {
     async fn new(test: &str) -> Option<Setup> {
+        Self::new_with(test, rxd_testkit::Options::default()).await
+    }
+
+    async fn new_with(test: &str, opts: rxd_testkit::Options) -> Option<Setup> {
         if !require_root(test) || !require_tool("busybox", "busybox-static", test) {
             return None;
         }
-        let d = TestDaemon::start().await;
+        let d = TestDaemon::start_with(opts).await;
         let conf = tempfile::tempdir().unwrap();
         let image = conf.path().join("bb.tar.gz");
         busybox_image(&image);
@@ -358,6 +362,9 @@ async fn containers_outlive_a_daemon_restart_and_a_crash() {
     // Found again, so managed again: a clean stop, and one that ends while rxd is down.
     s.ok(&["stop", "c1"]);
     assert_eq!(s.state("c1").await["status"], "Stopped");
+    // Not brought back by LXD's autostart rule (it was running when last seen), so that what
+    // this checks is that the next daemon notices it ended.
+    s.ok(&["config", "set", "c2", "boot.autostart", "false"]);
     s.d.stop();
     let _ = Command::new(bin("rxd-shim"))
         .arg("--root")
@@ -369,6 +376,239 @@ async fn containers_outlive_a_daemon_restart_and_a_crash() {
     assert_eq!(s.state("c2").await["status"], "Stopped");
     s.ok(&["start", "c2"]);
     s.ok(&["delete", "-f", "c1", "c2"]);
+}
+
+/// RFC 3339 as Unix seconds.
+fn unix(rfc3339: &Value) -> i64 {
+    time::OffsetDateTime::parse(
+        rfc3339.as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+    .unix_timestamp()
+}
+
+#[tokio::test]
+async fn scheduled_snapshots_appear_and_expire() {
+    // The scheduler's minute lasts 400 ms here (a test-only knob of the daemon, compiled in with
+    // the `failpoints` feature the suite builds with; see rxd-daemon's danger.rs).
+    let opts = rxd_testkit::Options {
+        env: vec![("RXD_DANGER_SCHEDULER_MINUTE_MS".into(), "400".into())],
+        ..Default::default()
+    };
+    let Some(s) = Setup::new_with("scheduled_snapshots_appear_and_expire", opts).await else {
+        return;
+    };
+    let every_minute = "snapshots.schedule=* * * * *";
+    s.ok(&[
+        "launch",
+        "bb",
+        "busy",
+        "-c",
+        every_minute,
+        "-c",
+        "snapshots.expiry=3M",
+        "-c",
+        "snapshots.pattern=auto-%d",
+    ]);
+    // Stopped: skipped, unless snapshots.schedule.stopped says otherwise.
+    s.ok(&["init", "bb", "idle", "-c", every_minute]);
+    s.ok(&[
+        "init",
+        "bb",
+        "kept",
+        "-c",
+        every_minute,
+        "-c",
+        "snapshots.schedule.stopped=true",
+    ]);
+    // Running, but not due: 00:00 on the 29th of February.
+    s.ok(&[
+        "launch",
+        "bb",
+        "rare",
+        "-c",
+        "snapshots.schedule=0 0 29 2 *",
+        "-c",
+        "snapshots.expiry=1d",
+    ]);
+    let snapshots = |name: &'static str| {
+        let c = s.d.unix();
+        async move {
+            c.get(&format!("/1.0/instances/{name}/snapshots?recursion=1"))
+                .await
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .clone()
+        }
+    };
+    let names = |list: &[Value]| -> Vec<String> {
+        list.iter()
+            .map(|v| v["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Taken each minute, and each deleted three minutes later: auto-0 goes once auto-4 is there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = names(&snapshots("busy").await);
+        if list.iter().any(|n| n == "auto-4") && !list.iter().any(|n| n == "auto-0") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "busy has {list:?}\n{}",
+            s.d.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let busy = snapshots("busy").await;
+    assert!(busy.len() <= 5, "{:?}", names(&busy));
+    for snap in &busy {
+        assert_ne!(snap["expires_at"], "0001-01-01T00:00:00Z", "{snap}");
+        // A copy of the instance's files, like a manual one.
+        let name = snap["name"].as_str().unwrap();
+        assert!(s
+            .d
+            .dir()
+            .join("snapshots/busy")
+            .join(name)
+            .join("rootfs/bin/busybox")
+            .exists());
+    }
+    assert!(names(&snapshots("kept").await).contains(&"snap0".to_owned()));
+    assert_eq!(snapshots("idle").await, Vec::<Value>::new());
+    assert_eq!(snapshots("rare").await, Vec::<Value>::new());
+    // An API snapshot without an expiry gets the instance's snapshots.expiry, as in LXD.
+    s.ok(&["snapshot", "rare", "manual"]);
+    let manual =
+        s.d.unix()
+            .get("/1.0/instances/rare/snapshots/manual")
+            .await
+            .unwrap();
+    assert_eq!(
+        unix(&manual["expires_at"]) - unix(&manual["created_at"]),
+        86_400
+    );
+
+    // @startup: one at each start.
+    s.ok(&["init", "bb", "boots", "-c", "snapshots.schedule=@startup"]);
+    s.ok(&["start", "boots"]);
+    assert_eq!(names(&snapshots("boots").await), ["snap0"]);
+    s.ok(&["restart", "boots"]);
+    assert_eq!(names(&snapshots("boots").await), ["snap0", "snap1"]);
+
+    // Bad schedules are refused with the reason.
+    let e = s.fails(&["config", "set", "busy", "snapshots.schedule", "0 6 * *"]);
+    assert!(e.contains("five fields"), "{e}");
+    let e = s.fails(&["config", "set", "busy", "snapshots.pattern", "{{ name }}"]);
+    assert!(e.contains("unsupported expression"), "{e}");
+    s.ok(&["delete", "-f", "busy", "idle", "kept", "rare", "boots"]);
+}
+
+/// An init's start time, in clock ticks since the host booted (`/proc/<pid>/stat` field 22).
+fn started_at(pid: i32) -> u64 {
+    let stat = proc_file(pid, "stat");
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split_whitespace().nth(19).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn instances_start_with_the_daemon_by_their_autostart_keys() {
+    let Some(mut s) = Setup::new("instances_start_with_the_daemon_by_their_autostart_keys").await
+    else {
+        return;
+    };
+    // `last` has no autostart key: it comes back if it ran. `first` has the highest priority
+    // and a delay after it. `always` is stopped but always starts; `never` does not, though it
+    // ran; `idle` never ran.
+    s.ok(&["launch", "bb", "last"]);
+    s.ok(&[
+        "launch",
+        "bb",
+        "first",
+        "-c",
+        "boot.autostart.priority=10",
+        "-c",
+        "boot.autostart.delay=2",
+    ]);
+    s.ok(&["launch", "bb", "never", "-c", "boot.autostart=false"]);
+    s.ok(&["init", "bb", "idle"]);
+    s.ok(&["init", "bb", "always", "-c", "boot.autostart=true"]);
+    for name in ["last", "first", "never", "idle", "always"] {
+        s.ok(&["config", "set", name, "boot.host_shutdown_timeout", "5"]);
+    }
+    let running = |s: &Setup, names: &'static [&'static str]| {
+        let c = s.d.unix();
+        async move {
+            for name in names {
+                let st = c
+                    .get(&format!("/1.0/instances/{name}/state"))
+                    .await
+                    .unwrap();
+                if st["status"] != "Running" {
+                    return false;
+                }
+            }
+            true
+        }
+    };
+
+    // A daemon restart: what runs is adopted, never started twice; `always` starts.
+    let before = (
+        s.pid("last").await,
+        s.pid("first").await,
+        s.pid("never").await,
+    );
+    s.d.restart().await;
+    wait_for(|| running(&s, &["always"])).await;
+    assert_eq!(
+        (
+            s.pid("last").await,
+            s.pid("first").await,
+            s.pid("never").await
+        ),
+        before
+    );
+    assert_eq!(s.state("idle").await["status"], "Stopped");
+
+    // The host goes down (`rxd shutdown`), then comes back: LXD's rule, in priority order.
+    let out = Command::new(bin("rxd"))
+        .arg("--dir")
+        .arg(s.d.dir())
+        .args(["shutdown", "--timeout", "120"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}\n{}", s.d.logs());
+    assert!(s.d.exited(), "rxd still runs after rxd shutdown");
+    s.d.spawn();
+    s.d.wait_ready().await;
+    // `first`'s delay, then two starts: longer than `wait_for`'s ten seconds allow for.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !running(&s, &["first", "last", "always"]).await {
+        assert!(std::time::Instant::now() < deadline, "{}", s.d.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for name in ["never", "idle"] {
+        assert_eq!(s.state(name).await["status"], "Stopped", "{name}");
+    }
+    let never = s.d.unix().get("/1.0/instances/never").await.unwrap();
+    assert_eq!(never["config"]["volatile.last_state.power"], "RUNNING");
+    // `first` before the others, and they only after its delay (in clock ticks, 100 a second).
+    let (first, last, always) = (
+        started_at(s.pid("first").await),
+        started_at(s.pid("last").await),
+        started_at(s.pid("always").await),
+    );
+    assert!(first + 190 <= last.min(always), "{first} {last} {always}");
+    // Equal priorities go by name.
+    let log = s.d.logs();
+    let at = |name: &str| {
+        let line = format!("started (boot.autostart) instance={name}");
+        log.rfind(&line).unwrap_or_else(|| panic!("{line}: {log}"))
+    };
+    assert!(at("first") < at("always") && at("always") < at("last"));
+    s.ok(&["delete", "-f", "first", "last", "always", "never", "idle"]);
 }
 
 #[tokio::test]

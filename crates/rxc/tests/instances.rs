@@ -225,9 +225,14 @@ async fn bad_instance_requests_are_refused() {
             "managed by rxd",
         ),
         (
-            json!({"name": "c1", "source": src, "config": {"limits.cpu": "1"}}),
+            json!({"name": "c1", "source": src, "config": {"limits.kernel.nofile": "1"}}),
             400,
             "unknown",
+        ),
+        (
+            json!({"name": "c1", "source": src, "config": {"limits.cpu": "0"}}),
+            400,
+            "invalid value for limits.cpu",
         ),
         (
             json!({"name": "c1", "source": src, "devices": {"root": {"type": "disk", "path": "/", "source": "/"}}}),

@@ -54,6 +54,10 @@ pub const API_EXTENSIONS: &[&str] = &[
     "projects_restrictions",
     "project_usage",
     "instance_all_projects",
+    "snapshot_scheduling",
+    "snapshot_schedule_aliases",
+    "snapshot_expiry",
+    "snapshot_expiry_creation",
     "rxd_auth_grants",
 ];
 

@@ -23,6 +23,8 @@ pub enum Violation {
     ProjectPrivileged { project: String },
     #[error("Project {project:?} requires isolated id maps: set security.idmap.isolated=true (restricted.containers.privilege=isolated)")]
     ProjectNotIsolated { project: String },
+    #[error("Container nesting is forbidden: project {project:?} is restricted and does not set restricted.containers.nesting=allow (security.nesting)")]
+    ProjectNesting { project: String },
     #[error("Project {project:?} forbids snapshots (restricted.snapshots=block)")]
     ProjectSnapshots { project: String },
     #[error("Project {project:?} reached its limit of {limit} instances ({key})")]
@@ -47,6 +49,11 @@ const SAFE: &[&str] = &[
     "security.idmap.isolated",
     "security.idmap.size",
     "security.protection.delete",
+    // Lets the container's root mount a fresh procfs and sysfs (rxd-shim's spec.rs), inside its
+    // own user namespace; restricted projects forbid it unless they allow it (below).
+    "security.nesting",
+    // Only namespaced sysctls pass the key registry: the container's own network, IPC and UTS.
+    "linux.sysctl.",
 ];
 
 /// Keys under a safe prefix that only the server administrator may set: how long a host
@@ -111,6 +118,14 @@ pub fn check_instance(
             // `unprivileged`, and anything unexpected, fail closed.
             _ if privileged => return Err(Violation::ProjectPrivileged { project: name() }),
             _ => {}
+        }
+        // LXD's rule: a restricted project blocks nesting unless it says `allow`.
+        let nesting_allowed = project
+            .get("restricted.containers.nesting")
+            .map(String::as_str)
+            == Some("allow");
+        if on(config, "security.nesting") && !nesting_allowed {
+            return Err(Violation::ProjectNesting { project: name() });
         }
     }
     Ok(())
@@ -200,6 +215,17 @@ mod tests {
         let raw = map(&[("raw.lxc", "x")]);
         let shutdown = map(&[("boot.host_shutdown_timeout", "600")]);
         let nesting = map(&[("security.nesting", "true")]);
+        let no_nesting = map(&[("security.nesting", "false")]);
+        let nesting_allowed = map(&[
+            ("restricted", "true"),
+            ("restricted.containers.nesting", "allow"),
+        ]);
+        let nesting_blocked = map(&[
+            ("restricted", "true"),
+            ("restricted.containers.nesting", "block"),
+        ]);
+        let sysctl = map(&[("linux.sysctl.net.ipv4.ip_forward", "1")]);
+        let unknown = map(&[("security.syscalls.intercept.mount", "true")]);
         type Case<'a> = (&'a str, bool, &'a Config, &'a Config, usize, bool);
         let cases: &[Case] = &[
             (
@@ -277,9 +303,65 @@ mod tests {
                 "operator, unknown security key",
                 false,
                 &open,
+                &unknown,
+                0,
+                false,
+            ),
+            (
+                "operator, nesting, open project",
+                false,
+                &open,
+                &nesting,
+                0,
+                true,
+            ),
+            (
+                "operator, nesting, restricted project",
+                false,
+                &restricted,
                 &nesting,
                 0,
                 false,
+            ),
+            (
+                "operator, nesting, nesting=block",
+                false,
+                &nesting_blocked,
+                &nesting,
+                0,
+                false,
+            ),
+            (
+                "operator, nesting, nesting=allow",
+                false,
+                &nesting_allowed,
+                &nesting,
+                0,
+                true,
+            ),
+            (
+                "admin, nesting, restricted project",
+                true,
+                &restricted,
+                &nesting,
+                0,
+                false,
+            ),
+            (
+                "operator, nesting=false, restricted project",
+                false,
+                &restricted,
+                &no_nesting,
+                0,
+                true,
+            ),
+            (
+                "operator, namespaced sysctl",
+                false,
+                &restricted,
+                &sysctl,
+                0,
+                true,
             ),
             (
                 "operator, daemon volatile keys",

@@ -32,6 +32,27 @@ pub struct LaunchPlan {
     pub memory_limit: Option<u64>,
     /// `limits.processes`.
     pub process_limit: Option<i64>,
+    /// `limits.memory.enforce=soft`: `memory_limit` is a soft limit (reclaimed above it under
+    /// pressure, never killed for it) rather than a hard one.
+    #[serde(default)]
+    pub memory_soft: bool,
+    /// `limits.memory.swap=false`: keep the container's memory out of swap.
+    #[serde(default)]
+    pub no_swap: bool,
+    /// `limits.cpu`, resolved to the host CPUs the container may run on (`0-1`).
+    #[serde(default)]
+    pub cpus: Option<String>,
+    /// `limits.cpu.allowance`.
+    #[serde(default)]
+    pub cpu_allowance: Option<crate::instance_config::CpuAllowance>,
+    /// `linux.sysctl.*`: namespaced sysctls written inside the container's namespaces before
+    /// its init runs (only names `instance_config::namespaced_sysctl` accepts).
+    #[serde(default)]
+    pub sysctl: BTreeMap<String, String>,
+    /// `security.nesting`: a procfs and a sysfs without masks at `/dev/.lxc/proc` and
+    /// `/dev/.lxc/sys`, so that the kernel lets a runtime inside mount fresh ones (LXD's way).
+    #[serde(default)]
+    pub nesting: bool,
     /// The init's environment (`environment.*` keys, plus the defaults).
     pub environment: BTreeMap<String, String>,
 }

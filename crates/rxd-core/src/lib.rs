@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
+pub mod boot;
 pub mod config;
 pub mod expiry;
 pub mod filter;
@@ -11,4 +12,5 @@ pub mod launch;
 pub mod name;
 pub mod project_config;
 pub mod pty;
+pub mod schedule;
 pub mod warnings;

@@ -92,15 +92,18 @@ impl std::fmt::Display for InstanceKey {
     }
 }
 
-/// A snapshot name: 1 to 255 bytes, no `/` (it is a path element), no control characters, and not
-/// `.` or `..`.
+/// A snapshot name: 1 to 63 letters, digits, `-` and `_`, starting with a letter or digit. It is
+/// a directory name under the instance's snapshots and a URL path element: never a path, never
+/// a hidden name (the daemon's work in progress starts with `.`), nothing to escape. Wider than
+/// an instance name so that LXD's dated `snapshots.pattern` names (`2026-12-04_20-17-05`) fit.
 pub fn valid_snapshot_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && !name.contains('/')
-        && !name.chars().any(char::is_control)
-        && name != "."
-        && name != ".."
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        && bytes[0].is_ascii_alphanumeric()
 }
 
 #[cfg(test)]
@@ -158,7 +161,14 @@ mod tests {
     fn snapshot_names() {
         for (n, ok) in [
             ("snap0", true),
-            ("before upgrade", true),
+            ("2026-12-04_20-17-05", true),
+            ("daily_1", true),
+            (&"s".repeat(63), true),
+            (&"s".repeat(64), false),
+            ("before upgrade", false),
+            (".new-1", false),
+            ("-x", false),
+            ("_x", false),
             ("", false),
             ("a/b", false),
             ("..", false),

@@ -12,6 +12,8 @@ pub enum WarningKind {
     Recovered,
     /// An instance did not halt within the timeout its stop asked for, and was killed.
     StopTimedOut,
+    /// An instance that was to start with the daemon (`boot.autostart`) would not.
+    AutostartFailed,
 }
 
 impl WarningKind {
@@ -22,6 +24,7 @@ impl WarningKind {
             WarningKind::TrustPasswordSet => "Trust password set",
             WarningKind::Recovered => "Unfinished work recovered at start-up",
             WarningKind::StopTimedOut => "Instance killed after its stop timeout",
+            WarningKind::AutostartFailed => "Instance autostart failure",
         }
     }
 
@@ -31,13 +34,17 @@ impl WarningKind {
             WarningKind::TrustPasswordSet => "low",
             WarningKind::Recovered => "moderate",
             WarningKind::StopTimedOut => "low",
+            WarningKind::AutostartFailed => "moderate",
         }
     }
 
     /// Whether the config decides this warning (it comes and goes with the config), rather
     /// than an event recording it.
     pub fn from_config(self) -> bool {
-        !matches!(self, WarningKind::Recovered | WarningKind::StopTimedOut)
+        !matches!(
+            self,
+            WarningKind::Recovered | WarningKind::StopTimedOut | WarningKind::AutostartFailed
+        )
     }
 }
 

@@ -71,6 +71,19 @@ impl Events {
         self.send(Event::new("lifecycle", now(), metadata, project, false));
     }
 
+    /// A lifecycle event for what the daemon did by itself (autostart, scheduled snapshots):
+    /// no requestor, as LXD sends them.
+    pub fn lifecycle_by_daemon(&self, action: &str, source: &str, project: &str) {
+        let metadata = EventLifecycle {
+            action: action.into(),
+            source: source.into(),
+            context: Map::new(),
+            requestor: None,
+        };
+        let metadata = serde_json::to_value(metadata).unwrap_or(Value::Null);
+        self.send(Event::new("lifecycle", now(), metadata, project, false));
+    }
+
     pub fn operation(&self, op: Value, project: &str) {
         self.send(Event::new("operation", now(), op, project, false));
     }

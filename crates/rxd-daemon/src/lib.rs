@@ -9,6 +9,7 @@ mod caller;
 mod candid;
 mod channels;
 mod config;
+mod danger;
 mod envelope;
 mod environment;
 mod error;
@@ -161,6 +162,15 @@ pub async fn run(
         daemon.clone(),
         shutdown_rx.clone(),
     ));
+    // After recovery adopted what still runs, so only stopped instances are started; told to
+    // stop before a host shutdown halts instances, so it starts none behind it.
+    let (stop_autostart, autostart_stopping) = watch::channel(false);
+    let autostart = daemon
+        .tracker
+        .spawn(service::autostart::run(daemon.clone(), autostart_stopping));
+    daemon
+        .tracker
+        .spawn(service::schedule::run(daemon.clone(), shutdown_rx.clone()));
     let router = routes::router(daemon.clone());
     let _ = daemon.router.set(router.clone());
 
@@ -203,7 +213,11 @@ pub async fn run(
         .spawn(watch_tls_files(daemon.clone(), shutdown_rx.clone()));
     tracing::info!(pid = std::process::id(), "rxd ready");
 
-    if shutdown_signal.await == Shutdown::Host {
+    let why = shutdown_signal.await;
+    // An autostart in progress finishes the start it is in, then starts nothing more.
+    stop_autostart.send_replace(true);
+    let _ = autostart.await;
+    if why == Shutdown::Host {
         service::instances::stop_all_for_host(&daemon).await;
     }
     tracing::info!("shutting down: no new connections, finishing requests in flight");

@@ -23,8 +23,8 @@ pub fn instance_state(d: &Daemon, name: &str) -> InstanceState {
         memory: InstanceStateMemory {
             usage: int(usage.memory),
             usage_peak: int(usage.memory_peak),
-            swap_usage: 0,
-            swap_usage_peak: 0,
+            swap_usage: int(usage.swap),
+            swap_usage_peak: int(usage.swap_peak),
         },
         network: None,
         pid: i64::from(pid),

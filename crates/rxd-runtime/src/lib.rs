@@ -77,6 +77,9 @@ pub struct Usage {
     pub processes: i64,
     pub memory: u64,
     pub memory_peak: u64,
+    /// Swap in use (v1: memory and swap less memory, where swap is accounted).
+    pub swap: u64,
+    pub swap_peak: u64,
     pub cpu_ns: u64,
 }
 
@@ -274,6 +277,35 @@ impl Runtime {
                 })?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            Err(RuntimeError::Failed(
+                err.trim().trim_start_matches("rxd-shim: ").to_owned(),
+            ))
+        }
+    }
+
+    /// Change a running container's CPU, memory and process limits to `plan`'s (rxd-shim's
+    /// `limits`: keys the plan leaves unset are lifted).
+    pub async fn set_limits(&self, plan: &LaunchPlan) -> Result<(), RuntimeError> {
+        let helper = |source| RuntimeError::Helper {
+            path: self.shim.clone(),
+            source,
+        };
+        let mut child = self
+            .command()
+            .arg("limits")
+            .arg(&plan.name)
+            .stdin(Stdio::piped())
+            .spawn()
+            .map_err(helper)?;
+        let text = serde_json::to_vec(plan).map_err(|e| RuntimeError::Failed(e.to_string()))?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        stdin.write_all(&text).await.map_err(helper)?;
+        drop(stdin);
+        let out = child.wait_with_output().await.map_err(helper)?;
+        if out.status.success() {
+            Ok(())
         } else {
             let err = String::from_utf8_lossy(&out.stderr);
             Err(RuntimeError::Failed(
@@ -578,14 +610,23 @@ impl Runtime {
                 processes: read_u64(dir.join("pids.current")).unwrap_or(0) as i64,
                 memory: read_u64(dir.join("memory.current")).unwrap_or(0),
                 memory_peak: read_u64(dir.join("memory.peak")).unwrap_or(0),
+                swap: read_u64(dir.join("memory.swap.current")).unwrap_or(0),
+                swap_peak: read_u64(dir.join("memory.swap.peak")).unwrap_or(0),
                 cpu_ns: cpu_us * 1000,
             }
         } else {
             let v1 = |ctrl: &str, file: &str| read_u64(format!("/sys/fs/cgroup/{ctrl}{cg}/{file}"));
+            let memory = v1("memory", "memory.usage_in_bytes").unwrap_or(0);
+            let memory_peak = v1("memory", "memory.max_usage_in_bytes").unwrap_or(0);
+            let with_swap = |file: &str, memory: u64| {
+                v1("memory", file).map_or(0, |both| both.saturating_sub(memory))
+            };
             Usage {
                 processes: v1("pids", "pids.current").unwrap_or(0) as i64,
-                memory: v1("memory", "memory.usage_in_bytes").unwrap_or(0),
-                memory_peak: v1("memory", "memory.max_usage_in_bytes").unwrap_or(0),
+                memory,
+                memory_peak,
+                swap: with_swap("memory.memsw.usage_in_bytes", memory),
+                swap_peak: with_swap("memory.memsw.max_usage_in_bytes", memory_peak),
                 cpu_ns: v1("cpuacct", "cpuacct.usage").unwrap_or(0),
             }
         }

@@ -4,7 +4,8 @@
 //! containers outlive a restart of `rxd`.
 //!
 //! Protocol with the daemon: `start` reads a [`LaunchPlan`] as JSON on stdin and writes one JSON
-//! line to stdout, `{"pid":N}` or `{"error":"..."}`, then lets go of stdin/stdout/stderr. The other
+//! line to stdout, `{"pid":N}` or `{"error":"..."}`, then lets go of stdin/stdout/stderr; `limits`
+//! reads one too, for a running container. The other
 //! commands print JSON (or nothing) and exit non-zero with a message on stderr on failure.
 //!
 //! When the init ends by SIGHUP (what `reboot(2)` inside a PID namespace does to it), the
@@ -17,6 +18,7 @@ mod attach;
 mod cgroups;
 mod console;
 mod delegation;
+mod limits;
 mod lock;
 mod lxcfs;
 mod pty;
@@ -66,6 +68,9 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Change a running container's CPU, memory and process limits to those of the plan on
+    /// stdin (keys it leaves unset are lifted).
+    Limits { id: String },
     /// Freeze every process of the container.
     Pause { id: String },
     /// Thaw a frozen container.
@@ -145,6 +150,7 @@ fn main() {
                 other => other.context("kill"),
             }
         }),
+        Command::Limits { id } => read_plan().and_then(|plan| limits::apply(&cli.root, &id, &plan)),
         Command::Pause { id } => load(&cli.root, &id).and_then(|mut c| c.pause().context("pause")),
         Command::Resume { id } => {
             load(&cli.root, &id).and_then(|mut c| c.resume().context("resume"))
@@ -328,15 +334,20 @@ fn start(root: &Path, bundle: &Path, log: &Path) -> Result<()> {
     }
 }
 
-/// Read the plan, write the bundle, open the console log, and detach from the daemon's
-/// session and pipes.
-fn prepare(root: &Path, bundle: &Path, log: &Path) -> Result<(LaunchPlan, OwnedFd, OwnedFd)> {
+/// The daemon's plan, as JSON on stdin.
+fn read_plan() -> Result<LaunchPlan> {
     let mut text = String::new();
     std::io::stdin()
         .take(MAX_PLAN)
         .read_to_string(&mut text)
         .context("reading the plan")?;
-    let plan: LaunchPlan = serde_json::from_str(&text).context("parsing the plan")?;
+    serde_json::from_str(&text).context("parsing the plan")
+}
+
+/// Read the plan, write the bundle, open the console log, and detach from the daemon's
+/// session and pipes.
+fn prepare(root: &Path, bundle: &Path, log: &Path) -> Result<(LaunchPlan, OwnedFd, OwnedFd)> {
+    let plan = read_plan()?;
     let dir = container_dir(root, &plan.name)?;
     if !rxd_core::name::valid_instance_name(&plan.hostname)
         || rxd_core::name::split_instance_key(&plan.name).1 != plan.hostname
@@ -366,8 +377,13 @@ fn prepare(root: &Path, bundle: &Path, log: &Path) -> Result<(LaunchPlan, OwnedF
         delete(root, &plan.name).context("cleaning up the old runtime state")?;
     }
     let lxcfs = lxcfs::files();
-    let mut spec =
-        spec::build(&plan, own_bounding_set()?, &lxcfs).context("building the runtime spec")?;
+    let mut spec = spec::build(
+        &plan,
+        own_bounding_set()?,
+        &lxcfs,
+        spec::CgroupHost::probe(),
+    )
+    .context("building the runtime spec")?;
     // A console terminal, when its socket's path fits (see console.rs).
     if let Some(process) = spec.process_mut() {
         process.set_terminal(Some(console::fits(&bundle.join("console.sock"))));

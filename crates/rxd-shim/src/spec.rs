@@ -112,7 +112,107 @@ const DEVICES: &[(i64, i64)] = &[
 /// helper lacks (a privileged one could not have it; and commands run later with `exec` take
 /// the init's set while still outside the container's user namespace). `lxcfs`: the lxcfs
 /// files to bind over the kernel's, relative to `/var/lib/lxcfs` and to `/` (see `lxcfs.rs`).
-pub fn build(plan: &LaunchPlan, bounding: u64, lxcfs: &[&str]) -> Result<Spec, serde_json::Error> {
+/// What the host's cgroups offer, which decides how limits are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupHost {
+    /// The unified hierarchy (cgroup v2) rather than v1 controllers.
+    pub v2: bool,
+    /// v1's `memory.memsw.*` (swap accounting) is there.
+    pub memsw: bool,
+}
+
+impl CgroupHost {
+    /// This host's, from `/sys/fs/cgroup`.
+    pub fn probe() -> CgroupHost {
+        let root = std::path::Path::new("/sys/fs/cgroup");
+        CgroupHost {
+            v2: root.join("cgroup.controllers").exists(),
+            memsw: root.join("memory/memory.memsw.limit_in_bytes").exists(),
+        }
+    }
+}
+
+/// The plan's CPU and memory limits as OCI resources (`linux.resources.cpu`, `.memory`,
+/// `.unified`), as LXD sets them (`driver_lxc.go`):
+///
+/// | key | cgroup v1 | cgroup v2 |
+/// |---|---|---|
+/// | `limits.cpu` | `cpuset.cpus` | `cpuset.cpus` |
+/// | `limits.cpu.allowance` `P%` | `cpu.shares` = 1024 × P / 100 | `cpu.weight` = P |
+/// | `limits.cpu.allowance` `Q/R` | `cpu.cfs_quota_us`, `cpu.cfs_period_us` | `cpu.max` |
+/// | `limits.memory` (hard) | `memory.limit_in_bytes` = L, `soft_limit_in_bytes` = 0.9 L | `memory.max` = L, `memory.low` = 0.9 L |
+/// | `limits.memory` + `enforce=soft` | `memory.soft_limit_in_bytes` = L | `memory.high` = L |
+/// | `limits.memory.swap=false` | `memory.swappiness` = 0, and `memsw.limit_in_bytes` = L with a hard limit and swap accounting | `memory.swap.max` = 0 |
+///
+/// (`memory.high` throttles and reclaims above it without killing: v2's soft limit. LXD writes
+/// `memory.low`, a protection, which does not limit anything.)
+fn cpu_and_memory(plan: &LaunchPlan, host: CgroupHost, resources: &mut Value) {
+    use rxd_core::instance_config::CpuAllowance;
+    let mut cpu = json!({});
+    let mut unified = serde_json::Map::new();
+    if let Some(cpus) = &plan.cpus {
+        cpu["cpus"] = json!(cpus);
+    }
+    match plan.cpu_allowance {
+        Some(CpuAllowance::Percent(p)) if host.v2 => {
+            unified.insert("cpu.weight".into(), json!(p.max(1).to_string()));
+        }
+        Some(CpuAllowance::Percent(p)) => cpu["shares"] = json!((1024 * u64::from(p) / 100).max(2)),
+        Some(CpuAllowance::Quota {
+            quota_us,
+            period_us,
+        }) => {
+            cpu["quota"] = json!(quota_us);
+            cpu["period"] = json!(period_us);
+        }
+        None => {}
+    }
+    if cpu != json!({}) {
+        resources["cpu"] = cpu;
+    }
+    let mut memory = json!({});
+    match (plan.memory_limit, plan.memory_soft) {
+        (Some(bytes), false) => {
+            memory["limit"] = json!(bytes);
+            // A page multiple, as the kernel stores it.
+            memory["reservation"] = json!(soft_of_hard(bytes));
+            if plan.no_swap && (host.v2 || host.memsw) {
+                // Memory and swap together no more than memory alone: no swap (v2: swap.max 0).
+                memory["swap"] = json!(bytes);
+            }
+        }
+        (Some(bytes), true) if host.v2 => {
+            unified.insert("memory.high".into(), json!(bytes.to_string()));
+        }
+        (Some(bytes), true) => memory["reservation"] = json!(bytes),
+        (None, _) => {}
+    }
+    if plan.no_swap {
+        if host.v2 {
+            unified.insert("memory.swap.max".into(), json!("0"));
+        } else {
+            memory["swappiness"] = json!(0);
+        }
+    }
+    if memory != json!({}) {
+        resources["memory"] = memory;
+    }
+    if !unified.is_empty() {
+        resources["unified"] = Value::Object(unified);
+    }
+}
+
+/// LXD's soft limit under a hard one: 90% of it (rounded down to a 4 KiB page).
+pub fn soft_of_hard(bytes: u64) -> u64 {
+    (bytes / 10 * 9) & !4095
+}
+
+pub fn build(
+    plan: &LaunchPlan,
+    bounding: u64,
+    lxcfs: &[&str],
+    host: CgroupHost,
+) -> Result<Spec, serde_json::Error> {
     let env: Vec<String> = plan
         .environment
         .iter()
@@ -149,8 +249,9 @@ pub fn build(plan: &LaunchPlan, bounding: u64, lxcfs: &[&str]) -> Result<Spec, s
     if let Some(limit) = plan.process_limit {
         resources["pids"] = json!({"limit": limit});
     }
-    if let Some(bytes) = plan.memory_limit {
-        resources["memory"] = json!({"limit": bytes});
+    cpu_and_memory(plan, host, &mut resources);
+    if !plan.sysctl.is_empty() {
+        linux["sysctl"] = json!(plan.sysctl);
     }
     linux["namespaces"] = Value::Array(namespaces);
     linux["resources"] = resources;
@@ -195,6 +296,13 @@ pub fn build(plan: &LaunchPlan, bounding: u64, lxcfs: &[&str]) -> Result<Spec, s
         json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755", "size=20%"]}),
         json!({"destination": "/run/lock", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "noexec", "mode=1777", "size=5120k"]}),
     ];
+    if plan.nesting {
+        // A procfs and a sysfs with nothing mounted over them: the kernel lets a user namespace
+        // mount a fresh procfs or sysfs only where one is already fully visible to it, which the
+        // masked /proc and /sys are not. Nested runtimes (LXC, runc, youki) need those mounts.
+        mounts.push(json!({"destination": "/dev/.lxc/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}));
+        mounts.push(json!({"destination": "/dev/.lxc/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev"]}));
+    }
     for file in lxcfs {
         mounts.push(json!({
             "destination": format!("/{file}"),
@@ -228,7 +336,17 @@ pub fn build(plan: &LaunchPlan, bounding: u64, lxcfs: &[&str]) -> Result<Spec, s
 mod tests {
     use super::*;
     use libcontainer::oci_spec::runtime::{LinuxNamespaceType, LinuxSeccompAction};
+    use rxd_core::instance_config::CpuAllowance;
     use rxd_core::launch::IdMap;
+
+    const V1: CgroupHost = CgroupHost {
+        v2: false,
+        memsw: true,
+    };
+    const V2: CgroupHost = CgroupHost {
+        v2: true,
+        memsw: false,
+    };
 
     fn plan(idmap: Option<IdMap>) -> LaunchPlan {
         LaunchPlan {
@@ -239,6 +357,12 @@ mod tests {
             cgroup: "/rxd/abc/c1".into(),
             memory_limit: Some(256 << 20),
             process_limit: Some(50),
+            memory_soft: false,
+            no_swap: false,
+            cpus: None,
+            cpu_allowance: None,
+            sysctl: Default::default(),
+            nesting: false,
             environment: LaunchPlan::default_environment(),
         }
     }
@@ -263,6 +387,7 @@ mod tests {
             })),
             0,
             &[],
+            V1,
         )
         .unwrap();
         let linux = s.linux().as_ref().unwrap();
@@ -289,14 +414,14 @@ mod tests {
 
     #[test]
     fn privileged_has_no_user_namespace_and_no_map() {
-        let s = build(&plan(None), u64::MAX, &[]).unwrap();
+        let s = build(&plan(None), u64::MAX, &[], V1).unwrap();
         assert!(!has_ns(&s, LinuxNamespaceType::User));
         assert!(s.linux().as_ref().unwrap().uid_mappings().is_none());
     }
 
     #[test]
     fn limits_seccomp_and_capabilities() {
-        let s = build(&plan(None), u64::MAX, &[]).unwrap();
+        let s = build(&plan(None), u64::MAX, &[], V1).unwrap();
         let linux = s.linux().as_ref().unwrap();
         let r = linux.resources().as_ref().unwrap();
         assert_eq!(r.pids().as_ref().unwrap().limit(), 50);
@@ -347,7 +472,7 @@ mod tests {
                 size: 65536,
             }),
         ] {
-            let s = build(&plan(idmap), without_sys_resource, &[]).unwrap();
+            let s = build(&plan(idmap), without_sys_resource, &[], V1).unwrap();
             let caps = s
                 .process()
                 .as_ref()
@@ -368,7 +493,7 @@ mod tests {
         let mut p = plan(None);
         p.environment
             .insert("EVIL".into(), "a\nlxc.hook=/bin/sh\"".into());
-        let s = build(&p, u64::MAX, &[]).unwrap();
+        let s = build(&p, u64::MAX, &[], V1).unwrap();
         let env = s.process().as_ref().unwrap().env().as_ref().unwrap();
         assert!(env.iter().any(|e| e == "EVIL=a\nlxc.hook=/bin/sh\""));
     }
@@ -388,7 +513,7 @@ mod tests {
                 })
                 .collect()
         };
-        let without = dest(&build(&plan(None), u64::MAX, &[]).unwrap());
+        let without = dest(&build(&plan(None), u64::MAX, &[], V1).unwrap());
         for (path, typ) in [
             ("/sys/fs/cgroup", "cgroup"),
             ("/run", "tmpfs"),
@@ -409,6 +534,7 @@ mod tests {
             &plan(None),
             u64::MAX,
             &["proc/meminfo", "sys/devices/system/cpu/online"],
+            V1,
         )
         .unwrap();
         let binds: Vec<(String, String)> = s
@@ -448,5 +574,152 @@ mod tests {
             .unwrap()[0]
             .names();
         assert!(!denied.iter().any(|n| n == "name_to_handle_at"));
+    }
+
+    /// The resources part of the spec, as JSON.
+    fn resources(p: &LaunchPlan, host: CgroupHost) -> Value {
+        let s = build(p, u64::MAX, &[], host).unwrap();
+        serde_json::to_value(s.linux().as_ref().unwrap().resources())
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| *k != "devices" && *k != "pids")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+
+    #[test]
+    fn cpu_and_memory_limits_as_lxd_sets_them() {
+        let check = |change: &dyn Fn(&mut LaunchPlan), host: CgroupHost, want: Value| {
+            let mut p = plan(None);
+            p.memory_limit = None;
+            change(&mut p);
+            assert_eq!(resources(&p, host), want, "{host:?}");
+        };
+        let mib = 1 << 20;
+        check(&|_| {}, V1, json!({}));
+        check(
+            &|p| p.cpus = Some("0-1".into()),
+            V1,
+            json!({"cpu": {"cpus": "0-1"}}),
+        );
+        check(
+            &|p| p.cpus = Some("1".into()),
+            V2,
+            json!({"cpu": {"cpus": "1"}}),
+        );
+        check(
+            &|p| p.cpu_allowance = Some(CpuAllowance::Percent(50)),
+            V1,
+            json!({"cpu": {"shares": 512}}),
+        );
+        check(
+            &|p| p.cpu_allowance = Some(CpuAllowance::Percent(50)),
+            V2,
+            json!({"unified": {"cpu.weight": "50"}}),
+        );
+        let quota = CpuAllowance::Quota {
+            quota_us: 25_000,
+            period_us: 100_000,
+        };
+        for host in [V1, V2] {
+            check(
+                &|p| p.cpu_allowance = Some(quota),
+                host,
+                json!({"cpu": {"quota": 25_000, "period": 100_000}}),
+            );
+        }
+        check(
+            &|p| p.memory_limit = Some(100 * mib),
+            V1,
+            json!({"memory": {"limit": 100 * mib, "reservation": soft_of_hard(100 * mib)}}),
+        );
+        check(
+            &|p| {
+                p.memory_limit = Some(100 * mib);
+                p.no_swap = true;
+            },
+            V1,
+            json!({"memory": {"limit": 100 * mib, "reservation": soft_of_hard(100 * mib), "swap": 100 * mib, "swappiness": 0}}),
+        );
+        // Without swap accounting, only swappiness.
+        check(
+            &|p| {
+                p.memory_limit = Some(100 * mib);
+                p.no_swap = true;
+            },
+            CgroupHost {
+                v2: false,
+                memsw: false,
+            },
+            json!({"memory": {"limit": 100 * mib, "reservation": soft_of_hard(100 * mib), "swappiness": 0}}),
+        );
+        check(
+            &|p| {
+                p.memory_limit = Some(100 * mib);
+                p.no_swap = true;
+            },
+            V2,
+            json!({"memory": {"limit": 100 * mib, "reservation": soft_of_hard(100 * mib), "swap": 100 * mib}, "unified": {"memory.swap.max": "0"}}),
+        );
+        check(
+            &|p| {
+                p.memory_limit = Some(100 * mib);
+                p.memory_soft = true;
+            },
+            V1,
+            json!({"memory": {"reservation": 100 * mib}}),
+        );
+        check(
+            &|p| {
+                p.memory_limit = Some(100 * mib);
+                p.memory_soft = true;
+            },
+            V2,
+            json!({"unified": {"memory.high": (100 * mib).to_string()}}),
+        );
+        check(
+            &|p| p.no_swap = true,
+            V1,
+            json!({"memory": {"swappiness": 0}}),
+        );
+        check(
+            &|p| p.no_swap = true,
+            V2,
+            json!({"unified": {"memory.swap.max": "0"}}),
+        );
+    }
+
+    #[test]
+    fn sysctls_and_nesting() {
+        let mut p = plan(Some(IdMap {
+            uid: 1 << 20,
+            gid: 1 << 20,
+            size: 65536,
+        }));
+        let s = build(&p, u64::MAX, &[], V1).unwrap();
+        let linux = s.linux().as_ref().unwrap();
+        assert!(linux.sysctl().is_none());
+        let fresh = |s: &Spec| {
+            s.mounts()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .filter(|m| m.destination().starts_with("/dev/.lxc"))
+                .map(|m| m.typ().clone().unwrap_or_default())
+                .collect::<Vec<_>>()
+        };
+        assert!(fresh(&s).is_empty());
+        p.sysctl.insert("net.ipv4.ip_forward".into(), "1".into());
+        p.nesting = true;
+        let s = build(&p, u64::MAX, &[], V1).unwrap();
+        let sysctl = s.linux().as_ref().unwrap().sysctl().clone().unwrap();
+        assert_eq!(
+            sysctl.get("net.ipv4.ip_forward").map(String::as_str),
+            Some("1")
+        );
+        assert_eq!(fresh(&s), ["proc", "sysfs"]);
     }
 }

@@ -87,6 +87,17 @@ impl Store {
             .ok_or(StoreError::NotFound { kind: "snapshot" })
     }
 
+    /// Snapshots of every project whose expiry (`expires_at`, never 0) is `now` or earlier.
+    pub fn expired_snapshots(&self, now: i64) -> Result<Vec<SnapshotRow>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM snapshots WHERE expires_at > 0 AND expires_at <= ?1
+             ORDER BY expires_at, project, instance, name"
+        ))?;
+        let rows = stmt.query_map(params![now], from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn rename_snapshot(
         &self,
         project: &str,
@@ -180,5 +191,49 @@ mod tests {
         ));
         s.delete_instance("default", "c2").unwrap();
         assert!(names(&s, "c2").is_empty());
+    }
+
+    #[test]
+    fn expired_snapshots_are_those_due_by_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db")).unwrap();
+        for name in ["c1", "c2"] {
+            let inst = InstanceRow {
+                project: "default".into(),
+                name: name.into(),
+                architecture: "x86_64".into(),
+                config: "{}".into(),
+                description: String::new(),
+                ephemeral: false,
+                created_at: 1,
+            };
+            s.create_instance::<()>(&inst, None).unwrap().unwrap();
+        }
+        for (instance, name, expires_at) in [
+            ("c1", "never", 0),
+            ("c1", "due", 100),
+            ("c2", "late", 50),
+            ("c2", "later", 101),
+        ] {
+            s.create_snapshot(&SnapshotRow {
+                project: "default".into(),
+                instance: instance.into(),
+                name: name.into(),
+                config: "{}".into(),
+                created_at: 1,
+                expires_at,
+            })
+            .unwrap();
+        }
+        let names = |now| {
+            s.expired_snapshots(now)
+                .unwrap()
+                .into_iter()
+                .map(|r| format!("{}/{}", r.instance, r.name))
+                .collect::<Vec<_>>()
+        };
+        assert!(names(49).is_empty());
+        assert_eq!(names(100), ["c2/late", "c1/due"]);
+        assert_eq!(names(1000), ["c2/late", "c1/due", "c2/later"]);
     }
 }

@@ -4,14 +4,17 @@
 //! Client-sent `volatile.*` keys must be unchanged (LXD's tools send them back as they read
 //! them), except the few LXD lets clients set. A change to `security.privileged` or
 //! `security.idmap.*` takes a new idmap at once (allocated in the same transaction as the
-//! config is saved) and the root filesystem is re-shifted to it at the next start.
+//! config is saved) and the root filesystem is re-shifted to it at the next start. CPU, memory
+//! and process limits reach a running container before the config is saved (LXD's live
+//! update); everything else waits for its next start.
 
 use crate::body::Json;
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::response::{self, check_if_match};
 use crate::service::instances::{
-    allocator, config_of, confine, find, idmap_want, map_for, set_next_idmap, Keyed,
+    allocator, apply_limits, config_of, confine, find, idmap_want, map_for, set_next_idmap, Keyed,
+    LIVE_KEYS,
 };
 use crate::state::Daemon;
 use axum::extract::{Path, Query, State};
@@ -178,6 +181,16 @@ async fn update(
             "No subordinate ids for root: only privileged containers can run".into(),
         ));
     }
+    // CPU, memory and process limits reach a running container at once, as in LXD; the row
+    // is written only once they have.
+    let live = LIVE_KEYS.iter().any(|k| current.get(*k) != config.get(*k));
+    if live {
+        if let Err(e) = apply_limits(d, &row, &config).await {
+            // Back to what the stored config says, as far as it goes.
+            let _ = apply_limits(d, &row, &current).await;
+            return Err(e);
+        }
+    }
     let mut new_row = row.clone();
     new_row.description = match (body.description, replace) {
         (Some(text), _) => text,
@@ -226,9 +239,16 @@ async fn update(
         Some(block)
     } else {
         let store_row = new_row.clone();
-        d.db(move |s| s.update_instance::<String>(&store_row, None))
-            .await?
-            .map_err(ApiError::BadRequest)?;
+        let stored = d
+            .db(move |s| s.update_instance::<String>(&store_row, None))
+            .await
+            .and_then(|r| r.map_err(ApiError::BadRequest));
+        if let Err(e) = stored {
+            if live {
+                let _ = apply_limits(d, &row, &current).await;
+            }
+            return Err(e);
+        }
         None
     };
     crate::failpoint::hit("instance-update:row-updated");

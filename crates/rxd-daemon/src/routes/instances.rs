@@ -136,6 +136,10 @@ pub async fn put_state(
             force: req.force,
         };
         let result = instances::change_state(&d2, &row, &change, &caller).await;
+        if result.is_ok() && matches!(change.action, "start" | "restart") {
+            // `snapshots.schedule` with `@startup` (a failure is logged, the start stands).
+            crate::service::schedule::at_start(&d2, &row).await;
+        }
         op2.finish(
             &d2.events,
             result.map(|()| Value::Null).map_err(|e| e.to_string()),

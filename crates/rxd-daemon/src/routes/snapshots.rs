@@ -13,8 +13,8 @@ use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::listing::ListQuery;
 use crate::response;
-use crate::service::instances::{find, Keyed};
-use crate::service::snapshots::{find_snapshot, take, url, valid_name};
+use crate::service::instances::{config_of, find, Keyed};
+use crate::service::snapshots::{default_expiry, find_snapshot, next_name, take, url, valid_name};
 use crate::state::Daemon;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -85,14 +85,6 @@ pub use rxd_api::snapshot::{
     InstanceSnapshotPost as SnapshotPost, InstanceSnapshotsPost as SnapshotsPost,
 };
 
-/// The next free `snapN` name, as LXD's default `snapshots.pattern`.
-fn next_name(taken: &[SnapshotRow]) -> String {
-    (0..)
-        .map(|i| format!("snap{i}"))
-        .find(|n| !taken.iter().any(|r| &r.name == n))
-        .expect("a free name")
-}
-
 pub async fn post(
     State(d): State<Arc<Daemon>>,
     caller: Caller,
@@ -108,8 +100,12 @@ pub async fn post(
             "Stateful snapshots are not supported".into(),
         ));
     }
+    let config = config_of(&row);
+    let now = crate::sync::now_unix();
+    // Without one, `snapshots.expiry` decides (as LXD).
     let expires_at = match req.expires_at.as_deref() {
-        None | Some("") | Some("0001-01-01T00:00:00Z") => 0,
+        None => default_expiry(&config, now),
+        Some("") | Some("0001-01-01T00:00:00Z") => 0,
         Some(t) => time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
             .map_err(|_| ApiError::BadRequest(format!("Invalid expires_at {t:?}")))?
             .unix_timestamp(),
@@ -117,7 +113,7 @@ pub async fn post(
     let (p, n) = (row.project.clone(), row.name.clone());
     let taken = d.db(move |s| s.snapshots(&p, &n)).await?;
     let snap = if req.name.is_empty() {
-        next_name(&taken)
+        next_name(&config, &taken, now)?
     } else {
         req.name
     };
@@ -234,23 +230,4 @@ fn finished(
         result.map(|()| Value::Null).map_err(|e| e.to_string()),
     );
     Ok(response::operation(op.url(), op.to_json()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_names_take_the_first_free_number() {
-        let row = |n: &str| SnapshotRow {
-            project: "default".into(),
-            instance: "c1".into(),
-            name: n.into(),
-            config: "{}".into(),
-            created_at: 0,
-            expires_at: 0,
-        };
-        assert_eq!(next_name(&[]), "snap0");
-        assert_eq!(next_name(&[row("snap0"), row("snap2")]), "snap1");
-    }
 }

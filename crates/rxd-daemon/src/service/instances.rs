@@ -112,6 +112,101 @@ fn memory_limit(value: &str) -> Option<u64> {
     instance_config::parse_bytes(value)
 }
 
+/// The host CPUs `limits.cpu` gives a container, as a kernel CPU list. A count takes the first
+/// that many online CPUs (all of them if it asks for more): LXD 5.0 picks the least loaded and
+/// moves containers as others start and stop; rxd pins once, at start, and says so in the
+/// README. A set must name online CPUs only.
+fn cpuset(value: &str) -> ApiResult<String> {
+    use instance_config::{format_cpu_list, parse_cpu_limit, parse_cpu_list, CpuLimit};
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|t| parse_cpu_list(&t))
+        .ok_or_else(|| ApiError::internal("cannot read the host's online CPUs"))?;
+    match parse_cpu_limit(value).map_err(ApiError::BadRequest)? {
+        CpuLimit::Count(n) => Ok(format_cpu_list(
+            &online[..online.len().min(n as usize)],
+        )),
+        CpuLimit::Set(cpus) => match cpus.iter().find(|c| !online.contains(c)) {
+            Some(missing) => Err(ApiError::BadRequest(format!(
+                "limits.cpu {value:?} names CPU {missing}, which this host does not have online (online: {})",
+                format_cpu_list(&online)
+            ))),
+            None => Ok(format_cpu_list(&cpus)),
+        },
+    }
+}
+
+/// What the container helper is given to start (or re-limit) the container `name` with
+/// `config`.
+fn launch_plan(
+    d: &Daemon,
+    name: &InstanceKey,
+    row: &InstanceRow,
+    config: &BTreeMap<String, String>,
+    idmap: Option<IdMap>,
+) -> ApiResult<rxd_core::launch::LaunchPlan> {
+    let mut environment = rxd_core::launch::LaunchPlan::default_environment();
+    for (k, v) in config {
+        if let Some(var) = k.strip_prefix("environment.") {
+            environment.insert(var.to_owned(), v.clone());
+        }
+    }
+    Ok(rxd_core::launch::LaunchPlan {
+        name: name.to_string(),
+        hostname: row.name.clone(),
+        rootfs: layout::instance_dir(d, name).join("rootfs"),
+        idmap,
+        cgroup: d.runtime.cgroup(name),
+        memory_limit: config.get("limits.memory").and_then(|v| memory_limit(v)),
+        process_limit: config.get("limits.processes").and_then(|v| v.parse().ok()),
+        memory_soft: config.get("limits.memory.enforce").map(String::as_str) == Some("soft"),
+        no_swap: config.get("limits.memory.swap").map(String::as_str) == Some("false"),
+        cpus: config.get("limits.cpu").map(|v| cpuset(v)).transpose()?,
+        cpu_allowance: config
+            .get("limits.cpu.allowance")
+            .and_then(|v| instance_config::parse_cpu_allowance(v).ok()),
+        sysctl: config
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("linux.sysctl.")?.to_owned(), v.clone())))
+            .collect(),
+        nesting: flag(config, "security.nesting"),
+        environment,
+    })
+}
+
+/// Keys a running container takes at once, as LXD applies them; every other key waits for
+/// the next start.
+pub const LIVE_KEYS: &[&str] = &[
+    "limits.cpu",
+    "limits.cpu.allowance",
+    "limits.memory",
+    "limits.memory.enforce",
+    "limits.memory.swap",
+    "limits.processes",
+];
+
+/// Give the running container `row` the CPU, memory and process limits of `config` (its
+/// action lock held by the caller); nothing if it is not running.
+pub async fn apply_limits(
+    d: &Daemon,
+    row: &InstanceRow,
+    config: &BTreeMap<String, String>,
+) -> ApiResult<()> {
+    let key = row.key();
+    if d.runtime.init(&key).is_none() {
+        return Ok(());
+    }
+    let current = config
+        .get("volatile.idmap.current")
+        .map_or(Ok(None), |m| parse_idmap(m))?;
+    let plan = launch_plan(d, &key, row, config, current)?;
+    d.runtime.set_limits(&plan).await.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "Failed to apply the new limits to the running instance: {e}"
+        ))
+    })
+}
+
 /// Start the container (by its key) from its stored config.
 pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
     let row = by_key(d, name).await?;
@@ -190,22 +285,7 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(mode))
         .map_err(ApiError::internal)?;
 
-    let mut environment = rxd_core::launch::LaunchPlan::default_environment();
-    for (k, v) in &config {
-        if let Some(var) = k.strip_prefix("environment.") {
-            environment.insert(var.to_owned(), v.clone());
-        }
-    }
-    let plan = rxd_core::launch::LaunchPlan {
-        name: name.to_string(),
-        hostname: row.name.clone(),
-        rootfs: dir.join("rootfs"),
-        idmap,
-        cgroup: d.runtime.cgroup(name),
-        memory_limit: config.get("limits.memory").and_then(|v| memory_limit(v)),
-        process_limit: config.get("limits.processes").and_then(|v| v.parse().ok()),
-        environment,
-    };
+    let plan = launch_plan(d, name, &row, &config, idmap)?;
     if privileged {
         tracing::warn!(instance = %name, "starting a privileged container: root inside it is root on the host");
         crate::audit::privileged_start(&d.audit, &row.project, &row.name);

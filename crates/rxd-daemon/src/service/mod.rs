@@ -2,6 +2,7 @@
 //! Nothing here imports a route, an extractor or a response type.
 
 pub mod access;
+pub mod autostart;
 pub mod image_secrets;
 pub mod images;
 pub mod instances;
@@ -9,4 +10,5 @@ pub mod intent;
 pub mod layout;
 pub mod publish;
 pub mod recovery;
+pub mod schedule;
 pub mod snapshots;

@@ -28,13 +28,60 @@ pub fn url(instance: &str, snap: &str) -> String {
 }
 
 pub fn valid_name(name: &str) -> ApiResult<()> {
-    if rxd_core::name::valid_instance_name(name) {
+    if rxd_core::name::valid_snapshot_name(name) {
         Ok(())
     } else {
         Err(ApiError::BadRequest(format!(
-            "Invalid snapshot name {name:?}: letters, digits and dashes, starting with a letter"
+            "Invalid snapshot name {name:?}: letters, digits, '-' and '_', starting with a letter or digit, at most 63"
         )))
     }
+}
+
+/// The name a new snapshot gets when none is asked for, as LXD's `NextSnapshotName`: the
+/// instance's `snapshots.pattern` (default `snap%d`) rendered at `now` (see
+/// `rxd_core::schedule::render_pattern`), its `%d` one more than the highest index an existing
+/// snapshot's name has there (so an expired `snap0` is not named again); without `%d`, a name
+/// already taken gets `-0`, `-1`... the same way.
+pub fn next_name(
+    config: &BTreeMap<String, String>,
+    taken: &[SnapshotRow],
+    now: i64,
+) -> ApiResult<String> {
+    let pattern = config
+        .get("snapshots.pattern")
+        .map_or(rxd_core::schedule::DEFAULT_PATTERN, String::as_str);
+    let rendered = rxd_core::schedule::render_pattern(pattern, now)
+        .map_err(|e| ApiError::BadRequest(format!("snapshots.pattern {pattern:?}: {e}")))?;
+    let with_index = if rendered.contains("%d") {
+        rendered
+    } else if taken.iter().any(|r| r.name == rendered) {
+        format!("{rendered}-%d")
+    } else {
+        return Ok(rendered);
+    };
+    let (before, after) = with_index.split_once("%d").unwrap_or((&with_index, ""));
+    let next = taken
+        .iter()
+        .filter_map(|r| {
+            let digits = r.name.strip_prefix(before)?.strip_suffix(after)?;
+            (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| digits.parse::<u64>().ok())
+                .flatten()
+        })
+        .max()
+        .map_or(0, |max| max + 1);
+    Ok(format!("{before}{next}{after}"))
+}
+
+/// When a snapshot taken at `now` without an explicit expiry expires, by the instance's
+/// `snapshots.expiry` (LXD applies it to API and scheduled snapshots alike); 0 for never.
+pub fn default_expiry(config: &BTreeMap<String, String>, now: i64) -> i64 {
+    config
+        .get("snapshots.expiry")
+        .and_then(|v| rxd_core::expiry::parse_expiry(v).ok())
+        .map_or(0, |d| {
+            now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        })
 }
 
 pub async fn find_snapshot(
@@ -418,4 +465,59 @@ pub async fn record_idmap(d: &Daemon, instance: &InstanceKey, idmap: &str) -> Ap
     let mut config = config_of(&row);
     config.insert("volatile.last_state.idmap".into(), idmap.to_owned());
     save_config(d, instance, &config).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taken(names: &[&str]) -> Vec<SnapshotRow> {
+        names
+            .iter()
+            .map(|n| SnapshotRow {
+                project: "default".into(),
+                instance: "c1".into(),
+                name: (*n).into(),
+                config: "{}".into(),
+                created_at: 1,
+                expires_at: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn names_follow_the_pattern() {
+        let check = |pattern: Option<&str>, names: &[&str], want: &str| {
+            let config: BTreeMap<String, String> = pattern
+                .map(|p| ("snapshots.pattern".to_owned(), p.to_owned()))
+                .into_iter()
+                .collect();
+            let got = next_name(&config, &taken(names), 1_796_415_425).unwrap();
+            assert_eq!(got, want, "{pattern:?} {names:?}");
+        };
+        check(None, &[], "snap0");
+        check(None, &["snap0", "snap1"], "snap2");
+        // The highest index plus one, as LXD: an expired snap0 is not reused.
+        check(None, &["snap3"], "snap4");
+        check(None, &["snapx", "snap", "other7"], "snap0");
+        check(Some("daily-%d"), &["snap5", "daily-1"], "daily-2");
+        check(Some("backup"), &[], "backup");
+        check(Some("backup"), &["backup"], "backup-0");
+        check(Some("backup"), &["backup", "backup-0"], "backup-1");
+        check(
+            Some("{{ creation_date|date:'2006-01-02_15-04-05' }}"),
+            &[],
+            "2026-12-04_20-17-05",
+        );
+    }
+
+    #[test]
+    fn expiry_from_config() {
+        let config = |v: &str| -> BTreeMap<String, String> {
+            [("snapshots.expiry".to_owned(), v.to_owned())].into()
+        };
+        assert_eq!(default_expiry(&BTreeMap::new(), 1000), 0);
+        assert_eq!(default_expiry(&config("2M"), 1000), 1120);
+        assert_eq!(default_expiry(&config("1d 1H"), 0), 90_000);
+    }
 }
