@@ -223,10 +223,15 @@ def config_seeds():
         {"limits.cpu": "2", "limits.memory": "512MiB", "limits.processes": "100", "boot.autostart": "false"},
         {"environment.FOO": "bar", "user.x": "y", "volatile.apply_template": "create", "image.os": "busybox"},
         {"limits.memory": "50%", "security.nesting": "true", "raw.lxc": "lxc.aa_profile=unconfined"},
+        {"limits.cpu": "0-1,3", "limits.cpu.allowance": "25ms/100ms", "limits.memory.enforce": "soft", "limits.memory.swap": "false", "linux.sysctl.net.ipv4.ip_forward": "1", "boot.autostart.priority": "10", "boot.autostart.delay": "5"},
+        {"snapshots.schedule": "@daily, 0 6 * * 1-5", "snapshots.pattern": "{{ creation_date|date:'2006-01-02_15-04-05' }}", "snapshots.expiry": "1M 2H", "snapshots.schedule.stopped": "true"},
     ]
     for i, body in enumerate(instance):
         put(t, f"instance-{i}", b"\5" + json.dumps(body).encode())
     put(t, "instance-key", b"\5limits.memory=2GB")
+    put(t, "instance-key-cpu", b"\5limits.cpu=0-1,3")
+    put(t, "instance-key-schedule", b"\5snapshots.schedule=*/15 9-17 * jan-mar mon-fri, @hourly")
+    put(t, "instance-key-pattern", b"\5snapshots.pattern=auto-{{ creation_date|date:\"060102-1504\" }}-%d")
     projects = [
         {"features.images": "true", "features.profiles": "true", "restricted": "true"},
         {"restricted.containers.privilege": "unprivileged", "restricted.devices.disk": "block", "limits.instances": "10"},

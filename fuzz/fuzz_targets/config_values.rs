@@ -154,6 +154,14 @@ fuzz_target!(|data: &[u8]| {
                 let (k, v) = text.split_once('=').unwrap_or((&text, ""));
                 let _ = instance_config::validate_key(k, v, true);
                 let _ = instance_config::parse_bytes(&text);
+                // The resource and snapshot keys' own parsers, with any text.
+                let _ = instance_config::parse_cpu_limit(v);
+                let _ = instance_config::parse_cpu_allowance(v);
+                let _ = instance_config::parse_cpu_list(v);
+                if let Ok(s) = rxd_core::schedule::Schedule::parse(v, k) {
+                    let _ = s.due(1_796_415_420);
+                }
+                let _ = rxd_core::schedule::render_pattern(v, 1_796_415_420);
             }
         },
         6 => match serde_json::from_slice::<Value>(rest) {

@@ -225,12 +225,19 @@ async fn memory_enforce_and_swap_reach_the_cgroup() {
         read(pid, "memory.soft_limit_in_bytes", "memory.low"),
         ((64 * mib / 10 * 9) & !4095).to_string()
     );
-    let swap_allowed = if v2() {
-        read(pid, "", "memory.swap.max")
+    // Swap allowed (the default) still never takes memory and swap together past the limit,
+    // as in LXD 5.0 (v1 `memsw` = L, v2 `swap.max` = 0); swappiness is left alone.
+    if v2() {
+        assert_eq!(read(pid, "", "memory.swap.max"), "0");
     } else {
-        read(pid, "memory.swappiness", "")
-    };
-    assert_ne!(swap_allowed, "0");
+        assert_ne!(read(pid, "memory.swappiness", ""), "0");
+        if std::path::Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists() {
+            assert_eq!(
+                read(pid, "memory.memsw.limit_in_bytes", ""),
+                (64 * mib).to_string()
+            );
+        }
+    }
 
     // No swap.
     s.ok(&[

@@ -58,8 +58,14 @@ const SAFE: &[&str] = &[
 
 /// Keys under a safe prefix that only the server administrator may set: how long a host
 /// shutdown waits for an instance decides how long the whole host takes to go down (LXD puts it
-/// behind `restricted.containers.lowlevel`).
-const ADMIN_ONLY: &[&str] = &["boot.host_shutdown_timeout"];
+/// behind `restricted.containers.lowlevel`), and an autostart priority and delay decide when
+/// every other project's instances start after a reboot (up to a day later; LXD lets anyone
+/// who may edit the instance set them).
+const ADMIN_ONLY: &[&str] = &[
+    "boot.host_shutdown_timeout",
+    "boot.autostart.delay",
+    "boot.autostart.priority",
+];
 
 fn safe_key(key: &str) -> bool {
     !ADMIN_ONLY.contains(&key)
@@ -214,6 +220,9 @@ mod tests {
         let volatile = map(&[("volatile.idmap.next", "[]"), ("volatile.base_image", "ab")]);
         let raw = map(&[("raw.lxc", "x")]);
         let shutdown = map(&[("boot.host_shutdown_timeout", "600")]);
+        let autostart_delay = map(&[("boot.autostart.delay", "86400")]);
+        let autostart_priority = map(&[("boot.autostart.priority", "1048576")]);
+        let autostart = map(&[("boot.autostart", "true")]);
         let nesting = map(&[("security.nesting", "true")]);
         let no_nesting = map(&[("security.nesting", "false")]);
         let nesting_allowed = map(&[
@@ -269,6 +278,31 @@ mod tests {
                 0,
                 false,
             ),
+            (
+                "operator, autostart delay",
+                false,
+                &open,
+                &autostart_delay,
+                0,
+                false,
+            ),
+            (
+                "operator, autostart priority",
+                false,
+                &open,
+                &autostart_priority,
+                0,
+                false,
+            ),
+            (
+                "admin, autostart delay",
+                true,
+                &open,
+                &autostart_delay,
+                0,
+                true,
+            ),
+            ("operator, autostart", false, &open, &autostart, 0, true),
             ("admin, devices", true, &open, &plain, 1, true),
             (
                 "operator, privileged, open",

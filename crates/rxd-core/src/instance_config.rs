@@ -200,7 +200,12 @@ pub fn parse_cpu_limit(value: &str) -> Result<CpuLimit, String> {
 /// A kernel CPU list (`0-3,8`, as `/sys/devices/system/cpu/online` writes one), sorted, without
 /// repeats; `None` if malformed or empty.
 pub fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
-    let mut cpus = Vec::new();
+    // Longer than any real list of 8192 CPUs needs; bounds the work below.
+    if text.len() > 16 * 1024 {
+        return None;
+    }
+    // One flag per possible CPU: overlapping ranges cost no memory.
+    let mut set = vec![false; MAX_CPUS as usize];
     for item in text.trim().split(',') {
         let (from, to) = match item.split_once('-') {
             Some((a, b)) => (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?),
@@ -212,10 +217,9 @@ pub fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
         if from > to || to >= MAX_CPUS {
             return None;
         }
-        cpus.extend(from..=to);
+        set[from as usize..=to as usize].fill(true);
     }
-    cpus.sort_unstable();
-    cpus.dedup();
+    let cpus: Vec<u32> = (0..MAX_CPUS).filter(|&c| set[c as usize]).collect();
     (!cpus.is_empty()).then_some(cpus)
 }
 
@@ -501,9 +505,16 @@ mod tests {
             ("", None),
             ("3-1", None),
             ("a", None),
+            ("8191", Some(vec![8191])),
+            ("8192", None),
         ] {
             assert_eq!(parse_cpu_list(text), cpus, "{text:?}");
         }
+        // Many overlapping ranges: one set, and past the length bound, refused.
+        let many = "0-8191,".repeat(2000) + "0";
+        assert_eq!(parse_cpu_list(&many).map(|c| c.len()), Some(8192));
+        let too_many = "0-8191,".repeat(3000) + "0";
+        assert_eq!(parse_cpu_list(&too_many), None);
         for (cpus, text) in [
             (vec![0], "0"),
             (vec![0, 1, 2], "0-2"),

@@ -21,6 +21,9 @@ pub struct Write {
     pub controller: &'static str,
     pub file: &'static str,
     pub value: String,
+    /// A limit the plan asks for (it must land), rather than one lifted to the default (which
+    /// a controller this host does not give the container has nothing to lift).
+    pub asked: bool,
 }
 
 fn w(controller: &'static str, file: &'static str, value: impl ToString) -> Write {
@@ -28,6 +31,14 @@ fn w(controller: &'static str, file: &'static str, value: impl ToString) -> Writ
         controller,
         file,
         value: value.to_string(),
+        asked: false,
+    }
+}
+
+impl Write {
+    fn asked(mut self, asked: bool) -> Write {
+        self.asked = asked;
+        self
     }
 }
 
@@ -39,11 +50,10 @@ pub fn writes(plan: &LaunchPlan, host: CgroupHost, online: &str) -> Vec<Write> {
     let mut out = Vec::new();
     if host.v2 {
         // Empty: the parent's CPUs.
-        out.push(w(
-            "cpuset",
-            "cpuset.cpus",
-            plan.cpus.as_deref().unwrap_or(""),
-        ));
+        out.push(
+            w("cpuset", "cpuset.cpus", plan.cpus.as_deref().unwrap_or(""))
+                .asked(plan.cpus.is_some()),
+        );
         let (weight, max) = match plan.cpu_allowance {
             Some(CpuAllowance::Percent(p)) => (p.max(1), "max 100000".to_owned()),
             Some(CpuAllowance::Quota {
@@ -52,30 +62,47 @@ pub fn writes(plan: &LaunchPlan, host: CgroupHost, online: &str) -> Vec<Write> {
             }) => (100, format!("{quota_us} {period_us}")),
             None => (100, "max 100000".to_owned()),
         };
-        out.push(w("cpu", "cpu.weight", weight));
-        out.push(w("cpu", "cpu.max", max));
-        out.push(w(
-            "memory",
-            "memory.swap.max",
-            if plan.no_swap { "0" } else { "max" },
-        ));
-        out.push(w(
-            "memory",
-            "memory.max",
-            hard.map_or("max".to_owned(), |b| b.to_string()),
-        ));
-        out.push(w(
-            "memory",
-            "memory.high",
-            soft.map_or("max".to_owned(), |b| b.to_string()),
-        ));
-        out.push(w("memory", "memory.low", hard.map_or(0, soft_of_hard)));
+        let allowance = plan.cpu_allowance.is_some();
+        out.push(w("cpu", "cpu.weight", weight).asked(allowance));
+        out.push(w("cpu", "cpu.max", max).asked(allowance));
+        // LXD 5.0: with a hard limit, no swap beyond it (`memory.swap.max` 0) whatever
+        // `limits.memory.swap` says; `false` without a hard limit also means no swap.
+        let no_swap = plan.no_swap || hard.is_some();
+        out.push(
+            w(
+                "memory",
+                "memory.swap.max",
+                if no_swap { "0" } else { "max" },
+            )
+            // Best effort for the default: a v2 host without swap accounting has no file.
+            .asked(plan.no_swap),
+        );
+        out.push(
+            w(
+                "memory",
+                "memory.max",
+                hard.map_or("max".to_owned(), |b| b.to_string()),
+            )
+            .asked(hard.is_some()),
+        );
+        out.push(
+            w(
+                "memory",
+                "memory.high",
+                soft.map_or("max".to_owned(), |b| b.to_string()),
+            )
+            .asked(soft.is_some()),
+        );
+        out.push(w("memory", "memory.low", hard.map_or(0, soft_of_hard)).asked(hard.is_some()));
     } else {
-        out.push(w(
-            "cpuset",
-            "cpuset.cpus",
-            plan.cpus.as_deref().unwrap_or(online),
-        ));
+        out.push(
+            w(
+                "cpuset",
+                "cpuset.cpus",
+                plan.cpus.as_deref().unwrap_or(online),
+            )
+            .asked(plan.cpus.is_some()),
+        );
         let (shares, quota, period) = match plan.cpu_allowance {
             Some(CpuAllowance::Percent(p)) => ((1024 * u64::from(p) / 100).max(2), -1, 100_000),
             Some(CpuAllowance::Quota {
@@ -84,40 +111,55 @@ pub fn writes(plan: &LaunchPlan, host: CgroupHost, online: &str) -> Vec<Write> {
             }) => (1024, i64::try_from(quota_us).unwrap_or(i64::MAX), period_us),
             None => (1024, -1, 100_000),
         };
-        out.push(w("cpu", "cpu.shares", shares));
-        out.push(w("cpu", "cpu.cfs_period_us", period));
-        out.push(w("cpu", "cpu.cfs_quota_us", quota));
+        let allowance = plan.cpu_allowance.is_some();
+        out.push(w("cpu", "cpu.shares", shares).asked(allowance));
+        out.push(w("cpu", "cpu.cfs_period_us", period).asked(allowance));
+        out.push(w("cpu", "cpu.cfs_quota_us", quota).asked(allowance));
         // Memory and swap together may never be below memory alone: lift it first.
         if host.memsw {
             out.push(w("memory", "memory.memsw.limit_in_bytes", -1));
         }
-        out.push(w(
-            "memory",
-            "memory.limit_in_bytes",
-            hard.map_or("-1".to_owned(), |b| b.to_string()),
-        ));
+        out.push(
+            w(
+                "memory",
+                "memory.limit_in_bytes",
+                hard.map_or("-1".to_owned(), |b| b.to_string()),
+            )
+            .asked(hard.is_some()),
+        );
         let soft_limit = match (hard, soft) {
             (Some(b), _) => soft_of_hard(b).to_string(),
             (None, Some(b)) => b.to_string(),
             (None, None) => "-1".to_owned(),
         };
-        out.push(w("memory", "memory.soft_limit_in_bytes", soft_limit));
-        if let (true, true, Some(b)) = (host.memsw, plan.no_swap, hard) {
-            out.push(w("memory", "memory.memsw.limit_in_bytes", b));
+        out.push(
+            w("memory", "memory.soft_limit_in_bytes", soft_limit)
+                .asked(plan.memory_limit.is_some()),
+        );
+        // LXD 5.0: with a hard limit, memory and swap together no more than the limit,
+        // whatever `limits.memory.swap` says (LXD leaves swap unbounded when it is `false`).
+        if let (true, Some(b)) = (host.memsw, hard) {
+            out.push(w("memory", "memory.memsw.limit_in_bytes", b).asked(true));
         }
         // LXD's value when swap is allowed again (70 - the default swap priority 10).
-        out.push(w(
-            "memory",
-            "memory.swappiness",
-            if plan.no_swap { 0 } else { 60 },
-        ));
+        out.push(
+            w(
+                "memory",
+                "memory.swappiness",
+                if plan.no_swap { 0 } else { 60 },
+            )
+            .asked(plan.no_swap),
+        );
     }
-    out.push(w(
-        "pids",
-        "pids.max",
-        plan.process_limit
-            .map_or("max".to_owned(), |n| n.to_string()),
-    ));
+    out.push(
+        w(
+            "pids",
+            "pids.max",
+            plan.process_limit
+                .map_or("max".to_owned(), |n| n.to_string()),
+        )
+        .asked(plan.process_limit.is_some()),
+    );
     out
 }
 
@@ -154,12 +196,16 @@ pub fn apply(root: &Path, id: &str, plan: &LaunchPlan) -> Result<()> {
             base.join(write.controller).join(cgroup)
         };
         let path = dir.join(write.file);
-        // A controller this host does not give the container (v2's cpuset may be off):
-        // nothing to reset, but a limit asked for must land.
-        if !path.exists() && !dir.exists() {
-            bail!("{} does not exist", dir.display());
-        }
+        // A controller this host does not give the container (v2's cpuset may be off, swap
+        // accounting may be missing): nothing to lift, but a limit asked for must land.
         if !path.exists() {
+            if write.asked || !dir.exists() {
+                bail!(
+                    "this host cannot limit {} for the container ({} does not exist)",
+                    write.file,
+                    path.display()
+                );
+            }
             continue;
         }
         std::fs::write(&path, &write.value)
@@ -236,6 +282,43 @@ mod tests {
                 "pids.max=max",
             ]
         );
+    }
+
+    #[test]
+    fn a_hard_limit_bounds_swap_too_whatever_limits_memory_swap_says() {
+        let mib = 1 << 20;
+        let mut p = plan();
+        p.memory_limit = Some(64 * mib);
+        let v1 = text(&writes(&p, V1, "0-1"));
+        assert!(
+            v1.contains(&format!("memory.memsw.limit_in_bytes={}", 64 * mib)),
+            "{v1:?}"
+        );
+        assert!(v1.contains(&"memory.swappiness=60".to_owned()), "{v1:?}");
+        let v2 = text(&writes(&p, V2, "0-1"));
+        assert!(v2.contains(&"memory.swap.max=0".to_owned()), "{v2:?}");
+        // Without swap accounting on v1, nothing names memsw.
+        let no_memsw = CgroupHost {
+            v2: false,
+            memsw: false,
+        };
+        assert!(!text(&writes(&p, no_memsw, "0-1"))
+            .iter()
+            .any(|w| w.contains("memsw")));
+    }
+
+    #[test]
+    fn a_limit_asked_for_must_land_and_a_lifted_one_may_be_missing() {
+        let mut p = plan();
+        assert!(writes(&p, V2, "0-1").iter().all(|w| !w.asked));
+        p.cpus = Some("1".into());
+        p.process_limit = Some(10);
+        let asked: Vec<_> = writes(&p, V2, "0-1")
+            .into_iter()
+            .filter(|w| w.asked)
+            .map(|w| w.file)
+            .collect();
+        assert_eq!(asked, ["cpuset.cpus", "pids.max"]);
     }
 
     #[test]

@@ -142,7 +142,8 @@ impl CgroupHost {
 /// | `limits.cpu.allowance` `Q/R` | `cpu.cfs_quota_us`, `cpu.cfs_period_us` | `cpu.max` |
 /// | `limits.memory` (hard) | `memory.limit_in_bytes` = L, `soft_limit_in_bytes` = 0.9 L | `memory.max` = L, `memory.low` = 0.9 L |
 /// | `limits.memory` + `enforce=soft` | `memory.soft_limit_in_bytes` = L | `memory.high` = L |
-/// | `limits.memory.swap=false` | `memory.swappiness` = 0, and `memsw.limit_in_bytes` = L with a hard limit and swap accounting | `memory.swap.max` = 0 |
+/// | `limits.memory` (hard), any `limits.memory.swap` | `memsw.limit_in_bytes` = L, with swap accounting | `memory.swap.max` = 0 |
+/// | `limits.memory.swap=false` | `memory.swappiness` = 0 | `memory.swap.max` = 0 |
 ///
 /// (`memory.high` throttles and reclaims above it without killing: v2's soft limit. LXD writes
 /// `memory.low`, a protection, which does not limit anything.)
@@ -176,8 +177,10 @@ fn cpu_and_memory(plan: &LaunchPlan, host: CgroupHost, resources: &mut Value) {
             memory["limit"] = json!(bytes);
             // A page multiple, as the kernel stores it.
             memory["reservation"] = json!(soft_of_hard(bytes));
-            if plan.no_swap && (host.v2 || host.memsw) {
-                // Memory and swap together no more than memory alone: no swap (v2: swap.max 0).
+            if host.v2 || host.memsw {
+                // LXD 5.0: memory and swap together no more than the limit (v1 memsw = L; v2
+                // swap.max 0), whatever `limits.memory.swap` says. (LXD leaves swap unbounded
+                // when it is `false`; rxd does not.)
                 memory["swap"] = json!(bytes);
             }
         }
@@ -634,7 +637,13 @@ mod tests {
         check(
             &|p| p.memory_limit = Some(100 * mib),
             V1,
-            json!({"memory": {"limit": 100 * mib, "reservation": soft_of_hard(100 * mib)}}),
+            json!({"memory": {"limit": 100 * mib, "reservation": soft_of_hard(100 * mib), "swap": 100 * mib}}),
+        );
+        // A hard limit with swap allowed (the default) still bounds memory and swap together.
+        check(
+            &|p| p.memory_limit = Some(100 * mib),
+            V2,
+            json!({"memory": {"limit": 100 * mib, "reservation": soft_of_hard(100 * mib), "swap": 100 * mib}}),
         );
         check(
             &|p| {

@@ -45,6 +45,8 @@ pub async fn run(d: Arc<Daemon>, mut shutdown: watch::Receiver<bool>) {
             tracing::warn!(instance = %next.key, "{message}");
             crate::sync::lock(&d.warnings)
                 .record(rxd_core::warnings::WarningKind::AutostartFailed, message);
+            // As LXD: the delay follows a start, not a failure.
+            continue;
         }
         if next.delay_secs > 0 && pause(&mut shutdown, Duration::from_secs(next.delay_secs)).await {
             return;

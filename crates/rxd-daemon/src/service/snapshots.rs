@@ -64,12 +64,13 @@ pub fn next_name(
         .iter()
         .filter_map(|r| {
             let digits = r.name.strip_prefix(before)?.strip_suffix(after)?;
+            // As LXD's `%d` scan into an int: a number too large for one does not count.
             (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| digits.parse::<u64>().ok())
+                .then(|| digits.parse::<i64>().ok()?.checked_add(1))
                 .flatten()
         })
         .max()
-        .map_or(0, |max| max + 1);
+        .unwrap_or(0);
     Ok(format!("{before}{next}{after}"))
 }
 
@@ -500,6 +501,16 @@ mod tests {
         // The highest index plus one, as LXD: an expired snap0 is not reused.
         check(None, &["snap3"], "snap4");
         check(None, &["snapx", "snap", "other7"], "snap0");
+        // An index too large to count past is ignored (LXD's int scan fails on it).
+        check(
+            None,
+            &[
+                "snap9223372036854775807",
+                "snap18446744073709551615",
+                "snap2",
+            ],
+            "snap3",
+        );
         check(Some("daily-%d"), &["snap5", "daily-1"], "daily-2");
         check(Some("backup"), &[], "backup");
         check(Some("backup"), &["backup"], "backup-0");
