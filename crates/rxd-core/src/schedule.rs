@@ -157,38 +157,85 @@ fn expression(expr: &str, at: &DateTime<Utc>) -> Result<String, String> {
     Ok(go_layout(layout, at))
 }
 
-/// Format `at` with a Go time layout (the reference time `Mon Jan 2 15:04:05 2006`).
+/// Format `at` (UTC) with a Go time layout, read chunk by chunk as Go's `time` package reads
+/// one (`nextStdChunk`): the reference time is `Mon Jan 2 15:04:05 MST 2006`; anything that is
+/// not a layout element is copied.
 fn go_layout(layout: &str, at: &DateTime<Utc>) -> String {
     const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
     ];
-    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const DAYS: [&str; 7] = [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ];
+    let month = MONTHS[at.month0() as usize];
+    let day = DAYS[at.weekday().num_days_from_monday() as usize];
     let hour12 = match at.hour() % 12 {
         0 => 12,
         h => h,
     };
-    // Longest tokens first, so `2006` is not read as `20` then `06`.
-    let tokens: [(&str, String); 11] = [
+    let pm = at.hour() >= 12;
+    // Go's elements, longest first where one is a prefix of another.
+    let elements: [(&str, String); 28] = [
+        ("January", month.to_owned()),
+        ("Jan", month[..3].to_owned()),
+        ("Monday", day.to_owned()),
+        ("Mon", day[..3].to_owned()),
+        ("MST", "UTC".to_owned()),
         ("2006", format!("{:04}", at.year())),
-        ("Jan", MONTHS[at.month0() as usize].to_owned()),
-        (
-            "Mon",
-            DAYS[at.weekday().num_days_from_monday() as usize].to_owned(),
-        ),
-        ("PM", if at.hour() < 12 { "AM" } else { "PM" }.to_owned()),
-        ("06", format!("{:02}", at.year().rem_euclid(100))),
+        ("002", format!("{:03}", at.ordinal())),
         ("01", format!("{:02}", at.month())),
         ("02", format!("{:02}", at.day())),
-        ("15", format!("{:02}", at.hour())),
         ("03", format!("{hour12:02}")),
         ("04", format!("{:02}", at.minute())),
         ("05", format!("{:02}", at.second())),
+        ("06", format!("{:02}", at.year().rem_euclid(100))),
+        ("__2", format!("{:>3}", at.ordinal())),
+        ("_2", format!("{:>2}", at.day())),
+        ("15", format!("{:02}", at.hour())),
+        ("1", at.month().to_string()),
+        ("2", at.day().to_string()),
+        ("3", hour12.to_string()),
+        ("4", at.minute().to_string()),
+        ("5", at.second().to_string()),
+        ("PM", if pm { "PM" } else { "AM" }.to_owned()),
+        ("pm", if pm { "pm" } else { "am" }.to_owned()),
+        ("Z07:00", "Z".to_owned()),
+        ("Z0700", "Z".to_owned()),
+        ("-07:00", "+00:00".to_owned()),
+        ("-0700", "+0000".to_owned()),
+        ("-07", "+00".to_owned()),
     ];
     let mut out = String::new();
     let mut rest = layout;
     'outer: while !rest.is_empty() {
-        for (token, value) in &tokens {
-            if let Some(after) = rest.strip_prefix(token) {
+        for (element, value) in &elements {
+            if let Some(after) = rest.strip_prefix(element) {
+                // Go reads `Jan`/`Mon` only when no lower-case letter follows (`Janet` is
+                // text), and `2006`'s `2` is the day only when `006` does not follow.
+                let word = element.starts_with(|c: char| c.is_ascii_uppercase())
+                    && element.len() == 3
+                    && after.starts_with(|c: char| c.is_ascii_lowercase())
+                    && !matches!(*element, "MST");
+                if word {
+                    continue;
+                }
                 out.push_str(value);
                 rest = after;
                 continue 'outer;
@@ -280,6 +327,15 @@ mod tests {
             Ok("Fri-Dec-08PM"),
         );
         check("{{ creation_date }}", Ok("2026-12-04T20:17:05Z"));
+        // Go's single-digit, long-name and zone elements.
+        check(
+            "{{ creation_date|date:'2006-1-2_3.4.5pm' }}",
+            Ok("2026-12-4_8.17.5pm"),
+        );
+        check(
+            "{{ creation_date|date:'Monday-January-_2-002-MST-Z07:00' }}",
+            Ok("Friday-December- 4-338-UTC-Z"),
+        );
         check("%d-%d", Err(()));
         check("{{ other }}", Err(()));
         check("{{ creation_date|upper }}", Err(()));
