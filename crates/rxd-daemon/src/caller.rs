@@ -21,11 +21,12 @@ pub struct Caller {
 impl Caller {
     /// The daemon acting on its own, for its scheduled work (keeping pulled images up to date):
     /// root, as the unix socket's users are, in `project`. Only background tasks make one; no
-    /// request ever becomes it.
-    pub fn daemon(d: &crate::state::Daemon, project: &str) -> Caller {
+    /// request ever becomes it. `rights` gives an identity's rights (the daemon's rule, passed
+    /// in: this module knows nothing of the daemon).
+    pub fn daemon(rights: impl FnOnce(&Identity) -> Rights, project: &str) -> Caller {
         let identity = rxd_auth::Identity::Unix { uid: 0 };
         Caller {
-            rights: std::sync::Arc::new(d.rights(&identity)),
+            rights: std::sync::Arc::new(rights(&identity)),
             identity,
             conn: crate::listener::ConnInfo {
                 transport: rxd_auth::Transport::Unix { uid: 0 },

@@ -707,7 +707,7 @@ pub async fn refresh_all(d: &Arc<Daemon>) {
         return;
     };
     for image in images.into_iter().filter(|i| i.cache.auto_update) {
-        let caller = Caller::daemon(d, &image.project);
+        let caller = Caller::daemon(|id| d.rights(id), &image.project);
         match refresh(d, &caller, &image).await {
             Ok(true) => tracing::info!(
                 project = image.project,
