@@ -768,5 +768,13 @@ async fn images_kept_up_to_date_are_refreshed_on_the_interval() {
         .get(&format!("/1.0/images/{}", tree.new_split))
         .await
         .is_err());
-    assert!(d.logs().contains("image refreshed from its server"));
+    // The log line follows the alias's move: wait for it too.
+    while !d.logs().contains("image refreshed from its server") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refresh logged:\n{}",
+            d.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
