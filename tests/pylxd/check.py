@@ -176,6 +176,41 @@ def main():
     published.delete(wait=True)
     step("publish the stopped instance as an image and export it")
 
+    # Profiles: pylxd's save() sends back name and used_by too (ignored, as LXD does).
+    p = a.profiles.create(
+        "pyprof",
+        config={"limits.processes": "60", "user.from": "pylxd"},
+        description="made by pylxd",
+    )
+    assert a.profiles.exists("pyprof")
+    assert "pyprof" in [x.name for x in a.profiles.all()]
+    p = a.profiles.get("pyprof")
+    assert p.description == "made by pylxd", p.description
+    p.config["user.from"] = "pylxd-edited"
+    p.save()
+    assert a.profiles.get("pyprof").config["user.from"] == "pylxd-edited"
+    c2 = a.instances.create(
+        {
+            "name": "py2",
+            "source": {"type": "image", "alias": "bb"},
+            "profiles": ["default", "pyprof"],
+        },
+        wait=True,
+    )
+    assert c2.profiles == ["default", "pyprof"], c2.profiles
+    assert c2.expanded_config["limits.processes"] == "60", c2.expanded_config
+    assert c2.expanded_config["user.from"] == "pylxd-edited"
+    assert a.profiles.get("pyprof").used_by == ["/1.0/instances/py2"]
+    c2.profiles = ["default"]
+    c2.save(wait=True)
+    assert a.instances.get("py2").expanded_config.get("limits.processes") is None
+    renamed = p.rename("pyprof2")
+    assert renamed.name == "pyprof2" and not a.profiles.exists("pyprof")
+    renamed.delete()
+    assert not a.profiles.exists("pyprof2")
+    c2.delete(wait=True)
+    step("profiles: create, edit, apply, rename and delete")
+
     c.delete(wait=True)
     assert "py1" not in [i.name for i in a.instances.all()]
     image.delete(wait=True)

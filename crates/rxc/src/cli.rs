@@ -55,6 +55,9 @@ pub enum Command {
     /// the remote's current project (`rxc project switch`) unless given `--project`.
     #[command(subcommand)]
     Project(ProjectCmd),
+    /// Manage profiles.
+    #[command(subcommand)]
+    Profile(ProfileCmd),
     /// Role grants (rxd): who may do what on which project. Administrators only.
     #[command(subcommand)]
     Auth(AuthCmd),
@@ -264,6 +267,12 @@ pub struct CreateArgs {
     /// Create an ephemeral container.
     #[arg(long, short = 'e')]
     pub ephemeral: bool,
+    /// Profiles to apply, in order (repeatable); without one, the image's (`default`).
+    #[arg(long = "profile", short = 'p')]
+    pub profiles: Vec<String>,
+    /// Create the container with no profiles at all.
+    #[arg(long, conflicts_with = "profiles")]
+    pub no_profiles: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -423,7 +432,12 @@ pub enum ConfigCmd {
         args: Vec<String>,
     },
     /// Show the server config (`[REMOTE:]`) or an instance's (`[REMOTE:]INSTANCE`).
-    Show { remote: Option<String> },
+    Show {
+        remote: Option<String>,
+        /// An instance's config and devices with its profiles applied.
+        #[arg(long)]
+        expanded: bool,
+    },
     /// Edit the server config (`[REMOTE:]`) or an instance's (`[REMOTE:]INSTANCE`) as YAML:
     /// in $VISUAL or $EDITOR from a terminal, else read from standard input
     /// (`rxc config show c1 > c1.yaml; ...; rxc config edit c1 < c1.yaml`).
@@ -612,6 +626,100 @@ pub enum ProjectCmd {
     Delete { name: String },
     /// Make a project the remote's current one: `rxc project switch [REMOTE:]NAME`.
     Switch { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProfileCmd {
+    /// Create a profile: `rxc profile create [REMOTE:]NAME` (YAML on standard input, when
+    /// it is not a terminal, gives its config, description and devices).
+    Create {
+        name: String,
+        /// Description of the profile.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List the profiles of the current project: `rxc profile list [REMOTE:]`.
+    #[command(alias = "ls")]
+    List {
+        remote: Option<String>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Show a profile: `rxc profile show [REMOTE:]NAME`.
+    Show { name: String },
+    /// Edit a profile as YAML ($EDITOR from a terminal, else standard input).
+    Edit { name: String },
+    /// Print one config key of a profile: `rxc profile get [REMOTE:]NAME KEY`.
+    Get { name: String, key: String },
+    /// Set profile config keys: `rxc profile set [REMOTE:]NAME KEY VALUE` (or `KEY=VALUE...`).
+    Set {
+        name: String,
+        #[arg(num_args = 1.., required = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Remove a profile config key: `rxc profile unset [REMOTE:]NAME KEY`.
+    Unset { name: String, key: String },
+    /// Copy a profile: `rxc profile copy [REMOTE:]NAME NEW`.
+    #[command(alias = "cp")]
+    Copy { source: String, target: String },
+    /// Rename a profile; instances using it follow: `rxc profile rename [REMOTE:]OLD NEW`.
+    #[command(alias = "mv")]
+    Rename { old: String, new: String },
+    /// Delete a profile no instance uses: `rxc profile delete [REMOTE:]NAME`.
+    #[command(alias = "rm")]
+    Delete { name: String },
+    /// Append a profile to an instance's list: `rxc profile add [REMOTE:]INSTANCE PROFILE`.
+    Add { instance: String, profile: String },
+    /// Remove a profile from an instance's list: `rxc profile remove [REMOTE:]INSTANCE PROFILE`.
+    Remove { instance: String, profile: String },
+    /// Replace an instance's profiles: `rxc profile assign [REMOTE:]INSTANCE P1,P2,...` (an
+    /// empty list removes them all).
+    Assign { instance: String, profiles: String },
+    /// A profile's devices.
+    #[command(subcommand)]
+    Device(ProfileDeviceCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProfileDeviceCmd {
+    /// Add a device: `rxc profile device add [REMOTE:]PROFILE DEVICE TYPE [KEY=VALUE...]`.
+    Add {
+        profile: String,
+        device: String,
+        kind: String,
+        options: Vec<String>,
+    },
+    /// Remove devices: `rxc profile device remove [REMOTE:]PROFILE DEVICE...`.
+    #[command(alias = "rm")]
+    Remove {
+        profile: String,
+        #[arg(num_args = 1.., required = true)]
+        devices: Vec<String>,
+    },
+    /// List a profile's devices by name.
+    #[command(alias = "ls")]
+    List { profile: String },
+    /// Show a profile's devices as YAML.
+    Show { profile: String },
+    /// Print one key of a device: `rxc profile device get [REMOTE:]PROFILE DEVICE KEY`.
+    Get {
+        profile: String,
+        device: String,
+        key: String,
+    },
+    /// Set keys of a device: `rxc profile device set [REMOTE:]PROFILE DEVICE KEY=VALUE...`.
+    Set {
+        profile: String,
+        device: String,
+        #[arg(num_args = 1.., required = true)]
+        args: Vec<String>,
+    },
+    /// Remove a key of a device: `rxc profile device unset [REMOTE:]PROFILE DEVICE KEY`.
+    Unset {
+        profile: String,
+        device: String,
+        key: String,
+    },
 }
 
 /// Kinds of identity a role can be granted to.

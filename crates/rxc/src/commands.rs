@@ -95,7 +95,8 @@ pub async fn config(conf: &ConfigDir, cmd: ConfigCmd) -> anyhow::Result<()> {
         }
         ConfigCmd::Show {
             remote: Some(target),
-        } if !target.ends_with(':') => crate::instance::config_show(conf, &target).await,
+            expanded,
+        } if !target.ends_with(':') => crate::instance::config_show(conf, &target, expanded).await,
         ConfigCmd::Get { args } => {
             let (name, rest) = remote_arg(conf, &args);
             let [key] = rest.as_slice() else {
@@ -109,7 +110,7 @@ pub async fn config(conf: &ConfigDir, cmd: ConfigCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ConfigCmd::Show { remote } => {
+        ConfigCmd::Show { remote, .. } => {
             let info = open(conf, &remote_name(conf, remote.as_deref()))?
                 .call(Method::GET, "/1.0", None)
                 .await?;

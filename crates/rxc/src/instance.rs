@@ -62,7 +62,14 @@ pub async fn create(conf: &ConfigDir, args: CreateArgs, start: bool) -> anyhow::
         kind: "container".into(),
         source,
         config,
-        profiles: vec!["default".into()],
+        // None: the image's profiles (the server's choice, as `lxc` leaves it).
+        profiles: if args.no_profiles {
+            Some(Vec::new())
+        } else if args.profiles.is_empty() {
+            None
+        } else {
+            Some(args.profiles.clone())
+        },
         ephemeral: args.ephemeral,
         ..Default::default()
     };
@@ -202,7 +209,7 @@ fn privileged(v: &Instance) -> bool {
 }
 
 /// `GET` an instance with its ETag.
-async fn fetch(conn: &Conn, name: &str) -> anyhow::Result<(Instance, Option<String>)> {
+pub(crate) async fn fetch(conn: &Conn, name: &str) -> anyhow::Result<(Instance, Option<String>)> {
     let reply = conn
         .client
         .request(Method::GET, &format!("/1.0/instances/{name}"), None)
@@ -254,14 +261,18 @@ pub async fn config_set(
     wait(&conn, &op).await.map(drop)
 }
 
-pub async fn config_show(conf: &ConfigDir, target: &str) -> anyhow::Result<()> {
+pub async fn config_show(conf: &ConfigDir, target: &str, expanded: bool) -> anyhow::Result<()> {
     let (remote, name) = split_target(conf, target);
     let conn = open(conf, &remote)?;
     let (v, _) = fetch(&conn, &name).await?;
-    let shown = InstancePut {
+    let mut shown = InstancePut {
         stateful: None,
         ..InstancePut::from_instance(&v)
     };
+    if expanded {
+        shown.config = Some(v.expanded_config.clone());
+        shown.devices = Some(v.expanded_devices.clone());
+    }
     out!("{}", serde_norway::to_string(&shown)?)?;
     Ok(())
 }

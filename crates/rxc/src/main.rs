@@ -14,6 +14,7 @@ mod instance;
 mod list;
 mod login;
 mod monitor;
+mod profile;
 mod project;
 mod publish;
 mod remote;
@@ -149,6 +150,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(cmd) => commands::config(&conf, cmd).await,
         Command::Image(cmd) => image::run(&conf, cmd).await,
         Command::Project(cmd) => project::run(&mut conf, cmd).await,
+        Command::Profile(cmd) => profile::run(&mut conf, cmd).await,
         Command::Auth(cmd) => project::auth(&conf, cmd).await,
         Command::File(cmd) => file::run(&conf, cmd).await,
         Command::Snapshot { name, snapshot } => {

@@ -201,7 +201,7 @@ fn project_path(name: &str) -> String {
 }
 
 /// Percent-encode all but RFC 3986's unreserved characters, for a path segment or a query value.
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

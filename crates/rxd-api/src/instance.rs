@@ -99,7 +99,10 @@ go_struct! {
         pub config: BTreeMap<String, String>,
         pub devices: Devices,
         pub ephemeral: bool,
-        pub profiles: Vec<String>,
+        /// Absent or `null`: the image's profiles (`default`); `[]`: none (LXD's
+        /// `--no-profiles`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub profiles: Option<Vec<String>>,
         #[serde(skip_serializing_if = "String::is_empty")]
         pub restore: String,
         pub stateful: bool,

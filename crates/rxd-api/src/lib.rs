@@ -19,6 +19,7 @@ pub mod grant;
 pub mod image;
 pub mod instance;
 pub mod operation;
+pub mod profile;
 pub mod project;
 pub mod server;
 mod shared;

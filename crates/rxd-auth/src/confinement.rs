@@ -82,14 +82,32 @@ fn on(config: &BTreeMap<String, String>, key: &str) -> bool {
     config.get(key).is_some_and(|v| v == "true")
 }
 
-/// May an instance with `config` and `devices` (count of devices) exist in `project` (named
+/// Devices by name, each an object of strings (LXD's shape).
+pub type Devices = BTreeMap<String, BTreeMap<String, String>>;
+
+/// The first device (by name) that reaches beyond the container's own root filesystem: all but
+/// the root disk (`type: disk`, `path: /`, no `source`) and `none` (which masks a profile's).
+pub fn host_reaching(devices: &Devices) -> Option<&str> {
+    devices
+        .iter()
+        .find(|(_, d)| {
+            let kind = d.get("type").map(String::as_str);
+            let root = kind == Some("disk")
+                && d.get("path").map(String::as_str) == Some("/")
+                && !d.contains_key("source");
+            !(root || kind == Some("none"))
+        })
+        .map(|(n, _)| n.as_str())
+}
+
+/// May an instance with `config` and `devices` (its expanded ones) exist in `project` (named
 /// `project_name`, with config `project`), when asked for by an administrator (`admin`) or not?
 pub fn check_instance(
     admin: bool,
     project_name: &str,
     project: &BTreeMap<String, String>,
     config: &BTreeMap<String, String>,
-    devices: usize,
+    devices: &Devices,
 ) -> Result<(), Violation> {
     let privileged = on(config, "security.privileged");
     if !admin {
@@ -102,7 +120,7 @@ pub fn check_instance(
         {
             return Err(Violation::AdminOnlyKey(k.clone()));
         }
-        if devices > 0 {
+        if host_reaching(devices).is_some() {
             return Err(Violation::Devices);
         }
     }
@@ -407,6 +425,22 @@ mod tests {
             ),
             ("operator, devices", false, &open, &plain, 1, false),
             (
+                "operator, root disk and none",
+                false,
+                &open,
+                &plain,
+                2,
+                true,
+            ),
+            (
+                "operator, root disk, restricted",
+                false,
+                &restricted,
+                &plain,
+                2,
+                true,
+            ),
+            (
                 "isolated project, not isolated",
                 false,
                 &isolated,
@@ -439,10 +473,47 @@ mod tests {
                 false,
             ),
         ];
+        let device = |pairs: &[(&str, &str)]| map(pairs);
+        // 0: none; 1: a host path; 2: the root disk and a mask, which reach nothing.
+        let host_disk: Devices = [(
+            "etc".to_owned(),
+            device(&[("type", "disk"), ("source", "/etc"), ("path", "/mnt")]),
+        )]
+        .into();
+        let harmless: Devices = [
+            (
+                "root".to_owned(),
+                device(&[("type", "disk"), ("path", "/"), ("pool", "default")]),
+            ),
+            ("eth0".to_owned(), device(&[("type", "none")])),
+        ]
+        .into();
         for (what, admin, project, config, devices, ok) in cases {
-            let got = check_instance(*admin, "p", project, config, *devices);
+            let devices = match devices {
+                0 => Devices::new(),
+                1 => host_disk.clone(),
+                _ => harmless.clone(),
+            };
+            let got = check_instance(*admin, "p", project, config, &devices);
             assert_eq!(got.is_ok(), *ok, "{what}: {got:?}");
         }
+    }
+
+    #[test]
+    fn what_reaches_the_host() {
+        let one = |pairs: &[(&str, &str)]| -> Devices { [("d".to_owned(), map(pairs))].into() };
+        assert_eq!(host_reaching(&one(&[("type", "none")])), None);
+        assert_eq!(
+            host_reaching(&one(&[("type", "disk"), ("path", "/")])),
+            None
+        );
+        // A root path with a host source is a host path.
+        assert_eq!(
+            host_reaching(&one(&[("type", "disk"), ("path", "/"), ("source", "/")])),
+            Some("d")
+        );
+        assert_eq!(host_reaching(&one(&[("type", "nic")])), Some("d"));
+        assert_eq!(host_reaching(&one(&[])), Some("d"));
     }
 
     #[test]

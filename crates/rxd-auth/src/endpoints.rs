@@ -57,6 +57,7 @@ const VIEW: Need = Need::Project(Permission::View);
 const OPERATE: Need = Need::Project(Permission::OperateContainers);
 const MANAGE: Need = Need::Project(Permission::ManageContainers);
 const IMAGES: Need = Need::Project(Permission::ManageImages);
+const PROFILES: Need = Need::Project(Permission::ManageProfiles);
 
 /// Instance endpoints, the same under `/1.0/instances` and `/1.0/containers`.
 macro_rules! instance_endpoints {
@@ -131,6 +132,13 @@ const OTHERS: &[Endpoint] = &[
     e("/1.0/images/{fingerprint}/secret", "POST", IMAGES),
     e("/1.0/images/{fingerprint}/refresh", "POST", IMAGES),
     e("/1.0/images/{fingerprint}", "DELETE", IMAGES),
+    e("/1.0/profiles", "GET", VIEW),
+    e("/1.0/profiles", "POST", PROFILES),
+    e("/1.0/profiles/{name}", "GET", VIEW),
+    e("/1.0/profiles/{name}", "PUT", PROFILES),
+    e("/1.0/profiles/{name}", "PATCH", PROFILES),
+    e("/1.0/profiles/{name}", "POST", PROFILES),
+    e("/1.0/profiles/{name}", "DELETE", PROFILES),
     e("/1.0/instances/{name}/logs", "GET", VIEW),
     e("/1.0/instances/{name}/logs/{file}", "GET", VIEW),
     e("/1.0/instances/{name}/logs/{file}", "DELETE", OPERATE),

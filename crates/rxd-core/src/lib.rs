@@ -4,12 +4,14 @@
 pub mod address;
 pub mod boot;
 pub mod config;
+pub mod devices;
 pub mod expiry;
 pub mod filter;
 pub mod idmap;
 pub mod instance_config;
 pub mod launch;
 pub mod name;
+pub mod profile;
 pub mod project_config;
 pub mod pty;
 pub mod schedule;

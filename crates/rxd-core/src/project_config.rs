@@ -37,6 +37,34 @@ pub fn defaults() -> BTreeMap<String, String> {
     .collect()
 }
 
+/// The `features.*` keys: they decide where a project's things live, so they change only
+/// while the project is empty, and never on `default`.
+pub const FEATURES: &[&str] = &[
+    "features.images",
+    "features.profiles",
+    "features.storage.volumes",
+    "features.networks",
+];
+
+/// Whether `features.*` differ between two configs.
+pub fn features_changed(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> bool {
+    FEATURES.iter().any(|k| old.get(*k) != new.get(*k))
+}
+
+/// Whether a project has profiles of its own (`features.profiles=true`).
+pub fn has_profiles(config: &BTreeMap<String, String>) -> bool {
+    config.get("features.profiles").map(String::as_str) == Some("true")
+}
+
+/// Where a project's profiles live: itself, or `default` (LXD's `ProfileProject`).
+pub fn profiles_project<'a>(project: &'a str, config: &BTreeMap<String, String>) -> &'a str {
+    if has_profiles(config) {
+        project
+    } else {
+        "default"
+    }
+}
+
 fn one_of(v: &str, allowed: &[&str]) -> Result<(), String> {
     if allowed.contains(&v) {
         Ok(())
@@ -107,12 +135,51 @@ pub fn changed_host_limit(
 }
 
 pub fn validate(config: &BTreeMap<String, String>) -> Result<(), ProjectConfigError> {
-    config.iter().try_for_each(|(k, v)| validate_key(k, v))
+    config.iter().try_for_each(|(k, v)| validate_key(k, v))?;
+    // LXD: the default project's profiles are not checked against this project's restrictions.
+    if config.get("restricted").map(String::as_str) == Some("true")
+        && config.get("features.profiles").map(String::as_str) == Some("false")
+    {
+        return Err(ProjectConfigError::Invalid {
+            key: "restricted".into(),
+            reason: "Projects without their own profiles cannot be restricted".into(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restricted_projects_have_their_own_profiles() {
+        let c = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert!(validate(&c(&[
+            ("restricted", "true"),
+            ("features.profiles", "false")
+        ]))
+        .is_err());
+        assert!(validate(&c(&[("restricted", "true"), ("features.profiles", "true")])).is_ok());
+        assert!(validate(&c(&[
+            ("restricted", "false"),
+            ("features.profiles", "false")
+        ]))
+        .is_ok());
+        let own = c(&[("features.profiles", "true")]);
+        assert_eq!(profiles_project("p1", &own), "p1");
+        assert_eq!(profiles_project("p1", &BTreeMap::new()), "default");
+        assert!(features_changed(&own, &BTreeMap::new()));
+        assert!(!features_changed(
+            &own,
+            &c(&[("features.profiles", "true"), ("user.x", "1")])
+        ));
+    }
 
     #[test]
     fn key_table() {

@@ -157,6 +157,11 @@ impl From<rxd_store::StoreError> for ApiError {
             NotEmpty { kind: "project" } => {
                 ApiError::BadRequest("Only empty projects can be renamed or removed".into())
             }
+            // LXD's texts (LXD answers 500 for both; the request is what is wrong).
+            InUse { kind: "profile" } => ApiError::BadRequest("Profile is currently in use".into()),
+            Changed { kind } => ApiError::Conflict(format!(
+                "The {kind}'s instances changed while it was being checked; try again"
+            )),
             other => ApiError::internal(other),
         }
     }

@@ -135,6 +135,7 @@ pub async fn run(
         https: Mutex::new(None),
         warnings: Mutex::new(warnings::Warnings::default()),
         throttle: Mutex::new(Default::default()),
+        profiles_lock: tokio::sync::RwLock::new(()),
         image_secrets: Default::default(),
         router: OnceLock::new(),
         connections: Default::default(),

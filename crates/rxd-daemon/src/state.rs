@@ -40,6 +40,10 @@ pub struct Daemon {
     pub https: Mutex<Option<Running>>,
     pub warnings: Mutex<Warnings>,
     pub throttle: Mutex<Throttle>,
+    /// Profile writes hold it to write, and every change to which profiles an instance uses
+    /// or to its own config holds it to read: a profile's check of the instances using it
+    /// sees them as they will be when it is written.
+    pub profiles_lock: tokio::sync::RwLock<()>,
     /// One-time secrets that open one private image to another server (`lxc image copy`).
     pub image_secrets: crate::service::image_secrets::ImageSecrets,
     pub router: OnceLock<Router>,
@@ -112,6 +116,11 @@ impl Daemon {
 
     pub fn project(&self, name: &str) -> Option<Project> {
         read(&self.projects).get(name).cloned()
+    }
+
+    /// Every project, as the daemon holds them now.
+    pub fn projects(&self) -> Arc<BTreeMap<String, Project>> {
+        read(&self.projects).clone()
     }
 
     /// Reload projects, grants and the trust cache (whose project lists follow project renames

@@ -1,8 +1,9 @@
 //! Objects as the API shows them, shaped once for every route that returns them.
 
+use crate::service::expand::{devices_of, Expanded};
 use crate::service::instances::{self, config_of, Keyed};
 use crate::state::Daemon;
-use rxd_api::instance::{Devices, Instance, InstanceState, InstanceStateCpu, InstanceStateMemory};
+use rxd_api::instance::{Instance, InstanceState, InstanceStateCpu, InstanceStateMemory};
 use rxd_store::InstanceRow;
 use std::collections::BTreeMap;
 
@@ -35,24 +36,25 @@ pub fn instance_state(d: &Daemon, name: &str) -> InstanceState {
     }
 }
 
-/// An instance as `GET /1.0/instances/<name>` shows it; `recursion` 2 adds its state, and
-/// snapshots and backups (always empty) that callers fill with [`with_snapshots`].
-pub fn instance(d: &Daemon, row: &InstanceRow, recursion: u8) -> Instance {
+/// An instance as `GET /1.0/instances/<name>` shows it, with its profiles' config and devices
+/// in `expanded`; `recursion` 2 adds its state, and snapshots and backups (always empty) that
+/// callers fill with [`with_snapshots`].
+pub fn instance(d: &Daemon, row: &InstanceRow, recursion: u8, expanded: Expanded) -> Instance {
     let config = config_of(row);
     let (status, code) = instances::status(d, &row.key());
     let full = recursion >= 2;
     Instance {
         architecture: row.architecture.clone(),
-        config: config.clone(),
-        devices: Devices::new(),
+        config,
+        devices: devices_of(&row.devices),
         ephemeral: row.ephemeral,
-        profiles: vec!["default".into()],
+        profiles: row.profiles.clone(),
         restore: String::new(),
         stateful: false,
         description: row.description.clone(),
         created_at: crate::tokens::rfc3339(row.created_at),
-        expanded_config: config,
-        expanded_devices: Devices::new(),
+        expanded_config: expanded.config,
+        expanded_devices: expanded.devices,
         name: row.name.clone(),
         status: status.into(),
         status_code: code,

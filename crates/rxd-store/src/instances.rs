@@ -13,9 +13,25 @@ pub struct InstanceRow {
     pub description: String,
     pub ephemeral: bool,
     pub created_at: i64,
+    /// The profiles it uses, in the order they apply.
+    pub profiles: Vec<String>,
+    /// JSON object: its own devices, by name, each an object of strings.
+    pub devices: String,
 }
 
-const COLUMNS: &str = "project, name, architecture, config, description, ephemeral, created_at";
+const COLUMNS: &str =
+    "project, name, architecture, config, description, ephemeral, created_at, profiles, devices";
+
+/// A JSON array of names, as the `profiles` columns hold one.
+pub(crate) fn names_from(text: String) -> rusqlite::Result<Vec<String>> {
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+pub(crate) fn names_to(names: &[String]) -> String {
+    serde_json::Value::from(names).to_string()
+}
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InstanceRow> {
     Ok(InstanceRow {
@@ -26,6 +42,8 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InstanceRow> {
         description: r.get(4)?,
         ephemeral: r.get(5)?,
         created_at: r.get(6)?,
+        profiles: names_from(r.get(7)?)?,
+        devices: r.get(8)?,
     })
 }
 
@@ -71,7 +89,9 @@ impl Store {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         tx.execute(
-            &format!("INSERT INTO instances ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+            &format!(
+                "INSERT INTO instances ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ),
             params![
                 row.project,
                 row.name,
@@ -79,7 +99,9 @@ impl Store {
                 row.config,
                 row.description,
                 row.ephemeral,
-                row.created_at
+                row.created_at,
+                names_to(&row.profiles),
+                row.devices
             ],
         )
         .map_err(|e| match &e {
@@ -202,7 +224,7 @@ impl Store {
         Ok(())
     }
 
-    /// Replace an instance's config, description and ephemeral flag. With a `remap`, its isolated
+    /// Replace an instance's config, description, ephemeral flag, profiles and devices. With a `remap`, its isolated
     /// idmap block is released, a new one chosen if `remap.allocate` is given (the allocator sees
     /// every other instance's block, not this one's old one), and the config stored is
     /// `remap.config(block)`: all in one transaction, so the stored map and the block agree.
@@ -235,8 +257,17 @@ impl Store {
             config = (remap.config)(chosen);
         }
         let n = tx.execute(
-            "UPDATE instances SET config = ?3, description = ?4, ephemeral = ?5 WHERE project = ?1 AND name = ?2",
-            params![row.project, row.name, config, row.description, row.ephemeral],
+            "UPDATE instances SET config = ?3, description = ?4, ephemeral = ?5, profiles = ?6, devices = ?7
+             WHERE project = ?1 AND name = ?2",
+            params![
+                row.project,
+                row.name,
+                config,
+                row.description,
+                row.ephemeral,
+                names_to(&row.profiles),
+                row.devices
+            ],
         )?;
         if n == 0 {
             return Err(StoreError::NotFound { kind: "instance" });
@@ -293,6 +324,8 @@ mod tests {
             description: String::new(),
             ephemeral: false,
             created_at: 1,
+            profiles: vec!["default".into()],
+            devices: "{}".into(),
         }
     }
 

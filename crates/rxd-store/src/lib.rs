@@ -9,6 +9,7 @@ mod images;
 mod instances;
 mod intents;
 mod migrations;
+mod profiles;
 mod projects;
 mod snapshots;
 
@@ -17,6 +18,7 @@ pub use certificates::{CertificateRow, TokenRow};
 pub use images::{AliasRow, ImageCache, ImageRow};
 pub use instances::{Allocator, InstanceRow, Remap, TakenBlock};
 pub use intents::IntentRow;
+pub use profiles::ProfileRow;
 pub use projects::{GrantRow, ProjectRow};
 pub use snapshots::SnapshotRow;
 
@@ -46,6 +48,12 @@ pub enum StoreError {
     /// Renaming or deleting a project that still holds instances or images.
     #[error("{kind} is not empty")]
     NotEmpty { kind: &'static str },
+    /// Deleting a profile an instance still uses.
+    #[error("{kind} is in use")]
+    InUse { kind: &'static str },
+    /// What the caller checked changed before the write (the write did not happen).
+    #[error("{kind} changed while it was being checked")]
+    Changed { kind: &'static str },
     #[error("database lock poisoned")]
     Poisoned,
 }

@@ -137,6 +137,28 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE images ADD COLUMN auto_update INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE images ADD COLUMN update_source TEXT NOT NULL DEFAULT '';
     ALTER TABLE images ADD COLUMN last_used_at INTEGER NOT NULL DEFAULT 0;",
+    // 11: profiles, per project (a project without `features.profiles=true` uses `default`'s),
+    // each project that has them starting with an empty `default` profile; instances and
+    // snapshots name theirs in order (JSON arrays; existing ones use `default`) and carry their
+    // own devices (JSON object of objects).
+    r#"CREATE TABLE profiles (
+        project     TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        description TEXT NOT NULL,
+        config      TEXT NOT NULL,
+        devices     TEXT NOT NULL,
+        PRIMARY KEY (project, name)
+    );
+    INSERT INTO profiles (project, name, description, config, devices)
+        VALUES ('default', 'default', 'Default LXD profile', '{}', '{}');
+    INSERT INTO profiles (project, name, description, config, devices)
+        SELECT name, 'default', 'Default LXD profile for project ' || name, '{}', '{}'
+        FROM projects
+        WHERE name <> 'default' AND json_extract(config, '$."features.profiles"') = 'true';
+    ALTER TABLE instances ADD COLUMN profiles TEXT NOT NULL DEFAULT '["default"]';
+    ALTER TABLE instances ADD COLUMN devices TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE snapshots ADD COLUMN profiles TEXT NOT NULL DEFAULT '["default"]';
+    ALTER TABLE snapshots ADD COLUMN devices TEXT NOT NULL DEFAULT '{}';"#,
 ];
 
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

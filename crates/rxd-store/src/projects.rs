@@ -1,6 +1,7 @@
-//! Projects (`projects`) and role grants (`grants`). A project can be renamed or deleted only
-//! while it holds no instances and no images; what names it elsewhere (certificates' project
-//! lists, pending tokens, project-scoped grants) follows in the same transaction.
+//! Projects (`projects`) and role grants (`grants`). A project can be renamed or deleted, or
+//! have its profiles turned on or off, only while it holds no instances, no images and no
+//! profile but `default`; what names it elsewhere (certificates' project lists, pending
+//! tokens, project-scoped grants, its profiles) follows in the same transaction.
 
 use crate::{Store, StoreError};
 use rusqlite::{params, OptionalExtension, Transaction};
@@ -56,7 +57,17 @@ fn unique(kind: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     }
 }
 
-/// Refuse unless `name` exists and holds no instances and no images.
+/// The `default` profile a project with profiles of its own starts with.
+fn insert_default_profile(tx: &Transaction<'_>, project: &str) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT OR IGNORE INTO profiles (project, name, description, config, devices)
+         VALUES (?1, 'default', 'Default LXD profile for project ' || ?1, '{}', '{}')",
+        params![project],
+    )?;
+    Ok(())
+}
+
+/// Refuse unless `name` exists and holds no instances, no images and no profile but `default`.
 fn require_empty(tx: &Transaction<'_>, name: &str) -> Result<(), StoreError> {
     let exists: Option<i64> = tx
         .query_row(
@@ -70,7 +81,8 @@ fn require_empty(tx: &Transaction<'_>, name: &str) -> Result<(), StoreError> {
     }
     let used: i64 = tx.query_row(
         "SELECT (SELECT COUNT(*) FROM instances WHERE project = ?1)
-              + (SELECT COUNT(*) FROM images WHERE project = ?1)",
+              + (SELECT COUNT(*) FROM images WHERE project = ?1)
+              + (SELECT COUNT(*) FROM profiles WHERE project = ?1 AND name <> 'default')",
         params![name],
         |r| r.get(0),
     )?;
@@ -113,24 +125,51 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn create_project(&self, row: &ProjectRow) -> Result<(), StoreError> {
-        self.conn()?
-            .execute(
-                "INSERT INTO projects (name, description, config) VALUES (?1, ?2, ?3)",
-                params![row.name, row.description, row.config],
-            )
-            .map_err(unique("project"))?;
+    /// Create a project, with its own `default` profile when `profiles` (its
+    /// `features.profiles`) says it has profiles of its own.
+    pub fn create_project(&self, row: &ProjectRow, profiles: bool) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO projects (name, description, config) VALUES (?1, ?2, ?3)",
+            params![row.name, row.description, row.config],
+        )
+        .map_err(unique("project"))?;
+        if profiles {
+            insert_default_profile(&tx, &row.name)?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
-    pub fn update_project(&self, row: &ProjectRow) -> Result<(), StoreError> {
-        let n = self.conn()?.execute(
+    /// Replace a project's description and config. `profiles` is `Some` when its
+    /// `features.profiles` changes: then the project must be empty, and it gains its own
+    /// `default` profile (`true`) or loses it (`false`), in the same transaction.
+    pub fn update_project(
+        &self,
+        row: &ProjectRow,
+        profiles: Option<bool>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        if profiles.is_some() {
+            require_empty(&tx, &row.name)?;
+        }
+        let n = tx.execute(
             "UPDATE projects SET description = ?2, config = ?3 WHERE name = ?1",
             params![row.name, row.description, row.config],
         )?;
         if n == 0 {
             return Err(StoreError::NotFound { kind: "project" });
         }
+        match profiles {
+            Some(true) => insert_default_profile(&tx, &row.name)?,
+            Some(false) => {
+                tx.execute("DELETE FROM profiles WHERE project = ?1", params![row.name])?;
+            }
+            None => {}
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -152,6 +191,13 @@ impl Store {
             "UPDATE grants SET project = ?2 WHERE scope = 'project' AND project = ?1",
             params![old, new],
         )?;
+        tx.execute(
+            "UPDATE profiles SET project = ?2,
+                description = CASE WHEN description = 'Default LXD profile for project ' || ?1
+                    THEN 'Default LXD profile for project ' || ?2 ELSE description END
+             WHERE project = ?1",
+            params![old, new],
+        )?;
         retarget_tokens(&tx, old, Some(new))?;
         tx.commit()?;
         Ok(())
@@ -171,6 +217,7 @@ impl Store {
             "DELETE FROM grants WHERE scope = 'project' AND project = ?1",
             params![name],
         )?;
+        tx.execute("DELETE FROM profiles WHERE project = ?1", params![name])?;
         retarget_tokens(&tx, name, None)?;
         tx.commit()?;
         Ok(())
@@ -257,9 +304,10 @@ mod tests {
     fn default_exists_and_names_are_unique() {
         let (_d, s) = store();
         assert_eq!(s.projects().unwrap()[0].name, "default");
-        s.create_project(&project("p1")).unwrap();
+        s.create_project(&project("p1"), true).unwrap();
+        assert_eq!(s.profiles("p1").unwrap()[0].name, "default");
         assert!(matches!(
-            s.create_project(&project("p1")),
+            s.create_project(&project("p1"), true),
             Err(StoreError::AlreadyExists { .. })
         ));
     }
@@ -267,7 +315,7 @@ mod tests {
     #[test]
     fn rename_and_delete_carry_references_and_refuse_non_empty() {
         let (_d, s) = store();
-        s.create_project(&project("p1")).unwrap();
+        s.create_project(&project("p1"), true).unwrap();
         let fp = "a".repeat(64);
         s.insert_certificate(&CertificateRow {
             fingerprint: fp.clone(),
@@ -302,6 +350,12 @@ mod tests {
             Err(StoreError::NotFound { .. })
         ));
         s.rename_project("p1", "p2").unwrap();
+        let profiles = s.profiles("p2").unwrap();
+        assert_eq!(
+            profiles[0].description,
+            "Default LXD profile for project p2"
+        );
+        assert!(s.profiles("p1").unwrap().is_empty());
         assert_eq!(s.certificate(&fp).unwrap().projects, vec!["default", "p2"]);
         assert_eq!(s.grants().unwrap()[0].project, "p2");
         assert_eq!(s.tokens(0).unwrap()[0].projects, vec!["p2", "default"]);
@@ -329,7 +383,29 @@ mod tests {
             Err(StoreError::NotEmpty { .. })
         ));
         s.delete_image("p2", &"f".repeat(64)).unwrap();
+        // A profile other than default keeps it too.
+        s.create_profile(&crate::ProfileRow {
+            project: "p2".into(),
+            name: "extra".into(),
+            description: String::new(),
+            config: "{}".into(),
+            devices: "{}".into(),
+        })
+        .unwrap();
+        assert!(matches!(
+            s.delete_project("p2"),
+            Err(StoreError::NotEmpty { .. })
+        ));
+        assert!(matches!(
+            s.update_project(&project("p2"), Some(false)),
+            Err(StoreError::NotEmpty { .. })
+        ));
+        s.delete_profile("p2", "extra", &["p2".into()]).unwrap();
+        s.update_project(&project("p2"), Some(false)).unwrap();
+        assert!(s.profiles("p2").unwrap().is_empty());
+        s.update_project(&project("p2"), Some(true)).unwrap();
         s.delete_project("p2").unwrap();
+        assert!(s.profiles("p2").unwrap().is_empty());
         assert_eq!(s.certificate(&fp).unwrap().projects, vec!["default"]);
         assert!(s.grants().unwrap().is_empty());
         assert_eq!(s.tokens(0).unwrap()[0].projects, vec!["default"]);

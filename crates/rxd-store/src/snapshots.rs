@@ -13,9 +13,12 @@ pub struct SnapshotRow {
     pub created_at: i64,
     /// Unix seconds; 0 for never.
     pub expires_at: i64,
+    /// The instance's profiles and own devices (JSON) when the snapshot was taken.
+    pub profiles: Vec<String>,
+    pub devices: String,
 }
 
-const COLUMNS: &str = "project, instance, name, config, created_at, expires_at";
+const COLUMNS: &str = "project, instance, name, config, created_at, expires_at, profiles, devices";
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRow> {
     Ok(SnapshotRow {
@@ -25,6 +28,8 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRow> {
         config: r.get(3)?,
         created_at: r.get(4)?,
         expires_at: r.get(5)?,
+        profiles: crate::instances::names_from(r.get(6)?)?,
+        devices: r.get(7)?,
     })
 }
 
@@ -43,14 +48,18 @@ impl Store {
     pub fn create_snapshot(&self, row: &SnapshotRow) -> Result<(), StoreError> {
         self.conn()?
             .execute(
-                &format!("INSERT INTO snapshots ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                &format!(
+                    "INSERT INTO snapshots ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                ),
                 params![
                     row.project,
                     row.instance,
                     row.name,
                     row.config,
                     row.created_at,
-                    row.expires_at
+                    row.expires_at,
+                    crate::instances::names_to(&row.profiles),
+                    row.devices
                 ],
             )
             .map_err(constraint)?;
@@ -152,6 +161,8 @@ mod tests {
             description: String::new(),
             ephemeral: false,
             created_at: 1,
+            profiles: vec!["default".into()],
+            devices: "{}".into(),
         };
         s.create_instance::<()>(&inst, None).unwrap().unwrap();
         let snap = |name: &str, at| SnapshotRow {
@@ -161,6 +172,8 @@ mod tests {
             config: "{}".into(),
             created_at: at,
             expires_at: 0,
+            profiles: vec!["default".into()],
+            devices: "{}".into(),
         };
         s.create_snapshot(&snap("snap1", 2)).unwrap();
         s.create_snapshot(&snap("snap0", 1)).unwrap();
@@ -206,6 +219,8 @@ mod tests {
                 description: String::new(),
                 ephemeral: false,
                 created_at: 1,
+                profiles: vec!["default".into()],
+                devices: "{}".into(),
             };
             s.create_instance::<()>(&inst, None).unwrap().unwrap();
         }
@@ -222,6 +237,8 @@ mod tests {
                 config: "{}".into(),
                 created_at: 1,
                 expires_at,
+                profiles: Vec::new(),
+                devices: "{}".into(),
             })
             .unwrap();
         }

@@ -5,6 +5,7 @@
 
 pub mod ca;
 pub mod candid;
+pub mod cgroup;
 pub mod image_server;
 
 use rxd_client::Client;

@@ -91,6 +91,9 @@ fn expected_min(method: &str, path: &str) -> Min {
     {
         return PublicImages;
     }
+    if path.starts_with("/1.0/profiles") {
+        return if method == "GET" { Auditor } else { Operator };
+    }
     if path.starts_with("/1.0/images") {
         return if method == "GET" { Auditor } else { Operator };
     }
@@ -571,6 +574,68 @@ async fn non_admins_cannot_escape_confinement_through_any_entry_path() {
         None,
         "unchanged"
     );
+
+    // Profiles: an operator may not put a forbidden key in one, nor bring one an
+    // administrator made into an instance (at create, by assignment, by editing a profile the
+    // instance uses).
+    let r = op
+        .request(
+            Method::POST,
+            "/1.0/profiles?project=p1",
+            Some(&json!({"name": "bad", "config": {"security.privileged": "true"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(error_of(&r).0, 403, "profile create");
+    ok(
+        &unix,
+        Method::POST,
+        "/1.0/profiles?project=p1",
+        json!({"name": "priv", "config": {"security.privileged": "true"}}),
+    )
+    .await;
+    ok(
+        &unix,
+        Method::POST,
+        "/1.0/profiles?project=p1",
+        json!({"name": "plain"}),
+    )
+    .await;
+    let r = create(
+        &op,
+        "p1",
+        json!({"name": "y", "source": src, "profiles": ["default", "priv"]}),
+    )
+    .await;
+    assert_eq!(error_of(&r).0, 403, "create with a profile");
+    let r = op
+        .request(
+            Method::PATCH,
+            inst,
+            Some(&json!({"profiles": ["default", "priv"]})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(error_of(&r).0, 403, "profile assignment");
+    ok(
+        &op,
+        Method::PATCH,
+        inst,
+        json!({"profiles": ["default", "plain"]}),
+    )
+    .await;
+    let r = op
+        .request(
+            Method::PATCH,
+            "/1.0/profiles/plain?project=p1",
+            Some(&json!({"config": {"security.idmap.base": "1065536"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(error_of(&r).0, 403, "profile edit");
+    let after = unix.get(inst).await.unwrap();
+    assert_eq!(after["profiles"], json!(["default", "plain"]));
+    assert_eq!(after["expanded_config"].get("security.idmap.base"), None);
 
     // rename and restore of a container the administrator made privileged
     let r = create(

@@ -13,7 +13,7 @@ use crate::caller::Caller;
 use crate::channels;
 use crate::error::{ApiError, ApiResult};
 use crate::response;
-use crate::service::instances::{config_of, find, project_suffix, Keyed};
+use crate::service::instances::{find, project_suffix, Keyed};
 use crate::state::Daemon;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -109,7 +109,9 @@ pub async fn post(
             "record-output works only without websockets and without a terminal".into(),
         ));
     }
-    let env = environment(&req.environment, &config_of(&row), req.user);
+    // `environment.*` from the instance's profiles too.
+    let expanded = crate::service::expand::expanded(&d, &row).await?.config;
+    let env = environment(&req.environment, &expanded, req.user);
     let url = format!("/1.0/instances/{}", row.name);
     let resources = crate::operations::instance_resources(&url);
     // The environment stays out: the operation is readable by every auditor of the project (and

@@ -212,7 +212,7 @@ async fn update(
         .is_some_and(|p| !p.is_empty() && p.as_slice() != ["default"])
     {
         return Err(ApiError::BadRequest(
-            "rxd has only the default profile: profiles must be [default]".into(),
+            "rxd does not keep profiles per image (instances made from one get `default` unless the request names others): profiles must be [default]".into(),
         ));
     }
     let properties = match body.properties {

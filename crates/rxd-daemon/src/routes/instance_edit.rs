@@ -12,6 +12,7 @@ use crate::body::Json;
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::response::{self, check_if_match};
+use crate::service::expand;
 use crate::service::instances::{
     allocator, apply_limits, config_of, confine, find, idmap_want, map_for, set_next_idmap, Keyed,
     LIVE_KEYS,
@@ -32,14 +33,18 @@ use std::sync::Arc;
 pub struct EtagFields {
     config: BTreeMap<String, String>,
     description: String,
+    devices: rxd_core::devices::Devices,
     ephemeral: bool,
+    profiles: Vec<String>,
 }
 
 pub fn etag_fields(row: &InstanceRow) -> EtagFields {
     EtagFields {
         config: config_of(row),
         description: row.description.clone(),
+        devices: expand::devices_of(&row.devices),
         ephemeral: row.ephemeral,
+        profiles: row.profiles.clone(),
     }
 }
 
@@ -58,7 +63,8 @@ pub async fn get(
     } else {
         Vec::new()
     };
-    let instance = crate::views::instance(&d, &row, full);
+    let expanded = expand::expanded(&d, &row).await?;
+    let instance = crate::views::instance(&d, &row, full, expanded);
     Ok(response::sync_with_etag(
         crate::views::with_snapshots(instance, &snapshots),
         &etag_fields(&row),
@@ -124,11 +130,14 @@ async fn update(
     let row = find(d, &caller.project, name).await?;
     let lock = d.runtime.action_lock(&row.key());
     let _guard = lock.lock().await;
+    // Profiles cannot change under this edit's checks (see `Daemon::profiles_lock`).
+    let _profiles = d.profiles_lock.read().await;
     let row = find(d, &caller.project, name).await?;
     check_if_match(headers, &etag_fields(&row))?;
     if let Some(snap) = body.restore.as_deref().filter(|r| !r.is_empty()) {
         // The restore takes the instance's lock itself, in its operation.
         drop(_guard);
+        drop(_profiles);
         let op = crate::service::snapshots::restore(d, caller, &row.name, snap).await?;
         return Ok(response::operation(op.url(), op.to_json()));
     }
@@ -137,20 +146,27 @@ async fn update(
             "Stateful instances are not supported".into(),
         ));
     }
-    if body.devices.as_ref().is_some_and(|d| !d.is_empty()) {
-        return Err(ApiError::BadRequest(
-            "Devices are not supported by rxd yet".into(),
-        ));
-    }
-    if body
-        .profiles
-        .as_ref()
-        .is_some_and(|p| p.iter().any(|p| p != "default"))
-    {
-        return Err(ApiError::BadRequest(
-            "Only the default profile exists".into(),
-        ));
-    }
+    // PUT replaces the profile list and the devices (absent: none, Go's zero value); PATCH
+    // keeps what is not sent and replaces each device sent whole, as LXD.
+    let profile_names = match (body.profiles, replace) {
+        (Some(list), _) => list,
+        (None, true) => Vec::new(),
+        (None, false) => row.profiles.clone(),
+    };
+    let current_devices = expand::devices_of(&row.devices);
+    let devices = match (body.devices, replace) {
+        (Some(sent), true) => sent,
+        (Some(sent), false) => {
+            let mut merged = current_devices.clone();
+            merged.extend(sent);
+            merged
+        }
+        (None, true) => Default::default(),
+        (None, false) => current_devices.clone(),
+    };
+    expand::check_devices(&devices)?;
+    let known = expand::known(d, &row.project).await?;
+    expand::check_list(&known, &profile_names)?;
     if body
         .architecture
         .as_deref()
@@ -162,10 +178,12 @@ async fn update(
     }
     let current = config_of(&row);
     let config = merge_config(&current, body.config.unwrap_or_default(), replace)?;
-    confine(d, caller, &row.project, &config, 0)?;
+    let old = expand::expand_with(&known, &row.profiles, &current, &current_devices);
+    let new = expand::expand_with(&known, &profile_names, &config, &devices);
+    confine(d, caller, &row.project, &new.config, &new.devices)?;
 
     // A new idmap if what the config asks of it changed.
-    let (before, after) = (idmap_want(&current)?, idmap_want(&config)?);
+    let (before, after) = (idmap_want(&old.config)?, idmap_want(&new.config)?);
     let remap = before != after;
     // A running container keeps using its block until it stops: releasing the block now would
     // let the next isolated container be given the same host ids (under the action lock, so a
@@ -183,11 +201,13 @@ async fn update(
     }
     // CPU, memory and process limits reach a running container at once, as in LXD; the row
     // is written only once they have.
-    let live = LIVE_KEYS.iter().any(|k| current.get(*k) != config.get(*k));
+    let live = LIVE_KEYS
+        .iter()
+        .any(|k| old.config.get(*k) != new.config.get(*k));
     if live {
-        if let Err(e) = apply_limits(d, &row, &config).await {
+        if let Err(e) = apply_limits(d, &row, &new.config).await {
             // Back to what the stored config says, as far as it goes.
-            let _ = apply_limits(d, &row, &current).await;
+            let _ = apply_limits(d, &row, &old.config).await;
             return Err(e);
         }
     }
@@ -203,6 +223,8 @@ async fn update(
         (None, false) => row.ephemeral,
     };
     new_row.config = serde_json::to_string(&config).map_err(ApiError::internal)?;
+    new_row.profiles = profile_names;
+    new_row.devices = serde_json::to_string(&devices).map_err(ApiError::internal)?;
     // One transaction: the row (config, and the idmap block if it changes) is either the old
     // one or the new one, whenever a kill comes.
     crate::failpoint::hit("instance-update:checked");
@@ -245,7 +267,7 @@ async fn update(
             .and_then(|r| r.map_err(ApiError::BadRequest));
         if let Err(e) = stored {
             if live {
-                let _ = apply_limits(d, &row, &current).await;
+                let _ = apply_limits(d, &row, &old.config).await;
             }
             return Err(e);
         }
@@ -305,7 +327,14 @@ pub async fn post(
             "Renaming of running instance not allowed".into(),
         ));
     }
-    confine(&d, &caller, &row.project, &config_of(&row), 0)?;
+    let expanded = expand::expanded(&d, &row).await?;
+    confine(
+        &d,
+        &caller,
+        &row.project,
+        &expanded.config,
+        &expanded.devices,
+    )?;
     let new = body.name;
     let new_key = rxd_core::name::instance_key(&row.project, &new);
     let new_lock = d.runtime.action_lock(&new_key);

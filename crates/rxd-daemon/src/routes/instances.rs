@@ -8,8 +8,8 @@ use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::listing::ListQuery;
 use crate::response;
-use crate::service::images;
 use crate::service::instances::{self, project_suffix, Keyed};
+use crate::service::{expand, images};
 use crate::state::Daemon;
 use crate::sync::now_unix;
 use crate::views;
@@ -49,11 +49,24 @@ pub async fn list(
     } else {
         Vec::new()
     };
+    // Each project's profiles, read once for its instances.
+    let mut known = std::collections::BTreeMap::new();
+    for r in &rows {
+        if !known.contains_key(&r.project) {
+            known.insert(r.project.clone(), expand::known(&d, &r.project).await?);
+        }
+    }
     let objects = rows
         .iter()
         .enumerate()
         .map(|(k, r)| {
-            let instance = views::instance(&d, r, q.recursion);
+            let expanded = expand::expand_with(
+                &known[&r.project],
+                &r.profiles,
+                &instances::config_of(r),
+                &expand::devices_of(&r.devices),
+            );
+            let instance = views::instance(&d, r, q.recursion, expanded);
             let snaps = snapshots.get(k).map(Vec::as_slice).unwrap_or_default();
             serde_json::to_value(views::with_snapshots(instance, snaps))
         })
@@ -162,14 +175,25 @@ pub async fn post(
     if !matches!(body.kind.as_str(), "" | "container") {
         return Err(ApiError::BadRequest("rxd runs containers only".into()));
     }
-    if !body.devices.is_empty() {
-        return Err(ApiError::BadRequest(
-            "Devices are not supported by rxd yet".into(),
-        ));
-    }
     let config = body.config;
     instance_config::validate(&config).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    instances::confine(&d, &caller, &caller.project, &config, 0)?;
+    expand::check_devices(&body.devices)?;
+    // No list: the image's profiles, which are `default` (LXD's default for an image); `[]`:
+    // none.
+    let profile_names = body
+        .profiles
+        .unwrap_or_else(|| vec![rxd_core::profile::DEFAULT.to_owned()]);
+    // Checked now for a quick answer, and again when the row is recorded.
+    let known = expand::known(&d, &caller.project).await?;
+    expand::check_list(&known, &profile_names)?;
+    let expanded = expand::expand_with(&known, &profile_names, &config, &body.devices);
+    instances::confine(
+        &d,
+        &caller,
+        &caller.project,
+        &expanded.config,
+        &expanded.devices,
+    )?;
     let project = caller.project.clone();
     let existing = d.db(move |s| s.instances(&project)).await?.len() as u64;
     if let Some(p) = d.project(&caller.project) {
@@ -192,11 +216,6 @@ pub async fn post(
         ));
     }
     let pull = !source.server.is_empty();
-    if body.profiles.iter().any(|p| p != "default") {
-        return Err(ApiError::BadRequest(
-            "Only the default profile exists".into(),
-        ));
-    }
     let target = if body.source.alias.is_empty() {
         body.source.fingerprint.clone()
     } else {
@@ -237,6 +256,8 @@ pub async fn post(
         description: body.description,
         ephemeral: body.ephemeral,
         created_at: now_unix(),
+        profiles: profile_names,
+        devices: serde_json::to_string(&body.devices).map_err(ApiError::internal)?,
     };
     tokio::spawn(async move {
         let fingerprint = match local {

@@ -13,6 +13,7 @@ pub mod images;
 pub(crate) mod instance_edit;
 pub mod instances;
 pub(crate) mod operations;
+mod profiles;
 pub mod projects;
 pub mod server;
 pub mod snapshots;
@@ -160,6 +161,15 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(
             "/1.0/containers/{name}/files",
             get(files::get).post(files::post).delete(files::delete),
+        )
+        .route("/1.0/profiles", get(profiles::list).post(profiles::post))
+        .route(
+            "/1.0/profiles/{name}",
+            get(profiles::get)
+                .put(profiles::put)
+                .patch(profiles::patch)
+                .post(profiles::rename)
+                .delete(profiles::delete),
         )
         .route("/1.0/projects", get(projects::list).post(projects::post))
         .route(

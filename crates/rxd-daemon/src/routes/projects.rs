@@ -38,7 +38,9 @@ fn taken(name: &str) -> impl FnOnce(ApiError) -> ApiError + '_ {
 
 async fn to_json(d: &Daemon, name: &str, p: &Project) -> ApiResult<Value> {
     let n = name.to_owned();
-    let (instances, images) = d.db(move |s| Ok((s.instances(&n)?, s.images(&n)?))).await?;
+    let (instances, images, profiles) = d
+        .db(move |s| Ok((s.instances(&n)?, s.images(&n)?, s.profiles(&n)?)))
+        .await?;
     let suffix = crate::service::instances::project_suffix(name);
     let used_by: Vec<String> = instances
         .iter()
@@ -47,6 +49,11 @@ async fn to_json(d: &Daemon, name: &str, p: &Project) -> ApiResult<Value> {
             images
                 .iter()
                 .map(|i| format!("/1.0/images/{}{suffix}", i.fingerprint)),
+        )
+        .chain(
+            profiles
+                .iter()
+                .map(|p| format!("/1.0/profiles/{}{suffix}", p.name)),
         )
         .collect();
     Ok(json!({
@@ -113,9 +120,19 @@ pub async fn state(
     let (instances, disk) = d
         .db(move |s| Ok((s.instances(&n)?, s.disk_usage(&n)?)))
         .await?;
+    // What each instance runs with: its profiles' limits count.
+    let known = crate::service::expand::known(&d, &name).await?;
     let configs: Vec<BTreeMap<String, String>> = instances
         .iter()
-        .map(crate::service::instances::config_of)
+        .map(|r| {
+            crate::service::expand::expand_with(
+                &known,
+                &r.profiles,
+                &crate::service::instances::config_of(r),
+                &crate::service::expand::devices_of(&r.devices),
+            )
+            .config
+        })
         .collect();
     // A CPU limit is a count or a set of CPUs (`0-3,6`): its size.
     let cpus = |v: &str| -> Option<i64> {
@@ -270,6 +287,18 @@ async fn update(
         None => p.config.clone(),
     };
     checked_config(&config)?;
+    // LXD's rules: `default`'s features never change, another project's only while it is
+    // empty (checked with the write); `features.profiles` gives or takes its own profiles.
+    let profiles = if project_config::features_changed(&p.config, &config) {
+        if name == "default" {
+            return Err(ApiError::BadRequest(
+                "You can't change the features of the default project".into(),
+            ));
+        }
+        Some(project_config::has_profiles(&config))
+    } else {
+        None
+    };
     if let Some(key) = project_config::changed_host_limit(&p.config, &config) {
         if !caller.rights.is_admin() {
             return Err(ApiError::Forbidden(format!(
@@ -282,7 +311,8 @@ async fn update(
         description,
         config: serde_json::to_string(&config).map_err(ApiError::internal)?,
     };
-    access::update_project(d, &proof, row).await?;
+    let _profiles = d.profiles_lock.write().await;
+    access::update_project(d, &proof, row, profiles).await?;
     d.reload_access().await?;
     crate::audit::project_config_change(&d.audit, caller, name, &p.config, &config, replace);
     tracing::info!(project = %name, by = %caller.identity.user_name(), ?config, "project updated");

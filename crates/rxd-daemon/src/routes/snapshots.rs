@@ -13,12 +13,11 @@ use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::listing::ListQuery;
 use crate::response;
-use crate::service::instances::{config_of, find, Keyed};
+use crate::service::instances::{find, Keyed};
 use crate::service::snapshots::{default_expiry, find_snapshot, next_name, take, url, valid_name};
 use crate::state::Daemon;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use rxd_api::instance::Devices;
 use rxd_api::snapshot::InstanceSnapshot;
 use rxd_store::SnapshotRow;
 use serde_json::Value;
@@ -28,6 +27,7 @@ use std::sync::Arc;
 /// A snapshot as the API shows it (LXD's field order). Its size is not measured: `-1`.
 pub(crate) fn snapshot(row: &SnapshotRow) -> InstanceSnapshot {
     let config: BTreeMap<String, String> = serde_json::from_str(&row.config).unwrap_or_default();
+    let devices = crate::service::expand::devices_of(&row.devices);
     let expires_at = if row.expires_at == 0 {
         "0001-01-01T00:00:00Z".to_owned()
     } else {
@@ -38,13 +38,14 @@ pub(crate) fn snapshot(row: &SnapshotRow) -> InstanceSnapshot {
         architecture: "x86_64".into(),
         config: config.clone(),
         created_at: crate::tokens::rfc3339(row.created_at),
-        devices: Devices::new(),
+        devices: devices.clone(),
         ephemeral: false,
+        // What the snapshot itself holds (its profiles are named in `profiles`).
         expanded_config: config,
-        expanded_devices: Devices::new(),
+        expanded_devices: devices,
         last_used_at: "0001-01-01T00:00:00Z".into(),
         name: row.name.clone(),
-        profiles: vec!["default".into()],
+        profiles: row.profiles.clone(),
         stateful: false,
         size: -1,
         description: String::new(),
@@ -100,7 +101,8 @@ pub async fn post(
             "Stateful snapshots are not supported".into(),
         ));
     }
-    let config = config_of(&row);
+    // `snapshots.*` keys often come from a profile.
+    let config = crate::service::expand::expanded(&d, &row).await?.config;
     let now = crate::sync::now_unix();
     // Without one, `snapshots.expiry` decides (as LXD).
     let expires_at = match req.expires_at.as_deref() {
@@ -141,7 +143,8 @@ pub async fn post(
     tokio::spawn(async move {
         let lock = d2.runtime.action_lock(&row.key());
         let guard = lock.lock().await;
-        let result = take(&d2, &row.key(), &snap, expires_at).await;
+        // Created at the time its default expiry was counted from.
+        let result = take(&d2, &row.key(), &snap, now, expires_at).await;
         drop(guard);
         if result.is_ok() {
             d2.events.lifecycle(

@@ -82,13 +82,23 @@ pub async fn revoke_grant(d: &Daemon, _: &AdminProof, id: i64) -> ApiResult<()> 
     d.db(move |s| s.delete_grant(id)).await
 }
 
+/// Create a project; with `features.profiles=true` it starts with its own `default` profile.
 pub async fn create_project(d: &Daemon, _: &AdminProof, row: ProjectRow) -> ApiResult<()> {
-    d.db(move |s| s.create_project(&row)).await
+    let config: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&row.config).map_err(ApiError::internal)?;
+    let profiles = rxd_core::project_config::has_profiles(&config);
+    d.db(move |s| s.create_project(&row, profiles)).await
 }
 
 /// Change a project's description and config: the proof must be `manage-projects` on that very
-/// project.
-pub async fn update_project(d: &Daemon, proof: &ProjectProof, row: ProjectRow) -> ApiResult<()> {
+/// project. `profiles` is `Some` when `features.profiles` changes (the project must be empty):
+/// it gains or loses its own `default` profile in the same transaction.
+pub async fn update_project(
+    d: &Daemon,
+    proof: &ProjectProof,
+    row: ProjectRow,
+    profiles: Option<bool>,
+) -> ApiResult<()> {
     if !proof.covers(&row.name, Permission::ManageProjects) {
         return Err(ApiError::internal(format!(
             "a proof for {} ({:?}) offered to change project {}",
@@ -97,7 +107,14 @@ pub async fn update_project(d: &Daemon, proof: &ProjectProof, row: ProjectRow) -
             row.name
         )));
     }
-    d.db(move |s| s.update_project(&row)).await
+    d.db(move |s| s.update_project(&row, profiles))
+        .await
+        .map_err(|e| match e {
+            ApiError::BadRequest(_) => {
+                ApiError::BadRequest("Features can only be changed on empty projects".into())
+            }
+            other => other,
+        })
 }
 
 pub async fn rename_project(d: &Daemon, _: &AdminProof, old: &str, new: &str) -> ApiResult<()> {

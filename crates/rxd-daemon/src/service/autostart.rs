@@ -26,11 +26,19 @@ pub async fn run(d: Arc<Daemon>, mut shutdown: watch::Receiver<bool>) {
             return;
         }
     };
-    let stopped = rows
+    let mut stopped = Vec::new();
+    for r in rows
         .iter()
         .filter(|r| !crate::service::instances::create_unfinished(r))
         .filter(|r| d.runtime.init(&r.key()).is_none())
-        .map(|r| (r.key(), r.name.clone(), config_of(r)));
+    {
+        // `boot.autostart*` often come from a profile.
+        let config = match crate::service::expand::expanded(&d, r).await {
+            Ok(e) => e.config,
+            Err(_) => config_of(r),
+        };
+        stopped.push((r.key(), r.name.clone(), config));
+    }
     let order = rxd_core::boot::autostart_order(stopped);
     if order.is_empty() {
         return;

@@ -38,13 +38,14 @@ pub fn project_suffix(project: &str) -> String {
     }
 }
 
-/// The one check every path that creates or changes an instance calls with its final config.
+/// The one check every path that creates or changes an instance (or a profile) calls with
+/// the final expanded config and devices.
 pub fn confine(
     d: &Daemon,
     caller: &Caller,
     project: &str,
     config: &BTreeMap<String, String>,
-    devices: usize,
+    devices: &rxd_core::devices::Devices,
 ) -> ApiResult<()> {
     let p = d
         .project(project)
@@ -210,13 +211,16 @@ pub async fn apply_limits(
 /// Start the container (by its key) from its stored config.
 pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
     let row = by_key(d, name).await?;
+    // `config` is the instance's own (its `volatile.*` keys change and are saved as it
+    // starts); what it runs with is `expanded`, its profiles' config under its own.
     let mut config = config_of(&row);
+    let expanded = crate::service::expand::expanded(d, &row).await?.config;
     let next = config
         .get("volatile.idmap.next")
         .cloned()
         .unwrap_or_else(|| "[]".into());
     let idmap = parse_idmap(&next)?;
-    let privileged = flag(&config, "security.privileged");
+    let privileged = flag(&expanded, "security.privileged");
     if privileged != idmap.is_none() {
         return Err(ApiError::internal(format!(
             "instance {name}: idmap does not match security.privileged"
@@ -266,7 +270,7 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
         // Held until the new map is recorded: a write must not be given the old map's ids.
         drop(exclusive);
     }
-    apply_templates(d, name, &row, &mut config, idmap).await?;
+    apply_templates(d, name, &row, &mut config, &expanded, idmap).await?;
     if idmap.is_some() && d.hostids.is_none() {
         return Err(ApiError::BadRequest(
             "No subordinate ids for root: only privileged containers can run".into(),
@@ -285,7 +289,9 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(mode))
         .map_err(ApiError::internal)?;
 
-    let plan = launch_plan(d, name, &row, &config, idmap)?;
+    let mut full = expanded;
+    full.extend(config.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let plan = launch_plan(d, name, &row, &full, idmap)?;
     if privileged {
         tracing::warn!(instance = %name, "starting a privileged container: root inside it is root on the host");
         crate::audit::privileged_start(&d.audit, &row.project, &row.name);
@@ -314,6 +320,7 @@ async fn apply_templates(
     name: &InstanceKey,
     row: &InstanceRow,
     config: &mut BTreeMap<String, String>,
+    expanded: &BTreeMap<String, String>,
     idmap: Option<IdMap>,
 ) -> ApiResult<()> {
     let deferred = config.get("volatile.apply_template").cloned();
@@ -324,7 +331,8 @@ async fn apply_templates(
         .collect();
     let dir = layout::instance_dir(d, name);
     let (root_uid, root_gid) = idmap.map_or((0, 0), |m| (m.uid, m.gid));
-    let (config_now, row_now) = (config.clone(), row.clone());
+    // Templates and cloud-init seeds see the expanded config, as in LXD.
+    let (config_now, row_now) = (expanded.clone(), row.clone());
     // Host-side writes into the tree: shared with the files API, never during a remap.
     let _writes = d.runtime.rootfs_lock(name).read_owned().await;
     let written = tokio::task::spawn_blocking(move || {
@@ -505,20 +513,20 @@ pub async fn stop_all_for_host(d: &Arc<Daemon>) {
             return;
         }
     };
-    let number = |row: &InstanceRow, key: &str| -> Option<i64> {
-        config_of(row).get(key).and_then(|v| v.parse().ok())
-    };
-    let mut running: Vec<(i64, i64, InstanceKey)> = rows
-        .iter()
-        .filter(|r| d.runtime.init(&r.key()).is_some())
-        .map(|r| {
-            (
-                number(r, "boot.stop.priority").unwrap_or(0),
-                number(r, "boot.host_shutdown_timeout").unwrap_or(DEFAULT_TIMEOUT),
-                r.key(),
-            )
-        })
-        .collect();
+    let mut running: Vec<(i64, i64, InstanceKey)> = Vec::new();
+    for r in rows.iter().filter(|r| d.runtime.init(&r.key()).is_some()) {
+        // Profiles may set these (an unreadable profile: the instance's own keys).
+        let config = match crate::service::expand::expanded(d, r).await {
+            Ok(e) => e.config,
+            Err(_) => config_of(r),
+        };
+        let number = |key: &str| -> Option<i64> { config.get(key).and_then(|v| v.parse().ok()) };
+        running.push((
+            number("boot.stop.priority").unwrap_or(0),
+            number("boot.host_shutdown_timeout").unwrap_or(DEFAULT_TIMEOUT),
+            r.key(),
+        ));
+    }
     if running.is_empty() {
         return;
     }
@@ -717,11 +725,23 @@ pub async fn create(
     hostids: crate::hostids::HostIds,
     caller: &Caller,
 ) -> ApiResult<()> {
+    // Held until the row is recorded: the profiles it names exist, and are as checked here.
+    let profiles_guard = d.profiles_lock.read().await;
+    let known = crate::service::expand::known(d, &row.project).await?;
+    crate::service::expand::check_list(&known, &row.profiles)?;
+    let expanded = crate::service::expand::expand_with(
+        &known,
+        &row.profiles,
+        &config,
+        &crate::service::expand::devices_of(&row.devices),
+    );
+    confine(d, caller, &row.project, &expanded.config, &expanded.devices)?;
+    let want = idmap_want(&expanded.config)?;
     let Want {
         privileged,
         isolated,
         ..
-    } = idmap_want(&config)?;
+    } = want;
     let image = d
         .db({
             let (p, fp) = (row.project.clone(), fingerprint.clone());
@@ -741,7 +761,7 @@ pub async fn create(
 
     // Record the instance and, for an isolated one, its block, in one transaction.
     let allocate = allocator(
-        idmap_want(&config)?,
+        want,
         &hostids,
         &row.project,
         idmap_limit(d, caller, &row.project),
@@ -766,6 +786,7 @@ pub async fn create(
             other => other,
         })?
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    drop(profiles_guard);
     crate::failpoint::hit("instance-create:row-recorded");
     let map = map_for(&hostids, privileged, block);
     set_next_idmap(&mut config, map);
@@ -946,7 +967,8 @@ pub async fn stopped_guard(
 /// is ever listed); rows deleted; intent ended; directories and logs removed. Recovery finishes
 /// the delete from the intent; directories left aside are removed at start-up.
 pub async fn remove(d: &Arc<Daemon>, row: &InstanceRow) -> ApiResult<()> {
-    if flag(&config_of(row), "security.protection.delete") {
+    let expanded = crate::service::expand::expanded(d, row).await?.config;
+    if flag(&expanded, "security.protection.delete") {
         return Err(ApiError::BadRequest("Container is protected".into()));
     }
     let key = row.key();

@@ -3,11 +3,13 @@
 
 pub mod access;
 pub mod autostart;
+pub mod expand;
 pub mod image_secrets;
 pub mod images;
 pub mod instances;
 pub mod intent;
 pub mod layout;
+pub mod profiles;
 pub mod publish;
 pub mod recovery;
 pub mod schedule;

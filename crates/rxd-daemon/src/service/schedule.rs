@@ -11,6 +11,15 @@
 //! fires once).
 
 use crate::service::instances::{config_of, Keyed};
+
+/// The config an instance's schedule is read from: its profiles' and its own (its own alone
+/// if a profile cannot be read, which is logged where it fails).
+async fn expanded(d: &Daemon, row: &InstanceRow) -> std::collections::BTreeMap<String, String> {
+    match crate::service::expand::expanded(d, row).await {
+        Ok(e) => e.config,
+        Err(_) => config_of(row),
+    }
+}
 use crate::service::snapshots::{default_expiry, next_name, remove, take, url};
 use crate::state::Daemon;
 use rxd_core::instance_config::flag;
@@ -100,7 +109,7 @@ async fn snapshot_due(d: &Arc<Daemon>, first: i64, last: i64, now: i64) {
         }
     };
     for row in rows {
-        let config = config_of(&row);
+        let config = expanded(d, &row).await;
         let Some(spec) = config.get("snapshots.schedule") else {
             continue;
         };
@@ -128,7 +137,7 @@ async fn scheduled_snapshot(d: &Arc<Daemon>, row: &InstanceRow, now: i64) {
     let Ok(row) = crate::service::instances::by_key(d, &key).await else {
         return;
     };
-    let config = config_of(&row);
+    let config = expanded(d, &row).await;
     if d.runtime.init(&key).is_none() && !flag(&config, "snapshots.schedule.stopped") {
         return;
     }
@@ -157,12 +166,21 @@ async fn take_named(
     key: &InstanceKey,
     now: i64,
 ) -> crate::error::ApiResult<String> {
-    let config = config_of(row);
+    let config = expanded(d, row).await;
     let (p, n) = (row.project.clone(), row.name.clone());
     let taken = d.db(move |s| s.snapshots(&p, &n)).await?;
     let name = next_name(&config, &taken, now)?;
     crate::service::snapshots::valid_name(&name)?;
-    take(d, key, &name, default_expiry(&config, now)).await?;
+    // Recorded at the wall clock's time; the expiry follows the scheduler's (a test's
+    // shortened minutes), which is what prunes it.
+    take(
+        d,
+        key,
+        &name,
+        crate::sync::now_unix(),
+        default_expiry(&config, now),
+    )
+    .await?;
     Ok(name)
 }
 
@@ -206,7 +224,7 @@ async fn prune_expired(d: &Arc<Daemon>, now: i64) {
 
 /// `@startup`: a snapshot each time the instance starts (its action lock held by the caller).
 pub async fn at_start(d: &Arc<Daemon>, row: &InstanceRow) {
-    let config = config_of(row);
+    let config = expanded(d, row).await;
     let startup = config
         .get("snapshots.schedule")
         .and_then(|spec| Schedule::parse(spec, &row.key()).ok())

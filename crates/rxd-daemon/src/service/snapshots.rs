@@ -12,7 +12,6 @@ use crate::service::instances::{
 use crate::service::intent::{self, Intent};
 use crate::service::layout;
 use crate::state::Daemon;
-use crate::sync::now_unix;
 use rxd_core::name::InstanceKey;
 use rxd_store::SnapshotRow;
 use serde_json::Value;
@@ -131,6 +130,7 @@ pub async fn take(
     d: &Arc<Daemon>,
     instance: &InstanceKey,
     snap: &str,
+    created_at: i64,
     expires_at: i64,
 ) -> ApiResult<()> {
     let row = by_key(d, instance).await?;
@@ -161,8 +161,10 @@ pub async fn take(
                 instance: row.name.clone(),
                 name: snap.into(),
                 config: row.config.clone(),
-                created_at: now_unix(),
+                created_at,
                 expires_at,
+                profiles: row.profiles.clone(),
+                devices: row.devices.clone(),
             };
             let recorded = d.db(move |s| s.create_snapshot(&snap_row)).await;
             if recorded.is_err() {
@@ -315,7 +317,8 @@ pub async fn restore(
     snap: &str,
 ) -> ApiResult<Arc<Op>> {
     let row = find(d, &caller.project, instance).await?;
-    confine(d, caller, &row.project, &config_of(&row), 0)?;
+    let expanded = crate::service::expand::expanded(d, &row).await?;
+    confine(d, caller, &row.project, &expanded.config, &expanded.devices)?;
     // `SNAP` or, as Debian's lxc sends it, `INSTANCE/SNAP`.
     let snap = match snap.split_once('/') {
         Some((owner, s)) if owner == row.name => s,
@@ -482,6 +485,8 @@ mod tests {
                 config: "{}".into(),
                 created_at: 1,
                 expires_at: 0,
+                profiles: Vec::new(),
+                devices: "{}".into(),
             })
             .collect()
     }

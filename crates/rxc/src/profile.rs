@@ -1,0 +1,386 @@
+//! `rxc profile ...`: LXD's profiles, in the remote's current project, and the profile lists
+//! of instances (`add`, `remove`, `assign`). Every change reads the object, changes it and
+//! writes it back guarded by its ETag, as `lxc` does.
+
+use crate::cli::{ProfileCmd, ProfileDeviceCmd};
+use crate::connect::{open, remote_name, split_target, Conn};
+use crate::output::{column, print_list};
+use crate::project::escape;
+use anyhow::{anyhow, bail};
+use rxd_api::instance::InstancePut;
+use rxd_api::profile::{Profile, ProfilePost, ProfilePut, ProfilesPost};
+use rxd_client::remotes::ConfigDir;
+use rxd_client::Method;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read};
+
+/// What `lxc profile edit` shows above a profile's YAML.
+const PROFILE_EDIT_HELP: &str = "### This is a YAML representation of the profile.
+### Any line starting with a '# will be ignored.
+###
+### A profile consists of a set of configuration items followed by a set of
+### devices.
+###
+### An example would look like:
+### name: onenic
+### config:
+###   raw.lxc: lxc.aa_profile=unconfined
+### devices:
+###   eth0:
+###     nictype: bridged
+###     parent: lxdbr0
+###     type: nic
+###
+### Note that the name is shown but cannot be changed";
+
+fn path(name: &str) -> String {
+    format!("/1.0/profiles/{}", escape(name))
+}
+
+fn target(conf: &ConfigDir, spec: &str) -> anyhow::Result<(Conn, String)> {
+    let (remote, name) = split_target(conf, spec);
+    if name.is_empty() {
+        bail!("{spec:?}: expected [REMOTE:]NAME");
+    }
+    Ok((open(conf, &remote)?, name))
+}
+
+/// `GET` a profile with its ETag.
+async fn fetch(conn: &Conn, name: &str) -> anyhow::Result<(Profile, Option<String>)> {
+    let reply = conn
+        .client
+        .request(Method::GET, &path(name), None)
+        .await
+        .map_err(|e| conn.explain(e))?;
+    let etag = reply.header("etag").map(str::to_owned);
+    let v = reply.metadata_as().map_err(|e| anyhow!(e))?;
+    Ok((v, etag))
+}
+
+/// Read a profile, let `change` edit it, write it back under its ETag.
+async fn modify(
+    conf: &ConfigDir,
+    spec: &str,
+    change: impl FnOnce(&mut Profile) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let (conn, name) = target(conf, spec)?;
+    let (mut v, etag) = fetch(&conn, &name).await?;
+    change(&mut v)?;
+    crate::edit::put(
+        &conn,
+        &path(&name),
+        &ProfilePut::from_profile(&v),
+        etag.as_deref(),
+    )
+    .await
+}
+
+/// Read an instance, let `change` edit its profile list, write it back under its ETag.
+async fn modify_instance(
+    conf: &ConfigDir,
+    spec: &str,
+    change: impl FnOnce(&mut Vec<String>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let (conn, name) = target(conf, spec)?;
+    let (v, etag) = crate::instance::fetch(&conn, &name).await?;
+    let mut body = InstancePut {
+        stateful: None,
+        ..InstancePut::from_instance(&v)
+    };
+    let mut list = v.profiles.clone();
+    change(&mut list)?;
+    body.profiles = Some(list);
+    crate::edit::put(
+        &conn,
+        &format!("/1.0/instances/{}", escape(&name)),
+        &body,
+        etag.as_deref(),
+    )
+    .await
+}
+
+/// `KEY=VALUE` pairs.
+fn pairs(args: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    args.iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| anyhow!("bad argument {kv:?}: expected KEY=VALUE"))
+        })
+        .collect()
+}
+
+pub async fn run(conf: &mut ConfigDir, cmd: ProfileCmd) -> anyhow::Result<()> {
+    match cmd {
+        ProfileCmd::Create { name, description } => {
+            let (conn, name) = target(conf, &name)?;
+            // As `lxc profile create`: YAML piped in gives the new profile's content.
+            let mut body = ProfilesPost {
+                name: name.clone(),
+                description,
+                ..Default::default()
+            };
+            if !std::io::stdin().is_terminal() {
+                let mut text = String::new();
+                std::io::stdin().read_to_string(&mut text)?;
+                if !text.trim().is_empty() {
+                    let put: ProfilePut = crate::edit::parse(&text)?;
+                    body.config = put.config.unwrap_or_default();
+                    body.devices = put.devices.unwrap_or_default();
+                    if let Some(d) = put.description.filter(|_| body.description.is_empty()) {
+                        body.description = d;
+                    }
+                }
+            }
+            conn.send_as::<Value>(Method::POST, "/1.0/profiles", &body)
+                .await?;
+            outln!("Profile {name} created")?;
+            Ok(())
+        }
+        ProfileCmd::List { remote, format } => {
+            let conn = open(conf, &remote_name(conf, remote.as_deref()))?;
+            let items: Vec<Profile> = conn.get_as("/1.0/profiles?recursion=1").await?;
+            let columns = [
+                column("NAME", |v: &Profile| v.name.clone()),
+                column("DESCRIPTION", |v: &Profile| v.description.clone()),
+                column("USED BY", |v: &Profile| v.used_by.len().to_string()),
+            ];
+            print_list(format.format, &items, &columns)
+        }
+        ProfileCmd::Show { name } => {
+            let (conn, name) = target(conf, &name)?;
+            let (v, _) = fetch(&conn, &name).await?;
+            out!("{}", serde_norway::to_string(&v)?)?;
+            Ok(())
+        }
+        ProfileCmd::Edit { name } => {
+            let (conn, name) = target(conf, &name)?;
+            let (v, etag) = fetch(&conn, &name).await?;
+            let p = path(&name);
+            let (conn, p, etag) = (&conn, &p, etag.as_deref());
+            crate::edit::edit(
+                PROFILE_EDIT_HELP,
+                &serde_norway::to_string(&ProfilePut::from_profile(&v))?,
+                |new: ProfilePut, interactive| async move {
+                    crate::edit::put(conn, p, &new, etag.filter(|_| interactive)).await
+                },
+            )
+            .await
+        }
+        ProfileCmd::Get { name, key } => {
+            let (conn, name) = target(conf, &name)?;
+            let (v, _) = fetch(&conn, &name).await?;
+            outln!("{}", v.config.get(&key).map_or("", String::as_str))?;
+            Ok(())
+        }
+        ProfileCmd::Set { name, args } => {
+            let set = match args.as_slice() {
+                [k, v] if !k.contains('=') => BTreeMap::from([(k.clone(), v.clone())]),
+                _ => pairs(&args)?,
+            };
+            modify(conf, &name, |p| {
+                p.config.extend(set);
+                Ok(())
+            })
+            .await
+        }
+        ProfileCmd::Unset { name, key } => {
+            let shown = name.clone();
+            modify(conf, &name, |p| match p.config.remove(&key) {
+                Some(_) => Ok(()),
+                None => bail!("Profile {shown} has no config key {key:?}"),
+            })
+            .await
+        }
+        ProfileCmd::Copy {
+            source,
+            target: new,
+        } => {
+            let (conn, name) = target(conf, &source)?;
+            let (v, _) = fetch(&conn, &name).await?;
+            let new = match new.split_once(':') {
+                Some((r, n)) if r == conn.name => n.to_owned(),
+                Some(_) => bail!("rxc copies profiles within one server"),
+                None => new,
+            };
+            let body = ProfilesPost {
+                name: new.clone(),
+                description: v.description,
+                config: v.config,
+                devices: v.devices,
+            };
+            conn.send_as::<Value>(Method::POST, "/1.0/profiles", &body)
+                .await?;
+            Ok(())
+        }
+        ProfileCmd::Rename { old, new } => {
+            let (conn, old) = target(conf, &old)?;
+            let new = match new.split_once(':') {
+                Some((r, n)) if r == conn.name => n.to_owned(),
+                Some(_) => bail!("a profile cannot move between servers"),
+                None => new,
+            };
+            conn.send_as::<Value>(
+                Method::POST,
+                &path(&old),
+                &ProfilePost { name: new.clone() },
+            )
+            .await?;
+            outln!("Profile {old} renamed to {new}")?;
+            Ok(())
+        }
+        ProfileCmd::Delete { name } => {
+            let (conn, name) = target(conf, &name)?;
+            conn.call(Method::DELETE, &path(&name), None).await?;
+            outln!("Profile {name} deleted")?;
+            Ok(())
+        }
+        ProfileCmd::Add { instance, profile } => {
+            let shown = (instance.clone(), profile.clone());
+            modify_instance(conf, &instance, |list| {
+                if list.contains(&profile) {
+                    bail!("Profile {profile} is already applied to {}", shown.0);
+                }
+                list.push(profile);
+                Ok(())
+            })
+            .await?;
+            outln!("Profile {} added to {}", shown.1, shown.0)?;
+            Ok(())
+        }
+        ProfileCmd::Remove { instance, profile } => {
+            let shown = (instance.clone(), profile.clone());
+            modify_instance(conf, &instance, |list| {
+                let before = list.len();
+                list.retain(|p| *p != profile);
+                if list.len() == before {
+                    bail!("Profile {profile} isn't currently applied to {}", shown.0);
+                }
+                Ok(())
+            })
+            .await?;
+            outln!("Profile {} removed from {}", shown.1, shown.0)?;
+            Ok(())
+        }
+        ProfileCmd::Assign { instance, profiles } => {
+            let list: Vec<String> = profiles
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let shown = instance.clone();
+            let names = list.join(", ");
+            modify_instance(conf, &instance, |l| {
+                *l = list;
+                Ok(())
+            })
+            .await?;
+            if names.is_empty() {
+                outln!("Profiles removed from {shown}")?;
+            } else {
+                outln!("Profiles {names} applied to {shown}")?;
+            }
+            Ok(())
+        }
+        ProfileCmd::Device(cmd) => device(conf, cmd).await,
+    }
+}
+
+async fn device(conf: &ConfigDir, cmd: ProfileDeviceCmd) -> anyhow::Result<()> {
+    match cmd {
+        ProfileDeviceCmd::Add {
+            profile,
+            device,
+            kind,
+            options,
+        } => {
+            let mut d = pairs(&options)?;
+            d.insert("type".into(), kind);
+            let shown = device.clone();
+            modify(conf, &profile, |p| {
+                if p.devices.contains_key(&device) {
+                    bail!("The device already exists");
+                }
+                p.devices.insert(device, d);
+                Ok(())
+            })
+            .await?;
+            outln!("Device {shown} added to {profile}")?;
+            Ok(())
+        }
+        ProfileDeviceCmd::Remove { profile, devices } => {
+            let shown = devices.join(", ");
+            modify(conf, &profile, |p| {
+                for d in &devices {
+                    if p.devices.remove(d).is_none() {
+                        bail!("Device {d} doesn't exist");
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+            outln!("Device {shown} removed from {profile}")?;
+            Ok(())
+        }
+        ProfileDeviceCmd::List { profile } => {
+            let (conn, name) = target(conf, &profile)?;
+            let (v, _) = fetch(&conn, &name).await?;
+            for d in v.devices.keys() {
+                outln!("{d}")?;
+            }
+            Ok(())
+        }
+        ProfileDeviceCmd::Show { profile } => {
+            let (conn, name) = target(conf, &profile)?;
+            let (v, _) = fetch(&conn, &name).await?;
+            out!("{}", serde_norway::to_string(&v.devices)?)?;
+            Ok(())
+        }
+        ProfileDeviceCmd::Get {
+            profile,
+            device,
+            key,
+        } => {
+            let (conn, name) = target(conf, &profile)?;
+            let (v, _) = fetch(&conn, &name).await?;
+            let d = v
+                .devices
+                .get(&device)
+                .ok_or_else(|| anyhow!("Device doesn't exist"))?;
+            outln!("{}", d.get(&key).map_or("", String::as_str))?;
+            Ok(())
+        }
+        ProfileDeviceCmd::Set {
+            profile,
+            device,
+            args,
+        } => {
+            let set = pairs(&args)?;
+            modify(conf, &profile, |p| {
+                let d = p
+                    .devices
+                    .get_mut(&device)
+                    .ok_or_else(|| anyhow!("Device doesn't exist"))?;
+                d.extend(set);
+                Ok(())
+            })
+            .await
+        }
+        ProfileDeviceCmd::Unset {
+            profile,
+            device,
+            key,
+        } => {
+            modify(conf, &profile, |p| {
+                let d = p
+                    .devices
+                    .get_mut(&device)
+                    .ok_or_else(|| anyhow!("Device doesn't exist"))?;
+                d.remove(&key);
+                Ok(())
+            })
+            .await
+        }
+    }
+}
