@@ -237,7 +237,12 @@ async fn bad_instance_requests_are_refused() {
         (
             json!({"name": "c1", "source": src, "devices": {"root": {"type": "disk", "path": "/", "source": "/"}}}),
             400,
-            "Devices",
+            "Invalid devices: Device validation failed for \"root\": Invalid device option \"source\"",
+        ),
+        (
+            json!({"name": "c1", "source": src, "devices": {"eth0": {"type": "nic", "network": "br0"}}}),
+            400,
+            "Unsupported device type \"nic\"",
         ),
         (
             json!({"name": "c1", "source": {"type": "image", "alias": "nope"}}),
@@ -269,7 +274,7 @@ async fn bad_instance_requests_are_refused() {
         (
             json!({"name": "c1", "source": src, "profiles": ["default", "gpu"]}),
             400,
-            "default profile",
+            "Requested profile \"gpu\" doesn't exist",
         ),
     ] {
         let (got, msg) = create(&unix, body.clone()).await.unwrap_err();
