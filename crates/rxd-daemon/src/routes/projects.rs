@@ -312,6 +312,36 @@ async fn update(
         config: serde_json::to_string(&config).map_err(ApiError::internal)?,
     };
     let _profiles = d.profiles_lock.write().await;
+    // As LXD: new restrictions must hold for the instances the project already has (no
+    // instance config or profile can change meanwhile: the profiles lock is held).
+    let restrictions = |c: &BTreeMap<String, String>| -> Vec<(String, String)> {
+        c.iter()
+            .filter(|(k, _)| k.starts_with("restricted"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    if restrictions(&p.config) != restrictions(&config) {
+        use crate::service::expand;
+        let n = name.to_owned();
+        let instances = d.db(move |s| s.instances(&n)).await?;
+        let known = expand::known(d, name).await?;
+        for r in &instances {
+            let e = expand::expand_with(
+                &known,
+                &r.profiles,
+                &crate::service::instances::config_of(r),
+                &expand::devices_of(&r.devices),
+            );
+            if let Err(v) =
+                rxd_auth::confinement::check_instance(true, name, &config, &e.config, &e.devices)
+            {
+                return Err(ApiError::BadRequest(format!(
+                    "Conflict detected when changing the restrictions of project {name:?}: instance {:?}: {v}",
+                    r.name
+                )));
+            }
+        }
+    }
     access::update_project(d, &proof, row, profiles).await?;
     d.reload_access().await?;
     crate::audit::project_config_change(&d.audit, caller, name, &p.config, &config, replace);
