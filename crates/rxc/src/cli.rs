@@ -442,6 +442,9 @@ pub enum ConfigCmd {
     /// in $VISUAL or $EDITOR from a terminal, else read from standard input
     /// (`rxc config show c1 > c1.yaml; ...; rxc config edit c1 < c1.yaml`).
     Edit { target: Option<String> },
+    /// An instance's devices.
+    #[command(subcommand)]
+    Device(ConfigDeviceCmd),
     /// Manage trusted client certificates.
     #[command(subcommand)]
     Trust(TrustCmd),
@@ -677,48 +680,64 @@ pub enum ProfileCmd {
     Assign { instance: String, profiles: String },
     /// A profile's devices.
     #[command(subcommand)]
-    Device(ProfileDeviceCmd),
+    Device(DeviceCmd),
 }
 
+/// Devices of a profile (`rxc profile device ...`) or an instance (`rxc config device ...`):
+/// TARGET is `[REMOTE:]PROFILE` or `[REMOTE:]INSTANCE`.
 #[derive(Subcommand, Debug)]
-pub enum ProfileDeviceCmd {
-    /// Add a device: `rxc profile device add [REMOTE:]PROFILE DEVICE TYPE [KEY=VALUE...]`.
+pub enum DeviceCmd {
+    /// Add a device: `... device add [REMOTE:]TARGET DEVICE TYPE [KEY=VALUE...]`.
     Add {
-        profile: String,
+        target: String,
         device: String,
         kind: String,
         options: Vec<String>,
     },
-    /// Remove devices: `rxc profile device remove [REMOTE:]PROFILE DEVICE...`.
+    /// Remove devices: `... device remove [REMOTE:]TARGET DEVICE...`.
     #[command(alias = "rm")]
     Remove {
-        profile: String,
+        target: String,
         #[arg(num_args = 1.., required = true)]
         devices: Vec<String>,
     },
-    /// List a profile's devices by name.
+    /// List the devices by name.
     #[command(alias = "ls")]
-    List { profile: String },
-    /// Show a profile's devices as YAML.
-    Show { profile: String },
-    /// Print one key of a device: `rxc profile device get [REMOTE:]PROFILE DEVICE KEY`.
+    List { target: String },
+    /// Show the devices as YAML.
+    Show { target: String },
+    /// Print one key of a device: `... device get [REMOTE:]TARGET DEVICE KEY`.
     Get {
-        profile: String,
+        target: String,
         device: String,
         key: String,
     },
-    /// Set keys of a device: `rxc profile device set [REMOTE:]PROFILE DEVICE KEY=VALUE...`.
+    /// Set keys of a device: `... device set [REMOTE:]TARGET DEVICE KEY=VALUE...` (or `KEY VALUE`).
     Set {
-        profile: String,
+        target: String,
         device: String,
         #[arg(num_args = 1.., required = true)]
         args: Vec<String>,
     },
-    /// Remove a key of a device: `rxc profile device unset [REMOTE:]PROFILE DEVICE KEY`.
+    /// Remove a key of a device: `... device unset [REMOTE:]TARGET DEVICE KEY`.
     Unset {
-        profile: String,
+        target: String,
         device: String,
         key: String,
+    },
+}
+
+/// `rxc config device ...`: an instance's own devices, and `override`.
+#[derive(Subcommand, Debug)]
+pub enum ConfigDeviceCmd {
+    #[command(flatten)]
+    Common(DeviceCmd),
+    /// Copy a device the instance has from a profile into its own devices, with keys changed:
+    /// `rxc config device override [REMOTE:]INSTANCE DEVICE [KEY=VALUE...]`.
+    Override {
+        target: String,
+        device: String,
+        args: Vec<String>,
     },
 }
 

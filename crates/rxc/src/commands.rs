@@ -138,6 +138,7 @@ pub async fn config(conf: &ConfigDir, cmd: ConfigCmd) -> anyhow::Result<()> {
             .await
         }
         ConfigCmd::Trust(t) => trust(conf, t).await,
+        ConfigCmd::Device(cmd) => crate::device::run_config(conf, cmd).await,
     }
 }
 

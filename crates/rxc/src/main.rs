@@ -7,6 +7,7 @@ mod alias;
 mod cli;
 mod commands;
 mod connect;
+mod device;
 mod edit;
 mod file;
 mod image;

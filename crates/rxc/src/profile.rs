@@ -2,7 +2,7 @@
 //! of instances (`add`, `remove`, `assign`). Every change reads the object, changes it and
 //! writes it back guarded by its ETag, as `lxc` does.
 
-use crate::cli::{ProfileCmd, ProfileDeviceCmd};
+use crate::cli::ProfileCmd;
 use crate::connect::{open, remote_name, split_target, Conn};
 use crate::output::{column, print_list};
 use crate::project::escape;
@@ -34,7 +34,7 @@ const PROFILE_EDIT_HELP: &str = "### This is a YAML representation of the profil
 ###
 ### Note that the name is shown but cannot be changed";
 
-fn path(name: &str) -> String {
+pub(crate) fn path(name: &str) -> String {
     format!("/1.0/profiles/{}", escape(name))
 }
 
@@ -47,7 +47,7 @@ fn target(conf: &ConfigDir, spec: &str) -> anyhow::Result<(Conn, String)> {
 }
 
 /// `GET` a profile with its ETag.
-async fn fetch(conn: &Conn, name: &str) -> anyhow::Result<(Profile, Option<String>)> {
+pub(crate) async fn fetch(conn: &Conn, name: &str) -> anyhow::Result<(Profile, Option<String>)> {
     let reply = conn
         .client
         .request(Method::GET, &path(name), None)
@@ -101,7 +101,7 @@ async fn modify_instance(
 }
 
 /// `KEY=VALUE` pairs.
-fn pairs(args: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+pub(crate) fn pairs(args: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     args.iter()
         .map(|kv| {
             kv.split_once('=')
@@ -283,104 +283,8 @@ pub async fn run(conf: &mut ConfigDir, cmd: ProfileCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ProfileCmd::Device(cmd) => device(conf, cmd).await,
-    }
-}
-
-async fn device(conf: &ConfigDir, cmd: ProfileDeviceCmd) -> anyhow::Result<()> {
-    match cmd {
-        ProfileDeviceCmd::Add {
-            profile,
-            device,
-            kind,
-            options,
-        } => {
-            let mut d = pairs(&options)?;
-            d.insert("type".into(), kind);
-            let shown = device.clone();
-            modify(conf, &profile, |p| {
-                if p.devices.contains_key(&device) {
-                    bail!("The device already exists");
-                }
-                p.devices.insert(device, d);
-                Ok(())
-            })
-            .await?;
-            outln!("Device {shown} added to {profile}")?;
-            Ok(())
-        }
-        ProfileDeviceCmd::Remove { profile, devices } => {
-            let shown = devices.join(", ");
-            modify(conf, &profile, |p| {
-                for d in &devices {
-                    if p.devices.remove(d).is_none() {
-                        bail!("Device {d} doesn't exist");
-                    }
-                }
-                Ok(())
-            })
-            .await?;
-            outln!("Device {shown} removed from {profile}")?;
-            Ok(())
-        }
-        ProfileDeviceCmd::List { profile } => {
-            let (conn, name) = target(conf, &profile)?;
-            let (v, _) = fetch(&conn, &name).await?;
-            for d in v.devices.keys() {
-                outln!("{d}")?;
-            }
-            Ok(())
-        }
-        ProfileDeviceCmd::Show { profile } => {
-            let (conn, name) = target(conf, &profile)?;
-            let (v, _) = fetch(&conn, &name).await?;
-            out!("{}", serde_norway::to_string(&v.devices)?)?;
-            Ok(())
-        }
-        ProfileDeviceCmd::Get {
-            profile,
-            device,
-            key,
-        } => {
-            let (conn, name) = target(conf, &profile)?;
-            let (v, _) = fetch(&conn, &name).await?;
-            let d = v
-                .devices
-                .get(&device)
-                .ok_or_else(|| anyhow!("Device doesn't exist"))?;
-            outln!("{}", d.get(&key).map_or("", String::as_str))?;
-            Ok(())
-        }
-        ProfileDeviceCmd::Set {
-            profile,
-            device,
-            args,
-        } => {
-            let set = pairs(&args)?;
-            modify(conf, &profile, |p| {
-                let d = p
-                    .devices
-                    .get_mut(&device)
-                    .ok_or_else(|| anyhow!("Device doesn't exist"))?;
-                d.extend(set);
-                Ok(())
-            })
-            .await
-        }
-        ProfileDeviceCmd::Unset {
-            profile,
-            device,
-            key,
-        } => {
-            modify(conf, &profile, |p| {
-                let d = p
-                    .devices
-                    .get_mut(&device)
-                    .ok_or_else(|| anyhow!("Device doesn't exist"))?;
-                d.remove(&key);
-                Ok(())
-            })
-            .await
+        ProfileCmd::Device(cmd) => {
+            crate::device::run(conf, crate::device::Owner::Profile, cmd).await
         }
     }
 }

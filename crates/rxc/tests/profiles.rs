@@ -229,6 +229,55 @@ async fn profiles_expand_in_order_apply_live_and_follow_renames() {
     assert!(e.contains("Unsupported device type"), "{e}");
     s.ok(&["profile", "device", "remove", "medium2", "root"]);
 
+    // An instance's own devices, and one copied from a profile (`override`).
+    s.ok(&[
+        "profile",
+        "device",
+        "add",
+        "tiny",
+        "root",
+        "disk",
+        "path=/",
+        "pool=default",
+    ]);
+    let c1 = s.get("/1.0/instances/c1").await;
+    assert_eq!(c1["expanded_devices"]["root"]["pool"], "default", "{c1}");
+    assert_eq!(c1["devices"], json!({}));
+    let e = s.fails(&["config", "device", "remove", "c1", "root"]);
+    assert!(
+        e.contains("Device from profile(s) cannot be removed"),
+        "{e}"
+    );
+    s.ok(&["config", "device", "override", "c1", "root"]);
+    assert_eq!(
+        s.get("/1.0/instances/c1").await["devices"]["root"],
+        json!({"type": "disk", "path": "/", "pool": "default"})
+    );
+    s.ok(&["config", "device", "add", "c1", "hide", "none"]);
+    assert_eq!(s.ok(&["config", "device", "list", "c1"]), "hide\nroot\n");
+    assert_eq!(
+        s.ok(&["config", "device", "get", "c1", "root", "pool"])
+            .trim(),
+        "default"
+    );
+    let e = s.fails(&[
+        "config",
+        "device",
+        "add",
+        "c1",
+        "etc",
+        "disk",
+        "source=/etc",
+        "path=/mnt",
+    ]);
+    assert!(e.contains("Unsupported device type"), "{e}");
+    s.ok(&["config", "device", "remove", "c1", "hide", "root"]);
+    s.ok(&["profile", "device", "remove", "tiny", "root"]);
+    assert_eq!(
+        s.get("/1.0/instances/c1").await["expanded_devices"],
+        json!({})
+    );
+
     // No profiles at all.
     s.ok(&["launch", "bb", "bare", "--no-profiles"]);
     let bare = s.get("/1.0/instances/bare").await;
@@ -308,6 +357,20 @@ async fn profile_changes_are_confined_per_instance_and_projects_keep_their_own()
         e.contains("You can't change the features of the default project"),
         "{e}"
     );
+
+    // New restrictions must hold for what a project already has (LXD's rule).
+    s.ok(&["project", "create", "loose"]);
+    s.ok(&["project", "switch", "loose"]);
+    s.ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
+    s.ok(&["init", "bb", "n1", "-c", "security.nesting=true"]);
+    let e = s.fails(&["project", "set", "loose", "restricted", "true"]);
+    assert!(
+        e.contains("Conflict detected") && e.contains("\"n1\"") && e.contains("nesting"),
+        "{e}"
+    );
+    assert_eq!(s.ok(&["project", "get", "loose", "restricted"]).trim(), "");
+    s.ok(&["config", "unset", "n1", "security.nesting"]);
+    s.ok(&["project", "set", "loose", "restricted", "true"]);
 
     // A project without profiles of its own uses default's: an empty project may switch.
     s.ok(&["project", "switch", "default"]);
@@ -452,6 +515,12 @@ async fn debian_lxc_manages_profiles() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(cgroup_file(pid, "pids", "pids.max"), "20");
+    lxc_ok(conf, &["config", "device", "add", "rxd:l1", "hide", "none"]);
+    assert_eq!(
+        lxc_ok(conf, &["config", "device", "list", "rxd:l1"]).trim(),
+        "hide"
+    );
+    lxc_ok(conf, &["config", "device", "remove", "rxd:l1", "hide"]);
     lxc_ok(conf, &["profile", "add", "rxd:l1", "lim3"]);
     lxc_ok(conf, &["profile", "remove", "rxd:l1", "lim3"]);
     lxc_ok(conf, &["profile", "assign", "rxd:l1", "default"]);
