@@ -175,6 +175,18 @@ async fn profiles_expand_in_order_apply_live_and_follow_renames() {
     let e = s.fails(&["profile", "delete", "tiny"]);
     assert!(e.contains("Profile is currently in use"), "{e}");
 
+    // A change that would give an instance using the profile another id map is refused.
+    let e = s.fails(&["profile", "set", "tiny", "security.idmap.isolated", "true"]);
+    assert!(
+        e.contains("for instance \"c1\"") && e.contains("another id map"),
+        "{e}"
+    );
+    assert_eq!(
+        s.ok(&["profile", "get", "tiny", "security.idmap.isolated"])
+            .trim(),
+        ""
+    );
+
     // A profile's limit reaches the running container at once.
     s.ok(&["profile", "set", "tiny", "limits.processes", "40"]);
     assert_eq!(cgroup_file(pid, "pids", "pids.max"), "40");
@@ -278,6 +290,32 @@ async fn profiles_expand_in_order_apply_live_and_follow_renames() {
         json!({})
     );
 
+    // Two profiles' root disks together are one too many.
+    s.ok(&["profile", "create", "r1"]);
+    s.ok(&[
+        "profile",
+        "device",
+        "add",
+        "r1",
+        "root",
+        "disk",
+        "path=/",
+        "pool=default",
+    ]);
+    s.ok(&["profile", "create", "r2"]);
+    s.ok(&[
+        "profile",
+        "device",
+        "add",
+        "r2",
+        "rootfs",
+        "disk",
+        "path=/",
+        "pool=default",
+    ]);
+    let e = s.fails(&["launch", "bb", "tworoots", "-p", "r1", "-p", "r2"]);
+    assert!(e.contains("More than one root disk"), "{e}");
+
     // No profiles at all.
     s.ok(&["launch", "bb", "bare", "--no-profiles"]);
     let bare = s.get("/1.0/instances/bare").await;
@@ -345,11 +383,22 @@ async fn profile_changes_are_confined_per_instance_and_projects_keep_their_own()
         s.ok(&["profile", "get", "web", "security.nesting"]).trim(),
         ""
     );
-    // Features do not change on a project that holds anything.
+    // Features do not change on a project that holds anything; a restricted project keeps
+    // profiles of its own.
+    let e = s.fails(&[
+        "project",
+        "set",
+        "locked",
+        "features.storage.volumes",
+        "false",
+    ]);
+    assert!(
+        e.contains("Features can only be changed on empty projects"),
+        "{e}"
+    );
     let e = s.fails(&["project", "set", "locked", "features.profiles", "false"]);
     assert!(
-        e.contains("Features can only be changed on empty projects")
-            || e.contains("Projects without their own profiles cannot be restricted"),
+        e.contains("Projects without their own profiles cannot be restricted"),
         "{e}"
     );
     let e = s.fails(&["project", "set", "default", "features.profiles", "false"]);

@@ -32,6 +32,19 @@ pub fn valid_name(name: &str) -> Result<(), String> {
     Err(format!("{why}: {name:?}"))
 }
 
+/// A name as one segment of a URL path: all but RFC 3986's unreserved characters
+/// percent-encoded (profile names may hold spaces, `?`, `#`, `%`).
+pub fn url_segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// A profile list as an instance or a create request carries it: names exist is the caller's
 /// check; here, no name twice (LXD's `Duplicate profile found in request`).
 pub fn valid_list(names: &[String]) -> Result<(), String> {
@@ -89,6 +102,8 @@ mod tests {
             assert!(valid_name(bad).is_err(), "{bad:?}");
         }
         assert_eq!(valid_list(&["a".into(), "b".into()]), Ok(()));
+        assert_eq!(url_segment("web-1"), "web-1");
+        assert_eq!(url_segment("a b?#%"), "a%20b%3F%23%25");
         assert!(valid_list(&["a".into(), "b".into(), "a".into()]).is_err());
     }
 

@@ -137,9 +137,8 @@ pub fn changed_host_limit(
 pub fn validate(config: &BTreeMap<String, String>) -> Result<(), ProjectConfigError> {
     config.iter().try_for_each(|(k, v)| validate_key(k, v))?;
     // LXD: the default project's profiles are not checked against this project's restrictions.
-    if config.get("restricted").map(String::as_str) == Some("true")
-        && config.get("features.profiles").map(String::as_str) == Some("false")
-    {
+    // (LXD refuses only an explicit `false`; an absent key means no profiles of its own too.)
+    if config.get("restricted").map(String::as_str) == Some("true") && !has_profiles(config) {
         return Err(ProjectConfigError::Invalid {
             key: "restricted".into(),
             reason: "Projects without their own profiles cannot be restricted".into(),
@@ -166,6 +165,10 @@ mod tests {
         ]))
         .is_err());
         assert!(validate(&c(&[("restricted", "true"), ("features.profiles", "true")])).is_ok());
+        assert!(
+            validate(&c(&[("restricted", "true")])).is_err(),
+            "absent is none"
+        );
         assert!(validate(&c(&[
             ("restricted", "false"),
             ("features.profiles", "false")

@@ -636,6 +636,34 @@ async fn non_admins_cannot_escape_confinement_through_any_entry_path() {
     let after = unix.get(inst).await.unwrap();
     assert_eq!(after["profiles"], json!(["default", "plain"]));
     assert_eq!(after["expanded_config"].get("security.idmap.base"), None);
+    // The default project's profiles, once another project shares them, are the server
+    // administrator's alone: an operator of `default` may not change them.
+    grant(&unix, &fp, "operator", "project", "default").await;
+    ok(
+        &op,
+        Method::PATCH,
+        "/1.0/profiles/default",
+        json!({"config": {"user.x": "1"}}),
+    )
+    .await;
+    ok(
+        &unix,
+        Method::POST,
+        "/1.0/projects",
+        json!({"name": "nop", "config": {"features.profiles": "false"}}),
+    )
+    .await;
+    let r = op
+        .request(
+            Method::PATCH,
+            "/1.0/profiles/default",
+            Some(&json!({"config": {"limits.memory": "8MiB"}})),
+        )
+        .await
+        .unwrap();
+    let (status, message) = error_of(&r);
+    assert_eq!(status, 403, "shared default profile: {message}");
+    assert!(message.contains("server administrator"), "{message}");
 
     // rename and restore of a container the administrator made privileged
     let r = create(
@@ -680,7 +708,27 @@ async fn non_admins_cannot_escape_confinement_through_any_entry_path() {
         200
     );
 
-    // Project restrictions bind the server administrator too.
+    // Project restrictions bind the server administrator too. New ones must hold for what
+    // the project already has (LXD's rule): not while the privileged container is there.
+    let r = op
+        .request(
+            Method::PATCH,
+            "/1.0/projects/p1",
+            Some(&json!({"config": {"restricted": "true"}})),
+        )
+        .await
+        .unwrap();
+    let (status, message) = error_of(&r);
+    assert_eq!(status, 400, "{message}");
+    assert!(
+        message.contains("Conflict detected") && message.contains("\"priv\""),
+        "{message}"
+    );
+    let r = unix
+        .request(Method::DELETE, "/1.0/instances/priv?project=p1", None)
+        .await
+        .unwrap();
+    wait(&unix, &r).await;
     ok(
         &op,
         Method::PATCH,

@@ -180,6 +180,7 @@ async fn update(
     let config = merge_config(&current, body.config.unwrap_or_default(), replace)?;
     let old = expand::expand_with(&known, &row.profiles, &current, &current_devices);
     let new = expand::expand_with(&known, &profile_names, &config, &devices);
+    expand::check_devices(&new.devices)?;
     confine(d, caller, &row.project, &new.config, &new.devices)?;
 
     // A new idmap if what the config asks of it changed.

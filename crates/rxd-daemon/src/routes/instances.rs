@@ -187,6 +187,8 @@ pub async fn post(
     let known = expand::known(&d, &caller.project).await?;
     expand::check_list(&known, &profile_names)?;
     let expanded = expand::expand_with(&known, &profile_names, &config, &body.devices);
+    // Each profile's devices are valid alone; together they must be too (one root disk).
+    expand::check_devices(&expanded.devices)?;
     instances::confine(
         &d,
         &caller,

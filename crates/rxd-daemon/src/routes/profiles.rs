@@ -46,7 +46,11 @@ async fn to_api(d: &Daemon, caller: &Caller, row: &ProfileRow) -> ApiResult<Prof
 }
 
 fn url(name: &str, project: &str) -> String {
-    format!("/1.0/profiles/{name}{}", project_suffix(project))
+    format!(
+        "/1.0/profiles/{}{}",
+        rxd_core::profile::url_segment(name),
+        project_suffix(project)
+    )
 }
 
 pub async fn list(
@@ -110,46 +114,41 @@ async fn update(
     body: ProfilePut,
     replace: bool,
 ) -> ApiResult<Response> {
-    let row = profiles::get(d, &caller.project, name).await?;
-    check_if_match(headers, &etag_fields(&row))?;
-    let current = etag_fields(&row);
-    let description = match (body.description, replace) {
-        (Some(t), _) => t,
-        (None, true) => String::new(),
-        (None, false) => current.description,
+    // The ETag is checked and the body merged with the profile as it is under the profiles
+    // lock, so two edits sent with the same ETag cannot both pass.
+    let change = |row: &ProfileRow| -> ApiResult<profiles::Content> {
+        check_if_match(headers, &etag_fields(row))?;
+        let current = etag_fields(row);
+        let description = match (body.description, replace) {
+            (Some(t), _) => t,
+            (None, true) => String::new(),
+            (None, false) => current.description,
+        };
+        // PATCH merges config per key and devices per device (a device sent replaces the
+        // whole device of that name), as LXD.
+        let config = match (body.config, replace) {
+            (Some(c), true) => c,
+            (Some(c), false) => {
+                let mut merged = current.config;
+                merged.extend(c);
+                merged
+            }
+            (None, true) => BTreeMap::new(),
+            (None, false) => current.config,
+        };
+        let devices = match (body.devices, replace) {
+            (Some(d), true) => d,
+            (Some(d), false) => {
+                let mut merged = current.devices;
+                merged.extend(d);
+                merged
+            }
+            (None, true) => BTreeMap::new(),
+            (None, false) => current.devices,
+        };
+        Ok((description, config, devices))
     };
-    // PATCH merges config per key and devices per device (a device sent replaces the whole
-    // device of that name), as LXD.
-    let config = match (body.config, replace) {
-        (Some(c), true) => c,
-        (Some(c), false) => {
-            let mut merged = current.config;
-            merged.extend(c);
-            merged
-        }
-        (None, true) => BTreeMap::new(),
-        (None, false) => current.config,
-    };
-    let devices = match (body.devices, replace) {
-        (Some(d), true) => d,
-        (Some(d), false) => {
-            let mut merged = current.devices;
-            merged.extend(d);
-            merged
-        }
-        (None, true) => BTreeMap::new(),
-        (None, false) => current.devices,
-    };
-    profiles::update(
-        d,
-        caller,
-        &caller.project,
-        name,
-        description,
-        config,
-        devices,
-    )
-    .await?;
+    profiles::update(d, caller, &caller.project, name, change).await?;
     tracing::info!(profile = %name, project = %caller.project, by = %caller.identity.user_name(), "profile updated");
     d.events.lifecycle(
         "profile-updated",

@@ -50,11 +50,12 @@ async fn to_json(d: &Daemon, name: &str, p: &Project) -> ApiResult<Value> {
                 .iter()
                 .map(|i| format!("/1.0/images/{}{suffix}", i.fingerprint)),
         )
-        .chain(
-            profiles
-                .iter()
-                .map(|p| format!("/1.0/profiles/{}{suffix}", p.name)),
-        )
+        .chain(profiles.iter().map(|p| {
+            format!(
+                "/1.0/profiles/{}{suffix}",
+                rxd_core::profile::url_segment(&p.name)
+            )
+        }))
         .collect();
     Ok(json!({
         "name": name,
@@ -326,6 +327,13 @@ async fn update(
         let instances = d.db(move |s| s.instances(&n)).await?;
         let known = expand::known(d, name).await?;
         for r in &instances {
+            // Its config is recorded when its create finishes.
+            if crate::service::instances::create_unfinished(r) {
+                return Err(ApiError::Conflict(format!(
+                    "Instance {:?} is being created: try again when it is",
+                    r.name
+                )));
+            }
             let e = expand::expand_with(
                 &known,
                 &r.profiles,

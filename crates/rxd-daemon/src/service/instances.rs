@@ -735,6 +735,7 @@ pub async fn create(
         &config,
         &crate::service::expand::devices_of(&row.devices),
     );
+    crate::service::expand::check_devices(&expanded.devices)?;
     confine(d, caller, &row.project, &expanded.config, &expanded.devices)?;
     let want = idmap_want(&expanded.config)?;
     let Want {

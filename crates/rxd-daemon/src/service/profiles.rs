@@ -14,8 +14,10 @@ use rxd_store::ProfileRow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// A profile's own config: instance keys, never `volatile.*` (LXD's rule).
-fn check_config(config: &Config) -> ApiResult<()> {
+/// A profile's own config: instance keys, never `volatile.*` (LXD's rule). A key set to the
+/// empty string is no key (LXD does not store empty values).
+fn check_config(config: &mut Config) -> ApiResult<()> {
+    config.retain(|_, v| !v.is_empty());
     for (k, v) in config {
         if k.starts_with("volatile.") {
             return Err(ApiError::BadRequest(format!(
@@ -28,22 +30,40 @@ fn check_config(config: &Config) -> ApiResult<()> {
     Ok(())
 }
 
-/// Only the server administrator changes the `default` project's profiles from a project
-/// that uses them (one without `features.profiles`): they apply to other projects too.
-fn may_write(caller: &Caller, project: &str, home: &str) -> ApiResult<()> {
-    if home != project && !caller.rights.is_admin() {
+/// Only the server administrator changes profiles another project shares: the `default`
+/// project's, when a project without `features.profiles` uses them (from that project, or
+/// from `default` itself).
+fn may_write(d: &Daemon, caller: &Caller, project: &str, home: &str) -> ApiResult<()> {
+    if caller.rights.is_admin() {
+        return Ok(());
+    }
+    if home != project {
         return Err(ApiError::Forbidden(format!(
             "Project {project:?} has no profiles of its own (features.profiles=false): only the server administrator may change the default project's profiles"
         )));
     }
+    if users(d, home).iter().any(|p| p != project) {
+        return Err(ApiError::Forbidden(format!(
+            "Project {home:?}'s profiles are shared with projects without profiles of their own: only the server administrator may change them"
+        )));
+    }
     Ok(())
+}
+
+/// An instance named in a refusal: by name where the caller may see it.
+fn shown(caller: &Caller, project: &str, instance: &str) -> String {
+    if caller.can_view(project) {
+        format!("instance {instance:?} in project {project:?}")
+    } else {
+        "an instance in another project".to_owned()
+    }
 }
 
 /// Check a profile's own content as `caller` may write it in `project`.
 fn check_profile(
     caller: &Caller,
     project: &str,
-    config: &Config,
+    config: &mut Config,
     devices: &Devices,
 ) -> ApiResult<()> {
     check_config(config)?;
@@ -89,8 +109,9 @@ pub async fn create(
 ) -> ApiResult<()> {
     profile::valid_name(name).map_err(ApiError::BadRequest)?;
     let home = home(d, project)?;
-    may_write(caller, project, &home)?;
-    check_profile(caller, project, &config, &devices)?;
+    may_write(d, caller, project, &home)?;
+    let mut config = config;
+    check_profile(caller, project, &mut config, &devices)?;
     let row = ProfileRow {
         project: home,
         name: name.to_owned(),
@@ -119,27 +140,31 @@ pub async fn get(d: &Daemon, project: &str, name: &str) -> ApiResult<ProfileRow>
         })
 }
 
-/// `PUT`/`PATCH /1.0/profiles/<name>`: the new content, checked alone and then, for every
-/// instance using the profile, as that instance's expanded config would be; written only if
-/// all pass; then CPU, memory and process limits reach the running ones, as in LXD.
+/// A profile's new content: description, config, devices.
+pub type Content = (String, Config, Devices);
+
+/// `PUT`/`PATCH /1.0/profiles/<name>`: `change` makes the new content from the current row
+/// (checking its ETag), under the profiles lock so no other change slips in between; the
+/// content is checked alone and then, for every instance using the profile, as that
+/// instance's expanded config would be; written only if all pass; then CPU, memory and
+/// process limits reach the running ones, as in LXD.
 pub async fn update(
     d: &Arc<Daemon>,
     caller: &Caller,
     project: &str,
     name: &str,
-    description: String,
-    config: Config,
-    devices: Devices,
+    change: impl FnOnce(&ProfileRow) -> ApiResult<Content>,
 ) -> ApiResult<()> {
     let home = home(d, project)?;
-    may_write(caller, project, &home)?;
-    check_profile(caller, project, &config, &devices)?;
+    may_write(d, caller, project, &home)?;
     let _write = d.profiles_lock.write().await;
     let mut known = known(d, project).await?;
     let old = known
         .get(name)
         .cloned()
         .ok_or_else(|| ApiError::NotFound("Profile not found".into()))?;
+    let (description, mut config, devices) = change(&old)?;
+    check_profile(caller, project, &mut config, &devices)?;
     let new = ProfileRow {
         description,
         config: serde_json::to_string(&config).map_err(ApiError::internal)?,
@@ -159,17 +184,25 @@ pub async fn update(
         let refused = |e: ApiError| -> ApiError {
             let why = e.to_string();
             let text = format!(
-                "Profile {name:?} cannot change: for instance {instance:?} in project {p:?}: {why}"
+                "Profile {name:?} cannot change: for {}: {why}",
+                shown(caller, p, instance)
             );
             match e {
                 ApiError::Forbidden(_) => ApiError::Forbidden(text),
                 _ => ApiError::BadRequest(text),
             }
         };
+        // Its config is recorded when its create finishes: until then, nothing to check.
+        if instances::create_unfinished(&row) {
+            return Err(refused(ApiError::Conflict(
+                "it is being created; try again".into(),
+            )));
+        }
         let local = instances::config_of(&row);
         let local_devices = devices_of(&row.devices);
         let before = expand_with(&old_known, &row.profiles, &local, &local_devices);
         let after = expand_with(&known, &row.profiles, &local, &local_devices);
+        check_devices(&after.devices).map_err(refused)?;
         confine(d, caller, p, &after.config, &after.devices).map_err(refused)?;
         if idmap_want(&before.config)? != idmap_want(&after.config).map_err(refused)? {
             return Err(refused(ApiError::BadRequest(
@@ -180,23 +213,35 @@ pub async fn update(
             .iter()
             .any(|k| before.config.get(*k) != after.config.get(*k))
         {
-            live.push((row, after.config));
+            live.push(row.key());
         }
     }
     let stored = new.clone();
     d.db(move |s| s.update_profile(&stored, &users, &checked))
         .await?;
     drop(_write);
-    // Live limits, each under its instance's action lock; the profile stays saved, as in LXD.
+    // Live limits, each under its instance's action lock, from its config as it is then
+    // (an edit may have come in between); the profile stays saved, as in LXD.
     let mut failed = String::new();
-    for (row, config) in live {
-        let lock = d.runtime.action_lock(&row.key());
+    for key in live {
+        let lock = d.runtime.action_lock(&key);
         let _guard = lock.lock().await;
-        if let Err(e) = apply_limits(d, &row, &config).await {
-            failed.push_str(&format!(
-                " - Project: {}, Instance: {}: {e}\n",
-                row.project, row.name
-            ));
+        let Ok(row) = instances::by_key(d, &key).await else {
+            continue;
+        };
+        let applied = match crate::service::expand::expanded(d, &row).await {
+            Ok(e) => apply_limits(d, &row, &e.config).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = applied {
+            if caller.can_view(&row.project) {
+                failed.push_str(&format!(
+                    " - Project: {}, Instance: {}: {e}\n",
+                    row.project, row.name
+                ));
+            } else {
+                failed.push_str(&format!(" - an instance in another project: {e}\n"));
+            }
         }
     }
     if !failed.is_empty() {
@@ -223,7 +268,7 @@ pub async fn rename(
     }
     profile::valid_name(new).map_err(ApiError::BadRequest)?;
     let home = home(d, project)?;
-    may_write(caller, project, &home)?;
+    may_write(d, caller, project, &home)?;
     let _write = d.profiles_lock.write().await;
     let users = users(d, &home);
     let (old, new) = (old.to_owned(), new.to_owned());
@@ -245,7 +290,7 @@ pub async fn delete(d: &Daemon, caller: &Caller, project: &str, name: &str) -> A
         ));
     }
     let home = home(d, project)?;
-    may_write(caller, project, &home)?;
+    may_write(d, caller, project, &home)?;
     let _write = d.profiles_lock.write().await;
     let users = users(d, &home);
     let name = name.to_owned();
