@@ -5,70 +5,13 @@
 //! Debian's `lxc launch|list|stop` against rxd.
 
 use rxd_client::{Client, Method};
-use rxd_testkit::{bin, busybox_image, require_root, require_tool, TestDaemon};
+use rxd_testkit::{bin, require_tool};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-struct Setup {
-    d: TestDaemon,
-    conf: tempfile::TempDir,
-}
-
-impl Setup {
-    async fn new(test: &str) -> Option<Setup> {
-        Self::new_with(test, rxd_testkit::Options::default()).await
-    }
-
-    async fn new_with(test: &str, opts: rxd_testkit::Options) -> Option<Setup> {
-        if !require_root(test) || !require_tool("busybox", "busybox-static", test) {
-            return None;
-        }
-        let d = TestDaemon::start_with(opts).await;
-        let conf = tempfile::tempdir().unwrap();
-        let image = conf.path().join("bb.tar.gz");
-        busybox_image(&image);
-        let s = Setup { d, conf };
-        s.ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
-        Some(s)
-    }
-
-    fn rxc(&self, args: &[&str]) -> Output {
-        self.d.rxc(self.conf.path(), args)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.rxc(args);
-        assert!(
-            out.status.success(),
-            "rxc {args:?}: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.d.logs()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.rxc(args);
-        assert!(!out.status.success(), "rxc {args:?} should fail");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    async fn state(&self, name: &str) -> Value {
-        self.d
-            .unix()
-            .get(&format!("/1.0/instances/{name}/state"))
-            .await
-            .unwrap()
-    }
-
-    async fn pid(&self, name: &str) -> i32 {
-        let s = self.state(name).await;
-        assert_eq!(s["status"], "Running", "{s}");
-        s["pid"].as_i64().unwrap() as i32
-    }
-}
+use rxd_testkit::session::Session as Setup;
 
 fn proc_file(pid: i32, file: &str) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap()

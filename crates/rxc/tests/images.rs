@@ -3,6 +3,7 @@
 //! tarfile, independently of rxd's own code.
 
 use rxd_client::Method;
+use rxd_testkit::session::lxc;
 use rxd_testkit::{bin, require_root, require_tool, TestDaemon};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -273,16 +274,6 @@ fn lxc_remote(d: &TestDaemon) -> (tempfile::TempDir, tempfile::TempDir) {
     );
     assert!(out.status.success(), "{out:?}");
     (admin, lxd_conf)
-}
-
-fn lxc(conf: &Path, args: &[&str]) -> Output {
-    Command::new("lxc")
-        .args(args)
-        .env("LXD_CONF", conf)
-        .env("HOME", conf)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
 }
 
 #[tokio::test]

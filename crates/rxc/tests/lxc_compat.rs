@@ -1,19 +1,10 @@
 //! Debian's own LXD 5.0.2 client (`lxc`, package lxd-client) against `rxd`: the seed's trust
 //! workflow must work unchanged.
 
+use rxd_testkit::session::lxc;
 use rxd_testkit::{bin, require_root, require_tool, TestDaemon};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
-fn lxc(conf: &Path, args: &[&str]) -> Output {
-    Command::new("lxc")
-        .args(args)
-        .env("LXD_CONF", conf)
-        .env("HOME", conf)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run lxc")
-}
+use std::process::{Command, Stdio};
 
 fn ok(conf: &Path, args: &[&str]) -> String {
     let out = lxc(conf, args);

@@ -4,10 +4,11 @@
 //! image opened by a one-time secret), and `rxc image copy`. Untrusted callers see public images
 //! only; a private one without a valid secret is answered exactly as a missing one.
 
+use rxd_testkit::session::lxc;
 use rxd_testkit::{busybox_image, require_root, require_tool, TestDaemon};
 use serde_json::json;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 fn ok(d: &TestDaemon, conf: &Path, args: &[&str]) -> String {
     let out = d.rxc(conf, args);
@@ -18,16 +19,6 @@ fn ok(d: &TestDaemon, conf: &Path, args: &[&str]) -> String {
         d.logs()
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn lxc(conf: &Path, args: &[&str]) -> Output {
-    Command::new("lxc")
-        .args(args)
-        .env("LXD_CONF", conf)
-        .env("HOME", conf)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
 }
 
 /// `GET url` with curl, as an untrusted client (no certificate): status and body.

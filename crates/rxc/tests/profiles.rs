@@ -7,86 +7,15 @@
 
 use rxd_client::Method;
 use rxd_testkit::cgroup::cgroup_file;
-use rxd_testkit::{bin, busybox_image, require_root, require_tool, TestDaemon};
-use serde_json::{json, Value};
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
-struct Setup {
-    d: TestDaemon,
-    conf: tempfile::TempDir,
-}
-
-impl Setup {
-    async fn new(test: &str) -> Option<Setup> {
-        if !require_root(test) || !require_tool("busybox", "busybox-static", test) {
-            return None;
-        }
-        let d = TestDaemon::start().await;
-        let conf = tempfile::tempdir().unwrap();
-        let image = conf.path().join("bb.tar.gz");
-        busybox_image(&image);
-        let s = Setup { d, conf };
-        s.ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
-        Some(s)
-    }
-
-    fn rxc(&self, args: &[&str]) -> Output {
-        self.d.rxc(self.conf.path(), args)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.rxc(args);
-        assert!(
-            out.status.success(),
-            "rxc {args:?}: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.d.logs()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.rxc(args);
-        assert!(!out.status.success(), "rxc {args:?} should fail");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    /// `rxc ARGS` with `input` on standard input.
-    fn ok_with(&self, args: &[&str], input: &str) -> String {
-        use std::io::Write;
-        let mut child = Command::new(bin("rxc"))
-            .args(args)
-            .env("RXC_CONF", self.conf.path())
-            .env("RXD_DIR", self.d.dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "rxc {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.d.unix().get(path).await.unwrap()
-    }
-}
+use rxd_testkit::require_tool;
+use rxd_testkit::session::{lxc, lxc_ok, Session};
+use serde_json::json;
+use std::process::{Command, Stdio};
 
 #[tokio::test]
 async fn profiles_expand_in_order_apply_live_and_follow_renames() {
-    let Some(s) = Setup::new("profiles_expand_in_order_apply_live_and_follow_renames").await else {
+    let Some(s) = Session::new("profiles_expand_in_order_apply_live_and_follow_renames").await
+    else {
         return;
     };
     // `default` exists from the first start, and cannot go.
@@ -166,7 +95,7 @@ async fn profiles_expand_in_order_apply_live_and_follow_renames() {
         shown.contains("limits.processes: '50'") || shown.contains("limits.processes: \"50\""),
         "{shown}"
     );
-    let pid = c1_pid(&s).await;
+    let pid = s.pid("c1").await;
     assert_eq!(cgroup_file(pid, "pids", "pids.max"), "50");
 
     // `used_by`, and a delete refused while it is in use.
@@ -328,19 +257,13 @@ async fn profiles_expand_in_order_apply_live_and_follow_renames() {
     assert!(!list.contains("tiny"), "{list}");
 }
 
-async fn c1_pid(s: &Setup) -> i32 {
-    let state = s.get("/1.0/instances/c1/state").await;
-    assert_eq!(state["status"], "Running", "{state}");
-    state["pid"].as_i64().unwrap() as i32
-}
-
 /// A restricted project has profiles of its own; a profile change that would give one of its
 /// instances what the project forbids is refused whole, nothing saved; a project's features
 /// change only while it is empty.
 #[tokio::test]
 async fn profile_changes_are_confined_per_instance_and_projects_keep_their_own() {
     let Some(s) =
-        Setup::new("profile_changes_are_confined_per_instance_and_projects_keep_their_own").await
+        Session::new("profile_changes_are_confined_per_instance_and_projects_keep_their_own").await
     else {
         return;
     };
@@ -369,7 +292,7 @@ async fn profile_changes_are_confined_per_instance_and_projects_keep_their_own()
         "{project}"
     );
     s.ok(&["project", "switch", "locked"]);
-    let image = s.conf.path().join("bb.tar.gz");
+    let image = s.image();
     s.ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
     s.ok(&["profile", "create", "web"]);
     s.ok(&["init", "bb", "w1", "-p", "default", "-p", "web"]);
@@ -442,26 +365,6 @@ async fn profile_changes_are_confined_per_instance_and_projects_keep_their_own()
     );
 }
 
-fn lxc(conf: &Path, args: &[&str]) -> Output {
-    Command::new("lxc")
-        .args(args)
-        .env("LXD_CONF", conf)
-        .env("HOME", conf)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run lxc")
-}
-
-fn lxc_ok(conf: &Path, args: &[&str]) -> String {
-    let out = lxc(conf, args);
-    assert!(
-        out.status.success(),
-        "lxc {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Debian's `lxc` 5.0.2 against rxd: `lxc profile ...`, `lxc launch -p`, `lxc profile
 /// add|remove|assign` and `lxc config show --expanded`.
 #[tokio::test]
@@ -469,7 +372,7 @@ async fn debian_lxc_manages_profiles() {
     if !require_tool("lxc", "lxd-client", "debian_lxc_manages_profiles") {
         return;
     }
-    let Some(mut s) = Setup::new("debian_lxc_manages_profiles").await else {
+    let Some(mut s) = Session::new("debian_lxc_manages_profiles").await else {
         return;
     };
     s.d.enable_https().await;

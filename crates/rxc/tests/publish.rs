@@ -3,10 +3,10 @@
 //! `rxc` and Debian's `lxc`. A running container is refused, a snapshot is not; an image
 //! that exists already is not made twice.
 
+use rxd_testkit::session::lxc;
 use rxd_testkit::{busybox_image, require_root, require_tool, TestDaemon};
 use serde_json::json;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
 fn ok(d: &TestDaemon, conf: &Path, args: &[&str]) -> String {
     let out = d.rxc(conf, args);
@@ -23,16 +23,6 @@ fn err(d: &TestDaemon, conf: &Path, args: &[&str]) -> String {
     let out = d.rxc(conf, args);
     assert!(!out.status.success(), "rxc {args:?} should fail: {out:?}");
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn lxc(conf: &Path, args: &[&str]) -> Output {
-    Command::new("lxc")
-        .args(args)
-        .env("LXD_CONF", conf)
-        .env("HOME", conf)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
 }
 
 fn sha256(path: &Path) -> String {

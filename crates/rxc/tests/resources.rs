@@ -8,72 +8,10 @@
 use base64::Engine;
 use rxd_client::{Client, Method};
 use rxd_testkit::cgroup::{cgroup_file, v2};
-use rxd_testkit::{busybox_image, client_identity, require_root, require_tool, TestDaemon};
+use rxd_testkit::client_identity;
 use serde_json::{json, Value};
-use std::process::Output;
 
-struct Setup {
-    d: TestDaemon,
-    conf: tempfile::TempDir,
-}
-
-impl Setup {
-    async fn new(test: &str) -> Option<Setup> {
-        if !require_root(test) || !require_tool("busybox", "busybox-static", test) {
-            return None;
-        }
-        let d = TestDaemon::start().await;
-        let conf = tempfile::tempdir().unwrap();
-        let image = conf.path().join("bb.tar.gz");
-        busybox_image(&image);
-        let s = Setup { d, conf };
-        s.ok(&["image", "import", image.to_str().unwrap(), "--alias", "bb"]);
-        Some(s)
-    }
-
-    fn rxc(&self, args: &[&str]) -> Output {
-        self.d.rxc(self.conf.path(), args)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.rxc(args);
-        assert!(
-            out.status.success(),
-            "rxc {args:?}: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.d.logs()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.rxc(args);
-        assert!(!out.status.success(), "rxc {args:?} should fail");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    /// `sh -c script` in the container: (exit code, stdout + stderr).
-    fn sh(&self, name: &str, script: &str) -> (i32, String) {
-        let out = self.rxc(&["exec", name, "--", "sh", "-c", script]);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code().unwrap_or(-1), text)
-    }
-
-    async fn pid(&self, name: &str) -> i32 {
-        let s = self
-            .d
-            .unix()
-            .get(&format!("/1.0/instances/{name}/state"))
-            .await
-            .unwrap();
-        assert_eq!(s["status"], "Running", "{s}");
-        s["pid"].as_i64().unwrap() as i32
-    }
-}
+use rxd_testkit::session::Session as Setup;
 
 fn online_cpus() -> usize {
     rxd_core::instance_config::parse_cpu_list(

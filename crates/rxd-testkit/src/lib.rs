@@ -7,6 +7,7 @@ pub mod ca;
 pub mod candid;
 pub mod cgroup;
 pub mod image_server;
+pub mod session;
 
 use rxd_client::Client;
 use rxd_tls::client::ServerTrust;
