@@ -4,7 +4,7 @@
 
 use crate::cli::{ConfigDeviceCmd, DeviceCmd};
 use crate::connect::{open, split_target, Conn};
-use crate::profile::pairs;
+use crate::objects::pairs;
 use crate::project::escape;
 use anyhow::{anyhow, bail};
 use rxd_api::instance::{Devices, InstancePut};
@@ -40,7 +40,7 @@ async fn read(conf: &ConfigDir, owner: Owner, spec: &str) -> anyhow::Result<Held
     let conn = open(conf, &remote)?;
     Ok(match owner {
         Owner::Profile => {
-            let (v, etag) = crate::profile::fetch(&conn, &name).await?;
+            let (v, etag) = crate::objects::profile(&conn, &name).await?;
             Held {
                 devices: v.devices.clone(),
                 expanded: Devices::new(),
@@ -78,7 +78,7 @@ async fn write(h: Held) -> anyhow::Result<()> {
             body.devices = Some(h.devices);
             crate::edit::put(
                 &h.conn,
-                &crate::profile::path(&h.name),
+                &crate::objects::profile_path(&h.name),
                 &body,
                 h.etag.as_deref(),
             )

@@ -15,6 +15,7 @@ mod instance;
 mod list;
 mod login;
 mod monitor;
+mod objects;
 mod profile;
 mod project;
 mod publish;

@@ -6,7 +6,7 @@ use crate::cli::ProfileCmd;
 use crate::connect::{open, remote_name, split_target, Conn};
 use crate::output::{column, print_list};
 use crate::project::escape;
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 use rxd_api::instance::InstancePut;
 use rxd_api::profile::{Profile, ProfilePost, ProfilePut, ProfilesPost};
 use rxd_client::remotes::ConfigDir;
@@ -34,28 +34,12 @@ const PROFILE_EDIT_HELP: &str = "### This is a YAML representation of the profil
 ###
 ### Note that the name is shown but cannot be changed";
 
-pub(crate) fn path(name: &str) -> String {
-    format!("/1.0/profiles/{}", escape(name))
-}
-
 fn target(conf: &ConfigDir, spec: &str) -> anyhow::Result<(Conn, String)> {
     let (remote, name) = split_target(conf, spec);
     if name.is_empty() {
         bail!("{spec:?}: expected [REMOTE:]NAME");
     }
     Ok((open(conf, &remote)?, name))
-}
-
-/// `GET` a profile with its ETag.
-pub(crate) async fn fetch(conn: &Conn, name: &str) -> anyhow::Result<(Profile, Option<String>)> {
-    let reply = conn
-        .client
-        .request(Method::GET, &path(name), None)
-        .await
-        .map_err(|e| conn.explain(e))?;
-    let etag = reply.header("etag").map(str::to_owned);
-    let v = reply.metadata_as().map_err(|e| anyhow!(e))?;
-    Ok((v, etag))
 }
 
 /// Read a profile, let `change` edit it, write it back under its ETag.
@@ -65,11 +49,11 @@ async fn modify(
     change: impl FnOnce(&mut Profile) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let (conn, name) = target(conf, spec)?;
-    let (mut v, etag) = fetch(&conn, &name).await?;
+    let (mut v, etag) = crate::objects::profile(&conn, &name).await?;
     change(&mut v)?;
     crate::edit::put(
         &conn,
-        &path(&name),
+        &crate::objects::profile_path(&name),
         &ProfilePut::from_profile(&v),
         etag.as_deref(),
     )
@@ -98,17 +82,6 @@ async fn modify_instance(
         etag.as_deref(),
     )
     .await
-}
-
-/// `KEY=VALUE` pairs.
-pub(crate) fn pairs(args: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
-    args.iter()
-        .map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .ok_or_else(|| anyhow!("bad argument {kv:?}: expected KEY=VALUE"))
-        })
-        .collect()
 }
 
 pub async fn run(conf: &mut ConfigDir, cmd: ProfileCmd) -> anyhow::Result<()> {
@@ -150,14 +123,14 @@ pub async fn run(conf: &mut ConfigDir, cmd: ProfileCmd) -> anyhow::Result<()> {
         }
         ProfileCmd::Show { name } => {
             let (conn, name) = target(conf, &name)?;
-            let (v, _) = fetch(&conn, &name).await?;
+            let (v, _) = crate::objects::profile(&conn, &name).await?;
             out!("{}", serde_norway::to_string(&v)?)?;
             Ok(())
         }
         ProfileCmd::Edit { name } => {
             let (conn, name) = target(conf, &name)?;
-            let (v, etag) = fetch(&conn, &name).await?;
-            let p = path(&name);
+            let (v, etag) = crate::objects::profile(&conn, &name).await?;
+            let p = crate::objects::profile_path(&name);
             let (conn, p, etag) = (&conn, &p, etag.as_deref());
             crate::edit::edit(
                 PROFILE_EDIT_HELP,
@@ -170,14 +143,14 @@ pub async fn run(conf: &mut ConfigDir, cmd: ProfileCmd) -> anyhow::Result<()> {
         }
         ProfileCmd::Get { name, key } => {
             let (conn, name) = target(conf, &name)?;
-            let (v, _) = fetch(&conn, &name).await?;
+            let (v, _) = crate::objects::profile(&conn, &name).await?;
             outln!("{}", v.config.get(&key).map_or("", String::as_str))?;
             Ok(())
         }
         ProfileCmd::Set { name, args } => {
             let set = match args.as_slice() {
                 [k, v] if !k.contains('=') => BTreeMap::from([(k.clone(), v.clone())]),
-                _ => pairs(&args)?,
+                _ => crate::objects::pairs(&args)?,
             };
             modify(conf, &name, |p| {
                 p.config.extend(set);
@@ -198,7 +171,7 @@ pub async fn run(conf: &mut ConfigDir, cmd: ProfileCmd) -> anyhow::Result<()> {
             target: new,
         } => {
             let (conn, name) = target(conf, &source)?;
-            let (v, _) = fetch(&conn, &name).await?;
+            let (v, _) = crate::objects::profile(&conn, &name).await?;
             let new = match new.split_once(':') {
                 Some((r, n)) if r == conn.name => n.to_owned(),
                 Some(_) => bail!("rxc copies profiles within one server"),
@@ -223,7 +196,7 @@ pub async fn run(conf: &mut ConfigDir, cmd: ProfileCmd) -> anyhow::Result<()> {
             };
             conn.send_as::<Value>(
                 Method::POST,
-                &path(&old),
+                &crate::objects::profile_path(&old),
                 &ProfilePost { name: new.clone() },
             )
             .await?;
@@ -232,7 +205,8 @@ pub async fn run(conf: &mut ConfigDir, cmd: ProfileCmd) -> anyhow::Result<()> {
         }
         ProfileCmd::Delete { name } => {
             let (conn, name) = target(conf, &name)?;
-            conn.call(Method::DELETE, &path(&name), None).await?;
+            conn.call(Method::DELETE, &crate::objects::profile_path(&name), None)
+                .await?;
             outln!("Profile {name} deleted")?;
             Ok(())
         }

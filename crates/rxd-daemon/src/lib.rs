@@ -24,6 +24,7 @@ mod listener;
 mod listing;
 mod operations;
 mod origin;
+mod patch;
 mod response;
 mod routes;
 mod service;

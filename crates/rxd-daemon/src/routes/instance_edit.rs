@@ -154,16 +154,7 @@ async fn update(
         (None, false) => row.profiles.clone(),
     };
     let current_devices = expand::devices_of(&row.devices);
-    let devices = match (body.devices, replace) {
-        (Some(sent), true) => sent,
-        (Some(sent), false) => {
-            let mut merged = current_devices.clone();
-            merged.extend(sent);
-            merged
-        }
-        (None, true) => Default::default(),
-        (None, false) => current_devices.clone(),
-    };
+    let devices = crate::patch::merged(current_devices.clone(), body.devices, replace);
     expand::check_devices(&devices)?;
     let known = expand::known(d, &row.project).await?;
     expand::check_list(&known, &profile_names)?;

@@ -124,28 +124,8 @@ async fn update(
             (None, true) => String::new(),
             (None, false) => current.description,
         };
-        // PATCH merges config per key and devices per device (a device sent replaces the
-        // whole device of that name), as LXD.
-        let config = match (body.config, replace) {
-            (Some(c), true) => c,
-            (Some(c), false) => {
-                let mut merged = current.config;
-                merged.extend(c);
-                merged
-            }
-            (None, true) => BTreeMap::new(),
-            (None, false) => current.config,
-        };
-        let devices = match (body.devices, replace) {
-            (Some(d), true) => d,
-            (Some(d), false) => {
-                let mut merged = current.devices;
-                merged.extend(d);
-                merged
-            }
-            (None, true) => BTreeMap::new(),
-            (None, false) => current.devices,
-        };
+        let config = crate::patch::merged(current.config, body.config, replace);
+        let devices = crate::patch::merged(current.devices, body.devices, replace);
         Ok((description, config, devices))
     };
     profiles::update(d, caller, &caller.project, name, change).await?;

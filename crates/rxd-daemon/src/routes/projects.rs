@@ -277,16 +277,7 @@ async fn update(
         None => p.description.clone(),
     };
     valid_description(&description)?;
-    let config = match body.config {
-        Some(c) if replace => c,
-        Some(c) => {
-            let mut merged = p.config.clone();
-            merged.extend(c);
-            merged
-        }
-        None if replace => BTreeMap::new(),
-        None => p.config.clone(),
-    };
+    let config = crate::patch::merged(p.config.clone(), body.config, replace);
     checked_config(&config)?;
     // LXD's rules: `default`'s features never change, another project's only while it is
     // empty (checked with the write); `features.profiles` gives or takes its own profiles.
