@@ -31,12 +31,18 @@ pub fn autostart_order<K>(
     let number = |config: &BTreeMap<String, String>, key: &str| -> u64 {
         config.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
     };
-    let mut chosen: Vec<(u64, String, Autostart<K>)> = instances
+    let priority = |config: &BTreeMap<String, String>| -> i64 {
+        config
+            .get("boot.autostart.priority")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut chosen: Vec<(i64, String, Autostart<K>)> = instances
         .into_iter()
         .filter(|(_, _, config)| should_autostart(config))
         .map(|(key, name, config)| {
             (
-                number(&config, "boot.autostart.priority"),
+                priority(&config),
                 name,
                 Autostart {
                     key,
@@ -105,6 +111,11 @@ mod tests {
                 ]),
             ),
             ("k-a", "a".to_owned(), config(&[running])),
+            (
+                "k-last",
+                "0".to_owned(),
+                config(&[running, ("boot.autostart.priority", "-1")]),
+            ),
             ("k-never", "n".to_owned(), config(&[])),
         ]);
         assert_eq!(
@@ -120,6 +131,11 @@ mod tests {
                 },
                 Autostart {
                     key: "k-b",
+                    delay_secs: 0
+                },
+                // Negative: after the unset ones, name notwithstanding.
+                Autostart {
+                    key: "k-last",
                     delay_secs: 0
                 },
             ]

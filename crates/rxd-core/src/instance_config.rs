@@ -144,7 +144,13 @@ pub fn validate_key(key: &str, value: &str, from_client: bool) -> Result<(), Ins
         // Seconds to wait after starting this instance before starting the next one.
         "boot.autostart.delay" => check_int(value, 0, 24 * 3600),
         // Autostart starts higher priorities first.
-        "boot.autostart.priority" => check_int(value, 0, 1 << 20),
+        // LXD takes any int, negative ones too (they start after the unset ones).
+        "boot.autostart.priority" => match value.parse::<i64>() {
+            Ok(n) if n.unsigned_abs() <= 1 << 20 => Ok(()),
+            _ => Err(format!(
+                "expected a whole number from -1048576 to 1048576, not {value:?}"
+            )),
+        },
         // Seconds a host shutdown waits for this instance to halt before killing it.
         "boot.host_shutdown_timeout" => check_int(value, 0, 24 * 3600),
         // Host shutdown stops higher priorities first.
@@ -469,6 +475,8 @@ mod tests {
         check("boot.autostart.delay", "-1", false);
         check("boot.autostart.priority", "10", true);
         check("boot.autostart.priority", "high", false);
+        check("boot.autostart.priority", "-5", true);
+        check("boot.autostart.priority", "2000000", false);
         check("snapshots.schedule", "* * * * *", true);
         check("snapshots.schedule", "@daily, @startup", true);
         check("snapshots.schedule", "0 6 * *", false);
