@@ -55,6 +55,9 @@ async fn profiles_expand_in_order_apply_live_and_follow_renames() {
     );
     let e = s.fails(&["profile", "create", "tiny"]);
     assert!(e.contains("already exists"), "{e}");
+    let long = "d".repeat(5000);
+    let e = s.fails(&["profile", "create", "wordy", "--description", &long]);
+    assert!(e.contains("Invalid description"), "{e}");
     let e = s.fails(&["profile", "set", "tiny", "volatile.x", "1"]);
     assert!(
         e.contains("Volatile keys can only be set on instances"),

@@ -63,9 +63,15 @@ fn shown(caller: &Caller, project: &str, instance: &str) -> String {
 fn check_profile(
     caller: &Caller,
     project: &str,
+    description: &str,
     config: &mut Config,
     devices: &Devices,
 ) -> ApiResult<()> {
+    if description.len() > 4096 || description.contains('\0') {
+        return Err(ApiError::BadRequest(
+            "Invalid description: at most 4096 bytes, no NUL".into(),
+        ));
+    }
     check_config(config)?;
     check_devices(devices)?;
     // Keys and devices only the server administrator may set, whoever uses the profile. The
@@ -111,7 +117,7 @@ pub async fn create(
     let home = home(d, project)?;
     may_write(d, caller, project, &home)?;
     let mut config = config;
-    check_profile(caller, project, &mut config, &devices)?;
+    check_profile(caller, project, &description, &mut config, &devices)?;
     let row = ProfileRow {
         project: home,
         name: name.to_owned(),
@@ -164,7 +170,7 @@ pub async fn update(
         .cloned()
         .ok_or_else(|| ApiError::NotFound("Profile not found".into()))?;
     let (description, mut config, devices) = change(&old)?;
-    check_profile(caller, project, &mut config, &devices)?;
+    check_profile(caller, project, &description, &mut config, &devices)?;
     let new = ProfileRow {
         description,
         config: serde_json::to_string(&config).map_err(ApiError::internal)?,
