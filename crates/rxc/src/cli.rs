@@ -506,10 +506,12 @@ pub enum TrustCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum ImageCmd {
-    /// Import a unified image tarball: `rxc image import FILE [REMOTE:] [--alias NAME]`.
+    /// Import an image: a unified tarball, or a split image's metadata tarball and root
+    /// filesystem (tarball or squashfs): `rxc image import FILE [ROOTFS] [REMOTE:] [--alias NAME]`.
     Import {
-        file: String,
-        remote: Option<String>,
+        /// `FILE [ROOTFS] [REMOTE:]`
+        #[arg(num_args = 1..=3, required = true)]
+        args: Vec<String>,
         /// Name the image.
         #[arg(long)]
         alias: Vec<String>,

@@ -15,11 +15,21 @@ use std::sync::Arc;
 pub async fn run(conf: &ConfigDir, cmd: ImageCmd) -> anyhow::Result<()> {
     match cmd {
         ImageCmd::Import {
-            file,
-            remote,
+            args,
             alias,
             public,
-        } => import(conf, &file, remote.as_deref(), &alias, public).await,
+        } => {
+            // As `lxc image import`: a last argument ending in `:` names the server.
+            let (files, remote) = match args.split_last() {
+                Some((last, rest)) if last.ends_with(':') => (rest, Some(last.as_str())),
+                _ => (args.as_slice(), None),
+            };
+            match files {
+                [file] => import(conf, file, None, remote, &alias, public).await,
+                [meta, rootfs] => import(conf, meta, Some(rootfs), remote, &alias, public).await,
+                _ => bail!("usage: rxc image import FILE [ROOTFS] [REMOTE:]"),
+            }
+        }
         ImageCmd::Copy {
             image,
             target,
@@ -276,14 +286,18 @@ pub async fn wait_id(conn: &Conn, id: &str) -> anyhow::Result<Operation> {
 async fn import(
     conf: &ConfigDir,
     file: &str,
+    rootfs: Option<&str>,
     remote: Option<&str>,
     aliases: &[String],
     public: bool,
 ) -> anyhow::Result<()> {
     let conn = open(conf, &remote_name(conf, remote))?;
-    let size = std::fs::metadata(file)
-        .with_context(|| format!("reading {file}"))?
-        .len();
+    let size_of = |f: &str| -> anyhow::Result<u64> {
+        Ok(std::fs::metadata(f)
+            .with_context(|| format!("reading {f}"))?
+            .len())
+    };
+    let size = size_of(file)? + rootfs.map(size_of).transpose()?.unwrap_or(0);
     let bar = crate::output::transfer_bar("Transferring image", size);
     let progress_bar = bar.clone();
     let filename = std::path::Path::new(file)
@@ -294,17 +308,35 @@ async fn import(
     if public {
         headers.push(("x-lxd-public", "1"));
     }
-    let reply = conn
-        .client
-        .send_file(
-            Method::POST,
-            "/1.0/images",
-            &headers,
-            std::path::Path::new(file),
-            Arc::new(move |n| progress_bar.set_position(n)),
-        )
-        .await
-        .map_err(|e| conn.explain(e))?;
+    let progress: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |n| progress_bar.set_position(n));
+    let reply = match rootfs {
+        // A split image: one multipart body, as `lxc image import META ROOTFS` sends it (the
+        // server takes its filename from the root filesystem's part).
+        Some(rootfs) => {
+            headers.retain(|(k, _)| *k != "x-lxd-filename");
+            conn.client
+                .send_split_image(
+                    "/1.0/images",
+                    &headers,
+                    std::path::Path::new(file),
+                    std::path::Path::new(rootfs),
+                    progress,
+                )
+                .await
+        }
+        None => {
+            conn.client
+                .send_file(
+                    Method::POST,
+                    "/1.0/images",
+                    &headers,
+                    std::path::Path::new(file),
+                    progress,
+                )
+                .await
+        }
+    }
+    .map_err(|e| conn.explain(e))?;
     bar.finish_and_clear();
     let op: Operation = reply.metadata_as().map_err(|e| anyhow!(e))?;
     let done = wait(&conn, &op).await?;

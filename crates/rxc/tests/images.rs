@@ -426,3 +426,71 @@ async fn debian_lxc_imports_and_launches_a_split_image() {
     assert_eq!(d.unix().get("/1.0/images").await.unwrap(), json!([]));
     assert_eq!(d.image_files(), Vec::<String>::new());
 }
+
+/// `rxc image import META ROOTFS`: a split image in one multipart upload, as `lxc` sends it;
+/// its fingerprint is the SHA-256 of the metadata then the root filesystem, and it launches.
+#[tokio::test]
+async fn rxc_imports_and_launches_a_split_image() {
+    if !require_root("rxc_imports_and_launches_a_split_image") {
+        return;
+    }
+    let d = TestDaemon::start().await;
+    let conf = tempfile::tempdir().unwrap();
+    let (meta, rootfs) = split_image(conf.path(), &[]);
+    let out = ok(
+        &d,
+        conf.path(),
+        &[
+            "image",
+            "import",
+            meta.to_str().unwrap(),
+            rootfs.to_str().unwrap(),
+            "--alias",
+            "split",
+        ],
+    );
+    let both = [
+        std::fs::read(&meta).unwrap(),
+        std::fs::read(&rootfs).unwrap(),
+    ]
+    .concat();
+    let expected = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&both))
+    };
+    assert!(out.contains(&expected), "{out}");
+    let image = d
+        .unix()
+        .get(&format!("/1.0/images/{expected}"))
+        .await
+        .unwrap();
+    assert_eq!(image["filename"], "rootfs.tar.xz", "{image:#}");
+    assert_eq!(image["size"], both.len() as u64, "{image:#}");
+    ok(&d, conf.path(), &["launch", "split", "c1"]);
+    let out = ok(&d, conf.path(), &["exec", "c1", "--", "ls", "/bin/sh"]);
+    assert!(out.contains("/bin/sh"), "{out}");
+    // With the server named last, as `lxc image import META ROOTFS REMOTE:`; a hostile
+    // metadata tarball is refused with nothing left.
+    let hostile = tempfile::tempdir().unwrap();
+    let (meta, rootfs) = split_image(hostile.path(), &["rootfs/bin"]);
+    let out = rxc(
+        &d,
+        conf.path(),
+        &[
+            "image",
+            "import",
+            meta.to_str().unwrap(),
+            rootfs.to_str().unwrap(),
+            "local:",
+        ],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("split image's metadata tarball"),
+        "{out:?}"
+    );
+    assert_eq!(
+        d.unix().get("/1.0/images").await.unwrap(),
+        json!([format!("/1.0/images/{expected}")])
+    );
+}

@@ -317,6 +317,63 @@ impl Client {
             .await
     }
 
+    /// Upload a split image (metadata and root filesystem files) as LXD's clients do, in one
+    /// `multipart/form-data` body, reporting the bytes sent so far to `progress`. Not retried.
+    pub async fn send_split_image(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        meta: &std::path::Path,
+        rootfs: &std::path::Path,
+        progress: Arc<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<Reply, ClientError> {
+        if self.candid.is_some() {
+            self.send(Method::GET, "/1.0", &[], Bytes::new()).await?;
+        }
+        let open = |p: &std::path::Path| {
+            let target = p.display().to_string();
+            let p = p.to_owned();
+            async move {
+                tokio::fs::File::open(&p)
+                    .await
+                    .map_err(|source| ClientError::Connect { target, source })
+            }
+        };
+        let name = |p: &std::path::Path| {
+            p.file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let (meta_file, rootfs_file) = (open(meta).await?, open(rootfs).await?);
+        let boundary = format!("rxc-{}", uuid::Uuid::new_v4().simple());
+        let content_type = format!("multipart/form-data; boundary={boundary}");
+        let body = std::sync::Mutex::new(Some(split_image_body(
+            &boundary,
+            (meta_file, &name(meta)),
+            (rootfs_file, &name(rootfs)),
+            progress,
+        )));
+        let make = move || {
+            body.lock()
+                .ok()
+                .and_then(|mut b| b.take())
+                .unwrap_or_else(|| {
+                    Full::new(Bytes::new())
+                        .map_err(|never| match never {})
+                        .boxed()
+                })
+        };
+        self.exchange(
+            Method::POST,
+            path,
+            headers,
+            Some(&content_type),
+            make,
+            false,
+        )
+        .await
+    }
+
     /// Upload a file as the request body (`application/octet-stream`), reporting the bytes sent
     /// so far to `progress`. Not retried: uploads are not idempotent.
     pub async fn send_file(
@@ -605,6 +662,59 @@ fn classify_tls_error(
 pub type ReqBody = BoxBody<Bytes, std::io::Error>;
 
 /// Stream `file` in 64 KiB frames, telling `progress` how much has been read.
+/// A split image as LXD's clients upload it: `multipart/form-data` with a part `metadata`,
+/// then a part `rootfs` (named after the root filesystem's file), streamed from the two files.
+/// `progress` sees the bytes of both files sent so far.
+fn split_image_body(
+    boundary: &str,
+    (meta, meta_name): (tokio::fs::File, &str),
+    (rootfs, rootfs_name): (tokio::fs::File, &str),
+    progress: Arc<dyn Fn(u64) + Send + Sync>,
+) -> ReqBody {
+    use futures_util::StreamExt;
+    let header = |part: &str, filename: &str, first: bool| {
+        // Quotes and line breaks cannot be in a header's quoted string: replaced.
+        let filename: String = filename
+            .chars()
+            .map(|c| if c == '"' || c.is_control() { '_' } else { c })
+            .collect();
+        let lead = if first { "" } else { "\r\n" };
+        let text = format!(
+            "{lead}--{boundary}\r\nContent-Disposition: form-data; name=\"{part}\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        );
+        futures_util::stream::once(async move {
+            Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(text)))
+        })
+    };
+    let closing = format!("\r\n--{boundary}--\r\n");
+    let sent_meta = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let meta_progress: Arc<dyn Fn(u64) + Send + Sync> = {
+        let (sent_meta, progress) = (sent_meta.clone(), progress.clone());
+        Arc::new(move |n| {
+            sent_meta.store(n, std::sync::atomic::Ordering::Relaxed);
+            progress(n);
+        })
+    };
+    let rootfs_progress: Arc<dyn Fn(u64) + Send + Sync> =
+        Arc::new(move |n| progress(sent_meta.load(std::sync::atomic::Ordering::Relaxed) + n));
+    let stream = header("metadata", meta_name, true)
+        .chain(
+            file_body(meta, meta_progress)
+                .into_data_stream()
+                .map(|r| r.map(hyper::body::Frame::data)),
+        )
+        .chain(header("rootfs", rootfs_name, false))
+        .chain(
+            file_body(rootfs, rootfs_progress)
+                .into_data_stream()
+                .map(|r| r.map(hyper::body::Frame::data)),
+        )
+        .chain(futures_util::stream::once(async move {
+            Ok(hyper::body::Frame::data(Bytes::from(closing)))
+        }));
+    BodyExt::boxed(StreamBody::new(stream))
+}
+
 fn file_body(file: tokio::fs::File, progress: Arc<dyn Fn(u64) + Send + Sync>) -> ReqBody {
     use tokio::io::AsyncReadExt;
     let stream = futures_util::stream::unfold(
