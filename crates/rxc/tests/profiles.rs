@@ -131,6 +131,12 @@ async fn profiles_expand_in_order_apply_live_and_follow_renames() {
     assert_eq!(cgroup_file(pid, "pids", "pids.max"), "100");
     let c1 = s.get("/1.0/instances/c1").await;
     assert_eq!(c1["profiles"], json!(["tiny", "small"]));
+    // A snapshot keeps the list, and shows its config expanded over those profiles.
+    s.ok(&["snapshot", "c1", "s0"]);
+    let snap = s.get("/1.0/instances/c1/snapshots/s0").await;
+    assert_eq!(snap["profiles"], json!(["tiny", "small"]));
+    assert_eq!(snap["expanded_config"]["limits.processes"], "100", "{snap}");
+    assert!(snap["config"].get("limits.processes").is_none(), "{snap}");
 
     // A rename is followed by the instances using it; copies are independent.
     s.ok(&["profile", "rename", "small", "medium"]);

@@ -1,10 +1,12 @@
 //! Objects as the API shows them, shaped once for every route that returns them.
 
-use crate::service::expand::{devices_of, Expanded};
+use crate::service::expand::{devices_of, expand_with, Expanded};
 use crate::service::instances::{self, config_of, Keyed};
 use crate::state::Daemon;
 use rxd_api::instance::{Instance, InstanceState, InstanceStateCpu, InstanceStateMemory};
+use rxd_api::snapshot::InstanceSnapshot;
 use rxd_store::InstanceRow;
+use rxd_store::ProfileRow;
 use std::collections::BTreeMap;
 
 /// `GET /1.0/instances/<name>/state`. rxd reports no disks or interfaces yet (`network` is
@@ -69,14 +71,47 @@ pub fn instance(d: &Daemon, row: &InstanceRow, recursion: u8, expanded: Expanded
 }
 
 /// A `recursion=2` instance with its snapshots, as LXD's `InstanceFull` has them (`lxc list`
-/// counts them there).
-pub fn with_snapshots(mut instance: Instance, rows: &[rxd_store::SnapshotRow]) -> Instance {
+/// counts them there); `known` holds the project's profiles.
+pub fn with_snapshots(
+    mut instance: Instance,
+    rows: &[rxd_store::SnapshotRow],
+    known: &BTreeMap<String, ProfileRow>,
+) -> Instance {
     if instance.snapshots.is_some() {
-        instance.snapshots = Some(
-            rows.iter()
-                .map(crate::routes::snapshots::snapshot)
-                .collect(),
-        );
+        instance.snapshots = Some(rows.iter().map(|r| snapshot(r, known)).collect());
     }
     instance
+}
+
+/// A snapshot as the API shows it (LXD's field order), its expanded config and devices those
+/// of the profiles it names as they are now (`known`), as LXD shows them. Its size is not
+/// measured: `-1`.
+pub fn snapshot(
+    row: &rxd_store::SnapshotRow,
+    known: &BTreeMap<String, ProfileRow>,
+) -> InstanceSnapshot {
+    let config: BTreeMap<String, String> = serde_json::from_str(&row.config).unwrap_or_default();
+    let devices = devices_of(&row.devices);
+    let expanded = expand_with(known, &row.profiles, &config, &devices);
+    let expires_at = if row.expires_at == 0 {
+        "0001-01-01T00:00:00Z".to_owned()
+    } else {
+        crate::tokens::rfc3339(row.expires_at)
+    };
+    InstanceSnapshot {
+        expires_at,
+        architecture: "x86_64".into(),
+        config,
+        created_at: crate::tokens::rfc3339(row.created_at),
+        devices,
+        ephemeral: false,
+        expanded_config: expanded.config,
+        expanded_devices: expanded.devices,
+        last_used_at: "0001-01-01T00:00:00Z".into(),
+        name: row.name.clone(),
+        profiles: row.profiles.clone(),
+        stateful: false,
+        size: -1,
+        description: String::new(),
+    }
 }

@@ -63,10 +63,16 @@ pub async fn get(
     } else {
         Vec::new()
     };
-    let expanded = expand::expanded(&d, &row).await?;
+    let known = expand::known(&d, &row.project).await?;
+    let expanded = expand::expand_with(
+        &known,
+        &row.profiles,
+        &config_of(&row),
+        &expand::devices_of(&row.devices),
+    );
     let instance = crate::views::instance(&d, &row, full, expanded);
     Ok(response::sync_with_etag(
-        crate::views::with_snapshots(instance, &snapshots),
+        crate::views::with_snapshots(instance, &snapshots, &known),
         &etag_fields(&row),
     ))
 }

@@ -68,7 +68,7 @@ pub async fn list(
             );
             let instance = views::instance(&d, r, q.recursion, expanded);
             let snaps = snapshots.get(k).map(Vec::as_slice).unwrap_or_default();
-            serde_json::to_value(views::with_snapshots(instance, snaps))
+            serde_json::to_value(views::with_snapshots(instance, snaps, &known[&r.project]))
         })
         .collect::<Result<Vec<Value>, _>>()
         .map_err(ApiError::internal)?;

@@ -16,41 +16,11 @@ use crate::response;
 use crate::service::instances::{find, Keyed};
 use crate::service::snapshots::{default_expiry, find_snapshot, next_name, take, url, valid_name};
 use crate::state::Daemon;
+use crate::views;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use rxd_api::snapshot::InstanceSnapshot;
-use rxd_store::SnapshotRow;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::sync::Arc;
-
-/// A snapshot as the API shows it (LXD's field order). Its size is not measured: `-1`.
-pub(crate) fn snapshot(row: &SnapshotRow) -> InstanceSnapshot {
-    let config: BTreeMap<String, String> = serde_json::from_str(&row.config).unwrap_or_default();
-    let devices = crate::service::expand::devices_of(&row.devices);
-    let expires_at = if row.expires_at == 0 {
-        "0001-01-01T00:00:00Z".to_owned()
-    } else {
-        crate::tokens::rfc3339(row.expires_at)
-    };
-    InstanceSnapshot {
-        expires_at,
-        architecture: "x86_64".into(),
-        config: config.clone(),
-        created_at: crate::tokens::rfc3339(row.created_at),
-        devices: devices.clone(),
-        ephemeral: false,
-        // What the snapshot itself holds (its profiles are named in `profiles`).
-        expanded_config: config,
-        expanded_devices: devices,
-        last_used_at: "0001-01-01T00:00:00Z".into(),
-        name: row.name.clone(),
-        profiles: row.profiles.clone(),
-        stateful: false,
-        size: -1,
-        description: String::new(),
-    }
-}
 
 pub async fn list(
     State(d): State<Arc<Daemon>>,
@@ -61,9 +31,10 @@ pub async fn list(
     let row = find(&d, &caller.project, &name).await?;
     let (p, n) = (row.project.clone(), row.name.clone());
     let rows = d.db(move |s| s.snapshots(&p, &n)).await?;
+    let known = crate::service::expand::known(&d, &row.project).await?;
     let objects = rows
         .iter()
-        .map(|r| serde_json::to_value(snapshot(r)))
+        .map(|r| serde_json::to_value(views::snapshot(r, &known)))
         .collect::<Result<Vec<Value>, _>>()
         .map_err(ApiError::internal)?;
     let selected = q.select(objects, |o| {
@@ -79,7 +50,8 @@ pub async fn get(
 ) -> ApiResult<Response> {
     let row = find(&d, &caller.project, &name).await?;
     let snap = find_snapshot(&d, &row, &snap).await?;
-    Ok(response::sync(snapshot(&snap)))
+    let known = crate::service::expand::known(&d, &row.project).await?;
+    Ok(response::sync(views::snapshot(&snap, &known)))
 }
 
 pub use rxd_api::snapshot::{
