@@ -532,25 +532,7 @@ async fn edit_commands_take_yaml_from_stdin_or_the_editor() {
     };
     t.import_busybox("default");
     t.rxc(&["init", "bb", "c1", "-c", "user.role=db"]);
-    let piped = |args: &[&str], input: &str| {
-        use std::io::Write;
-        let mut child = Command::new(bin("rxc"))
-            .args(args)
-            .env("RXC_CONF", t.conf.path())
-            .env("RXD_DIR", t.d.dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let piped = |args: &[&str], input: &str| t.d.rxc_with_input(t.conf.path(), args, input);
 
     // Instance: show, change, edit from stdin; lxc sees the result.
     let shown = t.rxc(&["config", "show", "c1"]);

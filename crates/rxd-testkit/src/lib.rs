@@ -442,6 +442,32 @@ impl TestDaemon {
             .expect("rxc runs")
     }
 
+    /// Run the real `rxc` as [`TestDaemon::rxc`] does, with `input` on its standard input.
+    pub fn rxc_with_input(
+        &self,
+        conf: &std::path::Path,
+        args: &[&str],
+        input: &str,
+    ) -> std::process::Output {
+        use std::io::Write;
+        let mut child = Command::new(bin("rxc"))
+            .args(args)
+            .env("RXC_CONF", conf)
+            .env("RXD_DIR", self.dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("rxc runs");
+        child
+            .stdin
+            .take()
+            .expect("rxc's stdin")
+            .write_all(input.as_bytes())
+            .expect("rxc reads its input");
+        child.wait_with_output().expect("rxc runs")
+    }
+
     /// The names in the state dir's `images/` (none when it does not exist): what an image
     /// import left behind.
     pub fn image_files(&self) -> Vec<String> {

@@ -1,7 +1,7 @@
 //! A daemon with a client of it (an `rxc` config dir) and the busybox test image imported as
 //! `bb`: what most container tests start from. Also Debian's `lxc` run against a config dir.
 
-use crate::{bin, busybox_image, require_root, require_tool, Options, TestDaemon};
+use crate::{busybox_image, require_root, require_tool, Options, TestDaemon};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -69,23 +69,7 @@ impl Session {
 
     /// `rxc ARGS` with `input` on standard input, which must succeed: its standard output.
     pub fn ok_with(&self, args: &[&str], input: &str) -> String {
-        use std::io::Write;
-        let mut child = Command::new(bin("rxc"))
-            .args(args)
-            .env("RXC_CONF", self.conf.path())
-            .env("RXD_DIR", self.d.dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = self.d.rxc_with_input(self.conf.path(), args, input);
         assert!(
             out.status.success(),
             "rxc {args:?}: {}",

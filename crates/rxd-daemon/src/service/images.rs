@@ -193,6 +193,39 @@ pub struct Details {
     pub cache: rxd_store::ImageCache,
 }
 
+/// How a pull of an image starts: the project has it already (its size), or this caller holds
+/// the image's pull lock (one pull of an image at a time; a second finds it here) with the
+/// project's budget checked and the images directory ready.
+enum PullStart {
+    Have(u64),
+    Fresh(tokio::sync::OwnedMutexGuard<()>, std::path::PathBuf),
+}
+
+async fn start_pull(d: &Arc<Daemon>, caller: &Caller, fingerprint: &str) -> ApiResult<PullStart> {
+    let guard = d
+        .runtime
+        .action_lock(&format!("image-pull:{fingerprint}"))
+        .lock_owned()
+        .await;
+    let (p, fp) = (caller.project.clone(), fingerprint.to_owned());
+    if let Some(have) = d
+        .db(move |s| s.images_by_prefix(&p, &fp, 1))
+        .await?
+        .into_iter()
+        .find(|i| i.fingerprint == fingerprint)
+    {
+        return Ok(PullStart::Have(u64::try_from(have.size).unwrap_or(0)));
+    }
+    UnpackBudget::of(d, &caller.project).await?.check_known(0)?;
+    let dir = images_dir(d);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(ApiError::internal)?;
+    Ok(PullStart::Fresh(guard, dir))
+}
+
 /// Import uploaded (or downloaded) files whose fingerprint is known: unpack once per content
 /// (bounded by the project's budget), put the files in place, record the image. Returns the
 /// operation's metadata (`fingerprint`, `size`).
@@ -386,27 +419,10 @@ pub async fn pull(
             size: i64::try_from(size).unwrap_or(i64::MAX),
         })
     };
-    // One pull of an image at a time; a second finds it here.
-    let lock = d
-        .runtime
-        .action_lock(&format!("image-pull:{}", image.fingerprint));
-    let _pulling = lock.lock().await;
-    let (p, fp) = (caller.project.clone(), image.fingerprint.clone());
-    if let Some(have) = d
-        .db(move |s| s.images_by_prefix(&p, &fp, 1))
-        .await?
-        .into_iter()
-        .find(|i| i.fingerprint == image.fingerprint)
-    {
-        return done(u64::try_from(have.size).unwrap_or(0));
-    }
-    UnpackBudget::of(d, &caller.project).await?.check_known(0)?;
-    let dir = images_dir(d);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(ApiError::internal)?;
+    let (_pulling, dir) = match start_pull(d, caller, &image.fingerprint).await? {
+        PullStart::Have(size) => return done(size),
+        PullStart::Fresh(guard, dir) => (guard, dir),
+    };
     let new_upload = || Upload::new(dir.join(format!(".upload-{}", uuid::Uuid::new_v4())));
     let meta = new_upload()?;
     let rootfs = image.rootfs.as_ref().map(|_| new_upload()).transpose()?;
@@ -545,26 +561,10 @@ async fn pull_lxd(
             size: i64::try_from(size).unwrap_or(i64::MAX),
         })
     };
-    let lock = d
-        .runtime
-        .action_lock(&format!("image-pull:{}", image.fingerprint));
-    let _pulling = lock.lock().await;
-    let (p, fp) = (caller.project.clone(), image.fingerprint.clone());
-    if let Some(have) = d
-        .db(move |s| s.images_by_prefix(&p, &fp, 1))
-        .await?
-        .into_iter()
-        .find(|i| i.fingerprint == image.fingerprint)
-    {
-        return done(u64::try_from(have.size).unwrap_or(0));
-    }
-    UnpackBudget::of(d, &caller.project).await?.check_known(0)?;
-    let dir = images_dir(d);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(ApiError::internal)?;
+    let (_pulling, dir) = match start_pull(d, caller, &image.fingerprint).await? {
+        PullStart::Have(size) => return done(size),
+        PullStart::Fresh(guard, dir) => (guard, dir),
+    };
     let new_upload = || Upload::new(dir.join(format!(".upload-{}", uuid::Uuid::new_v4())));
     let (raw, meta, rootfs) = (new_upload()?, new_upload()?, new_upload()?);
     let downloaded = remote
