@@ -6,10 +6,11 @@
 //! only with it, and restricted projects refuse it unless they allow it).
 
 use base64::Engine;
-use rxd_client::{Client, Method};
+use rxd_client::Method;
+use rxd_testkit::api::{ok, outcome};
 use rxd_testkit::cgroup::{cgroup_file, v2};
 use rxd_testkit::client_identity;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use rxd_testkit::session::Session as Setup;
 
@@ -277,35 +278,6 @@ async fn namespaced_sysctls_are_set_inside_and_host_wide_ones_refused() {
     assert!(e.contains("not namespaced"), "{e}");
     let e = s.fails(&["config", "set", "c1", "linux.sysctl.kernel.hostname", "x"]);
     assert!(e.contains("rename the instance"), "{e}");
-}
-
-async fn ok(c: &Client, method: Method, path: &str, body: Value) -> Value {
-    let r = c.request(method, path, Some(&body)).await.unwrap();
-    assert!(r.status < 300, "{path}: {} {:?}", r.status, r.envelope());
-    r.metadata().unwrap_or(Value::Null)
-}
-
-/// An operation's end: `Ok` or its error.
-async fn outcome(c: &Client, method: Method, path: &str, body: Value) -> Result<(), String> {
-    let r = c.request(method, path, Some(&body)).await.unwrap();
-    if r.status >= 300 {
-        return Err(r.envelope().unwrap().error);
-    }
-    let Some(id) = r
-        .metadata()
-        .ok()
-        .and_then(|m| m["id"].as_str().map(str::to_owned))
-    else {
-        return Ok(());
-    };
-    let done = c
-        .get(&format!("/1.0/operations/{id}/wait?timeout=60"))
-        .await
-        .unwrap();
-    match done["status"].as_str() {
-        Some("Success") => Ok(()),
-        _ => Err(done["err"].as_str().unwrap_or_default().to_owned()),
-    }
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@
 //! restrictions (`restricted=true`) apply to every caller, administrators too, as in LXD.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -17,8 +18,21 @@ pub enum Violation {
     Privileged,
     #[error("Only the server administrator may set {0:?}")]
     AdminOnlyKey(String),
-    #[error("Only the server administrator may add devices")]
-    Devices,
+    #[error("Only the server administrator may add {kind} devices ({name:?}){hint}")]
+    DeviceAdminOnly {
+        name: String,
+        kind: String,
+        hint: &'static str,
+    },
+    #[error("Only the server administrator may set {key:?} on device {name:?}")]
+    DeviceKeyAdminOnly { name: String, key: String },
+    #[error("Project {project:?} forbids {what} (device {name:?}, {key})")]
+    ProjectDevice {
+        project: String,
+        name: String,
+        what: String,
+        key: &'static str,
+    },
     #[error("Project {project:?} forbids privileged containers (restricted.containers.privilege)")]
     ProjectPrivileged { project: String },
     #[error("Project {project:?} requires isolated id maps: set security.idmap.isolated=true (restricted.containers.privilege=isolated)")]
@@ -90,14 +104,189 @@ pub type Devices = BTreeMap<String, BTreeMap<String, String>>;
 pub fn host_reaching(devices: &Devices) -> Option<&str> {
     devices
         .iter()
-        .find(|(_, d)| {
-            let kind = d.get("type").map(String::as_str);
-            let root = kind == Some("disk")
-                && d.get("path").map(String::as_str) == Some("/")
-                && !d.contains_key("source");
-            !(root || kind == Some("none"))
-        })
+        .find(|(_, d)| !harmless(d))
         .map(|(n, _)| n.as_str())
+}
+
+fn harmless(d: &BTreeMap<String, String>) -> bool {
+    let kind = d.get("type").map(String::as_str);
+    let root = kind == Some("disk")
+        && d.get("path").map(String::as_str) == Some("/")
+        && !d.contains_key("source");
+    root || kind == Some("none")
+}
+
+fn split_list(v: Option<&String>) -> impl Iterator<Item = &str> {
+    v.map(String::as_str)
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+}
+
+/// The `restricted.devices.disk.paths` prefix a host-path disk's `source` lies under, when the
+/// project is restricted and allows host paths: the container helper opens the source by
+/// descriptor beneath it, so neither `..` nor a symlink leads out. `None` when the project does
+/// not restrict host paths (only the server administrator may then add them) or no prefix
+/// matches (the check refuses the device).
+pub fn disk_prefix(project: &BTreeMap<String, String>, source: &str) -> Option<PathBuf> {
+    if !on(project, "restricted") {
+        return None;
+    }
+    let source = Path::new(source);
+    split_list(project.get("restricted.devices.disk.paths"))
+        .map(Path::new)
+        // Lexically: `source` is normal (no `.` or `..`, checked by rxd-core's device rules).
+        .find(|prefix| prefix.is_absolute() && source.starts_with(prefix))
+        .map(Path::to_path_buf)
+}
+
+/// Who a proxy device's forwarder runs as once its sockets exist: `security.uid`/`gid`, or,
+/// when unset, root only if one of its host-side ends is a unix socket path (which the host's
+/// permissions guard) and nobody (65534) otherwise.
+pub fn proxy_identity(device: &BTreeMap<String, String>) -> (u32, u32) {
+    let bind_instance = device.get("bind").map(String::as_str) == Some("instance");
+    let host_side = if bind_instance { "connect" } else { "listen" };
+    let host_unix = device
+        .get(host_side)
+        .is_some_and(|a| a.starts_with("unix:") && !a.starts_with("unix:@"));
+    let default = if host_unix { 0 } else { 65534 };
+    let id = |key: &str| {
+        device
+            .get(key)
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(default)
+    };
+    (id("security.uid"), id("security.gid"))
+}
+
+/// One device against who asks and the project's `restricted.devices.*` (which bind everyone).
+fn check_device(
+    admin: bool,
+    project_name: &str,
+    project: &BTreeMap<String, String>,
+    name: &str,
+    device: &BTreeMap<String, String>,
+) -> Result<(), Violation> {
+    if harmless(device) {
+        return Ok(());
+    }
+    let restricted = on(project, "restricted");
+    let kind = device.get("type").map(String::as_str).unwrap_or("");
+    let restriction = |key: &'static str, default: &str| {
+        project
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or(default)
+            .to_owned()
+    };
+    let forbid = |what: String, key: &'static str| Violation::ProjectDevice {
+        project: project_name.to_owned(),
+        name: name.to_owned(),
+        what,
+        key,
+    };
+    let admin_only = |hint: &'static str| Violation::DeviceAdminOnly {
+        name: name.to_owned(),
+        kind: kind.to_owned(),
+        hint,
+    };
+    let admin_key = |key: &str| Violation::DeviceKeyAdminOnly {
+        name: name.to_owned(),
+        key: key.to_owned(),
+    };
+    match kind {
+        "disk" => {
+            let source = device.get("source").map(String::as_str).unwrap_or("");
+            if restricted {
+                let key = "restricted.devices.disk";
+                if restriction(key, "managed") != "allow" {
+                    return Err(forbid(format!("host path disks ({source})"), key));
+                }
+                let key = "restricted.devices.disk.paths";
+                if split_list(project.get(key)).next().is_some() {
+                    if disk_prefix(project, source).is_none() {
+                        return Err(forbid(
+                            format!("host paths outside its allowed prefixes ({source})"),
+                            key,
+                        ));
+                    }
+                    // LXD's rule: no shifting under restricted paths.
+                    if device.get("shift").is_some_and(|v| v == "true") {
+                        return Err(forbid("shift=true under restricted paths".into(), key));
+                    }
+                }
+            }
+            if !admin {
+                let allowed = restricted
+                    && restriction("restricted.devices.disk", "managed") == "allow"
+                    && disk_prefix(project, source).is_some();
+                if !allowed {
+                    return Err(admin_only(" unless the project is restricted with restricted.devices.disk=allow and the source under restricted.devices.disk.paths"));
+                }
+                // Container root would own host files (shift), or see the host's mount events
+                // (propagation), or run setuid files and open device nodes (nosuid off).
+                for (key, harmless_value) in [
+                    ("shift", "false"),
+                    ("propagation", "private"),
+                    (rxd_core::devices::DISK_NOSUID, "true"),
+                ] {
+                    if device
+                        .get(key)
+                        .is_some_and(|v| !v.is_empty() && v != harmless_value)
+                    {
+                        return Err(admin_key(key));
+                    }
+                }
+            }
+        }
+        "unix-char" | "unix-block" | "proxy" => {
+            let key = match kind {
+                "unix-char" => "restricted.devices.unix-char",
+                "unix-block" => "restricted.devices.unix-block",
+                _ => "restricted.devices.proxy",
+            };
+            if restricted && restriction(key, "block") != "allow" {
+                return Err(forbid(format!("{kind} devices"), key));
+            }
+            if !admin {
+                if !restricted {
+                    return Err(admin_only(match kind {
+                        "proxy" => " unless the project is restricted with restricted.devices.proxy=allow",
+                        "unix-char" => " unless the project is restricted with restricted.devices.unix-char=allow",
+                        _ => " unless the project is restricted with restricted.devices.unix-block=allow",
+                    }));
+                }
+                // A non-administrator's forwarder never runs as host root.
+                if kind == "proxy" {
+                    let (uid, gid) = proxy_identity(device);
+                    if uid == 0 || gid == 0 {
+                        return Err(admin_key("security.uid"));
+                    }
+                }
+            }
+        }
+        "nic" => {
+            let key = "restricted.devices.nic";
+            let managed = device.get("network").is_some_and(|n| !n.is_empty());
+            if restricted {
+                match restriction(key, "managed").as_str() {
+                    "allow" => {}
+                    "managed" if managed => {}
+                    _ => return Err(forbid("this kind of NIC".into(), key)),
+                }
+            }
+            if !admin {
+                return Err(admin_only(" until rxd manages networks"));
+            }
+        }
+        _ => {
+            if !admin {
+                return Err(admin_only(""));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// May an instance with `config` and `devices` (its expanded ones) exist in `project` (named
@@ -120,9 +309,9 @@ pub fn check_instance(
         {
             return Err(Violation::AdminOnlyKey(k.clone()));
         }
-        if host_reaching(devices).is_some() {
-            return Err(Violation::Devices);
-        }
+    }
+    for (name, device) in devices {
+        check_device(admin, project_name, project, name, device)?;
     }
     if on(project, "restricted") {
         let name = || project_name.to_owned();
@@ -497,6 +686,281 @@ mod tests {
             let got = check_instance(*admin, "p", project, config, &devices);
             assert_eq!(got.is_ok(), *ok, "{what}: {got:?}");
         }
+    }
+
+    /// (who, project, device) -> allowed?
+    #[test]
+    fn device_table() {
+        let open = map(&[]);
+        let restricted = map(&[("restricted", "true")]);
+        let disk_allow = map(&[("restricted", "true"), ("restricted.devices.disk", "allow")]);
+        let paths = map(&[
+            ("restricted", "true"),
+            ("restricted.devices.disk", "allow"),
+            ("restricted.devices.disk.paths", "/srv/shared, /data/a"),
+        ]);
+        let unix_proxy = map(&[
+            ("restricted", "true"),
+            ("restricted.devices.unix-char", "allow"),
+            ("restricted.devices.proxy", "allow"),
+        ]);
+        let nic_allow = map(&[("restricted", "true"), ("restricted.devices.nic", "allow")]);
+        fn disk(src: &'static str) -> Vec<(&'static str, &'static str)> {
+            vec![("type", "disk"), ("source", src), ("path", "/mnt")]
+        }
+        fn with(
+            mut d: Vec<(&'static str, &'static str)>,
+            k: &'static str,
+            v: &'static str,
+        ) -> Vec<(&'static str, &'static str)> {
+            d.push((k, v));
+            d
+        }
+        let fuse = vec![("type", "unix-char"), ("source", "/dev/fuse")];
+        let sda = vec![("type", "unix-block"), ("source", "/dev/sda")];
+        let tcp = vec![
+            ("type", "proxy"),
+            ("listen", "tcp:127.0.0.1:80"),
+            ("connect", "tcp:127.0.0.1:80"),
+        ];
+        let host_unix = vec![
+            ("type", "proxy"),
+            ("listen", "tcp:127.0.0.1:80"),
+            ("connect", "unix:/run/x.sock"),
+            ("bind", "instance"),
+        ];
+        let nic_net = vec![("type", "nic"), ("network", "rxdbr0")];
+        let nic_parent = vec![("type", "nic"), ("nictype", "bridged"), ("parent", "br0")];
+        let none = vec![("type", "none")];
+        let root = vec![("type", "disk"), ("path", "/"), ("pool", "default")];
+        #[rustfmt::skip]
+        type Case<'a> = (&'a str, bool, &'a BTreeMap<String, String>, Vec<(&'a str, &'a str)>, bool);
+        let cases: &[Case] = &[
+            ("anyone: root disk", false, &open, root.clone(), true),
+            ("anyone: none", false, &restricted, none.clone(), true),
+            ("admin: any host path", true, &open, disk("/etc"), true),
+            (
+                "admin: shift",
+                true,
+                &open,
+                with(disk("/srv"), "shift", "true"),
+                true,
+            ),
+            (
+                "operator: host path, open project",
+                false,
+                &open,
+                disk("/srv/shared"),
+                false,
+            ),
+            (
+                "operator: host path, restricted without allow",
+                false,
+                &restricted,
+                disk("/srv/shared"),
+                false,
+            ),
+            (
+                "admin: host path, restricted binds admins too",
+                true,
+                &restricted,
+                disk("/srv/shared"),
+                false,
+            ),
+            (
+                "operator: allow without paths",
+                false,
+                &disk_allow,
+                disk("/srv/shared"),
+                false,
+            ),
+            (
+                "admin: allow without paths",
+                true,
+                &disk_allow,
+                disk("/etc"),
+                true,
+            ),
+            (
+                "operator: under a prefix",
+                false,
+                &paths,
+                disk("/srv/shared/x"),
+                true,
+            ),
+            (
+                "operator: the prefix itself",
+                false,
+                &paths,
+                disk("/srv/shared"),
+                true,
+            ),
+            (
+                "operator: second prefix",
+                false,
+                &paths,
+                disk("/data/a/b"),
+                true,
+            ),
+            (
+                "operator: prefix of a name is not a prefix",
+                false,
+                &paths,
+                disk("/srv/sharedx"),
+                false,
+            ),
+            ("operator: outside", false, &paths, disk("/etc"), false),
+            (
+                "admin: outside the prefixes binds admins",
+                true,
+                &paths,
+                disk("/etc"),
+                false,
+            ),
+            (
+                "operator: shift under prefix",
+                false,
+                &paths,
+                with(disk("/srv/shared"), "shift", "true"),
+                false,
+            ),
+            (
+                "admin: shift under prefix (LXD refuses)",
+                true,
+                &paths,
+                with(disk("/srv/shared"), "shift", "true"),
+                false,
+            ),
+            (
+                "operator: propagation",
+                false,
+                &paths,
+                with(disk("/srv/shared"), "propagation", "shared"),
+                false,
+            ),
+            (
+                "operator: nosuid off",
+                false,
+                &paths,
+                with(disk("/srv/shared"), "rxd.nosuid", "false"),
+                false,
+            ),
+            (
+                "operator: readonly",
+                false,
+                &paths,
+                with(disk("/srv/shared"), "readonly", "true"),
+                true,
+            ),
+            (
+                "operator: unix-char open",
+                false,
+                &open,
+                fuse.clone(),
+                false,
+            ),
+            ("admin: unix-char open", true, &open, fuse.clone(), true),
+            (
+                "operator: unix-char allowed",
+                false,
+                &unix_proxy,
+                fuse.clone(),
+                true,
+            ),
+            (
+                "admin: unix-char restricted default block",
+                true,
+                &restricted,
+                fuse.clone(),
+                false,
+            ),
+            (
+                "operator: unix-block not allowed",
+                false,
+                &unix_proxy,
+                sda.clone(),
+                false,
+            ),
+            ("operator: proxy open", false, &open, tcp.clone(), false),
+            (
+                "operator: proxy allowed",
+                false,
+                &unix_proxy,
+                tcp.clone(),
+                true,
+            ),
+            (
+                "operator: proxy as root",
+                false,
+                &unix_proxy,
+                with(tcp.clone(), "security.uid", "0"),
+                false,
+            ),
+            (
+                "operator: proxy to a host socket runs as root by default",
+                false,
+                &unix_proxy,
+                host_unix.clone(),
+                false,
+            ),
+            (
+                "operator: proxy to a host socket as a user",
+                false,
+                &unix_proxy,
+                with(
+                    with(host_unix.clone(), "security.uid", "1000"),
+                    "security.gid",
+                    "1000",
+                ),
+                true,
+            ),
+            (
+                "admin: proxy restricted default block",
+                true,
+                &restricted,
+                tcp.clone(),
+                false,
+            ),
+            ("admin: proxy open", true, &open, host_unix.clone(), true),
+            ("operator: nic", false, &nic_allow, nic_net.clone(), false),
+            (
+                "admin: nic with network",
+                true,
+                &restricted,
+                nic_net.clone(),
+                true,
+            ),
+            (
+                "admin: nic with parent in restricted",
+                true,
+                &restricted,
+                nic_parent.clone(),
+                false,
+            ),
+            (
+                "admin: nic with parent allowed",
+                true,
+                &nic_allow,
+                nic_parent.clone(),
+                true,
+            ),
+        ];
+        for (what, admin, project, device, ok) in cases {
+            let devices: Devices = [("d".to_owned(), map(device))].into();
+            let got = check_instance(*admin, "p", project, &map(&[]), &devices);
+            assert_eq!(got.is_ok(), *ok, "{what}: {got:?}");
+        }
+        assert_eq!(
+            disk_prefix(&paths, "/srv/shared/x/y"),
+            Some(PathBuf::from("/srv/shared"))
+        );
+        assert_eq!(disk_prefix(&open, "/srv/shared"), None);
+        assert_eq!(proxy_identity(&map(&tcp)), (65534, 65534));
+        assert_eq!(proxy_identity(&map(&host_unix)), (0, 0));
+        assert_eq!(
+            proxy_identity(&map(&with(tcp.clone(), "security.gid", "5"))),
+            (65534, 5)
+        );
     }
 
     #[test]

@@ -55,6 +55,36 @@ pub struct LaunchPlan {
     pub nesting: bool,
     /// The init's environment (`environment.*` keys, plus the defaults).
     pub environment: BTreeMap<String, String>,
+    /// Host-path disks and unix device nodes, mounted into the container before its init runs.
+    #[serde(default)]
+    pub devices: DeviceChange,
+}
+
+/// Devices to mount into a container (before its init runs, or into a running one: hot-plug)
+/// or to take out of a running one (`rxd-shim devices`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceChange {
+    #[serde(default)]
+    pub add_disks: Vec<crate::devices::DiskMount>,
+    #[serde(default)]
+    pub add_nodes: Vec<crate::devices::UnixNode>,
+    #[serde(default)]
+    pub remove_disks: Vec<crate::devices::DiskMount>,
+    #[serde(default)]
+    pub remove_nodes: Vec<crate::devices::UnixNode>,
+    /// No source may be, or lie inside, this directory (rxd's state dir).
+    #[serde(default)]
+    pub refuse: Option<PathBuf>,
+}
+
+impl DeviceChange {
+    pub fn is_empty(&self) -> bool {
+        self.add_disks.is_empty()
+            && self.add_nodes.is_empty()
+            && self.remove_disks.is_empty()
+            && self.remove_nodes.is_empty()
+    }
 }
 
 impl LaunchPlan {

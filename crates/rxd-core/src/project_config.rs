@@ -101,6 +101,19 @@ pub fn validate_key(key: &str, value: &str) -> Result<(), ProjectConfigError> {
                 "expected a size like 50GiB or 500MB, not {value:?}"
             )),
         },
+        // Host prefixes for host-path disks (`restricted.devices.disk=allow`): absolute and
+        // normal, so a prefix check on a normal source means what it says.
+        "restricted.devices.disk.paths" => match value
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .find(|p| crate::devices::normal_absolute(p).is_none())
+        {
+            Some(bad) => Err(format!(
+                "{bad:?} is not an absolute path without \".\", \"..\" or \"//\""
+            )),
+            None => Ok(()),
+        },
         _ if key.starts_with("restricted.devices.") && key.len() > "restricted.devices.".len() => {
             one_of(value, &["block", "allow", "managed"])
         }
@@ -197,6 +210,10 @@ mod tests {
             ("restricted.snapshots", "block", true),
             ("restricted.devices.disk", "managed", true),
             ("restricted.devices.", "block", false),
+            ("restricted.devices.disk.paths", "/srv/a, /data", true),
+            ("restricted.devices.disk.paths", "", true),
+            ("restricted.devices.disk.paths", "srv", false),
+            ("restricted.devices.disk.paths", "/srv/../etc", false),
             ("limits.containers", "10", true),
             ("limits.containers", "-1", false),
             ("limits.disk", "10GiB", true),

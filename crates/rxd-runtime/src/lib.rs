@@ -288,18 +288,26 @@ impl Runtime {
     /// Change a running container's CPU, memory and process limits to `plan`'s (rxd-shim's
     /// `limits`: keys the plan leaves unset are lifted).
     pub async fn set_limits(&self, plan: &LaunchPlan) -> Result<(), RuntimeError> {
+        self.run_with_input(&["limits", &plan.name], plan).await
+    }
+
+    /// Run the helper with `args` and `input` as JSON on its stdin, to its end.
+    async fn run_with_input(
+        &self,
+        args: &[&str],
+        input: &impl serde::Serialize,
+    ) -> Result<(), RuntimeError> {
         let helper = |source| RuntimeError::Helper {
             path: self.shim.clone(),
             source,
         };
         let mut child = self
             .command()
-            .arg("limits")
-            .arg(&plan.name)
+            .args(args)
             .stdin(Stdio::piped())
             .spawn()
             .map_err(helper)?;
-        let text = serde_json::to_vec(plan).map_err(|e| RuntimeError::Failed(e.to_string()))?;
+        let text = serde_json::to_vec(input).map_err(|e| RuntimeError::Failed(e.to_string()))?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
         stdin.write_all(&text).await.map_err(helper)?;
         drop(stdin);
@@ -312,6 +320,21 @@ impl Runtime {
                 err.trim().trim_start_matches("rxd-shim: ").to_owned(),
             ))
         }
+    }
+
+    /// Mount host-path disks and unix nodes into a running container, or take them out
+    /// (rxd-shim's `devices`).
+    pub async fn change_devices(
+        &self,
+        name: &str,
+        change: &rxd_core::launch::DeviceChange,
+    ) -> Result<(), RuntimeError> {
+        let staging = self.bundles.join(name).join("devices");
+        let staging = staging.to_str().ok_or_else(|| {
+            RuntimeError::Failed("the state directory's path is not UTF-8".into())
+        })?;
+        self.run_with_input(&["devices", name, "--staging", staging], change)
+            .await
     }
 
     /// Start a container and record its init.

@@ -234,6 +234,7 @@ mod tests {
             sysctl: Default::default(),
             nesting: false,
             environment: Default::default(),
+            devices: Default::default(),
         }
     }
 

@@ -66,23 +66,7 @@ impl libcontainer::workload::Executor for Executor {
 }
 
 fn enter_locked(socket: &OwnedFd, spec: &Spec) -> Result<()> {
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let mut byte = [0u8; 1];
-    rustix::net::recvmsg(
-        socket,
-        &mut [IoSliceMut::new(&mut byte)],
-        &mut control,
-        RecvFlags::CMSG_CLOEXEC,
-    )
-    .context("receiving the locked mount namespace")?;
-    let namespace = control
-        .drain()
-        .find_map(|m| match m {
-            RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
-            _ => None,
-        })
-        .context("the supervisor sent no mount namespace")?;
+    let namespace = receive_fd(socket).context("receiving the locked mount namespace")?;
     nix::sched::setns(&namespace, CloneFlags::CLONE_NEWNS)
         .context("joining the locked mount namespace")?;
     // Joining a mount namespace moves the root and working directory to its root; the root is
@@ -128,16 +112,42 @@ pub fn make_locked(init: i32) -> Result<()> {
         rustix::fs::Mode::empty(),
     )
     .context("opening the locked mount namespace")?;
+    send_fd(std::io::stdin(), locked.as_fd())
+        .context("sending the locked mount namespace to the init")?;
+    Ok(())
+}
+
+/// Send one descriptor over a unix socket.
+pub fn send_fd(socket: impl AsFd, fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = SendAncillaryBuffer::new(&mut space);
-    let fds = [locked.as_fd()];
+    let fds = [fd];
     control.push(SendAncillaryMessage::ScmRights(&fds));
     rustix::net::sendmsg(
-        std::io::stdin(),
+        socket,
         &[IoSlice::new(b"m")],
         &mut control,
         SendFlags::empty(),
-    )
-    .context("sending the locked mount namespace to the init")?;
+    )?;
     Ok(())
+}
+
+/// Receive one descriptor sent by [`send_fd`] (close-on-exec).
+pub fn receive_fd(socket: impl AsFd) -> Result<OwnedFd> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 1];
+    rustix::net::recvmsg(
+        socket,
+        &mut [IoSliceMut::new(&mut byte)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
+    control
+        .drain()
+        .find_map(|m| match m {
+            RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
+            _ => None,
+        })
+        .context("no descriptor was sent")
 }

@@ -18,6 +18,7 @@ mod attach;
 mod cgroups;
 mod console;
 mod delegation;
+mod inject;
 mod limits;
 mod lock;
 mod lxcfs;
@@ -107,6 +108,21 @@ enum Command {
         #[arg(long)]
         init_pid: i32,
     },
+    /// Mount host-path disks and unix device nodes into the container, or take them out (the
+    /// change on stdin, see `inject.rs`).
+    Devices {
+        id: String,
+        /// The container's directory for the device nodes it is given.
+        #[arg(long)]
+        staging: PathBuf,
+        /// The container is created and its init waits to start (else it runs).
+        #[arg(long)]
+        before_start: bool,
+    },
+    /// Started by `devices` for a read-only mount into a running container: lock its
+    /// read-only flag (see `inject.rs`).
+    #[command(hide = true)]
+    LockReadonly,
     /// Print `{"status":..,"pid":..}`.
     State { id: String },
     /// Kill what is left and remove the cgroups and runtime state.
@@ -174,6 +190,12 @@ fn main() {
             init_start,
         } => attach::attach(&cli.root, &target, init_pid, init_start),
         Command::LockMounts { init_pid } => lock::make_locked(init_pid),
+        Command::Devices {
+            id,
+            staging,
+            before_start,
+        } => inject::apply(&cli.root, &id, &staging, before_start),
+        Command::LockReadonly => inject::lock_readonly_step(),
     };
     if let Err(e) = result {
         eprintln!("rxd-shim: {e:#}");
@@ -347,7 +369,19 @@ fn read_plan() -> Result<LaunchPlan> {
 /// Read the plan, write the bundle, open the console log, and detach from the daemon's
 /// session and pipes.
 fn prepare(root: &Path, bundle: &Path, log: &Path) -> Result<(LaunchPlan, OwnedFd, OwnedFd)> {
-    let plan = read_plan()?;
+    let mut plan = read_plan()?;
+    // Device numbers fixed now, so the cgroup rule and the node agree (and a missing node that
+    // is not required is left out).
+    let refuse = plan.devices.refuse.clone();
+    let mut nodes = Vec::new();
+    for mut node in std::mem::take(&mut plan.devices.add_nodes) {
+        if let Some((major, minor)) = inject::node_numbers(&node, refuse.as_deref())? {
+            node.major = Some(major);
+            node.minor = Some(minor);
+            nodes.push(node);
+        }
+    }
+    plan.devices.add_nodes = nodes;
     let dir = container_dir(root, &plan.name)?;
     if !rxd_core::name::valid_instance_name(&plan.hostname)
         || rxd_core::name::split_instance_key(&plan.name).1 != plan.hostname
@@ -482,6 +516,9 @@ fn run(
         delegation::delegate(&plan.cgroup, map.uid, map.gid)
             .context("handing the container its cgroups")?;
     }
+    if !plan.devices.is_empty() {
+        inject_devices(root, bundle, plan)?;
+    }
     if let Some(socket) = lock {
         lock_mounts(root, pid, socket)?;
     }
@@ -509,6 +546,39 @@ fn lock_mounts(root: &Path, init: Pid, socket: OwnedFd) -> Result<()> {
         bail!(
             "locking the container's mounts: {}",
             String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Run the `devices` step against the created (not yet started) init: its host-path disks and
+/// unix nodes, mounted before the init runs and before `lock_mounts` copies (and locks) them.
+fn inject_devices(root: &Path, bundle: &Path, plan: &LaunchPlan) -> Result<()> {
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg("--root")
+        .arg(root)
+        .arg("devices")
+        .arg(&plan.name)
+        .arg("--staging")
+        .arg(bundle.join("devices"))
+        .arg("--before-start")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .env_clear()
+        .spawn()
+        .context("starting the devices step")?;
+    let text = serde_json::to_vec(&plan.devices)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&text)?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .trim_start_matches("rxd-shim: ")
         );
     }
     Ok(())

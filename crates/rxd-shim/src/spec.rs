@@ -248,6 +248,16 @@ pub fn build(
         }
         d
     }));
+    // The unix-char and unix-block devices it is given (numbers fixed by the caller).
+    devices.extend(plan.devices.add_nodes.iter().filter_map(|n| {
+        Some(json!({
+            "allow": true,
+            "type": if n.block { "b" } else { "c" },
+            "major": n.major?,
+            "minor": n.minor?,
+            "access": "rwm",
+        }))
+    }));
     let mut resources = json!({"devices": devices});
     if let Some(limit) = plan.process_limit {
         resources["pids"] = json!({"limit": limit});
@@ -367,7 +377,50 @@ mod tests {
             sysctl: Default::default(),
             nesting: false,
             environment: LaunchPlan::default_environment(),
+            devices: Default::default(),
         }
+    }
+
+    #[test]
+    fn unix_devices_get_their_cgroup_rule_and_nothing_more() {
+        let mut p = plan(None);
+        let node = |block, major, minor| rxd_core::devices::UnixNode {
+            device: "d".into(),
+            block,
+            source: None,
+            path: "/dev/x".into(),
+            major,
+            minor,
+            uid: 0,
+            gid: 0,
+            mode: 0o660,
+            required: true,
+        };
+        p.devices.add_nodes = vec![
+            node(false, Some(10), Some(229)),
+            node(true, Some(7), Some(3)),
+        ];
+        let s = build(&p, u64::MAX, &[], V1).unwrap();
+        let rules = serde_json::to_value(s.linux().as_ref().unwrap().resources()).unwrap()
+            ["devices"]
+            .clone();
+        let rules = rules.as_array().unwrap();
+        let has = |kind: &str, major: i64, minor: i64| {
+            rules.iter().any(|r| {
+                r["allow"] == true
+                    && r["type"] == kind
+                    && r["major"] == major
+                    && r["minor"] == minor
+            })
+        };
+        assert!(has("c", 10, 229) && has("b", 7, 3), "{rules:?}");
+        let without = build(&plan(None), u64::MAX, &[], V1).unwrap();
+        let base = serde_json::to_value(without.linux().as_ref().unwrap().resources()).unwrap()
+            ["devices"]
+            .as_array()
+            .unwrap()
+            .len();
+        assert_eq!(rules.len(), base + 2);
     }
 
     fn has_ns(s: &Spec, t: LinuxNamespaceType) -> bool {

@@ -3,6 +3,7 @@
 //! listeners, and stop it on drop. Nothing here sets process-wide environment variables.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod ca;
 pub mod candid;
 pub mod cgroup;

@@ -209,6 +209,22 @@ async fn update(
             return Err(e);
         }
     }
+    // Disks and unix nodes go into (and out of) a running container at once, as in LXD.
+    let plugged = crate::service::devices::difference(d, &row.project, &old.devices, &new.devices);
+    if let Err(e) = crate::service::devices::hotplug(d, &row.key(), &plugged).await {
+        if live {
+            let _ = apply_limits(d, &row, &old.config).await;
+        }
+        return Err(e);
+    }
+    let undo = |d: &Arc<Daemon>, row: &InstanceRow| {
+        let d = d.clone();
+        let key = row.key();
+        let back = crate::service::devices::reverse(&plugged);
+        async move {
+            let _ = crate::service::devices::hotplug(&d, &key, &back).await;
+        }
+    };
     let mut new_row = row.clone();
     new_row.description = match (body.description, replace) {
         (Some(text), _) => text,
@@ -254,8 +270,15 @@ async fn update(
                     }),
                 )
             })
-            .await?
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            .await
+            .and_then(|r| r.map_err(|e| ApiError::BadRequest(e.to_string())));
+        let block = match block {
+            Ok(b) => b,
+            Err(e) => {
+                undo(d, &row).await;
+                return Err(e);
+            }
+        };
         Some(block)
     } else {
         let store_row = new_row.clone();
@@ -267,6 +290,7 @@ async fn update(
             if live {
                 let _ = apply_limits(d, &row, &old.config).await;
             }
+            undo(d, &row).await;
             return Err(e);
         }
         None

@@ -54,7 +54,8 @@ pub fn confine(
         .map_err(|v| {
             tracing::warn!(project, by = %caller.identity.user_name(), refused = %v, "instance config refused");
             ApiError::from(v)
-        })
+        })?;
+    crate::service::devices::check_sources(d, project, devices)
 }
 
 /// The bound on `project`'s isolated ids for this caller (`rxd_core::idmap::project_limit`).
@@ -145,6 +146,7 @@ fn launch_plan(
     row: &InstanceRow,
     config: &BTreeMap<String, String>,
     idmap: Option<IdMap>,
+    devices: rxd_core::launch::DeviceChange,
 ) -> ApiResult<rxd_core::launch::LaunchPlan> {
     let mut environment = rxd_core::launch::LaunchPlan::default_environment();
     for (k, v) in config {
@@ -172,6 +174,7 @@ fn launch_plan(
             .collect(),
         nesting: flag(config, "security.nesting"),
         environment,
+        devices,
     })
 }
 
@@ -200,7 +203,7 @@ pub async fn apply_limits(
     let current = config
         .get("volatile.idmap.current")
         .map_or(Ok(None), |m| parse_idmap(m))?;
-    let plan = launch_plan(d, &key, row, config, current)?;
+    let plan = launch_plan(d, &key, row, config, current, Default::default())?;
     d.runtime.set_limits(&plan).await.map_err(|e| {
         ApiError::BadRequest(format!(
             "Failed to apply the new limits to the running instance: {e}"
@@ -214,7 +217,10 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
     // `config` is the instance's own (its `volatile.*` keys change and are saved as it
     // starts); what it runs with is `expanded`, its profiles' config under its own.
     let mut config = config_of(&row);
-    let expanded = crate::service::expand::expanded(d, &row).await?.config;
+    let crate::service::expand::Expanded {
+        config: expanded,
+        devices,
+    } = crate::service::expand::expanded(d, &row).await?;
     let next = config
         .get("volatile.idmap.next")
         .cloned()
@@ -291,7 +297,8 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
 
     let mut full = expanded;
     full.extend(config.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let plan = launch_plan(d, name, &row, &full, idmap)?;
+    let devices = crate::service::devices::additions(d, &row.project, &devices);
+    let plan = launch_plan(d, name, &row, &full, idmap, devices)?;
     if privileged {
         tracing::warn!(instance = %name, "starting a privileged container: root inside it is root on the host");
         crate::audit::privileged_start(&d.audit, &row.project, &row.name);

@@ -218,8 +218,9 @@ pub async fn update(
         if LIVE_KEYS
             .iter()
             .any(|k| before.config.get(*k) != after.config.get(*k))
+            || before.devices != after.devices
         {
-            live.push(row.key());
+            live.push((row.key(), before.devices));
         }
     }
     let stored = new.clone();
@@ -229,14 +230,21 @@ pub async fn update(
     // Live limits, each under its instance's action lock, from its config as it is then
     // (an edit may have come in between); the profile stays saved, as in LXD.
     let mut failed = String::new();
-    for key in live {
+    for (key, before) in live {
         let lock = d.runtime.action_lock(&key);
         let _guard = lock.lock().await;
         let Ok(row) = instances::by_key(d, &key).await else {
             continue;
         };
         let applied = match crate::service::expand::expanded(d, &row).await {
-            Ok(e) => apply_limits(d, &row, &e.config).await,
+            Ok(e) => match apply_limits(d, &row, &e.config).await {
+                Ok(()) => {
+                    let plugged =
+                        crate::service::devices::difference(d, &row.project, &before, &e.devices);
+                    crate::service::devices::hotplug(d, &key, &plugged).await
+                }
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         if let Err(e) = applied {

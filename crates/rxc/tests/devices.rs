@@ -1,0 +1,422 @@
+//! Devices that reach the host, on a real daemon with real unprivileged containers: a host
+//! folder shared into two containers (owners shown as `nobody` without `shift`, as they are with
+//! `shift=true`, host owners untouched either way), read-only mounts the container's root cannot
+//! make writable, `nosuid,nodev`, hot-plug and unplug of a disk and of a character device, and
+//! who may add which device: an operator refused a host path in a plain project, allowed under
+//! `restricted.devices.disk.paths`, refused through a symlink or `..` that leaves it, and a
+//! profile edit that would give a restricted project's instances a forbidden device refused
+//! whole.
+
+use base64::Engine;
+use rxd_client::Method;
+use rxd_testkit::api::{ok, outcome};
+use rxd_testkit::cgroup::cgroup_file;
+use rxd_testkit::client_identity;
+use rxd_testkit::session::{lxc_ok, Session};
+use serde_json::json;
+use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+/// A host folder with files of three owners, one of them setuid.
+fn shared_folder(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.join("root-file"), b"root's\n").unwrap();
+    std::fs::write(dir.join("user-file"), b"user's\n").unwrap();
+    chown(dir.join("user-file"), Some(1000), Some(1000)).unwrap();
+    std::fs::write(dir.join("suid"), b"#!/bin/sh\nid -u\n").unwrap();
+    std::fs::set_permissions(dir.join("suid"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+}
+
+fn owners(dir: &Path) -> Vec<(String, u32, u32)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let m = e.metadata().unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                m.uid(),
+                m.gid(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn a_host_folder_shared_into_two_containers_with_and_without_shift() {
+    let Some(mut s) =
+        Session::new("a_host_folder_shared_into_two_containers_with_and_without_shift").await
+    else {
+        return;
+    };
+    let host = tempfile::tempdir().unwrap();
+    let shared = host.path().join("shared");
+    shared_folder(&shared);
+    let before = owners(&shared);
+    let src = format!("source={}", shared.display());
+
+    // Without shift: a plain bind; host root's files are nobody's inside.
+    s.ok(&["init", "bb", "plain"]);
+    s.ok(&[
+        "config",
+        "device",
+        "add",
+        "plain",
+        "data",
+        "disk",
+        &src,
+        "path=/mnt/data",
+    ]);
+    s.ok(&["start", "plain"]);
+    let (code, out) = s.sh(
+        "plain",
+        "stat -c '%n %u %g' /mnt/data/root-file /mnt/data/user-file && cat /mnt/data/root-file",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("/mnt/data/root-file 65534 65534"), "{out}");
+    assert!(out.contains("/mnt/data/user-file 65534 65534"), "{out}");
+    assert!(out.contains("root's"), "{out}");
+    // Container root is nobody to host root's directory: no writes into it.
+    let (code, out) = s.sh("plain", "touch /mnt/data/new");
+    assert_ne!(code, 0, "{out}");
+    // nosuid,nodev unless an administrator says otherwise.
+    let (_, mounts) = s.sh("plain", "grep ' /mnt/data ' /proc/self/mountinfo");
+    assert!(
+        mounts.contains("nosuid") && mounts.contains("nodev"),
+        "{mounts}"
+    );
+
+    // With shift=true (an administrator's choice): the container's ids are the host's there.
+    s.ok(&["init", "bb", "shifted"]);
+    s.ok(&[
+        "config",
+        "device",
+        "add",
+        "shifted",
+        "data",
+        "disk",
+        &src,
+        "path=/mnt/data",
+        "shift=true",
+    ]);
+    s.ok(&["start", "shifted"]);
+    let (code, out) = s.sh(
+        "shifted",
+        "stat -c '%n %u %g' /mnt/data/root-file /mnt/data/user-file && echo hi > /mnt/data/from-shifted",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("/mnt/data/root-file 0 0"), "{out}");
+    assert!(out.contains("/mnt/data/user-file 1000 1000"), "{out}");
+    // What the container's root wrote is host root's; nothing else changed owner.
+    let written = std::fs::metadata(shared.join("from-shifted")).unwrap();
+    assert_eq!((written.uid(), written.gid()), (0, 0));
+    std::fs::remove_file(shared.join("from-shifted")).unwrap();
+    assert_eq!(owners(&shared), before);
+    // The setuid file stays setuid on the host, and does not run setuid inside (nosuid).
+    let (_, out) = s.sh("shifted", "grep ' /mnt/data ' /proc/self/mountinfo");
+    assert!(out.contains("nosuid"), "{out}");
+
+    // Read-only: no writes, and the container's root cannot remount it writable.
+    s.ok(&["stop", "shifted", "--force"]);
+    s.ok(&[
+        "config",
+        "device",
+        "set",
+        "shifted",
+        "data",
+        "readonly=true",
+    ]);
+    s.ok(&["start", "shifted"]);
+    let (code, out) = s.sh("shifted", "touch /mnt/data/x");
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    let (code, out) = s.sh(
+        "shifted",
+        "mount -o remount,bind,rw /mnt/data && touch /mnt/data/x",
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(!shared.join("x").exists());
+
+    // Hot-plug into the running container, read-only and locked as at start; then unplug.
+    s.ok(&[
+        "config",
+        "device",
+        "add",
+        "plain",
+        "hot",
+        "disk",
+        &src,
+        "path=/srv/hot",
+        "readonly=true",
+    ]);
+    let (code, out) = s.sh("plain", "cat /srv/hot/user-file");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("user's"), "{out}");
+    let (code, out) = s.sh("plain", "mount -o remount,bind,rw /srv/hot");
+    assert_ne!(code, 0, "{out}");
+    s.ok(&["config", "device", "remove", "plain", "hot"]);
+    let (code, out) = s.sh("plain", "ls /srv/hot");
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("user-file"), "{out}");
+
+    // A character device, hot-plugged and unplugged (its cgroup rule with it).
+    let (code, _) = s.sh("plain", "test -e /dev/fuse");
+    assert_ne!(code, 0);
+    let pid = s.pid("plain").await;
+    let allowed = || cgroup_file(pid, "devices", "devices.list");
+    s.ok(&[
+        "config",
+        "device",
+        "add",
+        "plain",
+        "fuse",
+        "unix-char",
+        "source=/dev/fuse",
+        "mode=0666",
+    ]);
+    // `<` opens without creating (`<>` would make a plain file where the node was).
+    let (code, out) = s.sh(
+        "plain",
+        "stat -c '%t:%T %a' /dev/fuse && exec 3</dev/fuse && echo opened",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("a:e5 666") && out.contains("opened"), "{out}");
+    assert!(allowed().contains("c 10:229 rwm"), "{}", allowed());
+    s.ok(&["config", "device", "remove", "plain", "fuse"]);
+    let (code, out) = s.sh("plain", "test -e /dev/fuse");
+    assert_ne!(code, 0, "{out}");
+    assert!(!allowed().contains("c 10:229"), "{}", allowed());
+    // At start, from a profile: the same device, cold-plugged.
+    s.ok(&["profile", "create", "fuse"]);
+    s.ok(&[
+        "profile",
+        "device",
+        "add",
+        "fuse",
+        "fuse",
+        "unix-char",
+        "source=/dev/fuse",
+    ]);
+    s.ok(&["launch", "bb", "withfuse", "-p", "default", "-p", "fuse"]);
+    let (code, out) = s.sh("withfuse", "exec 3</dev/fuse && echo opened");
+    assert_eq!(code, 0, "{out}");
+
+    // Host owners untouched by all of it.
+    assert_eq!(owners(&shared), before);
+
+    // Sources that are refused whoever asks: the state dir, a symlink planted by a user.
+    let state = s.d.dir();
+    let e = s.fails(&[
+        "config",
+        "device",
+        "add",
+        "plain",
+        "state",
+        "disk",
+        &format!("source={}", state.display()),
+        "path=/mnt/state",
+    ]);
+    assert!(e.contains("which no device may reach"), "{e}");
+    let planted = host.path().join("planted");
+    std::os::unix::fs::symlink(&state, &planted).unwrap();
+    std::os::unix::fs::lchown(&planted, Some(1000), Some(1000)).unwrap();
+    let e = s.fails(&[
+        "config",
+        "device",
+        "add",
+        "plain",
+        "planted",
+        "disk",
+        &format!("source={}", planted.display()),
+        "path=/mnt/p",
+    ]);
+    assert!(e.contains("not owned by root"), "{e}");
+    let e = s.fails(&[
+        "config",
+        "device",
+        "add",
+        "plain",
+        "proc",
+        "disk",
+        &src,
+        "path=/proc/sys",
+    ]);
+    assert!(e.contains("under /proc or /sys"), "{e}");
+
+    // Debian's lxc adds and lists devices the same way.
+    s.d.enable_https().await;
+    s.ok(&["config", "set", "core.trust_password", "s3cret"]);
+    let c = tempfile::tempdir().unwrap();
+    let conf = c.path();
+    let address = s.d.https_address();
+    let remote = [
+        "remote",
+        "add",
+        "rxd",
+        &address,
+        "--accept-certificate",
+        "--password",
+        "s3cret",
+    ];
+    lxc_ok(conf, &remote);
+    let add = [
+        "config",
+        "device",
+        "add",
+        "rxd:plain",
+        "fromlxc",
+        "disk",
+        &src,
+        "path=/mnt/lxc",
+    ];
+    lxc_ok(conf, &add);
+    let shown = lxc_ok(conf, &["config", "device", "show", "rxd:plain"]);
+    assert!(
+        shown.contains("fromlxc:") && shown.contains("path: /mnt/lxc"),
+        "{shown}"
+    );
+    let (code, out) = s.sh("plain", "cat /mnt/lxc/root-file");
+    assert_eq!(code, 0, "{out}");
+    lxc_ok(
+        conf,
+        &["config", "device", "remove", "rxd:plain", "fromlxc"],
+    );
+}
+
+#[tokio::test]
+async fn operators_get_host_paths_only_beneath_their_projects_prefixes() {
+    let Some(s) =
+        Session::new("operators_get_host_paths_only_beneath_their_projects_prefixes").await
+    else {
+        return;
+    };
+    let host = tempfile::tempdir().unwrap();
+    let allowed = host.path().join("allowed");
+    shared_folder(&allowed.join("data"));
+    let outside = host.path().join("outside");
+    shared_folder(&outside);
+    // Root's own symlink inside the prefix that leads out of it, and a relative one that stays.
+    std::os::unix::fs::symlink(&outside, allowed.join("escape")).unwrap();
+    std::os::unix::fs::symlink("data", allowed.join("inner")).unwrap();
+
+    let unix = s.d.unix();
+    let operator = client_identity("operator");
+    let cert = base64::engine::general_purpose::STANDARD.encode(&operator.cert_der);
+    ok(
+        &unix,
+        Method::POST,
+        "/1.0/certificates",
+        json!({"certificate": cert, "restricted": true, "projects": ["default"]}),
+    )
+    .await;
+    let op = s.d.https(Some(&operator));
+    s.ok(&["launch", "bb", "c1"]);
+    let disk = |src: &Path, path: &str| json!({"devices": {"d": {"type": "disk", "source": src.to_str().unwrap(), "path": path}}});
+
+    // A plain project: host paths are the administrator's alone.
+    let e = outcome(
+        &op,
+        Method::PATCH,
+        "/1.0/instances/c1",
+        disk(&allowed.join("data"), "/mnt"),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.contains("Only the server administrator may add disk devices"),
+        "{e}"
+    );
+
+    // Restricted, with host paths allowed beneath one prefix.
+    ok(
+        &unix,
+        Method::PATCH,
+        "/1.0/projects/default",
+        json!({"config": {
+            "restricted": "true",
+            "restricted.devices.disk": "allow",
+            "restricted.devices.disk.paths": allowed.to_str().unwrap(),
+        }}),
+    )
+    .await;
+    outcome(
+        &op,
+        Method::PATCH,
+        "/1.0/instances/c1",
+        disk(&allowed.join("data"), "/mnt"),
+    )
+    .await
+    .unwrap();
+    let (code, out) = s.sh("c1", "cat /mnt/user-file");
+    assert_eq!(code, 0, "{out}");
+    // Through a symlink that stays beneath: fine; one that leaves: refused, root's or not.
+    outcome(
+        &op,
+        Method::PATCH,
+        "/1.0/instances/c1",
+        disk(&allowed.join("inner"), "/mnt"),
+    )
+    .await
+    .unwrap();
+    let e = outcome(
+        &op,
+        Method::PATCH,
+        "/1.0/instances/c1",
+        disk(&allowed.join("escape"), "/mnt"),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.contains("leaves"), "{e}");
+    // `..` never reaches the walk: a source must be a normal path.
+    let dotdot = allowed.join("data/../../outside");
+    let e = outcome(
+        &op,
+        Method::PATCH,
+        "/1.0/instances/c1",
+        disk(&dotdot, "/mnt"),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.contains("Invalid source"), "{e}");
+    let e = outcome(
+        &op,
+        Method::PATCH,
+        "/1.0/instances/c1",
+        disk(&outside, "/mnt"),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.contains("outside its allowed prefixes"), "{e}");
+    // shift stays the administrator's, and LXD refuses it under restricted paths anyway.
+    let mut shifted = disk(&allowed.join("data"), "/mnt");
+    shifted["devices"]["d"]["shift"] = json!("true");
+    let e = outcome(&op, Method::PATCH, "/1.0/instances/c1", shifted)
+        .await
+        .unwrap_err();
+    assert!(e.contains("shift"), "{e}");
+    // Unix devices: blocked in restricted projects unless allowed.
+    let fuse = json!({"devices": {"f": {"type": "unix-char", "source": "/dev/fuse"}}});
+    let e = outcome(&op, Method::PATCH, "/1.0/instances/c1", fuse)
+        .await
+        .unwrap_err();
+    assert!(e.contains("restricted.devices.unix-char"), "{e}");
+
+    // A profile edit that would give the project's instances a forbidden device: refused
+    // whole, for an administrator too (restrictions bind everyone).
+    let e = s.fails(&[
+        "profile",
+        "device",
+        "add",
+        "default",
+        "out",
+        "disk",
+        &format!("source={}", outside.display()),
+        "path=/mnt/out",
+    ]);
+    assert!(e.contains("outside its allowed prefixes"), "{e}");
+    let profile = s.get("/1.0/profiles/default").await;
+    assert!(profile["devices"].get("out").is_none(), "{profile}");
+}

@@ -1,0 +1,674 @@
+//! Host-path disks and unix device nodes, mounted into a container's mount namespace
+//! (`rxd-shim devices ID`, a [`DeviceChange`] on stdin): before its init runs (from `start`,
+//! between libcontainer's create and the locking of its mounts, so they are locked like the
+//! others) and into a running container (hot-plug and unplug).
+//!
+//! Everything on the host side is done by descriptor, in this fresh single-threaded process
+//! (`setns` into a mount namespace refuses a multithreaded caller):
+//!
+//! 1. each disk's source is opened by `rxd-hostpath`'s walk (root's symlinks only, beneath a
+//!    `restricted.devices.disk.paths` prefix when there is one, never inside the state dir);
+//!    each unix node is made with `mknodat` in the container's staging directory, owned by the
+//!    container's mapped ids;
+//! 2. `open_tree(OPEN_TREE_CLONE)` makes a detached copy of it, and `mount_setattr` gives the
+//!    copy its flags: read-only, `nosuid,nodev` (rxd's default for disks), propagation, and,
+//!    for `shift=true`, an idmapping with the container's own user namespace, so container
+//!    ids are host ids on that tree (kernel ≥ 5.12, and a filesystem that supports it);
+//! 3. for a running container, a copy that is read-only is made again inside a throwaway user
+//!    and mount namespace ([`lock_read_only`]): the kernel then locks its read-only flag, as it
+//!    locks those of the mounts a container starts with (see `lock.rs`), so the container's
+//!    root cannot remount it writable;
+//! 4. the process joins the init's mount namespace (after checking the init is still the one
+//!    it looked up), creates the mount point inside the container's root (resolved with
+//!    `RESOLVE_IN_ROOT`, made by the container's root ids when missing) and `move_mount`s the
+//!    copy onto it. Unplugging unmounts there; the node's device-cgroup rule is added (v1:
+//!    `devices.allow`) before it appears and removed (`devices.deny`) before it goes.
+
+use anyhow::{bail, Context, Result};
+use libcontainer::syscall::linux::MountAttr;
+use libcontainer::syscall::Syscall;
+use nix::libc;
+use nix::sched::CloneFlags;
+use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+use rxd_core::devices::{encoded_name, DiskMount, Propagation, UnixNode};
+use rxd_core::launch::DeviceChange;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Component, Path};
+
+/// The container's id maps as its init's `/proc/<pid>/uid_map` and `gid_map` show them: host
+/// ids of container root (0 and 0 for a privileged container).
+fn root_ids(pid: i32) -> Result<(u32, u32)> {
+    let first = |file: &str| -> Result<u32> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+            .with_context(|| format!("reading the init's {file}"))?;
+        let fields: Vec<u32> = text
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        match fields[..] {
+            [0, host, _] => Ok(host),
+            _ => bail!("unexpected {file} {text:?}"),
+        }
+    };
+    Ok((first("uid_map")?, first("gid_map")?))
+}
+
+fn privileged(pid: i32) -> Result<bool> {
+    let ours = std::fs::read_link("/proc/self/ns/user")?;
+    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/user"))?;
+    Ok(ours == theirs)
+}
+
+/// The node's type and device number: `major`/`minor` when given, the host node's otherwise
+/// (opened by descriptor: root's symlinks only, nothing inside `refuse`). `None` for a missing
+/// source of a device that is not required.
+pub fn node_numbers(node: &UnixNode, refuse: Option<&Path>) -> Result<Option<(u32, u32)>> {
+    let (mut major, mut minor) = (node.major, node.minor);
+    if let Some(source) = &node.source {
+        let mut walk = rxd_hostpath::Walk::new(source);
+        if let Some(dir) = refuse {
+            walk = walk.refuse(dir);
+        }
+        let opened = match walk.open() {
+            Ok(o) => o,
+            Err(e) if e.is_not_found() && !node.required => return Ok(None),
+            Err(e) if e.is_not_found() => bail!(
+                "Missing source path {:?} for device {:?}",
+                source,
+                node.device
+            ),
+            Err(e) => return Err(e.into()),
+        };
+        let want = if node.block {
+            FileType::BlockDevice
+        } else {
+            FileType::CharacterDevice
+        };
+        if opened.file_type != want {
+            bail!(
+                "{} is not a {} device",
+                source.display(),
+                if node.block { "block" } else { "character" }
+            );
+        }
+        major.get_or_insert(rustix::fs::major(opened.rdev));
+        minor.get_or_insert(rustix::fs::minor(opened.rdev));
+    }
+    match (major, minor) {
+        (Some(a), Some(b)) => Ok(Some((a, b))),
+        _ => bail!("device {:?} has no device numbers", node.device),
+    }
+}
+
+/// A detached mount and where it goes.
+struct Prepared {
+    tree: OwnedFd,
+    target: std::path::PathBuf,
+    dir: bool,
+    read_only: bool,
+}
+
+const OPEN_TREE: u32 = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC;
+
+fn set_attributes(
+    sys: &dyn Syscall,
+    tree: &OwnedFd,
+    recursive: bool,
+    attr: &MountAttr,
+) -> Result<()> {
+    let flags = libc::AT_EMPTY_PATH as u32
+        | if recursive {
+            libc::AT_RECURSIVE as u32
+        } else {
+            0
+        };
+    sys.mount_setattr(
+        tree.as_fd(),
+        Path::new(""),
+        flags,
+        attr,
+        std::mem::size_of::<MountAttr>(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn prepare_disk(
+    sys: &dyn Syscall,
+    disk: &DiskMount,
+    refuse: Option<&Path>,
+    userns: Option<&OwnedFd>,
+) -> Result<Option<Prepared>> {
+    let mut walk = rxd_hostpath::Walk::new(&disk.source).beneath(disk.beneath.as_deref());
+    if let Some(dir) = refuse {
+        walk = walk.refuse(dir);
+    }
+    let opened = match walk.open() {
+        Ok(o) => o,
+        Err(e) if e.is_not_found() && !disk.required => return Ok(None),
+        Err(e) if e.is_not_found() => bail!(
+            "Missing source path {:?} for disk device {:?}",
+            disk.source,
+            disk.device
+        ),
+        Err(e) => bail!("disk device {:?}: {e}", disk.device),
+    };
+    let dir = opened.file_type == FileType::Directory;
+    if !dir && opened.file_type != FileType::RegularFile {
+        bail!(
+            "disk device {:?}: {} is neither a directory nor a file",
+            disk.device,
+            disk.source.display()
+        );
+    }
+    let recursive = disk.recursive && dir;
+    let flags = OPEN_TREE
+        | libc::AT_EMPTY_PATH as u32
+        | if recursive {
+            libc::AT_RECURSIVE as u32
+        } else {
+            0
+        };
+    let tree = sys
+        .open_tree(opened.fd.as_raw_fd(), Some(""), flags)
+        .map_err(|e| anyhow::anyhow!("disk device {:?}: cloning the mount: {e}", disk.device))?;
+    let mut attr = MountAttr {
+        attr_set: 0,
+        attr_clr: 0,
+        propagation: match disk.propagation {
+            None | Some(Propagation::Private) => libc::MS_PRIVATE,
+            Some(Propagation::Shared) => libc::MS_SHARED,
+            Some(Propagation::Slave) => libc::MS_SLAVE,
+            Some(Propagation::Unbindable) => libc::MS_UNBINDABLE,
+        },
+        userns_fd: 0,
+    };
+    if disk.readonly {
+        attr.attr_set |= libc::MOUNT_ATTR_RDONLY;
+    }
+    if disk.nosuid {
+        attr.attr_set |= libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+    } else {
+        attr.attr_clr |= libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+    }
+    set_attributes(sys, &tree, recursive, &attr)
+        .with_context(|| format!("disk device {:?}: setting its mount flags", disk.device))?;
+    if disk.shift {
+        if let Some(userns) = userns {
+            let idmap = MountAttr {
+                attr_set: libc::MOUNT_ATTR_IDMAP,
+                attr_clr: 0,
+                propagation: 0,
+                userns_fd: userns.as_raw_fd() as u64,
+            };
+            set_attributes(sys, &tree, recursive, &idmap).map_err(|e| {
+                let fs = rustix::fs::fstatfs(&opened.fd)
+                    .map(|s| format!("{:#x}", s.f_type))
+                    .unwrap_or_default();
+                anyhow::anyhow!(
+                    "disk device {:?}: shift=true needs idmapped mounts, which the filesystem of {} (type {fs}) does not support here: {e}",
+                    disk.device,
+                    disk.source.display()
+                )
+            })?;
+        }
+    }
+    Ok(Some(Prepared {
+        tree,
+        target: disk.path.clone(),
+        dir,
+        read_only: disk.readonly,
+    }))
+}
+
+fn node_name(node: &UnixNode) -> String {
+    format!("unix.{}", encoded_name(&node.device))
+}
+
+fn prepare_node(
+    sys: &dyn Syscall,
+    node: &UnixNode,
+    refuse: Option<&Path>,
+    staging: &OwnedFd,
+    ids: (u32, u32),
+) -> Result<Option<Prepared>> {
+    let Some((major, minor)) = node_numbers(node, refuse)? else {
+        return Ok(None);
+    };
+    let name = node_name(node);
+    let _ = rustix::fs::unlinkat(staging, &name, rustix::fs::AtFlags::empty());
+    let kind = if node.block {
+        FileType::BlockDevice
+    } else {
+        FileType::CharacterDevice
+    };
+    rustix::fs::mknodat(
+        staging,
+        &name,
+        kind,
+        Mode::from_raw_mode(node.mode),
+        rustix::fs::makedev(major, minor),
+    )
+    .with_context(|| format!("making the node for device {:?}", node.device))?;
+    let fd = rustix::fs::openat(
+        staging,
+        &name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let owner = ids.0.checked_add(node.uid).context("uid out of range")?;
+    let group = ids.1.checked_add(node.gid).context("gid out of range")?;
+    // By descriptor: chmod/chown of an O_PATH descriptor go through /proc/self/fd.
+    rustix::fs::chownat(
+        &fd,
+        "",
+        Some(rustix::fs::Uid::from_raw(owner)),
+        Some(rustix::fs::Gid::from_raw(group)),
+        rustix::fs::AtFlags::EMPTY_PATH,
+    )?;
+    rustix::fs::chmodat(
+        staging,
+        &name,
+        Mode::from_raw_mode(node.mode),
+        rustix::fs::AtFlags::empty(),
+    )?;
+    let tree = sys
+        .open_tree(
+            fd.as_raw_fd(),
+            Some(""),
+            OPEN_TREE | libc::AT_EMPTY_PATH as u32,
+        )
+        .map_err(|e| anyhow::anyhow!("device {:?}: cloning the node's mount: {e}", node.device))?;
+    let attr = MountAttr {
+        attr_set: libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NOEXEC,
+        attr_clr: libc::MOUNT_ATTR_NODEV,
+        propagation: libc::MS_PRIVATE,
+        userns_fd: 0,
+    };
+    set_attributes(sys, &tree, false, &attr)?;
+    Ok(Some(Prepared {
+        tree,
+        target: node.path.clone(),
+        dir: false,
+        read_only: false,
+    }))
+}
+
+/// The v1 devices hierarchy's directory of the container's cgroup. v2 hosts take device rules
+/// only at start (the filter is an eBPF program fixed when the container is created).
+fn devices_dir(cgroup: &str) -> Result<std::path::PathBuf> {
+    if crate::spec::CgroupHost::probe().v2 {
+        bail!("unix devices can be added to or removed from a running container only on cgroup v1 hosts; stop the container, change its devices and start it again");
+    }
+    Ok(Path::new("/sys/fs/cgroup/devices").join(cgroup.trim_start_matches('/')))
+}
+
+/// Write a device rule into the container's cgroup and every cgroup below it (v1: an allow
+/// given to a parent does not reach the children that exist already).
+fn device_rule(cgroup: &str, file: &str, rule: &str) -> Result<()> {
+    let top = devices_dir(cgroup)?;
+    let mut stack = vec![top];
+    while let Some(dir) = stack.pop() {
+        std::fs::write(dir.join(file), rule)
+            .with_context(|| format!("writing {rule:?} to {}", dir.join(file).display()))?;
+        // A deny on a parent reaches the children by itself.
+        if file == "devices.deny" {
+            break;
+        }
+        for entry in std::fs::read_dir(&dir)?.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn rule(node: &UnixNode, (major, minor): (u32, u32)) -> String {
+    format!("{} {major}:{minor} rwm", if node.block { 'b' } else { 'c' })
+}
+
+/// Open (making what is missing, owned by `ids`) the mount point for `p` inside the mount
+/// namespace this process is in: every component resolved in the container's root.
+fn mount_point(root: &OwnedFd, p: &Prepared, ids: (u32, u32)) -> Result<OwnedFd> {
+    let parts: Vec<&std::ffi::OsStr> = p
+        .target
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let (last, parents) = parts.split_last().context("an empty target path")?;
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    let chown = |dir: &OwnedFd, name: &std::ffi::OsStr| -> Result<()> {
+        rustix::fs::chownat(
+            dir,
+            name,
+            Some(rustix::fs::Uid::from_raw(ids.0)),
+            Some(rustix::fs::Gid::from_raw(ids.1)),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+        Ok(())
+    };
+    let mut here = rustix::fs::openat2(
+        root,
+        ".",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        resolve,
+    )?;
+    let mut sofar = std::path::PathBuf::new();
+    for part in parents {
+        sofar.push(part);
+        let open = |at: &std::path::Path| {
+            rustix::fs::openat2(
+                root,
+                at,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                resolve,
+            )
+        };
+        here = match open(&sofar) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => {
+                rustix::fs::mkdirat(&here, *part, Mode::from_raw_mode(0o755))
+                    .with_context(|| format!("creating {} in the container", sofar.display()))?;
+                chown(&here, part)?;
+                open(&sofar)?
+            }
+            Err(e) => bail!("{} in the container: {e}", sofar.display()),
+        };
+    }
+    let open_last = || {
+        rustix::fs::openat2(
+            &here,
+            *last,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH,
+        )
+    };
+    match open_last() {
+        Ok(fd) => Ok(fd),
+        Err(rustix::io::Errno::NOENT) => {
+            if p.dir {
+                rustix::fs::mkdirat(&here, *last, Mode::from_raw_mode(0o755))?;
+            } else {
+                drop(rustix::fs::openat(
+                    &here,
+                    *last,
+                    OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::WRONLY
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o644),
+                )?);
+            }
+            chown(&here, last)?;
+            Ok(open_last()?)
+        }
+        Err(rustix::io::Errno::LOOP) => bail!(
+            "{} in the container is a symbolic link; mount points must not be",
+            p.target.display()
+        ),
+        Err(e) => bail!("{} in the container: {e}", p.target.display()),
+    }
+}
+
+/// Remove the file at `path` inside the container if it is a plain file or a device node (what
+/// a unix device's mount point is), resolved in the container's root.
+fn remove_mount_point(root: &OwnedFd, path: &Path) -> Result<()> {
+    let parent = path.parent().context("no parent")?;
+    let name = path.file_name().context("no name")?;
+    let dir = rustix::fs::openat2(
+        root,
+        parent.strip_prefix("/").unwrap_or(parent),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )?;
+    let st = rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+    let kind = FileType::from_raw_mode(st.st_mode);
+    if matches!(
+        kind,
+        FileType::RegularFile | FileType::CharacterDevice | FileType::BlockDevice
+    ) {
+        rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty())?;
+    }
+    Ok(())
+}
+
+/// Carry out `change` against the container `id` (created and waiting to start, when `before_start`,
+/// else running).
+pub fn apply(root: &Path, id: &str, staging: &Path, before_start: bool) -> Result<()> {
+    let mut text = String::new();
+    std::io::stdin()
+        .take(crate::MAX_PLAN)
+        .read_to_string(&mut text)
+        .context("reading the device change")?;
+    let change: DeviceChange = serde_json::from_str(&text).context("parsing the device change")?;
+    let container = crate::load(root, id)?;
+    use libcontainer::container::ContainerStatus;
+    let status_ok = if before_start {
+        matches!(container.status(), ContainerStatus::Created)
+    } else {
+        matches!(
+            container.status(),
+            ContainerStatus::Running | ContainerStatus::Paused
+        )
+    };
+    if !status_ok {
+        bail!(
+            "container {id} is not {}",
+            if before_start { "created" } else { "running" }
+        );
+    }
+    let pid = container
+        .pid()
+        .context("the runtime reports no init pid")?
+        .as_raw();
+    let cgroup = container
+        .spec()
+        .context("reading the container's runtime state")?
+        .cgroup_path
+        .to_string_lossy()
+        .into_owned();
+    let start = crate::attach::start_time(pid)?;
+    let sys = libcontainer::syscall::syscall::create_syscall();
+    let privileged = privileged(pid)?;
+    let ids = if privileged { (0, 0) } else { root_ids(pid)? };
+    let mnt_ns = rustix::fs::open(
+        format!("/proc/{pid}/ns/mnt"),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let userns = if privileged {
+        None
+    } else {
+        Some(rustix::fs::open(
+            format!("/proc/{pid}/ns/user"),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?)
+    };
+    // The descriptors are the init's if it is still the process we looked up.
+    if crate::attach::start_time(pid)? != start {
+        bail!("the container's init changed under us");
+    }
+    let refuse = change.refuse.as_deref();
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(staging)
+        .context("creating the devices staging directory")?;
+    let staging_fd = rustix::fs::open(
+        staging,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+
+    let mut prepared = Vec::new();
+    for disk in &change.add_disks {
+        prepared.extend(prepare_disk(sys.as_ref(), disk, refuse, userns.as_ref())?);
+    }
+    let mut rules = Vec::new();
+    for node in &change.add_nodes {
+        if let Some(p) = prepare_node(sys.as_ref(), node, refuse, &staging_fd, ids)? {
+            if let Some(numbers) = node_numbers(node, refuse)? {
+                rules.push(rule(node, numbers));
+            }
+            prepared.push(p);
+        }
+    }
+    let live = !before_start;
+    if live {
+        for p in &mut prepared {
+            if p.read_only && !privileged {
+                p.tree = lock_read_only(&p.tree)?;
+            }
+        }
+        for node in &change.remove_nodes {
+            if let Ok(Some(numbers)) = node_numbers(node, refuse) {
+                device_rule(&cgroup, "devices.deny", &rule(node, numbers))?;
+            }
+            let _ =
+                rustix::fs::unlinkat(&staging_fd, node_name(node), rustix::fs::AtFlags::empty());
+        }
+        for r in &rules {
+            device_rule(&cgroup, "devices.allow", r)?;
+        }
+    }
+
+    nix::sched::setns(&mnt_ns, CloneFlags::CLONE_NEWNS)
+        .context("joining the container's mount namespace")?;
+    let container_root = rustix::fs::open(
+        "/",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    // Mount points are made (and removed) as the container's root: a filesystem the container
+    // mounted itself (its /dev) cannot hold files of host root's, and the container's own
+    // permissions apply.
+    nix::unistd::setfsgid(nix::unistd::Gid::from_raw(ids.1));
+    nix::unistd::setfsuid(nix::unistd::Uid::from_raw(ids.0));
+    for (path, node) in change
+        .remove_disks
+        .iter()
+        .map(|d| (&d.path, false))
+        .chain(change.remove_nodes.iter().map(|n| (&n.path, true)))
+    {
+        use rustix::mount::UnmountFlags;
+        match rustix::mount::unmount(path, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW) {
+            Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => bail!("unmounting {} in the container: {e}", path.display()),
+        }
+        // A node's mount point goes with it (as in LXD), so nothing is left at its path.
+        if node {
+            let _ = remove_mount_point(&container_root, path);
+        }
+    }
+    for p in &prepared {
+        let target = mount_point(&container_root, p, ids)?;
+        sys.move_mount(
+            p.tree.as_fd(),
+            None,
+            target.as_fd(),
+            None,
+            libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH,
+        )
+        .map_err(|e| {
+            anyhow::anyhow!("mounting onto {} in the container: {e}", p.target.display())
+        })?;
+    }
+    Ok(())
+}
+
+/// A copy of the detached read-only mount `tree` whose read-only flag the kernel has locked: it
+/// is attached in a private mount namespace of a child process, which then copies that
+/// namespace into one owned by a new user namespace (the copy locks every flag) and clones the
+/// mount from there (clones keep the lock). See `rxd-shim lock-readonly`.
+fn lock_read_only(tree: &OwnedFd) -> Result<OwnedFd> {
+    let (ours, theirs) = crate::pty::channel()?;
+    let child = std::process::Command::new(std::env::current_exe()?)
+        .arg("--root")
+        .arg("/")
+        .arg("lock-readonly")
+        .stdin(std::process::Stdio::from(theirs))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .env_clear()
+        .spawn()
+        .context("starting the lock-readonly step")?;
+    crate::lock::send_fd(&ours, tree.as_fd())?;
+    let locked = crate::lock::receive_fd(&ours);
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "locking a read-only mount: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    locked
+}
+
+/// The child of [`lock_read_only`]: receive the tree on stdin, attach it in a private mount
+/// namespace, copy that namespace under a fresh user namespace, clone the mount from the copy
+/// and send the clone back.
+pub fn lock_readonly_step() -> Result<()> {
+    let socket: OwnedFd = std::io::stdin().as_fd().try_clone_to_owned()?;
+    let tree = crate::lock::receive_fd(&socket)?;
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS).context("a private mount namespace")?;
+    rustix::mount::mount_change(
+        "/",
+        rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
+    )
+    .context("making the mount namespace private")?;
+    // A mount point of the tree's kind, on a tmpfs of our own.
+    let sys = libcontainer::syscall::syscall::create_syscall();
+    let scratch = Path::new("/tmp");
+    rustix::mount::mount(
+        "tmpfs",
+        scratch,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        c"size=16k,mode=0755",
+    )
+    .context("mounting a scratch tmpfs")?;
+    let dir = rustix::fs::fstat(&tree)
+        .map(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory)
+        .unwrap_or(true);
+    let spot = scratch.join("m");
+    if dir {
+        std::fs::create_dir(&spot)?;
+    } else {
+        std::fs::write(&spot, b"")?;
+    }
+    let spot_fd = rustix::fs::open(&spot, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
+    sys.move_mount(
+        tree.as_fd(),
+        None,
+        spot_fd.as_fd(),
+        None,
+        libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(|e| anyhow::anyhow!("attaching the tree: {e}"))?;
+    // Copying the mount namespace into one owned by a new user namespace locks the flags.
+    nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
+        .context("a locked copy of the mount namespace")?;
+    let copy = sys
+        .open_tree(
+            libc::AT_FDCWD,
+            Some(spot.to_str().context("path")?),
+            OPEN_TREE,
+        )
+        .map_err(|e| anyhow::anyhow!("cloning the locked mount: {e}"))?;
+    crate::lock::send_fd(&socket, copy.as_fd())?;
+    Ok(())
+}
