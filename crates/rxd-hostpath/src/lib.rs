@@ -147,14 +147,9 @@ impl<'a> Walk<'a> {
                     self.path,
                     Some((floor, prefix)),
                 )?;
-                floor
             }
-            None => {
-                walk(&mut chain, components(self.path), self.path, None)?;
-                1
-            }
-        };
-        let _ = floor;
+            None => walk(&mut chain, components(self.path), self.path, None)?,
+        }
         for fd in &chain {
             let (_, id, _, _) = identity(fd, self.path)?;
             if let Some((dir, _)) = self.refused.iter().find(|(_, r)| *r == id) {
