@@ -58,7 +58,7 @@ pub struct Target {
 
 /// The init's start time (field 22 of /proc/<pid>/stat), so a reused pid is never mistaken
 /// for the container.
-fn start_time(pid: i32) -> Result<u64> {
+pub(crate) fn start_time(pid: i32) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("the container's init (pid {pid}) is gone"))?;
     // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
