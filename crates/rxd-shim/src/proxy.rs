@@ -198,9 +198,6 @@ fn prepare(plan: ProxyPlan, pid_file: &Path) -> Result<Ready> {
             _ => Listening::Stream(fd),
         });
     }
-    let me = std::process::id() as i32;
-    write_pid_file(pid_file, me, crate::attach::start_time(me)?)?;
-    drop_privileges(plan.run_as)?;
     // Blocked in every thread made from now on; read from a descriptor by the main loop.
     let mut mask = nix::sys::signal::SigSet::empty();
     mask.add(nix::sys::signal::Signal::SIGTERM);
@@ -211,6 +208,14 @@ fn prepare(plan: ProxyPlan, pid_file: &Path) -> Result<Ready> {
         nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
     )
     .context("signalfd")?;
+    let me = std::process::id() as i32;
+    write_pid_file(pid_file, me, crate::attach::start_time(me)?)?;
+    if let Err(e) = drop_privileges(plan.run_as) {
+        // Best effort (the uid may have changed already): a stale file names a pid and start
+        // time that no longer match, which the daemon checks anyway.
+        let _ = std::fs::remove_file(pid_file);
+        return Err(e);
+    }
     Ok(Ready {
         plan,
         init,
