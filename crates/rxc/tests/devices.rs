@@ -420,3 +420,164 @@ async fn operators_get_host_paths_only_beneath_their_projects_prefixes() {
     let profile = s.get("/1.0/profiles/default").await;
     assert!(profile["devices"].get("out").is_none(), "{profile}");
 }
+
+/// A TCP server on the host's loopback that answers every connection with `reply`.
+fn host_server(reply: &'static str) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut conn = conn;
+            let _ = std::io::Write::write_all(&mut conn, reply.as_bytes());
+        }
+    });
+    port
+}
+
+fn read_all(mut stream: impl std::io::Read + std::io::Write, send: &[u8]) -> String {
+    stream.write_all(send).unwrap();
+    let mut out = String::new();
+    let _ = stream.read_to_string(&mut out);
+    out
+}
+
+fn http_get(port: u16) -> Result<String, std::io::Error> {
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    Ok(read_all(stream, b"GET /index.html HTTP/1.0\r\n\r\n"))
+}
+
+#[tokio::test]
+async fn proxies_forward_tcp_and_unix_both_ways_and_outlive_a_daemon_restart() {
+    let Some(mut s) =
+        Session::new("proxies_forward_tcp_and_unix_both_ways_and_outlive_a_daemon_restart").await
+    else {
+        return;
+    };
+    s.ok(&["launch", "bb", "c1"]);
+    let (code, out) = s.sh(
+        "c1",
+        "ip link set lo up && mkdir -p /srv && echo served-from-c1 > /srv/index.html && httpd -p 127.0.0.1:80 -h /srv",
+    );
+    assert_eq!(code, 0, "{out}");
+
+    // Host TCP port -> the container's web server.
+    let port = rxd_testkit::free_port();
+    let listen = format!("listen=tcp:127.0.0.1:{port}");
+    s.ok(&[
+        "config",
+        "device",
+        "add",
+        "c1",
+        "web",
+        "proxy",
+        &listen,
+        "connect=tcp:127.0.0.1:80",
+    ]);
+    let page = http_get(port).unwrap();
+    assert!(page.contains("served-from-c1"), "{page}");
+
+    // The container -> a host TCP server (bind=instance).
+    let host_port = host_server("hello-from-host\n");
+    let connect = format!("connect=tcp:127.0.0.1:{host_port}");
+    s.ok(&[
+        "config",
+        "device",
+        "add",
+        "c1",
+        "out",
+        "proxy",
+        "listen=tcp:127.0.0.1:9000",
+        &connect,
+        "bind=instance",
+    ]);
+    let (code, out) = s.sh("c1", "nc 127.0.0.1 9000 </dev/null");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("hello-from-host"), "{out}");
+
+    // Unix sockets both ways: a host socket -> a socket inside the container, which another
+    // proxy forwards back out to a host TCP server.
+    let sockets = tempfile::tempdir().unwrap();
+    let host_sock = sockets.path().join("app.sock");
+    let back_port = host_server("through-two-unix-sockets\n");
+    s.ok(&[
+        "config",
+        "device",
+        "add",
+        "c1",
+        "inner",
+        "proxy",
+        "listen=unix:/run/app.sock",
+        &format!("connect=tcp:127.0.0.1:{back_port}"),
+        "bind=instance",
+    ]);
+    s.ok(&[
+        "config",
+        "device",
+        "add",
+        "c1",
+        "sock",
+        "proxy",
+        &format!("listen=unix:{}", host_sock.display()),
+        "connect=unix:/run/app.sock",
+    ]);
+    let got = read_all(
+        std::os::unix::net::UnixStream::connect(&host_sock).unwrap(),
+        b"",
+    );
+    assert!(got.contains("through-two-unix-sockets"), "{got}");
+    // The forwarder of a TCP-only proxy runs as nobody, with no capability.
+    let bundle = s.d.dir().join("runtime/bundles/c1");
+    let pid_of = |device: &str| -> i32 {
+        let dir = &bundle;
+        let text = std::fs::read_to_string(dir.join(format!("proxy.{device}.pid"))).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["pid"]
+            .as_i64()
+            .unwrap() as i32
+    };
+    let web = pid_of("web");
+    let status = std::fs::read_to_string(format!("/proc/{web}/status")).unwrap();
+    assert!(
+        status.contains("Uid:\t65534\t65534\t65534\t65534"),
+        "{status}"
+    );
+    assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
+
+    // A daemon restart leaves the forwarders running and in use.
+    s.d.restart().await;
+    assert_eq!(pid_of("web"), web);
+    let page = http_get(port).unwrap();
+    assert!(page.contains("served-from-c1"), "{page}");
+    let got = read_all(
+        std::os::unix::net::UnixStream::connect(&host_sock).unwrap(),
+        b"",
+    );
+    assert!(got.contains("through-two-unix-sockets"), "{got}");
+
+    // Unplugged: the forwarder goes, the port is closed.
+    s.ok(&["config", "device", "remove", "c1", "web"]);
+    for _ in 0..50 {
+        if !std::path::Path::new(&format!("/proc/{web}")).exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!std::path::Path::new(&format!("/proc/{web}")).exists());
+    assert!(http_get(port).is_err());
+
+    // And with the container: a stop ends every forwarder.
+    let sock = pid_of("sock");
+    s.ok(&["stop", "c1", "--force"]);
+    for _ in 0..50 {
+        if !std::path::Path::new(&format!("/proc/{sock}")).exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!std::path::Path::new(&format!("/proc/{sock}")).exists());
+    // Started again with the container.
+    s.ok(&["start", "c1"]);
+    assert_ne!(pid_of("sock"), sock);
+}

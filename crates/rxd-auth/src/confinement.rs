@@ -145,11 +145,8 @@ pub fn disk_prefix(project: &BTreeMap<String, String>, source: &str) -> Option<P
 /// when unset, root only if one of its host-side ends is a unix socket path (which the host's
 /// permissions guard) and nobody (65534) otherwise.
 pub fn proxy_identity(device: &BTreeMap<String, String>) -> (u32, u32) {
-    let bind_instance = device.get("bind").map(String::as_str) == Some("instance");
-    let host_side = if bind_instance { "connect" } else { "listen" };
-    let host_unix = device
-        .get(host_side)
-        .is_some_and(|a| a.starts_with("unix:") && !a.starts_with("unix:@"));
+    let host_side = proxy_host_side(device);
+    let host_unix = host_side.starts_with("unix:") && !host_side.starts_with("unix:@");
     let default = if host_unix { 0 } else { 65534 };
     let id = |key: &str| {
         device
@@ -158,6 +155,16 @@ pub fn proxy_identity(device: &BTreeMap<String, String>) -> (u32, u32) {
             .unwrap_or(default)
     };
     (id("security.uid"), id("security.gid"))
+}
+
+/// The address of a proxy device's end on the host: `listen` with `bind=host` (the default),
+/// `connect` with `bind=instance`.
+fn proxy_host_side(device: &BTreeMap<String, String>) -> &str {
+    let bind_instance = device.get("bind").map(String::as_str) == Some("instance");
+    device
+        .get(if bind_instance { "connect" } else { "listen" })
+        .map(String::as_str)
+        .unwrap_or("")
 }
 
 /// One device against who asks and the project's `restricted.devices.*` (which bind everyone).
@@ -257,11 +264,18 @@ fn check_device(
                         _ => " unless the project is restricted with restricted.devices.unix-block=allow",
                     }));
                 }
-                // A non-administrator's forwarder never runs as host root.
+                // A non-administrator's forwarder runs as nobody on the host and reaches no
+                // host unix socket (whose permissions would be all that guards it: the rxd
+                // socket's group, a system bus): host sides are TCP or UDP only.
                 if kind == "proxy" {
-                    let (uid, gid) = proxy_identity(device);
-                    if uid == 0 || gid == 0 {
-                        return Err(admin_key("security.uid"));
+                    if let Some(key) = ["security.uid", "security.gid"]
+                        .into_iter()
+                        .find(|k| device.get(*k).is_some_and(|v| !v.is_empty()))
+                    {
+                        return Err(admin_key(key));
+                    }
+                    if proxy_host_side(device).starts_with("unix:") {
+                        return Err(admin_key("listen/connect (a unix socket on the host side)"));
                     }
                 }
             }
@@ -443,6 +457,7 @@ mod tests {
         let sysctl = map(&[("linux.sysctl.net.ipv4.ip_forward", "1")]);
         let unknown = map(&[("security.syscalls.intercept.mount", "true")]);
         type Case<'a> = (&'a str, bool, &'a Config, &'a Config, usize, bool);
+        #[rustfmt::skip]
         let cases: &[Case] = &[
             (
                 "admin, privileged, open project",
@@ -897,7 +912,14 @@ mod tests {
                 false,
             ),
             (
-                "operator: proxy to a host socket runs as root by default",
+                "operator: proxy as a host user",
+                false,
+                &unix_proxy,
+                with(tcp.clone(), "security.uid", "1000"),
+                false,
+            ),
+            (
+                "operator: proxy to a host socket",
                 false,
                 &unix_proxy,
                 host_unix.clone(),
@@ -912,6 +934,28 @@ mod tests {
                     "security.gid",
                     "1000",
                 ),
+                false,
+            ),
+            (
+                "operator: proxy from a host abstract socket",
+                false,
+                &unix_proxy,
+                vec![
+                    ("type", "proxy"),
+                    ("listen", "unix:@x"),
+                    ("connect", "tcp:127.0.0.1:1"),
+                ],
+                false,
+            ),
+            (
+                "operator: proxy to a socket inside",
+                false,
+                &unix_proxy,
+                vec![
+                    ("type", "proxy"),
+                    ("listen", "tcp:127.0.0.1:1"),
+                    ("connect", "unix:/run/x.sock"),
+                ],
                 true,
             ),
             (

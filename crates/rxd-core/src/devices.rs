@@ -425,6 +425,9 @@ fn check_one(name: &str, device: &Device) -> Result<(), DeviceError> {
         "disk" => disk(name, device).map(drop),
         "unix-char" | "unix-block" => unix(name, device).map(drop),
         "nic" => nic(name, device),
+        "proxy" => crate::proxy::validate(device)
+            .map(drop)
+            .map_err(|e| invalid(name, e.to_string())),
         k if NOT_SUPPORTED.contains(&k) => Err(invalid(
             name,
             format!("Device type {k:?} is not supported by rxd"),

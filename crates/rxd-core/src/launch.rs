@@ -103,3 +103,70 @@ impl LaunchPlan {
         .collect()
     }
 }
+
+/// The ids the forwarder takes once its listeners exist (decided by the daemon).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// What the daemon writes on the stdin of `rxd-shim --root <dir> proxy --pid-file <path>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyPlan {
+    /// The container's runtime id.
+    pub instance: String,
+    /// The device's name (for messages).
+    pub device: String,
+    /// The container's init, and its start time (field 22 of `/proc/<pid>/stat`), so a reused
+    /// pid is never taken for it.
+    pub init_pid: i32,
+    pub init_start: u64,
+    /// The container's id map; `None` for a privileged container (no user namespace).
+    pub idmap: Option<IdMap>,
+    pub proxy: crate::proxy::ProxyDevice,
+    pub run_as: RunAs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plan_round_trips_and_refuses_unknown_fields() {
+        let plan = ProxyPlan {
+            instance: "c1".into(),
+            device: "web".into(),
+            init_pid: 42,
+            init_start: 7,
+            idmap: Some(IdMap {
+                uid: 100000,
+                gid: 100000,
+                size: 65536,
+            }),
+            proxy: crate::proxy::validate(
+                &[
+                    ("type", "proxy"),
+                    ("listen", "unix:/run/a.sock"),
+                    ("connect", "tcp:[::1]:80"),
+                    ("mode", "0600"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            )
+            .unwrap(),
+            run_as: RunAs {
+                uid: 65534,
+                gid: 65534,
+            },
+        };
+        let text = serde_json::to_string(&plan).unwrap();
+        assert_eq!(serde_json::from_str::<ProxyPlan>(&text).unwrap(), plan);
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["proxy"]["surprise"] = true.into();
+        assert!(serde_json::from_value::<ProxyPlan>(v).is_err());
+    }
+}

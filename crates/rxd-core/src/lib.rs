@@ -13,6 +13,7 @@ pub mod launch;
 pub mod name;
 pub mod profile;
 pub mod project_config;
+pub mod proxy;
 pub mod pty;
 pub mod schedule;
 pub mod warnings;

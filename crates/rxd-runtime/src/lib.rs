@@ -68,7 +68,7 @@ pub fn halt_signal(status: &str) -> i32 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Init {
     pub pid: i32,
-    start_time: u64,
+    pub start_time: u64,
 }
 
 /// The resource figures of the state endpoint.
@@ -335,6 +335,100 @@ impl Runtime {
         })?;
         self.run_with_input(&["devices", name, "--staging", staging], change)
             .await
+    }
+
+    /// Where the forwarder of proxy device `device` of container `name` keeps its pid and start
+    /// time (`{"pid":N,"start":S}`).
+    fn proxy_pid_file(&self, name: &str, device: &str) -> PathBuf {
+        self.bundles.join(name).join(format!(
+            "proxy.{}.pid",
+            rxd_core::devices::encoded_name(device)
+        ))
+    }
+
+    /// The forwarder of proxy device `device` of `name`, if it runs: its pid, checked against
+    /// the start time its pid file recorded.
+    pub fn proxy_pid(&self, name: &str, device: &str) -> Option<i32> {
+        let text = std::fs::read_to_string(self.proxy_pid_file(name, device)).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let pid = i32::try_from(v["pid"].as_i64()?).ok()?;
+        let start = v["start"].as_u64()?;
+        match proc_stat(pid) {
+            Some((state, s)) if s == start && state != 'Z' => Some(pid),
+            _ => None,
+        }
+    }
+
+    /// Start the forwarder of a proxy device (rxd-shim's `proxy`, in a session of its own: it
+    /// outlives the daemon and ends with the container's init).
+    pub async fn start_proxy(
+        &self,
+        plan: &rxd_core::launch::ProxyPlan,
+    ) -> Result<i32, RuntimeError> {
+        let helper = |source| RuntimeError::Helper {
+            path: self.shim.clone(),
+            source,
+        };
+        let pid_file = self.proxy_pid_file(&plan.instance, &plan.device);
+        if let Some(dir) = pid_file.parent() {
+            private_dir(dir).map_err(helper)?;
+        }
+        let mut child = self
+            .command()
+            .arg("proxy")
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .stdin(Stdio::piped())
+            .spawn()
+            .map_err(helper)?;
+        let text = serde_json::to_vec(plan).map_err(|e| RuntimeError::Failed(e.to_string()))?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        stdin.write_all(&text).await.map_err(helper)?;
+        drop(stdin);
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut line = String::new();
+        let read = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::io::BufReader::new(stdout).read_line(&mut line),
+        )
+        .await;
+        let reply: serde_json::Value = match read {
+            Ok(Ok(n)) if n > 0 => serde_json::from_str(&line).unwrap_or_default(),
+            _ => {
+                let _ = child.start_kill();
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err).await;
+                }
+                return Err(RuntimeError::Failed(format!(
+                    "the proxy forwarder gave no answer: {}",
+                    err.trim()
+                )));
+            }
+        };
+        // It stays, in its own session; tokio reaps it when it ends.
+        drop(child);
+        if let Some(e) = reply["error"].as_str() {
+            return Err(RuntimeError::Failed(format!(
+                "Failed to start the proxy device {:?}: {e}",
+                plan.device
+            )));
+        }
+        reply["pid"]
+            .as_i64()
+            .and_then(|p| i32::try_from(p).ok())
+            .ok_or_else(|| RuntimeError::Failed(format!("unexpected forwarder answer {line:?}")))
+    }
+
+    /// End the forwarder of proxy device `device` of `name` (if it runs) and forget it.
+    pub fn stop_proxy(&self, name: &str, device: &str) {
+        if let Some(pid) = self.proxy_pid(name, device) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let _ = std::fs::remove_file(self.proxy_pid_file(name, device));
     }
 
     /// Start a container and record its init.

@@ -22,6 +22,7 @@ mod inject;
 mod limits;
 mod lock;
 mod lxcfs;
+mod proxy;
 mod pty;
 mod spec;
 
@@ -123,6 +124,23 @@ enum Command {
     /// read-only flag (see `inject.rs`).
     #[command(hide = true)]
     LockReadonly,
+    /// Forward a proxy device, as the plan on stdin says, until the container's init ends or
+    /// SIGTERM: answers `{"pid":N}` (or `{"error":..}`) on stdout once listening, and keeps
+    /// `{"pid":N,"start":S}` in the pid file (see `proxy.rs`).
+    Proxy {
+        #[arg(long)]
+        pid_file: PathBuf,
+    },
+    /// Started by `proxy`: makes its sockets inside the container (see `proxy.rs`).
+    #[command(hide = true)]
+    ProxyConnector {
+        #[arg(long)]
+        init_pid: i32,
+        #[arg(long)]
+        init_start: u64,
+        #[arg(long)]
+        user_namespace: bool,
+    },
     /// Print `{"status":..,"pid":..}`.
     State { id: String },
     /// Kill what is left and remove the cgroups and runtime state.
@@ -196,6 +214,12 @@ fn main() {
             before_start,
         } => inject::apply(&cli.root, &id, &staging, before_start),
         Command::LockReadonly => inject::lock_readonly_step(),
+        Command::Proxy { pid_file } => proxy::forward(&pid_file),
+        Command::ProxyConnector {
+            init_pid,
+            init_start,
+            user_namespace,
+        } => proxy::connector(init_pid, init_start, user_namespace),
     };
     if let Err(e) = result {
         eprintln!("rxd-shim: {e:#}");

@@ -209,21 +209,19 @@ async fn update(
             return Err(e);
         }
     }
-    // Disks and unix nodes go into (and out of) a running container at once, as in LXD.
-    let plugged = crate::service::devices::difference(d, &row.project, &old.devices, &new.devices);
-    if let Err(e) = crate::service::devices::hotplug(d, &row.key(), &plugged).await {
+    // Devices go into (and out of) a running container at once, as in LXD.
+    let key = row.key();
+    let idmap = crate::service::instances::running_idmap(&current);
+    let plug = |from, to| crate::service::devices::plug(d, &key, &row.project, idmap, from, to);
+    if let Err(e) = plug(&old.devices, &new.devices).await {
+        let _ = plug(&new.devices, &old.devices).await;
         if live {
             let _ = apply_limits(d, &row, &old.config).await;
         }
         return Err(e);
     }
-    let undo = |d: &Arc<Daemon>, row: &InstanceRow| {
-        let d = d.clone();
-        let key = row.key();
-        let back = crate::service::devices::reverse(&plugged);
-        async move {
-            let _ = crate::service::devices::hotplug(&d, &key, &back).await;
-        }
+    let undo = || async {
+        let _ = plug(&new.devices, &old.devices).await;
     };
     let mut new_row = row.clone();
     new_row.description = match (body.description, replace) {
@@ -275,7 +273,7 @@ async fn update(
         let block = match block {
             Ok(b) => b,
             Err(e) => {
-                undo(d, &row).await;
+                undo().await;
                 return Err(e);
             }
         };
@@ -290,7 +288,7 @@ async fn update(
             if live {
                 let _ = apply_limits(d, &row, &old.config).await;
             }
-            undo(d, &row).await;
+            undo().await;
             return Err(e);
         }
         None

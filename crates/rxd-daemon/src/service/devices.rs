@@ -6,7 +6,7 @@
 use crate::error::{ApiError, ApiResult};
 use crate::state::Daemon;
 use rxd_core::devices::{self, Devices};
-use rxd_core::launch::DeviceChange;
+use rxd_core::launch::{DeviceChange, IdMap, ProxyPlan, RunAs};
 use std::collections::BTreeMap;
 
 /// The project's config (for `restricted.devices.disk.paths`).
@@ -82,15 +82,22 @@ pub fn check_sources(d: &Daemon, project: &str, devices: &Devices) -> ApiResult<
     Ok(())
 }
 
+fn changed(a: &Devices, b: &Devices) -> Devices {
+    a.iter()
+        .filter(|(name, dev)| b.get(*name) != Some(*dev))
+        .map(|(n, dev)| (n.clone(), dev.clone()))
+        .collect()
+}
+
+fn proxies(devices: &Devices) -> impl Iterator<Item = (&String, &devices::Device)> {
+    devices
+        .iter()
+        .filter(|(_, d)| d.get("type").map(String::as_str) == Some("proxy"))
+}
+
 /// The mounts to take out of and put into a running container when its expanded devices go
 /// from `old` to `new`: every disk and node that changed goes out and comes back as it is now.
-pub fn difference(d: &Daemon, project: &str, old: &Devices, new: &Devices) -> DeviceChange {
-    let changed = |a: &Devices, b: &Devices| -> Devices {
-        a.iter()
-            .filter(|(name, dev)| b.get(*name) != Some(*dev))
-            .map(|(n, dev)| (n.clone(), dev.clone()))
-            .collect()
-    };
+fn difference(d: &Daemon, project: &str, old: &Devices, new: &Devices) -> DeviceChange {
     let gone = devices::mounts(&changed(old, new));
     let mut change = additions(d, project, &changed(new, old));
     change.remove_disks = gone.0;
@@ -98,25 +105,69 @@ pub fn difference(d: &Daemon, project: &str, old: &Devices, new: &Devices) -> De
     change
 }
 
-/// Apply a device change to the running container `key` (nothing when it is not running).
-pub async fn hotplug(d: &Daemon, key: &str, change: &DeviceChange) -> ApiResult<()> {
-    if change.is_empty() || d.runtime.init(key).is_none() {
+/// Start the forwarders of the proxy devices among `devices` that have none running, for the
+/// running container `key` (id map `idmap`).
+pub async fn start_proxies(
+    d: &Daemon,
+    key: &str,
+    idmap: Option<IdMap>,
+    devices: &Devices,
+) -> ApiResult<()> {
+    let Some(init) = d.runtime.init(key) else {
         return Ok(());
+    };
+    for (name, device) in proxies(devices) {
+        if d.runtime.proxy_pid(key, name).is_some() {
+            continue;
+        }
+        let proxy = rxd_core::proxy::validate(device).map_err(|e| {
+            ApiError::BadRequest(format!("Device validation failed for {name:?}: {e}"))
+        })?;
+        let (uid, gid) = rxd_auth::confinement::proxy_identity(device);
+        let plan = ProxyPlan {
+            instance: key.to_owned(),
+            device: name.clone(),
+            init_pid: init.pid,
+            init_start: init.start_time,
+            idmap,
+            proxy,
+            run_as: RunAs { uid, gid },
+        };
+        let pid = d
+            .runtime
+            .start_proxy(&plan)
+            .await
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        tracing::info!(instance = %key, device = %name, pid, "proxy forwarder started");
     }
-    d.runtime.change_devices(key, change).await.map_err(|e| {
-        ApiError::BadRequest(format!(
-            "Failed to update the devices of the running instance: {e}"
-        ))
-    })
+    Ok(())
 }
 
-/// The change that undoes `change`.
-pub fn reverse(change: &DeviceChange) -> DeviceChange {
-    DeviceChange {
-        add_disks: change.remove_disks.clone(),
-        add_nodes: change.remove_nodes.clone(),
-        remove_disks: change.add_disks.clone(),
-        remove_nodes: change.add_nodes.clone(),
-        refuse: change.refuse.clone(),
+/// Bring the running container `key` from expanded devices `old` to `new`: disks and nodes
+/// that changed are unmounted and mounted again, proxies that changed get a new forwarder.
+/// Nothing when it is not running.
+pub async fn plug(
+    d: &Daemon,
+    key: &str,
+    project: &str,
+    idmap: Option<IdMap>,
+    old: &Devices,
+    new: &Devices,
+) -> ApiResult<()> {
+    if d.runtime.init(key).is_none() {
+        return Ok(());
     }
+    let change = difference(d, project, old, new);
+    if !change.is_empty() {
+        d.runtime.change_devices(key, &change).await.map_err(|e| {
+            ApiError::BadRequest(format!(
+                "Failed to update the devices of the running instance: {e}"
+            ))
+        })?;
+    }
+    let gone = changed(old, new);
+    for (name, _) in proxies(&gone) {
+        d.runtime.stop_proxy(key, name);
+    }
+    start_proxies(d, key, idmap, &changed(new, old)).await
 }

@@ -97,6 +97,14 @@ pub fn parse_idmap(text: &str) -> ApiResult<Option<IdMap>> {
     decode_volatile(text).map_err(ApiError::internal)
 }
 
+/// The id map a running container was started with.
+pub fn running_idmap(config: &BTreeMap<String, String>) -> Option<IdMap> {
+    config
+        .get("volatile.idmap.current")
+        .and_then(|m| parse_idmap(m).ok())
+        .flatten()
+}
+
 fn memory_limit(value: &str) -> Option<u64> {
     if let Some(pct) = value.strip_suffix('%') {
         let pct: u64 = pct.parse().ok()?;
@@ -297,13 +305,21 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
 
     let mut full = expanded;
     full.extend(config.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let devices = crate::service::devices::additions(d, &row.project, &devices);
-    let plan = launch_plan(d, name, &row, &full, idmap, devices)?;
+    let mounts = crate::service::devices::additions(d, &row.project, &devices);
+    let plan = launch_plan(d, name, &row, &full, idmap, mounts)?;
     if privileged {
         tracing::warn!(instance = %name, "starting a privileged container: root inside it is root on the host");
         crate::audit::privileged_start(&d.audit, &row.project, &row.name);
     }
     let init = d.runtime.start(&plan).await?;
+    // Its proxies' forwarders, or no start (as in LXD).
+    if let Err(e) = crate::service::devices::start_proxies(d, name, idmap, &devices).await {
+        for device in devices.keys() {
+            d.runtime.stop_proxy(name, device);
+        }
+        let _ = kill(d, name).await;
+        return Err(e);
+    }
     crate::failpoint::hit("instance-start:started");
     tracing::info!(instance = %name, pid = init.pid, idmap = ?idmap, "container started");
     config.insert("volatile.idmap.current".into(), next);

@@ -239,9 +239,10 @@ pub async fn update(
         let applied = match crate::service::expand::expanded(d, &row).await {
             Ok(e) => match apply_limits(d, &row, &e.config).await {
                 Ok(()) => {
-                    let plugged =
-                        crate::service::devices::difference(d, &row.project, &before, &e.devices);
-                    crate::service::devices::hotplug(d, &key, &plugged).await
+                    let idmap =
+                        crate::service::instances::running_idmap(&instances::config_of(&row));
+                    crate::service::devices::plug(d, &key, &row.project, idmap, &before, &e.devices)
+                        .await
                 }
                 Err(e) => Err(e),
             },

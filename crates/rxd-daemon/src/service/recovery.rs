@@ -65,6 +65,20 @@ pub async fn recover(d: &Arc<Daemon>) {
         Err(e) => tracing::error!(error = %e, "could not list intents"),
     }
     sweep(d, &mut report).await;
+    // Proxy forwarders outlive the daemon; one that ended meanwhile is started again.
+    for row in &rows {
+        let key = row.key().to_string();
+        if d.runtime.init(&key).is_none() {
+            continue;
+        }
+        let Ok(e) = crate::service::expand::expanded(d, row).await else {
+            continue;
+        };
+        let idmap = crate::service::instances::running_idmap(&instances::config_of(row));
+        if let Err(e) = crate::service::devices::start_proxies(d, &key, idmap, &e.devices).await {
+            tracing::error!(instance = %row.name, project = %row.project, error = %e, "could not restart a proxy forwarder");
+        }
+    }
     if !report.0.is_empty() {
         let message = format!(
             "rxd was stopped in the middle of work and, at start-up: {}",
