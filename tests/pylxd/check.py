@@ -17,8 +17,10 @@ import argparse
 import datetime
 import hashlib
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 
@@ -210,6 +212,40 @@ def main():
     assert not a.profiles.exists("pyprof2")
     c2.delete(wait=True)
     step("profiles: create, edit, apply, rename and delete")
+
+    # Devices: a host folder at create, a character device hot-plugged and unplugged (pylxd's
+    # save() sends the whole instance back).
+    shared = tempfile.mkdtemp(prefix="pylxd-shared-")
+    os.chmod(shared, 0o755)
+    with open(os.path.join(shared, "hello"), "w") as f:
+        f.write("from the host\n")
+    c3 = a.instances.create(
+        {
+            "name": "py3",
+            "source": {"type": "image", "alias": "bb"},
+            "devices": {
+                "data": {"type": "disk", "source": shared, "path": "/mnt/data", "readonly": "true"}
+            },
+        },
+        wait=True,
+    )
+    c3.start(wait=True)
+    r = c3.execute(["cat", "/mnt/data/hello"])
+    assert r.exit_code == 0 and r.stdout == "from the host\n", r
+    r = c3.execute(["touch", "/mnt/data/new"])
+    assert r.exit_code != 0, r
+    assert c3.expanded_devices["data"]["path"] == "/mnt/data", c3.expanded_devices
+    c3.devices["fuse"] = {"type": "unix-char", "source": "/dev/fuse"}
+    c3.save(wait=True)
+    assert c3.execute(["test", "-c", "/dev/fuse"]).exit_code == 0
+    c3 = a.instances.get("py3")
+    del c3.devices["fuse"]
+    c3.save(wait=True)
+    assert c3.execute(["test", "-e", "/dev/fuse"]).exit_code != 0
+    c3.stop(force=True, wait=True)
+    c3.delete(wait=True)
+    shutil.rmtree(shared)
+    step("devices: a host folder, a character device plugged and unplugged")
 
     c.delete(wait=True)
     assert "py1" not in [i.name for i in a.instances.all()]
