@@ -237,12 +237,12 @@ async fn bad_instance_requests_are_refused() {
         (
             json!({"name": "c1", "source": src, "devices": {"root": {"type": "disk", "path": "/", "source": "/"}}}),
             400,
-            "Invalid devices: Device validation failed for \"root\": Invalid device option \"source\"",
+            "Invalid devices: Device validation failed for \"root\": The root disk cannot have a \"source\"",
         ),
         (
-            json!({"name": "c1", "source": src, "devices": {"eth0": {"type": "nic", "network": "br0"}}}),
+            json!({"name": "c1", "source": src, "devices": {"ib0": {"type": "infiniband"}}}),
             400,
-            "Unsupported device type \"nic\"",
+            "Device type \"infiniband\" is not supported by rxd",
         ),
         (
             json!({"name": "c1", "source": {"type": "image", "alias": "nope"}}),

@@ -171,12 +171,10 @@ async fn profiles_expand_in_order_apply_live_and_follow_renames() {
         "device",
         "add",
         "medium2",
-        "etc",
-        "disk",
-        "source=/etc",
-        "path=/mnt",
+        "card",
+        "gpu",
     ]);
-    assert!(e.contains("Unsupported device type"), "{e}");
+    assert!(e.contains("\"gpu\" is not supported by rxd"), "{e}");
     s.ok(&["profile", "device", "remove", "medium2", "root"]);
 
     // An instance's own devices, and one copied from a profile (`override`).
@@ -215,12 +213,10 @@ async fn profiles_expand_in_order_apply_live_and_follow_renames() {
         "device",
         "add",
         "c1",
-        "etc",
-        "disk",
-        "source=/etc",
-        "path=/mnt",
+        "card",
+        "gpu",
     ]);
-    assert!(e.contains("Unsupported device type"), "{e}");
+    assert!(e.contains("\"gpu\" is not supported by rxd"), "{e}");
     s.ok(&["config", "device", "remove", "c1", "hide", "root"]);
     s.ok(&["profile", "device", "remove", "tiny", "root"]);
     assert_eq!(

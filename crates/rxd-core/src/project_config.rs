@@ -136,15 +136,49 @@ pub fn validate_key(key: &str, value: &str) -> Result<(), ProjectConfigError> {
 /// administrator may change them (a project's own administrator could otherwise lift them).
 pub const HOST_LIMITS: &[&str] = &["limits.idmap.size", LIMITS_DISK];
 
-/// The first host limit whose value differs between `old` and `new`, if any.
+/// How permissive a value of a `restricted.*` key is (higher gives more), by LXD's defaults.
+fn permissiveness(key: &str, value: Option<&str>) -> u8 {
+    match key {
+        "restricted" => u8::from(value != Some("true")) * 2,
+        "restricted.containers.privilege" => match value.unwrap_or("unprivileged") {
+            "isolated" => 0,
+            "unprivileged" => 1,
+            _ => 2,
+        },
+        // rxd blocks snapshots only when told to.
+        "restricted.snapshots" => u8::from(value != Some("block")) * 2,
+        // Any other value fails closed where it is read.
+        _ => u8::from(value == Some("allow")) * 2,
+    }
+}
+
+/// The first key of `new` that only the server administrator may set as it is: a host limit
+/// ([`HOST_LIMITS`]) that changed, any `restricted.devices.*` or `restricted.networks.*` key that
+/// changed (they give the project's operators host paths, devices and proxies), or another
+/// `restricted*` key changed to something more permissive (turning `restricted` off, allowing
+/// what was blocked). A project administrator may still tighten its project.
 pub fn changed_host_limit(
     old: &BTreeMap<String, String>,
     new: &BTreeMap<String, String>,
-) -> Option<&'static str> {
-    HOST_LIMITS
+) -> Option<String> {
+    let changed = |k: &String| old.get(k) != new.get(k);
+    if let Some(k) = HOST_LIMITS
         .iter()
-        .copied()
-        .find(|k| old.get(*k) != new.get(*k))
+        .map(|k| (*k).to_owned())
+        .find(|k| changed(k))
+    {
+        return Some(k);
+    }
+    old.keys()
+        .chain(new.keys())
+        .filter(|k| k.starts_with("restricted") && changed(k))
+        .find(|k| {
+            k.starts_with("restricted.devices.")
+                || k.starts_with("restricted.networks.")
+                || permissiveness(k, new.get(*k).map(String::as_str))
+                    > permissiveness(k, old.get(*k).map(String::as_str))
+        })
+        .cloned()
 }
 
 pub fn validate(config: &BTreeMap<String, String>) -> Result<(), ProjectConfigError> {
@@ -256,10 +290,32 @@ mod tests {
                 &[("limits.disk", "2GiB")],
                 Some("limits.disk"),
             ),
+            (
+                &[("restricted", "true")],
+                &[("restricted", "true"), ("restricted.devices.disk", "allow")],
+                Some("restricted.devices.disk"),
+            ),
+            (
+                &[
+                    ("restricted", "true"),
+                    ("restricted.devices.disk.paths", "/srv"),
+                ],
+                &[
+                    ("restricted", "true"),
+                    ("restricted.devices.disk.paths", "/"),
+                ],
+                Some("restricted.devices.disk.paths"),
+            ),
+            (&[("restricted", "true")], &[], Some("restricted")),
+            (
+                &[("restricted", "true")],
+                &[("restricted", "true"), ("user.x", "y")],
+                None,
+            ),
         ];
         for (old, new, want) in cases {
             assert_eq!(
-                changed_host_limit(&m(old), &m(new)),
+                changed_host_limit(&m(old), &m(new)).as_deref(),
                 *want,
                 "{old:?} -> {new:?}"
             );

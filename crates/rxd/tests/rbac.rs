@@ -552,6 +552,41 @@ async fn non_admins_cannot_escape_confinement_through_any_entry_path() {
     )
     .await;
     wait(&op, &r).await;
+    // Host devices: not in an unrestricted project, and the project admin cannot make the
+    // project allow them (restrictions are the server administrator's).
+    let host = json!({"devices": {"etc": {"type": "disk", "source": "/etc", "path": "/mnt"}}});
+    let r = create(
+        &op,
+        "p1",
+        json!({"name": "x", "source": src, "devices": host["devices"]}),
+    )
+    .await;
+    let (status, message) = error_of(&r);
+    assert_eq!(status, 403, "{message}");
+    assert!(
+        message.contains("Only the server administrator may add disk devices"),
+        "{message}"
+    );
+    for widen in [
+        json!({"restricted": "true", "restricted.devices.disk": "allow", "restricted.devices.disk.paths": "/"}),
+        json!({"restricted.devices.proxy": "allow"}),
+        json!({"restricted.containers.privilege": "allow"}),
+    ] {
+        let r = op
+            .request(
+                Method::PATCH,
+                "/1.0/projects/p1",
+                Some(&json!({"config": widen})),
+            )
+            .await
+            .unwrap();
+        let (status, message) = error_of(&r);
+        assert_eq!(status, 403, "{widen}: {message}");
+        assert!(
+            message.contains("Only the server administrator may change restricted"),
+            "{message}"
+        );
+    }
     // PUT and PATCH
     let inst = "/1.0/instances/c1?project=p1";
     let current = op.get(inst).await.unwrap();
@@ -760,6 +795,21 @@ async fn non_admins_cannot_escape_confinement_through_any_entry_path() {
         .await
         .unwrap();
     assert_eq!(error_of(&r).0, 403, "snapshots blocked");
+    // The project admin tightened its project; loosening it again is the server's.
+    for loosen in [
+        json!({"restricted": "false"}),
+        json!({"restricted.snapshots": "allow"}),
+    ] {
+        let r = op
+            .request(
+                Method::PATCH,
+                "/1.0/projects/p1",
+                Some(&json!({"config": loosen})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(error_of(&r).0, 403, "{loosen}");
+    }
 }
 
 #[tokio::test]
