@@ -161,6 +161,37 @@ async fn a_host_folder_shared_into_two_containers_with_and_without_shift() {
     let (code, out) = s.sh("plain", "ls /srv/hot");
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("user-file"), "{out}");
+    // A writable one keeps nosuid,nodev too; and whatever the container stacks over it goes
+    // with it on unplug.
+    s.ok(&[
+        "config",
+        "device",
+        "add",
+        "plain",
+        "rw",
+        "disk",
+        &src,
+        "path=/srv/rw",
+    ]);
+    let (code, out) = s.sh("plain", "mount -o remount,bind,suid,dev /srv/rw");
+    assert_ne!(code, 0, "{out}");
+    let (code, out) = s.sh("plain", "mount -t tmpfs cover /srv/rw");
+    assert_eq!(code, 0, "{out}");
+    s.ok(&["config", "device", "remove", "plain", "rw"]);
+    let (_, out) = s.sh("plain", "grep ' /srv/rw ' /proc/self/mountinfo; ls /srv/rw");
+    assert!(
+        !out.contains("/srv/rw") && !out.contains("user-file"),
+        "{out}"
+    );
+    // A disk the container started with is locked with its other mounts until it stops: a
+    // removal says so and changes nothing.
+    let e = s.fails(&["config", "device", "remove", "plain", "data"]);
+    assert!(e.contains("stop the instance"), "{e}");
+    assert!(s
+        .ok(&["config", "device", "show", "plain"])
+        .contains("data:"));
+    let (code, out) = s.sh("plain", "cat /mnt/data/root-file");
+    assert_eq!(code, 0, "{out}");
 
     // A character device, hot-plugged and unplugged (its cgroup rule with it).
     let (code, _) = s.sh("plain", "test -e /dev/fuse");
@@ -203,6 +234,43 @@ async fn a_host_folder_shared_into_two_containers_with_and_without_shift() {
     s.ok(&["launch", "bb", "withfuse", "-p", "default", "-p", "fuse"]);
     let (code, out) = s.sh("withfuse", "exec 3</dev/fuse && echo opened");
     assert_eq!(code, 0, "{out}");
+    // A profile's new device reaches the running instances using it.
+    s.ok(&[
+        "profile",
+        "device",
+        "add",
+        "fuse",
+        "share",
+        "disk",
+        &src,
+        "path=/mnt/share",
+    ]);
+    let (code, out) = s.sh("withfuse", "cat /mnt/share/root-file");
+    assert_eq!(code, 0, "{out}");
+    s.ok(&["profile", "device", "remove", "fuse", "share"]);
+    let (code, _) = s.sh("withfuse", "test -e /mnt/share/root-file");
+    assert_ne!(code, 0);
+
+    // A missing source: skipped when not required, the start refused when required.
+    let missing = format!("source={}", host.path().join("missing").display());
+    s.ok(&["init", "bb", "optional"]);
+    s.ok(&[
+        "config",
+        "device",
+        "add",
+        "optional",
+        "m",
+        "disk",
+        &missing,
+        "path=/mnt/m",
+        "required=false",
+    ]);
+    s.ok(&["start", "optional"]);
+    s.ok(&["stop", "optional", "--force"]);
+    s.ok(&["config", "device", "set", "optional", "m", "required=true"]);
+    let e = s.fails(&["start", "optional"]);
+    assert!(e.contains("Missing source path"), "{e}");
+    assert_eq!(s.state("optional").await["status"], "Stopped");
 
     // Host owners untouched by all of it.
     assert_eq!(owners(&shared), before);

@@ -166,14 +166,7 @@ async fn profiles_expand_in_order_apply_live_and_follow_renames() {
         s.ok(&["profile", "device", "list", "medium2"]).trim(),
         "root"
     );
-    let e = s.fails(&[
-        "profile",
-        "device",
-        "add",
-        "medium2",
-        "card",
-        "gpu",
-    ]);
+    let e = s.fails(&["profile", "device", "add", "medium2", "card", "gpu"]);
     assert!(e.contains("\"gpu\" is not supported by rxd"), "{e}");
     s.ok(&["profile", "device", "remove", "medium2", "root"]);
 
@@ -208,14 +201,7 @@ async fn profiles_expand_in_order_apply_live_and_follow_renames() {
             .trim(),
         "default"
     );
-    let e = s.fails(&[
-        "config",
-        "device",
-        "add",
-        "c1",
-        "card",
-        "gpu",
-    ]);
+    let e = s.fails(&["config", "device", "add", "c1", "card", "gpu"]);
     assert!(e.contains("\"gpu\" is not supported by rxd"), "{e}");
     s.ok(&["config", "device", "remove", "c1", "hide", "root"]);
     s.ok(&["profile", "device", "remove", "tiny", "root"]);

@@ -167,6 +167,9 @@ fn proxy_host_side(device: &BTreeMap<String, String>) -> &str {
         .unwrap_or("")
 }
 
+/// How many host ports a non-administrator's proxy may listen on.
+const MAX_PROXY_PORTS: usize = 64;
+
 /// One device against who asks and the project's `restricted.devices.*` (which bind everyone).
 fn check_device(
     admin: bool,
@@ -276,6 +279,33 @@ fn check_device(
                     }
                     if proxy_host_side(device).starts_with("unix:") {
                         return Err(admin_key("listen/connect (a unix socket on the host side)"));
+                    }
+                    // Listening on the host: unprivileged ports only, and a bounded number of
+                    // them (the forwarder binds before it drops its privileges).
+                    let host_listen = device.get("bind").map(String::as_str) != Some("instance");
+                    if host_listen {
+                        use rxd_core::proxy::{parse_address, ProxyAddress};
+                        let listen = device.get("listen").map(String::as_str).unwrap_or("");
+                        if let Ok(
+                            ProxyAddress::Tcp { ports, .. } | ProxyAddress::Udp { ports, .. },
+                        ) = parse_address(listen)
+                        {
+                            if ports.len() > MAX_PROXY_PORTS || ports.iter().any(|p| *p < 1024) {
+                                return Err(admin_key(
+                                    "listen (host ports below 1024, or more than 64 of them)",
+                                ));
+                            }
+                        }
+                    }
+                }
+                // A unix device's numbers are its host node's: the node the project allows,
+                // not any device of the same type.
+                if kind != "proxy" {
+                    if let Some(key) = ["major", "minor"]
+                        .into_iter()
+                        .find(|k| device.get(*k).is_some_and(|v| !v.is_empty()))
+                    {
+                        return Err(admin_key(key));
                     }
                 }
             }
@@ -735,7 +765,7 @@ mod tests {
         let sda = vec![("type", "unix-block"), ("source", "/dev/sda")];
         let tcp = vec![
             ("type", "proxy"),
-            ("listen", "tcp:127.0.0.1:80"),
+            ("listen", "tcp:127.0.0.1:8080"),
             ("connect", "tcp:127.0.0.1:80"),
         ];
         let host_unix = vec![
@@ -748,8 +778,14 @@ mod tests {
         let nic_parent = vec![("type", "nic"), ("nictype", "bridged"), ("parent", "br0")];
         let none = vec![("type", "none")];
         let root = vec![("type", "disk"), ("path", "/"), ("pool", "default")];
+        type Case<'a> = (
+            &'a str,
+            bool,
+            &'a BTreeMap<String, String>,
+            Vec<(&'a str, &'a str)>,
+            bool,
+        );
         #[rustfmt::skip]
-        type Case<'a> = (&'a str, bool, &'a BTreeMap<String, String>, Vec<(&'a str, &'a str)>, bool);
         let cases: &[Case] = &[
             ("anyone: root disk", false, &open, root.clone(), true),
             ("anyone: none", false, &restricted, none.clone(), true),
@@ -953,11 +989,18 @@ mod tests {
                 &unix_proxy,
                 vec![
                     ("type", "proxy"),
-                    ("listen", "tcp:127.0.0.1:1"),
+                    ("listen", "tcp:127.0.0.1:8080"),
                     ("connect", "unix:/run/x.sock"),
                 ],
                 true,
             ),
+            ("operator: proxy on a privileged host port", false, &unix_proxy, vec![("type", "proxy"), ("listen", "tcp:0.0.0.0:443"), ("connect", "tcp:127.0.0.1:443")], false),
+            ("operator: proxy on every host port", false, &unix_proxy, vec![("type", "proxy"), ("listen", "udp:0.0.0.0:1024-65535"), ("connect", "udp:127.0.0.1:53")], false),
+            ("operator: proxy on 64 host ports", false, &unix_proxy, vec![("type", "proxy"), ("listen", "tcp:0.0.0.0:2000-2063"), ("connect", "tcp:127.0.0.1:80")], true),
+            ("operator: privileged port inside", false, &unix_proxy, vec![("type", "proxy"), ("listen", "tcp:127.0.0.1:80"), ("connect", "tcp:127.0.0.1:8080"), ("bind", "instance")], true),
+            ("admin: proxy on a privileged host port", true, &open, vec![("type", "proxy"), ("listen", "tcp:0.0.0.0:443"), ("connect", "tcp:127.0.0.1:443")], true),
+            ("operator: unix-char by numbers", false, &unix_proxy, vec![("type", "unix-char"), ("source", "/dev/fuse"), ("major", "21"), ("minor", "0")], false),
+            ("admin: unix-char by numbers", true, &open, vec![("type", "unix-char"), ("path", "/dev/sg0"), ("major", "21"), ("minor", "0")], true),
             (
                 "admin: proxy restricted default block",
                 true,

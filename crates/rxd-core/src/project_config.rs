@@ -169,6 +169,18 @@ pub fn changed_host_limit(
     {
         return Some(k);
     }
+    // Turning `restricted` on wakes the `restricted.devices.*` and `restricted.networks.*`
+    // keys that give (operators get host devices only in a restricted project that allows
+    // them), whoever set them while they did nothing.
+    let gives = |k: &String, v: &String| {
+        (k.starts_with("restricted.devices.") || k.starts_with("restricted.networks."))
+            && (v == "allow" || k.ends_with(".paths") || k.ends_with(".access"))
+    };
+    let switched_on = new.get("restricted").map(String::as_str) == Some("true")
+        && old.get("restricted").map(String::as_str) != Some("true");
+    if switched_on && new.iter().any(|(k, v)| gives(k, v)) {
+        return Some("restricted".to_owned());
+    }
     old.keys()
         .chain(new.keys())
         .filter(|k| k.starts_with("restricted") && changed(k))

@@ -164,12 +164,6 @@ pub async fn run(
         daemon.clone(),
         shutdown_rx.clone(),
     ));
-    // After recovery adopted what still runs, so only stopped instances are started; told to
-    // stop before a host shutdown halts instances, so it starts none behind it.
-    let (stop_autostart, autostart_stopping) = watch::channel(false);
-    let autostart = daemon
-        .tracker
-        .spawn(service::autostart::run(daemon.clone(), autostart_stopping));
     daemon
         .tracker
         .spawn(service::schedule::run(daemon.clone(), shutdown_rx.clone()));
@@ -210,6 +204,17 @@ pub async fn run(
         }
     }
     lock(&daemon.warnings).refresh(&config);
+    // Once the listeners hold their addresses (a container's proxy never takes the API's port
+    // first): the forwarders of running containers that ended while the daemon was away, then
+    // autostart, after recovery adopted what still runs, so only stopped instances are
+    // started; told to stop before a host shutdown halts instances, so it starts none behind it.
+    daemon
+        .tracker
+        .spawn(service::recovery::restart_proxies(daemon.clone()));
+    let (stop_autostart, autostart_stopping) = watch::channel(false);
+    let autostart = daemon
+        .tracker
+        .spawn(service::autostart::run(daemon.clone(), autostart_stopping));
     daemon
         .tracker
         .spawn(watch_tls_files(daemon.clone(), shutdown_rx.clone()));

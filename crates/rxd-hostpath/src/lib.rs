@@ -37,6 +37,10 @@ pub enum WalkError {
     LeavesPrefix { path: PathBuf, prefix: PathBuf },
     #[error("{path} is inside {refused}, which no device may reach")]
     Refused { path: PathBuf, refused: PathBuf },
+    #[error("{path} contains {refused}, which no device may reach")]
+    Contains { path: PathBuf, refused: PathBuf },
+    #[error("{0}: a link of /proc (rxd follows no /proc link)")]
+    ProcLink(PathBuf),
     #[error("{0} is not an absolute path")]
     Relative(PathBuf),
     #[error("{path}: {source}")]
@@ -68,6 +72,8 @@ pub struct Walk<'a> {
     path: &'a Path,
     beneath: Option<&'a Path>,
     refused: Vec<(PathBuf, (u64, u64))>,
+    /// The directories that contain a refused one, up to `/`.
+    containing: Vec<(PathBuf, (u64, u64))>,
 }
 
 fn io(path: &Path) -> impl FnOnce(rustix::io::Errno) -> WalkError + '_ {
@@ -97,6 +103,7 @@ impl<'a> Walk<'a> {
             path,
             beneath: None,
             refused: Vec::new(),
+            containing: Vec::new(),
         }
     }
 
@@ -107,11 +114,40 @@ impl<'a> Walk<'a> {
         self
     }
 
-    /// Refuse `dir` and everything inside it (a directory that does not exist refuses nothing).
+    /// Refuse `dir`, everything inside it and every directory that contains it (a directory
+    /// that does not exist refuses nothing).
     pub fn refuse(mut self, dir: &Path) -> Self {
-        if let Ok(st) = rustix::fs::stat(dir) {
-            self.refused
-                .push((dir.to_path_buf(), (st.st_dev, st.st_ino)));
+        let Ok(mut here) = rustix::fs::open(
+            dir,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) else {
+            return self;
+        };
+        let Ok((_, id, _, _)) = identity(&here, dir) else {
+            return self;
+        };
+        self.refused.push((dir.to_path_buf(), id));
+        // Up by `..` until it leads nowhere new (`/`).
+        let mut last = id;
+        for _ in 0..4096 {
+            let Ok(up) = rustix::fs::openat(
+                &here,
+                "..",
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) else {
+                break;
+            };
+            let Ok((_, up_id, _, _)) = identity(&up, dir) else {
+                break;
+            };
+            if up_id == last {
+                break;
+            }
+            self.containing.push((dir.to_path_buf(), up_id));
+            last = up_id;
+            here = up;
         }
         self
     }
@@ -160,7 +196,13 @@ impl<'a> Walk<'a> {
             }
         }
         let fd = chain.pop().expect("the chain always holds the root");
-        let (file_type, _, _, rdev) = identity(&fd, self.path)?;
+        let (file_type, id, _, rdev) = identity(&fd, self.path)?;
+        if let Some((dir, _)) = self.containing.iter().find(|(_, c)| *c == id) {
+            return Err(WalkError::Contains {
+                path: self.path.to_path_buf(),
+                refused: dir.clone(),
+            });
+        }
         Ok(Opened {
             fd,
             file_type,
@@ -224,6 +266,10 @@ fn walk(
         if kind != FileType::Symlink {
             chain.push(fd);
             continue;
+        }
+        // procfs's links (`/proc/self/root`, `/proc/<pid>/fd/N`) are not paths: never followed.
+        if rustix::fs::fstatfs(&fd).is_ok_and(|s| s.f_type == rustix::fs::PROC_SUPER_MAGIC) {
+            return Err(WalkError::ProcLink(path.to_path_buf()));
         }
         links += 1;
         if links > MAX_LINKS {
@@ -338,6 +384,22 @@ mod tests {
                 .refuse(&base.join("state"))
                 .open()
                 .is_ok());
+            // Nor what contains it: that would reach it too.
+            for p in ["", "state/.."] {
+                let e = Walk::new(&base.join(p))
+                    .refuse(&base.join("state/containers"))
+                    .open()
+                    .err();
+                assert!(matches!(e, Some(WalkError::Contains { .. })), "{p}: {e:?}");
+            }
+            let e = Walk::new(Path::new("/"))
+                .refuse(&base.join("state"))
+                .open()
+                .err();
+            assert!(matches!(e, Some(WalkError::Contains { .. })), "{e:?}");
+            // procfs's magic links are not followed, root's though they are.
+            let e = open(Path::new("/proc/self/root/etc")).err();
+            assert!(matches!(e, Some(WalkError::ProcLink(_))), "{e:?}");
         }
 
         // Beneath a prefix: no way out, whoever owns the link.

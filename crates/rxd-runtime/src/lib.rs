@@ -71,6 +71,9 @@ pub struct Init {
     pub start_time: u64,
 }
 
+/// How long a helper step that changes a running container (limits, devices) may take.
+const HELPER_STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The resource figures of the state endpoint.
 #[derive(Debug, Default)]
 pub struct Usage {
@@ -301,17 +304,29 @@ impl Runtime {
             path: self.shim.clone(),
             source,
         };
+        // Bounded: a step that hangs (on a FUSE mount that never answers, inside a container)
+        // is killed rather than holding its caller's locks forever.
         let mut child = self
             .command()
             .args(args)
             .stdin(Stdio::piped())
+            .kill_on_drop(true)
             .spawn()
             .map_err(helper)?;
         let text = serde_json::to_vec(input).map_err(|e| RuntimeError::Failed(e.to_string()))?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
         stdin.write_all(&text).await.map_err(helper)?;
         drop(stdin);
-        let out = child.wait_with_output().await.map_err(helper)?;
+        let out = tokio::time::timeout(HELPER_STEP_TIMEOUT, child.wait_with_output())
+            .await
+            .map_err(|_| {
+                RuntimeError::Failed(format!(
+                    "the container helper's {} step did not finish within {} s",
+                    args.first().unwrap_or(&""),
+                    HELPER_STEP_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(helper)?;
         if out.status.success() {
             Ok(())
         } else {
@@ -420,13 +435,26 @@ impl Runtime {
             .ok_or_else(|| RuntimeError::Failed(format!("unexpected forwarder answer {line:?}")))
     }
 
-    /// End the forwarder of proxy device `device` of `name` (if it runs) and forget it.
-    pub fn stop_proxy(&self, name: &str, device: &str) {
+    /// End the forwarder of proxy device `device` of `name` (if it runs), wait for it to be
+    /// gone (so its ports are free for a new one), and forget it.
+    pub async fn stop_proxy(&self, name: &str, device: &str) {
         if let Some(pid) = self.proxy_pid(name, device) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGTERM,
             );
+            for _ in 0..100 {
+                if self.proxy_pid(name, device).is_none() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if self.proxy_pid(name, device).is_some() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
         }
         let _ = std::fs::remove_file(self.proxy_pid_file(name, device));
     }

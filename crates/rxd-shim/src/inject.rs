@@ -14,15 +14,19 @@
 //!    copy its flags: read-only, `nosuid,nodev` (rxd's default for disks), propagation, and,
 //!    for `shift=true`, an idmapping with the container's own user namespace, so container
 //!    ids are host ids on that tree (kernel ≥ 5.12, and a filesystem that supports it);
-//! 3. for a running container, a copy that is read-only is made again inside a throwaway user
-//!    and mount namespace ([`lock_read_only`]): the kernel then locks its read-only flag, as it
-//!    locks those of the mounts a container starts with (see `lock.rs`), so the container's
-//!    root cannot remount it writable;
+//! 3. for a running container, the copy is made again inside a throwaway user and mount
+//!    namespace ([`lock_flags`]): the kernel then locks its flags (read-only, nosuid, nodev), as
+//!    it locks those of the mounts a container starts with (see `lock.rs`), so the container's
+//!    root cannot remount it writable or setuid;
 //! 4. the process joins the init's mount namespace (after checking the init is still the one
 //!    it looked up), creates the mount point inside the container's root (resolved with
 //!    `RESOLVE_IN_ROOT`, made by the container's root ids when missing) and `move_mount`s the
-//!    copy onto it. Unplugging unmounts there; the node's device-cgroup rule is added (v1:
-//!    `devices.allow`) before it appears and removed (`devices.deny`) before it goes.
+//!    copy onto it (never under a procfs or sysfs, whatever links lead there). Unplugging
+//!    unmounts everything stacked at the device's path first, and fails without changing
+//!    anything else if the kernel keeps one there (a mount the container started with is
+//!    locked until it stops); the node's device-cgroup rule is added (v1: `devices.allow`)
+//!    before it appears and removed (`devices.deny`, for the numbers the staged node has) once
+//!    it is gone.
 
 use anyhow::{bail, Context, Result};
 use libcontainer::syscall::linux::MountAttr;
@@ -110,8 +114,9 @@ struct Prepared {
     tree: OwnedFd,
     target: std::path::PathBuf,
     dir: bool,
-    read_only: bool,
 }
+
+const SYSFS_MAGIC: rustix::fs::FsWord = 0x6265_6572;
 
 const OPEN_TREE: u32 = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC;
 
@@ -221,7 +226,6 @@ fn prepare_disk(
         tree,
         target: disk.path.clone(),
         dir,
-        read_only: disk.readonly,
     }))
 }
 
@@ -294,7 +298,6 @@ fn prepare_node(
         tree,
         target: node.path.clone(),
         dir: false,
-        read_only: false,
     }))
 }
 
@@ -384,6 +387,14 @@ fn mount_point(root: &OwnedFd, p: &Prepared, ids: (u32, u32)) -> Result<OwnedFd>
             }
             Err(e) => bail!("{} in the container: {e}", sofar.display()),
         };
+    }
+    // Not under /proc or /sys, through whatever links the container made.
+    let fs = rustix::fs::fstatfs(&here)?.f_type;
+    if fs == rustix::fs::PROC_SUPER_MAGIC || fs == SYSFS_MAGIC {
+        bail!(
+            "{} in the container is on a procfs or sysfs: devices are not mounted there",
+            p.target.display()
+        );
     }
     let open_last = || {
         rustix::fs::openat2(
@@ -514,6 +525,29 @@ pub fn apply(root: &Path, id: &str, staging: &Path, before_start: bool) -> Resul
         Mode::empty(),
     )?;
 
+    // The numbers each removed node was given (its staged node's), before anything changes.
+    let removed_rules: Vec<String> = change
+        .remove_nodes
+        .iter()
+        .filter_map(|node| {
+            let staged = rustix::fs::statat(
+                &staging_fd,
+                node_name(node),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .ok()
+            .map(|st| (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev)));
+            let numbers = staged.or_else(|| node_numbers(node, refuse).ok().flatten())?;
+            // Never a number every container has anyway.
+            let default = crate::spec::DEVICES.iter().any(|&(major, minor)| {
+                !node.block
+                    && i64::from(numbers.0) == major
+                    && (minor < 0 || i64::from(numbers.1) == minor)
+            });
+            (!default).then(|| rule(node, numbers))
+        })
+        .collect();
+
     let mut prepared = Vec::new();
     for disk in &change.add_disks {
         prepared.extend(prepare_disk(sys.as_ref(), disk, refuse, userns.as_ref())?);
@@ -528,52 +562,54 @@ pub fn apply(root: &Path, id: &str, staging: &Path, before_start: bool) -> Resul
         }
     }
     let live = !before_start;
-    if live {
+    if live && !privileged {
+        // Every flag of a mount plugged into a running container locked, as those of the
+        // mounts it started with are: read-only, nosuid, nodev.
         for p in &mut prepared {
-            if p.read_only && !privileged {
-                p.tree = lock_read_only(&p.tree)?;
-            }
-        }
-        for node in &change.remove_nodes {
-            if let Ok(Some(numbers)) = node_numbers(node, refuse) {
-                device_rule(&cgroup, "devices.deny", &rule(node, numbers))?;
-            }
-            let _ =
-                rustix::fs::unlinkat(&staging_fd, node_name(node), rustix::fs::AtFlags::empty());
-        }
-        for r in &rules {
-            device_rule(&cgroup, "devices.allow", r)?;
+            p.tree = lock_flags(&p.tree)?;
         }
     }
 
-    nix::sched::setns(&mnt_ns, CloneFlags::CLONE_NEWNS)
-        .context("joining the container's mount namespace")?;
+    let host_ns = rustix::fs::open(
+        "/proc/self/ns/mnt",
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    // 1. Inside: what goes, goes (or nothing else happens).
+    enter(&mnt_ns, ids)?;
     let container_root = rustix::fs::open(
         "/",
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    // Mount points are made (and removed) as the container's root: a filesystem the container
-    // mounted itself (its /dev) cannot hold files of host root's, and the container's own
-    // permissions apply.
-    nix::unistd::setfsgid(nix::unistd::Gid::from_raw(ids.1));
-    nix::unistd::setfsuid(nix::unistd::Uid::from_raw(ids.0));
     for (path, node) in change
         .remove_disks
         .iter()
         .map(|d| (&d.path, false))
         .chain(change.remove_nodes.iter().map(|n| (&n.path, true)))
     {
-        use rustix::mount::UnmountFlags;
-        match rustix::mount::unmount(path, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW) {
-            Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => {}
-            Err(e) => bail!("unmounting {} in the container: {e}", path.display()),
-        }
+        unmount_all(path)?;
         // A node's mount point goes with it (as in LXD), so nothing is left at its path.
         if node {
             let _ = remove_mount_point(&container_root, path);
         }
     }
+    // 2. On the host: the device rules, the staged nodes.
+    if live {
+        leave(&host_ns)?;
+        for r in &removed_rules {
+            device_rule(&cgroup, "devices.deny", r)?;
+        }
+        for node in &change.remove_nodes {
+            let _ =
+                rustix::fs::unlinkat(&staging_fd, node_name(node), rustix::fs::AtFlags::empty());
+        }
+        for r in &rules {
+            device_rule(&cgroup, "devices.allow", r)?;
+        }
+        enter(&mnt_ns, ids)?;
+    }
+    // 3. Inside: what comes.
     for p in &prepared {
         let target = mount_point(&container_root, p, ids)?;
         sys.move_mount(
@@ -590,11 +626,73 @@ pub fn apply(root: &Path, id: &str, staging: &Path, before_start: bool) -> Resul
     Ok(())
 }
 
-/// A copy of the detached read-only mount `tree` whose read-only flag the kernel has locked: it
+/// Join the container's mount namespace, acting on files as its root: a filesystem the
+/// container mounted itself (its /dev) cannot hold files of host root's, and the container's
+/// own permissions apply to the mount points made and removed there.
+fn enter(mnt_ns: &OwnedFd, ids: (u32, u32)) -> Result<()> {
+    nix::sched::setns(mnt_ns, CloneFlags::CLONE_NEWNS)
+        .context("joining the container's mount namespace")?;
+    nix::unistd::setfsgid(nix::unistd::Gid::from_raw(ids.1));
+    nix::unistd::setfsuid(nix::unistd::Uid::from_raw(ids.0));
+    Ok(())
+}
+
+/// Back to the host's mount namespace, as host root.
+fn leave(host_ns: &OwnedFd) -> Result<()> {
+    nix::unistd::setfsuid(nix::unistd::Uid::from_raw(0));
+    nix::unistd::setfsgid(nix::unistd::Gid::from_raw(0));
+    nix::sched::setns(host_ns, CloneFlags::CLONE_NEWNS)
+        .context("returning to the host's mount namespace")?;
+    Ok(())
+}
+
+/// Whether `path` (in this mount namespace, its last component not followed) is a mount point:
+/// its mount differs from its parent's.
+fn is_mount_point(path: &Path) -> Result<bool> {
+    use rustix::fs::{statx, AtFlags, StatxFlags};
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let id = |p: &Path, flags| -> Result<Option<u64>> {
+        match statx(rustix::fs::CWD, p, flags, StatxFlags::MNT_ID) {
+            Ok(st) => Ok(Some(st.stx_mnt_id)),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => bail!("{} in the container: {e}", p.display()),
+        }
+    };
+    match (
+        id(path, AtFlags::SYMLINK_NOFOLLOW)?,
+        id(parent, AtFlags::empty())?,
+    ) {
+        (Some(a), Some(b)) => Ok(a != b),
+        _ => Ok(false),
+    }
+}
+
+/// Unmount everything stacked at `path` (the device's mount, and whatever the container put
+/// over it), or fail if the kernel keeps one there: the mounts a container starts with are
+/// locked, and only a stop takes them away.
+fn unmount_all(path: &Path) -> Result<()> {
+    use rustix::mount::UnmountFlags;
+    for _ in 0..64 {
+        if !is_mount_point(path)? {
+            return Ok(());
+        }
+        match rustix::mount::unmount(path, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::INVAL) => bail!(
+                "{} was mounted when the instance started and stays until it stops: stop the instance to remove or change this device",
+                path.display()
+            ),
+            Err(e) => bail!("unmounting {} in the container: {e}", path.display()),
+        }
+    }
+    bail!("{} holds too many stacked mounts", path.display())
+}
+
+/// A copy of the detached mount `tree` whose flags (read-only, nosuid, nodev) the kernel has locked: it
 /// is attached in a private mount namespace of a child process, which then copies that
 /// namespace into one owned by a new user namespace (the copy locks every flag) and clones the
 /// mount from there (clones keep the lock). See `rxd-shim lock-readonly`.
-fn lock_read_only(tree: &OwnedFd) -> Result<OwnedFd> {
+fn lock_flags(tree: &OwnedFd) -> Result<OwnedFd> {
     let (ours, theirs) = crate::pty::channel()?;
     let child = std::process::Command::new(std::env::current_exe()?)
         .arg("--root")
@@ -618,7 +716,7 @@ fn lock_read_only(tree: &OwnedFd) -> Result<OwnedFd> {
     locked
 }
 
-/// The child of [`lock_read_only`]: receive the tree on stdin, attach it in a private mount
+/// The child of [`lock_flags`]: receive the tree on stdin, attach it in a private mount
 /// namespace, copy that namespace under a fresh user namespace, clone the mount from the copy
 /// and send the clone back.
 pub fn lock_readonly_step() -> Result<()> {

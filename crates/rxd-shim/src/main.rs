@@ -120,8 +120,8 @@ enum Command {
         #[arg(long)]
         before_start: bool,
     },
-    /// Started by `devices` for a read-only mount into a running container: lock its
-    /// read-only flag (see `inject.rs`).
+    /// Started by `devices` for a mount into a running container: lock its flags (see
+    /// `inject.rs`).
     #[command(hide = true)]
     LockReadonly,
     /// Forward a proxy device, as the plan on stdin says, until the container's init ends or

@@ -96,7 +96,7 @@ const DENIED_SYSCALLS: &[&str] = &[
 
 /// Character devices a container may use (type, major, minor; -1 is any): null, zero, full,
 /// random, urandom, tty, console, ptmx and the pty slaves.
-const DEVICES: &[(i64, i64)] = &[
+pub(crate) const DEVICES: &[(i64, i64)] = &[
     (1, 3),
     (1, 5),
     (1, 7),

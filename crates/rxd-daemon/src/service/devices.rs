@@ -167,7 +167,7 @@ pub async fn plug(
     }
     let gone = changed(old, new);
     for (name, _) in proxies(&gone) {
-        d.runtime.stop_proxy(key, name);
+        d.runtime.stop_proxy(key, name).await;
     }
     start_proxies(d, key, idmap, &changed(new, old)).await
 }

@@ -315,7 +315,7 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
     // Its proxies' forwarders, or no start (as in LXD).
     if let Err(e) = crate::service::devices::start_proxies(d, name, idmap, &devices).await {
         for device in devices.keys() {
-            d.runtime.stop_proxy(name, device);
+            d.runtime.stop_proxy(name, device).await;
         }
         let _ = kill(d, name).await;
         return Err(e);

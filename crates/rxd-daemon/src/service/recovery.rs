@@ -65,20 +65,6 @@ pub async fn recover(d: &Arc<Daemon>) {
         Err(e) => tracing::error!(error = %e, "could not list intents"),
     }
     sweep(d, &mut report).await;
-    // Proxy forwarders outlive the daemon; one that ended meanwhile is started again.
-    for row in &rows {
-        let key = row.key().to_string();
-        if d.runtime.init(&key).is_none() {
-            continue;
-        }
-        let Ok(e) = crate::service::expand::expanded(d, row).await else {
-            continue;
-        };
-        let idmap = crate::service::instances::running_idmap(&instances::config_of(row));
-        if let Err(e) = crate::service::devices::start_proxies(d, &key, idmap, &e.devices).await {
-            tracing::error!(instance = %row.name, project = %row.project, error = %e, "could not restart a proxy forwarder");
-        }
-    }
     if !report.0.is_empty() {
         let message = format!(
             "rxd was stopped in the middle of work and, at start-up: {}",
@@ -378,4 +364,37 @@ async fn sweep(d: &Arc<Daemon>, report: &mut Report) {
             "removed runtime state of {name}, which no instance owns"
         ));
     }
+}
+
+/// Proxy forwarders outlive the daemon; start again those of running containers that ended
+/// while it was away (each container's in turn, none holding up the others' or the API).
+pub async fn restart_proxies(d: std::sync::Arc<Daemon>) {
+    let rows = match d.db(|s| s.all_instances()).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::error!(error = %e, "could not list instances to restart their proxies");
+            return;
+        }
+    };
+    let starts = rows.into_iter().map(|row| {
+        let d = d.clone();
+        async move {
+            let key = row.key().to_string();
+            if d.runtime.init(&key).is_none() {
+                return;
+            }
+            let lock = d.runtime.action_lock(&key);
+            let _guard = lock.lock().await;
+            let Ok(e) = crate::service::expand::expanded(&d, &row).await else {
+                return;
+            };
+            let idmap = crate::service::instances::running_idmap(
+                &crate::service::instances::config_of(&row),
+            );
+            if let Err(e) = crate::service::devices::start_proxies(&d, &key, idmap, &e.devices).await {
+                tracing::error!(instance = %row.name, project = %row.project, error = %e, "could not restart a proxy forwarder");
+            }
+        }
+    });
+    futures_util::future::join_all(starts).await;
 }
