@@ -7,9 +7,8 @@
 //! profile edit that would give a restricted project's instances a forbidden device refused
 //! whole.
 
-use base64::Engine;
 use rxd_client::Method;
-use rxd_testkit::api::{ok, outcome};
+use rxd_testkit::api::{ok, outcome, trust_restricted};
 use rxd_testkit::cgroup::cgroup_file;
 use rxd_testkit::client_identity;
 use rxd_testkit::session::{lxc_ok, Session};
@@ -220,6 +219,33 @@ async fn a_host_folder_shared_into_two_containers_with_and_without_shift() {
     let (code, out) = s.sh("plain", "test -e /dev/fuse");
     assert_ne!(code, 0, "{out}");
     assert!(!allowed().contains("c 10:229"), "{}", allowed());
+    // A block device, under another name (a loop device node: nothing is attached to it).
+    s.ok(&[
+        "config",
+        "device",
+        "add",
+        "plain",
+        "disk0",
+        "unix-block",
+        "source=/dev/loop0",
+        "path=/dev/xvdb",
+    ]);
+    let (code, out) = s.sh("plain", "stat -c '%F %t:%T' /dev/xvdb");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("block special file 7:0"), "{out}");
+    assert!(allowed().contains("b 7:0 rwm"), "{}", allowed());
+    s.ok(&["config", "device", "remove", "plain", "disk0"]);
+    assert!(!allowed().contains("b 7:0"), "{}", allowed());
+    let e = s.fails(&[
+        "config",
+        "device",
+        "add",
+        "plain",
+        "wrong",
+        "unix-block",
+        "source=/dev/fuse",
+    ]);
+    assert!(e.contains("is not a block device"), "{e}");
     // At start, from a profile: the same device, cold-plugged.
     s.ok(&["profile", "create", "fuse"]);
     s.ok(&[
@@ -372,14 +398,7 @@ async fn operators_get_host_paths_only_beneath_their_projects_prefixes() {
 
     let unix = s.d.unix();
     let operator = client_identity("operator");
-    let cert = base64::engine::general_purpose::STANDARD.encode(&operator.cert_der);
-    ok(
-        &unix,
-        Method::POST,
-        "/1.0/certificates",
-        json!({"certificate": cert, "restricted": true, "projects": ["default"]}),
-    )
-    .await;
+    trust_restricted(&unix, &operator, &["default"]).await;
     let op = s.d.https(Some(&operator));
     s.ok(&["launch", "bb", "c1"]);
     let disk = |src: &Path, path: &str| json!({"devices": {"d": {"type": "disk", "source": src.to_str().unwrap(), "path": path}}});

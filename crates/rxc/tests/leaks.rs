@@ -2,20 +2,13 @@
 //! operation event reaching a certificate restricted to `default`, and an exec's environment
 //! readable from its operation by an auditor, an operator taking the whole host id range.
 
-use base64::Engine;
 use rxd_client::{Client, Method};
+use rxd_testkit::api::{ok, trust_restricted};
 use rxd_testkit::{
     busybox_image, client_identity, require_root, require_tool, succeeded, TestDaemon,
 };
-use rxd_tls::KeyPairFiles;
 use serde_json::{json, Value};
 use std::time::Duration;
-
-async fn ok(c: &Client, method: Method, path: &str, body: Value) -> Value {
-    let r = c.request(method, path, Some(&body)).await.unwrap();
-    assert!(r.status < 300, "{path}: {} {:?}", r.status, r.envelope());
-    r.metadata().unwrap_or(Value::Null)
-}
 
 /// `ok`, then wait for the operation it started to succeed.
 async fn finished(c: &Client, method: Method, path: &str, body: Value) {
@@ -26,17 +19,6 @@ async fn finished(c: &Client, method: Method, path: &str, body: Value) {
         .await
         .unwrap();
     assert_eq!(end["status"], "Success", "{path}: {end}");
-}
-
-async fn trust_restricted(unix: &Client, id: &KeyPairFiles, projects: &[&str]) {
-    let cert = base64::engine::general_purpose::STANDARD.encode(&id.cert_der);
-    ok(
-        unix,
-        Method::POST,
-        "/1.0/certificates",
-        json!({"certificate": cert, "restricted": true, "projects": projects}),
-    )
-    .await;
 }
 
 /// Next text message of an event stream, or `None` once `wait` has passed.

@@ -5,9 +5,8 @@
 //! inside and host-wide ones refused, and `security.nesting` (a fresh procfs can be mounted
 //! only with it, and restricted projects refuse it unless they allow it).
 
-use base64::Engine;
 use rxd_client::Method;
-use rxd_testkit::api::{ok, outcome};
+use rxd_testkit::api::{ok, outcome, trust_restricted};
 use rxd_testkit::cgroup::{cgroup_file, v2};
 use rxd_testkit::client_identity;
 use serde_json::json;
@@ -303,14 +302,7 @@ async fn nesting_lets_a_container_mount_procfs_where_its_project_allows() {
     )
     .await;
     let operator = client_identity("operator");
-    let cert = base64::engine::general_purpose::STANDARD.encode(&operator.cert_der);
-    ok(
-        &unix,
-        Method::POST,
-        "/1.0/certificates",
-        json!({"certificate": cert, "restricted": true, "projects": ["default"]}),
-    )
-    .await;
+    trust_restricted(&unix, &operator, &["default"]).await;
     let op = s.d.https(Some(&operator));
     let nested = json!({"name": "nested", "source": {"type": "image", "alias": "bb"},
                         "config": {"security.nesting": "true"}});

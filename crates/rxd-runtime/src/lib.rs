@@ -374,6 +374,55 @@ impl Runtime {
         }
     }
 
+    /// Run the helper with `args` and `input` as JSON on its stdin, and read its one-line JSON
+    /// answer; the helper stays (a supervisor, a forwarder: in a session of its own), and tokio
+    /// reaps it when it ends.
+    async fn start_detached(
+        &self,
+        args: &[&str],
+        input: &impl serde::Serialize,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<serde_json::Value, RuntimeError> {
+        let helper = |source| RuntimeError::Helper {
+            path: self.shim.clone(),
+            source,
+        };
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .spawn()
+            .map_err(helper)?;
+        let text = serde_json::to_vec(input).map_err(|e| RuntimeError::Failed(e.to_string()))?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        stdin.write_all(&text).await.map_err(helper)?;
+        drop(stdin);
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut line = String::new();
+        let read = tokio::time::timeout(
+            timeout,
+            tokio::io::BufReader::new(stdout).read_line(&mut line),
+        )
+        .await;
+        match read {
+            Ok(Ok(n)) if n > 0 => serde_json::from_str(&line).map_err(|_| {
+                RuntimeError::Failed(format!("unexpected answer from {what}: {line:?}"))
+            }),
+            _ => {
+                let _ = child.start_kill();
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err).await;
+                }
+                Err(RuntimeError::Failed(format!(
+                    "{what} gave no answer: {}",
+                    err.trim()
+                )))
+            }
+        }
+    }
+
     /// Start the forwarder of a proxy device (rxd-shim's `proxy`, in a session of its own: it
     /// outlives the daemon and ends with the container's init).
     pub async fn start_proxy(
@@ -388,41 +437,17 @@ impl Runtime {
         if let Some(dir) = pid_file.parent() {
             private_dir(dir).map_err(helper)?;
         }
-        let mut child = self
-            .command()
-            .arg("proxy")
-            .arg("--pid-file")
-            .arg(&pid_file)
-            .stdin(Stdio::piped())
-            .spawn()
-            .map_err(helper)?;
-        let text = serde_json::to_vec(plan).map_err(|e| RuntimeError::Failed(e.to_string()))?;
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        stdin.write_all(&text).await.map_err(helper)?;
-        drop(stdin);
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut line = String::new();
-        let read = tokio::time::timeout(
-            Duration::from_secs(30),
-            tokio::io::BufReader::new(stdout).read_line(&mut line),
-        )
-        .await;
-        let reply: serde_json::Value = match read {
-            Ok(Ok(n)) if n > 0 => serde_json::from_str(&line).unwrap_or_default(),
-            _ => {
-                let _ = child.start_kill();
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = e.read_to_string(&mut err).await;
-                }
-                return Err(RuntimeError::Failed(format!(
-                    "the proxy forwarder gave no answer: {}",
-                    err.trim()
-                )));
-            }
-        };
-        // It stays, in its own session; tokio reaps it when it ends.
-        drop(child);
+        let pid_file_text = pid_file.to_str().ok_or_else(|| {
+            RuntimeError::Failed("the state directory's path is not UTF-8".into())
+        })?;
+        let reply = self
+            .start_detached(
+                &["proxy", "--pid-file", pid_file_text],
+                plan,
+                Duration::from_secs(30),
+                "the proxy forwarder",
+            )
+            .await?;
         if let Some(e) = reply["error"].as_str() {
             return Err(RuntimeError::Failed(format!(
                 "Failed to start the proxy device {:?}: {e}",
@@ -432,7 +457,7 @@ impl Runtime {
         reply["pid"]
             .as_i64()
             .and_then(|p| i32::try_from(p).ok())
-            .ok_or_else(|| RuntimeError::Failed(format!("unexpected forwarder answer {line:?}")))
+            .ok_or_else(|| RuntimeError::Failed(format!("unexpected forwarder answer {reply}")))
     }
 
     /// End the forwarder of proxy device `device` of `name` (if it runs), wait for it to be
@@ -468,50 +493,29 @@ impl Runtime {
         };
         let log_dir = self.logs.join(&plan.name);
         private_dir(&log_dir).map_err(helper)?;
-        let mut child = self
-            .command()
-            .arg("start")
-            .arg("--bundle")
-            .arg(self.bundles.join(&plan.name))
-            .arg("--log")
-            .arg(self.console_log(&plan.name))
-            .stdin(Stdio::piped())
-            .spawn()
-            .map_err(helper)?;
-        let text = serde_json::to_vec(plan).map_err(|e| RuntimeError::Failed(e.to_string()))?;
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        stdin.write_all(&text).await.map_err(helper)?;
-        drop(stdin);
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut line = String::new();
-        let read = tokio::time::timeout(
-            Duration::from_secs(60),
-            tokio::io::BufReader::new(stdout).read_line(&mut line),
-        )
-        .await;
-        let reply: serde_json::Value = match read {
-            Ok(Ok(n)) if n > 0 => serde_json::from_str(&line).unwrap_or_default(),
-            _ => {
-                let _ = child.start_kill();
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = e.read_to_string(&mut err).await;
-                }
-                return Err(RuntimeError::Failed(format!(
-                    "the container helper gave no answer: {}",
-                    err.trim()
-                )));
-            }
+        let bundle = self.bundles.join(&plan.name);
+        let log = self.console_log(&plan.name);
+        let utf8 = |p: &Path| {
+            p.to_str().map(str::to_owned).ok_or_else(|| {
+                RuntimeError::Failed("the state directory's path is not UTF-8".into())
+            })
         };
-        // The helper stays as the container's supervisor; tokio reaps it when it ends.
-        drop(child);
+        let (bundle, log) = (utf8(&bundle)?, utf8(&log)?);
+        let reply = self
+            .start_detached(
+                &["start", "--bundle", &bundle, "--log", &log],
+                plan,
+                Duration::from_secs(60),
+                "the container helper",
+            )
+            .await?;
         if let Some(e) = reply["error"].as_str() {
             return Err(RuntimeError::Failed(format!("Failed to start: {e}")));
         }
         let pid = reply["pid"]
             .as_i64()
             .and_then(|p| i32::try_from(p).ok())
-            .ok_or_else(|| RuntimeError::Failed(format!("unexpected helper answer {line:?}")))?;
+            .ok_or_else(|| RuntimeError::Failed(format!("unexpected helper answer {reply}")))?;
         let start_time = proc_stat(pid)
             .map(|(_, s)| s)
             .ok_or_else(|| RuntimeError::Failed("The container's init exited at once".into()))?;

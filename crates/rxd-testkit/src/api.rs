@@ -33,3 +33,17 @@ pub async fn outcome(c: &Client, method: Method, path: &str, body: Value) -> Res
         _ => Err(done["err"].as_str().unwrap_or_default().to_owned()),
     }
 }
+
+/// Trust `id` as a restricted client certificate of `projects` (LXD's restricted certificate:
+/// the operator of those projects).
+pub async fn trust_restricted(unix: &Client, id: &crate::KeyPairFiles, projects: &[&str]) {
+    use base64::Engine;
+    let cert = base64::engine::general_purpose::STANDARD.encode(&id.cert_der);
+    ok(
+        unix,
+        Method::POST,
+        "/1.0/certificates",
+        serde_json::json!({"certificate": cert, "restricted": true, "projects": projects}),
+    )
+    .await;
+}
