@@ -11,6 +11,7 @@ pub mod idmap;
 pub mod instance_config;
 pub mod launch;
 pub mod name;
+pub mod network;
 pub mod profile;
 pub mod project_config;
 pub mod proxy;
