@@ -5,3 +5,4 @@
 //! file, a clock or a random source: everything it needs is handed in.
 
 pub mod mac;
+pub mod subnet;
