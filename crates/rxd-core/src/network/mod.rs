@@ -4,5 +4,6 @@
 //! the nftables ruleset; `mac` holds MAC arithmetic. Nothing here touches a link, a socket, a
 //! file, a clock or a random source: everything it needs is handed in.
 
+pub mod config;
 pub mod mac;
 pub mod subnet;
