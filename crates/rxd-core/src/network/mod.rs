@@ -5,5 +5,6 @@
 //! file, a clock or a random source: everything it needs is handed in.
 
 pub mod config;
+pub mod dnsmasq;
 pub mod mac;
 pub mod subnet;
