@@ -7,4 +7,5 @@
 pub mod config;
 pub mod dnsmasq;
 pub mod mac;
+pub mod nft;
 pub mod subnet;

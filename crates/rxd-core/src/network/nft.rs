@@ -1,0 +1,798 @@
+//! The nftables ruleset of managed bridges, as the JSON `nft -j -f -` reads: tables `inet rxd`
+//! (NAT, forwarding, the host's DNS/DHCP/ICMP accepts per bridge) and `bridge rxd` (per-NIC MAC
+//! and IP filtering), each declared, deleted and declared again before its contents, so one
+//! transaction replaces the whole ruleset atomically. It is built from a typed description the
+//! daemon derives from the store; it must not know how the JSON reaches `nft`, and it never
+//! names a table other than `rxd`.
+
+use crate::name::InstanceKey;
+use crate::network::config::{BridgeConfig, Family, IfName, NetworkName};
+use crate::network::mac::Mac;
+use serde_json::{json, Value};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// The name of both tables.
+pub const TABLE: &str = "rxd";
+/// nftables refuses longer chain names (NFT_CHAIN_MAXNAMELEN is 256 with the NUL).
+pub const MAX_CHAIN_NAME: usize = 255;
+
+/// How a family's traffic leaving the bridge's subnet is translated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nat<A> {
+    Off,
+    Masquerade,
+    /// `ipv*.nat.address`.
+    Snat(A),
+}
+
+/// One family of a managed bridge, as the firewall sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BridgeFamily<A: Family> {
+    /// The bridge's subnet (its address's network).
+    pub subnet: A::Net,
+    pub nat: Nat<A>,
+    pub routing: bool,
+    pub firewall: bool,
+    pub dhcp: bool,
+}
+
+/// A managed bridge: the `pstrt`, `fwd`, `in` and `out` chains of `inet rxd`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BridgeRules {
+    pub name: NetworkName,
+    pub ipv4: Option<BridgeFamily<Ipv4Addr>>,
+    pub ipv6: Option<BridgeFamily<Ipv6Addr>>,
+}
+
+impl BridgeRules {
+    pub fn new(name: NetworkName, config: &BridgeConfig) -> BridgeRules {
+        BridgeRules {
+            name,
+            ipv4: config.ipv4.as_ref().map(|f| BridgeFamily {
+                subnet: f.address.trunc(),
+                nat: nat(f.nat, f.nat_address),
+                routing: f.routing,
+                firewall: f.firewall,
+                dhcp: f.dhcp,
+            }),
+            ipv6: config.ipv6.as_ref().map(|f| BridgeFamily {
+                subnet: f.address.trunc(),
+                nat: nat(f.nat, f.nat_address),
+                routing: f.routing,
+                firewall: f.firewall,
+                dhcp: f.dhcp,
+            }),
+        }
+    }
+}
+
+fn nat<A>(on: bool, address: Option<A>) -> Nat<A> {
+    match (on, address) {
+        (false, _) => Nat::Off,
+        (true, None) => Nat::Masquerade,
+        (true, Some(a)) => Nat::Snat(a),
+    }
+}
+
+/// A NIC on a managed bridge: its filters in `bridge rxd` (`in.<key>`, `fwd.<key>`). Every rule
+/// matches the NIC's host-side interface, so nothing here reaches another port's frames.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NicRules {
+    pub instance: InstanceKey,
+    pub device: String,
+    /// The host end of the veth.
+    pub host_name: IfName,
+    pub mac: Mac,
+    /// `security.mac_filtering` (the MAC part is installed also when either IP filter is on).
+    pub mac_filter: bool,
+    /// `security.ipv4_filtering`: `None` off; else the addresses and networks the NIC may use
+    /// (its address, its routes). Empty: all IPv4 and ARP dropped.
+    pub ipv4: Option<Vec<ipnet::Ipv4Net>>,
+    /// `security.ipv6_filtering`, likewise.
+    pub ipv6: Option<Vec<ipnet::Ipv6Net>>,
+}
+
+/// Everything rxd puts in nftables.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ruleset {
+    pub bridges: Vec<BridgeRules>,
+    pub nics: Vec<NicRules>,
+}
+
+/// A chain name part: ASCII letters, digits and `_` kept, every other byte `-` and two hex
+/// digits, so parts never contain `.` and two names never meet.
+fn encode(part: &str) -> String {
+    let mut out = String::with_capacity(part.len());
+    for b in part.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("-{b:02x}"));
+        }
+    }
+    out
+}
+
+/// A NIC chain's name: `<kind>.<instance key>.<device>` (LXD's, encoded), or, if that would be
+/// longer than nftables allows, `<kind>.@<host interface>` (unique on the host, and `@` never
+/// appears in an encoded name).
+pub fn nic_chain_name(kind: &str, nic: &NicRules) -> String {
+    let name = format!("{kind}.{}.{}", encode(&nic.instance), encode(&nic.device));
+    if name.len() <= MAX_CHAIN_NAME {
+        name
+    } else {
+        format!("{kind}.@{}", nic.host_name)
+    }
+}
+
+fn table(family: &str) -> Value {
+    json!({"family": family, "name": TABLE})
+}
+
+fn chain(family: &str, name: &str, kind: &str, hook: &str, prio: i32) -> Value {
+    json!({"add": {"chain": {
+        "family": family, "table": TABLE, "name": name,
+        "type": kind, "hook": hook, "prio": prio, "policy": "accept",
+    }}})
+}
+
+fn rule(family: &str, chain: &str, expr: Vec<Value>) -> Value {
+    json!({"add": {"rule": {"family": family, "table": TABLE, "chain": chain, "expr": expr}}})
+}
+
+fn matches(op: &str, left: Value, right: impl Into<Value>) -> Value {
+    json!({"match": {"op": op, "left": left, "right": right.into()}})
+}
+
+fn meta(key: &str) -> Value {
+    json!({"meta": {"key": key}})
+}
+
+fn payload(protocol: &str, field: &str) -> Value {
+    json!({"payload": {"protocol": protocol, "field": field}})
+}
+
+fn raw(offset: u32, len: u8) -> Value {
+    json!({"payload": {"base": "nh", "offset": offset, "len": len}})
+}
+
+fn prefix<A: Family>(net: &A::Net) -> Value {
+    json!({"prefix": {"addr": A::network(net).to_string(), "len": A::prefix_len(net)}})
+}
+
+fn verdict(v: &str) -> Value {
+    json!({ v: null })
+}
+
+/// Names nftables gives a family: its payload protocol, `meta nfproto` value, ICMP protocol.
+fn names<A: Family>() -> (&'static str, &'static str, &'static str) {
+    if A::KEY == "ipv4" {
+        ("ip", "ipv4", "icmp")
+    } else {
+        ("ip6", "ipv6", "icmpv6")
+    }
+}
+
+/// ICMP types the host must send and receive on a bridge (LXD's lists): errors, and for IPv6
+/// neighbour discovery, router solicitations in and advertisements out, MLDv2 reports.
+fn icmp_types<A: Family>(input: bool) -> Vec<&'static str> {
+    if A::KEY == "ipv4" {
+        vec![
+            "destination-unreachable",
+            "time-exceeded",
+            "parameter-problem",
+        ]
+    } else {
+        let mut t = vec![
+            "destination-unreachable",
+            "packet-too-big",
+            "time-exceeded",
+            "parameter-problem",
+        ];
+        if input {
+            t.extend([
+                "nd-router-solicit",
+                "nd-neighbor-solicit",
+                "nd-neighbor-advert",
+            ]);
+        } else {
+            t.extend([
+                "echo-request",
+                "nd-router-advert",
+                "nd-neighbor-solicit",
+                "nd-neighbor-advert",
+            ]);
+        }
+        t.push("mld2-listener-report");
+        t
+    }
+}
+
+const DHCP_SERVER_V4: u16 = 67;
+const DHCP_SERVER_V6: u16 = 547;
+
+/// The bridge chains' rules for one family, appended to the four lists.
+struct BridgeChains {
+    pstrt: Vec<Vec<Value>>,
+    fwd: Vec<Vec<Value>>,
+    input: Vec<Vec<Value>>,
+    output: Vec<Vec<Value>>,
+}
+
+fn bridge_family<A: Family>(br: &str, f: &BridgeFamily<A>, out: &mut BridgeChains) {
+    let (ip, nfproto, icmp) = names::<A>();
+    let family = || matches("==", meta("nfproto"), nfproto);
+    match f.nat {
+        Nat::Off => {}
+        Nat::Masquerade | Nat::Snat(_) => {
+            let action = match f.nat {
+                Nat::Snat(a) => json!({"snat": {"family": ip, "addr": a.to_string()}}),
+                _ => verdict("masquerade"),
+            };
+            out.pstrt.push(vec![
+                matches("==", payload(ip, "saddr"), prefix::<A>(&f.subnet)),
+                matches("!=", payload(ip, "daddr"), prefix::<A>(&f.subnet)),
+                action,
+            ]);
+        }
+    }
+    let action = if f.routing { "accept" } else { "reject" };
+    for dir in ["oifname", "iifname"] {
+        out.fwd.push(vec![
+            family(),
+            matches("==", meta(dir), br),
+            verdict(action),
+        ]);
+    }
+    if !f.firewall {
+        return;
+    }
+    let dhcp_port = if A::KEY == "ipv4" {
+        DHCP_SERVER_V4
+    } else {
+        DHCP_SERVER_V6
+    };
+    for (chain, dir, port_field, input) in [
+        (&mut out.input, "iifname", "dport", true),
+        (&mut out.output, "oifname", "sport", false),
+    ] {
+        let on_bridge = || matches("==", meta(dir), br);
+        for proto in ["tcp", "udp"] {
+            chain.push(vec![
+                on_bridge(),
+                family(),
+                matches("==", payload(proto, port_field), 53),
+                verdict("accept"),
+            ]);
+        }
+        chain.push(vec![
+            on_bridge(),
+            matches(
+                "==",
+                payload(icmp, "type"),
+                json!({"set": icmp_types::<A>(input)}),
+            ),
+            verdict("accept"),
+        ]);
+        if f.dhcp {
+            chain.push(vec![
+                on_bridge(),
+                family(),
+                matches("==", payload("udp", port_field), dhcp_port),
+                verdict("accept"),
+            ]);
+        }
+    }
+}
+
+fn bridge_commands(b: &BridgeRules, cmds: &mut Vec<Value>) {
+    let mut chains = BridgeChains {
+        pstrt: Vec::new(),
+        fwd: Vec::new(),
+        input: Vec::new(),
+        output: Vec::new(),
+    };
+    let br = b.name.as_str();
+    if let Some(f) = &b.ipv4 {
+        bridge_family(br, f, &mut chains);
+    }
+    if let Some(f) = &b.ipv6 {
+        bridge_family(br, f, &mut chains);
+    }
+    for (kind, nat, hook, prio, rules) in [
+        ("pstrt", true, "postrouting", 100, chains.pstrt),
+        ("fwd", false, "forward", 0, chains.fwd),
+        ("in", false, "input", 0, chains.input),
+        ("out", false, "output", 0, chains.output),
+    ] {
+        if rules.is_empty() {
+            continue;
+        }
+        let name = format!("{kind}.{br}");
+        let kind = if nat { "nat" } else { "filter" };
+        cmds.push(chain("inet", &name, kind, hook, prio));
+        cmds.extend(rules.into_iter().map(|expr| rule("inet", &name, expr)));
+    }
+}
+
+/// A set of networks as nftables' right-hand side: full-length ones as plain addresses.
+fn net_set<A: Family>(nets: &[A::Net]) -> Value {
+    let max = if A::KEY == "ipv4" { 32 } else { 128 };
+    let items: Vec<Value> = nets
+        .iter()
+        .map(|n| {
+            if A::prefix_len(n) == max {
+                json!(A::network(n).to_string())
+            } else {
+                prefix::<A>(n)
+            }
+        })
+        .collect();
+    json!({ "set": items })
+}
+
+/// The top `len` bits of an IPv6 network, as nftables compares a raw payload of that length.
+fn top_bits(net: &ipnet::Ipv6Net) -> String {
+    let len = u32::from(net.prefix_len());
+    let bits = u128::from(net.network())
+        .checked_shr(128 - len)
+        .unwrap_or(0);
+    format!("0x{bits:x}")
+}
+
+/// A NIC's filter rules (LXD's bridge-family filters). `input`: the host-bound chain, which
+/// also lets DHCP requests and router solicitations through.
+fn nic_rules(nic: &NicRules, input: bool) -> Vec<Vec<Value>> {
+    let host = || matches("==", meta("iifname"), nic.host_name.as_str());
+    let mac = nic.mac.to_string();
+    let mut rules = Vec::new();
+    let mut add = |mut expr: Vec<Value>, action: &str| {
+        expr.insert(0, host());
+        expr.push(verdict(action));
+        rules.push(expr);
+    };
+    if !(nic.mac_filter || nic.ipv4.is_some() || nic.ipv6.is_some()) {
+        return rules;
+    }
+    add(
+        vec![matches("!=", payload("ether", "saddr"), mac.as_str())],
+        "drop",
+    );
+    add(
+        vec![matches("!=", payload("arp", "saddr ether"), mac.as_str())],
+        "drop",
+    );
+    // The target link-layer address option of a neighbour advertisement.
+    add(
+        vec![
+            matches("==", payload("icmpv6", "type"), "nd-neighbor-advert"),
+            matches("!=", raw(528, 48), format!("0x{:012x}", nic.mac.as_u64())),
+        ],
+        "drop",
+    );
+    if let Some(allowed) = &nic.ipv4 {
+        if input {
+            add(
+                vec![
+                    matches("==", payload("ip", "saddr"), "0.0.0.0"),
+                    matches("==", payload("ip", "daddr"), "255.255.255.255"),
+                    matches("==", payload("udp", "dport"), DHCP_SERVER_V4),
+                ],
+                "accept",
+            );
+        }
+        if !allowed.is_empty() {
+            let set = net_set::<Ipv4Addr>(allowed);
+            add(
+                vec![matches("==", payload("arp", "saddr ip"), set.clone())],
+                "accept",
+            );
+            add(vec![matches("==", payload("ip", "saddr"), set)], "accept");
+        }
+        add(vec![matches("==", payload("ether", "type"), "arp")], "drop");
+        add(vec![matches("==", payload("ether", "type"), "ip")], "drop");
+    }
+    if let Some(allowed) = &nic.ipv6 {
+        let link_local = || json!({"prefix": {"addr": "fe80::", "len": 10}});
+        if input {
+            add(
+                vec![
+                    matches("==", payload("ip6", "saddr"), link_local()),
+                    matches("==", payload("ip6", "daddr"), "ff02::1:2"),
+                    matches("==", payload("udp", "dport"), DHCP_SERVER_V6),
+                ],
+                "accept",
+            );
+            add(
+                vec![
+                    matches("==", payload("ip6", "saddr"), link_local()),
+                    matches("==", payload("ip6", "daddr"), "ff02::2"),
+                    matches("==", payload("icmpv6", "type"), "nd-router-solicit"),
+                ],
+                "accept",
+            );
+        }
+        let na = || matches("==", payload("icmpv6", "type"), "nd-neighbor-advert");
+        add(
+            vec![matches("==", payload("icmpv6", "type"), "nd-router-advert")],
+            "drop",
+        );
+        for net in allowed {
+            let mut expr = vec![na()];
+            if net.prefix_len() > 0 {
+                expr.push(matches("==", raw(384, net.prefix_len()), top_bits(net)));
+            }
+            add(expr, "accept");
+        }
+        add(vec![na()], "drop");
+        if !allowed.is_empty() {
+            add(
+                vec![matches(
+                    "==",
+                    payload("ip6", "saddr"),
+                    net_set::<Ipv6Addr>(allowed),
+                )],
+                "accept",
+            );
+        }
+        add(vec![matches("==", payload("ether", "type"), "ip6")], "drop");
+    }
+    if nic.ipv4.is_some() || nic.ipv6.is_some() {
+        add(
+            vec![matches(
+                "!=",
+                payload("ether", "type"),
+                json!({"set": ["arp", "ip", "ip6"]}),
+            )],
+            "drop",
+        );
+    }
+    rules
+}
+
+fn nic_commands(nic: &NicRules, cmds: &mut Vec<Value>) {
+    for (kind, hook, input) in [("in", "input", true), ("fwd", "forward", false)] {
+        let rules = nic_rules(nic, input);
+        if rules.is_empty() {
+            continue;
+        }
+        let name = nic_chain_name(kind, nic);
+        cmds.push(chain("bridge", &name, "filter", hook, -200));
+        cmds.extend(rules.into_iter().map(|expr| rule("bridge", &name, expr)));
+    }
+}
+
+/// The whole ruleset: both tables replaced, then every bridge's and NIC's chains.
+pub fn ruleset(r: &Ruleset) -> Value {
+    let mut cmds = Vec::new();
+    for family in ["inet", "bridge"] {
+        cmds.push(json!({"add": {"table": table(family)}}));
+        cmds.push(json!({"delete": {"table": table(family)}}));
+        cmds.push(json!({"add": {"table": table(family)}}));
+    }
+    for b in &r.bridges {
+        bridge_commands(b, &mut cmds);
+    }
+    for nic in &r.nics {
+        nic_commands(nic, &mut cmds);
+    }
+    json!({ "nftables": cmds })
+}
+
+/// Both tables removed (the declaration first, so deleting a table that is not there succeeds).
+pub fn teardown() -> Value {
+    let mut cmds = Vec::new();
+    for family in ["inet", "bridge"] {
+        cmds.push(json!({"add": {"table": table(family)}}));
+        cmds.push(json!({"delete": {"table": table(family)}}));
+    }
+    json!({ "nftables": cmds })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::config::Config;
+    use std::collections::BTreeSet;
+
+    fn bridge(name: &str, pairs: &[(&str, &str)]) -> BridgeRules {
+        let c: Config = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        BridgeRules::new(
+            NetworkName::parse(name).unwrap(),
+            &BridgeConfig::from_config(&c).unwrap(),
+        )
+    }
+
+    fn nic(
+        project: &str,
+        instance: &str,
+        device: &str,
+        v4: Option<&[&str]>,
+        v6: Option<&[&str]>,
+    ) -> NicRules {
+        NicRules {
+            instance: InstanceKey::new(project, instance),
+            device: device.to_owned(),
+            host_name: IfName::parse("veth1a2b3c4d").unwrap(),
+            mac: "00:16:3e:12:34:56".parse().unwrap(),
+            mac_filter: true,
+            ipv4: v4.map(|l| l.iter().map(|s| s.parse().unwrap()).collect()),
+            ipv6: v6.map(|l| l.iter().map(|s| s.parse().unwrap()).collect()),
+        }
+    }
+
+    #[test]
+    fn small_ruleset_pinned() {
+        let r = Ruleset {
+            bridges: vec![bridge(
+                "br0",
+                &[
+                    ("ipv4.address", "10.0.3.1/24"),
+                    ("ipv4.nat", "true"),
+                    ("ipv4.firewall", "false"),
+                ],
+            )],
+            nics: vec![NicRules {
+                mac_filter: true,
+                ..nic("default", "c1", "eth0", None, None)
+            }],
+        };
+        let iif = json!({"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "veth1a2b3c4d"}});
+        let mac_rules = |chain: &str| {
+            vec![
+                json!({"add": {"rule": {"family": "bridge", "table": "rxd", "chain": chain, "expr": [
+                    iif,
+                    {"match": {"op": "!=", "left": {"payload": {"protocol": "ether", "field": "saddr"}}, "right": "00:16:3e:12:34:56"}},
+                    {"drop": null}]}}}),
+                json!({"add": {"rule": {"family": "bridge", "table": "rxd", "chain": chain, "expr": [
+                    iif,
+                    {"match": {"op": "!=", "left": {"payload": {"protocol": "arp", "field": "saddr ether"}}, "right": "00:16:3e:12:34:56"}},
+                    {"drop": null}]}}}),
+                json!({"add": {"rule": {"family": "bridge", "table": "rxd", "chain": chain, "expr": [
+                    iif,
+                    {"match": {"op": "==", "left": {"payload": {"protocol": "icmpv6", "field": "type"}}, "right": "nd-neighbor-advert"}},
+                    {"match": {"op": "!=", "left": {"payload": {"base": "nh", "offset": 528, "len": 48}}, "right": "0x00163e123456"}},
+                    {"drop": null}]}}}),
+            ]
+        };
+        let v4 =
+            json!({"match": {"op": "==", "left": {"meta": {"key": "nfproto"}}, "right": "ipv4"}});
+        let subnet = json!({"prefix": {"addr": "10.0.3.0", "len": 24}});
+        let mut want = vec![
+            json!({"add": {"table": {"family": "inet", "name": "rxd"}}}),
+            json!({"delete": {"table": {"family": "inet", "name": "rxd"}}}),
+            json!({"add": {"table": {"family": "inet", "name": "rxd"}}}),
+            json!({"add": {"table": {"family": "bridge", "name": "rxd"}}}),
+            json!({"delete": {"table": {"family": "bridge", "name": "rxd"}}}),
+            json!({"add": {"table": {"family": "bridge", "name": "rxd"}}}),
+            json!({"add": {"chain": {"family": "inet", "table": "rxd", "name": "pstrt.br0",
+                "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}}}),
+            json!({"add": {"rule": {"family": "inet", "table": "rxd", "chain": "pstrt.br0", "expr": [
+                {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": subnet}},
+                {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": subnet}},
+                {"masquerade": null}]}}}),
+            json!({"add": {"chain": {"family": "inet", "table": "rxd", "name": "fwd.br0",
+                "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}}}),
+            json!({"add": {"rule": {"family": "inet", "table": "rxd", "chain": "fwd.br0", "expr": [
+                v4, {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "br0"}}, {"accept": null}]}}}),
+            json!({"add": {"rule": {"family": "inet", "table": "rxd", "chain": "fwd.br0", "expr": [
+                v4, {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "br0"}}, {"accept": null}]}}}),
+            json!({"add": {"chain": {"family": "bridge", "table": "rxd", "name": "in.c1.eth0",
+                "type": "filter", "hook": "input", "prio": -200, "policy": "accept"}}}),
+        ];
+        want.extend(mac_rules("in.c1.eth0"));
+        want.push(
+            json!({"add": {"chain": {"family": "bridge", "table": "rxd", "name": "fwd.c1.eth0",
+            "type": "filter", "hook": "forward", "prio": -200, "policy": "accept"}}}),
+        );
+        want.extend(mac_rules("fwd.c1.eth0"));
+        assert_eq!(ruleset(&r), json!({"nftables": want}));
+    }
+
+    /// Every rule's chain declared before it, every object in a table `rxd`, each table
+    /// replaced (add, delete, add) before anything is put in it.
+    fn check_structure(v: &Value) {
+        let cmds = v["nftables"].as_array().unwrap();
+        let mut tables = BTreeSet::new();
+        let mut chains = BTreeSet::new();
+        for (i, cmd) in cmds.iter().enumerate() {
+            let (verb, body) = cmd.as_object().unwrap().iter().next().unwrap();
+            let (what, obj) = body.as_object().unwrap().iter().next().unwrap();
+            let family = obj["family"].as_str().unwrap().to_owned();
+            match what.as_str() {
+                "table" => {
+                    assert_eq!(obj["name"], TABLE);
+                    if verb == "add" && i >= 2 && cmds[i - 1]["delete"]["table"] == *obj {
+                        tables.insert(family);
+                    }
+                }
+                "chain" => {
+                    assert_eq!(obj["table"], TABLE);
+                    assert!(tables.contains(&family), "chain before its table: {cmd}");
+                    let name = obj["name"].as_str().unwrap().to_owned();
+                    assert!(name.len() <= MAX_CHAIN_NAME, "{name}");
+                    assert!(chains.insert((family, name)), "chain declared twice: {cmd}");
+                }
+                "rule" => {
+                    assert_eq!(obj["table"], TABLE);
+                    let chain = obj["chain"].as_str().unwrap().to_owned();
+                    assert!(
+                        chains.contains(&(family, chain)),
+                        "rule of an undeclared chain: {cmd}"
+                    );
+                    let expr = obj["expr"].as_array().unwrap();
+                    assert!(!expr.is_empty());
+                }
+                other => panic!("unexpected object {other}"),
+            }
+        }
+    }
+
+    fn chain_names(v: &Value) -> Vec<String> {
+        v["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["add"]["chain"]["name"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    fn rule_count(v: &Value, chain: &str) -> usize {
+        v["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["add"]["rule"]["chain"] == chain)
+            .count()
+    }
+
+    #[test]
+    fn structure() {
+        let full = Ruleset {
+            bridges: vec![
+                bridge(
+                    "br0",
+                    &[
+                        ("ipv4.address", "10.0.3.1/24"),
+                        ("ipv4.nat", "true"),
+                        ("ipv4.nat.address", "198.51.100.2"),
+                        ("ipv6.address", "fd42::1/64"),
+                        ("ipv6.nat", "true"),
+                        ("ipv6.routing", "false"),
+                    ],
+                ),
+                bridge(
+                    "br1",
+                    &[("ipv4.address", "10.0.4.1/24"), ("ipv4.dhcp", "false")],
+                ),
+                bridge("br2", &[]),
+            ],
+            nics: vec![
+                nic(
+                    "default",
+                    "c1",
+                    "eth0",
+                    Some(&["10.0.3.5/32", "192.0.2.0/24"]),
+                    Some(&["fd42::216:3eff:fe12:3456/128"]),
+                ),
+                nic("p.x", "c2", "a/b-c.d", Some(&[]), Some(&[])),
+                NicRules {
+                    mac_filter: false,
+                    ..nic("default", "c3", "eth0", None, None)
+                },
+                nic(
+                    &"p".repeat(63),
+                    &"c".repeat(63),
+                    &"/".repeat(63),
+                    None,
+                    None,
+                ),
+            ],
+        };
+        let v = ruleset(&full);
+        check_structure(&v);
+        check_structure(&ruleset(&Ruleset::default()));
+        assert_eq!(
+            chain_names(&v),
+            [
+                "pstrt.br0",
+                "fwd.br0",
+                "in.br0",
+                "out.br0",
+                "fwd.br1",
+                "in.br1",
+                "out.br1",
+                "in.c1.eth0",
+                "fwd.c1.eth0",
+                "in.p-2ex_c2.a-2fb-2dc-2ed",
+                "fwd.p-2ex_c2.a-2fb-2dc-2ed",
+                "in.@veth1a2b3c4d",
+                "fwd.@veth1a2b3c4d",
+            ]
+        );
+        // br0: SNAT for IPv4, masquerade for IPv6; IPv6 forwarding rejected.
+        let text = v.to_string();
+        assert!(
+            text.contains(r#"{"snat":{"family":"ip","addr":"198.51.100.2"}}"#),
+            "{text}"
+        );
+        let v6_out = r#"{"match":{"op":"==","left":{"meta":{"key":"nfproto"}},"right":"ipv6"}},{"match":{"op":"==","left":{"meta":{"key":"oifname"}},"right":"br0"}},{"reject":null}"#;
+        assert!(text.contains(v6_out), "{text}");
+        assert_eq!(rule_count(&v, "pstrt.br0"), 2);
+        assert_eq!(rule_count(&v, "fwd.br0"), 4);
+        // in.br0: DNS tcp+udp, ICMP, DHCP per family.
+        assert_eq!(rule_count(&v, "in.br0"), 8);
+        // br1 without DHCP: DNS and ICMP only.
+        assert_eq!(rule_count(&v, "in.br1"), 3);
+        // c1: 3 MAC rules; v4: DHCP discover, ARP and IP accepts, 2 drops; v6: DHCPv6,
+        // RS, RA drop, one NA accept per allowed net, NA drop, saddr accept, drop; other
+        // ethertypes dropped.
+        assert_eq!(rule_count(&v, "in.c1.eth0"), 3 + 5 + 7 + 1);
+        assert_eq!(rule_count(&v, "fwd.c1.eth0"), 3 + 4 + 5 + 1);
+        // c2 allowed nothing: no accepts but the input chain's DHCP and RS.
+        assert_eq!(rule_count(&v, "in.p-2ex_c2.a-2fb-2dc-2ed"), 3 + 3 + 5 + 1);
+    }
+
+    #[test]
+    fn nic_chain_names_never_meet() {
+        let names = [
+            ("default", "a", "b_c1.eth0"),
+            ("a.b", "c1", "eth0"),
+            ("default", "c1", "eth0"),
+            ("default", "c1", "eth-0"),
+            ("default", "c1", "eth-2d0"),
+            ("default", "c1", "eth/0"),
+            ("default", "c1", "eth.0"),
+        ];
+        let got: BTreeSet<String> = names
+            .iter()
+            .map(|(p, i, d)| nic_chain_name("in", &nic(p, i, d, None, None)))
+            .collect();
+        assert_eq!(got.len(), names.len(), "{got:?}");
+        let long = nic(
+            &"p".repeat(63),
+            &"c".repeat(63),
+            &"-".repeat(63),
+            None,
+            None,
+        );
+        assert_eq!(nic_chain_name("fwd", &long), "fwd.@veth1a2b3c4d");
+    }
+
+    #[test]
+    fn na_targets() {
+        let v = ruleset(&Ruleset {
+            bridges: vec![],
+            nics: vec![nic(
+                "default",
+                "c1",
+                "eth0",
+                None,
+                Some(&["fd42:1::/64", "2001:db8::5/128", "::/0"]),
+            )],
+        });
+        let text = v.to_string();
+        assert!(text.contains(r#"{"match":{"op":"==","left":{"payload":{"base":"nh","offset":384,"len":64}},"right":"0xfd42000100000000"}}"#), "{text}");
+        assert!(
+            text.contains(r#""right":"0x20010db8000000000000000000000005""#),
+            "{text}"
+        );
+        assert!(text.contains(r#""right":{"set":[{"prefix":{"addr":"fd42:1::","len":64}},"2001:db8::5",{"prefix":{"addr":"::","len":0}}]}"#), "{text}");
+    }
+
+    #[test]
+    fn teardown_names_only_rxd() {
+        assert_eq!(
+            teardown(),
+            json!({"nftables": [
+                {"add": {"table": {"family": "inet", "name": "rxd"}}},
+                {"delete": {"table": {"family": "inet", "name": "rxd"}}},
+                {"add": {"table": {"family": "bridge", "name": "rxd"}}},
+                {"delete": {"table": {"family": "bridge", "name": "rxd"}}},
+            ]})
+        );
+    }
+}
