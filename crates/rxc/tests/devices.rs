@@ -182,6 +182,25 @@ async fn a_host_folder_shared_into_two_containers_with_and_without_shift() {
         !out.contains("/srv/rw") && !out.contains("user-file"),
         "{out}"
     );
+    // Nor can the container's root hide it by moving what its path leads to: the unplug says
+    // the mount stays rather than report it gone.
+    s.ok(&[
+        "config",
+        "device",
+        "add",
+        "plain",
+        "moved",
+        "disk",
+        &src,
+        "path=/srv/in/x",
+    ]);
+    let (code, out) = s.sh(
+        "plain",
+        "mv /srv/in /srv/away && mkdir -p /srv/other/x && ln -s /srv/other /srv/in && cat /srv/away/x/root-file",
+    );
+    assert_eq!(code, 0, "{out}");
+    let e = s.fails(&["config", "device", "remove", "plain", "moved"]);
+    assert!(e.contains("was moved inside the container"), "{e}");
     // A disk the container started with is locked with its other mounts until it stops: a
     // removal says so and changes nothing.
     let e = s.fails(&["config", "device", "remove", "plain", "data"]);

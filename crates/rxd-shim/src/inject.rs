@@ -111,6 +111,7 @@ pub fn node_numbers(node: &UnixNode, refuse: Option<&Path>) -> Result<Option<(u3
 
 /// A detached mount and where it goes.
 struct Prepared {
+    device: String,
     tree: OwnedFd,
     target: std::path::PathBuf,
     dir: bool,
@@ -223,6 +224,7 @@ fn prepare_disk(
         }
     }
     Ok(Some(Prepared {
+        device: disk.device.clone(),
         tree,
         target: disk.path.clone(),
         dir,
@@ -295,6 +297,7 @@ fn prepare_node(
     };
     set_attributes(sys, &tree, false, &attr)?;
     Ok(Some(Prepared {
+        device: node.device.clone(),
         tree,
         target: node.path.clone(),
         dir: false,
@@ -570,11 +573,24 @@ pub fn apply(root: &Path, id: &str, staging: &Path, before_start: bool) -> Resul
         }
     }
 
+    let mountinfo = rustix::fs::open(
+        format!("/proc/{pid}/mountinfo"),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     let host_ns = rustix::fs::open(
         "/proc/self/ns/mnt",
         OFlags::RDONLY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
+    // The mount ids the removed devices got (read as host root: the staging dir is its alone).
+    let recorded: std::collections::BTreeMap<&str, u64> = change
+        .remove_disks
+        .iter()
+        .map(|d| &d.device)
+        .chain(change.remove_nodes.iter().map(|n| &n.device))
+        .filter_map(|device| Some((device.as_str(), recorded_mount(&staging_fd, device)?)))
+        .collect();
     // 1. Inside: what goes, goes (or nothing else happens).
     enter(&mnt_ns, ids)?;
     let container_root = rustix::fs::open(
@@ -582,13 +598,27 @@ pub fn apply(root: &Path, id: &str, staging: &Path, before_start: bool) -> Resul
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    for (path, node) in change
+    for (device, path, node) in change
         .remove_disks
         .iter()
-        .map(|d| (&d.path, false))
-        .chain(change.remove_nodes.iter().map(|n| (&n.path, true)))
+        .map(|d| (&d.device, &d.path, false))
+        .chain(
+            change
+                .remove_nodes
+                .iter()
+                .map(|n| (&n.device, &n.path, true)),
+        )
     {
         unmount_all(path)?;
+        // The device's own mount is gone, not only what was at its path now: the container's
+        // root may have moved it (a link in a parent directory).
+        if let Some(id) = recorded.get(device.as_str()) {
+            if mount_ids(&mountinfo)?.contains(id) {
+                bail!(
+                    "the mount of device {device:?} was moved inside the container and stays until the instance stops"
+                );
+            }
+        }
         // A node's mount point goes with it (as in LXD), so nothing is left at its path.
         if node {
             let _ = remove_mount_point(&container_root, path);
@@ -604,12 +634,20 @@ pub fn apply(root: &Path, id: &str, staging: &Path, before_start: bool) -> Resul
             let _ =
                 rustix::fs::unlinkat(&staging_fd, node_name(node), rustix::fs::AtFlags::empty());
         }
+        for device in recorded.keys() {
+            let _ = rustix::fs::unlinkat(
+                &staging_fd,
+                mount_record(device),
+                rustix::fs::AtFlags::empty(),
+            );
+        }
         for r in &rules {
             device_rule(&cgroup, "devices.allow", r)?;
         }
         enter(&mnt_ns, ids)?;
     }
     // 3. Inside: what comes.
+    let mut plugged = Vec::new();
     for p in &prepared {
         let target = mount_point(&container_root, p, ids)?;
         sys.move_mount(
@@ -622,8 +660,66 @@ pub fn apply(root: &Path, id: &str, staging: &Path, before_start: bool) -> Resul
         .map_err(|e| {
             anyhow::anyhow!("mounting onto {} in the container: {e}", p.target.display())
         })?;
+        // Its mount id, to know at unplug whether it is gone.
+        let mounted = rustix::fs::statx(
+            &container_root,
+            p.target.strip_prefix("/").unwrap_or(&p.target),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            rustix::fs::StatxFlags::MNT_ID,
+        );
+        if let Ok(st) = mounted {
+            plugged.push((&p.device, st.stx_mnt_id));
+        }
+    }
+    // Recorded as host root (the staging dir is its alone).
+    nix::unistd::setfsuid(nix::unistd::Uid::from_raw(0));
+    nix::unistd::setfsgid(nix::unistd::Gid::from_raw(0));
+    for (device, id) in plugged {
+        record_mount(&staging_fd, device, id);
     }
     Ok(())
+}
+
+fn mount_record(device: &str) -> String {
+    format!("mount.{}", encoded_name(device))
+}
+
+/// Keep the mount id a device got (in the staging directory, host root's alone).
+fn record_mount(staging: &OwnedFd, device: &str, id: u64) {
+    if let Ok(fd) = rustix::fs::openat(
+        staging,
+        mount_record(device),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    ) {
+        let _ = rustix::io::write(&fd, id.to_string().as_bytes());
+    }
+}
+
+fn recorded_mount(staging: &OwnedFd, device: &str) -> Option<u64> {
+    let fd = rustix::fs::openat(
+        staging,
+        mount_record(device),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let mut buf = [0u8; 32];
+    let n = rustix::io::read(&fd, &mut buf).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
+}
+
+/// The mount ids of the init's mount namespace, from its `mountinfo` (opened on the host's
+/// procfs before joining the container, read now).
+fn mount_ids(mountinfo: &OwnedFd) -> Result<std::collections::BTreeSet<u64>> {
+    let mut text = Vec::new();
+    rustix::fs::seek(mountinfo, rustix::fs::SeekFrom::Start(0))?;
+    let file = std::fs::File::from(mountinfo.try_clone()?);
+    std::io::Read::take(file, 16 << 20).read_to_end(&mut text)?;
+    Ok(String::from_utf8_lossy(&text)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect())
 }
 
 /// Join the container's mount namespace, acting on files as its root: a filesystem the

@@ -213,8 +213,10 @@ async fn update(
     let key = row.key();
     let idmap = crate::service::instances::running_idmap(&current);
     let plug = |from, to| crate::service::devices::plug(d, &key, &row.project, idmap, from, to);
+    // A plug that fails stops where it failed (removals come first): what it took out stays
+    // out, which the stored config still lists until the next start; nothing is re-added, as
+    // a re-add of a device whose removal failed would mount it twice.
     if let Err(e) = plug(&old.devices, &new.devices).await {
-        let _ = plug(&new.devices, &old.devices).await;
         if live {
             let _ = apply_limits(d, &row, &old.config).await;
         }
