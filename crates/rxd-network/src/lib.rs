@@ -7,12 +7,16 @@
 //! same calls serve the host's namespace and, through [`in_netns`], a container's or a test's.
 #![forbid(unsafe_code)]
 
+mod addr;
 mod error;
+mod link;
 mod netns;
 mod nl;
 mod sysctl;
 
+pub use addr::{AddrChanges, AddrScope, Address, IFA_F_NODAD};
 pub use error::{NetworkError, Result};
+pub use link::{Bridge, LinkInfo, LinkRef};
 pub use netns::{in_netns, new_netns};
 pub use nl::Netlink;
 pub use sysctl::{iface_sysctl, set_iface_sysctl, IfaceSysctl};
