@@ -1,0 +1,22 @@
+//! The host side of rxd's managed bridges, over rtnetlink (no shell, no `ip`): bridges and veth
+//! pairs (`link`), their addresses (`addr`), the per-interface sysctls rxd owns (`sysctl`) and
+//! threads that work inside another network namespace (`netns`). It knows nothing of HTTP, the
+//! store or the daemon: it is handed typed names, MACs and CIDRs from `rxd_core::network`.
+//!
+//! Every [`Netlink`] socket acts on the network namespace of the thread that opened it, so the
+//! same calls serve the host's namespace and, through [`in_netns`], a container's or a test's.
+#![forbid(unsafe_code)]
+
+mod addr;
+mod error;
+mod link;
+mod netns;
+mod nl;
+mod sysctl;
+
+pub use addr::{AddrChanges, AddrScope, Address, IFA_F_NODAD};
+pub use error::{NetworkError, Result};
+pub use link::{Bridge, LinkInfo, LinkRef};
+pub use netns::{in_netns, new_netns};
+pub use nl::Netlink;
+pub use sysctl::{iface_sysctl, set_iface_sysctl, IfaceSysctl};
