@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 # access as another user), Debian's LXD client (wire compatibility), busybox for the test image,
 # mmdebstrap for the Debian 12 systemd image (scripts/make-debian-image.sh), squashfs-tools to
 # pack it as image servers do, lxcfs (run
-# privately by one test), and libseccomp's headers with pkg-config to build the container helper's seccomp support.
+# privately by one test), libseccomp's headers with pkg-config to build the container helper's
+# seccomp support, and iproute2 (`ip`, which the network tests use inside namespaces of their own).
 need=()
-for pkg in openssl curl util-linux xz-utils busybox-static mmdebstrap squashfs-tools lxcfs lxd-client libseccomp-dev pkg-config; do
+for pkg in openssl curl util-linux xz-utils busybox-static mmdebstrap squashfs-tools lxcfs lxd-client libseccomp-dev pkg-config iproute2; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
