@@ -8,6 +8,7 @@ pub mod ca;
 pub mod candid;
 pub mod cgroup;
 pub mod image_server;
+pub mod netlab;
 pub mod session;
 
 use rxd_client::Client;
