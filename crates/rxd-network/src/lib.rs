@@ -1,7 +1,9 @@
 //! The host side of rxd's managed bridges, over rtnetlink (no shell, no `ip`): bridges and veth
-//! pairs (`link`), their addresses (`addr`), the per-interface sysctls rxd owns (`sysctl`) and
-//! threads that work inside another network namespace (`netns`). It knows nothing of HTTP, the
-//! store or the daemon: it is handed typed names, MACs and CIDRs from `rxd_core::network`.
+//! pairs (`link`), their addresses (`addr`), the per-interface sysctls rxd owns (`sysctl`),
+//! threads that work inside another network namespace (`netns`), and rxd's nftables tables
+//! applied, removed and checked against other tables' drop policies (`firewall`, through `nft`).
+//! It knows nothing of HTTP, the store or the daemon: it is handed typed names, MACs, CIDRs and
+//! rulesets from `rxd_core::network`.
 //!
 //! Every [`Netlink`] socket acts on the network namespace of the thread that opened it, so the
 //! same calls serve the host's namespace and, through [`in_netns`], a container's or a test's.
@@ -9,6 +11,7 @@
 
 mod addr;
 mod error;
+pub mod firewall;
 mod link;
 mod netns;
 mod nl;
