@@ -1,6 +1,7 @@
 //! The host side of rxd's managed bridges, over rtnetlink (no shell, no `ip`): bridges and veth
-//! pairs (`link`), their addresses (`addr`), the per-interface sysctls rxd owns (`sysctl`) and
-//! threads that work inside another network namespace (`netns`). It knows nothing of HTTP, the
+//! pairs (`link`), their addresses (`addr`), the per-interface sysctls rxd owns (`sysctl`),
+//! threads that work inside another network namespace (`netns`), and one supervised dnsmasq
+//! per network with the files it reads (`dnsmasq`). It knows nothing of HTTP, the
 //! store or the daemon: it is handed typed names, MACs and CIDRs from `rxd_core::network`.
 //!
 //! Every [`Netlink`] socket acts on the network namespace of the thread that opened it, so the
@@ -8,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod addr;
+pub mod dnsmasq;
 mod error;
 mod link;
 mod netns;
