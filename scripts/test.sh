@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 # privately by one test), libseccomp's headers with pkg-config to build the container helper's
 # seccomp support, and iproute2 (`ip`, which the network tests use inside namespaces of their own).
 need=()
-for pkg in openssl curl util-linux xz-utils busybox-static mmdebstrap squashfs-tools lxcfs lxd-client libseccomp-dev pkg-config iproute2; do
+for pkg in openssl curl util-linux xz-utils busybox-static mmdebstrap squashfs-tools lxcfs lxd-client libseccomp-dev pkg-config iproute2 dnsmasq-base; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
