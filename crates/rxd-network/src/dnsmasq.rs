@@ -65,7 +65,8 @@ impl Dnsmasq {
     /// keeps it in the foreground) inside `netns` (the caller's namespace when `None`), with a
     /// cleared environment, stdin on `/dev/null` and its output appended to
     /// `<dir>/dnsmasq.log`; records `<dir>/dnsmasq.pid`. A dnsmasq that exits within 500 ms is
-    /// an error carrying its exit status and the last lines it wrote (LXD's message).
+    /// an error carrying its exit status and the last lines it wrote (LXD's message). Blocks for
+    /// that half second: call it off the async runtime.
     pub fn start(
         net: &NetworkName,
         argv: Vec<OsString>,
@@ -197,7 +198,7 @@ impl Dnsmasq {
     }
 
     /// Ends dnsmasq (SIGTERM, then SIGKILL after 2 s) and removes its pid file. A dnsmasq that
-    /// is already gone is no error.
+    /// is already gone is no error. Blocks for up to 4 s: call it off the async runtime.
     pub fn stop(mut self) -> Result<()> {
         self.stop_now()
     }
@@ -214,7 +215,17 @@ impl Dnsmasq {
                     Ok(()) | Err(rustix::io::Errno::SRCH) => {}
                     Err(e) => return Err(self.signal_err("SIGKILL", e)),
                 }
-                wait_exit(&fd, STOP_WAIT);
+                if !wait_exit(&fd, STOP_WAIT) {
+                    // Stuck in the kernel: keep the pid file, so that it is still found.
+                    return Err(NetworkError::Dnsmasq {
+                        net: self.net.to_string(),
+                        what: format!("stop dnsmasq (pid {})", self.pid),
+                        source: io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "still running 2 s after SIGKILL",
+                        ),
+                    });
+                }
             }
         }
         if let Some(child) = self.child.as_mut() {
