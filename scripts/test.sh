@@ -9,9 +9,10 @@ cd "$(dirname "$0")/.."
 # mmdebstrap for the Debian 12 systemd image (scripts/make-debian-image.sh), squashfs-tools to
 # pack it as image servers do, lxcfs (run
 # privately by one test), libseccomp's headers with pkg-config to build the container helper's
-# seccomp support, and iproute2 (`ip`, which the network tests use inside namespaces of their own).
+# seccomp support, iproute2 (`ip`), nftables and dnsmasq-base, which the network tests drive
+# inside namespaces of their own.
 need=()
-for pkg in openssl curl util-linux xz-utils busybox-static mmdebstrap squashfs-tools lxcfs lxd-client libseccomp-dev pkg-config iproute2 nftables; do
+for pkg in openssl curl util-linux xz-utils busybox-static mmdebstrap squashfs-tools lxcfs lxd-client libseccomp-dev pkg-config iproute2 nftables dnsmasq-base; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

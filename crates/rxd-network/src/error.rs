@@ -43,6 +43,25 @@ pub enum NetworkError {
         #[source]
         source: io::Error,
     },
+    /// dnsmasq exited right after its start (LXD's message: the status as Go prints it, then
+    /// what dnsmasq wrote, quoted).
+    #[error("The DNS and DHCP service exited prematurely: {status} ({stderr:?})")]
+    DnsmasqExited { status: String, stderr: String },
+    /// The process started for a network's dnsmasq is not dnsmasq leading its own session.
+    #[error("network {net}: pid {pid} is not the dnsmasq rxd started (stopped)")]
+    DnsmasqIdentity { net: String, pid: i32 },
+    /// A network's dnsmasq is no longer running (its pid is gone or belongs to another
+    /// process).
+    #[error("network {net}: dnsmasq (pid {pid}) is not running")]
+    DnsmasqGone { net: String, pid: i32 },
+    /// Starting, signalling or keeping the files of a network's dnsmasq failed.
+    #[error("network {net}: {what}: {source}")]
+    Dnsmasq {
+        net: String,
+        what: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl NetworkError {
@@ -52,7 +71,8 @@ impl NetworkError {
             NetworkError::Kernel { errno, .. } => Some(*errno),
             NetworkError::Socket { source, .. }
             | NetworkError::Sysctl { source, .. }
-            | NetworkError::Netns { source, .. } => source.raw_os_error(),
+            | NetworkError::Netns { source, .. }
+            | NetworkError::Dnsmasq { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }

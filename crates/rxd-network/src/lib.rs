@@ -1,15 +1,17 @@
 //! The host side of rxd's managed bridges, over rtnetlink (no shell, no `ip`): bridges and veth
 //! pairs (`link`), their addresses (`addr`), the per-interface sysctls rxd owns (`sysctl`),
-//! threads that work inside another network namespace (`netns`), and rxd's nftables tables
-//! applied, removed and checked against other tables' drop policies (`firewall`, through `nft`).
-//! It knows nothing of HTTP, the store or the daemon: it is handed typed names, MACs, CIDRs and
-//! rulesets from `rxd_core::network`.
+//! threads that work inside another network namespace (`netns`), rxd's nftables tables
+//! applied, removed and checked against other tables' drop policies (`firewall`, through `nft`),
+//! and one supervised dnsmasq per network with the files it reads (`dnsmasq`). It knows nothing
+//! of HTTP, the store or the daemon: it is handed typed names, MACs, CIDRs and rulesets from
+//! `rxd_core::network`.
 //!
 //! Every [`Netlink`] socket acts on the network namespace of the thread that opened it, so the
 //! same calls serve the host's namespace and, through [`in_netns`], a container's or a test's.
 #![forbid(unsafe_code)]
 
 mod addr;
+pub mod dnsmasq;
 mod error;
 pub mod firewall;
 mod link;
