@@ -222,7 +222,10 @@ fn check_device(
                         ));
                     }
                     // LXD's rule: no shifting under restricted paths.
-                    if device.get("shift").is_some_and(|v| v == "true") {
+                    if device
+                        .get("shift")
+                        .is_some_and(|v| !matches!(v.as_str(), "" | "false" | "0" | "no" | "off"))
+                    {
                         return Err(forbid("shift=true under restricted paths".into(), key));
                     }
                 }
@@ -880,6 +883,13 @@ mod tests {
                 true,
                 &paths,
                 with(disk("/srv/shared"), "shift", "true"),
+                false,
+            ),
+            (
+                "admin: shift=1 under prefix",
+                true,
+                &paths,
+                with(disk("/srv/shared"), "shift", "1"),
                 false,
             ),
             (
