@@ -12,6 +12,7 @@ pub mod instance_config;
 pub mod launch;
 pub mod name;
 pub mod network;
+pub mod procstat;
 pub mod profile;
 pub mod project_config;
 pub mod proxy;

@@ -316,36 +316,10 @@ fn log_tail(path: &Path, from: u64) -> String {
     String::from_utf8_lossy(&bytes).trim().to_owned()
 }
 
-/// The fields of `/proc/<pid>/stat` rxd checks.
-struct ProcStat {
-    /// Field 3: `R`, `S`, `Z`, …
-    state: char,
-    /// Field 6.
-    session: i32,
-    /// Field 22: clock ticks after boot at which the process started.
-    start: u64,
-}
-
-fn proc_stat(pid: i32) -> io::Result<ProcStat> {
+fn proc_stat(pid: i32) -> io::Result<rxd_core::procstat::ProcStat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/<pid>/stat");
-    // The command name (field 2) is in parentheses and may hold anything, `)` included.
-    let (_, rest) = text.rsplit_once(')').ok_or_else(bad)?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let state = fields
-        .first()
-        .and_then(|s| s.chars().next())
-        .ok_or_else(bad)?;
-    let session = fields.get(3).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-    let start = fields
-        .get(19)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(bad)?;
-    Ok(ProcStat {
-        state,
-        session,
-        start,
-    })
+    rxd_core::procstat::parse(&text)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/<pid>/stat"))
 }
 
 /// Whether `pid` runs Debian's dnsmasq (also after the package was upgraded under it) for

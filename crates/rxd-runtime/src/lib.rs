@@ -128,12 +128,8 @@ fn private_dir(path: &Path) -> std::io::Result<()> {
 /// Parse `/proc/<pid>/stat`: the process state letter and its start time (clock ticks).
 fn proc_stat(pid: i32) -> Option<(char, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: the fields start after the last ')'.
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let state = fields.first()?.chars().next()?;
-    let start = fields.get(19)?.parse().ok()?;
-    Some((state, start))
+    let stat = rxd_core::procstat::parse(&text)?;
+    Some((stat.state, stat.start))
 }
 
 /// Mount points of cgroup (v1) and cgroup2 hierarchies in a mountinfo text.

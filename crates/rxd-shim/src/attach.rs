@@ -61,15 +61,8 @@ pub struct Target {
 pub(crate) fn start_time(pid: i32) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("the container's init (pid {pid}) is gone"))?;
-    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("unreadable /proc/<pid>/stat")?;
-    rest.split_whitespace()
-        .nth(19)
-        .context("unreadable /proc/<pid>/stat")?
-        .parse()
+    rxd_core::procstat::parse(&stat)
+        .map(|s| s.start)
         .context("unreadable /proc/<pid>/stat")
 }
 
