@@ -19,9 +19,10 @@ stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
 chmod 0755 "$stage"
 
-install -D -m 0755 "$bin_dir/rxd" "$stage/usr/bin/rxd"
-install -D -m 0755 "$bin_dir/rxd-shim" "$stage/usr/bin/rxd-shim"
-install -D -m 0755 "$bin_dir/rxc" "$stage/usr/bin/rxc"
+# Stripped, as Debian's packages are (debug binaries shrink from hundreds of MB to tens).
+for b in rxd rxd-shim rxc; do
+  install -D -s -m 0755 "$bin_dir/$b" "$stage/usr/bin/$b"
+done
 install -D -m 0644 packaging/rxd.service "$stage/lib/systemd/system/rxd.service"
 # rxc needs no configuration to describe itself; keep it away from the builder's.
 export RXC_CONF="$stage/.rxc-conf"

@@ -36,6 +36,9 @@ pip_install() {
 python3 -c "import macaroonbakery, pymacaroons, nacl" 2>/dev/null || pip_install tests/candid/requirements.txt
 python3 -c "import pylxd, ws4py" 2>/dev/null || pip_install tests/pylxd/requirements.txt
 
+# A CI run builds once: incremental state would only fill its disk (tens of GB across the
+# clippy, build and test profiles).
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
 command -v cargo >/dev/null || { echo "cargo not found: install rustup (rust-toolchain.toml pins the compiler)" >&2; exit 1; }
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
