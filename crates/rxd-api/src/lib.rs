@@ -18,6 +18,7 @@ pub mod event;
 pub mod grant;
 pub mod image;
 pub mod instance;
+pub mod network;
 pub mod operation;
 pub mod profile;
 pub mod project;
