@@ -3,7 +3,8 @@
 
 use crate::error::{NetworkError, Result};
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP,
+    NLM_F_REQUEST,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -11,6 +12,28 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// More replies than any host has links or addresses: a bound on what one dump may allocate.
 const MAX_REPLIES: usize = 1 << 16;
+
+/// Message types below this are netlink's own (`NLMSG_NOOP`, `_ERROR`, `_DONE`, `_OVERRUN`);
+/// from it on they are rtnetlink's.
+const NLMSG_MIN_TYPE: u16 = 0x10;
+
+/// How a request reads its replies.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Replies {
+    /// More replies than this fail the request (the rest of a dump is left unread).
+    pub max: usize,
+    /// An rtnetlink reply that does not decode is skipped instead of failing the request. A
+    /// namespace's root can name a link in bytes that are not UTF-8, which netlink-packet-route
+    /// refuses to decode; reading a container's interfaces must not fail on that one link.
+    pub skip_undecodable: bool,
+}
+
+impl Replies {
+    const STRICT: Replies = Replies {
+        max: MAX_REPLIES,
+        skip_undecodable: false,
+    };
+}
 
 /// An rtnetlink socket. It belongs to the network namespace of the thread that opened it (see
 /// [`crate::in_netns`]) for its whole life, whichever thread uses it afterwards: every request
@@ -61,6 +84,17 @@ impl Netlink {
         message: RouteNetlinkMessage,
         flags: u16,
     ) -> Result<Vec<RouteNetlinkMessage>> {
+        self.request_with(what, message, flags, Replies::STRICT)
+    }
+
+    /// [`Netlink::request`], reading the replies as `replies` says.
+    pub(crate) fn request_with(
+        &mut self,
+        what: &str,
+        message: RouteNetlinkMessage,
+        flags: u16,
+        replies: Replies,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
@@ -86,18 +120,25 @@ impl Netlink {
             let (datagram, _) = self.socket.recv_from_full().map_err(sock_err)?;
             let mut offset = 0;
             while offset < datagram.len() {
-                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&datagram[offset..])
-                    .map_err(|e| reply_err(e.to_string()))?;
-                let len = reply.header.length as usize;
-                if len == 0 {
-                    return Err(reply_err("a message of length 0".into()));
-                }
+                let rest = &datagram[offset..];
+                // The header alone first (its length is checked against the datagram): the
+                // sequence number says whether the message is ours before any of it is decoded.
+                let header =
+                    NetlinkBuffer::new_checked(rest).map_err(|e| reply_err(e.to_string()))?;
+                let len = header.length() as usize;
+                let (reply_seq, kind) = (header.sequence_number(), header.message_type());
                 // Messages in one datagram start at 4-byte boundaries (NLMSG_ALIGN).
-                offset += (len + 3) & !3;
-                if reply.header.sequence_number != seq {
-                    // An answer to an earlier request given up on; not ours to read.
+                offset = offset.saturating_add((len + 3) & !3);
+                if reply_seq != seq {
+                    // An answer to an earlier request given up on (the rest of a dump cut
+                    // short, say): not ours to read, so not ours to fail on either.
                     continue;
                 }
+                let reply = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len]) {
+                    Ok(reply) => reply,
+                    Err(_) if replies.skip_undecodable && kind >= NLMSG_MIN_TYPE => continue,
+                    Err(e) => return Err(reply_err(e.to_string())),
+                };
                 match reply.payload {
                     NetlinkPayload::Done(_) => return Ok(out),
                     NetlinkPayload::Error(e) => match e.code {
@@ -111,8 +152,9 @@ impl Netlink {
                         }
                     },
                     NetlinkPayload::InnerMessage(m) => {
-                        if out.len() >= MAX_REPLIES {
-                            return Err(reply_err(format!("more than {MAX_REPLIES} replies")));
+                        if out.len() >= replies.max {
+                            let max = replies.max;
+                            return Err(reply_err(format!("more than {max} replies")));
                         }
                         out.push(m);
                     }
