@@ -62,7 +62,7 @@ fn family(addr: IpAddr) -> AddressFamily {
     }
 }
 
-fn address_from(msg: &AddressMessage) -> Option<Address> {
+pub(crate) fn address_from(msg: &AddressMessage) -> Option<Address> {
     let mut local = None;
     let mut address = None;
     let mut flags = None;
