@@ -30,7 +30,28 @@ for applet in $("$bb" --list); do
   ln -s busybox "$root/bin/$applet"
 done
 ln -sf ../bin/busybox "$root/sbin/init"
-printf '::sysinit:/bin/true\n::restart:/sbin/init\n::shutdown:/bin/true\n' >"$root/etc/inittab"
+# With a NIC, DHCP as a distribution does it: udhcpc stays in the foreground under init,
+# renewing its lease, and configures eth0 through the script below.
+printf '%s\n' '::sysinit:/bin/true' \
+  "::once:/bin/sh -c 'ip link show eth0 >/dev/null 2>&1 && exec udhcpc -f -S -i eth0 -s /usr/share/udhcpc/default.script'" \
+  '::restart:/sbin/init' '::shutdown:/bin/true' >"$root/etc/inittab"
+mkdir -p "$root/usr/share/udhcpc"
+cat >"$root/usr/share/udhcpc/default.script" <<'SCRIPT'
+#!/bin/sh
+# udhcpc's hook: address, default route and resolver from the lease.
+case "$1" in
+  deconfig) ip -4 addr flush dev "$interface"; ip link set "$interface" up ;;
+  bound|renew)
+    ip -4 addr flush dev "$interface"
+    ip addr add "$ip/$mask" dev "$interface"
+    [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+    : >/etc/resolv.conf
+    [ -n "$domain" ] && echo "search $domain" >>/etc/resolv.conf
+    for s in $dns; do echo "nameserver $s" >>/etc/resolv.conf; done ;;
+esac
+exit 0
+SCRIPT
+chmod 0755 "$root/usr/share/udhcpc/default.script"
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
 printf 'root:x:0:\n' >"$root/etc/group"
 # sed reads all of busybox's output: `head` would close the pipe early, and under pipefail the

@@ -1,7 +1,7 @@
 //! `/1.0/networks`: the network object, creation, edits, renames, its state and its leases.
 //! Field order is LXD 5.0's (`NetworkPut`'s fields, then the read-only ones).
 
-use crate::instance::{InstanceStateNetworkAddress, InstanceStateNetworkCounters};
+use crate::instance::InstanceStateNetworkAddress;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -85,7 +85,7 @@ go_struct! {
     #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
     pub struct NetworkState {
         pub addresses: Vec<InstanceStateNetworkAddress>,
-        pub counters: InstanceStateNetworkCounters,
+        pub counters: NetworkStateCounters,
         pub hwaddr: String,
         pub mtu: i64,
         pub state: String,
@@ -108,5 +108,16 @@ go_struct! {
         pub vlan_default: u64,
         pub vlan_filtering: bool,
         pub upper_devices: Vec<String>,
+    }
+}
+
+go_struct! {
+    /// A network's traffic counters (LXD 5.0 reports four, fewer than an instance's).
+    #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+    pub struct NetworkStateCounters {
+        pub bytes_received: i64,
+        pub bytes_sent: i64,
+        pub packets_received: i64,
+        pub packets_sent: i64,
     }
 }

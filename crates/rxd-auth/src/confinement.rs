@@ -92,6 +92,11 @@ fn safe_key(key: &str) -> bool {
         })
 }
 
+/// LXD's true spellings; anything else reads as off where being off is the privilege.
+fn truthy(v: &str) -> bool {
+    matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
+}
+
 fn on(config: &BTreeMap<String, String>, key: &str) -> bool {
     config.get(key).is_some_and(|v| v == "true")
 }
@@ -315,16 +320,48 @@ fn check_device(
         }
         "nic" => {
             let key = "restricted.devices.nic";
-            let managed = device.get("network").is_some_and(|n| !n.is_empty());
+            let set = |k: &str| device.get(k).filter(|v| !v.is_empty());
+            let network = set("network");
+            let managed = network.is_some();
             if restricted {
                 match restriction(key, "managed").as_str() {
                     "allow" => {}
                     "managed" if managed => {}
                     _ => return Err(forbid("this kind of NIC".into(), key)),
                 }
+                // The networks (managed, or host parents) the project's NICs may reach.
+                let access = "restricted.networks.access";
+                if project.contains_key(access) {
+                    let target = network.or(set("parent")).map(String::as_str).unwrap_or("");
+                    if !split_list(project.get(access)).any(|n| n == target) {
+                        return Err(forbid(format!("network {target:?}"), access));
+                    }
+                }
             }
             if !admin {
-                return Err(admin_only(" until rxd manages networks"));
+                // A host interface as parent, or a host-side name: only where the project
+                // allows any NIC.
+                let any_nic = restricted && restriction(key, "managed") == "allow";
+                if !managed && !any_nic {
+                    return Err(admin_only(" unless it is on a managed network (network=NAME), or the project is restricted with restricted.devices.nic=allow"));
+                }
+                if set("host_name").is_some() && !any_nic {
+                    return Err(admin_key("host_name"));
+                }
+                if set("hwaddr").is_some() {
+                    return Err(admin_key("hwaddr"));
+                }
+                // Filtering is on by default; turning it off lets the NIC spoof its neighbours.
+                if let Some(k) = [
+                    "security.mac_filtering",
+                    "security.ipv4_filtering",
+                    "security.ipv6_filtering",
+                ]
+                .into_iter()
+                .find(|k| set(k).is_some_and(|v| !truthy(v)))
+                {
+                    return Err(admin_key(&format!("{k}=false")));
+                }
             }
         }
         _ => {
@@ -753,6 +790,7 @@ mod tests {
             ("restricted.devices.proxy", "allow"),
         ]);
         let nic_allow = map(&[("restricted", "true"), ("restricted.devices.nic", "allow")]);
+        let net_access = map(&[("restricted", "true"), ("restricted.networks.access", "br1,up0")]);
         fn disk(src: &'static str) -> Vec<(&'static str, &'static str)> {
             vec![("type", "disk"), ("source", src), ("path", "/mnt")]
         }
@@ -1019,7 +1057,18 @@ mod tests {
                 false,
             ),
             ("admin: proxy open", true, &open, host_unix.clone(), true),
-            ("operator: nic", false, &nic_allow, nic_net.clone(), false),
+            ("operator: nic on a managed network", false, &nic_allow, nic_net.clone(), true),
+            ("operator: nic on a managed network, open project", false, &open, nic_net.clone(), true),
+            ("operator: nic with parent, open project", false, &open, nic_parent.clone(), false),
+            ("operator: nic with parent, nic=allow", false, &nic_allow, nic_parent.clone(), true),
+            ("operator: filtering off", false, &nic_allow, vec![("type", "nic"), ("network", "rxdbr0"), ("security.ipv4_filtering", "false")], false),
+            ("admin: filtering off", true, &open, vec![("type", "nic"), ("network", "rxdbr0"), ("security.ipv4_filtering", "false")], true),
+            ("operator: filtering explicitly on", false, &open, vec![("type", "nic"), ("network", "rxdbr0"), ("security.mac_filtering", "true")], true),
+            ("operator: hwaddr", false, &open, vec![("type", "nic"), ("network", "rxdbr0"), ("hwaddr", "00:16:3e:00:00:01")], false),
+            ("operator: host_name", false, &open, vec![("type", "nic"), ("network", "rxdbr0"), ("host_name", "vethx")], false),
+            ("operator: network outside networks.access", false, &net_access, nic_net.clone(), false),
+            ("admin: network outside networks.access", true, &net_access, nic_net.clone(), false),
+            ("operator: network inside networks.access", false, &net_access, vec![("type", "nic"), ("network", "br1")], true),
             (
                 "admin: nic with network",
                 true,

@@ -132,6 +132,18 @@ const OTHERS: &[Endpoint] = &[
     e("/1.0/images/{fingerprint}/secret", "POST", IMAGES),
     e("/1.0/images/{fingerprint}/refresh", "POST", IMAGES),
     e("/1.0/images/{fingerprint}", "DELETE", IMAGES),
+    // Managed networks live in `default` and every project's NICs may use them (as
+    // `restricted.networks.access` allows): anyone with view sees them; creating, changing and
+    // deleting bridges, NAT and host sysctls is the server administrator's.
+    e("/1.0/networks", "GET", VIEW),
+    e("/1.0/networks", "POST", Admin),
+    e("/1.0/networks/{name}", "GET", VIEW),
+    e("/1.0/networks/{name}", "PUT", Admin),
+    e("/1.0/networks/{name}", "PATCH", Admin),
+    e("/1.0/networks/{name}", "POST", Admin),
+    e("/1.0/networks/{name}", "DELETE", Admin),
+    e("/1.0/networks/{name}/state", "GET", VIEW),
+    e("/1.0/networks/{name}/leases", "GET", VIEW),
     e("/1.0/profiles", "GET", VIEW),
     e("/1.0/profiles", "POST", PROFILES),
     e("/1.0/profiles/{name}", "GET", VIEW),

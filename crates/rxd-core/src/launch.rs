@@ -58,6 +58,20 @@ pub struct LaunchPlan {
     /// Host-path disks and unix device nodes, mounted into the container before its init runs.
     #[serde(default)]
     pub devices: DeviceChange,
+    /// NICs: host links (the container ends of veth pairs the daemon made) moved into the
+    /// container's network namespace and renamed before its init runs.
+    #[serde(default)]
+    pub nics: Vec<NicPlan>,
+}
+
+/// One NIC of a starting container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NicPlan {
+    /// The link's name on the host (a checked interface name).
+    pub host: String,
+    /// Its name inside the container (`eth0`).
+    pub name: String,
 }
 
 /// Devices to mount into a container (before its init runs, or into a running one: hot-plug)

@@ -14,6 +14,10 @@ pub enum WarningKind {
     StopTimedOut,
     /// An instance that was to start with the daemon (`boot.autostart`) would not.
     AutostartFailed,
+    /// A managed network could not be set up (its bridge, firewall or dnsmasq).
+    NetworkUnavailable,
+    /// Another table's firewall drops what a managed bridge needs (Docker, ufw, firewalld).
+    FirewallConflict,
 }
 
 impl WarningKind {
@@ -25,6 +29,8 @@ impl WarningKind {
             WarningKind::Recovered => "Unfinished work recovered at start-up",
             WarningKind::StopTimedOut => "Instance killed after its stop timeout",
             WarningKind::AutostartFailed => "Instance autostart failure",
+            WarningKind::NetworkUnavailable => "Network unavailable",
+            WarningKind::FirewallConflict => "Firewall conflict",
         }
     }
 
@@ -35,6 +41,8 @@ impl WarningKind {
             WarningKind::Recovered => "moderate",
             WarningKind::StopTimedOut => "low",
             WarningKind::AutostartFailed => "moderate",
+            WarningKind::NetworkUnavailable => "moderate",
+            WarningKind::FirewallConflict => "moderate",
         }
     }
 
@@ -43,7 +51,11 @@ impl WarningKind {
     pub fn from_config(self) -> bool {
         !matches!(
             self,
-            WarningKind::Recovered | WarningKind::StopTimedOut | WarningKind::AutostartFailed
+            WarningKind::Recovered
+                | WarningKind::StopTimedOut
+                | WarningKind::AutostartFailed
+                | WarningKind::NetworkUnavailable
+                | WarningKind::FirewallConflict
         )
     }
 }

@@ -22,6 +22,7 @@ mod hostids;
 mod https;
 mod listener;
 mod listing;
+mod networking;
 mod operations;
 mod origin;
 mod patch;
@@ -151,11 +152,19 @@ pub async fn run(
             }
         },
         runtime: rxd_runtime::Runtime::new(&dir).map_err(DaemonError::Runtime)?,
+        networks: Default::default(),
         exec_sessions: Default::default(),
         tracker: TaskTracker::new(),
         shutdown,
     });
+    // Bridges and their dnsmasq first, so recovered and autostarted containers find them;
+    // then the filters of the NICs of containers still running, and the whole firewall.
+    let has_networks = service::networks::reconcile(&daemon).await;
     service::recovery::recover(&daemon).await;
+    if has_networks {
+        service::nics::recover(&daemon).await;
+        service::networks::rebuild_firewall(&daemon).await;
+    }
     service::images::prune(&daemon).await;
     daemon
         .tracker

@@ -57,6 +57,8 @@ pub struct Daemon {
     pub hostids: Option<crate::hostids::HostIds>,
     /// Containers: started, signalled and cleaned up through the `rxd-shim` helper.
     pub runtime: rxd_runtime::Runtime,
+    /// Managed networks' dnsmasq processes, errors and running NICs' filters.
+    pub networks: crate::networking::Networks,
     /// Exec operations waiting for their websockets.
     pub exec_sessions: crate::channels::Sessions,
     pub tracker: TaskTracker,

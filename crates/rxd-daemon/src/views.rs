@@ -3,19 +3,74 @@
 use crate::service::expand::{devices_of, expand_with, Expanded};
 use crate::service::instances::{self, config_of, Keyed};
 use crate::state::Daemon;
-use rxd_api::instance::{Instance, InstanceState, InstanceStateCpu, InstanceStateMemory};
+use rxd_api::instance::{
+    Instance, InstanceState, InstanceStateCpu, InstanceStateMemory, InstanceStateNetwork,
+    InstanceStateNetworkAddress, InstanceStateNetworkCounters,
+};
 use rxd_api::snapshot::InstanceSnapshot;
 use rxd_store::InstanceRow;
 use rxd_store::ProfileRow;
 use std::collections::BTreeMap;
 
-/// `GET /1.0/instances/<name>/state`. rxd reports no disks or interfaces yet (`network` is
-/// `null`, as Go's nil map).
+/// Addresses as LXD shows them (the netmask is the prefix length).
+pub fn addresses(nets: &[ipnet::IpNet]) -> Vec<InstanceStateNetworkAddress> {
+    nets.iter()
+        .map(|a| InstanceStateNetworkAddress {
+            family: if a.addr().is_ipv4() { "inet" } else { "inet6" }.into(),
+            address: a.addr().to_string(),
+            netmask: a.prefix_len().to_string(),
+            scope: rxd_network::scope_of(a.addr()).as_str().into(),
+        })
+        .collect()
+}
+
+/// Counters as Go's int64 (saturating).
+pub fn counters(c: &rxd_network::Counters) -> InstanceStateNetworkCounters {
+    let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    InstanceStateNetworkCounters {
+        bytes_received: int(c.bytes_received),
+        bytes_sent: int(c.bytes_sent),
+        packets_received: int(c.packets_received),
+        packets_sent: int(c.packets_sent),
+        errors_received: int(c.errors_received),
+        errors_sent: int(c.errors_sent),
+        packets_dropped_outbound: int(c.packets_dropped_outbound),
+        packets_dropped_inbound: int(c.packets_dropped_inbound),
+    }
+}
+
+/// A running container's interfaces as LXD reports them, read inside its network namespace
+/// (entered through the init's pidfd-checked `/proc/<pid>/ns/net`; `None` if that fails).
+fn instance_network(pid: i32) -> Option<BTreeMap<String, InstanceStateNetwork>> {
+    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).ok()?;
+    let ifaces = rxd_network::instance_interfaces(std::os::fd::AsFd::as_fd(&netns)).ok()?;
+    Some(
+        ifaces
+            .into_iter()
+            .map(|i| {
+                let s = i.state;
+                let state = InstanceStateNetwork {
+                    addresses: addresses(&s.addresses),
+                    counters: counters(&s.counters),
+                    hwaddr: s.hwaddr_string(),
+                    host_name: i.host_name.unwrap_or_default(),
+                    mtu: i64::from(s.mtu),
+                    state: s.flags.state().into(),
+                    kind: rxd_network::LinkType::of_instance_iface(s.flags).as_str().into(),
+                };
+                (s.name, state)
+            })
+            .collect(),
+    )
+}
+
+/// `GET /1.0/instances/<name>/state`. rxd reports no disks yet; `network` is `null` (Go's nil
+/// map) while the container is stopped.
 pub fn instance_state(d: &Daemon, name: &str) -> InstanceState {
     let (status, code) = instances::status(d, name);
-    let (pid, usage) = match d.runtime.init(name) {
-        Some(init) => (init.pid, d.runtime.usage(name)),
-        None => (0, Default::default()),
+    let (pid, usage, network) = match d.runtime.init(name) {
+        Some(init) => (init.pid, d.runtime.usage(name), instance_network(init.pid)),
+        None => (0, Default::default(), None),
     };
     // Go's int64: counters beyond it (never, in practice) saturate.
     let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
@@ -29,7 +84,7 @@ pub fn instance_state(d: &Daemon, name: &str) -> InstanceState {
             swap_usage: int(usage.swap),
             swap_usage_peak: int(usage.swap_peak),
         },
-        network: None,
+        network,
         pid: i64::from(pid),
         processes: usage.processes,
         cpu: InstanceStateCpu {

@@ -235,6 +235,7 @@ mod tests {
             nesting: false,
             environment: Default::default(),
             devices: Default::default(),
+            nics: Vec::new(),
         }
     }
 

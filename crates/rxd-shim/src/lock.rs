@@ -55,6 +55,8 @@ impl Executor {
 
 impl libcontainer::workload::Executor for Executor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        loopback_up()
+            .map_err(|e| ExecutorError::Other(format!("bringing up the loopback interface: {e}")))?;
         enter_locked(&self.socket, spec)
             .map_err(|e| ExecutorError::Other(format!("locking the container's mounts: {e:#}")))?;
         DefaultExecutor {}.exec(spec)
@@ -63,6 +65,13 @@ impl libcontainer::workload::Executor for Executor {
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
         DefaultExecutor {}.validate(spec)
     }
+}
+
+/// `lo` up in the container's network namespace (the init is in it, with its capabilities in
+/// its user namespace), as LXC does: a service may bind 127.0.0.1 before any network is set up.
+fn loopback_up() -> rxd_network::Result<()> {
+    let lo = rxd_core::network::config::IfName::parse("lo").expect("a valid interface name");
+    rxd_network::Netlink::open()?.set_up(&lo)
 }
 
 fn enter_locked(socket: &OwnedFd, spec: &Spec) -> Result<()> {

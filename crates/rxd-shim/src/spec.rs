@@ -267,6 +267,16 @@ pub fn build(
         linux["sysctl"] = json!(plan.sysctl);
     }
     linux["namespaces"] = Value::Array(namespaces);
+    // libcontainer moves each into the new network namespace under its inside name and brings
+    // it up before the init execs (runtime-spec `netDevices`).
+    if !plan.nics.is_empty() {
+        let nics: serde_json::Map<String, Value> = plan
+            .nics
+            .iter()
+            .map(|n| (n.host.clone(), json!({"name": n.name})))
+            .collect();
+        linux["netDevices"] = Value::Object(nics);
+    }
     linux["resources"] = resources;
     linux["cgroupsPath"] = json!(plan.cgroup);
     linux["maskedPaths"] = json!([
@@ -378,7 +388,23 @@ mod tests {
             nesting: false,
             environment: LaunchPlan::default_environment(),
             devices: Default::default(),
+            nics: Vec::new(),
         }
+    }
+
+    #[test]
+    fn nics_become_net_devices_renamed_inside() {
+        let mut p = plan(None);
+        let s = build(&p, u64::MAX, &[], CGROUP_V2).unwrap();
+        assert!(s.linux().as_ref().unwrap().net_devices().is_none());
+        p.nics = vec![rxd_core::launch::NicPlan {
+            host: "rxp0a1b2c3d".into(),
+            name: "eth0".into(),
+        }];
+        let s = build(&p, u64::MAX, &[], CGROUP_V2).unwrap();
+        let nets = s.linux().as_ref().unwrap().net_devices().clone().unwrap();
+        assert_eq!(nets.len(), 1);
+        assert_eq!(nets["rxp0a1b2c3d"].name().as_deref(), Some("eth0"));
     }
 
     #[test]

@@ -159,6 +159,37 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE instances ADD COLUMN devices TEXT NOT NULL DEFAULT '{}';
     ALTER TABLE snapshots ADD COLUMN profiles TEXT NOT NULL DEFAULT '["default"]';
     ALTER TABLE snapshots ADD COLUMN devices TEXT NOT NULL DEFAULT '{}';"#,
+    // 12: managed networks (all in the `default` project, as LXD 5.0 keeps bridges), and the
+    // address reservation of every NIC on one: sticky while the instance keeps the device,
+    // removed with the instance and renamed with it in the same statement (triggers), unique
+    // per network by MAC and by address.
+    r#"CREATE TABLE networks (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        name        TEXT NOT NULL UNIQUE,
+        description TEXT NOT NULL,
+        type        TEXT NOT NULL,
+        config      TEXT NOT NULL
+    );
+    CREATE TABLE nic_allocations (
+        network_id INTEGER NOT NULL REFERENCES networks (id) ON DELETE CASCADE,
+        project    TEXT NOT NULL,
+        instance   TEXT NOT NULL,
+        device     TEXT NOT NULL,
+        hwaddr     TEXT NOT NULL,
+        ipv4       TEXT,
+        ipv6       TEXT,
+        PRIMARY KEY (project, instance, device),
+        UNIQUE (network_id, hwaddr),
+        UNIQUE (network_id, ipv4),
+        UNIQUE (network_id, ipv6)
+    );
+    CREATE TRIGGER nic_allocations_instance_deleted AFTER DELETE ON instances BEGIN
+        DELETE FROM nic_allocations WHERE project = old.project AND instance = old.name;
+    END;
+    CREATE TRIGGER nic_allocations_instance_renamed AFTER UPDATE OF project, name ON instances BEGIN
+        UPDATE nic_allocations SET project = new.project, instance = new.name
+            WHERE project = old.project AND instance = old.name;
+    END;"#,
 ];
 
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

@@ -13,6 +13,7 @@ pub mod images;
 pub(crate) mod instance_edit;
 pub mod instances;
 pub(crate) mod operations;
+mod networks;
 mod profiles;
 pub mod projects;
 pub mod server;
@@ -162,6 +163,17 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             "/1.0/containers/{name}/files",
             get(files::get).post(files::post).delete(files::delete),
         )
+        .route("/1.0/networks", get(networks::list).post(networks::post))
+        .route(
+            "/1.0/networks/{name}",
+            get(networks::get)
+                .put(networks::put)
+                .patch(networks::patch)
+                .post(networks::rename)
+                .delete(networks::delete),
+        )
+        .route("/1.0/networks/{name}/state", get(networks::state))
+        .route("/1.0/networks/{name}/leases", get(networks::leases))
         .route("/1.0/profiles", get(profiles::list).post(profiles::post))
         .route(
             "/1.0/profiles/{name}",

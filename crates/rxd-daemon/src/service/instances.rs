@@ -183,6 +183,7 @@ fn launch_plan(
         nesting: flag(config, "security.nesting"),
         environment,
         devices,
+        nics: Vec::new(),
     })
 }
 
@@ -306,12 +307,26 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
     let mut full = expanded;
     full.extend(config.iter().map(|(k, v)| (k.clone(), v.clone())));
     let mounts = crate::service::devices::additions(d, &row.project, &devices);
-    let plan = launch_plan(d, name, &row, &full, idmap, mounts)?;
+    let mut plan = launch_plan(d, name, &row, &full, idmap, mounts)?;
     if privileged {
         tracing::warn!(instance = %name, "starting a privileged container: root inside it is root on the host");
         crate::audit::privileged_start(&d.audit, &row.project, &row.name);
     }
-    let init = d.runtime.start(&plan).await?;
+    // Its NICs' veth pairs, reservations and filters, saved (`volatile.<dev>.*`) before the
+    // container exists so a daemon killed from here on finds them.
+    let nics = crate::service::nics::prepare(d, name, &devices, &mut config).await?;
+    plan.nics = nics.plans.clone();
+    if let Err(e) = save_config(d, name, &config).await {
+        crate::service::nics::abandon(d, name, nics).await;
+        return Err(e);
+    }
+    let init = match d.runtime.start(&plan).await {
+        Ok(init) => init,
+        Err(e) => {
+            crate::service::nics::abandon(d, name, nics).await;
+            return Err(e.into());
+        }
+    };
     // Its proxies' forwarders, or no start (as in LXD).
     if let Err(e) = crate::service::devices::start_proxies(d, name, idmap, &devices).await {
         for device in devices.keys() {
@@ -633,6 +648,7 @@ async fn stopped(d: &Arc<Daemon>, name: &InstanceKey, why: Why) -> ApiResult<rxd
         let mut config = config_of(&row);
         config.remove("volatile.idmap.current");
         config.remove("volatile.lxcfs");
+        crate::service::nics::stopped(d, name, &mut config).await;
         let power = if why == Why::HostShutdown {
             "RUNNING"
         } else {

@@ -10,6 +10,8 @@ pub mod images;
 pub mod instances;
 pub mod intent;
 pub mod layout;
+pub mod networks;
+pub mod nics;
 pub mod profiles;
 pub mod publish;
 pub mod recovery;

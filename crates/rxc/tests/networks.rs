@@ -1,0 +1,241 @@
+//! Managed bridges end to end, with rxd in a network lab (its own network namespace, an uplink
+//! to a pretend internet): two containers on a bridge get DHCP leases and SLAAC addresses,
+//! reach each other by address and by name, reach the internet through NAT, are cut off when
+//! they spoof, keep everything across an rxd restart; Debian's `lxc list` shows the addresses;
+//! a network in use cannot be deleted; the host's own network is left as it was.
+
+use rxd_client::Method;
+use rxd_testkit::api::{ok, outcome};
+use rxd_testkit::netlab::{NetLab, Ns, RXDT_V4, SERVER_V4};
+use rxd_testkit::session::Session;
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The container's global IPv4 on eth0, once it has one (DHCP), within 30 s.
+async fn ipv4(s: &Session, name: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = s.state(name).await;
+        let found = state["network"]["eth0"]["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["family"] == "inet" && a["scope"] == "global")
+            .and_then(|a| a["address"].as_str().map(str::to_owned));
+        if let Some(a) = found {
+            return a;
+        }
+        if Instant::now() > deadline {
+            let log = (
+                std::fs::read_to_string(s.d.dir().join("networks/br0/dnsmasq.leases")),
+                Command::new("ls").arg("-laR").arg(s.d.dir().join("networks")).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()),
+                Command::new("ls").arg("-lad").arg(s.d.dir()).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()),
+            );
+            let (_, ps) = s.sh(name, "ls -la /usr/share/udhcpc; interface=eth0 ip=10.99.0.9 mask=24 router=10.99.0.1 sh -x /usr/share/udhcpc/default.script bound 2>&1; ip addr");
+            let cmdlines: Vec<String> = std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                .filter(|c| c.starts_with("/usr/sbin/dnsmasq"))
+                .collect();
+            let rules = std::fs::read_to_string("/proc/self/mounts").ok().map(|_| {
+                String::from_utf8_lossy(
+                    &Command::new("sh")
+                        .arg("-c")
+                        .arg("for n in $(ip netns list | grep -o 'rxdt-[0-9a-f-]*'); do ip netns exec $n nft list ruleset; ip -n $n -d link show; done")
+                        .output()
+                        .unwrap()
+                        .stdout,
+                )
+                .into_owned()
+            });
+            panic!("{name} got no IPv4 lease: {state}\ndnsmasq: {log:?} {cmdlines:?}\ninside: {ps}\nrules: {}", rules.unwrap_or_default());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A shell command in the container must succeed (retried for up to 10 s: ARP, DAD, leases).
+fn eventually(s: &Session, name: &str, script: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, out) = s.sh(name, script);
+        if code == 0 {
+            return out;
+        }
+        assert!(Instant::now() < deadline, "{name}: {script}: {code} {out}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn nft_rxd(lab: &NetLab) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.name(Ns::Rxd), "nft", "list", "ruleset"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn dnsmasqs(lab: &NetLab) -> Vec<i32> {
+    lab.pids(Ns::Rxd)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_link(format!("/proc/{p}/exe"))
+                .is_ok_and(|e| e.ends_with("dnsmasq"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_on_a_managed_bridge_get_addresses_names_nat_and_filtering() {
+    let test = "containers_on_a_managed_bridge_get_addresses_names_nat_and_filtering";
+    let Some(lab) = NetLab::new(test) else {
+        return;
+    };
+    let Some(mut s) = lab.session(test).await else {
+        return;
+    };
+    let c = s.d.unix();
+
+    // Refusals: raw.dnsmasq runs code as root; an existing host interface is not taken over.
+    let refused = outcome(
+        &c,
+        Method::POST,
+        "/1.0/networks",
+        json!({"name": "br0", "config": {"raw.dnsmasq": "dhcp-script=/bin/sh"}}),
+    )
+    .await
+    .unwrap_err();
+    assert!(refused.contains("raw.dnsmasq"), "{refused}");
+    let refused = outcome(&c, Method::POST, "/1.0/networks", json!({"name": "up0"}))
+        .await
+        .unwrap_err();
+    assert!(refused.contains("already exists"), "{refused}");
+
+    ok(
+        &c,
+        Method::POST,
+        "/1.0/networks",
+        json!({"name": "br0", "config": {
+            "ipv4.address": "10.99.0.1/24", "ipv4.nat": "true",
+            "ipv6.address": "fd42:99::1/64", "ipv6.nat": "true"}}),
+    )
+    .await;
+    let net = s.get("/1.0/networks/br0").await;
+    assert_eq!(net["managed"], true, "{net}");
+    assert_eq!(net["status"], "Created", "{net}");
+    assert!(lab.links(Ns::Rxd).contains(&"br0".to_owned()));
+    assert_eq!(dnsmasqs(&lab).len(), 1);
+    let rules = nft_rxd(&lab);
+    assert!(rules.contains("table inet rxd") && rules.contains("masquerade"), "{rules}");
+    // Host interfaces are listed, unmanaged, to the server administrator.
+    let all = s.get("/1.0/networks?recursion=1").await;
+    assert!(
+        all.as_array().unwrap().iter().any(|n| n["name"] == "up0" && n["managed"] == false),
+        "{all}"
+    );
+
+    // The default profile gives every instance a NIC on the bridge, as `lxd init` makes it.
+    ok(
+        &c,
+        Method::PATCH,
+        "/1.0/profiles/default",
+        json!({"devices": {"eth0": {"type": "nic", "network": "br0", "name": "eth0"}}}),
+    )
+    .await;
+    s.ok(&["launch", "bb", "c1"]);
+    s.ok(&["launch", "bb", "c2"]);
+    let (a1, a2) = (ipv4(&s, "c1").await, ipv4(&s, "c2").await);
+    assert!(a1.starts_with("10.99.0.") && a2.starts_with("10.99.0.") && a1 != a2);
+    let state = s.state("c1").await;
+    let eth0 = &state["network"]["eth0"];
+    assert!(eth0["host_name"].as_str().unwrap().starts_with("veth"), "{eth0}");
+    assert_eq!(eth0["hwaddr"].as_str().unwrap()[..8].to_owned(), "00:16:3e");
+    assert_eq!(state["network"]["lo"]["state"], "up", "{state}");
+    let leases = s.get("/1.0/networks/br0/leases").await;
+    assert!(
+        leases.as_array().unwrap().iter().any(|l| l["address"] == a1.as_str() && l["hostname"] == "c1"),
+        "{leases}"
+    );
+
+    // Each other, by address and by name; the internet through NAT (the source it sees is
+    // rxd's uplink address), once the lab's host forwards.
+    eventually(&s, "c1", &format!("ping -c1 -W2 {a2}"));
+    let looked_up = eventually(&s, "c1", "nslookup c2.lxd 10.99.0.1");
+    assert!(looked_up.contains(&a2), "{looked_up}");
+    let sysctl = Command::new("ip")
+        .args(["netns", "exec", &lab.name(Ns::Rxd), "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"])
+        .status()
+        .unwrap();
+    assert!(sysctl.success());
+    let body = eventually(&s, "c1", &format!("wget -qO- http://{SERVER_V4}/"));
+    assert_eq!(body.trim(), RXDT_V4);
+
+    // Spoofing is cut off by default: another address, another MAC.
+    let (code, out) = s.sh(
+        "c1",
+        &format!("ip addr add 10.99.0.250/24 dev eth0 && ping -c1 -W2 -I 10.99.0.250 {a2}"),
+    );
+    assert_ne!(code, 0, "a spoofed source got through: {out}");
+    s.sh("c1", "ip addr del 10.99.0.250/24 dev eth0");
+    let (code, out) = s.sh(
+        "c1",
+        &format!("ip link set eth0 address 00:16:3e:aa:bb:cc && ping -c1 -W2 {a2}"),
+    );
+    assert_ne!(code, 0, "a spoofed MAC got through: {out}");
+    let mac = eth0["hwaddr"].as_str().unwrap();
+    s.sh("c1", &format!("ip link set eth0 address {mac}"));
+    eventually(&s, "c1", &format!("ping -c1 -W2 {a2}"));
+
+    // In use: neither deleted nor renamed.
+    let refused = outcome(&c, Method::DELETE, "/1.0/networks/br0", json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused, "The network is currently in use");
+    let used_by = s.get("/1.0/networks/br0").await["used_by"].clone();
+    assert!(
+        used_by.as_array().unwrap().iter().any(|u| u == "/1.0/profiles/default"),
+        "{used_by}"
+    );
+
+    // Debian's lxc shows the addresses.
+    let conf = tempfile::tempdir().unwrap();
+    let out = Command::new("lxc")
+        .args(["list", "-c", "n4", "--format", "csv"])
+        .env("LXD_DIR", s.d.dir())
+        .env("LXD_CONF", conf.path())
+        .env("HOME", conf.path())
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.contains(&format!("c1,{a1} (eth0)")), "{listed} {out:?}");
+
+    // An rxd restart keeps addresses, the connectivity and one dnsmasq.
+    let before = dnsmasqs(&lab);
+    s.d.restart().await;
+    assert_eq!(ipv4(&s, "c1").await, a1);
+    let after = dnsmasqs(&lab);
+    assert_eq!(after.len(), 1, "{before:?} {after:?}");
+    eventually(&s, "c1", &format!("ping -c1 -W2 {a2}"));
+    let looked_up = eventually(&s, "c2", "nslookup c1.lxd 10.99.0.1");
+    assert!(looked_up.contains(&a1), "{looked_up}");
+    let rules = nft_rxd(&lab);
+    assert!(rules.contains("table bridge rxd"), "{rules}");
+
+    // Stopping takes the NICs' filters and host ends away; the network then goes whole.
+    s.ok(&["delete", "-f", "c1", "c2"]);
+    ok(
+        &c,
+        Method::PUT,
+        "/1.0/profiles/default",
+        json!({"config": {}, "description": "Default LXD profile", "devices": {}}),
+    )
+    .await;
+    assert!(!lab.links(Ns::Rxd).iter().any(|l| l.starts_with("veth")));
+    ok(&c, Method::DELETE, "/1.0/networks/br0", Value::Null).await;
+    assert!(!lab.links(Ns::Rxd).contains(&"br0".to_owned()));
+    assert!(dnsmasqs(&lab).is_empty());
+    assert!(!nft_rxd(&lab).contains("rxd"));
+}

@@ -1,0 +1,63 @@
+//! What the daemon keeps about its managed networks besides their rows (the rules are
+//! `service::networks`' and `service::nics`').
+
+use rxd_core::network::nft;
+use rxd_network::dnsmasq::Dnsmasq;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// What the daemon keeps about its managed networks besides their rows.
+#[derive(Default)]
+pub struct Networks {
+    /// Held by every change to a bridge, the firewall, dnsmasq or the hosts files.
+    pub lock: tokio::sync::Mutex<()>,
+    dnsmasq: Mutex<BTreeMap<String, Dnsmasq>>,
+    /// Networks whose last set-up failed, with why.
+    errors: Mutex<BTreeMap<String, String>>,
+    /// The filters of the NICs of running containers, by instance key and device.
+    pub nics: Mutex<BTreeMap<(String, String), nft::NicRules>>,
+}
+
+impl Networks {
+    /// Why `name` is unusable, if its last set-up failed.
+    pub fn error(&self, name: &str) -> Option<String> {
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub fn set_error(&self, name: &str, error: Option<String>) {
+        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        match error {
+            Some(e) => errors.insert(name.to_owned(), e),
+            None => errors.remove(name),
+        };
+    }
+
+    pub fn take_dnsmasq(&self, name: &str) -> Option<Dnsmasq> {
+        self.dnsmasq
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+    }
+
+    pub fn put_dnsmasq(&self, name: &str, dnsmasq: Dnsmasq) {
+        self.dnsmasq
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), dnsmasq);
+    }
+
+    /// Signals a network's dnsmasq to read its hosts files again.
+    pub fn reload_dnsmasq(&self, name: &str) {
+        let guard = self.dnsmasq.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(dnsmasq) = guard.get(name) {
+            if let Err(e) = dnsmasq.reload() {
+                tracing::warn!(network = name, error = %e, "dnsmasq not reloaded");
+            }
+        }
+    }
+}
+

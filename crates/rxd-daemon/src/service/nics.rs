@@ -1,0 +1,538 @@
+//! NICs below HTTP: as a container starts, each `nic` device on a bridge gets its MAC, its
+//! inside name, an address reservation on a managed network (the store is the source of truth;
+//! dnsmasq's hosts files are rendered from it), a veth pair whose host end joins the bridge and
+//! whose other end the container helper moves in, and its filters; as it stops, the filters
+//! go (the veth dies with the container's network namespace).
+
+use crate::error::{ApiError, ApiResult};
+use crate::service::networks::{self, hosts_files, network_dir, write_hosts};
+use crate::state::Daemon;
+use rxd_core::devices::{Device, Devices};
+use rxd_core::launch::NicPlan;
+use rxd_core::name::InstanceKey;
+use rxd_core::network::config::{BridgeConfig, IfName};
+use rxd_core::network::{mac, nft};
+use rxd_network::{IfaceSysctl, Netlink};
+use rxd_store::{NetworkRow, NicRow};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+type Config = BTreeMap<String, String>;
+
+/// What a start made of its NICs: the plans for the container helper, and the host ends to
+/// delete if the start goes no further.
+#[derive(Default)]
+pub struct Prepared {
+    pub plans: Vec<NicPlan>,
+    hosts: Vec<IfName>,
+}
+
+fn bad(e: impl std::fmt::Display) -> ApiError {
+    ApiError::BadRequest(e.to_string())
+}
+
+fn is_nic(device: &Device) -> bool {
+    device.get("type").map(String::as_str) == Some("nic")
+}
+
+fn set<'a>(device: &'a Device, key: &str) -> Option<&'a str> {
+    device.get(key).map(String::as_str).filter(|v| !v.is_empty())
+}
+
+fn flag(device: &Device, key: &str, default: bool) -> bool {
+    set(device, key).map_or(default, |v| {
+        matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
+    })
+}
+
+/// A random interface name, `veth` and eight hex digits (LXD's: short enough for old dhclients).
+fn random_ifname() -> IfName {
+    let n: u32 = rand::random();
+    IfName::parse(&format!("veth{n:08x}")).expect("a valid interface name")
+}
+
+/// The network a NIC is on: `network=NAME`, or a bridged NIC whose parent is a managed network.
+fn managed_network<'a>(device: &'a Device, managed: &BTreeMap<String, NetworkRow>) -> Option<&'a str> {
+    if let Some(n) = set(device, "network") {
+        return Some(n);
+    }
+    let parent = set(device, "parent")?;
+    (set(device, "nictype") == Some("bridged") && managed.contains_key(parent)).then_some(parent)
+}
+
+/// The name inside: `name`, else the one chosen before (`volatile.<dev>.name`), else the first
+/// `eth<N>` no other NIC takes.
+fn inside_name(devices: &Devices, dev: &str, config: &mut Config, taken: &mut BTreeSet<String>) -> String {
+    let device = &devices[dev];
+    if let Some(n) = set(device, "name") {
+        taken.insert(n.to_owned());
+        return n.to_owned();
+    }
+    let key = format!("volatile.{dev}.name");
+    if let Some(n) = config.get(&key).filter(|n| !taken.contains(*n)) {
+        let n = n.clone();
+        taken.insert(n.clone());
+        return n;
+    }
+    let n = (0..)
+        .map(|i| format!("eth{i}"))
+        .find(|n| !taken.contains(n) && !devices.values().any(|d| set(d, "name") == Some(n)))
+        .expect("an unused name");
+    taken.insert(n.clone());
+    config.insert(key, n.clone());
+    n
+}
+
+/// The NIC's MAC: `hwaddr`, else the one generated before (`volatile.<dev>.hwaddr`), else a new
+/// `00:16:3e` one.
+fn nic_mac(device: &Device, dev: &str, config: &mut Config) -> ApiResult<mac::Mac> {
+    if let Some(h) = set(device, "hwaddr") {
+        return h.parse().map_err(|e| bad(format!("Device {dev:?}: hwaddr: {e}")));
+    }
+    let key = format!("volatile.{dev}.hwaddr");
+    if let Some(m) = config.get(&key).and_then(|h| h.parse().ok()) {
+        return Ok(m);
+    }
+    let m = mac::random_mac(rand::random());
+    config.insert(key, m.to_string());
+    Ok(m)
+}
+
+fn next_v4(a: Ipv4Addr) -> Option<Ipv4Addr> {
+    u32::from(a).checked_add(1).map(Into::into)
+}
+
+fn next_v6(a: Ipv6Addr) -> Option<Ipv6Addr> {
+    u128::from(a).checked_add(1).map(Into::into)
+}
+
+/// The reservation of NIC `dev` on `net`: a static address, the one it held, or the first free
+/// one of the DHCP ranges; IPv6 likewise when DHCPv6 is stateful, else its SLAAC address.
+fn reserve(
+    key: &InstanceKey,
+    dev: &str,
+    device: &Device,
+    mac: mac::Mac,
+    net: &str,
+    config: &BridgeConfig,
+    others: &[NicRow],
+) -> ApiResult<NicRow> {
+    let (project, instance) = key.split();
+    let mine = |r: &&NicRow| r.project == project && r.instance == instance && r.device == dev;
+    let held = others.iter().find(mine);
+    let others: Vec<&NicRow> = others.iter().filter(|r| !mine(r)).collect();
+    let mut ipv4 = None;
+    if let Some(v4) = &config.ipv4 {
+        let mut taken: BTreeSet<Ipv4Addr> = others
+            .iter()
+            .filter_map(|r| r.ipv4.as_deref()?.parse().ok())
+            .collect();
+        taken.insert(v4.address.addr());
+        ipv4 = match set(device, "ipv4.address") {
+            Some(a) => {
+                let a: Ipv4Addr = a
+                    .parse()
+                    .map_err(|_| bad(format!("Device {dev:?}: invalid ipv4.address {a:?}")))?;
+                if !v4.address.contains(&a) || a == v4.address.addr() {
+                    return Err(bad(format!(
+                        "Device {dev:?}: IP address {a} is not within the network's subnet {} or is its gateway",
+                        v4.address.trunc()
+                    )));
+                }
+                if taken.contains(&a) {
+                    return Err(ApiError::Conflict(format!(
+                        "IP address {a} already allocated to another NIC on network {net:?}"
+                    )));
+                }
+                Some(a)
+            }
+            None => {
+                let kept = held
+                    .and_then(|r| r.ipv4.as_deref()?.parse::<Ipv4Addr>().ok())
+                    .filter(|a| v4.address.contains(a) && !taken.contains(a));
+                match kept {
+                    Some(a) => Some(a),
+                    None if v4.dhcp => Some(
+                        networks::first_free(&v4.dhcp_ranges_or_default(), &taken, next_v4)
+                            .ok_or_else(|| {
+                                bad(format!("No free IPv4 address left on network {net:?}"))
+                            })?,
+                    ),
+                    None => None,
+                }
+            }
+        };
+    }
+    let mut ipv6 = None;
+    if let Some(v6) = &config.ipv6 {
+        let mut taken: BTreeSet<Ipv6Addr> = others
+            .iter()
+            .filter_map(|r| r.ipv6.as_deref()?.parse().ok())
+            .collect();
+        taken.insert(v6.address.addr());
+        ipv6 = match set(device, "ipv6.address") {
+            Some(a) => {
+                let a: Ipv6Addr = a
+                    .parse()
+                    .map_err(|_| bad(format!("Device {dev:?}: invalid ipv6.address {a:?}")))?;
+                if !v6.address.contains(&a) || a == v6.address.addr() {
+                    return Err(bad(format!(
+                        "Device {dev:?}: IP address {a} is not within the network's subnet {}",
+                        v6.address.trunc()
+                    )));
+                }
+                if taken.contains(&a) {
+                    return Err(ApiError::Conflict(format!(
+                        "IP address {a} already allocated to another NIC on network {net:?}"
+                    )));
+                }
+                Some(a)
+            }
+            None if config.ipv6_dhcp_stateful => {
+                let kept = held
+                    .and_then(|r| r.ipv6.as_deref()?.parse::<Ipv6Addr>().ok())
+                    .filter(|a| v6.address.contains(a) && !taken.contains(a));
+                match kept {
+                    Some(a) => Some(a),
+                    None => networks::first_free(&v6.dhcp_ranges_or_default(), &taken, next_v6),
+                }
+            }
+            None => mac::eui64(v6.address.trunc(), mac),
+        };
+    }
+    Ok(NicRow {
+        network: net.to_owned(),
+        project: project.to_owned(),
+        instance: instance.to_owned(),
+        device: dev.to_owned(),
+        hwaddr: mac.to_string(),
+        ipv4: ipv4.map(|a| a.to_string()),
+        ipv6: ipv6.map(|a| a.to_string()),
+    })
+}
+
+/// A NIC's filters: on by default (rxd is stricter than LXD); the allowed addresses are its
+/// reservation (and, for IPv6, its link-local address).
+fn rules(key: &InstanceKey, dev: &str, device: &Device, host: &IfName, mac: mac::Mac, row: &NicRow, config: &BridgeConfig) -> nft::NicRules {
+    let v4: Option<Ipv4Addr> = row.ipv4.as_deref().and_then(|a| a.parse().ok());
+    let v6: Option<Ipv6Addr> = row.ipv6.as_deref().and_then(|a| a.parse().ok());
+    let ipv4 = flag(device, "security.ipv4_filtering", true).then(|| {
+        v4.filter(|_| config.ipv4.is_some())
+            .map(|a| ipnet::Ipv4Net::new_assert(a, 32))
+            .into_iter()
+            .collect()
+    });
+    let ipv6 = flag(device, "security.ipv6_filtering", true).then(|| {
+        let mut allowed = Vec::new();
+        if config.ipv6.is_some() {
+            if let Some(a) = v6 {
+                allowed.push(ipnet::Ipv6Net::new_assert(a, 128));
+            }
+            let link_local = ipnet::Ipv6Net::new_assert(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 64);
+            if let Some(a) = mac::eui64(link_local, mac) {
+                allowed.push(ipnet::Ipv6Net::new_assert(a, 128));
+            }
+        }
+        allowed
+    });
+    nft::NicRules {
+        instance: key.clone(),
+        device: dev.to_owned(),
+        host_name: host.clone(),
+        mac,
+        mac_filter: flag(device, "security.mac_filtering", true),
+        ipv4,
+        ipv6,
+    }
+}
+
+/// Everything a starting container's NICs need before its init runs; on an error nothing is
+/// left behind (host ends deleted). `config` gets the `volatile.<dev>.*` keys to save.
+pub async fn prepare(
+    d: &Daemon,
+    key: &InstanceKey,
+    devices: &Devices,
+    config: &mut Config,
+) -> ApiResult<Prepared> {
+    let nics: Vec<&String> = devices.iter().filter(|(_, v)| is_nic(v)).map(|(k, _)| k).collect();
+    // Reservations of devices that are gone (or left their managed network) go first.
+    prune(d, key, Some(devices)).await?;
+    if nics.is_empty() {
+        return Ok(Prepared::default());
+    }
+    let _guard = d.networks.lock.lock().await;
+    let managed: BTreeMap<String, NetworkRow> = networks::list(d)
+        .await?
+        .into_iter()
+        .map(|r| (r.name.clone(), r))
+        .collect();
+    let mut prepared = Prepared::default();
+    let result = prepare_all(d, key, devices, &nics, config, &managed, &mut prepared).await;
+    if let Err(e) = result {
+        discard(std::mem::take(&mut prepared.hosts)).await;
+        forget(d, key);
+        return Err(e);
+    }
+    drop(_guard);
+    networks::rebuild_firewall(d).await;
+    Ok(prepared)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn prepare_all(
+    d: &Daemon,
+    key: &InstanceKey,
+    devices: &Devices,
+    nics: &[&String],
+    config: &mut Config,
+    managed: &BTreeMap<String, NetworkRow>,
+    prepared: &mut Prepared,
+) -> ApiResult<()> {
+    let mut taken = BTreeSet::new();
+    let mut touched = BTreeSet::new();
+    for dev in nics {
+        let device = &devices[*dev];
+        let nictype = set(device, "nictype").unwrap_or("bridged");
+        if nictype != "bridged" {
+            return Err(bad(format!(
+                "Device {dev:?}: NIC type {nictype:?} cannot be started yet: rxd starts bridged NICs (network=NAME or nictype=bridged)"
+            )));
+        }
+        let network = managed_network(device, managed);
+        let (bridge, typed, row) = match network {
+            Some(n) => {
+                let row = managed.get(n).ok_or_else(|| {
+                    bad(format!("Device {dev:?}: network {n:?} not found"))
+                })?;
+                if let Some(e) = d.networks.error(n) {
+                    return Err(ApiError::BadRequest(format!(
+                        "Network {n:?} unavailable on this server: {e}"
+                    )));
+                }
+                let (_, typed) = networks::typed(row)?;
+                (n.to_owned(), Some(typed), Some(row))
+            }
+            None => (
+                set(device, "parent")
+                    .ok_or_else(|| bad(format!("Device {dev:?}: no network or parent")))?
+                    .to_owned(),
+                None,
+                None,
+            ),
+        };
+        let bridge_if = IfName::parse(&bridge).map_err(bad)?;
+        let mac = nic_mac(device, dev, config)?;
+        let name = inside_name(devices, dev, config, &mut taken);
+        IfName::parse(&name).map_err(|e| bad(format!("Device {dev:?}: name: {e}")))?;
+        let host = match set(device, "host_name") {
+            Some(h) => IfName::parse(h).map_err(|e| bad(format!("Device {dev:?}: host_name: {e}")))?,
+            None => random_ifname(),
+        };
+        let peer = random_ifname();
+        let mtu = match set(device, "mtu") {
+            Some(m) => m
+                .parse::<u32>()
+                .ok()
+                .filter(|m| (1280..=16384).contains(m) || *m >= 576)
+                .ok_or_else(|| bad(format!("Device {dev:?}: invalid mtu {m:?}")))?,
+            None => typed.as_ref().map_or(1500, |t| t.mtu),
+        };
+        // The reservation first: a conflict refuses the start before any link exists.
+        let reservation = match (&typed, row) {
+            (Some(t), Some(row)) => {
+                let n = row.name.clone();
+                let others = d.db(move |s| s.nic_allocations(&n)).await?;
+                let r = reserve(key, dev, device, mac, &row.name, t, &others)?;
+                let stored = r.clone();
+                d.db(move |s| s.set_nic_allocation(&stored)).await.map_err(|e| match e {
+                    ApiError::Conflict(_) => ApiError::Conflict(format!(
+                        "Device {dev:?}: its MAC or address is already taken on network {:?}",
+                        row.name
+                    )),
+                    e => e,
+                })?;
+                touched.insert(row.name.clone());
+                Some(r)
+            }
+            _ => None,
+        };
+        let (h, p, b) = (host.clone(), peer.clone(), bridge_if.clone());
+        tokio::task::spawn_blocking(move || veth(&h, &p, mac, mtu, &b))
+            .await?
+            .map_err(|e| bad(format!("Device {dev:?}: {e}")))?;
+        prepared.hosts.push(host.clone());
+        prepared.plans.push(NicPlan {
+            host: peer.to_string(),
+            name,
+        });
+        config.insert(format!("volatile.{dev}.host_name"), host.to_string());
+        if let (Some(t), Some(r)) = (&typed, &reservation) {
+            let rules = rules(key, dev, device, &host, mac, r, t);
+            d.networks
+                .nics
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((key.to_string(), dev.to_string()), rules);
+        }
+    }
+    // The NICs' names and addresses to dnsmasq.
+    for net in touched {
+        refresh_hosts(d, &managed[&net]).await?;
+    }
+    Ok(())
+}
+
+/// Renders a network's hosts files from its reservations and tells its dnsmasq.
+async fn refresh_hosts(d: &Daemon, row: &NetworkRow) -> ApiResult<()> {
+    let (_, typed) = networks::typed(row)?;
+    let n = row.name.clone();
+    let nics = d.db(move |s| s.nic_allocations(&n)).await?;
+    let dir = network_dir(d, &row.name);
+    let files = hosts_files(&nics, typed.dns_mode);
+    tokio::task::spawn_blocking(move || write_hosts(&dir, &files))
+        .await?
+        .map_err(ApiError::internal)?;
+    d.networks.reload_dnsmasq(&row.name);
+    Ok(())
+}
+
+/// The veth pair: `peer` (for the container) with the NIC's MAC; `host` with no IPv6 of its
+/// own and no router advertisements taken, a port of `bridge`, up.
+fn veth(host: &IfName, peer: &IfName, mac: mac::Mac, mtu: u32, bridge: &IfName) -> rxd_network::Result<()> {
+    let mut nl = Netlink::open()?;
+    nl.create_veth(host, peer, mac, mtu)?;
+    let rest = (|| {
+        if std::path::Path::new("/proc/sys/net/ipv6/conf").join(host.as_str()).exists() {
+            rxd_network::set_iface_sysctl(host, IfaceSysctl::Ipv6DisableIpv6, 1)?;
+            rxd_network::set_iface_sysctl(host, IfaceSysctl::Ipv6AcceptRa, 0)?;
+        }
+        nl.set_master(host, bridge)?;
+        nl.set_up(host)
+    })();
+    if rest.is_err() {
+        let _ = nl.delete_link(host);
+    }
+    rest
+}
+
+/// Deletes host ends (their peers go with them).
+async fn discard(hosts: Vec<IfName>) {
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Ok(mut nl) = Netlink::open() {
+            for h in hosts {
+                let _ = nl.delete_link(&h);
+            }
+        }
+    })
+    .await;
+}
+
+/// Forgets a container's NIC filters (without rebuilding the firewall).
+fn forget(d: &Daemon, key: &InstanceKey) -> bool {
+    let mut nics = d.networks.nics.lock().unwrap_or_else(|e| e.into_inner());
+    let before = nics.len();
+    nics.retain(|(k, _), _| k != key.as_str());
+    nics.len() != before
+}
+
+/// A start that failed after `prepare`: its host ends deleted, its filters gone.
+pub async fn abandon(d: &Daemon, key: &InstanceKey, prepared: Prepared) {
+    discard(prepared.hosts).await;
+    if forget(d, key) {
+        networks::rebuild_firewall(d).await;
+    }
+}
+
+/// A container stopped: its filters go, and so do host ends that outlived it, if any;
+/// `volatile.<dev>.host_name` is removed from `config`.
+pub async fn stopped(d: &Daemon, key: &InstanceKey, config: &mut Config) {
+    let hosts: Vec<IfName> = config
+        .iter()
+        .filter(|(k, _)| k.starts_with("volatile.") && k.ends_with(".host_name"))
+        .filter_map(|(_, v)| IfName::parse(v).ok())
+        .collect();
+    config.retain(|k, _| !(k.starts_with("volatile.") && k.ends_with(".host_name")));
+    if !hosts.is_empty() {
+        discard(hosts).await;
+    }
+    if forget(d, key) {
+        let _guard = d.networks.lock.lock().await;
+        networks::rebuild_firewall(d).await;
+    }
+}
+
+/// A device change or a deletion: reservations of devices no longer NICs on a managed
+/// network go, and their networks' hosts files follow.
+pub async fn prune(d: &Daemon, key: &InstanceKey, devices: Option<&Devices>) -> ApiResult<()> {
+    let managed: BTreeMap<String, NetworkRow> = networks::list(d)
+        .await?
+        .into_iter()
+        .map(|r| (r.name.clone(), r))
+        .collect();
+    let keep: Vec<String> = devices
+        .map(|devs| {
+            devs.iter()
+                .filter(|(_, v)| is_nic(v) && managed_network(v, &managed).is_some())
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let (p, n) = key.split();
+    let (p, n) = (p.to_owned(), n.to_owned());
+    let gone = d.db(move |s| s.prune_nic_allocations(&p, &n, &keep)).await?;
+    let _guard = d.networks.lock.lock().await;
+    for net in gone.iter().map(|r| r.network.clone()).collect::<BTreeSet<_>>() {
+        if let Some(row) = managed.get(&net) {
+            refresh_hosts(d, row).await?;
+        }
+    }
+    Ok(())
+}
+
+/// At daemon start: the filters of the NICs of containers still running, from their saved
+/// `volatile.*` keys and reservations, so the rebuilt firewall keeps them.
+pub async fn recover(d: &Daemon) {
+    let Ok(rows) = d.db(|s| s.all_instances()).await else {
+        return;
+    };
+    let managed: BTreeMap<String, NetworkRow> = match networks::list(d).await {
+        Ok(rows) => rows.into_iter().map(|r| (r.name.clone(), r)).collect(),
+        Err(_) => return,
+    };
+    for row in rows {
+        let key = InstanceKey::new(&row.project, &row.name);
+        if d.runtime.init(&key).is_none() {
+            continue;
+        }
+        let Ok(expanded) = crate::service::expand::expanded(d, &row).await else {
+            continue;
+        };
+        let config = crate::service::instances::config_of(&row);
+        let (p, n) = (row.project.clone(), row.name.clone());
+        let Ok(reservations) = d.db(move |s| s.instance_nics(&p, &n)).await else {
+            continue;
+        };
+        for (dev, device) in expanded.devices.iter().filter(|(_, v)| is_nic(v)) {
+            let Some(net) = managed_network(device, &managed) else {
+                continue;
+            };
+            let Ok((_, typed)) = networks::typed(&managed[net]) else {
+                continue;
+            };
+            let host = config.get(&format!("volatile.{dev}.host_name")).and_then(|h| IfName::parse(h).ok());
+            let r = reservations.iter().find(|r| &r.device == dev && r.network == net);
+            let (Some(host), Some(r)) = (host, r) else {
+                continue;
+            };
+            let Ok(mac) = r.hwaddr.parse() else {
+                continue;
+            };
+            let rules = rules(&key, dev, device, &host, mac, r, &typed);
+            d.networks
+                .nics
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((key.to_string(), dev.clone()), rules);
+        }
+    }
+}
