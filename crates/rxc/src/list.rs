@@ -690,6 +690,35 @@ mod tests {
     }
 
     #[test]
+    fn address_columns_as_lxc_shows_them() {
+        let net: Value = serde_json::json!({
+            "lo": {"type": "loopback", "addresses": [
+                {"family": "inet", "address": "127.0.0.1", "scope": "local"},
+                {"family": "inet6", "address": "::1", "scope": "local"}]},
+            "eth0": {"type": "broadcast", "addresses": [
+                {"family": "inet", "address": "10.0.0.5", "scope": "global"},
+                {"family": "inet6", "address": "fd42::5", "scope": "global"},
+                {"family": "inet6", "address": "fe80::1", "scope": "link"}]},
+            "eth1": {"type": "broadcast", "addresses": [
+                {"family": "inet", "address": "10.0.0.40", "scope": "global"},
+                {"family": "inet", "address": "169.254.0.9", "scope": "link"}]},
+        });
+        let mut i = instance("c1", "Running", &[]);
+        i.state = Some(rxd_api::instance::InstanceState {
+            network: Some(crate::connect::decode(net).unwrap()),
+            ..Default::default()
+        });
+        let column = |c: char| parse_columns(&c.to_string(), false, false).unwrap();
+        let show = |i: &Instance, c: char| cell(&column(c)[0], i);
+        // Reverse string order, as lxc sorts them: `10.0.0.5` after `10.0.0.40`.
+        assert_eq!(show(&i, '4'), "10.0.0.5 (eth0)\n10.0.0.40 (eth1)");
+        assert_eq!(show(&i, '6'), "fd42::5 (eth0)");
+        // A stopped instance shows none, whatever its state says.
+        i.status_code = 102;
+        assert_eq!(show(&i, '4'), "");
+    }
+
+    #[test]
     fn rows_sort_naturally_with_empty_cells_last() {
         let mut rows: Vec<Vec<String>> = ["c10", "c2", "", "b"]
             .iter()
