@@ -194,6 +194,22 @@ pub fn iec(n: i64) -> String {
     format!("{:.2}EiB", value / 1024.0)
 }
 
+/// LXD's `GetByteSizeString(n, 2)`: decimal units (`kB`, `MB`...), as `lxc network info`
+/// prints traffic.
+pub fn si(n: i64) -> String {
+    if n < 1000 {
+        return format!("{n}B");
+    }
+    let mut value = n as f64;
+    for unit in ["kB", "MB", "GB", "TB", "PB", "EB"] {
+        value /= 1000.0;
+        if value < 1000.0 {
+            return format!("{value:.2}{unit}");
+        }
+    }
+    format!("{value:.2}EB")
+}
+
 /// LXD's `ParseByteSizeString`: `512MiB`, `1GB`, `4096`.
 fn parse_size(s: &str) -> Option<i64> {
     let s = s.trim();
@@ -734,6 +750,9 @@ mod tests {
         assert_eq!(iec(512), "512B");
         assert_eq!(iec(1536), "1.50KiB");
         assert_eq!(iec(5 * 1024 * 1024), "5.00MiB");
+        assert_eq!(si(999), "999B");
+        assert_eq!(si(1000), "1.00kB");
+        assert_eq!(si(123_456_789), "123.46MB");
         assert_eq!(parse_size("1GiB"), Some(1 << 30));
         assert_eq!(parse_size("500MB"), Some(500_000_000));
         assert_eq!(parse_size("10%"), None);
