@@ -58,6 +58,9 @@ pub enum Command {
     /// Manage profiles.
     #[command(subcommand)]
     Profile(ProfileCmd),
+    /// Manage and attach instances to networks.
+    #[command(subcommand)]
+    Network(NetworkCmd),
     /// Role grants (rxd): who may do what on which project. Administrators only.
     #[command(subcommand)]
     Auth(AuthCmd),
@@ -683,6 +686,106 @@ pub enum ProfileCmd {
     /// A profile's devices.
     #[command(subcommand)]
     Device(DeviceCmd),
+}
+
+/// `rxc network ...`, as `lxc network` 5.0 has them. NETWORK is `[REMOTE:]NAME`; the instance
+/// or profile of `attach`/`detach` is on the same remote.
+#[derive(Subcommand, Debug)]
+pub enum NetworkCmd {
+    /// Attach new network interfaces to instances: `rxc network attach [REMOTE:]NETWORK
+    /// INSTANCE [DEVICE] [INTERFACE]` (the device is named after the network unless given;
+    /// INTERFACE is its name inside the instance).
+    Attach {
+        /// `[REMOTE:]NETWORK`
+        network: String,
+        /// An instance on the network's remote.
+        instance: String,
+        /// Device name (default: the network's name).
+        device: Option<String>,
+        /// Interface name inside the instance.
+        interface: Option<String>,
+    },
+    /// Attach network interfaces to profiles: `rxc network attach-profile [REMOTE:]NETWORK
+    /// PROFILE [DEVICE] [INTERFACE]`.
+    AttachProfile {
+        /// `[REMOTE:]NETWORK`
+        network: String,
+        /// A profile on the network's remote.
+        profile: String,
+        /// Device name (default: the network's name).
+        device: Option<String>,
+        /// Interface name inside the instances.
+        interface: Option<String>,
+    },
+    /// Create new networks: `rxc network create [REMOTE:]NETWORK [KEY=VALUE...]`.
+    Create {
+        name: String,
+        /// Config keys: `KEY=VALUE...`.
+        config: Vec<String>,
+        /// Network type (default: the server's, `bridge`).
+        #[arg(long = "type", short = 't', value_name = "TYPE")]
+        kind: Option<String>,
+        /// Description of the network.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Delete networks: `rxc network delete [REMOTE:]NETWORK`.
+    #[command(alias = "rm")]
+    Delete { name: String },
+    /// Detach network interfaces from instances: `rxc network detach [REMOTE:]NETWORK
+    /// INSTANCE [DEVICE]` (without DEVICE, the one NIC using the network).
+    Detach {
+        /// `[REMOTE:]NETWORK`
+        network: String,
+        /// An instance on the network's remote.
+        instance: String,
+        /// Device name (default: the one NIC device using the network).
+        device: Option<String>,
+    },
+    /// Detach network interfaces from profiles: `rxc network detach-profile
+    /// [REMOTE:]NETWORK PROFILE [DEVICE]`.
+    DetachProfile {
+        /// `[REMOTE:]NETWORK`
+        network: String,
+        /// A profile on the network's remote.
+        profile: String,
+        /// Device name (default: the one NIC device using the network).
+        device: Option<String>,
+    },
+    /// Edit network configurations as YAML ($EDITOR from a terminal, else standard input):
+    /// `rxc network edit [REMOTE:]NETWORK`.
+    Edit { name: String },
+    /// Get values for network configuration keys: `rxc network get [REMOTE:]NETWORK KEY`.
+    Get { name: String, key: String },
+    /// Get runtime information on networks: `rxc network info [REMOTE:]NETWORK`.
+    Info { name: String },
+    /// List available networks: `rxc network list [REMOTE:]`.
+    #[command(alias = "ls")]
+    List {
+        remote: Option<String>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// List DHCP leases: `rxc network list-leases [REMOTE:]NETWORK`.
+    ListLeases {
+        name: String,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Rename networks: `rxc network rename [REMOTE:]NETWORK NEW`.
+    #[command(alias = "mv")]
+    Rename { old: String, new: String },
+    /// Set network configuration keys: `rxc network set [REMOTE:]NETWORK KEY=VALUE...` (or,
+    /// for one key, `KEY VALUE`).
+    Set {
+        name: String,
+        #[arg(num_args = 1.., required = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Show network configurations: `rxc network show [REMOTE:]NETWORK`.
+    Show { name: String },
+    /// Unset network configuration keys: `rxc network unset [REMOTE:]NETWORK KEY`.
+    Unset { name: String, key: String },
 }
 
 /// Devices of a profile (`rxc profile device ...`) or an instance (`rxc config device ...`):

@@ -3,8 +3,8 @@
 //! `lxc` does. `override` copies a device an instance has from its profiles into its own.
 
 use crate::cli::{ConfigDeviceCmd, DeviceCmd};
-use crate::connect::{open, split_target, Conn};
-use crate::objects::pairs;
+use crate::connect::Conn;
+use crate::objects::{pairs, target};
 use crate::project::escape;
 use anyhow::{anyhow, bail};
 use rxd_api::instance::{Devices, InstancePut};
@@ -19,12 +19,13 @@ pub enum Owner {
 }
 
 /// A profile's or an instance's devices as read, with how to write them back.
-struct Held {
+pub(crate) struct Held {
     conn: Conn,
     owner: Owner,
     name: String,
     etag: Option<String>,
-    devices: Devices,
+    /// Its own devices: what a change edits before [`write`] sends them.
+    pub(crate) devices: Devices,
     /// An instance's devices with its profiles applied (empty for a profile).
     expanded: Devices,
     /// What a write sends besides the devices.
@@ -33,11 +34,13 @@ struct Held {
 }
 
 async fn read(conf: &ConfigDir, owner: Owner, spec: &str) -> anyhow::Result<Held> {
-    let (remote, name) = split_target(conf, spec);
-    if name.is_empty() {
-        bail!("{spec:?}: expected [REMOTE:]NAME");
-    }
-    let conn = open(conf, &remote)?;
+    let (conn, name) = target(conf, spec)?;
+    read_on(conn, owner, name).await
+}
+
+/// Read the devices of profile or instance `name` on a remote already open (`rxc network
+/// attach` names the instance on the network's remote).
+pub(crate) async fn read_on(conn: Conn, owner: Owner, name: String) -> anyhow::Result<Held> {
     Ok(match owner {
         Owner::Profile => {
             let (v, etag) = crate::objects::profile(&conn, &name).await?;
@@ -71,7 +74,8 @@ async fn read(conf: &ConfigDir, owner: Owner, spec: &str) -> anyhow::Result<Held
     })
 }
 
-async fn write(h: Held) -> anyhow::Result<()> {
+/// Send the devices back, guarded by the ETag they were read with.
+pub(crate) async fn write(h: Held) -> anyhow::Result<()> {
     match h.owner {
         Owner::Profile => {
             let mut body = h.profile.unwrap_or_default();

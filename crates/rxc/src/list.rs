@@ -194,6 +194,22 @@ pub fn iec(n: i64) -> String {
     format!("{:.2}EiB", value / 1024.0)
 }
 
+/// LXD's `GetByteSizeString(n, 2)`: decimal units (`kB`, `MB`...), as `lxc network info`
+/// prints traffic.
+pub fn si(n: i64) -> String {
+    if n < 1000 {
+        return format!("{n}B");
+    }
+    let mut value = n as f64;
+    for unit in ["kB", "MB", "GB", "TB", "PB", "EB"] {
+        value /= 1000.0;
+        if value < 1000.0 {
+            return format!("{value:.2}{unit}");
+        }
+    }
+    format!("{value:.2}EB")
+}
+
 /// LXD's `ParseByteSizeString`: `512MiB`, `1GB`, `4096`.
 fn parse_size(s: &str) -> Option<i64> {
     let s = s.trim();
@@ -690,6 +706,35 @@ mod tests {
     }
 
     #[test]
+    fn address_columns_as_lxc_shows_them() {
+        let net: Value = serde_json::json!({
+            "lo": {"type": "loopback", "addresses": [
+                {"family": "inet", "address": "127.0.0.1", "scope": "local"},
+                {"family": "inet6", "address": "::1", "scope": "local"}]},
+            "eth0": {"type": "broadcast", "addresses": [
+                {"family": "inet", "address": "10.0.0.5", "scope": "global"},
+                {"family": "inet6", "address": "fd42::5", "scope": "global"},
+                {"family": "inet6", "address": "fe80::1", "scope": "link"}]},
+            "eth1": {"type": "broadcast", "addresses": [
+                {"family": "inet", "address": "10.0.0.40", "scope": "global"},
+                {"family": "inet", "address": "169.254.0.9", "scope": "link"}]},
+        });
+        let mut i = instance("c1", "Running", &[]);
+        i.state = Some(rxd_api::instance::InstanceState {
+            network: Some(crate::connect::decode(net).unwrap()),
+            ..Default::default()
+        });
+        let column = |c: char| parse_columns(&c.to_string(), false, false).unwrap();
+        let show = |i: &Instance, c: char| cell(&column(c)[0], i);
+        // Reverse string order, as lxc sorts them: `10.0.0.5` after `10.0.0.40`.
+        assert_eq!(show(&i, '4'), "10.0.0.5 (eth0)\n10.0.0.40 (eth1)");
+        assert_eq!(show(&i, '6'), "fd42::5 (eth0)");
+        // A stopped instance shows none, whatever its state says.
+        i.status_code = 102;
+        assert_eq!(show(&i, '4'), "");
+    }
+
+    #[test]
     fn rows_sort_naturally_with_empty_cells_last() {
         let mut rows: Vec<Vec<String>> = ["c10", "c2", "", "b"]
             .iter()
@@ -705,6 +750,9 @@ mod tests {
         assert_eq!(iec(512), "512B");
         assert_eq!(iec(1536), "1.50KiB");
         assert_eq!(iec(5 * 1024 * 1024), "5.00MiB");
+        assert_eq!(si(999), "999B");
+        assert_eq!(si(1000), "1.00kB");
+        assert_eq!(si(123_456_789), "123.46MB");
         assert_eq!(parse_size("1GiB"), Some(1 << 30));
         assert_eq!(parse_size("500MB"), Some(500_000_000));
         assert_eq!(parse_size("10%"), None);

@@ -15,6 +15,7 @@ mod instance;
 mod list;
 mod login;
 mod monitor;
+mod network;
 mod objects;
 mod profile;
 mod project;
@@ -153,6 +154,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Image(cmd) => image::run(&conf, cmd).await,
         Command::Project(cmd) => project::run(&mut conf, cmd).await,
         Command::Profile(cmd) => profile::run(&mut conf, cmd).await,
+        Command::Network(cmd) => network::run(&conf, cmd).await,
         Command::Auth(cmd) => project::auth(&conf, cmd).await,
         Command::File(cmd) => file::run(&conf, cmd).await,
         Command::Snapshot { name, snapshot } => {

@@ -3,7 +3,8 @@
 //! writes it back guarded by its ETag, as `lxc` does.
 
 use crate::cli::ProfileCmd;
-use crate::connect::{open, remote_name, split_target, Conn};
+use crate::connect::{open, remote_name};
+use crate::objects::target;
 use crate::output::{column, print_list};
 use crate::project::escape;
 use anyhow::bail;
@@ -33,14 +34,6 @@ const PROFILE_EDIT_HELP: &str = "### This is a YAML representation of the profil
 ###     type: nic
 ###
 ### Note that the name is shown but cannot be changed";
-
-fn target(conf: &ConfigDir, spec: &str) -> anyhow::Result<(Conn, String)> {
-    let (remote, name) = split_target(conf, spec);
-    if name.is_empty() {
-        bail!("{spec:?}: expected [REMOTE:]NAME");
-    }
-    Ok((open(conf, &remote)?, name))
-}
 
 /// Read a profile, let `change` edit it, write it back under its ETag.
 async fn modify(
