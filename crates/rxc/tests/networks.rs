@@ -29,8 +29,16 @@ async fn ipv4(s: &Session, name: &str) -> String {
         if Instant::now() > deadline {
             let log = (
                 std::fs::read_to_string(s.d.dir().join("networks/br0/dnsmasq.leases")),
-                Command::new("ls").arg("-laR").arg(s.d.dir().join("networks")).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()),
-                Command::new("ls").arg("-lad").arg(s.d.dir()).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()),
+                Command::new("ls")
+                    .arg("-laR")
+                    .arg(s.d.dir().join("networks"))
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned()),
+                Command::new("ls")
+                    .arg("-lad")
+                    .arg(s.d.dir())
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned()),
             );
             let (_, ps) = s.sh(name, "ls -la /usr/share/udhcpc; interface=eth0 ip=10.99.0.9 mask=24 router=10.99.0.1 sh -x /usr/share/udhcpc/default.script bound 2>&1; ip addr");
             let cmdlines: Vec<String> = std::fs::read_dir("/proc")
@@ -72,7 +80,14 @@ fn eventually(s: &Session, name: &str, script: &str) -> String {
 
 fn nft_rxd(lab: &NetLab) -> String {
     let out = Command::new("ip")
-        .args(["netns", "exec", &lab.name(Ns::Rxd), "nft", "list", "ruleset"])
+        .args([
+            "netns",
+            "exec",
+            &lab.name(Ns::Rxd),
+            "nft",
+            "list",
+            "ruleset",
+        ])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -82,8 +97,7 @@ fn dnsmasqs(lab: &NetLab) -> Vec<i32> {
     lab.pids(Ns::Rxd)
         .into_iter()
         .filter(|p| {
-            std::fs::read_link(format!("/proc/{p}/exe"))
-                .is_ok_and(|e| e.ends_with("dnsmasq"))
+            std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e.ends_with("dnsmasq"))
         })
         .collect()
 }
@@ -129,11 +143,17 @@ async fn containers_on_a_managed_bridge_get_addresses_names_nat_and_filtering() 
     assert!(lab.links(Ns::Rxd).contains(&"br0".to_owned()));
     assert_eq!(dnsmasqs(&lab).len(), 1);
     let rules = nft_rxd(&lab);
-    assert!(rules.contains("table inet rxd") && rules.contains("masquerade"), "{rules}");
+    assert!(
+        rules.contains("table inet rxd") && rules.contains("masquerade"),
+        "{rules}"
+    );
     // Host interfaces are listed, unmanaged, to the server administrator.
     let all = s.get("/1.0/networks?recursion=1").await;
     assert!(
-        all.as_array().unwrap().iter().any(|n| n["name"] == "up0" && n["managed"] == false),
+        all.as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["name"] == "up0" && n["managed"] == false),
         "{all}"
     );
 
@@ -151,12 +171,19 @@ async fn containers_on_a_managed_bridge_get_addresses_names_nat_and_filtering() 
     assert!(a1.starts_with("10.99.0.") && a2.starts_with("10.99.0.") && a1 != a2);
     let state = s.state("c1").await;
     let eth0 = &state["network"]["eth0"];
-    assert!(eth0["host_name"].as_str().unwrap().starts_with("veth"), "{eth0}");
+    assert!(
+        eth0["host_name"].as_str().unwrap().starts_with("veth"),
+        "{eth0}"
+    );
     assert_eq!(eth0["hwaddr"].as_str().unwrap()[..8].to_owned(), "00:16:3e");
     assert_eq!(state["network"]["lo"]["state"], "up", "{state}");
     let leases = s.get("/1.0/networks/br0/leases").await;
     assert!(
-        leases.as_array().unwrap().iter().any(|l| l["address"] == a1.as_str() && l["hostname"] == "c1"),
+        leases
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["address"] == a1.as_str() && l["hostname"] == "c1"),
         "{leases}"
     );
 
@@ -166,7 +193,14 @@ async fn containers_on_a_managed_bridge_get_addresses_names_nat_and_filtering() 
     let looked_up = eventually(&s, "c1", "nslookup c2.lxd 10.99.0.1");
     assert!(looked_up.contains(&a2), "{looked_up}");
     let sysctl = Command::new("ip")
-        .args(["netns", "exec", &lab.name(Ns::Rxd), "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"])
+        .args([
+            "netns",
+            "exec",
+            &lab.name(Ns::Rxd),
+            "sysctl",
+            "-qw",
+            "net.ipv4.conf.all.forwarding=1",
+        ])
         .status()
         .unwrap();
     assert!(sysctl.success());
@@ -196,7 +230,11 @@ async fn containers_on_a_managed_bridge_get_addresses_names_nat_and_filtering() 
     assert_eq!(refused, "The network is currently in use");
     let used_by = s.get("/1.0/networks/br0").await["used_by"].clone();
     assert!(
-        used_by.as_array().unwrap().iter().any(|u| u == "/1.0/profiles/default"),
+        used_by
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u == "/1.0/profiles/default"),
         "{used_by}"
     );
 
@@ -210,7 +248,10 @@ async fn containers_on_a_managed_bridge_get_addresses_names_nat_and_filtering() 
         .output()
         .unwrap();
     let listed = String::from_utf8_lossy(&out.stdout);
-    assert!(listed.contains(&format!("c1,{a1} (eth0)")), "{listed} {out:?}");
+    assert!(
+        listed.contains(&format!("c1,{a1} (eth0)")),
+        "{listed} {out:?}"
+    );
 
     // An rxd restart keeps addresses, the connectivity and one dnsmasq.
     let before = dnsmasqs(&lab);

@@ -61,6 +61,11 @@ pub const API_EXTENSIONS: &[&str] = &[
     "snapshot_expiry",
     "snapshot_expiry_creation",
     "rxd_auth_grants",
+    "network",
+    "network_state",
+    "network_leases",
+    "instance_nic_network",
+    "container_nic_ipfilter",
 ];
 
 /// What rxd reports as `server_version`, so that LXD 5.0 clients pick their 5.0 code paths.

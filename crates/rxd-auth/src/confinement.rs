@@ -790,7 +790,10 @@ mod tests {
             ("restricted.devices.proxy", "allow"),
         ]);
         let nic_allow = map(&[("restricted", "true"), ("restricted.devices.nic", "allow")]);
-        let net_access = map(&[("restricted", "true"), ("restricted.networks.access", "br1,up0")]);
+        let net_access = map(&[
+            ("restricted", "true"),
+            ("restricted.networks.access", "br1,up0"),
+        ]);
         fn disk(src: &'static str) -> Vec<(&'static str, &'static str)> {
             vec![("type", "disk"), ("source", src), ("path", "/mnt")]
         }

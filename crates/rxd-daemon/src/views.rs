@@ -56,7 +56,9 @@ fn instance_network(pid: i32) -> Option<BTreeMap<String, InstanceStateNetwork>> 
                     host_name: i.host_name.unwrap_or_default(),
                     mtu: i64::from(s.mtu),
                     state: s.flags.state().into(),
-                    kind: rxd_network::LinkType::of_instance_iface(s.flags).as_str().into(),
+                    kind: rxd_network::LinkType::of_instance_iface(s.flags)
+                        .as_str()
+                        .into(),
                 };
                 (s.name, state)
             })

@@ -55,8 +55,9 @@ impl Executor {
 
 impl libcontainer::workload::Executor for Executor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
-        loopback_up()
-            .map_err(|e| ExecutorError::Other(format!("bringing up the loopback interface: {e}")))?;
+        loopback_up().map_err(|e| {
+            ExecutorError::Other(format!("bringing up the loopback interface: {e}"))
+        })?;
         enter_locked(&self.socket, spec)
             .map_err(|e| ExecutorError::Other(format!("locking the container's mounts: {e:#}")))?;
         DefaultExecutor {}.exec(spec)

@@ -395,13 +395,13 @@ mod tests {
     #[test]
     fn nics_become_net_devices_renamed_inside() {
         let mut p = plan(None);
-        let s = build(&p, u64::MAX, &[], CGROUP_V2).unwrap();
+        let s = build(&p, u64::MAX, &[], V2).unwrap();
         assert!(s.linux().as_ref().unwrap().net_devices().is_none());
         p.nics = vec![rxd_core::launch::NicPlan {
             host: "rxp0a1b2c3d".into(),
             name: "eth0".into(),
         }];
-        let s = build(&p, u64::MAX, &[], CGROUP_V2).unwrap();
+        let s = build(&p, u64::MAX, &[], V2).unwrap();
         let nets = s.linux().as_ref().unwrap().net_devices().clone().unwrap();
         assert_eq!(nets.len(), 1);
         assert_eq!(nets["rxp0a1b2c3d"].name().as_deref(), Some("eth0"));

@@ -325,6 +325,19 @@ impl TestDaemon {
     }
 
     /// Whether the daemon process has ended (a fail point killed it, say), reaping it if so.
+    /// Whether the process ends within `timeout`: its lock file is released while it exits,
+    /// a moment before the kernel reports it ended.
+    pub fn exits_within(&mut self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.exited() {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        true
+    }
+
     pub fn exited(&mut self) -> bool {
         match self.child.as_mut().map(|c| c.try_wait()) {
             Some(Ok(Some(_))) => {

@@ -94,6 +94,15 @@ fn expected_min(method: &str, path: &str) -> Min {
     if path.starts_with("/1.0/profiles") {
         return if method == "GET" { Auditor } else { Operator };
     }
+    // Networks live in `default` and serve every project's NICs; only the server
+    // administrator makes or changes bridges.
+    if path.starts_with("/1.0/networks") {
+        return if method == "GET" {
+            Auditor
+        } else {
+            ServerAdmin
+        };
+    }
     if path.starts_with("/1.0/images") {
         return if method == "GET" { Auditor } else { Operator };
     }

@@ -10,13 +10,13 @@ use crate::listing::ListQuery;
 use crate::response::{self, check_if_match};
 use crate::service::networks::{self, config_of};
 use crate::state::Daemon;
+use crate::views::{addresses, counters};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use http::HeaderMap;
-use crate::views::{addresses, counters};
 use rxd_api::network::{
-    Network, NetworkLease, NetworkPost, NetworkPut, NetworkState, NetworkStateBridge, NetworkStateCounters,
-    NetworksPost,
+    Network, NetworkLease, NetworkPost, NetworkPut, NetworkState, NetworkStateBridge,
+    NetworkStateCounters, NetworksPost,
 };
 use rxd_store::NetworkRow;
 use serde::Serialize;
@@ -123,10 +123,19 @@ pub async fn post(
     Json(body): Json<NetworksPost>,
 ) -> ApiResult<Response> {
     let admin = caller.rights.require_admin()?;
-    networks::create(&d, &admin, &body.name, &body.kind, body.description, body.config).await?;
+    networks::create(
+        &d,
+        &admin,
+        &body.name,
+        &body.kind,
+        body.description,
+        body.config,
+    )
+    .await?;
     let url = url(&body.name);
     tracing::info!(network = %body.name, by = %caller.identity.user_name(), "network created");
-    d.events.lifecycle("network-created", &url, "default", &caller);
+    d.events
+        .lifecycle("network-created", &url, "default", &caller);
     Ok(response::created(&url))
 }
 
@@ -268,7 +277,9 @@ pub async fn state(
         hwaddr: iface.mac().map(|m| m.to_string()).unwrap_or_default(),
         mtu: i64::from(iface.mtu),
         state: iface.flags.state().into(),
-        kind: rxd_network::LinkType::of_network(iface.flags).as_str().into(),
+        kind: rxd_network::LinkType::of_network(iface.flags)
+            .as_str()
+            .into(),
         ..NetworkState::default()
     };
     if let Some(b) = &link.bridge {
@@ -292,7 +303,8 @@ pub async fn leases(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     let row = networks::get(&d, &name).await?;
-    let leases = networks::leases(&d, &row, |p| caller.can_view(p), caller.rights.is_admin()).await?;
+    let leases =
+        networks::leases(&d, &row, |p| caller.can_view(p), caller.rights.is_admin()).await?;
     let out: Vec<NetworkLease> = leases
         .into_iter()
         .map(|(hostname, hwaddr, address, kind)| NetworkLease {

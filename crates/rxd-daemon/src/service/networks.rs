@@ -5,7 +5,6 @@
 //! `Networks::lock`, so they happen one at a time in one order.
 
 use crate::error::{ApiError, ApiResult};
-use crate::service::instances::project_suffix;
 use crate::state::Daemon;
 use rxd_auth::proof::AdminProof;
 use rxd_core::name::InstanceKey;
@@ -101,6 +100,15 @@ pub fn uses(device: &BTreeMap<String, String>, name: &str) -> bool {
         && (device.get("network").map(String::as_str) == Some(name)
             || (device.get("nictype").map(String::as_str) == Some("bridged")
                 && device.get("parent").map(String::as_str) == Some(name)))
+}
+
+/// `?project=NAME` for a project other than `default` (as instance and profile URLs carry it).
+fn project_suffix(project: &str) -> String {
+    if project == "default" {
+        String::new()
+    } else {
+        format!("?project={project}")
+    }
 }
 
 fn check_description(description: &str) -> ApiResult<()> {
@@ -287,7 +295,8 @@ pub async fn update(
         .into_iter()
         .filter(|r| r.name != name)
         .collect();
-    let (config, _) = tokio::task::spawn_blocking(move || prepare(config, &others, false)).await??;
+    let (config, _) =
+        tokio::task::spawn_blocking(move || prepare(config, &others, false)).await??;
     let new = NetworkRow {
         description,
         config: serde_json::to_string(&config).map_err(ApiError::internal)?,
@@ -314,7 +323,9 @@ pub async fn rename(d: &Daemon, _admin: &AdminProof, old: &str, new: &str) -> Ap
         return Err(bad("Network is currently in use"));
     }
     if list(d).await?.iter().any(|r| r.name == new) {
-        return Err(ApiError::Conflict(format!("Network {new:?} already exists")));
+        return Err(ApiError::Conflict(format!(
+            "Network {new:?} already exists"
+        )));
     }
     let ifname = IfName::parse(new).map_err(bad)?;
     let taken = tokio::task::spawn_blocking(move || -> rxd_network::Result<bool> {
@@ -323,7 +334,9 @@ pub async fn rename(d: &Daemon, _admin: &AdminProof, old: &str, new: &str) -> Ap
     .await?
     .map_err(ApiError::internal)?;
     if taken {
-        return Err(bad(format!("A host interface named {new:?} already exists")));
+        return Err(bad(format!(
+            "A host interface named {new:?} already exists"
+        )));
     }
     tear_down(d, old).await?;
     let (o, n) = (old.to_owned(), new.to_owned());
@@ -425,8 +438,8 @@ pub async fn bring_up(d: &Daemon, row: &NetworkRow) -> ApiResult<()> {
     let n = row.name.clone();
     let nics = d.db(move |s| s.nic_allocations(&n)).await?;
     let old = d.networks.take_dnsmasq(&row.name);
-    let result = tokio::task::spawn_blocking(move || setup(&name, &config, mac, &dir, &nics, old))
-        .await?;
+    let result =
+        tokio::task::spawn_blocking(move || setup(&name, &config, mac, &dir, &nics, old)).await?;
     match result {
         Ok(dnsmasq) => {
             if let Some(dnsmasq) = dnsmasq {
@@ -464,9 +477,7 @@ fn setup(
     let mut nl = Netlink::open().map_err(|e| s(&e))?;
     nl.ensure_bridge(&ifname, config.mtu, mac)
         .map_err(|e| s(&e))?;
-    let sysctl = |key, value| {
-        rxd_network::set_iface_sysctl(&ifname, key, value).map_err(|e| s(&e))
-    };
+    let sysctl = |key, value| rxd_network::set_iface_sysctl(&ifname, key, value).map_err(|e| s(&e));
     if config.ipv6.is_some() {
         sysctl(IfaceSysctl::Ipv6DisableIpv6, 0)?;
         sysctl(IfaceSysctl::Ipv6Autoconf, 0)?;
@@ -664,7 +675,12 @@ pub async fn leases(
     let gw_mac = bridge_mac(d, row, &config).to_string();
     let gw_name = format!("{}.gw", row.name);
     if let Some(v4) = &config.ipv4 {
-        out.push((gw_name.clone(), gw_mac.clone(), v4.address.addr().to_string(), "gateway"));
+        out.push((
+            gw_name.clone(),
+            gw_mac.clone(),
+            v4.address.addr().to_string(),
+            "gateway",
+        ));
     }
     if let Some(v6) = &config.ipv6 {
         out.push((gw_name, gw_mac, v6.address.addr().to_string(), "gateway"));

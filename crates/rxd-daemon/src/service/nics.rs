@@ -36,7 +36,10 @@ fn is_nic(device: &Device) -> bool {
 }
 
 fn set<'a>(device: &'a Device, key: &str) -> Option<&'a str> {
-    device.get(key).map(String::as_str).filter(|v| !v.is_empty())
+    device
+        .get(key)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
 }
 
 fn flag(device: &Device, key: &str, default: bool) -> bool {
@@ -52,7 +55,10 @@ fn random_ifname() -> IfName {
 }
 
 /// The network a NIC is on: `network=NAME`, or a bridged NIC whose parent is a managed network.
-fn managed_network<'a>(device: &'a Device, managed: &BTreeMap<String, NetworkRow>) -> Option<&'a str> {
+fn managed_network<'a>(
+    device: &'a Device,
+    managed: &BTreeMap<String, NetworkRow>,
+) -> Option<&'a str> {
     if let Some(n) = set(device, "network") {
         return Some(n);
     }
@@ -62,7 +68,12 @@ fn managed_network<'a>(device: &'a Device, managed: &BTreeMap<String, NetworkRow
 
 /// The name inside: `name`, else the one chosen before (`volatile.<dev>.name`), else the first
 /// `eth<N>` no other NIC takes.
-fn inside_name(devices: &Devices, dev: &str, config: &mut Config, taken: &mut BTreeSet<String>) -> String {
+fn inside_name(
+    devices: &Devices,
+    dev: &str,
+    config: &mut Config,
+    taken: &mut BTreeSet<String>,
+) -> String {
     let device = &devices[dev];
     if let Some(n) = set(device, "name") {
         taken.insert(n.to_owned());
@@ -87,7 +98,9 @@ fn inside_name(devices: &Devices, dev: &str, config: &mut Config, taken: &mut BT
 /// `00:16:3e` one.
 fn nic_mac(device: &Device, dev: &str, config: &mut Config) -> ApiResult<mac::Mac> {
     if let Some(h) = set(device, "hwaddr") {
-        return h.parse().map_err(|e| bad(format!("Device {dev:?}: hwaddr: {e}")));
+        return h
+            .parse()
+            .map_err(|e| bad(format!("Device {dev:?}: hwaddr: {e}")));
     }
     let key = format!("volatile.{dev}.hwaddr");
     if let Some(m) = config.get(&key).and_then(|h| h.parse().ok()) {
@@ -213,7 +226,15 @@ fn reserve(
 
 /// A NIC's filters: on by default (rxd is stricter than LXD); the allowed addresses are its
 /// reservation (and, for IPv6, its link-local address).
-fn rules(key: &InstanceKey, dev: &str, device: &Device, host: &IfName, mac: mac::Mac, row: &NicRow, config: &BridgeConfig) -> nft::NicRules {
+fn rules(
+    key: &InstanceKey,
+    dev: &str,
+    device: &Device,
+    host: &IfName,
+    mac: mac::Mac,
+    row: &NicRow,
+    config: &BridgeConfig,
+) -> nft::NicRules {
     let v4: Option<Ipv4Addr> = row.ipv4.as_deref().and_then(|a| a.parse().ok());
     let v6: Option<Ipv6Addr> = row.ipv6.as_deref().and_then(|a| a.parse().ok());
     let ipv4 = flag(device, "security.ipv4_filtering", true).then(|| {
@@ -228,7 +249,8 @@ fn rules(key: &InstanceKey, dev: &str, device: &Device, host: &IfName, mac: mac:
             if let Some(a) = v6 {
                 allowed.push(ipnet::Ipv6Net::new_assert(a, 128));
             }
-            let link_local = ipnet::Ipv6Net::new_assert(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 64);
+            let link_local =
+                ipnet::Ipv6Net::new_assert(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 64);
             if let Some(a) = mac::eui64(link_local, mac) {
                 allowed.push(ipnet::Ipv6Net::new_assert(a, 128));
             }
@@ -254,7 +276,11 @@ pub async fn prepare(
     devices: &Devices,
     config: &mut Config,
 ) -> ApiResult<Prepared> {
-    let nics: Vec<&String> = devices.iter().filter(|(_, v)| is_nic(v)).map(|(k, _)| k).collect();
+    let nics: Vec<&String> = devices
+        .iter()
+        .filter(|(_, v)| is_nic(v))
+        .map(|(k, _)| k)
+        .collect();
     // Reservations of devices that are gone (or left their managed network) go first.
     prune(d, key, Some(devices)).await?;
     if nics.is_empty() {
@@ -301,9 +327,9 @@ async fn prepare_all(
         let network = managed_network(device, managed);
         let (bridge, typed, row) = match network {
             Some(n) => {
-                let row = managed.get(n).ok_or_else(|| {
-                    bad(format!("Device {dev:?}: network {n:?} not found"))
-                })?;
+                let row = managed
+                    .get(n)
+                    .ok_or_else(|| bad(format!("Device {dev:?}: network {n:?} not found")))?;
                 if let Some(e) = d.networks.error(n) {
                     return Err(ApiError::BadRequest(format!(
                         "Network {n:?} unavailable on this server: {e}"
@@ -325,7 +351,9 @@ async fn prepare_all(
         let name = inside_name(devices, dev, config, &mut taken);
         IfName::parse(&name).map_err(|e| bad(format!("Device {dev:?}: name: {e}")))?;
         let host = match set(device, "host_name") {
-            Some(h) => IfName::parse(h).map_err(|e| bad(format!("Device {dev:?}: host_name: {e}")))?,
+            Some(h) => {
+                IfName::parse(h).map_err(|e| bad(format!("Device {dev:?}: host_name: {e}")))?
+            }
             None => random_ifname(),
         };
         let peer = random_ifname();
@@ -344,13 +372,15 @@ async fn prepare_all(
                 let others = d.db(move |s| s.nic_allocations(&n)).await?;
                 let r = reserve(key, dev, device, mac, &row.name, t, &others)?;
                 let stored = r.clone();
-                d.db(move |s| s.set_nic_allocation(&stored)).await.map_err(|e| match e {
-                    ApiError::Conflict(_) => ApiError::Conflict(format!(
-                        "Device {dev:?}: its MAC or address is already taken on network {:?}",
-                        row.name
-                    )),
-                    e => e,
-                })?;
+                d.db(move |s| s.set_nic_allocation(&stored))
+                    .await
+                    .map_err(|e| match e {
+                        ApiError::Conflict(_) => ApiError::Conflict(format!(
+                            "Device {dev:?}: its MAC or address is already taken on network {:?}",
+                            row.name
+                        )),
+                        e => e,
+                    })?;
                 touched.insert(row.name.clone());
                 Some(r)
             }
@@ -398,11 +428,20 @@ async fn refresh_hosts(d: &Daemon, row: &NetworkRow) -> ApiResult<()> {
 
 /// The veth pair: `peer` (for the container) with the NIC's MAC; `host` with no IPv6 of its
 /// own and no router advertisements taken, a port of `bridge`, up.
-fn veth(host: &IfName, peer: &IfName, mac: mac::Mac, mtu: u32, bridge: &IfName) -> rxd_network::Result<()> {
+fn veth(
+    host: &IfName,
+    peer: &IfName,
+    mac: mac::Mac,
+    mtu: u32,
+    bridge: &IfName,
+) -> rxd_network::Result<()> {
     let mut nl = Netlink::open()?;
     nl.create_veth(host, peer, mac, mtu)?;
     let rest = (|| {
-        if std::path::Path::new("/proc/sys/net/ipv6/conf").join(host.as_str()).exists() {
+        if std::path::Path::new("/proc/sys/net/ipv6/conf")
+            .join(host.as_str())
+            .exists()
+        {
             rxd_network::set_iface_sysctl(host, IfaceSysctl::Ipv6DisableIpv6, 1)?;
             rxd_network::set_iface_sysctl(host, IfaceSysctl::Ipv6AcceptRa, 0)?;
         }
@@ -479,9 +518,15 @@ pub async fn prune(d: &Daemon, key: &InstanceKey, devices: Option<&Devices>) -> 
         .unwrap_or_default();
     let (p, n) = key.split();
     let (p, n) = (p.to_owned(), n.to_owned());
-    let gone = d.db(move |s| s.prune_nic_allocations(&p, &n, &keep)).await?;
+    let gone = d
+        .db(move |s| s.prune_nic_allocations(&p, &n, &keep))
+        .await?;
     let _guard = d.networks.lock.lock().await;
-    for net in gone.iter().map(|r| r.network.clone()).collect::<BTreeSet<_>>() {
+    for net in gone
+        .iter()
+        .map(|r| r.network.clone())
+        .collect::<BTreeSet<_>>()
+    {
         if let Some(row) = managed.get(&net) {
             refresh_hosts(d, row).await?;
         }
@@ -507,7 +552,7 @@ pub async fn recover(d: &Daemon) {
         let Ok(expanded) = crate::service::expand::expanded(d, &row).await else {
             continue;
         };
-        let config = crate::service::instances::config_of(&row);
+        let config: Config = serde_json::from_str(&row.config).unwrap_or_default();
         let (p, n) = (row.project.clone(), row.name.clone());
         let Ok(reservations) = d.db(move |s| s.instance_nics(&p, &n)).await else {
             continue;
@@ -519,8 +564,12 @@ pub async fn recover(d: &Daemon) {
             let Ok((_, typed)) = networks::typed(&managed[net]) else {
                 continue;
             };
-            let host = config.get(&format!("volatile.{dev}.host_name")).and_then(|h| IfName::parse(h).ok());
-            let r = reservations.iter().find(|r| &r.device == dev && r.network == net);
+            let host = config
+                .get(&format!("volatile.{dev}.host_name"))
+                .and_then(|h| IfName::parse(h).ok());
+            let r = reservations
+                .iter()
+                .find(|r| &r.device == dev && r.network == net);
             let (Some(host), Some(r)) = (host, r) else {
                 continue;
             };
