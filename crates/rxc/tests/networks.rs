@@ -223,6 +223,43 @@ async fn containers_on_a_managed_bridge_get_addresses_names_nat_and_filtering() 
     s.sh("c1", &format!("ip link set eth0 address {mac}"));
     eventually(&s, "c1", &format!("ping -c1 -W2 {a2}"));
 
+    // A NIC plugged into a running container: moved in under its name, up, with its lease;
+    // unplugged: gone inside and on the host.
+    let vethx = |lab: &NetLab| {
+        lab.links(Ns::Rxd)
+            .iter()
+            .filter(|l| l.starts_with("veth"))
+            .count()
+    };
+    assert_eq!(vethx(&lab), 2);
+    s.ok(&[
+        "config",
+        "device",
+        "add",
+        "c1",
+        "eth1",
+        "nic",
+        "network=br0",
+        "name=eth1",
+    ]);
+    let volatile = s.get("/1.0/instances/c1").await["config"]["volatile.eth1.host_name"].clone();
+    assert!(
+        volatile.as_str().is_some_and(|h| h.starts_with("veth")),
+        "{volatile}"
+    );
+    assert_eq!(vethx(&lab), 3);
+    let out = eventually(
+        &s,
+        "c1",
+        "udhcpc -q -n -t 5 -i eth1 -s /usr/share/udhcpc/default.script >/dev/null 2>&1; ip -4 addr show eth1",
+    );
+    assert!(out.contains("inet 10.99.0."), "{out}");
+    s.ok(&["config", "device", "remove", "c1", "eth1"]);
+    let (code, _) = s.sh("c1", "ip link show eth1");
+    assert_ne!(code, 0, "eth1 is still inside");
+    assert_eq!(vethx(&lab), 2);
+    eventually(&s, "c1", &format!("ping -c1 -W2 {a2}"));
+
     // In use: neither deleted nor renamed.
     let refused = outcome(&c, Method::DELETE, "/1.0/networks/br0", json!({}))
         .await

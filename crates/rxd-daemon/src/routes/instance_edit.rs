@@ -174,7 +174,7 @@ async fn update(
         ));
     }
     let current = config_of(&row);
-    let config = merge_config(&current, body.config.unwrap_or_default(), replace)?;
+    let mut config = merge_config(&current, body.config.unwrap_or_default(), replace)?;
     let old = expand::expand_with(&known, &row.profiles, &current, &current_devices);
     let new = expand::expand_with(&known, &profile_names, &config, &devices);
     expand::check_devices(&new.devices)?;
@@ -221,6 +221,25 @@ async fn update(
             let _ = apply_limits(d, &row, &old.config).await;
         }
         return Err(e);
+    }
+    // NICs too (their `volatile.<dev>.*` keys go into the config stored below).
+    if let Some(init) = d.runtime.init(&key) {
+        let plugged = crate::service::nics::hotplug(
+            d,
+            &key,
+            init.pid,
+            &old.devices,
+            &new.devices,
+            &mut config,
+        )
+        .await;
+        if let Err(e) = plugged {
+            let _ = plug(&new.devices, &old.devices).await;
+            if live {
+                let _ = apply_limits(d, &row, &old.config).await;
+            }
+            return Err(e);
+        }
     }
     let undo = || async {
         let _ = plug(&new.devices, &old.devices).await;

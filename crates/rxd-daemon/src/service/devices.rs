@@ -157,18 +157,6 @@ pub async fn plug(
     if d.runtime.init(key).is_none() {
         return Ok(());
     }
-    // A NIC is wired as the container starts; rxd does not hot-plug one yet, and a change
-    // that would only apply at the next start must not pass for a live one.
-    let nic = |devs: &Devices| {
-        devs.iter()
-            .find(|(_, dev)| dev.get("type").map(String::as_str) == Some("nic"))
-            .map(|(n, _)| n.clone())
-    };
-    if let Some(name) = nic(&changed(old, new)).or_else(|| nic(&changed(new, old))) {
-        return Err(ApiError::BadRequest(format!(
-            "Device {name:?}: adding, changing or removing a NIC of a running container is not supported yet; stop the container first"
-        )));
-    }
     let change = difference(d, project, old, new);
     if !change.is_empty() {
         d.runtime.change_devices(key, &change).await.map_err(|e| {

@@ -304,7 +304,6 @@ pub async fn prepare(
     Ok(prepared)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn prepare_all(
     d: &Daemon,
     key: &InstanceKey,
@@ -317,99 +316,235 @@ async fn prepare_all(
     let mut taken = BTreeSet::new();
     let mut touched = BTreeSet::new();
     for dev in nics {
-        let device = &devices[*dev];
-        let nictype = set(device, "nictype").unwrap_or("bridged");
-        if nictype != "bridged" {
-            return Err(bad(format!(
-                "Device {dev:?}: NIC type {nictype:?} cannot be started yet: rxd starts bridged NICs (network=NAME or nictype=bridged)"
-            )));
-        }
-        let network = managed_network(device, managed);
-        let (bridge, typed, row) = match network {
-            Some(n) => {
-                let row = managed
-                    .get(n)
-                    .ok_or_else(|| bad(format!("Device {dev:?}: network {n:?} not found")))?;
-                if let Some(e) = d.networks.error(n) {
-                    return Err(ApiError::BadRequest(format!(
-                        "Network {n:?} unavailable on this server: {e}"
-                    )));
-                }
-                let (_, typed) = networks::typed(row)?;
-                (n.to_owned(), Some(typed), Some(row))
-            }
-            None => (
-                set(device, "parent")
-                    .ok_or_else(|| bad(format!("Device {dev:?}: no network or parent")))?
-                    .to_owned(),
-                None,
-                None,
-            ),
-        };
-        let bridge_if = IfName::parse(&bridge).map_err(bad)?;
-        let mac = nic_mac(device, dev, config)?;
-        let name = inside_name(devices, dev, config, &mut taken);
-        IfName::parse(&name).map_err(|e| bad(format!("Device {dev:?}: name: {e}")))?;
-        let host = match set(device, "host_name") {
-            Some(h) => {
-                IfName::parse(h).map_err(|e| bad(format!("Device {dev:?}: host_name: {e}")))?
-            }
-            None => random_ifname(),
-        };
-        let peer = random_ifname();
-        let mtu = match set(device, "mtu") {
-            Some(m) => m
-                .parse::<u32>()
-                .ok()
-                .filter(|m| (1280..=16384).contains(m) || *m >= 576)
-                .ok_or_else(|| bad(format!("Device {dev:?}: invalid mtu {m:?}")))?,
-            None => typed.as_ref().map_or(1500, |t| t.mtu),
-        };
-        // The reservation first: a conflict refuses the start before any link exists.
-        let reservation = match (&typed, row) {
-            (Some(t), Some(row)) => {
-                let n = row.name.clone();
-                let others = d.db(move |s| s.nic_allocations(&n)).await?;
-                let r = reserve(key, dev, device, mac, &row.name, t, &others)?;
-                let stored = r.clone();
-                d.db(move |s| s.set_nic_allocation(&stored))
-                    .await
-                    .map_err(|e| match e {
-                        ApiError::Conflict(_) => ApiError::Conflict(format!(
-                            "Device {dev:?}: its MAC or address is already taken on network {:?}",
-                            row.name
-                        )),
-                        e => e,
-                    })?;
-                touched.insert(row.name.clone());
-                Some(r)
-            }
-            _ => None,
-        };
-        let (h, p, b) = (host.clone(), peer.clone(), bridge_if.clone());
-        tokio::task::spawn_blocking(move || veth(&h, &p, mac, mtu, &b))
-            .await?
-            .map_err(|e| bad(format!("Device {dev:?}: {e}")))?;
-        prepared.hosts.push(host.clone());
-        prepared.plans.push(NicPlan {
-            host: peer.to_string(),
-            name,
-        });
-        config.insert(format!("volatile.{dev}.host_name"), host.to_string());
-        if let (Some(t), Some(r)) = (&typed, &reservation) {
-            let rules = rules(key, dev, device, &host, mac, r, t);
-            d.networks
-                .nics
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert((key.to_string(), dev.to_string()), rules);
-        }
+        let wired = wire(d, key, devices, dev, config, managed, &mut taken).await?;
+        prepared.hosts.push(wired.host);
+        prepared.plans.push(wired.plan);
+        touched.extend(wired.network);
     }
     // The NICs' names and addresses to dnsmasq.
     for net in touched {
         refresh_hosts(d, &managed[&net]).await?;
     }
     Ok(())
+}
+
+/// One NIC wired on the host: its veth pair made, the host end on its bridge.
+struct Wired {
+    plan: NicPlan,
+    host: IfName,
+    /// The managed network it is on.
+    network: Option<String>,
+}
+
+/// NIC `dev` of `devices` on the host side: MAC, inside name (`taken`: the names other NICs
+/// have), reservation, veth pair, filters; `config` gets its `volatile.<dev>.*` keys. On an
+/// error nothing of it is left but its reservation.
+async fn wire(
+    d: &Daemon,
+    key: &InstanceKey,
+    devices: &Devices,
+    dev: &str,
+    config: &mut Config,
+    managed: &BTreeMap<String, NetworkRow>,
+    taken: &mut BTreeSet<String>,
+) -> ApiResult<Wired> {
+    let device = &devices[dev];
+    let nictype = set(device, "nictype").unwrap_or("bridged");
+    if nictype != "bridged" {
+        return Err(bad(format!(
+            "Device {dev:?}: NIC type {nictype:?} cannot be started yet: rxd starts bridged NICs (network=NAME or nictype=bridged)"
+        )));
+    }
+    let network = managed_network(device, managed);
+    let (bridge, typed, row) = match network {
+        Some(n) => {
+            let row = managed
+                .get(n)
+                .ok_or_else(|| bad(format!("Device {dev:?}: network {n:?} not found")))?;
+            if let Some(e) = d.networks.error(n) {
+                return Err(ApiError::BadRequest(format!(
+                    "Network {n:?} unavailable on this server: {e}"
+                )));
+            }
+            let (_, typed) = networks::typed(row)?;
+            (n.to_owned(), Some(typed), Some(row))
+        }
+        None => (
+            set(device, "parent")
+                .ok_or_else(|| bad(format!("Device {dev:?}: no network or parent")))?
+                .to_owned(),
+            None,
+            None,
+        ),
+    };
+    let bridge_if = IfName::parse(&bridge).map_err(bad)?;
+    let mac = nic_mac(device, dev, config)?;
+    let name = inside_name(devices, dev, config, taken);
+    IfName::parse(&name).map_err(|e| bad(format!("Device {dev:?}: name: {e}")))?;
+    let host = match set(device, "host_name") {
+        Some(h) => IfName::parse(h).map_err(|e| bad(format!("Device {dev:?}: host_name: {e}")))?,
+        None => random_ifname(),
+    };
+    let peer = random_ifname();
+    let mtu = match set(device, "mtu") {
+        Some(m) => m
+            .parse::<u32>()
+            .ok()
+            .filter(|m| (68..=65535).contains(m))
+            .ok_or_else(|| bad(format!("Device {dev:?}: invalid mtu {m:?}")))?,
+        None => typed.as_ref().map_or(1500, |t| t.mtu),
+    };
+    // The reservation first: a conflict refuses the NIC before any link exists.
+    let reservation = match (&typed, row) {
+        (Some(t), Some(row)) => {
+            let n = row.name.clone();
+            let others = d.db(move |s| s.nic_allocations(&n)).await?;
+            let r = reserve(key, dev, device, mac, &row.name, t, &others)?;
+            let stored = r.clone();
+            d.db(move |s| s.set_nic_allocation(&stored))
+                .await
+                .map_err(|e| match e {
+                    ApiError::Conflict(_) => ApiError::Conflict(format!(
+                        "Device {dev:?}: its MAC or address is already taken on network {:?}",
+                        row.name
+                    )),
+                    e => e,
+                })?;
+            Some(r)
+        }
+        _ => None,
+    };
+    let isolated = flag(device, "security.port_isolation", false);
+    let (h, p, b) = (host.clone(), peer.clone(), bridge_if.clone());
+    tokio::task::spawn_blocking(move || veth(&h, &p, mac, mtu, &b, isolated))
+        .await?
+        .map_err(|e| bad(format!("Device {dev:?}: {e}")))?;
+    config.insert(format!("volatile.{dev}.host_name"), host.to_string());
+    if let (Some(t), Some(r)) = (&typed, &reservation) {
+        let rules = rules(key, dev, device, &host, mac, r, t);
+        d.networks
+            .nics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((key.to_string(), dev.to_owned()), rules);
+    }
+    Ok(Wired {
+        plan: NicPlan {
+            host: peer.to_string(),
+            name,
+        },
+        host,
+        network: row.map(|r| r.name.clone()),
+    })
+}
+
+/// Brings a running container's NICs from expanded devices `old` to `new` (the container's
+/// init is `pid`): NICs gone or changed are taken out (their host end deleted, which takes
+/// the inside end with it), NICs new or changed are wired and moved into the container's
+/// network namespace under their name, up. `config` (the instance's own, to be saved by the
+/// caller) follows with the `volatile.<dev>.*` keys.
+pub async fn hotplug(
+    d: &Daemon,
+    key: &InstanceKey,
+    pid: i32,
+    old: &Devices,
+    new: &Devices,
+    config: &mut Config,
+) -> ApiResult<()> {
+    let nic_changes = |a: &Devices, b: &Devices| -> Vec<String> {
+        a.iter()
+            .filter(|(n, dev)| is_nic(dev) && b.get(*n) != Some(*dev))
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    let (gone, added) = (nic_changes(old, new), nic_changes(new, old));
+    if gone.is_empty() && added.is_empty() {
+        return Ok(());
+    }
+    // Out first, so a changed NIC's new end can take its name.
+    let mut hosts = Vec::new();
+    for dev in &gone {
+        if let Some(h) = config.remove(&format!("volatile.{dev}.host_name")) {
+            hosts.extend(IfName::parse(&h).ok());
+        }
+        config.remove(&format!("volatile.{dev}.name"));
+        if !new.contains_key(dev) {
+            config.remove(&format!("volatile.{dev}.hwaddr"));
+        }
+        d.networks
+            .nics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(key.to_string(), dev.clone()));
+    }
+    discard(hosts).await;
+    prune(d, key, Some(new)).await?;
+    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|e| {
+        ApiError::internal(format!("opening the container's network namespace: {e}"))
+    })?;
+    let _guard = d.networks.lock.lock().await;
+    let managed: BTreeMap<String, NetworkRow> = networks::list(d)
+        .await?
+        .into_iter()
+        .map(|r| (r.name.clone(), r))
+        .collect();
+    // Names the NICs that stay already have inside.
+    let mut taken: BTreeSet<String> = new
+        .iter()
+        .filter(|(n, dev)| is_nic(dev) && !added.contains(n))
+        .filter_map(|(n, dev)| {
+            set(dev, "name")
+                .map(str::to_owned)
+                .or_else(|| config.get(&format!("volatile.{n}.name")).cloned())
+        })
+        .collect();
+    let mut touched = BTreeSet::new();
+    let mut result = Ok(());
+    for dev in &added {
+        let wired = match wire(d, key, new, dev, config, &managed, &mut taken).await {
+            Ok(w) => w,
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        };
+        touched.extend(wired.network.clone());
+        let ns = netns.try_clone().map_err(ApiError::internal)?;
+        let (peer, name) = (wired.plan.host.clone(), wired.plan.name.clone());
+        let moved = tokio::task::spawn_blocking(move || -> rxd_network::Result<()> {
+            let peer = IfName::parse(&peer).expect("made from a checked name");
+            let name = IfName::parse(&name).expect("checked by wire");
+            let mut nl = Netlink::open()?;
+            nl.move_to_netns(&peer, std::os::fd::AsFd::as_fd(&ns), &name)?;
+            rxd_network::in_netns(std::os::fd::AsFd::as_fd(&ns), move || {
+                Netlink::open()?.set_up(&name)
+            })?
+        })
+        .await?;
+        if let Err(e) = moved {
+            discard(vec![wired.host]).await;
+            config.remove(&format!("volatile.{dev}.host_name"));
+            forget_device(d, key, dev);
+            result = Err(bad(format!(
+                "Device {dev:?}: moving it into the container: {e}"
+            )));
+            break;
+        }
+    }
+    for net in touched {
+        refresh_hosts(d, &managed[&net]).await?;
+    }
+    drop(_guard);
+    networks::rebuild_firewall(d).await;
+    result
+}
+
+fn forget_device(d: &Daemon, key: &InstanceKey, dev: &str) {
+    d.networks
+        .nics
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&(key.to_string(), dev.to_owned()));
 }
 
 /// Renders a network's hosts files from its reservations and tells its dnsmasq.
@@ -434,6 +569,7 @@ fn veth(
     mac: mac::Mac,
     mtu: u32,
     bridge: &IfName,
+    isolated: bool,
 ) -> rxd_network::Result<()> {
     let mut nl = Netlink::open()?;
     nl.create_veth(host, peer, mac, mtu)?;
@@ -446,6 +582,9 @@ fn veth(
             rxd_network::set_iface_sysctl(host, IfaceSysctl::Ipv6AcceptRa, 0)?;
         }
         nl.set_master(host, bridge)?;
+        if isolated {
+            nl.set_port_isolated(host, true)?;
+        }
         nl.set_up(host)
     })();
     if rest.is_err() {

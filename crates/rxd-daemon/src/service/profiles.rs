@@ -239,10 +239,36 @@ pub async fn update(
         let applied = match crate::service::expand::expanded(d, &row).await {
             Ok(e) => match apply_limits(d, &row, &e.config).await {
                 Ok(()) => {
-                    let idmap =
-                        crate::service::instances::running_idmap(&instances::config_of(&row));
-                    crate::service::devices::plug(d, &key, &row.project, idmap, &before, &e.devices)
-                        .await
+                    let mut config = instances::config_of(&row);
+                    let idmap = crate::service::instances::running_idmap(&config);
+                    match crate::service::devices::plug(
+                        d,
+                        &key,
+                        &row.project,
+                        idmap,
+                        &before,
+                        &e.devices,
+                    )
+                    .await
+                    {
+                        Ok(()) => match d.runtime.init(&key) {
+                            Some(init) => {
+                                let plugged = crate::service::nics::hotplug(
+                                    d,
+                                    &key,
+                                    init.pid,
+                                    &before,
+                                    &e.devices,
+                                    &mut config,
+                                )
+                                .await;
+                                let saved = instances::save_config(d, &key, &config).await;
+                                plugged.and(saved)
+                            }
+                            None => Ok(()),
+                        },
+                        Err(e) => Err(e),
+                    }
                 }
                 Err(e) => Err(e),
             },
