@@ -317,3 +317,64 @@ async fn containers_on_a_managed_bridge_get_addresses_names_nat_and_filtering() 
     assert!(dnsmasqs(&lab).is_empty());
     assert!(!nft_rxd(&lab).contains("rxd"));
 }
+
+/// The other NIC types LXD 5.0 offers besides bridged: a macvlan of a host interface (the
+/// container is then a host on that interface's network), and a p2p veth whose host end routes
+/// the container's addresses. Both the server administrator's.
+#[tokio::test(flavor = "multi_thread")]
+async fn macvlan_and_p2p_nics_reach_the_host_side() {
+    let test = "macvlan_and_p2p_nics_reach_the_host_side";
+    let Some(lab) = NetLab::new(test) else {
+        return;
+    };
+    let Some(s) = lab.session(test).await else {
+        return;
+    };
+    s.ok(&["init", "bb", "m1"]);
+    s.ok(&[
+        "config",
+        "device",
+        "add",
+        "m1",
+        "eth0",
+        "nic",
+        "nictype=macvlan",
+        "parent=up0",
+    ]);
+    s.ok(&["start", "m1"]);
+    // On the uplink's network with an address of its own, through to the internet.
+    let out = eventually(
+        &s,
+        "m1",
+        &format!("ip addr add 198.51.100.50/24 dev eth0 2>/dev/null; ip route replace default via 198.51.100.1; wget -qO- http://{SERVER_V4}/"),
+    );
+    assert_eq!(out.trim(), "198.51.100.50");
+
+    s.ok(&["init", "bb", "p1"]);
+    s.ok(&[
+        "config",
+        "device",
+        "add",
+        "p1",
+        "eth0",
+        "nic",
+        "nictype=p2p",
+        "ipv4.routes=192.0.2.2/32",
+    ]);
+    s.ok(&["start", "p1"]);
+    let host_end = s.get("/1.0/instances/p1").await["config"]["volatile.eth0.host_name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let routes = lab.ip(Ns::Rxd, &["-4", "route", "show", "dev", &host_end]);
+    assert!(routes.contains("192.0.2.2"), "{routes}");
+    eventually(
+        &s,
+        "p1",
+        &format!("ip addr add 192.0.2.2/32 dev eth0 2>/dev/null; ip route replace default dev eth0; ping -c1 -W2 {RXDT_V4}"),
+    );
+
+    s.ok(&["delete", "-f", "m1", "p1"]);
+    assert!(!lab.links(Ns::Rxd).contains(&host_end));
+    assert_eq!(lab.links(Ns::Rxd), ["lo", "up0"]);
+}

@@ -17,6 +17,7 @@ pub mod firewall;
 mod link;
 mod netns;
 mod nl;
+mod route;
 mod state;
 mod sysctl;
 

@@ -6,8 +6,8 @@ use crate::netns::in_netns;
 use crate::nl::Netlink;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
 use netlink_packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
-    LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoMacVlan, InfoPortData, InfoPortKind, InfoVeth,
+    LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage, MacVlanMode,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use nix::errno::Errno;
@@ -296,6 +296,44 @@ impl Netlink {
         self.link_info(host_name)?
             .ok_or_else(|| NetworkError::NoSuchLink {
                 link: host_name.to_string(),
+            })
+    }
+
+    /// Creates a macvlan `name` on `parent` in bridge mode (its macvlans reach each other),
+    /// with `mac` and `mtu`, down. Fails with `EEXIST` if the name is taken.
+    pub fn create_macvlan<'a>(
+        &mut self,
+        name: &IfName,
+        parent: impl Into<LinkRef<'a>>,
+        mac: Mac,
+        mtu: u32,
+    ) -> Result<LinkInfo> {
+        let parent = parent.into();
+        let parent_index = self.index(parent)?;
+        let msg = message(
+            0,
+            vec![
+                LinkAttribute::IfName(name.to_string()),
+                LinkAttribute::Link(parent_index),
+                LinkAttribute::Mtu(mtu),
+                LinkAttribute::Address(mac.0.to_vec()),
+                LinkAttribute::LinkInfo(vec![
+                    NlLinkInfo::Kind(InfoKind::MacVlan),
+                    NlLinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(
+                        MacVlanMode::Bridge,
+                    )])),
+                ]),
+            ],
+        );
+        let what = format!("create macvlan {name} on {parent}");
+        self.request(
+            &what,
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+        self.link_info(name)?
+            .ok_or_else(|| NetworkError::NoSuchLink {
+                link: name.to_string(),
             })
     }
 

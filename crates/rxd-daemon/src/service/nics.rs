@@ -350,10 +350,14 @@ async fn wire(
 ) -> ApiResult<Wired> {
     let device = &devices[dev];
     let nictype = set(device, "nictype").unwrap_or("bridged");
-    if nictype != "bridged" {
-        return Err(bad(format!(
-            "Device {dev:?}: NIC type {nictype:?} cannot be started yet: rxd starts bridged NICs (network=NAME or nictype=bridged)"
-        )));
+    match nictype {
+        "bridged" => {}
+        "macvlan" | "p2p" => return wire_plain(devices, dev, nictype, config, taken).await,
+        _ => {
+            return Err(bad(format!(
+                "Device {dev:?}: NIC type {nictype:?} cannot be started yet: rxd starts bridged, macvlan and p2p NICs"
+            )))
+        }
     }
     let network = managed_network(device, managed);
     let (bridge, typed, row) = match network {
@@ -435,6 +439,115 @@ async fn wire(
         },
         host,
         network: row.map(|r| r.name.clone()),
+    })
+}
+
+/// A `macvlan` NIC (a macvlan of host interface `parent` in bridge mode, moved in whole) or a
+/// `p2p` one (a veth pair whose host end is on no bridge and carries `ipv4.routes` and
+/// `ipv6.routes` to the container). Neither is on a managed network: no reservation, no
+/// filters (only a server administrator, or a project allowing any NIC, may have one).
+async fn wire_plain(
+    devices: &Devices,
+    dev: &str,
+    nictype: &str,
+    config: &mut Config,
+    taken: &mut BTreeSet<String>,
+) -> ApiResult<Wired> {
+    let device = &devices[dev];
+    let mac = nic_mac(device, dev, config)?;
+    let name = inside_name(devices, dev, config, taken);
+    IfName::parse(&name).map_err(|e| bad(format!("Device {dev:?}: name: {e}")))?;
+    let mtu = match set(device, "mtu") {
+        Some(m) => Some(
+            m.parse::<u32>()
+                .ok()
+                .filter(|m| (68..=65535).contains(m))
+                .ok_or_else(|| bad(format!("Device {dev:?}: invalid mtu {m:?}")))?,
+        ),
+        None => None,
+    };
+    let mut routes = Vec::new();
+    for key in ["ipv4.routes", "ipv6.routes"] {
+        for r in set(device, key)
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+        {
+            routes.push(r.parse::<ipnet::IpNet>().map_err(|_| {
+                bad(format!(
+                    "Device {dev:?}: {key}: {r:?} is not a CIDR network"
+                ))
+            })?);
+        }
+    }
+    let peer = random_ifname();
+    if nictype == "macvlan" {
+        if set(device, "network").is_some() {
+            return Err(bad(format!(
+                "Device {dev:?}: rxd's managed networks are bridges: a macvlan NIC names its host interface with parent"
+            )));
+        }
+        let parent = set(device, "parent")
+            .ok_or_else(|| bad(format!("Device {dev:?}: a macvlan NIC needs parent")))?;
+        let parent =
+            IfName::parse(parent).map_err(|e| bad(format!("Device {dev:?}: parent: {e}")))?;
+        let p = peer.clone();
+        tokio::task::spawn_blocking(move || -> rxd_network::Result<()> {
+            let mut nl = Netlink::open()?;
+            let mtu = match mtu {
+                Some(m) => m,
+                None => {
+                    nl.link_info(&parent)?
+                        .ok_or_else(|| rxd_network::NetworkError::NoSuchLink {
+                            link: parent.to_string(),
+                        })?
+                        .mtu
+                }
+            };
+            nl.create_macvlan(&p, &parent, mac, mtu).map(drop)
+        })
+        .await?
+        .map_err(|e| bad(format!("Device {dev:?}: {e}")))?;
+        return Ok(Wired {
+            plan: NicPlan {
+                host: peer.to_string(),
+                name,
+            },
+            host: peer,
+            network: None,
+        });
+    }
+    let host = match set(device, "host_name") {
+        Some(h) => IfName::parse(h).map_err(|e| bad(format!("Device {dev:?}: host_name: {e}")))?,
+        None => random_ifname(),
+    };
+    let (h, p) = (host.clone(), peer.clone());
+    tokio::task::spawn_blocking(move || -> rxd_network::Result<()> {
+        let mut nl = Netlink::open()?;
+        nl.create_veth(&h, &p, mac, mtu.unwrap_or(1500))?;
+        let rest = (|| {
+            nl.set_up(&h)?;
+            for r in routes {
+                nl.add_link_route(&h, r)?;
+            }
+            Ok(())
+        })();
+        if rest.is_err() {
+            let _ = nl.delete_link(&h);
+        }
+        rest
+    })
+    .await?
+    .map_err(|e| bad(format!("Device {dev:?}: {e}")))?;
+    config.insert(format!("volatile.{dev}.host_name"), host.to_string());
+    Ok(Wired {
+        plan: NicPlan {
+            host: peer.to_string(),
+            name,
+        },
+        host,
+        network: None,
     })
 }
 
