@@ -447,6 +447,7 @@ pub async fn bring_up(d: &Daemon, row: &NetworkRow) -> ApiResult<()> {
             }
             d.networks.set_error(&row.name, None);
             tracing::info!(network = %row.name, "network up");
+            warn_forwarding(d, row);
             Ok(())
         }
         Err(e) => {
@@ -459,6 +460,40 @@ pub async fn bring_up(d: &Daemon, row: &NetworkRow) -> ApiResult<()> {
             Err(bad(format!("Failed to set up network {:?}: {e}", row.name)))
         }
     }
+}
+
+/// rxd turns forwarding on only on its bridges: replies to NATed traffic come in on the uplink,
+/// whose `forwarding` (and, for IPv6, the host-wide one) is the administrator's. Said as a
+/// warning, never changed.
+fn warn_forwarding(d: &Daemon, row: &NetworkRow) {
+    let Ok((_, config)) = typed(row) else {
+        return;
+    };
+    let off = |path: &str| std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "0");
+    let mut missing = Vec::new();
+    if config.ipv4.as_ref().is_some_and(|f| f.nat || f.routing)
+        && off("/proc/sys/net/ipv4/conf/all/forwarding")
+    {
+        missing.push("net.ipv4.conf.all.forwarding");
+    }
+    if config.ipv6.as_ref().is_some_and(|f| f.nat || f.routing)
+        && off("/proc/sys/net/ipv6/conf/all/forwarding")
+    {
+        missing.push("net.ipv6.conf.all.forwarding (with accept_ra=2 on an uplink that takes router advertisements)");
+    }
+    if missing.is_empty() {
+        return;
+    }
+    let message = format!(
+        "Network {:?}: instances cannot reach beyond this host until the host forwards: set {} (rxd changes no host-wide sysctl)",
+        row.name,
+        missing.join(" and ")
+    );
+    tracing::warn!("{message}");
+    d.warnings
+        .lock()
+        .unwrap()
+        .record(WarningKind::NetworkUnavailable, message);
 }
 
 fn setup(
