@@ -254,11 +254,33 @@ async fn containers_on_a_managed_bridge_get_addresses_names_nat_and_filtering() 
         "nic",
         "network=br0",
         "name=eth1",
+        "limits.ingress=10Mbit",
+        "limits.egress=20Mbit",
     ]);
     let volatile = s.get("/1.0/instances/c1").await["config"]["volatile.eth1.host_name"].clone();
+    let eth1_host = volatile.as_str().unwrap_or_default().to_owned();
+    assert!(eth1_host.starts_with("veth"), "{volatile}");
+    // Its bandwidth limits on the host end, as LXD sets them with tc.
+    let tc = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &lab.name(Ns::Rxd), "tc"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let classes = tc(&["class", "show", "dev", &eth1_host]);
     assert!(
-        volatile.as_str().is_some_and(|h| h.starts_with("veth")),
-        "{volatile}"
+        classes.contains("htb 1:10") && classes.contains("rate 10Mbit"),
+        "{classes}"
+    );
+    // Egress is policed by the NIC's filter chain (20 Mbit/s = 2500 kbytes/s).
+    let rules = nft_rxd(&lab);
+    assert!(
+        rules.contains(&format!(
+            "iifname \"{eth1_host}\" limit rate over 2500000 bytes/second"
+        )),
+        "{rules}"
     );
     assert_eq!(vethx(&lab), 3);
     let out = eventually(

@@ -374,6 +374,31 @@ pub fn unix(name: &str, device: &Device) -> Result<UnixNode, DeviceError> {
     })
 }
 
+/// A bit rate as LXD writes one (`units.ParseBitSizeString`): a whole number and a unit, `bit`,
+/// decimal `kbit` to `Ebit` or binary `Kibit` to `Eibit`; in bits per second.
+pub fn parse_bit_rate(value: &str) -> Option<u64> {
+    let split = value.find(|c: char| !c.is_ascii_digit())?;
+    let (digits, unit) = value.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let multiplier: u64 = match unit {
+        "bit" => 1,
+        "kbit" => 1_000,
+        "Mbit" => 1_000_000,
+        "Gbit" => 1_000_000_000,
+        "Tbit" => 1_000_000_000_000,
+        "Pbit" => 1_000_000_000_000_000,
+        "Ebit" => 1_000_000_000_000_000_000,
+        "Kibit" => 1 << 10,
+        "Mibit" => 1 << 20,
+        "Gibit" => 1 << 30,
+        "Tibit" => 1 << 40,
+        "Pibit" => 1 << 50,
+        "Eibit" => 1 << 60,
+        _ => return None,
+    };
+    n.checked_mul(multiplier).filter(|r| *r > 0)
+}
+
 fn nic(name: &str, device: &Device) -> Result<(), DeviceError> {
     if let Some(key) = device
         .keys()
@@ -383,6 +408,18 @@ fn nic(name: &str, device: &Device) -> Result<(), DeviceError> {
             name: name.to_owned(),
             key: key.clone(),
         });
+    }
+    for key in ["limits.ingress", "limits.egress", "limits.max"] {
+        if let Some(v) = device.get(key).filter(|v| !v.is_empty()) {
+            if parse_bit_rate(v).is_none() {
+                return Err(invalid(
+                    name,
+                    format!(
+                        "{key}: {v:?} is not a bit rate (a number and bit, kbit, Mbit, Gbit...)"
+                    ),
+                ));
+            }
+        }
     }
     let network = device.get("network").filter(|v| !v.is_empty());
     let parent = device.get("parent").filter(|v| !v.is_empty());
@@ -522,6 +559,26 @@ pub fn mounts(devices: &Devices) -> (Vec<DiskMount>, Vec<UnixNode>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bit_rates_read_as_lxd_reads_them() {
+        assert_eq!(parse_bit_rate("100Mbit"), Some(100_000_000));
+        assert_eq!(parse_bit_rate("1Gbit"), Some(1_000_000_000));
+        assert_eq!(parse_bit_rate("8Kibit"), Some(8192));
+        assert_eq!(parse_bit_rate("10bit"), Some(10));
+        for bad in [
+            "",
+            "Mbit",
+            "10",
+            "10mbit",
+            "-1Mbit",
+            "1.5Mbit",
+            "0bit",
+            "99999999Ebit",
+        ] {
+            assert_eq!(parse_bit_rate(bad), None, "{bad}");
+        }
+    }
 
     fn devices(list: &[(&str, &[(&str, &str)])]) -> Devices {
         list.iter()

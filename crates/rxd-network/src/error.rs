@@ -43,6 +43,9 @@ pub enum NetworkError {
         #[source]
         source: io::Error,
     },
+    /// A tool rxd runs (`tc`) could not run or refused.
+    #[error("{tool}: {detail}")]
+    Tool { tool: &'static str, detail: String },
     /// dnsmasq exited right after its start (LXD's message: the status as Go prints it, then
     /// what dnsmasq wrote, quoted).
     #[error("The DNS and DHCP service exited prematurely: {status} ({stderr:?})")]

@@ -20,6 +20,7 @@ mod nl;
 mod route;
 mod state;
 mod sysctl;
+pub mod tc;
 
 pub use addr::{AddrChanges, AddrScope, Address, IFA_F_NODAD};
 pub use error::{NetworkError, Result};

@@ -131,6 +131,7 @@ fn nic(instance: &str, host_name: &str, v4: &str, v6: &str) -> NicRules {
         mac_filter: true,
         ipv4: Some(vec![v4.parse().unwrap()]),
         ipv6: Some(vec![v6.parse().unwrap()]),
+        egress_limit: None,
     }
 }
 

@@ -90,6 +90,9 @@ pub struct NicRules {
     pub ipv4: Option<Vec<ipnet::Ipv4Net>>,
     /// `security.ipv6_filtering`, likewise.
     pub ipv6: Option<Vec<ipnet::Ipv6Net>>,
+    /// `limits.egress` in bits per second: what the NIC sends beyond it is dropped (policed
+    /// here, as the kernel may lack tc's police action; each chain counts its own traffic).
+    pub egress_limit: Option<u64>,
 }
 
 /// Everything rxd puts in nftables.
@@ -340,6 +343,9 @@ fn top_bits(net: &ipnet::Ipv6Net) -> String {
     format!("0x{bits:x}")
 }
 
+/// The burst a NIC's egress limit allows (LXD's tc police burst: 1024k).
+const EGRESS_BURST: u64 = 1 << 20;
+
 /// A NIC's filter rules (LXD's bridge-family filters). `input`: the host-bound chain, which
 /// also lets DHCP requests and router solicitations through.
 fn nic_rules(nic: &NicRules, input: bool) -> Vec<Vec<Value>> {
@@ -351,6 +357,19 @@ fn nic_rules(nic: &NicRules, input: bool) -> Vec<Vec<Value>> {
         expr.push(verdict(action));
         rules.push(expr);
     };
+    if let Some(bits) = nic.egress_limit {
+        add(
+            vec![json!({"limit": {
+                "rate": (bits / 8).max(1),
+                "rate_unit": "bytes",
+                "per": "second",
+                "burst": EGRESS_BURST,
+                "burst_unit": "bytes",
+                "inv": true,
+            }})],
+            "drop",
+        );
+    }
     if !(nic.mac_filter || nic.ipv4.is_some() || nic.ipv6.is_some()) {
         return rules;
     }
@@ -521,6 +540,7 @@ mod tests {
             mac_filter: true,
             ipv4: v4.map(|l| l.iter().map(|s| s.parse().unwrap()).collect()),
             ipv6: v6.map(|l| l.iter().map(|s| s.parse().unwrap()).collect()),
+            egress_limit: None,
         }
     }
 

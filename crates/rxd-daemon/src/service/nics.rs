@@ -48,6 +48,16 @@ fn flag(device: &Device, key: &str, default: bool) -> bool {
     })
 }
 
+/// `limits.ingress` and `limits.egress` (`limits.max` for both), in bits per second.
+fn limits(device: &Device) -> (Option<u64>, Option<u64>) {
+    let rate = |k: &str| set(device, k).and_then(rxd_core::devices::parse_bit_rate);
+    let max = rate("limits.max");
+    (
+        rate("limits.ingress").or(max),
+        rate("limits.egress").or(max),
+    )
+}
+
 /// A random interface name, `veth` and eight hex digits (LXD's: short enough for old dhclients).
 fn random_ifname() -> IfName {
     let n: u32 = rand::random();
@@ -265,6 +275,7 @@ fn rules(
         mac_filter: flag(device, "security.mac_filtering", true),
         ipv4,
         ipv6,
+        egress_limit: limits(device).1,
     }
 }
 
@@ -420,7 +431,12 @@ async fn wire(
     };
     let isolated = flag(device, "security.port_isolation", false);
     let (h, p, b) = (host.clone(), peer.clone(), bridge_if.clone());
-    tokio::task::spawn_blocking(move || veth(&h, &p, mac, mtu, &b, isolated))
+    // Egress on a managed network is policed by its filter chains (`NicRules`), not by tc.
+    let limits = match row {
+        Some(_) => (limits(device).0, None),
+        None => limits(device),
+    };
+    tokio::task::spawn_blocking(move || veth(&h, &p, mac, mtu, &b, isolated, limits))
         .await?
         .map_err(|e| bad(format!("Device {dev:?}: {e}")))?;
     config.insert(format!("volatile.{dev}.host_name"), host.to_string());
@@ -523,10 +539,12 @@ async fn wire_plain(
         None => random_ifname(),
     };
     let (h, p) = (host.clone(), peer.clone());
+    let (ingress, egress) = limits(device);
     tokio::task::spawn_blocking(move || -> rxd_network::Result<()> {
         let mut nl = Netlink::open()?;
         nl.create_veth(&h, &p, mac, mtu.unwrap_or(1500))?;
         let rest = (|| {
+            rxd_network::tc::set_limits(&h, ingress, egress)?;
             nl.set_up(&h)?;
             for r in routes {
                 nl.add_link_route(&h, r)?;
@@ -683,6 +701,7 @@ fn veth(
     mtu: u32,
     bridge: &IfName,
     isolated: bool,
+    (ingress, egress): (Option<u64>, Option<u64>),
 ) -> rxd_network::Result<()> {
     let mut nl = Netlink::open()?;
     nl.create_veth(host, peer, mac, mtu)?;
@@ -698,6 +717,7 @@ fn veth(
         if isolated {
             nl.set_port_isolated(host, true)?;
         }
+        rxd_network::tc::set_limits(host, ingress, egress)?;
         nl.set_up(host)
     })();
     if rest.is_err() {
