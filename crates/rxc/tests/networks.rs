@@ -354,11 +354,12 @@ async fn containers_on_a_managed_bridge_get_addresses_names_nat_and_filtering() 
 }
 
 /// The other NIC types LXD 5.0 offers besides bridged: a macvlan of a host interface (the
-/// container is then a host on that interface's network), and a p2p veth whose host end routes
-/// the container's addresses. Both the server administrator's.
+/// container is then a host on that interface's network), a p2p veth whose host end routes
+/// the container's addresses, and a routed one (addresses and default route set inside before
+/// the init runs). All the server administrator's.
 #[tokio::test(flavor = "multi_thread")]
-async fn macvlan_and_p2p_nics_reach_the_host_side() {
-    let test = "macvlan_and_p2p_nics_reach_the_host_side";
+async fn macvlan_p2p_and_routed_nics_reach_the_host_side() {
+    let test = "macvlan_p2p_and_routed_nics_reach_the_host_side";
     let Some(lab) = NetLab::new(test) else {
         return;
     };
@@ -409,7 +410,31 @@ async fn macvlan_and_p2p_nics_reach_the_host_side() {
         &format!("ip addr add 192.0.2.2/32 dev eth0 2>/dev/null; ip route replace default dev eth0; ping -c1 -W2 {RXDT_V4}"),
     );
 
-    s.ok(&["delete", "-f", "m1", "p1"]);
+    // Routed: its address and its default route set before its init runs, the host end
+    // its gateway and its route.
+    s.ok(&["init", "bb", "r1"]);
+    s.ok(&[
+        "config",
+        "device",
+        "add",
+        "r1",
+        "eth0",
+        "nic",
+        "nictype=routed",
+        "ipv4.address=192.0.2.20",
+        // Not eth0, which the image's DHCP client would flush.
+        "name=net0",
+    ]);
+    s.ok(&["start", "r1"]);
+    let (code, inside) = s.sh("r1", "ip -4 addr show net0; ip -4 route");
+    assert_eq!(code, 0, "{inside}");
+    assert!(
+        inside.contains("inet 192.0.2.20/32") && inside.contains("default via 169.254.0.1"),
+        "{inside}"
+    );
+    eventually(&s, "r1", &format!("ping -c1 -W2 {RXDT_V4}"));
+
+    s.ok(&["delete", "-f", "m1", "p1", "r1"]);
     assert!(!lab.links(Ns::Rxd).contains(&host_end));
     assert_eq!(lab.links(Ns::Rxd), ["lo", "up0"]);
 }

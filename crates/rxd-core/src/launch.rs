@@ -72,6 +72,18 @@ pub struct NicPlan {
     pub host: String,
     /// Its name inside the container (`eth0`).
     pub name: String,
+    /// Default routes set inside before the init runs (a routed NIC's).
+    #[serde(default)]
+    pub routes: Vec<NicRoute>,
+}
+
+/// A default route inside the container through `gateway`, reached on link `link` (which
+/// holds no address of the gateway's subnet: the gateway gets a host route first).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NicRoute {
+    pub link: String,
+    pub gateway: std::net::IpAddr,
 }
 
 /// Devices to mount into a container (before its init runs, or into a running one: hot-plug)

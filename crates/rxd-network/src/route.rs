@@ -9,6 +9,7 @@ use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use std::net::IpAddr;
 
 fn message(net: IpNet, index: u32) -> RouteMessage {
     let mut msg = RouteMessage::default();
@@ -38,6 +39,38 @@ impl Netlink {
         self.request(
             &what,
             RouteNetlinkMessage::NewRoute(message(net.trunc(), index)),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .map(drop)
+    }
+}
+
+impl Netlink {
+    /// A default route through `gateway` on `link`, the gateway first made reachable on the
+    /// link by a host route (it lies in no subnet of the link's addresses).
+    pub fn add_default_route<'a>(
+        &mut self,
+        link: impl Into<LinkRef<'a>>,
+        gateway: IpAddr,
+    ) -> Result<()> {
+        let link = link.into();
+        let index = self.index(link)?;
+        let host = IpNet::from(gateway);
+        if !matches!(gateway, IpAddr::V6(g) if g.segments()[0] & 0xffc0 == 0xfe80) {
+            self.add_link_route(index, host)?;
+        }
+        let default = match gateway {
+            IpAddr::V4(_) => IpNet::V4(Default::default()),
+            IpAddr::V6(_) => IpNet::V6(Default::default()),
+        };
+        let mut msg = message(default, index);
+        msg.header.scope = RouteScope::Universe;
+        msg.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::from(gateway)));
+        let what = format!("default route via {gateway} on {link}");
+        self.request(
+            &what,
+            RouteNetlinkMessage::NewRoute(msg),
             NLM_F_CREATE | NLM_F_REPLACE,
         )
         .map(drop)

@@ -44,12 +44,19 @@ use std::sync::Arc;
 /// `Arc` because libcontainer clones executors.
 #[derive(Clone)]
 pub struct Executor {
-    socket: Arc<OwnedFd>,
+    /// The socket the locked mount namespace comes on; none for a privileged container, whose
+    /// mounts are not locked.
+    socket: Option<Arc<OwnedFd>>,
+    /// Routes for the NICs (a routed NIC's default routes), set inside before the exec.
+    routes: Arc<Vec<rxd_core::launch::NicRoute>>,
 }
 
 impl Executor {
-    pub fn new(socket: Arc<OwnedFd>) -> Self {
-        Executor { socket }
+    pub fn new(socket: Option<Arc<OwnedFd>>, routes: Vec<rxd_core::launch::NicRoute>) -> Self {
+        Executor {
+            socket,
+            routes: Arc::new(routes),
+        }
     }
 }
 
@@ -58,8 +65,13 @@ impl libcontainer::workload::Executor for Executor {
         loopback_up().map_err(|e| {
             ExecutorError::Other(format!("bringing up the loopback interface: {e}"))
         })?;
-        enter_locked(&self.socket, spec)
-            .map_err(|e| ExecutorError::Other(format!("locking the container's mounts: {e:#}")))?;
+        add_routes(&self.routes)
+            .map_err(|e| ExecutorError::Other(format!("adding the NICs' routes: {e}")))?;
+        if let Some(socket) = &self.socket {
+            enter_locked(socket, spec).map_err(|e| {
+                ExecutorError::Other(format!("locking the container's mounts: {e:#}"))
+            })?;
+        }
         DefaultExecutor {}.exec(spec)
     }
 
@@ -73,6 +85,24 @@ impl libcontainer::workload::Executor for Executor {
 fn loopback_up() -> rxd_network::Result<()> {
     let lo = rxd_core::network::config::IfName::parse("lo").expect("a valid interface name");
     rxd_network::Netlink::open()?.set_up(&lo)
+}
+
+/// Each NIC's default route, its gateway reached on the link first.
+fn add_routes(routes: &[rxd_core::launch::NicRoute]) -> rxd_network::Result<()> {
+    if routes.is_empty() {
+        return Ok(());
+    }
+    let mut nl = rxd_network::Netlink::open()?;
+    for r in routes {
+        let link = rxd_core::network::config::IfName::parse(&r.link).map_err(|e| {
+            rxd_network::NetworkError::Tool {
+                tool: "route",
+                detail: e.to_string(),
+            }
+        })?;
+        nl.add_default_route(&link, r.gateway)?;
+    }
+    Ok(())
 }
 
 fn enter_locked(socket: &OwnedFd, spec: &Spec) -> Result<()> {

@@ -501,13 +501,21 @@ fn run(
     // Unprivileged containers get their mounts locked before the init runs (see lock.rs): the
     // init keeps its end of this socket from libcontainer's clone and receives the locked mount
     // namespace on it. A privileged container's root is the host's, for which nothing is locked.
+    // Every init brings its loopback up and sets its NICs' routes before it execs.
+    let routes: Vec<_> = plan.nics.iter().flat_map(|n| n.routes.clone()).collect();
     let lock = match plan.idmap {
         Some(_) => {
             let (ours, theirs) = crate::pty::channel()?;
-            builder = builder.with_executor(lock::Executor::new(std::sync::Arc::new(theirs)));
+            builder = builder.with_executor(lock::Executor::new(
+                Some(std::sync::Arc::new(theirs)),
+                routes,
+            ));
             Some(ours)
         }
-        None => None,
+        None => {
+            builder = builder.with_executor(lock::Executor::new(None, routes));
+            None
+        }
     };
     // The runtime's processes are made inside the container's cgroup of the named systemd
     // hierarchy, which libcgroups does not manage, and the init stays there (delegation.rs).

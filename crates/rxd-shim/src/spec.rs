@@ -400,6 +400,7 @@ mod tests {
         p.nics = vec![rxd_core::launch::NicPlan {
             host: "rxp0a1b2c3d".into(),
             name: "eth0".into(),
+            routes: Vec::new(),
         }];
         let s = build(&p, u64::MAX, &[], V2).unwrap();
         let nets = s.linux().as_ref().unwrap().net_devices().clone().unwrap();

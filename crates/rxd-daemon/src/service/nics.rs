@@ -363,10 +363,12 @@ async fn wire(
     let nictype = set(device, "nictype").unwrap_or("bridged");
     match nictype {
         "bridged" => {}
-        "macvlan" | "p2p" => return wire_plain(devices, dev, nictype, config, taken).await,
+        "macvlan" | "p2p" | "routed" => {
+            return wire_plain(devices, dev, nictype, config, taken).await
+        }
         _ => {
             return Err(bad(format!(
-                "Device {dev:?}: NIC type {nictype:?} cannot be started yet: rxd starts bridged, macvlan and p2p NICs"
+                "Device {dev:?}: NIC type {nictype:?} is not supported by rxd (bridged, macvlan, p2p and routed are)"
             )))
         }
     }
@@ -452,6 +454,7 @@ async fn wire(
         plan: NicPlan {
             host: peer.to_string(),
             name,
+            routes: Vec::new(),
         },
         host,
         network: row.map(|r| r.name.clone()),
@@ -529,6 +532,7 @@ async fn wire_plain(
             plan: NicPlan {
                 host: peer.to_string(),
                 name,
+                routes: Vec::new(),
             },
             host: peer,
             network: None,
@@ -538,12 +542,72 @@ async fn wire_plain(
         Some(h) => IfName::parse(h).map_err(|e| bad(format!("Device {dev:?}: host_name: {e}")))?,
         None => random_ifname(),
     };
+    // A routed NIC: its addresses on the container's end (the container helper moves them in
+    // with the link), routed to it by the host end, which answers as its gateway.
+    let mut inside = Vec::new();
+    let mut host_addresses = Vec::new();
+    let mut gateways = Vec::new();
+    if nictype == "routed" {
+        if set(device, "parent").is_some() {
+            return Err(bad(format!(
+                "Device {dev:?}: routed NICs with parent (proxy ARP/NDP on a host interface) are not supported by rxd yet; route the container's addresses to this host instead"
+            )));
+        }
+        for (key, bits, gateway) in [
+            ("ipv4.address", 32, "169.254.0.1"),
+            ("ipv6.address", 128, "fe80::1"),
+        ] {
+            let list: Vec<&str> = set(device, key)
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .collect();
+            if list.is_empty() {
+                continue;
+            }
+            let host_key = format!("{}.host_address", &key[..4]);
+            let gw: std::net::IpAddr = set(device, &host_key)
+                .unwrap_or(gateway)
+                .parse()
+                .map_err(|_| bad(format!("Device {dev:?}: invalid {host_key}")))?;
+            for a in list {
+                let ip: std::net::IpAddr = a
+                    .parse()
+                    .map_err(|_| bad(format!("Device {dev:?}: {key}: invalid address {a:?}")))?;
+                let net = ipnet::IpNet::new(ip, bits).map_err(bad)?;
+                if net.addr().is_ipv4() != (bits == 32) {
+                    return Err(bad(format!(
+                        "Device {dev:?}: {key}: {a:?} is of the other family"
+                    )));
+                }
+                inside.push(net);
+                routes.push(net);
+            }
+            host_addresses.push(ipnet::IpNet::new(gw, bits).map_err(bad)?);
+            gateways.push(rxd_core::launch::NicRoute {
+                link: name.clone(),
+                gateway: gw,
+            });
+        }
+        if inside.is_empty() {
+            return Err(bad(format!(
+                "Device {dev:?}: a routed NIC needs ipv4.address or ipv6.address"
+            )));
+        }
+    }
     let (h, p) = (host.clone(), peer.clone());
     let (ingress, egress) = limits(device);
     tokio::task::spawn_blocking(move || -> rxd_network::Result<()> {
         let mut nl = Netlink::open()?;
         nl.create_veth(&h, &p, mac, mtu.unwrap_or(1500))?;
         let rest = (|| {
+            for a in &inside {
+                nl.add_address(&p, *a)?;
+            }
+            for a in &host_addresses {
+                nl.add_address(&h, *a)?;
+            }
             rxd_network::tc::set_limits(&h, ingress, egress)?;
             nl.set_up(&h)?;
             for r in routes {
@@ -563,6 +627,7 @@ async fn wire_plain(
         plan: NicPlan {
             host: peer.to_string(),
             name,
+            routes: gateways,
         },
         host,
         network: None,
