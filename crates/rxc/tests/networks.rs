@@ -438,3 +438,151 @@ async fn macvlan_p2p_and_routed_nics_reach_the_host_side() {
     assert!(!lab.links(Ns::Rxd).contains(&host_end));
     assert_eq!(lab.links(Ns::Rxd), ["lo", "up0"]);
 }
+
+/// Runs `f` on a thread inside the lab's rxd namespace with a runtime of its own: HTTPS to
+/// the daemon's loopback address only reaches it from there.
+fn in_rxdt<T: Send>(lab: &NetLab, f: impl std::future::Future<Output = T> + Send) -> T {
+    lab.in_ns(Ns::Rxd, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    })
+}
+
+/// Who may do what with NICs: an operator puts NICs on managed networks (filtered) and
+/// nothing else; never host interfaces, host names, filtering off or network writes; a
+/// restricted project's `restricted.networks.access` and `restricted.devices.nic` bind it.
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_get_filtered_nics_on_managed_networks_only() {
+    let test = "operators_get_filtered_nics_on_managed_networks_only";
+    let Some(lab) = NetLab::new(test) else {
+        return;
+    };
+    let Some(mut s) = lab.session(test).await else {
+        return;
+    };
+    // HTTPS on the lab's loopback (the port is free in its namespace: it has nothing else).
+    s.d.enable_https().await;
+    let unix = s.d.unix();
+    ok(
+        &unix,
+        Method::POST,
+        "/1.0/networks",
+        json!({"name": "br0", "config": {"ipv4.address": "10.95.0.1/24", "ipv6.address": "none"}}),
+    )
+    .await;
+    s.ok(&["launch", "bb", "c1"]);
+    let operator = rxd_testkit::client_identity("operator");
+    rxd_testkit::api::trust_restricted(&unix, &operator, &["default"]).await;
+    let nic = |extra: Value| {
+        let mut dev = json!({"type": "nic"});
+        for (k, v) in extra.as_object().unwrap() {
+            dev[k] = v.clone();
+        }
+        json!({"devices": {"eth1": dev}})
+    };
+    let op_try = |body: Value| {
+        let d = &s.d;
+        let operator = &operator;
+        in_rxdt(&lab, async move {
+            let op = d.https(Some(operator));
+            outcome(&op, Method::PATCH, "/1.0/instances/c1", body).await
+        })
+    };
+
+    // An open project: a NIC on a managed network, filtered; nothing that reaches the host.
+    op_try(nic(json!({"network": "br0", "name": "eth1"}))).unwrap();
+    for (extra, says) in [
+        (
+            json!({"nictype": "bridged", "parent": "br0"}),
+            "server administrator",
+        ),
+        (
+            json!({"nictype": "macvlan", "parent": "up0"}),
+            "server administrator",
+        ),
+        (
+            json!({"network": "br0", "host_name": "vethmine"}),
+            "host_name",
+        ),
+        (
+            json!({"network": "br0", "hwaddr": "00:16:3e:00:00:99"}),
+            "hwaddr",
+        ),
+        (
+            json!({"network": "br0", "security.ipv4_filtering": "false"}),
+            "security.ipv4_filtering",
+        ),
+        (
+            json!({"network": "br0", "security.mac_filtering": "0"}),
+            "security.mac_filtering",
+        ),
+    ] {
+        let e = op_try(nic(extra.clone())).unwrap_err();
+        assert!(e.contains(says), "{extra}: {e}");
+    }
+    let (listed, created) = in_rxdt(&lab, async {
+        let op = s.d.https(Some(&operator));
+        let listed = op.get("/1.0/networks?recursion=1").await.unwrap();
+        let created = outcome(&op, Method::POST, "/1.0/networks", json!({"name": "br9"})).await;
+        (listed, created)
+    });
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["br0"],
+        "no host interfaces for an operator: {listed}"
+    );
+    assert!(created.is_err(), "an operator made a network");
+
+    // Restricted to other networks: br0 is out of reach (and a project whose instances would
+    // break the new restriction cannot take it: the NIC goes first).
+    let e = outcome(
+        &unix,
+        Method::PATCH,
+        "/1.0/projects/default",
+        json!({"config": {"restricted": "true", "restricted.networks.access": "br7"}}),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.contains("forbids network \"br0\""), "{e}");
+    s.ok(&["config", "device", "remove", "c1", "eth1"]);
+    ok(
+        &unix,
+        Method::PATCH,
+        "/1.0/projects/default",
+        json!({"config": {"restricted": "true", "restricted.networks.access": "br7"}}),
+    )
+    .await;
+    let e = op_try(nic(json!({"network": "br0", "name": "eth2"}))).unwrap_err();
+    assert!(e.contains("restricted.networks.access"), "{e}");
+    // Allowed any NIC and the uplink: a macvlan on it, but filtering stays on.
+    ok(
+        &unix,
+        Method::PATCH,
+        "/1.0/projects/default",
+        json!({"config": {"restricted.devices.nic": "allow", "restricted.networks.access": "br0,up0"}}),
+    )
+    .await;
+    op_try(nic(
+        json!({"nictype": "macvlan", "parent": "up0", "name": "eth1"}),
+    ))
+    .unwrap();
+    let (code, out) = s.sh("c1", "ip link show eth1");
+    assert_eq!(code, 0, "{out}");
+    let e = op_try(nic(
+        json!({"network": "br0", "security.ipv6_filtering": "off"}),
+    ))
+    .unwrap_err();
+    assert!(e.contains("security.ipv6_filtering"), "{e}");
+
+    s.ok(&["delete", "-f", "c1"]);
+    ok(&unix, Method::DELETE, "/1.0/networks/br0", Value::Null).await;
+}

@@ -114,6 +114,16 @@ pub fn validate_key(key: &str, value: &str) -> Result<(), ProjectConfigError> {
             )),
             None => Ok(()),
         },
+        // The networks (managed, or host interfaces as NIC parents) the project's NICs may use.
+        "restricted.networks.access" => match value
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .find(|n| crate::network::config::IfName::parse(n).is_err())
+        {
+            Some(bad) => Err(format!("{bad:?} is not a network or interface name")),
+            None => Ok(()),
+        },
         _ if key.starts_with("restricted.devices.") && key.len() > "restricted.devices.".len() => {
             one_of(value, &["block", "allow", "managed"])
         }
@@ -260,6 +270,10 @@ mod tests {
             ("restricted.devices.disk.paths", "", true),
             ("restricted.devices.disk.paths", "srv", false),
             ("restricted.devices.disk.paths", "/srv/../etc", false),
+            ("restricted.networks.access", "rxdbr0, up0", true),
+            ("restricted.networks.access", "", true),
+            ("restricted.networks.access", "a/b", false),
+            ("restricted.networks.uplinks", "up0", false),
             ("limits.containers", "10", true),
             ("limits.containers", "-1", false),
             ("limits.disk", "10GiB", true),
