@@ -586,3 +586,89 @@ async fn operators_get_filtered_nics_on_managed_networks_only() {
     s.ok(&["delete", "-f", "c1"]);
     ok(&unix, Method::DELETE, "/1.0/networks/br0", Value::Null).await;
 }
+
+/// A crashed daemon (SIGKILL) comes back to the same addresses, one dnsmasq and a working
+/// network; after a "reboot" (containers stopped, the bridge, rxd's tables and dnsmasq gone
+/// while rxd was down) it makes them all again and the container gets its address back.
+#[tokio::test(flavor = "multi_thread")]
+async fn networks_survive_a_crash_and_come_back_after_a_reboot() {
+    let test = "networks_survive_a_crash_and_come_back_after_a_reboot";
+    let Some(lab) = NetLab::new(test) else {
+        return;
+    };
+    let Some(mut s) = lab.session(test).await else {
+        return;
+    };
+    let c = s.d.unix();
+    ok(
+        &c,
+        Method::POST,
+        "/1.0/networks",
+        json!({"name": "br0", "config": {"ipv4.address": "10.94.0.1/24", "ipv6.address": "none"}}),
+    )
+    .await;
+    ok(
+        &c,
+        Method::PATCH,
+        "/1.0/profiles/default",
+        json!({"devices": {"eth0": {"type": "nic", "network": "br0", "name": "eth0"}}}),
+    )
+    .await;
+    s.ok(&["launch", "bb", "c1"]);
+    s.ok(&["launch", "bb", "c2"]);
+    let (a1, a2) = (ipv4(&s, "c1").await, ipv4(&s, "c2").await);
+    let rules = nft_rxd(&lab);
+
+    s.d.crash();
+    s.d.spawn();
+    s.d.wait_ready().await;
+    assert_eq!(ipv4(&s, "c1").await, a1);
+    assert_eq!(dnsmasqs(&lab).len(), 1);
+    assert_eq!(nft_rxd(&lab), rules, "the ruleset is rebuilt the same");
+    eventually(&s, "c1", &format!("ping -c1 -W2 {a2}"));
+
+    // The reboot: everything of the network gone while rxd is down.
+    s.ok(&["stop", "-f", "c1", "c2"]);
+    s.d.stop();
+    for pid in dnsmasqs(&lab) {
+        let killed = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !dnsmasqs(&lab).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    lab.ip(Ns::Rxd, &["link", "del", "br0"]);
+    for family in ["inet", "bridge"] {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.name(Ns::Rxd),
+                "nft",
+                "delete",
+                "table",
+                family,
+                "rxd",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    s.d.spawn();
+    s.d.wait_ready().await;
+    assert!(lab.links(Ns::Rxd).contains(&"br0".to_owned()));
+    assert!(nft_rxd(&lab).contains("table inet rxd"));
+    assert_eq!(dnsmasqs(&lab).len(), 1);
+    s.ok(&["start", "c1", "c2"]);
+    assert_eq!(ipv4(&s, "c1").await, a1, "the reservation is sticky");
+    eventually(&s, "c1", &format!("ping -c1 -W2 {a2}"));
+
+    s.ok(&["delete", "-f", "c1", "c2"]);
+    s.ok(&["profile", "device", "remove", "default", "eth0"]);
+    ok(&c, Method::DELETE, "/1.0/networks/br0", Value::Null).await;
+    assert!(dnsmasqs(&lab).is_empty());
+}
