@@ -1,10 +1,13 @@
 //! pylxd (PyPI, tests/pylxd/requirements.txt), an independent client of LXD's API, against the
-//! real daemon over HTTPS: enrolment by password and by token, certificates, image upload,
-//! instances, exec, files, snapshots and the events websocket (tests/pylxd/check.py).
+//! real daemon: over HTTPS, enrolment by password and by token, certificates, image upload,
+//! instances, exec, files, snapshots and the events websocket (tests/pylxd/check.py); over the
+//! unix socket in a network lab, managed bridges and host interfaces, an instance's DHCP lease
+//! in its state and the network's leases (tests/pylxd/networks.py).
 
 use rxd_client::Method;
+use rxd_testkit::netlab::NetLab;
 use rxd_testkit::{busybox_image, require_root, require_tool, TestDaemon};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
 
@@ -95,4 +98,67 @@ async fn pylxd_enrols_and_drives_instances_over_tls() {
     assert_eq!(names, ["pylxd-a", "pylxd-b"], "{certs}");
     assert_eq!(d.unix().get("/1.0/instances").await.unwrap(), json!([]));
     assert_eq!(d.unix().get("/1.0/images").await.unwrap(), json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pylxd_manages_networks_over_the_unix_socket() {
+    let test = "pylxd_manages_networks_over_the_unix_socket";
+    if !require_pylxd(test) {
+        return;
+    }
+    let Some(lab) = NetLab::new(test) else {
+        return;
+    };
+    let Some(s) = lab.session(test).await else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/pylxd/networks.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg("--socket")
+        .arg(s.d.socket())
+        .args(["--image-alias", "bb"])
+        .env("HOME", home.path())
+        .env_remove("LXD_DIR")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprint!("{stdout}");
+
+    // Whatever the script left behind goes before the lab does.
+    let c = s.d.unix();
+    let instances = c.get("/1.0/instances").await.unwrap();
+    for url in instances
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        let name = url.rsplit('/').next().unwrap_or_default();
+        let _ = s.rxc(&["delete", "-f", name]);
+    }
+    let networks = c.get("/1.0/networks?recursion=1").await.unwrap();
+    let managed: Vec<&str> = networks
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["managed"] == true)
+        .filter_map(|n| n["name"].as_str())
+        .collect();
+    for name in &managed {
+        let _ = s.rxc(&["network", "delete", name]);
+    }
+
+    assert!(
+        out.status.success() && stdout.contains("pylxd networks: all checks passed"),
+        "networks.py failed ({}):\n{stdout}\n{}\nrxd log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        s.d.logs()
+    );
+    // A passing script cleaned up after itself: nothing was left for the sweep above.
+    assert_eq!(instances, json!([]), "left behind");
+    assert!(managed.is_empty(), "left behind: {managed:?}");
 }
