@@ -276,6 +276,9 @@ pub struct CreateArgs {
     /// Create the container with no profiles at all.
     #[arg(long, conflicts_with = "profiles")]
     pub no_profiles: bool,
+    /// Give it an `eth0` on this network (over a profile's `eth0`), as `lxc launch -n`.
+    #[arg(long, short = 'n')]
+    pub network: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

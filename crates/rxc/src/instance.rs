@@ -57,11 +57,16 @@ pub async fn create(conf: &ConfigDir, args: CreateArgs, start: bool) -> anyhow::
             source.fingerprint = image;
         }
     }
+    let mut devices = rxd_api::instance::Devices::new();
+    if let Some(network) = &args.network {
+        devices.insert("eth0".into(), nic_on(&conn, network).await?);
+    }
     let body = InstancesPost {
         name: name.clone(),
         kind: "container".into(),
         source,
         config,
+        devices,
         // None: the image's profiles (the server's choice, as `lxc` leaves it).
         profiles: if args.no_profiles {
             Some(Vec::new())
@@ -81,6 +86,29 @@ pub async fn create(conf: &ConfigDir, args: CreateArgs, start: bool) -> anyhow::
         change_state(&conn, &name, "start", false, -1).await?;
     }
     Ok(())
+}
+
+/// An `eth0` on `network` as `lxc launch -n` makes it: `network=` for a managed network on a
+/// server that has them, else a bridged NIC on a host bridge or a macvlan on another interface.
+async fn nic_on(conn: &Conn, network: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let net: rxd_api::network::Network = conn
+        .get_as(&format!("/1.0/networks/{network}"))
+        .await
+        .map_err(|e| anyhow!("Failed loading network {network:?}: {e}"))?;
+    let mut device = BTreeMap::from([("type".to_owned(), "nic".to_owned())]);
+    if net.managed {
+        device.insert("network".into(), net.name);
+    } else {
+        let nictype = if net.kind == "bridge" {
+            "bridged"
+        } else {
+            "macvlan"
+        };
+        device.insert("nictype".into(), nictype.into());
+        device.insert("parent".into(), net.name);
+    }
+    device.insert("name".into(), "eth0".into());
+    Ok(device)
 }
 
 /// One state change (`start`, `stop`, ...), its operation waited for.

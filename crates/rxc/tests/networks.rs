@@ -347,6 +347,18 @@ async fn containers_on_a_managed_bridge_get_addresses_names_nat_and_filtering() 
     )
     .await;
     assert!(!lab.links(Ns::Rxd).iter().any(|l| l.starts_with("veth")));
+    // Deleted instances' leases go with them: their addresses and names are free again.
+    let leases = s.get("/1.0/networks/br0/leases").await;
+    assert!(
+        leases
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["type"] == "gateway"),
+        "{leases}"
+    );
+    let text = std::fs::read_to_string(s.d.dir().join("networks/br0/dnsmasq.leases")).unwrap();
+    assert!(!text.contains(&a1) && !text.contains(&a2), "{text}");
     ok(&c, Method::DELETE, "/1.0/networks/br0", Value::Null).await;
     assert!(!lab.links(Ns::Rxd).contains(&"br0".to_owned()));
     assert!(dnsmasqs(&lab).is_empty());
@@ -366,18 +378,13 @@ async fn macvlan_p2p_and_routed_nics_reach_the_host_side() {
     let Some(s) = lab.session(test).await else {
         return;
     };
-    s.ok(&["init", "bb", "m1"]);
-    s.ok(&[
-        "config",
-        "device",
-        "add",
-        "m1",
-        "eth0",
-        "nic",
-        "nictype=macvlan",
-        "parent=up0",
-    ]);
-    s.ok(&["start", "m1"]);
+    // `-n` on a host interface that is no bridge: a macvlan on it, as `lxc launch -n` makes.
+    s.ok(&["launch", "bb", "m1", "-n", "up0"]);
+    let eth0 = s.get("/1.0/instances/m1").await["devices"]["eth0"].clone();
+    assert_eq!(
+        eth0,
+        json!({"type": "nic", "nictype": "macvlan", "parent": "up0", "name": "eth0"})
+    );
     // On the uplink's network with an address of its own, through to the internet.
     let out = eventually(
         &s,

@@ -315,6 +315,10 @@ async fn update(
         None
     };
     crate::failpoint::hit("instance-update:row-updated");
+    // NICs taken off a managed network free their reservations now, not at the next start.
+    if let Err(e) = crate::service::nics::prune(d, &key, Some(&new.devices)).await {
+        tracing::warn!(instance = %row.name, error = %e, "reservations not pruned");
+    }
     if after.privileged && !before.privileged {
         tracing::warn!(instance = %row.name, "instance made privileged: root inside it will be root on the host");
     }

@@ -316,9 +316,9 @@ pub async fn update(
 
 /// `POST /1.0/networks/<name>`: rename, only while nothing uses it (LXD's rule).
 pub async fn rename(d: &Daemon, _admin: &AdminProof, old: &str, new: &str) -> ApiResult<()> {
-    NetworkName::parse(new).map_err(bad)?;
     let _guard = d.networks.lock.lock().await;
     let row = get(d, old).await?;
+    NetworkName::parse(new).map_err(bad)?;
     if !used_by(d, old).await?.is_empty() {
         return Err(bad("Network is currently in use"));
     }

@@ -858,17 +858,36 @@ pub async fn prune(d: &Daemon, key: &InstanceKey, devices: Option<&Devices>) -> 
     let gone = d
         .db(move |s| s.prune_nic_allocations(&p, &n, &keep))
         .await?;
+    release(d, gone.into_iter().map(|r| r.network).collect()).await;
+    Ok(())
+}
+
+/// The managed networks an instance holds reservations on (before a delete or a rename).
+pub async fn networks_of(d: &Daemon, key: &InstanceKey) -> BTreeSet<String> {
+    let (p, n) = key.split();
+    let (p, n) = (p.to_owned(), n.to_owned());
+    d.db(move |s| s.instance_nics(&p, &n))
+        .await
+        .map(|rows| rows.into_iter().map(|r| r.network).collect())
+        .unwrap_or_default()
+}
+
+/// Reservations on `nets` went (or were renamed): each network's hosts files are rendered
+/// again and its dnsmasq restarted on a lease file without the departed NICs' leases, so
+/// their addresses and names are free at once (LXD sends dnsmasq a DHCPRELEASE for each).
+/// A failure marks the network errored and is logged; the change that caused it stands.
+pub async fn release(d: &Daemon, nets: BTreeSet<String>) {
+    if nets.is_empty() {
+        return;
+    }
     let _guard = d.networks.lock.lock().await;
-    for net in gone
-        .iter()
-        .map(|r| r.network.clone())
-        .collect::<BTreeSet<_>>()
-    {
-        if let Some(row) = managed.get(&net) {
-            refresh_hosts(d, row).await?;
+    for net in nets {
+        if let Ok(row) = networks::get(d, &net).await {
+            if let Err(e) = networks::bring_up(d, &row).await {
+                tracing::warn!(network = %net, error = %e, "network not refreshed after a NIC went");
+            }
         }
     }
-    Ok(())
 }
 
 /// At daemon start: the filters of the NICs of containers still running, from their saved
