@@ -192,6 +192,42 @@ async fn containers_on_a_managed_bridge_get_addresses_names_nat_and_filtering() 
     eventually(&s, "c1", &format!("ping -c1 -W2 {a2}"));
     let looked_up = eventually(&s, "c1", "nslookup c2.lxd 10.99.0.1");
     assert!(looked_up.contains(&a2), "{looked_up}");
+    let gateway = eventually(&s, "c1", "nslookup _gateway.lxd 10.99.0.1");
+    assert!(gateway.contains("10.99.0.1"), "{gateway}");
+    // IPv6: SLAAC addresses (EUI-64 of each MAC) that reach each other through the filters.
+    let v6 = |state: &Value| -> String {
+        state["network"]["eth0"]["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["family"] == "inet6" && a["scope"] == "global")
+            .and_then(|a| a["address"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut b2 = String::new();
+    while b2.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        b2 = v6(&s.state("c2").await);
+    }
+    assert!(b2.starts_with("fd42:99::"), "no SLAAC address: {b2:?}");
+    eventually(&s, "c1", &format!("ping -6 -c1 -W2 {b2}"));
+    // A static address another NIC holds: refused, nothing changed.
+    let taken = outcome(
+        &c,
+        Method::PATCH,
+        "/1.0/instances/c2",
+        json!({"devices": {"eth0": {"type": "nic", "network": "br0", "name": "eth0", "ipv4.address": a1}}}),
+    )
+    .await;
+    assert!(
+        taken
+            .as_ref()
+            .is_err_and(|e| e.contains("already allocated")),
+        "{taken:?}"
+    );
+    // ... and c2 kept its NIC: nothing was taken out before the refusal.
+    eventually(&s, "c1", &format!("ping -c1 -W2 {a2}"));
     // The lab's host does not forward yet: rxd said so, and changed nothing host-wide.
     let warnings = s.get("/1.0/warnings?recursion=1").await;
     assert!(

@@ -657,6 +657,9 @@ pub async fn hotplug(
     if gone.is_empty() && added.is_empty() {
         return Ok(());
     }
+    // What would refuse a new NIC (an address another NIC holds, an unknown or errored network)
+    // refuses the whole change before anything is taken out.
+    precheck(d, key, new, &added, config).await?;
     // Out first, so a changed NIC's new end can take its name.
     let mut hosts = Vec::new();
     for dev in &gone {
@@ -733,6 +736,45 @@ pub async fn hotplug(
     drop(_guard);
     networks::rebuild_firewall(d).await;
     result
+}
+
+/// The checks `wire` makes before it changes anything, for each of `added`.
+async fn precheck(
+    d: &Daemon,
+    key: &InstanceKey,
+    devices: &Devices,
+    added: &[String],
+    config: &Config,
+) -> ApiResult<()> {
+    let managed: BTreeMap<String, NetworkRow> = networks::list(d)
+        .await?
+        .into_iter()
+        .map(|r| (r.name.clone(), r))
+        .collect();
+    let mut scratch = config.clone();
+    for dev in added {
+        let device = &devices[dev];
+        if set(device, "nictype").is_some_and(|t| t != "bridged") {
+            continue;
+        }
+        let Some(net) = managed_network(device, &managed) else {
+            continue;
+        };
+        let row = managed
+            .get(net)
+            .ok_or_else(|| bad(format!("Device {dev:?}: network {net:?} not found")))?;
+        if let Some(e) = d.networks.error(net) {
+            return Err(bad(format!(
+                "Network {net:?} unavailable on this server: {e}"
+            )));
+        }
+        let (_, typed) = networks::typed(row)?;
+        let mac = nic_mac(device, dev, &mut scratch)?;
+        let n = row.name.clone();
+        let others = d.db(move |s| s.nic_allocations(&n)).await?;
+        reserve(key, dev, device, mac, &row.name, &typed, &others)?;
+    }
+    Ok(())
 }
 
 fn forget_device(d: &Daemon, key: &InstanceKey, dev: &str) {
