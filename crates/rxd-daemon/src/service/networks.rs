@@ -220,6 +220,16 @@ fn prepare(
     Ok((config, typed))
 }
 
+/// Whether the host has an interface named `name` (a valid interface name).
+async fn host_link_exists(name: &str) -> ApiResult<bool> {
+    let ifname = IfName::parse(name).map_err(bad)?;
+    tokio::task::spawn_blocking(move || -> rxd_network::Result<bool> {
+        Ok(Netlink::open()?.link_info(&ifname)?.is_some())
+    })
+    .await?
+    .map_err(ApiError::internal)
+}
+
 /// `POST /1.0/networks`: a managed bridge. The name must be free among host interfaces too
 /// (LXD would adopt an existing bridge; rxd never takes over a link it did not make).
 pub async fn create(
@@ -245,13 +255,7 @@ pub async fn create(
             "Network {name:?} already exists"
         )));
     }
-    let ifname = IfName::parse(name).map_err(bad)?;
-    let exists = tokio::task::spawn_blocking(move || -> rxd_network::Result<bool> {
-        Ok(Netlink::open()?.link_info(&ifname)?.is_some())
-    })
-    .await?
-    .map_err(ApiError::internal)?;
-    if exists {
+    if host_link_exists(name).await? {
         return Err(bad(format!(
             "A host interface named {name:?} already exists: rxd does not take over interfaces it did not make"
         )));
@@ -327,13 +331,7 @@ pub async fn rename(d: &Daemon, _admin: &AdminProof, old: &str, new: &str) -> Ap
             "Network {new:?} already exists"
         )));
     }
-    let ifname = IfName::parse(new).map_err(bad)?;
-    let taken = tokio::task::spawn_blocking(move || -> rxd_network::Result<bool> {
-        Ok(Netlink::open()?.link_info(&ifname)?.is_some())
-    })
-    .await?
-    .map_err(ApiError::internal)?;
-    if taken {
+    if host_link_exists(new).await? {
         return Err(bad(format!(
             "A host interface named {new:?} already exists"
         )));

@@ -10,7 +10,7 @@ use crate::state::Daemon;
 use rxd_core::devices::{Device, Devices};
 use rxd_core::launch::NicPlan;
 use rxd_core::name::InstanceKey;
-use rxd_core::network::config::{BridgeConfig, IfName};
+use rxd_core::network::config::{BridgeConfig, Family, FamilyConfig, IfName};
 use rxd_core::network::{mac, nft};
 use rxd_network::{IfaceSysctl, Netlink};
 use rxd_store::{NetworkRow, NicRow};
@@ -129,6 +129,70 @@ fn next_v6(a: Ipv6Addr) -> Option<Ipv6Addr> {
     u128::from(a).checked_add(1).map(Into::into)
 }
 
+fn nic_v4(r: &NicRow) -> Option<&str> {
+    r.ipv4.as_deref()
+}
+
+fn nic_v6(r: &NicRow) -> Option<&str> {
+    r.ipv6.as_deref()
+}
+
+/// One family's addresses as a set, from what each reservation holds (`pick`), plus the gateway.
+fn taken_of<A: Family>(
+    others: &[&NicRow],
+    pick: fn(&NicRow) -> Option<&str>,
+    family: &FamilyConfig<A>,
+) -> BTreeSet<A> {
+    let mut taken: BTreeSet<A> = others
+        .iter()
+        .filter_map(|r| pick(r)?.parse().ok())
+        .collect();
+    taken.insert(A::host(&family.address));
+    taken
+}
+
+/// A NIC's static address of one family (`ipv4.address`, `ipv6.address`): in the subnet, not
+/// its gateway, held by no other NIC (409).
+fn static_address<A: Family>(
+    dev: &str,
+    device: &Device,
+    family: &FamilyConfig<A>,
+    taken: &BTreeSet<A>,
+    net: &str,
+) -> ApiResult<Option<A>> {
+    let key = format!("{}.address", A::KEY);
+    let Some(text) = set(device, &key) else {
+        return Ok(None);
+    };
+    let a: A = text
+        .parse()
+        .map_err(|_| bad(format!("Device {dev:?}: invalid {key} {text:?}")))?;
+    if !A::contains(&family.address, &a) || a == A::host(&family.address) {
+        return Err(bad(format!(
+            "Device {dev:?}: IP address {a} is not within the network's subnet {}/{} or is its gateway",
+            A::network(&family.address),
+            A::prefix_len(&family.address)
+        )));
+    }
+    if taken.contains(&a) {
+        return Err(ApiError::Conflict(format!(
+            "IP address {a} already allocated to another NIC on network {net:?}"
+        )));
+    }
+    Ok(Some(a))
+}
+
+/// The address a NIC held before, if it is still in the subnet and free.
+fn kept<A: Family>(
+    held: Option<&NicRow>,
+    pick: fn(&NicRow) -> Option<&str>,
+    family: &FamilyConfig<A>,
+    taken: &BTreeSet<A>,
+) -> Option<A> {
+    held.and_then(|r| pick(r)?.parse::<A>().ok())
+        .filter(|a| A::contains(&family.address, a) && !taken.contains(a))
+}
+
 /// The reservation of NIC `dev` on `net`: a static address, the one it held, or the first free
 /// one of the DHCP ranges; IPv6 likewise when DHCPv6 is stateful, else its SLAAC address.
 fn reserve(
@@ -146,80 +210,28 @@ fn reserve(
     let others: Vec<&NicRow> = others.iter().filter(|r| !mine(r)).collect();
     let mut ipv4 = None;
     if let Some(v4) = &config.ipv4 {
-        let mut taken: BTreeSet<Ipv4Addr> = others
-            .iter()
-            .filter_map(|r| r.ipv4.as_deref()?.parse().ok())
-            .collect();
-        taken.insert(v4.address.addr());
-        ipv4 = match set(device, "ipv4.address") {
-            Some(a) => {
-                let a: Ipv4Addr = a
-                    .parse()
-                    .map_err(|_| bad(format!("Device {dev:?}: invalid ipv4.address {a:?}")))?;
-                if !v4.address.contains(&a) || a == v4.address.addr() {
-                    return Err(bad(format!(
-                        "Device {dev:?}: IP address {a} is not within the network's subnet {} or is its gateway",
-                        v4.address.trunc()
-                    )));
-                }
-                if taken.contains(&a) {
-                    return Err(ApiError::Conflict(format!(
-                        "IP address {a} already allocated to another NIC on network {net:?}"
-                    )));
-                }
-                Some(a)
-            }
-            None => {
-                let kept = held
-                    .and_then(|r| r.ipv4.as_deref()?.parse::<Ipv4Addr>().ok())
-                    .filter(|a| v4.address.contains(a) && !taken.contains(a));
-                match kept {
-                    Some(a) => Some(a),
-                    None if v4.dhcp => Some(
-                        networks::first_free(&v4.dhcp_ranges_or_default(), &taken, next_v4)
-                            .ok_or_else(|| {
-                                bad(format!("No free IPv4 address left on network {net:?}"))
-                            })?,
-                    ),
-                    None => None,
-                }
-            }
+        let taken = taken_of(&others, nic_v4, v4);
+        ipv4 = match static_address(dev, device, v4, &taken, net)? {
+            Some(a) => Some(a),
+            None => match kept(held, nic_v4, v4, &taken) {
+                Some(a) => Some(a),
+                None if v4.dhcp => Some(
+                    networks::first_free(&v4.dhcp_ranges_or_default(), &taken, next_v4)
+                        .ok_or_else(|| {
+                            bad(format!("No free IPv4 address left on network {net:?}"))
+                        })?,
+                ),
+                None => None,
+            },
         };
     }
     let mut ipv6 = None;
     if let Some(v6) = &config.ipv6 {
-        let mut taken: BTreeSet<Ipv6Addr> = others
-            .iter()
-            .filter_map(|r| r.ipv6.as_deref()?.parse().ok())
-            .collect();
-        taken.insert(v6.address.addr());
-        ipv6 = match set(device, "ipv6.address") {
-            Some(a) => {
-                let a: Ipv6Addr = a
-                    .parse()
-                    .map_err(|_| bad(format!("Device {dev:?}: invalid ipv6.address {a:?}")))?;
-                if !v6.address.contains(&a) || a == v6.address.addr() {
-                    return Err(bad(format!(
-                        "Device {dev:?}: IP address {a} is not within the network's subnet {}",
-                        v6.address.trunc()
-                    )));
-                }
-                if taken.contains(&a) {
-                    return Err(ApiError::Conflict(format!(
-                        "IP address {a} already allocated to another NIC on network {net:?}"
-                    )));
-                }
-                Some(a)
-            }
-            None if config.ipv6_dhcp_stateful => {
-                let kept = held
-                    .and_then(|r| r.ipv6.as_deref()?.parse::<Ipv6Addr>().ok())
-                    .filter(|a| v6.address.contains(a) && !taken.contains(a));
-                match kept {
-                    Some(a) => Some(a),
-                    None => networks::first_free(&v6.dhcp_ranges_or_default(), &taken, next_v6),
-                }
-            }
+        let taken = taken_of(&others, nic_v6, v6);
+        ipv6 = match static_address(dev, device, v6, &taken, net)? {
+            Some(a) => Some(a),
+            None if config.ipv6_dhcp_stateful => kept(held, nic_v6, v6, &taken)
+                .or_else(|| networks::first_free(&v6.dhcp_ranges_or_default(), &taken, next_v6)),
             None => mac::eui64(v6.address.trunc(), mac),
         };
     }
