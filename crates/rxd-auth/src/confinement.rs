@@ -288,6 +288,14 @@ fn check_device(
                     if proxy_host_side(device).starts_with("unix:") {
                         return Err(admin_key("listen/connect (a unix socket on the host side)"));
                     }
+                    // NAT rules act as root does in the host's firewall: they would take
+                    // any port of any address, the host's own traffic to addresses it does
+                    // not even have included, where a forwarder only binds as nobody.
+                    if device.get("nat").is_some_and(|v| {
+                        matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
+                    }) {
+                        return Err(admin_key("nat"));
+                    }
                     // Listening on the host: unprivileged ports only, and a bounded number of
                     // them (the forwarder binds before it drops its privileges).
                     let host_listen = device.get("bind").map(String::as_str) != Some("instance");
@@ -1050,6 +1058,10 @@ mod tests {
             ("operator: proxy on 64 host ports", false, &unix_proxy, vec![("type", "proxy"), ("listen", "tcp:0.0.0.0:2000-2063"), ("connect", "tcp:127.0.0.1:80")], true),
             ("operator: privileged port inside", false, &unix_proxy, vec![("type", "proxy"), ("listen", "tcp:127.0.0.1:80"), ("connect", "tcp:127.0.0.1:8080"), ("bind", "instance")], true),
             ("admin: proxy on a privileged host port", true, &open, vec![("type", "proxy"), ("listen", "tcp:0.0.0.0:443"), ("connect", "tcp:127.0.0.1:443")], true),
+            ("operator: nat proxy", false, &unix_proxy, vec![("type", "proxy"), ("listen", "tcp:198.51.100.2:8080"), ("connect", "tcp:10.0.0.5:80"), ("nat", "true")], false),
+            ("operator: nat proxy, any spelling", false, &unix_proxy, vec![("type", "proxy"), ("listen", "tcp:198.51.100.2:8080"), ("connect", "tcp:10.0.0.5:80"), ("nat", "On")], false),
+            ("operator: nat=false proxy", false, &unix_proxy, vec![("type", "proxy"), ("listen", "tcp:198.51.100.2:8080"), ("connect", "tcp:10.0.0.5:80"), ("nat", "false")], true),
+            ("admin: nat proxy", true, &open, vec![("type", "proxy"), ("listen", "tcp:198.51.100.2:80"), ("connect", "tcp:10.0.0.5:80"), ("nat", "true")], true),
             ("operator: unix-char by numbers", false, &unix_proxy, vec![("type", "unix-char"), ("source", "/dev/fuse"), ("major", "21"), ("minor", "0")], false),
             ("admin: unix-char by numbers", true, &open, vec![("type", "unix-char"), ("path", "/dev/sg0"), ("major", "21"), ("minor", "0")], true),
             (

@@ -1,7 +1,9 @@
 //! The `proxy` device: LXD's address grammar (`tcp:<addr>:<ports>`, `udp:…`, `unix:<path>`,
 //! `unix:@<abstract>`), LXD 5.0's validation of a device's keys, the plan the daemon hands to
-//! the forwarder (`rxd-shim proxy`) and the PROXY protocol v2 header it sends. No IO: the
-//! forwarder acts only on the typed values made here, never on the device's text.
+//! the forwarder (`rxd-shim proxy`) and the PROXY protocol v2 header it sends, and for
+//! `nat=true` (no forwarder: DNAT rules, `network::nft::ProxyNat`) LXD's choice of the
+//! instance address the rules may send traffic to. No IO: the forwarder and the firewall act
+//! only on the typed values made here, never on the device's text.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -43,14 +45,27 @@ pub enum ProxyError {
     SingleToMany,
     #[error("Mismatch between listen port(s) and connect port(s) count")]
     PortCount,
-    #[error("The PROXY header can only be sent to tcp servers")]
+    #[error("The PROXY header can only be sent to tcp servers in non-nat mode")]
     ProxyProtocol,
     #[error(
         "Only proxy devices for non-abstract unix sockets can carry uid, gid, or mode properties"
     )]
     Ownership,
-    #[error("Proxy devices with nat=true need a managed network (not supported yet)")]
-    Nat,
+    #[error("Only host-bound proxies can use NAT")]
+    NatBind,
+    #[error("Proxying {listen} <-> {connect} is not supported when using NAT")]
+    NatProtocol {
+        listen: &'static str,
+        connect: &'static str,
+    },
+    #[error("Cannot listen on wildcard address \"{0}\" when in nat mode")]
+    NatWildcard(IpAddr),
+    #[error("Cannot mix IP versions between listen and connect in nat mode")]
+    NatFamilies,
+    #[error("Instance has no static IPv{0} address assigned to be used as the connect IP (set ipv{0}.address on a NIC of a managed bridge)")]
+    NatNoStaticAddress(u8),
+    #[error("Connect IP \"{ip}\" must be one of the instance's static IPv{version} addresses (ipv{version}.address of a NIC on a managed bridge)")]
+    NatNotStatic { ip: IpAddr, version: u8 },
     #[error("Forwarding between udp and {0} is not supported by rxd: udp forwards to udp only")]
     UdpMix(&'static str),
 }
@@ -95,7 +110,8 @@ impl ProxyAddress {
         }
     }
 
-    fn kind(&self) -> &'static str {
+    /// `tcp`, `udp` or `unix` (abstract sockets included), as LXD names a connection type.
+    pub fn kind(&self) -> &'static str {
         match self {
             ProxyAddress::Tcp { .. } => "tcp",
             ProxyAddress::Udp { .. } => "udp",
@@ -130,6 +146,10 @@ pub struct ProxyDevice {
     /// `security.uid`/`security.gid`: whom the forwarder runs as on the host (default 0).
     pub security_uid: u32,
     pub security_gid: u32,
+    /// `nat=true`: DNAT rules in rxd's firewall instead of a forwarder (host-bound tcp or udp
+    /// between addresses of one family only).
+    #[serde(default)]
+    pub nat: bool,
 }
 
 impl ProxyDevice {
@@ -364,8 +384,9 @@ pub fn validate(device: &BTreeMap<String, String>) -> Result<ProxyDevice, ProxyE
     {
         return Err(ProxyError::Ownership);
     }
-    if nat == Some(true) {
-        return Err(ProxyError::Nat);
+    let nat = nat.unwrap_or(false);
+    if nat {
+        check_nat(bind, proxy_protocol, &listen, &connect)?;
     }
     match (listen.kind(), connect.kind()) {
         ("udp", "udp") => {}
@@ -382,6 +403,96 @@ pub fn validate(device: &BTreeMap<String, String>) -> Result<ProxyDevice, ProxyE
         mode,
         security_uid,
         security_gid,
+        nat,
+    })
+}
+
+/// LXD 5.0's rules for `nat=true`, in its order: the host side listens (the rules live in the
+/// host's firewall), tcp to tcp or udp to udp, a specific listen address (a wildcard would
+/// take the port from every address of the host, and from traffic passing through it), one
+/// IP family on both sides (DNAT does not translate between them).
+fn check_nat(
+    bind: Bind,
+    proxy_protocol: bool,
+    listen: &ProxyAddress,
+    connect: &ProxyAddress,
+) -> Result<(), ProxyError> {
+    if proxy_protocol {
+        return Err(ProxyError::ProxyProtocol);
+    }
+    if bind != Bind::Host {
+        return Err(ProxyError::NatBind);
+    }
+    let (listen_ip, connect_ip) = match (listen, connect) {
+        (ProxyAddress::Tcp { ip: l, .. }, ProxyAddress::Tcp { ip: c, .. })
+        | (ProxyAddress::Udp { ip: l, .. }, ProxyAddress::Udp { ip: c, .. }) => (*l, *c),
+        _ => {
+            return Err(ProxyError::NatProtocol {
+                listen: listen.kind(),
+                connect: connect.kind(),
+            })
+        }
+    };
+    if listen_ip.is_unspecified() {
+        return Err(ProxyError::NatWildcard(listen_ip));
+    }
+    if listen_ip.is_ipv4() != connect_ip.is_ipv4() {
+        return Err(ProxyError::NatFamilies);
+    }
+    Ok(())
+}
+
+/// Where a NAT proxy's rules send traffic: a static address of one of the instance's NICs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatTarget<'a> {
+    /// The NIC device holding the address.
+    pub nic: &'a str,
+    pub ip: IpAddr,
+}
+
+/// LXD's choice of a NAT proxy's target (`setupNAT`): the connect address must be a static
+/// address (`ipv4.address`, `ipv6.address`) of one of the instance's NICs, so the rules can
+/// only ever reach this instance (the address is reserved for it on its bridge, and its
+/// filters keep others from taking it); a wildcard connect address stands for the first such
+/// address of the listen address's family. `nics` are the instance's NICs on managed
+/// bridges, by device name, in order; `device` is a validated NAT-mode proxy.
+pub fn nat_target<'a>(
+    device: &ProxyDevice,
+    nics: impl IntoIterator<Item = (&'a str, &'a BTreeMap<String, String>)>,
+) -> Result<NatTarget<'a>, ProxyError> {
+    let connect = match &device.connect {
+        ProxyAddress::Tcp { ip, .. } | ProxyAddress::Udp { ip, .. } => *ip,
+        other => {
+            return Err(ProxyError::NatProtocol {
+                listen: device.listen.kind(),
+                connect: other.kind(),
+            })
+        }
+    };
+    let (key, version) = if connect.is_ipv4() {
+        ("ipv4.address", 4)
+    } else {
+        ("ipv6.address", 6)
+    };
+    for (nic, config) in nics {
+        let Some(ip) = config
+            .get(key)
+            .and_then(|a| a.parse::<IpAddr>().ok())
+            .filter(|ip| ip.is_ipv4() == connect.is_ipv4())
+        else {
+            continue;
+        };
+        if connect == ip || connect.is_unspecified() {
+            return Ok(NatTarget { nic, ip });
+        }
+    }
+    Err(if connect.is_unspecified() {
+        ProxyError::NatNoStaticAddress(version)
+    } else {
+        ProxyError::NatNotStatic {
+            ip: connect,
+            version,
+        }
     })
 }
 
@@ -483,9 +594,30 @@ mod tests {
             ("listen=unix:@abc connect=tcp:127.0.0.1:80 uid=1000", "non-abstract unix sockets"),
             ("listen=tcp:127.0.0.1:80 connect=unix:/a mode=0600", "non-abstract unix sockets"),
             ("listen=tcp:127.0.0.1:80 connect=unix:/a gid=1", "non-abstract unix sockets"),
-            ("listen=tcp:127.0.0.1:80 connect=tcp:10.0.0.2:80 nat=true", "need a managed network"),
             ("listen=tcp:127.0.0.1:80 connect=tcp:10.0.0.2:80 nat=false", "ok"),
             ("listen=tcp:127.0.0.1:80 connect=tcp:10.0.0.2:80 nat=sometimes", "not a boolean"),
+            // nat=true: LXD 5.0's rules.
+            ("listen=tcp:198.51.100.2:8080 connect=tcp:10.0.0.2:80 nat=true", "ok"),
+            ("listen=tcp:198.51.100.2:8080 connect=tcp:10.0.0.2:80 nat=1 bind=host", "ok"),
+            ("listen=udp:198.51.100.2:53 connect=udp:10.0.0.2:5353 nat=true", "ok"),
+            ("listen=tcp:[2001:db8::2]:80 connect=tcp:[fd42::10]:80 nat=true", "ok"),
+            ("listen=tcp:198.51.100.2:80-82 connect=tcp:10.0.0.2:80-82 nat=true", "ok"),
+            ("listen=tcp:198.51.100.2:80-82 connect=tcp:10.0.0.2:8080 nat=true", "ok"),
+            ("listen=tcp:198.51.100.2:80 connect=tcp:0.0.0.0:80 nat=true", "ok"),
+            ("listen=tcp:198.51.100.2:80-82 connect=tcp:10.0.0.2:80-81 nat=true", "Mismatch between listen port(s) and connect port(s) count"),
+            ("listen=tcp:198.51.100.2:80 connect=tcp:10.0.0.2:80 nat=true bind=instance", "Only host-bound proxies can use NAT"),
+            ("listen=tcp:198.51.100.2:80 connect=tcp:10.0.0.2:80 nat=true proxy_protocol=true", "PROXY header can only be sent to tcp servers in non-nat mode"),
+            ("listen=unix:/run/a.sock connect=tcp:10.0.0.2:80 nat=true", "Proxying unix <-> tcp is not supported when using NAT"),
+            ("listen=tcp:198.51.100.2:80 connect=unix:/run/a.sock nat=true", "Proxying tcp <-> unix is not supported when using NAT"),
+            ("listen=unix:@a connect=unix:@b nat=true", "Proxying unix <-> unix is not supported when using NAT"),
+            ("listen=tcp:198.51.100.2:53 connect=udp:10.0.0.2:53 nat=true", "Proxying tcp <-> udp is not supported when using NAT"),
+            ("listen=udp:198.51.100.2:53 connect=tcp:10.0.0.2:53 nat=true", "Proxying udp <-> tcp is not supported when using NAT"),
+            ("listen=tcp:0.0.0.0:80 connect=tcp:10.0.0.2:80 nat=true", "Cannot listen on wildcard address \"0.0.0.0\" when in nat mode"),
+            ("listen=tcp:[::]:80 connect=tcp:[fd42::10]:80 nat=true", "Cannot listen on wildcard address \"::\" when in nat mode"),
+            ("listen=tcp:198.51.100.2:80 connect=tcp:[fd42::10]:80 nat=true", "Cannot mix IP versions between listen and connect in nat mode"),
+            ("listen=tcp:[2001:db8::2]:80 connect=tcp:10.0.0.2:80 nat=true", "Cannot mix IP versions"),
+            ("listen=unix:/run/a.sock connect=tcp:10.0.0.2:80 nat=true uid=1", "Proxying unix <-> tcp"),
+            ("listen=tcp:198.51.100.2:80 connect=tcp:10.0.0.2:80 nat=true mode=0600", "non-abstract unix sockets"),
         ];
         for (input, expected) in cases {
             check(input, expected);
@@ -493,6 +625,95 @@ mod tests {
         let mut other = device("listen=tcp:127.0.0.1:80 connect=tcp:127.0.0.1:80");
         other.insert("type".into(), "disk".into());
         assert_eq!(validate(&other), Err(ProxyError::NotProxy("disk".into())));
+    }
+
+    fn nic(pairs: &str) -> BTreeMap<String, String> {
+        let mut d: BTreeMap<String, String> = [("type".to_string(), "nic".to_string())].into();
+        for pair in pairs.split_whitespace() {
+            let (k, v) = pair.split_once('=').unwrap();
+            d.insert(k.into(), v.into());
+        }
+        d
+    }
+
+    /// `expected`: `<nic> <ip>` chosen, or a piece of the error message.
+    fn check_target(connect: &str, nics: &[(&str, &str)], expected: &str) {
+        let listen = if connect.contains('[') {
+            "tcp:[2001:db8::2]:80"
+        } else {
+            "tcp:198.51.100.2:80"
+        };
+        let proxy = validate(&device(&format!(
+            "listen={listen} connect={connect} nat=true"
+        )))
+        .unwrap();
+        let nics: Vec<(&str, BTreeMap<String, String>)> =
+            nics.iter().map(|(n, p)| (*n, nic(p))).collect();
+        let got = nat_target(&proxy, nics.iter().map(|(n, c)| (*n, c)))
+            .map(|t| format!("{} {}", t.nic, t.ip))
+            .map_err(|e| e.to_string());
+        match got {
+            Ok(t) => assert_eq!(t, expected, "{connect} {nics:?}"),
+            Err(e) => assert!(
+                e.contains(expected),
+                "{connect} {nics:?}: {e}, wanted {expected:?}"
+            ),
+        }
+    }
+
+    #[test]
+    fn nat_targets() {
+        let both = [
+            ("eth0", "network=br0 ipv4.address=10.0.0.5"),
+            (
+                "eth1",
+                "network=br1 ipv4.address=10.1.0.5 ipv6.address=fd42::5",
+            ),
+        ];
+        // (connect address, the instance's NICs, expected)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: [Case; 10] = [
+            ("tcp:10.0.0.5:80", &both, "eth0 10.0.0.5"),
+            ("tcp:10.1.0.5:80", &both, "eth1 10.1.0.5"),
+            // A wildcard means the first static address of the family.
+            ("tcp:0.0.0.0:80", &both, "eth0 10.0.0.5"),
+            ("tcp:[::]:80", &both, "eth1 fd42::5"),
+            ("tcp:[fd42:0::5]:80", &both, "eth1 fd42::5"),
+            // Another instance's address, or a dynamic one, is never a target.
+            (
+                "tcp:10.0.0.6:80",
+                &both,
+                "Connect IP \"10.0.0.6\" must be one of the instance's static IPv4 addresses",
+            ),
+            (
+                "tcp:[fd42::6]:80",
+                &both,
+                "must be one of the instance's static IPv6 addresses",
+            ),
+            (
+                "tcp:10.0.0.5:80",
+                &[("eth0", "network=br0")],
+                "Connect IP \"10.0.0.5\" must be one of",
+            ),
+            (
+                "tcp:0.0.0.0:80",
+                &[("eth0", "network=br0 ipv6.address=fd42::5")],
+                "Instance has no static IPv4 address assigned to be used as the connect IP",
+            ),
+            ("tcp:[::]:80", &[], "Instance has no static IPv6 address"),
+        ];
+        for (connect, nics, expected) in cases {
+            check_target(connect, nics, expected);
+        }
+        // A value of the wrong family under a key is no address of that family.
+        check_target(
+            "tcp:0.0.0.0:80",
+            &[
+                ("eth0", "ipv4.address=fd42::5"),
+                ("eth1", "ipv4.address=10.0.0.9"),
+            ],
+            "eth1 10.0.0.9",
+        );
     }
 
     /// `expected`: the address's `Debug` form, or a piece of the error message.

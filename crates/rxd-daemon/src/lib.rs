@@ -158,11 +158,13 @@ pub async fn run(
         shutdown,
     });
     // Bridges and their dnsmasq first, so recovered and autostarted containers find them;
-    // then the filters of the NICs of containers still running, and the whole firewall.
+    // then the filters of the NICs and the NAT proxies of containers still running, and the
+    // whole firewall.
     let has_networks = service::networks::reconcile(&daemon).await;
     service::recovery::recover(&daemon).await;
     if has_networks {
         service::nics::recover(&daemon).await;
+        service::proxy_nat::recover(&daemon).await;
         service::networks::rebuild_firewall(&daemon).await;
     }
     service::images::prune(&daemon).await;

@@ -1,5 +1,5 @@
 //! What the daemon keeps about its managed networks besides their rows (the rules are
-//! `service::networks`' and `service::nics`').
+//! `service::networks`', `service::nics`' and `service::proxy_nat`'s).
 
 use rxd_core::network::nft;
 use rxd_network::dnsmasq::Dnsmasq;
@@ -16,6 +16,9 @@ pub struct Networks {
     errors: Mutex<BTreeMap<String, String>>,
     /// The filters of the NICs of running containers, by instance key and device.
     pub nics: Mutex<BTreeMap<(String, String), nft::NicRules>>,
+    /// The DNAT rules of running containers' `nat=true` proxy devices, by instance key and
+    /// device (`service::proxy_nat`).
+    pub proxies: Mutex<BTreeMap<(String, String), nft::ProxyNat>>,
 }
 
 impl Networks {

@@ -1,17 +1,17 @@
-//! rxd-network's firewall against Debian's real `nft` (root). Every scenario makes an anonymous
-//! network namespace of its own (gone with its descriptor, tables and all), runs `nft` only from
-//! a thread inside it, and checks that thread is not in the host's namespace. The last test runs
-//! every scenario between two snapshots of the host's network (its `nft -j list ruleset`
-//! included, read only) and requires them equal.
+//! rxd-network's firewall against Debian's real `nft` (root), NAT proxies' DNAT included. Every
+//! scenario makes an anonymous network namespace of its own (gone with its descriptor, tables
+//! and all), runs `nft` only from a thread inside it, and checks that thread is not in the
+//! host's namespace. The last test runs every scenario between two snapshots of the host's
+//! network (its `nft -j list ruleset` included, read only) and requires them equal.
 
 use rxd_core::name::InstanceKey;
 use rxd_core::network::config::{BridgeConfig, Config, IfName, NetworkName};
-use rxd_core::network::nft::{self, BridgeRules, NicRules, Ruleset};
+use rxd_core::network::nft::{self, BridgeRules, NicRules, ProxyNat, Ruleset};
 use rxd_network::firewall::{self, FirewallError, FirewallWarning, Hook, Owner, NFT};
-use rxd_network::{in_netns, new_netns};
+use rxd_network::{in_netns, new_netns, Netlink};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
@@ -154,6 +154,7 @@ fn first() -> Value {
             "10.0.3.5/32",
             "fd42:0:0:3::5/128",
         )],
+        proxies: vec![],
     })
 }
 
@@ -170,6 +171,7 @@ fn second() -> Value {
             "10.0.4.7/32",
             "fd42:0:0:4::7/128",
         )],
+        proxies: vec![],
     })
 }
 
@@ -361,6 +363,132 @@ fn a_refused_ruleset_leaves_the_previous_one() {
     assert_eq!(listed(&ns).chains, declared(&r));
 }
 
+/// A `nat=true` proxy of `instance`'s device `device` (default project), validated as the
+/// daemon validates it, to `target`.
+fn proxy(instance: &str, device: &str, listen: &str, connect: &str, target: &str) -> ProxyNat {
+    let d = [
+        ("type", "proxy"),
+        ("listen", listen),
+        ("connect", connect),
+        ("nat", "true"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    ProxyNat::new(
+        InstanceKey::new("default", instance),
+        device,
+        IfName::parse("veth1a2b3c4d").unwrap(),
+        &rxd_core::proxy::validate(&d).unwrap(),
+        target.parse().unwrap(),
+    )
+    .unwrap()
+}
+
+/// NAT proxies' chains as the kernel takes them (IPv4 and IPv6, tcp and udp, port ranges, a
+/// name too long for the usual form, a bridge whose dotted name reads like a proxy's), and
+/// their DNAT at work: in the namespace, a connection to the listen address from a local
+/// process (the `out` chain) reaches a server on the target address.
+fn proxy_nat_chains_apply_and_forward() {
+    let ns = new_netns().unwrap();
+    let r = nft::ruleset(&Ruleset {
+        bridges: vec![bridge(
+            "c1.web",
+            &[("ipv4.address", "10.0.3.1/24"), ("ipv4.nat", "true")],
+        )],
+        nics: vec![],
+        proxies: vec![
+            proxy(
+                "c1",
+                "web",
+                "tcp:198.51.100.2:8080",
+                "tcp:10.0.3.5:80",
+                "10.0.3.5",
+            ),
+            proxy(
+                "c1",
+                "dns",
+                "udp:[2001:db8::2]:53,5300-5301",
+                "udp:[::]:53,5300-5301",
+                "fd42::5",
+            ),
+            proxy(
+                &"c".repeat(63),
+                &"/".repeat(63),
+                "tcp:198.51.100.2:9000-9002",
+                "tcp:10.0.3.5:80",
+                "10.0.3.5",
+            ),
+        ],
+    });
+    apply_in(&ns, &r).unwrap();
+    let l = listed(&ns);
+    assert_eq!(l.chains, declared(&r));
+    let names = chain_names(&l.chains);
+    for name in [
+        "prert.c1.web",
+        "out.c1.web",
+        "pstrt.c1.web",
+        "pstrt.@c1.web",
+        "out.@c1.web",
+    ] {
+        assert!(names.contains(name), "{name} missing: {names:?}");
+    }
+    assert!(
+        names.iter().any(|n| n.starts_with("prert.%veth1a2b3c4d.")),
+        "{names:?}"
+    );
+    let text = nft_ok(&ns, &["list", "table", "inet", "rxd"]);
+    for want in [
+        "ip daddr 198.51.100.2 tcp dport 8080 dnat ip to 10.0.3.5:80",
+        "ip6 daddr 2001:db8::2 udp dport 5300-5301 dnat ip6 to fd42::5",
+        "ip6 daddr 2001:db8::2 udp dport 53 dnat ip6 to [fd42::5]:53",
+        "ip saddr 10.0.3.5 ip daddr 10.0.3.5 tcp dport 80 masquerade",
+        "ip daddr 198.51.100.2 tcp dport 9000-9002 dnat ip to 10.0.3.5:80",
+        "type nat hook prerouting priority dstnat; policy accept;",
+        "type nat hook output priority -100; policy accept;",
+    ] {
+        assert!(text.contains(want), "{want:?} not in\n{text}");
+    }
+
+    let served = in_netns(ns.as_fd(), || {
+        let mut nl = Netlink::open().unwrap();
+        let lo = IfName::parse("lo").unwrap();
+        nl.set_up(&lo).unwrap();
+        nl.sync_addresses(
+            &lo,
+            &[
+                "198.51.100.2/32".parse().unwrap(),
+                "10.0.3.5/32".parse().unwrap(),
+            ],
+        )
+        .unwrap();
+        let server = std::net::TcpListener::bind("10.0.3.5:80").unwrap();
+        let answer = std::thread::spawn(move || {
+            let (mut conn, _) = server.accept().unwrap();
+            conn.write_all(b"reached through dnat").unwrap();
+        });
+        let mut client = std::net::TcpStream::connect_timeout(
+            &"198.51.100.2:8080".parse().unwrap(),
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
+        let mut got = String::new();
+        client.read_to_string(&mut got).unwrap();
+        answer.join().unwrap();
+        // Nothing listens on the listen address itself: without the rules, a refusal.
+        apply_in(&ns, &nft::ruleset(&Ruleset::default())).unwrap();
+        let refused = std::net::TcpStream::connect_timeout(
+            &"198.51.100.2:8080".parse().unwrap(),
+            std::time::Duration::from_secs(5),
+        );
+        (got, refused.map_err(|e| e.kind()))
+    })
+    .unwrap();
+    assert_eq!(served.0, "reached through dnat");
+    assert_eq!(served.1.unwrap_err(), std::io::ErrorKind::ConnectionRefused);
+}
+
 const SCENARIOS: &[(&str, fn())] = &[
     ("apply", apply_makes_exactly_rxds_tables_and_chains),
     ("replace", apply_again_replaces_the_whole_ruleset),
@@ -370,6 +498,7 @@ const SCENARIOS: &[(&str, fn())] = &[
         remove_deletes_only_rxds_tables_and_tolerates_their_absence,
     ),
     ("refused", a_refused_ruleset_leaves_the_previous_one),
+    ("proxy_nat", proxy_nat_chains_apply_and_forward),
 ];
 
 /// Root and Debian's `nft` at its fixed path; outside CI their absence skips, under `CI=true`
@@ -420,6 +549,11 @@ fn remove_only_rxds_tables() {
 #[test]
 fn refused_ruleset_keeps_the_previous() {
     run("refused");
+}
+
+#[test]
+fn proxy_nat_chains_forward() {
+    run("proxy_nat");
 }
 
 #[test]

@@ -135,6 +135,10 @@ fn read_plan() -> Result<ProxyPlan> {
     if !rxd_core::name::valid_instance_key(&plan.instance) {
         bail!("invalid container name {:?}", plan.instance);
     }
+    // A nat=true device is the firewall's (DNAT rules), never a forwarder's.
+    if plan.proxy.nat {
+        bail!("device {:?} has nat=true: it has no forwarder", plan.device);
+    }
     Ok(plan)
 }
 

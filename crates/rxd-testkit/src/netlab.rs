@@ -240,7 +240,12 @@ impl NetLab {
 
     /// `GET http://<server>/` from `ns` (from rxdt: what rxd's host would see): the body.
     pub fn http_get(&self, ns: Ns, server: IpAddr) -> std::io::Result<String> {
-        self.in_ns(ns, || http_get(SocketAddr::new(server, 80)))
+        self.http_get_at(ns, SocketAddr::new(server, 80))
+    }
+
+    /// `GET http://<server>:<port>/` from `ns`: the body of a 200 answer (HTTP/1.0 or 1.1).
+    pub fn http_get_at(&self, ns: Ns, server: SocketAddr) -> std::io::Result<String> {
+        self.in_ns(ns, || http_get(server))
     }
 
     /// The daemon options that run rxd in this lab: the wrapper (see the module
@@ -418,7 +423,11 @@ fn http_get(server: SocketAddr) -> std::io::Result<String> {
     let mut reply = String::new();
     s.read_to_string(&mut reply)?;
     match reply.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.0 200") => Ok(body.to_owned()),
+        Some((head, body))
+            if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") =>
+        {
+            Ok(body.to_owned())
+        }
         _ => Err(std::io::Error::other(format!(
             "unexpected reply: {reply:?}"
         ))),

@@ -1,6 +1,6 @@
 //! The nftables ruleset of managed bridges, as the JSON `nft -j -f -` reads: tables `inet rxd`
-//! (NAT, forwarding, the host's DNS/DHCP/ICMP accepts per bridge) and `bridge rxd` (per-NIC MAC
-//! and IP filtering), each declared, deleted and declared again before its contents, so one
+//! (NAT, forwarding, the host's DNS/DHCP/ICMP accepts per bridge; the DNAT of `nat=true` proxy
+//! devices) and `bridge rxd` (per-NIC MAC and IP filtering), each declared, deleted and declared again before its contents, so one
 //! transaction replaces the whole ruleset atomically. It is built from a typed description the
 //! daemon derives from the store; it must not know how the JSON reaches `nft`, and it never
 //! names a table other than `rxd`.
@@ -8,8 +8,9 @@
 use crate::name::InstanceKey;
 use crate::network::config::{BridgeConfig, Family, IfName, NetworkName};
 use crate::network::mac::Mac;
+use crate::proxy::{ProxyAddress, ProxyDevice, ProxyError};
 use serde_json::{json, Value};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The name of both tables.
 pub const TABLE: &str = "rxd";
@@ -95,11 +96,105 @@ pub struct NicRules {
     pub egress_limit: Option<u64>,
 }
 
+/// The transport a NAT proxy forwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NatProtocol {
+    Tcp,
+    Udp,
+}
+
+impl NatProtocol {
+    fn as_str(self) -> &'static str {
+        match self {
+            NatProtocol::Tcp => "tcp",
+            NatProtocol::Udp => "udp",
+        }
+    }
+}
+
+/// A `nat=true` proxy device of a running container: its DNAT chains in `inet rxd`
+/// (`prert.<key>`, `out.<key>`, `pstrt.<key>`). Made only by [`ProxyNat::new`], so the
+/// listen and target addresses are of one family, the listen address is a specific one and
+/// the ports pair up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyNat {
+    instance: InstanceKey,
+    device: String,
+    /// The host end of the NIC the target address is on (names the chains when the instance
+    /// and device names are too long).
+    host_name: IfName,
+    protocol: NatProtocol,
+    listen: IpAddr,
+    listen_ports: Vec<u16>,
+    target: IpAddr,
+    /// One port (every listen port goes to it) or one per listen port.
+    target_ports: Vec<u16>,
+}
+
+impl ProxyNat {
+    /// The rules of proxy device `device` of `instance` (validated, `nat=true`), sending its
+    /// traffic to `target`, the static address `proxy::nat_target` chose on the NIC whose
+    /// host end is `host_name`; the connect side's ports are kept.
+    pub fn new(
+        instance: InstanceKey,
+        device: &str,
+        host_name: IfName,
+        proxy: &ProxyDevice,
+        target: IpAddr,
+    ) -> Result<ProxyNat, ProxyError> {
+        let (protocol, listen, listen_ports, target_ports) = match (&proxy.listen, &proxy.connect) {
+            (ProxyAddress::Tcp { ip, ports }, ProxyAddress::Tcp { ports: to, .. }) => {
+                (NatProtocol::Tcp, *ip, ports, to)
+            }
+            (ProxyAddress::Udp { ip, ports }, ProxyAddress::Udp { ports: to, .. }) => {
+                (NatProtocol::Udp, *ip, ports, to)
+            }
+            _ => {
+                return Err(ProxyError::NatProtocol {
+                    listen: proxy.listen.kind(),
+                    connect: proxy.connect.kind(),
+                })
+            }
+        };
+        if listen.is_unspecified() {
+            return Err(ProxyError::NatWildcard(listen));
+        }
+        if listen.is_ipv4() != target.is_ipv4() || target.is_unspecified() {
+            return Err(ProxyError::NatFamilies);
+        }
+        if listen_ports.is_empty()
+            || target_ports.is_empty()
+            || (target_ports.len() != 1 && target_ports.len() != listen_ports.len())
+        {
+            return Err(ProxyError::PortCount);
+        }
+        Ok(ProxyNat {
+            instance,
+            device: device.to_owned(),
+            host_name,
+            protocol,
+            listen,
+            listen_ports: listen_ports.clone(),
+            target,
+            target_ports: target_ports.clone(),
+        })
+    }
+
+    pub fn instance(&self) -> &InstanceKey {
+        &self.instance
+    }
+
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+}
+
 /// Everything rxd puts in nftables.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ruleset {
     pub bridges: Vec<BridgeRules>,
     pub nics: Vec<NicRules>,
+    pub proxies: Vec<ProxyNat>,
 }
 
 /// A chain name part: ASCII letters, digits and `_` kept, every other byte `-` and two hex
@@ -125,6 +220,33 @@ pub fn nic_chain_name(kind: &str, nic: &NicRules) -> String {
         name
     } else {
         format!("{kind}.@{}", nic.host_name)
+    }
+}
+
+/// A bridge chain's name: `<kind>.<bridge>`, or `<kind>.@<bridge>` when the bridge's name has
+/// a `.`, which could otherwise read as a proxy chain's `<kind>.<instance>.<device>` in the
+/// same table (`@` appears in neither a bridge name nor an encoded part).
+pub fn bridge_chain_name(kind: &str, bridge: &str) -> String {
+    if bridge.contains('.') {
+        format!("{kind}.@{bridge}")
+    } else {
+        format!("{kind}.{bridge}")
+    }
+}
+
+/// A NAT proxy chain's name: `<kind>.<instance key>.<device>` (LXD's, encoded as a NIC
+/// chain's), or, if that would be too long, `<kind>.%<host interface>.<device>` (the host end
+/// belongs to this instance alone, and `%` appears in no other chain name).
+pub fn proxy_chain_name(kind: &str, proxy: &ProxyNat) -> String {
+    let name = format!(
+        "{kind}.{}.{}",
+        encode(&proxy.instance),
+        encode(&proxy.device)
+    );
+    if name.len() <= MAX_CHAIN_NAME {
+        name
+    } else {
+        format!("{kind}.%{}.{}", proxy.host_name, encode(&proxy.device))
     }
 }
 
@@ -311,7 +433,7 @@ fn bridge_commands(b: &BridgeRules, cmds: &mut Vec<Value>) {
         if rules.is_empty() {
             continue;
         }
-        let name = format!("{kind}.{br}");
+        let name = bridge_chain_name(kind, br);
         let kind = if nat { "nat" } else { "filter" };
         cmds.push(chain("inet", &name, kind, hook, prio));
         cmds.extend(rules.into_iter().map(|expr| rule("inet", &name, expr)));
@@ -481,7 +603,111 @@ fn nic_commands(nic: &NicRules, cmds: &mut Vec<Value>) {
     }
 }
 
-/// The whole ruleset: both tables replaced, then every bridge's and NIC's chains.
+/// Runs of consecutive ports, as (first, last), in order.
+fn port_runs(ports: &[u16]) -> Vec<(u16, u16)> {
+    let mut runs: Vec<(u16, u16)> = Vec::new();
+    for &p in ports {
+        match runs.last_mut() {
+            Some((_, last)) if last.checked_add(1) == Some(p) => *last = p,
+            _ => runs.push((p, p)),
+        }
+    }
+    runs
+}
+
+/// Ports as nftables' right-hand side: one port, or a range.
+fn ports_value((first, last): (u16, u16)) -> Value {
+    if first == last {
+        json!(first)
+    } else {
+        json!({"range": [first, last]})
+    }
+}
+
+/// Where one DNAT rule sends its listen ports: to one target port, or to the same port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DnatPort {
+    To(u16),
+    Same,
+}
+
+/// A NAT proxy's DNAT rules, in listen port order (LXD's grouping): with one target port,
+/// each run of listen ports goes to it; else a run whose ports map onto the very same
+/// ports keeps its port (one rule), and every other port gets a rule of its own.
+fn dnat_ranges(listen: &[u16], target: &[u16]) -> Vec<((u16, u16), DnatPort)> {
+    if let [port] = target {
+        return port_runs(listen)
+            .into_iter()
+            .map(|run| (run, DnatPort::To(*port)))
+            .collect();
+    }
+    let mut out: Vec<((u16, u16), DnatPort)> = Vec::new();
+    for (&l, &t) in listen.iter().zip(target) {
+        if l == t {
+            if let Some(((_, last), DnatPort::Same)) = out.last_mut() {
+                if last.checked_add(1) == Some(l) {
+                    *last = l;
+                    continue;
+                }
+            }
+            out.push(((l, l), DnatPort::Same));
+        } else {
+            out.push(((l, l), DnatPort::To(t)));
+        }
+    }
+    // A single port kept is written with its port, as LXD writes it.
+    for (run, port) in &mut out {
+        if *port == DnatPort::Same && run.0 == run.1 {
+            *port = DnatPort::To(run.0);
+        }
+    }
+    out
+}
+
+fn proxy_commands(p: &ProxyNat, cmds: &mut Vec<Value>) {
+    let ip = if p.listen.is_ipv4() { "ip" } else { "ip6" };
+    let proto = p.protocol.as_str();
+    let dnat: Vec<Vec<Value>> = dnat_ranges(&p.listen_ports, &p.target_ports)
+        .into_iter()
+        .map(|(run, port)| {
+            let to = match port {
+                DnatPort::To(port) => {
+                    json!({"dnat": {"family": ip, "addr": p.target.to_string(), "port": port}})
+                }
+                DnatPort::Same => json!({"dnat": {"family": ip, "addr": p.target.to_string()}}),
+            };
+            vec![
+                matches("==", payload(ip, "daddr"), p.listen.to_string()),
+                matches("==", payload(proto, "dport"), ports_value(run)),
+                to,
+            ]
+        })
+        .collect();
+    // Hairpin: the instance reaching itself through the listen address gets its answer
+    // from the host, which it talked to, rather than from itself.
+    let hairpin: Vec<Vec<Value>> = port_runs(&p.target_ports)
+        .into_iter()
+        .map(|run| {
+            vec![
+                matches("==", payload(ip, "saddr"), p.target.to_string()),
+                matches("==", payload(ip, "daddr"), p.target.to_string()),
+                matches("==", payload(proto, "dport"), ports_value(run)),
+                verdict("masquerade"),
+            ]
+        })
+        .collect();
+    for (kind, hook, prio, rules) in [
+        ("prert", "prerouting", -100, &dnat),
+        ("out", "output", -100, &dnat),
+        ("pstrt", "postrouting", 100, &hairpin),
+    ] {
+        let name = proxy_chain_name(kind, p);
+        cmds.push(chain("inet", &name, "nat", hook, prio));
+        cmds.extend(rules.iter().map(|expr| rule("inet", &name, expr.clone())));
+    }
+}
+
+/// The whole ruleset: both tables replaced, then every bridge's, NAT proxy's and NIC's chains.
 pub fn ruleset(r: &Ruleset) -> Value {
     let mut cmds = Vec::new();
     for family in ["inet", "bridge"] {
@@ -491,6 +717,9 @@ pub fn ruleset(r: &Ruleset) -> Value {
     }
     for b in &r.bridges {
         bridge_commands(b, &mut cmds);
+    }
+    for p in &r.proxies {
+        proxy_commands(p, &mut cmds);
     }
     for nic in &r.nics {
         nic_commands(nic, &mut cmds);
@@ -544,6 +773,222 @@ mod tests {
         }
     }
 
+    fn proxy(project: &str, instance: &str, device: &str, pairs: &str, target: &str) -> ProxyNat {
+        let mut d: std::collections::BTreeMap<String, String> = [
+            ("type".to_string(), "proxy".to_string()),
+            ("nat".into(), "true".into()),
+        ]
+        .into();
+        for pair in pairs.split_whitespace() {
+            let (k, v) = pair.split_once('=').unwrap();
+            d.insert(k.into(), v.into());
+        }
+        ProxyNat::new(
+            InstanceKey::new(project, instance),
+            device,
+            IfName::parse("veth1a2b3c4d").unwrap(),
+            &crate::proxy::validate(&d).unwrap(),
+            target.parse().unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn proxy_nat_pinned() {
+        let r = Ruleset {
+            proxies: vec![proxy(
+                "default",
+                "c1",
+                "web",
+                "listen=tcp:198.51.100.2:8080 connect=tcp:10.97.0.10:80",
+                "10.97.0.10",
+            )],
+            ..Ruleset::default()
+        };
+        let dnat = |chain: &str| {
+            json!({"add": {"rule": {"family": "inet", "table": "rxd", "chain": chain, "expr": [
+                {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "198.51.100.2"}},
+                {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 8080}},
+                {"dnat": {"family": "ip", "addr": "10.97.0.10", "port": 80}}]}}})
+        };
+        let want = json!({"nftables": [
+            {"add": {"table": {"family": "inet", "name": "rxd"}}},
+            {"delete": {"table": {"family": "inet", "name": "rxd"}}},
+            {"add": {"table": {"family": "inet", "name": "rxd"}}},
+            {"add": {"table": {"family": "bridge", "name": "rxd"}}},
+            {"delete": {"table": {"family": "bridge", "name": "rxd"}}},
+            {"add": {"table": {"family": "bridge", "name": "rxd"}}},
+            {"add": {"chain": {"family": "inet", "table": "rxd", "name": "prert.c1.web",
+                "type": "nat", "hook": "prerouting", "prio": -100, "policy": "accept"}}},
+            dnat("prert.c1.web"),
+            {"add": {"chain": {"family": "inet", "table": "rxd", "name": "out.c1.web",
+                "type": "nat", "hook": "output", "prio": -100, "policy": "accept"}}},
+            dnat("out.c1.web"),
+            {"add": {"chain": {"family": "inet", "table": "rxd", "name": "pstrt.c1.web",
+                "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}}},
+            {"add": {"rule": {"family": "inet", "table": "rxd", "chain": "pstrt.c1.web", "expr": [
+                {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "10.97.0.10"}},
+                {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "10.97.0.10"}},
+                {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 80}},
+                {"masquerade": null}]}}},
+        ]});
+        assert_eq!(ruleset(&r), want);
+    }
+
+    #[test]
+    fn proxy_nat_ipv6_udp_and_port_ranges() {
+        let p = proxy(
+            "default",
+            "c1",
+            "dns",
+            "listen=udp:[2001:db8::2]:53,5300-5301 connect=udp:[fd42::5]:53,5300-5301",
+            "fd42::5",
+        );
+        let v = ruleset(&Ruleset {
+            proxies: vec![p],
+            ..Ruleset::default()
+        });
+        let text = v.to_string();
+        // 53 → 53 keeps its port, written out as LXD writes a single port; the run keeps
+        // its ports with one rule; the hairpin covers each run of target ports.
+        for want in [
+            r#"{"match":{"op":"==","left":{"payload":{"protocol":"ip6","field":"daddr"}},"right":"2001:db8::2"}},{"match":{"op":"==","left":{"payload":{"protocol":"udp","field":"dport"}},"right":53}},{"dnat":{"family":"ip6","addr":"fd42::5","port":53}}"#,
+            r#"{"match":{"op":"==","left":{"payload":{"protocol":"udp","field":"dport"}},"right":{"range":[5300,5301]}}},{"dnat":{"family":"ip6","addr":"fd42::5"}}"#,
+            r#"{"match":{"op":"==","left":{"payload":{"protocol":"ip6","field":"saddr"}},"right":"fd42::5"}},{"match":{"op":"==","left":{"payload":{"protocol":"ip6","field":"daddr"}},"right":"fd42::5"}},{"match":{"op":"==","left":{"payload":{"protocol":"udp","field":"dport"}},"right":{"range":[5300,5301]}}},{"masquerade":null}"#,
+        ] {
+            assert!(text.contains(want), "{want}\nnot in {text}");
+        }
+        assert_eq!(rule_count(&v, "prert.c1.dns"), 2);
+        assert_eq!(rule_count(&v, "out.c1.dns"), 2);
+        assert_eq!(rule_count(&v, "pstrt.c1.dns"), 2);
+    }
+
+    fn check_dnat(listen: &[u16], target: &[u16], expected: &str) {
+        let got: Vec<String> = dnat_ranges(listen, target)
+            .into_iter()
+            .map(|((a, b), port)| {
+                let ports = if a == b {
+                    format!("{a}")
+                } else {
+                    format!("{a}-{b}")
+                };
+                match port {
+                    DnatPort::To(p) => format!("{ports}>{p}"),
+                    DnatPort::Same => format!("{ports}>="),
+                }
+            })
+            .collect();
+        assert_eq!(got.join(" "), expected, "{listen:?} → {target:?}");
+    }
+
+    #[test]
+    fn dnat_port_grouping() {
+        check_dnat(&[8080], &[80], "8080>80");
+        check_dnat(&[80], &[80], "80>80");
+        check_dnat(&[80, 81, 82], &[80, 81, 82], "80-82>=");
+        check_dnat(&[80, 81, 82], &[8080], "80-82>8080");
+        check_dnat(&[80, 81, 90], &[8080], "80-81>8080 90>8080");
+        check_dnat(&[80, 81, 82], &[90, 91, 92], "80>90 81>91 82>92");
+        // LXD's own example: two listen runs onto one target run.
+        check_dnat(&[100, 101, 300], &[100, 101, 102], "100-101>= 300>102");
+        check_dnat(&[80, 81, 82, 83], &[80, 81, 92, 83], "80-81>= 82>92 83>83");
+        check_dnat(&[81, 80], &[81, 80], "81>81 80>80");
+        check_dnat(&[65534, 65535], &[65534, 65535], "65534-65535>=");
+    }
+
+    #[test]
+    fn proxy_nat_refuses_what_nat_mode_cannot_do() {
+        let device = |pairs: &str| {
+            let mut d: std::collections::BTreeMap<String, String> =
+                [("type".to_string(), "proxy".to_string())].into();
+            for pair in pairs.split_whitespace() {
+                let (k, v) = pair.split_once('=').unwrap();
+                d.insert(k.into(), v.into());
+            }
+            crate::proxy::validate(&d).unwrap()
+        };
+        let make = |pairs: &str, target: &str| {
+            ProxyNat::new(
+                InstanceKey::new("default", "c1"),
+                "p",
+                IfName::parse("veth0").unwrap(),
+                &device(pairs),
+                target.parse().unwrap(),
+            )
+            .map(drop)
+            .map_err(|e| e.to_string())
+        };
+        let cases = [
+            (
+                "listen=tcp:198.51.100.2:80 connect=tcp:10.0.0.5:80",
+                "10.0.0.5",
+                Ok(()),
+            ),
+            (
+                "listen=tcp:198.51.100.2:80 connect=tcp:0.0.0.0:80",
+                "10.0.0.5",
+                Ok(()),
+            ),
+            (
+                "listen=tcp:198.51.100.2:80 connect=tcp:10.0.0.5:80",
+                "fd42::5",
+                Err("Cannot mix IP versions"),
+            ),
+            (
+                "listen=tcp:198.51.100.2:80 connect=tcp:0.0.0.0:80",
+                "0.0.0.0",
+                Err("Cannot mix IP versions"),
+            ),
+            (
+                "listen=tcp:0.0.0.0:80 connect=tcp:10.0.0.5:80",
+                "10.0.0.5",
+                Err("wildcard"),
+            ),
+            (
+                "listen=unix:/a connect=tcp:10.0.0.5:80",
+                "10.0.0.5",
+                Err("Proxying unix <-> tcp"),
+            ),
+            (
+                "listen=tcp:198.51.100.2:80 connect=unix:/a",
+                "10.0.0.5",
+                Err("Proxying tcp <-> unix"),
+            ),
+        ];
+        for (pairs, target, want) in cases {
+            match (make(pairs, target), want) {
+                (Ok(()), Ok(())) => {}
+                (Err(e), Err(w)) => assert!(e.contains(w), "{pairs}: {e}, wanted {w}"),
+                (got, want) => panic!("{pairs} → {target}: {got:?}, wanted {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn proxy_chains_never_meet_bridge_chains() {
+        // A bridge named like an instance and device, the same kinds of chain in one table.
+        let v = ruleset(&Ruleset {
+            bridges: vec![bridge(
+                "c1.web",
+                &[("ipv4.address", "10.0.3.1/24"), ("ipv4.nat", "true")],
+            )],
+            proxies: vec![proxy(
+                "default",
+                "c1",
+                "web",
+                "listen=tcp:198.51.100.2:80 connect=tcp:10.0.3.5:80",
+                "10.0.3.5",
+            )],
+            ..Ruleset::default()
+        });
+        check_structure(&v);
+        let names = chain_names(&v);
+        assert!(names.contains(&"pstrt.@c1.web".to_owned()), "{names:?}");
+        assert!(names.contains(&"out.@c1.web".to_owned()), "{names:?}");
+        assert!(names.contains(&"pstrt.c1.web".to_owned()), "{names:?}");
+        assert_eq!(bridge_chain_name("fwd", "br-0_x"), "fwd.br-0_x");
+    }
+
     #[test]
     fn small_ruleset_pinned() {
         let r = Ruleset {
@@ -559,6 +1004,7 @@ mod tests {
                 mac_filter: true,
                 ..nic("default", "c1", "eth0", None, None)
             }],
+            proxies: vec![],
         };
         let iif = json!({"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "veth1a2b3c4d"}});
         let mac_rules = |chain: &str| {
@@ -711,6 +1157,29 @@ mod tests {
                     None,
                 ),
             ],
+            proxies: vec![
+                proxy(
+                    "default",
+                    "c1",
+                    "web",
+                    "listen=tcp:198.51.100.2:80 connect=tcp:10.0.3.5:80",
+                    "10.0.3.5",
+                ),
+                proxy(
+                    "p.x",
+                    "c2",
+                    "dns/udp",
+                    "listen=udp:[2001:db8::2]:53 connect=udp:[fd42::5]:5353",
+                    "fd42::5",
+                ),
+                proxy(
+                    &"p".repeat(63),
+                    &"c".repeat(63),
+                    &"/".repeat(63),
+                    "listen=tcp:198.51.100.2:81 connect=tcp:10.0.3.5:80",
+                    "10.0.3.5",
+                ),
+            ],
         };
         let v = ruleset(&full);
         check_structure(&v);
@@ -725,6 +1194,15 @@ mod tests {
                 "fwd.br1",
                 "in.br1",
                 "out.br1",
+                "prert.c1.web",
+                "out.c1.web",
+                "pstrt.c1.web",
+                "prert.p-2ex_c2.dns-2fudp",
+                "out.p-2ex_c2.dns-2fudp",
+                "pstrt.p-2ex_c2.dns-2fudp",
+                "prert.%veth1a2b3c4d.-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f",
+                "out.%veth1a2b3c4d.-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f",
+                "pstrt.%veth1a2b3c4d.-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f-2f",
                 "in.c1.eth0",
                 "fwd.c1.eth0",
                 "in.p-2ex_c2.a-2fb-2dc-2ed",
@@ -793,6 +1271,7 @@ mod tests {
                 None,
                 Some(&["fd42:1::/64", "2001:db8::5/128", "::/0"]),
             )],
+            proxies: vec![],
         });
         let text = v.to_string();
         assert!(text.contains(r#"{"match":{"op":"==","left":{"payload":{"base":"nh","offset":384,"len":64}},"right":"0xfd42000100000000"}}"#), "{text}");

@@ -1,6 +1,7 @@
 //! Devices that reach the host, as an instance runs with them: the host-path disks and unix
 //! nodes its expanded devices give the container helper at start, the check of their host
-//! sources by descriptor when a config names them, and hot-plug (the difference between two
+//! sources by descriptor when a config names them, proxies (a forwarder each, or for
+//! `nat=true` firewall rules, `service::proxy_nat`), and hot-plug (the difference between two
 //! expanded device sets, applied to a running container).
 
 use crate::error::{ApiError, ApiResult};
@@ -105,9 +106,26 @@ fn difference(d: &Daemon, project: &str, old: &Devices, new: &Devices) -> Device
     change
 }
 
-/// Start the forwarders of the proxy devices among `devices` that have none running, for the
-/// running container `key` (id map `idmap`).
+/// Start the proxy devices among `devices` (all of the running container `key`'s expanded
+/// devices, id map `idmap`): the `nat=true` ones' firewall rules first, so a target that is
+/// not the instance's refuses the start before anything runs, then a forwarder for each
+/// other one that has none running.
 pub async fn start_proxies(
+    d: &Daemon,
+    key: &str,
+    idmap: Option<IdMap>,
+    devices: &Devices,
+) -> ApiResult<()> {
+    if d.runtime.init(key).is_none() {
+        return Ok(());
+    }
+    crate::service::proxy_nat::sync(d, key, devices).await?;
+    start_forwarders(d, key, idmap, devices).await
+}
+
+/// The forwarders of the proxy devices among `devices` that are not `nat=true` and have none
+/// running.
+async fn start_forwarders(
     d: &Daemon,
     key: &str,
     idmap: Option<IdMap>,
@@ -123,6 +141,9 @@ pub async fn start_proxies(
         let proxy = rxd_core::proxy::validate(device).map_err(|e| {
             ApiError::BadRequest(format!("Device validation failed for {name:?}: {e}"))
         })?;
+        if proxy.nat {
+            continue;
+        }
         let (uid, gid) = rxd_auth::confinement::proxy_identity(device);
         let plan = ProxyPlan {
             instance: key.to_owned(),
@@ -144,8 +165,8 @@ pub async fn start_proxies(
 }
 
 /// Bring the running container `key` from expanded devices `old` to `new`: disks and nodes
-/// that changed are unmounted and mounted again, proxies that changed get a new forwarder.
-/// Nothing when it is not running.
+/// that changed are unmounted and mounted again, proxies that changed get a new forwarder,
+/// and the NAT proxies' rules become `new`'s. Nothing when it is not running.
 pub async fn plug(
     d: &Daemon,
     key: &str,
@@ -169,5 +190,6 @@ pub async fn plug(
     for (name, _) in proxies(&gone) {
         d.runtime.stop_proxy(key, name).await;
     }
-    start_proxies(d, key, idmap, &changed(new, old)).await
+    crate::service::proxy_nat::sync(d, key, new).await?;
+    start_forwarders(d, key, idmap, &changed(new, old)).await
 }

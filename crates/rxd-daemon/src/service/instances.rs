@@ -332,6 +332,7 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
         for device in devices.keys() {
             d.runtime.stop_proxy(name, device).await;
         }
+        crate::service::proxy_nat::clear(d, name).await;
         let _ = kill(d, name).await;
         return Err(e);
     }
@@ -633,6 +634,8 @@ enum Why {
 async fn stopped(d: &Arc<Daemon>, name: &InstanceKey, why: Why) -> ApiResult<rxd_runtime::Ending> {
     d.runtime.forget(name);
     let ending = d.runtime.clean_up(name).await?;
+    // Its NAT proxies' rules go with it, whatever becomes of the instance.
+    crate::service::proxy_nat::clear(d, name).await;
     let restarting =
         why == Why::Restart || (why == Why::Ended && ending == rxd_runtime::Ending::Reboot);
     if !restarting {

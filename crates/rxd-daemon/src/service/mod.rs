@@ -13,6 +13,7 @@ pub mod layout;
 pub mod networks;
 pub mod nics;
 pub mod profiles;
+pub mod proxy_nat;
 pub mod publish;
 pub mod recovery;
 pub mod schedule;

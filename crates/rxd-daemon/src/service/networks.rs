@@ -576,7 +576,7 @@ async fn tear_down(d: &Daemon, name: &str) -> ApiResult<()> {
     .map_err(|e| ApiError::internal(format!("tearing down the network: {e}")))
 }
 
-/// The whole ruleset from the networks' rows and the running NICs, applied in one
+/// The whole ruleset from the networks' rows, the running NICs and NAT proxies, applied in one
 /// transaction (or both tables removed when there is nothing to filter). A failure is logged
 /// and raised as a warning: the previous ruleset stays whole.
 pub async fn rebuild_firewall(d: &Daemon) {
@@ -600,7 +600,19 @@ pub async fn rebuild_firewall(d: &Daemon) {
         .values()
         .cloned()
         .collect();
-    let ruleset = nft::Ruleset { bridges, nics };
+    let proxies: Vec<nft::ProxyNat> = d
+        .networks
+        .proxies
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    let ruleset = nft::Ruleset {
+        bridges,
+        nics,
+        proxies,
+    };
     let empty = ruleset == nft::Ruleset::default();
     let result = tokio::task::spawn_blocking(move || {
         if empty {
