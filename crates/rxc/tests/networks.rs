@@ -584,6 +584,37 @@ async fn operators_get_filtered_nics_on_managed_networks_only() {
         "no host interfaces for an operator: {listed}"
     );
     assert!(created.is_err(), "an operator made a network");
+    // Another project's instance on br0: the administrator sees it in used_by, the operator
+    // of `default` does not.
+    ok(
+        &unix,
+        Method::POST,
+        "/1.0/projects",
+        json!({"name": "q", "config": {"features.profiles": "false"}}),
+    )
+    .await;
+    let image = s.image();
+    s.ok(&[
+        "image",
+        "import",
+        image.to_str().unwrap(),
+        "--alias",
+        "bb",
+        "--project",
+        "q",
+    ]);
+    s.ok(&["init", "bb", "c9", "-n", "br0", "--project", "q"]);
+    let seen = s.get("/1.0/networks/br0").await["used_by"].clone();
+    assert!(
+        seen.to_string().contains("/1.0/instances/c9?project=q"),
+        "{seen}"
+    );
+    let op_seen = in_rxdt(&lab, async {
+        let op = s.d.https(Some(&operator));
+        op.get("/1.0/networks/br0").await.unwrap()["used_by"].clone()
+    });
+    assert!(!op_seen.to_string().contains("c9"), "{op_seen}");
+    s.ok(&["delete", "c9", "--project", "q"]);
 
     // Restricted to other networks: br0 is out of reach (and a project whose instances would
     // break the new restriction cannot take it: the NIC goes first).

@@ -41,13 +41,19 @@ fn url(name: &str) -> String {
     format!("/1.0/networks/{name}")
 }
 
-async fn to_api(d: &Daemon, row: &NetworkRow) -> ApiResult<Network> {
+async fn to_api(d: &Daemon, caller: &Caller, row: &NetworkRow) -> ApiResult<Network> {
     Ok(Network {
         config: config_of(row),
         description: row.description.clone(),
         name: row.name.clone(),
         kind: row.kind.clone(),
-        used_by: networks::used_by(d, &row.name).await?,
+        // Only what the caller may see: other projects' instances and profiles stay unnamed.
+        used_by: networks::used_by(d, &row.name)
+            .await?
+            .into_iter()
+            .filter(|(project, _)| caller.can_view(project))
+            .map(|(_, url)| url)
+            .collect(),
         managed: true,
         status: if d.networks.error(&row.name).is_some() {
             "Errored".into()
@@ -95,7 +101,7 @@ pub async fn list(
     let mut objects = Vec::new();
     for row in &rows {
         objects.push(if q.recursion > 0 {
-            serde_json::to_value(to_api(&d, row).await?).map_err(ApiError::internal)?
+            serde_json::to_value(to_api(&d, &caller, row).await?).map_err(ApiError::internal)?
         } else {
             serde_json::json!({ "name": row.name })
         });
@@ -146,7 +152,7 @@ pub async fn get(
 ) -> ApiResult<Response> {
     match networks::get(&d, &name).await {
         Ok(row) => {
-            let body = to_api(&d, &row).await?;
+            let body = to_api(&d, &caller, &row).await?;
             Ok(response::sync_with_etag(body, &etag_fields(&row)))
         }
         Err(ApiError::NotFound(m)) if caller.rights.is_admin() => {

@@ -59,9 +59,10 @@ pub async fn list(d: &Daemon) -> ApiResult<Vec<NetworkRow>> {
 }
 
 /// The profiles (of every project) and instances whose devices name network `name`, as
-/// `used_by` URLs, profiles first. An instance counts through its own devices and its
+/// (project, `used_by` URL), profiles first; the caller shows each only to who may see its
+/// project. An instance counts through its own devices and its
 /// profiles'.
-pub async fn used_by(d: &Daemon, name: &str) -> ApiResult<Vec<String>> {
+pub async fn used_by(d: &Daemon, name: &str) -> ApiResult<Vec<(String, String)>> {
     let mut out = Vec::new();
     let projects: Vec<String> = d.projects.read().unwrap().keys().cloned().collect();
     for project in &projects {
@@ -70,10 +71,13 @@ pub async fn used_by(d: &Daemon, name: &str) -> ApiResult<Vec<String>> {
         for row in profiles {
             let devices = crate::service::expand::devices_of(&row.devices);
             if devices.values().any(|dev| uses(dev, name)) {
-                out.push(format!(
-                    "/1.0/profiles/{}{}",
-                    rxd_core::profile::url_segment(&row.name),
-                    project_suffix(project)
+                out.push((
+                    project.clone(),
+                    format!(
+                        "/1.0/profiles/{}{}",
+                        rxd_core::profile::url_segment(&row.name),
+                        project_suffix(project)
+                    ),
                 ));
             }
         }
@@ -84,10 +88,13 @@ pub async fn used_by(d: &Daemon, name: &str) -> ApiResult<Vec<String>> {
             continue;
         };
         if expanded.devices.values().any(|dev| uses(dev, name)) {
-            out.push(format!(
-                "/1.0/instances/{}{}",
-                row.name,
-                project_suffix(&row.project)
+            out.push((
+                row.project.clone(),
+                format!(
+                    "/1.0/instances/{}{}",
+                    row.name,
+                    project_suffix(&row.project)
+                ),
             ));
         }
     }
