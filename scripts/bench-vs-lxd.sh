@@ -8,7 +8,8 @@
 #
 # Run as root on Debian 12. LXD gets a `dir` pool, no network bridge, and no outgoing fetches:
 # its background downloads (instance types, image refreshes) are sent to a dead proxy on
-# loopback and image auto-update is off.
+# loopback and image auto-update is off. The bridged part (ONLY=network runs it alone) is the
+# exception: there each server runs in a network namespace of its own, with a managed bridge.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -21,11 +22,16 @@ CONTAINERS=${CONTAINERS:-5}
 FLOOD=${FLOOD:-4200}
 # Rounds of the Debian 12 systemd image: import, launch to `running`, clean stop.
 DEBIAN_ROUNDS=${DEBIAN_ROUNDS:-3}
-# ONLY=debian runs the Debian part alone (both servers set up, nothing else measured).
+# Rounds of a container with one NIC on a managed bridge: start, and start to a DHCPv4 lease
+# (state read every NET_POLL_MS between reads).
+NET_ROUNDS=${NET_ROUNDS:-5}
+NET_POLL_MS=${NET_POLL_MS:-15}
+# ONLY=debian runs the Debian part alone (both servers set up, nothing else measured);
+# ONLY=network the bridged part alone.
 ONLY=${ONLY:-}
 
 need=()
-for pkg in lxd lxd-client busybox-static xz-utils mmdebstrap bc; do
+for pkg in lxd lxd-client busybox-static xz-utils mmdebstrap bc dnsmasq-base nftables iproute2; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -53,6 +59,9 @@ work=$(mktemp -d /tmp/rxd-vs-lxd.XXXXXX)
 chmod 711 "$work"
 pids=()
 cleanup() {
+  # Clean-up goes on past a failed step.
+  set +eu
+  if declare -F net_abort >/dev/null; then net_abort; fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
@@ -86,6 +95,193 @@ stop() { # PID
   kill "$1"
   while kill -0 "$1" 2>/dev/null; do sleep 0.1; done
 }
+
+# --- Bridged NICs -------------------------------------------------------------------------------
+# Each server runs in a network namespace this script makes (rxdb-<pid>-rxd, rxdb-<pid>-lxd), so
+# the bridges, veths, dnsmasq, nftables tables and sysctls they make land there and never in the
+# host's namespace. A daemon starts as crates/rxd-testkit/src/netlab.rs starts rxd: in the
+# namespace (`ip netns exec`), then in a private mount namespace of its own (`unshare`) where
+# /sys is mounted again, so /sys/class/net lists the namespace's links, and under it every
+# cgroup hierarchy this script sees, with the same options, so both find their cgroups as on the
+# host. Each step execs the next, so `$!` is the daemon's pid; the mounts vanish with the last
+# process in that mount namespace. The clients (rxc, lxc, rxd-bench) stay in the host's
+# namespace: a unix socket's path reaches across.
+NET_SUBNET=10.97.0.1/24
+declare -A net_ns net_dir net_pid net_mnt net_bridge
+
+sq() { printf "'%s'" "${1//\'/\'\\\'\'}"; } # single-quoted for sh
+# The wrapper's shell lines: /sys again, a 0755 tmpfs on /sys/fs/cgroup unless cgroup2 itself
+# is mounted there, then each cgroup mount of /proc/self/mounts (`\040` is a space there).
+# `ip netns exec` has already put the namespace's sysfs on /sys (the host's detached, and its
+# cgroup mounts with it), and a second mount of that sysfs on the same point is refused as
+# already mounted: it is detached first, so /sys is surely this namespace's, fresh.
+remount_lines() {
+  local point fstype options lines=() tmpfs=1
+  while read -r _ point fstype options _; do
+    [[ $fstype == cgroup || $fstype == cgroup2 ]] || continue
+    point=$(printf '%b' "${point//\\/\\0}")
+    [[ $point == /sys/fs/cgroup || $point == /sys/fs/cgroup/* ]] || continue
+    if [[ $point == /sys/fs/cgroup ]]; then tmpfs=0; else lines+=("mkdir -p $(sq "$point")"); fi
+    lines+=("mount -t $fstype -o $(sq "$options") $fstype $(sq "$point")")
+  done </proc/self/mounts
+  echo "umount -l /sys"
+  echo "mount -t sysfs sysfs /sys"
+  if ((tmpfs)); then echo "mount -t tmpfs -o mode=0755 tmpfs /sys/fs/cgroup"; fi
+  printf '%s\n' "${lines[@]}"
+}
+
+ncli() { # LABEL ARGS...: the label's CLI on its namespaced daemon
+  local label=$1; shift
+  if [[ $label == lxd ]]; then LXD_DIR=${net_dir[lxd]} timeout 120 lxc "$@"
+  else RXD_DIR=${net_dir[rxd]} RXC_CONF=$work/rxc-net timeout 120 "$bin/rxc" "$@"; fi
+}
+
+# The label's namespace, its daemon in it, a managed bridge with a fixed subnet and no IPv6 (the
+# same in both namespaces), eth0 on it in the default profile, the busybox image.
+net_up() { # LABEL
+  local label=$1 ns dir wrap mnt
+  ns=rxdb-$$-$label dir=$work/net-$label
+  wrap=(unshare --mount --propagation private sh -c "set -e
+$(remount_lines)
+exec \"\$@\"" "netbench-$label")
+  ip netns add "$ns"
+  net_ns[$label]=$ns
+  ip -n "$ns" link set lo up
+  mkdir -p "$dir" && chmod 711 "$dir"
+  net_dir[$label]=$dir
+  if [[ $label == lxd ]]; then
+    LXD_DIR=$dir ip netns exec "$ns" "${wrap[@]}" lxd --logfile "$dir.log" &
+    net_pid[$label]=$!
+    LXD_DIR=$dir lxd waitready --timeout 120
+    net_bridge[$label]=lxdbr0
+    LXD_DIR=$dir lxd init --preseed <<'EOF'
+config:
+  images.auto_update_interval: "0"
+storage_pools:
+- name: default
+  driver: dir
+profiles:
+- name: default
+  devices:
+    root:
+      path: /
+      pool: default
+      type: disk
+EOF
+  else
+    ip netns exec "$ns" "${wrap[@]}" "$bin/rxd" --dir "$dir" --log warn 2>"$dir.log" &
+    net_pid[$label]=$!
+    wait_socket "$dir/unix.socket"
+    net_bridge[$label]=br0
+  fi
+  # The daemon answers, so it runs in its private mount namespace by now; were it still the
+  # host's, the sweep would kill far too much, so that is refused.
+  mnt=$(readlink "/proc/${net_pid[$label]}/ns/mnt")
+  if [[ $mnt == "$(readlink /proc/$$/ns/mnt)" ]]; then
+    echo "$label is in the host's mount namespace" >&2
+    return 1
+  fi
+  net_mnt[$label]=$mnt
+  ncli "$label" network create "${net_bridge[$label]}" \
+    ipv4.address=$NET_SUBNET ipv4.nat=true ipv6.address=none >/dev/null
+  ncli "$label" profile device add default eth0 nic network="${net_bridge[$label]}" name=eth0 >/dev/null
+  ncli "$label" image import "$work/bb.tar.gz" --alias bb >/dev/null
+  echo "$label in $ns: pid ${net_pid[$label]}, ${net_bridge[$label]} $NET_SUBNET"
+}
+
+# Through the daemon: the NIC and the bridge removed (its dnsmasq and nftables tables go with
+# it); then the daemon stopped, and its namespaces cleared.
+net_down() { # LABEL
+  local label=$1
+  ncli "$label" profile device remove default eth0 >/dev/null
+  ncli "$label" network delete "${net_bridge[$label]}" >/dev/null
+  stop "${net_pid[$label]}"
+  unset "net_pid[$label]"
+  net_clear "$label"
+}
+
+# After a failure: the round's container, the NIC and the bridge, as far as the daemons still
+# answer; then the daemons stopped and their namespaces cleared.
+net_abort() {
+  local label
+  for label in "${!net_pid[@]}"; do
+    ncli "$label" delete --force bench-net >/dev/null 2>&1 || true
+    ncli "$label" profile device remove default eth0 >/dev/null 2>&1 || true
+    ncli "$label" network delete "${net_bridge[$label]:-}" >/dev/null 2>&1 || true
+    kill "${net_pid[$label]}" 2>/dev/null || true
+    while kill -0 "${net_pid[$label]}" 2>/dev/null; do sleep 0.1; done
+    unset "net_pid[$label]"
+  done
+  for label in "${!net_ns[@]}"; do net_clear "$label" || true; done
+}
+
+# Whatever still runs in the label's network namespace or in its daemon's mount namespace (only
+# this script put processes there: a dnsmasq or an LXD monitor left behind) is killed by pid;
+# then the network namespace is deleted.
+net_clear() { # LABEL
+  local label=$1 ns=${net_ns[$1]} mnt=${net_mnt[$1]:-} p left
+  for _ in 1 2 3 4 5; do
+    left=($(ip netns pids "$ns" 2>/dev/null || true))
+    if [[ -n $mnt ]]; then
+      for p in /proc/[0-9]*; do
+        [[ $(readlink "$p/ns/mnt" 2>/dev/null) == "$mnt" ]] && left+=("${p#/proc/}")
+      done
+    fi
+    ((${#left[@]})) || break
+    echo "$label: killing leftover processes ${left[*]}" >&2
+    kill -9 "${left[@]}" 2>/dev/null || true
+    sleep 0.5
+  done
+  ip netns del "$ns" || echo "$label: ip netns del $ns failed" >&2
+  unset "net_ns[$label]" "net_mnt[$label]"
+}
+
+# What the host's own network is, to check that the bridged part left it as it was: links,
+# addresses, routes, the nftables ruleset, the forwarding sysctls.
+host_net() {
+  ip -o link | sed 's/ link\/.*//'
+  ip -o addr | sed 's/valid_lft.*//'
+  ip route show table all
+  ip -6 route show table all | sed 's/ expires [^ ]*//'
+  nft list ruleset
+  grep -H . /proc/sys/net/ipv4/conf/*/forwarding /proc/sys/net/ipv6/conf/*/forwarding
+  ip netns list | grep -F "rxdb-$$-" || true
+}
+
+net_round() { # LABEL ROUND [OUT]
+  "$bin/rxd-bench" bridged --label "$1" --socket "${net_dir[$1]}/unix.socket" \
+    --rounds 1 --poll-ms "$NET_POLL_MS" --out "${3:-$work/$1-bridged-$2.json}"
+}
+bridged_part() {
+  local before round
+  before=$(host_net)
+  echo "== bridged NIC: start, and start to a DHCPv4 lease, $NET_ROUNDS rounds (+1 warm-up)"
+  net_up lxd
+  net_up rxd
+  # A first start each, not counted: images unpacked, binaries and libraries read from disk.
+  net_round lxd 0 "$work/warmup-lxd-bridged.json"
+  net_round rxd 0 "$work/warmup-rxd-bridged.json"
+  for round in $(seq "$NET_ROUNDS"); do
+    if ((round % 2)); then net_round lxd "$round"; net_round rxd "$round"
+    else net_round rxd "$round"; net_round lxd "$round"; fi
+  done
+  net_down lxd
+  net_down rxd
+  if [[ $(host_net) != "$before" ]]; then
+    echo "the host's network changed during the bridged part:" >&2
+    diff <(echo "$before") <(host_net) >&2 || true
+    return 1
+  fi
+}
+
+if [[ $ONLY == network ]]; then
+  bridged_part
+  echo "== LXD $(lxd --version) vs rxd $("$bin/rxd" --version 2>/dev/null | awk '{print $2}')"
+  "$bin/rxd-bench" compare --a "$work"/rxd-bridged-*.json --b "$work"/lxd-bridged-*.json \
+    --out "$work/compare-bridged.json"
+  echo "== reports in $work"
+  exit 0
+fi
 
 echo "== setting up LXD and rxd in $work"
 mkdir -p "$work/lxd" && chmod 711 "$work/lxd"
@@ -206,6 +402,8 @@ for round in $(seq "$STARTS"); do
     else startup rxd $tag "$round"; startup lxd $tag "$round"; fi
   done
 done
+
+bridged_part
 
 echo "== $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), $(date -u +%F)"
 echo "== LXD $(LXD_DIR=$work/lxd lxd --version) vs rxd $("$bin/rxd" --version 2>/dev/null | awk '{print $2}')"

@@ -5,6 +5,8 @@
 //!   the server's own certificate and the daemon's PID, runs the API and container workloads
 //!   (among them a trusted client's latency while another address floods the HTTPS port with
 //!   idle connections) and writes a JSON report;
+//! - `bridged`: starts containers with one NIC on a managed bridge and times the start and the
+//!   wait for the DHCPv4 lease the server's state API then shows;
 //! - `startup`: runs a daemon command, times exec to the first answer on its socket, reads its
 //!   resident memory once idle, and stops it;
 //! - `seed-rxd`: adds N trusted certificates to a stopped rxd's database (through `rxd-store`);
@@ -12,6 +14,7 @@
 //! - `compare`: reads reports and prints medians and ratios.
 #![forbid(unsafe_code)]
 
+mod bridged;
 mod report;
 mod workloads;
 
@@ -30,6 +33,8 @@ struct Cli {
 enum Cmd {
     /// Run the API and container workloads against a running server.
     Server(workloads::ServerArgs),
+    /// Start containers with one bridged NIC: time the start and the wait for a DHCPv4 lease.
+    Bridged(bridged::BridgedArgs),
     /// Time a daemon from exec to its first answer, and its idle memory.
     Startup(workloads::StartupArgs),
     /// Add N trusted certificates to a stopped rxd's database.
@@ -61,6 +66,7 @@ fn main() -> anyhow::Result<()> {
     raise_descriptor_limit();
     match cli.command {
         Cmd::Server(args) => runtime()?.block_on(workloads::server(args)),
+        Cmd::Bridged(args) => runtime()?.block_on(bridged::bridged(args)),
         Cmd::Startup(args) => runtime()?.block_on(workloads::startup(args)),
         Cmd::SeedRxd { dir, count } => workloads::seed_rxd(&dir, count),
         Cmd::Keygen { dir } => {

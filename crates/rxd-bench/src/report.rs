@@ -77,6 +77,7 @@ fn target(metric: &str) -> Option<Bound> {
         "rss_idle_kib" | "rss_idle_empty_kib" => Bound::Max(1.0 / 6.0),
         "container_start_ms" => Bound::Max(0.2),
         "exec_true_ms" => Bound::Max(1.0 / 3.0),
+        "bridged_start_ms" | "bridged_lease_ms" => Bound::Max(0.2),
         _ => return None,
     })
 }

@@ -112,7 +112,7 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-fn ms(d: Duration) -> f64 {
+pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
@@ -324,7 +324,7 @@ async fn sequential(c: &Client, path: &str, n: usize) -> anyhow::Result<Vec<Dura
 
 /// A request answered with an operation, and the wait for it: the time of both, and the
 /// finished operation.
-async fn timed_op(
+pub async fn timed_op(
     c: &Client,
     method: Method,
     path: &str,
@@ -345,12 +345,12 @@ async fn timed_op(
     Ok((s.elapsed(), done))
 }
 
-async fn create(c: &Client, name: &str, image: &str) -> anyhow::Result<Duration> {
+pub async fn create(c: &Client, name: &str, image: &str) -> anyhow::Result<Duration> {
     let body = json!({"name": name, "source": {"type": "image", "alias": image}});
     Ok(timed_op(c, Method::POST, "/1.0/instances", body).await?.0)
 }
 
-async fn delete(c: &Client, name: &str) -> anyhow::Result<Duration> {
+pub async fn delete(c: &Client, name: &str) -> anyhow::Result<Duration> {
     Ok(timed_op(
         c,
         Method::DELETE,
