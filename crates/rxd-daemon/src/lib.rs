@@ -171,6 +171,10 @@ pub async fn run(
     daemon
         .tracker
         .spawn(service::images::upkeep(daemon.clone(), shutdown_rx.clone()));
+    daemon.tracker.spawn(service::networks::refresher(
+        daemon.clone(),
+        shutdown_rx.clone(),
+    ));
     daemon.tracker.spawn(service::instances::watch(
         daemon.clone(),
         shutdown_rx.clone(),

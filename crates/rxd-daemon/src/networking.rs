@@ -14,6 +14,10 @@ pub struct Networks {
     dnsmasq: Mutex<BTreeMap<String, Dnsmasq>>,
     /// Networks whose last set-up failed, with why.
     errors: Mutex<BTreeMap<String, String>>,
+    /// Networks whose reservations changed since their dnsmasq started: it is restarted on a
+    /// pruned lease file by the refresher task, off the request that freed them.
+    pub dirty: Mutex<std::collections::BTreeSet<String>>,
+    pub refresh: tokio::sync::Notify,
     /// The filters of the NICs of running containers, by instance key and device.
     pub nics: Mutex<BTreeMap<(String, String), nft::NicRules>>,
     /// The DNAT rules of running containers' `nat=true` proxy devices, by instance key and

@@ -770,3 +770,26 @@ pub async fn leases(
     }
     Ok(out)
 }
+
+/// Restarts the dnsmasq of every network `nics::release` marked, one batch at a time, until
+/// the daemon shuts down.
+pub async fn refresher(
+    d: std::sync::Arc<Daemon>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = d.networks.refresh.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+        let nets = std::mem::take(&mut *d.networks.dirty.lock().unwrap_or_else(|e| e.into_inner()));
+        let _guard = d.networks.lock.lock().await;
+        for net in nets {
+            if let Ok(row) = get(&d, &net).await {
+                if let Err(e) = bring_up(&d, &row).await {
+                    tracing::warn!(network = %net, error = %e, "network not refreshed after a NIC went");
+                }
+            }
+        }
+    }
+}

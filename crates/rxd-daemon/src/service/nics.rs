@@ -928,20 +928,19 @@ pub async fn networks_of(d: &Daemon, key: &InstanceKey) -> BTreeSet<String> {
 
 /// Reservations on `nets` went (or were renamed): each network's hosts files are rendered
 /// again and its dnsmasq restarted on a lease file without the departed NICs' leases, so
-/// their addresses and names are free at once (LXD sends dnsmasq a DHCPRELEASE for each).
-/// A failure marks the network errored and is logged; the change that caused it stands.
+/// their addresses and names are free (LXD sends dnsmasq a DHCPRELEASE for each). Done by
+/// `networks::refresher` right after, so the request that freed them does not wait for
+/// dnsmasq's start; a failure marks the network errored and is logged.
 pub async fn release(d: &Daemon, nets: BTreeSet<String>) {
     if nets.is_empty() {
         return;
     }
-    let _guard = d.networks.lock.lock().await;
-    for net in nets {
-        if let Ok(row) = networks::get(d, &net).await {
-            if let Err(e) = networks::bring_up(d, &row).await {
-                tracing::warn!(network = %net, error = %e, "network not refreshed after a NIC went");
-            }
-        }
-    }
+    d.networks
+        .dirty
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(nets);
+    d.networks.refresh.notify_one();
 }
 
 /// At daemon start: the filters of the NICs of containers still running, from their saved
