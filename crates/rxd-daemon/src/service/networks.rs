@@ -416,6 +416,13 @@ fn dnsmasq_user() -> &'static str {
     }
 }
 
+/// Writes one NIC's hosts file into `<dir>/dnsmasq.hosts` (made if missing).
+pub fn write_hosts_file(dir: &Path, name: &str, line: &str) -> std::io::Result<()> {
+    let gid = dnsmasq_gid();
+    rxd_network::dnsmasq::ensure_hosts_dir(dir, gid)?;
+    rxd_network::dnsmasq::write_hosts_file(dir, name, line, gid)
+}
+
 /// Writes the hosts files of `nics` into `<dir>/dnsmasq.hosts` and removes the others.
 pub fn write_hosts(dir: &Path, files: &BTreeMap<String, String>) -> std::io::Result<()> {
     let gid = dnsmasq_gid();

@@ -5,7 +5,7 @@
 //! go (the veth dies with the container's network namespace).
 
 use crate::error::{ApiError, ApiResult};
-use crate::service::networks::{self, hosts_files, network_dir, write_hosts};
+use crate::service::networks::{self, hosts_files, network_dir};
 use crate::state::Daemon;
 use rxd_core::devices::{Device, Devices};
 use rxd_core::launch::NicPlan;
@@ -337,16 +337,38 @@ async fn prepare_all(
     prepared: &mut Prepared,
 ) -> ApiResult<()> {
     let mut taken = BTreeSet::new();
-    let mut touched = BTreeSet::new();
+    let mut entries = Vec::new();
     for dev in nics {
         let wired = wire(d, key, devices, dev, config, managed, &mut taken).await?;
         prepared.hosts.push(wired.host);
         prepared.plans.push(wired.plan);
-        touched.extend(wired.network);
+        entries.extend(wired.network.zip(wired.hosts));
     }
     // The NICs' names and addresses to dnsmasq.
-    for net in touched {
-        refresh_hosts(d, &managed[&net]).await?;
+    publish_hosts(d, entries).await
+}
+
+/// Writes NICs' hosts files (network, (file, line)) and tells each network's dnsmasq once;
+/// the other NICs' files are left as they are.
+async fn publish_hosts(d: &Daemon, entries: Vec<(String, (String, String))>) -> ApiResult<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let nets: BTreeSet<String> = entries.iter().map(|(n, _)| n.clone()).collect();
+    let dirs: Vec<(std::path::PathBuf, (String, String))> = entries
+        .into_iter()
+        .map(|(n, file)| (network_dir(d, &n), file))
+        .collect();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        for (dir, (name, line)) in dirs {
+            networks::write_hosts_file(&dir, &name, &line)?;
+        }
+        Ok(())
+    })
+    .await?
+    .map_err(ApiError::internal)?;
+    for net in nets {
+        d.networks.reload_dnsmasq(&net);
     }
     Ok(())
 }
@@ -357,6 +379,8 @@ struct Wired {
     host: IfName,
     /// The managed network it is on.
     network: Option<String>,
+    /// Its hosts file there (name, line).
+    hosts: Option<(String, String)>,
 }
 
 /// NIC `dev` of `devices` on the host side: MAC, inside name (`taken`: the names other NICs
@@ -470,6 +494,12 @@ async fn wire(
         },
         host,
         network: row.map(|r| r.name.clone()),
+        hosts: match (&typed, &reservation) {
+            (Some(t), Some(r)) => hosts_files(std::slice::from_ref(r), t.dns_mode)
+                .into_iter()
+                .next(),
+            _ => None,
+        },
     })
 }
 
@@ -548,6 +578,7 @@ async fn wire_plain(
             },
             host: peer,
             network: None,
+            hosts: None,
         });
     }
     let host = match set(device, "host_name") {
@@ -643,6 +674,7 @@ async fn wire_plain(
         },
         host,
         network: None,
+        hosts: None,
     })
 }
 
@@ -709,7 +741,7 @@ pub async fn hotplug(
                 .or_else(|| config.get(&format!("volatile.{n}.name")).cloned())
         })
         .collect();
-    let mut touched = BTreeSet::new();
+    let mut entries = Vec::new();
     let mut result = Ok(());
     for dev in &added {
         let wired = match wire(d, key, new, dev, config, &managed, &mut taken).await {
@@ -719,7 +751,7 @@ pub async fn hotplug(
                 break;
             }
         };
-        touched.extend(wired.network.clone());
+        entries.extend(wired.network.clone().zip(wired.hosts.clone()));
         let ns = netns.try_clone().map_err(ApiError::internal)?;
         let (peer, name) = (wired.plan.host.clone(), wired.plan.name.clone());
         let moved = tokio::task::spawn_blocking(move || -> rxd_network::Result<()> {
@@ -742,9 +774,7 @@ pub async fn hotplug(
             break;
         }
     }
-    for net in touched {
-        refresh_hosts(d, &managed[&net]).await?;
-    }
+    publish_hosts(d, entries).await?;
     drop(_guard);
     networks::rebuild_firewall(d).await;
     result
@@ -795,20 +825,6 @@ fn forget_device(d: &Daemon, key: &InstanceKey, dev: &str) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&(key.to_string(), dev.to_owned()));
-}
-
-/// Renders a network's hosts files from its reservations and tells its dnsmasq.
-async fn refresh_hosts(d: &Daemon, row: &NetworkRow) -> ApiResult<()> {
-    let (_, typed) = networks::typed(row)?;
-    let n = row.name.clone();
-    let nics = d.db(move |s| s.nic_allocations(&n)).await?;
-    let dir = network_dir(d, &row.name);
-    let files = hosts_files(&nics, typed.dns_mode);
-    tokio::task::spawn_blocking(move || write_hosts(&dir, &files))
-        .await?
-        .map_err(ApiError::internal)?;
-    d.networks.reload_dnsmasq(&row.name);
-    Ok(())
 }
 
 /// The veth pair: `peer` (for the container) with the NIC's MAC; `host` with no IPv6 of its
