@@ -383,16 +383,22 @@ async fn containers_on_a_managed_bridge_get_addresses_names_nat_and_filtering() 
     )
     .await;
     assert!(!lab.links(Ns::Rxd).iter().any(|l| l.starts_with("veth")));
-    // Deleted instances' leases go with them: their addresses and names are free again.
-    let leases = s.get("/1.0/networks/br0/leases").await;
-    assert!(
-        leases
+    // Deleted instances' leases go with them (dnsmasq is restarted on a pruned lease file just
+    // after the delete answered): their addresses and names are free again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let leases = s.get("/1.0/networks/br0/leases").await;
+        if leases
             .as_array()
             .unwrap()
             .iter()
-            .all(|l| l["type"] == "gateway"),
-        "{leases}"
-    );
+            .all(|l| l["type"] == "gateway")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{leases}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // dnsmasq is restarted on a pruned lease file just after the delete answered.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

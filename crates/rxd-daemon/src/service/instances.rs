@@ -320,9 +320,20 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
         crate::service::nics::abandon(d, name, nics).await;
         return Err(e);
     }
-    let init = match d.runtime.start(&plan).await {
-        Ok(init) => init,
-        Err(e) => {
+    // The container starts while its NICs' filters are applied; a NIC joins its bridge only
+    // once they are (until then the container's end has no carrier).
+    let (started, activated) = tokio::join!(
+        d.runtime.start(&plan),
+        crate::service::nics::activate(d, &nics)
+    );
+    let init = match (started, activated) {
+        (Ok(init), Ok(())) => init,
+        (Ok(_), Err(e)) => {
+            let _ = kill(d, name).await;
+            crate::service::nics::abandon(d, name, nics).await;
+            return Err(e);
+        }
+        (Err(e), _) => {
             crate::service::nics::abandon(d, name, nics).await;
             return Err(e.into());
         }

@@ -594,11 +594,17 @@ async fn tear_down(d: &Daemon, name: &str) -> ApiResult<()> {
 /// transaction (or both tables removed when there is nothing to filter). A failure is logged
 /// and raised as a warning: the previous ruleset stays whole.
 pub async fn rebuild_firewall(d: &Daemon) {
+    let _ = apply_firewall(d).await;
+}
+
+/// [`rebuild_firewall`], saying whether the ruleset is in place: a NIC is connected to its
+/// bridge only once its filters are.
+pub async fn apply_firewall(d: &Daemon) -> Result<(), String> {
     let rows = match list(d).await {
         Ok(rows) => rows,
         Err(e) => {
             tracing::warn!(error = %e, "firewall not rebuilt: networks unreadable");
-            return;
+            return Err(e.to_string());
         }
     };
     let bridges: Vec<nft::BridgeRules> = rows
@@ -637,15 +643,19 @@ pub async fn rebuild_firewall(d: &Daemon) {
     })
     .await;
     match result {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "firewall not applied");
             d.warnings.lock().unwrap().record(
                 WarningKind::NetworkUnavailable,
                 format!("rxd's firewall rules could not be applied: {e}"),
             );
+            Err(e.to_string())
         }
-        Err(e) => tracing::warn!(error = %e, "firewall task failed"),
+        Err(e) => {
+            tracing::warn!(error = %e, "firewall task failed");
+            Err(e.to_string())
+        }
     }
 }
 

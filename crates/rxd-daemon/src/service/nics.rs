@@ -25,6 +25,16 @@ type Config = BTreeMap<String, String>;
 pub struct Prepared {
     pub plans: Vec<NicPlan>,
     hosts: Vec<IfName>,
+    /// Host ends on managed bridges, attached only once their filters are in place.
+    pending: Vec<Pending>,
+}
+
+/// A host end made but not yet a port of its bridge.
+#[derive(Clone)]
+struct Pending {
+    host: IfName,
+    bridge: IfName,
+    isolated: bool,
 }
 
 fn bad(e: impl std::fmt::Display) -> ApiError {
@@ -322,9 +332,38 @@ pub async fn prepare(
         forget(d, key);
         return Err(e);
     }
-    drop(_guard);
-    networks::rebuild_firewall(d).await;
     Ok(prepared)
+}
+
+/// The NICs `prepare` made, switched on: the firewall with their filters applied, then their
+/// host ends attached to their bridges and up (before that, nothing the container sends
+/// reaches a bridge). Runs alongside the container's start; an error leaves them detached.
+pub async fn activate(d: &Daemon, prepared: &Prepared) -> ApiResult<()> {
+    if prepared.pending.is_empty() {
+        return Ok(());
+    }
+    let _guard = d.networks.lock.lock().await;
+    networks::apply_firewall(d)
+        .await
+        .map_err(|e| bad(format!("The NICs' filters could not be applied: {e}")))?;
+    attach(prepared.pending.clone()).await
+}
+
+/// Host ends attached to their bridges (port isolation set), up.
+async fn attach(pending: Vec<Pending>) -> ApiResult<()> {
+    tokio::task::spawn_blocking(move || -> rxd_network::Result<()> {
+        let mut nl = Netlink::open()?;
+        for p in pending {
+            nl.set_master(&p.host, &p.bridge)?;
+            if p.isolated {
+                nl.set_port_isolated(&p.host, true)?;
+            }
+            nl.set_up(&p.host)?;
+        }
+        Ok(())
+    })
+    .await?
+    .map_err(|e| bad(format!("Attaching a NIC to its bridge: {e}")))
 }
 
 async fn prepare_all(
@@ -342,6 +381,7 @@ async fn prepare_all(
         let wired = wire(d, key, devices, dev, config, managed, &mut taken).await?;
         prepared.hosts.push(wired.host);
         prepared.plans.push(wired.plan);
+        prepared.pending.extend(wired.pending);
         entries.extend(wired.network.zip(wired.hosts));
     }
     // The NICs' names and addresses to dnsmasq.
@@ -381,6 +421,8 @@ struct Wired {
     network: Option<String>,
     /// Its hosts file there (name, line).
     hosts: Option<(String, String)>,
+    /// Its host end, when it waits for its filters before it joins its bridge.
+    pending: Option<Pending>,
 }
 
 /// NIC `dev` of `devices` on the host side: MAC, inside name (`taken`: the names other NICs
@@ -474,9 +516,21 @@ async fn wire(
         Some(_) => (limits(device).0, None),
         None => limits(device),
     };
-    tokio::task::spawn_blocking(move || veth(&h, &p, mac, mtu, &b, isolated, limits))
-        .await?
-        .map_err(|e| bad(format!("Device {dev:?}: {e}")))?;
+    // On a managed bridge the host end waits for its filters (`activate`); on a host bridge,
+    // which rxd does not filter, it joins at once.
+    let attach_now = row.is_none();
+    tokio::task::spawn_blocking(move || {
+        veth(
+            &h,
+            &p,
+            mac,
+            mtu,
+            limits,
+            attach_now.then_some((&b, isolated)),
+        )
+    })
+    .await?
+    .map_err(|e| bad(format!("Device {dev:?}: {e}")))?;
     config.insert(format!("volatile.{dev}.host_name"), host.to_string());
     if let (Some(t), Some(r)) = (&typed, &reservation) {
         let rules = rules(key, dev, device, &host, mac, r, t);
@@ -492,8 +546,13 @@ async fn wire(
             name,
             routes: Vec::new(),
         },
-        host,
+        host: host.clone(),
         network: row.map(|r| r.name.clone()),
+        pending: row.map(|_| Pending {
+            host: host.clone(),
+            bridge: bridge_if.clone(),
+            isolated,
+        }),
         hosts: match (&typed, &reservation) {
             (Some(t), Some(r)) => hosts_files(std::slice::from_ref(r), t.dns_mode)
                 .into_iter()
@@ -579,6 +638,7 @@ async fn wire_plain(
             host: peer,
             network: None,
             hosts: None,
+            pending: None,
         });
     }
     let host = match set(device, "host_name") {
@@ -675,6 +735,7 @@ async fn wire_plain(
         host,
         network: None,
         hosts: None,
+        pending: None,
     })
 }
 
@@ -742,6 +803,7 @@ pub async fn hotplug(
         })
         .collect();
     let mut entries = Vec::new();
+    let mut pending = Vec::new();
     let mut result = Ok(());
     for dev in &added {
         let wired = match wire(d, key, new, dev, config, &managed, &mut taken).await {
@@ -752,6 +814,7 @@ pub async fn hotplug(
             }
         };
         entries.extend(wired.network.clone().zip(wired.hosts.clone()));
+        pending.extend(wired.pending.clone());
         let ns = netns.try_clone().map_err(ApiError::internal)?;
         let (peer, name) = (wired.plan.host.clone(), wired.plan.name.clone());
         let moved = tokio::task::spawn_blocking(move || -> rxd_network::Result<()> {
@@ -774,10 +837,17 @@ pub async fn hotplug(
             break;
         }
     }
+    // Their filters, then their host ends on their bridges.
+    let filtered = networks::apply_firewall(d)
+        .await
+        .map_err(|e| bad(format!("The NICs' filters could not be applied: {e}")));
+    let attached = match filtered {
+        Ok(()) => attach(pending).await,
+        Err(e) => Err(e),
+    };
     publish_hosts(d, entries).await?;
     drop(_guard);
-    networks::rebuild_firewall(d).await;
-    result
+    result.and(attached)
 }
 
 /// The checks `wire` makes before it changes anything, for each of `added`.
@@ -834,9 +904,8 @@ fn veth(
     peer: &IfName,
     mac: mac::Mac,
     mtu: u32,
-    bridge: &IfName,
-    isolated: bool,
     (ingress, egress): (Option<u64>, Option<u64>),
+    attach_now: Option<(&IfName, bool)>,
 ) -> rxd_network::Result<()> {
     let mut nl = Netlink::open()?;
     nl.create_veth(host, peer, mac, mtu)?;
@@ -848,12 +917,15 @@ fn veth(
             rxd_network::set_iface_sysctl(host, IfaceSysctl::Ipv6DisableIpv6, 1)?;
             rxd_network::set_iface_sysctl(host, IfaceSysctl::Ipv6AcceptRa, 0)?;
         }
-        nl.set_master(host, bridge)?;
-        if isolated {
-            nl.set_port_isolated(host, true)?;
-        }
         rxd_network::tc::set_limits(host, ingress, egress)?;
-        nl.set_up(host)
+        if let Some((bridge, isolated)) = attach_now {
+            nl.set_master(host, bridge)?;
+            if isolated {
+                nl.set_port_isolated(host, true)?;
+            }
+            nl.set_up(host)?;
+        }
+        Ok(())
     })();
     if rest.is_err() {
         let _ = nl.delete_link(host);
