@@ -898,7 +898,8 @@ fn forget_device(d: &Daemon, key: &InstanceKey, dev: &str) {
 }
 
 /// The veth pair: `peer` (for the container) with the NIC's MAC; `host` with no IPv6 of its
-/// own and no router advertisements taken, a port of `bridge`, up.
+/// own, no router advertisements taken and its limits; with `attach_now`, already a port of
+/// that bridge (isolated or not) and up, else left down for `activate`.
 fn veth(
     host: &IfName,
     peer: &IfName,
