@@ -353,11 +353,18 @@ fn check_device(
                 if !managed && !any_nic {
                     return Err(admin_only(" unless it is on a managed network (network=NAME), or the project is restricted with restricted.devices.nic=allow"));
                 }
-                if set("host_name").is_some() && !any_nic {
+                // A host-side name can pose as an interface the host's firewall trusts; the
+                // MAC is the one the filters hold the NIC to.
+                if set("host_name").is_some() {
                     return Err(admin_key("host_name"));
                 }
                 if set("hwaddr").is_some() {
                     return Err(admin_key("hwaddr"));
+                }
+                // p2p and routed NICs put routes (their `ipv*.routes`, a routed NIC's
+                // addresses) into the host's routing table: any route at all.
+                if let Some(t @ ("p2p" | "routed")) = set("nictype").map(String::as_str) {
+                    return Err(admin_key(&format!("nictype={t}")));
                 }
                 // Filtering is on by default; turning it off lets the NIC spoof its neighbours.
                 if let Some(k) = [
@@ -1081,6 +1088,10 @@ mod tests {
             ("operator: filtering explicitly on", false, &open, vec![("type", "nic"), ("network", "rxdbr0"), ("security.mac_filtering", "true")], true),
             ("operator: hwaddr", false, &open, vec![("type", "nic"), ("network", "rxdbr0"), ("hwaddr", "00:16:3e:00:00:01")], false),
             ("operator: host_name", false, &open, vec![("type", "nic"), ("network", "rxdbr0"), ("host_name", "vethx")], false),
+            ("operator: host_name, nic=allow", false, &nic_allow, vec![("type", "nic"), ("nictype", "bridged"), ("parent", "br0"), ("host_name", "wg0")], false),
+            ("operator: p2p, nic=allow", false, &nic_allow, vec![("type", "nic"), ("nictype", "p2p"), ("ipv4.routes", "0.0.0.0/1")], false),
+            ("operator: routed, nic=allow", false, &nic_allow, vec![("type", "nic"), ("nictype", "routed"), ("ipv4.address", "192.0.2.1")], false),
+            ("admin: p2p", true, &open, vec![("type", "nic"), ("nictype", "p2p"), ("ipv4.routes", "192.0.2.0/30")], true),
             ("operator: network outside networks.access", false, &net_access, nic_net.clone(), false),
             ("admin: network outside networks.access", true, &net_access, nic_net.clone(), false),
             ("operator: network inside networks.access", false, &net_access, vec![("type", "nic"), ("network", "br1")], true),

@@ -429,7 +429,12 @@ fn nic(name: &str, device: &Device) -> Result<(), DeviceError> {
             "Cannot use \"network\" and \"parent\" together",
         )),
         (None | Some("bridged") | Some("macvlan"), Some(_), None) => Ok(()),
-        (Some("bridged") | Some("macvlan"), None, Some(_)) | (Some("p2p") | Some("routed"), None, _) => Ok(()),
+        (Some("bridged") | Some("macvlan"), None, Some(_)) | (Some("p2p"), None, None) => Ok(()),
+        (Some("routed"), None, None) => Ok(()),
+        (Some(t @ ("p2p" | "routed")), None, Some(_)) => Err(invalid(
+            name,
+            format!("NIC type {t:?} takes no parent in rxd (p2p never has one; routed with proxy ARP/NDP on a parent is not supported)"),
+        )),
         (Some(t @ ("ipvlan" | "physical" | "sriov")), ..) => Err(invalid(
             name,
             format!("NIC type {t:?} is not supported by rxd"),

@@ -524,11 +524,16 @@ fn setup(
     let mut nl = Netlink::open().map_err(|e| s(&e))?;
     nl.ensure_bridge(&ifname, config.mtu, mac)
         .map_err(|e| s(&e))?;
+    // Set again on every set-up: a bridge whose MTU was never set follows its smallest port,
+    // which one NIC's `mtu` would then impose on every neighbour.
+    nl.set_mtu(&ifname, config.mtu).map_err(|e| s(&e))?;
     let sysctl = |key, value| rxd_network::set_iface_sysctl(&ifname, key, value).map_err(|e| s(&e));
     if config.ipv6.is_some() {
         sysctl(IfaceSysctl::Ipv6DisableIpv6, 0)?;
         sysctl(IfaceSysctl::Ipv6Autoconf, 0)?;
         sysctl(IfaceSysctl::Ipv6AcceptDad, 0)?;
+        // An instance with filtering off must not route the host by advertising a router.
+        sysctl(IfaceSysctl::Ipv6AcceptRa, 0)?;
     } else if host_has_ipv6() {
         sysctl(IfaceSysctl::Ipv6DisableIpv6, 1)?;
     }

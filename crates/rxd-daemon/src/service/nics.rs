@@ -489,6 +489,11 @@ async fn wire(
             .ok_or_else(|| bad(format!("Device {dev:?}: invalid mtu {m:?}")))?,
         None => typed.as_ref().map_or(1500, |t| t.mtu),
     };
+    if mtu < 1280 && typed.as_ref().is_some_and(|t| t.ipv6.is_some()) {
+        return Err(bad(format!(
+            "Device {dev:?}: mtu {mtu} is below IPv6's 1280, which the network uses"
+        )));
+    }
     // The reservation first: a conflict refuses the NIC before any link exists.
     let reservation = match (&typed, row) {
         (Some(t), Some(row)) => {
@@ -705,6 +710,21 @@ async fn wire_plain(
         let mut nl = Netlink::open()?;
         nl.create_veth(&h, &p, mac, mtu.unwrap_or(1500))?;
         let rest = (|| {
+            // The host end takes no router advertisement and no SLAAC address from the
+            // container (its root would otherwise route the host); IPv6 only where it
+            // routes IPv6 (a routed NIC's link-local gateway, a p2p NIC's IPv6 routes).
+            if std::path::Path::new("/proc/sys/net/ipv6/conf")
+                .join(h.as_str())
+                .exists()
+            {
+                let v6 = host_addresses
+                    .iter()
+                    .chain(routes.iter())
+                    .any(|a| a.addr().is_ipv6());
+                rxd_network::set_iface_sysctl(&h, IfaceSysctl::Ipv6AcceptRa, 0)?;
+                rxd_network::set_iface_sysctl(&h, IfaceSysctl::Ipv6Autoconf, 0)?;
+                rxd_network::set_iface_sysctl(&h, IfaceSysctl::Ipv6DisableIpv6, u32::from(!v6))?;
+            }
             for a in &inside {
                 nl.add_address(&p, *a)?;
             }
@@ -765,13 +785,22 @@ pub async fn hotplug(
     // What would refuse a new NIC (an address another NIC holds, an unknown or errored network)
     // refuses the whole change before anything is taken out.
     precheck(d, key, new, &added, config).await?;
-    // Out first, so a changed NIC's new end can take its name.
+    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|e| {
+        ApiError::internal(format!("opening the container's network namespace: {e}"))
+    })?;
+    // Out first, so a changed NIC's new end can take its name. A veth goes with its host end;
+    // a macvlan, which has none, is deleted inside by its name.
     let mut hosts = Vec::new();
+    let mut inside = Vec::new();
     for dev in &gone {
         if let Some(h) = config.remove(&format!("volatile.{dev}.host_name")) {
             hosts.extend(IfName::parse(&h).ok());
         }
-        config.remove(&format!("volatile.{dev}.name"));
+        let name = config.remove(&format!("volatile.{dev}.name"));
+        if set(&old[dev], "nictype") == Some("macvlan") {
+            let name = set(&old[dev], "name").map(str::to_owned).or(name);
+            inside.extend(name.and_then(|n| IfName::parse(&n).ok()));
+        }
         if !new.contains_key(dev) {
             config.remove(&format!("volatile.{dev}.hwaddr"));
         }
@@ -782,10 +811,8 @@ pub async fn hotplug(
             .remove(&(key.to_string(), dev.clone()));
     }
     discard(hosts).await;
+    delete_inside(&netns, inside).await?;
     prune(d, key, Some(new)).await?;
-    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|e| {
-        ApiError::internal(format!("opening the container's network namespace: {e}"))
-    })?;
     let _guard = d.networks.lock.lock().await;
     let managed: BTreeMap<String, NetworkRow> = networks::list(d)
         .await?
@@ -804,6 +831,8 @@ pub async fn hotplug(
         .collect();
     let mut entries = Vec::new();
     let mut pending = Vec::new();
+    let mut wired_hosts = Vec::new();
+    let mut moved_macvlans = Vec::new();
     let mut result = Ok(());
     for dev in &added {
         let wired = match wire(d, key, new, dev, config, &managed, &mut taken).await {
@@ -815,6 +844,10 @@ pub async fn hotplug(
         };
         entries.extend(wired.network.clone().zip(wired.hosts.clone()));
         pending.extend(wired.pending.clone());
+        wired_hosts.push(wired.host.clone());
+        if wired.pending.is_none() && !config.contains_key(&format!("volatile.{dev}.host_name")) {
+            moved_macvlans.extend(IfName::parse(&wired.plan.name).ok());
+        }
         let ns = netns.try_clone().map_err(ApiError::internal)?;
         let (peer, name) = (wired.plan.host.clone(), wired.plan.name.clone());
         let moved = tokio::task::spawn_blocking(move || -> rxd_network::Result<()> {
@@ -836,6 +869,19 @@ pub async fn hotplug(
             )));
             break;
         }
+    }
+    if result.is_err() {
+        // Nothing half-plugged: the NICs wired by this change go again, with their filters
+        // and reservations (a macvlan moved in is deleted inside by its name).
+        for dev in &added {
+            forget_device(d, key, dev);
+            config.remove(&format!("volatile.{dev}.host_name"));
+        }
+        discard(wired_hosts.clone()).await;
+        let _ = delete_inside(&netns, moved_macvlans.clone()).await;
+        let _ = prune(d, key, Some(old)).await;
+        pending.clear();
+        entries.clear();
     }
     // Their filters, then their host ends on their bridges.
     let filtered = networks::apply_firewall(d)
@@ -932,6 +978,28 @@ fn veth(
         let _ = nl.delete_link(host);
     }
     rest
+}
+
+/// Deletes links by name inside a container's network namespace.
+async fn delete_inside(netns: &std::fs::File, names: Vec<IfName>) -> ApiResult<()> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let ns = netns.try_clone().map_err(ApiError::internal)?;
+    tokio::task::spawn_blocking(move || {
+        rxd_network::in_netns(
+            std::os::fd::AsFd::as_fd(&ns),
+            move || -> rxd_network::Result<()> {
+                let mut nl = Netlink::open()?;
+                for n in names {
+                    nl.delete_link(&n)?;
+                }
+                Ok(())
+            },
+        )?
+    })
+    .await?
+    .map_err(|e| bad(format!("Removing a NIC from the container: {e}")))
 }
 
 /// Deletes host ends (their peers go with them).
@@ -1059,7 +1127,7 @@ pub async fn recover(d: &Daemon) {
             let Some(net) = managed_network(device, &managed) else {
                 continue;
             };
-            let Ok((_, typed)) = networks::typed(&managed[net]) else {
+            let Some(Ok((_, typed))) = managed.get(net).map(networks::typed) else {
                 continue;
             };
             let host = config
@@ -1080,6 +1148,50 @@ pub async fn recover(d: &Daemon) {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert((key.to_string(), dev.clone()), rules);
+        }
+    }
+    cut_unfiltered(d, &managed).await;
+}
+
+/// Fail closed: a veth port of a managed bridge that no filter names (a NIC whose stored
+/// config no longer matches what runs, after a failed edit) is deleted, with a warning,
+/// rather than left on the bridge unfiltered.
+async fn cut_unfiltered(d: &Daemon, managed: &BTreeMap<String, NetworkRow>) {
+    let filtered: BTreeSet<String> = d
+        .networks
+        .nics
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .map(|r| r.host_name.to_string())
+        .collect();
+    let bridges: BTreeSet<String> = managed.keys().cloned().collect();
+    let cut = tokio::task::spawn_blocking(move || -> rxd_network::Result<Vec<String>> {
+        let mut nl = Netlink::open()?;
+        let links = nl.list_links()?;
+        let bridge_index: BTreeSet<u32> = links
+            .iter()
+            .filter(|l| l.is_bridge() && bridges.contains(&l.name))
+            .map(|l| l.index)
+            .collect();
+        let mut cut = Vec::new();
+        for l in links {
+            let on_managed = l.master.is_some_and(|m| bridge_index.contains(&m));
+            if on_managed && l.kind.as_deref() == Some("veth") && !filtered.contains(&l.name) {
+                nl.delete_link(l.index)?;
+                cut.push(l.name);
+            }
+        }
+        Ok(cut)
+    })
+    .await;
+    if let Ok(Ok(cut)) = cut {
+        for name in cut {
+            tracing::warn!(link = %name, "an unfiltered NIC on a managed bridge was cut off");
+            d.warnings.lock().unwrap().record(
+                rxd_core::warnings::WarningKind::NetworkUnavailable,
+                format!("The host end {name:?} of a NIC on a managed bridge had no filters at start-up (its instance's config no longer describes it) and was deleted"),
+            );
         }
     }
 }
