@@ -503,6 +503,36 @@ fn nic_rules(nic: &NicRules, input: bool) -> Vec<Vec<Value>> {
         vec![matches("!=", payload("arp", "saddr ether"), mac.as_str())],
         "drop",
     );
+    // No DHCP server on the bridge but rxd's: an instance's offers and replies (DHCPv4 from
+    // port 67, DHCPv6 from 547) would make it its neighbours' gateway and resolver.
+    add(
+        vec![
+            matches("==", payload("ip", "protocol"), "udp"),
+            matches("==", payload("udp", "sport"), DHCP_SERVER_V4),
+        ],
+        "drop",
+    );
+    add(
+        vec![
+            matches("==", payload("ip6", "nexthdr"), "udp"),
+            matches("==", payload("udp", "sport"), DHCP_SERVER_V6),
+        ],
+        "drop",
+    );
+    // A DHCPv4 request for another hardware address (the BOOTP `chaddr`, 28 bytes into the
+    // message) would take leases, and so reservations, from the pool.
+    add(
+        vec![
+            matches("==", payload("ip", "protocol"), "udp"),
+            matches("==", payload("udp", "dport"), DHCP_SERVER_V4),
+            matches(
+                "!=",
+                json!({"payload": {"base": "th", "offset": (8 + 28) * 8, "len": 48}}),
+                format!("0x{:012x}", nic.mac.as_u64()),
+            ),
+        ],
+        "drop",
+    );
     // The target link-layer address option of a neighbour advertisement.
     add(
         vec![
@@ -1019,6 +1049,22 @@ mod tests {
                     {"drop": null}]}}}),
                 json!({"add": {"rule": {"family": "bridge", "table": "rxd", "chain": chain, "expr": [
                     iif,
+                    {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "protocol"}}, "right": "udp"}},
+                    {"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "sport"}}, "right": 67}},
+                    {"drop": null}]}}}),
+                json!({"add": {"rule": {"family": "bridge", "table": "rxd", "chain": chain, "expr": [
+                    iif,
+                    {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "nexthdr"}}, "right": "udp"}},
+                    {"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "sport"}}, "right": 547}},
+                    {"drop": null}]}}}),
+                json!({"add": {"rule": {"family": "bridge", "table": "rxd", "chain": chain, "expr": [
+                    iif,
+                    {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "protocol"}}, "right": "udp"}},
+                    {"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "dport"}}, "right": 67}},
+                    {"match": {"op": "!=", "left": {"payload": {"base": "th", "offset": 288, "len": 48}}, "right": "0x00163e123456"}},
+                    {"drop": null}]}}}),
+                json!({"add": {"rule": {"family": "bridge", "table": "rxd", "chain": chain, "expr": [
+                    iif,
                     {"match": {"op": "==", "left": {"payload": {"protocol": "icmpv6", "field": "type"}}, "right": "nd-neighbor-advert"}},
                     {"match": {"op": "!=", "left": {"payload": {"base": "nh", "offset": 528, "len": 48}}, "right": "0x00163e123456"}},
                     {"drop": null}]}}}),
@@ -1225,13 +1271,13 @@ mod tests {
         assert_eq!(rule_count(&v, "in.br0"), 8);
         // br1 without DHCP: DNS and ICMP only.
         assert_eq!(rule_count(&v, "in.br1"), 3);
-        // c1: 3 MAC rules; v4: DHCP discover, ARP and IP accepts, 2 drops; v6: DHCPv6,
-        // RS, RA drop, one NA accept per allowed net, NA drop, saddr accept, drop; other
-        // ethertypes dropped.
-        assert_eq!(rule_count(&v, "in.c1.eth0"), 3 + 5 + 7 + 1);
-        assert_eq!(rule_count(&v, "fwd.c1.eth0"), 3 + 4 + 5 + 1);
+        // c1: 3 MAC rules and 3 DHCP ones (no server replies, no foreign chaddr); v4: DHCP
+        // discover, ARP and IP accepts, 2 drops; v6: DHCPv6, RS, RA drop, one NA accept per
+        // allowed net, NA drop, saddr accept, drop; other ethertypes dropped.
+        assert_eq!(rule_count(&v, "in.c1.eth0"), 6 + 5 + 7 + 1);
+        assert_eq!(rule_count(&v, "fwd.c1.eth0"), 6 + 4 + 5 + 1);
         // c2 allowed nothing: no accepts but the input chain's DHCP and RS.
-        assert_eq!(rule_count(&v, "in.p-2ex_c2.a-2fb-2dc-2ed"), 3 + 3 + 5 + 1);
+        assert_eq!(rule_count(&v, "in.p-2ex_c2.a-2fb-2dc-2ed"), 6 + 3 + 5 + 1);
     }
 
     #[test]
