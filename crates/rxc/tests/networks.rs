@@ -192,6 +192,47 @@ async fn containers_on_a_managed_bridge_get_addresses_names_nat_and_filtering() 
     eventually(&s, "c1", &format!("ping -c1 -W2 {a2}"));
     let looked_up = eventually(&s, "c1", "nslookup c2.lxd 10.99.0.1");
     assert!(looked_up.contains(&a2), "{looked_up}");
+    // Another project's instance of the same name: `c1.p.lxd`, and `c1.lxd` stays ours.
+    ok(
+        &c,
+        Method::POST,
+        "/1.0/projects",
+        json!({"name": "p", "config": {"features.profiles": "false"}}),
+    )
+    .await;
+    let image = s.image();
+    s.ok(&[
+        "image",
+        "import",
+        image.to_str().unwrap(),
+        "--alias",
+        "bb",
+        "--project",
+        "p",
+    ]);
+    s.ok(&["launch", "bb", "c1", "--project", "p"]);
+    let pc1 = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let st = s.get("/1.0/instances/c1/state?project=p").await;
+            let found = st["network"]["eth0"]["addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["family"] == "inet" && a["scope"] == "global")
+                .and_then(|a| a["address"].as_str().map(str::to_owned));
+            if let Some(a) = found {
+                break a;
+            }
+            assert!(Instant::now() < deadline, "p/c1 got no lease: {st}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let theirs = eventually(&s, "c2", "nslookup c1.p.lxd 10.99.0.1");
+    assert!(theirs.contains(&pc1), "{theirs}");
+    let ours = eventually(&s, "c2", "nslookup c1.lxd 10.99.0.1");
+    assert!(ours.contains(&a1) && !ours.contains(&pc1), "{ours}");
+    s.ok(&["delete", "-f", "c1", "--project", "p"]);
     let gateway = eventually(&s, "c1", "nslookup _gateway.lxd 10.99.0.1");
     assert!(gateway.contains("10.99.0.1"), "{gateway}");
     // IPv6: SLAAC addresses (EUI-64 of each MAC) that reach each other through the filters.

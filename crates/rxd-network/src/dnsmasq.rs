@@ -454,6 +454,19 @@ pub fn write_hosts_file(dir: &Path, name: &str, line: &str, group: Gid) -> io::R
     write_atomic_to(dir, &tmp_name, &target, line.as_bytes(), 0o640, Some(group))
 }
 
+/// Writes `<dir>/dnsmasq.names` (rxd-core's `names`: the names of instances outside the
+/// default project, an `--addn-hosts` file) atomically, 0640 and readable by dnsmasq's `group`,
+/// which re-reads it on SIGHUP.
+pub fn write_names_file(dir: &Path, contents: &str, group: Gid) -> io::Result<()> {
+    write_atomic(
+        dir,
+        "dnsmasq.names",
+        contents.as_bytes(),
+        0o640,
+        Some(group),
+    )
+}
+
 /// Removes one NIC's hosts file; `false` when there was none.
 pub fn remove_hosts_file(dir: &Path, name: &str) -> io::Result<bool> {
     check_hosts_name(name)?;

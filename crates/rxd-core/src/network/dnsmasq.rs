@@ -111,6 +111,10 @@ pub fn argv(name: &NetworkName, config: &BridgeConfig, setup: &Setup<'_>) -> Vec
         args.push(format!("_gateway.{domain},{name}"));
         args.push("-S");
         args.push(format!("/{domain}/"));
+        // Names of instances outside `default` (`<name>.<project>.<domain>`), which a DHCP
+        // host line cannot carry: dnsmasq drops a dotted name's domain and would register
+        // `<name>`, another project's instance's name.
+        args.push(path_arg("--addn-hosts=", &names_file(setup.hosts_dir)));
     }
     args.push("--conf-file=/dev/null");
     args.extend(["-u", setup.user, "-g", setup.group]);
@@ -142,6 +146,35 @@ fn join(items: &[impl Display]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// The file of names of instances outside `default`, next to the hosts directory.
+pub fn names_file(hosts_dir: &Path) -> std::path::PathBuf {
+    hosts_dir.with_file_name("dnsmasq.names")
+}
+
+/// The names file's content: `<address> <name>.<project>.<domain>` for each address of each
+/// NIC of an instance outside `default` (dnsmasq's hosts-file syntax, re-read on SIGHUP).
+pub fn names(
+    nics: &[(InstanceKey, Option<Ipv4Addr>, Option<Ipv6Addr>)],
+    domain: &crate::network::config::DnsName,
+) -> String {
+    let mut out = String::new();
+    for (key, v4, v6) in nics {
+        let (project, name) = key.split();
+        if project == "default" {
+            continue;
+        }
+        let v4 = v4.map(IpAddr::V4);
+        let v6 = v6.map(IpAddr::V6);
+        for a in [v4, v6].into_iter().flatten() {
+            out.push_str(&format!(
+                "{a} {name}.{project}.{domain}\n",
+                domain = domain.as_str()
+            ));
+        }
+    }
+    out
 }
 
 /// The name DNS gives an instance: its name in `default`, `<instance>.<project>` elsewhere
@@ -177,7 +210,8 @@ pub fn hosts_file(
     if let Some(a) = ipv6 {
         line.push_str(&format!(",[{a}]"));
     }
-    if mode == DnsMode::Managed {
+    // Only `default`'s instances are named here; the others are in the names file.
+    if mode == DnsMode::Managed && instance.split().0 == "default" {
         line.push(',');
         line.push_str(&dns_name(instance));
     }
@@ -376,13 +410,14 @@ mod tests {
         "--dhcp-leasefile=/var/lib/rxd/networks/br0/dnsmasq.leases",
         "--dhcp-hostsfile=/var/lib/rxd/networks/br0/dnsmasq.hosts",
     ];
-    const DNS: [&str; 6] = [
+    const DNS: [&str; 7] = [
         "-s",
         "lxd",
         "--interface-name",
         "_gateway.lxd,br0",
         "-S",
         "/lxd/",
+        "--addn-hosts=/var/lib/rxd/networks/br0/dnsmasq.names",
     ];
     const TAIL: [&str; 5] = ["--conf-file=/dev/null", "-u", "dnsmasq", "-g", "nogroup"];
 
@@ -442,6 +477,7 @@ mod tests {
                 "_gateway.lab.example,br0",
                 "-S",
                 "/lab.example/",
+                "--addn-hosts=/var/lib/rxd/networks/br0/dnsmasq.names",
             ],
             &TAIL,
         ]);
@@ -530,7 +566,7 @@ mod tests {
         );
         assert_eq!(
             h(v4, None, &p, m).as_deref(),
-            Some("00:16:3e:aa:bb:cc,10.1.2.3,c1.p\n")
+            Some("00:16:3e:aa:bb:cc,10.1.2.3\n")
         );
         assert_eq!(
             h(None, v6, &c1, m).as_deref(),

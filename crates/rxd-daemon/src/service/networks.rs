@@ -416,6 +416,36 @@ fn dnsmasq_user() -> &'static str {
     }
 }
 
+/// Writes the names of a network's instances outside `default` (`<dir>/dnsmasq.names`).
+pub fn write_names(dir: &Path, nics: &[NicRow], domain: &netcfg::DnsName) -> std::io::Result<()> {
+    let entries: Vec<_> = nics
+        .iter()
+        .map(|n| {
+            (
+                InstanceKey::new(&n.project, &n.instance),
+                n.ipv4.as_deref().and_then(|a| a.parse().ok()),
+                n.ipv6.as_deref().and_then(|a| a.parse().ok()),
+            )
+        })
+        .collect();
+    rxd_network::dnsmasq::write_names_file(dir, &dm::names(&entries, domain), dnsmasq_gid())
+}
+
+/// A network's names file rendered again from its reservations (after a NIC of a project other
+/// than `default` came), and its dnsmasq told.
+pub async fn refresh_names(d: &Daemon, name: &str) -> ApiResult<()> {
+    let row = get(d, name).await?;
+    let (_, config) = typed(&row)?;
+    let n = row.name.clone();
+    let nics = d.db(move |s| s.nic_allocations(&n)).await?;
+    let dir = network_dir(d, &row.name);
+    tokio::task::spawn_blocking(move || write_names(&dir, &nics, &config.dns_domain))
+        .await?
+        .map_err(ApiError::internal)?;
+    d.networks.reload_dnsmasq(&row.name);
+    Ok(())
+}
+
 /// Writes one NIC's hosts file into `<dir>/dnsmasq.hosts` (made if missing).
 pub fn write_hosts_file(dir: &Path, name: &str, line: &str) -> std::io::Result<()> {
     let gid = dnsmasq_gid();
@@ -555,6 +585,7 @@ fn setup(
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))
         .map_err(|e| s(&e))?;
     write_hosts(dir, &hosts_files(nics, config.dns_mode)).map_err(|e| s(&e))?;
+    write_names(dir, nics, &config.dns_domain).map_err(|e| s(&e))?;
     let keep: BTreeSet<mac::Mac> = nics.iter().filter_map(|n| n.hwaddr.parse().ok()).collect();
     rxd_network::dnsmasq::prune_leases(dir, &keep).map_err(|e| s(&e))?;
     let leases = dir.join("dnsmasq.leases");

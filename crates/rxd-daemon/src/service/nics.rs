@@ -385,12 +385,17 @@ async fn prepare_all(
         entries.extend(wired.network.zip(wired.hosts));
     }
     // The NICs' names and addresses to dnsmasq.
-    publish_hosts(d, entries).await
+    publish_hosts(d, key, entries).await
 }
 
 /// Writes NICs' hosts files (network, (file, line)) and tells each network's dnsmasq once;
 /// the other NICs' files are left as they are.
-async fn publish_hosts(d: &Daemon, entries: Vec<(String, (String, String))>) -> ApiResult<()> {
+async fn publish_hosts(
+    d: &Daemon,
+    key: &InstanceKey,
+    entries: Vec<(String, (String, String))>,
+) -> ApiResult<()> {
+    let key_outside_default = key.split().0 != "default";
     if entries.is_empty() {
         return Ok(());
     }
@@ -408,7 +413,11 @@ async fn publish_hosts(d: &Daemon, entries: Vec<(String, (String, String))>) -> 
     .await?
     .map_err(ApiError::internal)?;
     for net in nets {
-        d.networks.reload_dnsmasq(&net);
+        if key_outside_default {
+            networks::refresh_names(d, &net).await?;
+        } else {
+            d.networks.reload_dnsmasq(&net);
+        }
     }
     Ok(())
 }
@@ -891,7 +900,7 @@ pub async fn hotplug(
         Ok(()) => attach(pending).await,
         Err(e) => Err(e),
     };
-    publish_hosts(d, entries).await?;
+    publish_hosts(d, key, entries).await?;
     drop(_guard);
     result.and(attached)
 }
