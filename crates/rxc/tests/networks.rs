@@ -692,6 +692,12 @@ async fn operators_get_filtered_nics_on_managed_networks_only() {
     .await;
     let e = op_try(nic(json!({"network": "br0", "name": "eth2"}))).unwrap_err();
     assert!(e.contains("restricted.networks.access"), "{e}");
+    // ... and br0 is no longer among the networks its members see.
+    let listed = in_rxdt(&lab, async {
+        let op = s.d.https(Some(&operator));
+        op.get("/1.0/networks").await.unwrap()
+    });
+    assert_eq!(listed, json!([]), "{listed}");
     // Allowed any NIC and the uplink: a macvlan on it, but filtering stays on.
     ok(
         &unix,

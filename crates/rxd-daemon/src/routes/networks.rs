@@ -98,6 +98,12 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
     let rows = networks::list(&d).await?;
+    // A restricted project's members see the networks it may use (LXD's rule).
+    let usable = networks::usable_by(&d, &caller.project);
+    let rows: Vec<_> = rows
+        .into_iter()
+        .filter(|r| caller.rights.is_admin() || usable.as_ref().is_none_or(|u| u.contains(&r.name)))
+        .collect();
     let mut objects = Vec::new();
     for row in &rows {
         objects.push(if q.recursion > 0 {

@@ -54,6 +54,25 @@ pub async fn get(d: &Daemon, name: &str) -> ApiResult<NetworkRow> {
     })
 }
 
+/// The networks a restricted project's `restricted.networks.access` names; `None` when the
+/// project may use every managed network.
+pub fn usable_by(d: &Daemon, project: &str) -> Option<BTreeSet<String>> {
+    let projects = d.projects.read().unwrap();
+    let config = &projects.get(project)?.config;
+    if config.get("restricted").map(String::as_str) != Some("true") {
+        return None;
+    }
+    let access = config.get("restricted.networks.access")?;
+    Some(
+        access
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
 pub async fn list(d: &Daemon) -> ApiResult<Vec<NetworkRow>> {
     d.db(|s| s.networks()).await
 }
