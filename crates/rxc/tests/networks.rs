@@ -312,6 +312,40 @@ async fn containers_on_a_managed_bridge_get_addresses_names_nat_and_filtering() 
     let mac = eth0["hwaddr"].as_str().unwrap();
     s.sh("c1", &format!("ip link set eth0 address {mac}"));
     eventually(&s, "c1", &format!("ping -c1 -W2 {a2}"));
+    // The probe is real: with IPv4 filtering turned off by the administrator (the NIC is
+    // plugged again), the same extra address gets through.
+    s.ok(&[
+        "config",
+        "device",
+        "override",
+        "c1",
+        "eth0",
+        "security.ipv4_filtering=false",
+    ]);
+    let dhcp = "udhcpc -q -n -t 5 -i eth0 -s /usr/share/udhcpc/default.script >/dev/null 2>&1";
+    eventually(&s, "c1", dhcp);
+    eventually(
+        &s,
+        "c1",
+        &format!(
+            "ip addr add 10.99.0.250/24 dev eth0 2>/dev/null; ping -c1 -W2 -I 10.99.0.250 {a2}"
+        ),
+    );
+    s.ok(&["config", "device", "remove", "c1", "eth0"]);
+    eventually(&s, "c1", dhcp);
+    let (code, out) = s.sh(
+        "c1",
+        &format!(
+            "ip addr add 10.99.0.250/24 dev eth0 2>/dev/null; ping -c1 -W2 -I 10.99.0.250 {a2}"
+        ),
+    );
+    assert_ne!(code, 0, "filtering is back on: {out}");
+    s.sh("c1", "ip addr del 10.99.0.250/24 dev eth0");
+    assert_eq!(
+        ipv4(&s, "c1").await,
+        a1,
+        "the same reservation after the re-plug"
+    );
 
     // A NIC plugged into a running container: moved in under its name, up, with its lease;
     // unplugged: gone inside and on the host.
