@@ -237,6 +237,14 @@ fn parse_size(s: &str) -> Option<i64> {
     Some((num * mult) as i64)
 }
 
+/// An interface name as the container chose it, its control characters (a terminal's escape
+/// sequences among them) shown as `?` (lxc prints them as they are).
+fn printable(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// The addresses of one family, as `ADDR (IFACE)` lines, link-local and loopback left out.
 fn addresses(i: &Instance, family: &str) -> String {
     let Some(net) = i.state.as_ref().and_then(|s| s.network.as_ref()) else {
@@ -252,7 +260,7 @@ fn addresses(i: &Instance, family: &str) -> String {
             n.addresses
                 .iter()
                 .filter(|a| a.family == family && a.scope != "link" && a.scope != "local")
-                .map(move |a| format!("{} ({name})", a.address))
+                .map(move |a| format!("{} ({})", a.address, printable(name)))
         })
         .collect();
     list.sort();
@@ -616,6 +624,14 @@ pub async fn run(conf: &ConfigDir, args: ListArgs, project_given: bool) -> anyho
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn interface_names_cannot_drive_the_terminal() {
+        assert_eq!(printable("eth0"), "eth0");
+        assert_eq!(printable("e\u{1b}[2Jx"), "e?[2Jx");
+        assert_eq!(printable("a\nb\u{7}"), "a?b?");
+    }
+
     use super::*;
 
     fn instance(name: &str, status: &str, config: &[(&str, &str)]) -> Instance {
