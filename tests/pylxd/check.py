@@ -113,6 +113,13 @@ def main():
     assert entry.type == "client", entry.type
     step("list and get certificates")
 
+    # The host's hardware: pylxd's `resources` property (it checks the `resources` extension).
+    resources = a.resources
+    assert resources["cpu"]["total"] == os.cpu_count(), resources["cpu"]
+    assert resources["memory"]["total"] > 0, resources["memory"]
+    assert isinstance(resources["storage"]["disks"], list), resources["storage"]
+    step("read the server's resources")
+
     # Lifecycle events, from here on.
     events = a.events(event_types={EventType.Lifecycle})
     events.connect()

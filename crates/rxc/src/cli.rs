@@ -44,6 +44,10 @@ pub enum Command {
     Info {
         /// `REMOTE:` or `[REMOTE:]NAME` (default: the default remote's server information).
         target: Option<String>,
+        /// The server's hardware (`lxc info --resources`): processors, memory, GPUs, NICs,
+        /// disks. Only for a server, as in `lxc`.
+        #[arg(long)]
+        resources: bool,
     },
     /// Server configuration and the trust store.
     #[command(subcommand)]

@@ -181,17 +181,22 @@ pub fn any_date(rfc3339: &str) -> String {
 
 /// LXD's `GetByteSizeStringIEC(n, 2)`.
 pub fn iec(n: i64) -> String {
+    iec_precision(n, 2)
+}
+
+/// LXD's `GetByteSizeStringIEC(n, precision)`.
+pub fn iec_precision(n: i64, precision: usize) -> String {
     if n < 1024 {
         return format!("{n}B");
     }
     let mut value = n as f64;
-    for unit in ["KiB", "MiB", "GiB", "TiB", "PiB"] {
+    for unit in ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"] {
         value /= 1024.0;
         if value < 1024.0 {
-            return format!("{value:.2}{unit}");
+            return format!("{value:.precision$}{unit}");
         }
     }
-    format!("{:.2}EiB", value / 1024.0)
+    format!("{value:.precision$}EB")
 }
 
 /// LXD's `GetByteSizeString(n, 2)`: decimal units (`kB`, `MB`...), as `lxc network info`

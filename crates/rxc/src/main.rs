@@ -21,6 +21,7 @@ mod profile;
 mod project;
 mod publish;
 mod remote;
+mod resources;
 mod shell;
 
 use clap::Parser;
@@ -114,8 +115,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Remote(cmd) => remote::run(&mut conf, cmd).await,
-        Command::Info { target } => match target {
+        Command::Info { target, resources } => match target {
             Some(t) if !t.ends_with(':') => instance::info(&conf, &t).await,
+            remote if resources => resources::info(&conf, remote.as_deref()).await,
             remote => commands::info(&conf, remote.as_deref()).await,
         },
         Command::Launch(args) => instance::create(&conf, args, true).await,

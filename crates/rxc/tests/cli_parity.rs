@@ -1,5 +1,6 @@
 //! `rxc` commands `lxc` users reach for daily, each compared with Debian's `lxc` 5.0.2 asking
-//! the same daemon the same thing: `version`, `operation list`, `warning list`, `list`.
+//! the same daemon the same thing: `version`, `operation list`, `warning list`, `list`, `info
+//! --resources`.
 
 use rxd_testkit::{bin, busybox_image, require_root, require_tool, TestDaemon};
 use serde_json::Value;
@@ -915,4 +916,153 @@ async fn file_push_pull_recursive_and_edit_as_lxc_does() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o640);
+}
+
+/// The memory lines that change between two reads of a live host (`Free:` and `Used:`).
+fn without_live_memory(text: &str) -> String {
+    text.lines()
+        .filter(|l| !(l.starts_with("  Free: ") || l.starts_with("  Used: ")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Names in a sysfs class directory whose entry has a `device` link (LXD's rule for cards and
+/// disks), sorted.
+fn with_device(class: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(class)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("device").exists())
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn server_resources_as_lxc_shows_them() {
+    let test = "server_resources_as_lxc_shows_them";
+    if !require_root(test) || !require_tool("lxc", "lxd-client", test) {
+        return;
+    }
+    let mut d = TestDaemon::start().await;
+    d.enable_https().await;
+    let conf = tempfile::tempdir().unwrap();
+    let lxd_conf = tempfile::tempdir().unwrap();
+    let lxc = |args: &[&str]| {
+        Command::new("lxc")
+            .args(args)
+            .env("LXD_DIR", d.dir())
+            .env("LXD_CONF", lxd_conf.path())
+            .env("HOME", lxd_conf.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    // The same text from both clients (the live memory figures aside), starting as lxc's does.
+    let ours = text(&d.rxc(conf.path(), &["info", "--resources"]));
+    let theirs = text(&lxc(&["info", "--resources"]));
+    assert_eq!(without_live_memory(&ours), without_live_memory(&theirs));
+    let arch = text(&Command::new("uname").arg("-m").output().unwrap());
+    assert!(
+        ours.starts_with(&format!("CPU ({}):\n", arch.trim()))
+            || ours.starts_with(&format!("CPUs ({}):\n", arch.trim())),
+        "{ours}"
+    );
+    assert!(ours.contains("\nMemory:\n  Free: "), "{ours}");
+
+    // The answer describes this host.
+    let r = d.unix().get("/1.0/resources").await.unwrap();
+    for key in [
+        "cpu", "memory", "gpu", "network", "storage", "usb", "pci", "system",
+    ] {
+        assert!(r.get(key).is_some(), "{key} missing: {r}");
+    }
+    let threads = std::fs::read_dir("/sys/devices/system/cpu")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("topology").is_dir())
+        .count();
+    assert_eq!(r["cpu"]["total"], threads as u64);
+    assert_eq!(r["cpu"]["architecture"], arch.trim());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let mem_total_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap();
+    let total = r["memory"]["total"].as_u64().unwrap();
+    // MemTotal, or the online memory blocks (a little more: the kernel's own reservations).
+    assert!(
+        total >= mem_total_kib * 1024 && total < mem_total_kib * 1024 * 11 / 10,
+        "{total} vs MemTotal {mem_total_kib} KiB"
+    );
+    let disks: Vec<String> = r["storage"]["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect();
+    let block: Vec<String> = with_device("/sys/class/block")
+        .into_iter()
+        .filter(|b| {
+            std::path::Path::new("/sys/class/block")
+                .join(b)
+                .join("dev")
+                .exists()
+        })
+        .collect();
+    assert_eq!(
+        disks, block,
+        "disks are block devices with a device, not loop or zram"
+    );
+    let ports: Vec<String> = r["network"]["cards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .collect();
+    for iface in with_device("/sys/class/net") {
+        assert!(ports.contains(&iface), "{iface} not among {ports:?}");
+    }
+    assert!(!ports.iter().any(|p| p == "lo"));
+    assert!(
+        r["system"].get("firmware").is_some(),
+        "null or an object, never absent"
+    );
+
+    // As LXD: no cluster here, so only the member `none`.
+    let c = d.unix();
+    assert_eq!(
+        c.request(rxd_client::Method::GET, "/1.0/resources?target=none", None)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let other = c
+        .request(rxd_client::Method::GET, "/1.0/resources?target=m2", None)
+        .await
+        .unwrap();
+    assert_eq!(other.status, 404);
+    assert_eq!(other.envelope().unwrap().error, "Cluster member not found");
+
+    // Any trusted client reads it, a restricted one without this machine's identifiers;
+    // an untrusted one is refused.
+    let id = rxd_testkit::client_identity("resources-operator");
+    rxd_testkit::api::trust_restricted(&c, &id, &["default"]).await;
+    let restricted = d.https(Some(&id)).get("/1.0/resources").await.unwrap();
+    assert_eq!(restricted["cpu"], r["cpu"]);
+    assert_eq!(restricted["system"]["uuid"], "");
+    assert_eq!(restricted["system"]["serial"], "");
+    let stranger = rxd_testkit::client_identity("resources-stranger");
+    let refused = d
+        .https(Some(&stranger))
+        .request(rxd_client::Method::GET, "/1.0/resources", None)
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.envelope().unwrap().error, "not authorized");
 }

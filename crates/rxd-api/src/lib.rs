@@ -22,6 +22,7 @@ pub mod network;
 pub mod operation;
 pub mod profile;
 pub mod project;
+pub mod resources;
 pub mod server;
 mod shared;
 pub mod snapshot;
@@ -66,6 +67,18 @@ pub const API_EXTENSIONS: &[&str] = &[
     "network_leases",
     "instance_nic_network",
     "container_nic_ipfilter",
+    "resources",
+    "resources_v2",
+    "resources_cpu_core_die",
+    "resource_cpu_isolated",
+    "resources_system",
+    "resources_usb_pci",
+    "resources_gpu",
+    "resources_disk_sata",
+    "resources_disk_id",
+    "resources_disk_address",
+    "resources_network_usb",
+    "resources_gpu_usb",
 ];
 
 /// What rxd reports as `server_version`, so that LXD 5.0 clients pick their 5.0 code paths.

@@ -100,6 +100,8 @@ const OTHERS: &[Endpoint] = &[
     e("/1.0", "GET", Anyone),
     e("/1.0", "PUT", Admin),
     e("/1.0", "PATCH", Admin),
+    // The host's hardware, as in LXD; the handler keeps identifiers for administrators.
+    e("/1.0/resources", "GET", Trusted),
     e("/1.0/warnings", "GET", Admin),
     e("/1.0/warnings/{uuid}", "GET", Admin),
     e("/1.0/warnings/{uuid}", "PUT", Admin),

@@ -112,6 +112,7 @@ fn expected_min(method: &str, path: &str) -> Min {
         ("GET", "/1.0/certificates" | "/1.0/certificates/{fingerprint}") => AnyTrusted,
         ("PUT" | "PATCH", "/1.0/certificates/{fingerprint}") => AnyTrusted,
         ("GET", "/1.0/events" | "/1.0/operations" | "/1.0/operations/{id}") => AnyTrusted,
+        ("GET", "/1.0/resources") => AnyTrusted,
         ("GET", "/1.0/operations/{id}/wait") | ("DELETE", "/1.0/operations/{id}") => AnyTrusted,
         ("GET", "/1.0/projects") => AnyTrusted,
         ("GET", "/1.0/projects/{name}" | "/1.0/projects/{name}/state") => Auditor,

@@ -16,6 +16,7 @@ mod networks;
 pub(crate) mod operations;
 mod profiles;
 pub mod projects;
+mod resources;
 pub mod server;
 pub mod snapshots;
 mod warnings;
@@ -37,6 +38,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             "/1.0",
             get(server::get).put(server::put).patch(server::patch),
         )
+        .route("/1.0/resources", get(resources::get))
         .route("/1.0/warnings", get(warnings::list))
         .route(
             "/1.0/warnings/{uuid}",
