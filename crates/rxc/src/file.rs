@@ -131,6 +131,16 @@ async fn get(conn: &Conn, name: &str, path: &str) -> anyhow::Result<rxd_client::
     Ok(reply)
 }
 
+/// `get`, with a progress bar for a large file (`Pulling PATH from NAME`, as `lxc`).
+async fn get_showing(conn: &Conn, name: &str, path: &str) -> anyhow::Result<rxd_client::Reply> {
+    let (report, bar) = crate::output::download_bar(format!("Pulling {path} from {name}"));
+    let reply = conn.client.download(&files_url(name, path), report).await;
+    crate::output::download_done(&bar);
+    let reply = reply.map_err(|e| conn.explain(e))?;
+    check(conn, &reply)?;
+    Ok(reply)
+}
+
 fn kind(reply: &rxd_client::Reply) -> String {
     reply.header("x-lxd-type").unwrap_or("file").to_owned()
 }
@@ -142,7 +152,11 @@ fn mode_of(reply: &rxd_client::Reply) -> Option<u32> {
 }
 
 async fn pull(conn: &Conn, name: &str, path: &str, dest: &str) -> anyhow::Result<()> {
-    let reply = get(conn, name, path).await?;
+    let reply = if dest == "-" {
+        get(conn, name, path).await?
+    } else {
+        get_showing(conn, name, path).await?
+    };
     if kind(&reply) == "directory" {
         bail!("{path} is a directory: pull it with -r");
     }
@@ -181,7 +195,7 @@ fn write_local(reply: &rxd_client::Reply, out: &Path) -> anyhow::Result<()> {
 
 /// `rxc file pull -r`: `path` and everything under it, to `out`.
 async fn pull_tree(conn: &Conn, name: &str, path: &str, out: &Path) -> anyhow::Result<()> {
-    let reply = get(conn, name, path).await?;
+    let reply = get_showing(conn, name, path).await?;
     if kind(&reply) != "directory" {
         return write_local(&reply, out);
     }

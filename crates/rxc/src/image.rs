@@ -114,16 +114,13 @@ pub async fn run(conf: &ConfigDir, cmd: ImageCmd) -> anyhow::Result<()> {
 /// names them in a directory, else TARGET (and TARGET.root), as `lxc image export` does.
 async fn export(conf: &ConfigDir, image: &str, target: Option<&str>) -> anyhow::Result<()> {
     let (conn, fp) = resolve(conf, image).await?;
+    let (report, bar) = crate::output::download_bar("Exporting the image".into());
     let reply = conn
         .client
-        .send(
-            Method::GET,
-            &format!("/1.0/images/{fp}/export"),
-            &[],
-            Default::default(),
-        )
-        .await
-        .map_err(|e| conn.explain(e))?;
+        .download(&format!("/1.0/images/{fp}/export"), report)
+        .await;
+    crate::output::download_done(&bar);
+    let reply = reply.map_err(|e| conn.explain(e))?;
     if reply.status != 200 {
         let err = reply
             .envelope()

@@ -57,6 +57,36 @@ pub fn transfer_bar(label: &str, size: u64) -> indicatif::ProgressBar {
     bar
 }
 
+/// Progress for a download, as `transfer_bar` draws it, shown once the reply says it is at
+/// least 4 MiB: the callback `Client::download` takes, and the bar's slot to clear when done.
+pub type DownloadBar = std::sync::Arc<std::sync::OnceLock<indicatif::ProgressBar>>;
+
+pub fn download_bar(
+    label: String,
+) -> (
+    std::sync::Arc<dyn Fn(u64, Option<u64>) + Send + Sync>,
+    DownloadBar,
+) {
+    let slot: DownloadBar = Default::default();
+    let shown = slot.clone();
+    let report = move |received: u64, length: Option<u64>| {
+        let Some(length) = length.filter(|&l| l >= 4 << 20) else {
+            return;
+        };
+        shown
+            .get_or_init(|| transfer_bar(&label, length))
+            .set_position(received);
+    };
+    (std::sync::Arc::new(report), slot)
+}
+
+/// Clear a download's bar, if it was shown.
+pub fn download_done(slot: &DownloadBar) {
+    if let Some(bar) = slot.get() {
+        bar.finish_and_clear();
+    }
+}
+
 /// A table or CSV column over objects of type `T` (an `rxd_api` type, or a `Value`).
 pub struct Column<'a, T = Value> {
     pub header: &'a str,

@@ -874,6 +874,20 @@ async fn file_push_pull_recursive_and_edit_as_lxc_does() {
     p.exp_string("Pushing").unwrap();
     p.exp_eof().unwrap();
     assert_eq!(t.rxc(&["file", "pull", "c1/tmp/big2", "-"]).len(), 8 << 20);
+    // So does a large pull; piped or redirected, it prints nothing, and the file is whole.
+    let pulled = work.path().join("pulled.bin");
+    let out = t.rxc_output(&["file", "pull", "c1/tmp/big2", pulled.to_str().unwrap()]);
+    assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+    assert_eq!(std::fs::read(&pulled).unwrap(), vec![7u8; 8 << 20]);
+    let again = work.path().join("again.bin");
+    let mut cmd = Command::new(bin("rxc"));
+    cmd.args(["file", "pull", "c1/tmp/big2", again.to_str().unwrap()])
+        .env("RXC_CONF", t.conf.path())
+        .env("RXD_DIR", t.d.dir());
+    let mut p = rexpect::session::spawn_command(cmd, Some(20_000)).unwrap();
+    p.exp_string("Pulling /tmp/big2 from c1").unwrap();
+    p.exp_eof().unwrap();
+    assert_eq!(std::fs::read(&again).unwrap().len(), 8 << 20);
 
     // file edit from standard input keeps the owner and mode.
     let out = {
@@ -1065,4 +1079,69 @@ async fn server_resources_as_lxc_shows_them() {
         .unwrap();
     assert_eq!(refused.status, 403);
     assert_eq!(refused.envelope().unwrap().error, "not authorized");
+}
+
+/// A large image export shows `lxc`'s `Exporting the image` progress on a terminal, and
+/// nothing when its output is not one; the file is the one imported.
+#[tokio::test]
+async fn image_export_shows_progress_on_a_terminal() {
+    let Some(t) = Both::new("image_export_shows_progress_on_a_terminal").await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("image");
+    std::fs::create_dir_all(root.join("rootfs")).unwrap();
+    std::fs::write(
+        root.join("metadata.yaml"),
+        "architecture: x86_64\ncreation_date: 1700000000\nproperties:\n  os: test\n",
+    )
+    .unwrap();
+    // 8 MiB that does not compress, so the tarball stays that large.
+    let mut noise = vec![0u8; 8 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(root.join("rootfs/noise"), &noise).unwrap();
+    let tarball = work.path().join("big.tar.gz");
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .args(["-czf", tarball.to_str().unwrap(), "metadata.yaml", "rootfs"])
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    t.rxc(&[
+        "image",
+        "import",
+        tarball.to_str().unwrap(),
+        "--alias",
+        "big",
+    ]);
+
+    let piped = work.path().join("piped");
+    std::fs::create_dir(&piped).unwrap();
+    let out = t.rxc_output(&["image", "export", "big", piped.to_str().unwrap()]);
+    assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+    let exported: Vec<_> = std::fs::read_dir(&piped).unwrap().collect();
+    assert_eq!(exported.len(), 1);
+    let file = exported[0].as_ref().unwrap().path();
+    assert_eq!(
+        std::fs::read(file).unwrap(),
+        std::fs::read(&tarball).unwrap()
+    );
+
+    let shown = work.path().join("shown");
+    std::fs::create_dir(&shown).unwrap();
+    let mut cmd = Command::new(bin("rxc"));
+    cmd.args(["image", "export", "big", shown.to_str().unwrap()])
+        .env("RXC_CONF", t.conf.path())
+        .env("RXD_DIR", t.d.dir());
+    let mut p = rexpect::session::spawn_command(cmd, Some(20_000)).unwrap();
+    p.exp_string("Exporting the image").unwrap();
+    p.exp_eof().unwrap();
+    assert_eq!(std::fs::read_dir(&shown).unwrap().count(), 1);
 }

@@ -9,6 +9,9 @@ pub mod remotes;
 
 pub use bytes::Bytes;
 pub use http::Method;
+
+/// What a download reports as its reply arrives: bytes so far, and the length if known.
+type Received = Arc<dyn Fn(u64, Option<u64>) + Send + Sync>;
 use http::{HeaderMap, Request};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -313,7 +316,23 @@ impl Client {
                 .map_err(|never| match never {})
                 .boxed()
         };
-        self.exchange(method, path, headers, content_type, make, true)
+        self.exchange(method, path, headers, content_type, make, true, None)
+            .await
+    }
+
+    /// `GET path` with its reply's body reported as it arrives: `progress(received, length)`,
+    /// the length being the reply's `Content-Length` if it has one.
+    pub async fn download(
+        &self,
+        path: &str,
+        progress: Arc<dyn Fn(u64, Option<u64>) + Send + Sync>,
+    ) -> Result<Reply, ClientError> {
+        let make = || {
+            Full::new(Bytes::new())
+                .map_err(|never| match never {})
+                .boxed()
+        };
+        self.exchange(Method::GET, path, &[], None, make, true, Some(&progress))
             .await
     }
 
@@ -370,6 +389,7 @@ impl Client {
             Some(&content_type),
             make,
             false,
+            None,
         )
         .await
     }
@@ -412,6 +432,7 @@ impl Client {
             Some("application/octet-stream"),
             make,
             false,
+            None,
         )
         .await
     }
@@ -426,10 +447,11 @@ impl Client {
         content_type: Option<&str>,
         make_body: impl Fn() -> ReqBody,
         repeatable: bool,
+        received: Option<&Received>,
     ) -> Result<Reply, ClientError> {
         let Some(login) = self.candid.clone() else {
             return self
-                .exchange_once(method, path, headers, content_type, &make_body)
+                .exchange_once(method, path, headers, content_type, &make_body, received)
                 .await;
         };
         let mut logged_in = false;
@@ -441,7 +463,14 @@ impl Client {
                 .chain(extra.iter().map(|(k, v)| (*k, v.as_str())))
                 .collect();
             let reply = self
-                .exchange_once(method.clone(), path, &all, content_type, &make_body)
+                .exchange_once(
+                    method.clone(),
+                    path,
+                    &all,
+                    content_type,
+                    &make_body,
+                    received,
+                )
                 .await?;
             let Some(challenge) = candid::challenge(&reply) else {
                 return Ok(reply);
@@ -464,6 +493,7 @@ impl Client {
         headers: &[(&str, &str)],
         content_type: Option<&str>,
         make_body: &impl Fn() -> ReqBody,
+        received: Option<&Received>,
     ) -> Result<Reply, ClientError> {
         let path = self.scoped(path);
         let mut guard = self.conn.lock().await;
@@ -497,12 +527,22 @@ impl Client {
                 .map_err(|e| ClientError::Http(e.to_string()))?;
             match sender.send_request(req).await {
                 Ok(resp) => {
-                    let (parts, body) = resp.into_parts();
-                    let body = body
-                        .collect()
-                        .await
-                        .map_err(|e| ClientError::Http(e.to_string()))?
-                        .to_bytes();
+                    let (parts, mut body) = resp.into_parts();
+                    let length = parts
+                        .headers
+                        .get(http::header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok()?.parse().ok());
+                    let mut all = bytes::BytesMut::new();
+                    while let Some(frame) = body.frame().await {
+                        let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
+                        if let Ok(data) = frame.into_data() {
+                            all.extend_from_slice(&data);
+                            if let Some(report) = received {
+                                report(all.len() as u64, length);
+                            }
+                        }
+                    }
+                    let body = all.freeze();
                     return Ok(Reply {
                         status: parts.status.as_u16(),
                         headers: parts.headers,
