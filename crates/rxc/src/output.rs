@@ -61,12 +61,7 @@ pub fn transfer_bar(label: &str, size: u64) -> indicatif::ProgressBar {
 /// least 4 MiB: the callback `Client::download` takes, and the bar's slot to clear when done.
 pub type DownloadBar = std::sync::Arc<std::sync::OnceLock<indicatif::ProgressBar>>;
 
-pub fn download_bar(
-    label: String,
-) -> (
-    std::sync::Arc<dyn Fn(u64, Option<u64>) + Send + Sync>,
-    DownloadBar,
-) {
+pub fn download_bar(label: String) -> (rxd_client::Received, DownloadBar) {
     let slot: DownloadBar = Default::default();
     let shown = slot.clone();
     let report = move |received: u64, length: Option<u64>| {

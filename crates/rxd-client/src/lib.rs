@@ -11,7 +11,7 @@ pub use bytes::Bytes;
 pub use http::Method;
 
 /// What a download reports as its reply arrives: bytes so far, and the length if known.
-type Received = Arc<dyn Fn(u64, Option<u64>) + Send + Sync>;
+pub type Received = Arc<dyn Fn(u64, Option<u64>) + Send + Sync>;
 use http::{HeaderMap, Request};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -439,6 +439,7 @@ impl Client {
 
     /// One request, with the Candid login handled: a challenge is answered by logging in and
     /// the request repeated once (if its body can be sent again).
+    #[allow(clippy::too_many_arguments)] // private: each caller names every part
     async fn exchange(
         &self,
         method: Method,
