@@ -6,7 +6,8 @@
 //! halt signal is killed when an explicit `--timeout` runs out (with a warning), and
 //! `security.protection.delete` fails the delete while snapshots and renames go on. With lxcfs
 //! running (a private one, in a mount namespace of the test's own), the container sees its
-//! limits in /proc and `rxc info` says so.
+//! limits in /proc and `rxc info` says so. The Debian package, installed in such a container,
+//! runs rxd as a systemd service whose restart leaves its containers running.
 
 use rxd_testkit::{debian_image, require_root, require_tool, Options, TestDaemon};
 use serde_json::{json, Value};
@@ -764,4 +765,110 @@ async fn debian_from_an_image_server_squashfs_boots() {
     lxc(&["stop", "rxd:d1"]);
     assert!(s.stop_kills().await.is_empty(), "{:?}", s.warnings().await);
     lxc(&["delete", "rxd:d1"]);
+}
+
+/// The Debian package installed in a Debian 12 container running systemd (privileged, with
+/// nesting, so it may run containers of its own): `systemctl enable --now rxd` starts the
+/// unit, the packaged rxd runs an unprivileged container (root's subordinate ids come from the
+/// package, since the unit leaves /etc read-only to rxd), and `systemctl restart rxd` and
+/// `systemctl stop rxd` end the daemon alone: the container keeps its init and answers `exec`
+/// through the new daemon.
+#[tokio::test]
+async fn the_packaged_unit_keeps_containers_across_systemctl_restart() {
+    let test = "the_packaged_unit_keeps_containers_across_systemctl_restart";
+    if !require_tool("dpkg-deb", "dpkg", test) {
+        return;
+    }
+    let Some(s) = Setup::new(test).await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let bin_dir = rxd_testkit::bin("rxd").parent().unwrap().to_path_buf();
+    let out = Command::new("bash")
+        .arg(rxd_testkit::candid::repo_root().join("scripts/package.sh"))
+        .arg(&bin_dir)
+        .arg(work.path())
+        .env("RXD_DEB_COMPRESSION", "none")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "package.sh: {out:?}");
+    let deb = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let bb = work.path().join("bb.tar.gz");
+    rxd_testkit::busybox_image(&bb);
+
+    s.ok(&[
+        "launch",
+        "d12",
+        "svc",
+        "-c",
+        "security.privileged=true",
+        "-c",
+        "security.nesting=true",
+    ]);
+    s.wait_booted("svc");
+    // Its init is in its own cgroup in every hierarchy, the unified one of a hybrid host too
+    // (else a privileged systemd would make its units at the host's root there).
+    let svc_init = s.pid("svc").await;
+    let cgroup = container_cgroup(svc_init);
+    let memberships = std::fs::read_to_string(format!("/proc/{svc_init}/cgroup")).unwrap();
+    for line in memberships.lines() {
+        let path = line.splitn(3, ':').nth(2).unwrap();
+        assert!(path.starts_with(&cgroup), "{line} not under {cgroup}");
+    }
+    s.ok(&["file", "push", &deb, "svc/root/rxd.deb"]);
+    s.ok(&["file", "push", bb.to_str().unwrap(), "svc/root/bb.tar.gz"]);
+    let inside = |script: &str| inside_of(&s, script);
+    inside("dpkg -i /root/rxd.deb >/dev/null && systemctl enable --now rxd");
+    // Ready once its socket answers.
+    let ready =
+        "for i in $(seq 100); do rxc info >/dev/null 2>&1 && exit 0; sleep 0.1; done; exit 1";
+    inside(ready);
+    assert_eq!(
+        inside("systemctl is-active rxd; systemctl is-enabled rxd"),
+        "active\nenabled\n"
+    );
+    inside("rxc image import /root/bb.tar.gz --alias bb >/dev/null && rxc launch bb c1 >/dev/null");
+    let state = |s: &Setup| -> Value {
+        serde_json::from_str(&inside_of(s, "rxc query /1.0/instances/c1/state")).unwrap()
+    };
+    let before = state(&s);
+    assert_eq!(before["status"], "Running", "{before}");
+    let init = before["pid"].as_i64().unwrap();
+    // Unprivileged: the nested container's root is a subordinate id, not svc's root.
+    let uid_map = inside(&format!("cat /proc/{init}/uid_map"));
+    assert!(
+        uid_map.split_whitespace().nth(1) == Some("1000000"),
+        "c1 is not mapped to root's subordinate ids: {uid_map}"
+    );
+    let main_pid = |s: &Setup| inside_of(s, "systemctl show -p MainPID --value rxd");
+    let first = main_pid(&s);
+
+    inside("systemctl restart rxd");
+    inside(ready);
+    let second = main_pid(&s);
+    assert_ne!(first, second, "the daemon was not restarted");
+    let after = state(&s);
+    assert_eq!(
+        (&after["status"], &after["pid"]),
+        (&before["status"], &before["pid"]),
+        "{after}"
+    );
+    assert_eq!(inside("rxc exec c1 -- echo alive"), "alive\n");
+
+    // A stop ends the daemon alone; the container runs on and the next start finds it.
+    inside("systemctl stop rxd");
+    assert_eq!(inside("systemctl is-active rxd || true"), "inactive\n");
+    inside(&format!("test -d /proc/{init}"));
+    inside("systemctl start rxd");
+    inside(ready);
+    assert_eq!(state(&s)["pid"], before["pid"]);
+
+    inside("rxc delete --force c1");
+    s.ok(&["delete", "--force", "svc"]);
+    assert_eq!(cgroups_left(&cgroup), Vec::<PathBuf>::new());
+}
+
+/// `sh -ec SCRIPT` in the instance `svc`, which must succeed: its standard output.
+fn inside_of(s: &Setup, script: &str) -> String {
+    s.ok(&["exec", "svc", "--", "sh", "-ec", script])
 }

@@ -1,5 +1,6 @@
 //! The host id range for unprivileged containers: the `root` entries of /etc/subuid and
-//! /etc/subgid. Missing entries are added (`root:1000000:1000000000`), as LXD's packaging does.
+//! /etc/subgid. Missing entries are added (`root:1000000:1000000000`), as LXD's packaging does;
+//! where /etc cannot be written, that range is used unrecorded, as LXD uses it.
 
 use rxd_core::idmap::{parse_subid, HostRange};
 use std::io::Write;
@@ -22,19 +23,31 @@ fn range_from(path: &Path) -> Result<HostRange, String> {
     let (base, size) = match parse_subid(&text, "root") {
         Some(r) => r,
         None => {
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
             let sep = if text.is_empty() || text.ends_with('\n') {
                 ""
             } else {
                 "\n"
             };
-            writeln!(f, "{sep}root:{}:{}", DEFAULT.0, DEFAULT.1)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            tracing::info!(file = %path.display(), "added root:{}:{} for unprivileged containers", DEFAULT.0, DEFAULT.1);
+            let recorded = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut f| writeln!(f, "{sep}root:{}:{}", DEFAULT.0, DEFAULT.1));
+            match recorded {
+                Ok(()) => tracing::info!(
+                    file = %path.display(),
+                    "added root:{}:{} for unprivileged containers", DEFAULT.0, DEFAULT.1
+                ),
+                // /etc read-only (the systemd unit's ProtectSystem=full; the package adds the
+                // entries): LXD's default range, as LXD takes it when the file has none.
+                Err(e) => tracing::warn!(
+                    file = %path.display(),
+                    error = %e,
+                    "no range for root and the file cannot be written: using root:{}:{} without recording it",
+                    DEFAULT.0,
+                    DEFAULT.1
+                ),
+            }
             DEFAULT
         }
     };
@@ -69,6 +82,22 @@ fn paired(mut uid: HostRange, mut gid: HostRange) -> HostIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Under the systemd unit /etc is read-only: LXD's default range, unrecorded, rather than
+    /// no unprivileged containers at all.
+    #[test]
+    fn an_unwritable_file_gives_the_default_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-dir/subuid");
+        let r = range_from(&missing).unwrap();
+        assert_eq!((r.0.base, r.0.size), DEFAULT);
+        assert!(!missing.exists());
+        // A file with root's entry is read, not changed.
+        let file = dir.path().join("subuid");
+        std::fs::write(&file, "alice:100000:65536\nroot:200000:65536\n").unwrap();
+        let r = range_from(&file).unwrap();
+        assert_eq!((r.0.base, r.0.size), (200_000, 65_536));
+    }
 
     /// Found while fuzzing: a uid range larger than the gid range let an isolated block near its
     /// end map gids outside /etc/subgid.

@@ -46,6 +46,14 @@ fn is_systemd(m: &Mount) -> bool {
     m.fstype == "cgroup" && m.options.iter().any(|o| o == SYSTEMD)
 }
 
+/// Hierarchies the runtime makes no cgroup in, which the shim places the container in itself:
+/// the named systemd one, and on a hybrid host (v1 controllers beside a cgroup2 mount) the
+/// unified one. Without its own cgroup there, a container's view of that hierarchy would be
+/// the host's root, and a privileged container's systemd would make its units there.
+fn placed_by_shim(m: &Mount, all: &[Mount]) -> bool {
+    is_systemd(m) || (m.fstype == "cgroup2" && all.iter().any(|x| x.fstype == "cgroup"))
+}
+
 fn host_hierarchies() -> Result<Vec<Mount>> {
     let text =
         std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
@@ -68,13 +76,14 @@ fn write_pid(procs: &Path, pid: u32) -> Result<()> {
         .with_context(|| format!("writing to {}", procs.display()))
 }
 
-/// This process, moved into the container's cgroup of the named systemd hierarchy until
-/// [`Placement::restore`]: the runtime's processes, and so the init, are created inside it and
-/// inherit it (libcontainer unshares the cgroup namespace after its own cgroups are joined, so
-/// this cgroup becomes the root of the container's view of that hierarchy).
+/// This process, moved into the container's cgroup of the hierarchies the runtime does not
+/// manage ([`placed_by_shim`]) until [`Placement::restore`]: the runtime's processes, and so the
+/// init, are created inside it and inherit it (libcontainer unshares the cgroup namespace after
+/// its own cgroups are joined, so this cgroup becomes the root of the container's view of that
+/// hierarchy).
 pub struct Placement {
-    /// Where this process was: `<mount>/<its cgroup>/cgroup.procs`.
-    back: PathBuf,
+    /// Where this process was, per hierarchy: `<mount>/<its cgroup>/cgroup.procs`.
+    back: Vec<PathBuf>,
 }
 
 impl Placement {
@@ -82,32 +91,49 @@ impl Placement {
     /// systemd); `log` is told why a systemd init will then not boot on a v1 host.
     pub fn enter(cgroup: &str, log: &mut impl Write) -> Result<Option<Placement>> {
         let mounts = host_hierarchies()?;
-        let Some(mount) = mounts.iter().find(|m| is_systemd(m)) else {
-            if mounts.iter().any(|m| m.fstype == "cgroup") {
-                let _ = writeln!(
-                    log,
-                    "rxd-shim: this host has no name=systemd cgroup hierarchy: a systemd init cannot boot in this container"
-                );
-            }
-            return Ok(None);
-        };
+        if !mounts.iter().any(is_systemd) && mounts.iter().any(|m| m.fstype == "cgroup") {
+            let _ = writeln!(
+                log,
+                "rxd-shim: this host has no name=systemd cgroup hierarchy: a systemd init cannot boot in this container"
+            );
+        }
         let ours = parse_memberships(
             &std::fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?,
         )?;
-        let current = ours
-            .iter()
-            .find(|m| m.controllers == SYSTEMD)
-            .map_or("/", |m| m.path.as_str());
-        let back = under(&mount.mount_point, current).join("cgroup.procs");
-        let dir = under(&mount.mount_point, cgroup);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        write_pid(&dir.join("cgroup.procs"), std::process::id())?;
-        Ok(Some(Placement { back }))
+        let mut placed = Placement { back: Vec::new() };
+        for mount in mounts.iter().filter(|m| placed_by_shim(m, &mounts)) {
+            let current = ours
+                .iter()
+                .find(|m| {
+                    if is_systemd(mount) {
+                        m.controllers == SYSTEMD
+                    } else {
+                        m.controllers.is_empty()
+                    }
+                })
+                .map_or("/", |m| m.path.as_str());
+            let dir = under(&mount.mount_point, cgroup);
+            let entered = std::fs::create_dir_all(&dir)
+                .with_context(|| format!("creating {}", dir.display()))
+                .and_then(|()| write_pid(&dir.join("cgroup.procs"), std::process::id()));
+            if let Err(e) = entered {
+                // Back out of those already entered before failing.
+                let _ = placed.restore();
+                return Err(e);
+            }
+            placed
+                .back
+                .push(under(&mount.mount_point, current).join("cgroup.procs"));
+        }
+        Ok((!placed.back.is_empty()).then_some(placed))
     }
 
-    /// Move this process back where it was, out of the container's cgroup.
+    /// Move this process back where it was, out of the container's cgroups.
     pub fn restore(self) -> Result<()> {
-        write_pid(&self.back, std::process::id())
+        for back in &self.back {
+            write_pid(back, std::process::id())?;
+        }
+        Ok(())
     }
 }
 
@@ -169,7 +195,8 @@ pub fn delegate(cgroup: &str, uid: u32, gid: u32) -> Result<()> {
 /// a cgroup still busy with an exiting task is retried briefly.
 pub fn remove_subtree(cgroup: &str) -> Result<()> {
     let mut failed = Vec::new();
-    for mount in host_hierarchies()? {
+    let mounts = host_hierarchies()?;
+    for mount in &mounts {
         let path = under(&mount.mount_point, cgroup);
         let dir = match open_dir(&path) {
             Ok(d) => d,
@@ -180,7 +207,7 @@ pub fn remove_subtree(cgroup: &str) -> Result<()> {
             failed.push(format!("{}: {e}", path.display()));
             continue;
         }
-        if is_systemd(&mount) {
+        if placed_by_shim(mount, &mounts) {
             if let Err(e) = rmdir_retrying(CWD, &path) {
                 failed.push(format!("{}: {e}", path.display()));
             }
@@ -276,6 +303,12 @@ mod tests {
         );
         assert!(is_systemd(&h[1]));
         assert!(!is_systemd(&h[0]) && !is_systemd(&h[2]));
+        // Hybrid: the shim places containers in the named systemd and the unified hierarchy.
+        let placed: Vec<bool> = h.iter().map(|m| placed_by_shim(m, &h)).collect();
+        assert_eq!(placed, [false, true, true]);
+        // Pure v2: the runtime manages the one hierarchy.
+        let v2 = hierarchies("41 23 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+        assert!(!placed_by_shim(&v2[0], &v2));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! administrator needs (the three binaries, the systemd unit, completions, man pages, the state
 //! directory), installs into a fresh root made here (maintainer scripts included, run against
 //! that root), and its unit passes `systemd-analyze verify` there. Starting it under systemd and
-//! restarting it with containers running needs a host whose PID 1 is systemd; this test does not.
+//! restarting it with containers running is `rxc/tests/systemd.rs`'s, in a Debian container.
 
 use rxd_testkit::candid::repo_root;
 use rxd_testkit::{bin, require_root, require_tool};
@@ -97,6 +97,11 @@ fn the_package_installs_into_a_fresh_root_with_a_valid_unit() {
         ]));
     let group = std::fs::read_to_string(root.join("etc/group")).unwrap();
     assert!(group.lines().any(|l| l.starts_with("rxd:x:")), "{group}");
+    // Root's subordinate ids, which rxd cannot record itself under the unit's read-only /etc.
+    for f in ["etc/subuid", "etc/subgid"] {
+        let ids = std::fs::read_to_string(root.join(f)).unwrap();
+        assert_eq!(ids, "root:1000000:1000000000\n", "{f}");
+    }
     let state = std::fs::metadata(root.join("var/lib/rxd")).unwrap();
     assert_eq!(state.permissions().mode() & 0o7777, 0o711);
     let version = run(Command::new(root.join("usr/bin/rxc"))
