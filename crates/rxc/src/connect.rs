@@ -256,6 +256,36 @@ impl Conn {
         }
     }
 
+    /// Wait for the operation `id` as [`Conn::wait_operation`] does, showing on a terminal the
+    /// download progress the server reports in its metadata as `lxc` does (`Retrieving image:
+    /// rootfs: 45% (12.34MB/s)`), on one line cleared at the end.
+    pub async fn wait_operation_showing(
+        &self,
+        id: &str,
+        label: &str,
+    ) -> anyhow::Result<rxd_api::operation::Operation> {
+        if id.is_empty() || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            return self.wait_operation(id).await;
+        }
+        let mut shown = false;
+        loop {
+            let now: rxd_api::operation::Operation = self
+                .get_as(&format!("/1.0/operations/{id}/wait?timeout=1"))
+                .await?;
+            if now.status != "Running" {
+                break;
+            }
+            if let Some(text) = now.metadata["download_progress"].as_str() {
+                eprint!("\r\x1b[K{label}: {}", crate::output::printable(text));
+                shown = true;
+            }
+        }
+        if shown {
+            eprint!("\r\x1b[K");
+        }
+        self.wait_operation(id).await
+    }
+
     pub fn explain(&self, e: ClientError) -> anyhow::Error {
         match e {
             ClientError::PinMismatch { presented } => {

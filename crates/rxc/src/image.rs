@@ -508,8 +508,9 @@ async fn copy(
         "public": public,
         "aliases": aliases.iter().map(|a| serde_json::json!({"name": a, "description": ""})).collect::<Vec<_>>(),
     });
-    let op = conn.send_as(Method::POST, "/1.0/images", &body).await?;
-    wait(&conn, &op).await?;
+    let op: Operation = conn.send_as(Method::POST, "/1.0/images", &body).await?;
+    conn.wait_operation_showing(&op.id, "Copying the image")
+        .await?;
     outln!("Image copied successfully!")?;
     Ok(())
 }

@@ -79,8 +79,10 @@ pub async fn create(conf: &ConfigDir, args: CreateArgs, start: bool) -> anyhow::
         ..Default::default()
     };
     outln!("Creating {name}")?;
-    let op = conn.send_as(Method::POST, "/1.0/instances", &body).await?;
-    wait(&conn, &op).await?;
+    let op: rxd_api::operation::Operation =
+        conn.send_as(Method::POST, "/1.0/instances", &body).await?;
+    conn.wait_operation_showing(&op.id, "Retrieving image")
+        .await?;
     if start {
         outln!("Starting {name}")?;
         change_state(&conn, &name, "start", false, -1).await?;

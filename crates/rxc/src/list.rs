@@ -5,6 +5,7 @@
 use crate::cli::{Format, ListArgs};
 use crate::connect::{open, split_target};
 use crate::output::print_rows;
+use crate::output::printable;
 use anyhow::bail;
 use rxd_api::instance::Instance;
 use rxd_client::remotes::ConfigDir;
@@ -240,14 +241,6 @@ fn parse_size(s: &str) -> Option<i64> {
         _ => return None,
     };
     Some((num * mult) as i64)
-}
-
-/// An interface name as the container chose it, its control characters (a terminal's escape
-/// sequences among them) shown as `?` (lxc prints them as they are).
-fn printable(name: &str) -> String {
-    name.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
 }
 
 /// The addresses of one family, as `ADDR (IFACE)` lines, link-local and loopback left out.

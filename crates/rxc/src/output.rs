@@ -57,6 +57,15 @@ pub fn transfer_bar(label: &str, size: u64) -> indicatif::ProgressBar {
     bar
 }
 
+/// Text another party chose (an interface name a container picked, a server's progress
+/// message), its control characters (a terminal's escape sequences among them) shown as `?`
+/// (lxc prints them as they are).
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// Progress for a download, as `transfer_bar` draws it, shown once the reply says it is at
 /// least 4 MiB: the callback `Client::download` takes, and the bar's slot to clear when done.
 pub type DownloadBar = std::sync::Arc<std::sync::OnceLock<indicatif::ProgressBar>>;

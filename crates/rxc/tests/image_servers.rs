@@ -778,3 +778,99 @@ async fn images_kept_up_to_date_are_refreshed_on_the_interval() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// A slow image server (files sent at 300 kB/s): the daemon reports each download's progress
+/// in its operation (`metadata.download_progress`, announced as events), which Debian's `lxc
+/// image copy` shows as `Copying the image: rootfs: 45% (…)` and `rxc launch`, on a terminal,
+/// as `Retrieving image: …`.
+#[tokio::test]
+async fn slow_downloads_show_their_progress() {
+    let test = "slow_downloads_show_their_progress";
+    if !require_root(test) || !require_tool("lxc", "lxd-client", test) {
+        return;
+    }
+    let Fixture {
+        work,
+        root,
+        tree,
+        ca_file,
+        server: _fast,
+        d,
+    } = Fixture::start().await;
+    let slow = ImageServer::start_at_rate(&root, &work.path().join("certs"), Some(300_000));
+    let rxc_conf = tempfile::tempdir().unwrap();
+    let lxd_conf = tempfile::tempdir().unwrap();
+    let rxd_dir = d.dir();
+    let env = [
+        ("RXC_CONF", rxc_conf.path()),
+        ("LXD_CONF", lxd_conf.path()),
+        ("HOME", lxd_conf.path()),
+        ("RXD_DIR", rxd_dir.as_path()),
+        ("LXD_DIR", rxd_dir.as_path()),
+        ("SSL_CERT_FILE", ca_file.as_path()),
+    ];
+    let add = [
+        "remote",
+        "add",
+        "slow",
+        &slow.url,
+        "--protocol=simplestreams",
+        "--public",
+    ];
+    ok(
+        run(bin("rxc").to_str().unwrap(), &env, &add),
+        "rxc remote add",
+    );
+    ok(run("lxc", &env, &add), "lxc remote add");
+    let progress = r"(metadata|rootfs): [0-9]+% \([0-9.]+[kMG]?B/s\)";
+
+    // Debian's lxc, from the operation's events.
+    // (lxc prints it whether or not its output is a terminal.)
+    let copied = ok(
+        run(
+            "lxc",
+            &env,
+            &[
+                "image",
+                "copy",
+                &format!("slow:{}", tree.new_split),
+                "local:",
+            ],
+        ),
+        "lxc image copy",
+    );
+    let re = regex::Regex::new(&format!("Copying the image: {progress}")).unwrap();
+    assert!(
+        re.find_iter(&copied).count() >= 2,
+        "fewer than two progress reports: {copied:?}"
+    );
+    assert!(copied.contains("rootfs: 100% ("), "{copied:?}");
+    assert!(d
+        .unix()
+        .get(&format!("/1.0/images/{}", tree.new_split))
+        .await
+        .is_ok());
+
+    // rxc, from the operation it waits for.
+    let mut cmd = Command::new(bin("rxc"));
+    cmd.args(["launch", &format!("slow:{}", tree.old_unified), "c1"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut p = rexpect::session::spawn_command(cmd, Some(60_000)).unwrap();
+    p.exp_string("Retrieving image: ").unwrap();
+    p.exp_regex(progress).unwrap();
+    p.exp_eof().unwrap();
+    assert_eq!(
+        d.unix().get("/1.0/instances/c1/state").await.unwrap()["status"],
+        "Running"
+    );
+    ok(
+        run(
+            bin("rxc").to_str().unwrap(),
+            &env,
+            &["delete", "--force", "c1"],
+        ),
+        "delete",
+    );
+}

@@ -104,6 +104,20 @@ impl Op {
         st.updated_at = now_unix();
     }
 
+    /// Replace the metadata of a running operation and announce it, as LXD's
+    /// `UpdateMetadata` does (clients show a download's progress from these events).
+    pub fn update_metadata(&self, events: &Events, metadata: Value) {
+        {
+            let mut st = self.lock();
+            if st.finished.is_some() {
+                return;
+            }
+            st.metadata = metadata;
+            st.updated_at = now_unix();
+        }
+        events.operation(self.to_json(), &self.project);
+    }
+
     /// Record the outcome, wake waiters and announce it.
     pub fn finish(&self, events: &Events, result: Result<Value, String>) {
         {
@@ -227,5 +241,91 @@ impl Operations {
     fn prune(&self) {
         self.lock()
             .retain(|_, op| op.lock().finished.is_none_or(|t| t.elapsed() < RETAIN));
+    }
+}
+
+/// A download's progress as LXD's operations report it (`metadata.download_progress`, such as
+/// `rootfs: 45% (12.34MB/s)`): a new text when the percentage moves, at most every 100 ms
+/// (and always at 100%), so a fast download does not flood the events stream.
+pub struct DownloadProgress {
+    started: Instant,
+    last: Option<(Instant, u64)>,
+}
+
+impl Default for DownloadProgress {
+    fn default() -> DownloadProgress {
+        DownloadProgress {
+            started: Instant::now(),
+            last: None,
+        }
+    }
+}
+
+impl DownloadProgress {
+    /// The text to report for `received` of `total` bytes of `label`'s file, if one is due.
+    pub fn text(&mut self, label: &str, received: u64, total: u64) -> Option<String> {
+        let percent = (received.saturating_mul(100))
+            .checked_div(total)
+            .unwrap_or(0)
+            .min(100);
+        let now = Instant::now();
+        let due = match self.last {
+            None => true,
+            Some((at, p)) => {
+                p != percent
+                    && (percent == 100 || now.duration_since(at) >= Duration::from_millis(100))
+            }
+        };
+        if !due {
+            return None;
+        }
+        self.last = Some((now, percent));
+        let secs = now.duration_since(self.started).as_secs_f64().max(0.001);
+        let speed = byte_size_string((received as f64 / secs) as u64);
+        Some(format!("{label}: {percent}% ({speed}/s)"))
+    }
+}
+
+/// LXD's `GetByteSizeString(n, 2)`: decimal units.
+fn byte_size_string(n: u64) -> String {
+    if n < 1000 {
+        return format!("{n}B");
+    }
+    let mut value = n as f64;
+    for unit in ["kB", "MB", "GB", "TB", "PB", "EB"] {
+        value /= 1000.0;
+        if value < 1000.0 {
+            return format!("{value:.2}{unit}");
+        }
+    }
+    format!("{value:.2}EB")
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::*;
+
+    #[test]
+    fn progress_reads_as_lxd_reports_it() {
+        let mut p = DownloadProgress::default();
+        let first = p.text("rootfs", 0, 1000).unwrap();
+        assert!(first.starts_with("rootfs: 0% ("), "{first}");
+        assert!(first.ends_with("/s)"), "{first}");
+        // The same percentage again, or a new one within 100 ms: nothing.
+        assert_eq!(p.text("rootfs", 1, 1000), None);
+        assert_eq!(p.text("rootfs", 500, 1000), None);
+        // The end is always reported.
+        assert!(p
+            .text("rootfs", 1000, 1000)
+            .unwrap()
+            .starts_with("rootfs: 100% "));
+        assert_eq!(byte_size_string(999), "999B");
+        assert_eq!(byte_size_string(12_340_000), "12.34MB");
+        // An unknown size reads as 0%.
+        let mut p = DownloadProgress::default();
+        assert!(p
+            .text("metadata", 10, 0)
+            .unwrap()
+            .starts_with("metadata: 0% "));
     }
 }

@@ -162,6 +162,7 @@ impl Source {
     /// Download `image`'s files (`GET …/export`): a unified image into `meta`, a split one
     /// (multipart: `metadata` then `rootfs`) into `meta` and `rootfs`; `raw` holds the reply
     /// meanwhile. At most `limit` bytes; the files must hash to the image's fingerprint.
+    /// `progress` hears the bytes received so far and the size the server described.
     pub async fn download(
         &self,
         image: &RemoteImage,
@@ -169,9 +170,11 @@ impl Source {
         meta: &Path,
         rootfs: &Path,
         limit: u64,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<Downloaded, PullError> {
         let mut out = std::io::BufWriter::new(std::fs::File::create(raw)?);
         let mut hash = Sha256::new();
+        let mut received = 0u64;
         let (status, headers, size) = self
             .client
             .download(
@@ -180,6 +183,8 @@ impl Source {
                 STALL,
                 |chunk| {
                     hash.update(chunk);
+                    received += chunk.len() as u64;
+                    progress(received, image.size);
                     out.write_all(chunk).map_err(|e| e.to_string())
                 },
             )

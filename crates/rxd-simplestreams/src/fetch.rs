@@ -110,19 +110,24 @@ impl Server {
         Ok(catalog)
     }
 
-    /// Download `file` into `out`, checking its size and SHA-256; feeds `combined` too.
+    /// Download `file` into `out`, checking its size and SHA-256; feeds `combined` too, and
+    /// `progress` the bytes received so far of the size the index gives.
     async fn fetch(
         &self,
         file: &File,
         out: &mut std::fs::File,
         combined: &mut Sha256,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<(), StreamsError> {
         let url = self.join(&file.path);
         let mut own = Sha256::new();
+        let mut received = 0u64;
         let size = self
             .get(&url, file.size, |chunk| {
                 own.update(chunk);
                 combined.update(chunk);
+                received += chunk.len() as u64;
+                progress(received, file.size);
                 out.write_all(chunk).map_err(|e| e.to_string())
             })
             .await
@@ -165,16 +170,28 @@ pub struct Downloaded {
 /// Download `image` into `meta` (and its root filesystem into `rootfs` for a split image):
 /// every file's size and SHA-256 as the index gives them, then the fingerprint (the SHA-256 of
 /// the metadata then the root filesystem) must be the image's, before anything is unpacked.
+/// `progress` hears which file (`metadata`, `rootfs`), the bytes of it received and its size.
 pub async fn download_image(
     server: &Server,
     image: &RemoteImage,
     meta: &mut std::fs::File,
     rootfs: Option<&mut std::fs::File>,
+    progress: &mut (dyn FnMut(&str, u64, u64) + Send),
 ) -> Result<Downloaded, StreamsError> {
     let mut combined = Sha256::new();
-    server.fetch(&image.meta, meta, &mut combined).await?;
+    server
+        .fetch(&image.meta, meta, &mut combined, &mut |n, of| {
+            progress("metadata", n, of)
+        })
+        .await?;
     match (&image.rootfs, rootfs) {
-        (Some(file), Some(out)) => server.fetch(file, out, &mut combined).await?,
+        (Some(file), Some(out)) => {
+            server
+                .fetch(file, out, &mut combined, &mut |n, of| {
+                    progress("rootfs", n, of)
+                })
+                .await?
+        }
         (None, None) => {}
         _ => {
             return Err(StreamsError::Verify {

@@ -16,6 +16,12 @@ impl ImageServer {
     /// Serve `root` with `certs/server.crt` and `certs/server.key`; requests are logged in
     /// `certs/requests.log`.
     pub fn start(root: &Path, certs: &Path) -> ImageServer {
+        Self::start_at_rate(root, certs, None)
+    }
+
+    /// As [`ImageServer::start`], sending files at no more than `rate` bytes a second (a slow
+    /// server, whose downloads last long enough to show their progress).
+    pub fn start_at_rate(root: &Path, certs: &Path, rate: Option<u64>) -> ImageServer {
         let log = certs.join("requests.log");
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/simplestreams/serve.py");
@@ -25,6 +31,7 @@ impl ImageServer {
             .arg(certs.join("server.crt"))
             .arg(certs.join("server.key"))
             .arg(&log)
+            .args(rate.map(|r| r.to_string()))
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3 runs");

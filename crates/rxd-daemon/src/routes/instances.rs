@@ -262,6 +262,10 @@ pub async fn post(
         devices: serde_json::to_string(&body.devices).map_err(ApiError::internal)?,
     };
     tokio::spawn(async move {
+        let (d3, op3) = (d2.clone(), op2.clone());
+        let report = move |text: String| {
+            op3.update_metadata(&d3.events, serde_json::json!({ "download_progress": text }))
+        };
         let fingerprint = match local {
             Some(fingerprint) => Ok(fingerprint),
             None => images::pull(
@@ -274,6 +278,7 @@ pub async fn post(
                     certificate: &certificate,
                     secret: &secret,
                     project: &source_project,
+                    report: &report,
                 },
                 images::Purpose::Instance,
             )

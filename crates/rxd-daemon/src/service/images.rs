@@ -346,6 +346,8 @@ pub struct Pull<'a> {
     pub certificate: &'a str,
     pub secret: &'a str,
     pub project: &'a str,
+    /// Told the download's progress as LXD's operations show it (`rootfs: 45% (12.34MB/s)`).
+    pub report: &'a (dyn Fn(String) + Send + Sync),
 }
 
 /// Whether `caller` may make the daemon fetch from `server`: server administrators may name any
@@ -428,9 +430,20 @@ pub async fn pull(
     let rootfs = image.rootfs.as_ref().map(|_| new_upload()).transpose()?;
     let mut meta_file = meta.open()?;
     let mut rootfs_file = rootfs.as_ref().map(Upload::open).transpose()?;
-    let downloaded =
-        rxd_simplestreams::download_image(&server, &image, &mut meta_file, rootfs_file.as_mut())
-            .await
+    let mut progress = crate::operations::DownloadProgress::default();
+    let mut tell = |label: &str, n: u64, of: u64| {
+        if let Some(text) = progress.text(label, n, of) {
+            (source.report)(text);
+        }
+    };
+    let downloaded = rxd_simplestreams::download_image(
+        &server,
+        &image,
+        &mut meta_file,
+        rootfs_file.as_mut(),
+        &mut tell,
+    )
+    .await
             .map_err(|e| {
                 tracing::warn!(server = source.server, image = %image.fingerprint, error = %e, "image download refused");
                 ApiError::BadRequest(format!("Failed to download the image: {e}"))
@@ -567,6 +580,7 @@ async fn pull_lxd(
     };
     let new_upload = || Upload::new(dir.join(format!(".upload-{}", uuid::Uuid::new_v4())));
     let (raw, meta, rootfs) = (new_upload()?, new_upload()?, new_upload()?);
+    let mut progress = crate::operations::DownloadProgress::default();
     let downloaded = remote
         .download(
             &image,
@@ -574,6 +588,11 @@ async fn pull_lxd(
             &meta.path,
             &rootfs.path,
             MAX_IMAGE_BYTES,
+            &mut |n, of| {
+                if let Some(text) = progress.text("rootfs", n, of) {
+                    (source.report)(text);
+                }
+            },
         )
         .await
         .map_err(|e| {
@@ -630,6 +649,7 @@ pub async fn refresh(d: &Arc<Daemon>, caller: &Caller, old: &ImageRow) -> ApiRes
             certificate: &source.certificate,
             secret: "",
             project: "",
+            report: &|_| {},
         },
         Purpose::Refresh(old.cache.clone(), old.public),
     )
