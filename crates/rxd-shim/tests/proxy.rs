@@ -1,5 +1,5 @@
 //! The proxy forwarder (`rxd-shim proxy`), run as the daemon runs it, against a stand-in
-//! container: a `sleep` in new user (ids 0-65535 → host 100000-165535), network and mount
+//! container: a `sleep` in new user (ids 0-65535 → host 100000-165535, mapped by the test itself), network and mount
 //! namespaces, with loopback up and a tmpfs only it sees. Servers "inside" are sockets this
 //! test makes from a thread that joined that network namespace. Needs root; under `CI=true`
 //! a run without root fails instead of skipping.
@@ -48,6 +48,8 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 /// The stand-in container. `inside` is a tmpfs in its mount namespace only.
 struct Container {
     child: Child,
+    /// The first process of the namespaces, which keeps them while the container enters.
+    holder: Child,
     pid: i32,
     dir: tempfile::TempDir,
 }
@@ -59,14 +61,27 @@ impl Container {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let inside = dir.path().join("inside");
         std::fs::create_dir(&inside).unwrap();
-        let child = Command::new("unshare")
+        // New user, network and mount namespaces, held by a first `sleep`; their id maps are
+        // written from here (as root may, with no newuidmap and no /etc/subuid entry). The
+        // container's process then enters them as their root (host uid 100000), mounts its
+        // tmpfs and becomes the `sleep` the tests take for the container's init.
+        let holder = Command::new("unshare")
+            .args(["--user", "--net", "--mount", "sleep", "600"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let held = holder.id();
+        let ours = std::fs::read_link("/proc/self/ns/user").unwrap();
+        wait_until("the container's user namespace", || {
+            std::fs::read_link(format!("/proc/{held}/ns/user")).is_ok_and(|ns| ns != ours)
+        });
+        for map in ["uid_map", "gid_map"] {
+            std::fs::write(format!("/proc/{held}/{map}"), "0 100000 65536\n").unwrap();
+        }
+        let child = Command::new("nsenter")
+            .arg(format!("--target={held}"))
+            .args(["--user", "--net", "--mount", "--setuid=0", "--setgid=0"])
             .args([
-                "--map-users=100000,0,65536",
-                "--map-groups=100000,0,65536",
-                "--setuid=0",
-                "--setgid=0",
-                "--net",
-                "--mount",
                 "sh",
                 "-c",
                 "mount -t tmpfs none \"$1\" && ip link set lo up && exec sleep 600",
@@ -77,7 +92,12 @@ impl Container {
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
-        let c = Container { child, pid, dir };
+        let c = Container {
+            child,
+            holder,
+            pid,
+            dir,
+        };
         wait_until("the container's sleep", || {
             std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
         });
@@ -130,6 +150,8 @@ impl Container {
             nix::sys::signal::Signal::SIGKILL,
         );
         let _ = self.child.wait();
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
     }
 }
 
