@@ -20,7 +20,13 @@ pub async fn info(conf: &ConfigDir, remote: Option<&str>) -> anyhow::Result<()> 
     }
     let v = conn.call(Method::GET, "/1.0/resources", None).await?;
     let r: Resources = serde_json::from_value(v)?;
-    out!("{}", render(&r))?;
+    // Vendor and model strings come from firmware (a USB stick's, say): no escape sequence
+    // reaches the terminal.
+    let text: String = render(&r)
+        .lines()
+        .map(|l| crate::output::printable(l) + "\n")
+        .collect();
+    out!("{text}")?;
     Ok(())
 }
 

@@ -1071,6 +1071,14 @@ async fn server_resources_as_lxc_shows_them() {
     assert_eq!(restricted["cpu"], r["cpu"]);
     assert_eq!(restricted["system"]["uuid"], "");
     assert_eq!(restricted["system"]["serial"], "");
+    for card in restricted["network"]["cards"].as_array().unwrap() {
+        for port in card["ports"].as_array().into_iter().flatten() {
+            assert!(
+                port.get("address").is_none(),
+                "a MAC for a non-admin: {port}"
+            );
+        }
+    }
     let stranger = rxd_testkit::client_identity("resources-stranger");
     let refused = d
         .https(Some(&stranger))

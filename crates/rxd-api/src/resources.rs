@@ -433,8 +433,9 @@ go_struct! {
 
 impl Resources {
     /// What a caller who is not a server administrator sees: the same, less what identifies
-    /// this very machine (its DMI UUID, serial numbers, disks' WWNs and ids). LXD shows those to
-    /// any trusted client; a restricted client has no use for them.
+    /// this very machine (its DMI UUID, serial numbers, disks' WWNs and ids, its network ports'
+    /// MAC addresses). LXD shows those to any trusted client; a restricted client has no use
+    /// for them.
     pub fn without_identifiers(mut self) -> Resources {
         let s = &mut self.system;
         s.uuid.clear();
@@ -449,6 +450,14 @@ impl Resources {
             d.serial.clear();
             d.wwn.clear();
             d.device_id.clear();
+        }
+        for port in self
+            .network
+            .cards
+            .iter_mut()
+            .flat_map(|c| c.ports.iter_mut())
+        {
+            port.address.clear();
         }
         self
     }

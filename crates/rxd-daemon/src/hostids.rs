@@ -1,6 +1,7 @@
 //! The host id range for unprivileged containers: the `root` entries of /etc/subuid and
-//! /etc/subgid. Missing entries are added (`root:1000000:1000000000`), as LXD's packaging does;
-//! where /etc cannot be written, that range is used unrecorded, as LXD uses it.
+//! /etc/subgid. Missing entries are added (`root:1000000:1000000000`), as LXD's packaging does,
+//! unless a user's range overlaps it; where the file cannot be written the range is not used
+//! (only privileged containers run), since an unrecorded range could be handed to a user.
 
 use rxd_core::idmap::{parse_subid, HostRange};
 use std::io::Write;
@@ -23,35 +24,49 @@ fn range_from(path: &Path) -> Result<HostRange, String> {
     let (base, size) = match parse_subid(&text, "root") {
         Some(r) => r,
         None => {
+            // Never a range some user already holds: they could then reach containers' files
+            // and processes through newuidmap.
+            if let Some(user) = overlapping(&text, DEFAULT) {
+                return Err(format!(
+                    "{}: no range for root, and the default root:{}:{} overlaps {user}'s: add a range for root by hand",
+                    path.display(),
+                    DEFAULT.0,
+                    DEFAULT.1
+                ));
+            }
             let sep = if text.is_empty() || text.ends_with('\n') {
                 ""
             } else {
                 "\n"
             };
-            let recorded = std::fs::OpenOptions::new()
+            // Recorded, or not used: an unrecorded range could later be handed to a user by
+            // useradd. (Under the systemd unit /etc is read-only; the package records it.)
+            std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
-                .and_then(|mut f| writeln!(f, "{sep}root:{}:{}", DEFAULT.0, DEFAULT.1));
-            match recorded {
-                Ok(()) => tracing::info!(
-                    file = %path.display(),
-                    "added root:{}:{} for unprivileged containers", DEFAULT.0, DEFAULT.1
-                ),
-                // /etc read-only (the systemd unit's ProtectSystem=full; the package adds the
-                // entries): LXD's default range, as LXD takes it when the file has none.
-                Err(e) => tracing::warn!(
-                    file = %path.display(),
-                    error = %e,
-                    "no range for root and the file cannot be written: using root:{}:{} without recording it",
-                    DEFAULT.0,
-                    DEFAULT.1
-                ),
-            }
+                .and_then(|mut f| writeln!(f, "{sep}root:{}:{}", DEFAULT.0, DEFAULT.1))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            tracing::info!(file = %path.display(), "added root:{}:{} for unprivileged containers", DEFAULT.0, DEFAULT.1);
             DEFAULT
         }
     };
     HostRange::new(base, size).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The first entry of a subordinate id file (`name:start:count` lines) whose range meets
+/// `(start, count)`.
+fn overlapping(text: &str, (start, count): (u32, u32)) -> Option<String> {
+    let end = u64::from(start) + u64::from(count);
+    text.lines().find_map(|line| {
+        let mut f = line.trim().split(':');
+        let (name, s, c) = (
+            f.next()?,
+            f.next()?.parse::<u64>().ok()?,
+            f.next()?.parse::<u64>().ok()?,
+        );
+        (s < end && u64::from(start) < s + c).then(|| name.to_owned())
+    })
 }
 
 pub fn load() -> Result<HostIds, String> {
@@ -83,16 +98,28 @@ fn paired(mut uid: HostRange, mut gid: HostRange) -> HostIds {
 mod tests {
     use super::*;
 
-    /// Under the systemd unit /etc is read-only: LXD's default range, unrecorded, rather than
-    /// no unprivileged containers at all.
+    /// An unwritable file gives no range (an unrecorded one could go to a user later), nor
+    /// does a default that overlaps a user's; an entry for root is read as it is.
     #[test]
-    fn an_unwritable_file_gives_the_default_range() {
+    fn root_gets_a_recorded_range_that_overlaps_no_user() {
         let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("no-such-dir/subuid");
-        let r = range_from(&missing).unwrap();
+        assert!(range_from(&dir.path().join("no-such-dir/subuid")).is_err());
+        let overlap = dir.path().join("overlap");
+        std::fs::write(&overlap, "alice:100000:65536\nbob:999999:2").unwrap();
+        let e = range_from(&overlap).unwrap_err();
+        assert!(e.contains("bob"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(&overlap).unwrap(),
+            "alice:100000:65536\nbob:999999:2"
+        );
+        let fresh = dir.path().join("fresh");
+        std::fs::write(&fresh, "alice:100000:65536").unwrap();
+        let r = range_from(&fresh).unwrap();
         assert_eq!((r.0.base, r.0.size), DEFAULT);
-        assert!(!missing.exists());
-        // A file with root's entry is read, not changed.
+        assert_eq!(
+            std::fs::read_to_string(&fresh).unwrap(),
+            "alice:100000:65536\nroot:1000000:1000000000\n"
+        );
         let file = dir.path().join("subuid");
         std::fs::write(&file, "alice:100000:65536\nroot:200000:65536\n").unwrap();
         let r = range_from(&file).unwrap();

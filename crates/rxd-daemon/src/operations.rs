@@ -248,6 +248,8 @@ impl Operations {
 /// `rootfs: 45% (12.34MB/s)`): a new text when the percentage moves, at most every 100 ms
 /// (and always at 100%), so a fast download does not flood the events stream.
 pub struct DownloadProgress {
+    /// The file being reported, and when its download began.
+    label: String,
     started: Instant,
     last: Option<(Instant, u64)>,
 }
@@ -255,6 +257,7 @@ pub struct DownloadProgress {
 impl Default for DownloadProgress {
     fn default() -> DownloadProgress {
         DownloadProgress {
+            label: String::new(),
             started: Instant::now(),
             last: None,
         }
@@ -264,6 +267,13 @@ impl Default for DownloadProgress {
 impl DownloadProgress {
     /// The text to report for `received` of `total` bytes of `label`'s file, if one is due.
     pub fn text(&mut self, label: &str, received: u64, total: u64) -> Option<String> {
+        // Each file from its own start (its speed, its first and last report).
+        if self.label != label {
+            *self = DownloadProgress {
+                label: label.to_owned(),
+                ..DownloadProgress::default()
+            };
+        }
         let percent = (received.saturating_mul(100))
             .checked_div(total)
             .unwrap_or(0)
@@ -327,5 +337,14 @@ mod progress_tests {
             .text("metadata", 10, 0)
             .unwrap()
             .starts_with("metadata: 0% "));
+        // The next file starts over: its first report is due at once.
+        assert!(p
+            .text("metadata", 10, 10)
+            .unwrap()
+            .starts_with("metadata: 100% "));
+        assert!(p
+            .text("rootfs", 10, 10)
+            .unwrap()
+            .starts_with("rootfs: 100% "));
     }
 }

@@ -568,6 +568,7 @@ impl Host {
         for address in entries(&self.path("/sys/bus/pci/devices")) {
             let dev = self.pci_dir(&address);
             if !string(&dev.join("class")).starts_with("0x02")
+                || dev.join("physfn").exists()
                 || cards.iter().any(|c| c.pci_address == address)
             {
                 continue;
@@ -646,11 +647,15 @@ impl Host {
                 .get("ID_SERIAL_SHORT")
                 .cloned()
                 .unwrap_or_else(|| string(&entry.join("serial")));
-            let partitions: Vec<Partition> = names
+            // The disk's own children with a `partition` file (not every name it prefixes:
+            // `sda` is no parent of `sdaa1`).
+            let partitions: Vec<Partition> = entries(&entry)
                 .iter()
-                .filter(|p| *p != name && p.starts_with(name.as_str()))
+                .filter(|p| {
+                    p.starts_with(name.as_str()) && entry.join(p).join("partition").exists()
+                })
                 .filter_map(|p| {
-                    let pe = class.join(p);
+                    let pe = entry.join(p);
                     Some(Partition {
                         id: p.clone(),
                         device: string(&pe.join("dev")),
@@ -798,13 +803,16 @@ impl Host {
     /// A vendor's and a product's names from the first `pci.ids` the host has.
     fn pci_names(&self, vendor_id: &str, product_id: &str) -> (String, String) {
         static IDS: OnceLock<Option<String>> = OnceLock::new();
-        let ids = if self.root == Path::new("/") {
-            IDS.get_or_init(|| self.read_pci_ids()).clone()
+        if self.root == Path::new("/") {
+            IDS.get_or_init(|| self.read_pci_ids())
+                .as_deref()
+                .map(|ids| pci_names(ids, vendor_id, product_id))
+                .unwrap_or_default()
         } else {
             self.read_pci_ids()
-        };
-        ids.map(|ids| pci_names(&ids, vendor_id, product_id))
-            .unwrap_or_default()
+                .map(|ids| pci_names(&ids, vendor_id, product_id))
+                .unwrap_or_default()
+        }
     }
 
     fn read_pci_ids(&self) -> Option<String> {

@@ -193,10 +193,18 @@ fn disks_are_devices_with_numbers_and_carry_their_partitions() {
         .file("sys/class/block/vda/serial", "disk-serial")
         .file("sys/class/block/vda/queue/rotational", "1")
         .file("sys/class/block/vda/queue/physical_block_size", "4096")
-        .file("sys/class/block/vda1/dev", "254:1")
-        .file("sys/class/block/vda1/size", "1024")
-        .file("sys/class/block/vda1/ro", "1")
-        .file("sys/class/block/vda1/partition", "1")
+        .file("sys/class/block/vda/vda1/dev", "254:1")
+        .file("sys/class/block/vda/vda1/size", "1024")
+        .file("sys/class/block/vda/vda1/ro", "1")
+        .file("sys/class/block/vda/vda1/partition", "1")
+        // A disk whose name `vda` prefixes: its partition is not vda's.
+        .link(
+            "sys/class/block/vdaa/device",
+            "../../../devices/pci0000:00/0000:00:04.0/virtio1",
+        )
+        .file("sys/class/block/vdaa/dev", "254:32")
+        .file("sys/class/block/vdaa/vdaa1/dev", "254:33")
+        .file("sys/class/block/vdaa/vdaa1/partition", "1")
         // No `device` link: a loop device is not a disk.
         .file("sys/class/block/loop0/dev", "7:0")
         .file(
@@ -207,8 +215,8 @@ fn disks_are_devices_with_numbers_and_carry_their_partitions() {
         .link("dev/disk/by-id/virtio-b", "../../vda")
         .link("dev/disk/by-id/virtio-c-part1", "../../vda1");
     let s = t.host().storage();
-    assert_eq!(s.total, 2);
-    assert_eq!(s.disks.len(), 1);
+    assert_eq!(s.total, 4, "vda, vda1, vdaa, vdaa1");
+    assert_eq!(s.disks.len(), 2);
     let d = &s.disks[0];
     assert_eq!(
         (d.id.as_str(), d.device.as_str(), d.size, d.block_size),

@@ -50,8 +50,15 @@ fn is_systemd(m: &Mount) -> bool {
 /// the named systemd one, and on a hybrid host (v1 controllers beside a cgroup2 mount) the
 /// unified one. Without its own cgroup there, a container's view of that hierarchy would be
 /// the host's root, and a privileged container's systemd would make its units there.
-fn placed_by_shim(m: &Mount, all: &[Mount]) -> bool {
-    is_systemd(m) || (m.fstype == "cgroup2" && all.iter().any(|x| x.fstype == "cgroup"))
+fn placed_by_shim(m: &Mount, _all: &[Mount]) -> bool {
+    is_systemd(m) || is_hybrid_unified(m)
+}
+
+/// The cgroup2 mount of a hybrid host: below `/sys/fs/cgroup` (`/sys/fs/cgroup/unified`), not
+/// on it. On a pure v2 host cgroup2 is `/sys/fs/cgroup` itself, which the runtime manages, even
+/// where a v1 `name=systemd` hierarchy is mounted beside it for old images.
+fn is_hybrid_unified(m: &Mount) -> bool {
+    m.fstype == "cgroup2" && m.mount_point != Path::new(CGROUP_ROOT)
 }
 
 fn host_hierarchies() -> Result<Vec<Mount>> {
@@ -102,6 +109,7 @@ impl Placement {
         )?;
         let mut placed = Placement { back: Vec::new() };
         for mount in mounts.iter().filter(|m| placed_by_shim(m, &mounts)) {
+            let dir = under(&mount.mount_point, cgroup);
             let current = ours
                 .iter()
                 .find(|m| {
@@ -112,13 +120,26 @@ impl Placement {
                     }
                 })
                 .map_or("/", |m| m.path.as_str());
-            let dir = under(&mount.mount_point, cgroup);
             let entered = std::fs::create_dir_all(&dir)
                 .with_context(|| format!("creating {}", dir.display()))
                 .and_then(|()| write_pid(&dir.join("cgroup.procs"), std::process::id()));
             if let Err(e) = entered {
-                // Back out of those already entered before failing.
-                let _ = placed.restore();
+                if is_hybrid_unified(mount) {
+                    // Not fatal: a container's systemd then sees the unified hierarchy as the
+                    // runtime left it (a read-only mount, rxd nested in another manager).
+                    let _ = writeln!(
+                        log,
+                        "rxd-shim: no cgroup of its own in {}: {e:#}",
+                        mount.mount_point.display()
+                    );
+                    let _ = std::fs::remove_dir(&dir);
+                    continue;
+                }
+                // Back out of those already entered, and remove what was made, before failing.
+                if let Err(back) = placed.restore() {
+                    let _ = writeln!(log, "rxd-shim: {back:#}");
+                }
+                let _ = remove_subtree(cgroup);
                 return Err(e);
             }
             placed
@@ -128,12 +149,20 @@ impl Placement {
         Ok((!placed.back.is_empty()).then_some(placed))
     }
 
-    /// Move this process back where it was, out of the container's cgroups.
+    /// Move this process back where it was, out of the container's cgroups: every one tried,
+    /// the failures reported together.
     pub fn restore(self) -> Result<()> {
-        for back in &self.back {
-            write_pid(back, std::process::id())?;
+        let failed: Vec<String> = self
+            .back
+            .iter()
+            .filter_map(|back| write_pid(back, std::process::id()).err())
+            .map(|e| format!("{e:#}"))
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("leaving the container's cgroups: {}", failed.join("; "))
         }
-        Ok(())
     }
 }
 
@@ -306,9 +335,13 @@ mod tests {
         // Hybrid: the shim places containers in the named systemd and the unified hierarchy.
         let placed: Vec<bool> = h.iter().map(|m| placed_by_shim(m, &h)).collect();
         assert_eq!(placed, [false, true, true]);
-        // Pure v2: the runtime manages the one hierarchy.
-        let v2 = hierarchies("41 23 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+        // Pure v2: the runtime manages the one hierarchy, even beside a v1 name=systemd one.
+        let v2 = hierarchies(
+            "41 23 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n\
+             42 41 0:39 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n",
+        );
         assert!(!placed_by_shim(&v2[0], &v2));
+        assert!(placed_by_shim(&v2[1], &v2));
     }
 
     #[test]

@@ -49,7 +49,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 struct Container {
     child: Child,
     /// The first process of the namespaces, which keeps them while the container enters.
-    holder: Child,
+    _holder: Holder,
     pid: i32,
     dir: tempfile::TempDir,
 }
@@ -65,12 +65,14 @@ impl Container {
         // written from here (as root may, with no newuidmap and no /etc/subuid entry). The
         // container's process then enters them as their root (host uid 100000), mounts its
         // tmpfs and becomes the `sleep` the tests take for the container's init.
-        let holder = Command::new("unshare")
-            .args(["--user", "--net", "--mount", "sleep", "600"])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let held = holder.id();
+        let holder = Holder(
+            Command::new("unshare")
+                .args(["--user", "--net", "--mount", "sleep", "600"])
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let held = holder.0.id();
         let ours = std::fs::read_link("/proc/self/ns/user").unwrap();
         wait_until("the container's user namespace", || {
             std::fs::read_link(format!("/proc/{held}/ns/user")).is_ok_and(|ns| ns != ours)
@@ -94,7 +96,7 @@ impl Container {
         let pid = child.id() as i32;
         let c = Container {
             child,
-            holder,
+            _holder: holder,
             pid,
             dir,
         };
@@ -150,8 +152,16 @@ impl Container {
             nix::sys::signal::Signal::SIGKILL,
         );
         let _ = self.child.wait();
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
+    }
+}
+
+/// A process killed (and reaped) when dropped, whatever panics first.
+struct Holder(Child);
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
