@@ -107,6 +107,11 @@ pub enum Command {
         #[arg(long, short = 'f')]
         force: bool,
     },
+    /// Copy a container, or one of its snapshots, on the same server: `rxc copy
+    /// [REMOTE:]SOURCE[/SNAPSHOT] [REMOTE:]NAME` (its snapshots too unless `--instance-only`;
+    /// the copy gets new MAC addresses and, if isolated, its own ids).
+    #[command(alias = "cp")]
+    Copy(CopyArgs),
     /// Rename a stopped container: `rxc rename [REMOTE:]OLD NEW`.
     #[command(alias = "move", alias = "mv")]
     Rename { old: String, new: String },
@@ -283,6 +288,32 @@ pub struct CreateArgs {
     /// Give it an `eth0` on this network (over a profile's `eth0`), as `lxc launch -n`.
     #[arg(long, short = 'n')]
     pub network: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// `[REMOTE:]NAME` or `[REMOTE:]NAME/SNAPSHOT`.
+    pub source: String,
+    /// `[REMOTE:]NAME` of the copy.
+    pub name: String,
+    /// Config keys over the source's: `-c KEY=VALUE` (repeatable).
+    #[arg(long = "config", short = 'c')]
+    pub config: Vec<String>,
+    /// Profiles for the copy, in order (repeatable); without one, the source's.
+    #[arg(long = "profile", short = 'p')]
+    pub profiles: Vec<String>,
+    /// The copy has no profiles at all.
+    #[arg(long, conflicts_with = "profiles")]
+    pub no_profiles: bool,
+    /// Leave the source's snapshots behind.
+    #[arg(long)]
+    pub instance_only: bool,
+    /// Make the copy ephemeral.
+    #[arg(long, short = 'e')]
+    pub ephemeral: bool,
+    /// Put the copy in this project (the source stays in the current one).
+    #[arg(long)]
+    pub target_project: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

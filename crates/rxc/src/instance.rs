@@ -361,6 +361,54 @@ pub async fn rename(conf: &ConfigDir, old: &str, new: &str) -> anyhow::Result<()
     wait(&conn, &op).await.map(drop)
 }
 
+/// `rxc copy`: the server copies the instance (or snapshot) itself, as `lxc copy` asks it on
+/// one server (`source.type: copy`); the config sent is the `-c` overrides alone, the server
+/// takes the rest from the source.
+pub async fn copy(conf: &ConfigDir, args: crate::cli::CopyArgs) -> anyhow::Result<()> {
+    let (remote, source) = split_target(conf, &args.source);
+    let (new_remote, name) = split_target(conf, &args.name);
+    if new_remote != remote {
+        bail!("copying a container between servers is not supported");
+    }
+    let mut config = BTreeMap::new();
+    for kv in &args.config {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow!("bad config {kv:?}: expected KEY=VALUE"))?;
+        config.insert(k.to_owned(), v.to_owned());
+    }
+    let mut conn = open(conf, &remote)?;
+    let source_project = conn.project.clone();
+    let body = InstancesPost {
+        name,
+        kind: "container".into(),
+        source: InstanceSource {
+            kind: "copy".into(),
+            source,
+            instance_only: args.instance_only,
+            project: source_project,
+            ..Default::default()
+        },
+        config,
+        profiles: if args.no_profiles {
+            Some(Vec::new())
+        } else if args.profiles.is_empty() {
+            None
+        } else {
+            Some(args.profiles.clone())
+        },
+        ephemeral: args.ephemeral,
+        ..Default::default()
+    };
+    if let Some(project) = &args.target_project {
+        conn.client.set_project(Some(project.clone()));
+        conn.project = project.clone();
+    }
+    let op: rxd_api::operation::Operation =
+        conn.send_as(Method::POST, "/1.0/instances", &body).await?;
+    wait(&conn, &op).await.map(drop)
+}
+
 /// `rxc exec`: LXD's non-interactive exec protocol: one websocket each for stdin, stdout and
 /// stderr, and a control channel that carries Ctrl-C to the command as SIGINT.
 pub async fn exec(conf: &ConfigDir, args: ExecArgs) -> anyhow::Result<i32> {

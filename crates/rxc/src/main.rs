@@ -145,6 +145,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pause { names } => instance::each(&conf, &names, "freeze", false, -1).await,
         Command::Delete { names, force } => instance::delete(&conf, &names, force).await,
         Command::Rename { old, new } => instance::rename(&conf, &old, &new).await,
+        Command::Copy(args) => instance::copy(&conf, args).await,
         Command::Exec(args) => {
             let code = instance::exec(&conf, args).await?;
             use std::io::Write;

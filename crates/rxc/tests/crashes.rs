@@ -4,7 +4,8 @@
 //! a warning saying what recovery did, and the operation can be retried to success.
 //!
 //! One table, one row per kill point: every durable step of create, delete, rename, snapshot
-//! (take, rename, delete), restore, image import and delete, config update, start and stop.
+//! (take, rename, delete), restore, image import and delete, config update, start, stop and
+//! copy.
 
 use rxd_client::{Client, Method};
 use rxd_testkit::{busybox_image, require_root, succeeded, Options, TestDaemon};
@@ -39,6 +40,8 @@ enum Op {
     Update,
     Start,
     Stop,
+    /// `c1` (running, with its snapshot) copied as `c2`.
+    Copy,
 }
 
 const CASES: &[(&str, Before, Op)] = &[
@@ -97,6 +100,8 @@ const CASES: &[(&str, Before, Op)] = &[
     ("instance-start:started", Before::Stopped, Op::Start),
     ("instance-stop:ended", Before::Running, Op::Stop),
     ("instance-stop:cleaned-up", Before::Running, Op::Stop),
+    ("instance-copy:row-recorded", Before::Running, Op::Copy),
+    ("instance-copy:placed", Before::Running, Op::Copy),
 ];
 
 /// Operations that record an intent, so recovery always has something to say about them.
@@ -104,6 +109,7 @@ fn reports(op: Op) -> bool {
     matches!(
         op,
         Op::Create
+            | Op::Copy
             | Op::Delete
             | Op::Rename
             | Op::Snapshot
@@ -148,6 +154,7 @@ async fn run(env: &Env, d: &TestDaemon, op: Op) -> bool {
         Op::Update => vec!["config", "set", "c1", "user.x", "1"],
         Op::Start => vec!["start", "c1"],
         Op::Stop => vec!["stop", "c1", "--force"],
+        Op::Copy => vec!["copy", "c1", "c2"],
         Op::SnapshotRename => {
             let r = d
                 .unix()
@@ -196,6 +203,7 @@ async fn done(c: &Client, op: Op) -> bool {
         Op::Update => c.get("/1.0/instances/c1").await.unwrap()["config"]["user.x"] == "1",
         Op::Start => c.get("/1.0/instances/c1/state").await.unwrap()["status"] == "Running",
         Op::Stop => c.get("/1.0/instances/c1/state").await.unwrap()["status"] == "Stopped",
+        Op::Copy => exists("/1.0/instances/c2/snapshots/s1").await,
     }
 }
 
@@ -400,7 +408,7 @@ async fn a_daemon_killed_at_any_step_leaves_nothing_half_made() {
                     .any(|w| w["last_message"].as_str().is_some_and(|m| {
                         // Once the row is gone the delete is done: only its files, set aside
                         // under a hidden name, are left to remove.
-                        m.contains("c1")
+                        m.contains(if op == Op::Copy { "c2" } else { "c1" })
                             || point == "instance-delete:row-deleted" && m.contains(".trash-")
                     })),
                 "{point}: no warning says what recovery did: {warnings:#}"

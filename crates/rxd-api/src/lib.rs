@@ -79,6 +79,8 @@ pub const API_EXTENSIONS: &[&str] = &[
     "resources_disk_address",
     "resources_network_usb",
     "resources_gpu_usb",
+    "container_only_migration",
+    "container_copy_project",
 ];
 
 /// What rxd reports as `server_version`, so that LXD 5.0 clients pick their 5.0 code paths.

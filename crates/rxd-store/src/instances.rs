@@ -159,6 +159,18 @@ impl Store {
             .ok_or(StoreError::NotFound { kind: "instance" })
     }
 
+    /// The size recorded for an instance's root filesystem when it was made (0: unknown).
+    pub fn rootfs_size(&self, project: &str, name: &str) -> Result<i64, StoreError> {
+        self.conn()?
+            .query_row(
+                "SELECT rootfs_size FROM instances WHERE project = ?1 AND name = ?2",
+                params![project, name],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or(StoreError::NotFound { kind: "instance" })
+    }
+
     /// The last step of a create, in one transaction (one sync): the config stored (the
     /// instance is usable from now on), the root filesystem's size, and the image's use.
     pub fn finish_create(

@@ -9,7 +9,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::listing::ListQuery;
 use crate::response;
 use crate::service::instances::{self, project_suffix, Keyed};
-use crate::service::{expand, images};
+use crate::service::{copy, expand, images};
 use crate::state::Daemon;
 use crate::sync::now_unix;
 use crate::views;
@@ -18,6 +18,7 @@ use axum::response::Response;
 use rxd_core::instance_config;
 use rxd_store::InstanceRow;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use rxd_api::instance::{InstanceStatePut as StatePut, InstancesPost};
@@ -175,9 +176,12 @@ pub async fn post(
     if !matches!(body.kind.as_str(), "" | "container") {
         return Err(ApiError::BadRequest("rxd runs containers only".into()));
     }
-    let config = body.config;
-    instance_config::validate(&config).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    instance_config::validate(&body.config).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     expand::check_devices(&body.devices)?;
+    if body.source.kind == "copy" {
+        return copy_post(d, caller, body).await;
+    }
+    let config = body.config;
     // No list: the image's profiles, which are `default` (LXD's default for an image); `[]`:
     // none.
     let profile_names = body
@@ -291,6 +295,105 @@ pub async fn post(
             }
             Err(e) => Err(e),
         };
+        op2.finish(
+            &d2.events,
+            result.map(|()| Value::Null).map_err(|e| e.to_string()),
+        );
+    });
+    Ok(response::operation(op.url(), op.to_json()))
+}
+
+/// `POST /1.0/instances` with a `copy` source: `source.source` is `NAME` or `NAME/SNAPSHOT` in
+/// `source.project` (the request's project when empty). The request's config, devices and
+/// profiles win; what it leaves out comes from the source (its config without `volatile.*`).
+async fn copy_post(d: Arc<Daemon>, caller: Caller, body: InstancesPost) -> ApiResult<Response> {
+    let source = &body.source;
+    if source.source.is_empty() {
+        return Err(ApiError::BadRequest(
+            "A copy needs a source instance (source.source)".into(),
+        ));
+    }
+    // `live` (lxc sets it for a running source) is a migration's: on one server, as in LXD,
+    // a running source is copied frozen.
+    if !source.server.is_empty() || !source.operation.is_empty() {
+        return Err(ApiError::BadRequest(
+            "rxd copies instances on this server only".into(),
+        ));
+    }
+    let (instance, snapshot) = match source.source.split_once('/') {
+        Some((i, s)) => (i.to_owned(), Some(s.to_owned())),
+        None => (source.source.clone(), None),
+    };
+    let from = copy::Source {
+        project: if source.project.is_empty() {
+            caller.project.clone()
+        } else {
+            source.project.clone()
+        },
+        instance,
+        snapshot,
+        instance_only: source.instance_only || source.container_only,
+    };
+    let src = copy::source_row(&d, &caller, &from).await?;
+    let (src_config, src_devices, src_profiles) = match &from.snapshot {
+        Some(snap) => {
+            let s = crate::service::snapshots::find_snapshot(&d, &src, snap).await?;
+            (s.config, s.devices, s.profiles)
+        }
+        None => (
+            src.config.clone(),
+            src.devices.clone(),
+            src.profiles.clone(),
+        ),
+    };
+    let src_config: BTreeMap<String, String> =
+        serde_json::from_str(&src_config).unwrap_or_default();
+    // The request's keys, then the source's for those it leaves out; no `volatile.*` from
+    // either but the base image (the copy's maps and MACs are its own).
+    let mut config = copy::copied_config(&body.config);
+    for (k, v) in copy::copied_config(&src_config) {
+        config.entry(k).or_insert(v);
+    }
+    let mut devices = body.devices.clone();
+    for (k, v) in expand::devices_of(&src_devices) {
+        devices.entry(k).or_insert(v);
+    }
+    let profiles = body.profiles.clone().unwrap_or(src_profiles);
+    let hostids = d.hostids.ok_or_else(|| {
+        ApiError::BadRequest("No subordinate ids for root in /etc/subuid and /etc/subgid: only privileged containers could run".into())
+    })?;
+    let url = format!("/1.0/instances/{}", body.name);
+    let src_url = format!("/1.0/instances/{}", src.name);
+    let op = d.operations.start(
+        &d.events,
+        "Creating instance",
+        &caller.project,
+        crate::operations::resources([
+            ("instances", vec![url.clone(), src_url.clone()]),
+            (
+                "containers",
+                vec![
+                    url.replace("instances", "containers"),
+                    src_url.replace("instances", "containers"),
+                ],
+            ),
+        ]),
+        false,
+    );
+    let row = InstanceRow {
+        project: caller.project.clone(),
+        name: body.name,
+        architecture: String::new(),
+        config: String::new(),
+        description: body.description,
+        ephemeral: body.ephemeral,
+        created_at: now_unix(),
+        profiles,
+        devices: serde_json::to_string(&devices).map_err(ApiError::internal)?,
+    };
+    let (d2, op2) = (d.clone(), op.clone());
+    tokio::spawn(async move {
+        let result = copy::copy(&d2, row, config, from, hostids, &caller).await;
         op2.finish(
             &d2.events,
             result.map(|()| Value::Null).map_err(|e| e.to_string()),

@@ -85,8 +85,14 @@ async fn undo_creates(d: &Arc<Daemon>, report: &mut Report) {
         }
     };
     for row in rows.into_iter().filter(instances::create_unfinished) {
-        let dir = layout::instance_dir(d, &row.key());
-        let removed = remove(dir).await;
+        // Its snapshots' directory too: a copy places the snapshots it brings before it is
+        // finished.
+        let mut removed = Ok(());
+        for dir in layout::instance_dirs(d, &row.key()) {
+            if removed.is_ok() {
+                removed = remove(dir).await;
+            }
+        }
         if let Err(e) = removed {
             tracing::error!(instance = %row.name, project = %row.project, error = %e, "cannot remove an unfinished instance's files; its record stays");
             continue;

@@ -103,7 +103,7 @@ pub async fn find_snapshot(
 }
 
 /// Copy `from` to the new directory `to` off the executor; a failed copy leaves nothing.
-async fn copy(from: PathBuf, to: PathBuf) -> ApiResult<u64> {
+pub async fn copy(from: PathBuf, to: PathBuf) -> ApiResult<u64> {
     tokio::task::spawn_blocking(move || {
         let copied = rxd_image::copy::copy_tree(&from, &to);
         if copied.is_err() {
