@@ -171,6 +171,16 @@ def main():
     c.restore_snapshot("snap0", wait=True)
     c.start(wait=True)
     assert c.files.get("/root/state.txt") == b"before\n"
+    # A copy brings the snapshot and the files as they are now.
+    copied = a.instances.create(
+        {"name": "pycopy", "source": {"type": "copy", "source": c.name}}, wait=True
+    )
+    assert [s.name for s in copied.snapshots.all()] == ["snap0"]
+    copied.start(wait=True)
+    assert copied.files.get("/root/state.txt") == b"before\n"
+    copied.stop(wait=True, force=True)
+    copied.delete(wait=True)
+    step("copy an instance with its snapshot")
     snap.delete(wait=True)
     assert c.snapshots.all() == []
     step("take, list, restore and delete a snapshot")
