@@ -100,7 +100,28 @@ fn expand_aliases() -> anyhow::Result<Vec<std::ffi::OsString>> {
     Ok(expanded.into_iter().map(Into::into).collect())
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// `--project NAME` (or `--project=NAME`) taken out of `args`: `config set` takes values that
+/// start with a dash (a PEM key's `-----BEGIN`), so clap leaves the flag among them when it
+/// follows them, where `lxc` users put it.
+fn take_project_flag(args: &mut Vec<String>) -> Option<String> {
+    if let Some(i) = args.iter().position(|a| a.starts_with("--project=")) {
+        return Some(args.remove(i)["--project=".len()..].to_owned());
+    }
+    let i = args.iter().position(|a| a == "--project")?;
+    if i + 1 >= args.len() {
+        return None;
+    }
+    let value = args.remove(i + 1);
+    args.remove(i);
+    Some(value)
+}
+
+async fn run(mut cli: Cli) -> anyhow::Result<()> {
+    if let Command::Config(cli::ConfigCmd::Set { args }) = &mut cli.command {
+        if let Some(project) = take_project_flag(args) {
+            cli.project = Some(project);
+        }
+    }
     // Generated from the definitions alone: no configuration needed.
     match &cli.command {
         Command::Completion { shell } => return shell::completion(*shell),
@@ -181,5 +202,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data,
             raw,
         } => commands::query(&conf, &target, &request, data.as_deref(), raw).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_project_flag;
+
+    #[test]
+    fn a_trailing_project_flag_is_taken_out_of_config_set() {
+        let mut args: Vec<String> = ["c1", "k", "v", "--project", "p1"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(take_project_flag(&mut args).as_deref(), Some("p1"));
+        assert_eq!(args, ["c1", "k", "v"]);
+        let mut args: Vec<String> = ["--project=p2", "k=v"].map(String::from).to_vec();
+        assert_eq!(take_project_flag(&mut args).as_deref(), Some("p2"));
+        assert_eq!(args, ["k=v"]);
+        // A PEM value stays a value.
+        let mut args: Vec<String> = ["candid.agent.private_key", "-----BEGIN KEY-----"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(take_project_flag(&mut args), None);
+        assert_eq!(args.len(), 2);
     }
 }

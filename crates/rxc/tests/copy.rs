@@ -195,14 +195,15 @@ async fn a_copy_and_every_snapshot_it_brings_are_confined_in_the_target_project(
         "security.nesting=true",
     ]);
     s.ok(&["snapshot", "c1", "s0", "--project", "p1"]);
+    // The flag after the values, as lxc users write it.
     s.ok(&[
-        "--project",
-        "p1",
         "config",
         "set",
         "c1",
         "security.nesting",
         "false",
+        "--project",
+        "p1",
     ]);
 
     let operator = rxd_testkit::client_identity("copy-operator");
