@@ -50,7 +50,7 @@ fn is_systemd(m: &Mount) -> bool {
 /// the named systemd one, and on a hybrid host (v1 controllers beside a cgroup2 mount) the
 /// unified one. Without its own cgroup there, a container's view of that hierarchy would be
 /// the host's root, and a privileged container's systemd would make its units there.
-fn placed_by_shim(m: &Mount, _all: &[Mount]) -> bool {
+fn placed_by_shim(m: &Mount) -> bool {
     is_systemd(m) || is_hybrid_unified(m)
 }
 
@@ -108,7 +108,7 @@ impl Placement {
             &std::fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?,
         )?;
         let mut placed = Placement { back: Vec::new() };
-        for mount in mounts.iter().filter(|m| placed_by_shim(m, &mounts)) {
+        for mount in mounts.iter().filter(|m| placed_by_shim(m)) {
             let dir = under(&mount.mount_point, cgroup);
             let current = ours
                 .iter()
@@ -224,8 +224,7 @@ pub fn delegate(cgroup: &str, uid: u32, gid: u32) -> Result<()> {
 /// a cgroup still busy with an exiting task is retried briefly.
 pub fn remove_subtree(cgroup: &str) -> Result<()> {
     let mut failed = Vec::new();
-    let mounts = host_hierarchies()?;
-    for mount in &mounts {
+    for mount in &host_hierarchies()? {
         let path = under(&mount.mount_point, cgroup);
         let dir = match open_dir(&path) {
             Ok(d) => d,
@@ -236,7 +235,7 @@ pub fn remove_subtree(cgroup: &str) -> Result<()> {
             failed.push(format!("{}: {e}", path.display()));
             continue;
         }
-        if placed_by_shim(mount, &mounts) {
+        if placed_by_shim(mount) {
             if let Err(e) = rmdir_retrying(CWD, &path) {
                 failed.push(format!("{}: {e}", path.display()));
             }
@@ -333,15 +332,15 @@ mod tests {
         assert!(is_systemd(&h[1]));
         assert!(!is_systemd(&h[0]) && !is_systemd(&h[2]));
         // Hybrid: the shim places containers in the named systemd and the unified hierarchy.
-        let placed: Vec<bool> = h.iter().map(|m| placed_by_shim(m, &h)).collect();
+        let placed: Vec<bool> = h.iter().map(placed_by_shim).collect();
         assert_eq!(placed, [false, true, true]);
         // Pure v2: the runtime manages the one hierarchy, even beside a v1 name=systemd one.
         let v2 = hierarchies(
             "41 23 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n\
              42 41 0:39 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n",
         );
-        assert!(!placed_by_shim(&v2[0], &v2));
-        assert!(placed_by_shim(&v2[1], &v2));
+        assert!(!placed_by_shim(&v2[0]));
+        assert!(placed_by_shim(&v2[1]));
     }
 
     #[test]
