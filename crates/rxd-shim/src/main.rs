@@ -519,9 +519,12 @@ fn run(
     };
     // The runtime's processes are made inside the container's cgroup of the named systemd
     // hierarchy, which libcgroups does not manage, and the init stays there (delegation.rs).
-    let placement =
-        delegation::Placement::enter(&plan.cgroup, &mut File::from(console.try_clone()?))
-            .context("placing the container in the systemd cgroup hierarchy")?;
+    let placement = delegation::Placement::enter(
+        &plan.cgroup,
+        plan.idmap.is_none(),
+        &mut File::from(console.try_clone()?),
+    )
+    .context("placing the container in the systemd cgroup hierarchy")?;
     let built = builder
         .as_init(bundle)
         .with_systemd(false)
