@@ -58,12 +58,20 @@ export HTTP_PROXY=$http_proxy HTTPS_PROXY=$https_proxy no_proxy=127.0.0.1,localh
 work=$(mktemp -d /tmp/rxd-vs-lxd.XXXXXX)
 chmod 711 "$work"
 pids=()
+# LXD's monitor makes an `lxc.pivot` cgroup in every hierarchy and never removes it: the ones
+# this run makes are removed at the end (empty by then), those that were there are left.
+pivots_before=$(ls -d /sys/fs/cgroup/*/lxc.pivot 2>/dev/null || true)
 cleanup() {
   # Clean-up goes on past a failed step.
   set +eu
   if declare -F net_abort >/dev/null; then net_abort; fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  local pivot
+  for pivot in /sys/fs/cgroup/*/lxc.pivot; do
+    [[ -d $pivot ]] || continue
+    grep -qxF "$pivot" <<<"$pivots_before" || rmdir "$pivot" 2>/dev/null || true
+  done
 }
 trap cleanup EXIT
 
