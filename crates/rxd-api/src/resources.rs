@@ -10,6 +10,34 @@ fn zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// A float as Go's `encoding/json` writes one: a whole number without a fraction (`480`, not
+/// serde's `480.0`).
+fn go_float<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        s.serialize_i64(*v as i64)
+    } else {
+        s.serialize_f64(*v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn usb_speeds_read_as_go_writes_them() {
+        let d = |speed: f64| {
+            serde_json::to_value(super::UsbDevice {
+                speed,
+                ..Default::default()
+            })
+            .unwrap()["speed"]
+                .to_string()
+        };
+        assert_eq!(d(480.0), "480");
+        assert_eq!(d(1.5), "1.5");
+        assert_eq!(d(0.0), "0");
+    }
+}
+
 go_struct! {
     /// The whole answer.
     #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -329,6 +357,7 @@ go_struct! {
         pub vendor_id: String,
         pub product: String,
         pub product_id: String,
+        #[serde(serialize_with = "go_float")]
         pub speed: f64,
     }
 }
