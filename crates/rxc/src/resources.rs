@@ -238,18 +238,8 @@ fn gpu(o: &mut String, g: &GpuCard, p: &str, initial: bool) {
         let _ = writeln!(o, "{p}  UUID: {}", f("uuid"));
     }
     if let Some(s) = &g.sriov {
-        let _ = writeln!(o, "{p}SR-IOV information:");
-        let _ = writeln!(o, "{p}  Current number of VFs: {}", s.current_vfs);
-        let _ = writeln!(o, "{p}  Maximum number of VFs: {}", s.maximum_vfs);
         let vfs = s.vfs.as_deref().unwrap_or_default();
-        if !vfs.is_empty() {
-            // `lxc` prints the maximum here, not the count.
-            let _ = writeln!(o, "{p}  VFs: {}", s.maximum_vfs);
-            for vf in vfs {
-                let _ = write!(o, "{p}  - ");
-                gpu(o, vf, &format!("{p}    "), false);
-            }
-        }
+        sriov(o, p, s.current_vfs, s.maximum_vfs, vfs, gpu);
     }
     if !g.mdev.is_empty() {
         let _ = writeln!(o, "{p}Mdev profiles:");
@@ -320,16 +310,29 @@ fn nic(o: &mut String, n: &NetworkCard, p: &str, initial: bool) {
         }
     }
     if let Some(s) = &n.sriov {
-        let _ = writeln!(o, "{p}SR-IOV information:");
-        let _ = writeln!(o, "{p}  Current number of VFs: {}", s.current_vfs);
-        let _ = writeln!(o, "{p}  Maximum number of VFs: {}", s.maximum_vfs);
         let vfs = s.vfs.as_deref().unwrap_or_default();
-        if !vfs.is_empty() {
-            let _ = writeln!(o, "{p}  VFs: {}", s.maximum_vfs);
-            for vf in vfs {
-                let _ = write!(o, "{p}  - ");
-                nic(o, vf, &format!("{p}    "), false);
-            }
+        sriov(o, p, s.current_vfs, s.maximum_vfs, vfs, nic);
+    }
+}
+
+/// A card's SR-IOV lines, its virtual functions rendered as `render` renders the card.
+fn sriov<T>(
+    o: &mut String,
+    p: &str,
+    current: u64,
+    maximum: u64,
+    vfs: &[T],
+    render: fn(&mut String, &T, &str, bool),
+) {
+    let _ = writeln!(o, "{p}SR-IOV information:");
+    let _ = writeln!(o, "{p}  Current number of VFs: {current}");
+    let _ = writeln!(o, "{p}  Maximum number of VFs: {maximum}");
+    if !vfs.is_empty() {
+        // `lxc` prints the maximum here, not the count.
+        let _ = writeln!(o, "{p}  VFs: {maximum}");
+        for vf in vfs {
+            let _ = write!(o, "{p}  - ");
+            render(o, vf, &format!("{p}    "), false);
         }
     }
 }

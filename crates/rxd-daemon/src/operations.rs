@@ -118,6 +118,11 @@ impl Op {
         events.operation(self.to_json(), &self.project);
     }
 
+    /// A download's progress ([`DownloadProgress`]'s text) as LXD's metadata carries it.
+    pub fn report_download(&self, events: &Events, text: String) {
+        self.update_metadata(events, serde_json::json!({ "download_progress": text }));
+    }
+
     /// Record the outcome, wake waiters and announce it.
     pub fn finish(&self, events: &Events, result: Result<Value, String>) {
         {

@@ -298,9 +298,7 @@ async fn pull(d: Arc<Daemon>, caller: Caller, body: ImagesPost) -> ApiResult<Res
     let (d2, op2) = (d.clone(), op.clone());
     tokio::spawn(async move {
         let (d3, op3) = (d2.clone(), op2.clone());
-        let report = move |text: String| {
-            op3.update_metadata(&d3.events, serde_json::json!({ "download_progress": text }))
-        };
+        let report = move |text: String| op3.report_download(&d3.events, text);
         let pull = crate::service::images::Pull {
             server: &source.server,
             protocol: &source.protocol,

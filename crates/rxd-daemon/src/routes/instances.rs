@@ -267,9 +267,7 @@ pub async fn post(
     };
     tokio::spawn(async move {
         let (d3, op3) = (d2.clone(), op2.clone());
-        let report = move |text: String| {
-            op3.update_metadata(&d3.events, serde_json::json!({ "download_progress": text }))
-        };
+        let report = move |text: String| op3.report_download(&d3.events, text);
         let fingerprint = match local {
             Some(fingerprint) => Ok(fingerprint),
             None => images::pull(

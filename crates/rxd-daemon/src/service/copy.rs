@@ -17,9 +17,7 @@ use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::service::expand;
 use crate::service::images::UnpackBudget;
-use crate::service::instances::{
-    self, allocator, confine, idmap_want, map_for, set_next_idmap, Keyed,
-};
+use crate::service::instances::{self, confine, idmap_want, set_next_idmap, Keyed};
 use crate::service::layout;
 use crate::service::snapshots;
 use crate::state::Daemon;
@@ -152,27 +150,9 @@ pub async fn copy(
     budget.check_known(u64::try_from(size).unwrap_or(0))?;
 
     row.architecture = src.architecture.clone();
-    let allocate = allocator(
-        want,
-        &hostids,
-        &row.project,
-        instances::idmap_limit(d, caller, &row.project),
-    );
-    let store_row = row.clone();
-    let isolated = want.isolated && !want.privileged;
-    let block = d
-        .db(move |s| s.create_instance(&store_row, isolated.then_some(&allocate)))
-        .await
-        .map_err(|e| match e {
-            ApiError::Conflict(_) => {
-                ApiError::Conflict(format!("Instance {:?} already exists", row.name))
-            }
-            other => other,
-        })?
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let map = instances::record_unfinished(d, caller, &row, want, &hostids).await?;
     drop(profiles_guard);
     crate::failpoint::hit("instance-copy:row-recorded");
-    let map = map_for(&hostids, want.privileged, block);
     set_next_idmap(&mut config, map);
     // The files keep the source's owners until the first start applies the new map.
     config.insert(
@@ -198,11 +178,7 @@ pub async fn copy(
         Err(e) => Err(e),
     };
     if let Err(e) = saved {
-        let (p, n) = (row.project.clone(), row.name.clone());
-        let _ = d.db(move |s| s.delete_instance(&p, &n)).await;
-        for dir in layout::instance_dirs(d, &row.key()) {
-            let _ = rxd_image::remove::remove_tree(dir);
-        }
+        instances::undo_unfinished(d, &row).await;
         return Err(e);
     }
     tracing::info!(

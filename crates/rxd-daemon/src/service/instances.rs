@@ -762,6 +762,46 @@ pub fn map_for(
     rxd_core::idmap::map_for(&hostids.uid, &hostids.gid, privileged, block)
 }
 
+/// The first step of a create or copy: the row recorded with an empty config (an unfinished
+/// create, see [`create_unfinished`]) and, for an isolated instance, its id block, in one
+/// transaction. Returns the instance's id map.
+pub async fn record_unfinished(
+    d: &Daemon,
+    caller: &Caller,
+    row: &InstanceRow,
+    want: Want,
+    hostids: &crate::hostids::HostIds,
+) -> ApiResult<Option<IdMap>> {
+    let allocate = allocator(
+        want,
+        hostids,
+        &row.project,
+        idmap_limit(d, caller, &row.project),
+    );
+    let store_row = row.clone();
+    let isolated = want.isolated && !want.privileged;
+    let block = d
+        .db(move |s| s.create_instance(&store_row, isolated.then_some(&allocate)))
+        .await
+        .map_err(|e| match e {
+            ApiError::Conflict(_) => {
+                ApiError::Conflict(format!("Instance {:?} already exists", row.name))
+            }
+            other => other,
+        })?
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(map_for(hostids, want.privileged, block))
+}
+
+/// An unfinished create or copy taken back: its row, then its files and snapshots.
+pub async fn undo_unfinished(d: &Daemon, row: &InstanceRow) {
+    let (p, n) = (row.project.clone(), row.name.clone());
+    let _ = d.db(move |s| s.delete_instance(&p, &n)).await;
+    for dir in layout::instance_dirs(d, &row.key()) {
+        let _ = rxd_image::remove::remove_tree(dir);
+    }
+}
+
 pub fn set_next_idmap(config: &mut BTreeMap<String, String>, map: Option<IdMap>) {
     config.insert(
         "volatile.idmap.base".into(),
@@ -791,11 +831,7 @@ pub async fn create(
     crate::service::expand::check_devices(&expanded.devices)?;
     confine(d, caller, &row.project, &expanded.config, &expanded.devices)?;
     let want = idmap_want(&expanded.config)?;
-    let Want {
-        privileged,
-        isolated,
-        ..
-    } = want;
+    let privileged = want.privileged;
     let image = d
         .db({
             let (p, fp) = (row.project.clone(), fingerprint.clone());
@@ -813,36 +849,9 @@ pub async fn create(
     budget.check_known(u64::try_from(image.unpacked_size).unwrap_or(0))?;
     let limits = budget.limits();
 
-    // Record the instance and, for an isolated one, its block, in one transaction.
-    let allocate = allocator(
-        want,
-        &hostids,
-        &row.project,
-        idmap_limit(d, caller, &row.project),
-    );
-    let store_row = row.clone();
-    let block = d
-        .db(move |s| {
-            s.create_instance(
-                &store_row,
-                if isolated && !privileged {
-                    Some(&allocate)
-                } else {
-                    None
-                },
-            )
-        })
-        .await
-        .map_err(|e| match e {
-            ApiError::Conflict(_) => {
-                ApiError::Conflict(format!("Instance {:?} already exists", row.name))
-            }
-            other => other,
-        })?
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let map = record_unfinished(d, caller, &row, want, &hostids).await?;
     drop(profiles_guard);
     crate::failpoint::hit("instance-create:row-recorded");
-    let map = map_for(&hostids, privileged, block);
     set_next_idmap(&mut config, map);
     config.insert("volatile.last_state.idmap".into(), encode_volatile(map));
 
@@ -908,9 +917,7 @@ pub async fn create(
         }),
     };
     if let Err(e) = saved {
-        let (name, project) = (row.name.clone(), row.project.clone());
-        let _ = d.db(move |s| s.delete_instance(&project, &name)).await;
-        let _ = rxd_image::remove::remove_tree(layout::instance_dir(d, &row.key()));
+        undo_unfinished(d, &row).await;
         return Err(e);
     }
     if privileged {
