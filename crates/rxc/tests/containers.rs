@@ -13,6 +13,26 @@ use std::time::Duration;
 
 use rxd_testkit::session::Session as Setup;
 
+/// A session whose daemon keeps files shifted on disk (`shifted`: the fallback for filesystems
+/// that cannot be mounted idmapped) or in container ids behind idmapped mounts (the default).
+async fn setup(test: &str, shifted: bool) -> Option<Setup> {
+    let mut opts = rxd_testkit::Options::default();
+    if shifted {
+        opts.env
+            .push(("RXD_DANGER_NO_IDMAPPED_MOUNTS".into(), "1".into()));
+    }
+    Setup::new_with(test, opts).await
+}
+
+/// The init's mount of `/`, as `/proc/<pid>/mountinfo` shows it.
+fn root_mount(pid: i32) -> String {
+    proc_file(pid, "mountinfo")
+        .lines()
+        .find(|l| l.split_whitespace().nth(4) == Some("/"))
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn proc_file(pid: i32, file: &str) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap()
 }
@@ -118,11 +138,28 @@ async fn an_unprivileged_container_runs_confined() {
             "unexpected device /dev/{dev}"
         );
     }
-    // Only the container's root may enter its directory on the host.
+    // The files keep the image's ids on disk (nothing was chowned), and the container sees
+    // them through an idmapped mount of its root; only root may enter the directory that
+    // holds them (real setuid-root files).
     let dir = std::fs::metadata(s.d.dir().join("containers/c1")).unwrap();
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    assert_eq!(dir.permissions().mode() & 0o777, 0o100);
-    assert_eq!(u64::from(dir.uid()), host_base);
+    assert_eq!(dir.permissions().mode() & 0o777, 0o700);
+    assert_eq!(dir.uid(), 0);
+    let busybox = s.d.dir().join("containers/c1/rootfs/bin/busybox");
+    assert_eq!(std::fs::metadata(&busybox).unwrap().uid(), 0);
+    assert!(root_mount(pid).contains("idmapped"), "{}", root_mount(pid));
+    assert_eq!(
+        s.ok(&["exec", "c1", "--", "stat", "-c", "%u %g", "/bin/busybox"]),
+        "0 0\n"
+    );
+    assert!(
+        !s.d.logs().contains("remapping container filesystem"),
+        "no chown walk"
+    );
+    // Nothing was mounted in the host's namespace.
+    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!host_mounts.contains("idmapped-root"), "{host_mounts}");
+    let _ = host_base;
     // Figures in the state endpoint.
     let state = s.state("c1").await;
     assert!(state["processes"].as_i64().unwrap() >= 1, "{state}");
@@ -770,7 +807,18 @@ async fn debian_lxc_launch_list_stop() {
 
 #[tokio::test]
 async fn config_edits_remap_the_rootfs_and_renames_move_it() {
-    let Some(s) = Setup::new("config_edits_remap_the_rootfs_and_renames_move_it").await else {
+    config_edits_and_renames("config_edits_remap_the_rootfs_and_renames_move_it", true).await;
+}
+
+#[tokio::test]
+async fn config_edits_cost_no_chown_behind_idmapped_mounts() {
+    config_edits_and_renames("config_edits_cost_no_chown_behind_idmapped_mounts", false).await;
+}
+
+/// With `shifted`, each new map re-owns the files on disk at the next start; without (idmapped
+/// mounts), the files keep container ids whatever the map.
+async fn config_edits_and_renames(test: &str, shifted: bool) {
+    let Some(s) = setup(test, shifted).await else {
         return;
     };
     use std::os::unix::fs::MetadataExt;
@@ -783,19 +831,29 @@ async fn config_edits_remap_the_rootfs_and_renames_move_it() {
                 .uid(),
         )
     };
-    let shared = owner("c1");
+    // On disk: the map's ids, or container ids behind an idmapped mount.
+    let disk = |base: u64| if shifted { base } else { 0 };
+    let shared = base(&s.d.unix().get("/1.0/instances/c1").await.unwrap());
+    assert_eq!(owner("c1"), disk(shared));
 
     // Made isolated: a new block at once, the files shifted to it at the next start.
     s.ok(&["config", "set", "c1", "security.idmap.isolated", "true"]);
     let inst = s.d.unix().get("/1.0/instances/c1").await.unwrap();
     let isolated = base(&inst);
     assert_ne!(isolated, shared);
-    assert_eq!(owner("c1"), shared, "shifted before the start");
+    assert_eq!(owner("c1"), disk(shared), "shifted before the start");
     s.ok(&["start", "c1"]);
     let pid = s.pid("c1").await;
     assert_eq!(map_of(pid, "uid_map"), vec![(0, isolated, 65536)]);
-    assert_eq!(owner("c1"), isolated);
-    assert!(s.d.logs().contains("remapping container filesystem"));
+    assert_eq!(owner("c1"), disk(isolated));
+    assert_eq!(
+        s.d.logs().contains("remapping container filesystem"),
+        shifted
+    );
+    assert_eq!(
+        s.ok(&["exec", "c1", "--", "stat", "-c", "%u", "/bin/busybox"]),
+        "0\n"
+    );
     // While it runs, a limit is stored for the next start; the map in use is unchanged.
     s.ok(&["config", "set", "c1", "limits.processes=50"]);
     assert_eq!(
@@ -821,7 +879,7 @@ async fn config_edits_remap_the_rootfs_and_renames_move_it() {
         map_of(s.pid("c1").await, "uid_map"),
         vec![(0, shared, 65536)]
     );
-    assert_eq!(owner("c1"), shared);
+    assert_eq!(owner("c1"), disk(shared));
     s.ok(&["stop", "c1", "--force"]);
 
     // Forged volatile keys, unknown keys and stale ETags are refused (unknown top-level fields
@@ -1330,12 +1388,31 @@ async fn exec_secrets_signals_timeouts_and_revocation() {
 
 #[tokio::test]
 async fn files_push_pull_delete_stay_inside_the_container() {
-    let Some(s) = Setup::new("files_push_pull_delete_stay_inside_the_container").await else {
+    files_stay_inside("files_push_pull_delete_stay_inside_the_container", false).await;
+}
+
+#[tokio::test]
+async fn files_push_pull_delete_stay_inside_a_shifted_container() {
+    files_stay_inside(
+        "files_push_pull_delete_stay_inside_a_shifted_container",
+        true,
+    )
+    .await;
+}
+
+/// The files API, on files kept in container ids (idmapped) or shifted to the map (`shifted`).
+async fn files_stay_inside(test: &str, shifted: bool) {
+    let Some(s) = setup(test, shifted).await else {
         return;
     };
     s.ok(&["launch", "bb", "c1"]);
     let init = s.pid("c1").await;
-    let host_root: u32 = map_of(init, "uid_map")[0].1 as u32;
+    // What container root is on disk.
+    let host_root: u32 = if shifted {
+        map_of(init, "uid_map")[0].1 as u32
+    } else {
+        0
+    };
     let rootfs = s.d.dir().join("containers/c1/rootfs");
     let local = tempfile::tempdir().unwrap();
     let exec = |cmd: &str| s.ok(&["exec", "c1", "--", "sh", "-c", cmd]);
@@ -1520,8 +1597,25 @@ async fn files_push_pull_delete_stay_inside_the_container() {
 
 #[tokio::test]
 async fn snapshots_restore_files_and_the_map_they_were_taken_with() {
-    let Some(s) = Setup::new("snapshots_restore_files_and_the_map_they_were_taken_with").await
-    else {
+    snapshots_restore(
+        "snapshots_restore_files_and_the_map_they_were_taken_with",
+        true,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn snapshots_of_idmapped_containers_restore_under_any_map() {
+    snapshots_restore(
+        "snapshots_of_idmapped_containers_restore_under_any_map",
+        false,
+    )
+    .await;
+}
+
+/// Snapshots and restores, with files shifted on disk (`shifted`) or kept in container ids.
+async fn snapshots_restore(test: &str, shifted: bool) {
+    let Some(s) = setup(test, shifted).await else {
         return;
     };
     use std::os::unix::fs::MetadataExt;
@@ -1539,8 +1633,13 @@ async fn snapshots_restore_files_and_the_map_they_were_taken_with() {
     assert_eq!(snap["name"], "snap0");
     assert_eq!(snap["stateful"], false);
     let on_disk = s.d.dir().join("snapshots/c1/snap0/rootfs");
-    let shared_root = std::fs::metadata(on_disk.join("root/state")).unwrap().uid();
-    assert_ne!(shared_root, 0, "the copy keeps the container's host ids");
+    let shared_root = map_of(s.pid("c1").await, "uid_map")[0].1 as u32;
+    let disk = |base: u32| if shifted { base } else { 0 };
+    assert_eq!(
+        std::fs::metadata(on_disk.join("root/state")).unwrap().uid(),
+        disk(shared_root),
+        "the copy keeps the ids the files have on disk"
+    );
 
     // Change things, restore: the change is gone, and the container runs again.
     exec("echo v2 > /root/state; touch /root/new-file");
@@ -1558,7 +1657,7 @@ async fn snapshots_restore_files_and_the_map_they_were_taken_with() {
     let rootfs = s.d.dir().join("containers/c1/rootfs");
     assert_eq!(
         std::fs::metadata(rootfs.join("root/state")).unwrap().uid(),
-        isolated
+        disk(isolated)
     );
     assert_eq!(exec("cat /root/state; id -u"), "v1\n0\n");
 

@@ -84,7 +84,13 @@ async fn a_reshift_raced_through_the_files_api_never_reaches_host_files() {
     if !require_root(test) || !require_tool("busybox", "busybox-static", test) {
         return;
     }
-    let d = TestDaemon::start().await;
+    // The chown walk runs only where files are shifted on disk (a filesystem that cannot be
+    // mounted idmapped): make this daemon act so.
+    let d = TestDaemon::start_with(rxd_testkit::Options {
+        env: vec![("RXD_DANGER_NO_IDMAPPED_MOUNTS".into(), "1".into())],
+        ..Default::default()
+    })
+    .await;
     let tmp = tempfile::tempdir().unwrap();
     let image = big_image(tmp.path(), 40_000);
     let conf = tmp.path().join("conf");
@@ -204,5 +210,10 @@ async fn a_reshift_raced_through_the_files_api_never_reaches_host_files() {
             .await
             .unwrap();
     }
+    assert_eq!(
+        d.logs().matches("container filesystem remapped").count(),
+        2,
+        "each round shifted the files"
+    );
     rxc(&["delete", "-f", "c1"]);
 }

@@ -26,6 +26,11 @@ pub struct LaunchPlan {
     pub rootfs: PathBuf,
     /// `None` runs a privileged container: no user namespace, container root is host root.
     pub idmap: Option<IdMap>,
+    /// Where the helper mounts `rootfs` idmapped to `idmap` (in a mount namespace of its own)
+    /// for the container's root: the files on disk keep container ids. `None`: they are
+    /// shifted on disk already (or the container is privileged).
+    #[serde(default)]
+    pub idmapped_root: Option<PathBuf>,
     /// The cgroup the container runs in, relative to each hierarchy's root.
     pub cgroup: String,
     /// `limits.memory`, resolved to bytes.

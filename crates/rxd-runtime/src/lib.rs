@@ -104,6 +104,8 @@ pub struct Runtime {
     rootfs: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
     /// Spawns exec'd commands into containers (see `exec.rs`).
     spawner: Mutex<Option<exec::Spawner>>,
+    /// Per filesystem (device number): whether it takes idmapped mounts.
+    idmap_probes: Mutex<HashMap<u64, bool>>,
 }
 
 /// Where the helper binary is: `$RXD_SHIM`, else beside the running `rxd`.
@@ -177,6 +179,7 @@ impl Runtime {
             running: Mutex::default(),
             actions: Mutex::default(),
             rootfs: Mutex::default(),
+            idmap_probes: Mutex::default(),
             parent_cgroups: tokio::sync::RwLock::default(),
             spawner: Mutex::default(),
         })
@@ -288,6 +291,36 @@ impl Runtime {
     /// `limits`: keys the plan leaves unset are lifted).
     pub async fn set_limits(&self, plan: &LaunchPlan) -> Result<(), RuntimeError> {
         self.run_with_input(&["limits", &plan.name], plan).await
+    }
+
+    /// Whether the filesystem holding `dir` can be mounted idmapped (kernel and filesystem
+    /// both): asked of the helper once per filesystem, then remembered.
+    pub async fn idmapped_mounts(&self, dir: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(dev) = std::fs::metadata(dir).map(|m| m.dev()) else {
+            return false;
+        };
+        if let Some(known) = self
+            .idmap_probes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&dev)
+        {
+            return *known;
+        }
+        let dir_text = dir.to_string_lossy();
+        let answer = match self.run(&["probe-idmap", &dir_text]).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "no idmapped mounts here: container files are shifted on disk");
+                false
+            }
+        };
+        self.idmap_probes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(dev, answer);
+        answer
     }
 
     /// Run the helper with `args` and `input` as JSON on its stdin, to its end.

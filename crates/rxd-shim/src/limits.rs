@@ -224,6 +224,7 @@ mod tests {
             hostname: "c1".into(),
             rootfs: "/r".into(),
             idmap: None,
+            idmapped_root: None,
             cgroup: "/rxd/t/c1".into(),
             memory_limit: None,
             process_limit: None,

@@ -18,6 +18,7 @@ mod attach;
 mod cgroups;
 mod console;
 mod delegation;
+mod idmapped;
 mod inject;
 mod limits;
 mod lock;
@@ -141,6 +142,11 @@ enum Command {
         #[arg(long)]
         user_namespace: bool,
     },
+    /// Started by `start` (and `probe-idmap`): unshare a user namespace, print `ready`, and
+    /// wait for stdin to close (see `idmapped.rs`).
+    UsernsHold,
+    /// Exit 0 if the filesystem of the directory takes idmapped mounts.
+    ProbeIdmap { dir: PathBuf },
     /// Print `{"status":..,"pid":..}`.
     State { id: String },
     /// Kill what is left and remove the cgroups and runtime state.
@@ -214,6 +220,8 @@ fn main() {
             before_start,
         } => inject::apply(&cli.root, &id, &staging, before_start),
         Command::LockReadonly => inject::lock_readonly_step(),
+        Command::UsernsHold => idmapped::hold(),
+        Command::ProbeIdmap { dir } => idmapped::probe(&dir),
         Command::Proxy { pid_file } => proxy::forward(&pid_file),
         Command::ProxyConnector {
             init_pid,
@@ -517,6 +525,10 @@ fn run(
             None
         }
     };
+    // The root filesystem, unshifted on disk, shown to the container in its map.
+    if let (Some(target), Some(map)) = (&plan.idmapped_root, plan.idmap) {
+        idmapped::mount_root(&plan.rootfs, target, map)?;
+    }
     // The runtime's processes are made inside the container's cgroup of the named systemd
     // hierarchy, which libcgroups does not manage, and the init stays there (delegation.rs).
     let placement = delegation::Placement::enter(

@@ -337,7 +337,7 @@ pub fn build(
     let spec = json!({
         "ociVersion": "1.0.2",
         "hostname": plan.hostname,
-        "root": {"path": plan.rootfs, "readonly": false},
+        "root": {"path": plan.idmapped_root.as_ref().unwrap_or(&plan.rootfs), "readonly": false},
         "process": {
             "terminal": false,
             "user": {"uid": 0, "gid": 0},
@@ -377,6 +377,7 @@ mod tests {
             hostname: "c1".into(),
             rootfs: "/var/lib/rxd/containers/c1/rootfs".into(),
             idmap,
+            idmapped_root: None,
             cgroup: "/rxd/abc/c1".into(),
             memory_limit: Some(256 << 20),
             process_limit: Some(50),

@@ -2,8 +2,9 @@
 //! LXD 5.0 does (headers `X-LXD-uid`, `X-LXD-gid`, `X-LXD-mode`, `X-LXD-type`, `X-LXD-write`).
 //!
 //! Paths are resolved inside the container's root filesystem only (`rxd_image::rootfs`), and
-//! owners are the container's ids, translated through the map the files on disk are shifted to:
-//! an id outside the container's map is refused. Works whether the container runs or not.
+//! owners are the container's ids, translated through the map the files on disk are shifted to
+//! (none when they keep container ids behind an idmapped mount): an id outside the container's
+//! map is refused. Works whether the container runs or not.
 
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -43,8 +44,18 @@ impl PathQuery {
     }
 }
 
-/// The container's rootfs and the id map its files are shifted to (`None`: unshifted).
-async fn open(d: &Daemon, project: &str, name: &str) -> ApiResult<(Rootfs, Option<IdMap>)> {
+/// How a container's ids are stored on disk: shifted by a map, or as they are (idmapped or
+/// privileged), and which ids the container has at all.
+#[derive(Debug, Clone, Copy)]
+struct DiskIds {
+    /// The map the files on disk are shifted to (`None`: container ids on disk).
+    shift: Option<IdMap>,
+    /// How many ids the container has (`None`: all, privileged).
+    range: Option<u32>,
+}
+
+/// The container's rootfs and how its ids are stored.
+async fn open(d: &Daemon, project: &str, name: &str) -> ApiResult<(Rootfs, DiskIds)> {
     let row = find(d, project, name).await?;
     open_row(d, &row)
 }
@@ -67,35 +78,40 @@ async fn open_for_write(d: &Daemon, project: &str, name: &str) -> ApiResult<Writ
 
 struct Writing {
     rootfs: Rootfs,
-    map: Option<IdMap>,
+    map: DiskIds,
     _lock: tokio::sync::OwnedRwLockReadGuard<()>,
 }
 
-fn open_row(d: &Daemon, row: &rxd_store::InstanceRow) -> ApiResult<(Rootfs, Option<IdMap>)> {
-    let on_disk = config_of(row)
-        .get("volatile.last_state.idmap")
-        .cloned()
-        .unwrap_or_else(|| "[]".into());
-    let map = parse_idmap(&on_disk)?;
+fn open_row(d: &Daemon, row: &rxd_store::InstanceRow) -> ApiResult<(Rootfs, DiskIds)> {
+    let config = config_of(row);
+    let text = |key: &str| config.get(key).cloned().unwrap_or_else(|| "[]".into());
+    let ids = DiskIds {
+        shift: parse_idmap(&text("volatile.last_state.idmap"))?,
+        range: parse_idmap(&text("volatile.idmap.next"))?.map(|m| m.size),
+    };
     let rootfs = Rootfs::open(&layout::instance_dir(d, &row.key()).join("rootfs"))?;
-    Ok((rootfs, map))
+    Ok((rootfs, ids))
 }
 
 /// A container id as the host id stored on disk.
-fn to_host(map: Option<IdMap>, id: u32, gid: bool) -> ApiResult<u32> {
-    match map {
-        None => Ok(id),
-        Some(m) if id < m.size => Ok(if gid { m.gid } else { m.uid } + id),
-        Some(_) => Err(ApiError::BadRequest(format!(
+fn to_host(ids: DiskIds, id: u32, gid: bool) -> ApiResult<u32> {
+    let size = ids.shift.map(|m| m.size).or(ids.range);
+    if size.is_some_and(|size| id >= size) {
+        return Err(ApiError::BadRequest(format!(
             "{} {id} is not mapped in the container",
             if gid { "gid" } else { "uid" }
-        ))),
+        )));
     }
+    Ok(match ids.shift {
+        None => id,
+        Some(m) => (if gid { m.gid } else { m.uid }) + id,
+    })
 }
 
 /// A host id as the container sees it (unmapped ids show as the overflow id, 65534).
-fn to_container(map: Option<IdMap>, id: u32, gid: bool) -> u32 {
-    match map {
+fn to_container(ids: DiskIds, id: u32, gid: bool) -> u32 {
+    match ids.shift {
+        None if ids.range.is_some_and(|size| id >= size) => 65534,
         None => id,
         Some(m) => {
             let base = if gid { m.gid } else { m.uid };
@@ -106,7 +122,7 @@ fn to_container(map: Option<IdMap>, id: u32, gid: bool) -> u32 {
     }
 }
 
-fn file_headers(map: Option<IdMap>, meta: Meta, kind: &str) -> HeaderMap {
+fn file_headers(map: DiskIds, meta: Meta, kind: &str) -> HeaderMap {
     let mut h = HeaderMap::new();
     let mut set = |name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
@@ -388,18 +404,36 @@ mod tests {
 
     #[test]
     fn ids_translate_through_the_on_disk_map() {
-        let map = Some(IdMap {
+        let m = IdMap {
             uid: 1_000_000,
             gid: 2_000_000,
             size: 65536,
-        });
-        assert_eq!(to_host(map, 0, false).unwrap(), 1_000_000);
-        assert_eq!(to_host(map, 1000, true).unwrap(), 2_001_000);
-        assert!(to_host(map, 65536, false).is_err());
-        assert_eq!(to_host(None, 0, false).unwrap(), 0);
-        assert_eq!(to_container(map, 1_000_033, false), 33);
-        assert_eq!(to_container(map, 0, false), 65534);
-        assert_eq!(to_container(map, 1_065_536, false), 65534);
-        assert_eq!(to_container(None, 7, true), 7);
+        };
+        let shifted = DiskIds {
+            shift: Some(m),
+            range: Some(65536),
+        };
+        assert_eq!(to_host(shifted, 0, false).unwrap(), 1_000_000);
+        assert_eq!(to_host(shifted, 1000, true).unwrap(), 2_001_000);
+        assert!(to_host(shifted, 65536, false).is_err());
+        assert_eq!(to_container(shifted, 1_000_033, false), 33);
+        assert_eq!(to_container(shifted, 0, false), 65534);
+        assert_eq!(to_container(shifted, 1_065_536, false), 65534);
+        // Container ids on disk behind an idmapped mount: as they are, within the map's size.
+        let idmapped = DiskIds {
+            shift: None,
+            range: Some(65536),
+        };
+        assert_eq!(to_host(idmapped, 1000, false).unwrap(), 1000);
+        assert!(to_host(idmapped, 70000, true).is_err());
+        assert_eq!(to_container(idmapped, 33, false), 33);
+        assert_eq!(to_container(idmapped, 100_000, false), 65534);
+        // Privileged: every id.
+        let privileged = DiskIds {
+            shift: None,
+            range: None,
+        };
+        assert_eq!(to_host(privileged, 100_000, false).unwrap(), 100_000);
+        assert_eq!(to_container(privileged, 7, true), 7);
     }
 }

@@ -167,6 +167,7 @@ fn launch_plan(
         hostname: row.name.clone(),
         rootfs: layout::instance_dir(d, name).join("rootfs"),
         idmap,
+        idmapped_root: None,
         cgroup: d.runtime.cgroup(name),
         memory_limit: config.get("limits.memory").and_then(|v| memory_limit(v)),
         process_limit: config.get("limits.processes").and_then(|v| v.parse().ok()),
@@ -249,21 +250,27 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
             dir.join("rootfs").display()
         )));
     }
+    // Where the filesystem takes idmapped mounts, the files keep container ids on disk and
+    // the container sees them through a mount in its map: nothing is chowned, whatever the map.
+    // Elsewhere they are shifted on disk into the map.
+    let idmapped = idmap.is_some() && idmapped_storage(d).await;
+    let on_disk = if idmapped { None } else { idmap };
+    let on_disk_text = encode_volatile(on_disk);
     let last = config
         .get("volatile.last_state.idmap")
         .cloned()
         .unwrap_or_else(|| "[]".into());
-    if last != next {
-        // The map changed while the container was stopped: shift its files to the new one.
+    if last != on_disk_text {
+        // The files carry another map than they must: shift them to it.
         let from = parse_idmap(&last)?;
         let shift = |m: rxd_core::launch::IdMap| rxd_image::IdShift {
             uid_base: m.uid,
             gid_base: m.gid,
             size: m.size,
         };
-        let (from, to) = (from.map(shift), idmap.map(shift));
+        let (from, to) = (from.map(shift), on_disk.map(shift));
         let rootfs = dir.join("rootfs");
-        tracing::info!(instance = %name, from = %last, to = %next, "remapping container filesystem");
+        tracing::info!(instance = %name, from = %last, to = %on_disk_text, "remapping container filesystem");
         // No host-side write into the tree while its owners change.
         let exclusive = d.runtime.rootfs_lock(name).write_owned().await;
         let shifted = tokio::task::spawn_blocking(move || {
@@ -280,23 +287,28 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
             vanished = shifted.vanished,
             "container filesystem remapped"
         );
-        config.insert("volatile.last_state.idmap".into(), next.clone());
+        config.insert("volatile.last_state.idmap".into(), on_disk_text);
         save_config(d, name, &config).await?;
         // Held until the new map is recorded: a write must not be given the old map's ids.
         drop(exclusive);
     }
-    apply_templates(d, name, &row, &mut config, &expanded, idmap).await?;
+    apply_templates(d, name, &row, &mut config, &expanded, on_disk).await?;
     if idmap.is_some() && d.hostids.is_none() {
         return Err(ApiError::BadRequest(
             "No subordinate ids for root: only privileged containers can run".into(),
         ));
     }
-    if idmap.is_some() {
+    let mount_point = layout::idmapped_root(d);
+    if idmapped {
+        layout::make_idmapped_root(d).map_err(ApiError::internal)?;
+        untraversable_ancestor(&mount_point)?;
+    } else if idmap.is_some() {
         untraversable_ancestor(&dir)?;
     }
     // Only the container's root may enter its directory (and so reach its root filesystem):
-    // host users never can, so setuid files inside stay out of their reach.
-    let (uid, gid, mode) = match idmap {
+    // host users never can, so setuid files inside stay out of their reach. Files kept in
+    // container ids (idmapped, or privileged) hold real setuid-root files: root's alone.
+    let (uid, gid, mode) = match on_disk {
         Some(m) => (m.uid, m.gid, 0o100),
         None => (0, 0, 0o700),
     };
@@ -308,6 +320,7 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
     full.extend(config.iter().map(|(k, v)| (k.clone(), v.clone())));
     let mounts = crate::service::devices::additions(d, &row.project, &devices);
     let mut plan = launch_plan(d, name, &row, &full, idmap, mounts)?;
+    plan.idmapped_root = idmapped.then_some(mount_point);
     if privileged {
         tracing::warn!(instance = %name, "starting a privileged container: root inside it is root on the host");
         crate::audit::privileged_start(&d.audit, &row.project, &row.name);
@@ -358,6 +371,12 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
         d.runtime.uses_lxcfs(name).to_string(),
     );
     save_config(d, name, &config).await
+}
+
+/// Whether instances' files are kept in container ids and mounted idmapped (the filesystem of
+/// the state directory takes idmapped mounts, and no test asked otherwise).
+pub async fn idmapped_storage(d: &Daemon) -> bool {
+    !crate::danger::no_idmapped_mounts() && d.runtime.idmapped_mounts(&d.dir).await
 }
 
 /// Render the image's templates (`metadata.yaml`) and write them into the root filesystem, as
@@ -853,14 +872,20 @@ pub async fn create(
     drop(profiles_guard);
     crate::failpoint::hit("instance-create:row-recorded");
     set_next_idmap(&mut config, map);
-    config.insert("volatile.last_state.idmap".into(), encode_volatile(map));
+    // Files keep the image's ids where the container will see them through an idmapped mount
+    // (see `start`); elsewhere they are shifted to the map now.
+    let on_disk = match map {
+        Some(_) if idmapped_storage(d).await => None,
+        other => other,
+    };
+    config.insert("volatile.last_state.idmap".into(), encode_volatile(on_disk));
 
-    // Unpack the image with ownership shifted to the map; undo the record on any failure.
+    // Unpack the image (shifted when it must be); undo the record on any failure.
     let containers = d.dir.join("containers");
     let dest = layout::instance_dir(d, &row.key());
     let tarball = images::images_dir(d).join(&fingerprint);
     let rootfs_file = images::rootfs_path(d, &fingerprint);
-    let shift = map.map(|m| rxd_image::IdShift {
+    let shift = on_disk.map(|m| rxd_image::IdShift {
         uid_base: m.uid,
         gid_base: m.gid,
         size: m.size,

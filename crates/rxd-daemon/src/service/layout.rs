@@ -8,6 +8,24 @@ pub fn instance_dir(d: &Daemon, name: &str) -> PathBuf {
     d.dir.join("containers").join(name)
 }
 
+/// The one mount point every unprivileged container's idmapped root filesystem is mounted on,
+/// each in its own helper's mount namespace (never in the host's): an empty directory.
+pub fn idmapped_root(d: &Daemon) -> PathBuf {
+    d.dir.join("idmapped-root")
+}
+
+/// Make [`idmapped_root`] if it is missing (root's, 0700: the mount on it hides its mode).
+pub fn make_idmapped_root(d: &Daemon) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(idmapped_root(d))
+    {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Where an instance's snapshots live.
 pub fn snapshots_dir(d: &Daemon, instance: &str) -> PathBuf {
     d.dir.join("snapshots").join(instance)
