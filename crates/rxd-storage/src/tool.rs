@@ -1,0 +1,134 @@
+//! Running the storage tools (`btrfs`, `mkfs.btrfs`, `losetup`): a fixed argv, no shell, no
+//! inherited environment (only a fixed `PATH`, so the C locale and no `LD_*` or `BTRFS_*`
+//! settings of the daemon's reach them), stdin closed, `/` as working directory. Both pipes are
+//! read at once so neither can block the tool; stdout is bounded, stderr is kept up to 4 KiB
+//! for the error and the rest drained.
+
+use crate::{Result, StorageError};
+use std::ffi::OsStr;
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+/// The only `PATH` a tool sees.
+pub(crate) const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What of a tool's stderr goes into an error.
+pub(crate) const MAX_STDERR: usize = 4096;
+
+/// The most stdout this crate reads from a tool (a `btrfs subvolume list` of a pool with
+/// tens of thousands of subvolumes fits).
+const MAX_STDOUT: u64 = 16 << 20;
+
+/// Reads at most `keep` bytes of `pipe`, then drains the rest so the writer never blocks.
+/// Returns what was kept and whether more was there.
+fn bounded(pipe: Option<impl Read>, keep: u64) -> std::io::Result<(Vec<u8>, bool)> {
+    let Some(mut pipe) = pipe else {
+        return Ok((Vec::new(), false));
+    };
+    let mut kept = Vec::new();
+    (&mut pipe).take(keep).read_to_end(&mut kept)?;
+    let more = std::io::copy(&mut pipe, &mut std::io::sink())? > 0;
+    Ok((kept, more))
+}
+
+/// The command as a person would type it, for messages.
+fn shown(program: &str, args: &[&OsStr]) -> String {
+    let mut out = program.to_owned();
+    for a in args {
+        out.push(' ');
+        out.push_str(&a.to_string_lossy());
+    }
+    out
+}
+
+/// Runs `program args...` and returns its stdout; a failure carries the start of its stderr.
+pub(crate) fn run(program: &'static str, args: &[&OsStr]) -> Result<String> {
+    let spawn_err = |source| StorageError::Spawn { program, source };
+    tracing::debug!(command = %shown(program, args), "running");
+    let mut child = Command::new(program)
+        .args(args)
+        .env_clear()
+        .env("PATH", PATH)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_err)?;
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let (out, err) = std::thread::scope(|scope| {
+        let err = scope.spawn(move || bounded(stderr, MAX_STDERR as u64));
+        let out = bounded(stdout, MAX_STDOUT);
+        (
+            out,
+            err.join()
+                .unwrap_or_else(|_| Ok((b"(stderr reader panicked)".to_vec(), false))),
+        )
+    });
+    let status = child.wait().map_err(spawn_err)?;
+    let (out, out_cut) = out.map_err(spawn_err)?;
+    let (err, err_cut) = err.map_err(spawn_err)?;
+    if !status.success() {
+        let mut stderr = String::from_utf8_lossy(&err).trim().to_owned();
+        if err_cut {
+            stderr.push_str(" […]");
+        }
+        if stderr.is_empty() {
+            stderr = "no message".to_owned();
+        }
+        return Err(StorageError::Tool {
+            command: shown(program, args),
+            status: status.to_string(),
+            stderr,
+        });
+    }
+    if out_cut {
+        return Err(StorageError::ToolOutput {
+            command: shown(program, args),
+            detail: format!("more than {MAX_STDOUT} bytes of output"),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_is_only_the_fixed_path() {
+        let out = run("env", &[]).unwrap();
+        assert_eq!(out.trim(), format!("PATH={PATH}"));
+    }
+
+    #[test]
+    fn failure_carries_bounded_stderr() {
+        // 10,000 bytes on stderr, then a failure: the error keeps the first 4 KiB.
+        let err = run(
+            "sh",
+            &[
+                OsStr::new("-c"),
+                OsStr::new("head -c 10000 /dev/zero | tr '\\0' x >&2; exit 3"),
+            ],
+        )
+        .unwrap_err();
+        let StorageError::Tool {
+            command,
+            status,
+            stderr,
+        } = err
+        else {
+            panic!("unexpected error {err}");
+        };
+        assert!(command.starts_with("sh -c "), "{command}");
+        assert!(status.contains('3'), "{status}");
+        assert!(stderr.starts_with("xxxx"));
+        assert_eq!(stderr.len(), MAX_STDERR + " […]".len());
+    }
+
+    #[test]
+    fn missing_program_is_a_spawn_error() {
+        let err = run("rxd-no-such-tool", &[]).unwrap_err();
+        assert!(matches!(err, StorageError::Spawn { .. }), "{err}");
+    }
+}
