@@ -65,6 +65,9 @@ pub enum Command {
     /// Manage and attach instances to networks.
     #[command(subcommand)]
     Network(NetworkCmd),
+    /// Manage storage pools and volumes.
+    #[command(subcommand)]
+    Storage(StorageCmd),
     /// Role grants (rxd): who may do what on which project. Administrators only.
     #[command(subcommand)]
     Auth(AuthCmd),
@@ -824,6 +827,202 @@ pub enum NetworkCmd {
     Show { name: String },
     /// Unset network configuration keys: `rxc network unset [REMOTE:]NETWORK KEY`.
     Unset { name: String, key: String },
+}
+
+/// `rxc storage ...`, as `lxc storage` 5.0 has them. POOL is `[REMOTE:]POOL`.
+#[derive(Subcommand, Debug)]
+pub enum StorageCmd {
+    /// Create storage pools: `rxc storage create [REMOTE:]POOL DRIVER [KEY=VALUE...]`.
+    Create {
+        pool: String,
+        /// `dir`, `btrfs` (and, on LXD, `zfs`, `lvm`, `ceph`, `cephfs`).
+        driver: String,
+        /// Config keys: `KEY=VALUE...` (`source=`, `size=`...).
+        config: Vec<String>,
+        /// Description of the pool (rxc only: lxc 5.0 has no such flag).
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Delete storage pools: `rxc storage delete [REMOTE:]POOL`.
+    #[command(alias = "rm")]
+    Delete { pool: String },
+    /// Edit storage pool configurations as YAML ($EDITOR from a terminal, else standard
+    /// input): `rxc storage edit [REMOTE:]POOL`.
+    Edit { pool: String },
+    /// Get values for storage pool configuration keys: `rxc storage get [REMOTE:]POOL KEY`.
+    Get { pool: String, key: String },
+    /// Show useful information about storage pools: `rxc storage info [REMOTE:]POOL`.
+    Info {
+        pool: String,
+        /// Show the used and free space in bytes.
+        #[arg(long)]
+        bytes: bool,
+    },
+    /// List available storage pools: `rxc storage list [REMOTE:]`.
+    #[command(alias = "ls")]
+    List {
+        remote: Option<String>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Set storage pool configuration keys: `rxc storage set [REMOTE:]POOL KEY=VALUE...` (or,
+    /// for one key, `KEY VALUE`).
+    Set {
+        pool: String,
+        #[arg(num_args = 1.., required = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Show storage pool configurations and resources: `rxc storage show [REMOTE:]POOL`.
+    Show {
+        pool: String,
+        /// Show the resources available to the storage pool.
+        #[arg(long)]
+        resources: bool,
+    },
+    /// Unset storage pool configuration keys: `rxc storage unset [REMOTE:]POOL KEY`.
+    Unset { pool: String, key: String },
+    /// Manage storage volumes. Unless given a `TYPE/` prefix (`custom`, `container`,
+    /// `virtual-machine`, `image`), a volume is a custom (user created) one.
+    #[command(subcommand)]
+    Volume(StorageVolumeCmd),
+}
+
+/// `rxc storage volume ...`, as `lxc storage volume` 5.0 has them. POOL is `[REMOTE:]POOL`,
+/// VOLUME `[TYPE/]NAME` (`NAME/SNAPSHOT` where a snapshot is taken); the instance or profile
+/// is on the pool's remote.
+#[derive(Subcommand, Debug)]
+pub enum StorageVolumeCmd {
+    /// Attach new storage volumes to instances: `rxc storage volume attach [REMOTE:]POOL
+    /// VOLUME INSTANCE [DEVICE] [PATH]` (one more argument is the PATH; the device is named
+    /// after the volume unless given).
+    Attach {
+        pool: String,
+        volume: String,
+        instance: String,
+        /// The device name, when PATH follows; else the PATH.
+        #[arg(value_name = "DEVICE|PATH")]
+        first: Option<String>,
+        /// Where the volume is mounted in the instance.
+        #[arg(value_name = "PATH")]
+        second: Option<String>,
+    },
+    /// Attach new storage volumes to profiles: `rxc storage volume attach-profile
+    /// [REMOTE:]POOL VOLUME PROFILE [DEVICE] [PATH]`.
+    AttachProfile {
+        pool: String,
+        volume: String,
+        profile: String,
+        /// The device name, when PATH follows; else the PATH.
+        #[arg(value_name = "DEVICE|PATH")]
+        first: Option<String>,
+        /// Where the volume is mounted in the instances.
+        #[arg(value_name = "PATH")]
+        second: Option<String>,
+    },
+    /// Create new custom storage volumes: `rxc storage volume create [REMOTE:]POOL VOLUME
+    /// [KEY=VALUE...]`.
+    Create {
+        pool: String,
+        volume: String,
+        /// Config keys: `KEY=VALUE...` (`size=`...).
+        config: Vec<String>,
+        /// Content type, block or filesystem.
+        #[arg(long = "type", default_value = "filesystem", value_name = "TYPE")]
+        content_type: String,
+    },
+    /// Delete storage volumes or their snapshots: `rxc storage volume delete [REMOTE:]POOL
+    /// VOLUME[/SNAPSHOT]`.
+    #[command(alias = "rm")]
+    Delete { pool: String, volume: String },
+    /// Detach storage volumes from instances: `rxc storage volume detach [REMOTE:]POOL VOLUME
+    /// INSTANCE [DEVICE]` (without DEVICE, the one disk using the volume).
+    Detach {
+        pool: String,
+        volume: String,
+        instance: String,
+        device: Option<String>,
+    },
+    /// Detach storage volumes from profiles: `rxc storage volume detach-profile [REMOTE:]POOL
+    /// VOLUME PROFILE [DEVICE]`.
+    DetachProfile {
+        pool: String,
+        volume: String,
+        profile: String,
+        device: Option<String>,
+    },
+    /// Edit storage volume configurations as YAML: `rxc storage volume edit [REMOTE:]POOL
+    /// VOLUME[/SNAPSHOT]`.
+    Edit { pool: String, volume: String },
+    /// Get values for storage volume configuration keys: `rxc storage volume get
+    /// [REMOTE:]POOL VOLUME[/SNAPSHOT] KEY`.
+    Get {
+        pool: String,
+        volume: String,
+        key: String,
+    },
+    /// List storage volumes: `rxc storage volume list [REMOTE:]POOL [KEY=VALUE...]` (filters
+    /// the server applies).
+    ///
+    /// Columns (`-c`, default `etndcuL`): c content type, d description, e project (with
+    /// `--all-projects`), L location (on a cluster), n name, t type, u used by (count),
+    /// U disk usage.
+    #[command(alias = "ls")]
+    List {
+        pool: String,
+        filters: Vec<String>,
+        #[arg(long, short = 'c', default_value = "etndcuL")]
+        columns: String,
+        /// The volumes of every project.
+        #[arg(long)]
+        all_projects: bool,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Rename storage volumes and their snapshots: `rxc storage volume rename [REMOTE:]POOL
+    /// OLD[/SNAP] NEW[/SNAP]`.
+    Rename {
+        pool: String,
+        old: String,
+        new: String,
+    },
+    /// Restore storage volume snapshots: `rxc storage volume restore [REMOTE:]POOL VOLUME
+    /// SNAPSHOT`.
+    Restore {
+        pool: String,
+        volume: String,
+        snapshot: String,
+    },
+    /// Set storage volume configuration keys: `rxc storage volume set [REMOTE:]POOL VOLUME
+    /// KEY=VALUE...` (or, for one key, `KEY VALUE`).
+    Set {
+        pool: String,
+        volume: String,
+        #[arg(num_args = 1.., required = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Show storage volume configurations: `rxc storage volume show [REMOTE:]POOL
+    /// VOLUME[/SNAPSHOT]`.
+    Show { pool: String, volume: String },
+    /// Snapshot storage volumes: `rxc storage volume snapshot [REMOTE:]POOL VOLUME
+    /// [SNAPSHOT]` (named by the volume's `snapshots.pattern`, `snap%d`, unless given).
+    Snapshot {
+        pool: String,
+        volume: String,
+        snapshot: Option<String>,
+        /// Ignore any configured auto-expiry for the storage volume.
+        #[arg(long)]
+        no_expiry: bool,
+        /// If the snapshot name already exists, delete and create a new one.
+        #[arg(long)]
+        reuse: bool,
+    },
+    /// Unset storage volume configuration keys: `rxc storage volume unset [REMOTE:]POOL
+    /// VOLUME KEY`.
+    Unset {
+        pool: String,
+        volume: String,
+        key: String,
+    },
 }
 
 /// Devices of a profile (`rxc profile device ...`) or an instance (`rxc config device ...`):

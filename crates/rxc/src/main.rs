@@ -23,6 +23,7 @@ mod publish;
 mod remote;
 mod resources;
 mod shell;
+mod storage;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -179,6 +180,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         Command::Project(cmd) => project::run(&mut conf, cmd).await,
         Command::Profile(cmd) => profile::run(&mut conf, cmd).await,
         Command::Network(cmd) => network::run(&conf, cmd).await,
+        Command::Storage(cmd) => storage::run(&conf, cmd).await,
         Command::Auth(cmd) => project::auth(&conf, cmd).await,
         Command::File(cmd) => file::run(&conf, cmd).await,
         Command::Snapshot { name, snapshot } => {

@@ -26,6 +26,7 @@ pub mod resources;
 pub mod server;
 mod shared;
 pub mod snapshot;
+pub mod storage;
 pub mod warning;
 
 pub use envelope::{Envelope, ResponseType, StatusCode};

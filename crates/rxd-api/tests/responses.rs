@@ -12,6 +12,10 @@ use rxd_api::instance::{
 use rxd_api::operation::{Operation, TokenMetadata};
 use rxd_api::project::Project;
 use rxd_api::snapshot::InstanceSnapshot;
+use rxd_api::storage::{
+    StoragePool, StoragePoolInodes, StoragePoolSpace, StoragePoolState, StorageVolume,
+    StorageVolumeSnapshot, StorageVolumeState, StorageVolumeStateUsage,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -658,4 +662,133 @@ fn projects_and_grants() {
         },
         keys,
     );
+}
+
+#[test]
+fn storage_pools_and_volumes() {
+    let keys = &[
+        "config",
+        "description",
+        "name",
+        "driver",
+        "used_by",
+        "status",
+        "locations",
+    ];
+    check(
+        StoragePool {
+            config: map(&[("source", "/var/lib/rxd/storage-pools/default")]),
+            description: "the default pool".into(),
+            name: "default".into(),
+            driver: "dir".into(),
+            used_by: strings(&[
+                "/1.0/instances/c1",
+                "/1.0/profiles/default",
+                "/1.0/storage-pools/default/volumes/custom/data?project=team-a",
+            ]),
+            status: "Created".into(),
+            locations: strings(&["none"]),
+        },
+        keys,
+    );
+    check(
+        StoragePool {
+            name: "b".into(),
+            driver: "btrfs".into(),
+            ..Default::default()
+        },
+        keys,
+    );
+
+    check(
+        StoragePoolState {
+            space: StoragePoolSpace {
+                used: 343_537_419_776,
+                total: 420_100_937_728,
+            },
+            inodes: StoragePoolInodes {
+                used: 23_937_695,
+                total: 30_709_993_797,
+            },
+        },
+        &["space", "inodes"],
+    );
+    // Go leaves out a zero `space.used` (omitempty) but never a struct.
+    assert_eq!(
+        serde_json::to_value(StoragePoolState::default()).unwrap(),
+        json!({"space": {"total": 0}, "inodes": {"used": 0, "total": 0}})
+    );
+
+    let keys = &[
+        "config",
+        "description",
+        "name",
+        "type",
+        "used_by",
+        "location",
+        "content_type",
+        "project",
+        "created_at",
+    ];
+    check(
+        StorageVolume {
+            config: map(&[("size", "1GiB"), ("volatile.idmap.last", "[]")]),
+            description: "shared data".into(),
+            name: "data".into(),
+            kind: "custom".into(),
+            used_by: strings(&["/1.0/instances/c1"]),
+            location: "none".into(),
+            content_type: "filesystem".into(),
+            project: "default".into(),
+            created_at: "2024-05-01T10:00:00Z".into(),
+        },
+        keys,
+    );
+    check(
+        StorageVolume {
+            name: "data/snap0".into(),
+            kind: "custom".into(),
+            created_at: "0001-01-01T00:00:00Z".into(),
+            ..Default::default()
+        },
+        keys,
+    );
+
+    let keys = &[
+        "description",
+        "expires_at",
+        "name",
+        "config",
+        "content_type",
+        "created_at",
+    ];
+    let snap = StorageVolumeSnapshot {
+        description: String::new(),
+        expires_at: Some("2024-06-01T10:00:00Z".into()),
+        name: "snap0".into(),
+        config: map(&[("size", "1GiB")]),
+        content_type: "filesystem".into(),
+        created_at: "2024-05-01T10:00:00Z".into(),
+    };
+    check(snap.clone(), keys);
+    let never = StorageVolumeSnapshot {
+        expires_at: None,
+        ..snap
+    };
+    assert_eq!(
+        serde_json::to_value(&never).unwrap()["expires_at"],
+        Value::Null
+    );
+    check(never, keys);
+
+    check(
+        StorageVolumeState {
+            usage: Some(StorageVolumeStateUsage {
+                used: 1_693_552_640,
+                total: 5_189_222_192,
+            }),
+        },
+        &["usage"],
+    );
+    check(StorageVolumeState { usage: None }, &["usage"]);
 }
