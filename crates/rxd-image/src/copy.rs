@@ -56,10 +56,29 @@ pub fn copy_tree_shifted(
     dst: &Path,
     shift: Option<&crate::IdShift>,
 ) -> Result<u64, ImageError> {
+    rustix::fs::mkdir(dst, Mode::from_raw_mode(0o700)).map_err(errno(dst))?;
+    copy_tree_into(src, dst, shift)
+}
+
+/// [`copy_tree_shifted`] into `dst`, an empty directory that exists already (say a new btrfs
+/// subvolume); it gets the source's owner, mode and times like every directory copied.
+pub fn copy_tree_into(
+    src: &Path,
+    dst: &Path,
+    shift: Option<&crate::IdShift>,
+) -> Result<u64, ImageError> {
     let root = rustix::fs::open(src, DIR, Mode::empty()).map_err(errno(src))?;
     let st = rustix::fs::fstat(&root).map_err(errno(src))?;
-    rustix::fs::mkdir(dst, Mode::from_raw_mode(0o700)).map_err(errno(dst))?;
     let out = rustix::fs::open(dst, DIR, Mode::empty()).map_err(errno(dst))?;
+    if !listing(&out, dst)?.is_empty() {
+        return Err(ImageError::Io {
+            path: dst.display().to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the copy's destination is not empty",
+            ),
+        });
+    }
     let mut copy = Copy {
         out_root: out.try_clone().map_err(io(dst))?,
         count: 1,

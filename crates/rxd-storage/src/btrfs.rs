@@ -142,6 +142,12 @@ struct Nested {
 /// id down); each path the tool printed is then checked to be a real subvolume inside
 /// `volume`, reached without a link. Entries that fail the check are left out with a warning:
 /// deleting the volume then fails with btrfs's own message rather than touching anything else.
+/// Whether the subvolume at `volume` holds others (a snapshot of it would hold empty
+/// directories in their place).
+pub fn has_nested(volume: &Path) -> Result<bool> {
+    Ok(!nested(volume)?.is_empty())
+}
+
 fn nested(volume: &Path) -> Result<Vec<Nested>> {
     let volume_id = subvolume_id(volume)?;
     let listed = parse_list(&run(
@@ -218,7 +224,7 @@ fn nested(volume: &Path) -> Result<Vec<Nested>> {
 
 /// Deletes the subvolume at `volume` and every subvolume inside it, deepest first. A read-only
 /// subvolume that holds others is made writable first (their entries live in it).
-pub(crate) fn delete_tree(volume: &Path) -> Result<()> {
+pub fn delete_tree(volume: &Path) -> Result<()> {
     let nested = nested(volume)?;
     if !nested.is_empty() {
         if is_readonly(volume)? {

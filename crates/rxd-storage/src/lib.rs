@@ -23,6 +23,7 @@ mod mounts;
 mod pool;
 mod tool;
 
+pub use btrfs::{delete_tree as delete_subvolume_tree, has_nested as has_nested_subvolumes};
 pub use config::{loop_size_default, parse_size, prepare_config, DEFAULT_BTRFS_MOUNT_OPTIONS};
 pub use mounts::{is_btrfs, is_subvolume, loop_devices_of, BTRFS_SUPER_MAGIC};
 pub use pool::{Pool, Resources, Usage, LAYOUT};

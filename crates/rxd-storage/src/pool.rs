@@ -73,6 +73,11 @@ enum Backing<'a> {
 enum Place {
     Volume,
     Snapshot,
+    /// A tree inside a volume or snapshot directory (its `rootfs`, or one of rxd's hidden
+    /// work-in-progress names holding one): rxd's instances keep their root filesystem as a
+    /// subvolume of its own there, so the directory around it (metadata, templates) can be
+    /// renamed into place as one.
+    Tree,
 }
 
 /// A storage pool of this host.
@@ -650,6 +655,10 @@ impl Pool {
             [dir, _, _] if is(dir, &["containers-snapshots", "custom-snapshots"]) => {
                 Ok(Place::Snapshot)
             }
+            [dir, _, _] if is(dir, &["images", "containers", "custom"]) => Ok(Place::Tree),
+            [dir, _, _, _] if is(dir, &["containers-snapshots", "custom-snapshots"]) => {
+                Ok(Place::Tree)
+            }
             _ => Err(refuse()),
         }
     }
@@ -768,6 +777,7 @@ impl Pool {
         let snapshots = match place {
             Place::Snapshot => path.parent().map(Path::to_path_buf),
             Place::Volume => self.snapshots_dir_of(path),
+            Place::Tree => None,
         };
         if let Some(dir) = snapshots {
             match std::fs::remove_dir(&dir) {
@@ -987,7 +997,15 @@ mod tests {
         assert!(ok("/state/storage-pools/p/custom-snapshots/v/s"));
         assert!(!ok("/state/storage-pools/p"));
         assert!(!ok("/state/storage-pools/p/containers"));
-        assert!(!ok("/state/storage-pools/p/containers/c1/rootfs"));
+        // A volume's own tree (rxd's rootfs subvolumes), and nothing deeper.
+        assert!(ok("/state/storage-pools/p/containers/c1/rootfs"));
+        assert!(ok(
+            "/state/storage-pools/p/containers-snapshots/c1/s/rootfs"
+        ));
+        assert!(!ok("/state/storage-pools/p/containers/c1/rootfs/etc"));
+        assert!(!ok(
+            "/state/storage-pools/p/containers-snapshots/c1/s/rootfs/etc"
+        ));
         assert!(!ok(
             "/state/storage-pools/p/containers/../../q/containers/c1"
         ));

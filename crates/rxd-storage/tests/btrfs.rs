@@ -258,7 +258,7 @@ fn volumes_snapshots_readonly_and_nested_subvolumes() {
     // Paths outside the layout are refused before anything is done.
     for bad in [
         pool.mount_point().join("containers"),
-        pool.mount_point().join("images/f00d/rootfs"),
+        pool.mount_point().join("images/f00d/rootfs/etc"),
         PathBuf::from("/"),
         sb.path().to_path_buf(),
     ] {

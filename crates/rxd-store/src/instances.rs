@@ -17,10 +17,12 @@ pub struct InstanceRow {
     pub profiles: Vec<String>,
     /// JSON object: its own devices, by name, each an object of strings.
     pub devices: String,
+    /// The storage pool its root filesystem (and its snapshots) live in.
+    pub pool: String,
 }
 
 const COLUMNS: &str =
-    "project, name, architecture, config, description, ephemeral, created_at, profiles, devices";
+    "project, name, architecture, config, description, ephemeral, created_at, profiles, devices, pool";
 
 /// A JSON array of names, as the `profiles` columns hold one.
 pub(crate) fn names_from(text: String) -> rusqlite::Result<Vec<String>> {
@@ -44,6 +46,7 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InstanceRow> {
         created_at: r.get(6)?,
         profiles: names_from(r.get(7)?)?,
         devices: r.get(8)?,
+        pool: r.get(9)?,
     })
 }
 
@@ -90,7 +93,7 @@ impl Store {
         let tx = conn.transaction()?;
         tx.execute(
             &format!(
-                "INSERT INTO instances ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                "INSERT INTO instances ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
             ),
             params![
                 row.project,
@@ -101,7 +104,8 @@ impl Store {
                 row.ephemeral,
                 row.created_at,
                 names_to(&row.profiles),
-                row.devices
+                row.devices,
+                row.pool
             ],
         )
         .map_err(|e| match &e {
@@ -338,6 +342,7 @@ mod tests {
             created_at: 1,
             profiles: vec!["default".into()],
             devices: "{}".into(),
+            pool: "default".into(),
         }
     }
 

@@ -13,6 +13,7 @@ mod networks;
 mod profiles;
 mod projects;
 mod snapshots;
+mod storage;
 
 pub use bakery::RootKeyRow;
 pub use certificates::{CertificateRow, TokenRow};
@@ -23,6 +24,7 @@ pub use networks::{NetworkRow, NicRow};
 pub use profiles::ProfileRow;
 pub use projects::{GrantRow, ProjectRow};
 pub use snapshots::SnapshotRow;
+pub use storage::StoragePoolRow;
 
 use rusqlite::Connection;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

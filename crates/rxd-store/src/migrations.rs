@@ -190,6 +190,16 @@ const MIGRATIONS: &[&str] = &[
         UPDATE nic_allocations SET project = new.project, instance = new.name
             WHERE project = old.project AND instance = old.name;
     END;"#,
+    // 13: storage pools (global, as in LXD; `default` is made at start-up with its source, a
+    // `dir` pool holding what rxd kept before pools), and the pool each instance lives in.
+    r#"CREATE TABLE storage_pools (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        name        TEXT NOT NULL UNIQUE,
+        driver      TEXT NOT NULL,
+        description TEXT NOT NULL,
+        config      TEXT NOT NULL
+    );
+    ALTER TABLE instances ADD COLUMN pool TEXT NOT NULL DEFAULT 'default';"#,
 ];
 
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

@@ -261,6 +261,7 @@ mod tests {
             created_at: 1,
             profiles: profiles.iter().map(|p| (*p).to_owned()).collect(),
             devices: "{}".into(),
+            pool: "default".into(),
         }
     }
 

@@ -163,6 +163,7 @@ mod tests {
             created_at: 1,
             profiles: vec!["default".into()],
             devices: "{}".into(),
+            pool: "default".into(),
         };
         s.create_instance::<()>(&inst, None).unwrap().unwrap();
         let snap = |name: &str, at| SnapshotRow {
@@ -221,6 +222,7 @@ mod tests {
                 created_at: 1,
                 profiles: vec!["default".into()],
                 devices: "{}".into(),
+                pool: "default".into(),
             };
             s.create_instance::<()>(&inst, None).unwrap().unwrap();
         }
