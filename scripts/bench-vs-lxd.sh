@@ -26,12 +26,14 @@ DEBIAN_ROUNDS=${DEBIAN_ROUNDS:-3}
 # (state read every NET_POLL_MS between reads).
 NET_ROUNDS=${NET_ROUNDS:-5}
 NET_POLL_MS=${NET_POLL_MS:-15}
+# Rounds of the storage part: both servers with a btrfs pool on one loop-file filesystem.
+STORAGE_ROUNDS=${STORAGE_ROUNDS:-5}
 # ONLY=debian runs the Debian part alone (both servers set up, nothing else measured);
-# ONLY=network the bridged part alone.
+# ONLY=storage the storage part alone; ONLY=network the bridged part alone.
 ONLY=${ONLY:-}
 
 need=()
-for pkg in lxd lxd-client busybox-static xz-utils mmdebstrap bc dnsmasq-base nftables iproute2; do
+for pkg in lxd lxd-client busybox-static xz-utils mmdebstrap bc dnsmasq-base nftables iproute2 btrfs-progs; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -67,6 +69,8 @@ cleanup() {
   if declare -F net_abort >/dev/null; then net_abort; fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  # The storage part's btrfs (its loop device goes with the mount: autoclear).
+  if [[ -d $work/btrfs ]] && mountpoint -q "$work/btrfs"; then umount -l "$work/btrfs"; fi
   local pivot
   for pivot in /sys/fs/cgroup/*/lxc.pivot; do
     [[ -d $pivot ]] || continue
@@ -332,7 +336,7 @@ server() { # LABEL ROUND
       --flood "$FLOOD" --out "$work/rxd-server-$round.json"
   fi
 }
-if [[ $ONLY != debian ]]; then
+if [[ -z $ONLY ]]; then
   for round in $(seq "$ROUNDS"); do
     echo "== round $round of $ROUNDS"
     if ((round % 2)); then server lxd "$round"; server rxd "$round"; else server rxd "$round"; server lxd "$round"; fi
@@ -362,6 +366,60 @@ debian_round() { # LABEL ROUND
   cli "$label" delete "$name" >/dev/null
   cli "$label" image delete d12 >/dev/null
 }
+# Storage: both servers get a btrfs pool in a directory of their own on one btrfs filesystem
+# (a sparse loop file, mounted as LXD mounts its loop pools), so the same disk and the same
+# filesystem serve both. Wall-clock seconds of: a busybox create; a Debian create and launch
+# (image unpacked into the pool by the untimed first create); a snapshot of the running Debian
+# container; a copy of it, stopped.
+storage_part() {
+  truncate -s 30G "$work/btrfs.img"
+  mkfs.btrfs -q "$work/btrfs.img"
+  mkdir -p "$work/btrfs"
+  mount -o loop,user_subvol_rm_allowed "$work/btrfs.img" "$work/btrfs"
+  mkdir "$work/btrfs/lxd" "$work/btrfs/rxd"
+  LXD_DIR=$work/lxd lxc storage create bt btrfs source="$work/btrfs/lxd" >/dev/null
+  rxc storage create bt btrfs source="$work/btrfs/rxd" >/dev/null
+  local label
+  for label in lxd rxd; do
+    cli "$label" image import "$debian" --alias d12s >/dev/null
+    cli "$label" init d12s warm -s bt >/dev/null
+    cli "$label" delete warm >/dev/null
+  done
+  storage_round() { # LABEL ROUND
+    local label=$1 round=$2 t
+    t=$(now); cli "$label" init bb "b$round" -s bt >/dev/null; echo "$label busybox-create $(since "$t")"
+    t=$(now); cli "$label" init d12s "c$round" -s bt >/dev/null; echo "$label debian-create $(since "$t")"
+    t=$(now); cli "$label" launch d12s "d$round" -s bt >/dev/null; echo "$label debian-launch $(since "$t")"
+    t=$(now); cli "$label" snapshot "d$round" s0 >/dev/null; echo "$label snapshot-running $(since "$t")"
+    cli "$label" stop "d$round" --force >/dev/null
+    t=$(now); cli "$label" copy "d$round" "e$round" >/dev/null; echo "$label copy $(since "$t")"
+    cli "$label" delete "b$round" "c$round" "d$round" "e$round" >/dev/null
+  }
+  echo "== storage (btrfs pools on one loop-file filesystem), $STORAGE_ROUNDS rounds"
+  local round
+  for round in $(seq "$STORAGE_ROUNDS"); do
+    if ((round % 2)); then storage_round lxd "$round"; storage_round rxd "$round"
+    else storage_round rxd "$round"; storage_round lxd "$round"; fi
+  done | tee "$work/storage.txt"
+  echo "== storage medians (seconds) and rxd/LXD"
+  local step
+  for step in busybox-create debian-create debian-launch snapshot-running copy; do
+    med() { awk -v l="$1" -v s="$step" '$1 == l && $2 == s {print $3}' "$work/storage.txt" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+    r=$(med rxd) l=$(med lxd)
+    printf '%-18s rxd %6.3f  LXD %6.3f  ratio %.3f\n' "$step" "$r" "$l" "$(echo "$r / $l" | bc -l)"
+  done
+  for label in lxd rxd; do cli "$label" image delete d12s >/dev/null; done
+  LXD_DIR=$work/lxd lxc storage delete bt >/dev/null
+  rxc storage delete bt >/dev/null
+  umount "$work/btrfs"
+}
+if [[ $ONLY == storage ]]; then
+  storage_part
+  stop "$LXD_PID"
+  stop "$RXD_PID"
+  exit 0
+fi
+
 echo "== Debian 12 (systemd), $DEBIAN_ROUNDS rounds"
 for round in $(seq "$DEBIAN_ROUNDS"); do
   if ((round % 2)); then debian_round lxd "$round"; debian_round rxd "$round"
@@ -373,6 +431,7 @@ for step in import launch launch-to-running stop; do
   r=$(med rxd) l=$(med lxd)
   printf '%-18s rxd %6.2f  LXD %6.2f  ratio %.2f\n' "$step" "$r" "$l" "$(echo "$r / $l" | bc -l)"
 done
+[[ $ONLY == debian ]] || storage_part
 stop "$LXD_PID"
 stop "$RXD_PID"
 [[ $ONLY == debian ]] && exit 0

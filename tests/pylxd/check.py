@@ -230,6 +230,30 @@ def main():
     c2.delete(wait=True)
     step("profiles: create, edit, apply, rename and delete")
 
+    # Storage pools: a btrfs pool on a loop file, an instance in it, its volume listed.
+    pool = a.storage_pools.create(
+        {"name": "pypool", "driver": "btrfs", "config": {"size": "1GiB"}}
+    )
+    assert a.storage_pools.exists("pypool")
+    pool = a.storage_pools.get("pypool")
+    assert pool.driver == "btrfs" and pool.config["size"] == "1GiB", pool.config
+    assert pool.resources.get().space["total"] > 0
+    c4 = a.instances.create(
+        {
+            "name": "py4",
+            "source": {"type": "image", "alias": "bb"},
+            "devices": {"root": {"type": "disk", "path": "/", "pool": "pypool"}},
+        },
+        wait=True,
+    )
+    assert "/1.0/instances/py4" in a.storage_pools.get("pypool").used_by
+    names = [(v.type, v.name) for v in pool.volumes.all()]
+    assert ("container", "py4") in names, names
+    c4.delete(wait=True)
+    pool.delete()
+    assert not a.storage_pools.exists("pypool")
+    step("storage pools: create a btrfs pool, put an instance in it, delete both")
+
     # Devices: a host folder at create, a character device hot-plugged and unplugged (pylxd's
     # save() sends the whole instance back).
     shared = tempfile.mkdtemp(prefix="pylxd-shared-")

@@ -291,6 +291,9 @@ pub struct CreateArgs {
     /// Give it an `eth0` on this network (over a profile's `eth0`), as `lxc launch -n`.
     #[arg(long, short = 'n')]
     pub network: Option<String>,
+    /// Put its root disk in this storage pool (over a profile's), as `lxc launch -s`.
+    #[arg(long, short = 's')]
+    pub storage: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -317,6 +320,9 @@ pub struct CopyArgs {
     /// Put the copy in this project (the source stays in the current one).
     #[arg(long)]
     pub target_project: Option<String>,
+    /// Put the copy's root disk in this storage pool, as `lxc copy -s`.
+    #[arg(long, short = 's')]
+    pub storage: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -61,6 +61,9 @@ pub async fn create(conf: &ConfigDir, args: CreateArgs, start: bool) -> anyhow::
     if let Some(network) = &args.network {
         devices.insert("eth0".into(), nic_on(&conn, network).await?);
     }
+    if let Some(pool) = &args.storage {
+        devices.insert("root".into(), root_disk(pool));
+    }
     let body = InstancesPost {
         name: name.clone(),
         kind: "container".into(),
@@ -88,6 +91,15 @@ pub async fn create(conf: &ConfigDir, args: CreateArgs, start: bool) -> anyhow::
         change_state(&conn, &name, "start", false, -1).await?;
     }
     Ok(())
+}
+
+/// A root disk in `pool`, as `lxc launch -s` and `lxc copy -s` write it.
+fn root_disk(pool: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("type".to_owned(), "disk".to_owned()),
+        ("path".to_owned(), "/".to_owned()),
+        ("pool".to_owned(), pool.to_owned()),
+    ])
 }
 
 /// An `eth0` on `network` as `lxc launch -n` makes it: `network=` for a managed network on a
@@ -379,6 +391,25 @@ pub async fn copy(conf: &ConfigDir, args: crate::cli::CopyArgs) -> anyhow::Resul
     }
     let mut conn = open(conf, &remote)?;
     let source_project = conn.project.clone();
+    // `-s`: the source's root disk (by its name, with its other keys) in the pool given.
+    let mut devices = rxd_api::instance::Devices::new();
+    if let Some(pool) = &args.storage {
+        let name = source.split('/').next().unwrap_or_default();
+        let src: serde_json::Value = conn.get_as(&format!("/1.0/instances/{name}")).await?;
+        let root = src["expanded_devices"].as_object().and_then(|devs| {
+            devs.iter()
+                .find(|(_, d)| d["type"] == "disk" && d["path"] == "/")
+        });
+        let (dev_name, mut device) = match root {
+            Some((n, d)) => (
+                n.clone(),
+                serde_json::from_value::<BTreeMap<String, String>>(d.clone()).unwrap_or_default(),
+            ),
+            None => ("root".to_owned(), root_disk(pool)),
+        };
+        device.insert("pool".into(), pool.clone());
+        devices.insert(dev_name, device);
+    }
     let body = InstancesPost {
         name,
         kind: "container".into(),
@@ -390,6 +421,7 @@ pub async fn copy(conf: &ConfigDir, args: crate::cli::CopyArgs) -> anyhow::Resul
             ..Default::default()
         },
         config,
+        devices,
         profiles: if args.no_profiles {
             Some(Vec::new())
         } else if args.profiles.is_empty() {

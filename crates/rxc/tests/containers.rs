@@ -141,11 +141,13 @@ async fn an_unprivileged_container_runs_confined() {
     // The files keep the image's ids on disk (nothing was chowned), and the container sees
     // them through an idmapped mount of its root; only root may enter the directory that
     // holds them (real setuid-root files).
-    let dir = std::fs::metadata(s.d.dir().join("containers/c1")).unwrap();
+    let dir = std::fs::metadata(s.d.dir().join("storage-pools/default/containers/c1")).unwrap();
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     assert_eq!(dir.permissions().mode() & 0o777, 0o700);
     assert_eq!(dir.uid(), 0);
-    let busybox = s.d.dir().join("containers/c1/rootfs/bin/busybox");
+    let busybox =
+        s.d.dir()
+            .join("storage-pools/default/containers/c1/rootfs/bin/busybox");
     assert_eq!(std::fs::metadata(&busybox).unwrap().uid(), 0);
     assert!(root_mount(pid).contains("idmapped"), "{}", root_mount(pid));
     assert_eq!(
@@ -207,7 +209,11 @@ async fn an_unprivileged_container_runs_confined() {
         "runtime state left behind"
     );
     s.ok(&["delete", "c1"]);
-    assert!(!s.d.dir().join("containers/c1").exists());
+    assert!(!s
+        .d
+        .dir()
+        .join("storage-pools/default/containers/c1")
+        .exists());
     assert_eq!(s.d.unix().get("/1.0/instances").await.unwrap(), json!([]));
 }
 
@@ -281,7 +287,9 @@ async fn a_fork_bomb_stops_at_limits_processes() {
     };
     s.ok(&["init", "bb", "bomb", "-c", "limits.processes=40"]);
     // The container's own init starts the bomb.
-    let rootfs = s.d.dir().join("containers/bomb/rootfs");
+    let rootfs =
+        s.d.dir()
+            .join("storage-pools/default/containers/bomb/rootfs");
     std::fs::write(rootfs.join("bomb.sh"), "b() { b | b & }\nb\n").unwrap();
     std::fs::write(
         rootfs.join("etc/inittab"),
@@ -451,7 +459,7 @@ async fn scheduled_snapshots_appear_and_expire() {
         let name = snap["name"].as_str().unwrap();
         let copied =
             s.d.dir()
-                .join("snapshots/busy")
+                .join("storage-pools/default/containers-snapshots/busy")
                 .join(name)
                 .join("rootfs/bin/busybox")
                 .exists();
@@ -823,7 +831,12 @@ async fn config_edits_and_renames(test: &str, shifted: bool) {
     };
     use std::os::unix::fs::MetadataExt;
     s.ok(&["init", "bb", "c1"]);
-    let rootfs = |name: &str| s.d.dir().join("containers").join(name).join("rootfs");
+    let rootfs = |name: &str| {
+        s.d.dir()
+            .join("storage-pools/default/containers")
+            .join(name)
+            .join("rootfs")
+    };
     let owner = |name: &str| {
         u64::from(
             std::fs::metadata(rootfs(name).join("bin/busybox"))
@@ -910,7 +923,11 @@ async fn config_edits_and_renames(test: &str, shifted: bool) {
 
     // Rename moves the files, the block and the logs; the old name is free again.
     s.ok(&["rename", "c1", "web"]);
-    assert!(!s.d.dir().join("containers/c1").exists());
+    assert!(!s
+        .d
+        .dir()
+        .join("storage-pools/default/containers/c1")
+        .exists());
     assert!(rootfs("web").join("bin/busybox").exists());
     s.ok(&["start", "web"]);
     assert_eq!(
@@ -933,7 +950,11 @@ async fn an_ephemeral_container_is_deleted_when_it_stops() {
     s.pid("eph").await;
     s.ok(&["stop", "eph", "--force"]);
     assert_eq!(s.d.unix().get("/1.0/instances").await.unwrap(), json!([]));
-    assert!(!s.d.dir().join("containers/eph").exists());
+    assert!(!s
+        .d
+        .dir()
+        .join("storage-pools/default/containers/eph")
+        .exists());
     // Also when it halts by itself: the daemon notices and tidies up.
     s.ok(&["launch", "bb", "eph2", "-e"]);
     let _ = Command::new(bin("rxd-shim"))
@@ -942,7 +963,11 @@ async fn an_ephemeral_container_is_deleted_when_it_stops() {
         .args(["kill", "eph2", "--signal", "9"])
         .status();
     wait_for(|| async { s.d.unix().get("/1.0/instances").await.unwrap() == json!([]) }).await;
-    assert!(!s.d.dir().join("containers/eph2").exists());
+    assert!(!s
+        .d
+        .dir()
+        .join("storage-pools/default/containers/eph2")
+        .exists());
 }
 
 /// Start an exec over `client` and connect its four channels.
@@ -1268,7 +1293,11 @@ async fn exec_secrets_signals_timeouts_and_revocation() {
         .as_str()
         .unwrap()
         .contains("Timed out waiting for websockets to connect"));
-    assert!(!s.d.dir().join("containers/c1/rootfs/ran").exists());
+    assert!(!s
+        .d
+        .dir()
+        .join("storage-pools/default/containers/c1/rootfs/ran")
+        .exists());
 
     // Without websockets: a task whose metadata has the status.
     let body = json!({"command": ["sh", "-c", "exit 4"], "wait-for-websocket": false});
@@ -1413,7 +1442,7 @@ async fn files_stay_inside(test: &str, shifted: bool) {
     } else {
         0
     };
-    let rootfs = s.d.dir().join("containers/c1/rootfs");
+    let rootfs = s.d.dir().join("storage-pools/default/containers/c1/rootfs");
     let local = tempfile::tempdir().unwrap();
     let exec = |cmd: &str| s.ok(&["exec", "c1", "--", "sh", "-c", cmd]);
 
@@ -1632,7 +1661,9 @@ async fn snapshots_restore(test: &str, shifted: bool) {
     let snap = unix.get("/1.0/instances/c1/snapshots/snap0").await.unwrap();
     assert_eq!(snap["name"], "snap0");
     assert_eq!(snap["stateful"], false);
-    let on_disk = s.d.dir().join("snapshots/c1/snap0/rootfs");
+    let on_disk =
+        s.d.dir()
+            .join("storage-pools/default/containers-snapshots/c1/snap0/rootfs");
     let shared_root = map_of(s.pid("c1").await, "uid_map")[0].1 as u32;
     let disk = |base: u32| if shifted { base } else { 0 };
     assert_eq!(
@@ -1654,7 +1685,7 @@ async fn snapshots_restore(test: &str, shifted: bool) {
     let isolated = map_of(s.pid("c1").await, "uid_map")[0].1 as u32;
     assert_ne!(isolated, shared_root);
     s.ok(&["restore", "c1", "snap0"]);
-    let rootfs = s.d.dir().join("containers/c1/rootfs");
+    let rootfs = s.d.dir().join("storage-pools/default/containers/c1/rootfs");
     assert_eq!(
         std::fs::metadata(rootfs.join("root/state")).unwrap().uid(),
         disk(isolated)
@@ -1697,7 +1728,7 @@ async fn snapshots_restore(test: &str, shifted: bool) {
     assert!(s
         .d
         .dir()
-        .join("snapshots/c1/first/rootfs/root/state")
+        .join("storage-pools/default/containers-snapshots/c1/first/rootfs/root/state")
         .exists());
     s.ok(&["snapshot", "c1", "second"]);
     s.ok(&["delete", "c1/first"]);
@@ -1705,7 +1736,11 @@ async fn snapshots_restore(test: &str, shifted: bool) {
         unix.get("/1.0/instances/c1/snapshots").await.unwrap(),
         json!(["/1.0/instances/c1/snapshots/second"])
     );
-    assert!(!s.d.dir().join("snapshots/c1/first").exists());
+    assert!(!s
+        .d
+        .dir()
+        .join("storage-pools/default/containers-snapshots/c1/first")
+        .exists());
 
     // Snapshots follow their instance's rename, and go with it.
     s.ok(&["stop", "c1", "--force"]);
@@ -1714,9 +1749,17 @@ async fn snapshots_restore(test: &str, shifted: bool) {
         unix.get("/1.0/instances/c2/snapshots").await.unwrap(),
         json!(["/1.0/instances/c2/snapshots/second"])
     );
-    assert!(s.d.dir().join("snapshots/c2/second/rootfs").exists());
+    assert!(s
+        .d
+        .dir()
+        .join("storage-pools/default/containers-snapshots/c2/second/rootfs")
+        .exists());
     s.ok(&["delete", "c2"]);
-    assert!(!s.d.dir().join("snapshots/c2").exists());
+    assert!(!s
+        .d
+        .dir()
+        .join("storage-pools/default/containers-snapshots/c2")
+        .exists());
 }
 
 async fn type_in(ws: &mut rxd_client::WebSocket, text: &str) {
@@ -2078,8 +2121,16 @@ async fn a_deep_tree_neither_crashes_the_daemon_nor_outlives_its_container() {
     assert!(refused.contains("deeper than"), "{refused}");
     // The daemon is still there, and the failed snapshot left nothing.
     s.ok(&["list"]);
-    assert!(!s.d.dir().join("snapshots/c1/deep").exists());
+    assert!(!s
+        .d
+        .dir()
+        .join("storage-pools/default/containers-snapshots/c1/deep")
+        .exists());
     s.ok(&["delete", "-f", "c1"]);
-    assert!(!s.d.dir().join("containers/c1").exists());
+    assert!(!s
+        .d
+        .dir()
+        .join("storage-pools/default/containers/c1")
+        .exists());
     s.ok(&["list"]);
 }

@@ -23,6 +23,8 @@ enum Before {
     Stopped,
     /// As `Stopped`, with `c1` running.
     Running,
+    /// A btrfs pool `p2`.
+    Pool,
 }
 
 /// The operation a kill interrupts.
@@ -42,6 +44,10 @@ enum Op {
     Stop,
     /// `c1` (running, with its snapshot) copied as `c2`.
     Copy,
+    /// A btrfs pool `p2` on a loop file made.
+    PoolCreate,
+    /// The pool `p2` deleted.
+    PoolDelete,
 }
 
 const CASES: &[(&str, Before, Op)] = &[
@@ -102,6 +108,32 @@ const CASES: &[(&str, Before, Op)] = &[
     ("instance-stop:cleaned-up", Before::Running, Op::Stop),
     ("instance-copy:row-recorded", Before::Running, Op::Copy),
     ("instance-copy:placed", Before::Running, Op::Copy),
+    ("storage-pool-create:made", Before::Nothing, Op::PoolCreate),
+    (
+        "storage-pool-delete:row-deleted",
+        Before::Pool,
+        Op::PoolDelete,
+    ),
+];
+
+/// The steps whose files differ on a btrfs pool (subvolumes, read-only snapshots), run again
+/// with the instances there.
+const BTRFS_CASES: &[(&str, Before, Op)] = &[
+    ("instance-create:row-recorded", Before::Image, Op::Create),
+    ("instance-create:unpacked", Before::Image, Op::Create),
+    ("instance-delete:moved-aside", Before::Stopped, Op::Delete),
+    ("instance-delete:row-deleted", Before::Stopped, Op::Delete),
+    ("instance-rename:moved", Before::Stopped, Op::Rename),
+    ("snapshot-create:placed", Before::Running, Op::Snapshot),
+    (
+        "snapshot-delete:moved-aside",
+        Before::Stopped,
+        Op::SnapshotDelete,
+    ),
+    ("snapshot-restore:copied", Before::Running, Op::Restore),
+    ("snapshot-restore:swapped", Before::Running, Op::Restore),
+    ("image-delete:row-deleted", Before::Image, Op::ImageDelete),
+    ("instance-copy:placed", Before::Running, Op::Copy),
 ];
 
 /// Operations that record an intent, so recovery always has something to say about them.
@@ -155,6 +187,8 @@ async fn run(env: &Env, d: &TestDaemon, op: Op) -> bool {
         Op::Start => vec!["start", "c1"],
         Op::Stop => vec!["stop", "c1", "--force"],
         Op::Copy => vec!["copy", "c1", "c2"],
+        Op::PoolCreate => vec!["storage", "create", "p2", "btrfs", "size=1GiB"],
+        Op::PoolDelete => vec!["storage", "delete", "p2"],
         Op::SnapshotRename => {
             let r = d
                 .unix()
@@ -204,6 +238,8 @@ async fn done(c: &Client, op: Op) -> bool {
         Op::Start => c.get("/1.0/instances/c1/state").await.unwrap()["status"] == "Running",
         Op::Stop => c.get("/1.0/instances/c1/state").await.unwrap()["status"] == "Stopped",
         Op::Copy => exists("/1.0/instances/c2/snapshots/s1").await,
+        Op::PoolCreate => exists("/1.0/storage-pools/p2").await,
+        Op::PoolDelete => !exists("/1.0/storage-pools/p2").await,
     }
 }
 
@@ -219,8 +255,27 @@ fn names(dir: &Path) -> BTreeSet<String> {
 }
 
 /// What the API lists and what is on disk agree, and everything listed can be used.
-async fn consistent(env: &Env, d: &TestDaemon, point: &str) {
+async fn consistent(env: &Env, d: &TestDaemon, point: &str, pool: &str) {
     let c = d.unix();
+    let pool_dir = d.dir().join("storage-pools").join(pool);
+    // Pools: a pool without a row has neither a directory, nor a mount, nor a loop device.
+    for name in ["p2"] {
+        let row = c.get(&format!("/1.0/storage-pools/{name}")).await.is_ok();
+        let dir = d.dir().join("storage-pools").join(name);
+        let img = d.dir().join("disks").join(format!("{name}.img"));
+        let loops = loop_devices(&img);
+        if row {
+            assert!(mounted(&dir), "{point}: pool {name} not mounted");
+            assert_eq!(loops.len(), 1, "{point}: {loops:?}");
+        } else {
+            assert!(
+                !dir.exists() && !img.exists(),
+                "{point}: pool {name} left on disk"
+            );
+            assert!(loops.is_empty(), "{point}: loop devices left: {loops:?}");
+            assert!(!mounted(&dir), "{point}: pool {name} left mounted");
+        }
+    }
     let instances = c.get("/1.0/instances?recursion=1").await.unwrap();
     let mut listed = BTreeSet::new();
     for i in instances.as_array().unwrap() {
@@ -229,7 +284,7 @@ async fn consistent(env: &Env, d: &TestDaemon, point: &str) {
             i["config"]["volatile.idmap.next"].is_string(),
             "{point}: {name} is listed half-made: {i:#}"
         );
-        let dir = d.dir().join("containers").join(&name);
+        let dir = pool_dir.join("containers").join(&name);
         assert!(
             dir.join("rootfs/bin").exists(),
             "{point}: {name} has no root filesystem"
@@ -252,15 +307,15 @@ async fn consistent(env: &Env, d: &TestDaemon, point: &str) {
             .iter()
             .map(|u| u.as_str().unwrap().rsplit('/').next().unwrap().to_owned())
             .collect();
-        let on_disk = names(&d.dir().join("snapshots").join(&name));
+        let on_disk = names(&pool_dir.join("containers-snapshots").join(&name));
         assert_eq!(
             snaps, on_disk,
             "{point}: snapshots of {name}: listed vs on disk"
         );
         for s in &snaps {
             assert!(
-                d.dir()
-                    .join("snapshots")
+                pool_dir
+                    .join("containers-snapshots")
                     .join(&name)
                     .join(s)
                     .join("rootfs/bin")
@@ -276,11 +331,13 @@ async fn consistent(env: &Env, d: &TestDaemon, point: &str) {
         listed.insert(name);
     }
     assert_eq!(
-        names(&d.dir().join("containers")),
+        names(&pool_dir.join("containers")),
         listed,
         "{point}: containers/"
     );
-    let snapshot_owners = names(&d.dir().join("snapshots"));
+    let snapshot_owners = names(&pool_dir.join("containers-snapshots"));
+    // Image volumes only of images there are (a btrfs pool's).
+    let volumes: BTreeSet<String> = names(&pool_dir.join("images"));
     assert!(
         snapshot_owners.is_subset(&listed),
         "{point}: snapshots/ holds {snapshot_owners:?}, instances are {listed:?}"
@@ -294,6 +351,10 @@ async fn consistent(env: &Env, d: &TestDaemon, point: &str) {
         owned.insert(format!("{fp}.rootfs"));
     }
     let files: BTreeSet<String> = d.image_files().into_iter().collect();
+    assert!(
+        volumes.iter().all(|v| owned.contains(v)),
+        "{point}: image volumes {volumes:?}; rows own {owned:?}"
+    );
     assert!(
         files.is_subset(&owned) && files.iter().all(|f| !f.starts_with('.')),
         "{point}: images/ holds {files:?}; rows own {owned:?}"
@@ -346,23 +407,76 @@ async fn wait_dead(d: &mut TestDaemon, point: &str) {
     );
 }
 
+fn loop_devices(file: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        if let Ok(text) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
+            if Path::new(text.trim()) == file {
+                found.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    found
+}
+
+fn mounted(path: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().nth(4) == Some(path.to_str().unwrap()))
+}
+
 #[tokio::test]
 async fn a_daemon_killed_at_any_step_leaves_nothing_half_made() {
     if !require_root("a_daemon_killed_at_any_step_leaves_nothing_half_made") {
         return;
     }
+    killed_at_every_step(CASES, "default").await;
+}
+
+/// The same on a btrfs pool (the default profile's root disk there): subvolumes, read-only
+/// snapshots and image volumes.
+#[tokio::test]
+async fn a_daemon_killed_at_any_step_on_btrfs_leaves_nothing_half_made() {
+    let test = "a_daemon_killed_at_any_step_on_btrfs_leaves_nothing_half_made";
+    if !require_root(test) || !rxd_testkit::require_tool("btrfs", "btrfs-progs", test) {
+        return;
+    }
+    killed_at_every_step(BTRFS_CASES, "b").await;
+}
+
+async fn killed_at_every_step(cases: &[(&str, Before, Op)], pool: &str) {
     let conf = tempfile::tempdir().unwrap();
     let image = conf.path().join("bb.tar.gz");
     busybox_image(&image);
     let env = Env { conf, image };
     let marker = env.conf.path().join("marker");
     std::fs::write(&marker, "after the snapshot\n").unwrap();
-    for &(point, before, op) in CASES {
+    for &(point, before, op) in cases {
         let mut d = TestDaemon::start_with(Options {
             no_https: true,
             ..Options::default()
         })
         .await;
+        if pool != "default" {
+            env.ok(&d, &["storage", "create", pool, "btrfs", "size=2GiB"]);
+            env.ok(
+                &d,
+                &[
+                    "profile",
+                    "device",
+                    "add",
+                    "default",
+                    "root",
+                    "disk",
+                    "path=/",
+                    &format!("pool={pool}"),
+                ],
+            );
+        }
+        if before == Before::Pool {
+            env.ok(&d, &["storage", "create", "p2", "btrfs", "size=1GiB"]);
+        }
         if before != Before::Nothing {
             env.ok(
                 &d,
@@ -396,7 +510,7 @@ async fn a_daemon_killed_at_any_step_leaves_nothing_half_made() {
         d.set_env(Vec::new());
         d.spawn();
         d.wait_ready().await;
-        consistent(&env, &d, point).await;
+        consistent(&env, &d, point, pool).await;
         let c = d.unix();
         if reports(op) {
             let warnings = c.get("/1.0/warnings?recursion=1").await.unwrap();
@@ -437,7 +551,7 @@ async fn a_daemon_killed_at_any_step_leaves_nothing_half_made() {
             }
         }
         assert!(done(&c, op).await, "{point}: not done after the retry");
-        consistent(&env, &d, point).await;
+        consistent(&env, &d, point, pool).await;
         d.kill_containers();
     }
 }
@@ -474,7 +588,11 @@ fn work(conf: std::path::PathBuf, dir: std::path::PathBuf, worker: usize, seed: 
     };
     let (a, b) = (format!("w{worker}a"), format!("w{worker}b"));
     for _ in 0..50 {
-        let name = if dir.join("containers").join(&b).exists() {
+        let name = if dir
+            .join("storage-pools/default/containers")
+            .join(&b)
+            .exists()
+        {
             b.clone()
         } else {
             a.clone()
@@ -566,6 +684,7 @@ async fn a_daemon_killed_at_random_moments_under_load_stays_consistent() {
             &env,
             &d,
             &format!("soak round {rounds} (RXD_SOAK_SEED={seed})"),
+            "default",
         )
         .await;
     }

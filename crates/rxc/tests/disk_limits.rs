@@ -263,10 +263,13 @@ async fn limits_disk_refuses_what_would_exceed_it_and_accepts_what_fits() {
         .clone();
     assert_eq!(names, vec![json!("/1.0/instances/c1?project=roomy")]);
     assert!(
-        !d.dir().join("containers").join("roomy_c2").exists(),
+        !d.dir()
+            .join("storage-pools/default/containers")
+            .join("roomy_c2")
+            .exists(),
         "nothing left of the refused instance"
     );
-    let leftovers: Vec<_> = std::fs::read_dir(d.dir().join("containers"))
+    let leftovers: Vec<_> = std::fs::read_dir(d.dir().join("storage-pools/default/containers"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with(".unpack-"))

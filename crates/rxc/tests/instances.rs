@@ -49,7 +49,10 @@ async fn create(c: &Client, body: Value) -> Result<Value, (u16, String)> {
 }
 
 fn rootfs(d: &TestDaemon, name: &str) -> PathBuf {
-    d.dir().join("containers").join(name).join("rootfs")
+    d.dir()
+        .join("storage-pools/default/containers")
+        .join(name)
+        .join("rootfs")
 }
 
 fn base(v: &Value) -> u32 {
@@ -128,7 +131,7 @@ async fn idmaps_are_allocated_and_the_rootfs_follows_them() {
         0
     );
     assert_eq!(
-        std::fs::metadata(d.dir().join("containers"))
+        std::fs::metadata(d.dir().join("storage-pools/default/containers"))
             .unwrap()
             .permissions()
             .mode()
@@ -136,7 +139,7 @@ async fn idmaps_are_allocated_and_the_rootfs_follows_them() {
         0o711
     );
     assert_eq!(
-        std::fs::metadata(d.dir().join("containers/c1"))
+        std::fs::metadata(d.dir().join("storage-pools/default/containers/c1"))
             .unwrap()
             .permissions()
             .mode()
@@ -147,7 +150,7 @@ async fn idmaps_are_allocated_and_the_rootfs_follows_them() {
     // A pinned base inside another container's block is refused, leaving nothing.
     let err = create(&unix, json!({"name": "c5", "source": src, "config": {"security.idmap.isolated": "true", "security.idmap.base": base(&iso1).to_string()}})).await.unwrap_err();
     assert!(err.1.contains("overlaps"), "{err:?}");
-    assert!(!d.dir().join("containers/c5").exists());
+    assert!(!d.dir().join("storage-pools/default/containers/c5").exists());
     assert_eq!(
         unix.request(Method::GET, "/1.0/instances/c5", None)
             .await
@@ -170,7 +173,7 @@ async fn idmaps_are_allocated_and_the_rootfs_follows_them() {
         .await
         .unwrap();
     assert_eq!(done["status"], "Success");
-    assert!(!d.dir().join("containers/c2").exists());
+    assert!(!d.dir().join("storage-pools/default/containers/c2").exists());
     let again = create(
         &unix,
         json!({"name": "c6", "source": src, "config": {"security.idmap.isolated": "true"}}),

@@ -333,7 +333,11 @@ async fn debian_boots_unprivileged_stops_cleanly_reboots_and_is_protected() {
     s.ok(&["snapshot", "d1", "s1"]);
     s.ok(&["rename", "d1", "d2"]);
     s.ok(&["rename", "d2", "d1"]);
-    assert!(s.d.dir().join("containers/d1/rootfs/sbin").exists());
+    assert!(s
+        .d
+        .dir()
+        .join("storage-pools/default/containers/d1/rootfs/sbin")
+        .exists());
 
     // An init that ignores the halt signal (pid 1 ignores what it has no handler for): an
     // explicit timeout that runs out kills it and says so in a warning.

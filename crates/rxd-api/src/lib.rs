@@ -82,6 +82,7 @@ pub const API_EXTENSIONS: &[&str] = &[
     "resources_gpu_usb",
     "container_only_migration",
     "container_copy_project",
+    "storage",
 ];
 
 /// What rxd reports as `server_version`, so that LXD 5.0 clients pick their 5.0 code paths.

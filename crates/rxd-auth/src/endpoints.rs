@@ -137,6 +137,22 @@ const OTHERS: &[Endpoint] = &[
     // Managed networks live in `default` and every project's NICs may use them (as
     // `restricted.networks.access` allows): anyone with view sees them; creating, changing and
     // deleting bridges, NAT and host sysctls is the server administrator's.
+    // Storage pools are global (as in LXD 5.0): anyone trusted sees them and the volumes of
+    // the projects they may view; creating, changing and deleting them is the server
+    // administrator's.
+    e("/1.0/storage-pools", "GET", VIEW),
+    e("/1.0/storage-pools", "POST", Admin),
+    e("/1.0/storage-pools/{name}", "GET", VIEW),
+    e("/1.0/storage-pools/{name}", "PUT", Admin),
+    e("/1.0/storage-pools/{name}", "PATCH", Admin),
+    e("/1.0/storage-pools/{name}", "DELETE", Admin),
+    e("/1.0/storage-pools/{name}/resources", "GET", VIEW),
+    e("/1.0/storage-pools/{name}/volumes", "GET", VIEW),
+    e(
+        "/1.0/storage-pools/{name}/volumes/{type}/{volume}",
+        "GET",
+        VIEW,
+    ),
     e("/1.0/networks", "GET", VIEW),
     e("/1.0/networks", "POST", Admin),
     e("/1.0/networks/{name}", "GET", VIEW),

@@ -220,12 +220,8 @@ fn target_path(name: &str, text: &str) -> Result<PathBuf, DeviceError> {
 pub fn disk(name: &str, device: &Device) -> Result<DiskMount, DeviceError> {
     if let Some(key) = device.keys().find(|k| !DISK_KEYS.contains(&k.as_str())) {
         let reason = match key.as_str() {
-            "pool" => {
-                "Custom storage volumes need storage pools, which rxd does not have yet".into()
-            }
-            "size" | "size.state" => {
-                "Disk quotas need storage pools, which rxd does not have yet".into()
-            }
+            "pool" => "Custom storage volumes are not supported by rxd yet".into(),
+            "size" | "size.state" => "Only the root disk can have a size in rxd".into(),
             k if k.starts_with("limits.")
                 || k.starts_with("ceph")
                 || k == "raw.mount.options"
@@ -257,7 +253,7 @@ pub fn disk(name: &str, device: &Device) -> Result<DiskMount, DeviceError> {
     let source = normal_absolute(source_text).ok_or_else(|| {
         invalid(
             name,
-            format!("Invalid source {source_text:?}: it must be an absolute host path, without \".\", \"..\" or \"//\" (custom volumes need storage pools)"),
+            format!("Invalid source {source_text:?}: it must be an absolute host path, without \".\", \"..\" or \"//\" (custom storage volumes are not supported by rxd yet)"),
         )
     })?;
     let path = target_path(
@@ -484,7 +480,7 @@ fn check_one(name: &str, device: &Device) -> Result<(), DeviceError> {
 fn root_disk(name: &str, device: &Device) -> Result<(), DeviceError> {
     if let Some(key) = device
         .keys()
-        .find(|k| !["type", "path", "pool"].contains(&k.as_str()))
+        .find(|k| !["type", "path", "pool", "size"].contains(&k.as_str()))
     {
         return Err(match key.as_str() {
             "source" => invalid(name, "The root disk cannot have a \"source\""),
@@ -495,12 +491,15 @@ fn root_disk(name: &str, device: &Device) -> Result<(), DeviceError> {
             },
         });
     }
+    if let Some(size) = device.get("size") {
+        if crate::instance_config::parse_bytes(size).is_none() {
+            return Err(invalid(name, format!("Invalid size {size:?}")));
+        }
+    }
+    // Whether the pool exists is the daemon's to say (pools come and go).
     match device.get("pool").map(String::as_str) {
-        Some(DEFAULT_POOL) => Ok(()),
-        Some(pool) => Err(invalid(
-            name,
-            format!("Storage pool {pool:?} not found (rxd has only {DEFAULT_POOL:?})"),
-        )),
+        Some(pool) if !pool.is_empty() && !pool.contains('/') => Ok(()),
+        Some(pool) => Err(invalid(name, format!("Invalid storage pool name {pool:?}"))),
         None => Err(invalid(
             name,
             "Root disk entry must have a \"pool\" property set",
@@ -632,7 +631,11 @@ mod tests {
         // The root disk.
         check(
             &[("type", "disk"), ("path", "/"), ("pool", "other")],
-            Err("Storage pool \"other\" not found"),
+            Ok(()),
+        );
+        check(
+            &[("type", "disk"), ("path", "/"), ("pool", "a/b")],
+            Err("Invalid storage pool name"),
         );
         check(
             &[("type", "disk"), ("path", "/")],
@@ -645,7 +648,16 @@ mod tests {
                 ("pool", "default"),
                 ("size", "1GB"),
             ],
-            Err("Invalid device option \"size\""),
+            Ok(()),
+        );
+        check(
+            &[
+                ("type", "disk"),
+                ("path", "/"),
+                ("pool", "default"),
+                ("size", "lots"),
+            ],
+            Err("Invalid size"),
         );
         check(
             &[
@@ -748,7 +760,7 @@ mod tests {
                 ("path", "/mnt"),
                 ("pool", "default"),
             ],
-            Err("storage pools"),
+            Err("Custom storage volumes are not supported"),
         );
         check(
             &[

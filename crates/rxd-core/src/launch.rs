@@ -107,6 +107,20 @@ pub struct DeviceChange {
     /// No source may be, or lie inside, this directory (rxd's state dir).
     #[serde(default)]
     pub refuse: Option<PathBuf>,
+    /// Nor these (storage pools whose files are outside the state dir).
+    #[serde(default)]
+    pub refuse_also: Vec<PathBuf>,
+}
+
+impl DeviceChange {
+    /// Every directory no source may reach.
+    pub fn refused(&self) -> Vec<&std::path::Path> {
+        self.refuse
+            .iter()
+            .chain(self.refuse_also.iter())
+            .map(PathBuf::as_path)
+            .collect()
+    }
 }
 
 impl DeviceChange {

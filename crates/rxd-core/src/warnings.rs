@@ -18,6 +18,8 @@ pub enum WarningKind {
     NetworkUnavailable,
     /// Another table's firewall drops what a managed bridge needs (Docker, ufw, firewalld).
     FirewallConflict,
+    /// A storage pool could not be mounted at start-up.
+    StoragePoolUnavailable,
 }
 
 impl WarningKind {
@@ -31,6 +33,7 @@ impl WarningKind {
             WarningKind::AutostartFailed => "Instance autostart failure",
             WarningKind::NetworkUnavailable => "Network unavailable",
             WarningKind::FirewallConflict => "Firewall conflict",
+            WarningKind::StoragePoolUnavailable => "Storage pool unavailable",
         }
     }
 
@@ -43,6 +46,7 @@ impl WarningKind {
             WarningKind::AutostartFailed => "moderate",
             WarningKind::NetworkUnavailable => "moderate",
             WarningKind::FirewallConflict => "moderate",
+            WarningKind::StoragePoolUnavailable => "moderate",
         }
     }
 
@@ -56,6 +60,7 @@ impl WarningKind {
                 | WarningKind::AutostartFailed
                 | WarningKind::NetworkUnavailable
                 | WarningKind::FirewallConflict
+                | WarningKind::StoragePoolUnavailable
         )
     }
 }

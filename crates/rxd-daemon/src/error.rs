@@ -159,6 +159,9 @@ impl From<rxd_store::StoreError> for ApiError {
             }
             // LXD's texts (LXD answers 500 for both; the request is what is wrong).
             InUse { kind: "profile" } => ApiError::BadRequest("Profile is currently in use".into()),
+            InUse {
+                kind: "storage pool",
+            } => ApiError::BadRequest("The storage pool is currently in use".into()),
             Changed { kind } => ApiError::Conflict(format!(
                 "The {kind}'s instances changed while it was being checked; try again"
             )),

@@ -44,11 +44,17 @@ impl HostFacts {
             architectures,
             os_name: os_field("NAME"),
             os_version: os_field("VERSION_ID"),
-            storage_drivers: vec![StorageDriver {
+            storage_drivers: std::iter::once(StorageDriver {
                 name: "dir".into(),
                 version: "1".into(),
                 remote: false,
-            }],
+            })
+            .chain(btrfs_version().map(|version| StorageDriver {
+                name: "btrfs".into(),
+                version,
+                remote: false,
+            }))
+            .collect(),
         }
     }
 
@@ -62,4 +68,19 @@ pub fn host_name() -> String {
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_default()
+}
+
+/// btrfs-progs' version (`btrfs --version`: `btrfs-progs v6.2`), as LXD reports its btrfs
+/// driver's; none when the tools are missing (no btrfs pools then).
+fn btrfs_version() -> Option<String> {
+    let out = std::process::Command::new("/usr/bin/btrfs")
+        .arg("--version")
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.split_whitespace().nth(1)?.trim_start_matches('v');
+    (out.status.success() && !version.is_empty()).then(|| version.to_owned())
 }

@@ -26,6 +26,7 @@ mod networking;
 mod operations;
 mod origin;
 mod patch;
+mod pools;
 mod response;
 mod routes;
 mod service;
@@ -79,6 +80,8 @@ pub enum DaemonError {
     UnknownGroup(String),
     #[error("container runtime directories: {0}")]
     Runtime(std::io::Error),
+    #[error("storage pools: {0}")]
+    Storage(String),
 }
 
 /// Why the daemon is stopping, which decides what happens to running containers.
@@ -153,6 +156,7 @@ pub async fn run(
         },
         runtime: rxd_runtime::Runtime::new(&dir).map_err(DaemonError::Runtime)?,
         networks: Default::default(),
+        pools: Default::default(),
         exec_sessions: Default::default(),
         tracker: TaskTracker::new(),
         shutdown,
@@ -161,6 +165,9 @@ pub async fn run(
     // then the filters of the NICs and the NAT proxies of containers still running, and the
     // whole firewall.
     let has_networks = service::networks::reconcile(&daemon).await;
+    // Pools mounted (and what rxd kept before pools moved into `default`) before recovery
+    // looks at any instance's files.
+    service::pools::start(&daemon).await?;
     service::recovery::recover(&daemon).await;
     if has_networks {
         service::nics::recover(&daemon).await;

@@ -59,6 +59,8 @@ pub struct Daemon {
     pub runtime: rxd_runtime::Runtime,
     /// Managed networks' dnsmasq processes, errors and running NICs' filters.
     pub networks: crate::networking::Networks,
+    /// Storage pools, mounted.
+    pub pools: crate::pools::PoolSet,
     /// Exec operations waiting for their websockets.
     pub exec_sessions: crate::channels::Sessions,
     pub tracker: TaskTracker,

@@ -71,11 +71,11 @@ fn privileged(pid: i32) -> Result<bool> {
 /// The node's type and device number: `major`/`minor` when given, the host node's otherwise
 /// (opened by descriptor: root's symlinks only, nothing inside `refuse`). `None` for a missing
 /// source of a device that is not required.
-pub fn node_numbers(node: &UnixNode, refuse: Option<&Path>) -> Result<Option<(u32, u32)>> {
+pub fn node_numbers(node: &UnixNode, refuse: &[&Path]) -> Result<Option<(u32, u32)>> {
     let (mut major, mut minor) = (node.major, node.minor);
     if let Some(source) = &node.source {
         let mut walk = rxd_hostpath::Walk::new(source);
-        if let Some(dir) = refuse {
+        for dir in refuse {
             walk = walk.refuse(dir);
         }
         let opened = match walk.open() {
@@ -146,11 +146,11 @@ fn set_attributes(
 fn prepare_disk(
     sys: &dyn Syscall,
     disk: &DiskMount,
-    refuse: Option<&Path>,
+    refuse: &[&Path],
     userns: Option<&OwnedFd>,
 ) -> Result<Option<Prepared>> {
     let mut walk = rxd_hostpath::Walk::new(&disk.source).beneath(disk.beneath.as_deref());
-    if let Some(dir) = refuse {
+    for dir in refuse {
         walk = walk.refuse(dir);
     }
     let opened = match walk.open() {
@@ -238,7 +238,7 @@ fn node_name(node: &UnixNode) -> String {
 fn prepare_node(
     sys: &dyn Syscall,
     node: &UnixNode,
-    refuse: Option<&Path>,
+    refuse: &[&Path],
     staging: &OwnedFd,
     ids: (u32, u32),
 ) -> Result<Option<Prepared>> {
@@ -516,7 +516,8 @@ pub fn apply(root: &Path, id: &str, staging: &Path, before_start: bool) -> Resul
     if crate::attach::start_time(pid)? != start {
         bail!("the container's init changed under us");
     }
-    let refuse = change.refuse.as_deref();
+    let refused = change.refused();
+    let refuse = refused.as_slice();
     std::fs::DirBuilder::new()
         .mode(0o700)
         .recursive(true)

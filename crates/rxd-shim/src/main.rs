@@ -404,10 +404,16 @@ fn prepare(root: &Path, bundle: &Path, log: &Path) -> Result<(LaunchPlan, OwnedF
     let mut plan = read_plan()?;
     // Device numbers fixed now, so the cgroup rule and the node agree (and a missing node that
     // is not required is left out).
-    let refuse = plan.devices.refuse.clone();
+    let refused: Vec<PathBuf> = plan
+        .devices
+        .refused()
+        .into_iter()
+        .map(Path::to_path_buf)
+        .collect();
+    let refuse: Vec<&Path> = refused.iter().map(PathBuf::as_path).collect();
     let mut nodes = Vec::new();
     for mut node in std::mem::take(&mut plan.devices.add_nodes) {
-        if let Some((major, minor)) = inject::node_numbers(&node, refuse.as_deref())? {
+        if let Some((major, minor)) = inject::node_numbers(&node, &refuse)? {
             node.major = Some(major);
             node.minor = Some(minor);
             nodes.push(node);

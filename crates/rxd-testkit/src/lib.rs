@@ -585,6 +585,30 @@ impl Drop for TestDaemon {
         self.stop();
         self.kill_containers();
         self.remove_cgroup_parent();
+        self.unmount_pools();
+    }
+}
+
+impl TestDaemon {
+    /// Unmount whatever is still mounted under this daemon's directory (the storage pools a
+    /// test made and did not delete), deepest first: a loop-file pool's loop device goes with
+    /// its last mount (autoclear). Lazily, so a mount still busy goes once it is free.
+    fn unmount_pools(&self) {
+        let root = self.root.path().to_string_lossy().into_owned();
+        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return;
+        };
+        let mut points: Vec<&str> = info
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4))
+            .filter(|p| p.starts_with(&format!("{root}/")))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for point in points {
+            let _ = std::process::Command::new("umount")
+                .args(["--lazy", point])
+                .status();
+        }
     }
 }
 

@@ -106,6 +106,15 @@ fn expected_min(method: &str, path: &str) -> Min {
     if path.starts_with("/1.0/images") {
         return if method == "GET" { Auditor } else { Operator };
     }
+    // Storage pools are global, as in LXD 5.0: anyone who may view a project sees them (and
+    // only its own volumes); only the server administrator makes, changes or deletes them.
+    if path.starts_with("/1.0/storage-pools") {
+        return if method == "GET" {
+            Auditor
+        } else {
+            ServerAdmin
+        };
+    }
     match (method, path) {
         (_, "/") | ("GET", "/1.0") | ("POST", "/1.0/certificates") => Anyone,
         ("GET", "/1.0/operations/{id}/websocket") => Anyone,

@@ -89,7 +89,7 @@ fn open_row(d: &Daemon, row: &rxd_store::InstanceRow) -> ApiResult<(Rootfs, Disk
         shift: parse_idmap(&text("volatile.last_state.idmap"))?,
         range: parse_idmap(&text("volatile.idmap.next"))?.map(|m| m.size),
     };
-    let rootfs = Rootfs::open(&layout::instance_dir(d, &row.key()).join("rootfs"))?;
+    let rootfs = Rootfs::open(&layout::instance_dir(d, &row.pool, &row.key()).join("rootfs"))?;
     Ok((rootfs, ids))
 }
 

@@ -179,6 +179,7 @@ async fn update(
     let new = expand::expand_with(&known, &profile_names, &config, &devices);
     expand::check_devices(&new.devices)?;
     confine(d, caller, &row.project, &new.config, &new.devices)?;
+    crate::service::pools::check_root(d, &row, &new.devices)?;
 
     // A new idmap if what the config asks of it changed.
     let (before, after) = (idmap_want(&old.config)?, idmap_want(&new.config)?);

@@ -264,6 +264,8 @@ pub async fn post(
         created_at: now_unix(),
         profiles: profile_names,
         devices: serde_json::to_string(&body.devices).map_err(ApiError::internal)?,
+        // Chosen from the expanded root disk by the create.
+        pool: String::new(),
     };
     tokio::spawn(async move {
         let (d3, op3) = (d2.clone(), op2.clone());
@@ -388,6 +390,8 @@ async fn copy_post(d: Arc<Daemon>, caller: Caller, body: InstancesPost) -> ApiRe
         created_at: now_unix(),
         profiles,
         devices: serde_json::to_string(&devices).map_err(ApiError::internal)?,
+        // Chosen from the expanded root disk by the copy.
+        pool: String::new(),
     };
     let (d2, op2) = (d.clone(), op.clone());
     tokio::spawn(async move {

@@ -19,6 +19,7 @@ pub mod projects;
 mod resources;
 pub mod server;
 pub mod snapshots;
+mod storage;
 mod warnings;
 
 use crate::error::{ApiError, RejectReason};
@@ -164,6 +165,26 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(
             "/1.0/containers/{name}/files",
             get(files::get).post(files::post).delete(files::delete),
+        )
+        .route("/1.0/storage-pools", get(storage::list).post(storage::post))
+        .route(
+            "/1.0/storage-pools/{name}",
+            get(storage::get)
+                .put(storage::put)
+                .patch(storage::patch)
+                .delete(storage::delete),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/resources",
+            get(storage::resources),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes",
+            get(storage::volume_list),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes/{type}/{volume}",
+            get(storage::volume_get),
         )
         .route("/1.0/networks", get(networks::list).post(networks::post))
         .route(

@@ -150,7 +150,14 @@ pub async fn copy(
     budget.check_known(u64::try_from(size).unwrap_or(0))?;
 
     row.architecture = src.architecture.clone();
+    // The pool the copy's root disk names (else `default`); it stays until the row is
+    // recorded.
+    let pool_guard = d.pools.lifecycle.read().await;
+    let pool = crate::service::pools::pool_for(d, &expanded.devices)?;
+    crate::service::pools::check_size(&pool, crate::service::pools::root_size(&expanded.devices))?;
+    row.pool = pool.name().to_owned();
     let map = instances::record_unfinished(d, caller, &row, want, &hostids).await?;
+    drop(pool_guard);
     drop(profiles_guard);
     crate::failpoint::hit("instance-copy:row-recorded");
     set_next_idmap(&mut config, map);
@@ -160,7 +167,10 @@ pub async fn copy(
         disk_map.unwrap_or_else(|| "[]".into()),
     );
     config.insert("volatile.apply_template".into(), "copy".into());
+    // A btrfs snapshot brings its source's quota along: the copy's own is set at its start.
+    config.insert("volatile.rootfs.quota".into(), "reapply".into());
 
+    // Its size becomes a quota at its first start.
     let placed = place(d, &src, &source, &row, &brought).await;
     let saved = match placed {
         Ok(()) => {
@@ -218,13 +228,16 @@ async fn place(
     brought: &[SnapshotRow],
 ) -> ApiResult<()> {
     let src_key = src.key();
-    let dest = layout::instance_dir(d, &row.key());
+    let pool = crate::service::pools::get(d, &row.pool)?;
+    let dest = layout::instance_dir(d, &row.pool, &row.key());
     let containers = dest.parent().map(Path::to_path_buf).unwrap_or_default();
     let temp = containers.join(format!(".copy-{}", uuid::Uuid::new_v4().simple()));
     private_dir(&temp)?;
     let from = match &source.snapshot {
-        Some(snap) => layout::snapshots_dir(d, &src_key).join(snap).join("rootfs"),
-        None => layout::instance_dir(d, &src_key).join("rootfs"),
+        Some(snap) => layout::snapshots_dir(d, &src.pool, &src_key)
+            .join(snap)
+            .join("rootfs"),
+        None => layout::instance_dir(d, &src.pool, &src_key).join("rootfs"),
     };
     // No re-shift of the source's files while they are read.
     let read = d.runtime.rootfs_lock(&src_key);
@@ -234,21 +247,25 @@ async fn place(
         && !d.runtime.frozen(&src_key);
     if freeze {
         if let Err(e) = d.runtime.freeze(&src_key, true).await {
-            let _ = rxd_image::remove::remove_tree(&temp);
+            let _ = crate::service::layout::remove_tree(&temp);
             return Err(e.into());
         }
     }
-    let copied = snapshots::copy(from, temp.join("rootfs")).await;
+    // Within one btrfs pool, a writable snapshot: instant at any size.
+    let copied = snapshots::copy(pool.clone(), from, temp.join("rootfs"), false).await;
     if freeze {
         if let Err(e) = d.runtime.freeze(&src_key, false).await {
             tracing::error!(instance = %src.name, error = %e, "could not thaw after a copy");
         }
     }
     // The image's metadata and templates, which the first start's `copy` templates use.
-    let src_dir = layout::instance_dir(d, &src_key);
+    let src_dir = layout::instance_dir(d, &src.pool, &src_key);
     let copied = match copied {
         Ok(_) if src_dir.join("templates").is_dir() => {
-            snapshots::copy(src_dir.join("templates"), temp.join("templates")).await
+            let (from, to) = (src_dir.join("templates"), temp.join("templates"));
+            tokio::task::spawn_blocking(move || rxd_image::copy::copy_tree(&from, &to))
+                .await?
+                .map_err(ApiError::internal)
         }
         other => other,
     }
@@ -265,28 +282,28 @@ async fn place(
     let published =
         copied.and_then(|_| rxd_image::durable::publish(&temp, &dest).map_err(ApiError::internal));
     if let Err(e) = published {
-        let _ = rxd_image::remove::remove_tree(&temp);
+        let _ = crate::service::layout::remove_tree(&temp);
         return Err(e);
     }
     if brought.is_empty() {
         return Ok(());
     }
-    let snaps = layout::snapshots_dir(d, &row.key());
+    let snaps = layout::snapshots_dir(d, &row.pool, &row.key());
     private_dir(&snaps)?;
     for snap in brought {
         let temp = snaps.join(format!(".new-{}", uuid::Uuid::new_v4().simple()));
         private_dir(&temp)?;
-        let from = layout::snapshots_dir(d, &src_key)
+        let from = layout::snapshots_dir(d, &src.pool, &src_key)
             .join(&snap.name)
             .join("rootfs");
-        let placed = snapshots::copy(from, temp.join("rootfs"))
+        let placed = snapshots::copy(pool.clone(), from, temp.join("rootfs"), true)
             .await
             .and_then(|_| {
                 rxd_image::durable::publish(&temp, &snaps.join(&snap.name))
                     .map_err(ApiError::internal)
             });
         if let Err(e) = placed {
-            let _ = rxd_image::remove::remove_tree(&temp);
+            let _ = crate::service::layout::remove_tree(&temp);
             return Err(e);
         }
         let copy = SnapshotRow {

@@ -26,6 +26,7 @@ pub fn additions(d: &Daemon, project: &str, devices: &Devices) -> DeviceChange {
         add_disks: disks,
         add_nodes: nodes,
         refuse: Some(d.dir.clone()),
+        refuse_also: crate::service::pools::outside_sources(d),
         ..DeviceChange::default()
     }
 }
@@ -37,10 +38,11 @@ pub fn additions(d: &Daemon, project: &str, devices: &Devices) -> DeviceChange {
 pub fn check_sources(d: &Daemon, project: &str, devices: &Devices) -> ApiResult<()> {
     let change = additions(d, project, devices);
     for disk in &change.add_disks {
-        let walked = rxd_hostpath::Walk::new(&disk.source)
-            .beneath(disk.beneath.as_deref())
-            .refuse(&d.dir)
-            .open();
+        let mut walk = rxd_hostpath::Walk::new(&disk.source).beneath(disk.beneath.as_deref());
+        for dir in change.refused() {
+            walk = walk.refuse(dir);
+        }
+        let walked = walk.open();
         match walked {
             Ok(_) => {}
             Err(e) if e.is_not_found() => {}
@@ -54,7 +56,11 @@ pub fn check_sources(d: &Daemon, project: &str, devices: &Devices) -> ApiResult<
     }
     for node in &change.add_nodes {
         if let Some(source) = &node.source {
-            match rxd_hostpath::Walk::new(source).refuse(&d.dir).open() {
+            let mut walk = rxd_hostpath::Walk::new(source);
+            for dir in change.refused() {
+                walk = walk.refuse(dir);
+            }
+            match walk.open() {
                 Ok(opened) => {
                     let want = if node.block {
                         rustix::fs::FileType::BlockDevice

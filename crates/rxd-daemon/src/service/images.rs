@@ -622,7 +622,8 @@ async fn pull_lxd(
 pub fn remove_files(d: &Daemon, fingerprint: &str) {
     let _ = std::fs::remove_file(images_dir(d).join(fingerprint));
     let _ = std::fs::remove_file(rootfs_path(d, fingerprint));
-    let _ = rxd_image::remove::remove_tree(unpacked_dir(d, fingerprint));
+    let _ = crate::service::layout::remove_tree(unpacked_dir(d, fingerprint));
+    crate::service::pools::remove_image_volumes(d, fingerprint);
 }
 
 /// Check an image's server for a newer version of what it was pulled as (its

@@ -165,7 +165,7 @@ fn launch_plan(
     Ok(rxd_core::launch::LaunchPlan {
         name: name.to_string(),
         hostname: row.name.clone(),
-        rootfs: layout::instance_dir(d, name).join("rootfs"),
+        rootfs: layout::instance_dir(d, &row.pool, name).join("rootfs"),
         idmap,
         idmapped_root: None,
         cgroup: d.runtime.cgroup(name),
@@ -242,7 +242,8 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
             "instance {name}: idmap does not match security.privileged"
         )));
     }
-    let dir = layout::instance_dir(d, name);
+    let pool = crate::service::pools::get(d, &row.pool)?;
+    let dir = layout::instance_dir(d, &row.pool, name);
     // Say what is missing, rather than let the runtime fail on it with a bare errno.
     if !std::fs::symlink_metadata(dir.join("rootfs")).is_ok_and(|m| m.is_dir()) {
         return Err(ApiError::BadRequest(format!(
@@ -253,7 +254,7 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
     // Where the filesystem takes idmapped mounts, the files keep container ids on disk and
     // the container sees them through a mount in its map: nothing is chowned, whatever the map.
     // Elsewhere they are shifted on disk into the map.
-    let idmapped = idmap.is_some() && idmapped_storage(d).await;
+    let idmapped = idmap.is_some() && idmapped_storage(d, &dir).await;
     let on_disk = if idmapped { None } else { idmap };
     let on_disk_text = encode_volatile(on_disk);
     let last = config
@@ -298,6 +299,8 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
             "No subordinate ids for root: only privileged containers can run".into(),
         ));
     }
+    // The root disk's size, as a quota on the root filesystem (changed since the last start).
+    apply_quota(d, name, &pool, &dir, &devices, &mut config).await?;
     let mount_point = layout::idmapped_root(d);
     if idmapped {
         layout::make_idmapped_root(d).map_err(ApiError::internal)?;
@@ -373,10 +376,95 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
     save_config(d, name, &config).await
 }
 
+/// A new instance directory `tmp` from the image's unpacked tree, owners shifted through
+/// `shift`: on btrfs its root filesystem a subvolume of its own (so it can be snapshotted and
+/// given a quota), elsewhere a plain copy.
+fn copy_image_tree(
+    pool: &rxd_storage::Pool,
+    image_tree: &std::path::Path,
+    tmp: &std::path::Path,
+    shift: Option<&rxd_image::IdShift>,
+) -> Result<u64, rxd_image::ImageError> {
+    if pool.kind() != rxd_storage::DriverKind::Btrfs {
+        return rxd_image::copy::copy_tree_shifted(image_tree, tmp, shift);
+    }
+    let io = |path: &std::path::Path| {
+        let path = path.display().to_string();
+        move |e| rxd_image::ImageError::Io { path, source: e }
+    };
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(tmp)
+        .map_err(io(tmp))?;
+    pool.create_volume(&tmp.join("rootfs"), 0o755)
+        .map_err(|e| io(tmp)(std::io::Error::other(e)))?;
+    let mut n =
+        rxd_image::copy::copy_tree_into(&image_tree.join("rootfs"), &tmp.join("rootfs"), shift)?;
+    if image_tree.join("templates").is_dir() {
+        n += rxd_image::copy::copy_tree(&image_tree.join("templates"), &tmp.join("templates"))?;
+    }
+    if image_tree.join("metadata.yaml").is_file() {
+        std::fs::copy(image_tree.join("metadata.yaml"), tmp.join("metadata.yaml"))
+            .map_err(io(tmp))?;
+    }
+    Ok(n)
+}
+
+/// A new instance directory `tmp` from an image volume: its root filesystem a writable
+/// snapshot of the image's, its metadata and templates copied.
+fn clone_image_volume(
+    pool: &rxd_storage::Pool,
+    volume: &std::path::Path,
+    tmp: &std::path::Path,
+) -> Result<(), rxd_image::ImageError> {
+    let io = |path: &std::path::Path| {
+        let path = path.display().to_string();
+        move |e| rxd_image::ImageError::Io { path, source: e }
+    };
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(tmp)
+        .map_err(io(tmp))?;
+    pool.snapshot_volume(&volume.join("rootfs"), &tmp.join("rootfs"), false)
+        .map_err(|e| io(tmp)(std::io::Error::other(e)))?;
+    if volume.join("templates").is_dir() {
+        rxd_image::copy::copy_tree(&volume.join("templates"), &tmp.join("templates"))?;
+    }
+    if volume.join("metadata.yaml").is_file() {
+        std::fs::copy(volume.join("metadata.yaml"), tmp.join("metadata.yaml")).map_err(io(tmp))?;
+    }
+    Ok(())
+}
+
+/// Bring the root filesystem's quota to the root disk's `size` if it changed since it was last
+/// applied (`volatile.rootfs.quota`, the bytes): a size on a pool without quotas is refused.
+async fn apply_quota(
+    d: &Daemon,
+    name: &InstanceKey,
+    pool: &Arc<rxd_storage::Pool>,
+    dir: &std::path::Path,
+    devices: &BTreeMap<String, BTreeMap<String, String>>,
+    config: &mut BTreeMap<String, String>,
+) -> ApiResult<()> {
+    let size = crate::service::pools::root_size(devices);
+    crate::service::pools::check_size(pool, size)?;
+    let want = size.map(|s| s.to_string());
+    if config.get("volatile.rootfs.quota") == want.as_ref() {
+        return Ok(());
+    }
+    let (p, rootfs) = (pool.clone(), dir.join("rootfs"));
+    tokio::task::spawn_blocking(move || crate::service::pools::set_root_quota(&p, &rootfs, size))
+        .await??;
+    match want {
+        Some(bytes) => config.insert("volatile.rootfs.quota".into(), bytes),
+        None => config.remove("volatile.rootfs.quota"),
+    };
+    tracing::info!(instance = %name, size = ?size, "root filesystem quota applied");
+    save_config(d, name, config).await
+}
+
 /// Whether instances' files are kept in container ids and mounted idmapped (the filesystem of
-/// the state directory takes idmapped mounts, and no test asked otherwise).
-pub async fn idmapped_storage(d: &Daemon) -> bool {
-    !crate::danger::no_idmapped_mounts() && d.runtime.idmapped_mounts(&d.dir).await
+/// `dir`, in the instance's pool, takes idmapped mounts, and no test asked otherwise).
+pub async fn idmapped_storage(d: &Daemon, dir: &std::path::Path) -> bool {
+    !crate::danger::no_idmapped_mounts() && d.runtime.idmapped_mounts(dir).await
 }
 
 /// Render the image's templates (`metadata.yaml`) and write them into the root filesystem, as
@@ -398,7 +486,7 @@ async fn apply_templates(
         .cloned()
         .chain(["start".to_owned()])
         .collect();
-    let dir = layout::instance_dir(d, name);
+    let dir = layout::instance_dir(d, &row.pool, name);
     let (root_uid, root_gid) = idmap.map_or((0, 0), |m| (m.uid, m.gid));
     // Templates and cloud-init seeds see the expanded config, as in LXD.
     let (config_now, row_now) = (expanded.clone(), row.clone());
@@ -816,8 +904,8 @@ pub async fn record_unfinished(
 pub async fn undo_unfinished(d: &Daemon, row: &InstanceRow) {
     let (p, n) = (row.project.clone(), row.name.clone());
     let _ = d.db(move |s| s.delete_instance(&p, &n)).await;
-    for dir in layout::instance_dirs(d, &row.key()) {
-        let _ = rxd_image::remove::remove_tree(dir);
+    for dir in layout::instance_dirs(d, &row.pool, &row.key()) {
+        let _ = layout::remove_tree(&dir);
     }
 }
 
@@ -867,22 +955,33 @@ pub async fn create(
     let budget = images::UnpackBudget::of(d, &row.project).await?;
     budget.check_known(u64::try_from(image.unpacked_size).unwrap_or(0))?;
     let limits = budget.limits();
+    // The pool its root disk names (else `default`), and a size only where quotas exist; the
+    // pool stays until the row is recorded.
+    let pool_guard = d.pools.lifecycle.read().await;
+    let pool = crate::service::pools::pool_for(d, &expanded.devices)?;
+    // Its size becomes a quota at its first start.
+    crate::service::pools::check_size(&pool, crate::service::pools::root_size(&expanded.devices))?;
+    row.pool = pool.name().to_owned();
 
     let map = record_unfinished(d, caller, &row, want, &hostids).await?;
+    drop(pool_guard);
     drop(profiles_guard);
     crate::failpoint::hit("instance-create:row-recorded");
     set_next_idmap(&mut config, map);
     // Files keep the image's ids where the container will see them through an idmapped mount
     // (see `start`); elsewhere they are shifted to the map now.
     let on_disk = match map {
-        Some(_) if idmapped_storage(d).await => None,
+        Some(_) if idmapped_storage(d, pool.mount_point()).await => None,
         other => other,
     };
     config.insert("volatile.last_state.idmap".into(), encode_volatile(on_disk));
 
     // Unpack the image (shifted when it must be); undo the record on any failure.
-    let containers = d.dir.join("containers");
-    let dest = layout::instance_dir(d, &row.key());
+    let dest = layout::instance_dir(d, &row.pool, &row.key());
+    let containers = dest
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
     let tarball = images::images_dir(d).join(&fingerprint);
     let rootfs_file = images::rootfs_path(d, &fingerprint);
     let shift = on_disk.map(|m| rxd_image::IdShift {
@@ -895,6 +994,21 @@ pub async fn create(
     // rxd kept its size), the tarball is unpacked.
     let image_tree = images::unpacked_dir(d, &fingerprint);
     let recorded = u64::try_from(image.unpacked_size).unwrap_or(0);
+    // On btrfs, with the files kept in container ids, the instance is a writable snapshot of
+    // the image's volume in the pool (made once per pool): instant, whatever the image's size.
+    let volume = if recorded > 0 && image_tree.is_dir() && on_disk.is_none() {
+        match crate::service::pools::image_volume(d, &pool, &fingerprint, image_tree.clone()).await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                undo_unfinished(d, &row).await;
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
+    let cow_pool = pool.clone();
     let unpacked = tokio::task::spawn_blocking(move || {
         let io = |path: &std::path::Path| {
             let path = path.display().to_string();
@@ -905,12 +1019,21 @@ pub async fn create(
                 .create(&containers)
                 .map_err(io(&containers))?;
         }
+        if let Some(volume) = volume {
+            let tmp = containers.join(format!(".unpack-{}", uuid::Uuid::new_v4().simple()));
+            let made = clone_image_volume(&cow_pool, &volume, &tmp)
+                .and_then(|()| rxd_image::durable::publish(&tmp, &dest).map_err(io(&dest)));
+            if made.is_err() {
+                let _ = crate::service::layout::remove_tree(&tmp);
+            }
+            return made.map(|()| recorded);
+        }
         if recorded > 0 && image_tree.is_dir() {
             let tmp = containers.join(format!(".unpack-{}", uuid::Uuid::new_v4().simple()));
-            let copied = rxd_image::copy::copy_tree_shifted(&image_tree, &tmp, shift.as_ref())
+            let copied = copy_image_tree(&cow_pool, &image_tree, &tmp, shift.as_ref())
                 .and_then(|_| rxd_image::durable::publish(&tmp, &dest).map_err(io(&dest)));
             if copied.is_err() {
-                let _ = rxd_image::remove::remove_tree(&tmp);
+                let _ = crate::service::layout::remove_tree(&tmp);
             }
             return copied.map(|()| recorded);
         }
@@ -1069,7 +1192,12 @@ pub async fn remove(d: &Arc<Daemon>, row: &InstanceRow) -> ApiResult<()> {
     )
     .await?;
     crate::failpoint::hit("instance-delete:intent-recorded");
-    let aside = match layout::move_aside(&layout::instance_dirs(d, &key)) {
+    // Files of a pool that is not mounted are not there to remove (nor to lose to recovery).
+    if let Err(e) = crate::service::pools::get(d, &row.pool) {
+        pending.end(d).await?;
+        return Err(e);
+    }
+    let aside = match layout::move_aside(&layout::instance_dirs(d, &row.pool, &key)) {
         Ok(aside) => aside,
         Err(e) => {
             pending.end(d).await?;
@@ -1108,7 +1236,8 @@ pub async fn rename(d: &Arc<Daemon>, row: &InstanceRow, new: &str) -> ApiResult<
     // once renamed the tree is guarded by the new name's.
     let _writes = d.runtime.rootfs_lock(&key).write_owned().await;
     let exists = || ApiError::Conflict(format!("Instance {new:?} already exists"));
-    if layout::instance_dir(d, &new_key).exists() {
+    crate::service::pools::get(d, &row.pool)?;
+    if layout::instance_dir(d, &row.pool, &new_key).exists() {
         return Err(exists());
     }
     let pending = intent::begin(
@@ -1121,14 +1250,14 @@ pub async fn rename(d: &Arc<Daemon>, row: &InstanceRow, new: &str) -> ApiResult<
     )
     .await?;
     crate::failpoint::hit("instance-rename:intent-recorded");
-    if let Err(e) = layout::move_instance(d, &key, &new_key) {
+    if let Err(e) = layout::move_instance(d, &row.pool, &key, &new_key) {
         pending.end(d).await?;
         return Err(ApiError::internal(e));
     }
     crate::failpoint::hit("instance-rename:moved");
     let (p, old, n) = (row.project.clone(), row.name.clone(), new.to_owned());
     if let Err(e) = d.db(move |s| s.rename_instance(&p, &old, &n)).await {
-        layout::move_instance(d, &new_key, &key).map_err(ApiError::internal)?;
+        layout::move_instance(d, &row.pool, &new_key, &key).map_err(ApiError::internal)?;
         pending.end(d).await?;
         return Err(match e {
             ApiError::Conflict(_) => exists(),

@@ -50,6 +50,11 @@ pub enum Intent {
         snapshot: String,
         staged: String,
         inode: u64,
+        /// The mark put on the copy (`trusted.rxd.restore`): on btrfs every subvolume's root is
+        /// inode 256, and device numbers change across a reboot. Empty in intents recorded
+        /// before rxd marked copies: the inode decides then.
+        #[serde(default)]
+        marker: String,
         idmap: String,
     },
 }
@@ -111,6 +116,7 @@ mod tests {
                 snapshot: "s".into(),
                 staged: ".rootfs-restore-1".into(),
                 inode: 42,
+                marker: "m".into(),
                 idmap: "[]".into(),
             },
         ];

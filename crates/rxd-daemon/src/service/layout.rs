@@ -4,8 +4,21 @@ use crate::state::Daemon;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub fn instance_dir(d: &Daemon, name: &str) -> PathBuf {
-    d.dir.join("containers").join(name)
+/// Where storage pools are mounted (each at its name; a pool on a host directory or a loop
+/// file is mounted there too).
+pub fn pools_dir(d: &Daemon) -> PathBuf {
+    d.dir.join("storage-pools")
+}
+
+/// Where a pool's volumes are.
+pub fn pool_dir(d: &Daemon, pool: &str) -> PathBuf {
+    pools_dir(d).join(pool)
+}
+
+/// An instance's directory (its root filesystem, the image's metadata and templates), in the
+/// pool it lives in.
+pub fn instance_dir(d: &Daemon, pool: &str, name: &str) -> PathBuf {
+    pool_dir(d, pool).join("containers").join(name)
 }
 
 /// The one mount point every unprivileged container's idmapped root filesystem is mounted on,
@@ -27,14 +40,16 @@ pub fn make_idmapped_root(d: &Daemon) -> io::Result<()> {
 }
 
 /// Where an instance's snapshots live.
-pub fn snapshots_dir(d: &Daemon, instance: &str) -> PathBuf {
-    d.dir.join("snapshots").join(instance)
+pub fn snapshots_dir(d: &Daemon, pool: &str, instance: &str) -> PathBuf {
+    pool_dir(d, pool)
+        .join("containers-snapshots")
+        .join(instance)
 }
 
 /// The prefix of a directory moved out of the way to be removed (see [`move_aside`]).
 pub const ASIDE: &str = ".trash-";
 
-/// Whether a name in `containers/`, `snapshots/` or `snapshots/<instance>/` is rxd's own work in
+/// Whether a name in `containers/`, `containers-snapshots/` or `containers-snapshots/<instance>/` is rxd's own work in
 /// progress rather than an instance or snapshot: every such name starts with a dot, which no
 /// instance or snapshot name can.
 pub fn in_progress(name: &str) -> bool {
@@ -51,7 +66,7 @@ impl Aside {
     /// inside are not followed).
     pub fn remove(self) -> io::Result<()> {
         for (dir, _) in self.0 {
-            match rxd_image::remove::remove_tree(&dir) {
+            match remove_tree(&dir) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
@@ -93,8 +108,43 @@ pub fn move_aside(dirs: &[PathBuf]) -> io::Result<Aside> {
 }
 
 /// An instance's directories (root filesystem, snapshots), for [`move_aside`].
-pub fn instance_dirs(d: &Daemon, key: &str) -> Vec<PathBuf> {
-    vec![instance_dir(d, key), snapshots_dir(d, key)]
+pub fn instance_dirs(d: &Daemon, pool: &str, key: &str) -> Vec<PathBuf> {
+    vec![instance_dir(d, pool, key), snapshots_dir(d, pool, key)]
+}
+
+/// Remove a tree of rxd's (an instance's or snapshot's directory, a hidden work-in-progress
+/// one, or a directory of them): on btrfs the root filesystems in it are subvolumes, deleted
+/// as such (with any a container made inside, read-only snapshots included) before the rest
+/// is removed by descriptor.
+pub fn remove_tree(path: impl AsRef<Path>) -> io::Result<()> {
+    let path = path.as_ref();
+    if rxd_storage::is_btrfs(path).unwrap_or(false) {
+        for tree in subvolume_candidates(path) {
+            if rxd_storage::is_subvolume(&tree).unwrap_or(false) {
+                rxd_storage::delete_subvolume_tree(&tree).map_err(io::Error::other)?;
+            }
+        }
+    }
+    rxd_image::remove::remove_tree(path)
+}
+
+/// Where rxd's subvolumes can be in `path`: itself, `rootfs` (an instance's or an image's
+/// directory) and `*/rootfs` (a snapshots directory). A root filesystem is never looked into:
+/// what is inside is the container's, and `btrfs` deletes nested subvolumes itself.
+fn subvolume_candidates(path: &Path) -> Vec<PathBuf> {
+    let mut found = vec![path.to_path_buf(), path.join("rootfs")];
+    if path.file_name().is_some_and(|n| n == "rootfs") {
+        return vec![path.to_path_buf()];
+    }
+    if let Ok(rd) = std::fs::read_dir(path) {
+        for e in rd.flatten() {
+            // Directories of rxd's (snapshot names) only: never a link, never a root filesystem.
+            if e.file_type().is_ok_and(|t| t.is_dir()) && e.file_name() != "rootfs" {
+                found.push(e.path().join("rootfs"));
+            }
+        }
+    }
+    found
 }
 
 /// Move `from` to `to` unless it is there already: a rename that recovery can repeat. `from`
@@ -116,10 +166,10 @@ pub fn move_once(from: &Path, to: &Path) -> io::Result<()> {
 
 /// Move an instance's directories (root filesystem, then snapshots) to a new key, repeatably;
 /// if the second move fails the first is undone.
-pub fn move_instance(d: &Daemon, from: &str, to: &str) -> io::Result<()> {
-    move_once(&instance_dir(d, from), &instance_dir(d, to))?;
-    if let Err(e) = move_once(&snapshots_dir(d, from), &snapshots_dir(d, to)) {
-        let _ = move_once(&instance_dir(d, to), &instance_dir(d, from));
+pub fn move_instance(d: &Daemon, pool: &str, from: &str, to: &str) -> io::Result<()> {
+    move_once(&instance_dir(d, pool, from), &instance_dir(d, pool, to))?;
+    if let Err(e) = move_once(&snapshots_dir(d, pool, from), &snapshots_dir(d, pool, to)) {
+        let _ = move_once(&instance_dir(d, pool, to), &instance_dir(d, pool, from));
         return Err(e);
     }
     Ok(())

@@ -13,6 +13,7 @@ pub mod intent;
 pub mod layout;
 pub mod networks;
 pub mod nics;
+pub mod pools;
 pub mod profiles;
 pub mod proxy_nat;
 pub mod publish;

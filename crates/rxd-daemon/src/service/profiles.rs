@@ -210,6 +210,7 @@ pub async fn update(
         let after = expand_with(&known, &row.profiles, &local, &local_devices);
         check_devices(&after.devices).map_err(refused)?;
         confine(d, caller, p, &after.config, &after.devices).map_err(refused)?;
+        crate::service::pools::check_root(d, &row, &after.devices).map_err(refused)?;
         if idmap_want(&before.config)? != idmap_want(&after.config).map_err(refused)? {
             return Err(refused(ApiError::BadRequest(
                 "the change would give it another id map (security.privileged, security.idmap.*): set those keys on the instance, or remove the profile from it first".into(),

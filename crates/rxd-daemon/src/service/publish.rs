@@ -104,10 +104,12 @@ pub async fn publish(
         gid_base: m.gid,
         size: m.size,
     });
-    let dir = layout::instance_dir(d, &key);
-    let rootfs = snap
-        .as_ref()
-        .map(|s| layout::snapshots_dir(d, &key).join(&s.name).join("rootfs"));
+    let dir = layout::instance_dir(d, &row.pool, &key);
+    let rootfs = snap.as_ref().map(|s| {
+        layout::snapshots_dir(d, &row.pool, &key)
+            .join(&s.name)
+            .join("rootfs")
+    });
     let yaml = metadata(&dir, &body.properties)?;
     let limits = UnpackBudget::of(d, &caller.project).await?.limits();
     let upload =

@@ -88,7 +88,7 @@ async fn undo_creates(d: &Arc<Daemon>, report: &mut Report) {
         // Its snapshots' directory too: a copy places the snapshots it brings before it is
         // finished.
         let mut removed = Ok(());
-        for dir in layout::instance_dirs(d, &row.key()) {
+        for dir in layout::instance_dirs(d, &row.pool, &row.key()) {
             if removed.is_ok() {
                 removed = remove(dir).await;
             }
@@ -112,12 +112,23 @@ async fn undo_creates(d: &Arc<Daemon>, report: &mut Report) {
 
 /// Remove a tree (or a file) that may be absent.
 async fn remove(path: std::path::PathBuf) -> std::io::Result<()> {
-    tokio::task::spawn_blocking(move || match rxd_image::remove::remove_tree(&path) {
+    tokio::task::spawn_blocking(move || match crate::service::layout::remove_tree(&path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     })
     .await
     .map_err(std::io::Error::other)?
+}
+
+/// The pool an instance lives in, if its row is there (under either name, for a rename); else
+/// every pool (a finished delete took the row).
+async fn pools_of(d: &Daemon, project: &str, names: &[&str]) -> Vec<String> {
+    for name in names {
+        if let Some(row) = instance_row(d, project, name).await {
+            return vec![row.pool];
+        }
+    }
+    d.pools.all().iter().map(|p| p.name().to_owned()).collect()
 }
 
 async fn instance_row(d: &Daemon, project: &str, name: &str) -> Option<InstanceRow> {
@@ -139,8 +150,10 @@ async fn resolve(d: &Arc<Daemon>, intent: &Intent) -> std::io::Result<String> {
     Ok(match intent {
         Intent::InstanceDelete { project, name } => {
             let key = InstanceKey::new(project, name);
-            for dir in layout::instance_dirs(d, &key) {
-                remove(dir).await?;
+            for pool in pools_of(d, project, &[name]).await {
+                for dir in layout::instance_dirs(d, &pool, &key) {
+                    remove(dir).await?;
+                }
             }
             if instance_row(d, project, name).await.is_some() {
                 let (p, n) = (project.clone(), name.clone());
@@ -154,12 +167,17 @@ async fn resolve(d: &Arc<Daemon>, intent: &Intent) -> std::io::Result<String> {
                 InstanceKey::new(project, from),
                 InstanceKey::new(project, to),
             );
+            let pool = pools_of(d, project, &[to, from])
+                .await
+                .into_iter()
+                .next()
+                .unwrap_or_default();
             if instance_row(d, project, to).await.is_some() {
-                layout::move_instance(d, &old, &new)?;
+                layout::move_instance(d, &pool, &old, &new)?;
                 d.runtime.rename_logs(&old, &new);
                 format!("finished renaming instance {project}/{from} to {to}")
             } else {
-                layout::move_instance(d, &new, &old)?;
+                layout::move_instance(d, &pool, &new, &old)?;
                 format!("undid renaming instance {project}/{from} to {to}; rename it again")
             }
         }
@@ -173,7 +191,9 @@ async fn resolve(d: &Arc<Daemon>, intent: &Intent) -> std::io::Result<String> {
             let mut line = if snapshot_exists(d, project, instance, snapshot).await {
                 format!("kept snapshot {project}/{instance}/{snapshot}, taken in full")
             } else {
-                remove(layout::snapshots_dir(d, &key).join(snapshot)).await?;
+                for pool in pools_of(d, project, &[instance]).await {
+                    remove(layout::snapshots_dir(d, &pool, &key).join(snapshot)).await?;
+                }
                 format!(
                     "undid the unfinished snapshot {project}/{instance}/{snapshot}; take it again"
                 )
@@ -190,7 +210,12 @@ async fn resolve(d: &Arc<Daemon>, intent: &Intent) -> std::io::Result<String> {
             from,
             to,
         } => {
-            let dir = layout::snapshots_dir(d, &InstanceKey::new(project, instance));
+            let pool = pools_of(d, project, &[instance])
+                .await
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+            let dir = layout::snapshots_dir(d, &pool, &InstanceKey::new(project, instance));
             if snapshot_exists(d, project, instance, to).await {
                 layout::move_once(&dir.join(from), &dir.join(to))?;
                 format!("finished renaming snapshot {project}/{instance}/{from} to {to}")
@@ -207,7 +232,9 @@ async fn resolve(d: &Arc<Daemon>, intent: &Intent) -> std::io::Result<String> {
             snapshot,
         } => {
             let key = InstanceKey::new(project, instance);
-            remove(layout::snapshots_dir(d, &key).join(snapshot)).await?;
+            for pool in pools_of(d, project, &[instance]).await {
+                remove(layout::snapshots_dir(d, &pool, &key).join(snapshot)).await?;
+            }
             if snapshot_exists(d, project, instance, snapshot).await {
                 let (p, i, n) = (project.clone(), instance.clone(), snapshot.clone());
                 d.db(move |s| s.delete_snapshot(&p, &i, &n))
@@ -222,13 +249,26 @@ async fn resolve(d: &Arc<Daemon>, intent: &Intent) -> std::io::Result<String> {
             snapshot,
             staged,
             inode,
+            marker,
             idmap,
         } => {
             let key = InstanceKey::new(project, instance);
-            let dir = layout::instance_dir(d, &key);
-            let current = std::fs::symlink_metadata(dir.join("rootfs"))
-                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))?;
-            let line = if current == *inode {
+            let pool = pools_of(d, project, &[instance])
+                .await
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+            let dir = layout::instance_dir(d, &pool, &key);
+            let rootfs = dir.join("rootfs");
+            let swapped = if marker.is_empty() {
+                std::fs::symlink_metadata(&rootfs)
+                    .map(|m| std::os::unix::fs::MetadataExt::ino(&m))?
+                    == *inode
+            } else {
+                snapshots::has_restore_mark(&rootfs, marker)
+            };
+            let _ = rustix::fs::lremovexattr(&rootfs, snapshots::RESTORE_MARK);
+            let line = if swapped {
                 snapshots::record_idmap(d, &key, idmap).await.map_err(io)?;
                 format!("finished restoring instance {project}/{instance} from snapshot {snapshot}")
             } else {
@@ -242,6 +282,76 @@ async fn resolve(d: &Arc<Daemon>, intent: &Intent) -> std::io::Result<String> {
             }
         }
     })
+}
+
+/// Pools a killed create or delete left without a row: unmounted (their loop files freed)
+/// and removed.
+async fn sweep_pools(d: &Arc<Daemon>, removed: &mut Vec<std::path::PathBuf>) {
+    let rows: BTreeSet<String> = match d.db(|s| s.storage_pools()).await {
+        Ok(rows) => rows.into_iter().map(|r| r.name).collect(),
+        Err(_) => return,
+    };
+    let pools_dir = layout::pools_dir(d);
+    let disks = d.dir.join("disks");
+    let mut orphans: BTreeSet<String> = entries(&pools_dir)
+        .into_iter()
+        .filter(|n| !rows.contains(n))
+        .collect();
+    orphans.extend(
+        entries(&disks)
+            .into_iter()
+            .filter_map(|f| f.strip_suffix(".img").map(str::to_owned))
+            .filter(|n| !rows.contains(n)),
+    );
+    for name in orphans {
+        let (state, disk) = (d.dir.clone(), disks.join(format!("{name}.img")));
+        let gone = tokio::task::spawn_blocking(move || {
+            let mount_point = state.join("storage-pools").join(&name);
+            let (kind, source) = if disk.exists() {
+                (rxd_storage::DriverKind::Btrfs, disk)
+            } else {
+                // A pool on a host directory is a bind mount there: taken off first (its
+                // source is not known any more, and is never touched).
+                if is_mount_point(&mount_point) {
+                    let _ = std::process::Command::new("/usr/bin/umount")
+                        .arg(&mount_point)
+                        .env_clear()
+                        .status();
+                }
+                (
+                    rxd_storage::DriverKind::Dir,
+                    state.join("storage-pools").join(&name),
+                )
+            };
+            let config = [("source".to_owned(), source.display().to_string())].into();
+            rxd_storage::Pool::open(&state, &name, kind, config)
+                .and_then(|pool| remove_pool_files(&pool))
+                .map(|()| name)
+        })
+        .await;
+        match gone {
+            Ok(Ok(name)) => removed.push(layout::pool_dir(d, &name)),
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot remove a storage pool no row owns"),
+            Err(e) => tracing::error!(error = %e, "cannot remove a storage pool no row owns"),
+        }
+    }
+}
+
+/// Whether something is mounted on `path` (a bind mount of the same filesystem included).
+fn is_mount_point(path: &Path) -> bool {
+    let Some(path) = path.to_str() else {
+        return false;
+    };
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|info| {
+        info.lines()
+            .any(|l| l.split_whitespace().nth(4) == Some(path))
+    })
+}
+
+/// A pool's volumes and the pool (mounted first, so its image volumes are seen and go).
+fn remove_pool_files(pool: &rxd_storage::Pool) -> Result<(), rxd_storage::StorageError> {
+    let _ = pool.mount();
+    crate::service::pools::remove_pool(pool)
 }
 
 /// Names in `dir` (none if it does not exist).
@@ -279,32 +389,46 @@ async fn sweep(d: &Arc<Daemon>, report: &mut Report) {
             return;
         }
     };
-    let keys: BTreeSet<String> = rows.iter().map(|r| r.key().to_string()).collect();
     let mut removed = Vec::new();
-    let containers = d.dir.join("containers");
-    for name in entries(&containers) {
-        if !keys.contains(&name) {
-            removed.push(containers.join(name));
-        } else {
-            for inner in entries(&containers.join(&name)) {
-                if layout::in_progress(&inner) {
-                    removed.push(containers.join(&name).join(inner));
+    for pool in d.pools.all() {
+        let keys: BTreeSet<String> = rows
+            .iter()
+            .filter(|r| r.pool == pool.name())
+            .map(|r| r.key().to_string())
+            .collect();
+        let containers = pool.mount_point().join("containers");
+        for name in entries(&containers) {
+            if !keys.contains(&name) {
+                removed.push(containers.join(name));
+            } else {
+                for inner in entries(&containers.join(&name)) {
+                    if layout::in_progress(&inner) {
+                        removed.push(containers.join(&name).join(inner));
+                    }
                 }
             }
         }
-    }
-    let snapshots = d.dir.join("snapshots");
-    for name in entries(&snapshots) {
-        if !keys.contains(&name) {
-            removed.push(snapshots.join(name));
-            continue;
+        let snapshots = pool.mount_point().join("containers-snapshots");
+        for name in entries(&snapshots) {
+            if !keys.contains(&name) {
+                removed.push(snapshots.join(name));
+                continue;
+            }
+            for snap in entries(&snapshots.join(&name)) {
+                if !snaps.contains(&(name.clone(), snap.clone())) {
+                    removed.push(snapshots.join(&name).join(snap));
+                }
+            }
         }
-        for snap in entries(&snapshots.join(&name)) {
-            if !snaps.contains(&(name.clone(), snap.clone())) {
-                removed.push(snapshots.join(&name).join(snap));
+        // Image volumes of images no project holds, and half-made ones.
+        let images = pool.mount_point().join("images");
+        for name in entries(&images) {
+            if !fingerprints.contains(&name) {
+                removed.push(images.join(name));
             }
         }
     }
+    sweep_pools(d, &mut removed).await;
     let images_dir = images::images_dir(d);
     let owned: BTreeSet<String> = fingerprints
         .iter()
@@ -355,6 +479,7 @@ async fn sweep(d: &Arc<Daemon>, report: &mut Report) {
             gone.join(", ")
         ));
     }
+    let keys: BTreeSet<String> = rows.iter().map(|r| r.key().to_string()).collect();
     for name in d.runtime.on_disk() {
         if keys.contains(&name) {
             continue;

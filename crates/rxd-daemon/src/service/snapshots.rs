@@ -103,22 +103,16 @@ pub async fn find_snapshot(
 }
 
 /// Copy `from` to the new directory `to` off the executor; a failed copy leaves nothing.
-pub async fn copy(from: PathBuf, to: PathBuf) -> ApiResult<u64> {
+pub async fn copy(
+    pool: Arc<rxd_storage::Pool>,
+    from: PathBuf,
+    to: PathBuf,
+    readonly: bool,
+) -> ApiResult<u64> {
     tokio::task::spawn_blocking(move || {
-        let copied = rxd_image::copy::copy_tree(&from, &to);
-        if copied.is_err() {
-            let _ = rxd_image::remove::remove_tree(&to);
-        }
-        copied
+        crate::service::pools::clone_tree(&pool, &from, &to, readonly)
     })
     .await?
-    .map_err(|e| match e {
-        // The container's own doing, and said relative to its root: the caller may know.
-        rxd_image::ImageError::TooDeep { .. } => {
-            ApiError::BadRequest(format!("Cannot copy the root filesystem: {e}"))
-        }
-        e => ApiError::internal(format!("copying the root filesystem: {e}")),
-    })
 }
 
 /// Take a snapshot of the instance with runtime key `instance`.
@@ -134,7 +128,8 @@ pub async fn take(
     expires_at: i64,
 ) -> ApiResult<()> {
     let row = by_key(d, instance).await?;
-    let dir = layout::snapshots_dir(d, instance);
+    let pool = crate::service::pools::get(d, &row.pool)?;
+    let dir = layout::snapshots_dir(d, &row.pool, instance);
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -152,7 +147,7 @@ pub async fn take(
         },
     )
     .await?;
-    let taken = copy_into_place(d, instance, &dir, snap, freeze).await;
+    let taken = copy_into_place(d, &row, pool, &dir, snap, freeze).await;
     crate::failpoint::hit("snapshot-create:placed");
     let recorded = match taken {
         Ok(()) => {
@@ -168,7 +163,7 @@ pub async fn take(
             };
             let recorded = d.db(move |s| s.create_snapshot(&snap_row)).await;
             if recorded.is_err() {
-                let _ = rxd_image::remove::remove_tree(dir.join(snap));
+                let _ = crate::service::layout::remove_tree(dir.join(snap));
             }
             recorded
         }
@@ -183,11 +178,14 @@ pub async fn take(
 /// directory renamed into place once complete; nothing is left if it fails.
 async fn copy_into_place(
     d: &Arc<Daemon>,
-    instance: &InstanceKey,
+    row: &rxd_store::InstanceRow,
+    pool: Arc<rxd_storage::Pool>,
     dir: &std::path::Path,
     snap: &str,
     freeze: bool,
 ) -> ApiResult<()> {
+    let key = row.key();
+    let instance = &key;
     let temp = dir.join(format!(".new-{}", uuid::Uuid::new_v4().simple()));
     std::fs::DirBuilder::new()
         .mode(0o700)
@@ -195,14 +193,17 @@ async fn copy_into_place(
         .map_err(ApiError::internal)?;
     if freeze {
         if let Err(e) = d.runtime.freeze(instance, true).await {
-            let _ = rxd_image::remove::remove_tree(&temp);
+            let _ = crate::service::layout::remove_tree(&temp);
             return Err(e.into());
         }
         crate::failpoint::hit("snapshot-create:frozen");
     }
+    // On btrfs a read-only snapshot of the root filesystem's subvolume: instant at any size.
     let copied = copy(
-        layout::instance_dir(d, instance).join("rootfs"),
+        pool,
+        layout::instance_dir(d, &row.pool, instance).join("rootfs"),
         temp.join("rootfs"),
+        true,
     )
     .await;
     if freeze {
@@ -216,7 +217,7 @@ async fn copy_into_place(
         Ok(())
     });
     if placed.is_err() {
-        let _ = rxd_image::remove::remove_tree(&temp);
+        let _ = crate::service::layout::remove_tree(&temp);
     }
     placed
 }
@@ -231,7 +232,9 @@ pub async fn rename(
     snap: &str,
     new: &str,
 ) -> ApiResult<()> {
-    let dir = layout::snapshots_dir(d, &row.key());
+    // Files of a pool that is not mounted are not there to move.
+    crate::service::pools::get(d, &row.pool)?;
+    let dir = layout::snapshots_dir(d, &row.pool, &row.key());
     let (from, to) = (dir.join(snap), dir.join(new));
     let exists = || ApiError::Conflict(format!("Snapshot {new:?} already exists"));
     if to.exists() {
@@ -284,7 +287,8 @@ pub async fn remove(d: &Arc<Daemon>, row: &rxd_store::InstanceRow, snap: &str) -
         },
     )
     .await?;
-    let path = layout::snapshots_dir(d, &row.key()).join(snap);
+    crate::service::pools::get(d, &row.pool)?;
+    let path = layout::snapshots_dir(d, &row.pool, &row.key()).join(snap);
     let aside = match layout::move_aside(&[path]) {
         Ok(aside) => aside,
         Err(e) => {
@@ -386,21 +390,37 @@ async fn put_back(d: &Arc<Daemon>, instance: &InstanceKey, snap: &SnapshotRow) -
 async fn swap_in(d: &Arc<Daemon>, instance: &InstanceKey, snap: &SnapshotRow) -> ApiResult<()> {
     // No host-side write into the tree while it is replaced.
     let _exclusive = d.runtime.rootfs_lock(instance).write_owned().await;
-    let dir = layout::instance_dir(d, instance);
+    let row = by_key(d, instance).await?;
+    let pool = crate::service::pools::get(d, &row.pool)?;
+    let dir = layout::instance_dir(d, &row.pool, instance);
     let staged_name = format!(".rootfs-restore-{}", uuid::Uuid::new_v4().simple());
     let staged = dir.join(&staged_name);
+    // On btrfs a writable snapshot of the snapshot: instant at any size.
     copy(
-        layout::snapshots_dir(d, instance)
+        pool,
+        layout::snapshots_dir(d, &row.pool, instance)
             .join(&snap.name)
             .join("rootfs"),
         staged.clone(),
+        false,
     )
     .await?;
     crate::failpoint::hit("snapshot-restore:copied");
     let drop_staged = |staged: PathBuf| async move {
-        let _ = tokio::task::spawn_blocking(move || rxd_image::remove::remove_tree(staged)).await;
+        let _ =
+            tokio::task::spawn_blocking(move || crate::service::layout::remove_tree(staged)).await;
     };
-    let inode = match std::fs::symlink_metadata(&staged) {
+    let marker = uuid::Uuid::new_v4().simple().to_string();
+    let marked = std::fs::symlink_metadata(&staged).and_then(|m| {
+        rustix::fs::lsetxattr(
+            &staged,
+            RESTORE_MARK,
+            marker.as_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        )?;
+        Ok(m)
+    });
+    let inode = match marked {
         Ok(m) => std::os::unix::fs::MetadataExt::ino(&m),
         Err(e) => {
             drop_staged(staged).await;
@@ -423,6 +443,7 @@ async fn swap_in(d: &Arc<Daemon>, instance: &InstanceKey, snap: &SnapshotRow) ->
             snapshot: snap.name.clone(),
             staged: staged_name,
             inode,
+            marker,
             idmap: idmap.clone(),
         },
     )
@@ -451,9 +472,21 @@ async fn swap_in(d: &Arc<Daemon>, instance: &InstanceKey, snap: &SnapshotRow) ->
     }
     crate::failpoint::hit("snapshot-restore:recorded");
     pending.end(d).await?;
+    let _ = rustix::fs::lremovexattr(&rootfs, RESTORE_MARK);
     drop_staged(staged).await;
     tracing::info!(instance = %instance, snapshot = %snap.name, "snapshot restored");
     Ok(())
+}
+
+/// The extended attribute a restore's copy carries until the restore is recorded: recovery
+/// knows the exchange happened if the root filesystem has it.
+pub const RESTORE_MARK: &str = "trusted.rxd.restore";
+
+/// Whether `rootfs` carries `marker` (a restore's copy exchanged into place).
+pub fn has_restore_mark(rootfs: &std::path::Path, marker: &str) -> bool {
+    let mut buf = [0u8; 64];
+    rustix::fs::lgetxattr(rootfs, RESTORE_MARK, &mut buf[..])
+        .is_ok_and(|n| &buf[..n] == marker.as_bytes())
 }
 
 /// Exchange two directories atomically: at every moment each name holds one whole tree.
@@ -463,11 +496,14 @@ fn exchange(a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()> {
     rxd_image::durable::sync_dir(b.parent().unwrap_or(std::path::Path::new(".")))
 }
 
-/// Record the map the instance's files carry (`volatile.last_state.idmap`).
+/// Record what the instance's restored files carry: the map (`volatile.last_state.idmap`), and
+/// a quota that may be the snapshot's (a btrfs snapshot keeps its source's), set again at the
+/// next start.
 pub async fn record_idmap(d: &Daemon, instance: &InstanceKey, idmap: &str) -> ApiResult<()> {
     let row = by_key(d, instance).await?;
     let mut config = config_of(&row);
     config.insert("volatile.last_state.idmap".into(), idmap.to_owned());
+    config.insert("volatile.rootfs.quota".into(), "reapply".into());
     save_config(d, instance, &config).await
 }
 
