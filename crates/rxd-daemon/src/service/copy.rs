@@ -261,24 +261,14 @@ async fn place(
     // The image's metadata and templates, which the first start's `copy` templates use.
     let src_dir = layout::instance_dir(d, &src.pool, &src_key);
     let copied = match copied {
-        Ok(_) if src_dir.join("templates").is_dir() => {
-            let (from, to) = (src_dir.join("templates"), temp.join("templates"));
-            tokio::task::spawn_blocking(move || rxd_image::copy::copy_tree(&from, &to))
+        Ok(_) => {
+            let (from, to) = (src_dir.clone(), temp.clone());
+            tokio::task::spawn_blocking(move || layout::copy_image_extras(&from, &to))
                 .await?
                 .map_err(ApiError::internal)
         }
-        other => other,
-    }
-    .and_then(|n| {
-        match std::fs::read(src_dir.join("metadata.yaml")) {
-            Ok(meta) => {
-                std::fs::write(temp.join("metadata.yaml"), meta).map_err(ApiError::internal)?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ApiError::internal(e)),
-        }
-        Ok(n)
-    });
+        Err(e) => Err(e),
+    };
     let published =
         copied.and_then(|_| rxd_image::durable::publish(&temp, &dest).map_err(ApiError::internal));
     if let Err(e) = published {

@@ -376,62 +376,50 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
     save_config(d, name, &config).await
 }
 
-/// A new instance directory `tmp` from the image's unpacked tree, owners shifted through
-/// `shift`: on btrfs its root filesystem a subvolume of its own (so it can be snapshotted and
-/// given a quota), elsewhere a plain copy.
-fn copy_image_tree(
-    pool: &rxd_storage::Pool,
-    image_tree: &std::path::Path,
-    tmp: &std::path::Path,
-    shift: Option<&rxd_image::IdShift>,
-) -> Result<u64, rxd_image::ImageError> {
-    if pool.kind() != rxd_storage::DriverKind::Btrfs {
-        return rxd_image::copy::copy_tree_shifted(image_tree, tmp, shift);
-    }
-    let io = |path: &std::path::Path| {
-        let path = path.display().to_string();
-        move |e| rxd_image::ImageError::Io { path, source: e }
-    };
-    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
-        .create(tmp)
-        .map_err(io(tmp))?;
-    pool.create_volume(&tmp.join("rootfs"), 0o755)
-        .map_err(|e| io(tmp)(std::io::Error::other(e)))?;
-    let mut n =
-        rxd_image::copy::copy_tree_into(&image_tree.join("rootfs"), &tmp.join("rootfs"), shift)?;
-    if image_tree.join("templates").is_dir() {
-        n += rxd_image::copy::copy_tree(&image_tree.join("templates"), &tmp.join("templates"))?;
-    }
-    if image_tree.join("metadata.yaml").is_file() {
-        std::fs::copy(image_tree.join("metadata.yaml"), tmp.join("metadata.yaml"))
-            .map_err(io(tmp))?;
-    }
-    Ok(n)
+/// How a new instance's root filesystem is made from an image's tree.
+enum FromImage<'a> {
+    /// A writable btrfs snapshot of the image volume's read-only one.
+    Snapshot,
+    /// A copy of the unpacked image's, owners shifted through the map if any (on btrfs into a
+    /// subvolume of its own, so it can be snapshotted and given a quota).
+    Copy(Option<&'a rxd_image::IdShift>),
 }
 
-/// A new instance directory `tmp` from an image volume: its root filesystem a writable
-/// snapshot of the image's, its metadata and templates copied.
-fn clone_image_volume(
+/// A new instance directory `tmp` from an image's tree `from` (an unpacked image or an image
+/// volume): its root filesystem as `how` says, the image's metadata and templates copied.
+fn instance_dir_from(
     pool: &rxd_storage::Pool,
-    volume: &std::path::Path,
+    from: &std::path::Path,
     tmp: &std::path::Path,
-) -> Result<(), rxd_image::ImageError> {
+    how: FromImage<'_>,
+) -> Result<u64, rxd_image::ImageError> {
+    let btrfs = pool.kind() == rxd_storage::DriverKind::Btrfs;
+    if let FromImage::Copy(shift) = how {
+        if !btrfs {
+            return rxd_image::copy::copy_tree_shifted(from, tmp, shift);
+        }
+    }
     let io = |path: &std::path::Path| {
         let path = path.display().to_string();
         move |e| rxd_image::ImageError::Io { path, source: e }
     };
+    let storage = |e: rxd_storage::StorageError| io(tmp)(std::io::Error::other(e));
     std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
         .create(tmp)
         .map_err(io(tmp))?;
-    pool.snapshot_volume(&volume.join("rootfs"), &tmp.join("rootfs"), false)
-        .map_err(|e| io(tmp)(std::io::Error::other(e)))?;
-    if volume.join("templates").is_dir() {
-        rxd_image::copy::copy_tree(&volume.join("templates"), &tmp.join("templates"))?;
-    }
-    if volume.join("metadata.yaml").is_file() {
-        std::fs::copy(volume.join("metadata.yaml"), tmp.join("metadata.yaml")).map_err(io(tmp))?;
-    }
-    Ok(())
+    let (rootfs, into) = (from.join("rootfs"), tmp.join("rootfs"));
+    let n = match how {
+        FromImage::Snapshot => {
+            pool.snapshot_volume(&rootfs, &into, false)
+                .map_err(storage)?;
+            0
+        }
+        FromImage::Copy(shift) => {
+            pool.create_volume(&into, 0o755).map_err(storage)?;
+            rxd_image::copy::copy_tree_into(&rootfs, &into, shift)?
+        }
+    };
+    Ok(n + crate::service::layout::copy_image_extras(from, tmp)?)
 }
 
 /// Bring the root filesystem's quota to the root disk's `size` if it changed since it was last
@@ -1021,8 +1009,8 @@ pub async fn create(
         }
         if let Some(volume) = volume {
             let tmp = containers.join(format!(".unpack-{}", uuid::Uuid::new_v4().simple()));
-            let made = clone_image_volume(&cow_pool, &volume, &tmp)
-                .and_then(|()| rxd_image::durable::publish(&tmp, &dest).map_err(io(&dest)));
+            let made = instance_dir_from(&cow_pool, &volume, &tmp, FromImage::Snapshot)
+                .and_then(|_| rxd_image::durable::publish(&tmp, &dest).map_err(io(&dest)));
             if made.is_err() {
                 let _ = crate::service::layout::remove_tree(&tmp);
             }
@@ -1030,8 +1018,13 @@ pub async fn create(
         }
         if recorded > 0 && image_tree.is_dir() {
             let tmp = containers.join(format!(".unpack-{}", uuid::Uuid::new_v4().simple()));
-            let copied = copy_image_tree(&cow_pool, &image_tree, &tmp, shift.as_ref())
-                .and_then(|_| rxd_image::durable::publish(&tmp, &dest).map_err(io(&dest)));
+            let copied = instance_dir_from(
+                &cow_pool,
+                &image_tree,
+                &tmp,
+                FromImage::Copy(shift.as_ref()),
+            )
+            .and_then(|_| rxd_image::durable::publish(&tmp, &dest).map_err(io(&dest)));
             if copied.is_err() {
                 let _ = crate::service::layout::remove_tree(&tmp);
             }

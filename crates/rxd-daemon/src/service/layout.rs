@@ -128,6 +128,25 @@ pub fn remove_tree(path: impl AsRef<Path>) -> io::Result<()> {
     rxd_image::remove::remove_tree(path)
 }
 
+/// Copy an image's metadata and templates (`metadata.yaml`, `templates/`) from the image or
+/// instance directory `from` to `to`; entries copied.
+pub fn copy_image_extras(from: &Path, to: &Path) -> Result<u64, rxd_image::ImageError> {
+    let mut n = 0;
+    if from.join("templates").is_dir() {
+        n += rxd_image::copy::copy_tree(&from.join("templates"), &to.join("templates"))?;
+    }
+    if from.join("metadata.yaml").is_file() {
+        std::fs::copy(from.join("metadata.yaml"), to.join("metadata.yaml")).map_err(|e| {
+            rxd_image::ImageError::Io {
+                path: to.display().to_string(),
+                source: e,
+            }
+        })?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// Where rxd's subvolumes can be in `path`: itself, `rootfs` (an instance's or an image's
 /// directory) and `*/rootfs` (a snapshots directory). A root filesystem is never looked into:
 /// what is inside is the container's, and `btrfs` deletes nested subvolumes itself.

@@ -521,15 +521,7 @@ pub async fn image_volume(
             pool.create_volume(&rootfs, 0o755).map_err(refusal)?;
             rxd_image::copy::copy_tree_into(&unpacked.join("rootfs"), &rootfs, None)
                 .map_err(ApiError::internal)?;
-            for extra in ["metadata.yaml", "templates"] {
-                let from = unpacked.join(extra);
-                if from.is_dir() {
-                    rxd_image::copy::copy_tree(&from, &temp.join(extra))
-                        .map_err(ApiError::internal)?;
-                } else if from.is_file() {
-                    std::fs::copy(&from, temp.join(extra)).map_err(ApiError::internal)?;
-                }
-            }
+            layout::copy_image_extras(&unpacked, &temp).map_err(ApiError::internal)?;
             pool.set_readonly(&rootfs, true).map_err(refusal)?;
             rxd_image::durable::publish(&temp, &made).map_err(ApiError::internal)
         })();
