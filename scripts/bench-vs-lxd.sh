@@ -376,7 +376,9 @@ storage_part() {
   mkfs.btrfs -q "$work/btrfs.img"
   mkdir -p "$work/btrfs"
   mount -o loop,user_subvol_rm_allowed "$work/btrfs.img" "$work/btrfs"
-  mkdir "$work/btrfs/lxd" "$work/btrfs/rxd"
+  # LXD makes its source a subvolume itself (the path must not exist); rxd takes an empty
+  # directory.
+  mkdir "$work/btrfs/rxd"
   LXD_DIR=$work/lxd lxc storage create bt btrfs source="$work/btrfs/lxd" >/dev/null
   rxc storage create bt btrfs source="$work/btrfs/rxd" >/dev/null
   local label
