@@ -115,9 +115,16 @@ pub enum Command {
     /// the copy gets new MAC addresses and, if isolated, its own ids).
     #[command(alias = "cp")]
     Copy(CopyArgs),
-    /// Rename a stopped container: `rxc rename [REMOTE:]OLD NEW`.
+    /// Rename a stopped container, or move it to another storage pool: `rxc rename
+    /// [REMOTE:]OLD NEW`, `rxc move [REMOTE:]NAME [NEW] -s POOL`.
     #[command(alias = "move", alias = "mv")]
-    Rename { old: String, new: String },
+    Rename {
+        old: String,
+        new: Option<String>,
+        /// Move it to this storage pool (stopped), as `lxc move -s`.
+        #[arg(long, short = 's')]
+        storage: Option<String>,
+    },
     /// Run a command in a container: `rxc exec [REMOTE:]NAME [--env K=V] -- CMD...`. Standard
     /// input, output and error are passed through; rxc exits with the command's status.
     Exec(ExecArgs),

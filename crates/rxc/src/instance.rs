@@ -356,15 +356,27 @@ pub async fn config_edit(conf: &ConfigDir, target: &str) -> anyhow::Result<()> {
     .await
 }
 
-pub async fn rename(conf: &ConfigDir, old: &str, new: &str) -> anyhow::Result<()> {
+pub async fn rename(
+    conf: &ConfigDir,
+    old: &str,
+    new: Option<&str>,
+    pool: Option<&str>,
+) -> anyhow::Result<()> {
     let (remote, old) = split_target(conf, old);
-    let (new_remote, new) = split_target(conf, new);
+    let (new_remote, new) = match new {
+        Some(new) => split_target(conf, new),
+        None if pool.is_some() => (remote.clone(), old.clone()),
+        None => bail!("a new name, or a storage pool to move to (-s POOL), is needed"),
+    };
     if new_remote != remote {
         bail!("moving a container between servers is not supported");
     }
     let conn = open(conf, &remote)?;
+    // To another pool as `lxc move -s` asks it (LXD's `instance_pool_move`).
     let body = InstancePost {
         name: new,
+        migration: pool.is_some(),
+        pool: pool.unwrap_or_default().to_owned(),
         ..Default::default()
     };
     let op = conn

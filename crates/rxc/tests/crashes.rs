@@ -48,6 +48,8 @@ enum Op {
     PoolCreate,
     /// The pool `p2` deleted.
     PoolDelete,
+    /// `c1` (stopped, with its snapshot) moved to the `dir` pool `m`.
+    PoolMove,
 }
 
 const CASES: &[(&str, Before, Op)] = &[
@@ -134,6 +136,8 @@ const BTRFS_CASES: &[(&str, Before, Op)] = &[
     ("snapshot-restore:swapped", Before::Running, Op::Restore),
     ("image-delete:row-deleted", Before::Image, Op::ImageDelete),
     ("instance-copy:placed", Before::Running, Op::Copy),
+    ("instance-move:placed", Before::Stopped, Op::PoolMove),
+    ("instance-move:recorded", Before::Stopped, Op::PoolMove),
 ];
 
 /// Operations that record an intent, so recovery always has something to say about them.
@@ -189,6 +193,7 @@ async fn run(env: &Env, d: &TestDaemon, op: Op) -> bool {
         Op::Copy => vec!["copy", "c1", "c2"],
         Op::PoolCreate => vec!["storage", "create", "p2", "btrfs", "size=1GiB"],
         Op::PoolDelete => vec!["storage", "delete", "p2"],
+        Op::PoolMove => vec!["move", "c1", "-s", "m"],
         Op::SnapshotRename => {
             let r = d
                 .unix()
@@ -240,6 +245,9 @@ async fn done(c: &Client, op: Op) -> bool {
         Op::Copy => exists("/1.0/instances/c2/snapshots/s1").await,
         Op::PoolCreate => exists("/1.0/storage-pools/p2").await,
         Op::PoolDelete => !exists("/1.0/storage-pools/p2").await,
+        Op::PoolMove => {
+            c.get("/1.0/instances/c1").await.unwrap()["expanded_devices"]["root"]["pool"] == "m"
+        }
     }
 }
 
@@ -278,8 +286,22 @@ async fn consistent(env: &Env, d: &TestDaemon, point: &str, pool: &str) {
     }
     let instances = c.get("/1.0/instances?recursion=1").await.unwrap();
     let mut listed = BTreeSet::new();
+    // Instances by the pool their root disk names (the default profile's is `pool`'s).
+    let mut by_pool: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for p in [pool, "m"] {
+        by_pool.insert(p.to_owned(), BTreeSet::new());
+    }
     for i in instances.as_array().unwrap() {
         let name = i["name"].as_str().unwrap().to_owned();
+        let in_pool = i["expanded_devices"]["root"]["pool"]
+            .as_str()
+            .unwrap_or("default")
+            .to_owned();
+        by_pool
+            .entry(in_pool.clone())
+            .or_default()
+            .insert(name.clone());
+        let pool_dir = d.dir().join("storage-pools").join(&in_pool);
         assert!(
             i["config"]["volatile.idmap.next"].is_string(),
             "{point}: {name} is listed half-made: {i:#}"
@@ -330,11 +352,19 @@ async fn consistent(env: &Env, d: &TestDaemon, point: &str, pool: &str) {
         assert_ne!(state["status"], "Frozen", "{point}: {name} left frozen");
         listed.insert(name);
     }
-    assert_eq!(
-        names(&pool_dir.join("containers")),
-        listed,
-        "{point}: containers/"
-    );
+    for (p, owners) in &by_pool {
+        let dir = d.dir().join("storage-pools").join(p);
+        assert_eq!(
+            names(&dir.join("containers")),
+            *owners,
+            "{point}: {p}/containers/"
+        );
+        let snapshot_owners = names(&dir.join("containers-snapshots"));
+        assert!(
+            snapshot_owners.is_subset(owners),
+            "{point}: {p}/containers-snapshots/ holds {snapshot_owners:?}, instances are {owners:?}"
+        );
+    }
     let snapshot_owners = names(&pool_dir.join("containers-snapshots"));
     // Image volumes only of images there are (a btrfs pool's).
     let volumes: BTreeSet<String> = names(&pool_dir.join("images"));
@@ -476,6 +506,9 @@ async fn killed_at_every_step(cases: &[(&str, Before, Op)], pool: &str) {
         }
         if before == Before::Pool {
             env.ok(&d, &["storage", "create", "p2", "btrfs", "size=1GiB"]);
+        }
+        if op == Op::PoolMove {
+            env.ok(&d, &["storage", "create", "m", "dir"]);
         }
         if before != Before::Nothing {
             env.ok(

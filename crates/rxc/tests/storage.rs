@@ -30,6 +30,16 @@ fn subvolume(path: &Path) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
+fn is_subvolume(path: &Path) -> bool {
+    Command::new("btrfs")
+        .args(["subvolume", "show"])
+        .arg(path)
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
 fn readonly(path: &Path) -> bool {
     let out = Command::new("btrfs")
         .args(["property", "get", "-ts"])
@@ -203,6 +213,27 @@ async fn btrfs_pools_share_one_image_volume_and_snapshot_instantly() {
     assert!(readonly(&pool.join("containers-snapshots/c3/s0/rootfs")));
     s.ok(&["start", "c3"]);
     assert_eq!(s.ok(&["exec", "c3", "--", "cat", "/root/state"]), "v1\n");
+    // Moved (stopped) to the default pool and back, with its snapshot: the files follow, the
+    // old ones go, and on btrfs the snapshot is read-only again.
+    assert!(s
+        .fails(&["move", "c3", "-s", "default"])
+        .contains("stopped"));
+    s.ok(&["stop", "c3", "--force"]);
+    s.ok(&["move", "c3", "-s", "default"]);
+    let dir_pool = state.join("storage-pools/default");
+    assert!(dir_pool.join("containers/c3/rootfs/root/state").exists());
+    assert!(dir_pool
+        .join("containers-snapshots/c3/s0/rootfs/bin")
+        .exists());
+    assert!(!pool.join("containers/c3").exists() && !pool.join("containers-snapshots/c3").exists());
+    let inst = s.get("/1.0/instances/c3").await;
+    assert_eq!(inst["devices"]["root"]["pool"], "default", "{inst}");
+    s.ok(&["move", "c3", "-s", "b"]);
+    assert!(is_subvolume(&pool.join("containers/c3/rootfs")));
+    assert!(readonly(&pool.join("containers-snapshots/c3/s0/rootfs")));
+    assert!(!dir_pool.join("containers/c3").exists());
+    s.ok(&["start", "c3"]);
+    assert_eq!(s.ok(&["exec", "c3", "--", "cat", "/root/state"]), "v1\n");
     // Copied to the default (dir) pool: a plain copy.
     s.ok(&["copy", "c1", "d1", "-s", "default", "--instance-only"]);
     assert!(state
@@ -331,8 +362,18 @@ async fn dir_pools_and_debian_lxc_storage() {
         &["storage", "volume", "list", "rxd:bt", "--format", "csv"],
     );
     assert!(vols.contains("container,x2,"), "{vols}");
-    let del = lxc(conf, &["storage", "delete", "rxd:d2"]);
-    assert!(!del.status.success());
+    // lxc move -s: to the btrfs pool, stopped.
+    lxc_ok(conf, &["stop", "rxd:x1", "--force"]);
+    lxc_ok(conf, &["move", "rxd:x1", "-s", "bt"]);
+    assert!(s
+        .d
+        .dir()
+        .join("storage-pools/bt/containers/x1/rootfs/bin/busybox")
+        .exists());
+    assert!(!s.d.dir().join("storage-pools/d2/containers/x1").exists());
+    lxc_ok(conf, &["start", "rxd:x1"]);
+    let del = lxc(conf, &["storage", "delete", "rxd:bt"]);
+    assert!(!del.status.success(), "bt holds x1 and x2");
     lxc_ok(conf, &["delete", "-f", "rxd:x1", "rxd:x2"]);
     lxc_ok(conf, &["storage", "delete", "rxd:d2"]);
     lxc_ok(conf, &["storage", "delete", "rxd:bt"]);

@@ -83,6 +83,7 @@ pub const API_EXTENSIONS: &[&str] = &[
     "container_only_migration",
     "container_copy_project",
     "storage",
+    "instance_pool_move",
 ];
 
 /// What rxd reports as `server_version`, so that LXD 5.0 clients pick their 5.0 code paths.

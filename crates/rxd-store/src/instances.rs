@@ -314,6 +314,25 @@ impl Store {
         Ok(())
     }
 
+    /// Record that an instance (and its snapshots) now live in `pool`, with its own devices
+    /// `devices` (its root disk naming that pool), in one statement.
+    pub fn set_instance_pool(
+        &self,
+        project: &str,
+        name: &str,
+        pool: &str,
+        devices: &str,
+    ) -> Result<(), StoreError> {
+        let n = self.conn()?.execute(
+            "UPDATE instances SET pool = ?3, devices = ?4 WHERE project = ?1 AND name = ?2",
+            params![project, name, pool, devices],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound { kind: "instance" });
+        }
+        Ok(())
+    }
+
     /// Delete an instance and its idmap block.
     pub fn delete_instance(&self, project: &str, name: &str) -> Result<(), StoreError> {
         let n = self.conn()?.execute(

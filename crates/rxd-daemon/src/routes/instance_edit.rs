@@ -355,8 +355,16 @@ pub async fn post(
     Path(name): Path<String>,
     Json(body): Json<InstancePost>,
 ) -> ApiResult<Response> {
-    if body.migration || body.live {
-        return Err(ApiError::BadRequest("Migration is not supported".into()));
+    // `lxc move NAME -s POOL` (LXD's `instance_pool_move`): on this server, to another pool.
+    // (`live` says nothing here: the instance must be stopped.)
+    let pool_move = body.migration
+        && body.target.is_none()
+        && !body.pool.is_empty()
+        && (body.project.is_empty() || body.project == caller.project);
+    if (body.migration || body.live) && !pool_move {
+        return Err(ApiError::BadRequest(
+            "Migration between servers and projects is not supported".into(),
+        ));
     }
     if !rxd_core::name::valid_instance_name(&body.name) {
         return Err(ApiError::BadRequest(format!(
@@ -368,6 +376,16 @@ pub async fn post(
     let key = row.key();
     let lock = d.runtime.action_lock(&key);
     let _guard = lock.lock().await;
+    if pool_move {
+        crate::service::moves::to_pool(&d, &caller, &row, &body.pool).await?;
+        let url = format!("/1.0/instances/{name}");
+        d.events
+            .lifecycle("instance-updated", &url, &row.project, &caller);
+        if body.name == name {
+            return finished_operation(&d, "Moving instance", &row.project, &url);
+        }
+    }
+    let row = find(&d, &caller.project, &name).await?;
     if d.runtime.init(&key).is_some() {
         return Err(ApiError::BadRequest(
             "Renaming of running instance not allowed".into(),

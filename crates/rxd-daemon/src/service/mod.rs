@@ -11,6 +11,7 @@ pub mod images;
 pub mod instances;
 pub mod intent;
 pub mod layout;
+pub mod moves;
 pub mod networks;
 pub mod nics;
 pub mod pools;
