@@ -39,15 +39,24 @@ fn refusal(e: StorageError) -> ApiError {
 /// before pools into it), before recovery looks at any instance's files. A pool that cannot
 /// be mounted is left out (logged, and a warning): its instances cannot start until it can.
 pub async fn start(d: &Arc<Daemon>) -> Result<(), crate::DaemonError> {
+    let rows = d
+        .db(|s| s.storage_pools())
+        .await
+        .map_err(|e| crate::DaemonError::Storage(e.to_string()))?;
+    // The `default` rxd made (or none yet): its layout, and what rxd kept before pools. A
+    // `default` the administrator made again (another driver or source) is left alone.
+    let own = layout::pool_dir(d, DEFAULT).display().to_string();
+    let ours = rows.iter().find(|r| r.name == DEFAULT).is_none_or(|r| {
+        r.driver == "dir" && parse(&r.config).get("source").map(String::as_str) == Some(&own)
+    });
+    if !ours {
+        return mount_all(d, rows).await;
+    }
     let dir = d.dir.clone();
     let made = tokio::task::spawn_blocking(move || make_default(&dir))
         .await
         .map_err(|e| crate::DaemonError::Storage(e.to_string()))?
         .map_err(|e| crate::DaemonError::Storage(format!("the default storage pool: {e}")))?;
-    let rows = d
-        .db(|s| s.storage_pools())
-        .await
-        .map_err(|e| crate::DaemonError::Storage(e.to_string()))?;
     if !rows.iter().any(|r| r.name == DEFAULT) {
         let row = rxd_store::StoragePoolRow {
             name: DEFAULT.into(),
