@@ -991,6 +991,18 @@ pub enum StorageVolumeCmd {
         #[command(flatten)]
         format: FormatArg,
     },
+    /// Copy custom storage volumes: `rxc storage volume copy [REMOTE:]POOL/VOLUME[/SNAPSHOT]
+    /// [REMOTE:]POOL/VOLUME` (with the volume's snapshots unless --volume-only).
+    Copy {
+        source: String,
+        target: String,
+        /// Copy the volume without its snapshots.
+        #[arg(long)]
+        volume_only: bool,
+    },
+    /// Move or rename custom storage volumes: `rxc storage volume move
+    /// [REMOTE:]POOL/VOLUME [REMOTE:]POOL/VOLUME` (with its snapshots).
+    Move { source: String, target: String },
     /// Rename storage volumes and their snapshots: `rxc storage volume rename [REMOTE:]POOL
     /// OLD[/SNAP] NEW[/SNAP]`.
     Rename {

@@ -16,7 +16,8 @@ use rxd_api::operation::Operation;
 use rxd_api::storage::{
     StoragePool, StoragePoolPut, StoragePoolState, StoragePoolsPost, StorageVolume,
     StorageVolumePost, StorageVolumePut, StorageVolumeSnapshot, StorageVolumeSnapshotPost,
-    StorageVolumeSnapshotPut, StorageVolumeSnapshotsPost, StorageVolumeState, StorageVolumesPost,
+    StorageVolumeSnapshotPut, StorageVolumeSnapshotsPost, StorageVolumeSource, StorageVolumeState,
+    StorageVolumesPost,
 };
 use rxd_api::ResponseType;
 use rxd_client::remotes::ConfigDir;
@@ -87,6 +88,18 @@ fn pool_target(conf: &ConfigDir, spec: &str) -> anyhow::Result<(Conn, String)> {
         bail!("Missing pool name");
     }
     Ok((open(conf, &remote)?, pool))
+}
+
+/// `[REMOTE:]POOL/VOLUME[/SNAPSHOT]` as the connection, the pool and the rest.
+fn pool_volume(conf: &ConfigDir, spec: &str) -> anyhow::Result<(Conn, String, String)> {
+    let (remote, path) = split_target(conf, spec);
+    let Some((pool, volume)) = path
+        .split_once('/')
+        .filter(|(p, v)| !p.is_empty() && !v.is_empty())
+    else {
+        bail!("Invalid storage volume {spec:?}: expected POOL/VOLUME");
+    };
+    Ok((open(conf, &remote)?, pool.to_owned(), volume.to_owned()))
 }
 
 /// `[TYPE/]NAME` as the volume's name and type, `default` when no known type prefixes it (a
@@ -877,6 +890,65 @@ async fn run_volume(conf: &ConfigDir, cmd: StorageVolumeCmd) -> anyhow::Result<(
             let headers: Vec<&str> = columns.iter().map(|c| c.header()).collect();
             let rows = volume_rows(&volumes, &states, &columns);
             print_rows(format.format, &headers, &rows, &volumes)
+        }
+        StorageVolumeCmd::Copy {
+            source,
+            target,
+            volume_only,
+        } => {
+            let (conn, src_pool, src) = pool_volume(conf, &source)?;
+            let (dst_conn, dst_pool, dst) = pool_volume(conf, &target)?;
+            if conn.name != dst_conn.name {
+                bail!("Copying storage volumes between servers is not supported by rxc yet");
+            }
+            let (name, snap) = split_snapshot(&src)?;
+            let from = volume_path(&src_pool, "custom", name);
+            let (vol, _) = fetch::<StorageVolume>(&conn, &from).await?;
+            let body = StorageVolumesPost {
+                config: vol.config,
+                description: vol.description,
+                name: dst.clone(),
+                kind: "custom".into(),
+                source: StorageVolumeSource {
+                    name: match snap {
+                        Some(s) => format!("{name}/{s}"),
+                        None => name.to_owned(),
+                    },
+                    kind: "copy".into(),
+                    pool: src_pool.clone(),
+                    volume_only: volume_only || snap.is_some(),
+                    ..Default::default()
+                },
+                content_type: vol.content_type,
+            };
+            let path = format!("{}/volumes/custom", pool_path(&dst_pool));
+            send(&conn, Method::POST, &path, Some(&body)).await?;
+            outln!("Storage volume copied successfully!")?;
+            Ok(())
+        }
+        StorageVolumeCmd::Move { source, target } => {
+            let (conn, src_pool, src) = pool_volume(conf, &source)?;
+            let (dst_conn, dst_pool, dst) = pool_volume(conf, &target)?;
+            if conn.name != dst_conn.name {
+                bail!("Moving storage volumes between servers is not supported by rxc yet");
+            }
+            let body = StorageVolumePost {
+                name: dst.clone(),
+                pool: if dst_pool == src_pool {
+                    String::new()
+                } else {
+                    dst_pool.clone()
+                },
+                ..Default::default()
+            };
+            let path = volume_path(&src_pool, "custom", &src);
+            send(&conn, Method::POST, &path, Some(&body)).await?;
+            if dst_pool == src_pool {
+                outln!("Renamed storage volume from \"{src}\" to \"{dst}\"")?;
+            } else {
+                outln!("Storage volume moved successfully!")?;
+            }
+            Ok(())
         }
         StorageVolumeCmd::Rename { pool, old, new } => {
             let (conn, pool) = pool_target(conf, &pool)?;

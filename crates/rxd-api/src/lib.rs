@@ -84,6 +84,11 @@ pub const API_EXTENSIONS: &[&str] = &[
     "container_copy_project",
     "storage",
     "instance_pool_move",
+    "storage_api_volume_rename",
+    "storage_api_local_volume_handling",
+    "storage_api_volume_snapshots",
+    "custom_volume_snapshot_expiry",
+    "storage_volume_state",
 ];
 
 /// What rxd reports as `server_version`, so that LXD 5.0 clients pick their 5.0 code paths.

@@ -211,6 +211,14 @@ fn check_device(
         key: key.to_owned(),
     };
     match kind {
+        // A custom storage volume of the instance's project (the daemon checks it is one):
+        // LXD's `managed` disk, which every restricted project allows unless `block`ed.
+        "disk" if rxd_core::devices::is_volume_disk(device) => {
+            let key = "restricted.devices.disk";
+            if restricted && restriction(key, "managed") == "block" {
+                return Err(forbid("storage volume disks".into(), key));
+            }
+        }
         "disk" => {
             let source = device.get("source").map(String::as_str).unwrap_or("");
             if restricted {
@@ -837,6 +845,13 @@ mod tests {
         let nic_parent = vec![("type", "nic"), ("nictype", "bridged"), ("parent", "br0")];
         let none = vec![("type", "none")];
         let root = vec![("type", "disk"), ("path", "/"), ("pool", "default")];
+        let volume = vec![
+            ("type", "disk"),
+            ("pool", "p"),
+            ("source", "v"),
+            ("path", "/mnt"),
+        ];
+        let disk_block = map(&[("restricted", "true"), ("restricted.devices.disk", "block")]);
         type Case<'a> = (
             &'a str,
             bool,
@@ -848,6 +863,9 @@ mod tests {
         let cases: &[Case] = &[
             ("anyone: root disk", false, &open, root.clone(), true),
             ("anyone: none", false, &restricted, none.clone(), true),
+            ("operator: custom volume, open project", false, &open, volume.clone(), true),
+            ("operator: custom volume, restricted", false, &restricted, volume.clone(), true),
+            ("anyone: custom volume, disks blocked", true, &disk_block, volume.clone(), false),
             ("admin: any host path", true, &open, disk("/etc"), true),
             (
                 "admin: shift",

@@ -58,6 +58,7 @@ const OPERATE: Need = Need::Project(Permission::OperateContainers);
 const MANAGE: Need = Need::Project(Permission::ManageContainers);
 const IMAGES: Need = Need::Project(Permission::ManageImages);
 const PROFILES: Need = Need::Project(Permission::ManageProfiles);
+const VOLUMES: Need = Need::Project(Permission::ManageStorageVolumes);
 
 /// Instance endpoints, the same under `/1.0/instances` and `/1.0/containers`.
 macro_rules! instance_endpoints {
@@ -147,11 +148,76 @@ const OTHERS: &[Endpoint] = &[
     e("/1.0/storage-pools/{name}", "PATCH", Admin),
     e("/1.0/storage-pools/{name}", "DELETE", Admin),
     e("/1.0/storage-pools/{name}/resources", "GET", VIEW),
+    // Custom volumes belong to a project (LXD's `manage-storage-volumes`); instance and image
+    // volumes are only read here.
     e("/1.0/storage-pools/{name}/volumes", "GET", VIEW),
+    e("/1.0/storage-pools/{name}/volumes", "POST", VOLUMES),
+    e("/1.0/storage-pools/{name}/volumes/{type}", "GET", VIEW),
+    e("/1.0/storage-pools/{name}/volumes/{type}", "POST", VOLUMES),
     e(
         "/1.0/storage-pools/{name}/volumes/{type}/{volume}",
         "GET",
         VIEW,
+    ),
+    e(
+        "/1.0/storage-pools/{name}/volumes/{type}/{volume}",
+        "PUT",
+        VOLUMES,
+    ),
+    e(
+        "/1.0/storage-pools/{name}/volumes/{type}/{volume}",
+        "PATCH",
+        VOLUMES,
+    ),
+    e(
+        "/1.0/storage-pools/{name}/volumes/{type}/{volume}",
+        "POST",
+        VOLUMES,
+    ),
+    e(
+        "/1.0/storage-pools/{name}/volumes/{type}/{volume}",
+        "DELETE",
+        VOLUMES,
+    ),
+    e(
+        "/1.0/storage-pools/{name}/volumes/{type}/{volume}/state",
+        "GET",
+        VIEW,
+    ),
+    e(
+        "/1.0/storage-pools/{name}/volumes/{type}/{volume}/snapshots",
+        "GET",
+        VIEW,
+    ),
+    e(
+        "/1.0/storage-pools/{name}/volumes/{type}/{volume}/snapshots",
+        "POST",
+        VOLUMES,
+    ),
+    e(
+        "/1.0/storage-pools/{name}/volumes/{type}/{volume}/snapshots/{snap}",
+        "GET",
+        VIEW,
+    ),
+    e(
+        "/1.0/storage-pools/{name}/volumes/{type}/{volume}/snapshots/{snap}",
+        "PUT",
+        VOLUMES,
+    ),
+    e(
+        "/1.0/storage-pools/{name}/volumes/{type}/{volume}/snapshots/{snap}",
+        "PATCH",
+        VOLUMES,
+    ),
+    e(
+        "/1.0/storage-pools/{name}/volumes/{type}/{volume}/snapshots/{snap}",
+        "POST",
+        VOLUMES,
+    ),
+    e(
+        "/1.0/storage-pools/{name}/volumes/{type}/{volume}/snapshots/{snap}",
+        "DELETE",
+        VOLUMES,
     ),
     e("/1.0/networks", "GET", VIEW),
     e("/1.0/networks", "POST", Admin),

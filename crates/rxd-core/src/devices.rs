@@ -94,6 +94,116 @@ pub struct DiskMount {
     pub required: bool,
     /// `nosuid,nodev` (rxd's default).
     pub nosuid: bool,
+    /// A custom storage volume rxd made (`source` is its directory in a pool, which lies in
+    /// the directories no host-path disk may reach): opened beneath itself instead.
+    #[serde(default)]
+    pub volume: bool,
+}
+
+/// A `disk` naming a custom storage volume (`pool` and `source: <volume>`), before the daemon
+/// finds the volume's directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeDisk {
+    pub device: String,
+    pub pool: String,
+    pub volume: String,
+    /// Where inside the container.
+    pub path: PathBuf,
+    pub readonly: bool,
+    pub required: bool,
+}
+
+impl VolumeDisk {
+    /// The mount of the volume's directory `dir`: idmapped with the container's user namespace
+    /// (the volume keeps container ids on disk, as an idmapped root filesystem does), not
+    /// recursive, private, `nosuid,nodev`.
+    pub fn mount(&self, dir: PathBuf) -> DiskMount {
+        DiskMount {
+            device: self.device.clone(),
+            beneath: Some(dir.clone()),
+            source: dir,
+            path: self.path.clone(),
+            readonly: self.readonly,
+            recursive: false,
+            shift: true,
+            propagation: None,
+            required: self.required,
+            nosuid: true,
+            volume: true,
+        }
+    }
+}
+
+/// Whether `device` is a disk naming a custom storage volume (a non-root disk with a `pool`).
+pub fn is_volume_disk(device: &Device) -> bool {
+    device.get("type").map(String::as_str) == Some("disk")
+        && !is_root_disk(device)
+        && device.get("pool").is_some_and(|p| !p.is_empty())
+}
+
+const VOLUME_DISK_KEYS: &[&str] = &[
+    "type", "pool", "source", "path", "readonly", "required", "optional",
+];
+
+/// A disk naming a custom storage volume, typed.
+pub fn volume_disk(name: &str, device: &Device) -> Result<VolumeDisk, DeviceError> {
+    if let Some(key) = device
+        .keys()
+        .find(|k| !VOLUME_DISK_KEYS.contains(&k.as_str()))
+    {
+        return Err(invalid(
+            name,
+            format!("Option {key:?} is not supported by rxd for storage volume disks"),
+        ));
+    }
+    let pool = device.get("pool").cloned().unwrap_or_default();
+    if pool.is_empty() || pool.contains('/') {
+        return Err(invalid(name, format!("Invalid storage pool name {pool:?}")));
+    }
+    let volume = device.get("source").cloned().unwrap_or_default();
+    if volume.is_empty() {
+        return Err(invalid(
+            name,
+            "Storage volume disks need a \"source\" (the volume's name)",
+        ));
+    }
+    if !crate::name::valid_volume_name(&volume) {
+        return Err(invalid(
+            name,
+            format!("Invalid storage volume name {volume:?} (snapshots and volumes of other types cannot be attached)"),
+        ));
+    }
+    let path = target_path(
+        name,
+        device
+            .get("path")
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| invalid(name, "Disk devices need a \"path\""))?,
+    )?;
+    let required = flag(
+        name,
+        device,
+        "required",
+        !flag(name, device, "optional", false)?,
+    )?;
+    Ok(VolumeDisk {
+        device: name.to_owned(),
+        pool,
+        volume,
+        path,
+        readonly: flag(name, device, "readonly", false)?,
+        required,
+    })
+}
+
+/// The custom-volume disks of an instance's expanded devices (already validated), in name
+/// order.
+pub fn volume_disks(devices: &Devices) -> Vec<VolumeDisk> {
+    devices
+        .iter()
+        .filter(|(_, d)| is_volume_disk(d))
+        .filter_map(|(n, d)| volume_disk(n, d).ok())
+        .collect()
 }
 
 /// A `unix-char` or `unix-block` device node, as the container helper makes it.
@@ -220,7 +330,7 @@ fn target_path(name: &str, text: &str) -> Result<PathBuf, DeviceError> {
 pub fn disk(name: &str, device: &Device) -> Result<DiskMount, DeviceError> {
     if let Some(key) = device.keys().find(|k| !DISK_KEYS.contains(&k.as_str())) {
         let reason = match key.as_str() {
-            "pool" => "Custom storage volumes are not supported by rxd yet".into(),
+            "pool" => "A storage volume disk needs a non-empty \"pool\"".into(),
             "size" | "size.state" => "Only the root disk can have a size in rxd".into(),
             k if k.starts_with("limits.")
                 || k.starts_with("ceph")
@@ -253,7 +363,7 @@ pub fn disk(name: &str, device: &Device) -> Result<DiskMount, DeviceError> {
     let source = normal_absolute(source_text).ok_or_else(|| {
         invalid(
             name,
-            format!("Invalid source {source_text:?}: it must be an absolute host path, without \".\", \"..\" or \"//\" (custom storage volumes are not supported by rxd yet)"),
+            format!("Invalid source {source_text:?}: it must be an absolute host path, without \".\", \"..\" or \"//\" (or a custom storage volume's name with \"pool\")"),
         )
     })?;
     let path = target_path(
@@ -296,6 +406,7 @@ pub fn disk(name: &str, device: &Device) -> Result<DiskMount, DeviceError> {
         propagation,
         required,
         nosuid: flag(name, device, DISK_NOSUID, true)?,
+        volume: false,
     })
 }
 
@@ -460,6 +571,7 @@ fn check_one(name: &str, device: &Device) -> Result<(), DeviceError> {
             None => Ok(()),
         },
         "disk" if is_root_disk(device) => root_disk(name, device),
+        "disk" if is_volume_disk(device) => volume_disk(name, device).map(drop),
         "disk" => disk(name, device).map(drop),
         "unix-char" | "unix-block" => unix(name, device).map(drop),
         "nic" => nic(name, device),
@@ -546,13 +658,15 @@ pub fn validate(devices: &Devices) -> Result<(), DeviceError> {
 }
 
 /// The host-path disks and unix nodes of an instance's expanded devices (already validated),
-/// in name order.
+/// in name order (custom-volume disks are [`volume_disks`]).
 pub fn mounts(devices: &Devices) -> (Vec<DiskMount>, Vec<UnixNode>) {
     let mut disks = Vec::new();
     let mut nodes = Vec::new();
     for (name, device) in devices {
         match device.get("type").map(String::as_str) {
-            Some("disk") if !is_root_disk(device) => disks.extend(disk(name, device).ok()),
+            Some("disk") if !is_root_disk(device) && !is_volume_disk(device) => {
+                disks.extend(disk(name, device).ok())
+            }
             Some("unix-char" | "unix-block") => nodes.extend(unix(name, device).ok()),
             _ => {}
         }
@@ -753,6 +867,19 @@ mod tests {
             ],
             Err("not supported"),
         );
+        // Custom volumes: `pool` and a volume name as `source`.
+        let volume = |extra: &[(&'static str, &'static str)]| {
+            let mut d = vec![
+                ("type", "disk"),
+                ("pool", "default"),
+                ("source", "data"),
+                ("path", "/mnt"),
+            ];
+            d.extend_from_slice(extra);
+            d
+        };
+        check(&volume(&[]), ok);
+        check(&volume(&[("readonly", "true"), ("required", "false")]), ok);
         check(
             &[
                 ("type", "disk"),
@@ -760,8 +887,44 @@ mod tests {
                 ("path", "/mnt"),
                 ("pool", "default"),
             ],
-            Err("Custom storage volumes are not supported"),
+            Err("Invalid storage volume name \"/srv\""),
         );
+        check(
+            &volume(&[("shift", "true")]),
+            Err("not supported by rxd for storage volume disks"),
+        );
+        check(
+            &[("type", "disk"), ("pool", "default"), ("path", "/mnt")],
+            Err("need a \"source\""),
+        );
+        check(
+            &[
+                ("type", "disk"),
+                ("pool", "default"),
+                ("source", "v/snap0"),
+                ("path", "/mnt"),
+            ],
+            Err("Invalid storage volume name"),
+        );
+        check(
+            &[
+                ("type", "disk"),
+                ("pool", "default"),
+                ("source", "v"),
+                ("path", "/"),
+            ],
+            Err("The root disk cannot have a \"source\""),
+        );
+        let mut two = devices(&[("a", &volume(&[])), ("b", &volume(&[]))]);
+        two.get_mut("b")
+            .unwrap()
+            .insert("path".into(), "/mnt".into());
+        assert!(validate(&two).is_err(), "two devices at one path");
+        let disks = volume_disks(&devices(&[("v", &volume(&[("readonly", "yes")]))]));
+        assert_eq!(disks.len(), 1);
+        let m = disks[0].mount("/s/custom/data".into());
+        assert!(m.volume && m.shift && m.nosuid && m.readonly && m.required && !m.recursive);
+        assert_eq!(m.beneath.as_deref(), Some(Path::new("/s/custom/data")));
         check(
             &[
                 ("type", "disk"),

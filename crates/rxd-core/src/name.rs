@@ -32,6 +32,19 @@ pub fn valid_project_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// A custom storage volume's name: 1 to 63 letters, digits, `-` and `.`, starting with a letter
+/// or digit. LXD also takes `_` and spaces; rxd does not, because a volume's directory outside
+/// the `default` project is `<project>_<name>` (as in LXD) and must name one volume only.
+pub fn valid_volume_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'))
+}
+
 /// An instance's key on disk and in the runtime: its name in the `default` project,
 /// `<project>_<name>` in others. Instance names never contain `_`, so the key is unambiguous.
 pub fn instance_key(project: &str, name: &str) -> String {

@@ -14,6 +14,9 @@ pub struct PoolSet {
     /// from choosing its pool until its row is recorded: no instance lands in a pool being
     /// deleted.
     pub lifecycle: tokio::sync::RwLock<()>,
+    /// Held by every change to custom volumes (create, edit, rename, snapshot, restore,
+    /// delete): each sees the volumes and what uses them as they are.
+    pub volumes: tokio::sync::Mutex<()>,
 }
 
 impl PoolSet {

@@ -150,8 +150,12 @@ fn prepare_disk(
     userns: Option<&OwnedFd>,
 ) -> Result<Option<Prepared>> {
     let mut walk = rxd_hostpath::Walk::new(&disk.source).beneath(disk.beneath.as_deref());
-    for dir in refuse {
-        walk = walk.refuse(dir);
+    // A custom volume lies in a pool, inside what host-path disks may not reach; it is opened
+    // beneath its own directory instead (the daemon made the path from checked names).
+    if !disk.volume {
+        for dir in refuse {
+            walk = walk.refuse(dir);
+        }
     }
     let opened = match walk.open() {
         Ok(o) => o,

@@ -14,6 +14,7 @@ mod profiles;
 mod projects;
 mod snapshots;
 mod storage;
+mod volumes;
 
 pub use bakery::RootKeyRow;
 pub use certificates::{CertificateRow, TokenRow};
@@ -25,6 +26,7 @@ pub use profiles::ProfileRow;
 pub use projects::{GrantRow, ProjectRow};
 pub use snapshots::SnapshotRow;
 pub use storage::StoragePoolRow;
+pub use volumes::{VolumeRow, VolumeSnapshotRow};
 
 use rusqlite::Connection;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

@@ -200,6 +200,30 @@ const MIGRATIONS: &[&str] = &[
         config      TEXT NOT NULL
     );
     ALTER TABLE instances ADD COLUMN pool TEXT NOT NULL DEFAULT 'default';"#,
+    // 14: custom storage volumes (per pool and project, as in LXD) and their snapshots.
+    r#"CREATE TABLE storage_volumes (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        pool         TEXT NOT NULL,
+        project      TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        description  TEXT NOT NULL,
+        config       TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        UNIQUE (pool, project, name)
+    );
+    CREATE TABLE storage_volume_snapshots (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        pool        TEXT NOT NULL,
+        project     TEXT NOT NULL,
+        volume      TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        description TEXT NOT NULL,
+        config      TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER,
+        UNIQUE (pool, project, volume, name)
+    );"#,
 ];
 
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

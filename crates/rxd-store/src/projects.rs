@@ -82,7 +82,8 @@ fn require_empty(tx: &Transaction<'_>, name: &str) -> Result<(), StoreError> {
     let used: i64 = tx.query_row(
         "SELECT (SELECT COUNT(*) FROM instances WHERE project = ?1)
               + (SELECT COUNT(*) FROM images WHERE project = ?1)
-              + (SELECT COUNT(*) FROM profiles WHERE project = ?1 AND name <> 'default')",
+              + (SELECT COUNT(*) FROM profiles WHERE project = ?1 AND name <> 'default')
+              + (SELECT COUNT(*) FROM storage_volumes WHERE project = ?1)",
         params![name],
         |r| r.get(0),
     )?;

@@ -85,13 +85,15 @@ impl Store {
         Ok(())
     }
 
-    /// Remove a pool's row, unless an instance (of any project) lives in it: checked in the
-    /// same transaction, so a create racing the delete cannot be left without its pool.
+    /// Remove a pool's row, unless an instance or a custom volume (of any project) lives in it:
+    /// checked in the same transaction, so a create racing the delete cannot be left without
+    /// its pool.
     pub fn delete_storage_pool(&self, name: &str) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         let used: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM instances WHERE pool = ?1",
+            "SELECT (SELECT COUNT(*) FROM instances WHERE pool = ?1)
+                  + (SELECT COUNT(*) FROM storage_volumes WHERE pool = ?1)",
             params![name],
             |r| r.get(0),
         )?;

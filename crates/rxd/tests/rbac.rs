@@ -106,6 +106,11 @@ fn expected_min(method: &str, path: &str) -> Min {
     if path.starts_with("/1.0/images") {
         return if method == "GET" { Auditor } else { Operator };
     }
+    // Custom volumes belong to a project: its operators make, change and delete them
+    // (LXD's manage-storage-volumes).
+    if path.starts_with("/1.0/storage-pools/{name}/volumes") && method != "GET" {
+        return Operator;
+    }
     // Storage pools are global, as in LXD 5.0: anyone who may view a project sees them (and
     // only its own volumes); only the server administrator makes, changes or deletes them.
     if path.starts_with("/1.0/storage-pools") {

@@ -178,7 +178,15 @@ async fn update(
     let old = expand::expand_with(&known, &row.profiles, &current, &current_devices);
     let new = expand::expand_with(&known, &profile_names, &config, &devices);
     expand::check_devices(&new.devices)?;
-    confine(d, caller, &row.project, &new.config, &new.devices)?;
+    confine(
+        d,
+        caller,
+        &row.project,
+        &row.name,
+        &new.config,
+        &new.devices,
+    )
+    .await?;
     crate::service::pools::check_root(d, &row, &new.devices)?;
 
     // A new idmap if what the config asks of it changed.
@@ -396,9 +404,11 @@ pub async fn post(
         &d,
         &caller,
         &row.project,
+        &row.name,
         &expanded.config,
         &expanded.devices,
-    )?;
+    )
+    .await?;
     let new = body.name;
     let new_key = rxd_core::name::instance_key(&row.project, &new);
     let new_lock = d.runtime.action_lock(&new_key);

@@ -197,9 +197,11 @@ pub async fn post(
         &d,
         &caller,
         &caller.project,
+        &body.name,
         &expanded.config,
         &expanded.devices,
-    )?;
+    )
+    .await?;
     let project = caller.project.clone();
     let existing = d.db(move |s| s.instances(&project)).await?.len() as u64;
     if let Some(p) = d.project(&caller.project) {

@@ -20,6 +20,7 @@ mod resources;
 pub mod server;
 pub mod snapshots;
 mod storage;
+mod volumes;
 mod warnings;
 
 use crate::error::{ApiError, RejectReason};
@@ -180,11 +181,35 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         )
         .route(
             "/1.0/storage-pools/{name}/volumes",
-            get(storage::volume_list),
+            get(storage::volume_list).post(volumes::post),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes/{type}",
+            get(storage::volume_list_typed).post(volumes::post_typed),
         )
         .route(
             "/1.0/storage-pools/{name}/volumes/{type}/{volume}",
-            get(storage::volume_get),
+            get(storage::volume_get)
+                .put(volumes::put)
+                .patch(volumes::patch)
+                .post(volumes::rename)
+                .delete(volumes::delete),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes/{type}/{volume}/state",
+            get(volumes::state),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes/{type}/{volume}/snapshots",
+            get(volumes::snapshot_list).post(volumes::snapshot_post),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes/{type}/{volume}/snapshots/{snap}",
+            get(volumes::snapshot_get)
+                .put(volumes::snapshot_put)
+                .patch(volumes::snapshot_patch)
+                .post(volumes::snapshot_rename)
+                .delete(volumes::snapshot_delete),
         )
         .route("/1.0/networks", get(networks::list).post(networks::post))
         .route(

@@ -203,6 +203,9 @@ async fn volumes(d: &Daemon, caller: &Caller, pool: &str) -> ApiResult<Vec<Stora
             created_at: crate::tokens::rfc3339(r.created_at),
         });
     }
+    for row in crate::service::volumes::list(d, caller, pool).await? {
+        out.push(crate::service::volumes::view(d, caller, &row).await?);
+    }
     if caller.project == "default" && caller.rights.is_admin() {
         if let Some(p) = d.pools.get(pool) {
             for fp in pools::entries(&p.mount_point().join("images")) {
@@ -240,13 +243,41 @@ pub async fn volume_list(
     Path(pool): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
-    row(&d, &pool).await?;
-    let found = volumes(&d, &caller, &pool).await?;
+    list_of(&d, &caller, &pool, None, q).await
+}
+
+/// `GET /1.0/storage-pools/<pool>/volumes/<type>`.
+pub async fn volume_list_typed(
+    State(d): State<Arc<Daemon>>,
+    caller: Caller,
+    Path((pool, kind)): Path<(String, String)>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Response> {
+    let kind = if kind == "virtual-machine" {
+        "container".to_owned()
+    } else {
+        kind
+    };
+    list_of(&d, &caller, &pool, Some(kind), q).await
+}
+
+async fn list_of(
+    d: &Daemon,
+    caller: &Caller,
+    pool: &str,
+    kind: Option<String>,
+    q: ListQuery,
+) -> ApiResult<Response> {
+    row(d, pool).await?;
+    let mut found = volumes(d, caller, pool).await?;
+    if let Some(kind) = kind {
+        found.retain(|v| v.kind == kind);
+    }
     let objects: Vec<serde_json::Value> = found
         .iter()
         .map(|v| serde_json::to_value(v).unwrap_or_default())
         .collect();
-    let selected = q.select(objects, |o| volume_url(&pool, o))?;
+    let selected = q.select(objects, |o| volume_url(pool, o))?;
     Ok(response::sync(selected))
 }
 
@@ -256,6 +287,14 @@ pub async fn volume_get(
     Path((pool, kind, name)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
     row(&d, &pool).await?;
+    if kind == "custom" {
+        let row = crate::service::volumes::get(&d, &caller, &pool, &name).await?;
+        let body = crate::service::volumes::view(&d, &caller, &row).await?;
+        return Ok(response::sync_with_etag(
+            body,
+            &crate::service::volumes::etag_fields(&row),
+        ));
+    }
     let kind = if kind == "virtual-machine" || kind == "container" {
         "container".to_owned()
     } else {

@@ -123,7 +123,15 @@ pub async fn copy(
         &expand::devices_of(&row.devices),
     );
     expand::check_devices(&expanded.devices)?;
-    confine(d, caller, &row.project, &expanded.config, &expanded.devices)?;
+    confine(
+        d,
+        caller,
+        &row.project,
+        &row.name,
+        &expanded.config,
+        &expanded.devices,
+    )
+    .await?;
     for snap in &brought {
         expand::check_list(&known, &snap.profiles)
             .map_err(|e| ApiError::BadRequest(format!("Snapshot {:?}: {e}", snap.name)))?;
@@ -133,7 +141,8 @@ pub async fn copy(
             &parse(&snap.config),
             &expand::devices_of(&snap.devices),
         );
-        confine(d, caller, &row.project, &e.config, &e.devices)
+        confine(d, caller, &row.project, &row.name, &e.config, &e.devices)
+            .await
             .map_err(|e| prefix_snapshot(&snap.name, e))?;
     }
     let project = row.project.clone();

@@ -1,5 +1,5 @@
-//! Devices that reach the host, as an instance runs with them: the host-path disks and unix
-//! nodes its expanded devices give the container helper at start, the check of their host
+//! Devices that reach the host, as an instance runs with them: the host-path disks, custom
+//! volumes and unix nodes its expanded devices give the container helper at start, the check of their host
 //! sources by descriptor when a config names them, proxies (a forwarder each, or for
 //! `nat=true` firewall rules, `service::proxy_nat`), and hot-plug (the difference between two
 //! expanded device sets, applied to a running container).
@@ -22,6 +22,7 @@ pub fn additions(d: &Daemon, project: &str, devices: &Devices) -> DeviceChange {
     for disk in &mut disks {
         disk.beneath = rxd_auth::confinement::disk_prefix(&config, &disk.source.to_string_lossy());
     }
+    disks.extend(crate::service::volumes::mounts(d, project, devices));
     DeviceChange {
         add_disks: disks,
         add_nodes: nodes,
@@ -39,8 +40,10 @@ pub fn check_sources(d: &Daemon, project: &str, devices: &Devices) -> ApiResult<
     let change = additions(d, project, devices);
     for disk in &change.add_disks {
         let mut walk = rxd_hostpath::Walk::new(&disk.source).beneath(disk.beneath.as_deref());
-        for dir in change.refused() {
-            walk = walk.refuse(dir);
+        if !disk.volume {
+            for dir in change.refused() {
+                walk = walk.refuse(dir);
+            }
         }
         let walked = walk.open();
         match walked {
@@ -105,9 +108,13 @@ fn proxies(devices: &Devices) -> impl Iterator<Item = (&String, &devices::Device
 /// The mounts to take out of and put into a running container when its expanded devices go
 /// from `old` to `new`: every disk and node that changed goes out and comes back as it is now.
 fn difference(d: &Daemon, project: &str, old: &Devices, new: &Devices) -> DeviceChange {
-    let gone = devices::mounts(&changed(old, new));
+    let gone_devices = changed(old, new);
+    let gone = devices::mounts(&gone_devices);
     let mut change = additions(d, project, &changed(new, old));
     change.remove_disks = gone.0;
+    change
+        .remove_disks
+        .extend(crate::service::volumes::mounts(d, project, &gone_devices));
     change.remove_nodes = gone.1;
     change
 }

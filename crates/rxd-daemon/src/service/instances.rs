@@ -39,11 +39,14 @@ pub fn project_suffix(project: &str) -> String {
 }
 
 /// The one check every path that creates or changes an instance (or a profile) calls with
-/// the final expanded config and devices.
-pub fn confine(
+/// the final expanded config and devices of the instance `instance` in `project`: the
+/// project's restrictions, host-path sources opened as the container helper will, and custom
+/// volumes the project has and may attach there.
+pub async fn confine(
     d: &Daemon,
     caller: &Caller,
     project: &str,
+    instance: &str,
     config: &BTreeMap<String, String>,
     devices: &rxd_core::devices::Devices,
 ) -> ApiResult<()> {
@@ -55,7 +58,8 @@ pub fn confine(
             tracing::warn!(project, by = %caller.identity.user_name(), refused = %v, "instance config refused");
             ApiError::from(v)
         })?;
-    crate::service::devices::check_sources(d, project, devices)
+    crate::service::devices::check_sources(d, project, devices)?;
+    crate::service::volumes::check_attach(d, project, instance, devices).await
 }
 
 /// The bound on `project`'s isolated ids for this caller (`rxd_core::idmap::project_limit`).
@@ -924,7 +928,15 @@ pub async fn create(
         &crate::service::expand::devices_of(&row.devices),
     );
     crate::service::expand::check_devices(&expanded.devices)?;
-    confine(d, caller, &row.project, &expanded.config, &expanded.devices)?;
+    confine(
+        d,
+        caller,
+        &row.project,
+        &row.name,
+        &expanded.config,
+        &expanded.devices,
+    )
+    .await?;
     let want = idmap_want(&expanded.config)?;
     let privileged = want.privileged;
     let image = d

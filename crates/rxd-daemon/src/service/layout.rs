@@ -193,3 +193,10 @@ pub fn move_instance(d: &Daemon, pool: &str, from: &str, to: &str) -> io::Result
     }
     Ok(())
 }
+
+/// Exchange two directories atomically: at every moment each name holds one whole tree.
+pub fn exchange(a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()> {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE)?;
+    rxd_image::durable::sync_dir(b.parent().unwrap_or(std::path::Path::new(".")))
+}

@@ -20,4 +20,6 @@ pub mod proxy_nat;
 pub mod publish;
 pub mod recovery;
 pub mod schedule;
+pub mod snapshot_names;
 pub mod snapshots;
+pub mod volumes;

@@ -60,7 +60,7 @@ pub async fn to_pool(
     let mut after = expanded.devices.clone();
     after.insert(root_name, root);
     expand::check_devices(&after)?;
-    confine(d, caller, &row.project, &expanded.config, &after)?;
+    confine(d, caller, &row.project, &row.name, &expanded.config, &after).await?;
     pools::check_size(&to, pools::root_size(&after))?;
     // No pool deleted under it while it moves.
     let _pools = d.pools.lifecycle.read().await;

@@ -24,7 +24,7 @@ fn parse(config: &str) -> BTreeMap<String, String> {
 }
 
 /// A refusal of rxd-storage's as LXD words it: bad input is the client's, the rest is ours.
-fn refusal(e: StorageError) -> ApiError {
+pub fn refusal(e: StorageError) -> ApiError {
     match e {
         StorageError::Io { .. }
         | StorageError::Spawn { .. }

@@ -182,6 +182,8 @@ pub async fn update(
         let (users, name) = (users.clone(), name.to_owned());
         d.db(move |s| s.profile_users(&users, &name)).await?
     };
+    // A volume that is not shared reaches one instance only, through a profile as directly.
+    crate::service::volumes::check_profile_attach(d, &home, name, &devices, checked.len()).await?;
     let old_known = known.clone();
     known.insert(name.to_owned(), new.clone());
     let mut live = Vec::new();
@@ -209,7 +211,9 @@ pub async fn update(
         let before = expand_with(&old_known, &row.profiles, &local, &local_devices);
         let after = expand_with(&known, &row.profiles, &local, &local_devices);
         check_devices(&after.devices).map_err(refused)?;
-        confine(d, caller, p, &after.config, &after.devices).map_err(refused)?;
+        confine(d, caller, p, &row.name, &after.config, &after.devices)
+            .await
+            .map_err(refused)?;
         crate::service::pools::check_root(d, &row, &after.devices).map_err(refused)?;
         if idmap_want(&before.config)? != idmap_want(&after.config).map_err(refused)? {
             return Err(refused(ApiError::BadRequest(

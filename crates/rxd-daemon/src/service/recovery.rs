@@ -65,6 +65,7 @@ pub async fn recover(d: &Arc<Daemon>) {
         Err(e) => tracing::error!(error = %e, "could not list intents"),
     }
     sweep(d, &mut report).await;
+    crate::service::volumes::sweep(d).await;
     if !report.0.is_empty() {
         let message = format!(
             "rxd was stopped in the middle of work and, at start-up: {}",

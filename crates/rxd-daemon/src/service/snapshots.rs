@@ -11,6 +11,7 @@ use crate::service::instances::{
 };
 use crate::service::intent::{self, Intent};
 use crate::service::layout;
+pub use crate::service::snapshot_names::{default_expiry, next_name_among, valid_name};
 use crate::state::Daemon;
 use rxd_core::name::InstanceKey;
 use rxd_store::SnapshotRow;
@@ -26,16 +27,6 @@ pub fn url(instance: &str, snap: &str) -> String {
     format!("/1.0/instances/{instance}/snapshots/{snap}")
 }
 
-pub fn valid_name(name: &str) -> ApiResult<()> {
-    if rxd_core::name::valid_snapshot_name(name) {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(format!(
-            "Invalid snapshot name {name:?}: letters, digits, '-' and '_', starting with a letter or digit, at most 63"
-        )))
-    }
-}
-
 /// The name a new snapshot gets when none is asked for, as LXD's `NextSnapshotName`: the
 /// instance's `snapshots.pattern` (default `snap%d`) rendered at `now` (see
 /// `rxd_core::schedule::render_pattern`), its `%d` one more than the highest index an existing
@@ -46,42 +37,8 @@ pub fn next_name(
     taken: &[SnapshotRow],
     now: i64,
 ) -> ApiResult<String> {
-    let pattern = config
-        .get("snapshots.pattern")
-        .map_or(rxd_core::schedule::DEFAULT_PATTERN, String::as_str);
-    let rendered = rxd_core::schedule::render_pattern(pattern, now)
-        .map_err(|e| ApiError::BadRequest(format!("snapshots.pattern {pattern:?}: {e}")))?;
-    let with_index = if rendered.contains("%d") {
-        rendered
-    } else if taken.iter().any(|r| r.name == rendered) {
-        format!("{rendered}-%d")
-    } else {
-        return Ok(rendered);
-    };
-    let (before, after) = with_index.split_once("%d").unwrap_or((&with_index, ""));
-    let next = taken
-        .iter()
-        .filter_map(|r| {
-            let digits = r.name.strip_prefix(before)?.strip_suffix(after)?;
-            // As LXD's `%d` scan into an int: a number too large for one does not count.
-            (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| digits.parse::<i64>().ok()?.checked_add(1))
-                .flatten()
-        })
-        .max()
-        .unwrap_or(0);
-    Ok(format!("{before}{next}{after}"))
-}
-
-/// When a snapshot taken at `now` without an explicit expiry expires, by the instance's
-/// `snapshots.expiry` (LXD applies it to API and scheduled snapshots alike); 0 for never.
-pub fn default_expiry(config: &BTreeMap<String, String>, now: i64) -> i64 {
-    config
-        .get("snapshots.expiry")
-        .and_then(|v| rxd_core::expiry::parse_expiry(v).ok())
-        .map_or(0, |d| {
-            now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        })
+    let names: Vec<&str> = taken.iter().map(|r| r.name.as_str()).collect();
+    next_name_among(config, &names, now)
 }
 
 pub async fn find_snapshot(
@@ -322,7 +279,15 @@ pub async fn restore(
 ) -> ApiResult<Arc<Op>> {
     let row = find(d, &caller.project, instance).await?;
     let expanded = crate::service::expand::expanded(d, &row).await?;
-    confine(d, caller, &row.project, &expanded.config, &expanded.devices)?;
+    confine(
+        d,
+        caller,
+        &row.project,
+        &row.name,
+        &expanded.config,
+        &expanded.devices,
+    )
+    .await?;
     // `SNAP` or, as Debian's lxc sends it, `INSTANCE/SNAP`.
     let snap = match snap.split_once('/') {
         Some((owner, s)) if owner == row.name => s,
@@ -456,7 +421,8 @@ async fn swap_in(d: &Arc<Daemon>, instance: &InstanceKey, snap: &SnapshotRow) ->
         }
     };
     let rootfs = dir.join("rootfs");
-    if let Err(e) = rxd_image::durable::sync_tree(&staged).and_then(|()| exchange(&staged, &rootfs))
+    if let Err(e) =
+        rxd_image::durable::sync_tree(&staged).and_then(|()| layout::exchange(&staged, &rootfs))
     {
         drop_staged(staged).await;
         pending.end(d).await?;
@@ -465,7 +431,7 @@ async fn swap_in(d: &Arc<Daemon>, instance: &InstanceKey, snap: &SnapshotRow) ->
     crate::failpoint::hit("snapshot-restore:swapped");
     if let Err(e) = record_idmap(d, instance, &idmap).await {
         // Put the old tree back: its map is the one still recorded.
-        exchange(&staged, &rootfs).map_err(ApiError::internal)?;
+        layout::exchange(&staged, &rootfs).map_err(ApiError::internal)?;
         drop_staged(staged).await;
         pending.end(d).await?;
         return Err(e);
@@ -487,13 +453,6 @@ pub fn has_restore_mark(rootfs: &std::path::Path, marker: &str) -> bool {
     let mut buf = [0u8; 64];
     rustix::fs::lgetxattr(rootfs, RESTORE_MARK, &mut buf[..])
         .is_ok_and(|n| &buf[..n] == marker.as_bytes())
-}
-
-/// Exchange two directories atomically: at every moment each name holds one whole tree.
-fn exchange(a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()> {
-    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
-    renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE)?;
-    rxd_image::durable::sync_dir(b.parent().unwrap_or(std::path::Path::new(".")))
 }
 
 /// Record what the instance's restored files carry: the map (`volatile.last_state.idmap`), and
