@@ -31,6 +31,7 @@ from cryptography.x509.oid import NameOID
 
 from pylxd import Client
 from pylxd.client import EventType
+from pylxd.exceptions import LXDAPIException
 
 
 def step(what):
@@ -249,6 +250,35 @@ def main():
     assert "/1.0/instances/py4" in a.storage_pools.get("pypool").used_by
     names = [(v.type, v.name) for v in pool.volumes.all()]
     assert ("container", "py4") in names, names
+    # A custom volume: made, edited (pylxd PUTs its config), snapshotted, attached to the running instance, in use,
+    # detached and deleted.
+    vol = pool.volumes.create({"name": "pyvol", "config": {"size": "32MiB"}}, wait=True)
+    assert vol.type == "custom" and vol.config["size"] == "32MiB", vol.config
+    vol.config["user.note"] = "from pylxd"
+    vol.save(wait=True)
+    vol = pool.volumes.get("custom", "pyvol")
+    assert vol.config["user.note"] == "from pylxd", vol.config
+    snap = vol.snapshots.create(wait=True)
+    assert snap.name == "snap0", snap.name
+    listed = vol.snapshots.all()
+    assert [str(n).split("/")[-1] for n in listed] == ["snap0"], listed
+    c4.start(wait=True)
+    c4.devices["scratch"] = {"type": "disk", "pool": "pypool", "source": "pyvol", "path": "/scratch"}
+    c4.save(wait=True)
+    res = c4.execute(["sh", "-c", "echo hi > /scratch/x && cat /scratch/x"])
+    assert res.exit_code == 0 and res.stdout == "hi\n", res
+    assert "/1.0/instances/py4" in pool.volumes.get("custom", "pyvol").used_by
+    try:
+        pool.volumes.get("custom", "pyvol").delete()
+        raise AssertionError("an attached volume was deleted")
+    except LXDAPIException as e:
+        assert "still in use" in str(e), e
+    del c4.devices["scratch"]
+    c4.save(wait=True)
+    pool.volumes.get("custom", "pyvol").delete()
+    assert "pyvol" not in [v.name for v in pool.volumes.all()]
+    step("storage volumes: create, edit, snapshot, attach, refuse deleting in use, delete")
+    c4.stop(force=True, wait=True)
     c4.delete(wait=True)
     pool.delete()
     assert not a.storage_pools.exists("pypool")

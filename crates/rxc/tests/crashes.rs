@@ -25,6 +25,9 @@ enum Before {
     Running,
     /// A btrfs pool `p2`.
     Pool,
+    /// A custom volume `v1` in the test's pool, with snapshot `s1` and a file `marker`
+    /// written after it.
+    Volume,
 }
 
 /// The operation a kill interrupts.
@@ -50,7 +53,37 @@ enum Op {
     PoolDelete,
     /// `c1` (stopped, with its snapshot) moved to the `dir` pool `m`.
     PoolMove,
+    /// A custom volume `v2` made in the test's pool.
+    VolumeCreate,
+    /// The volume `v1` deleted.
+    VolumeDelete,
+    /// The volume `v1` restored to `s1`.
+    VolumeRestore,
 }
+
+/// The custom volume steps, run on each pool.
+const VOLUME_CASES: &[(&str, Before, Op)] = &[
+    (
+        "storage-volume-create:made",
+        Before::Nothing,
+        Op::VolumeCreate,
+    ),
+    (
+        "storage-volume-delete:row-deleted",
+        Before::Volume,
+        Op::VolumeDelete,
+    ),
+    (
+        "storage-volume-restore:copied",
+        Before::Volume,
+        Op::VolumeRestore,
+    ),
+    (
+        "storage-volume-restore:swapped",
+        Before::Volume,
+        Op::VolumeRestore,
+    ),
+];
 
 const CASES: &[(&str, Before, Op)] = &[
     ("instance-create:row-recorded", Before::Image, Op::Create),
@@ -171,8 +204,11 @@ impl Env {
 }
 
 /// Run the operation; its answer does not matter (the daemon may die before giving one).
-async fn run(env: &Env, d: &TestDaemon, op: Op) -> bool {
+async fn run(env: &Env, d: &TestDaemon, op: Op, pool: &str) -> bool {
     let args: Vec<&str> = match op {
+        Op::VolumeCreate => vec!["storage", "volume", "create", pool, "v2"],
+        Op::VolumeDelete => vec!["storage", "volume", "delete", pool, "v1"],
+        Op::VolumeRestore => vec!["storage", "volume", "restore", pool, "v1", "s1"],
         Op::Create => vec!["init", "bb", "c1"],
         Op::Delete => vec!["delete", "c1"],
         Op::Rename => vec!["rename", "c1", "c2"],
@@ -213,9 +249,18 @@ async fn run(env: &Env, d: &TestDaemon, op: Op) -> bool {
 }
 
 /// Whether the operation's effect is there.
-async fn done(c: &Client, op: Op) -> bool {
+async fn done(c: &Client, d: &TestDaemon, op: Op, pool: &str) -> bool {
     let exists = |path: &'static str| async move { c.get(path).await.is_ok() };
+    let volume = |name: &str| format!("/1.0/storage-pools/{pool}/volumes/custom/{name}");
     match op {
+        Op::VolumeCreate => c.get(&volume("v2")).await.is_ok(),
+        Op::VolumeDelete => c.get(&volume("v1")).await.is_err(),
+        Op::VolumeRestore => !d
+            .dir()
+            .join("storage-pools")
+            .join(pool)
+            .join("custom/v1/marker")
+            .exists(),
         Op::Create => exists("/1.0/instances/c1").await,
         Op::Delete => !exists("/1.0/instances/c1").await,
         Op::Rename => exists("/1.0/instances/c2").await && !exists("/1.0/instances/c1").await,
@@ -266,6 +311,45 @@ fn names(dir: &Path) -> BTreeSet<String> {
 async fn consistent(env: &Env, d: &TestDaemon, point: &str, pool: &str) {
     let c = d.unix();
     let pool_dir = d.dir().join("storage-pools").join(pool);
+    // Custom volumes: listed ones are whole on disk with their snapshots, nothing else is.
+    let listed_volumes = c
+        .get(&format!(
+            "/1.0/storage-pools/{pool}/volumes/custom?recursion=1"
+        ))
+        .await
+        .unwrap();
+    let mut volume_names = BTreeSet::new();
+    for v in listed_volumes.as_array().unwrap() {
+        let name = v["name"].as_str().unwrap().to_owned();
+        let snaps = c
+            .get(&format!(
+                "/1.0/storage-pools/{pool}/volumes/custom/{name}/snapshots"
+            ))
+            .await
+            .unwrap();
+        let snaps: BTreeSet<String> = snaps
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u.as_str().unwrap().rsplit('/').next().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            snaps,
+            names(&pool_dir.join("custom-snapshots").join(&name)),
+            "{point}: snapshots of volume {name}: listed vs on disk"
+        );
+        volume_names.insert(name);
+    }
+    assert_eq!(
+        names(&pool_dir.join("custom")),
+        volume_names,
+        "{point}: {pool}/custom/ vs the volumes listed"
+    );
+    let snapshot_owners = names(&pool_dir.join("custom-snapshots"));
+    assert!(
+        snapshot_owners.is_subset(&volume_names),
+        "{point}: {pool}/custom-snapshots/ holds {snapshot_owners:?}"
+    );
     // Pools: a pool without a row has neither a directory, nor a mount, nor a loop device.
     for name in ["p2"] {
         let row = c.get(&format!("/1.0/storage-pools/{name}")).await.is_ok();
@@ -462,6 +546,7 @@ async fn a_daemon_killed_at_any_step_leaves_nothing_half_made() {
         return;
     }
     killed_at_every_step(CASES, "default").await;
+    killed_at_every_step(VOLUME_CASES, "default").await;
 }
 
 /// The same on a btrfs pool (the default profile's root disk there): subvolumes, read-only
@@ -473,6 +558,7 @@ async fn a_daemon_killed_at_any_step_on_btrfs_leaves_nothing_half_made() {
         return;
     }
     killed_at_every_step(BTRFS_CASES, "b").await;
+    killed_at_every_step(VOLUME_CASES, "b").await;
 }
 
 async fn killed_at_every_step(cases: &[(&str, Before, Op)], pool: &str) {
@@ -532,12 +618,18 @@ async fn killed_at_every_step(cases: &[(&str, Before, Op)], pool: &str) {
         if before == Before::Running {
             env.ok(&d, &["start", "c1"]);
         }
+        if before == Before::Volume {
+            env.ok(&d, &["storage", "volume", "create", pool, "v1"]);
+            env.ok(&d, &["storage", "volume", "snapshot", pool, "v1", "s1"]);
+            let dir = d.dir().join("storage-pools").join(pool).join("custom/v1");
+            std::fs::write(dir.join("marker"), "after the snapshot\n").unwrap();
+        }
         // Armed now: the set-up above must not hit it.
         d.stop();
         d.set_env(vec![("RXD_FAILPOINTS".into(), point.into())]);
         d.spawn();
         d.wait_ready().await;
-        let _ = run(&env, &d, op).await;
+        let _ = run(&env, &d, op, pool).await;
         wait_dead(&mut d, point).await;
 
         d.set_env(Vec::new());
@@ -573,17 +665,20 @@ async fn killed_at_every_step(cases: &[(&str, Before, Op)], pool: &str) {
             );
         }
         // Retried, the operation succeeds (or is found already done).
-        if !done(&c, op).await {
+        if !done(&c, &d, op, pool).await {
             if op == Op::Restore
                 && c.get("/1.0/instances/c1/state").await.unwrap()["status"] != "Running"
             {
                 env.ok(&d, &["start", "c1"]);
             }
-            if !done(&c, op).await {
-                assert!(run(&env, &d, op).await, "{point}: the retry failed");
+            if !done(&c, &d, op, pool).await {
+                assert!(run(&env, &d, op, pool).await, "{point}: the retry failed");
             }
         }
-        assert!(done(&c, op).await, "{point}: not done after the retry");
+        assert!(
+            done(&c, &d, op, pool).await,
+            "{point}: not done after the retry"
+        );
         consistent(&env, &d, point, pool).await;
         d.kill_containers();
     }

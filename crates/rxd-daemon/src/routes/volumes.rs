@@ -303,7 +303,18 @@ pub async fn snapshot_post(
 ) -> ApiResult<Response> {
     custom_only(&kind)?;
     let row = volume(&d, &caller, &pool, &kind, &name).await?;
+    let mut body = body;
+    if body.name.is_empty() {
+        body.name = volumes::next_snapshot_name(&d, &row).await?;
+    }
     let url = volumes::url(&pool, &row.project, &name);
+    let resources = crate::operations::resources([
+        ("storage_volumes", vec![url]),
+        (
+            "storage_volume_snapshots",
+            vec![snapshot_url(&row, &body.name)],
+        ),
+    ]);
     let project = row.project.clone();
     let d2 = d.clone();
     let work = async move {
@@ -320,7 +331,7 @@ pub async fn snapshot_post(
         &d,
         &project,
         "Snapshotting storage volume",
-        volume_resources(&url),
+        resources,
         work,
     ))
 }

@@ -499,6 +499,7 @@ pub async fn create(
     };
     let finish = async {
         made_result?;
+        crate::failpoint::hit("storage-volume-create:made");
         if let Some(size) = size_of(&config) {
             let (pool2, target2) = (pool.clone(), target.clone());
             blocking(move || {
@@ -756,6 +757,7 @@ pub async fn delete(d: &Daemon, caller: &Caller, row: &VolumeRow) -> ApiResult<(
     let snaps = snapshots(d, row).await?;
     let (p, j, n) = (row.pool.clone(), row.project.clone(), row.name.clone());
     d.db(move |s| s.delete_storage_volume(&p, &j, &n)).await?;
+    crate::failpoint::hit("storage-volume-delete:row-deleted");
     let mut paths = Vec::new();
     for s in &snaps {
         paths.push(snapshot_dir(&pool, &row.project, &row.name, &s.name)?);
@@ -782,8 +784,7 @@ pub async fn snapshot(
     let now = crate::sync::now_unix();
     let taken = snapshots(d, row).await?;
     let name = if req.name.is_empty() {
-        let names: Vec<&str> = taken.iter().map(|s| s.name.as_str()).collect();
-        crate::service::snapshot_names::next_name_among(&config, &names, now)?
+        next_snapshot_name(d, row).await?
     } else {
         req.name.clone()
     };
@@ -825,6 +826,17 @@ pub async fn snapshot(
         return Err(e);
     }
     Ok(name)
+}
+
+/// The name the volume's next snapshot gets by its `snapshots.pattern` (default `snap%d`).
+pub async fn next_snapshot_name(d: &Daemon, row: &VolumeRow) -> ApiResult<String> {
+    let taken = snapshots(d, row).await?;
+    let names: Vec<&str> = taken.iter().map(|s| s.name.as_str()).collect();
+    crate::service::snapshot_names::next_name_among(
+        &parse(&row.config),
+        &names,
+        crate::sync::now_unix(),
+    )
 }
 
 pub fn parse_time(t: &str) -> ApiResult<i64> {
@@ -940,7 +952,9 @@ pub async fn restore(d: &Daemon, row: &VolumeRow, snap: &str) -> ApiResult<()> {
             // The snapshot's copy starts with no limit of its own: the volume's applies.
             let _ = pool.set_quota(&tmp, size);
         }
+        crate::failpoint::hit("storage-volume-restore:copied");
         layout::exchange(&tmp, &target).map_err(ApiError::internal)?;
+        crate::failpoint::hit("storage-volume-restore:swapped");
         // `tmp` now holds the volume as it was.
         remove_any(&tmp)
     })
