@@ -59,6 +59,8 @@ enum Op {
     VolumeDelete,
     /// The volume `v1` restored to `s1`.
     VolumeRestore,
+    /// The volume `v1` renamed `v3`.
+    VolumeRename,
 }
 
 /// The custom volume steps, run on each pool.
@@ -82,6 +84,11 @@ const VOLUME_CASES: &[(&str, Before, Op)] = &[
         "storage-volume-restore:swapped",
         Before::Volume,
         Op::VolumeRestore,
+    ),
+    (
+        "storage-volume-rename:moved",
+        Before::Volume,
+        Op::VolumeRename,
     ),
 ];
 
@@ -185,6 +192,7 @@ fn reports(op: Op) -> bool {
             | Op::SnapshotRename
             | Op::SnapshotDelete
             | Op::Restore
+            | Op::VolumeRename
     )
 }
 
@@ -209,6 +217,7 @@ async fn run(env: &Env, d: &TestDaemon, op: Op, pool: &str) -> bool {
         Op::VolumeCreate => vec!["storage", "volume", "create", pool, "v2"],
         Op::VolumeDelete => vec!["storage", "volume", "delete", pool, "v1"],
         Op::VolumeRestore => vec!["storage", "volume", "restore", pool, "v1", "s1"],
+        Op::VolumeRename => vec!["storage", "volume", "rename", pool, "v1", "v3"],
         Op::Create => vec!["init", "bb", "c1"],
         Op::Delete => vec!["delete", "c1"],
         Op::Rename => vec!["rename", "c1", "c2"],
@@ -255,6 +264,9 @@ async fn done(c: &Client, d: &TestDaemon, op: Op, pool: &str) -> bool {
     match op {
         Op::VolumeCreate => c.get(&volume("v2")).await.is_ok(),
         Op::VolumeDelete => c.get(&volume("v1")).await.is_err(),
+        Op::VolumeRename => {
+            c.get(&volume("v3")).await.is_ok() && c.get(&volume("v1")).await.is_err()
+        }
         Op::VolumeRestore => !d
             .dir()
             .join("storage-pools")
@@ -647,8 +659,11 @@ async fn killed_at_every_step(cases: &[(&str, Before, Op)], pool: &str) {
                     .any(|w| w["last_message"].as_str().is_some_and(|m| {
                         // Once the row is gone the delete is done: only its files, set aside
                         // under a hidden name, are left to remove.
-                        m.contains(if op == Op::Copy { "c2" } else { "c1" })
-                            || point == "instance-delete:row-deleted" && m.contains(".trash-")
+                        m.contains(match op {
+                            Op::Copy => "c2",
+                            Op::VolumeRename => "storage volume v1",
+                            _ => "c1",
+                        }) || point == "instance-delete:row-deleted" && m.contains(".trash-")
                     })),
                 "{point}: no warning says what recovery did: {warnings:#}"
             );

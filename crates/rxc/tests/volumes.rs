@@ -52,6 +52,11 @@ async fn custom_volumes_attach_idmapped_snapshot_copy_and_fill() {
     s.ok(&["storage", "create", "b", "btrfs", "size=2GiB"]);
     s.ok(&["storage", "volume", "create", "b", "data", "size=64MiB"]);
     let vol = pool.join("custom/data");
+    // Files in container ids, setuid ones too: no host user may reach them.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+    assert_eq!(mode(&pool.join("custom")), 0o700);
+    assert_eq!(mode(&pool.join("custom-snapshots")), 0o700);
+    assert_eq!(mode(&s.d.dir().join("storage-pools/default/custom")), 0o700);
     assert!(!subvolume_field(&vol, "UUID").is_empty(), "a subvolume");
     let shown: serde_json::Value = s.get("/1.0/storage-pools/b/volumes/custom/data").await;
     assert_eq!(shown["type"], "custom");

@@ -25,14 +25,15 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-/// The directories of a pool, with their modes (LXD's): instance and custom volume dirs are
-/// traversable (`0711`) so an unprivileged container's root can reach its shifted tree; images
-/// and every snapshot dir stay private (`0700`).
+/// The directories of a pool, with their modes: instance dirs are traversable (`0711`, LXD's)
+/// so an unprivileged container's root can reach its shifted tree; images, custom volumes and
+/// every snapshot dir stay private (`0700`): they hold files in container ids, real setuid-root
+/// ones among them, and containers reach custom volumes only through the mounts rxd makes.
 pub const LAYOUT: [(&str, u32); 5] = [
     ("images", 0o700),
     ("containers", 0o711),
     ("containers-snapshots", 0o700),
-    ("custom", 0o711),
+    ("custom", 0o700),
     ("custom-snapshots", 0o700),
 ];
 
@@ -460,6 +461,17 @@ impl Pool {
                 Ok(true)
             }
         }
+    }
+
+    /// Gives the layout's directories their modes ([`LAYOUT`]), making any that is missing: a
+    /// pool made by an older rxd gets today's modes at its next mount.
+    pub fn secure_layout(&self) -> Result<()> {
+        for (dir, mode) in LAYOUT {
+            let path = self.mount_point.join(dir);
+            mkdir_mode(&path, mode, true)?;
+            set_mode(&path, mode)?;
+        }
+        Ok(())
     }
 
     /// Unmounts the pool (every mount stacked on its mount point); returns whether anything was

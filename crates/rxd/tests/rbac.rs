@@ -1011,3 +1011,114 @@ async fn restricted_certificates_cannot_widen_themselves() {
         .unwrap();
     assert_eq!(error_of(&r).0, 403);
 }
+
+/// Custom volumes stay in their project: an operator makes and attaches its own project's, but
+/// cannot copy another project's it only views, reach `default`'s from a project that uses them
+/// (`features.storage.volumes=false`) without rights there, nor attach one it cannot see.
+#[tokio::test]
+async fn storage_volumes_stay_in_their_project() {
+    if !require_root("storage_volumes_stay_in_their_project") {
+        return;
+    }
+    let mut d = TestDaemon::start().await;
+    d.enable_https().await;
+    let unix = d.unix();
+    ok(&unix, Method::POST, "/1.0/projects", json!({"name": "p1"})).await;
+    ok(
+        &unix,
+        Method::POST,
+        "/1.0/projects",
+        json!({"name": "p2", "config": {"features.storage.volumes": "false"}}),
+    )
+    .await;
+    ok(&unix, Method::POST, "/1.0/projects", json!({"name": "p3"})).await;
+    image_in(&unix, "p1").await;
+    image_in(&unix, "p2").await;
+    let vols =
+        |project: &str| format!("/1.0/storage-pools/default/volumes/custom?project={project}");
+    ok(&unix, Method::POST, &vols("p3"), json!({"name": "secret"})).await;
+    ok(
+        &unix,
+        Method::POST,
+        &vols("default"),
+        json!({"name": "adm"}),
+    )
+    .await;
+    let id = client_identity("volumes-operator");
+    let fp = trust(&unix, &id, &[]).await;
+    grant(&unix, &fp, "operator", "project", "p1").await;
+    grant(&unix, &fp, "operator", "project", "p2").await;
+    grant(&unix, &fp, "auditor", "project", "p3").await;
+    let op = d.https(Some(&id));
+
+    // Its own project's volume: made and attached.
+    ok(&op, Method::POST, &vols("p1"), json!({"name": "mine"})).await;
+    let src = json!({"type": "image", "alias": "bb"});
+    let disk = |v: &str| json!({"type": "disk", "pool": "default", "source": v, "path": "/mnt"});
+    let r = create(
+        &op,
+        "p1",
+        json!({"name": "c1", "source": src, "devices": {"v": disk("mine")}}),
+    )
+    .await;
+    wait(&op, &r).await;
+    // Another project's, which it only views: neither copied nor attached.
+    let r = op
+        .request(
+            Method::POST,
+            &vols("p1"),
+            Some(&json!({"name": "stolen", "source": {"type": "copy", "name": "secret", "pool": "default", "project": "p3"}})),
+        )
+        .await
+        .unwrap();
+    let (status, message) = error_of(&r);
+    assert_eq!(status, 403, "{message}");
+    assert!(message.contains("manage-storage-volumes"), "{message}");
+    let r = create(
+        &op,
+        "p1",
+        json!({"name": "c2", "source": src, "devices": {"v": disk("secret")}}),
+    )
+    .await;
+    let (status, message) = error_of(&r);
+    assert_eq!(status, 400, "{message}");
+    assert!(message.contains("not found"), "{message}");
+    // p2 uses default's volumes, where the operator has no rights.
+    let listed = op.get(&vols("p2").replace("/custom?", "?")).await.unwrap();
+    assert!(
+        !listed.to_string().contains("adm"),
+        "default's volumes listed: {listed}"
+    );
+    let r = op
+        .request(Method::POST, &vols("p2"), Some(&json!({"name": "x"})))
+        .await
+        .unwrap();
+    // Hidden, as the project `default` is from this operator.
+    assert_eq!(error_of(&r).0, 404, "{:?}", error_of(&r));
+    let r = op
+        .request(
+            Method::GET,
+            "/1.0/storage-pools/default/volumes/custom/adm?project=p2",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(error_of(&r).0, 404);
+    let r = create(
+        &op,
+        "p2",
+        json!({"name": "c3", "source": src, "devices": {"v": disk("adm")}}),
+    )
+    .await;
+    let (status, message) = error_of(&r);
+    assert_eq!(status, 403, "{message}");
+    // Nothing was made.
+    let names = unix
+        .get("/1.0/storage-pools/default/volumes/custom?project=p1")
+        .await
+        .unwrap();
+    assert_eq!(
+        names,
+        json!(["/1.0/storage-pools/default/volumes/custom/mine?project=p1"])
+    );
+}

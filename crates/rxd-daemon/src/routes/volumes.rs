@@ -59,6 +59,19 @@ async fn volume(
     volumes::get(d, caller, pool, name).await
 }
 
+/// A volume the caller is about to change: the right to manage volumes where it lives too.
+async fn volume_w(
+    d: &Daemon,
+    caller: &Caller,
+    pool: &str,
+    kind: &str,
+    name: &str,
+) -> ApiResult<VolumeRow> {
+    let row = volume(d, caller, pool, kind, name).await?;
+    volumes::caller_home(d, caller, true)?;
+    Ok(row)
+}
+
 fn snapshot_url(row: &VolumeRow, snap: &str) -> String {
     let base = volumes::url(&row.pool, "default", &row.name);
     format!(
@@ -131,17 +144,18 @@ async fn create(
     if !copy {
         let made = volumes::create(&d, &caller, &pool, body).await?;
         d.events
-            .lifecycle("storage-volume-created", &made, &home, &caller);
+            .lifecycle("storage-volume-created", &made, &caller.project, &caller);
         return Ok(response::created(&made));
     }
+    volumes::check_copy(&d, &caller, &pool, &body).await?;
+    let project = caller.project.clone();
     let d2 = d.clone();
     let work = async move {
         let made = volumes::create(&d2, &caller, &pool, body).await?;
         d2.events
-            .lifecycle("storage-volume-created", &made, &home, &caller);
+            .lifecycle("storage-volume-created", &made, &caller.project, &caller);
         Ok(())
     };
-    let project = volumes_project_of(&url);
     Ok(in_operation(
         &d,
         &project,
@@ -149,13 +163,6 @@ async fn create(
         volume_resources(&url),
         work,
     ))
-}
-
-/// The project a volume URL names (`?project=`), `default` without one.
-fn volumes_project_of(url: &str) -> String {
-    url.split_once("?project=")
-        .map_or("default", |(_, p)| p)
-        .to_owned()
 }
 
 async fn update(
@@ -167,13 +174,13 @@ async fn update(
     replace: bool,
 ) -> ApiResult<Response> {
     custom_only(&kind)?;
-    let row = volume(d, caller, &pool, &kind, &name).await?;
+    let row = volume_w(d, caller, &pool, &kind, &name).await?;
     if !body.restore.is_empty() {
         volumes::restore(d, &row, &body.restore).await?;
         d.events.lifecycle(
             "storage-volume-restored",
             &volumes::url(&pool, &row.project, &name),
-            &row.project,
+            &caller.project,
             caller,
         );
         return Ok(response::empty());
@@ -190,7 +197,7 @@ async fn update(
     d.events.lifecycle(
         "storage-volume-updated",
         &volumes::url(&pool, &row.project, &name),
-        &row.project,
+        &caller.project,
         caller,
     );
     Ok(response::empty())
@@ -224,21 +231,21 @@ pub async fn rename(
     Json(body): Json<StorageVolumePost>,
 ) -> ApiResult<Response> {
     custom_only(&kind)?;
-    let row = volume(&d, &caller, &pool, &kind, &name).await?;
+    let row = volume_w(&d, &caller, &pool, &kind, &name).await?;
     let moves = !body.pool.is_empty() && body.pool != row.pool;
     if !moves {
         let made = volumes::rename(&d, &caller, &row, body).await?;
         d.events
-            .lifecycle("storage-volume-renamed", &made, &row.project, &caller);
+            .lifecycle("storage-volume-renamed", &made, &caller.project, &caller);
         return Ok(response::created(&made));
     }
     let url = volumes::url(&pool, &row.project, &name);
-    let project = row.project.clone();
+    let project = caller.project.clone();
     let d2 = d.clone();
     let work = async move {
         let made = volumes::rename(&d2, &caller, &row, body).await?;
         d2.events
-            .lifecycle("storage-volume-moved", &made, &row.project, &caller);
+            .lifecycle("storage-volume-moved", &made, &caller.project, &caller);
         Ok(())
     };
     Ok(in_operation(
@@ -256,12 +263,12 @@ pub async fn delete(
     Path((pool, kind, name)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
     custom_only(&kind)?;
-    let row = volume(&d, &caller, &pool, &kind, &name).await?;
+    let row = volume_w(&d, &caller, &pool, &kind, &name).await?;
     volumes::delete(&d, &caller, &row).await?;
     d.events.lifecycle(
         "storage-volume-deleted",
         &volumes::url(&pool, &row.project, &name),
-        &row.project,
+        &caller.project,
         &caller,
     );
     Ok(response::empty())
@@ -302,7 +309,7 @@ pub async fn snapshot_post(
     Json(body): Json<StorageVolumeSnapshotsPost>,
 ) -> ApiResult<Response> {
     custom_only(&kind)?;
-    let row = volume(&d, &caller, &pool, &kind, &name).await?;
+    let row = volume_w(&d, &caller, &pool, &kind, &name).await?;
     let mut body = body;
     if body.name.is_empty() {
         body.name = volumes::next_snapshot_name(&d, &row).await?;
@@ -315,14 +322,14 @@ pub async fn snapshot_post(
             vec![snapshot_url(&row, &body.name)],
         ),
     ]);
-    let project = row.project.clone();
+    let project = caller.project.clone();
     let d2 = d.clone();
     let work = async move {
         let snap = volumes::snapshot(&d2, &row, body).await?;
         d2.events.lifecycle(
             "storage-volume-snapshot-created",
             &snapshot_url(&row, &snap),
-            &row.project,
+            &caller.project,
             &caller,
         );
         Ok(())
@@ -358,7 +365,7 @@ async fn snapshot_update(
     replace: bool,
 ) -> ApiResult<Response> {
     custom_only(&kind)?;
-    let row = volume(d, caller, &pool, &kind, &name).await?;
+    let row = volume_w(d, caller, &pool, &kind, &name).await?;
     let mut s = volumes::get_snapshot(d, &row, &snap).await?;
     match (body.description, replace) {
         (Some(t), _) => s.description = t,
@@ -407,17 +414,17 @@ pub async fn snapshot_rename(
             "Storage volume snapshot migration is not supported by rxd yet".into(),
         ));
     }
-    let row = volume(&d, &caller, &pool, &kind, &name).await?;
+    let row = volume_w(&d, &caller, &pool, &kind, &name).await?;
     let s = volumes::get_snapshot(&d, &row, &snap).await?;
     let url = snapshot_url(&row, &snap);
-    let project = row.project.clone();
+    let project = caller.project.clone();
     let d2 = d.clone();
     let work = async move {
         volumes::rename_snapshot(&d2, &row, &s, &body.name).await?;
         d2.events.lifecycle(
             "storage-volume-snapshot-renamed",
             &snapshot_url(&row, &body.name),
-            &row.project,
+            &caller.project,
             &caller,
         );
         Ok(())
@@ -437,17 +444,17 @@ pub async fn snapshot_delete(
     Path((pool, kind, name, snap)): Path<SnapPath>,
 ) -> ApiResult<Response> {
     custom_only(&kind)?;
-    let row = volume(&d, &caller, &pool, &kind, &name).await?;
+    let row = volume_w(&d, &caller, &pool, &kind, &name).await?;
     let s = volumes::get_snapshot(&d, &row, &snap).await?;
     let url = snapshot_url(&row, &snap);
-    let project = row.project.clone();
+    let project = caller.project.clone();
     let d2 = d.clone();
     let work = async move {
         volumes::delete_snapshot(&d2, &row, &s).await?;
         d2.events.lifecycle(
             "storage-volume-snapshot-deleted",
             &snapshot_url(&row, &s.name),
-            &row.project,
+            &caller.project,
             &caller,
         );
         Ok(())

@@ -59,7 +59,7 @@ pub async fn confine(
             ApiError::from(v)
         })?;
     crate::service::devices::check_sources(d, project, devices)?;
-    crate::service::volumes::check_attach(d, project, instance, devices).await
+    crate::service::volumes::check_attach(d, caller, project, instance, devices).await
 }
 
 /// The bound on `project`'s isolated ids for this caller (`rxd_core::idmap::project_limit`).
@@ -247,6 +247,13 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
         )));
     }
     let pool = crate::service::pools::get(d, &row.pool)?;
+    // Its volumes stay as they are (no restore, rename or delete) until it runs with them.
+    let _volumes = if rxd_core::devices::volume_disks(&devices).is_empty() {
+        None
+    } else {
+        Some(d.pools.volumes.lock().await)
+    };
+    crate::service::volumes::check_start(d, &row.project, &row.name, &devices).await?;
     let dir = layout::instance_dir(d, &row.pool, name);
     // Say what is missing, rather than let the runtime fail on it with a bare errno.
     if !std::fs::symlink_metadata(dir.join("rootfs")).is_ok_and(|m| m.is_dir()) {

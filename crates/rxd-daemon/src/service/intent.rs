@@ -57,6 +57,16 @@ pub enum Intent {
         marker: String,
         idmap: String,
     },
+    /// As an instance rename, for a custom volume in `pool` (its directory and its snapshots'
+    /// directory), or, with `volume`, for one of that volume's snapshots.
+    VolumeRename {
+        pool: String,
+        project: String,
+        #[serde(default)]
+        volume: Option<String>,
+        from: String,
+        to: String,
+    },
 }
 
 impl Intent {
@@ -68,6 +78,7 @@ impl Intent {
             Intent::SnapshotRename { .. } => "snapshot-rename",
             Intent::SnapshotDelete { .. } => "snapshot-delete",
             Intent::SnapshotRestore { .. } => "snapshot-restore",
+            Intent::VolumeRename { .. } => "volume-rename",
         }
     }
 }

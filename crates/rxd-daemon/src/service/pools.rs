@@ -93,6 +93,7 @@ async fn mount_all(
                 root_only(pool.source())?;
             }
             pool.mount().map_err(|e| e.to_string())?;
+            pool.secure_layout().map_err(|e| e.to_string())?;
             Ok::<_, String>(pool)
         })
         .await

@@ -205,6 +205,59 @@ async fn resolve(d: &Arc<Daemon>, intent: &Intent) -> std::io::Result<String> {
             }
             line
         }
+        Intent::VolumeRename {
+            pool,
+            project,
+            volume,
+            from,
+            to,
+        } => {
+            let Some(p) = d.pools.get(pool) else {
+                return Err(std::io::Error::other(format!(
+                    "storage pool {pool} is not mounted"
+                )));
+            };
+            let key = |n: &str| rxd_core::name::instance_key(project, n);
+            let (pool2, project2) = (pool.clone(), project.clone());
+            let (volume2, to2) = (volume.clone(), to.clone());
+            let renamed = d
+                .db(move |s| match &volume2 {
+                    Some(v) => s
+                        .storage_volume_snapshot(&pool2, &project2, v, &to2)
+                        .map(drop),
+                    None => s.storage_volume(&pool2, &project2, &to2).map(drop),
+                })
+                .await
+                .is_ok();
+            let moves: Vec<(std::path::PathBuf, std::path::PathBuf)> = match volume {
+                Some(v) => {
+                    let dir = p.mount_point().join("custom-snapshots").join(key(v));
+                    vec![(dir.join(from), dir.join(to))]
+                }
+                None => ["custom", "custom-snapshots"]
+                    .iter()
+                    .map(|top| {
+                        let dir = p.mount_point().join(top);
+                        (dir.join(key(from)), dir.join(key(to)))
+                    })
+                    .collect(),
+            };
+            let what = match volume {
+                Some(v) => format!("snapshot {v}/{from} of storage volume"),
+                None => format!("storage volume {from}"),
+            };
+            if renamed {
+                for (a, b) in &moves {
+                    layout::move_once(a, b)?;
+                }
+                format!("finished renaming {what} to {to} in pool {pool}")
+            } else {
+                for (a, b) in &moves {
+                    layout::move_once(b, a)?;
+                }
+                format!("undid renaming {what} to {to} in pool {pool}; rename it again")
+            }
+        }
         Intent::SnapshotRename {
             project,
             instance,

@@ -7,9 +7,11 @@
 //! `<pool>/custom-snapshots/<key>/<snap>`. Its files keep container ids on disk: a container
 //! mounts it through an idmapped mount made with its own user namespace, so containers with
 //! different isolated maps see the same owners, and nothing is ever shifted. Files there may be
-//! setuid-root on disk, so the pool's `custom/` directory is root's alone (0700).
+//! setuid-root on disk, so the pool's `custom/` and `custom-snapshots/` are root's alone (0700).
 //!
-//! Where a project's volumes live is `features.storage.volumes` (its own, or `default`'s).
+//! Where a project's volumes live is `features.storage.volumes` (its own, or `default`'s); a
+//! caller reaching `default`'s volumes from another project needs the same right on `default`
+//! (LXD asks only the request's project).
 //! A volume attached to one instance is refused for another unless the volume has
 //! `security.shared=true` (rxd's key: two containers writing one tree is a choice to make).
 //!
@@ -62,6 +64,29 @@ fn volumes_project<'a>(project: &'a str, config: &Config) -> &'a str {
     } else {
         "default"
     }
+}
+
+/// The project whose volumes the caller's request is about, which the caller must view (and, to
+/// `write`, manage volumes in) when it is not the request's own.
+pub fn caller_home(d: &Daemon, caller: &Caller, write: bool) -> ApiResult<String> {
+    let home = home(d, &caller.project)?;
+    if home != caller.project {
+        if !caller.can_view(&home) {
+            return Err(ApiError::NotFound(NOT_FOUND.into()));
+        }
+        if write
+            && !caller.rights.has(
+                &home,
+                rxd_auth::permission::Permission::ManageStorageVolumes,
+            )
+        {
+            return Err(ApiError::Forbidden(format!(
+                "Project {:?} uses the storage volumes of project {home:?}, where you may not manage them",
+                caller.project
+            )));
+        }
+    }
+    Ok(home)
 }
 
 /// The projects whose instances use `home`'s volumes.
@@ -321,7 +346,9 @@ pub fn snapshot_view(row: &VolumeSnapshotRow) -> StorageVolumeSnapshot {
 
 /// The custom volumes of `pool` the caller's project uses.
 pub async fn list(d: &Daemon, caller: &Caller, pool: &str) -> ApiResult<Vec<VolumeRow>> {
-    let home = home(d, &caller.project)?;
+    let Ok(home) = caller_home(d, caller, false) else {
+        return Ok(Vec::new());
+    };
     let pool = pool.to_owned();
     d.db(move |s| s.storage_volumes(Some(&pool), Some(&home)))
         .await
@@ -329,7 +356,7 @@ pub async fn list(d: &Daemon, caller: &Caller, pool: &str) -> ApiResult<Vec<Volu
 
 /// The volume `name` of the caller's project in `pool`.
 pub async fn get(d: &Daemon, caller: &Caller, pool: &str, name: &str) -> ApiResult<VolumeRow> {
-    let home = home(d, &caller.project)?;
+    let home = caller_home(d, caller, false)?;
     let (p, n) = (pool.to_owned(), name.to_owned());
     d.db(move |s| s.storage_volume(&p, &home, &n))
         .await
@@ -400,7 +427,7 @@ pub async fn create(
         return Err(ApiError::BadRequest("No name provided".into()));
     }
     valid_name(&req.name)?;
-    let home = home(d, &caller.project)?;
+    let home = caller_home(d, caller, true)?;
     let _lifecycle = d.pools.lifecycle.read().await;
     let _volumes = d.pools.volumes.lock().await;
     let pool = pools::get(d, pool_name)?;
@@ -538,6 +565,17 @@ struct Source {
     snapshots: Vec<VolumeSnapshotRow>,
 }
 
+/// Refuse a copy the caller may not make, before its operation starts.
+pub async fn check_copy(
+    d: &Daemon,
+    caller: &Caller,
+    pool_name: &str,
+    req: &StorageVolumesPost,
+) -> ApiResult<()> {
+    caller_home(d, caller, true)?;
+    copy_source(d, caller, pool_name, req).await.map(drop)
+}
+
 async fn copy_source(
     d: &Daemon,
     caller: &Caller,
@@ -559,6 +597,20 @@ async fn copy_source(
         return Err(ApiError::NotFound(NOT_FOUND.into()));
     }
     let src_home = home(d, &src_project)?;
+    // Reading a volume's files whole: managing volumes where they live, not only viewing.
+    for p in [&src_project, &src_home] {
+        if !caller.can_view(p) {
+            return Err(ApiError::NotFound(NOT_FOUND.into()));
+        }
+        if !caller
+            .rights
+            .has(p, rxd_auth::permission::Permission::ManageStorageVolumes)
+        {
+            return Err(ApiError::Forbidden(format!(
+                "Copying a storage volume of project {p:?} needs manage-storage-volumes there"
+            )));
+        }
+    }
     let (name, snap) = match req.source.name.split_once('/') {
         Some((n, s)) => (n.to_owned(), Some(s.to_owned())),
         None => (req.source.name.clone(), None),
@@ -692,40 +744,67 @@ pub async fn rename(
     }
     if new_pool == row.pool {
         let pool = pools::get(d, &row.pool)?;
-        let snaps = snapshots(d, row).await?;
-        let (from, to) = (
-            dir(&pool, &row.project, &row.name)?,
-            dir(&pool, &row.project, &new_name)?,
-        );
-        let from_snaps = pool
-            .mount_point()
-            .join("custom-snapshots")
-            .join(rxd_core::name::instance_key(&row.project, &row.name));
-        let to_snaps = pool
-            .mount_point()
-            .join("custom-snapshots")
-            .join(rxd_core::name::instance_key(&row.project, &new_name));
-        let pool2 = pool.clone();
-        let has_snaps = !snaps.is_empty();
-        blocking(move || {
-            pool2.rename_volume(&from, &to).map_err(pools::refusal)?;
-            if has_snaps {
-                if let Err(e) = std::fs::rename(&from_snaps, &to_snaps) {
-                    let _ = pool2.rename_volume(&to, &from);
+        let pending = crate::service::intent::begin(
+            d,
+            &crate::service::intent::Intent::VolumeRename {
+                pool: row.pool.clone(),
+                project: row.project.clone(),
+                volume: None,
+                from: row.name.clone(),
+                to: new_name.clone(),
+            },
+        )
+        .await?;
+        let key = |n: &str| rxd_core::name::instance_key(&row.project, n);
+        let moves: Vec<(PathBuf, PathBuf)> = [VolumeType::Custom.dir(), "custom-snapshots"]
+            .iter()
+            .map(|top| {
+                let dir = pool.mount_point().join(top);
+                (dir.join(key(&row.name)), dir.join(key(&new_name)))
+            })
+            .collect();
+        let back = moves.clone();
+        let moved = blocking(move || {
+            for (i, (a, b)) in moves.iter().enumerate() {
+                if let Err(e) = layout::move_once(a, b) {
+                    for (a, b) in moves[..i].iter() {
+                        let _ = layout::move_once(b, a);
+                    }
                     return Err(ApiError::internal(e));
                 }
             }
             Ok(())
         })
-        .await?;
-        let (p, j, n, nn) = (
-            row.pool.clone(),
-            row.project.clone(),
-            row.name.clone(),
-            new_name.clone(),
-        );
-        d.db(move |s| s.rename_storage_volume(&p, &j, &n, &nn))
-            .await?;
+        .await;
+        let renamed = match moved {
+            Ok(()) => {
+                crate::failpoint::hit("storage-volume-rename:moved");
+                let (p, j, n, nn) = (
+                    row.pool.clone(),
+                    row.project.clone(),
+                    row.name.clone(),
+                    new_name.clone(),
+                );
+                d.db(move |s| s.rename_storage_volume(&p, &j, &n, &nn))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = renamed {
+            let undone = blocking(move || {
+                for (a, b) in &back {
+                    layout::move_once(b, a).map_err(ApiError::internal)?;
+                }
+                Ok(())
+            })
+            .await;
+            // Not undone: the intent stays, and the next start puts the files back.
+            if undone.is_ok() {
+                let _ = pending.end(d).await;
+            }
+            return Err(e);
+        }
+        pending.end(d).await?;
         return Ok(url(&row.pool, &row.project, &new_name));
     }
     // Another pool: a copy with every snapshot, then the old one goes.
@@ -866,9 +945,25 @@ pub async fn rename_snapshot(
     }
     let from = snapshot_dir(&pool, &row.project, &row.name, &snap.name)?;
     let to = snapshot_dir(&pool, &row.project, &row.name, new)?;
+    let pending = crate::service::intent::begin(
+        d,
+        &crate::service::intent::Intent::VolumeRename {
+            pool: row.pool.clone(),
+            project: row.project.clone(),
+            volume: Some(row.name.clone()),
+            from: snap.name.clone(),
+            to: new.to_owned(),
+        },
+    )
+    .await?;
     {
         let (pool2, from2, to2) = (pool.clone(), from.clone(), to.clone());
-        blocking(move || pool2.rename_volume(&from2, &to2).map_err(pools::refusal)).await?;
+        if let Err(e) =
+            blocking(move || pool2.rename_volume(&from2, &to2).map_err(pools::refusal)).await
+        {
+            let _ = pending.end(d).await;
+            return Err(e);
+        }
     }
     let (p, j, n, s, nn) = (
         row.pool.clone(),
@@ -882,9 +977,10 @@ pub async fn rename_snapshot(
         .await
     {
         let _ = tokio::task::spawn_blocking(move || pool.rename_volume(&to, &from)).await;
+        let _ = pending.end(d).await;
         return Err(e);
     }
-    Ok(())
+    pending.end(d).await
 }
 
 pub async fn delete_snapshot(
@@ -950,7 +1046,10 @@ pub async fn restore(d: &Daemon, row: &VolumeRow, snap: &str) -> ApiResult<()> {
         pools::clone_tree(&pool, &from, &tmp, false)?;
         if pool.supports_quota() {
             // The snapshot's copy starts with no limit of its own: the volume's applies.
-            let _ = pool.set_quota(&tmp, size);
+            if let Err(e) = pool.set_quota(&tmp, size) {
+                remove_any(&tmp)?;
+                return Err(pools::refusal(e));
+            }
         }
         crate::failpoint::hit("storage-volume-restore:copied");
         layout::exchange(&tmp, &target).map_err(ApiError::internal)?;
@@ -1001,6 +1100,7 @@ pub async fn state(d: &Daemon, row: &VolumeRow) -> ApiResult<Option<StorageVolum
 /// `instances::confine`'s device check.
 pub async fn check_attach(
     d: &Daemon,
+    caller: &Caller,
     project: &str,
     instance: &str,
     devices: &Devices,
@@ -1009,7 +1109,19 @@ pub async fn check_attach(
     if disks.is_empty() {
         return Ok(());
     }
+    // Volumes are not renamed, deleted or re-shared while this looks.
+    let _volumes = d.pools.volumes.lock().await;
     let home = home(d, project)?;
+    if home != project
+        && !caller.rights.has(
+            &home,
+            rxd_auth::permission::Permission::ManageStorageVolumes,
+        )
+    {
+        return Err(ApiError::Forbidden(format!(
+            "Project {project:?} uses the storage volumes of project {home:?}, where you may not manage them"
+        )));
+    }
     for disk in disks {
         let refuse = |why: String| {
             ApiError::BadRequest(format!(
@@ -1034,14 +1146,65 @@ pub async fn check_attach(
             continue;
         }
         let users = users(d, &disk.pool, &home, &disk.volume).await?;
-        if let Some((_, other)) = users
+        if let Some((p, other)) = users
             .instances
             .iter()
             .find(|(p, n)| !(p == project && n == instance))
         {
+            let other = if caller.can_view(p) {
+                format!("instance {other:?}")
+            } else {
+                "another instance".to_owned()
+            };
             return Err(refuse(format!(
-                "Storage volume {:?} is already attached to instance {other:?}; set security.shared=true on the volume to attach it to more than one",
+                "Storage volume {:?} is already attached to {other}; set security.shared=true on the volume to attach it to more than one",
                 disk.volume
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Before an instance in `project` starts with `devices`: each volume disk names a volume that
+/// exists now (it may have been deleted since it was attached), and one that is not
+/// `security.shared` is mounted in no other running instance. The caller holds the volumes lock
+/// through the start, so no restore, rename or delete runs under it.
+pub async fn check_start(
+    d: &Daemon,
+    project: &str,
+    instance: &str,
+    devices: &Devices,
+) -> ApiResult<()> {
+    let disks = rxd_core::devices::volume_disks(devices);
+    if disks.is_empty() {
+        return Ok(());
+    }
+    let home = home(d, project)?;
+    for disk in disks {
+        let (p, j, n) = (disk.pool.clone(), home.clone(), disk.volume.clone());
+        let Ok(row) = d.db(move |s| s.storage_volume(&p, &j, &n)).await else {
+            if !disk.required {
+                continue;
+            }
+            return Err(ApiError::BadRequest(format!(
+                "Device {:?}: storage volume {:?} not found in pool {:?}",
+                disk.device, disk.volume, disk.pool
+            )));
+        };
+        if flag(&parse(&row.config), "security.shared")? {
+            continue;
+        }
+        let users = users(d, &disk.pool, &home, &disk.volume).await?;
+        let running = users.instances.iter().any(|(p, n)| {
+            !(p == project && n == instance)
+                && d.runtime
+                    .init(&rxd_core::name::instance_key(p, n))
+                    .is_some()
+        });
+        if running {
+            return Err(ApiError::BadRequest(format!(
+                "Device {:?}: storage volume {:?} is in use by another running instance and is not security.shared",
+                disk.device, disk.volume
             )));
         }
     }
@@ -1120,11 +1283,16 @@ pub async fn sweep(d: &Daemon) {
         keep.entry(row.pool.clone())
             .or_default()
             .insert(key.clone());
-        if let Ok(snaps) = snapshots(d, row).await {
-            keep_snaps
+        match snapshots(d, row).await {
+            Ok(snaps) => keep_snaps
                 .entry((row.pool.clone(), key))
                 .or_default()
-                .extend(snaps.into_iter().map(|s| s.name));
+                .extend(snaps.into_iter().map(|s| s.name)),
+            Err(e) => {
+                // Nothing is removed on a partial view.
+                tracing::warn!(error = %e, "listing storage volume snapshots for recovery");
+                return;
+            }
         }
     }
     for pool in d.pools.all() {
