@@ -75,6 +75,30 @@ pub enum Command {
     Launch(CreateArgs),
     /// Create a container from an image without starting it.
     Init(CreateArgs),
+    /// Export an instance as a backup tarball (LXD's layout): `rxc export [REMOTE:]NAME
+    /// [FILE]` (default `backup.tar.gz`).
+    Export {
+        name: String,
+        file: Option<String>,
+        /// Leave the snapshots out.
+        #[arg(long)]
+        instance_only: bool,
+        /// A btrfs send stream (not supported by rxd yet).
+        #[arg(long)]
+        optimized_storage: bool,
+        /// none, gzip, xz or zstd (default: backups.compression_algorithm, else gzip).
+        #[arg(long)]
+        compression: Option<String>,
+    },
+    /// Import a backup tarball as a new instance: `rxc import [REMOTE:] FILE [NAME]
+    /// [--storage POOL]`.
+    Import {
+        /// `[REMOTE:]` then FILE, or FILE alone.
+        args: Vec<String>,
+        /// The storage pool the instance goes in.
+        #[arg(long, short)]
+        storage: Option<String>,
+    },
     /// Make an image of a stopped container or of a snapshot: `rxc publish
     /// [REMOTE:]NAME[/SNAPSHOT] [--alias A] [--public] [--compression ALG] [KEY=VALUE...]`
     /// (properties of the image).

@@ -4,6 +4,7 @@
 #[macro_use]
 mod output;
 mod alias;
+mod backup;
 mod cli;
 mod commands;
 mod connect;
@@ -144,6 +145,37 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         },
         Command::Launch(args) => instance::create(&conf, args, true).await,
         Command::Init(args) => instance::create(&conf, args, false).await,
+        Command::Export {
+            name,
+            file,
+            instance_only,
+            optimized_storage,
+            compression,
+        } => {
+            let how = backup::Export {
+                instance_only,
+                optimized_storage,
+                compression,
+            };
+            backup::export(&conf, &name, file.as_deref(), how).await
+        }
+        Command::Import { args, storage } => {
+            let (remote, rest) = match args.first() {
+                Some(r) if r.ends_with(':') => (Some(r.as_str()), &args[1..]),
+                _ => (None, &args[..]),
+            };
+            let Some(file) = rest.first() else {
+                anyhow::bail!("Missing backup file");
+            };
+            backup::import(
+                &conf,
+                remote,
+                file,
+                rest.get(1).map(String::as_str),
+                storage.as_deref(),
+            )
+            .await
+        }
         Command::Publish {
             source,
             properties,

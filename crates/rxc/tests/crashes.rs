@@ -61,6 +61,10 @@ enum Op {
     VolumeRestore,
     /// The volume `v1` renamed `v3`.
     VolumeRename,
+    /// `c1`'s backup (made before) imported as `c2`.
+    Import,
+    /// A backup of `c1` made on the server.
+    Backup,
 }
 
 /// The custom volume steps, run on each pool.
@@ -150,6 +154,9 @@ const CASES: &[(&str, Before, Op)] = &[
     ("instance-stop:cleaned-up", Before::Running, Op::Stop),
     ("instance-copy:row-recorded", Before::Running, Op::Copy),
     ("instance-copy:placed", Before::Running, Op::Copy),
+    ("instance-import:row-recorded", Before::Stopped, Op::Import),
+    ("instance-import:placed", Before::Stopped, Op::Import),
+    ("instance-backup:written", Before::Stopped, Op::Backup),
     ("storage-pool-create:made", Before::Nothing, Op::PoolCreate),
     (
         "storage-pool-delete:row-deleted",
@@ -213,8 +220,21 @@ impl Env {
 
 /// Run the operation; its answer does not matter (the daemon may die before giving one).
 async fn run(env: &Env, d: &TestDaemon, op: Op, pool: &str) -> bool {
+    let backup_file = env.conf.path().join("c1.tar.gz").display().to_string();
     let args: Vec<&str> = match op {
         Op::VolumeCreate => vec!["storage", "volume", "create", pool, "v2"],
+        Op::Import => vec!["import", &backup_file, "c2"],
+        Op::Backup => {
+            let r = d
+                .unix()
+                .request(
+                    Method::POST,
+                    "/1.0/instances/c1/backups",
+                    Some(&json!({"name": "b1"})),
+                )
+                .await;
+            return r.is_ok_and(|r| r.status == 202);
+        }
         Op::VolumeDelete => vec!["storage", "volume", "delete", pool, "v1"],
         Op::VolumeRestore => vec!["storage", "volume", "restore", pool, "v1", "s1"],
         Op::VolumeRename => vec!["storage", "volume", "rename", pool, "v1", "v3"],
@@ -263,6 +283,17 @@ async fn done(c: &Client, d: &TestDaemon, op: Op, pool: &str) -> bool {
     let volume = |name: &str| format!("/1.0/storage-pools/{pool}/volumes/custom/{name}");
     match op {
         Op::VolumeCreate => c.get(&volume("v2")).await.is_ok(),
+        Op::Import => exists("/1.0/instances/c2/snapshots/s1").await,
+        Op::Backup => {
+            // Made by its operation: waited for here.
+            for _ in 0..100 {
+                if exists("/1.0/instances/c1/backups/b1").await {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        }
         Op::VolumeDelete => c.get(&volume("v1")).await.is_err(),
         Op::VolumeRename => {
             c.get(&volume("v3")).await.is_ok() && c.get(&volume("v1")).await.is_err()
@@ -381,6 +412,21 @@ async fn consistent(env: &Env, d: &TestDaemon, point: &str, pool: &str) {
         }
     }
     let instances = c.get("/1.0/instances?recursion=1").await.unwrap();
+    // Backup files: one per backup listed, nothing else.
+    let mut backups = 0;
+    for i in instances.as_array().unwrap() {
+        let name = i["name"].as_str().unwrap();
+        let listed = c
+            .get(&format!("/1.0/instances/{name}/backups"))
+            .await
+            .unwrap();
+        backups += listed.as_array().unwrap().len();
+    }
+    assert_eq!(
+        names(&d.dir().join("backups")).len(),
+        backups,
+        "{point}: backup files vs backups listed"
+    );
     let mut listed = BTreeSet::new();
     // Instances by the pool their root disk names (the default profile's is `pool`'s).
     let mut by_pool: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
@@ -626,6 +672,10 @@ async fn killed_at_every_step(cases: &[(&str, Before, Op)], pool: &str) {
             env.ok(&d, &["init", "bb", "c1", "-c", "boot.autostart=false"]);
             env.ok(&d, &["snapshot", "c1", "s1"]);
             env.ok(&d, &["file", "push", marker.to_str().unwrap(), "c1/marker"]);
+        }
+        if op == Op::Import {
+            let file = env.conf.path().join("c1.tar.gz");
+            env.ok(&d, &["export", "c1", file.to_str().unwrap()]);
         }
         if before == Before::Running {
             env.ok(&d, &["start", "c1"]);

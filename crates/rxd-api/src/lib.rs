@@ -12,6 +12,7 @@
 #[macro_use]
 mod go;
 
+pub mod backup;
 pub mod certificate;
 pub mod envelope;
 pub mod event;
@@ -89,6 +90,11 @@ pub const API_EXTENSIONS: &[&str] = &[
     "storage_api_volume_snapshots",
     "custom_volume_snapshot_expiry",
     "storage_volume_state",
+    "container_backup",
+    "backup_compression",
+    "backup_compression_algorithm",
+    "backup_override_name",
+    "container_backup_override_pool",
 ];
 
 /// What rxd reports as `server_version`, so that LXD 5.0 clients pick their 5.0 code paths.

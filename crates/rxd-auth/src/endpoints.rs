@@ -82,6 +82,18 @@ macro_rules! instance_endpoints {
                 "DELETE",
                 OPERATE,
             ),
+            // A backup holds the whole root filesystem: made, renamed, deleted and
+            // exported by those who may manage the instance (LXD's rule).
+            e(concat!($base, "/{name}/backups"), "GET", VIEW),
+            e(concat!($base, "/{name}/backups"), "POST", MANAGE),
+            e(concat!($base, "/{name}/backups/{backup}"), "GET", VIEW),
+            e(concat!($base, "/{name}/backups/{backup}"), "POST", MANAGE),
+            e(concat!($base, "/{name}/backups/{backup}"), "DELETE", MANAGE),
+            e(
+                concat!($base, "/{name}/backups/{backup}/export"),
+                "GET",
+                MANAGE,
+            ),
             e(concat!($base, "/{name}/exec"), "POST", OPERATE),
             e(concat!($base, "/{name}/console"), "GET", VIEW),
             e(concat!($base, "/{name}/console"), "POST", OPERATE),
@@ -93,8 +105,8 @@ macro_rules! instance_endpoints {
     };
 }
 
-const INSTANCES: [Endpoint; 21] = instance_endpoints!("/1.0/instances");
-const CONTAINERS: [Endpoint; 21] = instance_endpoints!("/1.0/containers");
+const INSTANCES: [Endpoint; 27] = instance_endpoints!("/1.0/instances");
+const CONTAINERS: [Endpoint; 27] = instance_endpoints!("/1.0/containers");
 
 const OTHERS: &[Endpoint] = &[
     e("/", "GET", Anyone),

@@ -233,6 +233,95 @@ pub fn pack(
     })
 }
 
+/// One tree of an instance backup: the instance's (`backup/container`) or a snapshot's
+/// (`backup/snapshots/<name>`). `rootfs` is its root filesystem; `extras` the directory whose
+/// `metadata.yaml` and `templates/` go with it (the instance's own, for its snapshots too).
+pub struct BackupTree<'a> {
+    pub prefix: String,
+    pub rootfs: &'a Path,
+    pub extras: &'a Path,
+}
+
+/// Write an instance backup in LXD 5.0's layout into `out`: `backup/index.yaml` first, then
+/// for each tree `<prefix>/backup.yaml` (the instance's only; LXD reads it, rxd never does),
+/// `<prefix>/metadata.yaml`, `<prefix>/templates/` and `<prefix>/rootfs/`, owners mapped back
+/// to container ids through `shift`. Returns what [`pack`] returns.
+pub fn pack_backup(
+    index_yaml: &str,
+    backup_yaml: &str,
+    trees: &[BackupTree<'_>],
+    shift: Option<&IdShift>,
+    compression: Compression,
+    out: std::fs::File,
+    limits: &Limits,
+) -> Result<Packed, ImageError> {
+    let hashing = Hashing {
+        inner: std::io::BufWriter::new(out),
+        hash: Sha256::new(),
+        bytes: 0,
+    };
+    let encoder = Encoder::new(hashing, compression).map_err(tar_err("backup"))?;
+    let mut tar = tar::Builder::new(encoder);
+    tar.mode(tar::HeaderMode::Complete);
+    let file = |tar: &mut tar::Builder<_>, name: &str, text: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(text.len() as u64);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        tar.append_data(&mut header, name, text)
+            .map_err(tar_err(name))
+    };
+    file(&mut tar, "backup/index.yaml", index_yaml.as_bytes())?;
+    let mut packer = Packer {
+        tar: &mut tar,
+        shift,
+        limits,
+        links: HashMap::new(),
+        entries: 0,
+        bytes: 0,
+        skipped_special: 0,
+        outside_map: 0,
+    };
+    for (i, t) in trees.iter().enumerate() {
+        if i == 0 {
+            file(
+                packer.tar,
+                &format!("{}/backup.yaml", t.prefix),
+                backup_yaml.as_bytes(),
+            )?;
+        }
+        let metadata = t.extras.join("metadata.yaml");
+        if let Ok(text) = std::fs::read(&metadata) {
+            file(packer.tar, &format!("{}/metadata.yaml", t.prefix), &text)?;
+        }
+        let templates = t.extras.join("templates");
+        if std::fs::symlink_metadata(&templates).is_ok_and(|m| m.is_dir()) {
+            packer.tree(&templates, &format!("{}/templates", t.prefix))?;
+        }
+        // Hard links never span two trees.
+        packer.links.clear();
+        packer.tree(t.rootfs, &format!("{}/rootfs", t.prefix))?;
+    }
+    let (skipped_special, outside_map) = (packer.skipped_special, packer.outside_map);
+    let encoder = tar.into_inner().map_err(tar_err("backup"))?;
+    let mut hashing = encoder.finish().map_err(tar_err("backup"))?;
+    hashing.flush().map_err(tar_err("backup"))?;
+    let file = hashing
+        .inner
+        .into_inner()
+        .map_err(|e| tar_err("backup")(e.into_error()))?;
+    file.sync_all().map_err(tar_err("backup"))?;
+    Ok(Packed {
+        fingerprint: hex::encode(hashing.hash.finalize()),
+        size: hashing.bytes,
+        skipped_special,
+        outside_map,
+    })
+}
+
 struct Packer<'a, W: Write> {
     tar: &'a mut tar::Builder<W>,
     shift: Option<&'a IdShift>,

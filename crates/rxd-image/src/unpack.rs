@@ -262,6 +262,226 @@ pub fn read_metadata(tarball: &Path, limits: &Limits) -> Result<ImageMetadata, I
     Err(ImageError::MissingMetadata)
 }
 
+/// Where an entry of an instance backup goes.
+enum BackupPlace {
+    /// `backup/`, `backup/snapshots/`, a listed snapshot's own directory: nothing to make.
+    Skip,
+    /// `backup/index.yaml` and the `backup.yaml` files: never read here (the caller takes
+    /// `index.yaml` alone from [`read_backup_index`]), drained.
+    Ignore,
+    /// Into the instance's tree (`None`) or a snapshot's, at this path relative to it.
+    Tree(Option<String>, PathBuf),
+}
+
+fn backup_place(rel: &Path, snapshots: &[String]) -> Result<BackupPlace, &'static str> {
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    let rest = |from: usize| parts[from..].iter().collect::<PathBuf>();
+    match parts
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["backup"] | ["backup", "snapshots"] | ["backup", "container"] => Ok(BackupPlace::Skip),
+        ["backup", "index.yaml"] | ["backup", "container", "backup.yaml"] => {
+            Ok(BackupPlace::Ignore)
+        }
+        ["backup", "container", ..] => Ok(BackupPlace::Tree(None, rest(2))),
+        ["backup", "snapshots", snap, tail @ ..] => {
+            if !snapshots.iter().any(|s| s == snap) {
+                return Err("is in a snapshot directory index.yaml does not list");
+            }
+            match tail {
+                [] => Ok(BackupPlace::Skip),
+                ["backup.yaml"] => Ok(BackupPlace::Ignore),
+                _ => Ok(BackupPlace::Tree(Some((*snap).to_owned()), rest(3))),
+            }
+        }
+        ["backup", "container.bin" | "optimized_header.yaml"] => {
+            Err("is part of an optimized (btrfs send) backup, which rxd does not import")
+        }
+        _ => Err("is outside backup/index.yaml, backup/container/ and backup/snapshots/"),
+    }
+}
+
+/// The text of `backup/index.yaml`, which must come first in the archive (LXD writes it
+/// first), at most `limits.max_metadata_bytes`.
+pub fn read_backup_index(tarball: &Path, limits: &Limits) -> Result<String, ImageError> {
+    let mut ar = archive(tarball)?;
+    for entry in ar.entries()? {
+        let mut entry = entry.map_err(archive_err)?;
+        let raw = entry.path().map_err(archive_err)?.into_owned();
+        let rel = clean(&raw).map_err(|reason| ImageError::UnsafePath {
+            path: path_str(&raw),
+            reason,
+        })?;
+        if rel.as_os_str().is_empty() || rel == Path::new("backup") {
+            continue;
+        }
+        if rel != Path::new("backup/index.yaml")
+            || entry.header().entry_type() != EntryType::Regular
+        {
+            return Err(ImageError::Archive(
+                "not an instance backup: backup/index.yaml must be its first file".into(),
+            ));
+        }
+        if entry.size() > limits.max_metadata_bytes {
+            return Err(ImageError::MetadataTooLarge(limits.max_metadata_bytes));
+        }
+        let mut text = String::new();
+        entry
+            .by_ref()
+            .take(limits.max_metadata_bytes)
+            .read_to_string(&mut text)
+            .map_err(archive_err)?;
+        return Ok(text);
+    }
+    Err(ImageError::Archive(
+        "not an instance backup: no backup/index.yaml".into(),
+    ))
+}
+
+/// Unpack an instance backup into `dest` (which must not exist): `dest/container/` (its
+/// `metadata.yaml`, `templates/`, `rootfs/`) and `dest/snapshots/<name>/` for each of
+/// `snapshots` (the names `index.yaml` lists: an entry of any other snapshot, or anywhere else,
+/// refuses the backup). Owners are kept as archived (the container's ids); every entry goes
+/// through the image writer's rules under one set of limits; `backup.yaml` files are drained,
+/// never parsed. Nothing is left at `dest` on error.
+pub fn unpack_backup(
+    tarball: &Path,
+    dest: &Path,
+    snapshots: &[String],
+    limits: &Limits,
+) -> Result<(), ImageError> {
+    if fs::symlink_metadata(dest).is_ok() {
+        return Err(ImageError::Io {
+            path: path_str(dest),
+            source: std::io::ErrorKind::AlreadyExists.into(),
+        });
+    }
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    let tmp = parent.join(format!(".unpack-{}", uuid::Uuid::new_v4()));
+    fs::create_dir(&tmp).map_err(io(&tmp))?;
+    let mut guard = TempDir(Some(tmp.clone()));
+    fs::create_dir(tmp.join("snapshots")).map_err(io(&tmp))?;
+    let stage_of = |name: &Option<String>| match name {
+        None => tmp.join(".container"),
+        Some(s) => tmp.join(format!(".snapshot-{s}")),
+    };
+    let mut writers: std::collections::BTreeMap<Option<String>, Writer<'_>> = Default::default();
+    let mut bytes = 0u64;
+    let mut ar = archive(tarball)?;
+    for entry in ar.entries()? {
+        let mut entry = entry.map_err(archive_err)?;
+        let raw = entry.path().map_err(archive_err)?.into_owned();
+        let rel = clean(&raw).map_err(|reason| ImageError::UnsafePath {
+            path: path_str(&raw),
+            reason,
+        })?;
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let place = backup_place(&rel, snapshots).map_err(|reason| ImageError::UnsafePath {
+            path: path_str(&raw),
+            reason,
+        })?;
+        let (tree, inner) = match place {
+            BackupPlace::Skip => continue,
+            BackupPlace::Ignore => {
+                drain(&mut entry, &mut bytes, limits)?;
+                continue;
+            }
+            BackupPlace::Tree(tree, inner) => (tree, inner),
+        };
+        let header = entry.header();
+        let kind = match header.entry_type() {
+            EntryType::Directory => Kind::Dir,
+            EntryType::Regular | EntryType::Continuous => Kind::File,
+            EntryType::Symlink => Kind::Symlink(
+                entry
+                    .link_name()
+                    .map_err(archive_err)?
+                    .ok_or_else(|| ImageError::Archive("symlink without a target".into()))?
+                    .into_owned()
+                    .into_os_string(),
+            ),
+            EntryType::Link => {
+                // A hard link's target is named from the archive's root: it must lie in the
+                // same tree, and is then named from that tree's top.
+                let target = entry
+                    .link_name()
+                    .map_err(archive_err)?
+                    .ok_or_else(|| ImageError::Archive("hardlink without a target".into()))?
+                    .into_owned();
+                let escaping = || ImageError::EscapingLink {
+                    path: path_str(&raw),
+                    target: path_str(&target),
+                };
+                let target = clean(&target).map_err(|_| escaping())?;
+                match backup_place(&target, snapshots) {
+                    Ok(BackupPlace::Tree(t, inner)) if t == tree => Kind::HardLink(inner),
+                    _ => return Err(escaping()),
+                }
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => Kind::Special,
+            other => Kind::Unsupported(format!("{other:?}")),
+        };
+        let (mode, uid, gid) = (
+            header.mode().map_err(archive_err)? & 0o7777,
+            header.uid().map_err(archive_err)?,
+            header.gid().map_err(archive_err)?,
+        );
+        let size = entry.size();
+        let writer = match writers.entry(tree.clone()) {
+            std::collections::btree_map::Entry::Occupied(w) => w.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                let stage = Staging::create(&stage_of(&tree))?;
+                v.insert(Writer::new(stage, None, limits))
+            }
+        };
+        writer.add(
+            Part::Unified,
+            Entry {
+                raw: inner,
+                kind,
+                mode,
+                uid,
+                gid,
+                size,
+                data: &mut entry,
+            },
+        )?;
+        drain(&mut entry, &mut writer.bytes, limits)?;
+        bytes += size;
+        if bytes > limits.max_total_bytes {
+            return Err(ImageError::TooLarge(limits.max_total_bytes));
+        }
+    }
+    if !writers.contains_key(&None) {
+        return Err(ImageError::MissingRootfs);
+    }
+    for snap in snapshots {
+        if !writers.contains_key(&Some(snap.clone())) {
+            return Err(ImageError::Archive(format!(
+                "index.yaml lists snapshot {snap:?}, which the backup does not hold"
+            )));
+        }
+    }
+    for (tree, writer) in writers {
+        let to = match &tree {
+            None => tmp.join("container"),
+            Some(s) => tmp.join("snapshots").join(s),
+        };
+        writer.settle(&stage_of(&tree), &to)?;
+    }
+    crate::durable::publish(&tmp, dest).map_err(io(dest))?;
+    guard.0 = None;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -363,6 +363,21 @@ impl<'l> Writer<'l> {
             Err(_) => return Err(ImageError::MissingMetadata),
         };
         let metadata = parse_metadata(&text)?;
+        let (skipped_special, bytes, xattrs_dropped) =
+            (self.skipped_special, self.bytes, self.xattrs_dropped);
+        self.settle(tmp, dest)?;
+        Ok(Unpacked {
+            metadata,
+            skipped_special,
+            bytes,
+            xattrs_dropped,
+        })
+    }
+
+    /// Check the tree has a root filesystem, set the directories' modes and owners, and
+    /// publish it at `dest` (a backup's trees: `metadata.yaml` is not required there).
+    pub(crate) fn settle(self, tmp: &Path, dest: &Path) -> Result<(), ImageError> {
+        let stage = &self.stage;
         match rustix::fs::statat(stage.root(), c"rootfs", AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st)
                 if rustix::fs::FileType::from_raw_mode(st.st_mode)
@@ -388,13 +403,7 @@ impl<'l> Writer<'l> {
             .map_err(at(&rel))?;
             rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(at(&rel))?;
         }
-        crate::durable::publish(tmp, dest).map_err(io(dest))?;
-        Ok(Unpacked {
-            metadata,
-            skipped_special: self.skipped_special,
-            bytes: self.bytes,
-            xattrs_dropped: self.xattrs_dropped,
-        })
+        crate::durable::publish(tmp, dest).map_err(io(dest))
     }
 }
 

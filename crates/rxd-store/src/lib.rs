@@ -2,6 +2,7 @@
 //! runs them off its async executor.
 #![forbid(unsafe_code)]
 
+mod backups;
 mod bakery;
 mod certificates;
 mod config;
@@ -16,6 +17,7 @@ mod snapshots;
 mod storage;
 mod volumes;
 
+pub use backups::BackupRow;
 pub use bakery::RootKeyRow;
 pub use certificates::{CertificateRow, TokenRow};
 pub use images::{AliasRow, ImageCache, ImageRow};

@@ -224,6 +224,27 @@ const MIGRATIONS: &[&str] = &[
         expires_at  INTEGER,
         UNIQUE (pool, project, volume, name)
     );"#,
+    // 15: instance backups (`lxc export`): the file each is in, how it was made.
+    r#"CREATE TABLE instance_backups (
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        project           TEXT NOT NULL,
+        instance          TEXT NOT NULL,
+        name              TEXT NOT NULL,
+        file              TEXT NOT NULL UNIQUE,
+        created_at        INTEGER NOT NULL,
+        expires_at        INTEGER,
+        instance_only     INTEGER NOT NULL,
+        optimized_storage INTEGER NOT NULL,
+        compression       TEXT NOT NULL,
+        UNIQUE (project, instance, name)
+    );
+    CREATE TRIGGER instance_backups_instance_deleted AFTER DELETE ON instances BEGIN
+        DELETE FROM instance_backups WHERE project = old.project AND instance = old.name;
+    END;
+    CREATE TRIGGER instance_backups_instance_renamed AFTER UPDATE OF project, name ON instances BEGIN
+        UPDATE instance_backups SET project = new.project, instance = new.name
+            WHERE project = old.project AND instance = old.name;
+    END;"#,
 ];
 
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

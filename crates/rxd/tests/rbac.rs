@@ -71,7 +71,10 @@ fn expected_min(method: &str, path: &str) -> Min {
         .or_else(|| path.strip_prefix("/1.0/containers"));
     if let Some(rest) = inst {
         return match (method, rest) {
+            // A backup is the whole root filesystem: its download is the operator's.
+            ("GET", "/{name}/backups/{backup}/export") => Operator,
             ("GET", _) if !rest.ends_with("/files") => Auditor,
+            (_, "/{name}/backups" | "/{name}/backups/{backup}") => Operator,
             // Lifecycle, exec, console, files and snapshots: the user role.
             (_, "/{name}/state" | "/{name}/exec" | "/{name}/console" | "/{name}/files") => User,
             (_, "/{name}/snapshots" | "/{name}/snapshots/{snap}" | "/{name}/logs/{file}") => User,

@@ -162,11 +162,97 @@ pub async fn put_state(
     Ok(response::operation(op.url(), op.to_json()))
 }
 
+/// `POST /1.0/instances` with `Content-Type: application/octet-stream`: import a backup
+/// (`X-LXD-name` renames it, `X-LXD-pool` places it), as an operation.
+async fn import_backup(
+    d: Arc<Daemon>,
+    caller: Caller,
+    headers: &http::HeaderMap,
+    body: axum::body::Body,
+) -> ApiResult<Response> {
+    let header = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .filter(|v| !v.is_empty())
+    };
+    let name = header("x-lxd-name");
+    let pool = header("x-lxd-pool");
+    let hostids = d
+        .hostids
+        .ok_or_else(|| ApiError::BadRequest("No host ids for containers (/etc/subuid)".into()))?;
+    let dir = crate::service::backups::make_upload_dir(&d)?;
+    let upload = crate::service::images::Upload::new(
+        dir.join(format!(".import-{}", uuid::Uuid::new_v4().simple())),
+    )?;
+    {
+        let mut file = upload.open()?;
+        use std::io::Write;
+        let size = crate::body::stream(body, crate::service::images::MAX_IMAGE_BYTES, |chunk| {
+            file.write_all(chunk).map_err(ApiError::internal)
+        })
+        .await?;
+        if size == 0 {
+            return Err(ApiError::BadRequest("The backup is empty".into()));
+        }
+    }
+    let project = caller.project.clone();
+    let d2 = d.clone();
+    let work = async move {
+        let made =
+            crate::service::backups::import(&d2, &caller, &upload.path, name, pool, hostids).await;
+        drop(upload);
+        let made = made?;
+        d2.events.lifecycle(
+            "instance-created",
+            &format!("/1.0/instances/{made}"),
+            &caller.project,
+            &caller,
+        );
+        Ok(())
+    };
+    let op = d.operations.start(
+        &d.events,
+        "Creating instance from backup",
+        &project,
+        crate::operations::resources([("instances", Vec::new())]),
+        false,
+    );
+    let (d3, op2) = (d.clone(), op.clone());
+    tokio::spawn(async move {
+        let result: ApiResult<()> = work.await;
+        op2.finish(
+            &d3.events,
+            result.map(|()| Value::Null).map_err(|e| e.to_string()),
+        );
+    });
+    Ok(response::operation(op.url(), op.to_json()))
+}
+
+/// `POST /1.0/instances`: a new instance from an image or a copy (JSON), or from a backup
+/// tarball (`application/octet-stream`, `lxc import`).
 pub async fn post(
     State(d): State<Arc<Daemon>>,
     caller: Caller,
-    Json(body): Json<InstancesPost>,
+    req: axum::extract::Request,
 ) -> ApiResult<Response> {
+    let (parts, body) = req.into_parts();
+    let content_type = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type.starts_with("application/octet-stream") {
+        return import_backup(d, caller, &parts.headers, body).await;
+    }
+    let req = axum::extract::Request::from_parts(parts, body);
+    let Json(body) =
+        <Json<InstancesPost> as axum::extract::FromRequest<()>>::from_request(req, &()).await?;
+    post_json(d, caller, body).await
+}
+
+async fn post_json(d: Arc<Daemon>, caller: Caller, body: InstancesPost) -> ApiResult<Response> {
     if !rxd_core::name::valid_instance_name(&body.name) {
         return Err(ApiError::BadRequest(format!(
             "Invalid instance name {:?}: 1 to 63 letters, digits and dashes, starting with a letter, not ending with a dash",

@@ -3,6 +3,7 @@
 //! else (`origin`), every refusal is answered in LXD's envelope (the framework's own ones
 //! included) and logged once, here.
 
+mod backups;
 mod certificates;
 pub mod console;
 pub mod events;
@@ -97,6 +98,20 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             get(instances::state).put(instances::put_state),
         )
         .route(
+            "/1.0/instances/{name}/backups",
+            get(backups::list).post(backups::post),
+        )
+        .route(
+            "/1.0/instances/{name}/backups/{backup}",
+            get(backups::get)
+                .post(backups::rename)
+                .delete(backups::delete),
+        )
+        .route(
+            "/1.0/instances/{name}/backups/{backup}/export",
+            get(backups::export),
+        )
+        .route(
             "/1.0/instances/{name}/snapshots",
             get(snapshots::list).post(snapshots::post),
         )
@@ -121,6 +136,20 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route(
             "/1.0/containers/{name}/state",
             get(instances::state).put(instances::put_state),
+        )
+        .route(
+            "/1.0/containers/{name}/backups",
+            get(backups::list).post(backups::post),
+        )
+        .route(
+            "/1.0/containers/{name}/backups/{backup}",
+            get(backups::get)
+                .post(backups::rename)
+                .delete(backups::delete),
+        )
+        .route(
+            "/1.0/containers/{name}/backups/{backup}/export",
+            get(backups::export),
         )
         .route(
             "/1.0/containers/{name}/snapshots",

@@ -1193,6 +1193,15 @@ pub async fn remove(d: &Arc<Daemon>, row: &InstanceRow) -> ApiResult<()> {
         return Err(ApiError::BadRequest("Container is protected".into()));
     }
     let key = row.key();
+    // Its backups' files, whose rows go with its row.
+    let backup_files: Vec<std::path::PathBuf> = {
+        let (p, n) = (row.project.clone(), row.name.clone());
+        d.db(move |s| s.backups(&p, &n))
+            .await?
+            .iter()
+            .map(|b| layout::backups_dir(d).join(&b.file))
+            .collect()
+    };
     // Writes in flight through the files API finish before the tree goes.
     let writes = d.runtime.rootfs_lock(&key).write_owned().await;
     let pending = intent::begin(
@@ -1228,6 +1237,10 @@ pub async fn remove(d: &Arc<Daemon>, row: &InstanceRow) -> ApiResult<()> {
     // Its reservations went with its row: its addresses and names are free again.
     crate::service::nics::release(d, nets).await;
     d.runtime.remove_logs(&key);
+    // Its backups' rows went with its row: their files go now (or at the next start).
+    for file in backup_files {
+        let _ = std::fs::remove_file(file);
+    }
     drop(writes);
     let removed = tokio::task::spawn_blocking(move || aside.remove()).await?;
     if let Err(e) = removed {

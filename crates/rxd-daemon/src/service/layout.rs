@@ -200,3 +200,8 @@ pub fn exchange(a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()>
     renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE)?;
     rxd_image::durable::sync_dir(b.parent().unwrap_or(std::path::Path::new(".")))
 }
+
+/// Where instance backups are kept, one file each (`service::backups`).
+pub fn backups_dir(d: &Daemon) -> PathBuf {
+    d.dir.join("backups")
+}

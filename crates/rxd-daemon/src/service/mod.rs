@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod autostart;
+pub mod backups;
 pub mod copy;
 pub mod devices;
 pub mod expand;

@@ -66,6 +66,7 @@ pub async fn recover(d: &Arc<Daemon>) {
     }
     sweep(d, &mut report).await;
     crate::service::volumes::sweep(d).await;
+    crate::service::backups::sweep(d).await;
     if !report.0.is_empty() {
         let message = format!(
             "rxd was stopped in the middle of work and, at start-up: {}",

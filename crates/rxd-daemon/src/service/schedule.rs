@@ -95,6 +95,7 @@ pub async fn run(d: Arc<Daemon>, mut shutdown: watch::Receiver<bool>) {
         checked = minute;
         snapshot_due(&d, from, minute, now).await;
         prune_expired(&d, now).await;
+        crate::service::backups::prune_expired(&d, now).await;
     }
 }
 

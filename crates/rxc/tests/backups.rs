@@ -1,0 +1,416 @@
+//! Instance backups, as root against the real daemon: `rxc export` writes LXD's layout
+//! (`backup/index.yaml` first, the instance and its snapshots in container ids) and `rxc
+//! import` makes the instance again with its snapshots, in a dir or btrfs pool; Debian's `lxc
+//! export`/`lxc import` against rxd; and hostile backups: a second config in `backup.yaml` is
+//! never read, a privileged snapshot config is refused for a restricted project, entries
+//! outside the layout or in unlisted snapshots refuse the whole backup with nothing left.
+
+use rxd_testkit::require_tool;
+use rxd_testkit::session::{lxc_ok, Session};
+use std::io::Read;
+use std::path::Path;
+
+/// An entry of a tarball: path, uid, data, header.
+type TarEntry = (String, u64, Vec<u8>, tar::Header);
+
+/// Every entry of a gzip tarball.
+fn entries(file: &Path) -> Vec<TarEntry> {
+    let gz = flate2::read::GzDecoder::new(std::fs::File::open(file).unwrap());
+    let mut ar = tar::Archive::new(gz);
+    let mut out = Vec::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().display().to_string();
+        let uid = e.header().uid().unwrap();
+        let header = e.header().clone();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        out.push((path, uid, data, header));
+    }
+    out
+}
+
+/// Write `entries` (as read by [`entries`]) as a gzip tarball.
+fn write(file: &Path, entries: &[TarEntry]) {
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(file).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let mut b = tar::Builder::new(gz);
+    for (path, _, data, header) in entries {
+        let mut h = header.clone();
+        h.set_size(data.len() as u64);
+        if path.contains("..") {
+            // The tar crate refuses to write such a name: written raw, as a hostile tool would.
+            let name = path.as_bytes();
+            let raw = h.as_old_mut();
+            raw.name.fill(0);
+            raw.name[..name.len()].copy_from_slice(name);
+            h.set_cksum();
+            b.append(&h, data.as_slice()).unwrap();
+            continue;
+        }
+        match h.entry_type() {
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                let target = h.link_name().unwrap().unwrap().into_owned();
+                b.append_link(&mut h, path, target).unwrap();
+            }
+            _ => b.append_data(&mut h, path, data.as_slice()).unwrap(),
+        }
+    }
+    b.into_inner().unwrap().finish().unwrap();
+}
+
+/// A backup with `index.yaml` changed by `edit`.
+fn with_index(from: &Path, to: &Path, edit: impl Fn(&mut serde_norway::Value)) -> Vec<TarEntry> {
+    let mut all = entries(from);
+    let index = all.iter_mut().find(|e| e.0 == "backup/index.yaml").unwrap();
+    let mut doc: serde_norway::Value = serde_norway::from_slice(&index.2).unwrap();
+    edit(&mut doc);
+    index.2 = serde_norway::to_string(&doc).unwrap().into_bytes();
+    write(to, &all);
+    all
+}
+
+#[tokio::test]
+async fn backups_export_and_import_with_snapshots() {
+    let test = "backups_export_and_import_with_snapshots";
+    if !require_tool("btrfs", "btrfs-progs", test) || !require_tool("lxc", "lxd-client", test) {
+        return;
+    }
+    let Some(mut s) = Session::new(test).await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("c1.tar.gz");
+    s.ok(&["launch", "bb", "c1", "-c", "security.idmap.isolated=true"]);
+    let (code, out) = s.sh(
+        "c1",
+        "echo before > /root/data && chown 1000:1000 /root/data",
+    );
+    assert_eq!(code, 0, "{out}");
+    s.ok(&["snapshot", "c1", "s0"]);
+    s.sh("c1", "echo after > /root/data");
+    s.ok(&["export", "c1", file.to_str().unwrap()]);
+    // Deleted on the server once downloaded.
+    assert_eq!(
+        s.get("/1.0/instances/c1/backups").await,
+        serde_json::json!([])
+    );
+    let all = entries(&file);
+    assert_eq!(all[0].0, "backup/index.yaml", "index.yaml first");
+    let index: serde_norway::Value = serde_norway::from_slice(&all[0].2).unwrap();
+    assert_eq!(index["name"].as_str(), Some("c1"));
+    assert_eq!(index["snapshots"][0].as_str(), Some("s0"));
+    assert_eq!(index["config"]["container"]["name"].as_str(), Some("c1"));
+    assert_eq!(index["config"]["snapshots"][0]["name"].as_str(), Some("s0"));
+    let data = |p: &str| {
+        all.iter()
+            .find(|e| e.0 == p)
+            .unwrap_or_else(|| panic!("{p}"))
+    };
+    assert_eq!(
+        data("backup/container/rootfs/root/data").1,
+        1000,
+        "container ids"
+    );
+    assert_eq!(data("backup/container/rootfs/root/data").2, b"after\n");
+    assert_eq!(data("backup/snapshots/s0/rootfs/root/data").2, b"before\n");
+    assert!(all.iter().any(|e| e.0 == "backup/container/metadata.yaml"));
+    assert!(all.iter().any(|e| e.0 == "backup/container/backup.yaml"));
+
+    // Imported under another name, with its snapshot, files in the new container's map.
+    s.ok(&["import", file.to_str().unwrap(), "c2"]);
+    let c2 = s.get("/1.0/instances/c2").await;
+    assert_eq!(c2["config"]["security.idmap.isolated"], "true");
+    assert!(c2["config"]["volatile.idmap.next"].is_string());
+    s.ok(&["start", "c2"]);
+    let (code, out) = s.sh("c2", "cat /root/data && stat -c %u /root/data");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["after", "1000"]
+    );
+    s.ok(&["restore", "c2", "s0"]);
+    let (_, out) = s.sh("c2", "cat /root/data && stat -c %u /root/data");
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["before", "1000"]
+    );
+    // Into a btrfs pool: a subvolume there.
+    s.ok(&["storage", "create", "b", "btrfs", "size=1GiB"]);
+    s.ok(&["import", file.to_str().unwrap(), "c3", "--storage", "b"]);
+    let c3 = s.get("/1.0/instances/c3").await;
+    assert_eq!(c3["expanded_devices"]["root"]["pool"], "b", "{c3:#}");
+    let rootfs = s.d.dir().join("storage-pools/b/containers/c3/rootfs");
+    assert!(std::process::Command::new("btrfs")
+        .args(["subvolume", "show"])
+        .arg(&rootfs)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    s.ok(&["start", "c3"]);
+    let (_, out) = s.sh("c3", "cat /root/data");
+    assert_eq!(out.trim(), "after");
+    let taken = s.fails(&["import", file.to_str().unwrap(), "c2"]);
+    assert!(taken.contains("already exists"), "{taken}");
+
+    // Debian's lxc: export from rxd, import into rxd.
+    s.d.enable_https().await;
+    s.ok(&["config", "set", "core.trust_password", "s3cret"]);
+    let c = tempfile::tempdir().unwrap();
+    let conf = c.path();
+    lxc_ok(
+        conf,
+        &[
+            "remote",
+            "add",
+            "rxd",
+            &s.d.https_address(),
+            "--accept-certificate",
+            "--password",
+            "s3cret",
+        ],
+    );
+    let lxc_file = tmp.path().join("lxc.tar.gz");
+    lxc_ok(
+        conf,
+        &[
+            "export",
+            "rxd:c1",
+            lxc_file.to_str().unwrap(),
+            "--instance-only",
+        ],
+    );
+    let lxc_all = entries(&lxc_file);
+    assert!(!lxc_all.iter().any(|e| e.0.starts_with("backup/snapshots/")));
+    lxc_ok(conf, &["import", "rxd:", lxc_file.to_str().unwrap(), "c4"]);
+    lxc_ok(conf, &["start", "rxd:c4"]);
+    let out = lxc_ok(conf, &["exec", "rxd:c4", "--", "cat", "/root/data"]);
+    assert_eq!(out.trim(), "after");
+    for c in ["c1", "c2", "c3", "c4"] {
+        s.ok(&["delete", c, "--force"]);
+    }
+    assert!(
+        std::fs::read_dir(s.d.dir().join("backups"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0,
+        "no backup file left"
+    );
+}
+
+#[tokio::test]
+async fn hostile_backups_are_refused_or_read_for_their_one_config() {
+    let test = "hostile_backups_are_refused_or_read_for_their_one_config";
+    let Some(s) = Session::new(test).await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("c1.tar.gz");
+    s.ok(&["launch", "bb", "c1"]);
+    s.ok(&["snapshot", "c1", "s0"]);
+    s.ok(&["export", "c1", file.to_str().unwrap()]);
+    let containers = s.d.dir().join("storage-pools/default/containers");
+    let names = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&containers)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+
+    // CVE-2026-34178: a privileged second config in backup.yaml is never read.
+    let mut all = entries(&file);
+    let by = all
+        .iter_mut()
+        .find(|e| e.0 == "backup/container/backup.yaml")
+        .unwrap();
+    let mut doc: serde_norway::Value = serde_norway::from_slice(&by.2).unwrap();
+    doc["container"]["config"]["security.privileged"] = "true".into();
+    doc["container"]["config"]["raw.lxc"] = "lxc.apparmor.profile=unconfined".into();
+    by.2 = serde_norway::to_string(&doc).unwrap().into_bytes();
+    let crafted = tmp.path().join("second-config.tar.gz");
+    write(&crafted, &all);
+    s.ok(&["import", crafted.to_str().unwrap(), "c2"]);
+    let c2 = s.get("/1.0/instances/c2").await;
+    assert!(c2["config"].get("security.privileged").is_none(), "{c2:#}");
+    assert!(c2["config"].get("raw.lxc").is_none());
+    s.ok(&["start", "c2"]);
+    let uid_map = std::fs::read_to_string(format!("/proc/{}/uid_map", s.pid("c2").await)).unwrap();
+    assert!(
+        !uid_map.trim().starts_with("0 0"),
+        "unprivileged: {uid_map}"
+    );
+    s.ok(&["delete", "c2", "--force"]);
+
+    // CVE-2026-9640: a privileged snapshot config is checked as the instance's: a restricted
+    // project refuses it (and so nothing is made).
+    s.ok(&["project", "create", "r", "-c", "restricted=true"]);
+    s.ok(&[
+        "profile",
+        "device",
+        "add",
+        "default",
+        "root",
+        "disk",
+        "path=/",
+        "pool=default",
+        "--project",
+        "r",
+    ]);
+    let crafted = tmp.path().join("privileged-snapshot.tar.gz");
+    with_index(&file, &crafted, |doc| {
+        doc["config"]["snapshots"][0]["config"]["security.privileged"] = "true".into();
+    });
+    let before = names();
+    let refused = s.fails(&["import", crafted.to_str().unwrap(), "c3", "--project", "r"]);
+    assert!(
+        refused.contains("Snapshot \"s0\"") && refused.contains("forbids privileged containers"),
+        "{refused}"
+    );
+    assert_eq!(names(), before, "nothing made");
+
+    // An entry outside the layout, an unlisted snapshot, a link out of its tree, a config
+    // naming snapshots the archive lacks: refused whole, nothing left.
+    let base = entries(&file);
+    let file_entry = |path: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        (path.to_owned(), 0u64, data.to_vec(), h)
+    };
+    let link_entry = |path: &str, target: &str| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Link);
+        h.set_mode(0o644);
+        h.set_size(0);
+        h.set_link_name(target).unwrap();
+        (path.to_owned(), 0u64, Vec::new(), h)
+    };
+    let cases: Vec<(&str, Vec<TarEntry>, &str)> = vec![
+        (
+            "outside",
+            [base.clone(), vec![file_entry("backup/evil", b"x")]].concat(),
+            "outside backup/index.yaml",
+        ),
+        (
+            "unlisted",
+            [
+                base.clone(),
+                vec![file_entry("backup/snapshots/extra/rootfs/x", b"x")],
+            ]
+            .concat(),
+            "does not list",
+        ),
+        (
+            "dotdot",
+            [
+                base.clone(),
+                vec![file_entry("backup/container/rootfs/../../../etc/x", b"x")],
+            ]
+            .concat(),
+            "not allowed",
+        ),
+        (
+            "cross-link",
+            [
+                base.clone(),
+                vec![link_entry(
+                    "backup/container/rootfs/linked",
+                    "backup/snapshots/s0/rootfs/bin/busybox",
+                )],
+            ]
+            .concat(),
+            "link",
+        ),
+        (
+            "optimized",
+            [base.clone(), vec![file_entry("backup/container.bin", b"x")]].concat(),
+            "optimized",
+        ),
+    ];
+    for (what, tarball, why) in cases {
+        let crafted = tmp.path().join(format!("{what}.tar.gz"));
+        write(&crafted, &tarball);
+        let refused = s.fails(&["import", crafted.to_str().unwrap(), "bad"]);
+        assert!(refused.contains(why), "{what}: {refused}");
+        assert_eq!(names(), before, "{what}: nothing made");
+        assert!(
+            s.rxc(&["info", "bad"]).status.code() != Some(0),
+            "{what}: no instance"
+        );
+    }
+    let missing = tmp.path().join("missing-snapshot.tar.gz");
+    let listed: Vec<_> = entries(&file)
+        .into_iter()
+        .filter(|e| !e.0.starts_with("backup/snapshots/"))
+        .collect();
+    write(&missing, &listed);
+    let refused = s.fails(&["import", missing.to_str().unwrap(), "bad"]);
+    assert!(refused.contains("does not hold"), "{refused}");
+    let not_backup = tmp.path().join("image.tar.gz");
+    std::fs::copy(s.image(), &not_backup).unwrap();
+    let refused = s.fails(&["import", not_backup.to_str().unwrap(), "bad"]);
+    assert!(refused.contains("not an instance backup"), "{refused}");
+    assert_eq!(names(), before);
+}
+
+#[tokio::test]
+async fn expired_backups_are_deleted() {
+    // The scheduler's minute lasts 400 ms here (a test-only knob, see rxd-daemon's danger.rs).
+    let opts = rxd_testkit::Options {
+        env: vec![("RXD_DANGER_SCHEDULER_MINUTE_MS".into(), "400".into())],
+        ..Default::default()
+    };
+    let Some(s) = Session::new_with("expired_backups_are_deleted", opts).await else {
+        return;
+    };
+    s.ok(&["init", "bb", "c1"]);
+    let soon = time::OffsetDateTime::now_utc() + time::Duration::minutes(3);
+    let body = serde_json::json!({
+        "name": "soon",
+        "expires_at": soon.format(&time::format_description::well_known::Rfc3339).unwrap(),
+    });
+    let unix = s.d.unix();
+    for body in [serde_json::json!({"name": "kept"}), body] {
+        let r = unix
+            .request(
+                rxd_client::Method::POST,
+                "/1.0/instances/c1/backups",
+                Some(&body),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 202);
+        let id = r.envelope().unwrap().metadata["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let done = unix
+            .get(&format!("/1.0/operations/{id}/wait"))
+            .await
+            .unwrap();
+        assert_eq!(done["status"], "Success", "{done}");
+    }
+    let listed = |v: serde_json::Value| v.as_array().map_or(0, Vec::len);
+    let files = || std::fs::read_dir(s.d.dir().join("backups")).map_or(0, |d| d.count());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = listed(s.get("/1.0/instances/c1/backups").await);
+        if now == 1 && files() == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{now} backups, {} files",
+            files()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(s.get("/1.0/instances/c1/backups/kept").await.is_object());
+}

@@ -1,0 +1,826 @@
+//! Instance backups (`lxc export`, `lxc import`) in LXD 5.0's layout: a tarball holding
+//! `backup/index.yaml` (what it is: the instance's config, its snapshots' configs, its pool),
+//! then `backup/container/` (`backup.yaml`, `metadata.yaml`, `templates/`, `rootfs/`) and
+//! `backup/snapshots/<name>/` likewise, files in the container's own ids. Stored as
+//! `<state>/backups/<uuid>` (0600 in a 0700 directory) with a row each.
+//!
+//! An import is hostile input, and the lesson of CVE-2026-34178 and CVE-2026-9640 applies: the
+//! one config read is `index.yaml`'s (`backup.yaml` files are drained unread), its `volatile.*`
+//! keys are dropped but the base image's, and the instance *and every snapshot it brings* pass
+//! [`instances::confine`] for the target project, as a restore later checks again. The tarball
+//! is unpacked by rxd-image's writer (the same rules as an image: no escaping path or link, no
+//! device node, bounded), only under `backup/container/` and the snapshots `index.yaml` lists.
+//! The new instance is recorded first without a config and finished last, as a create is, so
+//! recovery removes an interrupted import with its files.
+
+use crate::caller::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::service::images::UnpackBudget;
+use crate::service::instances::{self, confine, idmap_want, set_next_idmap, Keyed};
+use crate::service::{expand, layout, pools};
+use crate::state::Daemon;
+use rxd_api::backup::{BackupConfig, BackupIndex, InstanceBackup, InstanceBackupsPost};
+use rxd_store::{BackupRow, InstanceRow, SnapshotRow};
+use std::collections::BTreeMap;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Go's zero time: a backup that never expires.
+const NEVER: &str = "0001-01-01T00:00:00Z";
+
+pub fn dir(d: &Daemon) -> PathBuf {
+    layout::backups_dir(d)
+}
+
+/// The backups directory, made if missing (uploads of `lxc import` land there too).
+pub fn make_upload_dir(d: &Daemon) -> ApiResult<PathBuf> {
+    make_dir(d)
+}
+
+fn make_dir(d: &Daemon) -> ApiResult<PathBuf> {
+    let dir = dir(d);
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => Ok(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(dir),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+/// `/1.0/instances/<instance>/backups/<name>`.
+pub fn url(instance: &str, name: &str) -> String {
+    format!(
+        "/1.0/instances/{}/backups/{}",
+        rxd_core::profile::url_segment(instance),
+        rxd_core::profile::url_segment(name)
+    )
+}
+
+pub fn view(row: &BackupRow) -> InstanceBackup {
+    InstanceBackup {
+        name: row.name.clone(),
+        created_at: crate::tokens::rfc3339(row.created_at),
+        expires_at: row
+            .expires_at
+            .map_or_else(|| NEVER.to_owned(), crate::tokens::rfc3339),
+        instance_only: row.instance_only,
+        container_only: row.instance_only,
+        optimized_storage: row.optimized_storage,
+    }
+}
+
+fn valid_name(name: &str) -> ApiResult<()> {
+    crate::service::snapshot_names::valid_name(name)
+        .map_err(|_| ApiError::BadRequest(format!("Invalid backup name {name:?}: letters, digits, '-' and '_', starting with a letter or digit, at most 63")))
+}
+
+pub async fn list(d: &Daemon, row: &InstanceRow) -> ApiResult<Vec<BackupRow>> {
+    let (p, n) = (row.project.clone(), row.name.clone());
+    d.db(move |s| s.backups(&p, &n)).await
+}
+
+pub async fn get(d: &Daemon, row: &InstanceRow, name: &str) -> ApiResult<BackupRow> {
+    let (p, n, b) = (row.project.clone(), row.name.clone(), name.to_owned());
+    d.db(move |s| s.backup(&p, &n, &b))
+        .await
+        .map_err(|e| match e {
+            ApiError::NotFound(_) => ApiError::NotFound("Instance backup not found".into()),
+            other => other,
+        })
+}
+
+/// The file holding a backup.
+pub fn file(d: &Daemon, row: &BackupRow) -> PathBuf {
+    dir(d).join(&row.file)
+}
+
+/// The name a new backup gets and checks on the request, before its operation starts.
+pub async fn prepare(
+    d: &Daemon,
+    row: &InstanceRow,
+    req: &InstanceBackupsPost,
+) -> ApiResult<String> {
+    if req.optimized_storage {
+        return Err(ApiError::BadRequest(
+            "Optimized (btrfs send) backups are not supported by rxd yet: leave --optimized-storage out".into(),
+        ));
+    }
+    compression(d, row, &req.compression_algorithm)?;
+    let taken = list(d, row).await?;
+    let name = if req.name.is_empty() {
+        (0..)
+            .map(|i| format!("backup{i}"))
+            .find(|n| !taken.iter().any(|b| &b.name == n))
+            .unwrap_or_default()
+    } else {
+        req.name.clone()
+    };
+    valid_name(&name)?;
+    if taken.iter().any(|b| b.name == name) {
+        return Err(ApiError::Conflict(format!(
+            "Backup {name:?} already exists"
+        )));
+    }
+    Ok(name)
+}
+
+fn compression(
+    d: &Daemon,
+    row: &InstanceRow,
+    asked: &str,
+) -> ApiResult<rxd_image::pack::Compression> {
+    let configured = d
+        .project(&row.project)
+        .and_then(|p| p.config.get("backups.compression_algorithm").cloned())
+        .or_else(|| {
+            crate::sync::read(&d.config)
+                .get("backups.compression_algorithm")
+                .cloned()
+        });
+    let name = if asked.is_empty() {
+        configured.unwrap_or_else(|| "gzip".into())
+    } else {
+        asked.to_owned()
+    };
+    rxd_image::pack::Compression::parse(&name).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "Unsupported compression algorithm {name:?}: rxd has none, gzip, xz and zstd"
+        ))
+    })
+}
+
+/// Write the backup `name` of `row` (see [`prepare`]) and record it.
+pub async fn create(
+    d: &Arc<Daemon>,
+    caller: &Caller,
+    row: &InstanceRow,
+    name: &str,
+    req: &InstanceBackupsPost,
+) -> ApiResult<()> {
+    let compression = compression(d, row, &req.compression_algorithm)?;
+    let instance_only = req.instance_only || req.container_only;
+    let expires_at = match req.expires_at.as_deref() {
+        None | Some("") | Some(NEVER) => None,
+        Some(t) => Some(crate::service::volumes::parse_time(t)?),
+    };
+    let key = row.key();
+    // No start, stop, rename, restore or delete while it is read.
+    let lock = d.runtime.action_lock(&key);
+    let _guard = lock.lock().await;
+    let row = instances::find(d, &row.project, &row.name).await?;
+    let snaps: Vec<SnapshotRow> = if instance_only {
+        Vec::new()
+    } else {
+        let (p, n) = (row.project.clone(), row.name.clone());
+        d.db(move |s| s.snapshots(&p, &n)).await?
+    };
+    let index = index_yaml(d, caller, &row, &snaps).await?;
+    let (index_text, backup_text) = index;
+    let config = instances::config_of(&row);
+    // Files shifted on disk are written in the container's ids.
+    let shift = config
+        .get("volatile.last_state.idmap")
+        .and_then(|m| instances::parse_idmap(m).ok().flatten())
+        .map(|m| rxd_image::IdShift {
+            uid_base: m.uid,
+            gid_base: m.gid,
+            size: m.size,
+        });
+    let inst_dir = layout::instance_dir(d, &row.pool, &key);
+    let snaps_dir = layout::snapshots_dir(d, &row.pool, &key);
+    let dir = make_dir(d)?;
+    let file_name = uuid::Uuid::new_v4().simple().to_string();
+    let path = dir.join(&file_name);
+    let out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(&path)
+        .map_err(ApiError::internal)?;
+    // A running container is frozen while its root filesystem is read (as a copy is).
+    let read = d.runtime.rootfs_lock(&key);
+    let _reading = read.read().await;
+    let freeze = d.runtime.init(&key).is_some() && !d.runtime.frozen(&key);
+    if freeze {
+        d.runtime.freeze(&key, true).await?;
+    }
+    let limits = rxd_image::Limits::default();
+    let names: Vec<String> = snaps.iter().map(|s| s.name.clone()).collect();
+    let path2 = path.clone();
+    let packed = tokio::task::spawn_blocking(move || {
+        let rootfs = inst_dir.join("rootfs");
+        let snap_roots: Vec<PathBuf> = names
+            .iter()
+            .map(|n| snaps_dir.join(n).join("rootfs"))
+            .collect();
+        let mut trees = vec![rxd_image::pack::BackupTree {
+            prefix: "backup/container".into(),
+            rootfs: &rootfs,
+            extras: &inst_dir,
+        }];
+        for (n, root) in names.iter().zip(&snap_roots) {
+            trees.push(rxd_image::pack::BackupTree {
+                prefix: format!("backup/snapshots/{n}"),
+                rootfs: root,
+                extras: &inst_dir,
+            });
+        }
+        rxd_image::pack::pack_backup(
+            &index_text,
+            &backup_text,
+            &trees,
+            shift.as_ref(),
+            compression,
+            out,
+            &limits,
+        )
+    })
+    .await;
+    if freeze {
+        if let Err(e) = d.runtime.freeze(&key, false).await {
+            tracing::error!(instance = %row.name, error = %e, "could not thaw after a backup");
+        }
+    }
+    let packed = match packed {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
+            let _ = std::fs::remove_file(&path2);
+            return Err(ApiError::internal(format!("writing the backup: {e}")));
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&path2);
+            return Err(e.into());
+        }
+    };
+    crate::failpoint::hit("instance-backup:written");
+    let record = BackupRow {
+        project: row.project.clone(),
+        instance: row.name.clone(),
+        name: name.to_owned(),
+        file: file_name,
+        created_at: crate::sync::now_unix(),
+        expires_at,
+        instance_only,
+        optimized_storage: false,
+        compression: format!("{compression:?}").to_lowercase(),
+    };
+    if let Err(e) = d.db(move |s| s.create_backup(&record)).await {
+        let _ = std::fs::remove_file(&path2);
+        return Err(e);
+    }
+    tracing::info!(instance = %row.name, project = %row.project, backup = %name, bytes = packed.size, "instance backup written");
+    Ok(())
+}
+
+/// `index.yaml` and `backup.yaml` of a backup of `row` with `snaps`: the instance, its
+/// snapshots, its pool and root volume as LXD writes them.
+async fn index_yaml(
+    d: &Daemon,
+    caller: &Caller,
+    row: &InstanceRow,
+    snaps: &[SnapshotRow],
+) -> ApiResult<(String, String)> {
+    let expanded = expand::expanded(d, row).await?;
+    let known = expand::known(d, &row.project).await?;
+    let mut instance = crate::views::instance(d, row, 1, expanded);
+    instance.status = "Stopped".into();
+    instance.status_code = 102;
+    let pool_row = {
+        let p = row.pool.clone();
+        d.db(move |s| s.storage_pool(&p)).await?
+    };
+    let driver = pool_row.driver.clone();
+    let pool = pools::view(d, caller, pool_row).await;
+    let config = BackupConfig {
+        container: Some(instance),
+        snapshots: snaps
+            .iter()
+            .map(|s| crate::views::snapshot(s, &known))
+            .collect(),
+        pool: Some(pool),
+        volume: Some(rxd_api::storage::StorageVolume {
+            name: row.name.clone(),
+            kind: "container".into(),
+            location: "none".into(),
+            content_type: "filesystem".into(),
+            project: row.project.clone(),
+            created_at: crate::tokens::rfc3339(row.created_at),
+            ..Default::default()
+        }),
+    };
+    let index = BackupIndex {
+        name: row.name.clone(),
+        backend: driver,
+        pool: row.pool.clone(),
+        snapshots: snaps.iter().map(|s| s.name.clone()).collect(),
+        optimized: Some(false),
+        optimized_header: Some(false),
+        kind: "container".into(),
+        config: Some(config.clone()),
+    };
+    let yaml = |v: &dyn erased::Yaml| v.text();
+    Ok((yaml(&index)?, yaml(&config)?))
+}
+
+/// YAML text of a wire value, through its JSON form (LXD's field names).
+mod erased {
+    use crate::error::{ApiError, ApiResult};
+
+    pub trait Yaml {
+        fn text(&self) -> ApiResult<String>;
+    }
+
+    impl<T: serde::Serialize> Yaml for T {
+        fn text(&self) -> ApiResult<String> {
+            let value = serde_json::to_value(self).map_err(ApiError::internal)?;
+            serde_norway::to_string(&value).map_err(ApiError::internal)
+        }
+    }
+}
+
+pub async fn rename(d: &Daemon, row: &InstanceRow, backup: &BackupRow, new: &str) -> ApiResult<()> {
+    valid_name(new)?;
+    let (p, n, b, nn) = (
+        row.project.clone(),
+        row.name.clone(),
+        backup.name.clone(),
+        new.to_owned(),
+    );
+    d.db(move |s| s.rename_backup(&p, &n, &b, &nn)).await
+}
+
+/// Row first, then the file (a file without a row is removed at start).
+pub async fn delete(d: &Daemon, row: &InstanceRow, backup: &BackupRow) -> ApiResult<()> {
+    let (p, n, b) = (row.project.clone(), row.name.clone(), backup.name.clone());
+    d.db(move |s| s.delete_backup(&p, &n, &b)).await?;
+    match std::fs::remove_file(file(d, backup)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+/// Delete the backups whose expiry has come (`lxc export` asks a day, in case it never gets
+/// to delete its backup itself): row, then file.
+pub async fn prune_expired(d: &Daemon, now: i64) {
+    let Ok(rows) = d.db(move |s| s.expired_backups(now)).await else {
+        return;
+    };
+    for b in rows {
+        let (p, n, name) = (b.project.clone(), b.instance.clone(), b.name.clone());
+        if d.db(move |s| s.delete_backup(&p, &n, &name)).await.is_ok() {
+            let _ = std::fs::remove_file(file(d, &b));
+            tracing::info!(instance = %b.instance, project = %b.project, backup = %b.name, "expired backup deleted");
+        }
+    }
+}
+
+/// Remove backup files no row owns (an instance deleted with its backups, a kill between a
+/// file and its row), and expired backups.
+pub async fn sweep(d: &Daemon) {
+    let Ok(files) = d.db(|s| s.backup_files()).await else {
+        return;
+    };
+    for entry in std::fs::read_dir(dir(d)).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !files.contains(&name) {
+            if let Err(e) = std::fs::remove_file(entry.path()) {
+                tracing::warn!(file = %entry.path().display(), error = %e, "removing a backup file no row owns");
+            }
+        }
+    }
+}
+
+/// What an import takes from `index.yaml`, checked.
+struct Plan {
+    index: BackupIndex,
+    instance: rxd_api::instance::Instance,
+    snapshots: Vec<rxd_api::snapshot::InstanceSnapshot>,
+}
+
+/// LXD's filter on an imported config: no `volatile.*` key but the base image's and the
+/// uuid.
+fn imported_config(config: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    config
+        .iter()
+        .filter(|(k, _)| {
+            !k.starts_with("volatile.") || *k == "volatile.base_image" || *k == "volatile.uuid"
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn plan(text: &str) -> ApiResult<Plan> {
+    let bad = |why: String| ApiError::BadRequest(format!("Invalid backup: {why}"));
+    let index: BackupIndex =
+        serde_norway::from_str(text).map_err(|e| bad(format!("index.yaml: {e}")))?;
+    if !matches!(index.kind.as_str(), "" | "container") {
+        return Err(bad(format!(
+            "it holds a {:?}, and rxd runs containers only",
+            index.kind
+        )));
+    }
+    if index.optimized == Some(true) || index.optimized_header == Some(true) {
+        return Err(bad(
+            "it is an optimized (btrfs send) backup, which rxd does not import yet".into(),
+        ));
+    }
+    let config = index
+        .config
+        .clone()
+        .ok_or_else(|| bad("index.yaml has no config (a backup older than LXD 4.0)".into()))?;
+    let instance = config
+        .container
+        .ok_or_else(|| bad("index.yaml has no container".into()))?;
+    let names: Vec<&str> = config.snapshots.iter().map(|s| s.name.as_str()).collect();
+    let listed: Vec<&str> = index.snapshots.iter().map(String::as_str).collect();
+    if names != listed {
+        return Err(bad(format!(
+            "index.yaml lists snapshots {listed:?} but configures {names:?}"
+        )));
+    }
+    for s in &index.snapshots {
+        if !rxd_core::name::valid_snapshot_name(s) {
+            return Err(bad(format!("invalid snapshot name {s:?}")));
+        }
+    }
+    if !matches!(instance.architecture.as_str(), "" | "x86_64") {
+        return Err(bad(format!(
+            "its architecture is {:?}; this server runs x86_64",
+            instance.architecture
+        )));
+    }
+    Ok(Plan {
+        index,
+        instance,
+        snapshots: config.snapshots,
+    })
+}
+
+/// `POST /1.0/instances` with a backup tarball (already received at `upload`): the new
+/// instance `name` (else the backup's) in `pool` (else the backup's if this server has it,
+/// else the default profile's). Returns the instance's name.
+pub async fn import(
+    d: &Arc<Daemon>,
+    caller: &Caller,
+    upload: &Path,
+    name: Option<String>,
+    pool: Option<String>,
+    hostids: crate::hostids::HostIds,
+) -> ApiResult<String> {
+    let budget = UnpackBudget::of(d, &caller.project).await?;
+    let limits = budget.limits();
+    let text = {
+        let upload = upload.to_owned();
+        tokio::task::spawn_blocking(move || rxd_image::read_backup_index(&upload, &limits))
+            .await?
+            .map_err(|e| ApiError::BadRequest(format!("Invalid backup: {e}")))?
+    };
+    let plan = plan(&text)?;
+    let name = name.unwrap_or_else(|| plan.instance.name.clone());
+    if !rxd_core::name::valid_instance_name(&name) {
+        return Err(ApiError::BadRequest(format!(
+            "Invalid instance name {name:?}"
+        )));
+    }
+    let config = imported_config(&plan.instance.config);
+    rxd_core::instance_config::validate(&config)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let mut devices = plan.instance.devices.clone();
+    // The root disk names a pool of this server: the one asked for, else the backup's when
+    // this server has it, else whatever the profiles give.
+    let wanted_pool = pool.or_else(|| {
+        Some(plan.index.pool.clone()).filter(|p| !p.is_empty() && d.pools.get(p).is_some())
+    });
+    if let Some(p) = &wanted_pool {
+        pools::get(d, p)?;
+        if let Some(root) = devices
+            .values_mut()
+            .find(|dev| rxd_core::devices::is_root_disk(dev))
+        {
+            root.insert("pool".into(), p.clone());
+        }
+    }
+    expand::check_devices(&devices)?;
+    let profiles = if plan.instance.profiles.is_empty() {
+        vec![rxd_core::profile::DEFAULT.to_owned()]
+    } else {
+        plan.instance.profiles.clone()
+    };
+    let profiles_guard = d.profiles_lock.read().await;
+    let known = expand::known(d, &caller.project).await?;
+    expand::check_list(&known, &profiles)
+        .map_err(|e| ApiError::BadRequest(format!("The backup's profiles on this server: {e}")))?;
+    let mut expanded = expand::expand_with(&known, &profiles, &config, &devices);
+    // Without a root disk from its own devices or its profiles here: one in the pool asked for.
+    if !expanded
+        .devices
+        .values()
+        .any(rxd_core::devices::is_root_disk)
+    {
+        let pool = wanted_pool
+            .clone()
+            .unwrap_or_else(|| pools::DEFAULT.to_owned());
+        devices.insert(
+            "root".into(),
+            [("type", "disk"), ("path", "/"), ("pool", pool.as_str())]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        );
+        expanded = expand::expand_with(&known, &profiles, &config, &devices);
+    }
+    expand::check_devices(&expanded.devices)?;
+    confine(
+        d,
+        caller,
+        &caller.project,
+        &name,
+        &expanded.config,
+        &expanded.devices,
+    )
+    .await?;
+    // Each snapshot's config is live again once restored: checked as the instance's is.
+    let mut snaps = Vec::new();
+    for s in &plan.snapshots {
+        let snap_config = imported_config(&s.config);
+        rxd_core::instance_config::validate(&snap_config)
+            .map_err(|e| ApiError::BadRequest(format!("Snapshot {:?}: {e}", s.name)))?;
+        let snap_profiles = if s.profiles.is_empty() {
+            profiles.clone()
+        } else {
+            s.profiles.clone()
+        };
+        expand::check_list(&known, &snap_profiles)
+            .map_err(|e| ApiError::BadRequest(format!("Snapshot {:?}: {e}", s.name)))?;
+        let mut snap_devices = s.devices.clone();
+        if let Some(p) = &wanted_pool {
+            if let Some(root) = snap_devices
+                .values_mut()
+                .find(|dev| rxd_core::devices::is_root_disk(dev))
+            {
+                root.insert("pool".into(), p.clone());
+            }
+        }
+        expand::check_devices(&snap_devices)
+            .map_err(|e| ApiError::BadRequest(format!("Snapshot {:?}: {e}", s.name)))?;
+        let e = expand::expand_with(&known, &snap_profiles, &snap_config, &snap_devices);
+        confine(d, caller, &caller.project, &name, &e.config, &e.devices)
+            .await
+            .map_err(|e| match e {
+                ApiError::Forbidden(m) => {
+                    ApiError::Forbidden(format!("Snapshot {:?}: {m}", s.name))
+                }
+                ApiError::BadRequest(m) => {
+                    ApiError::BadRequest(format!("Snapshot {:?}: {m}", s.name))
+                }
+                other => other,
+            })?;
+        // The snapshot's files are in the backup's ids: a restore applies the map.
+        let mut stored = snap_config;
+        stored.insert("volatile.last_state.idmap".into(), "[]".into());
+        snaps.push(SnapshotRow {
+            project: caller.project.clone(),
+            instance: name.clone(),
+            name: s.name.clone(),
+            config: serde_json::to_string(&stored).map_err(ApiError::internal)?,
+            created_at: parse_rfc3339(&s.created_at).unwrap_or_else(crate::sync::now_unix),
+            expires_at: parse_rfc3339(&s.expires_at).unwrap_or(0),
+            profiles: snap_profiles,
+            devices: serde_json::to_string(&snap_devices).map_err(ApiError::internal)?,
+        });
+    }
+    let project = caller.project.clone();
+    let existing = d.db(move |s| s.instances(&project)).await?.len() as u64;
+    if let Some(p) = d.project(&caller.project) {
+        rxd_auth::confinement::check_count(&caller.project, &p.config, existing)?;
+    }
+    let want = idmap_want(&expanded.config)?;
+    let pool_guard = d.pools.lifecycle.read().await;
+    let pool = pools::pool_for(d, &expanded.devices)?;
+    pools::check_size(&pool, pools::root_size(&expanded.devices))?;
+    let row = InstanceRow {
+        project: caller.project.clone(),
+        name: name.clone(),
+        architecture: "x86_64".into(),
+        config: String::new(),
+        description: plan.instance.description.clone(),
+        ephemeral: plan.instance.ephemeral,
+        created_at: crate::sync::now_unix(),
+        profiles,
+        devices: serde_json::to_string(&devices).map_err(ApiError::internal)?,
+        pool: pool.name().to_owned(),
+    };
+    let map = instances::record_unfinished(d, caller, &row, want, &hostids).await?;
+    drop(pool_guard);
+    drop(profiles_guard);
+    crate::failpoint::hit("instance-import:row-recorded");
+    let mut config = config;
+    set_next_idmap(&mut config, map);
+    // The files are in the backup's ids: the first start applies the map (or mounts it).
+    config.insert("volatile.last_state.idmap".into(), "[]".into());
+    config.insert("volatile.rootfs.quota".into(), "reapply".into());
+    let placed = place(
+        d,
+        &row,
+        upload,
+        &plan.index.snapshots,
+        &snaps,
+        &limits,
+        &budget,
+    )
+    .await;
+    let saved = match placed {
+        Ok(size) => {
+            crate::failpoint::hit("instance-import:placed");
+            let stored = serde_json::to_string(&config).unwrap_or_else(|_| "{}".into());
+            let (p, n) = (row.project.clone(), row.name.clone());
+            let base = config
+                .get("volatile.base_image")
+                .cloned()
+                .unwrap_or_default();
+            let now = crate::sync::now_unix();
+            d.db(move |s| s.finish_create(&p, &n, &stored, size, &base, now))
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = saved {
+        instances::undo_unfinished(d, &row).await;
+        return Err(e);
+    }
+    tracing::info!(instance = %row.name, project = %row.project, snapshots = snaps.len(), by = %caller.identity.user_name(), "instance imported from a backup");
+    Ok(name)
+}
+
+fn parse_rfc3339(t: &str) -> Option<i64> {
+    if t.is_empty() || t.starts_with("0001-01-01") {
+        return None;
+    }
+    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
+/// Unpack the backup beside the instance's directory, then put its trees in place: the
+/// instance's and each snapshot's (a subvolume of their own on btrfs), and the snapshots'
+/// rows. Returns the root filesystem's bytes.
+async fn place(
+    d: &Arc<Daemon>,
+    row: &InstanceRow,
+    upload: &Path,
+    listed: &[String],
+    snaps: &[SnapshotRow],
+    limits: &rxd_image::Limits,
+    budget: &UnpackBudget,
+) -> ApiResult<i64> {
+    let pool = pools::get(d, &row.pool)?;
+    let dest = layout::instance_dir(d, &row.pool, &row.key());
+    let containers = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+    let staged = containers.join(format!(".import-{}", uuid::Uuid::new_v4().simple()));
+    let unpacked = {
+        let (upload, staged, listed, limits) =
+            (upload.to_owned(), staged.clone(), listed.to_vec(), *limits);
+        tokio::task::spawn_blocking(move || {
+            rxd_image::unpack_backup(&upload, &staged, &listed, &limits)
+        })
+        .await?
+    };
+    if let Err(e) = unpacked {
+        return Err(budget.refusal(e));
+    }
+    let result = settle(d, &pool, row, &staged, &dest, snaps).await;
+    let _ = layout::remove_tree(&staged);
+    result
+}
+
+async fn settle(
+    d: &Arc<Daemon>,
+    pool: &Arc<rxd_storage::Pool>,
+    row: &InstanceRow,
+    staged: &Path,
+    dest: &Path,
+    snaps: &[SnapshotRow],
+) -> ApiResult<i64> {
+    let containers = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+    let temp = containers.join(format!(".new-{}", uuid::Uuid::new_v4().simple()));
+    private_dir(&temp)?;
+    let from = staged.join("container");
+    let copied = {
+        let (pool, from, temp) = (pool.clone(), from.clone(), temp.clone());
+        tokio::task::spawn_blocking(move || -> ApiResult<u64> {
+            let size = pools::clone_tree(&pool, &from.join("rootfs"), &temp.join("rootfs"), false)?;
+            layout::copy_image_extras(&from, &temp).map_err(ApiError::internal)?;
+            Ok(size)
+        })
+        .await?
+    };
+    let published = copied.and_then(|size| {
+        rxd_image::durable::publish(&temp, dest)
+            .map(|()| size)
+            .map_err(ApiError::internal)
+    });
+    let size = match published {
+        Ok(size) => size,
+        Err(e) => {
+            let _ = layout::remove_tree(&temp);
+            return Err(e);
+        }
+    };
+    if !snaps.is_empty() {
+        let snaps_dir = layout::snapshots_dir(d, &row.pool, &row.key());
+        private_dir(&snaps_dir)?;
+        for snap in snaps {
+            let temp = snaps_dir.join(format!(".new-{}", uuid::Uuid::new_v4().simple()));
+            private_dir(&temp)?;
+            let from = staged.join("snapshots").join(&snap.name).join("rootfs");
+            let placed = {
+                let (pool, temp) = (pool.clone(), temp.clone());
+                tokio::task::spawn_blocking(move || {
+                    pools::clone_tree(&pool, &from, &temp.join("rootfs"), true)
+                })
+                .await?
+            }
+            .and_then(|_| {
+                rxd_image::durable::publish(&temp, &snaps_dir.join(&snap.name))
+                    .map_err(ApiError::internal)
+            });
+            if let Err(e) = placed {
+                let _ = layout::remove_tree(&temp);
+                return Err(e);
+            }
+            let s = snap.clone();
+            d.db(move |st| st.create_snapshot(&s)).await?;
+        }
+    }
+    Ok(i64::try_from(size).unwrap_or(i64::MAX))
+}
+
+fn private_dir(path: &Path) -> ApiResult<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::create_dir(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(ApiError::internal(e)),
+    }
+    std::os::unix::fs::chown(path, Some(0), Some(0)).map_err(ApiError::internal)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        .map_err(ApiError::internal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_take_no_volatile_key_but_the_base_image_and_uuid() {
+        let config: BTreeMap<String, String> = [
+            ("limits.cpu", "1"),
+            ("volatile.base_image", "abc"),
+            ("volatile.uuid", "u"),
+            ("volatile.idmap.next", "[]"),
+            ("volatile.last_state.idmap", "[]"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(
+            imported_config(&config).keys().collect::<Vec<_>>(),
+            ["limits.cpu", "volatile.base_image", "volatile.uuid"]
+        );
+    }
+
+    #[test]
+    fn index_yaml_is_checked() {
+        let ok = "name: c1\nbackend: dir\npool: default\nsnapshots: [s0]\noptimized: false\ntype: container\nconfig:\n  container: {name: c1, architecture: x86_64, config: {}, devices: {}, profiles: [default]}\n  snapshots: [{name: s0, config: {}}]\n";
+        let p = plan(ok).unwrap();
+        assert_eq!(p.instance.name, "c1");
+        for (bad, why) in [
+            (
+                ok.replace("snapshots: [s0]", "snapshots: []"),
+                "lists snapshots",
+            ),
+            (
+                ok.replace("type: container", "type: virtual-machine"),
+                "containers only",
+            ),
+            (
+                ok.replace("optimized: false", "optimized: true"),
+                "optimized",
+            ),
+            (
+                ok.replace("[s0]", "[\"../x\"]")
+                    .replace("name: s0", "name: ../x"),
+                "invalid snapshot name",
+            ),
+            (
+                ok.replace("architecture: x86_64", "architecture: aarch64"),
+                "architecture",
+            ),
+        ] {
+            let e = plan(&bad).err().unwrap().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+}
