@@ -69,7 +69,17 @@ pub async fn export(
             bail!("{err}");
         }
         let out = file.unwrap_or("backup.tar.gz");
-        std::fs::write(out, &reply.body).map_err(|e| anyhow!("{out}: {e}"))?;
+        // Every file of the instance, /etc/shadow among them: its owner's alone.
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(out)
+            .and_then(|mut f| f.write_all(&reply.body))
+            .map_err(|e| anyhow!("{out}: {e}"))?;
         Ok(())
     }
     .await;

@@ -345,6 +345,29 @@ async fn hostile_backups_are_refused_or_read_for_their_one_config() {
             "{what}: no instance"
         );
     }
+    // A project's limits.disk bounds what an import may write.
+    s.ok(&["project", "create", "small", "-c", "limits.disk=1MiB"]);
+    s.ok(&[
+        "profile",
+        "device",
+        "add",
+        "default",
+        "root",
+        "disk",
+        "path=/",
+        "pool=default",
+        "--project",
+        "small",
+    ]);
+    let refused = s.fails(&[
+        "import",
+        file.to_str().unwrap(),
+        "big",
+        "--project",
+        "small",
+    ]);
+    assert!(refused.contains("limits.disk"), "{refused}");
+    assert_eq!(names(), before, "over limits.disk: nothing made");
     let missing = tmp.path().join("missing-snapshot.tar.gz");
     let listed: Vec<_> = entries(&file)
         .into_iter()
@@ -413,4 +436,29 @@ async fn expired_backups_are_deleted() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert!(s.get("/1.0/instances/c1/backups/kept").await.is_object());
+    // At most 8 at once.
+    for i in 0..8 {
+        let r = unix
+            .request(
+                rxd_client::Method::POST,
+                "/1.0/instances/c1/backups",
+                Some(&serde_json::json!({ "name": format!("b{i}") })),
+            )
+            .await
+            .unwrap();
+        if i < 7 {
+            assert_eq!(r.status, 202, "{:?}", r.envelope());
+            let id = r.envelope().unwrap().metadata["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            unix.get(&format!("/1.0/operations/{id}/wait"))
+                .await
+                .unwrap();
+        } else {
+            assert_eq!(r.status, 400);
+            let e = r.envelope().unwrap().error;
+            assert!(e.contains("8 backups already"), "{e}");
+        }
+    }
 }

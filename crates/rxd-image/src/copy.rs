@@ -40,7 +40,8 @@ const DIR: OFlags = OFlags::RDONLY
     .union(OFlags::CLOEXEC);
 
 /// Hard-linked files remembered at most, so a tree of millions of links cannot exhaust memory;
-/// past it, further links are copied as separate files.
+/// a tree with more is refused (copied as separate files, one huge file with a million links
+/// would fill the disk).
 const MAX_LINKS: usize = 16384;
 
 /// Copy the tree at `src` to the new directory `dst`. Returns the number of entries copied.
@@ -319,9 +320,10 @@ impl Copy {
                             self.count += 1;
                             continue;
                         }
-                        if self.links.len() < MAX_LINKS {
-                            self.links.insert(id, rel_of(&stack, &name));
+                        if self.links.len() >= MAX_LINKS {
+                            return Err(ImageError::TooManyLinks(MAX_LINKS));
                         }
+                        self.links.insert(id, rel_of(&stack, &name));
                     }
                     let top = stack.last().expect("a level is on the stack");
                     copy_file(&top.from, &top.to, &name, &st, self.shift.as_ref(), &shown)?;

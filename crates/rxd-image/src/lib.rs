@@ -107,6 +107,10 @@ pub enum ImageError {
     IdOutOfMap { path: String, id: u64, max: u32 },
     #[error("the image has more than {0} entries")]
     TooManyEntries(u64),
+    /// A tree with more hard-linked files than a copy remembers: copied as separate files they
+    /// could multiply its size (one huge file with a million links).
+    #[error("the tree has more than {0} hard-linked files, more than a copy keeps linked")]
+    TooManyLinks(usize),
     #[error("the image unpacks to more than {0} bytes")]
     TooLarge(u64),
     #[error("metadata.yaml is larger than {0} bytes")]

@@ -307,9 +307,12 @@ fn backup_place(rel: &Path, snapshots: &[String]) -> Result<BackupPlace, &'stati
     }
 }
 
+/// The largest `backup/index.yaml` read: each snapshot brings its config and expanded config.
+pub const MAX_BACKUP_INDEX: u64 = 4 << 20;
+
 /// The text of `backup/index.yaml`, which must come first in the archive (LXD writes it
-/// first), at most `limits.max_metadata_bytes`.
-pub fn read_backup_index(tarball: &Path, limits: &Limits) -> Result<String, ImageError> {
+/// first), at most [`MAX_BACKUP_INDEX`] bytes.
+pub fn read_backup_index(tarball: &Path) -> Result<String, ImageError> {
     let mut ar = archive(tarball)?;
     for entry in ar.entries()? {
         let mut entry = entry.map_err(archive_err)?;
@@ -328,13 +331,13 @@ pub fn read_backup_index(tarball: &Path, limits: &Limits) -> Result<String, Imag
                 "not an instance backup: backup/index.yaml must be its first file".into(),
             ));
         }
-        if entry.size() > limits.max_metadata_bytes {
-            return Err(ImageError::MetadataTooLarge(limits.max_metadata_bytes));
+        if entry.size() > MAX_BACKUP_INDEX {
+            return Err(ImageError::MetadataTooLarge(MAX_BACKUP_INDEX));
         }
         let mut text = String::new();
         entry
             .by_ref()
-            .take(limits.max_metadata_bytes)
+            .take(MAX_BACKUP_INDEX)
             .read_to_string(&mut text)
             .map_err(archive_err)?;
         return Ok(text);
@@ -349,13 +352,15 @@ pub fn read_backup_index(tarball: &Path, limits: &Limits) -> Result<String, Imag
 /// `snapshots` (the names `index.yaml` lists: an entry of any other snapshot, or anywhere else,
 /// refuses the backup). Owners are kept as archived (the container's ids); every entry goes
 /// through the image writer's rules under one set of limits; `backup.yaml` files are drained,
-/// never parsed. Nothing is left at `dest` on error.
+/// never parsed. `limits` bound the whole archive (entries and bytes across every tree).
+/// Nothing is left at `dest` on error. Returns the bytes written for the instance and for each
+/// snapshot, in `snapshots`' order.
 pub fn unpack_backup(
     tarball: &Path,
     dest: &Path,
     snapshots: &[String],
     limits: &Limits,
-) -> Result<(), ImageError> {
+) -> Result<(u64, Vec<u64>), ImageError> {
     if fs::symlink_metadata(dest).is_ok() {
         return Err(ImageError::Io {
             path: path_str(dest),
@@ -373,9 +378,16 @@ pub fn unpack_backup(
     };
     let mut writers: std::collections::BTreeMap<Option<String>, Writer<'_>> = Default::default();
     let mut bytes = 0u64;
+    let mut seen = 0u64;
+    let mut sizes: std::collections::BTreeMap<Option<String>, u64> = Default::default();
     let mut ar = archive(tarball)?;
     for entry in ar.entries()? {
         let mut entry = entry.map_err(archive_err)?;
+        // One count of entries for the whole archive, whatever tree they go to.
+        seen += 1;
+        if seen > limits.max_entries {
+            return Err(ImageError::TooManyEntries(limits.max_entries));
+        }
         let raw = entry.path().map_err(archive_err)?.into_owned();
         let rel = clean(&raw).map_err(|reason| ImageError::UnsafePath {
             path: path_str(&raw),
@@ -456,6 +468,7 @@ pub fn unpack_backup(
         )?;
         drain(&mut entry, &mut writer.bytes, limits)?;
         bytes += size;
+        *sizes.entry(tree.clone()).or_default() += size;
         if bytes > limits.max_total_bytes {
             return Err(ImageError::TooLarge(limits.max_total_bytes));
         }
@@ -479,7 +492,11 @@ pub fn unpack_backup(
     }
     crate::durable::publish(&tmp, dest).map_err(io(dest))?;
     guard.0 = None;
-    Ok(())
+    let of = |t: Option<String>| sizes.get(&t).copied().unwrap_or(0);
+    Ok((
+        of(None),
+        snapshots.iter().map(|s| of(Some(s.clone()))).collect(),
+    ))
 }
 
 #[cfg(test)]

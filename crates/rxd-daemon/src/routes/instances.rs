@@ -179,6 +179,24 @@ async fn import_backup(
     };
     let name = header("x-lxd-name");
     let pool = header("x-lxd-pool");
+    // Refused before the upload when it cannot succeed: too large, no room left in the
+    // project, or no instance more allowed there.
+    if header("content-length")
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > crate::service::images::MAX_IMAGE_BYTES)
+    {
+        return Err(ApiError::TooLarge {
+            limit: crate::service::images::MAX_IMAGE_BYTES as usize,
+        });
+    }
+    images::UnpackBudget::of(&d, &caller.project)
+        .await?
+        .check_known(0)?;
+    let project = caller.project.clone();
+    let existing = d.db(move |s| s.instances(&project)).await?.len() as u64;
+    if let Some(p) = d.project(&caller.project) {
+        rxd_auth::confinement::check_count(&caller.project, &p.config, existing)?;
+    }
     let hostids = d
         .hostids
         .ok_or_else(|| ApiError::BadRequest("No host ids for containers (/etc/subuid)".into()))?;

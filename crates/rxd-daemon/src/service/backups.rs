@@ -26,6 +26,9 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Backups an instance may have at once (each a whole copy of its files on the host).
+const MAX_BACKUPS: usize = 8;
+
 /// Go's zero time: a backup that never expires.
 const NEVER: &str = "0001-01-01T00:00:00Z";
 
@@ -116,6 +119,12 @@ pub async fn prepare(
         req.name.clone()
     };
     valid_name(&name)?;
+    if taken.len() >= MAX_BACKUPS {
+        return Err(ApiError::BadRequest(format!(
+            "Instance {:?} has {MAX_BACKUPS} backups already: delete one first",
+            row.name
+        )));
+    }
     if taken.iter().any(|b| b.name == name) {
         return Err(ApiError::Conflict(format!(
             "Backup {name:?} already exists"
@@ -203,9 +212,13 @@ pub async fn create(
     let _reading = read.read().await;
     let freeze = d.runtime.init(&key).is_some() && !d.runtime.frozen(&key);
     if freeze {
-        d.runtime.freeze(&key, true).await?;
+        if let Err(e) = d.runtime.freeze(&key, true).await {
+            let _ = std::fs::remove_file(&path);
+            return Err(e.into());
+        }
     }
-    let limits = rxd_image::Limits::default();
+    // What the project may still write (limits.disk), and the server's bound.
+    let limits = UnpackBudget::of(d, &row.project).await?.limits();
     let names: Vec<String> = snaps.iter().map(|s| s.name.clone()).collect();
     let path2 = path.clone();
     let packed = tokio::task::spawn_blocking(move || {
@@ -473,7 +486,7 @@ pub async fn import(
     let limits = budget.limits();
     let text = {
         let upload = upload.to_owned();
-        tokio::task::spawn_blocking(move || rxd_image::read_backup_index(&upload, &limits))
+        tokio::task::spawn_blocking(move || rxd_image::read_backup_index(&upload))
             .await?
             .map_err(|e| ApiError::BadRequest(format!("Invalid backup: {e}")))?
     };
@@ -530,6 +543,21 @@ pub async fn import(
                 .collect(),
         );
         expanded = expand::expand_with(&known, &profiles, &config, &devices);
+    } else if let Some(p) = &wanted_pool {
+        // A root disk from a profile: overridden locally to name the pool asked for (LXD's).
+        if let Some((root_name, root)) = expanded
+            .devices
+            .iter()
+            .find(|(_, dev)| rxd_core::devices::is_root_disk(dev))
+            .map(|(n, dev)| (n.clone(), dev.clone()))
+        {
+            if root.get("pool") != Some(p) {
+                let mut root = root;
+                root.insert("pool".into(), p.clone());
+                devices.insert(root_name, root);
+                expanded = expand::expand_with(&known, &profiles, &config, &devices);
+            }
+        }
     }
     expand::check_devices(&expanded.devices)?;
     confine(
@@ -541,6 +569,11 @@ pub async fn import(
         &expanded.devices,
     )
     .await?;
+    if !plan.snapshots.is_empty() {
+        if let Some(p) = d.project(&caller.project) {
+            rxd_auth::confinement::check_snapshot(&caller.project, &p.config)?;
+        }
+    }
     // Each snapshot's config is live again once restored: checked as the instance's is.
     let mut snaps = Vec::new();
     for s in &plan.snapshots {
@@ -633,6 +666,7 @@ pub async fn import(
     .await;
     let saved = match placed {
         Ok(size) => {
+            let size = i64::try_from(size).unwrap_or(i64::MAX);
             crate::failpoint::hit("instance-import:placed");
             let stored = serde_json::to_string(&config).unwrap_or_else(|_| "{}".into());
             let (p, n) = (row.project.clone(), row.name.clone());
@@ -674,7 +708,7 @@ async fn place(
     snaps: &[SnapshotRow],
     limits: &rxd_image::Limits,
     budget: &UnpackBudget,
-) -> ApiResult<i64> {
+) -> ApiResult<u64> {
     let pool = pools::get(d, &row.pool)?;
     let dest = layout::instance_dir(d, &row.pool, &row.key());
     let containers = dest.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -687,12 +721,13 @@ async fn place(
         })
         .await?
     };
-    if let Err(e) = unpacked {
-        return Err(budget.refusal(e));
-    }
+    let (size, snap_sizes) = match unpacked {
+        Ok(sizes) => sizes,
+        Err(e) => return Err(budget.refusal(e)),
+    };
     let result = settle(d, &pool, row, &staged, &dest, snaps).await;
     let _ = layout::remove_tree(&staged);
-    result
+    result.map(|()| size + snap_sizes.iter().sum::<u64>())
 }
 
 async fn settle(
@@ -702,32 +737,34 @@ async fn settle(
     staged: &Path,
     dest: &Path,
     snaps: &[SnapshotRow],
-) -> ApiResult<i64> {
-    let containers = dest.parent().map(Path::to_path_buf).unwrap_or_default();
-    let temp = containers.join(format!(".new-{}", uuid::Uuid::new_v4().simple()));
-    private_dir(&temp)?;
+) -> ApiResult<()> {
     let from = staged.join("container");
-    let copied = {
-        let (pool, from, temp) = (pool.clone(), from.clone(), temp.clone());
-        tokio::task::spawn_blocking(move || -> ApiResult<u64> {
-            let size = pools::clone_tree(&pool, &from.join("rootfs"), &temp.join("rootfs"), false)?;
-            layout::copy_image_extras(&from, &temp).map_err(ApiError::internal)?;
-            Ok(size)
-        })
-        .await?
-    };
-    let published = copied.and_then(|size| {
-        rxd_image::durable::publish(&temp, dest)
-            .map(|()| size)
-            .map_err(ApiError::internal)
-    });
-    let size = match published {
-        Ok(size) => size,
-        Err(e) => {
+    // On a dir pool the unpacked trees are renamed into place (the same filesystem: nothing is
+    // written twice); on btrfs each root filesystem is copied into a subvolume of its own.
+    let dir_pool = pool.kind() == rxd_storage::DriverKind::Dir;
+    if dir_pool {
+        private_dir(&from)?;
+        rxd_image::durable::publish(&from, dest).map_err(ApiError::internal)?;
+    } else {
+        let containers = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+        let temp = containers.join(format!(".new-{}", uuid::Uuid::new_v4().simple()));
+        private_dir(&temp)?;
+        let copied = {
+            let (pool, from, temp) = (pool.clone(), from.clone(), temp.clone());
+            tokio::task::spawn_blocking(move || -> ApiResult<()> {
+                pools::clone_tree(&pool, &from.join("rootfs"), &temp.join("rootfs"), false)?;
+                layout::copy_image_extras(&from, &temp).map_err(ApiError::internal)?;
+                Ok(())
+            })
+            .await?
+        };
+        let published = copied
+            .and_then(|()| rxd_image::durable::publish(&temp, dest).map_err(ApiError::internal));
+        if let Err(e) = published {
             let _ = layout::remove_tree(&temp);
             return Err(e);
         }
-    };
+    }
     if !snaps.is_empty() {
         let snaps_dir = layout::snapshots_dir(d, &row.pool, &row.key());
         private_dir(&snaps_dir)?;
@@ -735,14 +772,16 @@ async fn settle(
             let temp = snaps_dir.join(format!(".new-{}", uuid::Uuid::new_v4().simple()));
             private_dir(&temp)?;
             let from = staged.join("snapshots").join(&snap.name).join("rootfs");
-            let placed = {
+            let placed = if dir_pool {
+                std::fs::rename(&from, temp.join("rootfs")).map_err(ApiError::internal)
+            } else {
                 let (pool, temp) = (pool.clone(), temp.clone());
                 tokio::task::spawn_blocking(move || {
-                    pools::clone_tree(&pool, &from, &temp.join("rootfs"), true)
+                    pools::clone_tree(&pool, &from, &temp.join("rootfs"), true).map(drop)
                 })
                 .await?
             }
-            .and_then(|_| {
+            .and_then(|()| {
                 rxd_image::durable::publish(&temp, &snaps_dir.join(&snap.name))
                     .map_err(ApiError::internal)
             });
@@ -754,7 +793,7 @@ async fn settle(
             d.db(move |st| st.create_snapshot(&s)).await?;
         }
     }
-    Ok(i64::try_from(size).unwrap_or(i64::MAX))
+    Ok(())
 }
 
 fn private_dir(path: &Path) -> ApiResult<()> {

@@ -132,6 +132,11 @@ pub async fn copy(
         &expanded.devices,
     )
     .await?;
+    if !brought.is_empty() {
+        if let Some(p) = d.project(&row.project) {
+            rxd_auth::confinement::check_snapshot(&row.project, &p.config)?;
+        }
+    }
     for snap in &brought {
         expand::check_list(&known, &snap.profiles)
             .map_err(|e| ApiError::BadRequest(format!("Snapshot {:?}: {e}", snap.name)))?;
