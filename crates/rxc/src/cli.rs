@@ -139,8 +139,9 @@ pub enum Command {
     /// the copy gets new MAC addresses and, if isolated, its own ids).
     #[command(alias = "cp")]
     Copy(CopyArgs),
-    /// Rename a stopped container, or move it to another storage pool: `rxc rename
-    /// [REMOTE:]OLD NEW`, `rxc move [REMOTE:]NAME [NEW] -s POOL`.
+    /// Rename a stopped container, or move it to another storage pool or project: `rxc rename
+    /// [REMOTE:]OLD NEW`, `rxc move [REMOTE:]NAME [NEW] -s POOL`, `rxc move NAME
+    /// --target-project P`.
     #[command(alias = "move", alias = "mv")]
     Rename {
         old: String,
@@ -148,6 +149,9 @@ pub enum Command {
         /// Move it to this storage pool (stopped), as `lxc move -s`.
         #[arg(long, short = 's')]
         storage: Option<String>,
+        /// Move it to this project (stopped), as `lxc move --target-project`.
+        #[arg(long)]
+        target_project: Option<String>,
     },
     /// Run a command in a container: `rxc exec [REMOTE:]NAME [--env K=V] -- CMD...`. Standard
     /// input, output and error are passed through; rxc exits with the command's status.

@@ -361,22 +361,27 @@ pub async fn rename(
     old: &str,
     new: Option<&str>,
     pool: Option<&str>,
+    project: Option<&str>,
 ) -> anyhow::Result<()> {
     let (remote, old) = split_target(conf, old);
     let (new_remote, new) = match new {
         Some(new) => split_target(conf, new),
-        None if pool.is_some() => (remote.clone(), old.clone()),
-        None => bail!("a new name, or a storage pool to move to (-s POOL), is needed"),
+        None if pool.is_some() || project.is_some() => (remote.clone(), old.clone()),
+        None => bail!(
+            "a new name, a storage pool (-s POOL) or a project (--target-project P) to move to is needed"
+        ),
     };
     if new_remote != remote {
         bail!("moving a container between servers is not supported");
     }
     let conn = open(conf, &remote)?;
     // To another pool as `lxc move -s` asks it (LXD's `instance_pool_move`).
+    // To another project as `lxc move --target-project` asks it (`instance_project_move`).
     let body = InstancePost {
         name: new,
-        migration: pool.is_some(),
+        migration: pool.is_some() || project.is_some(),
         pool: pool.unwrap_or_default().to_owned(),
+        project: project.unwrap_or_default().to_owned(),
         ..Default::default()
     };
     let op = conn

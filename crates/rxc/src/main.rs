@@ -198,8 +198,20 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         Command::Restart(a) => instance::each(&conf, &a.names, "restart", a.force, a.timeout).await,
         Command::Pause { names } => instance::each(&conf, &names, "freeze", false, -1).await,
         Command::Delete { names, force } => instance::delete(&conf, &names, force).await,
-        Command::Rename { old, new, storage } => {
-            instance::rename(&conf, &old, new.as_deref(), storage.as_deref()).await
+        Command::Rename {
+            old,
+            new,
+            storage,
+            target_project,
+        } => {
+            instance::rename(
+                &conf,
+                &old,
+                new.as_deref(),
+                storage.as_deref(),
+                target_project.as_deref(),
+            )
+            .await
         }
         Command::Copy(args) => instance::copy(&conf, args).await,
         Command::Exec(args) => {

@@ -275,3 +275,122 @@ async fn a_copy_and_every_snapshot_it_brings_are_confined_in_the_target_project(
     s.ok(&["delete", "c9", "--project", "p2"]);
     s.ok(&["delete", "c1", "--project", "p1"]);
 }
+
+/// `rxc move --target-project` and Debian's `lxc move --target-project`: a stopped instance
+/// and its snapshots go to another project (its files to the new key in the same pool, its
+/// isolated ids chosen again there), confined there with every snapshot.
+#[tokio::test]
+async fn instances_move_between_projects_confined_there() {
+    let test = "instances_move_between_projects_confined_there";
+    if !rxd_testkit::require_tool("lxc", "lxd-client", test) {
+        return;
+    }
+    let Some(mut s) = Session::new(test).await else {
+        return;
+    };
+    let containers = s.d.dir().join("storage-pools/default/containers");
+    for (p, extra) in [("q", None), ("r", Some("restricted=true"))] {
+        let mut args = vec!["project", "create", p];
+        if let Some(e) = extra {
+            args.extend(["-c", e]);
+        }
+        s.ok(&args);
+        s.ok(&[
+            "profile",
+            "device",
+            "add",
+            "default",
+            "root",
+            "disk",
+            "path=/",
+            "pool=default",
+            "--project",
+            p,
+        ]);
+    }
+    s.ok(&["launch", "bb", "c1", "-c", "security.idmap.isolated=true"]);
+    s.sh("c1", "echo kept > /root/f && chown 1000 /root/f");
+    s.ok(&["snapshot", "c1", "s0"]);
+    s.ok(&["stop", "c1", "--force"]);
+    let running = s.fails(&["move", "c1", "--target-project", "nope"]);
+    assert!(
+        running.contains("not found") || running.contains("Not found"),
+        "{running}"
+    );
+
+    s.ok(&["move", "c1", "--target-project", "q"]);
+    assert!(
+        s.rxc(&["info", "c1"]).status.code() != Some(0),
+        "gone from default"
+    );
+    let moved = s.get("/1.0/instances/c1?project=q").await;
+    assert_eq!(moved["project"], "q");
+    assert!(containers.join("q_c1/rootfs").is_dir() && !containers.join("c1").exists());
+    let snaps = s.get("/1.0/instances/c1/snapshots?project=q").await;
+    assert_eq!(snaps.as_array().map(Vec::len), Some(1), "{snaps}");
+    assert!(
+        snaps[0].as_str().unwrap().contains("/snapshots/s0"),
+        "{snaps}"
+    );
+    s.ok(&["start", "c1", "--project", "q"]);
+    let out = s.ok(&[
+        "exec",
+        "c1",
+        "--project",
+        "q",
+        "--",
+        "sh",
+        "-c",
+        "cat /root/f; stat -c %u /root/f",
+    ]);
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["kept", "1000"]);
+    s.ok(&["stop", "c1", "--project", "q", "--force"]);
+
+    // A restricted project refuses what it refuses at create, in the instance or a snapshot.
+    s.ok(&["init", "bb", "p1", "-c", "security.privileged=true"]);
+    let refused = s.fails(&["move", "p1", "--target-project", "r"]);
+    assert!(refused.contains("privileged"), "{refused}");
+    s.ok(&["snapshot", "p1", "s0"]);
+    s.ok(&["config", "unset", "p1", "security.privileged"]);
+    let refused = s.fails(&["move", "p1", "--target-project", "r"]);
+    assert!(
+        refused.contains("Snapshot \"s0\"") && refused.contains("privileged"),
+        "{refused}"
+    );
+    assert!(containers.join("p1").is_dir() && !containers.join("r_p1").exists());
+
+    // Debian's lxc moves it back.
+    s.d.enable_https().await;
+    s.ok(&["config", "set", "core.trust_password", "s3cret"]);
+    let c = tempfile::tempdir().unwrap();
+    let conf = c.path();
+    rxd_testkit::session::lxc_ok(
+        conf,
+        &[
+            "remote",
+            "add",
+            "rxd",
+            &s.d.https_address(),
+            "--accept-certificate",
+            "--password",
+            "s3cret",
+        ],
+    );
+    rxd_testkit::session::lxc_ok(
+        conf,
+        &[
+            "move",
+            "rxd:c1",
+            "--project",
+            "q",
+            "--target-project",
+            "default",
+        ],
+    );
+    let back = s.get("/1.0/instances/c1").await;
+    assert_eq!(back["project"], "default");
+    assert!(containers.join("c1/rootfs").is_dir() && !containers.join("q_c1").exists());
+    s.ok(&["start", "c1"]);
+    let (_, out) = s.sh("c1", "cat /root/f");
+    assert_eq!(out.trim(), "kept");
+}

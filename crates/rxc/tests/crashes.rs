@@ -884,3 +884,85 @@ async fn a_daemon_killed_at_random_moments_under_load_stays_consistent() {
     eprintln!("soak: {rounds} rounds, {kills} kills during work, seed {seed}");
     d.kill_containers();
 }
+
+/// A move to another project killed after its files moved, before its row did: recovery puts
+/// the files back under the old key, the instance works where it was, and the move retried
+/// succeeds.
+#[tokio::test]
+async fn a_project_move_killed_midway_is_undone() {
+    if !require_root("a_project_move_killed_midway_is_undone") {
+        return;
+    }
+    let conf = tempfile::tempdir().unwrap();
+    let image = conf.path().join("bb.tar.gz");
+    busybox_image(&image);
+    let env = Env { conf, image };
+    let mut d = TestDaemon::start_with(Options {
+        no_https: true,
+        ..Options::default()
+    })
+    .await;
+    env.ok(
+        &d,
+        &[
+            "image",
+            "import",
+            env.image.to_str().unwrap(),
+            "--alias",
+            "bb",
+        ],
+    );
+    env.ok(&d, &["project", "create", "q"]);
+    env.ok(
+        &d,
+        &[
+            "profile",
+            "device",
+            "add",
+            "default",
+            "root",
+            "disk",
+            "path=/",
+            "pool=default",
+            "--project",
+            "q",
+        ],
+    );
+    env.ok(&d, &["init", "bb", "c1", "-c", "boot.autostart=false"]);
+    env.ok(&d, &["snapshot", "c1", "s1"]);
+    let point = "instance-project-move:moved";
+    d.stop();
+    d.set_env(vec![("RXD_FAILPOINTS".into(), point.into())]);
+    d.spawn();
+    d.wait_ready().await;
+    let _ = env.rxc(&d, &["move", "c1", "--target-project", "q"]);
+    wait_dead(&mut d, point).await;
+    d.set_env(Vec::new());
+    d.spawn();
+    d.wait_ready().await;
+    let containers = d.dir().join("storage-pools/default/containers");
+    assert!(
+        containers.join("c1/rootfs/bin").exists(),
+        "files back under c1"
+    );
+    assert!(!containers.join("q_c1").exists());
+    let c = d.unix();
+    assert!(c.get("/1.0/instances/c1").await.is_ok());
+    let warnings = c.get("/1.0/warnings?recursion=1").await.unwrap();
+    assert!(
+        warnings
+            .to_string()
+            .contains("undid moving instance default/c1 to q/c1"),
+        "{warnings:#}"
+    );
+    env.ok(&d, &["start", "c1"]);
+    env.ok(&d, &["exec", "c1", "--", "true"]);
+    env.ok(&d, &["stop", "c1", "--force"]);
+    env.ok(&d, &["move", "c1", "--target-project", "q"]);
+    assert!(containers.join("q_c1/rootfs/bin").exists());
+    assert!(d
+        .dir()
+        .join("storage-pools/default/containers-snapshots/q_c1/s1/rootfs/bin")
+        .exists());
+    d.kill_containers();
+}

@@ -85,6 +85,7 @@ pub const API_EXTENSIONS: &[&str] = &[
     "container_copy_project",
     "storage",
     "instance_pool_move",
+    "instance_project_move",
     "storage_api_volume_rename",
     "storage_api_local_volume_handling",
     "storage_api_volume_snapshots",

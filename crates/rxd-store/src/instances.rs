@@ -314,6 +314,73 @@ impl Store {
         Ok(())
     }
 
+    /// Move an instance (its snapshots, idmap block, NIC reservations and backups follow by
+    /// cascade and trigger) to `to_project` as `to_name`, with its own devices `devices`; with
+    /// a `remap`, its idmap block is chosen again there and its config stored as
+    /// `remap.config(block)` (see [`Store::update_instance`]). One transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub fn move_instance_project<E>(
+        &self,
+        project: &str,
+        name: &str,
+        to_project: &str,
+        to_name: &str,
+        devices: &str,
+        remap: Option<Remap<'_, E>>,
+    ) -> Result<Result<Option<(u32, u32)>, E>, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let exists: Option<i64> = tx
+            .query_row(
+                "SELECT 1 FROM projects WHERE name = ?1",
+                params![to_project],
+                |r| r.get(0),
+            )
+            .optional()?;
+        exists.ok_or(StoreError::NotFound { kind: "project" })?;
+        let n = tx
+            .execute(
+                "UPDATE instances SET project = ?3, name = ?4, devices = ?5 WHERE project = ?1 AND name = ?2",
+                params![project, name, to_project, to_name, devices],
+            )
+            .map_err(|e| match &e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    StoreError::AlreadyExists { kind: "instance" }
+                }
+                _ => e.into(),
+            })?;
+        if n == 0 {
+            return Err(StoreError::NotFound { kind: "instance" });
+        }
+        let mut chosen = None;
+        if let Some(remap) = remap {
+            tx.execute(
+                "DELETE FROM idmap_blocks WHERE project = ?1 AND instance = ?2",
+                params![to_project, to_name],
+            )?;
+            if let Some(f) = remap.allocate {
+                match f(&blocks(&tx)?) {
+                    Ok((base, size)) => {
+                        tx.execute(
+                            "INSERT INTO idmap_blocks (project, instance, base, size) VALUES (?1, ?2, ?3, ?4)",
+                            params![to_project, to_name, base, size],
+                        )?;
+                        chosen = Some((base, size));
+                    }
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
+            tx.execute(
+                "UPDATE instances SET config = ?3 WHERE project = ?1 AND name = ?2",
+                params![to_project, to_name, (remap.config)(chosen)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(Ok(chosen))
+    }
+
     /// Record that an instance (and its snapshots) now live in `pool`, with its own devices
     /// `devices` (its root disk naming that pool), in one statement.
     pub fn set_instance_pool(

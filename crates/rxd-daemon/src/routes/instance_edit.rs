@@ -369,9 +369,19 @@ pub async fn post(
         && body.target.is_none()
         && !body.pool.is_empty()
         && (body.project.is_empty() || body.project == caller.project);
-    if (body.migration || body.live) && !pool_move {
+    // `lxc move NAME --target-project P` (LXD's `instance_project_move`).
+    let project_move = body.migration
+        && body.target.is_none()
+        && !body.project.is_empty()
+        && body.project != caller.project;
+    if project_move && !body.pool.is_empty() {
         return Err(ApiError::BadRequest(
-            "Migration between servers and projects is not supported".into(),
+            "Move the instance to another project and to another pool one at a time".into(),
+        ));
+    }
+    if (body.migration || body.live) && !pool_move && !project_move {
+        return Err(ApiError::BadRequest(
+            "Migration between servers is not supported".into(),
         ));
     }
     if !rxd_core::name::valid_instance_name(&body.name) {
@@ -384,6 +394,23 @@ pub async fn post(
     let key = row.key();
     let lock = d.runtime.action_lock(&key);
     let _guard = lock.lock().await;
+    if project_move {
+        crate::service::moves::to_project(&d, &caller, &row, &body.project, &body.name).await?;
+        let url = format!(
+            "/1.0/instances/{}{}",
+            body.name,
+            crate::service::instances::project_suffix(&body.project)
+        );
+        d.events
+            .lifecycle("instance-created", &url, &body.project, &caller);
+        d.events.lifecycle(
+            "instance-deleted",
+            &format!("/1.0/instances/{name}"),
+            &row.project,
+            &caller,
+        );
+        return finished_operation(&d, "Moving instance", &row.project, &url);
+    }
     if pool_move {
         crate::service::moves::to_pool(&d, &caller, &row, &body.pool).await?;
         let url = format!("/1.0/instances/{name}");

@@ -57,6 +57,13 @@ pub enum Intent {
         marker: String,
         idmap: String,
     },
+    /// As an instance rename, from one project to another (the directories' keys change).
+    InstanceProjectMove {
+        from_project: String,
+        to_project: String,
+        from: String,
+        to: String,
+    },
     /// As an instance rename, for a custom volume in `pool` (its directory and its snapshots'
     /// directory), or, with `volume`, for one of that volume's snapshots.
     VolumeRename {
@@ -79,6 +86,7 @@ impl Intent {
             Intent::SnapshotDelete { .. } => "snapshot-delete",
             Intent::SnapshotRestore { .. } => "snapshot-restore",
             Intent::VolumeRename { .. } => "volume-rename",
+            Intent::InstanceProjectMove { .. } => "instance-project-move",
         }
     }
 }

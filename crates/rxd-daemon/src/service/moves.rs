@@ -165,3 +165,196 @@ fn place(
     }
     done
 }
+
+/// Move the stopped instance `row` (its action lock held by the caller) to `project` as
+/// `name` (`lxc move c1 --target-project q`, LXD's `instance_project_move`). The caller must
+/// manage instances there too; the instance and every snapshot are confined as the target
+/// project would confine them (LXD 5.0.2 checked only the permission), its profiles must exist
+/// there by name, and an isolated instance gets its id block again within the target
+/// project's share (its files are mapped or shifted at the next start). Its files stay in
+/// their pool: a root disk the target's profiles would put elsewhere is overridden locally.
+///
+/// Steps: intent; directories moved to the new key; row moved (project, name, devices, and
+/// id block and config in one transaction; snapshots, NIC reservations and backups follow);
+/// logs moved; intent ended. Recovery finishes it if the row moved, else moves the files back.
+pub async fn to_project(
+    d: &Arc<Daemon>,
+    caller: &Caller,
+    row: &InstanceRow,
+    project: &str,
+    name: &str,
+) -> ApiResult<()> {
+    use crate::service::instances::{allocator, idmap_limit, idmap_want, map_for, set_next_idmap};
+    use crate::service::intent::{self, Intent};
+    caller
+        .rights
+        .require(project, rxd_auth::permission::Permission::ManageContainers)
+        .map_err(|_| {
+            if caller.can_view(project) {
+                ApiError::Forbidden(format!(
+                    "Moving an instance into project {project:?} needs manage-containers there"
+                ))
+            } else {
+                ApiError::NotFound(crate::error::PROJECT_NOT_FOUND.into())
+            }
+        })?;
+    let target = d
+        .project(project)
+        .ok_or_else(|| ApiError::NotFound(crate::error::PROJECT_NOT_FOUND.into()))?;
+    if d.runtime.init(&row.key()).is_some() {
+        return Err(ApiError::BadRequest(
+            "Instance must be stopped to be moved to another project".into(),
+        ));
+    }
+    if !rxd_core::name::valid_instance_name(name) {
+        return Err(ApiError::BadRequest(format!(
+            "Invalid instance name {name:?}"
+        )));
+    }
+    // Profiles, expansion and every check as in the target project.
+    let _profiles = d.profiles_lock.read().await;
+    let known = expand::known(d, project).await?;
+    expand::check_list(&known, &row.profiles)
+        .map_err(|e| ApiError::BadRequest(format!("Its profiles in project {project:?}: {e}")))?;
+    let config = crate::service::instances::config_of(row);
+    let mut devices = expand::devices_of(&row.devices);
+    let mut expanded = expand::expand_with(&known, &row.profiles, &config, &devices);
+    let root = expanded
+        .devices
+        .iter()
+        .find(|(_, dev)| rxd_core::devices::is_root_disk(dev))
+        .map(|(n, dev)| (n.clone(), dev.clone()));
+    let (root_name, mut root) = root.unwrap_or_else(|| {
+        (
+            "root".to_owned(),
+            BTreeMap::from([
+                ("type".to_owned(), "disk".to_owned()),
+                ("path".to_owned(), "/".to_owned()),
+            ]),
+        )
+    });
+    if root.get("pool") != Some(&row.pool) {
+        root.insert("pool".into(), row.pool.clone());
+        devices.insert(root_name, root);
+        expanded = expand::expand_with(&known, &row.profiles, &config, &devices);
+    }
+    expand::check_devices(&expanded.devices)?;
+    confine(
+        d,
+        caller,
+        project,
+        name,
+        &expanded.config,
+        &expanded.devices,
+    )
+    .await?;
+    let snaps = {
+        let (p, n) = (row.project.clone(), row.name.clone());
+        d.db(move |s| s.snapshots(&p, &n)).await?
+    };
+    if !snaps.is_empty() {
+        rxd_auth::confinement::check_snapshot(project, &target.config)?;
+    }
+    for snap in &snaps {
+        let snap_config: BTreeMap<String, String> =
+            serde_json::from_str(&snap.config).unwrap_or_default();
+        expand::check_list(&known, &snap.profiles)
+            .map_err(|e| ApiError::BadRequest(format!("Snapshot {:?}: {e}", snap.name)))?;
+        let e = expand::expand_with(
+            &known,
+            &snap.profiles,
+            &snap_config,
+            &expand::devices_of(&snap.devices),
+        );
+        confine(d, caller, project, name, &e.config, &e.devices)
+            .await
+            .map_err(|e| match e {
+                ApiError::Forbidden(m) => {
+                    ApiError::Forbidden(format!("Snapshot {:?}: {m}", snap.name))
+                }
+                ApiError::BadRequest(m) => {
+                    ApiError::BadRequest(format!("Snapshot {:?}: {m}", snap.name))
+                }
+                other => other,
+            })?;
+    }
+    let existing = {
+        let p = project.to_owned();
+        d.db(move |s| s.instances(&p)).await?.len() as u64
+    };
+    rxd_auth::confinement::check_count(project, &target.config, existing)?;
+    let want = idmap_want(&expanded.config)?;
+    let hostids = d.hostids;
+
+    let old_key = row.key().to_string();
+    let new_key = rxd_core::name::instance_key(project, name);
+    let pending = intent::begin(
+        d,
+        &Intent::InstanceProjectMove {
+            from_project: row.project.clone(),
+            to_project: project.to_owned(),
+            from: row.name.clone(),
+            to: name.to_owned(),
+        },
+    )
+    .await?;
+    let pool = row.pool.clone();
+    {
+        let (d2, pool, from, to) = (d.clone(), pool.clone(), old_key.clone(), new_key.clone());
+        let moved =
+            tokio::task::spawn_blocking(move || layout::move_instance(&d2, &pool, &from, &to))
+                .await?;
+        if let Err(e) = moved {
+            let _ = pending.end(d).await;
+            return Err(ApiError::internal(e));
+        }
+    }
+    crate::failpoint::hit("instance-project-move:moved");
+    let text = serde_json::to_string(&devices).map_err(ApiError::internal)?;
+    let limit = idmap_limit(d, caller, project);
+    let allocate = hostids.map(|h| allocator(want, &h, project, limit));
+    let wants_block = want.isolated && !want.privileged;
+    let (from_p, from_n, to_p, to_n) = (
+        row.project.clone(),
+        row.name.clone(),
+        project.to_owned(),
+        name.to_owned(),
+    );
+    let stored = d
+        .db(move |s| {
+            let config_for = |block: Option<(u32, u32)>| {
+                let mut config = config.clone();
+                set_next_idmap(
+                    &mut config,
+                    hostids.and_then(|h| map_for(&h, want.privileged, block)),
+                );
+                serde_json::to_string(&config).unwrap_or_else(|_| "{}".into())
+            };
+            let allocate: Option<&rxd_store::Allocator<rxd_core::idmap::IdmapError>> =
+                match &allocate {
+                    Some(f) if wants_block => Some(f),
+                    _ => None,
+                };
+            let remap = wants_block.then_some(rxd_store::Remap {
+                allocate,
+                config: &config_for,
+            });
+            s.move_instance_project(&from_p, &from_n, &to_p, &to_n, &text, remap)
+        })
+        .await
+        .and_then(|r| r.map_err(|e| ApiError::BadRequest(e.to_string())));
+    if let Err(e) = stored {
+        let (d2, from, to) = (d.clone(), old_key.clone(), new_key.clone());
+        let back =
+            tokio::task::spawn_blocking(move || layout::move_instance(&d2, &pool, &to, &from))
+                .await;
+        if matches!(back, Ok(Ok(()))) {
+            let _ = pending.end(d).await;
+        }
+        return Err(e);
+    }
+    d.runtime.rename_logs(&old_key, &new_key);
+    pending.end(d).await?;
+    tracing::info!(from = %format!("{}/{}", row.project, row.name), to = %format!("{project}/{name}"), by = %caller.identity.user_name(), "instance moved to another project");
+    Ok(())
+}

@@ -206,6 +206,34 @@ async fn resolve(d: &Arc<Daemon>, intent: &Intent) -> std::io::Result<String> {
             }
             line
         }
+        Intent::InstanceProjectMove {
+            from_project,
+            to_project,
+            from,
+            to,
+        } => {
+            let (old, new) = (
+                InstanceKey::new(from_project, from),
+                InstanceKey::new(to_project, to),
+            );
+            let moved = instance_row(d, to_project, to).await.is_some();
+            let pool = if moved {
+                pools_of(d, to_project, &[to]).await
+            } else {
+                pools_of(d, from_project, &[from]).await
+            }
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+            if moved {
+                layout::move_instance(d, &pool, &old, &new)?;
+                d.runtime.rename_logs(&old, &new);
+                format!("finished moving instance {from_project}/{from} to {to_project}/{to}")
+            } else {
+                layout::move_instance(d, &pool, &new, &old)?;
+                format!("undid moving instance {from_project}/{from} to {to_project}/{to}; move it again")
+            }
+        }
         Intent::VolumeRename {
             pool,
             project,
