@@ -462,3 +462,150 @@ async fn expired_backups_are_deleted() {
         }
     }
 }
+
+/// Debian's LXD 5.0, run privately for this test (its own `LXD_DIR`, a `dir` pool, no network
+/// at all, stopped with `lxd shutdown`).
+struct Lxd {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Lxd {
+    fn start() -> Lxd {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("lxd");
+        std::fs::create_dir(&home).unwrap();
+        std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+            .unwrap();
+        let child = std::process::Command::new("lxd")
+            .arg("--logfile")
+            .arg(dir.path().join("lxd.log"))
+            .env("LXD_DIR", &home)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let lxd = Lxd { dir, child };
+        let ready = lxd.run("lxd", &["waitready", "--timeout", "120"], None);
+        assert!(ready.status.success(), "LXD did not start");
+        let preseed = "storage_pools:\n- name: default\n  driver: dir\nprofiles:\n- name: default\n  devices:\n    root:\n      path: /\n      pool: default\n      type: disk\n";
+        let init = lxd.run("lxd", &["init", "--preseed"], Some(preseed));
+        assert!(
+            init.status.success(),
+            "{}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        lxd
+    }
+
+    fn run(&self, tool: &str, args: &[&str], input: Option<&str>) -> std::process::Output {
+        use std::io::Write;
+        let mut child = std::process::Command::new(tool)
+            .args(args)
+            .env("LXD_DIR", self.dir.path().join("lxd"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        if let Some(text) = input {
+            stdin.write_all(text.as_bytes()).unwrap();
+        }
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    }
+
+    fn lxc(&self, args: &[&str]) -> String {
+        let out = self.run("lxc", args, None);
+        assert!(
+            out.status.success(),
+            "LXD's lxc {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Lxd {
+    fn drop(&mut self) {
+        let _ = self.run("lxd", &["shutdown", "--timeout", "60"], None);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn backups_go_between_lxd_and_rxd_both_ways() {
+    let test = "backups_go_between_lxd_and_rxd_both_ways";
+    if !require_tool("lxd", "lxd", test) {
+        return;
+    }
+    let Some(s) = Session::new(test).await else {
+        return;
+    };
+    let lxd = Lxd::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = tmp.path().join("marker");
+    std::fs::write(&marker, "made in LXD\n").unwrap();
+
+    // LXD's backup (its snapshots come before the instance in the tarball) into rxd.
+    lxd.lxc(&[
+        "image",
+        "import",
+        s.image().to_str().unwrap(),
+        "--alias",
+        "bb",
+    ]);
+    lxd.lxc(&["init", "bb", "c1"]);
+    lxd.lxc(&["snapshot", "c1", "s0"]);
+    // Written on disk (never started, LXD keeps the image's ids there): `lxc file` would
+    // leave LXD helper processes behind.
+    let lxd_rootfs = |name: &str| {
+        lxd.dir
+            .path()
+            .join("lxd/storage-pools/default/containers")
+            .join(name)
+            .join("rootfs")
+    };
+    std::fs::copy(&marker, lxd_rootfs("c1").join("root/marker")).unwrap();
+    let from_lxd = tmp.path().join("from-lxd.tar.gz");
+    lxd.lxc(&["export", "c1", from_lxd.to_str().unwrap()]);
+    s.ok(&["import", from_lxd.to_str().unwrap(), "l1"]);
+    let snaps = s.get("/1.0/instances/l1/snapshots").await;
+    assert_eq!(snaps, serde_json::json!(["/1.0/instances/l1/snapshots/s0"]));
+    s.ok(&["start", "l1"]);
+    let (code, out) = s.sh("l1", "cat /root/marker");
+    assert_eq!((code, out.as_str()), (0, "made in LXD\n"));
+    s.ok(&["restore", "l1", "s0"]);
+    let (code, _) = s.sh("l1", "test -e /root/marker");
+    assert_ne!(code, 0, "the snapshot predates the marker");
+
+    // rxd's backup into LXD.
+    s.ok(&["launch", "bb", "r1", "-c", "security.idmap.isolated=true"]);
+    s.sh(
+        "r1",
+        "echo made in rxd > /root/marker && chown 1000:1000 /root/marker",
+    );
+    s.ok(&["snapshot", "r1", "s0"]);
+    s.ok(&["stop", "r1", "--force"]);
+    let from_rxd = tmp.path().join("from-rxd.tar.gz");
+    s.ok(&["export", "r1", from_rxd.to_str().unwrap()]);
+    lxd.lxc(&["import", from_rxd.to_str().unwrap()]);
+    let info = lxd.lxc(&["info", "r1"]);
+    assert!(info.contains("s0"), "{info}");
+    let on_disk = lxd_rootfs("r1").join("root/marker");
+    assert_eq!(std::fs::read_to_string(&on_disk).unwrap(), "made in rxd\n");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&on_disk).unwrap().uid(),
+        1000,
+        "container ids, as LXD expects them before its first start"
+    );
+    let shown = lxd.lxc(&["config", "show", "r1"]);
+    assert!(
+        shown.contains("security.idmap.isolated: \"true\""),
+        "{shown}"
+    );
+}

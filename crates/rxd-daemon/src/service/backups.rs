@@ -299,6 +299,21 @@ async fn index_yaml(
     let mut instance = crate::views::instance(d, row, 1, expanded);
     instance.status = "Stopped".into();
     instance.status_code = 102;
+    // The root disk rxd implies (its pool) written out: LXD's import looks for one.
+    let implied_root = |devices: &mut rxd_api::instance::Devices| {
+        if !devices.values().any(rxd_core::devices::is_root_disk) {
+            devices.insert(
+                "root".into(),
+                [("type", "disk"), ("path", "/"), ("pool", row.pool.as_str())]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            );
+        }
+    };
+    implied_root(&mut instance.expanded_devices);
+    lxd_keys(&mut instance.config);
+    lxd_keys(&mut instance.expanded_config);
     let pool_row = {
         let p = row.pool.clone();
         d.db(move |s| s.storage_pool(&p)).await?
@@ -309,7 +324,13 @@ async fn index_yaml(
         container: Some(instance),
         snapshots: snaps
             .iter()
-            .map(|s| crate::views::snapshot(s, &known))
+            .map(|s| {
+                let mut view = crate::views::snapshot(s, &known);
+                implied_root(&mut view.expanded_devices);
+                lxd_keys(&mut view.config);
+                lxd_keys(&mut view.expanded_config);
+                view
+            })
             .collect(),
         pool: Some(pool),
         volume: Some(rxd_api::storage::StorageVolume {
@@ -334,6 +355,13 @@ async fn index_yaml(
     };
     let yaml = |v: &dyn erased::Yaml| v.text();
     Ok((yaml(&index)?, yaml(&config)?))
+}
+
+/// A config as LXD 5.0 can take it back: rxd's own `volatile.*` keys (the lxcfs binds, the
+/// quota state) left out, LXD's and its devices' kept (LXD refuses a key it does not know).
+fn lxd_keys(config: &mut BTreeMap<String, String>) {
+    const RXD_ONLY: &[&str] = &["volatile.lxcfs", "volatile.rootfs.quota"];
+    config.retain(|k, _| !RXD_ONLY.contains(&k.as_str()));
 }
 
 /// YAML text of a wire value, through its JSON form (LXD's field names).
@@ -412,14 +440,12 @@ struct Plan {
     snapshots: Vec<rxd_api::snapshot::InstanceSnapshot>,
 }
 
-/// LXD's filter on an imported config: no `volatile.*` key but the base image's and the
-/// uuid.
+/// LXD's filter on an imported config: no `volatile.*` key but the base image's (rxd keeps no
+/// `volatile.uuid` of its own).
 fn imported_config(config: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     config
         .iter()
-        .filter(|(k, _)| {
-            !k.starts_with("volatile.") || *k == "volatile.base_image" || *k == "volatile.uuid"
-        })
+        .filter(|(k, _)| !k.starts_with("volatile.") || *k == "volatile.base_image")
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
@@ -813,7 +839,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn imports_take_no_volatile_key_but_the_base_image_and_uuid() {
+    fn imports_take_no_volatile_key_but_the_base_image() {
         let config: BTreeMap<String, String> = [
             ("limits.cpu", "1"),
             ("volatile.base_image", "abc"),
@@ -826,7 +852,7 @@ mod tests {
         .collect();
         assert_eq!(
             imported_config(&config).keys().collect::<Vec<_>>(),
-            ["limits.cpu", "volatile.base_image", "volatile.uuid"]
+            ["limits.cpu", "volatile.base_image"]
         );
     }
 
