@@ -359,6 +359,14 @@ async fn instances_move_between_projects_confined_there() {
     );
     assert!(containers.join("p1").is_dir() && !containers.join("r_p1").exists());
 
+    // A name taken in the target stays where it is.
+    s.ok(&["init", "bb", "dup"]);
+    s.ok(&["move", "dup", "--target-project", "q"]);
+    s.ok(&["init", "bb", "dup"]);
+    let taken = s.fails(&["move", "dup", "--target-project", "q"]);
+    assert!(taken.contains("already exists"), "{taken}");
+    assert!(containers.join("dup/rootfs").is_dir() && containers.join("q_dup/rootfs").is_dir());
+
     // Debian's lxc moves it back.
     s.d.enable_https().await;
     s.ok(&["config", "set", "core.trust_password", "s3cret"]);

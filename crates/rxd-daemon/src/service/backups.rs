@@ -177,6 +177,13 @@ pub async fn create(
     let lock = d.runtime.action_lock(&key);
     let _guard = lock.lock().await;
     let row = instances::find(d, &row.project, &row.name).await?;
+    // The cap again, under the lock (two requests may have passed `prepare` together).
+    if list(d, &row).await?.len() >= MAX_BACKUPS {
+        return Err(ApiError::BadRequest(format!(
+            "Instance {:?} has {MAX_BACKUPS} backups already: delete one first",
+            row.name
+        )));
+    }
     let snaps: Vec<SnapshotRow> = if instance_only {
         Vec::new()
     } else {

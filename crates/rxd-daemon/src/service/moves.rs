@@ -211,6 +211,16 @@ pub async fn to_project(
             "Invalid instance name {name:?}"
         )));
     }
+    if crate::service::instances::find(d, project, name)
+        .await
+        .is_ok()
+    {
+        return Err(ApiError::Conflict(format!(
+            "An instance named {name:?} already exists in project {project:?}"
+        )));
+    }
+    // What it wants of its ids where it is now: a change re-chooses them there.
+    let before = idmap_want(&expand::expanded(d, row).await?.config)?;
     // Profiles, expansion and every check as in the target project.
     let _profiles = d.profiles_lock.read().await;
     let known = expand::known(d, project).await?;
@@ -283,11 +293,21 @@ pub async fn to_project(
         d.db(move |s| s.instances(&p)).await?.len() as u64
     };
     rxd_auth::confinement::check_count(project, &target.config, existing)?;
+    // Its files count against the target's limits.disk.
+    let size = {
+        let (p, n) = (row.project.clone(), row.name.clone());
+        d.db(move |s| s.rootfs_size(&p, &n)).await?
+    };
+    crate::service::images::UnpackBudget::of(d, project)
+        .await?
+        .check_known(u64::try_from(size).unwrap_or(0))?;
     let want = idmap_want(&expanded.config)?;
     let hostids = d.hostids;
 
     let old_key = row.key().to_string();
     let new_key = rxd_core::name::instance_key(project, name);
+    // Writes in flight through the files API finish before the tree moves.
+    let _writes = d.runtime.rootfs_lock(&row.key()).write_owned().await;
     let pending = intent::begin(
         d,
         &Intent::InstanceProjectMove {
@@ -314,6 +334,9 @@ pub async fn to_project(
     let limit = idmap_limit(d, caller, project);
     let allocate = hostids.map(|h| allocator(want, &h, project, limit));
     let wants_block = want.isolated && !want.privileged;
+    // A new map when the target wants one of its own, or wants another kind than the source
+    // had (the old block is released then; none is taken unless wanted).
+    let remap_wanted = wants_block || want != before;
     let (from_p, from_n, to_p, to_n) = (
         row.project.clone(),
         row.name.clone(),
@@ -335,7 +358,7 @@ pub async fn to_project(
                     Some(f) if wants_block => Some(f),
                     _ => None,
                 };
-            let remap = wants_block.then_some(rxd_store::Remap {
+            let remap = remap_wanted.then_some(rxd_store::Remap {
                 allocate,
                 config: &config_for,
             });
@@ -355,6 +378,11 @@ pub async fn to_project(
     }
     d.runtime.rename_logs(&old_key, &new_key);
     pending.end(d).await?;
+    // Reservations on networks its devices no longer name there go.
+    let moved_key = rxd_core::name::InstanceKey::new(project, name);
+    if let Err(e) = crate::service::nics::prune(d, &moved_key, Some(&expanded.devices)).await {
+        tracing::warn!(instance = %name, error = %e, "reservations not pruned after a move");
+    }
     tracing::info!(from = %format!("{}/{}", row.project, row.name), to = %format!("{project}/{name}"), by = %caller.identity.user_name(), "instance moved to another project");
     Ok(())
 }

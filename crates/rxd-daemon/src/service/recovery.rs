@@ -216,7 +216,10 @@ async fn resolve(d: &Arc<Daemon>, intent: &Intent) -> std::io::Result<String> {
                 InstanceKey::new(from_project, from),
                 InstanceKey::new(to_project, to),
             );
-            let moved = instance_row(d, to_project, to).await.is_some();
+            // Moved iff the source row is gone (a row of that name in the target may be
+            // another instance).
+            let moved = instance_row(d, from_project, from).await.is_none()
+                && instance_row(d, to_project, to).await.is_some();
             let pool = if moved {
                 pools_of(d, to_project, &[to]).await
             } else {
