@@ -102,6 +102,18 @@ async fn btrfs_pools_share_one_image_volume_and_snapshot_instantly() {
     assert_eq!(s.ok(&["storage", "get", "b", "size"]).trim(), "2GiB");
     let shown: serde_json::Value = s.get("/1.0/storage-pools/b").await;
     assert_eq!(shown["driver"], "btrfs");
+    // The drivers in use, as LXD joins them.
+    let env = s.get("/1.0").await["environment"].clone();
+    assert_eq!(env["storage"], "btrfs | dir", "{env}");
+    assert_eq!(
+        env["storage_version"]
+            .as_str()
+            .unwrap()
+            .matches(" | ")
+            .count(),
+        1,
+        "{env}"
+    );
     assert_eq!(shown["status"], "Created");
     assert_eq!(shown["config"]["source"], img.display().to_string());
     let res = s.get("/1.0/storage-pools/b/resources").await;

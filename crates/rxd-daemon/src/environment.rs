@@ -31,4 +31,9 @@ impl EnvironmentCache {
         *lock(&self.0) = Some((tls, addresses, json.clone()));
         json
     }
+
+    /// Forget the bytes: something else they hold changed (the storage drivers in use).
+    pub fn invalidate(&self) {
+        *lock(&self.0) = None;
+    }
 }

@@ -91,8 +91,33 @@ pub async fn get(State(d): State<Arc<Daemon>>, caller: Caller) -> Response {
     }
 }
 
+/// LXD's `storage` and `storage_version`: the drivers of the pools in use, joined with
+/// " | " (sorted here; LXD's order is a Go map's), and their versions likewise.
+fn storage_in_use(d: &Daemon) -> (String, String) {
+    let mut drivers: Vec<&'static str> = d.pools.all().iter().map(|p| p.kind().as_str()).collect();
+    drivers.sort_unstable();
+    drivers.dedup();
+    let version = |name: &str| {
+        d.facts
+            .storage_drivers
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.version.clone())
+            .unwrap_or_default()
+    };
+    (
+        drivers.join(" | "),
+        drivers
+            .iter()
+            .map(|n| version(n))
+            .collect::<Vec<_>>()
+            .join(" | "),
+    )
+}
+
 fn environment(d: &Daemon, tls: &TlsState, addresses: &[String]) -> Environment {
     let f = &d.facts;
+    let (storage, storage_version) = storage_in_use(d);
     Environment {
         addresses: addresses.to_vec(),
         architectures: f.architectures.clone(),
@@ -115,8 +140,8 @@ fn environment(d: &Daemon, tls: &TlsState, addresses: &[String]) -> Environment 
         server_name: f.server_name.clone(),
         server_pid: std::process::id(),
         server_version: rxd_api::COMPAT_SERVER_VERSION.into(),
-        storage: "dir".into(),
-        storage_version: "1".into(),
+        storage,
+        storage_version,
         storage_supported_drivers: f.storage_drivers.clone(),
         rxd_version: env!("CARGO_PKG_VERSION").into(),
     }

@@ -395,6 +395,8 @@ pub async fn create(d: &Arc<Daemon>, _admin: &AdminProof, req: StoragePoolsPost)
     }
     tracing::info!(pool = %req.name, driver = %kind, "storage pool created");
     d.pools.insert(pool);
+    // `GET /1.0` names the drivers in use.
+    d.environment_cache.invalidate();
     Ok(())
 }
 
@@ -470,6 +472,7 @@ pub async fn delete(
         })?;
     crate::failpoint::hit("storage-pool-delete:row-deleted");
     let pool = d.pools.remove(name);
+    d.environment_cache.invalidate();
     if let Some(pool) = pool {
         tokio::task::spawn_blocking(move || remove_pool(&pool))
             .await?
