@@ -228,23 +228,15 @@ async fn import_backup(
             &caller.project,
             &caller,
         );
-        Ok(())
+        Ok::<(), ApiError>(())
     };
-    let op = d.operations.start(
-        &d.events,
+    let op = crate::service::tasks::spawn(
+        &d,
         "Creating instance from backup",
         &project,
         crate::operations::resources([("instances", Vec::new())]),
-        false,
+        work,
     );
-    let (d3, op2) = (d.clone(), op.clone());
-    tokio::spawn(async move {
-        let result: ApiResult<()> = work.await;
-        op2.finish(
-            &d3.events,
-            result.map(|()| Value::Null).map_err(|e| e.to_string()),
-        );
-    });
     Ok(response::operation(op.url(), op.to_json()))
 }
 

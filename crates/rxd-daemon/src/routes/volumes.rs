@@ -92,17 +92,7 @@ fn in_operation<F>(
 where
     F: Future<Output = ApiResult<()>> + Send + 'static,
 {
-    let op = d
-        .operations
-        .start(&d.events, description, project, resources, false);
-    let (d2, op2) = (d.clone(), op.clone());
-    tokio::spawn(async move {
-        let result = work.await;
-        op2.finish(
-            &d2.events,
-            result.map(|()| Value::Null).map_err(|e| e.to_string()),
-        );
-    });
+    let op = crate::service::tasks::spawn(d, description, project, resources, work);
     response::operation(op.url(), op.to_json())
 }
 

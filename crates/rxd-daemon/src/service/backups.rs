@@ -776,12 +776,12 @@ async fn settle(
     // written twice); on btrfs each root filesystem is copied into a subvolume of its own.
     let dir_pool = pool.kind() == rxd_storage::DriverKind::Dir;
     if dir_pool {
-        private_dir(&from)?;
+        crate::service::copy::private_dir(&from)?;
         rxd_image::durable::publish(&from, dest).map_err(ApiError::internal)?;
     } else {
         let containers = dest.parent().map(Path::to_path_buf).unwrap_or_default();
         let temp = containers.join(format!(".new-{}", uuid::Uuid::new_v4().simple()));
-        private_dir(&temp)?;
+        crate::service::copy::private_dir(&temp)?;
         let copied = {
             let (pool, from, temp) = (pool.clone(), from.clone(), temp.clone());
             tokio::task::spawn_blocking(move || -> ApiResult<()> {
@@ -800,10 +800,10 @@ async fn settle(
     }
     if !snaps.is_empty() {
         let snaps_dir = layout::snapshots_dir(d, &row.pool, &row.key());
-        private_dir(&snaps_dir)?;
+        crate::service::copy::private_dir(&snaps_dir)?;
         for snap in snaps {
             let temp = snaps_dir.join(format!(".new-{}", uuid::Uuid::new_v4().simple()));
-            private_dir(&temp)?;
+            crate::service::copy::private_dir(&temp)?;
             let from = staged.join("snapshots").join(&snap.name).join("rootfs");
             let placed = if dir_pool {
                 std::fs::rename(&from, temp.join("rootfs")).map_err(ApiError::internal)
@@ -827,18 +827,6 @@ async fn settle(
         }
     }
     Ok(())
-}
-
-fn private_dir(path: &Path) -> ApiResult<()> {
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::create_dir(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(ApiError::internal(e)),
-    }
-    std::os::unix::fs::chown(path, Some(0), Some(0)).map_err(ApiError::internal)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-        .map_err(ApiError::internal)
 }
 
 #[cfg(test)]

@@ -323,7 +323,7 @@ async fn place(
 }
 
 /// A directory only host root may enter (the copy's, until its first start sets its owner).
-fn private_dir(path: &Path) -> ApiResult<()> {
+pub fn private_dir(path: &Path) -> ApiResult<()> {
     match std::fs::create_dir(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}

@@ -23,4 +23,5 @@ pub mod recovery;
 pub mod schedule;
 pub mod snapshot_names;
 pub mod snapshots;
+pub mod tasks;
 pub mod volumes;
