@@ -245,6 +245,59 @@ async fn custom_volumes_attach_idmapped_snapshot_copy_and_fill() {
     s.ok(&["storage", "volume", "delete", "d", "renamed"]);
     s.ok(&["storage", "delete", "d"]);
 
+    // A project's limits.disk counts its volumes by their sizes.
+    s.ok(&["project", "create", "lim", "-c", "limits.disk=100MiB"]);
+    let lim = |args: &[&str]| -> Vec<String> {
+        let mut v = vec!["--project".to_owned(), "lim".to_owned()];
+        v.extend(args.iter().map(|a| (*a).to_owned()));
+        v
+    };
+    let run = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        s.rxc(&refs)
+    };
+    let err = |o: std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let o = run(lim(&["storage", "volume", "create", "b", "nosize"]));
+    assert!(
+        !o.status.success() && err(o.clone()).contains("need a size"),
+        "{}",
+        err(o)
+    );
+    assert!(run(lim(&[
+        "storage",
+        "volume",
+        "create",
+        "b",
+        "v",
+        "size=50MiB"
+    ]))
+    .status
+    .success());
+    let o = run(lim(&[
+        "storage",
+        "volume",
+        "create",
+        "b",
+        "v2",
+        "size=60MiB",
+    ]));
+    assert!(
+        !o.status.success() && err(o.clone()).contains("limits.disk"),
+        "{}",
+        err(o)
+    );
+    let o = run(lim(&["storage", "volume", "set", "b", "v", "size=90MiB"]));
+    assert!(o.status.success(), "{}", err(o));
+    let o = run(lim(&["storage", "volume", "set", "b", "v", "size=200MiB"]));
+    assert!(
+        !o.status.success() && err(o.clone()).contains("limits.disk"),
+        "{}",
+        err(o)
+    );
+    assert!(run(lim(&["storage", "volume", "delete", "b", "v"]))
+        .status
+        .success());
+
     // Detached (c1 mounted it at start, where a mount stays until the stop), then deleted
     // with its snapshots.
     s.ok(&["stop", "c1", "--force"]);

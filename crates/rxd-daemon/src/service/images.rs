@@ -51,8 +51,26 @@ impl UnpackBudget {
             None => None,
             Some(limit) => {
                 let p = project.to_owned();
-                let used = d.db(move |s| s.disk_usage(&p)).await?;
-                Some((limit, u64::try_from(used).unwrap_or(0)))
+                let (used, volumes) = d
+                    .db(move |s| Ok((s.disk_usage(&p)?, s.storage_volumes(None, Some(&p))?)))
+                    .await?;
+                // Custom volumes count by the size each is given (one without a size was made
+                // before the limit; a new one needs a size under it).
+                let reserved: u64 = volumes
+                    .iter()
+                    .filter_map(|v| {
+                        serde_json::from_str::<std::collections::BTreeMap<String, String>>(
+                            &v.config,
+                        )
+                        .ok()?
+                        .get("size")
+                        .and_then(|s| rxd_core::instance_config::parse_bytes(s))
+                    })
+                    .sum();
+                Some((
+                    limit,
+                    u64::try_from(used).unwrap_or(0).saturating_add(reserved),
+                ))
             }
         };
         Ok(UnpackBudget {

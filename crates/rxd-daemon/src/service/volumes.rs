@@ -236,6 +236,27 @@ fn check_size(pool: &Pool, _size: u64) -> ApiResult<()> {
     Ok(())
 }
 
+/// Under the project's `limits.disk`, a volume needs a `size`, and the sizes of its volumes,
+/// instances and images must fit: `size` is the volume's new size, `had` what it counted
+/// before (0 for a new one).
+async fn check_disk_limit(d: &Daemon, project: &str, size: Option<u64>, had: u64) -> ApiResult<()> {
+    let limited = d
+        .project(project)
+        .and_then(|p| rxd_core::project_config::disk_limit(&p.config))
+        .is_some();
+    if !limited {
+        return Ok(());
+    }
+    let Some(size) = size else {
+        return Err(ApiError::BadRequest(format!(
+            "Project {project:?} has limits.disk: its storage volumes need a size"
+        )));
+    };
+    crate::service::images::UnpackBudget::of(d, project)
+        .await?
+        .check_known(size.saturating_sub(had))
+}
+
 /// What uses a volume: instances whose expanded devices attach it, and profiles whose devices
 /// do (project, name).
 #[derive(Default, Debug)]
@@ -464,6 +485,7 @@ pub async fn create(
         }
     }
     check_config(&pool, &config)?;
+    check_disk_limit(d, &home, size_of(&config), 0).await?;
     let exists = {
         let (p, j, n) = (pool_name.to_owned(), home.clone(), req.name.clone());
         d.db(move |s| s.storage_volume(&p, &j, &n)).await.is_ok()
@@ -670,6 +692,7 @@ pub async fn update(
     }
     let size = size_of(&config);
     if size != size_of(&before) {
+        check_disk_limit(d, &row.project, size, size_of(&before).unwrap_or(0)).await?;
         let path = dir(&pool, &row.project, &row.name)?;
         let pool2 = pool.clone();
         blocking(move || pool2.set_quota(&path, size).map_err(pools::refusal)).await?;
