@@ -32,6 +32,15 @@ pub fn valid_name(name: &str) -> Result<(), String> {
     Err(format!("{why}: {name:?}"))
 }
 
+/// `?project=NAME` to append to a URL outside the `default` project, as LXD's URLs carry it.
+pub fn project_suffix(project: &str) -> String {
+    if project == "default" {
+        String::new()
+    } else {
+        format!("?project={project}")
+    }
+}
+
 /// A name as one segment of a URL path: all but RFC 3986's unreserved characters
 /// percent-encoded (profile names may hold spaces, `?`, `#`, `%`).
 pub fn url_segment(name: &str) -> String {

@@ -32,17 +32,13 @@ const MAX_BACKUPS: usize = 8;
 /// Go's zero time: a backup that never expires.
 const NEVER: &str = "0001-01-01T00:00:00Z";
 
-pub fn dir(d: &Daemon) -> PathBuf {
-    layout::backups_dir(d)
-}
-
 /// The backups directory, made if missing (uploads of `lxc import` land there too).
 pub fn make_upload_dir(d: &Daemon) -> ApiResult<PathBuf> {
     make_dir(d)
 }
 
 fn make_dir(d: &Daemon) -> ApiResult<PathBuf> {
-    let dir = dir(d);
+    let dir = layout::backups_dir(d);
     match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => Ok(dir),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(dir),
@@ -94,7 +90,7 @@ pub async fn get(d: &Daemon, row: &InstanceRow, name: &str) -> ApiResult<BackupR
 
 /// The file holding a backup.
 pub fn file(d: &Daemon, row: &BackupRow) -> PathBuf {
-    dir(d).join(&row.file)
+    layout::backups_dir(d).join(&row.file)
 }
 
 /// The name a new backup gets and checks on the request, before its operation starts.
@@ -430,7 +426,11 @@ pub async fn sweep(d: &Daemon) {
     let Ok(files) = d.db(|s| s.backup_files()).await else {
         return;
     };
-    for entry in std::fs::read_dir(dir(d)).into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir(layout::backups_dir(d))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !files.contains(&name) {
             if let Err(e) = std::fs::remove_file(entry.path()) {

@@ -29,14 +29,7 @@ impl Keyed for InstanceRow {
     }
 }
 
-/// `?project=` to append to an instance URL outside the default project, as LXD does.
-pub fn project_suffix(project: &str) -> String {
-    if project == "default" {
-        String::new()
-    } else {
-        format!("?project={project}")
-    }
-}
+pub use rxd_core::profile::project_suffix;
 
 /// The one check every path that creates or changes an instance (or a profile) calls with
 /// the final expanded config and devices of the instance `instance` in `project`: the

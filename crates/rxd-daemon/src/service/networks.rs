@@ -10,6 +10,7 @@ use rxd_auth::proof::AdminProof;
 use rxd_core::name::InstanceKey;
 use rxd_core::network::config::{self as netcfg, BridgeConfig, IfName, NetworkName};
 use rxd_core::network::{dnsmasq as dm, mac, nft, subnet};
+use rxd_core::profile::project_suffix;
 use rxd_core::warnings::WarningKind;
 use rxd_network::dnsmasq::Dnsmasq;
 use rxd_network::{IfaceSysctl, Netlink};
@@ -126,15 +127,6 @@ pub fn uses(device: &BTreeMap<String, String>, name: &str) -> bool {
         && (device.get("network").map(String::as_str) == Some(name)
             || (device.get("nictype").map(String::as_str) == Some("bridged")
                 && device.get("parent").map(String::as_str) == Some(name)))
-}
-
-/// `?project=NAME` for a project other than `default` (as instance and profile URLs carry it).
-fn project_suffix(project: &str) -> String {
-    if project == "default" {
-        String::new()
-    } else {
-        format!("?project={project}")
-    }
 }
 
 fn check_description(description: &str) -> ApiResult<()> {

@@ -293,13 +293,7 @@ pub async fn used_by(d: &Daemon, caller: &Caller, pool: &str) -> ApiResult<Vec<S
             Ok((instances, profiles))
         })
         .await?;
-    let suffix = |project: &str| {
-        if project == "default" {
-            String::new()
-        } else {
-            format!("?project={project}")
-        }
-    };
+    let suffix = rxd_core::profile::project_suffix;
     let mut urls = Vec::new();
     for r in instances.iter().filter(|r| caller.can_view(&r.project)) {
         urls.push(format!(

@@ -30,6 +30,7 @@ use rxd_api::storage::{
     StorageVolumeStateUsage, StorageVolumesPost,
 };
 use rxd_core::devices::Devices;
+use rxd_core::profile::project_suffix;
 use rxd_storage::{Pool, VolumeType};
 use rxd_store::{VolumeRow, VolumeSnapshotRow};
 use std::collections::BTreeMap;
@@ -96,15 +97,6 @@ fn user_projects(d: &Daemon, home: &str) -> Vec<String> {
         .filter(|(name, p)| volumes_project(name, &p.config) == home)
         .map(|(name, _)| name.clone())
         .collect()
-}
-
-/// `?project=` to append to a URL outside the default project.
-fn project_suffix(project: &str) -> String {
-    if project == "default" {
-        String::new()
-    } else {
-        format!("?project={project}")
-    }
 }
 
 /// What a volume's PUT replaces and its ETag covers: config and description.
