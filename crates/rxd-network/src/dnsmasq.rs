@@ -33,7 +33,7 @@ pub const DNSMASQ: &str = "/usr/sbin/dnsmasq";
 const SETSID: &str = "/usr/bin/setsid";
 
 /// A dnsmasq that exits this soon after its start failed to start (LXD's wait).
-const STARTUP_WAIT: Duration = Duration::from_millis(500);
+pub const STARTUP_WAIT: Duration = Duration::from_millis(500);
 /// How long `stop` waits after SIGTERM before SIGKILL.
 const STOP_WAIT: Duration = Duration::from_secs(2);
 /// At most this much of the log's tail goes into a start error.
@@ -58,6 +58,8 @@ pub struct Dnsmasq {
     pid_file: PathBuf,
     /// Present when this process spawned it, so that `stop` reaps it.
     child: Option<Child>,
+    /// When this process spawned it, and where its log then ended (for [`Dnsmasq::confirm`]).
+    spawned: Option<(Instant, PathBuf, u64)>,
 }
 
 impl Dnsmasq {
@@ -68,6 +70,19 @@ impl Dnsmasq {
     /// an error carrying its exit status and the last lines it wrote (LXD's message). Blocks for
     /// that half second: call it off the async runtime.
     pub fn start(
+        net: &NetworkName,
+        argv: Vec<OsString>,
+        dir: &Path,
+        netns: Option<BorrowedFd<'_>>,
+    ) -> Result<Dnsmasq> {
+        let mut dnsmasq = Dnsmasq::spawn(net, argv, dir, netns)?;
+        dnsmasq.confirm()?;
+        Ok(dnsmasq)
+    }
+
+    /// [`Dnsmasq::start`] without the wait: the caller calls [`Dnsmasq::confirm`] later (and may
+    /// do other work, or let go of its locks, meanwhile).
+    pub fn spawn(
         net: &NetworkName,
         argv: Vec<OsString>,
         dir: &Path,
@@ -116,39 +131,54 @@ impl Dnsmasq {
             kill_and_reap(&mut child);
             return Err(file_err(net, "write the pid file")(e));
         }
-        let mut dnsmasq = Dnsmasq {
+        let dnsmasq = Dnsmasq {
             net: net.clone(),
             pid,
             start,
             pid_file,
             child: Some(child),
+            spawned: Some((Instant::now(), log_path, log_start)),
         };
+        Ok(dnsmasq)
+    }
 
-        let deadline = Instant::now() + STARTUP_WAIT;
-        while Instant::now() < deadline {
-            let exited = match dnsmasq.child.as_mut().map(Child::try_wait) {
+    /// Waits until [`STARTUP_WAIT`] after the spawn (not at all for an adopted dnsmasq, or once
+    /// that has passed): one that exited by then is an error carrying its exit status and the
+    /// last lines it wrote, its pid file removed; one still running must be dnsmasq leading its
+    /// own session, or it is stopped.
+    pub fn confirm(&mut self) -> Result<()> {
+        let Some((spawned, log_path, log_start)) = self.spawned.take() else {
+            return Ok(());
+        };
+        let (pid, net) = (self.pid, self.net.clone());
+        let deadline = spawned + STARTUP_WAIT;
+        loop {
+            let exited = match self.child.as_mut().map(Child::try_wait) {
                 Some(Ok(status)) => status,
                 _ => None,
             };
             if let Some(status) = exited {
-                let _ = std::fs::remove_file(&dnsmasq.pid_file);
+                let _ = std::fs::remove_file(&self.pid_file);
                 return Err(NetworkError::DnsmasqExited {
                     status: go_status(status),
                     stderr: log_tail(&log_path, log_start),
                 });
             }
+            if Instant::now() >= deadline {
+                break;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
         // Still running: setsid must have become dnsmasq, leading its own session.
-        let is_dnsmasq = is_dnsmasq(pid, net) && proc_stat(pid).is_ok_and(|s| s.session == pid);
+        let is_dnsmasq = is_dnsmasq(pid, &net) && proc_stat(pid).is_ok_and(|s| s.session == pid);
         if !is_dnsmasq {
-            let _ = dnsmasq.stop_now();
+            let _ = self.stop_now();
             return Err(NetworkError::DnsmasqIdentity {
                 net: net.to_string(),
                 pid,
             });
         }
-        Ok(dnsmasq)
+        Ok(())
     }
 
     /// The dnsmasq `<dir>/dnsmasq.pid` names, if that process still is it: the same start
@@ -167,6 +197,7 @@ impl Dnsmasq {
                 start,
                 pid_file,
                 child: None,
+                spawned: None,
             }),
             None => {
                 let _ = std::fs::remove_file(&pid_file);

@@ -485,6 +485,12 @@ pub fn write_hosts(dir: &Path, files: &BTreeMap<String, String>) -> std::io::Res
 /// Sets a network up as its row says (idempotent): bridge, sysctls, addresses, then a fresh
 /// dnsmasq. A failure marks the network errored (and raises a warning) and is returned.
 pub async fn bring_up(d: &Daemon, row: &NetworkRow) -> ApiResult<()> {
+    bring_up_with(d, row, true).await
+}
+
+/// [`bring_up`]; without `confirm`, the fresh dnsmasq is not waited for: the caller calls
+/// [`confirm_dnsmasq`] once [`rxd_network::dnsmasq::STARTUP_WAIT`] has passed.
+async fn bring_up_with(d: &Daemon, row: &NetworkRow, confirm: bool) -> ApiResult<()> {
     let (name, config) = typed(row)?;
     let mac = bridge_mac(d, row, &config);
     let dir = network_dir(d, &row.name);
@@ -492,7 +498,8 @@ pub async fn bring_up(d: &Daemon, row: &NetworkRow) -> ApiResult<()> {
     let nics = d.db(move |s| s.nic_allocations(&n)).await?;
     let old = d.networks.take_dnsmasq(&row.name);
     let result =
-        tokio::task::spawn_blocking(move || setup(&name, &config, mac, &dir, &nics, old)).await?;
+        tokio::task::spawn_blocking(move || setup(&name, &config, mac, &dir, &nics, old, confirm))
+            .await?;
     match result {
         Ok(dnsmasq) => {
             if let Some(dnsmasq) = dnsmasq {
@@ -503,14 +510,40 @@ pub async fn bring_up(d: &Daemon, row: &NetworkRow) -> ApiResult<()> {
             warn_forwarding(d, row);
             Ok(())
         }
+        Err(e) => Err(set_up_failed(d, &row.name, e)),
+    }
+}
+
+/// A network that could not be set up: errored, with a warning.
+fn set_up_failed(d: &Daemon, net: &str, e: String) -> ApiError {
+    tracing::warn!(network = %net, error = %e, "network set-up failed");
+    d.warnings.lock().unwrap().record(
+        WarningKind::NetworkUnavailable,
+        format!("Network {net:?} could not be set up: {e}"),
+    );
+    d.networks.set_error(net, Some(e.clone()));
+    bad(format!("Failed to set up network {net:?}: {e}"))
+}
+
+/// The check [`bring_up_with`] left out for `net`'s dnsmasq (if it is still the one it
+/// started; one started since was checked by whoever started it). Call it with the networks
+/// lock held.
+async fn confirm_dnsmasq(d: &Daemon, net: &str) {
+    let Some(mut dnsmasq) = d.networks.take_dnsmasq(net) else {
+        return;
+    };
+    let checked = tokio::task::spawn_blocking(move || {
+        let r = dnsmasq.confirm();
+        (dnsmasq, r)
+    })
+    .await;
+    match checked {
+        Ok((dnsmasq, Ok(()))) => d.networks.put_dnsmasq(net, dnsmasq),
+        Ok((_, Err(e))) => {
+            set_up_failed(d, net, e.to_string());
+        }
         Err(e) => {
-            tracing::warn!(network = %row.name, error = %e, "network set-up failed");
-            d.warnings.lock().unwrap().record(
-                WarningKind::NetworkUnavailable,
-                format!("Network {:?} could not be set up: {e}", row.name),
-            );
-            d.networks.set_error(&row.name, Some(e.clone()));
-            Err(bad(format!("Failed to set up network {:?}: {e}", row.name)))
+            set_up_failed(d, net, e.to_string());
         }
     }
 }
@@ -556,6 +589,7 @@ fn setup(
     dir: &Path,
     nics: &[NicRow],
     old: Option<Dnsmasq>,
+    confirm: bool,
 ) -> Result<Option<Dnsmasq>, String> {
     let s = |e: &dyn std::fmt::Display| e.to_string();
     if let Some(old) = old {
@@ -612,7 +646,10 @@ fn setup(
             quiet: true,
         },
     );
-    let dnsmasq = Dnsmasq::start(name, argv, dir, None).map_err(|e| s(&e))?;
+    let mut dnsmasq = Dnsmasq::spawn(name, argv, dir, None).map_err(|e| s(&e))?;
+    if confirm {
+        dnsmasq.confirm().map_err(|e| s(&e))?;
+    }
     Ok(Some(dnsmasq))
 }
 
@@ -847,13 +884,29 @@ pub async fn refresher(
             _ = shutdown.changed() => return,
         }
         let nets = std::mem::take(&mut *d.networks.dirty.lock().unwrap_or_else(|e| e.into_inner()));
-        let _guard = d.networks.lock.lock().await;
-        for net in nets {
-            if let Ok(row) = get(&d, &net).await {
-                if let Err(e) = bring_up(&d, &row).await {
-                    tracing::warn!(network = %net, error = %e, "network not refreshed after a NIC went");
+        // Each dnsmasq restarted under the networks lock, and checked half a second later
+        // under it again: a container starting meanwhile does not wait for that half second.
+        let mut started = Vec::new();
+        {
+            let _guard = d.networks.lock.lock().await;
+            for net in nets {
+                if let Ok(row) = get(&d, &net).await {
+                    match bring_up_with(&d, &row, false).await {
+                        Ok(()) => started.push(net),
+                        Err(e) => {
+                            tracing::warn!(network = %net, error = %e, "network not refreshed after a NIC went");
+                        }
+                    }
                 }
             }
+        }
+        if started.is_empty() {
+            continue;
+        }
+        tokio::time::sleep(rxd_network::dnsmasq::STARTUP_WAIT).await;
+        let _guard = d.networks.lock.lock().await;
+        for net in started {
+            confirm_dnsmasq(&d, &net).await;
         }
     }
 }
