@@ -93,6 +93,64 @@ fn nft_rxd(lab: &NetLab) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The link events (`ip -o monitor link` lines, markers left out) of the daemon's namespace
+/// while `f` ran. The monitor is known to listen before `f` starts, and to have seen all of
+/// it after: a marker veth pair is made and deleted before and after, and waited for.
+fn link_events(lab: &NetLab, f: impl FnOnce()) -> Vec<String> {
+    use std::io::BufRead;
+    let ns = lab.name(Ns::Rxd);
+    let mut monitor = Command::new("ip")
+        .args(["-n", &ns, "-o", "monitor", "link"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = monitor.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mark = |name: &str| -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        loop {
+            let peer = format!("{name}p");
+            for args in [
+                &["link", "add", name, "type", "veth", "peer", "name", &peer][..],
+                &["link", "del", name][..],
+            ] {
+                let st = Command::new("ip")
+                    .args(["-n", &ns])
+                    .args(args)
+                    .status()
+                    .unwrap();
+                assert!(st.success(), "ip {args:?}");
+            }
+            // Its deletion, seen: everything before it was seen too.
+            while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+                if line.starts_with("Deleted") && line.contains(name) {
+                    return seen;
+                }
+                if !line.contains("rxdmark") {
+                    seen.push(line);
+                }
+            }
+            assert!(Instant::now() < deadline, "ip monitor saw no {name}");
+        }
+    };
+    mark("rxdmark0");
+    f();
+    let events = mark("rxdmark1");
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    let _ = reader.join();
+    events
+}
+
 fn dnsmasqs(lab: &NetLab) -> Vec<i32> {
     lab.pids(Ns::Rxd)
         .into_iter()
@@ -165,9 +223,36 @@ async fn containers_on_a_managed_bridge_get_addresses_names_nat_and_filtering() 
         json!({"devices": {"eth0": {"type": "nic", "network": "br0", "name": "eth0"}}}),
     )
     .await;
-    s.ok(&["launch", "bb", "c1"]);
+    // A NIC's container end is made inside the container's namespace: the daemon's sees its
+    // host end come (and join br0), and no link made there and moved out.
+    let events = link_events(&lab, || {
+        s.ok(&["launch", "bb", "c1"]);
+    });
     s.ok(&["launch", "bb", "c2"]);
     let (a1, a2) = (ipv4(&s, "c1").await, ipv4(&s, "c2").await);
+    let host_end = s.state("c1").await["network"]["eth0"]["host_name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        events.iter().any(|e| e.contains(&format!(": {host_end}@"))),
+        "{host_end}: {events:#?}"
+    );
+    for e in &events {
+        let name = e
+            .trim_start_matches("Deleted ")
+            .split(':')
+            .nth(1)
+            .unwrap_or_default()
+            .trim()
+            .split('@')
+            .next()
+            .unwrap_or_default();
+        assert!(
+            !e.starts_with("Deleted") && (name == host_end || name == "br0"),
+            "a link other than {host_end} came or went: {events:#?}"
+        );
+    }
     assert!(a1.starts_with("10.99.0.") && a2.starts_with("10.99.0.") && a1 != a2);
     let state = s.state("c1").await;
     let eth0 = &state["network"]["eth0"];

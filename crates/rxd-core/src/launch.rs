@@ -63,8 +63,9 @@ pub struct LaunchPlan {
     /// Host-path disks and unix device nodes, mounted into the container before its init runs.
     #[serde(default)]
     pub devices: DeviceChange,
-    /// NICs: host links (the container ends of veth pairs the daemon made) moved into the
-    /// container's network namespace and renamed before its init runs.
+    /// NICs: veth pairs the container helper makes with one end already inside the
+    /// container's network namespace, or host links the daemon made (macvlans, p2p and routed
+    /// veths) moved in and renamed; all before its init runs.
     #[serde(default)]
     pub nics: Vec<NicPlan>,
 }
@@ -73,13 +74,38 @@ pub struct LaunchPlan {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NicPlan {
-    /// The link's name on the host (a checked interface name).
+    /// The link's name on the host (a checked interface name): with `veth`, the host end the
+    /// helper makes; without, the link the daemon made, to be moved in.
     pub host: String,
     /// Its name inside the container (`eth0`).
     pub name: String,
     /// Default routes set inside before the init runs (a routed NIC's).
     #[serde(default)]
     pub routes: Vec<NicRoute>,
+    /// A bridged NIC's veth pair, made by the helper once the container's network namespace
+    /// exists, its inside end created there under `name` (moving a link between namespaces
+    /// waits for an RCU grace period or more; making it there does not).
+    #[serde(default)]
+    pub veth: Option<NicVeth>,
+}
+
+/// A bridged NIC's veth pair, as the container helper makes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NicVeth {
+    /// The inside end's MAC address (`00:16:3e:…`).
+    pub mac: String,
+    pub mtu: u32,
+    /// Rates in bits per second the container receives and sends at, policed on the host end.
+    #[serde(default)]
+    pub ingress: Option<u64>,
+    #[serde(default)]
+    pub egress: Option<u64>,
+    /// The bridge the host end joins (after the daemon's go-ahead: its filters are in place).
+    pub bridge: String,
+    /// Whether the port is isolated (`security.port_isolation`).
+    #[serde(default)]
+    pub isolated: bool,
 }
 
 /// A default route inside the container through `gateway`, reached on link `link` (which

@@ -2,8 +2,9 @@
 //! pairs (`link`), their addresses (`addr`), interface state as LXD reports it (`state`), the
 //! per-interface sysctls rxd owns (`sysctl`), threads that work inside another network
 //! namespace (`netns`), rxd's nftables tables applied, removed and checked against other
-//! tables' drop policies (`firewall`, through `nft`), and one supervised dnsmasq per network
-//! with the files it reads (`dnsmasq`). It knows nothing of HTTP, the store or the daemon: it is
+//! tables' drop policies (`firewall`, through `nft`), a container NIC's veth pair as the daemon
+//! and the container helper make it (`nic`), and one supervised dnsmasq per network with the
+//! files it reads (`dnsmasq`). It knows nothing of HTTP, the store or the daemon: it is
 //! handed typed names, MACs, CIDRs and rulesets from `rxd_core::network`.
 //!
 //! Every [`Netlink`] socket acts on the network namespace of the thread that opened it, so the
@@ -16,6 +17,7 @@ mod error;
 pub mod firewall;
 mod link;
 mod netns;
+mod nic;
 mod nl;
 mod route;
 mod state;
@@ -26,6 +28,7 @@ pub use addr::{AddrChanges, AddrScope, Address, IFA_F_NODAD};
 pub use error::{NetworkError, Result};
 pub use link::{Bridge, LinkInfo, LinkRef};
 pub use netns::{in_netns, new_netns};
+pub use nic::{join_bridge, make_veth, Veth};
 pub use nl::Netlink;
 pub use state::{
     instance_interfaces, scope_of, BridgeId, BridgeState, Counters, IfaceFlags, IfaceState,

@@ -268,14 +268,29 @@ impl Netlink {
         peer_mac: Mac,
         mtu: u32,
     ) -> Result<LinkInfo> {
-        let peer = message(
-            0,
-            vec![
-                LinkAttribute::IfName(peer_name.to_string()),
-                LinkAttribute::Mtu(mtu),
-                LinkAttribute::Address(peer_mac.0.to_vec()),
-            ],
-        );
+        self.create_veth_into(host_name, peer_name, peer_mac, mtu, None)
+    }
+
+    /// As [`Netlink::create_veth`], the peer made directly in network namespace `peer_netns`
+    /// when given (its name need only be free there). Making it there costs what making it
+    /// here does; moving it there later waits for RCU grace periods in the kernel.
+    pub fn create_veth_into(
+        &mut self,
+        host_name: &IfName,
+        peer_name: &IfName,
+        peer_mac: Mac,
+        mtu: u32,
+        peer_netns: Option<BorrowedFd<'_>>,
+    ) -> Result<LinkInfo> {
+        let mut peer_attrs = vec![
+            LinkAttribute::IfName(peer_name.to_string()),
+            LinkAttribute::Mtu(mtu),
+            LinkAttribute::Address(peer_mac.0.to_vec()),
+        ];
+        if let Some(ns) = peer_netns {
+            peer_attrs.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
+        }
+        let peer = message(0, peer_attrs);
         let msg = message(
             0,
             vec![

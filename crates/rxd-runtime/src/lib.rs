@@ -410,6 +410,7 @@ impl Runtime {
         &self,
         args: &[&str],
         input: &impl serde::Serialize,
+        gate: Option<impl std::future::Future<Output = bool>>,
         timeout: Duration,
         what: &str,
     ) -> Result<serde_json::Value, RuntimeError> {
@@ -426,14 +427,30 @@ impl Runtime {
         let text = serde_json::to_vec(input).map_err(|e| RuntimeError::Failed(e.to_string()))?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
         stdin.write_all(&text).await.map_err(helper)?;
-        drop(stdin);
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut line = String::new();
-        let read = tokio::time::timeout(
-            timeout,
-            tokio::io::BufReader::new(stdout).read_line(&mut line),
-        )
-        .await;
+        let mut reader = tokio::io::BufReader::new(stdout);
+        let answer = tokio::time::timeout(timeout, reader.read_line(&mut line));
+        let read = match gate {
+            // Without a gate, the plan ends at EOF.
+            None => {
+                drop(stdin);
+                answer.await
+            }
+            // With one, the plan is a line, then `go` once the gate opens (EOF if it does not);
+            // the helper may answer before it reads that (it failed, or has nothing to attach).
+            Some(gate) => {
+                stdin.write_all(b"\n").await.map_err(helper)?;
+                let open = async move {
+                    if gate.await {
+                        let _ = stdin.write_all(b"go\n").await;
+                    }
+                    drop(stdin);
+                };
+                let (read, ()) = tokio::join!(answer, open);
+                read
+            }
+        };
         match read {
             Ok(Ok(n)) if n > 0 => serde_json::from_str(&line).map_err(|_| {
                 RuntimeError::Failed(format!("unexpected answer from {what}: {line:?}"))
@@ -473,6 +490,7 @@ impl Runtime {
             .start_detached(
                 &["proxy", "--pid-file", pid_file_text],
                 plan,
+                None::<std::future::Ready<bool>>,
                 Duration::from_secs(30),
                 "the proxy forwarder",
             )
@@ -513,8 +531,14 @@ impl Runtime {
         let _ = std::fs::remove_file(self.proxy_pid_file(name, device));
     }
 
-    /// Start a container and record its init.
-    pub async fn start(&self, plan: &LaunchPlan) -> Result<Init, RuntimeError> {
+    /// Start a container and record its init. `gate` runs alongside: the helper attaches the
+    /// NICs it made to their bridges only once it has returned `true` (their filters are in
+    /// place); on `false` the start fails and nothing is attached.
+    pub async fn start(
+        &self,
+        plan: &LaunchPlan,
+        gate: impl std::future::Future<Output = bool>,
+    ) -> Result<Init, RuntimeError> {
         let _creating = self.parent_cgroups.read().await;
         let helper = |source| RuntimeError::Helper {
             path: self.shim.clone(),
@@ -534,6 +558,7 @@ impl Runtime {
             .start_detached(
                 &["start", "--bundle", &bundle, "--log", &log],
                 plan,
+                Some(gate),
                 Duration::from_secs(60),
                 "the container helper",
             )

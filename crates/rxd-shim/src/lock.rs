@@ -49,21 +49,28 @@ pub struct Executor {
     socket: Option<Arc<OwnedFd>>,
     /// Routes for the NICs (a routed NIC's default routes), set inside before the exec.
     routes: Arc<Vec<rxd_core::launch::NicRoute>>,
+    /// NICs the helper made inside (bridged NICs' veth ends), brought up with the loopback.
+    up: Arc<Vec<rxd_core::network::config::IfName>>,
 }
 
 impl Executor {
-    pub fn new(socket: Option<Arc<OwnedFd>>, routes: Vec<rxd_core::launch::NicRoute>) -> Self {
+    pub fn new(
+        socket: Option<Arc<OwnedFd>>,
+        routes: Vec<rxd_core::launch::NicRoute>,
+        up: Vec<rxd_core::network::config::IfName>,
+    ) -> Self {
         Executor {
             socket,
             routes: Arc::new(routes),
+            up: Arc::new(up),
         }
     }
 }
 
 impl libcontainer::workload::Executor for Executor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
-        loopback_up().map_err(|e| {
-            ExecutorError::Other(format!("bringing up the loopback interface: {e}"))
+        loopback_up(&self.up).map_err(|e| {
+            ExecutorError::Other(format!("bringing up the loopback interface and NICs: {e}"))
         })?;
         add_routes(&self.routes)
             .map_err(|e| ExecutorError::Other(format!("adding the NICs' routes: {e}")))?;
@@ -82,9 +89,15 @@ impl libcontainer::workload::Executor for Executor {
 
 /// `lo` up in the container's network namespace (the init is in it, with its capabilities in
 /// its user namespace), as LXC does: a service may bind 127.0.0.1 before any network is set up.
-fn loopback_up() -> rxd_network::Result<()> {
+/// Then the NICs `up` names.
+fn loopback_up(up: &[rxd_core::network::config::IfName]) -> rxd_network::Result<()> {
     let lo = rxd_core::network::config::IfName::parse("lo").expect("a valid interface name");
-    rxd_network::Netlink::open()?.set_up(&lo)
+    let mut nl = rxd_network::Netlink::open()?;
+    nl.set_up(&lo)?;
+    for link in up {
+        nl.set_up(link)?;
+    }
+    Ok(())
 }
 
 /// Each NIC's default route, its gateway reached on the link first.

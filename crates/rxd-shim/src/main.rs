@@ -3,8 +3,9 @@
 //! cleans up the cgroups and runtime state when the container ends), in its own session, so
 //! containers outlive a restart of `rxd`.
 //!
-//! Protocol with the daemon: `start` reads a [`LaunchPlan`] as JSON on stdin and writes one JSON
-//! line to stdout, `{"pid":N}` or `{"error":"..."}`, then lets go of stdin/stdout/stderr; `limits`
+//! Protocol with the daemon: `start` reads a [`LaunchPlan`] as one JSON line on stdin (then, if
+//! it has veth NICs to attach, a `go` line: see `nics.rs`) and writes one JSON line to stdout,
+//! `{"pid":N}` or `{"error":"..."}`, then lets go of stdin/stdout/stderr; `limits`
 //! reads one too, for a running container. The other
 //! commands print JSON (or nothing) and exit non-zero with a message on stderr on failure.
 //!
@@ -23,6 +24,7 @@ mod inject;
 mod limits;
 mod lock;
 mod lxcfs;
+mod nics;
 mod proxy;
 mod pty;
 mod spec;
@@ -37,7 +39,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use rxd_core::launch::LaunchPlan;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -190,7 +192,8 @@ fn main() {
                 other => other.context("kill"),
             }
         }),
-        Command::Limits { id } => read_plan().and_then(|plan| limits::apply(&cli.root, &id, &plan)),
+        Command::Limits { id } => read_plan(&mut std::io::stdin().lock())
+            .and_then(|plan| limits::apply(&cli.root, &id, &plan)),
         Command::Pause { id } => load(&cli.root, &id).and_then(|mut c| c.pause().context("pause")),
         Command::Resume { id } => {
             load(&cli.root, &id).and_then(|mut c| c.resume().context("resume"))
@@ -339,7 +342,7 @@ fn start(root: &Path, bundle: &Path, log: &Path) -> Result<()> {
     // Our stdout, duplicated close-on-exec: the only channel back to the daemon.
     let mut channel = File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
     let prepared = prepare(root, bundle, log);
-    let (plan, devnull, console) = match prepared {
+    let (plan, devnull, console, mut gate) = match prepared {
         Ok(p) => p,
         Err(e) => {
             report(&mut channel, serde_json::json!({"error": format!("{e:#}")}));
@@ -361,6 +364,7 @@ fn start(root: &Path, bundle: &Path, log: &Path) -> Result<()> {
         &devnull,
         &console,
         listener.as_ref().map(|_| socket.as_path()),
+        &mut gate,
     )
     .and_then(|pid| {
         // The console's master, handed over during the init's set-up.
@@ -388,20 +392,25 @@ fn start(root: &Path, bundle: &Path, log: &Path) -> Result<()> {
     }
 }
 
-/// The daemon's plan, as JSON on stdin.
-fn read_plan() -> Result<LaunchPlan> {
+/// The daemon's plan, one JSON line on `input`.
+fn read_plan(input: &mut impl BufRead) -> Result<LaunchPlan> {
     let mut text = String::new();
-    std::io::stdin()
+    input
         .take(MAX_PLAN)
-        .read_to_string(&mut text)
+        .read_line(&mut text)
         .context("reading the plan")?;
     serde_json::from_str(&text).context("parsing the plan")
 }
 
+/// What `start` keeps of the daemon's stdin once the plan is read: the NICs' go-ahead.
+type Gate = std::io::BufReader<File>;
+
 /// Read the plan, write the bundle, open the console log, and detach from the daemon's
-/// session and pipes.
-fn prepare(root: &Path, bundle: &Path, log: &Path) -> Result<(LaunchPlan, OwnedFd, OwnedFd)> {
-    let mut plan = read_plan()?;
+/// session and pipes (but for the rest of stdin, the gate).
+fn prepare(root: &Path, bundle: &Path, log: &Path) -> Result<(LaunchPlan, OwnedFd, OwnedFd, Gate)> {
+    let mut gate =
+        std::io::BufReader::new(File::from(std::io::stdin().as_fd().try_clone_to_owned()?));
+    let mut plan = read_plan(&mut gate)?;
     // Device numbers fixed now, so the cgroup rule and the node agree (and a missing node that
     // is not required is left out).
     let refused: Vec<PathBuf> = plan
@@ -495,7 +504,7 @@ fn prepare(root: &Path, bundle: &Path, log: &Path) -> Result<(LaunchPlan, OwnedF
     nix::unistd::dup2_stderr(&console)?;
     let _ = nix::unistd::setsid();
     nix::sys::prctl::set_child_subreaper(true)?;
-    Ok((plan, devnull, console))
+    Ok((plan, devnull, console, gate))
 }
 
 fn run(
@@ -505,6 +514,7 @@ fn run(
     devnull: &OwnedFd,
     console: &OwnedFd,
     console_socket: Option<&Path>,
+    gate: &mut Gate,
 ) -> Result<Pid> {
     let mut builder = ContainerBuilder::new(plan.name.clone(), SyscallType::default())
         .with_root_path(root)?
@@ -517,17 +527,19 @@ fn run(
     // namespace on it. A privileged container's root is the host's, for which nothing is locked.
     // Every init brings its loopback up and sets its NICs' routes before it execs.
     let routes: Vec<_> = plan.nics.iter().flat_map(|n| n.routes.clone()).collect();
+    let up = nics::inside_names(plan)?;
     let lock = match plan.idmap {
         Some(_) => {
             let (ours, theirs) = crate::pty::channel()?;
             builder = builder.with_executor(lock::Executor::new(
                 Some(std::sync::Arc::new(theirs)),
                 routes,
+                up,
             ));
             Some(ours)
         }
         None => {
-            builder = builder.with_executor(lock::Executor::new(None, routes));
+            builder = builder.with_executor(lock::Executor::new(None, routes, up));
             None
         }
     };
@@ -564,6 +576,8 @@ fn run(
         .pid()
         .map(|p| Pid::from_raw(p.as_raw()))
         .ok_or_else(|| anyhow::anyhow!("the runtime reported no init pid"))?;
+    // The veth pairs now, while the daemon may still be applying their filters.
+    nics::make(plan, pid)?;
     if let Some(map) = plan.idmap {
         // Before the init runs: its systemd makes sub-cgroups as soon as it starts.
         delegation::delegate(&plan.cgroup, map.uid, map.gid)
@@ -575,6 +589,7 @@ fn run(
     if let Some(socket) = lock {
         lock_mounts(root, pid, socket)?;
     }
+    nics::attach(plan, gate)?;
     container.start().context("starting the container")?;
     Ok(pid)
 }

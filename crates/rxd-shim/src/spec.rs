@@ -267,15 +267,17 @@ pub fn build(
         linux["sysctl"] = json!(plan.sysctl);
     }
     linux["namespaces"] = Value::Array(namespaces);
-    // libcontainer moves each into the new network namespace under its inside name and brings
-    // it up before the init execs (runtime-spec `netDevices`).
-    if !plan.nics.is_empty() {
-        let nics: serde_json::Map<String, Value> = plan
-            .nics
-            .iter()
-            .map(|n| (n.host.clone(), json!({"name": n.name})))
-            .collect();
-        linux["netDevices"] = Value::Object(nics);
+    // Links the daemon made: libcontainer moves each into the new network namespace under its
+    // inside name and brings it up before the init execs (runtime-spec `netDevices`). Veth
+    // pairs are made with their end inside by `nics.rs`.
+    let moved: serde_json::Map<String, Value> = plan
+        .nics
+        .iter()
+        .filter(|n| n.veth.is_none())
+        .map(|n| (n.host.clone(), json!({"name": n.name})))
+        .collect();
+    if !moved.is_empty() {
+        linux["netDevices"] = Value::Object(moved);
     }
     linux["resources"] = resources;
     linux["cgroupsPath"] = json!(plan.cgroup);
@@ -394,15 +396,35 @@ mod tests {
     }
 
     #[test]
-    fn nics_become_net_devices_renamed_inside() {
+    fn moved_nics_become_net_devices_renamed_inside_and_veths_do_not() {
         let mut p = plan(None);
         let s = build(&p, u64::MAX, &[], V2).unwrap();
         assert!(s.linux().as_ref().unwrap().net_devices().is_none());
-        p.nics = vec![rxd_core::launch::NicPlan {
-            host: "rxp0a1b2c3d".into(),
-            name: "eth0".into(),
+        let veth = rxd_core::launch::NicPlan {
+            host: "vethab12cd34".into(),
+            name: "eth1".into(),
             routes: Vec::new(),
-        }];
+            veth: Some(rxd_core::launch::NicVeth {
+                mac: "00:16:3e:00:00:01".into(),
+                mtu: 1500,
+                ingress: None,
+                egress: None,
+                bridge: "br0".into(),
+                isolated: false,
+            }),
+        };
+        p.nics = vec![veth.clone()];
+        let s = build(&p, u64::MAX, &[], V2).unwrap();
+        assert!(s.linux().as_ref().unwrap().net_devices().is_none());
+        p.nics = vec![
+            rxd_core::launch::NicPlan {
+                host: "rxp0a1b2c3d".into(),
+                name: "eth0".into(),
+                routes: Vec::new(),
+                veth: None,
+            },
+            veth,
+        ];
         let s = build(&p, u64::MAX, &[], V2).unwrap();
         let nets = s.linux().as_ref().unwrap().net_devices().clone().unwrap();
         assert_eq!(nets.len(), 1);

@@ -340,12 +340,17 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
         crate::service::nics::abandon(d, name, nics).await;
         return Err(e);
     }
-    // The container starts while its NICs' filters are applied; a NIC joins its bridge only
-    // once they are (until then the container's end has no carrier).
-    let (started, activated) = tokio::join!(
-        d.runtime.start(&plan),
-        crate::service::nics::activate(d, &nics)
-    );
+    // The container starts while its NICs' filters are applied; the container helper makes
+    // their veth pairs meanwhile, and a NIC joins its bridge only once the filters are in
+    // place (the helper waits for that before the init runs).
+    let mut activated = Ok(());
+    let started = d
+        .runtime
+        .start(&plan, async {
+            activated = crate::service::nics::activate(d, &nics).await;
+            activated.is_ok()
+        })
+        .await;
     let init = match (started, activated) {
         (Ok(init), Ok(())) => init,
         (Ok(_), Err(e)) => {
@@ -353,7 +358,11 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
             crate::service::nics::abandon(d, name, nics).await;
             return Err(e);
         }
-        (Err(e), _) => {
+        (Err(_), Err(e)) => {
+            crate::service::nics::abandon(d, name, nics).await;
+            return Err(e);
+        }
+        (Err(e), Ok(())) => {
             crate::service::nics::abandon(d, name, nics).await;
             return Err(e.into());
         }

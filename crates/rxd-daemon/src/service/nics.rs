@@ -1,14 +1,15 @@
 //! NICs below HTTP: as a container starts, each `nic` device on a bridge gets its MAC, its
 //! inside name, an address reservation on a managed network (the store is the source of truth;
-//! dnsmasq's hosts files are rendered from it), a veth pair whose host end joins the bridge and
-//! whose other end the container helper moves in, and its filters; as it stops, the filters
-//! go (the veth dies with the container's network namespace).
+//! dnsmasq's hosts files are rendered from it), its filters, and a veth pair planned here and
+//! made by the container helper with its container end already inside (on hot-plug, made here
+//! the same way), whose host end joins the bridge once the filters are in place; as it stops,
+//! the filters go (the veth dies with the container's network namespace).
 
 use crate::error::{ApiError, ApiResult};
 use crate::service::networks::{self, hosts_files, network_dir};
 use crate::state::Daemon;
 use rxd_core::devices::{Device, Devices};
-use rxd_core::launch::NicPlan;
+use rxd_core::launch::{NicPlan, NicVeth};
 use rxd_core::name::InstanceKey;
 use rxd_core::network::config::{BridgeConfig, Family, FamilyConfig, IfName};
 use rxd_core::network::{mac, nft};
@@ -19,8 +20,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 type Config = BTreeMap<String, String>;
 
-/// What a start made of its NICs: the plans for the container helper, and the host ends to
-/// delete if the start goes no further.
+/// What a start planned of its NICs: the plans for the container helper, and the host ends
+/// to delete if the start goes no further (the helper may have made them).
 #[derive(Default)]
 pub struct Prepared {
     pub plans: Vec<NicPlan>,
@@ -29,7 +30,7 @@ pub struct Prepared {
     pending: Vec<Pending>,
 }
 
-/// A host end made but not yet a port of its bridge.
+/// A host end not yet a port of its bridge.
 #[derive(Clone)]
 struct Pending {
     host: IfName,
@@ -335,9 +336,10 @@ pub async fn prepare(
     Ok(prepared)
 }
 
-/// The NICs `prepare` made, switched on: the firewall with their filters applied, then their
-/// host ends attached to their bridges and up (before that, nothing the container sends
-/// reaches a bridge). Runs alongside the container's start; an error leaves them detached.
+/// The firewall with the filters of the NICs `prepare` planned applied. Runs alongside the
+/// container's start: the container helper makes their veth pairs meanwhile, and attaches
+/// their host ends to their bridges only once this returned `Ok` (before that, nothing the
+/// container sends reaches a bridge).
 pub async fn activate(d: &Daemon, prepared: &Prepared) -> ApiResult<()> {
     if prepared.pending.is_empty() {
         return Ok(());
@@ -345,8 +347,7 @@ pub async fn activate(d: &Daemon, prepared: &Prepared) -> ApiResult<()> {
     let _guard = d.networks.lock.lock().await;
     networks::apply_firewall(d)
         .await
-        .map_err(|e| bad(format!("The NICs' filters could not be applied: {e}")))?;
-    attach(prepared.pending.clone()).await
+        .map_err(|e| bad(format!("The NICs' filters could not be applied: {e}")))
 }
 
 /// Host ends attached to their bridges (port isolation set), up.
@@ -354,11 +355,7 @@ async fn attach(pending: Vec<Pending>) -> ApiResult<()> {
     tokio::task::spawn_blocking(move || -> rxd_network::Result<()> {
         let mut nl = Netlink::open()?;
         for p in pending {
-            nl.set_master(&p.host, &p.bridge)?;
-            if p.isolated {
-                nl.set_port_isolated(&p.host, true)?;
-            }
-            nl.set_up(&p.host)?;
+            rxd_network::join_bridge(&mut nl, &p.host, &p.bridge, p.isolated)?;
         }
         Ok(())
     })
@@ -381,7 +378,10 @@ async fn prepare_all(
         let wired = wire(d, key, devices, dev, config, managed, &mut taken).await?;
         prepared.hosts.push(wired.host);
         prepared.plans.push(wired.plan);
-        prepared.pending.extend(wired.pending);
+        // The helper attaches every bridged NIC; those on managed bridges wait for their filters.
+        if wired.network.is_some() {
+            prepared.pending.extend(wired.pending);
+        }
         entries.extend(wired.network.zip(wired.hosts));
     }
     // The NICs' names and addresses to dnsmasq.
@@ -435,7 +435,8 @@ struct Wired {
 }
 
 /// NIC `dev` of `devices` on the host side: MAC, inside name (`taken`: the names other NICs
-/// have), reservation, veth pair, filters; `config` gets its `volatile.<dev>.*` keys. On an
+/// have), reservation, filters, and a bridged NIC's veth pair planned (macvlan, p2p and routed
+/// links are made here, to be moved in); `config` gets its `volatile.<dev>.*` keys. On an
 /// error nothing of it is left but its reservation.
 async fn wire(
     d: &Daemon,
@@ -489,7 +490,6 @@ async fn wire(
         Some(h) => IfName::parse(h).map_err(|e| bad(format!("Device {dev:?}: host_name: {e}")))?,
         None => random_ifname(),
     };
-    let peer = random_ifname();
     let mtu = match set(device, "mtu") {
         Some(m) => m
             .parse::<u32>()
@@ -524,27 +524,13 @@ async fn wire(
         _ => None,
     };
     let isolated = flag(device, "security.port_isolation", false);
-    let (h, p, b) = (host.clone(), peer.clone(), bridge_if.clone());
     // Egress on a managed network is policed by its filter chains (`NicRules`), not by tc.
-    let limits = match row {
+    let (ingress, egress) = match row {
         Some(_) => (limits(device).0, None),
         None => limits(device),
     };
-    // On a managed bridge the host end waits for its filters (`activate`); on a host bridge,
-    // which rxd does not filter, it joins at once.
-    let attach_now = row.is_none();
-    tokio::task::spawn_blocking(move || {
-        veth(
-            &h,
-            &p,
-            mac,
-            mtu,
-            limits,
-            attach_now.then_some((&b, isolated)),
-        )
-    })
-    .await?
-    .map_err(|e| bad(format!("Device {dev:?}: {e}")))?;
+    // The pair is made where the container's end belongs (`materialize`, or the container
+    // helper at start); its host end joins the bridge only after the firewall is applied.
     config.insert(format!("volatile.{dev}.host_name"), host.to_string());
     if let (Some(t), Some(r)) = (&typed, &reservation) {
         let rules = rules(key, dev, device, &host, mac, r, t);
@@ -556,13 +542,21 @@ async fn wire(
     }
     Ok(Wired {
         plan: NicPlan {
-            host: peer.to_string(),
+            host: host.to_string(),
             name,
             routes: Vec::new(),
+            veth: Some(NicVeth {
+                mac: mac.to_string(),
+                mtu,
+                ingress,
+                egress,
+                bridge: bridge_if.to_string(),
+                isolated,
+            }),
         },
         host: host.clone(),
         network: row.map(|r| r.name.clone()),
-        pending: row.map(|_| Pending {
+        pending: Some(Pending {
             host: host.clone(),
             bridge: bridge_if.clone(),
             isolated,
@@ -648,6 +642,7 @@ async fn wire_plain(
                 host: peer.to_string(),
                 name,
                 routes: Vec::new(),
+                veth: None,
             },
             host: peer,
             network: None,
@@ -760,6 +755,7 @@ async fn wire_plain(
             host: peer.to_string(),
             name,
             routes: gateways,
+            veth: None,
         },
         host,
         network: None,
@@ -858,15 +854,20 @@ pub async fn hotplug(
             moved_macvlans.extend(IfName::parse(&wired.plan.name).ok());
         }
         let ns = netns.try_clone().map_err(ApiError::internal)?;
-        let (peer, name) = (wired.plan.host.clone(), wired.plan.name.clone());
+        let plan = wired.plan.clone();
         let moved = tokio::task::spawn_blocking(move || -> rxd_network::Result<()> {
-            let peer = IfName::parse(&peer).expect("made from a checked name");
-            let name = IfName::parse(&name).expect("checked by wire");
+            let ns = std::os::fd::AsFd::as_fd(&ns);
+            let name = IfName::parse(&plan.name).expect("checked by wire");
             let mut nl = Netlink::open()?;
-            nl.move_to_netns(&peer, std::os::fd::AsFd::as_fd(&ns), &name)?;
-            rxd_network::in_netns(std::os::fd::AsFd::as_fd(&ns), move || {
-                Netlink::open()?.set_up(&name)
-            })?
+            match &plan.veth {
+                // A bridged NIC's pair, its container end made inside.
+                Some(v) => materialize(&mut nl, &plan.host, &plan.name, v, ns)?,
+                None => {
+                    let peer = IfName::parse(&plan.host).expect("made from a checked name");
+                    nl.move_to_netns(&peer, ns, &name)?;
+                }
+            }
+            rxd_network::in_netns(ns, move || Netlink::open()?.set_up(&name))?
         })
         .await?;
         if let Err(e) = moved {
@@ -952,41 +953,30 @@ fn forget_device(d: &Daemon, key: &InstanceKey, dev: &str) {
         .remove(&(key.to_string(), dev.to_owned()));
 }
 
-/// The veth pair: `peer` (for the container) with the NIC's MAC; `host` with no IPv6 of its
-/// own, no router advertisements taken and its limits; with `attach_now`, already a port of
-/// that bridge (isolated or not) and up, else left down for `activate`.
-fn veth(
-    host: &IfName,
-    peer: &IfName,
-    mac: mac::Mac,
-    mtu: u32,
-    (ingress, egress): (Option<u64>, Option<u64>),
-    attach_now: Option<(&IfName, bool)>,
+/// A bridged NIC's veth pair as `wire` planned it, its container end made as `name` in
+/// network namespace `netns`; the host end `host` left down, off its bridge.
+fn materialize(
+    nl: &mut Netlink,
+    host: &str,
+    name: &str,
+    v: &NicVeth,
+    netns: std::os::fd::BorrowedFd<'_>,
 ) -> rxd_network::Result<()> {
-    let mut nl = Netlink::open()?;
-    nl.create_veth(host, peer, mac, mtu)?;
-    let rest = (|| {
-        if std::path::Path::new("/proc/sys/net/ipv6/conf")
-            .join(host.as_str())
-            .exists()
-        {
-            rxd_network::set_iface_sysctl(host, IfaceSysctl::Ipv6DisableIpv6, 1)?;
-            rxd_network::set_iface_sysctl(host, IfaceSysctl::Ipv6AcceptRa, 0)?;
-        }
-        rxd_network::tc::set_limits(host, ingress, egress)?;
-        if let Some((bridge, isolated)) = attach_now {
-            nl.set_master(host, bridge)?;
-            if isolated {
-                nl.set_port_isolated(host, true)?;
-            }
-            nl.set_up(host)?;
-        }
-        Ok(())
-    })();
-    if rest.is_err() {
-        let _ = nl.delete_link(host);
-    }
-    rest
+    let host = IfName::parse(host).expect("made from a checked name");
+    let name = IfName::parse(name).expect("checked by wire");
+    let mac: mac::Mac = v.mac.parse().expect("made from a MAC");
+    rxd_network::make_veth(
+        nl,
+        &rxd_network::Veth {
+            host: &host,
+            peer: &name,
+            mac,
+            mtu: v.mtu,
+            ingress: v.ingress,
+            egress: v.egress,
+            peer_netns: Some(netns),
+        },
+    )
 }
 
 /// Deletes links by name inside a container's network namespace.
