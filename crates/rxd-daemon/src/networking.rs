@@ -23,9 +23,23 @@ pub struct Networks {
     /// The DNAT rules of running containers' `nat=true` proxy devices, by instance key and
     /// device (`service::proxy_nat`).
     pub proxies: Mutex<BTreeMap<(String, String), nft::ProxyNat>>,
+    /// Whether the last whole ruleset applied is in place (NICs' chains may be added to it).
+    firewall_whole: std::sync::atomic::AtomicBool,
 }
 
 impl Networks {
+    /// Whether the firewall holds the whole ruleset last applied (and the NICs' chains added
+    /// to it since).
+    pub fn firewall_whole(&self) -> bool {
+        self.firewall_whole
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn set_firewall_whole(&self, whole: bool) {
+        self.firewall_whole
+            .store(whole, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Why `name` is unusable, if its last set-up failed.
     pub fn error(&self, name: &str) -> Option<String> {
         self.errors

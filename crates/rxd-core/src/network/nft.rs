@@ -757,6 +757,28 @@ pub fn ruleset(r: &Ruleset) -> Value {
     json!({ "nftables": cmds })
 }
 
+/// NICs' chains added to a ruleset [`ruleset`] made without them, nothing else touched: the
+/// bridge table declared, each chain declared, emptied (one left from an earlier run gets
+/// its rules replaced) and filled. The kernel adds base chains quickly; replacing the whole
+/// ruleset, which deletes every base chain, waits for RCU grace periods (tens of ms).
+pub fn nics_added(nics: &[NicRules]) -> Value {
+    let mut cmds = vec![json!({"add": {"table": table("bridge")}})];
+    for nic in nics {
+        let mut chains = Vec::new();
+        nic_commands(nic, &mut chains);
+        for cmd in chains {
+            let declared = cmd["add"]["chain"]["name"].as_str().map(str::to_owned);
+            cmds.push(cmd);
+            if let Some(name) = declared {
+                cmds.push(
+                    json!({"flush": {"chain": {"family": "bridge", "table": TABLE, "name": name}}}),
+                );
+            }
+        }
+    }
+    json!({ "nftables": cmds })
+}
+
 /// Both tables removed (the declaration first, so deleting a table that is not there succeeds).
 pub fn teardown() -> Value {
     let mut cmds = Vec::new();
@@ -821,6 +843,54 @@ mod tests {
             target.parse().unwrap(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn nics_added_declare_empty_and_fill_their_chains_and_touch_nothing_else() {
+        let a = nic("default", "c1", "eth0", Some(&["10.97.0.2/32"]), None);
+        let b = nic("p", "c2", "eth1", Some(&["10.97.0.3/32"]), Some(&[]));
+        let v = nics_added(&[a.clone(), b.clone()]);
+        let cmds = v["nftables"].as_array().unwrap();
+        assert_eq!(
+            cmds[0],
+            json!({"add": {"table": {"family": "bridge", "name": "rxd"}}})
+        );
+        // Nothing deleted, no other table or chain named.
+        for c in cmds {
+            let (verb, body) = c.as_object().unwrap().iter().next().unwrap();
+            assert!(verb == "add" || verb == "flush", "{c}");
+            let object = body.as_object().unwrap().values().next().unwrap();
+            assert_eq!(object["family"], "bridge", "{c}");
+        }
+        // Each chain of the full ruleset's for these NICs, declared, flushed at once, then its
+        // rules, as the full ruleset has them.
+        let full = ruleset(&Ruleset {
+            nics: vec![a.clone(), b.clone()],
+            ..Ruleset::default()
+        });
+        let full: Vec<&Value> = full["nftables"].as_array().unwrap()[6..].iter().collect();
+        let without_flushes: Vec<&Value> = cmds[1..]
+            .iter()
+            .filter(|c| c.get("flush").is_none())
+            .collect();
+        assert_eq!(without_flushes, full);
+        let mut names = Vec::new();
+        for (i, c) in cmds.iter().enumerate() {
+            if let Some(name) = c["add"]["chain"]["name"].as_str() {
+                assert_eq!(
+                    cmds[i + 1],
+                    json!({"flush": {"chain": {"family": "bridge", "table": "rxd", "name": name}}})
+                );
+                names.push(name.to_owned());
+            }
+        }
+        let mut want: Vec<String> = [&a, &b]
+            .iter()
+            .flat_map(|n| [nic_chain_name("in", n), nic_chain_name("fwd", n)])
+            .collect();
+        want.sort();
+        names.sort();
+        assert_eq!(names, want);
     }
 
     #[test]

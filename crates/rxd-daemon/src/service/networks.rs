@@ -726,6 +726,7 @@ pub async fn apply_firewall(d: &Daemon) -> Result<(), String> {
         }
     })
     .await;
+    d.networks.set_firewall_whole(matches!(result, Ok(Ok(()))));
     match result {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
@@ -741,6 +742,26 @@ pub async fn apply_firewall(d: &Daemon) -> Result<(), String> {
             Err(e.to_string())
         }
     }
+}
+
+/// The chains of NICs `nics` (already among the running NICs' filters) added to the firewall
+/// in place, when it holds the whole ruleset without them: far quicker than applying the whole
+/// ruleset again, which deletes and re-adds every base chain. Otherwise, or when that fails,
+/// the whole ruleset is applied. Call it with the networks lock held.
+pub async fn add_nic_filters(d: &Daemon, nics: Vec<nft::NicRules>) -> Result<(), String> {
+    if !nics.is_empty() && d.networks.firewall_whole() {
+        let cmds = nft::nics_added(&nics);
+        let added =
+            tokio::task::spawn_blocking(move || rxd_network::firewall::apply(&cmds, None)).await;
+        match added {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "NICs' filters not added in place: applying the whole ruleset")
+            }
+            Err(e) => tracing::warn!(error = %e, "firewall task failed"),
+        }
+    }
+    apply_firewall(d).await
 }
 
 /// At daemon start, before instances are recovered or started: every network set up again

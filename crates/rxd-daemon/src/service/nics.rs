@@ -28,6 +28,8 @@ pub struct Prepared {
     hosts: Vec<IfName>,
     /// Host ends on managed bridges, attached only once their filters are in place.
     pending: Vec<Pending>,
+    /// Their filters.
+    rules: Vec<nft::NicRules>,
 }
 
 /// A host end not yet a port of its bridge.
@@ -333,6 +335,16 @@ pub async fn prepare(
         forget(d, key);
         return Err(e);
     }
+    let key = key.to_string();
+    prepared.rules = d
+        .networks
+        .nics
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|((k, _), _)| *k == key)
+        .map(|(_, rules)| rules.clone())
+        .collect();
     Ok(prepared)
 }
 
@@ -345,7 +357,7 @@ pub async fn activate(d: &Daemon, prepared: &Prepared) -> ApiResult<()> {
         return Ok(());
     }
     let _guard = d.networks.lock.lock().await;
-    networks::apply_firewall(d)
+    networks::add_nic_filters(d, prepared.rules.clone())
         .await
         .map_err(|e| bad(format!("The NICs' filters could not be applied: {e}")))
 }
