@@ -367,6 +367,75 @@ async fn instances_move_between_projects_confined_there() {
     assert!(taken.contains("already exists"), "{taken}");
     assert!(containers.join("dup/rootfs").is_dir() && containers.join("q_dup/rootfs").is_dir());
 
+    // Between two projects that both use the default project's volumes, an instance takes its
+    // (unshared) volume along: it is the same instance, not a second user of the volume; a
+    // second instance still may not attach it.
+    for p in ["vp1", "vp2"] {
+        s.ok(&[
+            "project",
+            "create",
+            p,
+            "-c",
+            "features.storage.volumes=false",
+        ]);
+        s.ok(&[
+            "profile",
+            "device",
+            "add",
+            "default",
+            "root",
+            "disk",
+            "path=/",
+            "pool=default",
+            "--project",
+            p,
+        ]);
+    }
+    s.ok(&["storage", "volume", "create", "default", "data"]);
+    let image = s.image();
+    s.ok(&[
+        "image",
+        "import",
+        image.to_str().unwrap(),
+        "--alias",
+        "bb",
+        "--project",
+        "vp1",
+    ]);
+    s.ok(&["init", "bb", "v1", "--project", "vp1"]);
+    s.ok(&[
+        "config",
+        "device",
+        "add",
+        "v1",
+        "data",
+        "disk",
+        "pool=default",
+        "source=data",
+        "path=/mnt",
+        "--project",
+        "vp1",
+    ]);
+    s.ok(&["snapshot", "v1", "s0", "--project", "vp1"]);
+    s.ok(&["move", "v1", "--project", "vp1", "--target-project", "vp2"]);
+    let moved = s.get("/1.0/instances/v1?project=vp2").await;
+    assert_eq!(moved["devices"]["data"]["source"], "data", "{moved}");
+    s.ok(&["init", "bb", "v2", "--project", "vp1"]);
+    let second = s.fails(&[
+        "config",
+        "device",
+        "add",
+        "v2",
+        "data",
+        "disk",
+        "pool=default",
+        "source=data",
+        "path=/mnt",
+        "--project",
+        "vp1",
+    ]);
+    assert!(second.contains("already attached"), "{second}");
+
     // Debian's lxc moves it back.
     s.d.enable_https().await;
     s.ok(&["config", "set", "core.trust_password", "s3cret"]);

@@ -43,6 +43,20 @@ pub async fn confine(
     config: &BTreeMap<String, String>,
     devices: &rxd_core::devices::Devices,
 ) -> ApiResult<()> {
+    confine_moving(d, caller, project, instance, None, config, devices).await
+}
+
+/// [`confine`] for an instance that is `from` (project, name) until it moves: the volumes it
+/// has attached there are not another instance's.
+pub async fn confine_moving(
+    d: &Daemon,
+    caller: &Caller,
+    project: &str,
+    instance: &str,
+    from: Option<(&str, &str)>,
+    config: &BTreeMap<String, String>,
+    devices: &rxd_core::devices::Devices,
+) -> ApiResult<()> {
     let p = d
         .project(project)
         .ok_or_else(|| ApiError::NotFound(crate::error::PROJECT_NOT_FOUND.into()))?;
@@ -52,7 +66,7 @@ pub async fn confine(
             ApiError::from(v)
         })?;
     crate::service::devices::check_sources(d, project, devices)?;
-    crate::service::volumes::check_attach(d, caller, project, instance, devices).await
+    crate::service::volumes::check_attach(d, caller, project, instance, from, devices).await
 }
 
 /// The bound on `project`'s isolated ids for this caller (`rxd_core::idmap::project_limit`).

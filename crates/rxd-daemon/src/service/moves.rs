@@ -9,7 +9,7 @@
 
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::service::instances::{confine, Keyed};
+use crate::service::instances::{confine, confine_moving, Keyed};
 use crate::service::{expand, layout, pools};
 use crate::state::Daemon;
 use rxd_store::InstanceRow;
@@ -249,11 +249,13 @@ pub async fn to_project(
         expanded = expand::expand_with(&known, &row.profiles, &config, &devices);
     }
     expand::check_devices(&expanded.devices)?;
-    confine(
+    let from = Some((row.project.as_str(), row.name.as_str()));
+    confine_moving(
         d,
         caller,
         project,
         name,
+        from,
         &expanded.config,
         &expanded.devices,
     )
@@ -276,7 +278,7 @@ pub async fn to_project(
             &snap_config,
             &expand::devices_of(&snap.devices),
         );
-        confine(d, caller, project, name, &e.config, &e.devices)
+        confine_moving(d, caller, project, name, from, &e.config, &e.devices)
             .await
             .map_err(|e| match e {
                 ApiError::Forbidden(m) => {

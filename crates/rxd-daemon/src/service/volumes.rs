@@ -1111,13 +1111,15 @@ pub async fn state(d: &Daemon, row: &VolumeRow) -> ApiResult<Option<StorageVolum
 
 /// The volume disks among an instance's expanded `devices`, checked: each names a volume of the
 /// instance's project in a pool this server has, and one not attached to another instance
-/// unless it is `security.shared`. `instance` is the one being made or changed. Part of
-/// `instances::confine`'s device check.
+/// unless it is `security.shared`. `instance` is the one being made or changed (`from`, its
+/// project and name before a move, is the same one). Part of `instances::confine`'s device
+/// check.
 pub async fn check_attach(
     d: &Daemon,
     caller: &Caller,
     project: &str,
     instance: &str,
+    from: Option<(&str, &str)>,
     devices: &Devices,
 ) -> ApiResult<()> {
     let disks = rxd_core::devices::volume_disks(devices);
@@ -1161,11 +1163,10 @@ pub async fn check_attach(
             continue;
         }
         let users = users(d, &disk.pool, &home, &disk.volume).await?;
-        if let Some((p, other)) = users
-            .instances
-            .iter()
-            .find(|(p, n)| !(p == project && n == instance))
-        {
+        if let Some((p, other)) = users.instances.iter().find(|(p, n)| {
+            !(p == project && n == instance)
+                && from.is_none_or(|(fp, fname)| !(p == fp && n == fname))
+        }) {
             let other = if caller.can_view(p) {
                 format!("instance {other:?}")
             } else {
