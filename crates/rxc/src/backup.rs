@@ -53,13 +53,26 @@ pub async fn export(
         .map(|b| b.split('?').next().unwrap_or(b).to_owned())
         .ok_or_else(|| anyhow!("the server named no backup"))?;
     let path = format!("{base}/{backup}");
-    let (report, bar) = crate::output::download_bar("Exporting the backup".into());
-    let reply = conn
-        .client
-        .download(&format!("{path}/export"), report)
-        .await;
-    crate::output::download_done(&bar);
+    let out = file.unwrap_or("backup.tar.gz");
+    // Every file of the instance, /etc/shadow among them: its owner's alone. Written as it
+    // downloads (a backup may be far larger than this client's memory).
+    let opened = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(out)
+        .await
+        .map_err(|e| anyhow!("{out}: {e}"));
+    let written = opened.is_ok();
     let result = async {
+        let sink: rxd_client::Sink = tokio::sync::Mutex::new(opened?);
+        let (report, bar) = crate::output::download_bar("Exporting the backup".into());
+        let reply = conn
+            .client
+            .download_to(&format!("{path}/export"), &sink, report)
+            .await;
+        crate::output::download_done(&bar);
         let reply = reply.map_err(|e| conn.explain(e))?;
         if reply.status != 200 {
             let err = reply
@@ -68,21 +81,17 @@ pub async fn export(
                 .unwrap_or_else(|_| format!("HTTP {}", reply.status));
             bail!("{err}");
         }
-        let out = file.unwrap_or("backup.tar.gz");
-        // Every file of the instance, /etc/shadow among them: its owner's alone.
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(out)
-            .and_then(|mut f| f.write_all(&reply.body))
+        sink.into_inner()
+            .sync_all()
+            .await
             .map_err(|e| anyhow!("{out}: {e}"))?;
         Ok(())
     }
     .await;
+    if result.is_err() && written {
+        // No partial backup left to be mistaken for a whole one.
+        let _ = std::fs::remove_file(out);
+    }
     // Deleted on the server whatever happened here.
     if let Ok(op) = conn.call_as::<Operation>(Method::DELETE, &path).await {
         let _ = wait(&conn, &op).await;

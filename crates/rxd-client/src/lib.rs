@@ -12,6 +12,8 @@ pub use http::Method;
 
 /// What a download reports as its reply arrives: bytes so far, and the length if known.
 pub type Received = Arc<dyn Fn(u64, Option<u64>) + Send + Sync>;
+/// Where [`Client::download_to`] writes a successful reply's body.
+pub type Sink = tokio::sync::Mutex<tokio::fs::File>;
 use http::{HeaderMap, Request};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -316,7 +318,7 @@ impl Client {
                 .map_err(|never| match never {})
                 .boxed()
         };
-        self.exchange(method, path, headers, content_type, make, true, None)
+        self.exchange(method, path, headers, content_type, make, true, None, None)
             .await
     }
 
@@ -332,8 +334,43 @@ impl Client {
                 .map_err(|never| match never {})
                 .boxed()
         };
-        self.exchange(Method::GET, path, &[], None, make, true, Some(&progress))
-            .await
+        self.exchange(
+            Method::GET,
+            path,
+            &[],
+            None,
+            make,
+            true,
+            Some(&progress),
+            None,
+        )
+        .await
+    }
+
+    /// [`Client::download`], a successful reply's body written to `to` as it arrives rather
+    /// than kept (the reply's `body` is then empty); any other reply is kept whole, as ever.
+    pub async fn download_to(
+        &self,
+        path: &str,
+        to: &Sink,
+        progress: Arc<dyn Fn(u64, Option<u64>) + Send + Sync>,
+    ) -> Result<Reply, ClientError> {
+        let make = || {
+            Full::new(Bytes::new())
+                .map_err(|never| match never {})
+                .boxed()
+        };
+        self.exchange(
+            Method::GET,
+            path,
+            &[],
+            None,
+            make,
+            true,
+            Some(&progress),
+            Some(to),
+        )
+        .await
     }
 
     /// Upload a split image (metadata and root filesystem files) as LXD's clients do, in one
@@ -390,6 +427,7 @@ impl Client {
             make,
             false,
             None,
+            None,
         )
         .await
     }
@@ -433,6 +471,7 @@ impl Client {
             make,
             false,
             None,
+            None,
         )
         .await
     }
@@ -449,10 +488,19 @@ impl Client {
         make_body: impl Fn() -> ReqBody,
         repeatable: bool,
         received: Option<&Received>,
+        sink: Option<&Sink>,
     ) -> Result<Reply, ClientError> {
         let Some(login) = self.candid.clone() else {
             return self
-                .exchange_once(method, path, headers, content_type, &make_body, received)
+                .exchange_once(
+                    method,
+                    path,
+                    headers,
+                    content_type,
+                    &make_body,
+                    received,
+                    sink,
+                )
                 .await;
         };
         let mut logged_in = false;
@@ -471,6 +519,7 @@ impl Client {
                     content_type,
                     &make_body,
                     received,
+                    sink,
                 )
                 .await?;
             let Some(challenge) = candid::challenge(&reply) else {
@@ -487,6 +536,7 @@ impl Client {
         }
     }
 
+    #[allow(clippy::too_many_arguments)] // private: each caller names every part
     async fn exchange_once(
         &self,
         method: Method,
@@ -495,6 +545,7 @@ impl Client {
         content_type: Option<&str>,
         make_body: &impl Fn() -> ReqBody,
         received: Option<&Received>,
+        sink: Option<&Sink>,
     ) -> Result<Reply, ClientError> {
         let path = self.scoped(path);
         let mut guard = self.conn.lock().await;
@@ -533,15 +584,35 @@ impl Client {
                         .headers
                         .get(http::header::CONTENT_LENGTH)
                         .and_then(|v| v.to_str().ok()?.parse().ok());
+                    // A success's body goes to the sink, if any, as it comes; anything else
+                    // (an error envelope) is kept.
+                    let mut file = match sink {
+                        Some(sink) if parts.status.is_success() => Some(sink.lock().await),
+                        _ => None,
+                    };
                     let mut all = bytes::BytesMut::new();
+                    let mut seen = 0u64;
                     while let Some(frame) = body.frame().await {
                         let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
                         if let Ok(data) = frame.into_data() {
-                            all.extend_from_slice(&data);
+                            seen += data.len() as u64;
+                            match file.as_mut() {
+                                Some(f) => {
+                                    tokio::io::AsyncWriteExt::write_all(&mut **f, &data)
+                                        .await
+                                        .map_err(|e| ClientError::Http(format!("writing: {e}")))?;
+                                }
+                                None => all.extend_from_slice(&data),
+                            }
                             if let Some(report) = received {
-                                report(all.len() as u64, length);
+                                report(seen, length);
                             }
                         }
+                    }
+                    if let Some(f) = file.as_mut() {
+                        tokio::io::AsyncWriteExt::flush(&mut **f)
+                            .await
+                            .map_err(|e| ClientError::Http(format!("writing: {e}")))?;
                     }
                     let body = all.freeze();
                     return Ok(Reply {
