@@ -253,6 +253,30 @@ async fn containers_on_a_managed_bridge_get_addresses_names_nat_and_filtering() 
             "a link other than {host_end} came or went: {events:#?}"
         );
     }
+    // A ruleset flushed behind rxd's back (a host firewall service restarting): the next
+    // start puts back the whole of rxd's, every NIC's filters and the bridge's NAT with it,
+    // not only its own chains.
+    let flushed = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.name(Ns::Rxd),
+            "nft",
+            "flush",
+            "ruleset",
+        ])
+        .status()
+        .unwrap();
+    assert!(flushed.success());
+    s.ok(&["launch", "bb", "c9"]);
+    let rules = nft_rxd(&lab);
+    assert!(
+        rules.contains("chain in.c1.eth0")
+            && rules.contains("chain in.c9.eth0")
+            && rules.contains("masquerade"),
+        "{rules}"
+    );
+    s.ok(&["delete", "-f", "c9"]);
     assert!(a1.starts_with("10.99.0.") && a2.starts_with("10.99.0.") && a1 != a2);
     let state = s.state("c1").await;
     let eth0 = &state["network"]["eth0"];

@@ -70,6 +70,9 @@ pub struct LaunchPlan {
     pub nics: Vec<NicPlan>,
 }
 
+/// The largest plan the container helper reads (as one JSON line).
+pub const MAX_PLAN: u64 = 64 * 1024;
+
 /// One NIC of a starting container.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

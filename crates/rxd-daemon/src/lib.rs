@@ -172,7 +172,8 @@ pub async fn run(
     if has_networks {
         service::nics::recover(&daemon).await;
         service::proxy_nat::recover(&daemon).await;
-        service::networks::rebuild_firewall(&daemon).await;
+        let guard = daemon.networks.lock.lock().await;
+        service::networks::rebuild_firewall(&daemon, &guard).await;
     }
     service::images::prune(&daemon).await;
     daemon

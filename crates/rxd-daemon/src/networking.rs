@@ -6,6 +6,9 @@ use rxd_network::dnsmasq::Dnsmasq;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+/// Proof that the caller holds [`Networks::lock`] (the firewall is only ever changed under it).
+pub type Held<'a> = tokio::sync::MutexGuard<'a, ()>;
+
 /// What the daemon keeps about its managed networks besides their rows.
 #[derive(Default)]
 pub struct Networks {
@@ -69,6 +72,15 @@ impl Networks {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.to_owned(), dnsmasq);
+    }
+
+    /// Whether a network's dnsmasq is one whose start is still to be confirmed.
+    pub fn dnsmasq_unconfirmed(&self, name: &str) -> bool {
+        self.dnsmasq
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .is_some_and(|d| !d.confirmed())
     }
 
     /// Signals a network's dnsmasq to read its hosts files again.

@@ -60,6 +60,9 @@ pub struct Dnsmasq {
     child: Option<Child>,
     /// When this process spawned it, and where its log then ended (for [`Dnsmasq::confirm`]).
     spawned: Option<(Instant, PathBuf, u64)>,
+    /// A reload asked for before [`Dnsmasq::confirm`]: sent by it (a SIGHUP before dnsmasq has
+    /// its handler, or to `setsid` before it execs, would end the process).
+    reload_pending: std::sync::atomic::AtomicBool,
 }
 
 impl Dnsmasq {
@@ -138,6 +141,7 @@ impl Dnsmasq {
             pid_file,
             child: Some(child),
             spawned: Some((Instant::now(), log_path, log_start)),
+            reload_pending: Default::default(),
         };
         Ok(dnsmasq)
     }
@@ -178,6 +182,12 @@ impl Dnsmasq {
                 pid,
             });
         }
+        if self
+            .reload_pending
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.reload()?;
+        }
         Ok(())
     }
 
@@ -198,6 +208,7 @@ impl Dnsmasq {
                 pid_file,
                 child: None,
                 spawned: None,
+                reload_pending: Default::default(),
             }),
             None => {
                 let _ = std::fs::remove_file(&pid_file);
@@ -215,8 +226,20 @@ impl Dnsmasq {
         self.start
     }
 
-    /// Makes dnsmasq re-read its hosts directory (SIGHUP), after the hosts files changed.
+    /// Whether its start was confirmed ([`Dnsmasq::confirm`]), or needs none (adopted).
+    pub fn confirmed(&self) -> bool {
+        self.spawned.is_none()
+    }
+
+    /// Makes dnsmasq re-read its hosts directory (SIGHUP), after the hosts files changed; for
+    /// one not yet confirmed, once [`Dnsmasq::confirm`] has (dnsmasq ignores a SIGHUP while it
+    /// starts, and one before it execs would end `setsid`).
     pub fn reload(&self) -> Result<()> {
+        if self.spawned.is_some() {
+            self.reload_pending
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            return Ok(());
+        }
         match self.pidfd() {
             Some(fd) => {
                 pidfd_send_signal(&fd, Signal::HUP).map_err(|e| self.signal_err("SIGHUP", e))

@@ -377,6 +377,28 @@ impl Running {
     }
 }
 
+/// A reload asked for right after a spawn, before the start is confirmed (a NIC's hosts file
+/// written while the refresher's dnsmasq starts), waits for the confirmation: a SIGHUP then
+/// would end `setsid` or a dnsmasq without its handler yet. The dnsmasq lives on, and still
+/// answers after the reload it was owed.
+fn reload_before_confirm_waits_for_it() {
+    let net = bridge_net("rxdq-br3", Ipv4Addr::new(10, 250, 3, 1));
+    for _ in 0..3 {
+        let mut d = Dnsmasq::spawn(&net.name, net.argv(), net.dir(), Some(net.ns.as_fd()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        d.reload().unwrap();
+        d.confirm().unwrap_or_else(|e| panic!("{e}"));
+        let running = Running(Some(d));
+        let pid = running.get().pid();
+        assert!(
+            stat_fields(pid).is_some_and(|f| f[0] != "Z"),
+            "dnsmasq {pid} ended"
+        );
+        assert!(udp_bound_53(pid, net.gw), "dnsmasq {pid} does not serve");
+        drop(running);
+    }
+}
+
 /// A client in a second namespace, on a veth whose other end is a port of the bridge, gets
 /// its reserved address from dnsmasq (busybox `udhcpc`); pruning then drops its lease.
 fn dhcp_lease_from_a_reservation_then_pruned() {
@@ -474,6 +496,10 @@ const SCENARIOS: &[(&str, fn())] = &[
         premature_exit_is_reported_as_lxd_does,
     ),
     (
+        "reload_before_confirm_waits_for_it",
+        reload_before_confirm_waits_for_it,
+    ),
+    (
         "dhcp_lease_from_a_reservation_then_pruned",
         dhcp_lease_from_a_reservation_then_pruned,
     ),
@@ -502,6 +528,11 @@ fn lifecycle() {
 #[test]
 fn premature_exit() {
     run("premature_exit_is_reported_as_lxd_does");
+}
+
+#[test]
+fn reload_before_confirm() {
+    run("reload_before_confirm_waits_for_it");
 }
 
 #[test]

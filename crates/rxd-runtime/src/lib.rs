@@ -418,13 +418,20 @@ impl Runtime {
             path: self.shim.clone(),
             source,
         };
+        let text = serde_json::to_vec(input).map_err(|e| RuntimeError::Failed(e.to_string()))?;
+        // A launch plan is one line the helper reads up to its bound.
+        if gate.is_some() && text.len() as u64 >= rxd_core::launch::MAX_PLAN {
+            return Err(RuntimeError::Failed(format!(
+                "the plan for {what} is larger than {} bytes",
+                rxd_core::launch::MAX_PLAN
+            )));
+        }
         let mut child = self
             .command()
             .args(args)
             .stdin(Stdio::piped())
             .spawn()
             .map_err(helper)?;
-        let text = serde_json::to_vec(input).map_err(|e| RuntimeError::Failed(e.to_string()))?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
         stdin.write_all(&text).await.map_err(helper)?;
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -439,10 +446,18 @@ impl Runtime {
             }
             // With one, the plan is a line, then `go` once the gate opens (EOF if it does not);
             // the helper may answer before it reads that (it failed, or has nothing to attach).
+            // Never once the helper has answered or the wait timed out (the helper is then
+            // killed: nothing of it may start after that).
             Some(gate) => {
                 stdin.write_all(b"\n").await.map_err(helper)?;
-                let open = async move {
-                    if gate.await {
+                let answered = std::sync::atomic::AtomicBool::new(false);
+                let answer = async {
+                    let read = answer.await;
+                    answered.store(true, std::sync::atomic::Ordering::SeqCst);
+                    read
+                };
+                let open = async {
+                    if gate.await && !answered.load(std::sync::atomic::Ordering::SeqCst) {
                         let _ = stdin.write_all(b"go\n").await;
                     }
                     drop(stdin);

@@ -155,7 +155,7 @@ enum Command {
     Delete { id: String },
 }
 
-const MAX_PLAN: u64 = 64 * 1024;
+const MAX_PLAN: u64 = rxd_core::launch::MAX_PLAN;
 
 fn main() {
     let cli = Cli::parse();
@@ -399,6 +399,9 @@ fn read_plan(input: &mut impl BufRead) -> Result<LaunchPlan> {
         .take(MAX_PLAN)
         .read_line(&mut text)
         .context("reading the plan")?;
+    if text.len() as u64 == MAX_PLAN && !text.ends_with('\n') {
+        bail!("the plan is larger than {MAX_PLAN} bytes");
+    }
     serde_json::from_str(&text).context("parsing the plan")
 }
 

@@ -737,6 +737,15 @@ fn proxy_commands(p: &ProxyNat, cmds: &mut Vec<Value>) {
     }
 }
 
+/// An empty set only a whole ruleset makes: [`nics_added`] flushes it, so its transaction
+/// fails, and nothing of it is applied, if rxd's tables are not the ones the whole ruleset made
+/// (someone flushed the ruleset since).
+pub const WHOLE_MARK: &str = "whole";
+
+fn whole_mark() -> Value {
+    json!({"family": "bridge", "table": TABLE, "name": WHOLE_MARK})
+}
+
 /// The whole ruleset: both tables replaced, then every bridge's, NAT proxy's and NIC's chains.
 pub fn ruleset(r: &Ruleset) -> Value {
     let mut cmds = Vec::new();
@@ -745,6 +754,9 @@ pub fn ruleset(r: &Ruleset) -> Value {
         cmds.push(json!({"delete": {"table": table(family)}}));
         cmds.push(json!({"add": {"table": table(family)}}));
     }
+    let mut mark = whole_mark();
+    mark["type"] = json!("ether_addr");
+    cmds.push(json!({"add": {"set": mark}}));
     for b in &r.bridges {
         bridge_commands(b, &mut cmds);
     }
@@ -758,11 +770,15 @@ pub fn ruleset(r: &Ruleset) -> Value {
 }
 
 /// NICs' chains added to a ruleset [`ruleset`] made without them, nothing else touched: the
-/// bridge table declared, each chain declared, emptied (one left from an earlier run gets
-/// its rules replaced) and filled. The kernel adds base chains quickly; replacing the whole
+/// bridge table declared, the whole ruleset's mark flushed (which fails the transaction if
+/// the mark is gone), each chain declared, emptied (one left from an earlier run gets its
+/// rules replaced) and filled. The kernel adds base chains quickly; replacing the whole
 /// ruleset, which deletes every base chain, waits for RCU grace periods (tens of ms).
 pub fn nics_added(nics: &[NicRules]) -> Value {
-    let mut cmds = vec![json!({"add": {"table": table("bridge")}})];
+    let mut cmds = vec![
+        json!({"add": {"table": table("bridge")}}),
+        json!({"flush": {"set": whole_mark()}}),
+    ];
     for nic in nics {
         let mut chains = Vec::new();
         nic_commands(nic, &mut chains);
@@ -855,6 +871,11 @@ mod tests {
             cmds[0],
             json!({"add": {"table": {"family": "bridge", "name": "rxd"}}})
         );
+        // The whole ruleset's mark, flushed: gone, it fails the whole transaction.
+        assert_eq!(
+            cmds[1],
+            json!({"flush": {"set": {"family": "bridge", "table": "rxd", "name": WHOLE_MARK}}})
+        );
         // Nothing deleted, no other table or chain named.
         for c in cmds {
             let (verb, body) = c.as_object().unwrap().iter().next().unwrap();
@@ -868,7 +889,7 @@ mod tests {
             nics: vec![a.clone(), b.clone()],
             ..Ruleset::default()
         });
-        let full: Vec<&Value> = full["nftables"].as_array().unwrap()[6..].iter().collect();
+        let full: Vec<&Value> = full["nftables"].as_array().unwrap()[7..].iter().collect();
         let without_flushes: Vec<&Value> = cmds[1..]
             .iter()
             .filter(|c| c.get("flush").is_none())
@@ -918,6 +939,7 @@ mod tests {
             {"add": {"table": {"family": "bridge", "name": "rxd"}}},
             {"delete": {"table": {"family": "bridge", "name": "rxd"}}},
             {"add": {"table": {"family": "bridge", "name": "rxd"}}},
+            {"add": {"set": {"family": "bridge", "table": "rxd", "name": "whole", "type": "ether_addr"}}},
             {"add": {"chain": {"family": "inet", "table": "rxd", "name": "prert.c1.web",
                 "type": "nat", "hook": "prerouting", "prio": -100, "policy": "accept"}}},
             dnat("prert.c1.web"),
@@ -1150,6 +1172,7 @@ mod tests {
             json!({"add": {"table": {"family": "bridge", "name": "rxd"}}}),
             json!({"delete": {"table": {"family": "bridge", "name": "rxd"}}}),
             json!({"add": {"table": {"family": "bridge", "name": "rxd"}}}),
+            json!({"add": {"set": {"family": "bridge", "table": "rxd", "name": "whole", "type": "ether_addr"}}}),
             json!({"add": {"chain": {"family": "inet", "table": "rxd", "name": "pstrt.br0",
                 "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}}}),
             json!({"add": {"rule": {"family": "inet", "table": "rxd", "chain": "pstrt.br0", "expr": [
@@ -1190,6 +1213,11 @@ mod tests {
                     if verb == "add" && i >= 2 && cmds[i - 1]["delete"]["table"] == *obj {
                         tables.insert(family);
                     }
+                }
+                "set" => {
+                    assert_eq!(obj["table"], TABLE);
+                    assert_eq!(obj["name"], WHOLE_MARK);
+                    assert!(tables.contains(&family), "set before its table: {cmd}");
                 }
                 "chain" => {
                     assert_eq!(obj["table"], TABLE);

@@ -5,6 +5,7 @@
 //! `Networks::lock`, so they happen one at a time in one order.
 
 use crate::error::{ApiError, ApiResult};
+use crate::networking::Held;
 use crate::state::Daemon;
 use rxd_auth::proof::AdminProof;
 use rxd_core::name::InstanceKey;
@@ -266,7 +267,7 @@ pub async fn create(
     }
     NetworkName::parse(name).map_err(bad)?;
     check_description(&description)?;
-    let _guard = d.networks.lock.lock().await;
+    let guard = d.networks.lock.lock().await;
     let others = list(d).await?;
     if others.iter().any(|r| r.name == name) {
         return Err(ApiError::Conflict(format!(
@@ -293,10 +294,10 @@ pub async fn create(
         let _ = tear_down(d, &row.name).await;
         let n = row.name.clone();
         d.db(move |s| s.delete_network(&n)).await?;
-        rebuild_firewall(d).await;
+        rebuild_firewall(d, &guard).await;
         return Err(e);
     }
-    rebuild_firewall(d).await;
+    rebuild_firewall(d, &guard).await;
     Ok(())
 }
 
@@ -308,7 +309,7 @@ pub async fn update(
     name: &str,
     change: impl FnOnce(&NetworkRow) -> ApiResult<(String, Config)>,
 ) -> ApiResult<()> {
-    let _guard = d.networks.lock.lock().await;
+    let guard = d.networks.lock.lock().await;
     let row = get(d, name).await?;
     let (description, config) = change(&row)?;
     check_description(&description)?;
@@ -326,19 +327,19 @@ pub async fn update(
     };
     if let Err(e) = bring_up(d, &new).await {
         let _ = bring_up(d, &row).await;
-        rebuild_firewall(d).await;
+        rebuild_firewall(d, &guard).await;
         return Err(e);
     }
     let stored = new.clone();
     d.db(move |s| s.update_network(&stored.name, &stored.description, &stored.config))
         .await?;
-    rebuild_firewall(d).await;
+    rebuild_firewall(d, &guard).await;
     Ok(())
 }
 
 /// `POST /1.0/networks/<name>`: rename, only while nothing uses it (LXD's rule).
 pub async fn rename(d: &Daemon, _admin: &AdminProof, old: &str, new: &str) -> ApiResult<()> {
-    let _guard = d.networks.lock.lock().await;
+    let guard = d.networks.lock.lock().await;
     let row = get(d, old).await?;
     NetworkName::parse(new).map_err(bad)?;
     if !used_by(d, old).await?.is_empty() {
@@ -363,13 +364,13 @@ pub async fn rename(d: &Daemon, _admin: &AdminProof, old: &str, new: &str) -> Ap
         ..row
     };
     let result = bring_up(d, &renamed).await;
-    rebuild_firewall(d).await;
+    rebuild_firewall(d, &guard).await;
     result
 }
 
 /// `DELETE /1.0/networks/<name>`: only while no instance or profile uses it.
 pub async fn delete(d: &Daemon, _admin: &AdminProof, name: &str) -> ApiResult<()> {
-    let _guard = d.networks.lock.lock().await;
+    let guard = d.networks.lock.lock().await;
     get(d, name).await?;
     if !used_by(d, name).await?.is_empty() {
         return Err(bad("The network is currently in use"));
@@ -379,7 +380,7 @@ pub async fn delete(d: &Daemon, _admin: &AdminProof, name: &str) -> ApiResult<()
     d.db(move |s| s.delete_network(&n)).await?;
     let _ = std::fs::remove_dir_all(network_dir(d, name));
     d.networks.set_error(name, None);
-    rebuild_firewall(d).await;
+    rebuild_firewall(d, &guard).await;
     Ok(())
 }
 
@@ -453,7 +454,7 @@ pub async fn refresh_names(d: &Daemon, name: &str) -> ApiResult<()> {
     tokio::task::spawn_blocking(move || write_names(&dir, &nics, &config.dns_domain))
         .await?
         .map_err(ApiError::internal)?;
-    d.networks.reload_dnsmasq(&row.name);
+    reload_dnsmasq(d, &row.name).await;
     Ok(())
 }
 
@@ -523,6 +524,16 @@ fn set_up_failed(d: &Daemon, net: &str, e: String) -> ApiError {
     );
     d.networks.set_error(net, Some(e.clone()));
     bad(format!("Failed to set up network {net:?}: {e}"))
+}
+
+/// `net`'s dnsmasq made to read its hosts files again; one the refresher has just started is
+/// confirmed first (the rest of its start-up check), since it would ignore the signal while it
+/// starts and serve a NIC whose file it has not read. Call it with the networks lock held.
+pub async fn reload_dnsmasq(d: &Daemon, net: &str) {
+    if d.networks.dnsmasq_unconfirmed(net) {
+        confirm_dnsmasq(d, net).await;
+    }
+    d.networks.reload_dnsmasq(net);
 }
 
 /// The check [`bring_up_with`] left out for `net`'s dnsmasq (if it is still the one it
@@ -677,17 +688,18 @@ async fn tear_down(d: &Daemon, name: &str) -> ApiResult<()> {
 /// The whole ruleset from the networks' rows, the running NICs and NAT proxies, applied in one
 /// transaction (or both tables removed when there is nothing to filter). A failure is logged
 /// and raised as a warning: the previous ruleset stays whole.
-pub async fn rebuild_firewall(d: &Daemon) {
-    let _ = apply_firewall(d).await;
+pub async fn rebuild_firewall(d: &Daemon, held: &Held<'_>) {
+    let _ = apply_firewall(d, held).await;
 }
 
 /// [`rebuild_firewall`], saying whether the ruleset is in place: a NIC is connected to its
 /// bridge only once its filters are.
-pub async fn apply_firewall(d: &Daemon) -> Result<(), String> {
+pub async fn apply_firewall(d: &Daemon, _held: &Held<'_>) -> Result<(), String> {
     let rows = match list(d).await {
         Ok(rows) => rows,
         Err(e) => {
             tracing::warn!(error = %e, "firewall not rebuilt: networks unreadable");
+            d.networks.set_firewall_whole(false);
             return Err(e.to_string());
         }
     };
@@ -748,7 +760,11 @@ pub async fn apply_firewall(d: &Daemon) -> Result<(), String> {
 /// in place, when it holds the whole ruleset without them: far quicker than applying the whole
 /// ruleset again, which deletes and re-adds every base chain. Otherwise, or when that fails,
 /// the whole ruleset is applied. Call it with the networks lock held.
-pub async fn add_nic_filters(d: &Daemon, nics: Vec<nft::NicRules>) -> Result<(), String> {
+pub async fn add_nic_filters(
+    d: &Daemon,
+    held: &Held<'_>,
+    nics: Vec<nft::NicRules>,
+) -> Result<(), String> {
     if !nics.is_empty() && d.networks.firewall_whole() {
         let cmds = nft::nics_added(&nics);
         let added =
@@ -761,7 +777,7 @@ pub async fn add_nic_filters(d: &Daemon, nics: Vec<nft::NicRules>) -> Result<(),
             Err(e) => tracing::warn!(error = %e, "firewall task failed"),
         }
     }
-    apply_firewall(d).await
+    apply_firewall(d, held).await
 }
 
 /// At daemon start, before instances are recovered or started: every network set up again
@@ -906,7 +922,8 @@ pub async fn refresher(
         }
         let nets = std::mem::take(&mut *d.networks.dirty.lock().unwrap_or_else(|e| e.into_inner()));
         // Each dnsmasq restarted under the networks lock, and checked half a second later
-        // under it again: a container starting meanwhile does not wait for that half second.
+        // under it again: what changes the firewall meanwhile does not wait for that half
+        // second; what must signal that dnsmasq (`reload_dnsmasq`) confirms it first.
         let mut started = Vec::new();
         {
             let _guard = d.networks.lock.lock().await;

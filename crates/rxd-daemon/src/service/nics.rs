@@ -38,6 +38,8 @@ struct Pending {
     host: IfName,
     bridge: IfName,
     isolated: bool,
+    /// On a managed bridge: it waits for its filters.
+    managed: bool,
 }
 
 fn bad(e: impl std::fmt::Display) -> ApiError {
@@ -356,8 +358,8 @@ pub async fn activate(d: &Daemon, prepared: &Prepared) -> ApiResult<()> {
     if prepared.pending.is_empty() {
         return Ok(());
     }
-    let _guard = d.networks.lock.lock().await;
-    networks::add_nic_filters(d, prepared.rules.clone())
+    let guard = d.networks.lock.lock().await;
+    networks::add_nic_filters(d, &guard, prepared.rules.clone())
         .await
         .map_err(|e| bad(format!("The NICs' filters could not be applied: {e}")))
 }
@@ -428,7 +430,7 @@ async fn publish_hosts(
         if key_outside_default {
             networks::refresh_names(d, &net).await?;
         } else {
-            d.networks.reload_dnsmasq(&net);
+            networks::reload_dnsmasq(d, &net).await;
         }
     }
     Ok(())
@@ -502,6 +504,17 @@ async fn wire(
         Some(h) => IfName::parse(h).map_err(|e| bad(format!("Device {dev:?}: host_name: {e}")))?,
         None => random_ifname(),
     };
+    // The pair is made later (by the container helper): a link of that name now is another's,
+    // and must be neither taken nor, when the start fails, deleted.
+    let h = host.clone();
+    let existing = tokio::task::spawn_blocking(move || Netlink::open()?.link_info(&h))
+        .await?
+        .map_err(|e| bad(format!("Device {dev:?}: {e}")))?;
+    if existing.is_some() {
+        return Err(bad(format!(
+            "Device {dev:?}: a host interface named {host} already exists"
+        )));
+    }
     let mtu = match set(device, "mtu") {
         Some(m) => m
             .parse::<u32>()
@@ -572,6 +585,7 @@ async fn wire(
             host: host.clone(),
             bridge: bridge_if.clone(),
             isolated,
+            managed: row.is_some(),
         }),
         hosts: match (&typed, &reservation) {
             (Some(t), Some(r)) => hosts_files(std::slice::from_ref(r), t.dns_mode)
@@ -830,7 +844,7 @@ pub async fn hotplug(
     discard(hosts).await;
     delete_inside(&netns, inside).await?;
     prune(d, key, Some(new)).await?;
-    let _guard = d.networks.lock.lock().await;
+    let guard = d.networks.lock.lock().await;
     let managed: BTreeMap<String, NetworkRow> = networks::list(d)
         .await?
         .into_iter()
@@ -886,8 +900,14 @@ pub async fn hotplug(
             discard(vec![wired.host]).await;
             config.remove(&format!("volatile.{dev}.host_name"));
             forget_device(d, key, dev);
+            let how = if wired.plan.veth.is_some() {
+                "making it in the container as"
+            } else {
+                "moving it into the container as"
+            };
             result = Err(bad(format!(
-                "Device {dev:?}: moving it into the container: {e}"
+                "Device {dev:?}: {how} {}: {e}",
+                wired.plan.name
             )));
             break;
         }
@@ -905,16 +925,19 @@ pub async fn hotplug(
         pending.clear();
         entries.clear();
     }
-    // Their filters, then their host ends on their bridges.
-    let filtered = networks::apply_firewall(d)
+    // Their filters, then their host ends on their bridges (those on a bridge rxd does not
+    // manage, which it does not filter, whatever became of the filters).
+    let filtered = networks::apply_firewall(d, &guard)
         .await
         .map_err(|e| bad(format!("The NICs' filters could not be applied: {e}")));
-    let attached = match filtered {
-        Ok(()) => attach(pending).await,
+    let (managed, unmanaged): (Vec<Pending>, Vec<Pending>) =
+        pending.into_iter().partition(|p| p.managed);
+    let attached = attach(unmanaged).await.and(match filtered {
+        Ok(()) => attach(managed).await,
         Err(e) => Err(e),
-    };
+    });
     publish_hosts(d, key, entries).await?;
-    drop(_guard);
+    drop(guard);
     result.and(attached)
 }
 
@@ -1036,8 +1059,9 @@ fn forget(d: &Daemon, key: &InstanceKey) -> bool {
 /// A start that failed after `prepare`: its host ends deleted, its filters gone.
 pub async fn abandon(d: &Daemon, key: &InstanceKey, prepared: Prepared) {
     discard(prepared.hosts).await;
+    let guard = d.networks.lock.lock().await;
     if forget(d, key) {
-        networks::rebuild_firewall(d).await;
+        networks::rebuild_firewall(d, &guard).await;
     }
 }
 
@@ -1054,8 +1078,8 @@ pub async fn stopped(d: &Daemon, key: &InstanceKey, config: &mut Config) {
         discard(hosts).await;
     }
     if forget(d, key) {
-        let _guard = d.networks.lock.lock().await;
-        networks::rebuild_firewall(d).await;
+        let guard = d.networks.lock.lock().await;
+        networks::rebuild_firewall(d, &guard).await;
     }
 }
 

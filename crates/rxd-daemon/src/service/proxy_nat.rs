@@ -101,7 +101,7 @@ pub async fn sync(d: &Daemon, key: &str, devices: &Devices) -> ApiResult<()> {
     }
     let key = InstanceKey::parse(key)
         .ok_or_else(|| ApiError::internal(format!("not an instance key: {key}")))?;
-    let _guard = d.networks.lock.lock().await;
+    let guard = d.networks.lock.lock().await;
     let managed = networks::list(d).await?;
     let (p, n) = key.split();
     let (p, n) = (p.to_owned(), n.to_owned());
@@ -109,16 +109,16 @@ pub async fn sync(d: &Daemon, key: &str, devices: &Devices) -> ApiResult<()> {
     let config: Config = serde_json::from_str(&row.config).unwrap_or_default();
     let rules = rules(&key, devices, &config, &managed)?;
     if replace(d, &key, rules) {
-        networks::rebuild_firewall(d).await;
+        networks::rebuild_firewall(d, &guard).await;
     }
     Ok(())
 }
 
 /// The container `key` stopped (or did not start): its NAT proxies go.
 pub async fn clear(d: &Daemon, key: &InstanceKey) {
-    let _guard = d.networks.lock.lock().await;
+    let guard = d.networks.lock.lock().await;
     if replace(d, key, Vec::new()) {
-        networks::rebuild_firewall(d).await;
+        networks::rebuild_firewall(d, &guard).await;
     }
 }
 
