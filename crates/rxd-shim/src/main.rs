@@ -374,6 +374,8 @@ fn start(root: &Path, bundle: &Path, log: &Path) -> Result<()> {
         };
         Ok((pid, terminal))
     });
+    // The daemon's pipe is not kept for the container's life.
+    drop(gate);
     match started {
         Ok((pid, terminal)) => {
             report(&mut channel, serde_json::json!({"pid": pid.as_raw()}));
