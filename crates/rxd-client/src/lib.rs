@@ -329,22 +329,7 @@ impl Client {
         path: &str,
         progress: Arc<dyn Fn(u64, Option<u64>) + Send + Sync>,
     ) -> Result<Reply, ClientError> {
-        let make = || {
-            Full::new(Bytes::new())
-                .map_err(|never| match never {})
-                .boxed()
-        };
-        self.exchange(
-            Method::GET,
-            path,
-            &[],
-            None,
-            make,
-            true,
-            Some(&progress),
-            None,
-        )
-        .await
+        self.get_body(path, &progress, None).await
     }
 
     /// [`Client::download`], a successful reply's body written to `to` as it arrives rather
@@ -354,6 +339,15 @@ impl Client {
         path: &str,
         to: &Sink,
         progress: Arc<dyn Fn(u64, Option<u64>) + Send + Sync>,
+    ) -> Result<Reply, ClientError> {
+        self.get_body(path, &progress, Some(to)).await
+    }
+
+    async fn get_body(
+        &self,
+        path: &str,
+        progress: &Received,
+        sink: Option<&Sink>,
     ) -> Result<Reply, ClientError> {
         let make = || {
             Full::new(Bytes::new())
@@ -367,8 +361,8 @@ impl Client {
             None,
             make,
             true,
-            Some(&progress),
-            Some(to),
+            Some(progress),
+            sink,
         )
         .await
     }

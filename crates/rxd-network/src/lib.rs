@@ -28,7 +28,7 @@ pub use addr::{AddrChanges, AddrScope, Address, IFA_F_NODAD};
 pub use error::{NetworkError, Result};
 pub use link::{Bridge, LinkInfo, LinkRef};
 pub use netns::{in_netns, new_netns};
-pub use nic::{join_bridge, make_veth, Veth};
+pub use nic::{join_bridge, make_planned_veth, make_veth, Veth};
 pub use nl::Netlink;
 pub use state::{
     instance_interfaces, scope_of, BridgeId, BridgeState, Counters, IfaceFlags, IfaceState,

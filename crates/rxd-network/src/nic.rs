@@ -3,9 +3,10 @@
 //! its limits set; then, as a separate step once its filters are in place, the host end a
 //! port of its bridge and up.
 
-use crate::error::Result;
+use crate::error::{NetworkError, Result};
 use crate::nl::Netlink;
 use crate::sysctl::{set_iface_sysctl, IfaceSysctl};
+use rxd_core::launch::{NicPlan, NicVeth};
 use rxd_core::network::config::IfName;
 use rxd_core::network::mac::Mac;
 use std::os::fd::BorrowedFd;
@@ -44,6 +45,35 @@ pub fn make_veth(nl: &mut Netlink, v: &Veth<'_>) -> Result<()> {
         let _ = nl.delete_link(v.host);
     }
     rest
+}
+
+/// The pair of a launch plan's bridged NIC (`nic`, with its `veth`), its container end made in
+/// `netns` under the NIC's inside name.
+pub fn make_planned_veth(
+    nl: &mut Netlink,
+    nic: &NicPlan,
+    v: &NicVeth,
+    netns: BorrowedFd<'_>,
+) -> Result<()> {
+    let invalid = |what: &str, value: &str, e: &dyn std::fmt::Display| NetworkError::Tool {
+        tool: "NIC plan",
+        detail: format!("{what} {value:?}: {e}"),
+    };
+    let host = IfName::parse(&nic.host).map_err(|e| invalid("host end", &nic.host, &e))?;
+    let peer = IfName::parse(&nic.name).map_err(|e| invalid("name", &nic.name, &e))?;
+    let mac: Mac = v.mac.parse().map_err(|e| invalid("MAC", &v.mac, &e))?;
+    make_veth(
+        nl,
+        &Veth {
+            host: &host,
+            peer: &peer,
+            mac,
+            mtu: v.mtu,
+            ingress: v.ingress,
+            egress: v.egress,
+            peer_netns: Some(netns),
+        },
+    )
 }
 
 /// The host end `host` a port of `bridge` (isolated or not), then up.

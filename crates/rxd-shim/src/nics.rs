@@ -35,26 +35,8 @@ pub fn make(plan: &LaunchPlan, init: Pid) -> Result<()> {
         .context("opening the container's network namespace")?;
     let mut nl = rxd_network::Netlink::open()?;
     for (nic, v) in veths(plan) {
-        let host =
-            IfName::parse(&nic.host).with_context(|| format!("NIC host end {:?}", nic.host))?;
-        let peer = IfName::parse(&nic.name).with_context(|| format!("NIC name {:?}", nic.name))?;
-        let mac = v
-            .mac
-            .parse()
-            .with_context(|| format!("NIC {:?}: MAC address", nic.name))?;
-        rxd_network::make_veth(
-            &mut nl,
-            &rxd_network::Veth {
-                host: &host,
-                peer: &peer,
-                mac,
-                mtu: v.mtu,
-                ingress: v.ingress,
-                egress: v.egress,
-                peer_netns: Some(netns.as_fd()),
-            },
-        )
-        .with_context(|| format!("making NIC {:?}", nic.name))?;
+        rxd_network::make_planned_veth(&mut nl, nic, v, netns.as_fd())
+            .with_context(|| format!("making NIC {:?}", nic.name))?;
     }
     Ok(())
 }

@@ -887,7 +887,7 @@ pub async fn hotplug(
             let mut nl = Netlink::open()?;
             match &plan.veth {
                 // A bridged NIC's pair, its container end made inside.
-                Some(v) => materialize(&mut nl, &plan.host, &plan.name, v, ns)?,
+                Some(v) => rxd_network::make_planned_veth(&mut nl, &plan, v, ns)?,
                 None => {
                     let peer = IfName::parse(&plan.host).expect("made from a checked name");
                     nl.move_to_netns(&peer, ns, &name)?;
@@ -986,32 +986,6 @@ fn forget_device(d: &Daemon, key: &InstanceKey, dev: &str) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&(key.to_string(), dev.to_owned()));
-}
-
-/// A bridged NIC's veth pair as `wire` planned it, its container end made as `name` in
-/// network namespace `netns`; the host end `host` left down, off its bridge.
-fn materialize(
-    nl: &mut Netlink,
-    host: &str,
-    name: &str,
-    v: &NicVeth,
-    netns: std::os::fd::BorrowedFd<'_>,
-) -> rxd_network::Result<()> {
-    let host = IfName::parse(host).expect("made from a checked name");
-    let name = IfName::parse(name).expect("checked by wire");
-    let mac: mac::Mac = v.mac.parse().expect("made from a MAC");
-    rxd_network::make_veth(
-        nl,
-        &rxd_network::Veth {
-            host: &host,
-            peer: &name,
-            mac,
-            mtu: v.mtu,
-            ingress: v.ingress,
-            egress: v.egress,
-            peer_netns: Some(netns),
-        },
-    )
 }
 
 /// Deletes links by name inside a container's network namespace.
