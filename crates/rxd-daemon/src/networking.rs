@@ -17,8 +17,9 @@ pub struct Networks {
     dnsmasq: Mutex<BTreeMap<String, Dnsmasq>>,
     /// Networks whose last set-up failed, with why.
     errors: Mutex<BTreeMap<String, String>>,
-    /// Networks whose reservations changed since their dnsmasq started: it is restarted on a
-    /// pruned lease file by the refresher task, off the request that freed them.
+    /// Networks a released NIC left with a lease a DHCPRELEASE cannot free (IPv6) or no running
+    /// dnsmasq: it is restarted on a pruned lease file by the refresher task, off the request
+    /// that freed them.
     pub dirty: Mutex<std::collections::BTreeSet<String>>,
     pub refresh: tokio::sync::Notify,
     /// The filters of the NICs of running containers, by instance key and device.
@@ -72,6 +73,14 @@ impl Networks {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.to_owned(), dnsmasq);
+    }
+
+    /// Whether the daemon holds a running dnsmasq for a network.
+    pub fn has_dnsmasq(&self, name: &str) -> bool {
+        self.dnsmasq
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(name)
     }
 
     /// Whether a network's dnsmasq is one whose start is still to be confirmed.

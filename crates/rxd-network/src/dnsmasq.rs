@@ -531,6 +531,16 @@ pub fn remove_hosts_file(dir: &Path, name: &str) -> io::Result<bool> {
     }
 }
 
+/// Sends `packet` (a DHCPRELEASE from `rxd_core::network::dnsmasq::dhcp_release`) to the DHCP
+/// server port of `server`, an address of a bridge in this network namespace: it is delivered
+/// locally, to that bridge's dnsmasq. UDP from an unprivileged port, as LXD does; nothing comes
+/// back.
+pub fn send_dhcp_release(server: std::net::Ipv4Addr, packet: &[u8]) -> io::Result<()> {
+    let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))?;
+    socket.send_to(packet, (server, 67))?;
+    Ok(())
+}
+
 /// Rewrites `<dir>/dnsmasq.leases` without the leases of NICs whose MAC is not in `keep`
 /// (`rxd_core::network::dnsmasq::retain_leases`), atomically. dnsmasq holds the file open
 /// and rewrites it in place, so call this while it is stopped, before a start. No file is no

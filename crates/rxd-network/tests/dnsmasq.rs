@@ -9,8 +9,8 @@ use rxd_core::network::config::{BridgeConfig, Config, IfName, NetworkName};
 use rxd_core::network::dnsmasq::{self as core_dnsmasq, Setup};
 use rxd_core::network::mac::Mac;
 use rxd_network::dnsmasq::{
-    ensure_hosts_dir, prune_leases, read_leases, remove_hosts_file, write_hosts_file, Dnsmasq,
-    HOSTS_DIR, LEASES_FILE, PID_FILE,
+    ensure_hosts_dir, prune_leases, read_leases, remove_hosts_file, send_dhcp_release,
+    write_hosts_file, Dnsmasq, HOSTS_DIR, LEASES_FILE, PID_FILE,
 };
 use rxd_network::{in_netns, new_netns, Netlink, NetworkError};
 use std::collections::BTreeSet;
@@ -400,7 +400,8 @@ fn reload_before_confirm_waits_for_it() {
 }
 
 /// A client in a second namespace, on a veth whose other end is a port of the bridge, gets
-/// its reserved address from dnsmasq (busybox `udhcpc`); pruning then drops its lease.
+/// its reserved address from dnsmasq (busybox `udhcpc`); a DHCPRELEASE from the host then
+/// frees it in the running dnsmasq, and pruning empties the file.
 fn dhcp_lease_from_a_reservation_then_pruned() {
     let net = bridge_net("rxdq-br2", Ipv4Addr::new(10, 250, 2, 1));
     let dir = net.dir();
@@ -479,6 +480,33 @@ fn dhcp_lease_from_a_reservation_then_pruned() {
             .any(|l| l.mac() == Some(mac) && l.address == Ipv4Addr::new(10, 250, 2, 50)),
         "{leases:?}"
     );
+
+    // A DHCPRELEASE for the lease frees it in the running dnsmasq; one naming another MAC
+    // does not.
+    let gw = net.gw;
+    let release = |m: Mac| {
+        let packet = core_dnsmasq::dhcp_release(m, Ipv4Addr::new(10, 250, 2, 50), gw, 7);
+        in_netns(net.ns.as_fd(), || send_dhcp_release(gw, &packet))
+            .unwrap()
+            .unwrap();
+    };
+    let held = || {
+        core_dnsmasq::parse_leases(&read_leases(dir).unwrap())
+            .iter()
+            .any(|l| l.mac() == Some(mac))
+    };
+    release("00:16:3e:00:02:03".parse().unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(held(), "a release for another MAC dropped the lease");
+    release(mac);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while held() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease outlived its DHCPRELEASE"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     drop(running);
     prune_leases(dir, &BTreeSet::new()).unwrap();
     assert!(core_dnsmasq::parse_leases(&read_leases(dir).unwrap()).is_empty());

@@ -362,10 +362,65 @@ pub fn retain_leases(text: &[u8], live: &BTreeSet<Mac>) -> String {
     out
 }
 
+/// The size a BOOTP message is padded to (RFC 1542 §2.1: relays may drop shorter ones).
+const BOOTP_MIN: usize = 300;
+
+/// A DHCPRELEASE (RFC 2131 §4.4.6) of the lease `mac` holds on `address`, for the dnsmasq
+/// whose server identifier is `server` (its bridge's address); `xid` is the transaction id.
+/// This is what LXD sends when a NIC goes: the address and the name are free at once, without
+/// restarting dnsmasq. No client id is sent, so dnsmasq finds the lease by hardware address,
+/// and it drops it only when its address is `address` and the identifier is its own.
+pub fn dhcp_release(mac: Mac, address: Ipv4Addr, server: Ipv4Addr, xid: u32) -> Vec<u8> {
+    let mut packet = Vec::with_capacity(BOOTP_MIN);
+    // op BOOTREQUEST, htype Ethernet, hlen 6, hops 0.
+    packet.extend_from_slice(&[1, 1, 6, 0]);
+    packet.extend_from_slice(&xid.to_be_bytes());
+    // secs, flags.
+    packet.extend_from_slice(&[0; 4]);
+    // ciaddr: the address released; yiaddr, siaddr, giaddr: none.
+    packet.extend_from_slice(&address.octets());
+    packet.extend_from_slice(&[0; 12]);
+    // chaddr: the MAC, padded to 16 bytes; sname (64) and file (128) empty.
+    packet.extend_from_slice(&mac.0);
+    packet.extend_from_slice(&[0; 10 + 64 + 128]);
+    // The magic cookie, then message type 7 (DHCPRELEASE), the server identifier, end.
+    packet.extend_from_slice(&[99, 130, 83, 99, 53, 1, 7, 54, 4]);
+    packet.extend_from_slice(&server.octets());
+    packet.push(255);
+    packet.resize(BOOTP_MIN, 0);
+    packet
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::network::config::Config;
+
+    #[test]
+    fn dhcp_release_is_rfc_2131s_layout() {
+        let mac = Mac([0x00, 0x16, 0x3e, 0xac, 0xe3, 0x91]);
+        let p = dhcp_release(
+            mac,
+            Ipv4Addr::new(10, 97, 0, 2),
+            Ipv4Addr::new(10, 97, 0, 1),
+            0x0102_0304,
+        );
+        assert_eq!(p.len(), 300);
+        assert_eq!(&p[..8], &[1, 1, 6, 0, 1, 2, 3, 4]);
+        assert_eq!(&p[8..12], &[0; 4]);
+        assert_eq!(&p[12..16], &[10, 97, 0, 2], "ciaddr");
+        assert_eq!(&p[16..28], &[0; 12], "yiaddr, siaddr, giaddr");
+        assert_eq!(&p[28..34], &mac.0, "chaddr");
+        assert!(
+            p[34..236].iter().all(|b| *b == 0),
+            "chaddr padding, sname, file"
+        );
+        assert_eq!(&p[236..240], &[99, 130, 83, 99], "magic cookie");
+        assert_eq!(&p[240..243], &[53, 1, 7], "DHCPRELEASE");
+        assert_eq!(&p[243..249], &[54, 4, 10, 97, 0, 1], "server identifier");
+        assert_eq!(p[249], 255);
+        assert!(p[250..].iter().all(|b| *b == 0));
+    }
 
     fn config(pairs: &[(&str, &str)]) -> BridgeConfig {
         let c: Config = pairs

@@ -1242,7 +1242,7 @@ pub async fn remove(d: &Arc<Daemon>, row: &InstanceRow) -> ApiResult<()> {
         }
     };
     crate::failpoint::hit("instance-delete:moved-aside");
-    let nets = crate::service::nics::networks_of(d, &key).await;
+    let reservations = crate::service::nics::reservations_of(d, &key).await;
     let (p, n, id) = (row.project.clone(), row.name.clone(), pending.into_id());
     if let Err(e) = d.db(move |s| s.delete_instance_ending(&p, &n, id)).await {
         aside.restore().map_err(ApiError::internal)?;
@@ -1251,7 +1251,7 @@ pub async fn remove(d: &Arc<Daemon>, row: &InstanceRow) -> ApiResult<()> {
     }
     crate::failpoint::hit("instance-delete:row-deleted");
     // Its reservations went with its row: its addresses and names are free again.
-    crate::service::nics::release(d, nets).await;
+    crate::service::nics::release(d, &reservations).await;
     d.runtime.remove_logs(&key);
     // Its backups' rows went with its row: their files go now (or at the next start).
     for file in backup_files {
@@ -1307,8 +1307,8 @@ pub async fn rename(d: &Arc<Daemon>, row: &InstanceRow, new: &str) -> ApiResult<
     }
     crate::failpoint::hit("instance-rename:row-renamed");
     // Its reservations followed the row: its DNS names follow them.
-    let nets = crate::service::nics::networks_of(d, &new_key).await;
-    crate::service::nics::release(d, nets).await;
+    let reservations = crate::service::nics::reservations_of(d, &new_key).await;
+    crate::service::nics::renamed(d, &reservations).await;
     d.runtime.rename_logs(&key, &new_key);
     pending.end(d).await?;
     tracing::info!(from = %key, to = %new_key, "instance renamed");

@@ -458,6 +458,54 @@ pub async fn refresh_names(d: &Daemon, name: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// After NICs left `net` (`gone`: their MACs) or were renamed: its hosts and names files are
+/// rendered again from its reservations and its dnsmasq told, then a DHCPRELEASE goes to it for
+/// each IPv4 lease a departed NIC holds, as LXD does, so their addresses and names are free
+/// before anyone else takes the networks lock, and dnsmasq is not restarted. `false` when that
+/// is not enough: a departed NIC holds an IPv6 lease (releasing one takes the client's own DUID
+/// in a DHCPv6 exchange) or no dnsmasq runs; the caller has it restarted on a pruned lease file.
+pub async fn release_leases(
+    d: &Daemon,
+    _held: &Held<'_>,
+    net: &str,
+    gone: &BTreeSet<mac::Mac>,
+) -> ApiResult<bool> {
+    let row = get(d, net).await?;
+    let (_, config) = typed(&row)?;
+    let n = row.name.clone();
+    let nics = d.db(move |s| s.nic_allocations(&n)).await?;
+    let dir = network_dir(d, &row.name);
+    let (mode, domain) = (config.dns_mode, config.dns_domain.clone());
+    let leases = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<dm::Lease>> {
+        write_hosts(&dir, &hosts_files(&nics, mode))?;
+        write_names(&dir, &nics, &domain)?;
+        Ok(dm::parse_leases(&rxd_network::dnsmasq::read_leases(&dir)?))
+    })
+    .await?
+    .map_err(ApiError::internal)?;
+    if !d.networks.has_dnsmasq(net) {
+        return Ok(false);
+    }
+    reload_dnsmasq(d, net).await;
+    let mut freed = true;
+    for lease in &leases {
+        let Some(mac) = lease.mac().filter(|m| gone.contains(m)) else {
+            continue;
+        };
+        let (std::net::IpAddr::V4(address), Some(v4)) = (lease.address, &config.ipv4) else {
+            freed = false;
+            continue;
+        };
+        let server = v4.address.addr();
+        let packet = dm::dhcp_release(mac, address, server, rand::random());
+        if let Err(e) = rxd_network::dnsmasq::send_dhcp_release(server, &packet) {
+            tracing::warn!(network = net, %address, error = %e, "DHCPRELEASE not sent");
+            freed = false;
+        }
+    }
+    Ok(freed)
+}
+
 /// Writes one NIC's hosts file into `<dir>/dnsmasq.hosts` (made if missing).
 pub fn write_hosts_file(dir: &Path, name: &str, line: &str) -> std::io::Result<()> {
     let gid = dnsmasq_gid();
@@ -909,8 +957,8 @@ pub async fn leases(
     Ok(out)
 }
 
-/// Restarts the dnsmasq of every network `nics::release` marked, one batch at a time, until
-/// the daemon shuts down.
+/// Restarts the dnsmasq of every network `nics::release` could not free leases on by
+/// DHCPRELEASE, one batch at a time, until the daemon shuts down.
 pub async fn refresher(
     d: std::sync::Arc<Daemon>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,

@@ -6,6 +6,7 @@
 //! the filters go (the veth dies with the container's network namespace).
 
 use crate::error::{ApiError, ApiResult};
+use crate::networking::Held;
 use crate::service::networks::{self, hosts_files, network_dir};
 use crate::state::Daemon;
 use rxd_core::devices::{Device, Devices};
@@ -921,7 +922,9 @@ pub async fn hotplug(
         }
         discard(wired_hosts.clone()).await;
         let _ = delete_inside(&netns, moved_macvlans.clone()).await;
-        let _ = prune(d, key, Some(old)).await;
+        if let Ok(gone) = prune_rows(d, key, Some(old)).await {
+            release_held(d, &guard, &gone).await;
+        }
         pending.clear();
         entries.clear();
     }
@@ -1058,11 +1061,23 @@ pub async fn stopped(d: &Daemon, key: &InstanceKey, config: &mut Config) {
 }
 
 /// A device change or a deletion: reservations of devices no longer NICs on a managed
-/// network go, and their networks' hosts files follow.
+/// network go, and their networks' dnsmasq frees their leases ([`release`]).
 pub async fn prune(d: &Daemon, key: &InstanceKey, devices: Option<&Devices>) -> ApiResult<()> {
+    let gone = prune_rows(d, key, devices).await?;
+    release(d, &gone).await;
+    Ok(())
+}
+
+/// [`prune`]'s rows: the reservations of devices no longer NICs on a managed network, deleted
+/// and returned.
+async fn prune_rows(
+    d: &Daemon,
+    key: &InstanceKey,
+    devices: Option<&Devices>,
+) -> ApiResult<Vec<NicRow>> {
     // Most instances hold no reservation: one read says so.
-    if networks_of(d, key).await.is_empty() {
-        return Ok(());
+    if reservations_of(d, key).await.is_empty() {
+        return Ok(Vec::new());
     }
     let managed: BTreeMap<String, NetworkRow> = networks::list(d)
         .await?
@@ -1079,29 +1094,78 @@ pub async fn prune(d: &Daemon, key: &InstanceKey, devices: Option<&Devices>) -> 
         .unwrap_or_default();
     let (p, n) = key.split();
     let (p, n) = (p.to_owned(), n.to_owned());
-    let gone = d
-        .db(move |s| s.prune_nic_allocations(&p, &n, &keep))
-        .await?;
-    release(d, gone.into_iter().map(|r| r.network).collect()).await;
-    Ok(())
+    d.db(move |s| s.prune_nic_allocations(&p, &n, &keep)).await
 }
 
-/// The managed networks an instance holds reservations on (before a delete or a rename).
-pub async fn networks_of(d: &Daemon, key: &InstanceKey) -> BTreeSet<String> {
+/// The reservations an instance holds (before a delete or a rename).
+pub async fn reservations_of(d: &Daemon, key: &InstanceKey) -> Vec<NicRow> {
     let (p, n) = key.split();
     let (p, n) = (p.to_owned(), n.to_owned());
     d.db(move |s| s.instance_nics(&p, &n))
         .await
-        .map(|rows| rows.into_iter().map(|r| r.network).collect())
         .unwrap_or_default()
 }
 
-/// Reservations on `nets` went (or were renamed): each network's hosts files are rendered
-/// again and its dnsmasq restarted on a lease file without the departed NICs' leases, so
-/// their addresses and names are free (LXD sends dnsmasq a DHCPRELEASE for each). Done by
-/// `networks::refresher` right after, so the request that freed them does not wait for
-/// dnsmasq's start; a failure marks the network errored and is logged.
-pub async fn release(d: &Daemon, nets: BTreeSet<String>) {
+/// Reservations went (`gone`: their rows, already deleted): their networks' hosts files are
+/// rendered again and each departed NIC's lease released in the running dnsmasq
+/// (`networks::release_leases`), before this returns, so the next start cannot be handed an
+/// address or a name dnsmasq still leases to a NIC that is gone.
+pub async fn release(d: &Daemon, gone: &[NicRow]) {
+    if gone.is_empty() {
+        return;
+    }
+    let guard = d.networks.lock.lock().await;
+    release_held(d, &guard, gone).await;
+}
+
+/// An instance's reservations followed it to a new name (`rows`, as they are now): its
+/// networks' hosts and names files are rendered again and their dnsmasq told.
+pub async fn renamed(d: &Daemon, rows: &[NicRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    let guard = d.networks.lock.lock().await;
+    let nets: BTreeSet<&str> = rows.iter().map(|r| r.network.as_str()).collect();
+    let mut restart = BTreeSet::new();
+    for net in nets {
+        if !refreshed(d, &guard, net, &BTreeSet::new()).await {
+            restart.insert(net.to_owned());
+        }
+    }
+    restart_later(d, restart);
+}
+
+/// [`release`] with the networks lock already held.
+async fn release_held(d: &Daemon, held: &Held<'_>, gone: &[NicRow]) {
+    let mut by_net: BTreeMap<&str, BTreeSet<mac::Mac>> = BTreeMap::new();
+    for row in gone {
+        let macs = by_net.entry(row.network.as_str()).or_default();
+        macs.extend(row.hwaddr.parse::<mac::Mac>().ok());
+    }
+    let mut restart = BTreeSet::new();
+    for (net, macs) in by_net {
+        if !refreshed(d, held, net, &macs).await {
+            restart.insert(net.to_owned());
+        }
+    }
+    restart_later(d, restart);
+}
+
+/// `networks::release_leases` for one network; whether that was enough.
+async fn refreshed(d: &Daemon, held: &Held<'_>, net: &str, gone: &BTreeSet<mac::Mac>) -> bool {
+    match networks::release_leases(d, held, net, gone).await {
+        Ok(freed) => freed,
+        Err(e) => {
+            tracing::warn!(network = net, error = %e, "leases not released; dnsmasq will be restarted");
+            false
+        }
+    }
+}
+
+/// Networks whose dnsmasq must be restarted on a pruned lease file (a lease no DHCPRELEASE
+/// frees), by `networks::refresher` right after, so the request that freed them does not wait
+/// for dnsmasq's start; a failure marks the network errored and is logged.
+fn restart_later(d: &Daemon, nets: BTreeSet<String>) {
     if nets.is_empty() {
         return;
     }
