@@ -2,7 +2,8 @@
 //! real daemon: over HTTPS, enrolment by password and by token, certificates, image upload,
 //! instances, exec, files, snapshots and the events websocket (tests/pylxd/check.py); over the
 //! unix socket in a network lab, managed bridges and host interfaces, an instance's DHCP lease
-//! in its state and the network's leases (tests/pylxd/networks.py).
+//! in its state and the network's leases (tests/pylxd/networks.py); and `Instance.migrate`
+//! between two servers (tests/pylxd/migrate.py).
 
 use rxd_client::Method;
 use rxd_testkit::netlab::NetLab;
@@ -161,4 +162,63 @@ async fn pylxd_manages_networks_over_the_unix_socket() {
     // A passing script cleaned up after itself: nothing was left for the sweep above.
     assert_eq!(instances, json!([]), "left behind");
     assert!(managed.is_empty(), "left behind: {managed:?}");
+}
+
+#[tokio::test]
+async fn pylxd_migrates_an_instance_between_servers() {
+    let test = "pylxd_migrates_an_instance_between_servers";
+    if !require_root(test) || !require_tool("busybox", "busybox-static", test) {
+        return;
+    }
+    if !require_pylxd(test) {
+        return;
+    }
+    let (src, dst) = (TestDaemon::start().await, TestDaemon::start().await);
+    for d in [&src, &dst] {
+        let r = d
+            .unix()
+            .request(
+                Method::PATCH,
+                "/1.0",
+                Some(&json!({"config": {"core.trust_password": "py-secret"}})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{:?}", r.envelope());
+    }
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("bb.tar.gz");
+    busybox_image(&image);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/pylxd/migrate.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(["--src", &format!("https://{}", src.https_address())])
+        .arg("--src-cert")
+        .arg(src.dir().join("server.crt"))
+        .args(["--dst", &format!("https://{}", dst.https_address())])
+        .arg("--dst-cert")
+        .arg(dst.dir().join("server.crt"))
+        .args(["--password", "py-secret"])
+        .arg("--image")
+        .arg(&image)
+        .arg("--workdir")
+        .arg(work.path())
+        .env("HOME", work.path())
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprint!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("pylxd: migration passed"),
+        "migrate.py failed ({}):\n{stdout}\n{}\nsource log:\n{}\ntarget log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        src.logs(),
+        dst.logs()
+    );
+    assert_eq!(src.unix().get("/1.0/instances").await.unwrap(), json!([]));
+    assert_eq!(dst.unix().get("/1.0/instances").await.unwrap(), json!([]));
 }

@@ -82,6 +82,8 @@ pub const API_EXTENSIONS: &[&str] = &[
     "resources_network_usb",
     "resources_gpu_usb",
     "container_only_migration",
+    "container_push",
+    "container_push_target",
     "container_copy_project",
     "storage",
     "instance_pool_move",

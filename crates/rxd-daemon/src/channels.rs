@@ -1,7 +1,9 @@
-//! The websocket channels of exec and console operations: a fresh secret per channel, shown once
-//! in the reply that started the operation and compared in constant time when a socket connects
-//! (`GET /1.0/operations/<id>/websocket?secret=`); each works once. Also the control channel's
-//! messages and the revocation signal that ends a session whose certificate is revoked.
+//! The websocket channels of exec, console and migration operations: a fresh secret per channel,
+//! shown once in the reply that started the operation and compared in constant time when a
+//! socket connects (`GET /1.0/operations/<id>/websocket?secret=`); each works once. Also the
+//! control channel's messages, the revocation signal that ends a session whose certificate is
+//! revoked, and [`Pipe`], a websocket seen as two queues of frames whoever opened it (the
+//! migration service's view of its channels, accepted here or dialled with `rxd_web`).
 
 use crate::caller::Caller;
 use crate::listener::{ConnRegistry, Registration};
@@ -117,4 +119,117 @@ impl Control {
         let dim = |k: &str| self.args.get(k).and_then(|v| v.parse::<u32>().ok());
         Some((dim("width")?, dim("height")?))
     }
+}
+
+/// A websocket message that carries data (pings, pongs and closes are the socket's own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Text(String),
+    Binary(bytes::Bytes),
+}
+
+/// A websocket as two bounded queues of [`Frame`]s: `rx` ends when the peer closes (or the
+/// connection drops); dropping `tx` closes the socket's sending side with a close frame.
+pub struct Pipe {
+    pub tx: tokio::sync::mpsc::Sender<Frame>,
+    pub rx: tokio::sync::mpsc::Receiver<Frame>,
+}
+
+/// Frames queued each way before the sender waits.
+const PIPE_DEPTH: usize = 8;
+
+fn pipe_of<S, M, E>(
+    ws: S,
+    to_frame: fn(M) -> Option<Result<Frame, ()>>,
+    from_frame: fn(Frame) -> M,
+    close: M,
+) -> Pipe
+where
+    S: futures_util::Stream<Item = Result<M, E>> + futures_util::Sink<M> + Send + Unpin + 'static,
+    M: Send + 'static,
+    E: Send + 'static,
+{
+    use futures_util::{SinkExt, StreamExt};
+    let (mut sink, mut stream) = ws.split();
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Frame>(PIPE_DEPTH);
+    let (in_tx, in_rx) = tokio::sync::mpsc::channel::<Frame>(PIPE_DEPTH);
+    tokio::spawn(async move {
+        while let Some(frame) = out_rx.recv().await {
+            if sink.send(from_frame(frame)).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.send(close).await;
+        let _ = sink.close().await;
+    });
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = stream.next().await {
+            let sent = match to_frame(message) {
+                Some(Ok(frame)) => in_tx.send(frame).await.is_ok(),
+                Some(Err(())) => false,
+                None => true,
+            };
+            if !sent {
+                return;
+            }
+        }
+    });
+    Pipe {
+        tx: out_tx,
+        rx: in_rx,
+    }
+}
+
+/// A websocket this server accepted, as a [`Pipe`].
+pub fn accepted_pipe(ws: WebSocket) -> Pipe {
+    use axum::extract::ws::Message;
+    pipe_of(
+        ws,
+        |m| match m {
+            Message::Text(t) => Some(Ok(Frame::Text(t.to_string()))),
+            Message::Binary(b) => Some(Ok(Frame::Binary(b))),
+            Message::Close(_) => Some(Err(())),
+            _ => None,
+        },
+        |f| match f {
+            Frame::Text(t) => Message::Text(t.into()),
+            Frame::Binary(b) => Message::Binary(b),
+        },
+        Message::Close(None),
+    )
+}
+
+/// A websocket this server opened on another (`rxd_web::WebClient::websocket`), as a [`Pipe`].
+pub fn dialled_pipe(ws: rxd_web::WebSocket) -> Pipe {
+    use tokio_tungstenite::tungstenite::Message;
+    pipe_of(
+        ws,
+        |m| match m {
+            Message::Text(t) => Some(Ok(Frame::Text(t.to_string()))),
+            Message::Binary(b) => Some(Ok(Frame::Binary(b))),
+            Message::Close(_) => Some(Err(())),
+            _ => None,
+        },
+        |f| match f {
+            Frame::Text(t) => Message::Text(t.into()),
+            Frame::Binary(b) => Message::Binary(b),
+        },
+        Message::Close(None),
+    )
+}
+
+/// The sockets of `receivers`' channels once every one has connected, as pipes by name;
+/// `None` if `timeout` passes first or the operation's channels were dropped.
+pub async fn accept_all(
+    receivers: Receivers,
+    timeout: std::time::Duration,
+) -> Option<HashMap<&'static str, Pipe>> {
+    let waiting = async move {
+        let mut pipes = HashMap::new();
+        for (name, rx) in receivers {
+            pipes.insert(name, accepted_pipe(rx.await.ok()?));
+        }
+        Some(pipes)
+    };
+    tokio::time::timeout(timeout, waiting).await.ok().flatten()
 }

@@ -255,6 +255,29 @@ pub fn pack_backup(
     out: std::fs::File,
     limits: &Limits,
 ) -> Result<Packed, ImageError> {
+    let (packed, file) = pack_backup_to(
+        index_yaml,
+        backup_yaml,
+        trees,
+        shift,
+        compression,
+        out,
+        limits,
+    )?;
+    file.sync_all().map_err(tar_err("backup"))?;
+    Ok(packed)
+}
+
+/// [`pack_backup`] into any writer (a migration's stream), handed back flushed.
+pub fn pack_backup_to<W: Write>(
+    index_yaml: &str,
+    backup_yaml: &str,
+    trees: &[BackupTree<'_>],
+    shift: Option<&IdShift>,
+    compression: Compression,
+    out: W,
+    limits: &Limits,
+) -> Result<(Packed, W), ImageError> {
     let hashing = Hashing {
         inner: std::io::BufWriter::new(out),
         hash: Sha256::new(),
@@ -309,17 +332,17 @@ pub fn pack_backup(
     let encoder = tar.into_inner().map_err(tar_err("backup"))?;
     let mut hashing = encoder.finish().map_err(tar_err("backup"))?;
     hashing.flush().map_err(tar_err("backup"))?;
-    let file = hashing
+    let out = hashing
         .inner
         .into_inner()
         .map_err(|e| tar_err("backup")(e.into_error()))?;
-    file.sync_all().map_err(tar_err("backup"))?;
-    Ok(Packed {
+    let packed = Packed {
         fingerprint: hex::encode(hashing.hash.finalize()),
         size: hashing.bytes,
         skipped_special,
         outside_map,
-    })
+    };
+    Ok((packed, out))
 }
 
 struct Packer<'a, W: Write> {

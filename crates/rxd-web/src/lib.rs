@@ -30,6 +30,10 @@ pub enum WebError {
     Sink { url: String, reason: String },
 }
 
+/// A websocket [`WebClient::websocket`] opened.
+pub type WebSocket =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
 /// Percent-encodes everything but RFC 3986's unreserved characters.
 pub fn query_escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
@@ -185,6 +189,73 @@ impl WebClient {
             })?;
         }
         Ok((status, parts.headers, size))
+    }
+
+    /// Opens a websocket at `url`, an `https` URL (LXD's operation channels: `wss` on the
+    /// server's own address): TCP and TLS as for a request, then the upgrade, each within the
+    /// connect timeout. A refused upgrade says the status the server answered.
+    pub async fn websocket(&self, url: &str) -> Result<WebSocket, WebError> {
+        let target = Target::parse(url)?;
+        let net = |reason: String| WebError::Network {
+            url: url.into(),
+            reason,
+        };
+        if !target.tls {
+            return Err(WebError::BadUrl {
+                url: url.into(),
+                reason: "websockets are opened over https only".into(),
+            });
+        }
+        let tcp = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::TcpStream::connect((target.host.as_str(), target.port)),
+        )
+        .await
+        .map_err(|_| WebError::Timeout { url: url.into() })?
+        .map_err(|e| net(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(target.host.clone()).map_err(|e| WebError::BadUrl {
+            url: url.into(),
+            reason: e.to_string(),
+        })?;
+        let connector = tokio_rustls::TlsConnector::from(self.tls()?);
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
+            .await
+            .map_err(|_| WebError::Timeout { url: url.into() })?
+            .map_err(|e| net(format!("TLS: {e}")))?;
+        let request = Request::builder()
+            .uri(format!(
+                "wss://{}{}",
+                target.authority, target.path_and_query
+            ))
+            .header("host", target.authority.as_str())
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header(
+                "sec-websocket-key",
+                tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+            )
+            .header("user-agent", concat!("rxd/", env!("CARGO_PKG_VERSION")))
+            .body(())
+            .map_err(|e| WebError::BadUrl {
+                url: url.into(),
+                reason: e.to_string(),
+            })?;
+        let upgraded = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio_tungstenite::client_async(request, stream),
+        )
+        .await
+        .map_err(|_| WebError::Timeout { url: url.into() })?;
+        match upgraded {
+            Ok((ws, _)) => Ok(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(reply)) => Err(net(format!(
+                "the websocket was refused ({})",
+                reply.status()
+            ))),
+            Err(e) => Err(net(e.to_string())),
+        }
     }
 
     /// Connect and send one request; the reply's head has been read.

@@ -356,6 +356,81 @@ fn finished_operation(
     Ok(response::operation(op.url(), op.to_json()))
 }
 
+/// `POST /1.0/instances/<name>` with `migration` (`lxc copy`/`lxc move` to another server): the
+/// instance sent as `service::migration::send` sends it, to a target that dials this operation's
+/// channels (their secrets go to this caller only, in this reply), or to the target operation
+/// `target` names (push), which this server dials.
+async fn migrate_out(
+    d: Arc<Daemon>,
+    caller: Caller,
+    name: String,
+    body: InstancePost,
+) -> ApiResult<Response> {
+    use crate::service::migration;
+    if body.live {
+        return Err(ApiError::BadRequest(
+            "Unable to perform a live migration: rxd does not checkpoint running containers (no CRIU); stop the instance first or copy it with --stateless"
+                .into(),
+        ));
+    }
+    let row = find(&d, &caller.project, &name).await?;
+    let instance_only = body.instance_only || body.container_only;
+    let url = format!(
+        "/1.0/instances/{name}{}",
+        crate::service::instances::project_suffix(&row.project)
+    );
+    let resources = crate::operations::instance_resources(&url);
+    let project = row.project.clone();
+    match body.target {
+        Some(target) => {
+            migration::check_peer(&d, &caller, &target.operation)?;
+            let d2 = d.clone();
+            let work = async move {
+                let pipes =
+                    migration::dial(&target.operation, &target.certificate, &target.websockets)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                migration::send(&d2, &caller, &project, &name, instance_only, pipes).await
+            };
+            let op = crate::service::tasks::spawn(
+                &d,
+                "Migrating instance",
+                &row.project,
+                resources,
+                work,
+            );
+            Ok(response::operation(op.url(), op.to_json()))
+        }
+        None => {
+            let op = d.operations.start_class(
+                &d.events,
+                "websocket",
+                "Migrating instance",
+                &row.project,
+                resources,
+                false,
+            );
+            let (secrets, receivers) = d.exec_sessions.open(&op.id, &migration::CHANNELS);
+            let (d2, op2) = (d.clone(), op.clone());
+            tokio::spawn(async move {
+                let result = match crate::channels::accept_all(receivers, migration::CONNECT_WAIT)
+                    .await
+                {
+                    Some(pipes) => {
+                        migration::send(&d2, &caller, &project, &name, instance_only, pipes).await
+                    }
+                    None => Err("The migration target did not connect in time".to_owned()),
+                };
+                d2.exec_sessions.close(&op2.id);
+                op2.finish(&d2.events, result.map(|()| Value::Null));
+            });
+            let mut shown = op.to_json();
+            shown["metadata"] = Value::Object(secrets);
+            Ok(response::operation(op.url(), shown))
+        }
+    }
+}
+
 /// `POST /1.0/instances/<name>`: rename a stopped instance.
 pub async fn post(
     State(d): State<Arc<Daemon>>,
@@ -380,9 +455,7 @@ pub async fn post(
         ));
     }
     if (body.migration || body.live) && !pool_move && !project_move {
-        return Err(ApiError::BadRequest(
-            "Migration between servers is not supported".into(),
-        ));
+        return migrate_out(d, caller, name, body).await;
     }
     if !rxd_core::name::valid_instance_name(&body.name) {
         return Err(ApiError::BadRequest(format!(

@@ -219,7 +219,8 @@ async fn import_backup(
     let d2 = d.clone();
     let work = async move {
         let made =
-            crate::service::backups::import(&d2, &caller, &upload.path, name, pool, hostids).await;
+            crate::service::backups::import(&d2, &caller, &upload.path, name, pool, hostids, None)
+                .await;
         drop(upload);
         let made = made?;
         d2.events.lifecycle(
@@ -262,7 +263,13 @@ pub async fn post(
     post_json(d, caller, body).await
 }
 
-async fn post_json(d: Arc<Daemon>, caller: Caller, body: InstancesPost) -> ApiResult<Response> {
+async fn post_json(d: Arc<Daemon>, caller: Caller, mut body: InstancesPost) -> ApiResult<Response> {
+    if body.source.kind == "migration" {
+        // `lxc move` keeps the source's volatile keys; they are the source server's state (its
+        // id maps, its NICs' host names): the new instance gets its own, as an import does.
+        body.config
+            .retain(|k, _| !k.starts_with("volatile.") || k == "volatile.base_image");
+    }
     if !rxd_core::name::valid_instance_name(&body.name) {
         return Err(ApiError::BadRequest(format!(
             "Invalid instance name {:?}: 1 to 63 letters, digits and dashes, starting with a letter, not ending with a dash",
@@ -277,11 +284,12 @@ async fn post_json(d: Arc<Daemon>, caller: Caller, body: InstancesPost) -> ApiRe
     if body.source.kind == "copy" {
         return copy_post(d, caller, body).await;
     }
-    let config = body.config;
+    let config = body.config.clone();
     // No list: the image's profiles, which are `default` (LXD's default for an image); `[]`:
     // none.
     let profile_names = body
         .profiles
+        .clone()
         .unwrap_or_else(|| vec![rxd_core::profile::DEFAULT.to_owned()]);
     // Checked now for a quick answer, and again when the row is recorded.
     let known = expand::known(&d, &caller.project).await?;
@@ -303,9 +311,12 @@ async fn post_json(d: Arc<Daemon>, caller: Caller, body: InstancesPost) -> ApiRe
     if let Some(p) = d.project(&caller.project) {
         rxd_auth::confinement::check_count(&caller.project, &p.config, existing)?;
     }
+    if body.source.kind == "migration" {
+        return migration_post(d, caller, body).await;
+    }
     if body.source.kind != "image" {
         return Err(ApiError::BadRequest(
-            "Only instances created from an image are supported".into(),
+            "Only instances created from an image, a copy or a migration are supported".into(),
         ));
     }
     // A copy or migration source: rxd cannot take one yet, and must not quietly use a local
@@ -404,6 +415,111 @@ async fn post_json(d: Arc<Daemon>, caller: Caller, body: InstancesPost) -> ApiRe
 /// `POST /1.0/instances` with a `copy` source: `source.source` is `NAME` or `NAME/SNAPSHOT` in
 /// `source.project` (the request's project when empty). The request's config, devices and
 /// profiles win; what it leaves out comes from the source (its config without `volatile.*`).
+/// `POST /1.0/instances` with a `migration` source (`lxc copy`/`lxc move` from another
+/// server): `pull` dials the source's operation, `push` waits for the source (or a client's
+/// relay) on this operation's channels, whose secrets go to this caller only, in this reply.
+/// The instance is made as `service::migration::receive` makes it.
+async fn migration_post(
+    d: Arc<Daemon>,
+    caller: Caller,
+    body: InstancesPost,
+) -> ApiResult<Response> {
+    use crate::service::migration;
+    let source = body.source.clone();
+    if source.live || body.stateful {
+        return Err(ApiError::BadRequest(
+            "Unable to perform a live migration: rxd does not checkpoint running containers (no CRIU); stop the instance first or copy it with --stateless"
+                .into(),
+        ));
+    }
+    if source.refresh {
+        return Err(ApiError::BadRequest(
+            "Refreshing an existing copy (--refresh) is not supported by rxd".into(),
+        ));
+    }
+    let hostids = d
+        .hostids
+        .ok_or_else(|| ApiError::BadRequest("No host ids for containers (/etc/subuid)".into()))?;
+    images::UnpackBudget::of(&d, &caller.project)
+        .await?
+        .check_known(0)?;
+    let name = body.name.clone();
+    let requested = crate::service::backups::Requested {
+        config: body.config,
+        devices: body.devices,
+        profiles: body.profiles,
+        description: body.description,
+        ephemeral: body.ephemeral,
+    };
+    let url = format!("/1.0/instances/{name}{}", project_suffix(&caller.project));
+    let resources = crate::operations::instance_resources(&url);
+    let project = caller.project.clone();
+    let made = |d: Arc<Daemon>, caller: Caller, made: ApiResult<String>| {
+        let made = made?;
+        d.events.lifecycle(
+            "instance-created",
+            &format!("/1.0/instances/{made}"),
+            &caller.project,
+            &caller,
+        );
+        Ok::<(), ApiError>(())
+    };
+    match source.mode.as_str() {
+        "" | "pull" => {
+            migration::check_peer(&d, &caller, &source.operation)?;
+            let d2 = d.clone();
+            let work = async move {
+                let pipes =
+                    migration::dial(&source.operation, &source.certificate, &source.websockets)
+                        .await?;
+                let result =
+                    migration::receive(&d2, &caller, name, requested, hostids, pipes).await;
+                made(d2, caller, result)
+            };
+            let op =
+                crate::service::tasks::spawn(&d, "Creating instance", &project, resources, work);
+            Ok(response::operation(op.url(), op.to_json()))
+        }
+        "push" => {
+            let op = d.operations.start_class(
+                &d.events,
+                "websocket",
+                "Creating instance",
+                &project,
+                resources,
+                false,
+            );
+            let (secrets, receivers) = d.exec_sessions.open(&op.id, &migration::CHANNELS);
+            let (d2, op2) = (d.clone(), op.clone());
+            tokio::spawn(async move {
+                let result = match crate::channels::accept_all(receivers, migration::CONNECT_WAIT)
+                    .await
+                {
+                    Some(pipes) => {
+                        let r =
+                            migration::receive(&d2, &caller, name, requested, hostids, pipes).await;
+                        made(d2.clone(), caller, r)
+                    }
+                    None => Err(ApiError::BadRequest(
+                        "The migration source did not connect in time".into(),
+                    )),
+                };
+                d2.exec_sessions.close(&op2.id);
+                op2.finish(
+                    &d2.events,
+                    result.map(|()| Value::Null).map_err(|e| e.to_string()),
+                );
+            });
+            let mut shown = op.to_json();
+            shown["metadata"] = Value::Object(secrets);
+            Ok(response::operation(op.url(), shown))
+        }
+        other => Err(ApiError::BadRequest(format!(
+            "Unknown migration mode {other:?}: pull or push"
+        ))),
+    }
+}
+
 async fn copy_post(d: Arc<Daemon>, caller: Caller, body: InstancesPost) -> ApiResult<Response> {
     let source = &body.source;
     if source.source.is_empty() {

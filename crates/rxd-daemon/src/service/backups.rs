@@ -180,26 +180,6 @@ pub async fn create(
             row.name
         )));
     }
-    let snaps: Vec<SnapshotRow> = if instance_only {
-        Vec::new()
-    } else {
-        let (p, n) = (row.project.clone(), row.name.clone());
-        d.db(move |s| s.snapshots(&p, &n)).await?
-    };
-    let index = index_yaml(d, caller, &row, &snaps).await?;
-    let (index_text, backup_text) = index;
-    let config = instances::config_of(&row);
-    // Files shifted on disk are written in the container's ids.
-    let shift = config
-        .get("volatile.last_state.idmap")
-        .and_then(|m| instances::parse_idmap(m).ok().flatten())
-        .map(|m| rxd_image::IdShift {
-            uid_base: m.uid,
-            gid_base: m.gid,
-            size: m.size,
-        });
-    let inst_dir = layout::instance_dir(d, &row.pool, &key);
-    let snaps_dir = layout::snapshots_dir(d, &row.pool, &key);
     let dir = make_dir(d)?;
     let file_name = uuid::Uuid::new_v4().simple().to_string();
     let path = dir.join(&file_name);
@@ -210,63 +190,22 @@ pub async fn create(
         .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
         .open(&path)
         .map_err(ApiError::internal)?;
-    // A running container is frozen while its root filesystem is read (as a copy is).
-    let read = d.runtime.rootfs_lock(&key);
-    let _reading = read.read().await;
-    let freeze = d.runtime.init(&key).is_some() && !d.runtime.frozen(&key);
-    if freeze {
-        if let Err(e) = d.runtime.freeze(&key, true).await {
-            let _ = std::fs::remove_file(&path);
-            return Err(e.into());
-        }
-    }
-    // What the project may still write (limits.disk), and the server's bound.
-    let limits = UnpackBudget::of(d, &row.project).await?.limits();
-    let names: Vec<String> = snaps.iter().map(|s| s.name.clone()).collect();
     let path2 = path.clone();
-    let packed = tokio::task::spawn_blocking(move || {
-        let rootfs = inst_dir.join("rootfs");
-        let snap_roots: Vec<PathBuf> = names
-            .iter()
-            .map(|n| snaps_dir.join(n).join("rootfs"))
-            .collect();
-        let mut trees = vec![rxd_image::pack::BackupTree {
-            prefix: "backup/container".into(),
-            rootfs: &rootfs,
-            extras: &inst_dir,
-        }];
-        for (n, root) in names.iter().zip(&snap_roots) {
-            trees.push(rxd_image::pack::BackupTree {
-                prefix: format!("backup/snapshots/{n}"),
-                rootfs: root,
-                extras: &inst_dir,
-            });
-        }
-        rxd_image::pack::pack_backup(
-            &index_text,
-            &backup_text,
-            &trees,
-            shift.as_ref(),
-            compression,
-            out,
-            &limits,
-        )
-    })
-    .await;
-    if freeze {
-        if let Err(e) = d.runtime.freeze(&key, false).await {
-            tracing::error!(instance = %row.name, error = %e, "could not thaw after a backup");
-        }
-    }
-    let packed = match packed {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => {
-            let _ = std::fs::remove_file(&path2);
-            return Err(ApiError::internal(format!("writing the backup: {e}")));
-        }
+    let packed = match pack(d, caller, &row, instance_only, compression, out).await {
+        Ok((packed, file)) => match tokio::task::spawn_blocking(move || file.sync_all()).await {
+            Ok(Ok(())) => packed,
+            Ok(Err(e)) => {
+                let _ = std::fs::remove_file(&path2);
+                return Err(ApiError::internal(format!("writing the backup: {e}")));
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&path2);
+                return Err(e.into());
+            }
+        },
         Err(e) => {
             let _ = std::fs::remove_file(&path2);
-            return Err(e.into());
+            return Err(e);
         }
     };
     crate::failpoint::hit("instance-backup:written");
@@ -287,6 +226,90 @@ pub async fn create(
     }
     tracing::info!(instance = %row.name, project = %row.project, backup = %name, bytes = packed.size, "instance backup written");
     Ok(())
+}
+
+/// A backup of `row` (`instance_only`: without its snapshots) in LXD's layout, written into
+/// `out` and handed back with what was written: a running container frozen while its root
+/// filesystem is read, owners mapped back to container ids. The caller holds the instance's
+/// action lock.
+pub async fn pack<W: std::io::Write + Send + 'static>(
+    d: &Daemon,
+    caller: &Caller,
+    row: &InstanceRow,
+    instance_only: bool,
+    compression: rxd_image::pack::Compression,
+    out: W,
+) -> ApiResult<(rxd_image::pack::Packed, W)> {
+    let key = row.key();
+    let snaps: Vec<SnapshotRow> = if instance_only {
+        Vec::new()
+    } else {
+        let (p, n) = (row.project.clone(), row.name.clone());
+        d.db(move |s| s.snapshots(&p, &n)).await?
+    };
+    let index = index_yaml(d, caller, row, &snaps).await?;
+    let (index_text, backup_text) = index;
+    let config = instances::config_of(row);
+    // Files shifted on disk are written in the container's ids.
+    let shift = config
+        .get("volatile.last_state.idmap")
+        .and_then(|m| instances::parse_idmap(m).ok().flatten())
+        .map(|m| rxd_image::IdShift {
+            uid_base: m.uid,
+            gid_base: m.gid,
+            size: m.size,
+        });
+    let inst_dir = layout::instance_dir(d, &row.pool, &key);
+    let snaps_dir = layout::snapshots_dir(d, &row.pool, &key);
+    // What the project may still write (limits.disk), and the server's bound.
+    let limits = UnpackBudget::of(d, &row.project).await?.limits();
+    let names: Vec<String> = snaps.iter().map(|s| s.name.clone()).collect();
+    // A running container is frozen while its root filesystem is read (as a copy is).
+    let read = d.runtime.rootfs_lock(&key);
+    let _reading = read.read().await;
+    let freeze = d.runtime.init(&key).is_some() && !d.runtime.frozen(&key);
+    if freeze {
+        d.runtime.freeze(&key, true).await?;
+    }
+    let packed = tokio::task::spawn_blocking(move || {
+        let rootfs = inst_dir.join("rootfs");
+        let snap_roots: Vec<PathBuf> = names
+            .iter()
+            .map(|n| snaps_dir.join(n).join("rootfs"))
+            .collect();
+        let mut trees = vec![rxd_image::pack::BackupTree {
+            prefix: "backup/container".into(),
+            rootfs: &rootfs,
+            extras: &inst_dir,
+        }];
+        for (n, root) in names.iter().zip(&snap_roots) {
+            trees.push(rxd_image::pack::BackupTree {
+                prefix: format!("backup/snapshots/{n}"),
+                rootfs: root,
+                extras: &inst_dir,
+            });
+        }
+        rxd_image::pack::pack_backup_to(
+            &index_text,
+            &backup_text,
+            &trees,
+            shift.as_ref(),
+            compression,
+            out,
+            &limits,
+        )
+    })
+    .await;
+    if freeze {
+        if let Err(e) = d.runtime.freeze(&key, false).await {
+            tracing::error!(instance = %row.name, error = %e, "could not thaw after a backup");
+        }
+    }
+    match packed {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(e)) => Err(ApiError::internal(format!("writing the backup: {e}"))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `index.yaml` and `backup.yaml` of a backup of `row` with `snaps`: the instance, its
@@ -504,9 +527,21 @@ fn plan(text: &str) -> ApiResult<Plan> {
     })
 }
 
+/// The instance a migration's target was asked to make, as the client described it: it takes
+/// the place of the backup's own instance entry (the snapshots still come from the stream).
+pub struct Requested {
+    pub config: BTreeMap<String, String>,
+    pub devices: rxd_api::instance::Devices,
+    /// `None`: the source's; `[]`: none.
+    pub profiles: Option<Vec<String>>,
+    pub description: String,
+    pub ephemeral: bool,
+}
+
 /// `POST /1.0/instances` with a backup tarball (already received at `upload`): the new
 /// instance `name` (else the backup's) in `pool` (else the backup's if this server has it,
-/// else the default profile's). Returns the instance's name.
+/// else the default profile's), as `requested` says when a migration brought it. Returns the
+/// instance's name.
 pub async fn import(
     d: &Arc<Daemon>,
     caller: &Caller,
@@ -514,6 +549,7 @@ pub async fn import(
     name: Option<String>,
     pool: Option<String>,
     hostids: crate::hostids::HostIds,
+    requested: Option<Requested>,
 ) -> ApiResult<String> {
     let budget = UnpackBudget::of(d, &caller.project).await?;
     let limits = budget.limits();
@@ -523,7 +559,18 @@ pub async fn import(
             .await?
             .map_err(|e| ApiError::BadRequest(format!("Invalid backup: {e}")))?
     };
-    let plan = plan(&text)?;
+    let mut plan = plan(&text)?;
+    let mut no_profiles = false;
+    if let Some(r) = requested {
+        plan.instance.config = r.config;
+        plan.instance.devices = r.devices;
+        plan.instance.description = r.description;
+        plan.instance.ephemeral = r.ephemeral;
+        if let Some(p) = r.profiles {
+            no_profiles = p.is_empty();
+            plan.instance.profiles = p;
+        }
+    }
     let name = name.unwrap_or_else(|| plan.instance.name.clone());
     if !rxd_core::name::valid_instance_name(&name) {
         return Err(ApiError::BadRequest(format!(
@@ -549,7 +596,7 @@ pub async fn import(
         }
     }
     expand::check_devices(&devices)?;
-    let profiles = if plan.instance.profiles.is_empty() {
+    let profiles = if plan.instance.profiles.is_empty() && !no_profiles {
         vec![rxd_core::profile::DEFAULT.to_owned()]
     } else {
         plan.instance.profiles.clone()

@@ -12,6 +12,7 @@ pub mod images;
 pub mod instances;
 pub mod intent;
 pub mod layout;
+pub mod migration;
 pub mod moves;
 pub mod networks;
 pub mod nics;

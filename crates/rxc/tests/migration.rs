@@ -1,0 +1,236 @@
+//! Instances copied and moved between two rxd daemons as Debian's `lxc` drives them (LXD's
+//! stateless migration): pull (the target dials the source's operation), push (the source dials
+//! the target's) and relay (the client splices both), with and without snapshots, with `-c`
+//! overrides, and `lxc move` to the other server. The target confines the instance and every
+//! snapshot it brings as its own project demands; a refused one leaves nothing behind.
+
+use rxd_testkit::session::lxc;
+use rxd_testkit::{busybox_image, require_root, require_tool, TestDaemon};
+use std::path::Path;
+
+fn ok(conf: &Path, args: &[&str], daemons: &[&TestDaemon]) -> String {
+    let out = lxc(conf, args);
+    assert!(
+        out.status.success(),
+        "lxc {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        daemons
+            .iter()
+            .map(|d| d.logs())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn snapshots(conf: &Path, instance: &str) -> Vec<String> {
+    let out = lxc(conf, &["query", &format!("{instance}/snapshots")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let list: Vec<String> = serde_json::from_str(&text).unwrap_or_default();
+    list.iter()
+        .map(|u| u.rsplit('/').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// `lxc query` of a remote path (`dst:/1.0/...`).
+fn query(conf: &Path, path: &str) -> serde_json::Value {
+    let out = lxc(conf, &["query", path]);
+    assert!(out.status.success(), "lxc query {path}: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn instances_are_copied_and_moved_between_servers() {
+    let test = "instances_are_copied_and_moved_between_servers";
+    if !require_root(test) || !require_tool("lxc", "lxd-client", test) {
+        return;
+    }
+    let (src, dst) = (TestDaemon::start().await, TestDaemon::start().await);
+    let both = [&src, &dst];
+    let admin = tempfile::tempdir().unwrap();
+    for d in both {
+        let out = d.rxc(
+            admin.path(),
+            &["config", "set", "core.trust_password", "pw"],
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    let conf = tempfile::tempdir().unwrap();
+    let c = conf.path();
+    for (name, d) in [("src", &src), ("dst", &dst)] {
+        let addr = d.https_address();
+        ok(
+            c,
+            &[
+                "remote",
+                "add",
+                name,
+                &addr,
+                "--accept-certificate",
+                "--password",
+                "pw",
+            ],
+            &both,
+        );
+    }
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("bb.tar.gz");
+    busybox_image(&image);
+    ok(
+        c,
+        &[
+            "image",
+            "import",
+            image.to_str().unwrap(),
+            "src:",
+            "--alias",
+            "bb",
+        ],
+        &both,
+    );
+    ok(c, &["launch", "src:bb", "src:c1"], &both);
+    ok(
+        c,
+        &[
+            "exec",
+            "src:c1",
+            "--",
+            "sh",
+            "-c",
+            "echo migrated > /root/marker",
+        ],
+        &both,
+    );
+    ok(c, &["snapshot", "src:c1", "s0"], &both);
+    ok(c, &["config", "set", "src:c1", "user.origin", "src"], &both);
+
+    // A running source is copied stateless only: rxd checkpoints nothing (LXD without CRIU
+    // answers the same).
+    let live = lxc(c, &["copy", "src:c1", "dst:c2"]);
+    assert!(!live.status.success(), "{live:?}");
+    assert!(
+        String::from_utf8_lossy(&live.stderr).contains("--stateless"),
+        "{live:?}"
+    );
+    assert!(!lxc(c, &["query", "dst:/1.0/instances/c2"]).status.success());
+    // Pull (lxc's default), from a running source: the snapshot comes along, the files too.
+    ok(c, &["copy", "src:c1", "dst:c2", "--stateless"], &both);
+    assert_eq!(snapshots(c, "dst:/1.0/instances/c2"), ["s0"]);
+    let c2 = query(c, "dst:/1.0/instances/c2");
+    assert_eq!(c2["config"]["user.origin"], "src", "{c2}");
+    assert_eq!(c2["status"], "Stopped", "{c2}");
+    ok(c, &["start", "dst:c2"], &both);
+    let inside = ok(c, &["exec", "dst:c2", "--", "cat", "/root/marker"], &both);
+    assert_eq!(inside.trim(), "migrated");
+    // Its files are the container's own inside (uid 0), whatever the target's map.
+    let owner = ok(
+        c,
+        &["exec", "dst:c2", "--", "stat", "-c", "%u", "/root/marker"],
+        &both,
+    );
+    assert_eq!(owner.trim(), "0");
+    // The source is untouched and still running.
+    assert_eq!(query(c, "src:/1.0/instances/c1")["status"], "Running");
+
+    // Push, instance only: no snapshot.
+    ok(
+        c,
+        &[
+            "copy",
+            "src:c1",
+            "dst:c3",
+            "--mode",
+            "push",
+            "--instance-only",
+            "--stateless",
+        ],
+        &both,
+    );
+    assert!(snapshots(c, "dst:/1.0/instances/c3").is_empty());
+    assert_eq!(
+        query(c, "dst:/1.0/instances/c3")["config"]["user.origin"],
+        "src"
+    );
+
+    // Relay, with an override.
+    ok(
+        c,
+        &[
+            "copy",
+            "src:c1",
+            "dst:c4",
+            "--mode",
+            "relay",
+            "-c",
+            "user.origin=relayed",
+            "--stateless",
+        ],
+        &both,
+    );
+    assert_eq!(snapshots(c, "dst:/1.0/instances/c4"), ["s0"]);
+    assert_eq!(
+        query(c, "dst:/1.0/instances/c4")["config"]["user.origin"],
+        "relayed"
+    );
+
+    // Move: stopped, copied, then deleted on the source.
+    ok(c, &["stop", "src:c1", "--force"], &both);
+    ok(c, &["move", "src:c1", "dst:c5"], &both);
+    assert!(!lxc(c, &["query", "src:/1.0/instances/c1"]).status.success());
+    assert_eq!(snapshots(c, "dst:/1.0/instances/c5"), ["s0"]);
+    ok(c, &["start", "dst:c5"], &both);
+    let inside = ok(c, &["exec", "dst:c5", "--", "cat", "/root/marker"], &both);
+    assert_eq!(inside.trim(), "migrated");
+
+    // A snapshot the target's project would refuse (privileged, in a restricted project) is
+    // refused with the whole copy, however harmless the instance's own config.
+    ok(c, &["init", "src:bb", "src:p1"], &both);
+    ok(
+        c,
+        &["config", "set", "src:p1", "security.privileged", "true"],
+        &both,
+    );
+    ok(c, &["snapshot", "src:p1", "priv"], &both);
+    ok(
+        c,
+        &["config", "unset", "src:p1", "security.privileged"],
+        &both,
+    );
+    ok(
+        c,
+        &["project", "create", "dst:locked", "-c", "restricted=true"],
+        &both,
+    );
+    let refused = lxc(
+        c,
+        &["copy", "src:p1", "dst:p1", "--target-project", "locked"],
+    );
+    assert!(!refused.status.success(), "{refused:?}");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("Snapshot \"priv\"") && said.contains("forbids privileged containers"),
+        "{said}"
+    );
+    let left = query(c, "dst:/1.0/instances?project=locked");
+    assert_eq!(left, serde_json::json!([]), "{left}");
+    // Without the snapshot it is allowed there.
+    ok(
+        c,
+        &[
+            "copy",
+            "src:p1",
+            "dst:p1",
+            "--target-project",
+            "locked",
+            "--instance-only",
+        ],
+        &both,
+    );
+
+    for (r, names) in [("src", vec!["p1"]), ("dst", vec!["c2", "c3", "c4", "c5"])] {
+        for n in names {
+            ok(c, &["delete", "-f", &format!("{r}:{n}")], &both);
+        }
+    }
+    ok(c, &["delete", "-f", "dst:p1", "--project", "locked"], &both);
+}
