@@ -331,7 +331,7 @@ pub struct CreateArgs {
     pub storage: Option<String>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Default)]
 pub struct CopyArgs {
     /// `[REMOTE:]NAME` or `[REMOTE:]NAME/SNAPSHOT`.
     pub source: String,

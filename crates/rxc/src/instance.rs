@@ -372,7 +372,24 @@ pub async fn rename(
         ),
     };
     if new_remote != remote {
-        bail!("moving a container between servers is not supported");
+        if pool.is_some() || project.is_some() {
+            bail!("moving to another server and to a pool or project at once is not supported: move, then move again");
+        }
+        let src = open(conf, &remote)?;
+        let inst: rxd_api::instance::Instance =
+            src.get_as(&format!("/1.0/instances/{old}")).await?;
+        if inst.status != "Stopped" {
+            bail!(
+                "{old} is {}: stop it before moving it to another server",
+                inst.status.to_lowercase()
+            );
+        }
+        let args = crate::cli::CopyArgs::default();
+        copy_between(conf, &args, (&remote, &old), (&new_remote, &new)).await?;
+        let op: Operation = src
+            .call_as(Method::DELETE, &format!("/1.0/instances/{old}"))
+            .await?;
+        return wait(&src, &op).await.map(drop);
     }
     let conn = open(conf, &remote)?;
     // To another pool as `lxc move -s` asks it (LXD's `instance_pool_move`).
@@ -397,7 +414,7 @@ pub async fn copy(conf: &ConfigDir, args: crate::cli::CopyArgs) -> anyhow::Resul
     let (remote, source) = split_target(conf, &args.source);
     let (new_remote, name) = split_target(conf, &args.name);
     if new_remote != remote {
-        bail!("copying a container between servers is not supported");
+        return copy_between(conf, &args, (&remote, &source), (&new_remote, &name)).await;
     }
     let mut config = BTreeMap::new();
     for kv in &args.config {
@@ -456,6 +473,160 @@ pub async fn copy(conf: &ConfigDir, args: crate::cli::CopyArgs) -> anyhow::Resul
     let op: rxd_api::operation::Operation =
         conn.send_as(Method::POST, "/1.0/instances", &body).await?;
     wait(&conn, &op).await.map(drop)
+}
+
+/// `rxc copy` to another server, as `lxc copy` asks it (LXD's migration API): the target pulls
+/// from the source's migration operation when the source is on the network, else the source
+/// pushes to the target's. The config sent is the source's without its `volatile.*` keys (but
+/// the base image), with the `-c` overrides; a running source is copied stateless, frozen
+/// while it is read.
+async fn copy_between(
+    conf: &ConfigDir,
+    args: &crate::cli::CopyArgs,
+    (remote, source): (&str, &str),
+    (new_remote, name): (&str, &str),
+) -> anyhow::Result<()> {
+    if source.contains('/') {
+        bail!("copying a snapshot to another server is not supported: copy the instance (its snapshots come along)");
+    }
+    let src = open(conf, remote)?;
+    let mut dst = open(conf, new_remote)?;
+    if let Some(project) = &args.target_project {
+        dst.client.set_project(Some(project.clone()));
+        dst.project = project.clone();
+    }
+    let inst: rxd_api::instance::Instance = src.get_as(&format!("/1.0/instances/{source}")).await?;
+    let mut config: BTreeMap<String, String> = inst
+        .config
+        .iter()
+        .filter(|(k, _)| !k.starts_with("volatile.") || *k == "volatile.base_image")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for kv in &args.config {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow!("bad config {kv:?}: expected KEY=VALUE"))?;
+        config.insert(k.to_owned(), v.to_owned());
+    }
+    let mut devices = inst.devices.clone();
+    if let Some(pool) = &args.storage {
+        let root = inst.expanded_devices.iter().find(|(_, d)| {
+            d.get("type").map(String::as_str) == Some("disk")
+                && d.get("path").map(String::as_str) == Some("/")
+        });
+        let (dev_name, mut device) = match root {
+            Some((n, d)) => (n.clone(), d.clone()),
+            None => ("root".to_owned(), root_disk(pool)),
+        };
+        device.insert("pool".into(), pool.clone());
+        devices.insert(dev_name, device);
+    }
+    let profiles = if args.no_profiles {
+        Vec::new()
+    } else if args.profiles.is_empty() {
+        inst.profiles.clone()
+    } else {
+        args.profiles.clone()
+    };
+    let mut req = InstancesPost {
+        name: name.to_owned(),
+        kind: "container".into(),
+        config,
+        devices,
+        profiles: Some(profiles),
+        ephemeral: args.ephemeral || inst.ephemeral,
+        description: inst.description.clone(),
+        source: InstanceSource {
+            kind: "migration".into(),
+            base_image: inst
+                .config
+                .get("volatile.base_image")
+                .cloned()
+                .unwrap_or_default(),
+            instance_only: args.instance_only,
+            container_only: args.instance_only,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut send = InstancePost {
+        name: source.to_owned(),
+        migration: true,
+        instance_only: args.instance_only,
+        container_only: args.instance_only,
+        ..Default::default()
+    };
+    let secrets = |op: &Operation| -> BTreeMap<String, String> {
+        op.metadata
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let path = format!("/1.0/instances/{source}");
+    let (src_addresses, src_certificate) = environment(&src).await?;
+    if let Some(addr) = src_addresses.first() {
+        // Pull: the target dials the source's operation.
+        let out: Operation = src.send_as(Method::POST, &path, &send).await?;
+        req.source.mode = "pull".into();
+        req.source.operation = format!("https://{addr}/1.0/operations/{}", out.id);
+        req.source.certificate = src_certificate;
+        req.source.websockets = secrets(&out);
+        let into: Operation = match dst.send_as(Method::POST, "/1.0/instances", &req).await {
+            Ok(op) => op,
+            Err(e) => {
+                let _ = src
+                    .call(Method::DELETE, &format!("/1.0/operations/{}", out.id), None)
+                    .await;
+                return Err(e);
+            }
+        };
+        let (made, sent) = tokio::join!(wait(&dst, &into), wait(&src, &out));
+        made?;
+        sent?;
+        return Ok(());
+    }
+    // Push: the source is not on the network, so it dials the target's operation.
+    let (dst_addresses, dst_certificate) = environment(&dst).await?;
+    let Some(addr) = dst_addresses.first() else {
+        bail!(
+            "neither server listens on the network (core.https_address): one must reach the other"
+        );
+    };
+    req.source.mode = "push".into();
+    let into: Operation = dst.send_as(Method::POST, "/1.0/instances", &req).await?;
+    send.target = Some(rxd_api::instance::InstancePostTarget {
+        certificate: dst_certificate,
+        operation: format!("https://{addr}/1.0/operations/{}", into.id),
+        websockets: secrets(&into),
+    });
+    let out: Operation = src.send_as(Method::POST, &path, &send).await?;
+    let (made, sent) = tokio::join!(wait(&dst, &into), wait(&src, &out));
+    made?;
+    sent?;
+    Ok(())
+}
+
+/// A server's network addresses and certificate (PEM), as `GET /1.0` gives them to a client
+/// that hands them to another server.
+async fn environment(conn: &Conn) -> anyhow::Result<(Vec<String>, String)> {
+    let info = conn.call(Method::GET, "/1.0", None).await?;
+    let addresses: Vec<String> = info["environment"]["addresses"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let certificate = info["environment"]["certificate"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    Ok((addresses, certificate))
 }
 
 /// `rxc exec`: LXD's non-interactive exec protocol: one websocket each for stdin, stdout and

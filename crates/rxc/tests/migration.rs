@@ -1,8 +1,9 @@
 //! Instances copied and moved between two rxd daemons as Debian's `lxc` drives them (LXD's
 //! stateless migration): pull (the target dials the source's operation), push (the source dials
 //! the target's) and relay (the client splices both), with and without snapshots, with `-c`
-//! overrides, and `lxc move` to the other server. The target confines the instance and every
-//! snapshot it brings as its own project demands; a refused one leaves nothing behind.
+//! overrides, and `lxc move` to the other server; and `rxc copy`/`rxc move` (pull, or push from
+//! a source not on the network). The target confines the instance and every snapshot it brings
+//! as its own project demands; a refused one leaves nothing behind.
 
 use rxd_testkit::session::lxc;
 use rxd_testkit::{busybox_image, require_root, require_tool, TestDaemon};
@@ -227,10 +228,47 @@ async fn instances_are_copied_and_moved_between_servers() {
         &both,
     );
 
-    for (r, names) in [("src", vec!["p1"]), ("dst", vec!["c2", "c3", "c4", "c5"])] {
-        for n in names {
-            ok(c, &["delete", "-f", &format!("{r}:{n}")], &both);
-        }
+    // rxc: from its local server (the source, on the network) the target pulls; a move copies
+    // then deletes the source.
+    let rc = tempfile::tempdir().unwrap();
+    let rxc = |args: &[&str]| {
+        let out = src.rxc(rc.path(), args);
+        assert!(
+            out.status.success(),
+            "rxc {args:?}: {}\n{}\n----\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            src.logs(),
+            dst.logs()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let addr = dst.https_address();
+    rxc(&[
+        "remote",
+        "add",
+        "dst",
+        &addr,
+        "--accept-certificate",
+        "--password",
+        "pw",
+    ]);
+    rxc(&["snapshot", "p1", "s1"]);
+    rxc(&["copy", "p1", "dst:r1", "-c", "user.by=rxc"]);
+    assert_eq!(snapshots(c, "dst:/1.0/instances/r1"), ["priv", "s1"]);
+    assert_eq!(
+        query(c, "dst:/1.0/instances/r1")["config"]["user.by"],
+        "rxc"
+    );
+    // A source not on the network pushes to the target instead.
+    rxc(&["config", "unset", "core.https_address"]);
+    rxc(&["move", "p1", "dst:r2"]);
+    assert!(rxc(&["list", "-c", "n", "--format", "csv"])
+        .trim()
+        .is_empty());
+    assert_eq!(snapshots(c, "dst:/1.0/instances/r2"), ["priv", "s1"]);
+
+    for n in ["c2", "c3", "c4", "c5", "r1", "r2"] {
+        ok(c, &["delete", "-f", &format!("dst:{n}")], &both);
     }
     ok(c, &["delete", "-f", "dst:p1", "--project", "locked"], &both);
 }
