@@ -272,3 +272,134 @@ async fn instances_are_copied_and_moved_between_servers() {
     }
     ok(c, &["delete", "-f", "dst:p1", "--project", "locked"], &both);
 }
+
+/// A push-mode migration target on `d` for instance `name`: its operation id and secrets.
+async fn push_target(d: &TestDaemon, name: &str) -> (String, serde_json::Value) {
+    let r = d
+        .unix()
+        .request(
+            rxd_client::Method::POST,
+            "/1.0/instances",
+            Some(&serde_json::json!({
+                "name": name,
+                "source": {"type": "migration", "mode": "push"},
+            })),
+        )
+        .await
+        .unwrap();
+    let env = r.envelope().unwrap();
+    assert_eq!(r.status, 202, "{env:?}");
+    let op = env.metadata.clone();
+    (
+        op["id"].as_str().unwrap().to_owned(),
+        op["metadata"].clone(),
+    )
+}
+
+/// A hostile or broken source: a stream cut short, or not the one its header announced, is
+/// refused before anything is imported, and nothing is left behind; the channels' secrets never
+/// appear in an operation's error.
+#[tokio::test]
+async fn a_migration_stream_cut_short_or_changed_is_never_imported() {
+    use futures_util::SinkExt;
+    use sha2::Digest;
+    use tokio_tungstenite::tungstenite::Message;
+    let test = "a_migration_stream_cut_short_or_changed_is_never_imported";
+    if !require_root(test) {
+        return;
+    }
+    let d = TestDaemon::start().await;
+    let data = vec![7u8; 300_000];
+    let digest = hex::encode(sha2::Sha256::digest(&data));
+    // (what is sent, the header's length, the header's digest, what the refusal says)
+    let cases = [
+        (&data[..100_000], data.len(), digest.clone(), "cut short"),
+        (
+            &data[..],
+            data.len(),
+            "0".repeat(64),
+            "cut short or changed",
+        ),
+        (&data[..], 1000, digest.clone(), "more than the 1000 bytes"),
+    ];
+    for (i, (sent, bytes, sha, said)) in cases.into_iter().enumerate() {
+        let name = format!("m{i}");
+        let (id, secrets) = push_target(&d, &name).await;
+        let path = |ch: &str| {
+            format!(
+                "/1.0/operations/{id}/websocket?secret={}",
+                secrets[ch].as_str().unwrap()
+            )
+        };
+        let mut control = d.unix().websocket(&path("control")).await.unwrap();
+        let mut fs = d.unix().websocket(&path("fs")).await.unwrap();
+        let header = serde_json::json!({
+            "rxd_migration": "rxd-backup/1", "snapshots": [], "bytes": bytes, "sha256": sha,
+        });
+        control
+            .send(Message::Text(header.to_string().into()))
+            .await
+            .unwrap();
+        for chunk in sent.chunks(65536) {
+            fs.send(Message::Binary(chunk.to_vec().into()))
+                .await
+                .unwrap();
+        }
+        let _ = fs.close(None).await;
+        let done = d
+            .unix()
+            .get(&format!("/1.0/operations/{id}/wait?timeout=30"))
+            .await
+            .unwrap();
+        assert_eq!(done["status"], "Failure", "{done}");
+        let err = done["err"].as_str().unwrap();
+        assert!(err.contains(said), "{err}");
+        let listed = d.unix().get("/1.0/instances").await.unwrap();
+        assert_eq!(listed, serde_json::json!([]), "{listed}");
+        drop(control);
+    }
+    // Nothing half-received is kept.
+    let uploads = d.dir().join("backups");
+    let left: Vec<_> = std::fs::read_dir(&uploads)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().contains("migration"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    // A pull from a peer that cannot be reached: the error names the operation, never the
+    // secrets in the channels' URLs.
+    let r = d
+        .unix()
+        .request(
+            rxd_client::Method::POST,
+            "/1.0/instances",
+            Some(&serde_json::json!({
+                "name": "p0",
+                "source": {
+                    "type": "migration", "mode": "pull", "certificate": "",
+                    "operation": "https://127.0.0.1:1/1.0/operations/0a1b",
+                    "secrets": {"control": "SEKRIT-CONTROL", "fs": "SEKRIT-FS"},
+                },
+            })),
+        )
+        .await
+        .unwrap();
+    let env = r.envelope().unwrap();
+    assert_eq!(r.status, 202, "{env:?}");
+    let id = env.metadata["id"].as_str().unwrap().to_owned();
+    let done = d
+        .unix()
+        .get(&format!("/1.0/operations/{id}/wait?timeout=30"))
+        .await
+        .unwrap();
+    assert_eq!(done["status"], "Failure", "{done}");
+    let err = done["err"].as_str().unwrap();
+    assert!(err.contains("127.0.0.1:1/1.0/operations/0a1b"), "{err}");
+    assert!(
+        !err.contains("SEKRIT") && !d.logs().contains("SEKRIT"),
+        "{err}"
+    );
+}

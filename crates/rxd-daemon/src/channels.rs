@@ -21,6 +21,8 @@ type Channel = (String, Option<oneshot::Sender<WebSocket>>);
 /// The channels of one operation waiting for their websocket.
 struct Session {
     channels: Mutex<HashMap<&'static str, Channel>>,
+    /// The largest message its sockets take (`None`: the framework's default).
+    max_message: Option<usize>,
 }
 
 /// Waiting channels' receivers, by name.
@@ -40,6 +42,16 @@ impl Sessions {
     /// Register the channels of operation `op_id`: a fresh secret each (returned, to be shown
     /// once) and where each socket goes when it connects.
     pub fn open(&self, op_id: &str, names: &[&'static str]) -> (Map<String, Value>, Receivers) {
+        self.open_limited(op_id, names, None)
+    }
+
+    /// [`Sessions::open`], its sockets taking messages of at most `max_message` bytes.
+    pub fn open_limited(
+        &self,
+        op_id: &str,
+        names: &[&'static str],
+        max_message: Option<usize>,
+    ) -> (Map<String, Value>, Receivers) {
         let mut fds = Map::new();
         let mut channels = HashMap::new();
         let mut receivers = HashMap::new();
@@ -54,6 +66,7 @@ impl Sessions {
             op_id.to_owned(),
             Arc::new(Session {
                 channels: Mutex::new(channels),
+                max_message,
             }),
         );
         (fds, receivers)
@@ -64,12 +77,18 @@ impl Sessions {
         lock(&self.0).remove(op_id);
     }
 
-    /// Where the socket presenting `secret` for operation `op_id` goes: once per channel, and
-    /// only for a secret equal (in constant time) to one of the channels'.
-    pub fn claim(&self, op_id: &str, secret: &str) -> Option<oneshot::Sender<WebSocket>> {
+    /// Where the socket presenting `secret` for operation `op_id` goes, and the largest message
+    /// it may send: once per channel, and only for a secret equal (in constant time) to one of
+    /// the channels'.
+    pub fn claim(
+        &self,
+        op_id: &str,
+        secret: &str,
+    ) -> Option<(oneshot::Sender<WebSocket>, Option<usize>)> {
         let session = lock(&self.0).get(op_id).cloned()?;
+        let max_message = session.max_message;
         let mut channels = lock(&session.channels);
-        channels.values_mut().find_map(|(want, tx)| {
+        let sender = channels.values_mut().find_map(|(want, tx)| {
             let same: bool =
                 subtle::ConstantTimeEq::ct_eq(want.as_bytes(), secret.as_bytes()).into();
             if same {
@@ -77,7 +96,8 @@ impl Sessions {
             } else {
                 None
             }
-        })
+        })?;
+        Some((sender, max_message))
     }
 }
 

@@ -193,16 +193,25 @@ impl WebClient {
 
     /// Opens a websocket at `url`, an `https` URL (LXD's operation channels: `wss` on the
     /// server's own address): TCP and TLS as for a request, then the upgrade, each within the
-    /// connect timeout. A refused upgrade says the status the server answered.
-    pub async fn websocket(&self, url: &str) -> Result<WebSocket, WebError> {
-        let target = Target::parse(url)?;
+    /// connect timeout; messages of at most `max_message` bytes. A refused upgrade says the
+    /// status the server answered. Errors name the URL without its query, which holds the
+    /// channel's secret.
+    pub async fn websocket(&self, url: &str, max_message: usize) -> Result<WebSocket, WebError> {
+        let shown = url.split('?').next().unwrap_or_default();
+        let target = Target::parse(url).map_err(|e| match e {
+            WebError::BadUrl { reason, .. } => WebError::BadUrl {
+                url: shown.into(),
+                reason,
+            },
+            other => other,
+        })?;
         let net = |reason: String| WebError::Network {
-            url: url.into(),
+            url: shown.into(),
             reason,
         };
         if !target.tls {
             return Err(WebError::BadUrl {
-                url: url.into(),
+                url: shown.into(),
                 reason: "websockets are opened over https only".into(),
             });
         }
@@ -211,17 +220,17 @@ impl WebClient {
             tokio::net::TcpStream::connect((target.host.as_str(), target.port)),
         )
         .await
-        .map_err(|_| WebError::Timeout { url: url.into() })?
+        .map_err(|_| WebError::Timeout { url: shown.into() })?
         .map_err(|e| net(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(target.host.clone()).map_err(|e| WebError::BadUrl {
-            url: url.into(),
+            url: shown.into(),
             reason: e.to_string(),
         })?;
         let connector = tokio_rustls::TlsConnector::from(self.tls()?);
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
             .await
-            .map_err(|_| WebError::Timeout { url: url.into() })?
+            .map_err(|_| WebError::Timeout { url: shown.into() })?
             .map_err(|e| net(format!("TLS: {e}")))?;
         let request = Request::builder()
             .uri(format!(
@@ -239,15 +248,23 @@ impl WebClient {
             .header("user-agent", concat!("rxd/", env!("CARGO_PKG_VERSION")))
             .body(())
             .map_err(|e| WebError::BadUrl {
-                url: url.into(),
+                url: shown.into(),
                 reason: e.to_string(),
             })?;
         let upgraded = tokio::time::timeout(
             CONNECT_TIMEOUT,
-            tokio_tungstenite::client_async(request, stream),
+            tokio_tungstenite::client_async_with_config(
+                request,
+                stream,
+                Some(
+                    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                        .max_message_size(Some(max_message))
+                        .max_frame_size(Some(max_message)),
+                ),
+            ),
         )
         .await
-        .map_err(|_| WebError::Timeout { url: url.into() })?;
+        .map_err(|_| WebError::Timeout { url: shown.into() })?;
         match upgraded {
             Ok((ws, _)) => Ok(ws),
             Err(tokio_tungstenite::tungstenite::Error::Http(reply)) => Err(net(format!(

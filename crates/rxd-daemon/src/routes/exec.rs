@@ -603,9 +603,13 @@ pub async fn websocket(
     let upgrade = upgrade.map_err(|_| {
         ApiError::BadRequest("This endpoint is a websocket: upgrade the connection".into())
     })?;
-    let sender = d.exec_sessions.claim(&id, &q.secret);
-    let Some(sender) = sender else {
+    let claimed = d.exec_sessions.claim(&id, &q.secret);
+    let Some((sender, max_message)) = claimed else {
         return Err(ApiError::NotAuthorized);
+    };
+    let upgrade = match max_message {
+        Some(n) => upgrade.max_message_size(n).max_frame_size(n),
+        None => upgrade,
     };
     Ok(upgrade.on_upgrade(move |ws| async move {
         let _ = sender.send(ws);

@@ -386,11 +386,12 @@ async fn migrate_out(
             migration::check_peer(&d, &caller, &target.operation)?;
             let d2 = d.clone();
             let work = async move {
-                let pipes =
+                let connect = async {
                     migration::dial(&target.operation, &target.certificate, &target.websockets)
                         .await
-                        .map_err(|e| e.to_string())?;
-                migration::send(&d2, &caller, &project, &name, instance_only, pipes).await
+                        .map_err(|e| e.to_string())
+                };
+                migration::send(&d2, &caller, &project, &name, instance_only, connect).await
             };
             let op = crate::service::tasks::spawn(
                 &d,
@@ -410,17 +411,20 @@ async fn migrate_out(
                 resources,
                 false,
             );
-            let (secrets, receivers) = d.exec_sessions.open(&op.id, &migration::CHANNELS);
+            let (secrets, receivers) = d.exec_sessions.open_limited(
+                &op.id,
+                &migration::CHANNELS,
+                Some(migration::MAX_MESSAGE),
+            );
             let (d2, op2) = (d.clone(), op.clone());
             tokio::spawn(async move {
-                let result = match crate::channels::accept_all(receivers, migration::CONNECT_WAIT)
-                    .await
-                {
-                    Some(pipes) => {
-                        migration::send(&d2, &caller, &project, &name, instance_only, pipes).await
-                    }
-                    None => Err("The migration target did not connect in time".to_owned()),
+                let connect = async {
+                    crate::channels::accept_all(receivers, migration::CONNECT_WAIT)
+                        .await
+                        .ok_or_else(|| "The migration target did not connect in time".to_owned())
                 };
+                let result =
+                    migration::send(&d2, &caller, &project, &name, instance_only, connect).await;
                 d2.exec_sessions.close(&op2.id);
                 op2.finish(&d2.events, result.map(|()| Value::Null));
             });

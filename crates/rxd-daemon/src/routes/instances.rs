@@ -412,9 +412,6 @@ async fn post_json(d: Arc<Daemon>, caller: Caller, mut body: InstancesPost) -> A
     Ok(response::operation(op.url(), op.to_json()))
 }
 
-/// `POST /1.0/instances` with a `copy` source: `source.source` is `NAME` or `NAME/SNAPSHOT` in
-/// `source.project` (the request's project when empty). The request's config, devices and
-/// profiles win; what it leaves out comes from the source (its config without `volatile.*`).
 /// `POST /1.0/instances` with a `migration` source (`lxc copy`/`lxc move` from another
 /// server): `pull` dials the source's operation, `push` waits for the source (or a client's
 /// relay) on this operation's channels, whose secrets go to this caller only, in this reply.
@@ -489,7 +486,11 @@ async fn migration_post(
                 resources,
                 false,
             );
-            let (secrets, receivers) = d.exec_sessions.open(&op.id, &migration::CHANNELS);
+            let (secrets, receivers) = d.exec_sessions.open_limited(
+                &op.id,
+                &migration::CHANNELS,
+                Some(migration::MAX_MESSAGE),
+            );
             let (d2, op2) = (d.clone(), op.clone());
             tokio::spawn(async move {
                 let result = match crate::channels::accept_all(receivers, migration::CONNECT_WAIT)
@@ -520,6 +521,9 @@ async fn migration_post(
     }
 }
 
+/// `POST /1.0/instances` with a `copy` source: `source.source` is `NAME` or `NAME/SNAPSHOT` in
+/// `source.project` (the request's project when empty). The request's config, devices and
+/// profiles win; what it leaves out comes from the source (its config without `volatile.*`).
 async fn copy_post(d: Arc<Daemon>, caller: Caller, body: InstancesPost) -> ApiResult<Response> {
     let source = &body.source;
     if source.source.is_empty() {

@@ -191,7 +191,7 @@ pub async fn create(
         .open(&path)
         .map_err(ApiError::internal)?;
     let path2 = path.clone();
-    let packed = match pack(d, caller, &row, instance_only, compression, out).await {
+    let packed = match pack(d, caller, &row, instance_only, compression, out, None).await {
         Ok((packed, file)) => match tokio::task::spawn_blocking(move || file.sync_all()).await {
             Ok(Ok(())) => packed,
             Ok(Err(e)) => {
@@ -230,8 +230,9 @@ pub async fn create(
 
 /// A backup of `row` (`instance_only`: without its snapshots) in LXD's layout, written into
 /// `out` and handed back with what was written: a running container frozen while its root
-/// filesystem is read, owners mapped back to container ids. The caller holds the instance's
-/// action lock.
+/// filesystem is read, owners mapped back to container ids. `limits` bound it (`None`: what
+/// the project may still write, under `limits.disk`, and the server's bound). The caller holds
+/// the instance's action lock.
 pub async fn pack<W: std::io::Write + Send + 'static>(
     d: &Daemon,
     caller: &Caller,
@@ -239,6 +240,7 @@ pub async fn pack<W: std::io::Write + Send + 'static>(
     instance_only: bool,
     compression: rxd_image::pack::Compression,
     out: W,
+    limits: Option<rxd_image::Limits>,
 ) -> ApiResult<(rxd_image::pack::Packed, W)> {
     let key = row.key();
     let snaps: Vec<SnapshotRow> = if instance_only {
@@ -261,8 +263,10 @@ pub async fn pack<W: std::io::Write + Send + 'static>(
         });
     let inst_dir = layout::instance_dir(d, &row.pool, &key);
     let snaps_dir = layout::snapshots_dir(d, &row.pool, &key);
-    // What the project may still write (limits.disk), and the server's bound.
-    let limits = UnpackBudget::of(d, &row.project).await?.limits();
+    let limits = match limits {
+        Some(l) => l,
+        None => UnpackBudget::of(d, &row.project).await?.limits(),
+    };
     let names: Vec<String> = snaps.iter().map(|s| s.name.clone()).collect();
     // A running container is frozen while its root filesystem is read (as a copy is).
     let read = d.runtime.rootfs_lock(&key);
@@ -561,6 +565,7 @@ pub async fn import(
     };
     let mut plan = plan(&text)?;
     let mut no_profiles = false;
+    let migrated = requested.is_some();
     if let Some(r) = requested {
         plan.instance.config = r.config;
         plan.instance.devices = r.devices;
@@ -583,8 +588,10 @@ pub async fn import(
     let mut devices = plan.instance.devices.clone();
     // The root disk names a pool of this server: the one asked for, else the backup's when
     // this server has it, else whatever the profiles give.
+    // A migration's pool is the request's (its root disk), never the sending server's choice.
     let wanted_pool = pool.or_else(|| {
-        Some(plan.index.pool.clone()).filter(|p| !p.is_empty() && d.pools.get(p).is_some())
+        Some(plan.index.pool.clone())
+            .filter(|p| !migrated && !p.is_empty() && d.pools.get(p).is_some())
     });
     if let Some(p) = &wanted_pool {
         pools::get(d, p)?;

@@ -7,7 +7,10 @@
 //! source's header and the target's result as JSON text frames: rxd's own stream, which LXD's
 //! API leaves to the servers. LXD's protobuf header and rsync stream are not spoken; an LXD peer
 //! is told so in its own protobuf. Whichever server dialled the other, or a client relaying both,
-//! the source sends and the target receives.
+//! the source sends and the target receives. The source packs into a file first (a running
+//! container is frozen only while it is read, not while a slow peer takes the stream); the
+//! header announces the stream's length and digest, and a stream cut short or changed is never
+//! imported. Every frame has a deadline, and messages are bounded.
 
 use crate::caller::Caller;
 use crate::channels::{Frame, Pipe};
@@ -31,13 +34,23 @@ pub const CONNECT_WAIT: Duration = Duration::from_secs(60);
 const FORMAT: &str = "rxd-backup/1";
 /// Bytes per `fs` frame.
 const FRAME: usize = 256 * 1024;
+/// The largest message either side takes on a migration's channels.
+pub const MAX_MESSAGE: usize = 1 << 20;
+/// How long a peer may leave a frame unsent or unread before the migration fails.
+const STALL: Duration = Duration::from_secs(60);
+/// How long a target may take to import what it received, and a source to pack before it
+/// speaks.
+const RESULT_WAIT: Duration = Duration::from_secs(3600);
 
-/// The source's first message on `control`.
+/// The source's first message on `control`: what follows on `fs`, exactly.
 #[derive(Serialize, Deserialize)]
 struct Header {
     rxd_migration: String,
     #[serde(default)]
     snapshots: Vec<String>,
+    /// The stream's length and SHA-256 (hex).
+    bytes: u64,
+    sha256: String,
 }
 
 /// The last message on `control`: the target's result (or the source's failure).
@@ -132,7 +145,7 @@ pub async fn dial(
             rxd_web::query_escape(secret)
         );
         let ws = client
-            .websocket(&url)
+            .websocket(&url, MAX_MESSAGE)
             .await
             .map_err(|e| ApiError::BadRequest(format!("Migration channel {name:?}: {e}")))?;
         pipes.insert(name, crate::channels::dialled_pipe(ws));
@@ -146,107 +159,113 @@ fn take(pipes: &mut HashMap<&'static str, Pipe>, name: &str) -> Result<Pipe, Str
         .ok_or_else(|| format!("the migration's {name:?} channel is missing"))
 }
 
-/// `fs` as a blocking writer, for the packer's thread: frames of [`FRAME`] bytes.
-struct FrameWriter {
-    tx: tokio::sync::mpsc::Sender<Frame>,
-    buf: Vec<u8>,
-}
-
-impl std::io::Write for FrameWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= FRAME {
-            let full = std::mem::replace(&mut self.buf, Vec::with_capacity(FRAME));
-            self.tx
-                .blocking_send(Frame::Binary(Bytes::from(full)))
-                .map_err(|_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::BrokenPipe,
-                        "the migration target closed the stream",
-                    )
-                })?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The source's side: `project`/`name` packed (without snapshots when `instance_only`) onto
-/// the `fs` channel of `pipes`, then the target's result read from `control`.
+/// The source's side: `project`/`name` packed (without snapshots when `instance_only`) into a
+/// file first, under the instance's action lock (a running container frozen only while it is
+/// read), then, with the lock let go, sent on the `fs` channel of the pipes `connect` gives,
+/// and the target's result read from `control`.
 pub async fn send(
     d: &Arc<Daemon>,
     caller: &Caller,
     project: &str,
     name: &str,
     instance_only: bool,
-    mut pipes: HashMap<&'static str, Pipe>,
+    connect: impl std::future::Future<Output = Result<HashMap<&'static str, Pipe>, String>>,
 ) -> Result<(), String> {
-    let mut control = take(&mut pipes, "control")?;
-    let fs = take(&mut pipes, "fs")?;
-    let sent = async {
-        let row = instances::find(d, project, name)
-            .await
-            .map_err(|e| e.to_string())?;
+    let s = |e: ApiError| e.to_string();
+    let dir = backups::make_upload_dir(d).map_err(s)?;
+    let packed_file =
+        Upload::new(dir.join(format!(".migration-out-{}", uuid::Uuid::new_v4().simple())))
+            .map_err(s)?;
+    let (header, size) = {
+        let row = instances::find(d, project, name).await.map_err(s)?;
         // No start, stop, rename, restore or delete while it is read.
         let lock = d.runtime.action_lock(&row.key());
         let _guard = lock.lock().await;
-        let row = instances::find(d, project, name)
-            .await
-            .map_err(|e| e.to_string())?;
-        let snapshots = if instance_only {
+        let row = instances::find(d, project, name).await.map_err(s)?;
+        let snapshots: Vec<String> = if instance_only {
             Vec::new()
         } else {
             let (p, n) = (row.project.clone(), row.name.clone());
-            d.db(move |s| s.snapshots(&p, &n))
+            d.db(move |st| st.snapshots(&p, &n))
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(s)?
                 .into_iter()
-                .map(|s| s.name)
+                .map(|sn| sn.name)
                 .collect()
         };
-        let header = Header {
-            rxd_migration: FORMAT.into(),
-            snapshots,
+        // Bounded by the server alone: reading an instance takes nothing from its project.
+        let limits = rxd_image::Limits {
+            max_total_bytes: rxd_core::config::max_unpacked_size(&crate::sync::read(&d.config)),
+            ..rxd_image::Limits::default()
         };
-        control
-            .tx
-            .send(Frame::Text(serde_json::to_string(&header).unwrap_or_default()))
-            .await
-            .map_err(|_| "the migration target closed the control channel".to_owned())?;
-        let writer = FrameWriter {
-            tx: fs.tx,
-            buf: Vec::with_capacity(FRAME),
-        };
-        let (packed, writer) = backups::pack(
+        let out = packed_file.open().map_err(s)?;
+        let (packed, file) = backups::pack(
             d,
             caller,
             &row,
             instance_only,
-            rxd_image::pack::Compression::None,
-            writer,
+            rxd_image::pack::Compression::Zstd,
+            out,
+            Some(limits),
         )
         .await
-        .map_err(|e| e.to_string())?;
-        if !writer.buf.is_empty() {
-            writer
-                .tx
-                .send(Frame::Binary(Bytes::from(writer.buf)))
+        .map_err(s)?;
+        tokio::task::spawn_blocking(move || file.sync_all())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let header = Header {
+            rxd_migration: FORMAT.into(),
+            snapshots,
+            bytes: packed.size,
+            sha256: packed.fingerprint,
+        };
+        (header, packed.size)
+    };
+    if size > images::MAX_IMAGE_BYTES {
+        return Err(format!(
+            "The instance packs into {size} bytes, more than a migration carries ({} bytes)",
+            images::MAX_IMAGE_BYTES
+        ));
+    }
+    let mut pipes = connect.await?;
+    let mut control = take(&mut pipes, "control")?;
+    let fs = take(&mut pipes, "fs")?;
+    let streamed = async {
+        deliver(
+            &control.tx,
+            Frame::Text(serde_json::to_string(&header).unwrap_or_default()),
+        )
+        .await?;
+        let mut file = tokio::fs::File::open(&packed_file.path)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; FRAME];
+        loop {
+            let n = tokio::io::AsyncReadExt::read(&mut file, &mut buf)
                 .await
-                .map_err(|_| "the migration target closed the stream".to_owned())?;
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            deliver(&fs.tx, Frame::Binary(Bytes::copy_from_slice(&buf[..n]))).await?;
         }
-        // Dropping the last sender closes `fs`: the end of the stream.
-        tracing::info!(instance = %row.name, project = %row.project, bytes = packed.size, "instance sent to a migration target");
         Ok::<(), String>(())
     }
     .await;
-    if let Err(e) = &sent {
+    // Dropping the last sender closes `fs`: the end of the stream, which the target checks
+    // against the header's size and digest.
+    drop(fs);
+    drop(packed_file);
+    if let Err(e) = streamed {
         let _ = control.tx.send(outcome(&Err(e.clone()))).await;
-        return Err(e.clone());
+        return Err(e);
     }
-    match control.rx.recv().await {
+    tracing::info!(instance = %name, %project, bytes = size, "instance sent to a migration target");
+    let answer = tokio::time::timeout(RESULT_WAIT, control.rx.recv())
+        .await
+        .map_err(|_| "The migration target gave no result in time".to_owned())?;
+    match answer {
         Some(Frame::Text(t)) => {
             let o: Outcome = serde_json::from_str(&t)
                 .map_err(|e| format!("the migration target's answer: {e}"))?;
@@ -261,6 +280,15 @@ pub async fn send(
             Err(LXD_PEER.into())
         }
         None => Err("The migration target closed the connection without a result".into()),
+    }
+}
+
+/// Queues one frame for a peer that must take it within [`STALL`].
+async fn deliver(tx: &tokio::sync::mpsc::Sender<Frame>, frame: Frame) -> Result<(), String> {
+    match tokio::time::timeout(STALL, tx.send(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("The migration peer closed the connection".into()),
+        Err(_) => Err("The migration peer stopped reading".into()),
     }
 }
 
@@ -292,75 +320,81 @@ async fn receive_into(
     control: &mut Pipe,
     mut fs: Pipe,
 ) -> ApiResult<String> {
-    let first = tokio::time::timeout(CONNECT_WAIT, control.rx.recv())
+    let bad = |m: String| ApiError::BadRequest(m);
+    // The source packs before it speaks: wait as long as it stays connected.
+    let first = tokio::time::timeout(RESULT_WAIT, control.rx.recv())
         .await
-        .map_err(|_| ApiError::BadRequest("The migration source sent nothing".into()))?;
-    match first {
-        Some(Frame::Text(t)) => {
-            let header: Header = serde_json::from_str(&t)
-                .map_err(|e| ApiError::BadRequest(format!("The migration source's header: {e}")))?;
-            if header.rxd_migration != FORMAT {
-                return Err(ApiError::BadRequest(format!(
-                    "The migration source sends {:?}; this server takes {FORMAT:?}",
-                    header.rxd_migration
-                )));
-            }
-        }
+        .map_err(|_| bad("The migration source sent nothing".into()))?;
+    let header: Header = match first {
+        Some(Frame::Text(t)) => serde_json::from_str(&t)
+            .map_err(|e| bad(format!("The migration source's header: {e}")))?,
         Some(Frame::Binary(_)) => {
             let _ = control.tx.send(lxd_refusal(LXD_PEER)).await;
-            return Err(ApiError::BadRequest(LXD_PEER.into()));
+            return Err(bad(LXD_PEER.into()));
         }
-        None => {
-            return Err(ApiError::BadRequest(
-                "The migration source closed the connection".into(),
-            ))
-        }
+        None => return Err(bad("The migration source closed the connection".into())),
+    };
+    if header.rxd_migration != FORMAT {
+        return Err(bad(format!(
+            "The migration source sends {:?}; this server takes {FORMAT:?}",
+            header.rxd_migration
+        )));
+    }
+    if header.bytes > images::MAX_IMAGE_BYTES {
+        return Err(ApiError::TooLarge {
+            limit: images::MAX_IMAGE_BYTES as usize,
+        });
     }
     let dir = backups::make_upload_dir(d)?;
     let upload = Upload::new(dir.join(format!(".migration-{}", uuid::Uuid::new_v4().simple())))?;
     let mut file = tokio::fs::File::from_std(upload.open()?);
     let mut size: u64 = 0;
+    let mut hash = <sha2::Sha256 as sha2::Digest>::new();
     loop {
-        tokio::select! {
-            frame = fs.rx.recv() => match frame {
-                Some(Frame::Binary(chunk)) => {
-                    size += chunk.len() as u64;
-                    if size > images::MAX_IMAGE_BYTES {
-                        return Err(ApiError::TooLarge {
-                            limit: images::MAX_IMAGE_BYTES as usize,
-                        });
-                    }
-                    file.write_all(&chunk).await.map_err(ApiError::internal)?;
-                }
-                Some(Frame::Text(_)) => {
-                    return Err(ApiError::BadRequest(
-                        "The migration source sent text on the fs channel".into(),
-                    ))
-                }
-                None => break,
-            },
-            said = control.rx.recv() => match said {
-                Some(Frame::Text(t)) => {
-                    let why = serde_json::from_str::<Outcome>(&t)
+        let frame = tokio::select! {
+            frame = tokio::time::timeout(STALL, fs.rx.recv()) => {
+                frame.map_err(|_| bad("The migration source stopped sending".into()))?
+            }
+            said = control.rx.recv() => {
+                let why = match said {
+                    Some(Frame::Text(t)) => serde_json::from_str::<Outcome>(&t)
                         .map(|o| o.message)
-                        .unwrap_or(t);
-                    return Err(ApiError::BadRequest(format!("The migration source failed: {why}")));
+                        .unwrap_or_default(),
+                    _ => "it closed the connection".into(),
+                };
+                return Err(bad(format!("The migration source failed: {why}")));
+            }
+        };
+        match frame {
+            Some(Frame::Binary(chunk)) => {
+                size += chunk.len() as u64;
+                if size > header.bytes {
+                    return Err(bad(format!(
+                        "The migration source sent more than the {} bytes it announced",
+                        header.bytes
+                    )));
                 }
-                _ => {
-                    return Err(ApiError::BadRequest(
-                        "The migration source closed the connection before the end of the stream".into(),
-                    ))
-                }
-            },
+                sha2::Digest::update(&mut hash, &chunk);
+                file.write_all(&chunk).await.map_err(ApiError::internal)?;
+            }
+            Some(Frame::Text(_)) => {
+                return Err(bad(
+                    "The migration source sent text on the fs channel".into()
+                ))
+            }
+            None => break,
         }
     }
-    file.flush().await.map_err(ApiError::internal)?;
-    drop(file);
-    if size == 0 {
-        return Err(ApiError::BadRequest(
-            "The migration source sent no data".into(),
-        ));
+    // A stream cut short, or not the one announced, is never imported.
+    let digest = hex::encode(sha2::Digest::finalize(hash));
+    if size != header.bytes || digest != header.sha256 {
+        return Err(bad(format!(
+            "The migration stream was cut short or changed: {size} of {} bytes, sha256 {digest}",
+            header.bytes
+        )));
     }
+    file.sync_all().await.map_err(ApiError::internal)?;
+    drop(file);
     backups::import(
         d,
         caller,
