@@ -289,9 +289,18 @@ pub async fn post(
         }
         _ => {
             let mode = mode.unwrap_or(0o644);
-            let mut upload =
+            let opened =
                 tokio::task::spawn_blocking(move || rootfs.upload(&path, uid, gid, mode, append))
-                    .await??;
+                    .await?;
+            let mut upload = match opened {
+                Ok(upload) => upload,
+                Err(e) => {
+                    // Refused before the body was read (a path that leaves the container, a
+                    // missing directory): let a small body finish, as for a refused plan.
+                    crate::body::discard(body).await;
+                    return Err(e.into());
+                }
+            };
             // Dropped on any error before the commit: the new file goes away.
             crate::body::stream(body, MAX_FILE_BYTES, |chunk| {
                 upload.file().write_all(chunk).map_err(ApiError::internal)
