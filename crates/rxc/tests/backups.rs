@@ -609,3 +609,166 @@ async fn backups_go_between_lxd_and_rxd_both_ways() {
         "{shown}"
     );
 }
+
+/// `--optimized-storage` on a btrfs pool: btrfs send streams in LXD's layout (each tree's
+/// volume root and its root filesystem, the snapshots' as differences), imported back by an
+/// administrator with its snapshot, files and owners; an operator's optimized import is
+/// refused with nothing made; on a `dir` pool the backup is a plain one, as LXD makes it.
+#[tokio::test]
+async fn optimized_backups_round_trip_for_administrators_only() {
+    let test = "optimized_backups_round_trip_for_administrators_only";
+    if !require_tool("btrfs", "btrfs-progs", test) {
+        return;
+    }
+    let Some(mut s) = Session::new(test).await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("opt.tar.gz");
+    s.ok(&["storage", "create", "b", "btrfs", "size=1GiB"]);
+    s.ok(&[
+        "launch",
+        "bb",
+        "c1",
+        "-s",
+        "b",
+        "-c",
+        "security.idmap.isolated=true",
+    ]);
+    let (code, out) = s.sh(
+        "c1",
+        "echo before > /root/data && chown 1000:1000 /root/data",
+    );
+    assert_eq!(code, 0, "{out}");
+    s.ok(&["snapshot", "c1", "s0"]);
+    s.sh("c1", "echo after > /root/data");
+    s.ok(&[
+        "export",
+        "c1",
+        file.to_str().unwrap(),
+        "--optimized-storage",
+    ]);
+    let all = entries(&file);
+    let names: Vec<&str> = all.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "backup/index.yaml",
+            "backup/optimized_header.yaml",
+            "backup/snapshots/s0.bin",
+            "backup/snapshots/s0_rootfs.bin",
+            "backup/container.bin",
+            "backup/container_rootfs.bin",
+        ]
+    );
+    let index: serde_norway::Value = serde_norway::from_slice(&all[0].2).unwrap();
+    assert_eq!(index["optimized"].as_bool(), Some(true));
+    assert_eq!(index["optimized_header"].as_bool(), Some(true));
+    assert_eq!(index["backend"].as_str(), Some("btrfs"));
+    let header: serde_norway::Value = serde_norway::from_slice(&all[1].2).unwrap();
+    assert_eq!(header["subvolumes"].as_sequence().unwrap().len(), 4);
+    // The incremental stream is smaller than the snapshot's whole root filesystem.
+    let size = |n: &str| all.iter().find(|e| e.0 == n).unwrap().2.len();
+    assert!(
+        size("backup/container_rootfs.bin") < size("backup/snapshots/s0_rootfs.bin"),
+        "the instance's stream is sent as its difference from the snapshot"
+    );
+
+    // An operator may not import it: nothing made.
+    s.d.enable_https().await;
+    let c = s.d.unix();
+    c.request(
+        rxd_client::Method::POST,
+        "/1.0/projects",
+        Some(&serde_json::json!({"name": "ops", "config": {"features.profiles": "false"}})),
+    )
+    .await
+    .unwrap();
+    let operator = rxd_testkit::client_identity("optimized-operator");
+    rxd_testkit::api::trust_restricted(&c, &operator, &["ops"]).await;
+    let op = s.d.https(Some(&operator));
+    let r = op
+        .send_file(
+            rxd_client::Method::POST,
+            "/1.0/instances?project=ops",
+            &[("X-LXD-name", "o1"), ("X-LXD-pool", "b")],
+            &file,
+            std::sync::Arc::new(|_| {}),
+        )
+        .await
+        .unwrap();
+    let refused = match r.status {
+        400..=499 => r.envelope().unwrap().error,
+        _ => {
+            let id = r.envelope().unwrap().metadata["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let done = op
+                .get(&format!("/1.0/operations/{id}/wait?project=ops"))
+                .await
+                .unwrap();
+            done["err"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    assert!(refused.contains("server administrators only"), "{refused}");
+    assert_eq!(
+        c.get("/1.0/instances?project=ops").await.unwrap(),
+        serde_json::json!([])
+    );
+
+    // An administrator's: the snapshot and the files come back, in a btrfs pool only.
+    let refused = s.fails(&[
+        "import",
+        file.to_str().unwrap(),
+        "c2",
+        "--storage",
+        "default",
+    ]);
+    assert!(refused.contains("btrfs pool"), "{refused}");
+    s.ok(&["import", file.to_str().unwrap(), "c2", "--storage", "b"]);
+    let rootfs = s.d.dir().join("storage-pools/b/containers/c2/rootfs");
+    assert!(std::process::Command::new("btrfs")
+        .args(["subvolume", "show"])
+        .arg(&rootfs)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    s.ok(&["start", "c2"]);
+    let (code, out) = s.sh("c2", "cat /root/data && stat -c %u /root/data");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["after", "1000"]
+    );
+    s.ok(&["restore", "c2", "s0"]);
+    let (_, out) = s.sh("c2", "cat /root/data && stat -c %u /root/data");
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["before", "1000"]
+    );
+
+    // On a dir pool it is a plain backup, as LXD makes it.
+    s.ok(&["launch", "bb", "d1"]);
+    let plain = tmp.path().join("plain.tar.gz");
+    s.ok(&[
+        "export",
+        "d1",
+        plain.to_str().unwrap(),
+        "--optimized-storage",
+    ]);
+    let all = entries(&plain);
+    let index: serde_norway::Value = serde_norway::from_slice(&all[0].2).unwrap();
+    assert_eq!(index["optimized"].as_bool(), Some(false));
+    assert!(all.iter().any(|e| e.0 == "backup/container/metadata.yaml"));
+    for c in ["c1", "c2", "d1"] {
+        s.ok(&["delete", c, "--force"]);
+    }
+    let left: Vec<_> = std::fs::read_dir(s.d.dir().join("storage-pools/b/containers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

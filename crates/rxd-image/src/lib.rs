@@ -23,7 +23,9 @@ pub mod walk;
 mod writer;
 
 pub use shift::{reshift, Shifted};
-pub use unpack::{read_backup_index, read_metadata, unpack, unpack_backup, unpack_split};
+pub use unpack::{
+    each_backup_file, read_backup_index, read_metadata, unpack, unpack_backup, unpack_split,
+};
 pub use writer::Unpacked;
 
 use serde::Deserialize;

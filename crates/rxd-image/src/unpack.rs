@@ -347,6 +347,56 @@ pub fn read_backup_index(tarball: &Path) -> Result<String, ImageError> {
     ))
 }
 
+/// Every file of an optimized instance backup after `backup/index.yaml`, in archive order: its
+/// path (checked as [`unpack_backup`] checks paths: no `..`, no absolute name) and its data,
+/// read or not by `each` (what it leaves is skipped). Directory entries are passed over; any
+/// other kind of entry (a link, a device) refuses the archive, and so do more than
+/// `max_entries` entries or more than `max_bytes` of data in all.
+pub fn each_backup_file(
+    tarball: &Path,
+    max_entries: u64,
+    max_bytes: u64,
+    mut each: impl FnMut(&str, &mut dyn Read) -> Result<(), ImageError>,
+) -> Result<(), ImageError> {
+    let mut ar = archive(tarball)?;
+    let (mut entries, mut bytes) = (0u64, 0u64);
+    for entry in ar.entries()? {
+        let mut entry = entry.map_err(archive_err)?;
+        entries += 1;
+        if entries > max_entries {
+            return Err(ImageError::TooManyEntries(max_entries));
+        }
+        let raw = entry.path().map_err(archive_err)?.into_owned();
+        let rel = clean(&raw).map_err(|reason| ImageError::UnsafePath {
+            path: path_str(&raw),
+            reason,
+        })?;
+        match entry.header().entry_type() {
+            EntryType::Directory => continue,
+            EntryType::Regular => {}
+            _ => {
+                return Err(ImageError::Archive(format!(
+                    "{}: an optimized backup holds files only",
+                    path_str(&rel)
+                )))
+            }
+        }
+        bytes = bytes.saturating_add(entry.size());
+        if bytes > max_bytes {
+            return Err(ImageError::TooLarge(max_bytes));
+        }
+        let name = rel.to_str().ok_or_else(|| ImageError::UnsafePath {
+            path: path_str(&rel),
+            reason: "not UTF-8",
+        })?;
+        let name = name.to_owned();
+        let mut counted = (&mut entry).take(u64::MAX);
+        each(&name, &mut counted)?;
+        std::io::copy(&mut counted, &mut std::io::sink()).map_err(archive_err)?;
+    }
+    Ok(())
+}
+
 /// Unpack an instance backup into `dest` (which must not exist): `dest/container/` (its
 /// `metadata.yaml`, `templates/`, `rootfs/`) and `dest/snapshots/<name>/` for each of
 /// `snapshots` (the names `index.yaml` lists: an entry of any other snapshot, or anywhere else,

@@ -49,6 +49,34 @@ pub(crate) fn set_readonly(path: &Path, readonly: bool) -> Result<()> {
     run("btrfs", &args).map(drop)
 }
 
+/// `btrfs send [-p <parent>] <path>` into `out`: the read-only subvolume at `path` as a stream,
+/// as the difference from `parent` when given.
+pub(crate) fn send(path: &Path, parent: Option<&Path>, out: std::fs::File) -> Result<()> {
+    let mut args = vec![OsStr::new("send"), OsStr::new("-q")];
+    if let Some(parent) = parent {
+        args.extend([OsStr::new("-p"), parent.as_os_str()]);
+    }
+    args.push(path.as_os_str());
+    crate::tool::run_streams("btrfs", &args, None, Some(out))
+}
+
+/// `btrfs receive -e --chroot <dir>` from `input`: one subvolume made in `dir`, the tool
+/// confined to `dir` (chroot) and stopped at the stream's end marker.
+pub(crate) fn receive(dir: &Path, input: &mut dyn std::io::Read) -> Result<()> {
+    crate::tool::run_streams(
+        "btrfs",
+        &[
+            OsStr::new("receive"),
+            OsStr::new("-q"),
+            OsStr::new("-e"),
+            OsStr::new("--chroot"),
+            dir.as_os_str(),
+        ],
+        Some(input),
+        None,
+    )
+}
+
 /// Whether the subvolume at `path` is read-only (`btrfs property get -ts <path> ro`).
 pub(crate) fn is_readonly(path: &Path) -> Result<bool> {
     let out = run(

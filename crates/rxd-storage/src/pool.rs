@@ -757,6 +757,65 @@ impl Pool {
         }
     }
 
+    /// Writes the read-only subvolume at `path` (in the layout) into `out` as a `btrfs send`
+    /// stream, as its difference from the read-only subvolume `parent` when given (LXD's
+    /// optimized backups). btrfs pools only.
+    pub fn send_volume(
+        &self,
+        path: &Path,
+        parent: Option<&Path>,
+        out: std::fs::File,
+    ) -> Result<()> {
+        self.place(path)?;
+        if let Some(parent) = parent {
+            self.place(parent)?;
+        }
+        self.btrfs_only()?;
+        btrfs::send(path, parent, out)
+    }
+
+    /// Receives one `btrfs send` stream from `input` into `dir`, an empty directory in the
+    /// layout, the tool confined there: returns the subvolume it made, the one entry `dir` then
+    /// holds. The stream is the kernel's to parse and may make device nodes and setuid files in
+    /// it, and refer to any subvolume of the pool as a clone source: callers take it from
+    /// server administrators only. btrfs pools only.
+    pub fn receive_volume(&self, dir: &Path, input: &mut dyn std::io::Read) -> Result<PathBuf> {
+        self.place(dir)?;
+        self.btrfs_only()?;
+        if !is_empty_dir(dir)? {
+            return Err(StorageError::VolumeExists {
+                path: dir.to_path_buf(),
+            });
+        }
+        btrfs::receive(dir, input)?;
+        let names = read_names(dir)?;
+        let made = match names.as_slice() {
+            [one] => dir.join(one),
+            _ => {
+                return Err(StorageError::ToolOutput {
+                    command: format!("btrfs receive {}", dir.display()),
+                    detail: format!(
+                        "{} entries made where one subvolume was expected",
+                        names.len()
+                    ),
+                })
+            }
+        };
+        if !is_subvolume(&made)? {
+            return Err(StorageError::NotSubvolume { path: made });
+        }
+        Ok(made)
+    }
+
+    fn btrfs_only(&self) -> Result<()> {
+        match self.kind {
+            DriverKind::Btrfs => Ok(()),
+            DriverKind::Dir => Err(StorageError::UnsupportedDriver(
+                "dir (btrfs send and receive need a btrfs pool)".into(),
+            )),
+        }
+    }
+
     /// Renames a volume or snapshot within the pool (an instance rename, a restore's swap);
     /// nothing may be at `to` yet.
     pub fn rename_volume(&self, from: &Path, to: &Path) -> Result<()> {

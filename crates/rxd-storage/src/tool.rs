@@ -91,6 +91,63 @@ pub(crate) fn run(program: &'static str, args: &[&OsStr]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// Runs `program args...` with its stdout going to `out` and, when given, `input` copied into
+/// its stdin (`btrfs send` into a file, `btrfs receive` from a stream); a failure carries the
+/// start of its stderr. A tool that stops reading its input ends the copy; its status decides.
+pub(crate) fn run_streams(
+    program: &'static str,
+    args: &[&OsStr],
+    input: Option<&mut dyn Read>,
+    out: Option<std::fs::File>,
+) -> Result<()> {
+    let spawn_err = |source| StorageError::Spawn { program, source };
+    tracing::debug!(command = %shown(program, args), "running");
+    let mut child = Command::new(program)
+        .args(args)
+        .env_clear()
+        .env("PATH", PATH)
+        .current_dir("/")
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(match out {
+            Some(f) => Stdio::from(f),
+            None => Stdio::null(),
+        })
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_err)?;
+    let (stdin, stderr) = (child.stdin.take(), child.stderr.take());
+    let err = std::thread::scope(|scope| {
+        let err = scope.spawn(move || bounded(stderr, MAX_STDERR as u64));
+        if let (Some(input), Some(mut stdin)) = (input, stdin) {
+            // A broken pipe means the tool stopped reading: its exit status says why.
+            let _ = std::io::copy(input, &mut stdin);
+        }
+        err.join()
+            .unwrap_or_else(|_| Ok((b"(stderr reader panicked)".to_vec(), false)))
+    });
+    let status = child.wait().map_err(spawn_err)?;
+    let (err, err_cut) = err.map_err(spawn_err)?;
+    if !status.success() {
+        let mut stderr = String::from_utf8_lossy(&err).trim().to_owned();
+        if err_cut {
+            stderr.push_str(" […]");
+        }
+        if stderr.is_empty() {
+            stderr = "no message".to_owned();
+        }
+        return Err(StorageError::Tool {
+            command: shown(program, args),
+            status: status.to_string(),
+            stderr,
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

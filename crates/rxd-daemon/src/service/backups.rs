@@ -99,11 +99,6 @@ pub async fn prepare(
     row: &InstanceRow,
     req: &InstanceBackupsPost,
 ) -> ApiResult<String> {
-    if req.optimized_storage {
-        return Err(ApiError::BadRequest(
-            "Optimized (btrfs send) backups are not supported by rxd yet: leave --optimized-storage out".into(),
-        ));
-    }
     compression(d, row, &req.compression_algorithm)?;
     let taken = list(d, row).await?;
     let name = if req.name.is_empty() {
@@ -191,21 +186,38 @@ pub async fn create(
         .open(&path)
         .map_err(ApiError::internal)?;
     let path2 = path.clone();
-    let packed = match pack(d, caller, &row, instance_only, compression, out, None).await {
-        Ok((packed, file)) => match tokio::task::spawn_blocking(move || file.sync_all()).await {
-            Ok(Ok(())) => packed,
-            Ok(Err(e)) => {
+    // Optimized only where the pool can send its subvolumes (LXD: a plain backup elsewhere).
+    let optimized =
+        req.optimized_storage && pools::get(d, &row.pool)?.kind() == rxd_storage::DriverKind::Btrfs;
+    let packed = if optimized {
+        match crate::service::optimized::pack(d, caller, &row, instance_only, compression, out)
+            .await
+        {
+            Ok(packed) => packed,
+            Err(e) => {
                 let _ = std::fs::remove_file(&path2);
-                return Err(ApiError::internal(format!("writing the backup: {e}")));
+                return Err(e);
+            }
+        }
+    } else {
+        match pack(d, caller, &row, instance_only, compression, out, None).await {
+            Ok((packed, file)) => {
+                match tokio::task::spawn_blocking(move || file.sync_all()).await {
+                    Ok(Ok(())) => packed,
+                    Ok(Err(e)) => {
+                        let _ = std::fs::remove_file(&path2);
+                        return Err(ApiError::internal(format!("writing the backup: {e}")));
+                    }
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&path2);
+                        return Err(e.into());
+                    }
+                }
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&path2);
-                return Err(e.into());
+                return Err(e);
             }
-        },
-        Err(e) => {
-            let _ = std::fs::remove_file(&path2);
-            return Err(e);
         }
     };
     crate::failpoint::hit("instance-backup:written");
@@ -217,7 +229,7 @@ pub async fn create(
         created_at: crate::sync::now_unix(),
         expires_at,
         instance_only,
-        optimized_storage: false,
+        optimized_storage: optimized,
         compression: format!("{compression:?}").to_lowercase(),
     };
     if let Err(e) = d.db(move |s| s.create_backup(&record)).await {
@@ -249,7 +261,7 @@ pub async fn pack<W: std::io::Write + Send + 'static>(
         let (p, n) = (row.project.clone(), row.name.clone());
         d.db(move |s| s.snapshots(&p, &n)).await?
     };
-    let index = index_yaml(d, caller, row, &snaps).await?;
+    let index = index_yaml(d, caller, row, &snaps, false).await?;
     let (index_text, backup_text) = index;
     let config = instances::config_of(row);
     // Files shifted on disk are written in the container's ids.
@@ -318,11 +330,12 @@ pub async fn pack<W: std::io::Write + Send + 'static>(
 
 /// `index.yaml` and `backup.yaml` of a backup of `row` with `snaps`: the instance, its
 /// snapshots, its pool and root volume as LXD writes them.
-async fn index_yaml(
+pub(crate) async fn index_yaml(
     d: &Daemon,
     caller: &Caller,
     row: &InstanceRow,
     snaps: &[SnapshotRow],
+    optimized: bool,
 ) -> ApiResult<(String, String)> {
     let expanded = expand::expanded(d, row).await?;
     let known = expand::known(d, &row.project).await?;
@@ -378,8 +391,8 @@ async fn index_yaml(
         backend: driver,
         pool: row.pool.clone(),
         snapshots: snaps.iter().map(|s| s.name.clone()).collect(),
-        optimized: Some(false),
-        optimized_header: Some(false),
+        optimized: Some(optimized),
+        optimized_header: Some(optimized),
         kind: "container".into(),
         config: Some(config.clone()),
     };
@@ -494,10 +507,11 @@ fn plan(text: &str) -> ApiResult<Plan> {
             index.kind
         )));
     }
-    if index.optimized == Some(true) || index.optimized_header == Some(true) {
-        return Err(bad(
-            "it is an optimized (btrfs send) backup, which rxd does not import yet".into(),
-        ));
+    if index.optimized == Some(true) && index.backend != "btrfs" {
+        return Err(bad(format!(
+            "it is an optimized backup of a {:?} pool; rxd imports optimized backups of btrfs pools only",
+            index.backend
+        )));
     }
     let config = index
         .config
@@ -564,6 +578,39 @@ pub async fn import(
             .map_err(|e| ApiError::BadRequest(format!("Invalid backup: {e}")))?
     };
     let mut plan = plan(&text)?;
+    let optimized = plan.index.optimized == Some(true);
+    if optimized && !caller.rights.is_admin() {
+        return Err(ApiError::BadRequest(
+            "Optimized (btrfs send) backups are imported by server administrators only: btrfs parses their streams as root, and a stream may reach any subvolume of the pool".into(),
+        ));
+    }
+    // The ids the files carry: the container's in a plain backup; an optimized one holds the
+    // subvolumes as they were on disk, in the map its config says.
+    let on_disk = |config: &BTreeMap<String, String>| -> ApiResult<String> {
+        if !optimized {
+            return Ok("[]".into());
+        }
+        let map = config
+            .get("volatile.last_state.idmap")
+            .cloned()
+            .unwrap_or_else(|| "[]".into());
+        instances::parse_idmap(&map).map_err(|_| {
+            ApiError::BadRequest(format!(
+                "Invalid backup: volatile.last_state.idmap {map:?} is not an id map"
+            ))
+        })?;
+        Ok(map)
+    };
+    let files_map = on_disk(&plan.instance.config)?;
+    let mut snapshot_maps = BTreeMap::new();
+    for s in &plan.snapshots {
+        let map = if s.config.contains_key("volatile.last_state.idmap") {
+            on_disk(&s.config)?
+        } else {
+            files_map.clone()
+        };
+        snapshot_maps.insert(s.name.clone(), map);
+    }
     let mut no_profiles = false;
     let migrated = requested.is_some();
     if let Some(r) = requested {
@@ -699,7 +746,13 @@ pub async fn import(
             })?;
         // The snapshot's files are in the backup's ids: a restore applies the map.
         let mut stored = snap_config;
-        stored.insert("volatile.last_state.idmap".into(), "[]".into());
+        stored.insert(
+            "volatile.last_state.idmap".into(),
+            snapshot_maps
+                .get(&s.name)
+                .cloned()
+                .unwrap_or_else(|| "[]".into()),
+        );
         snaps.push(SnapshotRow {
             project: caller.project.clone(),
             instance: name.clone(),
@@ -719,6 +772,12 @@ pub async fn import(
     let want = idmap_want(&expanded.config)?;
     let pool_guard = d.pools.lifecycle.read().await;
     let pool = pools::pool_for(d, &expanded.devices)?;
+    if optimized && pool.kind() != rxd_storage::DriverKind::Btrfs {
+        return Err(ApiError::BadRequest(format!(
+            "An optimized (btrfs send) backup is imported into a btrfs pool, and {:?} is not one: name one with --storage",
+            pool.name()
+        )));
+    }
     pools::check_size(&pool, pools::root_size(&expanded.devices))?;
     let row = InstanceRow {
         project: caller.project.clone(),
@@ -739,18 +798,31 @@ pub async fn import(
     let mut config = config;
     set_next_idmap(&mut config, map);
     // The files are in the backup's ids: the first start applies the map (or mounts it).
-    config.insert("volatile.last_state.idmap".into(), "[]".into());
+    config.insert("volatile.last_state.idmap".into(), files_map);
     config.insert("volatile.rootfs.quota".into(), "reapply".into());
-    let placed = place(
-        d,
-        &row,
-        upload,
-        &plan.index.snapshots,
-        &snaps,
-        &limits,
-        &budget,
-    )
-    .await;
+    let placed = if optimized {
+        crate::service::optimized::place(
+            d,
+            &row,
+            upload,
+            &plan.index.snapshots,
+            plan.index.optimized_header == Some(true),
+            &snaps,
+            &limits,
+        )
+        .await
+    } else {
+        place(
+            d,
+            &row,
+            upload,
+            &plan.index.snapshots,
+            &snaps,
+            &limits,
+            &budget,
+        )
+        .await
+    };
     let saved = match placed {
         Ok(size) => {
             let size = i64::try_from(size).unwrap_or(i64::MAX);

@@ -16,6 +16,7 @@ pub mod migration;
 pub mod moves;
 pub mod networks;
 pub mod nics;
+pub mod optimized;
 pub mod pools;
 pub mod profiles;
 pub mod proxy_nat;
