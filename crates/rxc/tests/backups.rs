@@ -772,3 +772,105 @@ async fn optimized_backups_round_trip_for_administrators_only() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Optimized backups between Debian's LXD 5.0 and rxd, both on btrfs pools: LXD's (one
+/// subvolume per tree, `rootfs/` inside it) imports into rxd with its snapshot and files, and
+/// rxd's (each tree's root filesystem a nested subvolume) imports into LXD.
+#[tokio::test]
+async fn optimized_backups_go_between_lxd_and_rxd() {
+    let test = "optimized_backups_go_between_lxd_and_rxd";
+    if !require_tool("lxd", "lxd", test) || !require_tool("btrfs", "btrfs-progs", test) {
+        return;
+    }
+    let Some(s) = Session::new(test).await else {
+        return;
+    };
+    s.ok(&["storage", "create", "b", "btrfs", "size=1GiB"]);
+    let lxd = Lxd::start();
+    lxd.lxc(&["storage", "create", "lb", "btrfs", "size=1GiB"]);
+    let tmp = tempfile::tempdir().unwrap();
+    lxd.lxc(&[
+        "image",
+        "import",
+        s.image().to_str().unwrap(),
+        "--alias",
+        "bb",
+    ]);
+    lxd.lxc(&["init", "bb", "c1", "-s", "lb"]);
+    lxd.lxc(&["snapshot", "c1", "s0"]);
+    let lxd_rootfs = |name: &str| {
+        lxd.dir
+            .path()
+            .join("lxd/storage-pools/lb/containers")
+            .join(name)
+            .join("rootfs")
+    };
+    // Written on disk after the snapshot (never started: LXD keeps the image's ids there).
+    std::fs::write(lxd_rootfs("c1").join("root/marker"), "made in LXD\n").unwrap();
+    let from_lxd = tmp.path().join("from-lxd.tar.gz");
+    lxd.lxc(&[
+        "export",
+        "c1",
+        from_lxd.to_str().unwrap(),
+        "--optimized-storage",
+    ]);
+    let names: Vec<String> = entries(&from_lxd).into_iter().map(|e| e.0).collect();
+    assert!(
+        names.contains(&"backup/container.bin".to_owned()),
+        "{names:?}"
+    );
+    s.ok(&["import", from_lxd.to_str().unwrap(), "l1", "--storage", "b"]);
+    let snaps = s.get("/1.0/instances/l1/snapshots").await;
+    assert_eq!(snaps, serde_json::json!(["/1.0/instances/l1/snapshots/s0"]));
+    s.ok(&["start", "l1"]);
+    let (code, out) = s.sh("l1", "cat /root/marker");
+    assert_eq!((code, out.as_str()), (0, "made in LXD\n"));
+    s.ok(&["restore", "l1", "s0"]);
+    let (code, _) = s.sh("l1", "test -e /root/marker");
+    assert_ne!(code, 0, "the snapshot predates the marker");
+
+    // rxd's optimized backup into LXD's btrfs pool.
+    s.ok(&[
+        "launch",
+        "bb",
+        "r1",
+        "-s",
+        "b",
+        "-c",
+        "security.idmap.isolated=true",
+    ]);
+    s.sh(
+        "r1",
+        "echo made in rxd > /root/marker && chown 1000:1000 /root/marker",
+    );
+    s.ok(&["snapshot", "r1", "s0"]);
+    s.ok(&["stop", "r1", "--force"]);
+    let from_rxd = tmp.path().join("from-rxd.tar.gz");
+    s.ok(&[
+        "export",
+        "r1",
+        from_rxd.to_str().unwrap(),
+        "--optimized-storage",
+    ]);
+    lxd.lxc(&["import", from_rxd.to_str().unwrap(), "--storage", "lb"]);
+    let info = lxd.lxc(&["info", "r1"]);
+    assert!(info.contains("s0"), "{info}");
+    let on_disk = lxd_rootfs("r1").join("root/marker");
+    assert_eq!(std::fs::read_to_string(&on_disk).unwrap(), "made in rxd\n");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&on_disk).unwrap().uid(), 1000);
+    let shown = lxd.lxc(&["config", "show", "r1"]);
+    assert!(
+        shown.contains("security.idmap.isolated: \"true\""),
+        "{shown}"
+    );
+    // LXD's pool goes with its loop device.
+    for c in ["c1", "r1"] {
+        lxd.lxc(&["delete", c]);
+    }
+    lxd.lxc(&["image", "delete", "bb"]);
+    lxd.lxc(&["storage", "delete", "lb"]);
+    for c in ["l1", "r1"] {
+        s.ok(&["delete", c, "--force"]);
+    }
+}
