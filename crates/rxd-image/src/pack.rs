@@ -278,23 +278,10 @@ pub fn pack_backup_to<W: Write>(
     out: W,
     limits: &Limits,
 ) -> Result<(Packed, W), ImageError> {
-    let hashing = Hashing {
-        inner: std::io::BufWriter::new(out),
-        hash: Sha256::new(),
-        bytes: 0,
-    };
-    let encoder = Encoder::new(hashing, compression).map_err(tar_err("backup"))?;
-    let mut tar = tar::Builder::new(encoder);
+    let mut tar = backup_tar(out, compression)?;
     tar.mode(tar::HeaderMode::Complete);
     let file = |tar: &mut tar::Builder<_>, name: &str, text: &[u8]| {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_size(text.len() as u64);
-        header.set_mode(0o644);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(0);
-        tar.append_data(&mut header, name, text)
+        tar.append_data(&mut file_header(text.len() as u64), name, text)
             .map_err(tar_err(name))
     };
     file(&mut tar, "backup/index.yaml", index_yaml.as_bytes())?;
@@ -329,6 +316,42 @@ pub fn pack_backup_to<W: Write>(
         packer.tree(t.rootfs, &format!("{}/rootfs", t.prefix))?;
     }
     let (skipped_special, outside_map) = (packer.skipped_special, packer.outside_map);
+    finish_tar(tar, skipped_special, outside_map)
+}
+
+/// A tar writer over `out`, compressed as asked, hashing what it writes.
+fn backup_tar<W: Write>(
+    out: W,
+    compression: Compression,
+) -> Result<tar::Builder<Encoder<Hashing<std::io::BufWriter<W>>>>, ImageError> {
+    let hashing = Hashing {
+        inner: std::io::BufWriter::new(out),
+        hash: Sha256::new(),
+        bytes: 0,
+    };
+    let encoder = Encoder::new(hashing, compression).map_err(tar_err("backup"))?;
+    Ok(tar::Builder::new(encoder))
+}
+
+/// A regular file's header: `size` bytes, 0644, owned by root, time 0.
+fn file_header(size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header
+}
+
+/// The end of a [`backup_tar`]: the archive closed and flushed, and `out` handed back with
+/// what was written.
+fn finish_tar<W: Write>(
+    tar: tar::Builder<Encoder<Hashing<std::io::BufWriter<W>>>>,
+    skipped_special: u64,
+    outside_map: u64,
+) -> Result<(Packed, W), ImageError> {
     let encoder = tar.into_inner().map_err(tar_err("backup"))?;
     let mut hashing = encoder.finish().map_err(tar_err("backup"))?;
     hashing.flush().map_err(tar_err("backup"))?;
@@ -361,25 +384,9 @@ pub fn pack_optimized(
     compression: Compression,
     out: std::fs::File,
 ) -> Result<Packed, ImageError> {
-    let hashing = Hashing {
-        inner: std::io::BufWriter::new(out),
-        hash: Sha256::new(),
-        bytes: 0,
-    };
-    let encoder = Encoder::new(hashing, compression).map_err(tar_err("backup"))?;
-    let mut tar = tar::Builder::new(encoder);
-    let header = |size: u64| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_size(size);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
-        h
-    };
+    let mut tar = backup_tar(out, compression)?;
     tar.append_data(
-        &mut header(index_yaml.len() as u64),
+        &mut file_header(index_yaml.len() as u64),
         "backup/index.yaml",
         index_yaml.as_bytes(),
     )
@@ -387,30 +394,19 @@ pub fn pack_optimized(
     for (name, file) in files {
         match file {
             BackupFile::Bytes(b) => tar
-                .append_data(&mut header(b.len() as u64), name, b.as_slice())
+                .append_data(&mut file_header(b.len() as u64), name, b.as_slice())
                 .map_err(tar_err(name))?,
             BackupFile::Disk(path) => {
                 let f = std::fs::File::open(path).map_err(tar_err(name))?;
                 let size = f.metadata().map_err(tar_err(name))?.len();
-                tar.append_data(&mut header(size), name, f)
+                tar.append_data(&mut file_header(size), name, f)
                     .map_err(tar_err(name))?;
             }
         }
     }
-    let encoder = tar.into_inner().map_err(tar_err("backup"))?;
-    let mut hashing = encoder.finish().map_err(tar_err("backup"))?;
-    hashing.flush().map_err(tar_err("backup"))?;
-    let file = hashing
-        .inner
-        .into_inner()
-        .map_err(|e| tar_err("backup")(e.into_error()))?;
+    let (packed, file) = finish_tar(tar, 0, 0)?;
     file.sync_all().map_err(tar_err("backup"))?;
-    Ok(Packed {
-        fingerprint: hex::encode(hashing.hash.finalize()),
-        size: hashing.bytes,
-        skipped_special: 0,
-        outside_map: 0,
-    })
+    Ok(packed)
 }
 
 struct Packer<'a, W: Write> {

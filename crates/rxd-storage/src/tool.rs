@@ -41,6 +41,28 @@ fn shown(program: &str, args: &[&OsStr]) -> String {
     out
 }
 
+/// A tool that exited unsuccessfully: its command, status and the start of its stderr.
+fn failure(
+    program: &str,
+    args: &[&OsStr],
+    status: std::process::ExitStatus,
+    err: &[u8],
+    err_cut: bool,
+) -> StorageError {
+    let mut stderr = String::from_utf8_lossy(err).trim().to_owned();
+    if err_cut {
+        stderr.push_str(" […]");
+    }
+    if stderr.is_empty() {
+        stderr = "no message".to_owned();
+    }
+    StorageError::Tool {
+        command: shown(program, args),
+        status: status.to_string(),
+        stderr,
+    }
+}
+
 /// Runs `program args...` and returns its stdout; a failure carries the start of its stderr.
 pub(crate) fn run(program: &'static str, args: &[&OsStr]) -> Result<String> {
     let spawn_err = |source| StorageError::Spawn { program, source };
@@ -69,18 +91,7 @@ pub(crate) fn run(program: &'static str, args: &[&OsStr]) -> Result<String> {
     let (out, out_cut) = out.map_err(spawn_err)?;
     let (err, err_cut) = err.map_err(spawn_err)?;
     if !status.success() {
-        let mut stderr = String::from_utf8_lossy(&err).trim().to_owned();
-        if err_cut {
-            stderr.push_str(" […]");
-        }
-        if stderr.is_empty() {
-            stderr = "no message".to_owned();
-        }
-        return Err(StorageError::Tool {
-            command: shown(program, args),
-            status: status.to_string(),
-            stderr,
-        });
+        return Err(failure(program, args, status, &err, err_cut));
     }
     if out_cut {
         return Err(StorageError::ToolOutput {
@@ -132,18 +143,7 @@ pub(crate) fn run_streams(
     let status = child.wait().map_err(spawn_err)?;
     let (err, err_cut) = err.map_err(spawn_err)?;
     if !status.success() {
-        let mut stderr = String::from_utf8_lossy(&err).trim().to_owned();
-        if err_cut {
-            stderr.push_str(" […]");
-        }
-        if stderr.is_empty() {
-            stderr = "no message".to_owned();
-        }
-        return Err(StorageError::Tool {
-            command: shown(program, args),
-            status: status.to_string(),
-            stderr,
-        });
+        return Err(failure(program, args, status, &err, err_cut));
     }
     Ok(())
 }

@@ -403,31 +403,16 @@ async fn migrate_out(
             Ok(response::operation(op.url(), op.to_json()))
         }
         None => {
-            let op = d.operations.start_class(
-                &d.events,
-                "websocket",
+            let d2 = d.clone();
+            let (op, secrets) = migration::channel_operation(
+                &d,
                 "Migrating instance",
                 &row.project,
                 resources,
-                false,
+                move |connect| async move {
+                    migration::send(&d2, &caller, &project, &name, instance_only, connect).await
+                },
             );
-            let (secrets, receivers) = d.exec_sessions.open_limited(
-                &op.id,
-                &migration::CHANNELS,
-                Some(migration::MAX_MESSAGE),
-            );
-            let (d2, op2) = (d.clone(), op.clone());
-            tokio::spawn(async move {
-                let connect = async {
-                    crate::channels::accept_all(receivers, migration::CONNECT_WAIT)
-                        .await
-                        .ok_or_else(|| "The migration target did not connect in time".to_owned())
-                };
-                let result =
-                    migration::send(&d2, &caller, &project, &name, instance_only, connect).await;
-                d2.exec_sessions.close(&op2.id);
-                op2.finish(&d2.events, result.map(|()| Value::Null));
-            });
             let mut shown = op.to_json();
             shown["metadata"] = Value::Object(secrets);
             Ok(response::operation(op.url(), shown))

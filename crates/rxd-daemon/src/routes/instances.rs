@@ -478,39 +478,18 @@ async fn migration_post(
             Ok(response::operation(op.url(), op.to_json()))
         }
         "push" => {
-            let op = d.operations.start_class(
-                &d.events,
-                "websocket",
+            let d2 = d.clone();
+            let (op, secrets) = migration::channel_operation(
+                &d,
                 "Creating instance",
                 &project,
                 resources,
-                false,
+                move |connect| async move {
+                    let pipes = connect.await?;
+                    let r = migration::receive(&d2, &caller, name, requested, hostids, pipes).await;
+                    made(d2.clone(), caller, r).map_err(|e| e.to_string())
+                },
             );
-            let (secrets, receivers) = d.exec_sessions.open_limited(
-                &op.id,
-                &migration::CHANNELS,
-                Some(migration::MAX_MESSAGE),
-            );
-            let (d2, op2) = (d.clone(), op.clone());
-            tokio::spawn(async move {
-                let result = match crate::channels::accept_all(receivers, migration::CONNECT_WAIT)
-                    .await
-                {
-                    Some(pipes) => {
-                        let r =
-                            migration::receive(&d2, &caller, name, requested, hostids, pipes).await;
-                        made(d2.clone(), caller, r)
-                    }
-                    None => Err(ApiError::BadRequest(
-                        "The migration source did not connect in time".into(),
-                    )),
-                };
-                d2.exec_sessions.close(&op2.id);
-                op2.finish(
-                    &d2.events,
-                    result.map(|()| Value::Null).map_err(|e| e.to_string()),
-                );
-            });
             let mut shown = op.to_json();
             shown["metadata"] = Value::Object(secrets);
             Ok(response::operation(op.url(), shown))

@@ -91,6 +91,54 @@ fn lxd_refusal(message: &str) -> Frame {
 
 const LXD_PEER: &str = "The other server speaks LXD's migration stream (protobuf and rsync), which rxd does not: copy between rxd servers, or through a backup (lxc export, lxc import)";
 
+/// What a migration's operation is handed to wait for its channels' sockets.
+pub type Connect = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<HashMap<&'static str, Pipe>, String>> + Send>,
+>;
+
+/// A migration's websocket operation, on either side: its channels wait for their sockets
+/// (for at most [`CONNECT_WAIT`] once `work` awaits them, with messages of at most
+/// [`MAX_MESSAGE`] bytes); `work`'s result ends it. Returns the operation and its channels'
+/// secrets, for the reply that made it and no one else.
+pub fn channel_operation<F, Fut>(
+    d: &Arc<Daemon>,
+    description: &str,
+    project: &str,
+    resources: crate::operations::Resources,
+    work: F,
+) -> (
+    Arc<crate::operations::Op>,
+    serde_json::Map<String, serde_json::Value>,
+)
+where
+    F: FnOnce(Connect) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let op = d.operations.start_class(
+        &d.events,
+        "websocket",
+        description,
+        project,
+        resources,
+        false,
+    );
+    let (secrets, receivers) = d
+        .exec_sessions
+        .open_limited(&op.id, &CHANNELS, Some(MAX_MESSAGE));
+    let connect: Connect = Box::pin(async move {
+        crate::channels::accept_all(receivers, CONNECT_WAIT)
+            .await
+            .ok_or_else(|| "The other server did not connect to the migration in time".to_owned())
+    });
+    let (d2, op2) = (d.clone(), op.clone());
+    tokio::spawn(async move {
+        let result = work(connect).await;
+        d2.exec_sessions.close(&op2.id);
+        op2.finish(&d2.events, result.map(|()| serde_json::Value::Null));
+    });
+    (op, secrets)
+}
+
 /// A migration's peer operation: an `https` URL of an operation (`.../1.0/operations/<id>`),
 /// as the client hands it over; a caller who is not an administrator may name only servers in
 /// `images.allowed_servers` (the server dials it, as it dials image servers).
