@@ -190,9 +190,17 @@ pub async fn create(
     let optimized =
         req.optimized_storage && pools::get(d, &row.pool)?.kind() == rxd_storage::DriverKind::Btrfs;
     let packed = if optimized {
-        match crate::service::optimized::pack(d, caller, &row, instance_only, compression, out)
-            .await
-        {
+        let packed = async {
+            let snaps: Vec<SnapshotRow> = if instance_only {
+                Vec::new()
+            } else {
+                let (p, n) = (row.project.clone(), row.name.clone());
+                d.db(move |s| s.snapshots(&p, &n)).await?
+            };
+            let texts = index_yaml(d, caller, &row, &snaps, true).await?;
+            crate::service::optimized::pack(d, &row, &snaps, texts, compression, out).await
+        };
+        match packed.await {
             Ok(packed) => packed,
             Err(e) => {
                 let _ = std::fs::remove_file(&path2);
@@ -330,7 +338,7 @@ pub async fn pack<W: std::io::Write + Send + 'static>(
 
 /// `index.yaml` and `backup.yaml` of a backup of `row` with `snaps`: the instance, its
 /// snapshots, its pool and root volume as LXD writes them.
-pub(crate) async fn index_yaml(
+async fn index_yaml(
     d: &Daemon,
     caller: &Caller,
     row: &InstanceRow,

@@ -15,10 +15,9 @@
 //! are therefore a server administrator's only (checked by the caller), each stream received
 //! into a fresh empty directory with the tool confined there (`--chroot`).
 
-use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::service::instances::Keyed;
-use crate::service::{backups, copy, layout, pools};
+use crate::service::{copy, layout, pools};
 use crate::state::Daemon;
 use rxd_image::pack::{BackupFile, Compression, Packed};
 use rxd_storage::Pool;
@@ -66,26 +65,19 @@ fn file_name(snapshot: &str, path: &str) -> String {
     }
 }
 
-/// An optimized backup of `row` (without its snapshots when `instance_only`) written into
-/// `out`: the running container frozen only while its root filesystem is snapshotted. The
-/// caller holds the instance's action lock.
+/// An optimized backup of `row` with `snaps` (its `index.yaml` and `backup.yaml` as the
+/// backups service writes them) into `out`: the running container frozen only while its root
+/// filesystem is snapshotted. The caller holds the instance's action lock.
 pub async fn pack(
     d: &Arc<Daemon>,
-    caller: &Caller,
     row: &InstanceRow,
-    instance_only: bool,
+    snaps: &[SnapshotRow],
+    (index_text, backup_text): (String, String),
     compression: Compression,
     out: std::fs::File,
 ) -> ApiResult<Packed> {
     let key = row.key();
     let pool = pools::get(d, &row.pool)?;
-    let snaps: Vec<SnapshotRow> = if instance_only {
-        Vec::new()
-    } else {
-        let (p, n) = (row.project.clone(), row.name.clone());
-        d.db(move |s| s.snapshots(&p, &n)).await?
-    };
-    let (index_text, backup_text) = backups::index_yaml(d, caller, row, &snaps, true).await?;
     let inst_dir = layout::instance_dir(d, &row.pool, &key);
     let snaps_dir = layout::snapshots_dir(d, &row.pool, &key);
     let containers = inst_dir.parent().map(Path::to_path_buf).unwrap_or_default();
