@@ -874,3 +874,129 @@ async fn optimized_backups_go_between_lxd_and_rxd() {
         s.ok(&["delete", c, "--force"]);
     }
 }
+
+/// A regular tar entry of `data`.
+fn plain_entry(path: &str, data: Vec<u8>) -> TarEntry {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    (path.to_owned(), 0, data, h)
+}
+
+/// Hostile optimized backups, imported by an administrator: a volume root whose
+/// `metadata.yaml` and `templates` are links to host files brings neither in; a header naming a
+/// subvolume other than the root filesystem is refused with nothing made. A snapshot that a
+/// plain import made writable still goes into an optimized backup.
+#[tokio::test]
+async fn hostile_optimized_backups_bring_nothing_of_the_host() {
+    let test = "hostile_optimized_backups_bring_nothing_of_the_host";
+    if !require_tool("btrfs", "btrfs-progs", test) {
+        return;
+    }
+    let Some(s) = Session::new(test).await else {
+        return;
+    };
+    s.ok(&["storage", "create", "b", "btrfs", "size=1GiB"]);
+    let mount = s.d.dir().join("storage-pools/b");
+    let tmp = tempfile::tempdir().unwrap();
+    let btrfs = |args: &[&str]| {
+        let out = std::process::Command::new("btrfs")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "btrfs {args:?}: {out:?}");
+        out.stdout
+    };
+    // A volume root as a hostile tool would send it.
+    let evil = mount.join("evil");
+    btrfs(&["subvolume", "create", evil.to_str().unwrap()]);
+    std::os::unix::fs::symlink("/etc/shadow", evil.join("metadata.yaml")).unwrap();
+    std::os::unix::fs::symlink("/etc", evil.join("templates")).unwrap();
+    std::fs::create_dir_all(evil.join("rootfs/root")).unwrap();
+    std::fs::write(evil.join("rootfs/root/data"), "inside\n").unwrap();
+    btrfs(&[
+        "property",
+        "set",
+        "-ts",
+        evil.to_str().unwrap(),
+        "ro",
+        "true",
+    ]);
+    let stream = btrfs(&["send", "-q", evil.to_str().unwrap()]);
+    btrfs(&[
+        "property",
+        "set",
+        "-f",
+        "-ts",
+        evil.to_str().unwrap(),
+        "ro",
+        "false",
+    ]);
+    btrfs(&["subvolume", "delete", evil.to_str().unwrap()]);
+    let index = |header: bool| {
+        format!(
+            "name: e1\nbackend: btrfs\npool: b\nsnapshots: []\noptimized: true\noptimized_header: {header}\ntype: container\nconfig:\n  container: {{name: e1, architecture: x86_64, config: {{}}, devices: {{}}, profiles: [default]}}\n  snapshots: []\n"
+        )
+    };
+    let crafted = tmp.path().join("evil.tar.gz");
+    write(
+        &crafted,
+        &[
+            plain_entry("backup/index.yaml", index(false).into_bytes()),
+            plain_entry("backup/container.bin", stream.clone()),
+        ],
+    );
+    s.ok(&["import", crafted.to_str().unwrap(), "e1", "--storage", "b"]);
+    let dir = mount.join("containers/e1");
+    assert!(
+        std::fs::symlink_metadata(dir.join("metadata.yaml")).is_err(),
+        "a linked metadata.yaml is not followed"
+    );
+    assert!(
+        std::fs::symlink_metadata(dir.join("templates")).is_err(),
+        "linked templates are not followed"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("rootfs/root/data")).unwrap(),
+        "inside\n"
+    );
+    s.ok(&["delete", "e1"]);
+
+    // A header naming a container's own nested subvolume: refused, nothing made.
+    let header = "subvolumes:\n- {path: /, snapshot: '', readonly: false, uuid: ''}\n- {path: /rootfs/var/lib/docker, snapshot: '', readonly: false, uuid: ''}\n";
+    let nested = tmp.path().join("nested.tar.gz");
+    write(
+        &nested,
+        &[
+            plain_entry("backup/index.yaml", index(true).into_bytes()),
+            plain_entry("backup/optimized_header.yaml", header.as_bytes().to_vec()),
+            plain_entry("backup/container.bin", stream),
+        ],
+    );
+    let refused = s.fails(&["import", nested.to_str().unwrap(), "e2", "--storage", "b"]);
+    assert!(refused.contains("root filesystem's only"), "{refused}");
+    let left: Vec<_> = std::fs::read_dir(mount.join("containers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    // A snapshot made writable by a plain import still goes into an optimized backup.
+    s.ok(&["launch", "bb", "p1"]);
+    s.ok(&["snapshot", "p1", "s0"]);
+    let plain = tmp.path().join("plain.tar.gz");
+    s.ok(&["export", "p1", plain.to_str().unwrap()]);
+    s.ok(&["import", plain.to_str().unwrap(), "p2", "--storage", "b"]);
+    let opt = tmp.path().join("opt.tar.gz");
+    s.ok(&["export", "p2", opt.to_str().unwrap(), "--optimized-storage"]);
+    s.ok(&["import", opt.to_str().unwrap(), "p3", "--storage", "b"]);
+    assert_eq!(
+        s.get("/1.0/instances/p3/snapshots").await,
+        serde_json::json!(["/1.0/instances/p3/snapshots/s0"])
+    );
+    for c in ["p1", "p2", "p3"] {
+        s.ok(&["delete", c, "--force"]);
+    }
+}

@@ -131,21 +131,45 @@ pub(crate) fn run_streams(
         .spawn()
         .map_err(spawn_err)?;
     let (stdin, stderr) = (child.stdin.take(), child.stderr.take());
-    let err = std::thread::scope(|scope| {
+    let (err, read) = std::thread::scope(|scope| {
         let err = scope.spawn(move || bounded(stderr, MAX_STDERR as u64));
-        if let (Some(input), Some(mut stdin)) = (input, stdin) {
-            // A broken pipe means the tool stopped reading: its exit status says why.
-            let _ = std::io::copy(input, &mut stdin);
-        }
-        err.join()
-            .unwrap_or_else(|_| Ok((b"(stderr reader panicked)".to_vec(), false)))
+        let read = match (input, stdin) {
+            (Some(input), Some(stdin)) => feed(input, stdin),
+            _ => Ok(()),
+        };
+        let err = err
+            .join()
+            .unwrap_or_else(|_| Ok((b"(stderr reader panicked)".to_vec(), false)));
+        (err, read)
     });
     let status = child.wait().map_err(spawn_err)?;
     let (err, err_cut) = err.map_err(spawn_err)?;
     if !status.success() {
         return Err(failure(program, args, status, &err, err_cut));
     }
-    Ok(())
+    // The tool may have taken a stream that was cut short: the input's own error decides.
+    read.map_err(|source| StorageError::Spawn { program, source })
+}
+
+/// Copies `input` into the tool's stdin until its end. The tool closing its end (a broken
+/// pipe: it read what it needed) ends the copy; an error reading `input` is returned.
+fn feed(input: &mut dyn Read, mut stdin: std::process::ChildStdin) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if let Err(e) = stdin.write_all(&buf[..n]) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(());
+            }
+            return Err(e);
+        }
+    }
 }
 
 #[cfg(test)]

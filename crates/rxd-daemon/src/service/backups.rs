@@ -198,7 +198,12 @@ pub async fn create(
                 d.db(move |s| s.snapshots(&p, &n)).await?
             };
             let texts = index_yaml(d, caller, &row, &snaps, true).await?;
-            crate::service::optimized::pack(d, &row, &snaps, texts, compression, out).await
+            // What the project may still write (limits.disk), and the server's bound.
+            let limit = UnpackBudget::of(d, &row.project)
+                .await?
+                .limits()
+                .max_total_bytes;
+            crate::service::optimized::pack(d, &row, &snaps, texts, compression, out, limit).await
         };
         match packed.await {
             Ok(packed) => packed,
@@ -587,6 +592,11 @@ pub async fn import(
     };
     let mut plan = plan(&text)?;
     let optimized = plan.index.optimized == Some(true);
+    if optimized && requested.is_some() {
+        return Err(ApiError::BadRequest(
+            "A migration carries plain backups only".into(),
+        ));
+    }
     if optimized && !caller.rights.is_admin() {
         return Err(ApiError::BadRequest(
             "Optimized (btrfs send) backups are imported by server administrators only: btrfs parses their streams as root, and a stream may reach any subvolume of the pool".into(),
@@ -602,11 +612,16 @@ pub async fn import(
             .get("volatile.last_state.idmap")
             .cloned()
             .unwrap_or_else(|| "[]".into());
-        instances::parse_idmap(&map).map_err(|_| {
-            ApiError::BadRequest(format!(
-                "Invalid backup: volatile.last_state.idmap {map:?} is not an id map"
-            ))
-        })?;
+        // One range each for users and groups, as rxd maps them: the files of a map with more
+        // (LXD's raw.idmap) would be shifted in part.
+        let ranges = serde_json::from_str::<Vec<serde_json::Value>>(&map)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if ranges > 2 || instances::parse_idmap(&map).is_err() {
+            return Err(ApiError::BadRequest(format!(
+                "Invalid backup: volatile.last_state.idmap {map:?} is not an id map rxd can shift (one range for users, one for groups)"
+            )));
+        }
         Ok(map)
     };
     let files_map = on_disk(&plan.instance.config)?;

@@ -130,25 +130,48 @@ pub fn remove_tree(path: impl AsRef<Path>) -> io::Result<()> {
 
 /// Copy an image's metadata and templates (`metadata.yaml`, `templates/`) from the image or
 /// instance directory `from` to `to`; entries copied.
+/// Neither is followed when it is a link (a received stream or a container may have made one),
+/// and `metadata.yaml` is read only as a regular file of at most [`MAX_METADATA`] bytes.
 pub fn copy_image_extras(from: &Path, to: &Path) -> Result<u64, rxd_image::ImageError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| rxd_image::ImageError::Io { path, source }
+    };
     let mut n = 0;
-    if from.join("templates").is_dir() {
-        n += rxd_image::copy::copy_tree(&from.join("templates"), &to.join("templates"))?;
+    let templates = from.join("templates");
+    if std::fs::symlink_metadata(&templates).is_ok_and(|m| m.is_dir()) {
+        n += rxd_image::copy::copy_tree(&templates, &to.join("templates"))?;
     }
-    if from.join("metadata.yaml").is_file() {
-        std::fs::copy(from.join("metadata.yaml"), to.join("metadata.yaml")).map_err(|e| {
-            rxd_image::ImageError::Io {
-                path: to.display().to_string(),
-                source: e,
-            }
-        })?;
+    let metadata = from.join("metadata.yaml");
+    if std::fs::symlink_metadata(&metadata).is_ok_and(|m| m.is_file()) {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&metadata)
+            .map_err(io(&metadata))?;
+        if !file.metadata().map_err(io(&metadata))?.is_file() {
+            return Ok(n);
+        }
+        let mut text = Vec::new();
+        file.take(MAX_METADATA + 1)
+            .read_to_end(&mut text)
+            .map_err(io(&metadata))?;
+        if text.len() as u64 > MAX_METADATA {
+            return Err(rxd_image::ImageError::MetadataTooLarge(MAX_METADATA));
+        }
+        std::fs::write(to.join("metadata.yaml"), text).map_err(io(to))?;
         n += 1;
     }
     Ok(n)
 }
 
+/// The most of a `metadata.yaml` copied with an instance.
+pub const MAX_METADATA: u64 = 1 << 20;
+
 /// Where rxd's subvolumes can be in `path`: itself, `rootfs` (an instance's or an image's
-/// directory) and `*/rootfs` (a snapshots directory). A root filesystem is never looked into:
+/// directory), `*/rootfs` (a snapshots directory) and `*` (an optimized backup's work). A root filesystem is never looked into:
 /// what is inside is the container's, and `btrfs` deletes nested subvolumes itself.
 fn subvolume_candidates(path: &Path) -> Vec<PathBuf> {
     let mut found = vec![path.to_path_buf(), path.join("rootfs")];
@@ -159,6 +182,9 @@ fn subvolume_candidates(path: &Path) -> Vec<PathBuf> {
         for e in rd.flatten() {
             // Directories of rxd's (snapshot names) only: never a link, never a root filesystem.
             if e.file_type().is_ok_and(|t| t.is_dir()) && e.file_name() != "rootfs" {
+                // Itself, when it is one (an optimized backup's work: a volume root, a
+                // received stream), and the root filesystem of a snapshot directory.
+                found.push(e.path());
                 found.push(e.path().join("rootfs"));
             }
         }

@@ -75,11 +75,40 @@ pub async fn pack(
     (index_text, backup_text): (String, String),
     compression: Compression,
     out: std::fs::File,
+    max_bytes: u64,
 ) -> ApiResult<Packed> {
     let key = row.key();
     let pool = pools::get(d, &row.pool)?;
+    // Two snapshots named `a` and `a_rootfs` would give two files one name.
+    let mut files = std::collections::BTreeSet::new();
+    for s in snaps
+        .iter()
+        .map(|s| s.name.as_str())
+        .chain(std::iter::once(""))
+    {
+        for path in ["/", ROOTFS] {
+            if !files.insert(file_name(s, path)) {
+                return Err(ApiError::BadRequest(format!(
+                    "Snapshot names {:?} give two files one name in an optimized backup: make a plain backup",
+                    file_name(s, path)
+                )));
+            }
+        }
+    }
     let inst_dir = layout::instance_dir(d, &row.pool, &key);
     let snaps_dir = layout::snapshots_dir(d, &row.pool, &key);
+    // Subvolumes a container made inside its root filesystem would arrive as empty
+    // directories: such an instance gets a plain backup.
+    for rootfs in std::iter::once(inst_dir.join("rootfs"))
+        .chain(snaps.iter().map(|s| snaps_dir.join(&s.name).join("rootfs")))
+    {
+        if rxd_storage::has_nested_subvolumes(&rootfs).unwrap_or(true) {
+            return Err(ApiError::BadRequest(format!(
+                "{} holds subvolumes of its own, which an optimized backup from rxd does not carry yet: make a plain backup",
+                rootfs.display()
+            )));
+        }
+    }
     let containers = inst_dir.parent().map(Path::to_path_buf).unwrap_or_default();
     let work = |i: usize| containers.join(format!(".backup-{}-{i}", uuid::Uuid::new_v4().simple()));
     let dirs: Vec<PathBuf> = (0..=snaps.len()).map(work).collect();
@@ -125,6 +154,7 @@ pub async fn pack(
                 &backups_dir,
                 compression,
                 out,
+                max_bytes,
             )
         })
         .await?
@@ -168,16 +198,25 @@ fn build(
     backups_dir: &Path,
     compression: Compression,
     out: std::fs::File,
+    max_bytes: u64,
 ) -> ApiResult<Packed> {
     let mut header = Header::default();
+    let mut sent = 0u64;
     let mut streams: Vec<(String, PathBuf)> = Vec::new();
     let result = (|| -> ApiResult<Packed> {
         let mut parent: Option<PathBuf> = None;
         let trees = snapshots
             .iter()
-            .map(|s| (s.as_str(), snaps_dir.join(s).join("rootfs")))
-            .chain(std::iter::once(("", dirs[snapshots.len()].join("rootfs"))));
-        for (i, (snapshot, rootfs)) in trees.enumerate() {
+            .map(|s| (s.as_str(), Some(snaps_dir.join(s).join("rootfs"))))
+            .chain(std::iter::once(("", None)));
+        for (i, (snapshot, source)) in trees.enumerate() {
+            // A read-only snapshot of each snapshot's root filesystem, which may be writable
+            // (one copied in by a plain import); the instance's is taken already.
+            let rootfs = dirs[i].join("rootfs");
+            if let Some(source) = source {
+                pool.snapshot_volume(&source, &rootfs, true)
+                    .map_err(pools::refusal)?;
+            }
             // The volume's root: LXD's files beside an empty `rootfs/`, named as LXD names it.
             let root = dirs[i].join(if snapshot.is_empty() {
                 ".backup"
@@ -204,6 +243,12 @@ fn build(
                     .map_err(ApiError::internal)?;
                 pool.send_volume(subvolume, from, f)
                     .map_err(pools::refusal)?;
+                sent += std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+                if sent > max_bytes {
+                    return Err(ApiError::BadRequest(format!(
+                        "The optimized backup takes more than {max_bytes} bytes, what this project may still write (limits.disk) or the server's bound (images.max_unpacked_size)"
+                    )));
+                }
                 if let Some(last) = streams.last_mut() {
                     last.0 = file_name(snapshot, path);
                 }
