@@ -369,6 +369,26 @@ async fn a_migration_stream_cut_short_or_changed_is_never_imported() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 
+    // A migration nobody connects to can be cancelled (lxc cancels a source whose target
+    // refused): it ends at once, not when its wait for the other side runs out.
+    let (id, _) = push_target(&d, "mx").await;
+    let r = d
+        .unix()
+        .request(
+            rxd_client::Method::DELETE,
+            &format!("/1.0/operations/{id}"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.envelope());
+    let done = d
+        .unix()
+        .get(&format!("/1.0/operations/{id}/wait?timeout=10"))
+        .await
+        .unwrap();
+    assert_eq!(done["status"], "Cancelled", "{done}");
+
     // A pull from a peer that cannot be reached: the error names the operation, never the
     // secrets in the channels' URLs.
     let r = d

@@ -166,6 +166,12 @@ impl Op {
         }
     }
 
+    /// Resolves once a cancel is asked for (never, for an operation that cannot be cancelled).
+    pub async fn cancelled(&self) {
+        let mut rx = self.cancel.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
     /// Ask the work to stop; it decides how (and reports Cancelled through `finish`).
     pub fn request_cancel(&self) -> bool {
         if !self.may_cancel || self.lock().finished.is_some() {

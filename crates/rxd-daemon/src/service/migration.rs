@@ -98,8 +98,10 @@ pub type Connect = std::pin::Pin<
 
 /// A migration's websocket operation, on either side: its channels wait for their sockets
 /// (for at most [`CONNECT_WAIT`] once `work` awaits them, with messages of at most
-/// [`MAX_MESSAGE`] bytes); `work`'s result ends it. Returns the operation and its channels'
-/// secrets, for the reply that made it and no one else.
+/// [`MAX_MESSAGE`] bytes); `work`'s result ends it. Until they are connected it may be
+/// cancelled (`lxc` cancels a source whose target refused the copy); once data flows it runs
+/// to its end. Returns the operation and its channels' secrets, for the reply that made it and
+/// no one else.
 pub fn channel_operation<F, Fut>(
     d: &Arc<Daemon>,
     description: &str,
@@ -120,15 +122,18 @@ where
         description,
         project,
         resources,
-        false,
+        true,
     );
     let (secrets, receivers) = d
         .exec_sessions
         .open_limited(&op.id, &CHANNELS, Some(MAX_MESSAGE));
+    let waiting = op.clone();
     let connect: Connect = Box::pin(async move {
-        crate::channels::accept_all(receivers, CONNECT_WAIT)
-            .await
-            .ok_or_else(|| "The other server did not connect to the migration in time".to_owned())
+        tokio::select! {
+            pipes = crate::channels::accept_all(receivers, CONNECT_WAIT) => pipes
+                .ok_or_else(|| "The other server did not connect to the migration in time".to_owned()),
+            () = waiting.cancelled() => Err("The migration was cancelled".to_owned()),
+        }
     });
     let (d2, op2) = (d.clone(), op.clone());
     tokio::spawn(async move {
