@@ -486,16 +486,19 @@ async fn copy_between(
     (remote, source): (&str, &str),
     (new_remote, name): (&str, &str),
 ) -> anyhow::Result<()> {
-    if source.contains('/') {
-        bail!("copying a snapshot to another server is not supported: copy the instance (its snapshots come along)");
-    }
     let src = open(conf, remote)?;
     let mut dst = open(conf, new_remote)?;
     if let Some(project) = &args.target_project {
         dst.client.set_project(Some(project.clone()));
         dst.project = project.clone();
     }
-    let inst: rxd_api::instance::Instance = src.get_as(&format!("/1.0/instances/{source}")).await?;
+    // A snapshot goes as an instance of its own, with its config, devices and profiles.
+    let snapshot = source.split_once('/');
+    let path = match snapshot {
+        Some((instance, snap)) => format!("/1.0/instances/{instance}/snapshots/{snap}"),
+        None => format!("/1.0/instances/{source}"),
+    };
+    let inst: rxd_api::instance::Instance = src.get_as(&path).await?;
     let mut config: BTreeMap<String, String> = inst
         .config
         .iter()
@@ -549,13 +552,16 @@ async fn copy_between(
         },
         ..Default::default()
     };
-    let mut send = InstancePost {
-        name: source.to_owned(),
-        migration: true,
-        instance_only: args.instance_only,
-        container_only: args.instance_only,
-        ..Default::default()
-    };
+    // LXD's InstancePost, or its InstanceSnapshotPost for a snapshot (which has no
+    // `instance_only`).
+    let mut send = serde_json::json!({
+        "name": snapshot.map_or(source, |(_, snap)| snap),
+        "migration": true,
+    });
+    if snapshot.is_none() {
+        send["instance_only"] = args.instance_only.into();
+        send["container_only"] = args.instance_only.into();
+    }
     let secrets = |op: &Operation| -> BTreeMap<String, String> {
         op.metadata
             .as_object()
@@ -566,7 +572,6 @@ async fn copy_between(
             })
             .unwrap_or_default()
     };
-    let path = format!("/1.0/instances/{source}");
     let (src_addresses, src_certificate) = environment(&src).await?;
     if let Some(addr) = src_addresses.first() {
         // Pull: the target dials the source's operation.
@@ -598,11 +603,11 @@ async fn copy_between(
     };
     req.source.mode = "push".into();
     let into: Operation = dst.send_as(Method::POST, "/1.0/instances", &req).await?;
-    send.target = Some(rxd_api::instance::InstancePostTarget {
+    send["target"] = serde_json::to_value(rxd_api::instance::InstancePostTarget {
         certificate: dst_certificate,
         operation: format!("https://{addr}/1.0/operations/{}", into.id),
         websockets: secrets(&into),
-    });
+    })?;
     let out: Operation = src.send_as(Method::POST, &path, &send).await?;
     let (made, sent) = tokio::join!(wait(&dst, &into), wait(&src, &out));
     made?;

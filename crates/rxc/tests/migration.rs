@@ -1,8 +1,8 @@
 //! Instances copied and moved between two rxd daemons as Debian's `lxc` drives them (LXD's
 //! stateless migration): pull (the target dials the source's operation), push (the source dials
 //! the target's) and relay (the client splices both), with and without snapshots, with `-c`
-//! overrides, and `lxc move` to the other server; and `rxc copy`/`rxc move` (pull, or push from
-//! a source not on the network). The target confines the instance and every snapshot it brings
+//! overrides, a snapshot as an instance of its own, and `lxc move` to the other server; and
+//! `rxc copy`/`rxc move` (pull, or push from a source not on the network). The target confines the instance and every snapshot it brings
 //! as its own project demands; a refused one leaves nothing behind.
 
 use rxd_testkit::session::lxc;
@@ -174,6 +174,14 @@ async fn instances_are_copied_and_moved_between_servers() {
         "relayed"
     );
 
+    // A snapshot, as an instance of its own (no snapshots, the snapshot's files).
+    ok(c, &["copy", "src:c1/s0", "dst:c6"], &both);
+    assert!(snapshots(c, "dst:/1.0/instances/c6").is_empty());
+    ok(c, &["start", "dst:c6"], &both);
+    let inside = ok(c, &["exec", "dst:c6", "--", "cat", "/root/marker"], &both);
+    assert_eq!(inside.trim(), "migrated");
+    ok(c, &["delete", "-f", "dst:c6"], &both);
+
     // Move: stopped, copied, then deleted on the source.
     ok(c, &["stop", "src:c1", "--force"], &both);
     ok(c, &["move", "src:c1", "dst:c5"], &both);
@@ -254,6 +262,8 @@ async fn instances_are_copied_and_moved_between_servers() {
     ]);
     rxc(&["snapshot", "p1", "s1"]);
     rxc(&["copy", "p1", "dst:r1", "-c", "user.by=rxc"]);
+    rxc(&["copy", "p1/s1", "dst:r3"]);
+    assert!(snapshots(c, "dst:/1.0/instances/r3").is_empty());
     assert_eq!(snapshots(c, "dst:/1.0/instances/r1"), ["priv", "s1"]);
     assert_eq!(
         query(c, "dst:/1.0/instances/r1")["config"]["user.by"],
@@ -267,7 +277,7 @@ async fn instances_are_copied_and_moved_between_servers() {
         .is_empty());
     assert_eq!(snapshots(c, "dst:/1.0/instances/r2"), ["priv", "s1"]);
 
-    for n in ["c2", "c3", "c4", "c5", "r1", "r2"] {
+    for n in ["c2", "c3", "c4", "c5", "r1", "r2", "r3"] {
         ok(c, &["delete", "-f", &format!("dst:{n}")], &both);
     }
     ok(c, &["delete", "-f", "dst:p1", "--project", "locked"], &both);

@@ -367,57 +367,16 @@ async fn migrate_out(
     body: InstancePost,
 ) -> ApiResult<Response> {
     use crate::service::migration;
-    if body.live {
-        return Err(ApiError::BadRequest(
-            "Unable to perform a live migration: rxd does not checkpoint running containers (no CRIU); stop the instance first or copy it with --stateless"
-                .into(),
-        ));
-    }
     let row = find(&d, &caller.project, &name).await?;
-    let instance_only = body.instance_only || body.container_only;
-    let url = format!(
-        "/1.0/instances/{name}{}",
-        crate::service::instances::project_suffix(&row.project)
-    );
-    let resources = crate::operations::instance_resources(&url);
-    let project = row.project.clone();
-    match body.target {
-        Some(target) => {
-            migration::check_peer(&d, &caller, &target.operation)?;
-            let d2 = d.clone();
-            let work = async move {
-                let connect = async {
-                    migration::dial(&target.operation, &target.certificate, &target.websockets)
-                        .await
-                        .map_err(|e| e.to_string())
-                };
-                migration::send(&d2, &caller, &project, &name, instance_only, connect).await
-            };
-            let op = crate::service::tasks::spawn(
-                &d,
-                "Migrating instance",
-                &row.project,
-                resources,
-                work,
-            );
-            Ok(response::operation(op.url(), op.to_json()))
-        }
-        None => {
-            let d2 = d.clone();
-            let (op, secrets) = migration::channel_operation(
-                &d,
-                "Migrating instance",
-                &row.project,
-                resources,
-                move |connect| async move {
-                    migration::send(&d2, &caller, &project, &name, instance_only, connect).await
-                },
-            );
-            let mut shown = op.to_json();
-            shown["metadata"] = Value::Object(secrets);
-            Ok(response::operation(op.url(), shown))
-        }
+    let what = migration::What::Instance {
+        instance_only: body.instance_only || body.container_only,
+    };
+    let (op, secrets) = migration::send_operation(&d, &caller, &row, what, body.live, body.target)?;
+    let mut shown = op.to_json();
+    if let Some(secrets) = secrets {
+        shown["metadata"] = Value::Object(secrets);
     }
+    Ok(response::operation(op.url(), shown))
 }
 
 /// `POST /1.0/instances/<name>`: rename a stopped instance.

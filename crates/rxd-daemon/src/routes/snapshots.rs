@@ -142,9 +142,17 @@ pub async fn rename(
 ) -> ApiResult<Response> {
     let row = find(&d, &caller.project, &name).await?;
     if req.migration {
-        return Err(ApiError::BadRequest(
-            "Migrating snapshots is not supported".into(),
-        ));
+        // `lxc copy src:c1/snap0 dst:c2`: the snapshot sent as an instance of its own.
+        find_snapshot(&d, &row, &snap).await?;
+        use crate::service::migration;
+        let what = migration::What::Snapshot(snap);
+        let (op, secrets) =
+            migration::send_operation(&d, &caller, &row, what, req.live, req.target)?;
+        let mut shown = op.to_json();
+        if let Some(secrets) = secrets {
+            shown["metadata"] = Value::Object(secrets);
+        }
+        return Ok(response::operation(op.url(), shown));
     }
     valid_name(&req.name)?;
     let lock = d.runtime.action_lock(&row.key());

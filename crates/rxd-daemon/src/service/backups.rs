@@ -197,7 +197,7 @@ pub async fn create(
                 let (p, n) = (row.project.clone(), row.name.clone());
                 d.db(move |s| s.snapshots(&p, &n)).await?
             };
-            let texts = index_yaml(d, caller, &row, &snaps, true).await?;
+            let texts = index_yaml(d, caller, &row, &snaps, true, None).await?;
             // What the project may still write (limits.disk), and the server's bound.
             let limit = UnpackBudget::of(d, &row.project)
                 .await?
@@ -213,7 +213,8 @@ pub async fn create(
             }
         }
     } else {
-        match pack(d, caller, &row, instance_only, compression, out, None).await {
+        let source = Source::Instance { instance_only };
+        match pack(d, caller, &row, source, compression, out, None).await {
             Ok((packed, file)) => {
                 match tokio::task::spawn_blocking(move || file.sync_all()).await {
                     Ok(Ok(())) => packed,
@@ -253,30 +254,47 @@ pub async fn create(
     Ok(())
 }
 
-/// A backup of `row` (`instance_only`: without its snapshots) in LXD's layout, written into
-/// `out` and handed back with what was written: a running container frozen while its root
-/// filesystem is read, owners mapped back to container ids. `limits` bound it (`None`: what
-/// the project may still write, under `limits.disk`, and the server's bound). The caller holds
-/// the instance's action lock.
+/// What a backup holds: the instance (with its snapshots unless `instance_only`), or one of
+/// its snapshots as an instance of its own (a snapshot copied to another server).
+pub enum Source {
+    Instance { instance_only: bool },
+    Snapshot(SnapshotRow),
+}
+
+/// A backup of `row` (`source` says what of it) in LXD's layout, written into `out` and handed
+/// back with what was written: a running container frozen while its root filesystem is read,
+/// owners mapped back to container ids. `limits` bound it (`None`: what the project may still
+/// write, under `limits.disk`, and the server's bound). The caller holds the instance's action
+/// lock.
 pub async fn pack<W: std::io::Write + Send + 'static>(
     d: &Daemon,
     caller: &Caller,
     row: &InstanceRow,
-    instance_only: bool,
+    source: Source,
     compression: rxd_image::pack::Compression,
     out: W,
     limits: Option<rxd_image::Limits>,
 ) -> ApiResult<(rxd_image::pack::Packed, W)> {
     let key = row.key();
-    let snaps: Vec<SnapshotRow> = if instance_only {
-        Vec::new()
-    } else {
-        let (p, n) = (row.project.clone(), row.name.clone());
-        d.db(move |s| s.snapshots(&p, &n)).await?
+    let (snaps, as_snapshot): (Vec<SnapshotRow>, Option<SnapshotRow>) = match source {
+        Source::Instance {
+            instance_only: true,
+        } => (Vec::new(), None),
+        Source::Instance {
+            instance_only: false,
+        } => {
+            let (p, n) = (row.project.clone(), row.name.clone());
+            (d.db(move |s| s.snapshots(&p, &n)).await?, None)
+        }
+        Source::Snapshot(s) => (Vec::new(), Some(s)),
     };
-    let index = index_yaml(d, caller, row, &snaps, false).await?;
+    let index = index_yaml(d, caller, row, &snaps, false, as_snapshot.as_ref()).await?;
     let (index_text, backup_text) = index;
-    let config = instances::config_of(row);
+    // The files' map: the snapshot's own when a snapshot is the source.
+    let config = match &as_snapshot {
+        Some(s) => serde_json::from_str(&s.config).unwrap_or_default(),
+        None => instances::config_of(row),
+    };
     // Files shifted on disk are written in the container's ids.
     let shift = config
         .get("volatile.last_state.idmap")
@@ -301,7 +319,10 @@ pub async fn pack<W: std::io::Write + Send + 'static>(
         d.runtime.freeze(&key, true).await?;
     }
     let packed = tokio::task::spawn_blocking(move || {
-        let rootfs = inst_dir.join("rootfs");
+        let rootfs = match &as_snapshot {
+            Some(snap) => snaps_dir.join(&snap.name).join("rootfs"),
+            None => inst_dir.join("rootfs"),
+        };
         let snap_roots: Vec<PathBuf> = names
             .iter()
             .map(|n| snaps_dir.join(n).join("rootfs"))
@@ -349,10 +370,20 @@ async fn index_yaml(
     row: &InstanceRow,
     snaps: &[SnapshotRow],
     optimized: bool,
+    as_snapshot: Option<&SnapshotRow>,
 ) -> ApiResult<(String, String)> {
     let expanded = expand::expanded(d, row).await?;
     let known = expand::known(d, &row.project).await?;
     let mut instance = crate::views::instance(d, row, 1, expanded);
+    // A snapshot sent as an instance of its own: its config, devices and profiles.
+    if let Some(s) = as_snapshot {
+        let view = crate::views::snapshot(s, &known);
+        instance.config = view.config;
+        instance.devices = view.devices;
+        instance.profiles = view.profiles;
+        instance.expanded_config = view.expanded_config;
+        instance.expanded_devices = view.expanded_devices;
+    }
     instance.status = "Stopped".into();
     instance.status_code = 102;
     // The root disk rxd implies (its pool) written out: LXD's import looks for one.

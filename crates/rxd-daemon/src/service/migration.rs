@@ -20,6 +20,7 @@ use crate::service::images::{self, Upload};
 use crate::service::instances::{self, Keyed};
 use crate::state::Daemon;
 use bytes::Bytes;
+use rxd_store::InstanceRow;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -91,6 +92,9 @@ fn lxd_refusal(message: &str) -> Frame {
 
 const LXD_PEER: &str = "The other server speaks LXD's migration stream (protobuf and rsync), which rxd does not: copy between rxd servers, or through a backup (lxc export, lxc import)";
 
+/// A migration operation's channel secrets, by channel.
+pub type Secrets = serde_json::Map<String, serde_json::Value>;
+
 /// What a migration's operation is handed to wait for its channels' sockets.
 pub type Connect = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<HashMap<&'static str, Pipe>, String>> + Send>,
@@ -108,10 +112,7 @@ pub fn channel_operation<F, Fut>(
     project: &str,
     resources: crate::operations::Resources,
     work: F,
-) -> (
-    Arc<crate::operations::Op>,
-    serde_json::Map<String, serde_json::Value>,
-)
+) -> (Arc<crate::operations::Op>, Secrets)
 where
     F: FnOnce(Connect) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
@@ -212,16 +213,92 @@ fn take(pipes: &mut HashMap<&'static str, Pipe>, name: &str) -> Result<Pipe, Str
         .ok_or_else(|| format!("the migration's {name:?} channel is missing"))
 }
 
-/// The source's side: `project`/`name` packed (without snapshots when `instance_only`) into a
-/// file first, under the instance's action lock (a running container frozen only while it is
-/// read), then, with the lock let go, sent on the `fs` channel of the pipes `connect` gives,
-/// and the target's result read from `control`.
+/// The source's operation for `what` of `row`: sent to the target operation `target` names
+/// (push; this server dials it), else to a target that dials this operation's channels, whose
+/// secrets are returned for the reply that made it. A live migration is refused.
+pub fn send_operation(
+    d: &Arc<Daemon>,
+    caller: &Caller,
+    row: &InstanceRow,
+    what: What,
+    live: bool,
+    target: Option<rxd_api::instance::InstancePostTarget>,
+) -> ApiResult<(Arc<crate::operations::Op>, Option<Secrets>)> {
+    if live {
+        return Err(ApiError::BadRequest(
+            "Unable to perform a live migration: rxd does not checkpoint running containers (no CRIU); stop the instance first or copy it with --stateless"
+                .into(),
+        ));
+    }
+    let url = match &what {
+        What::Snapshot(snap) => format!(
+            "/1.0/instances/{}/snapshots/{snap}{}",
+            row.name,
+            instances::project_suffix(&row.project)
+        ),
+        What::Instance { .. } => format!(
+            "/1.0/instances/{}{}",
+            row.name,
+            instances::project_suffix(&row.project)
+        ),
+    };
+    let resources = crate::operations::instance_resources(&url);
+    let (d2, caller, project, name) = (
+        d.clone(),
+        caller.clone(),
+        row.project.clone(),
+        row.name.clone(),
+    );
+    match target {
+        Some(target) => {
+            check_peer(d, &caller, &target.operation)?;
+            let work = async move {
+                let connect = async {
+                    dial(&target.operation, &target.certificate, &target.websockets)
+                        .await
+                        .map_err(|e| e.to_string())
+                };
+                send(&d2, &caller, &project, &name, what, connect).await
+            };
+            let op = crate::service::tasks::spawn(
+                d,
+                "Migrating instance",
+                &row.project,
+                resources,
+                work,
+            );
+            Ok((op, None))
+        }
+        None => {
+            let (op, secrets) = channel_operation(
+                d,
+                "Migrating instance",
+                &row.project,
+                resources,
+                move |connect| async move { send(&d2, &caller, &project, &name, what, connect).await },
+            );
+            Ok((op, Some(secrets)))
+        }
+    }
+}
+
+/// What a source sends: the instance (with its snapshots unless `instance_only`), or one of
+/// its snapshots as an instance of its own (`lxc copy src:c1/snap0 dst:c2`).
+pub enum What {
+    Instance { instance_only: bool },
+    Snapshot(String),
+}
+
+/// The source's side: `what` of `project`/`name` packed into a file first, under the
+/// instance's action lock (a running container frozen only while it is read), then, with the
+/// lock let go, sent on the `fs` channel of the pipes `connect` gives, and the target's result
+/// read from `control`.
 pub async fn send(
     d: &Arc<Daemon>,
     caller: &Caller,
     project: &str,
     name: &str,
-    instance_only: bool,
+    what: What,
     connect: impl std::future::Future<Output = Result<HashMap<&'static str, Pipe>, String>>,
 ) -> Result<(), String> {
     let s = |e: ApiError| e.to_string();
@@ -235,16 +312,39 @@ pub async fn send(
         let lock = d.runtime.action_lock(&row.key());
         let _guard = lock.lock().await;
         let row = instances::find(d, project, name).await.map_err(s)?;
-        let snapshots: Vec<String> = if instance_only {
-            Vec::new()
-        } else {
-            let (p, n) = (row.project.clone(), row.name.clone());
-            d.db(move |st| st.snapshots(&p, &n))
-                .await
-                .map_err(s)?
-                .into_iter()
-                .map(|sn| sn.name)
-                .collect()
+        let (snapshots, source): (Vec<String>, backups::Source) = match what {
+            What::Instance {
+                instance_only: true,
+            } => (
+                Vec::new(),
+                backups::Source::Instance {
+                    instance_only: true,
+                },
+            ),
+            What::Instance {
+                instance_only: false,
+            } => {
+                let (p, n) = (row.project.clone(), row.name.clone());
+                let names = d
+                    .db(move |st| st.snapshots(&p, &n))
+                    .await
+                    .map_err(s)?
+                    .into_iter()
+                    .map(|sn| sn.name)
+                    .collect();
+                (
+                    names,
+                    backups::Source::Instance {
+                        instance_only: false,
+                    },
+                )
+            }
+            What::Snapshot(snap) => {
+                let row = crate::service::snapshots::find_snapshot(d, &row, &snap)
+                    .await
+                    .map_err(s)?;
+                (Vec::new(), backups::Source::Snapshot(row))
+            }
         };
         // Bounded by the server alone: reading an instance takes nothing from its project.
         let limits = rxd_image::Limits {
@@ -256,7 +356,7 @@ pub async fn send(
             d,
             caller,
             &row,
-            instance_only,
+            source,
             rxd_image::pack::Compression::Zstd,
             out,
             Some(limits),
