@@ -514,7 +514,24 @@ impl Lxd {
             stdin.write_all(text.as_bytes()).unwrap();
         }
         drop(stdin);
-        child.wait_with_output().unwrap()
+        // A command that hangs fails the test (and lets the cleanup run) instead of holding
+        // the whole run.
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            if rx.recv_timeout(LXD_COMMAND_WAIT).is_err() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        });
+        let out = child.wait_with_output().unwrap();
+        let _ = tx.send(());
+        assert!(
+            out.status.code().is_some(),
+            "{tool} {args:?} took more than {LXD_COMMAND_WAIT:?}: killed"
+        );
+        out
     }
 
     fn lxc(&self, args: &[&str]) -> String {
@@ -528,11 +545,31 @@ impl Lxd {
     }
 }
 
+/// The longest one LXD command of these tests may take.
+const LXD_COMMAND_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 impl Drop for Lxd {
     fn drop(&mut self) {
-        let _ = self.run("lxd", &["shutdown", "--timeout", "60"], None);
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.run("lxd", &["shutdown", "--timeout", "60"], None)
+        }));
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // LXD leaves its pools mounted when it stops (a btrfs pool's loop device goes with
+        // its mount): nothing of this test stays mounted.
+        let dir = self.dir.path().to_string_lossy().into_owned();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(&dir))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = std::process::Command::new("umount")
+                .args(["--lazy", p])
+                .status();
+        }
     }
 }
 
@@ -844,6 +881,8 @@ async fn optimized_backups_go_between_lxd_and_rxd() {
         "echo made in rxd > /root/marker && chown 1000:1000 /root/marker",
     );
     s.ok(&["snapshot", "r1", "s0"]);
+    s.sh("r1", "echo later > /root/later");
+    s.ok(&["snapshot", "r1", "s1"]);
     s.ok(&["stop", "r1", "--force"]);
     let from_rxd = tmp.path().join("from-rxd.tar.gz");
     s.ok(&[
@@ -852,9 +891,15 @@ async fn optimized_backups_go_between_lxd_and_rxd() {
         from_rxd.to_str().unwrap(),
         "--optimized-storage",
     ]);
+    // Two snapshots: LXD finds each one's parent among the streams it received before.
     lxd.lxc(&["import", from_rxd.to_str().unwrap(), "--storage", "lb"]);
     let info = lxd.lxc(&["info", "r1"]);
-    assert!(info.contains("s0"), "{info}");
+    assert!(info.contains("s0") && info.contains("s1"), "{info}");
+    let snap_file = lxd
+        .dir
+        .path()
+        .join("lxd/storage-pools/lb/containers-snapshots/r1/s1/rootfs/root/later");
+    assert_eq!(std::fs::read_to_string(snap_file).unwrap(), "later\n");
     let on_disk = lxd_rootfs("r1").join("root/marker");
     assert_eq!(std::fs::read_to_string(&on_disk).unwrap(), "made in rxd\n");
     use std::os::unix::fs::MetadataExt;
