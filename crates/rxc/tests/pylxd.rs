@@ -32,16 +32,8 @@ fn require_pylxd(test: &str) -> bool {
     false
 }
 
-#[tokio::test]
-async fn pylxd_enrols_and_drives_instances_over_tls() {
-    let test = "pylxd_enrols_and_drives_instances_over_tls";
-    if !require_root(test) || !require_tool("busybox", "busybox-static", test) {
-        return;
-    }
-    if !require_pylxd(test) {
-        return;
-    }
-    let d = TestDaemon::start().await;
+/// The test password set on `d` (`core.trust_password`), which the scripts enrol with.
+async fn set_trust_password(d: &TestDaemon) {
     let r = d
         .unix()
         .request(
@@ -52,30 +44,60 @@ async fn pylxd_enrols_and_drives_instances_over_tls() {
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{:?}", r.envelope());
+}
 
-    let work = tempfile::tempdir().unwrap();
-    let image = work.path().join("bb.tar.gz");
-    busybox_image(&image);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/pylxd/check.py");
-    let out = Command::new("python3")
+/// `python3 tests/pylxd/<script> <servers>...` with the password, the image and the work
+/// directory, as a user of pylxd over HTTPS would run it.
+fn https_script(
+    script: &str,
+    servers: &[std::ffi::OsString],
+    image: &Path,
+    work: &Path,
+) -> std::process::Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/pylxd")
+        .join(script);
+    Command::new("python3")
         .arg(script)
-        .args(["--endpoint", &format!("https://{}", d.https_address())])
-        .arg("--server-cert")
-        .arg(d.dir().join("server.crt"))
+        .args(servers)
         .args(["--password", "py-secret"])
         .arg("--image")
-        .arg(&image)
+        .arg(image)
         .arg("--workdir")
-        .arg(work.path())
+        .arg(work)
         // pylxd looks for certificates under ~/.config/lxc: there are none in a fresh home.
-        .env("HOME", work.path())
+        .env("HOME", work)
         // requests lets these override the `verify` file pylxd passes, and pylxd then pins the
         // first certificate of the system bundle instead of the server's.
         .env_remove("REQUESTS_CA_BUNDLE")
         .env_remove("CURL_CA_BUNDLE")
         .stdin(std::process::Stdio::null())
         .output()
-        .expect("python3 runs");
+        .expect("python3 runs")
+}
+
+#[tokio::test]
+async fn pylxd_enrols_and_drives_instances_over_tls() {
+    let test = "pylxd_enrols_and_drives_instances_over_tls";
+    if !require_root(test) || !require_tool("busybox", "busybox-static", test) {
+        return;
+    }
+    if !require_pylxd(test) {
+        return;
+    }
+    let d = TestDaemon::start().await;
+    set_trust_password(&d).await;
+
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("bb.tar.gz");
+    busybox_image(&image);
+    let servers = [
+        "--endpoint".into(),
+        format!("https://{}", d.https_address()).into(),
+        "--server-cert".into(),
+        d.dir().join("server.crt").into(),
+    ];
+    let out = https_script("check.py", &servers, &image, work.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
     eprint!("{stdout}");
     assert!(
@@ -175,40 +197,22 @@ async fn pylxd_migrates_an_instance_between_servers() {
     }
     let (src, dst) = (TestDaemon::start().await, TestDaemon::start().await);
     for d in [&src, &dst] {
-        let r = d
-            .unix()
-            .request(
-                Method::PATCH,
-                "/1.0",
-                Some(&json!({"config": {"core.trust_password": "py-secret"}})),
-            )
-            .await
-            .unwrap();
-        assert_eq!(r.status, 200, "{:?}", r.envelope());
+        set_trust_password(d).await;
     }
     let work = tempfile::tempdir().unwrap();
     let image = work.path().join("bb.tar.gz");
     busybox_image(&image);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/pylxd/migrate.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args(["--src", &format!("https://{}", src.https_address())])
-        .arg("--src-cert")
-        .arg(src.dir().join("server.crt"))
-        .args(["--dst", &format!("https://{}", dst.https_address())])
-        .arg("--dst-cert")
-        .arg(dst.dir().join("server.crt"))
-        .args(["--password", "py-secret"])
-        .arg("--image")
-        .arg(&image)
-        .arg("--workdir")
-        .arg(work.path())
-        .env("HOME", work.path())
-        .env_remove("REQUESTS_CA_BUNDLE")
-        .env_remove("CURL_CA_BUNDLE")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("python3 runs");
+    let servers = [
+        "--src".into(),
+        format!("https://{}", src.https_address()).into(),
+        "--src-cert".into(),
+        src.dir().join("server.crt").into(),
+        "--dst".into(),
+        format!("https://{}", dst.https_address()).into(),
+        "--dst-cert".into(),
+        dst.dir().join("server.crt").into(),
+    ];
+    let out = https_script("migrate.py", &servers, &image, work.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
     eprint!("{stdout}");
     assert!(

@@ -47,8 +47,6 @@ const RESULT_WAIT: Duration = Duration::from_secs(3600);
 #[derive(Serialize, Deserialize)]
 struct Header {
     rxd_migration: String,
-    #[serde(default)]
-    snapshots: Vec<String>,
     /// The stream's length and SHA-256 (hex).
     bytes: u64,
     sha256: String,
@@ -312,39 +310,13 @@ pub async fn send(
         let lock = d.runtime.action_lock(&row.key());
         let _guard = lock.lock().await;
         let row = instances::find(d, project, name).await.map_err(s)?;
-        let (snapshots, source): (Vec<String>, backups::Source) = match what {
-            What::Instance {
-                instance_only: true,
-            } => (
-                Vec::new(),
-                backups::Source::Instance {
-                    instance_only: true,
-                },
+        let source = match what {
+            What::Instance { instance_only } => backups::Source::Instance { instance_only },
+            What::Snapshot(snap) => backups::Source::Snapshot(
+                crate::service::snapshots::find_snapshot(d, &row, &snap)
+                    .await
+                    .map_err(s)?,
             ),
-            What::Instance {
-                instance_only: false,
-            } => {
-                let (p, n) = (row.project.clone(), row.name.clone());
-                let names = d
-                    .db(move |st| st.snapshots(&p, &n))
-                    .await
-                    .map_err(s)?
-                    .into_iter()
-                    .map(|sn| sn.name)
-                    .collect();
-                (
-                    names,
-                    backups::Source::Instance {
-                        instance_only: false,
-                    },
-                )
-            }
-            What::Snapshot(snap) => {
-                let row = crate::service::snapshots::find_snapshot(d, &row, &snap)
-                    .await
-                    .map_err(s)?;
-                (Vec::new(), backups::Source::Snapshot(row))
-            }
         };
         // Bounded by the server alone: reading an instance takes nothing from its project.
         let limits = rxd_image::Limits {
@@ -369,7 +341,6 @@ pub async fn send(
             .map_err(|e| e.to_string())?;
         let header = Header {
             rxd_migration: FORMAT.into(),
-            snapshots,
             bytes: packed.size,
             sha256: packed.fingerprint,
         };
