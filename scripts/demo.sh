@@ -7,9 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-# libseccomp-dev and pkg-config build the container helper's seccomp support; busybox-static
-# fills the demo image.
-for pkg in openssl curl libseccomp-dev pkg-config busybox-static; do
+# libseccomp-dev and pkg-config build the container helper's seccomp support, libclang-dev
+# btrfs-uapi's ioctl bindings; busybox-static fills the demo image.
+for pkg in openssl curl libseccomp-dev pkg-config libclang-dev busybox-static; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

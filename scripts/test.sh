@@ -9,12 +9,13 @@ cd "$(dirname "$0")/.."
 # mmdebstrap for the Debian 12 systemd image (scripts/make-debian-image.sh), squashfs-tools to
 # pack it as image servers do, lxcfs (run
 # privately by one test), libseccomp's headers with pkg-config to build the container helper's
-# seccomp support, iproute2 (`ip`), nftables and dnsmasq-base, which the network tests drive
+# seccomp support, libclang for btrfs-uapi's build (it generates its ioctl bindings from the
+# kernel's btrfs headers), iproute2 (`ip`), nftables and dnsmasq-base, which the network tests drive
 # inside namespaces of their own, btrfs-progs for btrfs storage pools (on loop files the
 # tests make), and Debian's LXD itself, run privately by one test (no network) to carry
 # backups both ways.
 need=()
-for pkg in openssl curl util-linux xz-utils busybox-static mmdebstrap squashfs-tools lxcfs lxd-client libseccomp-dev pkg-config iproute2 nftables dnsmasq-base btrfs-progs lxd; do
+for pkg in openssl curl util-linux xz-utils busybox-static mmdebstrap squashfs-tools lxcfs lxd-client libseccomp-dev pkg-config libclang-dev iproute2 nftables dnsmasq-base btrfs-progs lxd; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

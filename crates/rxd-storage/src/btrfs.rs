@@ -1,52 +1,100 @@
-//! btrfs subvolumes, properties and quotas through `/usr/bin/btrfs`, as LXD 5.0 drives it. Every
-//! path handed to the tool is absolute (built by the pool from checked names), so none can be
-//! taken for an option. What the tool prints about a volume's contents (names of subvolumes a
-//! container made) is checked against the filesystem before anything is done with it.
+//! btrfs subvolumes, flags and quotas. Each single operation is btrfs's own ioctl, through
+//! `btrfs-uapi`'s safe wrappers, on descriptors: the directory that holds a subvolume is opened
+//! (its last component never followed as a link) and the subvolume named in it, so no tool is
+//! spawned on the paths that create and snapshot instances. `btrfs send`/`receive` and the
+//! listing of subvolumes a container made inside its volume still go through `/usr/bin/btrfs`,
+//! as LXD 5.0 drives them. Every path handed to the tool is absolute (built by the pool from
+//! checked names), so none can be taken for an option. What the tool prints about a volume's
+//! contents (names of subvolumes a container made) is checked against the filesystem before
+//! anything is done with it.
 
 use crate::mounts::is_subvolume;
 use crate::tool::run;
 use crate::{Result, StorageError};
+use btrfs_uapi::quota::{self, QgroupLimitFlags, QgroupStatusFlags};
+use btrfs_uapi::subvolume::{self as subvol, SubvolumeFlags};
+use rustix::fs::{Mode, OFlags};
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::OsStr;
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-pub(crate) fn create_subvolume(path: &Path) -> Result<()> {
-    run(
-        "btrfs",
-        &[
-            OsStr::new("subvolume"),
-            OsStr::new("create"),
-            path.as_os_str(),
-        ],
+/// A failed btrfs ioctl as an error naming what was done to `path`.
+fn failed<E: Into<std::io::Error>>(
+    action: &'static str,
+    path: &Path,
+) -> impl FnOnce(E) -> StorageError {
+    let path = path.to_path_buf();
+    move |e| StorageError::Io {
+        action,
+        path,
+        source: e.into(),
+    }
+}
+
+/// The directory (or subvolume root) at `path`, its last component not followed as a link.
+fn open_dir(path: &Path) -> Result<OwnedFd> {
+    rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
     )
-    .map(drop)
+    .map_err(StorageError::errno("opening", path))
 }
 
-/// `btrfs subvolume snapshot [-r] src dst`: instant, shares every extent with `src`.
+/// The directory holding `path`, opened, and `path`'s last name in it.
+fn parent_and_name(path: &Path) -> Result<(OwnedFd, CString)> {
+    let invalid = || StorageError::Io {
+        action: "naming a subvolume at",
+        path: path.to_path_buf(),
+        source: std::io::ErrorKind::InvalidInput.into(),
+    };
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(invalid());
+    };
+    let name = CString::new(name.as_bytes()).map_err(|_| invalid())?;
+    Ok((open_dir(parent)?, name))
+}
+
+/// A new, empty subvolume at `path` (`BTRFS_IOC_SUBVOL_CREATE_V2`).
+pub(crate) fn create_subvolume(path: &Path) -> Result<()> {
+    let (parent, name) = parent_and_name(path)?;
+    subvol::subvolume_create(parent.as_fd(), &name, &[]).map_err(failed("creating subvolume", path))
+}
+
+/// A snapshot of the subvolume `src` at `dst` (`BTRFS_IOC_SNAP_CREATE_V2`): instant, shares
+/// every extent with `src`. The kernel commits a transaction to make it, so the snapshot (and
+/// everything written to the filesystem before it) is on disk when this returns.
 pub(crate) fn snapshot(src: &Path, dst: &Path, readonly: bool) -> Result<()> {
-    let mut args = vec![OsStr::new("subvolume"), OsStr::new("snapshot")];
-    if readonly {
-        args.push(OsStr::new("-r"));
-    }
-    args.extend([src.as_os_str(), dst.as_os_str()]);
-    run("btrfs", &args).map(drop)
+    let source = open_dir(src)?;
+    let (parent, name) = parent_and_name(dst)?;
+    subvol::snapshot_create(parent.as_fd(), source.as_fd(), &name, readonly, &[])
+        .map_err(failed("snapshotting into", dst))
 }
 
-/// `btrfs property set -ts <path> ro true|false`. Making a subvolume writable is forced (`-f`,
-/// as LXD does with btrfs-progs after 5.14.2): without it the tool refuses for a subvolume
-/// that was received (`btrfs receive`), and the force only clears that received mark.
+/// Sets or clears the subvolume's read-only flag. Making a received subvolume (`btrfs
+/// receive`) writable also clears its received UUID, as `btrfs property set -f -ts <path> ro
+/// false` does (LXD forces it with btrfs-progs after 5.14.2): a writable subvolume that still
+/// claimed to be an unchanged copy would mislead a later incremental receive.
 pub(crate) fn set_readonly(path: &Path, readonly: bool) -> Result<()> {
-    let mut args = vec![OsStr::new("property"), OsStr::new("set")];
-    if !readonly {
-        args.push(OsStr::new("-f"));
+    let fd = open_dir(path)?;
+    let flags =
+        subvol::subvolume_flags_get(fd.as_fd()).map_err(failed("reading the flags of", path))?;
+    if flags.contains(SubvolumeFlags::RDONLY) == readonly {
+        return Ok(());
     }
-    args.extend([
-        OsStr::new("-ts"),
-        path.as_os_str(),
-        OsStr::new("ro"),
-        OsStr::new(if readonly { "true" } else { "false" }),
-    ]);
-    run("btrfs", &args).map(drop)
+    if !readonly {
+        let info =
+            subvol::subvolume_info(fd.as_fd()).map_err(failed("inspecting subvolume", path))?;
+        if !info.received_uuid.is_nil() {
+            btrfs_uapi::send_receive::received_subvol_set(fd.as_fd(), &uuid::Uuid::nil(), 0)
+                .map_err(failed("clearing the received UUID of", path))?;
+        }
+    }
+    let mut flags = flags;
+    flags.set(SubvolumeFlags::RDONLY, readonly);
+    subvol::subvolume_flags_set(fd.as_fd(), flags).map_err(failed("setting the flags of", path))
 }
 
 /// `btrfs send [-p <parent>] <path>` into `out`: the read-only subvolume at `path` as a stream,
@@ -77,54 +125,27 @@ pub(crate) fn receive(dir: &Path, input: &mut dyn std::io::Read) -> Result<()> {
     )
 }
 
-/// Whether the subvolume at `path` is read-only (`btrfs property get -ts <path> ro`).
+/// Whether the subvolume at `path` is read-only.
 pub(crate) fn is_readonly(path: &Path) -> Result<bool> {
-    let out = run(
-        "btrfs",
-        &[
-            OsStr::new("property"),
-            OsStr::new("get"),
-            OsStr::new("-ts"),
-            path.as_os_str(),
-            OsStr::new("ro"),
-        ],
-    )?;
-    match out.trim() {
-        "ro=true" => Ok(true),
-        "ro=false" => Ok(false),
-        other => Err(StorageError::ToolOutput {
-            command: format!("btrfs property get -ts {} ro", path.display()),
-            detail: format!("expected ro=true or ro=false, got {other:?}"),
-        }),
-    }
+    let fd = open_dir(path)?;
+    let flags =
+        subvol::subvolume_flags_get(fd.as_fd()).map_err(failed("reading the flags of", path))?;
+    Ok(flags.contains(SubvolumeFlags::RDONLY))
 }
 
+/// Deletes the subvolume at `path` (`BTRFS_IOC_SNAP_DESTROY_V2` by name in its directory); its
+/// space is freed by the kernel's cleaner after the next commit.
 fn delete_one(path: &Path) -> Result<()> {
-    run(
-        "btrfs",
-        &[
-            OsStr::new("subvolume"),
-            OsStr::new("delete"),
-            path.as_os_str(),
-        ],
-    )
-    .map(drop)
+    let (parent, name) = parent_and_name(path)?;
+    subvol::subvolume_delete(parent.as_fd(), &name).map_err(failed("deleting subvolume", path))
 }
 
-/// The id of the subvolume holding `path` (`btrfs inspect-internal rootid`).
+/// The id of the subvolume holding `path`.
 pub(crate) fn subvolume_id(path: &Path) -> Result<u64> {
-    let out = run(
-        "btrfs",
-        &[
-            OsStr::new("inspect-internal"),
-            OsStr::new("rootid"),
-            path.as_os_str(),
-        ],
-    )?;
-    out.trim().parse().map_err(|_| StorageError::ToolOutput {
-        command: format!("btrfs inspect-internal rootid {}", path.display()),
-        detail: format!("expected a subvolume id, got {:?}", out.trim()),
-    })
+    let fd = open_dir(path)?;
+    Ok(subvol::subvolume_info(fd.as_fd())
+        .map_err(failed("inspecting subvolume", path))?
+        .id)
 }
 
 /// One line of `btrfs subvolume list -p`.
@@ -177,6 +198,16 @@ pub fn has_nested(volume: &Path) -> Result<bool> {
 }
 
 fn nested(volume: &Path) -> Result<Vec<Nested>> {
+    // The common case, a volume holding no subvolume, is answered by the kernel alone
+    // (`BTRFS_IOC_GET_SUBVOL_ROOTREF` lists the subvolumes directly inside this one; deeper
+    // ones are inside those).
+    let fd = open_dir(volume)?;
+    if subvol::subvol_rootrefs(fd.as_fd())
+        .map_err(failed("listing the subvolumes in", volume))?
+        .is_empty()
+    {
+        return Ok(Vec::new());
+    }
     let volume_id = subvolume_id(volume)?;
     let listed = parse_list(&run(
         "btrfs",
@@ -274,90 +305,48 @@ pub fn delete_tree(volume: &Path) -> Result<()> {
 /// The referenced bytes of each level-0 qgroup (`0/<subvolume id>`), or `None` when quotas are
 /// not enabled on the filesystem holding `path`. Numbers are as of the last transaction commit.
 pub(crate) fn qgroups(path: &Path) -> Result<Option<BTreeMap<u64, u64>>> {
-    let out = match run(
-        "btrfs",
-        &[
-            OsStr::new("qgroup"),
-            OsStr::new("show"),
-            OsStr::new("--raw"),
-            path.as_os_str(),
-        ],
-    ) {
-        Ok(out) => out,
-        Err(StorageError::Tool { stderr, .. }) if stderr.contains("quotas not enabled") => {
-            return Ok(None)
-        }
-        Err(e) => return Err(e),
-    };
-    let mut groups = BTreeMap::new();
-    for line in out.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(group), Some(referenced)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        let Some(id) = group.strip_prefix("0/").and_then(|id| id.parse().ok()) else {
-            continue;
-        };
-        if let Ok(bytes) = referenced.parse() {
-            groups.insert(id, bytes);
-        }
+    let fd = open_dir(path)?;
+    let list = quota::qgroup_list(fd.as_fd()).map_err(failed("listing the qgroups of", path))?;
+    if !list.status_flags.contains(QgroupStatusFlags::ON) {
+        return Ok(None);
     }
-    Ok(Some(groups))
+    Ok(Some(
+        list.qgroups
+            .iter()
+            .filter(|g| quota::qgroupid_level(g.qgroupid) == 0)
+            .map(|g| (quota::qgroupid_subvolid(g.qgroupid), g.rfer))
+            .collect(),
+    ))
 }
 
-/// Turns quotas on for the filesystem at `mount_point` and waits for the first accounting scan,
-/// so limits set next count what is already there.
+/// Turns quotas on for the filesystem at `mount_point` and waits for the first accounting scan
+/// (the kernel starts it), so limits set next count what is already there.
 pub(crate) fn enable_quota(mount_point: &Path) -> Result<()> {
     tracing::info!(path = %mount_point.display(), "enabling btrfs quotas");
-    run(
-        "btrfs",
-        &[
-            OsStr::new("quota"),
-            OsStr::new("enable"),
-            mount_point.as_os_str(),
-        ],
-    )?;
-    run(
-        "btrfs",
-        &[
-            OsStr::new("quota"),
-            OsStr::new("rescan"),
-            OsStr::new("-w"),
-            mount_point.as_os_str(),
-        ],
-    )
-    .map(drop)
+    let fd = open_dir(mount_point)?;
+    quota::quota_enable(fd.as_fd(), false).map_err(failed("enabling quotas on", mount_point))?;
+    quota::quota_rescan_wait(fd.as_fd())
+        .map_err(failed("waiting for the quota scan of", mount_point))
 }
 
+/// Makes qgroup `0/<id>` for the subvolume `id` of the filesystem holding `path`.
 pub(crate) fn qgroup_create(id: u64, path: &Path) -> Result<()> {
-    let group = format!("0/{id}");
-    run(
-        "btrfs",
-        &[
-            OsStr::new("qgroup"),
-            OsStr::new("create"),
-            OsStr::new(&group),
-            path.as_os_str(),
-        ],
-    )
-    .map(drop)
+    let fd = open_dir(path)?;
+    quota::qgroup_create(fd.as_fd(), id).map_err(failed("creating the qgroup of", path))
 }
 
-/// Limits the referenced bytes of qgroup `0/<id>` (`none`: no limit).
+/// Limits the referenced bytes of qgroup `0/<id>` (`None`: no limit; the kernel clears a limit
+/// given as all ones, as `btrfs qgroup limit none` asks).
 pub(crate) fn qgroup_limit(id: u64, limit: Option<u64>, path: &Path) -> Result<()> {
-    let group = format!("0/{id}");
-    let size = limit.map_or_else(|| "none".to_owned(), |n| n.to_string());
-    run(
-        "btrfs",
-        &[
-            OsStr::new("qgroup"),
-            OsStr::new("limit"),
-            OsStr::new(&size),
-            OsStr::new(&group),
-            path.as_os_str(),
-        ],
+    let fd = open_dir(path)?;
+    quota::qgroup_limit(
+        fd.as_fd(),
+        id,
+        QgroupLimitFlags::MAX_RFER,
+        limit.unwrap_or(u64::MAX),
+        0,
     )
-    .map(drop)
+    .map_err(failed("limiting the qgroup of", path))
 }
 
 #[cfg(test)]
