@@ -464,8 +464,15 @@ fn remove_mount_point(root: &OwnedFd, path: &Path) -> Result<()> {
 }
 
 /// Carry out `change` against the container `id` (created and waiting to start, when `before_start`,
-/// else running).
-pub fn apply(root: &Path, id: &str, staging: &Path, before_start: bool) -> Result<()> {
+/// else running), in `mount_namespace` when given (the locked copy its init will enter), else
+/// in the init's own.
+pub fn apply(
+    root: &Path,
+    id: &str,
+    staging: &Path,
+    before_start: bool,
+    mount_namespace: Option<&Path>,
+) -> Result<()> {
     let mut text = String::new();
     std::io::stdin()
         .take(crate::MAX_PLAN)
@@ -502,11 +509,15 @@ pub fn apply(root: &Path, id: &str, staging: &Path, before_start: bool) -> Resul
     let sys = libcontainer::syscall::syscall::create_syscall();
     let privileged = privileged(pid)?;
     let ids = if privileged { (0, 0) } else { root_ids(pid)? };
-    let mnt_ns = rustix::fs::open(
-        format!("/proc/{pid}/ns/mnt"),
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    let mnt_ns = match mount_namespace {
+        Some(path) => rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            .with_context(|| format!("opening the mount namespace {}", path.display()))?,
+        None => rustix::fs::open(
+            format!("/proc/{pid}/ns/mnt"),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?,
+    };
     let userns = if privileged {
         None
     } else {
@@ -570,9 +581,11 @@ pub fn apply(root: &Path, id: &str, staging: &Path, before_start: bool) -> Resul
         }
     }
     let live = !before_start;
-    if live && !privileged {
-        // Every flag of a mount plugged into a running container locked, as those of the
-        // mounts it started with are: read-only, nosuid, nodev.
+    if !privileged {
+        // Every flag of a mount into an unprivileged container locked, as those of the mounts
+        // copied into its locked namespace are: read-only, nosuid, nodev. The mount itself is
+        // not locked to its parent (made by the host's root in the container's namespace), so
+        // it can be taken out while the container runs.
         for p in &mut prepared {
             p.tree = lock_flags(&p.tree)?;
         }
@@ -769,8 +782,9 @@ fn is_mount_point(path: &Path) -> Result<bool> {
 }
 
 /// Unmount everything stacked at `path` (the device's mount, and whatever the container put
-/// over it), or fail if the kernel keeps one there: the mounts a container starts with are
-/// locked, and only a stop takes them away.
+/// over it), or fail if the kernel keeps one there: a mount locked to its parent (one a
+/// container started with under an rxd that mounted its devices before locking its mounts)
+/// goes only with a stop.
 fn unmount_all(path: &Path) -> Result<()> {
     use rustix::mount::UnmountFlags;
     for _ in 0..64 {

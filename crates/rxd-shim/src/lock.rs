@@ -166,7 +166,7 @@ pub fn make_locked(init: i32) -> Result<()> {
     )
     .context("opening the locked mount namespace")?;
     send_fd(std::io::stdin(), locked.as_fd())
-        .context("sending the locked mount namespace to the init")?;
+        .context("sending the locked mount namespace to the supervisor")?;
     Ok(())
 }
 

@@ -40,6 +40,7 @@ use nix::unistd::Pid;
 use rxd_core::launch::LaunchPlan;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -122,6 +123,10 @@ enum Command {
         /// The container is created and its init waits to start (else it runs).
         #[arg(long)]
         before_start: bool,
+        /// With `--before-start`: the mount namespace the init will enter (its locked copy,
+        /// held open by the supervisor), instead of the one it is in.
+        #[arg(long, requires = "before_start")]
+        mount_namespace: Option<PathBuf>,
     },
     /// Started by `devices` for a mount into a running container: lock its flags (see
     /// `inject.rs`).
@@ -221,7 +226,14 @@ fn main() {
             id,
             staging,
             before_start,
-        } => inject::apply(&cli.root, &id, &staging, before_start),
+            mount_namespace,
+        } => inject::apply(
+            &cli.root,
+            &id,
+            &staging,
+            before_start,
+            mount_namespace.as_deref(),
+        ),
         Command::LockReadonly => inject::lock_readonly_step(),
         Command::UsernsHold => idmapped::hold(),
         Command::ProbeIdmap { dir } => idmapped::probe(&dir),
@@ -588,21 +600,31 @@ fn run(
         delegation::delegate(&plan.cgroup, map.uid, map.gid)
             .context("handing the container its cgroups")?;
     }
+    // The locked copy of the init's mounts first, then the devices mounted into that copy: a
+    // mount made there by the host's root is not locked to its parent, so a disk the container
+    // started with can be detached while it runs, as one plugged in later can (its flags are
+    // locked one by one, see inject.rs). The init receives the namespace last.
+    let locked = match &lock {
+        Some(_) => Some(lock_mounts(root, pid)?),
+        None => None,
+    };
     if !plan.devices.is_empty() {
-        inject_devices(root, bundle, plan)?;
+        inject_devices(root, bundle, plan, locked.as_ref())?;
     }
-    if let Some(socket) = lock {
-        lock_mounts(root, pid, socket)?;
+    if let (Some(socket), Some(namespace)) = (&lock, &locked) {
+        lock::send_fd(socket, namespace.as_fd())
+            .context("sending the locked mount namespace to the init")?;
     }
     nics::attach(plan, gate)?;
     container.start().context("starting the container")?;
     Ok(pid)
 }
 
-/// Run the `lock-mounts` step against the created (not yet started) init, with our end of its
-/// socket as stdin. We are the init's subreaper and reap nothing before `supervise`, so its pid
-/// cannot pass to another process meanwhile.
-fn lock_mounts(root: &Path, init: Pid, socket: OwnedFd) -> Result<()> {
+/// Run the `lock-mounts` step against the created (not yet started) init and receive the
+/// locked mount namespace it makes. We are the init's subreaper and reap nothing before
+/// `supervise`, so its pid cannot pass to another process meanwhile.
+fn lock_mounts(root: &Path, init: Pid) -> Result<OwnedFd> {
+    let (ours, socket) = crate::pty::channel()?;
     let out = std::process::Command::new(std::env::current_exe()?)
         .arg("--root")
         .arg(root)
@@ -621,20 +643,35 @@ fn lock_mounts(root: &Path, init: Pid, socket: OwnedFd) -> Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(())
+    lock::receive_fd(&ours).context("receiving the locked mount namespace")
 }
 
 /// Run the `devices` step against the created (not yet started) init: its host-path disks and
-/// unix nodes, mounted before the init runs and before `lock_mounts` copies (and locks) them.
-fn inject_devices(root: &Path, bundle: &Path, plan: &LaunchPlan) -> Result<()> {
-    let mut child = std::process::Command::new(std::env::current_exe()?)
+/// unix nodes, mounted before the init runs, into `locked` (the mount namespace the init will
+/// enter, held open here) when its mounts are locked, else into its own.
+fn inject_devices(
+    root: &Path,
+    bundle: &Path,
+    plan: &LaunchPlan,
+    locked: Option<&OwnedFd>,
+) -> Result<()> {
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command
         .arg("--root")
         .arg(root)
         .arg("devices")
         .arg(&plan.name)
         .arg("--staging")
         .arg(bundle.join("devices"))
-        .arg("--before-start")
+        .arg("--before-start");
+    if let Some(namespace) = locked {
+        command.arg("--mount-namespace").arg(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            namespace.as_raw_fd()
+        ));
+    }
+    let mut child = command
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
