@@ -403,49 +403,56 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
     save_config(d, name, &config).await
 }
 
-/// How a new instance's root filesystem is made from an image's tree.
-enum FromImage<'a> {
-    /// A writable btrfs snapshot of the image volume's read-only one.
-    Snapshot,
-    /// A copy of the unpacked image's, owners shifted through the map if any (on btrfs into a
-    /// subvolume of its own, so it can be snapshotted and given a quota).
-    Copy(Option<&'a rxd_image::IdShift>),
+/// A new instance's directory `dest` whose root filesystem is a writable snapshot of the image
+/// volume `volume`'s (btrfs), made durable by one transaction commit: the image's metadata and
+/// templates are copied into the hidden directory `tmp` and their data written out, `tmp` is
+/// renamed to `dest`, and the snapshot is made in it last. The kernel commits a transaction to
+/// make a snapshot, and that commit carries the rename and the copied files' entries with it,
+/// so neither a `syncfs` nor a directory sync is needed. Until the snapshot is there, `dest`
+/// holds no root filesystem and its row no config: recovery removes both.
+fn snapshot_instance_dir(
+    pool: &rxd_storage::Pool,
+    volume: &std::path::Path,
+    tmp: &std::path::Path,
+    dest: &std::path::Path,
+) -> Result<(), rxd_image::ImageError> {
+    let io = |path: &std::path::Path| {
+        let path = path.display().to_string();
+        move |e| rxd_image::ImageError::Io { path, source: e }
+    };
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(tmp)
+        .map_err(io(tmp))?;
+    crate::service::layout::copy_image_extras(volume, tmp)?;
+    crate::service::layout::sync_image_extras(tmp).map_err(io(tmp))?;
+    std::fs::rename(tmp, dest).map_err(io(dest))?;
+    pool.snapshot_volume(&volume.join("rootfs"), &dest.join("rootfs"), false)
+        .map_err(|e| io(dest)(std::io::Error::other(e)))
 }
 
-/// A new instance directory `tmp` from an image's tree `from` (an unpacked image or an image
-/// volume): its root filesystem as `how` says, the image's metadata and templates copied.
+/// A new instance directory `tmp` as a copy of an image's unpacked tree `from`, owners shifted
+/// through `shift` if any: on btrfs its root filesystem a subvolume of its own (so it can be
+/// snapshotted and given a quota), the image's metadata and templates copied beside it.
 fn instance_dir_from(
     pool: &rxd_storage::Pool,
     from: &std::path::Path,
     tmp: &std::path::Path,
-    how: FromImage<'_>,
+    shift: Option<&rxd_image::IdShift>,
 ) -> Result<u64, rxd_image::ImageError> {
-    let btrfs = pool.kind() == rxd_storage::DriverKind::Btrfs;
-    if let FromImage::Copy(shift) = how {
-        if !btrfs {
-            return rxd_image::copy::copy_tree_shifted(from, tmp, shift);
-        }
+    if pool.kind() != rxd_storage::DriverKind::Btrfs {
+        return rxd_image::copy::copy_tree_shifted(from, tmp, shift);
     }
     let io = |path: &std::path::Path| {
         let path = path.display().to_string();
         move |e| rxd_image::ImageError::Io { path, source: e }
     };
-    let storage = |e: rxd_storage::StorageError| io(tmp)(std::io::Error::other(e));
     std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
         .create(tmp)
         .map_err(io(tmp))?;
     let (rootfs, into) = (from.join("rootfs"), tmp.join("rootfs"));
-    let n = match how {
-        FromImage::Snapshot => {
-            pool.snapshot_volume(&rootfs, &into, false)
-                .map_err(storage)?;
-            0
-        }
-        FromImage::Copy(shift) => {
-            pool.create_volume(&into, 0o755).map_err(storage)?;
-            rxd_image::copy::copy_tree_into(&rootfs, &into, shift)?
-        }
-    };
+    pool.create_volume(&into, 0o755)
+        .map_err(|e| io(tmp)(std::io::Error::other(e)))?;
+    let n = rxd_image::copy::copy_tree_into(&rootfs, &into, shift)?;
     Ok(n + crate::service::layout::copy_image_extras(from, tmp)?)
 }
 
@@ -1044,22 +1051,17 @@ pub async fn create(
         }
         if let Some(volume) = volume {
             let tmp = containers.join(format!(".unpack-{}", uuid::Uuid::new_v4().simple()));
-            let made = instance_dir_from(&cow_pool, &volume, &tmp, FromImage::Snapshot)
-                .and_then(|_| rxd_image::durable::publish(&tmp, &dest).map_err(io(&dest)));
+            let made = snapshot_instance_dir(&cow_pool, &volume, &tmp, &dest);
             if made.is_err() {
                 let _ = crate::service::layout::remove_tree(&tmp);
+                let _ = crate::service::layout::remove_tree(&dest);
             }
             return made.map(|()| recorded);
         }
         if recorded > 0 && image_tree.is_dir() {
             let tmp = containers.join(format!(".unpack-{}", uuid::Uuid::new_v4().simple()));
-            let copied = instance_dir_from(
-                &cow_pool,
-                &image_tree,
-                &tmp,
-                FromImage::Copy(shift.as_ref()),
-            )
-            .and_then(|_| rxd_image::durable::publish(&tmp, &dest).map_err(io(&dest)));
+            let copied = instance_dir_from(&cow_pool, &image_tree, &tmp, shift.as_ref())
+                .and_then(|_| rxd_image::durable::publish(&tmp, &dest).map_err(io(&dest)));
             if copied.is_err() {
                 let _ = crate::service::layout::remove_tree(&tmp);
             }

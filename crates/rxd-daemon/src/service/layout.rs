@@ -167,6 +167,20 @@ pub fn copy_image_extras(from: &Path, to: &Path) -> Result<u64, rxd_image::Image
     Ok(n)
 }
 
+/// Writes out the data of the image extras [`copy_image_extras`] put in the instance
+/// directory `dir`: `metadata.yaml` by its own `fdatasync`, templates (many small files) by one
+/// `syncfs` of the filesystem. Their entries are left to the caller's next commit.
+pub fn sync_image_extras(dir: &Path) -> std::io::Result<()> {
+    if std::fs::symlink_metadata(dir.join("templates")).is_ok() {
+        return rxd_image::durable::sync_tree(dir);
+    }
+    match std::fs::File::open(dir.join("metadata.yaml")) {
+        Ok(file) => file.sync_data(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// The most of a `metadata.yaml` copied with an instance.
 pub const MAX_METADATA: u64 = 1 << 20;
 
