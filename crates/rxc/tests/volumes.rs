@@ -298,10 +298,16 @@ async fn custom_volumes_attach_idmapped_snapshot_copy_and_fill() {
         .status
         .success());
 
-    // Detached (c1 mounted it at start, where a mount stays until the stop), then deleted
-    // with its snapshots.
-    s.ok(&["stop", "c1", "--force"]);
+    // Detached from the running c1, which mounted it at start, then deleted with its
+    // snapshots.
+    let (code, out) = s.sh("c1", "cat /mnt/data/f");
+    assert_eq!((code, out.trim()), (0, "hello"));
     s.ok(&["storage", "volume", "detach", "b", "data", "c1"]);
+    let (_, out) = s.sh("c1", "grep ' /mnt/data ' /proc/self/mountinfo");
+    assert!(!out.contains("/mnt/data"), "{out}");
+    let (code, _) = s.sh("c1", "test -e /mnt/data/f");
+    assert_ne!(code, 0, "unmounted from the running c1");
+    s.ok(&["stop", "c1", "--force"]);
     s.ok(&["storage", "volume", "detach", "b", "data", "c2"]);
     s.ok(&["storage", "volume", "delete", "b", "data"]);
     assert!(!vol.exists() && !snap.exists());
@@ -394,6 +400,32 @@ async fn debian_lxc_manages_custom_volumes() {
         .trim(),
         "hi"
     );
+    lxc_ok(
+        conf,
+        &[
+            "storage",
+            "volume",
+            "set",
+            "rxd:default",
+            "v1",
+            "snapshots.schedule=@daily",
+        ],
+    );
+    assert_eq!(
+        lxc_ok(
+            conf,
+            &[
+                "storage",
+                "volume",
+                "get",
+                "rxd:default",
+                "v1",
+                "snapshots.schedule"
+            ]
+        )
+        .trim(),
+        "@daily"
+    );
     // A size needs quotas, which a dir pool does not have.
     let refused = lxc(
         conf,
@@ -429,10 +461,14 @@ async fn debian_lxc_manages_custom_volumes() {
     let refused = lxc(conf, &["storage", "volume", "delete", "rxd:default", "v1"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("still in use"));
+    // Mounted by the start after a restart, and detached from the running x1 all the same.
+    lxc_ok(conf, &["restart", "rxd:x1", "--force"]);
     lxc_ok(
         conf,
         &["storage", "volume", "detach", "rxd:default", "v1", "x1"],
     );
+    let gone = lxc(conf, &["exec", "rxd:x1", "--", "test", "-e", "/data/t"]);
+    assert!(!gone.status.success(), "unmounted from the running x1");
     lxc_ok(
         conf,
         &["storage", "volume", "delete", "rxd:default", "v1/snap0"],
@@ -452,4 +488,115 @@ async fn debian_lxc_manages_custom_volumes() {
     );
     assert!(!list.contains("custom,"), "{list}");
     assert!(!s.d.dir().join("storage-pools/default/custom/v1").exists());
+}
+
+#[tokio::test]
+async fn volume_snapshots_follow_their_schedule_and_expire() {
+    let test = "volume_snapshots_follow_their_schedule_and_expire";
+    // The scheduler's minute lasts 400 ms here (a test-only knob of the daemon, compiled in with
+    // the `failpoints` feature the suite builds with; see rxd-daemon's danger.rs).
+    let opts = rxd_testkit::Options {
+        env: vec![("RXD_DANGER_SCHEDULER_MINUTE_MS".into(), "400".into())],
+        ..Default::default()
+    };
+    let Some(s) = Session::new_with(test, opts).await else {
+        return;
+    };
+    // `@startup` is an instance's alone; a schedule that does not parse is refused.
+    let e = s.fails(&[
+        "storage",
+        "volume",
+        "create",
+        "default",
+        "bad",
+        "snapshots.schedule=@startup",
+    ]);
+    assert!(e.contains("snapshots.schedule"), "{e}");
+    let e = s.fails(&[
+        "storage",
+        "volume",
+        "create",
+        "default",
+        "bad",
+        "snapshots.schedule=not a schedule",
+    ]);
+    assert!(e.contains("snapshots.schedule"), "{e}");
+    s.ok(&[
+        "storage",
+        "volume",
+        "create",
+        "default",
+        "busy",
+        "snapshots.schedule=* * * * *",
+        "snapshots.expiry=3M",
+        "snapshots.pattern=auto-%d",
+    ]);
+    // Not due: 00:00 on the 29th of February.
+    s.ok(&[
+        "storage",
+        "volume",
+        "create",
+        "default",
+        "rare",
+        "snapshots.schedule=0 0 29 2 *",
+    ]);
+    let s = &s;
+    let names = |volume: &'static str| async move {
+        s.get(&format!(
+            "/1.0/storage-pools/default/volumes/custom/{volume}/snapshots?recursion=1"
+        ))
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_owned())
+        .collect::<Vec<_>>()
+    };
+    // Taken each minute, each deleted three minutes later: auto-0 goes once auto-4 is there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let list = names("busy").await;
+        if list.iter().any(|n| n == "auto-4") && !list.iter().any(|n| n == "auto-0") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "busy has {list:?}\n{}",
+            s.d.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let list = names("busy").await;
+    assert!(list.len() <= 5, "{list:?}");
+    // Each one a copy of the volume with an expiry, its pruned ones gone from disk too.
+    let dir =
+        s.d.dir()
+            .join("storage-pools/default/custom-snapshots/busy");
+    assert!(dir.join(list.last().unwrap()).is_dir(), "taken on disk");
+    assert!(!dir.join("auto-0").exists(), "pruned from disk");
+    let shown: serde_json::Value = s
+        .get(&format!(
+            "/1.0/storage-pools/default/volumes/custom/busy/snapshots/{}",
+            list.last().unwrap()
+        ))
+        .await;
+    assert_ne!(shown["expires_at"], "0001-01-01T00:00:00Z", "{shown}");
+    assert!(names("rare").await.is_empty());
+    // Its schedule unset, no more are taken.
+    s.ok(&[
+        "storage",
+        "volume",
+        "unset",
+        "default",
+        "busy",
+        "snapshots.schedule",
+    ]);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let before = names("busy").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let after = names("busy").await;
+    assert!(
+        after.iter().all(|n| before.contains(n)),
+        "{before:?} then {after:?}"
+    );
 }

@@ -268,6 +268,21 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Every volume snapshot whose expiry is `now` (Unix seconds) or earlier, oldest first.
+    pub fn expired_storage_volume_snapshots(
+        &self,
+        now: i64,
+    ) -> Result<Vec<VolumeSnapshotRow>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {SNAPSHOT_COLUMNS} FROM storage_volume_snapshots
+             WHERE expires_at IS NOT NULL AND expires_at > 0 AND expires_at <= ?1
+             ORDER BY expires_at, id"
+        ))?;
+        let rows = stmt.query_map(params![now], snapshot_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn storage_volume_snapshot(
         &self,
         pool: &str,

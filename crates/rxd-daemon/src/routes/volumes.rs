@@ -72,15 +72,6 @@ async fn volume_w(
     Ok(row)
 }
 
-fn snapshot_url(row: &VolumeRow, snap: &str) -> String {
-    let base = volumes::url(&row.pool, "default", &row.name);
-    format!(
-        "{base}/snapshots/{}{}",
-        rxd_core::profile::url_segment(snap),
-        crate::service::instances::project_suffix(&row.project)
-    )
-}
-
 /// Runs `work` as a task operation and answers with it (LXD's shape for these writes).
 fn in_operation<F>(
     d: &Arc<Daemon>,
@@ -287,7 +278,7 @@ pub async fn snapshot_list(
         .map(|s| serde_json::to_value(volumes::snapshot_view(s)).unwrap_or_default())
         .collect();
     let selected = q.select(objects, |o| {
-        snapshot_url(&row, o["name"].as_str().unwrap_or_default())
+        volumes::snapshot_url(&row, o["name"].as_str().unwrap_or_default())
     })?;
     Ok(response::sync(selected))
 }
@@ -309,7 +300,7 @@ pub async fn snapshot_post(
         ("storage_volumes", vec![url]),
         (
             "storage_volume_snapshots",
-            vec![snapshot_url(&row, &body.name)],
+            vec![volumes::snapshot_url(&row, &body.name)],
         ),
     ]);
     let project = caller.project.clone();
@@ -318,7 +309,7 @@ pub async fn snapshot_post(
         let snap = volumes::snapshot(&d2, &row, body).await?;
         d2.events.lifecycle(
             "storage-volume-snapshot-created",
-            &snapshot_url(&row, &snap),
+            &volumes::snapshot_url(&row, &snap),
             &caller.project,
             &caller,
         );
@@ -406,14 +397,14 @@ pub async fn snapshot_rename(
     }
     let row = volume_w(&d, &caller, &pool, &kind, &name).await?;
     let s = volumes::get_snapshot(&d, &row, &snap).await?;
-    let url = snapshot_url(&row, &snap);
+    let url = volumes::snapshot_url(&row, &snap);
     let project = caller.project.clone();
     let d2 = d.clone();
     let work = async move {
         volumes::rename_snapshot(&d2, &row, &s, &body.name).await?;
         d2.events.lifecycle(
             "storage-volume-snapshot-renamed",
-            &snapshot_url(&row, &body.name),
+            &volumes::snapshot_url(&row, &body.name),
             &caller.project,
             &caller,
         );
@@ -436,14 +427,14 @@ pub async fn snapshot_delete(
     custom_only(&kind)?;
     let row = volume_w(&d, &caller, &pool, &kind, &name).await?;
     let s = volumes::get_snapshot(&d, &row, &snap).await?;
-    let url = snapshot_url(&row, &snap);
+    let url = volumes::snapshot_url(&row, &snap);
     let project = caller.project.clone();
     let d2 = d.clone();
     let work = async move {
         volumes::delete_snapshot(&d2, &row, &s).await?;
         d2.events.lifecycle(
             "storage-volume-snapshot-deleted",
-            &snapshot_url(&row, &s.name),
+            &volumes::snapshot_url(&row, &s.name),
             &caller.project,
             &caller,
         );

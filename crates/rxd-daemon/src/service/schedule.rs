@@ -2,7 +2,9 @@
 //! instance whose `snapshots.schedule` falls in that minute is snapshotted (running ones, and
 //! stopped ones too with `snapshots.schedule.stopped=true`), named by `snapshots.pattern` and
 //! expiring after `snapshots.expiry`; then every snapshot whose `expires_at` has passed is
-//! deleted. `@startup` schedules snapshot at each start ([`at_start`]).
+//! deleted. `@startup` schedules snapshot at each start ([`at_start`]). Custom volumes are
+//! snapshotted and pruned the same way, by their own `snapshots.schedule`, `snapshots.pattern`
+//! and `snapshots.expiry` (through `service::volumes`, as a client's snapshot is taken).
 //!
 //! Snapshots are taken and deleted by `service::snapshots::take` and `remove`, the same
 //! crash-consistent steps (intent, copy, row) as a client's, under the instance's action lock.
@@ -95,6 +97,8 @@ pub async fn run(d: Arc<Daemon>, mut shutdown: watch::Receiver<bool>) {
         checked = minute;
         snapshot_due(&d, from, minute, now).await;
         prune_expired(&d, now).await;
+        volume_snapshots_due(&d, from, minute, now).await;
+        prune_expired_volume_snapshots(&d, now).await;
         crate::service::backups::prune_expired(&d, now).await;
     }
 }
@@ -218,6 +222,93 @@ async fn prune_expired(d: &Arc<Daemon>, now: i64) {
             }
             Err(e) => {
                 tracing::error!(instance = %key, snapshot = %snap.name, error = %e, "could not delete an expired snapshot")
+            }
+        }
+    }
+}
+
+/// Snapshot every custom volume whose schedule falls in a minute from `first` to `last`,
+/// named by its `snapshots.pattern` and expiring after its `snapshots.expiry` (as a client's
+/// snapshot without a name is). `now` is the scheduler's time.
+async fn volume_snapshots_due(d: &Arc<Daemon>, first: i64, last: i64, now: i64) {
+    let rows = match d.db(|s| s.storage_volumes(None, None)).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list volumes for scheduled snapshots");
+            return;
+        }
+    };
+    for row in rows {
+        let config: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(&row.config).unwrap_or_default();
+        let Some(spec) = config.get("snapshots.schedule").filter(|s| !s.is_empty()) else {
+            continue;
+        };
+        let seed = crate::service::volumes::schedule_seed(&row);
+        let schedule = match Schedule::parse(spec, &seed) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(volume = %seed, error = %e, "snapshots.schedule not understood");
+                continue;
+            }
+        };
+        if !(first..=last).step_by(60).any(|m| schedule.due(m)) {
+            continue;
+        }
+        if let Some(p) = d.project(&row.project) {
+            if let Err(e) = rxd_auth::confinement::check_snapshot(&row.project, &p.config) {
+                tracing::warn!(volume = %seed, refused = %e, "scheduled snapshot skipped");
+                continue;
+            }
+        }
+        let request = rxd_api::storage::StorageVolumeSnapshotsPost::default();
+        match crate::service::volumes::snapshot_at(d, &row, request, now).await {
+            Ok(name) => {
+                tracing::info!(volume = %seed, snapshot = %name, "scheduled volume snapshot taken");
+                d.events.lifecycle_by_daemon(
+                    "storage-volume-snapshot-created",
+                    &crate::service::volumes::snapshot_url(&row, &name),
+                    &row.project,
+                );
+            }
+            Err(e) => {
+                tracing::error!(volume = %seed, error = %e, "scheduled volume snapshot failed")
+            }
+        }
+    }
+}
+
+/// Delete every volume snapshot whose expiry is `now` or earlier.
+async fn prune_expired_volume_snapshots(d: &Arc<Daemon>, now: i64) {
+    let expired = match d.db(move |s| s.expired_storage_volume_snapshots(now)).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list expired volume snapshots");
+            return;
+        }
+    };
+    for snap in expired {
+        let (pool, project, volume) =
+            (snap.pool.clone(), snap.project.clone(), snap.volume.clone());
+        let Ok(row) = d
+            .db(move |s| s.storage_volume(&pool, &project, &volume))
+            .await
+        else {
+            continue;
+        };
+        let seed = crate::service::volumes::schedule_seed(&row);
+        match crate::service::volumes::delete_expired_snapshot(d, &row, &snap.name, now).await {
+            Ok(true) => {
+                tracing::info!(volume = %seed, snapshot = %snap.name, "expired volume snapshot deleted");
+                d.events.lifecycle_by_daemon(
+                    "storage-volume-snapshot-deleted",
+                    &crate::service::volumes::snapshot_url(&row, &snap.name),
+                    &row.project,
+                );
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(volume = %seed, snapshot = %snap.name, error = %e, "could not delete an expired volume snapshot")
             }
         }
     }

@@ -191,8 +191,21 @@ pub fn check_config(pool: &Pool, config: &Config) -> ApiResult<()> {
                     ApiError::BadRequest(format!("Invalid value for \"snapshots.pattern\": {e}"))
                 })?;
             }
+            "snapshots.schedule" => {
+                let invalid = |e: String| {
+                    ApiError::BadRequest(format!("Invalid value for \"snapshots.schedule\": {e}"))
+                };
+                if !value.is_empty()
+                    && rxd_core::schedule::Schedule::parse(value, "")
+                        .map_err(invalid)?
+                        .at_startup()
+                {
+                    // A volume is not started (LXD refuses it for volumes too).
+                    return Err(invalid("\"@startup\" is only for instances".to_owned()));
+                }
+            }
             k if k.starts_with("user.") => {}
-            "security.unmapped" | "snapshots.schedule" => {
+            "security.unmapped" => {
                 return Err(ApiError::BadRequest(format!(
                     "Storage volume option {key:?} is not supported by rxd"
                 )))
@@ -872,13 +885,28 @@ pub async fn snapshot(
     row: &VolumeRow,
     req: StorageVolumeSnapshotsPost,
 ) -> ApiResult<String> {
+    snapshot_at(d, row, req, crate::sync::now_unix()).await
+}
+
+/// A snapshot as [`snapshot`] takes it, named (when `req` names none) and given its default
+/// expiry at `now`, the scheduler's time (a test's shortened minutes); recorded as made at
+/// the wall clock's.
+pub async fn snapshot_at(
+    d: &Daemon,
+    row: &VolumeRow,
+    req: StorageVolumeSnapshotsPost,
+    now: i64,
+) -> ApiResult<String> {
     let _volumes = d.pools.volumes.lock().await;
+    // Re-read under the lock: the volume may have been changed or deleted meanwhile.
+    let (p, j, n) = (row.pool.clone(), row.project.clone(), row.name.clone());
+    let row = &d.db(move |s| s.storage_volume(&p, &j, &n)).await?;
     let pool = pools::get(d, &row.pool)?;
     let config = parse(&row.config);
-    let now = crate::sync::now_unix();
     let taken = snapshots(d, row).await?;
     let name = if req.name.is_empty() {
-        next_snapshot_name(d, row).await?
+        let names: Vec<&str> = taken.iter().map(|s| s.name.as_str()).collect();
+        crate::service::snapshot_names::next_name_among(&config, &names, now)?
     } else {
         req.name.clone()
     };
@@ -912,7 +940,7 @@ pub async fn snapshot(
         name: name.clone(),
         description: String::new(),
         config: row.config.clone(),
-        created_at: now,
+        created_at: crate::sync::now_unix(),
         expires_at,
     };
     if let Err(e) = d.db(move |s| s.create_storage_volume_snapshot(&snap)).await {
@@ -920,6 +948,21 @@ pub async fn snapshot(
         return Err(e);
     }
     Ok(name)
+}
+
+/// `/1.0/storage-pools/<pool>/volumes/custom/<volume>/snapshots/<snap>[?project=]`.
+pub fn snapshot_url(row: &VolumeRow, snap: &str) -> String {
+    let base = url(&row.pool, "default", &row.name);
+    format!(
+        "{base}/snapshots/{}{}",
+        rxd_core::profile::url_segment(snap),
+        project_suffix(&row.project)
+    )
+}
+
+/// The seed of a volume's schedule: `@hourly` and the like fall on a minute of its own.
+pub fn schedule_seed(row: &VolumeRow) -> String {
+    format!("{}/{}/{}", row.pool, row.project, row.name)
 }
 
 /// The name the volume's next snapshot gets by its `snapshots.pattern` (default `snap%d`).
@@ -1004,6 +1047,40 @@ pub async fn delete_snapshot(
     snap: &VolumeSnapshotRow,
 ) -> ApiResult<()> {
     let _volumes = d.pools.volumes.lock().await;
+    remove_snapshot(d, row, snap).await
+}
+
+/// Deletes the snapshot `name` of `row` if it is still there and still expired at `now`
+/// (renamed or given a new expiry meanwhile: left alone). Whether it deleted it.
+pub async fn delete_expired_snapshot(
+    d: &Daemon,
+    row: &VolumeRow,
+    name: &str,
+    now: i64,
+) -> ApiResult<bool> {
+    let _volumes = d.pools.volumes.lock().await;
+    let (p, j, v, n) = (
+        row.pool.clone(),
+        row.project.clone(),
+        row.name.clone(),
+        name.to_owned(),
+    );
+    let snap = match d
+        .db(move |s| s.storage_volume_snapshot(&p, &j, &v, &n))
+        .await
+    {
+        Ok(snap) => snap,
+        Err(ApiError::NotFound(_)) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if !snap.expires_at.is_some_and(|t| t > 0 && t <= now) {
+        return Ok(false);
+    }
+    remove_snapshot(d, row, &snap).await.map(|()| true)
+}
+
+/// The row, then the files, of a volume's snapshot (the volumes lock held by the caller).
+async fn remove_snapshot(d: &Daemon, row: &VolumeRow, snap: &VolumeSnapshotRow) -> ApiResult<()> {
     let pool = pools::get(d, &row.pool)?;
     let path = snapshot_dir(&pool, &row.project, &row.name, &snap.name)?;
     let (p, j, n, s) = (
