@@ -33,7 +33,7 @@ STORAGE_ROUNDS=${STORAGE_ROUNDS:-5}
 ONLY=${ONLY:-}
 
 need=()
-for pkg in lxd lxd-client busybox-static xz-utils mmdebstrap bc dnsmasq-base nftables iproute2 btrfs-progs; do
+for pkg in lxd lxd-client busybox-static xz-utils mmdebstrap bc dnsmasq-base nftables iproute2 btrfs-progs libseccomp-dev pkg-config libclang-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -387,8 +387,16 @@ storage_part() {
     cli "$label" init d12s warm -s bt >/dev/null
     cli "$label" delete warm >/dev/null
   done
+  # Each server's round starts on a settled filesystem: the subvolumes the other server (or
+  # this one) deleted in the round before are cleaned by btrfs's cleaner thread in the
+  # background, and the next transaction commit (every snapshot makes one) carries what that
+  # cleaning left, so one server's first step would pay for the other's deletes. Waiting for
+  # the cleaner (`subvolume sync`) and then committing (`sync -f`) leaves both an idle
+  # filesystem; waiting without the commit makes the next snapshot pay it all at once.
   storage_round() { # LABEL ROUND
     local label=$1 round=$2 t
+    btrfs subvolume sync "$work/btrfs" >/dev/null
+    sync -f "$work/btrfs"
     t=$(now); cli "$label" init bb "b$round" -s bt >/dev/null; echo "$label busybox-create $(since "$t")"
     t=$(now); cli "$label" init d12s "c$round" -s bt >/dev/null; echo "$label debian-create $(since "$t")"
     t=$(now); cli "$label" launch d12s "d$round" -s bt >/dev/null; echo "$label debian-launch $(since "$t")"
