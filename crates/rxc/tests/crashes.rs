@@ -169,6 +169,13 @@ const CASES: &[(&str, Before, Op)] = &[
 /// with the instances there.
 const BTRFS_CASES: &[(&str, Before, Op)] = &[
     ("instance-create:row-recorded", Before::Image, Op::Create),
+    // The directory in place, its snapshot not yet made (the commit that makes it carries the
+    // rename).
+    (
+        "instance-create:placed-before-snapshot",
+        Before::Image,
+        Op::Create,
+    ),
     ("instance-create:unpacked", Before::Image, Op::Create),
     ("instance-delete:moved-aside", Before::Stopped, Op::Delete),
     ("instance-delete:row-deleted", Before::Stopped, Op::Delete),

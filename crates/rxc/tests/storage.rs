@@ -146,6 +146,12 @@ async fn btrfs_pools_share_one_image_volume_and_snapshot_instantly() {
             "{c} is a snapshot of the image volume"
         );
         assert!(!readonly(&rootfs));
+        // The image's metadata beside it (a clone of the image volume's).
+        assert_eq!(
+            std::fs::read(pool.join("containers").join(c).join("metadata.yaml")).unwrap(),
+            std::fs::read(pool.join("images").join(&fp).join("metadata.yaml")).unwrap(),
+            "{c}: the image's metadata.yaml"
+        );
         use std::os::unix::fs::MetadataExt;
         assert_eq!(
             std::fs::metadata(rootfs.join("bin/busybox")).unwrap().uid(),

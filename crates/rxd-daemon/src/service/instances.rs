@@ -405,8 +405,8 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
 
 /// A new instance's directory `dest` whose root filesystem is a writable snapshot of the image
 /// volume `volume`'s (btrfs), made durable by one transaction commit: the image's metadata and
-/// templates are copied into the hidden directory `tmp` and their data written out, `tmp` is
-/// renamed to `dest`, and the snapshot is made in it last. The kernel commits a transaction to
+/// templates are placed in the hidden directory `tmp` (`metadata.yaml` cloned, so no data is
+/// written), `tmp` is renamed to `dest`, and the snapshot is made in it last. The kernel commits a transaction to
 /// make a snapshot, and that commit carries the rename and the copied files' entries with it,
 /// so neither a `syncfs` nor a directory sync is needed. Until the snapshot is there, `dest`
 /// holds no root filesystem and its row no config: recovery removes both.
@@ -423,9 +423,9 @@ fn snapshot_instance_dir(
     std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
         .create(tmp)
         .map_err(io(tmp))?;
-    crate::service::layout::copy_image_extras(volume, tmp)?;
-    crate::service::layout::sync_image_extras(tmp).map_err(io(tmp))?;
+    crate::service::layout::place_image_extras(volume, tmp)?;
     std::fs::rename(tmp, dest).map_err(io(dest))?;
+    crate::failpoint::hit("instance-create:placed-before-snapshot");
     pool.snapshot_volume(&volume.join("rootfs"), &dest.join("rootfs"), false)
         .map_err(|e| io(dest)(std::io::Error::other(e)))
 }

@@ -167,18 +167,50 @@ pub fn copy_image_extras(from: &Path, to: &Path) -> Result<u64, rxd_image::Image
     Ok(n)
 }
 
-/// Writes out the data of the image extras [`copy_image_extras`] put in the instance
-/// directory `dir`: `metadata.yaml` by its own `fdatasync`, templates (many small files) by one
-/// `syncfs` of the filesystem. Their entries are left to the caller's next commit.
-pub fn sync_image_extras(dir: &Path) -> std::io::Result<()> {
-    if std::fs::symlink_metadata(dir.join("templates")).is_ok() {
-        return rxd_image::durable::sync_tree(dir);
+/// The image volume `from`'s `metadata.yaml` and templates into the new instance directory
+/// `to` on the same btrfs filesystem, with nothing left to write out but their entries, which
+/// the caller's next transaction commit carries: `metadata.yaml` alone is cloned (`FICLONE`:
+/// its extents are already on disk, the clone only refers to them); templates, or a
+/// `metadata.yaml` that cannot be cloned, are copied as [`copy_image_extras`] copies them and
+/// written out (`syncfs`).
+pub fn place_image_extras(from: &Path, to: &Path) -> Result<(), rxd_image::ImageError> {
+    let templates = std::fs::symlink_metadata(from.join("templates")).is_ok_and(|m| m.is_dir());
+    if !templates && clone_metadata(from, to).is_ok() {
+        return Ok(());
     }
-    match std::fs::File::open(dir.join("metadata.yaml")) {
-        Ok(file) => file.sync_data(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
+    let _ = std::fs::remove_file(to.join("metadata.yaml"));
+    copy_image_extras(from, to)?;
+    rxd_image::durable::sync_tree(to).map_err(|source| rxd_image::ImageError::Io {
+        path: to.display().to_string(),
+        source,
+    })
+}
+
+/// `from/metadata.yaml`, a regular file of at most [`MAX_METADATA`] bytes (its last component
+/// not followed), cloned to the new file `to/metadata.yaml`; none there, nothing made.
+fn clone_metadata(from: &Path, to: &Path) -> std::io::Result<()> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let source = match rustix::fs::open(
+        from.join("metadata.yaml"),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let st = rustix::fs::fstat(&source)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile
+        || u64::try_from(st.st_size).unwrap_or(u64::MAX) > MAX_METADATA
+    {
+        return Err(std::io::ErrorKind::InvalidData.into());
     }
+    let copy = rustix::fs::open(
+        to.join("metadata.yaml"),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )?;
+    Ok(rustix::fs::ioctl_ficlone(&copy, &source)?)
 }
 
 /// The most of a `metadata.yaml` copied with an instance.
