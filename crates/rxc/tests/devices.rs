@@ -406,6 +406,98 @@ async fn a_host_folder_shared_into_two_containers_with_and_without_shift() {
     );
 }
 
+/// Unmounts (lazily) what a test mounted on the host, however the test ends.
+struct HostMount(std::path::PathBuf);
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn recursive_and_unbindable_disks_mount_at_start_and_come_out_while_running() {
+    let test = "recursive_and_unbindable_disks_mount_at_start_and_come_out_while_running";
+    let Some(s) = Session::new(test).await else {
+        return;
+    };
+    // A host folder with a tmpfs mounted inside it.
+    let host = tempfile::tempdir().unwrap();
+    let top = host.path().join("top");
+    std::fs::create_dir_all(top.join("sub")).unwrap();
+    std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(top.join("top-file"), b"top\n").unwrap();
+    let made = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m,mode=0755", "rxd-test-sub"])
+        .arg(top.join("sub"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let _mounted = HostMount(top.join("sub"));
+    std::fs::write(top.join("sub/sub-file"), b"sub\n").unwrap();
+    let src = format!("source={}", top.display());
+
+    // At start (mounted into the container's locked namespace, each with its flags locked).
+    s.ok(&["init", "bb", "c"]);
+    for (name, path, how) in [
+        ("r", "path=/mnt/r", "recursive=true"),
+        ("u", "path=/mnt/u", "propagation=unbindable"),
+    ] {
+        s.ok(&[
+            "config", "device", "add", "c", name, "disk", &src, path, how,
+        ]);
+    }
+    s.ok(&["start", "c"]);
+    let (code, out) = s.sh(
+        "c",
+        "cat /mnt/r/top-file /mnt/r/sub/sub-file /mnt/u/top-file",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["top", "sub", "top"]
+    );
+    let (_, mounts) = s.sh("c", "grep ' /mnt/u ' /proc/self/mountinfo");
+    assert!(mounts.contains("unbindable"), "{mounts}");
+    let (code, out) = s.sh("c", "mount -o remount,bind,suid,dev /mnt/r/sub");
+    assert_ne!(code, 0, "the submount's flags are locked too: {out}");
+    // Both come out of the running container, the submount with its parent.
+    s.ok(&["config", "device", "remove", "c", "r"]);
+    s.ok(&["config", "device", "remove", "c", "u"]);
+    let (_, mounts) = s.sh("c", "grep -E ' /mnt/(r|u)[ /]' /proc/self/mountinfo");
+    assert!(mounts.trim().is_empty(), "{mounts}");
+
+    // Hot-plugged the same way.
+    s.ok(&[
+        "config",
+        "device",
+        "add",
+        "c",
+        "r2",
+        "disk",
+        &src,
+        "path=/mnt/r2",
+        "recursive=true",
+    ]);
+    s.ok(&[
+        "config",
+        "device",
+        "add",
+        "c",
+        "u2",
+        "disk",
+        &src,
+        "path=/mnt/u2",
+        "propagation=unbindable",
+    ]);
+    let (code, out) = s.sh("c", "cat /mnt/r2/sub/sub-file /mnt/u2/top-file");
+    assert_eq!(code, 0, "{out}");
+    s.ok(&["delete", "c", "--force"]);
+}
+
 #[tokio::test]
 async fn operators_get_host_paths_only_beneath_their_projects_prefixes() {
     let Some(s) =

@@ -1,7 +1,8 @@
 //! Host-path disks and unix device nodes, mounted into a container's mount namespace
 //! (`rxd-shim devices ID`, a [`DeviceChange`] on stdin): before its init runs (from `start`,
-//! between libcontainer's create and the locking of its mounts, so they are locked like the
-//! others) and into a running container (hot-plug and unplug).
+//! into the locked copy of its mounts that `lock.rs` made and the init will enter, so they are
+//! not locked to their parent and can be taken out while it runs) and into a running container
+//! (hot-plug and unplug).
 //!
 //! Everything on the host side is done by descriptor, in this fresh single-threaded process
 //! (`setns` into a mount namespace refuses a multithreaded caller):
@@ -14,17 +15,18 @@
 //!    copy its flags: read-only, `nosuid,nodev` (rxd's default for disks), propagation, and,
 //!    for `shift=true`, an idmapping with the container's own user namespace, so container
 //!    ids are host ids on that tree (kernel ≥ 5.12, and a filesystem that supports it);
-//! 3. for a running container, the copy is made again inside a throwaway user and mount
+//! 3. for an unprivileged container, the copy is made again inside a throwaway user and mount
 //!    namespace ([`lock_flags`]): the kernel then locks its flags (read-only, nosuid, nodev), as
 //!    it locks those of the mounts a container starts with (see `lock.rs`), so the container's
-//!    root cannot remount it writable or setuid;
+//!    root cannot remount it writable or setuid (`propagation=unbindable` is set after that
+//!    clone, which an unbindable mount would refuse);
 //! 4. the process joins the init's mount namespace (after checking the init is still the one
 //!    it looked up), creates the mount point inside the container's root (resolved with
 //!    `RESOLVE_IN_ROOT`, made by the container's root ids when missing) and `move_mount`s the
 //!    copy onto it (never under a procfs or sysfs, whatever links lead there). Unplugging
 //!    unmounts everything stacked at the device's path first, and fails without changing
-//!    anything else if the kernel keeps one there (a mount the container started with is
-//!    locked until it stops); the node's device-cgroup rule is added (v1: `devices.allow`)
+//!    anything else if the kernel keeps one there (a device of a container started by an rxd
+//!    that mounted them before locking its mounts stays until it stops); the node's device-cgroup rule is added (v1: `devices.allow`)
 //!    before it appears and removed (`devices.deny`, for the numbers the staged node has) once
 //!    it is gone.
 
@@ -115,6 +117,11 @@ struct Prepared {
     tree: OwnedFd,
     target: std::path::PathBuf,
     dir: bool,
+    /// The tree holds the source's submounts (`recursive=true`).
+    recursive: bool,
+    /// `propagation=unbindable`, set last: the kernel clones no unbindable mount, and
+    /// [`lock_flags`] clones the tree.
+    unbindable: bool,
 }
 
 const SYSFS_MAGIC: rustix::fs::FsWord = 0x6265_6572;
@@ -193,7 +200,8 @@ fn prepare_disk(
             None | Some(Propagation::Private) => libc::MS_PRIVATE,
             Some(Propagation::Shared) => libc::MS_SHARED,
             Some(Propagation::Slave) => libc::MS_SLAVE,
-            Some(Propagation::Unbindable) => libc::MS_UNBINDABLE,
+            // Set once the tree's flags are locked (see `Prepared::unbindable`).
+            Some(Propagation::Unbindable) => libc::MS_PRIVATE,
         },
         userns_fd: 0,
     };
@@ -232,6 +240,8 @@ fn prepare_disk(
         tree,
         target: disk.path.clone(),
         dir,
+        recursive,
+        unbindable: disk.propagation == Some(Propagation::Unbindable),
     }))
 }
 
@@ -305,6 +315,8 @@ fn prepare_node(
         tree,
         target: node.path.clone(),
         dir: false,
+        recursive: false,
+        unbindable: false,
     }))
 }
 
@@ -587,8 +599,18 @@ pub fn apply(
         // not locked to its parent (made by the host's root in the container's namespace), so
         // it can be taken out while the container runs.
         for p in &mut prepared {
-            p.tree = lock_flags(&p.tree)?;
+            p.tree = lock_flags(&p.tree, p.recursive)?;
         }
+    }
+    for p in prepared.iter().filter(|p| p.unbindable) {
+        let attr = MountAttr {
+            attr_set: 0,
+            attr_clr: 0,
+            propagation: libc::MS_UNBINDABLE,
+            userns_fd: 0,
+        };
+        set_attributes(sys.as_ref(), &p.tree, p.recursive, &attr)
+            .with_context(|| format!("disk device {:?}: making its mount unbindable", p.device))?;
     }
 
     let mountinfo = rustix::fs::open(
@@ -803,16 +825,20 @@ fn unmount_all(path: &Path) -> Result<()> {
     bail!("{} holds too many stacked mounts", path.display())
 }
 
-/// A copy of the detached mount `tree` whose flags (read-only, nosuid, nodev) the kernel has locked: it
-/// is attached in a private mount namespace of a child process, which then copies that
-/// namespace into one owned by a new user namespace (the copy locks every flag) and clones the
-/// mount from there (clones keep the lock). See `rxd-shim lock-readonly`.
-fn lock_flags(tree: &OwnedFd) -> Result<OwnedFd> {
+/// A copy of the detached mount `tree` (with its submounts when `recursive`) whose flags
+/// (read-only, nosuid, nodev) the kernel has locked: it is attached in a private mount
+/// namespace of a child process, which then copies that namespace into one owned by a new user
+/// namespace (the copy locks every flag) and clones the mount from there (clones keep the
+/// lock; a tree with submounts, locked to it by the copy, is cloned whole). See `rxd-shim
+/// lock-readonly`.
+fn lock_flags(tree: &OwnedFd, recursive: bool) -> Result<OwnedFd> {
     let (ours, theirs) = crate::pty::channel()?;
-    let child = std::process::Command::new(std::env::current_exe()?)
-        .arg("--root")
-        .arg("/")
-        .arg("lock-readonly")
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command.arg("--root").arg("/").arg("lock-readonly");
+    if recursive {
+        command.arg("--recursive");
+    }
+    let child = command
         .stdin(std::process::Stdio::from(theirs))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -824,7 +850,7 @@ fn lock_flags(tree: &OwnedFd) -> Result<OwnedFd> {
     let out = child.wait_with_output()?;
     if !out.status.success() {
         bail!(
-            "locking a read-only mount: {}",
+            "locking the flags of a mount: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
@@ -832,9 +858,9 @@ fn lock_flags(tree: &OwnedFd) -> Result<OwnedFd> {
 }
 
 /// The child of [`lock_flags`]: receive the tree on stdin, attach it in a private mount
-/// namespace, copy that namespace under a fresh user namespace, clone the mount from the copy
-/// and send the clone back.
-pub fn lock_readonly_step() -> Result<()> {
+/// namespace, copy that namespace under a fresh user namespace, clone the mount (with its
+/// submounts when `recursive`) from the copy and send the clone back.
+pub fn lock_readonly_step(recursive: bool) -> Result<()> {
     let socket: OwnedFd = std::io::stdin().as_fd().try_clone_to_owned()?;
     let tree = crate::lock::receive_fd(&socket)?;
     nix::sched::unshare(CloneFlags::CLONE_NEWNS).context("a private mount namespace")?;
@@ -879,7 +905,12 @@ pub fn lock_readonly_step() -> Result<()> {
         .open_tree(
             libc::AT_FDCWD,
             Some(spot.to_str().context("path")?),
-            OPEN_TREE,
+            OPEN_TREE
+                | if recursive {
+                    libc::AT_RECURSIVE as u32
+                } else {
+                    0
+                },
         )
         .map_err(|e| anyhow::anyhow!("cloning the locked mount: {e}"))?;
     crate::lock::send_fd(&socket, copy.as_fd())?;

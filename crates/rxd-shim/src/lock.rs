@@ -14,8 +14,10 @@
 //!    init's user namespace (as its root, so the namespace it creates next is owned by the
 //!    same host uid as the init) and mount namespace, creates a child user namespace (never
 //!    mapped: nothing runs in it, it only owns the copy) and, inside it, a copy of the mount
-//!    namespace, in which every mount is locked; it sends that namespace to the init over a
-//!    socket and exits;
+//!    namespace, in which every mount is locked; it sends that namespace to the supervisor
+//!    over a socket and exits; the supervisor mounts the container's devices into it (see
+//!    `inject.rs`: mounts made there by the host's root are not locked to their parent) and
+//!    sends it on to the init over the init's socket;
 //! 2. the init, as the last step before it execs `/sbin/init` ([`Executor`], libcontainer's
 //!    extension point for that), receives the namespace and joins it. It stays in the
 //!    container's user namespace, whose root has every capability in the child one, so it
@@ -132,7 +134,7 @@ fn enter_locked(socket: &OwnedFd, spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-/// Step 1, in a fresh process started by the supervisor with one end of the init's socket as
+/// Step 1, in a fresh process started by the supervisor with one end of a socket of its own as
 /// stdin. `init` comes from the supervisor, which reaps nothing until this step has ended, so
 /// the pid cannot name another process.
 pub fn make_locked(init: i32) -> Result<()> {

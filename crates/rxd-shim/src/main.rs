@@ -131,7 +131,11 @@ enum Command {
     /// Started by `devices` for a mount into a running container: lock its flags (see
     /// `inject.rs`).
     #[command(hide = true)]
-    LockReadonly,
+    LockReadonly {
+        /// The tree holds submounts: clone them with it.
+        #[arg(long)]
+        recursive: bool,
+    },
     /// Forward a proxy device, as the plan on stdin says, until the container's init ends or
     /// SIGTERM: answers `{"pid":N}` (or `{"error":..}`) on stdout once listening, and keeps
     /// `{"pid":N,"start":S}` in the pid file (see `proxy.rs`).
@@ -234,7 +238,7 @@ fn main() {
             before_start,
             mount_namespace.as_deref(),
         ),
-        Command::LockReadonly => inject::lock_readonly_step(),
+        Command::LockReadonly { recursive } => inject::lock_readonly_step(recursive),
         Command::UsernsHold => idmapped::hold(),
         Command::ProbeIdmap { dir } => idmapped::probe(&dir),
         Command::Proxy { pid_file } => proxy::forward(&pid_file),
