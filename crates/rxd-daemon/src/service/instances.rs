@@ -416,18 +416,26 @@ fn snapshot_instance_dir(
     tmp: &std::path::Path,
     dest: &std::path::Path,
 ) -> Result<(), rxd_image::ImageError> {
-    let io = |path: &std::path::Path| {
-        let path = path.display().to_string();
-        move |e| rxd_image::ImageError::Io { path, source: e }
-    };
-    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
-        .create(tmp)
-        .map_err(io(tmp))?;
+    make_work_dir(tmp)?;
     crate::service::layout::place_image_extras(volume, tmp)?;
-    std::fs::rename(tmp, dest).map_err(io(dest))?;
+    std::fs::rename(tmp, dest).map_err(image_io(dest))?;
     crate::failpoint::hit("instance-create:placed-before-snapshot");
     pool.snapshot_volume(&volume.join("rootfs"), &dest.join("rootfs"), false)
-        .map_err(|e| io(dest)(std::io::Error::other(e)))
+        .map_err(|e| image_io(dest)(std::io::Error::other(e)))
+}
+
+/// An I/O error at `path`, as rxd-image reports one.
+fn image_io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> rxd_image::ImageError {
+    let path = path.display().to_string();
+    move |source| rxd_image::ImageError::Io { path, source }
+}
+
+/// The hidden directory a new instance's tree is made in, root's alone until it is renamed
+/// into place.
+fn make_work_dir(tmp: &std::path::Path) -> Result<(), rxd_image::ImageError> {
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(tmp)
+        .map_err(image_io(tmp))
 }
 
 /// A new instance directory `tmp` as a copy of an image's unpacked tree `from`, owners shifted
@@ -442,16 +450,10 @@ fn instance_dir_from(
     if pool.kind() != rxd_storage::DriverKind::Btrfs {
         return rxd_image::copy::copy_tree_shifted(from, tmp, shift);
     }
-    let io = |path: &std::path::Path| {
-        let path = path.display().to_string();
-        move |e| rxd_image::ImageError::Io { path, source: e }
-    };
-    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
-        .create(tmp)
-        .map_err(io(tmp))?;
+    make_work_dir(tmp)?;
     let (rootfs, into) = (from.join("rootfs"), tmp.join("rootfs"));
     pool.create_volume(&into, 0o755)
-        .map_err(|e| io(tmp)(std::io::Error::other(e)))?;
+        .map_err(|e| image_io(tmp)(std::io::Error::other(e)))?;
     let n = rxd_image::copy::copy_tree_into(&rootfs, &into, shift)?;
     Ok(n + crate::service::layout::copy_image_extras(from, tmp)?)
 }

@@ -118,18 +118,21 @@ async fn snapshot_due(d: &Arc<Daemon>, first: i64, last: i64, now: i64) {
         let Some(spec) = config.get("snapshots.schedule") else {
             continue;
         };
-        let key = row.key();
-        let schedule = match Schedule::parse(spec, &key) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(instance = %key, error = %e, "snapshots.schedule not understood");
-                continue;
-            }
-        };
-        if !(first..=last).step_by(60).any(|m| schedule.due(m)) {
-            continue;
+        if falls_due(spec, &row.key(), first, last) {
+            scheduled_snapshot(d, &row, now).await;
         }
-        scheduled_snapshot(d, &row, now).await;
+    }
+}
+
+/// Whether the schedule `spec` (its aliases' minute chosen by `seed`) falls in a minute from
+/// `first` to `last`; one that does not parse never does, and is logged.
+fn falls_due(spec: &str, seed: &str, first: i64, last: i64) -> bool {
+    match Schedule::parse(spec, seed) {
+        Ok(schedule) => (first..=last).step_by(60).any(|m| schedule.due(m)),
+        Err(e) => {
+            tracing::warn!(subject = %seed, error = %e, "snapshots.schedule not understood");
+            false
+        }
     }
 }
 
@@ -245,14 +248,7 @@ async fn volume_snapshots_due(d: &Arc<Daemon>, first: i64, last: i64, now: i64) 
             continue;
         };
         let seed = crate::service::volumes::schedule_seed(&row);
-        let schedule = match Schedule::parse(spec, &seed) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(volume = %seed, error = %e, "snapshots.schedule not understood");
-                continue;
-            }
-        };
-        if !(first..=last).step_by(60).any(|m| schedule.due(m)) {
+        if !falls_due(spec, &seed, first, last) {
             continue;
         }
         if let Some(p) = d.project(&row.project) {
