@@ -1029,8 +1029,14 @@ pub enum StorageVolumeCmd {
         volume_only: bool,
     },
     /// Move or rename custom storage volumes: `rxc storage volume move
-    /// [REMOTE:]POOL/VOLUME [REMOTE:]POOL/VOLUME` (with its snapshots).
-    Move { source: String, target: String },
+    /// [REMOTE:]POOL/VOLUME [REMOTE:]POOL/VOLUME [--target-project P]` (with its snapshots).
+    Move {
+        source: String,
+        target: String,
+        /// Move it to this project, as `lxc storage volume move --target-project`.
+        #[arg(long)]
+        target_project: Option<String>,
+    },
     /// Rename storage volumes and their snapshots: `rxc storage volume rename [REMOTE:]POOL
     /// OLD[/SNAP] NEW[/SNAP]`.
     Rename {

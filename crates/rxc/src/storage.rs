@@ -926,7 +926,11 @@ async fn run_volume(conf: &ConfigDir, cmd: StorageVolumeCmd) -> anyhow::Result<(
             outln!("Storage volume copied successfully!")?;
             Ok(())
         }
-        StorageVolumeCmd::Move { source, target } => {
+        StorageVolumeCmd::Move {
+            source,
+            target,
+            target_project,
+        } => {
             let (conn, src_pool, src) = pool_volume(conf, &source)?;
             let (dst_conn, dst_pool, dst) = pool_volume(conf, &target)?;
             if conn.name != dst_conn.name {
@@ -939,11 +943,12 @@ async fn run_volume(conf: &ConfigDir, cmd: StorageVolumeCmd) -> anyhow::Result<(
                 } else {
                     dst_pool.clone()
                 },
+                project: target_project.clone().unwrap_or_default(),
                 ..Default::default()
             };
             let path = volume_path(&src_pool, "custom", &src);
             send(&conn, Method::POST, &path, Some(&body)).await?;
-            if dst_pool == src_pool {
+            if dst_pool == src_pool && target_project.is_none() {
                 outln!("Renamed storage volume from \"{src}\" to \"{dst}\"")?;
             } else {
                 outln!("Storage volume moved successfully!")?;

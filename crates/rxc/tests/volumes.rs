@@ -474,7 +474,68 @@ async fn debian_lxc_manages_custom_volumes() {
         &["storage", "volume", "delete", "rxd:default", "v1/snap0"],
     );
     lxc_ok(conf, &["storage", "volume", "delete", "rxd:default", "v1"]);
-    lxc_ok(conf, &["storage", "volume", "delete", "rxd:default", "v2"]);
+    // To another project, with its snapshot (copied there, then deleted here).
+    lxc_ok(conf, &["project", "create", "rxd:p2"]);
+    let moved = lxc_ok(
+        conf,
+        &[
+            "storage",
+            "volume",
+            "move",
+            "rxd:default/v2",
+            "rxd:default/v3",
+            "--target-project",
+            "p2",
+        ],
+    );
+    assert!(moved.contains("moved"), "{moved}");
+    let pool_dir = s.d.dir().join("storage-pools/default");
+    assert!(pool_dir.join("custom/p2_v3/t").exists());
+    assert!(pool_dir.join("custom-snapshots/p2_v3/snap0/t").exists());
+    assert!(!pool_dir.join("custom/v2").exists());
+    let there = lxc_ok(
+        conf,
+        &[
+            "storage",
+            "volume",
+            "list",
+            "rxd:default",
+            "--project",
+            "p2",
+            "--format",
+            "csv",
+        ],
+    );
+    assert!(there.contains("custom,v3,"), "{there}");
+    // And copied back into default.
+    lxc_ok(
+        conf,
+        &[
+            "storage",
+            "volume",
+            "copy",
+            "rxd:default/v3",
+            "rxd:default/v4",
+            "--project",
+            "p2",
+            "--target-project",
+            "default",
+        ],
+    );
+    assert!(pool_dir.join("custom/v4/t").exists());
+    lxc_ok(conf, &["storage", "volume", "delete", "rxd:default", "v4"]);
+    lxc_ok(
+        conf,
+        &[
+            "storage",
+            "volume",
+            "delete",
+            "rxd:default",
+            "v3",
+            "--project",
+            "p2",
+        ],
+    );
     let list = lxc_ok(
         conf,
         &[

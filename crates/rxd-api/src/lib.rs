@@ -93,6 +93,8 @@ pub const API_EXTENSIONS: &[&str] = &[
     "storage_api_volume_snapshots",
     "custom_volume_snapshot_expiry",
     "storage_volume_state",
+    "storage_volume_project_move",
+    "storage_api_project",
     "container_backup",
     "backup_compression",
     "backup_compression_algorithm",

@@ -738,9 +738,7 @@ pub async fn rename(
         ));
     }
     if !req.project.is_empty() && req.project != caller.project {
-        return Err(ApiError::BadRequest(
-            "Moving storage volumes between projects is not supported by rxd yet".into(),
-        ));
+        return move_to_project(d, caller, row, req).await;
     }
     let new_name = if req.name.is_empty() {
         row.name.clone()
@@ -853,6 +851,73 @@ pub async fn rename(
     };
     let made = create(d, caller, &new_pool, copy).await?;
     delete(d, caller, row).await?;
+    Ok(made)
+}
+
+/// `POST` with another `project` (`lxc storage volume move --target-project`): the volume,
+/// with every snapshot, copied into that project's volumes (in `req.pool`, else its own, and
+/// as `req.name`, else its own), then the old one deleted; the copy is deleted again if the old
+/// one cannot be. The caller needs the right to manage volumes in both projects. Returns the
+/// new volume's URL.
+async fn move_to_project(
+    d: &Arc<Daemon>,
+    caller: &Caller,
+    row: &VolumeRow,
+    req: StorageVolumePost,
+) -> ApiResult<String> {
+    if !caller.can_view(&req.project) {
+        return Err(ApiError::NotFound(format!(
+            "Project {:?} not found",
+            req.project
+        )));
+    }
+    if !caller.rights.has(
+        &req.project,
+        rxd_auth::permission::Permission::ManageStorageVolumes,
+    ) {
+        return Err(ApiError::Forbidden(format!(
+            "Moving a storage volume into project {:?} needs manage-storage-volumes there",
+            req.project
+        )));
+    }
+    {
+        let _volumes = d.pools.volumes.lock().await;
+        require_unused(d, caller, row).await?;
+    }
+    let mut target = caller.clone();
+    target.project = req.project.clone();
+    let name = if req.name.is_empty() {
+        row.name.clone()
+    } else {
+        req.name.clone()
+    };
+    let pool = if req.pool.is_empty() {
+        row.pool.clone()
+    } else {
+        req.pool.clone()
+    };
+    let copy = StorageVolumesPost {
+        config: parse(&row.config),
+        description: row.description.clone(),
+        name: name.clone(),
+        kind: "custom".into(),
+        source: rxd_api::storage::StorageVolumeSource {
+            name: row.name.clone(),
+            kind: "copy".into(),
+            pool: row.pool.clone(),
+            project: caller.project.clone(),
+            ..Default::default()
+        },
+        content_type: "filesystem".into(),
+    };
+    let made = create(d, &target, &pool, copy).await?;
+    if let Err(e) = delete(d, caller, row).await {
+        let home = home(d, &target.project)?;
+        if let Ok(new) = d.db(move |s| s.storage_volume(&pool, &home, &name)).await {
+            let _ = delete(d, &target, &new).await;
+        }
+        return Err(e);
+    }
     Ok(made)
 }
 
