@@ -255,9 +255,11 @@ def main():
     vol = pool.volumes.create({"name": "pyvol", "config": {"size": "32MiB"}}, wait=True)
     assert vol.type == "custom" and vol.config["size"] == "32MiB", vol.config
     vol.config["user.note"] = "from pylxd"
+    vol.config["snapshots.schedule"] = "@daily"
     vol.save(wait=True)
     vol = pool.volumes.get("custom", "pyvol")
     assert vol.config["user.note"] == "from pylxd", vol.config
+    assert vol.config["snapshots.schedule"] == "@daily", vol.config
     snap = vol.snapshots.create(wait=True)
     assert snap.name == "snap0", snap.name
     listed = vol.snapshots.all()
@@ -273,11 +275,16 @@ def main():
         raise AssertionError("an attached volume was deleted")
     except LXDAPIException as e:
         assert "still in use" in str(e), e
+    # Mounted by the start after a restart, and detached from the running instance all the same.
+    c4.restart(force=True, wait=True)
+    c4 = a.instances.get("py4")
     del c4.devices["scratch"]
     c4.save(wait=True)
+    res = c4.execute(["test", "-e", "/scratch/x"])
+    assert res.exit_code != 0, "still mounted after the detach"
     pool.volumes.get("custom", "pyvol").delete()
     assert "pyvol" not in [v.name for v in pool.volumes.all()]
-    step("storage volumes: create, edit, snapshot, attach, refuse deleting in use, delete")
+    step("storage volumes: create, edit, schedule, snapshot, attach, refuse deleting in use, detach from a running instance, delete")
     c4.stop(force=True, wait=True)
     c4.delete(wait=True)
     pool.delete()
