@@ -84,6 +84,10 @@ pub(crate) fn set_readonly(path: &Path, readonly: bool) -> Result<()> {
     if flags.contains(SubvolumeFlags::RDONLY) == readonly {
         return Ok(());
     }
+    let mut flags = flags;
+    flags.set(SubvolumeFlags::RDONLY, readonly);
+    subvol::subvolume_flags_set(fd.as_fd(), flags).map_err(failed("setting the flags of", path))?;
+    // After the flag, as the tool does: the kernel sets no received UUID on a read-only one.
     if !readonly {
         let info =
             subvol::subvolume_info(fd.as_fd()).map_err(failed("inspecting subvolume", path))?;
@@ -92,9 +96,7 @@ pub(crate) fn set_readonly(path: &Path, readonly: bool) -> Result<()> {
                 .map_err(failed("clearing the received UUID of", path))?;
         }
     }
-    let mut flags = flags;
-    flags.set(SubvolumeFlags::RDONLY, readonly);
-    subvol::subvolume_flags_set(fd.as_fd(), flags).map_err(failed("setting the flags of", path))
+    Ok(())
 }
 
 /// `btrfs send [-p <parent>] <path>` into `out`: the read-only subvolume at `path` as a stream,

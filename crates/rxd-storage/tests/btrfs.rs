@@ -280,6 +280,36 @@ fn volumes_snapshots_readonly_and_nested_subvolumes() {
 }
 
 #[test]
+fn a_received_volume_made_writable_loses_its_received_uuid() {
+    let sb = Sandbox::new("received");
+    let pool = loop_pool(&sb, "recv");
+    let img = pool.volume_path(VolumeType::Image, "beef").unwrap();
+    pool.create_volume(&img, 0o700).unwrap();
+    std::fs::write(img.join("f"), "sent\n").unwrap();
+    pool.set_readonly(&img, true).unwrap();
+    let stream = sb.path().join("stream");
+    pool.send_volume(&img, None, std::fs::File::create(&stream).unwrap())
+        .unwrap();
+    // Received into a fresh directory of the layout (as an optimized import does).
+    let dir = pool.volume_path(VolumeType::Container, "in").unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    let made = pool
+        .receive_volume(&dir, &mut std::fs::File::open(&stream).unwrap())
+        .unwrap();
+    assert_ne!(subvolume_field(&made, "Received UUID"), "-");
+    assert!(std::fs::write(made.join("g"), "x").is_err(), "read-only");
+    pool.set_readonly(&made, false).unwrap();
+    assert_eq!(subvolume_field(&made, "Received UUID"), "-");
+    std::fs::write(made.join("g"), "x").unwrap();
+    assert_eq!(std::fs::read_to_string(made.join("f")).unwrap(), "sent\n");
+    pool.set_readonly(&made, true).unwrap();
+    assert_eq!(
+        tool("btrfs", &[&"property", &"get", &"-ts", &made, &"ro"]).trim(),
+        "ro=true"
+    );
+}
+
+#[test]
 fn quota_limits_writes_and_the_pool_stays_usable() {
     let sb = Sandbox::new("quota");
     let pool = loop_pool(&sb, "q");
