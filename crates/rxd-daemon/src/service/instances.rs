@@ -409,7 +409,8 @@ pub async fn start(d: &Arc<Daemon>, name: &InstanceKey) -> ApiResult<()> {
 /// written), `tmp` is renamed to `dest`, and the snapshot is made in it last. The kernel commits a transaction to
 /// make a snapshot, and that commit carries the rename and the copied files' entries with it,
 /// so neither a `syncfs` nor a directory sync is needed. Until the snapshot is there, `dest`
-/// holds no root filesystem and its row no config: recovery removes both.
+/// holds no root filesystem and its row no config: recovery removes both. On failure nothing
+/// it made is left (`tmp` is the caller's to remove, `dest` only once it renamed it there).
 fn snapshot_instance_dir(
     pool: &rxd_storage::Pool,
     volume: &std::path::Path,
@@ -420,8 +421,13 @@ fn snapshot_instance_dir(
     crate::service::layout::place_image_extras(volume, tmp)?;
     std::fs::rename(tmp, dest).map_err(image_io(dest))?;
     crate::failpoint::hit("instance-create:placed-before-snapshot");
-    pool.snapshot_volume(&volume.join("rootfs"), &dest.join("rootfs"), false)
-        .map_err(|e| image_io(dest)(std::io::Error::other(e)))
+    let made = pool
+        .snapshot_volume(&volume.join("rootfs"), &dest.join("rootfs"), false)
+        .map_err(|e| image_io(dest)(std::io::Error::other(e)));
+    if made.is_err() {
+        let _ = crate::service::layout::remove_tree(dest);
+    }
+    made
 }
 
 /// An I/O error at `path`, as rxd-image reports one.
@@ -1056,7 +1062,6 @@ pub async fn create(
             let made = snapshot_instance_dir(&cow_pool, &volume, &tmp, &dest);
             if made.is_err() {
                 let _ = crate::service::layout::remove_tree(&tmp);
-                let _ = crate::service::layout::remove_tree(&dest);
             }
             return made.map(|()| recorded);
         }
