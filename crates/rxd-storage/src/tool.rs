@@ -63,15 +63,23 @@ fn failure(
     }
 }
 
-/// Runs `program args...` and returns its stdout; a failure carries the start of its stderr.
-pub(crate) fn run(program: &'static str, args: &[&OsStr]) -> Result<String> {
-    let spawn_err = |source| StorageError::Spawn { program, source };
+/// `program args...` as every tool runs: no inherited environment but the fixed `PATH`, `/` as
+/// working directory.
+fn command(program: &str, args: &[&OsStr]) -> Command {
     tracing::debug!(command = %shown(program, args), "running");
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .env_clear()
         .env("PATH", PATH)
-        .current_dir("/")
+        .current_dir("/");
+    command
+}
+
+/// Runs `program args...` and returns its stdout; a failure carries the start of its stderr.
+pub(crate) fn run(program: &'static str, args: &[&OsStr]) -> Result<String> {
+    let spawn_err = |source| StorageError::Spawn { program, source };
+    let mut child = command(program, args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -112,12 +120,7 @@ pub(crate) fn run_streams(
     out: Option<std::fs::File>,
 ) -> Result<()> {
     let spawn_err = |source| StorageError::Spawn { program, source };
-    tracing::debug!(command = %shown(program, args), "running");
-    let mut child = Command::new(program)
-        .args(args)
-        .env_clear()
-        .env("PATH", PATH)
-        .current_dir("/")
+    let mut child = command(program, args)
         .stdin(if input.is_some() {
             Stdio::piped()
         } else {
