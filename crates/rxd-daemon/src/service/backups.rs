@@ -993,17 +993,9 @@ async fn settle(
                     pools::clone_tree(&pool, &from, &temp.join("rootfs"), true).map(drop)
                 })
                 .await?
-            }
-            .and_then(|()| {
-                rxd_image::durable::publish(&temp, &snaps_dir.join(&snap.name))
-                    .map_err(ApiError::internal)
-            });
-            if let Err(e) = placed {
-                let _ = layout::remove_tree(&temp);
-                return Err(e);
-            }
-            let s = snap.clone();
-            d.db(move |st| st.create_snapshot(&s)).await?;
+            };
+            crate::service::snapshots::publish_brought(d, placed, &temp, &snaps_dir, snap.clone())
+                .await?;
         }
     }
     Ok(())

@@ -300,16 +300,9 @@ async fn place(
         let from = layout::snapshots_dir(d, &src.pool, &src_key)
             .join(&snap.name)
             .join("rootfs");
-        let placed = snapshots::copy(pool.clone(), from, temp.join("rootfs"), true)
+        let filled = snapshots::copy(pool.clone(), from, temp.join("rootfs"), true)
             .await
-            .and_then(|_| {
-                rxd_image::durable::publish(&temp, &snaps.join(&snap.name))
-                    .map_err(ApiError::internal)
-            });
-        if let Err(e) = placed {
-            let _ = crate::service::layout::remove_tree(&temp);
-            return Err(e);
-        }
+            .map(drop);
         let copy = SnapshotRow {
             project: row.project.clone(),
             instance: row.name.clone(),
@@ -317,7 +310,7 @@ async fn place(
                 .unwrap_or_else(|_| "{}".into()),
             ..snap.clone()
         };
-        d.db(move |s| s.create_snapshot(&copy)).await?;
+        snapshots::publish_brought(d, filled, &temp, &snaps, copy).await?;
     }
     Ok(())
 }

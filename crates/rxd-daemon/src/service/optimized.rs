@@ -512,16 +512,9 @@ async fn assemble(
         copy::private_dir(&snaps_dir)?;
         for snap in snaps {
             let temp = snaps_dir.join(format!(".new-{}", uuid::Uuid::new_v4().simple()));
-            let placed = tree(&snap.name, temp.clone(), true).await?.and_then(|()| {
-                rxd_image::durable::publish(&temp, &snaps_dir.join(&snap.name))
-                    .map_err(ApiError::internal)
-            });
-            if let Err(e) = placed {
-                let _ = layout::remove_tree(&temp);
-                return Err(e);
-            }
-            let s = snap.clone();
-            d.db(move |st| st.create_snapshot(&s)).await?;
+            let filled = tree(&snap.name, temp.clone(), true).await?;
+            crate::service::snapshots::publish_brought(d, filled, &temp, &snaps_dir, snap.clone())
+                .await?;
         }
     }
     Ok(())

@@ -60,6 +60,26 @@ pub async fn find_snapshot(
 }
 
 /// Copy `from` to the new directory `to` off the executor; a failed copy leaves nothing.
+/// Publishes `temp`, a snapshot's tree as `filled` says it was filled, durably as
+/// `<snaps_dir>/<row.name>`, then records `row`; on a failure `temp` is removed and nothing is
+/// recorded. How copies, imports and migrations bring an instance's snapshots.
+pub async fn publish_brought(
+    d: &Daemon,
+    filled: ApiResult<()>,
+    temp: &std::path::Path,
+    snaps_dir: &std::path::Path,
+    row: SnapshotRow,
+) -> ApiResult<()> {
+    let placed = filled.and_then(|()| {
+        rxd_image::durable::publish(temp, &snaps_dir.join(&row.name)).map_err(ApiError::internal)
+    });
+    if let Err(e) = placed {
+        let _ = layout::remove_tree(temp);
+        return Err(e);
+    }
+    d.db(move |s| s.create_snapshot(&row)).await
+}
+
 pub async fn copy(
     pool: Arc<rxd_storage::Pool>,
     from: PathBuf,
