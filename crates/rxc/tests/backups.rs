@@ -477,10 +477,18 @@ impl Lxd {
         std::fs::create_dir(&home).unwrap();
         std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o711))
             .unwrap();
+        // LXD fetches instance types from the internet when it starts: that request goes to
+        // a dead proxy on loopback, as in the benchmark.
         let child = std::process::Command::new("lxd")
             .arg("--logfile")
             .arg(dir.path().join("lxd.log"))
             .env("LXD_DIR", &home)
+            .env("https_proxy", DEAD_PROXY)
+            .env("http_proxy", DEAD_PROXY)
+            .env("HTTPS_PROXY", DEAD_PROXY)
+            .env("HTTP_PROXY", DEAD_PROXY)
+            .env("no_proxy", "127.0.0.1,localhost,::1")
+            .env("NO_PROXY", "127.0.0.1,localhost,::1")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -544,6 +552,9 @@ impl Lxd {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
+
+/// Where LXD's own downloads go: the discard port on loopback, where nothing listens.
+const DEAD_PROXY: &str = "http://127.0.0.1:9";
 
 /// The longest one LXD command of these tests may take.
 const LXD_COMMAND_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
@@ -884,12 +895,20 @@ async fn optimized_backups_go_between_lxd_and_rxd() {
     s.sh("r1", "echo later > /root/later");
     s.ok(&["snapshot", "r1", "s1"]);
     s.ok(&["stop", "r1", "--force"]);
-    let from_rxd = tmp.path().join("from-rxd.tar.gz");
+    // Uncompressed: LXD 5.0.2 reads an optimized backup once per subvolume, each pass through a
+    // new decompressor fed from the same file by a copying goroutine it never waits for. The
+    // last pass's goroutine can still read after the next pass rewinds the file, the new
+    // decompressor then fails, and LXD waits for it forever (seen in CI and reproduced here:
+    // 2 imports in 15 hung with gzip under load, none in 25 uncompressed). An uncompressed
+    // tarball is read in Go with no decompressor.
+    let from_rxd = tmp.path().join("from-rxd.tar");
     s.ok(&[
         "export",
         "r1",
         from_rxd.to_str().unwrap(),
         "--optimized-storage",
+        "--compression",
+        "none",
     ]);
     // Two snapshots: LXD finds each one's parent among the streams it received before.
     lxd.lxc(&["import", from_rxd.to_str().unwrap(), "--storage", "lb"]);
