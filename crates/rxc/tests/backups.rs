@@ -535,10 +535,16 @@ impl Lxd {
         });
         let out = child.wait_with_output().unwrap();
         let _ = tx.send(());
-        assert!(
-            out.status.code().is_some(),
-            "{tool} {args:?} took more than {LXD_COMMAND_WAIT:?}: killed"
-        );
+        if out.status.code().is_none() {
+            // What LXD was doing, for whoever reads the failure.
+            let log = std::fs::read_to_string(self.dir.path().join("lxd.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "{tool} {args:?} took more than {LXD_COMMAND_WAIT:?}: killed; LXD's log ends:\n{}",
+                tail.join("\n")
+            );
+        }
         out
     }
 
