@@ -904,9 +904,9 @@ async fn optimized_backups_go_between_lxd_and_rxd() {
     // Uncompressed: LXD 5.0.2 reads an optimized backup once per subvolume, each pass through a
     // new decompressor fed from the same file by a copying goroutine it never waits for. The
     // last pass's goroutine can still read after the next pass rewinds the file, the new
-    // decompressor then fails, and LXD waits for it forever (seen in CI and reproduced here:
-    // 2 imports in 15 hung with gzip under load, none in 25 uncompressed). An uncompressed
-    // tarball is read in Go with no decompressor.
+    // decompressor then fails, and LXD waits for it forever. Seen in CI; reproduced under
+    // load, 2 gzip imports in 15 hung and none of 25 uncompressed. LXD reads a plain tarball
+    // in Go, with no decompressor.
     let from_rxd = tmp.path().join("from-rxd.tar");
     s.ok(&[
         "export",
