@@ -836,19 +836,7 @@ pub async fn rename(
     // Another pool: a copy with every snapshot, then the old one goes.
     drop(_volumes);
     drop(_lifecycle);
-    let copy = StorageVolumesPost {
-        config: parse(&row.config),
-        description: row.description.clone(),
-        name: new_name.clone(),
-        kind: "custom".into(),
-        source: rxd_api::storage::StorageVolumeSource {
-            name: row.name.clone(),
-            kind: "copy".into(),
-            pool: row.pool.clone(),
-            ..Default::default()
-        },
-        content_type: "filesystem".into(),
-    };
+    let copy = copy_request(row, new_name.clone(), String::new());
     let made = create(d, caller, &new_pool, copy).await?;
     delete(d, caller, row).await?;
     Ok(made)
@@ -896,20 +884,7 @@ async fn move_to_project(
     } else {
         req.pool.clone()
     };
-    let copy = StorageVolumesPost {
-        config: parse(&row.config),
-        description: row.description.clone(),
-        name: name.clone(),
-        kind: "custom".into(),
-        source: rxd_api::storage::StorageVolumeSource {
-            name: row.name.clone(),
-            kind: "copy".into(),
-            pool: row.pool.clone(),
-            project: caller.project.clone(),
-            ..Default::default()
-        },
-        content_type: "filesystem".into(),
-    };
+    let copy = copy_request(row, name.clone(), caller.project.clone());
     let made = create(d, &target, &pool, copy).await?;
     if let Err(e) = delete(d, caller, row).await {
         let home = home(d, &target.project)?;
@@ -919,6 +894,25 @@ async fn move_to_project(
         return Err(e);
     }
     Ok(made)
+}
+
+/// The create request that copies `row`, with every snapshot, as `name` (a move's first half):
+/// its config and description kept, the source named in `source_project` (empty: the caller's).
+fn copy_request(row: &VolumeRow, name: String, source_project: String) -> StorageVolumesPost {
+    StorageVolumesPost {
+        config: parse(&row.config),
+        description: row.description.clone(),
+        name,
+        kind: "custom".into(),
+        source: rxd_api::storage::StorageVolumeSource {
+            name: row.name.clone(),
+            kind: "copy".into(),
+            pool: row.pool.clone(),
+            project: source_project,
+            ..Default::default()
+        },
+        content_type: "filesystem".into(),
+    }
 }
 
 /// `DELETE` of a volume: refused while anything uses it; its snapshots go with it.
