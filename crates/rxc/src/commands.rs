@@ -432,9 +432,7 @@ fn token_operations(ops: BTreeMap<String, Vec<Operation>>) -> Vec<Operation> {
 
 /// A token operation's metadata (empty if it has none that reads as one).
 fn token_metadata(op: &Operation) -> TokenMetadata {
-    rxd_api::decode_value(op.metadata.clone())
-        .map(|d| d.value)
-        .unwrap_or_default()
+    rxd_api::from_value(op.metadata.clone()).unwrap_or_default()
 }
 
 /// Build the join token from the operation the server returned, as LXD's client does.

@@ -316,9 +316,7 @@ impl Conn {
     }
 }
 
-/// Read an answer's metadata as LXD's Go client does (`rxd_api::decode_value`).
+/// Read an answer's metadata as LXD's Go client does (`rxd_api::from_value`).
 pub fn decode<T: serde::de::DeserializeOwned>(v: Value) -> anyhow::Result<T> {
-    Ok(rxd_api::decode_value(v)
-        .map_err(|e| anyhow!("the server's answer could not be read: {e}"))?
-        .value)
+    rxd_api::from_value(v).map_err(|e| anyhow!("the server's answer could not be read: {e}"))
 }

@@ -81,11 +81,11 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> anyhow::Result<T> {
     if !v.is_object() {
         bail!("expected a YAML mapping of the object's fields");
     }
-    match rxd_api::decode_value(v.clone()) {
-        Ok(d) => Ok(d.value),
+    match rxd_api::from_value(v.clone()) {
+        Ok(value) => Ok(value),
         Err(_) => {
             stringify_maps(&mut v);
-            Ok(rxd_api::decode_value(v)?.value)
+            Ok(rxd_api::from_value(v)?)
         }
     }
 }

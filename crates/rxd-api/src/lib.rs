@@ -33,7 +33,7 @@ pub mod warning;
 pub use envelope::{Envelope, ResponseType, StatusCode};
 pub(crate) use go::is_default;
 pub use go::null_as_default;
-pub use go::{decode, decode_value, Decoded};
+pub use go::{decode, decode_value, from_value, Decoded};
 
 /// API extensions rxd implements. Clients decide which request shapes to send from this list, so a
 /// name goes here only when the feature behind it works.

@@ -103,9 +103,7 @@ impl Reply {
     /// missing field is its zero value, fields it does not know are skipped).
     pub fn metadata_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, ClientError> {
         let metadata = self.metadata()?;
-        rxd_api::decode_value(metadata)
-            .map(|d| d.value)
-            .map_err(|e| ClientError::Decode(e.to_string()))
+        rxd_api::from_value(metadata).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
