@@ -45,17 +45,10 @@ pub async fn create(conf: &ConfigDir, args: CreateArgs, start: bool) -> anyhow::
         source.protocol = "simplestreams".into();
         source.alias = image;
     } else {
-        // An image is named by alias or by fingerprint (prefix): ask which.
-        let alias = conn
-            .client
-            .request(Method::GET, &format!("/1.0/images/aliases/{image}"), None)
-            .await
-            .map_err(|e| conn.explain(e))?;
-        if alias.status == 200 {
-            source.alias = image;
-        } else {
-            source.fingerprint = image;
-        }
+        // An image is named by alias or by fingerprint (prefix). It is sent as an alias, and
+        // again as a fingerprint if the server has no such alias: rxd resolves either from
+        // `alias` in one request, LXD answers 404 for a fingerprint there.
+        source.alias = image;
     }
     let mut devices = rxd_api::instance::Devices::new();
     if let Some(network) = &args.network {
@@ -83,7 +76,14 @@ pub async fn create(conf: &ConfigDir, args: CreateArgs, start: bool) -> anyhow::
     };
     outln!("Creating {name}")?;
     let op: rxd_api::operation::Operation =
-        conn.send_as(Method::POST, "/1.0/instances", &body).await?;
+        match conn.send_as(Method::POST, "/1.0/instances", &body).await {
+            Err(e) if body.source.server.is_empty() && not_found(&e) => {
+                let mut body = body;
+                body.source.fingerprint = std::mem::take(&mut body.source.alias);
+                conn.send_as(Method::POST, "/1.0/instances", &body).await?
+            }
+            answer => answer?,
+        };
     conn.wait_operation_showing(&op.id, "Retrieving image")
         .await?;
     if start {
@@ -91,6 +91,14 @@ pub async fn create(conf: &ConfigDir, args: CreateArgs, start: bool) -> anyhow::
         change_state(&conn, &name, "start", false, -1).await?;
     }
     Ok(())
+}
+
+/// Whether the server answered 404 (LXD's "Image alias not found").
+fn not_found(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<rxd_client::ClientError>(),
+        Some(rxd_client::ClientError::Api { status: 404, .. })
+    )
 }
 
 /// A root disk in `pool`, as `lxc launch -s` and `lxc copy -s` write it.

@@ -613,6 +613,23 @@ async fn backups_go_between_lxd_and_rxd_both_ways() {
         "bb",
     ]);
     lxd.lxc(&["init", "bb", "c1"]);
+    // rxc names an image in `source.alias`, and again as a fingerprint when the server knows
+    // no such alias: LXD (unlike rxd) answers 404 for a fingerprint given as an alias.
+    let socket = lxd.dir.path().join("lxd/unix.socket");
+    s.ok(&[
+        "remote",
+        "add",
+        "lxd",
+        &format!("unix://{}", socket.display()),
+    ]);
+    let fp = rxd_image::fingerprint(&s.image()).unwrap();
+    s.ok(&["init", &format!("lxd:{}", &fp[..12]), "lxd:by-fp"]);
+    // Neither: LXD takes it as a fingerprint, and its operation fails.
+    let missing = s.fails(&["init", "lxd:nosuch", "lxd:none"]);
+    assert!(missing.contains("Image not provided"), "{missing}");
+    let names = lxd.lxc(&["list", "--format", "csv", "--columns", "n"]);
+    assert_eq!(names, "by-fp\nc1\n");
+    lxd.lxc(&["delete", "by-fp"]);
     lxd.lxc(&["snapshot", "c1", "s0"]);
     // Written on disk (never started, LXD keeps the image's ids there): `lxc file` would
     // leave LXD helper processes behind.

@@ -187,6 +187,25 @@ async fn import_alias_show_delete() {
             .collect::<Vec<_>>(),
         ["bb", "bbx"]
     );
+    // An instance from an alias or a fingerprint prefix, each in one request (rxd resolves
+    // either from `source.alias`); an unknown name is not found.
+    ok(&d, conf.path(), &["init", "bbx", "by-alias"]);
+    ok(&d, conf.path(), &["init", &fp[..12], "by-fp"]);
+    for name in ["by-alias", "by-fp"] {
+        let c = d
+            .unix()
+            .get(&format!("/1.0/instances/{name}"))
+            .await
+            .unwrap();
+        assert_eq!(c["config"]["volatile.base_image"], fp);
+    }
+    let missing = rxc(&d, conf.path(), &["init", "nosuch", "none"]);
+    let e = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        !missing.status.success() && e.contains("Image not found"),
+        "{e}"
+    );
+    ok(&d, conf.path(), &["delete", "by-alias", "by-fp"]);
     ok(&d, conf.path(), &["image", "delete", "bb"]);
     assert_eq!(d.image_files(), Vec::<String>::new());
     assert_eq!(
