@@ -348,21 +348,33 @@ fi
 # kill), delete; alternating servers round by round. Wall-clock seconds of each step.
 debian=target/debian-image/debian12.tar.gz
 bash scripts/make-debian-image.sh "$debian" >/dev/null
-now() { date +%s.%N; }
-since() { echo "$(now) - $1" | bc; }
+# Times are read from bash's clock ($EPOCHREALTIME) right before and after a step: a `date`
+# process at each end added its own start and exit (1 to 2 ms) to every figure, on both sides.
+export LC_NUMERIC=C
+since() { echo "$EPOCHREALTIME - $1" | bc; }
+timed() { # LABEL STEP ARGS...: the seconds `cli LABEL ARGS...` takes, as "LABEL STEP SECONDS"
+  local label=$1 step=$2 t t1
+  shift 2
+  t=$EPOCHREALTIME
+  cli "$label" "$@" >/dev/null
+  t1=$EPOCHREALTIME
+  echo "$label $step $(echo "$t1 - $t" | bc)"
+}
 cli() { # LABEL ARGS...
   local label=$1; shift
   if [[ $label == lxd ]]; then LXD_DIR=$work/lxd lxc "$@"; else rxc "$@"; fi
 }
 debian_round() { # LABEL ROUND
   local label=$1 round=$2 t name=d$2
-  t=$(now); cli "$label" image import "$debian" --alias d12 >/dev/null; echo "$label import $(since "$t")"
-  t=$(now); cli "$label" launch d12 "$name" >/dev/null; echo "$label launch $(since "$t")"
+  timed "$label" import image import "$debian" --alias d12
+  t=$EPOCHREALTIME
+  cli "$label" launch d12 "$name" >/dev/null
+  echo "$label launch $(since "$t")"
   until state=$(cli "$label" exec "$name" -- systemctl is-system-running 2>/dev/null); [[ $state == running || $state == degraded ]]; do
     sleep 0.05
   done
   echo "$label launch-to-running $(since "$t")"
-  t=$(now); cli "$label" stop "$name" >/dev/null; echo "$label stop $(since "$t")"
+  timed "$label" stop stop "$name"
   cli "$label" delete "$name" >/dev/null
   cli "$label" image delete d12 >/dev/null
 }
@@ -394,15 +406,15 @@ storage_part() {
   # the cleaner (`subvolume sync`) and then committing (`sync -f`) leaves both an idle
   # filesystem; waiting without the commit makes the next snapshot pay it all at once.
   storage_round() { # LABEL ROUND
-    local label=$1 round=$2 t
+    local label=$1 round=$2
     btrfs subvolume sync "$work/btrfs" >/dev/null
     sync -f "$work/btrfs"
-    t=$(now); cli "$label" init bb "b$round" -s bt >/dev/null; echo "$label busybox-create $(since "$t")"
-    t=$(now); cli "$label" init d12s "c$round" -s bt >/dev/null; echo "$label debian-create $(since "$t")"
-    t=$(now); cli "$label" launch d12s "d$round" -s bt >/dev/null; echo "$label debian-launch $(since "$t")"
-    t=$(now); cli "$label" snapshot "d$round" s0 >/dev/null; echo "$label snapshot-running $(since "$t")"
+    timed "$label" busybox-create init bb "b$round" -s bt
+    timed "$label" debian-create init d12s "c$round" -s bt
+    timed "$label" debian-launch launch d12s "d$round" -s bt
+    timed "$label" snapshot-running snapshot "d$round" s0
     cli "$label" stop "d$round" --force >/dev/null
-    t=$(now); cli "$label" copy "d$round" "e$round" >/dev/null; echo "$label copy $(since "$t")"
+    timed "$label" copy copy "d$round" "e$round"
     cli "$label" delete "b$round" "c$round" "d$round" "e$round" >/dev/null
   }
   echo "== storage (btrfs pools on one loop-file filesystem), $STORAGE_ROUNDS rounds"
