@@ -290,3 +290,73 @@ async fn limits_disk_refuses_what_would_exceed_it_and_accepts_what_fits() {
     .unwrap();
     create(&d, "roomy", "c2").await.unwrap();
 }
+
+/// `limits.instances` holds when imports race: each import checks the count as its upload
+/// starts and again before it records its row, and the store checks it with the row, in one
+/// transaction. The daemon is made to wait right before the record (a pause point), so all
+/// three pass the checks they make alone. The refused ones leave nothing behind.
+#[tokio::test]
+async fn racing_imports_stop_at_the_instance_limit() {
+    if !require_root("racing_imports_stop_at_the_instance_limit") {
+        return;
+    }
+    // Each import waits just before recording its row, after the checks it made on its own.
+    let d = TestDaemon::start_with(rxd_testkit::Options {
+        env: vec![("RXD_PAUSEPOINTS".into(), "instance-record:before".into())],
+        ..Default::default()
+    })
+    .await;
+    let unix = d.unix();
+    let conf = tempfile::tempdir().unwrap();
+    let image = busybox_image(conf.path());
+    let backup = conf.path().join("c1.tar.gz");
+    for args in [
+        &["image", "import", image.to_str().unwrap(), "--alias", "bb"][..],
+        &["init", "bb", "c1"],
+        &["export", "c1", backup.to_str().unwrap()],
+    ] {
+        let out = rxc(&d, conf.path(), args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    patch(
+        &unix,
+        "/1.0/projects/default",
+        json!({"config": {"limits.instances": "2"}}),
+    )
+    .await;
+    let imports: Vec<_> = (0..3)
+        .map(|i| {
+            Command::new(bin("rxc"))
+                .args(["import", backup.to_str().unwrap(), &format!("i{i}")])
+                .env("RXC_CONF", conf.path())
+                .env("RXD_DIR", d.dir())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = imports
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    assert_eq!(
+        outs.iter().filter(|o| o.status.success()).count(),
+        1,
+        "{outs:?}"
+    );
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains("reached its limit of 2 instances"), "{e}");
+    }
+    let listed = unix.get("/1.0/instances").await.unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    // Nothing of the refused ones: two instance directories, no work directory.
+    let containers = d.dir().join("storage-pools/default/containers");
+    let entries: Vec<String> = std::fs::read_dir(&containers)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+}

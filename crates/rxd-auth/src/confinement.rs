@@ -467,6 +467,16 @@ pub fn check_snapshot(
     }
 }
 
+/// The most instances a project's config allows (`limits.instances`, `limits.containers`: the
+/// smaller), if any: what the store holds a new row to, so that creates racing each other
+/// cannot together pass the limit [`check_count`] checks early.
+pub fn instance_limit(project: &BTreeMap<String, String>) -> Option<u64> {
+    ["limits.instances", "limits.containers"]
+        .iter()
+        .filter_map(|key| project.get(*key).and_then(|v| v.parse::<u64>().ok()))
+        .min()
+}
+
 /// May one more instance be created in a project that has `existing` instances? (`limits.*`
 /// apply whether or not the project is restricted, as in LXD.)
 pub fn check_count(
@@ -1183,5 +1193,14 @@ mod tests {
         assert!(check_count("p", &limited, 2).is_err());
         assert!(check_count("p", &map(&[("limits.instances", "0")]), 0).is_err());
         assert!(check_count("p", &map(&[]), 1000).is_ok());
+        assert_eq!(instance_limit(&limited), Some(2));
+        assert_eq!(
+            instance_limit(&map(&[
+                ("limits.instances", "5"),
+                ("limits.containers", "3")
+            ])),
+            Some(3)
+        );
+        assert_eq!(instance_limit(&map(&[])), None);
     }
 }

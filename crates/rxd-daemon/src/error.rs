@@ -162,6 +162,8 @@ impl From<rxd_store::StoreError> for ApiError {
             InUse {
                 kind: "storage pool",
             } => ApiError::BadRequest("The storage pool is currently in use".into()),
+            // As `confinement::check_count` refuses it, found only under the store's lock.
+            Full { .. } => ApiError::Forbidden(e.to_string()),
             Changed { kind } => ApiError::Conflict(format!(
                 "The {kind}'s instances changed while it was being checked; try again"
             )),

@@ -70,6 +70,30 @@ fn blocks(tx: &Transaction<'_>) -> Result<Vec<TakenBlock>, StoreError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Refuses ([`StoreError::Full`]) when `project` holds more than `max` instances, counted in
+/// the transaction that has just added one (which is then rolled back with it).
+fn within(
+    tx: &rusqlite::Transaction<'_>,
+    project: &str,
+    max: Option<u64>,
+) -> Result<(), StoreError> {
+    let Some(limit) = max else {
+        return Ok(());
+    };
+    let count: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM instances WHERE project = ?1",
+        params![project],
+        |r| r.get(0),
+    )?;
+    if u64::try_from(count).unwrap_or(0) > limit {
+        return Err(StoreError::Full {
+            project: project.to_owned(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
 /// Chooses an idmap block (base, size) given the blocks already taken.
 pub type Allocator<E> = dyn Fn(&[TakenBlock]) -> Result<(u32, u32), E>;
 
@@ -83,11 +107,14 @@ pub struct Remap<'a, E> {
 impl Store {
     /// Create an instance; if `allocate` is given, it is called with every isolated block already
     /// taken (base, size) and returns this instance's block (or refuses), all in one transaction
-    /// so two creations cannot pick the same ids.
+    /// so two creations cannot pick the same ids. With `max`, the row is not recorded if its
+    /// project would then hold more than `max` instances ([`StoreError::Full`]), in the same
+    /// transaction, so creations racing each other cannot together pass a project's limit.
     pub fn create_instance<E>(
         &self,
         row: &InstanceRow,
         allocate: Option<&Allocator<E>>,
+        max: Option<u64>,
     ) -> Result<Result<Option<(u32, u32)>, E>, StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
@@ -116,6 +143,7 @@ impl Store {
             }
             _ => e.into(),
         })?;
+        within(&tx, &row.project, max)?;
         let block = match allocate {
             None => None,
             Some(f) => match f(&blocks(&tx)?) {
@@ -317,7 +345,9 @@ impl Store {
     /// Move an instance (its snapshots, idmap block, NIC reservations and backups follow by
     /// cascade and trigger) to `to_project` as `to_name`, with its own devices `devices`; with
     /// a `remap`, its idmap block is chosen again there and its config stored as
-    /// `remap.config(block)` (see [`Store::update_instance`]). One transaction.
+    /// `remap.config(block)` (see [`Store::update_instance`]). With `max`, refused if
+    /// `to_project` would then hold more than `max` instances ([`StoreError::Full`]). One
+    /// transaction.
     #[allow(clippy::too_many_arguments)]
     pub fn move_instance_project<E>(
         &self,
@@ -327,6 +357,7 @@ impl Store {
         to_name: &str,
         devices: &str,
         remap: Option<Remap<'_, E>>,
+        max: Option<u64>,
     ) -> Result<Result<Option<(u32, u32)>, E>, StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
@@ -354,6 +385,7 @@ impl Store {
         if n == 0 {
             return Err(StoreError::NotFound { kind: "instance" });
         }
+        within(&tx, to_project, max)?;
         let mut chosen = None;
         if let Some(remap) = remap {
             tx.execute(
@@ -433,6 +465,52 @@ mod tests {
     }
 
     #[test]
+    fn a_row_past_the_project_limit_is_not_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db")).unwrap();
+        s.create_instance::<()>(&row("a"), None, Some(2))
+            .unwrap()
+            .unwrap();
+        s.create_instance::<()>(&row("b"), None, Some(2))
+            .unwrap()
+            .unwrap();
+        let full = s.create_instance::<()>(&row("c"), None, Some(2));
+        assert!(
+            matches!(&full, Err(StoreError::Full { project, limit: 2 }) if project == "default"),
+            "{full:?}"
+        );
+        let names: Vec<String> = s
+            .instances("default")
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        // Without a limit (or a higher one) it is recorded.
+        s.create_instance::<()>(&row("c"), None, Some(3))
+            .unwrap()
+            .unwrap();
+
+        // A move into a project at its limit is not made either.
+        let p2 = crate::ProjectRow {
+            name: "p2".into(),
+            description: String::new(),
+            config: "{}".into(),
+        };
+        s.create_project(&p2, true).unwrap();
+        let moved = s.move_instance_project::<()>("default", "a", "p2", "a", "{}", None, Some(0));
+        assert!(
+            matches!(&moved, Err(StoreError::Full { project, limit: 0 }) if project == "p2"),
+            "{moved:?}"
+        );
+        assert!(s.instances("p2").unwrap().is_empty());
+        assert_eq!(s.instances("default").unwrap().len(), 3);
+        s.move_instance_project::<()>("default", "a", "p2", "a", "{}", None, Some(1))
+            .unwrap()
+            .unwrap();
+    }
+
+    #[test]
     fn blocks_are_allocated_in_the_creating_transaction() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("db")).unwrap();
@@ -446,15 +524,15 @@ mod tests {
             Ok((base, 10))
         };
         assert_eq!(
-            s.create_instance(&row("a"), Some(&next)).unwrap(),
+            s.create_instance(&row("a"), Some(&next), None).unwrap(),
             Ok(Some((100, 10)))
         );
         assert_eq!(
-            s.create_instance(&row("b"), Some(&next)).unwrap(),
+            s.create_instance(&row("b"), Some(&next), None).unwrap(),
             Ok(Some((110, 10)))
         );
         assert_eq!(
-            s.create_instance::<String>(&row("c"), None).unwrap(),
+            s.create_instance::<String>(&row("c"), None, None).unwrap(),
             Ok(None)
         );
         s.finish_create("default", "c", "{}", 4096, "fp", 7)
@@ -466,13 +544,13 @@ mod tests {
             Err(StoreError::NotFound { .. })
         ));
         assert!(matches!(
-            s.create_instance(&row("a"), Some(&next)),
+            s.create_instance(&row("a"), Some(&next), None),
             Err(StoreError::AlreadyExists { .. })
         ));
         // A refused allocation creates nothing.
         let refuse = |_: &[TakenBlock]| -> Result<(u32, u32), String> { Err("full".into()) };
         assert_eq!(
-            s.create_instance(&row("d"), Some(&refuse)).unwrap(),
+            s.create_instance(&row("d"), Some(&refuse), None).unwrap(),
             Err("full".to_string())
         );
         assert!(matches!(
@@ -482,7 +560,7 @@ mod tests {
         // Deleting frees the block.
         s.delete_instance("default", "a").unwrap();
         assert_eq!(
-            s.create_instance(&row("e"), Some(&next)).unwrap(),
+            s.create_instance(&row("e"), Some(&next), None).unwrap(),
             Ok(Some((100, 10)))
         );
         assert_eq!(
@@ -521,7 +599,7 @@ mod tests {
             Err(StoreError::AlreadyExists { .. })
         ));
         assert_eq!(
-            s.create_instance(&row("f"), Some(&next)).unwrap(),
+            s.create_instance(&row("f"), Some(&next), None).unwrap(),
             Ok(Some((120, 10))),
             "b2 still holds 110"
         );
@@ -534,7 +612,7 @@ mod tests {
         assert_eq!(s.update_instance::<String>(&b3, None).unwrap(), Ok(None));
         assert_eq!(s.instance("default", "b2").unwrap().config, "{}");
         assert_eq!(
-            s.create_instance(&row("g"), Some(&next)).unwrap(),
+            s.create_instance(&row("g"), Some(&next), None).unwrap(),
             Ok(Some((110, 10)))
         );
     }

@@ -62,6 +62,9 @@ pub enum StoreError {
     /// What the caller checked changed before the write (the write did not happen).
     #[error("{kind} changed while it was being checked")]
     Changed { kind: &'static str },
+    /// A project would hold more instances than its limit allows (the write did not happen).
+    #[error("Project {project:?} reached its limit of {limit} instances")]
+    Full { project: String, limit: u64 },
     #[error("database lock poisoned")]
     Poisoned,
 }

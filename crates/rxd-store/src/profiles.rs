@@ -284,14 +284,18 @@ mod tests {
             s.create_profile(&profile("a")),
             Err(StoreError::AlreadyExists { .. })
         ));
-        s.create_instance::<()>(&instance("default", "c1", &["default", "a", "b"]), None)
-            .unwrap()
-            .unwrap();
-        s.create_instance::<()>(&instance("p1", "c2", &["a"]), None)
+        s.create_instance::<()>(
+            &instance("default", "c1", &["default", "a", "b"]),
+            None,
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        s.create_instance::<()>(&instance("p1", "c2", &["a"]), None, None)
             .unwrap()
             .unwrap();
         // Another project's instances are not this rule's unless named.
-        s.create_instance::<()>(&instance("p2", "c3", &["a"]), None)
+        s.create_instance::<()>(&instance("p2", "c3", &["a"]), None, None)
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -335,7 +339,7 @@ mod tests {
         let users = vec!["default".to_owned()];
         s.create_profile(&profile("a")).unwrap();
         let checked = s.profile_users(&users, "a").unwrap();
-        s.create_instance::<()>(&instance("default", "c1", &["a"]), None)
+        s.create_instance::<()>(&instance("default", "c1", &["a"]), None, None)
             .unwrap()
             .unwrap();
         let mut row = profile("a");

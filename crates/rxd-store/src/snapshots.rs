@@ -165,7 +165,7 @@ mod tests {
             devices: "{}".into(),
             pool: "default".into(),
         };
-        s.create_instance::<()>(&inst, None).unwrap().unwrap();
+        s.create_instance::<()>(&inst, None, None).unwrap().unwrap();
         let snap = |name: &str, at| SnapshotRow {
             project: "default".into(),
             instance: "c1".into(),
@@ -224,7 +224,7 @@ mod tests {
                 devices: "{}".into(),
                 pool: "default".into(),
             };
-            s.create_instance::<()>(&inst, None).unwrap().unwrap();
+            s.create_instance::<()>(&inst, None, None).unwrap().unwrap();
         }
         for (instance, name, expires_at) in [
             ("c1", "never", 0),

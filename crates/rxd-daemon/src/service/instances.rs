@@ -917,8 +917,13 @@ pub async fn record_unfinished(
     );
     let store_row = row.clone();
     let isolated = want.isolated && !want.privileged;
+    // The project's limit, checked again with the row (the caller's early check may race).
+    crate::failpoint::pause("instance-record:before").await;
+    let max = d
+        .project(&row.project)
+        .and_then(|p| rxd_auth::confinement::instance_limit(&p.config));
     let block = d
-        .db(move |s| s.create_instance(&store_row, isolated.then_some(&allocate)))
+        .db(move |s| s.create_instance(&store_row, isolated.then_some(&allocate), max))
         .await
         .map_err(|e| match e {
             ApiError::Conflict(_) => {

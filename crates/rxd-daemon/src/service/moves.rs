@@ -295,6 +295,8 @@ pub async fn to_project(
         d.db(move |s| s.instances(&p)).await?.len() as u64
     };
     rxd_auth::confinement::check_count(project, &target.config, existing)?;
+    // Checked again with the move (a create or another move may race this one).
+    let max = rxd_auth::confinement::instance_limit(&target.config);
     // Its files count against the target's limits.disk.
     let size = {
         let (p, n) = (row.project.clone(), row.name.clone());
@@ -364,7 +366,7 @@ pub async fn to_project(
                 allocate,
                 config: &config_for,
             });
-            s.move_instance_project(&from_p, &from_n, &to_p, &to_n, &text, remap)
+            s.move_instance_project(&from_p, &from_n, &to_p, &to_n, &text, remap, max)
         })
         .await
         .and_then(|r| r.map_err(|e| ApiError::BadRequest(e.to_string())));
