@@ -9,14 +9,18 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-fn rxc(d: &TestDaemon, conf: &Path, args: &[&str]) -> Output {
-    Command::new(bin("rxc"))
-        .args(args)
+/// `rxc ARGS` on the test daemon, with no standard input.
+fn rxc_command(d: &TestDaemon, conf: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin("rxc"));
+    c.args(args)
         .env("RXC_CONF", conf)
         .env("RXD_DIR", d.dir())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+        .stdin(Stdio::null());
+    c
+}
+
+fn rxc(d: &TestDaemon, conf: &Path, args: &[&str]) -> Output {
+    rxc_command(d, conf, args).output().unwrap()
 }
 
 fn busybox_image(dir: &Path) -> PathBuf {
@@ -326,15 +330,16 @@ async fn racing_imports_stop_at_the_instance_limit() {
     .await;
     let imports: Vec<_> = (0..3)
         .map(|i| {
-            Command::new(bin("rxc"))
-                .args(["import", backup.to_str().unwrap(), &format!("i{i}")])
-                .env("RXC_CONF", conf.path())
-                .env("RXD_DIR", d.dir())
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+            let name = format!("i{i}");
+            rxc_command(
+                &d,
+                conf.path(),
+                &["import", backup.to_str().unwrap(), &name],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
         })
         .collect();
     let outs: Vec<Output> = imports
