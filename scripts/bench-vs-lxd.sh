@@ -41,8 +41,8 @@ if ((${#need[@]})); then
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-cargo build --release --locked --workspace --bins
-bin=$PWD/target/release
+bash scripts/build-release.sh
+bin=$PWD/target/release client=$PWD/target/client
 # How much of the start-up layout (crates/rxd/build.rs) this build matches: names carry hashes
 # of the build's configuration, and a stale list silently lays out less.
 listed=$(sort -u crates/rxd/startup.order | wc -l)
@@ -145,7 +145,7 @@ remount_lines() {
 ncli() { # LABEL ARGS...: the label's CLI on its namespaced daemon
   local label=$1; shift
   if [[ $label == lxd ]]; then LXD_DIR=${net_dir[lxd]} timeout 120 lxc "$@"
-  else RXD_DIR=${net_dir[rxd]} RXC_CONF=$work/rxc-net timeout 120 "$bin/rxc" "$@"; fi
+  else RXD_DIR=${net_dir[rxd]} RXC_CONF=$work/rxc-net timeout 120 "$client/rxc" "$@"; fi
 }
 
 # The label's namespace, its daemon in it, a managed bridge with a fixed subnet and no IPv6 (the
@@ -317,7 +317,7 @@ LXD_DIR=$work/lxd lxc config trust add "$work/client/client.crt"
 LXD_DIR=$work/lxd lxc image import "$work/bb.tar.gz" --alias bb >/dev/null
 
 start_rxd "$work/rxd"
-rxc() { RXD_DIR=$work/rxd RXC_CONF=$work/rxc "$bin/rxc" "$@"; }
+rxc() { RXD_DIR=$work/rxd RXC_CONF=$work/rxc "$client/rxc" "$@"; }
 rxc config set core.https_address 127.0.0.1:18444
 rxc config trust add "$work/client/client.crt"
 rxc image import "$work/bb.tar.gz" --alias bb >/dev/null

@@ -18,8 +18,8 @@ if ((${#need[@]})); then
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install rustup (rust-toolchain.toml pins the compiler)" >&2; exit 1; }
 
-cargo build --release --locked --workspace --bins
-bin=$PWD/target/release
+bash scripts/build-release.sh
+bin=$PWD/target/release client=$PWD/target/client
 work=$(mktemp -d /tmp/rxd-demo.XXXXXX)
 # Like /var/lib, traversable: an unprivileged container's root must reach its root filesystem.
 chmod 0711 "$work"
@@ -37,8 +37,8 @@ trap cleanup EXIT
 for _ in $(seq 100); do [ -S "$work/state/unix.socket" ] && break; sleep 0.05; done
 
 export RXD_DIR=$work/state
-admin() { RXC_CONF=$work/admin "$bin/rxc" "$@"; }
-laptop() { RXC_CONF=$work/laptop "$bin/rxc" "$@"; }
+admin() { RXC_CONF=$work/admin "$client/rxc" "$@"; }
+laptop() { RXC_CONF=$work/laptop "$client/rxc" "$@"; }
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 
 step "rxc config set core.https_address 127.0.0.1:$port   # (local socket: full trust)"
@@ -56,7 +56,7 @@ step "(on the laptop) rxc info demo: | grep -E '^auth'"
 laptop info demo: | grep -E '^auth'
 step "rxc config set core.trust_password ...; rxc remote add pw 127.0.0.1:$port --accept-certificate --password ..."
 admin config set core.trust_password demo-password
-RXC_CONF=$work/desk "$bin/rxc" remote add pw "127.0.0.1:$port" --accept-certificate --password demo-password
+RXC_CONF=$work/desk "$client/rxc" remote add pw "127.0.0.1:$port" --accept-certificate --password demo-password
 admin config unset core.trust_password
 step "rxc config trust list"
 admin config trust list

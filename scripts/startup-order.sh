@@ -6,7 +6,7 @@
 #   bash scripts/startup-order.sh        # as root on Debian 12; installs valgrind if missing
 #
 # Symbol names carry hashes of the build's configuration, so the list matches release builds
-# made the way every script here makes them: `cargo build --release --locked --workspace --bins`.
+# made the way every script here makes them: `scripts/build-release.sh`.
 # Run it again after changing dependencies or the types on the request path (a new generic
 # instantiation is a new symbol); `scripts/bench-vs-lxd.sh` says how much of the list
 # the binary it measures still matches.
@@ -15,8 +15,8 @@ cd "$(dirname "$0")/.."
 if ! command -v valgrind >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
 fi
-cargo build --release --locked --workspace --bins
-bin=$PWD/target/release
+bash scripts/build-release.sh
+bin=$PWD/target/release client=$PWD/target/client
 work=$(mktemp -d /tmp/rxd-order.XXXXXX)
 pid=
 cleanup() {
@@ -31,9 +31,9 @@ pid=$!
 for _ in $(seq 240); do [[ -S $work/state/unix.socket ]] && break; sleep 0.5; done
 export RXD_DIR=$work/state RXC_CONF=$work/conf
 port=$((20000 + RANDOM % 20000))
-"$bin/rxc" config set core.https_address "127.0.0.1:$port"
+"$client/rxc" config set core.https_address "127.0.0.1:$port"
 "$bin/rxd-bench" keygen "$work/client" >/dev/null
-"$bin/rxc" config trust add "$work/client/client.crt"
+"$client/rxc" config trust add "$work/client/client.crt"
 "$bin/rxd-bench" server --label rxd --https "127.0.0.1:$port" --socket "$work/state/unix.socket" \
   --client "$work/client" --server-cert "$work/state/server.crt" --pid "$pid" \
   --seconds 1 --requests 200 --containers 0 --instances 0 --out "$work/report.json" >/dev/null

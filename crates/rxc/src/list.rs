@@ -374,12 +374,14 @@ fn dot_prefix_match(short: &str, full: &str) -> bool {
     s.len() == f.len() && s.iter().zip(&f).all(|(s, f)| f.starts_with(s))
 }
 
-/// A filter's regular expression, anchored unless it anchors itself.
-fn anchored(re: &str) -> Result<regex::Regex, regex::Error> {
+/// A filter's regular expression, anchored unless it anchors itself. `regex_lite` reads Go's
+/// RE2 syntax with Go's ASCII `\d`, `\w` and `\s`; a Unicode class (`\pL`) does not compile, and
+/// the filter then compares literally, as LXD does with any pattern Go cannot compile.
+fn anchored(re: &str) -> Result<regex_lite::Regex, regex_lite::Error> {
     if re.contains('^') || re.contains('$') {
-        regex::Regex::new(re)
+        regex_lite::Regex::new(re)
     } else {
-        regex::Regex::new(&format!("^{re}$"))
+        regex_lite::Regex::new(&format!("^{re}$"))
     }
 }
 
@@ -675,6 +677,11 @@ mod tests {
         check(&["s.privileged=true"], &["web1"]);
         check(&["user.missing="], &["web1", "db01"]);
         check(&["user.role=nothing"], &[]);
+        // Go's RE2 classes; a pattern that does not compile compares literally.
+        check(&[r"[a-z]+\d\d"], &["db01"]);
+        check(&[r"user.role=\w+"], &["web1", "db01"]);
+        check(&[r"user.role=\pL+"], &[]);
+        check(&["user.role=(front"], &[]);
     }
 
     #[test]

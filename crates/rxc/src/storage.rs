@@ -228,7 +228,7 @@ fn go_yaml_reads_as_non_string(s: &str) -> bool {
     if !s.starts_with(|c: char| c.is_ascii_digit() || matches!(c, '+' | '-' | '.')) {
         return false;
     }
-    let number = regex::Regex::new(concat!(
+    let number = regex_lite::Regex::new(concat!(
         r"^[-+]?(0b[01_]+|0o[0-7_]+|0x[0-9a-fA-F_]+|[0-9_]+)$|",
         r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|",
         r"^[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?$|",

@@ -839,7 +839,7 @@ async fn slow_downloads_show_their_progress() {
         ),
         "lxc image copy",
     );
-    let re = regex::Regex::new(&format!("Copying the image: {progress}")).unwrap();
+    let re = regex_lite::Regex::new(&format!("Copying the image: {progress}")).unwrap();
     assert!(
         re.find_iter(&copied).count() >= 2,
         "fewer than two progress reports: {copied:?}"
