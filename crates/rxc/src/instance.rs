@@ -393,7 +393,7 @@ pub async fn rename(
             );
         }
         let args = crate::cli::CopyArgs::default();
-        copy_between(conf, &args, (&remote, &old), (&new_remote, &new)).await?;
+        copy_between(conf, &args, (&remote, &old), (&new_remote, &new), true).await?;
         let op: Operation = src
             .call_as(Method::DELETE, &format!("/1.0/instances/{old}"))
             .await?;
@@ -422,7 +422,7 @@ pub async fn copy(conf: &ConfigDir, args: crate::cli::CopyArgs) -> anyhow::Resul
     let (remote, source) = split_target(conf, &args.source);
     let (new_remote, name) = split_target(conf, &args.name);
     if new_remote != remote {
-        return copy_between(conf, &args, (&remote, &source), (&new_remote, &name)).await;
+        return copy_between(conf, &args, (&remote, &source), (&new_remote, &name), false).await;
     }
     let mut config = BTreeMap::new();
     for kv in &args.config {
@@ -486,13 +486,14 @@ pub async fn copy(conf: &ConfigDir, args: crate::cli::CopyArgs) -> anyhow::Resul
 /// `rxc copy` to another server, as `lxc copy` asks it (LXD's migration API): the target pulls
 /// from the source's migration operation when the source is on the network, else the source
 /// pushes to the target's. The config sent is the source's without its `volatile.*` keys (but
-/// the base image), with the `-c` overrides; a running source is copied stateless, frozen
-/// while it is read.
+/// the base image, and when `moving` its NICs' MACs, as `lxc move` keeps them), with the `-c`
+/// overrides; a running source is copied stateless, frozen while it is read.
 async fn copy_between(
     conf: &ConfigDir,
     args: &crate::cli::CopyArgs,
     (remote, source): (&str, &str),
     (new_remote, name): (&str, &str),
+    moving: bool,
 ) -> anyhow::Result<()> {
     let src = open(conf, remote)?;
     let mut dst = open(conf, new_remote)?;
@@ -510,7 +511,11 @@ async fn copy_between(
     let mut config: BTreeMap<String, String> = inst
         .config
         .iter()
-        .filter(|(k, _)| !k.starts_with("volatile.") || *k == "volatile.base_image")
+        .filter(|(k, _)| {
+            !k.starts_with("volatile.")
+                || *k == "volatile.base_image"
+                || (moving && k.ends_with(".hwaddr"))
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     for kv in &args.config {

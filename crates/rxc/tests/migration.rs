@@ -182,11 +182,15 @@ async fn instances_are_copied_and_moved_between_servers() {
     assert_eq!(inside.trim(), "migrated");
     ok(c, &["delete", "-f", "dst:c6"], &both);
 
-    // Move: stopped, copied, then deleted on the source.
+    // Move: stopped, copied, then deleted on the source. It keeps its NICs' MACs (`lxc move`
+    // sends the volatile keys; a copy gets MACs of its own).
+    let mac = ("volatile.eth0.hwaddr", "00:16:3e:4d:0e:01");
+    ok(c, &["config", "set", "src:c1", mac.0, mac.1], &both);
     ok(c, &["stop", "src:c1", "--force"], &both);
     ok(c, &["move", "src:c1", "dst:c5"], &both);
     assert!(!lxc(c, &["query", "src:/1.0/instances/c1"]).status.success());
     assert_eq!(snapshots(c, "dst:/1.0/instances/c5"), ["s0"]);
+    assert_eq!(query(c, "dst:/1.0/instances/c5")["config"][mac.0], mac.1);
     ok(c, &["start", "dst:c5"], &both);
     let inside = ok(c, &["exec", "dst:c5", "--", "cat", "/root/marker"], &both);
     assert_eq!(inside.trim(), "migrated");
@@ -261,7 +265,11 @@ async fn instances_are_copied_and_moved_between_servers() {
         "pw",
     ]);
     rxc(&["snapshot", "p1", "s1"]);
+    rxc(&["config", "set", "p1", mac.0, mac.1]);
     rxc(&["copy", "p1", "dst:r1", "-c", "user.by=rxc"]);
+    assert!(query(c, "dst:/1.0/instances/r1")["config"]
+        .get(mac.0)
+        .is_none());
     rxc(&["copy", "p1/s1", "dst:r3"]);
     assert!(snapshots(c, "dst:/1.0/instances/r3").is_empty());
     assert_eq!(snapshots(c, "dst:/1.0/instances/r1"), ["priv", "s1"]);
@@ -276,6 +284,7 @@ async fn instances_are_copied_and_moved_between_servers() {
         .trim()
         .is_empty());
     assert_eq!(snapshots(c, "dst:/1.0/instances/r2"), ["priv", "s1"]);
+    assert_eq!(query(c, "dst:/1.0/instances/r2")["config"][mac.0], mac.1);
 
     for n in ["c2", "c3", "c4", "c5", "r1", "r2", "r3"] {
         ok(c, &["delete", "-f", &format!("dst:{n}")], &both);

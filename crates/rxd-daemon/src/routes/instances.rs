@@ -265,10 +265,10 @@ pub async fn post(
 
 async fn post_json(d: Arc<Daemon>, caller: Caller, mut body: InstancesPost) -> ApiResult<Response> {
     if body.source.kind == "migration" {
-        // `lxc move` keeps the source's volatile keys; they are the source server's state (its
-        // id maps, its NICs' host names): the new instance gets its own, as an import does.
-        body.config
-            .retain(|k, _| !k.starts_with("volatile.") || k == "volatile.base_image");
+        // `lxc move` keeps the source's volatile keys; but the NICs' MACs they are the source
+        // server's state (its id maps, its NICs' host names): the new instance gets its own,
+        // as an import does.
+        body.config = crate::service::backups::imported_config(&body.config, true);
     }
     if !rxd_core::name::valid_instance_name(&body.name) {
         return Err(ApiError::BadRequest(format!(

@@ -532,11 +532,20 @@ struct Plan {
 }
 
 /// LXD's filter on an imported config: no `volatile.*` key but the base image's (rxd keeps no
-/// `volatile.uuid` of its own).
-fn imported_config(config: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+/// `volatile.uuid` of its own) and, with `keep_macs`, the NICs' MACs (`volatile.<dev>.hwaddr`).
+/// A migration's instance keeps the MACs its request carries, which `lxc move` sends and
+/// `lxc copy` leaves out; a backup's or a snapshot's may be a copy's, and never does.
+pub fn imported_config(
+    config: &BTreeMap<String, String>,
+    keep_macs: bool,
+) -> BTreeMap<String, String> {
     config
         .iter()
-        .filter(|(k, _)| !k.starts_with("volatile.") || *k == "volatile.base_image")
+        .filter(|(k, _)| {
+            !k.starts_with("volatile.")
+                || *k == "volatile.base_image"
+                || (keep_macs && k.ends_with(".hwaddr"))
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
@@ -683,7 +692,7 @@ pub async fn import(
             "Invalid instance name {name:?}"
         )));
     }
-    let config = imported_config(&plan.instance.config);
+    let config = imported_config(&plan.instance.config, migrated);
     rxd_core::instance_config::validate(&config)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let mut devices = plan.instance.devices.clone();
@@ -765,7 +774,7 @@ pub async fn import(
     // Each snapshot's config is live again once restored: checked as the instance's is.
     let mut snaps = Vec::new();
     for s in &plan.snapshots {
-        let snap_config = imported_config(&s.config);
+        let snap_config = imported_config(&s.config, false);
         rxd_core::instance_config::validate(&snap_config)
             .map_err(|e| ApiError::BadRequest(format!("Snapshot {:?}: {e}", s.name)))?;
         let snap_profiles = if s.profiles.is_empty() {
@@ -1006,19 +1015,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn imports_take_no_volatile_key_but_the_base_image() {
+    fn imports_take_no_volatile_key_but_the_base_image_and_a_moves_macs() {
         let config: BTreeMap<String, String> = [
             ("limits.cpu", "1"),
             ("volatile.base_image", "abc"),
             ("volatile.uuid", "u"),
             ("volatile.idmap.next", "[]"),
             ("volatile.last_state.idmap", "[]"),
+            ("volatile.eth0.hwaddr", "00:16:3e:12:34:56"),
+            ("volatile.eth0.host_name", "veth1"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         assert_eq!(
-            imported_config(&config).keys().collect::<Vec<_>>(),
+            imported_config(&config, true).keys().collect::<Vec<_>>(),
+            ["limits.cpu", "volatile.base_image", "volatile.eth0.hwaddr"]
+        );
+        assert_eq!(
+            imported_config(&config, false).keys().collect::<Vec<_>>(),
             ["limits.cpu", "volatile.base_image"]
         );
     }
