@@ -471,3 +471,71 @@ async fn instances_move_between_projects_confined_there() {
     let (_, out) = s.sh("c1", "cat /root/f");
     assert_eq!(out.trim(), "kept");
 }
+
+/// An instance's `volatile.eth0.hwaddr`, which must be one of LXD's (`00:16:3e`).
+async fn eth0_mac(c: &rxd_client::Client, name: &str) -> String {
+    let i = c.get(&format!("/1.0/instances/{name}")).await.unwrap();
+    let mac = i["config"]["volatile.eth0.hwaddr"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name} has no MAC before its first start: {i}"))
+        .to_owned();
+    assert!(mac.starts_with("00:16:3e:"), "{mac}");
+    mac
+}
+
+#[tokio::test]
+async fn a_nic_gets_its_mac_when_created_and_a_copy_or_an_import_gets_another() {
+    let test = "a_nic_gets_its_mac_when_created_and_a_copy_or_an_import_gets_another";
+    if !rxd_testkit::require_tool("lxc", "lxd-client", test) {
+        return;
+    }
+    let Some(s) = Session::new(test).await else {
+        return;
+    };
+    let c = s.d.unix();
+    // Never started: the NICs are not wired, their MACs are known (LXD's `lxc config show`).
+    lxc(&s, &["profile", "create", "nic"]);
+    lxc(
+        &s,
+        &[
+            "profile",
+            "device",
+            "add",
+            "nic",
+            "eth0",
+            "nic",
+            "nictype=p2p",
+        ],
+    );
+    lxc(&s, &["init", "bb", "m1", "-p", "default", "-p", "nic"]);
+    let m1 = eth0_mac(&c, "m1").await;
+    lxc(&s, &["copy", "m1", "m2"]);
+    let m2 = eth0_mac(&c, "m2").await;
+    assert_ne!(m1, m2, "a copy shares its source's MAC");
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("m1.tar.gz");
+    s.ok(&["export", "m1", file.to_str().unwrap()]);
+    s.ok(&["import", file.to_str().unwrap(), "m3"]);
+    let m3 = eth0_mac(&c, "m3").await;
+    assert_ne!(m1, m3, "an import shares the backup's MAC");
+    // A NIC with its own hwaddr gets no other.
+    lxc(
+        &s,
+        &[
+            "init",
+            "bb",
+            "m4",
+            "-p",
+            "default",
+            "-p",
+            "nic",
+            "-d",
+            "eth0,hwaddr=00:16:3e:aa:bb:cc",
+        ],
+    );
+    let m4 = c.get("/1.0/instances/m4").await.unwrap();
+    assert!(m4["config"].get("volatile.eth0.hwaddr").is_none(), "{m4}");
+    for n in ["m1", "m2", "m3", "m4"] {
+        s.ok(&["delete", n]);
+    }
+}

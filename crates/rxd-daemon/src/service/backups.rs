@@ -863,6 +863,7 @@ pub async fn import(
     // The files are in the backup's ids: the first start applies the map (or mounts it).
     config.insert("volatile.last_state.idmap".into(), files_map);
     config.insert("volatile.rootfs.quota".into(), "reapply".into());
+    crate::service::nics::fill_macs(&expanded.devices, &mut config);
     let placed = if optimized {
         crate::service::optimized::place(
             d,

@@ -181,6 +181,7 @@ pub async fn copy(
         disk_map.unwrap_or_else(|| "[]".into()),
     );
     config.insert("volatile.apply_template".into(), "copy".into());
+    crate::service::nics::fill_macs(&expanded.devices, &mut config);
     // A btrfs snapshot brings its source's quota along: the copy's own is set at its start.
     config.insert("volatile.rootfs.quota".into(), "reapply".into());
 

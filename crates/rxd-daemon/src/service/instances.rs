@@ -994,6 +994,7 @@ pub async fn create(
     config.insert("volatile.base_image".into(), fingerprint.clone());
     // The image's `create` templates are applied at the first start, as LXD does.
     config.insert("volatile.apply_template".into(), "create".into());
+    crate::service::nics::fill_macs(&expanded.devices, &mut config);
     // Every instance unpacks its image again: refuse one that cannot fit before recording it.
     let budget = images::UnpackBudget::of(d, &row.project).await?;
     budget.check_known(u64::try_from(image.unpacked_size).unwrap_or(0))?;

@@ -120,6 +120,30 @@ fn inside_name(
     n
 }
 
+/// The MACs a new instance's NICs get when it is created, as LXD gives them: each NIC of a
+/// type rxd wires, without an `hwaddr` of its own, gets `volatile.<dev>.hwaddr` (a new
+/// `00:16:3e` one unless the config brings a valid one, as a move does), so that it is known,
+/// and can be reserved, before the first start. [`nic_mac`] then takes it.
+pub fn fill_macs(expanded: &Devices, config: &mut Config) {
+    for (dev, device) in expanded {
+        let wired = matches!(
+            set(device, "nictype").unwrap_or("bridged"),
+            "bridged" | "macvlan" | "p2p" | "routed"
+        );
+        if !is_nic(device) || !wired || set(device, "hwaddr").is_some() {
+            continue;
+        }
+        let key = format!("volatile.{dev}.hwaddr");
+        if config
+            .get(&key)
+            .is_some_and(|h| h.parse::<mac::Mac>().is_ok())
+        {
+            continue;
+        }
+        config.insert(key, mac::random_mac(rand::random()).to_string());
+    }
+}
+
 /// The NIC's MAC: `hwaddr`, else the one generated before (`volatile.<dev>.hwaddr`), else a new
 /// `00:16:3e` one.
 fn nic_mac(device: &Device, dev: &str, config: &mut Config) -> ApiResult<mac::Mac> {
