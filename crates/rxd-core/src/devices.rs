@@ -674,9 +674,38 @@ pub fn mounts(devices: &Devices) -> (Vec<DiskMount>, Vec<UnixNode>) {
     (disks, nodes)
 }
 
+/// Whether `key = value` is a NIC's MAC a moved instance may bring along
+/// (`volatile.<device>.hwaddr`, a unicast MAC): `lxc move` sends it so that the container keeps
+/// its address on the other server. A client never sets one (see `instance_config::validate_key`); the
+/// server keeps one that a move brings only when an administrator moves it.
+pub fn carried_mac(key: &str, value: &str) -> bool {
+    key.strip_prefix("volatile.")
+        .and_then(|rest| rest.strip_suffix(".hwaddr"))
+        .is_some_and(|dev| valid_name(dev) && !dev.contains('.'))
+        && value
+            .parse::<crate::network::mac::Mac>()
+            .is_ok_and(|m| m.is_unicast())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_move_carries_nic_macs_only() {
+        assert!(carried_mac("volatile.eth0.hwaddr", "00:16:3e:12:34:56"));
+        assert!(!carried_mac("volatile.eth0.hwaddr", "01:16:3e:12:34:56"));
+        assert!(!carried_mac("volatile.eth0.hwaddr", "00:00:00:00:00:00"));
+        assert!(!carried_mac("volatile.eth0.hwaddr", "me"));
+        assert!(!carried_mac("volatile.hwaddr", "00:16:3e:12:34:56"));
+        assert!(!carried_mac("volatile..hwaddr", "00:16:3e:12:34:56"));
+        assert!(!carried_mac(
+            "volatile.eth0.last_state.hwaddr",
+            "00:16:3e:12:34:56"
+        ));
+        assert!(!carried_mac("volatile.eth 0.hwaddr", "00:16:3e:12:34:56"));
+        assert!(!carried_mac("volatile.eth0.host_name", "00:16:3e:12:34:56"));
+    }
 
     #[test]
     fn bit_rates_read_as_lxd_reads_them() {

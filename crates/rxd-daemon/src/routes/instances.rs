@@ -264,11 +264,21 @@ pub async fn post(
 }
 
 async fn post_json(d: Arc<Daemon>, caller: Caller, mut body: InstancesPost) -> ApiResult<Response> {
+    // `lxc move` sends the source's volatile keys. They are the source server's state (its id
+    // maps, its NICs' host names) and the new instance gets its own, as an import does; but its
+    // NICs keep their MACs when an administrator moves it. A MAC is what the network filters
+    // hold a NIC to, and only an administrator chooses one (as with a device's `hwaddr`).
+    let mut carried = BTreeMap::new();
     if body.source.kind == "migration" {
-        // `lxc move` keeps the source's volatile keys; but the NICs' MACs they are the source
-        // server's state (its id maps, its NICs' host names): the new instance gets its own,
-        // as an import does.
-        body.config = crate::service::backups::imported_config(&body.config, true);
+        if caller.rights.is_admin() {
+            carried.extend(
+                body.config
+                    .iter()
+                    .filter(|(k, v)| rxd_core::devices::carried_mac(k, v))
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+        }
+        body.config = crate::service::backups::imported_config(&body.config);
     }
     if !rxd_core::name::valid_instance_name(&body.name) {
         return Err(ApiError::BadRequest(format!(
@@ -280,6 +290,7 @@ async fn post_json(d: Arc<Daemon>, caller: Caller, mut body: InstancesPost) -> A
         return Err(ApiError::BadRequest("rxd runs containers only".into()));
     }
     instance_config::validate(&body.config).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    body.config.extend(carried);
     expand::check_devices(&body.devices)?;
     if body.source.kind == "copy" {
         return copy_post(d, caller, body).await;

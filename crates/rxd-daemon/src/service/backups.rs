@@ -532,20 +532,11 @@ struct Plan {
 }
 
 /// LXD's filter on an imported config: no `volatile.*` key but the base image's (rxd keeps no
-/// `volatile.uuid` of its own) and, with `keep_macs`, the NICs' MACs (`volatile.<dev>.hwaddr`).
-/// A migration's instance keeps the MACs its request carries, which `lxc move` sends and
-/// `lxc copy` leaves out; a backup's or a snapshot's may be a copy's, and never does.
-pub fn imported_config(
-    config: &BTreeMap<String, String>,
-    keep_macs: bool,
-) -> BTreeMap<String, String> {
+/// `volatile.uuid` of its own).
+pub fn imported_config(config: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     config
         .iter()
-        .filter(|(k, _)| {
-            !k.starts_with("volatile.")
-                || *k == "volatile.base_image"
-                || (keep_macs && k.ends_with(".hwaddr"))
-        })
+        .filter(|(k, _)| !k.starts_with("volatile.") || *k == "volatile.base_image")
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
@@ -692,9 +683,20 @@ pub async fn import(
             "Invalid instance name {name:?}"
         )));
     }
-    let config = imported_config(&plan.instance.config, migrated);
+    let mut config = imported_config(&plan.instance.config);
     rxd_core::instance_config::validate(&config)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    // A migration's request keeps the MACs an administrator's move brought (see
+    // `routes::instances::post_json`); a backup's never count (it may be restored as a copy).
+    if migrated {
+        config.extend(
+            plan.instance
+                .config
+                .iter()
+                .filter(|(k, v)| rxd_core::devices::carried_mac(k, v))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+    }
     let mut devices = plan.instance.devices.clone();
     // The root disk names a pool of this server: the one asked for, else the backup's when
     // this server has it, else whatever the profiles give.
@@ -774,7 +776,7 @@ pub async fn import(
     // Each snapshot's config is live again once restored: checked as the instance's is.
     let mut snaps = Vec::new();
     for s in &plan.snapshots {
-        let snap_config = imported_config(&s.config, false);
+        let snap_config = imported_config(&s.config);
         rxd_core::instance_config::validate(&snap_config)
             .map_err(|e| ApiError::BadRequest(format!("Snapshot {:?}: {e}", s.name)))?;
         let snap_profiles = if s.profiles.is_empty() {
@@ -858,7 +860,6 @@ pub async fn import(
     drop(pool_guard);
     drop(profiles_guard);
     crate::failpoint::hit("instance-import:row-recorded");
-    let mut config = config;
     set_next_idmap(&mut config, map);
     // The files are in the backup's ids: the first start applies the map (or mounts it).
     config.insert("volatile.last_state.idmap".into(), files_map);
@@ -1016,7 +1017,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn imports_take_no_volatile_key_but_the_base_image_and_a_moves_macs() {
+    fn imports_take_no_volatile_key_but_the_base_image() {
         let config: BTreeMap<String, String> = [
             ("limits.cpu", "1"),
             ("volatile.base_image", "abc"),
@@ -1030,11 +1031,7 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         assert_eq!(
-            imported_config(&config, true).keys().collect::<Vec<_>>(),
-            ["limits.cpu", "volatile.base_image", "volatile.eth0.hwaddr"]
-        );
-        assert_eq!(
-            imported_config(&config, false).keys().collect::<Vec<_>>(),
+            imported_config(&config).keys().collect::<Vec<_>>(),
             ["limits.cpu", "volatile.base_image"]
         );
     }
