@@ -676,8 +676,8 @@ pub fn mounts(devices: &Devices) -> (Vec<DiskMount>, Vec<UnixNode>) {
 
 /// Whether `key = value` is a NIC's MAC a moved instance may bring along
 /// (`volatile.<device>.hwaddr`, a unicast MAC): `lxc move` sends it so that the container keeps
-/// its address on the other server. A client never sets one (see `instance_config::validate_key`); the
-/// server keeps one that a move brings only when an administrator moves it.
+/// its address on the other server. A client never sets one (`instance_config::validate_key`);
+/// the server keeps one that a move brings only when an administrator moves it.
 pub fn carried_mac(key: &str, value: &str) -> bool {
     key.strip_prefix("volatile.")
         .and_then(|rest| rest.strip_suffix(".hwaddr"))
