@@ -687,9 +687,44 @@ pub fn carried_mac(key: &str, value: &str) -> bool {
             .is_ok_and(|m| m.is_unicast())
 }
 
+/// The NICs' MACs a migration keeps from the config it brings ([`carried_mac`]): none unless
+/// `allowed`, which a request is only when a server administrator sends it (who alone chooses a
+/// NIC's MAC).
+pub fn carried_macs(
+    config: &std::collections::BTreeMap<String, String>,
+    allowed: bool,
+) -> std::collections::BTreeMap<String, String> {
+    config
+        .iter()
+        .filter(|(k, v)| allowed && carried_mac(k, v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_administrators_move_carries_macs() {
+        let sent: std::collections::BTreeMap<String, String> = [
+            ("volatile.eth0.hwaddr", "00:16:3e:12:34:56"),
+            ("volatile.eth1.hwaddr", "ff:ff:ff:ff:ff:ff"),
+            ("volatile.eth0.host_name", "veth1"),
+            ("limits.cpu", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(
+            carried_macs(&sent, true).into_iter().collect::<Vec<_>>(),
+            [(
+                "volatile.eth0.hwaddr".to_owned(),
+                "00:16:3e:12:34:56".to_owned()
+            )]
+        );
+        assert!(carried_macs(&sent, false).is_empty());
+    }
 
     #[test]
     fn a_move_carries_nic_macs_only() {

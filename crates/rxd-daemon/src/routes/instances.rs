@@ -270,14 +270,7 @@ async fn post_json(d: Arc<Daemon>, caller: Caller, mut body: InstancesPost) -> A
     // hold a NIC to, and only an administrator chooses one (as with a device's `hwaddr`).
     let mut carried = BTreeMap::new();
     if body.source.kind == "migration" {
-        if caller.rights.is_admin() {
-            carried.extend(
-                body.config
-                    .iter()
-                    .filter(|(k, v)| rxd_core::devices::carried_mac(k, v))
-                    .map(|(k, v)| (k.clone(), v.clone())),
-            );
-        }
+        carried = rxd_core::devices::carried_macs(&body.config, caller.rights.is_admin());
         body.config = crate::service::backups::imported_config(&body.config);
     }
     if !rxd_core::name::valid_instance_name(&body.name) {

@@ -686,17 +686,13 @@ pub async fn import(
     let mut config = imported_config(&plan.instance.config);
     rxd_core::instance_config::validate(&config)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    // A migration's request keeps the MACs an administrator's move brought (see
-    // `routes::instances::post_json`); a backup's never count (it may be restored as a copy).
-    if migrated {
-        config.extend(
-            plan.instance
-                .config
-                .iter()
-                .filter(|(k, v)| rxd_core::devices::carried_mac(k, v))
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
-    }
+    // A migration's request keeps the MACs an administrator's move brought (the request was
+    // filtered by `routes::instances::post_json`); a backup's never count (it may be restored
+    // as a copy).
+    config.extend(rxd_core::devices::carried_macs(
+        &plan.instance.config,
+        migrated,
+    ));
     let mut devices = plan.instance.devices.clone();
     // The root disk names a pool of this server: the one asked for, else the backup's when
     // this server has it, else whatever the profiles give.
