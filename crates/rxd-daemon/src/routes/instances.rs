@@ -271,7 +271,7 @@ async fn post_json(d: Arc<Daemon>, caller: Caller, mut body: InstancesPost) -> A
     let mut carried = BTreeMap::new();
     if body.source.kind == "migration" {
         carried = rxd_core::devices::carried_macs(&body.config, caller.rights.is_admin());
-        body.config = crate::service::backups::imported_config(&body.config);
+        body.config = copy::copied_config(&body.config);
     }
     if !rxd_core::name::valid_instance_name(&body.name) {
         return Err(ApiError::BadRequest(format!(

@@ -15,6 +15,7 @@
 
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::service::copy::copied_config;
 use crate::service::images::UnpackBudget;
 use crate::service::instances::{self, confine, idmap_want, set_next_idmap, Keyed};
 use crate::service::{expand, layout, pools};
@@ -531,16 +532,6 @@ struct Plan {
     snapshots: Vec<rxd_api::snapshot::InstanceSnapshot>,
 }
 
-/// LXD's filter on an imported config: no `volatile.*` key but the base image's (rxd keeps no
-/// `volatile.uuid` of its own).
-pub fn imported_config(config: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    config
-        .iter()
-        .filter(|(k, _)| !k.starts_with("volatile.") || *k == "volatile.base_image")
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
 fn plan(text: &str) -> ApiResult<Plan> {
     let bad = |why: String| ApiError::BadRequest(format!("Invalid backup: {why}"));
     let index: BackupIndex =
@@ -683,7 +674,8 @@ pub async fn import(
             "Invalid instance name {name:?}"
         )));
     }
-    let mut config = imported_config(&plan.instance.config);
+    // A backup's config as a copy takes it (rxd keeps no `volatile.uuid` of its own).
+    let mut config = copied_config(&plan.instance.config);
     rxd_core::instance_config::validate(&config)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     // A migration's request keeps the MACs an administrator's move brought (the request was
@@ -772,7 +764,7 @@ pub async fn import(
     // Each snapshot's config is live again once restored: checked as the instance's is.
     let mut snaps = Vec::new();
     for s in &plan.snapshots {
-        let snap_config = imported_config(&s.config);
+        let snap_config = copied_config(&s.config);
         rxd_core::instance_config::validate(&snap_config)
             .map_err(|e| ApiError::BadRequest(format!("Snapshot {:?}: {e}", s.name)))?;
         let snap_profiles = if s.profiles.is_empty() {
@@ -1027,7 +1019,7 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         assert_eq!(
-            imported_config(&config).keys().collect::<Vec<_>>(),
+            copied_config(&config).keys().collect::<Vec<_>>(),
             ["limits.cpu", "volatile.base_image"]
         );
     }
