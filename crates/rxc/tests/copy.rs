@@ -535,6 +535,45 @@ async fn a_nic_gets_its_mac_when_created_and_a_copy_or_an_import_gets_another() 
     );
     let m4 = c.get("/1.0/instances/m4").await.unwrap();
     assert!(m4["config"].get("volatile.eth0.hwaddr").is_none(), "{m4}");
+    // A NIC added later, to a stopped instance, gets its MAC then; the others keep theirs.
+    lxc(
+        &s,
+        &[
+            "config",
+            "device",
+            "add",
+            "m1",
+            "eth1",
+            "nic",
+            "nictype=p2p",
+        ],
+    );
+    let after = c.get("/1.0/instances/m1").await.unwrap();
+    let eth1 = after["config"]["volatile.eth1.hwaddr"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no MAC for eth1: {after}"));
+    assert!(eth1.starts_with("00:16:3e:"), "{eth1}");
+    assert_ne!(eth1, m1);
+    assert_eq!(eth0_mac(&c, "m1").await, m1, "eth0's MAC changed");
+    // As does one a profile gives it.
+    lxc(
+        &s,
+        &[
+            "profile",
+            "device",
+            "add",
+            "nic",
+            "eth2",
+            "nic",
+            "nictype=p2p",
+        ],
+    );
+    let after = c.get("/1.0/instances/m2").await.unwrap();
+    let eth2 = after["config"]["volatile.eth2.hwaddr"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no MAC for eth2: {after}"));
+    assert!(eth2.starts_with("00:16:3e:"), "{eth2}");
+    assert_eq!(eth0_mac(&c, "m2").await, m2, "eth0's MAC changed");
     for n in ["m1", "m2", "m3", "m4"] {
         s.ok(&["delete", n]);
     }

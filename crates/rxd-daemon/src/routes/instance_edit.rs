@@ -249,6 +249,9 @@ async fn update(
             }
             return Err(e);
         }
+    } else {
+        // A NIC added to a stopped instance gets its MAC now, as at its create (LXD).
+        crate::service::nics::fill_macs(&new.devices, &mut config);
     }
     let undo = || async {
         let _ = plug(&new.devices, &old.devices).await;

@@ -270,7 +270,16 @@ pub async fn update(
                                 let saved = instances::save_config(d, &key, &config).await;
                                 plugged.and(saved)
                             }
-                            None => Ok(()),
+                            // A NIC the profile gives a stopped instance gets its MAC now.
+                            None => {
+                                let before = config.clone();
+                                crate::service::nics::fill_macs(&e.devices, &mut config);
+                                if config == before {
+                                    Ok(())
+                                } else {
+                                    instances::save_config(d, &key, &config).await
+                                }
+                            }
                         },
                         Err(e) => Err(e),
                     }
