@@ -296,7 +296,11 @@ async fn post_json(d: Arc<Daemon>, caller: Caller, mut body: InstancesPost) -> A
         .clone()
         .unwrap_or_else(|| vec![rxd_core::profile::DEFAULT.to_owned()]);
     // Checked now for a quick answer, and again when the row is recorded.
-    let known = expand::known(&d, &caller.project).await?;
+    let project = caller.project.clone();
+    let (known, existing) = expand::known_with(&d, &caller.project, move |s| {
+        Ok(s.instances(&project)?.len() as u64)
+    })
+    .await?;
     expand::check_list(&known, &profile_names)?;
     let expanded = expand::expand_with(&known, &profile_names, &config, &body.devices);
     // Each profile's devices are valid alone; together they must be too (one root disk).
@@ -310,8 +314,6 @@ async fn post_json(d: Arc<Daemon>, caller: Caller, mut body: InstancesPost) -> A
         &expanded.devices,
     )
     .await?;
-    let project = caller.project.clone();
-    let existing = d.db(move |s| s.instances(&project)).await?.len() as u64;
     if let Some(p) = d.project(&caller.project) {
         rxd_auth::confinement::check_count(&caller.project, &p.config, existing)?;
     }

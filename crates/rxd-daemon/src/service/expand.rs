@@ -45,9 +45,22 @@ pub fn devices_of(text: &str) -> Devices {
 
 /// The profiles `project`'s instances may use, by name.
 pub async fn known(d: &Daemon, project: &str) -> ApiResult<BTreeMap<String, ProfileRow>> {
+    Ok(known_with(d, project, |_| Ok(())).await?.0)
+}
+
+/// [`known`], and what `also` reads, in one trip to the store (each trip is a hand-over to a
+/// blocking thread and back).
+pub async fn known_with<R: Send + 'static>(
+    d: &Daemon,
+    project: &str,
+    also: impl FnOnce(&rxd_store::Store) -> Result<R, rxd_store::StoreError> + Send + 'static,
+) -> ApiResult<(BTreeMap<String, ProfileRow>, R)> {
     let home = home(d, project)?;
-    let rows = d.db(move |s| s.profiles(&home)).await?;
-    Ok(rows.into_iter().map(|r| (r.name.clone(), r)).collect())
+    let (rows, more) = d.db(move |s| Ok((s.profiles(&home)?, also(s)?))).await?;
+    Ok((
+        rows.into_iter().map(|r| (r.name.clone(), r)).collect(),
+        more,
+    ))
 }
 
 /// Expand `config` and `devices` over the profiles `names` (in order) found in `known`. A name

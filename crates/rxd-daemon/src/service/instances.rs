@@ -962,7 +962,11 @@ pub async fn create(
 ) -> ApiResult<()> {
     // Held until the row is recorded: the profiles it names exist, and are as checked here.
     let profiles_guard = d.profiles_lock.read().await;
-    let known = crate::service::expand::known(d, &row.project).await?;
+    let (p, fp) = (row.project.clone(), fingerprint.clone());
+    let (known, mut found) = crate::service::expand::known_with(d, &row.project, move |s| {
+        s.images_by_prefix(&p, &fp, 1)
+    })
+    .await?;
     crate::service::expand::check_list(&known, &row.profiles)?;
     let expanded = crate::service::expand::expand_with(
         &known,
@@ -982,12 +986,7 @@ pub async fn create(
     .await?;
     let want = idmap_want(&expanded.config)?;
     let privileged = want.privileged;
-    let image = d
-        .db({
-            let (p, fp) = (row.project.clone(), fingerprint.clone());
-            move |s| s.images_by_prefix(&p, &fp, 1)
-        })
-        .await?
+    let image = found
         .pop()
         .ok_or_else(|| ApiError::NotFound("Image not found".into()))?;
     row.architecture = image.architecture.clone();
