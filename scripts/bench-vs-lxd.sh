@@ -423,12 +423,18 @@ storage_part() {
     if ((round % 2)); then storage_round lxd "$round"; storage_round rxd "$round"
     else storage_round rxd "$round"; storage_round lxd "$round"; fi
   done | tee "$work/storage.txt"
+  # ratio: the medians' quotient. paired: the median of each round's rxd/LXD, the two servers
+  # measured one after the other, which a slow stretch of the machine (both servers' steps
+  # slow for a few rounds) moves less.
   echo "== storage medians (seconds) and rxd/LXD"
   local step
   for step in busybox-create debian-create debian-launch snapshot-running copy; do
     med() { awk -v l="$1" -v s="$step" '$1 == l && $2 == s {print $3}' "$work/storage.txt" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
     r=$(med rxd) l=$(med lxd)
-    printf '%-18s rxd %6.3f  LXD %6.3f  ratio %.3f\n' "$step" "$r" "$l" "$(echo "$r / $l" | bc -l)"
+    p=$(awk -v s="$step" '$2 == s { n[$1]++; v[$1, n[$1]] = $3 }
+      END { for (i = 1; i <= n["rxd"] && i <= n["lxd"]; i++) print v["rxd", i] / v["lxd", i] }' \
+      "$work/storage.txt" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    printf '%-18s rxd %6.3f  LXD %6.3f  ratio %.3f  paired %.3f\n' "$step" "$r" "$l" "$(echo "$r / $l" | bc -l)" "$p"
   done
   for label in lxd rxd; do cli "$label" image delete d12s >/dev/null; done
   LXD_DIR=$work/lxd lxc storage delete bt >/dev/null
