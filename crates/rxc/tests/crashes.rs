@@ -610,8 +610,61 @@ async fn a_daemon_killed_at_any_step_leaves_nothing_half_made() {
     if !require_root("a_daemon_killed_at_any_step_leaves_nothing_half_made") {
         return;
     }
-    killed_at_every_step(CASES, "default").await;
-    killed_at_every_step(VOLUME_CASES, "default").await;
+    killed_at_every_step(CASES, "default", Db::Kept).await;
+    killed_at_every_step(VOLUME_CASES, "default", Db::Kept).await;
+}
+
+/// The steps after which a create, a copy or an import has made files while its row's commit,
+/// not synced on its own (`Store::create_instance`), may not have reached the disk: a power
+/// cut there leaves the files and a database without the row.
+const LOST_ROW_CASES: &[(&str, Before, Op)] = &[
+    ("instance-create:unpacked", Before::Image, Op::Create),
+    ("instance-copy:placed", Before::Running, Op::Copy),
+    ("instance-import:placed", Before::Stopped, Op::Import),
+];
+
+const BTRFS_LOST_ROW_CASES: &[(&str, Before, Op)] = &[
+    (
+        "instance-create:placed-before-snapshot",
+        Before::Image,
+        Op::Create,
+    ),
+    ("instance-create:unpacked", Before::Image, Op::Create),
+    ("instance-copy:placed", Before::Running, Op::Copy),
+];
+
+/// A power cut that loses the unfinished row is imitated by putting back the database as it
+/// was before the operation: recovery must then remove the files no row owns.
+#[tokio::test]
+async fn files_whose_row_a_power_cut_lost_are_removed() {
+    let test = "files_whose_row_a_power_cut_lost_are_removed";
+    if !require_root(test) || !rxd_testkit::require_tool("btrfs", "btrfs-progs", test) {
+        return;
+    }
+    killed_at_every_step(LOST_ROW_CASES, "default", Db::RowLost).await;
+    killed_at_every_step(BTRFS_LOST_ROW_CASES, "b", Db::RowLost).await;
+}
+
+/// What becomes of the database when the daemon dies.
+#[derive(Clone, Copy, PartialEq)]
+enum Db {
+    /// Everything committed survives (a kill).
+    Kept,
+    /// Back to what it was before the operation (a power cut losing unsynced commits).
+    RowLost,
+}
+
+/// The database's files (the WAL and its index when there are any), copied from `from` to
+/// `to`; a file `from` does not have is removed from `to`.
+fn copy_database(from: &Path, to: &Path) {
+    for name in ["rxd.db", "rxd.db-wal", "rxd.db-shm"] {
+        let (src, dst) = (from.join(name), to.join(name));
+        if src.exists() {
+            std::fs::copy(&src, &dst).unwrap();
+        } else if dst.exists() {
+            std::fs::remove_file(&dst).unwrap();
+        }
+    }
 }
 
 /// The same on a btrfs pool (the default profile's root disk there): subvolumes, read-only
@@ -622,11 +675,11 @@ async fn a_daemon_killed_at_any_step_on_btrfs_leaves_nothing_half_made() {
     if !require_root(test) || !rxd_testkit::require_tool("btrfs", "btrfs-progs", test) {
         return;
     }
-    killed_at_every_step(BTRFS_CASES, "b").await;
-    killed_at_every_step(VOLUME_CASES, "b").await;
+    killed_at_every_step(BTRFS_CASES, "b", Db::Kept).await;
+    killed_at_every_step(VOLUME_CASES, "b", Db::Kept).await;
 }
 
-async fn killed_at_every_step(cases: &[(&str, Before, Op)], pool: &str) {
+async fn killed_at_every_step(cases: &[(&str, Before, Op)], pool: &str, db: Db) {
     let conf = tempfile::tempdir().unwrap();
     let image = conf.path().join("bb.tar.gz");
     busybox_image(&image);
@@ -695,11 +748,19 @@ async fn killed_at_every_step(cases: &[(&str, Before, Op)], pool: &str) {
         }
         // Armed now: the set-up above must not hit it.
         d.stop();
+        let saved = env.conf.path().join("db-before");
+        if db == Db::RowLost {
+            std::fs::create_dir_all(&saved).unwrap();
+            copy_database(&d.dir(), &saved);
+        }
         d.set_env(vec![("RXD_FAILPOINTS".into(), point.into())]);
         d.spawn();
         d.wait_ready().await;
         let _ = run(&env, &d, op, pool).await;
         wait_dead(&mut d, point).await;
+        if db == Db::RowLost {
+            copy_database(&saved, &d.dir());
+        }
 
         d.set_env(Vec::new());
         d.spawn();

@@ -113,9 +113,11 @@ impl Store {
     ///
     /// The row is an unfinished create's, which the daemon finishes (`finish_create`, a copy's
     /// or an import's finish) or deletes. Its commit is not synced on its own: the finish's is
-    /// (`synchronous = FULL`), and WAL commits reach the disk in order, so a power cut keeps
-    /// both or neither. Neither: the client was told nothing, and start-up recovery removes the
-    /// files the create had made, which no row owns. One disk sync fewer per create.
+    /// (`synchronous = FULL`), and WAL commits reach the disk in order, so a power cut never
+    /// keeps the finish without the row. It may keep the row alone (start-up recovery removes
+    /// it with its files, as after a kill) or neither: the client was told nothing, and
+    /// recovery removes the files the create had made, which no row owns. One disk sync fewer
+    /// per create.
     pub fn create_instance<E>(
         &self,
         row: &InstanceRow,
@@ -125,8 +127,13 @@ impl Store {
         let mut conn = self.conn()?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         let made = insert_unfinished(&mut conn, row, allocate, max);
-        // Every other commit is synced again, whatever became of this one.
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        // Every other commit is synced again, whatever became of this one. SQLite refuses the
+        // pragma only inside a transaction, and none is open here; should it refuse anyway,
+        // the store must not go on committing unsynced: the panic poisons the connection's
+        // lock while this guard holds it, and every later call gets `Poisoned`.
+        if let Err(e) = conn.pragma_update(None, "synchronous", "FULL") {
+            panic!("the store could not return to synchronous=FULL: {e}");
+        }
         made
     }
 
