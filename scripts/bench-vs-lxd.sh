@@ -43,6 +43,10 @@ if ((${#need[@]})); then
 fi
 bash scripts/build-release.sh
 bin=$PWD/target/release client=$PWD/target/client
+# Built (or taken from the cache) before LXD's dead proxy below is exported: mmdebstrap's apt
+# would send its fetches there too.
+debian=target/debian-image/debian12.tar.gz
+bash scripts/make-debian-image.sh "$debian" >/dev/null
 # How much of the start-up layout (crates/rxd/build.rs) this build matches: names carry hashes
 # of the build's configuration, and a stale list silently lays out less.
 listed=$(sort -u crates/rxd/startup.order | wc -l)
@@ -346,8 +350,6 @@ fi
 # The Debian 12 systemd image (scripts/make-debian-image.sh, cached under target/): import, launch
 # until `systemctl is-system-running` answers running or degraded, clean stop (SIGRTMIN+3, no
 # kill), delete; alternating servers round by round. Wall-clock seconds of each step.
-debian=target/debian-image/debian12.tar.gz
-bash scripts/make-debian-image.sh "$debian" >/dev/null
 # Times are read from bash's clock ($EPOCHREALTIME) right before and after a step: a `date`
 # process at each end added its own start and exit (1 to 2 ms) to every figure, on both sides.
 export LC_NUMERIC=C
