@@ -20,7 +20,12 @@ fn main() {
     let target = var("CARGO_CFG_TARGET_OS") == "linux"
         && var("CARGO_CFG_TARGET_ARCH") == "x86_64"
         && var("CARGO_CFG_TARGET_ENV") == "gnu";
-    let own_linker = !var("CARGO_ENCODED_RUSTFLAGS").contains("link");
+    // Flags that choose another linker; other link arguments (`.cargo/config.toml` packs
+    // relocations) leave rustc's own.
+    let flags = var("CARGO_ENCODED_RUSTFLAGS");
+    let own_linker = !["linker", "fuse-ld", "link-self-contained"]
+        .iter()
+        .any(|f| flags.contains(f));
     if var("PROFILE") == "release" && target && own_linker && rustc_links_with_lld() {
         println!(
             "cargo:rustc-link-arg-bin=rxd=-Wl,--symbol-ordering-file={}",
