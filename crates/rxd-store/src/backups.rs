@@ -3,7 +3,7 @@
 //! with their instance (a trigger), and follow its renames; the files are the daemon's to
 //! remove.
 
-use crate::{Store, StoreError};
+use crate::{conflict, Store, StoreError};
 use rusqlite::{params, OptionalExtension};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,14 +111,7 @@ impl Store {
                 row.compression
             ],
         )
-        .map_err(|e| match &e {
-            rusqlite::Error::SqliteFailure(f, _)
-                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                StoreError::AlreadyExists { kind: KIND }
-            }
-            _ => e.into(),
-        })?;
+        .map_err(conflict(KIND))?;
         tx.commit()?;
         Ok(())
     }
@@ -136,14 +129,7 @@ impl Store {
                 "UPDATE instance_backups SET name = ?4 WHERE project = ?1 AND instance = ?2 AND name = ?3",
                 params![project, instance, name, new],
             )
-            .map_err(|e| match &e {
-                rusqlite::Error::SqliteFailure(f, _)
-                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    StoreError::AlreadyExists { kind: KIND }
-                }
-                _ => e.into(),
-            })?;
+            .map_err(conflict(KIND))?;
         if n == 0 {
             return Err(StoreError::NotFound { kind: KIND });
         }

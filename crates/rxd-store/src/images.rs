@@ -1,6 +1,6 @@
 //! The `images` and `image_aliases` tables.
 
-use crate::{Store, StoreError};
+use crate::{conflict, Store, StoreError};
 use rusqlite::{params, OptionalExtension};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,17 +73,6 @@ fn alias_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AliasRow> {
         fingerprint: r.get(2)?,
         description: r.get(3)?,
     })
-}
-
-fn conflict(kind: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
-    move |e| match &e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
-            StoreError::AlreadyExists { kind }
-        }
-        _ => e.into(),
-    }
 }
 
 impl Store {

@@ -1,6 +1,6 @@
 //! The `instances` and `idmap_blocks` tables.
 
-use crate::{Store, StoreError};
+use crate::{conflict, Store, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,14 +304,7 @@ impl Store {
                 "UPDATE instances SET name = ?3 WHERE project = ?1 AND name = ?2",
                 params![project, old, new],
             )
-            .map_err(|e| match &e {
-                rusqlite::Error::SqliteFailure(f, _)
-                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    StoreError::AlreadyExists { kind: "instance" }
-                }
-                _ => e.into(),
-            })?;
+            .map_err(conflict("instance"))?;
         if n == 0 {
             return Err(StoreError::NotFound { kind: "instance" });
         }
@@ -350,14 +343,7 @@ impl Store {
                 "UPDATE instances SET project = ?3, name = ?4, devices = ?5 WHERE project = ?1 AND name = ?2",
                 params![project, name, to_project, to_name, devices],
             )
-            .map_err(|e| match &e {
-                rusqlite::Error::SqliteFailure(f, _)
-                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    StoreError::AlreadyExists { kind: "instance" }
-                }
-                _ => e.into(),
-            })?;
+            .map_err(conflict("instance"))?;
         if n == 0 {
             return Err(StoreError::NotFound { kind: "instance" });
         }
@@ -446,14 +432,7 @@ fn insert_unfinished<E>(
             row.pool
         ],
     )
-    .map_err(|e| match &e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
-            StoreError::AlreadyExists { kind: "instance" }
-        }
-        _ => e.into(),
-    })?;
+    .map_err(conflict("instance"))?;
     within(&tx, &row.project, max)?;
     let block = match allocate {
         None => None,

@@ -73,6 +73,19 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
+/// A statement's constraint violation (a unique name taken) as `AlreadyExists` of `kind`;
+/// any other error as it is.
+fn conflict(kind: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |e| match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StoreError::AlreadyExists { kind }
+        }
+        _ => e.into(),
+    }
+}
+
 impl Store {
     /// Open (creating if needed, mode 0600) and migrate the database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {

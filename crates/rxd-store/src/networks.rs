@@ -3,7 +3,7 @@
 //! chooses addresses; the table's unique keys make two NICs of one network never share a MAC or
 //! an address, whatever races the daemon's choice.
 
-use crate::{Store, StoreError};
+use crate::{conflict, Store, StoreError};
 use rusqlite::{params, OptionalExtension};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,17 +56,6 @@ fn nic_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NicRow> {
 
 const NIC_SELECT: &str = "SELECT n.name, a.project, a.instance, a.device, a.hwaddr, a.ipv4, a.ipv6
      FROM nic_allocations a JOIN networks n ON n.id = a.network_id";
-
-fn conflict(kind: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
-    move |e| match &e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
-            StoreError::AlreadyExists { kind }
-        }
-        _ => e.into(),
-    }
-}
 
 impl Store {
     /// Every managed network, by name.

@@ -4,7 +4,7 @@
 //! are checked or rewritten in the same transaction as the profile.
 
 use crate::instances::{names_from, names_to};
-use crate::{Store, StoreError};
+use crate::{conflict, Store, StoreError};
 use rusqlite::{params, OptionalExtension, Transaction};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,14 +112,7 @@ impl Store {
                     row.devices
                 ],
             )
-            .map_err(|e| match &e {
-                rusqlite::Error::SqliteFailure(f, _)
-                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    StoreError::AlreadyExists { kind: "profile" }
-                }
-                _ => e.into(),
-            })?;
+            .map_err(conflict("profile"))?;
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 //! profile but `default`; what names it elsewhere (certificates' project lists, pending
 //! tokens, project-scoped grants, its profiles) follows in the same transaction.
 
-use crate::{Store, StoreError};
+use crate::{conflict, Store, StoreError};
 use rusqlite::{params, OptionalExtension, Transaction};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,17 +44,6 @@ fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GrantRow> {
         scope: r.get(4)?,
         project: r.get(5)?,
     })
-}
-
-fn unique(kind: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
-    move |e| match &e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
-            StoreError::AlreadyExists { kind }
-        }
-        _ => e.into(),
-    }
 }
 
 /// The `default` profile a project with profiles of its own starts with.
@@ -135,7 +124,7 @@ impl Store {
             "INSERT INTO projects (name, description, config) VALUES (?1, ?2, ?3)",
             params![row.name, row.description, row.config],
         )
-        .map_err(unique("project"))?;
+        .map_err(conflict("project"))?;
         if profiles {
             insert_default_profile(&tx, &row.name)?;
         }
@@ -183,7 +172,7 @@ impl Store {
             "UPDATE projects SET name = ?2 WHERE name = ?1",
             params![old, new],
         )
-        .map_err(unique("project"))?;
+        .map_err(conflict("project"))?;
         tx.execute(
             "UPDATE certificate_projects SET project = ?2 WHERE project = ?1",
             params![old, new],
@@ -254,7 +243,7 @@ impl Store {
             "INSERT INTO grants (identity_type, identity, role, scope, project) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![row.identity_type, row.identity, row.role, row.scope, row.project],
         )
-        .map_err(unique("grant"))?;
+        .map_err(conflict("grant"))?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
         Ok(GrantRow { id, ..row.clone() })

@@ -1,6 +1,6 @@
 //! The `snapshots` table (rows follow their instance's renames and deletion by cascade).
 
-use crate::{Store, StoreError};
+use crate::{conflict, Store, StoreError};
 use rusqlite::{params, OptionalExtension};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,17 +33,6 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRow> {
     })
 }
 
-fn constraint(e: rusqlite::Error) -> StoreError {
-    match &e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
-            StoreError::AlreadyExists { kind: "snapshot" }
-        }
-        _ => e.into(),
-    }
-}
-
 impl Store {
     pub fn create_snapshot(&self, row: &SnapshotRow) -> Result<(), StoreError> {
         self.conn()?
@@ -62,7 +51,7 @@ impl Store {
                     row.devices
                 ],
             )
-            .map_err(constraint)?;
+            .map_err(conflict("snapshot"))?;
         Ok(())
     }
 
@@ -120,7 +109,7 @@ impl Store {
                 "UPDATE snapshots SET name = ?4 WHERE project = ?1 AND instance = ?2 AND name = ?3",
                 params![project, instance, old, new],
             )
-            .map_err(constraint)?;
+            .map_err(conflict("snapshot"))?;
         if n == 0 {
             return Err(StoreError::NotFound { kind: "snapshot" });
         }

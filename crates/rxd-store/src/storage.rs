@@ -1,6 +1,6 @@
 //! The `storage_pools` table (global, as in LXD) and which pool instances live in.
 
-use crate::{Store, StoreError};
+use crate::{conflict, Store, StoreError};
 use rusqlite::{params, OptionalExtension};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,16 +54,7 @@ impl Store {
                 "INSERT INTO storage_pools (name, driver, description, config) VALUES (?1, ?2, ?3, ?4)",
                 params![row.name, row.driver, row.description, row.config],
             )
-            .map_err(|e| match &e {
-                rusqlite::Error::SqliteFailure(f, _)
-                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    StoreError::AlreadyExists {
-                        kind: "storage pool",
-                    }
-                }
-                _ => e.into(),
-            })?;
+            .map_err(conflict("storage pool"))?;
         Ok(())
     }
 

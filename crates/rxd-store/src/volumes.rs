@@ -2,7 +2,7 @@
 //! snapshots. Instance and image volumes are not recorded here: an instance's is its row's
 //! `pool`, an image's is a directory in each pool.
 
-use crate::{Store, StoreError};
+use crate::{conflict, Store, StoreError};
 use rusqlite::{params, OptionalExtension, Transaction};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,17 +60,6 @@ fn snapshot_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VolumeSnapshotRo
         created_at: r.get(6)?,
         expires_at: r.get(7)?,
     })
-}
-
-fn exists_error(kind: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
-    move |e| match &e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
-            StoreError::AlreadyExists { kind }
-        }
-        _ => e.into(),
-    }
 }
 
 const VOLUME: &str = "storage volume";
@@ -172,7 +161,7 @@ impl Store {
                 row.created_at
             ],
         )
-        .map_err(exists_error(VOLUME))?;
+        .map_err(conflict(VOLUME))?;
         for s in snapshots {
             insert_snapshot(
                 &tx,
@@ -219,7 +208,7 @@ impl Store {
                 "UPDATE storage_volumes SET name = ?4 WHERE pool = ?1 AND project = ?2 AND name = ?3",
                 params![pool, project, name, new],
             )
-            .map_err(exists_error(VOLUME))?;
+            .map_err(conflict(VOLUME))?;
         one_changed(n, VOLUME)?;
         tx.execute(
             "UPDATE storage_volume_snapshots SET volume = ?4
@@ -350,7 +339,7 @@ impl Store {
                  WHERE pool = ?1 AND project = ?2 AND volume = ?3 AND name = ?4",
                 params![pool, project, volume, name, new],
             )
-            .map_err(exists_error(SNAPSHOT))?;
+            .map_err(conflict(SNAPSHOT))?;
         one_changed(n, SNAPSHOT)
     }
 
@@ -386,7 +375,7 @@ fn insert_snapshot(tx: &Transaction<'_>, s: &VolumeSnapshotRow) -> Result<(), St
             s.expires_at
         ],
     )
-    .map_err(exists_error(SNAPSHOT))?;
+    .map_err(conflict(SNAPSHOT))?;
     Ok(())
 }
 
